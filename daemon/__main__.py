@@ -1,0 +1,5 @@
+"""``python -m daemon`` runs the admin CLI."""
+
+from daemon.cli import main
+
+main()

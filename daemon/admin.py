@@ -1,0 +1,269 @@
+"""Service functions behind the admin CLI (the CLI only parses and prints)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from daemon.config import ConfigError, ConfigIssue, LoadedConfig, parse_config, read_yaml
+from daemon.inbox import IntakeReport
+from daemon.outbox import DispatchReport, backlog_by_state
+from daemon.pipeline import StageResult
+from daemon.pluginmanager import PluginHost, PluginState
+from daemon.runtime import Runtime, load_plugins
+from daemon.store.engine import current_revision, head_revision, read_session
+from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState, RunRecord
+from daemon.yamledit import dump, set_plugin_enabled, set_warehouse_field, write_atomically
+
+
+class AdminError(Exception):
+    """An admin request that cannot be carried out; the message says what to do instead."""
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+
+def plugin_host(loaded: LoadedConfig) -> tuple[PluginHost, list[ConfigIssue]]:
+    """Load plugins for inspection, returning the host and any config issues."""
+    host, issues, _connector, _err = load_plugins(loaded)
+    return host, issues
+
+
+def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
+    """Enable or disable a plugin in ``daemon.yaml``; refuse changes that break dependencies.
+
+    Returns notes for the admin (e.g. how to apply the change to the running daemon).
+    """
+    raw = read_yaml(config_path)
+    current = parse_config(raw, config_path)
+    host, _ = plugin_host(current)
+    if name not in host.records:
+        raise AdminError(f"no installed plugin is called {name!r}; "
+                         "`nebridge plugins list --all` shows the installed ones")
+    if enabled:
+        _check_can_enable(config_path, name, current)
+    else:
+        dependents = [
+            r.name for r in host.records.values()
+            if r.enabled and r.info is not None and name in r.info.requires
+        ]
+        if dependents:
+            first = dependents[0]
+            raise AdminError(
+                f"plugin {first!r} requires {name!r}; disable {first!r} first "
+                f"(`nebridge plugins disable {first}`)"
+            )
+    set_plugin_enabled(raw, name, enabled)
+    try:
+        new = parse_config(raw, config_path)
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from None
+    _, issues = plugin_host(new)
+    if issues:
+        raise AdminError(str(ConfigError(config_path, issues)))
+    write_atomically(config_path, dump(raw))
+    state = "enabled" if enabled else "disabled"
+    return [f"plugin {name} {state} in {config_path}",
+            "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"]
+
+
+def _check_can_enable(config_path: Path, name: str, current: LoadedConfig) -> None:
+    raw = read_yaml(config_path)
+    set_plugin_enabled(raw, name, True)
+    probe, _ = plugin_host(parse_config(raw, config_path))
+    record = probe.records.get(name)
+    if record is None or record.state is PluginState.FAILED:
+        reason = record.error if record else "not installed"
+        raise AdminError(f"plugin {name!r} cannot be loaded: {reason}")
+    enabled = set(current.config.enabled_plugins())
+    missing = [r for r in (record.info.requires if record.info else ()) if r not in enabled]
+    if missing:
+        raise AdminError(
+            f"plugin {name!r} requires {missing[0]!r}, which is disabled; enable {missing[0]!r} "
+            f"first (`nebridge plugins enable {missing[0]}`)"
+        )
+
+
+def plugin_rows(host: PluginHost, include_all: bool) -> list[dict[str, Any]]:
+    """Rows for ``plugins list``: the enabled ones, or every installed plugin."""
+    rows = [r.as_dict() for r in sorted(host.records.values(), key=lambda r: r.name)]
+    return rows if include_all else [r for r in rows if r["enabled"]]
+
+
+def plugin_details(host: PluginHost, name: str) -> dict[str, Any]:
+    """Everything about one plugin, including its config JSON schema."""
+    record = host.records.get(name)
+    if record is None:
+        raise AdminError(f"no installed plugin is called {name!r}; "
+                         "`nebridge plugins list --all` shows the installed ones")
+    data = record.as_dict()
+    model = record.info.config_model if record.info else None
+    data["setting_ja"] = record.info.setting_ja if record.info else ""
+    data["config_schema"] = model.model_json_schema() if model is not None else None
+    if record.state is PluginState.DISABLED:
+        data["note"] = ("disabled plugins are not imported; enable it to see its summary "
+                        "and options")
+    return data
+
+
+# -- warehouses -------------------------------------------------------------------------------
+
+
+def set_warehouse_link(config_path: Path, code: str, linked: bool) -> list[str]:
+    """Set a warehouse's Next Engine link flag (拠点設定) in ``daemon.yaml``."""
+    raw = read_yaml(config_path)
+    if not set_warehouse_field(raw, code, "ne_linked", linked):
+        codes = ", ".join(str(w.get("code")) for w in raw.get("warehouses") or [])
+        raise AdminError(f"no warehouse with code {code!r} in {config_path} "
+                         f"(configured: {codes or 'none'})")
+    try:
+        parse_config(raw, config_path)
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from None
+    write_atomically(config_path, dump(raw))
+    effect = ("stock changes at this warehouse will now reach Next Engine" if linked
+              else "stock changes at this warehouse will no longer reach Next Engine")
+    return [f"warehouse {code}: ne_linked={str(linked).lower()} ({effect})",
+            "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"]
+
+
+def warehouse_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    """Rows for ``warehouses list``."""
+    return [
+        {"code": w.code, "name": w.name, "ne_linked": w.ne_linked,
+         "import_orders": w.import_orders, "shop_ids": list(w.shop_ids)}
+        for w in loaded.config.warehouses
+    ]
+
+
+# -- run once ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOnceReport:
+    """Everything one ``run --once`` pass did (or, dry, would do)."""
+
+    intake: IntakeReport | None = None
+    stages: list[StageResult] = field(default_factory=list)
+    dispatch: DispatchReport | None = None
+    dispatch_plan: list[str] = field(default_factory=list)
+    attention: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and nothing is held or in doubt."""
+        return not self.problems and not any(self.attention.values())
+
+
+def run_once(
+    runtime: Runtime, dry_run: bool = False, progress: Callable[[str], None] = lambda _m: None
+) -> RunOnceReport:
+    """Intake, every warehouse pipeline once, then drain the outbox as far as it can."""
+    report = RunOnceReport()
+    if runtime.connector is not None:
+        if not dry_run:
+            runtime.connector.recover(runtime.connector_context())
+        intake = runtime.intake()
+        if intake is not None:
+            progress("reading WMS input")
+            report.intake = intake.run_once(dry_run=dry_run)
+            report.problems.extend(f"rejected {s}" for s in report.intake.rejected)
+    for pipeline in runtime.pipelines():
+        progress(f"warehouse {pipeline.warehouse.code}")
+        results = pipeline.run_once(dry_run=dry_run)
+        report.stages.extend(results)
+        for r in results:
+            report.problems.extend(f"{r.warehouse}/{r.stage.value}: {f}" for f in r.failures)
+    if dry_run:
+        report.dispatch_plan = describe_pending(runtime.engine)
+    else:
+        progress("dispatching to Next Engine")
+        report.dispatch = runtime.dispatcher().run_once()
+        report.problems.extend(f"dispatcher: {e}" for e in report.dispatch.errors)
+    report.attention = attention_counts(runtime.engine)
+    return report
+
+
+def describe_pending(engine: Engine) -> list[str]:
+    """One line per pending outbox item (what a dispatch would send)."""
+    with read_session(engine) as session:
+        items = list(session.scalars(
+            select(OutboxItem).where(OutboxItem.state == OutboxState.PENDING.value)  # type: ignore[arg-type]
+            .order_by(OutboxItem.id)  # type: ignore[arg-type]
+        ))
+    return [f"{i.kind} {i.subject} (warehouse {i.warehouse}, from {i.plugin}): {i.payload}"
+            for i in items]
+
+
+def attention_counts(engine: Engine) -> dict[str, int]:
+    """Held inbox events and outbox items that failed or are in doubt."""
+    with read_session(engine) as session:
+        held = session.scalar(
+            select(func.count()).select_from(InboxEvent)
+            .where(InboxEvent.state == EventState.HELD.value)  # type: ignore[arg-type]
+        ) or 0
+    backlog = backlog_by_state(engine)
+    return {
+        "held_events": int(held),
+        "failed_actions": backlog.get(OutboxState.FAILED.value, 0),
+        "in_doubt_actions": backlog.get(OutboxState.IN_DOUBT.value, 0),
+    }
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> dict[str, Any]:
+    """The data behind ``nebridge status``."""
+    current, head = current_revision(engine), head_revision(engine)
+    status: dict[str, Any] = {
+        "config": str(loaded.path),
+        "database": {"revision": current, "latest": head, "up_to_date": current == head},
+        "plugins": {
+            "loaded": host.loaded_names(),
+            "needs_attention": [
+                {"name": r.name, "state": r.state.value, "error": r.error} for r in host.failed()
+            ],
+        },
+        "warehouses": [],
+        "inbox": {},
+        "outbox": {},
+        "attention": {},
+    }
+    if current != head:
+        status["problems"] = [f"database not migrated: run `nebridge db upgrade`"]
+        return status
+    with read_session(engine) as session:
+        for wh in loaded.config.warehouses:
+            stages = {}
+            for stage in ("import_orders", "shipments", "receipts"):
+                run = session.scalars(
+                    select(RunRecord)
+                    .where(RunRecord.warehouse == wh.code)  # type: ignore[arg-type]
+                    .where(RunRecord.stage == stage)  # type: ignore[arg-type]
+                    .order_by(RunRecord.started_at.desc())  # type: ignore[attr-defined]
+                    .limit(1)
+                ).first()
+                stages[stage] = None if run is None else {
+                    "at": run.started_at.isoformat(), "outcome": run.outcome,
+                    "items_in": run.items_in, "items_out": run.items_out,
+                    "detail": run.detail,
+                }
+            status["warehouses"].append(
+                {"code": wh.code, "name": wh.name, "ne_linked": wh.ne_linked,
+                 "import_orders": wh.import_orders, "stages": stages}
+            )
+        rows = session.execute(
+            select(InboxEvent.kind, InboxEvent.state, func.count())
+            .group_by(InboxEvent.kind, InboxEvent.state)
+        ).all()
+    for kind, state, n in rows:
+        status["inbox"].setdefault(str(kind), {})[str(state)] = int(n)
+    status["outbox"] = backlog_by_state(engine)
+    status["attention"] = attention_counts(engine)
+    return status

@@ -1,0 +1,51 @@
+"""``nebridge db``: database migrations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from daemon.cli.common import fail, get, info, print_json
+from daemon.store.engine import current_revision, head_revision, make_engine, upgrade
+
+app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+def upgrade_cmd(ctx: typer.Context) -> None:
+    """Apply every pending migration (safe to run repeatedly)."""
+    loaded = get(ctx).load()
+    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    except Exception as exc:
+        fail(f"migration failed: {exc}; check `database_url` and that the database is reachable")
+    finally:
+        engine.dispose()
+    if before == after:
+        info(f"database already at the latest migration ({after})")
+    else:
+        info(f"database migrated from {before or '(empty)'} to {after}")
+
+
+@app.command("current")
+def current_cmd(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the database's migration and the latest one this nebridge ships."""
+    loaded = get(ctx).load()
+    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        current, head = current_revision(engine), head_revision(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json({"current": current, "latest": head, "up_to_date": current == head})
+    else:
+        typer.echo(f"current: {current or '(empty)'}  latest: {head}")
+    if current != head:
+        raise typer.Exit(1)

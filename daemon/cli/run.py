@@ -1,0 +1,113 @@
+"""``nebridge run``: the foreground daemon (systemd's ExecStart), or one pass with ``--once``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from daemon.admin import RunOnceReport, run_once
+from daemon.cli.common import fail, get, info, print_json
+from daemon.config import ConfigError
+from daemon.runtime import build_runtime
+from daemon.store.engine import DatabaseNotMigrated
+from daemon.supervisor import Supervisor
+
+
+def run(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Run every pipeline once, drain the "
+                                       "outbox as far as possible, then exit.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --once: print what would "
+                                          "be done and change nothing anywhere.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --once: report as JSON.")] = False,
+) -> None:
+    """Run the daemon in the foreground (no fork, no pidfile), or one pass with --once.
+
+    --once exits 0 when nothing failed and nothing is held or in doubt, else 1.
+    """
+    if dry_run and not once:
+        fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
+    app_ctx = get(ctx)
+    app_ctx.load()
+    if not once:
+        supervisor = Supervisor(app_ctx.config_path)
+        supervisor.install_signal_handlers()
+        raise typer.Exit(supervisor.run())
+    try:
+        runtime = build_runtime(app_ctx.config_path)
+    except (ConfigError, DatabaseNotMigrated) as exc:
+        fail(str(exc))
+    try:
+        report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
+    finally:
+        runtime.close()
+    if as_json:
+        print_json(report_dict(report, dry_run))
+    else:
+        print_report(report, dry_run)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
+    """JSON view of a run-once report."""
+    intake = report.intake
+    return {
+        "dry_run": dry_run,
+        "ok": report.ok,
+        "intake": None if intake is None else {
+            "accepted": intake.accepted, "rejected": intake.rejected, "events": intake.events,
+            "duplicates": intake.duplicates, "products_updated": intake.products_updated,
+            "planned": intake.planned,
+        },
+        "stages": [
+            {"warehouse": r.warehouse, "stage": r.stage.value, "outcome": r.outcome,
+             "items_in": r.items_in, "items_out": r.items_out, "held": r.held,
+             "deferred": r.deferred, "skipped_reason": r.skipped_reason, "planned": r.planned,
+             "notices": r.notices, "failures": r.failures}
+            for r in report.stages
+        ],
+        "dispatch": None if report.dispatch is None else {
+            "executed": report.dispatch.executed, "reconciled": report.dispatch.reconciled,
+            "waiting_for_executor": report.dispatch.waiting, "errors": report.dispatch.errors,
+        },
+        "would_dispatch": report.dispatch_plan,
+        "attention": report.attention,
+        "problems": report.problems,
+    }
+
+
+def print_report(report: RunOnceReport, dry_run: bool) -> None:
+    """Human view of a run-once report."""
+    prefix = "would " if dry_run else ""
+    if report.intake is not None:
+        for line in report.intake.planned:
+            typer.echo(line)
+        for source in report.intake.accepted:
+            typer.echo(f"accepted {source}")
+        for source in report.intake.rejected:
+            typer.echo(f"rejected {source} (see `nebridge inbox list`)")
+    for r in report.stages:
+        if r.skipped_reason:
+            typer.echo(f"{r.warehouse}/{r.stage.value}: skipped ({r.skipped_reason})")
+            continue
+        typer.echo(f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {r.items_out} action(s) "
+                   f"{prefix}queued, {r.held} held, {r.deferred} deferred")
+        for line in r.planned:
+            typer.echo(f"  {prefix}queue: {line}")
+        for line in r.notices:
+            typer.echo(f"  note: {line}")
+        for line in r.failures:
+            typer.echo(f"  HELD: {line}")
+    for line in report.dispatch_plan:
+        typer.echo(f"would send to Next Engine: {line}")
+    if report.dispatch is not None:
+        for kind, n in report.dispatch.executed.items():
+            typer.echo(f"dispatched {n} {kind} action(s)")
+        for kind, n in report.dispatch.waiting.items():
+            typer.echo(f"{n} {kind} action(s) wait for Next Engine (not connected: "
+                       "run `nebridge connect`)")
+    for key, n in report.attention.items():
+        if n:
+            typer.echo(f"attention: {n} {key.replace('_', ' ')} (see `nebridge status`)")
+    typer.echo("ok" if report.ok else "finished with problems (exit 1)")

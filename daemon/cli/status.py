@@ -1,0 +1,52 @@
+"""``nebridge status``: is stock and shipment data flowing, and what needs attention."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from daemon.admin import collect_status, plugin_host
+from daemon.cli.common import get, print_json, print_table
+from daemon.store.engine import make_engine
+
+
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show plugins, last runs per warehouse and stage, inbox and outbox backlog."""
+    loaded = get(ctx).load()
+    host, _issues = plugin_host(loaded)
+    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        data = collect_status(loaded, engine, host)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(data)
+        return
+    db = data["database"]
+    typer.echo(f"config: {data['config']}")
+    typer.echo(f"database: migration {db['revision'] or '(empty)'}"
+               + ("" if db["up_to_date"] else f" — needs {db['latest']}: run `nebridge db upgrade`"))
+    typer.echo(f"plugins loaded: {', '.join(data['plugins']['loaded']) or 'none'}")
+    for bad in data["plugins"]["needs_attention"]:
+        typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")
+    rows = []
+    for wh in data["warehouses"]:
+        for stage, run in wh["stages"].items():
+            rows.append([wh["code"], "yes" if wh["ne_linked"] else "no", stage,
+                         run["at"] if run else "never", run["outcome"] if run else "",
+                         f"{run['items_in']}/{run['items_out']}" if run else "",
+                         (run["detail"] or "")[:60] if run else ""])
+    if rows:
+        print_table("last runs", ["warehouse", "ne_linked", "stage", "at", "outcome",
+                                  "in/out", "detail"], rows)
+    for kind, states in data["inbox"].items():
+        typer.echo(f"inbox {kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    if data["outbox"]:
+        typer.echo("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(data["outbox"].items())))
+    for key, n in data["attention"].items():
+        if n:
+            typer.echo(f"attention: {n} {key.replace('_', ' ')}")

@@ -1,0 +1,310 @@
+"""Loading and validating ``daemon.yaml``.
+
+The core sections are validated with pydantic models here; each plugin's section is validated
+by the plugin's own model in :mod:`daemon.pluginmanager`. Every problem is reported with its
+YAML path and line so the admin can fix all of them in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+DEFAULT_CONFIG_PATH = Path("daemon.yaml")
+CONFIG_ENV = "NEBRIDGE_CONFIG"
+CLIENT_SECRET_ENV = "NEBRIDGE_NE_CLIENT_SECRET"
+CLIENT_SECRET_CREDENTIAL = "nextengine-client-secret"
+_CODE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NextEngineSettings(_Strict):
+    """``nextengine:`` — where Next Engine lives and how this app is registered there."""
+
+    api_base: str = "https://api.next-engine.org"
+    login_base: str = "https://base.next-engine.org"
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    redirect_uri: str = "http://127.0.0.1:8765/callback"
+    token_file: Path | None = None
+    page_size: int = Field(default=10000, ge=1, le=10000)
+    read_timeout_seconds: float = Field(default=3600.0, gt=0)
+
+
+class ScheduleSettings(_Strict):
+    """``schedule:`` — how often pipelines and the outbox dispatcher run."""
+
+    interval_seconds: float = Field(default=60.0, gt=0)
+    jitter_seconds: float = Field(default=5.0, ge=0)
+    dispatch_interval_seconds: float = Field(default=10.0, gt=0)
+    intake_poll_seconds: float = Field(default=1.0, gt=0)
+    drain_timeout_seconds: float = Field(default=120.0, gt=0)
+
+
+class WmsSettings(BaseModel):
+    """``wms:`` — the connector and its own section (``wms.<connector>``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    connector: str = "csv"
+
+    def connector_section(self) -> dict[str, Any]:
+        """The raw ``wms.<connector>`` mapping, validated later by the connector's model."""
+        extra = self.model_extra or {}
+        section = extra.get(self.connector) or {}
+        return dict(section) if isinstance(section, Mapping) else {}
+
+
+class WarehouseConfig(_Strict):
+    """One entry of ``warehouses:`` — a WMS warehouse (拠点)."""
+
+    code: str
+    name: str = ""
+    ne_linked: bool = False
+    import_orders: bool = False
+    shop_ids: tuple[str, ...] = ()
+
+    @field_validator("code")
+    @classmethod
+    def _code_shape(cls, value: str) -> str:
+        if not _CODE_RE.match(value):
+            raise ValueError("use 1-32 letters, digits, '_', '-' or '.'")
+        return value
+
+
+class DaemonConfig(_Strict):
+    """The whole of ``daemon.yaml`` as the engine sees it (plugin options stay raw here)."""
+
+    state_dir: Path = Path("state")
+    database_url: str | None = None
+    log_level: str = "INFO"
+    nextengine: NextEngineSettings = NextEngineSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    wms: WmsSettings = WmsSettings()
+    warehouses: tuple[WarehouseConfig, ...] = ()
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("warehouses")
+    @classmethod
+    def _unique_codes(cls, value: tuple[WarehouseConfig, ...]) -> tuple[WarehouseConfig, ...]:
+        seen: set[str] = set()
+        for wh in value:
+            if wh.code in seen:
+                raise ValueError(f"warehouse code {wh.code!r} appears twice; codes must be unique")
+            seen.add(wh.code)
+        return value
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugin_sections(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``database_url`` or the default SQLite file inside ``state_dir``."""
+        return self.database_url or f"sqlite:///{self.state_dir / 'nebridge.db'}"
+
+    @property
+    def token_file(self) -> Path:
+        """Where Next Engine tokens are kept (mode 0600)."""
+        return self.nextengine.token_file or self.state_dir / "nextengine-tokens.json"
+
+    def enabled_plugins(self) -> list[str]:
+        """Names of the plugins switched on in ``plugins:``, in file order."""
+        return [name for name, sec in self.plugins.items() if bool(sec.get("enabled", False))]
+
+    def plugin_options(self, name: str) -> dict[str, Any]:
+        """A plugin's section without the ``enabled`` switch."""
+        return {k: v for k, v in self.plugins.get(name, {}).items() if k != "enabled"}
+
+    def warehouse(self, code: str) -> WarehouseConfig | None:
+        """The warehouse with ``code``, if configured."""
+        return next((wh for wh in self.warehouses if wh.code == code), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in ``daemon.yaml``, located by YAML path and line."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """``daemon.yaml`` cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, source: Path, issues: Sequence[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = list(issues)
+        lines = "\n".join(f"  - {issue}" for issue in self.issues)
+        super().__init__(
+            f"{source}: {len(self.issues)} problem(s) in the configuration:\n{lines}\n"
+            f"Fix them and run `nebridge config check` again."
+        )
+
+
+@dataclass
+class LoadedConfig:
+    """A validated configuration together with the raw document it came from."""
+
+    path: Path
+    config: DaemonConfig
+    raw: CommentedMap = field(default_factory=CommentedMap)
+
+    def line_of(self, loc: Iterable[str | int]) -> int | None:
+        """Best-effort 1-based line of a YAML path in the source file."""
+        return yaml_line(self.raw, loc)
+
+
+def yaml_path(loc: Iterable[str | int]) -> str:
+    """Render a location tuple as ``plugins.tag_filter.tag`` / ``warehouses[1].code``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def yaml_line(raw: Any, loc: Iterable[str | int]) -> int | None:
+    """Follow ``loc`` through a ruamel document and return the deepest line found."""
+    node, line = raw, None
+    for part in loc:
+        try:
+            if isinstance(node, CommentedMap) and part in node:
+                line = node.lc.key(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except (KeyError, AttributeError, TypeError):
+            break
+    return line
+
+
+def _round_trip_yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def read_yaml(path: Path) -> CommentedMap:
+    """Parse ``path`` keeping comments and positions; raise ConfigError on bad YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            path,
+            [ConfigIssue("", f"file not found (pass --config PATH or set {CONFIG_ENV})")],
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [ConfigIssue("", f"cannot read: {exc}")]) from None
+    try:
+        data = _round_trip_yaml().load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, [ConfigIssue("", f"invalid YAML: {problem}", line)]) from None
+    if data is None:
+        data = CommentedMap()
+    if not isinstance(data, CommentedMap):
+        raise ConfigError(path, [ConfigIssue("", "the top level must be a mapping", 1)])
+    return data
+
+
+def _plain(node: Any) -> Any:
+    """Convert ruamel containers to plain dicts and lists."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and validate the core of ``daemon.yaml``; relative paths resolve next to it."""
+    return parse_config(read_yaml(path), path)
+
+
+def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
+    """Validate an already parsed document as if it were the file at ``path``."""
+    data = _plain(raw)
+    base = path.resolve().parent
+    try:
+        config = DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        issues = [
+            ConfigIssue(yaml_path(err["loc"]), err["msg"], yaml_line(raw, err["loc"]))
+            for err in exc.errors()
+        ]
+        raise ConfigError(path, issues) from None
+    config = _resolve_paths(config, base)
+    return LoadedConfig(path=path, config=config, raw=raw)
+
+
+def _resolve_paths(config: DaemonConfig, base: Path) -> DaemonConfig:
+    state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
+    ne = config.nextengine
+    if ne.token_file is not None and not ne.token_file.is_absolute():
+        ne = ne.model_copy(update={"token_file": base / ne.token_file})
+    db = config.database_url
+    if db and db.startswith("sqlite:///") and not db.startswith("sqlite:////"):
+        rel = db.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            db = f"sqlite:///{base / rel}"
+    return config.model_copy(update={"state_dir": state_dir, "nextengine": ne, "database_url": db})
+
+
+def resolve_path(value: str | Path, config_path: Path) -> Path:
+    """Resolve a path option of a plugin or connector relative to the config file."""
+    p = Path(value)
+    return p if p.is_absolute() else config_path.resolve().parent / p
+
+
+def client_secret(config: DaemonConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The Next Engine client secret: systemd credential, then environment, then the file."""
+    env = os.environ if env is None else env
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        cred = Path(cred_dir) / CLIENT_SECRET_CREDENTIAL
+        if cred.is_file():
+            return cred.read_text(encoding="utf-8").strip()
+    if env.get(CLIENT_SECRET_ENV):
+        return env[CLIENT_SECRET_ENV]
+    secret = config.nextengine.client_secret
+    return secret.get_secret_value() if secret else None
+
+
+def config_path_from(option: Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """``--config`` if given, else ``$NEBRIDGE_CONFIG``, else ``./daemon.yaml``."""
+    env = os.environ if env is None else env
+    if option is not None:
+        return option
+    return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH

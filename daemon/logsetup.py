@@ -1,0 +1,66 @@
+"""Logging: journald-friendly priority prefixes under systemd, and secret redaction.
+
+Every secret the process learns (client secret, tokens) is registered with
+:func:`register_secret`; a filter on the root handler replaces it in every log line, so a
+secret can never reach the journal even through an exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+_PRIORITY = {
+    logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_HANDLER_NAME = "nebridge"
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` so it is masked in every log line from now on."""
+    if value and len(value) >= 6:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, journal: bool) -> None:
+        fmt = "%(name)s: %(message)s" if journal else (
+            "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__(fmt)
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = redact(super().format(record))
+        if self.journal:
+            prio = _PRIORITY.get(record.levelno, 6)
+            return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
+        return text
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Install nebridge's handler on the root logger (idempotent)."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if any(getattr(h, "name", "") == _HANDLER_NAME for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.name = _HANDLER_NAME
+    handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
+    root.addHandler(handler)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -1,0 +1,199 @@
+"""The transactional outbox: Next Engine actions stored with the decision that caused them.
+
+Plugins decide; the pipeline stores their actions here in the same transaction that marks the
+WMS event processed. The :class:`Dispatcher` then hands due items to the executor registered
+for their kind. An item moves pending → in_flight → done / failed / in_doubt; an item found
+in flight after a crash has an unknown outcome and goes to its executor's ``reconcile`` before
+anything is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from daemon.store.engine import read_session, write_session
+from daemon.store.models import OutboxItem, OutboxState, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert outbox rows; rows whose idempotency key exists already are silently skipped.
+
+    Returns the number of rows actually inserted.
+    """
+    if not rows:
+        return 0
+    table = OutboxItem.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    else:
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    result = session.execute(stmt, list(rows))
+    return int(result.rowcount or 0)
+
+
+class Executor(Protocol):
+    """Executes outbox items of one kind against Next Engine (registered by the engine)."""
+
+    kind: str
+
+    def reconcile(self, items: Sequence[OutboxItem]) -> None:
+        """Settle items whose outcome is unknown (found in flight) before anything else."""
+        ...
+
+    def execute(self, items: Sequence[OutboxItem]) -> None:
+        """Send due items and record each one's outcome."""
+        ...
+
+
+@dataclass
+class DispatchReport:
+    """What one dispatcher pass did."""
+
+    reconciled: int = 0
+    executed: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Drains the outbox by kind through the registered executors."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        executors: Mapping[str, Executor] | None = None,
+        batch_size: int = 1000,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.executors: dict[str, Executor] = dict(executors or {})
+        self.batch_size = batch_size
+        self.clock = clock
+
+    def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
+        """Reconcile in-flight items, then execute due items kind by kind."""
+        report = DispatchReport()
+        for kind, executor in self.executors.items():
+            stuck = self._load(kind, [OutboxState.IN_FLIGHT], due_only=False)
+            if stuck:
+                self._guard(report, kind, executor.reconcile, stuck)
+                report.reconciled += len(stuck)
+        for kind, executor in self.executors.items():
+            while not should_stop():
+                due = self._load(kind, [OutboxState.PENDING], due_only=True)
+                if not due:
+                    break
+                if not self._guard(report, kind, executor.execute, due):
+                    break
+                report.executed[kind] = report.executed.get(kind, 0) + len(due)
+                if len(due) < self.batch_size:
+                    break
+        report.waiting = {
+            kind: n for kind, n in pending_by_kind(self.engine).items()
+            if kind not in self.executors
+        }
+        return report
+
+    def _guard(
+        self,
+        report: DispatchReport,
+        kind: str,
+        fn: Callable[[Sequence[OutboxItem]], None],
+        items: Sequence[OutboxItem],
+    ) -> bool:
+        try:
+            fn(items)
+        except Exception as exc:  # an executor bug must not stop the other kinds
+            log.exception("outbox executor %s failed", kind)
+            report.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def _load(
+        self, kind: str, states: Iterable[OutboxState], due_only: bool
+    ) -> list[OutboxItem]:
+        stmt = (
+            select(OutboxItem)
+            .where(OutboxItem.kind == kind)  # type: ignore[arg-type]
+            .where(OutboxItem.state.in_([s.value for s in states]))  # type: ignore[attr-defined]
+            .order_by(OutboxItem.id)  # type: ignore[arg-type]
+            .limit(self.batch_size)
+        )
+        if due_only:
+            stmt = stmt.where(OutboxItem.next_attempt_at <= self.clock())  # type: ignore[operator]
+        with read_session(self.engine) as session:
+            return list(session.scalars(stmt))
+
+
+# -- state transitions used by executors ------------------------------------------------------
+
+
+def transition(
+    engine: Engine,
+    ids: Sequence[int],
+    state: OutboxState,
+    *,
+    error: str | None = None,
+    result: str | None = None,
+    retry_in: timedelta | None = None,
+    count_attempt: bool = False,
+    dispatch_ref: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
+    """Move items to ``state`` in one committed transaction."""
+    if not ids:
+        return
+    now = clock()
+    values: dict[str, Any] = {"state": state.value, "updated_at": now}
+    if error is not None:
+        values["last_error"] = error
+    if result is not None:
+        values["result"] = result
+    if retry_in is not None:
+        values["next_attempt_at"] = now + retry_in
+    if dispatch_ref is not None:
+        values["dispatch_ref"] = dispatch_ref
+    if count_attempt:
+        values["attempts"] = OutboxItem.attempts + 1
+    with write_session(engine) as session:
+        session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(list(ids)))  # type: ignore[union-attr]
+            .values(**values)
+        )
+
+
+def pending_by_kind(engine: Engine) -> dict[str, int]:
+    """Pending item counts by kind."""
+    with read_session(engine) as session:
+        rows = session.execute(
+            select(OutboxItem.kind, func.count())
+            .where(OutboxItem.state == OutboxState.PENDING.value)  # type: ignore[arg-type]
+            .group_by(OutboxItem.kind)
+        ).all()
+    return {str(kind): int(n) for kind, n in rows}
+
+
+def backlog_by_state(engine: Engine) -> dict[str, int]:
+    """Item counts by state (for ``status``)."""
+    with read_session(engine) as session:
+        rows = session.execute(
+            select(OutboxItem.state, func.count()).group_by(OutboxItem.state)
+        ).all()
+    counts: dict[str, int] = defaultdict(int)
+    for state, n in rows:
+        counts[str(state)] = int(n)
+    return dict(counts)

@@ -1,0 +1,362 @@
+"""The per-warehouse pipeline: WMS events → plugins → outbox, one event at a time.
+
+For each pending shipment or receipt of its warehouse, the pipeline asks every enabled plugin
+for its decision, each call isolated. If every plugin answered, the actions are written to
+the outbox in the same transaction that marks the event processed. If any plugin failed,
+the event is held with the plugin's error (none of its actions are stored, so a shipment is
+never shipped without the tracking number a failing plugin would have added) and the other
+events, plugins and warehouses carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from daemon.outbox import insert_ignoring_duplicates
+from daemon.pluginmanager import PluginHost
+from daemon.serialize import dumps, event_from_json
+from daemon.store.engine import read_session, write_session
+from daemon.store.models import EventState, InboxEvent, RunRecord, utcnow
+from hooks.errors import StepError, StepNotReady
+from hooks.records import (
+    Action,
+    AdjustStock,
+    EventKind,
+    Notice,
+    ShipOrder,
+    WarehouseInfo,
+    WmsEvent,
+    WmsShipment,
+    WriteTracking,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Stage(StrEnum):
+    """The ordered stages of a warehouse pipeline."""
+
+    IMPORT_ORDERS = "import_orders"
+    SHIPMENTS = "shipments"
+    RECEIPTS = "receipts"
+
+
+STAGE_HOOK = {
+    Stage.SHIPMENTS: ("nebridge_shipment_actions", EventKind.SHIPMENT, "shipment"),
+    Stage.RECEIPTS: ("nebridge_receipt_actions", EventKind.RECEIPT, "receipt"),
+}
+
+
+@dataclass
+class PlannedItem:
+    """An outbox row the pipeline will write (or, in a dry run, would write)."""
+
+    kind: str
+    key: str
+    subject: str
+    plugin: str
+    payload: dict[str, Any]
+
+    def describe(self) -> str:
+        """A one-line human description for dry runs and logs."""
+        if self.kind == "ship_order":
+            tracking = self.payload.get("tracking_number")
+            extra = f" with tracking number {tracking}" if tracking else " (no tracking number)"
+            return f"ship Next Engine order {self.subject}{extra}"
+        if self.kind == "adjust_stock":
+            return f"change stock of WMS product {self.subject} by {self.payload['delta']:+d}"
+        return f"{self.kind} {self.subject}"
+
+
+@dataclass
+class StageResult:
+    """What one stage run did."""
+
+    stage: Stage
+    warehouse: str
+    items_in: int = 0
+    items_out: int = 0
+    held: int = 0
+    deferred: int = 0
+    skipped_reason: str = ""
+    planned: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """ok / held / failed / skipped, as stored in the run record."""
+        if self.skipped_reason:
+            return "skipped"
+        if self.failures:
+            return "failed"
+        return "held" if self.held else "ok"
+
+
+class OrderImporter(Protocol):
+    """Imports Next Engine orders for one warehouse (provided once Next Engine is linked)."""
+
+    def run(self, warehouse: WarehouseInfo, dry_run: bool) -> StageResult:
+        """Import ready orders into ``warehouse``'s WMS."""
+        ...
+
+
+def plan_actions(
+    event: WmsEvent, kind: EventKind, decisions: Sequence[tuple[str, Iterable[Action]]]
+) -> tuple[list[PlannedItem], list[str]]:
+    """Merge the plugins' actions for one event into outbox rows and notices.
+
+    A tracking number rides on the ship action of the same order; without one it is dropped
+    and reported, because Next Engine must never get a tracking number alone.
+    """
+    external_id = event.shipment_id if isinstance(event, WmsShipment) else event.receipt_id
+    ships: dict[str, str] = {}
+    tracking: dict[str, tuple[str, str]] = {}
+    stock: dict[tuple[str, str], int] = {}
+    notices: list[str] = []
+    for plugin, actions in decisions:
+        for action in actions:
+            if isinstance(action, ShipOrder):
+                ships.setdefault(action.ne_order_id, plugin)
+            elif isinstance(action, WriteTracking):
+                tracking.setdefault(action.ne_order_id, (action.tracking_number, plugin))
+            elif isinstance(action, AdjustStock):
+                if action.delta:
+                    key = (plugin, action.product_code)
+                    stock[key] = stock.get(key, 0) + action.delta
+            elif isinstance(action, Notice):
+                notices.append(f"[{action.level}] {plugin}: {action.message}")
+            else:
+                raise StepError(f"plugin {plugin} returned an unknown action {action!r}")
+    items: list[PlannedItem] = []
+    for order_id, plugin in ships.items():
+        number = tracking.pop(order_id, (None, ""))[0]
+        items.append(
+            PlannedItem(
+                kind="ship_order",
+                key=f"ship:{order_id}",
+                subject=order_id,
+                plugin=plugin,
+                payload={"ne_order_id": order_id, "tracking_number": number,
+                         "source_event": f"{kind.value}:{external_id}"},
+            )
+        )
+    for order_id, (number, plugin) in tracking.items():
+        notices.append(
+            f"[warning] {plugin}: tracking number {number} for order {order_id} not written: "
+            "no shipped-status update for this order (tracking numbers are never written alone)"
+        )
+    for (plugin, product), delta in sorted(stock.items()):
+        if delta:
+            items.append(
+                PlannedItem(
+                    kind="adjust_stock",
+                    key=f"stock:{kind.value}:{external_id}:{product}:{plugin}",
+                    subject=product,
+                    plugin=plugin,
+                    payload={"product_code": product, "delta": delta,
+                             "source_event": f"{kind.value}:{external_id}"},
+                )
+            )
+    return items, notices
+
+
+class WarehousePipeline:
+    """Runs the stages of one warehouse in order, each isolated from the others."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        host: PluginHost,
+        warehouse: WarehouseInfo,
+        order_importer: Callable[[], OrderImporter | None] = lambda: None,
+        chunk_size: int = 500,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.warehouse = warehouse
+        self.order_importer = order_importer
+        self.chunk_size = chunk_size
+        self.clock = clock
+
+    def run_once(
+        self, dry_run: bool = False, should_stop: Callable[[], bool] = lambda: False
+    ) -> list[StageResult]:
+        """Run every stage once; a stage that crashes is recorded and the next one runs."""
+        run_id = str(uuid.uuid4())
+        results = []
+        for stage in Stage:
+            if should_stop():
+                break
+            started = self.clock()
+            try:
+                result = self._run_stage(stage, dry_run, should_stop, run_id)
+            except Exception as exc:
+                log.exception("warehouse=%s stage=%s crashed", self.warehouse.code, stage.value)
+                result = StageResult(stage, self.warehouse.code,
+                                     failures=[f"{type(exc).__name__}: {exc}"])
+            results.append(result)
+            if not dry_run:
+                self._record(run_id, result, started)
+        return results
+
+    def _run_stage(
+        self, stage: Stage, dry_run: bool, should_stop: Callable[[], bool], run_id: str
+    ) -> StageResult:
+        if stage is Stage.IMPORT_ORDERS:
+            if not self.warehouse.import_orders:
+                return StageResult(stage, self.warehouse.code,
+                                   skipped_reason="import_orders is off for this warehouse")
+            importer = self.order_importer()
+            if importer is None:
+                return StageResult(stage, self.warehouse.code,
+                                   skipped_reason="Next Engine is not connected")
+            return importer.run(self.warehouse, dry_run)
+        return self._process_events(stage, dry_run, should_stop, run_id)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _process_events(
+        self, stage: Stage, dry_run: bool, should_stop: Callable[[], bool], run_id: str
+    ) -> StageResult:
+        hook, kind, label = STAGE_HOOK[stage]
+        result = StageResult(stage, self.warehouse.code)
+        last_id = 0
+        while not should_stop():
+            with read_session(self.engine) as session:
+                rows = list(session.scalars(
+                    select(InboxEvent)
+                    .where(InboxEvent.state == EventState.PENDING.value)  # type: ignore[arg-type]
+                    .where(InboxEvent.warehouse == self.warehouse.code)  # type: ignore[arg-type]
+                    .where(InboxEvent.kind == kind.value)  # type: ignore[arg-type]
+                    .where(InboxEvent.id > last_id)  # type: ignore[operator]
+                    .order_by(InboxEvent.id)  # type: ignore[arg-type]
+                    .limit(self.chunk_size)
+                ))
+            if not rows:
+                break
+            last_id = rows[-1].id or last_id
+            self._process_chunk(rows, hook, kind, label, dry_run, run_id, result)
+            if len(rows) < self.chunk_size:
+                break
+        return result
+
+    def _process_chunk(
+        self,
+        rows: Sequence[InboxEvent],
+        hook: str,
+        kind: EventKind,
+        label: str,
+        dry_run: bool,
+        run_id: str,
+        result: StageResult,
+    ) -> None:
+        with write_session(self.engine) as session:
+            for row in rows:
+                result.items_in += 1
+                self._process_event(session, row, hook, kind, label, dry_run, run_id, result)
+            if dry_run:
+                session.rollback()
+
+    def _process_event(
+        self,
+        session: Session,
+        row: InboxEvent,
+        hook: str,
+        kind: EventKind,
+        label: str,
+        dry_run: bool,
+        run_id: str,
+        result: StageResult,
+    ) -> None:
+        item = f"{label} {row.external_id}"
+        event = event_from_json(row.kind, row.payload)
+        outcomes = self.host.call_each(
+            hook, {label: event, "warehouse": self.warehouse}
+        )
+        decisions: list[tuple[str, list[Action]]] = []
+        errors: list[str] = []
+        not_ready: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome.error, StepNotReady):
+                not_ready.append(f"{outcome.plugin}: {outcome.error}")
+            elif outcome.error is not None:
+                errors.append(f"plugin {outcome.plugin} failed on {item}: "
+                              f"{type(outcome.error).__name__}: {outcome.error}")
+                session.add(self._failure_record(run_id, outcome.plugin, item, errors[-1]))
+            else:
+                try:
+                    decisions.append((outcome.plugin, list(outcome.result or ())))
+                except TypeError:
+                    errors.append(f"plugin {outcome.plugin} returned {outcome.result!r}, "
+                                  "not a list of actions")
+        planned: list[PlannedItem] = []
+        notices: list[str] = []
+        if not errors:
+            try:
+                planned, notices = plan_actions(event, kind, decisions)
+            except StepError as exc:
+                errors.append(str(exc))
+        row.attempts += 1
+        if not_ready and not errors:
+            row.last_error = "; ".join(not_ready)
+            result.deferred += 1
+            session.add(row)
+            return
+        if errors:
+            row.state = EventState.HELD.value
+            row.last_error = "\n".join(errors)
+            result.held += 1
+            result.failures.extend(errors)
+            log.error("warehouse=%s %s held: %s", self.warehouse.code, item, row.last_error)
+            session.add(row)
+            return
+        now = self.clock()
+        insert_ignoring_duplicates(session, [
+            {
+                "idempotency_key": p.key, "kind": p.kind, "warehouse": self.warehouse.code,
+                "plugin": p.plugin, "subject": p.subject, "event_id": row.id,
+                "payload": dumps(p.payload), "state": "pending", "attempts": 0,
+                "next_attempt_at": now, "created_at": now, "updated_at": now,
+            }
+            for p in planned
+        ])
+        row.state = EventState.PROCESSED.value
+        row.processed_at = now
+        row.last_error = "\n".join(notices) or None
+        session.add(row)
+        result.items_out += len(planned)
+        result.notices.extend(f"{item}: {n}" for n in notices)
+        result.planned.extend(f"{item}: {p.describe()}" for p in planned)
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _failure_record(self, run_id: str, plugin: str, item: str, detail: str) -> RunRecord:
+        now = self.clock()
+        return RunRecord(run_id=run_id, warehouse=self.warehouse.code, stage="plugin",
+                         plugin=plugin, item=item[:200], outcome="failed", detail=detail,
+                         started_at=now, finished_at=now)
+
+    def _record(self, run_id: str, result: StageResult, started: datetime) -> None:
+        detail = "\n".join(result.failures[:20]) or result.skipped_reason or None
+        try:
+            with write_session(self.engine) as session:
+                session.add(RunRecord(
+                    run_id=run_id, warehouse=self.warehouse.code, stage=result.stage.value,
+                    outcome=result.outcome, items_in=result.items_in,
+                    items_out=result.items_out, detail=detail, started_at=started,
+                    finished_at=self.clock(),
+                ))
+        except Exception:
+            log.exception("could not record the run of %s/%s", self.warehouse.code,
+                          result.stage.value)

@@ -1,0 +1,182 @@
+"""Assembling the engine from a configuration: plugins, store, connector, pipelines.
+
+:func:`build_runtime` validates everything first and raises :class:`ConfigError` listing
+every problem, so that a bad configuration never starts half a daemon.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from pydantic import BaseModel
+from sqlalchemy import Engine, select
+
+from daemon import USER_AGENT
+from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
+from daemon.inbox import Intake
+from daemon.outbox import Dispatcher, Executor
+from daemon.pipeline import OrderImporter, WarehousePipeline
+from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
+from daemon.store.engine import check_migrated, make_engine, read_session
+from daemon.store.models import WmsProduct, utcnow
+from hooks.connectors import ConnectorContext, WmsConnector
+from hooks.records import WarehouseInfo
+
+log = logging.getLogger(__name__)
+
+
+def resolve_relative_paths(model: Any, base: Path) -> Any:
+    """Make every relative ``Path`` field of a pydantic model relative to ``base``."""
+    if not isinstance(model, BaseModel):
+        return model
+    updates = {
+        name: base / value
+        for name, value in model
+        if isinstance(value, Path) and not value.is_absolute()
+    }
+    return model.model_copy(update=updates) if updates else model
+
+
+@dataclass
+class Runtime:
+    """A validated, ready-to-run engine for one configuration."""
+
+    loaded: LoadedConfig
+    host: PluginHost
+    engine: Engine
+    connector: WmsConnector | None
+    connector_error: str = ""
+    executors: dict[str, Executor] = field(default_factory=dict)
+    order_importer: OrderImporter | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.http.headers["User-Agent"] = USER_AGENT
+
+    @property
+    def config(self) -> Any:
+        """The core configuration (shortcut)."""
+        return self.loaded.config
+
+    def warehouses(self) -> dict[str, WarehouseInfo]:
+        """Configured warehouses as plugins see them, by code."""
+        return {
+            wh.code: WarehouseInfo(code=wh.code, name=wh.name or wh.code,
+                                   ne_linked=wh.ne_linked, import_orders=wh.import_orders)
+            for wh in self.loaded.config.warehouses
+        }
+
+    def connector_context(self) -> ConnectorContext:
+        """What a connector call may use; products are read once per call."""
+        with read_session(self.engine) as session:
+            known = set(session.scalars(select(WmsProduct.product_code)))
+        return ConnectorContext(
+            warehouses=self.warehouses(),
+            is_known_product=known.__contains__,
+            http=self.http,
+            clock=self.clock,
+            log=logging.getLogger("nebridge.connector"),
+        )
+
+    def clock(self) -> datetime:
+        """The engine's clock (UTC)."""
+        return utcnow()
+
+    def intake(self) -> Intake | None:
+        """The intake for the configured connector (None if it could not be built)."""
+        if self.connector is None:
+            return None
+        return Intake(self.engine, self.connector, self.connector_context)
+
+    def pipelines(self) -> list[WarehousePipeline]:
+        """One pipeline per configured warehouse, in configuration order."""
+        return [
+            WarehousePipeline(self.engine, self.host, info, lambda: self.order_importer,
+                              clock=self.clock)
+            for info in self.warehouses().values()
+        ]
+
+    def dispatcher(self) -> Dispatcher:
+        """The outbox dispatcher with the executors available now."""
+        return Dispatcher(self.engine, self.executors, clock=self.clock)
+
+    def close(self) -> None:
+        """Release the database engine and HTTP session."""
+        self.http.close()
+        self.engine.dispose()
+
+
+def load_plugins(
+    loaded: LoadedConfig,
+    entry_points: Mapping[str, md.EntryPoint] | None = None,
+    extra_plugins: Mapping[str, object] | None = None,
+) -> tuple[PluginHost, list[ConfigIssue], WmsConnector | None, str]:
+    """Load and validate plugins and build the connector; collect every config issue."""
+    host = PluginHost()
+    host.load(loaded.config, entry_points=entry_points, extra=extra_plugins)
+    issues = host.validate(loaded)
+    base = loaded.path.resolve().parent
+    for record in host.records.values():
+        record.options = resolve_relative_paths(record.options, base)
+    connector, connector_error = None, ""
+    wanted = loaded.config.wms.connector
+    specs = host.connector_specs()
+    if wanted not in specs:
+        plugin = connector_plugin_name(wanted)
+        record = host.records.get(plugin)
+        reason = record.error if record and record.error else "no plugin offers it"
+        connector_error = (f"WMS connector {wanted!r} is not available ({plugin}: {reason}); "
+                           f"available: {', '.join(sorted(specs)) or 'none'}")
+        issues.append(ConfigIssue("wms.connector", connector_error,
+                                  loaded.line_of(("wms", "connector"))))
+    else:
+        _plugin, spec = specs[wanted]
+        options: Any = loaded.config.wms.connector_section()
+        if spec.config_model is not None:
+            section_issues, options = validate_section(spec.config_model, options,
+                                                       ("wms", wanted), loaded)
+            issues.extend(section_issues)
+        if not issues or all(not i.path.startswith("wms") for i in issues):
+            try:
+                connector = spec.factory(resolve_relative_paths(options, base))
+            except Exception as exc:
+                connector_error = f"WMS connector {wanted!r} could not start: {exc}"
+                issues.append(ConfigIssue(f"wms.{wanted}", connector_error,
+                                          loaded.line_of(("wms", wanted))))
+    return host, issues, connector, connector_error
+
+
+def build_runtime(
+    config_path: Path | None = None,
+    *,
+    loaded: LoadedConfig | None = None,
+    entry_points: Mapping[str, md.EntryPoint] | None = None,
+    extra_plugins: Mapping[str, object] | None = None,
+    check_db: bool = True,
+) -> Runtime:
+    """Load, validate and assemble; raises ConfigError with every problem found."""
+    if loaded is None:
+        if config_path is None:
+            raise ValueError("pass config_path or loaded")
+        loaded = load_config(config_path)
+    host, issues, connector, connector_error = load_plugins(loaded, entry_points, extra_plugins)
+    if issues:
+        raise ConfigError(loaded.path, issues)
+    engine = make_engine(loaded.config.resolved_database_url)
+    if check_db:
+        try:
+            check_migrated(engine)
+        except Exception:
+            engine.dispose()
+            raise
+    return Runtime(loaded=loaded, host=host, engine=engine, connector=connector,
+                   connector_error=connector_error)

@@ -1,0 +1,153 @@
+"""APScheduler 3 wiring: one job per warehouse pipeline, the intake and the dispatcher.
+
+Schedules are rebuilt from ``daemon.yaml`` at every start and reload (in-memory job store);
+progress lives in our own tables. Separate executors keep the dispatcher and the intake from
+being starved by busy warehouse pipelines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from daemon.pipeline import WarehousePipeline
+from daemon.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+DISPATCHER_JOB = "dispatcher"
+INTAKE_JOB = "intake"
+
+
+def warehouse_job(code: str) -> str:
+    """The job id of a warehouse pipeline."""
+    return f"warehouse:{code}"
+
+
+class Scheduler:
+    """Runs the runtime's work on a background scheduler; the main thread supervises it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        schedule = runtime.config.schedule
+        self.interval = schedule.interval_seconds
+        self._last_heartbeat = time.monotonic()
+        self._last_full_intake = 0.0
+        self._lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            executors={
+                "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),
+                "outbox": ThreadPoolExecutor(1),
+                "intake": ThreadPoolExecutor(1),
+                "heartbeat": ThreadPoolExecutor(1),
+            },
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        self.scheduler.add_listener(
+            self._on_problem, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+
+    def start(self) -> None:
+        """Create the jobs from the configuration and start the scheduler thread."""
+        schedule = self.runtime.config.schedule
+        grace = max(1, int(self.interval / 2))
+        for pipeline in self.runtime.pipelines():
+            self.scheduler.add_job(
+                self._guarded(self._pipeline_job(pipeline)),
+                "interval", seconds=self.interval, jitter=schedule.jitter_seconds,
+                id=warehouse_job(pipeline.warehouse.code), replace_existing=True,
+                misfire_grace_time=grace, next_run_time=datetime.now().astimezone(),
+            )
+        self.scheduler.add_job(
+            self._guarded(self._dispatch), "interval",
+            seconds=schedule.dispatch_interval_seconds, id=DISPATCHER_JOB,
+            executor="outbox", replace_existing=True, misfire_grace_time=grace,
+        )
+        if self.runtime.connector is not None:
+            self.scheduler.add_job(
+                self._guarded(self._intake), "interval",
+                seconds=schedule.intake_poll_seconds, id=INTAKE_JOB, executor="intake",
+                replace_existing=True, misfire_grace_time=grace,
+                next_run_time=datetime.now().astimezone(),
+            )
+        self.scheduler.add_job(self._beat, "interval", seconds=HEARTBEAT_SECONDS,
+                               id="heartbeat", executor="heartbeat", replace_existing=True)
+        self.scheduler.start()
+
+    def run_now(self, job_id: str) -> None:
+        """Bring a job's next run forward to now (used when new work arrived)."""
+        job = self.scheduler.get_job(job_id)
+        if job is not None and not self._should_stop():
+            job.modify(next_run_time=datetime.now().astimezone())
+
+    def healthy(self) -> bool:
+        """True while the scheduler thread runs and its heartbeat job fires on time."""
+        return bool(self.scheduler.running) and (
+            time.monotonic() - self._last_heartbeat < 5 * HEARTBEAT_SECONDS
+        )
+
+    def shutdown(self) -> None:
+        """Stop starting work, let running jobs finish, stop the thread (main thread only)."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+            self.scheduler.shutdown(wait=True)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        return self.runtime.stop_event.is_set()
+
+    def _beat(self) -> None:
+        self._last_heartbeat = time.monotonic()
+
+    def _intake(self) -> None:
+        connector = self.runtime.connector
+        intake = self.runtime.intake()
+        if connector is None or intake is None:
+            return
+        now = time.monotonic()
+        if not connector.has_new_input() and now - self._last_full_intake < self.interval:
+            return
+        self._last_full_intake = now
+        report = intake.run_once()
+        for code in sorted(report.warehouses):
+            self.run_now(warehouse_job(code))
+
+    def _pipeline_job(self, pipeline: WarehousePipeline) -> Callable[[], None]:
+        def job() -> None:
+            results = pipeline.run_once(should_stop=self._should_stop)
+            if any(r.items_out for r in results):
+                self.run_now(DISPATCHER_JOB)
+        return job
+
+    def _dispatch(self) -> None:
+        report = self.runtime.dispatcher().run_once(self._should_stop)
+        for error in report.errors:
+            log.error("dispatcher: %s", error)
+
+    def _guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if self._should_stop():
+                return
+            try:
+                fn()
+            except Exception:
+                log.exception("scheduled job failed; it will run again at its next interval")
+        return run
+
+    def _on_problem(self, event: object) -> None:
+        code = getattr(event, "code", 0)
+        job_id = getattr(event, "job_id", "?")
+        if code == EVENT_JOB_MAX_INSTANCES:
+            log.debug("job %s still running; skipped one run", job_id)
+        elif code == EVENT_JOB_MISSED:
+            log.warning("job %s missed its run time (machine busy?)", job_id)

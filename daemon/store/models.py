@@ -1,0 +1,164 @@
+"""SQLModel tables of nebridge.
+
+Every table change needs an Alembic migration in ``daemon/migrations/versions``; the daemon
+refuses to start on a database that is not at the latest revision.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class EventState(StrEnum):
+    """Life of a WMS event in the durable inbox."""
+
+    PENDING = "pending"  # accepted, not yet seen by the plugins
+    PROCESSED = "processed"  # plugins decided; their actions are in the outbox
+    HELD = "held"  # a plugin failed or data is missing; waits for the admin or a retry
+
+
+class OutboxState(StrEnum):
+    """Life of a Next Engine action in the outbox."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DONE = "done"
+    FAILED = "failed"  # Next Engine refused it for good; shown to the admin
+    IN_DOUBT = "in_doubt"  # the outcome could not be known; never resent blindly
+    SKIPPED = "skipped"  # not needed any more (e.g. order cancelled in Next Engine)
+
+
+class InboxEvent(SQLModel, table=True):
+    """A shipment or receipt confirmed in the WMS, stored once per kind and external id."""
+
+    __tablename__ = "inbox_event"
+    __table_args__ = (
+        UniqueConstraint("kind", "external_id", name="uq_inbox_event_kind_external_id"),
+        Index("ix_inbox_event_pick", "state", "warehouse", "kind", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    external_id: str = Field(max_length=128)
+    warehouse: str = Field(max_length=32)
+    content_hash: str = Field(max_length=64)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(max_length=512)
+    state: str = Field(default=EventState.PENDING, max_length=16)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    processed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class InboxBatch(SQLModel, table=True):
+    """One inbound batch (a file, an API page) and what became of it."""
+
+    __tablename__ = "inbox_batch"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=512, index=True)
+    kind: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # accepted | rejected
+    events: int = 0
+    duplicates: int = 0
+    errors: str | None = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
+
+
+class OutboxItem(SQLModel, table=True):
+    """A Next Engine action decided by a plugin, executed by the dispatcher.
+
+    ``idempotency_key`` is deterministic (e.g. ``ship:<order id>``), so deciding the same
+    thing twice cannot create a second row.
+    """
+
+    __tablename__ = "outbox_item"
+    __table_args__ = (Index("ix_outbox_item_due", "state", "next_attempt_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=32)
+    warehouse: str = Field(max_length=32, index=True)
+    plugin: str = Field(max_length=64)
+    subject: str = Field(max_length=128, index=True)
+    event_id: int | None = Field(default=None, foreign_key="inbox_event.id", index=True)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default=OutboxState.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    result: str | None = Field(default=None, sa_column=Column(Text))
+    dispatch_ref: str | None = Field(default=None, max_length=64, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Cursor(SQLModel, table=True):
+    """A named watermark (e.g. last order search time), advanced with the data it covers."""
+
+    __tablename__ = "cursor"
+
+    name: str = Field(primary_key=True, max_length=128)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class ImportedOrder(SQLModel, table=True):
+    """A Next Engine order and the warehouse it was imported into (or why it is held)."""
+
+    __tablename__ = "imported_order"
+
+    ne_order_id: str = Field(primary_key=True, max_length=32)
+    warehouse: str = Field(max_length=32, index=True)
+    state: str = Field(max_length=16, index=True)  # instructed | held
+    hold_reason: str | None = Field(default=None, sa_column=Column(Text))
+    instruction_batch: str | None = Field(default=None, max_length=128)
+    ne_last_modified: str | None = Field(default=None, max_length=32)
+    payload: str | None = Field(default=None, sa_column=Column(Text))
+    imported_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class WmsProduct(SQLModel, table=True):
+    """The WMS product master as last read from the connector."""
+
+    __tablename__ = "wms_product"
+
+    product_code: str = Field(primary_key=True, max_length=128)
+    link_code: str | None = Field(default=None, max_length=128, index=True)
+    version: str = Field(max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class RunRecord(SQLModel, table=True):
+    """One execution of a stage for a warehouse, or one plugin failure inside it."""
+
+    __tablename__ = "run_record"
+    __table_args__ = (Index("ix_run_record_latest", "warehouse", "stage", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=36, index=True)
+    warehouse: str = Field(max_length=32)
+    stage: str = Field(max_length=32)
+    plugin: str = Field(default="", max_length=64)
+    item: str = Field(default="", max_length=200)
+    outcome: str = Field(max_length=16)  # ok | failed | held | skipped
+    items_in: int = 0
+    items_out: int = 0
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))

@@ -1,0 +1,117 @@
+"""The WMS connector contract.
+
+A connector moves data between nebridge and one kind of WMS: a folder of CSV files, a REST
+API, an SFTP drop. The engine drives it; the connector never touches the database, starts
+threads or builds its own HTTP session (it gets ``ctx.http``).
+
+Inbound data arrives in *batches* (a file, an API page). The engine asks a batch for its
+events, stores them durably in one transaction together with ``batch.cursor`` and only then
+calls ``batch.commit()``. A crash between the two re-delivers the batch on restart; the
+engine recognises events it already holds (same id, same content) and accepts them once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import requests
+
+from hooks.errors import BatchRejected
+from hooks.records import EventKind, OrderInstruction, ProductLink, WarehouseInfo, WmsEvent
+
+
+@dataclass
+class ConnectorContext:
+    """What the engine lends a connector for one call."""
+
+    warehouses: Mapping[str, WarehouseInfo]
+    is_known_product: Callable[[str], bool]
+    http: requests.Session
+    clock: Callable[[], datetime]
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    cursors: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class InboundBatch(Protocol):
+    """One unit of inbound WMS data that is accepted or rejected as a whole."""
+
+    source: str
+    kind: EventKind
+    cursor: tuple[str, str] | None
+
+    def events(self) -> Iterator[WmsEvent]:
+        """Yield the batch's validated events; raise :class:`BatchRejected` before the first
+        event if anything in the batch is invalid (nothing may be half-applied)."""
+        ...
+
+    def commit(self) -> None:
+        """Called after the engine stored every event durably (e.g. move the file away)."""
+        ...
+
+    def reject(self, error: BatchRejected) -> None:
+        """Called when the batch is rejected whole (e.g. quarantine the file with its errors)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSnapshot:
+    """The full product master of the WMS at one point in time."""
+
+    version: str
+    products: Sequence[ProductLink]
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionBatch:
+    """Order instructions pushed to the WMS in one go.
+
+    ``key`` is stable across retries: pushing the same batch again after a crash must not
+    create the instructions twice (write the same file name, or look the orders up first).
+    """
+
+    key: str
+    created_at: datetime
+    orders: Sequence[OrderInstruction]
+
+
+@runtime_checkable
+class WmsConnector(Protocol):
+    """A live connection to one WMS, built by a :class:`ConnectorSpec` factory."""
+
+    def recover(self, ctx: ConnectorContext) -> None:
+        """Called once at start: return work that a crash left half-claimed to the queue."""
+        ...
+
+    def has_new_input(self) -> bool:
+        """Cheap check, called about every second, whether new inbound data may be waiting."""
+        ...
+
+    def pending_batches(self, kind: EventKind, ctx: ConnectorContext) -> Iterator[InboundBatch]:
+        """Yield the inbound batches of ``kind`` that are ready, oldest first."""
+        ...
+
+    def product_snapshot(self, ctx: ConnectorContext, known_version: str | None) -> ProductSnapshot | None:
+        """Return the product master if it changed since ``known_version``, else None."""
+        ...
+
+    def push_orders(self, batch: InstructionBatch, ctx: ConnectorContext) -> None:
+        """Deliver order instructions; idempotent for the same ``batch.key``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorSpec:
+    """A connector type a plugin offers: selected by ``wms.connector: <name>``.
+
+    ``config_model`` validates the ``wms.<name>`` section of ``daemon.yaml``.
+    """
+
+    name: str
+    factory: Callable[[Any], WmsConnector]
+    config_model: type[Any] | None = None
+    summary: str = ""

@@ -1,0 +1,60 @@
+"""Error classes of the public plugin contract.
+
+Plugins raise these to tell the engine how to treat a failure; anything else a plugin raises
+is treated as a bug in that plugin, recorded with plugin, warehouse and item, and isolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class NebridgeError(Exception):
+    """Base class of every error nebridge raises on purpose."""
+
+
+class PluginConfigError(NebridgeError):
+    """A plugin's configuration section is invalid (raised at load, never at run time)."""
+
+
+class StepNotReady(NebridgeError):
+    """A transient condition: the engine retries the item at a later run, with backoff."""
+
+
+class StepAuthError(NebridgeError):
+    """Credentials are missing or rejected: the step needs an admin before it can run again."""
+
+
+class StepError(NebridgeError):
+    """A permanent failure for one item: the item is held with this message as its reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """One problem found in inbound data, located as precisely as the source allows."""
+
+    source: str
+    reason: str
+    line: int | None = None
+    column: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.column:
+            where += f" [{self.column}]"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class BatchRejected(NebridgeError):
+    """A whole inbound batch (file, API page) is invalid; nothing from it may be applied."""
+
+    source: str
+    errors: list[RecordError] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        shown = "; ".join(str(e) for e in self.errors[:3])
+        more = f" (+{len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
+        return f"{self.source} rejected: {shown}{more}"

@@ -1,0 +1,121 @@
+"""Hook specifications: the functions a nebridge plugin may implement.
+
+Every plugin is a module (or object) registered under a name through the ``nebridge``
+entry-point group. It implements any subset of the hooks below with ``@hookimpl``. An
+implementation may accept only the arguments it needs (pluggy prunes the rest), so new
+arguments can be added to a hook without breaking existing plugins.
+
+The engine never broadcasts a hook over all plugins in one pluggy call: it calls each
+implementation on its own, so that an exception in one plugin is recorded against that
+plugin, warehouse and item and never stops another plugin or warehouse. ``options`` is always
+the plugin's own validated configuration (an instance of ``PluginInfo.config_model``, or
+``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from hooks.markers import hookspec
+
+if TYPE_CHECKING:
+    from hooks.connectors import ConnectorSpec
+    from hooks.records import (
+        Action,
+        FilterVerdict,
+        HealthCheck,
+        NeOrder,
+        PluginInfo,
+        WarehouseInfo,
+        WmsReceipt,
+        WmsShipment,
+    )
+
+
+class PluginSpecs:
+    """Hooks that describe a plugin and its health."""
+
+    @hookspec(firstresult=True)
+    def nebridge_plugin_info(self) -> PluginInfo:
+        """Describe the plugin: its name, summary, required plugins and config model.
+
+        Every plugin must implement it. The engine reads it at load time to validate the
+        plugin's ``daemon.yaml`` section and its dependencies before anything runs.
+
+        Example::
+
+            @hookimpl
+            def nebridge_plugin_info() -> PluginInfo:
+                return PluginInfo(name="my_plugin", summary="What it does",
+                                  requires=("status_update",), config_model=MyConfig)
+        """
+
+    @hookspec
+    def nebridge_health_checks(self, options: Any) -> Iterable[HealthCheck]:
+        """Return health checks that ``nebridge doctor`` shows for this plugin.
+
+        Called on demand, never in the pipeline. Each :class:`HealthCheck` with ``ok=False``
+        makes ``doctor`` exit 1 and should carry a ``fix`` that tells the admin what to do.
+        """
+
+
+class PipelineSpecs:
+    """Hooks called by the per-warehouse pipeline: plugins decide, the engine executes."""
+
+    @hookspec
+    def nebridge_filter_order(
+        self, order: NeOrder, warehouse: WarehouseInfo, options: Any
+    ) -> FilterVerdict | None:
+        """Decide whether a Next Engine order may be imported into ``warehouse``.
+
+        Called at order import for every candidate order (status 20, not cancelled, print
+        date reached). Return ``FilterVerdict(accept=False, reason=...)`` to skip it, or
+        ``None`` to have no opinion. An order is imported only if no filter rejects it.
+        """
+
+    @hookspec(firstresult=True)
+    def nebridge_link_code_key(self, options: Any) -> Callable[[str], str] | None:
+        """Return the function that turns a goods / link code into its matching key.
+
+        At order import the engine matches each Next Engine goods code to the WMS product
+        whose link code (紐付けコード) has the same key. Without an implementation the key
+        is the code itself (exact match). Two WMS products whose link codes share a key are
+        reported as an ambiguity naming both; the engine never picks one silently.
+        """
+
+    @hookspec
+    def nebridge_shipment_actions(
+        self, shipment: WmsShipment, warehouse: WarehouseInfo, options: Any
+    ) -> Iterable[Action] | None:
+        """Decide what Next Engine should do about a shipment confirmed in the WMS.
+
+        Return actions such as :class:`ShipOrder`, :class:`WriteTracking`,
+        :class:`AdjustStock` or :class:`Notice`. The engine stores them in the outbox in the
+        same transaction that marks the shipment processed, then executes them.
+        """
+
+    @hookspec
+    def nebridge_receipt_actions(
+        self, receipt: WmsReceipt, warehouse: WarehouseInfo, options: Any
+    ) -> Iterable[Action] | None:
+        """Decide what Next Engine should do about a receipt confirmed in the WMS.
+
+        Typically :class:`AdjustStock` with positive deltas; stored and executed like the
+        actions of :meth:`nebridge_shipment_actions`.
+        """
+
+
+class ConnectorSpecs:
+    """Hooks that offer WMS connectors."""
+
+    @hookspec
+    def nebridge_wms_connectors(self) -> Iterable[ConnectorSpec]:
+        """Offer WMS connector types, selected in ``daemon.yaml`` by ``wms.connector``.
+
+        Each :class:`ConnectorSpec` names the connector, the factory that builds it from its
+        validated ``wms.<name>`` section, and that section's config model.
+        """
+
+
+ALL_SPECS = (PluginSpecs, PipelineSpecs, ConnectorSpecs)

@@ -1,0 +1,2 @@
+"""Built-in nebridge plugins, registered through the same ``nebridge`` entry-point group as
+third-party ones (see ``pyproject.toml``)."""
