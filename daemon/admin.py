@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func
+from sqlmodel import col, select
 
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, parse_config, read_yaml
 from daemon.inbox import IntakeReport
@@ -193,8 +194,8 @@ def describe_pending(engine: Engine) -> list[str]:
     """One line per pending outbox item (what a dispatch would send)."""
     with read_session(engine) as session:
         items = list(session.scalars(
-            select(OutboxItem).where(OutboxItem.state == OutboxState.PENDING.value)  # type: ignore[arg-type]
-            .order_by(OutboxItem.id)  # type: ignore[arg-type]
+            select(OutboxItem).where(col(OutboxItem.state) == OutboxState.PENDING.value)
+            .order_by(col(OutboxItem.id))
         ))
     return [f"{i.kind} {i.subject} (warehouse {i.warehouse}, from {i.plugin}): {i.payload}"
             for i in items]
@@ -205,7 +206,7 @@ def attention_counts(engine: Engine) -> dict[str, int]:
     with read_session(engine) as session:
         held = session.scalar(
             select(func.count()).select_from(InboxEvent)
-            .where(InboxEvent.state == EventState.HELD.value)  # type: ignore[arg-type]
+            .where(col(InboxEvent.state) == EventState.HELD.value)
         ) or 0
     backlog = backlog_by_state(engine)
     return {
@@ -236,7 +237,7 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
         "attention": {},
     }
     if current != head:
-        status["problems"] = [f"database not migrated: run `nebridge db upgrade`"]
+        status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
         return status
     with read_session(engine) as session:
         for wh in loaded.config.warehouses:
@@ -244,9 +245,9 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
             for stage in ("import_orders", "shipments", "receipts"):
                 run = session.scalars(
                     select(RunRecord)
-                    .where(RunRecord.warehouse == wh.code)  # type: ignore[arg-type]
-                    .where(RunRecord.stage == stage)  # type: ignore[arg-type]
-                    .order_by(RunRecord.started_at.desc())  # type: ignore[attr-defined]
+                    .where(col(RunRecord.warehouse) == wh.code)
+                    .where(col(RunRecord.stage) == stage)
+                    .order_by(col(RunRecord.started_at).desc())
                     .limit(1)
                 ).first()
                 stages[stage] = None if run is None else {
@@ -259,8 +260,8 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
                  "import_orders": wh.import_orders, "stages": stages}
             )
         rows = session.execute(
-            select(InboxEvent.kind, InboxEvent.state, func.count())
-            .group_by(InboxEvent.kind, InboxEvent.state)
+            select(col(InboxEvent.kind), col(InboxEvent.state), func.count())
+            .group_by(col(InboxEvent.kind), col(InboxEvent.state))
         ).all()
     for kind, state, n in rows:
         status["inbox"].setdefault(str(kind), {})[str(state)] = int(n)

@@ -50,7 +50,6 @@ class ScheduleSettings(_Strict):
     jitter_seconds: float = Field(default=5.0, ge=0)
     dispatch_interval_seconds: float = Field(default=10.0, gt=0)
     intake_poll_seconds: float = Field(default=1.0, gt=0)
-    drain_timeout_seconds: float = Field(default=120.0, gt=0)
 
 
 class WmsSettings(BaseModel):

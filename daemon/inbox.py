@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
 
-from sqlalchemy import Engine, delete, select, tuple_
-from sqlmodel import Session
+from sqlalchemy import Engine, delete, tuple_
+from sqlmodel import Session, col, select
 
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
 from daemon.store.engine import read_session, write_session
@@ -152,7 +152,7 @@ class Intake:
             (row.kind, row.external_id): row
             for row in session.scalars(
                 select(InboxEvent).where(
-                    tuple_(InboxEvent.kind, InboxEvent.external_id).in_(keys)  # type: ignore[arg-type]
+                    tuple_(col(InboxEvent.kind), col(InboxEvent.external_id)).in_(keys)
                 )
             )
         }

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from daemon.store.engine import read_session, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
@@ -40,8 +40,8 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]])
         stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
     else:
         stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    result = session.execute(stmt, list(rows))
-    return int(result.rowcount or 0)
+    inserted = session.execute(stmt.returning(table.c.id), list(rows)).all()
+    return len(inserted)
 
 
 class Executor(Protocol):
@@ -127,13 +127,13 @@ class Dispatcher:
     ) -> list[OutboxItem]:
         stmt = (
             select(OutboxItem)
-            .where(OutboxItem.kind == kind)  # type: ignore[arg-type]
-            .where(OutboxItem.state.in_([s.value for s in states]))  # type: ignore[attr-defined]
-            .order_by(OutboxItem.id)  # type: ignore[arg-type]
+            .where(col(OutboxItem.kind) == kind)
+            .where(col(OutboxItem.state).in_([s.value for s in states]))
+            .order_by(col(OutboxItem.id))
             .limit(self.batch_size)
         )
         if due_only:
-            stmt = stmt.where(OutboxItem.next_attempt_at <= self.clock())  # type: ignore[operator]
+            stmt = stmt.where(col(OutboxItem.next_attempt_at) <= self.clock())
         with read_session(self.engine) as session:
             return list(session.scalars(stmt))
 
@@ -171,7 +171,7 @@ def transition(
     with write_session(engine) as session:
         session.execute(
             update(OutboxItem)
-            .where(OutboxItem.id.in_(list(ids)))  # type: ignore[union-attr]
+            .where(col(OutboxItem.id).in_(list(ids)))
             .values(**values)
         )
 
@@ -180,9 +180,9 @@ def pending_by_kind(engine: Engine) -> dict[str, int]:
     """Pending item counts by kind."""
     with read_session(engine) as session:
         rows = session.execute(
-            select(OutboxItem.kind, func.count())
-            .where(OutboxItem.state == OutboxState.PENDING.value)  # type: ignore[arg-type]
-            .group_by(OutboxItem.kind)
+            select(col(OutboxItem.kind), func.count())
+            .where(col(OutboxItem.state) == OutboxState.PENDING.value)
+            .group_by(col(OutboxItem.kind))
         ).all()
     return {str(kind): int(n) for kind, n in rows}
 
@@ -191,7 +191,7 @@ def backlog_by_state(engine: Engine) -> dict[str, int]:
     """Item counts by state (for ``status``)."""
     with read_session(engine) as session:
         rows = session.execute(
-            select(OutboxItem.state, func.count()).group_by(OutboxItem.state)
+            select(col(OutboxItem.state), func.count()).group_by(col(OutboxItem.state))
         ).all()
     counts: dict[str, int] = defaultdict(int)
     for state, n in rows:

@@ -18,8 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
@@ -236,11 +236,11 @@ class WarehousePipeline:
             with read_session(self.engine) as session:
                 rows = list(session.scalars(
                     select(InboxEvent)
-                    .where(InboxEvent.state == EventState.PENDING.value)  # type: ignore[arg-type]
-                    .where(InboxEvent.warehouse == self.warehouse.code)  # type: ignore[arg-type]
-                    .where(InboxEvent.kind == kind.value)  # type: ignore[arg-type]
-                    .where(InboxEvent.id > last_id)  # type: ignore[operator]
-                    .order_by(InboxEvent.id)  # type: ignore[arg-type]
+                    .where(col(InboxEvent.state) == EventState.PENDING.value)
+                    .where(col(InboxEvent.warehouse) == self.warehouse.code)
+                    .where(col(InboxEvent.kind) == kind.value)
+                    .where(col(InboxEvent.id) > last_id)
+                    .order_by(col(InboxEvent.id))
                     .limit(self.chunk_size)
                 ))
             if not rows:

@@ -174,14 +174,6 @@ class PluginHost:
             record.hooks = sorted(
                 caller.name for caller in self.pm.get_hookcallers(plugin) or []
             )
-        for name in wanted:
-            if name not in self.records:
-                self.records[name] = PluginRecord(
-                    name=name,
-                    state=PluginState.FAILED,
-                    enabled=True,
-                    error="not installed (no 'nebridge' entry point with this name)",
-                )
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -204,7 +196,8 @@ class PluginHost:
         for outcome in self.call_each("nebridge_plugin_info"):
             record = self.records[outcome.plugin]
             if outcome.error is not None:
-                self._fail(outcome.plugin, f"nebridge_plugin_info raised {_short_error(outcome.error)}")
+                self._fail(outcome.plugin,
+                           f"nebridge_plugin_info raised {_short_error(outcome.error)}")
             elif not isinstance(outcome.result, PluginInfo):
                 self._fail(outcome.plugin, "nebridge_plugin_info must return a PluginInfo")
             elif outcome.result.name != outcome.plugin:
@@ -394,7 +387,8 @@ def validate_section(
 ) -> tuple[list[ConfigIssue], Any]:
     """Validate a config section with a pydantic model, reporting YAML paths and lines."""
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        return [ConfigIssue(yaml_path(loc), "the plugin's config_model is not a pydantic model")], None
+        issue = ConfigIssue(yaml_path(loc), "the plugin's config_model is not a pydantic model")
+        return [issue], None
     try:
         return [], model.model_validate(dict(options))
     except ValidationError as exc:

@@ -17,7 +17,8 @@ from typing import Any
 
 import requests
 from pydantic import BaseModel
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
+from sqlmodel import col, select
 
 from daemon import USER_AGENT
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
@@ -78,7 +79,7 @@ class Runtime:
     def connector_context(self) -> ConnectorContext:
         """What a connector call may use; products are read once per call."""
         with read_session(self.engine) as session:
-            known = set(session.scalars(select(WmsProduct.product_code)))
+            known = set(session.scalars(select(col(WmsProduct.product_code))))
         return ConnectorContext(
             warehouses=self.warehouses(),
             is_known_product=known.__contains__,
@@ -132,8 +133,9 @@ def load_plugins(
     specs = host.connector_specs()
     if wanted not in specs:
         plugin = connector_plugin_name(wanted)
-        record = host.records.get(plugin)
-        reason = record.error if record and record.error else "no plugin offers it"
+        plugin_record = host.records.get(plugin)
+        reason = plugin_record.error if plugin_record and plugin_record.error else (
+            "no plugin offers it")
         connector_error = (f"WMS connector {wanted!r} is not available ({plugin}: {reason}); "
                            f"available: {', '.join(sorted(specs)) or 'none'}")
         issues.append(ConfigIssue("wms.connector", connector_error,

@@ -35,8 +35,10 @@ def warehouse_job(code: str) -> str:
 class Scheduler:
     """Runs the runtime's work on a background scheduler; the main thread supervises it."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, wake: Callable[[], None] = lambda: None) -> None:
         self.runtime = runtime
+        self.wake = wake
+        self._run_requests: set[str] = set()
         schedule = runtime.config.schedule
         self.interval = schedule.interval_seconds
         self._last_heartbeat = time.monotonic()
@@ -84,10 +86,28 @@ class Scheduler:
         self.scheduler.start()
 
     def run_now(self, job_id: str) -> None:
-        """Bring a job's next run forward to now (used when new work arrived)."""
-        job = self.scheduler.get_job(job_id)
-        if job is not None and not self._should_stop():
-            job.modify(next_run_time=datetime.now().astimezone())
+        """Ask for a job to run as soon as possible (new work arrived).
+
+        Called from job threads, so it only records the request and wakes the main thread,
+        which applies it (:meth:`apply_run_requests`). Scheduler calls from job threads could
+        deadlock with a shutdown in progress, which holds the scheduler's locks while it
+        waits for running jobs.
+        """
+        with self._lock:
+            self._run_requests.add(job_id)
+        self.wake()
+
+    def apply_run_requests(self) -> None:
+        """Bring requested jobs forward to now (main thread only)."""
+        with self._lock:
+            requests, self._run_requests = self._run_requests, set()
+        if self._should_stop() or not self.scheduler.running:
+            return
+        now = datetime.now().astimezone()
+        for job_id in sorted(requests):
+            job = self.scheduler.get_job(job_id)
+            if job is not None:
+                job.modify(next_run_time=now)
 
     def healthy(self) -> bool:
         """True while the scheduler thread runs and its heartbeat job fires on time."""

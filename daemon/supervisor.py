@@ -70,7 +70,7 @@ class Supervisor:
     def _start(self, runtime: Runtime) -> None:
         if runtime.connector is not None:
             runtime.connector.recover(runtime.connector_context())
-        scheduler = Scheduler(runtime)
+        scheduler = Scheduler(runtime, wake=self._wake.set)
         scheduler.start()
         self.runtime, self.scheduler = runtime, scheduler
 
@@ -103,6 +103,8 @@ class Supervisor:
             if self._reload:
                 self._reload = False
                 self.reload()
+            if self.scheduler is not None:
+                self.scheduler.apply_run_requests()
             if interval is not None and self.scheduler is not None and self.scheduler.healthy():
                 self._notify("WATCHDOG=1")
         self._notify("STOPPING=1\nSTATUS=draining running work")

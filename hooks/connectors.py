@@ -95,7 +95,9 @@ class WmsConnector(Protocol):
         """Yield the inbound batches of ``kind`` that are ready, oldest first."""
         ...
 
-    def product_snapshot(self, ctx: ConnectorContext, known_version: str | None) -> ProductSnapshot | None:
+    def product_snapshot(
+        self, ctx: ConnectorContext, known_version: str | None
+    ) -> ProductSnapshot | None:
         """Return the product master if it changed since ``known_version``, else None."""
         ...
 

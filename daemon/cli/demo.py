@@ -129,7 +129,7 @@ def demo(
     print_table("demo summary (actions queued for Next Engine)",
                 ["warehouse", "name", "ne_linked", "ship orders", "tracking numbers",
                  "stock delta", "check"], rows)
-    mismatched = [r[0] for r in rows if r[-1] != "ok"]
+    mismatched = [str(r[0]) for r in rows if r[-1] != "ok"]
     if report.intake is None or len(report.intake.accepted) != 2:
         fail("the demo's shipment and receipt files were not both accepted: "
              f"{report.intake.rejected if report.intake else 'no WMS connector'}")

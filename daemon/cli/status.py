@@ -28,8 +28,8 @@ def status(
         return
     db = data["database"]
     typer.echo(f"config: {data['config']}")
-    typer.echo(f"database: migration {db['revision'] or '(empty)'}"
-               + ("" if db["up_to_date"] else f" — needs {db['latest']}: run `nebridge db upgrade`"))
+    behind = "" if db["up_to_date"] else f" — needs {db['latest']}: run `nebridge db upgrade`"
+    typer.echo(f"database: migration {db['revision'] or '(empty)'}{behind}")
     typer.echo(f"plugins loaded: {', '.join(data['plugins']['loaded']) or 'none'}")
     for bad in data["plugins"]["needs_attention"]:
         typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")

@@ -65,12 +65,12 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
-    """A session for reading only: on SQLite it does not take the write lock."""
+    """A session for reading only: on SQLite it does not take the write lock.
+
+    Objects read stay usable after the block (closing detaches without expiring them).
+    """
     with Session(engine.execution_options(**{_READONLY: True}), expire_on_commit=False) as s:
-        try:
-            yield s
-        finally:
-            s.rollback()
+        yield s
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
