@@ -12,6 +12,7 @@ from sqlmodel import col, select
 
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, parse_config, read_yaml
 from daemon.inbox import IntakeReport
+from daemon.nelink import link_info
 from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginState
@@ -239,6 +240,7 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
     if current != head:
         status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
         return status
+    status["nextengine"] = link_info(loaded.config, engine).as_dict()
     with read_session(engine) as session:
         for wh in loaded.config.warehouses:
             stages = {}

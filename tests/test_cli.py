@@ -156,7 +156,7 @@ def test_failed_plugin_is_shown_and_does_not_stop_run(
     runner: CliRunner, make_config: ConfigFactory, fake_site: Path
 ) -> None:
     config = make_config(plugins={**DEFAULT_PLUGINS, "fake_importerror": {"enabled": True}})
-    code, out, _ = invoke(runner, config, "plugins", "list", "--json")
+    _code, out, _ = invoke(runner, config, "plugins", "list", "--json")
     broken = next(r for r in json.loads(out) if r["name"] == "fake_importerror")
     assert broken["state"] == "failed" and "this_module_does_not_exist" in broken["error"]
     _code, out, _ = invoke(runner, config, "status", "--json")

@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 
 from daemon import __version__
-from daemon.cli import common, config_cmd, db, demo, plugins, run, status, warehouses
+from daemon.cli import (
+    common,
+    config_cmd,
+    db,
+    demo,
+    link,
+    plugins,
+    run,
+    sandbox,
+    status,
+    warehouses,
+)
 
 app = typer.Typer(
     name="nebridge",
@@ -50,9 +61,12 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(warehouses.app, name="warehouses")
+app.add_typer(sandbox.app, name="sandbox")
 app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
+app.command("connect")(link.connect_cmd)
+app.command("unlink")(link.unlink_cmd)
 
 
 def main() -> None:

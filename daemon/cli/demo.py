@@ -11,6 +11,7 @@ the demo put in, and exits non-zero if they disagree.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
@@ -103,6 +104,7 @@ def demo(
     engine.dispose()
     info("… the WMS drops a product master, 5 shipment confirmations and 3 receipts")
     play_wms(root / "wms" / "inbox")
+    time.sleep(loaded.config.wms.connector_section().get("stable_seconds", 0.5) + 0.1)
     runtime = build_runtime(loaded=loaded)
     try:
         report = run_once(runtime, progress=lambda m: info(f"… {m}"))

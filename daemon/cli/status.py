@@ -8,6 +8,7 @@ import typer
 
 from daemon.admin import collect_status, plugin_host
 from daemon.cli.common import get, print_json, print_table
+from daemon.nelink import LinkInfo, describe
 from daemon.store.engine import make_engine
 
 
@@ -30,6 +31,14 @@ def status(
     typer.echo(f"config: {data['config']}")
     behind = "" if db["up_to_date"] else f" — needs {db['latest']}: run `nebridge db upgrade`"
     typer.echo(f"database: migration {db['revision'] or '(empty)'}{behind}")
+    if "nextengine" in data:
+        typer.echo(describe(LinkInfo(**{k: v for k, v in data["nextengine"].items()
+                                        if k in ("state", "company_id", "company_name",
+                                                 "reason")})))
+        ends = data["nextengine"]
+        if ends["refresh_token_end"]:
+            typer.echo(f"  access token until {ends['access_token_end']}, "
+                       f"refresh token until {ends['refresh_token_end']}")
     typer.echo(f"plugins loaded: {', '.join(data['plugins']['loaded']) or 'none'}")
     for bad in data["plugins"]["needs_attention"]:
         typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")

@@ -162,3 +162,51 @@ class RunRecord(SQLModel, table=True):
     detail: str | None = Field(default=None, sa_column=Column(Text))
     started_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class StockUpload(SQLModel, table=True):
+    """One aggregated stock-delta upload to Next Engine and where it stands.
+
+    ``state``: prepared (items claimed, not yet sent) → queued (Next Engine gave a queue id) →
+    done / failed; or in_doubt when neither the upload nor its absence could be established.
+    """
+
+    __tablename__ = "stock_upload"
+
+    ref: str = Field(primary_key=True, max_length=64)
+    state: str = Field(max_length=16, index=True)
+    deltas: str = Field(sa_column=Column(Text, nullable=False))
+    que_id: str | None = Field(default=None, max_length=32)
+    message: str | None = Field(default=None, sa_column=Column(Text))
+    prepared_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class InstructionBatchRecord(SQLModel, table=True):
+    """Order instructions handed to the WMS connector, recorded before the push."""
+
+    __tablename__ = "instruction_batch"
+
+    key: str = Field(primary_key=True, max_length=128)
+    warehouse: str = Field(max_length=32)
+    state: str = Field(max_length=16, index=True)  # pending | pushed
+    orders: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    pushed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class NeLink(SQLModel, table=True):
+    """The Next Engine company this installation is linked to, and the link's state.
+
+    Tokens themselves live in the token file (mode 0600), never in the database.
+    """
+
+    __tablename__ = "ne_link"
+
+    id: int = Field(default=1, primary_key=True)
+    state: str = Field(max_length=24)  # connected | needs_reconnect
+    company_id: str = Field(default="", max_length=64)
+    company_name: str = Field(default="", max_length=200)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    connected_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

@@ -1,0 +1,91 @@
+"""``nebridge connect`` / ``nebridge unlink``: link this installation to a Next Engine company."""
+
+from __future__ import annotations
+
+import webbrowser
+from typing import Annotated
+
+import typer
+
+from daemon.cli.common import fail, get, info, print_json
+from daemon.nelink import (
+    LinkError,
+    connect,
+    describe,
+    pending_work,
+    sign_in_url,
+    unlink,
+    wait_for_redirect,
+)
+from daemon.nextengine.errors import NextEngineError
+from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
+
+
+def connect_cmd(
+    ctx: typer.Context,
+    uid: Annotated[str | None, typer.Option("--uid", help="uid from Next Engine's redirect "
+                                            "(skips the loopback receiver).")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="state from Next Engine's "
+                                              "redirect (valid 5 minutes).")] = None,
+    open_browser: Annotated[bool, typer.Option("--browser/--no-browser",
+                                               help="Open the sign-in page.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the sign-in.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Link a Next Engine company: sign in, receive uid/state, exchange them for tokens."""
+    config = get(ctx).load().config
+    if (uid is None) != (state is None):
+        fail("pass both --uid and --state, or neither", code=2)
+    engine = make_engine(config.resolved_database_url)
+    try:
+        check_migrated(engine)
+        if uid is None or state is None:
+            url = sign_in_url(config)
+            info(f"Sign in to Next Engine here:\n  {url}\n"
+                 f"Waiting for the redirect to {config.nextengine.redirect_uri} …")
+            if open_browser:
+                webbrowser.open(url)
+            uid, state = wait_for_redirect(config.nextengine.redirect_uri, timeout)
+        linked = connect(config, engine, uid, state)
+    except (LinkError, NextEngineError, DatabaseNotMigrated) as exc:
+        fail(f"could not connect: {exc}")
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(linked.as_dict())
+    else:
+        typer.echo(describe(linked))
+
+
+def unlink_cmd(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Remove ALL Next Engine integration (連携を解除する); unfinished work is exported first."""
+    config = get(ctx).load().config
+    engine = make_engine(config.resolved_database_url)
+    try:
+        check_migrated(engine)
+        work = pending_work(engine)
+        if not as_json:
+            typer.echo(f"Unlinking removes the Next Engine tokens, cursors and "
+                       f"{len(work.actions)} unfinished action(s) and {len(work.uploads)} "
+                       f"unfinished stock upload(s):")
+            for action in work.actions[:20]:
+                typer.echo(f"  {action['state']:>9} {action['kind']} {action['subject']} "
+                           f"(warehouse {action['warehouse']})")
+            if len(work.actions) > 20:
+                typer.echo(f"  … and {len(work.actions) - 20} more (all go to the export file)")
+        if not yes and not typer.confirm("Unlink Next Engine now?", default=False):
+            fail("not unlinked (nothing changed)")
+        removed, export = unlink(config, engine)
+    except DatabaseNotMigrated as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json({"unlinked": True, "exported_to": str(export), "actions": removed.actions,
+                    "uploads": removed.uploads})
+    else:
+        typer.echo(f"Next Engine unlinked. Unfinished work was exported to {export}")

@@ -1,0 +1,292 @@
+"""The link to one Next Engine company: connect, status, unlink, and the client factory.
+
+Tokens live in the token file (mode 0600, written only by the client); the database keeps the
+link's state (connected / needs re-connection) and the company's name, never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from sqlalchemy import Engine, delete
+from sqlmodel import col, select
+
+from daemon import __version__
+from daemon.config import DaemonConfig, client_secret
+from daemon.logsetup import register_secret
+from daemon.nextengine.client import NextEngineClient
+from daemon.nextengine.tokens import FileTokenStore, TokenSet
+from daemon.serialize import dumps
+from daemon.store.engine import read_session, write_session
+from daemon.store.models import (
+    Cursor,
+    NeLink,
+    OutboxItem,
+    OutboxState,
+    StockUpload,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECTED = "connected"
+NEEDS_RECONNECT = "needs_reconnect"
+NE_CURSOR_PREFIX = "ne."
+RECONNECT_HINT = "run `nebridge connect` to sign in to Next Engine again"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class LinkError(Exception):
+    """Connecting or unlinking cannot go on; the message says what to do."""
+
+
+def token_store(config: DaemonConfig) -> FileTokenStore:
+    """The company's token file."""
+    return FileTokenStore(config.token_file)
+
+
+def make_client(config: DaemonConfig, *, secret: str | None = None) -> NextEngineClient:
+    """A Next Engine client for the configured company (the engine owns it)."""
+    resolved = secret if secret is not None else client_secret(config)
+    register_secret(resolved)
+    ne = config.nextengine
+    return NextEngineClient(
+        ne.api_base,
+        token_store(config),
+        version=__version__,
+        client_id=ne.client_id,
+        client_secret=resolved,
+        read_timeout=ne.read_timeout_seconds,
+        page_size=ne.page_size,
+    )
+
+
+def sign_in_url(config: DaemonConfig) -> str:
+    """Where the admin signs in to Next Engine to link the company (§1.2)."""
+    query = urlencode({"client_id": config.nextengine.client_id,
+                       "redirect_uri": config.nextengine.redirect_uri})
+    return f"{config.nextengine.login_base.rstrip('/')}/users/sign_in/?{query}"
+
+
+def wait_for_redirect(redirect_uri: str, timeout: float) -> tuple[str, str]:
+    """Serve the loopback redirect URI once and return the ``uid`` and ``state`` NE sends."""
+    parts = urlsplit(redirect_uri)
+    host, port = parts.hostname or "", parts.port or 80
+    if host not in _LOOPBACK:
+        raise LinkError(f"redirect_uri {redirect_uri} is not on this machine; sign in, then "
+                        "pass the uid and state from the address bar with --uid/--state")
+    found: dict[str, str] = {}
+    done = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path != (parts.path or "/") or "uid" not in query or "state" not in query:
+                self.send_response(404)
+                self.end_headers()
+                return
+            found.update(uid=query["uid"], state=query["state"])
+            body = ("<html><body><h1>nebridge</h1><p>Next Engine sign-in received. You can "
+                    "close this window; the terminal shows the result.</p></body></html>")
+            data = body.encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            done.set()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # the query holds uid/state: never log it
+
+    server = HTTPServer((host, port), Handler)
+    server.timeout = 0.5
+    try:
+        deadline = utcnow().timestamp() + timeout
+        while not done.is_set() and utcnow().timestamp() < deadline:
+            server.handle_request()
+    finally:
+        server.server_close()
+    if not done.is_set():
+        raise LinkError(f"no sign-in arrived at {redirect_uri} within {timeout:.0f} s; run "
+                        "`nebridge connect` again, or pass --uid/--state")
+    register_secret(found["uid"])
+    register_secret(found["state"])
+    return found["uid"], found["state"]
+
+
+@dataclass
+class LinkInfo:
+    """What ``status`` and ``connect`` show about the link (never a token)."""
+
+    state: str
+    company_id: str = ""
+    company_name: str = ""
+    reason: str | None = None
+    access_token_end: datetime | None = None
+    refresh_token_end: datetime | None = None
+    connected_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON view."""
+        return {
+            "state": self.state, "company_id": self.company_id,
+            "company_name": self.company_name, "reason": self.reason,
+            "access_token_end": self.access_token_end.isoformat() if self.access_token_end
+            else None,
+            "refresh_token_end": self.refresh_token_end.isoformat() if self.refresh_token_end
+            else None,
+            "connected_at": self.connected_at.isoformat() if self.connected_at else None,
+        }
+
+
+def connect(config: DaemonConfig, engine: Engine, uid: str, state: str) -> LinkInfo:
+    """Exchange ``uid``/``state`` for tokens, read the company and record the link."""
+    register_secret(uid)
+    register_secret(state)
+    secret = client_secret(config)
+    if not config.nextengine.client_id or not secret:
+        raise LinkError("nextengine.client_id and the client secret must be configured first "
+                        "(secret: env NEBRIDGE_NE_CLIENT_SECRET, the systemd credential "
+                        "nextengine-client-secret, or nextengine.client_secret)")
+    client = make_client(config, secret=secret)
+    try:
+        tokens = client.authorize(uid, state)
+        company = client.company_info()
+    finally:
+        client.close()
+    company_id = str(company.get("company_id") or tokens.company_id or "")
+    name = str(company.get("company_name") or tokens.company_name or "")
+    now = utcnow()
+    with write_session(engine) as session:
+        link = session.get(NeLink, 1) or NeLink(state=CONNECTED)
+        link.state, link.reason = CONNECTED, None
+        link.company_id, link.company_name = company_id, name
+        link.connected_at, link.updated_at = now, now
+        session.add(link)
+    log.info("linked Next Engine company %s (%s)", name, company_id)
+    return link_info(config, engine)
+
+
+def mark_needs_reconnect(engine: Engine, reason: str) -> None:
+    """Stop Next Engine work until an admin re-connects (WMS events are still accepted)."""
+    with write_session(engine) as session:
+        link = session.get(NeLink, 1)
+        if link is None or link.state == NEEDS_RECONNECT:
+            return
+        link.state, link.reason, link.updated_at = NEEDS_RECONNECT, reason, utcnow()
+        session.add(link)
+    log.error("Next Engine link needs re-connection: %s — %s", reason, RECONNECT_HINT)
+
+
+def link_info(config: DaemonConfig, engine: Engine) -> LinkInfo:
+    """The link's state and token end dates (``not_connected`` when there is none)."""
+    with read_session(engine) as session:
+        link = session.get(NeLink, 1)
+    tokens: TokenSet | None
+    try:
+        tokens = token_store(config).load()
+    except Exception as exc:
+        return LinkInfo(state=NEEDS_RECONNECT, reason=str(exc))
+    if link is None:
+        return LinkInfo(state="not_connected")
+    info = LinkInfo(state=link.state, company_id=link.company_id,
+                    company_name=link.company_name, reason=link.reason,
+                    connected_at=link.connected_at)
+    if tokens is None:
+        info.state, info.reason = NEEDS_RECONNECT, "the token file is missing"
+    else:
+        info.access_token_end = tokens.access_token_end_date
+        info.refresh_token_end = tokens.refresh_token_end_date
+    return info
+
+
+@dataclass
+class PendingWork:
+    """Next Engine work that unlinking would drop, exported before anything is removed."""
+
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    uploads: list[dict[str, Any]] = field(default_factory=list)
+    cursors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Unfinished actions and uploads."""
+        return len(self.actions) + len(self.uploads)
+
+
+_UNFINISHED = [OutboxState.PENDING.value, OutboxState.IN_FLIGHT.value,
+               OutboxState.IN_DOUBT.value, OutboxState.FAILED.value]
+
+
+def pending_work(engine: Engine) -> PendingWork:
+    """Everything Next Engine-related that is not finished."""
+    work = PendingWork()
+    with read_session(engine) as session:
+        for item in session.scalars(select(OutboxItem)
+                                    .where(col(OutboxItem.state).in_(_UNFINISHED))
+                                    .order_by(col(OutboxItem.id))):
+            work.actions.append({
+                "id": item.id, "kind": item.kind, "state": item.state,
+                "warehouse": item.warehouse, "subject": item.subject, "plugin": item.plugin,
+                "payload": json.loads(item.payload), "last_error": item.last_error,
+                "created_at": item.created_at.isoformat()})
+        for upload in session.scalars(select(StockUpload)
+                                      .where(col(StockUpload.state).notin_(["done"]))):
+            work.uploads.append({"ref": upload.ref, "state": upload.state,
+                                 "deltas": json.loads(upload.deltas), "que_id": upload.que_id,
+                                 "message": upload.message})
+        for cursor in session.scalars(select(Cursor)
+                                      .where(col(Cursor.name).startswith(NE_CURSOR_PREFIX))):
+            work.cursors.append({"name": cursor.name, "value": cursor.value})
+    return work
+
+
+def unlink(config: DaemonConfig, engine: Engine) -> tuple[PendingWork, Path]:
+    """Remove all Next Engine integration state after exporting unfinished work to a file.
+
+    Removed: the token file, the link record, Next Engine cursors, unfinished Next Engine
+    actions and uploads. Kept: WMS events, finished actions and the imported-order map (so a
+    later re-connect never sends the same order to the warehouse twice).
+    """
+    work = pending_work(engine)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    export = config.state_dir / f"unlink-export-{stamp}.json"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    export.write_text(dumps({"unlinked_at": utcnow(), "actions": work.actions,
+                             "uploads": work.uploads, "cursors": work.cursors}),
+                      encoding="utf-8")
+    with write_session(engine) as session:
+        session.execute(delete(OutboxItem).where(col(OutboxItem.state).in_(_UNFINISHED)))
+        session.execute(delete(StockUpload).where(col(StockUpload.state).notin_(["done"])))
+        session.execute(delete(Cursor).where(col(Cursor.name).startswith(NE_CURSOR_PREFIX)))
+        session.execute(delete(NeLink))
+    store = token_store(config)
+    store.path.unlink(missing_ok=True)
+    store.lock_path.unlink(missing_ok=True)
+    log.info("unlinked Next Engine; %d unfinished item(s) exported to %s", work.count, export)
+    return work, export
+
+
+def describe(info: LinkInfo) -> str:
+    """One human line about the link."""
+    if info.state == "not_connected":
+        return "Next Engine: not connected (run `nebridge connect`)"
+    who = f"{info.company_name} ({info.company_id})"
+    if info.state == NEEDS_RECONNECT:
+        return f"Next Engine: {who} NEEDS RE-CONNECTION: {info.reason} — {RECONNECT_HINT}"
+    ends = ""
+    if info.refresh_token_end:
+        ends = (f"; access token until {info.access_token_end:%Y-%m-%d %H:%M %Z}, refresh "
+                f"token until {info.refresh_token_end:%Y-%m-%d %H:%M %Z}")
+    return f"Next Engine: connected to {who}{ends}"
+

@@ -1,0 +1,81 @@
+"""Built-in WMS connector ``csv``: exchange CSV files with a WMS through two folders.
+
+Configured by ``wms.csv`` (:class:`CsvConnectorConfig`): ``inbox``, ``outbox``, ``timezone``
+(default ``Asia/Tokyo``), ``stable_seconds`` (0.5) and ``encoding_out`` (``utf-8``/``cp932``).
+
+Inbound files (the WMS writes them into ``inbox``; names match in any case):
+
+* ``shipments*.csv``: ``shipment_id, warehouse, ne_order_id, tracking_number, confirmed_at,
+  product_code, quantity``, one row per shipment line; empty ``ne_order_id`` = not from
+  Next Engine.
+* ``receipts*.csv``: ``receipt_id, warehouse, confirmed_at, product_code, quantity``.
+* ``products*.csv``: ``product_code, link_code`` (the Next Engine goods code, 紐付けコード;
+  empty = not linked). The master is kept in place; see :mod:`plugins.wms_csv.connector`.
+
+Rules shared by all inbound files:
+
+* A header row is required; columns may come in any order, unknown columns are ignored, and
+  every listed column must be present (values of ``ne_order_id``, ``tracking_number`` and
+  ``link_code`` may be empty). Headers match ignoring case, surrounding spaces and
+  full-width forms, and Japanese aliases are accepted (:mod:`plugins.wms_csv.formats`).
+* Encoding: UTF-8 BOM, else UTF-8 if the whole file decodes, else CP932 (Shift_JIS); a file
+  that fits none is rejected naming the first bad line. CRLF or LF. Values are stripped of
+  surrounding spaces; rows whose cells are all empty are skipped; a row with a different
+  number of fields than the header is an error.
+* Timestamps: ISO 8601 with an offset keeps its offset; ISO 8601 without offset,
+  ``YYYY-MM-DD HH:MM[:SS]`` and ``YYYY/MM/DD HH:MM[:SS]`` are wall-clock times in
+  ``timezone``. Events always carry aware datetimes.
+* One shipment (receipt) id = one event. Its rows need not be adjacent but must agree on
+  ``warehouse, ne_order_id, tracking_number, confirmed_at`` (receipts: ``warehouse,
+  confirmed_at``; timestamps compare by instant). The same product twice within one id is a
+  duplicate line and an error (quantities are never summed silently).
+* Quantities are positive integers in ASCII digits; warehouses must be configured; products
+  must be known; tracking numbers have at most 50 characters.
+* A file with any error is rejected whole (moved to ``inbox/rejected/`` with
+  ``<file>.errors.txt``), listing every error up to 1000 with line, column and reason.
+
+Outbound: ``outbox/orders-<created_at as YYYYMMDDTHHMMSSZ>-<key slug>-<key hash>.csv``, one
+row per order line, UTF-8 (or CP932) with header and CRLF, written atomically; see
+:mod:`plugins.wms_csv.outbox`.
+"""
+
+from __future__ import annotations
+
+from hooks import hookimpl
+from hooks.connectors import ConnectorSpec
+from hooks.records import PluginInfo
+from plugins.wms_csv.config import CsvConnectorConfig
+from plugins.wms_csv.connector import CsvBatch, CsvConnector
+
+__all__ = [
+    "CsvBatch",
+    "CsvConnector",
+    "CsvConnectorConfig",
+    "nebridge_plugin_info",
+    "nebridge_wms_connectors",
+]
+
+_SUMMARY = "Exchange CSV files with a WMS through an inbox and an outbox folder"
+
+
+@hookimpl
+def nebridge_plugin_info() -> PluginInfo:
+    """Describe the plugin that provides the ``csv`` WMS connector."""
+    return PluginInfo(
+        name="wms_csv",
+        summary=_SUMMARY,
+        setting_ja="WMSとCSVファイル（受信フォルダ・送信フォルダ）で出荷・入荷実績と出荷指示を連携する",
+    )
+
+
+@hookimpl
+def nebridge_wms_connectors() -> list[ConnectorSpec]:
+    """Offer the ``csv`` connector, configured by ``wms.csv`` in ``daemon.yaml``."""
+    return [
+        ConnectorSpec(
+            name="csv",
+            factory=CsvConnector,
+            config_model=CsvConnectorConfig,
+            summary=_SUMMARY,
+        )
+    ]

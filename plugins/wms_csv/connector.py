@@ -1,0 +1,187 @@
+"""The CSV folder connector: the WMS drops CSV files into an inbox, nebridge writes orders out.
+
+Files are matched by name (``shipments*.csv``, ``receipts*.csv``, ``products*.csv``, any
+case), taken only once complete (see :mod:`plugins.wms_csv.folders`) and claimed by a rename
+into ``.claimed/`` before they are read, so a crash never loses or half-applies one.
+
+The product master (``products*.csv``) is kept in place, not moved: the contract has no
+commit for snapshots, so the file must survive a crash between reading it and storing it.
+The newest complete one is the master; older ones are moved to ``processed/`` once a newer
+valid one exists, and an invalid one is rejected like any other file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import tzinfo
+from pathlib import Path
+
+from hooks.connectors import (
+    ConnectorContext,
+    InboundBatch,
+    InstructionBatch,
+    ProductSnapshot,
+)
+from hooks.errors import BatchRejected
+from hooks.records import EventKind, WmsEvent
+from plugins.wms_csv.config import CsvConnectorConfig
+from plugins.wms_csv.folders import Inbox, ReadyFile
+from plugins.wms_csv.formats import PRODUCTS, FileFormat
+from plugins.wms_csv.inbound import read_events, read_products
+from plugins.wms_csv.outbox import write_orders
+
+_Signature = tuple[str, int, int]
+
+
+class CsvBatch:
+    """One claimed shipments or receipts file, accepted or rejected as a whole."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        path: Path,
+        source: str,
+        fmt: FileFormat,
+        kind: EventKind,
+        ctx: ConnectorContext,
+        zone: tzinfo,
+    ) -> None:
+        self.source = source
+        self.kind = kind
+        self.cursor: tuple[str, str] | None = None
+        self._inbox = inbox
+        self._path = path
+        self._fmt = fmt
+        self._ctx = ctx
+        self._zone = zone
+        self.settled = False
+
+    def events(self) -> Iterator[WmsEvent]:
+        """Validate the whole file, then yield one event per shipment or receipt id."""
+        return read_events(self._path, self.source, self._fmt, self._ctx, self._zone)
+
+    def commit(self) -> None:
+        """The events are stored: move the file to ``processed/``."""
+        target = self._inbox.file_away(self._path, self._inbox.processed, self.source)
+        self.settled = True
+        self._ctx.log.info("processed %s, kept as %s", self.source, target)
+
+    def reject(self, error: BatchRejected) -> None:
+        """Move the file to ``rejected/`` with ``<file>.errors.txt`` listing every error."""
+        target = self._inbox.reject(self._path, self.source, error)
+        self.settled = True
+        self._ctx.log.warning("rejected %s (%d errors), see %s.errors.txt",
+                              self.source, len(error.errors), target)
+
+
+class CsvConnector:
+    """A :class:`~hooks.connectors.WmsConnector` over an inbox and an outbox folder."""
+
+    def __init__(self, config: CsvConnectorConfig) -> None:
+        self._config = config
+        self._zone = config.tzinfo
+        self._inbox = Inbox(config.inbox, config.stable_seconds)
+        config.outbox.mkdir(parents=True, exist_ok=True)
+        self._master_seen: tuple[_Signature, str] | None = None
+
+    def recover(self, ctx: ConnectorContext) -> None:
+        """Return files a crash left in ``.claimed/`` to the inbox, to be processed again."""
+        for path in self._inbox.unclaim_all():
+            ctx.log.warning("returned %s, claimed before a restart, to the inbox", path.name)
+
+    def has_new_input(self) -> bool:
+        """One scan of the inbox: is a complete file waiting (a master only if not yet read)?"""
+        return any(
+            not (file.fmt is PRODUCTS and self._master_seen_as(file)) for file in self._inbox.scan()
+        )
+
+    def pending_batches(self, kind: EventKind, ctx: ConnectorContext) -> Iterator[InboundBatch]:
+        """Claim and yield the complete files of ``kind``, oldest first, one at a time.
+
+        Each batch is to be committed or rejected before the next one is asked for: a batch
+        still unsettled then (a dry run, an error in the engine) goes back to the inbox to be
+        taken again later, instead of waiting in ``.claimed/`` for a restart.
+        """
+        for file in self._inbox.scan():
+            if file.fmt.kind is not kind:
+                continue
+            path = self._inbox.claim(file)
+            if path is None:
+                continue
+            batch = CsvBatch(self._inbox, path, file.name, file.fmt, kind, ctx, self._zone)
+            try:
+                yield batch
+            finally:
+                if not batch.settled:
+                    self._inbox.file_away(path, self._inbox.root, batch.source)
+                    ctx.log.info("%s was neither committed nor rejected; back in the inbox",
+                                 batch.source)
+
+    def product_snapshot(
+        self, ctx: ConnectorContext, known_version: str | None
+    ) -> ProductSnapshot | None:
+        """Read the newest valid complete ``products*.csv`` if its version is not ``known_version``.
+
+        The version is ``name:size:mtime_ns:sha256``. Invalid masters are rejected and the next
+        older one is tried; older ones than the master in use are moved to ``processed/``.
+        """
+        masters = sorted(
+            (file for file in self._inbox.scan() if file.fmt is PRODUCTS),
+            key=lambda file: (file.mtime_ns, file.name),
+            reverse=True,
+        )
+        for index, file in enumerate(masters):
+            try:
+                snapshot = self._read_master(file, known_version)
+            except BatchRejected as error:
+                target = self._inbox.reject(file.path, file.name, error)
+                ctx.log.error("rejected product master %s (%d errors), see %s.errors.txt",
+                              file.name, len(error.errors), target)
+                continue
+            for older in masters[index + 1 :]:
+                self._inbox.file_away(older.path, self._inbox.processed, older.name)
+                ctx.log.info("product master %s superseded by %s", older.name, file.name)
+            return snapshot
+        return None
+
+    def push_orders(self, batch: InstructionBatch, ctx: ConnectorContext) -> None:
+        """Write the batch as one order file into the outbox (same name on every retry)."""
+        path = write_orders(self._config.outbox, batch, self._config.encoding_out)
+        if path is not None:
+            ctx.log.info("wrote %d orders of batch %s to %s", len(batch.orders), batch.key, path)
+
+    def _master_seen_as(self, file: ReadyFile) -> bool:
+        """True if this exact state of a master file was already read."""
+        return self._master_seen is not None and self._master_seen[0] == _signature(file)
+
+    def _read_master(self, file: ReadyFile, known_version: str | None) -> ProductSnapshot | None:
+        """The snapshot of one master file, or None if it is ``known_version`` or changing."""
+        signature = _signature(file)
+        if self._master_seen is not None and self._master_seen[0] == signature:
+            version = self._master_seen[1]
+        else:
+            version = f"{file.name}:{file.size}:{file.mtime_ns}:{_sha256(file.path)}"
+        if version == known_version:
+            self._master_seen = (signature, version)
+            return None
+        products = read_products(file.path, file.name)
+        stat = file.path.stat()
+        if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
+            return None
+        self._master_seen = (signature, version)
+        return ProductSnapshot(version, tuple(products))
+
+
+def _signature(file: ReadyFile) -> _Signature:
+    """What identifies one state of a file without reading it."""
+    return file.name, file.size, file.mtime_ns
+
+
+def _sha256(path: Path) -> str:
+    """The content hash of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

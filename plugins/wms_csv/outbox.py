@@ -1,0 +1,102 @@
+"""Order files written into the outbox for the WMS to import (出荷指示).
+
+One file per :class:`InstructionBatch`, named ``orders-<created_at UTC>-<key>.csv`` so a
+re-push of the same batch after a crash rewrites the same file; written atomically, so the
+WMS never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from datetime import UTC
+from pathlib import Path
+
+from hooks.connectors import InstructionBatch
+from hooks.errors import StepError
+from hooks.records import OrderInstruction
+from plugins.wms_csv.folders import write_atomically
+
+ORDER_COLUMNS = (
+    "ne_order_id",
+    "shop_order_id",
+    "warehouse",
+    "order_date",
+    "delivery_method",
+    "consignee_name",
+    "consignee_zip",
+    "consignee_address",
+    "consignee_tel",
+    "line_no",
+    "product_code",
+    "ne_goods_code",
+    "quantity",
+)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_SLUG_LENGTH = 40
+
+
+def order_file_name(batch: InstructionBatch) -> str:
+    """``orders-<YYYYMMDDTHHMMSSZ>-<key slug>-<key hash>.csv``, the same for every retry.
+
+    The slug keeps the key readable; the short hash keeps different keys apart even when
+    their slugs are equal or cut.
+    """
+    if batch.created_at.tzinfo is None:
+        raise ValueError("InstructionBatch.created_at must be timezone-aware")
+    stamp = batch.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    slug = _UNSAFE.sub("_", batch.key)[:_SLUG_LENGTH].strip("_")
+    digest = hashlib.sha256(batch.key.encode("utf-8")).hexdigest()[:8]
+    return f"orders-{stamp}-{slug}-{digest}.csv" if slug else f"orders-{stamp}-{digest}.csv"
+
+
+def write_orders(folder: Path, batch: InstructionBatch, encoding: str) -> Path | None:
+    """Write the batch's orders, one row per order line; return the path (None if no orders).
+
+    A character the output encoding cannot hold fails the batch with :class:`StepError`
+    naming the order: replacing it could send a parcel to a wrong address.
+    """
+    if not batch.orders:
+        return None
+    parts = [_csv_text([ORDER_COLUMNS]).encode(encoding)]
+    for order in batch.orders:
+        try:
+            parts.append(_csv_text(_order_rows(order)).encode(encoding))
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise StepError(
+                f"order {order.ne_order_id}: {bad!r} cannot be written in {encoding}"
+            ) from exc
+    target = folder / order_file_name(batch)
+    write_atomically(target, b"".join(parts))
+    return target
+
+
+def _order_rows(order: OrderInstruction) -> list[tuple[str, ...]]:
+    """The CSV rows of one order: the order fields repeated on each of its lines."""
+    head = (
+        order.ne_order_id,
+        order.shop_order_id,
+        order.warehouse,
+        order.order_date,
+        order.delivery_method,
+        order.consignee_name,
+        order.consignee_zip,
+        order.consignee_address,
+        order.consignee_tel,
+    )
+    return [
+        (*head, str(line.line_no), line.product_code, line.ne_goods_code, str(line.quantity))
+        for line in order.lines
+    ]
+
+
+def _csv_text(rows: list[tuple[str, ...]]) -> str:
+    """Rows as CSV text with CRLF line ends (RFC 4180)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
