@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from ruamel.yaml import YAML
@@ -50,6 +50,23 @@ class ScheduleSettings(_Strict):
     jitter_seconds: float = Field(default=5.0, ge=0)
     dispatch_interval_seconds: float = Field(default=10.0, gt=0)
     intake_poll_seconds: float = Field(default=1.0, gt=0)
+
+
+class DispatchConfig(_Strict):
+    """``dispatch:`` — how actions are executed against Next Engine."""
+
+    queue_poll_seconds: float = Field(default=5.0, gt=0)
+    queue_timeout_seconds: float = Field(default=300.0, gt=0)
+    not_ready_attempts: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=500, ge=1, le=1000)
+
+
+class OrderImportConfig(_Strict):
+    """``order_import:`` — how Next Engine orders become WMS instructions."""
+
+    claim: Literal["none", "receipted", "tag"] = "none"
+    claim_tag: str = Field(default="nebridge取込済", min_length=1, pattern=r"^[^\[\]]+$")
+    overlap_minutes: float = Field(default=10.0, ge=0)
 
 
 class WmsSettings(BaseModel):
@@ -91,6 +108,8 @@ class DaemonConfig(_Strict):
     log_level: str = "INFO"
     nextengine: NextEngineSettings = NextEngineSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    dispatch: DispatchConfig = DispatchConfig()
+    order_import: OrderImportConfig = OrderImportConfig()
     wms: WmsSettings = WmsSettings()
     warehouses: tuple[WarehouseConfig, ...] = ()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -103,6 +122,26 @@ class DaemonConfig(_Strict):
             if wh.code in seen:
                 raise ValueError(f"warehouse code {wh.code!r} appears twice; codes must be unique")
             seen.add(wh.code)
+        return value
+
+    @field_validator("warehouses")
+    @classmethod
+    def _one_catch_all_importer(
+        cls, value: tuple[WarehouseConfig, ...]
+    ) -> tuple[WarehouseConfig, ...]:
+        catch_all = [w.code for w in value if w.import_orders and not w.shop_ids]
+        if len(catch_all) > 1:
+            raise ValueError(
+                f"warehouses {', '.join(catch_all)} all import orders from every shop; when "
+                "several warehouses import orders, give all but one of them `shop_ids`"
+            )
+        shops: dict[str, str] = {}
+        for wh in value:
+            for shop in wh.shop_ids if wh.import_orders else ():
+                if shop in shops:
+                    raise ValueError(f"shop {shop} is routed to both {shops[shop]} and "
+                                     f"{wh.code}; route each shop to one warehouse")
+                shops[shop] = wh.code
         return value
 
     @field_validator("plugins", mode="before")

@@ -63,4 +63,5 @@ def configure_logging(level: str = "INFO") -> None:
     handler.name = _HANDLER_NAME
     handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
     root.addHandler(handler)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,6 +9,7 @@ anything is sent again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -65,6 +66,7 @@ class DispatchReport:
     reconciled: int = 0
     executed: dict[str, int] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
+    blocked: str = ""
     errors: list[str] = field(default_factory=list)
 
 
@@ -77,15 +79,22 @@ class Dispatcher:
         executors: Mapping[str, Executor] | None = None,
         batch_size: int = 1000,
         clock: Callable[[], datetime] = utcnow,
+        blocked: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.engine = engine
         self.executors: dict[str, Executor] = dict(executors or {})
         self.batch_size = batch_size
         self.clock = clock
+        self.blocked = blocked
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Reconcile in-flight items, then execute due items kind by kind."""
         report = DispatchReport()
+        reason = self.blocked() if self.executors else "no executors"
+        if reason:
+            report.blocked = reason
+            report.waiting = pending_by_kind(self.engine)
+            return report
         for kind, executor in self.executors.items():
             stuck = self._load(kind, [OutboxState.IN_FLIGHT], due_only=False)
             if stuck:
@@ -197,3 +206,71 @@ def backlog_by_state(engine: Engine) -> dict[str, int]:
     for state, n in rows:
         counts[str(state)] = int(n)
     return dict(counts)
+
+
+# -- admin ------------------------------------------------------------------------------------
+
+
+class OutboxError(Exception):
+    """An admin request on the outbox that cannot be done; the message says why."""
+
+
+def list_items(engine: Engine, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
+    """Outbox items, newest first, optionally only in ``states``."""
+    stmt = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(limit)
+    if states:
+        stmt = stmt.where(col(OutboxItem.state).in_(list(states)))
+    with read_session(engine) as session:
+        items = list(session.scalars(stmt))
+    return [
+        {"id": i.id, "kind": i.kind, "subject": i.subject, "warehouse": i.warehouse,
+         "plugin": i.plugin, "state": i.state, "attempts": i.attempts,
+         "payload": json.loads(i.payload), "last_error": i.last_error, "result": i.result,
+         "dispatch_ref": i.dispatch_ref, "created_at": i.created_at.isoformat(),
+         "updated_at": i.updated_at.isoformat()}
+        for i in items
+    ]
+
+
+def _get(session: Session, item_id: int) -> OutboxItem:
+    item = session.get(OutboxItem, item_id)
+    if item is None:
+        raise OutboxError(f"no outbox item {item_id}; `nebridge outbox list` shows them")
+    return item
+
+
+def retry_item(engine: Engine, item_id: int) -> str:
+    """Put a failed or skipped item back in the queue."""
+    with write_session(engine) as session:
+        item = _get(session, item_id)
+        if item.state == OutboxState.IN_DOUBT.value:
+            raise OutboxError(
+                f"item {item_id} is in doubt: it may already be applied in Next Engine. Check "
+                f"there, then `nebridge outbox resolve {item_id} --applied` or `--not-applied`")
+        if item.state not in (OutboxState.FAILED.value, OutboxState.SKIPPED.value):
+            raise OutboxError(f"item {item_id} is {item.state}; only failed or skipped items "
+                              "can be retried")
+        item.state, item.next_attempt_at, item.updated_at = (
+            OutboxState.PENDING.value, utcnow(), utcnow())
+        item.dispatch_ref = None
+        session.add(item)
+    return f"item {item_id} queued again; the dispatcher sends it on its next run"
+
+
+def resolve_item(engine: Engine, item_id: int, applied: bool) -> str:
+    """Settle an in-doubt item with what the admin found in Next Engine."""
+    with write_session(engine) as session:
+        item = _get(session, item_id)
+        if item.state != OutboxState.IN_DOUBT.value:
+            raise OutboxError(f"item {item_id} is {item.state}, not in doubt; nothing to resolve")
+        now = utcnow()
+        if applied:
+            item.state, item.result = OutboxState.DONE.value, "resolved by admin: applied"
+        else:
+            item.state, item.next_attempt_at = OutboxState.PENDING.value, now
+            item.dispatch_ref = None
+            item.last_error = "resolved by admin: not applied; will be sent again"
+        item.updated_at = now
+        session.add(item)
+    return (f"item {item_id} marked done" if applied
+            else f"item {item_id} will be sent again on the dispatcher's next run")

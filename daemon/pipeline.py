@@ -91,6 +91,8 @@ class StageResult:
     planned: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    subjects: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:

@@ -22,9 +22,13 @@ from sqlmodel import col, select
 
 from daemon import USER_AGENT
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
+from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
+from daemon.importer import OrderImporter
 from daemon.inbox import Intake
+from daemon.nelink import make_client
+from daemon.nextengine.client import NextEngineClient
 from daemon.outbox import Dispatcher, Executor
-from daemon.pipeline import OrderImporter, WarehousePipeline
+from daemon.pipeline import WarehousePipeline
 from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
 from daemon.store.engine import check_migrated, make_engine, read_session
 from daemon.store.models import WmsProduct, utcnow
@@ -55,13 +59,42 @@ class Runtime:
     engine: Engine
     connector: WmsConnector | None
     connector_error: str = ""
-    executors: dict[str, Executor] = field(default_factory=dict)
-    order_importer: OrderImporter | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     http: requests.Session = field(default_factory=requests.Session)
+    _ne_client: NextEngineClient | None = None
 
     def __post_init__(self) -> None:
         self.http.headers["User-Agent"] = USER_AGENT
+        self.gate = NeGate(self.engine, self.clock)
+
+    def ne_client(self) -> NextEngineClient:
+        """The Next Engine client of the linked company (built once, owned by the engine)."""
+        if self._ne_client is None:
+            self._ne_client = make_client(self.config)
+        return self._ne_client
+
+    def dispatch_settings(self) -> DispatchSettings:
+        """Executor tunables from ``dispatch:``."""
+        d = self.config.dispatch
+        return DispatchSettings(queue_poll_seconds=d.queue_poll_seconds,
+                                queue_timeout_seconds=d.queue_timeout_seconds,
+                                not_ready_attempts=d.not_ready_attempts)
+
+    def executors(self) -> dict[str, Executor]:
+        """The outbox executors; they do nothing while Next Engine is not usable."""
+        client, settings = self.ne_client(), self.dispatch_settings()
+        return {
+            ShipExecutor.kind: ShipExecutor(self.engine, client, self.gate, settings, self.clock),
+            StockExecutor.kind: StockExecutor(self.engine, client, self.gate, settings,
+                                              self.clock),
+        }
+
+    def order_importer(self) -> OrderImporter | None:
+        """The order importer (None without a WMS connector to deliver to)."""
+        if self.connector is None:
+            return None
+        return OrderImporter(self.engine, self.ne_client(), self.host, self.connector,
+                             self.connector_context, self.config, self.gate, self.clock)
 
     @property
     def config(self) -> Any:
@@ -101,17 +134,20 @@ class Runtime:
     def pipelines(self) -> list[WarehousePipeline]:
         """One pipeline per configured warehouse, in configuration order."""
         return [
-            WarehousePipeline(self.engine, self.host, info, lambda: self.order_importer,
+            WarehousePipeline(self.engine, self.host, info, self.order_importer,
                               clock=self.clock)
             for info in self.warehouses().values()
         ]
 
     def dispatcher(self) -> Dispatcher:
         """The outbox dispatcher with the executors available now."""
-        return Dispatcher(self.engine, self.executors, clock=self.clock)
+        return Dispatcher(self.engine, self.executors(), clock=self.clock,
+                          batch_size=self.config.dispatch.batch_size, blocked=self.gate.blocked)
 
     def close(self) -> None:
-        """Release the database engine and HTTP session."""
+        """Release the database engine and HTTP sessions."""
+        if self._ne_client is not None:
+            self._ne_client.close()
         self.http.close()
         self.engine.dispose()
 

@@ -106,6 +106,21 @@ class WmsConnector(Protocol):
         ...
 
 
+@runtime_checkable
+class RequeueingConnector(Protocol):
+    """Optional part of the contract: a connector that can take a rejected batch back.
+
+    A connector that keeps rejected batches (e.g. quarantined files) implements it so that
+    ``nebridge inbox retry NAME`` can re-deliver a batch once the admin has fixed it.
+    """
+
+    def requeue(self, name: str, ctx: ConnectorContext) -> str:
+        """Put the rejected batch ``name`` back in the queue, to be taken again; return where
+        it went. Raise ``KeyError`` if no rejected batch is called ``name`` and
+        ``ValueError`` if it cannot be re-queued as it is, with a message saying why."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectorSpec:
     """A connector type a plugin offers: selected by ``wms.connector: <name>``.

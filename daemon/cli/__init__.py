@@ -17,7 +17,9 @@ from daemon.cli import (
     config_cmd,
     db,
     demo,
+    inbox,
     link,
+    outbox,
     plugins,
     run,
     sandbox,
@@ -62,6 +64,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(plugins.app, name="plugins")
 app.add_typer(warehouses.app, name="warehouses")
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(inbox.app, name="inbox")
+app.add_typer(outbox.app, name="outbox")
 app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)

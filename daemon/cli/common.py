@@ -65,7 +65,10 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(col)
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
 
 
 def info(message: str) -> None:

@@ -64,12 +64,13 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
             {"warehouse": r.warehouse, "stage": r.stage.value, "outcome": r.outcome,
              "items_in": r.items_in, "items_out": r.items_out, "held": r.held,
              "deferred": r.deferred, "skipped_reason": r.skipped_reason, "planned": r.planned,
-             "notices": r.notices, "failures": r.failures}
+             "notices": r.notices, "failures": r.failures, "counts": r.counts}
             for r in report.stages
         ],
         "dispatch": None if report.dispatch is None else {
             "executed": report.dispatch.executed, "reconciled": report.dispatch.reconciled,
-            "waiting_for_executor": report.dispatch.waiting, "errors": report.dispatch.errors,
+            "waiting": report.dispatch.waiting, "blocked": report.dispatch.blocked,
+            "errors": report.dispatch.errors,
         },
         "would_dispatch": report.dispatch_plan,
         "attention": report.attention,
@@ -91,8 +92,9 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         if r.skipped_reason:
             typer.echo(f"{r.warehouse}/{r.stage.value}: skipped ({r.skipped_reason})")
             continue
-        typer.echo(f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {r.items_out} action(s) "
-                   f"{prefix}queued, {r.held} held, {r.deferred} deferred")
+        counts = "".join(f", {n} {k.replace('_', ' ')}" for k, n in r.counts.items())
+        typer.echo(f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {r.items_out} out "
+                   f"{prefix.strip()}, {r.held} held, {r.deferred} deferred{counts}")
         for line in r.planned:
             typer.echo(f"  {prefix}queue: {line}")
         for line in r.notices:
@@ -105,8 +107,7 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         for kind, n in report.dispatch.executed.items():
             typer.echo(f"dispatched {n} {kind} action(s)")
         for kind, n in report.dispatch.waiting.items():
-            typer.echo(f"{n} {kind} action(s) wait for Next Engine (not connected: "
-                       "run `nebridge connect`)")
+            typer.echo(f"{n} {kind} action(s) wait: {report.dispatch.blocked}")
     for key, n in report.attention.items():
         if n:
             typer.echo(f"attention: {n} {key.replace('_', ' ')} (see `nebridge status`)")

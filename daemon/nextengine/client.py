@@ -79,6 +79,7 @@ PATH_GOODS_UPLOAD = "/api_v1_master_goods/upload"
 QUEUE_FIELDS = (
     "que_id",
     "que_method_name",
+    "que_upload_name",
     "que_status_id",
     "que_message",
     "que_creation_date",

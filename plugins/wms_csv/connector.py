@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from pathlib import Path
 
 from hooks.connectors import (
@@ -76,7 +76,11 @@ class CsvBatch:
 
 
 class CsvConnector:
-    """A :class:`~hooks.connectors.WmsConnector` over an inbox and an outbox folder."""
+    """A :class:`~hooks.connectors.WmsConnector` over an inbox and an outbox folder.
+
+    It is also a :class:`~hooks.connectors.RequeueingConnector`: a rejected file the admin
+    fixed goes back into the inbox with :meth:`requeue`.
+    """
 
     def __init__(self, config: CsvConnectorConfig) -> None:
         self._config = config
@@ -150,6 +154,18 @@ class CsvConnector:
         path = write_orders(self._config.outbox, batch, self._config.encoding_out)
         if path is not None:
             ctx.log.info("wrote %d orders of batch %s to %s", len(batch.orders), batch.key, path)
+
+    def requeue(self, name: str, ctx: ConnectorContext) -> str:
+        """Move the fixed file ``rejected/<name>`` back into the inbox; return its new path.
+
+        Its stale ``<name>.errors.txt`` is kept beside as ``<name>.errors.retried-<UTC
+        time>.txt``. Raises KeyError for an unknown name, ValueError for a file the inbox
+        would never take (wrong name pattern, no final newline).
+        """
+        stamp = ctx.clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self._inbox.requeue(name, stamp)
+        ctx.log.info("rejected file %s put back into the inbox as %s", name, target)
+        return str(target)
 
     def _master_seen_as(self, file: ReadyFile) -> bool:
         """True if this exact state of a master file was already read."""

@@ -1,10 +1,11 @@
 """The inbox folder: noticing files that finished arriving, claiming them and filing them away.
 
 Layout under ``inbox``: ``.claimed/`` (files being processed), ``processed/`` and
-``rejected/`` (with ``<file>.errors.txt``). A file is taken only when its last byte is a
-newline and its size and mtime stayed the same for ``stable_seconds``: seen unchanged by two
-scans that far apart, or, at first sight, with an mtime at least that old (``0`` takes a
-file at first sight: only the newline rule remains).
+``rejected/`` (with ``<file>.errors.txt``; a fixed file goes back with
+:meth:`Inbox.requeue`). A file is taken only when its last byte is a newline and its size
+and mtime stayed the same for ``stable_seconds``: seen unchanged by two scans that far
+apart, or, at first sight, with an mtime at least that old (``0`` takes a file at first
+sight: only the newline rule remains).
 """
 
 from __future__ import annotations
@@ -115,6 +116,36 @@ class Inbox:
         report = target.with_name(target.name + ".errors.txt")
         write_atomically(report, _format_errors(error).encode("utf-8"))
         os.rename(path, target)
+        return target
+
+    def requeue(self, name: str, stamp: str) -> Path:
+        """Move the fixed file ``rejected/<name>`` back into the inbox, to be taken again.
+
+        Its stale ``<name>.errors.txt`` is kept as ``<name>.errors.retried-<stamp>.txt``, so a
+        new rejection writes a fresh report and the old one stays for reference. Raises
+        KeyError if there is no such file, ValueError if the inbox would never take it.
+        """
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise ValueError(f"{name!r} is not a file name; give the name only, as "
+                             "`nebridge inbox list --state rejected` shows it")
+        path = self.rejected / name
+        if not path.is_file():
+            raise KeyError(f"no rejected file named {name!r} in {self.rejected}; "
+                           "`nebridge inbox list --state rejected` shows them")
+        if name.endswith(".errors.txt"):
+            raise ValueError(f"{name} is an error report; retry the file it describes, "
+                             f"{name.removesuffix('.errors.txt')}")
+        if format_for_name(name) is None:
+            raise ValueError(f"{path} is not named shipments*.csv, receipts*.csv or "
+                             "products*.csv, so the inbox would ignore it; rename it and retry")
+        if not _ends_with_newline(path):
+            raise ValueError(f"{path} does not end with a newline, so the inbox would take it "
+                             "for a file still being written; add the final line break and "
+                             "retry")
+        target = self.file_away(path, self.root, name)
+        report = self.rejected / f"{name}.errors.txt"
+        if report.is_file():
+            self.file_away(report, self.rejected, f"{name}.errors.retried-{stamp}.txt")
         return target
 
     def unclaim_all(self) -> list[Path]:

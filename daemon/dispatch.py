@@ -1,0 +1,568 @@
+"""Executing outbox actions against Next Engine, exactly once in effect.
+
+Two executors, one per action kind:
+
+* :class:`ShipExecutor` — tracking numbers for a batch in one ``bulkupdate``, one search to
+  refresh ``last_modified``, then one ``shipped`` per order. Every order's state is read
+  first: an order cancelled or already shipped in Next Engine is never shipped (again) and
+  the item says why. Items are marked in flight before ``shipped`` is sent; an item found in
+  flight later (crash, lost answer) is settled by reading the order, never by resending
+  blindly — and Next Engine itself refuses to ship a shipped order twice.
+* :class:`StockExecutor` — the stock deltas due in one dispatch, aggregated per Next Engine
+  goods code into one ``syohin_code,zaiko_su`` upload, the queue polled to completion and the
+  result recorded on every contributing item. The upload is recorded (with its items) before
+  it is sent; if its answer is lost, the upload queue is searched for it before anything is
+  sent again, and if that cannot tell, the items are held in doubt for the admin.
+
+:class:`NeGate` stops all Next Engine work while the link needs re-connection or Next Engine
+is in maintenance; WMS events keep being accepted meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import col, select
+
+from daemon.nelink import CONNECTED, RECONNECT_HINT, mark_needs_reconnect
+from daemon.nextengine.client import NextEngineClient, QueueResult
+from daemon.nextengine.errors import (
+    NeLockConflict,
+    NeMaintenance,
+    NeOutcomeUnknown,
+    NeReauthRequired,
+    NeSystemError,
+    NeValidationError,
+    NextEngineError,
+)
+from daemon.nextengine.search import Where
+from daemon.nextengine.xmlbuild import OrderUpdate
+from daemon.outbox import transition
+from daemon.serialize import dumps
+from daemon.store.engine import read_session, write_session
+from daemon.store.models import NeLink, OutboxItem, OutboxState, StockUpload, WmsProduct, utcnow
+
+log = logging.getLogger(__name__)
+
+ORDER_FIELDS = (
+    "receive_order_id", "receive_order_order_status_id", "receive_order_cancel_type_id",
+    "receive_order_deleted_flag", "receive_order_last_modified_date",
+    "receive_order_delivery_cut_form_id",
+)
+SHIPPABLE = (20, 40)
+SHIPPED = 50
+TRACKING_FIELD = "receive_order_delivery_cut_form_id"
+RETRY_SOON = timedelta(minutes=1)
+RETRY_LATER = timedelta(minutes=5)
+LOCK_RETRIES = 3
+API_UPLOAD_NAME = "NE_API"  # que_upload_name of uploads made through the API (gaps §5.4)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """Tunables of the executors (``dispatch:`` in daemon.yaml)."""
+
+    queue_poll_seconds: float = 5.0
+    queue_timeout_seconds: float = 300.0
+    not_ready_attempts: int = 12
+
+
+class NeGate:
+    """Whether Next Engine work may run now: linked, and not paused for maintenance."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.paused_until: datetime | None = None
+        self.pause_reason = ""
+
+    def blocked(self) -> str | None:
+        """Why Next Engine work must not run now, or None."""
+        if self.paused_until is not None and self.clock() < self.paused_until:
+            return f"paused until {self.paused_until:%H:%M:%S} UTC: {self.pause_reason}"
+        with read_session(self.engine) as session:
+            link = session.get(NeLink, 1)
+        if link is None:
+            return "Next Engine is not connected (run `nebridge connect`)"
+        if link.state != CONNECTED:
+            return f"Next Engine link needs re-connection: {link.reason} — {RECONNECT_HINT}"
+        return None
+
+    def observe(self, exc: BaseException) -> None:
+        """React to an error that concerns every Next Engine call, not just one item."""
+        if isinstance(exc, NeReauthRequired):
+            mark_needs_reconnect(self.engine, str(exc))
+        elif isinstance(exc, NeMaintenance):
+            self.paused_until = self.clock() + exc.retry_after
+            self.pause_reason = str(exc)
+            log.warning("Next Engine maintenance; pausing Next Engine work: %s", exc)
+
+
+def _payload(item: OutboxItem) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(item.payload)
+    return data
+
+
+def _ids(items: Iterable[OutboxItem]) -> list[int]:
+    return [i.id for i in items if i.id is not None]
+
+
+def _global(exc: BaseException) -> bool:
+    """Errors after which no further call should be made in this dispatch."""
+    return isinstance(exc, NeReauthRequired | NeMaintenance) or (
+        isinstance(exc, NextEngineError)
+        and not isinstance(exc, NeLockConflict | NeValidationError | NeOutcomeUnknown
+                           | NeSystemError)
+    )
+
+
+class ShipExecutor:
+    """Writes tracking numbers and the shipped status back to Next Engine."""
+
+    kind = "ship_order"
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: NextEngineClient,
+        gate: NeGate,
+        settings: DispatchSettings = DispatchSettings(),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.gate = gate
+        self.settings = settings
+        self.clock = clock
+
+    def _move(self, items: Sequence[OutboxItem], state: OutboxState, **kw: Any) -> None:
+        transition(self.engine, _ids(items), state, clock=self.clock, **kw)
+
+    def _read(self, order_ids: Iterable[str]) -> dict[str, Mapping[str, str | None]]:
+        ids = sorted(set(order_ids), key=int)
+        if not ids:
+            return {}
+        rows = self.client.search_orders(ORDER_FIELDS, where=Where().in_("receive_order_id", ids))
+        return {str(r["receive_order_id"]): r for r in rows}
+
+    # -- reconcile --------------------------------------------------------------------------
+
+    def reconcile(self, items: Sequence[OutboxItem]) -> None:
+        """Settle items left in flight by reading each order's state in Next Engine."""
+        if self.gate.blocked():
+            return
+        try:
+            orders = self._read(_payload(i)["ne_order_id"] for i in items)
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            log.warning("cannot reconcile %d ship action(s) now: %s", len(items), exc)
+            return
+        done, retry, skipped = [], [], []
+        for item in items:
+            row = orders.get(_payload(item)["ne_order_id"])
+            if row is not None and int(row["receive_order_order_status_id"] or 0) == SHIPPED:
+                done.append(item)
+            elif row is None or _cancelled(row):
+                skipped.append(item)
+            else:
+                retry.append(item)
+        self._move(done, OutboxState.DONE, result="shipped (confirmed by reading the order)")
+        self._move(skipped, OutboxState.SKIPPED,
+                   error="order cancelled or gone in Next Engine; not shipped")
+        self._move(retry, OutboxState.PENDING,
+                   error="not shipped in Next Engine (read back after an unknown outcome); "
+                         "will be sent again")
+
+    # -- execute ----------------------------------------------------------------------------
+
+    def execute(self, items: Sequence[OutboxItem]) -> None:
+        """Ship a batch of orders: check, write tracking numbers, refresh, ship each."""
+        if self.gate.blocked():
+            return
+        try:
+            orders = self._read(_payload(i)["ne_order_id"] for i in items)
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            self._move(items, OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+            return
+        ready = self._triage(items, orders)
+        if not ready:
+            return
+        ready = self._write_tracking(ready, orders)
+        if not ready:
+            return
+        self._move(ready, OutboxState.IN_FLIGHT, count_attempt=True)
+        try:
+            orders = self._read(_payload(i)["ne_order_id"] for i in ready)
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            self._move(ready, OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+            return
+        self._ship_each(ready, orders)
+
+    def _triage(
+        self, items: Sequence[OutboxItem], orders: Mapping[str, Mapping[str, str | None]]
+    ) -> list[OutboxItem]:
+        ready, missing, cancelled, shipped, waiting, given_up = [], [], [], [], [], []
+        for item in items:
+            row = orders.get(_payload(item)["ne_order_id"])
+            if row is None:
+                missing.append(item)
+            elif _cancelled(row):
+                cancelled.append(item)
+            elif int(row["receive_order_order_status_id"] or 0) == SHIPPED:
+                shipped.append(item)
+            elif int(row["receive_order_order_status_id"] or 0) in SHIPPABLE:
+                ready.append(item)
+            elif item.attempts + 1 >= self.settings.not_ready_attempts:
+                given_up.append(item)
+            else:
+                waiting.append(item)
+        self._move(missing, OutboxState.FAILED, error="order not found in Next Engine")
+        self._move(cancelled, OutboxState.SKIPPED,
+                   error="order was cancelled in Next Engine after import; not shipped")
+        self._move(shipped, OutboxState.SKIPPED,
+                   error="order was already shipped in Next Engine; not shipped again")
+        self._move(waiting, OutboxState.PENDING, count_attempt=True, retry_in=RETRY_LATER,
+                   error="order is not ready to ship in Next Engine (status not 20/40); "
+                         "will check again")
+        self._move(given_up, OutboxState.FAILED, count_attempt=True,
+                   error="order stayed in a status that cannot be shipped; check it in "
+                         "Next Engine, then `nebridge outbox retry ID`")
+        for item in (*cancelled, *shipped):
+            log.warning("ship action %s for order %s skipped: %s", item.id, item.subject,
+                        "cancelled" if item in cancelled else "already shipped")
+        return ready
+
+    def _write_tracking(
+        self, ready: list[OutboxItem], orders: Mapping[str, Mapping[str, str | None]]
+    ) -> list[OutboxItem]:
+        updates = []
+        for item in ready:
+            number = _payload(item).get("tracking_number")
+            row = orders[item.subject]
+            if number and (row.get(TRACKING_FIELD) or "") != number:
+                updates.append(OrderUpdate(item.subject,
+                                           str(row["receive_order_last_modified_date"]),
+                                           {TRACKING_FIELD: number}))
+        if not updates:
+            return ready
+        try:
+            result = self.client.bulk_update(updates)
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            self._move(ready, OutboxState.PENDING, error=f"tracking numbers not written: {exc}",
+                       retry_in=RETRY_SOON)
+            return []
+        failed: list[OutboxItem] = []
+        conflicts: list[OutboxItem] = []
+        for item in ready:
+            if item.subject in result.failed:
+                error = result.error(item.subject)
+                (conflicts if isinstance(error, NeLockConflict) else failed).append(item)
+                if not isinstance(error, NeLockConflict):
+                    self._move([item], OutboxState.FAILED,
+                               error=f"tracking number not accepted by Next Engine: {error}")
+        for item in conflicts:
+            if not self._retry_tracking(item):
+                failed.append(item)
+        return [i for i in ready if i not in failed]
+
+    def _retry_tracking(self, item: OutboxItem) -> bool:
+        number = _payload(item)["tracking_number"]
+        for _ in range(LOCK_RETRIES):
+            try:
+                row = self._read([item.subject]).get(item.subject)
+                if row is None or _cancelled(row):
+                    self._move([item], OutboxState.SKIPPED,
+                               error="order cancelled in Next Engine while writing tracking")
+                    return False
+                if (row.get(TRACKING_FIELD) or "") == number:
+                    return True
+                self.client.update_order(item.subject,
+                                         str(row["receive_order_last_modified_date"]),
+                                         {TRACKING_FIELD: number})
+                return True
+            except NeLockConflict:
+                continue
+            except NextEngineError as exc:
+                self.gate.observe(exc)
+                self._move([item], OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+                return False
+        self._move([item], OutboxState.PENDING, retry_in=RETRY_SOON,
+                   error="order kept changing in Next Engine while writing tracking")
+        return False
+
+    def _ship_each(
+        self, ready: list[OutboxItem], orders: Mapping[str, Mapping[str, str | None]]
+    ) -> None:
+        done: list[OutboxItem] = []
+        for index, item in enumerate(ready):
+            row = orders.get(item.subject)
+            try:
+                outcome = self._ship_one(item, row)
+            except NextEngineError as exc:
+                self.gate.observe(exc)
+                self._move([item], OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+                if _global(exc):
+                    self._move(ready[index + 1:], OutboxState.PENDING, retry_in=RETRY_SOON,
+                               error=f"not sent: {exc}")
+                    break
+                continue
+            if outcome is None:
+                done.append(item)
+            if len(done) >= 50:
+                self._move(done, OutboxState.DONE, result="shipped")
+                done = []
+        self._move(done, OutboxState.DONE, result="shipped")
+
+    def _ship_one(self, item: OutboxItem, row: Mapping[str, str | None] | None) -> str | None:
+        """Ship one order; None when shipped, else the reason it was settled otherwise."""
+        receipted = False
+        for _ in range(LOCK_RETRIES):
+            if row is None or _cancelled(row):
+                self._move([item], OutboxState.SKIPPED,
+                           error="order cancelled in Next Engine before shipping; not shipped")
+                return "cancelled"
+            status = int(row["receive_order_order_status_id"] or 0)
+            if status == SHIPPED:
+                self._move([item], OutboxState.SKIPPED,
+                           error="order was shipped in Next Engine by someone else meanwhile")
+                return "shipped elsewhere"
+            last_modified = str(row["receive_order_last_modified_date"])
+            try:
+                self.client.shipped(item.subject, last_modified)
+                return None
+            except NeLockConflict:
+                row = self._read([item.subject]).get(item.subject)
+            except NeValidationError as exc:
+                if status != 20 or receipted:
+                    self._move([item], OutboxState.FAILED,
+                               error=f"Next Engine refused to ship the order: {exc}")
+                    return "refused"
+                # Next Engine may only ship printed (40) orders: hand it over, then ship.
+                self.client.receipted(item.subject, last_modified)
+                receipted = True
+                row = self._read([item.subject]).get(item.subject)
+            except (NeOutcomeUnknown, NeSystemError) as exc:
+                row = self._read([item.subject]).get(item.subject)
+                if row is not None and int(row["receive_order_order_status_id"] or 0) == SHIPPED:
+                    return None
+                self._move([item], OutboxState.PENDING, retry_in=RETRY_SOON,
+                           error=f"outcome unknown, read back: not shipped; will resend ({exc})")
+                return "retry"
+        self._move([item], OutboxState.PENDING, retry_in=RETRY_SOON,
+                   error="order kept changing in Next Engine; will try again")
+        return "retry"
+
+
+def _cancelled(row: Mapping[str, str | None]) -> bool:
+    return (row.get("receive_order_cancel_type_id") or "0") != "0" or (
+        row.get("receive_order_deleted_flag") or "0") != "0"
+
+
+class StockExecutor:
+    """Sends the stock deltas of a dispatch as one upload per Next Engine company."""
+
+    kind = "adjust_stock"
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: NextEngineClient,
+        gate: NeGate,
+        settings: DispatchSettings = DispatchSettings(),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.gate = gate
+        self.settings = settings
+        self.clock = clock
+
+    def _move(self, items: Sequence[OutboxItem], state: OutboxState, **kw: Any) -> None:
+        transition(self.engine, _ids(items), state, clock=self.clock, **kw)
+
+    # -- execute ----------------------------------------------------------------------------
+
+    def execute(self, items: Sequence[OutboxItem]) -> None:
+        """Aggregate, check, record, upload, poll, and record the result on every item."""
+        if self.gate.blocked():
+            return
+        linked = self._link_codes(items)
+        unlinked = [i for i in items if i.subject not in linked]
+        self._move(unlinked, OutboxState.FAILED,
+                   error="the WMS product has no link code (紐付けコード) to a Next Engine "
+                         "goods code; link it in the WMS, then `nebridge outbox retry ID`")
+        by_goods: dict[str, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            if item.subject in linked:
+                by_goods[linked[item.subject].casefold()].append(item)
+        if not by_goods:
+            return
+        try:
+            goods = self._goods({linked[i[0].subject] for i in by_goods.values()})
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            self._move([i for g in by_goods.values() for i in g], OutboxState.PENDING,
+                       error=str(exc), retry_in=RETRY_SOON)
+            return
+        deltas: dict[str, int] = {}
+        sending: list[OutboxItem] = []
+        for key, group in by_goods.items():
+            net = sum(int(_payload(i)["delta"]) for i in group)
+            found = goods.get(key)
+            if found is None:
+                self._move(group, OutboxState.FAILED,
+                           error=f"no Next Engine goods with code {linked[group[0].subject]}; "
+                                 "fix the link code in the WMS, then `nebridge outbox retry ID`")
+            elif net == 0:
+                self._move(group, OutboxState.DONE, result="net change 0 in this dispatch; "
+                                                          "nothing to upload")
+            elif net < 0 and int(found.get("stock_free_quantity") or 0) + net < 0:
+                self._move(group, OutboxState.FAILED,
+                           error=f"Next Engine free stock of {found['goods_id']} is "
+                                 f"{found.get('stock_free_quantity')}, a change of {net} would "
+                                 "go below it (Next Engine refuses); check the stock, then "
+                                 "`nebridge outbox retry ID`")
+            else:
+                deltas[str(found["goods_id"])] = net
+                sending.extend(group)
+        if deltas:
+            self._upload(deltas, sending)
+
+    def _link_codes(self, items: Sequence[OutboxItem]) -> dict[str, str]:
+        codes = sorted({i.subject for i in items})
+        with read_session(self.engine) as session:
+            rows = session.execute(
+                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
+                .where(col(WmsProduct.product_code).in_(codes))).all()
+        return {str(p): str(link) for p, link in rows if link}
+
+    def _goods(self, codes: set[str]) -> dict[str, Mapping[str, str | None]]:
+        rows = self.client.search_goods(
+            ("goods_id", "stock_quantity", "stock_free_quantity"),
+            where=Where().in_("goods_id", sorted(codes)))
+        return {str(r["goods_id"]).casefold(): r for r in rows}
+
+    def _upload(self, deltas: dict[str, int], items: list[OutboxItem]) -> None:
+        ref = uuid.uuid4().hex
+        now = self.clock()
+        with write_session(self.engine) as session:
+            session.add(StockUpload(ref=ref, state="prepared", deltas=dumps(deltas),
+                                    prepared_at=now))
+            for item in items:
+                row = session.get(OutboxItem, item.id)
+                assert row is not None
+                row.state, row.dispatch_ref, row.updated_at = OutboxState.IN_FLIGHT, ref, now
+                row.attempts += 1
+                session.add(row)
+        try:
+            que_id = self.client.upload_stock_deltas(deltas)
+        except (NeOutcomeUnknown, NeSystemError) as exc:
+            log.warning("stock upload %s: outcome unknown (%s); reconciling", ref, exc)
+            self.reconcile(items)
+            return
+        except NextEngineError as exc:  # Next Engine said it did not apply it
+            self.gate.observe(exc)
+            self._abandon(ref, items, exc)
+            return
+        self._set_upload(ref, state="queued", que_id=que_id)
+        self._poll(ref, que_id, items)
+
+    def _abandon(self, ref: str, items: Sequence[OutboxItem], exc: NextEngineError) -> None:
+        final = isinstance(exc, NeValidationError)
+        self._set_upload(ref, state="failed", message=str(exc))
+        self._move(items, OutboxState.FAILED if final else OutboxState.PENDING,
+                   error=f"stock upload not applied: {exc}",
+                   retry_in=None if final else RETRY_SOON)
+
+    def _poll(self, ref: str, que_id: str, items: Sequence[OutboxItem]) -> None:
+        try:
+            result = self.client.wait_for_queue(
+                que_id, poll_interval=self.settings.queue_poll_seconds,
+                timeout=self.settings.queue_timeout_seconds)
+        except NextEngineError as exc:  # includes the queue timeout: poll again next time
+            self.gate.observe(exc)
+            log.warning("stock upload %s (que %s) still open: %s", ref, que_id, exc)
+            return
+        self._finish(ref, result, items)
+
+    def _finish(self, ref: str, result: QueueResult, items: Sequence[OutboxItem]) -> None:
+        if result.ok:
+            self._set_upload(ref, state="done", message=result.message)
+            self._move(items, OutboxState.DONE, result=f"uploaded in que {result.que_id}")
+        else:
+            self._set_upload(ref, state="failed", message=result.message)
+            self._move(items, OutboxState.FAILED,
+                       error=f"Next Engine rejected stock upload que {result.que_id}: "
+                             f"{result.message}; fix the cause, then `nebridge outbox retry ID`")
+
+    def _set_upload(self, ref: str, **values: Any) -> None:
+        with write_session(self.engine) as session:
+            upload = session.get(StockUpload, ref)
+            assert upload is not None
+            for key, value in values.items():
+                setattr(upload, key, value)
+            if values.get("state") in ("done", "failed", "in_doubt"):
+                upload.finished_at = self.clock()
+            session.add(upload)
+
+    # -- reconcile --------------------------------------------------------------------------
+
+    def reconcile(self, items: Sequence[OutboxItem]) -> None:
+        """Settle uploads whose outcome is unknown: poll their queue, or look for it."""
+        if self.gate.blocked():
+            return
+        by_ref: dict[str | None, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            by_ref[item.dispatch_ref].append(item)
+        for ref, group in by_ref.items():
+            with read_session(self.engine) as session:
+                upload = session.get(StockUpload, ref) if ref else None
+            try:
+                if upload is None:  # in flight without an upload record: never sent
+                    self._move(group, OutboxState.PENDING, error="not sent; will be sent")
+                elif upload.que_id:
+                    self._poll(upload.ref, upload.que_id, group)
+                else:
+                    self._find_lost_upload(upload, group)
+            except NextEngineError as exc:
+                self.gate.observe(exc)
+                log.warning("cannot reconcile stock upload %s now: %s", ref, exc)
+
+    def _find_lost_upload(self, upload: StockUpload, items: Sequence[OutboxItem]) -> None:
+        with read_session(self.engine) as session:
+            known = {q for q in session.scalars(select(col(StockUpload.que_id))) if q}
+        window_start = upload.prepared_at - timedelta(minutes=10)
+        candidates = [q for q in self.client.find_queue_rows(window_start,
+                                                             self.clock() + timedelta(days=1))
+                      if q.que_id not in known
+                      and q.row.get("que_upload_name") in (None, "", API_UPLOAD_NAME)]
+        if len(candidates) == 1:
+            log.info("stock upload %s found in Next Engine as que %s", upload.ref,
+                     candidates[0].que_id)
+            self._set_upload(upload.ref, state="queued", que_id=candidates[0].que_id)
+            self._poll(upload.ref, candidates[0].que_id, items)
+        elif not candidates:
+            self._set_upload(upload.ref, state="failed",
+                             message="no upload reached Next Engine; items sent again")
+            self._move(items, OutboxState.PENDING, dispatch_ref="",
+                       error="stock upload did not reach Next Engine; will be sent again")
+        else:
+            ids = ", ".join(q.que_id for q in candidates)
+            self._set_upload(upload.ref, state="in_doubt",
+                             message=f"several unknown uploads at that time: {ids}")
+            self._move(items, OutboxState.IN_DOUBT,
+                       error=f"cannot tell whether stock upload {upload.ref} was applied "
+                             f"(Next Engine queue rows {ids} could be it); check Next Engine's "
+                             "stock, then `nebridge outbox resolve ID --applied` or "
+                             "`--not-applied`")

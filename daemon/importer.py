@@ -1,0 +1,451 @@
+"""Order import (受注取り込み): Next Engine orders ready to ship become WMS instructions, once.
+
+Candidates are orders at status 20 (納品書印刷待ち), not cancelled, not deleted, whose
+print-instruct date has been reached, read with one row search (rows joined with their order)
+per page. Each passes the filter plugins and the goods-code matching; an order whose goods
+cannot all be matched to exactly one WMS product is held as a whole with the reason, and
+re-evaluated when the product master changes — never imported in part.
+
+Exactly once: the instruction batch and the imported-order rows are committed *before* the
+connector is asked to deliver the batch; a batch left undelivered by a crash is delivered
+again under the same key (connectors make that idempotent). Orders already imported are
+never instructed again, whatever Next Engine says later.
+
+Routing: a warehouse with ``import_orders: true`` takes the orders of its ``shop_ids``; at most
+one importing warehouse without ``shop_ids`` takes every other shop's orders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete
+from sqlmodel import col, select
+
+from daemon.config import DaemonConfig
+from daemon.dispatch import NeGate
+from daemon.inbox import PRODUCTS_CURSOR
+from daemon.nextengine.client import NextEngineClient
+from daemon.nextengine.dates import format_ne_datetime, parse_ne_datetime
+from daemon.nextengine.errors import NextEngineError
+from daemon.nextengine.search import Where
+from daemon.nextengine.xmlbuild import OrderRef, OrderUpdate
+from daemon.pipeline import Stage, StageResult
+from daemon.pluginmanager import PluginHost
+from daemon.serialize import dumps
+from daemon.store.engine import read_session, write_session
+from daemon.store.models import (
+    Cursor,
+    ImportedOrder,
+    InstructionBatchRecord,
+    WmsProduct,
+    utcnow,
+)
+from hooks.connectors import ConnectorContext, InstructionBatch, WmsConnector
+from hooks.records import (
+    FilterVerdict,
+    NeOrder,
+    NeOrderRow,
+    OrderInstruction,
+    OrderInstructionLine,
+    WarehouseInfo,
+)
+
+log = logging.getLogger(__name__)
+
+READY_STATUS = "20"
+ROW_FIELDS = (
+    "receive_order_row_receive_order_id", "receive_order_row_no", "receive_order_row_goods_id",
+    "receive_order_row_quantity", "receive_order_row_cancel_flag",
+)
+BASE_FIELDS = (
+    "receive_order_id", "receive_order_shop_id", "receive_order_shop_cut_form_id",
+    "receive_order_date", "receive_order_order_status_id", "receive_order_gruoping_tag",
+    "receive_order_last_modified_date", "receive_order_delivery_id",
+    "receive_order_delivery_name", "receive_order_consignee_name",
+    "receive_order_consignee_zip_code", "receive_order_consignee_address1",
+    "receive_order_consignee_address2", "receive_order_consignee_tel",
+    "receive_order_statement_delivery_instruct_printing_date",
+)
+INSTRUCTED, HELD = "instructed", "held"
+
+
+def cursor_name(warehouse: str) -> str:
+    """The incremental-import cursor of a warehouse (an ``ne.`` cursor: unlink removes it)."""
+    return f"ne.import.{warehouse}"
+
+
+@dataclass
+class Candidate:
+    """A Next Engine order read for import, with its non-cancelled rows."""
+
+    order: NeOrder
+    base: dict[str, str | None]
+
+    @property
+    def order_id(self) -> str:
+        """Next Engine's order id."""
+        return self.order.order_id
+
+
+@dataclass
+class ImportPlan:
+    """What one import run decided."""
+
+    instruct: list[tuple[Candidate, OrderInstruction]] = field(default_factory=list)
+    hold: list[tuple[Candidate, str]] = field(default_factory=list)
+    skip: list[tuple[Candidate, str]] = field(default_factory=list)
+    matched_ignoring_case: int = 0
+
+
+class ProductIndex:
+    """WMS products by the matching key of their link code (紐付けコード)."""
+
+    def __init__(self, products: Iterable[tuple[str, str]], key: Callable[[str], str]) -> None:
+        self.key = key
+        self.by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for product_code, link_code in products:
+            self.by_key[key(link_code)].append((product_code, link_code))
+
+    def match(self, goods_code: str) -> tuple[str | None, str]:
+        """``(product_code, "")`` for one match, else ``(None, reason)``."""
+        found = self.by_key.get(self.key(goods_code), [])
+        if len(found) == 1:
+            return found[0][0], ""
+        if not found:
+            return None, f"goods code {goods_code} matches no WMS product link code"
+        names = " and ".join(f"{p} (link code {link})" for p, link in found)
+        return None, (f"goods code {goods_code} matches several WMS products: {names}; "
+                      "make their link codes unique")
+
+
+class OrderImporter:
+    """Imports orders for one warehouse at a time (called by the warehouse pipeline)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: NextEngineClient,
+        host: PluginHost,
+        connector: WmsConnector,
+        connector_context: Callable[[], ConnectorContext],
+        config: DaemonConfig,
+        gate: NeGate,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.host = host
+        self.connector = connector
+        self.connector_context = connector_context
+        self.config = config
+        self.gate = gate
+        self.clock = clock
+
+    # -- the stage --------------------------------------------------------------------------
+
+    def run(self, warehouse: WarehouseInfo, dry_run: bool) -> StageResult:
+        """Deliver leftovers, read candidates, decide, record, deliver, claim."""
+        result = StageResult(Stage.IMPORT_ORDERS, warehouse.code)
+        blocked = self.gate.blocked()
+        if blocked:
+            result.skipped_reason = blocked
+            return result
+        if not dry_run:
+            self._deliver_pending(warehouse.code, result)
+        started = self.clock()
+        try:
+            candidates, full_scan = self._candidates(warehouse.code)
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            result.failures.append(f"cannot read orders from Next Engine: {exc}")
+            return result
+        plan = self._decide(candidates, warehouse)
+        result.items_in = len(candidates)
+        result.counts = {"imported": len(plan.instruct), "held": len(plan.hold),
+                         "skipped": len(plan.skip),
+                         "matched_ignoring_case": plan.matched_ignoring_case}
+        result.subjects = {"skipped": [c.order_id for c, _ in plan.skip],
+                           "held": [c.order_id for c, _ in plan.hold]}
+        result.held = len(plan.hold)
+        for cand, reason in plan.skip:
+            result.notices.append(f"order {cand.order_id} skipped: {reason}")
+        for cand, reason in plan.hold:
+            result.notices.append(f"order {cand.order_id} held: {reason}")
+        if dry_run:
+            result.planned.extend(
+                f"import order {cand.order_id} into {warehouse.code} "
+                f"({len(instr.lines)} line(s))" for cand, instr in plan.instruct)
+            result.items_out = len(plan.instruct)
+            return result
+        batch = self._record(warehouse.code, plan, candidates, started, full_scan)
+        if batch is not None:
+            self._deliver(batch, result)
+            self._claim([cand for cand, _ in plan.instruct], result)
+        result.items_out = len(plan.instruct)
+        return result
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _routing(self, code: str) -> Where:
+        where = (Where().eq("receive_order_order_status_id", READY_STATUS)
+                 .eq("receive_order_cancel_type_id", 0)
+                 .eq("receive_order_deleted_flag", 0)
+                 .eq("receive_order_row_cancel_flag", 0)
+                 .lte("receive_order_statement_delivery_instruct_printing_date",
+                      format_ne_datetime(self.clock())))
+        mine = self.config.warehouse(code)
+        if mine is not None and mine.shop_ids:
+            return where.in_("receive_order_shop_id", mine.shop_ids)
+        others = [s for w in self.config.warehouses if w.import_orders and w.code != code
+                  for s in w.shop_ids]
+        return where.nin("receive_order_shop_id", others) if others else where
+
+    def _candidates(self, code: str) -> tuple[list[Candidate], bool]:
+        """Orders to consider: everything on a full scan, else what changed since last time.
+
+        A full scan runs first, and whenever the product master changed (held orders are
+        re-evaluated then); otherwise orders modified since the cursor, and orders whose
+        print-instruct date passed since the last run, are read.
+        """
+        with read_session(self.engine) as session:
+            cursor = session.get(Cursor, cursor_name(code))
+            products = session.get(Cursor, PRODUCTS_CURSOR)
+        state = json.loads(cursor.value) if cursor else {}
+        since = parse_ne_datetime(state.get("modified"))
+        ran = parse_ne_datetime(state.get("ran"))
+        base = self._routing(code)
+        wheres = [base]
+        full = (since is None or ran is None
+                or state.get("products") != (products.value if products else None))
+        if since is not None and ran is not None and not full:
+            overlap = timedelta(minutes=self.config.order_import.overlap_minutes)
+            wheres = [
+                base.gte("receive_order_last_modified_date", format_ne_datetime(since - overlap)),
+                base.gt("receive_order_statement_delivery_instruct_printing_date",
+                        format_ne_datetime(ran - overlap)),
+            ]
+        rows: dict[str, list[Mapping[str, str | None]]] = defaultdict(list)
+        seen: set[tuple[str, str]] = set()
+        for where in wheres:
+            for row in self.client.search_order_rows((*ROW_FIELDS, *BASE_FIELDS), where=where):
+                key = (str(row["receive_order_id"]), str(row["receive_order_row_no"]))
+                if key not in seen:
+                    seen.add(key)
+                    rows[key[0]].append(row)
+        return [self._candidate(r) for r in rows.values()], full
+
+    @staticmethod
+    def _candidate(rows: Sequence[Mapping[str, str | None]]) -> Candidate:
+        base = {name: rows[0].get(name) for name in BASE_FIELDS}
+        order = NeOrder(
+            order_id=str(base["receive_order_id"]),
+            shop_id=str(base["receive_order_shop_id"] or ""),
+            shop_order_id=str(base["receive_order_shop_cut_form_id"] or ""),
+            status_id=int(base["receive_order_order_status_id"] or 0),
+            grouping_tag=str(base["receive_order_gruoping_tag"] or ""),
+            last_modified=str(base["receive_order_last_modified_date"] or ""),
+            rows=tuple(sorted(
+                (NeOrderRow(int(r["receive_order_row_no"] or 0),
+                            str(r["receive_order_row_goods_id"] or ""),
+                            int(r["receive_order_row_quantity"] or 0)) for r in rows),
+                key=lambda r: r.row_no)),
+            fields=base,
+        )
+        return Candidate(order=order, base=base)
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def _decide(self, candidates: Sequence[Candidate], warehouse: WarehouseInfo) -> ImportPlan:
+        plan = ImportPlan()
+        with read_session(self.engine) as session:
+            done = set(session.scalars(
+                select(col(ImportedOrder.ne_order_id))
+                .where(col(ImportedOrder.state) == INSTRUCTED)
+                .where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
+            )) if candidates else set()
+            products = [(p, link) for p, link in session.execute(
+                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
+                .where(col(WmsProduct.link_code).is_not(None))).all()]
+        key = self.host.first_result("nebridge_link_code_key") or (lambda code: code)
+        index = ProductIndex(products, key)
+        for cand in candidates:
+            if cand.order_id in done:
+                continue
+            verdict = self._filter(cand, warehouse)
+            if isinstance(verdict, str):
+                plan.hold.append((cand, verdict))
+                continue
+            if not verdict.accept:
+                plan.skip.append((cand, verdict.reason))
+                continue
+            lines, problems, case_matches = [], [], 0
+            for row in cand.order.rows:
+                if row.quantity <= 0:
+                    continue
+                product, reason = index.match(row.goods_code)
+                if product is None:
+                    problems.append(f"row {row.row_no}: {reason}")
+                    continue
+                link = next(link for p, link in products if p == product)
+                case_matches += link != row.goods_code
+                lines.append(OrderInstructionLine(row.row_no, product, row.goods_code,
+                                                  row.quantity))
+            if problems or not lines:
+                plan.hold.append((cand, "; ".join(problems) or "order has no rows to ship"))
+                continue
+            plan.matched_ignoring_case += case_matches
+            plan.instruct.append((cand, self._instruction(cand, warehouse.code, lines)))
+        return plan
+
+    def _filter(self, cand: Candidate, warehouse: WarehouseInfo) -> FilterVerdict | str:
+        """The combined verdict of every filter plugin, or the error of one that failed."""
+        outcomes = self.host.call_each("nebridge_filter_order",
+                                       {"order": cand.order, "warehouse": warehouse})
+        for outcome in outcomes:
+            if outcome.error is not None:
+                return (f"filter plugin {outcome.plugin} failed: "
+                        f"{type(outcome.error).__name__}: {outcome.error}")
+            if isinstance(outcome.result, FilterVerdict) and not outcome.result.accept:
+                return outcome.result
+        return FilterVerdict(accept=True)
+
+    @staticmethod
+    def _instruction(
+        cand: Candidate, warehouse: str, lines: list[OrderInstructionLine]
+    ) -> OrderInstruction:
+        b = cand.base
+        address = " ".join(p for p in (b["receive_order_consignee_address1"],
+                                       b["receive_order_consignee_address2"]) if p)
+        return OrderInstruction(
+            ne_order_id=cand.order_id,
+            shop_order_id=str(b["receive_order_shop_cut_form_id"] or ""),
+            warehouse=warehouse,
+            order_date=str(b["receive_order_date"] or ""),
+            delivery_method=str(b["receive_order_delivery_name"]
+                                or b["receive_order_delivery_id"] or ""),
+            consignee_name=str(b["receive_order_consignee_name"] or ""),
+            consignee_zip=str(b["receive_order_consignee_zip_code"] or ""),
+            consignee_address=address,
+            consignee_tel=str(b["receive_order_consignee_tel"] or ""),
+            lines=tuple(lines),
+        )
+
+    # -- recording and delivering -----------------------------------------------------------
+
+    def _record(
+        self,
+        code: str,
+        plan: ImportPlan,
+        candidates: Sequence[Candidate],
+        started: datetime,
+        full_scan: bool,
+    ) -> InstructionBatch | None:
+        now = self.clock()
+        batch = None
+        with write_session(self.engine) as session:
+            if plan.instruct:
+                key = f"{code}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+                orders = [instr for _cand, instr in plan.instruct]
+                session.add(InstructionBatchRecord(
+                    key=key, warehouse=code, state="pending", created_at=now,
+                    orders=dumps([asdict(o) for o in orders])))
+                ids = [cand.order_id for cand, _ in plan.instruct]
+                session.execute(delete(ImportedOrder)
+                                .where(col(ImportedOrder.ne_order_id).in_(ids)))
+                for cand, _instr in plan.instruct:
+                    session.add(ImportedOrder(
+                        ne_order_id=cand.order_id, warehouse=code, state=INSTRUCTED,
+                        instruction_batch=key, ne_last_modified=cand.order.last_modified,
+                        imported_at=now, updated_at=now))
+                batch = InstructionBatch(key=key, created_at=now, orders=orders)
+            for cand, reason in plan.hold:
+                row = session.get(ImportedOrder, cand.order_id) or ImportedOrder(
+                    ne_order_id=cand.order_id, warehouse=code, state=HELD, imported_at=now)
+                row.state, row.hold_reason, row.updated_at = HELD, reason, now
+                row.ne_last_modified = cand.order.last_modified
+                session.add(row)
+            self._advance_cursor(session, code, candidates, started, full_scan)
+        return batch
+
+    def _advance_cursor(
+        self,
+        session: Any,
+        code: str,
+        candidates: Sequence[Candidate],
+        started: datetime,
+        full_scan: bool,
+    ) -> None:
+        cursor = session.get(Cursor, cursor_name(code))
+        old = json.loads(cursor.value) if cursor else {}
+        modified = max((c.order.last_modified for c in candidates if c.order.last_modified),
+                       default=old.get("modified") or format_ne_datetime(started))
+        products = session.get(Cursor, PRODUCTS_CURSOR)
+        value = json.dumps({"modified": max(modified, old.get("modified", modified)),
+                            "ran": format_ne_datetime(started),
+                            "products": products.value if products else None})
+        if cursor is None:
+            session.add(Cursor(name=cursor_name(code), value=value))
+        else:
+            cursor.value, cursor.updated_at = value, self.clock()
+            session.add(cursor)
+        if full_scan:
+            log.info("warehouse=%s full order scan: %d candidate(s)", code, len(candidates))
+
+    def _deliver_pending(self, code: str, result: StageResult) -> None:
+        """Deliver batches a crash left recorded but undelivered (same key: idempotent)."""
+        with read_session(self.engine) as session:
+            records = list(session.scalars(
+                select(InstructionBatchRecord)
+                .where(col(InstructionBatchRecord.warehouse) == code)
+                .where(col(InstructionBatchRecord.state) == "pending")))
+        for record in records:
+            orders = [_instruction_from(d) for d in json.loads(record.orders)]
+            self._deliver(InstructionBatch(record.key, record.created_at, orders), result)
+
+    def _deliver(self, batch: InstructionBatch, result: StageResult) -> None:
+        try:
+            self.connector.push_orders(batch, self.connector_context())
+        except Exception as exc:  # delivered again next run, under the same key
+            log.error("delivering instruction batch %s failed: %s", batch.key, exc)
+            result.failures.append(f"instructions {batch.key} not delivered yet: {exc}")
+            return
+        with write_session(self.engine) as session:
+            record = session.get(InstructionBatchRecord, batch.key)
+            if record is not None:
+                record.state, record.pushed_at = "pushed", self.clock()
+                session.add(record)
+
+    def _claim(self, claimed: Sequence[Candidate], result: StageResult) -> None:
+        """Mark imported orders in Next Engine (``order_import.claim``); best effort."""
+        mode = self.config.order_import.claim
+        if mode == "none" or not claimed:
+            return
+        try:
+            if mode == "receipted":
+                outcome = self.client.bulk_receipted(
+                    [OrderRef(c.order_id, c.order.last_modified) for c in claimed])
+            else:
+                token = f"[{self.config.order_import.claim_tag}]"
+                outcome = self.client.bulk_update([
+                    OrderUpdate(c.order_id, c.order.last_modified,
+                                {"receive_order_gruoping_tag": c.order.grouping_tag + token})
+                    for c in claimed if token not in c.order.grouping_tag])
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            result.notices.append(f"claim ({mode}) not written: {exc}")
+            return
+        for order_id, (code, message) in outcome.failed.items():
+            result.notices.append(f"order {order_id}: claim ({mode}) refused [{code}] {message}")
+
+
+def _instruction_from(data: Mapping[str, Any]) -> OrderInstruction:
+    lines = tuple(OrderInstructionLine(**line) for line in data["lines"])
+    return OrderInstruction(**{**data, "lines": lines})
