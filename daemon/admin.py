@@ -17,7 +17,7 @@ from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginState
 from daemon.runtime import Runtime, load_plugins
-from daemon.store.engine import current_revision, head_revision, read_session
+from daemon.store.engine import Bind, current_revision, head_revision, read_session
 from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState, RunRecord
 from daemon.yamledit import dump, set_plugin_enabled, set_warehouse_field, write_atomically
 
@@ -165,7 +165,19 @@ class RunOnceReport:
 def run_once(
     runtime: Runtime, dry_run: bool = False, progress: Callable[[str], None] = lambda _m: None
 ) -> RunOnceReport:
-    """Intake, every warehouse pipeline once, then drain the outbox as far as it can."""
+    """Intake, every warehouse pipeline once, then drain the outbox as far as it can.
+
+    A dry run goes through the same steps inside one database transaction that is rolled
+    back, takes no file away, sends nothing to the WMS and makes no Next Engine call that
+    changes anything; it reports what it would have done.
+    """
+    if dry_run:
+        with runtime.dry() as view:
+            return _run_once(view, True, progress)
+    return _run_once(runtime, False, progress)
+
+
+def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) -> RunOnceReport:
     report = RunOnceReport()
     if runtime.connector is not None:
         if not dry_run:
@@ -182,16 +194,16 @@ def run_once(
         for r in results:
             report.problems.extend(f"{r.warehouse}/{r.stage.value}: {f}" for f in r.failures)
     if dry_run:
-        report.dispatch_plan = describe_pending(runtime.engine)
+        report.dispatch_plan = describe_pending(runtime.db)
     else:
         progress("dispatching to Next Engine")
         report.dispatch = runtime.dispatcher().run_once()
         report.problems.extend(f"dispatcher: {e}" for e in report.dispatch.errors)
-    report.attention = attention_counts(runtime.engine)
+    report.attention = attention_counts(runtime.db)
     return report
 
 
-def describe_pending(engine: Engine) -> list[str]:
+def describe_pending(engine: Bind) -> list[str]:
     """One line per pending outbox item (what a dispatch would send)."""
     with read_session(engine) as session:
         items = list(session.scalars(
@@ -202,7 +214,7 @@ def describe_pending(engine: Engine) -> list[str]:
             for i in items]
 
 
-def attention_counts(engine: Engine) -> dict[str, int]:
+def attention_counts(engine: Bind) -> dict[str, int]:
     """Held inbox events and outbox items that failed or are in doubt."""
     with read_session(engine) as session:
         held = session.scalar(

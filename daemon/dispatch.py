@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from daemon.nelink import CONNECTED, RECONNECT_HINT, mark_needs_reconnect
@@ -47,7 +46,7 @@ from daemon.nextengine.search import Where
 from daemon.nextengine.xmlbuild import OrderUpdate
 from daemon.outbox import transition
 from daemon.serialize import dumps
-from daemon.store.engine import read_session, write_session
+from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import NeLink, OutboxItem, OutboxState, StockUpload, WmsProduct, utcnow
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class DispatchSettings:
 class NeGate:
     """Whether Next Engine work may run now: linked, and not paused for maintenance."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, engine: Bind, clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
         self.clock = clock
         self.paused_until: datetime | None = None
@@ -131,7 +130,7 @@ class ShipExecutor:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Bind,
         client: NextEngineClient,
         gate: NeGate,
         settings: DispatchSettings = DispatchSettings(),
@@ -376,7 +375,7 @@ class StockExecutor:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Bind,
         client: NextEngineClient,
         gate: NeGate,
         settings: DispatchSettings = DispatchSettings(),

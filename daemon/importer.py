@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import delete
 from sqlmodel import col, select
 
 from daemon.config import DaemonConfig
@@ -40,7 +40,7 @@ from daemon.nextengine.xmlbuild import OrderRef, OrderUpdate
 from daemon.pipeline import Stage, StageResult
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps
-from daemon.store.engine import read_session, write_session
+from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     Cursor,
     ImportedOrder,
@@ -131,7 +131,7 @@ class OrderImporter:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Bind,
         client: NextEngineClient,
         host: PluginHost,
         connector: WmsConnector,

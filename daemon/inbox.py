@@ -21,11 +21,11 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, delete, func, tuple_
+from sqlalchemy import delete, func, tuple_
 from sqlmodel import Session, col, select
 
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
-from daemon.store.engine import read_session, write_session
+from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     Cursor,
     EventState,
@@ -68,7 +68,7 @@ class Intake:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Bind,
         connector: WmsConnector,
         context: Callable[[], ConnectorContext],
         chunk_size: int = 1000,
@@ -102,7 +102,6 @@ class Intake:
                 f"product master would be replaced by version {snapshot.version} "
                 f"({len(snapshot.products)} products)"
             )
-            return
         now = utcnow()
         with write_session(self.engine) as session:
             session.execute(delete(WmsProduct))
@@ -129,9 +128,7 @@ class Intake:
                     warehouses.update(e.warehouse for e in chunk)
                 if batch.cursor is not None:
                     _set_cursor(session, *batch.cursor)
-                if dry_run:
-                    session.rollback()
-                else:
+                if not dry_run:
                     session.add(InboxBatch(source=batch.source, kind=batch.kind.value,
                                            state="accepted", events=counts["new"],
                                            duplicates=counts["dup"]))
@@ -313,7 +310,7 @@ class InboxListing:
         return data
 
 
-def list_inbox(engine: Engine, state: ListState = ListState.ALL, limit: int = 50) -> InboxListing:
+def list_inbox(engine: Bind, state: ListState = ListState.ALL, limit: int = 50) -> InboxListing:
     """Accepted batches (newest first), pending and held events (oldest first, the order the
     pipeline takes them) and rejected batches not yet retried (newest first), each cut at
     ``limit`` rows."""
@@ -369,7 +366,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-def retry_held_event(engine: Engine, ref: str) -> EventRow:
+def retry_held_event(engine: Bind, ref: str) -> EventRow:
     """Set a held event back to pending, so the pipeline runs the plugins on it again.
 
     ``ref`` is ``kind:external id`` (``shipment:S-1``) or the external id alone when only one
@@ -416,7 +413,7 @@ def _parse_ref(ref: str) -> tuple[str | None, str]:
 
 
 def requeue_rejected(
-    engine: Engine,
+    engine: Bind,
     connector: WmsConnector,
     connector_name: str,
     ctx: ConnectorContext,

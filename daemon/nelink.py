@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import delete
 from sqlmodel import col, select
 
 from daemon import __version__
@@ -25,7 +25,7 @@ from daemon.logsetup import register_secret
 from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
 from daemon.serialize import dumps
-from daemon.store.engine import read_session, write_session
+from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     Cursor,
     NeLink,
@@ -149,7 +149,7 @@ class LinkInfo:
         }
 
 
-def connect(config: DaemonConfig, engine: Engine, uid: str, state: str) -> LinkInfo:
+def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInfo:
     """Exchange ``uid``/``state`` for tokens, read the company and record the link."""
     register_secret(uid)
     register_secret(state)
@@ -177,7 +177,7 @@ def connect(config: DaemonConfig, engine: Engine, uid: str, state: str) -> LinkI
     return link_info(config, engine)
 
 
-def mark_needs_reconnect(engine: Engine, reason: str) -> None:
+def mark_needs_reconnect(engine: Bind, reason: str) -> None:
     """Stop Next Engine work until an admin re-connects (WMS events are still accepted)."""
     with write_session(engine) as session:
         link = session.get(NeLink, 1)
@@ -188,7 +188,7 @@ def mark_needs_reconnect(engine: Engine, reason: str) -> None:
     log.error("Next Engine link needs re-connection: %s — %s", reason, RECONNECT_HINT)
 
 
-def link_info(config: DaemonConfig, engine: Engine) -> LinkInfo:
+def link_info(config: DaemonConfig, engine: Bind) -> LinkInfo:
     """The link's state and token end dates (``not_connected`` when there is none)."""
     with read_session(engine) as session:
         link = session.get(NeLink, 1)
@@ -228,7 +228,7 @@ _UNFINISHED = [OutboxState.PENDING.value, OutboxState.IN_FLIGHT.value,
                OutboxState.IN_DOUBT.value, OutboxState.FAILED.value]
 
 
-def pending_work(engine: Engine) -> PendingWork:
+def pending_work(engine: Bind) -> PendingWork:
     """Everything Next Engine-related that is not finished."""
     work = PendingWork()
     with read_session(engine) as session:
@@ -251,7 +251,7 @@ def pending_work(engine: Engine) -> PendingWork:
     return work
 
 
-def unlink(config: DaemonConfig, engine: Engine) -> tuple[PendingWork, Path]:
+def unlink(config: DaemonConfig, engine: Bind) -> tuple[PendingWork, Path]:
     """Remove all Next Engine integration state after exporting unfinished work to a file.
 
     Removed: the token file, the link record, Next Engine cursors, unfinished Next Engine

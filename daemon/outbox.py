@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from daemon.store.engine import read_session, write_session
+from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Bind,
         executors: Mapping[str, Executor] | None = None,
         batch_size: int = 1000,
         clock: Callable[[], datetime] = utcnow,
@@ -151,7 +151,7 @@ class Dispatcher:
 
 
 def transition(
-    engine: Engine,
+    engine: Bind,
     ids: Sequence[int],
     state: OutboxState,
     *,
@@ -185,7 +185,7 @@ def transition(
         )
 
 
-def pending_by_kind(engine: Engine) -> dict[str, int]:
+def pending_by_kind(engine: Bind) -> dict[str, int]:
     """Pending item counts by kind."""
     with read_session(engine) as session:
         rows = session.execute(
@@ -196,7 +196,7 @@ def pending_by_kind(engine: Engine) -> dict[str, int]:
     return {str(kind): int(n) for kind, n in rows}
 
 
-def backlog_by_state(engine: Engine) -> dict[str, int]:
+def backlog_by_state(engine: Bind) -> dict[str, int]:
     """Item counts by state (for ``status``)."""
     with read_session(engine) as session:
         rows = session.execute(
@@ -215,7 +215,7 @@ class OutboxError(Exception):
     """An admin request on the outbox that cannot be done; the message says why."""
 
 
-def list_items(engine: Engine, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
+def list_items(engine: Bind, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
     """Outbox items, newest first, optionally only in ``states``."""
     stmt = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(limit)
     if states:
@@ -239,7 +239,7 @@ def _get(session: Session, item_id: int) -> OutboxItem:
     return item
 
 
-def retry_item(engine: Engine, item_id: int) -> str:
+def retry_item(engine: Bind, item_id: int) -> str:
     """Put a failed or skipped item back in the queue."""
     with write_session(engine) as session:
         item = _get(session, item_id)
@@ -257,7 +257,7 @@ def retry_item(engine: Engine, item_id: int) -> str:
     return f"item {item_id} queued again; the dispatcher sends it on its next run"
 
 
-def resolve_item(engine: Engine, item_id: int, applied: bool) -> str:
+def resolve_item(engine: Bind, item_id: int, applied: bool) -> str:
     """Settle an in-doubt item with what the admin found in Next Engine."""
     with write_session(engine) as session:
         item = _get(session, item_id)

@@ -18,13 +18,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps, event_from_json
-from daemon.store.engine import read_session, write_session
+from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import EventState, InboxEvent, RunRecord, utcnow
 from hooks.errors import StepError, StepNotReady
 from hooks.records import (
@@ -177,7 +176,7 @@ class WarehousePipeline:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Bind,
         host: PluginHost,
         warehouse: WarehouseInfo,
         order_importer: Callable[[], OrderImporter | None] = lambda: None,
@@ -266,9 +265,7 @@ class WarehousePipeline:
         with write_session(self.engine) as session:
             for row in rows:
                 result.items_in += 1
-                self._process_event(session, row, hook, kind, label, dry_run, run_id, result)
-            if dry_run:
-                session.rollback()
+                self._process_event(session, row, hook, kind, label, run_id, result)
 
     def _process_event(
         self,
@@ -277,7 +274,6 @@ class WarehousePipeline:
         hook: str,
         kind: EventKind,
         label: str,
-        dry_run: bool,
         run_id: str,
         result: StageResult,
     ) -> None:

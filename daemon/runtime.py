@@ -6,10 +6,12 @@ every problem, so that a bad configuration never starts half a daemon.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata as md
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +32,7 @@ from daemon.nextengine.client import NextEngineClient
 from daemon.outbox import Dispatcher, Executor
 from daemon.pipeline import WarehousePipeline
 from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
-from daemon.store.engine import check_migrated, make_engine, read_session
+from daemon.store.engine import Bind, check_migrated, make_engine, read_session, rolled_back
 from daemon.store.models import WmsProduct, utcnow
 from hooks.connectors import ConnectorContext, WmsConnector
 from hooks.records import WarehouseInfo
@@ -62,10 +64,22 @@ class Runtime:
     stop_event: threading.Event = field(default_factory=threading.Event)
     http: requests.Session = field(default_factory=requests.Session)
     _ne_client: NextEngineClient | None = None
+    #: Where sessions go: the engine, or a connection whose transaction a dry run rolls back.
+    db: Bind = field(init=False)
 
     def __post_init__(self) -> None:
         self.http.headers["User-Agent"] = USER_AGENT
-        self.gate = NeGate(self.engine, self.clock)
+        self.db = self.engine
+        self.gate = NeGate(self.db, self.clock)
+
+    @contextmanager
+    def dry(self) -> Iterator[Runtime]:
+        """This runtime with every database write inside one transaction rolled back at the end."""
+        with rolled_back(self.engine) as conn:
+            view = copy.copy(self)
+            view.db = conn
+            view.gate = NeGate(conn, self.clock)
+            yield view
 
     def ne_client(self) -> NextEngineClient:
         """The Next Engine client of the linked company (built once, owned by the engine)."""
@@ -84,8 +98,8 @@ class Runtime:
         """The outbox executors; they do nothing while Next Engine is not usable."""
         client, settings = self.ne_client(), self.dispatch_settings()
         return {
-            ShipExecutor.kind: ShipExecutor(self.engine, client, self.gate, settings, self.clock),
-            StockExecutor.kind: StockExecutor(self.engine, client, self.gate, settings,
+            ShipExecutor.kind: ShipExecutor(self.db, client, self.gate, settings, self.clock),
+            StockExecutor.kind: StockExecutor(self.db, client, self.gate, settings,
                                               self.clock),
         }
 
@@ -93,7 +107,7 @@ class Runtime:
         """The order importer (None without a WMS connector to deliver to)."""
         if self.connector is None:
             return None
-        return OrderImporter(self.engine, self.ne_client(), self.host, self.connector,
+        return OrderImporter(self.db, self.ne_client(), self.host, self.connector,
                              self.connector_context, self.config, self.gate, self.clock)
 
     @property
@@ -111,7 +125,7 @@ class Runtime:
 
     def connector_context(self) -> ConnectorContext:
         """What a connector call may use; products are read once per call."""
-        with read_session(self.engine) as session:
+        with read_session(self.db) as session:
             known = set(session.scalars(select(col(WmsProduct.product_code))))
         return ConnectorContext(
             warehouses=self.warehouses(),
@@ -129,19 +143,19 @@ class Runtime:
         """The intake for the configured connector (None if it could not be built)."""
         if self.connector is None:
             return None
-        return Intake(self.engine, self.connector, self.connector_context)
+        return Intake(self.db, self.connector, self.connector_context)
 
     def pipelines(self) -> list[WarehousePipeline]:
         """One pipeline per configured warehouse, in configuration order."""
         return [
-            WarehousePipeline(self.engine, self.host, info, self.order_importer,
+            WarehousePipeline(self.db, self.host, info, self.order_importer,
                               clock=self.clock)
             for info in self.warehouses().values()
         ]
 
     def dispatcher(self) -> Dispatcher:
         """The outbox dispatcher with the executors available now."""
-        return Dispatcher(self.engine, self.executors(), clock=self.clock,
+        return Dispatcher(self.db, self.executors(), clock=self.clock,
                           batch_size=self.config.dispatch.batch_size, blocked=self.gate.blocked)
 
     def close(self) -> None:

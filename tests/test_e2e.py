@@ -188,15 +188,108 @@ def test_exact_match_when_case_insensitive_match_is_off(
         assert other_case
 
 
-def test_dry_run_prints_and_changes_nothing(world: World) -> None:
+def test_dry_run_prints_every_action_and_changes_nothing(world: World) -> None:
     st = world.sandbox.state
     st.create_goods("A-1", quantity=5)
     world.products([("P-A", "A-1")])
-    once(world)  # the product master is in place
+    shipped_later = st.create_order([("A-1", 1)], shop_id=1)
+    once(world)  # product master in place, one order imported
+    new_order = st.create_order([("A-1", 2)], shop_id=1)
+    world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{shipped_later},T-77,{AT},P-A,1",
+                                                f"S-2,ITAKU,,,{AT},P-A,3"])
+    files_before = sorted(p.relative_to(world.inbox.parent) for p in world.inbox.parent.rglob("*"))
+    ledger_before = len(world.sandbox.ledger.entries())
+    rt = world.runtime()
+    try:
+        with read_session(rt.engine) as session:
+            outbox_before = len(session.scalars(select(OutboxItem)).all())
+        report = run_once(rt, dry_run=True)
+        with read_session(rt.engine) as session:
+            outbox_after = len(session.scalars(select(OutboxItem)).all())
+    finally:
+        rt.close()
+    planned = [p for r in report.stages for p in r.planned]
+    assert any(f"import order {new_order} into ITAKU" in p for p in planned)
+    assert any(f"ship Next Engine order {shipped_later} with tracking number T-77" in p
+               for p in planned)
+    assert any("change stock of WMS product P-A by -3" in p for p in planned)
+    assert any(p.startswith("ship_order") for p in report.dispatch_plan)
+    assert any(p.startswith("adjust_stock") for p in report.dispatch_plan)
+    assert outbox_before == outbox_after == 0
+    assert len(world.sandbox.ledger.entries()) == ledger_before
+    assert sorted(p.relative_to(world.inbox.parent)
+                  for p in world.inbox.parent.rglob("*")) == files_before
+    assert str(new_order) not in {r["ne_order_id"] for r in world.instructed()}
+
+
+PLUGIN_CASES = {
+    "all on": ({}, True, True, True, True),
+    "tracking_update off": ({"tracking_update": False}, True, False, True, True),
+    "stock_minus off": ({"stock_minus": False}, True, True, False, True),
+    "stock_plus off": ({"stock_plus": False}, True, True, True, False),
+    "status_update off": ({"status_update": False, "tracking_update": False,
+                           "stock_minus": False}, False, False, False, True),
+}
+
+
+@pytest.mark.parametrize("case", list(PLUGIN_CASES))
+def test_each_plugin_on_and_off(make_config: ConfigFactory, tmp_path: Path, case: str) -> None:
+    switches, ships, tracks, minus, plus = PLUGIN_CASES[case]
+    plugins = {name: {"enabled": switches.get(name, section["enabled"])}
+               for name, section in DEFAULT_PLUGINS.items()}
+    for world in make_world(make_config, tmp_path, plugins=plugins):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        st.create_goods("B-2", quantity=50)
+        order = st.create_order([("A-1", 1)], shop_id=1)
+        world.products([("P-A", "A-1"), ("P-B", "B-2")])
+        once(world)
+        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1",
+                                                    f"S-2,ITAKU,,,{AT},P-B,4",
+                                                    f"S-3,SHINJUKU,,,{AT},P-B,6"])
+        world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,9",
+                                                      f"R-2,SHINJUKU,{AT},P-A,8"])
+        once(world)
+        snapshot = world.order(order)
+        assert (snapshot["receive_order_order_status_id"] == "50") is ships
+        assert (snapshot["receive_order_delivery_cut_form_id"] == "T-1") is tracks
+        assert world.uploaded("B-2") == (-4 if minus else 0)  # never SHINJUKU's 6
+        assert world.uploaded("A-1") == (9 if plus else 0)  # never SHINJUKU's 8
+
+
+def test_orders_imported_before_status_update_was_on_are_shipped(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    off = {**DEFAULT_PLUGINS, "status_update": {"enabled": False},
+           "tracking_update": {"enabled": False}, "stock_minus": {"enabled": False}}
+    for world in make_world(make_config, tmp_path, plugins=off):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        order = st.create_order([("A-1", 1)], shop_id=1)
+        world.products([("P-A", "A-1")])
+        once(world)  # imported while status_update is off
+        text = world.config.read_text(encoding="utf-8")
+        world.config.write_text(text.replace("status_update:\n    enabled: false",
+                                             "status_update:\n    enabled: true"),
+                                encoding="utf-8")
+        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},,{AT},P-A,1"])
+        once(world)
+        assert world.order(order)["receive_order_order_status_id"] == "50"
+
+
+def test_order_shipped_by_hand_in_next_engine_is_not_shipped_again(world: World) -> None:
+    st = world.sandbox.state
+    st.create_goods("A-1", quantity=50)
     order = st.create_order([("A-1", 1)], shop_id=1)
-    before = len(world.sandbox.ledger.entries())
-    report = once(world, dry_run=True)
-    stage = next(r for r in report.stages if r.stage.value == "import_orders")
-    assert any(f"import order {order} into ITAKU" in p for p in stage.planned)
-    assert world.instructed() == []
-    assert len(world.sandbox.ledger.entries()) == before
+    world.products([("P-A", "A-1")])
+    once(world)
+    st.ship_order(order, world.order(order)["receive_order_last_modified_date"], source="human")
+    world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1"])
+    report = once(world)
+    assert world.sandbox.ledger.shipped_order_ids() == [order]
+    assert report.attention == {"held_events": 0, "failed_actions": 0, "in_doubt_actions": 0}
+    rt = world.runtime()
+    with read_session(rt.engine) as session:
+        item = session.scalars(select(OutboxItem)).one()
+    rt.close()
+    assert item.state == "skipped" and "already shipped" in (item.last_error or "")

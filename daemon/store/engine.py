@@ -16,12 +16,16 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _READONLY = "nebridge_readonly"
+
+#: What sessions are opened on: the engine, or (dry runs) one connection whose outer
+#: transaction is rolled back at the end, so nothing a dry run does is ever committed.
+Bind = Engine | Connection
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
@@ -51,10 +55,17 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
     return engine
 
 
+def _session(bind: Bind) -> Session:
+    if isinstance(bind, Connection):  # inside a dry run: savepoints of the outer transaction
+        return Session(bind=bind, expire_on_commit=False,
+                       join_transaction_mode="create_savepoint")
+    return Session(bind, expire_on_commit=False)
+
+
 @contextmanager
-def write_session(engine: Engine) -> Iterator[Session]:
+def write_session(engine: Bind) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on any exception."""
-    with Session(engine, expire_on_commit=False) as session:
+    with _session(engine) as session:
         try:
             yield session
             session.commit()
@@ -64,13 +75,28 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 
 @contextmanager
-def read_session(engine: Engine) -> Iterator[Session]:
+def read_session(engine: Bind) -> Iterator[Session]:
     """A session for reading only: on SQLite it does not take the write lock.
 
     Objects read stay usable after the block (closing detaches without expiring them).
     """
+    if isinstance(engine, Connection):
+        with _session(engine) as session:
+            yield session
+        return
     with Session(engine.execution_options(**{_READONLY: True}), expire_on_commit=False) as s:
         yield s
+
+
+@contextmanager
+def rolled_back(engine: Engine) -> Iterator[Connection]:
+    """One connection in a transaction that is always rolled back (for dry runs)."""
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            yield conn
+        finally:
+            outer.rollback()
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
