@@ -293,3 +293,84 @@ def test_order_shipped_by_hand_in_next_engine_is_not_shipped_again(world: World)
         item = session.scalars(select(OutboxItem)).one()
     rt.close()
     assert item.state == "skipped" and "already shipped" in (item.last_error or "")
+
+
+def test_routing_by_shop_id_when_several_warehouses_import(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    warehouses = [
+        {"code": "ITAKU", "name": "委託販売在庫", "ne_linked": True, "import_orders": True,
+         "shop_ids": ["1", "3"]},
+        {"code": "OSAKA", "name": "大阪", "ne_linked": True, "import_orders": True},
+        {"code": "SHINJUKU", "name": "新宿拠点", "ne_linked": False, "import_orders": False},
+    ]
+    for world in make_world(make_config, tmp_path, warehouses=warehouses):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        by_shop = {shop: st.create_order([("A-1", 1)], shop_id=shop) for shop in (1, 2, 3, 4)}
+        world.products([("P-A", "A-1")])
+        once(world)
+        routed = {int(r["ne_order_id"]): r["warehouse"] for r in world.instructed()}
+        assert routed == {by_shop[1]: "ITAKU", by_shop[3]: "ITAKU",
+                          by_shop[2]: "OSAKA", by_shop[4]: "OSAKA"}
+
+
+def test_two_catch_all_importers_or_a_shop_routed_twice_are_refused(tmp_path: Path) -> None:
+    from daemon.config import ConfigError, load_config
+    from tests.conftest import dump_yaml
+
+    path = tmp_path / "daemon.yaml"
+    for warehouses, message in (
+        ([{"code": "A", "import_orders": True}, {"code": "B", "import_orders": True}],
+         "give all but one of them `shop_ids`"),
+        ([{"code": "A", "import_orders": True, "shop_ids": ["1"]},
+          {"code": "B", "import_orders": True, "shop_ids": ["1"]}], "routed to both A and B"),
+    ):
+        path.write_text(dump_yaml({"warehouses": warehouses}), encoding="utf-8")
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def test_order_at_20_is_handed_over_first_when_next_engine_ships_only_printed_orders(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    for world in make_world(make_config, tmp_path,
+                            sandbox_options={"shipped_allowed_from_20": False}):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        order = st.create_order([("A-1", 1)], shop_id=1)
+        world.products([("P-A", "A-1")])
+        once(world)
+        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-5,{AT},P-A,1"])
+        report = once(world)
+        assert report.ok, report.problems
+        assert world.sandbox.ledger.count("order.receipted", order_id=order) == 1
+        assert world.sandbox.ledger.shipped_order_ids() == [order]
+        assert world.order(order)["receive_order_delivery_cut_form_id"] == "T-5"
+
+
+def test_claim_receipted_moves_imported_orders_to_40(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    for world in make_world(make_config, tmp_path, order_import={"claim": "receipted"}):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        order = st.create_order([("A-1", 1)], shop_id=1)
+        world.products([("P-A", "A-1")])
+        once(world)
+        assert world.order(order)["receive_order_order_status_id"] == "40"
+        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-6,{AT},P-A,1"])
+        once(world)
+        assert world.order(order)["receive_order_order_status_id"] == "50"
+
+
+def test_claim_tag_appends_the_tag_once(make_config: ConfigFactory, tmp_path: Path) -> None:
+    for world in make_world(make_config, tmp_path, order_import={"claim": "tag"}):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        order = st.create_order([("A-1", 1)], shop_id=1, tag="[ギフト]")
+        world.products([("P-A", "A-1")])
+        once(world)
+        once(world)
+        assert world.order(order)["receive_order_gruoping_tag"] == "[ギフト][nebridge取込済]"
+        assert world.order(order)["receive_order_order_status_id"] == "20"
