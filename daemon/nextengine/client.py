@@ -250,6 +250,7 @@ class NextEngineClient:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        observer: Callable[[str, str], None] | None = None,
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self.token_store = token_store
@@ -261,6 +262,7 @@ class NextEngineClient:
         self.retry = retry
         self._sleep = sleep
         self._monotonic = monotonic
+        self._observer = observer
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"nebridge/{version} (+python-requests)"
         adapter = _KeepAliveAdapter()
@@ -373,8 +375,10 @@ class NextEngineClient:
                 self.api_base + path, data=form, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
+            self._observe(path, "transport")
             raise _transport_error(exc, path) from None
         if response.status_code != 200:
+            self._observe(path, f"http_{response.status_code}")
             raise NeOutcomeUnknown(
                 "", f"NE answered HTTP {response.status_code} instead of 200", path=path
             )
@@ -383,8 +387,16 @@ class NextEngineClient:
         except ValueError:
             body = None
         if not isinstance(body, dict):
+            self._observe(path, f"http_{response.status_code}")
             raise NeOutcomeUnknown("", "NE answered with something that is not JSON", path=path)
+        self._observe(path, "success" if body.get("result") == "success"
+                      else str(body.get("code") or body.get("result") or "unknown"))
         return body
+
+    def _observe(self, path: str, outcome: str) -> None:
+        """Report one exchange (endpoint, result code) to the metrics observer, if any."""
+        if self._observer is not None:
+            self._observer(path, outcome)
 
     def _check(
         self,
