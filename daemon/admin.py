@@ -18,7 +18,15 @@ from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginState
 from daemon.runtime import Runtime, load_plugins
 from daemon.store.engine import Bind, current_revision, head_revision, read_session
-from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState, RunRecord
+from daemon.store.models import (
+    EventState,
+    InboxEvent,
+    OutboxItem,
+    OutboxState,
+    RunRecord,
+    utcnow,
+)
+from daemon.tokenguard import horizon_warning
 from daemon.yamledit import dump, set_plugin_enabled, set_warehouse_field, write_atomically
 
 
@@ -252,7 +260,9 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
     if current != head:
         status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
         return status
-    status["nextengine"] = link_info(loaded.config, engine).as_dict()
+    link = link_info(loaded.config, engine)
+    status["nextengine"] = link.as_dict()
+    status["nextengine"]["warning"] = horizon_warning(link.refresh_token_end, utcnow())
     with read_session(engine) as session:
         for wh in loaded.config.warehouses:
             stages = {}

@@ -50,6 +50,14 @@ class ScheduleSettings(_Strict):
     jitter_seconds: float = Field(default=5.0, ge=0)
     dispatch_interval_seconds: float = Field(default=10.0, gt=0)
     intake_poll_seconds: float = Field(default=1.0, gt=0)
+    token_guard_minutes: float = Field(default=15.0, gt=0)
+
+
+class MetricsConfig(_Strict):
+    """``metrics:`` — Prometheus metrics over HTTP (off unless a port is given)."""
+
+    port: int = Field(default=0, ge=0, le=65535)
+    host: str = "127.0.0.1"
 
 
 class DispatchConfig(_Strict):
@@ -109,6 +117,7 @@ class DaemonConfig(_Strict):
     nextengine: NextEngineSettings = NextEngineSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     dispatch: DispatchConfig = DispatchConfig()
+    metrics: MetricsConfig = MetricsConfig()
     order_import: OrderImportConfig = OrderImportConfig()
     wms: WmsSettings = WmsSettings()
     warehouses: tuple[WarehouseConfig, ...] = ()

@@ -53,13 +53,28 @@ class _Formatter(logging.Formatter):
         return text
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (it may be replaced)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        return
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Install nebridge's handler on the root logger (idempotent)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
     if any(getattr(h, "name", "") == _HANDLER_NAME for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.name = _HANDLER_NAME
     handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
     root.addHandler(handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -53,8 +54,16 @@ def token_store(config: DaemonConfig) -> FileTokenStore:
     return FileTokenStore(config.token_file)
 
 
-def make_client(config: DaemonConfig, *, secret: str | None = None) -> NextEngineClient:
-    """A Next Engine client for the configured company (the engine owns it)."""
+def make_client(
+    config: DaemonConfig,
+    *,
+    secret: str | None = None,
+    observer: Callable[[str, str], None] | None = None,
+) -> NextEngineClient:
+    """A Next Engine client for the configured company (the engine owns it).
+
+    ``observer(endpoint, outcome)`` sees every exchange (metrics).
+    """
     resolved = secret if secret is not None else client_secret(config)
     register_secret(resolved)
     ne = config.nextengine
@@ -66,6 +75,7 @@ def make_client(config: DaemonConfig, *, secret: str | None = None) -> NextEngin
         client_secret=resolved,
         read_timeout=ne.read_timeout_seconds,
         page_size=ne.page_size,
+        observer=observer,
     )
 
 

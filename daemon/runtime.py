@@ -27,6 +27,7 @@ from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
 from daemon.importer import OrderImporter
 from daemon.inbox import Intake
+from daemon.metrics import Metrics
 from daemon.nelink import make_client
 from daemon.nextengine.client import NextEngineClient
 from daemon.outbox import Dispatcher, Executor
@@ -34,6 +35,7 @@ from daemon.pipeline import WarehousePipeline
 from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
 from daemon.store.engine import Bind, check_migrated, make_engine, read_session, rolled_back
 from daemon.store.models import WmsProduct, utcnow
+from daemon.tokenguard import TokenGuard
 from hooks.connectors import ConnectorContext, WmsConnector
 from hooks.records import WarehouseInfo
 
@@ -64,6 +66,7 @@ class Runtime:
     stop_event: threading.Event = field(default_factory=threading.Event)
     http: requests.Session = field(default_factory=requests.Session)
     _ne_client: NextEngineClient | None = None
+    metrics: Metrics | None = None
     #: Where sessions go: the engine, or a connection whose transaction a dry run rolls back.
     db: Bind = field(init=False)
 
@@ -84,7 +87,8 @@ class Runtime:
     def ne_client(self) -> NextEngineClient:
         """The Next Engine client of the linked company (built once, owned by the engine)."""
         if self._ne_client is None:
-            self._ne_client = make_client(self.config)
+            observer = self.metrics.observe_call if self.metrics is not None else None
+            self._ne_client = make_client(self.config, observer=observer)
         return self._ne_client
 
     def dispatch_settings(self) -> DispatchSettings:
@@ -102,6 +106,10 @@ class Runtime:
             StockExecutor.kind: StockExecutor(self.db, client, self.gate, settings,
                                               self.clock),
         }
+
+    def token_guard(self) -> TokenGuard:
+        """Keep-alive and lapse warnings for the Next Engine link."""
+        return TokenGuard(self.config, self.db, self.ne_client, self.host, self.gate, self.clock)
 
     def order_importer(self) -> OrderImporter | None:
         """The order importer (None without a WMS connector to deliver to)."""

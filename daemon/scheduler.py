@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 DISPATCHER_JOB = "dispatcher"
 INTAKE_JOB = "intake"
+TOKEN_GUARD_JOB = "token_guard"
 
 
 def warehouse_job(code: str) -> str:
@@ -81,6 +82,12 @@ class Scheduler:
                 replace_existing=True, misfire_grace_time=grace,
                 next_run_time=datetime.now().astimezone(),
             )
+        self.scheduler.add_job(
+            self._guarded(self._guard_tokens), "interval",
+            minutes=schedule.token_guard_minutes, id=TOKEN_GUARD_JOB, executor="outbox",
+            replace_existing=True, misfire_grace_time=grace,
+            next_run_time=datetime.now().astimezone(),
+        )
         self.scheduler.add_job(self._beat, "interval", seconds=HEARTBEAT_SECONDS,
                                id="heartbeat", executor="heartbeat", replace_existing=True)
         self.scheduler.start()
@@ -148,6 +155,9 @@ class Scheduler:
             if any(r.items_out for r in results):
                 self.run_now(DISPATCHER_JOB)
         return job
+
+    def _guard_tokens(self) -> None:
+        self.runtime.token_guard().check()
 
     def _dispatch(self) -> None:
         report = self.runtime.dispatcher().run_once(self._should_stop)

@@ -16,6 +16,7 @@ from types import FrameType
 
 from daemon import systemd
 from daemon.config import ConfigError
+from daemon.metrics import Metrics
 from daemon.runtime import Runtime, build_runtime
 from daemon.scheduler import Scheduler
 
@@ -39,6 +40,7 @@ class Supervisor:
         self._reload = False
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None
+        self.metrics = Metrics()
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -68,6 +70,11 @@ class Supervisor:
         systemd.notify(message, self.env)
 
     def _start(self, runtime: Runtime) -> None:
+        runtime.metrics = self.metrics
+        self.metrics.watch_store(runtime.db)
+        settings = runtime.config.metrics
+        if settings.port:
+            self.metrics.serve(settings.host, settings.port)
         if runtime.connector is not None:
             runtime.connector.recover(runtime.connector_context())
         scheduler = Scheduler(runtime, wake=self._wake.set)
@@ -110,6 +117,7 @@ class Supervisor:
         self._notify("STOPPING=1\nSTATUS=draining running work")
         log.info("stopping: letting running work finish")
         self._shutdown()
+        self.metrics.stop()
         log.info("stopped")
         return 0
 

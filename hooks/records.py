@@ -230,3 +230,17 @@ class HealthCheck:
     ok: bool
     detail: str = ""
     fix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """Something the admin must hear about now (e.g. the Next Engine link is about to lapse).
+
+    ``kind`` is a stable machine name (``token_expiring``, ``link_lost`` …); ``title`` and
+    ``message`` are for humans and say what to do.
+    """
+
+    kind: str
+    level: Literal["info", "warning", "error"]
+    title: str
+    message: str

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         FilterVerdict,
         HealthCheck,
         NeOrder,
+        Notification,
         PluginInfo,
         WarehouseInfo,
         WmsReceipt,
@@ -118,4 +119,18 @@ class ConnectorSpecs:
         """
 
 
-ALL_SPECS = (PluginSpecs, PipelineSpecs, ConnectorSpecs)
+class NotifySpecs:
+    """Hooks that carry news to the admin."""
+
+    @hookspec
+    def nebridge_notify(self, notification: Notification, options: Any) -> None:
+        """Deliver a notification to the admin (mail, chat, pager …).
+
+        Called by the engine for conditions that need a person: the Next Engine refresh token
+        will lapse within 24 h or 6 h, the link needs re-connection. Every implementation is
+        called; one that raises is logged and does not stop the others. Implementations must
+        return quickly (hand slow deliveries to a queue of the plugin's own service).
+        """
+
+
+ALL_SPECS = (PluginSpecs, PipelineSpecs, ConnectorSpecs, NotifySpecs)

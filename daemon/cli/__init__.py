@@ -17,6 +17,7 @@ from daemon.cli import (
     config_cmd,
     db,
     demo,
+    doctor,
     inbox,
     link,
     outbox,
@@ -24,6 +25,7 @@ from daemon.cli import (
     run,
     sandbox,
     status,
+    systemd_cmd,
     warehouses,
 )
 
@@ -66,9 +68,11 @@ app.add_typer(warehouses.app, name="warehouses")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(systemd_cmd.app, name="systemd")
 app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
+app.command("doctor")(doctor.doctor)
 app.command("connect")(link.connect_cmd)
 app.command("unlink")(link.unlink_cmd)
 

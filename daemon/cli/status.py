@@ -36,6 +36,8 @@ def status(
                                         if k in ("state", "company_id", "company_name",
                                                  "reason")})))
         ends = data["nextengine"]
+        if ends.get("warning"):
+            typer.echo(f"  WARNING: {ends['warning']}")
         if ends["refresh_token_end"]:
             typer.echo(f"  access token until {ends['access_token_end']}, "
                        f"refresh token until {ends['refresh_token_end']}")

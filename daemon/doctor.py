@@ -1,0 +1,164 @@
+"""``nebridge doctor``: is this installation able to do its job, and if not, what to do.
+
+Every check returns a :class:`~hooks.records.HealthCheck` with a fix for the admin; plugins add
+their own through ``nebridge_health_checks``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from daemon import USER_AGENT
+from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, token_store
+from daemon.nextengine.errors import NextEngineError
+from daemon.pluginmanager import PluginHost
+from daemon.runtime import load_plugins
+from daemon.store.engine import current_revision, head_revision, make_engine
+from daemon.store.models import utcnow
+from hooks.records import HealthCheck
+
+MAX_CLOCK_SKEW = timedelta(minutes=2)
+HORIZON_WARN = timedelta(hours=24)
+
+
+def run_checks(config_path: Path, offline: bool = False) -> list[HealthCheck]:
+    """Every check, in the order an admin would fix things."""
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        return [HealthCheck("config", False, str(exc), "fix the listed problems, then run "
+                                                        "`nebridge doctor` again")]
+    host, issues, _connector, _err = load_plugins(loaded)
+    checks = [HealthCheck(
+        "config", not issues,
+        "daemon.yaml is valid" if not issues else "; ".join(str(i) for i in issues),
+        "" if not issues else "fix the listed problems (`nebridge config check` shows lines)")]
+    failed = host.failed()
+    checks.append(HealthCheck(
+        "plugins", not failed,
+        f"{len(host.loaded_names())} loaded" if not failed else
+        "; ".join(f"{r.name} {r.state.value}: {r.error}" for r in failed),
+        "" if not failed else "reinstall or disable the failed plugin "
+                              "(`nebridge plugins disable NAME`)"))
+    checks.extend(_database(loaded))
+    if checks[-1].ok:
+        checks.extend(_nextengine(loaded, offline))
+    checks.extend(_folders(loaded))
+    checks.extend(_plugin_checks(host))
+    return checks
+
+
+def _database(loaded: LoadedConfig) -> list[HealthCheck]:
+    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        current, head = current_revision(engine), head_revision(engine)
+    except Exception as exc:
+        return [HealthCheck("database", False, f"cannot open the database: {exc}",
+                            "check `database_url` and that the database server is running")]
+    finally:
+        engine.dispose()
+    return [HealthCheck("database", current == head,
+                        f"at migration {current or '(empty)'}; latest is {head}",
+                        "" if current == head else "run `nebridge db upgrade`")]
+
+
+def _nextengine(loaded: LoadedConfig, offline: bool) -> list[HealthCheck]:
+    config = loaded.config
+    engine = make_engine(config.resolved_database_url)
+    try:
+        info = link_info(config, engine)
+    finally:
+        engine.dispose()
+    if info.state != CONNECTED:
+        return [HealthCheck("nextengine link", False, f"state {info.state}: {info.reason or ''}",
+                            RECONNECT_HINT if info.state != "not_connected"
+                            else "run `nebridge connect`")]
+    checks = [HealthCheck("nextengine link", True,
+                          f"connected to {info.company_name} ({info.company_id})")]
+    path = token_store(config).path
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0
+    checks.append(HealthCheck("token file", mode == 0o600, f"{path} mode {mode:o}",
+                              "" if mode == 0o600 else f"chmod 600 {path}"))
+    now = utcnow()
+    left = (info.refresh_token_end - now) if info.refresh_token_end else None
+    checks.append(HealthCheck(
+        "refresh-token horizon", left is not None and left > HORIZON_WARN,
+        f"refresh token valid for {left}" if left is not None else "unknown",
+        "" if left is not None and left > HORIZON_WARN else
+        "keep the daemon running and Next Engine reachable (it renews the token); if it "
+        f"already lapsed, {RECONNECT_HINT}"))
+    if offline:
+        return checks
+    client = make_client(config)
+    try:
+        company = client.company_info()
+        checks.append(HealthCheck("nextengine reachable", True,
+                                  f"{config.nextengine.api_base} answered for "
+                                  f"{company.get('company_name')}"))
+    except NextEngineError as exc:
+        checks.append(HealthCheck("nextengine reachable", False, str(exc), exc.hint()))
+    finally:
+        client.close()
+    checks.append(_clock(config.nextengine.api_base, now))
+    return checks
+
+
+def _clock(api_base: str, now: datetime) -> HealthCheck:
+    """Compare this machine's clock with the Date header of Next Engine's API host."""
+    try:
+        response = requests.head(api_base, timeout=10, headers={"User-Agent": USER_AGENT})
+        remote = parsedate_to_datetime(response.headers["Date"])
+    except (requests.RequestException, KeyError, TypeError, ValueError) as exc:
+        return HealthCheck("clock", False, f"cannot read the time of {api_base}: {exc}",
+                           "check the network; then make sure NTP runs (`timedatectl`)")
+    skew = abs(remote - now)
+    return HealthCheck("clock", skew <= MAX_CLOCK_SKEW, f"{skew.total_seconds():.0f} s off "
+                       f"{api_base}", "" if skew <= MAX_CLOCK_SKEW
+                       else "enable time synchronisation (`timedatectl set-ntp true`)")
+
+
+def _folders(loaded: LoadedConfig) -> list[HealthCheck]:
+    """The connector's folders (every path option) exist and are writable."""
+    checks = []
+    section: dict[str, Any] = loaded.config.wms.connector_section()
+    base = loaded.path.resolve().parent
+    for key, value in sorted(section.items()):
+        if key not in ("inbox", "outbox") and not str(key).endswith(("_dir", "_folder")):
+            continue
+        folder = Path(str(value))
+        folder = folder if folder.is_absolute() else base / folder
+        ok = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+        checks.append(HealthCheck(
+            f"wms.{loaded.config.wms.connector}.{key}", ok,
+            f"{folder} {'is writable' if ok else 'is missing or not writable'}",
+            "" if ok else f"mkdir -p {folder} && chown nebridge: {folder}"))
+    return checks
+
+
+def _plugin_checks(host: PluginHost) -> list[HealthCheck]:
+    checks: list[HealthCheck] = []
+    for outcome in host.call_each("nebridge_health_checks"):
+        if outcome.error is not None:
+            checks.append(HealthCheck(f"plugin {outcome.plugin}", False,
+                                      f"health check raised {outcome.error!r}",
+                                      "report it to the plugin's authors"))
+            continue
+        for check in outcome.result or ():
+            if isinstance(check, HealthCheck):
+                checks.append(HealthCheck(f"{outcome.plugin}: {check.name}", check.ok,
+                                          check.detail, check.fix))
+    return checks
+
+
+def as_dict(check: HealthCheck) -> dict[str, Any]:
+    """JSON view of one check."""
+    return {"name": check.name, "ok": check.ok, "detail": check.detail, "fix": check.fix}
+

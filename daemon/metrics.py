@@ -1,0 +1,124 @@
+"""Prometheus metrics: Next Engine calls counted as they happen, the rest read at scrape time.
+
+Counts that live in the database (events in, actions by plugin and state, backlog, last good
+run per warehouse and stage) are read when Prometheus scrapes, so they are exact across
+restarts and reloads. The HTTP endpoint binds to loopback unless ``metrics.host`` says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from daemon.store.engine import Bind, read_session
+from daemon.store.models import InboxEvent, OutboxItem, RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class _StoreCollector(Collector):
+    """Figures read from the database at every scrape."""
+
+    def __init__(self, db: Bind) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily("nebridge_events_in", "WMS events accepted into the inbox",
+                                     labels=["kind", "warehouse"])
+        inbox = GaugeMetricFamily("nebridge_inbox_events", "Inbox events by state",
+                                  labels=["kind", "state"])
+        actions = GaugeMetricFamily("nebridge_actions", "Next Engine actions by plugin, kind "
+                                    "and outcome (state)", labels=["plugin", "kind", "state"])
+        backlog = GaugeMetricFamily("nebridge_outbox_backlog", "Outbox items by state",
+                                    labels=["state"])
+        last_ok = GaugeMetricFamily("nebridge_last_success_timestamp_seconds",
+                                    "End of the last successful run per warehouse and stage",
+                                    labels=["warehouse", "stage"])
+        with read_session(self.db) as session:
+            for kind, warehouse, n in session.execute(
+                select(col(InboxEvent.kind), col(InboxEvent.warehouse), func.count())
+                .group_by(col(InboxEvent.kind), col(InboxEvent.warehouse))):
+                events.add_metric([str(kind), str(warehouse)], float(n))
+            for kind, state, n in session.execute(
+                select(col(InboxEvent.kind), col(InboxEvent.state), func.count())
+                .group_by(col(InboxEvent.kind), col(InboxEvent.state))):
+                inbox.add_metric([str(kind), str(state)], float(n))
+            by_state: dict[str, int] = {}
+            for plugin, kind, state, n in session.execute(
+                select(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state),
+                       func.count())
+                .group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))):
+                actions.add_metric([str(plugin), str(kind), str(state)], float(n))
+                by_state[str(state)] = by_state.get(str(state), 0) + int(n)
+            for state, n in sorted(by_state.items()):
+                backlog.add_metric([state], float(n))
+            for warehouse, stage, finished in session.execute(
+                select(col(RunRecord.warehouse), col(RunRecord.stage),
+                       func.max(RunRecord.finished_at))
+                .where(col(RunRecord.outcome).in_(["ok", "held"]))
+                .group_by(col(RunRecord.warehouse), col(RunRecord.stage))):
+                if finished is not None:
+                    last_ok.add_metric([str(warehouse), str(stage)], _timestamp(finished))
+        yield from (events, inbox, actions, backlog, last_ok)
+
+
+def _timestamp(value: object) -> float:
+    """Seconds since the epoch of a stored timestamp (aggregates may bypass the column type)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.timestamp()
+
+
+class Metrics:
+    """The process's metrics: one registry, served over HTTP when configured."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.ne_calls = Counter("nebridge_nextengine_calls", "Next Engine API calls by "
+                                "endpoint and result code", ["endpoint", "result"],
+                                registry=self.registry)
+        self._store: _StoreCollector | None = None
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def observe_call(self, endpoint: str, outcome: str) -> None:
+        """Client observer: count one Next Engine exchange."""
+        self.ne_calls.labels(endpoint, outcome).inc()
+
+    def watch_store(self, db: Bind) -> None:
+        """Read database figures from ``db`` (replaces the previous store on reload)."""
+        if self._store is not None:
+            self.registry.unregister(self._store)
+        self._store = _StoreCollector(db)
+        self.registry.register(self._store)
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` in a background thread (once)."""
+        if self._server is not None:
+            return
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        log.info("metrics on http://%s:%d/metrics", host, self._server.server_port)
+
+    @property
+    def port(self) -> int | None:
+        """The port metrics are served on, or None when not serving."""
+        return None if self._server is None else int(self._server.server_port)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
