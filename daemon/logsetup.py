@@ -11,6 +11,9 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 _PRIORITY = {
     logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
@@ -19,6 +22,20 @@ _PRIORITY = {
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _HANDLER_NAME = "nebridge"
+_context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("nebridge_log_context",
+                                                             default=())
+
+
+@contextmanager
+def log_context(**values: str) -> Iterator[None]:
+    """Add ``key=value`` pairs (warehouse, plugin, run …) to every log line inside the block."""
+    current = dict(_context.get())
+    current.update(values)
+    token = _context.set(tuple(current.items()))
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 def register_secret(value: str | None) -> None:
@@ -46,7 +63,11 @@ class _Formatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record))
+        text = super().format(record)
+        context = _context.get()
+        if context:
+            text += " [" + " ".join(f"{k}={v}" for k, v in context) + "]"
+        text = redact(text)
         if self.journal:
             prio = _PRIORITY.get(record.levelno, 6)
             return "\n".join(f"<{prio}>{line}" for line in text.splitlines())

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
+from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps, event_from_json
@@ -195,6 +196,12 @@ class WarehousePipeline:
     ) -> list[StageResult]:
         """Run every stage once; a stage that crashes is recorded and the next one runs."""
         run_id = str(uuid.uuid4())
+        with log_context(warehouse=self.warehouse.code, run=run_id[:8]):
+            return self._run_stages(run_id, dry_run, should_stop)
+
+    def _run_stages(
+        self, run_id: str, dry_run: bool, should_stop: Callable[[], bool]
+    ) -> list[StageResult]:
         results = []
         for stage in Stage:
             if should_stop():

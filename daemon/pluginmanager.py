@@ -22,6 +22,7 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from daemon.config import ConfigIssue, DaemonConfig, LoadedConfig, yaml_path
+from daemon.logsetup import log_context
 from hooks.connectors import ConnectorSpec
 from hooks.markers import PROJECT_NAME
 from hooks.records import PluginInfo
@@ -332,7 +333,8 @@ class PluginHost:
             if per_plugin is not None:
                 args.update(per_plugin(name))
             try:
-                result = impl.function(*[args[a] for a in impl.argnames])
+                with log_context(plugin=name):
+                    result = impl.function(*[args[a] for a in impl.argnames])
             except Exception as exc:
                 outcomes.append(HookOutcome(plugin=name, error=exc))
                 continue

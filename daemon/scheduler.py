@@ -43,6 +43,7 @@ class Scheduler:
         schedule = runtime.config.schedule
         self.interval = schedule.interval_seconds
         self._last_heartbeat = time.monotonic()
+        self.stale_after = 5 * HEARTBEAT_SECONDS
         self._last_full_intake = 0.0
         self._lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -119,7 +120,7 @@ class Scheduler:
     def healthy(self) -> bool:
         """True while the scheduler thread runs and its heartbeat job fires on time."""
         return bool(self.scheduler.running) and (
-            time.monotonic() - self._last_heartbeat < 5 * HEARTBEAT_SECONDS
+            time.monotonic() - self._last_heartbeat < self.stale_after
         )
 
     def shutdown(self) -> None:

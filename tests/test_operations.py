@@ -185,3 +185,72 @@ def test_metrics_are_scraped_over_http_from_the_running_daemon(
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0
+
+
+def test_history_of_an_order_a_shipment_and_a_receipt(world: World) -> None:
+    from daemon.admin import run_once
+    from tests.ne_world import RECEIPT_HEADER
+
+    st = world.sandbox.state
+    st.create_goods("A-1", quantity=50)
+    order = st.create_order([("A-1", 1)], shop_id=1)
+    world.products([("P-A", "A-1")])
+    for step in ("import", "confirm"):
+        if step == "confirm":
+            world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},TRK-1,{AT},P-A,1",
+                                                        f"S-2,ITAKU,,,{AT},P-A,2"])
+            world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5"])
+        rt = world.runtime()
+        try:
+            run_once(rt)
+        finally:
+            rt.close()
+
+    def history(*args: str) -> tuple[int, dict[str, Any]]:
+        result = CliRunner().invoke(app, ["--config", str(world.config), "history", *args,
+                                          "--json"])
+        return result.exit_code, json.loads(result.stdout) if result.exit_code == 0 else {}
+
+    code, trail = history("--order", str(order))
+    whats = [s["what"] for s in trail["steps"]]
+    assert code == 0
+    assert whats[0] == f"order {order} imported into warehouse ITAKU"
+    assert "instructions delivered to the WMS" in whats
+    assert "shipment S-1 accepted into the inbox" in whats
+    assert f"action #1: ship Next Engine order {order} with tracking number TRK-1" in whats
+    assert any(w.startswith("action #1 done after 1 attempt") for w in whats)
+    code, trail = history("--shipment", "S-2")
+    stock = [s for s in trail["steps"] if s["what"].startswith("action #") and " done " in
+             s["what"]]
+    assert code == 0 and "upload" in stock[0]["detail"] and "queue" in stock[0]["detail"]
+    code, trail = history("--receipt", "R-1")
+    assert code == 0 and any("by +5" in s["what"] for s in trail["steps"])
+    missing = CliRunner().invoke(app, ["--config", str(world.config), "history",
+                                       "--receipt", "R-404"])
+    assert missing.exit_code == 1 and "inbox list" in missing.stderr
+    both = CliRunner().invoke(app, ["--config", str(world.config), "history",
+                                    "--order", "1", "--receipt", "R-1"])
+    assert both.exit_code == 2
+
+
+def test_logs_carry_context_and_journald_priorities(
+    make_config: ConfigFactory, tmp_path: Path, fake_site: Path
+) -> None:
+    config = make_config(
+        warehouses=[{"code": "BUGGY", "ne_linked": True, "import_orders": False}],
+        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    inbox = tmp_path / "wms" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "products.csv").write_text("product_code,link_code\nP-A,a\n", encoding="utf-8")
+    (inbox / "shipments-1.csv").write_text(f"{SHIP_HEADER}\nS-1,BUGGY,77,T,{AT},P-A,1\n",
+                                           encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(config), "run", "--once"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "JOURNAL_STREAM": "8:12345"})
+    assert result.returncode == 1
+    held = [line for line in result.stderr.splitlines() if "held" in line]
+    assert held, result.stderr
+    assert held[0].startswith("<3>")  # journalctl -p err shows it
+    assert "[warehouse=BUGGY run=" in held[0]
+    assert any(line.startswith("<6>") for line in result.stderr.splitlines())

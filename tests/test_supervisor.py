@@ -138,3 +138,38 @@ def test_sigterm_lets_running_work_finish(
     engine.dispose()
     assert states == [("S-1", "processed")]
     assert "stopped" in log.read_text()
+
+
+def test_watchdog_pings_stop_while_the_scheduler_is_unhealthy(
+    make_config: ConfigFactory, notify: NotifySocket
+) -> None:
+    import threading
+
+    from daemon.supervisor import Supervisor
+
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+    supervisor = Supervisor(make_config(), env=env)
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+        notify.wait_for("READY=1")
+        notify.wait_for("WATCHDOG=1")
+        assert supervisor.scheduler is not None
+        supervisor.scheduler.stale_after = 0.5
+        supervisor.scheduler.scheduler.pause_job("heartbeat")  # the scheduler is wedged
+        time.sleep(1.0)
+        notify.messages.clear()
+        time.sleep(1.5)
+        while True:  # drain what arrived
+            try:
+                notify.messages.append(notify.sock.recv(4096).decode())
+            except TimeoutError:
+                break
+        assert not any("WATCHDOG=1" in m for m in notify.messages)
+        supervisor.scheduler.scheduler.resume_job("heartbeat")
+        notify.wait_for("WATCHDOG=1", timeout=10)
+    finally:
+        supervisor.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    notify.wait_for("STOPPING=1")

@@ -18,6 +18,7 @@ from daemon.cli import (
     db,
     demo,
     doctor,
+    history,
     inbox,
     link,
     outbox,
@@ -73,6 +74,7 @@ app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
 app.command("doctor")(doctor.doctor)
+app.command("history")(history.history)
 app.command("connect")(link.connect_cmd)
 app.command("unlink")(link.unlink_cmd)
 

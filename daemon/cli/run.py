@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.admin import RunOnceReport, run_once
-from daemon.cli.common import fail, get, info, print_json
+from daemon.cli.common import err_console, fail, get, info, print_json
 from daemon.config import ConfigError
 from daemon.runtime import build_runtime
 from daemon.store.engine import DatabaseNotMigrated
@@ -39,7 +39,12 @@ def run(
     except (ConfigError, DatabaseNotMigrated) as exc:
         fail(str(exc))
     try:
-        report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
+        if err_console.is_terminal and not as_json:
+            with err_console.status("starting …") as spinner:
+                report = run_once(runtime, dry_run=dry_run,
+                                  progress=lambda m: spinner.update(f"{m} …"))
+        else:
+            report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
     finally:
         runtime.close()
     if as_json:

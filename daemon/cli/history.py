@@ -1,0 +1,45 @@
+"""``nebridge history``: the audit trail of one order, shipment or receipt."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from daemon.cli.common import fail, get, print_json, print_table
+from daemon.history import event_history, order_history
+from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
+
+
+def history(
+    ctx: typer.Context,
+    order: Annotated[str | None, typer.Option("--order", help="Next Engine order id.")] = None,
+    shipment: Annotated[str | None, typer.Option("--shipment", help="WMS shipment id.")] = None,
+    receipt: Annotated[str | None, typer.Option("--receipt", help="WMS receipt id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show what happened to one order, shipment or receipt, from arrival to Next Engine."""
+    chosen = [(k, v) for k, v in (("order", order), ("shipment", shipment),
+                                  ("receipt", receipt)) if v]
+    if len(chosen) != 1:
+        fail("give exactly one of --order, --shipment or --receipt", code=2)
+    kind, ident = chosen[0]
+    config = get(ctx).load().config
+    engine = make_engine(config.resolved_database_url)
+    try:
+        check_migrated(engine)
+        steps = (order_history(engine, ident) if kind == "order"
+                 else event_history(engine, kind, ident))
+    except DatabaseNotMigrated as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    if not steps:
+        fail(f"nebridge knows no {kind} {ident}; `nebridge inbox list` and `nebridge outbox "
+             "list` show what it holds")
+    if as_json:
+        print_json({"kind": kind, "id": ident, "steps": [s.as_dict() for s in steps]})
+        return
+    print_table(f"history of {kind} {ident}", ["at", "what", "detail"],
+                [[s.at.isoformat(timespec="seconds") if s.at else "", s.what, s.detail]
+                 for s in steps])
