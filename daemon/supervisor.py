@@ -16,6 +16,7 @@ from types import FrameType
 
 from daemon import systemd
 from daemon.config import ConfigError
+from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.metrics import Metrics
 from daemon.runtime import Runtime, build_runtime
 from daemon.scheduler import Scheduler
@@ -97,6 +98,15 @@ class Supervisor:
         except Exception as exc:
             log.error("cannot start: %s", exc)
             return 1
+        try:
+            with instance_lock(runtime.config, runtime.engine):
+                return self._supervise(runtime)
+        except AlreadyRunning as exc:
+            runtime.close()
+            log.error("cannot start: %s", exc)
+            return 1
+
+    def _supervise(self, runtime: Runtime) -> int:
         self._start(runtime)
         self._notify(f"READY=1\nSTATUS=running: {self._status()}")
         log.info("nebridge running: %s", self._status())

@@ -173,3 +173,37 @@ def test_watchdog_pings_stop_while_the_scheduler_is_unhealthy(
         thread.join(30)
     assert not thread.is_alive()
     notify.wait_for("STOPPING=1")
+
+
+def test_a_second_working_process_is_refused(
+    make_config: ConfigFactory, database_url: str
+) -> None:
+    from daemon.instancelock import AlreadyRunning, instance_lock
+
+    config = load_config(make_config(database_url=database_url)).config
+    engine = make_engine(config.resolved_database_url)
+    try:
+        with instance_lock(config, engine), \
+                pytest.raises(AlreadyRunning, match="stop it first"), \
+                instance_lock(config, engine):
+            pass
+        with instance_lock(config, engine):  # released again
+            pass
+    finally:
+        engine.dispose()
+
+
+def test_run_once_is_refused_while_the_daemon_runs(
+    make_config: ConfigFactory, notify: NotifySocket, tmp_path: Path
+) -> None:
+    config = make_config()
+    proc = start(config, notify, tmp_path / "daemon.log")
+    try:
+        notify.wait_for("READY=1")
+        once = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "run",
+                               "--once"], capture_output=True, text=True, timeout=60)
+        assert once.returncode == 1
+        assert f"another nebridge process (pid {proc.pid})" in once.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc) == 0

@@ -9,6 +9,7 @@ import typer
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.common import err_console, fail, get, info, print_json
 from daemon.config import ConfigError
+from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.runtime import build_runtime
 from daemon.store.engine import DatabaseNotMigrated
 from daemon.supervisor import Supervisor
@@ -39,12 +40,16 @@ def run(
     except (ConfigError, DatabaseNotMigrated) as exc:
         fail(str(exc))
     try:
-        if err_console.is_terminal and not as_json:
-            with err_console.status("starting …") as spinner:
+        with instance_lock(runtime.config, runtime.engine):
+            if err_console.is_terminal and not as_json:
+                with err_console.status("starting …") as spinner:
+                    report = run_once(runtime, dry_run=dry_run,
+                                      progress=lambda m: spinner.update(f"{m} …"))
+            else:
                 report = run_once(runtime, dry_run=dry_run,
-                                  progress=lambda m: spinner.update(f"{m} …"))
-        else:
-            report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
+                                  progress=lambda m: info(f"… {m}"))
+    except AlreadyRunning as exc:
+        fail(str(exc))
     finally:
         runtime.close()
     if as_json:
