@@ -16,7 +16,7 @@ from daemon.nelink import link_info
 from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginState
-from daemon.runtime import Runtime, load_plugins
+from daemon.runtime import Runtime, build_runtime, load_plugins
 from daemon.store.engine import Bind, current_revision, head_revision, read_session
 from daemon.store.models import (
     EventState,
@@ -28,6 +28,7 @@ from daemon.store.models import (
 )
 from daemon.tokenguard import horizon_warning
 from daemon.yamledit import dump, set_plugin_enabled, set_warehouse_field, write_atomically
+from hooks.connectors import AuthorizingConnector
 
 
 class AdminError(Exception):
@@ -238,6 +239,23 @@ def attention_counts(engine: Bind) -> dict[str, int]:
 
 
 # -- status -----------------------------------------------------------------------------------
+
+
+def wms_link(loaded: LoadedConfig) -> dict[str, str] | None:
+    """The WMS authorisation state, for connectors that need one (None otherwise)."""
+    try:
+        runtime = build_runtime(loaded=loaded)
+    except Exception:  # an invalid config or database is reported by the other checks
+        return None
+    try:
+        connector: object = runtime.connector
+        if not isinstance(connector, AuthorizingConnector):
+            return None
+        link = connector.link_status(runtime.connector_context())
+        return {"connector": loaded.config.wms.connector, "state": link.state,
+                "detail": link.detail}
+    finally:
+        runtime.close()
 
 
 def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> dict[str, Any]:

@@ -12,12 +12,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_CONFIG_PATH = Path("daemon.yaml")
 CONFIG_ENV = "NEBRIDGE_CONFIG"
@@ -41,6 +44,23 @@ class NextEngineSettings(_Strict):
     token_file: Path | None = None
     page_size: int = Field(default=10000, ge=1, le=10000)
     read_timeout_seconds: float = Field(default=3600.0, gt=0)
+    #: Sleeps before the client's own retries of calls Next Engine did not apply (overload,
+    #: transient codes, requests that never left); ``None``: 10, 30, 60 s (5, 15, 30 s for
+    #: requests that never left).
+    retry_delays_seconds: tuple[Annotated[float, Field(ge=0)], ...] | None = None
+    #: How long Next Engine work pauses after a maintenance answer.
+    maintenance_pause_seconds: float = Field(default=1800.0, gt=0)
+    #: After a read timeout, the company's lock is held this long more, so Next Engine can
+    #: finish the abandoned request before the next one is sent (never two in flight).
+    timeout_grace_seconds: float = Field(default=60.0, ge=0)
+
+    @field_validator("api_base", "login_base", "redirect_uri")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host name")
+        return value
 
 
 class ScheduleSettings(_Strict):
@@ -67,6 +87,13 @@ class DispatchConfig(_Strict):
     queue_timeout_seconds: float = Field(default=300.0, gt=0)
     not_ready_attempts: int = Field(default=12, ge=1)
     batch_size: int = Field(default=500, ge=1, le=1000)
+    #: Delay before an action Next Engine did not take (error, pause) is tried again.
+    retry_seconds: float = Field(default=60.0, gt=0)
+    #: Delay before a ship action whose order cannot be shipped yet is checked again.
+    not_ready_retry_seconds: float = Field(default=300.0, gt=0)
+    #: A stock upload whose answer was lost counts as "not applied" only when Next Engine's
+    #: upload queue still shows no trace of it this long after it was sent.
+    upload_settle_seconds: float = Field(default=60.0, ge=0)
 
 
 class OrderImportConfig(_Strict):
@@ -114,6 +141,25 @@ class DaemonConfig(_Strict):
     state_dir: Path = Path("state")
     database_url: str | None = None
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{value!r} is not a log level: use DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError(f"{value!r} is not a database URL (e.g. sqlite:///state/nebridge.db "
+                             "or postgresql+psycopg://user@host/db)") from None
+        return value
     nextengine: NextEngineSettings = NextEngineSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     dispatch: DispatchConfig = DispatchConfig()
@@ -336,17 +382,38 @@ def resolve_path(value: str | Path, config_path: Path) -> Path:
 
 
 def client_secret(config: DaemonConfig, env: Mapping[str, str] | None = None) -> str | None:
-    """The Next Engine client secret: systemd credential, then environment, then the file."""
+    """The Next Engine client secret: systemd credential, then environment, then the file.
+
+    Raises :class:`SecretUnreadable` when the credential exists but cannot be used.
+    """
     env = os.environ if env is None else env
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         cred = Path(cred_dir) / CLIENT_SECRET_CREDENTIAL
-        if cred.is_file():
-            return cred.read_text(encoding="utf-8").strip()
+        if cred.exists() or cred.is_symlink():
+            return _read_credential(cred)
     if env.get(CLIENT_SECRET_ENV):
         return env[CLIENT_SECRET_ENV]
     secret = config.nextengine.client_secret
     return secret.get_secret_value() if secret else None
+
+
+class SecretUnreadable(ValueError):
+    """A configured secret exists but cannot be used; the message names the file and why."""
+
+
+def _read_credential(path: Path) -> str:
+    """The stripped text of a credential file; SecretUnreadable says why it cannot be used."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise SecretUnreadable(f"the credential {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SecretUnreadable(f"the credential {path} cannot be read: {exc.strerror or exc}"
+                               ) from None
+    if not value:
+        raise SecretUnreadable(f"the credential {path} is empty")
+    return value
 
 
 def config_path_from(option: Path | None, env: Mapping[str, str] | None = None) -> Path:

@@ -12,7 +12,12 @@ Two executors, one per action kind:
   goods code into one ``syohin_code,zaiko_su`` upload, the queue polled to completion and the
   result recorded on every contributing item. The upload is recorded (with its items) before
   it is sent; if its answer is lost, the upload queue is searched for it before anything is
-  sent again, and if that cannot tell, the items are held in doubt for the admin.
+  sent again (and no other upload goes out meanwhile, so the lost one is found by
+  elimination); it counts as absent only ``upload_settle_seconds`` after it was sent, and if
+  the queue cannot tell, the items are held in doubt for the admin.
+
+Executors never leave due items untouched: while Next Engine work is blocked they are put off
+by ``retry_seconds``, so a dispatcher pass can never spin on them.
 
 :class:`NeGate` stops all Next Engine work while the link needs re-connection or Next Engine
 is in maintenance; WMS events keep being accepted meanwhile.
@@ -59,8 +64,6 @@ ORDER_FIELDS = (
 SHIPPABLE = (20, 40)
 SHIPPED = 50
 TRACKING_FIELD = "receive_order_delivery_cut_form_id"
-RETRY_SOON = timedelta(minutes=1)
-RETRY_LATER = timedelta(minutes=5)
 LOCK_RETRIES = 3
 API_UPLOAD_NAME = "NE_API"  # que_upload_name of uploads made through the API (gaps §5.4)
 
@@ -72,6 +75,19 @@ class DispatchSettings:
     queue_poll_seconds: float = 5.0
     queue_timeout_seconds: float = 300.0
     not_ready_attempts: int = 12
+    retry_seconds: float = 60.0
+    not_ready_retry_seconds: float = 300.0
+    upload_settle_seconds: float = 60.0
+
+    @property
+    def retry(self) -> timedelta:
+        """Delay before an action NE did not take is tried again."""
+        return timedelta(seconds=self.retry_seconds)
+
+    @property
+    def not_ready_retry(self) -> timedelta:
+        """Delay before an order that cannot be shipped yet is checked again."""
+        return timedelta(seconds=self.not_ready_retry_seconds)
 
 
 class NeGate:
@@ -145,6 +161,18 @@ class ShipExecutor:
     def _move(self, items: Sequence[OutboxItem], state: OutboxState, **kw: Any) -> None:
         transition(self.engine, _ids(items), state, clock=self.clock, **kw)
 
+    def _numbered(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """The items whose order id is a Next Engine order number; the others fail, so one bad
+        id never stops the batch."""
+        good: list[OutboxItem] = []
+        bad: list[OutboxItem] = []
+        for item in items:
+            (good if item.subject.isascii() and item.subject.isdigit() else bad).append(item)
+        self._move(bad, OutboxState.FAILED,
+                   error="not a Next Engine order number (digits only); fix the shipment in "
+                         "the WMS and send it under a new id")
+        return good
+
     def _read(self, order_ids: Iterable[str]) -> dict[str, Mapping[str, str | None]]:
         ids = sorted(set(order_ids), key=int)
         if not ids:
@@ -158,6 +186,7 @@ class ShipExecutor:
         """Settle items left in flight by reading each order's state in Next Engine."""
         if self.gate.blocked():
             return
+        items = self._numbered(items)
         try:
             orders = self._read(_payload(i)["ne_order_id"] for i in items)
         except NextEngineError as exc:
@@ -185,12 +214,15 @@ class ShipExecutor:
     def execute(self, items: Sequence[OutboxItem]) -> None:
         """Ship a batch of orders: check, write tracking numbers, refresh, ship each."""
         if self.gate.blocked():
+            self._move(items, OutboxState.PENDING, retry_in=self.settings.retry)
             return
+        items = self._numbered(items)
         try:
             orders = self._read(_payload(i)["ne_order_id"] for i in items)
         except NextEngineError as exc:
             self.gate.observe(exc)
-            self._move(items, OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+            log.warning("cannot read %d order(s) to ship now: %s", len(items), exc)
+            self._move(items, OutboxState.PENDING, error=str(exc), retry_in=self.settings.retry)
             return
         ready = self._triage(items, orders)
         if not ready:
@@ -203,7 +235,7 @@ class ShipExecutor:
             orders = self._read(_payload(i)["ne_order_id"] for i in ready)
         except NextEngineError as exc:
             self.gate.observe(exc)
-            self._move(ready, OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+            self._move(ready, OutboxState.PENDING, error=str(exc), retry_in=self.settings.retry)
             return
         self._ship_each(ready, orders)
 
@@ -230,7 +262,8 @@ class ShipExecutor:
                    error="order was cancelled in Next Engine after import; not shipped")
         self._move(shipped, OutboxState.SKIPPED,
                    error="order was already shipped in Next Engine; not shipped again")
-        self._move(waiting, OutboxState.PENDING, count_attempt=True, retry_in=RETRY_LATER,
+        self._move(waiting, OutboxState.PENDING, count_attempt=True,
+                   retry_in=self.settings.not_ready_retry,
                    error="order is not ready to ship in Next Engine (status not 20/40); "
                          "will check again")
         self._move(given_up, OutboxState.FAILED, count_attempt=True,
@@ -258,8 +291,9 @@ class ShipExecutor:
             result = self.client.bulk_update(updates)
         except NextEngineError as exc:
             self.gate.observe(exc)
+            log.warning("tracking numbers of %d order(s) not written: %s", len(updates), exc)
             self._move(ready, OutboxState.PENDING, error=f"tracking numbers not written: {exc}",
-                       retry_in=RETRY_SOON)
+                       retry_in=self.settings.retry)
             return []
         failed: list[OutboxItem] = []
         conflicts: list[OutboxItem] = []
@@ -294,9 +328,10 @@ class ShipExecutor:
                 continue
             except NextEngineError as exc:
                 self.gate.observe(exc)
-                self._move([item], OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+                self._move([item], OutboxState.PENDING, error=str(exc),
+                           retry_in=self.settings.retry)
                 return False
-        self._move([item], OutboxState.PENDING, retry_in=RETRY_SOON,
+        self._move([item], OutboxState.PENDING, retry_in=self.settings.retry,
                    error="order kept changing in Next Engine while writing tracking")
         return False
 
@@ -308,11 +343,18 @@ class ShipExecutor:
             row = orders.get(item.subject)
             try:
                 outcome = self._ship_one(item, row)
+            except _StillUnknown as unknown:  # stays in flight; the next pass reads the order
+                if _global(unknown.cause):
+                    self._move(ready[index + 1:], OutboxState.PENDING,
+                               retry_in=self.settings.retry, error=f"not sent: {unknown.cause}")
+                    break
+                continue
             except NextEngineError as exc:
                 self.gate.observe(exc)
-                self._move([item], OutboxState.PENDING, error=str(exc), retry_in=RETRY_SOON)
+                self._move([item], OutboxState.PENDING, error=str(exc),
+                           retry_in=self.settings.retry)
                 if _global(exc):
-                    self._move(ready[index + 1:], OutboxState.PENDING, retry_in=RETRY_SOON,
+                    self._move(ready[index + 1:], OutboxState.PENDING, retry_in=self.settings.retry,
                                error=f"not sent: {exc}")
                     break
                 continue
@@ -352,15 +394,38 @@ class ShipExecutor:
                 receipted = True
                 row = self._read([item.subject]).get(item.subject)
             except (NeOutcomeUnknown, NeSystemError) as exc:
-                row = self._read([item.subject]).get(item.subject)
+                log.warning("ship order %s: %s; reading the order back", item.subject, exc)
+                row = self._read_back(item, exc)
                 if row is not None and int(row["receive_order_order_status_id"] or 0) == SHIPPED:
                     return None
-                self._move([item], OutboxState.PENDING, retry_in=RETRY_SOON,
+                self._move([item], OutboxState.PENDING, retry_in=self.settings.retry,
                            error=f"outcome unknown, read back: not shipped; will resend ({exc})")
                 return "retry"
-        self._move([item], OutboxState.PENDING, retry_in=RETRY_SOON,
+        self._move([item], OutboxState.PENDING, retry_in=self.settings.retry,
                    error="order kept changing in Next Engine; will try again")
         return "retry"
+
+    def _read_back(
+        self, item: OutboxItem, sent: NextEngineError
+    ) -> Mapping[str, str | None] | None:
+        """Read an order whose ``shipped`` outcome is unknown; if that fails too, the item stays
+        in flight (its outcome is still unknown) and :class:`_StillUnknown` is raised."""
+        try:
+            return self._read([item.subject]).get(item.subject)
+        except NextEngineError as exc:
+            self.gate.observe(exc)
+            self._move([item], OutboxState.IN_FLIGHT,
+                       error=f"outcome unknown ({sent}); the order could not be read back "
+                             f"({exc}); it is read again before anything is sent")
+            raise _StillUnknown(exc) from exc
+
+
+class _StillUnknown(Exception):
+    """A ``shipped`` call whose outcome could not be read back; ``cause`` is the read error."""
+
+    def __init__(self, cause: NextEngineError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _cancelled(row: Mapping[str, str | None]) -> bool:
@@ -393,8 +458,13 @@ class StockExecutor:
     # -- execute ----------------------------------------------------------------------------
 
     def execute(self, items: Sequence[OutboxItem]) -> None:
-        """Aggregate, check, record, upload, poll, and record the result on every item."""
-        if self.gate.blocked():
+        """Aggregate, check, record, upload, poll, and record the result on every item.
+
+        Nothing is uploaded while an earlier upload's outcome is unknown: a lost upload is
+        found in NE's queue by elimination, which only works with one of them at a time.
+        """
+        if self.gate.blocked() or self._unsettled_upload():
+            self._move(items, OutboxState.PENDING, retry_in=self.settings.retry)
             return
         linked = self._link_codes(items)
         unlinked = [i for i in items if i.subject not in linked]
@@ -411,8 +481,9 @@ class StockExecutor:
             goods = self._goods({linked[i[0].subject] for i in by_goods.values()})
         except NextEngineError as exc:
             self.gate.observe(exc)
+            log.warning("cannot read the goods of %d stock change(s) now: %s", len(items), exc)
             self._move([i for g in by_goods.values() for i in g], OutboxState.PENDING,
-                       error=str(exc), retry_in=RETRY_SOON)
+                       error=str(exc), retry_in=self.settings.retry)
             return
         deltas: dict[str, int] = {}
         sending: list[OutboxItem] = []
@@ -468,7 +539,10 @@ class StockExecutor:
             que_id = self.client.upload_stock_deltas(deltas)
         except (NeOutcomeUnknown, NeSystemError) as exc:
             log.warning("stock upload %s: outcome unknown (%s); reconciling", ref, exc)
-            self.reconcile(items)
+            self._move(items, OutboxState.IN_FLIGHT,
+                       error=f"stock upload {ref}: outcome unknown ({exc}); looking for it in "
+                             "Next Engine's upload queue before anything is sent again")
+            self.reconcile(self._reload(items))
             return
         except NextEngineError as exc:  # Next Engine said it did not apply it
             self.gate.observe(exc)
@@ -482,7 +556,7 @@ class StockExecutor:
         self._set_upload(ref, state="failed", message=str(exc))
         self._move(items, OutboxState.FAILED if final else OutboxState.PENDING,
                    error=f"stock upload not applied: {exc}",
-                   retry_in=None if final else RETRY_SOON)
+                   retry_in=None if final else self.settings.retry)
 
     def _poll(self, ref: str, que_id: str, items: Sequence[OutboxItem]) -> None:
         try:
@@ -538,6 +612,31 @@ class StockExecutor:
                 self.gate.observe(exc)
                 log.warning("cannot reconcile stock upload %s now: %s", ref, exc)
 
+    def _unsettled_upload(self) -> bool:
+        """True while an upload may have been sent but is not found in NE's queue yet."""
+        with read_session(self.engine) as session:
+            ref = session.scalars(
+                select(col(StockUpload.ref))
+                .join(OutboxItem, col(OutboxItem.dispatch_ref) == col(StockUpload.ref))
+                .where(col(StockUpload.state) == "prepared")
+                .where(col(StockUpload.que_id).is_(None))
+                .where(col(OutboxItem.state) == OutboxState.IN_FLIGHT.value)
+                .limit(1)).first()
+        return ref is not None
+
+    def _settled(self, items: Sequence[OutboxItem]) -> bool:
+        """Whether the last send (or lost answer) of ``items`` is ``upload_settle_seconds`` old,
+        so an upload NE was still working on would be in its queue by now."""
+        last = max((i.updated_at for i in items), default=None)
+        settle = timedelta(seconds=self.settings.upload_settle_seconds)
+        return last is None or self.clock() - last >= settle
+
+    def _reload(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """The items as stored now."""
+        with read_session(self.engine) as session:
+            return list(session.scalars(select(OutboxItem)
+                                        .where(col(OutboxItem.id).in_(_ids(items)))))
+
     def _find_lost_upload(self, upload: StockUpload, items: Sequence[OutboxItem]) -> None:
         with read_session(self.engine) as session:
             known = {q for q in session.scalars(select(col(StockUpload.que_id))) if q}
@@ -551,6 +650,9 @@ class StockExecutor:
                      candidates[0].que_id)
             self._set_upload(upload.ref, state="queued", que_id=candidates[0].que_id)
             self._poll(upload.ref, candidates[0].que_id, items)
+        elif not candidates and not self._settled(items):
+            log.info("stock upload %s not in Next Engine's queue yet; looking again later",
+                     upload.ref)
         elif not candidates:
             self._set_upload(upload.ref, state="failed",
                              message="no upload reached Next Engine; items sent again")

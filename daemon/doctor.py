@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from daemon import USER_AGENT
+from daemon.admin import wms_link
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, token_store
 from daemon.nextengine.errors import NextEngineError
@@ -52,6 +53,11 @@ def run_checks(config_path: Path, offline: bool = False) -> list[HealthCheck]:
     if checks[-1].ok:
         checks.extend(_nextengine(loaded, offline))
     checks.extend(_folders(loaded))
+    link = wms_link(loaded)
+    if link is not None:
+        checks.append(HealthCheck(
+            f"wms link ({link['connector']})", link["state"] == "connected", link["detail"],
+            "" if link["state"] == "connected" else "run `nebridge wms connect`"))
     checks.extend(_plugin_checks(host))
     return checks
 

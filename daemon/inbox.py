@@ -21,11 +21,11 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, func, tuple_
+from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
-from daemon.store.engine import Bind, read_session, write_session
+from daemon.store.engine import Bind, insert_many, read_session, write_session
 from daemon.store.models import (
     Cursor,
     EventState,
@@ -41,6 +41,8 @@ from hooks.records import EventKind, WmsEvent
 log = logging.getLogger(__name__)
 
 PRODUCTS_CURSOR = "wms.products.version"
+_EVENT_COLUMNS = ("kind", "external_id", "warehouse", "content_hash", "payload", "source",
+                  "state", "attempts", "received_at")
 T = TypeVar("T")
 
 
@@ -157,37 +159,41 @@ class Intake:
             payload = event_to_json(event)
             prepared.append((event_kind(event).value, event_external_id(event), event,
                              payload, content_hash(payload)))
-        keys = [(k, x) for k, x, *_ in prepared]
+        ids_by_kind: dict[str, list[str]] = {}
+        for kind, external_id, *_ in prepared:
+            ids_by_kind.setdefault(kind, []).append(external_id)
         existing = {
-            (row.kind, row.external_id): row
-            for row in session.scalars(
-                select(InboxEvent).where(
-                    tuple_(col(InboxEvent.kind), col(InboxEvent.external_id)).in_(keys)
-                )
+            (kind, external_id): (digest, first_source)
+            for kind, ids in ids_by_kind.items()
+            for external_id, digest, first_source in session.execute(
+                select(col(InboxEvent.external_id), col(InboxEvent.content_hash),
+                       col(InboxEvent.source))
+                .where(col(InboxEvent.kind) == kind)
+                .where(col(InboxEvent.external_id).in_(ids))
             )
         }
         conflicts: list[RecordError] = []
-        new_rows: list[InboxEvent] = []
+        new_rows: list[tuple[Any, ...]] = []
         dup = 0
+        now, pending, short_source = utcnow(), EventState.PENDING.value, source[:512]
         for kind, external_id, event, payload, digest in prepared:
             old = existing.get((kind, external_id))
             if old is None:
-                new_rows.append(InboxEvent(kind=kind, external_id=external_id,
-                                           warehouse=event.warehouse, content_hash=digest,
-                                           payload=payload, source=source[:512]))
-            elif old.content_hash == digest:
+                new_rows.append((kind, external_id, event.warehouse, digest, payload,
+                                 short_source, pending, 0, now))
+            elif old[0] == digest:
                 dup += 1
             else:
                 conflicts.append(RecordError(
                     source=source,
-                    reason=(f"{kind} {external_id} was already accepted from {old.source} "
+                    reason=(f"{kind} {external_id} was already accepted from {old[1]} "
                             "with different content; a confirmed "
                             f"{kind} cannot change — send corrections under a new id"),
                 ))
         if conflicts:
             raise BatchRejected(source, conflicts)
-        session.add_all(new_rows)
-        session.flush()
+        insert_many(session, InboxEvent.__table__, _EVENT_COLUMNS,  # type: ignore[attr-defined]
+                    new_rows)
         return len(new_rows), dup
 
     def _reject(

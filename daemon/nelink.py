@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from daemon import __version__
-from daemon.config import DaemonConfig, client_secret
+from daemon.config import DaemonConfig, SecretUnreadable, client_secret
 from daemon.logsetup import register_secret
-from daemon.nextengine.client import NextEngineClient
+from daemon.nextengine.client import NextEngineClient, RetryPolicy
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
@@ -64,7 +64,14 @@ def make_client(
 
     ``observer(endpoint, outcome)`` sees every exchange (metrics).
     """
-    resolved = secret if secret is not None else client_secret(config)
+    if secret is not None:
+        resolved: str | None = secret
+    else:
+        try:
+            resolved = client_secret(config)
+        except SecretUnreadable as exc:  # only signing in needs it; API calls go on
+            log.warning("%s; only `nebridge connect` needs the client secret", exc)
+            resolved = None
     register_secret(resolved)
     ne = config.nextengine
     return NextEngineClient(
@@ -75,8 +82,21 @@ def make_client(
         client_secret=resolved,
         read_timeout=ne.read_timeout_seconds,
         page_size=ne.page_size,
+        retry=retry_policy(config),
+        timeout_grace=ne.timeout_grace_seconds,
         observer=observer,
     )
+
+
+def retry_policy(config: DaemonConfig) -> RetryPolicy:
+    """The client's retry delays and maintenance pause from ``nextengine:``."""
+    ne = config.nextengine
+    pause = timedelta(seconds=ne.maintenance_pause_seconds)
+    delays = ne.retry_delays_seconds
+    if delays is None:
+        return RetryPolicy(maintenance_retry_after=pause)
+    return RetryPolicy(overload_delays=delays, transient_delays=delays, not_sent_delays=delays,
+                       maintenance_retry_after=pause)
 
 
 def sign_in_url(config: DaemonConfig) -> str:
@@ -163,7 +183,11 @@ def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInf
     """Exchange ``uid``/``state`` for tokens, read the company and record the link."""
     register_secret(uid)
     register_secret(state)
-    secret = client_secret(config)
+    try:
+        secret = client_secret(config)
+    except SecretUnreadable as exc:
+        raise LinkError(f"{exc}; fix it, or give the secret through env "
+                        "NEBRIDGE_NE_CLIENT_SECRET or nextengine.client_secret") from None
     if not config.nextengine.client_id or not secret:
         raise LinkError("nextengine.client_id and the client secret must be configured first "
                         "(secret: env NEBRIDGE_NE_CLIENT_SECRET, the systemd credential "
@@ -206,7 +230,9 @@ def link_info(config: DaemonConfig, engine: Bind) -> LinkInfo:
     try:
         tokens = token_store(config).load()
     except Exception as exc:
-        return LinkInfo(state=NEEDS_RECONNECT, reason=str(exc))
+        return LinkInfo(state=NEEDS_RECONNECT, reason=str(exc),
+                        company_id=link.company_id if link else "",
+                        company_name=link.company_name if link else "")
     if link is None:
         return LinkInfo(state="not_connected")
     info = LinkInfo(state=link.state, company_id=link.company_id,

@@ -18,31 +18,34 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from daemon.store.engine import Bind, read_session, write_session
+from daemon.store.engine import Bind, insert_many, read_session, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
 
 log = logging.getLogger(__name__)
 
 
-def insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def insert_ignoring_duplicates(session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert outbox rows; rows whose idempotency key exists already are silently skipped.
 
-    Returns the number of rows actually inserted.
+    Every row names the same columns. Returns the number of rows actually inserted.
     """
     if not rows:
         return 0
-    table = OutboxItem.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    else:
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    inserted = session.execute(stmt.returning(table.c.id), list(rows)).all()
-    return len(inserted)
+    columns = list(rows[0])
+    if any(row.keys() != rows[0].keys() for row in rows):
+        raise ValueError("every outbox row must name the same columns")
+    return insert_many(session, OutboxItem.__table__,  # type: ignore[attr-defined]
+                       columns, [tuple(row[c] for c in columns) for row in rows],
+                       skip_conflicts_on="idempotency_key")
+
+
+#: Most items handed to one executor call for kinds whose executor sends a whole call to NE
+#: as one request: the stock deltas due in one dispatch become one upload (README,
+#: "Dispatch"). Other kinds get ``batch_size`` items per call. The cap keeps one call's
+#: statements well inside PostgreSQL's 65,535 bind parameters.
+AGGREGATED_BATCH_SIZE = {"adjust_stock": 20_000}
 
 
 class Executor(Protocol):
@@ -101,14 +104,15 @@ class Dispatcher:
                 self._guard(report, kind, executor.reconcile, stuck)
                 report.reconciled += len(stuck)
         for kind, executor in self.executors.items():
+            limit = AGGREGATED_BATCH_SIZE.get(kind, self.batch_size)
             while not should_stop():
-                due = self._load(kind, [OutboxState.PENDING], due_only=True)
+                due = self._load(kind, [OutboxState.PENDING], due_only=True, limit=limit)
                 if not due:
                     break
                 if not self._guard(report, kind, executor.execute, due):
                     break
                 report.executed[kind] = report.executed.get(kind, 0) + len(due)
-                if len(due) < self.batch_size:
+                if len(due) < limit:
                     break
         report.waiting = {
             kind: n for kind, n in pending_by_kind(self.engine).items()
@@ -132,14 +136,14 @@ class Dispatcher:
         return True
 
     def _load(
-        self, kind: str, states: Iterable[OutboxState], due_only: bool
+        self, kind: str, states: Iterable[OutboxState], due_only: bool, limit: int | None = None
     ) -> list[OutboxItem]:
         stmt = (
             select(OutboxItem)
             .where(col(OutboxItem.kind) == kind)
             .where(col(OutboxItem.state).in_([s.value for s in states]))
             .order_by(col(OutboxItem.id))
-            .limit(self.batch_size)
+            .limit(limit or self.batch_size)
         )
         if due_only:
             stmt = stmt.where(col(OutboxItem.next_attempt_at) <= self.clock())

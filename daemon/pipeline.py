@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
+from sqlmodel import Session
 
 from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates
@@ -172,6 +174,64 @@ def plan_actions(
     return items, notices
 
 
+class _Pending(NamedTuple):
+    """The columns of a pending inbox event the pipeline needs."""
+
+    id: int
+    kind: str
+    external_id: str
+    payload: str
+    attempts: int
+
+
+_EVENTS = InboxEvent.__table__  # type: ignore[attr-defined]
+_PENDING = (sa_select(_EVENTS.c.id, _EVENTS.c.kind, _EVENTS.c.external_id, _EVENTS.c.payload,
+                      _EVENTS.c.attempts)
+            .where(_EVENTS.c.state == EventState.PENDING.value).order_by(_EVENTS.c.id))
+
+
+def _set_event(*columns: str) -> Any:
+    """An executemany UPDATE of ``columns`` of inbox events by id (``b_<column>`` values)."""
+    return (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
+            .values({c: bindparam(f"b_{c}") for c in columns}))
+
+
+_NOTED = _set_event("state", "attempts", "last_error", "processed_at")
+_HELD = _set_event("state", "attempts", "last_error")
+_DEFERRED = _set_event("attempts", "last_error")
+
+
+@dataclass
+class _ChunkWrites:
+    """Everything a chunk of events decided, written in one transaction.
+
+    The actions go to the outbox in the same transaction that marks their events processed:
+    one multi-row insert, one UPDATE per attempts value for the events processed without
+    notices (nearly all of them), one executemany UPDATE per other outcome.
+    """
+
+    now: datetime
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    processed: dict[int, list[int]] = field(default_factory=dict)
+    noted: list[dict[str, Any]] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[RunRecord] = field(default_factory=list)
+
+    def store(self, session: Session) -> None:
+        """Write the chunk's outcomes inside ``session``'s transaction."""
+        session.add_all(self.failures)
+        insert_ignoring_duplicates(session, self.actions)
+        for attempts, ids in self.processed.items():
+            session.execute(update(_EVENTS).where(_EVENTS.c.id.in_(ids)).values(
+                state=EventState.PROCESSED.value, attempts=attempts, last_error=None,
+                processed_at=self.now))
+        for statement, params in ((_NOTED, self.noted), (_HELD, self.held),
+                                  (_DEFERRED, self.deferred)):
+            if params:
+                session.execute(statement, params)
+
+
 class WarehousePipeline:
     """Runs the stages of one warehouse in order, each isolated from the others."""
 
@@ -242,47 +302,46 @@ class WarehousePipeline:
         last_id = 0
         while not should_stop():
             with read_session(self.engine) as session:
-                rows = list(session.scalars(
-                    select(InboxEvent)
-                    .where(col(InboxEvent.state) == EventState.PENDING.value)
-                    .where(col(InboxEvent.warehouse) == self.warehouse.code)
-                    .where(col(InboxEvent.kind) == kind.value)
-                    .where(col(InboxEvent.id) > last_id)
-                    .order_by(col(InboxEvent.id))
+                rows = [_Pending(*r) for r in session.execute(
+                    _PENDING.where(_EVENTS.c.warehouse == self.warehouse.code)
+                    .where(_EVENTS.c.kind == kind.value)
+                    .where(_EVENTS.c.id > last_id)
                     .limit(self.chunk_size)
-                ))
+                )]
             if not rows:
                 break
-            last_id = rows[-1].id or last_id
-            self._process_chunk(rows, hook, kind, label, dry_run, run_id, result)
+            last_id = rows[-1].id
+            self._process_chunk(rows, hook, kind, label, run_id, result)
             if len(rows) < self.chunk_size:
                 break
         return result
 
     def _process_chunk(
         self,
-        rows: Sequence[InboxEvent],
+        rows: Sequence[_Pending],
         hook: str,
         kind: EventKind,
         label: str,
-        dry_run: bool,
         run_id: str,
         result: StageResult,
     ) -> None:
+        """Decide every event of the chunk, then store all outcomes in one transaction."""
+        writes = _ChunkWrites(self.clock())
+        for row in rows:
+            result.items_in += 1
+            self._process_event(row, hook, kind, label, run_id, result, writes)
         with write_session(self.engine) as session:
-            for row in rows:
-                result.items_in += 1
-                self._process_event(session, row, hook, kind, label, run_id, result)
+            writes.store(session)
 
     def _process_event(
         self,
-        session: Session,
-        row: InboxEvent,
+        row: _Pending,
         hook: str,
         kind: EventKind,
         label: str,
         run_id: str,
         result: StageResult,
+        writes: _ChunkWrites,
     ) -> None:
         item = f"{label} {row.external_id}"
         event = event_from_json(row.kind, row.payload)
@@ -298,7 +357,8 @@ class WarehousePipeline:
             elif outcome.error is not None:
                 errors.append(f"plugin {outcome.plugin} failed on {item}: "
                               f"{type(outcome.error).__name__}: {outcome.error}")
-                session.add(self._failure_record(run_id, outcome.plugin, item, errors[-1]))
+                writes.failures.append(
+                    self._failure_record(run_id, outcome.plugin, item, errors[-1]))
             else:
                 try:
                     decisions.append((outcome.plugin, list(outcome.result or ())))
@@ -312,22 +372,22 @@ class WarehousePipeline:
                 planned, notices = plan_actions(event, kind, decisions)
             except StepError as exc:
                 errors.append(str(exc))
-        row.attempts += 1
+        attempts = row.attempts + 1
         if not_ready and not errors:
-            row.last_error = "; ".join(not_ready)
+            writes.deferred.append({"b_id": row.id, "b_attempts": attempts,
+                                    "b_last_error": "; ".join(not_ready)})
             result.deferred += 1
-            session.add(row)
             return
         if errors:
-            row.state = EventState.HELD.value
-            row.last_error = "\n".join(errors)
+            last_error = "\n".join(errors)
+            writes.held.append({"b_id": row.id, "b_state": EventState.HELD.value,
+                                "b_attempts": attempts, "b_last_error": last_error})
             result.held += 1
             result.failures.extend(errors)
-            log.error("warehouse=%s %s held: %s", self.warehouse.code, item, row.last_error)
-            session.add(row)
+            log.error("warehouse=%s %s held: %s", self.warehouse.code, item, last_error)
             return
-        now = self.clock()
-        insert_ignoring_duplicates(session, [
+        now = writes.now
+        writes.actions.extend(
             {
                 "idempotency_key": p.key, "kind": p.kind, "warehouse": self.warehouse.code,
                 "plugin": p.plugin, "subject": p.subject, "event_id": row.id,
@@ -335,11 +395,13 @@ class WarehousePipeline:
                 "next_attempt_at": now, "created_at": now, "updated_at": now,
             }
             for p in planned
-        ])
-        row.state = EventState.PROCESSED.value
-        row.processed_at = now
-        row.last_error = "\n".join(notices) or None
-        session.add(row)
+        )
+        if notices:
+            writes.noted.append({"b_id": row.id, "b_state": EventState.PROCESSED.value,
+                                 "b_attempts": attempts, "b_last_error": "\n".join(notices),
+                                 "b_processed_at": now})
+        else:
+            writes.processed.setdefault(attempts, []).append(row.id)
         result.items_out += len(planned)
         result.notices.extend(f"{item}: {n}" for n in notices)
         result.planned.extend(f"{item}: {p.describe()}" for p in planned)

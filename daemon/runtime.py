@@ -25,8 +25,9 @@ from sqlmodel import col, select
 from daemon import USER_AGENT
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
-from daemon.importer import OrderImporter
+from daemon.importer import INSTRUCTED, OrderImporter
 from daemon.inbox import Intake
+from daemon.logsetup import register_secret
 from daemon.metrics import Metrics
 from daemon.nelink import make_client
 from daemon.nextengine.client import NextEngineClient
@@ -34,7 +35,7 @@ from daemon.outbox import Dispatcher, Executor
 from daemon.pipeline import WarehousePipeline
 from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
 from daemon.store.engine import Bind, check_migrated, make_engine, read_session, rolled_back
-from daemon.store.models import WmsProduct, utcnow
+from daemon.store.models import Cursor, ImportedOrder, WmsProduct, utcnow
 from daemon.tokenguard import TokenGuard
 from hooks.connectors import ConnectorContext, WmsConnector
 from hooks.records import WarehouseInfo
@@ -66,6 +67,7 @@ class Runtime:
     stop_event: threading.Event = field(default_factory=threading.Event)
     http: requests.Session = field(default_factory=requests.Session)
     _ne_client: NextEngineClient | None = None
+    _client_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics | None = None
     #: Where sessions go: the engine, or a connection whose transaction a dry run rolls back.
     db: Bind = field(init=False)
@@ -86,17 +88,21 @@ class Runtime:
 
     def ne_client(self) -> NextEngineClient:
         """The Next Engine client of the linked company (built once, owned by the engine)."""
-        if self._ne_client is None:
-            observer = self.metrics.observe_call if self.metrics is not None else None
-            self._ne_client = make_client(self.config, observer=observer)
-        return self._ne_client
+        with self._client_lock:  # one client per process: it remembers refused token pairs
+            if self._ne_client is None:
+                observer = self.metrics.observe_call if self.metrics is not None else None
+                self._ne_client = make_client(self.config, observer=observer)
+            return self._ne_client
 
     def dispatch_settings(self) -> DispatchSettings:
         """Executor tunables from ``dispatch:``."""
         d = self.config.dispatch
         return DispatchSettings(queue_poll_seconds=d.queue_poll_seconds,
                                 queue_timeout_seconds=d.queue_timeout_seconds,
-                                not_ready_attempts=d.not_ready_attempts)
+                                not_ready_attempts=d.not_ready_attempts,
+                                retry_seconds=d.retry_seconds,
+                                not_ready_retry_seconds=d.not_ready_retry_seconds,
+                                upload_settle_seconds=d.upload_settle_seconds)
 
     def executors(self) -> dict[str, Executor]:
         """The outbox executors; they do nothing while Next Engine is not usable."""
@@ -135,12 +141,25 @@ class Runtime:
         """What a connector call may use; products are read once per call."""
         with read_session(self.db) as session:
             known = set(session.scalars(select(col(WmsProduct.product_code))))
+            cursors = {c.name: c.value for c in session.scalars(
+                select(Cursor).where(col(Cursor.name).startswith("wms.")))}
+        db = self.db
+
+        def is_imported_order(ne_order_id: str) -> bool:
+            with read_session(db) as session:
+                order = session.get(ImportedOrder, ne_order_id)
+            return order is not None and order.state == INSTRUCTED
+
         return ConnectorContext(
             warehouses=self.warehouses(),
             is_known_product=known.__contains__,
             http=self.http,
             clock=self.clock,
             log=logging.getLogger("nebridge.connector"),
+            cursors=cursors,
+            state_dir=self.config.state_dir,
+            is_imported_order=is_imported_order,
+            mask_secret=register_secret,
         )
 
     def clock(self) -> datetime:

@@ -16,7 +16,8 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import requests
 
@@ -24,9 +25,26 @@ from hooks.errors import BatchRejected
 from hooks.records import EventKind, OrderInstruction, ProductLink, WarehouseInfo, WmsEvent
 
 
+def _never_imported(ne_order_id: str) -> bool:
+    """Default of :attr:`ConnectorContext.is_imported_order`: no order is known."""
+    return False
+
+
+def _keep_secret(value: str) -> None:
+    """Default of :attr:`ConnectorContext.mask_secret`: nothing to mask with."""
+
+
 @dataclass
 class ConnectorContext:
-    """What the engine lends a connector for one call."""
+    """What the engine lends a connector for one call.
+
+    ``cursors`` holds the stored positions whose names start with ``wms.`` (the values
+    earlier batches carried in :attr:`InboundBatch.cursor`). ``state_dir`` is the folder
+    where a connector may keep its own files (tokens, local records; ``None`` only outside a
+    configured engine). ``is_imported_order(id)`` tells whether a Next Engine order id was
+    imported (instructed) by nebridge, for WMSs whose order number field is free text.
+    ``mask_secret(value)`` has every later log line mask ``value`` (tokens, secrets).
+    """
 
     warehouses: Mapping[str, WarehouseInfo]
     is_known_product: Callable[[str], bool]
@@ -34,6 +52,9 @@ class ConnectorContext:
     clock: Callable[[], datetime]
     log: logging.Logger | logging.LoggerAdapter[logging.Logger]
     cursors: Mapping[str, str] = field(default_factory=dict)
+    state_dir: Path | None = None
+    is_imported_order: Callable[[str], bool] = _never_imported
+    mask_secret: Callable[[str], None] = _keep_secret
 
 
 @runtime_checkable
@@ -118,6 +139,44 @@ class RequeueingConnector(Protocol):
         """Put the rejected batch ``name`` back in the queue, to be taken again; return where
         it went. Raise ``KeyError`` if no rejected batch is called ``name`` and
         ``ValueError`` if it cannot be re-queued as it is, with a message saying why."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """Where a connector's authorisation with its WMS stands (no network call needed).
+
+    ``state``: ``connected``, ``needs_reconnect`` (the WMS no longer accepts the grant: run
+    ``nebridge wms connect``) or ``not_connected``; ``detail`` says what to do or until when
+    the tokens last.
+    """
+
+    state: Literal["connected", "needs_reconnect", "not_connected"]
+    detail: str = ""
+
+
+@runtime_checkable
+class AuthorizingConnector(Protocol):
+    """Optional part of the contract: a connector whose WMS needs a person to authorise
+    nebridge once (an OAuth 2 authorisation-code flow). ``nebridge wms connect`` drives it:
+    it prints :meth:`authorization_url`, receives the code on :attr:`redirect_uri` (or takes
+    ``--code``) and hands it to :meth:`authorize`."""
+
+    @property
+    def redirect_uri(self) -> str:
+        """Where the WMS sends the person back with ``code`` and ``state``."""
+        ...
+
+    def authorization_url(self, state: str, ctx: ConnectorContext) -> str:
+        """The page where a person approves nebridge; ``state`` must come back unchanged."""
+        ...
+
+    def authorize(self, code: str, ctx: ConnectorContext) -> LinkStatus:
+        """Exchange ``code`` for tokens, store them privately and say how the link stands."""
+        ...
+
+    def link_status(self, ctx: ConnectorContext) -> LinkStatus:
+        """How the authorisation stands now, from what is stored (no WMS call)."""
         ...
 
 

@@ -28,6 +28,7 @@ from daemon.cli import (
     status,
     systemd_cmd,
     warehouses,
+    wms,
 )
 
 app = typer.Typer(
@@ -69,6 +70,7 @@ app.add_typer(warehouses.app, name="warehouses")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(wms.app, name="wms")
 app.add_typer(systemd_cmd.app, name="systemd")
 app.command("run")(run.run)
 app.command("status")(status.status)

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -175,9 +176,18 @@ def _until_quiet(config_path: Path) -> list[RunOnceReport]:
     return reports
 
 
+class DemoWms(StrEnum):
+    """The WMS side of the demo."""
+
+    CSV = "csv"
+    LOGIKURA = "logikura"
+
+
 def demo(
     workdir: Annotated[Path | None, typer.Option("--dir", help="Folder to run the demo in "
                                                   "(default: a new temporary folder).")] = None,
+    wms: Annotated[DemoWms, typer.Option("--wms", help="The WMS side: CSV folders, or the "
+                                         "Logikura sandbox over its API.")] = DemoWms.CSV,
 ) -> None:
     """Run nebridge end to end against the Next Engine sandbox and check the result."""
     if not EXAMPLE_CONFIG.is_file():
@@ -186,6 +196,11 @@ def demo(
     root = workdir or Path(tempfile.mkdtemp(prefix="nebridge-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     info(f"demo folder: {root}")
+    if wms is DemoWms.LOGIKURA:
+        from plugins.wms_logikura.demo import run_demo  # the plugin's demo imports this module
+
+        run_demo(root)
+        return
     raw = read_yaml(EXAMPLE_CONFIG)
     sandbox = SandboxServer(SandboxConfig(
         client_id=str(raw["nextengine"]["client_id"]),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.admin import collect_status, plugin_host
+from daemon.admin import collect_status, plugin_host, wms_link
 from daemon.cli.common import get, print_json, print_table
 from daemon.nelink import LinkInfo, describe
 from daemon.store.engine import make_engine
@@ -24,6 +24,9 @@ def status(
         data = collect_status(loaded, engine, host)
     finally:
         engine.dispose()
+    wms = wms_link(loaded)
+    if wms is not None:
+        data["wms"] = wms
     if as_json:
         print_json(data)
         return
@@ -41,6 +44,9 @@ def status(
         if ends["refresh_token_end"]:
             typer.echo(f"  access token until {ends['access_token_end']}, "
                        f"refresh token until {ends['refresh_token_end']}")
+    if "wms" in data:
+        wms_state = data["wms"]
+        typer.echo(f"WMS ({wms_state['connector']}): {wms_state['state']} — {wms_state['detail']}")
     typer.echo(f"plugins loaded: {', '.join(data['plugins']['loaded']) or 'none'}")
     for bad in data["plugins"]["needs_attention"]:
         typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -32,6 +32,9 @@ from daemon.nextengine.dates import format_ne_datetime
 from daemon.nextengine.errors import (
     BULK_PARTIAL_CODE,
     DEFAULT_MAINTENANCE_RETRY_AFTER,
+    REAUTH_CODES,
+    STALE_TOKEN_CODE,
+    NeBadAnswer,
     NeNotSent,
     NeOutcomeUnknown,
     NeOverloaded,
@@ -233,6 +236,9 @@ class NextEngineClient:
 
     ``version`` goes into the User-Agent. ``sleep`` and ``monotonic`` are injectable so tests
     never wait. ``client_id``/``client_secret`` are only needed by :meth:`authorize`.
+    ``timeout_grace``: after a read timeout the company lock is held this many seconds more,
+    so NE can finish the abandoned request before the next one is sent. A pair NE refused
+    (``002002``, ``002004``, ``redirect``) is never sent again by this client.
     """
 
     def __init__(
@@ -251,6 +257,7 @@ class NextEngineClient:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         observer: Callable[[str, str], None] | None = None,
+        timeout_grace: float = 0.0,
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self.token_store = token_store
@@ -263,6 +270,8 @@ class NextEngineClient:
         self._sleep = sleep
         self._monotonic = monotonic
         self._observer = observer
+        self.timeout_grace = timeout_grace
+        self._refused_access: str | None = None
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"nebridge/{version} (+python-requests)"
         adapter = _KeepAliveAdapter()
@@ -318,7 +327,7 @@ class NextEngineClient:
                 if used["stale"]:
                     raise
                 used["stale"] += 1
-                log.warning("Next Engine called the token pair old; retrying with the stored pair")
+                log.warning("Next Engine called the token pair old; reloading the stored pair")
             except (NeOverloaded, NeTransient, NeNotSent) as exc:
                 delays = self._delays_for(exc)
                 kind = type(exc).__name__
@@ -353,9 +362,21 @@ class NextEngineClient:
                 raise NeReauthRequired(
                     "", "no Next Engine tokens are stored for this company", path=path
                 )
+            if tokens.access_token == self._refused_access:
+                raise NeTokenStale(
+                    STALE_TOKEN_CODE,
+                    "Next Engine already refused the stored token pair; it is not sent again",
+                    path=path,
+                )
             sent = {**form, "access_token": tokens.access_token}
             sent["refresh_token"] = tokens.refresh_token
-            body = self._post(path, sent)
+            try:
+                body = self._post(path, sent)
+            except NeOutcomeUnknown:
+                _warn_if_rotation_lost(tokens, path)
+                raise
+            if _refuses_pair(body):
+                self._refused_access = tokens.access_token
             rotated = TokenSet.from_response(body, tokens)
             if rotated is not None and rotated != tokens:
                 self.token_store.save(rotated)
@@ -376,11 +397,17 @@ class NextEngineClient:
             )
         except requests.RequestException as exc:
             self._observe(path, "transport")
-            raise _transport_error(exc, path) from None
+            error = _transport_error(exc, path)
+            if isinstance(exc, requests.ReadTimeout) and self.timeout_grace > 0:
+                log.warning("no answer from NE on %s in time; waiting %.0f s before the next "
+                            "call so NE can finish this one", path, self.timeout_grace)
+                self._sleep(self.timeout_grace)
+            raise error from None
         if response.status_code != 200:
             self._observe(path, f"http_{response.status_code}")
-            raise NeOutcomeUnknown(
-                "", f"NE answered HTTP {response.status_code} instead of 200", path=path
+            raise NeBadAnswer(
+                "", f"NE answered HTTP {response.status_code} instead of 200"
+                f"{_content_note(response)}", path=path
             )
         try:
             body = response.json()
@@ -388,7 +415,10 @@ class NextEngineClient:
             body = None
         if not isinstance(body, dict):
             self._observe(path, f"http_{response.status_code}")
-            raise NeOutcomeUnknown("", "NE answered with something that is not JSON", path=path)
+            raise NeBadAnswer(
+                "", f"NE answered with something that is not a JSON object"
+                f"{_content_note(response)}", path=path
+            )
         self._observe(path, "success" if body.get("result") == "success"
                       else str(body.get("code") or body.get("result") or "unknown"))
         return body
@@ -411,7 +441,8 @@ class NextEngineClient:
             return {k: v for k, v in body.items() if k not in _TOKEN_FIELDS}
         text = _message_text(body, secrets)
         if result not in ("error", "redirect"):
-            raise NeOutcomeUnknown("", f"NE answered with result={result!r}: {text}", path=path)
+            raise NeBadAnswer("", f"NE answered with result={result!r}"
+                              + (f": {text}" if body.get("message") else ""), path=path)
         log.debug("NE %s on %s: %s", body.get("code"), path, text)
         raise error_from_response(
             body, path=path, message=text, retry_after=self.retry.maintenance_retry_after
@@ -463,7 +494,12 @@ class NextEngineClient:
     # -- searches -----------------------------------------------------------------------------
 
     def _poster(self, wait_flag: bool) -> Callable[[str, Mapping[str, str]], Mapping[str, Any]]:
-        return lambda path, params: self.call(path, params, wait_flag=wait_flag)
+        def post(path: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+            body = self.call(path, params, wait_flag=wait_flag)
+            _check_read_answer(path, params, body)
+            return body
+
+        return post
 
     def search(
         self,
@@ -707,6 +743,59 @@ def _bulk_result(path: str, body: Mapping[str, Any], ids: Sequence[str]) -> Bulk
             order_id = str(entry.get("receive_order_id"))
             failed[order_id] = (str(entry.get("code") or ""), str(entry.get("message") or ""))
     return BulkResult(tuple(i for i in ids if i not in failed), failed)
+
+
+def _check_read_answer(path: str, params: Mapping[str, str], body: Mapping[str, Any]) -> None:
+    """Refuse a search or count answer that lacks what was asked for (never read as "none").
+
+    A search answer must hold a ``data`` list of rows, each with every requested field as a
+    string or null; a count answer a numeric ``count``.
+    """
+    if path.endswith("/count"):
+        count = body.get("count")
+        if not (isinstance(count, str | int) and str(count).isdigit()):
+            raise NeBadAnswer("", f"the count answer has no numeric 'count' ({count!r})",
+                              path=path)
+        return
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise NeBadAnswer("", "the search answer has no 'data' list", path=path)
+    fields = [f for f in params.get("fields", "").split(",") if f]
+    for index, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise NeBadAnswer("", f"row {index} of the search answer is not an object",
+                              path=path)
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise NeBadAnswer("", f"row {index} of the search answer lacks field(s) "
+                              f"{', '.join(missing)}", path=path)
+        wrong = [f for f in fields if not isinstance(row[f], str | None)]
+        if wrong:
+            raise NeBadAnswer("", f"row {index} of the search answer has non-text value(s) in "
+                              f"{', '.join(wrong)}", path=path)
+
+
+def _refuses_pair(body: Mapping[str, Any]) -> bool:
+    """NE answered that the token pair sent is dead or must be signed in again."""
+    code = str(body.get("code") or "")
+    return body.get("result") == "redirect" or (
+        body.get("result") == "error" and (code == STALE_TOKEN_CODE or code in REAUTH_CODES))
+
+
+def _warn_if_rotation_lost(tokens: TokenSet, path: str) -> None:
+    """An answer to a call made with an expired access token was lost: NE may have rotated the
+    pair in it, and then the stored pair is dead (only re-connecting helps)."""
+    end = tokens.access_token_end_date
+    if end is not None and end <= datetime.now(UTC):
+        log.warning("the answer on %s was lost while the access token had expired: if Next "
+                    "Engine rotated the pair in it, the stored pair is dead and the next call "
+                    "will ask for `nebridge connect`", path)
+
+
+def _content_note(response: requests.Response) -> str:
+    """`` (text/html, 1234 bytes)``: what came instead of NE's JSON (never the body itself)."""
+    kind = response.headers.get("Content-Type") or "no content type"
+    return f" ({kind}, {len(response.content)} bytes)"
 
 
 def _tokens_of(body: Mapping[str, Any]) -> tuple[str, ...]:

@@ -22,8 +22,9 @@ class                       NE codes / cause                                  po
 :class:`NeSystemError`      999999                                            re-read, then
                                                                               decide
 :class:`NeNotSent`          refused / DNS / connect timeout / TLS handshake   client retries
-:class:`NeOutcomeUnknown`   read timeout, dropped after sending, bad body     reconcile, never
+:class:`NeOutcomeUnknown`   read timeout, dropped after sending               reconcile, never
                                                                               resend blindly
+:class:`NeBadAnswer`        HTTP status not 200, not JSON, fields missing     as above
 ==========================  ================================================  ================
 """
 
@@ -168,6 +169,17 @@ class NeOutcomeUnknown(NeTransportError):
     next_step = (
         "The request may have been applied; re-read the affected data (or look for the upload "
         "queue row) before retrying, never resend blindly."
+    )
+
+
+class NeBadAnswer(NeOutcomeUnknown):
+    """NE's answer could not be used (HTTP error, not JSON, fields missing); the call may have
+    been applied, and a search answer is never read as "no rows"."""
+
+    next_step = (
+        "Next Engine's answer was unusable; the call may have been applied: re-read the "
+        "affected data before retrying, never resend blindly. If it persists, check the "
+        "nextengine.api_base URL and Next Engine's status page."
     )
 
 

@@ -2,14 +2,15 @@
 
 Layout under ``inbox``: ``.claimed/`` (files being processed), ``processed/`` and
 ``rejected/`` (with ``<file>.errors.txt``; a fixed file goes back with
-:meth:`Inbox.requeue`). A file is taken only when its last byte is a newline and its size
-and mtime stayed the same for ``stable_seconds``: seen unchanged by two scans that far
+:meth:`Inbox.requeue`). A file is taken only when its last byte is a newline (or it is empty) and
+its size and mtime stayed the same for ``stable_seconds``: seen unchanged by two scans that far
 apart, or, at first sight, with an mtime at least that old (``0`` takes a file at first
 sight: only the newline rule remains).
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import time
 from dataclasses import dataclass
@@ -207,13 +208,22 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+_UTF16_NEWLINES = {codecs.BOM_UTF16_LE: b"\n\x00", codecs.BOM_UTF16_BE: b"\x00\n"}
+
+
 def _ends_with_newline(path: Path) -> bool:
-    """True if the file's last byte is ``\\n``; a vanished file counts as incomplete."""
+    """True if the file's last character is a newline (in UTF-16 too, whose files are then
+    rejected with the reason), or it is empty (stable and empty: complete, and rejected for
+    having no header); a vanished file counts as incomplete."""
     try:
         with path.open("rb") as stream:
-            if stream.seek(0, os.SEEK_END) == 0:
+            newline = _UTF16_NEWLINES.get(stream.read(2), b"\n")
+            size = stream.seek(0, os.SEEK_END)
+            if size == 0:
+                return True
+            if size < len(newline):
                 return False
-            stream.seek(-1, os.SEEK_END)
-            return stream.read(1) == b"\n"
+            stream.seek(-len(newline), os.SEEK_END)
+            return stream.read() == newline
     except FileNotFoundError:
         return False

@@ -15,9 +15,12 @@ from typing import Literal
 from hooks.records import EventKind
 
 MAX_TRACKING_LENGTH = 50
+MAX_QUANTITY = 9_999_999
+#: A tracking number starting with one of these would run as a formula in a spreadsheet.
+FORMULA_STARTS = ("=", "+", "-", "@")
 
 
-Check = Literal["text", "warehouse", "timestamp", "product", "quantity"]
+Check = Literal["text", "warehouse", "timestamp", "product", "quantity", "order_id", "tracking"]
 """What a non-empty value must be, beyond being present (a string: checked per value)."""
 
 
@@ -68,11 +71,13 @@ SHIPMENTS = FileFormat(
     columns=(
         Column("shipment_id", ("出荷ID", "出荷番号")),
         _WAREHOUSE,
-        Column("ne_order_id", ("受注伝票番号", "伝票番号", "受注番号"), required=False),
+        Column("ne_order_id", ("受注伝票番号", "伝票番号", "受注番号"), check="order_id",
+               required=False),
         Column(
             "tracking_number",
             ("追跡番号", "送り状番号", "問い合わせ番号", "問合せ番号", "お問い合わせ番号",
              "発送伝票番号"),
+            check="tracking",
             required=False,
             max_length=MAX_TRACKING_LENGTH,
         ),
@@ -151,8 +156,8 @@ def parse_timestamp(value: str, zone: tzinfo) -> datetime:
 
 
 def parse_quantity(value: str) -> int | None:
-    """A positive integer written with ASCII digits, or None."""
+    """A positive integer up to :data:`MAX_QUANTITY` written with ASCII digits, or None."""
     if not (value.isascii() and value.isdigit()):
         return None
     number = int(value)
-    return number if number > 0 else None
+    return number if 0 < number <= MAX_QUANTITY else None

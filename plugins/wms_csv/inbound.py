@@ -19,6 +19,8 @@ from pathlib import Path
 from hooks.connectors import ConnectorContext
 from hooks.records import ProductLink, ReceiptLine, ShipmentLine, WmsEvent, WmsReceipt, WmsShipment
 from plugins.wms_csv.formats import (
+    FORMULA_STARTS,
+    MAX_QUANTITY,
     PRODUCTS,
     SHIPMENTS,
     Column,
@@ -119,6 +121,8 @@ class _ValueChecker:
         """Why ``value`` is not acceptable in ``column``, or None."""
         if not value:
             return "missing value" if column.required else None
+        if "\x00" in value:
+            return "contains a NUL byte (binary data in a text file?)"
         if column.max_length is not None and len(value) > column.max_length:
             return f"longer than {column.max_length} characters ({len(value)})"
         match column.check:
@@ -127,7 +131,14 @@ class _ValueChecker:
             case "product" if not self._known_product(value):
                 return f"unknown product {value!r}"
             case "quantity" if parse_quantity(value) is None:
+                if value.isascii() and value.isdigit() and int(value) > MAX_QUANTITY:
+                    return f"quantity {value} is larger than {MAX_QUANTITY:,}"
                 return f"not a positive integer: {value!r}"
+            case "order_id" if not (value.isascii() and value.isdigit()):
+                return f"not a Next Engine order number (digits only): {value!r}"
+            case "tracking" if value.startswith(FORMULA_STARTS):
+                return (f"not a tracking number: {value!r} starts with {value[0]!r}, which "
+                        "spreadsheets run as a formula")
             case "timestamp" if not self._is_timestamp(value):
                 return (
                     f"not a timestamp: {value!r} (expected ISO 8601, YYYY-MM-DD HH:MM:SS "

@@ -3,6 +3,11 @@
 One file per :class:`InstructionBatch`, named ``orders-<created_at UTC>-<key>.csv`` so a
 re-push of the same batch after a crash rewrites the same file; written atomically, so the
 WMS never sees a partial file.
+
+Cells come from Next Engine, where shoppers type names and addresses: a cell starting with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return would be run as a formula by a
+spreadsheet that opens the file (CSV injection), so such a cell is written with a leading
+``'`` (OWASP's advice); every other cell is written exactly as it came.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ ORDER_COLUMNS = (
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _SLUG_LENGTH = 40
 
 
@@ -89,9 +95,15 @@ def _order_rows(order: OrderInstruction) -> list[tuple[str, ...]]:
         order.consignee_tel,
     )
     return [
-        (*head, str(line.line_no), line.product_code, line.ne_goods_code, str(line.quantity))
+        tuple(neutralise(cell) for cell in (
+            *head, str(line.line_no), line.product_code, line.ne_goods_code, str(line.quantity)))
         for line in order.lines
     ]
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` with a leading ``'`` if a spreadsheet would read it as a formula."""
+    return "'" + cell if cell.startswith(FORMULA_PREFIXES) else cell
 
 
 def _csv_text(rows: list[tuple[str, ...]]) -> str:

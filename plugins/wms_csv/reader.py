@@ -55,10 +55,15 @@ class ErrorLog:
 def detect_encoding(path: Path, source: str) -> str:
     """Tell the file's encoding: UTF-8 BOM, else strict UTF-8, else CP932 (Shift_JIS).
 
-    Raises :class:`BatchRejected` naming the first line that fits neither. Line by line is
-    safe for both encodings: byte 0x0A never occurs inside a multi-byte character.
+    Raises :class:`BatchRejected` naming the first line that fits neither, or a UTF-16 file.
+    Line by line is safe for both encodings: byte 0x0A never occurs inside a multi-byte
+    character.
     """
     with path.open("rb") as stream:
+        if stream.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            reason = "UTF-16 text; the inbox takes UTF-8 or Shift_JIS (CP932), save it as one"
+            raise BatchRejected(source, [RecordError(source, reason, line=1)])
+        stream.seek(0)
         bom = stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
         if not bom:
             stream.seek(0)

@@ -661,7 +661,12 @@ def test_a_pair_that_stays_stale_needs_reauthorisation(
     with pytest.raises(NeReauthRequired) as info:
         client.company_info()
     assert isinstance(info.value, NeTokenStale) and info.value.code == "002002"
-    assert calls(sandbox) - before == 2  # one reload-and-retry
+    # the store still holds the refused pair: it is not sent a second time (NE §1.3)
+    assert calls(sandbox) - before == 1
+    assert len(sandbox.state.traffic.dead_pair_uses()) == 1
+    with pytest.raises(NeTokenStale):  # nor on later calls, until the pair changes
+        client.company_info()
+    assert calls(sandbox) - before == 1
 
 
 def test_expired_refresh_token_needs_reauthorisation(

@@ -1,0 +1,158 @@
+"""``nebridge wms connect|status``: authorise nebridge in a WMS whose API needs it (Logikura).
+
+Works for every connector implementing :class:`hooks.connectors.AuthorizingConnector`:
+``connect`` prints the WMS's permission page, receives ``code`` and ``state`` on the loopback
+redirect URI (or takes ``--code`` copied from the browser) and hands the code to the
+connector, which stores the tokens in the state folder (mode 0600). Codes and tokens are never
+printed or logged.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import webbrowser
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
+
+import typer
+
+from daemon.cli.common import fail, get, info, print_json
+from daemon.config import ConfigError
+from daemon.runtime import Runtime, build_runtime
+from daemon.store.engine import DatabaseNotMigrated
+from hooks.connectors import AuthorizingConnector, LinkStatus
+from hooks.errors import NebridgeError
+
+app = typer.Typer(help="Authorise nebridge in the WMS (connectors with an API sign-in).",
+                  no_args_is_help=True)
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class RedirectError(Exception):
+    """The authorisation did not come back usable; the message says what to do."""
+
+
+def wait_for_code(redirect_uri: str, state: str, timeout: float) -> str:
+    """Serve the loopback ``redirect_uri`` until the WMS sends ``code`` (with ``state``)."""
+    parts = urlsplit(redirect_uri)
+    host, port = parts.hostname or "", parts.port or 80
+    if host not in _LOOPBACK:
+        raise RedirectError(f"redirect_uri {redirect_uri} is not on this machine; approve in "
+                            "the browser, then pass the code from the address bar with --code")
+    outcome: dict[str, str] = {}
+    done = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path != (parts.path or "/") or not ({"code", "error"} & set(query)):
+                self._answer(404, "not the authorisation redirect")
+                return
+            outcome.update(query)
+            done.set()
+            self._answer(200, "nebridge received the answer. You can close this window; the "
+                              "terminal shows the result.")
+
+        def _answer(self, status: int, text: str) -> None:
+            body = f"<html><body><h1>nebridge</h1><p>{text}</p></body></html>".encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # the query holds the code: never log it
+
+    server = HTTPServer((host, port), Handler)
+    server.timeout = 0.5
+    try:
+        deadline = time.monotonic() + timeout
+        while not done.is_set() and time.monotonic() < deadline:
+            server.handle_request()
+    finally:
+        server.server_close()
+    if not done.is_set():
+        raise RedirectError(f"no answer arrived at {redirect_uri} within {timeout:.0f} s; run "
+                            "`nebridge wms connect` again (or pass --code)")
+    if outcome.get("state") != state:
+        raise RedirectError("the answer carried another state than this request (an old "
+                            "browser tab?); run `nebridge wms connect` again")
+    if "error" in outcome:
+        raise RedirectError(f"the WMS answered {outcome['error']!r} (authorisation refused or "
+                            "not possible); run `nebridge wms connect` again and approve")
+    return outcome["code"]
+
+
+def _runtime(ctx: typer.Context) -> tuple[Runtime, AuthorizingConnector, str]:
+    app_ctx = get(ctx)
+    loaded = app_ctx.load()
+    name = loaded.config.wms.connector
+    try:
+        runtime = build_runtime(app_ctx.config_path, loaded=loaded)
+    except (ConfigError, DatabaseNotMigrated) as exc:
+        fail(str(exc))
+    connector: object = runtime.connector
+    if not isinstance(connector, AuthorizingConnector):
+        runtime.close()
+        fail(f"the {name!r} WMS connector needs no authorisation; nothing to connect")
+    return runtime, connector, name
+
+
+def _show(status: LinkStatus, name: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"connector": name, "state": status.state, "detail": status.detail})
+    else:
+        typer.echo(f"{name}: {status.state.replace('_', ' ')} — {status.detail}")
+
+
+@app.command("connect")
+def connect(
+    ctx: typer.Context,
+    code: Annotated[str | None, typer.Option("--code", help="The code from the WMS's redirect "
+                                             "(skips the loopback receiver).")] = None,
+    open_browser: Annotated[bool, typer.Option("--browser/--no-browser",
+                                               help="Open the permission page.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the approval.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Authorise nebridge in the WMS: approve in the browser, the tokens are stored (0600)."""
+    runtime, connector, name = _runtime(ctx)
+    try:
+        connector_ctx = runtime.connector_context()
+        if code is None:
+            state = secrets.token_urlsafe(24)
+            url = connector.authorization_url(state, connector_ctx)
+            info(f"Authorise nebridge in {name} here:")
+            typer.echo(f"  {url}", err=True)  # never wrapped: it must stay copyable
+            info(f"Waiting for the redirect to {connector.redirect_uri} …")
+            if open_browser:
+                webbrowser.open(url)
+            code = wait_for_code(connector.redirect_uri, state, timeout)
+        status = connector.authorize(code, connector_ctx)
+    except (NebridgeError, RedirectError) as exc:
+        fail(f"{name}: {exc}")
+    finally:
+        runtime.close()
+    _show(status, name, as_json)
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """How nebridge's authorisation in the WMS stands; exit 1 unless connected."""
+    runtime, connector, name = _runtime(ctx)
+    try:
+        link = connector.link_status(runtime.connector_context())
+    except NebridgeError as exc:
+        fail(f"cannot tell the {name} link: {exc}")
+    finally:
+        runtime.close()
+    _show(link, name, as_json)
+    raise typer.Exit(0 if link.state == "connected" else 1)

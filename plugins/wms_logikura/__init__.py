@@ -1,0 +1,54 @@
+"""Built-in WMS connector ``logikura``: Logikura (ロジクラ) over its REST API.
+
+Configured by ``wms.logikura`` (:class:`LogikuraConfig`); authorised once with
+``nebridge wms connect`` (OAuth 2 authorisation-code flow, tokens in the state folder, mode
+0600). What it does:
+
+* **Product master**: ``/api/v1/product_variants`` (商品コード = the WMS product code) and the
+  variants' 紐付け links to the Next Engine account (= the link codes), cached and read again
+  every ``products_refresh_seconds``.
+* **Order instructions**: each imported Next Engine order becomes one shipping schedule with
+  its consignee, items, mapped delivery method and ``sales_order.order_number`` = the Next
+  Engine order id — never two, even after a crash (:mod:`.outbound`).
+* **Shipments / receipts**: shipping and receiving histories, polled by date window with
+  overlap; a shipment whose order number is an imported Next Engine order is "from Next
+  Engine" (:mod:`.inbound`).
+* **Limits**: ≤ 100 requests a minute across processes, 429 and 499 both mean "slow down",
+  ``Link`` paging to the end (:mod:`.client`).
+
+The Logikura sandbox for demos and tests is :mod:`plugins.wms_logikura.sandbox`.
+"""
+
+from __future__ import annotations
+
+from hooks import hookimpl
+from hooks.connectors import ConnectorSpec
+from hooks.records import PluginInfo
+from plugins.wms_logikura.config import LogikuraConfig
+from plugins.wms_logikura.connector import LogikuraConnector
+
+__all__ = [
+    "LogikuraConfig",
+    "LogikuraConnector",
+    "nebridge_plugin_info",
+    "nebridge_wms_connectors",
+]
+
+_SUMMARY = "Logikura (ロジクラ) over its REST API: shipping schedules out, histories in"
+
+
+@hookimpl
+def nebridge_plugin_info() -> PluginInfo:
+    """Describe the plugin that provides the ``logikura`` WMS connector."""
+    return PluginInfo(
+        name="wms_logikura",
+        summary=_SUMMARY,
+        setting_ja="ロジクラとAPIで連携する（出荷予定の登録、出荷・入荷実績の取り込み）",
+    )
+
+
+@hookimpl
+def nebridge_wms_connectors() -> list[ConnectorSpec]:
+    """Offer the ``logikura`` connector, configured by ``wms.logikura`` in ``daemon.yaml``."""
+    return [ConnectorSpec(name="logikura", factory=LogikuraConnector,
+                          config_model=LogikuraConfig, summary=_SUMMARY)]

@@ -1,0 +1,178 @@
+"""The Logikura connector: nebridge ⇄ Logikura's REST API.
+
+It is a :class:`~hooks.connectors.WmsConnector` (histories in, schedules out, product master),
+an :class:`~hooks.connectors.AuthorizingConnector` (``nebridge wms connect``) and a
+:class:`~hooks.connectors.RequeueingConnector` (``nebridge inbox retry`` reads a rejected
+history again). Its files live in the engine's state folder: the token file (0600) and
+``logikura.sqlite3`` (see :mod:`plugins.wms_logikura.store`).
+
+Reading errors (Logikura down, the grant gone) are logged with what to do and the pass goes
+on without Logikura input, so Next Engine work continues; a failed ``push_orders`` raises, so
+the engine reports it and delivers the batch again later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hooks.connectors import (
+    ConnectorContext,
+    InboundBatch,
+    InstructionBatch,
+    LinkStatus,
+    ProductSnapshot,
+)
+from hooks.records import EventKind
+from plugins.wms_logikura.auth import Authorizer
+from plugins.wms_logikura.catalog import Catalog, CatalogCache, resolve_warehouses
+from plugins.wms_logikura.client import LogikuraClient
+from plugins.wms_logikura.config import LogikuraConfig
+from plugins.wms_logikura.errors import LogikuraConfigError, LogikuraError
+from plugins.wms_logikura.inbound import KINDS, HistoryReader
+from plugins.wms_logikura.outbound import SchedulePusher
+from plugins.wms_logikura.ratelimit import RateLimiter
+from plugins.wms_logikura.store import LocalStore
+from plugins.wms_logikura.tokens import TokenFile
+
+STORE_NAME = "logikura.sqlite3"
+
+
+@dataclass
+class _Parts:
+    """Everything built from the first context: the same objects serve every later call."""
+
+    state_dir: Path
+    store: LocalStore
+    auth: Authorizer
+    client: LogikuraClient
+    catalog: CatalogCache
+    reader: HistoryReader
+
+
+class LogikuraConnector:
+    """A connection to one Logikura account (see the module docstring).
+
+    ``clock`` (POSIX seconds) and ``sleep`` drive token expiry and the rate limit; tests
+    inject them to run minutes of traffic without waiting.
+    """
+
+    def __init__(self, config: LogikuraConfig, *, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._parts: _Parts | None = None
+        self._lock = threading.Lock()
+        self._last_poll = float("-inf")
+
+    # ---------------------------------------------------------------- assembly
+    def _get(self, ctx: ConnectorContext) -> _Parts:
+        if ctx.state_dir is None:
+            raise LogikuraConfigError("the Logikura connector needs the engine's state folder "
+                                      "(state_dir) for its tokens and records")
+        with self._lock:
+            parts = self._parts
+            if parts is not None and parts.state_dir == ctx.state_dir:
+                return parts
+            store = LocalStore(ctx.state_dir / STORE_NAME)
+            auth = Authorizer(self.config, TokenFile(self.config.token_path(ctx.state_dir)),
+                              ctx.http, self._clock, ctx.mask_secret, ctx.log)
+            limiter = RateLimiter(store, self.config.requests_per_minute, clock=self._clock,
+                                  sleep=self._sleep, max_wait=self.config.max_wait_seconds)
+            client = LogikuraClient(self.config, ctx.http, auth, limiter, self._sleep, ctx.log)
+            catalog = CatalogCache(self.config, store, self._clock, ctx.log)
+
+            def read_catalog(force: bool) -> Catalog:
+                return catalog.get(client, force=force)
+
+            reader = HistoryReader(self.config, client, store, read_catalog, ctx.log)
+            self._parts = _Parts(ctx.state_dir, store, auth, client, catalog, reader)
+            return self._parts
+
+    # ---------------------------------------------------------------- WmsConnector
+    def recover(self, ctx: ConnectorContext) -> None:
+        """Nothing is ever half-claimed here (schedules are reconciled when pushed); say how
+        the authorisation stands if it needs the admin."""
+        warning = self._get(ctx).auth.warning()
+        if warning:
+            ctx.log.warning("Logikura: %s", warning)
+
+    def has_new_input(self) -> bool:
+        """True once ``poll_seconds`` have passed since the histories were last read."""
+        return time.monotonic() - self._last_poll >= self.config.poll_seconds
+
+    def pending_batches(self, kind: EventKind, ctx: ConnectorContext) -> Iterator[InboundBatch]:
+        """The histories of ``kind`` in the window, one batch each, then the new position."""
+        self._last_poll = time.monotonic()
+        try:
+            yield from self._get(ctx).reader.batches(kind, ctx)
+        except LogikuraError as exc:
+            ctx.log.error("Logikura %s not read: %s", KINDS[kind].key, exc)
+
+    def product_snapshot(self, ctx: ConnectorContext, known_version: str | None
+                         ) -> ProductSnapshot | None:
+        """The product master (cached ``products_refresh_seconds``) if its version changed."""
+        parts = self._get(ctx)
+        try:
+            catalog = parts.catalog.get(parts.client)
+        except LogikuraError as exc:
+            ctx.log.error("Logikura product master not read: %s", exc)
+            return None
+        if catalog.version == known_version:
+            return None
+        return ProductSnapshot(catalog.version, tuple(catalog.products()))
+
+    def push_orders(self, batch: InstructionBatch, ctx: ConnectorContext) -> None:
+        """One shipping schedule per order, never two (see :mod:`.outbound`)."""
+        if not batch.orders:
+            return
+        parts = self._get(ctx)
+
+        def read_catalog(force: bool) -> Catalog:
+            return parts.catalog.get(parts.client, force=force)
+
+        resolve_warehouses(self.config, read_catalog(False), ctx.warehouses)
+        SchedulePusher(self.config, parts.client, parts.store, read_catalog, self._clock,
+                       ctx.log).push(batch)
+
+    # ---------------------------------------------------------------- RequeueingConnector
+    def requeue(self, name: str, ctx: ConnectorContext) -> str:
+        """Read the rejected history ``name`` (``logikura:shipping_history:<id>``) again at
+        the next intake, by id."""
+        if not any(name.startswith(k.source + ":") for k in KINDS.values()):
+            raise KeyError(name)
+        if not self._get(ctx).store.requeue(name):
+            raise KeyError(name)
+        return f"Logikura {name}, read again at the next intake"
+
+    # ---------------------------------------------------------------- AuthorizingConnector
+    @property
+    def redirect_uri(self) -> str:
+        """``wms.logikura.redirect_uri`` (registered with the app at Logikura)."""
+        return self.config.redirect_uri
+
+    def authorization_url(self, state: str, ctx: ConnectorContext) -> str:
+        """Logikura's permission page for this app."""
+        return self._get(ctx).auth.authorization_url(state)
+
+    def authorize(self, code: str, ctx: ConnectorContext) -> LinkStatus:
+        """Store the grant for ``code``, then check the warehouses against the account."""
+        parts = self._get(ctx)
+        parts.auth.exchange(code)
+        try:
+            catalog = parts.catalog.get(parts.client, force=True)
+            resolved = resolve_warehouses(self.config, catalog, ctx.warehouses)
+        except LogikuraError as exc:
+            raise LogikuraConfigError(f"nebridge is authorised in Logikura, but: {exc}") from None
+        status = parts.auth.status()
+        matched = ", ".join(f"{code} → 拠点 #{lid}" for code, lid in resolved.items())
+        return LinkStatus(status.state, f"{status.detail}; warehouses: {matched or 'none'}; "
+                                        f"{len(catalog.variants)} product variant(s)")
+
+    def link_status(self, ctx: ConnectorContext) -> LinkStatus:
+        """How the grant stands, from the token file."""
+        return self._get(ctx).auth.status()

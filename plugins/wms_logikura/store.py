@@ -1,0 +1,230 @@
+"""The connector's own records, in ``<state_dir>/logikura.sqlite3`` (mode 0600).
+
+* ``schedule``: one row per Next Engine order sent to Logikura — ``sending`` is written (and
+  synced) *before* the ``POST``, ``created`` with the schedule id after it. A ``sending`` row
+  found later means the outcome is unknown: the order is looked up in Logikura before it is
+  ever sent again.
+* ``consignee``: consignee codes nebridge created or found, with their ids (``creating`` = a
+  ``POST`` whose outcome is unknown).
+* ``inbound``: histories rejected whole (kept until ``nebridge inbox retry`` re-queues them).
+* ``request_slot`` / ``kv``: the request times of the last minute and a pause Logikura asked
+  for, shared by every process using this state folder; cached lookups.
+
+A new connection per operation keeps it safe across threads and processes; write
+transactions take SQLite's write lock (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedule (
+    ne_order_id TEXT PRIMARY KEY, batch_key TEXT NOT NULL, state TEXT NOT NULL,
+    schedule_id INTEGER, since REAL NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS schedule_by_id ON schedule (schedule_id);
+CREATE TABLE IF NOT EXISTS consignee (
+    code TEXT PRIMARY KEY, consignee_id INTEGER, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbound (
+    source TEXT PRIMARY KEY, digest TEXT NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS request_slot (at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+SENDING, CREATED = "sending", "created"
+REJECTED, REQUEUED = "rejected", "requeued"
+PAUSE_KEY = "rate.paused_until"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """What nebridge knows about the schedule of one Next Engine order."""
+
+    ne_order_id: str
+    batch_key: str
+    state: str
+    schedule_id: int | None
+    since: float
+
+
+class LocalStore:
+    """The connector's SQLite file (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.path)!r})"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction; ``durable=False`` skips the disk sync (request times and
+        caches, which may be lost in a power cut)."""
+        with self._connect() as conn:
+            if not durable:
+                conn.execute("PRAGMA synchronous = OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # ---------------------------------------------------------------- schedules
+    def schedules(self, ne_order_ids: Iterable[str]) -> dict[str, ScheduleRecord]:
+        """The records of these orders (absent = never sent)."""
+        ids = list(ne_order_ids)
+        out: dict[str, ScheduleRecord] = {}
+        with self._connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(
+                        "SELECT ne_order_id, batch_key, state, schedule_id, since FROM schedule "
+                        f"WHERE ne_order_id IN ({marks})", chunk):
+                    out[row[0]] = ScheduleRecord(*row)
+        return out
+
+    def order_of_schedule(self, schedule_id: int) -> str | None:
+        """The Next Engine order whose schedule has this id, if nebridge created it."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT ne_order_id FROM schedule WHERE schedule_id = ? AND "
+                               "state = ?", (schedule_id, CREATED)).fetchone()
+        return None if row is None else str(row[0])
+
+    def mark_sending(self, ne_order_id: str, batch_key: str, now: float) -> None:
+        """Write (and sync) the intent before the schedule is requested."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO schedule (ne_order_id, batch_key, state, schedule_id, since, "
+                "updated) VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (ne_order_id) DO UPDATE "
+                "SET batch_key = excluded.batch_key, state = excluded.state, "
+                "updated = excluded.updated WHERE schedule.state != ?",
+                (ne_order_id, batch_key, SENDING, now, now, CREATED))
+
+    def mark_created(self, ne_order_id: str, batch_key: str, schedule_id: int,
+                     now: float) -> None:
+        """The schedule exists in Logikura with ``schedule_id``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO schedule (ne_order_id, batch_key, state, schedule_id, since, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ne_order_id) DO UPDATE SET "
+                "state = excluded.state, schedule_id = excluded.schedule_id, "
+                "updated = excluded.updated",
+                (ne_order_id, batch_key, CREATED, schedule_id, now, now))
+
+    def forget_sending(self, ne_order_id: str) -> None:
+        """Logikura refused the request outright: nothing was created."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM schedule WHERE ne_order_id = ? AND state = ?",
+                         (ne_order_id, SENDING))
+
+    # ---------------------------------------------------------------- consignees
+    def consignee(self, code: str) -> tuple[int | None, str] | None:
+        """``(id, state)`` of a consignee code nebridge knows, else None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT consignee_id, state FROM consignee WHERE code = ?",
+                               (code,)).fetchone()
+        return None if row is None else (row[0], str(row[1]))
+
+    def mark_consignee_creating(self, code: str) -> None:
+        """Write the intent before a consignee is created."""
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO consignee (code, consignee_id, state) "
+                         "VALUES (?, NULL, 'creating')", (code,))
+
+    def save_consignees(self, found: dict[str, int]) -> None:
+        """Remember consignee codes and their ids."""
+        with self._write() as conn:
+            conn.executemany("INSERT INTO consignee (code, consignee_id, state) VALUES "
+                             "(?, ?, 'known') ON CONFLICT (code) DO UPDATE SET "
+                             "consignee_id = excluded.consignee_id, state = 'known'",
+                             list(found.items()))
+
+    # ---------------------------------------------------------------- inbound
+    def rejected(self, prefix: str) -> dict[str, str]:
+        """Source → content digest of the histories rejected whole and not re-queued."""
+        with self._connect() as conn:
+            return {str(r[0]): str(r[1]) for r in conn.execute(
+                "SELECT source, digest FROM inbound WHERE state = ? AND source LIKE ? || '%'",
+                (REJECTED, prefix))}
+
+    def mark_rejected(self, source: str, digest: str) -> None:
+        """Remember a rejected history so it is not rejected again at every poll."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO inbound (source, digest, state) VALUES (?, ?, ?) "
+                         "ON CONFLICT (source) DO UPDATE SET digest = excluded.digest, "
+                         "state = excluded.state", (source, digest, REJECTED))
+
+    def requeue(self, source: str) -> bool:
+        """Ask for a rejected history to be read again; False if none is called so."""
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE inbound SET state = ? WHERE source = ? AND "
+                                  "state = ?", (REQUEUED, source, REJECTED))
+            return cursor.rowcount > 0
+
+    def requeued(self) -> list[str]:
+        """Sources the admin re-queued, to be read again by id."""
+        with self._connect() as conn:
+            return [str(r[0]) for r in conn.execute(
+                "SELECT source FROM inbound WHERE state = ? ORDER BY source", (REQUEUED,))]
+
+    def settle(self, source: str) -> None:
+        """A re-queued or rejected history was delivered: forget it."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
+
+    # ---------------------------------------------------------------- rate limit
+    def take_slot(self, now: float, limit: int, window: float) -> float:
+        """Record a request at ``now`` if fewer than ``limit`` were made in the last
+        ``window`` seconds and no pause is due; else return the seconds to wait."""
+        with self._write(durable=False) as conn:
+            row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
+            paused_until = float(row[0]) if row else 0.0
+            if now < paused_until:
+                return paused_until - now
+            conn.execute("DELETE FROM request_slot WHERE at <= ? OR at > ?", (now - window, now))
+            count, oldest = conn.execute("SELECT COUNT(*), MIN(at) FROM request_slot").fetchone()
+            if count >= limit:
+                return max(float(oldest) + window - now, 0.001)
+            conn.execute("INSERT INTO request_slot (at) VALUES (?)", (now,))
+            return 0.0
+
+    def pause_until(self, until: float) -> None:
+        """No request before ``until`` (Logikura said the limit is used up)."""
+        with self._write(durable=False) as conn:
+            row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
+            if row is None or float(row[0]) < until:
+                conn.execute("INSERT INTO kv (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                             "DO UPDATE SET value = excluded.value", (PAUSE_KEY, repr(until)))
+
+    # ---------------------------------------------------------------- cache
+    def get_json(self, name: str) -> Any:
+        """A cached JSON value, or None."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT value FROM kv WHERE name = ?", (name,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_json(self, name: str, value: Any) -> None:
+        """Cache a JSON value."""
+        with self._write(durable=False) as conn:
+            conn.execute("INSERT INTO kv (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
+                         "UPDATE SET value = excluded.value",
+                         (name, json.dumps(value, ensure_ascii=False)))
