@@ -212,7 +212,7 @@ class _ChunkWrites:
 
     now: datetime
     actions: list[dict[str, Any]] = field(default_factory=list)
-    processed: dict[int, list[int]] = field(default_factory=dict)
+    processed: dict[int, list[int]] = field(default_factory=dict)  # new attempts -> ids
     noted: list[dict[str, Any]] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[dict[str, Any]] = field(default_factory=list)
