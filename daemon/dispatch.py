@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from daemon.nelink import CONNECTED, RECONNECT_HINT, mark_needs_reconnect
@@ -529,12 +530,10 @@ class StockExecutor:
         with write_session(self.engine) as session:
             session.add(StockUpload(ref=ref, state="prepared", deltas=dumps(deltas),
                                     prepared_at=now))
-            for item in items:
-                row = session.get(OutboxItem, item.id)
-                assert row is not None
-                row.state, row.dispatch_ref, row.updated_at = OutboxState.IN_FLIGHT, ref, now
-                row.attempts += 1
-                session.add(row)
+            session.execute(
+                update(OutboxItem).where(col(OutboxItem.id).in_(_ids(items)))
+                .values(state=OutboxState.IN_FLIGHT.value, dispatch_ref=ref, updated_at=now,
+                        attempts=OutboxItem.attempts + 1))
         try:
             que_id = self.client.upload_stock_deltas(deltas)
         except (NeOutcomeUnknown, NeSystemError) as exc:

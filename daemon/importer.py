@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ from daemon.nextengine.xmlbuild import OrderRef, OrderUpdate
 from daemon.pipeline import Stage, StageResult
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps
-from daemon.store.engine import Bind, read_session, write_session
+from daemon.store.engine import Bind, insert_many, read_session, write_session
 from daemon.store.models import (
     Cursor,
     ImportedOrder,
@@ -276,6 +276,7 @@ class OrderImporter:
                 .where(col(WmsProduct.link_code).is_not(None))).all()]
         key = self.host.first_result("nebridge_link_code_key") or (lambda code: code)
         index = ProductIndex(products, key)
+        links = dict(products)
         for cand in candidates:
             if cand.order_id in done:
                 continue
@@ -294,7 +295,7 @@ class OrderImporter:
                 if product is None:
                     problems.append(f"row {row.row_no}: {reason}")
                     continue
-                link = next(link for p, link in products if p == product)
+                link = links[product]
                 case_matches += link != row.goods_code
                 lines.append(OrderInstructionLine(row.row_no, product, row.goods_code,
                                                   row.quantity))
@@ -356,15 +357,15 @@ class OrderImporter:
                 orders = [instr for _cand, instr in plan.instruct]
                 session.add(InstructionBatchRecord(
                     key=key, warehouse=code, state="pending", created_at=now,
-                    orders=dumps([asdict(o) for o in orders])))
+                    orders=dumps([_instruction_dict(o) for o in orders])))
                 ids = [cand.order_id for cand, _ in plan.instruct]
                 session.execute(delete(ImportedOrder)
                                 .where(col(ImportedOrder.ne_order_id).in_(ids)))
-                for cand, _instr in plan.instruct:
-                    session.add(ImportedOrder(
-                        ne_order_id=cand.order_id, warehouse=code, state=INSTRUCTED,
-                        instruction_batch=key, ne_last_modified=cand.order.last_modified,
-                        imported_at=now, updated_at=now))
+                insert_many(session, ImportedOrder.__table__,  # type: ignore[attr-defined]
+                            ("ne_order_id", "warehouse", "state", "instruction_batch",
+                             "ne_last_modified", "imported_at", "updated_at"),
+                            [(cand.order_id, code, INSTRUCTED, key, cand.order.last_modified,
+                              now, now) for cand, _instr in plan.instruct])
                 batch = InstructionBatch(key=key, created_at=now, orders=orders)
             for cand, reason in plan.hold:
                 row = session.get(ImportedOrder, cand.order_id) or ImportedOrder(
@@ -444,6 +445,18 @@ class OrderImporter:
             return
         for order_id, (code, message) in outcome.failed.items():
             result.notices.append(f"order {order_id}: claim ({mode}) refused [{code}] {message}")
+
+
+def _instruction_dict(order: OrderInstruction) -> dict[str, Any]:
+    """``asdict(order)`` without its deep copies (100,000 orders: seconds saved)."""
+    data = {name: getattr(order, name) for name in _INSTRUCTION_FIELDS}
+    data["lines"] = [{"line_no": x.line_no, "product_code": x.product_code,
+                      "ne_goods_code": x.ne_goods_code, "quantity": x.quantity}
+                     for x in order.lines]
+    return data
+
+
+_INSTRUCTION_FIELDS = tuple(f.name for f in fields(OrderInstruction) if f.name != "lines")
 
 
 def _instruction_from(data: Mapping[str, Any]) -> OrderInstruction:

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _PRIORITY = {
     logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
@@ -29,13 +29,24 @@ _context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("nebridge_log_con
 @contextmanager
 def log_context(**values: str) -> Iterator[None]:
     """Add ``key=value`` pairs (warehouse, plugin, run …) to every log line inside the block."""
-    current = dict(_context.get())
-    current.update(values)
-    token = _context.set(tuple(current.items()))
+    token = push_log_context(**values)
     try:
         yield
     finally:
         _context.reset(token)
+
+
+def push_log_context(**values: str) -> Token[tuple[tuple[str, str], ...]]:
+    """:func:`log_context` without the context manager, for hot loops: undo it with
+    ``reset_log_context(token)`` in a ``finally``."""
+    current = dict(_context.get())
+    current.update(values)
+    return _context.set(tuple(current.items()))
+
+
+def reset_log_context(token: Token[tuple[tuple[str, str], ...]]) -> None:
+    """Undo one :func:`push_log_context`."""
+    _context.reset(token)
 
 
 def register_secret(value: str | None) -> None:

@@ -22,7 +22,7 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from daemon.config import ConfigIssue, DaemonConfig, LoadedConfig, yaml_path
-from daemon.logsetup import log_context
+from daemon.logsetup import push_log_context, reset_log_context
 from hooks.connectors import ConnectorSpec
 from hooks.markers import PROJECT_NAME
 from hooks.records import PluginInfo
@@ -122,6 +122,7 @@ class PluginHost:
             self.pm.add_hookspecs(spec)
         self.records: dict[str, PluginRecord] = {}
         self._order: list[str] = []
+        self._ordered: dict[str, list[tuple[str, Any]]] = {}
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class PluginHost:
         extra = dict(extra or {})
         wanted = self.wanted_plugins(config)
         self._order = list(wanted)
+        self._ordered.clear()
         for name in sorted(set(eps) | set(extra)):
             enabled = name in wanted
             ep = eps.get(name)
@@ -191,6 +193,7 @@ class PluginHost:
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin)
+            self._ordered.clear()
         log.error("plugin %s failed: %s", name, error)
 
     def _read_infos(self) -> None:
@@ -299,6 +302,7 @@ class PluginHost:
                     plugin = self.pm.get_plugin(record.name)
                     if plugin is not None:
                         self.pm.unregister(plugin)
+                        self._ordered.clear()
                     changed = True
 
     # -- calling ----------------------------------------------------------------------------
@@ -320,26 +324,36 @@ class PluginHost:
         ``options`` is filled with each plugin's own validated options. Exceptions are
         caught and returned in the outcome, attributed to the plugin.
         """
-        caller = getattr(self.pm.hook, hook_name)
-        impls = {impl.plugin_name: impl for impl in caller.get_hookimpls()}
-        rank = {n: i for i, n in enumerate(self._order)}
         outcomes: list[HookOutcome] = []
         base = dict(kwargs or {})
-        for name in sorted(impls, key=lambda n: (rank.get(n, len(rank)), n)):
-            impl = impls[name]
+        for name, impl in self._implementations(hook_name):
             record = self.records.get(name)
             args = dict(base)
             args["options"] = record.options if record else None
             if per_plugin is not None:
                 args.update(per_plugin(name))
+            token = push_log_context(plugin=name)
             try:
-                with log_context(plugin=name):
-                    result = impl.function(*[args[a] for a in impl.argnames])
+                result = impl.function(*[args[a] for a in impl.argnames])
             except Exception as exc:
                 outcomes.append(HookOutcome(plugin=name, error=exc))
                 continue
+            finally:
+                reset_log_context(token)
             outcomes.append(HookOutcome(plugin=name, result=result))
         return outcomes
+
+    def _implementations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """``(plugin, hookimpl)`` of a hook in configuration order (kept until a reload)."""
+        ordered = self._ordered.get(hook_name)
+        if ordered is None:
+            caller = getattr(self.pm.hook, hook_name)
+            impls = {impl.plugin_name: impl for impl in caller.get_hookimpls()}
+            rank = {n: i for i, n in enumerate(self._order)}
+            ordered = [(n, impls[n]) for n in
+                       sorted(impls, key=lambda n: (rank.get(n, len(rank)), n))]
+            self._ordered[hook_name] = ordered
+        return ordered
 
     def first_result(self, hook_name: str, kwargs: Mapping[str, Any] | None = None) -> Any:
         """The first non-None result of an isolated call (for ``firstresult`` hooks)."""

@@ -40,6 +40,8 @@ class Scheduler:
         self.runtime = runtime
         self.wake = wake
         self._run_requests: set[str] = set()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
         schedule = runtime.config.schedule
         self.interval = schedule.interval_seconds
         self._last_heartbeat = time.monotonic()
@@ -66,25 +68,25 @@ class Scheduler:
         grace = max(1, int(self.interval / 2))
         for pipeline in self.runtime.pipelines():
             self.scheduler.add_job(
-                self._guarded(self._pipeline_job(pipeline)),
+                self._guarded(self._pipeline_job(pipeline), warehouse_job(pipeline.warehouse.code)),
                 "interval", seconds=self.interval, jitter=schedule.jitter_seconds,
                 id=warehouse_job(pipeline.warehouse.code), replace_existing=True,
                 misfire_grace_time=grace, next_run_time=datetime.now().astimezone(),
             )
         self.scheduler.add_job(
-            self._guarded(self._dispatch), "interval",
+            self._guarded(self._dispatch, DISPATCHER_JOB), "interval",
             seconds=schedule.dispatch_interval_seconds, id=DISPATCHER_JOB,
             executor="outbox", replace_existing=True, misfire_grace_time=grace,
         )
         if self.runtime.connector is not None:
             self.scheduler.add_job(
-                self._guarded(self._intake), "interval",
+                self._guarded(self._intake, INTAKE_JOB), "interval",
                 seconds=schedule.intake_poll_seconds, id=INTAKE_JOB, executor="intake",
                 replace_existing=True, misfire_grace_time=grace,
                 next_run_time=datetime.now().astimezone(),
             )
         self.scheduler.add_job(
-            self._guarded(self._guard_tokens), "interval",
+            self._guarded(self._guard_tokens, TOKEN_GUARD_JOB), "interval",
             minutes=schedule.token_guard_minutes, id=TOKEN_GUARD_JOB, executor="outbox",
             replace_existing=True, misfire_grace_time=grace,
             next_run_time=datetime.now().astimezone(),
@@ -103,6 +105,8 @@ class Scheduler:
         """
         with self._lock:
             self._run_requests.add(job_id)
+            if job_id in self._running:  # APScheduler would skip it (max_instances=1)
+                self._again.add(job_id)
         self.wake()
 
     def apply_run_requests(self) -> None:
@@ -165,14 +169,25 @@ class Scheduler:
         for error in report.errors:
             log.error("dispatcher: %s", error)
 
-    def _guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+    def _guarded(self, fn: Callable[[], None], job_id: str) -> Callable[[], None]:
+        """``fn`` with errors logged; asked for again while it ran, it runs again at once."""
         def run() -> None:
             if self._should_stop():
                 return
+            with self._lock:
+                self._running.add(job_id)
+                self._again.discard(job_id)
             try:
                 fn()
             except Exception:
                 log.exception("scheduled job failed; it will run again at its next interval")
+            finally:
+                with self._lock:
+                    self._running.discard(job_id)
+                    again = job_id in self._again
+                    self._again.discard(job_id)
+                if again:
+                    self.run_now(job_id)
         return run
 
     def _on_problem(self, event: object) -> None:

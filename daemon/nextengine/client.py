@@ -56,7 +56,14 @@ from daemon.nextengine.search import (
     count_rows,
     iter_search,
 )
-from daemon.nextengine.tokens import TokenSet, TokenStore, company_lock, redact, redact_params
+from daemon.nextengine.tokens import (
+    SharedTokenStore,
+    TokenSet,
+    TokenStore,
+    company_lock,
+    redact,
+    redact_params,
+)
 from daemon.nextengine.xmlbuild import (
     FieldValue,
     OrderRef,
@@ -274,6 +281,11 @@ class NextEngineClient:
         self._refused_access: str | None = None
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"nebridge/{version} (+python-requests)"
+        # requests re-reads the proxy environment on every call (a scan of os.environ, ~0.4 ms):
+        # read it once; the daemon's environment does not change while it runs.
+        self._session.proxies.update(requests.utils.get_environ_proxies(self.api_base))
+        self._session.trust_env = False
+        self._shared_store = isinstance(token_store, SharedTokenStore)
         adapter = _KeepAliveAdapter()
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
@@ -356,7 +368,7 @@ class NextEngineClient:
         self, path: str, form: Mapping[str, str | bytes], accept_codes: frozenset[str]
     ) -> dict[str, Any]:
         """One request under the company lock; a rotated pair is saved before unlocking."""
-        with company_lock(self.token_store):
+        with company_lock(self.token_store, self._shared_store):
             tokens = self.token_store.load()
             if tokens is None:
                 raise NeReauthRequired(

@@ -9,6 +9,7 @@ from the store under that lock, and a rotated pair is saved before the lock is r
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import secrets as _secrets
@@ -18,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from daemon.nextengine.dates import parse_ne_datetime
 from daemon.nextengine.errors import NeReauthRequired
@@ -113,7 +114,7 @@ def _end_date(value: Any) -> datetime | None:
     """An end date from a response; unreadable ones are dropped, never fatal: the pair
     itself must be saved whatever NE did to its dates."""
     try:
-        return parse_ne_datetime(value) if isinstance(value, str) else None
+        return _parse_end_date(value) if isinstance(value, str) else None
     except ValueError:
         return None
 
@@ -171,6 +172,8 @@ class FileTokenStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._lock_key = f"file:{self.path.resolve()}"
+        self._loaded: tuple[tuple[int, int, int], TokenSet] | None = None
 
     def __repr__(self) -> str:
         return f"FileTokenStore({str(self.path)!r})"
@@ -178,7 +181,7 @@ class FileTokenStore:
     @property
     def lock_key(self) -> str:
         """The resolved file path: two stores on one file share one lock."""
-        return f"file:{self.path.resolve()}"
+        return self._lock_key
 
     @property
     def lock_path(self) -> Path:
@@ -188,11 +191,20 @@ class FileTokenStore:
     def load(self) -> TokenSet | None:
         """Read the pair; ``None`` if the file does not exist."""
         try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._loaded is not None and self._loaded[0] == identity:
+            return self._loaded[1]
+        try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            return TokenSet.from_json(json.loads(raw))
+            tokens = TokenSet.from_json(json.loads(raw))
+            self._loaded = (identity, tokens)
+            return tokens
         except (ValueError, KeyError, TypeError) as exc:
             raise TokenFileError(
                 "", f"token file {self.path} is unreadable ({type(exc).__name__})"
@@ -244,6 +256,11 @@ _REGISTRY_GUARD = threading.Lock()
 _COMPANY_LOCKS: dict[str, threading.Lock] = {}
 
 
+@functools.lru_cache(maxsize=64)
+def _parse_end_date(value: str) -> datetime | None:
+    return parse_ne_datetime(value)
+
+
 def store_lock_key(store: TokenStore) -> str:
     """The registry key of ``store``: its ``lock_key`` if shared, else the object itself."""
     if isinstance(store, SharedTokenStore):
@@ -260,14 +277,20 @@ def _thread_lock(key: str) -> threading.Lock:
 
 
 @contextmanager
-def company_lock(store: TokenStore) -> Iterator[None]:
-    """Hold the company's lock: one thread of this process, and one process, at a time."""
-    with _thread_lock(store_lock_key(store)):
-        if isinstance(store, SharedTokenStore):
-            with store.process_lock():
-                yield
-        else:
+def company_lock(store: TokenStore, shared: bool | None = None) -> Iterator[None]:
+    """Hold the company's lock: one thread of this process, and one process, at a time.
+
+    ``shared`` is ``isinstance(store, SharedTokenStore)`` when the caller knows it already
+    (a runtime protocol check, which evaluates ``lock_key``: slow on every call)."""
+    if shared is None:
+        shared = isinstance(store, SharedTokenStore)
+    if not shared:
+        with _thread_lock(store_lock_key(store)):
             yield
+        return
+    file_store = cast(SharedTokenStore, store)
+    with _thread_lock(file_store.lock_key), file_store.process_lock():
+        yield
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
