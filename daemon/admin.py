@@ -196,6 +196,7 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
             progress("reading WMS input")
             report.intake = intake.run_once(dry_run=dry_run)
             report.problems.extend(f"rejected {s}" for s in report.intake.rejected)
+            report.problems.extend(report.intake.failures)
     for pipeline in runtime.pipelines():
         progress(f"warehouse {pipeline.warehouse.code}")
         results = pipeline.run_once(dry_run=dry_run)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
@@ -63,6 +64,7 @@ class IntakeReport:
     warehouses: set[str] = field(default_factory=set)
     products_updated: bool = False
     planned: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 class Intake:
@@ -83,11 +85,23 @@ class Intake:
     def run_once(self, dry_run: bool = False) -> IntakeReport:
         """Refresh the product master, then take every ready batch of every kind."""
         report = IntakeReport()
-        self._refresh_products(report, dry_run)
-        for kind in (EventKind.SHIPMENT, EventKind.RECEIPT):
-            for batch in self.connector.pending_batches(kind, self.context()):
-                self._take(batch, report, dry_run)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("product master", partial(self._refresh_products, report, dry_run)),
+            *((f"{kind.value}s", partial(self._take_all, kind, report, dry_run))
+              for kind in (EventKind.SHIPMENT, EventKind.RECEIPT)),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # the WMS being down must not stop the other steps
+                log.error("reading %s from the WMS failed: %s", what, exc)
+                report.failures.append(f"reading {what} from the WMS failed: {exc}; it is "
+                                       "retried at the next intake")
         return report
+
+    def _take_all(self, kind: EventKind, report: IntakeReport, dry_run: bool) -> None:
+        for batch in self.connector.pending_batches(kind, self.context()):
+            self._take(batch, report, dry_run)
 
     # -- products ---------------------------------------------------------------------------
 

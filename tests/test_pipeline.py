@@ -211,3 +211,27 @@ def test_dry_run_changes_nothing_anywhere(
     planned = report.intake.planned if report.intake else []
     assert any("would accept shipments-1.csv" in p for p in planned)
     assert any("would accept receipts-1.csv" in p for p in planned)
+
+
+def test_a_failing_wms_connector_is_reported_and_the_rest_still_runs(
+    make_config: ConfigFactory, database_url: str, inbox: Path
+) -> None:
+    rt = build(make_config, database_url)
+    products(inbox)
+    assert rt.connector is not None
+    try:
+        run_once(rt)  # the product master is in place
+        drop(inbox, "shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,,,{AT},P-A,1"])
+
+        def unreachable(*_args: Any) -> Any:
+            raise ConnectionError("WMS API unreachable")
+
+        rt.connector.product_snapshot = unreachable  # type: ignore[method-assign]
+        report = run_once(rt)
+    finally:
+        rt.close()
+    assert not report.ok
+    assert any("reading product master from the WMS failed" in p and "unreachable" in p
+               for p in report.problems)
+    assert report.intake is not None and report.intake.accepted == ["shipments-1.csv"]
+    assert [i["subject"] for i in outbox_items(rt)] == ["P-A"]
