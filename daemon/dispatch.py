@@ -140,10 +140,8 @@ def _global(exc: BaseException) -> bool:
     )
 
 
-class ShipExecutor:
-    """Writes tracking numbers and the shipped status back to Next Engine."""
-
-    kind = "ship_order"
+class _NeExecutor:
+    """What both executors share: the store, the client, the gate, settings and clock."""
 
     def __init__(
         self,
@@ -161,6 +159,12 @@ class ShipExecutor:
 
     def _move(self, items: Sequence[OutboxItem], state: OutboxState, **kw: Any) -> None:
         transition(self.engine, _ids(items), state, clock=self.clock, **kw)
+
+
+class ShipExecutor(_NeExecutor):
+    """Writes tracking numbers and the shipped status back to Next Engine."""
+
+    kind = "ship_order"
 
     def _numbered(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
         """The items whose order id is a Next Engine order number; the others fail, so one bad
@@ -434,27 +438,10 @@ def _cancelled(row: Mapping[str, str | None]) -> bool:
         row.get("receive_order_deleted_flag") or "0") != "0"
 
 
-class StockExecutor:
+class StockExecutor(_NeExecutor):
     """Sends the stock deltas of a dispatch as one upload per Next Engine company."""
 
     kind = "adjust_stock"
-
-    def __init__(
-        self,
-        engine: Bind,
-        client: NextEngineClient,
-        gate: NeGate,
-        settings: DispatchSettings = DispatchSettings(),
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.engine = engine
-        self.client = client
-        self.gate = gate
-        self.settings = settings
-        self.clock = clock
-
-    def _move(self, items: Sequence[OutboxItem], state: OutboxState, **kw: Any) -> None:
-        transition(self.engine, _ids(items), state, clock=self.clock, **kw)
 
     # -- execute ----------------------------------------------------------------------------
 
