@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from sqlalchemy import delete
 from sqlmodel import col, select
@@ -25,6 +23,7 @@ from daemon.config import DaemonConfig, SecretUnreadable, client_secret
 from daemon.logsetup import register_secret
 from daemon.nextengine.client import NextEngineClient, RetryPolicy
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
+from daemon.redirect import is_loopback, receive_redirect
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
@@ -42,7 +41,6 @@ CONNECTED = "connected"
 NEEDS_RECONNECT = "needs_reconnect"
 NE_CURSOR_PREFIX = "ne."
 RECONNECT_HINT = "run `nebridge connect` to sign in to Next Engine again"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class LinkError(Exception):
@@ -108,45 +106,14 @@ def sign_in_url(config: DaemonConfig) -> str:
 
 def wait_for_redirect(redirect_uri: str, timeout: float) -> tuple[str, str]:
     """Serve the loopback redirect URI once and return the ``uid`` and ``state`` NE sends."""
-    parts = urlsplit(redirect_uri)
-    host, port = parts.hostname or "", parts.port or 80
-    if host not in _LOOPBACK:
+    if not is_loopback(redirect_uri):
         raise LinkError(f"redirect_uri {redirect_uri} is not on this machine; sign in, then "
                         "pass the uid and state from the address bar with --uid/--state")
-    found: dict[str, str] = {}
-    done = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path != (parts.path or "/") or "uid" not in query or "state" not in query:
-                self.send_response(404)
-                self.end_headers()
-                return
-            found.update(uid=query["uid"], state=query["state"])
-            body = ("<html><body><h1>nebridge</h1><p>Next Engine sign-in received. You can "
-                    "close this window; the terminal shows the result.</p></body></html>")
-            data = body.encode("utf-8")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            done.set()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return  # the query holds uid/state: never log it
-
-    server = HTTPServer((host, port), Handler)
-    server.timeout = 0.5
-    try:
-        deadline = utcnow().timestamp() + timeout
-        while not done.is_set() and utcnow().timestamp() < deadline:
-            server.handle_request()
-    finally:
-        server.server_close()
-    if not done.is_set():
+    found = receive_redirect(
+        redirect_uri, lambda q: "uid" in q and "state" in q,
+        "Next Engine sign-in received. You can close this window; the terminal shows the "
+        "result.", timeout)
+    if found is None:
         raise LinkError(f"no sign-in arrived at {redirect_uri} within {timeout:.0f} s; run "
                         "`nebridge connect` again, or pass --uid/--state")
     register_secret(found["uid"])

@@ -10,17 +10,14 @@ printed or logged.
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 import webbrowser
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Annotated, Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Annotated
 
 import typer
 
 from daemon.cli.common import fail, get, info, print_json
 from daemon.config import ConfigError
+from daemon.redirect import is_loopback, receive_redirect
 from daemon.runtime import Runtime, build_runtime
 from daemon.store.engine import DatabaseNotMigrated
 from hooks.connectors import AuthorizingConnector, LinkStatus
@@ -28,7 +25,6 @@ from hooks.errors import NebridgeError
 
 app = typer.Typer(help="Authorise nebridge in the WMS (connectors with an API sign-in).",
                   no_args_is_help=True)
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class RedirectError(Exception):
@@ -37,46 +33,14 @@ class RedirectError(Exception):
 
 def wait_for_code(redirect_uri: str, state: str, timeout: float) -> str:
     """Serve the loopback ``redirect_uri`` until the WMS sends ``code`` (with ``state``)."""
-    parts = urlsplit(redirect_uri)
-    host, port = parts.hostname or "", parts.port or 80
-    if host not in _LOOPBACK:
+    if not is_loopback(redirect_uri):
         raise RedirectError(f"redirect_uri {redirect_uri} is not on this machine; approve in "
                             "the browser, then pass the code from the address bar with --code")
-    outcome: dict[str, str] = {}
-    done = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            url = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path != (parts.path or "/") or not ({"code", "error"} & set(query)):
-                self._answer(404, "not the authorisation redirect")
-                return
-            outcome.update(query)
-            done.set()
-            self._answer(200, "nebridge received the answer. You can close this window; the "
-                              "terminal shows the result.")
-
-        def _answer(self, status: int, text: str) -> None:
-            body = f"<html><body><h1>nebridge</h1><p>{text}</p></body></html>".encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return  # the query holds the code: never log it
-
-    server = HTTPServer((host, port), Handler)
-    server.timeout = 0.5
-    try:
-        deadline = time.monotonic() + timeout
-        while not done.is_set() and time.monotonic() < deadline:
-            server.handle_request()
-    finally:
-        server.server_close()
-    if not done.is_set():
+    outcome = receive_redirect(
+        redirect_uri, lambda q: bool({"code", "error"} & set(q)),
+        "nebridge received the answer. You can close this window; the terminal shows the "
+        "result.", timeout)
+    if outcome is None:
         raise RedirectError(f"no answer arrived at {redirect_uri} within {timeout:.0f} s; run "
                             "`nebridge wms connect` again (or pass --code)")
     if outcome.get("state") != state:

@@ -8,14 +8,12 @@ from the store under that lock, and a rotated pair is saved before the lock is r
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
-import secrets as _secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from daemon.nextengine.dates import parse_ne_datetime
 from daemon.nextengine.errors import NeReauthRequired
+from hooks.files import locked_file, write_private
 
 REDACTED = "***"
 SECRET_PARAMS = frozenset({"access_token", "refresh_token", "client_secret", "uid", "state"})
@@ -212,44 +211,12 @@ class FileTokenStore:
 
     def save(self, tokens: TokenSet) -> None:
         """Write a temp file (0600, fsync) next to the target, then ``os.replace`` it."""
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         payload = json.dumps(tokens.to_json(), ensure_ascii=False, indent=2).encode("utf-8")
-        tmp = directory / f".{self.path.name}.{_secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                os.fchmod(fd, 0o600)  # umask may have removed bits; never added any
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private(self.path, payload)
 
-    @contextmanager
-    def process_lock(self) -> Iterator[None]:
+    def process_lock(self) -> AbstractContextManager[None]:
         """``flock`` ``<file>.lock`` exclusively (blocks until the other process is done)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        return locked_file(self.lock_path)
 
 
 _REGISTRY_GUARD = threading.Lock()

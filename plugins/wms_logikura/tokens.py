@@ -8,17 +8,16 @@ dead refresh token is never kept.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import secrets
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from hooks.files import locked_file, write_private
 
 REDACTED = "***"
 _LOCKS_GUARD = threading.Lock()
@@ -119,30 +118,7 @@ class TokenFile:
         self._write({"state": "needs_reconnect", "reason": reason, "since": at.isoformat()})
 
     def _write(self, data: Mapping[str, str]) -> None:
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        payload = json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8")
-        tmp = directory / f".{self.path.name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                os.fchmod(fd, 0o600)
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private(self.path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -150,14 +126,5 @@ class TokenFile:
         key = str(self.path.resolve())
         with _LOCKS_GUARD:
             thread_lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
-        with thread_lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+        with thread_lock, locked_file(self.lock_path):
+            yield
