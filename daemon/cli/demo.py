@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -30,7 +31,7 @@ from sqlmodel import col, select
 
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.common import fail, info, print_table
-from daemon.config import ConfigError, DaemonConfig, load_config, read_yaml
+from daemon.config import ConfigError, DaemonConfig, LoadedConfig, load_config, read_yaml
 from daemon.nelink import connect, sign_in_url, wait_for_redirect
 from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
 from daemon.runtime import build_runtime
@@ -42,6 +43,7 @@ EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "daemon.yaml"
 SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,product_code,quantity"
 RECEIPT_HEADER = "receipt_id,warehouse,confirmed_at,product_code,quantity"
 MAX_PASSES = 8
+UNLINKED_GOODS = "DEMO-NOLINK"
 
 
 @dataclass
@@ -52,7 +54,7 @@ class Expected:
     stock: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -65,20 +67,50 @@ def _write(path: Path, header: str, rows: list[str]) -> None:
     tmp.rename(path)
 
 
-def _prepare(root: Path, sandbox: SandboxServer) -> Path:
+def prepare_config(
+    root: Path, sandbox: SandboxServer, configure_wms: Callable[[Any], None]
+) -> Path:
+    """The example daemon.yaml in ``root``, pointed at the NE sandbox; the WMS part is the
+    caller's (``configure_wms`` edits the document)."""
     raw = read_yaml(EXAMPLE_CONFIG)
     raw["state_dir"] = str(root / "state")
-    raw["wms"]["csv"]["inbox"] = str(root / "wms" / "inbox")
-    raw["wms"]["csv"]["outbox"] = str(root / "wms" / "outbox")
-    raw["wms"]["csv"]["stable_seconds"] = 0.2
+    configure_wms(raw)
     ne = raw["nextengine"]
     ne["api_base"] = ne["login_base"] = sandbox.base_url
-    ne["redirect_uri"] = f"http://127.0.0.1:{_free_port()}/callback"
+    ne["redirect_uri"] = f"http://127.0.0.1:{free_port()}/callback"
     raw["dispatch"] = {"queue_poll_seconds": 0.3}
     raw["plugins"]["tag_filter"]["enabled"] = True
     path = root / "daemon.yaml"
     write_atomically(path, dump(raw))
     return path
+
+
+def start_linked(config_path: Path, sandbox: SandboxServer) -> LoadedConfig:
+    """Load and migrate the configuration, then sign in through the sandbox."""
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+    engine = make_engine(loaded.config.resolved_database_url)
+    upgrade(engine)
+    company = _sign_in(loaded.config, engine)
+    engine.dispose()
+    info(f"… signed in to Next Engine: {company}")
+    return loaded
+
+
+def plant_unlinked_order(sandbox: SandboxServer) -> None:
+    """An order whose goods no WMS product links: the demo checks that it ends held."""
+    sandbox.state.create_goods(UNLINKED_GOODS, quantity=5)
+    sandbox.state.create_order([(UNLINKED_GOODS, 1)], shop_id=1, tag="[ロジクラ受注取込対象]")
+
+
+def _csv_folders(root: Path) -> Callable[[Any], None]:
+    def configure(raw: Any) -> None:
+        raw["wms"]["csv"]["inbox"] = str(root / "wms" / "inbox")
+        raw["wms"]["csv"]["outbox"] = str(root / "wms" / "outbox")
+        raw["wms"]["csv"]["stable_seconds"] = 0.2
+    return configure
 
 
 def _sign_in(config: DaemonConfig, engine: Any) -> str:
@@ -215,19 +247,11 @@ def demo(
 
 def _run_demo(root: Path, sandbox: SandboxServer) -> None:
     info(f"… Next Engine sandbox on {sandbox.base_url}")
-    config_path = _prepare(root, sandbox)
-    try:
-        loaded = load_config(config_path)
-    except ConfigError as exc:
-        fail(str(exc))
-    engine = make_engine(loaded.config.resolved_database_url)
-    upgrade(engine)
-    company = _sign_in(loaded.config, engine)
-    engine.dispose()
-    info(f"… signed in to Next Engine: {company}")
-    sandbox.state.create_goods("DEMO-NOLINK", quantity=5)
-    sandbox.state.create_order([("DEMO-NOLINK", 1)], shop_id=1, tag="[ロジクラ受注取込対象]")
-    products = [(p, link) for p, link in _products(sandbox) if link.casefold() != "demo-nolink"]
+    config_path = prepare_config(root, sandbox, _csv_folders(root))
+    loaded = start_linked(config_path, sandbox)
+    plant_unlinked_order(sandbox)
+    unlinked = UNLINKED_GOODS.casefold()
+    products = [(p, link) for p, link in _products(sandbox) if link.casefold() != unlinked]
     _write(root / "wms" / "inbox" / "products.csv", "product_code,link_code",
            [f"{p},{link}" for p, link in products])
     time.sleep(0.3)

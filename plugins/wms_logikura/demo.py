@@ -20,23 +20,31 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from sqlmodel import select
 
 from daemon.admin import RunOnceReport
 from daemon.cli.common import fail, info, print_table
-from daemon.cli.demo import EXAMPLE_CONFIG, _free_port, _sign_in, _until_quiet
+from daemon.cli.demo import (
+    EXAMPLE_CONFIG,
+    _until_quiet,
+    free_port,
+    plant_unlinked_order,
+    prepare_config,
+    start_linked,
+)
 from daemon.cli.wms import wait_for_code
-from daemon.config import ConfigError, load_config, read_yaml
+from daemon.config import read_yaml
 from daemon.nextengine.sandbox import SandboxConfig as NeSandboxConfig
 from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
-from daemon.store.engine import make_engine, read_session, upgrade
+from daemon.store.engine import read_session
 from daemon.store.models import ImportedOrder, OutboxItem
-from daemon.yamledit import dump, write_atomically
 from hooks.connectors import AuthorizingConnector
 from plugins.wms_logikura.sandbox import SandboxConfig, SandboxServer, StaffError, WarehouseStaff
 
@@ -77,22 +85,14 @@ def run_demo(root: Path) -> None:
         ne.stop()
 
 
-def _prepare(root: Path, ne: NeSandbox, logikura: SandboxServer) -> Path:
-    raw = read_yaml(EXAMPLE_CONFIG)
-    raw["state_dir"] = str(root / "state")
-    raw["wms"] = {"connector": "logikura", "logikura": {
-        "api_base": logikura.base_url, "auth_base": logikura.base_url, "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "redirect_uri": f"http://127.0.0.1:{_free_port()}/callback",
-        "delivery_methods": DELIVERY_METHODS}}
-    settings = raw["nextengine"]
-    settings["api_base"] = settings["login_base"] = ne.base_url
-    settings["redirect_uri"] = f"http://127.0.0.1:{_free_port()}/callback"
-    raw["dispatch"] = {"queue_poll_seconds": 0.3}
-    raw["plugins"]["tag_filter"]["enabled"] = True
-    path = root / "daemon.yaml"
-    write_atomically(path, dump(raw))
-    return path
+def _logikura_section(logikura: SandboxServer) -> Callable[[Any], None]:
+    def configure(raw: Any) -> None:
+        raw["wms"] = {"connector": "logikura", "logikura": {
+            "api_base": logikura.base_url, "auth_base": logikura.base_url,
+            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "redirect_uri": f"http://127.0.0.1:{free_port()}/callback",
+            "delivery_methods": DELIVERY_METHODS}}
+    return configure
 
 
 def _catalog(ne: NeSandbox, logikura: SandboxServer) -> dict[str, str]:
@@ -144,19 +144,10 @@ def _authorise(config_path: Path, logikura: SandboxServer) -> str:
 
 def _play(root: Path, ne: NeSandbox, logikura: SandboxServer) -> None:
     info(f"… Next Engine sandbox on {ne.base_url}, Logikura sandbox on {logikura.base_url}")
-    config_path = _prepare(root, ne, logikura)
-    try:
-        loaded = load_config(config_path)
-    except ConfigError as exc:
-        fail(str(exc))
-    engine = make_engine(loaded.config.resolved_database_url)
-    upgrade(engine)
-    company = _sign_in(loaded.config, engine)
-    engine.dispose()
-    info(f"… signed in to Next Engine: {company}")
+    config_path = prepare_config(root, ne, _logikura_section(logikura))
+    start_linked(config_path, ne)
     products = _catalog(ne, logikura)
-    ne.state.create_goods("DEMO-NOLINK", quantity=5)
-    ne.state.create_order([("DEMO-NOLINK", 1)], shop_id=1, tag="[ロジクラ受注取込対象]")
+    plant_unlinked_order(ne)
     info(f"… authorised in Logikura: {_authorise(config_path, logikura)}")
     info("… importing orders as Logikura shipping schedules")
     reports = _until_quiet(config_path)
