@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from daemon import USER_AGENT
+from daemon import USER_AGENT, attention
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
 from daemon.importer import INSTRUCTED, OrderImporter
@@ -38,7 +38,7 @@ from daemon.store.engine import Bind, check_migrated, make_engine, read_session,
 from daemon.store.models import Cursor, ImportedOrder, WmsProduct, utcnow
 from daemon.tokenguard import TokenGuard
 from hooks.connectors import ConnectorContext, WmsConnector
-from hooks.records import WarehouseInfo
+from hooks.records import Problem, WarehouseInfo
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,12 @@ class Runtime:
                 order = session.get(ImportedOrder, ne_order_id)
             return order is not None and order.state == INSTRUCTED
 
+        def report_problem(problem: Problem) -> None:
+            attention.report(db, problem, source=self.config.wms.connector)
+
+        def resolve_problem(key: str) -> None:
+            attention.resolve(db, [key])
+
         return ConnectorContext(
             warehouses=self.warehouses(),
             is_known_product=known.__contains__,
@@ -160,6 +166,8 @@ class Runtime:
             state_dir=self.config.state_dir,
             is_imported_order=is_imported_order,
             mask_secret=register_secret,
+            report_problem=report_problem,
+            resolve_problem=resolve_problem,
         )
 
     def clock(self) -> datetime:

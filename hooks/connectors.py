@@ -22,7 +22,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import requests
 
 from hooks.errors import BatchRejected
-from hooks.records import EventKind, OrderInstruction, ProductLink, WarehouseInfo, WmsEvent
+from hooks.records import (
+    EventKind,
+    OrderInstruction,
+    Problem,
+    ProductLink,
+    WarehouseInfo,
+    WmsEvent,
+)
 
 
 def _never_imported(ne_order_id: str) -> bool:
@@ -32,6 +39,15 @@ def _never_imported(ne_order_id: str) -> bool:
 
 def _keep_secret(value: str) -> None:
     """Default of :attr:`ConnectorContext.mask_secret`: nothing to mask with."""
+
+
+def _log_problem(problem: Problem) -> None:
+    """Default of :attr:`ConnectorContext.report_problem` outside an engine: log it."""
+    logging.getLogger("nebridge.connector").error("%s: %s", problem.key, problem.reason)
+
+
+def _forget_problem(key: str) -> None:
+    """Default of :attr:`ConnectorContext.resolve_problem` outside an engine: nothing."""
 
 
 @dataclass
@@ -44,6 +60,9 @@ class ConnectorContext:
     configured engine). ``is_imported_order(id)`` tells whether a Next Engine order id was
     imported (instructed) by nebridge, for WMSs whose order number field is free text.
     ``mask_secret(value)`` has every later log line mask ``value`` (tokens, secrets).
+    ``report_problem(problem)`` puts something that needs a person in front of the admin
+    (``nebridge attention``, ``status``, ``doctor``, metrics); ``resolve_problem(key)`` closes
+    it when it is gone. Both write at once, in their own transaction.
     """
 
     warehouses: Mapping[str, WarehouseInfo]
@@ -55,6 +74,8 @@ class ConnectorContext:
     state_dir: Path | None = None
     is_imported_order: Callable[[str], bool] = _never_imported
     mask_secret: Callable[[str], None] = _keep_secret
+    report_problem: Callable[[Problem], None] = _log_problem
+    resolve_problem: Callable[[str], None] = _forget_problem
 
 
 @runtime_checkable

@@ -244,3 +244,25 @@ class Notification:
     level: Literal["info", "warning", "error"]
     title: str
     message: str
+
+
+# ---------------------------------------------------------------------------
+# Attention: things a person must look at
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something a connector or the engine found that needs a person (an attention item).
+
+    ``key`` names what the problem is about and stays the same while it lasts (e.g.
+    ``logikura:partial:33``): reporting the same key again updates the stored problem, and
+    resolving the key closes it. ``fix`` tells the admin what to do, ideally an exact command.
+    """
+
+    key: str
+    kind: str
+    reason: str
+    fix: str
+    warehouse: str = ""
+    subject: str = ""
+    severity: Literal["warning", "error"] = "error"

@@ -236,3 +236,37 @@ class NeLink(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=Column(Text))
     connected_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class ProblemState(StrEnum):
+    """Life of a stored attention problem."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class AttentionProblem(SQLModel, table=True):
+    """A problem that needs a person and has no other home in the store.
+
+    Held events, failed actions and held orders are read from their own tables; this table
+    holds what connectors and engine stages report through :func:`daemon.attention.report`
+    (a Logikura schedule renumbered by staff, a file that cannot be taken, a paused stage…).
+    ``key`` is stable while the problem lasts, so reporting it again only refreshes it.
+    """
+
+    __tablename__ = "attention_problem"
+    __table_args__ = (Index("ix_attention_problem_open", "state", "last_seen"),)
+
+    key: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=32)
+    severity: str = Field(default="error", max_length=16)
+    warehouse: str = Field(default="", max_length=32)
+    subject: str = Field(default="", max_length=128)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    fix: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(default="", max_length=64)
+    state: str = Field(default=ProblemState.OPEN, max_length=16)
+    occurrences: int = 1
+    first_seen: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    last_seen: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
