@@ -8,15 +8,21 @@
   auth error saying what to do.
 * Reads (GET) are repeated after a dropped connection or a 5xx; writes never are — their
   outcome is unknown, so the error says so (``ambiguous``) and callers reconcile first.
-* Lists follow the ``Link: <…>; rel="next"`` header to the end, never to another host.
+* Lists follow the ``Link: <…>; rel="next"`` header to the end, never to another host, and
+  never to a page already read (a repeating or looping link ends the read with an error, as
+  does a list longer than :data:`MAX_PAGES` pages).
+* Inside :meth:`LogikuraClient.bulk` (an order import creating schedules) requests take the
+  rate limiter's bulk lane and end the turn at a deadline (:mod:`.ratelimit`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
@@ -29,13 +35,15 @@ from plugins.wms_logikura.errors import (
     LogikuraRefused,
     LogikuraUnavailable,
 )
-from plugins.wms_logikura.ratelimit import RateLimiter
+from plugins.wms_logikura.ratelimit import DEFAULT_PAUSE_SECONDS, RateLimiter
 
 Json = dict[str, Any]
 RATE_LIMITED = frozenset({429, 499})
 MAX_RATE_RETRIES = 5
 READ_RETRIES = 2
-DEFAULT_PAUSE_SECONDS = 60.0
+MAX_PAGES = 1000
+_Lane = tuple[bool, float | None]  # (bulk, deadline)
+_LANE: ContextVar[_Lane] = ContextVar("logikura_lane", default=(False, None))
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
@@ -50,13 +58,14 @@ def _error_text(body: Any) -> str:
     return str(body)[:300] if body else "no details"
 
 
-def _reset_seconds(answer: requests.Response) -> float | None:
-    value = answer.headers.get("X-Rate-Limit-Reset") or answer.headers.get(
-        "X-RateLimit-Reset")
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
+def _page_key(url: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A page's identity: its path and sorted query, however the link spells them."""
+    parts = urlsplit(url)
+    return parts.path, tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+
+
+def _reset_header(answer: requests.Response) -> str | None:
+    return answer.headers.get("X-Rate-Limit-Reset") or answer.headers.get("X-RateLimit-Reset")
 
 
 class LogikuraClient:
@@ -80,6 +89,16 @@ class LogikuraClient:
         base = urlsplit(config.api_base)
         self._origin = (base.scheme, base.netloc)
 
+    @contextmanager
+    def bulk(self, deadline: float) -> Iterator[None]:
+        """Requests of this thread inside the block are bulk work that ends its turn at
+        ``deadline`` (limiter clock seconds) with :class:`~.ratelimit.TurnOver`."""
+        token = _LANE.set((True, deadline))
+        try:
+            yield
+        finally:
+            _LANE.reset(token)
+
     # ---------------------------------------------------------------- verbs
     def get(self, path: str, params: dict[str, str] | None = None) -> Json:
         """GET one resource."""
@@ -94,8 +113,10 @@ class LogikuraClient:
         """Every record of a list, page after page, following ``rel="next"`` to the end."""
         url: str = path
         query = params
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
         while True:
             answer = self.request("GET", url, params=query)
+            seen.add(_page_key(answer.url))
             data = self._json(answer)
             records = data.get(key)
             if not isinstance(records, list):
@@ -109,6 +130,15 @@ class LogikuraClient:
             if (target.scheme, target.netloc) != self._origin:
                 raise LogikuraError(f"Logikura's next-page link for {path} points to "
                                     f"{target.netloc}, not {self._origin[1]}; not followed")
+            looped = _page_key(following) in seen
+            if looped or len(seen) >= MAX_PAGES:
+                raise LogikuraError(
+                    f"Logikura's next-page links for {path} "
+                    + ("lead back to a page already read" if looped
+                       else f"go on past {MAX_PAGES} pages")
+                    + f" ({urlsplit(following).query or 'no page number'}); the list was "
+                    "not read to its end. Nebridge tries again at its next run; if this "
+                    "persists, report it to Logikura support")
             url, query = following, None
 
     # ---------------------------------------------------------------- the core
@@ -119,9 +149,10 @@ class LogikuraClient:
         shown = urlsplit(url).path
         refreshed = False
         rate_retries = read_retries = 0
+        bulk, deadline = _LANE.get()
         while True:
             token = self.auth.access_token()
-            self.limiter.acquire()
+            self.limiter.acquire(bulk=bulk, deadline=deadline)
             try:
                 answer = self.session.request(
                     method, url, params=params, json=body,
@@ -141,7 +172,8 @@ class LogikuraClient:
             status = answer.status_code
             if status in RATE_LIMITED:
                 rate_retries += 1
-                pause = _reset_seconds(answer) or DEFAULT_PAUSE_SECONDS
+                pause = self.limiter.reset_seconds(_reset_header(answer)) or \
+                    DEFAULT_PAUSE_SECONDS
                 self.limiter.pause(pause)
                 self.log.warning("Logikura answered %d (too many requests) to %s %s; pausing "
                                  "%.0f s", status, method, shown, pause)
@@ -164,7 +196,8 @@ class LogikuraClient:
     def _note_budget(self, answer: requests.Response) -> None:
         remaining = answer.headers.get("X-RateLimit-Remaining")
         if remaining is not None and remaining.strip() in ("0", "-1"):
-            self.limiter.pause(_reset_seconds(answer) or DEFAULT_PAUSE_SECONDS)
+            reset = self.limiter.reset_seconds(_reset_header(answer))
+            self.limiter.pause(DEFAULT_PAUSE_SECONDS if reset is None else reset)
 
     def _error(self, method: str, shown: str, answer: requests.Response) -> LogikuraError:
         status = answer.status_code

@@ -1,9 +1,21 @@
-"""At most ``requests_per_minute`` (≤ 100) Logikura API requests in any 60 seconds.
+"""Fewer than ``requests_per_minute`` (≤ 100) Logikura API requests in any 60 seconds.
 
-The request times live in the connector's SQLite file, so every connector instance and every
-process using the same state folder (the daemon, ``run --once``, the CLI) shares one budget.
+The request times live in the connector's SQLite file, so every thread, connector instance
+and process using the same state folder (the daemon, ``run --once``, the CLI) shares one
+budget; each slot is taken in one write transaction that also reads the clock, so takers
+cannot erase each other's slots. A safety margin (:func:`budget`) stays unused: the clocks of
+nebridge and Logikura never agree exactly, and Logikura's window may be aligned differently.
+
+Two lanes share the budget, history reads first: *bulk* work (creating shipping schedules
+for an order import) may fill the window only up to :data:`READ_RESERVE` slots below the
+budget, so shipments and receipts are read at once however large an import is. Bulk callers
+also give a deadline: a slot not free by then ends their turn (:class:`TurnOver`) instead of
+holding their job, and the daemon's stop, for minutes.
+
 When Logikura says the budget is used up (``X-RateLimit-Remaining: 0``, or a 429 / 499
-answer) nobody sends again before ``X-Rate-Limit-Reset`` seconds have passed. The clock and
+answer) nobody sends again before ``X-Rate-Limit-Reset`` seconds have passed — at most
+:data:`MAX_PAUSE_SECONDS`: the window is a minute, so a larger value (e.g. an epoch
+timestamp) is read as a point in time if it is one, and is bounded either way. The clock and
 the sleep are injectable, so tests run minutes of traffic in milliseconds.
 """
 
@@ -15,6 +27,26 @@ from plugins.wms_logikura.errors import LogikuraUnavailable
 from plugins.wms_logikura.store import LocalStore
 
 WINDOW_SECONDS = 60.0
+MAX_PAUSE_SECONDS = WINDOW_SECONDS + 5.0
+DEFAULT_PAUSE_SECONDS = WINDOW_SECONDS
+READ_RESERVE = 20
+_EPOCH_FLOOR = 1_000_000_000.0  # 2001-09-09: a reset this large is a timestamp
+
+
+def budget(limit: int) -> int:
+    """The requests nebridge sends in any window: ``limit`` less a 10 % margin (100 → 90;
+    below 10 a limit is already far from Logikura's and is kept)."""
+    return limit - limit // 10
+
+
+def bulk_budget(limit: int) -> int:
+    """The part of :func:`budget` bulk work may fill; the rest is kept for history reads."""
+    whole = budget(limit)
+    return max(1, whole - min(READ_RESERVE, whole // 3))
+
+
+class TurnOver(LogikuraUnavailable):
+    """No request slot before the caller's deadline; nothing was sent, go on next run."""
 
 
 class RateLimiter:
@@ -35,13 +67,21 @@ class RateLimiter:
         self.sleep = sleep
         self.max_wait = max_wait
 
-    def acquire(self) -> None:
-        """Wait until a request may be sent and count it; give up after ``max_wait`` s."""
+    def acquire(self, *, bulk: bool = False, deadline: float | None = None) -> None:
+        """Wait until a request may be sent and count it.
+
+        ``bulk`` requests leave the read reserve free; ``deadline`` (clock seconds) raises
+        :class:`TurnOver` when no slot is free by then. Anyone gives up after ``max_wait``.
+        """
+        cap = bulk_budget(self.limit) if bulk else budget(self.limit)
         waited = 0.0
         while True:
-            wait = self.store.take_slot(self.clock(), self.limit, WINDOW_SECONDS)
+            wait = self.store.take_slot(self.clock, cap, WINDOW_SECONDS, MAX_PAUSE_SECONDS)
             if wait <= 0:
                 return
+            if deadline is not None and self.clock() + wait > deadline:
+                raise TurnOver(f"Logikura's request budget is taken for the next {wait:.0f} "
+                               "s; the rest follows at the next run")
             if waited + wait > self.max_wait:
                 raise LogikuraUnavailable(
                     f"Logikura's limit of {self.limit} requests a minute leaves no room for "
@@ -49,6 +89,23 @@ class RateLimiter:
             self.sleep(wait)
             waited += wait
 
+    def reset_seconds(self, header: str | None) -> float | None:
+        """Seconds until Logikura's window resets, from an ``X-Rate-Limit-Reset`` value:
+        seconds, or (if it is one) a POSIX timestamp; bounded to ``MAX_PAUSE_SECONDS``.
+        None when the header is absent or not a number."""
+        if header is None:
+            return None
+        try:
+            value = float(header.strip())
+        except ValueError:
+            return None
+        if value != value:  # NaN
+            return None
+        if value >= _EPOCH_FLOOR:
+            value -= self.clock()
+        return min(max(value, 0.0), MAX_PAUSE_SECONDS)
+
     def pause(self, seconds: float) -> None:
-        """Logikura asked for a break: no request for ``seconds``."""
-        self.store.pause_until(self.clock() + max(seconds, 0.0))
+        """Logikura asked for a break: no request for ``seconds`` (bounded)."""
+        bounded = min(max(seconds, 0.0), MAX_PAUSE_SECONDS)
+        self.store.pause_until(self.clock() + bounded)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,23 +192,39 @@ class LocalStore:
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
     # ---------------------------------------------------------------- rate limit
-    def take_slot(self, now: float, limit: int, window: float) -> float:
-        """Record a request at ``now`` if fewer than ``limit`` were made in the last
-        ``window`` seconds and no pause is due; else return the seconds to wait."""
+    def take_slot(self, clock: Callable[[], float], cap: int, window: float,
+                  max_pause: float) -> float:
+        """Record a request if fewer than ``cap`` were made in the last ``window`` seconds
+        and no pause is due; else return the seconds to wait.
+
+        The clock is read *inside* the write transaction, so the times of every thread and
+        process are taken in one order and no taker can count (or delete) another's slot
+        as "in the future". Slots and pauses further ahead than the window or ``max_pause``
+        (the wall clock was set back; an absurd reset header stored by an older version)
+        are dropped rather than obeyed.
+        """
         with self._write(durable=False) as conn:
+            now = clock()
             row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
             paused_until = float(row[0]) if row else 0.0
-            if now < paused_until:
+            if paused_until - now > max_pause:
+                conn.execute("DELETE FROM kv WHERE name = ?", (PAUSE_KEY,))
+            elif now < paused_until:
                 return paused_until - now
-            conn.execute("DELETE FROM request_slot WHERE at <= ? OR at > ?", (now - window, now))
-            count, oldest = conn.execute("SELECT COUNT(*), MIN(at) FROM request_slot").fetchone()
-            if count >= limit:
-                return max(float(oldest) + window - now, 0.001)
+            conn.execute("DELETE FROM request_slot WHERE at <= ? OR at > ?",
+                         (now - window, now + window))
+            (count,) = conn.execute("SELECT COUNT(*) FROM request_slot").fetchone()
+            if count >= cap:
+                (freed,) = conn.execute(
+                    "SELECT at FROM request_slot ORDER BY at LIMIT 1 OFFSET ?",
+                    (count - cap,)).fetchone()
+                return max(float(freed) + window - now, 0.001)
             conn.execute("INSERT INTO request_slot (at) VALUES (?)", (now,))
             return 0.0
 
     def pause_until(self, until: float) -> None:
-        """No request before ``until`` (Logikura said the limit is used up)."""
+        """No request before ``until`` (Logikura said the limit is used up); the caller
+        bounds ``until``."""
         with self._write(durable=False) as conn:
             row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
             if row is None or float(row[0]) < until:
