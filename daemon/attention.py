@@ -183,8 +183,10 @@ def _held_orders(session: Session, limit: int) -> tuple[dict[str, int], list[Att
         AttentionItem(
             kind=AttentionKind.HELD_ORDER, key=f"held_order:{o.ne_order_id}",
             reason=o.hold_reason or "held at import",
-            fix=("correct the cause in Next Engine or the WMS product master; the next import "
-                 "of the warehouse takes the order again by itself"),
+            fix=("correct the cause (the order in Next Engine, the WMS product master or "
+                 "connector settings); an order changed in Next Engine is taken again by "
+                 f"itself, otherwise `nebridge orders retry {o.ne_order_id}` (or `nebridge "
+                 f"orders drop {o.ne_order_id}` to never import it)"),
             since=o.updated_at, warehouse=o.warehouse, subject=o.ne_order_id)
         for o in rows
     ]

@@ -11,6 +11,14 @@ connector is asked to deliver the batch; a batch left undelivered by a crash is 
 again under the same key (connectors make that idempotent). Orders already imported are
 never instructed again, whatever Next Engine says later.
 
+One bad order never blocks its batch: a connector refuses the orders it cannot instruct as
+they are (:class:`~hooks.errors.OrdersRefused`, e.g. a character the WMS file's encoding
+cannot hold) and delivers the others; the batch is then recorded as delivered without the
+refused orders and each of those is held alone with the reason, in one transaction. A held
+order is rendered again from Next Engine when it changes there, or at once after
+``nebridge orders retry ID`` (state ``retry``: read by id at the next import); ``nebridge
+orders drop ID`` gives it up for good (state ``dropped``: never imported by nebridge).
+
 Routing: a warehouse with ``import_orders: true`` takes the orders of its ``shop_ids``; at most
 one importing warehouse without ``shop_ids`` takes every other shop's orders.
 """
@@ -29,6 +37,8 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import col, select
 
+from daemon import attention
+from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
 from daemon.dispatch import NeGate
 from daemon.inbox import PRODUCTS_CURSOR
@@ -49,12 +59,14 @@ from daemon.store.models import (
     utcnow,
 )
 from hooks.connectors import ConnectorContext, InstructionBatch, WmsConnector
+from hooks.errors import OrdersRefused
 from hooks.records import (
     FilterVerdict,
     NeOrder,
     NeOrderRow,
     OrderInstruction,
     OrderInstructionLine,
+    Problem,
     WarehouseInfo,
 )
 
@@ -74,7 +86,11 @@ BASE_FIELDS = (
     "receive_order_consignee_address2", "receive_order_consignee_tel",
     "receive_order_statement_delivery_instruct_printing_date",
 )
-INSTRUCTED, HELD = "instructed", "held"
+INSTRUCTED, HELD, RETRY, DROPPED = "instructed", "held", "retry", "dropped"
+#: States of an order that is never imported again by itself.
+SETTLED = (INSTRUCTED, DROPPED)
+#: How many order ids one ``receive_order_id-in`` search names at most.
+IDS_PER_SEARCH = 500
 
 
 def cursor_name(warehouse: str) -> str:
@@ -169,12 +185,14 @@ class OrderImporter:
             return result
         plan = self._decide(candidates, warehouse)
         result.items_in = len(candidates)
-        result.counts = {"imported": len(plan.instruct), "held": len(plan.hold),
+        earlier = result.counts.get("held", 0)  # refused in a batch left pending
+        result.counts = {"imported": len(plan.instruct), "held": earlier + len(plan.hold),
                          "skipped": len(plan.skip),
                          "matched_ignoring_case": plan.matched_ignoring_case}
         result.subjects = {"skipped": [c.order_id for c, _ in plan.skip],
-                           "held": [c.order_id for c, _ in plan.hold]}
-        result.held = len(plan.hold)
+                           "held": [*result.subjects.get("held", []),
+                                    *(c.order_id for c, _ in plan.hold)]}
+        result.held += len(plan.hold)
         for cand, reason in plan.skip:
             result.notices.append(f"order {cand.order_id} skipped: {reason}")
         for cand, reason in plan.hold:
@@ -185,11 +203,14 @@ class OrderImporter:
                 f"({len(instr.lines)} line(s))" for cand, instr in plan.instruct)
             result.items_out = len(plan.instruct)
             return result
-        batch = self._record(warehouse.code, plan, candidates, started, full_scan)
+        batch = self._record(warehouse.code, plan, candidates, started, full_scan, result)
+        refused: set[str] = set()
         if batch is not None:
-            self._deliver(batch, result)
-            self._claim([cand for cand, _ in plan.instruct], result)
-        result.items_out = len(plan.instruct)
+            refused = self._deliver(batch, result)
+            self._claim([cand for cand, _ in plan.instruct if cand.order_id not in refused],
+                        result)
+        result.counts["imported"] -= len(refused)
+        result.items_out = len(plan.instruct) - len(refused)
         return result
 
     # -- reading ----------------------------------------------------------------------------
@@ -232,6 +253,7 @@ class OrderImporter:
                 base.gt("receive_order_statement_delivery_instruct_printing_date",
                         format_ne_datetime(ran - overlap)),
             ]
+        wheres += [base.in_("receive_order_id", chunk) for chunk in self._retries(code)]
         rows: dict[str, list[Mapping[str, str | None]]] = defaultdict(list)
         seen: set[tuple[str, str]] = set()
         for where in wheres:
@@ -241,6 +263,15 @@ class OrderImporter:
                     seen.add(key)
                     rows[key[0]].append(row)
         return [self._candidate(r) for r in rows.values()], full
+
+    def _retries(self, code: str) -> list[list[str]]:
+        """Ids of the warehouse's orders the admin asked to render again, in search chunks."""
+        with read_session(self.engine) as session:
+            ids = sorted(session.scalars(
+                select(col(ImportedOrder.ne_order_id))
+                .where(col(ImportedOrder.warehouse) == code)
+                .where(col(ImportedOrder.state) == RETRY)))
+        return [ids[i:i + IDS_PER_SEARCH] for i in range(0, len(ids), IDS_PER_SEARCH)]
 
     @staticmethod
     def _candidate(rows: Sequence[Mapping[str, str | None]]) -> Candidate:
@@ -268,7 +299,7 @@ class OrderImporter:
         with read_session(self.engine) as session:
             done = set(session.scalars(
                 select(col(ImportedOrder.ne_order_id))
-                .where(col(ImportedOrder.state) == INSTRUCTED)
+                .where(col(ImportedOrder.state).in_(SETTLED))
                 .where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
             )) if candidates else set()
             products = [(p, link) for p, link in session.execute(
@@ -348,6 +379,7 @@ class OrderImporter:
         candidates: Sequence[Candidate],
         started: datetime,
         full_scan: bool,
+        result: StageResult,
     ) -> InstructionBatch | None:
         now = self.clock()
         batch = None
@@ -373,6 +405,17 @@ class OrderImporter:
                 row.state, row.hold_reason, row.updated_at = HELD, reason, now
                 row.ne_last_modified = cand.order.last_modified
                 session.add(row)
+            decided = {cand.order_id for cand, _ in (*plan.instruct, *plan.hold)}
+            gone = [row for row in session.scalars(
+                select(ImportedOrder).where(col(ImportedOrder.warehouse) == code)
+                .where(col(ImportedOrder.state) == RETRY))
+                if row.ne_order_id not in decided]
+            for row in gone:
+                session.delete(row)
+                result.notices.append(
+                    f"order {row.ne_order_id} is not held any more: Next Engine no longer "
+                    f"offers it for import into {code} (status, cancellation, shop or "
+                    "print-instruct date), or a filter plugin skipped it")
             self._advance_cursor(session, code, candidates, started, full_scan)
         return batch
 
@@ -411,18 +454,56 @@ class OrderImporter:
             orders = [_instruction_from(d) for d in json.loads(record.orders)]
             self._deliver(InstructionBatch(record.key, record.created_at, orders), result)
 
-    def _deliver(self, batch: InstructionBatch, result: StageResult) -> None:
+    def _deliver(self, batch: InstructionBatch, result: StageResult) -> set[str]:
+        """Push ``batch``; record it delivered, without the orders the connector refused,
+        which are held alone. Returns the ids of the refused orders."""
+        refused: dict[str, str] = {}
         try:
             self.connector.push_orders(batch, self.connector_context())
+        except OrdersRefused as exc:
+            refused = exc.refused
         except Exception as exc:  # delivered again next run, under the same key
             log.error("delivering instruction batch %s failed: %s", batch.key, exc)
             result.failures.append(f"instructions {batch.key} not delivered yet: {exc}")
-            return
+            attention.report(self.engine, Problem(
+                key=f"held_instruction:{batch.key}", kind=AttentionKind.HELD_INSTRUCTION,
+                reason=(f"instruction batch {batch.key} ({len(batch.orders)} order(s)) is not "
+                        f"delivered to the WMS yet: {type(exc).__name__}: {exc}"),
+                fix=("fix the cause named here (WMS connection, outbox folder, connector "
+                     "settings); every run delivers the batch again by itself, `nebridge run "
+                     "--once` tries at once"),
+                warehouse=result.warehouse, subject=batch.key), source="import_orders")
+            return set()
+        mine = {o.ne_order_id for o in batch.orders}
+        strangers = sorted(set(refused) - mine)
+        if strangers:
+            log.warning("batch %s: the connector refused orders not in it: %s", batch.key,
+                        ", ".join(strangers))
+        refused = {oid: why for oid, why in refused.items() if oid in mine}
+        now = self.clock()
         with write_session(self.engine) as session:
             record = session.get(InstructionBatchRecord, batch.key)
             if record is not None:
-                record.state, record.pushed_at = "pushed", self.clock()
+                if refused:
+                    record.orders = dumps([_instruction_dict(o) for o in batch.orders
+                                           if o.ne_order_id not in refused])
+                record.state, record.pushed_at = "pushed", now
                 session.add(record)
+            attention.resolve_in(session, [f"held_instruction:{batch.key}"], now)
+            for order_id, why in refused.items():
+                row = session.get(ImportedOrder, order_id)
+                if row is None or row.instruction_batch != batch.key:
+                    continue
+                row.state, row.instruction_batch, row.updated_at = HELD, None, now
+                row.hold_reason = f"the WMS connector refused the order: {why}"
+                session.add(row)
+        for order_id, why in refused.items():
+            log.warning("order %s held: the WMS connector refused it: %s", order_id, why)
+            result.notices.append(f"order {order_id} held: the WMS connector refused it: {why}")
+            result.subjects.setdefault("held", []).append(order_id)
+        result.held += len(refused)
+        result.counts["held"] = result.counts.get("held", 0) + len(refused)
+        return set(refused)
 
     def _claim(self, claimed: Sequence[Candidate], result: StageResult) -> None:
         """Mark imported orders in Next Engine (``order_import.claim``); best effort."""
@@ -462,3 +543,70 @@ _INSTRUCTION_FIELDS = tuple(f.name for f in fields(OrderInstruction) if f.name !
 def _instruction_from(data: Mapping[str, Any]) -> OrderInstruction:
     lines = tuple(OrderInstructionLine(**line) for line in data["lines"])
     return OrderInstruction(**{**data, "lines": lines})
+
+
+# -- admin (``nebridge orders``) -------------------------------------------------------------
+
+
+class OrderAdminError(Exception):
+    """An admin request on an order that cannot be done; the message says why and what to do."""
+
+
+def list_orders(
+    engine: Bind, states: Sequence[str], limit: int, warehouse: str | None = None
+) -> list[dict[str, Any]]:
+    """Orders nebridge knows of (instructed, held, retry, dropped), newest change first."""
+    stmt = select(ImportedOrder).order_by(col(ImportedOrder.updated_at).desc(),
+                                          col(ImportedOrder.ne_order_id)).limit(limit)
+    if states:
+        stmt = stmt.where(col(ImportedOrder.state).in_(list(states)))
+    if warehouse:
+        stmt = stmt.where(col(ImportedOrder.warehouse) == warehouse)
+    with read_session(engine) as session:
+        rows = list(session.scalars(stmt))
+    return [{"ne_order_id": o.ne_order_id, "warehouse": o.warehouse, "state": o.state,
+             "reason": o.hold_reason, "instruction_batch": o.instruction_batch,
+             "ne_last_modified": o.ne_last_modified, "imported_at": o.imported_at.isoformat(),
+             "updated_at": o.updated_at.isoformat()} for o in rows]
+
+
+def _order(session: Any, ne_order_id: str) -> ImportedOrder:
+    row: ImportedOrder | None = session.get(ImportedOrder, ne_order_id)
+    if row is None:
+        raise OrderAdminError(
+            f"nebridge has no record of order {ne_order_id}: it was never held or imported. "
+            "`nebridge orders list` shows the orders nebridge knows of")
+    if row.state == INSTRUCTED:
+        raise OrderAdminError(
+            f"order {ne_order_id} was instructed to the WMS ({row.warehouse}, batch "
+            f"{row.instruction_batch}); nebridge never instructs an order twice. Look for it "
+            "in the WMS")
+    return row
+
+
+def retry_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = utcnow) -> str:
+    """Have the next import of the order's warehouse read it again from Next Engine and render
+    it anew (a held or dropped order). Nothing is sent to Next Engine or the WMS now."""
+    with write_session(engine) as session:
+        row = _order(session, ne_order_id)
+        if row.state != RETRY:
+            row.hold_reason = f"retry asked by the admin; was {row.state}: {row.hold_reason}"
+            row.state, row.updated_at = RETRY, clock()
+            session.add(row)
+        warehouse = row.warehouse
+    return (f"order {ne_order_id} will be read again from Next Engine and rendered anew at the "
+            f"next order import of {warehouse} (`nebridge run --once` runs one now)")
+
+
+def drop_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = utcnow) -> str:
+    """Give a held order up for good: nebridge never imports it (nothing changes in Next
+    Engine; ship or cancel it there by hand). ``retry_order`` undoes it."""
+    with write_session(engine) as session:
+        row = _order(session, ne_order_id)
+        if row.state == DROPPED:
+            return f"order {ne_order_id} was already dropped"
+        row.hold_reason = f"dropped by the admin; was {row.state}: {row.hold_reason}"
+        row.state, row.updated_at = DROPPED, clock()
+        session.add(row)
+    return (f"order {ne_order_id} dropped: nebridge will never import it; handle it in Next "
+            f"Engine by hand (`nebridge orders retry {ne_order_id}` undoes this)")

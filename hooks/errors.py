@@ -58,3 +58,22 @@ class BatchRejected(NebridgeError):
         shown = "; ".join(str(e) for e in self.errors[:3])
         more = f" (+{len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
         return f"{self.source} rejected: {shown}{more}"
+
+
+class OrdersRefused(StepError):
+    """Raised by ``push_orders``: these orders of the batch cannot be instructed as they are.
+
+    ``refused`` maps each refused ``ne_order_id`` to the reason (what is wrong and where to
+    fix it). The connector raises it only after it delivered *every other* order of the
+    batch, and it wrote nothing of the refused ones (the WMS never gets half an order or half
+    a file). The engine then holds the refused orders alone, with their reasons, and counts
+    the batch delivered without them; ``nebridge orders retry ID`` renders a held order again
+    from Next Engine once it is fixed. Pushing the same batch again must refuse the same
+    orders and deliver the same others (idempotent for the same ``batch.key``).
+    """
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        self.refused = dict(refused)
+        shown = "; ".join(f"order {oid}: {why}" for oid, why in list(self.refused.items())[:3])
+        more = f" (+{len(self.refused) - 3} more)" if len(self.refused) > 3 else ""
+        super().__init__(f"{len(self.refused)} order(s) refused: {shown}{more}")

@@ -13,6 +13,7 @@ import typer
 
 from daemon import __version__
 from daemon.cli import (
+    attention,
     common,
     config_cmd,
     db,
@@ -21,6 +22,7 @@ from daemon.cli import (
     history,
     inbox,
     link,
+    orders,
     outbox,
     plugins,
     run,
@@ -70,10 +72,12 @@ app.add_typer(warehouses.app, name="warehouses")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(outbox.app, name="outbox")
+app.add_typer(orders.app, name="orders")
 app.add_typer(wms.app, name="wms")
 app.add_typer(systemd_cmd.app, name="systemd")
 app.command("run")(run.run)
 app.command("status")(status.status)
+app.command("attention")(attention.attention_cmd)
 app.command("demo")(demo.demo)
 app.command("doctor")(doctor.doctor)
 app.command("history")(history.history)

@@ -20,7 +20,7 @@ from datetime import UTC
 from pathlib import Path
 
 from hooks.connectors import InstructionBatch
-from hooks.errors import StepError
+from hooks.errors import OrdersRefused
 from hooks.records import OrderInstruction
 from plugins.wms_csv.folders import write_atomically
 
@@ -60,24 +60,30 @@ def order_file_name(batch: InstructionBatch) -> str:
 
 
 def write_orders(folder: Path, batch: InstructionBatch, encoding: str) -> Path | None:
-    """Write the batch's orders, one row per order line; return the path (None if no orders).
+    """Write the batch's orders, one row per order line; return the path (None if none written).
 
-    A character the output encoding cannot hold fails the batch with :class:`StepError`
-    naming the order: replacing it could send a parcel to a wrong address.
+    An order with a character the output encoding cannot hold is left out of the file
+    (replacing the character could send a parcel to a wrong address); once the file with
+    every other order is written, :class:`OrdersRefused` names each order left out and why.
+    The same batch always gives the same file, so a re-push after a crash rewrites it as it was.
     """
-    if not batch.orders:
-        return None
-    parts = [_csv_text([ORDER_COLUMNS]).encode(encoding)]
+    parts: list[bytes] = []
+    refused: dict[str, str] = {}
     for order in batch.orders:
         try:
             parts.append(_csv_text(_order_rows(order)).encode(encoding))
         except UnicodeEncodeError as exc:
             bad = exc.object[exc.start : exc.end]
-            raise StepError(
-                f"order {order.ne_order_id}: {bad!r} cannot be written in {encoding}"
-            ) from exc
-    target = folder / order_file_name(batch)
-    write_atomically(target, b"".join(parts))
+            refused[order.ne_order_id] = (
+                f"{bad!r} cannot be written in {encoding} (the WMS order file's encoding, "
+                "wms.csv.encoding_out); replace it in the order in Next Engine, then "
+                f"`nebridge orders retry {order.ne_order_id}`")
+    target = None
+    if parts:
+        target = folder / order_file_name(batch)
+        write_atomically(target, _csv_text([ORDER_COLUMNS]).encode(encoding) + b"".join(parts))
+    if refused:
+        raise OrdersRefused(refused)
     return target
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from hooks.connectors import InstructionBatch
-from hooks.errors import StepError
+from hooks.errors import OrdersRefused
 from hooks.records import OrderInstruction
 from plugins.wms_logikura.catalog import Catalog
 from plugins.wms_logikura.client import Json, LogikuraClient
@@ -30,6 +30,10 @@ from plugins.wms_logikura.errors import LogikuraRefused
 from plugins.wms_logikura.store import CREATED, SENDING, LocalStore, ScheduleRecord
 
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+_RETRY_HINT = ("; fix it (Logikura's product master, wms.logikura.delivery_methods or the "
+               "order in Next Engine), then `nebridge orders retry {}`")
 
 
 class OrderProblem(Exception):
@@ -57,8 +61,8 @@ class SchedulePusher:
         self.log = log
 
     def push(self, batch: InstructionBatch) -> None:
-        """Create every schedule of ``batch`` not created yet; raise StepError listing the
-        orders Logikura refused (the others are created; the batch is retried later)."""
+        """Create every schedule of ``batch`` not created yet; raise OrdersRefused naming the
+        orders that cannot be created as they are (every other one is created)."""
         records = self.store.schedules(o.ne_order_id for o in batch.orders)
         todo = [o for o in batch.orders
                 if records.get(o.ne_order_id) is None
@@ -71,7 +75,7 @@ class SchedulePusher:
             settled = self._reconcile(unsure)
             todo = [o for o in todo if o.ne_order_id not in settled]
         catalog = self.catalog(False)
-        problems: list[str] = []
+        problems: dict[str, str] = {}
         created = 0
         for order in todo:
             try:
@@ -81,23 +85,21 @@ class SchedulePusher:
                 try:
                     payload = self._payload(order, catalog)
                 except OrderProblem as exc:
-                    problems.append(f"order {order.ne_order_id}: {exc}")
+                    problems[order.ne_order_id] = f"{exc}{_RETRY_HINT.format(order.ne_order_id)}"
                     continue
             try:
                 payload["shipping_schedule"]["consignee_id"] = self._consignee(order)
                 self._create(order, batch.key, payload)
             except LogikuraRefused as exc:
-                problems.append(f"order {order.ne_order_id}: {exc}")
+                problems[order.ne_order_id] = (f"Logikura refused it: {exc}"
+                                               f"{_RETRY_HINT.format(order.ne_order_id)}")
                 continue
             created += 1
         if created:
             self.log.info("created %d Logikura shipping schedule(s) for batch %s", created,
                           batch.key)
         if problems:
-            raise StepError("Logikura did not take every order of batch "
-                            f"{batch.key}: {'; '.join(problems)}. Fix the cause (product "
-                            "master, wms.logikura.delivery_methods); the batch is sent again "
-                            "at the next run and orders already created are not repeated")
+            raise OrdersRefused(problems)
 
     # ---------------------------------------------------------------- one order
     def _create(self, order: OrderInstruction, batch_key: str, payload: Json) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hooks.connectors import InstructionBatch
-from hooks.errors import StepError
+from hooks.errors import OrdersRefused
 from hooks.records import OrderInstruction, OrderInstructionLine
 from plugins.wms_csv import CsvConnector, CsvConnectorConfig
 from plugins.wms_csv.outbox import ORDER_COLUMNS, order_file_name
@@ -81,9 +81,24 @@ def test_cp932_output(tmp_path: Path) -> None:
     assert "山田 太郎" in (tmp_path / "outbox" / name).read_bytes().decode("cp932")
 
 
-def test_unencodable_character_fails_the_batch_and_leaves_nothing(tmp_path: Path) -> None:
-    batch = InstructionBatch("k", CREATED, [order("1001"), order("1002", name="🍣 さん")])
-    with pytest.raises(StepError, match="order 1002: '🍣' cannot be written in cp932"):
+def test_unencodable_order_is_refused_alone_and_the_others_are_written(tmp_path: Path) -> None:
+    batch = InstructionBatch("k", CREATED, [order("1001"), order("1002", name="🍣 さん"),
+                                            order("1003", lines=1)])
+    for _ in range(2):  # a re-push after a crash refuses and writes exactly the same
+        with pytest.raises(OrdersRefused) as refused:
+            make_connector(tmp_path, "cp932").push_orders(batch, make_ctx())
+        assert list(refused.value.refused) == ["1002"]
+        assert "'🍣' cannot be written in cp932" in refused.value.refused["1002"]
+        assert "nebridge orders retry 1002" in refused.value.refused["1002"]
+        (name,) = outbox_files(tmp_path)
+        text = (tmp_path / "outbox" / name).read_bytes().decode("cp932")
+        ids = [row[0] for row in csv.reader(io.StringIO(text))][1:]
+        assert ids == ["1001", "1001", "1003"]
+
+
+def test_a_batch_whose_every_order_is_refused_writes_no_file(tmp_path: Path) -> None:
+    batch = InstructionBatch("k", CREATED, [order("1002", name="🍣 さん")])
+    with pytest.raises(OrdersRefused, match="order 1002"):
         make_connector(tmp_path, "cp932").push_orders(batch, make_ctx())
     assert outbox_files(tmp_path) == []
 

@@ -1,0 +1,100 @@
+"""``nebridge orders``: the Next Engine orders nebridge imported or holds; retry and drop.
+
+None of these commands calls Next Engine or the WMS: ``retry`` only has the next order import
+read the order again; ``drop`` only stops nebridge from ever importing it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+
+from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.importer import (
+    DROPPED,
+    HELD,
+    INSTRUCTED,
+    RETRY,
+    OrderAdminError,
+    drop_order,
+    list_orders,
+    retry_order,
+)
+from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
+
+app = typer.Typer(help="Imported and held Next Engine orders: list, retry, drop.",
+                  no_args_is_help=True)
+
+
+class OrderState(StrEnum):
+    """Where an order stands in nebridge."""
+
+    INSTRUCTED = INSTRUCTED
+    HELD = HELD
+    RETRY = RETRY
+    DROPPED = DROPPED
+
+
+def _engine(ctx: typer.Context) -> Engine:
+    config = get(ctx).load().config
+    engine = make_engine(config.resolved_database_url)
+    try:
+        check_migrated(engine)
+    except DatabaseNotMigrated as exc:
+        engine.dispose()
+        fail(str(exc))
+    return engine
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    state: Annotated[list[OrderState] | None, typer.Option(
+        "--state", help="Only orders in this state (repeatable).")] = None,
+    warehouse: Annotated[str | None, typer.Option(
+        "--warehouse", help="Only orders of this warehouse code.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many orders (newest change "
+                                            "first).")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List orders: instructed to the WMS, held (with the reason), retry or dropped."""
+    engine = _engine(ctx)
+    try:
+        rows = list_orders(engine, [s.value for s in state or []], limit, warehouse)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(rows)
+        return
+    print_table("orders", ["ne_order_id", "warehouse", "state", "reason / batch", "updated"],
+                [[r["ne_order_id"], r["warehouse"], r["state"],
+                  (r["reason"] if r["state"] != INSTRUCTED else r["instruction_batch"]) or "",
+                  r["updated_at"][:19]] for r in rows])
+
+
+def _change(ctx: typer.Context, ne_order_id: str, drop: bool) -> None:
+    engine = _engine(ctx)
+    try:
+        message = (drop_order if drop else retry_order)(engine, ne_order_id)
+    except OrderAdminError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    info(message)
+
+
+@app.command("retry")
+def retry_cmd(ctx: typer.Context, ne_order_id: str) -> None:
+    """Render a held (or dropped) order again after fixing it: the next order import reads it
+    from Next Engine by id and imports or holds it anew. Nothing is sent to Next Engine now."""
+    _change(ctx, ne_order_id, drop=False)
+
+
+@app.command("drop")
+def drop_cmd(ctx: typer.Context, ne_order_id: str) -> None:
+    """Give a held order up for good: nebridge never imports it. Nothing changes in Next Engine
+    (ship or cancel the order there by hand); `orders retry` undoes it."""
+    _change(ctx, ne_order_id, drop=True)
