@@ -59,9 +59,12 @@ def _error_text(body: Any) -> str:
 
 
 def _page_key(url: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """A page's identity: its path and sorted query, however the link spells them."""
+    """A page's identity: its path and sorted query, however the link spells them (no
+    ``page`` is page 1, as in Logikura's ``?page=N`` links)."""
     parts = urlsplit(url)
-    return parts.path, tuple(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.setdefault("page", "1")
+    return parts.path, tuple(sorted(query.items()))
 
 
 def _reset_header(answer: requests.Response) -> str | None:

@@ -1,9 +1,11 @@
 """The Logikura API paths of the sandbox: routing, authentication, the rate limit, paging and
 fault injection around :class:`~.state.SandboxState`'s rules.
 
-Order inside one API call: count it → draw faults → latency → drop-before → bearer token
-(401) → rate limit (429/499, not counted) → injected status → scope (403) → the endpoint →
-drop-after (applied, no answer) or stall-after (applied, answer delayed).
+Order inside one API call: count it → draw faults → latency → drop-before → apply-late (wait
+before anything else) → bearer token (401) → rate limit (429/499, not counted) → injected
+status → scope (403) → the endpoint (a looping ``Link`` if injected) → an injected
+``X-Rate-Limit-Reset`` → drop-after (applied, no answer) or stall-after (applied, answer
+delayed).
 """
 
 from __future__ import annotations
@@ -185,13 +187,17 @@ def handle_api(
     if decision.drop_before:
         record(None)
         return None
+    if decision.apply_after_s > 0:
+        sleep(decision.apply_after_s)
     rate_headers: dict[str, str] = {}
+    if decision.reset_header is not None:
+        rate_headers["X-Rate-Limit-Reset"] = decision.reset_header
     try:
         with state.acting("api", call_no):
             token = state.authenticate(headers.get("Authorization"))
             key = f"grant:{token.grant_id}" if state.config.rate_limit_key == "grant" else "all"
             verdict = state.rate_check(key)
-            rate_headers = verdict.headers()
+            rate_headers = {**verdict.headers(), **rate_headers}
             if not verdict.allowed:
                 reply = Reply(state.config.rate_limit_status,
                               {"error": "Too Many Requests"}, rate_headers)
@@ -216,7 +222,11 @@ def handle_api(
                 raise ApiError(400, {"error": "the body must be a JSON object"})
             result = handler(state, Request(method, path, query, data, ids))
             if isinstance(result, Listing):
-                reply = _page(state, path, Request(method, path, query, data, ids), result)
+                request = Request(method, path, query, data, ids)
+                reply = _page(state, path, request, result)
+                if decision.link_loop:
+                    here = _page_url(state, path, request, int(request.param("page") or 1))
+                    reply.headers["Link"] = f'<{here}>; rel="next"'
             elif result is None:
                 reply = Reply(204)
             else:

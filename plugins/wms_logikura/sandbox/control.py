@@ -31,6 +31,12 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_sandbox/faults/fail_next", "{status, count=1, path=null, method=null}"),
     ("POST", "/_sandbox/faults/drop_next", "{when: before|after, count=1, path, method}"),
     ("POST", "/_sandbox/faults/stall_next", "{seconds, count=1, path, method}"),
+    ("POST", "/_sandbox/faults/apply_late_next", "{seconds, count=1, path, method}: applied "
+                                                 "(and answered) only after seconds"),
+    ("POST", "/_sandbox/faults/loop_links_next", "{count=1, path, method}: Link next = same "
+                                                 "page"),
+    ("POST", "/_sandbox/faults/reset_header_next", "{value, count=1, path, method}: "
+                                                   "X-Rate-Limit-Reset: value"),
     ("GET", "/_sandbox/clock", "{now}"),
     ("POST", "/_sandbox/clock", "{advance_seconds} or {set: ISO 8601}"),
     ("POST", "/_sandbox/authorize", "approve the app without a browser: {redirect_uri, scope}"
@@ -82,6 +88,12 @@ class ControlApi:
             ("POST", "/faults/fail_next"): self._fail_next,
             ("POST", "/faults/drop_next"): self._drop_next,
             ("POST", "/faults/stall_next"): self._stall_next,
+            ("POST", "/faults/apply_late_next"): lambda b, q: self._scheduled(
+                state.faults.apply_late_next, float(b.get("seconds", 0)), _count(b), b),
+            ("POST", "/faults/loop_links_next"): lambda b, q: self._scheduled(
+                state.faults.loop_links_next, _count(b), b),
+            ("POST", "/faults/reset_header_next"): lambda b, q: self._scheduled(
+                state.faults.reset_header_next, str(b.get("value", "")), _count(b), b),
             ("GET", "/clock"): lambda b, q: {"now": state.clock.iso()},
             ("POST", "/clock"): self._clock,
             ("POST", "/authorize"): lambda b, q: {"code": state.issue_code(
@@ -141,6 +153,12 @@ class ControlApi:
     def _drop_next(self, body: dict[str, Any], query: Query) -> Any:
         self.state.faults.drop_next(_count(body), body.get("when", "before"), body.get("path"),
                                     body.get("method"))
+        return self.state.faults.snapshot()
+
+    def _scheduled(self, schedule: Callable[..., None], *args: Any) -> Any:
+        """Schedule a fault with ``args`` (the body last: its ``path`` and ``method``)."""
+        *values, body = args
+        schedule(*values, body.get("path"), body.get("method"))
         return self.state.faults.snapshot()
 
     def _stall_next(self, body: dict[str, Any], query: Query) -> Any:

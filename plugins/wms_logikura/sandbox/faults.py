@@ -1,5 +1,7 @@
-"""Fault injection: error statuses by rate or schedule, latency, dropped connections and
-answers that stall after the change was applied.
+"""Fault injection: error statuses by rate or schedule, latency, dropped connections,
+answers that stall after the change was applied, changes applied late (after a client's
+timeout), list answers whose ``Link`` leads back to the same page, and an
+``X-Rate-Limit-Reset`` header with any value (e.g. an epoch timestamp).
 
 One :class:`Faults` object per server (``server.faults``), changeable while it runs, also
 through ``POST /_sandbox/faults``. Random choices come from an RNG seeded with
@@ -29,6 +31,9 @@ class FaultDecision:
     status: int | None = None
     drop_after: bool = False
     stall_after_s: float = 0.0
+    apply_after_s: float = 0.0
+    link_loop: bool = False
+    reset_header: str | None = None
 
 
 @dataclass
@@ -39,6 +44,7 @@ class _Scheduled:
     method: str | None
     status: int | None = None
     seconds: float = 0.0
+    value: str | None = None
 
     def matches(self, kind: str, method: str, path: str) -> bool:
         return (self.kind == kind and (self.path is None or self.path == path)
@@ -131,6 +137,25 @@ class Faults:
             raise ValueError("seconds must be > 0")
         self._add(_Scheduled("stall_after", count, path, method, seconds=float(seconds)))
 
+    def apply_late_next(self, seconds: float, count: int = 1, path: str | None = None,
+                        method: str | None = None) -> None:
+        """Hold the next ``count`` calls ``seconds`` before applying (and answering) them: a
+        client that gave up meanwhile finds no trace of its request for a while."""
+        if seconds <= 0:
+            raise ValueError("seconds must be > 0")
+        self._add(_Scheduled("apply_late", count, path, method, seconds=float(seconds)))
+
+    def loop_links_next(self, count: int = 1, path: str | None = None,
+                        method: str | None = None) -> None:
+        """The next ``count`` list answers carry ``Link: <this same page>; rel="next"``."""
+        self._add(_Scheduled("link_loop", count, path, method))
+
+    def reset_header_next(self, value: str, count: int = 1, path: str | None = None,
+                          method: str | None = None) -> None:
+        """The next ``count`` answers carry ``X-Rate-Limit-Reset: value`` (e.g. an epoch
+        timestamp instead of seconds)."""
+        self._add(_Scheduled("reset_header", count, path, method, value=str(value)))
+
     def _add(self, item: _Scheduled) -> None:
         if item.remaining < 1:
             raise ValueError("count must be >= 1")
@@ -169,10 +194,15 @@ class Faults:
             drop_after = (self._take("drop_after", method, path) is not None
                           or self._roll(cfg.drop_after_rate))
             stall = self._take("stall_after", method, path)
+            late = self._take("apply_late", method, path)
+            reset = self._take("reset_header", method, path)
             return FaultDecision(
                 latency_s=cfg.latency_ms / 1000.0,
                 drop_before=drop_before,
                 status=status,
                 drop_after=drop_after,
                 stall_after_s=stall.seconds if stall is not None else 0.0,
+                apply_after_s=late.seconds if late is not None else 0.0,
+                link_loop=self._take("link_loop", method, path) is not None,
+                reset_header=reset.value if reset is not None else None,
             )

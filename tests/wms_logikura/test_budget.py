@@ -1,0 +1,159 @@
+"""Logikura's budget holds across threads and processes and keeps a margin; waits are bounded:
+a looping ``Link`` ends the read, an epoch ``X-Rate-Limit-Reset`` is not a 57-year pause, and
+bulk work (an order import) leaves room for history reads (issue #20, findings 6 and 7)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from plugins.wms_logikura.errors import LogikuraError
+from plugins.wms_logikura.ratelimit import (
+    MAX_PAUSE_SECONDS,
+    WINDOW_SECONDS,
+    RateLimiter,
+    TurnOver,
+    budget,
+    bulk_budget,
+)
+from plugins.wms_logikura.sandbox import SandboxServer
+from plugins.wms_logikura.store import PAUSE_KEY, LocalStore
+from tests.wms_logikura.conftest import FakeTime, connect, sandbox_config
+from tests.wms_logikura.test_client import client_of, nebridge_key
+
+REPO = Path(__file__).resolve().parents[2]
+HOUR = 3600.0  # a window no test run outlasts: only the count matters, not the speed
+TAKER = """
+import sys, time
+from pathlib import Path
+from plugins.wms_logikura.store import LocalStore
+store, cap, tries = LocalStore(Path(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+print(sum(store.take_slot(time.time, cap, 3600.0, 65.0) == 0.0 for _ in range(tries)))
+"""
+
+
+def test_margin_below_the_limit() -> None:
+    assert budget(100) == 90
+    assert bulk_budget(100) == 70
+    assert budget(7) == 7 and bulk_budget(7) < 7
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_threads_never_take_more_slots_than_the_cap(tmp_path: Path, threads: int) -> None:
+    store = LocalStore(tmp_path / "lk.sqlite3")
+    admitted: list[int] = []
+    start = threading.Barrier(threads)
+
+    def take() -> None:
+        start.wait()
+        admitted.append(sum(store.take_slot(time.time, 20, HOUR, MAX_PAUSE_SECONDS) == 0.0
+                            for _ in range(30)))
+
+    workers = [threading.Thread(target=take) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sum(admitted) == 20
+
+
+def test_processes_share_one_budget(tmp_path: Path) -> None:
+    path = tmp_path / "lk.sqlite3"
+    LocalStore(path)
+    takers = [subprocess.Popen([sys.executable, "-c", TAKER, str(path), "20", "25"], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    counts = [int(p.communicate(timeout=120)[0]) for p in takers]
+    assert sum(counts) == 20
+
+
+def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
+        tmp_path: Path, http: requests.Session) -> None:
+    with SandboxServer(sandbox_config()) as lk:
+        clock = FakeTime(lk)
+        connector, ctx = connect(lk, tmp_path, http, clock)
+        client = client_of(connector, ctx)
+        clock.advance(WINDOW_SECONDS + 1)
+
+        def read() -> None:
+            for _ in range(60):
+                client.get("/api/v1/warehouses")
+
+        workers = [threading.Thread(target=read) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        key = nebridge_key(lk)
+        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) <= budget(100)
+        assert lk.state.traffic.rate_limited(key) == 0
+
+
+def test_bulk_work_leaves_the_read_reserve(tmp_path: Path) -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
+                          sleep=clock.sleep, max_wait=120)
+    for _ in range(bulk_budget(100)):
+        limiter.acquire(bulk=True, deadline=clock() + 30)
+    with pytest.raises(TurnOver, match="next run"):
+        limiter.acquire(bulk=True, deadline=clock() + 30)
+    assert clock.slept == 0  # the turn ended instead of waiting past the deadline
+    for _ in range(budget(100) - bulk_budget(100)):
+        limiter.acquire()  # history reads still go at once
+    assert clock.slept == 0
+
+
+def test_a_looping_link_ends_the_read(tmp_path: Path, http: requests.Session) -> None:
+    with SandboxServer(sandbox_config(page_size=5, seed_size=30)) as lk:
+        clock = FakeTime(lk)
+        connector, ctx = connect(lk, tmp_path, http, clock)
+        client = client_of(connector, ctx)
+        key = nebridge_key(lk)
+        before = len(lk.state.traffic.requests(key))
+        lk.faults.loop_links_next(count=1000, path="/api/v1/product_variants", method="GET")
+        with pytest.raises(LogikuraError, match="page already read"):
+            list(client.get_all("/api/v1/product_variants", "product_variants"))
+        assert len(lk.state.traffic.requests(key)) - before == 1
+        lk.faults.reset()
+        assert len(list(client.get_all("/api/v1/product_variants", "product_variants"))) == 30
+
+
+def test_an_epoch_reset_header_is_a_bounded_pause(tmp_path: Path,
+                                                  http: requests.Session) -> None:
+    with SandboxServer(sandbox_config()) as lk:
+        clock = FakeTime(lk)
+        connector, ctx = connect(lk, tmp_path, http, clock)
+        client = client_of(connector, ctx)
+        epoch = str(int(clock() + 1_800_000_000))  # 57 years ahead, as an epoch value
+        lk.faults.reset_header_next(epoch, path="/api/v1/warehouses")
+        lk.faults.fail_next(429, path="/api/v1/warehouses")
+        slept = clock.slept
+        assert client.get("/api/v1/warehouses")["warehouses"]
+        assert 0 < clock.slept - slept <= MAX_PAUSE_SECONDS
+
+
+def test_a_reset_given_as_a_timestamp_is_read_as_one(tmp_path: Path) -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
+                          sleep=clock.sleep, max_wait=120)
+    assert limiter.reset_seconds(str(clock() + 12)) == 12
+    assert limiter.reset_seconds("17") == 17
+    assert limiter.reset_seconds("nonsense") is None
+
+
+def test_a_stored_absurd_pause_does_not_block(tmp_path: Path, http: requests.Session) -> None:
+    with SandboxServer(sandbox_config()) as lk:
+        clock = FakeTime(lk)
+        connector, ctx = connect(lk, tmp_path, http, clock)
+        with sqlite3.connect(tmp_path / "logikura.sqlite3") as conn:  # an older version's
+            conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
+                         (PAUSE_KEY, repr(clock() + 57 * 365 * 86400)))
+        slept = clock.slept
+        assert client_of(connector, ctx).get("/api/v1/warehouses")["warehouses"]
+        assert clock.slept == slept
