@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 from daemon.config import ConfigError, LoadedConfig, config_path_from, load_config
 from daemon.logsetup import configure_logging
+from daemon.store.engine import DatabaseNotMigrated, DatabaseUnavailable
 
 err_console = Console(stderr=True)
 
@@ -44,6 +46,22 @@ def get(ctx: typer.Context) -> AppContext:
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext)
     return obj
+
+
+class CliGroup(typer.core.TyperGroup):
+    """The root command: a database that cannot be used ends any command with one line.
+
+    Every command reaches the database through :func:`daemon.store.engine.make_engine`,
+    whose errors already say where (host, port, database — never the password) and what to
+    do; here they become that one line on stderr and exit 1 instead of a traceback.
+    """
+
+    def invoke(self, ctx: Any) -> Any:  # a click context (typer vendors click)
+        """Run the command; turn database errors into :func:`fail`."""
+        try:
+            return super().invoke(ctx)
+        except (DatabaseUnavailable, DatabaseNotMigrated) as exc:
+            fail(str(exc))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

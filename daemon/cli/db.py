@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from daemon.cli.common import fail, get, info, print_json
-from daemon.store.engine import current_revision, head_revision, make_engine, upgrade
+from daemon.store.engine import (
+    DatabaseUnavailable,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 
 app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 
@@ -21,6 +27,8 @@ def upgrade_cmd(ctx: typer.Context) -> None:
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
+    except DatabaseUnavailable:
+        raise  # one line naming the database and what to do (see CliGroup)
     except Exception as exc:
         fail(f"migration failed: {exc}; check `database_url` and that the database is reachable")
     finally:

@@ -3,18 +3,29 @@
 SQLite (the default) runs in WAL mode with a busy timeout, and every transaction that may
 write starts with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade.
 PostgreSQL (``postgresql+psycopg://…``) runs the same code.
+
+Connection failures (server down, wrong port, missing database, refused sign-in, a missing
+driver) surface as one :class:`DatabaseUnavailable` whose message names the host, port and
+database and what to do — never the password — so every command and the daemon report them
+the same way, and :class:`DatabaseHealth` lets scheduled work pause while the database is away.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Sequence
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlmodel import Session
 
 if TYPE_CHECKING:
@@ -28,13 +39,106 @@ _READONLY = "nebridge_readonly"
 Bind = Engine | Connection
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite ``url`` (None for other databases and ``:memory:``)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+log = logging.getLogger(__name__)
+
+#: Seconds a PostgreSQL connection attempt may take (unless the URL says ``connect_timeout``).
+CONNECT_TIMEOUT_SECONDS = 10
+POSTGRES_EXTRA = "pip install 'nebridge[postgres]'"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or used now; the message says where and what to do."""
+
+
+def describe_database(url: str | URL) -> str:
+    """Where ``url`` points, for messages: kind, database, host and port, user — no password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite database {parsed.database or ':memory:'}"
+    host = parsed.host or parsed.query.get("host") or "the local socket"
+    port = parsed.port or parsed.query.get("port") or 5432
+    user = f" as user {parsed.username}" if parsed.username else ""
+    return f"PostgreSQL database {parsed.database!r} on {host}:{port}{user}"
+
+
+def _reason(exc: BaseException, password: str | None) -> str:
+    """The driver's own reason in one line, without connection boilerplate or the password."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    for marker in ("failed: ", "FATAL: "):
+        if marker in reason:
+            reason = reason.rsplit(marker, 1)[1].strip()
+    if password:
+        reason = reason.replace(password, "***")
+    return reason
+
+
+def database_unavailable(url: str | URL, exc: BaseException, *, lost: bool = False) -> str:
+    """One line for a failed connection to ``url``: where, why, and what to do next."""
+    parsed = make_url(url)
+    where, why = describe_database(parsed), _reason(exc, parsed.password)
+    low = str(exc).lower()
+    if parsed.get_backend_name() == "sqlite":
+        return (f"cannot open the {where}: {why}; check that its folder exists and is "
+                "writable by this user (`state_dir`/`database_url` in daemon.yaml)")
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    port = parsed.port or parsed.query.get("port") or 5432
+    user = f" -U {parsed.username}" if parsed.username else ""
+    if "role" in low and "does not exist" in low:
+        return (f"the server of the {where} has no such user; create it (`createuser -h {host} "
+                f"-p {port} {parsed.username}`) or fix the user in `database_url`")
+    if "database" in low and "does not exist" in low:
+        return (f"the {where} does not exist; create it (`createdb -h {host} -p {port}{user} "
+                f"{parsed.database}`), then run `nebridge db upgrade`")
+    if "password" in low or "authentication" in low or "pg_hba" in low:
+        return (f"the {where} refused the sign-in ({why}); check the user and password in "
+                "`database_url` (or ~/.pgpass) and the server's pg_hba.conf")
+    if "starting up" in low or "shutting down" in low or "recovery" in low:
+        return f"the {where} is not accepting connections yet ({why}); wait and try again"
+    verb = "lost the connection to" if lost else "cannot reach"
+    return (f"{verb} the {where}: {why}; check that the PostgreSQL server is running there "
+            f"(`pg_isready -h {host} -p {port}`) and that `database_url` names the right "
+            "host, port and database")
+
+
+def _driver_missing(url: URL, exc: ImportError) -> DatabaseUnavailable:
+    driver = url.get_driver_name() or "its driver"
+    return DatabaseUnavailable(
+        f"`database_url` needs the {url.get_backend_name()} driver ({driver}), which is not "
+        f"installed in {sys.prefix} ({exc}); install it with `{POSTGRES_EXTRA}` "
+        "(from a checkout: `pip install -e '.[postgres]'`)")
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
-    """Create the engine for ``url``; creates the SQLite file's folder if needed."""
+    """Create the engine for ``url``; a new SQLite file is created 0600 (folder 0700).
+
+    Raises :class:`DatabaseUnavailable` when the driver is not installed; a failed or
+    dropped connection raises it later too (see :func:`_convert_connection_errors`).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        try:
+            server = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        except ImportError as exc:
+            raise _driver_missing(parsed, exc) from None
+        _convert_connection_errors(server, parsed)
+        return server
+    database = sqlite_path(url)
+    if database is not None and not database.exists():
+        database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600))  # SQLite gives its -wal and -shm files the same mode
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -52,7 +156,118 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
         readonly = conn.get_execution_options().get(_READONLY, False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
+    _convert_connection_errors(engine, parsed)
     return engine
+
+
+_HEALTH: weakref.WeakKeyDictionary[Engine, DatabaseHealth] = weakref.WeakKeyDictionary()
+
+
+def _convert_connection_errors(engine: Engine, url: URL) -> None:
+    """Raise :class:`DatabaseUnavailable` for a failed connect or a dropped connection.
+
+    Other errors (constraint violations, SQLite's busy database) keep their own type; a
+    stale pooled connection found by the pre-ping is replaced silently by SQLAlchemy.
+    """
+    health = _HEALTH[engine] = DatabaseHealth(lambda: _probe(engine))
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx: ExceptionContext) -> None:
+        if ctx.is_pre_ping or not (ctx.connection is None or ctx.is_disconnect):
+            return
+        message = database_unavailable(url, ctx.original_exception, lost=ctx.is_disconnect)
+        health.failed(message)
+        raise DatabaseUnavailable(message)
+
+
+def _probe(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def database_health(engine: Engine) -> DatabaseHealth:
+    """The outage tracker of an engine made by :func:`make_engine`."""
+    return _HEALTH[engine]
+
+
+def human_duration(seconds: float) -> str:
+    """``2d 23h``, ``4m 10s``, ``12s``: the two largest units."""
+    total = int(seconds)
+    parts = [(total // 86400, "d"), (total % 86400 // 3600, "h"), (total % 3600 // 60, "m"),
+             (total % 60, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n]
+    return " ".join(shown[:2]) or "0s"
+
+
+class DatabaseHealth:
+    """Whether the database answers; scheduled work asks before it runs.
+
+    A failed connection marks the database down. While it is down, :meth:`available` says no
+    without touching the database, except for one probe at a time with an exponential backoff
+    (``first_retry`` doubling up to ``max_retry`` seconds). It logs the change of state once:
+    down (ERROR, with the reason and what to do), still down every ``still_down_every``
+    seconds (WARNING), back up after how long (WARNING). Nothing is lost meanwhile: the WMS
+    keeps its events until they are taken, and unfinished work is committed or rolled back.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], None],
+        *,
+        first_retry: float = 1.0,
+        max_retry: float = 60.0,
+        still_down_every: float = 300.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.probe = probe
+        self.first_retry, self.max_retry = first_retry, max_retry
+        self.still_down_every = still_down_every
+        self.monotonic = monotonic
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.reason = ""
+        self._announced = False
+        self._retry = first_retry
+        self._next_probe = 0.0
+        self._last_report = 0.0
+
+    def failed(self, reason: str) -> None:
+        """Record a failed connection (called for every one; logs nothing itself)."""
+        with self._lock:
+            self.reason = reason
+            if self.down_since is None:
+                now = self.monotonic()
+                self.down_since, self._announced = now, False
+                self._retry, self._next_probe = self.first_retry, now + self.first_retry
+
+    def available(self) -> bool:
+        """True when work may use the database; while it is down, probe now and then."""
+        with self._lock:
+            if self.down_since is None:
+                return True
+            now = self.monotonic()
+            if not self._announced:
+                self._announced, self._last_report = True, now
+                log.error("database unavailable: %s — nebridge pauses its work and retries "
+                          "with backoff (up to every %s); nothing is lost", self.reason,
+                          human_duration(self.max_retry))
+            if now < self._next_probe:
+                return False
+            try:
+                self.probe()
+            except DatabaseUnavailable:
+                now = self.monotonic()
+                self._retry = min(self._retry * 2, self.max_retry)
+                self._next_probe = now + self._retry
+                if now - self._last_report >= self.still_down_every:
+                    self._last_report = now
+                    log.warning("database still unavailable after %s: %s",
+                                human_duration(now - self.down_since), self.reason)
+                return False
+            log.warning("database reachable again after %s; work resumes",
+                        human_duration(self.monotonic() - self.down_since))
+            self.down_since, self.reason = None, ""
+            return True
 
 
 #: Where each DB-API parameter style wants a positional value.
