@@ -22,6 +22,9 @@ from ruamel.yaml.error import YAMLError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from hooks.credentials import SecretUnreadable as SecretUnreadable  # callers catch it here
+from hooks.credentials import read_credential
+
 DEFAULT_CONFIG_PATH = Path("daemon.yaml")
 CONFIG_ENV = "NEBRIDGE_CONFIG"
 CLIENT_SECRET_ENV = "NEBRIDGE_NE_CLIENT_SECRET"
@@ -139,6 +142,9 @@ class DaemonConfig(_Strict):
     """The whole of ``daemon.yaml`` as the engine sees it (plugin options stay raw here)."""
 
     state_dir: Path = Path("state")
+    #: Where the secrets live as files (one per credential name), outside systemd too; the
+    #: generated unit's ``LoadCredential=`` lines point here.
+    credentials_dir: Path = Path("/etc/nebridge/credentials")
     database_url: str | None = None
     log_level: str = "INFO"
 
@@ -372,7 +378,11 @@ def _resolve_paths(config: DaemonConfig, base: Path) -> DaemonConfig:
         rel = db.removeprefix("sqlite:///")
         if rel and rel != ":memory:":
             db = f"sqlite:///{base / rel}"
-    return config.model_copy(update={"state_dir": state_dir, "nextengine": ne, "database_url": db})
+    credentials = config.credentials_dir
+    if not credentials.is_absolute():
+        credentials = base / credentials
+    return config.model_copy(update={"state_dir": state_dir, "nextengine": ne, "database_url": db,
+                                     "credentials_dir": credentials})
 
 
 def resolve_path(value: str | Path, config_path: Path) -> Path:
@@ -382,38 +392,19 @@ def resolve_path(value: str | Path, config_path: Path) -> Path:
 
 
 def client_secret(config: DaemonConfig, env: Mapping[str, str] | None = None) -> str | None:
-    """The Next Engine client secret: systemd credential, then environment, then the file.
+    """The Next Engine client secret: the credential file (systemd's copy, else the one in
+    ``credentials_dir``), then the environment, then the file.
 
     Raises :class:`SecretUnreadable` when the credential exists but cannot be used.
     """
     env = os.environ if env is None else env
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        cred = Path(cred_dir) / CLIENT_SECRET_CREDENTIAL
-        if cred.exists() or cred.is_symlink():
-            return _read_credential(cred)
+    found = read_credential(CLIENT_SECRET_CREDENTIAL, config.credentials_dir, env)
+    if found is not None:
+        return found
     if env.get(CLIENT_SECRET_ENV):
         return env[CLIENT_SECRET_ENV]
     secret = config.nextengine.client_secret
     return secret.get_secret_value() if secret else None
-
-
-class SecretUnreadable(ValueError):
-    """A configured secret exists but cannot be used; the message names the file and why."""
-
-
-def _read_credential(path: Path) -> str:
-    """The stripped text of a credential file; SecretUnreadable says why it cannot be used."""
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError:
-        raise SecretUnreadable(f"the credential {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise SecretUnreadable(f"the credential {path} cannot be read: {exc.strerror or exc}"
-                               ) from None
-    if not value:
-        raise SecretUnreadable(f"the credential {path} is empty")
-    return value
 
 
 def config_path_from(option: Path | None, env: Mapping[str, str] | None = None) -> Path:

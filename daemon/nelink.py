@@ -153,12 +153,12 @@ def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInf
     try:
         secret = client_secret(config)
     except SecretUnreadable as exc:
-        raise LinkError(f"{exc}; fix it, or give the secret through env "
-                        "NEBRIDGE_NE_CLIENT_SECRET or nextengine.client_secret") from None
+        raise LinkError(f"{exc}; or give the secret through env NEBRIDGE_NE_CLIENT_SECRET "
+                        "or nextengine.client_secret") from None
     if not config.nextengine.client_id or not secret:
         raise LinkError("nextengine.client_id and the client secret must be configured first "
-                        "(secret: env NEBRIDGE_NE_CLIENT_SECRET, the systemd credential "
-                        "nextengine-client-secret, or nextengine.client_secret)")
+                        f"(secret: the file {config.credentials_dir}/nextengine-client-secret"
+                        ", env NEBRIDGE_NE_CLIENT_SECRET, or nextengine.client_secret)")
     client = make_client(config, secret=secret)
     try:
         tokens = client.authorize(uid, state)

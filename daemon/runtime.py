@@ -168,6 +168,7 @@ class Runtime:
             mask_secret=register_secret,
             report_problem=report_problem,
             resolve_problem=resolve_problem,
+            credentials_dir=self.config.credentials_dir,
         )
 
     def clock(self) -> datetime:

@@ -1,70 +1,112 @@
-"""Rendering the systemd unit for the current installation (``nebridge systemd unit``)."""
+"""Rendering the systemd unit for the current installation (``nebridge systemd unit``).
+
+Every path in the unit is absolute (systemd ignores relative ones), every secret the
+configuration needs is loaded with ``LoadCredential=`` from ``credentials_dir`` (the same
+files ``nebridge connect`` reads when run by hand), and files the daemon writes for the WMS
+are group-readable (``UMask=0027``) so a WMS in ``--wms-group`` can read them; secrets, the
+database and the state folder are private (0600/0700) whatever the umask.
+"""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import DaemonConfig
+from daemon.config import CLIENT_SECRET_CREDENTIAL, DaemonConfig, resolve_path
+from daemon.store.engine import sqlite_path
 
 TEMPLATE = Path(__file__).resolve().parent / "resources" / "nebridge.service"
-DEFAULT_CONFIG = Path("/etc/nebridge/daemon.yaml")
-DEFAULT_CREDENTIAL = Path("/etc/nebridge/credentials/nextengine-client-secret")
 STATE_ROOT = Path("/var/lib/nebridge")
+#: Keys of a connector's section naming folders it writes (``*_dir``/``*_folder`` too), and
+#: files it writes (``*_file``: their folder is made writable).
+FOLDER_KEYS = ("inbox", "outbox")
 
 
 @dataclass(frozen=True)
 class UnitSettings:
-    """What the unit is rendered with."""
+    """What the unit is rendered with (all paths absolute)."""
 
     executable: Path
     config: Path
+    credentials_dir: Path
     user: str = "nebridge"
     group: str = "nebridge"
-    credential: Path = DEFAULT_CREDENTIAL
+    credentials: tuple[str, ...] = (CLIENT_SECRET_CREDENTIAL,)
     extra_writable: tuple[Path, ...] = ()
+    wms_group: str | None = None
 
 
 def installed_executable() -> Path:
     """The ``nebridge`` script of this installation (its virtual environment's bin/)."""
     beside = Path(sys.executable).parent / "nebridge"
     if beside.exists():
-        return beside
+        return beside.absolute()
     found = shutil.which("nebridge")
-    return Path(found) if found else beside
+    return Path(found).absolute() if found else beside.absolute()
 
 
-def writable_paths(config: DaemonConfig, connector_options: dict[str, object]) -> tuple[Path, ...]:
-    """Folders outside the state directory that the daemon must write (WMS folders)."""
-    paths = []
-    for key in ("inbox", "outbox"):
-        value = connector_options.get(key)
-        if value:
-            path = Path(str(value))
-            if STATE_ROOT not in path.parents and path != STATE_ROOT:
-                paths.append(path)
-    if config.state_dir != STATE_ROOT and STATE_ROOT not in config.state_dir.parents:
-        paths.append(config.state_dir)
-    return tuple(dict.fromkeys(paths))
+def writable_paths(config: DaemonConfig, config_path: Path,
+                   connector_options: Mapping[str, object]) -> tuple[Path, ...]:
+    """Absolute folders outside /var/lib/nebridge the daemon must write.
+
+    The WMS folders and token files of the connector's section (relative paths resolve next
+    to ``daemon.yaml``, as the daemon resolves them), the state folder, the Next Engine token
+    file's folder and the SQLite database's folder.
+    """
+    paths: list[Path] = [config.state_dir, config.token_file.parent]
+    database = sqlite_path(config.resolved_database_url)
+    if database is not None:
+        paths.append(database.parent)
+    for key, value in connector_options.items():
+        if not isinstance(value, str | Path) or not str(value):
+            continue
+        if key in FOLDER_KEYS or key.endswith(("_dir", "_folder")):
+            paths.append(resolve_path(value, config_path))
+        elif key.endswith("_file"):
+            paths.append(resolve_path(value, config_path).parent)
+    outside = (p for p in paths if p != STATE_ROOT and STATE_ROOT not in p.parents)
+    return _outermost(p.absolute() for p in outside)
+
+
+def _outermost(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """``paths`` without duplicates and without folders inside another listed one."""
+    unique = list(dict.fromkeys(paths))
+    return tuple(p for p in unique if not any(o in p.parents for o in unique))
+
+
+def _quote(value: Path | str) -> str:
+    """One word of a systemd setting: double-quoted (with escapes) if it holds a space."""
+    text = str(value).replace("%", "%%")
+    if not any(c in text for c in " \t\"'\\"):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def render_unit(settings: UnitSettings) -> str:
-    """The unit text with paths, user and writable folders filled in."""
+    """The unit text with paths, user, credentials and writable folders filled in."""
     writable = ""
     if settings.extra_writable:
-        joined = " ".join(str(p) for p in settings.extra_writable)
-        writable = f"# WMS folders and state outside /var/lib/nebridge\nReadWritePaths={joined}"
+        joined = " ".join(_quote(p) for p in settings.extra_writable)
+        writable = f"# WMS folders and state outside /var/lib/nebridge\nReadWritePaths={joined}\n"
+    credentials = "".join(f"LoadCredential={name}:{settings.credentials_dir / name}\n"
+                          for name in settings.credentials)
+    groups = (f"# Files for the WMS (orders, error reports) are readable by this group.\n"
+              f"SupplementaryGroups={settings.wms_group}\n") if settings.wms_group else ""
     under_home = any(str(p).startswith(("/home/", "/root/"))
                      for p in (settings.executable, settings.config, *settings.extra_writable))
+    readme = Path(__file__).resolve().parents[1] / "README.md"  # in a source checkout
     return TEMPLATE.read_text(encoding="utf-8").format(
-        docs=Path(__file__).resolve().parents[1] / "README.md",
+        documentation=f"Documentation=file://{readme}\n" if readme.is_file() else "",
         user=settings.user,
         group=settings.group,
-        executable=settings.executable,
-        config=settings.config,
-        credential=settings.credential,
+        executable=_quote(settings.executable),
+        config=_quote(settings.config),
+        config_env=_quote(f"NEBRIDGE_CONFIG={settings.config}"),
+        credentials=credentials,
+        supplementary_groups=groups,
         read_write_paths=writable,
         protect_home="read-only" if under_home else "yes",
     )

@@ -50,6 +50,11 @@ def _forget_problem(key: str) -> None:
     """Default of :attr:`ConnectorContext.resolve_problem` outside an engine: nothing."""
 
 
+def _never_stop() -> bool:
+    """Default of :attr:`ConnectorContext.should_stop` outside an engine: never."""
+    return False
+
+
 @dataclass
 class ConnectorContext:
     """What the engine lends a connector for one call.
@@ -62,7 +67,11 @@ class ConnectorContext:
     ``mask_secret(value)`` has every later log line mask ``value`` (tokens, secrets).
     ``report_problem(problem)`` puts something that needs a person in front of the admin
     (``nebridge attention``, ``status``, ``doctor``, metrics); ``resolve_problem(key)`` closes
-    it when it is gone. Both write at once, in their own transaction.
+    it when it is gone. Both write at once, in their own transaction. ``should_stop()`` turns
+    true when the engine is stopping: long work (a large order import) ends at its next safe
+    point and goes on at the next run. ``credentials_dir`` is
+    the installation's folder of secret files (``daemon.yaml`` ``credentials_dir``); read a
+    secret with :func:`hooks.credentials.read_credential`, which also finds systemd's copy.
     """
 
     warehouses: Mapping[str, WarehouseInfo]
@@ -76,6 +85,8 @@ class ConnectorContext:
     mask_secret: Callable[[str], None] = _keep_secret
     report_problem: Callable[[Problem], None] = _log_problem
     resolve_problem: Callable[[str], None] = _forget_problem
+    should_stop: Callable[[], bool] = _never_stop
+    credentials_dir: Path | None = None
 
 
 @runtime_checkable
@@ -205,10 +216,13 @@ class AuthorizingConnector(Protocol):
 class ConnectorSpec:
     """A connector type a plugin offers: selected by ``wms.connector: <name>``.
 
-    ``config_model`` validates the ``wms.<name>`` section of ``daemon.yaml``.
+    ``config_model`` validates the ``wms.<name>`` section of ``daemon.yaml``. ``credentials``
+    names the secret files the connector reads (:func:`hooks.credentials.read_credential`);
+    the generated systemd unit loads each with ``LoadCredential=``.
     """
 
     name: str
     factory: Callable[[Any], WmsConnector]
     config_model: type[Any] | None = None
     summary: str = ""
+    credentials: tuple[str, ...] = ()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from hooks import hookimpl
 from hooks.connectors import ConnectorSpec
 from hooks.records import PluginInfo
-from plugins.wms_logikura.config import LogikuraConfig
+from plugins.wms_logikura.config import CLIENT_SECRET_CREDENTIAL, LogikuraConfig
 from plugins.wms_logikura.connector import LogikuraConnector
 
 __all__ = [
@@ -51,4 +51,5 @@ def nebridge_plugin_info() -> PluginInfo:
 def nebridge_wms_connectors() -> list[ConnectorSpec]:
     """Offer the ``logikura`` connector, configured by ``wms.logikura`` in ``daemon.yaml``."""
     return [ConnectorSpec(name="logikura", factory=LogikuraConnector,
-                          config_model=LogikuraConfig, summary=_SUMMARY)]
+                          config_model=LogikuraConfig, summary=_SUMMARY,
+                          credentials=(CLIENT_SECRET_CREDENTIAL,))]

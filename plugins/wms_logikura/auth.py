@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 
 from hooks.connectors import LinkStatus
+from hooks.credentials import SecretUnreadable
 from plugins.wms_logikura.config import LogikuraConfig
 from plugins.wms_logikura.errors import (
     RECONNECT_HINT,
@@ -47,6 +49,7 @@ class Authorizer:
         clock: Callable[[], float],
         mask_secret: Callable[[str], None],
         log: _Log,
+        credentials_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.file = token_file
@@ -54,7 +57,11 @@ class Authorizer:
         self.clock = clock
         self.mask = mask_secret
         self.log = log
-        self.secret = config.client_secret_value()
+        self.secret_problem = ""
+        try:
+            self.secret = config.client_secret_value(credentials_dir=credentials_dir)
+        except SecretUnreadable as exc:  # only signing in needs it; API calls go on
+            self.secret, self.secret_problem = None, str(exc)
         if self.secret:
             mask_secret(self.secret)
 
@@ -158,11 +165,14 @@ class Authorizer:
         raise LogikuraAuthError(self.status().detail)
 
     def _token_call(self, fields: Mapping[str, str], purpose: str) -> dict[str, Any]:
+        if self.secret_problem:
+            raise LogikuraConfigError(self.secret_problem)
         if not self.config.client_id or not self.secret:
             raise LogikuraConfigError(
                 "the Logikura client id and secret are not configured: set "
                 "wms.logikura.client_id and the secret (env NEBRIDGE_LOGIKURA_CLIENT_SECRET, "
-                "systemd credential logikura-client-secret, or wms.logikura.client_secret)")
+                "the credential file logikura-client-secret in credentials_dir, or "
+                "wms.logikura.client_secret)")
         data = {**fields, "client_id": self.config.client_id, "client_secret": self.secret}
         try:
             answer = self.session.post(f"{self.config.auth_base}/oauth/token", data=data,

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from hooks.credentials import read_credential
+
 CLIENT_SECRET_ENV = "NEBRIDGE_LOGIKURA_CLIENT_SECRET"
 CLIENT_SECRET_CREDENTIAL = "logikura-client-secret"
 JST = timezone(timedelta(hours=9), "JST")
@@ -73,15 +75,15 @@ class LogikuraConfig(BaseModel):
                              "creates shipping schedules)")
         return "read write"
 
-    def client_secret_value(self, env: Mapping[str, str] | None = None) -> str | None:
-        """The client secret: systemd credential ``logikura-client-secret``, then env
-        ``NEBRIDGE_LOGIKURA_CLIENT_SECRET``, then this file."""
+    def client_secret_value(self, env: Mapping[str, str] | None = None,
+                            credentials_dir: Path | None = None) -> str | None:
+        """The client secret: credential ``logikura-client-secret`` (systemd's copy, else the
+        file in ``credentials_dir``), then env ``NEBRIDGE_LOGIKURA_CLIENT_SECRET``, then this
+        file. Raises :class:`hooks.credentials.SecretUnreadable` for an unusable credential."""
         env = os.environ if env is None else env
-        credentials = env.get("CREDENTIALS_DIRECTORY")
-        if credentials:
-            path = Path(credentials) / CLIENT_SECRET_CREDENTIAL
-            if path.is_file():
-                return path.read_text(encoding="utf-8").strip()
+        found = read_credential(CLIENT_SECRET_CREDENTIAL, credentials_dir, env)
+        if found is not None:
+            return found
         if env.get(CLIENT_SECRET_ENV):
             return env[CLIENT_SECRET_ENV]
         return self.client_secret.get_secret_value() if self.client_secret else None

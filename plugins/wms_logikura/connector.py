@@ -80,7 +80,8 @@ class LogikuraConnector:
                 return parts
             store = LocalStore(ctx.state_dir / STORE_NAME)
             auth = Authorizer(self.config, TokenFile(self.config.token_path(ctx.state_dir)),
-                              ctx.http, self._clock, ctx.mask_secret, ctx.log)
+                              ctx.http, self._clock, ctx.mask_secret, ctx.log,
+                              credentials_dir=ctx.credentials_dir)
             limiter = RateLimiter(store, self.config.requests_per_minute, clock=self._clock,
                                   sleep=self._sleep, max_wait=self.config.max_wait_seconds)
             client = LogikuraClient(self.config, ctx.http, auth, limiter, self._sleep, ctx.log)

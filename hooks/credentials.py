@@ -1,0 +1,72 @@
+"""Secrets kept as credential files, found the same way inside and outside systemd.
+
+Under systemd, ``LoadCredential=NAME:FILE`` copies ``FILE`` into ``$CREDENTIALS_DIRECTORY``.
+An admin command run by hand (``sudo -u nebridge nebridge connect``) has no such folder, so the
+installation's credentials folder (``credentials_dir`` in ``daemon.yaml``, the same one the
+generated unit's ``LoadCredential=`` lines point into) is read directly instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+
+
+class SecretUnreadable(ValueError):
+    """A configured secret exists but cannot be used; the message names the file and why."""
+
+
+def credential_file(name: str, folder: Path | None = None,
+                    env: Mapping[str, str] | None = None) -> Path | None:
+    """The file holding credential ``name``: systemd's copy first, then ``folder/name``.
+
+    ``None`` when neither exists. A file that exists but cannot even be looked at (a folder
+    this user may not enter) raises :class:`SecretUnreadable` with the fix.
+    """
+    env = os.environ if env is None else env
+    candidates = [Path(env[CREDENTIALS_ENV]) / name] if env.get(CREDENTIALS_ENV) else []
+    if folder is not None:
+        candidates.append(folder / name)
+    for path in candidates:
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                continue
+            raise SecretUnreadable(_unreadable(path, exc)) from None
+        return path
+    return None
+
+
+def read_credential(name: str, folder: Path | None = None,
+                    env: Mapping[str, str] | None = None) -> str | None:
+    """The stripped text of credential ``name`` (see :func:`credential_file`), or ``None``."""
+    path = credential_file(name, folder, env)
+    if path is None:
+        return None
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise SecretUnreadable(f"the credential {path} is not UTF-8 text; write the secret "
+                               "alone on one line") from None
+    except OSError as exc:
+        raise SecretUnreadable(_unreadable(path, exc)) from None
+    if not value:
+        raise SecretUnreadable(f"the credential {path} is empty; write the secret into it")
+    return value
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    """Why ``path`` cannot be read, and how an admin makes it readable to the service user."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"the credential {path} cannot be read by this user ({reason}); let the "
+                f"service user's group read it: sudo chgrp nebridge {path.parent} {path} && "
+                f"sudo chmod 0750 {path.parent} && sudo chmod 0640 {path}")
+    return f"the credential {path} cannot be read: {reason}"
