@@ -168,6 +168,7 @@ class Runtime:
             mask_secret=register_secret,
             report_problem=report_problem,
             resolve_problem=resolve_problem,
+            should_stop=self.stop_event.is_set,
             credentials_dir=self.config.credentials_dir,
         )
 

@@ -1,30 +1,58 @@
-"""Private files for secrets: written atomically with mode 0600, locked across processes.
+"""Files nebridge writes: created new (``O_EXCL|O_NOFOLLOW``) beside the target, then renamed.
 
-Engine and connectors keep tokens in such files (the Next Engine pair, a WMS's OAuth grant).
+Every file nebridge writes goes through :func:`write_file` (error reports, WMS instruction
+files) or :func:`write_private` (secrets, mode 0600): the data goes into a new temporary file
+with a random name in the target's own folder, created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` so a
+file or symlink planted there is never opened or followed, is fsynced, and is renamed over the
+target (a rename replaces a symlink at the target itself, never what it points to). Readers
+see the old content or the whole new one; temporary files a crash left for the same target are
+removed after the next write of it. :func:`locked_file` serialises writers across
+processes.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+#: Flags of every file nebridge creates: new, never through a symlink, closed on exec.
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_TAIL = re.compile(r"\.[0-9a-f]{16}\.tmp")
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data`` atomically; ``mode`` is filtered by the umask.
+
+    The folder must exist: a file is only ever written into its own, existing folder.
+    """
+    _replace(path, data, mode, exact_mode=False)
+
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a 0600 temp file beside it (fsync), rename, fsync dir.
+    """Replace ``path`` with ``data`` atomically, mode 0600 whatever the umask.
 
-    Readers see the old content or the whole new one; the mode is 0600 whatever the umask.
+    The folder is created (0700) if missing.
     """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _replace(path, data, 0o600, exact_mode=True)
+
+
+def _replace(path: Path, data: bytes, mode: int, exact_mode: bool) -> None:
+    """A new hidden temp file beside ``path`` (fsync), renamed over it, folder fsynced."""
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    stem = _temp_stem(path)
+    tmp = directory / f".{stem}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, CREATE_FLAGS, mode)
     try:
         try:
-            os.fchmod(fd, 0o600)  # umask may have removed bits; never added any
+            if exact_mode:
+                os.fchmod(fd, mode)  # umask may have removed bits; never added any
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -36,6 +64,10 @@ def write_private(path: Path, data: bytes) -> None:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    for stale in directory.glob(f".{glob.escape(stem)}.*.tmp"):  # left by a crash mid-write
+        if _TEMP_TAIL.fullmatch(stale.name[len(stem) + 1:]):
+            with suppress(FileNotFoundError):
+                os.unlink(stale)
     dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
@@ -43,11 +75,16 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _temp_stem(path: Path) -> str:
+    """The target's name cut to 200 bytes, so the temporary name fits in a file name."""
+    return path.name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+
+
 @contextmanager
 def locked_file(lock_path: Path) -> Iterator[None]:
     """``flock`` ``lock_path`` (0600) exclusively for the block; waits for other processes."""
     lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

@@ -23,11 +23,11 @@ from hooks.connectors import (
     InstructionBatch,
     ProductSnapshot,
 )
-from hooks.errors import BatchRejected
+from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.records import EventKind, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
-from plugins.wms_csv.folders import Inbox, ReadyFile
-from plugins.wms_csv.formats import PRODUCTS, FileFormat
+from plugins.wms_csv.folders import Inbox, ReadyFile, open_claimed
+from plugins.wms_csv.formats import PRODUCTS
 from plugins.wms_csv.inbound import read_events, read_products
 from plugins.wms_csv.outbox import write_orders
 
@@ -41,25 +41,31 @@ class CsvBatch:
         self,
         inbox: Inbox,
         path: Path,
-        source: str,
-        fmt: FileFormat,
+        file: ReadyFile,
         kind: EventKind,
         ctx: ConnectorContext,
         zone: tzinfo,
     ) -> None:
-        self.source = source
+        self.source = file.name
         self.kind = kind
         self.cursor: tuple[str, str] | None = None
         self._inbox = inbox
         self._path = path
-        self._fmt = fmt
+        self._file = file
         self._ctx = ctx
         self._zone = zone
         self.settled = False
 
     def events(self) -> Iterator[WmsEvent]:
-        """Validate the whole file, then yield one event per shipment or receipt id."""
-        return read_events(self._path, self.source, self._fmt, self._ctx, self._zone)
+        """Validate the whole file, then yield one event per shipment or receipt id.
+
+        A link or special file is rejected unread; a file that changes while it is read
+        raises :class:`~hooks.errors.StepNotReady` (it goes back to the inbox).
+        """
+        if self._file.refusal is not None:
+            raise BatchRejected(self.source, [RecordError(self.source, self._file.refusal)])
+        return read_events(self._path, self.source, self._file.fmt, self._ctx, self._zone,
+                           self._file)
 
     def commit(self) -> None:
         """The events are stored: move the file to ``processed/``."""
@@ -113,7 +119,7 @@ class CsvConnector:
             path = self._inbox.claim(file)
             if path is None:
                 continue
-            batch = CsvBatch(self._inbox, path, file.name, file.fmt, kind, ctx, self._zone)
+            batch = CsvBatch(self._inbox, path, file, kind, ctx, self._zone)
             try:
                 yield batch
             finally:
@@ -127,8 +133,9 @@ class CsvConnector:
     ) -> ProductSnapshot | None:
         """Read the newest valid complete ``products*.csv`` if its version is not ``known_version``.
 
-        The version is ``name:size:mtime_ns:sha256``. Invalid masters are rejected and the next
-        older one is tried; older ones than the master in use are moved to ``processed/``.
+        The version is ``name:size:mtime_ns:sha256``. Invalid masters (and links) are rejected
+        and the next older one is tried; older ones than the master in use are moved to
+        ``processed/``. A master that changes while it is read is left for the next scan.
         """
         masters = sorted(
             (file for file in self._inbox.scan() if file.fmt is PRODUCTS),
@@ -138,6 +145,9 @@ class CsvConnector:
         for index, file in enumerate(masters):
             try:
                 snapshot = self._read_master(file, known_version)
+            except StepNotReady as changed:
+                ctx.log.info("%s", changed)
+                return None
             except BatchRejected as error:
                 target = self._inbox.reject(file.path, file.name, error)
                 ctx.log.error("rejected product master %s (%d errors), see %s.errors.txt",
@@ -173,18 +183,17 @@ class CsvConnector:
 
     def _read_master(self, file: ReadyFile, known_version: str | None) -> ProductSnapshot | None:
         """The snapshot of one master file, or None if it is ``known_version`` or changing."""
+        if file.refusal is not None:
+            raise BatchRejected(file.name, [RecordError(file.name, file.refusal)])
         signature = _signature(file)
         if self._master_seen is not None and self._master_seen[0] == signature:
             version = self._master_seen[1]
         else:
-            version = f"{file.name}:{file.size}:{file.mtime_ns}:{_sha256(file.path)}"
+            version = f"{file.name}:{file.size}:{file.mtime_ns}:{_sha256(file)}"
         if version == known_version:
             self._master_seen = (signature, version)
             return None
-        products = read_products(file.path, file.name)
-        stat = file.path.stat()
-        if (stat.st_size, stat.st_mtime_ns) != (file.size, file.mtime_ns):
-            return None
+        products = read_products(file.path, file.name, file)
         self._master_seen = (signature, version)
         return ProductSnapshot(version, tuple(products))
 
@@ -194,10 +203,10 @@ def _signature(file: ReadyFile) -> _Signature:
     return file.name, file.size, file.mtime_ns
 
 
-def _sha256(path: Path) -> str:
-    """The content hash of a file, read in chunks."""
+def _sha256(file: ReadyFile) -> str:
+    """The content hash of a file, read in chunks (never through a link)."""
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
+    with open_claimed(file.path, file.name, file) as stream:
         for chunk in iter(lambda: stream.read(1 << 16), b""):
             digest.update(chunk)
     return digest.hexdigest()

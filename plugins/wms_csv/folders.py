@@ -2,22 +2,46 @@
 
 Layout under ``inbox``: ``.claimed/`` (files being processed), ``processed/`` and
 ``rejected/`` (with ``<file>.errors.txt``; a fixed file goes back with
-:meth:`Inbox.requeue`). A file is taken only when its last byte is a newline (or it is empty) and
-its size and mtime stayed the same for ``stable_seconds``: seen unchanged by two scans that far
-apart, or, at first sight, with an mtime at least that old (``0`` takes a file at first
-sight: only the newline rule remains).
+:meth:`Inbox.requeue`). A file is taken once its size and mtime stayed the same for
+``stable_seconds`` (seen unchanged by two scans that far apart, or, at first sight, with an
+mtime at least that old; ``0`` takes a file at first sight) and its last byte ends a line
+(LF or CR) or it is empty. A file whose last line has no line break is taken once it stayed
+unchanged for :data:`NO_NEWLINE_GRACE_SECONDS` (its last line is read like any other).
+
+Files are read as they are, or not at all: a symbolic link or any other non-regular file is
+rejected with that reason and never opened; every read opens the file with ``O_NOFOLLOW`` and
+checks it is still the very file that was claimed (inode, size, mtime), so a file an in-place
+writer extends while nebridge reads it goes back to the inbox and is taken once it settles.
 """
 
 from __future__ import annotations
 
 import codecs
+import errno
+import hashlib
 import os
+import stat as stat_mode
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from hooks.errors import BatchRejected
+from hooks.errors import BatchRejected, RecordError, StepNotReady
+from hooks.files import write_file
 from plugins.wms_csv.formats import FileFormat, format_for_name
+
+#: A file whose last line has no line break is taken after staying unchanged this long.
+NO_NEWLINE_GRACE_SECONDS = 60.0
+#: The longest file name (in bytes) the file systems nebridge runs on accept.
+NAME_MAX = 255
+#: Bytes kept free after a rejected file's name for ``.errors.retried-<stamp>.txt``.
+_REPORT_RESERVE = len(".errors.retried-20261203T120000Z.txt")
+#: Bytes kept free after any filed-away name for a ``~N`` variant.
+_VARIANT_RESERVE = 6
+SYMLINK_REASON = ("a symbolic link; nebridge reads only regular files in the inbox and never "
+                  "follows a link — put the file itself into the inbox")
+SPECIAL_REASON = ("not a regular file (a named pipe, device or socket); put a regular file "
+                  "into the inbox")
 
 
 @dataclass(slots=True)
@@ -32,12 +56,17 @@ class _Observation:
 
 @dataclass(frozen=True, slots=True)
 class ReadyFile:
-    """A file in the inbox that finished arriving."""
+    """A file in the inbox that finished arriving, or one refused without reading it.
+
+    ``refusal`` says why a file is rejected unread (a symbolic link, a named pipe).
+    """
 
     path: Path
     fmt: FileFormat
     size: int
     mtime_ns: int
+    inode: int = 0
+    refusal: str | None = None
 
     @property
     def name(self) -> str:
@@ -64,30 +93,41 @@ class Inbox:
         A file seen for the first time (or changed) counts as unchanged since its mtime if
         that is in the past, so a one-shot ``nebridge run --once`` takes files that were
         finished long ago. The last byte is read once per file state, once it is stable.
+        Links and special files are returned at once, with their ``refusal``; folders are
+        ignored.
         """
         now, wall = time.monotonic(), time.time()
         observed: dict[str, _Observation] = {}
         ready: list[ReadyFile] = []
+        grace = max(self._stable_seconds, NO_NEWLINE_GRACE_SECONDS)
         with os.scandir(self.root) as entries:
             for entry in entries:
                 fmt = format_for_name(entry.name)
-                if fmt is None or not entry.is_file():
+                if fmt is None:
                     continue
                 try:
-                    stat = entry.stat()
+                    info = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
+                path = Path(entry.path)
+                refusal = _refusal(info.st_mode)
+                if stat_mode.S_ISDIR(info.st_mode):
+                    continue
+                if refusal is not None:
+                    ready.append(ReadyFile(path, fmt, info.st_size, info.st_mtime_ns,
+                                           info.st_ino, refusal))
+                    continue
                 seen = self._observed.get(entry.name)
-                if seen is None or (seen.size, seen.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-                    unchanged_for = max(0.0, wall - stat.st_mtime)
-                    seen = _Observation(stat.st_size, stat.st_mtime_ns, now - unchanged_for)
+                if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
+                    unchanged_for = max(0.0, wall - info.st_mtime)
+                    seen = _Observation(info.st_size, info.st_mtime_ns, now - unchanged_for)
                 observed[entry.name] = seen
                 if now - seen.since < self._stable_seconds:
                     continue
                 if seen.complete is None:
-                    seen.complete = _ends_with_newline(Path(entry.path))
-                if seen.complete:
-                    ready.append(ReadyFile(Path(entry.path), fmt, seen.size, seen.mtime_ns))
+                    seen.complete = _ends_a_line(path)
+                if seen.complete or now - seen.since >= grace:
+                    ready.append(ReadyFile(path, fmt, seen.size, seen.mtime_ns, info.st_ino))
         self._observed = observed
         ready.sort(key=lambda file: (file.mtime_ns, file.name))
         return ready
@@ -111,11 +151,13 @@ class Inbox:
         """Quarantine a file in ``rejected/`` with ``<name>.errors.txt`` beside it.
 
         The error report is written (atomically) first, so a crash in between leaves the file
-        claimed and it is simply rejected again with a fresh report.
+        claimed and it is simply rejected again with a fresh report. A name too long to take
+        the report's suffix is shortened (its hash keeps it apart); :meth:`requeue` finds the
+        file by its original name all the same.
         """
-        target = _free_path(self.rejected, name)
+        target = _free_path(self.rejected, rejected_name(name))
         report = target.with_name(target.name + ".errors.txt")
-        write_atomically(report, _format_errors(error).encode("utf-8"))
+        write_file(report, _format_errors(error).encode("utf-8"))
         os.rename(path, target)
         return target
 
@@ -129,33 +171,78 @@ class Inbox:
         if name in ("", ".", "..") or Path(name).name != name:
             raise ValueError(f"{name!r} is not a file name; give the name only, as "
                              "`nebridge inbox list --state rejected` shows it")
-        path = self.rejected / name
-        if not path.is_file():
-            raise KeyError(f"no rejected file named {name!r} in {self.rejected}; "
-                           "`nebridge inbox list --state rejected` shows them")
         if name.endswith(".errors.txt"):
             raise ValueError(f"{name} is an error report; retry the file it describes, "
                              f"{name.removesuffix('.errors.txt')}")
         if format_for_name(name) is None:
-            raise ValueError(f"{path} is not named shipments*.csv, receipts*.csv or "
+            raise ValueError(f"{name} is not named shipments*.csv, receipts*.csv or "
                              "products*.csv, so the inbox would ignore it; rename it and retry")
-        if not _ends_with_newline(path):
-            raise ValueError(f"{path} does not end with a newline, so the inbox would take it "
-                             "for a file still being written; add the final line break and "
-                             "retry")
+        stored = rejected_name(name)
+        path = self.rejected / stored
+        if not path.is_file():
+            raise KeyError(f"no rejected file named {name!r} in {self.rejected}; "
+                           "`nebridge inbox list --state rejected` shows them")
         target = self.file_away(path, self.root, name)
-        report = self.rejected / f"{name}.errors.txt"
+        report = self.rejected / f"{stored}.errors.txt"
         if report.is_file():
-            self.file_away(report, self.rejected, f"{name}.errors.retried-{stamp}.txt")
+            self.file_away(report, self.rejected, f"{stored}.errors.retried-{stamp}.txt")
         return target
 
     def unclaim_all(self) -> list[Path]:
         """Return every file a crash left in ``.claimed/`` to the inbox; list the new paths."""
         returned = []
         for path in sorted(self.claimed.iterdir()):
-            if path.is_file():
+            if path.is_file() or path.is_symlink():
                 returned.append(self.file_away(path, self.root, path.name))
         return returned
+
+
+def open_claimed(path: Path, source: str, expected: ReadyFile | None = None) -> BinaryIO:
+    """Open a claimed file for reading, never through a link; check it is the file scanned.
+
+    Raises :class:`BatchRejected` for a link or a special file, and
+    :class:`~hooks.errors.StepNotReady` if the file changed since ``expected`` was scanned
+    (it goes back to the inbox and is taken once it stays unchanged).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BatchRejected(source, [RecordError(source, SYMLINK_REASON)]) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        refusal = _refusal(info.st_mode)
+        if refusal is not None:
+            raise BatchRejected(source, [RecordError(source, refusal)])
+        if expected is not None:
+            _check_same(info, expected, source)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def check_unchanged(path: Path, expected: ReadyFile, source: str) -> None:
+    """Raise :class:`~hooks.errors.StepNotReady` unless ``path`` is still the scanned file."""
+    _check_same(os.stat(path, follow_symlinks=False), expected, source)
+
+
+def _check_same(info: os.stat_result, expected: ReadyFile, source: str) -> None:
+    if (info.st_ino, info.st_size, info.st_mtime_ns) != (
+        expected.inode, expected.size, expected.mtime_ns
+    ):
+        raise StepNotReady(f"{source} changed while nebridge read it (size {expected.size} -> "
+                           f"{info.st_size}); it is taken again once it stays unchanged")
+
+
+def _refusal(mode: int) -> str | None:
+    """Why a directory entry is not read at all, or None for a regular file (or folder)."""
+    if stat_mode.S_ISLNK(mode):
+        return SYMLINK_REASON
+    if stat_mode.S_ISREG(mode) or stat_mode.S_ISDIR(mode):
+        return None
+    return SPECIAL_REASON
 
 
 def _format_errors(error: BatchRejected) -> str:
@@ -169,12 +256,33 @@ def _format_errors(error: BatchRejected) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rejected_name(name: str) -> str:
+    """The name a rejected file is kept under: ``name``, shortened if the report's name
+    (``<name>.errors.retried-<stamp>.txt``) would not fit in a file name."""
+    return fit_name(name, _REPORT_RESERVE + _VARIANT_RESERVE)
+
+
+def fit_name(name: str, reserve: int = 0) -> str:
+    """``name``, or ``<shortened stem>~<hash><suffix>`` so that it and ``reserve`` more bytes
+    fit in :data:`NAME_MAX` bytes; the same name always gives the same result."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) + reserve <= NAME_MAX:
+        return name
+    stem, suffix = os.path.splitext(name)
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    budget = NAME_MAX - reserve - len(suffix.encode("utf-8", "surrogateescape")) - 13
+    short = stem.encode("utf-8", "surrogateescape")[:max(budget, 1)].decode("utf-8", "ignore")
+    return f"{short}~{digest}{suffix}"
+
+
 def _free_path(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/<stem>~N<suffix>`` with the first N that is free."""
+    """``folder/name``, or ``folder/<stem>~N<suffix>`` with the first N that is free
+    (a name too long to take ``~N`` is shortened first)."""
+    name = fit_name(name, _VARIANT_RESERVE)
     candidate = folder / name
     stem, suffix = os.path.splitext(name)
     number = 0
-    while candidate.exists():
+    while os.path.lexists(candidate):
         number += 1
         candidate = folder / f"{stem}~{number}{suffix}"
     return candidate
@@ -183,47 +291,29 @@ def _free_path(folder: Path, name: str) -> Path:
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 
-    The temporary file lives in the same folder as ``.<name>.tmp`` (hidden, never matching a
-    data file pattern), is fsynced, renamed over the target, and the folder is fsynced.
+    See :func:`hooks.files.write_file`: a new hidden temporary file (``O_EXCL|O_NOFOLLOW``,
+    never matching a data file pattern) beside the target, fsynced and renamed over it.
     """
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with temporary.open("wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    write_file(path, data)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+_LINE_ENDS = {codecs.BOM_UTF16_LE: (b"\n\x00", b"\r\x00"),
+              codecs.BOM_UTF16_BE: (b"\x00\n", b"\x00\r")}
 
 
-_UTF16_NEWLINES = {codecs.BOM_UTF16_LE: b"\n\x00", codecs.BOM_UTF16_BE: b"\x00\n"}
-
-
-def _ends_with_newline(path: Path) -> bool:
-    """True if the file's last character is a newline (in UTF-16 too, whose files are then
+def _ends_a_line(path: Path) -> bool:
+    """True if the file's last character is LF or CR (in UTF-16 too, whose files are then
     rejected with the reason), or it is empty (stable and empty: complete, and rejected for
-    having no header); a vanished file counts as incomplete."""
+    having no header); a vanished or unreadable file counts as incomplete."""
     try:
-        with path.open("rb") as stream:
-            newline = _UTF16_NEWLINES.get(stream.read(2), b"\n")
+        with open_claimed(path, path.name) as stream:
+            ends = _LINE_ENDS.get(stream.read(2), (b"\n", b"\r"))
             size = stream.seek(0, os.SEEK_END)
             if size == 0:
                 return True
-            if size < len(newline):
+            if size < len(ends[0]):
                 return False
-            stream.seek(-len(newline), os.SEEK_END)
-            return stream.read() == newline
-    except FileNotFoundError:
+            stream.seek(-len(ends[0]), os.SEEK_END)
+            return stream.read() in ends
+    except (OSError, BatchRejected):
         return False

@@ -16,6 +16,12 @@ from hooks.records import EventKind
 
 MAX_TRACKING_LENGTH = 50
 MAX_QUANTITY = 9_999_999
+#: Longest shipment/receipt id, product code and link code (the database columns hold 128).
+MAX_ID_LENGTH = 128
+#: Longest warehouse code (as ``daemon.yaml`` allows).
+MAX_WAREHOUSE_LENGTH = 32
+#: Longest Next Engine order number, in digits.
+MAX_ORDER_ID_DIGITS = 18
 #: A tracking number starting with one of these would run as a formula in a spreadsheet.
 FORMULA_STARTS = ("=", "+", "-", "@")
 
@@ -59,8 +65,10 @@ class FileFormat:
         }
 
 
-_WAREHOUSE = Column("warehouse", ("倉庫コード", "拠点コード", "倉庫", "拠点"), check="warehouse")
-_PRODUCT = Column("product_code", ("商品コード", "品番"), check="product")
+_WAREHOUSE = Column("warehouse", ("倉庫コード", "拠点コード", "倉庫", "拠点"), check="warehouse",
+                    max_length=MAX_WAREHOUSE_LENGTH)
+_PRODUCT = Column("product_code", ("商品コード", "品番"), check="product",
+                  max_length=MAX_ID_LENGTH)
 
 SHIPMENTS = FileFormat(
     prefix="shipments",
@@ -69,7 +77,7 @@ SHIPMENTS = FileFormat(
     id_column="shipment_id",
     group_columns=("warehouse", "ne_order_id", "tracking_number", "confirmed_at"),
     columns=(
-        Column("shipment_id", ("出荷ID", "出荷番号")),
+        Column("shipment_id", ("出荷ID", "出荷番号"), max_length=MAX_ID_LENGTH),
         _WAREHOUSE,
         Column("ne_order_id", ("受注伝票番号", "伝票番号", "受注番号"), check="order_id",
                required=False),
@@ -94,7 +102,7 @@ RECEIPTS = FileFormat(
     id_column="receipt_id",
     group_columns=("warehouse", "confirmed_at"),
     columns=(
-        Column("receipt_id", ("入荷ID", "入荷番号")),
+        Column("receipt_id", ("入荷ID", "入荷番号"), max_length=MAX_ID_LENGTH),
         _WAREHOUSE,
         Column("confirmed_at", ("入荷確定日時", "入荷日時", "確定日時"), check="timestamp"),
         _PRODUCT,
@@ -109,8 +117,9 @@ PRODUCTS = FileFormat(
     id_column="product_code",
     group_columns=(),
     columns=(
-        Column("product_code", ("商品コード", "品番")),
-        Column("link_code", ("紐付けコード", "ne商品コード"), required=False),
+        Column("product_code", ("商品コード", "品番"), max_length=MAX_ID_LENGTH),
+        Column("link_code", ("紐付けコード", "ne商品コード"), required=False,
+               max_length=MAX_ID_LENGTH),
     ),
 )
 
@@ -153,6 +162,15 @@ def parse_timestamp(value: str, zone: tzinfo) -> datetime:
     else:
         raise ValueError(value)
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
+
+
+_ORDER_ID = re.compile(rf"[1-9][0-9]{{0,{MAX_ORDER_ID_DIGITS - 1}}}", re.ASCII)
+
+
+def is_order_id(value: str) -> bool:
+    """True for a Next Engine order number in canonical form: a positive whole number in
+    ASCII digits without leading zeros (``16``, not ``0016``), at most 18 digits."""
+    return _ORDER_ID.fullmatch(value) is not None
 
 
 def parse_quantity(value: str) -> int | None:

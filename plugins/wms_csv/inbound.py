@@ -5,7 +5,7 @@ shipments, not by the file:
 
 1. every row's values are checked, and the number of rows of each id is counted;
 2. rows are grouped by id, each group is complete once its counted rows were seen; groups
-   are checked for duplicate products and for differing header fields (warehouse, ...);
+   are checked for differing header fields (warehouse, ...) and summed quantities;
 3. only if both passes found nothing, the groups are yielded as events, in the same way.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hooks.connectors import ConnectorContext
 from hooks.records import ProductLink, ReceiptLine, ShipmentLine, WmsEvent, WmsReceipt, WmsShipment
+from plugins.wms_csv.folders import ReadyFile, check_unchanged, open_claimed
 from plugins.wms_csv.formats import (
     FORMULA_STARTS,
     MAX_QUANTITY,
@@ -25,39 +26,54 @@ from plugins.wms_csv.formats import (
     SHIPMENTS,
     Column,
     FileFormat,
+    is_order_id,
     parse_quantity,
     parse_timestamp,
 )
-from plugins.wms_csv.reader import ErrorLog, Row, detect_encoding, read_rows
+from plugins.wms_csv.reader import ErrorLog, Opener, Row, detect_encoding, read_rows
 
 _CACHE_SIZE = 1024
 
 
 def read_events(
-    path: Path, source: str, fmt: FileFormat, ctx: ConnectorContext, zone: tzinfo
+    path: Path,
+    source: str,
+    fmt: FileFormat,
+    ctx: ConnectorContext,
+    zone: tzinfo,
+    expected: ReadyFile | None = None,
 ) -> Iterator[WmsEvent]:
     """Yield the events of a shipments or receipts file, one per id with all its lines.
 
     Raises :class:`BatchRejected` with every error (up to the cap) before the first event.
+    With ``expected`` (the file as scanned), every pass and the end check that the file did
+    not change, else :class:`~hooks.errors.StepNotReady` is raised (nothing of it may be
+    stored).
     """
-    encoding = detect_encoding(path, source)
+    open_file = functools.partial(open_claimed, path, source, expected)
+    encoding = detect_encoding(open_file, source)
     errors = ErrorLog(source)
-    counts = _check_rows(path, encoding, fmt, ctx, zone, errors)
+    counts = _check_rows(open_file, encoding, fmt, ctx, zone, errors)
     if not errors.full:
-        _check_groups(_groups(_rows(path, encoding, fmt, source), fmt, counts), fmt, zone, errors)
+        _check_groups(_groups(_rows(open_file, encoding, fmt, source), fmt, counts), fmt,
+                      zone, errors)
     errors.raise_if_any()
     build: Callable[[list[Row], tzinfo], WmsEvent] = _shipment if fmt is SHIPMENTS else _receipt
-    for group in _groups(_rows(path, encoding, fmt, source), fmt, counts):
+    for group in _groups(_rows(open_file, encoding, fmt, source), fmt, counts):
         yield build(group, zone)
+    if expected is not None:
+        check_unchanged(path, expected, source)
 
 
-def read_products(path: Path, source: str) -> list[ProductLink]:
-    """Read a complete product master; raises :class:`BatchRejected` with every error."""
-    encoding = detect_encoding(path, source)
+def read_products(path: Path, source: str, expected: ReadyFile | None = None) -> list[ProductLink]:
+    """Read a complete product master; raises :class:`BatchRejected` with every error
+    (and :class:`~hooks.errors.StepNotReady` if it changed since ``expected`` was scanned)."""
+    open_file = functools.partial(open_claimed, path, source, expected)
+    encoding = detect_encoding(open_file, source)
     errors = ErrorLog(source)
     products: list[ProductLink] = []
     first_line: dict[str, int] = {}
-    for item in read_rows(path, encoding, PRODUCTS, source):
+    for item in read_rows(open_file, encoding, PRODUCTS, source):
         if not isinstance(item, Row):
             errors.append(item)
             continue
@@ -73,16 +89,19 @@ def read_products(path: Path, source: str) -> list[ProductLink]:
         if errors.full:
             break
     errors.raise_if_any()
+    if expected is not None:
+        check_unchanged(path, expected, source)
     return products
 
 
-def _rows(path: Path, encoding: str, fmt: FileFormat, source: str) -> Iterator[Row]:
+def _rows(open_file: Opener, encoding: str, fmt: FileFormat, source: str) -> Iterator[Row]:
     """The well-formed rows only (pass 1 reported the others)."""
-    return (item for item in read_rows(path, encoding, fmt, source) if isinstance(item, Row))
+    return (item for item in read_rows(open_file, encoding, fmt, source)
+            if isinstance(item, Row))
 
 
 def _check_rows(
-    path: Path,
+    open_file: Opener,
     encoding: str,
     fmt: FileFormat,
     ctx: ConnectorContext,
@@ -92,7 +111,7 @@ def _check_rows(
     """Pass 1: check every value of every row; return the number of rows of each id."""
     checker = _ValueChecker(ctx, zone)
     counts: dict[str, int] = {}
-    for item in read_rows(path, encoding, fmt, errors.source):
+    for item in read_rows(open_file, encoding, fmt, errors.source):
         if not isinstance(item, Row):
             errors.append(item)
         else:
@@ -134,8 +153,9 @@ class _ValueChecker:
                 if value.isascii() and value.isdigit() and int(value) > MAX_QUANTITY:
                     return f"quantity {value} is larger than {MAX_QUANTITY:,}"
                 return f"not a positive integer: {value!r}"
-            case "order_id" if not (value.isascii() and value.isdigit()):
-                return f"not a Next Engine order number (digits only): {value!r}"
+            case "order_id" if not is_order_id(value):
+                return ("not a Next Engine order number (a positive whole number without "
+                        f"leading zeros, as Next Engine shows it): {value!r}")
             case "tracking" if value.startswith(FORMULA_STARTS):
                 return (f"not a tracking number: {value!r} starts with {value[0]!r}, which "
                         "spreadsheets run as a formula")
@@ -185,10 +205,11 @@ def _check_groups(
 
 
 def _check_group(group: list[Row], fmt: FileFormat, zone: tzinfo, errors: ErrorLog) -> None:
-    """The same header fields on every row of an id, and no product twice."""
+    """The same header fields on every row of an id; quantities of one product (on several
+    lines, as an echoed order file lists them) add up to at most :data:`MAX_QUANTITY`."""
     first = group[0]
     record_id = first.values[fmt.id_column]
-    product_lines: dict[str, int] = {}
+    totals: dict[str, int] = {}
     for row in group:
         for name in fmt.group_columns:
             value, expected = row.values[name], first.values[name]
@@ -201,14 +222,12 @@ def _check_group(group: list[Row], fmt: FileFormat, zone: tzinfo, errors: ErrorL
                 )
                 errors.add(reason, row.line, name)
         product = row.values["product_code"]
-        if product in product_lines:
-            reason = (
-                f"duplicate line: product {product!r} of {fmt.noun} {record_id!r} already on "
-                f"line {product_lines[product]}"
-            )
-            errors.add(reason, row.line, "product_code")
-        elif product:
-            product_lines[product] = row.line
+        quantity = parse_quantity(row.values["quantity"]) or 0
+        totals[product] = total = totals.get(product, 0) + quantity
+        if total > MAX_QUANTITY >= total - quantity:
+            reason = (f"quantities of product {product!r} in {fmt.noun} {record_id!r} add up "
+                      f"to more than {MAX_QUANTITY:,}")
+            errors.add(reason, row.line, "quantity")
 
 
 def _comparable(column: str, value: str, zone: tzinfo) -> str:
@@ -230,7 +249,7 @@ def _shipment(group: list[Row], zone: tzinfo) -> WmsShipment:
         ne_order_id=head["ne_order_id"] or None,
         tracking_number=head["tracking_number"] or None,
         confirmed_at=parse_timestamp(head["confirmed_at"], zone),
-        lines=tuple(ShipmentLine(row.values["product_code"], _quantity(row)) for row in group),
+        lines=tuple(ShipmentLine(product, quantity) for product, quantity in _summed(group)),
     )
 
 
@@ -241,8 +260,18 @@ def _receipt(group: list[Row], zone: tzinfo) -> WmsReceipt:
         receipt_id=head["receipt_id"],
         warehouse=head["warehouse"],
         confirmed_at=parse_timestamp(head["confirmed_at"], zone),
-        lines=tuple(ReceiptLine(row.values["product_code"], _quantity(row)) for row in group),
+        lines=tuple(ReceiptLine(product, quantity) for product, quantity in _summed(group)),
     )
+
+
+def _summed(group: list[Row]) -> list[tuple[str, int]]:
+    """(product, quantity) of a group, one per product in order of first appearance, with the
+    quantities of its lines added up."""
+    totals: dict[str, int] = {}
+    for row in group:
+        product = row.values["product_code"]
+        totals[product] = totals.get(product, 0) + _quantity(row)
+    return list(totals.items())
 
 
 def _quantity(row: Row) -> int:

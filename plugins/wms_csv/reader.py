@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import itertools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO, TextIO
 
 from hooks.errors import BatchRejected, RecordError
 from plugins.wms_csv.formats import FileFormat, normalise_header
 
 MAX_ERRORS = 1000
+#: The longest physical line read; longer ones reject the file before it fills the memory.
+MAX_LINE_BYTES = 64 * 1024
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+Opener = Callable[[], BinaryIO]
+"""Opens the file being read, from its start (each pass opens it anew)."""
 
 
 class ErrorLog:
@@ -52,14 +62,14 @@ class ErrorLog:
         raise BatchRejected(self.source, errors)
 
 
-def detect_encoding(path: Path, source: str) -> str:
+def detect_encoding(open_file: Opener, source: str) -> str:
     """Tell the file's encoding: UTF-8 BOM, else strict UTF-8, else CP932 (Shift_JIS).
 
-    Raises :class:`BatchRejected` naming the first line that fits neither, or a UTF-16 file.
-    Line by line is safe for both encodings: byte 0x0A never occurs inside a multi-byte
-    character.
+    Raises :class:`BatchRejected` naming the first line that fits neither, a line longer than
+    :data:`MAX_LINE_BYTES`, or a UTF-16 file. Line by line is safe for both encodings: bytes
+    0x0A and 0x0D never occur inside a multi-byte character.
     """
-    with path.open("rb") as stream:
+    with open_file() as stream:
         if stream.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
             reason = "UTF-16 text; the inbox takes UTF-8 or Shift_JIS (CP932), save it as one"
             raise BatchRejected(source, [RecordError(source, reason, line=1)])
@@ -67,17 +77,51 @@ def detect_encoding(path: Path, source: str) -> str:
         bom = stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
         if not bom:
             stream.seek(0)
-        bad_line = _first_undecodable_line(stream, "utf-8")
+        bad_line = _first_undecodable_line(_byte_lines(stream, source), "utf-8")
         if bad_line is None:
             return "utf-8-sig" if bom else "utf-8"
         reason = "not valid UTF-8 although the file starts with a UTF-8 BOM"
         if not bom:
             stream.seek(0)
-            bad_line = _first_undecodable_line(stream, "cp932")
+            bad_line = _first_undecodable_line(_byte_lines(stream, source), "cp932")
             if bad_line is None:
                 return "cp932"
             reason = "cannot be decoded as UTF-8 or as Shift_JIS (CP932)"
     raise BatchRejected(source, [RecordError(source, reason, line=bad_line)])
+
+
+def _byte_lines(stream: BinaryIO, source: str) -> Iterator[bytes]:
+    """The physical lines of a binary stream (ended by LF, CRLF or CR), read in chunks.
+
+    Raises :class:`BatchRejected` at the first line longer than :data:`MAX_LINE_BYTES`, so a
+    file that is one huge line is never read into memory.
+    """
+    buffer, number = b"", 0
+    while True:
+        chunk = stream.read(1 << 16)
+        buffer += chunk
+        start = 0
+        for match in _LINE_END.finditer(buffer):
+            if chunk and match.end() == len(buffer) and match.group() == b"\r":
+                break  # perhaps the first half of a CRLF: wait for the next chunk
+            number += 1
+            if match.end() - start > MAX_LINE_BYTES:
+                raise BatchRejected(source, [_too_long(source, number)])
+            yield buffer[start:match.end()]
+            start = match.end()
+        buffer = buffer[start:]
+        if len(buffer) > MAX_LINE_BYTES:
+            raise BatchRejected(source, [_too_long(source, number + 1)])
+        if not chunk:
+            if buffer:
+                yield buffer
+            return
+
+
+def _too_long(source: str, line: int) -> RecordError:
+    reason = (f"line longer than {MAX_LINE_BYTES:,} bytes; inbox files have one shipment, "
+              "receipt or product line per row (is this a CSV file?)")
+    return RecordError(source, reason, line)
 
 
 def _first_undecodable_line(lines: Iterable[bytes], encoding: str) -> int | None:
@@ -99,16 +143,18 @@ class Row:
 
 
 def read_rows(
-    path: Path, encoding: str, fmt: FileFormat, source: str
+    open_file: Opener, encoding: str, fmt: FileFormat, source: str
 ) -> Iterator[Row | RecordError]:
     """Yield the data rows of a file, or errors for what cannot be read as a row.
 
     Blank rows (also rows of empty cells only) are skipped. A header that lacks a column or
     names one twice yields its errors and ends the file, since no row can be read without it.
-    A row with another number of fields than the header is an error, not guessed at.
+    A row with another number of fields than the header is an error, not guessed at. A
+    physical line longer than :data:`MAX_LINE_BYTES` characters ends the file with an error.
     """
-    with path.open(encoding=encoding, newline="") as stream:
-        reader = csv.reader(stream, strict=True)
+    with io.TextIOWrapper(open_file(), encoding=encoding, newline="") as stream:
+        too_long: list[int] = []
+        reader = csv.reader(_bounded_lines(stream, too_long), strict=True)
         values_of: Callable[[list[str]], dict[str, str]] | None = None
         width = 0
         next_line = 1
@@ -132,8 +178,24 @@ def read_rows(
         except csv.Error as exc:
             yield RecordError(source, f"malformed CSV: {exc}", next_line)
             return
+        if too_long:
+            yield _too_long(source, too_long[0])
+            return
     if values_of is None:
         yield RecordError(source, "no header row", 1)
+
+
+def _bounded_lines(stream: TextIO, too_long: list[int]) -> Iterator[str]:
+    """The stream's physical lines; stops at one longer than :data:`MAX_LINE_BYTES`,
+    appending its number to ``too_long``."""
+    for number in itertools.count(1):
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES:
+            too_long.append(number)
+            return
+        yield line
 
 
 def _map_header(

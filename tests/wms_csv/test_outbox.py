@@ -145,7 +145,7 @@ def test_a_stale_temporary_file_is_replaced_and_never_looks_like_an_order_file(
     connector = make_connector(tmp_path)
     batch = InstructionBatch("k", CREATED, [order("1001")])
     final = order_file_name(batch)
-    stale = tmp_path / "outbox" / f".{final}.tmp"
+    stale = tmp_path / "outbox" / f".{final}.0123456789abcdef.tmp"
     stale.write_text("ne_order_id,shop_ord")  # left by a crash in the middle of a write
     assert not fnmatch.fnmatch(stale.name, "orders-*.csv")
     connector.push_orders(batch, make_ctx())

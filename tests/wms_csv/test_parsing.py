@@ -288,14 +288,24 @@ def test_tracking_number_of_50_characters_is_fine(tmp_path: Path) -> None:
     assert shipments_of(path)[0].tracking_number == "T" * 50
 
 
-def test_duplicate_line_is_rejected_even_when_not_contiguous(tmp_path: Path) -> None:
+def test_the_same_product_on_two_lines_adds_up_even_when_not_contiguous(tmp_path: Path) -> None:
+    """An echoed order file lists one line per Next Engine row: quantities add up (issue #12
+    finding 7), the product keeps the place of its first line."""
     path = write_csv(
         tmp_path / "shipments.csv",
-        [SHIP_HEADER, GOOD, "S2,W1,2,,2026-11-27 10:00:00,P1,1", GOOD[:-1] + "2"],
+        [SHIP_HEADER, GOOD, "S2,W1,2,,2026-11-27 10:00:00,P1,1",
+         "S1,W1,1001,TRK,2026-11-27 10:00:00,P2,1", GOOD[:-1] + "2"],
     )
+    first = next(s for s in shipments_of(path) if s.shipment_id == "S1")
+    assert first.lines == (ShipmentLine("P1", 3), ShipmentLine("P2", 1))
+
+
+def test_added_up_quantities_are_bounded(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "shipments.csv", [
+        SHIP_HEADER, "S1,W1,1,,2026-11-27 10:00,P1,9999999", "S1,W1,1,,2026-11-27 10:00,P1,1"])
     assert rejection_of(path) == [
-        (4, "product_code", "duplicate line: product 'P1' of shipment 'S1' already on line 2")
-    ]
+        (3, "quantity", "quantities of product 'P1' in shipment 'S1' add up to more than "
+         "9,999,999")]
 
 
 @pytest.mark.parametrize(
@@ -333,7 +343,6 @@ def test_conflicting_receipt_fields(tmp_path: Path) -> None:
         (3, "warehouse", "receipt 'R1': warehouse 'W2' differs from 'W1' on line 2"),
         (3, "confirmed_at",
          "receipt 'R1': confirmed_at '2026/11/27 09:01' differs from '2026/11/27 09:00' on line 2"),
-        (4, "product_code", "duplicate line: product 'P1' of receipt 'R1' already on line 2"),
     ]
 
 
@@ -346,6 +355,7 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
             GOOD.replace("S1", "S2"),
             "S3,W1,1,,nope,P1,1",
             "S2,W1,1001,TRK,2026-11-27 10:00:00,P1,1",
+            "S4,W1,0016,,2026-11-27 10:00,P1,1",
         ],
     )
     assert rejection_of(path) == [
@@ -354,7 +364,8 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
         (2, "quantity", "not a positive integer: '0'"),
         (4, "confirmed_at", "not a timestamp: 'nope' (expected ISO 8601, YYYY-MM-DD HH:MM:SS "
          "or YYYY/MM/DD HH:MM[:SS])"),
-        (5, "product_code", "duplicate line: product 'P1' of shipment 'S2' already on line 3"),
+        (6, "ne_order_id", "not a Next Engine order number (a positive whole number without "
+         "leading zeros, as Next Engine shows it): '0016'"),
     ]
 
 
