@@ -24,7 +24,6 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
@@ -73,6 +72,7 @@ from daemon.nextengine.xmlbuild import (
     build_update_xml,
     last_modified_text,
 )
+from hooks.http import BoundedSession, DeadlineExceeded, HttpLimits, ResponseTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ GOODS_UPLOAD_METHOD = "SYOHIN_KIHON_CSV"
 QUEUE_DONE, QUEUE_FAILED = 2, -1
 _TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
 _MESSAGE_MAX = 500
+#: The largest answer read from NE: a 10,000-row search page is a few MB to some tens of MB.
+DEFAULT_MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 
 Params = Mapping[str, str | bytes]
 
@@ -110,19 +112,6 @@ def _socket_options() -> list[tuple[int, int, int]]:
         if hasattr(socket, name):
             options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
     return options
-
-
-class _KeepAliveAdapter(HTTPAdapter):
-    """An adapter with TCP keep-alive and no urllib3 retries (POSTs are never resent here)."""
-
-    def __init__(self) -> None:
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        pool_kwargs["socket_options"] = _socket_options()
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +215,10 @@ def _transport_error(exc: requests.RequestException, path: str) -> NeTransportEr
         return NeNotSent("", f"could not connect to NE ({type(reason).__name__})", path=path)
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
         return NeNotSent("", f"the NE api_base URL is invalid ({name})", path=path)
+    if isinstance(exc, ResponseTooLarge):
+        return NeBadAnswer("", str(exc), path=path)
+    if isinstance(exc, DeadlineExceeded):
+        return NeOutcomeUnknown("", str(exc), path=path)
     if isinstance(exc, requests.ReadTimeout):
         return NeOutcomeUnknown("", "NE did not answer within the read timeout", path=path)
     return NeOutcomeUnknown("", f"the connection to NE broke after sending ({name})", path=path)
@@ -244,7 +237,10 @@ class NextEngineClient:
     ``version`` goes into the User-Agent. ``sleep`` and ``monotonic`` are injectable so tests
     never wait. ``client_id``/``client_secret`` are only needed by :meth:`authorize`.
     ``timeout_grace``: after a read timeout the company lock is held this many seconds more,
-    so NE can finish the abandoned request before the next one is sent. A pair NE refused
+    so NE can finish the abandoned request before the next one is sent. A call ends at most
+    ``connect_timeout + read_timeout`` after it started (NE's ``wait_flag`` waits up to 60 min
+    in silence), however slowly NE answers; an answer over ``max_response_bytes`` is refused
+    unread (:mod:`hooks.http`). Both count as "outcome unknown". A pair NE refused
     (``002002``, ``002004``, ``redirect``) is never sent again by this client.
     """
 
@@ -258,6 +254,7 @@ class NextEngineClient:
         client_secret: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 3600.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         page_size: int = DEFAULT_PAGE_SIZE,
         in_max: int = DEFAULT_IN_MAX,
         retry: RetryPolicy = RetryPolicy(),
@@ -279,16 +276,19 @@ class NextEngineClient:
         self._observer = observer
         self.timeout_grace = timeout_grace
         self._refused_access: str | None = None
-        self._session = requests.Session()
+        self._session = BoundedSession(HttpLimits(
+            connect_timeout_seconds=connect_timeout,
+            deadline_seconds=connect_timeout + read_timeout,
+            max_response_bytes=max_response_bytes,
+            deadline_setting="nextengine.read_timeout_seconds",
+            size_setting="nextengine.max_response_mb",
+        ), socket_options=_socket_options())
         self._session.headers["User-Agent"] = f"nebridge/{version} (+python-requests)"
         # requests re-reads the proxy environment on every call (a scan of os.environ, ~0.4 ms):
         # read it once; the daemon's environment does not change while it runs.
         self._session.proxies.update(requests.utils.get_environ_proxies(self.api_base))
         self._session.trust_env = False
         self._shared_store = isinstance(token_store, SharedTokenStore)
-        adapter = _KeepAliveAdapter()
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
 
     def __repr__(self) -> str:
         return f"NextEngineClient({self.api_base!r}, {self.token_store!r})"

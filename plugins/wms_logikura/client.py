@@ -12,7 +12,7 @@
   never to a page already read (a repeating or looping link ends the read with an error, as
   does a list longer than :data:`MAX_PAGES` pages).
 * Inside :meth:`LogikuraClient.bulk` (an order import creating schedules) requests take the
-  rate limiter's bulk lane and end the turn at a deadline (:mod:`.ratelimit`).
+  rate limiter's bulk lane and stop waiting when the engine stops (:mod:`.ratelimit`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ RATE_LIMITED = frozenset({429, 499})
 MAX_RATE_RETRIES = 5
 READ_RETRIES = 2
 MAX_PAGES = 1000
-_Lane = tuple[bool, float | None]  # (bulk, deadline)
+_Lane = tuple[bool, Callable[[], bool] | None]  # (bulk, should_stop)
 _LANE: ContextVar[_Lane] = ContextVar("logikura_lane", default=(False, None))
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -93,10 +93,10 @@ class LogikuraClient:
         self._origin = (base.scheme, base.netloc)
 
     @contextmanager
-    def bulk(self, deadline: float) -> Iterator[None]:
-        """Requests of this thread inside the block are bulk work that ends its turn at
-        ``deadline`` (limiter clock seconds) with :class:`~.ratelimit.TurnOver`."""
-        token = _LANE.set((True, deadline))
+    def bulk(self, should_stop: Callable[[], bool]) -> Iterator[None]:
+        """Requests of this thread inside the block are bulk work, which yields to history
+        reads and stops waiting with :class:`~.ratelimit.TurnOver` once ``should_stop()``."""
+        token = _LANE.set((True, should_stop))
         try:
             yield
         finally:
@@ -152,10 +152,10 @@ class LogikuraClient:
         shown = urlsplit(url).path
         refreshed = False
         rate_retries = read_retries = 0
-        bulk, deadline = _LANE.get()
+        bulk, stop = _LANE.get()
         while True:
             token = self.auth.access_token()
-            self.limiter.acquire(bulk=bulk, deadline=deadline)
+            self.limiter.acquire(bulk=bulk, stop=stop)
             try:
                 answer = self.session.request(
                     method, url, params=params, json=body,

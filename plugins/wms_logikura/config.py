@@ -54,6 +54,7 @@ class LogikuraConfig(BaseModel):
     requests_per_minute: int = Field(default=100, ge=1, le=100)
     max_wait_seconds: float = Field(default=120.0, gt=0)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    schedule_settle_seconds: float = Field(default=120.0, ge=0)
     refresh_before_seconds: float = Field(default=3600.0, ge=0, lt=86_400)
 
     @field_validator("api_base", "auth_base", "redirect_uri")

@@ -138,7 +138,7 @@ class LogikuraConnector:
 
         resolve_warehouses(self.config, read_catalog(False), ctx.warehouses)
         SchedulePusher(self.config, parts.client, parts.store, read_catalog, self._clock,
-                       ctx.log).push(batch)
+                       ctx.log, ctx.should_stop).push(batch)
 
     # ---------------------------------------------------------------- RequeueingConnector
     def requeue(self, name: str, ctx: ConnectorContext) -> str:

@@ -10,7 +10,13 @@ Exactly once: a ``sending`` record is synced to the local store before the ``POS
 ``created`` record with the schedule id after it. An order found ``sending`` (a crash, a lost
 answer) is looked up in Logikura — open schedules, then shipping histories since the attempt —
 before it is ever sent again. Logikura may accept the same order number twice, so this
-check, not Logikura, keeps orders from being created twice.
+check, not Logikura, keeps orders from being created twice. Logikura may also apply a request
+well after the client gave up on it, so an order not found is sent again only once
+``schedule_settle_seconds`` have passed since its last request; until then it waits (the
+batch is delivered again at the next run, and looked up again).
+
+An import is bulk work: its requests yield to history reads (:mod:`.ratelimit`) and it ends
+at the next order when the engine stops; the orders not sent yet follow at the next run.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from hooks.records import OrderInstruction
 from plugins.wms_logikura.catalog import Catalog
 from plugins.wms_logikura.client import Json, LogikuraClient
 from plugins.wms_logikura.config import JST, LogikuraConfig
-from plugins.wms_logikura.errors import LogikuraRefused
+from plugins.wms_logikura.errors import LogikuraRefused, LogikuraUnavailable
+from plugins.wms_logikura.ratelimit import TurnOver
 from plugins.wms_logikura.store import CREATED, SENDING, LocalStore, ScheduleRecord
 
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -52,17 +59,23 @@ class SchedulePusher:
 
     def __init__(self, config: LogikuraConfig, client: LogikuraClient, store: LocalStore,
                  catalog: Callable[[bool], Catalog], clock: Callable[[], float],
-                 log: _Log) -> None:
+                 log: _Log, should_stop: Callable[[], bool] = lambda: False) -> None:
         self.config = config
         self.client = client
         self.store = store
         self.catalog = catalog
         self.clock = clock
         self.log = log
+        self.should_stop = should_stop
 
     def push(self, batch: InstructionBatch) -> None:
         """Create every schedule of ``batch`` not created yet; raise OrdersRefused naming the
-        orders that cannot be created as they are (every other one is created)."""
+        orders that cannot be created as they are (every other one is created), or
+        LogikuraUnavailable while an order's earlier request may still be applied."""
+        with self.client.bulk(self.should_stop):
+            self._push(batch)
+
+    def _push(self, batch: InstructionBatch) -> None:
         records = self.store.schedules(o.ne_order_id for o in batch.orders)
         todo = [o for o in batch.orders
                 if records.get(o.ne_order_id) is None
@@ -71,13 +84,23 @@ class SchedulePusher:
             return
         unsure = [records[o.ne_order_id] for o in todo
                   if o.ne_order_id in records and records[o.ne_order_id].state == SENDING]
+        waiting: list[str] = []
         if unsure:
             settled = self._reconcile(unsure)
-            todo = [o for o in todo if o.ne_order_id not in settled]
+            now = self.clock()
+            waiting = sorted(r.ne_order_id for r in unsure if r.ne_order_id not in settled
+                             and now - r.updated < self.config.schedule_settle_seconds)
+            todo = [o for o in todo if o.ne_order_id not in settled
+                    and o.ne_order_id not in waiting]
         catalog = self.catalog(False)
         problems: dict[str, str] = {}
         created = 0
         for order in todo:
+            if self.should_stop():
+                self.log.info("nebridge is stopping: %d schedule(s) of batch %s created, the "
+                              "rest follow at the next run", created, batch.key)
+                raise TurnOver(f"nebridge stopped while sending batch {batch.key}; the "
+                               "schedules not created yet follow at the next run")
             try:
                 payload = self._payload(order, catalog)
             except OrderProblem:
@@ -98,6 +121,15 @@ class SchedulePusher:
         if created:
             self.log.info("created %d Logikura shipping schedule(s) for batch %s", created,
                           batch.key)
+        if waiting:
+            raise LogikuraUnavailable(
+                f"order(s) {', '.join(waiting)} of batch {batch.key}: the request creating "
+                "the shipping schedule got no answer and Logikura shows no schedule yet; it "
+                "may still be applying it, so nebridge looks again at the next run and sends "
+                f"it again only {self.config.schedule_settle_seconds:.0f} s after the request "
+                "(wms.logikura.schedule_settle_seconds)"
+                + (f"; {len(problems)} other order(s) were refused and are reported then"
+                   if problems else ""))
         if problems:
             raise OrdersRefused(problems)
 

@@ -9,8 +9,8 @@ nebridge and Logikura never agree exactly, and Logikura's window may be aligned 
 Two lanes share the budget, history reads first: *bulk* work (creating shipping schedules
 for an order import) may fill the window only up to :data:`READ_RESERVE` slots below the
 budget, so shipments and receipts are read at once however large an import is. Bulk callers
-also give a deadline: a slot not free by then ends their turn (:class:`TurnOver`) instead of
-holding their job, and the daemon's stop, for minutes.
+also pass the engine's ``should_stop``: their waits are cut when the daemon stops
+(:class:`TurnOver`), so a stop never waits for a slot.
 
 When Logikura says the budget is used up (``X-RateLimit-Remaining: 0``, or a 429 / 499
 answer) nobody sends again before ``X-Rate-Limit-Reset`` seconds have passed — at most
@@ -30,6 +30,7 @@ WINDOW_SECONDS = 60.0
 MAX_PAUSE_SECONDS = WINDOW_SECONDS + 5.0
 DEFAULT_PAUSE_SECONDS = WINDOW_SECONDS
 READ_RESERVE = 20
+STOP_CHECK_SECONDS = 1.0
 _EPOCH_FLOOR = 1_000_000_000.0  # 2001-09-09: a reset this large is a timestamp
 
 
@@ -46,7 +47,7 @@ def bulk_budget(limit: int) -> int:
 
 
 class TurnOver(LogikuraUnavailable):
-    """No request slot before the caller's deadline; nothing was sent, go on next run."""
+    """The engine is stopping while bulk work waited for a slot; nothing was sent."""
 
 
 class RateLimiter:
@@ -67,11 +68,12 @@ class RateLimiter:
         self.sleep = sleep
         self.max_wait = max_wait
 
-    def acquire(self, *, bulk: bool = False, deadline: float | None = None) -> None:
+    def acquire(self, *, bulk: bool = False, stop: Callable[[], bool] | None = None) -> None:
         """Wait until a request may be sent and count it.
 
-        ``bulk`` requests leave the read reserve free; ``deadline`` (clock seconds) raises
-        :class:`TurnOver` when no slot is free by then. Anyone gives up after ``max_wait``.
+        ``bulk`` requests leave the read reserve free and, with ``stop``, wait in steps of
+        :data:`STOP_CHECK_SECONDS`, raising :class:`TurnOver` once ``stop()`` is true.
+        Anyone gives up after ``max_wait``; bulk work waits as long as it takes.
         """
         cap = bulk_budget(self.limit) if bulk else budget(self.limit)
         waited = 0.0
@@ -79,9 +81,12 @@ class RateLimiter:
             wait = self.store.take_slot(self.clock, cap, WINDOW_SECONDS, MAX_PAUSE_SECONDS)
             if wait <= 0:
                 return
-            if deadline is not None and self.clock() + wait > deadline:
-                raise TurnOver(f"Logikura's request budget is taken for the next {wait:.0f} "
-                               "s; the rest follows at the next run")
+            if stop is not None:
+                if stop():
+                    raise TurnOver("nebridge is stopping; the schedules not created yet "
+                                   "follow at the next run")
+                self.sleep(min(wait, STOP_CHECK_SECONDS))
+                continue
             if waited + wait > self.max_wait:
                 raise LogikuraUnavailable(
                     f"Logikura's limit of {self.limit} requests a minute leaves no room for "

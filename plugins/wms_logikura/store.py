@@ -51,6 +51,7 @@ class ScheduleRecord:
     state: str
     schedule_id: int | None
     since: float
+    updated: float
 
 
 class LocalStore:
@@ -97,7 +98,8 @@ class LocalStore:
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
-                        "SELECT ne_order_id, batch_key, state, schedule_id, since FROM schedule "
+                        "SELECT ne_order_id, batch_key, state, schedule_id, since, updated "
+                        "FROM schedule "
                         f"WHERE ne_order_id IN ({marks})", chunk):
                     out[row[0]] = ScheduleRecord(*row)
         return out
