@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
+from daemon import attention
+from daemon.attention import AttentionItem, AttentionReport
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, parse_config, read_yaml
 from daemon.inbox import IntakeReport
 from daemon.nelink import link_info
@@ -17,9 +19,14 @@ from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginState
 from daemon.runtime import Runtime, build_runtime, load_plugins
-from daemon.store.engine import Bind, current_revision, head_revision, read_session
+from daemon.store.engine import (
+    Bind,
+    current_revision,
+    head_revision,
+    make_engine,
+    read_session,
+)
 from daemon.store.models import (
-    EventState,
     InboxEvent,
     OutboxItem,
     OutboxState,
@@ -42,6 +49,40 @@ def plugin_host(loaded: LoadedConfig) -> tuple[PluginHost, list[ConfigIssue]]:
     """Load plugins for inspection, returning the host and any config issues."""
     host, issues, _connector, _err = load_plugins(loaded)
     return host, issues
+
+
+@dataclass
+class ConfigCheck:
+    """What ``config check`` found: problems (exit 1) and warnings."""
+
+    host: PluginHost
+    issues: list[ConfigIssue]
+    warnings: list[str]
+
+
+def check_config(loaded: LoadedConfig) -> ConfigCheck:
+    """Everything ``config check`` verifies: the core keys, every enabled plugin imported and
+    its options, the disabled plugins' options, dependencies and the WMS connector.
+
+    An enabled plugin that cannot run is a problem, not a warning: the stages it takes part
+    in would be paused.
+    """
+    host, issues = plugin_host(loaded)
+    disabled_issues, warnings = host.check_disabled_options(loaded)
+    issues = issues + disabled_issues
+    paused = host.paused_stages()
+    for record in host.failed():
+        prefix = f"plugins.{record.name}"
+        if not record.enabled or any(i.path.startswith(prefix) for i in issues):
+            continue  # its own problems are listed already
+        stages = [s for s in record.stages() if s in paused]
+        issues.append(ConfigIssue(
+            f"{prefix}.enabled",
+            f"plugin {record.name} is enabled but {record.state.value}: {record.error}; "
+            f"{', '.join(stages) or 'no stage'} would be paused — repair the plugin or "
+            f"disable it (`nebridge plugins disable {record.name}`)",
+            loaded.line_of(("plugins", record.name, "enabled"))))
+    return ConfigCheck(host, issues, warnings)
 
 
 def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
@@ -162,13 +203,13 @@ class RunOnceReport:
     stages: list[StageResult] = field(default_factory=list)
     dispatch: DispatchReport | None = None
     dispatch_plan: list[str] = field(default_factory=list)
-    attention: dict[str, int] = field(default_factory=dict)
+    attention: AttentionReport = field(default_factory=AttentionReport)
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Nothing failed and nothing is held or in doubt."""
-        return not self.problems and not any(self.attention.values())
+        """Nothing failed, was paused or crashed, and nothing waits for a person."""
+        return not self.problems and not self.attention.total
 
 
 def run_once(
@@ -203,14 +244,46 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
         report.stages.extend(results)
         for r in results:
             report.problems.extend(f"{r.warehouse}/{r.stage.value}: {f}" for f in r.failures)
+            if r.paused_reason:
+                report.problems.append(f"{r.warehouse}/{r.stage.value}: paused")
     if dry_run:
         report.dispatch_plan = describe_pending(runtime.db)
     else:
         progress("dispatching to Next Engine")
         report.dispatch = runtime.dispatcher().run_once()
         report.problems.extend(f"dispatcher: {e}" for e in report.dispatch.errors)
-    report.attention = attention_counts(runtime.db)
+    report.attention = attention.collect(runtime.db, live=live_attention(runtime.host),
+                                         limit=ATTENTION_LIMIT)
     return report
+
+
+#: How many attention items ``status`` and ``run --once`` show (every kind is counted).
+ATTENTION_LIMIT = 20
+
+
+def live_attention(host: PluginHost) -> list[AttentionItem]:
+    """Attention items that are not stored: the stages paused by this plugin host."""
+    return attention.paused_stage_items(host)
+
+
+def attention_report(
+    loaded: LoadedConfig, limit: int = ATTENTION_LIMIT, warehouse: str | None = None
+) -> AttentionReport:
+    """Everything that waits for a person under this configuration (``nebridge attention``).
+
+    Paused stages come from loading the configured plugins as the daemon would; the rest
+    from the database, which must exist and be migrated.
+    """
+    host, _issues = plugin_host(loaded)
+    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        if current_revision(engine) != head_revision(engine):
+            raise AdminError("the database is not migrated (or does not exist yet): run "
+                             "`nebridge db upgrade`")
+        return attention.collect(engine, live=live_attention(host), limit=limit,
+                                 warehouse=warehouse)
+    finally:
+        engine.dispose()
 
 
 def describe_pending(engine: Bind) -> list[str]:
@@ -222,21 +295,6 @@ def describe_pending(engine: Bind) -> list[str]:
         ))
     return [f"{i.kind} {i.subject} (warehouse {i.warehouse}, from {i.plugin}): {i.payload}"
             for i in items]
-
-
-def attention_counts(engine: Bind) -> dict[str, int]:
-    """Held inbox events and outbox items that failed or are in doubt."""
-    with read_session(engine) as session:
-        held = session.scalar(
-            select(func.count()).select_from(InboxEvent)
-            .where(col(InboxEvent.state) == EventState.HELD.value)
-        ) or 0
-    backlog = backlog_by_state(engine)
-    return {
-        "held_events": int(held),
-        "failed_actions": backlog.get(OutboxState.FAILED.value, 0),
-        "in_doubt_actions": backlog.get(OutboxState.IN_DOUBT.value, 0),
-    }
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -274,7 +332,9 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
         "warehouses": [],
         "inbox": {},
         "outbox": {},
-        "attention": {},
+        "paused_stages": host.paused_stages(),
+        "attention": attention.collect(None, live=live_attention(host),
+                                       limit=ATTENTION_LIMIT).as_dict(),
     }
     if current != head:
         status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
@@ -309,5 +369,6 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
     for kind, state, n in rows:
         status["inbox"].setdefault(str(kind), {})[str(state)] = int(n)
     status["outbox"] = backlog_by_state(engine)
-    status["attention"] = attention_counts(engine)
+    status["attention"] = attention.collect(engine, live=live_attention(host),
+                                            limit=ATTENTION_LIMIT).as_dict()
     return status

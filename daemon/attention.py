@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     AttentionProblem,
@@ -169,15 +170,25 @@ def open_problem_keys(engine: Bind, prefix: str) -> set[str]:
 
 # -- collecting -------------------------------------------------------------------------------
 
-Source = Callable[[Session, int], tuple[dict[str, int], list[AttentionItem]]]
+#: A source reads ``(session, limit, warehouse)``; ``warehouse`` (None: all) keeps the items
+#: of that warehouse and those tied to none.
+Source = Callable[[Session, int, str | None], tuple[dict[str, int], list[AttentionItem]]]
 
 
 def _count(session: Session, query: Any) -> int:
     return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 
 
-def _held_orders(session: Session, limit: int) -> tuple[dict[str, int], list[AttentionItem]]:
-    query = select(ImportedOrder).where(col(ImportedOrder.state) == HELD_ORDER_STATE)
+def _of(query: Any, column: Any, warehouse: str | None) -> Any:
+    """``query`` kept to ``warehouse`` and to rows tied to no warehouse."""
+    return query if warehouse is None else query.where(col(column).in_([warehouse, ""]))
+
+
+def _held_orders(
+    session: Session, limit: int, warehouse: str | None
+) -> tuple[dict[str, int], list[AttentionItem]]:
+    query = _of(select(ImportedOrder).where(col(ImportedOrder.state) == HELD_ORDER_STATE),
+                ImportedOrder.warehouse, warehouse)
     rows = session.scalars(query.order_by(col(ImportedOrder.updated_at).desc()).limit(limit))
     items = [
         AttentionItem(
@@ -193,8 +204,11 @@ def _held_orders(session: Session, limit: int) -> tuple[dict[str, int], list[Att
     return {AttentionKind.HELD_ORDER: _count(session, query)}, items
 
 
-def _held_events(session: Session, limit: int) -> tuple[dict[str, int], list[AttentionItem]]:
-    query = select(InboxEvent).where(col(InboxEvent.state) == EventState.HELD.value)
+def _held_events(
+    session: Session, limit: int, warehouse: str | None
+) -> tuple[dict[str, int], list[AttentionItem]]:
+    query = _of(select(InboxEvent).where(col(InboxEvent.state) == EventState.HELD.value),
+                InboxEvent.warehouse, warehouse)
     rows = session.scalars(query.order_by(col(InboxEvent.id).desc()).limit(limit))
     items = [
         AttentionItem(
@@ -209,7 +223,9 @@ def _held_events(session: Session, limit: int) -> tuple[dict[str, int], list[Att
     return {AttentionKind.HELD_EVENT: _count(session, query)}, items
 
 
-def _actions(session: Session, limit: int) -> tuple[dict[str, int], list[AttentionItem]]:
+def _actions(
+    session: Session, limit: int, warehouse: str | None
+) -> tuple[dict[str, int], list[AttentionItem]]:
     counts: dict[str, int] = {}
     items: list[AttentionItem] = []
     for state, kind, fix in (
@@ -219,7 +235,8 @@ def _actions(session: Session, limit: int) -> tuple[dict[str, int], list[Attenti
          "look the item up in Next Engine, then `nebridge outbox resolve {id} --applied` or "
          "`--not-applied`"),
     ):
-        query = select(OutboxItem).where(col(OutboxItem.state) == state.value)
+        query = _of(select(OutboxItem).where(col(OutboxItem.state) == state.value),
+                    OutboxItem.warehouse, warehouse)
         counts[kind] = _count(session, query)
         for item in session.scalars(query.order_by(col(OutboxItem.id).desc()).limit(limit)):
             items.append(AttentionItem(
@@ -230,7 +247,9 @@ def _actions(session: Session, limit: int) -> tuple[dict[str, int], list[Attenti
     return counts, items
 
 
-def _rejected_files(session: Session, limit: int) -> tuple[dict[str, int], list[AttentionItem]]:
+def _rejected_files(
+    session: Session, limit: int, warehouse: str | None  # files are tied to no warehouse
+) -> tuple[dict[str, int], list[AttentionItem]]:
     query = select(InboxBatch).where(col(InboxBatch.state) == REJECTED_BATCH_STATE)
     rows = session.scalars(query.order_by(col(InboxBatch.id).desc()).limit(limit))
     items = [
@@ -245,12 +264,16 @@ def _rejected_files(session: Session, limit: int) -> tuple[dict[str, int], list[
     return {AttentionKind.REJECTED_FILE: _count(session, query)}, items
 
 
-def _stored(session: Session, limit: int) -> tuple[dict[str, int], list[AttentionItem]]:
+def _stored(
+    session: Session, limit: int, warehouse: str | None
+) -> tuple[dict[str, int], list[AttentionItem]]:
     where = col(AttentionProblem.state) == ProblemState.OPEN.value
     counts = {str(kind): int(n) for kind, n in session.execute(
-        select(col(AttentionProblem.kind), func.count()).where(where)
+        _of(select(col(AttentionProblem.kind), func.count()).where(where),
+            AttentionProblem.warehouse, warehouse)
         .group_by(col(AttentionProblem.kind)))}
-    rows = session.scalars(select(AttentionProblem).where(where)
+    rows = session.scalars(_of(select(AttentionProblem).where(where), AttentionProblem.warehouse,
+                               warehouse)
                            .order_by(col(AttentionProblem.last_seen).desc()).limit(limit))
     items = [AttentionItem(kind=p.kind, key=p.key, reason=p.reason, fix=p.fix,
                            since=p.first_seen, warehouse=p.warehouse, subject=p.subject,
@@ -262,21 +285,44 @@ def _stored(session: Session, limit: int) -> tuple[dict[str, int], list[Attentio
 SOURCES: tuple[Source, ...] = (_held_orders, _held_events, _actions, _rejected_files, _stored)
 
 
-def collect(engine: Bind, live: Iterable[AttentionItem] = (), limit: int = 50) -> AttentionReport:
+def paused_stage_items(host: PluginHost) -> list[AttentionItem]:
+    """One live item per pipeline stage paused because an enabled plugin is not loaded."""
+    items = []
+    for stage, records in sorted(host.stage_blockers().items()):
+        names = [r.name for r in records]
+        items.append(AttentionItem(
+            kind=AttentionKind.PAUSED_STAGE, key=f"paused_stage:{stage}",
+            reason=(f"stage {stage} is paused for every warehouse: "
+                    + "; ".join(f"plugin {r.name} is enabled but {r.state.value}: {r.error}"
+                                for r in records)),
+            fix=(f"repair {' and '.join(names)} (`nebridge config check` names the error) or "
+                 f"disable it (`nebridge plugins disable {names[0]}`), then restart the daemon "
+                 "(`systemctl restart nebridge`)"),
+            since=host.loaded_at, subject=stage))
+    return items
+
+
+def collect(
+    engine: Bind | None, live: Iterable[AttentionItem] = (), limit: int = 50,
+    warehouse: str | None = None,
+) -> AttentionReport:
     """Every kind counted, and the newest ``limit`` items of all kinds, newest first.
 
-    ``live`` are conditions the caller knows of that are not stored (paused stages).
+    ``live`` are conditions the caller knows of that are not stored (paused stages);
+    without ``engine`` (a database not usable yet) only they are reported. ``warehouse``
+    keeps that warehouse's items and those tied to no warehouse (paused stages, files).
     """
     result = AttentionReport(limit=limit)
-    items: list[AttentionItem] = list(live)
+    items = [i for i in live if warehouse is None or i.warehouse in (warehouse, "")]
     for item in items:
         result.counts[item.kind] = result.counts.get(item.kind, 0) + 1
-    with read_session(engine) as session:
-        for source in SOURCES:
-            counts, found = source(session, limit)
-            for kind, n in counts.items():
-                result.counts[str(kind)] = result.counts.get(str(kind), 0) + n
-            items.extend(found)
+    if engine is not None:
+        with read_session(engine) as session:
+            for source in SOURCES:
+                counts, found = source(session, limit, warehouse)
+                for kind, n in counts.items():
+                    result.counts[str(kind)] = result.counts.get(str(kind), 0) + n
+                items.extend(found)
     result.counts = {k: n for k, n in result.counts.items() if n}
     items.sort(key=lambda i: i.since, reverse=True)
     result.items = items[:limit]

@@ -365,6 +365,11 @@ def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
         ]
         raise ConfigError(path, issues) from None
     config = _resolve_paths(config, base)
+    blocker = not_a_folder(config.state_dir)
+    if blocker is not None:
+        raise ConfigError(path, [ConfigIssue(
+            "state_dir", f"{blocker} is a file, not a folder; point state_dir at a folder (it "
+            "is created if missing) or move the file away", yaml_line(raw, ("state_dir",)))])
     return LoadedConfig(path=path, config=config, raw=raw)
 
 
@@ -405,6 +410,15 @@ def client_secret(config: DaemonConfig, env: Mapping[str, str] | None = None) ->
         return env[CLIENT_SECRET_ENV]
     secret = config.nextengine.client_secret
     return secret.get_secret_value() if secret else None
+
+
+def not_a_folder(path: Path) -> Path | None:
+    """The first existing part of ``path`` that is not a folder (so ``path`` can never be
+    one), or ``None``."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
 
 
 def config_path_from(option: Path | None, env: Mapping[str, str] | None = None) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -16,12 +17,12 @@ from typing import Any
 import requests
 
 from daemon import USER_AGENT
-from daemon.admin import wms_link
-from daemon.config import ConfigError, LoadedConfig, load_config
+from daemon.admin import check_config, wms_link
+from daemon.attention import collect, paused_stage_items
+from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, token_store
 from daemon.nextengine.errors import NextEngineError
 from daemon.pluginmanager import PluginHost
-from daemon.runtime import load_plugins
 from daemon.store.engine import current_revision, head_revision, make_engine
 from daemon.store.models import utcnow
 from hooks.records import HealthCheck
@@ -30,14 +31,54 @@ MAX_CLOCK_SKEW = timedelta(minutes=2)
 HORIZON_WARN = timedelta(hours=24)
 
 
-def run_checks(config_path: Path, offline: bool = False) -> list[HealthCheck]:
-    """Every check, in the order an admin would fix things."""
+@dataclass
+class Diagnosis:
+    """What ``doctor`` found: checks (a failed one makes it exit 1) and warnings (exit 0)."""
+
+    checks: list[HealthCheck] = field(default_factory=list)
+    warnings: list[HealthCheck] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[HealthCheck]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.ok]
+
+
+def diagnose(config_path: Path, offline: bool = False) -> Diagnosis:
+    """Every check, then a warning while anything waits for a person."""
     try:
         loaded = load_config(config_path)
     except ConfigError as exc:
-        return [HealthCheck("config", False, str(exc), "fix the listed problems, then run "
-                                                        "`nebridge doctor` again")]
-    host, issues, _connector, _err = load_plugins(loaded)
+        return Diagnosis([HealthCheck("config", False, str(exc), "fix the listed problems, "
+                                      "then run `nebridge doctor` again")])
+    found = check_config(loaded)
+    checks = run_checks(loaded, found.host, found.issues, offline)
+    warnings = [HealthCheck("config", False, w, "repair the plugin or remove its options")
+                for w in found.warnings]
+    if all(c.ok for c in checks if c.name == "database"):
+        warnings.extend(_attention(loaded))
+    return Diagnosis(checks, warnings)
+
+
+def _attention(loaded: LoadedConfig) -> list[HealthCheck]:
+    """A warning naming what waits for a person (paused stages are a failed check)."""
+    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        report = collect(engine, limit=1)
+    finally:
+        engine.dispose()
+    if not report.total:
+        return []
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(report.counts.items()))
+    newest = report.items[0]
+    return [HealthCheck("attention", False, f"{counts} wait for a person (newest: "
+                        f"{newest.reason})", "`nebridge attention` lists each with its fix")]
+
+
+def run_checks(
+    loaded: LoadedConfig, host: PluginHost, issues: list[ConfigIssue], offline: bool = False
+) -> list[HealthCheck]:
+    """Every check, in the order an admin would fix things."""
     checks = [HealthCheck(
         "config", not issues,
         "daemon.yaml is valid" if not issues else "; ".join(str(i) for i in issues),
@@ -49,6 +90,11 @@ def run_checks(config_path: Path, offline: bool = False) -> list[HealthCheck]:
         "; ".join(f"{r.name} {r.state.value}: {r.error}" for r in failed),
         "" if not failed else "reinstall or disable the failed plugin "
                               "(`nebridge plugins disable NAME`)"))
+    paused = paused_stage_items(host)
+    checks.append(HealthCheck(
+        "paused stages", not paused,
+        "; ".join(p.reason for p in paused) if paused else "no stage is paused",
+        paused[0].fix if paused else ""))
     checks.extend(_database(loaded))
     if checks[-1].ok:
         checks.extend(_nextengine(loaded, offline))
@@ -164,7 +210,9 @@ def _plugin_checks(host: PluginHost) -> list[HealthCheck]:
     return checks
 
 
-def as_dict(check: HealthCheck) -> dict[str, Any]:
-    """JSON view of one check."""
-    return {"name": check.name, "ok": check.ok, "detail": check.detail, "fix": check.fix}
+def as_dict(check: HealthCheck, warning: bool = False) -> dict[str, Any]:
+    """JSON view of one check; a warning counts as ``ok`` (it does not fail ``doctor``)."""
+    status = "warn" if warning else "ok" if check.ok else "fail"
+    return {"name": check.name, "ok": check.ok or warning, "status": status,
+            "detail": check.detail, "fix": check.fix}
 

@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from daemon import attention
+from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind, read_session
 from daemon.store.models import InboxEvent, OutboxItem, RunRecord
 
@@ -29,8 +31,9 @@ log = logging.getLogger(__name__)
 class _StoreCollector(Collector):
     """Figures read from the database at every scrape."""
 
-    def __init__(self, db: Bind) -> None:
+    def __init__(self, db: Bind, host: PluginHost | None = None) -> None:
         self.db = db
+        self.host = host
 
     def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily("nebridge_events_in", "WMS events accepted into the inbox",
@@ -69,7 +72,19 @@ class _StoreCollector(Collector):
                 .group_by(col(RunRecord.warehouse), col(RunRecord.stage))):
                 if finished is not None:
                     last_ok.add_metric([str(warehouse), str(stage)], _timestamp(finished))
-        yield from (events, inbox, actions, backlog, last_ok)
+        yield from (events, inbox, actions, backlog, last_ok, self._attention())
+
+    def _attention(self) -> Metric:
+        """``nebridge_attention{kind}``: what waits for a person, every kind (0 included)."""
+        gauge = GaugeMetricFamily("nebridge_attention", "Things that wait for a person, by kind "
+                                  "(`nebridge attention` lists them)", labels=["kind"])
+        live = attention.paused_stage_items(self.host) if self.host is not None else []
+        counts = attention.collect(self.db, live=live, limit=0).counts
+        for kind in attention.AttentionKind:
+            gauge.add_metric([kind.value], float(counts.pop(kind.value, 0)))
+        for other, n in sorted(counts.items()):  # kinds a connector reported
+            gauge.add_metric([other], float(n))
+        return gauge
 
 
 def _timestamp(value: object) -> float:
@@ -97,11 +112,12 @@ class Metrics:
         """Client observer: count one Next Engine exchange."""
         self.ne_calls.labels(endpoint, outcome).inc()
 
-    def watch_store(self, db: Bind) -> None:
-        """Read database figures from ``db`` (replaces the previous store on reload)."""
+    def watch_store(self, db: Bind, host: PluginHost | None = None) -> None:
+        """Read database figures from ``db`` and paused stages from ``host`` (replaces the
+        previous store on reload)."""
         if self._store is not None:
             self.registry.unregister(self._store)
-        self._store = _StoreCollector(db)
+        self._store = _StoreCollector(db, host)
         self.registry.register(self._store)
 
     def serve(self, host: str, port: int) -> None:

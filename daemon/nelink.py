@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import os
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,13 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from daemon import __version__
-from daemon.config import DaemonConfig, SecretUnreadable, client_secret
+from daemon.config import (
+    DaemonConfig,
+    LoadedConfig,
+    SecretUnreadable,
+    client_secret,
+    resolve_path,
+)
 from daemon.logsetup import register_secret
 from daemon.nextengine.client import NextEngineClient, RetryPolicy
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
@@ -52,6 +60,58 @@ def token_store(config: DaemonConfig) -> FileTokenStore:
     return FileTokenStore(config.token_file)
 
 
+def token_files(loaded: LoadedConfig) -> list[Path]:
+    """Every token file of this installation: Next Engine's, the WMS connector's
+    (``wms.<connector>.token_file``) and any ``*tokens.json`` in the state folder."""
+    config = loaded.config
+    files = [config.token_file]
+    for key, value in config.wms.connector_section().items():
+        if key.endswith("token_file") and isinstance(value, str) and value:
+            files.append(resolve_path(value, loaded.path))
+    if config.state_dir.is_dir():
+        files.extend(sorted(config.state_dir.glob("*tokens.json")))
+    return list(dict.fromkeys(files))
+
+
+def secret_file_problems(config: DaemonConfig, more: Iterable[Path] = ()) -> list[str]:
+    """Why the token files (Next Engine's, and ``more``) or the state folder are not private.
+
+    A token file must be a regular file (never a symbolic link: whoever controls the link
+    controls where secrets are read and written) owned by this user, mode 0600; the state
+    folder must not be open to others. Each problem names the command that fixes it; the
+    daemon refuses to start while any is left (``nebridge run``).
+    """
+    problems = []
+    state = config.state_dir
+    try:
+        folder = os.stat(state)
+    except FileNotFoundError:
+        folder = None
+    if folder is not None and stat.S_ISDIR(folder.st_mode) and folder.st_mode & 0o077:
+        problems.append(f"the state folder {state} is open to other users (mode "
+                        f"{stat.S_IMODE(folder.st_mode):04o}); run `chmod 700 {state}`")
+    for path in dict.fromkeys((config.token_file, *more)):
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            problems.append(f"the token file {path} is a symbolic link; nebridge never reads "
+                            f"or writes secrets through one: replace it with the file itself "
+                            f"(`cp --remove-destination \"$(readlink -f {path})\" {path}`)")
+        elif not stat.S_ISREG(info.st_mode):
+            problems.append(f"the token file {path} is not a regular file; remove it and run "
+                            "`nebridge connect` again")
+        elif info.st_uid != os.geteuid():
+            problems.append(f"the token file {path} belongs to uid {info.st_uid}, not to this "
+                            f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}` "
+                            "or start nebridge as its owner")
+        elif info.st_mode & 0o077:
+            problems.append(f"the token file {path} is readable by other users (mode "
+                            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
+    return problems
+
+
 def make_client(
     config: DaemonConfig,
     *,
@@ -78,7 +138,9 @@ def make_client(
         version=__version__,
         client_id=ne.client_id,
         client_secret=resolved,
+        connect_timeout=ne.connect_timeout_seconds,
         read_timeout=ne.read_timeout_seconds,
+        max_response_bytes=int(ne.max_response_mb * 1024 * 1024),
         page_size=ne.page_size,
         retry=retry_policy(config),
         timeout_grace=ne.timeout_grace_seconds,

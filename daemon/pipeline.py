@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
+from daemon import attention
 from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
@@ -34,6 +35,7 @@ from hooks.records import (
     AdjustStock,
     EventKind,
     Notice,
+    Problem,
     ShipOrder,
     WarehouseInfo,
     WmsEvent,
@@ -90,6 +92,10 @@ class StageResult:
     held: int = 0
     deferred: int = 0
     skipped_reason: str = ""
+    #: Why the stage did not run although it should (an enabled plugin is not loaded).
+    paused_reason: str = ""
+    #: The stage raised: recorded as ``crashed`` and shown as attention until it runs again.
+    crashed: bool = False
     planned: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -98,7 +104,11 @@ class StageResult:
 
     @property
     def outcome(self) -> str:
-        """ok / held / failed / skipped, as stored in the run record."""
+        """ok / held / failed / skipped / paused / crashed, as stored in the run record."""
+        if self.paused_reason:
+            return "paused"
+        if self.crashed:
+            return "crashed"
         if self.skipped_reason:
             return "skipped"
         if self.failures:
@@ -271,7 +281,7 @@ class WarehousePipeline:
                 result = self._run_stage(stage, dry_run, should_stop, run_id)
             except Exception as exc:
                 log.exception("warehouse=%s stage=%s crashed", self.warehouse.code, stage.value)
-                result = StageResult(stage, self.warehouse.code,
+                result = StageResult(stage, self.warehouse.code, crashed=True,
                                      failures=[f"{type(exc).__name__}: {exc}"])
             results.append(result)
             if not dry_run:
@@ -281,10 +291,15 @@ class WarehousePipeline:
     def _run_stage(
         self, stage: Stage, dry_run: bool, should_stop: Callable[[], bool], run_id: str
     ) -> StageResult:
+        if stage is Stage.IMPORT_ORDERS and not self.warehouse.import_orders:
+            return StageResult(stage, self.warehouse.code,
+                               skipped_reason="import_orders is off for this warehouse")
+        paused = self.host.paused_stages().get(stage.value)
+        if paused:  # fail closed: never run a stage without a plugin that takes part in it
+            log.error("warehouse=%s stage=%s paused: %s", self.warehouse.code, stage.value,
+                      paused)
+            return StageResult(stage, self.warehouse.code, paused_reason=paused)
         if stage is Stage.IMPORT_ORDERS:
-            if not self.warehouse.import_orders:
-                return StageResult(stage, self.warehouse.code,
-                                   skipped_reason="import_orders is off for this warehouse")
             importer = self.order_importer()
             if importer is None:
                 return StageResult(stage, self.warehouse.code,
@@ -415,15 +430,30 @@ class WarehousePipeline:
                          started_at=now, finished_at=now)
 
     def _record(self, run_id: str, result: StageResult, started: datetime) -> None:
-        detail = "\n".join(result.failures[:20]) or result.skipped_reason or None
+        """Store the run; a crash opens a ``crashed_stage`` attention item that stays open
+        until the stage next runs through (paused and skipped runs leave it as it is)."""
+        detail = ("\n".join(result.failures[:20]) or result.paused_reason
+                  or result.skipped_reason or None)
+        code, stage = self.warehouse.code, result.stage.value
+        key = f"{attention.AttentionKind.CRASHED_STAGE}:{code}:{stage}"
         try:
             with write_session(self.engine) as session:
                 session.add(RunRecord(
-                    run_id=run_id, warehouse=self.warehouse.code, stage=result.stage.value,
+                    run_id=run_id, warehouse=code, stage=stage,
                     outcome=result.outcome, items_in=result.items_in,
                     items_out=result.items_out, detail=detail, started_at=started,
                     finished_at=self.clock(),
                 ))
+                if result.crashed:
+                    attention.report_in(session, Problem(
+                        key=key, kind=attention.AttentionKind.CRASHED_STAGE,
+                        reason=f"stage {stage} of warehouse {code} crashed: {detail}",
+                        fix=("the log has the traceback (`journalctl -u nebridge`); the stage "
+                             "is tried again at every run — if it keeps crashing, report the "
+                             "traceback"),
+                        warehouse=code, subject=stage), source="pipeline")
+                elif not (result.paused_reason or result.skipped_reason):
+                    attention.resolve_in(session, [key])
         except Exception:
             log.exception("could not record the run of %s/%s", self.warehouse.code,
                           result.stage.value)

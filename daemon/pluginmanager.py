@@ -13,15 +13,25 @@ from __future__ import annotations
 import importlib.metadata as md
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import pluggy
 from pydantic import BaseModel, ValidationError
 
-from daemon.config import ConfigIssue, DaemonConfig, LoadedConfig, yaml_path
+from daemon.config import (
+    ConfigIssue,
+    DaemonConfig,
+    LoadedConfig,
+    did_you_mean,
+    model_keys,
+    unknown_key,
+    validation_issues,
+    yaml_path,
+)
 from daemon.logsetup import push_log_context, reset_log_context
 from hooks.connectors import ConnectorSpec
 from hooks.markers import PROJECT_NAME
@@ -32,6 +42,15 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 CONNECTOR_PREFIX = "wms_"
+
+#: The pipeline stage each hook takes part in. While an enabled plugin is not loaded, every
+#: stage it takes part in is paused; one that could not even be imported (its hooks are
+#: unknown) is taken to take part in every stage. Keys are ``daemon.pipeline.Stage`` values.
+STAGE_HOOKS: dict[str, tuple[str, ...]] = {
+    "import_orders": ("nebridge_filter_order", "nebridge_link_code_key"),
+    "shipments": ("nebridge_shipment_actions",),
+    "receipts": ("nebridge_receipt_actions",),
+}
 
 
 class PluginState(StrEnum):
@@ -57,6 +76,13 @@ class PluginRecord:
     options: Any = None
     error: str = ""
     hooks: list[str] = field(default_factory=list)
+
+    def stages(self) -> list[str]:
+        """The pipeline stages this plugin takes part in (all of them when unknown)."""
+        if not self.hooks:
+            return list(STAGE_HOOKS)
+        return [stage for stage, hooks in STAGE_HOOKS.items()
+                if any(h in self.hooks for h in hooks)]
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view for ``plugins list --json``."""
@@ -121,6 +147,8 @@ class PluginHost:
         for spec in ALL_SPECS:
             self.pm.add_hookspecs(spec)
         self.records: dict[str, PluginRecord] = {}
+        #: When the plugins were loaded (the start of a paused stage, for attention).
+        self.loaded_at = datetime.now(UTC)
         self._order: list[str] = []
         self._ordered: dict[str, list[tuple[str, Any]]] = {}
 
@@ -148,6 +176,7 @@ class PluginHost:
         eps = dict(discover_entry_points() if entry_points is None else entry_points)
         extra = dict(extra or {})
         wanted = self.wanted_plugins(config)
+        self.loaded_at = datetime.now(UTC)
         self._order = list(wanted)
         self._ordered.clear()
         for name in sorted(set(eps) | set(extra)):
@@ -232,11 +261,14 @@ class PluginHost:
                 issues.append(
                     ConfigIssue(
                         f"plugins.{name}",
-                        "no installed plugin has this name; check the spelling or install it "
-                        "(`nebridge plugins list --all` shows what is installed)",
+                        "no installed plugin has this name"
+                        f"{did_you_mean(name, self.records) or '; check the spelling'} — "
+                        "or install it (`nebridge plugins list --all` shows what is "
+                        "installed)",
                         loaded.line_of(("plugins", name)),
                     )
                 )
+        issues.extend(self._wms_section_issues(loaded))
         for name in config.enabled_plugins():
             record = self.records.get(name)
             if record is None or record.info is None:
@@ -252,12 +284,15 @@ class PluginHost:
                             loaded.line_of(("plugins", name, "enabled")),
                         )
                     )
-            issues.extend(
-                self._validate_options(
-                    record, config.plugin_options(name), ("plugins", name), loaded
-                )
-            )
+            option_issues = self._validate_options(
+                record, config.plugin_options(name), ("plugins", name), loaded)
+            if option_issues and record.state is PluginState.LOADED:
+                self._fail(name, "its options are invalid: "
+                           + "; ".join(str(i) for i in option_issues))
+            issues.extend(option_issues)
         self._deactivate_broken_dependents()
+        for stage, reason in self.paused_stages().items():
+            log.error("stage %s is paused for every warehouse: %s", stage, reason)
         return issues
 
     def _validate_options(
@@ -269,19 +304,56 @@ class PluginHost:
     ) -> list[ConfigIssue]:
         model = record.info.config_model if record.info else None
         if model is None:
-            if options:
-                keys = ", ".join(sorted(options))
-                return [
-                    ConfigIssue(
-                        yaml_path(loc),
-                        f"plugin {record.name!r} takes no options, found: {keys}",
-                        loaded.line_of(loc),
-                    )
-                ]
-            return []
-        issues, value = validate_section(model, options, loc, loaded)
+            return [
+                ConfigIssue(yaml_path((*loc, key)),
+                            f"unknown key `{key}`: plugin {record.name} takes no options"
+                            f"{did_you_mean(str(key), ['enabled'])}", loaded.line_of((*loc, key)))
+                for key in options
+            ]
+        issues, value = validate_section(model, options, loc, loaded, also=("enabled",))
         if not issues:
             record.options = value
+        return issues
+
+    def check_disabled_options(
+        self, loaded: LoadedConfig, entry_points: Mapping[str, md.EntryPoint] | None = None
+    ) -> tuple[list[ConfigIssue], list[str]]:
+        """Validate the options kept in the sections of disabled plugins (issues, warnings).
+
+        The engine never imports a disabled plugin; this does, in a throwaway host, only for
+        ``config check`` and ``doctor`` — so a typo waiting in a disabled plugin's section is
+        found before the plugin is switched on. A plugin that cannot be imported gives a
+        warning: its options could not be checked.
+        """
+        issues: list[ConfigIssue] = []
+        warnings: list[str] = []
+        config = loaded.config
+        for name in config.plugins:
+            record = self.records.get(name)
+            options = config.plugin_options(name)
+            if record is None or record.enabled or not options:
+                continue
+            probe = PluginHost()
+            probe.load(config.model_copy(update={"plugins": {name: {"enabled": True}}}),
+                       entry_points=entry_points)
+            found = probe.records.get(name)
+            if found is None or found.state is not PluginState.LOADED:
+                warnings.append(f"the options of disabled plugin {name} were not checked: it "
+                                f"cannot be loaded ({found.error if found else 'not found'})")
+                continue
+            issues.extend(probe._validate_options(found, options, ("plugins", name), loaded))
+        return issues, warnings
+
+    def _wms_section_issues(self, loaded: LoadedConfig) -> list[ConfigIssue]:
+        """``wms:`` holds ``connector`` and sections named after installed connectors only."""
+        connectors = [n.removeprefix(CONNECTOR_PREFIX) for n in self.records
+                      if n.startswith(CONNECTOR_PREFIX)]
+        known = ["connector", *connectors]
+        issues = []
+        for key in loaded.config.wms.model_extra or {}:
+            if key not in known:
+                issues.append(ConfigIssue(f"wms.{key}", unknown_key(str(key), known),
+                                          loaded.line_of(("wms", key))))
         return issues
 
     def _deactivate_broken_dependents(self) -> None:
@@ -394,23 +466,52 @@ class PluginHost:
             if r.state in (PluginState.FAILED, PluginState.INACTIVE)
         ]
 
+    def stage_blockers(self) -> dict[str, list[PluginRecord]]:
+        """Stage → the enabled plugins that are not loaded and take part in it."""
+        blockers: dict[str, list[PluginRecord]] = {}
+        for record in self.failed():
+            if record.enabled:
+                for stage in record.stages():
+                    blockers.setdefault(stage, []).append(record)
+        return blockers
+
+    def paused_stages(self) -> dict[str, str]:
+        """Stage → why it is paused (fail closed: running a stage without an enabled plugin
+        that takes part in it would change what happens, e.g. import orders a filter refuses).
+        """
+        return {
+            stage: "; ".join(f"plugin {r.name} is enabled but {r.state.value}: {r.error}"
+                             for r in records)
+            for stage, records in self.stage_blockers().items()
+        }
+
 
 def validate_section(
     model: type[Any],
     options: Mapping[str, Any],
     loc: tuple[str, ...],
     loaded: LoadedConfig,
+    also: Sequence[str] = (),
 ) -> tuple[list[ConfigIssue], Any]:
-    """Validate a config section with a pydantic model, reporting YAML paths and lines."""
+    """Validate a config section with a pydantic model, reporting YAML paths and lines.
+
+    A key the model does not read is an error whatever the model's own ``extra`` setting
+    (pydantic ignores unknown keys by default, which would hide a typo), unless the model
+    explicitly allows extra keys. ``also`` names keys of the section that are not options.
+    """
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         issue = ConfigIssue(yaml_path(loc), "the plugin's config_model is not a pydantic model")
         return [issue], None
+    issues: list[ConfigIssue] = []
+    if model.model_config.get("extra") not in ("allow", "forbid"):
+        known = [*model_keys(model), *also]
+        accepted = set(known) | set(model.model_fields)
+        issues = [ConfigIssue(yaml_path((*loc, key)), unknown_key(str(key), known),
+                              loaded.line_of((*loc, key)))
+                  for key in options if key not in accepted]
     try:
-        return [], model.model_validate(dict(options))
+        value = model.model_validate(dict(options))
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            full = (*loc, *err["loc"])
-            issues.append(ConfigIssue(yaml_path(full), err["msg"], loaded.line_of(full)))
-        return issues, None
+        return issues + validation_issues(exc, model, loaded.raw, loc, also), None
+    return issues, None if issues else value
 

@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import requests
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import col, select
@@ -38,6 +37,7 @@ from daemon.store.engine import Bind, check_migrated, make_engine, read_session,
 from daemon.store.models import Cursor, ImportedOrder, WmsProduct, utcnow
 from daemon.tokenguard import TokenGuard
 from hooks.connectors import ConnectorContext, WmsConnector
+from hooks.http import BoundedSession
 from hooks.records import Problem, WarehouseInfo
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ class Runtime:
     connector: WmsConnector | None
     connector_error: str = ""
     stop_event: threading.Event = field(default_factory=threading.Event)
-    http: requests.Session = field(default_factory=requests.Session)
+    #: ``ctx.http`` of the connectors: every call has a deadline and a size cap (``http:``).
+    http: BoundedSession = field(default_factory=BoundedSession)
     _ne_client: NextEngineClient | None = None
     _client_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics | None = None
@@ -268,4 +269,5 @@ def build_runtime(
             engine.dispose()
             raise
     return Runtime(loaded=loaded, host=host, engine=engine, connector=connector,
-                   connector_error=connector_error)
+                   connector_error=connector_error,
+                   http=BoundedSession(loaded.config.http.limits()))

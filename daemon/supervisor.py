@@ -72,7 +72,7 @@ class Supervisor:
 
     def _start(self, runtime: Runtime) -> None:
         runtime.metrics = self.metrics
-        self.metrics.watch_store(runtime.db)
+        self.metrics.watch_store(runtime.db, runtime.host)
         settings = runtime.config.metrics
         if settings.port:
             self.metrics.serve(settings.host, settings.port)

@@ -137,7 +137,7 @@ def test_a_raising_plugin_holds_only_its_items(
     assert [i["subject"] for i in items] == ["2002"]  # nothing of the held shipment is sent
     assert failure.warehouse == "BUGGY" and failure.item == "shipment S-1"
     assert "bug while looking at S-1" in (failure.detail or "")
-    assert not report.ok and report.attention["held_events"] == 1
+    assert not report.ok and report.attention.counts == {"held_event": 1}
 
 
 def test_reprocessing_an_event_never_doubles_its_actions(

@@ -126,11 +126,13 @@ def test_plugin_option_errors_carry_yaml_path_and_line(
     _host, issues, _c, _e = load_plugins(load_config(path))
     by_path = {i.path: i for i in issues}
     assert set(by_path) == {"plugins.tag_filter.tag", "plugins.fake_good.limit",
-                            "plugins.fake_good.colour", "plugins.status_update"}
+                            "plugins.fake_good.colour", "plugins.status_update.unexpected"}
     lines = path.read_text().splitlines()
     limit = by_path["plugins.fake_good.limit"]
     assert limit.line is not None and "limit: many" in lines[limit.line - 1]
-    assert "takes no options" in by_path["plugins.status_update"].message
+    assert "takes no options" in by_path["plugins.status_update.unexpected"].message
+    assert by_path["plugins.fake_good.colour"].message.startswith("unknown key `colour`")
+    assert "Extra inputs" not in str(issues) and "Input should" not in str(issues)
 
 
 def test_unknown_plugin_name_in_config_is_an_error(make_config: ConfigFactory) -> None:
@@ -138,7 +140,7 @@ def test_unknown_plugin_name_in_config_is_an_error(make_config: ConfigFactory) -
                        plugins={**DEFAULT_PLUGINS, "stauts_update": {"enabled": True}})
     _host, issues, _c, _e = load_plugins(load_config(path))
     assert any(i.path == "plugins.stauts_update" and "no installed plugin" in i.message
-               for i in issues)
+               and "did you mean `status_update`?" in i.message for i in issues)
 
 
 def test_call_each_isolates_a_raising_plugin(make_config: ConfigFactory) -> None:

@@ -13,6 +13,7 @@ import typer
 
 from daemon import __version__
 from daemon.cli import (
+    attention,
     common,
     config_cmd,
     db,
@@ -77,6 +78,7 @@ app.add_typer(wms.app, name="wms")
 app.add_typer(systemd_cmd.app, name="systemd")
 app.command("run")(run.run)
 app.command("status")(status.status)
+app.command("attention")(attention.attention_cmd)
 app.command("demo")(demo.demo)
 app.command("doctor")(doctor.doctor)
 app.command("history")(history.history)

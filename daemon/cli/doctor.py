@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.cli.common import get, print_json, print_table
-from daemon.doctor import as_dict, run_checks
+from daemon.doctor import as_dict, diagnose
 
 
 def doctor(
@@ -16,13 +16,22 @@ def doctor(
     False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Config, database migration, plugins, Next Engine link, tokens, WMS folders, clock."""
-    checks = run_checks(get(ctx).config_path, offline=offline)
-    bad = [c for c in checks if not c.ok]
+    """Config, database, plugins, paused stages, Next Engine link, tokens, WMS folders, clock.
+
+    Exits 1 when a check fails; what waits for a person is a warning (exit 0).
+    """
+    found = diagnose(get(ctx).config_path, offline=offline)
+    bad = found.failed
     if as_json:
-        print_json({"ok": not bad, "checks": [as_dict(c) for c in checks]})
+        print_json({"ok": not bad,
+                    "checks": [as_dict(c) for c in found.checks]
+                    + [as_dict(w, warning=True) for w in found.warnings]})
     else:
         print_table("nebridge doctor", ["check", "ok", "detail", "fix"],
-                    [[c.name, "ok" if c.ok else "FAIL", c.detail, c.fix] for c in checks])
-        typer.echo("all checks passed" if not bad else f"{len(bad)} problem(s) found")
+                    [[c.name, "ok" if c.ok else "FAIL", c.detail, c.fix] for c in found.checks]
+                    + [[w.name, "WARN", w.detail, w.fix] for w in found.warnings])
+        verdict = "all checks passed" if not bad else f"{len(bad)} problem(s) found"
+        if found.warnings:
+            verdict += f", {len(found.warnings)} warning(s)"
+        typer.echo(verdict)
     raise typer.Exit(1 if bad else 0)

@@ -10,6 +10,7 @@ from daemon.admin import RunOnceReport, run_once
 from daemon.cli.common import err_console, fail, get, info, print_json
 from daemon.config import ConfigError
 from daemon.instancelock import AlreadyRunning, instance_lock
+from daemon.nelink import secret_file_problems, token_files
 from daemon.runtime import build_runtime
 from daemon.store.engine import DatabaseNotMigrated
 from daemon.supervisor import Supervisor
@@ -30,7 +31,10 @@ def run(
     if dry_run and not once:
         fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
     app_ctx = get(ctx)
-    app_ctx.load()
+    loaded = app_ctx.load()
+    insecure = secret_file_problems(loaded.config, token_files(loaded))
+    if insecure:
+        fail("refusing to start: " + "; ".join(insecure))
     if not once:
         supervisor = Supervisor(app_ctx.config_path)
         supervisor.install_signal_handlers()

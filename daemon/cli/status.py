@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.admin import collect_status, plugin_host, wms_link
+from daemon.cli.attention import print_attention
 from daemon.cli.common import get, print_json, print_table
 from daemon.nelink import LinkInfo, describe
 from daemon.store.engine import make_engine
@@ -16,7 +17,7 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show plugins, last runs per warehouse and stage, inbox and outbox backlog."""
+    """Show plugins, last runs per warehouse and stage, backlog, and what waits for a person."""
     loaded = get(ctx).load()
     host, _issues = plugin_host(loaded)
     engine = make_engine(loaded.config.resolved_database_url)
@@ -64,6 +65,6 @@ def status(
         typer.echo(f"inbox {kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     if data["outbox"]:
         typer.echo("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(data["outbox"].items())))
-    for key, n in data["attention"].items():
-        if n:
-            typer.echo(f"attention: {n} {key.replace('_', ' ')}")
+    for stage, reason in data["paused_stages"].items():
+        typer.echo(f"PAUSED {stage}: {reason}")
+    print_attention(data["attention"], more_hint="`nebridge attention` lists them all")
