@@ -6,6 +6,11 @@ batch (move the file away, advance its position). Re-delivery of an event with t
 and content is a no-op; the same id with different content rejects the batch as a conflict
 naming both sources.
 
+One batch never blocks the rest: a batch that fails for any reason (not only invalid data) is
+rejected with the reason, and one that cannot even be rejected is reported as an attention
+item (``file_not_taken``) while the next batches flow. Ids longer than their column are
+bounded with a hash of the whole (the same id always gives the same bounded id).
+
 The admin side (``nebridge inbox list|retry``) lists what arrived, what waits and what was
 refused, sets held events back to pending and hands fixed rejected batches back to the
 connector.
@@ -13,6 +18,7 @@ connector.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,8 +29,11 @@ from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, func
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
+from daemon import attention
+from daemon.attention import AttentionKind
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
 from daemon.store.engine import Bind, insert_many, read_session, write_session
 from daemon.store.models import (
@@ -36,12 +45,17 @@ from daemon.store.models import (
     utcnow,
 )
 from hooks.connectors import ConnectorContext, InboundBatch, RequeueingConnector, WmsConnector
-from hooks.errors import BatchRejected, RecordError
-from hooks.records import EventKind, WmsEvent
+from hooks.errors import BatchRejected, RecordError, StepNotReady
+from hooks.records import EventKind, Problem, WmsEvent
 
 log = logging.getLogger(__name__)
 
 PRODUCTS_CURSOR = "wms.products.version"
+#: Column sizes of ``inbox_event``: longer ids are bounded (hashed), longer warehouses refused.
+_EXTERNAL_ID_LENGTH = 128
+_WAREHOUSE_LENGTH = 32
+#: Errors that mean the database cannot be reached at all: no batch is to blame.
+_UNREACHABLE = (OperationalError, InterfaceError)
 _EVENT_COLUMNS = ("kind", "external_id", "warehouse", "content_hash", "payload", "source",
                   "state", "attempts", "received_at")
 T = TypeVar("T")
@@ -100,8 +114,19 @@ class Intake:
         return report
 
     def _take_all(self, kind: EventKind, report: IntakeReport, dry_run: bool) -> None:
+        """Take every ready batch of ``kind``; one that cannot be taken never stops the rest.
+
+        Once the connector listed them all, files reported as not taken that did not fail
+        again in this pass (taken, rejected or gone) are resolved.
+        """
+        failed: set[str] = set()
         for batch in self.connector.pending_batches(kind, self.context()):
-            self._take(batch, report, dry_run)
+            if not self._take(batch, report, dry_run):
+                failed.add(not_taken_key(kind, batch.source))
+        if not dry_run:
+            prefix = not_taken_key(kind, "")
+            attention.resolve(self.engine, attention.open_problem_keys(self.engine, prefix)
+                              - failed)
 
     # -- products ---------------------------------------------------------------------------
 
@@ -132,38 +157,79 @@ class Intake:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def _take(self, batch: InboundBatch, report: IntakeReport, dry_run: bool) -> None:
-        counts = {"new": 0, "dup": 0}
-        warehouses: set[str] = set()
+    def _take(self, batch: InboundBatch, report: IntakeReport, dry_run: bool) -> bool:
+        """Store one batch's events and settle it; False if it could be neither taken nor
+        rejected (then it is reported as an attention item and the next batch goes on).
+
+        Whatever goes wrong with one batch — invalid data, an error writing its report, a
+        value the database refuses, running out of memory — rejects that batch with the
+        reason. Only a database that cannot be reached at all stops the pass (every batch
+        would fail alike; they are taken at the next intake). A batch that changed while it
+        was read (:class:`StepNotReady`) is left to the connector to offer again.
+        """
         try:
-            with write_session(self.engine) as session:
-                for chunk in chunked(batch.events(), self.chunk_size):
-                    new, dup = self._store_chunk(session, batch.source, chunk)
-                    counts["new"] += new
-                    counts["dup"] += dup
-                    warehouses.update(e.warehouse for e in chunk)
-                if batch.cursor is not None:
-                    _set_cursor(session, *batch.cursor)
-                if not dry_run:
-                    session.add(InboxBatch(source=batch.source, kind=batch.kind.value,
-                                           state="accepted", events=counts["new"],
-                                           duplicates=counts["dup"]))
+            counts, warehouses = self._store(batch, dry_run)
         except BatchRejected as rejection:
-            self._reject(batch, rejection, report, dry_run)
-            return
+            return self._reject(batch, rejection, report, dry_run)
+        except StepNotReady as exc:
+            log.info("%s not taken yet: %s", batch.source, exc)
+            return True
+        except _UNREACHABLE:
+            raise
+        except Exception as exc:
+            log.exception("could not take %s", batch.source)
+            return self._reject(batch, _poison(batch.source, exc), report, dry_run)
         if dry_run:
             report.planned.append(
                 f"would accept {batch.source}: {counts['new']} new {batch.kind.value}(s), "
                 f"{counts['dup']} already known"
             )
-            return
-        batch.commit()
+            return True
+        try:
+            batch.commit()
+        except Exception as exc:  # stored: taking it again later is a no-op
+            return self._not_taken(batch, exc, report)
         report.accepted.append(batch.source)
         report.events += counts["new"]
         report.duplicates += counts["dup"]
         report.warehouses |= warehouses
         log.info("accepted %s: %d new %s event(s), %d duplicate(s)", batch.source,
                  counts["new"], batch.kind.value, counts["dup"])
+        return True
+
+    def _store(self, batch: InboundBatch, dry_run: bool) -> tuple[dict[str, int], set[str]]:
+        """Store the batch's events (and cursor, and accepted record) in one transaction."""
+        counts = {"new": 0, "dup": 0}
+        warehouses: set[str] = set()
+        with write_session(self.engine) as session:
+            for chunk in chunked(batch.events(), self.chunk_size):
+                new, dup = self._store_chunk(session, batch.source, chunk)
+                counts["new"] += new
+                counts["dup"] += dup
+                warehouses.update(e.warehouse for e in chunk)
+            if batch.cursor is not None:
+                _set_cursor(session, *batch.cursor)
+            if not dry_run:
+                session.add(InboxBatch(source=batch.source[:512], kind=batch.kind.value,
+                                       state="accepted", events=counts["new"],
+                                       duplicates=counts["dup"]))
+        return counts, warehouses
+
+    def _not_taken(self, batch: InboundBatch, exc: Exception, report: IntakeReport) -> bool:
+        """A batch that can be neither taken nor rejected: report it for a person; False."""
+        log.error("could not take or reject %s: %s: %s", batch.source, type(exc).__name__, exc)
+        reason = (f"{batch.source} could be neither taken nor rejected: "
+                  f"{type(exc).__name__}: {exc}")
+        fix = ("correct the cause (see the log: permissions, disk space, the file name), or "
+               "move the file out of the WMS inbox by hand; the other files go on meanwhile")
+        report.failures.append(f"{reason}; {fix}")
+        try:
+            attention.report(self.engine, Problem(
+                key=not_taken_key(batch.kind, batch.source), kind=AttentionKind.FILE_NOT_TAKEN,
+                reason=reason, fix=fix, subject=batch.source[:128]), source="intake")
+        except Exception:
+            log.exception("could not record that %s was not taken", batch.source)
+        return False
 
     def _store_chunk(
         self, session: Session, source: str, events: Sequence[WmsEvent]
@@ -171,7 +237,8 @@ class Intake:
         prepared = []
         for event in events:
             payload = event_to_json(event)
-            prepared.append((event_kind(event).value, event_external_id(event), event,
+            prepared.append((event_kind(event).value,
+                             bounded(event_external_id(event), _EXTERNAL_ID_LENGTH), event,
                              payload, content_hash(payload)))
         ids_by_kind: dict[str, list[str]] = {}
         for kind, external_id, *_ in prepared:
@@ -192,7 +259,11 @@ class Intake:
         now, pending, short_source = utcnow(), EventState.PENDING.value, source[:512]
         for kind, external_id, event, payload, digest in prepared:
             old = existing.get((kind, external_id))
-            if old is None:
+            if len(event.warehouse) > _WAREHOUSE_LENGTH:
+                conflicts.append(RecordError(source, (
+                    f"{kind} {external_id}: warehouse {event.warehouse[:40]!r}... is longer "
+                    f"than {_WAREHOUSE_LENGTH} characters, so it is no configured warehouse")))
+            elif old is None:
                 new_rows.append((kind, external_id, event.warehouse, digest, payload,
                                  short_source, pending, 0, now))
             elif old[0] == digest:
@@ -212,17 +283,49 @@ class Intake:
 
     def _reject(
         self, batch: InboundBatch, rejection: BatchRejected, report: IntakeReport, dry_run: bool
-    ) -> None:
+    ) -> bool:
+        """Reject the batch with every reason; False (reported) if even that fails."""
         if dry_run:
             report.planned.append(f"would reject {batch.source}: {rejection}")
-            return
-        batch.reject(rejection)
-        text = "\n".join(str(e) for e in rejection.errors)
-        with write_session(self.engine) as session:
-            session.add(InboxBatch(source=batch.source, kind=batch.kind.value,
-                                   state="rejected", errors=text))
+            return True
+        try:
+            batch.reject(rejection)
+            text = "\n".join(str(e) for e in rejection.errors)
+            with write_session(self.engine) as session:
+                session.add(InboxBatch(source=batch.source[:512], kind=batch.kind.value,
+                                       state="rejected", errors=text))
+        except _UNREACHABLE:
+            raise
+        except Exception as exc:
+            return self._not_taken(batch, exc, report)
         report.rejected.append(batch.source)
         log.warning("rejected %s: %s", batch.source, rejection)
+        return True
+
+
+def not_taken_key(kind: EventKind, source: str) -> str:
+    """The attention key of a batch that could not be taken (within the key column)."""
+    return bounded(f"{AttentionKind.FILE_NOT_TAKEN}:{kind.value}:{source}", 200)
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text``, or its first part and a hash of the whole, so it fits ``limit`` characters.
+
+    The same text always gives the same result, so a bounded id or key still finds its
+    duplicate; texts that fit are kept as they are.
+    """
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{text[:limit - len(digest) - 1]}~{digest}"
+
+
+def _poison(source: str, exc: Exception) -> BatchRejected:
+    """The rejection of a batch that failed for a reason other than its data's validation."""
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    reason = (f"could not be taken ({what[:500]}); nothing of it was stored — correct the file "
+              "(or the cause in the log), then `nebridge inbox retry` it")
+    return BatchRejected(source, [RecordError(source, reason)])
 
 
 def _set_cursor(session: Session, name: str, value: str) -> None:

@@ -24,7 +24,7 @@ from hooks.connectors import (
     ProductSnapshot,
 )
 from hooks.errors import BatchRejected, RecordError, StepNotReady
-from hooks.records import EventKind, WmsEvent
+from hooks.records import EventKind, Problem, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
 from plugins.wms_csv.folders import Inbox, ReadyFile, open_claimed
 from plugins.wms_csv.formats import PRODUCTS
@@ -97,8 +97,9 @@ class CsvConnector:
 
     def recover(self, ctx: ConnectorContext) -> None:
         """Return files a crash left in ``.claimed/`` to the inbox, to be processed again."""
-        for path in self._inbox.unclaim_all():
+        for claimed, path in self._inbox.unclaim_all():
             ctx.log.warning("returned %s, claimed before a restart, to the inbox", path.name)
+            ctx.resolve_problem(f"csv:claimed:{claimed.name}")
 
     def has_new_input(self) -> bool:
         """One scan of the inbox: is a complete file waiting (a master only if not yet read)?"""
@@ -124,9 +125,21 @@ class CsvConnector:
                 yield batch
             finally:
                 if not batch.settled:
-                    self._inbox.file_away(path, self._inbox.root, batch.source)
-                    ctx.log.info("%s was neither committed nor rejected; back in the inbox",
-                                 batch.source)
+                    self._unclaim(path, batch.source, ctx)
+
+    def _unclaim(self, path: Path, source: str, ctx: ConnectorContext) -> None:
+        """Put an unsettled claimed file back into the inbox; if that fails, leave it claimed
+        (a restart returns it) and report it, so the next files still flow."""
+        try:
+            self._inbox.file_away(path, self._inbox.root, source)
+        except OSError as exc:
+            ctx.report_problem(Problem(
+                key=f"csv:claimed:{path.name}", kind="file_not_taken",
+                reason=f"{source} could not be put back into the inbox from {path}: {exc}",
+                fix=f"move {path} back into {self._inbox.root} (a restart of nebridge does it)",
+                subject=source))
+            return
+        ctx.log.info("%s was neither committed nor rejected; back in the inbox", source)
 
     def product_snapshot(
         self, ctx: ConnectorContext, known_version: str | None

@@ -188,12 +188,13 @@ class Inbox:
             self.file_away(report, self.rejected, f"{stored}.errors.retried-{stamp}.txt")
         return target
 
-    def unclaim_all(self) -> list[Path]:
-        """Return every file a crash left in ``.claimed/`` to the inbox; list the new paths."""
+    def unclaim_all(self) -> list[tuple[Path, Path]]:
+        """Return every file a crash left in ``.claimed/`` to the inbox; list (claimed path,
+        new path) pairs."""
         returned = []
         for path in sorted(self.claimed.iterdir()):
             if path.is_file() or path.is_symlink():
-                returned.append(self.file_away(path, self.root, path.name))
+                returned.append((path, self.file_away(path, self.root, path.name)))
         return returned
 
 
