@@ -7,6 +7,7 @@ YAML path and line so the admin can fix all of them in one pass.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -330,6 +331,144 @@ def read_yaml(path: Path) -> CommentedMap:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+# -- plain problem messages -------------------------------------------------------------------
+
+#: pydantic's error types in plain words (``{name}`` is filled from the error's context).
+_PLAIN: dict[str, str] = {
+    "missing": "this key is required",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "literal_error": "must be one of: {expected}",
+    "enum": "must be one of: {expected}",
+    "string_too_short": "must have at least {min_length} character(s)",
+    "string_too_long": "must have at most {max_length} characters",
+    "string_pattern_mismatch": "must match the pattern {pattern}",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} items",
+    "dict_type": "must be a mapping (`key: value` lines indented below it)",
+    "model_type": "must be a mapping (`key: value` lines indented below it)",
+    "model_attributes_type": "must be a mapping (`key: value` lines indented below it)",
+    "list_type": "must be a list (`- item` lines)",
+    "tuple_type": "must be a list (`- item` lines)",
+    "path_type": "must be a path",
+}
+_SECRET_WORDS = ("secret", "password", "token", "key")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` — did you mean `x`?`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" — did you mean `{close[0]}`?" if close else ""
+
+
+def unknown_key(key: str, known: Sequence[str]) -> str:
+    """The message for a key nothing reads: the closest known key, or the known keys."""
+    hint = did_you_mean(key, known)
+    if not hint and known:
+        hint = f" (known keys: {', '.join(sorted(known))})"
+    return f"unknown key `{key}`{hint}"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``tuple[X, ...]``, ``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def model_keys(model: type[BaseModel], loc: Iterable[str | int] = ()) -> list[str]:
+    """The keys a model (or the nested model at ``loc``) accepts; [] when not a model."""
+    current = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = current.model_fields.get(part)
+        nested = _model_in(info.annotation) if info is not None else None
+        if nested is None:
+            return []
+        current = nested
+    return [info.alias or name for name, info in current.model_fields.items()]
+
+
+def plain_message(error: Mapping[str, Any], model: type[BaseModel],
+                  also: Sequence[str] = ()) -> str:
+    """One pydantic error in the words of ``daemon.yaml``: no "Input should be", no
+    "Extra inputs are not permitted"; unknown keys come with the closest known key."""
+    loc = tuple(error["loc"])
+    kind = str(error["type"])
+    if kind == "extra_forbidden":
+        return unknown_key(str(loc[-1]), [*model_keys(model, loc[:-1]), *also])
+    template = _PLAIN.get(kind)
+    if template is not None:
+        try:
+            text = template.format(**(error.get("ctx") or {}))
+        except (KeyError, IndexError):
+            text = template
+    else:
+        text = str(error["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            text = text.removeprefix(prefix)
+        text = text.replace("Input should be", "must be").replace("String should", "must")
+    value = error.get("input")
+    secret = any(w in str(part).lower() for part in loc for w in _SECRET_WORDS)
+    if (kind != "missing" and not secret and isinstance(value, str | int | float | bool)
+            and len(str(value)) <= 60 and kind in _PLAIN):
+        text += f" (found: {value!r})"
+    return text
+
+
+def validation_issues(
+    exc: ValidationError, model: type[BaseModel], raw: Any, prefix: Sequence[str | int] = (),
+    also: Sequence[str] = (),
+) -> list[ConfigIssue]:
+    """Every error of ``exc`` as a located, plainly worded :class:`ConfigIssue`.
+
+    ``prefix`` is where the validated section sits in the file; ``also`` names keys the
+    section may hold besides the model's own (``enabled`` in a plugin's section).
+    """
+    issues = []
+    for err in exc.errors():
+        full = (*prefix, *err["loc"])
+        issues.append(ConfigIssue(yaml_path(full), plain_message(err, model, also),
+                                  yaml_line(raw, full)))
+    return issues
+
+
+def _plugin_switch_issues(data: Mapping[str, Any], raw: Any) -> list[ConfigIssue]:
+    """Each plugin section's ``enabled`` is a real boolean, and no key looks like a typo of
+    it (``enable: true`` would otherwise leave the plugin off without a word)."""
+    issues = []
+    sections = data.get("plugins")
+    for name, section in (sections.items() if isinstance(sections, Mapping) else ()):
+        if not isinstance(section, Mapping):
+            continue
+        if "enabled" in section and not isinstance(section["enabled"], bool):
+            loc = ("plugins", name, "enabled")
+            issues.append(ConfigIssue(yaml_path(loc), "must be true or false (found: "
+                                      f"{section['enabled']!r})", yaml_line(raw, loc)))
+        for key in section:
+            if key != "enabled" and difflib.get_close_matches(str(key), ["enabled"],
+                                                              cutoff=0.75):
+                loc = ("plugins", name, str(key))
+                issues.append(ConfigIssue(yaml_path(loc), unknown_key(str(key), ["enabled"]),
+                                          yaml_line(raw, loc)))
+    return issues
+
+
         raise ConfigError(path, [ConfigIssue("", f"invalid YAML: {problem}", line)]) from None
     if data is None:
         data = CommentedMap()
@@ -359,11 +498,9 @@ def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
     try:
         config = DaemonConfig.model_validate(data)
     except ValidationError as exc:
-        issues = [
-            ConfigIssue(yaml_path(err["loc"]), err["msg"], yaml_line(raw, err["loc"]))
-            for err in exc.errors()
-        ]
-        raise ConfigError(path, issues) from None
+        issues = validation_issues(exc, DaemonConfig, raw) + issues
+    if issues:
+        raise ConfigError(path, issues)
     config = _resolve_paths(config, base)
     blocker = not_a_folder(config.state_dir)
     if blocker is not None:
@@ -427,3 +564,4 @@ def config_path_from(option: Path | None, env: Mapping[str, str] | None = None) 
     if option is not None:
         return option
     return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
+    issues = _plugin_switch_issues(data, raw)

@@ -6,7 +6,12 @@
   ever sent again.
 * ``consignee``: consignee codes nebridge created or found, with their ids (``creating`` = a
   ``POST`` whose outcome is unknown).
-* ``inbound``: histories rejected whole (kept until ``nebridge inbox retry`` re-queues them).
+* ``inbound``: histories rejected whole or held for a person (kept until ``nebridge inbox
+  retry`` re-queues them), and those waiting for a product the engine does not know yet —
+  all read again by id.
+* ``delivered``: what each delivered history said (digest, Next Engine order, tracking number,
+  lines), so a later change, a second shipment of the same order or a deleted history is
+  noticed and reported instead of dropped.
 * ``request_slot`` / ``kv``: the request times of the last minute and a pause Logikura asked
   for, shared by every process using this state folder; cached lookups.
 
@@ -34,11 +39,15 @@ CREATE TABLE IF NOT EXISTS consignee (
     code TEXT PRIMARY KEY, consignee_id INTEGER, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbound (
     source TEXT PRIMARY KEY, digest TEXT NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS delivered (
+    source TEXT PRIMARY KEY, digest TEXT NOT NULL, ne_order_id TEXT, tracking TEXT,
+    facts TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS delivered_by_order ON delivered (ne_order_id);
 CREATE TABLE IF NOT EXISTS request_slot (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-SENDING, CREATED = "sending", "created"
-REJECTED, REQUEUED = "rejected", "requeued"
+SENDING, CREATED, DELETED = "sending", "created", "deleted"
+REJECTED, REQUEUED, HELD, WAITING = "rejected", "requeued", "held", "waiting"
 PAUSE_KEY = "rate.paused_until"
 
 
@@ -111,6 +120,20 @@ class LocalStore:
                                "state = ?", (schedule_id, CREATED)).fetchone()
         return None if row is None else str(row[0])
 
+    def created_schedules(self) -> dict[int, str]:
+        """Schedule id → Next Engine order, for every schedule nebridge created and still
+        counts on (not found deleted)."""
+        with self._connect() as conn:
+            return {int(r[0]): str(r[1]) for r in conn.execute(
+                "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
+                "schedule_id IS NOT NULL", (CREATED,))}
+
+    def mark_schedule_deleted(self, ne_order_id: str, now: float) -> None:
+        """Staff deleted the order's schedule in Logikura: nebridge no longer waits for it."""
+        with self._write() as conn:
+            conn.execute("UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? "
+                         "AND state = ?", (DELETED, now, ne_order_id, CREATED))
+
     def mark_sending(self, ne_order_id: str, batch_key: str, now: float) -> None:
         """Write (and sync) the intent before the schedule is requested."""
         with self._write() as conn:
@@ -161,36 +184,60 @@ class LocalStore:
                              list(found.items()))
 
     # ---------------------------------------------------------------- inbound
-    def rejected(self, prefix: str) -> dict[str, str]:
-        """Source → content digest of the histories rejected whole and not re-queued."""
+    def marks(self, prefix: str) -> dict[str, tuple[str, str]]:
+        """Source → (state, content digest) of the histories rejected, held, re-queued or
+        waiting."""
         with self._connect() as conn:
-            return {str(r[0]): str(r[1]) for r in conn.execute(
-                "SELECT source, digest FROM inbound WHERE state = ? AND source LIKE ? || '%'",
-                (REJECTED, prefix))}
+            return {str(r[0]): (str(r[1]), str(r[2])) for r in conn.execute(
+                "SELECT source, state, digest FROM inbound WHERE source LIKE ? || '%'",
+                (prefix,))}
 
-    def mark_rejected(self, source: str, digest: str) -> None:
-        """Remember a rejected history so it is not rejected again at every poll."""
+    def mark(self, source: str, state: str, digest: str) -> None:
+        """Remember a history as ``rejected``, ``held`` or ``waiting`` (with its digest), so
+        it is not reported again at every poll and can be read again by id."""
         with self._write() as conn:
             conn.execute("INSERT INTO inbound (source, digest, state) VALUES (?, ?, ?) "
                          "ON CONFLICT (source) DO UPDATE SET digest = excluded.digest, "
-                         "state = excluded.state", (source, digest, REJECTED))
+                         "state = excluded.state", (source, digest, state))
 
     def requeue(self, source: str) -> bool:
-        """Ask for a rejected history to be read again; False if none is called so."""
+        """Ask for a rejected or held history to be read again (a held one: taken as the
+        admin confirmed); False if none is called so."""
         with self._write() as conn:
             cursor = conn.execute("UPDATE inbound SET state = ? WHERE source = ? AND "
-                                  "state = ?", (REQUEUED, source, REJECTED))
+                                  "state IN (?, ?)", (REQUEUED, source, REJECTED, HELD))
             return cursor.rowcount > 0
 
-    def requeued(self) -> list[str]:
-        """Sources the admin re-queued, to be read again by id."""
-        with self._connect() as conn:
-            return [str(r[0]) for r in conn.execute(
-                "SELECT source FROM inbound WHERE state = ? ORDER BY source", (REQUEUED,))]
-
     def settle(self, source: str) -> None:
-        """A re-queued or rejected history was delivered: forget it."""
+        """A re-queued, waiting or held history was delivered or is gone: forget the mark."""
         with self._write() as conn:
+            conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
+
+    def delivered(self, prefix: str) -> dict[str, tuple[str, str | None, str | None, Any]]:
+        """Source → (digest, Next Engine order, tracking number, facts) of the delivered
+        histories."""
+        with self._connect() as conn:
+            return {str(r[0]): (str(r[1]), r[2], r[3], json.loads(r[4])) for r in conn.execute(
+                "SELECT source, digest, ne_order_id, tracking, facts FROM delivered "
+                "WHERE source LIKE ? || '%'", (prefix,))}
+
+    def shipped_by(self, ne_order_id: str) -> str | None:
+        """The delivered history that shipped this Next Engine order, if any."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT source FROM delivered WHERE ne_order_id = ? "
+                               "ORDER BY source LIMIT 1", (ne_order_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def mark_delivered(self, source: str, digest: str, ne_order_id: str | None,
+                       tracking: str | None, facts: Any) -> None:
+        """The engine stored the history's event: remember what it said; drop any mark."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO delivered (source, digest, ne_order_id, tracking, facts) "
+                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+                         "digest = excluded.digest, ne_order_id = excluded.ne_order_id, "
+                         "tracking = excluded.tracking, facts = excluded.facts",
+                         (source, digest, ne_order_id, tracking,
+                          json.dumps(facts, ensure_ascii=False)))
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
     # ---------------------------------------------------------------- rate limit
