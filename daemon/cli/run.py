@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.admin import RunOnceReport, run_once
+from daemon.cli.attention import print_attention
 from daemon.cli.common import err_console, fail, get, info, print_json
 from daemon.config import ConfigError
 from daemon.instancelock import AlreadyRunning, instance_lock
@@ -26,7 +27,9 @@ def run(
 ) -> None:
     """Run the daemon in the foreground (no fork, no pidfile), or one pass with --once.
 
-    --once exits 0 when nothing failed and nothing is held or in doubt, else 1.
+    --once exits 0 when nothing failed, crashed or was paused and nothing waits for a person
+    (held orders or events, failed or in-doubt actions, rejected files: `nebridge
+    attention`), else 1.
     """
     if dry_run and not once:
         fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
@@ -77,7 +80,8 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
         "stages": [
             {"warehouse": r.warehouse, "stage": r.stage.value, "outcome": r.outcome,
              "items_in": r.items_in, "items_out": r.items_out, "held": r.held,
-             "deferred": r.deferred, "skipped_reason": r.skipped_reason, "planned": r.planned,
+             "deferred": r.deferred, "skipped_reason": r.skipped_reason,
+             "paused_reason": r.paused_reason, "planned": r.planned,
              "notices": r.notices, "failures": r.failures, "counts": r.counts}
             for r in report.stages
         ],
@@ -87,7 +91,7 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
             "errors": report.dispatch.errors,
         },
         "would_dispatch": report.dispatch_plan,
-        "attention": report.attention,
+        "attention": report.attention.as_dict(),
         "problems": report.problems,
     }
 
@@ -103,6 +107,9 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         for source in report.intake.rejected:
             typer.echo(f"rejected {source} (see `nebridge inbox list`)")
     for r in report.stages:
+        if r.paused_reason:
+            typer.echo(f"{r.warehouse}/{r.stage.value}: PAUSED ({r.paused_reason})")
+            continue
         if r.skipped_reason:
             typer.echo(f"{r.warehouse}/{r.stage.value}: skipped ({r.skipped_reason})")
             continue
@@ -122,7 +129,7 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
             typer.echo(f"dispatched {n} {kind} action(s)")
         for kind, n in report.dispatch.waiting.items():
             typer.echo(f"{n} {kind} action(s) wait: {report.dispatch.blocked}")
-    for key, n in report.attention.items():
-        if n:
-            typer.echo(f"attention: {n} {key.replace('_', ' ')} (see `nebridge status`)")
+    if report.attention.total:
+        print_attention(report.attention.as_dict(),
+                        more_hint="`nebridge attention` lists them all")
     typer.echo("ok" if report.ok else "finished with problems (exit 1)")

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hooks.records import ProductLink, WarehouseInfo
+from hooks.connectors import ConnectorContext
+from hooks.records import Problem, ProductLink, WarehouseInfo
 from plugins.wms_logikura.client import Json, LogikuraClient
 from plugins.wms_logikura.config import LogikuraConfig
 from plugins.wms_logikura.errors import LogikuraConfigError, LogikuraRefused
@@ -221,3 +222,65 @@ def resolve_warehouses(config: LogikuraConfig, catalog: Catalog,
             f"code (Logikura has: {have}); fix warehouses[].code or map them in "
             "wms.logikura.warehouse_codes")
     return resolved
+
+
+WAREHOUSE_IDS_KEY = "warehouse_ids"
+
+
+@dataclass
+class WarehouseMap:
+    """The configured warehouses as Logikura ids, for reading histories.
+
+    Unlike :func:`resolve_warehouses` it never stops the reading: a 拠点 staff renamed is
+    still found by the id nebridge last saw for it (and reported, so daemon.yaml gets
+    updated); a code that matches nothing at all is listed in ``missing`` (the reader reads
+    the other warehouses, then fails the pass with it).
+    """
+
+    by_id: dict[int, str]
+    names: dict[int, str]
+    missing: list[str]
+
+    @classmethod
+    def build(cls, config: LogikuraConfig, catalog: Catalog, ctx: ConnectorContext,
+              store: LocalStore) -> WarehouseMap:
+        """Match ``ctx.warehouses`` to the catalog, reporting renamed and missing 拠点."""
+        names = {lid: code for code, lid in catalog.warehouses.items()}
+        known: dict[str, int] = {str(k): int(v) for k, v in
+                                 (store.get_json(WAREHOUSE_IDS_KEY) or {}).items()}
+        by_id: dict[int, str] = {}
+        missing: list[str] = []
+        for code in ctx.warehouses:
+            target = config.logikura_warehouse_code(code)
+            key = f"logikura:warehouse:{code}"
+            if target in catalog.warehouses:
+                by_id[catalog.warehouses[target]] = code
+                known[code] = catalog.warehouses[target]
+                ctx.resolve_problem(key)
+            elif known.get(code) in names:
+                lid = known[code]
+                by_id[lid] = code
+                ctx.report_problem(Problem(
+                    key=key, kind="wms_mismatch", severity="warning", warehouse=code,
+                    subject=f"拠点 #{lid}",
+                    reason=(f"Logikura 拠点 #{lid}, which nebridge knew as {target}, is now "
+                            f"called {names[lid]}; nebridge goes on reading it by its id"),
+                    fix=(f"map it in daemon.yaml: wms.logikura.warehouse_codes: {{{code}: "
+                         f"{names[lid]}}} (schedules are not sent to it until then)")))
+            else:
+                have = ", ".join(sorted(catalog.warehouses)) or "none"
+                missing.append(f"warehouse {code} of daemon.yaml has no Logikura 拠点 "
+                               f"{target} (Logikura has: {have}); fix warehouses[].code or "
+                               "map it in wms.logikura.warehouse_codes")
+        store.put_json(WAREHOUSE_IDS_KEY, known)
+        return cls(by_id, names, missing)
+
+    def describe(self, lid: int) -> str:
+        """``CODE (#id)`` of a Logikura warehouse id, for messages."""
+        if lid < 0:
+            return "unknown (its stock is at no warehouse daemon.yaml lists)"
+        return f"{self.names.get(lid, '?')} (#{lid})"
+
+    def describe_code(self, lid: int) -> str:
+        """The Logikura code of a warehouse id ("" if unknown)."""
+        return self.names.get(lid, "")

@@ -29,6 +29,12 @@ class LogikuraConfig(BaseModel):
     with ``unmapped_delivery_method: fail``. ``link_codes`` says where a product's 紐付けコード
     comes from: the 紐付け link of ``link_account`` (default: the account whose service is
     ネクストエンジン), falling back to the variant's 商品コード, or only one of the two.
+
+    Histories are read over the dates from ``lookback_days`` before the last whole read
+    (a history entered with a date further back is not seen), by what changed since the last
+    poll, and in whole every ``sweep_hours`` (see :mod:`plugins.wms_logikura.inbound`).
+    ``ignore_warehouses`` lists Logikura 拠点 codes nebridge does not manage: their histories
+    are not reported as untaken.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,7 +55,9 @@ class LogikuraConfig(BaseModel):
     consignee_code_prefix: str = Field(default="NE-", max_length=16)
     poll_seconds: float = Field(default=60.0, gt=0)
     products_refresh_seconds: float = Field(default=900.0, ge=0)
-    overlap_days: int = Field(default=2, ge=0, le=31)
+    lookback_days: int = Field(default=14, ge=1, le=92)
+    sweep_hours: float = Field(default=24.0, gt=0, le=168)
+    ignore_warehouses: list[str] = Field(default_factory=list)
     start_date: date | None = None
     requests_per_minute: int = Field(default=100, ge=1, le=100)
     max_wait_seconds: float = Field(default=120.0, gt=0)

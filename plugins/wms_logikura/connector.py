@@ -6,9 +6,11 @@ an :class:`~hooks.connectors.AuthorizingConnector` (``nebridge wms connect``) an
 history again). Its files live in the engine's state folder: the token file (0600) and
 ``logikura.sqlite3`` (see :mod:`plugins.wms_logikura.store`).
 
-Reading errors (Logikura down, the grant gone) are logged with what to do and the pass goes
-on without Logikura input, so Next Engine work continues; a failed ``push_orders`` raises, so
-the engine reports it and delivers the batch again later.
+Reading errors (Logikura down, the grant gone, a warehouse code Logikura lacks, a paging
+loop) are raised to the engine — the intake reports the failed step, ``run --once`` is not
+``ok`` — and put in front of the admin as a ``wms_read_failed`` attention item with what to
+do, closed by the next good read; Next Engine work goes on meanwhile. A failed
+``push_orders`` raises, so the engine reports it and delivers the batch again later.
 """
 
 from __future__ import annotations
@@ -26,19 +28,39 @@ from hooks.connectors import (
     LinkStatus,
     ProductSnapshot,
 )
-from hooks.records import EventKind
+from hooks.records import EventKind, Problem
 from plugins.wms_logikura.auth import Authorizer
 from plugins.wms_logikura.catalog import Catalog, CatalogCache, resolve_warehouses
 from plugins.wms_logikura.client import LogikuraClient
 from plugins.wms_logikura.config import LogikuraConfig
-from plugins.wms_logikura.errors import LogikuraConfigError, LogikuraError
-from plugins.wms_logikura.inbound import KINDS, HistoryReader
+from plugins.wms_logikura.errors import (
+    LogikuraAuthError,
+    LogikuraConfigError,
+    LogikuraError,
+    LogikuraUnavailable,
+)
+from plugins.wms_logikura.inbound import ACKED, CHANGED, GONE, KINDS, HistoryReader
 from plugins.wms_logikura.outbound import SchedulePusher
 from plugins.wms_logikura.ratelimit import RateLimiter
 from plugins.wms_logikura.store import LocalStore
 from plugins.wms_logikura.tokens import TokenFile
 
 STORE_NAME = "logikura.sqlite3"
+READ_FAILED_KEY = "logikura:read_failed:"
+
+
+def _read_failed(ctx: ConnectorContext, what: str, exc: LogikuraError) -> None:
+    """Put a failed Logikura read in front of the admin (closed by the next good read)."""
+    if isinstance(exc, LogikuraAuthError):
+        fix = "run `nebridge wms connect` to authorise nebridge in Logikura again"
+    elif isinstance(exc, LogikuraUnavailable):
+        fix = ("nothing is lost: nebridge reads again at every poll; if it lasts, check "
+               "Logikura's status and the network (`nebridge doctor`)")
+    else:
+        fix = "correct what the reason names (daemon.yaml or Logikura); the next poll reads again"
+    ctx.report_problem(Problem(key=f"{READ_FAILED_KEY}{what}", kind="wms_read_failed",
+                               reason=f"Logikura {what.replace('_', ' ')} not read: {exc}",
+                               fix=fix))
 
 
 @dataclass
@@ -90,7 +112,8 @@ class LogikuraConnector:
             def read_catalog(force: bool) -> Catalog:
                 return catalog.get(client, force=force)
 
-            reader = HistoryReader(self.config, client, store, read_catalog, ctx.log)
+            reader = HistoryReader(self.config, client, store, read_catalog, self._clock,
+                                   ctx.log)
             self._parts = _Parts(ctx.state_dir, store, auth, client, catalog, reader)
             return self._parts
 
@@ -107,22 +130,28 @@ class LogikuraConnector:
         return time.monotonic() - self._last_poll >= self.config.poll_seconds
 
     def pending_batches(self, kind: EventKind, ctx: ConnectorContext) -> Iterator[InboundBatch]:
-        """The histories of ``kind`` in the window, one batch each, then the new position."""
+        """The new or changed histories of ``kind``, one batch each, then the new position;
+        a read failure is reported (attention) and raised."""
         self._last_poll = time.monotonic()
+        what = KINDS[kind].key
         try:
             yield from self._get(ctx).reader.batches(kind, ctx)
         except LogikuraError as exc:
-            ctx.log.error("Logikura %s not read: %s", KINDS[kind].key, exc)
+            _read_failed(ctx, what, exc)
+            raise
+        ctx.resolve_problem(f"{READ_FAILED_KEY}{what}")
 
     def product_snapshot(self, ctx: ConnectorContext, known_version: str | None
                          ) -> ProductSnapshot | None:
-        """The product master (cached ``products_refresh_seconds``) if its version changed."""
+        """The product master (cached ``products_refresh_seconds``) if its version changed;
+        a read failure is reported (attention) and raised."""
         parts = self._get(ctx)
         try:
             catalog = parts.catalog.get(parts.client)
         except LogikuraError as exc:
-            ctx.log.error("Logikura product master not read: %s", exc)
-            return None
+            _read_failed(ctx, "product_master", exc)
+            raise
+        ctx.resolve_problem(f"{READ_FAILED_KEY}product_master")
         if catalog.version == known_version:
             return None
         return ProductSnapshot(catalog.version, tuple(catalog.products()))
@@ -142,11 +171,19 @@ class LogikuraConnector:
 
     # ---------------------------------------------------------------- RequeueingConnector
     def requeue(self, name: str, ctx: ConnectorContext) -> str:
-        """Read the rejected history ``name`` (``logikura:shipping_history:<id>``) again at
-        the next intake, by id."""
+        """Read the rejected or held history ``name`` (``logikura:shipping_history:<id>``)
+        again at the next intake, by id — a held one taken as the admin confirmed it. For a
+        history reported as changed or deleted after delivery, close the item (the admin
+        corrected Next Engine by hand)."""
         if not any(name.startswith(k.source + ":") for k in KINDS.values()):
             raise KeyError(name)
-        if not self._get(ctx).store.requeue(name):
+        store = self._get(ctx).store
+        state, digest = store.marks(name).get(name, ("", ""))
+        if state in (CHANGED, GONE):
+            store.mark(name, ACKED, digest)
+            ctx.resolve_problem(f"{name}:{'changed' if state == CHANGED else 'deleted'}")
+            return f"Logikura {name}: the item is closed; nothing is sent to Next Engine"
+        if not store.requeue(name):
             raise KeyError(name)
         return f"Logikura {name}, read again at the next intake"
 

@@ -1,20 +1,31 @@
 """Confirmed shipments (``/api/v1/shipping_histories``) and receipts
 (``/api/v1/receiving_histories``) → inbound batches, one history per batch.
 
-Each intake pass reads the histories dated from the stored window position minus
-``overlap_days`` up to today (Japan), page by page. A history becomes one event (its id is
-``LK-SH-<id>`` / ``LK-RH-<id>``); the inbox accepts an id with the same content once, so the
-overlap never doubles anything. After the histories, one event-less batch carries the new
-window position (``InboundBatch.cursor``), stored atomically like any batch.
+**What is read.** Logikura's history lists filter only by shipped/received date, and a
+history can be entered with a date in the past (a backdated receipt or direct shipment). So
+each kind is read over a *wide* date window — from ``lookback_days`` before the last sweep
+(never before ``start_date``) with no end date — and read *by what changed*: the list answers
+in the order the histories were entered, so a poll re-reads only the last page it reached and
+the pages after it. If that page no longer starts with the histories it held, something was
+inserted or deleted before it and the whole window is read again at once; the whole window is
+also read every ``sweep_hours`` (and when the warehouses change) as a safety net, which also
+notices deleted schedules and receipts. A history dated more than ``lookback_days`` before
+the day it was entered is the one thing this cannot see (documented bound). The position is
+carried by an event-less batch (``InboundBatch.cursor``) stored atomically like any batch.
 
-* A shipment is *from Next Engine* when its ``sales_order.order_number`` is a Next Engine
-  order nebridge imported (or the schedule nebridge created for it); any other (wholesale,
-  shops) is not.
-* Histories at Logikura warehouses not configured in nebridge are not nebridge's business.
-* A history naming a product variant the engine does not know yet waits (the window is kept
-  open for it) while the product master is read again; one naming a variant Logikura does
-  not have either is rejected, like any invalid history, with the reason — and read again by
-  id after ``nebridge inbox retry <source>``.
+**What a shipment is.** Each history becomes one event (``LK-SH-<id>`` / ``LK-RH-<id>``). A
+shipment belongs to a Next Engine order by the record nebridge kept when it created the
+schedule (schedule id → order), never by Logikura's editable order number; a history without
+a schedule of nebridge's is an order's shipment only if its number is an order nebridge
+imported and no other history shipped that order. Anything nebridge cannot apply exactly as
+the warehouse did is *held* and put in front of a person (``ctx.report_problem``) with the
+facts and what to do — a renumbered or blanked schedule, a partial shipment (Next Engine has
+no partial 出荷確定), a second shipment of an order, an order's shipment from a warehouse
+``daemon.yaml`` does not list, a tracking number changed after delivery, a deleted receipt or
+schedule. ``nebridge inbox retry <source>`` takes a held history as the admin confirmed it.
+
+**What is refused.** A history that is not a valid completed record (see :func:`_check`) is
+rejected alone with its id and the reason; the others flow.
 """
 
 from __future__ import annotations
@@ -24,27 +35,40 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
+
+import requests
 
 from hooks.connectors import ConnectorContext, InboundBatch
 from hooks.errors import BatchRejected, RecordError
 from hooks.records import (
     EventKind,
+    Problem,
     ReceiptLine,
     ShipmentLine,
     WmsEvent,
     WmsReceipt,
     WmsShipment,
 )
-from plugins.wms_logikura.catalog import Catalog, resolve_warehouses
+from plugins.wms_logikura.catalog import Catalog, WarehouseMap
 from plugins.wms_logikura.client import Json, LogikuraClient
 from plugins.wms_logikura.config import JST, LogikuraConfig
-from plugins.wms_logikura.errors import LogikuraRefused
-from plugins.wms_logikura.store import LocalStore
+from plugins.wms_logikura.errors import LogikuraConfigError, LogikuraError, LogikuraRefused
+from plugins.wms_logikura.store import (
+    CREATED,
+    HELD,
+    REJECTED,
+    REQUEUED,
+    WAITING,
+    LocalStore,
+)
 
 TRACKING_MAX = 50
+MAX_PAGES = 100_000
+WMS_MISMATCH = "wms_mismatch"
+CHANGED, GONE, ACKED = "changed", "gone", "acknowledged"
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
@@ -57,24 +81,29 @@ class HistoryKind:
     key: str
     one_key: str
     date_field: str
+    items_field: str
+    quantity_field: str
     source: str
     event_prefix: str
     cursor: str
+    noun: str
 
 
 KINDS: dict[EventKind, HistoryKind] = {
     EventKind.SHIPMENT: HistoryKind(EventKind.SHIPMENT, "/api/v1/shipping_histories",
                                     "shipping_histories", "shipping_history", "shipped_date",
+                                    "shipping_items", "shipping_quantity",
                                     "logikura:shipping_history", "LK-SH-",
-                                    "wms.logikura.shipments"),
+                                    "wms.logikura.shipments", "shipment"),
     EventKind.RECEIPT: HistoryKind(EventKind.RECEIPT, "/api/v1/receiving_histories",
                                    "receiving_histories", "receiving_history", "received_date",
+                                   "receiving_items", "stocked_quantity",
                                    "logikura:receiving_history", "LK-RH-",
-                                   "wms.logikura.receipts"),
+                                   "wms.logikura.receipts", "receipt"),
 }
 
 
-class Problem(Exception):
+class Invalid(Exception):
     """A history that cannot become an event; ``column`` names the field."""
 
     def __init__(self, reason: str, column: str | None = None) -> None:
@@ -86,16 +115,46 @@ class Defer(Exception):
     """A history that must wait (the engine does not know one of its products yet)."""
 
 
-class UnknownVariant(Exception):
-    """A history names a product variant that is not in the catalog."""
+class Hold(Exception):
+    """A valid history nebridge must not apply by itself; ``reason`` gives the facts and
+    ``fix`` what a person can do."""
 
-    def __init__(self, variant_id: int) -> None:
-        super().__init__(variant_id)
-        self.variant_id = variant_id
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fix = fix
+
+
+@dataclass
+class Position:
+    """Where the reading of one kind stands (stored as JSON in the kind's cursor)."""
+
+    floor: str
+    start: str
+    page: int
+    ids: list[int]
+    swept: float
+    warehouses: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, value: str | None) -> Position | None:
+        """The stored position; None for none or an older format (read everything)."""
+        try:
+            data = json.loads(value) if value else None
+            return None if not isinstance(data, dict) else cls(
+                str(data["floor"]), str(data["start"]), int(data["page"]),
+                [int(i) for i in data["ids"]], float(data["swept"]),
+                [int(w) for w in data.get("warehouses", [])])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def dump(self) -> str:
+        """The cursor value."""
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
 
 
 class HistoryBatch:
-    """One history (or the window position alone), accepted or rejected as a whole."""
+    """One history (or the position alone), accepted or rejected as a whole."""
 
     def __init__(self, source: str, kind: EventKind, events: list[WmsEvent],
                  cursor: tuple[str, str] | None, on_commit: Callable[[], None],
@@ -124,139 +183,208 @@ class HistoryBatch:
         self._on_reject(error)
 
 
-def _digest(event: WmsEvent) -> str:
-    data = json.dumps(dataclasses.asdict(event), sort_keys=True, ensure_ascii=False,
+def _digest(value: Any) -> str:
+    data = json.dumps(value, sort_keys=True, ensure_ascii=False,
                       default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
+def _event_digest(event: WmsEvent) -> str:
+    return _digest(dataclasses.asdict(event))
+
+
 def _day(value: Any, column: str) -> date:
+    if not isinstance(value, str):
+        raise Invalid(f"{column} {value!r} is not a date", column)
     try:
-        return date.fromisoformat(str(value)[:10])
+        return date.fromisoformat(value[:10])
     except ValueError:
-        raise Problem(f"{column} {value!r} is not a date", column) from None
+        raise Invalid(f"{column} {value!r} is not a date", column) from None
 
 
-def _quantity(value: Any, column: str) -> int:
-    if value is None:
-        return 0
+def _whole(value: Any, column: str) -> int:
+    """A whole number (an int, or a string of digits); anything else is invalid."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise Problem(f"{column} {value!r} is not a whole number", column)
+        raise Invalid(f"{column} {value!r} is not a whole number", column)
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
-        raise Problem(f"{column} {value!r} is not a whole number", column) from None
+        raise Invalid(f"{column} {value!r} is not a whole number", column) from None
+
+
+def _quantity(value: Any, column: str) -> int | None:
+    if value is None:
+        return None
+    number = _whole(value, column)
     if number < 0:
-        raise Problem(f"{column} {number} is negative", column)
+        raise Invalid(f"{column} {number} is negative", column)
     return number
+
+
+def _check(spec: HistoryKind, record: Json) -> None:
+    """The shape every history must have, field by field (finding: one malformed record must
+    not stop the others, and a record that is not a completed history must not ship)."""
+    state = record.get("progress_state")
+    if state is not None and state != "completed":
+        raise Invalid(f"progress_state is {state!r}, not 'completed': it is not a history "
+                      "yet", "progress_state")
+    if record.get("warehouse_id") is not None:
+        _whole(record["warehouse_id"], "warehouse_id")
+    sales_order = record.get("sales_order")
+    if sales_order is not None and not isinstance(sales_order, dict):
+        raise Invalid(f"sales_order {sales_order!r} is not an object", "sales_order")
+    items = record.get(spec.items_field)
+    if not isinstance(items, list) or not items:
+        raise Invalid(f"the history has no {spec.items_field} list", spec.items_field)
+    quantities = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise Invalid(f"{spec.items_field} item {n} is {item!r}, not an item",
+                          spec.items_field)
+        _whole(item.get("product_variant_id"), "product_variant_id")
+        quantities.append(_quantity(item.get(spec.quantity_field), spec.quantity_field))
+    if all(q is None for q in quantities):
+        raise Invalid(f"every {spec.quantity_field} is null: Logikura does not say what was "
+                      f"{'shipped' if spec.kind is EventKind.SHIPMENT else 'received'}",
+                      spec.quantity_field)
+    if not any(quantities):
+        raise Invalid(f"every {spec.quantity_field} is 0: the history moves nothing",
+                      spec.quantity_field)
+    if spec.kind is EventKind.SHIPMENT and record.get("shipping_composite_items"):
+        raise Invalid("set products (shipping_composite_items) are not supported; record "
+                      "their components instead", "shipping_composite_items")
+    _day(record.get(spec.date_field), spec.date_field)
+
+
+@dataclass
+class _Poll:
+    """What one reading of a kind needs along the way."""
+
+    spec: HistoryKind
+    ctx: ConnectorContext
+    catalog: Catalog
+    ours: WarehouseMap
+    schedules: dict[int, str]
+    marks: dict[str, tuple[str, str]]
+    delivered: dict[str, tuple[str, str | None, str | None, Any]]
+    refreshed: bool = False
+    unlisted: dict[int, int] = field(default_factory=dict)
 
 
 class HistoryReader:
     """Turns Logikura histories into inbound batches (see the module docstring)."""
 
     def __init__(self, config: LogikuraConfig, client: LogikuraClient, store: LocalStore,
-                 catalog: Callable[[bool], Catalog], log: _Log) -> None:
+                 catalog: Callable[[bool], Catalog], clock: Callable[[], float],
+                 log: _Log) -> None:
         self.config = config
         self.client = client
         self.store = store
         self.catalog = catalog
+        self.clock = clock
         self.log = log
-        self.delivered: dict[EventKind, dict[str, str]] = {k: {} for k in KINDS}
+        self.pages_read = 0
         self._stock_inventory: dict[int, int] = {}
         self._inventory_warehouse: dict[int, int] = {}
 
+    # ---------------------------------------------------------------- reading
     def batches(self, kind: EventKind, ctx: ConnectorContext) -> Iterator[InboundBatch]:
-        """The new or changed histories of ``kind`` in the window, then the new position."""
+        """The new or changed histories of ``kind``, one batch each, then the position."""
         spec = KINDS[kind]
         today = ctx.clock().astimezone(JST).date()
         stored = ctx.cursors.get(spec.cursor)
-        last = date.fromisoformat(stored) if stored else None
-        overlap = timedelta(days=self.config.overlap_days)
-        start = min(last - overlap if last else (self.config.start_date or today), today)
         catalog = self.catalog(False)
-        ours = self._ours(catalog, ctx)
-        records = {int(r["id"]): r for r in self.client.get_all(
-            spec.path, spec.key, {f"{spec.date_field}_from": start.isoformat(),
-                                  f"{spec.date_field}_to": today.isoformat()})}
-        requeued = self._requeued(spec, records)
-        rejected = self.store.rejected(spec.source + ":")
-        delivered = self.delivered[kind]
-        window: set[str] = set()
-        waiting: list[date] = []
-        refreshed = False
+        poll = _Poll(spec, ctx, catalog, WarehouseMap.build(self.config, catalog, ctx,
+                                                            self.store),
+                     self.store.created_schedules() if kind is EventKind.SHIPMENT else {},
+                     self.store.marks(spec.source + ":"),
+                     self.store.delivered(spec.source + ":"))
+        records, position, full = self._read(spec, Position.load(stored), today, poll)
+        self._by_id(spec, records, poll)
         for hid in sorted(records):
-            record = records[hid]
-            source = f"{spec.source}:{hid}"
-            window.add(source)
-            try:
-                try:
-                    event = self._event(spec, record, catalog, ours, ctx)
-                except UnknownVariant:
-                    if refreshed:
-                        raise
-                    catalog, refreshed = self.catalog(True), True
-                    ours = self._ours(catalog, ctx)
-                    event = self._event(spec, record, catalog, ours, ctx)
-            except (UnknownVariant, Problem) as exc:
-                if isinstance(exc, UnknownVariant):
-                    exc = Problem(f"product variant {exc.variant_id} is not in Logikura's "
-                                  "product master", "product_variant_id")
-                raw = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-                if source in requeued or rejected.get(source) != raw:
-                    yield self._rejected(spec, source, BatchRejected(
-                        source, [RecordError(source, str(exc), column=exc.column)]), raw)
-                continue
-            except Defer as exc:
-                self.log.info("%s waits: %s", source, exc)
-                waiting.append(_day(record.get(spec.date_field), spec.date_field))
-                continue
-            if event is None:
-                continue
-            digest = _digest(event)
-            again = source in requeued
-            if delivered.get(source) == digest or (not again and rejected.get(source) == digest):
-                continue
-            yield self._accepted(spec, source, event, digest, again)
-        for source in list(delivered):
-            if source not in window:
-                del delivered[source]
-        position = today if not waiting else min(today, min(waiting) + overlap)
-        if position.isoformat() != stored:
-            yield HistoryBatch(f"{spec.source} window {start}..{today}", kind, [],
-                               (spec.cursor, position.isoformat()), lambda: None,
+            yield from self._one(poll, hid, records[hid])
+        if full:
+            self._gone(poll, records, date.fromisoformat(position.start))
+        self._report_unlisted(poll)
+        if position.dump() != stored:
+            yield HistoryBatch(f"{spec.source} position {position.start} page {position.page}",
+                               kind, [], (spec.cursor, position.dump()), lambda: None,
                                lambda error: None)
+        if poll.ours.missing:
+            raise LogikuraConfigError("; ".join(poll.ours.missing))
 
-    def _ours(self, catalog: Catalog, ctx: ConnectorContext) -> dict[int, str]:
-        """Logikura warehouse id → nebridge code, for every configured warehouse."""
-        resolved = resolve_warehouses(self.config, catalog, ctx.warehouses)
-        return {warehouse_id: code for code, warehouse_id in resolved.items()}
+    def _read(self, spec: HistoryKind, position: Position | None, today: date, poll: _Poll
+              ) -> tuple[dict[int, Json], Position, bool]:
+        """The histories to look at: from the last page reached, or the whole window."""
+        now = self.clock()
+        warehouses = sorted(poll.ours.by_id)
+        if (position is not None and now - position.swept < self.config.sweep_hours * 3600
+                and position.warehouses == warehouses):
+            pages = self._pages(spec, position.start, position.page)
+            first = next(pages, None)
+            if first is not None and [int(r["id"]) for r in first[1][:len(position.ids)]
+                                      if _is_id(r.get("id"))] == position.ids:
+                records, last = self._collect(spec, [first], pages)
+                if last is None:
+                    last = (position.page, position.ids)
+                return records, dataclasses.replace(position, page=last[0], ids=last[1]), False
+            self.log.info("Logikura %s changed before page %d; reading the whole window",
+                          spec.key, position.page)
+        floor = (position.floor if position is not None
+                 else (self.config.start_date or today).isoformat())
+        start = max(date.fromisoformat(floor), today - timedelta(days=self.config.lookback_days))
+        records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1))
+        page, ids = last if last is not None else (1, [])
+        return records, Position(floor, start.isoformat(), page, ids, now, warehouses), True
 
-    # ---------------------------------------------------------------- batches
-    def _accepted(self, spec: HistoryKind, source: str, event: WmsEvent, digest: str,
-                  again: bool) -> HistoryBatch:
-        def commit() -> None:
-            self.delivered[spec.kind][source] = digest
-            if again:
-                self.store.settle(source)
+    def _pages(self, spec: HistoryKind, start: str, page: int
+               ) -> Iterator[tuple[int, list[Json]]]:
+        """Pages ``page``, ``page + 1``, … of the window from ``start`` (no end date, so the
+        query stays the same from day to day), until Logikura offers no next page."""
+        previous: list[Any] | None = None
+        for number in range(page, page + MAX_PAGES):
+            answer = self.client.request("GET", spec.path, params={
+                f"{spec.date_field}_from": start, "page": str(number)})
+            self.pages_read += 1
+            records = _listed(answer, spec)
+            if not isinstance(records, list):
+                raise LogikuraError(f"Logikura answered {spec.path} without a {spec.key!r} "
+                                    "list; is wms.logikura.api_base right?")
+            ids = [r.get("id") if isinstance(r, dict) else r for r in records]
+            if records and ids == previous:
+                raise LogikuraError(f"Logikura answered page {number} of {spec.path} with the "
+                                    "same histories as the page before; reading stopped")
+            previous = ids
+            yield number, records
+            if not records or not answer.links.get("next", {}).get("url"):
+                return
+        raise LogikuraError(f"Logikura offered more than {MAX_PAGES} pages of {spec.path}")
 
-        def reject(error: BatchRejected) -> None:
-            self.store.mark_rejected(source, digest)
-            self.log.warning("Logikura history %s", error)
+    def _collect(self, spec: HistoryKind, read: list[tuple[int, list[Json]]],
+                 pages: Iterator[tuple[int, list[Json]]]
+                 ) -> tuple[dict[int, Json], tuple[int, list[int]] | None]:
+        """Histories by id from the pages, and the last non-empty page with its ids."""
+        records: dict[int, Json] = {}
+        last: tuple[int, list[int]] | None = None
+        for number, page in [*read, *pages]:
+            ids = []
+            for record in page:
+                if not isinstance(record, dict) or not _is_id(record.get("id")):
+                    self.log.error("Logikura listed a %s without an integer id (%.200r); "
+                                   "it is left out", spec.noun, record)
+                    continue
+                records[int(record["id"])] = record
+                ids.append(int(record["id"]))
+            if page:
+                last = (number, ids)
+        return records, last
 
-        return HistoryBatch(source, spec.kind, [event], None, commit, reject)
-
-    def _rejected(self, spec: HistoryKind, source: str, error: BatchRejected,
-                  digest: str) -> HistoryBatch:
-        def reject(rejection: BatchRejected) -> None:
-            self.store.mark_rejected(source, digest)
-            self.log.warning("Logikura history %s", rejection)
-
-        return HistoryBatch(source, spec.kind, [], None, lambda: None, reject, error)
-
-    def _requeued(self, spec: HistoryKind, records: dict[int, Json]) -> set[str]:
-        """Read re-queued histories by id (they may be older than the window)."""
-        sources = {s for s in self.store.requeued() if s.startswith(spec.source + ":")}
-        for source in sources:
+    def _by_id(self, spec: HistoryKind, records: dict[int, Json], poll: _Poll) -> None:
+        """Read by id the histories re-queued by the admin or waiting for a product (they
+        may be before the page the poll started from)."""
+        for source, (state, _digest) in poll.marks.items():
+            if state not in (REQUEUED, WAITING):
+                continue
             hid = int(source.rsplit(":", 1)[1])
             if hid in records:
                 continue
@@ -265,79 +393,186 @@ class HistoryReader:
             except LogikuraRefused as exc:
                 if exc.status != 404:
                     raise
-                self.log.warning("%s was re-queued but Logikura no longer has it", source)
+                self.log.warning("%s was to be read again but Logikura no longer has it",
+                                 source)
                 self.store.settle(source)
-        return sources
 
-    # ---------------------------------------------------------------- events
-    def _event(self, spec: HistoryKind, record: Json, catalog: Catalog,
-               ours: Mapping[int, str], ctx: ConnectorContext) -> WmsEvent | None:
-        hid = int(record["id"])
-        warehouse = self._warehouse(record, ours)
-        if warehouse is None:
-            return None
+    # ---------------------------------------------------------------- one history
+    def _one(self, poll: _Poll, hid: int, record: Json) -> Iterator[InboundBatch]:
+        spec, ctx = poll.spec, poll.ctx
+        source = f"{spec.source}:{hid}"
+        state, marked = poll.marks.get(source, ("", ""))
+        raw = _digest(record)
+        if state in (REJECTED, HELD, CHANGED, ACKED) and marked == raw:
+            return  # already in front of a person, unchanged
+        confirmed = state == REQUEUED
+        try:
+            _check(spec, record)
+            event = self._event(poll, hid, record, confirmed)
+        except Invalid as exc:
+            if state != REJECTED or marked != raw:
+                yield self._rejected(source, spec.kind, BatchRejected(
+                    source, [RecordError(source, str(exc),
+                                         column=exc.column)]), raw)
+            return
+        except Defer as exc:
+            self.log.info("%s waits: %s", source, exc)
+            if state != WAITING:
+                self.store.mark(source, WAITING, raw)
+            return
+        except Hold as exc:
+            self.store.mark(source, HELD, raw)
+            ctx.report_problem(Problem(
+                key=source, kind=WMS_MISMATCH, reason=exc.reason,
+                fix=f"{exc.fix}", warehouse=self._code_of(poll, record) or "",
+                subject=f"{spec.noun} {hid}"))
+            return
+        if event is None:
+            return
+        digest = _event_digest(event)
+        before = poll.delivered.get(source)
+        if before is not None:
+            if before[0] != digest:
+                self._changed(poll, source, hid, event, before, raw)
+            return
+        yield self._accepted(poll, source, event, digest, bool(state))
+
+    def _event(self, poll: _Poll, hid: int, record: Json, confirmed: bool) -> WmsEvent | None:
+        spec = poll.spec
         when = datetime.combine(_day(record.get(spec.date_field), spec.date_field),
                                 datetime.min.time(), JST)
-        if spec.kind is EventKind.SHIPMENT:
-            if record.get("shipping_composite_items"):
-                raise Problem("set products (shipping_composite_items) are not supported; "
-                              "record their components instead", "shipping_composite_items")
-            lines = self._lines(record.get("shipping_items"), "shipping_quantity", catalog, ctx)
-            if not lines:
+        if spec.kind is EventKind.RECEIPT:
+            code = self._code_of(poll, record)
+            if code is None:
+                self._unlisted(poll, record)
                 return None
-            tracking = str(record.get("tracking_number") or "").strip() or None
-            if tracking is not None and len(tracking) > TRACKING_MAX:
-                raise Problem(f"tracking number longer than {TRACKING_MAX} characters "
-                              "(Next Engine's limit)", "tracking_number")
-            number = str((record.get("sales_order") or {}).get("order_number") or "").strip()
-            from_ne = bool(number) and (self.store.order_of_schedule(hid) == number
-                                        or ctx.is_imported_order(number))
-            return WmsShipment(f"{spec.event_prefix}{hid}", warehouse,
-                               number if from_ne else None, tracking, when,
-                               tuple(ShipmentLine(c, q) for c, q in lines))
-        lines = self._lines(record.get("receiving_items"), "stocked_quantity", catalog, ctx)
-        if not lines:
-            return None
-        return WmsReceipt(f"{spec.event_prefix}{hid}", warehouse, when,
-                          tuple(ReceiptLine(c, q) for c, q in lines))
+            lines = self._lines(poll, record)
+            return WmsReceipt(f"{spec.event_prefix}{hid}", code, when,
+                              tuple(ReceiptLine(c, q) for c, q in lines))
+        order = self._order(poll, hid, record, confirmed)
+        code = self._code_of(poll, record)
+        if code is None:
+            if order is None:
+                self._unlisted(poll, record)
+                return None
+            wid = self._warehouse_id(poll, record)
+            raise Hold(f"Logikura shipped Next Engine order {order} from 拠点 "
+                       f"{poll.ours.describe(wid)}, which daemon.yaml does not list; "
+                       "Next Engine was not changed",
+                       "add the warehouse to daemon.yaml (warehouses[].code, or map it in "
+                       "wms.logikura.warehouse_codes), then `nebridge inbox retry "
+                       f"{spec.source}:{hid}`")
+        if order is not None and not confirmed:
+            self._whole_order(poll, hid, record, order)
+        lines = self._lines(poll, record)
+        tracking = str(record.get("tracking_number") or "").strip() or None
+        if tracking is not None and len(tracking) > TRACKING_MAX:
+            raise Invalid(f"tracking number longer than {TRACKING_MAX} characters (Next "
+                          "Engine's limit)", "tracking_number")
+        return WmsShipment(f"{spec.event_prefix}{hid}", code, order, tracking, when,
+                           tuple(ShipmentLine(c, q) for c, q in lines))
 
-    def _lines(self, items: Any, quantity_field: str, catalog: Catalog,
-               ctx: ConnectorContext) -> list[tuple[str, int]]:
-        if not isinstance(items, list):
-            raise Problem("the history has no item list", quantity_field)
+    def _order(self, poll: _Poll, hid: int, record: Json, confirmed: bool) -> str | None:
+        """The Next Engine order this shipment ships (None: not an order of nebridge's)."""
+        source = f"{poll.spec.source}:{hid}"
+        number = str((record.get("sales_order") or {}).get("order_number") or "").strip()
+        ours = poll.schedules.get(hid)
+        if ours is not None:
+            if number != ours and not confirmed:
+                said = f"order number {number!r}" if number else "no order number"
+                raise Hold(f"nebridge created Logikura schedule {hid} for Next Engine order "
+                           f"{ours}, but the shipped history now has {said}; nothing was "
+                           "changed in Next Engine",
+                           f"if the parcel was order {ours}'s, `nebridge inbox retry {source}` "
+                           f"ships order {ours}; otherwise ship the right order in Next "
+                           "Engine by hand and leave this history")
+            return ours
+        if not number or not poll.ctx.is_imported_order(number):
+            return None
+        schedule = self.store.schedules([number]).get(number)
+        shipped = self.store.shipped_by(number)
+        if ((schedule is not None and schedule.state == CREATED
+             and schedule.schedule_id != hid) or (shipped is not None and shipped != source)):
+            if confirmed:
+                return None
+            by = (f"history {shipped.rsplit(':', 1)[1]}" if shipped else
+                  f"its own schedule {schedule.schedule_id if schedule else '?'}")
+            tracking = str(record.get("tracking_number") or "").strip() or "none"
+            raise Hold(f"a second shipment for Next Engine order {number} (tracking number "
+                       f"{tracking}, 拠点 {poll.ours.describe(self._warehouse_id(poll, record))}"
+                       f"); the order is shipped by {by}; nothing was changed in Next Engine",
+                       "if these are more parcels of the same order, add the tracking number "
+                       f"to order {number}'s note (備考) in Next Engine — it has one 発送伝票番号 "
+                       f"field — and leave this history; if it is a separate sale, `nebridge "
+                       f"inbox retry {source}` takes it as a stock movement of the warehouse")
+        return number
+
+    def _whole_order(self, poll: _Poll, hid: int, record: Json, order: str) -> None:
+        """Next Engine has no partial 出荷確定: an order ships only when every item shipped
+        exactly as ordered."""
+        spec = poll.spec
+        short = []
+        for item in record.get(spec.items_field) or []:
+            ordered = item.get("sales_order_quantity")
+            shipped = _quantity(item.get(spec.quantity_field), spec.quantity_field) or 0
+            if ordered is not None and _whole(ordered, "sales_order_quantity") != shipped:
+                variant = poll.catalog.by_id.get(int(item["product_variant_id"]))
+                name = variant.product_code if variant else f"variant {item['product_variant_id']}"
+                short.append(f"{name}: shipped {shipped} of {ordered}")
+        if short:
+            source = f"{spec.source}:{hid}"
+            raise Hold(f"partial shipment of Next Engine order {order} ({'; '.join(short)}); "
+                       "Next Engine has no partial 出荷確定, so the order was not shipped and "
+                       "its stock not moved",
+                       f"either ship the rest in Logikura, or split order {order} in Next "
+                       "Engine (受注分割) so it holds exactly what was shipped; then `nebridge "
+                       f"inbox retry {source}` ships order {order} as a whole")
+
+    def _lines(self, poll: _Poll, record: Json) -> list[tuple[str, int]]:
+        spec = poll.spec
         totals: dict[str, int] = {}
-        for item in items:
-            quantity = _quantity(item.get(quantity_field), quantity_field)
-            if quantity == 0:
+        for item in record[spec.items_field]:
+            quantity = _quantity(item.get(spec.quantity_field), spec.quantity_field)
+            if not quantity:
                 continue
-            variant = catalog.by_id.get(int(item.get("product_variant_id") or 0))
+            vid = int(item["product_variant_id"])
+            variant = poll.catalog.by_id.get(vid)
+            if variant is None and not poll.refreshed:
+                poll.catalog, poll.refreshed = self.catalog(True), True
+                variant = poll.catalog.by_id.get(vid)
             if variant is None:
-                raise UnknownVariant(int(item.get("product_variant_id") or 0))
-            if not ctx.is_known_product(variant.product_code):
+                raise Invalid(f"product variant {vid} is not in Logikura's product master",
+                              "product_variant_id")
+            if not poll.ctx.is_known_product(variant.product_code):
                 raise Defer(f"product {variant.product_code} is new; it is taken with the "
                             "next product master")
             totals[variant.product_code] = totals.get(variant.product_code, 0) + quantity
         return sorted(totals.items())
 
-    def _warehouse(self, record: Json, ours: Mapping[int, str]) -> str | None:
+    # ---------------------------------------------------------------- warehouses
+    def _code_of(self, poll: _Poll, record: Json) -> str | None:
         """The nebridge code of the history's warehouse; None if not configured here."""
+        return poll.ours.by_id.get(self._warehouse_id(poll, record))
+
+    def _warehouse_id(self, poll: _Poll, record: Json) -> int:
         if record.get("warehouse_id") is not None:
-            return ours.get(int(record["warehouse_id"]))
-        stocks = {int(p["stock_id"]) for item in record.get("shipping_items") or []
+            return _whole(record["warehouse_id"], "warehouse_id")
+        stocks = {_whole(p.get("stock_id"), "stock_id")
+                  for item in record.get("shipping_items") or []
                   for p in item.get("packing_items") or [] if p.get("stock_id") is not None}
         if not stocks:
-            raise Problem("the history says neither its warehouse_id nor the stock it was "
+            raise Invalid("the history says neither its warehouse_id nor the stock it was "
                           "packed from", "warehouse_id")
-        found = {self._warehouse_of_stock(stock, ours) for stock in sorted(stocks)}
+        found = {self._warehouse_of_stock(stock, poll.ours.by_id) for stock in sorted(stocks)}
         if len(found) > 1:
-            raise Problem("the history was packed from stock at several warehouses",
+            raise Invalid("the history was packed from stock at several warehouses",
                           "packing_items")
-        warehouse_id = found.pop()
-        return None if warehouse_id is None else ours.get(warehouse_id)
+        return found.pop()
 
-    def _warehouse_of_stock(self, stock_id: int, ours: Mapping[int, str]) -> int | None:
+    def _warehouse_of_stock(self, stock_id: int, ours: Mapping[int, str]) -> int:
         """stock (lot) → inventory (``/stocks/{id}``) → warehouse (the inventory lists of the
-        configured warehouses); both cached, the lists read again when an inventory is new."""
+        configured warehouses); both cached, the lists read again when an inventory is new.
+        A stock at no configured warehouse gives -1 (unlisted)."""
         inventory = self._stock_inventory.get(stock_id)
         if inventory is None:
             answer = self.client.get(f"/api/v1/stocks/{stock_id}")
@@ -347,4 +582,162 @@ class HistoryReader:
                 for record in self.client.get_all("/api/v1/inventories", "inventories",
                                                   {"warehouse_id": str(warehouse_id)}):
                     self._inventory_warehouse[int(record["id"])] = warehouse_id
-        return self._inventory_warehouse.get(inventory)
+        return self._inventory_warehouse.get(inventory, -1)
+
+    def _unlisted(self, poll: _Poll, record: Json) -> None:
+        wid = self._warehouse_id(poll, record)
+        if poll.ours.describe_code(wid) not in self.config.ignore_warehouses:
+            poll.unlisted[wid] = poll.unlisted.get(wid, 0) + 1
+
+    def _report_unlisted(self, poll: _Poll) -> None:
+        for wid, count in sorted(poll.unlisted.items()):
+            poll.ctx.report_problem(Problem(
+                key=f"logikura:unlisted_warehouse:{wid}", kind=WMS_MISMATCH, severity="warning",
+                reason=(f"{count} {poll.spec.noun}(s) at Logikura 拠点 "
+                        f"{poll.ours.describe(wid)} were not taken: daemon.yaml does not list "
+                        "that warehouse, so Next Engine stock does not see them"),
+                fix=("add the warehouse to daemon.yaml (warehouses[].code, or map it in "
+                     "wms.logikura.warehouse_codes) — its histories are then read at the next "
+                     "poll — or list its Logikura code in wms.logikura.ignore_warehouses"),
+                subject=f"拠点 {poll.ours.describe(wid)}"))
+
+    # ---------------------------------------------------------------- after delivery
+    def _changed(self, poll: _Poll, source: str, hid: int, event: WmsEvent,
+                 before: tuple[str, str | None, str | None, Any], raw: str) -> None:
+        """A delivered history now reads differently: Next Engine is not changed twice;
+        a person is told what changed and what to do."""
+        spec = poll.spec
+        self.store.mark(source, CHANGED, raw)
+        order, old_tracking = before[1], before[2]
+        new_tracking = event.tracking_number if isinstance(event, WmsShipment) else None
+        if (isinstance(event, WmsShipment) and old_tracking != new_tracking
+                and _facts(event) == before[3]):
+            reason = (f"the tracking number of {spec.noun} {hid} changed in Logikura from "
+                      f"{old_tracking or 'none'} to {new_tracking or 'none'} after nebridge "
+                      + (f"shipped Next Engine order {order} with it" if order else
+                         "had taken it") + "; nebridge did not change Next Engine")
+            fix = ((f"set 発送伝票番号 of order {order} to {new_tracking or '(empty)'} in Next "
+                    "Engine by hand, then " if order else "")
+                   + f"`nebridge inbox retry {source}` closes this item")
+        else:
+            reason = (f"{spec.noun} {hid} changed in Logikura after nebridge took it "
+                      f"(was {before[3]}, now {_facts(event)}); nebridge applied the first "
+                      "version only")
+            fix = ("correct Next Engine by hand (stock or the order) to match what the "
+                   f"warehouse did, then `nebridge inbox retry {source}` closes this item")
+        poll.ctx.report_problem(Problem(key=f"{source}:changed", kind=WMS_MISMATCH,
+                                        reason=reason, fix=fix, warehouse=event.warehouse,
+                                        subject=f"{spec.noun} {hid}"))
+
+    def _gone(self, poll: _Poll, records: dict[int, Json], start: date) -> None:
+        """After a whole-window read: delivered receipts and nebridge's open schedules that
+        Logikura no longer has are reported (they were deleted by staff)."""
+        spec, ctx = poll.spec, poll.ctx
+        if spec.kind is EventKind.RECEIPT:
+            for source, (_digest, _order, _tracking, facts) in poll.delivered.items():
+                hid = int(source.rsplit(":", 1)[1])
+                if (hid in records or poll.marks.get(source, ("", ""))[0] in (GONE, ACKED)
+                        or str(facts.get("date", "")) < start.isoformat()
+                        or self._exists(f"{spec.path}/{hid}")):
+                    continue
+                self.store.mark(source, GONE, "")
+                ctx.report_problem(Problem(
+                    key=f"{source}:deleted", kind=WMS_MISMATCH, warehouse=facts["warehouse"],
+                    subject=f"receipt {hid}",
+                    reason=(f"receipt {hid} ({facts['warehouse']}, {_lines_text(facts)}) was "
+                            "deleted in Logikura after nebridge added it to Next Engine stock; "
+                            "nebridge did not take it back"),
+                    fix=("if the goods did not arrive, lower the Next Engine stock of those "
+                         "products by hand (在庫調整); then `nebridge inbox retry "
+                         f"{source}` closes this item")))
+            return
+        seen = set(records) | {int(s.rsplit(":", 1)[1]) for s in poll.delivered}
+        seen |= {int(s.rsplit(":", 1)[1]) for s in poll.marks}
+        waiting = {sid: order for sid, order in poll.schedules.items() if sid not in seen}
+        if not waiting:
+            return
+        open_ids = {int(r["id"]) for r in self.client.get_all("/api/v1/shipping_schedules",
+                                                              "shipping_schedules")
+                    if isinstance(r, dict) and _is_id(r.get("id"))}
+        for sid, order in sorted(waiting.items()):
+            if sid in open_ids or self._exists(f"/api/v1/shipping_schedules/{sid}") or \
+                    self._exists(f"{spec.path}/{sid}"):
+                continue
+            self.store.mark_schedule_deleted(order, self.clock())
+            ctx.report_problem(Problem(
+                key=f"logikura:schedule_deleted:{sid}", kind=WMS_MISMATCH, subject=order,
+                reason=(f"Logikura schedule {sid} for Next Engine order {order} was deleted "
+                        "by staff; the order will not ship from Logikura and nebridge does "
+                        "not create it again by itself"),
+                fix=(f"if order {order} should still ship, create its shipment in Logikura "
+                     f"with order number {order} (its history then ships the order); if it "
+                     "was cancelled, cancel it in Next Engine")))
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.client.get(path)
+        except LogikuraRefused as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # ---------------------------------------------------------------- batches
+    def _accepted(self, poll: _Poll, source: str, event: WmsEvent, digest: str,
+                  marked: bool) -> HistoryBatch:
+        ctx = poll.ctx
+
+        def commit() -> None:
+            order = event.ne_order_id if isinstance(event, WmsShipment) else None
+            tracking = event.tracking_number if isinstance(event, WmsShipment) else None
+            self.store.mark_delivered(source, digest, order, tracking, _facts(event))
+            if marked:
+                ctx.resolve_problem(source)
+
+        def reject(error: BatchRejected) -> None:
+            self.store.mark(source, REJECTED, digest)
+            self.log.warning("Logikura history %s", error)
+
+        return HistoryBatch(source, event_kind(event), [event], None, commit, reject)
+
+    def _rejected(self, source: str, kind: EventKind, error: BatchRejected,
+                  digest: str) -> HistoryBatch:
+        def reject(rejection: BatchRejected) -> None:
+            self.store.mark(source, REJECTED, digest)
+            self.log.warning("Logikura history %s", rejection)
+
+        return HistoryBatch(source, kind, [], None, lambda: None, reject, error)
+
+
+def event_kind(event: WmsEvent) -> EventKind:
+    """The kind of an event of this module."""
+    return EventKind.SHIPMENT if isinstance(event, WmsShipment) else EventKind.RECEIPT
+
+
+def _listed(answer: requests.Response, spec: HistoryKind) -> list[Any]:
+    """The history list of one page."""
+    try:
+        data = answer.json() if answer.content else {}
+    except ValueError:
+        data = None
+    records = data.get(spec.key) if isinstance(data, dict) else None
+    if not isinstance(records, list):
+        raise LogikuraError(f"Logikura answered {spec.path} without a {spec.key!r} list; is "
+                            "wms.logikura.api_base right?")
+    return records
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _facts(event: WmsEvent) -> dict[str, Any]:
+    """What a delivered event said, apart from its tracking number."""
+    lines = [[line.product_code, line.quantity] for line in event.lines]
+    return {"warehouse": event.warehouse, "date": event.confirmed_at.date().isoformat(),
+            "order": event.ne_order_id if isinstance(event, WmsShipment) else None,
+            "lines": lines}
+
+
+def _lines_text(facts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{code} +{qty}" for code, qty in facts.get("lines", []))

@@ -229,8 +229,10 @@ def test_refresh_token_gone_means_reconnect(
     assert data["state"] == "needs_reconnect" and "access_token" not in data
     assert connector.link_status(ctx).state == "needs_reconnect"
     before = refreshes(lk)
-    assert connector.product_snapshot(ctx, None) is None  # logged, no new token request
-    assert list(connector.pending_batches(EventKind.SHIPMENT, ctx)) == []
+    with pytest.raises(LogikuraAuthError):  # reported to the engine, no new token request
+        connector.product_snapshot(ctx, None)
+    with pytest.raises(LogikuraAuthError):
+        list(connector.pending_batches(EventKind.SHIPMENT, ctx))
     assert refreshes(lk) == before
     assert "nebridge wms connect" in caplog.text
     assert set(secrets[:2]) <= set(masked)
