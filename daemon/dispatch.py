@@ -14,7 +14,12 @@ Two executors, one per action kind:
   it is sent; if its answer is lost, the upload queue is searched for it before anything is
   sent again (and no other upload goes out meanwhile, so the lost one is found by
   elimination); it counts as absent only ``upload_settle_seconds`` after it was sent, and if
-  the queue cannot tell, the items are held in doubt for the admin.
+  the queue cannot tell, the items are held in doubt for the admin. One bad goods code never
+  fails the others: an upload Next Engine refuses as a whole (queue status -1, or a
+  validation error) is sent again in halves, until each refused goods code is alone and only
+  its items fail; items of such an upload wait as ``pending`` with ``dispatch_ref`` =
+  :data:`ISOLATE` and are never mixed with other goods again (a crash mid-way resumes there).
+  A failed upload applied nothing (as the queue reports it), so sending its rows again is safe.
 
 Executors never leave due items untouched: while Next Engine work is blocked they are put off
 by ``retry_seconds``, so a dispatcher pass can never spin on them.
@@ -67,6 +72,10 @@ SHIPPED = 50
 TRACKING_FIELD = "receive_order_delivery_cut_form_id"
 LOCK_RETRIES = 3
 API_UPLOAD_NAME = "NE_API"  # que_upload_name of uploads made through the API (gaps §5.4)
+#: ``dispatch_ref`` of pending stock items whose last upload Next Engine refused as a whole.
+ISOLATE = "isolate"
+#: What became of one stock upload: applied, refused by NE, or not settled in this call.
+DONE, REFUSED, OPEN = "done", "refused", "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,8 +482,7 @@ class StockExecutor(_NeExecutor):
             self._move([i for g in by_goods.values() for i in g], OutboxState.PENDING,
                        error=str(exc), retry_in=self.settings.retry)
             return
-        deltas: dict[str, int] = {}
-        sending: list[OutboxItem] = []
+        groups: dict[str, list[OutboxItem]] = {}
         for key, group in by_goods.items():
             net = sum(int(_payload(i)["delta"]) for i in group)
             found = goods.get(key)
@@ -492,10 +500,31 @@ class StockExecutor(_NeExecutor):
                                  "go below it (Next Engine refuses); check the stock, then "
                                  "`nebridge outbox retry ID`")
             else:
-                deltas[str(found["goods_id"])] = net
-                sending.extend(group)
-        if deltas:
-            self._upload(deltas, sending)
+                groups[str(found["goods_id"])] = group
+        suspect = {g: group for g, group in groups.items()
+                   if any(i.dispatch_ref == ISOLATE for i in group)}
+        plain = {g: group for g, group in groups.items() if g not in suspect}
+        self._send([part for part in (plain, suspect) if part])
+
+    def _send(self, parts: list[dict[str, list[OutboxItem]]]) -> None:
+        """Upload each part (goods id → its items); a part of several goods codes that Next
+        Engine refuses as a whole is sent again in halves, so only a refused code's items
+        fail. Stops at an upload whose outcome is not settled yet (the rest waits)."""
+        while parts:
+            part = parts.pop(0)
+            outcome = self._upload(
+                {goods: sum(int(_payload(i)["delta"]) for i in group)
+                 for goods, group in part.items()},
+                [i for group in part.values() for i in group])
+            if outcome == REFUSED and len(part) > 1:
+                codes = sorted(part)
+                half = len(codes) // 2
+                parts[:0] = [{g: part[g] for g in codes[:half]},
+                             {g: part[g] for g in codes[half:]}]
+            elif outcome == OPEN:
+                self._move([i for rest in parts for group in rest.values() for i in group],
+                           OutboxState.PENDING, retry_in=self.settings.retry)
+                return
 
     def _link_codes(self, items: Sequence[OutboxItem]) -> dict[str, str]:
         codes = sorted({i.subject for i in items})
@@ -511,7 +540,9 @@ class StockExecutor(_NeExecutor):
             where=Where().in_("goods_id", sorted(codes)))
         return {str(r["goods_id"]).casefold(): r for r in rows}
 
-    def _upload(self, deltas: dict[str, int], items: list[OutboxItem]) -> None:
+    def _upload(self, deltas: dict[str, int], items: list[OutboxItem]) -> str:
+        """Record, send and poll one upload; return :data:`DONE`, :data:`REFUSED` or
+        :data:`OPEN`."""
         ref = uuid.uuid4().hex
         now = self.clock()
         with write_session(self.engine) as session:
@@ -529,22 +560,38 @@ class StockExecutor(_NeExecutor):
                        error=f"stock upload {ref}: outcome unknown ({exc}); looking for it in "
                              "Next Engine's upload queue before anything is sent again")
             self.reconcile(self._reload(items))
-            return
+            return OPEN
         except NextEngineError as exc:  # Next Engine said it did not apply it
             self.gate.observe(exc)
-            self._abandon(ref, items, exc)
-            return
+            return self._abandon(ref, items, exc)
         self._set_upload(ref, state="queued", que_id=que_id)
-        self._poll(ref, que_id, items)
+        return self._poll(ref, que_id, items)
 
-    def _abandon(self, ref: str, items: Sequence[OutboxItem], exc: NextEngineError) -> None:
-        final = isinstance(exc, NeValidationError)
+    def _abandon(self, ref: str, items: Sequence[OutboxItem], exc: NextEngineError) -> str:
         self._set_upload(ref, state="failed", message=str(exc))
-        self._move(items, OutboxState.FAILED if final else OutboxState.PENDING,
-                   error=f"stock upload not applied: {exc}",
-                   retry_in=None if final else self.settings.retry)
+        if isinstance(exc, NeValidationError):
+            return self._refused(ref, items, f"stock upload not applied: {exc}")
+        self._move(items, OutboxState.PENDING, error=f"stock upload not applied: {exc}",
+                   retry_in=self.settings.retry)
+        return OPEN
 
-    def _poll(self, ref: str, que_id: str, items: Sequence[OutboxItem]) -> None:
+    def _refused(self, ref: str, items: Sequence[OutboxItem], why: str) -> str:
+        """Next Engine refused upload ``ref`` as a whole: one goods code → its items fail;
+        several → the items wait to be sent again in smaller uploads (:data:`ISOLATE`)."""
+        with read_session(self.engine) as session:
+            upload = session.get(StockUpload, ref)
+            codes = sorted(json.loads(upload.deltas)) if upload is not None else []
+        if len(codes) == 1:
+            self._move(items, OutboxState.FAILED,
+                       error=f"{why} (goods code {codes[0]}); fix the cause, then `nebridge "
+                             "outbox retry ID`")
+        else:
+            self._move(items, OutboxState.PENDING, dispatch_ref=ISOLATE, retry_in=timedelta(0),
+                       error=f"{why}; its {len(codes)} goods codes are sent again in smaller "
+                             "uploads to find the one Next Engine refuses")
+        return REFUSED
+
+    def _poll(self, ref: str, que_id: str, items: Sequence[OutboxItem]) -> str:
         try:
             result = self.client.wait_for_queue(
                 que_id, poll_interval=self.settings.queue_poll_seconds,
@@ -552,18 +599,17 @@ class StockExecutor(_NeExecutor):
         except NextEngineError as exc:  # includes the queue timeout: poll again next time
             self.gate.observe(exc)
             log.warning("stock upload %s (que %s) still open: %s", ref, que_id, exc)
-            return
-        self._finish(ref, result, items)
+            return OPEN
+        return self._finish(ref, result, items)
 
-    def _finish(self, ref: str, result: QueueResult, items: Sequence[OutboxItem]) -> None:
+    def _finish(self, ref: str, result: QueueResult, items: Sequence[OutboxItem]) -> str:
         if result.ok:
             self._set_upload(ref, state="done", message=result.message)
             self._move(items, OutboxState.DONE, result=f"uploaded in que {result.que_id}")
-        else:
-            self._set_upload(ref, state="failed", message=result.message)
-            self._move(items, OutboxState.FAILED,
-                       error=f"Next Engine rejected stock upload que {result.que_id}: "
-                             f"{result.message}; fix the cause, then `nebridge outbox retry ID`")
+            return DONE
+        self._set_upload(ref, state="failed", message=result.message)
+        return self._refused(ref, items, f"Next Engine rejected stock upload que "
+                                         f"{result.que_id}: {result.message}")
 
     def _set_upload(self, ref: str, **values: Any) -> None:
         with write_session(self.engine) as session:
