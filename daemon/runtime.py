@@ -10,7 +10,7 @@ import copy
 import importlib.metadata as md
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +26,7 @@ from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
 from daemon.importer import INSTRUCTED, OrderImporter
 from daemon.inbox import Intake
+from daemon.instancelock import FencedTokenStore
 from daemon.logsetup import register_secret
 from daemon.metrics import Metrics
 from daemon.nelink import make_client
@@ -70,6 +71,9 @@ class Runtime:
     _ne_client: NextEngineClient | None = None
     _client_lock: threading.Lock = field(default_factory=threading.Lock)
     metrics: Metrics | None = None
+    #: Why Next Engine calls must not be sent now (the instance lock is lost), or None;
+    #: checked before every call (see :class:`~daemon.instancelock.FencedTokenStore`).
+    fence: Callable[[], str | None] = field(default=lambda: None)
     #: Where sessions go: the engine, or a connection whose transaction a dry run rolls back.
     db: Bind = field(init=False)
 
@@ -92,7 +96,10 @@ class Runtime:
         with self._client_lock:  # one client per process: it remembers refused token pairs
             if self._ne_client is None:
                 observer = self.metrics.observe_call if self.metrics is not None else None
-                self._ne_client = make_client(self.config, observer=observer)
+                client = make_client(self.config, observer=observer)
+                client.token_store = FencedTokenStore(client.token_store,
+                                                      lambda: self.fence())
+                self._ne_client = client
             return self._ne_client
 
     def dispatch_settings(self) -> DispatchSettings:

@@ -3,6 +3,13 @@
 SIGTERM/SIGINT: stop starting work, let running work finish (each loop checks the stop flag
 between items, and everything done so far is committed), exit 0. SIGHUP: re-read
 ``daemon.yaml``; if the new configuration is invalid, keep running the old one and log why.
+
+Nothing runs before the instance lock is held. On PostgreSQL a second daemon (another host)
+waits as a standby — READY for systemd, touching no shared state — and takes over when the
+lock is free. A lock lost while working (its connection dropped: a database restart or
+outage) stops all work at once: Next Engine calls are fenced at once, the scheduler drains,
+and the daemon waits (with backoff while the database is away) to take the lock again, then
+starts afresh; nothing is lost, since all progress lives in the database.
 """
 
 from __future__ import annotations
@@ -10,18 +17,25 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
 from daemon import systemd
 from daemon.config import ConfigError
-from daemon.instancelock import AlreadyRunning, instance_lock
+from daemon.instancelock import AlreadyRunning, InstanceLock
 from daemon.metrics import Metrics
 from daemon.runtime import Runtime, build_runtime
 from daemon.scheduler import Scheduler
+from daemon.store.engine import DatabaseUnavailable, human_duration, make_engine
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two tries of a standby for the instance lock.
+STANDBY_POLL_SECONDS = 5.0
+#: While the database is away: first retry, doubling up to the cap; "still down" this often.
+OUTAGE_FIRST_RETRY, OUTAGE_MAX_RETRY, OUTAGE_REPORT_EVERY = 1.0, 30.0, 300.0
 
 
 class Supervisor:
@@ -42,6 +56,7 @@ class Supervisor:
         self.runtime: Runtime | None = None
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics()
+        self.lock: InstanceLock | None = None
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -72,6 +87,8 @@ class Supervisor:
 
     def _start(self, runtime: Runtime) -> None:
         runtime.metrics = self.metrics
+        lock = self.lock
+        runtime.fence = (lambda: None) if lock is None else lock.lost
         self.metrics.watch_store(runtime.db, runtime.host)
         settings = runtime.config.metrics
         if settings.port:
@@ -98,13 +115,100 @@ class Supervisor:
         except Exception as exc:
             log.error("cannot start: %s", exc)
             return 1
+        lock_engine = make_engine(runtime.config.resolved_database_url)
+        self.lock = InstanceLock(runtime.config, lock_engine, on_lost=self._on_lock_lost)
         try:
-            with instance_lock(runtime.config, runtime.engine):
-                return self._supervise(runtime)
+            if not self._take_lock():
+                runtime.close()
+                return 0
+            return self._supervise(runtime)
         except AlreadyRunning as exc:
             runtime.close()
             log.error("cannot start: %s", exc)
             return 1
+        finally:
+            self.lock.release()
+            lock_engine.dispose()
+
+    # -- the instance lock ------------------------------------------------------------------
+
+    def _on_lock_lost(self, _reason: str) -> None:
+        """Watcher thread: stop every loop now; the main loop drains and waits for the lock."""
+        if self.runtime is not None:
+            self.runtime.stop_event.set()
+        self._wake.set()
+
+    def _take_lock(self) -> bool:
+        """Take the instance lock, waiting as a standby or for the database; False if stopped.
+
+        Raises :class:`AlreadyRunning` where waiting makes no sense (SQLite: same host).
+        """
+        lock = self.lock
+        assert lock is not None
+        interval = systemd.watchdog_interval(self.env)
+        standby_since: float | None = None
+        down_since: float | None = None
+        retry, reported = OUTAGE_FIRST_RETRY, 0.0
+        next_try = 0.0
+        while not self._stop:
+            now = time.monotonic()
+            if now >= next_try:
+                try:
+                    got = lock.try_acquire()
+                except DatabaseUnavailable as exc:
+                    if down_since is None:
+                        down_since, reported = now, now
+                        log.error("database unavailable: %s — waiting for it (retrying with "
+                                  "backoff up to every %s)", exc, human_duration(
+                                      OUTAGE_MAX_RETRY))
+                        self._notify(f"READY=1\nSTATUS=waiting for the database: {exc}")
+                    elif now - reported >= OUTAGE_REPORT_EVERY:
+                        reported = now
+                        log.warning("database still unavailable after %s: %s",
+                                    human_duration(now - down_since), exc)
+                    next_try, retry = now + retry, min(retry * 2, OUTAGE_MAX_RETRY)
+                else:
+                    if down_since is not None:
+                        log.warning("database reachable again after %s",
+                                    human_duration(time.monotonic() - down_since))
+                        down_since, retry = None, OUTAGE_FIRST_RETRY
+                    if got:
+                        if standby_since is not None:
+                            log.warning("took over the instance lock after %s as a standby",
+                                        human_duration(time.monotonic() - standby_since))
+                        return True
+                    if not lock.can_wait():
+                        raise AlreadyRunning(lock.refusal())
+                    if standby_since is None:
+                        standby_since = now
+                        holder = lock.refusal()
+                        log.warning("standby: %s; this process waits without touching shared "
+                                    "state and takes over when the lock is free (checked "
+                                    "every %.0f s)", holder, STANDBY_POLL_SECONDS)
+                        self._notify("READY=1\nSTATUS=standby: another nebridge process "
+                                     "holds the instance lock")
+                    next_try = now + STANDBY_POLL_SECONDS
+            self._wake.wait(min(interval or 1.0, 1.0, max(0.05, next_try - time.monotonic())))
+            self._wake.clear()
+            if interval is not None:
+                self._notify("WATCHDOG=1")
+        return False
+
+    def _regain_lock(self) -> bool:
+        """After a loss: drain everything, take the lock again, start afresh; False to exit."""
+        self._notify("STATUS=instance lock lost: work stopped, taking it again")
+        self._shutdown()
+        if not self._take_lock():
+            return False
+        try:
+            runtime = self.runtime_factory(self.config_path)
+        except Exception as exc:
+            log.error("cannot start again after taking the instance lock: %s", exc)
+            return False
+        self._start(runtime)
+        log.warning("instance lock held again; work resumes: %s", self._status())
+        self._notify(f"READY=1\nSTATUS=running: {self._status()}")
+        return True
 
     def _supervise(self, runtime: Runtime) -> int:
         self._start(runtime)
@@ -112,11 +216,17 @@ class Supervisor:
         log.info("nebridge running: %s", self._status())
         interval = systemd.watchdog_interval(self.env)
         tick = min(interval or 1.0, 1.0)
+        code = 0
         while True:
             self._wake.wait(tick)
             self._wake.clear()
             if self._stop:
                 break
+            if self.lock is not None and self.lock.lost() is not None:
+                if not self._regain_lock():
+                    code = 0 if self._stop else 1
+                    break
+                continue
             if self._reload:
                 self._reload = False
                 self.reload()
@@ -129,7 +239,7 @@ class Supervisor:
         self._shutdown()
         self.metrics.stop()
         log.info("stopped")
-        return 0
+        return code
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the old one if the new one is invalid."""

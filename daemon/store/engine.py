@@ -126,8 +126,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         connect_args: dict[str, Any] = {}
-        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        if parsed.get_backend_name() == "postgresql":
+            # a server that went away is noticed in seconds, not after the kernel's hours
+            defaults = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "keepalives": 1,
+                        "keepalives_idle": 10, "keepalives_interval": 5,
+                        "keepalives_count": 3, "tcp_user_timeout": 20000}
+            connect_args = {k: v for k, v in defaults.items() if k not in parsed.query}
         try:
             server = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         except ImportError as exc:
