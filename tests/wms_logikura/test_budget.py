@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from benchmarks.virtual_time import VirtualTime
+from plugins.wms_logikura import LogikuraConnector
 from plugins.wms_logikura.errors import LogikuraError
 from plugins.wms_logikura.ratelimit import (
     MAX_PAUSE_SECONDS,
@@ -25,7 +27,13 @@ from plugins.wms_logikura.ratelimit import (
 )
 from plugins.wms_logikura.sandbox import SandboxServer
 from plugins.wms_logikura.store import PAUSE_KEY, LocalStore
-from tests.wms_logikura.conftest import FakeTime, connect, sandbox_config
+from tests.wms_logikura.conftest import (
+    FakeTime,
+    connect,
+    logikura_config,
+    make_ctx,
+    sandbox_config,
+)
 from tests.wms_logikura.test_client import client_of, nebridge_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,14 +84,17 @@ def test_processes_share_one_budget(tmp_path: Path) -> None:
 def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
         tmp_path: Path, http: requests.Session) -> None:
     with SandboxServer(sandbox_config()) as lk:
-        clock = FakeTime(lk)
-        connector, ctx = connect(lk, tmp_path, http, clock)
-        client = client_of(connector, ctx)
-        clock.advance(WINDOW_SECONDS + 1)
+        setup = FakeTime(lk)
+        connect(lk, tmp_path, http, setup)  # authorised; the threads use their own instance
+        setup.advance(WINDOW_SECONDS + 1)
+        clock = VirtualTime(setup(), lk.clock)
+        connector = LogikuraConnector(logikura_config(lk), clock=clock, sleep=clock.sleep)
+        client = client_of(connector, make_ctx(tmp_path, http, setup))
 
         def read() -> None:
-            for _ in range(60):
-                client.get("/api/v1/warehouses")
+            with clock.party():
+                for _ in range(60):
+                    client.get("/api/v1/warehouses")
 
         workers = [threading.Thread(target=read) for _ in range(3)]
         for worker in workers:
@@ -91,22 +102,30 @@ def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
         for worker in workers:
             worker.join()
         key = nebridge_key(lk)
-        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) <= budget(100)
+        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) == budget(100)
         assert lk.state.traffic.rate_limited(key) == 0
 
 
-def test_bulk_work_leaves_the_read_reserve(tmp_path: Path) -> None:
+def test_bulk_work_leaves_the_read_reserve_and_stops_waiting_on_stop(tmp_path: Path) -> None:
     clock = FakeTime()
     limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
                           sleep=clock.sleep, max_wait=120)
+    stopping = threading.Event()
     for _ in range(bulk_budget(100)):
-        limiter.acquire(bulk=True, deadline=clock() + 30)
-    with pytest.raises(TurnOver, match="next run"):
-        limiter.acquire(bulk=True, deadline=clock() + 30)
-    assert clock.slept == 0  # the turn ended instead of waiting past the deadline
+        limiter.acquire(bulk=True, stop=stopping.is_set)
+    assert clock.slept == 0
     for _ in range(budget(100) - bulk_budget(100)):
         limiter.acquire()  # history reads still go at once
     assert clock.slept == 0
+    limiter.acquire(bulk=True, stop=stopping.is_set)  # waits for the oldest slot to age out
+    assert WINDOW_SECONDS - 1 <= clock.slept <= WINDOW_SECONDS + 1
+    for _ in range(bulk_budget(100) - 1):
+        limiter.acquire(bulk=True, stop=stopping.is_set)
+    stopping.set()
+    slept = clock.slept
+    with pytest.raises(TurnOver, match="stopping"):
+        limiter.acquire(bulk=True, stop=stopping.is_set)
+    assert clock.slept == slept  # a stop never waits for a slot
 
 
 def test_a_looping_link_ends_the_read(tmp_path: Path, http: requests.Session) -> None:
