@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from hooks.credentials import SecretUnreadable as SecretUnreadable  # callers catch it here
 from hooks.credentials import read_credential
+from hooks.http import HttpLimits
 
 DEFAULT_CONFIG_PATH = Path("daemon.yaml")
 CONFIG_ENV = "NEBRIDGE_CONFIG"
@@ -47,7 +48,12 @@ class NextEngineSettings(_Strict):
     redirect_uri: str = "http://127.0.0.1:8765/callback"
     token_file: Path | None = None
     page_size: int = Field(default=10000, ge=1, le=10000)
+    #: A call ends at most ``connect_timeout_seconds + read_timeout_seconds`` after it starts,
+    #: however slowly Next Engine answers (with ``wait_flag`` it may wait 60 min, silent).
     read_timeout_seconds: float = Field(default=3600.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: A larger answer is refused unread (outcome unknown, like a lost answer).
+    max_response_mb: float = Field(default=100.0, gt=0)
     #: Sleeps before the client's own retries of calls Next Engine did not apply (overload,
     #: transient codes, requests that never left); ``None``: 10, 30, 60 s (5, 15, 30 s for
     #: requests that never left).
@@ -65,6 +71,22 @@ class NextEngineSettings(_Strict):
         if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
             raise ValueError(f"{value!r} is not an http(s) URL with a host name")
         return value
+
+
+class HttpSettings(_Strict):
+    """``http:`` — limits of the WMS connectors' HTTP calls (``ctx.http``, see hooks.http)."""
+
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: The longest one call may take in all (connect, send, read the whole answer).
+    deadline_seconds: float = Field(default=120.0, gt=0)
+    #: A larger answer is refused unread.
+    max_response_mb: float = Field(default=50.0, gt=0)
+
+    def limits(self) -> HttpLimits:
+        """These settings as the connectors' session limits."""
+        return HttpLimits(connect_timeout_seconds=self.connect_timeout_seconds,
+                          deadline_seconds=self.deadline_seconds,
+                          max_response_bytes=int(self.max_response_mb * 1024 * 1024))
 
 
 class ScheduleSettings(_Strict):
@@ -171,6 +193,7 @@ class DaemonConfig(_Strict):
     schedule: ScheduleSettings = ScheduleSettings()
     dispatch: DispatchConfig = DispatchConfig()
     metrics: MetricsConfig = MetricsConfig()
+    http: HttpSettings = HttpSettings()
     order_import: OrderImportConfig = OrderImportConfig()
     wms: WmsSettings = WmsSettings()
     warehouses: tuple[WarehouseConfig, ...] = ()
@@ -308,29 +331,6 @@ def yaml_line(raw: Any, loc: Iterable[str | int]) -> int | None:
     return line
 
 
-def _round_trip_yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    return yaml
-
-
-def read_yaml(path: Path) -> CommentedMap:
-    """Parse ``path`` keeping comments and positions; raise ConfigError on bad YAML."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            path,
-            [ConfigIssue("", f"file not found (pass --config PATH or set {CONFIG_ENV})")],
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [ConfigIssue("", f"cannot read: {exc}")]) from None
-    try:
-        data = _round_trip_yaml().load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
 # -- plain problem messages -------------------------------------------------------------------
 
 #: pydantic's error types in plain words (``{name}`` is filled from the error's context).
@@ -469,12 +469,124 @@ def _plugin_switch_issues(data: Mapping[str, Any], raw: Any) -> list[ConfigIssue
     return issues
 
 
+def _round_trip_yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    return yaml
+
+
+#: A configuration is a few kB; anything past this is not one (or an attack on the parser).
+MAX_YAML_BYTES = 1024 * 1024
+#: Values a document may hold once its aliases (``*name``) are expanded.
+MAX_YAML_VALUES = 100_000
+#: Nesting of ``[...]``/``{...}`` the parser is let at (it slows down sharply, then fails).
+MAX_YAML_FLOW_DEPTH = 64
+
+
+def read_yaml(path: Path) -> CommentedMap:
+    """Parse ``path`` keeping comments and positions; raise ConfigError on bad YAML.
+
+    Bounded: a file over :data:`MAX_YAML_BYTES`, nesting deeper than the parser can follow, or
+    aliases expanding past :data:`MAX_YAML_VALUES` values are refused before anything uses the
+    document (an alias bomb never reaches validation).
+    """
+    try:
+        with path.open("rb") as handle:
+            raw_bytes = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw_bytes) > MAX_YAML_BYTES:
+            raise ConfigError(path, [ConfigIssue("", (
+                f"the file is larger than {MAX_YAML_BYTES // 1024} kB, far more than any "
+                "configuration needs; check that --config names daemon.yaml"))])
+        text = raw_bytes.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            path,
+            [ConfigIssue("", f"file not found (pass --config PATH or set {CONFIG_ENV})")],
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [ConfigIssue("", f"cannot read: {exc}")]) from None
+    if _flow_too_deep(text, MAX_YAML_FLOW_DEPTH):
+        raise ConfigError(path, [ConfigIssue("", (
+            f"invalid YAML: brackets nested more than {MAX_YAML_FLOW_DEPTH} deep; a "
+            "configuration needs a few levels"))])
+    try:
+        data = _round_trip_yaml().load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path, [ConfigIssue("", f"invalid YAML: {problem}", line)]) from None
+    except RecursionError:
+        raise ConfigError(path, [ConfigIssue("", "invalid YAML: nested too deeply to read; a "
+                                             "configuration needs a few levels")]) from None
     if data is None:
         data = CommentedMap()
     if not isinstance(data, CommentedMap):
         raise ConfigError(path, [ConfigIssue("", "the top level must be a mapping", 1)])
+    if _expanded_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ConfigError(path, [ConfigIssue("", (
+            f"the document holds more than {MAX_YAML_VALUES:,} values once its aliases "
+            "(*name) are expanded, or an alias refers to itself (an alias bomb?); write the "
+            "values out or use fewer aliases"))])
     return data
+
+
+def _flow_too_deep(text: str, limit: int) -> bool:
+    """True when ``[``/``{`` nest deeper than ``limit`` (quoted text and comments skipped)."""
+    depth, quote, comment, escaped, previous = 0, "", False, False, "\n"
+    for char in text:
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char == "#" and previous in " \t\n":
+            comment = True
+        elif char in "\"'" and depth:
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        previous = char
+    return False
+
+
+def _expanded_values(root: Any, limit: int) -> int:
+    """How many values ``root`` holds with every alias expanded (counting stops past
+    ``limit``; a self-referring alias counts as past it). Linear in the parsed nodes."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, Mapping | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            return limit + 1
+        open_ids.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, Mapping) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        return size(root)
+    except RecursionError:
+        return limit + 1
 
 
 def _plain(node: Any) -> Any:
@@ -495,6 +607,7 @@ def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
     """Validate an already parsed document as if it were the file at ``path``."""
     data = _plain(raw)
     base = path.resolve().parent
+    issues = _plugin_switch_issues(data, raw)
     try:
         config = DaemonConfig.model_validate(data)
     except ValidationError as exc:
@@ -564,4 +677,3 @@ def config_path_from(option: Path | None, env: Mapping[str, str] | None = None) 
     if option is not None:
         return option
     return Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
-    issues = _plugin_switch_issues(data, raw)
