@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
-from daemon.store.engine import Bind, insert_many, read_session, write_session
+from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
 from daemon.store.models import (
     Cursor,
     EventState,
@@ -107,6 +107,8 @@ class Intake:
         for what, step in steps:
             try:
                 step()
+            except DatabaseUnavailable:
+                raise  # the database, not the WMS: the scheduler holds all work back
             except Exception as exc:  # the WMS being down must not stop the other steps
                 log.error("reading %s from the WMS failed: %s", what, exc)
                 report.failures.append(f"reading {what} from the WMS failed: {exc}; it is "

@@ -27,7 +27,7 @@ from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps, event_from_json
-from daemon.store.engine import Bind, read_session, write_session
+from daemon.store.engine import Bind, DatabaseUnavailable, read_session, write_session
 from daemon.store.models import EventState, InboxEvent, RunRecord, utcnow
 from hooks.errors import StepError, StepNotReady
 from hooks.records import (
@@ -279,6 +279,8 @@ class WarehousePipeline:
             started = self.clock()
             try:
                 result = self._run_stage(stage, dry_run, should_stop, run_id)
+            except DatabaseUnavailable:
+                raise  # not this stage's fault: the scheduler holds all work back
             except Exception as exc:
                 log.exception("warehouse=%s stage=%s crashed", self.warehouse.code, stage.value)
                 result = StageResult(stage, self.warehouse.code, crashed=True,
