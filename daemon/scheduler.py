@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.pipeline import WarehousePipeline
 from daemon.runtime import Runtime
+from daemon.store.engine import DatabaseUnavailable, database_health
 
 log = logging.getLogger(__name__)
 
@@ -170,15 +171,23 @@ class Scheduler:
             log.error("dispatcher: %s", error)
 
     def _guarded(self, fn: Callable[[], None], job_id: str) -> Callable[[], None]:
-        """``fn`` with errors logged; asked for again while it ran, it runs again at once."""
+        """``fn`` with errors logged; asked for again while it ran, it runs again at once.
+
+        While the database is unavailable no job runs: :class:`DatabaseHealth` probes it with
+        backoff and logs the outage once (down, still down, back), blaming the database.
+        """
+        health = database_health(self.runtime.engine)
+
         def run() -> None:
-            if self._should_stop():
+            if self._should_stop() or not health.available():
                 return
             with self._lock:
                 self._running.add(job_id)
                 self._again.discard(job_id)
             try:
                 fn()
+            except DatabaseUnavailable:
+                pass  # logged once by the health check above, which now holds the jobs back
             except Exception:
                 log.exception("scheduled job failed; it will run again at its next interval")
             finally:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 if TYPE_CHECKING:
@@ -54,8 +55,19 @@ CONNECT_TIMEOUT_SECONDS = 10
 POSTGRES_EXTRA = "pip install 'nebridge[postgres]'"
 
 
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached or used now; the message says where and what to do."""
+class DatabaseUnavailable(OperationalError):
+    """The database cannot be reached or used now; the message says where and what to do.
+
+    An :class:`~sqlalchemy.exc.OperationalError`, so code that treats those as "the database
+    is away, no item is to blame" treats this one alike.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, None, ConnectionError(message))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def describe_database(url: str | URL) -> str:
@@ -190,8 +202,11 @@ def _probe(engine: Engine) -> None:
 
 
 def database_health(engine: Engine) -> DatabaseHealth:
-    """The outage tracker of an engine made by :func:`make_engine`."""
-    return _HEALTH[engine]
+    """The outage tracker of ``engine`` (made by :func:`make_engine`, or made now)."""
+    health = _HEALTH.get(engine)
+    if health is None:
+        health = _HEALTH[engine] = DatabaseHealth(lambda: _probe(engine))
+    return health
 
 
 def human_duration(seconds: float) -> str:
