@@ -152,6 +152,9 @@ class WarehouseConfig(_Strict):
     ne_linked: bool = False
     import_orders: bool = False
     shop_ids: tuple[str, ...] = ()
+    #: Ship orders nebridge did not import into this warehouse (for a WMS that also gets
+    #: orders elsewhere); off: such a shipment is held with the reason, never shipped.
+    ship_unimported_orders: bool = False
 
     @field_validator("code")
     @classmethod

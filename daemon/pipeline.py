@@ -6,6 +6,12 @@ the outbox in the same transaction that marks the event processed. If any plugin
 the event is held with the plugin's error (none of its actions are stored, so a shipment is
 never shipped without the tracking number a failing plugin would have added) and the other
 events, plugins and warehouses carry on.
+
+A shipment may only ship a Next Engine order that nebridge imported into the shipment's own
+warehouse (unless the warehouse has ``ship_unimported_orders: true``): otherwise the whole
+event is held with the reason, its stock actions too. If storing one event's outcome fails
+(a value the database refuses), its chunk-mates are stored one by one and only that event is
+held, with the reason.
 """
 
 from __future__ import annotations
@@ -20,15 +26,17 @@ from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
-from sqlmodel import Session
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlmodel import Session, col
 
 from daemon import attention
+from daemon.inbox import bounded
 from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps, event_from_json
 from daemon.store.engine import Bind, DatabaseUnavailable, read_session, write_session
-from daemon.store.models import EventState, InboxEvent, RunRecord, utcnow
+from daemon.store.models import EventState, ImportedOrder, InboxEvent, RunRecord, utcnow
 from hooks.errors import StepError, StepNotReady
 from hooks.records import (
     Action,
@@ -44,6 +52,14 @@ from hooks.records import (
 )
 
 log = logging.getLogger(__name__)
+
+#: ``ImportedOrder.state`` of an order nebridge sent to the WMS (``daemon.importer.INSTRUCTED``).
+INSTRUCTED = "instructed"
+#: Column sizes of ``outbox_item``: longer keys and subjects are bounded with a hash.
+_KEY_LENGTH = 200
+_SUBJECT_LENGTH = 128
+#: Errors that mean the database cannot be reached at all: no event is to blame.
+_UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class Stage(StrEnum):
@@ -130,7 +146,10 @@ def plan_actions(
     """Merge the plugins' actions for one event into outbox rows and notices.
 
     A tracking number rides on the ship action of the same order; without one it is dropped
-    and reported, because Next Engine must never get a tracking number alone.
+    and reported, because Next Engine must never get a tracking number alone. An order number
+    that is not a positive whole number in canonical form (``16``, not ``0016``) fails the
+    event with :class:`StepError`. Keys and subjects too long for their columns keep their
+    start and a hash of the whole.
     """
     external_id = event.shipment_id if isinstance(event, WmsShipment) else event.receipt_id
     ships: dict[str, str] = {}
@@ -140,6 +159,10 @@ def plan_actions(
     for plugin, actions in decisions:
         for action in actions:
             if isinstance(action, ShipOrder):
+                if not is_order_id(action.ne_order_id):
+                    raise StepError(f"plugin {plugin} asked to ship {action.ne_order_id!r}, which "
+                                    "is not a Next Engine order number (a positive whole number "
+                                    "without leading zeros)")
                 ships.setdefault(action.ne_order_id, plugin)
             elif isinstance(action, WriteTracking):
                 tracking.setdefault(action.ne_order_id, (action.tracking_number, plugin))
@@ -174,8 +197,9 @@ def plan_actions(
             items.append(
                 PlannedItem(
                     kind="adjust_stock",
-                    key=f"stock:{kind.value}:{external_id}:{product}:{plugin}",
-                    subject=product,
+                    key=bounded(f"stock:{kind.value}:{external_id}:{product}:{plugin}",
+                                _KEY_LENGTH),
+                    subject=bounded(product, _SUBJECT_LENGTH),
                     plugin=plugin,
                     payload={"product_code": product, "delta": delta,
                              "source_event": f"{kind.value}:{external_id}"},
@@ -228,6 +252,16 @@ class _ChunkWrites:
     deferred: list[dict[str, Any]] = field(default_factory=list)
     failures: list[RunRecord] = field(default_factory=list)
 
+    def absorb(self, other: _ChunkWrites) -> None:
+        """Add ``other``'s outcomes (one event's) to these."""
+        self.actions.extend(other.actions)
+        for attempts, ids in other.processed.items():
+            self.processed.setdefault(attempts, []).extend(ids)
+        self.noted.extend(other.noted)
+        self.held.extend(other.held)
+        self.deferred.extend(other.deferred)
+        self.failures.extend(other.failures)
+
     def store(self, session: Session) -> None:
         """Write the chunk's outcomes inside ``session``'s transaction."""
         session.add_all(self.failures)
@@ -253,10 +287,12 @@ class WarehousePipeline:
         order_importer: Callable[[], OrderImporter | None] = lambda: None,
         chunk_size: int = 500,
         clock: Callable[[], datetime] = utcnow,
+        ship_unimported_orders: bool = False,
     ) -> None:
         self.engine = engine
         self.host = host
         self.warehouse = warehouse
+        self.ship_unimported_orders = ship_unimported_orders
         self.order_importer = order_importer
         self.chunk_size = chunk_size
         self.clock = clock
@@ -346,26 +382,74 @@ class WarehousePipeline:
         run_id: str,
         result: StageResult,
     ) -> None:
-        """Decide every event of the chunk, then store all outcomes in one transaction."""
-        writes = _ChunkWrites(self.clock())
-        for row in rows:
+        """Decide every event of the chunk, then store all outcomes in one transaction.
+
+        If that transaction fails for a reason other than an unreachable database, the
+        events' outcomes are stored one by one, and an event whose own outcome still fails
+        is held alone with the reason.
+        """
+        now = self.clock()
+        events = [(row, event_from_json(row.kind, row.payload)) for row in rows]
+        imported = None if self.ship_unimported_orders else _ImportedOrders(
+            self.engine, self.warehouse.code,
+            {e.ne_order_id for _, e in events if isinstance(e, WmsShipment) and e.ne_order_id})
+        parts: list[tuple[_Pending, _ChunkWrites]] = []
+        writes = _ChunkWrites(now)
+        for row, event in events:
             result.items_in += 1
-            self._process_event(row, hook, kind, label, run_id, result, writes)
+            part = _ChunkWrites(now)
+            self._process_event(row, event, hook, kind, label, run_id, result, part, imported)
+            parts.append((row, part))
+            writes.absorb(part)
+        try:
+            with write_session(self.engine) as session:
+                writes.store(session)
+        except _UNREACHABLE:
+            raise
+        except Exception as exc:
+            log.warning("warehouse=%s storing %d %s outcomes together failed (%s); storing "
+                        "them one by one", self.warehouse.code, len(parts), label,
+                        _one_line(exc))
+            for row, part in parts:
+                self._store_alone(row, part, label, result)
+
+    def _store_alone(
+        self, row: _Pending, part: _ChunkWrites, label: str, result: StageResult
+    ) -> None:
+        """Store one event's outcome; if the database refuses it, hold the event instead."""
+        try:
+            with write_session(self.engine) as session:
+                part.store(session)
+            return
+        except _UNREACHABLE:
+            raise
+        except Exception as exc:
+            reason = (f"{label} {row.external_id}: its outcome could not be stored "
+                      f"({_one_line(exc)}); nothing of it was applied")
+        held = _ChunkWrites(part.now, held=[{"b_id": row.id, "b_state": EventState.HELD.value,
+                                             "b_attempts": row.attempts + 1,
+                                             "b_last_error": reason}])
         with write_session(self.engine) as session:
-            writes.store(session)
+            held.store(session)
+        result.items_out -= len(part.actions)
+        result.held += 1
+        result.failures.append(reason)
+        log.error("warehouse=%s %s held: %s", self.warehouse.code, f"{label} {row.external_id}",
+                  reason)
 
     def _process_event(
         self,
         row: _Pending,
+        event: WmsEvent,
         hook: str,
         kind: EventKind,
         label: str,
         run_id: str,
         result: StageResult,
         writes: _ChunkWrites,
+        imported: _ImportedOrders | None,
     ) -> None:
         item = f"{label} {row.external_id}"
-        event = event_from_json(row.kind, row.payload)
         outcomes = self.host.call_each(
             hook, {label: event, "warehouse": self.warehouse}
         )
@@ -393,6 +477,9 @@ class WarehousePipeline:
                 planned, notices = plan_actions(event, kind, decisions)
             except StepError as exc:
                 errors.append(str(exc))
+        if not errors and imported is not None:
+            errors.extend(self._not_imported(p.subject) for p in planned
+                          if p.kind == "ship_order" and p.subject not in imported)
         attempts = row.attempts + 1
         if not_ready and not errors:
             writes.deferred.append({"b_id": row.id, "b_attempts": attempts,
@@ -426,6 +513,14 @@ class WarehousePipeline:
         result.items_out += len(planned)
         result.notices.extend(f"{item}: {n}" for n in notices)
         result.planned.extend(f"{item}: {p.describe()}" for p in planned)
+
+    def _not_imported(self, order_id: str) -> str:
+        """Why a shipment naming an order nebridge did not import here is held."""
+        code = self.warehouse.code
+        return (f"order {order_id} was not imported by nebridge into {code}, so it is not "
+                f"shipped: check the shipment's ne_order_id (if {code} really ships orders "
+                f"nebridge did not send it, set `ship_unimported_orders: true` for {code} in "
+                "daemon.yaml)")
 
     # -- records ----------------------------------------------------------------------------
 
@@ -463,3 +558,47 @@ class WarehousePipeline:
         except Exception:
             log.exception("could not record the run of %s/%s", self.warehouse.code,
                           result.stage.value)
+
+
+class _ImportedOrders:
+    """Which Next Engine orders nebridge instructed into one warehouse, looked up per chunk.
+
+    The orders the chunk's shipments name are read at once; another one a plugin ships is
+    read when asked.
+    """
+
+    def __init__(self, engine: Bind, warehouse: str, candidates: set[str]) -> None:
+        self._engine = engine
+        self._warehouse = warehouse
+        self._asked = set(candidates)
+        self._known = self._lookup(candidates)
+
+    def __contains__(self, order_id: str) -> bool:
+        if order_id not in self._asked:
+            self._asked.add(order_id)
+            self._known |= self._lookup({order_id})
+        return order_id in self._known
+
+    def _lookup(self, ids: set[str]) -> set[str]:
+        if not ids:
+            return set()
+        with read_session(self._engine) as session:
+            return set(session.scalars(
+                sa_select(col(ImportedOrder.ne_order_id))
+                .where(col(ImportedOrder.ne_order_id).in_(sorted(ids)))
+                .where(col(ImportedOrder.warehouse) == self._warehouse)
+                .where(col(ImportedOrder.state) == INSTRUCTED)))
+
+
+def is_order_id(value: str) -> bool:
+    """True for a Next Engine order number in canonical form: ASCII digits, no leading zero,
+    at most 18 digits."""
+    return (0 < len(value) <= 18 and value.isascii() and value.isdigit()
+            and not value.startswith("0"))
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception in one short line (a database error's first line, without its SQL)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__

@@ -194,9 +194,15 @@ class Runtime:
         """One pipeline per configured warehouse, in configuration order."""
         return [
             WarehousePipeline(self.db, self.host, info, self.order_importer,
-                              clock=self.clock)
+                              clock=self.clock,
+                              ship_unimported_orders=self._ships_unimported(info.code))
             for info in self.warehouses().values()
         ]
+
+    def _ships_unimported(self, code: str) -> bool:
+        """``warehouses[].ship_unimported_orders`` of the warehouse ``code``."""
+        warehouse = self.loaded.config.warehouse(code)
+        return warehouse is not None and warehouse.ship_unimported_orders
 
     def dispatcher(self) -> Dispatcher:
         """The outbox dispatcher with the executors available now."""

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from daemon.admin import run_once
 from daemon.runtime import Runtime, build_runtime
 from daemon.store.engine import read_session, write_session
-from daemon.store.models import InboxBatch, InboxEvent, OutboxItem, RunRecord
+from daemon.store.models import ImportedOrder, InboxBatch, InboxEvent, OutboxItem, RunRecord
 from tests.conftest import DEFAULT_PLUGINS, DEFAULT_WAREHOUSES, ConfigFactory
 
 SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,product_code,quantity"
@@ -30,6 +30,13 @@ def drop(inbox: Path, name: str, header: str, rows: list[str]) -> Path:
 def products(inbox: Path) -> None:
     drop(inbox, "products.csv", "product_code,link_code",
          ["P-A,goods-a", "P-B,GOODS-B", "P-C,"])
+
+
+def imported(rt: Runtime, warehouse: str, *order_ids: str) -> None:
+    """Record orders as imported by nebridge into ``warehouse`` (only those may be shipped)."""
+    with write_session(rt.engine) as session:
+        session.add_all(ImportedOrder(ne_order_id=order_id, warehouse=warehouse,
+                                      state="instructed") for order_id in order_ids)
 
 
 def outbox_items(rt: Runtime) -> list[dict[str, Any]]:
@@ -52,6 +59,7 @@ def test_shipments_and_receipts_become_outbox_actions(
     make_config: ConfigFactory, database_url: str, inbox: Path
 ) -> None:
     rt = build(make_config, database_url)
+    imported(rt, "ITAKU", "1001", "1002")
     products(inbox)
     drop(inbox, "shipments-1.csv", SHIP_HEADER, [
         f"S-1,ITAKU,1001,TRACK-1,{AT},P-A,1",
@@ -87,6 +95,7 @@ def test_redelivery_is_a_no_op_and_changed_content_is_a_conflict(
     make_config: ConfigFactory, database_url: str, inbox: Path
 ) -> None:
     rt = build(make_config, database_url)
+    imported(rt, "ITAKU", "1001")
     products(inbox)
     rows = [f"S-1,ITAKU,1001,TRACK-1,{AT},P-A,1"]
     try:
@@ -120,6 +129,8 @@ def test_a_raising_plugin_holds_only_its_items(
                warehouses=[*DEFAULT_WAREHOUSES,
                            {"code": "BUGGY", "ne_linked": True, "import_orders": False}],
                plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    imported(rt, "BUGGY", "2001")
+    imported(rt, "ITAKU", "2002")
     products(inbox)
     drop(inbox, "shipments-1.csv", SHIP_HEADER, [
         f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1",
