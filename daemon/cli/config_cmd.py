@@ -8,6 +8,7 @@ import typer
 
 from daemon.admin import check_config
 from daemon.cli.common import fail, get, print_json
+from daemon.config import ConfigError, ConfigIssue, load_config
 
 app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
@@ -20,6 +21,14 @@ def check(
     """Validate daemon.yaml: every key, plugin options (of disabled plugins too), that each
     enabled plugin loads, dependencies and the WMS connector. Exits 1 on any problem."""
     app_ctx = get(ctx)
+    if as_json:  # core problems too as the same JSON (not only a one-line error)
+        try:
+            load_config(app_ctx.config_path)
+        except ConfigError as exc:
+            print_json({"config": str(exc.source), "valid": False,
+                        "issues": [issue_dict(i) for i in exc.issues],
+                        "plugins_failed": [], "warnings": []})
+            raise typer.Exit(1) from None
     loaded = app_ctx.load()
     found = check_config(loaded)
     issues = found.issues
@@ -27,7 +36,7 @@ def check(
         print_json({
             "config": str(loaded.path),
             "valid": not issues,
-            "issues": [{"path": i.path, "line": i.line, "message": i.message} for i in issues],
+            "issues": [issue_dict(i) for i in issues],
             "plugins_failed": [{"name": r.name, "state": r.state.value, "error": r.error}
                                for r in found.host.failed()],
             "warnings": found.warnings,
@@ -42,3 +51,8 @@ def check(
     typer.echo(f"{loaded.path}: configuration is valid "
                f"({len(loaded.config.warehouses)} warehouse(s), plugins enabled: "
                f"{', '.join(loaded.config.enabled_plugins()) or 'none'})")
+
+
+def issue_dict(issue: ConfigIssue) -> dict[str, object]:
+    """JSON view of one configuration problem."""
+    return {"path": issue.path, "line": issue.line, "message": issue.message}
