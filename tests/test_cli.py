@@ -152,7 +152,7 @@ def test_usage_errors_exit_2(runner: CliRunner, make_config: ConfigFactory) -> N
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
 
 
-def test_failed_plugin_is_shown_and_does_not_stop_run(
+def test_failed_plugin_is_shown_and_pauses_its_stages(
     runner: CliRunner, make_config: ConfigFactory, fake_site: Path
 ) -> None:
     config = make_config(plugins={**DEFAULT_PLUGINS, "fake_importerror": {"enabled": True}})
@@ -161,4 +161,5 @@ def test_failed_plugin_is_shown_and_does_not_stop_run(
     assert broken["state"] == "failed" and "this_module_does_not_exist" in broken["error"]
     _code, out, _ = invoke(runner, config, "status", "--json")
     assert json.loads(out)["plugins"]["needs_attention"][0]["name"] == "fake_importerror"
-    assert invoke(runner, config, "run", "--once")[0] == 0
+    code, out, _ = invoke(runner, config, "run", "--once")  # fail closed (issue #12.1)
+    assert code == 1 and "PAUSED" in out
