@@ -39,8 +39,7 @@ from plugins.wms_logikura.store import CREATED, SENDING, LocalStore, ScheduleRec
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
-_RETRY_HINT = ("; fix it (Logikura's product master, wms.logikura.delivery_methods or the "
-               "order in Next Engine), then `nebridge orders retry {}`")
+_RETRY_HINT = "; once that is fixed, `nebridge orders retry {}` sends the order again"
 
 
 class OrderProblem(Exception):
