@@ -12,15 +12,17 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
 
 from daemon import attention
+from daemon.httpserve import BoundedThreadingMixIn, bind
 from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind, read_session
 from daemon.store.models import InboxEvent, OutboxItem, RunRecord
@@ -96,6 +98,18 @@ def _timestamp(value: object) -> float:
     return aware.timestamp()
 
 
+class _MetricsServer(BoundedThreadingMixIn, WSGIServer):
+    """A scraper or two at a time; a stalled or flooding client cannot pin threads."""
+
+    max_connections = 8
+    connection_seconds = 30.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
 class Metrics:
     """The process's metrics: one registry, served over HTTP when configured."""
 
@@ -105,7 +119,7 @@ class Metrics:
                                 "endpoint and result code", ["endpoint", "result"],
                                 registry=self.registry)
         self._store: _StoreCollector | None = None
-        self._server: WSGIServer | None = None
+        self._server: _MetricsServer | None = None
         self._thread: threading.Thread | None = None
 
     def observe_call(self, endpoint: str, outcome: str) -> None:
@@ -121,10 +135,19 @@ class Metrics:
         self.registry.register(self._store)
 
     def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` on ``host:port`` in a background thread (once)."""
+        """Serve ``/metrics`` on ``host:port`` in a background thread (once); a taken port
+        raises :class:`~daemon.httpserve.PortInUse`."""
         if self._server is not None:
             return
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        server = bind(_MetricsServer, host, port, _QuietHandler,
+                      change="stop that program, or change metrics.port in daemon.yaml (0 "
+                             "turns metrics off)")
+        server.set_app(make_wsgi_app(self.registry))
+        self._thread = threading.Thread(target=server.serve_forever,
+                                        kwargs={"poll_interval": 0.5}, name="metrics",
+                                        daemon=True)
+        self._thread.start()
+        self._server = server
         log.info("metrics on http://%s:%d/metrics", host, self._server.server_port)
 
     @property
@@ -138,3 +161,6 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

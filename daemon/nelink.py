@@ -28,6 +28,7 @@ from daemon.config import (
     client_secret,
     resolve_path,
 )
+from daemon.httpserve import PortInUse
 from daemon.logsetup import register_secret
 from daemon.nextengine.client import NextEngineClient, RetryPolicy
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
@@ -171,10 +172,16 @@ def wait_for_redirect(redirect_uri: str, timeout: float) -> tuple[str, str]:
     if not is_loopback(redirect_uri):
         raise LinkError(f"redirect_uri {redirect_uri} is not on this machine; sign in, then "
                         "pass the uid and state from the address bar with --uid/--state")
-    found = receive_redirect(
-        redirect_uri, lambda q: "uid" in q and "state" in q,
-        "Next Engine sign-in received. You can close this window; the terminal shows the "
-        "result.", timeout)
+    try:
+        found = receive_redirect(
+            redirect_uri, lambda q: bool(q.get("uid") and q.get("state")),
+            "Next Engine sign-in received. You can close this window; the terminal shows the "
+            "result.", timeout,
+            change="stop that program, or sign in and pass the uid and state from the address "
+                   "bar with --uid/--state, or change the port of nextengine.redirect_uri (also "
+                   "in the app's settings at Next Engine)")
+    except PortInUse as exc:
+        raise LinkError(str(exc)) from None
     if found is None:
         raise LinkError(f"no sign-in arrived at {redirect_uri} within {timeout:.0f} s; run "
                         "`nebridge connect` again, or pass --uid/--state")

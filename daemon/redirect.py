@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from daemon.httpserve import BoundedThreadingMixIn, bind
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -17,31 +18,49 @@ def is_loopback(redirect_uri: str) -> bool:
     return (urlsplit(redirect_uri).hostname or "") in _LOOPBACK
 
 
+class _Receiver(BoundedThreadingMixIn, HTTPServer):
+    """A browser sends one request, perhaps a favicon: a few slots, a short life each."""
+
+    max_connections = 16
+    connection_seconds = 10.0
+
+
 def receive_redirect(
     redirect_uri: str,
     accept: Callable[[Mapping[str, str]], bool],
     page_text: str,
     timeout: float,
+    *,
+    change: str,
 ) -> dict[str, str] | None:
     """Serve ``redirect_uri`` until a request whose query ``accept`` takes arrives.
 
     Returns that query (first value of each parameter), or None after ``timeout`` seconds.
-    The query holds secrets (codes, uid/state): it is never logged.
+    Any other request is answered 404 and the wait goes on, so ``accept`` decides what counts
+    (e.g. only the ``state`` this sign-in sent). Slow or idle connections never delay the real
+    one (:mod:`daemon.httpserve`). A taken port raises :class:`~daemon.httpserve.PortInUse`
+    ending with ``change``. The query holds secrets (codes, uid/state): it is never logged.
     """
     parts = urlsplit(redirect_uri)
     found: dict[str, str] = {}
     done = threading.Event()
+    taken = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path != (parts.path or "/") or not accept(query):
+            with taken:
+                wanted = not found and url.path == (parts.path or "/") and accept(query)
+                if wanted:
+                    found.update(query)
+            if not wanted:
                 self._answer(404, "not the redirect nebridge is waiting for")
                 return
-            found.update(query)
-            done.set()
-            self._answer(200, page_text)
+            try:
+                self._answer(200, page_text)
+            finally:
+                done.set()  # after the page went out: stopping the server cuts connections
 
         def _answer(self, status: int, text: str) -> None:
             body = f"<html><body><h1>nebridge</h1><p>{text}</p></body></html>".encode()
@@ -54,12 +73,15 @@ def receive_redirect(
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = HTTPServer((parts.hostname or "", parts.port or 80), Handler)
-    server.timeout = 0.5
+    host = parts.hostname or "127.0.0.1"
+    server = bind(_Receiver, host, parts.port or 80, Handler, change=change)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="redirect-receiver", daemon=True)
+    thread.start()
     try:
-        deadline = time.monotonic() + timeout
-        while not done.is_set() and time.monotonic() < deadline:
-            server.handle_request()
+        done.wait(timeout)
     finally:
+        server.shutdown()
         server.server_close()
+        thread.join()
     return found if done.is_set() else None

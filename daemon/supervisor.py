@@ -24,6 +24,7 @@ from types import FrameType
 
 from daemon import systemd
 from daemon.config import ConfigError
+from daemon.httpserve import PortInUse
 from daemon.instancelock import AlreadyRunning, InstanceLock
 from daemon.metrics import Metrics
 from daemon.runtime import Runtime, build_runtime
@@ -122,7 +123,7 @@ class Supervisor:
                 runtime.close()
                 return 0
             return self._supervise(runtime)
-        except AlreadyRunning as exc:
+        except (AlreadyRunning, PortInUse) as exc:
             runtime.close()
             log.error("cannot start: %s", exc)
             return 1

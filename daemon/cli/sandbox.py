@@ -3,15 +3,18 @@ for demos, tests and plugin authors."""
 
 from __future__ import annotations
 
+import errno
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from daemon.cli.common import fail, get, info
 from daemon.config import DaemonConfig, SecretUnreadable, client_secret
+from daemon.httpserve import PortInUse
 from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
 from daemon.nextengine.sandbox.server import serve_forever
 from plugins.wms_logikura.config import LogikuraConfig
@@ -78,7 +81,30 @@ def serve(
              f"Point daemon.yaml at it: nextengine.api_base and nextengine.login_base = "
              f"{server.base_url}")
 
-    serve_forever(sandbox_config, on_ready=ready)
+    _serve_until_stopped(serve_forever, sandbox_config, ready, host, port)
+
+
+C = TypeVar("C")
+S = TypeVar("S")
+
+
+def _serve_until_stopped(serve: Callable[..., None], config: C, ready: Callable[[S], None],
+                         host: str, port: int) -> None:
+    """Run ``serve(config, on_ready=ready)``; a port that cannot be bound is one line naming
+    it and the flag to change it (not a traceback)."""
+    started: list[S] = []
+
+    def on_ready(server: S) -> None:
+        started.append(server)
+        ready(server)
+
+    try:
+        serve(config, on_ready=on_ready)
+    except OSError as exc:
+        if started or exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        fail(str(PortInUse(host, port, "stop that program, or pass --port N (--port 0 picks "
+                           "a free port)", denied=exc.errno == errno.EACCES)))
 
 
 def _serve_logikura(config: DaemonConfig, data: dict[str, object], host: str, port: int,
@@ -108,4 +134,4 @@ def _serve_logikura(config: DaemonConfig, data: dict[str, object], host: str, po
              f"Point daemon.yaml at it: wms.logikura.api_base and wms.logikura.auth_base = "
              f"{server.base_url}, then run `nebridge wms connect`")
 
-    serve_logikura(sandbox_config, on_ready=ready)
+    _serve_until_stopped(serve_logikura, sandbox_config, ready, host, port)

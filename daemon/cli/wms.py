@@ -17,6 +17,7 @@ import typer
 
 from daemon.cli.common import fail, get, info, print_json
 from daemon.config import ConfigError
+from daemon.httpserve import PortInUse
 from daemon.redirect import is_loopback, receive_redirect
 from daemon.runtime import Runtime, build_runtime
 from daemon.store.engine import DatabaseNotMigrated
@@ -36,16 +37,19 @@ def wait_for_code(redirect_uri: str, state: str, timeout: float) -> str:
     if not is_loopback(redirect_uri):
         raise RedirectError(f"redirect_uri {redirect_uri} is not on this machine; approve in "
                             "the browser, then pass the code from the address bar with --code")
-    outcome = receive_redirect(
-        redirect_uri, lambda q: bool({"code", "error"} & set(q)),
-        "nebridge received the answer. You can close this window; the terminal shows the "
-        "result.", timeout)
+    try:  # only the answer to this request counts: an old tab or a stray request is refused
+        outcome = receive_redirect(
+            redirect_uri, lambda q: q.get("state") == state and bool({"code", "error"} & set(q)),
+            "nebridge received the answer. You can close this window; the terminal shows the "
+            "result.", timeout,
+            change="stop that program, or approve and pass the code from the address bar with "
+                   "--code, or change the port of the connector's redirect_uri in daemon.yaml "
+                   "(also where the app is registered at the WMS)")
+    except PortInUse as exc:
+        raise RedirectError(str(exc)) from None
     if outcome is None:
         raise RedirectError(f"no answer arrived at {redirect_uri} within {timeout:.0f} s; run "
                             "`nebridge wms connect` again (or pass --code)")
-    if outcome.get("state") != state:
-        raise RedirectError("the answer carried another state than this request (an old "
-                            "browser tab?); run `nebridge wms connect` again")
     if "error" in outcome:
         raise RedirectError(f"the WMS answered {outcome['error']!r} (authorisation refused or "
                             "not possible); run `nebridge wms connect` again and approve")
