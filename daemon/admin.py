@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml.comments import CommentedMap
 from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
 from daemon import attention
 from daemon.attention import AttentionItem, AttentionReport
-from daemon.config import ConfigError, ConfigIssue, LoadedConfig, parse_config, read_yaml
+from daemon.config import (
+    ConfigError,
+    ConfigIssue,
+    DaemonConfig,
+    LoadedConfig,
+    parse_config,
+    read_yaml,
+)
 from daemon.inbox import IntakeReport
 from daemon.nelink import link_info
 from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
-from daemon.pluginmanager import PluginHost, PluginState
+from daemon.pluginmanager import PluginHost, PluginRecord, PluginState
 from daemon.runtime import Runtime, build_runtime, load_plugins
 from daemon.store.engine import (
     Bind,
@@ -34,12 +42,26 @@ from daemon.store.models import (
     utcnow,
 )
 from daemon.tokenguard import horizon_warning
-from daemon.yamledit import dump, set_plugin_enabled, set_warehouse_field, write_atomically
+from daemon.yamledit import (
+    ConfigNotWritable,
+    dump,
+    set_plugin_enabled,
+    set_warehouse_field,
+    write_atomically,
+)
 from hooks.connectors import AuthorizingConnector
 
 
 class AdminError(Exception):
     """An admin request that cannot be carried out; the message says what to do instead."""
+
+
+def _write(config_path: Path, raw: CommentedMap) -> None:
+    """Write an edited ``daemon.yaml`` back (through a symlink; owner, group, mode kept)."""
+    try:
+        write_atomically(config_path, dump(raw))
+    except ConfigNotWritable as exc:
+        raise AdminError(str(exc)) from None
 
 
 # -- plugins ----------------------------------------------------------------------------------
@@ -95,19 +117,21 @@ def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
     host, _ = plugin_host(current)
     if name not in host.records:
         raise AdminError(f"no installed plugin is called {name!r}; "
-                         "`nebridge plugins list --all` shows the installed ones")
+                         "`nebridge plugins list` shows the installed ones")
     if enabled:
         _check_can_enable(config_path, name, current)
     else:
-        dependents = [
+        dependents = sorted(
             r.name for r in host.records.values()
             if r.enabled and r.info is not None and name in r.info.requires
-        ]
+        )
         if dependents:
-            first = dependents[0]
+            verb = "requires" if len(dependents) == 1 else "require"
+            commands = " && ".join(f"nebridge plugins disable {d}" for d in dependents)
             raise AdminError(
-                f"plugin {first!r} requires {name!r}; disable {first!r} first "
-                f"(`nebridge plugins disable {first}`)"
+                f"{'plugin' if len(dependents) == 1 else 'plugins'} {', '.join(dependents)} "
+                f"{verb} {name}; disable {'it' if len(dependents) == 1 else 'them'} first "
+                f"(`{commands}`)"
             )
     set_plugin_enabled(raw, name, enabled)
     try:
@@ -117,7 +141,7 @@ def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
     _, issues = plugin_host(new)
     if issues:
         raise AdminError(str(ConfigError(config_path, issues)))
-    write_atomically(config_path, dump(raw))
+    _write(config_path, raw)
     state = "enabled" if enabled else "disabled"
     return [f"plugin {name} {state} in {config_path}",
             "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"]
@@ -140,25 +164,50 @@ def _check_can_enable(config_path: Path, name: str, current: LoadedConfig) -> No
         )
 
 
-def plugin_rows(host: PluginHost, include_all: bool) -> list[dict[str, Any]]:
-    """Rows for ``plugins list``: the enabled ones, or every installed plugin."""
-    rows = [r.as_dict() for r in sorted(host.records.values(), key=lambda r: r.name)]
-    return rows if include_all else [r for r in rows if r["enabled"]]
+def plugin_rows(host: PluginHost, enabled_only: bool = False) -> list[dict[str, Any]]:
+    """Rows for ``plugins list``: every installed plugin (or the enabled ones), by name.
+
+    A disabled plugin's summary and requirements come from importing it into a throwaway
+    host (see :func:`plugin_record`); the engine's own host never loads it.
+    """
+    records = sorted(host.records.values(), key=lambda r: r.name)
+    return [plugin_record(host, r.name).as_dict() for r in records
+            if r.enabled or not enabled_only]
 
 
-def plugin_details(host: PluginHost, name: str) -> dict[str, Any]:
-    """Everything about one plugin, including its config JSON schema."""
+def plugin_record(host: PluginHost, name: str) -> PluginRecord:
+    """The record of ``name``; for a disabled plugin, as it would load if enabled.
+
+    The plugin is imported into a throwaway host (its module code runs, none of its hooks
+    are called but ``nebridge_plugin_info``), so its summary, requirements, hooks and options
+    can be shown while it stays disabled; ``enabled`` stays false. A plugin that cannot be
+    imported keeps state ``disabled`` with the import error.
+    """
     record = host.records.get(name)
     if record is None:
         raise AdminError(f"no installed plugin is called {name!r}; "
-                         "`nebridge plugins list --all` shows the installed ones")
+                         "`nebridge plugins list` shows the installed ones")
+    if record.enabled:
+        return record
+    probe = PluginHost()
+    probe.load(DaemonConfig(plugins={name: {"enabled": True}}))
+    found = probe.records.get(name)
+    if found is None:
+        return record
+    return replace(found, state=PluginState.DISABLED, enabled=False,
+                   error=f"cannot be loaded: {found.error}" if found.error else "")
+
+
+def plugin_details(host: PluginHost, name: str) -> dict[str, Any]:
+    """Everything about one plugin, including its config JSON schema (disabled ones too)."""
+    record = plugin_record(host, name)
     data = record.as_dict()
     model = record.info.config_model if record.info else None
     data["setting_ja"] = record.info.setting_ja if record.info else ""
     data["config_schema"] = model.model_json_schema() if model is not None else None
-    if record.state is PluginState.DISABLED:
-        data["note"] = ("disabled plugins are not imported; enable it to see its summary "
-                        "and options")
+    if not record.enabled and record.info is None:
+        data["note"] = (f"its summary and options cannot be shown: the plugin does not load "
+                        f"({record.error or 'no plugin information'})")
     return data
 
 
@@ -176,7 +225,7 @@ def set_warehouse_link(config_path: Path, code: str, linked: bool) -> list[str]:
         parse_config(raw, config_path)
     except ConfigError as exc:
         raise AdminError(str(exc)) from None
-    write_atomically(config_path, dump(raw))
+    _write(config_path, raw)
     effect = ("stock changes at this warehouse will now reach Next Engine" if linked
               else "stock changes at this warehouse will no longer reach Next Engine")
     return [f"warehouse {code}: ne_linked={str(linked).lower()} ({effect})",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from ruamel.yaml import YAML
@@ -171,8 +172,23 @@ class DaemonConfig(_Strict):
     #: Where the secrets live as files (one per credential name), outside systemd too; the
     #: generated unit's ``LoadCredential=`` lines point here.
     credentials_dir: Path = Path("/etc/nebridge/credentials")
+    #: The zone the CLI shows times in (an IANA name such as Asia/Tokyo); default: the
+    #: system's (``TZ``, /etc/localtime). Storage is always UTC.
+    timezone: str | None = None
     database_url: str | None = None
     log_level: str = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as "
+                             "Asia/Tokyo or UTC") from None
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -349,8 +349,9 @@ def unlink(config: DaemonConfig, engine: Bind) -> tuple[PendingWork, Path]:
     return work, export
 
 
-def describe(info: LinkInfo) -> str:
-    """One human line about the link."""
+def describe(info: LinkInfo, zone: tzinfo | None = None) -> str:
+    """One human line about the link; times in ISO 8601 with offset, in ``zone`` (default:
+    the system's)."""
     if info.state == "not_connected":
         return "Next Engine: not connected (run `nebridge connect`)"
     who = f"{info.company_name} ({info.company_id})"
@@ -358,7 +359,9 @@ def describe(info: LinkInfo) -> str:
         return f"Next Engine: {who} NEEDS RE-CONNECTION: {info.reason} — {RECONNECT_HINT}"
     ends = ""
     if info.refresh_token_end:
-        ends = (f"; access token until {info.access_token_end:%Y-%m-%d %H:%M %Z}, refresh "
-                f"token until {info.refresh_token_end:%Y-%m-%d %H:%M %Z}")
+        access = (info.access_token_end.astimezone(zone).isoformat(timespec="seconds")
+                  if info.access_token_end else "-")
+        refresh = info.refresh_token_end.astimezone(zone).isoformat(timespec="seconds")
+        ends = f"; access token until {access}, refresh token until {refresh}"
     return f"Next Engine: connected to {who}{ends}"
 

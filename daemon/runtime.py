@@ -274,7 +274,7 @@ def build_runtime(
     host, issues, connector, connector_error = load_plugins(loaded, entry_points, extra_plugins)
     if issues:
         raise ConfigError(loaded.path, issues)
-    engine = make_engine(loaded.config.resolved_database_url)
+    engine = make_engine(loaded.config.resolved_database_url, create=not check_db)
     if check_db:
         try:
             check_migrated(engine)

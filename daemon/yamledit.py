@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -49,22 +50,54 @@ def set_warehouse_field(raw: CommentedMap, code: str, key: str, value: Any) -> b
     return False
 
 
+class ConfigNotWritable(OSError):
+    """``daemon.yaml`` cannot be replaced as it is (owner, group, folder); says what to do."""
+
+
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, keeping the file's mode."""
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace the file ``path`` names with ``text`` in one rename, keeping what it is.
+
+    A symbolic link is followed and its target edited (the link stays a link); the new file
+    keeps the old one's owner, group and mode. When they cannot be kept (a user who may not
+    give the file its group), nothing is written and :class:`ConfigNotWritable` says so.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        old = os.stat(target)
+    except FileNotFoundError:
+        old = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except PermissionError:
+        raise ConfigNotWritable(f"cannot write in {target.parent} (the folder of {target}); "
+                                "run the command with sudo, or as the file's owner") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            if old is not None:
+                _keep_owner(handle.fileno(), target, old)
+            os.fchmod(handle.fileno(), stat.S_IMODE(old.st_mode) if old else 0o600)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _keep_owner(fd: int, target: Path, old: os.stat_result) -> None:
+    """Give the new file the old one's owner and group, or refuse to replace it."""
+    if (old.st_uid, old.st_gid) == (os.geteuid(), os.getegid()):
+        return
+    try:
+        os.fchown(fd, old.st_uid, old.st_gid)
+    except PermissionError:
+        raise ConfigNotWritable(
+            f"{target} belongs to uid {old.st_uid} and gid {old.st_gid}; editing it as this "
+            "user would change that, so it was left as it is: run the command with sudo, or "
+            "as the file's owner") from None

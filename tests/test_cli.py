@@ -68,11 +68,23 @@ def test_plugins_list_json_and_info(runner: CliRunner, example: Path) -> None:
     assert rows["tracking_update"]["requires"] == ["status_update"]
     assert rows["tag_filter"]["state"] == "disabled" and rows["status_update"]["state"] == "loaded"
     code, out, _ = invoke(runner, example, "plugins", "list", "--json")
+    every = {r["name"]: r for r in json.loads(out)}
+    assert every["tag_filter"]["enabled"] is False and every["status_update"]["enabled"] is True
+    assert every["tag_filter"]["summary"]  # read while it stays disabled
+    code, out, _ = invoke(runner, example, "plugins", "list", "--enabled", "--json")
     assert "tag_filter" not in {r["name"] for r in json.loads(out)}
+    code, out, _ = invoke(runner, example, "plugins", "list")
+    line = next(row for row in out.splitlines() if "tag_filter" in row)
+    assert " no " in line and "disabled" in line
     code, out, _ = invoke(runner, example, "plugins", "info", "wms_csv", "--json")
     assert code == 0 and json.loads(out)["state"] == "loaded"
+    code, out, _ = invoke(runner, example, "plugins", "info", "tag_filter", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["enabled"] is False and shown["state"] == "disabled"
+    assert "tag" in shown["config_schema"]["properties"]
+    assert "enabled: true" not in example.read_text(encoding="utf-8").split("tag_filter:")[1][:30]
     code, _out, err = invoke(runner, example, "plugins", "info", "nope")
-    assert code == 1 and "plugins list --all" in err
+    assert code == 1 and "`nebridge plugins list` shows the installed ones" in err
 
 
 def test_enable_disable_round_trip_keeps_comments_and_order(
@@ -93,8 +105,9 @@ def test_changes_that_break_a_dependency_are_refused(runner: CliRunner, example:
     original = example.read_text(encoding="utf-8")
     code, _out, err = invoke(runner, example, "plugins", "disable", "status_update")
     assert code == 1
-    assert "requires 'status_update'" in err
-    assert "disable 'tracking_update' first" in err or "disable 'stock_minus' first" in err
+    assert ("plugins stock_minus, tracking_update require status_update; disable them first "
+            "(`nebridge plugins disable stock_minus && nebridge plugins disable "
+            "tracking_update`)") in " ".join(err.split())
     assert example.read_text(encoding="utf-8") == original
     for name in ("tracking_update", "stock_minus"):
         assert invoke(runner, example, "plugins", "disable", name)[0] == 0

@@ -38,7 +38,8 @@ app = typer.Typer(
     help="Link a warehouse management system (WMS) to Next Engine.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,  # plain help, like git and systemctl: no <bool>, no boxes
     cls=common.CliGroup,
 )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import typer
 import typer.core
@@ -29,6 +31,7 @@ class AppContext:
     @classmethod
     def create(cls, option: Path | None) -> AppContext:
         """Resolve ``--config`` / ``$NEBRIDGE_CONFIG`` / ``./daemon.yaml``."""
+        _json_requested[-1] = False
         return cls(config_path=config_path_from(option))
 
     def load(self) -> LoadedConfig:
@@ -45,6 +48,7 @@ def get(ctx: typer.Context) -> AppContext:
     """The AppContext of the running command."""
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext)
+    _json_requested[-1] = bool(ctx.params.get("as_json"))
     return obj
 
 
@@ -56,6 +60,12 @@ class CliGroup(typer.core.TyperGroup):
     do; here they become that one line on stderr and exit 1 instead of a traceback.
     """
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Take the global ``--config PATH`` anywhere on the line, as git takes ``-C``:
+        ``nebridge run --once --config x.yaml`` works like ``nebridge --config x.yaml run
+        --once``."""
+        return list(super().parse_args(ctx, hoist_config(args)))
+
     def invoke(self, ctx: Any) -> Any:  # a click context (typer vendors click)
         """Run the command; turn database errors into :func:`fail`."""
         try:
@@ -64,11 +74,50 @@ class CliGroup(typer.core.TyperGroup):
             fail(str(exc))
 
 
+#: The global option every subcommand accepts wherever it is written.
+CONFIG_FLAGS = ("--config", "-c")
+
+
+def hoist_config(args: list[str]) -> list[str]:
+    """``args`` with every ``--config PATH`` / ``--config=PATH`` / ``-c PATH`` moved to the
+    front (before the subcommand); nothing after ``--`` is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in CONFIG_FLAGS and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        (front if arg.startswith("--config=") else rest).append(arg)
+        i += 1
+    return front + rest
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print an error to stderr and exit with ``code``."""
+    """Print an error to stderr and exit with ``code``.
+
+    A command run with ``--json`` also gets the error as JSON on stdout
+    (``{"error": message, "exit_code": code}``), so a script never parses an empty answer.
+    """
+    if wants_json():
+        print_json({"error": message, "exit_code": code})
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True,
                       soft_wrap=True)
     raise typer.Exit(code)
+
+
+def wants_json() -> bool:
+    """Whether the running command was given ``--json`` (its ``as_json`` parameter)."""
+    return _json_requested[-1]
+
+
+#: Set by :func:`get` from the running command's ``--json`` (the newest command wins).
+_json_requested = [False]
 
 
 def print_json(data: Any) -> None:
@@ -92,4 +141,40 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 def info(message: str) -> None:
     """A human progress/info line on stderr (keeps stdout clean for --json)."""
     err_console.print(message, highlight=False, markup=False)
+
+
+# -- one output style for every command (human output; --json keeps raw values) -------------
+
+
+#: The largest ``--limit`` any listing takes (a bigger number is a usage error, exit 2).
+LIMIT_MAX = 100_000
+
+
+def limit_option(help_text: str) -> Any:
+    """The ``--limit N`` option of a listing: 1 to :data:`LIMIT_MAX`."""
+    return typer.Option("--limit", min=1, max=LIMIT_MAX, metavar="N", help=help_text)
+
+
+def yes_no(value: bool | None) -> str:
+    """The one boolean style of human output: ``yes`` / ``no`` (``-`` when unknown)."""
+    return "-" if value is None else "yes" if value else "no"
+
+
+def display_zone(loaded: LoadedConfig | None = None) -> tzinfo | None:
+    """The zone times are shown in: ``timezone`` of ``daemon.yaml``, else the system's."""
+    name = loaded.config.timezone if loaded is not None else None
+    return ZoneInfo(name) if name else None
+
+
+def when(moment: datetime | str | None, zone: tzinfo | None = None) -> str:
+    """A moment (or its ISO 8601 text) as ISO 8601 with its offset, to the second, in
+    ``zone`` (default: the system's zone): ``2026-12-03T20:43:02+09:00``; ``-`` for none.
+    Naive values are UTC, as everything nebridge stores."""
+    if moment is None or moment == "":
+        return "-"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).isoformat(timespec="seconds")
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import fail, get, print_json, print_table
+from daemon.cli.common import display_zone, fail, get, print_json, print_table, when
 from daemon.history import event_history, order_history
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
@@ -24,8 +24,8 @@ def history(
     if len(chosen) != 1:
         fail("give exactly one of --order, --shipment or --receipt", code=2)
     kind, ident = chosen[0]
-    config = get(ctx).load().config
-    engine = make_engine(config.resolved_database_url)
+    loaded = get(ctx).load()
+    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
         steps = (order_history(engine, ident) if kind == "order"
@@ -41,5 +41,5 @@ def history(
         print_json({"kind": kind, "id": ident, "steps": [s.as_dict() for s in steps]})
         return
     print_table(f"history of {kind} {ident}", ["at", "what", "detail"],
-                [[s.at.isoformat(timespec="seconds") if s.at else "", s.what, s.detail]
+                [[when(s.at, display_zone(loaded)), s.what, s.detail]
                  for s in steps])

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.cli.common import (
+    display_zone,
+    fail,
+    get,
+    info,
+    limit_option,
+    print_json,
+    print_table,
+    when,
+)
 from daemon.config import ConfigError
 from daemon.inbox import (
     InboxError,
@@ -30,14 +40,14 @@ REASON_LINES = 3
 def list_cmd(
     ctx: typer.Context,
     state: Annotated[ListState, typer.Option(
-        "--state", help="Which part of the inbox to show.")] = ListState.ALL,
-    limit: Annotated[int, typer.Option(
-        "--limit", min=1, help="At most this many rows per part.")] = 50,
+        "--state", metavar="STATE", help="Which part of the inbox to show: accepted, pending, "
+        "held, rejected or all.")] = ListState.ALL,
+    limit: Annotated[int, limit_option("At most this many rows per part.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List accepted batches, pending and held events, and rejected batches with reasons."""
     loaded = get(ctx).load()
-    engine = make_engine(loaded.config.resolved_database_url)
+    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
         listing = list_inbox(engine, state, limit)
@@ -48,16 +58,16 @@ def list_cmd(
     if as_json:
         print_json(listing.as_dict())
     else:
-        _print_listing(listing)
+        _print_listing(listing, display_zone(loaded))
 
 
-def _print_listing(listing: InboxListing) -> None:
+def _print_listing(listing: InboxListing, zone: tzinfo | None) -> None:
     """Human view: one table per part, or a line saying it is empty."""
     if listing.accepted is not None:
         accepted = listing.accepted
         _table("accepted batches", "newest first", accepted.total,
                ["id", "source", "kind", "events", "duplicates", "received at"],
-               [[r.id, r.source, r.kind, r.events, r.duplicates, _when(r.received_at)]
+               [[r.id, r.source, r.kind, r.events, r.duplicates, when(r.received_at, zone)]
                 for r in accepted.rows])
     for title, events in (("pending events", listing.pending), ("held events", listing.held)):
         if events is None:
@@ -71,7 +81,7 @@ def _print_listing(listing: InboxListing) -> None:
         rejected = listing.rejected
         _table("rejected batches", "newest first", rejected.total,
                ["id", "source", "kind", "received at", "reason"],
-               [[r.id, r.source, r.kind, _when(r.received_at), _shorten(r.reason)]
+               [[r.id, r.source, r.kind, when(r.received_at, zone), _shorten(r.reason)]
                 for r in rejected.rows])
         if rejected.total:
             typer.echo("fix the file (csv connector: <inbox>/rejected/NAME, errors in "
@@ -91,11 +101,6 @@ def _table(title: str, order: str, total: int, columns: list[str],
     shown = f"{len(rows)} of {total}" if len(rows) < total else str(total)
     print_table(f"{title} ({shown}, {order})", columns,
                 [[None if cell is None else escape(str(cell)) for cell in row] for row in rows])
-
-
-def _when(iso: str) -> str:
-    """An ISO 8601 UTC time as ``YYYY-MM-DD HH:MM:SS UTC`` for the tables."""
-    return f"{iso[:19].replace('T', ' ')} UTC"
 
 
 def _shorten(reason: str) -> str:
@@ -124,7 +129,7 @@ def retry_cmd(
     app_ctx = get(ctx)
     loaded = app_ctx.load()
     if event is not None:
-        engine = make_engine(loaded.config.resolved_database_url)
+        engine = make_engine(loaded.config.resolved_database_url, create=False)
         try:
             check_migrated(engine)
             row = retry_held_event(engine, event)

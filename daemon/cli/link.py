@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import fail, get, info, print_json
+from daemon.cli.common import display_zone, fail, get, info, print_json
 from daemon.nelink import (
     LinkError,
     connect,
@@ -33,16 +33,18 @@ def connect_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Link a Next Engine company: sign in, receive uid/state, exchange them for tokens."""
-    config = get(ctx).load().config
+    loaded = get(ctx).load()
+    config = loaded.config
     if (uid is None) != (state is None):
         fail("pass both --uid and --state, or neither", code=2)
-    engine = make_engine(config.resolved_database_url)
+    engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
         if uid is None or state is None:
             url = sign_in_url(config)
-            info(f"Sign in to Next Engine here:\n  {url}\n"
-                 f"Waiting for the redirect to {config.nextengine.redirect_uri} …")
+            info("Sign in to Next Engine here:")
+            typer.echo(url, err=True)  # whole, on its own line: never wrapped, copyable
+            info(f"Waiting for the redirect to {config.nextengine.redirect_uri} …")
             if open_browser:
                 webbrowser.open(url)
             uid, state = wait_for_redirect(config.nextengine.redirect_uri, timeout)
@@ -54,7 +56,7 @@ def connect_cmd(
     if as_json:
         print_json(linked.as_dict())
     else:
-        typer.echo(describe(linked))
+        typer.echo(describe(linked, display_zone(loaded)))
 
 
 def unlink_cmd(
@@ -64,7 +66,7 @@ def unlink_cmd(
 ) -> None:
     """Remove ALL Next Engine integration (連携を解除する); unfinished work is exported first."""
     config = get(ctx).load().config
-    engine = make_engine(config.resolved_database_url)
+    engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
         work = pending_work(engine)

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.cli.common import (
+    display_zone,
+    fail,
+    get,
+    info,
+    limit_option,
+    print_json,
+    print_table,
+    when,
+)
 from daemon.outbox import OutboxError, list_items, resolve_item, retry_item
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 from daemon.store.models import OutboxState
@@ -18,13 +27,14 @@ app = typer.Typer(help="Next Engine actions: list, retry, resolve.", no_args_is_
 def list_cmd(
     ctx: typer.Context,
     state: Annotated[list[OutboxState] | None, typer.Option(
-        "--state", help="Only items in this state (repeatable).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many items (newest first).")] = 200,
+        "--state", metavar="STATE", help="Only items in this state: pending, in_flight, done, "
+        "failed, in_doubt or skipped (repeatable).")] = None,
+    limit: Annotated[int, limit_option("At most this many items (newest first).")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List outbox items: kind, subject, state, attempts, last error or result."""
-    config = get(ctx).load().config
-    engine = make_engine(config.resolved_database_url)
+    loaded = get(ctx).load()
+    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
         rows = list_items(engine, [s.value for s in state or []], limit)
@@ -35,15 +45,17 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
+    zone = display_zone(loaded)
     print_table("outbox", ["id", "kind", "subject", "warehouse", "state", "attempts",
-                           "error / result"],
+                           "updated at", "error / result"],
                 [[r["id"], r["kind"], r["subject"], r["warehouse"], r["state"], r["attempts"],
-                  (r["last_error"] or r["result"] or "")[:80]] for r in rows])
+                  when(r["updated_at"], zone), (r["last_error"] or r["result"] or "")[:80]]
+                 for r in rows])
 
 
 def _change(ctx: typer.Context, action: str, item_id: int, applied: bool | None = None) -> None:
     config = get(ctx).load().config
-    engine = make_engine(config.resolved_database_url)
+    engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
         message = (retry_item(engine, item_id) if action == "retry"

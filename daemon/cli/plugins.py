@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.admin import AdminError, change_plugin, plugin_details, plugin_host, plugin_rows
-from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.cli.common import fail, get, info, print_json, print_table, yes_no
 
 app = typer.Typer(help="Feature plugins and WMS connectors.", no_args_is_help=True)
 
@@ -17,25 +17,28 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    show_all: Annotated[bool, typer.Option("--all", help="Include disabled plugins.")] = False,
+    enabled_only: Annotated[bool, typer.Option(
+        "--enabled", help="Only the enabled plugins (and the WMS connector in use).")] = False,
+    _all: Annotated[bool, typer.Option("--all", hidden=True,
+                                       help="Every installed plugin (the default).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List enabled plugins (``--all``: every installed one) with their load state."""
+    """List every installed plugin: enabled or not, load state, requirements, summary."""
     host, _issues = plugin_host(get(ctx).load())
-    rows = plugin_rows(host, show_all)
+    rows = plugin_rows(host, enabled_only)
     if as_json:
         print_json(rows)
         return
     print_table(
         "plugins", ["name", "enabled", "state", "requires", "summary / error"],
-        [[r["name"], "yes" if r["enabled"] else "no", r["state"], ", ".join(r["requires"]),
+        [[r["name"], yes_no(r["enabled"]), r["state"], ", ".join(r["requires"]),
           r["error"] or r["summary"]] for r in rows],
     )
 
 
 @app.command("info")
 def info_cmd(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
-    """Show one plugin: summary, requirements, hooks and its options' JSON schema."""
+    """Show one plugin: summary, requirements, hooks and its options (disabled ones too)."""
     host, _issues = plugin_host(get(ctx).load())
     try:
         data = plugin_details(host, name)
@@ -48,7 +51,9 @@ def info_cmd(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
                 "source", "distribution", "version", "error", "note"):
         value = data.get(key)
         if value not in (None, "", []):
-            typer.echo(f"{key:>12}: {', '.join(value) if isinstance(value, list) else value}")
+            shown = (", ".join(value) if isinstance(value, list)
+                     else yes_no(value) if isinstance(value, bool) else value)
+            typer.echo(f"{key:>12}: {shown}")
     schema = data.get("config_schema")
     if schema:
         typer.echo("     options:")

@@ -20,7 +20,7 @@ def status(
     """Show plugins, last runs per warehouse and stage, backlog, and what waits for a person."""
     loaded = get(ctx).load()
     host, _issues = plugin_host(loaded)
-    engine = make_engine(loaded.config.resolved_database_url)
+    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         data = collect_status(loaded, engine, host)
     finally:

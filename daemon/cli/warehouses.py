@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.admin import AdminError, set_warehouse_link, warehouse_rows
-from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.cli.common import fail, get, info, print_json, print_table, yes_no
 
 app = typer.Typer(help="Warehouses (拠点) and their Next Engine link.", no_args_is_help=True)
 
@@ -23,7 +23,7 @@ def list_cmd(
         print_json(rows)
         return
     print_table("warehouses", ["code", "name", "ne_linked", "import_orders", "shop_ids"],
-                [[r["code"], r["name"], r["ne_linked"], r["import_orders"],
+                [[r["code"], r["name"], yes_no(r["ne_linked"]), yes_no(r["import_orders"]),
                   ", ".join(r["shop_ids"])] for r in rows])
 
 

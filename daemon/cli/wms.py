@@ -96,7 +96,7 @@ def connect(
             state = secrets.token_urlsafe(24)
             url = connector.authorization_url(state, connector_ctx)
             info(f"Authorise nebridge in {name} here:")
-            typer.echo(f"  {url}", err=True)  # never wrapped: it must stay copyable
+            typer.echo(url, err=True)  # whole, on its own line: never wrapped, copyable
             info(f"Waiting for the redirect to {connector.redirect_uri} …")
             if open_browser:
                 webbrowser.open(url)

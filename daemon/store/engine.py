@@ -129,8 +129,11 @@ def _driver_missing(url: URL, exc: ImportError) -> DatabaseUnavailable:
         "(from a checkout: `pip install -e '.[postgres]'`)")
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
+def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True) -> Engine:
     """Create the engine for ``url``; a new SQLite file is created 0600 (folder 0700).
+
+    With ``create=False`` (read-only commands, the daemon) a missing SQLite file is not
+    created: :class:`DatabaseNotMigrated` says to run ``nebridge db upgrade``.
 
     Raises :class:`DatabaseUnavailable` when the driver is not installed; a failed or
     dropped connection raises it later too (see :func:`_convert_connection_errors`).
@@ -152,6 +155,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000) -> Engine:
         return server
     database = sqlite_path(url)
     if database is not None and not database.exists():
+        if not create:
+            raise DatabaseNotMigrated(f"there is no database at {database} yet; create it "
+                                      "with `nebridge db upgrade`")
         database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600))  # SQLite gives its -wal and -shm files the same mode
