@@ -433,8 +433,10 @@ def plain_message(error: Mapping[str, Any], model: type[BaseModel],
         return unknown_key(str(loc[-1]), [*model_keys(model, loc[:-1]), *also])
     template = _PLAIN.get(kind)
     if template is not None:
+        ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+               for k, v in (error.get("ctx") or {}).items()}  # "greater than 0", not "0.0"
         try:
-            text = template.format(**(error.get("ctx") or {}))
+            text = template.format(**ctx)
         except (KeyError, IndexError):
             text = template
     else:
