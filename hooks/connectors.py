@@ -155,7 +155,11 @@ class WmsConnector(Protocol):
         ...
 
     def push_orders(self, batch: InstructionBatch, ctx: ConnectorContext) -> None:
-        """Deliver order instructions; idempotent for the same ``batch.key``."""
+        """Deliver order instructions; idempotent for the same ``batch.key``.
+
+        Orders that cannot be instructed as they are: deliver every other one, write nothing
+        of those, then raise :class:`~hooks.errors.OrdersRefused` naming each with its reason.
+        """
         ...
 
 
