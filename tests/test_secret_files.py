@@ -32,10 +32,6 @@ def sandbox() -> Iterator[SandboxServer]:
         yield sb
 
 
-def cli(config: Path, *args: str) -> object:
-    return CliRunner().invoke(app, ["--config", str(config), *args])
-
-
 def test_connect_by_hand_reads_the_secret_where_the_unit_loads_it_from(
     make_config: ConfigFactory, sandbox: SandboxServer, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
