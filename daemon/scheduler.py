@@ -2,7 +2,10 @@
 
 Schedules are rebuilt from ``daemon.yaml`` at every start and reload (in-memory job store);
 progress lives in our own tables. Separate executors keep the dispatcher and the intake from
-being starved by busy warehouse pipelines.
+being starved by busy warehouse pipelines. A warehouse's order import is a job of its own, on
+an executor of its own: an import that takes minutes (hundreds of orders through a WMS's rate
+limit) never holds back that warehouse's shipments and receipts. A job still running when its
+next run is due skips that run quietly (APScheduler's warning about it is logged at debug).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_J
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon.pipeline import WarehousePipeline
+from daemon.pipeline import Stage, WarehousePipeline
 from daemon.runtime import Runtime
 from daemon.store.engine import DatabaseUnavailable, database_health
 
@@ -27,11 +30,28 @@ HEARTBEAT_SECONDS = 2.0
 DISPATCHER_JOB = "dispatcher"
 INTAKE_JOB = "intake"
 TOKEN_GUARD_JOB = "token_guard"
+EVENT_STAGES = (Stage.SHIPMENTS, Stage.RECEIPTS)
 
 
 def warehouse_job(code: str) -> str:
-    """The job id of a warehouse pipeline."""
+    """The job id of a warehouse's shipments and receipts."""
     return f"warehouse:{code}"
+
+
+def import_job(code: str) -> str:
+    """The job id of a warehouse's order import."""
+    return f"import:{code}"
+
+
+class _QuietSkips(logging.Filter):
+    """Drops APScheduler's "maximum number of running instances reached" warnings: a long
+    job skipping its next run is expected here (the scheduler logs it at debug itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in record.getMessage()
+
+
+_QUIET_SKIPS = _QuietSkips()
 
 
 class Scheduler:
@@ -52,6 +72,8 @@ class Scheduler:
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),
+                "imports": ThreadPoolExecutor(max(1, min(4, sum(
+                    1 for w in runtime.config.warehouses if w.import_orders)))),
                 "outbox": ThreadPoolExecutor(1),
                 "intake": ThreadPoolExecutor(1),
                 "heartbeat": ThreadPoolExecutor(1),
@@ -62,18 +84,30 @@ class Scheduler:
         self.scheduler.add_listener(
             self._on_problem, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
+        apscheduler_log = logging.getLogger("apscheduler.scheduler")
+        if _QUIET_SKIPS not in apscheduler_log.filters:
+            apscheduler_log.addFilter(_QUIET_SKIPS)
 
     def start(self) -> None:
         """Create the jobs from the configuration and start the scheduler thread."""
         schedule = self.runtime.config.schedule
         grace = max(1, int(self.interval / 2))
         for pipeline in self.runtime.pipelines():
+            code = pipeline.warehouse.code
             self.scheduler.add_job(
-                self._guarded(self._pipeline_job(pipeline), warehouse_job(pipeline.warehouse.code)),
+                self._guarded(self._pipeline_job(pipeline, EVENT_STAGES), warehouse_job(code)),
                 "interval", seconds=self.interval, jitter=schedule.jitter_seconds,
-                id=warehouse_job(pipeline.warehouse.code), replace_existing=True,
+                id=warehouse_job(code), replace_existing=True,
                 misfire_grace_time=grace, next_run_time=datetime.now().astimezone(),
             )
+            if pipeline.warehouse.import_orders:
+                self.scheduler.add_job(
+                    self._guarded(self._pipeline_job(pipeline, (Stage.IMPORT_ORDERS,)),
+                                  import_job(code)),
+                    "interval", seconds=self.interval, jitter=schedule.jitter_seconds,
+                    id=import_job(code), executor="imports", replace_existing=True,
+                    misfire_grace_time=grace, next_run_time=datetime.now().astimezone(),
+                )
         self.scheduler.add_job(
             self._guarded(self._dispatch, DISPATCHER_JOB), "interval",
             seconds=schedule.dispatch_interval_seconds, id=DISPATCHER_JOB,
@@ -117,7 +151,9 @@ class Scheduler:
         if self._should_stop() or not self.scheduler.running:
             return
         now = datetime.now().astimezone()
-        for job_id in sorted(requests):
+        with self._lock:
+            running = set(self._running)  # they run again when they end (``_again``)
+        for job_id in sorted(requests - running):
             job = self.scheduler.get_job(job_id)
             if job is not None:
                 job.modify(next_run_time=now)
@@ -155,9 +191,10 @@ class Scheduler:
         for code in sorted(report.warehouses):
             self.run_now(warehouse_job(code))
 
-    def _pipeline_job(self, pipeline: WarehousePipeline) -> Callable[[], None]:
+    def _pipeline_job(self, pipeline: WarehousePipeline,
+                      stages: tuple[Stage, ...]) -> Callable[[], None]:
         def job() -> None:
-            results = pipeline.run_once(should_stop=self._should_stop)
+            results = pipeline.run_once(should_stop=self._should_stop, stages=stages)
             if any(r.items_out for r in results):
                 self.run_now(DISPATCHER_JOB)
         return job

@@ -6,11 +6,13 @@ budget; each slot is taken in one write transaction that also reads the clock, s
 cannot erase each other's slots. A safety margin (:func:`budget`) stays unused: the clocks of
 nebridge and Logikura never agree exactly, and Logikura's window may be aligned differently.
 
-Two lanes share the budget, history reads first: *bulk* work (creating shipping schedules
-for an order import) may fill the window only up to :data:`READ_RESERVE` slots below the
-budget, so shipments and receipts are read at once however large an import is. Bulk callers
-also pass the engine's ``should_stop``: their waits are cut when the daemon stops
-(:class:`TurnOver`), so a stop never waits for a slot.
+Two lanes share the budget: *bulk* work (creating shipping schedules for an order import)
+and everything else (reading shipping and receiving histories first of all). Each lane may
+fill the window only up to :func:`lane_budget`, keeping :data:`LANE_RESERVE` slots a minute
+for the other: shipments and receipts are read at once however large an import is, and
+heavy reading never stops an import. Bulk callers also pass the engine's ``should_stop``:
+their waits are cut when the daemon stops (:class:`TurnOver`), so a stop never waits for a
+slot.
 
 When Logikura says the budget is used up (``X-RateLimit-Remaining: 0``, or a 429 / 499
 answer) nobody sends again before ``X-Rate-Limit-Reset`` seconds have passed — at most
@@ -29,7 +31,7 @@ from plugins.wms_logikura.store import LocalStore
 WINDOW_SECONDS = 60.0
 MAX_PAUSE_SECONDS = WINDOW_SECONDS + 5.0
 DEFAULT_PAUSE_SECONDS = WINDOW_SECONDS
-READ_RESERVE = 20
+LANE_RESERVE = 20
 STOP_CHECK_SECONDS = 1.0
 _EPOCH_FLOOR = 1_000_000_000.0  # 2001-09-09: a reset this large is a timestamp
 
@@ -40,10 +42,10 @@ def budget(limit: int) -> int:
     return limit - limit // 10
 
 
-def bulk_budget(limit: int) -> int:
-    """The part of :func:`budget` bulk work may fill; the rest is kept for history reads."""
+def lane_budget(limit: int) -> int:
+    """The part of :func:`budget` one lane may fill; the rest is kept for the other."""
     whole = budget(limit)
-    return max(1, whole - min(READ_RESERVE, whole // 3))
+    return max(1, whole - min(LANE_RESERVE, whole // 3))
 
 
 class TurnOver(LogikuraUnavailable):
@@ -71,14 +73,15 @@ class RateLimiter:
     def acquire(self, *, bulk: bool = False, stop: Callable[[], bool] | None = None) -> None:
         """Wait until a request may be sent and count it.
 
-        ``bulk`` requests leave the read reserve free and, with ``stop``, wait in steps of
+        ``bulk`` requests take the bulk lane and, with ``stop``, wait in steps of
         :data:`STOP_CHECK_SECONDS`, raising :class:`TurnOver` once ``stop()`` is true.
         Anyone gives up after ``max_wait``; bulk work waits as long as it takes.
         """
-        cap = bulk_budget(self.limit) if bulk else budget(self.limit)
+        cap, lane_cap = budget(self.limit), lane_budget(self.limit)
         waited = 0.0
         while True:
-            wait = self.store.take_slot(self.clock, cap, WINDOW_SECONDS, MAX_PAUSE_SECONDS)
+            wait = self.store.take_slot(self.clock, bulk, cap, lane_cap, WINDOW_SECONDS,
+                                        MAX_PAUSE_SECONDS)
             if wait <= 0:
                 return
             if stop is not None:

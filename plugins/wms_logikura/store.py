@@ -12,8 +12,9 @@
 * ``delivered``: what each delivered history said (digest, Next Engine order, tracking number,
   lines), so a later change, a second shipment of the same order or a deleted history is
   noticed and reported instead of dropped.
-* ``request_slot`` / ``kv``: the request times of the last minute and a pause Logikura asked
-  for, shared by every process using this state folder; cached lookups.
+* ``request_slot`` / ``bulk_slot`` / ``kv``: the request times of the last minute (bulk work
+  such as an order import apart) and a pause Logikura asked for, shared by every process
+  using this state folder; cached lookups.
 
 A new connection per operation keeps it safe across threads and processes; write
 transactions take SQLite's write lock (``BEGIN IMMEDIATE``).
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS delivered (
     facts TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS delivered_by_order ON delivered (ne_order_id);
 CREATE TABLE IF NOT EXISTS request_slot (at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bulk_slot (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SENDING, CREATED, DELETED = "sending", "created", "deleted"
@@ -241,10 +243,11 @@ class LocalStore:
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
     # ---------------------------------------------------------------- rate limit
-    def take_slot(self, clock: Callable[[], float], cap: int, window: float,
-                  max_pause: float) -> float:
-        """Record a request if fewer than ``cap`` were made in the last ``window`` seconds
-        and no pause is due; else return the seconds to wait.
+    def take_slot(self, clock: Callable[[], float], bulk: bool, cap: int, lane_cap: int,
+                  window: float, max_pause: float) -> float:
+        """Record a request of a lane (``bulk`` work, or the rest) if fewer than ``cap``
+        requests, and fewer than ``lane_cap`` of that lane, were made in the last ``window``
+        seconds and no pause is due; else return the seconds to wait.
 
         The clock is read *inside* the write transaction, so the times of every thread and
         process are taken in one order and no taker can count (or delete) another's slot
@@ -252,6 +255,7 @@ class LocalStore:
         (the wall clock was set back; an absurd reset header stored by an older version)
         are dropped rather than obeyed.
         """
+        mine = "bulk_slot" if bulk else "request_slot"
         with self._write(durable=False) as conn:
             now = clock()
             row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
@@ -260,15 +264,17 @@ class LocalStore:
                 conn.execute("DELETE FROM kv WHERE name = ?", (PAUSE_KEY,))
             elif now < paused_until:
                 return paused_until - now
-            conn.execute("DELETE FROM request_slot WHERE at <= ? OR at > ?",
-                         (now - window, now + window))
-            (count,) = conn.execute("SELECT COUNT(*) FROM request_slot").fetchone()
-            if count >= cap:
-                (freed,) = conn.execute(
-                    "SELECT at FROM request_slot ORDER BY at LIMIT 1 OFFSET ?",
-                    (count - cap,)).fetchone()
-                return max(float(freed) + window - now, 0.001)
-            conn.execute("INSERT INTO request_slot (at) VALUES (?)", (now,))
+            for table in ("request_slot", "bulk_slot"):
+                conn.execute(f"DELETE FROM {table} WHERE at <= ? OR at > ?",
+                             (now - window, now + window))
+            both = "SELECT at FROM request_slot UNION ALL SELECT at FROM bulk_slot"
+            for source, limit in ((both, cap), (f"SELECT at FROM {mine}", lane_cap)):
+                (count,) = conn.execute(f"SELECT COUNT(*) FROM ({source})").fetchone()
+                if count >= limit:
+                    (freed,) = conn.execute(f"SELECT at FROM ({source}) ORDER BY at LIMIT 1 "
+                                            "OFFSET ?", (count - limit,)).fetchone()
+                    return max(float(freed) + window - now, 0.001)
+            conn.execute(f"INSERT INTO {mine} (at) VALUES (?)", (now,))
             return 0.0
 
     def pause_until(self, until: float) -> None:

@@ -23,7 +23,7 @@ from plugins.wms_logikura.ratelimit import (
     RateLimiter,
     TurnOver,
     budget,
-    bulk_budget,
+    lane_budget,
 )
 from plugins.wms_logikura.sandbox import SandboxServer
 from plugins.wms_logikura.store import PAUSE_KEY, LocalStore
@@ -43,14 +43,15 @@ import sys, time
 from pathlib import Path
 from plugins.wms_logikura.store import LocalStore
 store, cap, tries = LocalStore(Path(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
-print(sum(store.take_slot(time.time, cap, 3600.0, 65.0) == 0.0 for _ in range(tries)))
+print(sum(store.take_slot(time.time, False, cap, cap, 3600.0, 65.0) == 0.0
+          for _ in range(tries)))
 """
 
 
 def test_margin_below_the_limit() -> None:
     assert budget(100) == 90
-    assert bulk_budget(100) == 70
-    assert budget(7) == 7 and bulk_budget(7) < 7
+    assert lane_budget(100) == 70
+    assert budget(7) == 7 and lane_budget(7) == 5
 
 
 @pytest.mark.parametrize("threads", [2, 4])
@@ -61,8 +62,9 @@ def test_threads_never_take_more_slots_than_the_cap(tmp_path: Path, threads: int
 
     def take() -> None:
         start.wait()
-        admitted.append(sum(store.take_slot(time.time, 20, HOUR, MAX_PAUSE_SECONDS) == 0.0
-                            for _ in range(30)))
+        admitted.append(sum(store.take_slot(time.time, bulk, 20, 15, HOUR,
+                                            MAX_PAUSE_SECONDS) == 0.0
+                            for bulk in (False, True) * 15))
 
     workers = [threading.Thread(target=take) for _ in range(threads)]
     for worker in workers:
@@ -102,7 +104,7 @@ def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
         for worker in workers:
             worker.join()
         key = nebridge_key(lk)
-        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) == budget(100)
+        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) == lane_budget(100)
         assert lk.state.traffic.rate_limited(key) == 0
 
 
@@ -111,21 +113,32 @@ def test_bulk_work_leaves_the_read_reserve_and_stops_waiting_on_stop(tmp_path: P
     limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
                           sleep=clock.sleep, max_wait=120)
     stopping = threading.Event()
-    for _ in range(bulk_budget(100)):
+    for _ in range(lane_budget(100)):
         limiter.acquire(bulk=True, stop=stopping.is_set)
     assert clock.slept == 0
-    for _ in range(budget(100) - bulk_budget(100)):
+    for _ in range(budget(100) - lane_budget(100)):
         limiter.acquire()  # history reads still go at once
     assert clock.slept == 0
     limiter.acquire(bulk=True, stop=stopping.is_set)  # waits for the oldest slot to age out
     assert WINDOW_SECONDS - 1 <= clock.slept <= WINDOW_SECONDS + 1
-    for _ in range(bulk_budget(100) - 1):
+    for _ in range(lane_budget(100) - 1):
         limiter.acquire(bulk=True, stop=stopping.is_set)
     stopping.set()
     slept = clock.slept
     with pytest.raises(TurnOver, match="stopping"):
         limiter.acquire(bulk=True, stop=stopping.is_set)
     assert clock.slept == slept  # a stop never waits for a slot
+
+
+def test_heavy_reading_never_stops_an_import(tmp_path: Path) -> None:
+    clock = FakeTime()
+    limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
+                          sleep=clock.sleep, max_wait=120)
+    for _ in range(lane_budget(100)):
+        limiter.acquire()
+    for _ in range(budget(100) - lane_budget(100)):
+        limiter.acquire(bulk=True, stop=lambda: False)
+    assert clock.slept == 0
 
 
 def test_a_looping_link_ends_the_read(tmp_path: Path, http: requests.Session) -> None:
