@@ -11,12 +11,15 @@ port and what to change.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import socketserver
 import threading
 import time
 from contextlib import suppress
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 
 class PortInUse(Exception):
@@ -84,6 +87,11 @@ class BoundedThreadingMixIn(socketserver.ThreadingMixIn):
         with lock:
             for request in [r for r, since in active.items() if since <= cutoff]:
                 _close(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A peer that broke its connection (or was dropped to make room) is not news: no
+        traceback on the admin's terminal, a debug line only."""
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     @property
     def open_connections(self) -> int:
