@@ -183,7 +183,7 @@ class OrderImporter:
             self.gate.observe(exc)
             result.failures.append(f"cannot read orders from Next Engine: {exc}")
             return result
-        plan = self._decide(candidates, warehouse)
+        plan = self._decide(candidates, warehouse, full_scan)
         result.items_in = len(candidates)
         earlier = result.counts.get("held", 0)  # refused in a batch left pending
         result.counts = {"imported": len(plan.instruct), "held": earlier + len(plan.hold),
@@ -294,14 +294,22 @@ class OrderImporter:
 
     # -- deciding ---------------------------------------------------------------------------
 
-    def _decide(self, candidates: Sequence[Candidate], warehouse: WarehouseInfo) -> ImportPlan:
+    def _decide(
+        self, candidates: Sequence[Candidate], warehouse: WarehouseInfo, full_scan: bool
+    ) -> ImportPlan:
+        """Instruct, hold or skip each candidate. Settled orders are left alone, and so is an
+        order held as it still is in Next Engine, except on a full scan (the product master
+        changed) or after ``nebridge orders retry``."""
         plan = ImportPlan()
         with read_session(self.engine) as session:
-            done = set(session.scalars(
-                select(col(ImportedOrder.ne_order_id))
-                .where(col(ImportedOrder.state).in_(SETTLED))
+            known = session.execute(
+                select(col(ImportedOrder.ne_order_id), col(ImportedOrder.state),
+                       col(ImportedOrder.ne_last_modified))
                 .where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
-            )) if candidates else set()
+            ).all() if candidates else []
+            modified = {c.order_id: c.order.last_modified for c in candidates}
+            done = {oid for oid, state, seen in known if state in SETTLED or (
+                state == HELD and not full_scan and seen == modified[oid])}
             products = [(p, link) for p, link in session.execute(
                 select(col(WmsProduct.product_code), col(WmsProduct.link_code))
                 .where(col(WmsProduct.link_code).is_not(None))).all()]
