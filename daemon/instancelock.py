@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 from daemon.config import DaemonConfig
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.tokens import SharedTokenStore, TokenSet, TokenStore, store_lock_key
-from daemon.store.engine import describe_database
+from daemon.store.engine import DatabaseUnavailable, database_unavailable, describe_database
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,12 @@ class InstanceLock:
         return True
 
     def _acquire_postgres(self) -> bool:
-        raw = self.engine.raw_connection()  # DatabaseUnavailable when the server is away
+        try:
+            raw = self.engine.raw_connection()
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # the pool's own connect does not pass the engine's hook
+            raise DatabaseUnavailable(database_unavailable(self.engine.url, exc)) from None
         try:
             raw.detach()  # the lock's own connection: never handed to anyone else
             conn: Any = raw.dbapi_connection

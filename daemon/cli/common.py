@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from daemon.config import ConfigError, LoadedConfig, config_path_from, load_config
@@ -106,7 +107,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """
     if wants_json():
         print_json({"error": message, "exit_code": code})
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True,
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True,
                       soft_wrap=True)
     raise typer.Exit(code)
 

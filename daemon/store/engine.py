@@ -185,6 +185,20 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True) 
 _HEALTH: weakref.WeakKeyDictionary[Engine, DatabaseHealth] = weakref.WeakKeyDictionary()
 
 
+class _QuietLostConnections(logging.Filter):
+    """Drop the pool's traceback for rolling back a connection the server already dropped:
+    the outage is reported once, in one line, by :class:`DatabaseHealth` and the daemon."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Exception during reset")
+                    and exc is not None and "connection" in str(exc).lower())
+
+
+for _pool in ("QueuePool", "SingletonThreadPool", "NullPool", "StaticPool"):
+    logging.getLogger(f"sqlalchemy.pool.impl.{_pool}").addFilter(_QuietLostConnections())
+
+
 def _convert_connection_errors(engine: Engine, url: URL) -> None:
     """Raise :class:`DatabaseUnavailable` for a failed connect or a dropped connection.
 
