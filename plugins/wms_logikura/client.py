@@ -8,6 +8,8 @@
   auth error saying what to do.
 * Reads (GET) are repeated after a dropped connection or a 5xx; writes never are — their
   outcome is unknown, so the error says so (``ambiguous``) and callers reconcile first.
+  ``ctx.http`` (:mod:`hooks.http`) bounds every call: ``timeout_seconds`` is the whole call's
+  deadline, and an answer over the size cap is an error that is not read again.
 * Lists follow the ``Link: <…>; rel="next"`` header to the end, never to another host, and
   never to a page already read (a repeating or looping link ends the read with an error, as
   does a list longer than :data:`MAX_PAGES` pages).
@@ -26,6 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
+from hooks.http import ResponseTooLarge
 from plugins.wms_logikura.auth import Authorizer
 from plugins.wms_logikura.config import LogikuraConfig
 from plugins.wms_logikura.errors import (
@@ -162,6 +165,9 @@ class LogikuraClient:
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                     timeout=self.config.timeout_seconds)
             except requests.RequestException as exc:
+                if isinstance(exc, ResponseTooLarge):  # the same answer again would be too
+                    raise LogikuraUnavailable(f"{method} {shown}: {exc}",
+                                              ambiguous=method != "GET") from None
                 if method == "GET" and read_retries < READ_RETRIES:
                     read_retries += 1
                     self.sleep(float(read_retries))

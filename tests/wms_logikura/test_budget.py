@@ -15,8 +15,9 @@ import pytest
 import requests
 
 from benchmarks.virtual_time import VirtualTime
+from hooks.http import BoundedSession, HttpLimits
 from plugins.wms_logikura import LogikuraConnector
-from plugins.wms_logikura.errors import LogikuraError
+from plugins.wms_logikura.errors import LogikuraError, LogikuraUnavailable
 from plugins.wms_logikura.ratelimit import (
     MAX_PAUSE_SECONDS,
     WINDOW_SECONDS,
@@ -189,3 +190,24 @@ def test_a_stored_absurd_pause_does_not_block(tmp_path: Path, http: requests.Ses
         slept = clock.slept
         assert client_of(connector, ctx).get("/api/v1/warehouses")["warehouses"]
         assert clock.slept == slept
+
+
+def test_calls_are_bounded_by_ctx_http(tmp_path: Path, http: requests.Session) -> None:
+    """Through the engine's BoundedSession: an answer over the size cap is one request and a
+    clear error; a stalled answer ends at ``timeout_seconds`` for the whole call."""
+    with SandboxServer(sandbox_config(seed_size=30)) as lk:
+        clock = FakeTime(lk)
+        connect(lk, tmp_path, http, clock)
+        small = BoundedSession(HttpLimits(max_response_bytes=2000))
+        bounded = LogikuraConnector(logikura_config(lk, timeout_seconds=0.5), clock=clock,
+                                    sleep=clock.sleep)
+        client = client_of(bounded, make_ctx(tmp_path, small, clock))
+        key = nebridge_key(lk)
+        before = len(lk.state.traffic.requests(key))
+        with pytest.raises(LogikuraUnavailable, match="max_response_mb"):
+            client.get("/api/v1/product_variants")
+        assert len(lk.state.traffic.requests(key)) - before == 1
+        lk.faults.stall_next(3, count=3, path="/api/v1/warehouses")
+        with pytest.raises(LogikuraUnavailable, match="did not answer GET"):
+            client.get("/api/v1/warehouses")
+        small.close()
