@@ -92,6 +92,11 @@ def check_config(loaded: LoadedConfig) -> ConfigCheck:
     host, issues = plugin_host(loaded)
     disabled_issues, warnings = host.check_disabled_options(loaded)
     issues = issues + disabled_issues
+    for name, section in loaded.config.plugins.items():
+        if "enabled" not in section and section:
+            warnings.append(f"plugin {name} has options but no `enabled:` line, so it is off; "
+                            f"write `enabled: false` to keep it off on purpose, or enable it "
+                            f"(`nebridge plugins enable {name}`)")
     paused = host.paused_stages()
     for record in host.failed():
         prefix = f"plugins.{record.name}"
@@ -324,7 +329,7 @@ def attention_report(
     from the database, which must exist and be migrated.
     """
     host, _issues = plugin_host(loaded)
-    engine = make_engine(loaded.config.resolved_database_url)
+    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         if current_revision(engine) != head_revision(engine):
             raise AdminError("the database is not migrated (or does not exist yet): run "

@@ -23,7 +23,12 @@ from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, token_store
 from daemon.nextengine.errors import NextEngineError
 from daemon.pluginmanager import PluginHost
-from daemon.store.engine import current_revision, head_revision, make_engine
+from daemon.store.engine import (
+    DatabaseNotMigrated,
+    current_revision,
+    head_revision,
+    make_engine,
+)
 from daemon.store.models import utcnow
 from hooks.records import HealthCheck
 
@@ -62,7 +67,7 @@ def diagnose(config_path: Path, offline: bool = False) -> Diagnosis:
 
 def _attention(loaded: LoadedConfig) -> list[HealthCheck]:
     """A warning naming what waits for a person (paused stages are a failed check)."""
-    engine = make_engine(loaded.config.resolved_database_url)
+    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         report = collect(engine, limit=1)
     finally:
@@ -109,7 +114,10 @@ def run_checks(
 
 
 def _database(loaded: LoadedConfig) -> list[HealthCheck]:
-    engine = make_engine(loaded.config.resolved_database_url)
+    try:
+        engine = make_engine(loaded.config.resolved_database_url, create=False)
+    except DatabaseNotMigrated as exc:  # a missing SQLite file: doctor creates nothing
+        return [HealthCheck("database", False, str(exc), "run `nebridge db upgrade`")]
     try:
         current, head = current_revision(engine), head_revision(engine)
     except Exception as exc:

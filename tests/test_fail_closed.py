@@ -289,3 +289,13 @@ def test_options_of_a_disabled_plugin_are_checked_by_config_check(tmp_path: Path
     plugins["tag_filter"] = {"enabled": False, "tag": "ロジクラ受注取込対象"}
     write(config, base_config(tmp_path, plugins=plugins))
     assert cli(config, "config", "check")[0] == 0
+
+
+def test_plugin_options_without_an_enabled_line_are_warned_of(tmp_path: Path) -> None:
+    config = tmp_path / "daemon.yaml"
+    plugins = {**DEFAULT_PLUGINS, "tag_filter": {"tag": "ロジクラ受注取込対象"}}
+    write(config, base_config(tmp_path, plugins=plugins))
+    code, _out, err = cli(config, "config", "check")
+    assert code == 0 and "plugin tag_filter has options but no `enabled:` line" in err
+    code, data = cli_json(config, "config", "check")
+    assert code == 0 and any("tag_filter" in w for w in data["warnings"])

@@ -4,20 +4,20 @@ crashed stages, problems the WMS connector reported)."""
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Annotated, Any
 
 import typer
 
 from daemon.admin import AdminError, attention_report
-from daemon.cli.common import fail, get, print_json
+from daemon.cli.common import display_zone, fail, get, limit_option, print_json, when
 
 
 def attention_cmd(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000,
-                                       help="Show at most this many items (newest first); "
-                                       "every kind is counted in full.")] = 50,
+    limit: Annotated[int, limit_option("Show at most N items (newest first); every kind is "
+                                       "counted in full.")] = 50,
     warehouse: Annotated[str | None, typer.Option(
         "--warehouse", help="Only this warehouse's items (and those tied to none, such as "
         "paused stages and rejected files).", show_default=False)] = None,
@@ -34,11 +34,12 @@ def attention_cmd(
     if as_json:
         print_json(data)
         return
-    print_attention(data, more_hint="`nebridge attention --limit N` shows more")
+    print_attention(data, more_hint="`nebridge attention --limit N` shows more",
+                    zone=display_zone(loaded))
 
 
-def print_attention(data: dict[str, Any], more_hint: str) -> None:
-    """Human view of an attention report (``AttentionReport.as_dict()``)."""
+def print_attention(data: dict[str, Any], more_hint: str, zone: tzinfo | None = None) -> None:
+    """Human view of an attention report (``AttentionReport.as_dict()``), times in ``zone``."""
     if not data["total"]:
         typer.echo("nothing waits for a person")
         return
@@ -47,7 +48,7 @@ def print_attention(data: dict[str, Any], more_hint: str) -> None:
     typer.echo(f"{data['total']} thing(s) wait for a person: {counts}")
     for item in data["items"]:
         where = " ".join(p for p in (item["warehouse"], item["subject"]) if p)
-        typer.echo(f"- {item['kind']} {where} (since {item['since']})")
+        typer.echo(f"- {item['kind']} {where} (since {when(item['since'], zone)})")
         typer.echo(f"    reason: {item['reason']}")
         typer.echo(f"    fix: {item['fix']}")
     if data["total"] > len(data["items"]):

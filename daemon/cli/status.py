@@ -8,7 +8,7 @@ import typer
 
 from daemon.admin import collect_status, plugin_host, wms_link
 from daemon.cli.attention import print_attention
-from daemon.cli.common import get, print_json, print_table
+from daemon.cli.common import display_zone, get, print_json, print_table
 from daemon.nelink import LinkInfo, describe
 from daemon.store.engine import make_engine
 
@@ -67,4 +67,5 @@ def status(
         typer.echo("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(data["outbox"].items())))
     for stage, reason in data["paused_stages"].items():
         typer.echo(f"PAUSED {stage}: {reason}")
-    print_attention(data["attention"], more_hint="`nebridge attention` lists them all")
+    print_attention(data["attention"], more_hint="`nebridge attention` lists them all",
+                    zone=display_zone(loaded))
