@@ -203,11 +203,16 @@ def test_an_absurd_limit_is_a_usage_error(make_config: ConfigFactory, command: l
     assert "--limit" in result.stderr and "Traceback" not in result.output
 
 
-def test_read_only_commands_create_no_folder_and_no_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wms", [
+    # the csv connector still creates its folders when it is built (its own tests rely on
+    # it): to be moved into its first scan by the connector's owner, then add it here
+    {"connector": "logikura", "logikura": {"client_id": "lk"}}], ids=["logikura"])
+def test_read_only_commands_create_no_folder_and_no_database(
+    tmp_path: Path, wms: dict[str, object]
+) -> None:
     config = tmp_path / "daemon.yaml"
     config.write_text(dump_yaml({
-        "state_dir": "state", "nextengine": {"client_id": "x"},
-        "wms": {"connector": "logikura", "logikura": {"client_id": "lk"}},
+        "state_dir": "state", "nextengine": {"client_id": "x"}, "wms": wms,
         "warehouses": [{"code": "ITAKU"}]}), encoding="utf-8")
     for args in (["config", "check"], ["status"], ["wms", "status"], ["inbox", "list"],
                  ["outbox", "list"], ["history", "--order", "1"], ["systemd", "unit"],
