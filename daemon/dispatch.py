@@ -340,6 +340,11 @@ class ShipExecutor(_NeExecutor):
                 return True
             except NeLockConflict:
                 continue
+            except NeValidationError as exc:  # refused for good, this order only: held alone
+                self._move([item], OutboxState.FAILED,
+                           error=f"tracking number not accepted by Next Engine: {exc}; fix it, "
+                                 f"then `nebridge outbox retry {item.id}`")
+                return False
             except NextEngineError as exc:
                 self.gate.observe(exc)
                 self._move([item], OutboxState.PENDING, error=str(exc),
@@ -362,6 +367,11 @@ class ShipExecutor(_NeExecutor):
                     self._move(ready[index + 1:], OutboxState.PENDING,
                                retry_in=self.settings.retry, error=f"not sent: {unknown.cause}")
                     break
+                continue
+            except NeValidationError as exc:  # refused for good, this order only: held alone
+                self._move([item], OutboxState.FAILED,
+                           error=f"Next Engine refused to ship the order: {exc}; fix the order "
+                                 f"in Next Engine, then `nebridge outbox retry {item.id}`")
                 continue
             except NextEngineError as exc:
                 self.gate.observe(exc)

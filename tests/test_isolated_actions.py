@@ -125,3 +125,39 @@ def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
         driver.join()
     assert items(world)["P-B"].state == "done"
     assert [world.uploaded(c) for c in ("A-1", "B-2", "C-3", "D-4")] == [5, -10, 1, 2]
+
+
+def test_an_order_next_engine_refuses_to_ship_fails_alone_and_ships_after_the_fix(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    for world in make_world(make_config, tmp_path,
+                            sandbox_options={"shipped_allowed_from_20": False}):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        good, bad = (st.create_order([("A-1", 1)], shop_id=1) for _ in range(2))
+        world.products([("P-A", "A-1")])
+        once(world)
+        # after import someone moves the order's print-instruct date into the future:
+        # Next Engine then refuses to hand it over (receipted), so it cannot be shipped
+        st.human_edit(bad, {"receive_order_statement_delivery_instruct_printing_date":
+                            "2099-01-01 00:00:00"})
+        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{bad},T-1,{AT},P-A,1",
+                                                    f"S-2,ITAKU,{good},T-2,{AT},P-A,1"])
+        once(world)
+        assert world.sandbox.ledger.shipped_order_ids() == [good]
+        failed = items(world)[str(bad)]
+        assert failed.state == "failed"
+        assert f"nebridge outbox retry {failed.id}" in (failed.last_error or "")
+        calls = len(world.sandbox.ledger.entries())
+        once(world)  # held: not sent again by itself
+        assert not [e for e in world.sandbox.ledger.entries(since=calls, order_id=bad)
+                    if e.kind.startswith("order.")]
+
+        st.human_edit(bad, {"receive_order_statement_delivery_instruct_printing_date":
+                            "2026-01-01 00:00:00"})
+        result = CliRunner().invoke(app, ["--config", str(world.config), "outbox", "retry",
+                                          str(failed.id)])
+        assert result.exit_code == 0, result.stderr
+        once(world)
+        assert world.sandbox.ledger.shipped_order_ids() == [good, bad]
+        assert world.order(bad)["receive_order_delivery_cut_form_id"] == "T-1"
