@@ -7,7 +7,7 @@ Inbound files (the WMS writes them into ``inbox``; names match in any case):
 
 * ``shipments*.csv``: ``shipment_id, warehouse, ne_order_id, tracking_number, confirmed_at,
   product_code, quantity``, one row per shipment line; empty ``ne_order_id`` = not from
-  Next Engine.
+  Next Engine, else a Next Engine order number in canonical form (``16``, not ``0016``).
 * ``receipts*.csv``: ``receipt_id, warehouse, confirmed_at, product_code, quantity``.
 * ``products*.csv``: ``product_code, link_code`` (the Next Engine goods code, 紐付けコード;
   empty = not linked). The master is kept in place; see :mod:`plugins.wms_csv.connector`.
@@ -19,18 +19,21 @@ Rules shared by all inbound files:
   ``link_code`` may be empty). Headers match ignoring case, surrounding spaces and
   full-width forms, and Japanese aliases are accepted (:mod:`plugins.wms_csv.formats`).
 * Encoding: UTF-8 BOM, else UTF-8 if the whole file decodes, else CP932 (Shift_JIS); a file
-  that fits none is rejected naming the first bad line. CRLF or LF. Values are stripped of
-  surrounding spaces; rows whose cells are all empty are skipped; a row with a different
-  number of fields than the header is an error.
+  that fits none is rejected naming the first bad line. CRLF, LF or CR; a line longer than
+  64 KiB is an error. Values are stripped of surrounding spaces; rows whose cells are all
+  empty are skipped; a row with a different number of fields than the header is an error.
 * Timestamps: ISO 8601 with an offset keeps its offset; ISO 8601 without offset,
   ``YYYY-MM-DD HH:MM[:SS]`` and ``YYYY/MM/DD HH:MM[:SS]`` are wall-clock times in
   ``timezone``. Events always carry aware datetimes.
 * One shipment (receipt) id = one event. Its rows need not be adjacent but must agree on
   ``warehouse, ne_order_id, tracking_number, confirmed_at`` (receipts: ``warehouse,
-  confirmed_at``; timestamps compare by instant). The same product twice within one id is a
-  duplicate line and an error (quantities are never summed silently).
+  confirmed_at``; timestamps compare by instant). The quantities of the same product on
+  several lines of one id add up (nebridge's own order file lists one line per Next Engine
+  row, and may be echoed back).
 * Quantities are positive integers in ASCII digits; warehouses must be configured; products
-  must be known; tracking numbers have at most 50 characters.
+  must be known; tracking numbers have at most 50 characters, ids and codes 128.
+* Files are read as they are: links and special files are rejected unread; a file that
+  changes while it is read goes back to the inbox (see :mod:`plugins.wms_csv.folders`).
 * A file with any error is rejected whole (moved to ``inbox/rejected/`` with
   ``<file>.errors.txt``), listing every error up to 1000 with line, column and reason.
 
