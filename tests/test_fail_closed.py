@@ -159,9 +159,9 @@ def test_crashed_stage_is_attention_until_it_runs_through(
 
 
 def test_held_order_stays_visible_everywhere_until_resolved(
-    make_config: ConfigFactory, tmp_path: Path
+    make_config: ConfigFactory, tmp_path: Path, database_url: str
 ) -> None:
-    for world in make_world(make_config, tmp_path):
+    for world in make_world(make_config, tmp_path, database_url=database_url):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=5)
         order = st.create_order([("ZZZ-9", 1)], shop_id=1)  # no such WMS product
