@@ -55,6 +55,8 @@ class NextEngineSettings(_Strict):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     #: A larger answer is refused unread (outcome unknown, like a lost answer).
     max_response_mb: float = Field(default=100.0, gt=0)
+    #: Once Next Engine starts answering, the whole answer must arrive within this.
+    transfer_timeout_seconds: float = Field(default=300.0, gt=0)
     #: Sleeps before the client's own retries of calls Next Engine did not apply (overload,
     #: transient codes, requests that never left); ``None``: 10, 30, 60 s (5, 15, 30 s for
     #: requests that never left).

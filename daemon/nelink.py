@@ -142,6 +142,7 @@ def make_client(
         connect_timeout=ne.connect_timeout_seconds,
         read_timeout=ne.read_timeout_seconds,
         max_response_bytes=int(ne.max_response_mb * 1024 * 1024),
+        transfer_timeout=ne.transfer_timeout_seconds,
         page_size=ne.page_size,
         retry=retry_policy(config),
         timeout_grace=ne.timeout_grace_seconds,

@@ -11,6 +11,10 @@ uses one too. A connector therefore gets both limits without code of its own:
   ``requests.ReadTimeout``: the request may have reached the peer, so a write's outcome is
   unknown (treat it as you treat any read timeout). A call that could not even connect in
   time raises ``requests.ConnectTimeout`` as usual (nothing was sent).
+* **Answer time.** With ``transfer_seconds`` set, once the peer sends the first byte of its
+  answer the rest must arrive within that many seconds (also :class:`DeadlineExceeded`): for
+  peers that may legitimately stay silent for long before answering (Next Engine's
+  ``wait_flag`` waits up to 60 min) but must then answer at a normal pace.
 * **Size cap.** An answer larger than ``max_response_bytes`` (after decompression) raises
   :class:`ResponseTooLarge` — refused from its ``Content-Length`` before reading, or as soon
   as the bytes read pass the cap; it is never held in memory. Every answer is read whole
@@ -23,6 +27,8 @@ mounts its own adapter keeps the deadline of its own ``timeout=`` only.
 
 from __future__ import annotations
 
+import http.client
+import io
 import socket
 import threading
 import time
@@ -58,8 +64,11 @@ class HttpLimits:
     connect_timeout_seconds: float = 10.0
     deadline_seconds: float = 120.0
     max_response_bytes: int = 50 * 1024 * 1024
+    #: Once the answer's first byte arrived, the rest must within this (None: no own limit).
+    transfer_seconds: float | None = None
     deadline_setting: str = "http.deadline_seconds"
     size_setting: str = "http.max_response_mb"
+    transfer_setting: str = ""
 
 
 class HttpLimitExceeded(requests.RequestException):
@@ -85,10 +94,12 @@ class ResponseTooLarge(HttpLimitExceeded):
 class _Call:
     """One bounded call: its deadline and the sockets it has used so far."""
 
-    __slots__ = ("deadline", "expired", "sockets")
+    __slots__ = ("answering", "deadline", "expired", "sockets", "transfer")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, transfer: float | None) -> None:
         self.deadline = deadline
+        self.transfer = transfer
+        self.answering = False  # the first byte of an answer arrived and shortened the deadline
         self.expired = False
         self.sockets: list[socket.socket] = []
 
@@ -126,6 +137,14 @@ class _Watchdog:
             if call.expired:
                 _shut(sock)
 
+    def answer_started(self, call: _Call) -> None:
+        """The answer's first byte arrived: the rest must within ``call.transfer``."""
+        with self._cond:
+            if call.transfer is not None and not call.answering:
+                call.answering = True
+                call.deadline = min(call.deadline, time.monotonic() + call.transfer)
+                self._cond.notify()
+
     def _run(self) -> None:
         with self._cond:
             while True:
@@ -150,8 +169,37 @@ def _attach_current(sock: socket.socket | None) -> None:
         _WATCHDOG.attach(call, sock)
 
 
+class _AnswerReader(socket.SocketIO):
+    """The socket reader of an answer: tells the call's watchdog when the first byte came."""
+
+    def __init__(self, sock: socket.socket, call: _Call) -> None:
+        super().__init__(sock, "rb")
+        self._call = call
+
+    def readinto(self, b: Any) -> int | None:
+        n = super().readinto(b)
+        if n:
+            _WATCHDOG.answer_started(self._call)
+        return n
+
+
+class _WatchedResponse(http.client.HTTPResponse):
+    """http.client's response reading through :class:`_AnswerReader` during a bounded call."""
+
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        call: _Call | None = getattr(_current, "call", None)
+        if call is not None and call.transfer is not None:
+            self.fp.close()  # nothing read yet: swap in the reader that sees the first byte
+            sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does
+            self.fp = io.BufferedReader(_AnswerReader(sock, call))
+
+
 class _WatchedHTTPConnection(HTTPConnection):
     """A urllib3 connection whose socket the running call's watchdog can shut."""
+
+    response_class = _WatchedResponse
 
     def connect(self) -> None:
         super().connect()
@@ -164,6 +212,8 @@ class _WatchedHTTPConnection(HTTPConnection):
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     """The TLS form of :class:`_WatchedHTTPConnection`."""
+
+    response_class = _WatchedResponse
 
     def connect(self) -> None:
         super().connect()
@@ -278,21 +328,28 @@ class BoundedSession(requests.Session):
         kwargs["timeout"] = (connect, read)
         host = urlsplit(url if isinstance(url, str) else url.decode("utf-8", "replace")
                         ).hostname or "the peer"
-        with _bounded(deadline) as call:
+        with _bounded(deadline, self.limits.transfer_seconds) as call:
             try:
                 response = super().request(method, url, **kwargs)
             except (requests.ConnectTimeout, HttpLimitExceeded):
                 raise
             except Exception:
                 if call.sockets and (call.expired or time.monotonic() >= call.deadline):
-                    raise self._late(host, deadline) from None
+                    raise self._late(host, deadline, call) from None
                 raise
             if call.expired:  # cut off mid-answer: what was read cannot be trusted
                 response.close()
-                raise self._late(host, deadline)
+                raise self._late(host, deadline, call)
             return response
 
-    def _late(self, host: str, deadline: float) -> DeadlineExceeded:
+    def _late(self, host: str, deadline: float, call: _Call) -> DeadlineExceeded:
+        transfer = self.limits.transfer_seconds
+        if call.answering and transfer is not None and transfer < deadline:
+            return DeadlineExceeded(
+                f"{host} started answering but did not finish within {transfer:g} s; it may "
+                f"be stalled or trickling, and the request may have been applied. If such slow "
+                f"answers are legitimate, raise {self.limits.transfer_setting or 'the limit'}",
+                host=host, limit=transfer)
         return DeadlineExceeded(
             f"{host} did not finish answering within {deadline:g} s (the whole call's "
             f"deadline); it may be stalled or trickling, and the request may have been applied. "
@@ -321,9 +378,9 @@ class BoundedSession(requests.Session):
 
 
 @contextmanager
-def _bounded(seconds: float) -> Iterator[_Call]:
+def _bounded(seconds: float, transfer: float | None) -> Iterator[_Call]:
     """Run the block as one bounded call on this thread (nested calls keep their own)."""
-    call = _Call(time.monotonic() + seconds)
+    call = _Call(time.monotonic() + seconds, transfer)
     previous = getattr(_current, "call", None)
     _current.call = call
     _WATCHDOG.add(call)

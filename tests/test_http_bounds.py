@@ -236,7 +236,8 @@ def ne_client(tmp_path: Path, url: str, read_timeout: float = 3600.0,
     store = FileTokenStore(tmp_path / "tokens.json")
     store.save(TokenSet("access-1", "refresh-1"))
     return NextEngineClient(url, store, version="test", sleep=lambda _s: None,
-                            connect_timeout=0.5, read_timeout=read_timeout, max_response_bytes=max_response_bytes)
+                            connect_timeout=0.5, read_timeout=read_timeout,
+                            max_response_bytes=max_response_bytes)
 
 
 def test_a_trickling_next_engine_write_is_outcome_unknown(tmp_path: Path) -> None:
@@ -268,3 +269,38 @@ def test_a_huge_next_engine_answer_is_a_bad_answer_and_not_resent(tmp_path: Path
         client.company_info()
     assert "nextengine.max_response_mb" in str(caught.value)
     assert isinstance(caught.value, NeOutcomeUnknown) and len(sent) == 1
+
+
+# -- a peer may stay silent long, but once it answers the answer must come at a normal pace --
+
+
+def silent_then(seconds: float, then: Handler) -> Handler:
+    """Read the request, say nothing for ``seconds``, then run ``then`` (request already read)."""
+
+    def handle(conn: socket.socket) -> None:
+        read_request(conn)
+        time.sleep(seconds)
+        then(conn)
+
+    return handle
+
+
+TRANSFER = HttpLimits(deadline_seconds=60, max_response_bytes=MB, transfer_seconds=0.5,
+                      transfer_setting="nextengine.transfer_timeout_seconds")
+
+
+def test_a_long_silence_then_a_prompt_answer_passes() -> None:
+    body = b'{"result": "success"}'
+    with raw_server(silent_then(1.5, lambda c: c.sendall(answer(body)))) as url, \
+            BoundedSession(TRANSFER) as session:
+        assert session.get(url).json() == {"result": "success"}  # 1.5 s of silence > 0.5 s
+
+
+def test_a_trickle_after_the_first_byte_ends_at_the_transfer_limit() -> None:
+    slow = trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + b"t" * 500, read=False)
+    with raw_server(silent_then(0.2, slow)) as url, BoundedSession(TRANSFER) as session, \
+            pytest.raises(DeadlineExceeded) as caught:
+        session.get(url)
+    assert caught.value.limit == 0.5
+    assert "started answering" in str(caught.value)
+    assert "nextengine.transfer_timeout_seconds" in str(caught.value)

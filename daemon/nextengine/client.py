@@ -101,6 +101,9 @@ _TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
 _MESSAGE_MAX = 500
 #: The largest answer read from NE: a 10,000-row search page is a few MB to some tens of MB.
 DEFAULT_MAX_RESPONSE_BYTES = 100 * 1024 * 1024
+#: Once NE starts answering, the whole answer must arrive within this (its silent wait before
+#: answering may be long; a trickle after that is not normal).
+DEFAULT_TRANSFER_TIMEOUT = 300.0
 
 Params = Mapping[str, str | bytes]
 
@@ -239,8 +242,9 @@ class NextEngineClient:
     ``timeout_grace``: after a read timeout the company lock is held this many seconds more,
     so NE can finish the abandoned request before the next one is sent. A call ends at most
     ``connect_timeout + read_timeout`` after it started (NE's ``wait_flag`` waits up to 60 min
-    in silence), however slowly NE answers; an answer over ``max_response_bytes`` is refused
-    unread (:mod:`hooks.http`). Both count as "outcome unknown". A pair NE refused
+    in silence), however slowly NE answers, and once NE sends the first byte of its answer the
+    rest must arrive within ``transfer_timeout``; an answer over ``max_response_bytes`` is
+    refused unread (:mod:`hooks.http`). These count as "outcome unknown". A pair NE refused
     (``002002``, ``002004``, ``redirect``) is never sent again by this client.
     """
 
@@ -255,6 +259,7 @@ class NextEngineClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 3600.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        transfer_timeout: float | None = DEFAULT_TRANSFER_TIMEOUT,
         page_size: int = DEFAULT_PAGE_SIZE,
         in_max: int = DEFAULT_IN_MAX,
         retry: RetryPolicy = RetryPolicy(),
@@ -280,8 +285,10 @@ class NextEngineClient:
             connect_timeout_seconds=connect_timeout,
             deadline_seconds=connect_timeout + read_timeout,
             max_response_bytes=max_response_bytes,
+            transfer_seconds=transfer_timeout,
             deadline_setting="nextengine.read_timeout_seconds",
             size_setting="nextengine.max_response_mb",
+            transfer_setting="nextengine.transfer_timeout_seconds",
         ), socket_options=_socket_options())
         self._session.headers["User-Agent"] = f"nebridge/{version} (+python-requests)"
         # requests re-reads the proxy environment on every call (a scan of os.environ, ~0.4 ms):
