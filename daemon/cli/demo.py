@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import socket
 import tempfile
 import threading
@@ -39,7 +40,9 @@ from daemon.store.engine import make_engine, read_session, upgrade
 from daemon.store.models import ImportedOrder, OutboxItem, OutboxState
 from daemon.yamledit import dump, write_atomically
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "daemon.yaml"
+#: The commented example configuration, shipped inside the package (the checkout's
+#: ./daemon.yaml links to it), so the demo runs after a plain `pip install` too.
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "daemon.yaml"
 SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,product_code,quantity"
 RECEIPT_HEADER = "receipt_id,warehouse,confirmed_at,product_code,quantity"
 MAX_PASSES = 8
@@ -216,18 +219,51 @@ class DemoWms(StrEnum):
 
 
 def demo(
-    workdir: Annotated[Path | None, typer.Option("--dir", help="Folder to run the demo in "
-                                                  "(default: a new temporary folder).")] = None,
+    workdir: Annotated[Path | None, typer.Option(
+        "--dir", help="Folder to run the demo in and keep its files (default: a new "
+        "temporary folder, removed when the check passed).")] = None,
     wms: Annotated[DemoWms, typer.Option("--wms", help="The WMS side: CSV folders, or the "
                                          "Logikura sandbox over its API.")] = DemoWms.CSV,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run in a --dir that is not empty (the demo's daemon.yaml, state/ "
+        "and wms/ there are overwritten).")] = False,
 ) -> None:
     """Run nebridge end to end against the Next Engine sandbox and check the result."""
-    if not EXAMPLE_CONFIG.is_file():
-        fail(f"example configuration not found at {EXAMPLE_CONFIG}; run the demo from a "
-             "source checkout (see the README's first command)")
+    if workdir is not None:
+        _check_workdir(workdir, force)
     root = workdir or Path(tempfile.mkdtemp(prefix="nebridge-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     info(f"demo folder: {root}")
+    try:
+        _run_wms_demo(root, wms)
+    except typer.Exit as done:
+        if done.exit_code:
+            info(f"the demo's files are kept in {root} (daemon.yaml, state/, wms/) to look "
+                 f"into; remove them with `rm -r {root}`")
+        raise
+    if workdir is None:
+        shutil.rmtree(root, ignore_errors=True)
+        info(f"removed the demo folder {root} (keep the files with --dir PATH)")
+    else:
+        info(f"the demo's files are in {root} (daemon.yaml, state/, wms/); remove them with "
+             f"`rm -r {root}`")
+
+
+def _check_workdir(workdir: Path, force: bool) -> None:
+    """Refuse a --dir that is a file, or holds anything (an installation?) unless --force."""
+    if workdir.exists() and not workdir.is_dir():
+        fail(f"--dir {workdir} is a file; give a new or empty folder", code=2)
+    entries = sorted(p.name for p in workdir.iterdir()) if workdir.is_dir() else []
+    if entries and not force:
+        shown = ", ".join(entries[:5]) + (" …" if len(entries) > 5 else "")
+        what = ("holds a nebridge installation" if "daemon.yaml" in entries
+                else "is not empty")
+        fail(f"--dir {workdir} {what} ({shown}); the demo writes daemon.yaml, state/ and wms/ "
+             "there: give a new or empty folder, or pass --force to run there anyway", code=2)
+
+
+def _run_wms_demo(root: Path, wms: DemoWms) -> None:
+    """The demo with the chosen WMS side, in ``root``."""
     if wms is DemoWms.LOGIKURA:
         from plugins.wms_logikura.demo import run_demo  # the plugin's demo imports this module
 
