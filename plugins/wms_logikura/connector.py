@@ -39,7 +39,7 @@ from plugins.wms_logikura.errors import (
     LogikuraError,
     LogikuraUnavailable,
 )
-from plugins.wms_logikura.inbound import ACKED, CHANGED, GONE, KINDS, HistoryReader
+from plugins.wms_logikura.inbound import CHANGED, CLOSING, GONE, KINDS, HistoryReader
 from plugins.wms_logikura.outbound import SchedulePusher
 from plugins.wms_logikura.ratelimit import RateLimiter
 from plugins.wms_logikura.store import LocalStore
@@ -180,9 +180,9 @@ class LogikuraConnector:
         store = self._get(ctx).store
         state, digest = store.marks(name).get(name, ("", ""))
         if state in (CHANGED, GONE):
-            store.mark(name, ACKED, digest)
-            ctx.resolve_problem(f"{name}:{'changed' if state == CHANGED else 'deleted'}")
-            return f"Logikura {name}: the item is closed; nothing is sent to Next Engine"
+            store.mark(name, CLOSING, digest)
+            return (f"Logikura {name}: acknowledged, its item closes at the next intake; "
+                    "nothing is sent to Next Engine")
         if not store.requeue(name):
             raise KeyError(name)
         return f"Logikura {name}, read again at the next intake"

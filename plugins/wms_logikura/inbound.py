@@ -68,7 +68,7 @@ from plugins.wms_logikura.store import (
 TRACKING_MAX = 50
 MAX_PAGES = 100_000
 WMS_MISMATCH = "wms_mismatch"
-CHANGED, GONE, ACKED = "changed", "gone", "acknowledged"
+CHANGED, GONE, CLOSING, ACKED = "changed", "gone", "closing", "acknowledged"
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
@@ -299,6 +299,7 @@ class HistoryReader:
                      self.store.created_schedules() if kind is EventKind.SHIPMENT else {},
                      self.store.marks(spec.source + ":"),
                      self.store.delivered(spec.source + ":"))
+        self._close_acknowledged(poll)
         records, position, full = self._read(spec, Position.load(stored), today, poll)
         self._by_id(spec, records, poll)
         for hid in sorted(records):
@@ -312,6 +313,16 @@ class HistoryReader:
                                lambda error: None)
         if poll.ours.missing:
             raise LogikuraConfigError("; ".join(poll.ours.missing))
+
+    def _close_acknowledged(self, poll: _Poll) -> None:
+        """Close the items of changed or deleted histories the admin acknowledged with
+        ``nebridge inbox retry`` (done here: the retry command holds the engine's database)."""
+        for source, (state, digest) in list(poll.marks.items()):
+            if state == CLOSING:
+                poll.ctx.resolve_problem(f"{source}:changed")
+                poll.ctx.resolve_problem(f"{source}:deleted")
+                self.store.mark(source, ACKED, digest)
+                poll.marks[source] = (ACKED, digest)
 
     def _read(self, spec: HistoryKind, position: Position | None, today: date, poll: _Poll
               ) -> tuple[dict[int, Json], Position, bool]:
@@ -403,7 +414,7 @@ class HistoryReader:
         source = f"{spec.source}:{hid}"
         state, marked = poll.marks.get(source, ("", ""))
         raw = _digest(record)
-        if state in (REJECTED, HELD, CHANGED, ACKED) and marked == raw:
+        if state in (REJECTED, HELD, CHANGED, CLOSING, ACKED) and marked == raw:
             return  # already in front of a person, unchanged
         confirmed = state == REQUEUED
         try:
@@ -636,7 +647,7 @@ class HistoryReader:
         if spec.kind is EventKind.RECEIPT:
             for source, (_digest, _order, _tracking, facts) in poll.delivered.items():
                 hid = int(source.rsplit(":", 1)[1])
-                if (hid in records or poll.marks.get(source, ("", ""))[0] in (GONE, ACKED)
+                if (hid in records or poll.marks.get(source, ("", ""))[0] in (GONE, CLOSING, ACKED)
                         or str(facts.get("date", "")) < start.isoformat()
                         or self._exists(f"{spec.path}/{hid}")):
                     continue

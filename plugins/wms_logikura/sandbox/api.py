@@ -115,6 +115,8 @@ def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
          lambda s, r: s.create_receiving_history(r.body)),
         ("GET", f"/api/v1/receiving_histories/{n}",
          lambda s, r: s.get_receiving_history(r.ids[0])),
+        ("DELETE", f"/api/v1/receiving_histories/{n}",
+         lambda s, r: s.delete_receiving_history(r.ids[0])),
     ]
     return [(method, re.compile(f"^{pattern}$"), handler) for method, pattern, handler in table]
 

@@ -49,6 +49,14 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_sandbox/state/variants", "{product_code, name, link_code, stock: {WH: qty}}"),
     ("GET", "/_sandbox/state/stock", "?warehouse=&product_code="),
     ("GET", "/_sandbox/state/schedules", "?order_number="),
+    ("POST", "/_sandbox/staff/renumber", "staff edit a schedule's order number: "
+                                         "{schedule_id, order_number (null blanks it)}"),
+    ("POST", "/_sandbox/staff/ship_partial", "staff ship a started schedule short: "
+                                             "{schedule_id, shipped: {product_code: qty}}"),
+    ("POST", "/_sandbox/staff/correct_tracking", "staff change a shipped history's tracking "
+                                                 "number: {history_id, tracking_number}"),
+    ("POST", "/_sandbox/staff/garble", "the API shows a history with fields replaced: "
+                                       "{kind: shipment|receipt, id, fields: {…}} ({} restores)"),
 )
 
 
@@ -63,6 +71,13 @@ class ControlError(Exception):
 def _first(query: Query, name: str) -> str | None:
     values = query.get(name)
     return values[0] if values else None
+
+
+def _mapping(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name) or {}
+    if not isinstance(value, dict):
+        raise ControlError(400, f"{name} must be a JSON object")
+    return value
 
 
 def _count(body: dict[str, Any]) -> int:
@@ -110,6 +125,16 @@ class ControlApi:
                 str(_first(q, "warehouse")), str(_first(q, "product_code"))),
             ("GET", "/state/schedules"): lambda b, q: state.schedules_for(
                 str(_first(q, "order_number"))),
+            ("POST", "/staff/renumber"): lambda b, q: state.renumber_schedule(
+                int(b["schedule_id"]), None if b.get("order_number") is None
+                else str(b["order_number"])),
+            ("POST", "/staff/ship_partial"): lambda b, q: state.ship_partial(
+                int(b["schedule_id"]), _mapping(b, "shipped")),
+            ("POST", "/staff/correct_tracking"): lambda b, q: state.correct_tracking(
+                int(b["history_id"]), None if b.get("tracking_number") is None
+                else str(b["tracking_number"])),
+            ("POST", "/staff/garble"): lambda b, q: state.garble(
+                str(b.get("kind")), int(b["id"]), _mapping(b, "fields")),
         }
 
     def handle(self, method: str, path: str, query: Query, body: bytes) -> tuple[int, Any]:

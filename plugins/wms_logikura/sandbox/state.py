@@ -135,6 +135,7 @@ class SandboxState:
         self.links: dict[int, Link] = {}
         self.shipments: dict[int, Shipment] = {}
         self.receipts: dict[int, Receipt] = {}
+        self.overrides: dict[tuple[str, int], Json] = {}
         self.codes: dict[str, AuthCode] = {}
         self.access_tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, Token] = {}
@@ -328,10 +329,14 @@ class SandboxState:
             data["shipped_date"] = s.shipped_date
         if self.config.history_warehouse_id:
             data["warehouse_id"] = s.warehouse_id
+        data.update(self.overrides.get(("shipment", s.id), {}))
         return data
 
     def receipt_json(self, r: Receipt) -> Json:
         """入荷履歴 as the API shows it."""
+        return {**self._receipt_fields(r), **self.overrides.get(("receipt", r.id), {})}
+
+    def _receipt_fields(self, r: Receipt) -> Json:
         return {
             "id": r.id, "warehouse_id": r.warehouse_id, "supplier_id": r.supplier_id,
             "shipping_slip_number": r.shipping_slip_number, "tracking_number": r.tracking_number,
@@ -733,8 +738,11 @@ class SandboxState:
                   warehouse=warehouse.code)
         return {"shipping_schedule": self.shipment_json(schedule)}
 
-    def ship_schedule(self, sid: int) -> Json:
-        """``PUT …/{id}/ship``: complete a started schedule; its stock is deducted for good."""
+    def ship_schedule(self, sid: int, shipped: Mapping[int, int] | None = None) -> Json:
+        """``PUT …/{id}/ship``: complete a started schedule; its stock is deducted for good.
+
+        ``shipped`` (staff in the screen, not the API) gives the quantity actually shipped per
+        variant id where less than planned left: a partial shipment."""
         schedule = self._shipment(sid)
         if schedule.state == "completed":
             raise _fail(422, "すでに出荷済みです")
@@ -745,10 +753,13 @@ class SandboxState:
             inv = self._inventory(schedule.warehouse_id, item.variant_id, False)
             assert inv is not None
             inv.will_pick -= item.allocated
-            self._move(inv, -item.quantity, "stock.ship", sid, order_number)
-            item.shipped, item.state = item.quantity, "completed"
+            quantity = min(item.quantity, (shipped or {}).get(item.variant_id, item.quantity))
+            if quantity < 0:
+                raise _fail(422, "出荷数は0以上で入力してください")
+            self._move(inv, -quantity, "stock.ship", sid, order_number)
+            item.shipped, item.state = quantity, "completed"
             item.packing = [{"id": self.next_id("packing_item"),
-                             "packed_quantity": item.quantity, "stock_id": inv.id}]
+                             "packed_quantity": quantity, "stock_id": inv.id}]
         schedule.state, schedule.shipped_date = "completed", self.clock.today().isoformat()
         self._log("schedule.ship", record_id=sid, order_number=order_number,
                   warehouse=self.warehouses[schedule.warehouse_id].code,
@@ -867,3 +878,59 @@ class SandboxState:
         self.receipts[rid] = receipt
         self._log("receipt.create", record_id=rid, warehouse=warehouse.code)
         return {"receiving_history": self.receipt_json(receipt)}
+
+    def delete_receiving_history(self, rid: int) -> None:
+        """``DELETE /api/v1/receiving_histories/{id}``: the receipt is undone; stock goes down."""
+        receipt = self.receipts.get(rid)
+        if receipt is None:
+            raise _fail(404, "Not Found")
+        for item in receipt.items:
+            self._move(self.inventories[item.inventory_id], -item.quantity, "stock.unreceive", rid)
+        del self.receipts[rid]
+        self._log("receipt.delete", record_id=rid,
+                  warehouse=self.warehouses[receipt.warehouse_id].code)
+
+    # ---------------------------------------------------------------- staff in the screens
+    def renumber_schedule(self, sid: int, order_number: str | None) -> Json:
+        """Staff edit the order number (注文番号) of a schedule; None blanks it."""
+        with self.acting("control"):
+            schedule = self._shipment(sid)
+            schedule.sales_order = {**(schedule.sales_order or {}), "order_number": order_number}
+            self._log("schedule.renumber", record_id=sid, order_number=order_number)
+            return self.shipment_json(schedule)
+
+    def ship_partial(self, sid: int, shipped: Mapping[str, int]) -> Json:
+        """Staff ship a started schedule with fewer items than planned (product code →
+        quantity shipped; products not named ship in full)."""
+        with self.acting("control"):
+            by_variant = {self.variant_by_code(code).id: int(q) for code, q in shipped.items()}
+            return self.ship_schedule(sid, by_variant)
+
+    def correct_tracking(self, sid: int, tracking_number: str | None) -> Json:
+        """Staff correct the tracking number of a shipped history (Logikura's screen allows
+        it; the API does not)."""
+        with self.acting("control"):
+            history = self._shipment(sid, history=True)
+            old, history.tracking_number = history.tracking_number, tracking_number
+            self._log("history.tracking", record_id=sid,
+                      order_number=(history.sales_order or {}).get("order_number"),
+                      detail={"from": old, "to": tracking_number})
+            return self.shipment_json(history)
+
+    def garble(self, kind: str, record_id: int, fields: Mapping[str, Any]) -> Json:
+        """Make the API show a history (``shipment`` or ``receipt``) with ``fields`` replaced
+        as given — malformed answers for tests; ``{}`` restores it."""
+        with self.acting("control"):
+            if kind == "shipment":
+                self._shipment(record_id)
+            elif kind == "receipt":
+                if record_id not in self.receipts:
+                    raise _fail(404, "Not Found")
+            else:
+                raise ValueError("kind must be shipment or receipt")
+            if fields:
+                self.overrides[(kind, record_id)] = dict(fields)
+            else:
+                self.overrides.pop((kind, record_id), None)
+            self._log("record.garble", record_id=record_id, detail={"fields": sorted(fields)})
+            return {"kind": kind, "id": record_id, "fields": dict(fields)}

@@ -160,3 +160,42 @@ class WarehouseStaff:
             "receiving_items": items, "warehouse_id": self.warehouse_id(warehouse),
             "received_date": received_date}})
         return data["receiving_history"]  # type: ignore[no-any-return]
+
+    def control(self, path: str, body: Json) -> Any:
+        """A staff action the API does not offer, through ``/_sandbox/staff/…``."""
+        answer = self._request("POST", f"{self.base_url}/_sandbox/staff/{path}", json=body)
+        data = answer.json() if answer.content else None
+        if answer.status_code >= 400:
+            raise StaffError(answer.status_code, data)
+        return data
+
+    def renumber(self, schedule_id: int, order_number: str | None) -> Json:
+        """Edit a schedule's 注文番号 (None blanks it)."""
+        data: Json = self.control("renumber", {"schedule_id": schedule_id,
+                                               "order_number": order_number})
+        return data
+
+    def ship_partial(self, schedule_id: int, shipped: dict[str, int]) -> Json:
+        """Ship a started schedule with fewer items than planned (product code → shipped)."""
+        data: Json = self.control("ship_partial", {"schedule_id": schedule_id,
+                                                   "shipped": shipped})
+        return data
+
+    def correct_tracking(self, history_id: int, tracking_number: str | None) -> Json:
+        """Change the tracking number of a shipped history."""
+        data: Json = self.control("correct_tracking", {"history_id": history_id,
+                                                       "tracking_number": tracking_number})
+        return data
+
+    def garble(self, kind: str, record_id: int, **fields: Any) -> Json:
+        """Have the API show a history with ``fields`` replaced (malformed answers)."""
+        data: Json = self.control("garble", {"kind": kind, "id": record_id, "fields": fields})
+        return data
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        """``DELETE /shipping_schedules/{id}`` (an idle schedule)."""
+        self.call("DELETE", f"/api/v1/shipping_schedules/{schedule_id}")
+
+    def delete_receipt(self, receipt_id: int) -> None:
+        """``DELETE /receiving_histories/{id}``: the receipt is undone."""
+        self.call("DELETE", f"/api/v1/receiving_histories/{receipt_id}")
