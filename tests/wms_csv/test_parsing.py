@@ -24,7 +24,7 @@ from hooks.records import (
 )
 from plugins.wms_csv.formats import RECEIPTS, SHIPMENTS, FileFormat
 from plugins.wms_csv.inbound import read_events, read_products
-from plugins.wms_csv.reader import MAX_ERRORS
+from plugins.wms_csv.reader import MAX_ERRORS, MAX_LINE_BYTES
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,product_code,quantity"
@@ -458,3 +458,48 @@ def test_products_must_be_unique_and_complete(tmp_path: Path) -> None:
         (4, "product_code", "duplicate product 'P1', first on line 2"),
         (5, None, "expected 2 fields as in the header, found 3"),
     ]
+
+
+def test_a_crlf_split_between_two_reads_ends_one_line(tmp_path: Path) -> None:
+    """The CR of a CRLF is the last byte of one 64 KiB read and the LF the first of the next:
+    still one line end, so the bad line is named correctly."""
+    header = f"{SHIP_HEADER},note"
+    head = f"{header}\r\nS1,W1,,,2026-11-27 10:00,P1,1,"
+    row = head + "x" * (65535 - len(head))
+    assert len(row.encode()) == 65535
+    path = tmp_path / "shipments.csv"
+    path.write_bytes(row.encode() + b"\r\nS2,W1,,,2026-11-27 10:00,P1,1,\x81 \r\n")
+    assert rejection_of(path) == [
+        (3, None, "cannot be decoded as UTF-8 or as Shift_JIS (CP932)")]
+
+
+def test_cr_only_line_ends_and_a_missing_final_line_break_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "shipments.csv"
+    path.write_bytes(f"{SHIP_HEADER}\rS1,W1,,,2026-11-27 10:00,P1,1\rS1,W1,,,2026-11-27 10:00,"
+                     "P1,2".encode())
+    (shipment,) = shipments_of(path)
+    assert shipment.lines == (ShipmentLine("P1", 3),)
+
+
+def test_a_line_longer_than_the_bound_rejects_the_file_without_reading_it_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shipments.csv"
+    path.write_bytes(f"{SHIP_HEADER}\n".encode() + b"y" * (MAX_LINE_BYTES + 1) + b"\n")
+    assert rejection_of(path) == [(2, None, f"line longer than {MAX_LINE_BYTES:,} bytes; inbox "
+                                   "files have one shipment, receipt or product line per row "
+                                   "(is this a CSV file?)")]
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("1", True), ("16", True), ("999999999999999999", True), ("0016", False), ("0", False),
+    ("1234567890123456789", False), ("١٢", False), ("+16", False)])
+def test_order_numbers_must_be_canonical(tmp_path: Path, value: str, ok: bool) -> None:
+    path = write_csv(tmp_path / "shipments.csv",
+                     [SHIP_HEADER, f"S1,W1,{value},,2026-11-27 10:00,P1,1"])
+    if ok:
+        assert shipments_of(path)[0].ne_order_id == value
+    else:
+        ((line, column, reason),) = rejection_of(path)
+        assert (line, column) == (2, "ne_order_id")
+        assert reason.startswith("not a Next Engine order number")
