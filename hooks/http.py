@@ -17,12 +17,12 @@ uses one too. A connector therefore gets both limits without code of its own:
   ``wait_flag`` waits up to 60 min) but must then answer at a normal pace.
 * **Size cap.** An answer larger than ``max_response_bytes`` (after decompression) raises
   :class:`ResponseTooLarge` — refused from its ``Content-Length`` before reading, or as soon
-  as the bytes read pass the cap; it is never held in memory. Every answer is read whole
-  before it is returned (``stream=True`` is accepted but does not stream).
+  as the bytes read pass the cap; no more than the cap is ever held in memory. Every answer
+  is read whole before it is returned (``stream=True`` is accepted but does not stream).
 
 Both errors are ``requests.RequestException``\\ s whose message names the host, the limit and
 the setting to change. The limits hold for the adapters this session mounts; a connector that
-mounts its own adapter keeps the deadline of its own ``timeout=`` only.
+mounts its own adapter loses the size cap and keeps only per-read socket timeouts.
 """
 
 from __future__ import annotations

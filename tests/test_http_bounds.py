@@ -8,7 +8,10 @@ asserted beyond "the call ends with the deadline error".
 from __future__ import annotations
 
 import gzip
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -304,3 +307,51 @@ def test_a_trickle_after_the_first_byte_ends_at_the_transfer_limit() -> None:
     assert caught.value.limit == 0.5
     assert "started answering" in str(caught.value)
     assert "nextengine.transfer_timeout_seconds" in str(caught.value)
+
+
+# -- the same over TLS (Next Engine is HTTPS): the watchdog and the answer reader work there --
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """A server context with a throwaway self-signed certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, str(cert)
+
+
+def over_tls(context: ssl.SSLContext, handler: Handler) -> Handler:
+    def handle(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as secure:
+            handler(secure)
+
+    return handle
+
+
+def test_over_tls_a_trickle_ends_at_the_deadline_and_a_silence_then_answer_passes(
+    tls: tuple[ssl.SSLContext, str]
+) -> None:
+    context, cert = tls
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n"
+    with raw_server(over_tls(context, trickle(b"s" * 2000, head=head))) as url, \
+            BoundedSession(LIMITS) as session, pytest.raises(DeadlineExceeded):
+        session.get(url.replace("http:", "https:"), verify=cert)
+    served: list[int] = []
+
+    def keep_alive(conn: socket.socket) -> None:
+        while read_request(conn):
+            served.append(1)
+            time.sleep(1.5)  # silent longer than the 0.5 s transfer limit, then prompt
+            conn.sendall(answer(b'{"ok": true}'))
+
+    with raw_server(over_tls(context, keep_alive)) as url, BoundedSession(TRANSFER) as session:
+        for _ in range(2):  # the second call reuses the kept-alive TLS connection
+            assert session.get(url.replace("http:", "https:"), verify=cert).json() == {
+                "ok": True}
+    assert len(served) == 2
