@@ -65,3 +65,13 @@ def test_demo_runs_from_an_installed_package_and_removes_its_temporary_folder(
     assert "demo check passed" in result.stderr
     assert "removed the demo folder" in result.stderr
     assert list(temp.iterdir()) == [] and list(elsewhere.iterdir()) == []
+
+
+def test_config_example_prints_the_shipped_example(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["config", "example"])
+    assert result.exit_code == 0
+    assert result.stdout == (ROOT / "daemon.yaml").read_text(encoding="utf-8")
+    written = tmp_path / "daemon.yaml"
+    written.write_text(result.stdout, encoding="utf-8")
+    checked = CliRunner().invoke(app, ["--config", str(written), "config", "check"])
+    assert checked.exit_code == 0, checked.output

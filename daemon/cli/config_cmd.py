@@ -56,3 +56,12 @@ def check(
 def issue_dict(issue: ConfigIssue) -> dict[str, object]:
     """JSON view of one configuration problem."""
     return {"path": issue.path, "line": issue.line, "message": issue.message}
+
+
+@app.command("example")
+def example() -> None:
+    """Print the commented example daemon.yaml shipped with nebridge (the demo's), to start an
+    installation from: nebridge config example > daemon.yaml"""
+    from daemon.cli.demo import EXAMPLE_CONFIG
+
+    typer.echo(EXAMPLE_CONFIG.read_text(encoding="utf-8"), nl=False)
