@@ -354,10 +354,10 @@ class NextEngineClient:
                     raise
                 delay = delays[used[kind]]
                 used[kind] += 1
-                log.warning(
-                    "%s on %s; retry %d/%d in %.0f s",
-                    kind,
-                    exc.path,
+                log.warning(  # the message, not the class name: admins read this line
+                    "Next Engine %s: %s; retry %d/%d in %.0f s",
+                    exc.path or "call",
+                    exc.message,
                     used[kind],
                     len(delays),
                     delay,
