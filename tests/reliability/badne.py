@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -26,6 +28,10 @@ class BadAnswer:
     content_type: str = "application/json; charset=utf-8"
     body: bytes = b""
     forward: bool = False
+    #: Send Next Engine's own answer (``forward``) a byte every 0.2 s instead of ``body``.
+    trickle: bool = False
+    #: Announce this Content-Length (e.g. 400 MB), send ``body``, then close.
+    declared_length: int | None = None
 
 
 @dataclass
@@ -98,13 +104,22 @@ class NeProxy:
                     except (OSError, http.client.HTTPException):  # NE dropped it: drop too
                         self.close_connection = True
                         return
-                if bad is not None:
+                if bad is not None and not bad.trickle:
                     status, kind, payload = bad.status, bad.content_type, bad.body
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(payload)))
+                declared = bad.declared_length if bad is not None else None
+                self.send_header("Content-Length", str(declared or len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                with suppress(OSError):  # the client may give up (its deadline or size cap)
+                    if bad is not None and bad.trickle:
+                        for byte in payload:
+                            self.wfile.write(bytes([byte]))
+                            time.sleep(0.2)
+                    else:
+                        self.wfile.write(payload)
+                if declared:
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -302,7 +302,9 @@ def _ne_corpus(world: World, report: CorpusReport) -> None:
                 body = (CORPUS / "ne" / case["body_file"]).read_bytes() if "body_file" in case \
                     else case["body"].encode("utf-8")
                 proxy.arm(case["path"], BadAnswer(case["name"], case["status"],
-                                                  case["content_type"], body, case["forward"]))
+                                                  case["content_type"], body, case["forward"],
+                                                  case.get("trickle", False),
+                                                  case.get("declared_length")))
                 seen, crashed = _run_case(world)
                 proxy.disarm()
                 named = any(case["path"] in line and case["reason"] in line for line in seen)
