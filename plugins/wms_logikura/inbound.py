@@ -61,13 +61,13 @@ from plugins.wms_logikura.store import (
     HELD,
     REJECTED,
     REQUEUED,
-    WAITING,
     LocalStore,
 )
 
 TRACKING_MAX = 50
 MAX_PAGES = 100_000
 WMS_MISMATCH = "wms_mismatch"
+UNLISTED_KEY = "logikura:unlisted_warehouse:"
 CHANGED, GONE, CLOSING, ACKED = "changed", "gone", "closing", "acknowledged"
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -269,6 +269,8 @@ class _Poll:
     delivered: dict[str, tuple[str, str | None, str | None, Any]]
     refreshed: bool = False
     unlisted: dict[int, int] = field(default_factory=dict)
+    page_ids: dict[int, list[int]] = field(default_factory=dict)
+    deferred: list[int] = field(default_factory=list)
 
 
 class HistoryReader:
@@ -306,6 +308,9 @@ class HistoryReader:
             yield from self._one(poll, hid, records[hid])
         if full:
             self._gone(poll, records, date.fromisoformat(position.start))
+            for wid in poll.ours.by_id:
+                ctx.resolve_problem(f"{UNLISTED_KEY}{wid}:{spec.key}")
+        position = self._hold_back(poll, position)
         self._report_unlisted(poll)
         if position.dump() != stored:
             yield HistoryBatch(f"{spec.source} position {position.start} page {position.page}",
@@ -324,6 +329,17 @@ class HistoryReader:
                 self.store.mark(source, ACKED, digest)
                 poll.marks[source] = (ACKED, digest)
 
+    @staticmethod
+    def _hold_back(poll: _Poll, position: Position) -> Position:
+        """The position stays at the first page with a history that waits for a product, so
+        the next poll reads it again (it is not lost past the resume point)."""
+        pages = [page for page, ids in poll.page_ids.items()
+                 if any(hid in poll.deferred for hid in ids)]
+        if not pages:
+            return position
+        first = min(pages)
+        return dataclasses.replace(position, page=first, ids=poll.page_ids[first])
+
     def _read(self, spec: HistoryKind, position: Position | None, today: date, poll: _Poll
               ) -> tuple[dict[int, Json], Position, bool]:
         """The histories to look at: from the last page reached, or the whole window."""
@@ -335,7 +351,7 @@ class HistoryReader:
             first = next(pages, None)
             if first is not None and [int(r["id"]) for r in first[1][:len(position.ids)]
                                       if _is_id(r.get("id"))] == position.ids:
-                records, last = self._collect(spec, [first], pages)
+                records, last = self._collect(spec, [first], pages, poll)
                 if last is None:
                     last = (position.page, position.ids)
                 return records, dataclasses.replace(position, page=last[0], ids=last[1]), False
@@ -344,7 +360,7 @@ class HistoryReader:
         floor = (position.floor if position is not None
                  else (self.config.start_date or today).isoformat())
         start = max(date.fromisoformat(floor), today - timedelta(days=self.config.lookback_days))
-        records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1))
+        records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1), poll)
         page, ids = last if last is not None else (1, [])
         return records, Position(floor, start.isoformat(), page, ids, now, warehouses), True
 
@@ -372,9 +388,10 @@ class HistoryReader:
         raise LogikuraError(f"Logikura offered more than {MAX_PAGES} pages of {spec.path}")
 
     def _collect(self, spec: HistoryKind, read: list[tuple[int, list[Json]]],
-                 pages: Iterator[tuple[int, list[Json]]]
+                 pages: Iterator[tuple[int, list[Json]]], poll: _Poll
                  ) -> tuple[dict[int, Json], tuple[int, list[int]] | None]:
-        """Histories by id from the pages, and the last non-empty page with its ids."""
+        """Histories by id from the pages (each page's ids kept in ``poll``), and the last
+        non-empty page with its ids."""
         records: dict[int, Json] = {}
         last: tuple[int, list[int]] | None = None
         for number, page in [*read, *pages]:
@@ -388,13 +405,14 @@ class HistoryReader:
                 ids.append(int(record["id"]))
             if page:
                 last = (number, ids)
+                poll.page_ids[number] = ids
         return records, last
 
     def _by_id(self, spec: HistoryKind, records: dict[int, Json], poll: _Poll) -> None:
-        """Read by id the histories re-queued by the admin or waiting for a product (they
-        may be before the page the poll started from)."""
+        """Read by id the histories the admin re-queued (they may be before the page the
+        poll started from, or older than the window)."""
         for source, (state, _digest) in poll.marks.items():
-            if state not in (REQUEUED, WAITING):
+            if state != REQUEUED:
                 continue
             hid = int(source.rsplit(":", 1)[1])
             if hid in records:
@@ -428,19 +446,19 @@ class HistoryReader:
             return
         except Defer as exc:
             self.log.info("%s waits: %s", source, exc)
-            if state != WAITING:
-                self.store.mark(source, WAITING, raw)
+            poll.deferred.append(hid)
             return
         except Hold as exc:
             self.store.mark(source, HELD, raw)
             ctx.report_problem(Problem(
-                key=source, kind=WMS_MISMATCH, reason=exc.reason,
-                fix=f"{exc.fix}", warehouse=self._code_of(poll, record) or "",
-                subject=f"{spec.noun} {hid}"))
+                key=source, kind=WMS_MISMATCH, reason=exc.reason, fix=exc.fix,
+                warehouse=self._safe_code(poll, record), subject=f"{spec.noun} {hid}"))
             return
         if event is None:
             return
         digest = _event_digest(event)
+        if state == REJECTED and marked == digest:
+            return  # the engine refused this very event already
         before = poll.delivered.get(source)
         if before is not None:
             if before[0] != digest:
@@ -565,6 +583,13 @@ class HistoryReader:
         """The nebridge code of the history's warehouse; None if not configured here."""
         return poll.ours.by_id.get(self._warehouse_id(poll, record))
 
+    def _safe_code(self, poll: _Poll, record: Json) -> str:
+        """The nebridge warehouse code for a message ("" if it cannot be told)."""
+        try:
+            return self._code_of(poll, record) or ""
+        except (Invalid, LogikuraError, KeyError, TypeError, ValueError):
+            return ""
+
     def _warehouse_id(self, poll: _Poll, record: Json) -> int:
         if record.get("warehouse_id") is not None:
             return _whole(record["warehouse_id"], "warehouse_id")
@@ -603,7 +628,8 @@ class HistoryReader:
     def _report_unlisted(self, poll: _Poll) -> None:
         for wid, count in sorted(poll.unlisted.items()):
             poll.ctx.report_problem(Problem(
-                key=f"logikura:unlisted_warehouse:{wid}", kind=WMS_MISMATCH, severity="warning",
+                key=f"{UNLISTED_KEY}{wid}:{poll.spec.key}", kind=WMS_MISMATCH,
+                severity="warning",
                 reason=(f"{count} {poll.spec.noun}(s) at Logikura 拠点 "
                         f"{poll.ours.describe(wid)} were not taken: daemon.yaml does not list "
                         "that warehouse, so Next Engine stock does not see them"),

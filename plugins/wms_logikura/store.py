@@ -7,8 +7,8 @@
 * ``consignee``: consignee codes nebridge created or found, with their ids (``creating`` = a
   ``POST`` whose outcome is unknown).
 * ``inbound``: histories rejected whole or held for a person (kept until ``nebridge inbox
-  retry`` re-queues them), and those waiting for a product the engine does not know yet —
-  all read again by id.
+  retry`` re-queues them), then read again by id; and changed or deleted delivered
+  histories already reported.
 * ``delivered``: what each delivered history said (digest, Next Engine order, tracking number,
   lines), so a later change, a second shipment of the same order or a deleted history is
   noticed and reported instead of dropped.
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS bulk_slot (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SENDING, CREATED, DELETED = "sending", "created", "deleted"
-REJECTED, REQUEUED, HELD, WAITING = "rejected", "requeued", "held", "waiting"
+REJECTED, REQUEUED, HELD = "rejected", "requeued", "held"
 PAUSE_KEY = "rate.paused_until"
 
 
@@ -195,8 +195,8 @@ class LocalStore:
                 (prefix,))}
 
     def mark(self, source: str, state: str, digest: str) -> None:
-        """Remember a history as ``rejected``, ``held`` or ``waiting`` (with its digest), so
-        it is not reported again at every poll and can be read again by id."""
+        """Remember a history's state (``rejected``, ``held``, or one of the reader's) with
+        its digest, so it is not reported again at every poll and can be read again by id."""
         with self._write() as conn:
             conn.execute("INSERT INTO inbound (source, digest, state) VALUES (?, ?, ?) "
                          "ON CONFLICT (source) DO UPDATE SET digest = excluded.digest, "
@@ -211,7 +211,7 @@ class LocalStore:
             return cursor.rowcount > 0
 
     def settle(self, source: str) -> None:
-        """A re-queued, waiting or held history was delivered or is gone: forget the mark."""
+        """A re-queued history is gone from Logikura: forget the mark."""
         with self._write() as conn:
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 

@@ -199,7 +199,7 @@ def test_second_shipments_and_unlisted_warehouses_are_not_dropped(site: SiteFact
     assert "備考" in second["fix"]
     assert s.ne.ledger.shipped_order_ids() == [first]
     asakusa = s.lk.state.warehouse_by_code("ASAKUSA").id
-    wholesale = items(report)[f"logikura:unlisted_warehouse:{asakusa}"]
+    wholesale = items(report)[f"logikura:unlisted_warehouse:{asakusa}:shipping_histories"]
     assert wholesale["severity"] == "warning" and "ignore_warehouses" in wholesale["fix"]
     assert s.uploaded("A-1") == 0
 
