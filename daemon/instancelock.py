@@ -190,7 +190,7 @@ class InstanceLock:
             self.engine.url)
 
     def _acquire_file(self) -> bool:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
         path = self.config.state_dir / "nebridge.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -334,7 +334,7 @@ def unlink(config: DaemonConfig, engine: Bind) -> tuple[PendingWork, Path]:
     work = pending_work(engine)
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     export = config.state_dir / f"unlink-export-{stamp}.json"
-    export.parent.mkdir(parents=True, exist_ok=True)
+    export.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     export.write_text(dumps({"unlinked_at": utcnow(), "actions": work.actions,
                              "uploads": work.uploads, "cursors": work.cursors}),
                       encoding="utf-8")

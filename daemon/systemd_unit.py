@@ -20,6 +20,8 @@ from daemon.store.engine import sqlite_path
 
 TEMPLATE = Path(__file__).resolve().parent / "resources" / "nebridge.service"
 STATE_ROOT = Path("/var/lib/nebridge")
+#: Folders the unit's ``PrivateTmp=yes`` replaces with the service's own.
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
 #: Keys of a connector's section naming folders it writes (``*_dir``/``*_folder`` too), and
 #: files it writes (``*_file``: their folder is made writable).
 FOLDER_KEYS = ("inbox", "outbox")
@@ -110,3 +112,25 @@ def render_unit(settings: UnitSettings) -> str:
         read_write_paths=writable,
         protect_home="read-only" if under_home else "yes",
     )
+
+
+def unit_notes(settings: UnitSettings) -> list[str]:
+    """What would keep the rendered unit from starting, each with the fix (printed to stderr).
+
+    A credential file that is missing (systemd refuses to start the service without it), and
+    a writable folder under /tmp or /var/tmp (``PrivateTmp=yes`` gives the service its own).
+    """
+    notes = []
+    for name in settings.credentials:
+        path = settings.credentials_dir / name
+        if not path.exists():
+            notes.append(f"{path} does not exist yet; the service starts only once it does: "
+                         f"sudo install -m 0640 -o root -g {settings.group} /dev/stdin {path} "
+                         "<<< 'SECRET'")
+    for folder in settings.extra_writable:
+        tmp = next((t for t in PRIVATE_TMP if t == folder or t in folder.parents), None)
+        if tmp is not None:
+            notes.append(f"{folder} is under {tmp}, which the service sees as its own "
+                         "private, empty folder (PrivateTmp=yes); move it elsewhere (e.g. "
+                         "/srv/wms)")
+    return notes

@@ -222,3 +222,18 @@ def test_read_only_commands_create_no_folder_and_no_database(
         assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.yaml"], args
     status = cli("--config", str(config), "status")
     assert status.exit_code == 1 and "nebridge db upgrade" in status.stderr
+
+
+def test_the_sign_in_url_is_printed_whole_on_its_own_line(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    from daemon.config import load_config
+    from daemon.nelink import sign_in_url
+
+    config = make_config(nextengine={
+        "client_id": "c" * 40, "client_secret": "s",
+        "redirect_uri": "http://127.0.0.1:1/a-long-callback-path-for-an-80-column-terminal"})
+    result = cli("--config", str(config), "connect", "--timeout", "0.2")
+    assert result.exit_code == 1  # nobody signs in; the receiver gives up
+    url = sign_in_url(load_config(config).config)
+    assert len(url) > 80 and url in result.stderr.splitlines()

@@ -125,3 +125,21 @@ def test_systemd_analyze_verifies_without_warnings_and_rates_at_most_1_5(
                       security.stdout)
     assert found is not None, security.stdout + security.stderr
     assert float(found.group(1)) <= 1.5, security.stdout
+
+
+def test_notes_name_a_missing_credential_and_folders_private_tmp_hides(tmp_path: Path) -> None:
+    config = admin_config(tmp_path / "etc", "logikura")
+    result = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
+    assert result.exit_code == 0
+    secrets = tmp_path / "etc" / "secrets"
+    for name in ("nextengine-client-secret", "logikura-client-secret"):
+        assert (f"note: {secrets / name} does not exist yet; the service starts only once it "
+                f"does: sudo install -m 0640 -o root -g nebridge /dev/stdin {secrets / name}"
+                ) in result.stderr
+    assert f"{tmp_path}/etc/state is under /tmp" in result.stderr  # pytest's tmp is in /tmp
+    secrets.mkdir()
+    for name in ("nextengine-client-secret", "logikura-client-secret"):
+        (secrets / name).write_text("s\n", encoding="utf-8")
+    again = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
+    assert "does not exist" not in again.stderr
+    assert again.stdout == result.stdout  # the notes never reach the unit text

@@ -140,8 +140,9 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def info(message: str) -> None:
-    """A human progress/info line on stderr (keeps stdout clean for --json)."""
-    err_console.print(message, highlight=False, markup=False)
+    """A human progress/info line on stderr (keeps stdout clean for --json); never wrapped,
+    so the commands it names stay copyable."""
+    err_console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 # -- one output style for every command (human output; --json keeps raw values) -------------

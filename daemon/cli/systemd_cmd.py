@@ -10,7 +10,13 @@ import typer
 from daemon.cli.common import fail, get, info
 from daemon.config import CLIENT_SECRET_CREDENTIAL, ConfigError
 from daemon.runtime import load_plugins
-from daemon.systemd_unit import UnitSettings, installed_executable, render_unit, writable_paths
+from daemon.systemd_unit import (
+    UnitSettings,
+    installed_executable,
+    render_unit,
+    unit_notes,
+    writable_paths,
+)
 
 app = typer.Typer(help="systemd integration.", no_args_is_help=True)
 
@@ -37,7 +43,7 @@ def unit(
     if issues:
         fail(str(ConfigError(app_ctx.config_path, issues)))
     spec = host.connector_specs()[loaded.config.wms.connector][1]
-    text = render_unit(UnitSettings(
+    settings = UnitSettings(
         executable=installed_executable(),
         config=app_ctx.config_path.absolute(),
         credentials_dir=loaded.config.credentials_dir,
@@ -47,7 +53,10 @@ def unit(
         extra_writable=writable_paths(loaded.config, app_ctx.config_path,
                                       loaded.config.wms.connector_section()),
         wms_group=wms_group,
-    ))
+    )
+    text = render_unit(settings)
+    for note in unit_notes(settings):
+        info(f"note: {note}")
     if output is None:
         typer.echo(text, nl=False)
         return
