@@ -163,9 +163,12 @@ def _check_can_enable(config_path: Path, name: str, current: LoadedConfig) -> No
     enabled = set(current.config.enabled_plugins())
     missing = [r for r in (record.info.requires if record.info else ()) if r not in enabled]
     if missing:
+        them = "it" if len(missing) == 1 else "them"
+        commands = " && ".join(f"nebridge plugins enable {m}" for m in missing)
         raise AdminError(
-            f"plugin {name!r} requires {missing[0]!r}, which is disabled; enable {missing[0]!r} "
-            f"first (`nebridge plugins enable {missing[0]}`)"
+            f"plugin {name} requires {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} disabled; enable {them} first "
+            f"(`{commands}`)"
         )
 
 

@@ -113,7 +113,8 @@ def test_changes_that_break_a_dependency_are_refused(runner: CliRunner, example:
         assert invoke(runner, example, "plugins", "disable", name)[0] == 0
     assert invoke(runner, example, "plugins", "disable", "status_update")[0] == 0
     code, _out, err = invoke(runner, example, "plugins", "enable", "tracking_update")
-    assert code == 1 and "enable 'status_update' first" in err
+    assert code == 1 and ("requires status_update, which is disabled; enable it first "
+                          "(`nebridge plugins enable status_update`)") in " ".join(err.split())
     code, _out, err = invoke(runner, example, "plugins", "enable", "no_such_plugin")
     assert code == 1 and "no installed plugin" in err
 
