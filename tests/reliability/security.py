@@ -15,7 +15,9 @@ import re
 import socket
 import stat
 import time
+import urllib.request
 from collections.abc import Iterable
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from tests.reliability.results import SecurityReport
@@ -124,12 +126,44 @@ def _metrics(world: World, report: SecurityReport) -> None:
         try:
             wait_until(lambda port=port: bool(listening(port)), 20)
             bound = listening(port)
+            if host is None:
+                report.add(f"metrics endpoint answers through {FLOOD} half-sent connections "
+                           "with bounded threads", *_flooded_scrape(port, proc.popen.pid))
         finally:
             proc.terminate()
             world.config.write_text(good, encoding="utf-8")
         label = ("metrics endpoint binds to loopback by default" if host is None
                  else "metrics endpoint binds where metrics.host says")
         report.add(label, bound == wanted, f"port {port} listening on {sorted(bound)}")
+
+
+FLOOD = 200
+
+
+def _flooded_scrape(port: int, pid: int) -> tuple[bool, str]:
+    """Open ``FLOOD`` connections that send half a request, then scrape: the answer comes and
+    the daemon's threads grow by its few server slots, not by one per connection."""
+    before = _threads(pid)
+    with ExitStack() as stack:
+        for _ in range(FLOOD):
+            conn = stack.enter_context(socket.create_connection(("127.0.0.1", port), 30))
+            with suppress(OSError):
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x")
+        during = _threads(pid)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as got:
+                answered = b"nebridge_" in got.read()
+        except OSError as exc:
+            return False, f"the scrape failed: {exc}"
+    return (answered and during - before < FLOOD // 4,
+            f"daemon threads {before} before, {during} during the flood; scrape answered")
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _sandbox_cli(world: World, report: SecurityReport) -> None:
