@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +148,26 @@ def test_state_dir_pointing_at_a_file_is_a_config_error(
         assert result.exit_code == 1, (args, result.output)
         assert f"{occupied} is a file, not a folder" in result.stderr.replace("\n", ""), args
         assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to read as another user")
+def test_a_credential_the_service_user_cannot_read_names_the_fix() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="nebridge-creds-"))
+    try:
+        folder.chmod(0o755)
+        secret = folder / "nextengine-client-secret"
+        secret.write_text("s\n", encoding="utf-8")
+        secret.chmod(0o600)  # root's only, as the README once said
+        script = ("import os, sys; from hooks.credentials import read_credential, "
+                  "SecretUnreadable; os.setgid(65534); os.setuid(65534)\n"
+                  "try:\n    read_credential('nextengine-client-secret', "
+                  f"__import__('pathlib').Path({str(folder)!r}), {{}})\n"
+                  "except SecretUnreadable as exc:\n    print(exc)")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 0, result.stderr
+        assert f"the credential {secret} cannot be read by this user" in result.stdout
+        assert f"sudo chgrp nebridge {folder} {secret}" in result.stdout
+        assert f"sudo chmod 0640 {secret}" in result.stdout
+    finally:
+        shutil.rmtree(folder)
