@@ -227,3 +227,15 @@ def test_logs_of_a_state_mismatch_never_show_the_code(tmp_path: Path) -> None:
     assert "secret-code-123" not in stray.text and "waiting for" in stray.text
     requests.get(f"{uri}?code=c&state=s1", timeout=30)
     assert waiting.join() == "c"
+
+
+def test_connect_on_a_taken_port_is_one_line_through_the_cli(make_config: ConfigFactory) -> None:
+    with taken_port() as port:
+        path = make_config(nextengine={"client_id": "test-client",
+                                       "client_secret": "test-secret-123",
+                                       "redirect_uri": f"http://127.0.0.1:{port}/callback"})
+        result = CliRunner().invoke(app, ["--config", str(path), "connect", "--timeout", "5"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    last = result.output.strip().splitlines()[-1]
+    assert f"port {port} on 127.0.0.1 is already in use" in last and "--uid/--state" in last
