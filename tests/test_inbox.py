@@ -25,7 +25,7 @@ from daemon.config import load_config
 from daemon.inbox import InboxError, requeue_rejected
 from daemon.runtime import build_runtime
 from daemon.store.engine import make_engine, read_session, write_session
-from daemon.store.models import InboxBatch, InboxEvent, OutboxItem, WmsProduct
+from daemon.store.models import ImportedOrder, InboxBatch, InboxEvent, OutboxItem, WmsProduct
 from tests.conftest import DEFAULT_PLUGINS, DEFAULT_WAREHOUSES, ConfigFactory
 
 SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,product_code,quantity"
@@ -68,6 +68,17 @@ def listing(runner: CliRunner, config: Path, *args: str) -> dict[str, Any]:
 
 def engine_for(config: Path) -> Any:
     return make_engine(load_config(config).config.resolved_database_url)
+
+
+def imported(config: Path, warehouse: str, *order_ids: str) -> None:
+    """Record orders as imported by nebridge into ``warehouse`` (only those may be shipped)."""
+    engine = engine_for(config)
+    try:
+        with write_session(engine) as session:
+            session.add_all(ImportedOrder(ne_order_id=order_id, warehouse=warehouse,
+                                          state="instructed") for order_id in order_ids)
+    finally:
+        engine.dispose()
 
 
 def events(config: Path) -> list[tuple[str, str, str]]:
@@ -116,6 +127,8 @@ def test_list_shows_accepted_pending_held_and_rejected(
     config = make_config(database_url=database_url,
                          warehouses=[*DEFAULT_WAREHOUSES, BUGGY],
                          plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    imported(config, "ITAKU", "2002", "2003", "2009")
+    imported(config, "BUGGY", "2001")
     products(inbox)
     drop(inbox, "shipments-1.csv", SHIP_HEADER,
          [f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1"])
@@ -196,6 +209,7 @@ def test_a_fixed_rejected_file_is_accepted_once_after_retry(
     runner: CliRunner, make_config: ConfigFactory, database_url: str, inbox: Path
 ) -> None:
     config = make_config(database_url=database_url)
+    imported(config, "ITAKU", "7001", "7002")
     products(inbox)
     bad = drop(inbox, "shipments-7.csv", SHIP_HEADER,
                [f"S-7,ITAKU,7001,T7,{AT},P-ZZZ,1", f"S-8,ITAKU,7002,,{AT},P-B,2"])
@@ -262,6 +276,8 @@ def test_a_held_event_is_processed_after_retry_without_doubling_actions(
     warehouses = [*DEFAULT_WAREHOUSES, BUGGY]
     config = make_config(database_url=database_url, warehouses=warehouses,
                          plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    imported(config, "ITAKU", "2002")
+    imported(config, "BUGGY", "2001")
     products(inbox)
     drop(inbox, "shipments-1.csv", SHIP_HEADER,
          [f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1"])
@@ -342,6 +358,7 @@ def test_a_crash_between_accepting_and_moving_a_file_loses_and_doubles_nothing(
     runner: CliRunner, make_config: ConfigFactory, inbox: Path
 ) -> None:
     config = make_config()
+    imported(config, "ITAKU", "1001")
     products(inbox)
     drop(inbox, "shipments-1.csv", SHIP_HEADER,
          [f"S-1,ITAKU,1001,T1,{AT},P-A,1", f"S-2,ITAKU,,,{AT},P-B,2"])
@@ -373,6 +390,7 @@ def test_two_files_arriving_together_are_both_accepted(
     runner: CliRunner, make_config: ConfigFactory, inbox: Path
 ) -> None:
     config = make_config()
+    imported(config, "ITAKU", "1001", "1002")
     products(inbox)
     drop(inbox, "shipments-a.csv", SHIP_HEADER, [f"S-1,ITAKU,1001,T1,{AT},P-A,1"])
     drop(inbox, "shipments-b.csv", SHIP_HEADER, [f"S-2,ITAKU,1002,T2,{AT},P-B,1"])
