@@ -198,9 +198,15 @@ def test_errors_of_json_commands_are_json(example: Path, tmp_path: Path) -> None
 @pytest.mark.parametrize("command", [["inbox", "list"], ["outbox", "list"]])
 def test_an_absurd_limit_is_a_usage_error(make_config: ConfigFactory, command: list[str]
                                           ) -> None:
-    result = cli("--config", str(make_config()), *command, "--limit", str(10**20))
+    config = make_config()
+    result = cli("--config", str(config), *command, "--limit", str(10**20))
     assert result.exit_code == 2
-    assert "--limit" in result.stderr and "Traceback" not in result.output
+    assert f"'--limit': {10**20} is not between 1 and 100000" in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    as_json = cli(*command, "--json", "--limit", "0", "--config", str(config))
+    assert as_json.exit_code == 2
+    assert json.loads(as_json.stdout) == {
+        "error": "Invalid value for '--limit': 0 is not between 1 and 100000", "exit_code": 2}
 
 
 @pytest.mark.parametrize("wms", [

@@ -32,7 +32,6 @@ class AppContext:
     @classmethod
     def create(cls, option: Path | None) -> AppContext:
         """Resolve ``--config`` / ``$NEBRIDGE_CONFIG`` / ``./daemon.yaml``."""
-        _json_requested[-1] = False
         return cls(config_path=config_path_from(option))
 
     def load(self) -> LoadedConfig:
@@ -65,6 +64,8 @@ class CliGroup(typer.core.TyperGroup):
         """Take the global ``--config PATH`` anywhere on the line, as git takes ``-C``:
         ``nebridge run --once --config x.yaml`` works like ``nebridge --config x.yaml run
         --once``."""
+        _json_requested[-1] = "--json" in args[:args.index("--")] if "--" in args else (
+            "--json" in args)  # until the command itself says (see get)
         return list(super().parse_args(ctx, hoist_config(args)))
 
     def invoke(self, ctx: Any) -> Any:  # a click context (typer vendors click)
@@ -73,6 +74,10 @@ class CliGroup(typer.core.TyperGroup):
             return super().invoke(ctx)
         except (DatabaseUnavailable, DatabaseNotMigrated) as exc:
             fail(str(exc))
+        except typer.BadParameter as exc:  # a usage error of a --json command: JSON too
+            if wants_json():
+                print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
+            raise
 
 
 #: The global option every subcommand accepts wherever it is written.
@@ -153,8 +158,16 @@ LIMIT_MAX = 100_000
 
 
 def limit_option(help_text: str) -> Any:
-    """The ``--limit N`` option of a listing: 1 to :data:`LIMIT_MAX`."""
-    return typer.Option("--limit", min=1, max=LIMIT_MAX, metavar="N", help=help_text)
+    """The ``--limit N`` option of a listing: 1 to :data:`LIMIT_MAX`, else a usage error."""
+    return typer.Option("--limit", metavar="N", callback=_check_limit,
+                        help=f"{help_text.rstrip('.')} (1-{LIMIT_MAX}).")
+
+
+def _check_limit(value: int) -> int:
+    """Refuse a limit outside 1 to :data:`LIMIT_MAX` in plain words (exit 2)."""
+    if not 1 <= value <= LIMIT_MAX:
+        raise typer.BadParameter(f"{value} is not between 1 and {LIMIT_MAX}")
+    return value
 
 
 def yes_no(value: bool | None) -> str:
