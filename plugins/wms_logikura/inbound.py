@@ -432,8 +432,8 @@ class HistoryReader:
         source = f"{spec.source}:{hid}"
         state, marked = poll.marks.get(source, ("", ""))
         raw = _digest(record)
-        if state in (REJECTED, HELD, CHANGED, CLOSING, ACKED) and marked == raw:
-            return  # already in front of a person, unchanged
+        if state in (REJECTED, CLOSING, ACKED) and marked == raw:
+            return  # already refused or acknowledged, unchanged
         confirmed = state == REQUEUED
         try:
             _check(spec, record)
@@ -448,8 +448,9 @@ class HistoryReader:
             self.log.info("%s waits: %s", source, exc)
             poll.deferred.append(hid)
             return
-        except Hold as exc:
-            self.store.mark(source, HELD, raw)
+        except Hold as exc:  # reported at every sighting: idempotent, never lost
+            if (state, marked) != (HELD, raw):
+                self.store.mark(source, HELD, raw)
             ctx.report_problem(Problem(
                 key=source, kind=WMS_MISMATCH, reason=exc.reason, fix=exc.fix,
                 warehouse=self._safe_code(poll, record), subject=f"{spec.noun} {hid}"))
@@ -644,7 +645,8 @@ class HistoryReader:
         """A delivered history now reads differently: Next Engine is not changed twice;
         a person is told what changed and what to do."""
         spec = poll.spec
-        self.store.mark(source, CHANGED, raw)
+        if poll.marks.get(source) != (CHANGED, raw):
+            self.store.mark(source, CHANGED, raw)
         order, old_tracking = before[1], before[2]
         new_tracking = event.tracking_number if isinstance(event, WmsShipment) else None
         if (isinstance(event, WmsShipment) and old_tracking != new_tracking
@@ -668,26 +670,25 @@ class HistoryReader:
 
     def _gone(self, poll: _Poll, records: dict[int, Json], start: date) -> None:
         """After a whole-window read: delivered receipts and nebridge's open schedules that
-        Logikura no longer has are reported (they were deleted by staff)."""
-        spec, ctx = poll.spec, poll.ctx
+        Logikura no longer has (deleted by staff) are reported — again at every whole read
+        until the admin acknowledges them, so no report is lost (e.g. to a dry run)."""
+        spec = poll.spec
         if spec.kind is EventKind.RECEIPT:
             for source, (_digest, _order, _tracking, facts) in poll.delivered.items():
                 hid = int(source.rsplit(":", 1)[1])
-                if (hid in records or poll.marks.get(source, ("", ""))[0] in (GONE, CLOSING, ACKED)
-                        or str(facts.get("date", "")) < start.isoformat()
-                        or self._exists(f"{spec.path}/{hid}")):
+                state = poll.marks.get(source, ("", ""))[0]
+                if state in (CLOSING, ACKED) or hid in records:
                     continue
-                self.store.mark(source, GONE, "")
-                ctx.report_problem(Problem(
-                    key=f"{source}:deleted", kind=WMS_MISMATCH, warehouse=facts["warehouse"],
-                    subject=f"receipt {hid}",
-                    reason=(f"receipt {hid} ({facts['warehouse']}, {_lines_text(facts)}) was "
-                            "deleted in Logikura after nebridge added it to Next Engine stock; "
-                            "nebridge did not take it back"),
-                    fix=("if the goods did not arrive, lower the Next Engine stock of those "
-                         "products by hand (在庫調整); then `nebridge inbox retry "
-                         f"{source}` closes this item")))
+                if state != GONE:
+                    if (str(facts.get("date", "")) < start.isoformat()
+                            or self._exists(f"{spec.path}/{hid}")):
+                        continue
+                    self.store.mark(source, GONE, "")
+                self._deleted_receipt(poll, source, hid, facts)
             return
+        for sid, order in self.store.deleted_schedules().items():
+            if poll.marks.get(f"{spec.source}:{sid}", ("", ""))[0] == GONE:
+                self._deleted_schedule(poll, sid, order)
         seen = set(records) | {int(s.rsplit(":", 1)[1]) for s in poll.delivered}
         seen |= {int(s.rsplit(":", 1)[1]) for s in poll.marks}
         waiting = {sid: order for sid, order in poll.schedules.items() if sid not in seen}
@@ -701,14 +702,30 @@ class HistoryReader:
                     self._exists(f"{spec.path}/{sid}"):
                 continue
             self.store.mark_schedule_deleted(order, self.clock())
-            ctx.report_problem(Problem(
-                key=f"logikura:schedule_deleted:{sid}", kind=WMS_MISMATCH, subject=order,
-                reason=(f"Logikura schedule {sid} for Next Engine order {order} was deleted "
-                        "by staff; the order will not ship from Logikura and nebridge does "
-                        "not create it again by itself"),
-                fix=(f"if order {order} should still ship, create its shipment in Logikura "
-                     f"with order number {order} (its history then ships the order); if it "
-                     "was cancelled, cancel it in Next Engine")))
+            self.store.mark(f"{spec.source}:{sid}", GONE, "")
+            self._deleted_schedule(poll, sid, order)
+
+    def _deleted_receipt(self, poll: _Poll, source: str, hid: int, facts: Any) -> None:
+        poll.ctx.report_problem(Problem(
+            key=f"{source}:deleted", kind=WMS_MISMATCH, warehouse=facts["warehouse"],
+            subject=f"receipt {hid}",
+            reason=(f"receipt {hid} ({facts['warehouse']}, {_lines_text(facts)}) was deleted "
+                    "in Logikura after nebridge added it to Next Engine stock; nebridge did "
+                    "not take it back"),
+            fix=("if the goods did not arrive, lower the Next Engine stock of those products "
+                 f"by hand (在庫調整); then `nebridge inbox retry {source}` closes this item")))
+
+    def _deleted_schedule(self, poll: _Poll, sid: int, order: str) -> None:
+        source = f"{poll.spec.source}:{sid}"
+        poll.ctx.report_problem(Problem(
+            key=f"{source}:deleted", kind=WMS_MISMATCH, subject=order,
+            reason=(f"Logikura schedule {sid} for Next Engine order {order} was deleted by "
+                    "staff; the order will not ship from Logikura and nebridge does not create "
+                    "it again by itself"),
+            fix=(f"if order {order} should still ship, create its shipment in Logikura with "
+                 f"order number {order} (its history then ships the order); if it was "
+                 f"cancelled, cancel it in Next Engine; then `nebridge inbox retry {source}` "
+                 "closes this item")))
 
     def _exists(self, path: str) -> bool:
         try:

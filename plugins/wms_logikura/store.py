@@ -130,6 +130,13 @@ class LocalStore:
                 "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
                 "schedule_id IS NOT NULL", (CREATED,))}
 
+    def deleted_schedules(self) -> dict[int, str]:
+        """Schedule id → Next Engine order, for the schedules staff deleted."""
+        with self._connect() as conn:
+            return {int(r[0]): str(r[1]) for r in conn.execute(
+                "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
+                "schedule_id IS NOT NULL", (DELETED,))}
+
     def mark_schedule_deleted(self, ne_order_id: str, now: float) -> None:
         """Staff deleted the order's schedule in Logikura: nebridge no longer waits for it."""
         with self._write() as conn:

@@ -162,7 +162,8 @@ def test_a_partial_shipment_never_ships_the_whole_order(site: SiteFactory) -> No
     s.staff.ship_partial(sid, {"LK-A": 1})
     assert s.lk.state.stock("ITAKU", "LK-A")["quantity"] == 9
 
-    code, report = s.once()
+    assert s.cli("run", "--once", "--dry-run", "--json")[0] == 1  # a dry run first
+    code, report = s.once()  # the hold is still reported: nothing was lost to the dry run
     assert code == 1
     item = items(report)[f"logikura:shipping_history:{sid}"]
     assert "LK-A: shipped 1 of 2" in item["reason"] and "partial" in item["reason"]
@@ -277,7 +278,7 @@ def test_deleted_records_and_tracking_corrections_are_reported(site: SiteFactory
     s.staff.delete_schedule(gone)
     code, report = s.once()
     assert s.uploaded("A-1") == 5 and s.ne.ledger.shipped_order_ids() == [kept]
-    deleted = items(report)[f"logikura:schedule_deleted:{gone}"]
+    deleted = items(report)[f"logikura:shipping_history:{gone}:deleted"]
     assert f"order {dropped}" in deleted["reason"]
 
     s.staff.delete_receipt(receipt["id"])
@@ -292,5 +293,8 @@ def test_deleted_records_and_tracking_corrections_are_reported(site: SiteFactory
     assert s.uploaded("A-1") == 5  # nebridge does not guess
 
     assert s.cli("inbox", "retry", source)[0] == 0  # the admin corrected NE stock by hand
+    assert s.cli("inbox", "retry", f"logikura:shipping_history:{gone}")[0] == 0
     code, report = s.once()
     assert f"{source}:deleted" not in items(report)
+    assert f"logikura:shipping_history:{gone}:deleted" not in items(report)
+    assert f"logikura:shipping_history:{s.schedule(kept)}:changed" in items(report)
