@@ -7,9 +7,12 @@ without a single warning and rate at most 1.5 in ``systemd-analyze security --of
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,31 @@ def test_notes_name_a_missing_credential_and_folders_private_tmp_hides(tmp_path:
     again = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
     assert "does not exist" not in again.stderr
     assert again.stdout == result.stdout  # the notes never reach the unit text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the WMS folder a group")
+def test_under_the_units_umask_wms_files_are_readable_by_the_wms_group(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """UMask=0027 and a setgid WMS folder: an error report is 0640 in the folder's group,
+    while the token-free state folder and database stay private."""
+    inbox = tmp_path / "wms" / "inbox"
+    inbox.mkdir(parents=True)
+    os.chown(inbox, -1, 4)  # the WMS's group (adm here), setgid so new files inherit it
+    inbox.chmod(0o2770)
+    config = make_config()
+    (inbox / "receipts-1.csv").write_text("receipt_id,warehouse\nR-1,ITAKU\n", encoding="utf-8")
+    umask = re.search(r"^UMask=(\d+)$", render(config), re.M)
+    assert umask is not None
+    nebridge = [sys.executable, "-m", "daemon", "--config", str(config), "run", "--once"]
+    result = subprocess.run(["sh", "-c", f"umask {umask.group(1)} && exec \"$@\"", "sh",
+                             *nebridge], capture_output=True, text=True, timeout=120)
+    assert "rejected receipts-1.csv" in result.stdout, result.stdout + result.stderr
+    report = inbox / "rejected" / "receipts-1.csv.errors.txt"
+    info = report.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_gid == 4
+    rejected = (inbox / "rejected").stat()
+    assert rejected.st_gid == 4 and stat.S_IMODE(rejected.st_mode) & 0o050 == 0o050
+    state = tmp_path / "state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "nebridge.db").stat().st_mode) == 0o600
