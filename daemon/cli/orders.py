@@ -12,7 +12,16 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
-from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.cli.common import (
+    display_zone,
+    fail,
+    get,
+    info,
+    limit_option,
+    print_json,
+    print_table,
+    when,
+)
 from daemon.importer import (
     DROPPED,
     HELD,
@@ -40,7 +49,7 @@ class OrderState(StrEnum):
 
 def _engine(ctx: typer.Context) -> Engine:
     config = get(ctx).load().config
-    engine = make_engine(config.resolved_database_url)
+    engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
     except DatabaseNotMigrated as exc:
@@ -53,11 +62,11 @@ def _engine(ctx: typer.Context) -> Engine:
 def list_cmd(
     ctx: typer.Context,
     state: Annotated[list[OrderState] | None, typer.Option(
-        "--state", help="Only orders in this state (repeatable).")] = None,
+        "--state", metavar="STATE", help="Only orders in this state: instructed, held, retry "
+        "or dropped (repeatable).")] = None,
     warehouse: Annotated[str | None, typer.Option(
-        "--warehouse", help="Only orders of this warehouse code.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many orders (newest change "
-                                            "first).")] = 200,
+        "--warehouse", metavar="CODE", help="Only orders of this warehouse.")] = None,
+    limit: Annotated[int, limit_option("At most this many orders (newest change first).")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List orders: instructed to the WMS, held (with the reason), retry or dropped."""
@@ -69,10 +78,11 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
-    print_table("orders", ["ne_order_id", "warehouse", "state", "reason / batch", "updated"],
-                [[r["ne_order_id"], r["warehouse"], r["state"],
-                  (r["reason"] if r["state"] != INSTRUCTED else r["instruction_batch"]) or "",
-                  r["updated_at"][:19]] for r in rows])
+    zone = display_zone(get(ctx).load())
+    print_table("orders", ["ne_order_id", "warehouse", "state", "updated at", "reason / batch"],
+                [[r["ne_order_id"], r["warehouse"], r["state"], when(r["updated_at"], zone),
+                  (r["reason"] if r["state"] != INSTRUCTED else r["instruction_batch"]) or ""]
+                 for r in rows])
 
 
 def _change(ctx: typer.Context, ne_order_id: str, drop: bool) -> None:
