@@ -117,8 +117,9 @@ def render_unit(settings: UnitSettings) -> str:
 def unit_notes(settings: UnitSettings) -> list[str]:
     """What would keep the rendered unit from starting, each with the fix (printed to stderr).
 
-    A credential file that is missing (systemd refuses to start the service without it), and
-    a writable folder under /tmp or /var/tmp (``PrivateTmp=yes`` gives the service its own).
+    A credential file or a writable folder that is missing (systemd refuses to start the
+    service without them), and a writable folder under /tmp or /var/tmp (``PrivateTmp=yes``
+    gives the service its own).
     """
     notes = []
     for name in settings.credentials:
@@ -128,6 +129,10 @@ def unit_notes(settings: UnitSettings) -> list[str]:
                          f"sudo install -m 0640 -o root -g {settings.group} /dev/stdin {path} "
                          "<<< 'SECRET'")
     for folder in settings.extra_writable:
+        if not folder.is_dir():
+            notes.append(f"{folder} does not exist yet; systemd cannot start a service whose "
+                         f"ReadWritePaths= is missing: sudo install -d -m 0750 -o "
+                         f"{settings.user} -g {settings.group} {folder}")
         tmp = next((t for t in PRIVATE_TMP if t == folder or t in folder.parents), None)
         if tmp is not None:
             notes.append(f"{folder} is under {tmp}, which the service sees as its own "

@@ -140,9 +140,14 @@ def test_notes_name_a_missing_credential_and_folders_private_tmp_hides(tmp_path:
                 f"does: sudo install -m 0640 -o root -g nebridge /dev/stdin {secrets / name}"
                 ) in result.stderr
     assert f"{tmp_path}/etc/state is under /tmp" in result.stderr  # pytest's tmp is in /tmp
+    assert (f"note: {tmp_path}/etc/grants does not exist yet; systemd cannot start a service "
+            "whose ReadWritePaths= is missing: sudo install -d -m 0750 -o nebridge -g nebridge "
+            f"{tmp_path}/etc/grants") in result.stderr
     secrets.mkdir()
     for name in ("nextengine-client-secret", "logikura-client-secret"):
         (secrets / name).write_text("s\n", encoding="utf-8")
+    for folder in ("state", "grants"):
+        (tmp_path / "etc" / folder).mkdir()
     again = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
     assert "does not exist" not in again.stderr
     assert again.stdout == result.stdout  # the notes never reach the unit text
