@@ -298,12 +298,14 @@ class HistoryReader:
         catalog = self.catalog(False)
         poll = _Poll(spec, ctx, catalog, WarehouseMap.build(self.config, catalog, ctx,
                                                             self.store),
-                     self.store.created_schedules() if kind is EventKind.SHIPMENT else {},
-                     self.store.marks(spec.source + ":"),
-                     self.store.delivered(spec.source + ":"))
+                     {},
+                     self.store.marks(spec.source + ":"), {})
         self._close_acknowledged(poll)
         records, position, full = self._read(spec, Position.load(stored), today, poll)
         self._by_id(spec, records, poll)
+        poll.delivered = self.store.delivered(f"{spec.source}:{hid}" for hid in records)
+        if kind is EventKind.SHIPMENT:
+            poll.schedules = self.store.orders_of_schedules(records)
         for hid in sorted(records):
             yield from self._one(poll, hid, records[hid])
         if full:
@@ -674,14 +676,14 @@ class HistoryReader:
         until the admin acknowledges them, so no report is lost (e.g. to a dry run)."""
         spec = poll.spec
         if spec.kind is EventKind.RECEIPT:
-            for source, (_digest, _order, _tracking, facts) in poll.delivered.items():
+            for source, facts in self.store.delivered_since(spec.source + ":",
+                                                            start.isoformat()).items():
                 hid = int(source.rsplit(":", 1)[1])
                 state = poll.marks.get(source, ("", ""))[0]
                 if state in (CLOSING, ACKED) or hid in records:
                     continue
                 if state != GONE:
-                    if (str(facts.get("date", "")) < start.isoformat()
-                            or self._exists(f"{spec.path}/{hid}")):
+                    if self._exists(f"{spec.path}/{hid}"):
                         continue
                     self.store.mark(source, GONE, "")
                 self._deleted_receipt(poll, source, hid, facts)
@@ -689,9 +691,10 @@ class HistoryReader:
         for sid, order in self.store.deleted_schedules().items():
             if poll.marks.get(f"{spec.source}:{sid}", ("", ""))[0] == GONE:
                 self._deleted_schedule(poll, sid, order)
-        seen = set(records) | {int(s.rsplit(":", 1)[1]) for s in poll.delivered}
-        seen |= {int(s.rsplit(":", 1)[1]) for s in poll.marks}
-        waiting = {sid: order for sid, order in poll.schedules.items() if sid not in seen}
+        seen = set(records) | {int(s.rsplit(":", 1)[1]) for s in poll.marks}
+        waiting = {sid: order for sid, order
+                   in self.store.unshipped_schedules(spec.source + ":").items()
+                   if sid not in seen}
         if not waiting:
             return
         open_ids = {int(r["id"]) for r in self.client.get_all("/api/v1/shipping_schedules",

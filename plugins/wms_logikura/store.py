@@ -42,8 +42,9 @@ CREATE TABLE IF NOT EXISTS inbound (
     source TEXT PRIMARY KEY, digest TEXT NOT NULL, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS delivered (
     source TEXT PRIMARY KEY, digest TEXT NOT NULL, ne_order_id TEXT, tracking TEXT,
-    facts TEXT NOT NULL);
+    facts TEXT NOT NULL, day TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS delivered_by_order ON delivered (ne_order_id);
+CREATE INDEX IF NOT EXISTS delivered_by_day ON delivered (day);
 CREATE TABLE IF NOT EXISTS request_slot (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS bulk_slot (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,20 +116,29 @@ class LocalStore:
                     out[row[0]] = ScheduleRecord(*row)
         return out
 
-    def order_of_schedule(self, schedule_id: int) -> str | None:
-        """The Next Engine order whose schedule has this id, if nebridge created it."""
+    def orders_of_schedules(self, schedule_ids: Iterable[int]) -> dict[int, str]:
+        """Schedule id → Next Engine order, for those of ``schedule_ids`` nebridge created
+        (and staff did not delete)."""
+        ids = list(schedule_ids)
+        out: dict[int, str] = {}
         with self._connect() as conn:
-            row = conn.execute("SELECT ne_order_id FROM schedule WHERE schedule_id = ? AND "
-                               "state = ?", (schedule_id, CREATED)).fetchone()
-        return None if row is None else str(row[0])
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute("SELECT schedule_id, ne_order_id FROM schedule WHERE "
+                                      f"state = ? AND schedule_id IN ({marks})",
+                                      [CREATED, *chunk]):
+                    out[int(r[0])] = str(r[1])
+        return out
 
-    def created_schedules(self) -> dict[int, str]:
-        """Schedule id → Next Engine order, for every schedule nebridge created and still
-        counts on (not found deleted)."""
+    def unshipped_schedules(self, source_prefix: str) -> dict[int, str]:
+        """Schedule id → Next Engine order, for the schedules nebridge created whose
+        history (``source_prefix<id>``) was not delivered yet."""
         with self._connect() as conn:
             return {int(r[0]): str(r[1]) for r in conn.execute(
                 "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
-                "schedule_id IS NOT NULL", (CREATED,))}
+                "schedule_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM delivered WHERE "
+                "delivered.source = ? || schedule.schedule_id)", (CREATED, source_prefix))}
 
     def deleted_schedules(self) -> dict[int, str]:
         """Schedule id → Next Engine order, for the schedules staff deleted."""
@@ -222,13 +232,28 @@ class LocalStore:
         with self._write() as conn:
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
-    def delivered(self, prefix: str) -> dict[str, tuple[str, str | None, str | None, Any]]:
-        """Source → (digest, Next Engine order, tracking number, facts) of the delivered
-        histories."""
+    def delivered(self, sources: Iterable[str]
+                  ) -> dict[str, tuple[str, str | None, str | None, Any]]:
+        """Source → (digest, Next Engine order, tracking number, facts) of those of
+        ``sources`` that were delivered."""
+        wanted = list(sources)
+        out: dict[str, tuple[str, str | None, str | None, Any]] = {}
         with self._connect() as conn:
-            return {str(r[0]): (str(r[1]), r[2], r[3], json.loads(r[4])) for r in conn.execute(
-                "SELECT source, digest, ne_order_id, tracking, facts FROM delivered "
-                "WHERE source LIKE ? || '%'", (prefix,))}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute("SELECT source, digest, ne_order_id, tracking, facts "
+                                      f"FROM delivered WHERE source IN ({marks})", chunk):
+                    out[str(r[0])] = (str(r[1]), r[2], r[3], json.loads(r[4]))
+        return out
+
+    def delivered_since(self, prefix: str, day: str) -> dict[str, Any]:
+        """Source → facts of the delivered histories named ``prefix…`` dated ``day`` or
+        later."""
+        with self._connect() as conn:
+            return {str(r[0]): json.loads(r[1]) for r in conn.execute(
+                "SELECT source, facts FROM delivered WHERE day >= ? AND source LIKE ? || '%'",
+                (day, prefix))}
 
     def shipped_by(self, ne_order_id: str) -> str | None:
         """The delivered history that shipped this Next Engine order, if any."""
@@ -241,12 +266,13 @@ class LocalStore:
                        tracking: str | None, facts: Any) -> None:
         """The engine stored the history's event: remember what it said; drop any mark."""
         with self._write() as conn:
-            conn.execute("INSERT INTO delivered (source, digest, ne_order_id, tracking, facts) "
-                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+            conn.execute("INSERT INTO delivered (source, digest, ne_order_id, tracking, facts, "
+                         "day) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
                          "digest = excluded.digest, ne_order_id = excluded.ne_order_id, "
-                         "tracking = excluded.tracking, facts = excluded.facts",
+                         "tracking = excluded.tracking, facts = excluded.facts, "
+                         "day = excluded.day",
                          (source, digest, ne_order_id, tracking,
-                          json.dumps(facts, ensure_ascii=False)))
+                          json.dumps(facts, ensure_ascii=False), str(facts.get("date", ""))))
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
     # ---------------------------------------------------------------- rate limit
