@@ -17,17 +17,27 @@ rate-limited traffic runs in well under a minute of wall time, and the figures a
 sandbox counted on its own clock. Printed per warehouse count: nebridge's requests, the most
 in any 60 s window (the limit is 100; nebridge keeps to 90), 429 answers, how long the
 imports took, and the latency from "shipped in Logikura" to "read by nebridge" for shipments
-confirmed while the imports ran. From there a shipment's way to Next Engine (pipeline job,
-dispatcher) uses no Logikura request and no longer waits for the import (see
-``tests/wms_logikura/test_import_flow.py``).
+confirmed while the imports ran.
+
+``--daemon N`` also runs the real thing in real time: ``nebridge run`` (a subprocess, default
+schedule and ``poll_seconds``) between the Next Engine and Logikura sandboxes importing N
+orders into one warehouse, staff shipping a new schedule every ``--daemon-ship-every``
+seconds, and prints the latency from "shipped in Logikura" to "shipped in Next Engine" (the
+sandbox ledger) and the most Logikura requests in any 60 s of wall time. It takes about
+``N / 35`` minutes (two requests an order at 70 a minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,8 +45,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
 from benchmarks.virtual_time import VirtualTime
-from hooks.connectors import ConnectorContext, InstructionBatch
+from daemon.config import load_config
+from daemon.nelink import connect
+from daemon.nextengine.sandbox import SandboxConfig as NeConfig
+from daemon.nextengine.sandbox import SandboxServer as NeSandbox
+from daemon.runtime import build_runtime
+from daemon.store.engine import make_engine, upgrade
+from hooks.connectors import AuthorizingConnector, ConnectorContext, InstructionBatch
 from hooks.http import BoundedSession
 from hooks.records import (
     EventKind,
@@ -207,6 +225,119 @@ def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures
     return figures
 
 
+@dataclass
+class DaemonFigures:
+    """What the real-time daemon run measured (wall seconds)."""
+
+    orders: int
+    import_minutes: float = 0.0
+    shipped: int = 0
+    latency_p50_s: float = 0.0
+    latency_p95_s: float = 0.0
+    latency_max_s: float = 0.0
+    max_per_minute: int = 0
+    rate_limited: int = 0
+    duplicates: int = 0
+    sigterm_s: float = 0.0
+
+
+def _yaml(data: object) -> str:
+    buf = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.allow_unicode = True
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def run_daemon(orders: int, ship_every: float) -> DaemonFigures:
+    """``nebridge run`` importing ``orders`` orders while staff ship (see module docstring)."""
+    figures = DaemonFigures(orders)
+    lk_config = SandboxConfig.from_mapping({"client_id": CLIENT_ID, "client_secret": SECRET,
+                                            "seed_size": 0})
+    with NeSandbox(NeConfig(client_id="ne-bench", client_secret="ne-bench-secret",
+                            seed_size=0)) as ne, SandboxServer(lk_config) as lk, \
+            tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        path = root / "daemon.yaml"
+        path.write_text(_yaml({
+            "state_dir": str(root / "state"),
+            "nextengine": {"api_base": ne.base_url, "login_base": ne.base_url,
+                           "client_id": "ne-bench", "client_secret": "ne-bench-secret"},
+            "warehouses": [{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
+            "plugins": {name: {"enabled": True} for name in (
+                "status_update", "tracking_update", "stock_minus", "stock_plus")},
+            "wms": {"connector": "logikura", "logikura": {
+                "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
+                "client_secret": SECRET, "redirect_uri": REDIRECT}}}), encoding="utf-8")
+        settings = load_config(path).config
+        engine = make_engine(settings.resolved_database_url)
+        upgrade(engine)
+        connect(settings, engine, *ne.state.issue_login())
+        engine.dispose()
+        ne.state.create_goods(PRODUCT, quantity=10**6)
+        lk.state.add_variant(PRODUCT, link_code=PRODUCT, stock={"ITAKU": 10**6})
+        runtime = build_runtime(path)
+        try:
+            connector: object = runtime.connector
+            assert isinstance(connector, AuthorizingConnector)
+            connector.authorize(lk.state.issue_code(REDIRECT), runtime.connector_context())
+        finally:
+            runtime.close()
+        ids = [str(ne.state.create_order([(PRODUCT, 1)], shop_id=1)) for _ in range(orders)]
+        staff = WarehouseStaff(lk.base_url)
+        log = (root / "daemon.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(path), "run"],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                env={k: v for k, v in os.environ.items()
+                                     if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")})
+        began = time.monotonic()
+        confirmed: dict[str, float] = {}
+        shipped: dict[str, float] = {}
+        next_ship = began + ship_every
+        try:
+            while len(lk.ledger.schedules_created()) < orders or set(confirmed) - set(shipped):
+                now = time.monotonic()
+                if figures.import_minutes == 0 and len(lk.ledger.schedules_created()) == orders:
+                    figures.import_minutes = round((now - began) / 60, 1)
+                if now >= next_ship and figures.import_minutes == 0:
+                    next_ship += ship_every
+                    order = next((o for o in ids if o not in confirmed
+                                  and lk.state.schedules_for(o)), None)
+                    if order is not None:
+                        schedule = lk.state.schedules_for(order)[0]["id"]
+                        staff.set_tracking(schedule, f"T-{order}")
+                        staff.start(schedule, "ITAKU")
+                        staff.ship(schedule)
+                        confirmed[order] = time.monotonic()
+                for order_id in ne.ledger.shipped_order_ids():
+                    shipped.setdefault(str(order_id), time.monotonic())
+                if now - began > 3 * 60 + orders * 4:
+                    raise RuntimeError("the daemon run did not finish; see daemon.log")
+                time.sleep(0.2)
+            stopping = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=180)
+            figures.sigterm_s = round(time.monotonic() - stopping, 1)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            staff.close()
+            log.close()
+        latencies = sorted(shipped[o] - at for o, at in confirmed.items())
+        figures.shipped = len(latencies)
+        if latencies:
+            figures.latency_p50_s = round(statistics.median(latencies), 1)
+            figures.latency_p95_s = round(latencies[int(0.95 * (len(latencies) - 1))], 1)
+            figures.latency_max_s = round(latencies[-1], 1)
+        key = next(f"grant:{e.record_id}" for e in lk.ledger.entries(kind="oauth.token")
+                   if e.detail["grant_type"] == "authorization_code")
+        figures.max_per_minute = lk.state.traffic.max_in_window(WINDOW_SECONDS, key)
+        figures.rate_limited = lk.state.traffic.rate_limited(key)
+        figures.duplicates = sum(n - 1 for n in lk.ledger.schedules_created().values())
+    return figures
+
+
 def main() -> None:
     """Run the workloads and print the table (and ``--json``)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.logikura_budget")
@@ -216,10 +347,14 @@ def main() -> None:
                         help="virtual seconds between two shipments confirmed by staff")
     parser.add_argument("--poll", type=float, default=60.0,
                         help="wms.logikura.poll_seconds")
+    parser.add_argument("--daemon", type=int, default=0, metavar="N",
+                        help="also run nebridge in real time importing N orders")
+    parser.add_argument("--daemon-ship-every", type=float, default=15.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = [run(w, args.orders, args.ship_every, args.poll) for w in args.warehouses]
+    daemon = run_daemon(args.daemon, args.daemon_ship_every) if args.daemon else None
     print("warehouses | orders each | requests | max in any 60 s | 429s | schedule POSTs | "
           "history reads | import min | shipments during import | read latency p50/p95/max s "
           "| duplicates | wall s")
@@ -230,8 +365,17 @@ def main() -> None:
               f"{f.latency_p95_s} / {f.latency_max_s} | {f.duplicates} | {f.wall_s}")
         for note in f.notes[:5]:
             print(f"  note: {note}")
+    if daemon is not None:
+        print(f"daemon, real time: {daemon.orders} orders imported in "
+              f"{daemon.import_minutes} min; {daemon.shipped} shipments confirmed meanwhile, "
+              f"Logikura → Next Engine p50/p95/max {daemon.latency_p50_s} / "
+              f"{daemon.latency_p95_s} / {daemon.latency_max_s} s; most requests in any "
+              f"60 s {daemon.max_per_minute}, 429s {daemon.rate_limited}, duplicates "
+              f"{daemon.duplicates}; SIGTERM to exit {daemon.sigterm_s} s")
     if args.json:
-        args.json.write_text(json.dumps([asdict(f) for f in rows], indent=2), encoding="utf-8")
+        data = {"virtual": [asdict(f) for f in rows],
+                "daemon": asdict(daemon) if daemon is not None else None}
+        args.json.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":
