@@ -44,6 +44,8 @@ from daemon.store.engine import read_session
 from daemon.store.models import InboxBatch, InboxEvent, OutboxItem, OutboxState, WmsProduct
 from tests.conftest import dump_yaml
 from tests.reliability.badne import BadAnswer, NeProxy
+from tests.reliability.held_items import case_count as held_case_count
+from tests.reliability.held_items import run_held_items
 from tests.reliability.isolation import case_count, run_isolation
 from tests.reliability.results import CorpusReport
 from tests.reliability.security import issued_secrets
@@ -64,7 +66,7 @@ def corpus_size() -> int:
     """How many malformed inputs the corpus holds."""
     return (len(_expected("csv")) + len(_expected("config")) + len(_expected("secrets"))
             + len(json.loads((CORPUS / "ne" / "cases.json").read_text("utf-8")))
-            + case_count())
+            + case_count() + held_case_count())
 
 
 def run_corpus(root: Path) -> CorpusReport:
@@ -90,6 +92,7 @@ def run_corpus(root: Path) -> CorpusReport:
                 report.problems.append(f"the daemon exited with {code} after SIGTERM")
         _secrets_corpus(world, report)
         _ne_corpus(world, report)
+        run_held_items(world, report)
     finally:
         report.secrets |= issued_secrets(world)
         world.sandbox.stop()
