@@ -400,8 +400,13 @@ class HistoryReader:
             ids = []
             for record in page:
                 if not isinstance(record, dict) or not _is_id(record.get("id")):
-                    self.log.error("Logikura listed a %s without an integer id (%.200r); "
-                                   "it is left out", spec.noun, record)
+                    poll.ctx.report_problem(Problem(
+                        key=f"logikura:{spec.key}:no_id", kind=WMS_MISMATCH,
+                        reason=(f"Logikura listed a {spec.noun} without an integer id on page "
+                                f"{number} ({str(record)[:200]}); nebridge cannot name it, so "
+                                "it was left out"),
+                        fix=("find the record in Logikura's screens and book it again (or "
+                             "ask Logikura's support: its API answered a malformed record)")))
                     continue
                 records[int(record["id"])] = record
                 ids.append(int(record["id"]))

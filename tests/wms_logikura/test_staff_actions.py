@@ -209,7 +209,7 @@ def test_malformed_histories_are_rejected_alone(site: SiteFactory) -> None:
     s = site()
     stocked(s, ("A-1", "LK-A", 50))
     made = [s.staff.ship_direct("ITAKU", [("LK-A", 1)], order_number=f"W-{n}")["id"]
-            for n in range(6)]
+            for n in range(7)]
     variant = s.lk.state.variant_by_code("LK-A").id
     s.staff.garble("shipment", made[0], progress_state="shipping")
     s.staff.garble("shipment", made[1], shipping_items=[
@@ -217,6 +217,7 @@ def test_malformed_histories_are_rejected_alone(site: SiteFactory) -> None:
     s.staff.garble("shipment", made[2], warehouse_id="ITAKU")
     s.staff.garble("shipment", made[3], shipping_items=[None])
     s.staff.garble("shipment", made[4], sales_order="39")
+    s.staff.garble("shipment", made[6], id=None)
     code, report = s.once()
     assert code == 1
     rejected = report["intake"]["rejected"]
@@ -224,6 +225,8 @@ def test_malformed_histories_are_rejected_alone(site: SiteFactory) -> None:
     assert [a for a in report["intake"]["accepted"] if "_history:" in a] == [
         f"logikura:shipping_history:{made[5]}"]
     assert s.uploaded("A-1") == -1  # the good one flowed
+    assert "without an integer id" in items(report)["logikura:shipping_histories:no_id"][
+        "reason"]
     code, out = s.cli("inbox", "list", "--state", "rejected", "--json")
     reasons = json.dumps(json.loads(out), ensure_ascii=False)
     for text in ("progress_state is 'shipping'", "every shipping_quantity is null",
