@@ -18,6 +18,9 @@ and the reason, nothing of it is applied, and the daemon stays up.
   fields, ``redirect``) served by a loopback proxy in front of the sandbox, after Next Engine
   applied the call or instead of it; the error names the endpoint and the reason, nothing is
   marked done that Next Engine did not do, and afterwards everything is applied exactly once.
+* :mod:`tests.reliability.held_items` — an order the WMS file cannot hold, a batch that
+  cannot be delivered, a stock upload Next Engine refuses whole: only the item is held, its
+  batch-mates go on, and after the fix each is applied exactly once.
 """
 
 from __future__ import annotations
