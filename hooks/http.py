@@ -22,7 +22,8 @@ uses one too. A connector therefore gets both limits without code of its own:
 
 Both errors are ``requests.RequestException``\\ s whose message names the host, the limit and
 the setting to change. The limits hold for the adapters this session mounts; a connector that
-mounts its own adapter loses the size cap and keeps only per-read socket timeouts.
+mounts its own adapter loses the size cap and keeps only per-read socket timeouts. Looking up
+the host name is left to the system resolver and its own timeouts (it cannot be interrupted).
 """
 
 from __future__ import annotations
