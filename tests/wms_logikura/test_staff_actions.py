@@ -264,6 +264,8 @@ def test_read_failures_fail_the_run_and_are_reported(site: SiteFactory) -> None:
         "logikura:read_failed:product_master"]["fix"]
     code, out = s.cli("status", "--json")
     assert json.loads(out)["attention"]["counts"].get("wms_read_failed", 0) >= 1
+    code, out = s.cli("doctor")
+    assert "wait for a person" in out, out
 
 
 def test_deleted_records_and_tracking_corrections_are_reported(site: SiteFactory) -> None:
