@@ -6,13 +6,14 @@ budget; each slot is taken in one write transaction that also reads the clock, s
 cannot erase each other's slots. A safety margin (:func:`budget`) stays unused: the clocks of
 nebridge and Logikura never agree exactly, and Logikura's window may be aligned differently.
 
-Two lanes share the budget: *bulk* work (creating shipping schedules for an order import)
-and everything else (reading shipping and receiving histories first of all). Each lane may
-fill the window only up to :func:`lane_budget`, keeping :data:`LANE_RESERVE` slots a minute
-for the other: shipments and receipts are read at once however large an import is, and
-heavy reading never stops an import. Bulk callers also pass the engine's ``should_stop``:
-their waits are cut when the daemon stops (:class:`TurnOver`), so a stop never waits for a
-slot.
+Two lanes share the budget, shipments first: *bulk* work (creating shipping schedules for
+an order import) and everything else (reading shipping and receiving histories first of
+all). Bulk work may fill the window only up to :func:`lane_budget`, keeping
+:data:`READ_RESERVE` slots a minute for reading; reading keeps :data:`BULK_RESERVE` for bulk
+work. So shipments and receipts are read at once however large an import is, and however
+much there is to read, an import still advances. Bulk callers also pass the engine's
+``should_stop``: their waits are cut when the daemon stops (:class:`TurnOver`), so a stop
+never waits for a slot.
 
 When Logikura says the budget is used up (``X-RateLimit-Remaining: 0``, or a 429 / 499
 answer) nobody sends again before ``X-Rate-Limit-Reset`` seconds have passed — at most
@@ -31,7 +32,8 @@ from plugins.wms_logikura.store import LocalStore
 WINDOW_SECONDS = 60.0
 MAX_PAUSE_SECONDS = WINDOW_SECONDS + 5.0
 DEFAULT_PAUSE_SECONDS = WINDOW_SECONDS
-LANE_RESERVE = 20
+READ_RESERVE = 20
+BULK_RESERVE = 10
 STOP_CHECK_SECONDS = 1.0
 _EPOCH_FLOOR = 1_000_000_000.0  # 2001-09-09: a reset this large is a timestamp
 
@@ -42,10 +44,11 @@ def budget(limit: int) -> int:
     return limit - limit // 10
 
 
-def lane_budget(limit: int) -> int:
-    """The part of :func:`budget` one lane may fill; the rest is kept for the other."""
+def lane_budget(limit: int, bulk: bool) -> int:
+    """The part of :func:`budget` the bulk lane (or the other) may fill; the rest is kept
+    for the other lane."""
     whole = budget(limit)
-    return max(1, whole - min(LANE_RESERVE, whole // 3))
+    return max(1, whole - min(READ_RESERVE if bulk else BULK_RESERVE, whole // 3))
 
 
 class TurnOver(LogikuraUnavailable):
@@ -77,7 +80,7 @@ class RateLimiter:
         :data:`STOP_CHECK_SECONDS`, raising :class:`TurnOver` once ``stop()`` is true.
         Anyone gives up after ``max_wait``; bulk work waits as long as it takes.
         """
-        cap, lane_cap = budget(self.limit), lane_budget(self.limit)
+        cap, lane_cap = budget(self.limit), lane_budget(self.limit, bulk)
         waited = 0.0
         while True:
             wait = self.store.take_slot(self.clock, bulk, cap, lane_cap, WINDOW_SECONDS,

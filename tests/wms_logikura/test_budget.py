@@ -51,8 +51,8 @@ print(sum(store.take_slot(time.time, False, cap, cap, 3600.0, 65.0) == 0.0
 
 def test_margin_below_the_limit() -> None:
     assert budget(100) == 90
-    assert lane_budget(100) == 70
-    assert budget(7) == 7 and lane_budget(7) == 5
+    assert lane_budget(100, bulk=True) == 70 and lane_budget(100, bulk=False) == 80
+    assert budget(7) == 7 and lane_budget(7, bulk=True) == lane_budget(7, bulk=False) == 5
 
 
 @pytest.mark.parametrize("threads", [2, 4])
@@ -105,7 +105,7 @@ def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
         for worker in workers:
             worker.join()
         key = nebridge_key(lk)
-        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) == lane_budget(100)
+        assert lk.state.traffic.max_in_window(WINDOW_SECONDS, key) == lane_budget(100, False)
         assert lk.state.traffic.rate_limited(key) == 0
 
 
@@ -114,15 +114,15 @@ def test_bulk_work_leaves_the_read_reserve_and_stops_waiting_on_stop(tmp_path: P
     limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
                           sleep=clock.sleep, max_wait=120)
     stopping = threading.Event()
-    for _ in range(lane_budget(100)):
+    for _ in range(lane_budget(100, bulk=True)):
         limiter.acquire(bulk=True, stop=stopping.is_set)
     assert clock.slept == 0
-    for _ in range(budget(100) - lane_budget(100)):
+    for _ in range(budget(100) - lane_budget(100, bulk=True)):
         limiter.acquire()  # history reads still go at once
     assert clock.slept == 0
     limiter.acquire(bulk=True, stop=stopping.is_set)  # waits for the oldest slot to age out
     assert WINDOW_SECONDS - 1 <= clock.slept <= WINDOW_SECONDS + 1
-    for _ in range(lane_budget(100) - 1):
+    for _ in range(lane_budget(100, bulk=True) - 1):
         limiter.acquire(bulk=True, stop=stopping.is_set)
     stopping.set()
     slept = clock.slept
@@ -134,12 +134,14 @@ def test_bulk_work_leaves_the_read_reserve_and_stops_waiting_on_stop(tmp_path: P
 def test_heavy_reading_never_stops_an_import(tmp_path: Path) -> None:
     clock = FakeTime()
     limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
-                          sleep=clock.sleep, max_wait=120)
-    for _ in range(lane_budget(100)):
+                          sleep=clock.sleep, max_wait=30)
+    for _ in range(lane_budget(100, bulk=False)):
         limiter.acquire()
-    for _ in range(budget(100) - lane_budget(100)):
+    for _ in range(budget(100) - lane_budget(100, bulk=False)):
         limiter.acquire(bulk=True, stop=lambda: False)
     assert clock.slept == 0
+    with pytest.raises(LogikuraUnavailable, match="no room"):
+        limiter.acquire()  # reading is held back: the window is full
 
 
 def test_a_looping_link_ends_the_read(tmp_path: Path, http: requests.Session) -> None:
