@@ -523,12 +523,12 @@ class HistoryReader:
                            f"if the parcel was order {ours}'s, `nebridge inbox retry {source}` "
                            f"ships order {ours}; otherwise ship the right order in Next "
                            "Engine by hand and leave this history")
-            return ours
-        if not number or not poll.ctx.is_imported_order(number):
+            number = ours
+        elif not number or not poll.ctx.is_imported_order(number):
             return None
         schedule = self.store.schedules([number]).get(number)
         shipped = self.store.shipped_by(number)
-        if ((schedule is not None and schedule.state == CREATED
+        if ((ours is None and schedule is not None and schedule.state == CREATED
              and schedule.schedule_id != hid) or (shipped is not None and shipped != source)):
             if confirmed:
                 return None
