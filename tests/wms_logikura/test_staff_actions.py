@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ def site(make_config: ConfigFactory) -> Iterator[SiteFactory]:
 
     def build(warehouses: tuple[str, ...] = ("ITAKU", "SHINJUKU", "ASAKUSA"),
               **logikura: Any) -> Site:
+        """Both sandboxes linked; histories are read from a week back (``start_date``)."""
         ne = NeSandbox(NeConfig(client_id="ne-h5", client_secret="ne-h5-secret", seed_size=0,
                                 que_processing_delay_s=0.05)).__enter__()
         lk = SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)).__enter__()
@@ -86,7 +88,9 @@ def site(make_config: ConfigFactory) -> Iterator[SiteFactory]:
                 "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
                 "client_secret": SECRET, "redirect_uri": REDIRECT,
                 "products_refresh_seconds": 0,
-                "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"}, **logikura}})
+                "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
+                "start_date": (lk.clock.today() - timedelta(days=7)).isoformat(),
+                **logikura}})
         settings = load_config(config).config
         engine = make_engine(settings.resolved_database_url)
         connect(settings, engine, *ne.state.issue_login())
@@ -303,3 +307,16 @@ def test_deleted_records_and_tracking_corrections_are_reported(site: SiteFactory
     assert f"{source}:deleted" not in items(report)
     assert f"logikura:shipping_history:{gone}:deleted" not in items(report)
     assert f"logikura:shipping_history:{s.schedule(kept)}:changed" in items(report)
+
+
+def test_backdated_histories_reach_next_engine(site: SiteFactory) -> None:
+    s = site()
+    today = s.lk.clock.today()
+    stocked(s, ("A-1", "LK-A", 10))
+    assert s.once()[0] == 0
+    three_days_ago = (today - timedelta(days=3)).isoformat()
+    s.staff.receive("ITAKU", [("LK-A", 4)], received_date=three_days_ago)  # entered today
+    s.staff.ship_direct("ITAKU", [("LK-A", 1)], order_number="W-9", shipped_date=three_days_ago)
+    code, report = s.once()
+    assert code == 0, report["problems"]
+    assert s.uploaded("A-1") == 3
