@@ -56,7 +56,7 @@ class LogikuraConfig(BaseModel):
     poll_seconds: float = Field(default=60.0, gt=0)
     products_refresh_seconds: float = Field(default=900.0, ge=0)
     lookback_days: int = Field(default=14, ge=1, le=92)
-    sweep_hours: float = Field(default=24.0, gt=0, le=168)
+    sweep_hours: float = Field(default=24.0, ge=0, le=168)
     ignore_warehouses: list[str] = Field(default_factory=list)
     start_date: date | None = None
     requests_per_minute: int = Field(default=100, ge=1, le=100)

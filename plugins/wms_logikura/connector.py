@@ -39,10 +39,10 @@ from plugins.wms_logikura.errors import (
     LogikuraError,
     LogikuraUnavailable,
 )
-from plugins.wms_logikura.inbound import CHANGED, CLOSING, GONE, KINDS, HistoryReader
+from plugins.wms_logikura.inbound import CHANGED, CLOSING, GONE, KINDS, LEAVE, HistoryReader
 from plugins.wms_logikura.outbound import SchedulePusher
 from plugins.wms_logikura.ratelimit import RateLimiter
-from plugins.wms_logikura.store import LocalStore
+from plugins.wms_logikura.store import HELD, LocalStore
 from plugins.wms_logikura.tokens import TokenFile
 
 STORE_NAME = "logikura.sqlite3"
@@ -173,19 +173,22 @@ class LogikuraConnector:
     def requeue(self, name: str, ctx: ConnectorContext) -> str:
         """Read the rejected or held history ``name`` (``logikura:shipping_history:<id>``)
         again at the next intake, by id — a held one taken as the admin confirmed it. For a
-        history reported as changed or deleted after delivery, close the item (the admin
-        corrected Next Engine by hand)."""
-        if not any(name.startswith(k.source + ":") for k in KINDS.values()):
+        history reported as changed or deleted after delivery, or a held one named with
+        ``:leave`` (``logikura:shipping_history:<id>:leave``), close the item and send
+        nothing (the admin settled it in Next Engine by hand)."""
+        leave = name.endswith(LEAVE)
+        source = name.removesuffix(LEAVE)
+        if not any(source.startswith(k.source + ":") for k in KINDS.values()):
             raise KeyError(name)
         store = self._get(ctx).store
-        state, digest = store.marks(name).get(name, ("", ""))
-        if state in (CHANGED, GONE):
-            store.mark(name, CLOSING, digest)
-            return (f"Logikura {name}: acknowledged, its item closes at the next intake; "
+        state, digest = store.marks(source).get(source, ("", ""))
+        if state in (CHANGED, GONE) or (leave and state == HELD):
+            store.mark(source, CLOSING, digest)
+            return (f"Logikura {source}: left as it is, its item closes at the next intake; "
                     "nothing is sent to Next Engine")
-        if not store.requeue(name):
+        if leave or not store.requeue(source):
             raise KeyError(name)
-        return f"Logikura {name}, read again at the next intake"
+        return f"Logikura {source}, read again at the next intake"
 
     # ---------------------------------------------------------------- AuthorizingConnector
     @property

@@ -68,6 +68,7 @@ TRACKING_MAX = 50
 MAX_PAGES = 100_000
 WMS_MISMATCH = "wms_mismatch"
 UNLISTED_KEY = "logikura:unlisted_warehouse:"
+LEAVE = ":leave"
 CHANGED, GONE, CLOSING, ACKED = "changed", "gone", "closing", "acknowledged"
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -326,6 +327,7 @@ class HistoryReader:
         ``nebridge inbox retry`` (done here: the retry command holds the engine's database)."""
         for source, (state, digest) in list(poll.marks.items()):
             if state == CLOSING:
+                poll.ctx.resolve_problem(source)
                 poll.ctx.resolve_problem(f"{source}:changed")
                 poll.ctx.resolve_problem(f"{source}:deleted")
                 self.store.mark(source, ACKED, digest)
@@ -522,7 +524,7 @@ class HistoryReader:
                            "changed in Next Engine",
                            f"if the parcel was order {ours}'s, `nebridge inbox retry {source}` "
                            f"ships order {ours}; otherwise ship the right order in Next "
-                           "Engine by hand and leave this history")
+                           f"Engine by hand, then `nebridge inbox retry {source}{LEAVE}`")
             number = ours
         elif not number or not poll.ctx.is_imported_order(number):
             return None
@@ -540,8 +542,9 @@ class HistoryReader:
                        f"); the order is shipped by {by}; nothing was changed in Next Engine",
                        "if these are more parcels of the same order, add the tracking number "
                        f"to order {number}'s note (備考) in Next Engine — it has one 発送伝票番号 "
-                       f"field — and leave this history; if it is a separate sale, `nebridge "
-                       f"inbox retry {source}` takes it as a stock movement of the warehouse")
+                       f"field — then `nebridge inbox retry {source}{LEAVE}`; if it is a "
+                       f"separate sale, `nebridge inbox retry {source}` takes it as a stock "
+                       "movement of the warehouse")
         return number
 
     def _whole_order(self, poll: _Poll, hid: int, record: Json, order: str) -> None:
@@ -561,9 +564,11 @@ class HistoryReader:
             raise Hold(f"partial shipment of Next Engine order {order} ({'; '.join(short)}); "
                        "Next Engine has no partial 出荷確定, so the order was not shipped and "
                        "its stock not moved",
-                       f"either ship the rest in Logikura, or split order {order} in Next "
-                       "Engine (受注分割) so it holds exactly what was shipped; then `nebridge "
-                       f"inbox retry {source}` ships order {order} as a whole")
+                       f"split order {order} in Next Engine (受注分割) so it holds exactly what "
+                       f"was shipped, then `nebridge inbox retry {source}` ships it; or ship "
+                       f"the rest in Logikura, then `nebridge inbox retry {source}` ships order "
+                       f"{order} as a whole (the rest's history is reported as a second "
+                       "shipment: leave it with `:leave`)")
 
     def _lines(self, poll: _Poll, record: Json) -> list[tuple[str, int]]:
         spec = poll.spec

@@ -208,6 +208,13 @@ def test_second_shipments_and_unlisted_warehouses_are_not_dropped(site: SiteFact
     assert wholesale["severity"] == "warning" and "ignore_warehouses" in wholesale["fix"]
     assert s.uploaded("A-1") == 0
 
+    source = f"logikura:shipping_history:{parcel['id']}"
+    assert f"{source}:leave" in second["fix"]  # the admin noted T-2 in Next Engine by hand
+    assert s.cli("inbox", "retry", f"{source}:leave")[0] == 0
+    code, report = s.once()
+    assert source not in items(report)
+    assert s.ne.ledger.shipped_order_ids() == [first] and s.uploaded("A-1") == 0
+
 
 def test_malformed_histories_are_rejected_alone(site: SiteFactory) -> None:
     s = site()
@@ -273,7 +280,7 @@ def test_read_failures_fail_the_run_and_are_reported(site: SiteFactory) -> None:
 
 
 def test_deleted_records_and_tracking_corrections_are_reported(site: SiteFactory) -> None:
-    s = site(sweep_hours=0.0001)  # every poll reads the whole window
+    s = site(sweep_hours=0)  # every poll reads the whole window
     stocked(s, ("A-1", "LK-A", 10))
     kept = s.ne.state.create_order([("A-1", 1)], shop_id=1)
     dropped = s.ne.state.create_order([("A-1", 1)], shop_id=1)
