@@ -349,8 +349,10 @@ class HistoryReader:
         """The histories to look at: from the last page reached, or the whole window."""
         now = self.clock()
         warehouses = sorted(poll.ours.by_id)
+        floor = (self.config.start_date.isoformat() if self.config.start_date is not None
+                 else position.floor if position is not None else today.isoformat())
         if (position is not None and now - position.swept < self.config.sweep_hours * 3600
-                and position.warehouses == warehouses):
+                and position.warehouses == warehouses and position.floor == floor):
             pages = self._pages(spec, position.start, position.page)
             first = next(pages, None)
             if first is not None and [int(r["id"]) for r in first[1][:len(position.ids)]
@@ -361,8 +363,6 @@ class HistoryReader:
                 return records, dataclasses.replace(position, page=last[0], ids=last[1]), False
             self.log.info("Logikura %s changed before page %d; reading the whole window",
                           spec.key, position.page)
-        floor = (position.floor if position is not None
-                 else (self.config.start_date or today).isoformat())
         start = max(date.fromisoformat(floor), today - timedelta(days=self.config.lookback_days))
         records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1), poll)
         page, ids = last if last is not None else (1, [])
