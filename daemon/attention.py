@@ -59,6 +59,10 @@ class AttentionKind(StrEnum):
     HELD_INSTRUCTION = "held_instruction"
     WMS_MISMATCH = "wms_mismatch"
     WMS_READ_FAILED = "wms_read_failed"
+    NE_LINK_LOST = "ne_link_lost"
+    NE_TOKEN_EXPIRING = "ne_token_expiring"
+    WMS_AUTH_LOST = "wms_auth_lost"
+    NOTIFY_FAILING = "notify_failing"
 
 
 @dataclass(frozen=True, slots=True)

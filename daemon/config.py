@@ -102,6 +102,24 @@ class ScheduleSettings(_Strict):
     token_guard_minutes: float = Field(default=15.0, gt=0)
 
 
+class NotifySettings(_Strict):
+    """``notify:`` — when the notifier plugins are told about what waits for a person."""
+
+    #: How often attention is compared with what was told, and due messages are sent.
+    interval_seconds: float = Field(default=30.0, gt=0)
+    #: A problem still open this long after its last message is told again.
+    reminder_hours: float = Field(default=24.0, gt=0)
+    #: More than ``digest_threshold`` new problems within ``digest_window_minutes``: one
+    #: digest message lists them instead of one message each.
+    digest_threshold: int = Field(default=10, ge=1)
+    digest_window_minutes: float = Field(default=5.0, gt=0)
+    #: A failed delivery is tried again after this, doubling up to ``retry_max_seconds``.
+    retry_first_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    #: A sink that failed this many times in a row is shown in ``attention``/``status``.
+    failing_after_attempts: int = Field(default=3, ge=1)
+
+
 class MetricsConfig(_Strict):
     """``metrics:`` — Prometheus metrics over HTTP (off unless a port is given)."""
 
@@ -214,6 +232,7 @@ class DaemonConfig(_Strict):
     schedule: ScheduleSettings = ScheduleSettings()
     dispatch: DispatchConfig = DispatchConfig()
     metrics: MetricsConfig = MetricsConfig()
+    notify: NotifySettings = NotifySettings()
     http: HttpSettings = HttpSettings()
     order_import: OrderImportConfig = OrderImportConfig()
     wms: WmsSettings = WmsSettings()

@@ -390,15 +390,19 @@ class PluginHost:
         hook_name: str,
         kwargs: Mapping[str, Any] | None = None,
         per_plugin: Callable[[str], Mapping[str, Any]] | None = None,
+        only: str | None = None,
     ) -> list[HookOutcome]:
         """Call every implementation of ``hook_name`` on its own, in configuration order.
 
         ``options`` is filled with each plugin's own validated options. Exceptions are
-        caught and returned in the outcome, attributed to the plugin.
+        caught and returned in the outcome, attributed to the plugin. ``only`` calls that one
+        plugin alone.
         """
         outcomes: list[HookOutcome] = []
         base = dict(kwargs or {})
         for name, impl in self._implementations(hook_name):
+            if only is not None and name != only:
+                continue
             record = self.records.get(name)
             args = dict(base)
             args["options"] = record.options if record else None
@@ -414,6 +418,17 @@ class PluginHost:
                 reset_log_context(token)
             outcomes.append(HookOutcome(plugin=name, result=result))
         return outcomes
+
+    def implementers(self, hook_name: str) -> list[str]:
+        """The loaded plugins that implement ``hook_name``, in configuration order."""
+        return [name for name, _impl in self._implementations(hook_name)]
+
+    def call_one(self, hook_name: str, plugin: str,
+                 kwargs: Mapping[str, Any] | None = None) -> HookOutcome | None:
+        """Call ``plugin``'s implementation of ``hook_name`` alone (None: it has none)."""
+        for outcome in self.call_each(hook_name, kwargs, only=plugin):
+            return outcome
+        return None
 
     def _implementations(self, hook_name: str) -> list[tuple[str, Any]]:
         """``(plugin, hookimpl)`` of a hook in configuration order (kept until a reload)."""

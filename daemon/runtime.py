@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata as md
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -31,6 +33,7 @@ from daemon.logsetup import register_secret
 from daemon.metrics import Metrics
 from daemon.nelink import make_client
 from daemon.nextengine.client import NextEngineClient
+from daemon.notify import Notifier
 from daemon.outbox import Dispatcher, Executor
 from daemon.pipeline import WarehousePipeline
 from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
@@ -39,6 +42,7 @@ from daemon.store.models import Cursor, ImportedOrder, WmsProduct, utcnow
 from daemon.tokenguard import TokenGuard
 from hooks.connectors import ConnectorContext, WmsConnector
 from hooks.http import BoundedSession
+from hooks.notify import NotifyContext
 from hooks.records import Problem, WarehouseInfo
 
 log = logging.getLogger(__name__)
@@ -123,7 +127,16 @@ class Runtime:
 
     def token_guard(self) -> TokenGuard:
         """Keep-alive and lapse warnings for the Next Engine link."""
-        return TokenGuard(self.config, self.db, self.ne_client, self.host, self.gate, self.clock)
+        return TokenGuard(self.config, self.db, self.ne_client, self.gate, self.clock)
+
+    def notifier(self) -> Notifier:
+        """Notifications built from attention, delivered to the ``nebridge_notify`` sinks."""
+        def context() -> NotifyContext:
+            zone = ZoneInfo(self.config.timezone) if self.config.timezone else None
+            return NotifyContext(http=self.http, credentials_dir=self.config.credentials_dir,
+                                 mask_secret=register_secret, zone=zone, env=dict(os.environ))
+        return Notifier(self.db, self.host, self.config.notify, context,
+                        live=lambda: attention.paused_stage_items(self.host), clock=self.clock)
 
     def order_importer(self) -> OrderImporter | None:
         """The order importer (None without a WMS connector to deliver to)."""

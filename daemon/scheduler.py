@@ -30,6 +30,7 @@ HEARTBEAT_SECONDS = 2.0
 DISPATCHER_JOB = "dispatcher"
 INTAKE_JOB = "intake"
 TOKEN_GUARD_JOB = "token_guard"
+NOTIFY_JOB = "notify"
 EVENT_STAGES = (Stage.SHIPMENTS, Stage.RECEIPTS)
 
 
@@ -69,6 +70,7 @@ class Scheduler:
         self.stale_after = 5 * HEARTBEAT_SECONDS
         self._last_full_intake = 0.0
         self._lock = threading.Lock()
+        self._notifier_recovered = False
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),
@@ -77,6 +79,7 @@ class Scheduler:
                 "outbox": ThreadPoolExecutor(1),
                 "intake": ThreadPoolExecutor(1),
                 "heartbeat": ThreadPoolExecutor(1),
+                "notify": ThreadPoolExecutor(1),  # a slow sink never holds back other work
             },
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
@@ -124,6 +127,12 @@ class Scheduler:
             self._guarded(self._guard_tokens, TOKEN_GUARD_JOB), "interval",
             minutes=schedule.token_guard_minutes, id=TOKEN_GUARD_JOB, executor="outbox",
             replace_existing=True, misfire_grace_time=grace,
+            next_run_time=datetime.now().astimezone(),
+        )
+        self.scheduler.add_job(
+            self._guarded(self._notify, NOTIFY_JOB), "interval",
+            seconds=self.runtime.config.notify.interval_seconds, id=NOTIFY_JOB,
+            executor="notify", replace_existing=True, misfire_grace_time=grace,
             next_run_time=datetime.now().astimezone(),
         )
         self.scheduler.add_job(self._beat, "interval", seconds=HEARTBEAT_SECONDS,
@@ -201,6 +210,13 @@ class Scheduler:
 
     def _guard_tokens(self) -> None:
         self.runtime.token_guard().check()
+
+    def _notify(self) -> None:
+        notifier = self.runtime.notifier()
+        if not self._notifier_recovered:  # this process sends nothing before this
+            notifier.recover()
+            self._notifier_recovered = True
+        notifier.run_once(self._should_stop)
 
     def _dispatch(self) -> None:
         report = self.runtime.dispatcher().run_once(self._should_stop)

@@ -4,9 +4,11 @@ Next Engine's refresh token lives 3 days and is renewed only by a call made afte
 token (1 day) has expired. A daemon that imports orders calls Next Engine all the time; one
 that only waits for stock changes may not. The guard therefore makes a cheap call
 (``login_company/info``) whenever the access token has expired or the refresh token has less
-than two days left, and warns — log, ``nebridge status``, the ``nebridge_notify`` hook — at
-24 h and again at 6 h before the refresh token would lapse (which only happens when Next
-Engine cannot be reached). A lost link is announced once, with the command that fixes it.
+than two days left, and warns — log, ``nebridge status``, an attention item that
+:mod:`daemon.notify` tells the notifier plugins about — at 24 h and again at 6 h before the
+refresh token would lapse (which only happens when Next Engine cannot be reached). A lost link
+is an attention item too, with the command that fixes it; both are resolved (and the people
+told so) once the link works again.
 """
 
 from __future__ import annotations
@@ -16,33 +18,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from daemon import attention
+from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
 from daemon.dispatch import NeGate
 from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, token_store
 from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.errors import NextEngineError
-from daemon.pluginmanager import PluginHost
-from daemon.store.engine import Bind, read_session, write_session
-from daemon.store.models import Cursor, utcnow
-from hooks.records import Notification
+from daemon.store.engine import Bind
+from daemon.store.models import utcnow
+from hooks.records import Problem
 
 log = logging.getLogger(__name__)
 
 WARN_AT = (timedelta(hours=24), timedelta(hours=6))
 KEEP_ALIVE_BELOW = timedelta(hours=48)
 ACCESS_MARGIN = timedelta(minutes=10)
-NOTIFIED_CURSOR = "ne.guard.notified"
-KEEP_ANNOUNCED = 20
-
-
-def notify(host: PluginHost, notification: Notification) -> None:
-    """Log a notification and hand it to every ``nebridge_notify`` plugin, isolated."""
-    level = {"info": logging.INFO, "warning": logging.WARNING}.get(notification.level,
-                                                                    logging.ERROR)
-    log.log(level, "%s: %s", notification.title, notification.message)
-    for outcome in host.call_each("nebridge_notify", {"notification": notification}):
-        if outcome.error is not None:
-            log.error("notification plugin %s failed: %s", outcome.plugin, outcome.error)
+LINK_LOST_KEY = f"{AttentionKind.NE_LINK_LOST}"
+HORIZON_KEYS = tuple(f"{AttentionKind.NE_TOKEN_EXPIRING}:{int(t.total_seconds() // 3600)}h"
+                     for t in WARN_AT)
 
 
 def horizon_warning(refresh_end: datetime | None, now: datetime) -> str | None:
@@ -77,14 +71,12 @@ class TokenGuard:
         config: DaemonConfig,
         db: Bind,
         client: Callable[[], NextEngineClient],
-        host: PluginHost,
         gate: NeGate,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.db = db
         self.client = client
-        self.host = host
         self.gate = gate
         self.clock = clock
 
@@ -113,22 +105,31 @@ class TokenGuard:
             left = report.refresh_end - now
             threshold = min((t for t in WARN_AT if left <= t), default=WARN_AT[0])
             hours = int(threshold.total_seconds() // 3600)
-            self._announce_once(
-                f"token_expiring:{report.refresh_end.isoformat()}:{hours}",
-                Notification("token_expiring", "warning" if hours >= 24 else "error",
-                             f"Next Engine link lapses within {hours} h", report.warning))
+            key = f"{AttentionKind.NE_TOKEN_EXPIRING}:{hours}h"
+            if key not in attention.open_problem_keys(self.db, key):
+                log.warning("Next Engine link lapses within %d h: %s", hours, report.warning)
+            attention.report(self.db, Problem(
+                key=key, kind=AttentionKind.NE_TOKEN_EXPIRING,
+                severity="warning" if hours >= 24 else "error",
+                reason=f"Next Engine link lapses within {hours} h: {report.warning}",
+                fix=("make sure nebridge reaches Next Engine (`nebridge doctor`); once the "
+                     f"link lapsed, {RECONNECT_HINT}")), source="token_guard", now=now)
+        elif report.refresh_end is not None:
+            attention.resolve(self.db, HORIZON_KEYS, now)
         return report
 
     def _linked(self) -> bool:
-        """True when linked; announces a lost link (once) when it is not."""
+        """True when linked; a lost link is an attention item until it is linked again."""
         info = link_info(self.config, self.db)
         if info.state == CONNECTED:
+            attention.resolve(self.db, [LINK_LOST_KEY], self.clock())
             return True
         if info.state != "not_connected":
-            self._announce_once(f"link_lost:{info.reason}", Notification(
-                "link_lost", "error", "Next Engine link lost",
-                f"Next Engine no longer accepts nebridge's tokens ({info.reason}); Next Engine "
-                f"work is stopped, WMS events are still accepted; {RECONNECT_HINT}"))
+            attention.report(self.db, Problem(
+                key=LINK_LOST_KEY, kind=AttentionKind.NE_LINK_LOST,
+                reason=(f"Next Engine no longer accepts nebridge's tokens ({info.reason}); "
+                        "Next Engine work is stopped, WMS events are still accepted"),
+                fix=RECONNECT_HINT), source="token_guard", now=self.clock())
         return False
 
     @staticmethod
@@ -136,17 +137,3 @@ class TokenGuard:
         if access_end is not None and access_end <= now + ACCESS_MARGIN:
             return True
         return refresh_end is not None and refresh_end - now < KEEP_ALIVE_BELOW
-
-    def _announce_once(self, key: str, notification: Notification) -> None:
-        """Notify once per key (survives restarts), so a condition is not announced each tick."""
-        with read_session(self.db) as session:
-            seen = session.get(Cursor, NOTIFIED_CURSOR)
-        announced = set(seen.value.split("\n")) if seen else set()
-        if key in announced:
-            return
-        notify(self.host, notification)
-        kept = [*sorted(announced)[-KEEP_ANNOUNCED:], key]
-        with write_session(self.db) as session:
-            row = session.get(Cursor, NOTIFIED_CURSOR) or Cursor(name=NOTIFIED_CURSOR, value="")
-            row.value, row.updated_at = "\n".join(kept), self.clock()
-            session.add(row)

@@ -234,16 +234,39 @@ class HealthCheck:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """Something the admin must hear about now (e.g. the Next Engine link is about to lapse).
+    """One message for the people who must act, handed to each ``nebridge_notify`` sink.
 
-    ``kind`` is a stable machine name (``token_expiring``, ``link_lost`` …); ``title`` and
-    ``message`` are for humans and say what to do.
+    Built by the engine from the attention items (:mod:`daemon.notify`): ``key`` is the
+    attention key it is about (stable while the problem lasts); ``event`` says why it is sent
+    now — ``open`` (new problem), ``reminder`` (still open after the reminder time),
+    ``resolved`` (the problem is gone), ``digest`` (many problems at once, one message for
+    all; ``count`` of them, the first ``lines`` listed) or ``test``. ``delivery_key`` is unique
+    per notification × sink and is the same on every retry: a sink that can pass it on (a
+    header, the e-mail Message-ID) lets the receiver drop a copy.
     """
 
+    key: str
     kind: str
-    level: Literal["info", "warning", "error"]
+    event: Literal["open", "reminder", "resolved", "digest", "test"]
+    severity: Literal["info", "warning", "error"]
     title: str
-    message: str
+    detail: str
+    fix: str = ""
+    warehouse: str = ""
+    ids: tuple[str, ...] = ()
+    since: datetime | None = None
+    count: int = 1
+    lines: tuple[str, ...] = ()
+    delivery_key: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (the generic webhook's body; ``since`` as ISO 8601 UTC)."""
+        return {"key": self.key, "kind": self.kind, "event": self.event,
+                "severity": self.severity, "title": self.title, "detail": self.detail,
+                "fix": self.fix, "warehouse": self.warehouse, "ids": list(self.ids),
+                "since": self.since.isoformat() if self.since else None,
+                "count": self.count, "lines": list(self.lines),
+                "delivery_key": self.delivery_key}
 
 
 # ---------------------------------------------------------------------------

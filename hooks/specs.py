@@ -21,6 +21,7 @@ from hooks.markers import hookspec
 
 if TYPE_CHECKING:
     from hooks.connectors import ConnectorSpec
+    from hooks.notify import NotifyContext
     from hooks.records import (
         Action,
         FilterVerdict,
@@ -120,16 +121,27 @@ class ConnectorSpecs:
 
 
 class NotifySpecs:
-    """Hooks that carry news to the admin."""
+    """Hooks that tell the people who must act (e-mail, chat, webhooks …)."""
 
     @hookspec
-    def nebridge_notify(self, notification: Notification, options: Any) -> None:
-        """Deliver a notification to the admin (mail, chat, pager …).
+    def nebridge_notify(
+        self, notification: Notification, options: Any, ctx: NotifyContext
+    ) -> None:
+        """Deliver one notification to this plugin's sink (mail server, chat room, URL).
 
-        Called by the engine for conditions that need a person: the Next Engine refresh token
-        will lapse within 24 h or 6 h, the link needs re-connection. Every implementation is
-        called; one that raises is logged and does not stop the others. Implementations must
-        return quickly (hand slow deliveries to a queue of the plugin's own service).
+        Every loaded plugin that implements this hook is a sink. The engine builds
+        notifications from the attention items (a new problem, a reminder, a digest of many,
+        the problem resolved), stores one delivery per notification × sink and calls each
+        sink on its own, on the engine's notifier job. Return to mean *delivered*; raise to
+        mean *not delivered*: the engine tries again later with backoff (a sink that keeps
+        failing is shown in ``nebridge attention``) and never blocks the pipelines meanwhile.
+        A retry carries the same ``notification.delivery_key``; pass it on (a header, the
+        Message-ID) so a receiver can drop the copy a crash in mid-send may cause.
+
+        Send only through what ``ctx`` lends (``ctx.http``), or one socket of your own that
+        is closed before returning; never start threads. Bound every call with a timeout.
+        Read secrets with :func:`hooks.credentials.read_credential` from
+        ``ctx.credentials_dir`` and register them with ``ctx.mask_secret``.
         """
 
 

@@ -270,3 +270,69 @@ class AttentionProblem(SQLModel, table=True):
     first_seen: datetime = Field(default_factory=utcnow, sa_column=_ts())
     last_seen: datetime = Field(default_factory=utcnow, sa_column=_ts())
     resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class DeliveryState(StrEnum):
+    """Life of one notification at one sink."""
+
+    PENDING = "pending"  # waits for its (next) attempt
+    IN_FLIGHT = "in_flight"  # handed to the sink; sent again after a crash (same delivery key)
+    SENT = "sent"
+    FAILED = "failed"  # a test message that failed (never retried)
+
+
+class NotificationRow(SQLModel, table=True):
+    """One message built from the attention items (see :mod:`daemon.notify`)."""
+
+    __tablename__ = "notification"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, index=True)
+    kind: str = Field(max_length=32)
+    event: str = Field(max_length=16)  # open | reminder | resolved | digest | test
+    severity: str = Field(max_length=16)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    fix: str = Field(sa_column=Column(Text, nullable=False))
+    warehouse: str = Field(default="", max_length=32)
+    ids: str = Field(sa_column=Column(Text, nullable=False))  # JSON list
+    lines: str = Field(sa_column=Column(Text, nullable=False))  # JSON list (digests)
+    count: int = 1
+    since: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
+
+
+class NotifyDelivery(SQLModel, table=True):
+    """One notification × one sink (a ``nebridge_notify`` plugin); sent once, retried with
+    backoff until it is. ``delivery_key`` (``<notification id>:<sink>``) is unique."""
+
+    __tablename__ = "notify_delivery"
+    __table_args__ = (Index("ix_notify_delivery_due", "state", "next_attempt_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: int = Field(foreign_key="notification.id", index=True)
+    sink: str = Field(max_length=64)
+    delivery_key: str = Field(max_length=100, unique=True)
+    state: str = Field(default=DeliveryState.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class NotifiedKey(SQLModel, table=True):
+    """An attention key the people were told about, while it lasts (for reminders and the
+    resolved message); the notifier diffs the current attention keys against these rows."""
+
+    __tablename__ = "notified_key"
+    __table_args__ = (Index("ix_notified_key_open", "state", "last_sent_at"),)
+
+    key: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=32)
+    warehouse: str = Field(default="", max_length=32)
+    subject: str = Field(default="", max_length=128)
+    state: str = Field(default=ProblemState.OPEN, max_length=16)
+    reminders: int = 0
+    opened_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    last_sent_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
