@@ -23,6 +23,8 @@ from daemon.config import (
 )
 from daemon.inbox import IntakeReport
 from daemon.nelink import link_info
+from daemon.notify import HOOK as NOTIFY_HOOK
+from daemon.notify import NotifyReport, pending_by_sink
 from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginRecord, PluginState
@@ -262,6 +264,7 @@ class RunOnceReport:
     dispatch_plan: list[str] = field(default_factory=list)
     attention: AttentionReport = field(default_factory=AttentionReport)
     problems: list[str] = field(default_factory=list)
+    notify: NotifyReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -309,6 +312,10 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
         progress("dispatching to Next Engine")
         report.dispatch = runtime.dispatcher().run_once()
         report.problems.extend(f"dispatcher: {e}" for e in report.dispatch.errors)
+        progress("sending notifications")
+        notifier = runtime.notifier()
+        notifier.recover()  # this process holds the instance lock: nothing else is sending
+        report.notify = notifier.run_once()
     report.attention = attention.collect(runtime.db, live=live_attention(runtime.host),
                                          limit=ATTENTION_LIMIT)
     return report
@@ -428,4 +435,6 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
     status["outbox"] = backlog_by_state(engine)
     status["attention"] = attention.collect(engine, live=live_attention(host),
                                             limit=ATTENTION_LIMIT).as_dict()
+    status["notify"] = {"sinks": host.implementers(NOTIFY_HOOK),
+                        "waiting": pending_by_sink(engine)}
     return status

@@ -22,6 +22,7 @@ from daemon.cli import (
     history,
     inbox,
     link,
+    notify,
     orders,
     outbox,
     plugins,
@@ -77,6 +78,7 @@ app.add_typer(outbox.app, name="outbox")
 app.add_typer(orders.app, name="orders")
 app.add_typer(wms.app, name="wms")
 app.add_typer(systemd_cmd.app, name="systemd")
+app.add_typer(notify.app, name="notify")
 app.command("run")(run.run)
 app.command("status")(status.status)
 app.command("attention")(attention.attention_cmd)

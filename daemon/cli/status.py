@@ -65,6 +65,12 @@ def status(
         typer.echo(f"inbox {kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     if data["outbox"]:
         typer.echo("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(data["outbox"].items())))
+    notify = data.get("notify")
+    if notify is not None:
+        waiting = ", ".join(f"{n} waiting for {sink}" for sink, n in sorted(
+            notify["waiting"].items()))
+        typer.echo(f"notifications: {', '.join(notify['sinks']) or 'no sink enabled'}"
+                   + (f" ({waiting})" if waiting else ""))
     for stage, reason in data["paused_stages"].items():
         typer.echo(f"PAUSED {stage}: {reason}")
     print_attention(data["attention"], more_hint="`nebridge attention` lists them all",
