@@ -234,6 +234,9 @@ def _check(spec: HistoryKind, record: Json) -> None:
     sales_order = record.get("sales_order")
     if sales_order is not None and not isinstance(sales_order, dict):
         raise Invalid(f"sales_order {sales_order!r} is not an object", "sales_order")
+    if spec.kind is EventKind.SHIPMENT and record.get("shipping_composite_items"):
+        raise Invalid("set products (shipping_composite_items) are not supported; record "
+                      "their components instead", "shipping_composite_items")
     items = record.get(spec.items_field)
     if not isinstance(items, list) or not items:
         raise Invalid(f"the history has no {spec.items_field} list", spec.items_field)
@@ -251,9 +254,6 @@ def _check(spec: HistoryKind, record: Json) -> None:
     if not any(quantities):
         raise Invalid(f"every {spec.quantity_field} is 0: the history moves nothing",
                       spec.quantity_field)
-    if spec.kind is EventKind.SHIPMENT and record.get("shipping_composite_items"):
-        raise Invalid("set products (shipping_composite_items) are not supported; record "
-                      "their components instead", "shipping_composite_items")
     _day(record.get(spec.date_field), spec.date_field)
 
 
@@ -445,8 +445,12 @@ class HistoryReader:
             return  # already refused or acknowledged, unchanged
         confirmed = state == REQUEUED
         try:
-            _check(spec, record)
-            event = self._event(poll, hid, record, confirmed)
+            try:
+                _check(spec, record)
+                event = self._event(poll, hid, record, confirmed)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise Invalid(f"Logikura answered it in an unexpected shape ({type(exc).__name__}"
+                              f": {exc})") from None
         except Invalid as exc:
             if state != REJECTED or marked != raw:
                 yield self._rejected(source, spec.kind, BatchRejected(
@@ -608,7 +612,8 @@ class HistoryReader:
             return _whole(record["warehouse_id"], "warehouse_id")
         stocks = {_whole(p.get("stock_id"), "stock_id")
                   for item in record.get("shipping_items") or []
-                  for p in item.get("packing_items") or [] if p.get("stock_id") is not None}
+                  for p in item.get("packing_items") or []
+                  if isinstance(p, dict) and p.get("stock_id") is not None}
         if not stocks:
             raise Invalid("the history says neither its warehouse_id nor the stock it was "
                           "packed from", "warehouse_id")
