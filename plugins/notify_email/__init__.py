@@ -84,7 +84,8 @@ def build_message(notification: Notification, options: EmailConfig,
     digest = sha256(notification.delivery_key.encode()).hexdigest()[:24]
     message["Message-ID"] = f"<nebridge.{digest}@{options.sender.rsplit('@', 1)[1]}>"
     message["X-Nebridge-Delivery"] = notification.delivery_key
-    message.set_content(render(notification, options.language, ctx.zone), charset="utf-8")
+    message.set_content(render(notification, options.language, ctx.zone), charset="utf-8",
+                        cte="base64")  # 7-bit safe for every mail system
     return message
 
 

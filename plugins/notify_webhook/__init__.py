@@ -124,8 +124,9 @@ def nebridge_notify(notification: Notification, options: WebhookConfig,
         else:
             data = {**notification.as_dict(), "subject": subject, "text": text}
         body = json.dumps(data, ensure_ascii=False).encode()
-        key = secret(ctx, SECRET_CREDENTIAL, SECRET_ENV, _value(options.secret))
-        if options.format == "json" and key:
+        key = secret(ctx, SECRET_CREDENTIAL, SECRET_ENV, _value(options.secret)) \
+            if options.format == "json" else None
+        if key:
             stamp = str(int(time.time()))
             headers["X-Nebridge-Timestamp"] = stamp
             headers["X-Nebridge-Signature"] = signature(key, stamp, body)
@@ -133,8 +134,11 @@ def nebridge_notify(notification: Notification, options: WebhookConfig,
     try:
         answer = ctx.http.post(url, data=body, headers=headers,
                                timeout=options.timeout_seconds, allow_redirects=False)
+    except requests.Timeout:
+        raise WebhookFailed(f"{host} did not answer within {options.timeout_seconds:g} s "
+                            "(timeout_seconds)") from None
     except requests.RequestException as exc:
-        raise WebhookFailed(f"cannot deliver to {host}: {type(exc).__name__}") from None
+        raise WebhookFailed(f"cannot connect to {host} ({type(exc).__name__})") from None
     if not 200 <= answer.status_code < 300:
         raise WebhookFailed(f"{host} answered HTTP {answer.status_code} "
                             f"{answer.text[:200].strip()}")
