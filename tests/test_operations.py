@@ -70,6 +70,7 @@ def test_token_guard_keeps_the_link_alive_and_warns_before_it_lapses(
     rt.clock = clock  # type: ignore[method-assign]
     try:
         guard = rt.token_guard()
+        notifier = rt.notifier()
         quiet = guard.check()
         assert not quiet.kept_alive and quiet.warning is None
         # a day and a half later (NE's clock too): the access token expired → keep-alive renews
@@ -86,16 +87,20 @@ def test_token_guard_keeps_the_link_alive_and_warns_before_it_lapses(
         offset += after.refresh_token_end_date - clock() - timedelta(hours=20)
         first = guard.check()
         assert first.warning and "lapses in 20.0 h" in first.warning
+        notifier.run_once()
         guard.check()  # announced once, not every tick
+        notifier.run_once()
         offset += timedelta(hours=15)
         guard.gate.paused_until = None
         second = guard.check()
         assert second.warning and "nebridge connect" in second.warning
+        notifier.run_once()
     finally:
         rt.close()
-    kinds = [(n.kind, n.title) for n in collector.received]
-    assert kinds == [("token_expiring", "Next Engine link lapses within 24 h"),
-                     ("token_expiring", "Next Engine link lapses within 6 h")]
+    told = [(n.event, n.key, n.severity) for n in collector.received]
+    assert told == [("open", "ne_token_expiring:24h", "warning"),
+                    ("open", "ne_token_expiring:6h", "error")]
+    assert "nebridge connect" in collector.received[1].fix
 
 
 def test_token_guard_announces_a_lost_link_once(notified_world: World) -> None:
@@ -107,13 +112,14 @@ def test_token_guard_announces_a_lost_link_once(notified_world: World) -> None:
         guard = rt.token_guard()
         rt.clock = lambda: datetime.now().astimezone() + timedelta(days=4)  # type: ignore[method-assign]
         guard.clock = rt.clock
-        guard.check()
-        guard.check()
-        guard.check()
+        notifier = rt.notifier()
+        for _ in range(3):
+            guard.check()
+            notifier.run_once()
     finally:
         rt.close()
-    assert [n.kind for n in collector.received] == ["link_lost"]
-    assert "nebridge connect" in collector.received[0].message
+    assert [(n.event, n.kind) for n in collector.received] == [("open", "ne_link_lost")]
+    assert "nebridge connect" in collector.received[0].fix
 
 
 def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
