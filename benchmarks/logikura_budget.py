@@ -239,6 +239,8 @@ class DaemonFigures:
     rate_limited: int = 0
     duplicates: int = 0
     sigterm_s: float = 0.0
+    log_warnings: int = 0
+    max_instances_lines: int = 0
 
 
 def _yaml(data: object) -> str:
@@ -324,6 +326,10 @@ def run_daemon(orders: int, ship_every: float) -> DaemonFigures:
                 proc.kill()
             staff.close()
             log.close()
+        lines = (root / "daemon.log").read_text(encoding="utf-8").splitlines()
+        figures.log_warnings = sum(" WARNING " in line for line in lines)
+        figures.max_instances_lines = sum("maximum number of running instances" in line
+                                          for line in lines)
         latencies = sorted(shipped[o] - at for o, at in confirmed.items())
         figures.shipped = len(latencies)
         if latencies:
@@ -371,7 +377,9 @@ def main() -> None:
               f"Logikura → Next Engine p50/p95/max {daemon.latency_p50_s} / "
               f"{daemon.latency_p95_s} / {daemon.latency_max_s} s; most requests in any "
               f"60 s {daemon.max_per_minute}, 429s {daemon.rate_limited}, duplicates "
-              f"{daemon.duplicates}; SIGTERM to exit {daemon.sigterm_s} s")
+              f"{daemon.duplicates}; SIGTERM to exit {daemon.sigterm_s} s; log: "
+              f"{daemon.log_warnings} warning(s), {daemon.max_instances_lines} about "
+              "running instances")
     if args.json:
         data = {"virtual": [asdict(f) for f in rows],
                 "daemon": asdict(daemon) if daemon is not None else None}

@@ -10,8 +10,9 @@ Two lanes share the budget, shipments first: *bulk* work (creating shipping sche
 an order import) and everything else (reading shipping and receiving histories first of
 all). Bulk work may fill the window only up to :func:`lane_budget`, keeping
 :data:`READ_RESERVE` slots a minute for reading; reading keeps :data:`BULK_RESERVE` for bulk
-work. So shipments and receipts are read at once however large an import is, and however
-much there is to read, an import still advances. Bulk callers also pass the engine's
+work, and while a read waits for a slot, bulk work takes none beyond that share. So
+shipments and receipts are read first however large an import is, and however much there is
+to read, an import still advances. Bulk callers also pass the engine's
 ``should_stop``: their waits are cut when the daemon stops (:class:`TurnOver`), so a stop
 never waits for a slot.
 
@@ -83,8 +84,9 @@ class RateLimiter:
         cap, lane_cap = budget(self.limit), lane_budget(self.limit, bulk)
         waited = 0.0
         while True:
-            wait = self.store.take_slot(self.clock, bulk, cap, lane_cap, WINDOW_SECONDS,
-                                        MAX_PAUSE_SECONDS)
+            wait = self.store.take_slot(self.clock, bulk, cap, lane_cap,
+                                        budget(self.limit) - lane_budget(self.limit, False),
+                                        WINDOW_SECONDS, MAX_PAUSE_SECONDS)
             if wait <= 0:
                 return
             if stop is not None:

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 SENDING, CREATED, DELETED = "sending", "created", "deleted"
 REJECTED, REQUEUED, HELD = "rejected", "requeued", "held"
 PAUSE_KEY = "rate.paused_until"
+READER_KEY = "rate.reader_waits_until"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,22 +278,24 @@ class LocalStore:
 
     # ---------------------------------------------------------------- rate limit
     def take_slot(self, clock: Callable[[], float], bulk: bool, cap: int, lane_cap: int,
-                  window: float, max_pause: float) -> float:
+                  bulk_share: int, window: float, max_pause: float) -> float:
         """Record a request of a lane (``bulk`` work, or the rest) if fewer than ``cap``
         requests, and fewer than ``lane_cap`` of that lane, were made in the last ``window``
         seconds and no pause is due; else return the seconds to wait.
 
-        The clock is read *inside* the write transaction, so the times of every thread and
-        process are taken in one order and no taker can count (or delete) another's slot
-        as "in the future". Slots and pauses further ahead than the window or ``max_pause``
-        (the wall clock was set back; an absurd reset header stored by an older version)
-        are dropped rather than obeyed.
+        The other lane goes first: a reader refused a slot leaves a mark, and while it waits
+        bulk work takes no slot beyond its ``bulk_share``. The clock is read *inside* the
+        write transaction, so the times of every thread and process are taken in one order
+        and no taker can count (or delete) another's slot as "in the future". Slots and
+        pauses further ahead than the window or ``max_pause`` (the wall clock was set back;
+        an absurd reset header stored by an older version) are dropped rather than obeyed.
         """
         mine = "bulk_slot" if bulk else "request_slot"
         with self._write(durable=False) as conn:
             now = clock()
-            row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
-            paused_until = float(row[0]) if row else 0.0
+            marks = dict(conn.execute("SELECT name, value FROM kv WHERE name IN (?, ?)",
+                                      (PAUSE_KEY, READER_KEY)).fetchall())
+            paused_until = float(marks.get(PAUSE_KEY, 0.0))
             if paused_until - now > max_pause:
                 conn.execute("DELETE FROM kv WHERE name = ?", (PAUSE_KEY,))
             elif now < paused_until:
@@ -306,7 +309,18 @@ class LocalStore:
                 if count >= limit:
                     (freed,) = conn.execute(f"SELECT at FROM ({source}) ORDER BY at LIMIT 1 "
                                             "OFFSET ?", (count - limit,)).fetchone()
-                    return max(float(freed) + window - now, 0.001)
+                    wait = max(float(freed) + window - now, 0.001)
+                    if not bulk and source == both:
+                        conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
+                                     (READER_KEY, repr(now + wait + 1.0)))
+                    return wait
+            reader_waits = float(marks.get(READER_KEY, 0.0)) - now
+            if bulk and 0 < reader_waits <= window:
+                (count,) = conn.execute("SELECT COUNT(*) FROM bulk_slot").fetchone()
+                if count >= bulk_share:
+                    return reader_waits
+            if not bulk:
+                conn.execute("DELETE FROM kv WHERE name = ?", (READER_KEY,))
             conn.execute(f"INSERT INTO {mine} (at) VALUES (?)", (now,))
             return 0.0
 

@@ -44,7 +44,7 @@ import sys, time
 from pathlib import Path
 from plugins.wms_logikura.store import LocalStore
 store, cap, tries = LocalStore(Path(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
-print(sum(store.take_slot(time.time, False, cap, cap, 3600.0, 65.0) == 0.0
+print(sum(store.take_slot(time.time, False, cap, cap, 0, 3600.0, 65.0) == 0.0
           for _ in range(tries)))
 """
 
@@ -63,7 +63,7 @@ def test_threads_never_take_more_slots_than_the_cap(tmp_path: Path, threads: int
 
     def take() -> None:
         start.wait()
-        admitted.append(sum(store.take_slot(time.time, bulk, 20, 15, HOUR,
+        admitted.append(sum(store.take_slot(time.time, bulk, 20, 15, 5, HOUR,
                                             MAX_PAUSE_SECONDS) == 0.0
                             for bulk in (False, True) * 15))
 
@@ -142,6 +142,26 @@ def test_heavy_reading_never_stops_an_import(tmp_path: Path) -> None:
     assert clock.slept == 0
     with pytest.raises(LogikuraUnavailable, match="no room"):
         limiter.acquire()  # reading is held back: the window is full
+
+
+def test_a_waiting_read_goes_before_bulk_work(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "lk.sqlite3")
+    clock = FakeTime()
+
+    def take(bulk: bool) -> float:
+        return store.take_slot(clock, bulk, 90, 80 if not bulk else 70, 10, WINDOW_SECONDS,
+                               MAX_PAUSE_SECONDS)
+
+    assert all(take(True) == 0 for _ in range(70))
+    clock.advance(10)
+    assert all(take(False) == 0 for _ in range(20))
+    clock.advance(20)
+    assert take(False) > 0  # the window is full: the read waits for the bulk slots to go
+    clock.advance(30.5)  # the bulk slots are gone; the import is first to ask again
+    assert all(take(True) == 0 for _ in range(10))  # its share
+    assert take(True) > 0  # no more while the read waits
+    assert take(False) == 0  # the read goes
+    assert take(True) == 0  # and bulk work goes on
 
 
 def test_a_looping_link_ends_the_read(tmp_path: Path, http: requests.Session) -> None:
