@@ -301,8 +301,8 @@ class HistoryReader:
                                                             self.store),
                      {},
                      self.store.marks(spec.source + ":"), {})
-        self._close_acknowledged(poll)
         records, position, full = self._read(spec, Position.load(stored), today, poll)
+        self._close_acknowledged(poll, again=full)
         self._by_id(spec, records, poll)
         poll.delivered = self.store.delivered(f"{spec.source}:{hid}" for hid in records)
         if kind is EventKind.SHIPMENT:
@@ -322,14 +322,16 @@ class HistoryReader:
         if poll.ours.missing:
             raise LogikuraConfigError("; ".join(poll.ours.missing))
 
-    def _close_acknowledged(self, poll: _Poll) -> None:
-        """Close the items of changed or deleted histories the admin acknowledged with
-        ``nebridge inbox retry`` (done here: the retry command holds the engine's database)."""
+    def _close_acknowledged(self, poll: _Poll, again: bool) -> None:
+        """Close the items the admin acknowledged with ``nebridge inbox retry`` (done here:
+        the retry command holds the engine's database) — and, at a whole read (``again``),
+        those acknowledged before, in case a dry run's rollback undid the closing."""
         for source, (state, digest) in list(poll.marks.items()):
-            if state == CLOSING:
+            if state == CLOSING or (again and state == ACKED):
                 poll.ctx.resolve_problem(source)
                 poll.ctx.resolve_problem(f"{source}:changed")
                 poll.ctx.resolve_problem(f"{source}:deleted")
+            if state == CLOSING:
                 self.store.mark(source, ACKED, digest)
                 poll.marks[source] = (ACKED, digest)
 
