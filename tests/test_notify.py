@@ -50,6 +50,7 @@ def receiver() -> Iterator[HttpReceiver]:
 
 def _runtime(make_config: ConfigFactory, plugins: dict[str, Any], clock: Clock,
              **overrides: Any) -> Runtime:
+    """A runtime with these plugins (beside the default ones) on the test's clock."""
     path = make_config(plugins={**DEFAULT_PLUGINS, **plugins}, **overrides)
     rt = build_runtime(path)
     rt.clock = clock  # type: ignore[method-assign]
@@ -208,10 +209,10 @@ def test_email_in_english_without_tls(make_config: ConfigFactory) -> None:
 
 
 def test_once_per_key_reminder_after_a_day_and_resolved(
-    make_config: ConfigFactory, receiver: HttpReceiver
+    make_config: ConfigFactory, receiver: HttpReceiver, database_url: str
 ) -> None:
     clock = Clock()
-    rt = _runtime(make_config, _json_sink(receiver.url), clock)
+    rt = _runtime(make_config, _json_sink(receiver.url), clock, database_url=database_url)
     try:
         notifier = _notifier(rt)
         attention.report(rt.engine, _problem(1), now=clock())
@@ -239,10 +240,10 @@ def test_once_per_key_reminder_after_a_day_and_resolved(
 
 
 def test_many_problems_at_once_are_one_digest_and_one_resolved_message(
-    make_config: ConfigFactory, receiver: HttpReceiver
+    make_config: ConfigFactory, receiver: HttpReceiver, database_url: str
 ) -> None:
     clock = Clock()
-    rt = _runtime(make_config, _json_sink(receiver.url), clock)
+    rt = _runtime(make_config, _json_sink(receiver.url), clock, database_url=database_url)
     try:
         notifier = _notifier(rt)
         with write_session(rt.engine) as session:
@@ -371,10 +372,10 @@ def test_refused_and_slow_sinks_fail_within_their_timeout_and_are_retried(
 
 
 def test_a_crash_between_storing_and_sending_delivers_exactly_once(
-    make_config: ConfigFactory, receiver: HttpReceiver
+    make_config: ConfigFactory, receiver: HttpReceiver, database_url: str
 ) -> None:
     clock = Clock()
-    rt = _runtime(make_config, _json_sink(receiver.url), clock)
+    rt = _runtime(make_config, _json_sink(receiver.url), clock, database_url=database_url)
     try:
         attention.report(rt.engine, _problem(1), now=clock())
         attention.report(rt.engine, _problem(2), now=clock())
@@ -387,7 +388,8 @@ def test_a_crash_between_storing_and_sending_delivers_exactly_once(
     finally:
         rt.close()
     assert receiver.requests == []
-    rt = _runtime(make_config, _json_sink(receiver.url), clock)  # the restart
+    rt = _runtime(make_config, _json_sink(receiver.url), clock,
+                  database_url=database_url)  # the restart
     try:
         notifier = _notifier(rt)
         assert notifier.recover() == 1
