@@ -71,6 +71,17 @@ class InstanceLockLost(NextEngineError):
                          path=path)
 
 
+class NoTokensOnThisHost(NextEngineError):
+    """This host has no token pair: nothing is sent, and the shared link is left as it is.
+
+    With a shared database the link state belongs to every host, the token file to one; a
+    host that took over without the file must not mark the link for re-connection.
+    """
+
+    next_step = ("Run `nebridge connect` on this host, or give it the token file of the host "
+                 "that signed in (`token_file`).")
+
+
 @dataclass(frozen=True)
 class DatabaseIdentity:
     """What the server says a connection reached (the same for every spelling of the URL)."""
@@ -349,8 +360,10 @@ class FencedTokenStore:
 
     Every Next Engine call loads the token pair right before it is sent, so this is the one
     place that sees every call: while the instance lock is lost, each call fails with
-    :class:`InstanceLockLost` (nothing sent) and the work is done again later. Saving a
-    rotated pair still works, so an answer already received is never lost.
+    :class:`InstanceLockLost` (nothing sent) and the work is done again later. A host without
+    a token pair fails with :class:`NoTokensOnThisHost` rather than marking the shared link
+    for re-connection. Saving a rotated pair still works, so an answer already received is
+    never lost.
     """
 
     def __init__(self, inner: TokenStore, fence: Callable[[], str | None]) -> None:
@@ -371,12 +384,16 @@ class FencedTokenStore:
             return self.inner.process_lock()
         return nullcontext()
 
-    def load(self) -> TokenSet | None:
-        """The pair, unless the fence is up."""
+    def load(self) -> TokenSet:
+        """The pair, unless the fence is up or this host has none."""
         reason = self.fence()
         if reason is not None:
             raise InstanceLockLost(reason)
-        return self.inner.load()
+        tokens = self.inner.load()
+        if tokens is None:
+            raise NoTokensOnThisHost("", f"this host has no Next Engine token pair "
+                                         f"({self.inner!r} is empty or missing)")
+        return tokens
 
     def save(self, tokens: TokenSet) -> None:
         """Keep a rotated pair (always: NE already rotated it)."""

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ from daemon.cli import app
 from daemon.config import load_config
 from daemon.instancelock import InstanceLock, InstanceLockLost
 from daemon.runtime import build_runtime
-from daemon.store.engine import make_engine
+from daemon.store.engine import make_engine, read_session
+from daemon.store.models import NeLink
 from tests.conftest import PG_ENV, PG_SKIP, ConfigFactory
 from tests.ne_world import make_world
 from tests.pgproxy import TcpProxy
@@ -150,7 +152,7 @@ def test_a_missing_database_says_createdb(make_config: ConfigFactory) -> None:
         assert result.exit_code == 1, (command, result.output, result.exception)
         line = one_line_error(result.stderr)
         assert f"createdb -h {url.host} -p {url.port or 5432}" in line, line
-        assert missing.database in line
+        assert str(missing.database) in line
 
 
 # -- finding 3: one working process per database, whatever the URL says ----------------------
@@ -198,8 +200,8 @@ def test_a_lost_lock_fences_next_engine_calls_until_it_is_taken_again(
     with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
         via_proxy = spelled(base, schema, host="127.0.0.1", port=proxy.port)
         direct = spelled(base, schema, host="localhost", port=target.port or 5432)
-        worlds = make_world(make_config, tmp_path, database_url=via_proxy)
-        world = next(worlds)
+        worlds = contextmanager(make_world)(make_config, tmp_path, database_url=via_proxy)
+        world = worlds.__enter__()
         runtime = build_runtime(world.config)
         losses: list[str] = []
         lock = InstanceLock(runtime.config, runtime.engine, on_lost=losses.append)
@@ -232,7 +234,7 @@ def test_a_lost_lock_fences_next_engine_calls_until_it_is_taken_again(
             other.release()
             other_engine.dispose()
             runtime.close()
-            worlds.close()
+            worlds.__exit__(None, None, None)
 
 
 def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -301,3 +303,68 @@ def test_daemon_survives_a_database_cut_and_a_standby_takes_over(
         assert text_a.count("database unavailable") == 1, text_a
         assert "from the WMS failed" not in text_a and "Traceback" not in text_a, text_a
         assert "database reachable again after" in text_a
+
+
+# -- finding 2: database outages --------------------------------------------------------------
+
+
+def test_an_outage_is_logged_once_and_probed_with_backoff(
+    make_config: ConfigFactory, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from daemon.store.engine import DatabaseHealth, DatabaseUnavailable, database_health
+
+    base = pg_base()
+    target = make_url(base)
+    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        engine = make_engine(spelled(base, schema, host="127.0.0.1", port=proxy.port))
+        now = [0.0]
+        health = database_health(engine)
+        assert isinstance(health, DatabaseHealth)
+        health.monotonic = lambda: now[0]
+        health.still_down_every = 300.0
+
+        def query() -> None:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        query()
+        assert health.available()
+        proxy.stop()
+        with pytest.raises(DatabaseUnavailable, match=f"127.0.0.1:{proxy.port}"):
+            query()
+        caplog.clear()
+        for second in range(0, 1200):  # twenty minutes of job runs, one a second
+            now[0] = float(second)
+            assert not health.available()
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        still = [r for r in caplog.records if "still unavailable" in r.getMessage()]
+        assert len(errors) == 1 and "database unavailable" in errors[0].getMessage()
+        assert "127.0.0.1" in errors[0].getMessage() and "WMS" not in errors[0].getMessage()
+        assert 3 <= len(still) <= 4  # every 5 minutes, not every run
+        proxy.start()
+        now[0] += 61.0  # past the longest backoff
+        assert health.available()
+        assert any("reachable again after 21m" in r.getMessage() for r in caplog.records)
+        query()
+        engine.dispose()
+
+
+def test_a_host_without_tokens_leaves_the_shared_link_alone(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    from daemon.admin import run_once
+    from daemon.nelink import CONNECTED, link_info
+
+    with contextmanager(make_world)(make_config, tmp_path) as world:
+        runtime = build_runtime(world.config)
+        runtime.config.token_file.unlink()  # the standby host that took over has no pair
+        calls = world.sandbox.state.traffic.calls
+        report = run_once(runtime)
+        assert "this host has no Next Engine token pair" in " ".join(report.problems), report
+        assert world.sandbox.state.traffic.calls == calls
+        with read_session(runtime.engine) as session:  # the shared link: untouched
+            link = session.get(NeLink, 1)
+        assert link is not None and link.state == CONNECTED
+        # this host's own view says what is missing here
+        assert link_info(runtime.config, runtime.engine).reason == "the token file is missing"
+        runtime.close()

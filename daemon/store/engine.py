@@ -262,7 +262,7 @@ class DatabaseHealth:
         self.first_retry, self.max_retry = first_retry, max_retry
         self.still_down_every = still_down_every
         self.monotonic = monotonic
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a failing probe reports through failed()
         self.down_since: float | None = None
         self.reason = ""
         self._announced = False
