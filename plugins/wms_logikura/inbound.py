@@ -449,7 +449,8 @@ class HistoryReader:
         try:
             try:
                 _check(spec, record)
-                event = self._event(poll, hid, record, confirmed)
+                event = self._event(poll, hid, record, confirmed,
+                                    poll.delivered.get(source))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise Invalid(f"Logikura answered it in an unexpected shape ({type(exc).__name__}"
                               f": {exc})") from None
@@ -482,7 +483,11 @@ class HistoryReader:
             return
         yield self._accepted(poll, source, event, digest, bool(state))
 
-    def _event(self, poll: _Poll, hid: int, record: Json, confirmed: bool) -> WmsEvent | None:
+    def _event(self, poll: _Poll, hid: int, record: Json, confirmed: bool,
+               delivered: tuple[str, str | None, str | None, Any] | None = None
+               ) -> WmsEvent | None:
+        """The event of a history; for one ``delivered`` before, the order it shipped then
+        is kept (only what Logikura says can differ, not nebridge's reading of it)."""
         spec = poll.spec
         when = datetime.combine(_day(record.get(spec.date_field), spec.date_field),
                                 datetime.min.time(), JST)
@@ -494,10 +499,11 @@ class HistoryReader:
             lines = self._lines(poll, record)
             return WmsReceipt(f"{spec.event_prefix}{hid}", code, when,
                               tuple(ReceiptLine(c, q) for c, q in lines))
-        order = self._order(poll, hid, record, confirmed)
+        order = (self._order(poll, hid, record, confirmed) if delivered is None
+                 else delivered[1])
         code = self._code_of(poll, record)
         if code is None:
-            if order is None:
+            if order is None or delivered is not None:
                 self._unlisted(poll, record)
                 return None
             wid = self._warehouse_id(poll, record)
@@ -507,7 +513,7 @@ class HistoryReader:
                        "add the warehouse to daemon.yaml (warehouses[].code, or map it in "
                        "wms.logikura.warehouse_codes), then `nebridge inbox retry "
                        f"{spec.source}:{hid}`")
-        if order is not None and not confirmed:
+        if order is not None and not confirmed and delivered is None:
             self._whole_order(poll, hid, record, order)
         lines = self._lines(poll, record)
         tracking = str(record.get("tracking_number") or "").strip() or None
