@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from daemon.orderwatch import order_changes
 from daemon.store.engine import Bind, read_session
 from daemon.store.models import (
     ImportedOrder,
@@ -89,12 +90,36 @@ def order_history(db: Bind, order_id: str) -> list[Step]:
         steps.append(Step(batch.created_at, f"instruction batch {batch.key} recorded"))
         if batch.pushed_at is not None:
             steps.append(Step(batch.pushed_at, "instructions delivered to the WMS"))
+    steps.extend(_change_steps(db, order_id))
     for event in shipments:
         steps.extend(event_history(db, "shipment", event.external_id))
     known = {s.what for s in steps}
     for item in items:
         steps.extend(s for s in _item_steps(item, None) if s.what not in known)
     return sorted(steps, key=_order)
+
+
+_TOLD = {
+    "pending": "the WMS is not told yet (every run tries again)",
+    "sent": "the WMS was told to drop it",
+    "refused": "the WMS refused to drop it",
+    "manual": "the WMS connector cannot cancel: a person must stop it in the WMS",
+}
+
+
+def _change_steps(db: Bind, order_id: str) -> list[Step]:
+    """Changes ``order_watch`` found in Next Engine and what the WMS was told."""
+    steps = []
+    for change in order_changes(db, order_id):
+        told = _TOLD.get(change.state, change.state)
+        answer = f": {change.wms_answer}" if change.wms_answer else ""
+        again = (f"; new content instructed in batch {change.reinstruction}"
+                 if change.reinstruction else "")
+        steps.append(Step(change.detected_at,
+                          f"order {order_id} {change.kind} in Next Engine",
+                          f"{change.detail}; {told}{answer} (cancellations {change.batch})"
+                          f"{again}"))
+    return steps
 
 
 def _item_steps(item: OutboxItem, upload: StockUpload | None) -> list[Step]:

@@ -47,6 +47,8 @@ from daemon.nextengine.dates import format_ne_datetime, parse_ne_datetime
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.search import Where
 from daemon.nextengine.xmlbuild import OrderRef, OrderUpdate
+from daemon.orderwatch import PLUGIN as WATCH_PLUGIN
+from daemon.orderwatch import Change, OrderWatch, compare
 from daemon.pipeline import Stage, StageResult
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps
@@ -85,6 +87,7 @@ BASE_FIELDS = (
     "receive_order_consignee_zip_code", "receive_order_consignee_address1",
     "receive_order_consignee_address2", "receive_order_consignee_tel",
     "receive_order_statement_delivery_instruct_printing_date",
+    "receive_order_cancel_type_id", "receive_order_deleted_flag",
 )
 INSTRUCTED, HELD, RETRY, DROPPED = "instructed", "held", "retry", "dropped"
 #: States of an order that is never imported again by itself.
@@ -127,8 +130,14 @@ class ProductIndex:
     def __init__(self, products: Iterable[tuple[str, str]], key: Callable[[str], str]) -> None:
         self.key = key
         self.by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self.links: dict[str, str] = {}
         for product_code, link_code in products:
             self.by_key[key(link_code)].append((product_code, link_code))
+            self.links[product_code] = link_code
+
+    def link_of(self, product_code: str) -> str:
+        """The link code of a matched product."""
+        return self.links[product_code]
 
     def match(self, goods_code: str) -> tuple[str | None, str]:
         """``(product_code, "")`` for one match, else ``(None, reason)``."""
@@ -164,6 +173,8 @@ class OrderImporter:
         self.config = config
         self.gate = gate
         self.clock = clock
+        self.watch = (OrderWatch(engine, connector, connector_context, clock)
+                      if WATCH_PLUGIN in host.loaded_names() else None)
 
     # -- the stage --------------------------------------------------------------------------
 
@@ -174,16 +185,34 @@ class OrderImporter:
         if blocked:
             result.skipped_reason = blocked
             return result
+        may_deliver = True
         if not dry_run:
-            self._deliver_pending(warehouse.code, result)
+            if self.watch is not None:  # cancellations always reach the WMS before orders
+                may_deliver = self.watch.deliver(warehouse.code, result.notices,
+                                                 result.failures)
+            if may_deliver:
+                self._deliver_pending(warehouse.code, result)
         started = self.clock()
         try:
-            candidates, full_scan = self._candidates(warehouse.code)
+            candidates, full_scan, groups = self._candidates(warehouse.code)
         except NextEngineError as exc:
             self.gate.observe(exc)
             result.failures.append(f"cannot read orders from Next Engine: {exc}")
             return result
-        plan = self._decide(candidates, warehouse, full_scan)
+        seen = list(candidates)
+        forced: list[Candidate] = []
+        if self.watch is not None:
+            watched = self._watch(warehouse.code, groups, dry_run, result)
+            may_deliver = may_deliver and (dry_run or self.watch.deliver(
+                warehouse.code, result.notices, result.failures))
+            if not dry_run:
+                again = set(self.watch.reinstruct_ids(warehouse.code))
+                forced = [self._candidate([r for r in groups[oid] if _row_live(r)])
+                          for oid in sorted(again & groups.keys())]
+            seen += watched
+            ids = {c.order_id for c in forced}
+            candidates = [c for c in candidates if c.order_id not in ids] + forced
+        plan = self._decide(candidates, warehouse, full_scan, {c.order_id for c in forced})
         result.items_in = len(candidates)
         earlier = result.counts.get("held", 0)  # refused in a batch left pending
         result.counts = {"imported": len(plan.instruct), "held": earlier + len(plan.hold),
@@ -203,9 +232,12 @@ class OrderImporter:
                 f"({len(instr.lines)} line(s))" for cand, instr in plan.instruct)
             result.items_out = len(plan.instruct)
             return result
-        batch = self._record(warehouse.code, plan, candidates, started, full_scan, result)
+        batch = self._record(warehouse.code, plan, seen, started, full_scan, result)
         refused: set[str] = set()
-        if batch is not None:
+        if batch is not None and not may_deliver:
+            result.notices.append(f"instructions {batch.key} wait until the WMS took the "
+                                  "pending cancellations")
+        elif batch is not None:
             refused = self._deliver(batch, result)
             self._claim([cand for cand, _ in plan.instruct if cand.order_id not in refused],
                         result)
@@ -216,25 +248,41 @@ class OrderImporter:
     # -- reading ----------------------------------------------------------------------------
 
     def _routing(self, code: str) -> Where:
-        where = (Where().eq("receive_order_order_status_id", READY_STATUS)
-                 .eq("receive_order_cancel_type_id", 0)
-                 .eq("receive_order_deleted_flag", 0)
-                 .eq("receive_order_row_cancel_flag", 0)
-                 .lte("receive_order_statement_delivery_instruct_printing_date",
-                      format_ne_datetime(self.clock())))
+        return (self._shops(code).eq("receive_order_order_status_id", READY_STATUS)
+                .eq("receive_order_cancel_type_id", 0)
+                .eq("receive_order_deleted_flag", 0)
+                .eq("receive_order_row_cancel_flag", 0)
+                .lte("receive_order_statement_delivery_instruct_printing_date",
+                     format_ne_datetime(self.clock())))
+
+    def _shops(self, code: str) -> Where:
+        """The warehouse's shops (every order of them, whatever its status)."""
         mine = self.config.warehouse(code)
         if mine is not None and mine.shop_ids:
-            return where.in_("receive_order_shop_id", mine.shop_ids)
+            return Where().in_("receive_order_shop_id", mine.shop_ids)
         others = [s for w in self.config.warehouses if w.import_orders and w.code != code
                   for s in w.shop_ids]
-        return where.nin("receive_order_shop_id", others) if others else where
+        return Where().nin("receive_order_shop_id", others) if others else Where()
 
-    def _candidates(self, code: str) -> tuple[list[Candidate], bool]:
-        """Orders to consider: everything on a full scan, else what changed since last time.
+    def _importable(self, row: Mapping[str, str | None], now: str) -> bool:
+        """The import conditions of :meth:`_routing`, checked on a row of the wider watch
+        search (rows of the narrow searches pass by construction)."""
+        printing = row.get("receive_order_statement_delivery_instruct_printing_date")
+        return (str(row.get("receive_order_order_status_id")) == READY_STATUS
+                and OrderWatch.status_change(row) == "" and _row_live(row)
+                and bool(printing) and str(printing) <= now)
+
+    def _candidates(
+        self, code: str
+    ) -> tuple[list[Candidate], bool, dict[str, list[Mapping[str, str | None]]]]:
+        """Orders to consider: everything on a full scan, else what changed since last time;
+        with every row read, by order (the watch's input).
 
         A full scan runs first, and whenever the product master changed (held orders are
         re-evaluated then); otherwise orders modified since the cursor, and orders whose
-        print-instruct date passed since the last run, are read.
+        print-instruct date passed since the last run, are read. With ``order_watch`` the
+        modified-since search covers every order of the warehouse's shops (cancelled, edited
+        or claimed ones too), so one search serves import and watch.
         """
         with read_session(self.engine) as session:
             cursor = session.get(Cursor, cursor_name(code))
@@ -246,14 +294,22 @@ class OrderImporter:
         wheres = [base]
         full = (since is None or ran is None
                 or state.get("products") != (products.value if products else None))
-        if since is not None and ran is not None and not full:
+        shops = self._shops(code)
+        if since is not None and ran is not None:
             overlap = timedelta(minutes=self.config.order_import.overlap_minutes)
-            wheres = [
-                base.gte("receive_order_last_modified_date", format_ne_datetime(since - overlap)),
-                base.gt("receive_order_statement_delivery_instruct_printing_date",
-                        format_ne_datetime(ran - overlap)),
-            ]
+            modified = (shops if self.watch is not None else base).gte(
+                "receive_order_last_modified_date", format_ne_datetime(since - overlap))
+            if not full:
+                wheres = [modified, base.gt(
+                    "receive_order_statement_delivery_instruct_printing_date",
+                    format_ne_datetime(ran - overlap))]
+            elif self.watch is not None:  # a full scan sees no cancelled order
+                wheres.append(modified)
         wheres += [base.in_("receive_order_id", chunk) for chunk in self._retries(code)]
+        if self.watch is not None:
+            ids = self.watch.reinstruct_ids(code)
+            wheres += [shops.in_("receive_order_id", ids[i:i + IDS_PER_SEARCH])
+                       for i in range(0, len(ids), IDS_PER_SEARCH)]
         rows: dict[str, list[Mapping[str, str | None]]] = defaultdict(list)
         seen: set[tuple[str, str]] = set()
         for where in wheres:
@@ -262,7 +318,58 @@ class OrderImporter:
                 if key not in seen:
                     seen.add(key)
                     rows[key[0]].append(row)
-        return [self._candidate(r) for r in rows.values()], full
+        now = format_ne_datetime(self.clock())
+        candidates = [self._candidate(live) for group in rows.values()
+                      if self._importable(group[0], now)
+                      and (live := [r for r in group if _row_live(r)])]
+        return candidates, full, rows
+
+    def _watch(
+        self, code: str, groups: Mapping[str, list[Mapping[str, str | None]]], dry_run: bool,
+        result: StageResult,
+    ) -> list[Candidate]:
+        """Find the changes of the warehouse's watched orders among ``groups`` and record
+        them (a dry run only lists them); return every watched order read (for the cursor).
+        An edited order is re-instructed only once the WMS accepted its cancellation."""
+        assert self.watch is not None
+        watched = self.watch.watched(code, sorted(groups))
+        sent = self.watch.sent_instructions([r for r in watched.values()
+                                             if r.state == INSTRUCTED])
+        index = self._product_index()
+        changes: list[Change] = []
+        read: list[Candidate] = []
+        for oid, known in watched.items():
+            group = groups[oid]
+            cand = self._candidate([r for r in group if _row_live(r)] or group[:1])
+            read.append(cand)
+            modified = cand.order.last_modified
+            kind = OrderWatch.status_change(group[0])
+            if kind:
+                changes.append(Change(oid, kind, _cancel_words(group[0]), modified))
+                continue
+            if (known.state != INSTRUCTED or cand.order.status_id >= 50
+                    or known.ne_last_modified == modified or oid not in sent):
+                continue
+            lines, problems, _case = self._lines(cand, index)
+            live = [r for r in group if _row_live(r)]
+            if not live:
+                problems = ["every row of the order was cancelled"]
+            if problems:
+                changes.append(Change(oid, "edited", "; ".join(problems), modified))
+                continue
+            diff = compare(sent[oid], self._instruction(cand, code, lines))
+            if diff:
+                changes.append(Change(oid, "edited", diff, modified))
+        for change in changes:
+            result.counts[f"watch_{change.kind}"] = result.counts.get(
+                f"watch_{change.kind}", 0) + 1
+            result.subjects.setdefault(f"watch_{change.kind}", []).append(change.ne_order_id)
+        if dry_run:
+            result.planned.extend(f"tell the WMS to drop order {c.ne_order_id} ({c.kind} in "
+                                  f"Next Engine: {c.detail})" for c in changes)
+        else:
+            self.watch.record(code, changes)
+        return read
 
     def _retries(self, code: str) -> list[list[str]]:
         """Ids of the warehouse's orders the admin asked to render again, in search chunks."""
@@ -295,11 +402,14 @@ class OrderImporter:
     # -- deciding ---------------------------------------------------------------------------
 
     def _decide(
-        self, candidates: Sequence[Candidate], warehouse: WarehouseInfo, full_scan: bool
+        self, candidates: Sequence[Candidate], warehouse: WarehouseInfo, full_scan: bool,
+        forced: set[str] | frozenset[str] = frozenset(),
     ) -> ImportPlan:
         """Instruct, hold or skip each candidate. Settled orders are left alone, and so is an
         order held as it still is in Next Engine, except on a full scan (the product master
-        changed) or after ``nebridge orders retry``."""
+        changed) or after ``nebridge orders retry``. ``forced`` orders (edited after import,
+        their cancellation accepted) are rendered anew without the filters that once let
+        them in."""
         plan = ImportPlan()
         with read_session(self.engine) as session:
             known = session.execute(
@@ -307,43 +417,58 @@ class OrderImporter:
                        col(ImportedOrder.ne_last_modified))
                 .where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
             ).all() if candidates else []
-            modified = {c.order_id: c.order.last_modified for c in candidates}
-            done = {oid for oid, state, seen in known if state in SETTLED or (
-                state == HELD and not full_scan and seen == modified[oid])}
-            products = [(p, link) for p, link in session.execute(
-                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
-                .where(col(WmsProduct.link_code).is_not(None))).all()]
-        key = self.host.first_result("nebridge_link_code_key") or (lambda code: code)
-        index = ProductIndex(products, key)
-        links = dict(products)
+        modified = {c.order_id: c.order.last_modified for c in candidates}
+        done = {oid for oid, state, seen in known if state in SETTLED or (
+            state == HELD and not full_scan and seen == modified[oid])} - forced
+        index = self._product_index()
         for cand in candidates:
             if cand.order_id in done:
                 continue
-            verdict = self._filter(cand, warehouse)
+            verdict = (FilterVerdict(accept=True) if cand.order_id in forced
+                       else self._filter(cand, warehouse))
             if isinstance(verdict, str):
                 plan.hold.append((cand, verdict))
                 continue
             if not verdict.accept:
                 plan.skip.append((cand, verdict.reason))
                 continue
-            lines, problems, case_matches = [], [], 0
-            for row in cand.order.rows:
-                if row.quantity <= 0:
-                    continue
-                product, reason = index.match(row.goods_code)
-                if product is None:
-                    problems.append(f"row {row.row_no}: {reason}")
-                    continue
-                link = links[product]
-                case_matches += link != row.goods_code
-                lines.append(OrderInstructionLine(row.row_no, product, row.goods_code,
-                                                  row.quantity))
+            lines, problems, case_matches = self._lines(cand, index)
             if problems or not lines:
                 plan.hold.append((cand, "; ".join(problems) or "order has no rows to ship"))
                 continue
             plan.matched_ignoring_case += case_matches
             plan.instruct.append((cand, self._instruction(cand, warehouse.code, lines)))
         return plan
+
+    def _product_index(self) -> ProductIndex:
+        """The WMS products by link code, under the link-code plugin's matching key."""
+        with read_session(self.engine) as session:
+            products = [(p, link) for p, link in session.execute(
+                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
+                .where(col(WmsProduct.link_code).is_not(None))).all()]
+        key = self.host.first_result("nebridge_link_code_key") or (lambda code: code)
+        return ProductIndex(products, key)
+
+    @staticmethod
+    def _lines(
+        cand: Candidate, index: ProductIndex
+    ) -> tuple[list[OrderInstructionLine], list[str], int]:
+        """The instruction lines of an order, the rows that match no single product, and how
+        many matched only ignoring letter case."""
+        lines: list[OrderInstructionLine] = []
+        problems: list[str] = []
+        case_matches = 0
+        for row in cand.order.rows:
+            if row.quantity <= 0:
+                continue
+            product, reason = index.match(row.goods_code)
+            if product is None:
+                problems.append(f"row {row.row_no}: {reason}")
+                continue
+            case_matches += index.link_of(product) != row.goods_code
+            lines.append(OrderInstructionLine(row.row_no, product, row.goods_code,
+                                              row.quantity))
+        return lines, problems, case_matches
 
     def _filter(self, cand: Candidate, warehouse: WarehouseInfo) -> FilterVerdict | str:
         """The combined verdict of every filter plugin, or the error of one that failed."""
@@ -399,6 +524,8 @@ class OrderImporter:
                     key=key, warehouse=code, state="pending", created_at=now,
                     orders=dumps([_instruction_dict(o) for o in orders])))
                 ids = [cand.order_id for cand, _ in plan.instruct]
+                if self.watch is not None:
+                    self.watch.link_reinstruction(session, ids, key)
                 session.execute(delete(ImportedOrder)
                                 .where(col(ImportedOrder.ne_order_id).in_(ids)))
                 insert_many(session, ImportedOrder.__table__,  # type: ignore[attr-defined]
@@ -459,7 +586,7 @@ class OrderImporter:
                 .where(col(InstructionBatchRecord.warehouse) == code)
                 .where(col(InstructionBatchRecord.state) == "pending")))
         for record in records:
-            orders = [_instruction_from(d) for d in json.loads(record.orders)]
+            orders = [instruction_from(d) for d in json.loads(record.orders)]
             self._deliver(InstructionBatch(record.key, record.created_at, orders), result)
 
     def _deliver(self, batch: InstructionBatch, result: StageResult) -> set[str]:
@@ -536,6 +663,17 @@ class OrderImporter:
             result.notices.append(f"order {order_id}: claim ({mode}) refused [{code}] {message}")
 
 
+def _row_live(row: Mapping[str, str | None]) -> bool:
+    """A row that is not cancelled (a cancelled row is no goods to ship)."""
+    return str(row.get("receive_order_row_cancel_flag") or "0") in ("", "0")
+
+
+def _cancel_words(base: Mapping[str, str | None]) -> str:
+    """What Next Engine says about a cancelled or deleted order."""
+    return (f"cancel type {base.get('receive_order_cancel_type_id') or 0}, deleted flag "
+            f"{base.get('receive_order_deleted_flag') or 0}")
+
+
 def _instruction_dict(order: OrderInstruction) -> dict[str, Any]:
     """``asdict(order)`` without its deep copies (100,000 orders: seconds saved)."""
     data = {name: getattr(order, name) for name in _INSTRUCTION_FIELDS}
@@ -548,7 +686,7 @@ def _instruction_dict(order: OrderInstruction) -> dict[str, Any]:
 _INSTRUCTION_FIELDS = tuple(f.name for f in fields(OrderInstruction) if f.name != "lines")
 
 
-def _instruction_from(data: Mapping[str, Any]) -> OrderInstruction:
+def instruction_from(data: Mapping[str, Any]) -> OrderInstruction:
     lines = tuple(OrderInstructionLine(**line) for line in data["lines"])
     return OrderInstruction(**{**data, "lines": lines})
 

@@ -230,3 +230,55 @@ class ConnectorSpec:
     config_model: type[Any] | None = None
     summary: str = ""
     credentials: tuple[str, ...] = ()
+
+
+# -- orders that change after import (issue #15) ----------------------------------------------
+
+#: Why an instructed order must leave the WMS: cancelled or deleted in Next Engine, or edited
+#: there (its new content follows as a new instruction in the next order batch).
+CancelReason = Literal["cancelled", "edited", "deleted"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancellation:
+    """An order nebridge instructed earlier that the WMS must not ship any more.
+
+    ``detected_at`` is when nebridge saw the change in Next Engine (timezone-aware).
+    """
+
+    ne_order_id: str
+    warehouse: str
+    reason: CancelReason
+    detected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CancellationBatch:
+    """Cancellations pushed to the WMS in one go, always before the order batch of the same
+    run (an edited order's new instruction must never reach the WMS before its cancellation).
+
+    ``key`` is stable across retries: pushing the same batch again after a crash must not
+    cancel twice in a way the WMS would see (write the same file name, or skip what is gone).
+    """
+
+    key: str
+    created_at: datetime
+    cancellations: Sequence[OrderCancellation]
+
+
+@runtime_checkable
+class CancellingConnector(Protocol):
+    """Optional part of the contract: a connector that can take an instructed order back.
+
+    Without it, ``order_watch`` still detects the change, but each one waits in
+    ``nebridge attention`` for a person to stop the order in the WMS by hand.
+    """
+
+    def push_cancellations(self, batch: CancellationBatch, ctx: ConnectorContext) -> None:
+        """Tell the WMS to drop these orders; idempotent for the same ``batch.key``.
+
+        An order the WMS can no longer drop (picking started): cancel every other one, then
+        raise :class:`~hooks.errors.CancellationsRefused` naming each with what the WMS said.
+        The engine puts each refused order in front of a person and keeps watching it.
+        """
+        ...

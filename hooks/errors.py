@@ -77,3 +77,19 @@ class OrdersRefused(StepError):
         shown = "; ".join(f"order {oid}: {why}" for oid, why in list(self.refused.items())[:3])
         more = f" (+{len(self.refused) - 3} more)" if len(self.refused) > 3 else ""
         super().__init__(f"{len(self.refused)} order(s) refused: {shown}{more}")
+
+
+class CancellationsRefused(StepError):
+    """Raised by ``push_cancellations``: the WMS can no longer drop these orders.
+
+    ``refused`` maps each ``ne_order_id`` to what the WMS said (e.g. "picking started"). The
+    connector raises it only after it cancelled every other order of the batch. The engine
+    shows each refused order in ``nebridge attention`` (a person must stop it in the WMS) and
+    never instructs the new version of a refused edited order.
+    """
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        self.refused = dict(refused)
+        shown = "; ".join(f"order {oid}: {why}" for oid, why in list(self.refused.items())[:3])
+        more = f" (+{len(self.refused) - 3} more)" if len(self.refused) > 3 else ""
+        super().__init__(f"the WMS refused to cancel {len(self.refused)} order(s): {shown}{more}")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from daemon import orderwatch
 from daemon.admin import collect_status, plugin_host, wms_link
 from daemon.cli.attention import print_attention
 from daemon.cli.common import display_zone, get, print_json, print_table
@@ -23,6 +24,7 @@ def status(
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         data = collect_status(loaded, engine, host)
+        data["order_watch"] = orderwatch.counts(engine)
     finally:
         engine.dispose()
     wms = wms_link(loaded)
@@ -71,6 +73,9 @@ def status(
             notify["waiting"].items()))
         typer.echo(f"notifications: {', '.join(notify['sinks']) or 'no sink enabled'}"
                    + (f" ({waiting})" if waiting else ""))
+    for code, kinds in sorted(data["order_watch"].items()):
+        typer.echo(f"order watch {code}: " + ", ".join(
+            f"{n} {kind}" for kind, n in sorted(kinds.items())))
     for stage, reason in data["paused_stages"].items():
         typer.echo(f"PAUSED {stage}: {reason}")
     print_attention(data["attention"], more_hint="`nebridge attention` lists them all",

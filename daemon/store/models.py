@@ -336,3 +336,31 @@ class NotifiedKey(SQLModel, table=True):
     opened_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     last_sent_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class OrderChange(SQLModel, table=True):
+    """A change ``order_watch`` found in Next Engine on an order nebridge instructed.
+
+    ``kind``: cancelled | edited | deleted. ``state``: ``pending`` (recorded, the WMS not
+    told yet: delivered again under ``batch`` after a crash), ``sent`` (the WMS dropped the
+    order), ``refused`` (the WMS could not drop it: picking started; a person must stop it),
+    ``manual`` (the connector cannot cancel: a person must). ``reinstruction`` is the
+    instruction batch carrying an edited order's new content.
+    """
+
+    __tablename__ = "order_change"
+    __table_args__ = (Index("ix_order_change_order", "ne_order_id", "id"),
+                      Index("ix_order_change_state", "state", "batch"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    ne_order_id: str = Field(max_length=32)
+    warehouse: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    ne_last_modified: str | None = Field(default=None, max_length=32)
+    state: str = Field(default="pending", max_length=16)
+    batch: str = Field(max_length=128)
+    reinstruction: str | None = Field(default=None, max_length=128)
+    wms_answer: str | None = Field(default=None, sa_column=Column(Text))
+    detected_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))

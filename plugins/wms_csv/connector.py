@@ -18,6 +18,7 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 
 from hooks.connectors import (
+    CancellationBatch,
     ConnectorContext,
     InboundBatch,
     InstructionBatch,
@@ -29,7 +30,7 @@ from plugins.wms_csv.config import CsvConnectorConfig
 from plugins.wms_csv.folders import Inbox, ReadyFile, open_claimed
 from plugins.wms_csv.formats import PRODUCTS
 from plugins.wms_csv.inbound import read_events, read_products
-from plugins.wms_csv.outbox import write_orders
+from plugins.wms_csv.outbox import write_cancellations, write_orders
 
 _Signature = tuple[str, int, int]
 
@@ -85,7 +86,8 @@ class CsvConnector:
     """A :class:`~hooks.connectors.WmsConnector` over an inbox and an outbox folder.
 
     It is also a :class:`~hooks.connectors.RequeueingConnector`: a rejected file the admin
-    fixed goes back into the inbox with :meth:`requeue`.
+    fixed goes back into the inbox with :meth:`requeue`; and a
+    :class:`~hooks.connectors.CancellingConnector` (``cancellations-*.csv``).
     """
 
     def __init__(self, config: CsvConnectorConfig) -> None:
@@ -177,6 +179,14 @@ class CsvConnector:
         path = write_orders(self._config.outbox, batch, self._config.encoding_out)
         if path is not None:
             ctx.log.info("wrote %d orders of batch %s to %s", len(batch.orders), batch.key, path)
+
+    def push_cancellations(self, batch: CancellationBatch, ctx: ConnectorContext) -> None:
+        """Write the batch as one cancellations file into the outbox (same name on every
+        retry); the WMS drops those orders (and processes this file before order files)."""
+        path = write_cancellations(self._config.outbox, batch, self._config.encoding_out)
+        if path is not None:
+            ctx.log.info("wrote %d cancellations of batch %s to %s", len(batch.cancellations),
+                         batch.key, path)
 
     def requeue(self, name: str, ctx: ConnectorContext) -> str:
         """Move the fixed file ``rejected/<name>`` back into the inbox; return its new path.

@@ -1,5 +1,9 @@
 """Order files written into the outbox for the WMS to import (出荷指示).
 
+Cancellations of orders instructed earlier (``order_watch``) go to their own file per
+:class:`CancellationBatch`, ``cancellations-<UTC>-<key>.csv``, written before the order file
+of the same run; the WMS processes cancellations first.
+
 One file per :class:`InstructionBatch`, named ``orders-<created_at UTC>-<key>.csv`` so a
 re-push of the same batch after a crash rewrites the same file; written atomically, so the
 WMS never sees a partial file.
@@ -19,7 +23,7 @@ import re
 from datetime import UTC
 from pathlib import Path
 
-from hooks.connectors import InstructionBatch
+from hooks.connectors import CancellationBatch, InstructionBatch
 from hooks.errors import OrdersRefused
 from hooks.records import OrderInstruction
 from plugins.wms_csv.folders import write_atomically
@@ -118,3 +122,34 @@ def _csv_text(rows: list[tuple[str, ...]]) -> str:
     csv.writer(buffer, lineterminator="\r\n").writerows(rows)
     return buffer.getvalue()
 
+
+
+CANCELLATION_COLUMNS = ("ne_order_id", "warehouse", "reason", "detected_at")
+
+
+def cancellation_file_name(batch: CancellationBatch) -> str:
+    """``cancellations-<YYYYMMDDTHHMMSSZ>-<key slug>-<key hash>.csv``, the same on every retry."""
+    if batch.created_at.tzinfo is None:
+        raise ValueError("CancellationBatch.created_at must be timezone-aware")
+    stamp = batch.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    slug = _UNSAFE.sub("_", batch.key)[:_SLUG_LENGTH].strip("_")
+    digest = hashlib.sha256(batch.key.encode("utf-8")).hexdigest()[:8]
+    return f"cancellations-{stamp}-{slug}-{digest}.csv"
+
+
+def write_cancellations(folder: Path, batch: CancellationBatch, encoding: str) -> Path | None:
+    """Write the batch as one cancellations file (atomically; the same file on every retry).
+
+    ``detected_at`` is ISO 8601 UTC. Order ids, warehouse codes and reasons are ASCII, so no
+    cancellation is ever refused for its encoding.
+    """
+    if not batch.cancellations:
+        return None
+    rows = [CANCELLATION_COLUMNS, *(
+        (c.ne_order_id, c.warehouse, c.reason,
+         c.detected_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        for c in batch.cancellations)]
+    target = folder / cancellation_file_name(batch)
+    write_atomically(target, _csv_text([tuple(neutralise(x) for x in r) for r in rows])
+                     .encode(encoding))
+    return target

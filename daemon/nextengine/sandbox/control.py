@@ -41,7 +41,9 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_sandbox/tokens", "issue a new pair without signing in"),
     ("POST", "/_sandbox/tokens/expire", "expire the current access token now"),
     ("GET", "/_sandbox/ledger", "?since=&kind=&order_id=&goods_code="),
-    ("POST", "/_sandbox/human_edit", "{receive_order_id, fields={}}: a person edits an order"),
+    ("POST", "/_sandbox/human_edit",
+     "{receive_order_id, fields={}, rows={}, delete=false}: a person edits, cancels or "
+     "deletes an order"),
     ("GET", "/_sandbox/state/orders/<id>", "one order with rows and options"),
     ("POST", "/_sandbox/state/orders", "create an order {rows: [[code, qty]], status_id, ...}"),
     ("GET", "/_sandbox/state/goods/<code>", "one goods record with stock"),
@@ -217,8 +219,15 @@ class ControlApi:
         fields = body.get("fields") or {}
         if not isinstance(fields, dict):
             raise ControlError(400, "fields must be an object")
+        rows = body.get("rows") or {}
+        if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
+            raise ControlError(400, "rows must be an object: row number -> {field: value}")
         stamp = self.state.human_edit(
-            order_id, {str(k): None if v is None else str(v) for k, v in fields.items()}
+            order_id, {str(k): None if v is None else str(v) for k, v in fields.items()},
+            rows={_int(no, "row number"): {str(k): None if v is None else str(v)
+                                           for k, v in values.items()}
+                  for no, values in rows.items()},
+            delete=bool(body.get("delete", False)),
         )
         return {"receive_order_id": str(order_id), "receive_order_last_modified_date": stamp}
 

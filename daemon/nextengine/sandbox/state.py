@@ -667,19 +667,29 @@ class SandboxState:
 
     def human_edit(
         self, order_id: int, fields: Mapping[str, Value] | None = None, *,
-        call_no: int | None = None,
+        call_no: int | None = None, rows: Mapping[int, Mapping[str, Value]] | None = None,
+        delete: bool = False,
     ) -> str:
         """A person edits the order in NE's screen: bumps last_modified, may change fields.
 
         Besides any writable field, a human may set ``receive_order_order_status_id`` (e.g. NE
-        moving 40 back to 20 after a stock-take). Returns the new last_modified.
+        moving 40 back to 20 after a stock-take), cancel the order
+        (``receive_order_cancel_type_id``), change rows (``rows``: row number → row fields,
+        e.g. a quantity or ``receive_order_row_cancel_flag``) or delete the order
+        (``delete``: ``receive_order_deleted_flag`` 1). Returns the new last_modified.
         """
         with self.lock:
             order = self._order(order_id)
-            checked = self._validate_changes(order, OrderChanges(base=dict(fields or {})),
-                                             shipped_flag=True, human=True)
+            changes = OrderChanges(base=dict(fields or {}),
+                                   rows={int(k): dict(v) for k, v in (rows or {}).items()})
+            checked = self._validate_changes(order, changes, shipped_flag=True, human=True)
             before, after = self._apply_changes(order, checked, row_cancel_flag=False,
                                                 source="human", call_no=call_no)
+            if delete and order.extra.get("receive_order_deleted_flag") != "1":
+                before["receive_order_deleted_flag"] = order.extra.get(
+                    "receive_order_deleted_flag")
+                order.extra["receive_order_deleted_flag"] = after[
+                    "receive_order_deleted_flag"] = "1"
             before["receive_order_last_modified_date"] = order.last_modified
             after["receive_order_last_modified_date"] = self._touch(order, "human")
             self._log("order.human_edit", "human", call_no, order_id=order.id, before=before,

@@ -1,0 +1,183 @@
+"""Orders cancelled or edited in Next Engine after import reach the WMS (issue #15).
+
+Real sandbox over HTTP, real order and cancellation files, real databases, the real CLI
+(``run --once``, ``history``): a cancelled order is dropped in the WMS before pickup, an
+edited one is cancelled (reason ``edited``) and re-instructed with its new content, in that
+order; nebridge's own writes are no edits; a crash between writing the cancellations file
+and recording it leaves one file; a change made while the daemon was down is found after.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from daemon.cli import app
+from daemon.pipeline import Stage, StageResult
+from daemon.runtime import build_runtime
+from daemon.store.engine import read_session
+from daemon.store.models import OrderChange
+from hooks.connectors import CancellationBatch, OrderCancellation
+from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
+from tests.ne_world import AT, SHIP_HEADER, World, make_world
+
+PAST = "2026-01-05 09:00:00"  # print-instruct date long reached
+
+
+@pytest.fixture
+def world(make_config: ConfigFactory, tmp_path: Path, database_url: str) -> Iterator[World]:
+    wms = {"connector": "csv", "csv": {"inbox": str(tmp_path / "wms" / "inbox"),
+                                       "outbox": str(tmp_path / "wms" / "outbox"),
+                                       "stable_seconds": 0.0}}
+    yield from make_world(make_config, tmp_path, database_url=database_url, wms=wms,
+                          order_import={"claim": "tag"},
+                          plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}})
+
+
+def cli(world: World, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["--config", str(world.config), *args])
+    return result.exit_code, result.stdout, " ".join(result.stderr.split())
+
+
+def run(world: World) -> None:
+    """One pass of the daemon through the CLI (exit 1 only means attention waits)."""
+    code, _out, err = cli(world, "run", "--once")
+    assert code in (0, 1), err
+
+
+def rows(world: World, pattern: str) -> list[list[dict[str, str]]]:
+    return [list(csv.DictReader(io.StringIO(p.read_text(encoding="utf-8"), newline="")))
+            for p in sorted(world.outbox.glob(pattern))]
+
+
+def cancellations(world: World) -> list[tuple[str, str]]:
+    return [(r["ne_order_id"], r["reason"]) for f in rows(world, "cancellations-*.csv")
+            for r in f]
+
+
+def instructed(world: World) -> Counter[str]:
+    return Counter(o for f in rows(world, "orders-*.csv") for o in {r["ne_order_id"] for r in f})
+
+
+def setup(world: World) -> tuple[int, int, int]:
+    st = world.sandbox.state
+    st.create_goods("A-1", quantity=50)
+    st.create_goods("B-2", quantity=50)
+    o1 = st.create_order([("A-1", 1)], instruct_date=PAST)
+    o2 = st.create_order([("A-1", 2), ("B-2", 1)], instruct_date=PAST)
+    o3 = st.create_order([("B-2", 3)], instruct_date=PAST)
+    world.products([("P-A", "A-1"), ("P-B", "B-2")])
+    run(world)
+    assert instructed(world) == Counter({str(o1): 1, str(o2): 1, str(o3): 1})
+    return o1, o2, o3
+
+
+def history(world: World, order: int) -> list[dict[str, Any]]:
+    code, out, err = cli(world, "history", "--order", str(order), "--json")
+    assert code == 0, err
+    return list(json.loads(out)["steps"])
+
+
+def test_cancel_before_pickup_reaches_the_wms_once_and_ne_ships_only_the_others(
+    world: World,
+) -> None:
+    o1, o2, o3 = setup(world)
+    run(world)  # the claim tag nebridge wrote itself is no edit
+    assert cancellations(world) == []
+
+    # the daemon is down while a person cancels o1 and deletes o3 in Next Engine
+    world.sandbox.state.human_edit(o1, {"receive_order_cancel_type_id": "1"})
+    world.sandbox.state.human_edit(o3, delete=True)
+    run(world)
+    assert sorted(cancellations(world)) == sorted([(str(o1), "cancelled"), (str(o3), "deleted")])
+    (only,) = rows(world, "cancellations-*.csv")
+    assert set(only[0]) == {"ne_order_id", "warehouse", "reason", "detected_at"}
+    assert only[0]["warehouse"] == "ITAKU" and only[0]["detected_at"].endswith("Z")
+    assert instructed(world) == Counter({str(o1): 1, str(o2): 1, str(o3): 1})
+
+    run(world)  # nothing found twice
+    assert len(cancellations(world)) == 2
+    steps = [s["what"] for s in history(world, o1)]
+    assert any("cancelled in Next Engine" in s for s in steps), steps
+
+    world.drop("shipments-1.csv", SHIP_HEADER, [f"S-2,ITAKU,{o2},T-2,{AT},P-A,2",
+                                                f"S-2,ITAKU,{o2},T-2,{AT},P-B,1"])
+    run(world)  # nebridge's own status and tracking writes are no edits
+    run(world)
+    assert world.sandbox.ledger.shipped_order_ids() == [o2]
+    assert len(cancellations(world)) == 2
+    code, out, _err = cli(world, "status", "--json")
+    assert code in (0, 1)
+    watch = json.loads(out)["order_watch"]
+    assert watch == {"ITAKU": {"cancelled": 1, "deleted": 1}}
+
+
+def test_edit_of_address_and_quantity_cancels_then_reinstructs_the_new_content(
+    world: World,
+) -> None:
+    o1, o2, o3 = setup(world)
+    st = world.sandbox.state
+    st.human_edit(o1, {"receive_order_consignee_address1": "大阪府大阪市北区1-1"})
+    st.human_edit(o2, rows={1: {"receive_order_row_quantity": "5"}})
+    st.human_edit(o3, {"receive_order_worker_text": "call before delivery"})  # not an edit
+    run(world)
+    assert sorted(cancellations(world)) == sorted([(str(o1), "edited"), (str(o2), "edited")])
+    assert instructed(world) == Counter({str(o1): 2, str(o2): 2, str(o3): 1})
+    (cancel_file,) = sorted(world.outbox.glob("cancellations-*.csv"))
+    newest = max(world.outbox.glob("orders-*.csv"), key=lambda p: p.stat().st_mtime_ns)
+    assert cancel_file.stat().st_mtime_ns <= newest.stat().st_mtime_ns
+    by_order = {(r["ne_order_id"], r["product_code"]): r for r in _newest_rows(world)}
+    assert by_order[(str(o1), "P-A")]["consignee_address"].startswith("大阪府大阪市北区1-1")
+    assert by_order[(str(o2), "P-A")]["quantity"] == "5"
+    assert by_order[(str(o2), "P-B")]["quantity"] == "1"
+
+    run(world)  # the re-instructed orders are watched from their new content
+    assert len(cancellations(world)) == 2
+    assert instructed(world) == Counter({str(o1): 2, str(o2): 2, str(o3): 1})
+    steps = history(world, o2)
+    assert any("edited in Next Engine" in s["what"] and "quantity 2 → 5" in s["detail"]
+               for s in steps), steps
+
+
+def _newest_rows(world: World) -> list[dict[str, str]]:
+    newest = max(world.outbox.glob("orders-*.csv"), key=lambda p: p.stat().st_mtime_ns)
+    return list(csv.DictReader(io.StringIO(newest.read_text(encoding="utf-8"), newline="")))
+
+
+def test_crash_between_writing_the_cancellations_file_and_recording_it_writes_it_once(
+    world: World,
+) -> None:
+    o1, _o2, _o3 = setup(world)
+    world.sandbox.state.human_edit(o1, {"receive_order_cancel_type_id": "1"})
+    # the crashed pass: the change is recorded, the file written, the answer never recorded
+    rt = build_runtime(world.config)
+    try:
+        importer = rt.order_importer()
+        assert importer is not None and importer.watch is not None
+        _cands, _full, groups = importer._candidates("ITAKU")
+        importer._watch("ITAKU", groups, False, StageResult(Stage.IMPORT_ORDERS, "ITAKU"))
+        with read_session(rt.engine) as session:
+            (change,) = session.scalars(select(OrderChange)).all()
+        importer.connector.push_cancellations(CancellationBatch(  # type: ignore[attr-defined]
+            change.batch, change.detected_at,
+            [OrderCancellation(str(o1), "ITAKU", "cancelled", change.detected_at)]),
+            importer.connector_context())
+    finally:
+        rt.close()
+    assert cancellations(world) == [(str(o1), "cancelled")]
+    run(world)  # the restarted daemon delivers the same batch again: the same file
+    run(world)
+    assert cancellations(world) == [(str(o1), "cancelled")]
+    assert len(list(world.outbox.glob("cancellations-*.csv"))) == 1
+    states = [s for s in history(world, o1) if "cancelled in Next Engine" in s["what"]]
+    assert states and "told to drop" in states[-1]["detail"]
+
