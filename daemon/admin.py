@@ -32,6 +32,7 @@ from daemon.runtime import Runtime, build_runtime, load_plugins
 from daemon.store.engine import (
     Bind,
     current_revision,
+    driver_problem,
     head_revision,
     make_engine,
     read_session,
@@ -99,6 +100,10 @@ def check_config(loaded: LoadedConfig) -> ConfigCheck:
             warnings.append(f"plugin {name} has options but no `enabled:` line, so it is off; "
                             f"write `enabled: false` to keep it off on purpose, or enable it "
                             f"(`nebridge plugins enable {name}`)")
+    missing_driver = driver_problem(loaded.config.resolved_database_url)
+    if missing_driver:
+        issues.append(ConfigIssue("database_url", missing_driver,
+                                  loaded.line_of(("database_url",))))
     paused = host.paused_stages()
     for record in host.failed():
         prefix = f"plugins.{record.name}"

@@ -117,6 +117,12 @@ def test_without_the_driver_every_command_names_the_extra(
         assert done.returncode == 1, (command, done.stdout, done.stderr)
         line = one_line_error(done.stderr)
         assert "pip install 'nebridge[postgres]'" in line, (command, line)
+    check = subprocess.run(
+        [sys.executable, "-c", BLOCK_PSYCOPG, "--config", str(config), "config", "check"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert check.returncode == 1, (check.stdout, check.stderr)
+    assert "database_url" in check.stderr and "nebridge[postgres]" in check.stderr
+    assert "Traceback" not in check.stderr and PASSWORD not in check.stderr + check.stdout
 
 
 def test_server_down_every_command_says_one_line(

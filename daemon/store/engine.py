@@ -129,6 +129,23 @@ def _driver_missing(url: URL, exc: ImportError) -> DatabaseUnavailable:
         "(from a checkout: `pip install -e '.[postgres]'`)")
 
 
+def driver_problem(url: str) -> str | None:
+    """Why this Python environment cannot use ``url`` (its driver is missing), or None.
+
+    Read-only: imports the driver, connects nowhere (``config check`` reports it).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as exc:
+        return str(_driver_missing(parsed, exc))
+    except Exception:  # an unknown kind of database: the engine itself says so
+        return None
+    return None
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True) -> Engine:
     """Create the engine for ``url``; a new SQLite file is created 0600 (folder 0700).
 
