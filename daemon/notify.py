@@ -62,6 +62,8 @@ SCAN_LIMIT = 20_000
 DIGEST_LINES = 20
 DIGEST_IDS = 50
 BATCH = 200
+#: Batches one run sends at most (a backlog after an outage goes out in a few runs).
+MAX_ROUNDS = 10
 Event = Literal["open", "reminder", "resolved", "digest", "test"]
 
 
@@ -210,39 +212,48 @@ class Notifier:
 
     def deliver(self, report: NotifyReport | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> NotifyReport:
-        """Send the due deliveries, each sink on its own; a failing sink waits its backoff."""
+        """Send the due deliveries, each sink on its own; a failing sink waits its backoff.
+
+        A sink that takes a message again has every delivery waiting for it made due at once
+        (the backoff is for a sink that is down, not for the messages), so after an outage
+        all that waited is sent in the same run.
+        """
         report = report or NotifyReport()
         sinks = set(self.sinks())
-        now = self.clock()
-        with read_session(self.db) as session:
-            due = list(session.scalars(
-                select(NotifyDelivery)
-                .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
-                .where(col(NotifyDelivery.next_attempt_at) <= now)
-                .order_by(col(NotifyDelivery.id)).limit(BATCH)))
         failed_sinks: set[str] = set()
         ctx: NotifyContext | None = None
-        for delivery in due:
-            if should_stop():
+        for _round in range(MAX_ROUNDS):
+            now = self.clock()
+            with read_session(self.db) as session:
+                due = list(session.scalars(
+                    select(NotifyDelivery)
+                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                    .where(col(NotifyDelivery.next_attempt_at) <= now)
+                    .where(col(NotifyDelivery.sink).in_(sorted(sinks - failed_sinks)))
+                    .order_by(col(NotifyDelivery.id)).limit(BATCH)))
+            if not due:
                 break
-            if delivery.sink not in sinks or delivery.sink in failed_sinks:
-                continue
-            message = self._claim(delivery.id)
-            if message is None:
-                continue
-            ctx = ctx or self.context()
-            outcome = self.host.call_one(HOOK, delivery.sink,
-                                         {"notification": message, "ctx": ctx})
-            error = None if outcome is None else outcome.error
-            if error is None:
-                self._sent(delivery.id, delivery.sink)
-                report.sent += 1
-            else:
-                failed_sinks.add(delivery.sink)
-                report.failed += 1
-                text = _short(error)
-                report.errors.append(f"{delivery.sink}: {text}")
-                self._failed(delivery.id, delivery.sink, text)
+            for delivery in due:
+                if should_stop():
+                    return report
+                if delivery.sink in failed_sinks:
+                    continue
+                message = self._claim(delivery.id)
+                if message is None:
+                    continue
+                ctx = ctx or self.context()
+                outcome = self.host.call_one(HOOK, delivery.sink,
+                                             {"notification": message, "ctx": ctx})
+                error = None if outcome is None else outcome.error
+                if error is None:
+                    self._sent(delivery.id, delivery.sink)
+                    report.sent += 1
+                else:
+                    failed_sinks.add(delivery.sink)
+                    report.failed += 1
+                    text = _short(error)
+                    report.errors.append(f"{delivery.sink}: {text}")
+                    self._failed(delivery.id, delivery.sink, text)
         return report
 
     def _claim(self, delivery_id: int | None) -> Notification | None:
@@ -264,6 +275,12 @@ class Notifier:
             assert row is not None
             row.state, row.sent_at, row.last_error = DeliveryState.SENT.value, now, None
             session.add(row)
+            for waiting in session.scalars(
+                    select(NotifyDelivery).where(col(NotifyDelivery.sink) == sink)
+                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                    .where(col(NotifyDelivery.next_attempt_at) > now)):
+                waiting.next_attempt_at = now  # the sink works again: no more backoff
+                session.add(waiting)
             attention.resolve_in(session, [failing_key(sink)], now)
 
     def _failed(self, delivery_id: int | None, sink: str, error: str) -> None:
