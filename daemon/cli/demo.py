@@ -7,7 +7,9 @@ sandbox's sign-in page, imports orders, plays the WMS (a product master whose li
 differ in case from Next Engine's goods codes, shipment confirmations with and without
 tracking numbers, shipments from other channels and receipts at every warehouse), runs the
 pipelines until nothing is left to do, prints a per-warehouse summary and checks it against
-the sandbox's own state and ledger. Exit 1 if the check fails.
+the sandbox's own state and ledger. Notifications go through ``notify_webhook`` to a local
+receiver standing in for the staff's chat room; the summary shows what arrived and checks that
+every held order was told. Exit 1 if the check fails.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +59,40 @@ class Expected:
 
     shipped: dict[str, str | None] = field(default_factory=dict)  # order id -> tracking
     stock: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+
+
+@dataclass
+class StaffInbox:
+    """The notifications the demo's local receiver got (JSON webhook bodies)."""
+
+    url: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+@contextmanager
+def notify_receiver() -> Iterator[StaffInbox]:
+    """A JSON webhook receiver on loopback standing in for the staff's chat room."""
+    inbox = StaffInbox()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            inbox.messages.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass  # the demo prints what arrived itself
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    inbox.url = f"http://127.0.0.1:{server.server_address[1]}/staff"
+    try:
+        yield inbox
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:
@@ -276,14 +314,21 @@ def _run_wms_demo(root: Path, wms: DemoWms) -> None:
         seed=7, seed_size=60, que_processing_delay_s=0.5))
     sandbox.start()
     try:
-        _run_demo(root, sandbox)
+        with notify_receiver() as staff:
+            _run_demo(root, sandbox, staff)
     finally:
         sandbox.stop()
 
 
-def _run_demo(root: Path, sandbox: SandboxServer) -> None:
+def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
     info(f"… Next Engine sandbox on {sandbox.base_url}")
-    config_path = prepare_config(root, sandbox, _csv_folders(root))
+    info(f"… notifications go to a local receiver on {staff.url} (plugin notify_webhook)")
+
+    def configure(raw: Any) -> None:
+        _csv_folders(root)(raw)
+        raw["plugins"]["notify_webhook"] = {"enabled": True, "format": "json",
+                                            "url": staff.url}
+    config_path = prepare_config(root, sandbox, configure)
     loaded = start_linked(config_path, sandbox)
     plant_unlinked_order(sandbox)
     unlinked = UNLINKED_GOODS.casefold()
@@ -300,12 +345,12 @@ def _run_demo(root: Path, sandbox: SandboxServer) -> None:
          "6 receipts")
     time.sleep(0.3)
     reports = _until_quiet(config_path)
-    _summarise(loaded.config, config_path, sandbox, expected, import_reports + reports)
+    _summarise(loaded.config, config_path, sandbox, expected, import_reports + reports, staff)
 
 
 def _summarise(
     config: DaemonConfig, config_path: Path, sandbox: SandboxServer, expected: Expected,
-    reports: list[RunOnceReport],
+    reports: list[RunOnceReport], staff: StaffInbox,
 ) -> None:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     skipped: dict[str, set[str]] = defaultdict(set)
@@ -364,6 +409,11 @@ def _summarise(
                                  "tracking written", "stock delta", "held"], rows)
     for order in held:
         info(f"held: order {order.ne_order_id}: {order.hold_reason}")
+    told = {str(m.get("key")) for m in staff.messages}
+    for message in staff.messages:
+        info(f"notified (what staff receive): {message.get('subject')}")
+    problems.extend(f"no notification told staff that order {o.ne_order_id} is held"
+                    for o in held if f"held_order:{o.ne_order_id}" not in told)
     if problems:
         fail("demo check failed:\n  " + "\n  ".join(problems))
     info(f"demo check passed against the sandbox: {len(expected_ships)} order(s) shipped once "
