@@ -14,4 +14,5 @@ def test_demo_passes_its_own_check(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "demo check passed" in result.stderr
+    assert "notified (what staff receive): 【要対応】取込保留の受注: 61 (ITAKU)" in result.stderr
     assert (tmp_path / "demo" / "wms" / "inbox" / "processed").is_dir()
