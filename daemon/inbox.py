@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
+from daemon.stock import take_snapshots
 from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
 from daemon.store.models import (
     Cursor,
@@ -77,6 +78,7 @@ class IntakeReport:
     duplicates: int = 0
     warehouses: set[str] = field(default_factory=set)
     products_updated: bool = False
+    stock_snapshots: list[int] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -103,6 +105,7 @@ class Intake:
             ("product master", partial(self._refresh_products, report, dry_run)),
             *((f"{kind.value}s", partial(self._take_all, kind, report, dry_run))
               for kind in (EventKind.SHIPMENT, EventKind.RECEIPT)),
+            *([("stock counts", partial(self._take_stock, report))] if not dry_run else []),
         ]
         for what, step in steps:
             try:
@@ -129,6 +132,13 @@ class Intake:
             prefix = not_taken_key(kind, "")
             attention.resolve(self.engine, attention.open_problem_keys(self.engine, prefix)
                               - failed)
+
+    def _take_stock(self, report: IntakeReport) -> None:
+        """Store the stock snapshots the WMS dropped (after the events they may follow)."""
+        taken = take_snapshots(self.engine, self.connector, self.context(), take=False)
+        report.stock_snapshots.extend(taken.stored)
+        report.accepted.extend(taken.accepted)
+        report.rejected.extend(taken.rejected)
 
     # -- products ---------------------------------------------------------------------------
 

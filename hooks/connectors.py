@@ -178,6 +178,58 @@ class RequeueingConnector(Protocol):
         ...
 
 
+# -- warehouse stock snapshots (issue #16) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StockSnapshot:
+    """The absolute on-hand quantity of every product of one warehouse at ``counted_at``.
+
+    ``quantities`` maps WMS product codes to their on-hand quantity (0 or more); a product the
+    WMS does not list has none. ``counted_at`` is timezone-aware: events confirmed up to it
+    are in the counts, later ones are not (the comparison corrects for both).
+    """
+
+    warehouse: str
+    counted_at: datetime
+    quantities: Mapping[str, int]
+
+
+@runtime_checkable
+class StockBatch(Protocol):
+    """Stock snapshots that arrived together (a file, one read of an API), taken whole."""
+
+    source: str
+
+    def snapshots(self) -> Sequence[StockSnapshot]:
+        """The validated snapshots; raise :class:`BatchRejected` with every error (file, line,
+        field, reason) if anything is invalid, before anything is stored."""
+        ...
+
+    def commit(self) -> None:
+        """Called after the engine stored every snapshot (e.g. move the file away)."""
+        ...
+
+    def reject(self, error: BatchRejected) -> None:
+        """Called when the batch is rejected whole (e.g. quarantine the file with its errors)."""
+        ...
+
+
+@runtime_checkable
+class StockReadingConnector(Protocol):
+    """Optional part of the contract: a connector that can tell warehouse stock.
+
+    ``nebridge stock diff`` compares it with Next Engine's. A file-based WMS delivers
+    snapshots when it drops them; an API-based one reads them when ``take`` is true (on
+    ``nebridge stock take`` or on the ``stock_reconcile`` schedule) and otherwise yields none.
+    """
+
+    def stock_batches(self, ctx: ConnectorContext, take: bool) -> Iterator[StockBatch]:
+        """Yield the stock batches ready now, oldest first; each is committed or rejected
+        before the next one is asked for."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class LinkStatus:
     """Where a connector's authorisation with its WMS stands (no network call needed).

@@ -29,6 +29,7 @@ from daemon.cli import (
     run,
     sandbox,
     status,
+    stock,
     systemd_cmd,
     warehouses,
     wms,
@@ -77,6 +78,7 @@ app.add_typer(inbox.app, name="inbox")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(orders.app, name="orders")
 app.add_typer(wms.app, name="wms")
+app.add_typer(stock.app, name="stock")
 app.add_typer(systemd_cmd.app, name="systemd")
 app.add_typer(notify.app, name="notify")
 app.command("run")(run.run)

@@ -364,3 +364,23 @@ class OrderChange(SQLModel, table=True):
     wms_answer: str | None = Field(default=None, sa_column=Column(Text))
     detected_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class StockSnapshotRecord(SQLModel, table=True):
+    """One warehouse's absolute stock at ``counted_at``, as the WMS connector delivered it.
+
+    ``quantities`` is JSON ``{product code: on-hand quantity}``; one row per warehouse per
+    snapshot keeps a 100,000-product count to one insert. The newest ``counted_at`` of each
+    warehouse is what ``nebridge stock diff`` compares with Next Engine.
+    """
+
+    __tablename__ = "stock_snapshot"
+    __table_args__ = (Index("ix_stock_snapshot_latest", "warehouse", "counted_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    warehouse: str = Field(max_length=32)
+    source: str = Field(max_length=512)
+    counted_at: datetime = Field(sa_column=_ts())
+    products: int = 0
+    quantities: str = Field(sa_column=Column(Text, nullable=False))
+    taken_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

@@ -1,8 +1,9 @@
 """The CSV folder connector: the WMS drops CSV files into an inbox, nebridge writes orders out.
 
-Files are matched by name (``shipments*.csv``, ``receipts*.csv``, ``products*.csv``, any
-case), taken only once complete (see :mod:`plugins.wms_csv.folders`) and claimed by a rename
-into ``.claimed/`` before they are read, so a crash never loses or half-applies one.
+Files are matched by name (``shipments*.csv``, ``receipts*.csv``, ``products*.csv``,
+``stock*.csv``, any case), taken only once complete (see :mod:`plugins.wms_csv.folders`)
+and claimed by a rename into ``.claimed/`` before they are read, so a crash never loses or
+half-applies one.
 
 The product master (``products*.csv``) is kept in place, not moved: the contract has no
 commit for snapshots, so the file must survive a crash between reading it and storing it.
@@ -23,14 +24,16 @@ from hooks.connectors import (
     InboundBatch,
     InstructionBatch,
     ProductSnapshot,
+    StockBatch,
 )
 from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.records import EventKind, Problem, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
 from plugins.wms_csv.folders import Inbox, ReadyFile, open_claimed
-from plugins.wms_csv.formats import PRODUCTS
+from plugins.wms_csv.formats import PRODUCTS, STOCK
 from plugins.wms_csv.inbound import read_events, read_products
 from plugins.wms_csv.outbox import write_cancellations, write_orders
+from plugins.wms_csv.stock import CsvStockBatch
 
 _Signature = tuple[str, int, int]
 
@@ -123,6 +126,22 @@ class CsvConnector:
             if path is None:
                 continue
             batch = CsvBatch(self._inbox, path, file, kind, ctx, self._zone)
+            try:
+                yield batch
+            finally:
+                if not batch.settled:
+                    self._unclaim(path, batch.source, ctx)
+
+    def stock_batches(self, ctx: ConnectorContext, take: bool) -> Iterator[StockBatch]:
+        """Claim and yield the complete ``stock-*.csv`` files, oldest first (``take`` does
+        nothing here: the WMS decides when it counts). An unsettled one goes back."""
+        for file in self._inbox.scan():
+            if file.fmt is not STOCK:
+                continue
+            path = self._inbox.claim(file)
+            if path is None:
+                continue
+            batch = CsvStockBatch(self._inbox, path, file, ctx, self._zone)
             try:
                 yield batch
             finally:

@@ -26,7 +26,8 @@ MAX_ORDER_ID_DIGITS = 18
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 
-Check = Literal["text", "warehouse", "timestamp", "product", "quantity", "order_id", "tracking"]
+Check = Literal["text", "warehouse", "timestamp", "product", "quantity", "order_id", "tracking",
+                "count"]
 """What a non-empty value must be, beyond being present (a string: checked per value)."""
 
 
@@ -123,7 +124,23 @@ PRODUCTS = FileFormat(
     ),
 )
 
-FORMATS = (SHIPMENTS, RECEIPTS, PRODUCTS)
+STOCK = FileFormat(
+    prefix="stock",
+    noun="stock count",
+    kind=None,
+    id_column="product_code",
+    group_columns=(),
+    columns=(
+        _WAREHOUSE,
+        _PRODUCT,
+        Column("quantity", ("在庫数", "数量", "在庫数量"), check="count"),
+        Column("counted_at", ("棚卸日時", "集計日時", "確定日時"), check="timestamp"),
+    ),
+)
+"""Absolute on-hand stock per warehouse × product at ``counted_at`` (one snapshot per
+warehouse per file); read by :mod:`plugins.wms_csv.stock`."""
+
+FORMATS = (SHIPMENTS, RECEIPTS, PRODUCTS, STOCK)
 
 
 def format_for_name(name: str) -> FileFormat | None:
@@ -171,6 +188,14 @@ def is_order_id(value: str) -> bool:
     """True for a Next Engine order number in canonical form: a positive whole number in
     ASCII digits without leading zeros (``16``, not ``0016``), at most 18 digits."""
     return _ORDER_ID.fullmatch(value) is not None
+
+
+def parse_count(value: str) -> int | None:
+    """An on-hand quantity: 0 up to :data:`MAX_QUANTITY` in ASCII digits, or None."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if number <= MAX_QUANTITY else None
 
 
 def parse_quantity(value: str) -> int | None:

@@ -27,6 +27,7 @@ from plugins.wms_csv.formats import (
     Column,
     FileFormat,
     is_order_id,
+    parse_count,
     parse_quantity,
     parse_timestamp,
 )
@@ -153,6 +154,8 @@ class _ValueChecker:
                 if value.isascii() and value.isdigit() and int(value) > MAX_QUANTITY:
                     return f"quantity {value} is larger than {MAX_QUANTITY:,}"
                 return f"not a positive integer: {value!r}"
+            case "count" if parse_count(value) is None:
+                return f"not a whole number from 0 to {MAX_QUANTITY:,}: {value!r}"
             case "order_id" if not is_order_id(value):
                 return ("not a Next Engine order number (a positive whole number without "
                         f"leading zeros, as Next Engine shows it): {value!r}")

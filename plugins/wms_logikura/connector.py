@@ -27,10 +27,16 @@ from hooks.connectors import (
     InstructionBatch,
     LinkStatus,
     ProductSnapshot,
+    StockBatch,
 )
 from hooks.records import EventKind, Problem
 from plugins.wms_logikura.auth import Authorizer
-from plugins.wms_logikura.catalog import Catalog, CatalogCache, resolve_warehouses
+from plugins.wms_logikura.catalog import (
+    Catalog,
+    CatalogCache,
+    WarehouseMap,
+    resolve_warehouses,
+)
 from plugins.wms_logikura.client import LogikuraClient
 from plugins.wms_logikura.config import LogikuraConfig
 from plugins.wms_logikura.errors import (
@@ -42,6 +48,7 @@ from plugins.wms_logikura.errors import (
 from plugins.wms_logikura.inbound import CHANGED, CLOSING, GONE, KINDS, LEAVE, HistoryReader
 from plugins.wms_logikura.outbound import SchedulePusher
 from plugins.wms_logikura.ratelimit import RateLimiter
+from plugins.wms_logikura.stock import LogikuraStockBatch
 from plugins.wms_logikura.store import HELD, LocalStore
 from plugins.wms_logikura.tokens import TokenFile
 
@@ -155,6 +162,21 @@ class LogikuraConnector:
         if catalog.version == known_version:
             return None
         return ProductSnapshot(catalog.version, tuple(catalog.products()))
+
+    def stock_batches(self, ctx: ConnectorContext, take: bool) -> Iterator[StockBatch]:
+        """When ``take``: one read of the linked warehouses' inventories (see :mod:`.stock`);
+        otherwise none (Logikura never drops a count by itself)."""
+        if not take:
+            return
+        parts = self._get(ctx)
+
+        def catalog() -> Catalog:
+            return parts.catalog.get(parts.client)
+
+        def warehouses() -> dict[int, str]:
+            return WarehouseMap.build(self.config, catalog(), ctx, parts.store).by_id
+
+        yield LogikuraStockBatch(parts.client, catalog, warehouses, ctx)
 
     def push_orders(self, batch: InstructionBatch, ctx: ConnectorContext) -> None:
         """One shipping schedule per order, never two (see :mod:`.outbound`)."""

@@ -44,6 +44,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_sandbox/human_edit",
      "{receive_order_id, fields={}, rows={}, delete=false}: a person edits, cancels or "
      "deletes an order"),
+    ("POST", "/_sandbox/human_edit/stock",
+     "{goods_id, quantity}: a person overwrites a goods' stock (クイック棚卸)"),
     ("GET", "/_sandbox/state/orders/<id>", "one order with rows and options"),
     ("POST", "/_sandbox/state/orders", "create an order {rows: [[code, qty]], status_id, ...}"),
     ("GET", "/_sandbox/state/goods/<code>", "one goods record with stock"),
@@ -100,6 +102,7 @@ class ControlApi:
             ("POST", "/tokens/expire"): self._expire_tokens,
             ("GET", "/ledger"): self._ledger,
             ("POST", "/human_edit"): self._human_edit,
+            ("POST", "/human_edit/stock"): self._human_stock_edit,
             ("POST", "/state/orders"): self._create_order,
             ("POST", "/state/goods"): self._create_goods,
             ("GET", "/stats"): lambda b, q: self._stats(),
@@ -230,6 +233,13 @@ class ControlApi:
             delete=bool(body.get("delete", False)),
         )
         return {"receive_order_id": str(order_id), "receive_order_last_modified_date": stamp}
+
+    def _human_stock_edit(self, body: dict[str, Any], query: dict[str, list[str]]) -> Any:
+        try:
+            return self.state.human_stock_edit(str(body.get("goods_id", "")),
+                                               _int(body.get("quantity"), "quantity"))
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from exc
 
     def _create_order(self, body: dict[str, Any], query: dict[str, list[str]]) -> Any:
         rows: list[RowSpec] = []

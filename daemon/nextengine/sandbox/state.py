@@ -406,6 +406,24 @@ class SandboxState:
                       after={"stock_quantity": quantity})
             return {name: fd.get(goods) for name, fd in GOODS_SCHEMA.items()}
 
+    def human_stock_edit(self, code: str, quantity: int, *, call_no: int | None = None) -> dict[
+            str, Any]:
+        """A person overwrites the stock of ``code`` in NE's screen (クイック棚卸, 在庫数 =
+        ``quantity``); ledger kind ``goods.stock_edit`` (not a ``stock.*`` movement of nebridge).
+        Raises ValueError for unknown goods or a quantity below the allocated stock."""
+        with self.lock:
+            goods = self.find_goods(code)
+            if goods is None:
+                raise ValueError(f"no goods {code!r}")
+            if quantity < goods.allocation:
+                raise ValueError(f"{quantity} is below the allocated {goods.allocation}")
+            previous, goods.quantity = goods.quantity, quantity
+            goods.last_modified = self.now()
+            self._log("goods.stock_edit", "human", call_no, goods_code=goods.code,
+                      delta=quantity - previous, before={"stock_quantity": previous},
+                      after={"stock_quantity": quantity})
+            return {name: fd.get(goods) for name, fd in GOODS_SCHEMA.items()}
+
     def create_order(
         self,
         rows: Sequence[RowSpec | tuple[str, int]],
