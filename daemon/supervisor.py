@@ -58,6 +58,7 @@ class Supervisor:
         self.scheduler: Scheduler | None = None
         self.metrics = Metrics()
         self.lock: InstanceLock | None = None
+        self._waited = False  # the last _take_lock waited (standby or database away)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -122,6 +123,13 @@ class Supervisor:
             if not self._take_lock():
                 runtime.close()
                 return 0
+            if self._waited:  # stood by: the schema or daemon.yaml may have changed meanwhile
+                runtime.close()
+                try:
+                    runtime = self.runtime_factory(self.config_path)
+                except Exception as exc:
+                    log.error("cannot start after taking the instance lock: %s", exc)
+                    return 1
             return self._supervise(runtime)
         except (AlreadyRunning, PortInUse) as exc:
             runtime.close()
@@ -151,12 +159,14 @@ class Supervisor:
         down_since: float | None = None
         retry, reported = OUTAGE_FIRST_RETRY, 0.0
         next_try = 0.0
+        self._waited = False
         while not self._stop:
             now = time.monotonic()
             if now >= next_try:
                 try:
                     got = lock.try_acquire()
                 except DatabaseUnavailable as exc:
+                    self._waited = True
                     if down_since is None:
                         down_since, reported = now, now
                         log.error("database unavailable: %s — waiting for it (retrying with "
@@ -180,6 +190,7 @@ class Supervisor:
                         return True
                     if not lock.can_wait():
                         raise AlreadyRunning(lock.refusal())
+                    self._waited = True
                     if standby_since is None:
                         standby_since = now
                         holder = lock.refusal()

@@ -374,3 +374,28 @@ def test_a_host_without_tokens_leaves_the_shared_link_alone(
         # this host's own view says what is missing here
         assert link_info(runtime.config, runtime.engine).reason == "the token file is missing"
         runtime.close()
+
+
+def test_db_upgrade_never_migrates_under_a_working_process(
+    make_config: ConfigFactory, database_url: str
+) -> None:
+    config_path = make_config(migrate=False, database_url=database_url)
+    config = load_config(config_path).config
+    engine = make_engine(database_url)
+    holder = InstanceLock(config, engine)
+    runner = CliRunner()
+    try:
+        assert holder.try_acquire()  # e.g. the daemon on the other host
+        result = runner.invoke(app, ["--config", str(config_path), "db", "upgrade"])
+        assert result.exit_code == 1, result.output
+        assert "not migrating now: another nebridge process" in result.stderr
+        assert "stop it first" in result.stderr
+        holder.release()
+        result = runner.invoke(app, ["--config", str(config_path), "db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert holder.try_acquire()
+        result = runner.invoke(app, ["--config", str(config_path), "db", "upgrade"])
+        assert result.exit_code == 0 and "already at the latest" in result.stderr  # reads only
+    finally:
+        holder.release()
+        engine.dispose()

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.cli.common import fail, get, info, print_json
+from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.store.engine import (
     DatabaseUnavailable,
     current_revision,
@@ -20,13 +21,22 @@ app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 
 @app.command("upgrade")
 def upgrade_cmd(ctx: typer.Context) -> None:
-    """Apply every pending migration (safe to run repeatedly)."""
+    """Apply every pending migration (safe to run repeatedly).
+
+    Migrating takes the instance lock, so a schema never changes under a working nebridge
+    (e.g. a standby host's ``ExecStartPre`` while the other host runs); with nothing to
+    migrate it only reads, and succeeds next to a running daemon.
+    """
     loaded = get(ctx).load()
     engine = make_engine(loaded.config.resolved_database_url)
     try:
-        before = current_revision(engine)
-        upgrade(engine)
-        after = current_revision(engine)
+        before = after = current_revision(engine)
+        if before != head_revision(engine):
+            with instance_lock(loaded.config, engine):
+                upgrade(engine)
+            after = current_revision(engine)
+    except AlreadyRunning as exc:
+        fail(f"not migrating now: {exc}")
     except DatabaseUnavailable:
         raise  # one line naming the database and what to do (see CliGroup)
     except Exception as exc:
