@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hooks.connectors import (
+    CancellationBatch,
     ConnectorContext,
     InboundBatch,
     InstructionBatch,
@@ -31,6 +32,7 @@ from hooks.connectors import (
 )
 from hooks.records import EventKind, Problem
 from plugins.wms_logikura.auth import Authorizer
+from plugins.wms_logikura.cancel import withdraw
 from plugins.wms_logikura.catalog import (
     Catalog,
     CatalogCache,
@@ -190,6 +192,13 @@ class LogikuraConnector:
         resolve_warehouses(self.config, read_catalog(False), ctx.warehouses)
         SchedulePusher(self.config, parts.client, parts.store, read_catalog, self._clock,
                        ctx.log, ctx.should_stop).push(batch)
+
+    def push_cancellations(self, batch: CancellationBatch, ctx: ConnectorContext) -> None:
+        """Delete the idle shipping schedule of each order (see :mod:`.cancel`)."""
+        if not batch.cancellations:
+            return
+        parts = self._get(ctx)
+        withdraw(batch, parts.client, parts.store, self._clock, ctx.log)
 
     # ---------------------------------------------------------------- RequeueingConnector
     def requeue(self, name: str, ctx: ConnectorContext) -> str:

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS bulk_slot (at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SENDING, CREATED, DELETED = "sending", "created", "deleted"
+#: The schedule nebridge deleted itself (the order was cancelled or edited in Next Engine);
+#: an edited order's new content creates a new schedule.
+WITHDRAWN = "withdrawn"
 REJECTED, REQUEUED, HELD = "rejected", "requeued", "held"
 PAUSE_KEY = "rate.paused_until"
 READER_KEY = "rate.reader_waits_until"
@@ -153,6 +156,12 @@ class LocalStore:
         with self._write() as conn:
             conn.execute("UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? "
                          "AND state = ?", (DELETED, now, ne_order_id, CREATED))
+
+    def mark_withdrawn(self, ne_order_id: str, now: float) -> None:
+        """nebridge deleted the order's schedule (``order_watch``): not waited for any more."""
+        with self._write() as conn:
+            conn.execute("UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? "
+                         "AND state IN (?, ?)", (WITHDRAWN, now, ne_order_id, CREATED, DELETED))
 
     def mark_sending(self, ne_order_id: str, batch_key: str, now: float) -> None:
         """Write (and sync) the intent before the schedule is requested."""
