@@ -118,6 +118,8 @@ class NotifySettings(_Strict):
     retry_max_seconds: float = Field(default=300.0, gt=0)
     #: A sink that failed this many times in a row is shown in ``attention``/``status``.
     failing_after_attempts: int = Field(default=3, ge=1)
+    #: The database unreachable this long: the sinks are told directly (it cannot be stored).
+    database_down_minutes: float = Field(default=10.0, gt=0)
 
 
 class MetricsConfig(_Strict):

@@ -56,6 +56,8 @@ from hooks.records import Notification, Problem
 log = logging.getLogger(__name__)
 
 HOOK = "nebridge_notify"
+#: The key (and kind) of the one message sent without the database: it is unreachable.
+DATABASE_KEY = "database_unreachable"
 #: At most this many attention items are compared per scan; beyond it nothing is resolved.
 SCAN_LIMIT = 20_000
 #: A digest lists the first this many problems (the count covers all).
@@ -337,6 +339,70 @@ class Notifier:
                 row.last_error, row.sent_at = error or None, None if error else self.clock()
                 session.add(row)
         return results
+
+
+class OutageAlarm:
+    """Tells the sinks, without the database, that it has been unreachable for long.
+
+    Nothing can be stored while the database is down, so this one message is not a delivery
+    row: it is sent directly to each sink once the outage lasts ``database_down_minutes``,
+    tried again at every check until each sink took it, and followed by ``resolved`` when the
+    database answers again. It lives in memory: a restart during the outage tells again.
+    """
+
+    def __init__(self, host: PluginHost, settings: NotifySettings,
+                 context: Callable[[], NotifyContext],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.host = host
+        self.settings = settings
+        self.context = context
+        self.clock = clock
+        self.told: set[str] = set()
+        self.since: datetime | None = None
+
+    def check(self, down_seconds: float | None, reason: str = "") -> list[str]:
+        """Tell what is due for an outage of ``down_seconds`` (None: the database answers);
+        return the errors of sinks that did not take it (they are tried at the next check)."""
+        sinks = self.host.implementers(HOOK)
+        if down_seconds is not None and down_seconds >= self.settings.database_down_minutes * 60:
+            self.since = self.since or self.clock() - timedelta(seconds=down_seconds)
+            minutes = int(down_seconds // 60)
+            message = Notification(
+                key=DATABASE_KEY, kind=DATABASE_KEY, event="open", severity="error",
+                title=f"Database unreachable for {minutes} min",
+                detail=(f"nebridge cannot reach its database ({reason or 'no answer'}); all "
+                        "work is paused and resumes by itself when it answers — nothing is "
+                        "lost, the WMS keeps its events until they are taken"),
+                fix=("check the database server and the network (`nebridge doctor` names the "
+                     "error); `journalctl -u nebridge` shows the outage"),
+                since=self.since)
+            return self._send(message, [s for s in sinks if s not in self.told], self.told.add)
+        if down_seconds is None and self.told:
+            message = Notification(
+                key=DATABASE_KEY, kind=DATABASE_KEY, event="resolved", severity="info",
+                title="Database reachable again",
+                detail="nebridge reaches its database again and resumed its work",
+                since=self.since)
+            errors = self._send(message, sorted(self.told), self.told.discard)
+            if not self.told:
+                self.since = None
+            return errors
+        return []
+
+    def _send(self, message: Notification, sinks: list[str],
+              done: Callable[[str], None]) -> list[str]:
+        errors = []
+        for sink in sinks:
+            keyed = _replace_key(message, f"{DATABASE_KEY}:{message.event}:"
+                                          f"{message.since.isoformat() if message.since else ''}"
+                                          f":{sink}")
+            outcome = self.host.call_one(HOOK, sink, {"notification": keyed,
+                                                      "ctx": self.context()})
+            if outcome is None or outcome.error is None:
+                done(sink)
+            else:
+                errors.append(f"{sink}: {_short(outcome.error)}")
+        return errors
 
 
 # -- building messages ------------------------------------------------------------------------

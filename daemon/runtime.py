@@ -131,12 +131,14 @@ class Runtime:
 
     def notifier(self) -> Notifier:
         """Notifications built from attention, delivered to the ``nebridge_notify`` sinks."""
-        def context() -> NotifyContext:
-            zone = ZoneInfo(self.config.timezone) if self.config.timezone else None
-            return NotifyContext(http=self.http, credentials_dir=self.config.credentials_dir,
-                                 mask_secret=register_secret, zone=zone, env=dict(os.environ))
-        return Notifier(self.db, self.host, self.config.notify, context,
+        return Notifier(self.db, self.host, self.config.notify, self.notify_context,
                         live=lambda: attention.paused_stage_items(self.host), clock=self.clock)
+
+    def notify_context(self) -> NotifyContext:
+        """What a notifier plugin is lent for a delivery (see :mod:`hooks.notify`)."""
+        zone = ZoneInfo(self.config.timezone) if self.config.timezone else None
+        return NotifyContext(http=self.http, credentials_dir=self.config.credentials_dir,
+                             mask_secret=register_secret, zone=zone, env=dict(os.environ))
 
     def order_importer(self) -> OrderImporter | None:
         """The order importer (None without a WMS connector to deliver to)."""

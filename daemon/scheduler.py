@@ -20,8 +20,11 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_J
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon.notify import OutageAlarm
 from daemon.pipeline import Stage, WarehousePipeline
 from daemon.runtime import Runtime
+from daemon.stock import check as stock_check
+from daemon.stock import plugin_options
 from daemon.store.engine import DatabaseUnavailable, database_health
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,9 @@ DISPATCHER_JOB = "dispatcher"
 INTAKE_JOB = "intake"
 TOKEN_GUARD_JOB = "token_guard"
 NOTIFY_JOB = "notify"
+DATABASE_ALARM_JOB = "database_alarm"
+#: The ``stock_reconcile`` comparison: after each snapshot, and every ``schedule_hours``.
+STOCK_JOB = "stock_check"
 EVENT_STAGES = (Stage.SHIPMENTS, Stage.RECEIPTS)
 
 
@@ -71,6 +77,9 @@ class Scheduler:
         self._last_full_intake = 0.0
         self._lock = threading.Lock()
         self._notifier_recovered = False
+        self._snapshot_arrived = False
+        self._outage = OutageAlarm(runtime.host, runtime.config.notify, runtime.notify_context,
+                                   runtime.clock)
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),
@@ -135,6 +144,16 @@ class Scheduler:
             executor="notify", replace_existing=True, misfire_grace_time=grace,
             next_run_time=datetime.now().astimezone(),
         )
+        self.scheduler.add_job(  # not guarded: it is about the database being down
+            self._database_alarm, "interval", seconds=self.runtime.config.notify.interval_seconds,
+            id=DATABASE_ALARM_JOB, executor="notify", replace_existing=True,
+            misfire_grace_time=grace)
+        stock_options = plugin_options(self.runtime)
+        if stock_options is not None and self.runtime.connector is not None:
+            self.scheduler.add_job(
+                self._guarded(self._stock_check, STOCK_JOB), "interval",
+                seconds=stock_options.schedule_hours * 3600, id=STOCK_JOB,
+                replace_existing=True, misfire_grace_time=grace)
         self.scheduler.add_job(self._beat, "interval", seconds=HEARTBEAT_SECONDS,
                                id="heartbeat", executor="heartbeat", replace_existing=True)
         self.scheduler.start()
@@ -197,8 +216,17 @@ class Scheduler:
             return
         self._last_full_intake = now
         report = intake.run_once()
+        if report.stock_snapshots:
+            self._snapshot_arrived = True
+            self.run_now(STOCK_JOB)
         for code in sorted(report.warehouses):
             self.run_now(warehouse_job(code))
+
+    def _stock_check(self) -> None:
+        """Compare stock: the snapshot that just arrived, or (on the schedule) a fresh one
+        read from an API WMS."""
+        take, self._snapshot_arrived = not self._snapshot_arrived, False
+        stock_check(self.runtime, take=take)
 
     def _pipeline_job(self, pipeline: WarehousePipeline,
                       stages: tuple[Stage, ...]) -> Callable[[], None]:
@@ -217,6 +245,17 @@ class Scheduler:
             notifier.recover()
             self._notifier_recovered = True
         notifier.run_once(self._should_stop)
+
+    def _database_alarm(self) -> None:
+        """Tell the sinks directly when the database has been down for long (and back)."""
+        health = database_health(self.runtime.engine)
+        since = health.down_since
+        down = None if since is None else health.monotonic() - since
+        try:
+            for error in self._outage.check(down, health.reason):
+                log.warning("could not tell %s that the database is unreachable", error)
+        except Exception:
+            log.exception("the database alarm failed; it runs again at its next interval")
 
     def _dispatch(self) -> None:
         report = self.runtime.dispatcher().run_once(self._should_stop)

@@ -71,6 +71,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "ne_token_expiring": ("ネクストエンジン連携の期限切れ間近", "Next Engine link about to lapse"),
     "wms_auth_lost": ("WMSの認可切れ", "WMS authorisation lost"),
     "notify_failing": ("通知の送信失敗", "Notifications not delivered"),
+    "database_unreachable": ("データベース接続不可", "Database unreachable"),
     "digest": ("まとめ", "Digest"),
     "test": ("テスト送信", "Test message"),
 }

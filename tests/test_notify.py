@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from daemon import attention
 from daemon.cli import app
-from daemon.notify import Notifier, failing_key
+from daemon.notify import Notifier, OutageAlarm, failing_key
 from daemon.runtime import Runtime, build_runtime
 from daemon.store.engine import write_session
 from daemon.store.models import ImportedOrder, NotifyDelivery
@@ -430,3 +430,53 @@ def test_notify_test_and_list(make_config: ConfigFactory, receiver: HttpReceiver
     assert [r["deliveries"][0]["state"] for r in rows] == ["failed", "sent"]
     human = runner.invoke(app, ["-c", str(path), "notify", "list"])
     assert human.exit_code == 0 and "notify_webhook failed" in human.output
+
+
+def test_a_long_database_outage_is_told_without_the_database_then_resolved(
+    make_config: ConfigFactory, receiver: HttpReceiver
+) -> None:
+    clock = Clock()
+    rt = _runtime(make_config, _json_sink(receiver.url), clock)
+    try:
+        alarm = OutageAlarm(rt.host, rt.config.notify, rt.notify_context, clock)
+        assert alarm.check(None) == []
+        assert alarm.check(9 * 60, "connection refused") == []  # not yet 10 minutes
+        assert receiver.requests == []
+        receiver.statuses = [500]
+        assert alarm.check(10 * 60, "connection refused")[0].startswith("notify_webhook")
+        assert alarm.check(11 * 60, "connection refused") == []  # told now
+        assert alarm.check(12 * 60, "connection refused") == []  # and only once
+        assert alarm.check(None) == []
+        assert alarm.check(None) == []
+    finally:
+        rt.close()
+    bodies = _bodies(receiver)
+    assert [(b["event"], b["key"]) for b in bodies] == [
+        ("open", "database_unreachable"), ("resolved", "database_unreachable")]
+    assert "connection refused" in bodies[0]["detail"] and "nothing is" in bodies[0]["detail"]
+    assert "データベース接続不可" in bodies[0]["subject"]
+
+
+def test_after_a_sink_outage_everything_that_waited_goes_out_once_in_one_run(
+    make_config: ConfigFactory, receiver: HttpReceiver
+) -> None:
+    clock = Clock()
+    rt = _runtime(make_config, _json_sink(receiver.url), clock)
+    try:
+        notifier = _notifier(rt)
+        receiver.statuses = [503] * 1000  # down
+        for minute in range(10):
+            attention.report(rt.engine, _problem(minute), now=clock())
+            for _ in range(2):
+                notifier.run_once()
+                clock.advance(seconds=30)
+        assert receiver.requests == []
+        receiver.statuses = []  # back
+        clock.advance(minutes=5)  # the longest backoff
+        report = notifier.run_once()
+        assert (report.sent, report.failed) == (10, 0)
+        assert notifier.run_once().sent == 0
+    finally:
+        rt.close()
+    assert sorted(b["key"] for b in _bodies(receiver)) == sorted(
+        f"wms_mismatch:{n}" for n in range(10))
