@@ -5,7 +5,9 @@ the other's half-done work is theirs to finish — the one way to double a stock
 the outbox's own bookkeeping cannot rule out. So every process that does work takes this
 lock first. Read-only and admin commands (status, inbox/outbox list, retry, resolve) do not.
 
-- SQLite: a ``flock`` on ``<state_dir>/nebridge.lock`` (the database lives on this host).
+- SQLite: a ``flock`` on ``<database file>.lock`` next to the database file, found through
+  its real path (however ``database_url`` spells it; ``<state_dir>/nebridge.lock`` for an
+  in-memory database).
 - PostgreSQL: a session advisory lock, keyed on what the server says the database is, not on
   how ``database_url`` spells it: advisory locks belong to one database of one server, and
   the key is the oid of the schema nebridge's tables live in, so ``…@127.0.0.1/db`` and
@@ -33,6 +35,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -170,10 +173,10 @@ class InstanceLock:
         if not self.postgres:
             holder = "?"
             with suppress(OSError):
-                holder = (self.config.state_dir / "nebridge.lock").read_text().strip() or "?"
+                holder = self.lock_file().read_text().strip() or "?"
             return (f"another nebridge process (pid {holder}) is working on "
-                    f"{self.config.state_dir}; stop it first (`systemctl stop nebridge`), or "
-                    "let it do the work")
+                    f"{describe_database(self.engine.url)}; stop it first "
+                    "(`systemctl stop nebridge`), or let it do the work")
         return (f"another nebridge process is working on this database ({self.holder()}); "
                 "stop it first (`systemctl stop nebridge` on that host) — a second daemon "
                 "waits as a standby while the first runs")
@@ -200,9 +203,17 @@ class InstanceLock:
         return str(self.identity) if self.identity else describe_database(
             self.engine.url)
 
+    def lock_file(self) -> Path:
+        """SQLite: the lock file of the database file (its real path, plus ``.lock``)."""
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return self.config.state_dir / "nebridge.lock"
+        real = Path(database).resolve()
+        return real.with_name(real.name + ".lock")
+
     def _acquire_file(self) -> bool:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
-        path = self.config.state_dir / "nebridge.lock"
+        path = self.lock_file()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -399,3 +399,28 @@ def test_db_upgrade_never_migrates_under_a_working_process(
     finally:
         holder.release()
         engine.dispose()
+
+
+def test_two_spellings_of_one_sqlite_file_share_one_lock(
+    make_config: ConfigFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "db" / "nebridge.db"
+    database.parent.mkdir()
+    (tmp_path / "link").symlink_to(database.parent)
+    monkeypatch.chdir(tmp_path)
+    urls = [f"sqlite:///{database}", "sqlite:///link/nebridge.db"]
+    config = load_config(make_config(database_url=urls[0])).config
+    other_state = config.model_copy(update={"state_dir": tmp_path / "elsewhere"})
+    engines = [make_engine(url) for url in urls]
+    locks = [InstanceLock(config, engines[0]), InstanceLock(other_state, engines[1])]
+    try:
+        assert locks[0].try_acquire()
+        assert not locks[1].try_acquire()  # another state_dir, the same database file
+        assert f"(pid {os.getpid()})" in locks[1].refusal()
+        locks[0].release()
+        assert locks[1].try_acquire()
+    finally:
+        for lock in locks:
+            lock.release()
+        for engine in engines:
+            engine.dispose()
