@@ -122,12 +122,30 @@ def _change_steps(db: Bind, order_id: str) -> list[Step]:
     return steps
 
 
+def goods_history(db: Bind, goods: str) -> list[Step]:
+    """The stock corrections of a Next Engine goods code (``nebridge stock reconcile``)."""
+    with read_session(db) as session:
+        items = list(session.scalars(
+            select(OutboxItem).where(col(OutboxItem.idempotency_key).startswith("reconcile:"))
+            .where(col(OutboxItem.idempotency_key).endswith(f":{goods}"))
+            .order_by(col(OutboxItem.id))))
+        uploads = {u.ref: u for u in session.scalars(select(StockUpload).where(
+            col(StockUpload.ref).in_([i.dispatch_ref for i in items if i.dispatch_ref])))}
+    steps: list[Step] = []
+    for item in items:
+        steps.extend(_item_steps(item, uploads.get(item.dispatch_ref or "")))
+    return sorted(steps, key=_order)
+
+
 def _item_steps(item: OutboxItem, upload: StockUpload | None) -> list[Step]:
     payload = json.loads(item.payload)
     if item.kind == "ship_order":
         tracking = payload.get("tracking_number")
         what = (f"action #{item.id}: ship Next Engine order {item.subject}"
                 + (f" with tracking number {tracking}" if tracking else " (no tracking number)"))
+    elif "snapshot" in payload:
+        what = (f"action #{item.id}: correct Next Engine stock of {payload.get('goods')} by "
+                f"{payload.get('delta'):+d} to the count of snapshot {payload['snapshot']}")
     else:
         what = (f"action #{item.id}: change Next Engine stock of WMS product {item.subject} "
                 f"by {payload.get('delta'):+d}")

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import func, or_
 from sqlmodel import col, select
 
+from daemon import attention
+from daemon.attention import AttentionKind
 from daemon.nextengine.search import Resource
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.serialize import dumps
@@ -45,7 +47,7 @@ from daemon.store.models import (
 )
 from hooks.connectors import ConnectorContext, StockBatch, StockReadingConnector
 from hooks.errors import BatchRejected, RecordError
-from hooks.records import WarehouseInfo
+from hooks.records import Problem, WarehouseInfo
 
 if TYPE_CHECKING:
     from daemon.runtime import Runtime
@@ -543,3 +545,52 @@ def diff_now(runtime: Runtime, take: bool = False) -> StockDiff:
         take_snapshots(runtime.db, runtime.connector, runtime.connector_context(), take)
     return compare(runtime.db, runtime.ne_client(), runtime.warehouses(),
                    link_key_of(runtime), runtime.host.loaded_names())
+
+
+DRIFT_KEY = "stock:drift:"
+
+
+def plugin_options(runtime: Runtime) -> Any | None:
+    """The validated options of the ``stock_reconcile`` plugin, or None when it is off."""
+    if RECONCILE_PLUGIN not in runtime.host.loaded_names():
+        return None
+    record = runtime.host.records.get(RECONCILE_PLUGIN)
+    return record.options if record is not None else None
+
+
+def check(runtime: Runtime, take: bool) -> StockDiff | None:
+    """The ``stock_reconcile`` pass: compare; with ``auto_correct`` queue the corrections of
+    at most ``max_auto_correct`` units; put every other unexplained drift in attention (and
+    so in the notifications) and close the ones that are gone. None when the plugin is off or
+    a linked warehouse has no snapshot yet (logged; nothing to compare)."""
+    options = plugin_options(runtime)
+    if options is None:
+        return None
+    try:
+        diff = diff_now(runtime, take=take)
+    except StockError as exc:
+        log.info("stock not compared: %s", exc)
+        return None
+    queued: set[str] = set()
+    if options.auto_correct:
+        done = reconcile(runtime.db, diff, max_delta=options.max_auto_correct,
+                         link_key=link_key_of(runtime))
+        queued = {c.goods for c in done if c.state in ("queued", "exists")}
+    open_keys: set[str] = set()
+    for row in diff.unexplained:
+        if row.goods in queued:
+            continue
+        key = f"{DRIFT_KEY}{row.goods}"[:200]
+        open_keys.add(key)
+        attention.report(runtime.db, Problem(
+            key=key, kind=AttentionKind.STOCK_DRIFT, severity="warning", subject=row.goods,
+            reason=(f"Next Engine stock of {row.goods} is {row.ne}, the linked warehouses "
+                    f"counted {row.wms} (in flight {row.in_flight:+d}): {row.drift:+d} that "
+                    "nebridge cannot explain"),
+            fix=(f"check it (`nebridge stock diff`), then `nebridge stock reconcile --apply "
+                 f"--goods {row.goods}` sets Next Engine to the count, or correct the count "
+                 "in the WMS")), source=RECONCILE_PLUGIN)
+    attention.resolve(runtime.db, attention.open_problem_keys(runtime.db, DRIFT_KEY) - open_keys)
+    log.info("stock compared: %d goods, %d drift(s), %d unexplained, %d corrected",
+             diff.compared, len(diff.drifts), len(diff.unexplained), len(queued))
+    return diff

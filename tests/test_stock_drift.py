@@ -17,7 +17,9 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from daemon.admin import run_once
+from daemon.attention import collect
 from daemon.cli import app
+from daemon.stock import check as stock_check
 from daemon.stock import compare, reconcile
 from daemon.store.engine import read_session
 from daemon.store.models import InboxBatch, InboxEvent, OutboxItem
@@ -119,6 +121,11 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     assert cli(world, "stock", "reconcile", "--apply", "--yes").exit_code == 0
     once(world)
     assert world.uploaded("A-1") == 8  # never sent twice
+    shown = cli(world, "history", "--goods", "A-1", "--json")
+    assert shown.exit_code == 0, shown.output
+    whats = [step["what"] for step in json.loads(shown.stdout)["steps"]]
+    assert any("correct Next Engine stock of A-1 by +3" in w for w in whats), whats
+    assert any(w.endswith("done after 1 attempt(s)") for w in whats), whats
 
 
 def test_snapshot_older_than_applied_events(world: World) -> None:
@@ -273,3 +280,42 @@ def test_bad_stock_file_rejected_whole_with_line_reasons(world: World) -> None:
         assert session.scalars(select(InboxEvent)).all() == []
     result = cli(world, "stock", "diff")
     assert result.exit_code == 1 and "no stock snapshot yet" in result.output
+
+
+def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    plugins = {**DEFAULT_PLUGINS, "stock_reconcile": {
+        "enabled": True, "auto_correct": True, "max_auto_correct": 5}}
+    for world in make_world(make_config, tmp_path, plugins=plugins):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=10)
+        st.create_goods("B-2", quantity=10)
+        world.products([("P-A", "A-1"), ("P-B", "B-2")])
+        once(world)
+        stock(world, "stock-1.csv", [f"ITAKU,P-A,13,{LATER}", f"ITAKU,P-B,30,{LATER}"])
+        intake_only(world)
+        rt = world.runtime()
+        try:
+            diff = stock_check(rt, take=False)
+            assert diff is not None and len(diff.unexplained) == 2
+            shown = collect(rt.db)
+        finally:
+            rt.close()
+        drift = [i for i in shown.items if i.kind == "stock_drift"]
+        assert [i.subject for i in drift] == ["B-2"]  # 20 > 5 waits for a person
+        assert "reconcile --apply --goods B-2" in drift[0].fix
+        once(world)
+        assert world.uploaded("A-1") == 3 and world.uploaded("B-2") == 0
+        # the person corrects B-2; the next pass closes the attention item
+        assert cli(world, "stock", "reconcile", "--apply", "--yes", "--goods", "B-2"
+                   ).exit_code == 0
+        once(world)
+        assert world.uploaded("B-2") == 20
+        rt = world.runtime()
+        try:
+            diff = stock_check(rt, take=False)
+            assert diff is not None and diff.drifts == []
+            assert "stock_drift" not in collect(rt.db).counts
+        finally:
+            rt.close()
