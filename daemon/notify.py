@@ -15,13 +15,14 @@ Each message is a :class:`~daemon.store.models.NotificationRow` with one
 ``nebridge_notify``), all stored in the transaction that records the keys as told. The
 attention state itself is durable, so a crash before that transaction loses nothing (the next
 scan finds the same difference) and a crash after it leaves deliveries pending. Deliveries are
-sent by the same job, each sink on its own: a failure is retried with backoff (doubling from
-``retry_first_seconds`` to ``retry_max_seconds``) and never holds back other sinks or the
-pipelines (the job runs on an executor of its own). A delivery is marked in flight before it
-is handed to the sink and sent when the sink returns; one left in flight by a crash is sent
-again with the same ``delivery_key`` — the only case a copy can reach a sink, which the key
-lets the receiver drop. A sink failing ``failing_after_attempts`` times in a row becomes an
-attention item itself (told to the other sinks, not to itself).
+sent by the same job, each sink on its own: a failing sink is retried with backoff (doubling
+from ``retry_first_seconds`` to ``retry_max_seconds`` per failure in a row; its waiting messages
+wait with it) and never holds back other sinks or the pipelines (the job runs on an executor
+of its own); once it takes a message again, all that waited for it is sent. A delivery is
+marked in flight before it is handed to the sink and sent when the sink returns; one left in
+flight by a crash is sent again with the same ``delivery_key`` — the only case a copy can
+reach a sink, which the key lets the receiver drop. A sink failing ``failing_after_attempts``
+times in a row becomes an attention item itself (told to the other sinks, not to itself).
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ class Notifier:
         """
         report = report or NotifyReport()
         sinks = set(self.sinks())
-        failed_sinks: set[str] = set()
+        failed_sinks = self._in_backoff()
         ctx: NotifyContext | None = None
         for _round in range(MAX_ROUNDS):
             now = self.clock()
@@ -258,6 +259,15 @@ class Notifier:
                     self._failed(delivery.id, delivery.sink, text)
         return report
 
+    def _in_backoff(self) -> set[str]:
+        """Sinks that failed and wait for their backoff (a new message waits with them)."""
+        with read_session(self.db) as session:
+            return set(session.scalars(
+                select(col(NotifyDelivery.sink)).distinct()
+                .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                .where(col(NotifyDelivery.attempts) > 0)
+                .where(col(NotifyDelivery.next_attempt_at) > self.clock())))
+
     def _claim(self, delivery_id: int | None) -> Notification | None:
         """Mark a pending delivery in flight and return its message (None: not pending)."""
         with write_session(self.db) as session:
@@ -290,16 +300,21 @@ class Notifier:
         with write_session(self.db) as session:
             row = session.get(NotifyDelivery, delivery_id)
             assert row is not None
-            delay = min(s.retry_first_seconds * 2 ** max(0, row.attempts - 1),
-                        s.retry_max_seconds)
             row.state, row.last_error = DeliveryState.PENDING.value, error
-            row.next_attempt_at = now + timedelta(seconds=delay)
             session.add(row)
-            if row.attempts >= s.failing_after_attempts:
-                waiting = int(session.scalar(
-                    select(func.count()).select_from(NotifyDelivery)
-                    .where(col(NotifyDelivery.sink) == sink)
-                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)) or 0)
+            session.flush()
+            waiting_rows = list(session.scalars(
+                select(NotifyDelivery).where(col(NotifyDelivery.sink) == sink)
+                .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)))
+            # the backoff is the sink's: failures in a row = the most attempts of a waiting one
+            failures = max(r.attempts for r in waiting_rows)
+            retry_at = now + timedelta(seconds=min(
+                s.retry_first_seconds * 2 ** max(0, failures - 1), s.retry_max_seconds))
+            for waiting_row in waiting_rows:
+                waiting_row.next_attempt_at = max(waiting_row.next_attempt_at, retry_at)
+                session.add(waiting_row)
+            if failures >= s.failing_after_attempts:
+                waiting = len(waiting_rows)
                 attention.report_in(session, Problem(
                     key=failing_key(sink), kind=AttentionKind.NOTIFY_FAILING, subject=sink,
                     reason=(f"notifications cannot be delivered through {sink}: {error}; "
