@@ -29,6 +29,7 @@ from daemon.outbox import DispatchReport, backlog_by_state
 from daemon.pipeline import StageResult
 from daemon.pluginmanager import PluginHost, PluginRecord, PluginState
 from daemon.runtime import Runtime, build_runtime, load_plugins
+from daemon.stock import check as stock_check
 from daemon.store.engine import (
     Bind,
     current_revision,
@@ -311,6 +312,13 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
             report.problems.extend(f"{r.warehouse}/{r.stage.value}: {f}" for f in r.failures)
             if r.paused_reason:
                 report.problems.append(f"{r.warehouse}/{r.stage.value}: paused")
+    if not dry_run and report.intake is not None and report.intake.stock_snapshots:
+        progress("comparing stock with Next Engine")
+        try:
+            stock_check(runtime, take=False)
+        except Exception as exc:  # Next Engine down: the next snapshot or schedule compares
+            report.problems.append(f"stock comparison failed: {exc}; `nebridge stock diff` "
+                                   "runs it by hand")
     if dry_run:
         report.dispatch_plan = describe_pending(runtime.db)
     else:

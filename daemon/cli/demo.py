@@ -36,12 +36,14 @@ from sqlmodel import col, select
 
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.common import fail, info, print_table
+from daemon.cli.stock import show_diff
 from daemon.config import ConfigError, DaemonConfig, LoadedConfig, load_config, read_yaml
 from daemon.nelink import connect, sign_in_url, wait_for_redirect
 from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
 from daemon.runtime import build_runtime
+from daemon.stock import diff_now, link_key_of, reconcile
 from daemon.store.engine import make_engine, read_session, upgrade
-from daemon.store.models import ImportedOrder, OutboxItem, OutboxState
+from daemon.store.models import ImportedOrder, OutboxItem, OutboxState, WmsProduct
 from daemon.yamledit import dump, write_atomically
 
 #: The commented example configuration, shipped inside the package (the checkout's
@@ -333,6 +335,7 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
     plant_unlinked_order(sandbox)
     unlinked = UNLINKED_GOODS.casefold()
     products = [(p, link) for p, link in _products(sandbox) if link.casefold() != unlinked]
+    on_hand = _on_hand(sandbox, products)
     _write(root / "wms" / "inbox" / "products.csv", "product_code,link_code",
            [f"{p},{link}" for p, link in products])
     time.sleep(0.3)
@@ -346,6 +349,7 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
     time.sleep(0.3)
     reports = _until_quiet(config_path)
     _summarise(loaded.config, config_path, sandbox, expected, import_reports + reports, staff)
+    _play_stock(root, config_path, sandbox, on_hand)
 
 
 def _summarise(
@@ -418,3 +422,97 @@ def _summarise(
         fail("demo check failed:\n  " + "\n  ".join(problems))
     info(f"demo check passed against the sandbox: {len(expected_ships)} order(s) shipped once "
          "each with the right tracking numbers, stock changes exact to the unit")
+
+
+# -- stock drift: the WMS counts, nebridge compares, a manual edit is found and corrected ------
+
+#: Where the demo's WMS counts stock (the one warehouse linked to Next Engine).
+STOCK_WAREHOUSE = "ITAKU"
+
+
+def _on_hand(sandbox: SandboxServer, products: list[tuple[str, str]]) -> dict[str, int]:
+    """The warehouse's stock before the demo: in step with Next Engine's, product by product."""
+    out: dict[str, int] = {}
+    for product, link in products:
+        goods = sandbox.state.find_goods(link)
+        out[product] = goods.quantity if goods is not None else 0
+    return out
+
+
+def _counted(root: Path, on_hand: dict[str, int]) -> dict[str, int]:
+    """The warehouse's count after the demo's shipments and receipts there, computed from the
+    files its WMS wrote (not from nebridge)."""
+    counts = dict(on_hand)
+    processed = root / "wms" / "inbox" / "processed"
+    for pattern, sign in (("shipments-demo*.csv", -1), ("receipts-demo*.csv", 1)):
+        for path in processed.glob(pattern):
+            with path.open(encoding="utf-8", newline="") as handle:
+                for row in csv.DictReader(handle):
+                    if row["warehouse"] == STOCK_WAREHOUSE:
+                        counts[row["product_code"]] += sign * int(row["quantity"])
+    return counts
+
+
+def _play_stock(root: Path, config_path: Path, sandbox: SandboxServer,
+                on_hand: dict[str, int]) -> None:
+    """The WMS counts its stock: nebridge finds no unexplained drift. A person then edits a
+    goods' stock in Next Engine by hand: ``stock diff`` finds it, ``stock reconcile`` puts
+    it right, once."""
+    counts = _counted(root, on_hand)
+    _write(root / "wms" / "inbox" / "stock-demo.csv", "warehouse,product_code,quantity,counted_at",
+           [f"{STOCK_WAREHOUSE},{p},{q},2026-11-27 18:00:00" for p, q in sorted(counts.items())])
+    info(f"… the WMS counts its stock at {STOCK_WAREHOUSE} ({len(counts)} products): "
+         "`nebridge stock diff`")
+    time.sleep(0.3)
+    _until_quiet(config_path)
+    problems: list[str] = []
+    if _show_stock(config_path):
+        problems.append("stock diff found unexplained drift after the demo's own sync")
+    links = _links(config_path)
+    product, link = next((p, links[p]) for p in sorted(counts) if counts[p] and p in links)
+    goods = sandbox.state.find_goods(link)
+    assert goods is not None
+    edited = goods.quantity + 7
+    requests.post(f"{sandbox.base_url}/_sandbox/human_edit/stock",
+                  json={"goods_id": goods.code, "quantity": edited}, timeout=10
+                  ).raise_for_status()
+    info(f"… a person sets the stock of {goods.code} to {edited} in Next Engine by hand: "
+         "`nebridge stock diff`")
+    if _show_stock(config_path) != 1:
+        problems.append(f"stock diff did not find the manual edit of {goods.code}")
+    runtime = build_runtime(config_path)
+    try:
+        diff = diff_now(runtime)
+        done = reconcile(runtime.db, diff, link_key=link_key_of(runtime))
+    finally:
+        runtime.close()
+    info("… `nebridge stock reconcile --apply`: " + "; ".join(
+        f"{c.goods} {c.delta:+d} ({c.state})" for c in done))
+    _until_quiet(config_path)
+    if _show_stock(config_path) or goods.quantity != edited - 7:
+        problems.append(f"the correction of {goods.code} did not bring Next Engine back to "
+                        f"the count ({goods.quantity}, counted {edited - 7})")
+    if problems:
+        fail("demo check failed:\n  " + "\n  ".join(problems))
+    info(f"demo stock check passed: zero unexplained drift over {len(counts)} products; the "
+         f"manual edit of {goods.code} ({product}) was found and corrected once")
+
+
+def _links(config_path: Path) -> dict[str, str]:
+    """The product master nebridge holds (product code → link code)."""
+    runtime = build_runtime(config_path)
+    try:
+        with read_session(runtime.engine) as session:
+            return {p.product_code: p.link_code or "" for p in session.scalars(
+                select(WmsProduct)) if p.link_code}
+    finally:
+        runtime.close()
+
+
+def _show_stock(config_path: Path) -> int:
+    """Compare and print as `nebridge stock diff` does; return the unexplained drifts."""
+    runtime = build_runtime(config_path)
+    try:
+        return show_diff(diff_now(runtime))
+    finally:
+        runtime.close()

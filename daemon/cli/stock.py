@@ -86,6 +86,13 @@ def diff_cmd(
         diff = _diff(runtime, take=False)
     finally:
         runtime.close()
+    if show_diff(diff, warehouse, as_json):
+        raise typer.Exit(1)
+
+
+def show_diff(diff: StockDiff, warehouse: str | None = None, as_json: bool = False) -> int:
+    """Print a comparison (a table and notes, or JSON); return how many goods drift without
+    a known cause (``nebridge demo`` shows its comparisons the same way)."""
     rows = [r for r in diff.drifts if warehouse is None or r.warehouses.get(warehouse)]
     unexplained = [r for r in rows if r.unexplained]
     if as_json:
@@ -113,8 +120,7 @@ def diff_cmd(
                  "`nebridge stock reconcile --apply` (or fix them in Next Engine)")
         else:
             info("no unexplained drift")
-    if unexplained:
-        raise typer.Exit(1)
+    return len(unexplained)
 
 
 @app.command("reconcile")
