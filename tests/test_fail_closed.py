@@ -47,6 +47,20 @@ def broken_world(make_config: ConfigFactory, tmp_path: Path, fake_site: Path) ->
     yield from make_world(make_config, tmp_path, plugins=plugins)
 
 
+def scrape(world: World) -> str:
+    """The daemon's Prometheus page for ``world``'s configuration, over HTTP."""
+    rt = world.runtime()
+    metrics = Metrics()
+    metrics.watch_store(rt.db, rt.host)
+    metrics.serve("127.0.0.1", 0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as resp:
+            return str(resp.read().decode())
+    finally:
+        metrics.stop()
+        rt.close()
+
+
 def set_plugin(config: Path, name: str, enabled: bool) -> None:
     code, out, err = cli(config, "plugins", "enable" if enabled else "disable", name)
     assert code == 0, out + err
@@ -92,6 +106,7 @@ def test_unimportable_plugin_pauses_every_stage_until_disabled(broken_world: Wor
     code, _out, err = cli(world.config, "config", "check")
     assert code == 1
     assert "plugins.fake_importerror.enabled" in err and "this_module_does_not_exist" in err
+    assert 'nebridge_attention{kind="paused_stage"} 3.0' in scrape(world)
 
     set_plugin(world.config, "fake_importerror", False)
     code, out, _ = cli(world.config, "run", "--once")
@@ -181,16 +196,7 @@ def test_held_order_stays_visible_everywhere_until_resolved(
         assert code == 0 and warning["status"] == "warn" and "1 held order" in warning["detail"]
         _code, human, _ = cli(world.config, "doctor", "--offline")
         assert "WARN" in human and "1 warning(s)" in human
-        rt = world.runtime()
-        metrics = Metrics()
-        metrics.watch_store(rt.db, rt.host)
-        metrics.serve("127.0.0.1", 0)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as resp:
-                text = resp.read().decode()
-        finally:
-            metrics.stop()
-            rt.close()
+        text = scrape(world)
         assert 'nebridge_attention{kind="held_order"} 1.0' in text
         assert 'nebridge_attention{kind="paused_stage"} 0.0' in text
         world.products([("P-A", "A-1"), ("P-Z", "ZZZ-9")])  # fixed in the WMS
