@@ -225,6 +225,7 @@ def resolve_warehouses(config: LogikuraConfig, catalog: Catalog,
 
 
 WAREHOUSE_IDS_KEY = "warehouse_ids"
+RENAMED_KEY = "warehouse_renamed"
 
 
 @dataclass
@@ -248,6 +249,8 @@ class WarehouseMap:
         names = {lid: code for code, lid in catalog.warehouses.items()}
         known: dict[str, int] = {str(k): int(v) for k, v in
                                  (store.get_json(WAREHOUSE_IDS_KEY) or {}).items()}
+        was_renamed = set(store.get_json(RENAMED_KEY) or [])
+        renamed: set[str] = set()
         by_id: dict[int, str] = {}
         missing: list[str] = []
         for code in ctx.warehouses:
@@ -256,10 +259,12 @@ class WarehouseMap:
             if target in catalog.warehouses:
                 by_id[catalog.warehouses[target]] = code
                 known[code] = catalog.warehouses[target]
-                ctx.resolve_problem(key)
+                if code in was_renamed:
+                    ctx.resolve_problem(key)
             elif known.get(code) in names:
                 lid = known[code]
                 by_id[lid] = code
+                renamed.add(code)
                 ctx.report_problem(Problem(
                     key=key, kind="wms_mismatch", severity="warning", warehouse=code,
                     subject=f"拠点 #{lid}",
@@ -272,7 +277,10 @@ class WarehouseMap:
                 missing.append(f"warehouse {code} of daemon.yaml has no Logikura 拠点 "
                                f"{target} (Logikura has: {have}); fix warehouses[].code or "
                                "map it in wms.logikura.warehouse_codes")
-        store.put_json(WAREHOUSE_IDS_KEY, known)
+        if store.get_json(WAREHOUSE_IDS_KEY) != known:
+            store.put_json(WAREHOUSE_IDS_KEY, known)
+        if renamed != was_renamed:
+            store.put_json(RENAMED_KEY, sorted(renamed))
         return cls(by_id, names, missing)
 
     def describe(self, lid: int) -> str:

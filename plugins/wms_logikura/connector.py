@@ -99,6 +99,7 @@ class LogikuraConnector:
         self._parts: _Parts | None = None
         self._lock = threading.Lock()
         self._last_poll = float("-inf")
+        self._unsure: set[str] | None = None  # read-failed keys that may be open
 
     # ---------------------------------------------------------------- assembly
     def _get(self, ctx: ConnectorContext) -> _Parts:
@@ -146,9 +147,26 @@ class LogikuraConnector:
         try:
             yield from self._get(ctx).reader.batches(kind, ctx)
         except LogikuraError as exc:
-            _read_failed(ctx, what, exc)
+            self._failed(ctx, what, exc)
             raise
-        ctx.resolve_problem(f"{READ_FAILED_KEY}{what}")
+        self._read_ok(ctx, what)
+
+    def _unsure_keys(self) -> set[str]:
+        """What may have a read-failed item open: everything at start, then what failed."""
+        if self._unsure is None:
+            self._unsure = {k.key for k in KINDS.values()} | {"product_master"}
+        return self._unsure
+
+    def _failed(self, ctx: ConnectorContext, what: str, exc: LogikuraError) -> None:
+        _read_failed(ctx, what, exc)
+        self._unsure_keys().add(what)
+
+    def _read_ok(self, ctx: ConnectorContext, what: str) -> None:
+        """Close the read-failed item of ``what`` if it may be open (no database write at
+        every poll)."""
+        if what in self._unsure_keys():
+            ctx.resolve_problem(f"{READ_FAILED_KEY}{what}")
+            self._unsure_keys().discard(what)
 
     def product_snapshot(self, ctx: ConnectorContext, known_version: str | None
                          ) -> ProductSnapshot | None:
@@ -158,9 +176,9 @@ class LogikuraConnector:
         try:
             catalog = parts.catalog.get(parts.client)
         except LogikuraError as exc:
-            _read_failed(ctx, "product_master", exc)
+            self._failed(ctx, "product_master", exc)
             raise
-        ctx.resolve_problem(f"{READ_FAILED_KEY}product_master")
+        self._read_ok(ctx, "product_master")
         if catalog.version == known_version:
             return None
         return ProductSnapshot(catalog.version, tuple(catalog.products()))

@@ -265,6 +265,8 @@ def test_read_failures_fail_the_run_and_are_reported(site: SiteFactory) -> None:
     renamed = items(report)["logikura:warehouse:SHINJUKU"]
     assert "SHINJUKU-2" in renamed["reason"] and "warehouse_codes" in renamed["fix"]
     assert any(a.endswith(":1") for a in report["intake"]["accepted"])  # still read
+    shinjuku.code = "SHINJUKU"  # named back: the warning closes
+    assert "logikura:warehouse:SHINJUKU" not in items(s.once()[1])
 
     s.lk.state.expire_access_tokens()
     s.lk.state.expire_refresh_tokens()
