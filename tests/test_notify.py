@@ -4,8 +4,11 @@ resolved), failing sinks, crashes, and the ``nebridge notify`` commands."""
 from __future__ import annotations
 
 import json
+import signal
 import ssl
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -480,3 +483,53 @@ def test_after_a_sink_outage_everything_that_waited_goes_out_once_in_one_run(
         rt.close()
     assert sorted(b["key"] for b in _bodies(receiver)) == sorted(
         f"wms_mismatch:{n}" for n in range(10))
+
+
+def test_the_running_daemon_tells_staff_about_a_rejected_file(
+    make_config: ConfigFactory, receiver: HttpReceiver, tmp_path: Path
+) -> None:
+    config = make_config(plugins={**DEFAULT_PLUGINS, **_json_sink(receiver.url)},
+                         notify={"interval_seconds": 0.5})
+    inbox = tmp_path / "wms" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "shipments-bad.csv").write_text("not,a,shipment,header\n1,2,3,4\n",
+                                             encoding="utf-8")
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "run"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not receiver.requests and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    bodies = _bodies(receiver)
+    assert [(b["event"], b["kind"]) for b in bodies] == [("open", "rejected_file")], \
+        (tmp_path / "daemon.log").read_text()
+    assert "shipments-bad.csv" in bodies[0]["ids"][0]
+    assert "nebridge inbox retry" in bodies[0]["fix"]
+
+
+def test_a_failing_sink_shows_in_status_and_doctor(make_config: ConfigFactory) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    path = make_config(plugins={**DEFAULT_PLUGINS, **_json_sink(closed)},
+                       notify={"failing_after_attempts": 1})
+    rt = build_runtime(path)
+    try:
+        attention.report(rt.engine, _problem(1))
+        assert rt.notifier().run_once().failed == 1
+    finally:
+        rt.close()
+    runner = CliRunner()
+    status = runner.invoke(app, ["-c", str(path), "status", "--json"])
+    data = json.loads(status.output)
+    assert data["notify"] == {"sinks": ["notify_webhook"], "waiting": {"notify_webhook": 1}}
+    assert data["attention"]["counts"]["notify_failing"] == 1
+    human = runner.invoke(app, ["-c", str(path), "status"])
+    assert "notifications: notify_webhook (1 waiting for notify_webhook)" in human.output
+    doctor = runner.invoke(app, ["-c", str(path), "doctor", "--offline"])
+    assert "1 notify failing" in doctor.output
