@@ -424,3 +424,30 @@ def test_two_spellings_of_one_sqlite_file_share_one_lock(
             lock.release()
         for engine in engines:
             engine.dispose()
+
+
+def test_run_once_exits_75_when_its_lock_is_lost(
+    make_config: ConfigFactory, tmp_path: Path, schema: str
+) -> None:
+    base = pg_base()
+    target = make_url(base)
+    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy, \
+            contextmanager(make_world)(
+                make_config, tmp_path, sandbox_options={"faults": {"latency_ms": 1500}},
+                database_url=spelled(base, schema, host="127.0.0.1", port=proxy.port),
+            ) as world:
+        calls = world.sandbox.state.traffic.calls
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(world.config), "run", "--once"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            wait_until(lambda: world.sandbox.state.traffic.calls > calls,
+                       "run --once to call Next Engine")
+            proxy.stop()
+            _out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 75, err
+        assert "lost the instance lock" in err and "exiting (status 75)" in err, err
