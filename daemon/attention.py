@@ -63,6 +63,7 @@ class AttentionKind(StrEnum):
     NE_TOKEN_EXPIRING = "ne_token_expiring"
     WMS_AUTH_LOST = "wms_auth_lost"
     NOTIFY_FAILING = "notify_failing"
+    ORDER_CHANGED = "order_changed"
     STOCK_DRIFT = "stock_drift"
 
 

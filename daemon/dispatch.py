@@ -55,6 +55,7 @@ from daemon.nextengine.errors import (
 )
 from daemon.nextengine.search import Where
 from daemon.nextengine.xmlbuild import OrderUpdate
+from daemon.orderwatch import report_shipped_cancelled
 from daemon.outbox import transition
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
@@ -283,6 +284,7 @@ class ShipExecutor(_NeExecutor):
         self._move(given_up, OutboxState.FAILED, count_attempt=True,
                    error="order stayed in a status that cannot be shipped; check it in "
                          "Next Engine, then `nebridge outbox retry ID`")
+        report_shipped_cancelled(self.engine, cancelled)
         for item in (*cancelled, *shipped):
             log.warning("ship action %s for order %s skipped: %s", item.id, item.subject,
                         "cancelled" if item in cancelled else "already shipped")

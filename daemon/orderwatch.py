@@ -35,8 +35,16 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from daemon import attention
+from daemon.outbox import insert_ignoring_duplicates
 from daemon.store.engine import Bind, read_session, write_session
-from daemon.store.models import ImportedOrder, InstructionBatchRecord, OrderChange
+from daemon.store.models import (
+    AttentionProblem,
+    ImportedOrder,
+    InboxEvent,
+    InstructionBatchRecord,
+    OrderChange,
+    OutboxItem,
+)
 from hooks.connectors import (
     CancellationBatch,
     CancellingConnector,
@@ -64,7 +72,7 @@ COMPARED = {
 #: ``OrderChange.state`` values.
 PENDING, SENT, REFUSED, MANUAL = "pending", "sent", "refused", "manual"
 #: The attention kind of every watch problem (a person must stop or decide an order).
-KIND = "order_changed"
+KIND = attention.AttentionKind.ORDER_CHANGED
 
 
 def stop_key(ne_order_id: str) -> str:
@@ -295,7 +303,7 @@ class OrderWatch:
             fix=(f"stop order {change.ne_order_id} in the WMS by hand; if it ships anyway "
                  "nebridge never ships it in Next Engine and shows the shipment here. "
                  f"`nebridge history --order {change.ne_order_id}` shows what happened; "
-                 f"`nebridge attention resolve {stop_key(change.ne_order_id)}` once stopped"),
+                 f"`nebridge orders stopped {change.ne_order_id}` once it is stopped"),
             warehouse=code, subject=change.ne_order_id)
 
 
@@ -329,3 +337,94 @@ def as_dict(change: OrderChange) -> dict[str, Any]:
             "batch": change.batch, "reinstruction": change.reinstruction,
             "wms_answer": change.wms_answer, "detected_at": change.detected_at.isoformat(),
             "sent_at": change.sent_at.isoformat() if change.sent_at else None}
+
+
+# -- goods shipped for an order cancelled in Next Engine ---------------------------------------
+
+
+def shipped_key(ne_order_id: str) -> str:
+    """Attention key: goods left the warehouse for an order cancelled in Next Engine."""
+    return f"order_watch:shipped:{ne_order_id}"
+
+
+class ShippedAnywayError(Exception):
+    """``orders shipped-anyway`` cannot act; the message says why and what to do."""
+
+
+def report_shipped_cancelled(engine: Bind, items: Sequence[OutboxItem]) -> None:
+    """Put each shipment of an order cancelled in Next Engine in front of a person: the goods
+    physically left, Next Engine shipped nothing, so its stock still counts them. The person
+    decides with ``nebridge orders shipped-anyway``."""
+    if not items:
+        return
+    with write_session(engine) as session:
+        for item in items:
+            event = session.get(InboxEvent, item.event_id) if item.event_id else None
+            if event is None:
+                continue
+            lines = json.loads(event.payload)["lines"]
+            shown = ", ".join(f"{x['product_code']} ×{x['quantity']}" for x in lines)
+            oid = item.subject
+            attention.resolve_in(session, [stop_key(oid)])
+            attention.report_in(session, Problem(
+                key=shipped_key(oid), kind=KIND,
+                reason=(f"goods left {item.warehouse} for order {oid}, which was cancelled in "
+                        f"Next Engine: shipment {event.external_id} ({shown}). Next Engine did "
+                        "not ship the order, so its stock still counts these goods"),
+                fix=(f"if the goods left for good, `nebridge orders shipped-anyway {oid} "
+                     "--apply-stock` takes them off Next Engine stock (once); if they came "
+                     f"back, `nebridge orders shipped-anyway {oid} --leave-stock`"),
+                warehouse=item.warehouse, subject=oid), PLUGIN)
+
+
+def shipped_anyway(engine: Bind, ne_order_id: str, apply_stock: bool, linked: set[str],
+                   clock: Callable[[], datetime]) -> str:
+    """The admin's decision on goods shipped for a cancelled order: ``apply_stock`` queues one
+    ``adjust_stock`` action per product (idempotency key per shipment and product: applied
+    once however often asked), else the stock is left as it is. Closes the attention item."""
+    now = clock()
+    with write_session(engine) as session:
+        problem = session.get(AttentionProblem, shipped_key(ne_order_id))
+        if problem is None or problem.state != "open":
+            raise ShippedAnywayError(
+                f"no shipment of a cancelled order waits for a decision on order "
+                f"{ne_order_id}; `nebridge attention` lists what waits")
+        items = list(session.scalars(
+            select(OutboxItem).where(col(OutboxItem.kind) == "ship_order")
+            .where(col(OutboxItem.subject) == ne_order_id)))
+        events = [session.get(InboxEvent, i.event_id) for i in items if i.event_id]
+        rows = []
+        for item, event in zip(items, events, strict=True):
+            if event is None or not apply_stock:
+                continue
+            if item.warehouse not in linked:
+                raise ShippedAnywayError(
+                    f"warehouse {item.warehouse} is not linked to Next Engine stock "
+                    "(warehouses[].ne_linked): there is no stock to change; use --leave-stock")
+            for line in json.loads(event.payload)["lines"]:
+                rows.append({
+                    "idempotency_key": f"stock:shipped_cancelled:{event.external_id}:"
+                                       f"{line['product_code']}"[:200],
+                    "kind": "adjust_stock", "warehouse": item.warehouse, "plugin": PLUGIN,
+                    "subject": str(line["product_code"])[:128], "event_id": event.id,
+                    "payload": json.dumps({"product_code": line["product_code"],
+                                           "delta": -int(line["quantity"]),
+                                           "source_event": f"shipment:{event.external_id}"}),
+                    "state": "pending", "attempts": 0, "next_attempt_at": now,
+                    "created_at": now, "updated_at": now})
+        added = insert_ignoring_duplicates(session, rows)
+        attention.resolve_in(session, [shipped_key(ne_order_id)], now)
+    if apply_stock:
+        return (f"order {ne_order_id}: {added} stock change(s) queued for Next Engine (the "
+                "next dispatch applies them; `nebridge outbox list` shows them)")
+    return f"order {ne_order_id}: Next Engine stock left as it is"
+
+
+def stopped(engine: Bind, ne_order_id: str) -> str:
+    """The admin stopped the order in the WMS by hand: close its "stop picking" item."""
+    if not attention.resolve(engine, [stop_key(ne_order_id)]):
+        raise ShippedAnywayError(
+            f"order {ne_order_id} is not waiting to be stopped in the WMS; `nebridge "
+            "attention` lists what waits")
+    return (f"order {ne_order_id} noted as stopped in the WMS; should it ship anyway, "
+            "nebridge still never ships it in Next Engine and shows the shipment")

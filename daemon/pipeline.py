@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 #: ``ImportedOrder.state`` of an order nebridge sent to the WMS (``daemon.importer.INSTRUCTED``).
 INSTRUCTED = "instructed"
+#: States of an order the WMS was sent (instructed, then maybe cancelled or edited in Next
+#: Engine: ``daemon.orderwatch``); a shipment of such an order is of an imported order.
+SENT_TO_WMS = (INSTRUCTED, "cancelled", "reinstruct")
 #: Column sizes of ``outbox_item``: longer keys and subjects are bounded with a hash.
 _KEY_LENGTH = 200
 _SUBJECT_LENGTH = 128
@@ -587,7 +590,7 @@ class _ImportedOrders:
                 sa_select(col(ImportedOrder.ne_order_id))
                 .where(col(ImportedOrder.ne_order_id).in_(sorted(ids)))
                 .where(col(ImportedOrder.warehouse) == self._warehouse)
-                .where(col(ImportedOrder.state) == INSTRUCTED)))
+                .where(col(ImportedOrder.state).in_(SENT_TO_WMS))))
 
 
 def is_order_id(value: str) -> bool:

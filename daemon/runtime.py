@@ -26,7 +26,7 @@ from sqlmodel import col, select
 from daemon import USER_AGENT, attention
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
-from daemon.importer import INSTRUCTED, OrderImporter
+from daemon.importer import OrderImporter
 from daemon.inbox import Intake
 from daemon.instancelock import FencedTokenStore
 from daemon.logsetup import register_secret
@@ -35,7 +35,7 @@ from daemon.nelink import make_client
 from daemon.nextengine.client import NextEngineClient
 from daemon.notify import Notifier
 from daemon.outbox import Dispatcher, Executor
-from daemon.pipeline import WarehousePipeline
+from daemon.pipeline import SENT_TO_WMS, WarehousePipeline
 from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
 from daemon.store.engine import Bind, check_migrated, make_engine, read_session, rolled_back
 from daemon.store.models import Cursor, ImportedOrder, WmsProduct, utcnow
@@ -171,7 +171,7 @@ class Runtime:
         def is_imported_order(ne_order_id: str) -> bool:
             with read_session(db) as session:
                 order = session.get(ImportedOrder, ne_order_id)
-            return order is not None and order.state == INSTRUCTED
+            return order is not None and order.state in SENT_TO_WMS
 
         def report_problem(problem: Problem) -> None:
             attention.report(db, problem, source=self.config.wms.connector)

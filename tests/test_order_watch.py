@@ -181,3 +181,35 @@ def test_crash_between_writing_the_cancellations_file_and_recording_it_writes_it
     states = [s for s in history(world, o1) if "cancelled in Next Engine" in s["what"]]
     assert states and "told to drop" in states[-1]["detail"]
 
+
+
+def test_goods_shipped_for_a_cancelled_order_wait_for_the_admin_who_applies_the_stock_once(
+    world: World,
+) -> None:
+    o1, _o2, _o3 = setup(world)
+    world.sandbox.state.human_edit(o1, {"receive_order_cancel_type_id": "1"})
+    run(world)
+    assert cancellations(world) == [(str(o1), "cancelled")]
+    world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{o1},T-1,{AT},P-A,1"])
+    run(world)  # the warehouse shipped it anyway
+    assert world.sandbox.ledger.shipped_order_ids() == []
+    code, out, _err = cli(world, "attention", "--json")
+    items = {i["key"]: i for i in json.loads(out)["items"]}
+    item = items[f"order_watch:shipped:{o1}"]
+    assert item["reason"].startswith(f"goods left ITAKU for order {o1}, which was cancelled")
+    assert "S-1 (P-A ×1)" in item["reason"]
+    assert f"nebridge orders shipped-anyway {o1} --apply-stock" in item["fix"]
+    assert world.uploaded("A-1") == 0
+
+    code, _out, err = cli(world, "orders", "shipped-anyway", str(o1))
+    assert code == 2 and "--apply-stock or --leave-stock" in err
+    code, _out, err = cli(world, "orders", "shipped-anyway", str(o1), "--apply-stock")
+    assert code == 0 and "1 stock change(s) queued" in err, err
+    code, _out, err = cli(world, "orders", "shipped-anyway", str(o1), "--apply-stock")
+    assert code == 1 and "no shipment of a cancelled order waits" in err
+    run(world)
+    run(world)
+    assert world.uploaded("A-1") == -1  # applied once
+    assert world.sandbox.ledger.shipped_order_ids() == []
+    code, out, _err = cli(world, "attention", "--json")
+    assert f"order_watch:shipped:{o1}" not in {i["key"] for i in json.loads(out)["items"]}

@@ -1,7 +1,9 @@
 """``nebridge orders``: the Next Engine orders nebridge imported or holds; retry and drop.
 
 None of these commands calls Next Engine or the WMS: ``retry`` only has the next order import
-read the order again; ``drop`` only stops nebridge from ever importing it.
+read the order again; ``drop`` only stops nebridge from ever importing it; ``stopped`` and
+``shipped-anyway`` close what ``order_watch`` put in front of a person (``--apply-stock``
+queues stock changes that the next dispatch applies).
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ from daemon.importer import (
     list_orders,
     retry_order,
 )
+from daemon.orderwatch import ShippedAnywayError, shipped_anyway, stopped
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
+from daemon.store.models import utcnow
 
-app = typer.Typer(help="Imported and held Next Engine orders: list, retry, drop.",
+app = typer.Typer(help="Imported and held Next Engine orders: list, retry, drop; orders "
+                  "changed after import: stopped, shipped-anyway.",
                   no_args_is_help=True)
 
 
@@ -108,3 +113,43 @@ def drop_cmd(ctx: typer.Context, ne_order_id: str) -> None:
     """Give a held order up for good: nebridge never imports it. Nothing changes in Next Engine
     (ship or cancel the order there by hand); `orders retry` undoes it."""
     _change(ctx, ne_order_id, drop=True)
+
+
+@app.command("stopped")
+def stopped_cmd(ctx: typer.Context, ne_order_id: str) -> None:
+    """Note that an order cancelled or edited in Next Engine, which the WMS refused to drop
+    (picking started), was stopped in the WMS by hand (closes its attention item)."""
+    engine = _engine(ctx)
+    try:
+        message = stopped(engine, ne_order_id)
+    except ShippedAnywayError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    info(message)
+
+
+@app.command("shipped-anyway")
+def shipped_anyway_cmd(
+    ctx: typer.Context,
+    ne_order_id: str,
+    apply_stock: Annotated[bool, typer.Option(
+        "--apply-stock", help="The goods left for good: take them off Next Engine stock "
+        "(one stock change per product, applied once).")] = False,
+    leave_stock: Annotated[bool, typer.Option(
+        "--leave-stock", help="The goods came back or never left: change nothing.")] = False,
+) -> None:
+    """Decide on goods the WMS shipped for an order cancelled in Next Engine (the order is
+    never shipped there): apply the stock change to Next Engine, or leave stock as it is."""
+    if apply_stock == leave_stock:
+        fail("give exactly one of --apply-stock or --leave-stock", code=2)
+    loaded = get(ctx).load()
+    linked = {w.code for w in loaded.config.warehouses if w.ne_linked}
+    engine = _engine(ctx)
+    try:
+        message = shipped_anyway(engine, ne_order_id, apply_stock, linked, utcnow)
+    except ShippedAnywayError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    info(message)

@@ -128,6 +128,11 @@ def test_cancel_and_edit_delete_idle_schedules_and_a_started_one_goes_to_attenti
     linked.run()
     linked.run()
     assert ne.ledger.shipped_order_ids() == [o2]  # never the cancelled o3
+    code, out, _err = linked.cli("attention", "--json")
+    keys = {i["key"]: i for i in json.loads(out)["items"]}
+    assert f"order_watch:stop:{o3}" not in keys  # what happened physically replaces it
+    assert keys[f"order_watch:shipped:{o3}"]["reason"].startswith(
+        f"goods left ITAKU for order {o3}, which was cancelled in Next Engine")
     code, out, _err = linked.cli("history", "--order", str(o3), "--json")
     steps = json.loads(out)["steps"]
     assert any("cancelled in Next Engine" in s["what"] and "refused" in s["detail"]
