@@ -146,6 +146,9 @@ class Notifier:
             told = {row.key: row for row in session.scalars(
                 select(NotifiedKey).where(col(NotifiedKey.state) == ProblemState.OPEN.value))}
             new = sorted((i for k, i in current.items() if k not in told), key=lambda i: i.since)
+            # a failing sink is its own message (never in a digest), so it skips that sink
+            sinks_failing = [i for i in new if i.kind == AttentionKind.NOTIFY_FAILING]
+            new = [i for i in new if i.kind != AttentionKind.NOTIFY_FAILING]
             gone = [row for k, row in told.items() if k not in current] if complete else []
             due = [row for k, row in told.items() if k in current
                    and row.last_sent_at <= now - timedelta(hours=s.reminder_hours)]
@@ -167,6 +170,8 @@ class Notifier:
                     messages.append(_digest(new, now, "digest"))
                 else:
                     deferred, new = len(new), []
+            messages.extend(_from_item(i, "open") for i in sinks_failing)
+            new += sinks_failing
             for item in new:
                 row = session.get(NotifiedKey, item.key) or NotifiedKey(key=item.key, kind="")
                 row.kind, row.warehouse = item.kind[:32], item.warehouse[:32]
