@@ -67,7 +67,8 @@ def _read_failed(ctx: ConnectorContext, what: str, exc: LogikuraError) -> None:
                "Logikura's status and the network (`nebridge doctor`)")
     else:
         fix = "correct what the reason names (daemon.yaml or Logikura); the next poll reads again"
-    ctx.report_problem(Problem(key=f"{READ_FAILED_KEY}{what}", kind="wms_read_failed",
+    kind = "wms_auth_lost" if isinstance(exc, LogikuraAuthError) else "wms_read_failed"
+    ctx.report_problem(Problem(key=f"{READ_FAILED_KEY}{what}", kind=kind,
                                reason=f"Logikura {what.replace('_', ' ')} not read: {exc}",
                                fix=fix))
 

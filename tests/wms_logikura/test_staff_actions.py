@@ -273,10 +273,10 @@ def test_read_failures_fail_the_run_and_are_reported(site: SiteFactory) -> None:
     code, report = s.once()
     assert code == 1
     assert any("nebridge wms connect" in p for p in report["problems"])
-    assert "nebridge wms connect" in items(report)[
-        "logikura:read_failed:product_master"]["fix"]
+    lost = items(report)["logikura:read_failed:product_master"]
+    assert lost["kind"] == "wms_auth_lost" and "nebridge wms connect" in lost["fix"]
     code, out = s.cli("status", "--json")
-    assert json.loads(out)["attention"]["counts"].get("wms_read_failed", 0) >= 1
+    assert json.loads(out)["attention"]["counts"].get("wms_auth_lost", 0) >= 1
     code, out = s.cli("doctor")
     assert "wait for a person" in out, out
 
