@@ -175,6 +175,9 @@ class OrderImporter:
         self.clock = clock
         self.watch = (OrderWatch(engine, connector, connector_context, clock)
                       if WATCH_PLUGIN in host.loaded_names() else None)
+        #: With the watch: the earliest print-instruct date still ahead among the orders
+        #: seen (kept in the cursor; the print-date search runs only once it passed).
+        self._next_print: str | None = None
 
     # -- the stage --------------------------------------------------------------------------
 
@@ -247,13 +250,15 @@ class OrderImporter:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _routing(self, code: str) -> Where:
-        return (self._shops(code).eq("receive_order_order_status_id", READY_STATUS)
-                .eq("receive_order_cancel_type_id", 0)
-                .eq("receive_order_deleted_flag", 0)
-                .eq("receive_order_row_cancel_flag", 0)
-                .lte("receive_order_statement_delivery_instruct_printing_date",
-                     format_ne_datetime(self.clock())))
+    def _routing(self, code: str, due: bool = True) -> Where:
+        """The warehouse's orders ready to import; ``due=False`` also those whose
+        print-instruct date is still ahead (the watch notes when the next one falls due)."""
+        where = (self._shops(code).eq("receive_order_order_status_id", READY_STATUS)
+                 .eq("receive_order_cancel_type_id", 0)
+                 .eq("receive_order_deleted_flag", 0)
+                 .eq("receive_order_row_cancel_flag", 0))
+        return where.lte("receive_order_statement_delivery_instruct_printing_date",
+                         format_ne_datetime(self.clock())) if due else where
 
     def _shops(self, code: str) -> Where:
         """The warehouse's shops (every order of them, whatever its status)."""
@@ -295,14 +300,25 @@ class OrderImporter:
         full = (since is None or ran is None
                 or state.get("products") != (products.value if products else None))
         shops = self._shops(code)
+        now = format_ne_datetime(self.clock())
+        printing = "receive_order_statement_delivery_instruct_printing_date"
+        if self.watch is not None:  # full scans also read orders not due yet
+            wheres = [self._routing(code, due=False)]
         if since is not None and ran is not None:
             overlap = timedelta(minutes=self.config.order_import.overlap_minutes)
             modified = (shops if self.watch is not None else base).gte(
                 "receive_order_last_modified_date", format_ne_datetime(since - overlap))
-            if not full:
-                wheres = [modified, base.gt(
-                    "receive_order_statement_delivery_instruct_printing_date",
-                    format_ne_datetime(ran - overlap))]
+            if not full and self.watch is None:
+                wheres = [modified, base.gt(printing, format_ne_datetime(ran - overlap))]
+            elif not full:
+                # Orders are seen when they are created or modified, with their print date:
+                # the print-date search runs only when one of them falls due (one call an
+                # interval while nothing changes).
+                wheres = [modified]
+                due = state.get("next_print")
+                if due is not None and due <= now:
+                    wheres.append(self._routing(code, due=False).gt(
+                        printing, format_ne_datetime(ran - overlap)))
             elif self.watch is not None:  # a full scan sees no cancelled order
                 wheres.append(modified)
         wheres += [base.in_("receive_order_id", chunk) for chunk in self._retries(code)]
@@ -318,7 +334,14 @@ class OrderImporter:
                 if key not in seen:
                     seen.add(key)
                     rows[key[0]].append(row)
-        now = format_ne_datetime(self.clock())
+        if self.watch is not None:
+            ahead = [str(g[0].get(printing)) for g in rows.values()
+                     if g[0].get(printing) and str(g[0].get(printing)) > now
+                     and str(g[0].get("receive_order_order_status_id")) == READY_STATUS
+                     and OrderWatch.status_change(g[0]) == ""]
+            if state.get("next_print") and state["next_print"] > now:
+                ahead.append(state["next_print"])
+            self._next_print = min(ahead, default=None)
         candidates = [self._candidate(live) for group in rows.values()
                       if self._importable(group[0], now)
                       and (live := [r for r in group if _row_live(r)])]
@@ -569,7 +592,8 @@ class OrderImporter:
         products = session.get(Cursor, PRODUCTS_CURSOR)
         value = json.dumps({"modified": max(modified, old.get("modified", modified)),
                             "ran": format_ne_datetime(started),
-                            "products": products.value if products else None})
+                            "products": products.value if products else None,
+                            "next_print": self._next_print})
         if cursor is None:
             session.add(Cursor(name=cursor_name(code), value=value))
         else:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from daemon.nextengine.dates import format_ne_datetime
 from daemon.pipeline import Stage, StageResult
 from daemon.runtime import build_runtime
 from daemon.store.engine import read_session
-from daemon.store.models import OrderChange
+from daemon.store.models import OrderChange, utcnow
 from hooks.connectors import CancellationBatch, OrderCancellation
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.ne_world import AT, SHIP_HEADER, World, make_world
@@ -213,3 +216,19 @@ def test_goods_shipped_for_a_cancelled_order_wait_for_the_admin_who_applies_the_
     assert world.sandbox.ledger.shipped_order_ids() == []
     code, out, _err = cli(world, "attention", "--json")
     assert f"order_watch:shipped:{o1}" not in {i["key"] for i in json.loads(out)["items"]}
+
+
+def test_an_order_whose_print_date_falls_due_later_is_imported_then(world: World) -> None:
+    """With the watch, the print-date search runs only once a seen order falls due."""
+    st = world.sandbox.state
+    st.create_goods("A-1", quantity=50)
+    world.products([("P-A", "A-1")])
+    run(world)
+    soon = utcnow() + timedelta(seconds=2)
+    later = st.create_order([("A-1", 1)], instruct_date=format_ne_datetime(soon))
+    run(world)
+    assert instructed(world) == Counter()
+    while utcnow() <= soon + timedelta(seconds=1):
+        time.sleep(0.2)
+    run(world)
+    assert instructed(world) == Counter({str(later): 1})
