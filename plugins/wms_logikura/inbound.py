@@ -9,7 +9,8 @@ in the order the histories were entered, so a poll re-reads only the last page i
 the pages after it. If that page no longer starts with the histories it held, something was
 inserted or deleted before it and the whole window is read again at once; the whole window is
 also read every ``sweep_hours`` (and when the warehouses change) as a safety net, which also
-notices deleted schedules and receipts. A history dated more than ``lookback_days`` before
+notices deleted schedules and receipts — after the new histories are delivered, so they never
+wait for a sweep. A history dated more than ``lookback_days`` before
 the day it was entered is the one thing this cannot see (documented bound). The position is
 carried by an event-less batch (``InboundBatch.cursor``) stored atomically like any batch.
 
@@ -301,16 +302,40 @@ class HistoryReader:
                                                             self.store),
                      {},
                      self.store.marks(spec.source + ":"), {})
-        records, position, full = self._read(spec, Position.load(stored), today, poll)
-        self._close_acknowledged(poll, again=full)
-        self._by_id(spec, records, poll)
-        poll.delivered = self.store.delivered(f"{spec.source}:{hid}" for hid in records)
-        if kind is EventKind.SHIPMENT:
-            poll.schedules = self.store.orders_of_schedules(records)
-        for hid in sorted(records):
-            yield from self._one(poll, hid, records[hid])
-        if full:
-            self._gone(poll, records, date.fromisoformat(position.start))
+        now = self.clock()
+        warehouses = sorted(poll.ours.by_id)
+        position = Position.load(stored)
+        floor = (self.config.start_date.isoformat() if self.config.start_date is not None
+                 else position.floor if position is not None else today.isoformat())
+        if position is not None and (position.warehouses != warehouses
+                                     or position.floor != floor):
+            position = None
+        due = position is None or now - position.swept >= self.config.sweep_hours * 3600
+        self._close_acknowledged(poll, again=due)
+        by_id = True
+        if position is not None:  # what changed first, so new histories never wait
+            found = self._incremental(spec, position, poll)
+            if found is None:
+                due = True
+            else:
+                records, position = found
+                self._by_id(spec, records, poll)
+                by_id = False
+                yield from self._process(poll, records)
+        if due or position is None:  # the whole window (its pages are numbered anew)
+            poll.page_ids.clear()
+            poll.deferred.clear()
+            poll.unlisted.clear()
+            start = max(date.fromisoformat(floor),
+                        today - timedelta(days=self.config.lookback_days))
+            records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1),
+                                          poll)
+            page, ids = last if last is not None else (1, [])
+            position = Position(floor, start.isoformat(), page, ids, now, warehouses)
+            if by_id:
+                self._by_id(spec, records, poll)
+            yield from self._process(poll, records)
+            self._gone(poll, records, start)
             for wid in poll.ours.by_id:
                 ctx.resolve_problem(f"{UNLISTED_KEY}{wid}:{spec.key}")
         position = self._hold_back(poll, position)
@@ -346,29 +371,29 @@ class HistoryReader:
         first = min(pages)
         return dataclasses.replace(position, page=first, ids=poll.page_ids[first])
 
-    def _read(self, spec: HistoryKind, position: Position | None, today: date, poll: _Poll
-              ) -> tuple[dict[int, Json], Position, bool]:
-        """The histories to look at: from the last page reached, or the whole window."""
-        now = self.clock()
-        warehouses = sorted(poll.ours.by_id)
-        floor = (self.config.start_date.isoformat() if self.config.start_date is not None
-                 else position.floor if position is not None else today.isoformat())
-        if (position is not None and now - position.swept < self.config.sweep_hours * 3600
-                and position.warehouses == warehouses and position.floor == floor):
-            pages = self._pages(spec, position.start, position.page)
-            first = next(pages, None)
-            if first is not None and [int(r["id"]) for r in first[1][:len(position.ids)]
-                                      if _is_id(r.get("id"))] == position.ids:
-                records, last = self._collect(spec, [first], pages, poll)
-                if last is None:
-                    last = (position.page, position.ids)
-                return records, dataclasses.replace(position, page=last[0], ids=last[1]), False
+    def _incremental(self, spec: HistoryKind, position: Position, poll: _Poll
+                     ) -> tuple[dict[int, Json], Position] | None:
+        """The histories from the last page reached on; None if that page no longer starts
+        with the histories it held (the whole window must be read)."""
+        pages = self._pages(spec, position.start, position.page)
+        first = next(pages, None)
+        if first is None or [int(r["id"]) for r in first[1][:len(position.ids)]
+                             if isinstance(r, dict) and _is_id(r.get("id"))] != position.ids:
             self.log.info("Logikura %s changed before page %d; reading the whole window",
                           spec.key, position.page)
-        start = max(date.fromisoformat(floor), today - timedelta(days=self.config.lookback_days))
-        records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1), poll)
-        page, ids = last if last is not None else (1, [])
-        return records, Position(floor, start.isoformat(), page, ids, now, warehouses), True
+            return None
+        records, last = self._collect(spec, [first], pages, poll)
+        page, ids = last if last is not None else (position.page, position.ids)
+        return records, dataclasses.replace(position, page=page, ids=ids)
+
+    def _process(self, poll: _Poll, records: dict[int, Json]) -> Iterator[InboundBatch]:
+        """One batch per history that is new (or rejected), in id order."""
+        spec = poll.spec
+        poll.delivered = self.store.delivered(f"{spec.source}:{hid}" for hid in records)
+        if spec.kind is EventKind.SHIPMENT:
+            poll.schedules = self.store.orders_of_schedules(records)
+        for hid in sorted(records):
+            yield from self._one(poll, hid, records[hid])
 
     def _pages(self, spec: HistoryKind, start: str, page: int
                ) -> Iterator[tuple[int, list[Json]]]:
