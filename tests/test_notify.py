@@ -419,7 +419,7 @@ def test_notify_test_and_list(make_config: ConfigFactory, receiver: HttpReceiver
     runner = CliRunner()
     sent = runner.invoke(app, ["-c", str(path), "notify", "test", "--json"])
     assert sent.exit_code == 0, sent.output
-    assert json.loads(sent.output) == [{"sink": "notify_webhook", "ok": True, "error": ""}]
+    assert json.loads(sent.stdout) == [{"sink": "notify_webhook", "ok": True, "error": ""}]
     assert json.loads(receiver.requests[0].body)["event"] == "test"
     wrong = runner.invoke(app, ["-c", str(path), "notify", "test", "--plugin", "notify_email"])
     assert wrong.exit_code == 2 and "nebridge plugins enable notify_email" in wrong.output
@@ -428,7 +428,7 @@ def test_notify_test_and_list(make_config: ConfigFactory, receiver: HttpReceiver
     assert failed.exit_code == 1 and "notify_webhook: FAILED" in failed.output
     listed = runner.invoke(app, ["-c", str(path), "notify", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    rows = json.loads(listed.output)
+    rows = json.loads(listed.stdout)
     assert [r["event"] for r in rows] == ["test", "test"]
     assert [r["deliveries"][0]["state"] for r in rows] == ["failed", "sent"]
     human = runner.invoke(app, ["-c", str(path), "notify", "list"])
@@ -526,10 +526,45 @@ def test_a_failing_sink_shows_in_status_and_doctor(make_config: ConfigFactory) -
         rt.close()
     runner = CliRunner()
     status = runner.invoke(app, ["-c", str(path), "status", "--json"])
-    data = json.loads(status.output)
+    data = json.loads(status.stdout)
     assert data["notify"] == {"sinks": ["notify_webhook"], "waiting": {"notify_webhook": 1}}
     assert data["attention"]["counts"]["notify_failing"] == 1
     human = runner.invoke(app, ["-c", str(path), "status"])
     assert "notifications: notify_webhook (1 waiting for notify_webhook)" in human.output
     doctor = runner.invoke(app, ["-c", str(path), "doctor", "--offline"])
     assert "1 notify failing" in doctor.output
+
+
+def test_run_once_sends_notifications_and_reports_them(
+    make_config: ConfigFactory, receiver: HttpReceiver, tmp_path: Path
+) -> None:
+    path = make_config(plugins={**DEFAULT_PLUGINS, **_json_sink(receiver.url)})
+    inbox = tmp_path / "wms" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "receipts-bad.csv").write_text("nonsense\n1\n", encoding="utf-8")
+    done = CliRunner().invoke(app, ["-c", str(path), "run", "--once", "--json"])
+    assert done.exit_code == 1  # something waits for a person
+    report = json.loads(done.stdout)
+    assert report["notify"] == {"created": 1, "sent": 1, "failed": 0, "deferred": 0,
+                                "errors": []}
+    assert [b["kind"] for b in _bodies(receiver)] == ["rejected_file"]
+    dry = CliRunner().invoke(app, ["-c", str(path), "run", "--once", "--dry-run", "--json"])
+    assert json.loads(dry.stdout)["notify"] is None  # a dry run sends nothing
+
+
+def test_many_problems_still_open_are_one_reminder(
+    make_config: ConfigFactory, receiver: HttpReceiver
+) -> None:
+    clock = Clock()
+    rt = _runtime(make_config, _json_sink(receiver.url), clock, notify={"digest_threshold": 2})
+    try:
+        notifier = _notifier(rt)
+        for n in range(3):
+            attention.report(rt.engine, _problem(n), now=clock())
+        notifier.run_once()
+        clock.advance(hours=24)
+        notifier.run_once()
+    finally:
+        rt.close()
+    assert [(b["event"], b["count"]) for b in _bodies(receiver)] == [("digest", 3),
+                                                                    ("reminder", 3)]

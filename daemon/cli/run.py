@@ -91,6 +91,11 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
             "errors": report.dispatch.errors,
         },
         "would_dispatch": report.dispatch_plan,
+        "notify": None if report.notify is None else {
+            "created": report.notify.created, "sent": report.notify.sent,
+            "failed": report.notify.failed, "deferred": report.notify.deferred,
+            "errors": report.notify.errors,
+        },
         "attention": report.attention.as_dict(),
         "problems": report.problems,
     }
