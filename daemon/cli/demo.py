@@ -3,7 +3,9 @@
 In a fresh folder the demo copies the example ``daemon.yaml`` (the seed article's three
 warehouses: 委託販売在庫 linked to Next Engine, 新宿拠点 and 浅草拠点 not), points it at a
 sandbox it starts on loopback, switches on ``tag_filter`` to show it, signs in through the
-sandbox's sign-in page, imports orders, plays the WMS (a product master whose link codes
+sandbox's sign-in page, imports orders, cancels one and edits another's address in Next
+Engine before the warehouse ships (``order_watch``: the WMS gets exactly the cancellation and
+the re-instruction), plays the WMS (a product master whose link codes
 differ in case from Next Engine's goods codes, shipment confirmations with and without
 tracking numbers, shipments from other channels and receipts at every warehouse), runs the
 pipelines until nothing is left to do, prints a per-warehouse summary and checks it against
@@ -53,6 +55,8 @@ SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,pr
 RECEIPT_HEADER = "receipt_id,warehouse,confirmed_at,product_code,quantity"
 MAX_PASSES = 8
 UNLINKED_GOODS = "DEMO-NOLINK"
+#: The address a person changes one imported order to before the warehouse ships it.
+NEW_ADDRESS = "大阪府大阪市北区梅田1-1-1"
 
 
 @dataclass
@@ -186,22 +190,95 @@ def _products(sandbox: SandboxServer) -> list[tuple[str, str]]:
     return out
 
 
-def _play_shipments(root: Path, products: list[tuple[str, str]], expected: Expected) -> int:
-    """Confirm every instructed order (half with tracking) plus shipments of other channels."""
-    rows, orders = [], 0
-    for path in sorted((root / "wms" / "outbox").glob("orders-*.csv")):
-        with path.open(encoding="utf-8", newline="") as handle:
-            lines = list(csv.DictReader(handle))
+def _outbox_files(root: Path) -> list[Path]:
+    """The files nebridge wrote for the WMS, in the order a WMS processes them: by time, and
+    within the same second cancellations before orders."""
+    paths = [*(root / "wms" / "outbox").glob("cancellations-*.csv"),
+             *(root / "wms" / "outbox").glob("orders-*.csv")]
+    return sorted(paths, key=lambda p: (p.name.split("-")[1], not p.name.startswith("cancel")))
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _wms_orders(root: Path) -> dict[str, list[dict[str, str]]]:
+    """The orders the demo's WMS holds: every order file, less what a cancellation file drops
+    (an edited order comes back with its new content in a later order file)."""
+    held: dict[str, list[dict[str, str]]] = {}
+    for path in _outbox_files(root):
+        rows = _read_rows(path)
+        if path.name.startswith("cancellations-"):
+            for row in rows:
+                held.pop(row["ne_order_id"], None)
+            continue
         by_order: dict[str, list[dict[str, str]]] = defaultdict(list)
-        for line in lines:
+        for line in rows:
             by_order[line["ne_order_id"]].append(line)
-        for order_id, order_lines in sorted(by_order.items(), key=lambda kv: int(kv[0])):
-            tracking = f"4912{int(order_id):08d}" if orders % 2 == 0 else ""
-            orders += 1
-            expected.shipped[order_id] = tracking or None
-            for line in order_lines:
-                rows.append(f"S-NE-{order_id},{line['warehouse']},{order_id},{tracking},"
-                            f"2026-11-27 15:00:00,{line['product_code']},{line['quantity']}")
+        held.update(by_order)
+    return held
+
+
+def _play_changes(root: Path, sandbox: SandboxServer,
+                  config_path: Path) -> tuple[list[RunOnceReport], str, str]:
+    """Before the warehouse ships, a person cancels one imported order and changes another's
+    address in Next Engine; ``order_watch`` tells the WMS."""
+    orders = sorted(_wms_orders(root), key=int)
+    if len(orders) < 2:
+        fail("demo check failed: fewer than two orders were imported to cancel and edit")
+    cancel, edit = orders[0], orders[1]
+    sandbox.state.human_edit(int(cancel), {"receive_order_cancel_type_id": "1"})
+    sandbox.state.human_edit(int(edit), {"receive_order_consignee_address1": NEW_ADDRESS})
+    info(f"… before the warehouse ships, a person cancels order {cancel} and changes the "
+         f"address of order {edit} in Next Engine (plugin order_watch)")
+    return _until_quiet(config_path), cancel, edit
+
+
+def _check_changes(root: Path, sandbox: SandboxServer, cancel: str, edit: str) -> list[str]:
+    """The WMS got exactly the cancellation and the re-instruction; Next Engine shipped
+    neither the cancelled order nor the old version of the edited one."""
+    problems = []
+    files = _outbox_files(root)
+    got = sorted((r["ne_order_id"], r["reason"]) for p in files
+                 if p.name.startswith("cancellations-") for r in _read_rows(p))
+    if got != sorted([(cancel, "cancelled"), (edit, "edited")]):
+        problems.append(f"the WMS got cancellations {got}, not exactly order {cancel} "
+                        f"(cancelled) and order {edit} (edited)")
+    names = [p.name for p in files]
+    sent = [i for i, p in enumerate(files) if p.name.startswith("orders-")
+            and any(r["ne_order_id"] == edit for r in _read_rows(p))]
+    dropped = [i for i, n in enumerate(names) if n.startswith("cancellations-")]
+    if len(sent) != 2 or not dropped or not dropped[0] < sent[1]:
+        problems.append(f"order {edit} was not instructed, cancelled, then instructed again "
+                        "with its new content, in that order")
+    lines = _wms_orders(root).get(edit, [])
+    if not lines or not all(r["consignee_address"].startswith(NEW_ADDRESS) for r in lines):
+        problems.append(f"the WMS does not hold order {edit} with its new address")
+    shipped = sandbox.ledger.shipped_order_ids()
+    if int(cancel) in shipped:
+        problems.append(f"Next Engine shipped order {cancel}, cancelled before it shipped")
+    if shipped.count(int(edit)) != 1:
+        problems.append(f"Next Engine shipped the edited order {edit} "
+                        f"{shipped.count(int(edit))} time(s), not once with its new content")
+    if not problems:
+        info(f"order watch check passed: the WMS dropped order {cancel}, got order {edit} "
+             "again with its new address after its cancellation, and Next Engine shipped "
+             "neither the cancelled order nor the old version of the edited one")
+    return problems
+
+
+def _play_shipments(root: Path, products: list[tuple[str, str]], expected: Expected) -> int:
+    """Confirm every order the WMS holds (half with tracking) plus shipments of other
+    channels."""
+    rows, orders = [], 0
+    for order_id, order_lines in sorted(_wms_orders(root).items(), key=lambda kv: int(kv[0])):
+        tracking = f"4912{int(order_id):08d}" if orders % 2 == 0 else ""
+        orders += 1
+        expected.shipped[order_id] = tracking or None
+        for line in order_lines:
+            rows.append(f"S-NE-{order_id},{line['warehouse']},{order_id},{tracking},"
+                        f"2026-11-27 15:00:00,{line['product_code']},{line['quantity']}")
     link = dict(products)
     for i, (warehouse, linked) in enumerate((("ITAKU", True), ("SHINJUKU", False),
                                              ("ASAKUSA", False))):
@@ -341,6 +418,7 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
     time.sleep(0.3)
     info("… importing orders")
     import_reports = _until_quiet(config_path)
+    change_reports, cancel, edit = _play_changes(root, sandbox, config_path)
     expected = Expected()
     shipped = _play_shipments(root, products, expected)
     _play_receipts(root, products, expected)
@@ -348,7 +426,11 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
          "6 receipts")
     time.sleep(0.3)
     reports = _until_quiet(config_path)
-    _summarise(loaded.config, config_path, sandbox, expected, import_reports + reports, staff)
+    _summarise(loaded.config, config_path, sandbox, expected,
+               import_reports + change_reports + reports, staff)
+    problems = _check_changes(root, sandbox, cancel, edit)
+    if problems:
+        fail("demo check failed:\n  " + "\n  ".join(problems))
     _play_stock(root, config_path, sandbox, on_hand)
 
 
