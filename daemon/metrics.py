@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from daemon import attention
+from daemon import attention, orderwatch
 from daemon.httpserve import BoundedThreadingMixIn, bind
 from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind, read_session
@@ -74,7 +74,19 @@ class _StoreCollector(Collector):
                 .group_by(col(RunRecord.warehouse), col(RunRecord.stage))):
                 if finished is not None:
                     last_ok.add_metric([str(warehouse), str(stage)], _timestamp(finished))
-        yield from (events, inbox, actions, backlog, last_ok, self._attention())
+        yield from (events, inbox, actions, backlog, last_ok, self._attention(),
+                    self._order_changes())
+
+    def _order_changes(self) -> Metric:
+        """``nebridge_order_changes{warehouse,kind}``: orders ``order_watch`` found cancelled,
+        deleted or edited in Next Engine after import."""
+        changes = CounterMetricFamily(
+            "nebridge_order_changes", "Orders found cancelled, deleted or edited in Next "
+            "Engine after import (order_watch)", labels=["warehouse", "kind"])
+        for warehouse, kinds in sorted(orderwatch.counts(self.db).items()):
+            for kind, n in sorted(kinds.items()):
+                changes.add_metric([warehouse, kind], float(n))
+        return changes
 
     def _attention(self) -> Metric:
         """``nebridge_attention{kind}``: what waits for a person, every kind (0 included)."""

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,6 +25,7 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from daemon.metrics import Metrics
 from daemon.nextengine.dates import format_ne_datetime
 from daemon.pipeline import Stage, StageResult
 from daemon.runtime import build_runtime
@@ -84,6 +86,20 @@ def setup(world: World) -> tuple[int, int, int]:
     return o1, o2, o3
 
 
+def scrape(world: World) -> str:
+    """The daemon's Prometheus page, over HTTP."""
+    rt = build_runtime(world.config)
+    metrics = Metrics()
+    metrics.watch_store(rt.db, rt.host)
+    metrics.serve("127.0.0.1", 0)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics") as resp:
+            return str(resp.read().decode())
+    finally:
+        metrics.stop()
+        rt.close()
+
+
 def history(world: World, order: int) -> list[dict[str, Any]]:
     code, out, err = cli(world, "history", "--order", str(order), "--json")
     assert code == 0, err
@@ -122,6 +138,9 @@ def test_cancel_before_pickup_reaches_the_wms_once_and_ne_ships_only_the_others(
     assert code in (0, 1)
     watch = json.loads(out)["order_watch"]
     assert watch == {"ITAKU": {"cancelled": 1, "deleted": 1}}
+    text = scrape(world)
+    assert 'nebridge_order_changes_total{kind="cancelled",warehouse="ITAKU"} 1.0' in text
+    assert 'nebridge_order_changes_total{kind="deleted",warehouse="ITAKU"} 1.0' in text
 
 
 def test_edit_of_address_and_quantity_cancels_then_reinstructs_the_new_content(
