@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from daemon.store.engine import read_session
 from daemon.store.models import InboxEvent, OutboxItem, OutboxState, StockUpload
+from tests.reliability.stockcheck import unexplained_drift
 from tests.reliability.workload import WmsPlayer, Workload
 from tests.reliability.world import World
 
@@ -127,6 +128,8 @@ def check(world: World, workload: Workload, player: WmsPlayer) -> Outcome:
     leftovers += [f".claimed/{p.name}" for p in (world.inbox / ".claimed").iterdir()]
     leftovers += [f"rejected/{p.name}" for p in (world.inbox / "rejected").iterdir()]
     _note(out, out.wrong, "WMS files not processed", leftovers)
+    _note(out, out.wrong, "goods with unexplained stock drift (`stock diff`)",
+          unexplained_drift(world, workload))
     return out
 
 
