@@ -87,6 +87,7 @@ class Figures:
     rate_limited: int = 0
     schedule_posts: int = 0
     history_reads: int = 0
+    schedule_list_reads: int = 0
     import_minutes: float = 0.0
     shipped_during_import: int = 0
     latency_p50_s: float = 0.0
@@ -210,6 +211,8 @@ def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures
         figures.schedule_posts = sum(1 for r in records if r.method == "POST"
                                      and r.path == "/api/v1/shipping_schedules")
         figures.history_reads = sum(1 for r in records if r.path.endswith("_histories"))
+        figures.schedule_list_reads = sum(1 for r in records if r.method == "GET"
+                                          and r.path == "/api/v1/shipping_schedules")
         figures.import_minutes = round((max(finished) - begin) / 60, 1)
         latencies = sorted(read[o] - at for o, at in confirmed.items() if o in read)
         figures.shipped_during_import = len(confirmed)
@@ -362,11 +365,12 @@ def main() -> None:
     rows = [run(w, args.orders, args.ship_every, args.poll) for w in args.warehouses]
     daemon = run_daemon(args.daemon, args.daemon_ship_every) if args.daemon else None
     print("warehouses | orders each | requests | max in any 60 s | 429s | schedule POSTs | "
-          "history reads | import min | shipments during import | read latency p50/p95/max s "
-          "| duplicates | wall s")
+          "history reads | schedule list reads | import min | shipments during import | "
+          "read latency p50/p95/max s | duplicates | wall s")
     for f in rows:
         print(f"{f.warehouses} | {f.orders} | {f.requests} | {f.max_per_minute} | "
               f"{f.rate_limited} | {f.schedule_posts} | {f.history_reads} | "
+              f"{f.schedule_list_reads} | "
               f"{f.import_minutes} | {f.shipped_during_import} | {f.latency_p50_s} / "
               f"{f.latency_p95_s} / {f.latency_max_s} | {f.duplicates} | {f.wall_s}")
         for note in f.notes[:5]:
