@@ -30,7 +30,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -210,7 +210,7 @@ class OrderImporter:
                 warehouse.code, result.notices, result.failures))
             if not dry_run:
                 again = set(self.watch.reinstruct_ids(warehouse.code))
-                forced = [self._candidate([r for r in groups[oid] if _row_live(r)])
+                forced = [self._live_candidate(groups[oid])
                           for oid in sorted(again & groups.keys())]
             seen += watched
             ids = {c.order_id for c in forced}
@@ -363,7 +363,7 @@ class OrderImporter:
         read: list[Candidate] = []
         for oid, known in watched.items():
             group = groups[oid]
-            cand = self._candidate([r for r in group if _row_live(r)] or group[:1])
+            cand = self._live_candidate(group)
             read.append(cand)
             modified = cand.order.last_modified
             kind = OrderWatch.status_change(group[0])
@@ -402,6 +402,15 @@ class OrderImporter:
                 .where(col(ImportedOrder.warehouse) == code)
                 .where(col(ImportedOrder.state) == RETRY)))
         return [ids[i:i + IDS_PER_SEARCH] for i in range(0, len(ids), IDS_PER_SEARCH)]
+
+    @classmethod
+    def _live_candidate(cls, rows: Sequence[Mapping[str, str | None]]) -> Candidate:
+        """The order of ``rows`` with only its rows not cancelled (maybe none)."""
+        live = [r for r in rows if _row_live(r)]
+        if live:
+            return cls._candidate(live)
+        cand = cls._candidate(rows[:1])
+        return Candidate(order=replace(cand.order, rows=()), base=cand.base)
 
     @staticmethod
     def _candidate(rows: Sequence[Mapping[str, str | None]]) -> Candidate:

@@ -251,3 +251,15 @@ def test_an_order_whose_print_date_falls_due_later_is_imported_then(world: World
         time.sleep(0.2)
     run(world)
     assert instructed(world) == Counter({str(later): 1})
+
+
+def test_an_order_whose_every_row_is_cancelled_leaves_the_wms_and_is_held(world: World) -> None:
+    o1, _o2, _o3 = setup(world)
+    world.sandbox.state.human_edit(o1, rows={1: {"receive_order_row_cancel_flag": "1"}})
+    run(world)
+    assert cancellations(world) == [(str(o1), "edited")]
+    assert instructed(world)[str(o1)] == 1  # not instructed again: nothing left to ship
+    code, out, err = cli(world, "orders", "list", "--state", "held", "--json")
+    assert code == 0, err
+    (held,) = json.loads(out)
+    assert held["ne_order_id"] == str(o1) and held["reason"] == "order has no rows to ship"
