@@ -92,6 +92,8 @@ def test_shipments_flow_while_a_large_import_runs_and_sigterm_stops_it(
             wait_for(lambda: orders[0] in ne.ledger.shipped_order_ids(),
                      "the shipment in Next Engine")
             assert lk.ledger.count("schedule.create") < ORDERS  # the import still runs
+            # several 2 s intervals pass while the import runs: its job skips them quietly
+            wait_for(lambda: lk.ledger.count("schedule.create") >= 6, "six schedules")
             proc.send_signal(signal.SIGTERM)
             assert wait_exit(proc) == 0
         finally:
