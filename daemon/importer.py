@@ -47,8 +47,8 @@ from daemon.nextengine.dates import format_ne_datetime, parse_ne_datetime
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.search import Where
 from daemon.nextengine.xmlbuild import OrderRef, OrderUpdate
+from daemon.orderwatch import CANCELLED, REINSTRUCT, Change, OrderWatch, compare
 from daemon.orderwatch import PLUGIN as WATCH_PLUGIN
-from daemon.orderwatch import Change, OrderWatch, compare
 from daemon.pipeline import Stage, StageResult
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps
@@ -90,8 +90,9 @@ BASE_FIELDS = (
     "receive_order_cancel_type_id", "receive_order_deleted_flag",
 )
 INSTRUCTED, HELD, RETRY, DROPPED = "instructed", "held", "retry", "dropped"
-#: States of an order that is never imported again by itself.
-SETTLED = (INSTRUCTED, DROPPED)
+#: States of an order that is never imported again by itself (a cancelled one that becomes
+#: valid again in Next Engine too: the WMS may still hold it; ``orders retry`` sends it again).
+SETTLED = (INSTRUCTED, DROPPED, CANCELLED)
 #: How many order ids one ``receive_order_id-in`` search names at most.
 IDS_PER_SEARCH = 500
 
@@ -755,7 +756,7 @@ def _order(session: Any, ne_order_id: str) -> ImportedOrder:
         raise OrderAdminError(
             f"nebridge has no record of order {ne_order_id}: it was never held or imported. "
             "`nebridge orders list` shows the orders nebridge knows of")
-    if row.state == INSTRUCTED:
+    if row.state in (INSTRUCTED, REINSTRUCT):
         raise OrderAdminError(
             f"order {ne_order_id} was instructed to the WMS ({row.warehouse}, batch "
             f"{row.instruction_batch}); nebridge never instructs an order twice. Look for it "

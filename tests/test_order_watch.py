@@ -125,6 +125,16 @@ def test_cancel_before_pickup_reaches_the_wms_once_and_ne_ships_only_the_others(
 
     run(world)  # nothing found twice
     assert len(cancellations(world)) == 2
+    world.sandbox.state.human_edit(o1, {"receive_order_cancel_type_id": "0"})
+    run(world)  # valid again in Next Engine: never re-sent by itself (the WMS may hold it)
+    assert instructed(world)[str(o1)] == 1
+    code, _out, err = cli(world, "orders", "retry", str(o1))
+    assert code == 0, err
+    run(world)  # the admin's retry sends it again
+    assert instructed(world)[str(o1)] == 2
+    world.sandbox.state.human_edit(o1, {"receive_order_cancel_type_id": "1"})
+    run(world)
+    assert len(cancellations(world)) == 3
     steps = [s["what"] for s in history(world, o1)]
     assert any("cancelled in Next Engine" in s for s in steps), steps
 
@@ -133,13 +143,13 @@ def test_cancel_before_pickup_reaches_the_wms_once_and_ne_ships_only_the_others(
     run(world)  # nebridge's own status and tracking writes are no edits
     run(world)
     assert world.sandbox.ledger.shipped_order_ids() == [o2]
-    assert len(cancellations(world)) == 2
+    assert len(cancellations(world)) == 3
     code, out, _err = cli(world, "status", "--json")
     assert code in (0, 1)
     watch = json.loads(out)["order_watch"]
-    assert watch == {"ITAKU": {"cancelled": 1, "deleted": 1}}
+    assert watch == {"ITAKU": {"cancelled": 2, "deleted": 1}}
     text = scrape(world)
-    assert 'nebridge_order_changes_total{kind="cancelled",warehouse="ITAKU"} 1.0' in text
+    assert 'nebridge_order_changes_total{kind="cancelled",warehouse="ITAKU"} 2.0' in text
     assert 'nebridge_order_changes_total{kind="deleted",warehouse="ITAKU"} 1.0' in text
 
 
