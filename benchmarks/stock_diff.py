@@ -154,6 +154,8 @@ def main(count: int) -> dict[str, Any]:
         "take_exit": take_exit, "take_ne_calls": sum((middle - before).values()),
         "diff_wall_s": round(diff_wall, 2), "diff_peak_rss_mb": round(diff_peak, 1),
         "diff_exit": diff_exit, "diff_ne_calls": dict(after - middle),
+        "diff_ne_seconds": data["ne_seconds"],
+        "diff_wall_minus_ne_s": round(diff_wall - data["ne_seconds"], 2),
         "compared": data["compared"], "unexplained": data["unexplained"],
         "check": ("ok" if data["compared"] == count and data["unexplained"] == DRIFTING
                   and diff_exit == 1 and take_exit == 0 else "FAILED"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ class StockDiff:
     not_linked: list[dict[str, Any]]  # WMS products with stock and no (matching) link code
     compared: int = 0
     ne_calls: int = 0
+    ne_seconds: float = 0.0
 
     @property
     def snapshot_id(self) -> int:
@@ -215,7 +217,9 @@ class StockDiff:
         """JSON view (drifting goods only; ``compared`` counts all)."""
         return {"snapshots": {w: {"id": i, "counted_at": t.isoformat()}
                               for w, (i, t) in self.snapshots.items()},
-                "compared": self.compared, "drifts": [r.as_dict() for r in self.drifts],
+                "compared": self.compared, "ne_calls": self.ne_calls,
+                "ne_seconds": round(self.ne_seconds, 3),
+                "drifts": [r.as_dict() for r in self.drifts],
                 "unexplained": len(self.unexplained), "not_in_wms": self.not_in_wms,
                 "not_linked": self.not_linked}
 
@@ -313,7 +317,8 @@ def compare(
                               if links.get(p) else "no link code (紐付けコード) in the WMS")}
                   for p, w in sorted(unlinked.items())]
     return StockDiff({c: (int(r.id or 0), r.counted_at) for c, r in records.items()}, rows,
-                     not_in_wms, not_linked, compared=len(rows), ne_calls=calls.calls)
+                     not_in_wms, not_linked, compared=len(rows), ne_calls=calls.calls,
+                     ne_seconds=calls.seconds)
 
 
 def _product_counts(records: Mapping[str, StockSnapshotRecord],
@@ -323,17 +328,25 @@ def _product_counts(records: Mapping[str, StockSnapshotRecord],
 
 
 class _Counter:
-    """Counts the Next Engine search calls (pages) of one comparison."""
+    """Counts the Next Engine search calls (pages) of one comparison and the time spent
+    waiting for them (shown, so a slow comparison can be told from a slow Next Engine)."""
 
     def __init__(self, client: StockSource) -> None:
         self.client = client
         self.calls = 0
+        self.seconds = 0.0
 
     def search_stock(self, fields: Iterable[str], sort: str) -> Iterator[Mapping[str, Any]]:
         """Every row of ``master_stock`` at the largest page size; pages end at a short one."""
         rows = 0
-        for row in self.client.search(Resource.MASTER_STOCK, fields, sort=sort,
-                                      page_size=NE_PAGE_SIZE):
+        pages = iter(self.client.search(Resource.MASTER_STOCK, fields, sort=sort,
+                                        page_size=NE_PAGE_SIZE))
+        while True:
+            started = time.perf_counter()
+            row = next(pages, None)
+            self.seconds += time.perf_counter() - started
+            if row is None:
+                break
             rows += 1
             yield row
         self.calls = rows // NE_PAGE_SIZE + 1
