@@ -344,6 +344,8 @@ class Notifier:
         results = []
         with write_session(self.db) as session:
             stored = _store(session, message, sinks, now)
+            for delivery in stored:  # sent here, never by a running daemon's notifier job
+                delivery.state = DeliveryState.IN_FLIGHT.value
             keys = {d.sink: d.delivery_key for d in stored}
         ctx = self.context()
         for sink in sinks:
