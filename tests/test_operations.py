@@ -19,7 +19,7 @@ import requests
 from typer.testing import CliRunner
 
 from daemon.cli import app
-from daemon.nelink import token_store
+from daemon.nelink import connect, token_store
 from daemon.runtime import build_runtime
 from hooks import hookimpl
 from hooks.records import Notification, PluginInfo
@@ -116,10 +116,15 @@ def test_token_guard_announces_a_lost_link_once(notified_world: World) -> None:
         for _ in range(3):
             guard.check()
             notifier.run_once()
+        assert [(n.event, n.kind) for n in collector.received] == [("open", "ne_link_lost")]
+        assert "nebridge connect" in collector.received[0].fix
+        connect(rt.config, rt.engine, *world.sandbox.state.issue_login())  # the admin
+        guard.check()
+        notifier.run_once()
     finally:
         rt.close()
-    assert [(n.event, n.kind) for n in collector.received] == [("open", "ne_link_lost")]
-    assert "nebridge connect" in collector.received[0].fix
+    assert [(n.event, n.kind) for n in collector.received] == [
+        ("open", "ne_link_lost"), ("resolved", "ne_link_lost")]
 
 
 def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
