@@ -627,11 +627,16 @@ class OrderImporter:
         """Push ``batch``; record it delivered, without the orders the connector refused,
         which are held alone. Returns the ids of the refused orders."""
         refused: dict[str, str] = {}
+        ctx = self.connector_context()
         try:
-            self.connector.push_orders(batch, self.connector_context())
+            self.connector.push_orders(batch, ctx)
         except OrdersRefused as exc:
             refused = exc.refused
         except Exception as exc:  # delivered again next run, under the same key
+            if ctx.should_stop():  # the connector ended its work for the engine's stop
+                log.info("instruction batch %s: %s", batch.key, exc)
+                result.notices.append(f"instructions {batch.key} not all delivered: {exc}")
+                return set()
             log.error("delivering instruction batch %s failed: %s", batch.key, exc)
             result.failures.append(f"instructions {batch.key} not delivered yet: {exc}")
             attention.report(self.engine, Problem(
