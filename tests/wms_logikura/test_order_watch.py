@@ -3,7 +3,8 @@
 Both sandboxes over HTTP, the real CLI: the idle shipping schedule of a cancelled order is
 deleted; an edited order's schedule is deleted and a new one created with its new content;
 when picking already started Logikura refuses the deletion (422) and the order waits in
-``nebridge attention`` ("stop picking …") while nebridge keeps watching; the goods shipped
+``nebridge attention`` ("stop picking …", also told to the staff's webhook) while nebridge
+keeps watching; the goods shipped
 anyway never ship the cancelled order in Next Engine.
 """
 
@@ -18,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from daemon.cli.demo import StaffInbox, notify_receiver
 from daemon.config import load_config
 from daemon.nelink import connect
 from daemon.nextengine.sandbox import SandboxConfig as NeConfig
@@ -38,6 +40,7 @@ class Linked:
     lk: SandboxServer
     config: Path
     staff: WarehouseStaff
+    told: StaffInbox
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         result = CliRunner().invoke(app, ["--config", str(self.config), *args])
@@ -56,13 +59,15 @@ class Linked:
 def linked(make_config: ConfigFactory) -> Iterator[Linked]:
     with NeSandbox(NeConfig(client_id="ne-e2e", client_secret="ne-e2e-secret", seed_size=0,
                             que_processing_delay_s=0.1)) as ne, \
-            SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk:
+            SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk, \
+            notify_receiver() as told:
         config = make_config(
             nextengine={"api_base": ne.base_url, "login_base": ne.base_url,
                         "client_id": "ne-e2e", "client_secret": "ne-e2e-secret"},
             dispatch={"queue_poll_seconds": 0.05, "queue_timeout_seconds": 30},
             warehouses=[{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
-            plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}},
+            plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True},
+                     "notify_webhook": {"enabled": True, "format": "json", "url": told.url}},
             wms={"connector": "logikura", "logikura": {
                 "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
                 "client_secret": SECRET, "redirect_uri": REDIRECT, "products_refresh_seconds": 0,
@@ -79,7 +84,7 @@ def linked(make_config: ConfigFactory) -> Iterator[Linked]:
         finally:
             runtime.close()
         staff = WarehouseStaff(lk.base_url)
-        yield Linked(ne, lk, config, staff)
+        yield Linked(ne, lk, config, staff, told)
         staff.close()
 
 
@@ -115,6 +120,7 @@ def test_cancel_and_edit_delete_idle_schedules_and_a_started_one_goes_to_attenti
                                      "Engine at ")
     assert "picking started" in stop["reason"] and f"history --order {o3}" in stop["fix"]
     assert f"order_watch:stop:{o1}" not in items and f"order_watch:stop:{o2}" not in items
+    assert f"order_watch:stop:{o3}" in {str(m.get("key")) for m in linked.told.messages}
 
     linked.run()  # nothing deleted or created twice; the refusal stays in front of a person
     assert lk.ledger.schedules_created() == {str(o1): 1, str(o2): 2, str(o3): 1}
