@@ -63,7 +63,8 @@ class ConnectorContext:
     earlier batches carried in :attr:`InboundBatch.cursor`). ``state_dir`` is the folder
     where a connector may keep its own files (tokens, local records; ``None`` only outside a
     configured engine). ``is_imported_order(id)`` tells whether a Next Engine order id was
-    imported (instructed) by nebridge, for WMSs whose order number field is free text.
+    imported (instructed) by nebridge — also when it was cancelled or edited in Next Engine
+    since (``order_watch``) — for WMSs whose order number field is free text.
     ``mask_secret(value)`` has every later log line mask ``value`` (tokens, secrets).
     ``report_problem(problem)`` puts something that needs a person in front of the admin
     (``nebridge attention``, ``status``, ``doctor``, metrics); ``resolve_problem(key)`` closes
