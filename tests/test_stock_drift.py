@@ -32,8 +32,9 @@ EARLIER = "2026-11-27 09:00:00"  # counted before AT
 
 
 @pytest.fixture
-def world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
-    yield from make_world(make_config, tmp_path)
+def world(make_config: ConfigFactory, tmp_path: Path, database_url: str) -> Iterator[World]:
+    """A linked world on SQLite, and on PostgreSQL when it is configured."""
+    yield from make_world(make_config, tmp_path, database_url=database_url)
 
 
 def once(world: World) -> Any:
@@ -103,6 +104,11 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     row = drift_of(data, "A-1")
     assert code == 1 and row is not None
     assert (row["ne"], row["wms"], row["in_flight"], row["drift"]) == (12, 15, 0, 3)
+    other = cli(world, "stock", "diff", "--warehouse", "SHINJUKU", "--json")
+    assert other.exit_code == 0 and json.loads(other.stdout)["drifts"] == []  # not counted
+    assert cli(world, "stock", "diff", "--warehouse", "NOWHERE").exit_code == 2
+    shown = cli(world, "inbox", "list", "--json")
+    assert shown.exit_code == 0 and "stock-1.csv" in shown.stdout, shown.output
 
     # corrected on request, once
     result = cli(world, "stock", "reconcile", "--apply", "--yes", "--json")
