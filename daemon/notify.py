@@ -480,7 +480,7 @@ def _resolved(row: NotifiedKey) -> Notification:
     return Notification(
         key=row.key, kind=row.kind, event="resolved", severity="info",
         title=f"Resolved — {label}: {row.subject}" if row.subject else f"Resolved — {label}",
-        detail="this no longer waits for a person", warehouse=row.warehouse,
+        detail="", warehouse=row.warehouse,
         ids=(row.subject,) if row.subject else (), since=row.opened_at)
 
 
