@@ -372,7 +372,8 @@ def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str,
             select(OutboxItem)
             .where(col(OutboxItem.kind).in_(("adjust_stock", "ship_order")))
             .where(or_(col(OutboxItem.state) != OutboxState.DONE.value,
-                       col(OutboxItem.updated_at) >= oldest))))
+                       col(OutboxItem.updated_at) >= oldest,
+                       col(OutboxItem.plugin) == RECONCILE_PLUGIN))))
         event_ids = {i.event_id for i in items if i.event_id is not None}
         undecided = list(session.scalars(
             select(InboxEvent).where(col(InboxEvent.state).in_(
@@ -395,11 +396,19 @@ def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str,
             return None
         return datetime.fromisoformat(parsed[event_id]["confirmed_at"]) <= moment
 
+    corrected: dict[str, datetime] = {}  # goods key → when a correction last reached NE
+    for item in items:
+        if item.plugin == RECONCILE_PLUGIN and item.state == OutboxState.DONE.value:
+            for key, _effect in _effects(item, None, goods_of):
+                corrected[key] = max(item.updated_at, corrected.get(key, item.updated_at))
     for item in items:
         inside = counted(item.event_id)
         if inside is None:
             continue
         for key, effect in _effects(item, parsed.get(item.event_id or -1), goods_of):
+            if (item.state == OutboxState.SKIPPED.value and key in corrected
+                    and item.updated_at <= corrected[key]):
+                continue  # a correction since took it into account
             flight = out[key]
             applied = item.state == OutboxState.DONE.value
             if item.state in _OPEN_STATES:

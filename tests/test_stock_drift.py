@@ -201,6 +201,17 @@ def test_shipment_of_a_cancelled_order_is_explained(world: World) -> None:
     row = drift_of(data, "A-1")
     assert code == 0 and row is not None and row["drift"] == -1 and not row["unexplained"]
     assert "skipped" in row["explanation"]
+    # corrected on request; a later manual edit is not blamed on the old shipment
+    assert cli(world, "stock", "reconcile", "--apply", "--yes").exit_code == 0
+    once(world)
+    assert st.find_goods("A-1").quantity == 9  # type: ignore[union-attr]
+    code, data = diff_json(world)
+    assert code == 0 and data["drifts"] == []
+    st.human_stock_edit("A-1", 11)
+    code, data = diff_json(world)
+    row = drift_of(data, "A-1")
+    assert code == 1 and row is not None and row["drift"] == -2 and row["unexplained"]
+    assert "skipped" not in row["explanation"] and "unknown" in row["explanation"]
 
 
 def test_reconcile_is_sent_once_across_a_crash(world: World) -> None:
