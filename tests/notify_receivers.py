@@ -92,10 +92,11 @@ class SmtpReceiver:
 
 
 @contextmanager
-def smtp_receiver(tls_context: Any = None, password: str | None = None
-                  ) -> Iterator[SmtpReceiver]:
+def smtp_receiver(tls_context: Any = None, password: str | None = None,
+                  implicit_tls: bool = False) -> Iterator[SmtpReceiver]:
     """An aiosmtpd server on 127.0.0.1; with ``tls_context`` it offers STARTTLS (required),
-    with ``password`` it requires AUTH (any user name, that password)."""
+    or speaks TLS from the first byte with ``implicit_tls``; with ``password`` it requires
+    AUTH (any user name, that password)."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 
@@ -118,11 +119,13 @@ def smtp_receiver(tls_context: Any = None, password: str | None = None
         return AuthResult(success=ok)
 
     kwargs: dict[str, Any] = {}
-    if tls_context is not None:
+    if tls_context is not None and implicit_tls:
+        kwargs.update(ssl_context=tls_context)
+    elif tls_context is not None:
         kwargs.update(tls_context=tls_context, require_starttls=True)
     if password is not None:
         kwargs.update(authenticator=authenticator, auth_required=True,
-                      auth_require_tls=tls_context is not None)
+                      auth_require_tls=tls_context is not None and not implicit_tls)
     received.port = free_port()
     controller = Controller(Handler(), hostname="127.0.0.1", port=received.port, **kwargs)
     controller.start()

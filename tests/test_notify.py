@@ -568,3 +568,29 @@ def test_many_problems_still_open_are_one_reminder(
         rt.close()
     assert [(b["event"], b["count"]) for b in _bodies(receiver)] == [("digest", 3),
                                                                     ("reminder", 3)]
+
+
+def test_email_over_implicit_tls_refuses_an_untrusted_certificate(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    clock = Clock()
+    tls, cert = _self_signed(tmp_path)
+    with smtp_receiver(tls_context=tls, implicit_tls=True) as smtp:
+        email = {"enabled": True, "host": "127.0.0.1", "port": smtp.port, "security": "tls",
+                 "from": "nb@x.example", "to": ["a@x.example"]}
+        rt = _runtime(make_config, {"notify_email": email}, clock)  # the system's CAs only
+        try:
+            attention.report(rt.engine, _problem(1), now=clock())
+            refused = _notifier(rt).run_once()
+        finally:
+            rt.close()
+        assert refused.failed == 1 and "CERTIFICATE_VERIFY_FAILED" in refused.errors[0]
+        assert smtp.messages == []
+        clock.advance(minutes=1)
+        rt = _runtime(make_config, {"notify_email": {**email, "ca_file": str(cert)}}, clock)
+        try:
+            assert _notifier(rt).run_once().sent == 1
+        finally:
+            rt.close()
+    subjects = [m["Subject"] for m in smtp.messages]
+    assert subjects == ["[nebridge] 【要対応】WMSとの不一致: S1 (ITAKU)"]
