@@ -7,6 +7,10 @@ and the real CLI.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -336,3 +340,32 @@ def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
             assert "stock_drift" not in collect(rt.db).counts
         finally:
             rt.close()
+
+
+def test_running_daemon_compares_after_each_snapshot(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    plugins = {**DEFAULT_PLUGINS, "stock_reconcile": {
+        "enabled": True, "auto_correct": True, "max_auto_correct": 3}}
+    for world in make_world(make_config, tmp_path, plugins=plugins):
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=10)
+        st.create_goods("B-2", quantity=10)
+        world.products([("P-A", "A-1"), ("P-B", "B-2")])
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(world.config),
+                                 "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            stock(world, "stock-1.csv", [f"ITAKU,P-A,8,{LATER}", f"ITAKU,P-B,50,{LATER}"])
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and world.uploaded("A-1") != -2:
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+        assert world.uploaded("A-1") == -2 and world.uploaded("B-2") == 0
+        rt = world.runtime()
+        try:
+            shown = collect(rt.db)
+        finally:
+            rt.close()
+        assert [i.subject for i in shown.items if i.kind == "stock_drift"] == ["B-2"]
