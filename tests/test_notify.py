@@ -594,3 +594,17 @@ def test_email_over_implicit_tls_refuses_an_untrusted_certificate(
             rt.close()
     subjects = [m["Subject"] for m in smtp.messages]
     assert subjects == ["[nebridge] 【要対応】WMSとの不一致: S1 (ITAKU)"]
+
+
+def test_email_options_are_checked_at_the_boundary(make_config: ConfigFactory) -> None:
+    email = {"enabled": True, "host": "127.0.0.1", "security": "none",
+             "from": "nb@x.example", "to": ["a@x.example", "b@x.example, c@x.example"]}
+    path = make_config(migrate=False, plugins={**DEFAULT_PLUGINS, "notify_email": email})
+    done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])
+    assert done.exit_code == 1
+    assert "line 14: plugins.notify_email.to[1]: 'b@x.example, c@x.example' is not one e-mail " \
+        "address" in done.output
+    email = {**email, "to": ["a@x.example"], "username": "u"}
+    path = make_config(migrate=False, plugins={**DEFAULT_PLUGINS, "notify_email": email})
+    done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])
+    assert done.exit_code == 1 and "never sent unencrypted" in done.output

@@ -17,9 +17,9 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from hashlib import sha256
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from hooks import hookimpl
 from hooks.notify import NotifyContext, render, secret, subject_line
@@ -27,6 +27,15 @@ from hooks.records import Notification, PluginInfo
 
 PASSWORD_CREDENTIAL = "notify-email-password"
 PASSWORD_ENV = "NEBRIDGE_NOTIFY_EMAIL_PASSWORD"
+
+
+def _address(value: str) -> str:
+    if "@" not in value or any(c in value for c in " \r\n,;<>"):
+        raise ValueError(f"{value!r} is not one e-mail address")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
 
 
 class EmailConfig(BaseModel):
@@ -40,21 +49,20 @@ class EmailConfig(BaseModel):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: str = ""
     password: SecretStr | None = None
-    sender: str = Field(alias="from", min_length=3)
-    to: tuple[str, ...] = Field(min_length=1)
+    sender: Address = Field(alias="from")
+    to: tuple[Address, ...] = Field(min_length=1)
     subject_prefix: str = "[nebridge] "
     language: Literal["ja", "en"] = "ja"
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     #: A CA bundle to trust for the server's certificate (a private CA); default: the system's.
     ca_file: Path | None = None
 
-    @field_validator("sender", "to")
-    @classmethod
-    def _addresses(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
-        for address in (value,) if isinstance(value, str) else value:
-            if "@" not in address or any(c in address for c in " \r\n,;"):
-                raise ValueError(f"{address!r} is not one e-mail address")
-        return value
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> EmailConfig:
+        if self.username and self.security == "none":
+            raise ValueError("a password is never sent unencrypted: with username set, use "
+                             "security: starttls or tls")
+        return self
 
     def smtp_port(self) -> int:
         """The port, or the usual one for ``security``."""
