@@ -608,3 +608,11 @@ def test_email_options_are_checked_at_the_boundary(make_config: ConfigFactory) -
     path = make_config(migrate=False, plugins={**DEFAULT_PLUGINS, "notify_email": email})
     done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])
     assert done.exit_code == 1 and "never sent unencrypted" in done.output
+
+
+def test_a_bad_webhook_url_is_refused_without_showing_it(make_config: ConfigFactory) -> None:
+    hook = {"enabled": True, "format": "slack", "url": "hooks.slack.com/services/T0/B0/SECRET"}
+    path = make_config(migrate=False, plugins={**DEFAULT_PLUGINS, "notify_webhook": hook})
+    done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])
+    assert done.exit_code == 1 and "plugins.notify_webhook.url" in done.output
+    assert "SECRET" not in done.output

@@ -59,6 +59,15 @@ class WebhookConfig(BaseModel):
             raise ValueError(f"{value!r} is not an http(s) URL with a host name")
         return value.rstrip("/")
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        parts = urlsplit(value.get_secret_value()) if value else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("is not an http(s) URL with a host name (not shown: a webhook "
+                             "URL is a secret)")
+        return value
+
     @model_validator(mode="after")
     def _room(self) -> WebhookConfig:
         if self.format == "chatwork" and not self.room_id.isdigit():
