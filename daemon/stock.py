@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import func, or_
+from sqlalchemy import delete, func, or_
 from sqlmodel import col, select
 
 from daemon import attention
@@ -63,6 +63,9 @@ RECONCILE_PLUGIN = "stock_reconcile"
 #: skew between the WMS and nebridge); their confirmation time decides.
 _SKEW = timedelta(days=1)
 _OPEN_STATES = (OutboxState.PENDING.value, OutboxState.IN_FLIGHT.value)
+#: Snapshots kept per warehouse (the newest); older ones are deleted when a new one is stored,
+#: so daily counts of 100,000 products do not grow the database without bound.
+KEEP_SNAPSHOTS = 10
 
 
 class StockError(Exception):
@@ -124,6 +127,14 @@ def _take_one(db: Bind, batch: StockBatch, report: SnapshotReport) -> None:
                                events=sum(r.products for r in rows), received_at=now))
         session.flush()
         ids = [int(r.id) for r in rows if r.id is not None]
+        for warehouse in {r.warehouse for r in rows}:
+            keep = select(col(StockSnapshotRecord.id)).where(
+                col(StockSnapshotRecord.warehouse) == warehouse).order_by(
+                col(StockSnapshotRecord.counted_at).desc(),
+                col(StockSnapshotRecord.id).desc()).limit(KEEP_SNAPSHOTS)
+            session.execute(delete(StockSnapshotRecord).where(
+                col(StockSnapshotRecord.warehouse) == warehouse,
+                col(StockSnapshotRecord.id).not_in(list(session.scalars(keep)))))
     batch.commit()
     report.stored.extend(ids)
     report.accepted.append(batch.source)

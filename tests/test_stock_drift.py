@@ -26,7 +26,7 @@ from daemon.cli import app
 from daemon.stock import check as stock_check
 from daemon.stock import compare, reconcile
 from daemon.store.engine import read_session
-from daemon.store.models import InboxBatch, InboxEvent, OutboxItem
+from daemon.store.models import InboxBatch, InboxEvent, OutboxItem, StockSnapshotRecord
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.ne_world import AT, RECEIPT_HEADER, SHIP_HEADER, World, make_world
 
@@ -369,3 +369,17 @@ def test_running_daemon_compares_after_each_snapshot(
         finally:
             rt.close()
         assert [i.subject for i in shown.items if i.kind == "stock_drift"] == ["B-2"]
+
+
+def test_only_the_newest_snapshots_are_kept(world: World) -> None:
+    world.sandbox.state.create_goods("A-1", quantity=10)
+    world.products([("P-A", "A-1")])
+    once(world)
+    for day in range(1, 13):
+        stock(world, f"stock-{day:02d}.csv", [f"ITAKU,P-A,10,2026-11-{day:02d} 12:00:00"])
+    assert cli(world, "stock", "take").exit_code == 0
+    with read_session(world.runtime().engine) as session:
+        kept = sorted(r.counted_at.day for r in session.scalars(select(StockSnapshotRecord)))
+    assert kept == list(range(3, 13))
+    code, data = diff_json(world)
+    assert code == 0 and data["snapshots"]["ITAKU"]["counted_at"].startswith("2026-11-12")
