@@ -740,7 +740,8 @@ class OrderAdminError(Exception):
 def list_orders(
     engine: Bind, states: Sequence[str], limit: int, warehouse: str | None = None
 ) -> list[dict[str, Any]]:
-    """Orders nebridge knows of (instructed, held, retry, dropped), newest change first."""
+    """Orders nebridge knows of (instructed, held, retry, dropped; with ``order_watch`` also
+    cancelled and reinstruct), newest change first."""
     stmt = select(ImportedOrder).order_by(col(ImportedOrder.updated_at).desc(),
                                           col(ImportedOrder.ne_order_id)).limit(limit)
     if states:

@@ -125,6 +125,9 @@ def test_cancel_before_pickup_reaches_the_wms_once_and_ne_ships_only_the_others(
 
     run(world)  # nothing found twice
     assert len(cancellations(world)) == 2
+    code, out, err = cli(world, "orders", "list", "--state", "cancelled", "--json")
+    assert code == 0, err
+    assert {r["ne_order_id"] for r in json.loads(out)} == {str(o1), str(o3)}
     world.sandbox.state.human_edit(o1, {"receive_order_cancel_type_id": "0"})
     run(world)  # valid again in Next Engine: never re-sent by itself (the WMS may hold it)
     assert instructed(world)[str(o1)] == 1

@@ -34,7 +34,13 @@ from daemon.importer import (
     list_orders,
     retry_order,
 )
-from daemon.orderwatch import ShippedAnywayError, shipped_anyway, stopped
+from daemon.orderwatch import (
+    CANCELLED,
+    REINSTRUCT,
+    ShippedAnywayError,
+    shipped_anyway,
+    stopped,
+)
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 from daemon.store.models import utcnow
 
@@ -50,6 +56,8 @@ class OrderState(StrEnum):
     HELD = HELD
     RETRY = RETRY
     DROPPED = DROPPED
+    CANCELLED = CANCELLED
+    REINSTRUCT = REINSTRUCT
 
 
 def _engine(ctx: typer.Context) -> Engine:
@@ -67,8 +75,9 @@ def _engine(ctx: typer.Context) -> Engine:
 def list_cmd(
     ctx: typer.Context,
     state: Annotated[list[OrderState] | None, typer.Option(
-        "--state", metavar="STATE", help="Only orders in this state: instructed, held, retry "
-        "or dropped (repeatable).")] = None,
+        "--state", metavar="STATE", help="Only orders in this state: instructed, held, retry, "
+        "dropped, cancelled (in Next Engine after import) or reinstruct (edited there, its "
+        "new content not sent yet) (repeatable).")] = None,
     warehouse: Annotated[str | None, typer.Option(
         "--warehouse", metavar="CODE", help="Only orders of this warehouse.")] = None,
     limit: Annotated[int, limit_option("At most this many orders (newest change first).")] = 200,
