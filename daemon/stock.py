@@ -317,11 +317,12 @@ def compare(
             row.explanations = found.notes
             row.waits = found.waits
         rows.append(row)
-    for key in sorted(set(product_of) - seen):  # link codes no Next Engine goods has
-        for product in sorted(p for p, k in goods_of.items() if k == key):
-            on_hand = {c: q for c, q in _product_counts(records, product).items() if q}
-            if on_hand:
-                unlinked[product] = on_hand
+    absent = set(product_of) - seen  # link codes no Next Engine goods has
+    if absent:
+        for code, record in records.items():
+            for product, quantity in json.loads(record.quantities).items():
+                if quantity and goods_of.get(product) in absent:
+                    unlinked[product][code] = int(quantity)
     not_linked = [{"product": p, "warehouses": w, "wms": sum(w.values()),
                    "link_code": links.get(p),
                    "reason": ("no Next Engine goods has this link code (紐付けコード)"
@@ -330,12 +331,6 @@ def compare(
     return StockDiff({c: (int(r.id or 0), r.counted_at) for c, r in records.items()}, rows,
                      not_in_wms, not_linked, compared=len(rows), ne_calls=calls.calls,
                      ne_seconds=calls.seconds)
-
-
-def _product_counts(records: Mapping[str, StockSnapshotRecord],
-                    product: str) -> dict[str, int]:
-    """On hand of one product per warehouse (rarely needed: parses the snapshots again)."""
-    return {code: int(json.loads(r.quantities).get(product, 0)) for code, r in records.items()}
 
 
 class _Counter:
