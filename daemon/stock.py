@@ -32,6 +32,7 @@ from sqlmodel import col, select
 
 from daemon import attention
 from daemon.attention import AttentionKind
+from daemon.nextengine.dates import parse_ne_datetime
 from daemon.nextengine.search import Resource
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.serialize import dumps
@@ -164,6 +165,7 @@ class GoodsDrift:
     explanations: list[str] = field(default_factory=list)
     waits: bool = False  # undecided events or open actions: no correction now
     product: str = ""  # a WMS product linked to it (corrections go through it)
+    ne_changed_after_count: datetime | None = None  # NE's stock record changed after a count
 
     @property
     def wms(self) -> int:
@@ -191,9 +193,13 @@ class GoodsDrift:
         parts = list(self.explanations)
         if self.drift and self.drift != self.explained:
             rest = self.drift - self.explained
-            parts.append(f"{rest:+d} unknown: no action or event of nebridge explains it (a "
-                         "manual edit in Next Engine, a count or loss in the warehouse, a "
-                         "change before nebridge)")
+            seen = self.ne_changed_after_count
+            parts.append(
+                f"{rest:+d} unknown: no action or event of nebridge explains it "
+                + (f"(Next Engine's stock record changed at {seen.isoformat()}, after the "
+                   "count: a manual edit in Next Engine?)" if seen is not None else
+                   "(a manual edit in Next Engine, a count or loss in the warehouse, a change "
+                   "before nebridge)"))
         return "; ".join(parts)
 
 
@@ -298,8 +304,9 @@ def compare(
     not_in_wms: list[dict[str, Any]] = []
     calls = _Counter(client)
     seen: set[str] = set()
-    for ne_row in calls.search_stock(("stock_goods_id", "stock_quantity"),
-                                     sort="stock_goods_id-asc"):
+    newest_count = max(moments.values())
+    for ne_row in calls.search_stock(("stock_goods_id", "stock_quantity",
+                                      "stock_last_modified_date"), sort="stock_goods_id-asc"):
         goods = str(ne_row.get("stock_goods_id") or "")
         key = link_key(goods)
         ne = int(ne_row.get("stock_quantity") or 0)
@@ -310,8 +317,11 @@ def compare(
         seen.add(key)
         per_warehouse = {code: counts.get(key, {}).get(code, 0) for code in linked}
         found = flight.get(key)
+        changed = _ne_time(ne_row.get("stock_last_modified_date"))
         row = GoodsDrift(goods, ne, per_warehouse, found.amount if found else 0,
-                         product=product_of[key])
+                         product=product_of[key],
+                         ne_changed_after_count=changed if changed is not None
+                         and changed > newest_count else None)
         if found:
             row.explained = found.explained
             row.explanations = found.notes
@@ -331,6 +341,14 @@ def compare(
     return StockDiff({c: (int(r.id or 0), r.counted_at) for c, r in records.items()}, rows,
                      not_in_wms, not_linked, compared=len(rows), ne_calls=calls.calls,
                      ne_seconds=calls.seconds)
+
+
+def _ne_time(value: str | None) -> datetime | None:
+    """A Next Engine date-time, or None when it is empty or unreadable (only a hint)."""
+    try:
+        return parse_ne_datetime(value)
+    except ValueError:
+        return None
 
 
 class _Counter:

@@ -108,6 +108,8 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     row = drift_of(data, "A-1")
     assert code == 1 and row is not None
     assert (row["ne"], row["wms"], row["in_flight"], row["drift"]) == (12, 15, 0, 3)
+    assert "stock record changed at" in row["explanation"]  # seen in Next Engine's data
+    assert "a manual edit in Next Engine?" in row["explanation"]
     other = cli(world, "stock", "diff", "--warehouse", "SHINJUKU", "--json")
     assert other.exit_code == 0 and json.loads(other.stdout)["drifts"] == []  # not counted
     assert cli(world, "stock", "diff", "--warehouse", "NOWHERE").exit_code == 2
