@@ -43,6 +43,7 @@ from daemon.store.models import (
     StockUpload,
     utcnow,
 )
+from hooks.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -334,10 +335,9 @@ def unlink(config: DaemonConfig, engine: Bind) -> tuple[PendingWork, Path]:
     work = pending_work(engine)
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     export = config.state_dir / f"unlink-export-{stamp}.json"
-    export.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    export.write_text(dumps({"unlinked_at": utcnow(), "actions": work.actions,
-                             "uploads": work.uploads, "cursors": work.cursors}),
-                      encoding="utf-8")
+    write_private(export, dumps({"unlinked_at": utcnow(), "actions": work.actions,
+                                 "uploads": work.uploads, "cursors": work.cursors})
+                  .encode("utf-8"))
     with write_session(engine) as session:
         session.execute(delete(OutboxItem).where(col(OutboxItem.state).in_(_UNFINISHED)))
         session.execute(delete(StockUpload).where(col(StockUpload.state).notin_(["done"])))

@@ -17,6 +17,7 @@ from daemon.systemd_unit import (
     unit_notes,
     writable_paths,
 )
+from hooks.files import write_file
 
 app = typer.Typer(help="systemd integration.", no_args_is_help=True)
 
@@ -60,6 +61,6 @@ def unit(
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.write_text(text, encoding="utf-8")
+    write_file(output, text.encode("utf-8"))  # never through a link planted at output
     info(f"wrote {output}; install it with: sudo cp {output} /etc/systemd/system/nebridge.service"
          " && sudo systemctl daemon-reload && sudo systemctl enable --now nebridge")
