@@ -116,6 +116,18 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     shown = cli(world, "inbox", "list", "--json")
     assert shown.exit_code == 0 and "stock-1.csv" in shown.stdout, shown.output
 
+    # shown first, asked, refused: nothing queued
+    shown = cli(world, "stock", "reconcile", "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["applied"] is False
+    assert [(p["goods"], p["delta"]) for p in json.loads(shown.stdout)["corrections"]] == [
+        ("A-1", 3)]
+    assert cli(world, "stock", "reconcile", "--apply", "--json").exit_code == 2
+    declined = CliRunner().invoke(app, ["--config", str(world.config), "stock", "reconcile",
+                                        "--apply"], input="n\n")
+    assert declined.exit_code == 1 and "nothing queued" in declined.output
+    with read_session(world.runtime().engine) as session:
+        assert session.scalars(select(OutboxItem).where(
+            OutboxItem.plugin == "stock_reconcile")).all() == []
     # corrected on request, once
     result = cli(world, "stock", "reconcile", "--apply", "--yes", "--json")
     assert result.exit_code == 0, result.output

@@ -151,9 +151,11 @@ def reconcile_cmd(
                             [[p["goods"], f"{p['delta']:+d}", "yes" if p["waits"] else "no",
                               p["explanation"]] for p in plan])
             return
-        if rows and not yes and not as_json and not typer.confirm(
+        if rows and not yes and as_json:
+            fail("--apply --json asks nothing: add --yes to queue the corrections", code=2)
+        if rows and not yes and not typer.confirm(
                 f"Queue {len(rows)} Next Engine stock correction(s)?"):
-            fail("nothing queued", code=1)
+            fail("nothing queued; run it again and answer y, or add --yes", code=1)
         done = reconcile(runtime.db, diff, goods or [], link_key=link_key_of(runtime))
     finally:
         runtime.close()
