@@ -214,7 +214,7 @@ class InstanceLock:
     def _acquire_file(self) -> bool:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
         path = self.lock_file()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -77,7 +77,8 @@ class LocalStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o600))
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
 
