@@ -208,7 +208,7 @@ class StockDiff:
     """The outcome of one comparison."""
 
     snapshots: dict[str, tuple[int, datetime]]  # warehouse → (snapshot id, counted_at)
-    rows: list[GoodsDrift]
+    rows: list[GoodsDrift]  # the goods that drift or have something in flight
     not_in_wms: list[dict[str, Any]]  # NE goods no WMS product links to (with stock)
     not_linked: list[dict[str, Any]]  # WMS products with stock and no (matching) link code
     compared: int = 0
@@ -304,6 +304,7 @@ def compare(
     not_in_wms: list[dict[str, Any]] = []
     calls = _Counter(client)
     seen: set[str] = set()
+    compared = 0
     newest_count = max(moments.values())
     for ne_row in calls.search_stock(("stock_goods_id", "stock_quantity",
                                       "stock_last_modified_date"), sort="stock_goods_id-asc"):
@@ -326,7 +327,9 @@ def compare(
             row.explained = found.explained
             row.explanations = found.notes
             row.waits = found.waits
-        rows.append(row)
+        compared += 1
+        if row.drift or found:  # the goods in step with nothing in flight are only counted
+            rows.append(row)
     absent = set(product_of) - seen  # link codes no Next Engine goods has
     if absent:
         for code, record in records.items():
@@ -339,7 +342,7 @@ def compare(
                               if links.get(p) else "no link code (紐付けコード) in the WMS")}
                   for p, w in sorted(unlinked.items())]
     return StockDiff({c: (int(r.id or 0), r.counted_at) for c, r in records.items()}, rows,
-                     not_in_wms, not_linked, compared=len(rows), ne_calls=calls.calls,
+                     not_in_wms, not_linked, compared=compared, ne_calls=calls.calls,
                      ne_seconds=calls.seconds)
 
 
