@@ -24,6 +24,7 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from daemon.admin import run_once
 from daemon.cli import app
 from daemon.metrics import Metrics
 from daemon.nextengine.dates import format_ne_datetime
@@ -31,7 +32,11 @@ from daemon.pipeline import Stage, StageResult
 from daemon.runtime import build_runtime
 from daemon.store.engine import read_session
 from daemon.store.models import OrderChange, utcnow
-from hooks.connectors import CancellationBatch, OrderCancellation
+from hooks import hookimpl
+from hooks.connectors import CancellationBatch, ConnectorSpec, OrderCancellation
+from hooks.records import PluginInfo
+from plugins.wms_csv.config import CsvConnectorConfig
+from plugins.wms_csv.connector import CsvConnector
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.ne_world import AT, SHIP_HEADER, World, make_world
 
@@ -276,3 +281,76 @@ def test_an_order_whose_every_row_is_cancelled_leaves_the_wms_and_is_held(world:
     assert code == 0, err
     (held,) = json.loads(out)
     assert held["ne_order_id"] == str(o1) and held["reason"] == "order has no rows to ship"
+
+
+class PlainFolders:
+    """A third-party connector that cannot take an order back: the CSV folders without
+    ``push_cancellations`` (so not a :class:`~hooks.connectors.CancellingConnector`)."""
+
+    def __init__(self, config: CsvConnectorConfig) -> None:
+        self._csv = CsvConnector(config)
+        self.recover = self._csv.recover
+        self.has_new_input = self._csv.has_new_input
+        self.pending_batches = self._csv.pending_batches
+        self.product_snapshot = self._csv.product_snapshot
+        self.push_orders = self._csv.push_orders
+
+
+class PlainFoldersPlugin:
+    """Offers the ``plain`` connector."""
+
+    @hookimpl
+    def nebridge_plugin_info(self) -> PluginInfo:
+        return PluginInfo(name="wms_plain", summary="CSV folders that cannot cancel")
+
+    @hookimpl
+    def nebridge_wms_connectors(self) -> list[ConnectorSpec]:
+        return [ConnectorSpec(name="plain", factory=PlainFolders,
+                              config_model=CsvConnectorConfig)]
+
+
+def test_a_connector_that_cannot_cancel_puts_each_change_in_front_of_a_person(
+    make_config: ConfigFactory, tmp_path: Path, database_url: str,
+) -> None:
+    folders = {"inbox": str(tmp_path / "wms" / "inbox"),
+               "outbox": str(tmp_path / "wms" / "outbox"), "stable_seconds": 0.0}
+    plain = PlainFoldersPlugin()
+    for world in make_world(make_config, tmp_path, database_url=database_url,
+                            wms={"connector": "plain", "plain": folders},
+                            plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}}):
+
+        def once(world: World = world) -> None:
+            rt = build_runtime(world.config, extra_plugins={"wms_plain": plain})
+            try:
+                run_once(rt)
+            finally:
+                rt.close()
+
+        st = world.sandbox.state
+        st.create_goods("A-1", quantity=50)
+        o1 = st.create_order([("A-1", 1)], instruct_date=PAST)
+        o2 = st.create_order([("A-1", 2)], instruct_date=PAST)
+        world.products([("P-A", "A-1")])
+        once()
+        assert instructed(world) == Counter({str(o1): 1, str(o2): 1})
+        st.human_edit(o1, {"receive_order_cancel_type_id": "1"})
+        st.human_edit(o2, rows={1: {"receive_order_row_quantity": "3"}})
+        once()
+        once()
+        assert cancellations(world) == []  # the connector has no way to say it
+        assert instructed(world) == Counter({str(o1): 1, str(o2): 1})  # never re-sent
+        code, out, _err = cli(world, "attention", "--json")
+        items = {i["key"]: i for i in json.loads(out)["items"]}
+        for order, what in ((o1, "cancelled"), (o2, "edited")):
+            item = items[f"order_watch:stop:{order}"]
+            assert item["reason"].startswith(f"stop picking order {order} in ITAKU: {what} "
+                                             "in Next Engine at ")
+            assert "cannot cancel orders" in item["reason"]
+            assert f"nebridge orders stopped {order}" in item["fix"]
+        code, _out, err = cli(world, "orders", "stopped", str(o1))
+        assert code == 0, err
+        code, out, _err = cli(world, "attention", "--json")
+        keys = {i["key"] for i in json.loads(out)["items"]}
+        assert f"order_watch:stop:{o1}" not in keys and f"order_watch:stop:{o2}" in keys
+        code, _out, err = cli(world, "orders", "stopped", str(o1))
+        assert code == 1 and "not waiting to be stopped" in err

@@ -38,8 +38,9 @@ Rules shared by all inbound files:
   ``<file>.errors.txt``), listing every error up to 1000 with line, column and reason.
 
 Outbound: ``outbox/orders-<created_at as YYYYMMDDTHHMMSSZ>-<key slug>-<key hash>.csv``, one
-row per order line, UTF-8 (or CP932) with header and CRLF, written atomically; see
-:mod:`plugins.wms_csv.outbox`.
+row per order line, UTF-8 (or CP932) with header and CRLF, written atomically; with
+``order_watch``, ``outbox/cancellations-<…>.csv`` (``ne_order_id, warehouse, reason,
+detected_at``) before the order file of the same run; see :mod:`plugins.wms_csv.outbox`.
 """
 
 from __future__ import annotations
