@@ -24,8 +24,8 @@ def upgrade_cmd(ctx: typer.Context) -> None:
     """Apply every pending migration (safe to run repeatedly).
 
     Migrating takes the instance lock, so a schema never changes under a working nebridge
-    (e.g. a standby host's ``ExecStartPre`` while the other host runs); with nothing to
-    migrate it only reads, and succeeds next to a running daemon.
+    (e.g. when a standby host starts while the other host runs); with nothing to migrate it
+    only reads, and succeeds next to a running daemon.
     """
     loaded = get(ctx).load()
     engine = make_engine(loaded.config.resolved_database_url)
