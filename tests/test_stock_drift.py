@@ -315,6 +315,13 @@ def test_bad_stock_file_rejected_whole_with_line_reasons(world: World) -> None:
         assert session.scalars(select(InboxEvent)).all() == []
     result = cli(world, "stock", "diff")
     assert result.exit_code == 1 and "no stock snapshot yet" in result.output
+    # fixed in place and handed back like any rejected file
+    (world.inbox / "rejected" / "stock-bad.csv").write_text(
+        f"{STOCK_HEADER}\nITAKU,P-A,10,{LATER}\n", encoding="utf-8")
+    assert cli(world, "inbox", "retry", "stock-bad.csv").exit_code == 0
+    taken = cli(world, "stock", "take", "--json")
+    assert taken.exit_code == 0 and json.loads(taken.stdout)["accepted"] == ["stock-bad.csv"]
+    assert cli(world, "stock", "diff").exit_code == 0
 
 
 def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
