@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import delete, func, or_
+from sqlalchemy import delete, or_
 from sqlmodel import col, select
 
 from daemon import attention
@@ -113,7 +113,7 @@ def _take_one(db: Bind, batch: StockBatch, report: SnapshotReport) -> None:
     try:
         snapshots = batch.snapshots()
     except BatchRejected as error:
-        _record_batch(db, batch.source, "rejected", 0, error.errors)
+        _record_rejected(db, batch.source, error.errors)
         batch.reject(error)
         report.rejected.append(batch.source)
         return
@@ -142,11 +142,11 @@ def _take_one(db: Bind, batch: StockBatch, report: SnapshotReport) -> None:
     log.info("stock snapshot(s) %s from %s stored", ids, batch.source)
 
 
-def _record_batch(db: Bind, source: str, state: str, events: int,
-                  errors: Sequence[RecordError]) -> None:
+def _record_rejected(db: Bind, source: str, errors: Sequence[RecordError]) -> None:
+    """The rejected batch with every error, as ``nebridge inbox list`` shows batches."""
     text = "\n".join(str(e) for e in errors)
     with write_session(db) as session:
-        session.add(InboxBatch(source=source[:512], kind="stock", state=state, events=events,
+        session.add(InboxBatch(source=source[:512], kind="stock", state="rejected",
                                errors=text or None))
 
 
@@ -571,11 +571,6 @@ def reconcile(db: Bind, diff: StockDiff, goods: Iterable[str] = (),
                 correction.detail = "decided before (same snapshot); sent once"
     return out
 
-
-def snapshot_count(db: Bind) -> int:
-    """How many snapshots are stored (for status lines)."""
-    with read_session(db) as session:
-        return int(session.scalar(select(func.count()).select_from(StockSnapshotRecord)) or 0)
 
 
 # -- with a runtime (CLI, plugin) -------------------------------------------------------------
