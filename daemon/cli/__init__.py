@@ -2,38 +2,114 @@
 
 Exit codes: 0 ok, 1 operational failure, 2 usage error. Errors go to stderr and say what to
 do next. Every listing accepts ``--json``.
+
+The rule for command modules (why: ``nebridge --help``, Tab completion and ``status`` must
+answer at once, issue #18): this file imports no command module. Each command is one line
+of :data:`COMMANDS` — its name, ``"module:attribute"`` (a ``typer.Typer`` sub-app or a
+command function) and its one-line help — and its module is imported only when that command
+runs or its own help is shown. A new command adds a line there, never an import here. Inside
+a command module, import what only some commands need (SQLAlchemy, the sandboxes, requests,
+apscheduler) inside those command functions. ``tests/test_cli_startup.py`` fails when
+``nebridge --help`` imports a heavy module, and when a line's help differs from the command's.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
 import typer
+import typer.main
+from typer._click.utils import make_default_short_help
+from typer.models import CommandInfo, TyperInfo
 
-from daemon import __version__
-from daemon.cli import (
-    attention,
-    common,
-    config_cmd,
-    db,
-    demo,
-    doctor,
-    history,
-    inbox,
-    link,
-    notify,
-    orders,
-    outbox,
-    plugins,
-    run,
-    sandbox,
-    status,
-    stock,
-    systemd_cmd,
-    warehouses,
-    wms,
-)
+from daemon.cli import common
+
+
+class Entry(NamedTuple):
+    """One command of the root: where it lives and its help line for ``nebridge --help``."""
+
+    target: str  # "daemon.cli.module:attribute" (a typer.Typer sub-app or a function)
+    help: str  # the first sentence of the command's help (a test keeps them equal)
+
+
+#: Every command of ``nebridge``, in the order ``--help`` lists them.
+COMMANDS: dict[str, Entry] = {
+    "run": Entry("daemon.cli.run:run", "Run the daemon in the foreground (no fork, no "
+                 "pidfile), or one pass with --once."),
+    "status": Entry("daemon.cli.status:status", "Show plugins, last runs per warehouse and "
+                    "stage, backlog, and what waits for a person."),
+    "attention": Entry("daemon.cli.attention:attention_cmd", "List what waits for a person, "
+                       "newest first, with the reason and the fix for each."),
+    "demo": Entry("daemon.cli.demo:demo", "Run nebridge end to end against the Next Engine "
+                  "sandbox and check the result."),
+    "doctor": Entry("daemon.cli.doctor:doctor", "Config, database, plugins, paused stages, "
+                    "Next Engine link, tokens, WMS folders, clock."),
+    "history": Entry("daemon.cli.history:history", "Show what happened to one order, "
+                     "shipment, receipt or goods' stock corrections, from arrival (or "
+                     "decision) to Next Engine."),
+    "connect": Entry("daemon.cli.link:connect_cmd", "Link a Next Engine company: sign in, "
+                     "receive uid/state, exchange them for tokens."),
+    "unlink": Entry("daemon.cli.link:unlink_cmd", "Remove ALL Next Engine integration "
+                    "(連携を解除する); unfinished work is exported first."),
+    "config": Entry("daemon.cli.config_cmd:app", "Check the configuration."),
+    "db": Entry("daemon.cli.db:app", "Database migrations."),
+    "plugins": Entry("daemon.cli.plugins:app", "Feature plugins and WMS connectors."),
+    "warehouses": Entry("daemon.cli.warehouses:app",
+                        "Warehouses (拠点) and their Next Engine link."),
+    "sandbox": Entry("daemon.cli.sandbox:app", "The local Next Engine sandbox."),
+    "inbox": Entry("daemon.cli.inbox:app", "WMS input: accepted, pending, held and rejected."),
+    "outbox": Entry("daemon.cli.outbox:app", "Next Engine actions: list, retry, resolve."),
+    "orders": Entry("daemon.cli.orders:app", "Imported and held Next Engine orders: list, "
+                    "retry, drop; orders changed after import: stopped, shipped-anyway."),
+    "wms": Entry("daemon.cli.wms:app",
+                 "Authorise nebridge in the WMS (connectors with an API sign-in)."),
+    "stock": Entry("daemon.cli.stock:app",
+                   "Stock drift: compare Next Engine with the warehouses, correct it."),
+    "systemd": Entry("daemon.cli.systemd_cmd:app", "systemd integration."),
+    "notify": Entry("daemon.cli.notify:app",
+                    "Notifications: send a test message, list what was sent."),
+}
+
+
+class LazyGroup(common.CliGroup):
+    """The root command: builds a subcommand from :data:`COMMANDS` only when it is used."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Every command name, in :data:`COMMANDS` order (nothing imported)."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """Import the command's module and build its click command (None if unknown)."""
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = load_command(cmd_name, entry)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The ``Commands:`` section of ``--help`` from the help lines, importing nothing."""
+        width = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, make_default_short_help(entry.help, width))
+                                for name, entry in COMMANDS.items()])
+
+
+def load_command(name: str, entry: Entry) -> Any:
+    """The click command of ``entry``, built as ``app.add_typer`` / ``app.command`` would."""
+    module_name, attribute = entry.target.split(":")
+    target = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, typer.Typer):
+        return typer.main.get_group_from_info(
+            TyperInfo(target, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
+            suggest_commands=app.suggest_commands, rich_markup_mode=app.rich_markup_mode)
+    return typer.main.get_command_from_info(
+        CommandInfo(name=name, callback=target),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode)
+
 
 app = typer.Typer(
     name="nebridge",
@@ -42,12 +118,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=True,
     rich_markup_mode=None,  # plain help, like git and systemctl: no <bool>, no boxes
-    cls=common.CliGroup,
+    cls=LazyGroup,
 )
 
 
 def _version(value: bool) -> None:
     if value:
+        from daemon import __version__
         typer.echo(f"nebridge {__version__}")
         raise typer.Exit()
 
@@ -67,28 +144,6 @@ def root(
 ) -> None:
     """nebridge: WMS ⇄ Next Engine integration daemon."""
     ctx.obj = common.AppContext.create(config)
-
-
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(db.app, name="db")
-app.add_typer(plugins.app, name="plugins")
-app.add_typer(warehouses.app, name="warehouses")
-app.add_typer(sandbox.app, name="sandbox")
-app.add_typer(inbox.app, name="inbox")
-app.add_typer(outbox.app, name="outbox")
-app.add_typer(orders.app, name="orders")
-app.add_typer(wms.app, name="wms")
-app.add_typer(stock.app, name="stock")
-app.add_typer(systemd_cmd.app, name="systemd")
-app.add_typer(notify.app, name="notify")
-app.command("run")(run.run)
-app.command("status")(status.status)
-app.command("attention")(attention.attention_cmd)
-app.command("demo")(demo.demo)
-app.command("doctor")(doctor.doctor)
-app.command("history")(history.history)
-app.command("connect")(link.connect_cmd)
-app.command("unlink")(link.unlink_cmd)
 
 
 def main() -> None:

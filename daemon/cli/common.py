@@ -1,4 +1,9 @@
-"""Shared CLI plumbing: the context object, output helpers and error exits."""
+"""Shared CLI plumbing: the context object, output helpers and error exits.
+
+Imported by ``nebridge --help`` (for :class:`CliGroup`), so it imports nothing heavy at
+module level: rich, the configuration (pydantic) and the store are imported by the functions
+that use them (see the rule in ``daemon/cli/__init__.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,24 @@ import json
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 import typer.core
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from daemon.config import ConfigError, LoadedConfig, config_path_from, load_config
-from daemon.logsetup import configure_logging
-from daemon.store.engine import DatabaseNotMigrated, DatabaseUnavailable
+if TYPE_CHECKING:
+    from rich.console import Console
 
-err_console = Console(stderr=True)
+    from daemon.config import LoadedConfig
+
+
+@cache
+def err_console() -> Console:
+    """The rich console on stderr (made on first use: rich is not imported by ``--help``)."""
+    from rich.console import Console
+    return Console(stderr=True)
 
 
 @dataclass
@@ -32,10 +40,13 @@ class AppContext:
     @classmethod
     def create(cls, option: Path | None) -> AppContext:
         """Resolve ``--config`` / ``$NEBRIDGE_CONFIG`` / ``./daemon.yaml``."""
+        from daemon.config import config_path_from
         return cls(config_path=config_path_from(option))
 
     def load(self) -> LoadedConfig:
         """Load the configuration or exit 1 with every problem listed."""
+        from daemon.config import ConfigError, load_config
+        from daemon.logsetup import configure_logging
         try:
             loaded = load_config(self.config_path)
         except ConfigError as exc:
@@ -72,8 +83,12 @@ class CliGroup(typer.core.TyperGroup):
         """Run the command; turn database errors into :func:`fail`."""
         try:
             return super().invoke(ctx)
-        except (DatabaseUnavailable, DatabaseNotMigrated) as exc:
-            fail(str(exc))
+        except Exception as exc:
+            store = sys.modules.get("daemon.store.engine")  # not imported: not raised
+            if store is not None and isinstance(
+                    exc, (store.DatabaseUnavailable, store.DatabaseNotMigrated)):
+                fail(str(exc))
+            raise
         except typer.BadParameter as exc:  # a usage error of a --json command: JSON too
             if wants_json():
                 print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
@@ -112,8 +127,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """
     if wants_json():
         print_json({"error": message, "exit_code": code})
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True,
-                      soft_wrap=True)
+    from rich.markup import escape
+    err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                        markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -133,6 +149,8 @@ def print_json(data: Any) -> None:
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """Human output: a rich table (plain text when not a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
     table = Table(title=title, show_lines=False)
     for col in columns:
         table.add_column(col)
@@ -147,7 +165,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 def info(message: str) -> None:
     """A human progress/info line on stderr (keeps stdout clean for --json); never wrapped,
     so the commands it names stay copyable."""
-    err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+    err_console().print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 # -- one output style for every command (human output; --json keeps raw values) -------------
@@ -177,6 +195,7 @@ def yes_no(value: bool | None) -> str:
 
 def display_zone(loaded: LoadedConfig | None = None) -> tzinfo | None:
     """The zone times are shown in: ``timezone`` of ``daemon.yaml``, else the system's."""
+    from zoneinfo import ZoneInfo
     name = loaded.config.timezone if loaded is not None else None
     return ZoneInfo(name) if name else None
 

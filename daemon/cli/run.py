@@ -48,8 +48,8 @@ def run(
         fail(str(exc))
     try:
         with instance_lock(runtime.config, runtime.engine):
-            if err_console.is_terminal and not as_json:
-                with err_console.status("starting …") as spinner:
+            if err_console().is_terminal and not as_json:
+                with err_console().status("starting …") as spinner:
                     report = run_once(runtime, dry_run=dry_run,
                                       progress=lambda m: spinner.update(f"{m} …"))
             else:

@@ -1,0 +1,89 @@
+"""The CLI answers at once (issue #18): ``nebridge --help`` imports no heavy module.
+
+A structural check, not a timing: a fresh interpreter runs ``nebridge --help`` and reports
+which modules it imported. The lazy command table of ``daemon/cli/__init__.py`` must stay
+equal to the commands it loads (names and help lines).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer._click.utils import make_default_short_help
+from typer.testing import CliRunner
+
+import daemon.cli
+from daemon.cli import COMMANDS, app, load_command
+
+#: Top-level packages ``nebridge --help`` must not import: each costs tens of milliseconds
+#: or more, and only some commands need them.
+HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "rich", "requests", "apscheduler", "ruamel",
+         "pluggy", "alembic", "psycopg", "plugins", "hooks", "daemon.config", "daemon.store",
+         "daemon.admin", "daemon.nextengine", "importlib.metadata")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(*args: str) -> set[str]:
+    """The modules a fresh ``nebridge ARGS`` has imported when it exits."""
+    script = ("import sys, json, atexit\n"
+              "atexit.register(lambda: sys.__stderr__.write('\\nMODULES ' + "
+              "json.dumps(sorted(sys.modules)) + '\\n'))\n"
+              "sys.argv = ['nebridge', *sys.argv[1:]]\n"
+              "from daemon.cli import main\n"
+              "main()\n")
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode in (0, 2), result.stderr  # bare `nebridge`: help, usage exit
+    line = next(ln for ln in result.stderr.splitlines() if ln.startswith("MODULES "))
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules
+                  if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+@pytest.mark.parametrize("args", [("--help",), (), ("--version",), ("plugins", "--help")])
+def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
+    """``--help``, bare ``nebridge`` (help, exit 2), ``--version``; a group's help loads that
+    group's module only."""
+    modules = _modules_after(*args)
+    expected_cli = {"daemon.cli", "daemon.cli.common"} | (
+        {"daemon.cli.plugins"} if args[:1] == ("plugins",) else set())
+    assert {m for m in modules if m.startswith("daemon.cli")} == expected_cli
+    if args[:1] != ("plugins",):  # --version reads the installed metadata, nothing else
+        allowed = {"importlib.metadata"} if args == ("--version",) else set()
+        assert [m for m in _heavy(modules) if m.split("._")[0] not in allowed] == []
+
+
+def test_the_check_sees_a_heavy_import() -> None:
+    """The check can fail: a command that runs loads its module and what it needs."""
+    modules = _modules_after("plugins", "--help")
+    assert "daemon.cli.plugins" in modules and _heavy(modules)
+
+
+def test_every_command_line_matches_the_command_it_loads() -> None:
+    for name, entry in COMMANDS.items():
+        command = load_command(name, entry)
+        assert command.name == name
+        assert make_default_short_help(entry.help, 300) == command.get_short_help_str(300), (
+            f"{name}: the help line in daemon/cli/__init__.py COMMANDS differs from the "
+            "command's own help; copy the command's first sentence there")
+
+
+def test_every_command_module_is_in_the_table() -> None:
+    """A command module nobody lists would be unreachable."""
+    listed = {entry.target.split(":")[0] for entry in COMMANDS.values()}
+    modules = {f"daemon.cli.{p.stem}" for p in Path(daemon.cli.__file__).parent.glob("*.py")
+               if p.stem not in ("__init__", "common")}
+    assert modules - listed == set()
+
+
+def test_an_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["no-such-command"])
+    assert result.exit_code == 2 and "No such command" in result.output
