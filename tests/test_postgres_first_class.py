@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from daemon.cli import app
@@ -31,9 +32,9 @@ from daemon.config import load_config
 from daemon.instancelock import InstanceLock, InstanceLockLost
 from daemon.runtime import build_runtime
 from daemon.store.engine import make_engine, read_session
-from daemon.store.models import NeLink
+from daemon.store.models import InboxEvent, NeLink
 from tests.conftest import PG_ENV, PG_SKIP, ConfigFactory
-from tests.ne_world import make_world
+from tests.ne_world import AT, RECEIPT_HEADER, make_world
 from tests.pgproxy import TcpProxy
 
 PASSWORD = "s3cret-Pa55word"
@@ -285,6 +286,18 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
         raise
 
 
+def drop_receipt(tmp_path: Path, receipt_id: str) -> None:
+    inbox = tmp_path / "wms" / "inbox"
+    part = inbox / f".{receipt_id}.part"
+    part.write_text(f"{RECEIPT_HEADER}\n{receipt_id},ITAKU,{AT},P-1,2\n", encoding="utf-8")
+    part.rename(inbox / f"receipts-{receipt_id}.csv")
+
+
+def receipts(engine: Engine) -> list[str]:
+    with read_session(engine) as session:
+        return sorted(session.scalars(select(col(InboxEvent.external_id))))
+
+
 def test_daemon_survives_a_database_cut_and_a_standby_takes_over(
     make_config: ConfigFactory, tmp_path: Path, schema: str
 ) -> None:
@@ -298,6 +311,10 @@ def test_daemon_survives_a_database_cut_and_a_standby_takes_over(
             spelled(base, schema, host="127.0.0.1", port=proxy.port),
             spelled(base, schema, host="localhost", port=target.port or 5432)),
             encoding="utf-8")
+        inbox = tmp_path / "wms" / "inbox"
+        inbox.mkdir(parents=True)
+        (inbox / "products.csv").write_text("product_code,link_code\nP-1,G-1\n",
+                                            encoding="utf-8")
         log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
         a = start_daemon(first, log_a)
         b: subprocess.Popen[bytes] | None = None
@@ -311,12 +328,20 @@ def test_daemon_survives_a_database_cut_and_a_standby_takes_over(
             wait_until(log_has(log_a, "lost the instance lock"), "the loss to be noticed")
             wait_until(log_has(log_b, "took over the instance lock"), "the standby to take over")
             wait_until(log_has(log_a, "database unavailable"), "the outage to be logged")
+            drop_receipt(tmp_path, "R-DURING")  # the WMS goes on meanwhile
             time.sleep(3)  # let the first daemon retry a few times while the database is away
             proxy.start()
             wait_until(log_has(log_a, "standby:"), "the first daemon to wait as a standby")
 
             assert stop(b) == 0
             wait_until(log_has(log_a, "work resumes"), "the first daemon to resume")
+            drop_receipt(tmp_path, "R-AFTER")
+            engine = make_engine(spelled(base, schema))
+            try:  # nothing lost, nothing doubled
+                wait_until(lambda: receipts(engine) == ["R-AFTER", "R-DURING"],
+                           "both receipts to be taken once")
+            finally:
+                engine.dispose()
             assert a.poll() is None
         finally:
             if b is not None:
