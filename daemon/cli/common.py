@@ -83,15 +83,15 @@ class CliGroup(typer.core.TyperGroup):
         """Run the command; turn database errors into :func:`fail`."""
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:  # a usage error of a --json command: JSON too
+            if wants_json():
+                print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
+            raise
         except Exception as exc:
             store = sys.modules.get("daemon.store.engine")  # not imported: not raised
             if store is not None and isinstance(
                     exc, (store.DatabaseUnavailable, store.DatabaseNotMigrated)):
                 fail(str(exc))
-            raise
-        except typer.BadParameter as exc:  # a usage error of a --json command: JSON too
-            if wants_json():
-                print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
             raise
 
 
