@@ -441,14 +441,22 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def head_revision(engine: Engine) -> str | None:
-    """The latest migration shipped with this version of nebridge."""
+    """The latest migration shipped with this version of nebridge (read from the files
+    without alembic when they form one chain: importing alembic costs ``status`` ~0.3 s)."""
+    shipped = _shipped_head()
+    if shipped is not None:
+        return shipped
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The migration the database is at (None for an empty database)."""
+    """The migration the database is at (None for an empty database); read from the version
+    table without alembic when it holds at most one row."""
+    known, current = _stored_revision(engine)
+    if known:
+        return current
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -510,10 +518,7 @@ def check_migrated(engine: Engine) -> None:
     table holds at most one row (always, for nebridge's own migrations); otherwise alembic
     answers, as :func:`current_revision` and :func:`head_revision` do.
     """
-    known, current = _stored_revision(engine)
-    if not known:
-        current = current_revision(engine)
-    head = _shipped_head() or head_revision(engine)
+    current, head = current_revision(engine), head_revision(engine)
     if current != head:
         raise DatabaseNotMigrated(
             f"the database is at migration {current or '(none)'} but this nebridge needs "
