@@ -71,6 +71,8 @@ _KINDS: dict[str, tuple[str, str]] = {
     "ne_token_expiring": ("ネクストエンジン連携の期限切れ間近", "Next Engine link about to lapse"),
     "wms_auth_lost": ("WMSの認可切れ", "WMS authorisation lost"),
     "notify_failing": ("通知の送信失敗", "Notifications not delivered"),
+    "order_changed": ("取り込み後に変更された受注", "Order changed after import"),
+    "stock_drift": ("在庫数のずれ", "Stock differs from the WMS"),
     "database_unreachable": ("データベース接続不可", "Database unreachable"),
     "digest": ("まとめ", "Digest"),
     "test": ("テスト送信", "Test message"),

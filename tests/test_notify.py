@@ -19,11 +19,13 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from daemon import attention
+from daemon.attention import AttentionKind
 from daemon.cli import app
 from daemon.notify import Notifier, OutageAlarm, failing_key
 from daemon.runtime import Runtime, build_runtime
 from daemon.store.engine import write_session
 from daemon.store.models import ImportedOrder, NotifyDelivery
+from hooks.notify import kind_label
 from hooks.records import Problem
 from plugins.notify_webhook import signature
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
@@ -616,3 +618,9 @@ def test_a_bad_webhook_url_is_refused_without_showing_it(make_config: ConfigFact
     done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])
     assert done.exit_code == 1 and "plugins.notify_webhook.url" in done.output
     assert "SECRET" not in done.output
+
+
+def test_every_attention_kind_has_a_name_in_japanese_and_english() -> None:
+    for kind in AttentionKind:
+        assert kind_label(kind, "ja") != kind, f"add {kind} to hooks.notify._KINDS"
+        assert kind_label(kind, "en") != kind.replace("_", " ")
