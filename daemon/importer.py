@@ -19,6 +19,12 @@ order is rendered again from Next Engine when it changes there, or at once after
 ``nebridge orders retry ID`` (state ``retry``: read by id at the next import); ``nebridge
 orders drop ID`` gives it up for good (state ``dropped``: never imported by nebridge).
 
+Paged: the rows are read sorted by order and taken :data:`PAGE_ORDERS` orders at a time;
+each page is decided, recorded, delivered (one instruction batch) and claimed before the next
+is read, so memory does not grow with the number of orders (issue #18). The cursor advances
+once, after the last page: a run cut short reads the rest again, and the orders of the pages
+already recorded are settled, never instructed twice.
+
 Routing: a warehouse with ``import_orders: true`` takes the orders of its ``shop_ids``; at most
 one importing warehouse without ``shop_ids`` takes every other shop's orders.
 """
@@ -29,7 +35,7 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,6 +101,12 @@ INSTRUCTED, HELD, RETRY, DROPPED = "instructed", "held", "retry", "dropped"
 SETTLED = (INSTRUCTED, DROPPED, CANCELLED)
 #: How many order ids one ``receive_order_id-in`` search names at most.
 IDS_PER_SEARCH = 500
+#: Orders per page of an import (one instruction batch each): bounds the import's memory.
+PAGE_ORDERS = 10_000
+#: Row searches are sorted by order, so that an order's rows come together (pages are cut
+#: between orders only).
+ROW_SORT = "receive_order_row_receive_order_id-asc"
+PRINTING = "receive_order_statement_delivery_instruct_printing_date"
 
 
 def cursor_name(warehouse: str) -> str:
@@ -113,6 +125,29 @@ class Candidate:
     def order_id(self) -> str:
         """Next Engine's order id."""
         return self.order.order_id
+
+
+@dataclass
+class Scan:
+    """The searches of one import run, decided before any is read."""
+
+    wheres: list[Where]
+    full: bool
+    state: dict[str, Any]
+    now: str
+
+
+@dataclass
+class Page:
+    """Up to :data:`PAGE_ORDERS` orders read: the candidates, and every row by order (the
+    watch's input)."""
+
+    candidates: list[Candidate]
+    groups: dict[str, list[Mapping[str, str | None]]]
+
+
+class RowsOutOfOrder(Exception):
+    """Next Engine returned an order's rows apart although the search was sorted by order."""
 
 
 @dataclass
@@ -197,12 +232,31 @@ class OrderImporter:
             if may_deliver:
                 self._deliver_pending(warehouse.code, result)
         started = self.clock()
+        scan = self._scan(warehouse.code)
+        index = self._product_index()
+        decided: set[str] = set()
+        newest = ""  # the latest last-modified date among the orders read (for the cursor)
         try:
-            candidates, full_scan, groups = self._candidates(warehouse.code)
-        except NextEngineError as exc:
-            self.gate.observe(exc)
+            for page in self._pages(scan):
+                may_deliver, seen = self._page(warehouse, page, scan.full, index, dry_run,
+                                               may_deliver, decided, result)
+                newest = max([newest, *(c.order.last_modified for c in seen)])
+        except (NextEngineError, RowsOutOfOrder) as exc:
+            if isinstance(exc, NextEngineError):
+                self.gate.observe(exc)
             result.failures.append(f"cannot read orders from Next Engine: {exc}")
             return result
+        if not dry_run:
+            self._close(warehouse.code, decided, newest, started, scan.full, result)
+        return result
+
+    def _page(
+        self, warehouse: WarehouseInfo, page: Page, full_scan: bool, index: ProductIndex,
+        dry_run: bool, may_deliver: bool, decided: set[str], result: StageResult,
+    ) -> tuple[bool, list[Candidate]]:
+        """Decide, record, deliver and claim one page; add its figures to ``result``.
+        Returns whether orders may still be delivered and the orders read (for the cursor)."""
+        candidates, groups = page.candidates, page.groups
         seen = list(candidates)
         forced: list[Candidate] = []
         if self.watch is not None:
@@ -216,15 +270,15 @@ class OrderImporter:
             seen += watched
             ids = {c.order_id for c in forced}
             candidates = [c for c in candidates if c.order_id not in ids] + forced
-        plan = self._decide(candidates, warehouse, full_scan, {c.order_id for c in forced})
-        result.items_in = len(candidates)
-        earlier = result.counts.get("held", 0)  # refused in a batch left pending
-        result.counts = {"imported": len(plan.instruct), "held": earlier + len(plan.hold),
-                         "skipped": len(plan.skip),
-                         "matched_ignoring_case": plan.matched_ignoring_case}
-        result.subjects = {"skipped": [c.order_id for c, _ in plan.skip],
-                           "held": [*result.subjects.get("held", []),
-                                    *(c.order_id for c, _ in plan.hold)]}
+        plan = self._decide(candidates, warehouse, full_scan, {c.order_id for c in forced},
+                            index)
+        result.items_in += len(candidates)
+        for name, number in (("imported", len(plan.instruct)), ("held", len(plan.hold)),
+                             ("skipped", len(plan.skip)),
+                             ("matched_ignoring_case", plan.matched_ignoring_case)):
+            result.counts[name] = result.counts.get(name, 0) + number
+        result.subjects.setdefault("skipped", []).extend(c.order_id for c, _ in plan.skip)
+        result.subjects.setdefault("held", []).extend(c.order_id for c, _ in plan.hold)
         result.held += len(plan.hold)
         for cand, reason in plan.skip:
             result.notices.append(f"order {cand.order_id} skipped: {reason}")
@@ -234,9 +288,10 @@ class OrderImporter:
             result.planned.extend(
                 f"import order {cand.order_id} into {warehouse.code} "
                 f"({len(instr.lines)} line(s))" for cand, instr in plan.instruct)
-            result.items_out = len(plan.instruct)
-            return result
-        batch = self._record(warehouse.code, plan, seen, started, full_scan, result)
+            result.items_out += len(plan.instruct)
+            return may_deliver, seen
+        batch = self._record(warehouse.code, plan)
+        decided.update(cand.order_id for cand, _ in (*plan.instruct, *plan.hold))
         refused: set[str] = set()
         if batch is not None and not may_deliver:
             result.notices.append(f"instructions {batch.key} wait until the WMS took the "
@@ -246,8 +301,8 @@ class OrderImporter:
             self._claim([cand for cand, _ in plan.instruct if cand.order_id not in refused],
                         result)
         result.counts["imported"] -= len(refused)
-        result.items_out = len(plan.instruct) - len(refused)
-        return result
+        result.items_out += len(plan.instruct) - len(refused)
+        return may_deliver, seen
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -278,11 +333,9 @@ class OrderImporter:
                 and OrderWatch.status_change(row) == "" and _row_live(row)
                 and bool(printing) and str(printing) <= now)
 
-    def _candidates(
-        self, code: str
-    ) -> tuple[list[Candidate], bool, dict[str, list[Mapping[str, str | None]]]]:
-        """Orders to consider: everything on a full scan, else what changed since last time;
-        with every row read, by order (the watch's input).
+    def _scan(self, code: str) -> Scan:
+        """The searches for the orders to consider: everything on a full scan, else what
+        changed since last time.
 
         A full scan runs first, and whenever the product master changed (held orders are
         re-evaluated then); otherwise orders modified since the cursor, and orders whose
@@ -302,7 +355,7 @@ class OrderImporter:
                 or state.get("products") != (products.value if products else None))
         shops = self._shops(code)
         now = format_ne_datetime(self.clock())
-        printing = "receive_order_statement_delivery_instruct_printing_date"
+        printing = PRINTING
         if self.watch is not None:  # full scans also read orders not due yet
             wheres = [self._routing(code, due=False)]
         if since is not None and ran is not None:
@@ -327,26 +380,61 @@ class OrderImporter:
             ids = self.watch.reinstruct_ids(code)
             wheres += [shops.in_("receive_order_id", ids[i:i + IDS_PER_SEARCH])
                        for i in range(0, len(ids), IDS_PER_SEARCH)]
-        rows: dict[str, list[Mapping[str, str | None]]] = defaultdict(list)
-        seen: set[tuple[str, str]] = set()
-        for where in wheres:
-            for row in self.client.search_order_rows((*ROW_FIELDS, *BASE_FIELDS), where=where):
-                key = (str(row["receive_order_id"]), str(row["receive_order_row_no"]))
-                if key not in seen:
-                    seen.add(key)
-                    rows[key[0]].append(row)
-        if self.watch is not None:
-            ahead = [str(g[0].get(printing)) for g in rows.values()
-                     if g[0].get(printing) and str(g[0].get(printing)) > now
-                     and str(g[0].get("receive_order_order_status_id")) == READY_STATUS
-                     and OrderWatch.status_change(g[0]) == ""]
-            if state.get("next_print") and state["next_print"] > now:
-                ahead.append(state["next_print"])
-            self._next_print = min(ahead, default=None)
-        candidates = [self._candidate(live) for group in rows.values()
-                      if self._importable(group[0], now)
-                      and (live := [r for r in group if _row_live(r)])]
-        return candidates, full, rows
+        return Scan(wheres, full, state, now)
+
+    def _pages(self, scan: Scan) -> Iterator[Page]:
+        """Read ``scan``'s searches and yield their orders :data:`PAGE_ORDERS` at a time (at
+        least one page, maybe empty). An order met in an earlier search is not taken again.
+        With the watch, notes the earliest print-instruct date still ahead."""
+        ahead = scan.state.get("next_print")
+        ahead = ahead if self.watch is not None and ahead and ahead > scan.now else None
+        earlier: set[str] = set()  # orders of the searches already read
+        groups: dict[str, list[Mapping[str, str | None]]] = {}
+        paged = 0
+        for where in scan.wheres:
+            mine: set[str] = set()  # orders first met in this search
+            for row in self.client.search_order_rows((*ROW_FIELDS, *BASE_FIELDS), where=where,
+                                                     sort=ROW_SORT):
+                oid = str(row["receive_order_id"])
+                if oid in earlier:
+                    continue
+                group = groups.get(oid)
+                if group is None:
+                    if oid in mine:  # its first rows went out with an earlier page
+                        raise RowsOutOfOrder(
+                            f"the rows of order {oid} came apart in a search sorted by order; "
+                            "the next run reads the orders again")
+                    if len(groups) >= PAGE_ORDERS:
+                        ahead = self._ahead(groups, scan.now, ahead)
+                        yield self._make_page(groups, scan.now)
+                        paged, groups = paged + 1, {}
+                    mine.add(oid)
+                    group = groups[oid] = []
+                if all(str(r["receive_order_row_no"]) != str(row["receive_order_row_no"])
+                       for r in group):  # a row repeated by the paging is taken once
+                    group.append(row)
+            earlier |= mine
+        self._next_print = self._ahead(groups, scan.now, ahead)
+        if groups or not paged:
+            yield self._make_page(groups, scan.now)
+
+    def _ahead(self, groups: Mapping[str, list[Mapping[str, str | None]]], now: str,
+               ahead: str | None) -> str | None:
+        """With the watch: the earliest print-instruct date after ``now`` among ``ahead`` and
+        the orders of ``groups`` ready to import once it is reached."""
+        if self.watch is None:
+            return None
+        dates = [str(g[0].get(PRINTING)) for g in groups.values()
+                 if g[0].get(PRINTING) and str(g[0].get(PRINTING)) > now
+                 and str(g[0].get("receive_order_order_status_id")) == READY_STATUS
+                 and OrderWatch.status_change(g[0]) == ""]
+        return min([*dates, *([ahead] if ahead else [])], default=None)
+
+    def _make_page(self, groups: dict[str, list[Mapping[str, str | None]]], now: str) -> Page:
+        """The page of ``groups``: the importable orders with their rows not cancelled."""
+        return Page([self._candidate(live) for group in groups.values()
+                     if self._importable(group[0], now)
+                     and (live := [r for r in group if _row_live(r)])], groups)
 
     def _watch(
         self, code: str, groups: Mapping[str, list[Mapping[str, str | None]]], dry_run: bool,
@@ -436,13 +524,13 @@ class OrderImporter:
 
     def _decide(
         self, candidates: Sequence[Candidate], warehouse: WarehouseInfo, full_scan: bool,
-        forced: set[str] | frozenset[str] = frozenset(),
+        forced: set[str] | frozenset[str] = frozenset(), index: ProductIndex | None = None,
     ) -> ImportPlan:
         """Instruct, hold or skip each candidate. Settled orders are left alone, and so is an
         order held as it still is in Next Engine, except on a full scan (the product master
         changed) or after ``nebridge orders retry``. ``forced`` orders (edited after import,
         their cancellation accepted) are rendered anew without the filters that once let
-        them in."""
+        them in. ``index``: the products by link code (read once per run)."""
         plan = ImportPlan()
         with read_session(self.engine) as session:
             known = session.execute(
@@ -453,7 +541,7 @@ class OrderImporter:
         modified = {c.order_id: c.order.last_modified for c in candidates}
         done = {oid for oid, state, seen in known if state in SETTLED or (
             state == HELD and not full_scan and seen == modified[oid])} - forced
-        index = self._product_index()
+        index = index or self._product_index()
         for cand in candidates:
             if cand.order_id in done:
                 continue
@@ -538,15 +626,9 @@ class OrderImporter:
 
     # -- recording and delivering -----------------------------------------------------------
 
-    def _record(
-        self,
-        code: str,
-        plan: ImportPlan,
-        candidates: Sequence[Candidate],
-        started: datetime,
-        full_scan: bool,
-        result: StageResult,
-    ) -> InstructionBatch | None:
+    def _record(self, code: str, plan: ImportPlan) -> InstructionBatch | None:
+        """Record one page's decisions: its instruction batch (pending) with its orders
+        instructed, and its held orders; the batch is returned for delivery."""
         now = self.clock()
         batch = None
         with write_session(self.engine) as session:
@@ -573,7 +655,13 @@ class OrderImporter:
                 row.state, row.hold_reason, row.updated_at = HELD, reason, now
                 row.ne_last_modified = cand.order.last_modified
                 session.add(row)
-            decided = {cand.order_id for cand, _ in (*plan.instruct, *plan.hold)}
+        return batch
+
+    def _close(self, code: str, decided: set[str], newest: str, started: datetime,
+               full_scan: bool, result: StageResult) -> None:
+        """After the last page: forget the retries Next Engine no longer offers (``decided``:
+        the orders instructed or held in this run) and advance the cursor."""
+        with write_session(self.engine) as session:
             gone = [row for row in session.scalars(
                 select(ImportedOrder).where(col(ImportedOrder.warehouse) == code)
                 .where(col(ImportedOrder.state) == RETRY))
@@ -584,21 +672,17 @@ class OrderImporter:
                     f"order {row.ne_order_id} is not held any more: Next Engine no longer "
                     f"offers it for import into {code} (status, cancellation, shop or "
                     "print-instruct date), or a filter plugin skipped it")
-            self._advance_cursor(session, code, candidates, started, full_scan)
-        return batch
+            self._advance_cursor(session, code, newest, started)
+        if full_scan:
+            log.info("warehouse=%s full order scan: %d candidate(s)", code, result.items_in)
 
     def _advance_cursor(
-        self,
-        session: Any,
-        code: str,
-        candidates: Sequence[Candidate],
-        started: datetime,
-        full_scan: bool,
-    ) -> None:
+        self, session: Any, code: str, newest: str, started: datetime) -> None:
+        """Note what this run read: the latest order change, when it ran, the product
+        master it matched against, and (with the watch) the next print date due."""
         cursor = session.get(Cursor, cursor_name(code))
         old = json.loads(cursor.value) if cursor else {}
-        modified = max((c.order.last_modified for c in candidates if c.order.last_modified),
-                       default=old.get("modified") or format_ne_datetime(started))
+        modified = newest or old.get("modified") or format_ne_datetime(started)
         products = session.get(Cursor, PRODUCTS_CURSOR)
         value = json.dumps({"modified": max(modified, old.get("modified", modified)),
                             "ran": format_ne_datetime(started),
@@ -609,8 +693,7 @@ class OrderImporter:
         else:
             cursor.value, cursor.updated_at = value, self.clock()
             session.add(cursor)
-        if full_scan:
-            log.info("warehouse=%s full order scan: %d candidate(s)", code, len(candidates))
+
 
     def _deliver_pending(self, code: str, result: StageResult) -> None:
         """Deliver batches a crash left recorded but undelivered (same key: idempotent)."""

@@ -203,8 +203,8 @@ def test_crash_between_writing_the_cancellations_file_and_recording_it_writes_it
     try:
         importer = rt.order_importer()
         assert importer is not None and importer.watch is not None
-        _cands, _full, groups = importer._candidates("ITAKU")
-        importer._watch("ITAKU", groups, False, StageResult(Stage.IMPORT_ORDERS, "ITAKU"))
+        (page,) = importer._pages(importer._scan("ITAKU"))
+        importer._watch("ITAKU", page.groups, False, StageResult(Stage.IMPORT_ORDERS, "ITAKU"))
         with read_session(rt.engine) as session:
             (change,) = session.scalars(select(OrderChange)).all()
         importer.connector.push_cancellations(CancellationBatch(  # type: ignore[attr-defined]
