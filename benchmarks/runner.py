@@ -86,6 +86,7 @@ class Options:
     one_worker: bool
     latency_run: bool
     que_delay_s: float = QUE_DELAY_S
+    database_url: str | None = None  # PostgreSQL instead of SQLite (emptied per world)
 
 
 def _prepare(world: World, kind: str, size: int) -> None:
@@ -204,7 +205,8 @@ class Runner:
                     self.say(f"preparing {label}")
                     world = start_world(self._root(label), latency,
                                         import_orders=kind == "import",
-                                        que_delay_s=self.options.que_delay_s)
+                                        que_delay_s=self.options.que_delay_s,
+                                        database_url=self.options.database_url)
                     worlds.append(world)
                     _prepare(world, kind, size)
                     jobs.append({"label": label, "config": str(world.config),
@@ -236,7 +238,8 @@ class Runner:
                 self.say(f"running {label} (daemon process, files arriving)")
                 world = start_world(self._root(label), latency, import_orders=False,
                                     schedule=schedule, stable_seconds=0.5,
-                                    que_delay_s=self.options.que_delay_s)
+                                    que_delay_s=self.options.que_delay_s,
+                                    database_url=self.options.database_url)
                 try:
                     self.latencies[(latency, strategy)] = measure_latency(
                         world, strategy, self.options.arrivals)
@@ -309,6 +312,10 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.
                         help="latency runs: schedule interval (the naive daemon polls at it)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, 0 ms only, one worker process: a few seconds")
+    parser.add_argument("--database-url", metavar="URL",
+                        help="run on this PostgreSQL database instead of SQLite (everything "
+                             "in it is dropped: give one of its own), e.g. "
+                             "postgresql+psycopg://postgres@127.0.0.1/bench")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
@@ -334,6 +341,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.
         naive_interval_s=args.naive_interval,
         one_worker=False,
         latency_run=latency_run,
+        database_url=args.database_url,
     )
     return options, args
 

@@ -135,8 +135,12 @@ def start_world(
     schedule: dict[str, float] | None = None,
     stable_seconds: float = 0.0,
     que_delay_s: float = QUE_DELAY_S,
+    database_url: str | None = None,
 ) -> World:
     """Start a sandbox, write and migrate a linked configuration and the product master.
+
+    ``database_url``: a PostgreSQL database to use instead of SQLite in the state folder;
+    everything in its ``public`` schema is dropped first (give a database of its own).
 
     ``stable_seconds`` is 0 for workloads (their files are complete before the daemon starts)
     and the production default 0.5 for the latency runs, where files arrive while it runs.
@@ -171,6 +175,9 @@ def start_world(
                 "status_update", "tracking_update", "stock_minus", "stock_plus",
                 "case_insensitive_match")},
         }
+        if database_url is not None:
+            _empty_database(database_url)
+            settings["database_url"] = database_url
         config = root / "daemon.yaml"
         config.write_text(_yaml_text(settings), encoding="utf-8")
         loaded = load_config(config).config
@@ -187,3 +194,18 @@ def start_world(
     except BaseException:
         sandbox.stop()
         raise
+
+
+def _empty_database(url: str) -> None:
+    """Drop everything in the ``public`` schema of the PostgreSQL database at ``url``."""
+    from sqlalchemy import create_engine, text
+
+    if not url.startswith("postgresql"):
+        raise ValueError(f"--database-url takes a PostgreSQL database, not {url.split(':')[0]}")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
