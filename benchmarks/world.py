@@ -166,8 +166,9 @@ def start_world(
             "wms": {"connector": "csv", "csv": {"inbox": str(inbox), "outbox": str(outbox),
                                                 "stable_seconds": stable_seconds}},
             "warehouses": [
+                # the shipped orders are made in the sandbox, not imported by nebridge
                 {"code": WAREHOUSE, "name": "委託販売在庫", "ne_linked": True,
-                 "import_orders": import_orders},
+                 "import_orders": import_orders, "ship_unimported_orders": True},
                 {"code": "SHINJUKU", "name": "新宿拠点", "ne_linked": False,
                  "import_orders": False},
             ],
