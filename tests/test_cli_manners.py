@@ -118,11 +118,13 @@ def test_shell_completion_installs(tmp_path: Path) -> None:
     nebridge = Path(sys.executable).parent / "nebridge"
     if not nebridge.exists():
         pytest.skip("the nebridge script is not installed in this environment")
-    shown = subprocess.run([str(nebridge), "--show-completion", "bash"], env=env,
+    # As an admin types it, in bash: typer detects the shell from the parent process (the
+    # second command keeps bash from exec-ing nebridge in its place).
+    shown = subprocess.run(["bash", "-c", f"'{nebridge}' --show-completion; exit $?"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "_nebridge_completion" in shown.stdout
-    installed = subprocess.run([str(nebridge), "--install-completion", "bash"], env=env,
-                               capture_output=True, text=True, timeout=60)
+    installed = subprocess.run(["bash", "-c", f"'{nebridge}' --install-completion; exit $?"],
+                               env=env, capture_output=True, text=True, timeout=60)
     assert installed.returncode == 0, installed.stderr
     script = tmp_path / ".bash_completions" / "nebridge.sh"
     assert script.is_file() and "_nebridge_completion" in script.read_text()
