@@ -245,3 +245,13 @@ def test_the_sign_in_url_is_printed_whole_on_its_own_line(
     assert result.exit_code == 1  # nobody signs in; the receiver gives up
     url = sign_in_url(load_config(config).config)
     assert len(url) > 80 and url in result.stderr.splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: /sys refuses new folders even to root")
+def test_a_state_dir_that_cannot_be_created_is_one_line(make_config: ConfigFactory) -> None:
+    config = make_config(migrate=False, state_dir="/sys/nebridge-state")
+    result = cli("--config", str(config), "db", "upgrade")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "cannot use /sys/nebridge-state" in result.stderr
+    assert "sudo install -d" in result.stderr

@@ -64,7 +64,8 @@ def get(ctx: typer.Context) -> AppContext:
 
 
 class CliGroup(typer.core.TyperGroup):
-    """The root command: a database that cannot be used ends any command with one line.
+    """The root command: a database that cannot be used, or a path the user may not write, ends
+    any command with one line.
 
     Every command reaches the database through :func:`daemon.store.engine.make_engine`,
     whose errors already say where (host, port, database — never the password) and what to
@@ -87,6 +88,13 @@ class CliGroup(typer.core.TyperGroup):
             if wants_json():
                 print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
             raise
+        except OSError as exc:
+            if exc.filename is None:  # not about a path (a socket, a pipe): not ours to word
+                raise
+            # e.g. state_dir not created yet and the service user may not create it
+            fail(f"cannot use {exc.filename}: {exc.strerror or exc}; run the command as a user "
+                 "who may write there (the service user, or with sudo), or create the folder "
+                 "for it first: `sudo install -d -o nebridge -g nebridge -m 0700 FOLDER`")
         except Exception as exc:
             store = sys.modules.get("daemon.store.engine")  # not imported: not raised
             if store is not None and isinstance(
