@@ -138,7 +138,8 @@ def _nextengine(loaded: LoadedConfig, offline: bool) -> list[HealthCheck]:
     finally:
         engine.dispose()
     if info.state != CONNECTED:
-        return [HealthCheck("nextengine link", False, f"state {info.state}: {info.reason or ''}",
+        detail = f"state {info.state}" + (f": {info.reason}" if info.reason else "")
+        return [HealthCheck("nextengine link", False, detail,
                             RECONNECT_HINT if info.state != "not_connected"
                             else "run `nebridge connect`")]
     checks = [HealthCheck("nextengine link", True,
