@@ -20,10 +20,11 @@ order is rendered again from Next Engine when it changes there, or at once after
 orders drop ID`` gives it up for good (state ``dropped``: never imported by nebridge).
 
 Paged: the rows are read sorted by order and taken :data:`PAGE_ORDERS` orders at a time;
-each page is decided, recorded, delivered (one instruction batch) and claimed before the next
-is read, so memory does not grow with the number of orders (issue #18). The cursor advances
-once, after the last page: a run cut short reads the rest again, and the orders of the pages
-already recorded are settled, never instructed twice.
+each page is decided, recorded and delivered (one instruction batch) before the next is read,
+so memory does not grow with the number of orders (issue #18). The claim and the cursor come
+once, after the last page (a claim may take orders out of the searches still being paged): a
+run cut short reads the rest again, and the orders of the pages already recorded are settled,
+never instructed twice.
 
 Routing: a warehouse with ``import_orders: true`` takes the orders of its ``shop_ids``; at most
 one importing warehouse without ``shop_ids`` takes every other shop's orders.
@@ -146,6 +147,16 @@ class Page:
     groups: dict[str, list[Mapping[str, str | None]]]
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What claiming an instructed order in Next Engine needs (kept small: one per order of
+    the run, claimed after the last page)."""
+
+    order_id: str
+    last_modified: str
+    grouping_tag: str
+
+
 class RowsOutOfOrder(Exception):
     """Next Engine returned an order's rows apart although the search was sorted by order."""
 
@@ -235,27 +246,35 @@ class OrderImporter:
         scan = self._scan(warehouse.code)
         index = self._product_index()
         decided: set[str] = set()
+        claimed: list[Claimed] = []
         newest = ""  # the latest last-modified date among the orders read (for the cursor)
         try:
             for page in self._pages(scan):
                 may_deliver, seen = self._page(warehouse, page, scan.full, index, dry_run,
-                                               may_deliver, decided, result)
+                                               may_deliver, decided, claimed, result)
                 newest = max([newest, *(c.order.last_modified for c in seen)])
         except (NextEngineError, RowsOutOfOrder) as exc:
             if isinstance(exc, NextEngineError):
                 self.gate.observe(exc)
             result.failures.append(f"cannot read orders from Next Engine: {exc}")
+            if not self.gate.blocked():  # what was delivered is claimed all the same
+                self._claim(claimed, result)
             return result
+        # Claimed only after the last page: a claim changes the orders (``receipted`` takes
+        # them out of status 20), which would shift the pages of the searches still read.
+        self._claim(claimed, result)
         if not dry_run:
             self._close(warehouse.code, decided, newest, started, scan.full, result)
         return result
 
     def _page(
         self, warehouse: WarehouseInfo, page: Page, full_scan: bool, index: ProductIndex,
-        dry_run: bool, may_deliver: bool, decided: set[str], result: StageResult,
+        dry_run: bool, may_deliver: bool, decided: set[str], claimed: list[Claimed],
+        result: StageResult,
     ) -> tuple[bool, list[Candidate]]:
-        """Decide, record, deliver and claim one page; add its figures to ``result``.
-        Returns whether orders may still be delivered and the orders read (for the cursor)."""
+        """Decide, record and deliver one page; add its figures to ``result``, its delivered
+        orders to ``claimed``. Returns whether orders may still be delivered and the orders
+        read (for the cursor)."""
         candidates, groups = page.candidates, page.groups
         seen = list(candidates)
         forced: list[Candidate] = []
@@ -298,8 +317,8 @@ class OrderImporter:
                                   "pending cancellations")
         elif batch is not None:
             refused = self._deliver(batch, result)
-            self._claim([cand for cand, _ in plan.instruct if cand.order_id not in refused],
-                        result)
+            claimed.extend(Claimed(c.order_id, c.order.last_modified, c.order.grouping_tag)
+                           for c, _ in plan.instruct if c.order_id not in refused)
         result.counts["imported"] -= len(refused)
         result.items_out += len(plan.instruct) - len(refused)
         return may_deliver, seen
@@ -762,7 +781,7 @@ class OrderImporter:
         result.counts["held"] = result.counts.get("held", 0) + len(refused)
         return set(refused)
 
-    def _claim(self, claimed: Sequence[Candidate], result: StageResult) -> None:
+    def _claim(self, claimed: Sequence[Claimed], result: StageResult) -> None:
         """Mark imported orders in Next Engine (``order_import.claim``); best effort."""
         mode = self.config.order_import.claim
         if mode == "none" or not claimed:
@@ -770,13 +789,13 @@ class OrderImporter:
         try:
             if mode == "receipted":
                 outcome = self.client.bulk_receipted(
-                    [OrderRef(c.order_id, c.order.last_modified) for c in claimed])
+                    [OrderRef(c.order_id, c.last_modified) for c in claimed])
             else:
                 token = f"[{self.config.order_import.claim_tag}]"
                 outcome = self.client.bulk_update([
-                    OrderUpdate(c.order_id, c.order.last_modified,
-                                {"receive_order_gruoping_tag": c.order.grouping_tag + token})
-                    for c in claimed if token not in c.order.grouping_tag])
+                    OrderUpdate(c.order_id, c.last_modified,
+                                {"receive_order_gruoping_tag": c.grouping_tag + token})
+                    for c in claimed if token not in c.grouping_tag])
         except NextEngineError as exc:
             self.gate.observe(exc)
             result.notices.append(f"claim ({mode}) not written: {exc}")

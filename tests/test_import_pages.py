@@ -80,3 +80,36 @@ def run_with(world: World) -> object:
         return run_once(rt)
     finally:
         rt.close()
+
+
+@pytest.fixture
+def receipted_world(make_config: ConfigFactory, tmp_path: Path, database_url: str,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setattr(importer, "PAGE_ORDERS", 2)
+    for world in make_world(make_config, tmp_path, database_url=database_url,
+                            order_import={"claim": "receipted"}):
+        text = world.config.read_text(encoding="utf-8")
+        assert text.count("nextengine:\n") == 1
+        world.config.write_text(text.replace("nextengine:\n", "nextengine:\n  page_size: 3\n"),
+                                encoding="utf-8")
+        yield world
+
+
+def test_a_claim_that_takes_orders_out_of_the_search_loses_none_across_pages(
+    receipted_world: World,
+) -> None:
+    """``receipted`` moves orders 20 -> 40, out of the import's search: were they claimed page
+    by page, the search's later pages (3 rows each here) would skip orders."""
+    world = receipted_world
+    st = world.sandbox.state
+    st.create_goods("A-1", quantity=50)
+    st.create_goods("B-2", quantity=50)
+    made = [st.create_order([("A-1", 1), ("B-2", 1)][:1 + n % 2], instruct_date=PAST)
+            for n in range(9)]
+    world.products([("P-A", "A-1"), ("P-B", "B-2")])
+
+    stage = stage_of(run_with(world))
+    assert stage.counts["imported"] == 9  # type: ignore[attr-defined]
+    lines = Counter(r["ne_order_id"] for rows in order_files(world) for r in rows)
+    assert lines == Counter({str(oid): 1 + n % 2 for n, oid in enumerate(made)})
+    assert {str(world.order(oid)["receive_order_order_status_id"]) for oid in made} == {"40"}
