@@ -317,8 +317,9 @@ class OrderImporter:
                                   "pending cancellations")
         elif batch is not None:
             refused = self._deliver(batch, result)
-            claimed.extend(Claimed(c.order_id, c.order.last_modified, c.order.grouping_tag)
-                           for c, _ in plan.instruct if c.order_id not in refused)
+            if self.config.order_import.claim != "none":
+                claimed.extend(Claimed(c.order_id, c.order.last_modified, c.order.grouping_tag)
+                               for c, _ in plan.instruct if c.order_id not in refused)
         result.counts["imported"] -= len(refused)
         result.items_out += len(plan.instruct) - len(refused)
         return may_deliver, seen
