@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
+from daemon.shipcheck import confirmed_reason
 from daemon.stock import take_snapshots
 from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
 from daemon.store.models import (
@@ -526,7 +527,8 @@ def retry_held_event(engine: Bind, ref: str) -> EventRow:
             raise InboxError(f"{event.kind} {event.external_id} is {event.state}, not held; "
                              f"{_NOT_HELD_HINT.get(event.state, 'only held events are retried')}")
         event.state = EventState.PENDING.value
-        event.last_error = None
+        # a shipment held by the engine's shipment checks is taken as the admin confirmed it
+        event.last_error = confirmed_reason(event.last_error)
         session.add(event)
     return _event_row(event)
 

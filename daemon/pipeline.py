@@ -35,6 +35,7 @@ from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates
 from daemon.pluginmanager import PluginHost
 from daemon.serialize import dumps, event_from_json
+from daemon.shipcheck import CONFIRMED, InstructedLines, ShipmentCheck
 from daemon.store.engine import Bind, DatabaseUnavailable, read_session, write_session
 from daemon.store.models import EventState, ImportedOrder, InboxEvent, RunRecord, utcnow
 from hooks.errors import StepError, StepNotReady
@@ -219,11 +220,12 @@ class _Pending(NamedTuple):
     external_id: str
     payload: str
     attempts: int
+    last_error: str | None
 
 
 _EVENTS = InboxEvent.__table__  # type: ignore[attr-defined]
 _PENDING = (sa_select(_EVENTS.c.id, _EVENTS.c.kind, _EVENTS.c.external_id, _EVENTS.c.payload,
-                      _EVENTS.c.attempts)
+                      _EVENTS.c.attempts, _EVENTS.c.last_error)
             .where(_EVENTS.c.state == EventState.PENDING.value).order_by(_EVENTS.c.id))
 
 
@@ -236,6 +238,7 @@ def _set_event(*columns: str) -> Any:
 _NOTED = _set_event("state", "attempts", "last_error", "processed_at")
 _HELD = _set_event("state", "attempts", "last_error")
 _DEFERRED = _set_event("attempts", "last_error")
+_TOGETHER = _set_event("state", "last_error", "processed_at")
 
 
 @dataclass
@@ -253,6 +256,8 @@ class _ChunkWrites:
     noted: list[dict[str, Any]] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[dict[str, Any]] = field(default_factory=list)
+    #: Held partial shipments another event ships together with (marked processed).
+    together: list[dict[str, Any]] = field(default_factory=list)
     failures: list[RunRecord] = field(default_factory=list)
 
     def absorb(self, other: _ChunkWrites) -> None:
@@ -263,6 +268,7 @@ class _ChunkWrites:
         self.noted.extend(other.noted)
         self.held.extend(other.held)
         self.deferred.extend(other.deferred)
+        self.together.extend(other.together)
         self.failures.extend(other.failures)
 
     def store(self, session: Session) -> None:
@@ -274,7 +280,7 @@ class _ChunkWrites:
                 state=EventState.PROCESSED.value, attempts=attempts, last_error=None,
                 processed_at=self.now))
         for statement, params in ((_NOTED, self.noted), (_HELD, self.held),
-                                  (_DEFERRED, self.deferred)):
+                                  (_DEFERRED, self.deferred), (_TOGETHER, self.together)):
             if params:
                 session.execute(statement, params)
 
@@ -299,6 +305,7 @@ class WarehousePipeline:
         self.order_importer = order_importer
         self.chunk_size = chunk_size
         self.clock = clock
+        self._instructed = InstructedLines(engine)
 
     def run_once(
         self, dry_run: bool = False, should_stop: Callable[[], bool] = lambda: False,
@@ -393,16 +400,25 @@ class WarehousePipeline:
         """
         now = self.clock()
         events = [(row, event_from_json(row.kind, row.payload)) for row in rows]
+        orders = {e.ne_order_id for _, e in events if isinstance(e, WmsShipment) and e.ne_order_id}
         imported = None if self.ship_unimported_orders else _ImportedOrders(
-            self.engine, self.warehouse.code,
-            {e.ne_order_id for _, e in events if isinstance(e, WmsShipment) and e.ne_order_id})
+            self.engine, self.warehouse.code, orders)
+        checks = (ShipmentCheck(self.engine, self.warehouse.code, orders, self._instructed)
+                  if kind is EventKind.SHIPMENT else None)
         parts: list[tuple[_Pending, _ChunkWrites]] = []
-        writes = _ChunkWrites(now)
         for row, event in events:
             result.items_in += 1
             part = _ChunkWrites(now)
-            self._process_event(row, event, hook, kind, label, run_id, result, part, imported)
+            self._process_event(row, event, hook, kind, label, run_id, result, part, imported,
+                                checks)
             parts.append((row, part))
+        shipped_together = {t["b_id"] for _, part in parts for t in part.together}
+        writes = _ChunkWrites(now)
+        for row, part in parts:
+            if row.id in shipped_together and part.held:  # a partial of this chunk: not held
+                result.held -= 1
+                result.failures.remove(part.held[0]["b_last_error"])
+                part.held = []
             writes.absorb(part)
         try:
             with write_session(self.engine) as session:
@@ -451,6 +467,7 @@ class WarehousePipeline:
         result: StageResult,
         writes: _ChunkWrites,
         imported: _ImportedOrders | None,
+        checks: ShipmentCheck | None = None,
     ) -> None:
         item = f"{label} {row.external_id}"
         outcomes = self.host.call_each(
@@ -483,10 +500,23 @@ class WarehousePipeline:
         if not errors and imported is not None:
             errors.extend(self._not_imported(p.subject) for p in planned
                           if p.kind == "ship_order" and p.subject not in imported)
+        confirmed = (row.last_error or "").startswith(CONFIRMED)
+        together: list[tuple[int, str]] = []
+        if not errors and checks is not None and isinstance(event, WmsShipment):
+            for p in [p for p in planned if p.kind == "ship_order"]:
+                verdict = checks.check(row.id, event, p.subject, confirmed)
+                if verdict.hold:
+                    errors.append(verdict.hold)
+                if verdict.leave:
+                    planned.remove(p)
+                if verdict.notice:
+                    notices.append(f"[info] nebridge: {verdict.notice}")
+                together.extend(verdict.together)
         attempts = row.attempts + 1
         if not_ready and not errors:
             writes.deferred.append({"b_id": row.id, "b_attempts": attempts,
-                                    "b_last_error": "; ".join(not_ready)})
+                                    "b_last_error": (CONFIRMED if confirmed else "")
+                                    + "; ".join(not_ready)})
             result.deferred += 1
             return
         if errors:
@@ -498,6 +528,11 @@ class WarehousePipeline:
             log.error("warehouse=%s %s held: %s", self.warehouse.code, item, last_error)
             return
         now = writes.now
+        writes.together.extend(
+            {"b_id": event_id, "b_state": EventState.PROCESSED.value, "b_processed_at": now,
+             "b_last_error": f"shipped together with {item} (Next Engine order "
+                             f"{event.ne_order_id if isinstance(event, WmsShipment) else ''})"}
+            for event_id, _ in together)
         writes.actions.extend(
             {
                 "idempotency_key": p.key, "kind": p.kind, "warehouse": self.warehouse.code,
