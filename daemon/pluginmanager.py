@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import logging
+import signal
+import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +135,55 @@ def discover_entry_points() -> dict[str, md.EntryPoint]:
     return found
 
 
+#: Seconds a plugin's import may take before a warning names it (an import that hangs would
+#: otherwise hang every command without a word; it is not cut off: that is not safe).
+SLOW_IMPORT_SECONDS = 10.0
+
+
+def _still_importing(name: str) -> None:
+    log.warning("still importing plugin %s after %.0f s: its module code has not returned; "
+                "if it hangs, stop this command and disable the plugin "
+                "(`nebridge plugins disable %s`)", name, SLOW_IMPORT_SECONDS, name)
+
+
+_sigints = 0  # real SIGINTs (Ctrl-C) seen while :func:`_count_sigint` is the handler
+
+
+def _count_sigint(signum: int, frame: Any) -> None:
+    """Python's own Ctrl-C handler that also counts, so a real Ctrl-C can be told apart from
+    a ``KeyboardInterrupt`` a plugin raises itself."""
+    global _sigints
+    _sigints += 1
+    signal.default_int_handler(signum, frame)
+
+
+def _watch_sigint() -> None:
+    """Count real Ctrl-Cs from now on (main thread, while Python's default handler is set)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _count_sigint)
+
+
+def users_interrupt(exc: BaseException, sigints_before: int) -> bool:
+    """Whether ``exc``, raised out of plugin code, is the user's real Ctrl-C.
+
+    Everything else a plugin raises — ``SystemExit`` (``sys.exit()`` at import), its own
+    ``KeyboardInterrupt``, any ``BaseException`` — is that plugin's failure, like an
+    ``ImportError``: it must never end the command or the daemon (fail closed, not exit 0).
+    A real Ctrl-C only ever arrives as an exception on the main thread, through Python's
+    default handler (counted once :func:`_watch_sigint` ran); the daemon's own handler
+    stops it gracefully and raises nothing.
+    """
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is _count_sigint:
+        return _sigints != sigints_before
+    return handler is signal.default_int_handler
+
+
 def _short_error(exc: BaseException) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
@@ -179,6 +230,7 @@ class PluginHost:
         self.loaded_at = datetime.now(UTC)
         self._order = list(wanted)
         self._ordered.clear()
+        _watch_sigint()
         for name in sorted(set(eps) | set(extra)):
             enabled = name in wanted
             ep = eps.get(name)
@@ -194,14 +246,23 @@ class PluginHost:
             if not enabled:
                 self.pm.set_blocked(name)
                 continue
+            log.debug("loading plugin %s (%s)", name, record.source)
+            before = _sigints
+            slow = threading.Timer(SLOW_IMPORT_SECONDS, _still_importing, (name,))
+            slow.daemon = True
+            slow.start()
             try:
                 plugin = extra[name] if name in extra else ep.load()  # type: ignore[union-attr]
                 self.pm.register(plugin, name=name)
-            except Exception as exc:  # a broken plugin must never stop the daemon
+            except BaseException as exc:  # a broken plugin must never stop the daemon
+                if users_interrupt(exc, before):
+                    raise
                 record.state = PluginState.FAILED
                 record.error = _short_error(exc)
                 log.error("plugin %s failed to load: %s", name, record.error)
                 continue
+            finally:
+                slow.cancel()
             record.state = PluginState.LOADED
             record.hooks = sorted(
                 caller.name for caller in self.pm.get_hookcallers(plugin) or []
@@ -409,9 +470,12 @@ class PluginHost:
             if per_plugin is not None:
                 args.update(per_plugin(name))
             token = push_log_context(plugin=name)
+            before = _sigints
             try:
                 result = impl.function(*[args[a] for a in impl.argnames])
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a hook is that plugin's failure
+                if users_interrupt(exc, before):
+                    raise
                 outcomes.append(HookOutcome(plugin=name, error=exc))
                 continue
             finally:
