@@ -12,6 +12,9 @@ Files are read as they are, or not at all: a symbolic link or any other non-regu
 rejected with that reason and never opened; every read opens the file with ``O_NOFOLLOW`` and
 checks it is still the very file that was claimed (inode, size, mtime), so a file an in-place
 writer extends while nebridge reads it goes back to the inbox and is taken once it settles.
+The same check runs once more when a file read in full is filed away into ``processed/``
+(:meth:`Inbox.settle`): lines appended after the read send the whole file back to the inbox,
+to be read again, instead of into ``processed/`` unread.
 """
 
 from __future__ import annotations
@@ -146,6 +149,28 @@ class Inbox:
         target = _free_path(folder, name)
         os.rename(path, target)
         return target
+
+    def settle(self, path: Path, expected: ReadyFile) -> tuple[Path, str | None]:
+        """File a claimed file that was read in full away into ``processed/``; return
+        ``(where it is, None)``, or ``(its path back in the inbox, why)`` if it grew.
+
+        A writer that still holds the file open may append to it after nebridge read it
+        (it paused longer than ``stable_seconds``). Those lines were never read, so the file
+        is checked again once moved (inode, size, mtime): if it changed, the whole file goes
+        back into the inbox and is read again once it settles. The events already stored
+        are recognised by their ids, so nothing is doubled, and no appended line is lost.
+        """
+        target = self.file_away(path, self.processed, expected.name)
+        info = os.stat(target, follow_symlinks=False)
+        if (info.st_ino, info.st_size, info.st_mtime_ns) == (
+            expected.inode, expected.size, expected.mtime_ns
+        ):
+            return target, None
+        back = self.file_away(target, self.root, expected.name)
+        return back, (f"{expected.name} changed after nebridge read it (size {expected.size} "
+                      f"-> {info.st_size} bytes): the WMS wrote to it again; the whole file is "
+                      f"back in the inbox as {back.name} and is read again once it stays "
+                      "unchanged (what was already stored is recognised by id)")
 
     def reject(self, path: Path, name: str, error: BatchRejected) -> Path:
         """Quarantine a file in ``rejected/`` with ``<name>.errors.txt`` beside it.

@@ -93,9 +93,13 @@ class CsvStockBatch:
         return read_stock(self._path, self.source, self._ctx, self._zone, self._file)
 
     def commit(self) -> None:
-        """The snapshots are stored: move the file to ``processed/``."""
-        target = self._inbox.file_away(self._path, self._inbox.processed, self.source)
+        """The snapshots are stored: move the file to ``processed/`` (back to the inbox if it grew
+        since it was read, see :meth:`~plugins.wms_csv.folders.Inbox.settle`)."""
+        target, grew = self._inbox.settle(self._path, self._file)
         self.settled = True
+        if grew is not None:
+            self._ctx.log.warning("%s", grew)
+            return
         self._ctx.log.info("processed stock file %s, kept as %s", self.source, target)
 
     def reject(self, error: BatchRejected) -> None:

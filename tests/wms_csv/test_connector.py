@@ -165,6 +165,32 @@ def test_unsettled_batch_goes_back_to_the_inbox(tmp_path: Path) -> None:
     ]
 
 
+def test_lines_appended_after_the_read_are_never_lost(tmp_path: Path) -> None:
+    """A writer holding the file open appends after nebridge read it (it paused longer than
+    the stable window): the file is not filed away unread but goes back to the inbox whole,
+    and the next intake reads every line (the first events again, recognised by id)."""
+    connector, ctx = make_connector(tmp_path), make_ctx()
+    inbox = tmp_path / "inbox"
+    set_mtime(write_csv(inbox / "shipments-1.csv", [SHIP_HEADER, ROW]), 1_000)
+    writer = (inbox / "shipments-1.csv").open("a", encoding="utf-8")  # the WMS keeps it open
+    try:
+        for batch in connector.pending_batches(EventKind.SHIPMENT, ctx):
+            assert list(batch.events()) == [EXPECTED]
+            writer.write("S2,W1,1002,TRK,2026-11-27 10:00:00,P2,1\n")
+            writer.flush()
+            batch.commit()
+    finally:
+        writer.close()
+    assert names(inbox / "processed") == []
+    assert names(inbox / ".claimed") == []
+    assert names(inbox) == ["shipments-1.csv"]
+    outcomes = intake(connector, EventKind.SHIPMENT, ctx)
+    assert [(source, [e.shipment_id for e in events if isinstance(e, WmsShipment)])
+            for source, events in outcomes if isinstance(events, list)] == [
+        ("shipments-1.csv", ["S1", "S2"])]
+    assert names(inbox / "processed") == ["shipments-1.csv"]
+
+
 def test_growing_file_is_taken_only_when_complete_and_stable(tmp_path: Path) -> None:
     connector, ctx = make_connector(tmp_path, stable_seconds=STABLE), make_ctx()
     path = tmp_path / "inbox" / "shipments.csv"
