@@ -191,11 +191,12 @@ def _products(sandbox: SandboxServer) -> list[tuple[str, str]]:
 
 
 def _outbox_files(root: Path) -> list[Path]:
-    """The files nebridge wrote for the WMS, in the order a WMS processes them: by time, and
-    within the same second cancellations before orders."""
+    """The files nebridge wrote for the WMS, in the order a WMS processes them: in the order
+    they were written (the names' times have whole seconds only: an import and the
+    cancellation after it are often written in the same second)."""
     paths = [*(root / "wms" / "outbox").glob("cancellations-*.csv"),
              *(root / "wms" / "outbox").glob("orders-*.csv")]
-    return sorted(paths, key=lambda p: (p.name.split("-")[1], not p.name.startswith("cancel")))
+    return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
