@@ -193,6 +193,7 @@ class Runtime:
             resolve_problem=resolve_problem,
             should_stop=self.stop_event.is_set,
             credentials_dir=self.config.credentials_dir,
+            product_count=len(known),
         )
 
     def clock(self) -> datetime:

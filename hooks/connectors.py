@@ -73,6 +73,8 @@ class ConnectorContext:
     point and goes on at the next run. ``credentials_dir`` is
     the installation's folder of secret files (``daemon.yaml`` ``credentials_dir``); read a
     secret with :func:`hooks.credentials.read_credential`, which also finds systemd's copy.
+    ``product_count`` is how many products the stored WMS product master holds now (so a
+    connector can refuse a new master that would drop most of them).
     """
 
     warehouses: Mapping[str, WarehouseInfo]
@@ -88,6 +90,7 @@ class ConnectorContext:
     resolve_problem: Callable[[str], None] = _forget_problem
     should_stop: Callable[[], bool] = _never_stop
     credentials_dir: Path | None = None
+    product_count: int = 0
 
 
 @runtime_checkable

@@ -17,6 +17,9 @@ class CsvConnectorConfig(BaseModel):
     taken, so half-written files are left alone; ``0`` takes a complete-looking file (last
     byte a newline) at first sight, for WMSs that write to a temporary name and rename.
     ``encoding_out`` is the encoding of the order files written to ``outbox``.
+    ``products_max_drop_percent`` guards the product master: a ``products*.csv`` with that
+    many percent fewer products than the master in use is rejected (one empty export of the
+    WMS must not make every later shipment "unknown product"); ``100`` turns the guard off.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,6 +29,7 @@ class CsvConnectorConfig(BaseModel):
     timezone: str = "Asia/Tokyo"
     stable_seconds: float = Field(default=0.5, ge=0)
     encoding_out: Literal["utf-8", "cp932"] = "utf-8"
+    products_max_drop_percent: int = Field(default=50, ge=0, le=100)
 
     @field_validator("timezone")
     @classmethod

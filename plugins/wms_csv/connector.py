@@ -36,6 +36,8 @@ from plugins.wms_csv.outbox import write_cancellations, write_orders
 from plugins.wms_csv.stock import CsvStockBatch
 
 _Signature = tuple[str, int, int]
+#: The attention key of a product master refused for dropping most products.
+SHRINK_PROBLEM = "csv:product_master_shrinks"
 
 
 class CsvBatch:
@@ -182,7 +184,7 @@ class CsvConnector:
         )
         for index, file in enumerate(masters):
             try:
-                snapshot = self._read_master(file, known_version)
+                snapshot = self._read_master(file, known_version, ctx)
             except StepNotReady as changed:
                 ctx.log.info("%s", changed)
                 return None
@@ -191,6 +193,8 @@ class CsvConnector:
                 ctx.log.error("rejected product master %s (%d errors), see %s.errors.txt",
                               file.name, len(error.errors), target)
                 continue
+            if snapshot is not None:
+                ctx.resolve_problem(SHRINK_PROBLEM)
             for older in masters[index + 1 :]:
                 self._inbox.file_away(older.path, self._inbox.processed, older.name)
                 ctx.log.info("product master %s superseded by %s", older.name, file.name)
@@ -227,7 +231,8 @@ class CsvConnector:
         """True if this exact state of a master file was already read."""
         return self._master_seen is not None and self._master_seen[0] == _signature(file)
 
-    def _read_master(self, file: ReadyFile, known_version: str | None) -> ProductSnapshot | None:
+    def _read_master(self, file: ReadyFile, known_version: str | None,
+                     ctx: ConnectorContext) -> ProductSnapshot | None:
         """The snapshot of one master file, or None if it is ``known_version`` or changing."""
         if file.refusal is not None:
             raise BatchRejected(file.name, [RecordError(file.name, file.refusal)])
@@ -240,8 +245,29 @@ class CsvConnector:
             self._master_seen = (signature, version)
             return None
         products = read_products(file.path, file.name, file)
+        self._refuse_shrinking(file.name, len({p.product_code for p in products}), ctx)
         self._master_seen = (signature, version)
         return ProductSnapshot(version, tuple(products))
+
+    def _refuse_shrinking(self, name: str, count: int, ctx: ConnectorContext) -> None:
+        """Reject a master that would drop more than ``products_max_drop_percent`` percent of
+        the products in use (a header-only export would make every shipment unknown)."""
+        current, limit = ctx.product_count, self._config.products_max_drop_percent
+        if current == 0 or limit >= 100 or (current - count) * 100 <= current * limit:
+            return
+        dropped = (current - count) * 100 // current
+        reason = (f"holds {count} product(s) where the product master in use holds {current}: "
+                  f"it would drop {dropped}% of them, more than "
+                  f"wms.csv.products_max_drop_percent ({limit}%); the master in use is kept. "
+                  f"If the WMS really dropped them, set products_max_drop_percent: 100 under "
+                  f"wms.csv in daemon.yaml, run `nebridge inbox retry {name}`, then set it "
+                  "back")
+        ctx.report_problem(Problem(
+            key=SHRINK_PROBLEM, kind="rejected_file", reason=f"product master {name} {reason}",
+            fix=(f"check the WMS's product export; if {name} is right, set "
+                 f"wms.csv.products_max_drop_percent: 100 and run `nebridge inbox retry "
+                 f"{name}`"), subject=name))
+        raise BatchRejected(name, [RecordError(name, reason)])
 
 
 def _signature(file: ReadyFile) -> _Signature:
