@@ -20,7 +20,8 @@ from urllib.parse import urlencode
 from sqlalchemy import delete
 from sqlmodel import col, select
 
-from daemon import __version__
+from daemon import __version__, attention
+from daemon.attention import AttentionKind
 from daemon.config import (
     DaemonConfig,
     LoadedConfig,
@@ -44,6 +45,7 @@ from daemon.store.models import (
     utcnow,
 )
 from hooks.files import write_private
+from hooks.records import Problem
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,18 @@ CONNECTED = "connected"
 NEEDS_RECONNECT = "needs_reconnect"
 NE_CURSOR_PREFIX = "ne."
 RECONNECT_HINT = "run `nebridge connect` to sign in to Next Engine again"
+#: The attention item of a lost link: reported where the link is marked
+#: ``needs_reconnect`` (in the same transaction), resolved where it is connected again.
+LINK_LOST_KEY = f"{AttentionKind.NE_LINK_LOST}"
+
+
+def link_lost_problem(reason: str | None) -> Problem:
+    """The attention item saying Next Engine no longer accepts nebridge's tokens."""
+    return Problem(
+        key=LINK_LOST_KEY, kind=AttentionKind.NE_LINK_LOST,
+        reason=(f"Next Engine no longer accepts nebridge's tokens ({reason}); "
+                "Next Engine work is stopped, WMS events are still accepted"),
+        fix=RECONNECT_HINT)
 
 
 class LinkError(Exception):
@@ -245,18 +259,25 @@ def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInf
         link.company_id, link.company_name = company_id, name
         link.connected_at, link.updated_at = now, now
         session.add(link)
+        attention.resolve_in(session, [LINK_LOST_KEY], now)
     log.info("linked Next Engine company %s (%s)", name, company_id)
     return link_info(config, engine)
 
 
 def mark_needs_reconnect(engine: Bind, reason: str) -> None:
-    """Stop Next Engine work until an admin re-connects (WMS events are still accepted)."""
+    """Stop Next Engine work until an admin re-connects (WMS events are still accepted).
+
+    The ``ne_link_lost`` attention item is opened in the same transaction, so the admin is
+    told at once (notifiers, ``nebridge attention``), not at the token guard's next check.
+    """
     with write_session(engine) as session:
         link = session.get(NeLink, 1)
         if link is None or link.state == NEEDS_RECONNECT:
             return
-        link.state, link.reason, link.updated_at = NEEDS_RECONNECT, reason, utcnow()
+        now = utcnow()
+        link.state, link.reason, link.updated_at = NEEDS_RECONNECT, reason, now
         session.add(link)
+        attention.report_in(session, link_lost_problem(reason), source="nextengine", now=now)
     log.error("Next Engine link needs re-connection: %s — %s", reason, RECONNECT_HINT)
 
 

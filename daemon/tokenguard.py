@@ -22,7 +22,14 @@ from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
 from daemon.dispatch import NeGate
-from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, token_store
+from daemon.nelink import (
+    CONNECTED,
+    LINK_LOST_KEY,
+    RECONNECT_HINT,
+    link_info,
+    link_lost_problem,
+    token_store,
+)
 from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.errors import NextEngineError
 from daemon.store.engine import Bind
@@ -34,7 +41,6 @@ log = logging.getLogger(__name__)
 WARN_AT = (timedelta(hours=24), timedelta(hours=6))
 KEEP_ALIVE_BELOW = timedelta(hours=48)
 ACCESS_MARGIN = timedelta(minutes=10)
-LINK_LOST_KEY = f"{AttentionKind.NE_LINK_LOST}"
 HORIZON_KEYS = tuple(f"{AttentionKind.NE_TOKEN_EXPIRING}:{int(t.total_seconds() // 3600)}h"
                      for t in WARN_AT)
 
@@ -119,17 +125,18 @@ class TokenGuard:
         return report
 
     def _linked(self) -> bool:
-        """True when linked; a lost link is an attention item until it is linked again."""
+        """True when linked; a lost link is an attention item until it is linked again.
+
+        A link marked ``needs_reconnect`` already opened the item at that moment; this also
+        covers what only shows here (a token file gone) and closes it once linked again.
+        """
         info = link_info(self.config, self.db)
         if info.state == CONNECTED:
             attention.resolve(self.db, [LINK_LOST_KEY], self.clock())
             return True
         if info.state != "not_connected":
-            attention.report(self.db, Problem(
-                key=LINK_LOST_KEY, kind=AttentionKind.NE_LINK_LOST,
-                reason=(f"Next Engine no longer accepts nebridge's tokens ({info.reason}); "
-                        "Next Engine work is stopped, WMS events are still accepted"),
-                fix=RECONNECT_HINT), source="token_guard", now=self.clock())
+            attention.report(self.db, link_lost_problem(info.reason), source="token_guard",
+                             now=self.clock())
         return False
 
     @staticmethod
