@@ -7,7 +7,11 @@ lock first. Read-only and admin commands (status, inbox/outbox list, retry, reso
 
 - SQLite: a ``flock`` on ``<database file>.lock`` next to the database file, found through
   its real path (however ``database_url`` spells it; ``<state_dir>/nebridge.lock`` for an
-  in-memory database).
+  in-memory database), and a lock keyed on the database file's identity (``st_dev``,
+  ``st_ino``), not its name: an open-file-description lock on one byte of the database file
+  itself, far beyond the bytes SQLite locks, so a hard link in another directory (another
+  name, so another ``.lock`` file) still reaches the same lock. The ``.lock`` file keeps
+  the holder's pid, for the refusal message.
 - PostgreSQL: a session advisory lock, keyed on what the server says the database is, not on
   how ``database_url`` spells it: advisory locks belong to one database of one server, and
   the key is the oid of the schema nebridge's tables live in, so ``…@127.0.0.1/db`` and
@@ -26,11 +30,13 @@ loss is noticed; the daemon stops its work, takes the lock again and resumes, an
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
@@ -53,6 +59,9 @@ ADVISORY_PREFIX = 0x6E656272  # "nebr"; the low 32 bits are the schema's oid
 CHECK_SECONDS = 2.0
 #: Exit status of a process that lost its lock and cannot take it again (EX_TEMPFAIL).
 EXIT_LOCK_LOST = 75
+#: The byte of the SQLite database file whose lock is the instance lock by file identity:
+#: far past anything SQLite locks (its lock bytes sit at 1 GiB) or a file could hold.
+IDENTITY_BYTE = 1 << 62
 
 
 def advisory_key(schema_oid: int) -> int:
@@ -129,6 +138,8 @@ class InstanceLock:
         self.identity: DatabaseIdentity | None = None
         self._raw: Any = None  # the pool's proxy of the lock's own connection (PostgreSQL)
         self._fd: int | None = None  # the flock's file (SQLite)
+        self._identity_fd: int | None = None  # the database file, locked by identity
+        self._other_name = False  # refused: held through another name of the file
         self._key = 0
         self._lost: str | None = None
         self._held = False
@@ -170,6 +181,11 @@ class InstanceLock:
 
     def refusal(self) -> str:
         """Why a second process cannot start now, and what to do."""
+        if self._other_name:
+            return (f"another nebridge process is working on the database file "
+                    f"{self.engine.url.database}, reached through another name (a hard "
+                    "link); stop it first (`systemctl stop nebridge`), and give every "
+                    "installation its own database file")
         if not self.postgres:
             holder = "?"
             with suppress(OSError):
@@ -212,6 +228,7 @@ class InstanceLock:
         return real.with_name(real.name + ".lock")
 
     def _acquire_file(self) -> bool:
+        self._other_name = False
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
         path = self.lock_file()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -220,10 +237,45 @@ class InstanceLock:
         except BlockingIOError:
             os.close(fd)
             return False
+        try:
+            identity = self._lock_identity()
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._other_name = True
+            return False
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd, self._held, self._lost = fd, True, None
+        self._fd, self._identity_fd, self._held, self._lost = fd, identity, True, None
         return True
+
+    def _lock_identity(self) -> int | None:
+        """Lock the database file itself (its inode, whatever name reached it): the fd that
+        holds the lock, or None if there is nothing to lock (no file yet, in memory).
+        Raises :class:`BlockingIOError` if another process holds it — through another name:
+        through this one, the ``.lock`` file would have refused first.
+
+        An open-file-description lock (``F_OFD_SETLK``) on :data:`IDENTITY_BYTE`: unlike a
+        ``flock`` or a process lock it never meets SQLite's own locks, and closing SQLite's
+        descriptors of the file does not drop it.
+        """
+        database = self.engine.url.database
+        ofd_setlk = getattr(fcntl, "F_OFD_SETLK", None)
+        if not database or database == ":memory:" or ofd_setlk is None:
+            return None
+        try:
+            fd = os.open(Path(database).resolve(), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # created by the first connection; no other name can reach it yet
+        request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, IDENTITY_BYTE, 1, 0)
+        try:
+            fcntl.fcntl(fd, ofd_setlk, request)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise BlockingIOError(exc.errno, "held through another name") from None
+            raise
+        return fd
 
     def _acquire_postgres(self) -> bool:
         try:
@@ -293,6 +345,9 @@ class InstanceLock:
             raw, self._raw = self._raw, None
             with suppress(Exception):  # a connection that is already gone
                 raw.close()
+        if self._identity_fd is not None:
+            os.close(self._identity_fd)  # the lock goes with its open file description
+            self._identity_fd = None
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
