@@ -52,8 +52,8 @@ PARTIAL = "partial shipment of Next Engine order "
 MISMATCH = "shipment does not match Next Engine order "
 SECOND = "second shipment of Next Engine order "
 _REASONS = (PARTIAL, MISMATCH, SECOND)
-#: Instruction batches kept parsed between chunks (each holds up to one import page).
-_BATCHES_KEPT = 8
+#: Orders of instruction batches kept parsed between chunks (about 100 bytes each).
+_ORDERS_KEPT = 100_000
 
 Quantities = dict[str, int]
 
@@ -80,8 +80,9 @@ def describe(quantities: Mapping[str, int]) -> str:
 
 
 class InstructedLines:
-    """The instructed quantities of orders, read from their instruction batches; the last few
-    batches stay parsed (a batch never changes once recorded)."""
+    """The instructed quantities of orders, read from their instruction batches; the batches
+    last used stay parsed, up to about ``_ORDERS_KEPT`` orders (a batch never changes once
+    recorded)."""
 
     def __init__(self, engine: Bind) -> None:
         self._engine = engine
@@ -105,7 +106,8 @@ class InstructedLines:
                 self._batches.move_to_end(key)
         out = {order: self._batches[key][order] for order, key in wanted.items()
                if order in self._batches.get(key, {})}
-        while len(self._batches) > _BATCHES_KEPT:
+        while (len(self._batches) > 1
+               and sum(len(b) for b in self._batches.values()) > _ORDERS_KEPT):
             self._batches.popitem(last=False)
         return out
 
