@@ -172,10 +172,17 @@ class ImportPlan:
 
 
 class ProductIndex:
-    """WMS products by the matching key of their link code (紐付けコード)."""
+    """WMS products by the matching key of their link code (紐付けコード).
 
-    def __init__(self, products: Iterable[tuple[str, str]], key: Callable[[str], str]) -> None:
+    ``version`` is the product master version these products were read at (the cursor an
+    import run records, so that a master taken while the run was deciding triggers a full
+    scan next time instead of leaving orders held against the older master).
+    """
+
+    def __init__(self, products: Iterable[tuple[str, str]], key: Callable[[str], str],
+                 version: str | None = None) -> None:
         self.key = key
+        self.version = version
         self.by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.links: dict[str, str] = {}
         for product_code, link_code in products:
@@ -264,7 +271,8 @@ class OrderImporter:
         # them out of status 20), which would shift the pages of the searches still read.
         self._claim(claimed, result)
         if not dry_run:
-            self._close(warehouse.code, decided, newest, started, scan.full, result)
+            self._close(warehouse.code, decided, newest, started, scan.full, index.version,
+                        result)
         return result
 
     def _page(
@@ -583,12 +591,13 @@ class OrderImporter:
 
     def _product_index(self) -> ProductIndex:
         """The WMS products by link code, under the link-code plugin's matching key."""
-        with read_session(self.engine) as session:
+        with read_session(self.engine) as session:  # one snapshot: products and their version
+            version = session.get(Cursor, PRODUCTS_CURSOR)
             products = [(p, link) for p, link in session.execute(
                 select(col(WmsProduct.product_code), col(WmsProduct.link_code))
                 .where(col(WmsProduct.link_code).is_not(None))).all()]
         key = self.host.first_result("nebridge_link_code_key") or (lambda code: code)
-        return ProductIndex(products, key)
+        return ProductIndex(products, key, version.value if version else None)
 
     @staticmethod
     def _lines(
@@ -678,7 +687,7 @@ class OrderImporter:
         return batch
 
     def _close(self, code: str, decided: set[str], newest: str, started: datetime,
-               full_scan: bool, result: StageResult) -> None:
+               full_scan: bool, products: str | None, result: StageResult) -> None:
         """After the last page: forget the retries Next Engine no longer offers (``decided``:
         the orders instructed or held in this run) and advance the cursor."""
         with write_session(self.engine) as session:
@@ -692,21 +701,22 @@ class OrderImporter:
                     f"order {row.ne_order_id} is not held any more: Next Engine no longer "
                     f"offers it for import into {code} (status, cancellation, shop or "
                     "print-instruct date), or a filter plugin skipped it")
-            self._advance_cursor(session, code, newest, started)
+            self._advance_cursor(session, code, newest, started, products)
         if full_scan:
             log.info("warehouse=%s full order scan: %d candidate(s)", code, result.items_in)
 
     def _advance_cursor(
-        self, session: Any, code: str, newest: str, started: datetime) -> None:
+        self, session: Any, code: str, newest: str, started: datetime, products: str | None
+    ) -> None:
         """Note what this run read: the latest order change, when it ran, the product
-        master it matched against, and (with the watch) the next print date due."""
+        master it matched against (``products``, read with the index), and (with the watch)
+        the next print date due."""
         cursor = session.get(Cursor, cursor_name(code))
         old = json.loads(cursor.value) if cursor else {}
         modified = newest or old.get("modified") or format_ne_datetime(started)
-        products = session.get(Cursor, PRODUCTS_CURSOR)
         value = json.dumps({"modified": max(modified, old.get("modified", modified)),
                             "ran": format_ne_datetime(started),
-                            "products": products.value if products else None,
+                            "products": products,
                             "next_print": self._next_print})
         if cursor is None:
             session.add(Cursor(name=cursor_name(code), value=value))
