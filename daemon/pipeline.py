@@ -417,7 +417,9 @@ class WarehousePipeline:
         for row, part in parts:
             if row.id in shipped_together and part.held:  # a partial of this chunk: not held
                 result.held -= 1
-                result.failures.remove(part.held[0]["b_last_error"])
+                reason = part.held[0]["b_last_error"]
+                if reason in result.failures:
+                    result.failures.remove(reason)
                 part.held = []
             writes.absorb(part)
         try:

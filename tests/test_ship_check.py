@@ -75,10 +75,11 @@ def test_shipments_ship_only_exactly_the_instructed_order_and_only_once(world: W
     partial = st.create_order([("A-1", 4)], shop_id=1)
     over = st.create_order([("B-2", 1)], shop_id=1)
     split = st.create_order([("A-1", 1), ("B-2", 1), ("A-1", 1)], shop_id=1)
+    both = st.create_order([("A-1", 1), ("B-2", 1)], shop_id=1)
     world.products([("P-A", "A-1"), ("P-B", "B-2")])
     run(world)
     assert {r["ne_order_id"] for r in world.instructed()} == {
-        str(o) for o in (ok, wrong, partial, over, split)}
+        str(o) for o in (ok, wrong, partial, over, split, both)}
 
     world.drop("shipments-1.csv", SHIP_HEADER, [
         f"S-OK,ITAKU,{ok},TRK-1,{AT},P-A,1",
@@ -86,6 +87,8 @@ def test_shipments_ship_only_exactly_the_instructed_order_and_only_once(world: W
         f"S-PART,ITAKU,{partial},TRK-P,{AT},P-A,1",
         f"S-OVER,ITAKU,{over},TRK-O,{AT},P-B,3",
         f"S-SPLIT1,ITAKU,{split},TRK-S1,{AT},P-A,2",
+        f"S-T1,ITAKU,{both},TRK-T1,{AT},P-A,1",  # two parcels of one order in one file
+        f"S-T2,ITAKU,{both},TRK-T2,{AT},P-B,1",
     ])
     run(world)
     reasons = held(world)
@@ -101,7 +104,10 @@ def test_shipments_ship_only_exactly_the_instructed_order_and_only_once(world: W
     assert status(world, ok) == "50"
     for order in (wrong, partial, over, split):
         assert status(world, order) != "50"
-    assert stock(world, "A-1") == 99 and stock(world, "B-2") == 100  # only order ok moved
+    assert status(world, both) == "50"
+    assert ships(world)[str(both)] == {"ne_order_id": str(both), "tracking_number": "TRK-T2",
+                                       "source_event": "shipment:S-T2"}
+    assert stock(world, "A-1") == 98 and stock(world, "B-2") == 99  # only ok and both moved
 
     world.drop("shipments-2.csv", SHIP_HEADER, [
         f"S-SPLIT2,ITAKU,{split},TRK-S2,{AT},P-B,1",
@@ -115,7 +121,7 @@ def test_shipments_ship_only_exactly_the_instructed_order_and_only_once(world: W
     assert (f"second shipment of Next Engine order {ok} (tracking number TRK-2, warehouse "
             "ITAKU); the order is already shipped by shipment:S-OK") in reasons["S-2ND"]
     assert "備考" in reasons["S-2ND"]
-    assert stock(world, "A-1") == 97 and stock(world, "B-2") == 99
+    assert stock(world, "A-1") == 96 and stock(world, "B-2") == 98
 
     code, _out, err = cli(world, "inbox", "retry", "--event", "shipment:S-2ND")
     assert code == 0, err
@@ -126,4 +132,4 @@ def test_shipments_ship_only_exactly_the_instructed_order_and_only_once(world: W
     assert status(world, partial) == "50"
     shipped = ships(world)
     assert shipped[str(ok)]["tracking_number"] == "TRK-1"  # S-2ND changed nothing
-    assert sorted(shipped) == sorted(str(o) for o in (ok, partial, split))
+    assert sorted(shipped) == sorted(str(o) for o in (ok, partial, split, both))
