@@ -4,7 +4,6 @@ Ctrl-C); ``NBFAKE_CTRLC_AT=hook`` imports it cleanly and raises in the hook inst
 import os
 
 from hooks import hookimpl
-from hooks.records import PluginInfo
 
 if os.environ.get("NBFAKE_CTRLC_AT", "import") == "import":
     raise KeyboardInterrupt
