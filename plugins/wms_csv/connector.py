@@ -29,7 +29,7 @@ from hooks.connectors import (
 from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.records import EventKind, Problem, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
-from plugins.wms_csv.folders import Inbox, ReadyFile, open_claimed
+from plugins.wms_csv.folders import ClaimedFile, Inbox, ReadyFile, open_claimed
 from plugins.wms_csv.formats import PRODUCTS, STOCK
 from plugins.wms_csv.inbound import read_events, read_products
 from plugins.wms_csv.outbox import write_cancellations, write_orders
@@ -40,7 +40,7 @@ _Signature = tuple[str, int, int]
 SHRINK_PROBLEM = "csv:product_master_shrinks"
 
 
-class CsvBatch:
+class CsvBatch(ClaimedFile):
     """One claimed shipments or receipts file, accepted or rejected as a whole."""
 
     def __init__(
@@ -52,15 +52,9 @@ class CsvBatch:
         ctx: ConnectorContext,
         zone: tzinfo,
     ) -> None:
-        self.source = file.name
+        super().__init__(inbox, path, file, ctx, zone)
         self.kind = kind
         self.cursor: tuple[str, str] | None = None
-        self._inbox = inbox
-        self._path = path
-        self._file = file
-        self._ctx = ctx
-        self._zone = zone
-        self.settled = False
 
     def events(self) -> Iterator[WmsEvent]:
         """Validate the whole file, then yield one event per shipment or receipt id.
@@ -72,23 +66,6 @@ class CsvBatch:
             raise BatchRejected(self.source, [RecordError(self.source, self._file.refusal)])
         return read_events(self._path, self.source, self._file.fmt, self._ctx, self._zone,
                            self._file)
-
-    def commit(self) -> None:
-        """The events are stored: move the file to ``processed/`` (back to the inbox if it grew
-        since it was read, see :meth:`~plugins.wms_csv.folders.Inbox.settle`)."""
-        target, grew = self._inbox.settle(self._path, self._file)
-        self.settled = True
-        if grew is not None:
-            self._ctx.log.warning("%s", grew)
-            return
-        self._ctx.log.info("processed %s, kept as %s", self.source, target)
-
-    def reject(self, error: BatchRejected) -> None:
-        """Move the file to ``rejected/`` with ``<file>.errors.txt`` listing every error."""
-        target = self._inbox.reject(self._path, self.source, error)
-        self.settled = True
-        self._ctx.log.warning("rejected %s (%d errors), see %s.errors.txt",
-                              self.source, len(error.errors), target)
 
 
 class CsvConnector:

@@ -26,12 +26,16 @@ import os
 import stat as stat_mode
 import time
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.files import write_file
 from plugins.wms_csv.formats import FileFormat, format_for_name
+
+if TYPE_CHECKING:
+    from hooks.connectors import ConnectorContext
 
 #: A file whose last line has no line break is taken after staying unchanged this long.
 NO_NEWLINE_GRACE_SECONDS = 60.0
@@ -343,3 +347,34 @@ def _ends_a_line(path: Path) -> bool:
             return stream.read() in ends
     except (OSError, BatchRejected):
         return False
+
+
+class ClaimedFile:
+    """A claimed inbox file taken as one batch: filed away to ``processed/`` once stored, or
+    to ``rejected/`` with its errors. The shipments/receipts and the stock batches share it."""
+
+    #: How log lines name the file's kind (e.g. ``"stock file "``).
+    label = ""
+
+    def __init__(self, inbox: Inbox, path: Path, file: ReadyFile, ctx: ConnectorContext,
+                 zone: tzinfo) -> None:
+        self.source = file.name
+        self._inbox, self._path, self._file, self._ctx, self._zone = inbox, path, file, ctx, zone
+        self.settled = False
+
+    def commit(self) -> None:
+        """The batch is stored: move the file to ``processed/`` (back to the inbox if it grew
+        since it was read, see :meth:`Inbox.settle`)."""
+        target, grew = self._inbox.settle(self._path, self._file)
+        self.settled = True
+        if grew is not None:
+            self._ctx.log.warning("%s", grew)
+            return
+        self._ctx.log.info("processed %s%s, kept as %s", self.label, self.source, target)
+
+    def reject(self, error: BatchRejected) -> None:
+        """Move the file to ``rejected/`` with ``<file>.errors.txt`` listing every error."""
+        target = self._inbox.reject(self._path, self.source, error)
+        self.settled = True
+        self._ctx.log.warning("rejected %s%s (%d errors), see %s.errors.txt", self.label,
+                              self.source, len(error.errors), target)

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from hooks.connectors import ConnectorContext, StockSnapshot
 from hooks.errors import BatchRejected, RecordError
-from plugins.wms_csv.folders import Inbox, ReadyFile, check_unchanged, open_claimed
+from plugins.wms_csv.folders import (
+    ClaimedFile,
+    ReadyFile,
+    check_unchanged,
+    open_claimed,
+)
 from plugins.wms_csv.formats import STOCK, parse_count, parse_timestamp
 from plugins.wms_csv.inbound import _ValueChecker
 from plugins.wms_csv.reader import ErrorLog, Row, detect_encoding, read_rows
@@ -77,34 +82,13 @@ def read_stock(
             for warehouse, quantities in counts.items()]
 
 
-class CsvStockBatch:
+class CsvStockBatch(ClaimedFile):
     """One claimed ``stock-*.csv`` file (a :class:`~hooks.connectors.StockBatch`)."""
 
-    def __init__(self, inbox: Inbox, path: Path, file: ReadyFile, ctx: ConnectorContext,
-                 zone: tzinfo) -> None:
-        self.source = file.name
-        self._inbox, self._path, self._file, self._ctx, self._zone = inbox, path, file, ctx, zone
-        self.settled = False
+    label = "stock file "
 
     def snapshots(self) -> list[StockSnapshot]:
         """Validate the whole file and return its snapshots (a link is rejected unread)."""
         if self._file.refusal is not None:
             raise BatchRejected(self.source, [RecordError(self.source, self._file.refusal)])
         return read_stock(self._path, self.source, self._ctx, self._zone, self._file)
-
-    def commit(self) -> None:
-        """The snapshots are stored: move the file to ``processed/`` (back to the inbox if it grew
-        since it was read, see :meth:`~plugins.wms_csv.folders.Inbox.settle`)."""
-        target, grew = self._inbox.settle(self._path, self._file)
-        self.settled = True
-        if grew is not None:
-            self._ctx.log.warning("%s", grew)
-            return
-        self._ctx.log.info("processed stock file %s, kept as %s", self.source, target)
-
-    def reject(self, error: BatchRejected) -> None:
-        """Move the file to ``rejected/`` with ``<file>.errors.txt`` listing every error."""
-        target = self._inbox.reject(self._path, self.source, error)
-        self.settled = True
-        self._ctx.log.warning("rejected stock file %s (%d errors), see %s.errors.txt",
-                              self.source, len(error.errors), target)
