@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import requests
 
-from hooks.connectors import ConnectorContext, InstructionBatch
+from daemon.config import load_config
+from daemon.nelink import connect as connect_next_engine
+from daemon.nextengine.sandbox import SandboxServer as NeSandbox
+from daemon.runtime import build_runtime
+from daemon.store.engine import make_engine
+from hooks.connectors import AuthorizingConnector, ConnectorContext, InstructionBatch
 from hooks.records import OrderInstruction, OrderInstructionLine, WarehouseInfo
 from plugins.wms_logikura import LogikuraConfig, LogikuraConnector
 from plugins.wms_logikura.sandbox import SandboxConfig, SandboxServer
@@ -114,3 +119,19 @@ def order(ne_order_id: str, *lines: tuple[str, int], delivery: str = "ヤマト�
 def batch(key: str, *orders: OrderInstruction) -> InstructionBatch:
     return InstructionBatch(key=key, created_at=datetime(2026, 11, 27, 1, 0, tzinfo=UTC),
                             orders=orders)
+
+
+def link_both(config: Path, ne: NeSandbox, lk: SandboxServer) -> None:
+    """Sign the installation of ``config`` in to the Next Engine sandbox and authorise it in
+    the Logikura sandbox, as `nebridge connect` and `nebridge wms connect` do."""
+    settings = load_config(config).config
+    engine = make_engine(settings.resolved_database_url)
+    connect_next_engine(settings, engine, *ne.state.issue_login())
+    engine.dispose()
+    runtime = build_runtime(config)
+    try:
+        connector: object = runtime.connector
+        assert isinstance(connector, AuthorizingConnector)
+        connector.authorize(lk.state.issue_code(REDIRECT), runtime.connector_context())
+    finally:
+        runtime.close()

@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from daemon.admin import RunOnceReport, run_once
-from daemon.config import load_config
-from daemon.nelink import connect
 from daemon.nextengine.sandbox import SandboxConfig as NeConfig
 from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
-from daemon.store.engine import make_engine
-from hooks.connectors import AuthorizingConnector
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
-from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, sandbox_config
+from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config
 
 
 @dataclass
@@ -57,17 +53,7 @@ def linked(make_config: ConfigFactory) -> Iterator[Linked]:
                 "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
                 "client_secret": SECRET, "redirect_uri": REDIRECT, "products_refresh_seconds": 0,
                 "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"}}})
-        settings = load_config(config).config
-        engine = make_engine(settings.resolved_database_url)
-        connect(settings, engine, *ne.state.issue_login())
-        engine.dispose()
-        runtime = build_runtime(config)
-        try:
-            connector: object = runtime.connector
-            assert isinstance(connector, AuthorizingConnector)
-            connector.authorize(lk.state.issue_code(REDIRECT), runtime.connector_context())
-        finally:
-            runtime.close()
+        link_both(config, ne, lk)
         staff = WarehouseStaff(lk.base_url)
         yield Linked(ne, lk, config, staff)
         staff.close()

@@ -12,17 +12,13 @@ from pathlib import Path
 import pytest
 
 from daemon.admin import run_once
-from daemon.config import load_config
-from daemon.nelink import connect
 from daemon.nextengine.sandbox import SandboxConfig as NeConfig
 from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
-from daemon.store.engine import make_engine
-from hooks.connectors import AuthorizingConnector
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.test_supervisor import NotifySocket, start, wait_exit
-from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, sandbox_config
+from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config
 
 ORDERS = 60
 SCHEDULES = "/api/v1/shipping_schedules"
@@ -64,17 +60,7 @@ def test_shipments_flow_while_a_large_import_runs_and_sigterm_stops_it(
                 "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"}}})
         ne.state.create_goods("A-1", quantity=500)
         lk.state.add_variant("LK-A", link_code="a-1", stock={"ITAKU": 500})
-        settings = load_config(config).config
-        engine = make_engine(settings.resolved_database_url)
-        connect(settings, engine, *ne.state.issue_login())
-        engine.dispose()
-        runtime = build_runtime(config)
-        try:
-            connector: object = runtime.connector
-            assert isinstance(connector, AuthorizingConnector)
-            connector.authorize(lk.state.issue_code(REDIRECT), runtime.connector_context())
-        finally:
-            runtime.close()
+        link_both(config, ne, lk)
         orders = [ne.state.create_order([("A-1", 1)], shop_id=1) for _ in range(ORDERS)]
         first = str(orders[0])
         lk.faults.stall_next(1.0, count=10_000, path=SCHEDULES, method="POST")

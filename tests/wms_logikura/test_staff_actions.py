@@ -20,16 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
-from daemon.config import load_config
-from daemon.nelink import connect
 from daemon.nextengine.sandbox import SandboxConfig as NeConfig
 from daemon.nextengine.sandbox import SandboxServer as NeSandbox
-from daemon.runtime import build_runtime
-from daemon.store.engine import make_engine
-from hooks.connectors import AuthorizingConnector
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
-from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, sandbox_config
+from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config
 
 
 @dataclass
@@ -91,17 +86,7 @@ def site(make_config: ConfigFactory) -> Iterator[SiteFactory]:
                 "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
                 "start_date": (lk.clock.today() - timedelta(days=7)).isoformat(),
                 **logikura}})
-        settings = load_config(config).config
-        engine = make_engine(settings.resolved_database_url)
-        connect(settings, engine, *ne.state.issue_login())
-        engine.dispose()
-        runtime = build_runtime(config)
-        try:
-            connector: object = runtime.connector
-            assert isinstance(connector, AuthorizingConnector)
-            connector.authorize(lk.state.issue_code(REDIRECT), runtime.connector_context())
-        finally:
-            runtime.close()
+        link_both(config, ne, lk)
         staff = WarehouseStaff(lk.base_url)
         opened.append((ne, lk, staff))
         return Site(ne, lk, config, staff)
