@@ -50,9 +50,9 @@ from ruamel.yaml import YAML
 from benchmarks.virtual_time import VirtualTime
 from daemon.config import load_config
 from daemon.nelink import connect
-from daemon.nextengine.sandbox import SandboxConfig as NeConfig
-from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
+from daemon.sandbox import SandboxConfig as NeConfig
+from daemon.sandbox import SandboxServer as NeSandbox
 from daemon.store.engine import make_engine, upgrade
 from hooks.connectors import AuthorizingConnector, ConnectorContext, InstructionBatch
 from hooks.http import BoundedSession

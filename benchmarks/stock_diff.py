@@ -31,7 +31,7 @@ from typing import Any
 from benchmarks.world import CLIENT_ID, CLIENT_SECRET, _yaml_text
 from daemon.config import load_config
 from daemon.nelink import connect
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
+from daemon.sandbox import SandboxConfig, SandboxServer
 from daemon.store.engine import make_engine, upgrade
 
 WAREHOUSES = ("W1", "W2", "W3")

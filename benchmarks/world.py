@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from daemon.config import load_config
 from daemon.nelink import connect
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
+from daemon.sandbox import SandboxConfig, SandboxServer
 from daemon.store.engine import make_engine, upgrade
 
 CLIENT_ID, CLIENT_SECRET = "nebridge-bench", "nebridge-bench-secret"

@@ -11,8 +11,8 @@ from typing import Any
 
 from daemon.config import load_config
 from daemon.nelink import connect
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
 from daemon.runtime import Runtime, build_runtime
+from daemon.sandbox import SandboxConfig, SandboxServer
 from daemon.store.engine import make_engine
 from tests.conftest import ConfigFactory
 

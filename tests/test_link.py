@@ -16,7 +16,7 @@ import requests
 from typer.testing import CliRunner
 
 from daemon.cli import app
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
+from daemon.sandbox import SandboxConfig, SandboxServer
 from tests.conftest import ConfigFactory
 
 CLIENT_ID, SECRET = "nebridge-test-client", "nebridge-test-secret-42"

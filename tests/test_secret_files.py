@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
+from daemon.sandbox import SandboxConfig, SandboxServer
 from tests.conftest import ConfigFactory
 
 CLIENT_ID, SECRET = "nebridge-test-client", "nebridge-test-secret-42"

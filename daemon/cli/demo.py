@@ -41,8 +41,8 @@ from daemon.cli.common import fail, info, print_table
 from daemon.cli.stock import show_diff
 from daemon.config import ConfigError, DaemonConfig, LoadedConfig, load_config, read_yaml
 from daemon.nelink import connect, sign_in_url, wait_for_redirect
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
 from daemon.runtime import build_runtime
+from daemon.sandbox import SandboxConfig, SandboxServer
 from daemon.stock import diff_now, link_key_of, reconcile
 from daemon.store.engine import make_engine, read_session, upgrade
 from daemon.store.models import ImportedOrder, OutboxItem, OutboxState, WmsProduct

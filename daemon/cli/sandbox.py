@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from daemon.cli.common import fail, get, info
 from daemon.config import DaemonConfig, SecretUnreadable, client_secret
 from daemon.httpserve import PortInUse
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
-from daemon.nextengine.sandbox.server import serve_forever
+from daemon.sandbox import SandboxConfig, SandboxServer
+from daemon.sandbox.server import serve_forever
 from plugins.wms_logikura.config import LogikuraConfig
 from plugins.wms_logikura.sandbox import SandboxConfig as LogikuraSandboxConfig
 from plugins.wms_logikura.sandbox import SandboxServer as LogikuraSandbox

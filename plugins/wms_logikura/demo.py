@@ -40,9 +40,9 @@ from daemon.cli.demo import (
 )
 from daemon.cli.wms import wait_for_code
 from daemon.config import read_yaml
-from daemon.nextengine.sandbox import SandboxConfig as NeSandboxConfig
-from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
+from daemon.sandbox import SandboxConfig as NeSandboxConfig
+from daemon.sandbox import SandboxServer as NeSandbox
 from daemon.store.engine import read_session
 from daemon.store.models import ImportedOrder, OutboxItem
 from hooks.connectors import AuthorizingConnector

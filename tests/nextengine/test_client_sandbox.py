@@ -41,11 +41,11 @@ from daemon.nextengine.errors import (
     NeTokenStale,
     NeValidationError,
 )
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
-from daemon.nextengine.sandbox.testing import SandboxCaller
 from daemon.nextengine.search import Resource, Row, Where, desc
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
 from daemon.nextengine.xmlbuild import OrderRef, OrderUpdate
+from daemon.sandbox import SandboxConfig, SandboxServer
+from daemon.sandbox.testing import SandboxCaller
 
 CLIENT_ID = "nebridge-test-app"
 CLIENT_SECRET = "client-secret-7f3a9c1e5b2d"

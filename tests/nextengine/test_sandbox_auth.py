@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from daemon.nextengine.sandbox import JST, SandboxConfig, SandboxServer
-from daemon.nextengine.sandbox.testing import SandboxCaller
+from daemon.sandbox import JST, SandboxConfig, SandboxServer
+from daemon.sandbox.testing import SandboxCaller
 
 START = datetime(2025, 3, 1, 10, 0, 0, tzinfo=JST)
 

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import requests
 
-from daemon.nextengine.sandbox import (
+from daemon.sandbox import (
     INJECTABLE_CODES,
     JST,
     FaultConfig,
     SandboxConfig,
     SandboxServer,
 )
-from daemon.nextengine.sandbox.testing import SandboxCaller
+from daemon.sandbox.testing import SandboxCaller
 
 START = datetime(2025, 3, 1, 10, 0, 0, tzinfo=JST)
 BASE = "/api_v1_receiveorder_base"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from daemon.nextengine.sandbox import JST, SandboxConfig, SandboxServer
-from daemon.nextengine.sandbox.testing import SandboxCaller
+from daemon.sandbox import JST, SandboxConfig, SandboxServer
+from daemon.sandbox.testing import SandboxCaller
 
 START = datetime(2025, 3, 1, 10, 0, 0, tzinfo=JST)
 QUE_FIELDS = ("que_id,que_method_name,que_upload_name,que_client_file_name,que_file_name,"

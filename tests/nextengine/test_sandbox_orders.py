@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from daemon.nextengine.sandbox import JST, RowSpec, SandboxConfig, SandboxServer
-from daemon.nextengine.sandbox.testing import SandboxCaller
+from daemon.sandbox import JST, RowSpec, SandboxConfig, SandboxServer
+from daemon.sandbox.testing import SandboxCaller
 
 START = datetime(2025, 3, 1, 10, 0, 0, tzinfo=JST)
 BASE = "/api_v1_receiveorder_base"

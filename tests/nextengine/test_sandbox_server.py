@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from daemon.nextengine.sandbox import (
+from daemon.sandbox import (
     GUESSED_OPTIONS,
     FaultConfig,
     SandboxConfig,
     SandboxServer,
     serve_forever,
 )
-from daemon.nextengine.sandbox import config as config_module
-from daemon.nextengine.sandbox.errors import ERROR_TABLE
-from daemon.nextengine.sandbox.testing import SandboxCaller
+from daemon.sandbox import config as config_module
+from daemon.sandbox.errors import ERROR_TABLE
+from daemon.sandbox.testing import SandboxCaller
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
 

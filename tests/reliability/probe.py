@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import daemon.nextengine.sandbox.server as sandbox_server
-from daemon.nextengine.sandbox import SandboxServer
-from daemon.nextengine.sandbox import api as sandbox_api
-from daemon.nextengine.sandbox.faults import FaultDecision
+import daemon.sandbox.server as sandbox_server
+from daemon.sandbox import SandboxServer
+from daemon.sandbox import api as sandbox_api
+from daemon.sandbox.faults import FaultDecision
 
 WRITE_PATHS = frozenset({
     "/api_v1_receiveorder_base/update", "/api_v1_receiveorder_base/bulkupdate",

@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from daemon.nextengine.sandbox.state import SandboxState
+from daemon.sandbox.state import SandboxState
 from tests.reliability.world import World
 
 SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,product_code,quantity"

@@ -18,8 +18,8 @@ from typing import IO, Any
 from sqlalchemy import Engine, text
 
 from daemon.config import load_config
-from daemon.nextengine.sandbox import SandboxConfig, SandboxServer
 from daemon.runtime import Runtime, build_runtime
+from daemon.sandbox import SandboxConfig, SandboxServer
 from daemon.store.engine import make_engine
 from tests.conftest import dump_yaml
 

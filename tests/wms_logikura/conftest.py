@@ -14,8 +14,8 @@ import requests
 
 from daemon.config import load_config
 from daemon.nelink import connect as connect_next_engine
-from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
+from daemon.sandbox import SandboxServer as NeSandbox
 from daemon.store.engine import make_engine
 from hooks.connectors import AuthorizingConnector, ConnectorContext, InstructionBatch
 from hooks.records import OrderInstruction, OrderInstructionLine, WarehouseInfo

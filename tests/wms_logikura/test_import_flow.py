@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from daemon.admin import run_once
-from daemon.nextengine.sandbox import SandboxConfig as NeConfig
-from daemon.nextengine.sandbox import SandboxServer as NeSandbox
 from daemon.runtime import build_runtime
+from daemon.sandbox import SandboxConfig as NeConfig
+from daemon.sandbox import SandboxServer as NeSandbox
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.test_supervisor import NotifySocket, start, wait_exit

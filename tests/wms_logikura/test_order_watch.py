@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from daemon.cli import app
 from daemon.cli.demo import StaffInbox, notify_receiver
-from daemon.nextengine.sandbox import SandboxConfig as NeConfig
-from daemon.nextengine.sandbox import SandboxServer as NeSandbox
+from daemon.sandbox import SandboxConfig as NeConfig
+from daemon.sandbox import SandboxServer as NeSandbox
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from daemon.nextengine.sandbox.api import token_fields
-from daemon.nextengine.sandbox.clock import parse_ne
-from daemon.nextengine.sandbox.errors import NEError
-from daemon.nextengine.sandbox.state import RowSpec, SandboxState
+from daemon.sandbox.api import token_fields
+from daemon.sandbox.clock import parse_ne
+from daemon.sandbox.errors import NEError
+from daemon.sandbox.state import RowSpec, SandboxState
 
 logger = logging.getLogger(__name__)
 

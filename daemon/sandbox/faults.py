@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon.nextengine.sandbox.config import FaultConfig
-from daemon.nextengine.sandbox.errors import INJECTABLE_CODES
+from daemon.sandbox.config import FaultConfig
+from daemon.sandbox.errors import INJECTABLE_CODES
 
 DropWhen = Literal["before", "after"]
 

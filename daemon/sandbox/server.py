@@ -21,13 +21,13 @@ from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from daemon.nextengine.sandbox.api import handle_api_call, not_found_body
-from daemon.nextengine.sandbox.clock import Clock
-from daemon.nextengine.sandbox.config import SandboxConfig
-from daemon.nextengine.sandbox.control import PREFIX, ControlApi
-from daemon.nextengine.sandbox.faults import Faults
-from daemon.nextengine.sandbox.ledger import Ledger
-from daemon.nextengine.sandbox.state import SandboxState
+from daemon.sandbox.api import handle_api_call, not_found_body
+from daemon.sandbox.clock import Clock
+from daemon.sandbox.config import SandboxConfig
+from daemon.sandbox.control import PREFIX, ControlApi
+from daemon.sandbox.faults import Faults
+from daemon.sandbox.ledger import Ledger
+from daemon.sandbox.state import SandboxState
 
 logger = logging.getLogger(__name__)
 

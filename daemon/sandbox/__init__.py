@@ -9,14 +9,14 @@ guessed behaviour is an option of :class:`SandboxConfig` (see ``docs/sandbox.md`
         requests.post(f"{ne.base_url}/api_neauth", data={...})
 """
 
-from daemon.nextengine.sandbox.clock import JST, Clock
-from daemon.nextengine.sandbox.config import GUESSED_OPTIONS, FaultConfig, SandboxConfig
-from daemon.nextengine.sandbox.errors import DEFAULT_ERROR_CODES, INJECTABLE_CODES
-from daemon.nextengine.sandbox.faults import Faults
-from daemon.nextengine.sandbox.ledger import Ledger, LedgerEntry
-from daemon.nextengine.sandbox.server import SandboxServer, serve_forever
-from daemon.nextengine.sandbox.state import RowSpec, SandboxState
-from daemon.nextengine.sandbox.traffic import TokenUse, Traffic
+from daemon.sandbox.clock import JST, Clock
+from daemon.sandbox.config import GUESSED_OPTIONS, FaultConfig, SandboxConfig
+from daemon.sandbox.errors import DEFAULT_ERROR_CODES, INJECTABLE_CODES
+from daemon.sandbox.faults import Faults
+from daemon.sandbox.ledger import Ledger, LedgerEntry
+from daemon.sandbox.server import SandboxServer, serve_forever
+from daemon.sandbox.state import RowSpec, SandboxState
+from daemon.sandbox.traffic import TokenUse, Traffic
 
 __all__ = [
     "DEFAULT_ERROR_CODES",

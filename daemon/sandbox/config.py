@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from daemon.nextengine.sandbox.clock import JST, parse_ne
+from daemon.sandbox.clock import JST, parse_ne
 
 StockEffect = Literal["allocated", "quantity", "none"]
 RowErrorMode = Literal["row", "all_or_nothing"]

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from daemon.nextengine.sandbox.clock import ZERO_DATE, Clock, format_ne, normalize_ne, parse_ne
-from daemon.nextengine.sandbox.config import SandboxConfig
-from daemon.nextengine.sandbox.errors import ErrorCodes, NEError
-from daemon.nextengine.sandbox.faults import Faults
-from daemon.nextengine.sandbox.fields import (
+from daemon.sandbox.clock import ZERO_DATE, Clock, format_ne, normalize_ne, parse_ne
+from daemon.sandbox.config import SandboxConfig
+from daemon.sandbox.errors import ErrorCodes, NEError
+from daemon.sandbox.faults import Faults
+from daemon.sandbox.fields import (
     BASE_SCHEMA,
     BASE_WRITABLE,
     CANCEL_TYPES,
@@ -32,12 +32,12 @@ from daemon.nextengine.sandbox.fields import (
     ROW_WRITABLE,
     Kind,
 )
-from daemon.nextengine.sandbox.ledger import Ledger
-from daemon.nextengine.sandbox.model import Goods, Order, Que, Row, TokenPair
-from daemon.nextengine.sandbox.payloads import OrderChanges, UploadCsv
-from daemon.nextengine.sandbox.search import Query, SearchOptions
-from daemon.nextengine.sandbox.seed import build_world
-from daemon.nextengine.sandbox.traffic import TokenUse, Traffic, Verdict
+from daemon.sandbox.ledger import Ledger
+from daemon.sandbox.model import Goods, Order, Que, Row, TokenPair
+from daemon.sandbox.payloads import OrderChanges, UploadCsv
+from daemon.sandbox.search import Query, SearchOptions
+from daemon.sandbox.seed import build_world
+from daemon.sandbox.traffic import TokenUse, Traffic, Verdict
 
 Value = str | None
 

@@ -12,11 +12,11 @@ import random
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from daemon.nextengine.sandbox.clock import NE_DATE_FORMAT, ZERO_DATE
-from daemon.nextengine.sandbox.model import Goods, Order, Row
+from daemon.sandbox.clock import NE_DATE_FORMAT, ZERO_DATE
+from daemon.sandbox.model import Goods, Order, Row
 
 if TYPE_CHECKING:
-    from daemon.nextengine.sandbox.state import SandboxState
+    from daemon.sandbox.state import SandboxState
 
 TAG_TARGET = "[ロジクラ受注取込対象]"
 TAG_LOOKALIKE = "[ロジクラ受注取込対象外]"

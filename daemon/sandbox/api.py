@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon.nextengine.sandbox.clock import format_ne
-from daemon.nextengine.sandbox.errors import INJECTABLE_CODES, NEError
-from daemon.nextengine.sandbox.fields import (
+from daemon.sandbox.clock import format_ne
+from daemon.sandbox.errors import INJECTABLE_CODES, NEError
+from daemon.sandbox.fields import (
     BASE_SCHEMA,
     CANCEL_TYPES,
     GOODS_SCHEMA,
@@ -29,17 +29,17 @@ from daemon.nextengine.sandbox.fields import (
     TAG_SCHEMA,
     Schema,
 )
-from daemon.nextengine.sandbox.model import TokenPair
-from daemon.nextengine.sandbox.payloads import (
+from daemon.sandbox.model import TokenPair
+from daemon.sandbox.payloads import (
     decode_data,
     parse_bulk_receipted,
     parse_bulk_update,
     parse_goods_csv,
     parse_update,
 )
-from daemon.nextengine.sandbox.search import count_query, parse_query, project, run_query
-from daemon.nextengine.sandbox.state import SandboxState
-from daemon.nextengine.sandbox.traffic import TokenUse
+from daemon.sandbox.search import count_query, parse_query, project, run_query
+from daemon.sandbox.state import SandboxState
+from daemon.sandbox.traffic import TokenUse
 
 logger = logging.getLogger(__name__)
 

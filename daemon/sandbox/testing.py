@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from daemon.nextengine.sandbox.server import SandboxServer
+from daemon.sandbox.server import SandboxServer
 
 
 class SandboxCaller:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon.nextengine.sandbox.model import Order, Row
+from daemon.sandbox.model import Order, Row
 
 Kind = Literal["int", "num", "date", "str"]
 Getter = Callable[[Any], "str | None"]

@@ -16,9 +16,9 @@ from decimal import Decimal, InvalidOperation
 from itertools import islice
 from typing import Any, TypeVar
 
-from daemon.nextengine.sandbox.clock import normalize_ne
-from daemon.nextengine.sandbox.errors import NEError
-from daemon.nextengine.sandbox.fields import FieldDef, Schema
+from daemon.sandbox.clock import normalize_ne
+from daemon.sandbox.errors import NEError
+from daemon.sandbox.fields import FieldDef, Schema
 
 T = TypeVar("T")
 Test = Callable[["str | None"], bool]

@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
-from daemon.nextengine.sandbox.errors import NEError
+from daemon.sandbox.errors import NEError
 
 Value = str | None
 
