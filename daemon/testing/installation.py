@@ -42,6 +42,8 @@ SHIP_HEADER = "shipment_id,warehouse,ne_order_id,tracking_number,confirmed_at,pr
 RECEIPT_HEADER = "receipt_id,warehouse,confirmed_at,product_code,quantity"
 #: Header of a product master file (商品マスタ) with the link codes (紐付けコード).
 PRODUCTS_HEADER = "product_code,link_code"
+#: Header of a stock count file (棚卸): absolute on-hand quantities at ``counted_at``.
+STOCK_HEADER = "warehouse,product_code,quantity,counted_at"
 #: The confirmation time written when a test does not say one (Asia/Tokyo, no offset).
 AT = "2026-11-27 10:00:00"
 
@@ -128,6 +130,16 @@ def sign_in(config: Path, sandbox: SandboxServer) -> None:
         engine.dispose()
 
 
+def drop_file(inbox: Path, name: str, header: str, rows: Sequence[str],
+              encoding: Encoding = "utf-8") -> Path:
+    """Put a complete CSV file ``name`` into a ``csv`` connector's ``inbox``: written aside,
+    then renamed, as a careful WMS does (so it is never read half-written)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    part = inbox / f".{name}.part"
+    part.write_bytes(("\n".join([header, *rows]) + "\n").encode(encoding))
+    return part.rename(inbox / name)
+
+
 def sandbox_settings(sandbox: SandboxServer) -> dict[str, Any]:
     """The ``daemon.yaml`` sections that point an installation at ``sandbox``: its API and
     login hosts, the kit's app, and a quick poll of its upload queue."""
@@ -172,12 +184,8 @@ class Installation:
 
     def drop(self, name: str, header: str, rows: Sequence[str],
              encoding: Encoding = "utf-8") -> Path:
-        """Put a complete WMS file ``name`` into the inbox (written aside, then renamed, as a
-        careful WMS does)."""
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        part = self.inbox / f".{name}.part"
-        part.write_bytes(("\n".join([header, *rows]) + "\n").encode(encoding))
-        return part.rename(self.inbox / name)
+        """Put a complete WMS file ``name`` into the inbox (see :func:`drop_file`)."""
+        return drop_file(self.inbox, name, header, rows, encoding)
 
     def ship(self, ne_order_id: int | str | None, lines: Sequence[tuple[str, int]], *,
              tracking: str = "", warehouse: str = "ITAKU", shipment_id: str | None = None,
@@ -203,6 +211,12 @@ class Installation:
         time.sleep(0.01)  # a newer master must have a newer mtime
         return self.drop("products.csv", PRODUCTS_HEADER,
                          [f"{code},{link}" for code, link in pairs], encoding)
+
+    def count_stock(self, quantities: Mapping[str, int], *, warehouse: str = "ITAKU",
+                    counted_at: str = AT, encoding: Encoding = "utf-8") -> Path:
+        """Drop a stock count of ``warehouse``: on-hand quantity per WMS product code."""
+        rows = [f"{warehouse},{code},{qty},{counted_at}" for code, qty in quantities.items()]
+        return self.drop(f"stock-{time.monotonic_ns()}.csv", STOCK_HEADER, rows, encoding)
 
     def instructed(self) -> list[dict[str, Any]]:
         """Every order line nebridge wrote to the WMS (the outbox's order files), in order."""
