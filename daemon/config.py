@@ -199,6 +199,9 @@ class DaemonConfig(_Strict):
     timezone: str | None = None
     database_url: str | None = None
     log_level: str = "INFO"
+    #: Fleet mode (PostgreSQL only): each ``<code>.yaml`` in this folder is one company
+    #: (see daemon/fleet/companies.py and docs/fleet.md); unset: one implicit company.
+    companies_dir: Path | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -649,8 +652,22 @@ def load_config(path: Path) -> LoadedConfig:
 
 def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
     """Validate an already parsed document as if it were the file at ``path``."""
-    data = _plain(raw)
-    base = path.resolve().parent
+    config = validate_document(_plain(raw), raw, path)
+    config = _resolve_paths(config, path.resolve().parent)
+    blocker = not_a_folder(config.state_dir)
+    if blocker is not None:
+        raise ConfigError(path, [ConfigIssue(
+            "state_dir", f"{blocker} is a file, not a folder; point state_dir at a folder (it "
+            "is created if missing) or move the file away", yaml_line(raw, ("state_dir",)))])
+    return LoadedConfig(path=path, config=config, raw=raw)
+
+
+def validate_document(data: Mapping[str, Any], raw: Any, path: Path) -> DaemonConfig:
+    """Validate plain ``data`` as a whole configuration (paths left as written), or raise
+    :class:`ConfigError` naming ``path`` with every problem located by line in ``raw``.
+
+    Shared by ``daemon.yaml`` and the fleet's company files (daemon/fleet/companies.py).
+    """
     issues = _plugin_switch_issues(data, raw)
     try:
         config = DaemonConfig.model_validate(data)
@@ -658,13 +675,7 @@ def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
         issues = validation_issues(exc, DaemonConfig, raw) + issues
     if issues:
         raise ConfigError(path, issues)
-    config = _resolve_paths(config, base)
-    blocker = not_a_folder(config.state_dir)
-    if blocker is not None:
-        raise ConfigError(path, [ConfigIssue(
-            "state_dir", f"{blocker} is a file, not a folder; point state_dir at a folder (it "
-            "is created if missing) or move the file away", yaml_line(raw, ("state_dir",)))])
-    return LoadedConfig(path=path, config=config, raw=raw)
+    return config
 
 
 def _resolve_paths(config: DaemonConfig, base: Path) -> DaemonConfig:
@@ -680,8 +691,12 @@ def _resolve_paths(config: DaemonConfig, base: Path) -> DaemonConfig:
     credentials = config.credentials_dir
     if not credentials.is_absolute():
         credentials = base / credentials
+    companies = config.companies_dir
+    if companies is not None and not companies.is_absolute():
+        companies = base / companies
     return config.model_copy(update={"state_dir": state_dir, "nextengine": ne, "database_url": db,
-                                     "credentials_dir": credentials})
+                                     "credentials_dir": credentials,
+                                     "companies_dir": companies})
 
 
 def resolve_path(value: str | Path, config_path: Path) -> Path:

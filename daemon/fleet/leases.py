@@ -1,0 +1,368 @@
+"""Per-company leases on PostgreSQL: each company is served by exactly one worker at a time.
+
+Every worker keeps a heartbeat row (``fleet_worker``) and holds some companies' leases
+(``fleet_lease``: holder, fencing epoch, ``expires_at``). All times come from the database's
+clock (``clock_timestamp()``), never the workers' own, so skewed hosts agree on who holds what.
+
+- **Fair share.** With W live workers (heartbeat not expired) and C companies, a worker holds
+  at most ⌈C/W⌉: it releases the surplus when a worker joins and takes free or expired leases
+  up to its share (``SELECT … FOR UPDATE SKIP LOCKED``: workers never wait on each other).
+- **Renewal.** :class:`LeaseKeeper` renews its leases and heartbeat every third of the lease
+  time; a worker that stops releases its leases at once, one that dies leaves them to expire.
+- **Takeover.** Taking a lease, free or expired, increases its epoch. The epoch is the fencing
+  token: :func:`fence` — called inside every transaction that changes inbox, outbox or link
+  state, and (through :meth:`LeaseKeeper.lost_reason`) before every Next Engine call — refuses
+  once the lease expired or another worker took it. It locks the row ``FOR KEY SHARE`` until
+  the transaction ends, and a takeover needs ``FOR UPDATE``: a fenced transaction commits
+  before a takeover or not at all. A worker paused past its lease (SIGSTOP, a long GC, a
+  network partition) therefore commits nothing for a company it lost when it resumes.
+- **Stuck transactions.** :func:`fleet_engine` sets ``idle_in_transaction_session_timeout`` to
+  the lease time, so a worker paused inside a fenced transaction cannot hold its company's row
+  lock (and so the company) forever: the server ends that session.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event, text
+
+from daemon.store.engine import check_migrated, describe_database, make_engine
+
+log = logging.getLogger(__name__)
+
+#: Seconds a lease (and a heartbeat) lasts unless renewed.
+DEFAULT_LEASE_SECONDS = 30.0
+#: Renewals per lease time: two may fail before anything expires.
+RENEWALS_PER_LEASE = 3
+#: Heartbeat rows of workers gone longer than this are deleted (seconds).
+FORGET_WORKERS_AFTER = 3600.0
+
+
+class FleetUnavailable(Exception):
+    """Fleet mode cannot run on this database; the message says why and what to do."""
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds ``company``'s lease: nothing may be committed or sent."""
+
+    def __init__(self, company: str, epoch: int, reason: str) -> None:
+        super().__init__(
+            f"company {company!r}: this worker's lease (epoch {epoch}) is no longer valid: "
+            f"{reason}; nothing was committed or sent for it — the worker that holds the "
+            "lease now does the work (see `fleet_lease`)")
+        self.company, self.epoch, self.reason = company, epoch, reason
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A company's lease as one worker took it: the epoch fences everything it does."""
+
+    company: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """What one :meth:`LeaseKeeper.tick` did, and the state it left."""
+
+    acquired: tuple[Lease, ...]
+    lost: tuple[str, ...]
+    released: tuple[str, ...]
+    held: tuple[str, ...]
+    workers: int
+    share: int
+
+
+def fair_share(companies: int, workers: int) -> int:
+    """The most companies one of ``workers`` live workers holds: ⌈companies / workers⌉."""
+    return math.ceil(companies / max(workers, 1))
+
+
+def require_fleet_database(engine: Engine) -> None:
+    """Refuse (:class:`FleetUnavailable`) unless ``engine`` is a PostgreSQL database at this
+    nebridge's schema version with the fleet tables."""
+    if engine.dialect.name != "postgresql":
+        raise FleetUnavailable(
+            f"fleet mode (`companies_dir` in daemon.yaml) needs PostgreSQL, and "
+            f"`database_url` is the {describe_database(engine.url)}: point `database_url` at "
+            "a PostgreSQL database (postgresql+psycopg://user@host/db, `pip install "
+            "'nebridge[fleet]'`) and run `nebridge db upgrade`, or remove `companies_dir` "
+            "to run one company on SQLite")
+    try:
+        check_migrated(engine)
+    except Exception as exc:  # DatabaseNotMigrated, or the server's own refusal
+        raise FleetUnavailable(f"fleet mode cannot start: {exc}") from None
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT to_regclass('fleet_lease')")).scalar()
+    if found is None:
+        raise FleetUnavailable(
+            f"the {describe_database(engine.url)} has no fleet tables although it is at the "
+            "latest migration (it was migrated on SQLite's path?); run `nebridge db upgrade` "
+            "against PostgreSQL")
+
+
+def fleet_engine(url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Engine:
+    """An engine for a fleet worker: sessions idle inside a transaction longer than the lease
+    time are ended by the server, so a paused worker cannot keep a company's row lock."""
+    engine = make_engine(url, create=False)
+    timeout_ms = str(max(int(lease_seconds * 1000), 1000))
+
+    @event.listens_for(engine, "connect")
+    def _bound_idle_transactions(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                           (timeout_ms,))
+        dbapi_connection.commit()
+
+    return engine
+
+
+def fence(connection: Connection, company: str, epoch: int) -> None:
+    """Raise :class:`LeaseLost` unless the lease of ``company`` taken at ``epoch`` is still
+    held and unexpired; call it in the transaction about to commit the company's changes.
+
+    The row stays locked ``FOR KEY SHARE`` until that transaction ends, so no other worker
+    takes the company over before it commits.
+    """
+    row = connection.execute(
+        text("SELECT holder, epoch, expires_at > clock_timestamp() AS live FROM fleet_lease "
+             "WHERE company = :company FOR KEY SHARE"),
+        {"company": company}).first()
+    if row is None:
+        raise LeaseLost(company, epoch, "the company has no lease row (removed from the fleet)")
+    if row.epoch != epoch:
+        raise LeaseLost(company, epoch, f"it was taken over (now epoch {row.epoch})")
+    if row.holder is None:
+        raise LeaseLost(company, epoch, "it was released")
+    if not row.live:
+        raise LeaseLost(company, epoch, "it expired before it was renewed (this worker was "
+                                        "paused or cut off from the database)")
+
+
+def default_worker_id() -> str:
+    """``host:pid:random`` — unique per process start, readable in ``fleet_worker``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
+
+
+class LeaseKeeper:
+    """One worker's leases: heartbeat, fair share, renewal, takeover and release.
+
+    ``before_release(company)`` runs before a held lease is given up (rebalancing, a company
+    removed, stop) and must return only when the worker's work for it has stopped;
+    ``on_lost(company, reason)`` runs when a renewal finds the lease taken over.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        companies: Iterable[str],
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        worker_id: str | None = None,
+        before_release: Callable[[str], None] = lambda company: None,
+        on_lost: Callable[[str, str], None] = lambda company, reason: None,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be greater than 0")
+        require_fleet_database(engine)
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.worker_id = worker_id or default_worker_id()
+        self.before_release = before_release
+        self.on_lost = on_lost
+        self._held: dict[str, int] = {}
+        self._companies: frozenset[str] = frozenset()
+        self._guard = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.set_companies(companies)
+
+    def __repr__(self) -> str:
+        return f"LeaseKeeper({self.worker_id!r}, {len(self._held)}/{len(self._companies)})"
+
+    # -- what is held -------------------------------------------------------------------------
+
+    def held(self) -> dict[str, int]:
+        """The companies this worker believes it holds, with their epochs."""
+        with self._guard:
+            return dict(self._held)
+
+    def lease(self, company: str) -> Lease | None:
+        """The lease of ``company`` this worker holds, if any."""
+        with self._guard:
+            epoch = self._held.get(company)
+        return None if epoch is None else Lease(company, epoch)
+
+    def fence(self, connection: Connection, company: str) -> None:
+        """:func:`fence` with this worker's epoch (:class:`LeaseLost` if it holds none)."""
+        lease = self.lease(company)
+        if lease is None:
+            raise LeaseLost(company, 0, "this worker does not hold it")
+        fence(connection, company, lease.epoch)
+
+    def lost_reason(self, company: str) -> str | None:
+        """Why this worker may not act for ``company`` now, or None (checked in the database:
+        the fence of Next Engine calls, as ``FencedTokenStore(…, fence=…)`` expects)."""
+        try:
+            with self.engine.begin() as connection:
+                self.fence(connection, company)
+        except LeaseLost as exc:
+            return str(exc)
+        return None
+
+    # -- the companies of the fleet -----------------------------------------------------------
+
+    def set_companies(self, companies: Iterable[str]) -> None:
+        """The companies this worker may serve (after a reload); new ones get a lease row,
+        leases of removed ones are released at the next tick."""
+        codes = frozenset(companies)
+        if codes:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    text("INSERT INTO fleet_lease (company) SELECT unnest(CAST(:codes AS text[])) "
+                         "ON CONFLICT (company) DO NOTHING"), {"codes": sorted(codes)})
+        with self._guard:
+            self._companies = codes
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def tick(self) -> Balance:
+        """Heartbeat, renew, then release the surplus over the fair share or take free and
+        expired leases up to it. Safe to call from several threads (one runs at a time)."""
+        with self._tick_lock:
+            with self._guard:
+                companies, believed = self._companies, dict(self._held)
+            workers = self._heartbeat()
+            renewed = self._renew()
+            lost = tuple(sorted(c for c in believed if renewed.get(c) != believed[c]))
+            for company in lost:
+                reason = ("taken over by another worker" if company not in renewed
+                          else "taken again at another epoch")
+                log.warning("company %s: lease lost (%s); its work stops here", company, reason)
+                self.on_lost(company, reason)
+            kept = {c: e for c, e in renewed.items() if c in believed}
+            share = fair_share(len(companies), workers)
+            surplus = [c for c in kept if c not in companies]
+            extra = len(kept) - len(surplus) - share
+            if extra > 0:
+                surplus += sorted((c for c in kept if c in companies), reverse=True)[:extra]
+            surplus += [c for c in renewed if c not in believed]  # not ours to keep
+            released = self._release(surplus)
+            for company in released:
+                kept.pop(company, None)
+            acquired: tuple[Lease, ...] = ()
+            room = share - len(kept)
+            if room > 0 and companies:
+                acquired = self._acquire(companies, room)
+                kept.update((lease.company, lease.epoch) for lease in acquired)
+            with self._guard:
+                self._held = kept
+            return Balance(acquired, lost, tuple(released), tuple(sorted(kept)), workers, share)
+
+    def _heartbeat(self) -> int:
+        """Renew this worker's heartbeat; the number of live workers (this one included)."""
+        with self.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO fleet_worker (worker_id, host, pid, started_at, heartbeat_at, "
+                "expires_at) VALUES (:worker, :host, :pid, clock_timestamp(), clock_timestamp(), "
+                "clock_timestamp() + make_interval(secs => :lease)) "
+                "ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, "
+                "expires_at = EXCLUDED.expires_at"),
+                {"worker": self.worker_id, "host": socket.gethostname()[:255],
+                 "pid": os.getpid(), "lease": self.lease_seconds})
+            connection.execute(text(
+                "DELETE FROM fleet_worker WHERE expires_at < clock_timestamp() - "
+                "make_interval(secs => :forget)"), {"forget": FORGET_WORKERS_AFTER})
+            return int(connection.execute(text(
+                "SELECT count(*) FROM fleet_worker WHERE expires_at > clock_timestamp()"))
+                .scalar_one())
+
+    def _renew(self) -> dict[str, int]:
+        """Extend every lease this worker holds in the database; ``{company: epoch}``."""
+        with self.engine.begin() as connection:
+            rows = connection.execute(text(
+                "UPDATE fleet_lease SET expires_at = clock_timestamp() + "
+                "make_interval(secs => :lease) WHERE holder = :worker "
+                "RETURNING company, epoch"),
+                {"worker": self.worker_id, "lease": self.lease_seconds}).all()
+        return {str(row.company): int(row.epoch) for row in rows}
+
+    def _release(self, companies: Iterable[str]) -> list[str]:
+        """Give up ``companies`` (after ``before_release``); the ones released."""
+        released = []
+        for company in companies:
+            self.before_release(company)
+            with self._guard:
+                self._held.pop(company, None)
+            with self.engine.begin() as connection:
+                done = connection.execute(text(
+                    "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "
+                    "WHERE company = :company AND holder = :worker"),
+                    {"company": company, "worker": self.worker_id}).rowcount
+            if done:
+                released.append(company)
+                log.info("company %s: lease released (fair share)", company)
+        return released
+
+    def _acquire(self, companies: frozenset[str], room: int) -> tuple[Lease, ...]:
+        """Take up to ``room`` free or expired leases among ``companies`` (epoch + 1)."""
+        with self.engine.begin() as connection:
+            rows = connection.execute(text(
+                "WITH free AS (SELECT company, holder FROM fleet_lease "
+                "WHERE company = ANY(CAST(:codes AS text[])) AND (holder IS NULL "
+                "OR expires_at IS NULL OR expires_at < clock_timestamp()) "
+                "ORDER BY holder IS NOT NULL, company LIMIT :room FOR UPDATE SKIP LOCKED) "
+                "UPDATE fleet_lease AS lease SET holder = :worker, epoch = lease.epoch + 1, "
+                "acquired_at = clock_timestamp(), "
+                "expires_at = clock_timestamp() + make_interval(secs => :lease) "
+                "FROM free WHERE lease.company = free.company "
+                "RETURNING lease.company, lease.epoch, free.holder AS previous"),
+                {"codes": sorted(companies), "room": room, "worker": self.worker_id,
+                 "lease": self.lease_seconds}).all()
+        for row in rows:
+            if row.previous:
+                log.warning("company %s: took over the expired lease of %s (epoch %d)",
+                            row.company, row.previous, row.epoch)
+            else:
+                log.info("company %s: lease taken (epoch %d)", row.company, row.epoch)
+        return tuple(Lease(str(row.company), int(row.epoch)) for row in rows)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Tick now, then every third of the lease time on a background thread."""
+        self.tick()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="fleet-leases", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_seconds / RENEWALS_PER_LEASE):
+            try:
+                self.tick()
+            except Exception as exc:  # the database away: leases run out, fences refuse
+                log.error("fleet leases not renewed (%s); work for this worker's companies "
+                          "is refused once their leases expire, and resumes when the "
+                          "database answers", (str(exc).splitlines() or [type(exc).__name__])[0])
+
+    def stop(self) -> None:
+        """Stop renewing and release every lease and the heartbeat (others take over at once)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        with self._tick_lock:
+            self._release(sorted(self.held()))
+            with self.engine.begin() as connection:
+                connection.execute(text("DELETE FROM fleet_worker WHERE worker_id = :worker"),
+                                   {"worker": self.worker_id})
