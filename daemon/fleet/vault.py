@@ -1,0 +1,354 @@
+"""Each company's Next Engine token pair in the database, encrypted at rest (fleet mode).
+
+Any worker may serve any company, so the pair cannot live in one host's token file. Each row
+of ``fleet_token`` holds one company's pair sealed with AES-GCM (the ``cryptography``
+package, ``pip install 'nebridge[fleet]'``):
+
+- **Key.** 32 random bytes, base64 on one line, from the systemd credential
+  ``nebridge-vault-key`` (or the same name in ``credentials_dir``, see
+  :mod:`hooks.credentials`) or from a key file that must be this user's, mode 0600, and not a
+  symbolic link — as the token file. The key never enters the database.
+- **Key id.** Each row names the key that sealed it (a digest of the key, not the key), so
+  keys rotate: load the new key as current and the old one as ``previous``, run
+  :meth:`TokenVault.rotate` (every row is sealed again with the current key), then drop the
+  old key. Until a row is rotated, it is read with the previous key.
+- **Nonce.** 12 fresh random bytes for every write; never reused with a key.
+- **Associated data.** The company code: a row copied to another company does not decrypt.
+- **Single flight.** Next Engine rotates the pair on use, so one request per company may be in
+  flight across every worker and the CLI: :meth:`TokenVault.company_lock` is a PostgreSQL
+  advisory lock per company (held on its own connection for the call), and
+  :class:`VaultTokenStore` is a :class:`~daemon.nextengine.tokens.SharedTokenStore`, so
+  :func:`~daemon.nextengine.tokens.company_lock` takes it exactly as it takes a token file's
+  ``flock``.
+
+Secrets never appear in ``repr``, logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from daemon.nextengine.tokens import TokenSet
+from hooks.credentials import read_credential
+
+#: The systemd credential (or file in ``credentials_dir``) holding the current key.
+KEY_CREDENTIAL = "nebridge-vault-key"
+#: The key being rotated away from, while :meth:`TokenVault.rotate` has not finished.
+PREVIOUS_KEY_CREDENTIAL = "nebridge-vault-key-previous"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+_AAD_PREFIX = b"nebridge fleet token pair\x00"
+#: How long a refresh waits for another process's refresh of the same company (seconds).
+DEFAULT_LOCK_WAIT_SECONDS = 120.0
+GENERATE_KEY = ("python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32))"
+                ".decode())'")
+
+
+class VaultError(Exception):
+    """The vault cannot be used as asked; the message says why and what to do (no secret)."""
+
+
+def _aesgcm(secret: bytes) -> Any:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:
+        raise VaultError("the token vault needs the `cryptography` package, which is not "
+                         "installed; install it with `pip install 'nebridge[fleet]'`") from None
+    return AESGCM(secret)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class VaultKey:
+    """One AES-256 key and its id (a digest of it, safe to store and show)."""
+
+    key_id: str
+    secret: bytes
+
+    def __repr__(self) -> str:
+        return f"VaultKey({self.key_id})"
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_text(cls, value: str, source: str) -> VaultKey:
+        """Parse base64 text of 32 bytes; ``source`` names where it came from, for errors."""
+        try:
+            secret = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            secret = b""
+        if len(secret) != KEY_BYTES:
+            raise VaultError(f"the vault key in {source} is not {KEY_BYTES} bytes in base64 on "
+                             f"one line; make a new one with `{GENERATE_KEY}`")
+        digest = hashlib.sha256(b"nebridge vault key id\x00" + secret).hexdigest()
+        return cls(key_id=digest[:16], secret=secret)
+
+
+@dataclass(frozen=True, slots=True)
+class VaultKeys:
+    """The key new writes use, and the keys older rows may still be sealed with."""
+
+    current: VaultKey
+    previous: tuple[VaultKey, ...] = ()
+
+    def find(self, key_id: str) -> VaultKey | None:
+        """The loaded key with ``key_id``, if any."""
+        return next((k for k in (self.current, *self.previous) if k.key_id == key_id), None)
+
+
+def read_key_file(path: Path) -> VaultKey:
+    """The key in ``path``: a regular file of this user, mode 0600, not a symbolic link."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise VaultError(f"the vault key file {path} does not exist; create it with "
+                         f"`({GENERATE_KEY}) > {path} && chmod 600 {path}`") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise VaultError(f"the vault key file {path} is a symbolic link; nebridge never reads "
+                         "secrets through one: put the file itself there")
+    if not stat.S_ISREG(info.st_mode):
+        raise VaultError(f"the vault key file {path} is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise VaultError(f"the vault key file {path} belongs to uid {info.st_uid}, not to this "
+                         f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}`")
+    if info.st_mode & 0o077:
+        raise VaultError(f"the vault key file {path} is readable by other users (mode "
+                         f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(4096)
+    try:
+        return VaultKey.from_text(raw.decode("ascii"), str(path))
+    except UnicodeDecodeError:
+        raise VaultError(f"the vault key in {path} is not base64 text; make a new one with "
+                         f"`{GENERATE_KEY}`") from None
+
+
+def load_keys(
+    credentials_dir: Path | None = None,
+    *,
+    key_file: Path | None = None,
+    previous_key_files: tuple[Path, ...] = (),
+    env: Mapping[str, str] | None = None,
+) -> VaultKeys:
+    """The vault's keys: ``key_file`` if given, else the credential ``nebridge-vault-key``;
+    previous keys from ``previous_key_files`` and the credential
+    ``nebridge-vault-key-previous``."""
+    if key_file is not None:
+        current = read_key_file(key_file)
+    else:
+        text_value = read_credential(KEY_CREDENTIAL, credentials_dir, env)
+        if text_value is None:
+            raise VaultError(
+                f"fleet mode has no vault key: give the service the credential {KEY_CREDENTIAL} "
+                f"(`LoadCredential={KEY_CREDENTIAL}:/etc/nebridge/credentials/{KEY_CREDENTIAL}`"
+                f" or that file in `credentials_dir`); make one with `{GENERATE_KEY}`")
+        current = VaultKey.from_text(text_value, f"the credential {KEY_CREDENTIAL}")
+    previous = [read_key_file(path) for path in previous_key_files]
+    old = read_credential(PREVIOUS_KEY_CREDENTIAL, credentials_dir, env)
+    if old is not None:
+        previous.append(VaultKey.from_text(old, f"the credential {PREVIOUS_KEY_CREDENTIAL}"))
+    return VaultKeys(current, tuple(k for k in previous if k.key_id != current.key_id))
+
+
+def _aad(company: str) -> bytes:
+    return _AAD_PREFIX + company.encode("utf-8")
+
+
+class TokenVault:
+    """The fleet's token pairs in ``fleet_token`` (PostgreSQL), sealed with ``keys``."""
+
+    def __init__(self, engine: Engine, keys: VaultKeys, *,
+                 lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.lock_wait_seconds = lock_wait_seconds
+        self._schema_oid: int | None = None
+        self._schema_guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TokenVault(key {self.keys.current.key_id})"
+
+    # -- sealing ------------------------------------------------------------------------------
+
+    def _seal(self, company: str, tokens: TokenSet) -> tuple[str, bytes, bytes]:
+        plain = json.dumps(tokens.to_json(), ensure_ascii=False).encode("utf-8")
+        nonce = os.urandom(NONCE_BYTES)
+        key = self.keys.current
+        return key.key_id, nonce, _aesgcm(key.secret).encrypt(nonce, plain, _aad(company))
+
+    def _open(self, company: str, key_id: str, nonce: bytes, sealed: bytes) -> TokenSet:
+        key = self.keys.find(key_id)
+        if key is None:
+            raise VaultError(
+                f"the token pair of company {company!r} is sealed with vault key {key_id}, "
+                f"which this process does not have (current key {self.keys.current.key_id}); "
+                f"give it that key as the credential {PREVIOUS_KEY_CREDENTIAL} until the "
+                "rotation has run, or `nebridge connect` the company again")
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            plain = _aesgcm(key.secret).decrypt(nonce, sealed, _aad(company))
+        except InvalidTag:
+            raise VaultError(
+                f"the token pair stored for company {company!r} does not decrypt with vault "
+                f"key {key_id}: the row was altered or copied from another company; "
+                "`nebridge connect` the company again") from None
+        try:
+            return TokenSet.from_json(json.loads(plain))
+        except (ValueError, KeyError, TypeError):
+            raise VaultError(f"the token pair stored for company {company!r} is not a token "
+                             "pair; `nebridge connect` the company again") from None
+
+    # -- reading and writing ------------------------------------------------------------------
+
+    def load(self, company: str) -> TokenSet | None:
+        """The company's pair, or None if it was never connected."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company"),
+                {"company": company}).first()
+        if row is None:
+            return None
+        return self._open(company, row.key_id, bytes(row.nonce), bytes(row.sealed))
+
+    def save(self, company: str, tokens: TokenSet) -> None:
+        """Replace the company's pair (sealed with the current key and a new nonce)."""
+        key_id, nonce, sealed = self._seal(company, tokens)
+        with self.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO fleet_token (company, key_id, nonce, sealed, written_at) "
+                "VALUES (:company, :key_id, :nonce, :sealed, clock_timestamp()) "
+                "ON CONFLICT (company) DO UPDATE SET key_id = EXCLUDED.key_id, "
+                "nonce = EXCLUDED.nonce, sealed = EXCLUDED.sealed, "
+                "written_at = EXCLUDED.written_at, writes = fleet_token.writes + 1"),
+                {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed})
+
+    def forget(self, company: str) -> bool:
+        """Delete the company's pair (unlink); True if there was one."""
+        with self.engine.begin() as connection:
+            return bool(connection.execute(
+                text("DELETE FROM fleet_token WHERE company = :company"),
+                {"company": company}).rowcount)
+
+    def key_use(self) -> dict[str, int]:
+        """How many pairs each key id seals (0 left on old keys: the rotation is done)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(text(
+                "SELECT key_id, count(*) FROM fleet_token GROUP BY key_id")).all()
+        return {str(key_id): int(count) for key_id, count in rows}
+
+    def rotate(self) -> int:
+        """Seal every pair not sealed with the current key again with it; how many.
+
+        Each row is read and rewritten under its company's lock and a row lock, so a refresh
+        running meanwhile is neither lost nor overwritten with an older pair.
+        """
+        with self.engine.connect() as connection:
+            companies = list(connection.execute(text(
+                "SELECT company FROM fleet_token WHERE key_id <> :current ORDER BY company"),
+                {"current": self.keys.current.key_id}).scalars())
+        done = 0
+        for company in companies:
+            with self.company_lock(company), self.engine.begin() as connection:
+                row = connection.execute(text(
+                    "SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company "
+                    "FOR UPDATE"), {"company": company}).first()
+                if row is None or row.key_id == self.keys.current.key_id:
+                    continue
+                tokens = self._open(company, row.key_id, bytes(row.nonce), bytes(row.sealed))
+                key_id, nonce, sealed = self._seal(company, tokens)
+                connection.execute(text(
+                    "UPDATE fleet_token SET key_id = :key_id, nonce = :nonce, sealed = :sealed "
+                    "WHERE company = :company"),
+                    {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed})
+                done += 1
+        return done
+
+    # -- single flight ------------------------------------------------------------------------
+
+    def schema_oid(self) -> int:
+        """The oid of the schema the vault's table lives in (advisory locks are per database,
+        so the schema keeps two installations in one database apart)."""
+        with self._schema_guard:
+            if self._schema_oid is None:
+                with self.engine.connect() as connection:
+                    self._schema_oid = int(connection.execute(text(
+                        "SELECT oid FROM pg_namespace WHERE nspname = current_schema()"))
+                        .scalar_one())
+            return self._schema_oid
+
+    @contextmanager
+    def company_lock(self, company: str) -> Iterator[None]:
+        """Hold the company's token lock across processes and hosts for the block.
+
+        A PostgreSQL advisory lock on a connection of its own: it ends with that connection,
+        so a process that dies never leaves it behind. Waits up to ``lock_wait_seconds``.
+        """
+        key = (self.schema_oid() & 0x7FFFFFFF, f"nebridge vault {company}")
+        deadline = time.monotonic() + self.lock_wait_seconds
+        with self.engine.connect() as connection:
+            while not connection.execute(
+                    text("SELECT pg_try_advisory_lock(:space, hashtext(:name))"),
+                    {"space": key[0], "name": key[1]}).scalar():
+                connection.rollback()
+                if time.monotonic() >= deadline:
+                    raise VaultError(
+                        f"another process has held company {company!r}'s token lock for "
+                        f"{self.lock_wait_seconds:.0f} s (a Next Engine call still running, or "
+                        "a stopped process); nothing was sent — try again, and see "
+                        "pg_locks/pg_stat_activity for the holder")
+                time.sleep(0.05)
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:name))"),
+                                   {"space": key[0], "name": key[1]})
+                connection.commit()
+
+    def store(self, company: str) -> VaultTokenStore:
+        """The company's pair as a token store for the Next Engine client."""
+        return VaultTokenStore(self, company)
+
+
+class VaultTokenStore:
+    """One company's pair in the vault, as a :class:`~daemon.nextengine.tokens.SharedTokenStore`
+    (so the client's per-company lock holds across processes, as with a token file)."""
+
+    def __init__(self, vault: TokenVault, company: str) -> None:
+        self.vault = vault
+        self.company = company
+
+    def __repr__(self) -> str:
+        return f"VaultTokenStore({self.company!r})"
+
+    @property
+    def lock_key(self) -> str:
+        """Equal for every store of this company in this database schema."""
+        return f"vault:{self.vault.engine.url.render_as_string()}:{self.company}"
+
+    def load(self) -> TokenSet | None:
+        """The company's pair, or None."""
+        return self.vault.load(self.company)
+
+    def save(self, tokens: TokenSet) -> None:
+        """Replace the company's pair."""
+        self.vault.save(self.company, tokens)
+
+    def process_lock(self) -> AbstractContextManager[None]:
+        """The company's advisory lock (every worker, host and CLI)."""
+        return self.vault.company_lock(self.company)
