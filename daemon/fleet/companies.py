@@ -1,0 +1,225 @@
+"""The companies of a fleet: one ``<code>.yaml`` file each in ``companies_dir``.
+
+``daemon.yaml`` keeps what every company shares (database, schedule, the Next Engine app's
+``client_id``/secret and ``redirect_uri``, …); a company file holds only ``wms``,
+``warehouses``, ``plugins`` and optional ``nextengine`` overrides (timeouts, page size, the
+API's address). A section it holds replaces daemon.yaml's (``nextengine`` is merged key by
+key), a section it leaves out is daemon.yaml's, and the result is validated exactly as
+``daemon.yaml`` is: every problem with its file, line and the closest known key. Each company
+gets its own ``state_dir`` (``<state_dir>/companies/<code>``) and shares the database.
+
+- The file name is the company's code: ``[a-z0-9][a-z0-9_-]{0,62}`` plus ``.yaml`` (or
+  ``.yml``); hidden files and other names (editor backups, README) are not companies.
+- A file that is invalid, a symbolic link, or a second file for one code is refused alone;
+  the other companies load. On :meth:`Companies.reload` a refused file keeps the company's
+  last valid version running (as a web server keeps its last good configuration).
+- Without ``companies_dir`` there is one implicit company, ``default``: daemon.yaml itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.config import (
+    ConfigError,
+    ConfigIssue,
+    DaemonConfig,
+    LoadedConfig,
+    did_you_mean,
+    read_yaml,
+    validate_document,
+    yaml_line,
+)
+
+DEFAULT_COMPANY = "default"
+CODE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
+CODE_RE = re.compile(rf"^{CODE_PATTERN}$")
+SUFFIXES = (".yaml", ".yml")
+#: What a company file may hold.
+COMPANY_KEYS = ("wms", "warehouses", "plugins", "nextengine")
+#: ``nextengine`` keys that belong to the one Next Engine app of the fleet (daemon.yaml).
+APP_KEYS = ("client_id", "client_secret", "redirect_uri", "token_file")
+
+
+@dataclass(frozen=True, slots=True)
+class Company:
+    """One company: its code, its file (None for the implicit ``default``) and its whole
+    effective configuration."""
+
+    code: str
+    path: Path | None
+    config: DaemonConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A company file that was not loaded, and why (path and line included)."""
+
+    path: Path
+    error: ConfigError
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a :meth:`Companies.reload` found, by company code."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    refused: tuple[Refusal, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's containers as plain dicts and lists."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_company(path: Path, code: str, base: LoadedConfig) -> Company:
+    """Read and validate the company file ``path`` on top of ``base`` (daemon.yaml).
+
+    Raises :class:`ConfigError` naming ``path``, each problem with its line.
+    """
+    raw = read_yaml(path)
+    issues = []
+    for key in raw:
+        if key in COMPANY_KEYS:
+            continue
+        if key in DaemonConfig.model_fields:
+            message = (f"`{key}` is shared by every company: set it in {base.path}, not in a "
+                       f"company file (a company file holds {', '.join(COMPANY_KEYS)})")
+        else:
+            message = (f"unknown key `{key}`{did_you_mean(str(key), COMPANY_KEYS)} (a company "
+                       f"file holds {', '.join(COMPANY_KEYS)})")
+        issues.append(ConfigIssue(str(key), message, yaml_line(raw, (key,))))
+    overrides = raw.get("nextengine")
+    if isinstance(overrides, Mapping):
+        for key in overrides:
+            if key in APP_KEYS:
+                loc = ("nextengine", str(key))
+                issues.append(ConfigIssue(
+                    f"nextengine.{key}", f"`{key}` belongs to the fleet's one Next Engine app: "
+                    f"set it in {base.path}; each company signs in with `nebridge connect "
+                    "--company CODE` and its tokens are kept in the database",
+                    yaml_line(raw, loc)))
+    if issues:
+        raise ConfigError(path, issues)
+    data = base.config.model_dump(exclude={"companies_dir"})
+    data.update({k: v for k, v in _plain(raw).items() if k != "nextengine"})
+    if isinstance(overrides, Mapping):
+        data["nextengine"] = {**data["nextengine"], **_plain(overrides)}
+    data["state_dir"] = base.config.state_dir / "companies" / code
+    data["database_url"] = base.config.resolved_database_url
+    return Company(code, path, validate_document(data, raw, path))
+
+
+class Companies:
+    """The companies of one ``daemon.yaml``, reloadable (SIGHUP, a file watch)."""
+
+    def __init__(self, base: LoadedConfig) -> None:
+        self.base = base
+        self.companies: dict[str, Company] = {}
+        self.refused: tuple[Refusal, ...] = ()
+        self.reload()
+
+    def __repr__(self) -> str:
+        return f"Companies({len(self.companies)} loaded, {len(self.refused)} refused)"
+
+    @property
+    def fleet(self) -> bool:
+        """True when daemon.yaml sets ``companies_dir`` (fleet mode)."""
+        return self.base.config.companies_dir is not None
+
+    def reload(self, base: LoadedConfig | None = None) -> Changes:
+        """Read the folder again (and ``base``, a re-read daemon.yaml, if given); the codes
+        added, changed and removed, and the files refused. A refused file keeps its company's
+        last valid version."""
+        if base is not None:
+            self.base = base
+        found, refused = self._scan()
+        kept = {code: self.companies[code] for code in refused_codes(refused)
+                if code in self.companies and code not in found}
+        current = {**kept, **found}
+        previous = self.companies
+        self.companies, self.refused = dict(sorted(current.items())), tuple(refused)
+        return Changes(
+            added=tuple(sorted(set(current) - set(previous))),
+            changed=tuple(sorted(c for c in set(current) & set(previous)
+                                 if current[c].config != previous[c].config)),
+            removed=tuple(sorted(set(previous) - set(current))),
+            refused=tuple(refused))
+
+    def _scan(self) -> tuple[dict[str, Company], list[Refusal]]:
+        folder = self.base.config.companies_dir
+        if folder is None:
+            return {DEFAULT_COMPANY: Company(DEFAULT_COMPANY, None, self.base.config)}, []
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            raise ConfigError(self.base.path, [ConfigIssue(
+                "companies_dir", f"cannot read the folder {folder} ({exc.strerror or exc}); "
+                "create it (one <code>.yaml per company) or fix the path",
+                yaml_line(self.base.raw, ("companies_dir",)))]) from None
+        candidates: dict[str, list[Path]] = {}
+        refused: list[Refusal] = []
+        for name in names:
+            path = folder / name
+            stem, suffix = os.path.splitext(name)
+            if name.startswith(".") or suffix not in SUFFIXES:
+                continue
+            if not CODE_RE.match(stem):
+                refused.append(_refuse(path, (
+                    f"`{stem}` is not a company code: use 1-63 lower-case letters, digits, "
+                    "'_' or '-', starting with a letter or digit; rename the file")))
+                continue
+            candidates.setdefault(stem, []).append(path)
+        found: dict[str, Company] = {}
+        for code, paths in candidates.items():
+            if len(paths) > 1:
+                refused += [_refuse(path, (
+                    f"company `{code}` has {len(paths)} files ({', '.join(p.name for p in paths)}"
+                    "); keep one of them")) for path in paths]
+                continue
+            path = paths[0]
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue  # removed while we looked
+            if stat.S_ISLNK(info.st_mode):
+                refused.append(_refuse(path, (
+                    "is a symbolic link; nebridge reads no configuration through one: put the "
+                    f"file itself there (`cp --remove-destination \"$(readlink -f {path})\" "
+                    f"{path}`)")))
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                refused.append(_refuse(path, "is not a regular file; remove it"))
+                continue
+            try:
+                found[code] = load_company(path, code, self.base)
+            except ConfigError as exc:
+                refused.append(Refusal(path, exc))
+        return found, refused
+
+
+def refused_codes(refused: list[Refusal]) -> set[str]:
+    """The company codes of refused files (their stems)."""
+    return {os.path.splitext(r.path.name)[0] for r in refused}
+
+
+def _refuse(path: Path, message: str) -> Refusal:
+    return Refusal(path, ConfigError(path, [ConfigIssue("", message)]))
