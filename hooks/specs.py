@@ -5,11 +5,13 @@ entry-point group. It implements any subset of the hooks below with ``@hookimpl`
 implementation may accept only the arguments it needs (pluggy prunes the rest), so new
 arguments can be added to a hook without breaking existing plugins.
 
-The engine never broadcasts a hook over all plugins in one pluggy call: it calls each
-implementation on its own, so that an exception in one plugin is recorded against that
-plugin, warehouse and item and never stops another plugin or warehouse. ``options`` is always
-the plugin's own validated configuration (an instance of ``PluginInfo.config_model``, or
-``None``).
+The engine calls each plugin's implementation on its own, through pluggy (every
+``wrapper=True`` implementation wraps each of those calls), so that an exception in one plugin
+is recorded against that plugin, warehouse and item and never stops another plugin or
+warehouse. ``options`` is always the plugin's own validated configuration (an instance of
+``PluginInfo.config_model``, or ``None``). ``docs/plugins.md`` ("How hooks are called") says
+the order, what ``tryfirst``/``trylast``/``firstresult`` do and which pluggy features are
+refused at load.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from hooks.markers import hookspec
+from hooks.surface import SurfaceSpecs
 
 if TYPE_CHECKING:
     from hooks.connectors import ConnectorSpec
@@ -33,17 +36,29 @@ if TYPE_CHECKING:
         WmsReceipt,
         WmsShipment,
     )
+    from hooks.surface import ConnectorInUse
+
+#: The version of this contract (the hooks, their arguments, what they may return and how they
+#: are called). The minor number grows when something is added that existing plugins need not
+#: know (a new hook, a new optional argument, a new record field with a default); the major
+#: number grows when something a plugin may rely on changes or goes away. A plugin states the
+#: range it works with in :attr:`hooks.records.PluginInfo.hook_api`; outside it, it is refused
+#: at load. 1.0: the hooks before the contract was versioned. 1.1: wrappers, ``tryfirst``,
+#: ``trylast``, ``firstresult`` and hook-call monitoring honoured; ``hook_api``.
+HOOK_API_VERSION = "1.1"
 
 
 class PluginSpecs:
     """Hooks that describe a plugin and its health."""
 
-    @hookspec(firstresult=True)
+    @hookspec
     def nebridge_plugin_info(self) -> PluginInfo:
-        """Describe the plugin: its name, summary, required plugins and config model.
+        """Describe the plugin: its name, summary, required plugins, config model and the
+        hook API versions it works with.
 
-        Every plugin must implement it. The engine reads it at load time to validate the
-        plugin's ``daemon.yaml`` section and its dependencies before anything runs.
+        Every plugin must implement it. The engine reads each plugin's own at load time to
+        check its hook API range and validate its ``daemon.yaml`` section and its
+        dependencies before anything runs.
 
         Example::
 
@@ -54,11 +69,16 @@ class PluginSpecs:
         """
 
     @hookspec
-    def nebridge_health_checks(self, options: Any) -> Iterable[HealthCheck]:
+    def nebridge_health_checks(
+        self, options: Any, connector: ConnectorInUse | None
+    ) -> Iterable[HealthCheck]:
         """Return health checks that ``nebridge doctor`` shows for this plugin.
 
         Called on demand, never in the pipeline. Each :class:`HealthCheck` with ``ok=False``
         makes ``doctor`` exit 1 and should carry a ``fix`` that tells the admin what to do.
+        ``connector`` is the WMS connector in use (:class:`hooks.surface.ConnectorInUse`,
+        with its validated ``wms.<name>`` section; ``None`` when no plugin offers it): a
+        connector plugin checks its own folders, credentials or link there.
         """
 
 
@@ -145,4 +165,4 @@ class NotifySpecs:
         """
 
 
-ALL_SPECS = (PluginSpecs, PipelineSpecs, ConnectorSpecs, NotifySpecs)
+ALL_SPECS = (PluginSpecs, PipelineSpecs, ConnectorSpecs, NotifySpecs, SurfaceSpecs)

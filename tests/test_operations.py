@@ -138,8 +138,8 @@ def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
     assert healthy["exit"] == 0, healthy
     names = {c["name"] for c in healthy["checks"]}
     assert {"config", "plugins", "database", "nextengine link", "token file",
-            "refresh-token horizon", "nextengine reachable", "clock", "wms.csv.inbox",
-            "wms.csv.outbox"} <= names
+            "refresh-token horizon", "nextengine reachable", "clock", "wms_csv: wms.csv.inbox",
+            "wms_csv: wms.csv.outbox"} <= names
     tokens = world.config.parent / "state" / "nextengine-tokens.json"
     os.chmod(tokens, 0o644)
     world.outbox.rmdir() if world.outbox.exists() and not any(world.outbox.iterdir()) else None
@@ -148,7 +148,7 @@ def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
     failing = {c["name"]: c for c in broken["checks"] if not c["ok"]}
     assert failing["token file"]["fix"] == f"chmod 600 {tokens}"
     if not world.outbox.exists():
-        assert "mkdir -p" in failing["wms.csv.outbox"]["fix"]
+        assert "mkdir -p" in failing["wms_csv: wms.csv.outbox"]["fix"]
     human = CliRunner().invoke(app, ["--config", str(world.config), "doctor"])
     assert human.exit_code == 1 and "chmod 600" in human.stdout
 

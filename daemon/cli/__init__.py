@@ -11,6 +11,12 @@ runs or its own help is shown. A new command adds a line there, never an import 
 a command module, import what only some commands need (SQLAlchemy, the sandboxes, requests,
 apscheduler) inside those command functions. ``tests/test_cli_startup.py`` fails when
 ``nebridge --help`` imports a heavy module, and when a line's help differs from the command's.
+
+Plugins add commands through the ``nebridge_cli_commands`` hook (:mod:`hooks.surface`). A
+name that is not in :data:`COMMANDS` is looked up in the plugins ``daemon.yaml`` enables —
+only then are the configuration read and the plugins loaded — so ``--help`` lists the core
+commands and says how to list the plugins' (``nebridge plugins commands``). A plugin never
+takes a core command's name.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Annotated, Any, NamedTuple
 
 import typer
 import typer.main
+from typer._click.exceptions import UsageError
 from typer._click.utils import make_default_short_help
 from typer.models import CommandInfo, TyperInfo
 
@@ -58,7 +65,8 @@ COMMANDS: dict[str, Entry] = {
     "plugins": Entry("daemon.cli.plugins:app", "Feature plugins and WMS connectors."),
     "warehouses": Entry("daemon.cli.warehouses:app",
                         "Warehouses (拠点) and their Next Engine link."),
-    "sandbox": Entry("daemon.cli.sandbox:app", "The local Next Engine sandbox."),
+    "sandbox": Entry("daemon.cli.sandbox:app",
+                     "Local sandboxes: Next Engine's, and those plugins offer."),
     "inbox": Entry("daemon.cli.inbox:app", "WMS input: accepted, pending, held and rejected."),
     "outbox": Entry("daemon.cli.outbox:app", "Next Engine actions: list, retry, resolve."),
     "orders": Entry("daemon.cli.orders:app", "Imported and held Next Engine orders: list, "
@@ -80,14 +88,50 @@ class LazyGroup(common.CliGroup):
         """Every command name, in :data:`COMMANDS` order (nothing imported)."""
         return list(COMMANDS)
 
+    #: Why the last name that is no core command was not found among the plugins either.
+    plugin_note = ""
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        """Import the command's module and build its click command (None if unknown)."""
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return None
+        """Import the command's module and build its click command; a name that is no core
+        command is looked up in the enabled plugins (None if unknown)."""
         if cmd_name not in self.commands:
-            self.commands[cmd_name] = load_command(cmd_name, entry)
+            entry = COMMANDS.get(cmd_name)
+            command = (load_command(cmd_name, entry) if entry is not None
+                       else self._plugin_command(ctx, cmd_name))
+            if command is None:
+                return None
+            self.commands[cmd_name] = command
         return self.commands[cmd_name]
+
+    def _plugin_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command ``cmd_name`` of an enabled plugin (daemon.yaml read and plugins
+        loaded only now), or None with :attr:`plugin_note` saying why."""
+        if ctx.resilient_parsing:  # Tab completion: never load plugins for a keystroke
+            return None
+        from daemon.config import ConfigError, config_path_from, load_config
+        from daemon.surface import command_host, plugin_commands
+        try:
+            loaded = load_config(config_path_from(ctx.params.get("config")))
+        except ConfigError as exc:
+            self.plugin_note = (f"(plugin commands were not looked up: {exc.source} cannot be "
+                                "used; `nebridge config check` says why, or pass --config PATH)")
+            return None
+        found = plugin_commands(command_host(loaded), loaded.path, COMMANDS).commands
+        if cmd_name not in found:
+            self.plugin_note = ("(no enabled plugin offers it either: `nebridge plugins "
+                                "commands` lists the plugins' commands)")
+            return None
+        return build_command(cmd_name, found[cmd_name][1].app)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """As click's, with why a plugin command was not found added to "No such command"."""
+        self.plugin_note = ""
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            if self.plugin_note and exc.message.startswith("No such command"):
+                exc.message = f"{exc.message} {self.plugin_note}"
+            raise
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The ``Commands:`` section of ``--help`` from the help lines, importing nothing."""
@@ -95,12 +139,24 @@ class LazyGroup(common.CliGroup):
         with formatter.section("Commands"):
             formatter.write_dl([(name, make_default_short_help(entry.help, width))
                                 for name, entry in COMMANDS.items()])
+        with formatter.section("Commands of plugins"):
+            formatter.write_text(PLUGIN_COMMANDS_HELP)
+
+
+#: The line ``nebridge --help`` shows instead of the plugins' commands (listing them would
+#: load the configuration and every enabled plugin).
+PLUGIN_COMMANDS_HELP = ("Enabled plugins may add commands: `nebridge plugins commands` "
+                        "lists them.")
 
 
 def load_command(name: str, entry: Entry) -> Any:
     """The click command of ``entry``, built as ``app.add_typer`` / ``app.command`` would."""
     module_name, attribute = entry.target.split(":")
-    target = getattr(importlib.import_module(module_name), attribute)
+    return build_command(name, getattr(importlib.import_module(module_name), attribute))
+
+
+def build_command(name: str, target: Any) -> Any:
+    """The click command named ``name`` of a ``typer.Typer`` (a group) or a function."""
     if isinstance(target, typer.Typer):
         return typer.main.get_group_from_info(
             TyperInfo(target, name=name), pretty_exceptions_short=app.pretty_exceptions_short,

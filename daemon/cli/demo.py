@@ -12,6 +12,11 @@ pipelines until nothing is left to do, prints a per-warehouse summary and checks
 the sandbox's own state and ledger. Notifications go through ``notify_webhook`` to a local
 receiver standing in for the staff's chat room; the summary shows what arrived and checks that
 every held order was told. Exit 1 if the check fails.
+
+``--wms NAME`` runs the demo a WMS connector plugin offers instead (``nebridge_demos``, e.g.
+``wms_logikura``'s): this module starts the Next Engine sandbox and lends the plugin a
+:class:`hooks.surface.DemoContext` built from the same steps (installation, sign-in, engine
+passes until quiet, ``wms connect``, what nebridge stored); it imports no plugin.
 """
 
 from __future__ import annotations
@@ -27,10 +32,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import requests
 import typer
@@ -39,6 +43,7 @@ from sqlmodel import col, select
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.common import fail, info, print_table
 from daemon.cli.stock import show_diff
+from daemon.cli.wms import wait_for_code
 from daemon.config import ConfigError, DaemonConfig, LoadedConfig, load_config, read_yaml
 from daemon.nelink import connect, sign_in_url, wait_for_redirect
 from daemon.runtime import build_runtime
@@ -47,6 +52,9 @@ from daemon.stock import diff_now, link_key_of, reconcile
 from daemon.store.engine import make_engine, read_session, upgrade
 from daemon.store.models import ImportedOrder, OutboxItem, OutboxState, WmsProduct
 from daemon.yamledit import dump, write_atomically
+from hooks.actions import ADJUST_STOCK, SHIP_ORDER
+from hooks.connectors import AuthorizingConnector
+from hooks.surface import DemoContext, DemoOrder, DemoOutboxItem, DemoStage, SurfaceError
 
 #: The commented example configuration, shipped inside the package (the checkout's
 #: ./daemon.yaml links to it), so the demo runs after a plain `pip install` too.
@@ -329,19 +337,17 @@ def _until_quiet(config_path: Path) -> list[RunOnceReport]:
     return reports
 
 
-class DemoWms(StrEnum):
-    """The WMS side of the demo."""
-
-    CSV = "csv"
-    LOGIKURA = "logikura"
+#: The WMS side built into this module; any other name is a connector plugin's demo.
+CSV_DEMO = "csv"
 
 
 def demo(
     workdir: Annotated[Path | None, typer.Option(
         "--dir", help="Folder to run the demo in and keep its files (default: a new "
         "temporary folder, removed when the check passed).")] = None,
-    wms: Annotated[DemoWms, typer.Option("--wms", help="The WMS side: CSV folders, or the "
-                                         "Logikura sandbox over its API.")] = DemoWms.CSV,
+    wms: Annotated[str, typer.Option("--wms", help="The WMS side: csv (CSV folders), or "
+                                     "the demo of a WMS connector plugin, e.g. logikura (its "
+                                     "sandbox over its API).")] = CSV_DEMO,
     force: Annotated[bool, typer.Option(
         "--force", help="Run in a --dir that is not empty (the demo's daemon.yaml, state/ "
         "and wms/ there are overwritten).")] = False,
@@ -349,11 +355,12 @@ def demo(
     """Run nebridge end to end against the Next Engine sandbox and check the result."""
     if workdir is not None:
         _check_workdir(workdir, force)
+    plugin_demo = None if wms == CSV_DEMO else _plugin_demo(wms)
     root = workdir or Path(tempfile.mkdtemp(prefix="nebridge-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     info(f"demo folder: {root}")
     try:
-        _run_wms_demo(root, wms)
+        _run_wms_demo(root, plugin_demo)
     except typer.Exit as done:
         if done.exit_code:
             info(f"the demo's files are kept in {root} (daemon.yaml, state/, wms/) to look "
@@ -380,13 +387,21 @@ def _check_workdir(workdir: Path, force: bool) -> None:
              "there: give a new or empty folder, or pass --force to run there anyway", code=2)
 
 
-def _run_wms_demo(root: Path, wms: DemoWms) -> None:
-    """The demo with the chosen WMS side, in ``root``."""
-    if wms is DemoWms.LOGIKURA:
-        from plugins.wms_logikura.demo import run_demo  # the plugin's demo imports this module
+def _plugin_demo(name: str) -> Callable[[DemoContext], None]:
+    """The demo the connector plugin ``wms_<name>`` offers, or exit 2 naming the choices."""
+    from daemon.surface import demo_of, installed_connectors
 
-        run_demo(root)
-        return
+    spec = demo_of(name)
+    if spec is None:
+        fail(f"no demo for --wms {name!r}: neither built in nor offered by an installed WMS "
+             f"connector plugin wms_{name}; installed connectors: "
+             f"{', '.join(installed_connectors()) or 'none'} (csv is built in)", code=2)
+    return spec.run
+
+
+def _run_wms_demo(root: Path, plugin_demo: Callable[[DemoContext], None] | None) -> None:
+    """The demo in ``root``: the CSV one, or a plugin's, against a fresh Next Engine
+    sandbox."""
     raw = read_yaml(EXAMPLE_CONFIG)
     sandbox = SandboxServer(SandboxConfig(
         client_id=str(raw["nextengine"]["client_id"]),
@@ -394,10 +409,97 @@ def _run_wms_demo(root: Path, wms: DemoWms) -> None:
         seed=7, seed_size=60, que_processing_delay_s=0.5))
     sandbox.start()
     try:
-        with notify_receiver() as staff:
-            _run_demo(root, sandbox, staff)
+        if plugin_demo is None:
+            with notify_receiver() as staff:
+                _run_demo(root, sandbox, staff)
+            return
+        try:
+            plugin_demo(demo_context(root, sandbox))
+        except SurfaceError as exc:
+            fail(str(exc))
     finally:
         sandbox.stop()
+
+
+def demo_context(root: Path, sandbox: SandboxServer) -> DemoContext:
+    """What a plugin's demo gets: the steps of this demo, bound to ``root`` and ``sandbox``."""
+    config_path = root / "daemon.yaml"
+
+    def install(configure_wms: Callable[[Any], None]) -> Path:
+        start_linked(prepare_config(root, sandbox, configure_wms), sandbox)
+        return config_path
+
+    def run_until_quiet() -> list[DemoStage]:
+        return [DemoStage(warehouse=stage.warehouse, stage=str(stage.stage),
+                          counts=dict(stage.counts),
+                          subjects={k: list(v) for k, v in stage.subjects.items()})
+                for report in _until_quiet(config_path) for stage in report.stages]
+
+    def failed(message: str) -> NoReturn:
+        fail(message)
+
+    return DemoContext(
+        root=root, next_engine=sandbox, install=install,
+        plant_unlinked_order=lambda: plant_unlinked_order(sandbox),
+        run_until_quiet=run_until_quiet,
+        connect_wms=lambda approve: _connect_wms(config_path, approve),
+        outbox=lambda: _stored_outbox(config_path), orders=lambda: _stored_orders(config_path),
+        free_port=free_port, info=info, table=print_table, fail=failed)
+
+
+def _connect_wms(config_path: Path, approve: Callable[[str], None]) -> str:
+    """``nebridge wms connect`` with ``approve(url)`` playing the person at the WMS's
+    permission page; returns what the connector says of the new link."""
+    runtime = build_runtime(config_path)
+    try:
+        connector: object = runtime.connector
+        if not isinstance(connector, AuthorizingConnector):
+            fail("the demo's WMS connector has no sign-in; its demo must not call connect_wms")
+        ctx = runtime.connector_context()
+        state = "demo-state"
+        url = connector.authorization_url(state, ctx)
+        received: dict[str, str] = {}
+        redirect_uri = connector.redirect_uri
+
+        def receive() -> None:
+            received["code"] = wait_for_code(redirect_uri, state, 30)
+
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        for _ in range(50):
+            try:
+                approve(url)
+                break
+            except OSError:  # the receiver is not listening yet
+                time.sleep(0.1)
+        receiver.join(30)
+        if "code" not in received:
+            fail("the WMS's permission page did not reach nebridge's redirect receiver")
+        return connector.authorize(received["code"], ctx).detail
+    finally:
+        runtime.close()
+
+
+def _stored_outbox(config_path: Path) -> list[DemoOutboxItem]:
+    runtime = build_runtime(config_path)
+    try:
+        with read_session(runtime.engine) as session:
+            return [DemoOutboxItem(kind=str(i.kind), state=str(i.state), warehouse=i.warehouse,
+                                   subject=i.subject)
+                    for i in session.scalars(select(OutboxItem))]
+    finally:
+        runtime.close()
+
+
+def _stored_orders(config_path: Path) -> list[DemoOrder]:
+    runtime = build_runtime(config_path)
+    try:
+        with read_session(runtime.engine) as session:
+            return [DemoOrder(ne_order_id=o.ne_order_id, state=str(o.state),
+                              warehouse=o.warehouse, hold_reason=o.hold_reason)
+                    for o in session.scalars(select(ImportedOrder))]
+    finally:
+        runtime.close()
 
 
 def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
@@ -460,7 +562,7 @@ def _summarise(
     rows = []
     for wh in config.warehouses:
         mine = [i for i in items if i.warehouse == wh.code]
-        ships = [i for i in mine if i.kind == "ship_order" and i.state == "done"]
+        ships = [i for i in mine if i.kind == SHIP_ORDER.name and i.state == "done"]
         tracking = 0
         for item in ships:
             order = sandbox.state.order_snapshot(int(item.subject))
@@ -472,7 +574,7 @@ def _summarise(
                                 f"{order['receive_order_delivery_cut_form_id']!r}, not {want!r}")
             tracking += bool(want)
         deltas = sum(int(json.loads(i.payload)["delta"])
-                     for i in mine if i.kind == "adjust_stock" and i.state == "done")
+                     for i in mine if i.kind == ADJUST_STOCK.name and i.state == "done")
         want_stock = expected.stock.get(wh.code, {})
         for code, delta in want_stock.items():
             got = sum(e.delta or 0 for e in sandbox.ledger.entries(kind="stock.upload",
@@ -480,7 +582,7 @@ def _summarise(
             if got != delta:
                 problems.append(f"{wh.code}: Next Engine stock of {code} moved {got:+d}, "
                                 f"expected {delta:+d}")
-        if not wh.ne_linked and any(i.kind == "adjust_stock" for i in mine):
+        if not wh.ne_linked and any(i.kind == ADJUST_STOCK.name for i in mine):
             problems.append(f"{wh.code} is not linked but changed Next Engine stock")
         c = counts.get(wh.code, {})
         rows.append([wh.code, wh.name, "yes" if wh.ne_linked else "no", c.get("imported", 0),
@@ -488,7 +590,7 @@ def _summarise(
                      tracking, f"{deltas:+d}",
                      sum(1 for h in held if h.warehouse == wh.code)])
     expected_ships = set(expected.shipped)
-    if {i.subject for i in items if i.kind == "ship_order" and i.state == "done"} != \
+    if {i.subject for i in items if i.kind == SHIP_ORDER.name and i.state == "done"} != \
             expected_ships:
         problems.append("the shipped orders differ from the shipments the WMS confirmed")
     print_table("demo summary", ["warehouse", "name", "ne_linked", "imported",

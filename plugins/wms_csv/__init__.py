@@ -41,20 +41,25 @@ Outbound: ``outbox/orders-<created_at as YYYYMMDDTHHMMSSZ>-<key slug>-<key hash>
 row per order line, UTF-8 (or CP932) with header and CRLF, written atomically; with
 ``order_watch``, ``outbox/cancellations-<…>.csv`` (``ne_order_id, warehouse, reason,
 detected_at``) before the order file of the same run; see :mod:`plugins.wms_csv.outbox`.
+
+``nebridge doctor`` checks that both folders exist and are writable (:mod:`.health`).
 """
 
 from __future__ import annotations
 
 from hooks import hookimpl
 from hooks.connectors import ConnectorSpec
-from hooks.records import PluginInfo
+from hooks.records import HealthCheck, PluginInfo
+from hooks.surface import ConnectorInUse
 from plugins.wms_csv.config import CsvConnectorConfig
 from plugins.wms_csv.connector import CsvBatch, CsvConnector
+from plugins.wms_csv.health import folder_checks
 
 __all__ = [
     "CsvBatch",
     "CsvConnector",
     "CsvConnectorConfig",
+    "nebridge_health_checks",
     "nebridge_plugin_info",
     "nebridge_wms_connectors",
 ]
@@ -83,3 +88,9 @@ def nebridge_wms_connectors() -> list[ConnectorSpec]:
             summary=_SUMMARY,
         )
     ]
+
+
+@hookimpl
+def nebridge_health_checks(connector: ConnectorInUse | None) -> list[HealthCheck]:
+    """``doctor``: the inbox and outbox of ``wms.csv`` exist and are writable."""
+    return folder_checks(connector)

@@ -16,7 +16,9 @@ Configured by ``wms.logikura`` (:class:`LogikuraConfig`); authorised once with
 * **Limits**: ≤ 100 requests a minute across processes, 429 and 499 both mean "slow down",
   ``Link`` paging to the end (:mod:`.client`).
 
-The Logikura sandbox for demos and tests is :mod:`plugins.wms_logikura.sandbox`.
+The Logikura sandbox for demos and tests is :mod:`plugins.wms_logikura.sandbox`, served by
+``nebridge sandbox serve logikura`` (:mod:`.serve`); ``nebridge demo --wms logikura`` plays the
+seed scenario through both sandboxes (:mod:`.demo`). Both are imported only when used.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from __future__ import annotations
 from hooks import hookimpl
 from hooks.connectors import ConnectorSpec
 from hooks.records import PluginInfo
+from hooks.surface import DemoContext, DemoSpec, SandboxSpec
 from plugins.wms_logikura.config import CLIENT_SECRET_CREDENTIAL, LogikuraConfig
 from plugins.wms_logikura.connector import LogikuraConnector
+from plugins.wms_logikura.serve import DEFAULT_PORT, DEFAULT_SEED_SIZE, serve_sandbox
 
 __all__ = [
     "LogikuraConfig",
     "LogikuraConnector",
+    "nebridge_demos",
     "nebridge_plugin_info",
+    "nebridge_sandboxes",
     "nebridge_wms_connectors",
 ]
 
@@ -53,3 +59,25 @@ def nebridge_wms_connectors() -> list[ConnectorSpec]:
     return [ConnectorSpec(name="logikura", factory=LogikuraConnector,
                           config_model=LogikuraConfig, summary=_SUMMARY,
                           credentials=(CLIENT_SECRET_CREDENTIAL,))]
+
+
+@hookimpl
+def nebridge_sandboxes() -> list[SandboxSpec]:
+    """Offer ``nebridge sandbox serve logikura``: Logikura's OAuth host and REST API."""
+    return [SandboxSpec(name="logikura", summary="Logikura (ロジクラ): OAuth host, REST API "
+                        "and a control API", serve=serve_sandbox, default_port=DEFAULT_PORT,
+                        default_seed_size=DEFAULT_SEED_SIZE)]
+
+
+def _run_demo(ctx: DemoContext) -> None:
+    """The seed scenario through both sandboxes (imported only when the demo runs)."""
+    from plugins.wms_logikura.demo import run_demo
+
+    run_demo(ctx)
+
+
+@hookimpl
+def nebridge_demos() -> list[DemoSpec]:
+    """Offer ``nebridge demo --wms logikura``."""
+    return [DemoSpec(name="logikura", summary="Logikura sandbox ⇄ nebridge ⇄ Next Engine "
+                     "sandbox, checked against both", run=_run_demo)]

@@ -13,39 +13,22 @@ every warehouse. After the pipelines ran until nothing is left, the demo checks 
 warehouse's shipments of other channels and receipts) and Logikura (one schedule per
 imported order, all shipped, stock moved exactly as the staff did, nebridge never over
 100 requests a minute). Exit 1 if anything differs.
+
+Offered through ``nebridge_demos``: nebridge starts the Next Engine sandbox and lends the
+demo a :class:`hooks.surface.DemoContext` (installation, engine passes, ``wms connect``, what
+nebridge stored, output), so this module imports nothing from the engine.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
-from sqlmodel import select
 
-from daemon.admin import RunOnceReport
-from daemon.cli.common import fail, info, print_table
-from daemon.cli.demo import (
-    EXAMPLE_CONFIG,
-    _until_quiet,
-    free_port,
-    plant_unlinked_order,
-    prepare_config,
-    start_linked,
-)
-from daemon.cli.wms import wait_for_code
-from daemon.config import read_yaml
-from daemon.runtime import build_runtime
-from daemon.sandbox import SandboxConfig as NeSandboxConfig
-from daemon.sandbox import SandboxServer as NeSandbox
-from daemon.store.engine import read_session
-from daemon.store.models import ImportedOrder, OutboxItem
-from hooks.connectors import AuthorizingConnector
+from hooks.surface import DemoContext, DemoOrder, DemoOutboxItem, DemoStage
 from plugins.wms_logikura.sandbox import SandboxConfig, SandboxServer, StaffError, WarehouseStaff
 
 CLIENT_ID, CLIENT_SECRET = "nebridge-demo-logikura", "nebridge-demo-logikura-secret"
@@ -68,34 +51,29 @@ class Played:
     receipts: int = 0
 
 
-def run_demo(root: Path) -> None:
-    """Start both sandboxes, play the scenario in ``root`` and check the end state."""
-    raw = read_yaml(EXAMPLE_CONFIG)
-    ne = NeSandbox(NeSandboxConfig(client_id=str(raw["nextengine"]["client_id"]),
-                                   client_secret=str(raw["nextengine"]["client_secret"]),
-                                   seed=7, seed_size=60, que_processing_delay_s=0.5))
+def run_demo(ctx: DemoContext) -> None:
+    """Start the Logikura sandbox, play the scenario in ``ctx.root`` with the Next Engine
+    sandbox nebridge started, and check the end state."""
     logikura = SandboxServer(SandboxConfig(client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
                                            seed=7, seed_size=0))
-    ne.start()
     logikura.start()
     try:
-        _play(root, ne, logikura)
+        _play(ctx, logikura)
     finally:
         logikura.stop()
-        ne.stop()
 
 
-def _logikura_section(logikura: SandboxServer) -> Callable[[Any], None]:
+def _logikura_section(ctx: DemoContext, logikura: SandboxServer) -> Callable[[Any], None]:
     def configure(raw: Any) -> None:
         raw["wms"] = {"connector": "logikura", "logikura": {
             "api_base": logikura.base_url, "auth_base": logikura.base_url,
             "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-            "redirect_uri": f"http://127.0.0.1:{free_port()}/callback",
+            "redirect_uri": f"http://127.0.0.1:{ctx.free_port()}/callback",
             "delivery_methods": DELIVERY_METHODS}}
     return configure
 
 
-def _catalog(ne: NeSandbox, logikura: SandboxServer) -> dict[str, str]:
+def _catalog(ne: Any, logikura: SandboxServer) -> dict[str, str]:
     """One Logikura variant per Next Engine goods (but DEMO-NOLINK, created later); every
     third link code in another case."""
     codes = sorted(str(ne.state.goods_snapshot(k)["goods_id"]) for k in list(ne.state.goods))
@@ -109,60 +87,35 @@ def _catalog(ne: NeSandbox, logikura: SandboxServer) -> dict[str, str]:
     return products
 
 
-def _authorise(config_path: Path, logikura: SandboxServer) -> str:
-    """``nebridge wms connect`` as a browser would do it: the permission page, approved,
-    redirects to nebridge's loopback receiver."""
-    runtime = build_runtime(config_path)
-    try:
-        connector: object = runtime.connector
-        if not isinstance(connector, AuthorizingConnector):
-            fail("the demo configuration did not select the Logikura connector")
-        ctx = runtime.connector_context()
-        state = "demo-state"
-        url = connector.authorization_url(state, ctx)
-        received: dict[str, str] = {}
-
-        def receive() -> None:
-            received["code"] = wait_for_code(connector.redirect_uri, state, 30)
-
-        receiver = threading.Thread(target=receive, daemon=True)
-        receiver.start()
-        for _ in range(50):
-            try:
-                answer = requests.get(url + "&auto=1", allow_redirects=False, timeout=10)
-                requests.get(answer.headers["Location"], timeout=10)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        receiver.join(30)
-        if "code" not in received:
-            fail("Logikura's permission page did not reach nebridge's redirect receiver")
-        return connector.authorize(received["code"], ctx).detail
-    finally:
-        runtime.close()
+def _approve(url: str) -> None:
+    """The person on Logikura's permission page approves; the browser follows the redirect
+    to nebridge's loopback receiver (an ``OSError`` while it is not listening yet)."""
+    answer = requests.get(url + "&auto=1", allow_redirects=False, timeout=10)
+    requests.get(answer.headers["Location"], timeout=10)
 
 
-def _play(root: Path, ne: NeSandbox, logikura: SandboxServer) -> None:
-    info(f"… Next Engine sandbox on {ne.base_url}, Logikura sandbox on {logikura.base_url}")
-    config_path = prepare_config(root, ne, _logikura_section(logikura))
-    start_linked(config_path, ne)
+def _play(ctx: DemoContext, logikura: SandboxServer) -> None:
+    ne = ctx.next_engine
+    ctx.info(f"… Next Engine sandbox on {ne.base_url}, Logikura sandbox on "
+             f"{logikura.base_url}")
+    ctx.install(_logikura_section(ctx, logikura))
     products = _catalog(ne, logikura)
-    plant_unlinked_order(ne)
-    info(f"… authorised in Logikura: {_authorise(config_path, logikura)}")
-    info("… importing orders as Logikura shipping schedules")
-    reports = _until_quiet(config_path)
-    skipped = next((order for report in reports for stage in report.stages
-                    for order in stage.subjects.get("skipped", [])), "99999")
+    ctx.plant_unlinked_order()
+    ctx.info(f"… authorised in Logikura: {ctx.connect_wms(_approve)}")
+    ctx.info("… importing orders as Logikura shipping schedules")
+    stages = ctx.run_until_quiet()
+    skipped = next((order for stage in stages for order in stage.subjects.get("skipped", [])),
+                   "99999")
     staff = WarehouseStaff(logikura.base_url)
     try:
         played = _work(staff, logikura, products, skipped)
     finally:
         staff.close()
-    info(f"… the staff shipped {len(played.shipped)} schedule(s), "
-         f"{played.other_shipments} shipment(s) of other channels and booked "
-         f"{played.receipts} receipt(s)")
-    reports += _until_quiet(config_path)
-    _check(config_path, ne, logikura, played, reports)
+    ctx.info(f"… the staff shipped {len(played.shipped)} schedule(s), "
+             f"{played.other_shipments} shipment(s) of other channels and booked "
+             f"{played.receipts} receipt(s)")
+    stages += ctx.run_until_quiet()
+    _check(ctx, logikura, played, stages)
 
 
 def _work(staff: WarehouseStaff, logikura: SandboxServer, products: dict[str, str],
@@ -217,14 +170,12 @@ def _receive(staff: WarehouseStaff, played: Played, products: dict[str, str], wa
             played.ne_stock[products[product].casefold()] += quantity
 
 
-def _check(config_path: Path, ne: NeSandbox, logikura: SandboxServer, played: Played,
-           reports: list[RunOnceReport]) -> None:
+def _check(ctx: DemoContext, logikura: SandboxServer, played: Played,
+           stages: list[DemoStage]) -> None:
     """Compare both sandboxes' end state with what the staff did; print the summary."""
-    runtime = build_runtime(config_path)
-    with read_session(runtime.engine) as session:
-        items = list(session.scalars(select(OutboxItem)))
-        imported = list(session.scalars(select(ImportedOrder)))
-    runtime.close()
+    ne = ctx.next_engine
+    items = ctx.outbox()
+    imported = ctx.orders()
     problems: list[str] = []
     instructed = {o.ne_order_id for o in imported if o.state == "instructed"}
     held = [o for o in imported if o.state == "held"]
@@ -263,23 +214,23 @@ def _check(config_path: Path, ne: NeSandbox, logikura: SandboxServer, played: Pl
     busiest = max((traffic.max_in_window(60.0, key) for key in grants), default=0)
     if busiest > 100 or any(traffic.rate_limited(key) for key in grants):
         problems.append(f"nebridge sent {busiest} Logikura requests in one minute")
-    _summary(played, items, reports, created, held, busiest)
+    _summary(ctx, played, items, stages, created, held, busiest)
     for order in held:
-        info(f"held: order {order.ne_order_id}: {order.hold_reason}")
+        ctx.info(f"held: order {order.ne_order_id}: {order.hold_reason}")
     if problems:
-        fail("demo check failed:\n  " + "\n  ".join(problems))
-    info(f"demo check passed against both sandboxes: {len(played.shipped)} order(s) became one "
+        ctx.fail("demo check failed:\n  " + "\n  ".join(problems))
+    ctx.info(f"demo check passed against both sandboxes: {len(played.shipped)} order(s) became one "
          "Logikura schedule each and were shipped once in Next Engine with the right tracking "
          "numbers; stock moved exactly, in Logikura and Next Engine")
 
 
-def _summary(played: Played, items: list[OutboxItem], reports: list[RunOnceReport],
-             created: dict[str, int], held: list[ImportedOrder], busiest: int) -> None:
+def _summary(ctx: DemoContext, played: Played, items: list[DemoOutboxItem],
+             stages: list[DemoStage], created: dict[str, int], held: list[DemoOrder],
+             busiest: int) -> None:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for report in reports:
-        for stage in report.stages:
-            for key in ("imported", "matched_ignoring_case", "skipped"):
-                counts[stage.warehouse][key] += stage.counts.get(key, 0)
+    for stage in stages:
+        for key in ("imported", "matched_ignoring_case", "skipped"):
+            counts[stage.warehouse][key] += stage.counts.get(key, 0)
     rows = []
     for warehouse in (LINKED, *UNLINKED):
         mine = [i for i in items if i.warehouse == warehouse and i.state == "done"]
@@ -293,8 +244,8 @@ def _summary(played: Played, items: list[OutboxItem], reports: list[RunOnceRepor
                      sum(1 for i in ships if played.shipped.get(i.subject)),
                      f"{ne_delta:+d}", f"{lk_delta:+d}",
                      sum(1 for h in held if h.warehouse == warehouse)])
-    print_table("demo summary (Logikura)", [
+    ctx.table("demo summary (Logikura)", [
         "warehouse", "imported", "skipped by tag", "matched ignoring case",
         "Logikura schedules", "shipped in NE", "tracking written", "NE stock delta",
         "Logikura stock delta", "held"], rows)
-    info(f"busiest minute of nebridge's Logikura traffic: {busiest} request(s) (limit 100)")
+    ctx.info(f"busiest minute of nebridge's Logikura traffic: {busiest} request(s) (limit 100)")

@@ -1,0 +1,137 @@
+"""Plugins bring their own surface (issue #17 item 4): CLI commands, sandboxes, demos and
+doctor checks come through hooks (that the engine imports no plugin: tests/test_layering.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from typer.testing import CliRunner
+
+from daemon.cli import app
+from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+URL = re.compile(r"sandbox on (http://127\.0\.0\.1:\d+)")
+
+
+def _with_commands(make_config: ConfigFactory) -> Path:
+    return make_config(plugins={**DEFAULT_PLUGINS,
+                                "fake_commands": {"enabled": True, "greeting": "konnichiwa"}})
+
+
+def test_a_third_party_plugin_command_runs_in_the_root_group(
+    make_config: ConfigFactory, fake_site: Path
+) -> None:
+    path = _with_commands(make_config)
+    runner = CliRunner()
+    hello = runner.invoke(app, ["--config", str(path), "hello", "--name", "Taro"])
+    assert hello.exit_code == 0, hello.output
+    assert hello.stdout.strip() == "konnichiwa Taro (config daemon.yaml)"  # its own options
+    group = runner.invoke(app, ["fake-tools", "count", "3", "--config", str(path)])
+    assert group.exit_code == 0 and group.stdout.strip() == "1 2 3", group.output
+
+
+def test_plugin_commands_are_listed_where_help_says_and_a_core_name_is_refused(
+    make_config: ConfigFactory, fake_site: Path
+) -> None:
+    path = _with_commands(make_config)
+    runner = CliRunner()
+    assert "`nebridge plugins commands`" in runner.invoke(app, ["--help"]).stdout
+    listed = runner.invoke(app, ["--config", str(path), "plugins", "commands", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert {n: r["state"] for n, r in rows.items()} == {
+        "hello": "mounted", "fake-tools": "mounted", "run": "refused"}
+    assert rows["hello"]["help"] == "Greet someone with the configured greeting."
+    assert "core command" in rows["run"]["reason"] and "another name" in rows["run"]["reason"]
+    core_run = runner.invoke(app, ["--config", str(path), "run", "--help"])
+    assert core_run.exit_code == 0 and "--once" in core_run.stdout  # the core's, not the fake
+    assert "FAKE RUN" not in runner.invoke(app, ["--config", str(path), "run", "--once"]).output
+
+
+def test_a_command_no_plugin_offers_says_where_plugin_commands_are(
+    make_config: ConfigFactory, fake_site: Path
+) -> None:
+    path = make_config()  # fake_commands installed but not enabled: its commands are absent
+    result = CliRunner().invoke(app, ["--config", str(path), "hello"])
+    assert result.exit_code == 2
+    assert "No such command 'hello'" in result.output
+    assert "`nebridge plugins commands`" in result.output
+    missing = CliRunner().invoke(app, ["--config", str(path.parent / "none.yaml"), "hello"])
+    assert missing.exit_code == 2 and "none.yaml cannot be used" in missing.output
+
+
+def test_sandbox_serve_logikura_answers_on_a_free_port(make_config: ConfigFactory) -> None:
+    path = make_config(migrate=False)
+    log = path.parent / "sandbox.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(path), "sandbox", "serve",
+             "logikura", "--port", "0"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while (found := URL.search(log.read_text("utf-8"))) is None:
+            assert proc.poll() is None, log.read_text("utf-8")
+            assert time.monotonic() < deadline, log.read_text("utf-8")
+            time.sleep(0.1)
+        answer = requests.get(f"{found.group(1)}/_sandbox/", timeout=10)
+        assert answer.status_code == 200 and "Logikura" in answer.text
+        assert "Logikura sandbox on" in log.read_text("utf-8")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+
+
+def test_sandbox_list_names_the_plugins_sandboxes(make_config: ConfigFactory) -> None:
+    path = make_config(migrate=False)
+    result = CliRunner().invoke(app, ["--config", str(path), "sandbox", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["nextengine"]["default_port"] == 8710
+    assert rows["logikura"]["plugin"] == "wms_logikura" and rows["logikura"]["default_port"] == 8720
+    unknown = CliRunner().invoke(app, ["--config", str(path), "sandbox", "serve", "nosuch"])
+    assert unknown.exit_code == 2 and "nextengine, logikura" in unknown.output
+
+
+def test_demo_of_an_unknown_wms_names_the_installed_connectors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--wms", "nosuch", "--dir", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert "wms_nosuch" in result.output and "csv, logikura" in result.output
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+
+
+def _doctor(path: Path) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(app, ["--config", str(path), "doctor", "--offline", "--json"])
+    return result.exit_code, {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_doctor_shows_the_csv_folder_checks_of_the_connector_plugin(
+    make_config: ConfigFactory,
+) -> None:
+    path = make_config()
+    inbox, outbox = path.parent / "wms" / "inbox", path.parent / "wms" / "outbox"
+    inbox.mkdir(parents=True)
+    outbox.mkdir(parents=True)
+    _code, checks = _doctor(path)
+    assert checks["wms_csv: wms.csv.inbox"]["status"] == "ok"
+    assert checks["wms_csv: wms.csv.outbox"]["detail"] == f"{outbox} is writable"
+    outbox.rmdir()
+    outbox.write_text("a file where the outbox folder should be\n")
+    code, checks = _doctor(path)
+    assert code == 1
+    failed = checks["wms_csv: wms.csv.outbox"]
+    assert failed["status"] == "fail" and failed["detail"] == f"{outbox} is not a folder"
+    assert failed["fix"] == f"move that file away, then mkdir -p {outbox} && chown nebridge: " \
+                            f"{outbox}"
+    assert checks["wms_csv: wms.csv.inbox"]["status"] == "ok"
