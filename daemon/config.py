@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,12 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from hooks.credentials import SecretUnreadable as SecretUnreadable  # callers catch it here
 from hooks.credentials import read_credential
-from hooks.http import HttpLimits
+
+if TYPE_CHECKING:  # requests and SQLAlchemy load only where they are used (CLI start-up)
+    from hooks.http import HttpLimits
 
 DEFAULT_CONFIG_PATH = Path("daemon.yaml")
 CONFIG_ENV = "NEBRIDGE_CONFIG"
@@ -87,6 +87,8 @@ class HttpSettings(_Strict):
 
     def limits(self) -> HttpLimits:
         """These settings as the connectors' session limits."""
+        from hooks.http import HttpLimits
+
         return HttpLimits(connect_timeout_seconds=self.connect_timeout_seconds,
                           deadline_seconds=self.deadline_seconds,
                           max_response_bytes=int(self.max_response_mb * 1024 * 1024))
@@ -227,6 +229,9 @@ class DaemonConfig(_Strict):
     def _database_url(cls, value: str | None) -> str | None:
         if value is None:
             return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             make_url(value)
         except ArgumentError:

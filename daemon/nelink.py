@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from sqlalchemy import delete
@@ -31,7 +31,6 @@ from daemon.config import (
 )
 from daemon.httpserve import PortInUse
 from daemon.logsetup import register_secret
-from daemon.nextengine.client import NextEngineClient, RetryPolicy
 from daemon.nextengine.tokens import FileTokenStore, TokenSet
 from daemon.redirect import is_loopback, receive_redirect
 from daemon.serialize import dumps
@@ -46,6 +45,9 @@ from daemon.store.models import (
 )
 from hooks.files import write_private
 from hooks.records import Problem
+
+if TYPE_CHECKING:  # the client (and requests) loads only where a client is made
+    from daemon.nextengine.client import NextEngineClient, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,8 @@ def make_client(
 
     ``observer(endpoint, outcome)`` sees every exchange (metrics).
     """
+    from daemon.nextengine.client import NextEngineClient
+
     if secret is not None:
         resolved: str | None = secret
     else:
@@ -167,6 +171,8 @@ def make_client(
 
 def retry_policy(config: DaemonConfig) -> RetryPolicy:
     """The client's retry delays and maintenance pause from ``nextengine:``."""
+    from daemon.nextengine.client import RetryPolicy
+
     ne = config.nextengine
     pause = timedelta(seconds=ne.maintenance_pause_seconds)
     delays = ne.retry_delays_seconds

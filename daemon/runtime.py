@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from daemon import USER_AGENT, attention
-from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
+from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
 from daemon.importer import OrderImporter
 from daemon.inbox import Intake
@@ -36,7 +35,8 @@ from daemon.nextengine.client import NextEngineClient
 from daemon.notify import Notifier
 from daemon.outbox import Dispatcher, Executor
 from daemon.pipeline import SENT_TO_WMS, WarehousePipeline
-from daemon.pluginmanager import PluginHost, connector_plugin_name, validate_section
+from daemon.pluginload import load_plugins
+from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind, check_migrated, make_engine, read_session, rolled_back
 from daemon.store.models import Cursor, ImportedOrder, WmsProduct, utcnow
 from daemon.tokenguard import TokenGuard
@@ -46,18 +46,6 @@ from hooks.notify import NotifyContext
 from hooks.records import Problem, WarehouseInfo
 
 log = logging.getLogger(__name__)
-
-
-def resolve_relative_paths(model: Any, base: Path) -> Any:
-    """Make every relative ``Path`` field of a pydantic model relative to ``base``."""
-    if not isinstance(model, BaseModel):
-        return model
-    updates = {
-        name: base / value
-        for name, value in model
-        if isinstance(value, Path) and not value.is_absolute()
-    }
-    return model.model_copy(update=updates) if updates else model
 
 
 @dataclass
@@ -231,47 +219,6 @@ class Runtime:
             self._ne_client.close()
         self.http.close()
         self.engine.dispose()
-
-
-def load_plugins(
-    loaded: LoadedConfig,
-    entry_points: Mapping[str, md.EntryPoint] | None = None,
-    extra_plugins: Mapping[str, object] | None = None,
-) -> tuple[PluginHost, list[ConfigIssue], WmsConnector | None, str]:
-    """Load and validate plugins and build the connector; collect every config issue."""
-    host = PluginHost()
-    host.load(loaded.config, entry_points=entry_points, extra=extra_plugins)
-    issues = host.validate(loaded)
-    base = loaded.path.resolve().parent
-    for record in host.records.values():
-        record.options = resolve_relative_paths(record.options, base)
-    connector, connector_error = None, ""
-    wanted = loaded.config.wms.connector
-    specs = host.connector_specs()
-    if wanted not in specs:
-        plugin = connector_plugin_name(wanted)
-        plugin_record = host.records.get(plugin)
-        reason = plugin_record.error if plugin_record and plugin_record.error else (
-            "no plugin offers it")
-        connector_error = (f"WMS connector {wanted!r} is not available ({plugin}: {reason}); "
-                           f"available: {', '.join(sorted(specs)) or 'none'}")
-        issues.append(ConfigIssue("wms.connector", connector_error,
-                                  loaded.line_of(("wms", "connector"))))
-    else:
-        _plugin, spec = specs[wanted]
-        options: Any = loaded.config.wms.connector_section()
-        if spec.config_model is not None:
-            section_issues, options = validate_section(spec.config_model, options,
-                                                       ("wms", wanted), loaded)
-            issues.extend(section_issues)
-        if not issues or all(not i.path.startswith("wms") for i in issues):
-            try:
-                connector = spec.factory(resolve_relative_paths(options, base))
-            except Exception as exc:
-                connector_error = f"WMS connector {wanted!r} could not start: {exc}"
-                issues.append(ConfigIssue(f"wms.{wanted}", connector_error,
-                                          loaded.line_of(("wms", wanted))))
-    return host, issues, connector, connector_error
 
 
 def build_runtime(

@@ -17,11 +17,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
-from daemon.dispatch import NeGate
 from daemon.nelink import (
     CONNECTED,
     LINK_LOST_KEY,
@@ -30,11 +30,14 @@ from daemon.nelink import (
     link_lost_problem,
     token_store,
 )
-from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.errors import NextEngineError
 from daemon.store.engine import Bind
 from daemon.store.models import utcnow
 from hooks.records import Problem
+
+if TYPE_CHECKING:  # types only: ``status`` reads the horizon without the engine or client
+    from daemon.dispatch import NeGate
+    from daemon.nextengine.client import NextEngineClient
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
-
-import requests
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from hooks.errors import BatchRejected
 from hooks.records import (
@@ -30,6 +28,9 @@ from hooks.records import (
     WarehouseInfo,
     WmsEvent,
 )
+
+if TYPE_CHECKING:  # a type only: the CLI's start-up does not pay for importing requests
+    import requests
 
 
 def _never_imported(ne_order_id: str) -> bool:

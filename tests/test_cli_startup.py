@@ -1,7 +1,8 @@
-"""The CLI answers at once (issue #18): ``nebridge --help`` imports no heavy module.
+"""The CLI answers at once (issue #18): ``nebridge --help`` imports no heavy module, and
+``plugins list`` and ``status`` import only what they use.
 
-A structural check, not a timing: a fresh interpreter runs ``nebridge --help`` and reports
-which modules it imported. The lazy command table of ``daemon/cli/__init__.py`` must stay
+A structural check, not a timing: a fresh interpreter runs the command and reports which
+modules it imported. The lazy command table of ``daemon/cli/__init__.py`` must stay
 equal to the commands it loads (names and help lines).
 """
 
@@ -28,6 +29,22 @@ HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "rich", "requests", "apscheduler"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: What ``plugins list`` must not import: it needs ``daemon.yaml`` and the plugins, not the
+#: store (SQLAlchemy, the models), the engine, the Next Engine client or migrations.
+NOT_FOR_PLUGINS_LIST = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "apscheduler",
+                        "daemon.store", "daemon.admin", "daemon.status", "daemon.runtime",
+                        "daemon.nextengine", "daemon.attention", "daemon.inbox",
+                        "daemon.outbox", "daemon.pipeline", "daemon.dispatch",
+                        "daemon.importer", "daemon.sandbox")
+
+#: What ``status`` must not import: it reads the store and loads the plugins; the engine
+#: that runs passes, the Next Engine client and the migration tool are not needed.
+NOT_FOR_STATUS = ("alembic", "apscheduler", "daemon.admin", "daemon.runtime",
+                  "daemon.nextengine.client", "daemon.inbox", "daemon.pipeline",
+                  "daemon.dispatch", "daemon.importer", "daemon.sandbox", "daemon.scheduler",
+                  "daemon.supervisor")
+
+
 def _modules_after(*args: str) -> set[str]:
     """The modules a fresh ``nebridge ARGS`` has imported when it exits."""
     script = ("import sys, json, atexit\n"
@@ -43,9 +60,9 @@ def _modules_after(*args: str) -> set[str]:
     return set(json.loads(line.removeprefix("MODULES ")))
 
 
-def _heavy(modules: set[str]) -> list[str]:
+def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
     return sorted(m for m in modules
-                  if any(m == h or m.startswith(h + ".") for h in HEAVY))
+                  if any(m == h or m.startswith(h + ".") for h in heavy))
 
 
 @pytest.mark.parametrize("args", [("--help",), (), ("--version",), ("plugins", "--help")])
@@ -87,3 +104,29 @@ def test_every_command_module_is_in_the_table() -> None:
 def test_an_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["no-such-command"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+@pytest.fixture(scope="module")
+def migrated_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's ``daemon.yaml`` in a folder of its own, on a migrated SQLite file."""
+    folder = tmp_path_factory.mktemp("cli-startup")
+    config = folder / "daemon.yaml"
+    config.write_text((ROOT / "daemon.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "db",
+                           "upgrade"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return config
+
+
+@pytest.mark.parametrize(("args", "not_imported"), [
+    (("plugins", "list"), NOT_FOR_PLUGINS_LIST),
+    (("status",), NOT_FOR_STATUS),
+])
+def test_read_commands_import_only_what_they_use(
+        migrated_config: Path, args: tuple[str, ...], not_imported: tuple[str, ...]) -> None:
+    """``plugins list`` and ``status`` run (their answer is there) without the listed
+    modules; the lists fail when a module-level import pulls the engine back in."""
+    modules = _modules_after("--config", str(migrated_config), *args)
+    assert "daemon.config" in modules and "daemon.pluginmanager" in modules  # they ran
+    assert _heavy(modules, not_imported) == []
+

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from daemon.config import load_config
+from daemon.pluginload import load_plugins
 from daemon.pluginmanager import PluginHost, PluginState, discover_entry_points
-from daemon.runtime import load_plugins
 from hooks import hookimpl
 from hooks.records import PluginInfo, WarehouseInfo, WmsShipment
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory

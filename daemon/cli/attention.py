@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from daemon.admin import AdminError, attention_report
 from daemon.cli.common import display_zone, fail, get, limit_option, print_json, when
+from daemon.config_admin import AdminError
+from daemon.status import attention_report
 
 
 def attention_cmd(

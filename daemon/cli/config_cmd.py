@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from daemon.admin import check_config
 from daemon.cli.common import fail, get, print_json
 from daemon.config import ConfigError, ConfigIssue, load_config
+from daemon.config_admin import check_config
 
 app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 

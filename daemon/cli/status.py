@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from daemon import orderwatch
-from daemon.admin import collect_status, plugin_host, wms_link
 from daemon.cli.attention import print_attention
 from daemon.cli.common import display_zone, get, print_json, print_table
 from daemon.nelink import LinkInfo, describe
+from daemon.pluginload import load_plugins
+from daemon.status import collect_status, wms_link
 from daemon.store.engine import make_engine
 
 
@@ -20,14 +21,14 @@ def status(
 ) -> None:
     """Show plugins, last runs per warehouse and stage, backlog, and what waits for a person."""
     loaded = get(ctx).load()
-    host, _issues = plugin_host(loaded)
+    host, _issues, connector, _error = load_plugins(loaded)
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         data = collect_status(loaded, engine, host)
         data["order_watch"] = orderwatch.counts(engine)
     finally:
         engine.dispose()
-    wms = wms_link(loaded)
+    wms = wms_link(loaded, connector)
     if wms is not None:
         data["wms"] = wms
     if as_json:

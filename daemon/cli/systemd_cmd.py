@@ -9,7 +9,7 @@ import typer
 
 from daemon.cli.common import fail, get, info
 from daemon.config import CLIENT_SECRET_CREDENTIAL, ConfigError
-from daemon.runtime import load_plugins
+from daemon.pluginload import load_plugins
 from daemon.systemd_unit import (
     UnitSettings,
     installed_executable,

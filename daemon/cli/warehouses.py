@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from daemon.admin import AdminError, set_warehouse_link, warehouse_rows
 from daemon.cli.common import fail, get, info, print_json, print_table, yes_no
+from daemon.config_admin import AdminError, set_warehouse_link, warehouse_rows
 
 app = typer.Typer(help="Warehouses (拠点) and their Next Engine link.", no_args_is_help=True)
 
