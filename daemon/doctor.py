@@ -6,7 +6,6 @@ their own through ``nebridge_health_checks``.
 
 from __future__ import annotations
 
-import os
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +31,9 @@ from daemon.store.engine import (
     make_engine,
 )
 from daemon.store.models import utcnow
+from daemon.surface import connector_in_use
 from hooks.records import HealthCheck
+from hooks.surface import ConnectorInUse
 
 MAX_CLOCK_SKEW = timedelta(minutes=2)
 HORIZON_WARN = timedelta(hours=24)
@@ -105,13 +106,12 @@ def run_checks(
     checks.extend(_database(loaded))
     if checks[-1].ok:
         checks.extend(_nextengine(loaded, offline))
-    checks.extend(_folders(loaded))
     link = wms_link(loaded, load_plugins(loaded)[2])
     if link is not None:
         checks.append(HealthCheck(
             f"wms link ({link['connector']})", link["state"] == "connected", link["detail"],
             "" if link["state"] == "connected" else "run `nebridge wms connect`"))
-    checks.extend(_plugin_checks(host))
+    checks.extend(_plugin_checks(host, connector_in_use(loaded, host)))
     return checks
 
 
@@ -188,27 +188,9 @@ def _clock(api_base: str, now: datetime) -> HealthCheck:
                        else "enable time synchronisation (`timedatectl set-ntp true`)")
 
 
-def _folders(loaded: LoadedConfig) -> list[HealthCheck]:
-    """The connector's folders (every path option) exist and are writable."""
-    checks = []
-    section: dict[str, Any] = loaded.config.wms.connector_section()
-    base = loaded.path.resolve().parent
-    for key, value in sorted(section.items()):
-        if key not in ("inbox", "outbox") and not str(key).endswith(("_dir", "_folder")):
-            continue
-        folder = Path(str(value))
-        folder = folder if folder.is_absolute() else base / folder
-        ok = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-        checks.append(HealthCheck(
-            f"wms.{loaded.config.wms.connector}.{key}", ok,
-            f"{folder} {'is writable' if ok else 'is missing or not writable'}",
-            "" if ok else f"mkdir -p {folder} && chown nebridge: {folder}"))
-    return checks
-
-
-def _plugin_checks(host: PluginHost) -> list[HealthCheck]:
+def _plugin_checks(host: PluginHost, connector: ConnectorInUse | None) -> list[HealthCheck]:
     checks: list[HealthCheck] = []
-    for outcome in host.call_each("nebridge_health_checks"):
+    for outcome in host.health_checks(connector):
         if outcome.error is not None:
             checks.append(HealthCheck(f"plugin {outcome.plugin}", False,
                                       f"health check raised {outcome.error!r}",

@@ -1,7 +1,8 @@
-"""``nebridge plugins``: list, inspect, enable and disable plugins."""
+"""``nebridge plugins``: list, inspect, enable and disable plugins; write a new one."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,8 +54,8 @@ def info_cmd(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
         return
-    for key in ("name", "state", "enabled", "summary", "setting_ja", "requires", "hooks",
-                "source", "distribution", "version", "error", "note"):
+    for key in ("name", "state", "enabled", "summary", "setting_ja", "requires", "hook_api",
+                "hooks", "source", "distribution", "version", "error", "note"):
         value = data.get(key)
         if value not in (None, "", []):
             shown = (", ".join(value) if isinstance(value, list)
@@ -90,3 +91,54 @@ def enable_cmd(ctx: typer.Context, name: str) -> None:
 def disable_cmd(ctx: typer.Context, name: str) -> None:
     """Disable a plugin in daemon.yaml (comments and order kept)."""
     _change(ctx, name, False)
+
+
+@app.command("new")
+def new_cmd(
+    name: Annotated[str, typer.Argument(help="The plugin's name: a lowercase Python identifier.")],
+    kind: Annotated[str, typer.Option(
+        "--kind", help="filter | actions | connector | notifier: the example it starts from."
+    )] = "filter",
+    folder: Annotated[Path | None, typer.Option(
+        "--dir", help="Where to write it (new or empty; default ./nebridge-NAME).",
+        show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a new plugin package (pyproject, plugin, test with the testing kit, README)."""
+    from daemon.scaffold import PluginKind, ScaffoldError, create
+
+    kinds = [k.value for k in PluginKind]
+    if kind not in kinds:
+        fail(f"unknown --kind {kind!r}: choose one of {', '.join(kinds)}", code=2)
+    try:
+        made = create(name, PluginKind(kind), folder)
+    except ScaffoldError as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        print_json({"folder": str(made.folder), "distribution": made.distribution,
+                    "files": list(made.files)})
+        return
+    typer.echo(f"wrote {made.distribution} in {made.folder}:")
+    for file in made.files:
+        typer.echo(f"  {file}")
+    typer.echo(f"next: cd {made.folder} && pip install -e '.[test]' && pytest, then "
+               f"`nebridge plugins enable {name}`")
+
+
+@app.command("commands")
+def commands_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the commands enabled plugins add to nebridge, and those refused (a core name)."""
+    from daemon.cli import COMMANDS
+    from daemon.surface import command_host, plugin_commands
+
+    loaded = get(ctx).load()
+    rows = plugin_commands(command_host(loaded), loaded.path, COMMANDS).as_rows()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        info("no enabled plugin adds a command (`nebridge plugins list` shows the plugins)")
+        return
+    print_table("plugin commands", ["command", "plugin", "state", "help / reason"],
+                [[f"nebridge {r['name']}", r["plugin"], r["state"], r["reason"] or r["help"]]
+                 for r in rows])
