@@ -66,6 +66,9 @@ def test_a_command_no_plugin_offers_says_where_plugin_commands_are(
     assert "`nebridge plugins commands`" in result.output
     missing = CliRunner().invoke(app, ["--config", str(path.parent / "none.yaml"), "hello"])
     assert missing.exit_code == 2 and "none.yaml cannot be used" in missing.output
+    broken = make_config(plugins={**DEFAULT_PLUGINS, "fake_importerror": {"enabled": True}})
+    result = CliRunner().invoke(app, ["--config", str(broken), "hello"])
+    assert result.exit_code == 2 and "not loaded: fake_importerror" in result.output
 
 
 def test_sandbox_serve_logikura_answers_on_a_free_port(make_config: ConfigFactory) -> None:

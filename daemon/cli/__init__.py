@@ -116,10 +116,14 @@ class LazyGroup(common.CliGroup):
             self.plugin_note = (f"(plugin commands were not looked up: {exc.source} cannot be "
                                 "used; `nebridge config check` says why, or pass --config PATH)")
             return None
-        found = plugin_commands(command_host(loaded), loaded.path, COMMANDS).commands
+        host = command_host(loaded)
+        found = plugin_commands(host, loaded.path, COMMANDS).commands
         if cmd_name not in found:
+            failed = ", ".join(record.name for record in host.failed() if record.enabled)
             self.plugin_note = ("(no enabled plugin offers it either: `nebridge plugins "
-                                "commands` lists the plugins' commands)")
+                                "commands` lists the plugins' commands"
+                                + (f"; not loaded: {failed}, see `nebridge plugins list`)"
+                                   if failed else ")"))
             return None
         return build_command(cmd_name, found[cmd_name][1].app)
 
