@@ -17,6 +17,7 @@ import sys
 import time
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from daemon.fleet.leases import LeaseKeeper, LeaseLost, fence, fleet_engine
 
@@ -60,6 +61,8 @@ def main() -> None:
                     fence(connection, company, epoch)
             except LeaseLost:
                 say({"refused": company, "epoch": epoch})
+            except OperationalError:  # paused inside a transaction: the server ended it
+                say({"dropped": company, "epoch": epoch})
         time.sleep(args.every)
 
 

@@ -90,7 +90,7 @@ def holders(engine: Engine) -> dict[str, str | None]:
 
 def by_holder(engine: Engine) -> dict[str | None, list[str]]:
     spread: dict[str | None, list[str]] = defaultdict(list)
-    for company, holder in holders(engine).items():
+    for company, holder in sorted(holders(engine).items()):
         spread[holder].append(company)
     return spread
 
@@ -142,7 +142,7 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
     wait_until(lambda: all(holders(engine)[c] in {w.worker_id for w in alive} for c in orphans),
                LEASE * 3, "the killed worker's companies taken over")
     takeover = time.monotonic() - killed_at
-    assert takeover <= LEASE + LEASE / 3 + 1.0, takeover
+    assert takeover <= LEASE + LEASE / 3 + 1.5, takeover
     spread = wait_until(lambda: balanced(engine, alive), 30, "30 companies over 2 workers")
 
     # SIGSTOP past the lease, then SIGCONT: the paused worker commits nothing it lost
