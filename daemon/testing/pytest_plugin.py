@@ -54,14 +54,24 @@ def nebridge_plugins() -> dict[str, Any]:
 
 
 @pytest.fixture
+def nebridge_settings() -> dict[str, Any]:
+    """Other top-level sections of the installation's ``daemon.yaml`` (``wms``,
+    ``warehouses``, ``notify`` …), each replacing the kit's; override to change them."""
+    return {}
+
+
+@pytest.fixture
 def nebridge_installation(
-    tmp_path: Path, ne_sandbox: SandboxServer, nebridge_plugins: dict[str, Any]
+    tmp_path: Path, ne_sandbox: SandboxServer, nebridge_plugins: dict[str, Any],
+    nebridge_settings: dict[str, Any],
 ) -> Iterator[Installation]:
     """An installation in ``tmp_path``: ``daemon.yaml``, CSV WMS folders (``inbox``,
-    ``outbox``), a SQLite store, signed in to ``ne_sandbox``, ``nebridge_plugins`` enabled."""
+    ``outbox``), a SQLite store, signed in to ``ne_sandbox``, ``nebridge_plugins`` enabled
+    and ``nebridge_settings`` applied."""
     from daemon.testing.installation import open_installation
 
-    with open_installation(tmp_path / "nebridge", ne_sandbox, nebridge_plugins) as installation:
+    with open_installation(tmp_path / "nebridge", ne_sandbox, nebridge_plugins,
+                           **nebridge_settings) as installation:
         yield installation
 
 
