@@ -7,12 +7,12 @@ instead of sleeping: ``state.clock.advance(86_400)`` expires an access token.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
-JST = timezone(timedelta(hours=9), "JST")
+from hooks.sandbox.clock import JST
+from hooks.sandbox.clock import Clock as KitClock
+
+__all__ = ["JST", "NE_DATE_FORMAT", "ZERO_DATE", "Clock", "format_ne", "normalize_ne", "parse_ne"]
 NE_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 ZERO_DATE = "0000-00-00 00:00:00"
 
@@ -46,53 +46,20 @@ def normalize_ne(text: str, *, allow_slash: bool = True) -> str | None:
     return None if parsed is None else format_ne(parsed)
 
 
-class Clock:
-    """A JST clock that runs in real time from ``start`` plus an offset tests can move.
+class Clock(KitClock):
+    """The sandbox clock (see :class:`hooks.sandbox.Clock`), writing and reading NE dates."""
 
-    ``frozen=True`` stops real time from passing: only :meth:`advance` and :meth:`set` move it.
-    """
-
-    def __init__(self, start: datetime | None = None, *, frozen: bool = False) -> None:
-        base = start if start is not None else datetime.now(JST)
-        if base.tzinfo is None:
-            base = base.replace(tzinfo=JST)
-        self._start = base.astimezone(JST).replace(microsecond=0)
-        self._frozen = frozen
-        self._mono0 = time.monotonic()
-        self._offset = 0.0
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
-
-    @property
-    def start(self) -> datetime:
-        """The time the clock started at (the seed world's "now")."""
-        return self._start
-
-    def now(self) -> datetime:
-        """Current sandbox time (aware, JST)."""
-        with self._lock:
-            elapsed = 0.0 if self._frozen else time.monotonic() - self._mono0
-            return self._start + timedelta(seconds=elapsed + self._offset)
+    TEXT_FORM = "'YYYY-MM-DD HH:MM:SS'"
 
     def now_ne(self) -> str:
         """Current sandbox time as an NE date string."""
         return format_ne(self.now())
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every :meth:`advance` / :meth:`set` (e.g. to run queues)."""
-        self._listeners.append(listener)
+    def text(self) -> str:
+        """Current time as an NE date string (what ``/_sandbox/clock`` shows)."""
+        return self.now_ne()
 
-    def advance(self, seconds: float) -> datetime:
-        """Move the clock forward (or back, if negative) and return the new time."""
-        with self._lock:
-            self._offset += seconds
-        for listener in list(self._listeners):
-            listener()
-        return self.now()
-
-    def set(self, when: datetime) -> datetime:
-        """Jump to ``when`` (naive values are read as JST) and return it."""
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=JST)
-        delta = (when - self.now()).total_seconds()
-        return self.advance(delta)
+    @classmethod
+    def parse(cls, text: str) -> datetime | None:
+        """Read an NE date (JST); ``None`` if it is not one."""
+        return parse_ne(text)

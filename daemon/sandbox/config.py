@@ -33,13 +33,14 @@ error_codes                        {}           §3.2         override any code 
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import ClassVar, Literal
 
-from daemon.sandbox.clock import JST, parse_ne
+from daemon.sandbox.clock import Clock
+from hooks.sandbox.config import GuessedOption, SandboxSettings
+from hooks.sandbox.faults import FaultSettings
+
+__all__ = ["GUESSED_OPTIONS", "FaultConfig", "GuessedOption", "SandboxConfig"]
 
 StockEffect = Literal["allocated", "quantity", "none"]
 RowErrorMode = Literal["row", "all_or_nothing"]
@@ -47,7 +48,7 @@ LimitPolicy = Literal["reject", "clamp"]
 
 
 @dataclass
-class FaultConfig:
+class FaultConfig(FaultSettings):
     """Fault-injection settings (all off by default); see :class:`~.faults.Faults`.
 
     ``rates`` maps an NE code (``003002``, ``002007``, ``999999``, …) to the probability that
@@ -55,33 +56,27 @@ class FaultConfig:
     ``overload_wait_ms`` and then runs. ``fault_paths`` limits rate faults to those paths.
     """
 
-    seed: int = 0
-    rates: dict[str, float] = field(default_factory=dict)
-    fault_paths: list[str] = field(default_factory=list)
-    latency_ms: int = 0
     overload_wait_ms: int = 0
-    drop_before_rate: float = 0.0
-    drop_after_rate: float = 0.0
     expire_access_token_every_n_calls: int = 0
     human_edit_rate: float = 0.0
     que_failure_rate: float = 0.0
 
 
 @dataclass
-class SandboxConfig:
-    """Everything that shapes one sandbox world; see the module docstring for guessed options."""
+class SandboxConfig(SandboxSettings):
+    """Everything that shapes one sandbox world; see the module docstring for guessed options.
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    seed: int = 1
+    Where it listens, the seed, the clock and ``access_token_lifetime_s`` come from
+    :class:`hooks.sandbox.SandboxSettings`.
+    """
+
+    FAULTS: ClassVar[type[FaultSettings]] = FaultConfig
+    CLOCK: ClassVar[type[Clock]] = Clock
+
     seed_size: int = 120
     client_id: str = "nebridge-sandbox"
     client_secret: str = "nebridge-sandbox-secret"
-    redirect_uri: str | None = None
-    clock_start: datetime | None = None
-    clock_frozen: bool = False
     state_lifetime_s: int = 300
-    access_token_lifetime_s: int = 86_400
     refresh_token_lifetime_s: int = 3 * 86_400
     faults: FaultConfig = field(default_factory=FaultConfig)
     # --- guessed behaviours ([G] in the reference) ---
@@ -106,36 +101,6 @@ class SandboxConfig:
     accept_slash_dates: bool = True
     reject_unknown_params: bool = False
     error_codes: dict[str, tuple[str, str] | str] = field(default_factory=dict)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> SandboxConfig:
-        """Build a config from plain data (JSON/YAML); unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown sandbox option(s): {', '.join(sorted(unknown))}")
-        values = dict(data)
-        if isinstance(values.get("faults"), Mapping):
-            fault_names = {f.name for f in dataclasses.fields(FaultConfig)}
-            bad = set(values["faults"]) - fault_names
-            if bad:
-                raise ValueError(f"unknown fault option(s): {', '.join(sorted(bad))}")
-            values["faults"] = FaultConfig(**values["faults"])
-        start = values.get("clock_start")
-        if isinstance(start, str):
-            parsed = parse_ne(start)
-            if parsed is None:
-                raise ValueError(f"clock_start is not a date: {start!r}")
-            values["clock_start"] = parsed.astimezone(JST)
-        return cls(**values)
-
-
-class GuessedOption(NamedTuple):
-    """One documented guess: option name, reference section and what it controls."""
-
-    name: str
-    reference: str
-    behaviour: str
 
 
 GUESSED_OPTIONS: tuple[GuessedOption, ...] = (

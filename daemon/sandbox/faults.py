@@ -8,17 +8,14 @@ through ``POST /_sandbox/faults``. Random choices come from an RNG seeded with
 
 from __future__ import annotations
 
-import dataclasses
-import random
-import threading
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from daemon.sandbox.config import FaultConfig
 from daemon.sandbox.errors import INJECTABLE_CODES
+from hooks.sandbox.faults import DropWhen, FaultBook, Scheduled
 
-DropWhen = Literal["before", "after"]
+__all__ = ["DropWhen", "FaultDecision", "Faults"]
 
 
 @dataclass(frozen=True)
@@ -33,97 +30,40 @@ class FaultDecision:
     expire_token: bool = False
 
 
-@dataclass
-class _Scheduled:
-    kind: str
-    remaining: int
-    path: str | None
-    code: str | None = None
+class Faults(FaultBook[FaultConfig]):
+    """Thread-safe NE fault settings plus one-shot schedules (see module docstring)."""
 
-
-def _check_rate(name: str, value: Any) -> float:
-    rate = float(value)
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1")
-    return rate
-
-
-class Faults:
-    """Thread-safe fault settings plus one-shot schedules (see module docstring)."""
+    PATH_PREFIXES = False
 
     def __init__(self, config: FaultConfig | None = None) -> None:
-        self._lock = threading.Lock()
-        self._config = FaultConfig()
-        self._rng = random.Random(0)
-        self._schedule: deque[_Scheduled] = deque()
         self._que_failures = 0
         self._token_calls = 0
-        self.update(**dataclasses.asdict(config or FaultConfig()))
+        super().__init__(FaultConfig, config)
 
-    # ---------------------------------------------------------------- settings
-    def update(self, **changes: Any) -> None:
-        """Change settings (names of :class:`FaultConfig`); ``seed`` also reseeds the RNG."""
-        names = {f.name for f in dataclasses.fields(FaultConfig)}
-        unknown = set(changes) - names
-        if unknown:
-            raise ValueError(f"unknown fault setting(s): {', '.join(sorted(unknown))}")
-        with self._lock:
-            cfg = dataclasses.replace(self._config)
-            for name, value in changes.items():
-                if name == "rates":
-                    rates = {str(code): _check_rate(f"rate {code}", r) for code, r in value.items()}
-                    bad = set(rates) - set(INJECTABLE_CODES)
-                    if bad:
-                        raise ValueError(f"codes that cannot be injected: {sorted(bad)}")
-                    cfg.rates = rates
-                elif name == "fault_paths":
-                    cfg.fault_paths = [str(p) for p in value]
-                elif name.endswith("_rate"):
-                    setattr(cfg, name, _check_rate(name, value))
-                elif name == "seed":
-                    cfg.seed = int(value)
-                    self._rng = random.Random(cfg.seed)
-                else:
-                    number = int(value)
-                    if number < 0:
-                        raise ValueError(f"{name} must be >= 0")
-                    setattr(cfg, name, number)
-            self._config = cfg
-
-    def reset(self) -> None:
-        """Turn every fault off, forget schedules and counters, reseed the RNG."""
-        with self._lock:
-            self._config = FaultConfig(seed=self._config.seed)
-            self._rng = random.Random(self._config.seed)
-            self._schedule.clear()
-            self._que_failures = 0
-            self._token_calls = 0
-
-    def snapshot(self) -> dict[str, Any]:
-        """Settings and pending schedules as JSON-ready data."""
-        with self._lock:
-            data = dataclasses.asdict(self._config)
-            data["scheduled"] = [dataclasses.asdict(s) for s in self._schedule]
-            data["que_failures_scheduled"] = self._que_failures
-            return data
-
-    # ---------------------------------------------------------------- schedules
-    def fail_next(self, code: str, count: int = 1, path: str | None = None) -> None:
-        """The next ``count`` API calls (to ``path``, if given) fail with ``code``."""
+    def error_key(self, error: Any) -> str:
+        """An NE code that can be injected (``ValueError`` naming the valid ones if not)."""
+        code = str(error)
         if code not in INJECTABLE_CODES:
             raise ValueError(f"code {code} cannot be injected; use one of "
                              f"{sorted(INJECTABLE_CODES)}")
-        self._add(_Scheduled("error", count, path, code))
+        return code
 
-    def drop_next(self, count: int = 1, when: DropWhen = "before", path: str | None = None) -> None:
-        """Drop the connection of the next ``count`` calls, before or after applying them."""
-        if when not in ("before", "after"):
-            raise ValueError("when must be 'before' or 'after'")
-        self._add(_Scheduled(f"drop_{when}", count, path))
+    def _forget(self) -> None:
+        self._que_failures = 0
+        self._token_calls = 0
 
-    def human_edit_next(self, count: int = 1, path: str | None = None) -> None:
+    def snapshot(self) -> dict[str, Any]:
+        """Settings, pending schedules and scheduled upload failures as JSON-ready data."""
+        data = super().snapshot()
+        with self._lock:
+            data["que_failures_scheduled"] = self._que_failures
+        return data
+
+    # ---------------------------------------------------------------- schedules
+    def human_edit_next(self, count: int = 1, path: str | None = None,
+                        method: str | None = None) -> None:
         """The next ``count`` order writes race with a human edit of the same order."""
-        self._add(_Scheduled("human", count, path))
+        self.schedule(Scheduled("human", count, path, method))
 
     def fail_next_ques(self, count: int = 1) -> None:
         """The next ``count`` uploads end with ``que_status_id=-1``."""
@@ -132,44 +72,14 @@ class Faults:
         with self._lock:
             self._que_failures += count
 
-    def _add(self, item: _Scheduled) -> None:
-        if item.remaining < 1:
-            raise ValueError("count must be >= 1")
-        with self._lock:
-            self._schedule.append(item)
-
-    def _take(self, kind: str, path: str) -> _Scheduled | None:
-        for item in self._schedule:
-            if item.kind == kind and (item.path is None or item.path == path):
-                item.remaining -= 1
-                if item.remaining <= 0:
-                    self._schedule.remove(item)
-                return item
-        return None
-
-    def _roll(self, rate: float) -> bool:
-        return rate > 0.0 and self._rng.random() < rate
-
     # ---------------------------------------------------------------- decisions
     def decide(self, path: str, *, token_call: bool, write: bool) -> FaultDecision:
-        """Draw the faults for one API call to ``path``."""
+        """Draw the faults for one API call to ``path`` (every NE API call is a POST)."""
         with self._lock:
             cfg = self._config
-            drop_before = self._take("drop_before", path) is not None or self._roll(
-                cfg.drop_before_rate
-            )
-            scheduled = self._take("error", path)
-            code = scheduled.code if scheduled is not None else None
-            if code is None and (not cfg.fault_paths or path in cfg.fault_paths):
-                for candidate in sorted(cfg.rates):
-                    if self._roll(cfg.rates[candidate]):
-                        code = candidate
-                        break
-            drop_after = self._take("drop_after", path) is not None or self._roll(
-                cfg.drop_after_rate
-            )
+            shared = self.draw("POST", path)
             human = write and (
-                self._take("human", path) is not None or self._roll(cfg.human_edit_rate)
+                self._take("human", "POST", path) is not None or self._roll(cfg.human_edit_rate)
             )
             expire = False
             if token_call:
@@ -177,10 +87,10 @@ class Faults:
                 every = cfg.expire_access_token_every_n_calls
                 expire = every > 0 and self._token_calls % every == 0
             return FaultDecision(
-                latency_s=cfg.latency_ms / 1000.0,
-                drop_before=drop_before,
-                error_code=code,
-                drop_after=drop_after,
+                latency_s=shared.latency_s,
+                drop_before=shared.drop_before,
+                error_code=None if shared.error is None else str(shared.error),
+                drop_after=shared.drop_after,
                 human_race=human,
                 expire_token=expire,
             )
