@@ -8,13 +8,14 @@ listed in :data:`GUESSED_OPTIONS`, which ``docs/logikura-sandbox.md`` mirrors.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import ClassVar, Literal
 
-from plugins.wms_logikura.sandbox.clock import JST
+from hooks.sandbox.config import GuessedOption, SandboxSettings
+from hooks.sandbox.faults import FaultSettings
+
+__all__ = ["GUESSED_OPTIONS", "INJECTABLE_STATUSES", "FaultConfig", "GuessedOption",
+           "SandboxConfig"]
 
 LinksListing = Literal["list", "embedded", "none"]
 RateWindow = Literal["fixed", "sliding"]
@@ -36,37 +37,31 @@ INJECTABLE_STATUSES = frozenset({429, 499, 500, 502, 503, 504})
 
 
 @dataclass
-class FaultConfig:
-    """Fault-injection settings (all off by default); see :class:`~.faults.Faults`.
+class FaultConfig(FaultSettings):
+    """Fault-injection settings (all off by default; the fields are
+    :class:`hooks.sandbox.FaultSettings`); see :class:`~.faults.Faults`.
 
     ``rates`` maps an HTTP status (``"503"``, ``"429"`` …) to the probability that any API call
     answers with it instead of running; ``fault_paths`` limits those to paths starting with one
     of the given prefixes.
     """
 
-    seed: int = 0
-    rates: dict[str, float] = field(default_factory=dict)
-    fault_paths: list[str] = field(default_factory=list)
-    latency_ms: int = 0
-    drop_before_rate: float = 0.0
-    drop_after_rate: float = 0.0
-
 
 @dataclass
-class SandboxConfig:
-    """Everything that shapes one sandbox world; guessed behaviours are in GUESSED_OPTIONS."""
+class SandboxConfig(SandboxSettings):
+    """Everything that shapes one sandbox world; guessed behaviours are in GUESSED_OPTIONS.
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    seed: int = 1
+    Where it listens, the seed, the clock and ``access_token_lifetime_s`` come from
+    :class:`hooks.sandbox.SandboxSettings`.
+    """
+
+    LABEL: ClassVar[str] = "Logikura sandbox"
+    FAULTS: ClassVar[type[FaultSettings]] = FaultConfig
+
     seed_size: int = 30
     client_id: str = "nebridge-logikura-sandbox"
     client_secret: str = "nebridge-logikura-sandbox-secret"
-    redirect_uri: str | None = None
-    clock_start: datetime | None = None
-    clock_frozen: bool = False
     code_lifetime_s: int = 600
-    access_token_lifetime_s: int = 86_400
     refresh_token_lifetime_s: int = 90 * 86_400
     rate_limit_per_minute: int = 100
     faults: FaultConfig = field(default_factory=FaultConfig)
@@ -92,34 +87,6 @@ class SandboxConfig:
             raise ValueError("rate_limit_status must be 429 or 499")
         if self.page_size < 1 or self.rate_limit_per_minute < 1:
             raise ValueError("page_size and rate_limit_per_minute must be >= 1")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> SandboxConfig:
-        """Build a config from plain data (JSON/YAML); unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown Logikura sandbox option(s): {', '.join(sorted(unknown))}")
-        values = dict(data)
-        if isinstance(values.get("faults"), Mapping):
-            fault_names = {f.name for f in dataclasses.fields(FaultConfig)}
-            bad = set(values["faults"]) - fault_names
-            if bad:
-                raise ValueError(f"unknown fault option(s): {', '.join(sorted(bad))}")
-            values["faults"] = FaultConfig(**values["faults"])
-        start = values.get("clock_start")
-        if isinstance(start, str):
-            parsed = datetime.fromisoformat(start)
-            values["clock_start"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=JST)
-        return cls(**values)
-
-
-class GuessedOption(NamedTuple):
-    """One documented guess: option name, reference section and what it controls."""
-
-    name: str
-    reference: str
-    behaviour: str
 
 
 GUESSED_OPTIONS: tuple[GuessedOption, ...] = (

@@ -1,26 +1,24 @@
 """The ledger: an append-only record of every change the Logikura sandbox made to its world.
 
 Tests read it to prove end-to-end properties ("one shipping schedule per Next Engine order",
-"stock moved exactly by the shipped quantities"). Token values are never written here.
+"stock moved exactly by the shipped quantities"). Token values are never written here. The
+plumbing is :class:`hooks.sandbox.Ledger`.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from hooks.sandbox.ledger import Ledger as KitLedger
+from hooks.sandbox.ledger import LedgerEntry as KitLedgerEntry
 
 
 @dataclass(frozen=True)
-class LedgerEntry:
+class LedgerEntry(KitLedgerEntry):
     """One change. ``delta`` is the change of the inventory ``quantity`` on ``stock.*`` entries
     (``stock.allocate`` moves free stock to allocated: its ``delta`` is 0)."""
 
-    seq: int
-    kind: str
-    at: str
-    source: str
-    call_no: int | None = None
     record_id: int | None = None
     order_number: str | None = None
     warehouse: str | None = None
@@ -28,51 +26,22 @@ class LedgerEntry:
     delta: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``GET /_sandbox/ledger``)."""
-        return asdict(self)
 
-
-class Ledger:
-    """Thread-safe append-only list of :class:`LedgerEntry`."""
+class Ledger(KitLedger[LedgerEntry]):
+    """Thread-safe append-only list of Logikura :class:`LedgerEntry`."""
 
     def __init__(self) -> None:
-        self._entries: list[LedgerEntry] = []
-        self._lock = threading.Lock()
+        super().__init__(LedgerEntry)
 
-    def append(self, kind: str, at: str, source: str, **data: Any) -> LedgerEntry:
-        """Record one change and return the entry."""
-        with self._lock:
-            entry = LedgerEntry(len(self._entries) + 1, kind, at, source, **data)
-            self._entries.append(entry)
-            return entry
-
-    def entries(
-        self,
-        *,
-        since: int = 0,
-        kind: str | None = None,
-        order_number: str | None = None,
-        product_code: str | None = None,
-        warehouse: str | None = None,
-    ) -> list[LedgerEntry]:
+    def entries(self, *, since: int = 0, kind: str | None = None,
+                order_number: str | None = None, product_code: str | None = None,
+                warehouse: str | None = None) -> list[LedgerEntry]:
         """Entries with ``seq > since``, optionally filtered (``kind`` may end in ``.*``)."""
-        with self._lock:
-            out = list(self._entries[since:])
-        if kind is not None:
-            prefix = kind[:-1] if kind.endswith(".*") else None
-            out = [e for e in out if (e.kind.startswith(prefix) if prefix else e.kind == kind)]
-        if order_number is not None:
-            out = [e for e in out if e.order_number == order_number]
-        if product_code is not None:
-            out = [e for e in out if e.product_code == product_code]
-        if warehouse is not None:
-            out = [e for e in out if e.warehouse == warehouse]
-        return out
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return self.select(
+            lambda e: order_number is None or e.order_number == order_number,
+            lambda e: product_code is None or e.product_code == product_code,
+            lambda e: warehouse is None or e.warehouse == warehouse,
+            since=since, kind=kind)
 
     def count(self, kind: str, *, order_number: str | None = None) -> int:
         """How many entries of ``kind`` (for ``order_number``) exist."""
