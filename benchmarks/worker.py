@@ -5,12 +5,18 @@ pipeline, the dispatcher — on a configuration the runner prepared, with nebrid
 or the naive ones. Its phases are timed through ``run_once``'s progress messages. One JSON
 line per job goes to stdout: wall and phase seconds, CPU seconds of this process during the
 pass, peak RSS of this process so far, and what the pass reported.
+
+With ``NEBRIDGE_BENCH_PROFILE=FOLDER`` in the environment each pass runs under ``cProfile``
+and leaves ``FOLDER/<label>.prof`` (read with ``python -m pstats``); its times are then the
+profiler's, not figures for the table.
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +28,8 @@ from daemon.admin import run_once
 from daemon.runtime import Runtime, build_runtime
 
 STRATEGIES = ("nebridge", "naive")
+#: Environment variable naming a folder: profile every pass into it (see the module text).
+PROFILE_ENV = "NEBRIDGE_BENCH_PROFILE"
 
 
 @dataclass
@@ -73,9 +81,16 @@ def run_job(label: str, config: Path, strategy: str) -> JobResult:
     runtime = _runtime(config, strategy)
     try:
         phases = _Phases()
+        profile_dir = os.environ.get(PROFILE_ENV)
+        profiler = cProfile.Profile() if profile_dir else None
         cpu, started = time.process_time(), time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         report = run_once(runtime, progress=phases)
         ended = time.perf_counter()
+        if profiler is not None and profile_dir:
+            profiler.disable()
+            profiler.dump_stats(Path(profile_dir) / f"{label}.prof")
         cpu = time.process_time() - cpu
     finally:
         runtime.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hooks.records import ShipmentLine, WmsShipment
+from plugins.wms_csv import inbound
 from plugins.wms_csv.formats import SHIPMENTS
 from plugins.wms_csv.inbound import read_events
 
@@ -19,16 +20,16 @@ from .test_parsing import SHIP_HEADER, TOKYO, make_ctx
 LINES = 100_000
 
 
-def write_big_file(path: Path) -> int:
-    """100,000 lines in shipments of 1-3 lines; the last line of every 10th shipment comes only
-    after the next shipment's lines. Returns the number of shipments."""
+def write_big_file(path: Path, lines: int = LINES) -> int:
+    """``lines`` (100,000) lines in shipments of 1-3 lines; the last line of every 10th
+    shipment comes only after the next shipment's lines. Returns the number of shipments."""
     with path.open("w", encoding="utf-8", newline="") as stream:
         stream.write(SHIP_HEADER + "\r\n")
         written = shipment = 0
         deferred: list[str] = []
-        while written < LINES:
+        while written < lines:
             shipment += 1
-            size = min(1 + shipment % 3, LINES - written)
+            size = min(1 + shipment % 3, lines - written)
             rows = [
                 f"S{shipment:07d},W1,{900_000 + shipment},TRK{shipment:010d},"
                 f"2026-11-27 10:{shipment % 60:02d}:00,P{line + 1},{line + 1}\r\n"
@@ -86,3 +87,16 @@ def test_hundred_thousand_lines_in_bounded_memory(tmp_path: Path) -> None:
     assert len(held) == LINES + 1
     # What stays is one line count per shipment id: a fraction of the rows held in memory.
     assert peak < in_memory / 4, f"peak {peak:,} bytes, rows in memory {in_memory:,} bytes"
+
+
+def test_a_small_file_read_twice_gives_what_three_passes_give(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to ``KEEP_ROWS`` rows pass 2 keeps its groups for pass 3; above, the file is read
+    again. Both give the same events, in the same order (split shipments included)."""
+    path = tmp_path / "shipments-small.csv"
+    shipments = write_big_file(path, lines=2_000)
+    kept = list(read_events(path, path.name, SHIPMENTS, make_ctx(), TOKYO))
+    monkeypatch.setattr(inbound, "KEEP_ROWS", 0)
+    read_again = list(read_events(path, path.name, SHIPMENTS, make_ctx(), TOKYO))
+    assert len(kept) == shipments and kept == read_again
+
