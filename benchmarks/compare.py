@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import calls_text
+
 REPO = Path(__file__).resolve().parents[1]
 SQLITE = "SQLite"
 POSTGRES = "PostgreSQL"
@@ -60,7 +62,7 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def _calls(row: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {count:,.0f}" for name, count in row["calls"].items()) or "—"
+    return calls_text(row["calls"]) or "—"
 
 
 def _load() -> str:
