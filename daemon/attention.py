@@ -28,8 +28,10 @@ from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     AttentionProblem,
+    BatchState,
     EventState,
     ImportedOrder,
+    ImportState,
     InboxBatch,
     InboxEvent,
     OutboxItem,
@@ -40,9 +42,9 @@ from daemon.store.models import (
 from hooks.records import Problem
 
 #: ``ImportedOrder.state`` of an order held at import (mirrors ``daemon.importer.HELD``).
-HELD_ORDER_STATE = "held"
+HELD_ORDER_STATE = ImportState.HELD
 #: ``InboxBatch.state`` of a rejected batch still waiting for the admin.
-REJECTED_BATCH_STATE = "rejected"
+REJECTED_BATCH_STATE = BatchState.REJECTED
 
 
 class AttentionKind(StrEnum):

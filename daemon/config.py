@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -145,6 +146,16 @@ class DispatchConfig(_Strict):
     #: A stock upload whose answer was lost counts as "not applied" only when Next Engine's
     #: upload queue still shows no trace of it this long after it was sent.
     upload_settle_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def retry(self) -> timedelta:
+        """Delay before an action Next Engine did not take is tried again."""
+        return timedelta(seconds=self.retry_seconds)
+
+    @property
+    def not_ready_retry(self) -> timedelta:
+        """Delay before an order that cannot be shipped yet is checked again."""
+        return timedelta(seconds=self.not_ready_retry_seconds)
 
 
 class OrderImportConfig(_Strict):

@@ -24,8 +24,9 @@ Two executors, one per action kind:
 Executors never leave due items untouched: while Next Engine work is blocked they are put off
 by ``retry_seconds``, so a dispatcher pass can never spin on them.
 
-:class:`NeGate` stops all Next Engine work while the link needs re-connection or Next Engine
-is in maintenance; WMS events keep being accepted meanwhile.
+:data:`EXECUTORS` maps each action kind of :data:`hooks.actions.ACTION_KINDS` to its executor.
+:class:`~daemon.negate.NeGate` stops all Next Engine work while the link needs re-connection or
+Next Engine is in maintenance; WMS events keep being accepted meanwhile.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from daemon.nelink import CONNECTED, RECONNECT_HINT, mark_needs_reconnect
+from daemon.config import DispatchConfig
+from daemon.negate import NeGate
 from daemon.nextengine.client import NextEngineClient, QueueResult
 from daemon.nextengine.errors import (
     NeLockConflict,
@@ -59,7 +60,15 @@ from daemon.orderwatch import report_shipped_cancelled
 from daemon.outbox import transition
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
-from daemon.store.models import NeLink, OutboxItem, OutboxState, StockUpload, WmsProduct, utcnow
+from daemon.store.models import (
+    OutboxItem,
+    OutboxState,
+    StockUpload,
+    UploadState,
+    WmsProduct,
+    utcnow,
+)
+from hooks.actions import ADJUST_STOCK, SHIP_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -77,59 +86,6 @@ API_UPLOAD_NAME = "NE_API"  # que_upload_name of uploads made through the API (g
 ISOLATE = "isolate"
 #: What became of one stock upload: applied, refused by NE, or not settled in this call.
 DONE, REFUSED, OPEN = "done", "refused", "open"
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchSettings:
-    """Tunables of the executors (``dispatch:`` in daemon.yaml)."""
-
-    queue_poll_seconds: float = 5.0
-    queue_timeout_seconds: float = 300.0
-    not_ready_attempts: int = 12
-    retry_seconds: float = 60.0
-    not_ready_retry_seconds: float = 300.0
-    upload_settle_seconds: float = 60.0
-
-    @property
-    def retry(self) -> timedelta:
-        """Delay before an action NE did not take is tried again."""
-        return timedelta(seconds=self.retry_seconds)
-
-    @property
-    def not_ready_retry(self) -> timedelta:
-        """Delay before an order that cannot be shipped yet is checked again."""
-        return timedelta(seconds=self.not_ready_retry_seconds)
-
-
-class NeGate:
-    """Whether Next Engine work may run now: linked, and not paused for maintenance."""
-
-    def __init__(self, engine: Bind, clock: Callable[[], datetime] = utcnow) -> None:
-        self.engine = engine
-        self.clock = clock
-        self.paused_until: datetime | None = None
-        self.pause_reason = ""
-
-    def blocked(self) -> str | None:
-        """Why Next Engine work must not run now, or None."""
-        if self.paused_until is not None and self.clock() < self.paused_until:
-            return f"paused until {self.paused_until:%H:%M:%S} UTC: {self.pause_reason}"
-        with read_session(self.engine) as session:
-            link = session.get(NeLink, 1)
-        if link is None:
-            return "Next Engine is not connected (run `nebridge connect`)"
-        if link.state != CONNECTED:
-            return f"Next Engine link needs re-connection: {link.reason} — {RECONNECT_HINT}"
-        return None
-
-    def observe(self, exc: BaseException) -> None:
-        """React to an error that concerns every Next Engine call, not just one item."""
-        if isinstance(exc, NeReauthRequired):
-            mark_needs_reconnect(self.engine, str(exc))
-        elif isinstance(exc, NeMaintenance):
-            self.paused_until = self.clock() + exc.retry_after
-            self.pause_reason = str(exc)
-            log.warning("Next Engine maintenance; pausing Next Engine work: %s", exc)
 
 
 def _payload(item: OutboxItem) -> dict[str, Any]:
@@ -158,7 +114,7 @@ class _NeExecutor:
         engine: Bind,
         client: NextEngineClient,
         gate: NeGate,
-        settings: DispatchSettings = DispatchSettings(),
+        settings: DispatchConfig = DispatchConfig(),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
@@ -174,7 +130,7 @@ class _NeExecutor:
 class ShipExecutor(_NeExecutor):
     """Writes tracking numbers and the shipped status back to Next Engine."""
 
-    kind = "ship_order"
+    kind = SHIP_ORDER.name
 
     def _numbered(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
         """The items whose order id is a Next Engine order number; the others fail, so one bad
@@ -462,7 +418,10 @@ def _cancelled(row: Mapping[str, str | None]) -> bool:
 class StockExecutor(_NeExecutor):
     """Sends the stock deltas of a dispatch as one upload per Next Engine company."""
 
-    kind = "adjust_stock"
+    kind = ADJUST_STOCK.name
+    #: The stock deltas due in one dispatch become one upload: up to this many items per call
+    #: (keeps one call's statements well inside PostgreSQL's 65,535 bind parameters).
+    max_batch = 20_000
 
     # -- execute ----------------------------------------------------------------------------
 
@@ -558,7 +517,7 @@ class StockExecutor(_NeExecutor):
         ref = uuid.uuid4().hex
         now = self.clock()
         with write_session(self.engine) as session:
-            session.add(StockUpload(ref=ref, state="prepared", deltas=dumps(deltas),
+            session.add(StockUpload(ref=ref, state=UploadState.PREPARED, deltas=dumps(deltas),
                                     prepared_at=now))
             session.execute(
                 update(OutboxItem).where(col(OutboxItem.id).in_(_ids(items)))
@@ -576,11 +535,11 @@ class StockExecutor(_NeExecutor):
         except NextEngineError as exc:  # Next Engine said it did not apply it
             self.gate.observe(exc)
             return self._abandon(ref, items, exc)
-        self._set_upload(ref, state="queued", que_id=que_id)
+        self._set_upload(ref, state=UploadState.QUEUED, que_id=que_id)
         return self._poll(ref, que_id, items)
 
     def _abandon(self, ref: str, items: Sequence[OutboxItem], exc: NextEngineError) -> str:
-        self._set_upload(ref, state="failed", message=str(exc))
+        self._set_upload(ref, state=UploadState.FAILED, message=str(exc))
         if isinstance(exc, NeValidationError):
             return self._refused(ref, items, f"stock upload not applied: {exc}")
         self._move(items, OutboxState.PENDING, error=f"stock upload not applied: {exc}",
@@ -616,10 +575,10 @@ class StockExecutor(_NeExecutor):
 
     def _finish(self, ref: str, result: QueueResult, items: Sequence[OutboxItem]) -> str:
         if result.ok:
-            self._set_upload(ref, state="done", message=result.message)
+            self._set_upload(ref, state=UploadState.DONE, message=result.message)
             self._move(items, OutboxState.DONE, result=f"uploaded in que {result.que_id}")
             return DONE
-        self._set_upload(ref, state="failed", message=result.message)
+        self._set_upload(ref, state=UploadState.FAILED, message=result.message)
         return self._refused(ref, items, f"Next Engine rejected stock upload que "
                                          f"{result.que_id}: {result.message}")
 
@@ -629,7 +588,7 @@ class StockExecutor(_NeExecutor):
             assert upload is not None
             for key, value in values.items():
                 setattr(upload, key, value)
-            if values.get("state") in ("done", "failed", "in_doubt"):
+            if values.get("state") in (UploadState.DONE, UploadState.FAILED, UploadState.IN_DOUBT):
                 upload.finished_at = self.clock()
             session.add(upload)
 
@@ -662,7 +621,7 @@ class StockExecutor(_NeExecutor):
             ref = session.scalars(
                 select(col(StockUpload.ref))
                 .join(OutboxItem, col(OutboxItem.dispatch_ref) == col(StockUpload.ref))
-                .where(col(StockUpload.state) == "prepared")
+                .where(col(StockUpload.state) == UploadState.PREPARED)
                 .where(col(StockUpload.que_id).is_(None))
                 .where(col(OutboxItem.state) == OutboxState.IN_FLIGHT.value)
                 .limit(1)).first()
@@ -692,22 +651,30 @@ class StockExecutor(_NeExecutor):
         if len(candidates) == 1:
             log.info("stock upload %s found in Next Engine as que %s", upload.ref,
                      candidates[0].que_id)
-            self._set_upload(upload.ref, state="queued", que_id=candidates[0].que_id)
+            self._set_upload(upload.ref, state=UploadState.QUEUED, que_id=candidates[0].que_id)
             self._poll(upload.ref, candidates[0].que_id, items)
         elif not candidates and not self._settled(items):
             log.info("stock upload %s not in Next Engine's queue yet; looking again later",
                      upload.ref)
         elif not candidates:
-            self._set_upload(upload.ref, state="failed",
+            self._set_upload(upload.ref, state=UploadState.FAILED,
                              message="no upload reached Next Engine; items sent again")
             self._move(items, OutboxState.PENDING, dispatch_ref="",
                        error="stock upload did not reach Next Engine; will be sent again")
         else:
             ids = ", ".join(q.que_id for q in candidates)
-            self._set_upload(upload.ref, state="in_doubt",
+            self._set_upload(upload.ref, state=UploadState.IN_DOUBT,
                              message=f"several unknown uploads at that time: {ids}")
             self._move(items, OutboxState.IN_DOUBT,
                        error=f"cannot tell whether stock upload {upload.ref} was applied "
                              f"(Next Engine queue rows {ids} could be it); check Next Engine's "
                              "stock, then `nebridge outbox resolve ID --applied` or "
                              "`--not-applied`")
+
+
+#: The executor of each Next Engine action kind (``hooks.actions.ACTION_KINDS``), built by
+#: ``Runtime.executors()``.
+EXECUTORS: dict[str, type[ShipExecutor] | type[StockExecutor]] = {
+    SHIP_ORDER.name: ShipExecutor,
+    ADJUST_STOCK.name: StockExecutor,
+}

@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from daemon.orderwatch import order_changes
 from daemon.store.engine import Bind, read_session
 from daemon.store.models import (
+    BatchState,
     ImportedOrder,
     InboxBatch,
     InboxEvent,
@@ -24,6 +25,7 @@ from daemon.store.models import (
     OutboxItem,
     StockUpload,
 )
+from hooks.actions import SHIP_ORDER, describe
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ def event_history(db: Bind, kind: str, external_id: str) -> list[Step]:
         if event is None:
             return []
         batch = session.scalars(select(InboxBatch).where(col(InboxBatch.source) == event.source)
-                                .where(col(InboxBatch.state) == "accepted")
+                                .where(col(InboxBatch.state) == BatchState.ACCEPTED)
                                 .order_by(col(InboxBatch.id))).first()
         items = list(session.scalars(select(OutboxItem)
                                      .where(col(OutboxItem.event_id) == event.id)
@@ -79,7 +81,7 @@ def order_history(db: Bind, order_id: str) -> list[Step]:
             col(InboxEvent.kind) == "shipment").where(
             col(InboxEvent.payload).contains(f'"ne_order_id":"{order_id}"'))))
         items = list(session.scalars(select(OutboxItem).where(
-            col(OutboxItem.kind) == "ship_order").where(col(OutboxItem.subject) == order_id)))
+            col(OutboxItem.kind) == SHIP_ORDER.name).where(col(OutboxItem.subject) == order_id)))
     if imported is not None:
         what = ("imported into warehouse " + imported.warehouse if imported.state == "instructed"
                 else f"held at import ({imported.warehouse})")
@@ -138,17 +140,7 @@ def goods_history(db: Bind, goods: str) -> list[Step]:
 
 
 def _item_steps(item: OutboxItem, upload: StockUpload | None) -> list[Step]:
-    payload = json.loads(item.payload)
-    if item.kind == "ship_order":
-        tracking = payload.get("tracking_number")
-        what = (f"action #{item.id}: ship Next Engine order {item.subject}"
-                + (f" with tracking number {tracking}" if tracking else " (no tracking number)"))
-    elif "snapshot" in payload:
-        what = (f"action #{item.id}: correct Next Engine stock of {payload.get('goods')} by "
-                f"{payload.get('delta'):+d} to the count of snapshot {payload['snapshot']}")
-    else:
-        what = (f"action #{item.id}: change Next Engine stock of WMS product {item.subject} "
-                f"by {payload.get('delta'):+d}")
+    what = f"action #{item.id}: {describe(item.kind, item.subject, json.loads(item.payload))}"
     steps = [Step(item.created_at, what, f"decided by {item.plugin}")]
     outcome = item.result or item.last_error or ""
     if upload is not None:

@@ -47,8 +47,8 @@ from sqlmodel import col, select
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
-from daemon.dispatch import NeGate
 from daemon.inbox import PRODUCTS_CURSOR
+from daemon.negate import NeGate
 from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.dates import format_ne_datetime, parse_ne_datetime
 from daemon.nextengine.errors import NextEngineError
@@ -63,7 +63,9 @@ from daemon.store.engine import Bind, insert_many, read_session, write_session
 from daemon.store.models import (
     Cursor,
     ImportedOrder,
+    ImportState,
     InstructionBatchRecord,
+    InstructionState,
     WmsProduct,
     utcnow,
 )
@@ -96,7 +98,8 @@ BASE_FIELDS = (
     "receive_order_statement_delivery_instruct_printing_date",
     "receive_order_cancel_type_id", "receive_order_deleted_flag",
 )
-INSTRUCTED, HELD, RETRY, DROPPED = "instructed", "held", "retry", "dropped"
+INSTRUCTED, HELD, RETRY, DROPPED = (ImportState.INSTRUCTED, ImportState.HELD, ImportState.RETRY,
+                                    ImportState.DROPPED)
 #: States of an order that is never imported again by itself (a cancelled one that becomes
 #: valid again in Next Engine too: the WMS may still hold it; ``orders retry`` sends it again).
 SETTLED = (INSTRUCTED, DROPPED, CANCELLED)
@@ -120,7 +123,6 @@ class Candidate:
     """A Next Engine order read for import, with its non-cancelled rows."""
 
     order: NeOrder
-    base: dict[str, str | None]
 
     @property
     def order_id(self) -> str:
@@ -527,7 +529,7 @@ class OrderImporter:
         if live:
             return cls._candidate(live)
         cand = cls._candidate(rows[:1])
-        return Candidate(order=replace(cand.order, rows=()), base=cand.base)
+        return Candidate(order=replace(cand.order, rows=()))
 
     @staticmethod
     def _candidate(rows: Sequence[Mapping[str, str | None]]) -> Candidate:
@@ -546,7 +548,7 @@ class OrderImporter:
                 key=lambda r: r.row_no)),
             fields=base,
         )
-        return Candidate(order=order, base=base)
+        return Candidate(order=order)
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -596,7 +598,7 @@ class OrderImporter:
             products = [(p, link) for p, link in session.execute(
                 select(col(WmsProduct.product_code), col(WmsProduct.link_code))
                 .where(col(WmsProduct.link_code).is_not(None))).all()]
-        key = self.host.first_result("nebridge_link_code_key") or (lambda code: code)
+        key = self.host.link_code_key() or (lambda code: code)
         return ProductIndex(products, key, version.value if version else None)
 
     @staticmethod
@@ -622,9 +624,7 @@ class OrderImporter:
 
     def _filter(self, cand: Candidate, warehouse: WarehouseInfo) -> FilterVerdict | str:
         """The combined verdict of every filter plugin, or the error of one that failed."""
-        outcomes = self.host.call_each("nebridge_filter_order",
-                                       {"order": cand.order, "warehouse": warehouse})
-        for outcome in outcomes:
+        for outcome in self.host.filter_order(cand.order, warehouse):
             if outcome.error is not None:
                 return (f"filter plugin {outcome.plugin} failed: "
                         f"{type(outcome.error).__name__}: {outcome.error}")
@@ -636,7 +636,7 @@ class OrderImporter:
     def _instruction(
         cand: Candidate, warehouse: str, lines: list[OrderInstructionLine]
     ) -> OrderInstruction:
-        b = cand.base
+        b = cand.order.fields
         address = " ".join(p for p in (b["receive_order_consignee_address1"],
                                        b["receive_order_consignee_address2"]) if p)
         return OrderInstruction(
@@ -665,7 +665,7 @@ class OrderImporter:
                 key = f"{code}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
                 orders = [instr for _cand, instr in plan.instruct]
                 session.add(InstructionBatchRecord(
-                    key=key, warehouse=code, state="pending", created_at=now,
+                    key=key, warehouse=code, state=InstructionState.PENDING, created_at=now,
                     orders=dumps([_instruction_dict(o) for o in orders])))
                 ids = [cand.order_id for cand, _ in plan.instruct]
                 if self.watch is not None:
@@ -731,7 +731,7 @@ class OrderImporter:
             records = list(session.scalars(
                 select(InstructionBatchRecord)
                 .where(col(InstructionBatchRecord.warehouse) == code)
-                .where(col(InstructionBatchRecord.state) == "pending")))
+                .where(col(InstructionBatchRecord.state) == InstructionState.PENDING)))
         for record in records:
             orders = [instruction_from(d) for d in json.loads(record.orders)]
             self._deliver(InstructionBatch(record.key, record.created_at, orders), result)
@@ -774,7 +774,7 @@ class OrderImporter:
                 if refused:
                     record.orders = dumps([_instruction_dict(o) for o in batch.orders
                                            if o.ne_order_id not in refused])
-                record.state, record.pushed_at = "pushed", now
+                record.state, record.pushed_at = InstructionState.PUSHED, now
                 session.add(record)
             attention.resolve_in(session, [f"held_instruction:{batch.key}"], now)
             for order_id, why in refused.items():

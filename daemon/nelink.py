@@ -37,6 +37,7 @@ from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     Cursor,
+    LinkState,
     NeLink,
     OutboxItem,
     OutboxState,
@@ -51,8 +52,8 @@ if TYPE_CHECKING:  # the client (and requests) loads only where a client is made
 
 log = logging.getLogger(__name__)
 
-CONNECTED = "connected"
-NEEDS_RECONNECT = "needs_reconnect"
+CONNECTED = LinkState.CONNECTED
+NEEDS_RECONNECT = LinkState.NEEDS_RECONNECT
 NE_CURSOR_PREFIX = "ne."
 RECONNECT_HINT = "run `nebridge connect` to sign in to Next Engine again"
 #: The attention item of a lost link: reported where the link is marked

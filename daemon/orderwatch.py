@@ -35,16 +35,19 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from daemon import attention
-from daemon.outbox import insert_ignoring_duplicates
+from daemon.outbox import insert_ignoring_duplicates, outbox_row
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
     AttentionProblem,
+    ChangeState,
     ImportedOrder,
+    ImportState,
     InboxEvent,
     InstructionBatchRecord,
     OrderChange,
     OutboxItem,
 )
+from hooks.actions import ADJUST_STOCK, SHIP_ORDER, SUBJECT_LENGTH, PlannedItem
 from hooks.connectors import (
     CancellationBatch,
     CancellingConnector,
@@ -59,10 +62,10 @@ log = logging.getLogger(__name__)
 
 PLUGIN = "order_watch"
 #: ``ImportedOrder.state`` of an order cancelled or deleted in Next Engine after import.
-CANCELLED = "cancelled"
+CANCELLED = ImportState.CANCELLED
 #: ``ImportedOrder.state`` of an edited order whose cancellation the WMS accepted: its new
 #: content is instructed at the next order import.
-REINSTRUCT = "reinstruct"
+REINSTRUCT = ImportState.REINSTRUCT
 #: Fields of an instruction that matter to the warehouse, with the words shown for each.
 COMPARED = {
     "delivery_method": "delivery method", "consignee_name": "consignee name",
@@ -70,7 +73,8 @@ COMPARED = {
     "consignee_tel": "telephone",
 }
 #: ``OrderChange.state`` values.
-PENDING, SENT, REFUSED, MANUAL = "pending", "sent", "refused", "manual"
+PENDING, SENT, REFUSED, MANUAL = (ChangeState.PENDING, ChangeState.SENT, ChangeState.REFUSED,
+                                  ChangeState.MANUAL)
 #: The attention kind of every watch problem (a person must stop or decide an order).
 KIND = attention.AttentionKind.ORDER_CHANGED
 
@@ -390,7 +394,7 @@ def shipped_anyway(engine: Bind, ne_order_id: str, apply_stock: bool, linked: se
                 f"no shipment of a cancelled order waits for a decision on order "
                 f"{ne_order_id}; `nebridge attention` lists what waits")
         items = list(session.scalars(
-            select(OutboxItem).where(col(OutboxItem.kind) == "ship_order")
+            select(OutboxItem).where(col(OutboxItem.kind) == SHIP_ORDER.name)
             .where(col(OutboxItem.subject) == ne_order_id)))
         events = [session.get(InboxEvent, i.event_id) for i in items if i.event_id]
         rows = []
@@ -402,16 +406,14 @@ def shipped_anyway(engine: Bind, ne_order_id: str, apply_stock: bool, linked: se
                     f"warehouse {item.warehouse} is not linked to Next Engine stock "
                     "(warehouses[].ne_linked): there is no stock to change; use --leave-stock")
             for line in json.loads(event.payload)["lines"]:
-                rows.append({
-                    "idempotency_key": f"stock:shipped_cancelled:{event.external_id}:"
-                                       f"{line['product_code']}"[:200],
-                    "kind": "adjust_stock", "warehouse": item.warehouse, "plugin": PLUGIN,
-                    "subject": str(line["product_code"])[:128], "event_id": event.id,
-                    "payload": json.dumps({"product_code": line["product_code"],
-                                           "delta": -int(line["quantity"]),
-                                           "source_event": f"shipment:{event.external_id}"}),
-                    "state": "pending", "attempts": 0, "next_attempt_at": now,
-                    "created_at": now, "updated_at": now})
+                product = str(line["product_code"])
+                rows.append(outbox_row(PlannedItem(
+                    kind=ADJUST_STOCK.name,
+                    key=ADJUST_STOCK.reversal_key(event.external_id, product),
+                    subject=product[:SUBJECT_LENGTH], plugin=PLUGIN,
+                    payload={"product_code": product, "delta": -int(line["quantity"]),
+                             "source_event": f"shipment:{event.external_id}"}),
+                    item.warehouse, event.id, now))
         added = insert_ignoring_duplicates(session, rows)
         attention.resolve_in(session, [shipped_key(ne_order_id)], now)
     if apply_stock:

@@ -4,12 +4,11 @@ Plugins decide; the pipeline stores their actions here in the same transaction t
 WMS event processed. The :class:`Dispatcher` then hands due items to the executor registered
 for their kind. An item moves pending → in_flight → done / failed / in_doubt; an item found
 in flight after a crash has an unknown outcome and goes to its executor's ``reconcile`` before
-anything is sent again.
+anything is sent again. Listing, retrying and resolving items is :mod:`daemon.outbox_admin`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,8 +19,10 @@ from typing import Any, Protocol
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from daemon.serialize import dumps
 from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
+from hooks.actions import PlannedItem
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,24 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[Mapping[str, Any
                        skip_conflicts_on="idempotency_key")
 
 
-#: Most items handed to one executor call for kinds whose executor sends a whole call to NE
-#: as one request: the stock deltas due in one dispatch become one upload (README,
-#: "Dispatch"). Other kinds get ``batch_size`` items per call. The cap keeps one call's
-#: statements well inside PostgreSQL's 65,535 bind parameters.
-AGGREGATED_BATCH_SIZE = {"adjust_stock": 20_000}
+def outbox_row(
+    item: PlannedItem, warehouse: str, event_id: int | None, now: datetime
+) -> dict[str, Any]:
+    """The ``outbox_item`` row (for :func:`insert_ignoring_duplicates`) of a planned action,
+    pending and due ``now``."""
+    return {"idempotency_key": item.key, "kind": item.kind, "warehouse": warehouse,
+            "plugin": item.plugin, "subject": item.subject, "event_id": event_id,
+            "payload": dumps(item.payload), "state": OutboxState.PENDING.value, "attempts": 0,
+            "next_attempt_at": now, "created_at": now, "updated_at": now}
 
 
 class Executor(Protocol):
-    """Executes outbox items of one kind against Next Engine (registered by the engine)."""
+    """Executes outbox items of one kind against Next Engine (registered by the engine).
+
+    An executor may set ``max_batch``: the most items it takes in one call when it sends a whole
+    call to Next Engine as one request (the stock deltas due in one dispatch become one upload;
+    README, "Dispatch"). Without it, it gets the dispatcher's ``batch_size`` items per call.
+    """
 
     kind: str
 
@@ -104,7 +114,7 @@ class Dispatcher:
                 self._guard(report, kind, executor.reconcile, stuck)
                 report.reconciled += len(stuck)
         for kind, executor in self.executors.items():
-            limit = AGGREGATED_BATCH_SIZE.get(kind, self.batch_size)
+            limit: int = getattr(executor, "max_batch", None) or self.batch_size
             while not should_stop():
                 due = self._load(kind, [OutboxState.PENDING], due_only=True, limit=limit)
                 if not due:
@@ -212,71 +222,3 @@ def backlog_by_state(engine: Bind) -> dict[str, int]:
     for state, n in rows:
         counts[str(state)] = int(n)
     return dict(counts)
-
-
-# -- admin ------------------------------------------------------------------------------------
-
-
-class OutboxError(Exception):
-    """An admin request on the outbox that cannot be done; the message says why."""
-
-
-def list_items(engine: Bind, states: Sequence[str], limit: int) -> list[dict[str, Any]]:
-    """Outbox items, newest first, optionally only in ``states``."""
-    stmt = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(limit)
-    if states:
-        stmt = stmt.where(col(OutboxItem.state).in_(list(states)))
-    with read_session(engine) as session:
-        items = list(session.scalars(stmt))
-    return [
-        {"id": i.id, "kind": i.kind, "subject": i.subject, "warehouse": i.warehouse,
-         "plugin": i.plugin, "state": i.state, "attempts": i.attempts,
-         "payload": json.loads(i.payload), "last_error": i.last_error, "result": i.result,
-         "dispatch_ref": i.dispatch_ref, "created_at": i.created_at.isoformat(),
-         "updated_at": i.updated_at.isoformat()}
-        for i in items
-    ]
-
-
-def _get(session: Session, item_id: int) -> OutboxItem:
-    item = session.get(OutboxItem, item_id)
-    if item is None:
-        raise OutboxError(f"no outbox item {item_id}; `nebridge outbox list` shows them")
-    return item
-
-
-def retry_item(engine: Bind, item_id: int) -> str:
-    """Put a failed or skipped item back in the queue."""
-    with write_session(engine) as session:
-        item = _get(session, item_id)
-        if item.state == OutboxState.IN_DOUBT.value:
-            raise OutboxError(
-                f"item {item_id} is in doubt: it may already be applied in Next Engine. Check "
-                f"there, then `nebridge outbox resolve {item_id} --applied` or `--not-applied`")
-        if item.state not in (OutboxState.FAILED.value, OutboxState.SKIPPED.value):
-            raise OutboxError(f"item {item_id} is {item.state}; only failed or skipped items "
-                              "can be retried")
-        item.state, item.next_attempt_at, item.updated_at = (
-            OutboxState.PENDING.value, utcnow(), utcnow())
-        item.dispatch_ref = None
-        session.add(item)
-    return f"item {item_id} queued again; the dispatcher sends it on its next run"
-
-
-def resolve_item(engine: Bind, item_id: int, applied: bool) -> str:
-    """Settle an in-doubt item with what the admin found in Next Engine."""
-    with write_session(engine) as session:
-        item = _get(session, item_id)
-        if item.state != OutboxState.IN_DOUBT.value:
-            raise OutboxError(f"item {item_id} is {item.state}, not in doubt; nothing to resolve")
-        now = utcnow()
-        if applied:
-            item.state, item.result = OutboxState.DONE.value, "resolved by admin: applied"
-        else:
-            item.state, item.next_attempt_at = OutboxState.PENDING.value, now
-            item.dispatch_ref = None
-            item.last_error = "resolved by admin: not applied; will be sent again"
-        item.updated_at = now
-        session.add(item)
-    return (f"item {item_id} marked done" if applied
-            else f"item {item_id} will be sent again on the dispatcher's next run")

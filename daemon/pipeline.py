@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -30,38 +30,36 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col
 
 from daemon import attention
-from daemon.inbox import bounded
 from daemon.logsetup import log_context
-from daemon.outbox import insert_ignoring_duplicates
+from daemon.outbox import insert_ignoring_duplicates, outbox_row
 from daemon.pluginmanager import PluginHost
-from daemon.serialize import dumps, event_from_json
+from daemon.serialize import event_external_id, event_from_json
 from daemon.shipcheck import CONFIRMED, InstructedLines, ShipmentCheck
 from daemon.store.engine import Bind, DatabaseUnavailable, read_session, write_session
-from daemon.store.models import EventState, ImportedOrder, InboxEvent, RunRecord, utcnow
+from daemon.store.models import (
+    EventState,
+    ImportedOrder,
+    ImportState,
+    InboxEvent,
+    RunRecord,
+    utcnow,
+)
+from hooks.actions import SHIP_ORDER, EventRef, PlannedItem, plan_actions
 from hooks.errors import StepError, StepNotReady
 from hooks.records import (
     Action,
-    AdjustStock,
     EventKind,
-    Notice,
     Problem,
-    ShipOrder,
     WarehouseInfo,
     WmsEvent,
     WmsShipment,
-    WriteTracking,
 )
 
 log = logging.getLogger(__name__)
 
-#: ``ImportedOrder.state`` of an order nebridge sent to the WMS (``daemon.importer.INSTRUCTED``).
-INSTRUCTED = "instructed"
 #: States of an order the WMS was sent (instructed, then maybe cancelled or edited in Next
 #: Engine: ``daemon.orderwatch``); a shipment of such an order is of an imported order.
-SENT_TO_WMS = (INSTRUCTED, "cancelled", "reinstruct")
-#: Column sizes of ``outbox_item``: longer keys and subjects are bounded with a hash.
-_KEY_LENGTH = 200
-_SUBJECT_LENGTH = 128
+SENT_TO_WMS = (ImportState.INSTRUCTED, ImportState.CANCELLED, ImportState.REINSTRUCT)
 #: Errors that mean the database cannot be reached at all: no event is to blame.
 _UNREACHABLE = (OperationalError, InterfaceError)
 
@@ -74,31 +72,12 @@ class Stage(StrEnum):
     RECEIPTS = "receipts"
 
 
-STAGE_HOOK = {
-    Stage.SHIPMENTS: ("nebridge_shipment_actions", EventKind.SHIPMENT, "shipment"),
-    Stage.RECEIPTS: ("nebridge_receipt_actions", EventKind.RECEIPT, "receipt"),
+#: The WMS events each event stage decides (through ``PluginHost.event_actions``): their kind
+#: and how logs and errors name one.
+STAGE_EVENTS = {
+    Stage.SHIPMENTS: (EventKind.SHIPMENT, "shipment"),
+    Stage.RECEIPTS: (EventKind.RECEIPT, "receipt"),
 }
-
-
-@dataclass
-class PlannedItem:
-    """An outbox row the pipeline will write (or, in a dry run, would write)."""
-
-    kind: str
-    key: str
-    subject: str
-    plugin: str
-    payload: dict[str, Any]
-
-    def describe(self) -> str:
-        """A one-line human description for dry runs and logs."""
-        if self.kind == "ship_order":
-            tracking = self.payload.get("tracking_number")
-            extra = f" with tracking number {tracking}" if tracking else " (no tracking number)"
-            return f"ship Next Engine order {self.subject}{extra}"
-        if self.kind == "adjust_stock":
-            return f"change stock of WMS product {self.subject} by {self.payload['delta']:+d}"
-        return f"{self.kind} {self.subject}"
 
 
 @dataclass
@@ -142,74 +121,6 @@ class OrderImporter(Protocol):
     def run(self, warehouse: WarehouseInfo, dry_run: bool) -> StageResult:
         """Import ready orders into ``warehouse``'s WMS."""
         ...
-
-
-def plan_actions(
-    event: WmsEvent, kind: EventKind, decisions: Sequence[tuple[str, Iterable[Action]]]
-) -> tuple[list[PlannedItem], list[str]]:
-    """Merge the plugins' actions for one event into outbox rows and notices.
-
-    A tracking number rides on the ship action of the same order; without one it is dropped
-    and reported, because Next Engine must never get a tracking number alone. An order number
-    that is not a positive whole number in canonical form (``16``, not ``0016``) fails the
-    event with :class:`StepError`. Keys and subjects too long for their columns keep their
-    start and a hash of the whole.
-    """
-    external_id = event.shipment_id if isinstance(event, WmsShipment) else event.receipt_id
-    ships: dict[str, str] = {}
-    tracking: dict[str, tuple[str, str]] = {}
-    stock: dict[tuple[str, str], int] = {}
-    notices: list[str] = []
-    for plugin, actions in decisions:
-        for action in actions:
-            if isinstance(action, ShipOrder):
-                if not is_order_id(action.ne_order_id):
-                    raise StepError(f"plugin {plugin} asked to ship {action.ne_order_id!r}, which "
-                                    "is not a Next Engine order number (a positive whole number "
-                                    "without leading zeros)")
-                ships.setdefault(action.ne_order_id, plugin)
-            elif isinstance(action, WriteTracking):
-                tracking.setdefault(action.ne_order_id, (action.tracking_number, plugin))
-            elif isinstance(action, AdjustStock):
-                if action.delta:
-                    key = (plugin, action.product_code)
-                    stock[key] = stock.get(key, 0) + action.delta
-            elif isinstance(action, Notice):
-                notices.append(f"[{action.level}] {plugin}: {action.message}")
-            else:
-                raise StepError(f"plugin {plugin} returned an unknown action {action!r}")
-    items: list[PlannedItem] = []
-    for order_id, plugin in ships.items():
-        number = tracking.pop(order_id, (None, ""))[0]
-        items.append(
-            PlannedItem(
-                kind="ship_order",
-                key=f"ship:{order_id}",
-                subject=order_id,
-                plugin=plugin,
-                payload={"ne_order_id": order_id, "tracking_number": number,
-                         "source_event": f"{kind.value}:{external_id}"},
-            )
-        )
-    for order_id, (number, plugin) in tracking.items():
-        notices.append(
-            f"[warning] {plugin}: tracking number {number} for order {order_id} not written: "
-            "no shipped-status update for this order (tracking numbers are never written alone)"
-        )
-    for (plugin, product), delta in sorted(stock.items()):
-        if delta:
-            items.append(
-                PlannedItem(
-                    kind="adjust_stock",
-                    key=bounded(f"stock:{kind.value}:{external_id}:{product}:{plugin}",
-                                _KEY_LENGTH),
-                    subject=bounded(product, _SUBJECT_LENGTH),
-                    plugin=plugin,
-                    payload={"product_code": product, "delta": delta,
-                             "source_event": f"{kind.value}:{external_id}"},
-                )
-            )
-    return items, notices
 
 
 class _Pending(NamedTuple):
@@ -364,7 +275,7 @@ class WarehousePipeline:
     def _process_events(
         self, stage: Stage, dry_run: bool, should_stop: Callable[[], bool], run_id: str
     ) -> StageResult:
-        hook, kind, label = STAGE_HOOK[stage]
+        kind, label = STAGE_EVENTS[stage]
         result = StageResult(stage, self.warehouse.code)
         last_id = 0
         while not should_stop():
@@ -378,7 +289,7 @@ class WarehousePipeline:
             if not rows:
                 break
             last_id = rows[-1].id
-            self._process_chunk(rows, hook, kind, label, run_id, result)
+            self._process_chunk(rows, kind, label, run_id, result)
             if len(rows) < self.chunk_size:
                 break
         return result
@@ -386,7 +297,6 @@ class WarehousePipeline:
     def _process_chunk(
         self,
         rows: Sequence[_Pending],
-        hook: str,
         kind: EventKind,
         label: str,
         run_id: str,
@@ -409,7 +319,7 @@ class WarehousePipeline:
         for row, event in events:
             result.items_in += 1
             part = _ChunkWrites(now)
-            self._process_event(row, event, hook, kind, label, run_id, result, part, imported,
+            self._process_event(row, event, kind, label, run_id, result, part, imported,
                                 checks)
             parts.append((row, part))
         shipped_together = {t["b_id"] for _, part in parts for t in part.together}
@@ -462,7 +372,6 @@ class WarehousePipeline:
         self,
         row: _Pending,
         event: WmsEvent,
-        hook: str,
         kind: EventKind,
         label: str,
         run_id: str,
@@ -472,9 +381,7 @@ class WarehousePipeline:
         checks: ShipmentCheck | None = None,
     ) -> None:
         item = f"{label} {row.external_id}"
-        outcomes = self.host.call_each(
-            hook, {label: event, "warehouse": self.warehouse}
-        )
+        outcomes = self.host.event_actions(event, self.warehouse)
         decisions: list[tuple[str, list[Action]]] = []
         errors: list[str] = []
         not_ready: list[str] = []
@@ -496,16 +403,17 @@ class WarehousePipeline:
         notices: list[str] = []
         if not errors:
             try:
-                planned, notices = plan_actions(event, kind, decisions)
+                planned, notices = plan_actions(EventRef(kind, event_external_id(event)),
+                                                decisions)
             except StepError as exc:
                 errors.append(str(exc))
         if not errors and imported is not None:
             errors.extend(self._not_imported(p.subject) for p in planned
-                          if p.kind == "ship_order" and p.subject not in imported)
+                          if p.kind == SHIP_ORDER.name and p.subject not in imported)
         confirmed = (row.last_error or "").startswith(CONFIRMED)
         together: list[tuple[int, str]] = []
         if not errors and checks is not None and isinstance(event, WmsShipment):
-            for p in [p for p in planned if p.kind == "ship_order"]:
+            for p in [p for p in planned if p.kind == SHIP_ORDER.name]:
                 verdict = checks.check(row.id, event, p.subject, confirmed)
                 if verdict.hold:
                     errors.append(verdict.hold)
@@ -535,15 +443,7 @@ class WarehousePipeline:
              "b_last_error": f"shipped together with {item} (Next Engine order "
                              f"{event.ne_order_id if isinstance(event, WmsShipment) else ''})"}
             for event_id, _ in together)
-        writes.actions.extend(
-            {
-                "idempotency_key": p.key, "kind": p.kind, "warehouse": self.warehouse.code,
-                "plugin": p.plugin, "subject": p.subject, "event_id": row.id,
-                "payload": dumps(p.payload), "state": "pending", "attempts": 0,
-                "next_attempt_at": now, "created_at": now, "updated_at": now,
-            }
-            for p in planned
-        )
+        writes.actions.extend(outbox_row(p, self.warehouse.code, row.id, now) for p in planned)
         if notices:
             writes.noted.append({"b_id": row.id, "b_state": EventState.PROCESSED.value,
                                  "b_attempts": attempts, "b_last_error": "\n".join(notices),
@@ -628,13 +528,6 @@ class _ImportedOrders:
                 .where(col(ImportedOrder.ne_order_id).in_(sorted(ids)))
                 .where(col(ImportedOrder.warehouse) == self._warehouse)
                 .where(col(ImportedOrder.state).in_(SENT_TO_WMS))))
-
-
-def is_order_id(value: str) -> bool:
-    """True for a Next Engine order number in canonical form: ASCII digits, no leading zero,
-    at most 18 digits."""
-    return (0 < len(value) <= 18 and value.isascii() and value.isdigit()
-            and not value.startswith("0"))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,12 +24,13 @@ from sqlmodel import col, select
 
 from daemon import USER_AGENT, attention
 from daemon.config import ConfigError, LoadedConfig, load_config
-from daemon.dispatch import DispatchSettings, NeGate, ShipExecutor, StockExecutor
+from daemon.dispatch import EXECUTORS
 from daemon.importer import OrderImporter
 from daemon.inbox import Intake
 from daemon.instancelock import FencedTokenStore
 from daemon.logsetup import register_secret
 from daemon.metrics import Metrics
+from daemon.negate import NeGate
 from daemon.nelink import make_client
 from daemon.nextengine.client import NextEngineClient
 from daemon.notify import Notifier
@@ -94,24 +95,12 @@ class Runtime:
                 self._ne_client = client
             return self._ne_client
 
-    def dispatch_settings(self) -> DispatchSettings:
-        """Executor tunables from ``dispatch:``."""
-        d = self.config.dispatch
-        return DispatchSettings(queue_poll_seconds=d.queue_poll_seconds,
-                                queue_timeout_seconds=d.queue_timeout_seconds,
-                                not_ready_attempts=d.not_ready_attempts,
-                                retry_seconds=d.retry_seconds,
-                                not_ready_retry_seconds=d.not_ready_retry_seconds,
-                                upload_settle_seconds=d.upload_settle_seconds)
-
     def executors(self) -> dict[str, Executor]:
-        """The outbox executors; they do nothing while Next Engine is not usable."""
-        client, settings = self.ne_client(), self.dispatch_settings()
-        return {
-            ShipExecutor.kind: ShipExecutor(self.db, client, self.gate, settings, self.clock),
-            StockExecutor.kind: StockExecutor(self.db, client, self.gate, settings,
-                                              self.clock),
-        }
+        """The outbox executor of every action kind (:data:`daemon.dispatch.EXECUTORS`); they
+        do nothing while Next Engine is not usable."""
+        client = self.ne_client()
+        return {kind: executor(self.db, client, self.gate, self.config.dispatch, self.clock)
+                for kind, executor in EXECUTORS.items()}
 
     def token_guard(self) -> TokenGuard:
         """Keep-alive and lapse warnings for the Next Engine link."""

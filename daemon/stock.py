@@ -34,7 +34,7 @@ from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.nextengine.dates import parse_ne_datetime
 from daemon.nextengine.search import Resource
-from daemon.outbox import insert_ignoring_duplicates
+from daemon.outbox import insert_ignoring_duplicates, outbox_row
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import (
@@ -47,6 +47,7 @@ from daemon.store.models import (
     WmsProduct,
     utcnow,
 )
+from hooks.actions import ADJUST_STOCK, SHIP_ORDER, PlannedItem
 from hooks.connectors import ConnectorContext, StockBatch, StockReadingConnector
 from hooks.errors import BatchRejected, RecordError
 from hooks.records import Problem, WarehouseInfo
@@ -397,7 +398,7 @@ def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str,
     with read_session(db) as session:
         items = list(session.scalars(
             select(OutboxItem)
-            .where(col(OutboxItem.kind).in_(("adjust_stock", "ship_order")))
+            .where(col(OutboxItem.kind).in_((ADJUST_STOCK.name, SHIP_ORDER.name)))
             .where(or_(col(OutboxItem.state) != OutboxState.DONE.value,
                        col(OutboxItem.updated_at) >= oldest,
                        col(OutboxItem.plugin) == RECONCILE_PLUGIN))))
@@ -464,7 +465,7 @@ def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str,
 def _effects(item: OutboxItem, event: Mapping[str, Any] | None,
              goods_of: Mapping[str, str]) -> list[tuple[str, int]]:
     """(goods key, change of Next Engine stock) of one action once applied."""
-    if item.kind == "adjust_stock":
+    if item.kind == ADJUST_STOCK.name:
         key = goods_of.get(item.subject)
         return [(key, int(json.loads(item.payload)["delta"]))] if key else []
     if event is None:
@@ -487,7 +488,7 @@ def _predicted(kind: str, event: Mapping[str, Any], goods_of: Mapping[str, str],
 
 
 def _why(item: OutboxItem, effect: int) -> str:
-    what = ("shipment of Next Engine order " + item.subject if item.kind == "ship_order"
+    what = ("shipment of Next Engine order " + item.subject if item.kind == SHIP_ORDER.name
             else f"stock change of {item.subject}")
     if item.state == OutboxState.SKIPPED.value:
         return (f"{effect:+d}: {what} skipped (action #{item.id}: "
@@ -534,7 +535,7 @@ def reconcile(db: Bind, diff: StockDiff, goods: Iterable[str] = (),
     now = utcnow()
     to_insert: list[dict[str, Any]] = []
     for row in rows:
-        key = f"reconcile:{diff.snapshot_id}:{row.goods}"[:200]
+        key = ADJUST_STOCK.reconcile_key(diff.snapshot_id, row.goods)
         if row.waits:
             out.append(Correction(row.goods, row.drift, key, "waits",
                                   "stock events or actions of this goods are not settled "
@@ -546,16 +547,13 @@ def reconcile(db: Bind, diff: StockDiff, goods: Iterable[str] = (),
                                   f"a person decides: `nebridge stock reconcile --apply "
                                   f"--goods {row.goods}`"))
             continue
-        to_insert.append({"idempotency_key": key, "kind": "adjust_stock",
-                          "warehouse": warehouse or next(iter(row.warehouses), ""),
-                          "plugin": RECONCILE_PLUGIN, "subject": row.product,
-                          "event_id": None,
-                          "payload": dumps({"delta": row.drift, "goods": row.goods,
-                                            "snapshot": diff.snapshot_id,
-                                            "ne": row.ne, "wms": row.wms,
-                                            "in_flight": row.in_flight}),
-                          "state": OutboxState.PENDING.value, "attempts": 0,
-                          "next_attempt_at": now, "created_at": now, "updated_at": now})
+        to_insert.append(outbox_row(
+            PlannedItem(kind=ADJUST_STOCK.name, key=key, subject=row.product,
+                        plugin=RECONCILE_PLUGIN,
+                        payload={"delta": row.drift, "goods": row.goods,
+                                 "snapshot": diff.snapshot_id, "ne": row.ne, "wms": row.wms,
+                                 "in_flight": row.in_flight}),
+            warehouse or next(iter(row.warehouses), ""), None, now))
         out.append(Correction(row.goods, row.drift, key, "queued",
                               f"Next Engine {row.ne} → {row.ne + row.drift} "
                               f"(warehouses {row.wms}, in flight {row.in_flight:+d})"))
@@ -578,7 +576,7 @@ def reconcile(db: Bind, diff: StockDiff, goods: Iterable[str] = (),
 
 def link_key_of(runtime: Runtime) -> Callable[[str], str]:
     """How link codes match goods codes: ``case_insensitive_match`` makes it casefold."""
-    key = runtime.host.first_result("nebridge_link_code_key")
+    key = runtime.host.link_code_key()
     return key if callable(key) else str
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
+from daemon.negate import NeGate
 from daemon.nelink import (
     CONNECTED,
     LINK_LOST_KEY,
@@ -35,8 +36,7 @@ from daemon.store.engine import Bind
 from daemon.store.models import utcnow
 from hooks.records import Problem
 
-if TYPE_CHECKING:  # types only: ``status`` reads the horizon without the engine or client
-    from daemon.dispatch import NeGate
+if TYPE_CHECKING:  # a type only: ``status`` reads the horizon without the client
     from daemon.nextengine.client import NextEngineClient
 
 log = logging.getLogger(__name__)

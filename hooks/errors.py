@@ -13,10 +13,6 @@ class NebridgeError(Exception):
     """Base class of every error nebridge raises on purpose."""
 
 
-class PluginConfigError(NebridgeError):
-    """A plugin's configuration section is invalid (raised at load, never at run time)."""
-
-
 class StepNotReady(NebridgeError):
     """A transient condition: the engine retries the item at a later run, with backoff."""
 

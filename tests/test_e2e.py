@@ -214,7 +214,7 @@ def test_dry_run_prints_every_action_and_changes_nothing(world: World) -> None:
     assert any(f"import order {new_order} into ITAKU" in p for p in planned)
     assert any(f"ship Next Engine order {shipped_later} with tracking number T-77" in p
                for p in planned)
-    assert any("change stock of WMS product P-A by -3" in p for p in planned)
+    assert any("change Next Engine stock of WMS product P-A by -3" in p for p in planned)
     assert any(p.startswith("ship_order") for p in report.dispatch_plan)
     assert any(p.startswith("adjust_stock") for p in report.dispatch_plan)
     assert outbox_before == outbox_after == 0

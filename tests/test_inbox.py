@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from daemon.cli import app
 from daemon.config import load_config
-from daemon.inbox import InboxError, requeue_rejected
+from daemon.inbox_admin import InboxError, requeue_rejected
 from daemon.runtime import build_runtime
 from daemon.store.engine import make_engine, read_session, write_session
 from daemon.store.models import ImportedOrder, InboxBatch, InboxEvent, OutboxItem, WmsProduct

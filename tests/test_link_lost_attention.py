@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from daemon.cli import app
 from daemon.config import load_config
-from daemon.dispatch import NeGate
+from daemon.negate import NeGate
 from daemon.nelink import connect, make_client
 from daemon.nextengine.errors import NeReauthRequired
 from daemon.store.engine import make_engine

@@ -20,8 +20,8 @@ from ruamel.yaml import YAML
 from sqlmodel import col, select
 
 from daemon.admin import run_once
-from daemon.config import load_config
-from daemon.dispatch import DispatchSettings, StockExecutor
+from daemon.config import DispatchConfig, load_config
+from daemon.dispatch import StockExecutor
 from daemon.nelink import LinkError, connect, make_client
 from daemon.nextengine.errors import NeBadAnswer, NeOutcomeUnknown, NeTokenStale
 from daemon.runtime import Runtime
@@ -259,7 +259,7 @@ def test_a_lost_upload_is_not_taken_for_absent_before_it_settles(
             assert states == [OutboxState.IN_FLIGHT.value, OutboxState.PENDING.value]
             assert not world.sandbox.state.ques  # nothing sent while the first is unsettled
             later = StockExecutor(rt.db, rt.ne_client(), rt.gate,
-                                  DispatchSettings(queue_poll_seconds=0.05),
+                                  DispatchConfig(queue_poll_seconds=0.05),
                                   clock=lambda: datetime(2100, 1, 1, tzinfo=UTC))
             later.reconcile(items(rt, "adjust_stock")[:1])  # settled: absent, so sent again
         finally:

@@ -19,7 +19,7 @@ from daemon.cli.common import (
     when,
 )
 from daemon.config import ConfigError
-from daemon.inbox import (
+from daemon.inbox_admin import (
     InboxError,
     InboxListing,
     ListState,

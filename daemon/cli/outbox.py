@@ -16,7 +16,7 @@ from daemon.cli.common import (
     print_table,
     when,
 )
-from daemon.outbox import OutboxError, list_items, resolve_item, retry_item
+from daemon.outbox_admin import OutboxError, list_items, resolve_item, retry_item
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 from daemon.store.models import OutboxState
 

@@ -25,7 +25,6 @@ Op = Literal[
     "like", "nlike", "nlikeornull", "blank", "nblank", "null", "nnull",
 ]  # fmt: skip
 OPERATORS: frozenset[str] = frozenset(get_args(Op))
-VALUELESS_OPS = frozenset({"blank", "nblank", "null", "nnull"})
 LIST_OPS = frozenset({"in", "nin"})
 
 SearchValue = str | int | Decimal | datetime

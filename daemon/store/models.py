@@ -67,6 +67,58 @@ class OutboxState(StrEnum):
     SKIPPED = "skipped"  # not needed any more (e.g. order cancelled in Next Engine)
 
 
+class BatchState(StrEnum):
+    """What became of an inbound batch (``inbox_batch.state``)."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REQUEUED = "requeued"  # a rejected batch the admin put back (``nebridge inbox retry``)
+
+
+class ImportState(StrEnum):
+    """Where a Next Engine order stands in nebridge (``imported_order.state``)."""
+
+    INSTRUCTED = "instructed"  # sent to the WMS
+    HELD = "held"  # not sent; ``hold_reason`` says why
+    RETRY = "retry"  # to be read again at the next import
+    DROPPED = "dropped"  # no longer to be imported
+    CANCELLED = "cancelled"  # cancelled in Next Engine after it was sent to the WMS
+    REINSTRUCT = "reinstruct"  # edited in Next Engine after it was sent; to be sent again
+
+
+class UploadState(StrEnum):
+    """Life of one aggregated stock upload (``stock_upload.state``)."""
+
+    PREPARED = "prepared"  # items claimed, not yet sent (or the answer was lost)
+    QUEUED = "queued"  # Next Engine gave a queue id
+    DONE = "done"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"  # neither the upload nor its absence could be established
+
+
+class InstructionState(StrEnum):
+    """An instruction batch handed to the WMS connector (``instruction_batch.state``)."""
+
+    PENDING = "pending"  # recorded before the push; pushed again after a crash
+    PUSHED = "pushed"
+
+
+class LinkState(StrEnum):
+    """The Next Engine link (``ne_link.state``)."""
+
+    CONNECTED = "connected"
+    NEEDS_RECONNECT = "needs_reconnect"
+
+
+class ChangeState(StrEnum):
+    """What the WMS was told of a change found in Next Engine (``order_change.state``)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    REFUSED = "refused"
+    MANUAL = "manual"
+
+
 class InboxEvent(SQLModel, table=True):
     """A shipment or receipt confirmed in the WMS, stored once per kind and external id."""
 
@@ -98,7 +150,7 @@ class InboxBatch(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(max_length=512, index=True)
     kind: str = Field(max_length=16)
-    state: str = Field(max_length=16)  # accepted | rejected
+    state: str = Field(max_length=16)  # BatchState
     events: int = 0
     duplicates: int = 0
     errors: str | None = Field(default=None, sa_column=Column(Text))
@@ -150,7 +202,7 @@ class ImportedOrder(SQLModel, table=True):
 
     ne_order_id: str = Field(primary_key=True, max_length=32)
     warehouse: str = Field(max_length=32, index=True)
-    state: str = Field(max_length=16, index=True)  # instructed | held
+    state: str = Field(max_length=16, index=True)  # ImportState
     hold_reason: str | None = Field(default=None, sa_column=Column(Text))
     instruction_batch: str | None = Field(default=None, max_length=128)
     ne_last_modified: str | None = Field(default=None, max_length=32)
@@ -200,7 +252,7 @@ class StockUpload(SQLModel, table=True):
     __tablename__ = "stock_upload"
 
     ref: str = Field(primary_key=True, max_length=64)
-    state: str = Field(max_length=16, index=True)
+    state: str = Field(max_length=16, index=True)  # UploadState
     deltas: str = Field(sa_column=Column(Text, nullable=False))
     que_id: str | None = Field(default=None, max_length=32)
     message: str | None = Field(default=None, sa_column=Column(Text))
@@ -215,7 +267,7 @@ class InstructionBatchRecord(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=128)
     warehouse: str = Field(max_length=32)
-    state: str = Field(max_length=16, index=True)  # pending | pushed
+    state: str = Field(max_length=16, index=True)  # InstructionState
     orders: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     pushed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -230,7 +282,7 @@ class NeLink(SQLModel, table=True):
     __tablename__ = "ne_link"
 
     id: int = Field(default=1, primary_key=True)
-    state: str = Field(max_length=24)  # connected | needs_reconnect
+    state: str = Field(max_length=24)  # LinkState
     company_id: str = Field(default="", max_length=64)
     company_name: str = Field(default="", max_length=200)
     reason: str | None = Field(default=None, sa_column=Column(Text))
@@ -358,7 +410,7 @@ class OrderChange(SQLModel, table=True):
     kind: str = Field(max_length=16)
     detail: str = Field(default="", sa_column=Column(Text, nullable=False))
     ne_last_modified: str | None = Field(default=None, max_length=32)
-    state: str = Field(default="pending", max_length=16)
+    state: str = Field(default=ChangeState.PENDING, max_length=16)
     batch: str = Field(max_length=128)
     reinstruction: str | None = Field(default=None, max_length=128)
     wms_answer: str | None = Field(default=None, sa_column=Column(Text))
