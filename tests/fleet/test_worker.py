@@ -1,0 +1,150 @@
+"""Fleet workers on the CI PostgreSQL: one service per held company, moved with the leases,
+and companies added, changed and removed while running (in process, and on SIGHUP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+
+from daemon.config import load_config
+from daemon.fleet.companies import Companies, Company
+from daemon.fleet.leases import Lease, fleet_engine
+from daemon.fleet.worker import FleetWorker
+from tests.conftest import ConfigFactory, dump_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def company_file(folder: Path, code: str, page_size: int = 100) -> None:
+    (folder / f"{code}.yaml").write_text(dump_yaml({
+        "warehouses": [{"code": "MAIN", "ne_linked": True}],
+        "nextengine": {"page_size": page_size}}), encoding="utf-8")
+
+
+@dataclass
+class Recorder:
+    """Services that only record their start (with the configuration seen) and stop."""
+
+    events: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def start(self, company: Company, lease: Lease) -> Recorder.Service:
+        self.events.append(("start", company.code, company.config.nextengine.page_size))
+        return Recorder.Service(self, company.code)
+
+    @dataclass
+    class Service:
+        recorder: Recorder
+        code: str
+
+        def stop(self) -> None:
+            self.recorder.events.append(("stop", self.code, 0))
+
+
+def test_services_follow_the_leases_and_the_company_files(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    for code in "abcd":
+        company_file(folder, code)
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    engine = fleet_engine(fleet_url, lease_seconds=10.0)
+    one, two = Recorder(), Recorder()
+    first = FleetWorker(Companies(load_config(config)), engine, one.start, lease_seconds=10.0,
+                        worker_id="first")
+    first.step()
+    assert first.serving() == ["a", "b", "c", "d"]
+    second = FleetWorker(Companies(load_config(config)), engine, two.start, lease_seconds=10.0,
+                         worker_id="second")
+    second.step()
+    assert second.serving() == []  # all held: nothing taken from a live worker
+    first.step()  # two live workers: its share is 2, the surplus is stopped, then released
+    assert first.serving() == ["a", "b"] and ("stop", "d", 0) in one.events
+    second.step()
+    assert second.serving() == ["c", "d"]
+
+    company_file(folder, "a", page_size=7)  # changed
+    os.remove(folder / "b.yaml")  # removed
+    company_file(folder, "e")  # added
+    (folder / "f.yaml").write_text("warehouses: 3\n")  # refused alone
+    for worker in (first, second):
+        changes = worker.reload()
+        assert (changes.added, changes.changed, changes.removed) == (("e",), ("a",), ("b",))
+    for _ in range(2):
+        first.step()
+        second.step()
+    serving = first.serving() + second.serving()
+    assert sorted(serving) == ["a", "c", "d", "e"] and len(set(serving)) == 4
+    assert max(len(first.serving()), len(second.serving())) <= 2
+    assert ("start", "a", 7) in one.events + two.events  # restarted with its new file
+    assert one.events.index(("stop", "b", 0)) > one.events.index(("start", "b", 100))
+    with engine.connect() as conn:
+        holder = conn.execute(text("SELECT holder FROM fleet_lease WHERE company = 'b'")).scalar()
+    assert holder is None  # the removed company's lease was given up
+
+    stop = threading.Event()
+    stop.set()
+    second.serve(stop)  # one round, then every service stopped and every lease released
+    assert second.serving() == []
+    first.step()
+    assert first.serving() == ["a", "c", "d", "e"]
+    engine.dispose()
+
+
+SIGHUP_WORKER = """
+import json, sys, threading
+from pathlib import Path
+from daemon.config import load_config
+from daemon.fleet.companies import Companies
+from daemon.fleet.leases import fleet_engine
+from daemon.fleet.worker import FleetWorker
+
+class Service:
+    def __init__(self, code):
+        print(json.dumps(["start", code]), flush=True)
+        self.code = code
+    def stop(self):
+        print(json.dumps(["stop", self.code]), flush=True)
+
+loaded = load_config(Path(sys.argv[1]))
+engine = fleet_engine(loaded.config.resolved_database_url, lease_seconds=1.5)
+worker = FleetWorker(Companies(loaded), engine, lambda company, lease: Service(company.code),
+                     lease_seconds=1.5)
+worker.serve(threading.Event())
+"""
+
+
+def test_a_running_worker_takes_added_and_drops_removed_companies_on_sighup(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    company_file(folder, "acme")
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    process = subprocess.Popen([sys.executable, "-c", SIGHUP_WORKER, str(config)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()],
+                     daemon=True).start()
+    try:
+        assert json.loads(lines.get(timeout=30)) == ["start", "acme"]
+        company_file(folder, "beta")
+        os.remove(folder / "acme.yaml")
+        time.sleep(0.2)
+        os.kill(process.pid, signal.SIGHUP)
+        seen = {tuple(json.loads(lines.get(timeout=30))) for _ in range(2)}
+        assert seen == {("stop", "acme"), ("start", "beta")}
+    finally:
+        process.kill()
+        process.wait(10)
