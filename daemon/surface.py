@@ -155,4 +155,6 @@ def connector_in_use(loaded: LoadedConfig, host: PluginHost) -> ConnectorInUse |
         if issues:
             options = None
     return ConnectorInUse(name=wanted, plugin=plugin,
-                          options=resolve_relative_paths(options, base), config_dir=base)
+                          options=resolve_relative_paths(options, base), config_dir=base,
+                          state_dir=loaded.config.state_dir,
+                          credentials_dir=loaded.config.credentials_dir)

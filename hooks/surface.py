@@ -62,13 +62,16 @@ class ConnectorInUse:
     ``name`` is ``wms.connector``; ``plugin`` the plugin that offers it; ``options`` its
     ``wms.<name>`` section validated by the connector's ``config_model`` with relative paths
     resolved against ``config_dir`` (``None`` when the section is invalid: ``doctor``
-    shows those problems under ``config``).
+    shows those problems under ``config``). ``state_dir`` and ``credentials_dir`` are the
+    installation's (as :class:`hooks.connectors.ConnectorContext` lends them).
     """
 
     name: str
     plugin: str
     options: Any
     config_dir: Path
+    state_dir: Path
+    credentials_dir: Path
 
 
 # -- sandboxes ---------------------------------------------------------------------------------

@@ -138,3 +138,31 @@ def test_doctor_shows_the_csv_folder_checks_of_the_connector_plugin(
     assert failed["fix"] == f"move that file away, then mkdir -p {outbox} && chown nebridge: " \
                             f"{outbox}"
     assert checks["wms_csv: wms.csv.inbox"]["status"] == "ok"
+
+
+def test_doctor_shows_the_logikura_plugins_own_checks(
+    make_config: ConfigFactory, monkeypatch: Any
+) -> None:
+    monkeypatch.delenv("NEBRIDGE_LOGIKURA_CLIENT_SECRET", raising=False)
+    folder = make_config(migrate=False).parent
+    credentials = folder / "credentials"
+    credentials.mkdir()
+    section = {"client_id": "lk-client", "redirect_uri": "http://127.0.0.1:8766/callback"}
+    path = make_config(wms={"connector": "logikura", "logikura": section},
+                       credentials_dir=str(credentials))
+    _code, checks = _doctor(path)
+    missing = checks["wms_logikura: client secret"]
+    assert missing["status"] == "fail" and str(credentials) in missing["fix"]
+    assert "wms_logikura: token file" not in checks  # not authorised yet: nothing to check
+    (credentials / "logikura-client-secret").write_text("s3cret-value\n")
+    tokens = folder / "state" / "logikura-tokens.json"
+    tokens.parent.mkdir(exist_ok=True)
+    tokens.write_text("{}")
+    tokens.chmod(0o644)
+    code, checks = _doctor(path)
+    assert checks["wms_logikura: client secret"]["status"] == "ok"
+    assert "s3cret-value" not in json.dumps(checks)
+    loose = checks["wms_logikura: token file"]
+    assert code == 1 and loose["status"] == "fail" and loose["fix"] == f"chmod 600 {tokens}"
+    tokens.chmod(0o600)
+    assert _doctor(path)[1]["wms_logikura: token file"]["status"] == "ok"

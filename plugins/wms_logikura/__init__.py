@@ -25,16 +25,18 @@ from __future__ import annotations
 
 from hooks import hookimpl
 from hooks.connectors import ConnectorSpec
-from hooks.records import PluginInfo
-from hooks.surface import DemoContext, DemoSpec, SandboxSpec
+from hooks.records import HealthCheck, PluginInfo
+from hooks.surface import ConnectorInUse, DemoContext, DemoSpec, SandboxSpec
 from plugins.wms_logikura.config import CLIENT_SECRET_CREDENTIAL, LogikuraConfig
 from plugins.wms_logikura.connector import LogikuraConnector
+from plugins.wms_logikura.health import logikura_checks
 from plugins.wms_logikura.serve import DEFAULT_PORT, DEFAULT_SEED_SIZE, serve_sandbox
 
 __all__ = [
     "LogikuraConfig",
     "LogikuraConnector",
     "nebridge_demos",
+    "nebridge_health_checks",
     "nebridge_plugin_info",
     "nebridge_sandboxes",
     "nebridge_wms_connectors",
@@ -81,3 +83,9 @@ def nebridge_demos() -> list[DemoSpec]:
     """Offer ``nebridge demo --wms logikura``."""
     return [DemoSpec(name="logikura", summary="Logikura sandbox ⇄ nebridge ⇄ Next Engine "
                      "sandbox, checked against both", run=_run_demo)]
+
+
+@hookimpl
+def nebridge_health_checks(connector: ConnectorInUse | None) -> list[HealthCheck]:
+    """``doctor``: the client secret can be read; the token file is mode 0600."""
+    return logikura_checks(connector)
