@@ -44,6 +44,22 @@ def push_log_context(**values: str) -> Token[tuple[tuple[str, str], ...]]:
     return _context.set(tuple(current.items()))
 
 
+#: (context, plugin) → that context naming the plugin: the engine names each plugin it calls,
+#: per event and plugin, in a handful of contexts; bounded by clearing.
+_with_plugin: dict[tuple[tuple[tuple[str, str], ...], str], tuple[tuple[str, str], ...]] = {}
+
+
+def push_plugin_context(plugin: str) -> Token[tuple[tuple[str, str], ...]]:
+    """``push_log_context(plugin=plugin)``, at half the cost: it runs around every hook call."""
+    current = _context.get()
+    named = _with_plugin.get((current, plugin))
+    if named is None:
+        if len(_with_plugin) >= 1024:
+            _with_plugin.clear()
+        named = _with_plugin[(current, plugin)] = tuple({**dict(current), "plugin": plugin}.items())
+    return _context.set(named)
+
+
 def reset_log_context(token: Token[tuple[tuple[str, str], ...]]) -> None:
     """Undo one :func:`push_log_context`."""
     _context.reset(token)

@@ -56,7 +56,6 @@ from hooks.records import Notification, Problem
 
 log = logging.getLogger(__name__)
 
-HOOK = "nebridge_notify"
 #: The key (and kind) of the one message sent without the database: it is unreachable.
 DATABASE_KEY = "database_unreachable"
 #: At most this many attention items are compared per scan; beyond it nothing is resolved.
@@ -121,7 +120,7 @@ class Notifier:
 
     def sinks(self) -> list[str]:
         """The loaded plugins that deliver notifications."""
-        return self.host.implementers(HOOK)
+        return self.host.notify_sinks()
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> NotifyReport:
         """Scan attention for what must be said, then send what is due."""
@@ -250,8 +249,7 @@ class Notifier:
                 if message is None:
                     continue
                 ctx = ctx or self.context()
-                outcome = self.host.call_one(HOOK, delivery.sink,
-                                             {"notification": message, "ctx": ctx})
+                outcome = self.host.notify(delivery.sink, message, ctx)
                 error = None if outcome is None else outcome.error
                 if error is None:
                     self._sent(delivery.id, delivery.sink)
@@ -349,8 +347,7 @@ class Notifier:
             keys = {d.sink: d.delivery_key for d in stored}
         ctx = self.context()
         for sink in sinks:
-            outcome = self.host.call_one(HOOK, sink, {
-                "notification": _replace_key(message, keys[sink]), "ctx": ctx})
+            outcome = self.host.notify(sink, _replace_key(message, keys[sink]), ctx)
             error = "" if outcome is None or outcome.error is None else _short(outcome.error)
             results.append(SinkResult(sink, not error, error))
             with write_session(self.db) as session:
@@ -385,7 +382,7 @@ class OutageAlarm:
     def check(self, down_seconds: float | None, reason: str = "") -> list[str]:
         """Tell what is due for an outage of ``down_seconds`` (None: the database answers);
         return the errors of sinks that did not take it (they are tried at the next check)."""
-        sinks = self.host.implementers(HOOK)
+        sinks = self.host.notify_sinks()
         if down_seconds is not None and down_seconds >= self.settings.database_down_minutes * 60:
             self.since = self.since or self.clock() - timedelta(seconds=down_seconds)
             minutes = int(down_seconds // 60)
@@ -418,8 +415,7 @@ class OutageAlarm:
             keyed = _replace_key(message, f"{DATABASE_KEY}:{message.event}:"
                                           f"{message.since.isoformat() if message.since else ''}"
                                           f":{sink}")
-            outcome = self.host.call_one(HOOK, sink, {"notification": keyed,
-                                                      "ctx": self.context()})
+            outcome = self.host.notify(sink, keyed, self.context())
             if outcome is None or outcome.error is None:
                 done(sink)
             else:

@@ -3,25 +3,33 @@
 Built-in and third-party plugins are found the same way, through the ``nebridge`` entry-point
 group. Loading is fail-soft: a plugin that fails to import is recorded as failed and the
 daemon starts without it. Plugins not enabled in ``daemon.yaml`` are blocked before import, so
-their code never runs. The engine calls hooks one implementation at a time
-(:meth:`PluginHost.call_each`) so an exception in one plugin is attributed to it and never
-stops another.
+their code never runs; a plugin that asks for a pluggy feature the host does not honour, or a
+hook API version this nebridge does not provide, is refused at load.
+
+The engine calls hooks through typed methods of :class:`PluginHost` (``filter_order``,
+``shipment_actions`` …), never by a name string. Each method calls the hook through pluggy one
+plugin implementation at a time — every ``wrapper=True`` implementation around each one, with
+hook-call monitoring seeing each call — so an exception in one plugin is attributed to it and
+never stops another, and each plugin receives its own ``options``.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata as md
 import logging
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import pluggy
+from pluggy import HookImpl
+from pluggy._callers import _multicall
 from pydantic import BaseModel, ValidationError
 
 from daemon.config import (
@@ -34,24 +42,75 @@ from daemon.config import (
     validation_issues,
     yaml_path,
 )
-from daemon.logsetup import push_log_context, reset_log_context
+from daemon.logsetup import push_plugin_context, reset_log_context
 from hooks.connectors import ConnectorSpec
 from hooks.markers import PROJECT_NAME
-from hooks.records import PluginInfo
-from hooks.specs import ALL_SPECS
+from hooks.records import PluginInfo, WmsShipment
+from hooks.specs import (
+    ALL_SPECS,
+    HOOK_API_VERSION,
+    ConnectorSpecs,
+    NotifySpecs,
+    PipelineSpecs,
+    PluginSpecs,
+)
+from hooks.surface import SurfaceSpecs
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hooks.notify import NotifyContext
+    from hooks.records import (
+        Action,
+        FilterVerdict,
+        HealthCheck,
+        NeOrder,
+        Notification,
+        WarehouseInfo,
+        WmsReceipt,
+    )
+    from hooks.surface import CliCommand, ConnectorInUse, DemoSpec, SandboxSpec
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 CONNECTOR_PREFIX = "wms_"
 
+R = TypeVar("R")
+
+
+class Hook(Generic[R]):
+    """A hook named by its spec function: engine code never spells a hook's name, and mypy
+    knows what each implementation returns (``R``, from the spec's annotation)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, spec: Callable[..., R]) -> None:
+        self.name: str = spec.__name__
+
+    def __repr__(self) -> str:
+        return f"Hook({self.name})"
+
+
+PLUGIN_INFO = Hook(PluginSpecs.nebridge_plugin_info)
+HEALTH_CHECKS = Hook(PluginSpecs.nebridge_health_checks)
+FILTER_ORDER = Hook(PipelineSpecs.nebridge_filter_order)
+LINK_CODE_KEY = Hook(PipelineSpecs.nebridge_link_code_key)
+SHIPMENT_ACTIONS = Hook(PipelineSpecs.nebridge_shipment_actions)
+RECEIPT_ACTIONS = Hook(PipelineSpecs.nebridge_receipt_actions)
+WMS_CONNECTORS = Hook(ConnectorSpecs.nebridge_wms_connectors)
+NOTIFY = Hook(NotifySpecs.nebridge_notify)
+CLI_COMMANDS = Hook(SurfaceSpecs.nebridge_cli_commands)
+SANDBOXES = Hook(SurfaceSpecs.nebridge_sandboxes)
+DEMOS = Hook(SurfaceSpecs.nebridge_demos)
+
 #: The pipeline stage each hook takes part in. While an enabled plugin is not loaded, every
 #: stage it takes part in is paused; one that could not even be imported (its hooks are
 #: unknown) is taken to take part in every stage. Keys are ``daemon.pipeline.Stage`` values.
-STAGE_HOOKS: dict[str, tuple[str, ...]] = {
-    "import_orders": ("nebridge_filter_order", "nebridge_link_code_key"),
-    "shipments": ("nebridge_shipment_actions",),
-    "receipts": ("nebridge_receipt_actions",),
+STAGE_HOOKS: dict[str, tuple[Hook[Any], ...]] = {
+    "import_orders": (FILTER_ORDER, LINK_CODE_KEY),
+    "shipments": (SHIPMENT_ACTIONS,),
+    "receipts": (RECEIPT_ACTIONS,),
 }
 
 
@@ -84,7 +143,7 @@ class PluginRecord:
         if not self.hooks:
             return list(STAGE_HOOKS)
         return [stage for stage, hooks in STAGE_HOOKS.items()
-                if any(h in self.hooks for h in hooks)]
+                if any(h.name in self.hooks for h in hooks)]
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view for ``plugins list --json``."""
@@ -94,6 +153,7 @@ class PluginRecord:
             "enabled": self.enabled,
             "summary": self.info.summary if self.info else "",
             "requires": list(self.info.requires) if self.info else [],
+            "hook_api": self.info.hook_api if self.info else "",
             "source": self.source,
             "distribution": self.distribution,
             "version": self.version,
@@ -103,11 +163,12 @@ class PluginRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class HookOutcome:
-    """The result of calling one plugin's implementation of a hook."""
+class HookOutcome(Generic[R]):
+    """The result of calling one plugin's implementation of a hook (``result`` is None when
+    it raised: ``error``)."""
 
     plugin: str
-    result: Any = None
+    result: R | None = None
     error: BaseException | None = None
 
     @property
@@ -190,6 +251,125 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def _tier(impl: HookImpl) -> int:
+    """``tryfirst`` implementations come first and ``trylast`` ones last, whatever the
+    configured order."""
+    return 0 if impl.tryfirst else 2 if impl.trylast else 1
+
+
+def _with_own_options(wrapper: HookImpl, record: PluginRecord) -> HookImpl:
+    """``wrapper`` taking its OWN plugin's ``options`` (pluggy would hand every
+    implementation of one call the same arguments: those of the plugin it wraps)."""
+    function = wrapper.function
+    if "options" in wrapper.argnames:
+        at = wrapper.argnames.index("options")
+
+        def own(*args: Any, **kwargs: Any) -> Any:
+            return function(*args[:at], record.options, *args[at:], **kwargs)
+    elif "options" in wrapper.kwargnames:
+        def own(*args: Any, **kwargs: Any) -> Any:
+            return function(*args, **{**kwargs, "options": record.options})
+    else:
+        return wrapper
+    bound = copy.copy(wrapper)
+    object.__setattr__(bound, "function", own)
+    object.__setattr__(bound, "argnames",
+                       tuple(a for a in wrapper.argnames if a != "options"))
+    object.__setattr__(bound, "kwargnames",
+                       tuple(a for a in wrapper.kwargnames if a != "options"))
+    return bound
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One plugin's implementation of a hook with every wrapper around it, as pluggy's
+    ``_hookexec`` takes them (it runs the list from its end: outermost wrapper last)."""
+
+    plugin: str
+    record: PluginRecord
+    chain: tuple[HookImpl, ...]
+
+    @property
+    def alone(self) -> bool:
+        """No wrapper, and every argument positional: what pluggy's ``_multicall`` would do
+        is exactly ``function(*args)``."""
+        return len(self.chain) == 1 and not self.chain[0].kwargnames
+
+    def culprit(self, exc: BaseException) -> str:
+        """The plugin whose code raised ``exc``: the implementation when its frame is on
+        the traceback, else the innermost wrapper that is, else the implementation."""
+        owners = {getattr(impl.function, "__code__", None): impl.plugin_name
+                  for impl in self.chain[1:]}
+        own = getattr(self.chain[0].function, "__code__", None)
+        found = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if code is own:
+                return self.plugin
+            found = owners.get(code, found)
+            tb = tb.tb_next
+        return found or self.plugin
+
+
+@dataclass(frozen=True, slots=True)
+class _HookPlan:
+    """How one hook is called: each implementation in order, and whether it is
+    ``firstresult``. Built once per hook until the set of plugins changes."""
+
+    #: Each call, with its implementation when nothing wraps it (see :attr:`_Call.alone`).
+    calls: tuple[tuple[_Call, HookImpl | None], ...]
+    firstresult: bool
+
+    @classmethod
+    def of(cls, caller: pluggy.HookCaller, order: Sequence[str],
+           records: Mapping[str, PluginRecord]) -> _HookPlan:
+        rank = {n: i for i, n in enumerate(order)}
+
+        def key(impl: HookImpl) -> tuple[int, int, str]:
+            return _tier(impl), rank.get(impl.plugin_name, len(rank)), impl.plugin_name
+
+        impls = caller.get_hookimpls()
+        wrappers = sorted((i for i in impls if i.wrapper), key=key)  # outermost first
+        around = tuple(_with_own_options(w, records[w.plugin_name]) for w in reversed(wrappers))
+        calls = [_Call(impl.plugin_name, records[impl.plugin_name], (impl, *around))
+                 for impl in sorted((i for i in impls if not i.wrapper), key=key)]
+        return cls(tuple((call, call.chain[0] if call.alone else None) for call in calls),
+                   bool(caller.spec and caller.spec.opts.get("firstresult")))
+
+
+def _refusal(caller: pluggy.HookCaller, impl: HookImpl) -> str:
+    """Why nebridge refuses this hook implementation ("" when it is fine)."""
+    if caller.spec is None:
+        if impl.optionalhook:
+            return ""
+        return (f"implements {caller.name}, which is not a hook of this nebridge (hook API "
+                f"{HOOK_API_VERSION}; `docs/plugins.md` lists them): fix the name, or mark it "
+                "@hookimpl(optionalhook=True) if it is meant for a newer nebridge")
+    if impl.hookwrapper:
+        return (f"implements {caller.name} as an old-style hookwrapper=True, which nebridge "
+                "does not run: make it @hookimpl(wrapper=True) (`result = yield` gives the "
+                "wrapped plugin's result; return what the call should return)")
+    return ""
+
+
+def api_mismatch(wanted: str) -> str:
+    """Why a plugin that declares ``hook_api=wanted`` cannot run here ("" when it can)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import Version
+
+    try:
+        accepted = SpecifierSet(wanted)
+    except InvalidSpecifier:
+        return (f"declares hook_api={wanted!r}, which is not a version range; write it like "
+                f"'>=1.1,<2' (this nebridge provides hook API {HOOK_API_VERSION})")
+    if Version(HOOK_API_VERSION) in accepted:
+        return ""
+    return (f"needs hook API {wanted} but this nebridge provides hook API {HOOK_API_VERSION}: "
+            "install a version of the plugin made for this hook API, or a nebridge whose "
+            "hook API it accepts (`pip install -U` the plugin; its README names the versions)")
+
+
 class PluginHost:
     """The plugin manager with a typed, isolating facade over pluggy."""
 
@@ -201,7 +381,7 @@ class PluginHost:
         #: When the plugins were loaded (the start of a paused stage, for attention).
         self.loaded_at = datetime.now(UTC)
         self._order: list[str] = []
-        self._ordered: dict[str, list[tuple[str, Any]]] = {}
+        self._plans: dict[str, _HookPlan] = {}
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -229,7 +409,7 @@ class PluginHost:
         wanted = self.wanted_plugins(config)
         self.loaded_at = datetime.now(UTC)
         self._order = list(wanted)
-        self._ordered.clear()
+        self._plans.clear()
         _watch_sigint()
         for name in sorted(set(eps) | set(extra)):
             enabled = name in wanted
@@ -264,14 +444,13 @@ class PluginHost:
             finally:
                 slow.cancel()
             record.state = PluginState.LOADED
-            record.hooks = sorted(
-                caller.name for caller in self.pm.get_hookcallers(plugin) or []
-            )
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            bad = exc.plugin_name if hasattr(exc, "plugin_name") else ""
-            self._fail(bad, f"implements an unknown hook: {exc}")
+            callers = self.pm.get_hookcallers(plugin) or []
+            record.hooks = sorted(caller.name for caller in callers if caller.spec)
+            refusals = [why for caller in callers for impl in caller.get_hookimpls()
+                        if impl.plugin is plugin and (why := _refusal(caller, impl))]
+            if refusals:
+                self._fail(name, "; ".join(refusals))
+        self._plans.clear()
         self._read_infos()
 
     def _fail(self, name: str, error: str) -> None:
@@ -283,11 +462,13 @@ class PluginHost:
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin)
-            self._ordered.clear()
+            self._plans.clear()
         log.error("plugin %s failed: %s", name, error)
 
     def _read_infos(self) -> None:
-        for outcome in self.call_each("nebridge_plugin_info"):
+        """Read each plugin's :class:`PluginInfo`; refuse a plugin without a valid one or
+        whose hook API range excludes :data:`hooks.HOOK_API_VERSION`."""
+        for outcome in self._call_each(PLUGIN_INFO, {}):
             record = self.records[outcome.plugin]
             if outcome.error is not None:
                 self._fail(outcome.plugin,
@@ -300,6 +481,9 @@ class PluginHost:
                     f"calls itself {outcome.result.name!r} but is registered as "
                     f"{outcome.plugin!r}; the entry-point name must equal PluginInfo.name",
                 )
+            elif mismatch := api_mismatch(outcome.result.hook_api):
+                record.info = outcome.result
+                self._fail(outcome.plugin, mismatch)
             else:
                 record.info = outcome.result
         for name in self.loaded_names():
@@ -435,7 +619,7 @@ class PluginHost:
                     plugin = self.pm.get_plugin(record.name)
                     if plugin is not None:
                         self.pm.unregister(plugin)
-                        self._ordered.clear()
+                        self._plans.clear()
                     changed = True
 
     # -- calling ----------------------------------------------------------------------------
@@ -446,82 +630,128 @@ class PluginHost:
         rank = {n: i for i, n in enumerate(self._order)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
-    def call_each(
-        self,
-        hook_name: str,
-        kwargs: Mapping[str, Any] | None = None,
-        per_plugin: Callable[[str], Mapping[str, Any]] | None = None,
-        only: str | None = None,
-    ) -> list[HookOutcome]:
-        """Call every implementation of ``hook_name`` on its own, in configuration order.
+    def _plan(self, hook: Hook[Any]) -> _HookPlan:
+        """How ``hook`` is called (kept until the set of plugins changes)."""
+        plan = self._plans.get(hook.name)
+        if plan is None:
+            plan = self._plans[hook.name] = _HookPlan.of(
+                getattr(self.pm.hook, hook.name), self._order, self.records)
+        return plan
 
-        ``options`` is filled with each plugin's own validated options. Exceptions are
-        caught and returned in the outcome, attributed to the plugin. ``only`` calls that one
-        plugin alone.
+    def _call_each(self, hook: Hook[R], kwargs: Mapping[str, Any],
+                   only: str | None = None) -> list[HookOutcome[R]]:
+        """Call each plugin's implementation of ``hook`` on its own, through pluggy.
+
+        Order: ``tryfirst`` implementations, then plain ones, then ``trylast`` ones, each tier
+        in configuration order. Every ``wrapper=True`` implementation wraps each call, and
+        hook-call monitoring (``pm.add_hookcall_monitoring``) sees each call. ``options`` is
+        the called plugin's own validated options. An exception — from the plugin or from a
+        wrapper around it — is caught and returned in the outcome of the plugin whose code
+        raised it. For a ``firstresult`` hook the calls stop at the first non-None result.
+        ``only`` calls that one plugin alone.
         """
-        outcomes: list[HookOutcome] = []
-        base = dict(kwargs or {})
-        for name, impl in self._implementations(hook_name):
-            if only is not None and name != only:
+        plan = self._plan(hook)
+        hookexec = self.pm._hookexec  # what pluggy's own HookCaller calls (monitoring included)
+        unobserved = self.pm._inner_hookexec is _multicall  # no monitoring, no tracing
+        outcomes: list[HookOutcome[R]] = []
+        for call, direct in plan.calls:
+            if only is not None and call.plugin != only:
                 continue
-            record = self.records.get(name)
-            args = dict(base)
-            args["options"] = record.options if record else None
-            if per_plugin is not None:
-                args.update(per_plugin(name))
-            token = push_log_context(plugin=name)
+            token = push_plugin_context(call.plugin)
             before = _sigints
+            args = {**kwargs, "options": call.record.options}
             try:
-                result = impl.function(*[args[a] for a in impl.argnames])
+                if unobserved and direct is not None:  # _multicall's own steps, one frame less
+                    result = direct.function(*[args[name] for name in direct.argnames])
+                else:
+                    result = hookexec(hook.name, call.chain, args, True)
             except BaseException as exc:  # sys.exit() in a hook is that plugin's failure
                 if users_interrupt(exc, before):
                     raise
-                outcomes.append(HookOutcome(plugin=name, error=exc))
+                outcomes.append(HookOutcome(call.culprit(exc), error=exc))
                 continue
             finally:
                 reset_log_context(token)
-            outcomes.append(HookOutcome(plugin=name, result=result))
+            outcomes.append(HookOutcome(call.plugin, cast(R, result)))
+            if plan.firstresult and result is not None:
+                break
         return outcomes
 
-    def implementers(self, hook_name: str) -> list[str]:
-        """The loaded plugins that implement ``hook_name``, in configuration order."""
-        return [name for name, _impl in self._implementations(hook_name)]
-
-    def call_one(self, hook_name: str, plugin: str,
-                 kwargs: Mapping[str, Any] | None = None) -> HookOutcome | None:
-        """Call ``plugin``'s implementation of ``hook_name`` alone (None: it has none)."""
-        for outcome in self.call_each(hook_name, kwargs, only=plugin):
-            return outcome
-        return None
-
-    def _implementations(self, hook_name: str) -> list[tuple[str, Any]]:
-        """``(plugin, hookimpl)`` of a hook in configuration order (kept until a reload)."""
-        ordered = self._ordered.get(hook_name)
-        if ordered is None:
-            caller = getattr(self.pm.hook, hook_name)
-            impls = {impl.plugin_name: impl for impl in caller.get_hookimpls()}
-            rank = {n: i for i, n in enumerate(self._order)}
-            ordered = [(n, impls[n]) for n in
-                       sorted(impls, key=lambda n: (rank.get(n, len(rank)), n))]
-            self._ordered[hook_name] = ordered
-        return ordered
-
-    def first_result(self, hook_name: str, kwargs: Mapping[str, Any] | None = None) -> Any:
-        """The first non-None result of an isolated call (for ``firstresult`` hooks)."""
-        for outcome in self.call_each(hook_name, kwargs):
+    def _logged_first(self, hook: Hook[R], kwargs: Mapping[str, Any]) -> R | None:
+        """The first non-None result of a ``firstresult`` hook; failures are logged."""
+        for outcome in self._call_each(hook, kwargs):
             if outcome.error is not None:
-                log.error(
-                    "plugin %s raised in %s: %s",
-                    outcome.plugin, hook_name, _short_error(outcome.error),
-                )
+                log.error("plugin %s raised in %s: %s",
+                          outcome.plugin, hook.name, _short_error(outcome.error))
             elif outcome.result is not None:
                 return outcome.result
+        return None
+
+    # -- the hooks, typed (engine code calls these, never a hook by its name) -----------------
+
+    def filter_order(self, order: NeOrder,
+                     warehouse: WarehouseInfo) -> list[HookOutcome[FilterVerdict | None]]:
+        """Every filter plugin's verdict on importing ``order`` into ``warehouse``."""
+        return self._call_each(FILTER_ORDER, {"order": order, "warehouse": warehouse})
+
+    def link_code_key(self) -> Callable[[str], str] | None:
+        """The link-code matching key of the first plugin that offers one (None: exact)."""
+        return self._logged_first(LINK_CODE_KEY, {})
+
+    def shipment_actions(
+        self, shipment: WmsShipment, warehouse: WarehouseInfo
+    ) -> list[HookOutcome[Iterable[Action] | None]]:
+        """Every plugin's actions for a shipment confirmed in the WMS."""
+        return self._call_each(SHIPMENT_ACTIONS, {"shipment": shipment, "warehouse": warehouse})
+
+    def receipt_actions(
+        self, receipt: WmsReceipt, warehouse: WarehouseInfo
+    ) -> list[HookOutcome[Iterable[Action] | None]]:
+        """Every plugin's actions for a receipt confirmed in the WMS."""
+        return self._call_each(RECEIPT_ACTIONS, {"receipt": receipt, "warehouse": warehouse})
+
+    def event_actions(
+        self, event: WmsShipment | WmsReceipt, warehouse: WarehouseInfo
+    ) -> list[HookOutcome[Iterable[Action] | None]]:
+        """:meth:`shipment_actions` or :meth:`receipt_actions`, by the kind of ``event``."""
+        if isinstance(event, WmsShipment):
+            return self.shipment_actions(event, warehouse)
+        return self.receipt_actions(event, warehouse)
+
+    def health_checks(
+        self, connector: ConnectorInUse | None
+    ) -> list[HookOutcome[Iterable[HealthCheck]]]:
+        """Every plugin's health checks for ``nebridge doctor``."""
+        return self._call_each(HEALTH_CHECKS, {"connector": connector})
+
+    def cli_commands(self, config_path: Path) -> list[HookOutcome[Iterable[CliCommand]]]:
+        """Every plugin's commands for the root ``nebridge`` group."""
+        return self._call_each(CLI_COMMANDS, {"config_path": config_path})
+
+    def sandboxes(self) -> list[HookOutcome[Iterable[SandboxSpec]]]:
+        """Every plugin's local sandboxes (``nebridge sandbox serve NAME``)."""
+        return self._call_each(SANDBOXES, {})
+
+    def demos(self, plugin: str) -> list[HookOutcome[Iterable[DemoSpec]]]:
+        """The demos ``plugin`` offers (``nebridge demo --wms NAME``)."""
+        return self._call_each(DEMOS, {}, only=plugin)
+
+    def notify_sinks(self) -> list[str]:
+        """The loaded plugins that deliver notifications, in calling order."""
+        return [call.plugin for call, _direct in self._plan(NOTIFY).calls]
+
+    def notify(self, sink: str, notification: Notification,
+               ctx: NotifyContext) -> HookOutcome[None] | None:
+        """Deliver ``notification`` to one sink (None: ``sink`` delivers no notifications)."""
+        for outcome in self._call_each(NOTIFY, {"notification": notification, "ctx": ctx},
+                                       only=sink):
+            return outcome
         return None
 
     def connector_specs(self) -> dict[str, tuple[str, ConnectorSpec]]:
         """Connector types offered by loaded plugins: name → (plugin, spec)."""
         specs: dict[str, tuple[str, ConnectorSpec]] = {}
-        for outcome in self.call_each("nebridge_wms_connectors"):
+        for outcome in self._call_each(WMS_CONNECTORS, {}):
             if outcome.error is not None:
                 self._fail(
                     outcome.plugin,

@@ -17,7 +17,6 @@ from daemon.attention import AttentionItem, AttentionReport
 from daemon.config import LoadedConfig
 from daemon.config_admin import AdminError, plugin_host
 from daemon.nelink import link_info
-from daemon.notify import HOOK as NOTIFY_HOOK
 from daemon.notify import pending_by_sink
 from daemon.outbox import backlog_by_state
 from daemon.pluginmanager import PluginHost
@@ -134,6 +133,6 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
     status["outbox"] = backlog_by_state(engine)
     status["attention"] = attention.collect(engine, live=live_attention(host),
                                             limit=ATTENTION_LIMIT).as_dict()
-    status["notify"] = {"sinks": host.implementers(NOTIFY_HOOK),
+    status["notify"] = {"sinks": host.notify_sinks(),
                         "waiting": pending_by_sink(engine)}
     return status

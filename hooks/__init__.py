@@ -5,9 +5,11 @@ Third-party plugins import only from here::
     from hooks import hookimpl
     from hooks.records import WmsShipment, ShipOrder, PluginInfo
 
-The contract is versioned with nebridge; see ``docs/plugins.md``.
+The contract carries its own version, :data:`HOOK_API_VERSION`; a plugin declares the range it
+works with in ``PluginInfo.hook_api`` (see "How hooks are called" in ``docs/plugins.md``).
 """
 
 from hooks.markers import PROJECT_NAME, hookimpl, hookspec
+from hooks.specs import HOOK_API_VERSION
 
-__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
+__all__ = ["HOOK_API_VERSION", "PROJECT_NAME", "hookimpl", "hookspec"]

@@ -7,10 +7,36 @@ stock changes are signed integers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+#: Per record type: its ``Literal`` fields and their allowed values (read once).
+_CHOICES: dict[type[Any], dict[str, tuple[object, ...]]] = {}
+
+
+def _choices(record_type: type[Any]) -> dict[str, tuple[object, ...]]:
+    """The fields of a record type whose type is a ``Literal``, with their allowed values."""
+    found = _CHOICES.get(record_type)
+    if found is None:
+        hints = get_type_hints(record_type)
+        found = _CHOICES[record_type] = {f.name: get_args(hints[f.name])
+                                         for f in fields(record_type)
+                                         if get_origin(hints[f.name]) is Literal}
+    return found
+
+
+def check_choices(record: Any) -> None:
+    """Refuse a record whose ``Literal`` field holds a value outside its choices (a
+    ``Notice(level="warn")`` would otherwise pass silently): ``ValueError`` naming the
+    record, the field, the value and the values allowed."""
+    for name, allowed in _choices(type(record)).items():
+        value = getattr(record, name)
+        if value not in allowed:
+            raise ValueError(f"{type(record).__name__}.{name} must be one of "
+                             f"{', '.join(map(repr, allowed))}, not {value!r}")
+
 
 # ---------------------------------------------------------------------------
 # WMS side: what connectors deliver
@@ -27,7 +53,9 @@ class EventKind(StrEnum):
 class ShipmentLine:
     """One product line of a confirmed shipment (出荷実績)."""
 
+    #: The WMS product code (商品コード).
     product_code: str
+    #: Units shipped, 1 or more.
     quantity: int
 
 
@@ -39,11 +67,18 @@ class WmsShipment:
     physical shops ...). ``product_code`` in the lines is the WMS product code.
     """
 
+    #: The WMS's id of the shipment; a redelivered shipment with the same id and content is taken
+    #: once.
     shipment_id: str
+    #: The warehouse code (拠点コード) as configured in ``daemon.yaml``.
     warehouse: str
+    #: The Next Engine order it fulfils (受注番号), or ``None`` for a shipment of another channel.
     ne_order_id: str | None
+    #: The parcel's tracking number (発送伝票番号), if the WMS gave one.
     tracking_number: str | None
+    #: When the WMS confirmed the shipment (timezone-aware).
     confirmed_at: datetime
+    #: What left the warehouse, one line per product.
     lines: tuple[ShipmentLine, ...]
 
     @property
@@ -56,7 +91,9 @@ class WmsShipment:
 class ReceiptLine:
     """One product line of a confirmed receipt (入荷実績)."""
 
+    #: The WMS product code (商品コード).
     product_code: str
+    #: Units received, 1 or more.
     quantity: int
 
 
@@ -64,9 +101,13 @@ class ReceiptLine:
 class WmsReceipt:
     """A receipt of goods confirmed in the WMS (入荷確定)."""
 
+    #: The WMS's id of the receipt.
     receipt_id: str
+    #: The warehouse code (拠点コード) as configured in ``daemon.yaml``.
     warehouse: str
+    #: When the WMS confirmed the receipt (timezone-aware).
     confirmed_at: datetime
+    #: What arrived, one line per product.
     lines: tuple[ReceiptLine, ...]
 
 
@@ -77,7 +118,9 @@ WmsEvent = WmsShipment | WmsReceipt
 class ProductLink:
     """A WMS product and the Next Engine goods code registered on it (紐付けコード)."""
 
+    #: The WMS product code (商品コード).
     product_code: str
+    #: The Next Engine goods code registered on it (紐付けコード), or ``None`` when none is.
     link_code: str | None
 
 
@@ -85,9 +128,13 @@ class ProductLink:
 class OrderInstructionLine:
     """One line of a shipment instruction sent to the WMS."""
 
+    #: The line's number in the instruction, from 1.
     line_no: int
+    #: The WMS product code matched to the goods.
     product_code: str
+    #: The Next Engine goods code (商品コード) of the order row.
     ne_goods_code: str
+    #: Units to ship, 1 or more.
     quantity: int
 
 
@@ -95,15 +142,25 @@ class OrderInstructionLine:
 class OrderInstruction:
     """A Next Engine order turned into a WMS shipment instruction (出荷指示)."""
 
+    #: The Next Engine order number (受注番号, ``receive_order_id``).
     ne_order_id: str
+    #: The shop's own order number (``receive_order_shop_cut_form_id``).
     shop_order_id: str
+    #: The warehouse code that is to ship it.
     warehouse: str
+    #: When the order was placed (``receive_order_date``, as Next Engine sent it).
     order_date: str
+    #: The delivery method's name (``receive_order_delivery_name``, else its id).
     delivery_method: str
+    #: Who receives the parcel (送り先名).
     consignee_name: str
+    #: The consignee's postal code.
     consignee_zip: str
+    #: The consignee's address.
     consignee_address: str
+    #: The consignee's telephone number.
     consignee_tel: str
+    #: What to ship, one line per order row.
     lines: tuple[OrderInstructionLine, ...]
 
 
@@ -115,8 +172,11 @@ class OrderInstruction:
 class NeOrderRow:
     """A non-cancelled row of a Next Engine order (受注明細)."""
 
+    #: The row number (``receive_order_row_no``).
     row_no: int
+    #: The Next Engine goods code (``receive_order_row_goods_id``).
     goods_code: str
+    #: Units ordered (``receive_order_row_quantity``).
     quantity: int
 
 
@@ -128,13 +188,21 @@ class NeOrder:
     None), for plugins that need more than the typed attributes.
     """
 
+    #: The Next Engine order number (受注番号, ``receive_order_id``).
     order_id: str
+    #: The Next Engine shop id (店舗コード, ``receive_order_shop_id``), as a string.
     shop_id: str
+    #: The shop's own order number (``receive_order_shop_cut_form_id``).
     shop_order_id: str
+    #: The order status (受注状態区分, ``receive_order_order_status_id``); 20 at import.
     status_id: int
+    #: The order's tags (受注分類タグ, ``receive_order_gruoping_tag``), e.g. ``[A][B]``.
     grouping_tag: str
+    #: When the order last changed in Next Engine (``receive_order_last_modified_date``).
     last_modified: str
+    #: The order's non-cancelled rows, by row number.
     rows: tuple[NeOrderRow, ...]
+    #: Every base field fetched, by its Next Engine API name.
     fields: Mapping[str, str | None] = field(default_factory=dict)
 
 
@@ -142,9 +210,13 @@ class NeOrder:
 class WarehouseInfo:
     """A configured warehouse (拠点) as plugins see it."""
 
+    #: The warehouse code (拠点コード), the key used everywhere.
     code: str
+    #: Its display name (the code when none is configured).
     name: str
+    #: True when its stock is Next Engine's stock (shipments and receipts move it).
     ne_linked: bool
+    #: True when Next Engine orders are imported into it.
     import_orders: bool
 
 
@@ -156,7 +228,9 @@ class WarehouseInfo:
 class FilterVerdict:
     """A filter plugin's answer for one order: ``accept=False`` skips it with ``reason``."""
 
+    #: False skips the order at this import.
     accept: bool
+    #: Why it was skipped, shown in the run report and logs.
     reason: str = ""
 
 
@@ -198,6 +272,10 @@ class Notice:
     level: Literal["info", "warning", "error"] = "info"
     kind: Literal["notice"] = "notice"
 
+    def __post_init__(self) -> None:
+        """Refuse a value outside the choices of a ``Literal`` field."""
+        check_choices(self)
+
 
 Action = ShipOrder | WriteTracking | AdjustStock | Notice
 
@@ -212,7 +290,9 @@ class PluginInfo:
 
     ``requires`` names plugins that must be enabled whenever this one is. ``config_model``
     is a pydantic model validating the plugin's section of ``daemon.yaml`` (without the
-    ``enabled`` key); ``None`` means the plugin takes no options.
+    ``enabled`` key); ``None`` means the plugin takes no options. ``hook_api`` is the range
+    of :data:`hooks.HOOK_API_VERSION` the plugin works with, as a version specifier
+    (``">=1.1,<2"``): a nebridge outside it refuses the plugin at load, naming both.
     """
 
     name: str
@@ -220,15 +300,20 @@ class PluginInfo:
     requires: tuple[str, ...] = ()
     config_model: type[Any] | None = None
     setting_ja: str = ""
+    hook_api: str = ">=1.0,<2"
 
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
     """The outcome of one health check, as ``nebridge doctor`` shows it."""
 
+    #: What was checked, shown by ``nebridge doctor``.
     name: str
+    #: False makes ``doctor`` exit 1.
     ok: bool
+    #: What was found.
     detail: str = ""
+    #: What the admin should do when it is not ok, ideally a command.
     fix: str = ""
 
 
@@ -259,6 +344,10 @@ class Notification:
     lines: tuple[str, ...] = ()
     delivery_key: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse a value outside the choices of a ``Literal`` field."""
+        check_choices(self)
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (the generic webhook's body; ``since`` as ISO 8601 UTC)."""
         return {"key": self.key, "kind": self.kind, "event": self.event,
@@ -282,10 +371,21 @@ class Problem:
     resolving the key closes it. ``fix`` tells the admin what to do, ideally an exact command.
     """
 
+    #: Stable while the problem lasts; reporting it again updates it, resolving it closes it.
     key: str
+    #: The kind of problem (e.g. ``wms_mismatch``); groups items in ``attention``.
     kind: str
+    #: What is wrong, in words.
     reason: str
+    #: What the admin should do, ideally an exact command.
     fix: str
+    #: The warehouse concerned, if one.
     warehouse: str = ""
+    #: What it is about (an order, a shipment), shown beside the reason.
     subject: str = ""
+    #: ``error`` needs action; ``warning`` should be looked at.
     severity: Literal["warning", "error"] = "error"
+
+    def __post_init__(self) -> None:
+        """Refuse a value outside the choices of a ``Literal`` field."""
+        check_choices(self)

@@ -143,7 +143,7 @@ def test_unknown_plugin_name_in_config_is_an_error(make_config: ConfigFactory) -
                and "did you mean `status_update`?" in i.message for i in issues)
 
 
-def test_call_each_isolates_a_raising_plugin(make_config: ConfigFactory) -> None:
+def test_a_raising_plugin_is_isolated(make_config: ConfigFactory) -> None:
     class Exploding:
         @hookimpl
         def nebridge_plugin_info(self) -> PluginInfo:
@@ -164,10 +164,7 @@ def test_call_each_isolates_a_raising_plugin(make_config: ConfigFactory) -> None
     from hooks.records import ShipmentLine
     shipment = WmsShipment("S1", "ITAKU", "77", "T-1", datetime.now(UTC),
                            (ShipmentLine("P", 1),))
-    outcomes = host.call_each("nebridge_shipment_actions", {
-        "shipment": shipment,
-        "warehouse": WarehouseInfo("ITAKU", "x", True, True),
-    })
+    outcomes = host.shipment_actions(shipment, WarehouseInfo("ITAKU", "x", True, True))
     by_plugin = {o.plugin: o for o in outcomes}
     assert isinstance(by_plugin["exploding"].error, ValueError)
     assert by_plugin["status_update"].ok and by_plugin["tracking_update"].ok
