@@ -98,9 +98,9 @@ def connector_host(config: DaemonConfig) -> PluginHost:
     """The enabled plugins, the connector's and every installed WMS connector plugin
     (``wms_*``): the ones that may offer a sandbox or a demo. Options are not validated."""
     connectors = [name for name in discover_entry_points() if name.startswith(CONNECTOR_PREFIX)]
-    sections = {**{name: {"enabled": True} for name in connectors}, **config.plugins}
+    sections = dict(config.plugins)
     for name in connectors:
-        sections[name] = {**sections[name], "enabled": True}
+        sections[name] = {**sections.get(name, {}), "enabled": True}
     host = PluginHost()
     host.load(config.model_copy(update={"plugins": sections}))
     return host
