@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hooks.credentials import read_credential
-from hooks.http import BoundedSession
 from hooks.records import Notification
+
+if TYPE_CHECKING:  # a type only: ``status`` reads the notifiers without loading requests
+    from hooks.http import BoundedSession
 
 Language = Literal["ja", "en"]
 

@@ -38,8 +38,9 @@ NOT_FOR_PLUGINS_LIST = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "apsched
                         "daemon.importer", "daemon.sandbox")
 
 #: What ``status`` must not import: it reads the store and loads the plugins; the engine
-#: that runs passes, the Next Engine client and the migration tool are not needed.
-NOT_FOR_STATUS = ("alembic", "apscheduler", "daemon.admin", "daemon.runtime",
+#: that runs passes, the Next Engine client (and requests) and the migration tool are not
+#: needed.
+NOT_FOR_STATUS = ("alembic", "apscheduler", "requests", "daemon.admin", "daemon.runtime",
                   "daemon.nextengine.client", "daemon.inbox", "daemon.pipeline",
                   "daemon.dispatch", "daemon.importer", "daemon.sandbox", "daemon.scheduler",
                   "daemon.supervisor")
