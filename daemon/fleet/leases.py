@@ -126,16 +126,17 @@ def fleet_engine(url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> E
     return engine
 
 
-def fence(connection: Connection, company: str, epoch: int) -> None:
+def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True) -> None:
     """Raise :class:`LeaseLost` unless the lease of ``company`` taken at ``epoch`` is still
     held and unexpired; call it in the transaction about to commit the company's changes.
 
     The row stays locked ``FOR KEY SHARE`` until that transaction ends, so no other worker
-    takes the company over before it commits.
+    takes the company over before it commits. ``lock=False`` only checks (before a Next
+    Engine call, where there is nothing to commit): no row lock, so no write and no fsync.
     """
     row = connection.execute(
         text("SELECT holder, epoch, expires_at > clock_timestamp() AS live FROM fleet_lease "
-             "WHERE company = :company FOR KEY SHARE"),
+             f"WHERE company = :company{' FOR KEY SHARE' if lock else ''}"),
         {"company": company}).first()
     if row is None:
         raise LeaseLost(company, epoch, "the company has no lease row (removed from the fleet)")
@@ -203,19 +204,19 @@ class LeaseKeeper:
             epoch = self._held.get(company)
         return None if epoch is None else Lease(company, epoch)
 
-    def fence(self, connection: Connection, company: str) -> None:
+    def fence(self, connection: Connection, company: str, *, lock: bool = True) -> None:
         """:func:`fence` with this worker's epoch (:class:`LeaseLost` if it holds none)."""
         lease = self.lease(company)
         if lease is None:
             raise LeaseLost(company, 0, "this worker does not hold it")
-        fence(connection, company, lease.epoch)
+        fence(connection, company, lease.epoch, lock=lock)
 
     def lost_reason(self, company: str) -> str | None:
         """Why this worker may not act for ``company`` now, or None (checked in the database:
         the fence of Next Engine calls, as ``FencedTokenStore(…, fence=…)`` expects)."""
         try:
-            with self.engine.begin() as connection:
-                self.fence(connection, company)
+            with self.engine.connect() as connection:
+                self.fence(connection, company, lock=False)
         except LeaseLost as exc:
             return str(exc)
         return None
@@ -298,20 +299,21 @@ class LeaseKeeper:
         return {str(row.company): int(row.epoch) for row in rows}
 
     def _release(self, companies: Iterable[str]) -> list[str]:
-        """Give up ``companies`` (after ``before_release``); the ones released."""
-        released = []
-        for company in companies:
+        """Give up ``companies`` (each after ``before_release``); the ones released."""
+        codes = list(companies)
+        if not codes:
+            return []
+        for company in codes:
             self.before_release(company)
             with self._guard:
                 self._held.pop(company, None)
-            with self.engine.begin() as connection:
-                done = connection.execute(text(
-                    "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "
-                    "WHERE company = :company AND holder = :worker"),
-                    {"company": company, "worker": self.worker_id}).rowcount
-            if done:
-                released.append(company)
-                log.info("company %s: lease released (fair share)", company)
+        with self.engine.begin() as connection:
+            released = sorted(connection.execute(text(
+                "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "
+                "WHERE company = ANY(CAST(:codes AS text[])) AND holder = :worker "
+                "RETURNING company"), {"codes": codes, "worker": self.worker_id}).scalars())
+        for company in released:
+            log.info("company %s: lease released", company)
         return released
 
     def _acquire(self, companies: frozenset[str], room: int) -> tuple[Lease, ...]:
