@@ -10,13 +10,11 @@ from __future__ import annotations
 import gc
 import random
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from daemon.sandbox.clock import NE_DATE_FORMAT, ZERO_DATE
+from daemon.sandbox.clock import NE_DATE_FORMAT, ZERO_DATE, Clock
+from daemon.sandbox.config import SandboxConfig
 from daemon.sandbox.model import Goods, Order, Row
-
-if TYPE_CHECKING:
-    from daemon.sandbox.state import SandboxState
 
 TAG_TARGET = "[ロジクラ受注取込対象]"
 TAG_LOOKALIKE = "[ロジクラ受注取込対象外]"
@@ -71,10 +69,31 @@ _SUPPLIERS = ("株式会社サンプル商事", "有限会社テスト製作所"
 _CUT_PREFIX = {1: "rakuten-", 2: "yahoo-", 3: "amzn-", 4: "web-"}
 
 
+class World(Protocol):
+    """The parts of :class:`~daemon.sandbox.state.SandboxState` the seed fills (named here so
+    the seed does not import the state that calls it)."""
+
+    config: SandboxConfig
+    clock: Clock
+    shops: dict[int, str]
+    company: dict[str, str]
+    user: dict[str, str]
+    tags: list[dict[str, str | None]]
+    goods: dict[str, Goods]
+
+    def goods_key(self, code: str) -> str: ...
+
+    def find_goods(self, code: str) -> Goods | None: ...
+
+    def next_order_id(self) -> int: ...
+
+    def index_order(self, order: Order) -> None: ...
+
+
 class _DateFmt:
     """Fast NE date formatting of "seconds relative to the clock start" (cached days)."""
 
-    def __init__(self, state: SandboxState) -> None:
+    def __init__(self, state: World) -> None:
         self._start = state.clock.start
         self._midnight = self._start.replace(hour=0, minute=0, second=0)
         self._start_offset = int((self._start - self._midnight).total_seconds())
@@ -92,7 +111,7 @@ class _DateFmt:
         return f"{text} {hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
-def build_world(state: SandboxState) -> None:
+def build_world(state: World) -> None:
     """Fill ``state`` deterministically from ``state.config.seed``."""
     rng = random.Random(state.config.seed)
     fmt = _DateFmt(state)
@@ -138,7 +157,7 @@ def build_world(state: SandboxState) -> None:
             gc.enable()
 
 
-def _build_goods(state: SandboxState, rng: random.Random, fmt: _DateFmt) -> None:
+def _build_goods(state: World, rng: random.Random, fmt: _DateFmt) -> None:
     created = fmt(-120 * 86_400)
     for index, (code, name, price) in enumerate(GOODS):
         quantity = 0 if index % 13 == 5 else rng.randint(5, 200)
@@ -163,7 +182,7 @@ def _build_goods(state: SandboxState, rng: random.Random, fmt: _DateFmt) -> None
 
 
 def _build_orders(
-    state: SandboxState, rng: random.Random, fmt: _DateFmt, start_text: str
+    state: World, rng: random.Random, fmt: _DateFmt, start_text: str
 ) -> None:
     goods_list = list(state.goods.values())
     prices = {g.code: g.extra["goods_selling_price"] or "1000" for g in goods_list}

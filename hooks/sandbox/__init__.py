@@ -20,7 +20,13 @@ from hooks.sandbox.config import GuessedOption, SandboxSettings
 from hooks.sandbox.control import ControlApi, ControlError
 from hooks.sandbox.faults import Draw, FaultBook, FaultSettings, Scheduled
 from hooks.sandbox.ledger import Ledger, LedgerEntry
-from hooks.sandbox.server import SandboxHandler, SandboxServer, run_until_signal, with_query
+from hooks.sandbox.server import (
+    SandboxHandler,
+    SandboxServer,
+    StatePart,
+    run_until_signal,
+    with_query,
+)
 
 __all__ = [
     "JST",
@@ -37,6 +43,7 @@ __all__ = [
     "SandboxServer",
     "SandboxSettings",
     "Scheduled",
+    "StatePart",
     "run_until_signal",
     "with_query",
 ]

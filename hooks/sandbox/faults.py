@@ -81,7 +81,7 @@ class FaultBook(Generic[SettingsT]):
     PATH_PREFIXES = True
 
     def __init__(self, settings_type: type[SettingsT], config: SettingsT | None = None) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._settings_type = settings_type
         self._config = settings_type()
         self._rng = random.Random(0)
@@ -176,21 +176,23 @@ class FaultBook(Generic[SettingsT]):
 
     # ---------------------------------------------------------------- decisions
     def draw(self, method: str, path: str) -> Draw:
-        """The shared draws for one call, in a fixed order (caller holds the lock): a drop
-        before, an error (scheduled first, then by rate), a drop after."""
-        cfg = self._config
-        drop_before = (self._take("drop_before", method, path) is not None
-                       or self._roll(cfg.drop_before_rate))
-        scheduled = self._take("error", method, path)
-        error = scheduled.value if scheduled is not None else None
-        if error is None and self._in_scope(cfg.fault_paths, path):
-            for code in sorted(cfg.rates):
-                if self._roll(cfg.rates[code]):
-                    error = code
-                    break
-        drop_after = (self._take("drop_after", method, path) is not None
-                      or self._roll(cfg.drop_after_rate))
-        return Draw(cfg.latency_ms / 1000.0, drop_before, error, drop_after)
+        """The shared draws for one call, in a fixed order: a drop before, an error (scheduled
+        first, then by rate), a drop after. A subclass's ``decide`` holds ``self._lock``
+        around this and its own draws so one call's draws are never interleaved."""
+        with self._lock:
+            cfg = self._config
+            drop_before = (self._take("drop_before", method, path) is not None
+                           or self._roll(cfg.drop_before_rate))
+            scheduled = self._take("error", method, path)
+            error = scheduled.value if scheduled is not None else None
+            if error is None and self._in_scope(cfg.fault_paths, path):
+                for code in sorted(cfg.rates):
+                    if self._roll(cfg.rates[code]):
+                        error = code
+                        break
+            drop_after = (self._take("drop_after", method, path) is not None
+                          or self._roll(cfg.drop_after_rate))
+            return Draw(cfg.latency_ms / 1000.0, drop_before, error, drop_after)
 
     def _in_scope(self, fault_paths: list[str], path: str) -> bool:
         if not fault_paths:

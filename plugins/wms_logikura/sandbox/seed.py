@@ -8,12 +8,12 @@ records directly, without ledger entries: initial stock is not a movement.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
-from plugins.wms_logikura.sandbox.model import Account, Consignee, Warehouse
-
-if TYPE_CHECKING:
-    from plugins.wms_logikura.sandbox.state import SandboxState
+from plugins.wms_logikura.sandbox.clock import Clock
+from plugins.wms_logikura.sandbox.config import SandboxConfig
+from plugins.wms_logikura.sandbox.model import Account, Consignee, Variant, Warehouse
 
 #: (code, name): the seed article's warehouses.
 WAREHOUSES: tuple[tuple[str, str], ...] = (
@@ -33,7 +33,23 @@ CONSIGNEES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def build_world(state: SandboxState) -> None:
+class World(Protocol):
+    """The parts of :class:`~plugins.wms_logikura.sandbox.state.SandboxState` the seed fills
+    (named here so the seed does not import the state that calls it)."""
+
+    config: SandboxConfig
+    clock: Clock
+    warehouses: dict[int, Warehouse]
+    accounts: dict[int, Account]
+    consignees: dict[int, Consignee]
+
+    def next_id(self, kind: str) -> int: ...
+
+    def insert_variant(self, product_code: str, name: str, link_code: str | None,
+                       stock: Mapping[str, int], *, price: int = 1000) -> Variant: ...
+
+
+def build_world(state: World) -> None:
     """Fill ``state`` with the seeded world."""
     rng = random.Random(state.config.seed)
     now = state.clock.iso()
