@@ -649,6 +649,10 @@ class PluginHost:
         wrapper around it — is caught and returned in the outcome of the plugin whose code
         raised it. For a ``firstresult`` hook the calls stop at the first non-None result.
         ``only`` calls that one plugin alone.
+
+        When nothing wraps an implementation and nothing monitors hook calls, pluggy's
+        ``_multicall`` of that one implementation is exactly ``function(*args)``: the host
+        makes that call itself, one frame less on the per-event path (issue #18).
         """
         plan = self._plan(hook)
         hookexec = self.pm._hookexec  # what pluggy's own HookCaller calls (monitoring included)

@@ -375,3 +375,26 @@ def test_a_plugin_for_another_hook_api_is_shown_and_pauses_its_stage(
     assert "hook_api: >=2,<3" in shown.stdout
     ran = runner.invoke(app, ["--config", config, "run", "--once"])
     assert ran.exit_code == 1 and "PAUSED" in ran.stdout
+
+
+def test_specname_lets_a_function_of_another_name_implement_a_hook(
+    make_config: ConfigFactory,
+) -> None:
+    @hookimpl(specname="nebridge_filter_order")
+    def refuse_everything(order: NeOrder) -> FilterVerdict:
+        return FilterVerdict(accept=False, reason=f"no {order.order_id}")
+
+    host = host_with(make_config, {"strict": Plugin("strict", refuse=refuse_everything)})
+    assert host.records["strict"].stages() == ["import_orders"]
+    assert [(o.plugin, o.result) for o in host.filter_order(ORDER, WAREHOUSE)] == [
+        ("strict", FilterVerdict(accept=False, reason="no 77"))]
+
+
+def test_every_hook_has_one_typed_handle_and_every_stage_its_hooks() -> None:
+    from daemon import pluginmanager
+    from daemon.pipeline import Stage
+    from tests.test_hookspecs import hookspec_names
+
+    handles = [v.name for v in vars(pluginmanager).values() if isinstance(v, pluginmanager.Hook)]
+    assert sorted(handles) == sorted(hookspec_names())
+    assert set(pluginmanager.STAGE_HOOKS) == {stage.value for stage in Stage}
