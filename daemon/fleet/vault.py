@@ -42,6 +42,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from daemon.fleet.leases import require_fleet_database
 from daemon.nextengine.tokens import TokenSet
 from hooks.credentials import read_credential
 
@@ -169,10 +170,12 @@ def _aad(company: str) -> bytes:
 
 
 class TokenVault:
-    """The fleet's token pairs in ``fleet_token`` (PostgreSQL), sealed with ``keys``."""
+    """The fleet's token pairs in ``fleet_token`` (PostgreSQL), sealed with ``keys``; refused
+    (:class:`~daemon.fleet.leases.FleetUnavailable`) on SQLite or an unmigrated database."""
 
     def __init__(self, engine: Engine, keys: VaultKeys, *,
                  lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> None:
+        require_fleet_database(engine)
         self.engine = engine
         self.keys = keys
         self.lock_wait_seconds = lock_wait_seconds
@@ -198,10 +201,11 @@ class TokenVault:
                 f"which this process does not have (current key {self.keys.current.key_id}); "
                 f"give it that key as the credential {PREVIOUS_KEY_CREDENTIAL} until the "
                 "rotation has run, or `nebridge connect` the company again")
+        cipher = _aesgcm(key.secret)  # says how to install cryptography if it is missing
         from cryptography.exceptions import InvalidTag
 
         try:
-            plain = _aesgcm(key.secret).decrypt(nonce, sealed, _aad(company))
+            plain = cipher.decrypt(nonce, sealed, _aad(company))
         except InvalidTag:
             raise VaultError(
                 f"the token pair stored for company {company!r} does not decrypt with vault "

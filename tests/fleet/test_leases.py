@@ -8,6 +8,7 @@ next fenced transactions refused and commits nothing for the companies it lost.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from daemon.fleet.leases import (
     fence,
     fleet_engine,
 )
+from daemon.fleet.vault import TokenVault, VaultKey, VaultKeys
 from daemon.store.engine import DatabaseUnavailable, make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,6 +264,9 @@ def test_sqlite_and_an_unmigrated_database_are_refused_with_the_way_out(
     upgrade(sqlite)
     with pytest.raises(FleetUnavailable, match=r"needs PostgreSQL.*remove `companies_dir`"):
         LeaseKeeper(sqlite, ["acme"])
+    with pytest.raises(FleetUnavailable, match="needs PostgreSQL"):
+        TokenVault(sqlite, VaultKeys(VaultKey.from_text(base64.b64encode(bytes(32)).decode(),
+                                                        "test")))
     sqlite.dispose()
 
     engine = make_engine(fleet_url)
