@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from daemon.config import load_config
-from daemon.nelink import connect as connect_next_engine
 from daemon.runtime import build_runtime
 from daemon.sandbox import SandboxServer as NeSandbox
-from daemon.store.engine import make_engine
+from daemon.testing.installation import sign_in
 from hooks.connectors import AuthorizingConnector, ConnectorContext, InstructionBatch
 from hooks.records import OrderInstruction, OrderInstructionLine, WarehouseInfo
 from plugins.wms_logikura import LogikuraConfig, LogikuraConnector
@@ -124,10 +122,7 @@ def batch(key: str, *orders: OrderInstruction) -> InstructionBatch:
 def link_both(config: Path, ne: NeSandbox, lk: SandboxServer) -> None:
     """Sign the installation of ``config`` in to the Next Engine sandbox and authorise it in
     the Logikura sandbox, as `nebridge connect` and `nebridge wms connect` do."""
-    settings = load_config(config).config
-    engine = make_engine(settings.resolved_database_url)
-    connect_next_engine(settings, engine, *ne.state.issue_login())
-    engine.dispose()
+    sign_in(config, ne)
     runtime = build_runtime(config)
     try:
         connector: object = runtime.connector
