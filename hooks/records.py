@@ -236,8 +236,12 @@ class FilterVerdict:
 
 @dataclass(frozen=True, slots=True)
 class ShipOrder:
-    """Move a Next Engine order to shipped (出荷確定済, status 50)."""
+    """Move a Next Engine order to shipped (出荷確定済, status 50).
 
+    Feeds the ``ship_order`` action kind (:data:`hooks.actions.SHIP_ORDER`: key, merge rule).
+    """
+
+    #: The Next Engine order number in canonical form (``16``, not ``0016``).
     ne_order_id: str
     kind: Literal["ship_order"] = "ship_order"
 
@@ -247,19 +251,28 @@ class WriteTracking:
     """Write a tracking number (発送伝票番号) together with the shipped status.
 
     The engine never writes a tracking number alone: without a :class:`ShipOrder` for the same
-    order from the same event, this action is dropped and reported.
+    order from the same event, this action is dropped and reported. Rides on the
+    ``ship_order`` action kind (:data:`hooks.actions.SHIP_ORDER`).
     """
 
+    #: The Next Engine order the number is written on.
     ne_order_id: str
+    #: The tracking number (発送伝票番号) as the carrier gave it.
     tracking_number: str
     kind: Literal["write_tracking"] = "write_tracking"
 
 
 @dataclass(frozen=True, slots=True)
 class AdjustStock:
-    """Change Next Engine stock of the goods linked to a WMS product by ``delta`` units."""
+    """Change Next Engine stock of the goods linked to a WMS product by ``delta`` units.
 
+    Feeds the ``adjust_stock`` action kind (:data:`hooks.actions.ADJUST_STOCK`: keys, merge
+    rule).
+    """
+
+    #: The WMS product code; the engine finds the Next Engine goods through its link code.
     product_code: str
+    #: The signed change in units (negative takes stock off); 0 changes nothing.
     delta: int
     kind: Literal["adjust_stock"] = "adjust_stock"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.dispatch import EXECUTORS
+from daemon.runtime import build_runtime
 from hooks.actions import (
     ACTION_KINDS,
     ADJUST_STOCK,
@@ -32,6 +33,7 @@ from hooks.records import (
     ShipOrder,
     WriteTracking,
 )
+from tests.conftest import ConfigFactory
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 SHIPMENT = EventRef(EventKind.SHIPMENT, "S-1")
@@ -41,6 +43,19 @@ def test_every_kind_has_an_executor_and_every_executor_a_kind() -> None:
     assert set(EXECUTORS) == set(ACTION_KINDS)
     for name, executor in EXECUTORS.items():
         assert executor.kind == name
+
+
+def test_the_runtime_runs_every_kind_with_the_configured_dispatch_settings(
+    make_config: ConfigFactory,
+) -> None:
+    rt = build_runtime(make_config(dispatch={"retry_seconds": 7}))
+    try:
+        executors = rt.executors()
+        assert {kind: type(e) for kind, e in executors.items()} == EXECUTORS
+        assert all(e.settings.retry.total_seconds() == 7  # type: ignore[attr-defined]
+                   for e in executors.values())
+    finally:
+        rt.close()
 
 
 def test_every_kind_states_its_records_keys_merge_rule_and_words() -> None:
