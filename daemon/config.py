@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
@@ -233,6 +241,16 @@ class DaemonConfig(_Strict):
     def _log_level(cls, value: str) -> str:
         if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"{value!r} is not a log level: use DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("companies_dir")
+    @classmethod
+    def _fleet_needs_postgres(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("database_url") or ""
+        if value is not None and not url.startswith("postgresql"):
+            raise ValueError("fleet mode (one file per company) needs PostgreSQL: set "
+                             "`database_url` to postgresql+psycopg://user@host/db, or remove "
+                             "`companies_dir` to run one company")
         return value
 
     @field_validator("database_url")

@@ -31,8 +31,13 @@ def folder(tmp_path: Path) -> Path:
     return companies
 
 
+#: Fleet mode needs PostgreSQL; loading company files connects nowhere.
+POSTGRES = "postgresql+psycopg://nebridge@127.0.0.1/fleet"
+
+
 def fleet(make_config: ConfigFactory, folder: Path) -> Companies:
-    return Companies(load_config(make_config(migrate=False, companies_dir="companies")))
+    return Companies(load_config(make_config(migrate=False, companies_dir="companies",
+                                             database_url=POSTGRES)))
 
 
 def test_without_companies_dir_daemon_yaml_is_the_one_default_company(
@@ -139,6 +144,15 @@ def test_reload_reports_added_changed_removed_and_keeps_the_last_good_version(
 def test_a_missing_companies_dir_is_refused_at_its_line(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    loaded = load_config(make_config(migrate=False, companies_dir="nowhere"))
+    loaded = load_config(make_config(migrate=False, companies_dir="nowhere",
+                                     database_url=POSTGRES))
     with pytest.raises(ConfigError, match=r"line \d+: companies_dir: cannot read the folder"):
         Companies(loaded)
+
+
+def test_fleet_mode_on_sqlite_is_refused_at_the_companies_dir_line(
+    make_config: ConfigFactory, folder: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"line \d+: companies_dir: fleet mode .* needs "
+                                          r"PostgreSQL.*or remove `companies_dir`"):
+        load_config(make_config(migrate=False, companies_dir="companies"))
