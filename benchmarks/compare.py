@@ -37,11 +37,29 @@ SQLITE = "SQLite"
 POSTGRES = "PostgreSQL"
 
 
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of ``url`` if it does not exist (through ``postgres``)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                 {"name": target.database}).first()
+            if found is None:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
 def run_table(tree: Path, database_url: str | None, runner_args: Sequence[str],
               out: Path) -> list[dict[str, Any]]:
     """The rows of one ``python -m benchmarks`` run of ``tree`` (its JSON ``rows``)."""
     command = [sys.executable, "-m", "benchmarks", *runner_args, "--json", str(out)]
     if database_url:
+        ensure_database(database_url)  # a test suite running alongside may have dropped it
         command += ["--database-url", database_url]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
