@@ -149,6 +149,47 @@ def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True
                                         "paused or cut off from the database)")
 
 
+@dataclass(frozen=True, slots=True)
+class CompanyLease:
+    """One company's lease as the database shows it (for ``companies list``, ``status``)."""
+
+    company: str
+    holder: str | None
+    epoch: int
+    expires_in_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """One worker's heartbeat as the database shows it."""
+
+    worker_id: str
+    host: str
+    pid: int
+    live: bool
+    holds: int
+
+
+def overview(engine: Engine) -> tuple[list[CompanyLease], list[WorkerState]]:
+    """Every company's lease (holder None when free or expired) and every known worker, by
+    the database's clock; read-only."""
+    with engine.connect() as connection:
+        leases = [CompanyLease(row.company, row.holder if row.live else None, int(row.epoch),
+                               float(row.left) if row.live else None)
+                  for row in connection.execute(text(
+                      "SELECT company, holder, epoch, expires_at > clock_timestamp() AS live, "
+                      "extract(epoch FROM expires_at - clock_timestamp()) AS left "
+                      "FROM fleet_lease ORDER BY company"))]
+        workers = [WorkerState(row.worker_id, row.host, int(row.pid), bool(row.live),
+                               int(row.holds))
+                   for row in connection.execute(text(
+                       "SELECT w.worker_id, w.host, w.pid, w.expires_at > clock_timestamp() "
+                       "AS live, (SELECT count(*) FROM fleet_lease l WHERE l.holder = "
+                       "w.worker_id AND l.expires_at > clock_timestamp()) AS holds "
+                       "FROM fleet_worker w ORDER BY w.worker_id"))]
+    return leases, workers
+
+
 def default_worker_id() -> str:
     """``host:pid:random`` — unique per process start, readable in ``fleet_worker``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]

@@ -33,6 +33,7 @@ from daemon.fleet.leases import (
     fair_share,
     fence,
     fleet_engine,
+    overview,
 )
 from daemon.fleet.vault import TokenVault, VaultKey, VaultKeys
 from daemon.store.engine import DatabaseUnavailable, make_engine, upgrade
@@ -221,6 +222,12 @@ def test_fence_refuses_after_takeover_and_release_hands_over_at_once(fleet_url: 
     first.on_lost = lambda company, reason: lost.append(company)
     assert first.tick().lost == ("acme",) and lost == ["acme"]
     assert first.held() == {}
+
+    leases, workers = overview(engine)
+    assert [(lease.company, lease.holder, lease.epoch) for lease in leases] == [
+        ("acme", "second", epoch + 1)]
+    assert leases[0].expires_in_seconds is not None and 0 < leases[0].expires_in_seconds <= 1
+    assert {(w.worker_id, w.holds) for w in workers} == {("first", 0), ("second", 1)}
 
     released: list[str] = []
     second.before_release = released.append
