@@ -271,6 +271,7 @@ def _with_own_options(wrapper: HookImpl, record: PluginRecord) -> HookImpl:
             return function(*args, **{**kwargs, "options": record.options})
     else:
         return wrapper
+    own.__wrapped__ = function  # type: ignore[attr-defined]  # its frames are the plugin's
     bound = copy.copy(wrapper)
     object.__setattr__(bound, "function", own)
     object.__setattr__(bound, "argnames",
@@ -278,6 +279,11 @@ def _with_own_options(wrapper: HookImpl, record: PluginRecord) -> HookImpl:
     object.__setattr__(bound, "kwargnames",
                        tuple(a for a in wrapper.kwargnames if a != "options"))
     return bound
+
+
+def _code(function: Callable[..., Any]) -> object:
+    """The code object whose frames are ``function``'s (a wrapper's own, not its binding's)."""
+    return getattr(getattr(function, "__wrapped__", function), "__code__", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,9 +304,8 @@ class _Call:
     def culprit(self, exc: BaseException) -> str:
         """The plugin whose code raised ``exc``: the implementation when its frame is on
         the traceback, else the innermost wrapper that is, else the implementation."""
-        owners = {getattr(impl.function, "__code__", None): impl.plugin_name
-                  for impl in self.chain[1:]}
-        own = getattr(self.chain[0].function, "__code__", None)
+        owners = {_code(impl.function): impl.plugin_name for impl in self.chain[1:]}
+        own = _code(self.chain[0].function)
         found = ""
         tb = exc.__traceback__
         while tb is not None:

@@ -232,17 +232,25 @@ def test_a_raising_plugin_is_attributed_and_the_others_still_run(
     assert "passing" not in by_plugin
 
 
+@pytest.mark.parametrize("with_options", [False, True])
 def test_a_wrapper_that_raises_is_blamed_not_the_plugin_it_wraps(
-    make_config: ConfigFactory,
+    make_config: ConfigFactory, with_options: bool,
 ) -> None:
-    @hookimpl(wrapper=True)
-    def failing(shipment: WmsShipment) -> Generator[None, Any, Any]:
-        actions = yield
+    def failing(actions: Any) -> Any:
         if any(type(a).__name__ == "WriteTracking" for a in actions):
             raise RuntimeError("wrapper bug")
         return actions
 
-    host = host_with(make_config, {"buggy": Plugin("buggy", nebridge_shipment_actions=failing)})
+    @hookimpl(wrapper=True)
+    def plain(shipment: WmsShipment) -> Generator[None, Any, Any]:
+        return failing((yield))
+
+    @hookimpl(wrapper=True)
+    def configured(options: None, shipment: WmsShipment) -> Generator[None, Any, Any]:
+        return failing((yield))
+
+    host = host_with(make_config, {"buggy": Plugin(
+        "buggy", nebridge_shipment_actions=configured if with_options else plain)})
     outcomes = host.shipment_actions(SHIPMENT, WAREHOUSE)
 
     assert [(o.plugin, o.ok) for o in outcomes] == [
