@@ -20,13 +20,6 @@ def world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
     yield from make_world(make_config, tmp_path)
 
 
-def once(world: World, dry_run: bool = False):  # type: ignore[no-untyped-def]
-    rt = world.runtime()
-    try:
-        return run_once(rt, dry_run=dry_run)
-    finally:
-        rt.close()
-
 
 def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     st = world.sandbox.state
@@ -40,7 +33,7 @@ def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     o6 = st.create_order([("A-1", 1)], shop_id=1, instruct_date="2099-01-01 00:00:00")
     world.products([("P-A", "A-1"), ("P-B", "b-2"), ("P-C", "C-3")])
 
-    first = once(world)
+    first = world.run_once()
     imported = {r["ne_order_id"] for r in world.instructed()}
     assert imported == {str(o1), str(o2)}
     stage = next(r for r in first.stages if r.stage.value == "import_orders"
@@ -50,7 +43,7 @@ def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     line = next(r for r in world.instructed() if r["ne_order_id"] == str(o1))
     assert (line["product_code"], line["ne_goods_code"], line["quantity"]) == ("P-A", "a-1", "1")
 
-    once(world)  # nothing is imported twice
+    world.run_once()  # nothing is imported twice
     assert sorted(r["ne_order_id"] for r in world.instructed()) == sorted([str(o1), str(o2)])
 
     world.drop("shipments-1.csv", SHIP_HEADER, [
@@ -61,7 +54,7 @@ def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     ])
     world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5",
                                                   f"R-2,SHINJUKU,{AT},P-B,3"])
-    report = once(world)
+    report = world.run_once()
     assert report.problems == [], report.problems
     assert report.attention.counts == {"held_order": 1}  # o3 waits; run --once exits 1
     assert report.attention.items[0].subject == str(o3)
@@ -75,7 +68,7 @@ def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     for order in (o4, o5, o6):
         assert str(order) not in {r["ne_order_id"] for r in world.instructed()}
 
-    again = once(world)  # a second pass sends nothing more; the held order stays visible
+    again = world.run_once()  # a second pass sends nothing more; the held order stays visible
     assert again.problems == [] and again.attention.counts == {"held_order": 1}
     assert world.sandbox.ledger.shipped_order_ids() == [o1, o2]
     assert world.uploaded("C-3") == -4
@@ -86,10 +79,10 @@ def test_cancelled_after_import_is_never_shipped_and_is_reported(world: World) -
     st.create_goods("A-1", quantity=10)
     order = st.create_order([("A-1", 1)], shop_id=1)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     st.human_edit(order, {"receive_order_cancel_type_id": "1"})
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1"])
-    once(world)
+    world.run_once()
     assert world.sandbox.ledger.shipped_order_ids() == []
     rt = world.runtime()
     with read_session(rt.engine) as session:
@@ -104,10 +97,10 @@ def test_concurrent_edit_020006_is_reread_and_reapplied(world: World) -> None:
     st.create_goods("A-1", quantity=10)
     order = st.create_order([("A-1", 1)], shop_id=1)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     world.sandbox.faults.human_edit_next(2, path="/api_v1_receiveorder_base/shipped")
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-9,{AT},P-A,1"])
-    report = once(world)
+    report = world.run_once()
     assert report.ok, report.problems
     assert world.sandbox.ledger.shipped_order_ids() == [order]
     assert world.order(order)["receive_order_delivery_cut_form_id"] == "T-9"
@@ -122,7 +115,7 @@ def test_stock_is_aggregated_into_one_upload_per_dispatch(world: World) -> None:
                + [f"R-B{i},ITAKU,{AT},P-A2,1" for i in range(1, 4)]
                + [f"R-X,ITAKU,{AT},P-X,2"])
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-{i},ITAKU,,,{AT},P-A,2" for i in range(5)])
-    report = once(world)
+    report = world.run_once()
     assert world.uploaded("A-1") == sum(range(1, 11)) + 3 - 10
     assert len(world.sandbox.ledger.entries(kind="stock.upload")) == 1
     problems = " ".join(report.problems)
@@ -147,7 +140,7 @@ def test_tag_filter_exact_token_only(make_config: ConfigFactory, tmp_path: Path)
         bare = st.create_order([("A-1", 1)], shop_id=1, tag="ロジクラ受注取込対象")
         none = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-A", "A-1")])
-        report = once(world)
+        report = world.run_once()
         assert {r["ne_order_id"] for r in world.instructed()} == {str(tagged)}
         stage = next(r for r in report.stages if r.stage.value == "import_orders")
         assert stage.counts["skipped"] == 4
@@ -162,7 +155,7 @@ def test_case_collision_is_held_naming_both_products(
         st.create_goods("A-1", quantity=5)
         order = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-UP", "A-1"), ("P-LOW", "a-1")])
-        once(world)
+        world.run_once()
         assert world.instructed() == []
         rt = world.runtime()
         with read_session(rt.engine) as session:
@@ -171,7 +164,7 @@ def test_case_collision_is_held_naming_both_products(
         assert held is not None and held.state == "held"
         assert "P-UP" in (held.hold_reason or "") and "P-LOW" in (held.hold_reason or "")
         world.products([("P-UP", "A-1"), ("P-LOW", "other-code")])  # fixed in the WMS
-        once(world)
+        world.run_once()
         assert [r["product_code"] for r in world.instructed()] == ["P-UP"]
 
 
@@ -185,7 +178,7 @@ def test_exact_match_when_case_insensitive_match_is_off(
         exact = st.create_order([("A-1", 1)], shop_id=1)
         other_case = st.create_order([("a-1", 1)], shop_id=1)
         world.products([("P-A", "A-1")])
-        once(world)
+        world.run_once()
         assert {r["ne_order_id"] for r in world.instructed()} == {str(exact)}
         assert other_case
 
@@ -195,7 +188,7 @@ def test_dry_run_prints_every_action_and_changes_nothing(world: World) -> None:
     st.create_goods("A-1", quantity=5)
     world.products([("P-A", "A-1")])
     shipped_later = st.create_order([("A-1", 1)], shop_id=1)
-    once(world)  # product master in place, one order imported
+    world.run_once()  # product master in place, one order imported
     new_order = st.create_order([("A-1", 2)], shop_id=1)
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{shipped_later},T-77,{AT},P-A,1",
                                                 f"S-2,ITAKU,,,{AT},P-A,3"])
@@ -245,13 +238,13 @@ def test_each_plugin_on_and_off(make_config: ConfigFactory, tmp_path: Path, case
         st.create_goods("B-2", quantity=50)
         order = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-A", "A-1"), ("P-B", "B-2")])
-        once(world)
+        world.run_once()
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1",
                                                     f"S-2,ITAKU,,,{AT},P-B,4",
                                                     f"S-3,SHINJUKU,,,{AT},P-B,6"])
         world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,9",
                                                       f"R-2,SHINJUKU,{AT},P-A,8"])
-        once(world)
+        world.run_once()
         snapshot = world.order(order)
         assert (snapshot["receive_order_order_status_id"] == "50") is ships
         assert (snapshot["receive_order_delivery_cut_form_id"] == "T-1") is tracks
@@ -269,13 +262,13 @@ def test_orders_imported_before_status_update_was_on_are_shipped(
         st.create_goods("A-1", quantity=50)
         order = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-A", "A-1")])
-        once(world)  # imported while status_update is off
+        world.run_once()  # imported while status_update is off
         text = world.config.read_text(encoding="utf-8")
         world.config.write_text(text.replace("status_update:\n    enabled: false",
                                              "status_update:\n    enabled: true"),
                                 encoding="utf-8")
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},,{AT},P-A,1"])
-        once(world)
+        world.run_once()
         assert world.order(order)["receive_order_order_status_id"] == "50"
 
 
@@ -284,10 +277,10 @@ def test_order_shipped_by_hand_in_next_engine_is_not_shipped_again(world: World)
     st.create_goods("A-1", quantity=50)
     order = st.create_order([("A-1", 1)], shop_id=1)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     st.ship_order(order, world.order(order)["receive_order_last_modified_date"], source="human")
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1"])
-    report = once(world)
+    report = world.run_once()
     assert world.sandbox.ledger.shipped_order_ids() == [order]
     assert report.attention.total == 0, report.attention
     rt = world.runtime()
@@ -311,7 +304,7 @@ def test_routing_by_shop_id_when_several_warehouses_import(
         st.create_goods("A-1", quantity=50)
         by_shop = {shop: st.create_order([("A-1", 1)], shop_id=shop) for shop in (1, 2, 3, 4)}
         world.products([("P-A", "A-1")])
-        once(world)
+        world.run_once()
         routed = {int(r["ne_order_id"]): r["warehouse"] for r in world.instructed()}
         assert routed == {by_shop[1]: "ITAKU", by_shop[3]: "ITAKU",
                           by_shop[2]: "OSAKA", by_shop[4]: "OSAKA"}
@@ -342,9 +335,9 @@ def test_order_at_20_is_handed_over_first_when_next_engine_ships_only_printed_or
         st.create_goods("A-1", quantity=50)
         order = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-A", "A-1")])
-        once(world)
+        world.run_once()
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-5,{AT},P-A,1"])
-        report = once(world)
+        report = world.run_once()
         assert report.ok, report.problems
         assert world.sandbox.ledger.count("order.receipted", order_id=order) == 1
         assert world.sandbox.ledger.shipped_order_ids() == [order]
@@ -359,10 +352,10 @@ def test_claim_receipted_moves_imported_orders_to_40(
         st.create_goods("A-1", quantity=50)
         order = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-A", "A-1")])
-        once(world)
+        world.run_once()
         assert world.order(order)["receive_order_order_status_id"] == "40"
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-6,{AT},P-A,1"])
-        once(world)
+        world.run_once()
         assert world.order(order)["receive_order_order_status_id"] == "50"
 
 
@@ -372,7 +365,7 @@ def test_claim_tag_appends_the_tag_once(make_config: ConfigFactory, tmp_path: Pa
         st.create_goods("A-1", quantity=50)
         order = st.create_order([("A-1", 1)], shop_id=1, tag="[ギフト]")
         world.products([("P-A", "A-1")])
-        once(world)
-        once(world)
+        world.run_once()
+        world.run_once()
         assert world.order(order)["receive_order_gruoping_tag"] == "[ギフト][nebridge取込済]"
         assert world.order(order)["receive_order_order_status_id"] == "20"

@@ -15,20 +15,11 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from daemon.admin import run_once
 from daemon.cli import app
 from daemon.store.engine import read_session
 from daemon.store.models import OutboxItem
 from tests.conftest import ConfigFactory
 from tests.ne_world import AT, RECEIPT_HEADER, SHIP_HEADER, World, make_world
-
-
-def once(world: World) -> None:
-    rt = world.runtime()
-    try:
-        run_once(rt)
-    finally:
-        rt.close()
 
 
 def items(world: World) -> dict[str, OutboxItem]:
@@ -63,12 +54,12 @@ def world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
 def test_an_upload_refused_as_a_whole_is_resent_in_parts_and_applied_once(world: World) -> None:
     stock_events(world)
     world.sandbox.state.faults.fail_next_ques(1)  # NE fails the first upload as a whole
-    once(world)
+    world.run_once()
     assert {s: i.state for s, i in items(world).items()} == {
         "P-A": "done", "P-B": "done", "P-C": "done", "P-D": "done"}
     assert [world.uploaded(c) for c in ("A-1", "B-2", "C-3", "D-4")] == [5, -10, 1, 2]
     assert ques(world) == 3  # the failed one, then its two halves
-    once(world)
+    world.run_once()
     assert ques(world) == 3
 
 
@@ -104,7 +95,7 @@ def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
     driver = threading.Thread(target=next_engine_time, daemon=True)
     driver.start()
     try:
-        once(world)
+        world.run_once()
         got = items(world)
         assert {s: i.state for s, i in got.items()} == {
             "P-A": "done", "P-B": "failed", "P-C": "done", "P-D": "done"}
@@ -112,14 +103,14 @@ def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
         assert "nebridge outbox retry" in (got["P-B"].last_error or "")
         assert [world.uploaded(c) for c in ("A-1", "B-2", "C-3", "D-4")] == [5, 0, 1, 2]
         before = ques(world)
-        once(world)  # nothing is sent again
+        world.run_once()  # nothing is sent again
         assert ques(world) == before
 
         st.human_edit(allocated[0], {"receive_order_cancel_type_id": "1"})  # the fix in NE
         result = CliRunner().invoke(app, ["--config", str(world.config), "outbox", "retry",
                                           str(got["P-B"].id)])
         assert result.exit_code == 0, result.stderr
-        once(world)
+        world.run_once()
     finally:
         stop.set()
         driver.join()
@@ -136,20 +127,20 @@ def test_an_order_next_engine_refuses_to_ship_fails_alone_and_ships_after_the_fi
         st.create_goods("A-1", quantity=50)
         good, bad = (st.create_order([("A-1", 1)], shop_id=1) for _ in range(2))
         world.products([("P-A", "A-1")])
-        once(world)
+        world.run_once()
         # after import someone moves the order's print-instruct date into the future:
         # Next Engine then refuses to hand it over (receipted), so it cannot be shipped
         st.human_edit(bad, {"receive_order_statement_delivery_instruct_printing_date":
                             "2099-01-01 00:00:00"})
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{bad},T-1,{AT},P-A,1",
                                                     f"S-2,ITAKU,{good},T-2,{AT},P-A,1"])
-        once(world)
+        world.run_once()
         assert world.sandbox.ledger.shipped_order_ids() == [good]
         failed = items(world)[str(bad)]
         assert failed.state == "failed"
         assert f"nebridge outbox retry {failed.id}" in (failed.last_error or "")
         calls = len(world.sandbox.ledger.entries())
-        once(world)  # held: not sent again by itself
+        world.run_once()  # held: not sent again by itself
         assert not [e for e in world.sandbox.ledger.entries(since=calls, order_id=bad)
                     if e.kind.startswith("order.")]
 
@@ -158,6 +149,6 @@ def test_an_order_next_engine_refuses_to_ship_fails_alone_and_ships_after_the_fi
         result = CliRunner().invoke(app, ["--config", str(world.config), "outbox", "retry",
                                           str(failed.id)])
         assert result.exit_code == 0, result.stderr
-        once(world)
+        world.run_once()
         assert world.sandbox.ledger.shipped_order_ids() == [good, bad]
         assert world.order(bad)["receive_order_delivery_cut_form_id"] == "T-1"

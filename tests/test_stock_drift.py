@@ -20,7 +20,6 @@ import requests
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from daemon.admin import run_once
 from daemon.attention import collect
 from daemon.cli import app
 from daemon.stock import check as stock_check
@@ -40,13 +39,6 @@ def world(make_config: ConfigFactory, tmp_path: Path, database_url: str) -> Iter
     """A linked world on SQLite, and on PostgreSQL when it is configured."""
     yield from make_world(make_config, tmp_path, database_url=database_url)
 
-
-def once(world: World) -> Any:
-    rt = world.runtime()
-    try:
-        return run_once(rt)
-    finally:
-        rt.close()
 
 
 def intake_only(world: World) -> None:
@@ -82,7 +74,7 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     st.create_goods("A-1", quantity=10)
     st.create_goods("B-2", quantity=7)
     world.products([("P-A", "A-1"), ("P-B", "B-2")])
-    once(world)
+    world.run_once()
     # a receipt (+5) and a wholesale shipment (-2) confirmed before the count, accepted but
     # not decided yet: the count has them, Next Engine not yet
     world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5"])
@@ -93,7 +85,7 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     assert code == 0, data
     assert data["drifts"] == [] and data["compared"] == 2
 
-    once(world)  # decided and sent: still no drift (now nothing is in flight)
+    world.run_once()  # decided and sent: still no drift (now nothing is in flight)
     code, data = diff_json(world)
     assert code == 0 and data["drifts"] == []
 
@@ -137,13 +129,13 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
         ":A-1")
     again = cli(world, "stock", "reconcile", "--apply", "--yes", "--json")  # in flight now
     assert again.exit_code == 0 and json.loads(again.stdout)["corrections"] == []
-    once(world)
+    world.run_once()
     assert st.find_goods("A-1").quantity == 15  # type: ignore[union-attr]
     assert world.uploaded("A-1") == 5 + 3
     code, data = diff_json(world)
     assert code == 0 and data["drifts"] == []
     assert cli(world, "stock", "reconcile", "--apply", "--yes").exit_code == 0
-    once(world)
+    world.run_once()
     assert world.uploaded("A-1") == 8  # never sent twice
     shown = cli(world, "history", "--goods", "A-1", "--json")
     assert shown.exit_code == 0, shown.output
@@ -156,9 +148,9 @@ def test_snapshot_older_than_applied_events(world: World) -> None:
     st = world.sandbox.state
     st.create_goods("A-1", quantity=10)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,4"])
-    once(world)  # NE 14, applied
+    world.run_once()  # NE 14, applied
     assert world.uploaded("A-1") == 4
     stock(world, "stock-old.csv", [f"ITAKU,P-A,10,{EARLIER}"])  # counted before the receipt
     intake_only(world)
@@ -176,7 +168,7 @@ def test_case_insensitive_link_codes_and_unlinked_warehouse(world: World) -> Non
     st.create_goods("A-1", quantity=10)
     st.create_goods("NE-ONLY", quantity=3)
     world.products([("P-A", "a-1"), ("P-FREE", "")])
-    once(world)
+    world.run_once()
     stock(world, "stock-1.csv", [f"ITAKU,P-A,10,{LATER}", f"ITAKU,P-FREE,4,{LATER}",
                                  f"SHINJUKU,P-A,99,{LATER}"])  # SHINJUKU is not linked
     intake_only(world)
@@ -194,7 +186,7 @@ def test_exact_link_codes_without_case_insensitive_match(
     for world in make_world(make_config, tmp_path, plugins=plugins):
         world.sandbox.state.create_goods("A-1", quantity=10)
         world.products([("P-A", "a-1")])
-        once(world)
+        world.run_once()
         stock(world, "stock-1.csv", [f"ITAKU,P-A,10,{LATER}"])
         intake_only(world)
         code, data = diff_json(world)
@@ -209,10 +201,10 @@ def test_shipment_of_a_cancelled_order_is_explained(world: World) -> None:
     st.create_goods("A-1", quantity=10)
     order = st.create_order([("A-1", 1)], shop_id=1)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     st.human_edit(order, {"receive_order_cancel_type_id": "1"})
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1"])
-    once(world)  # the ship action is skipped: NE keeps 10, the warehouse has 9
+    world.run_once()  # the ship action is skipped: NE keeps 10, the warehouse has 9
     stock(world, "stock-1.csv", [f"ITAKU,P-A,9,{LATER}"])
     intake_only(world)
     code, data = diff_json(world)
@@ -221,7 +213,7 @@ def test_shipment_of_a_cancelled_order_is_explained(world: World) -> None:
     assert "skipped" in row["explanation"]
     # corrected on request; a later manual edit is not blamed on the old shipment
     assert cli(world, "stock", "reconcile", "--apply", "--yes").exit_code == 0
-    once(world)
+    world.run_once()
     assert st.find_goods("A-1").quantity == 9  # type: ignore[union-attr]
     code, data = diff_json(world)
     assert code == 0 and data["drifts"] == []
@@ -236,7 +228,7 @@ def test_reconcile_is_sent_once_across_a_crash(world: World) -> None:
     st = world.sandbox.state
     st.create_goods("A-1", quantity=10)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     stock(world, "stock-1.csv", [f"ITAKU,P-A,6,{LATER}"])
     intake_only(world)
     first = cli(world, "stock", "reconcile", "--apply", "--yes", "--json")
@@ -260,7 +252,7 @@ def test_reconcile_is_sent_once_across_a_crash(world: World) -> None:
             OutboxItem.plugin == "stock_reconcile")).all()
     assert len(items) == 1
     for _ in range(3):
-        once(world)
+        world.run_once()
     assert world.uploaded("A-1") == -4
     assert st.find_goods("A-1").quantity == 6  # type: ignore[union-attr]
 
@@ -270,7 +262,7 @@ def test_reconcile_waits_for_undecided_events_and_max_delta(world: World) -> Non
     st.create_goods("A-1", quantity=10)
     st.create_goods("B-2", quantity=10)
     world.products([("P-A", "A-1"), ("P-B", "B-2")])
-    once(world)
+    world.run_once()
     world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{LATER},P-A,1"])
     stock(world, "stock-1.csv", [f"ITAKU,P-A,2,{AT}", f"ITAKU,P-B,30,{AT}"])
     intake_only(world)
@@ -290,7 +282,7 @@ def test_reconcile_waits_for_undecided_events_and_max_delta(world: World) -> Non
 def test_bad_stock_file_rejected_whole_with_line_reasons(world: World) -> None:
     world.sandbox.state.create_goods("A-1", quantity=10)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     stock(world, "stock-bad.csv", [
         f"ITAKU,P-A,10,{LATER}",
         f"ITAKU,P-A,11,{LATER}",
@@ -334,7 +326,7 @@ def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
         st.create_goods("A-1", quantity=10)
         st.create_goods("B-2", quantity=10)
         world.products([("P-A", "A-1"), ("P-B", "B-2")])
-        once(world)
+        world.run_once()
         stock(world, "stock-1.csv", [f"ITAKU,P-A,13,{LATER}", f"ITAKU,P-B,30,{LATER}"])
         intake_only(world)
         rt = world.runtime()
@@ -347,12 +339,12 @@ def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
         drift = [i for i in shown.items if i.kind == "stock_drift"]
         assert [i.subject for i in drift] == ["B-2"]  # 20 > 5 waits for a person
         assert "reconcile --apply --goods B-2" in drift[0].fix
-        once(world)
+        world.run_once()
         assert world.uploaded("A-1") == 3 and world.uploaded("B-2") == 0
         # the person corrects B-2; the next pass closes the attention item
         assert cli(world, "stock", "reconcile", "--apply", "--yes", "--goods", "B-2"
                    ).exit_code == 0
-        once(world)
+        world.run_once()
         assert world.uploaded("B-2") == 20
         rt = world.runtime()
         try:
@@ -395,7 +387,7 @@ def test_running_daemon_compares_after_each_snapshot(
 def test_only_the_newest_snapshots_are_kept(world: World) -> None:
     world.sandbox.state.create_goods("A-1", quantity=10)
     world.products([("P-A", "A-1")])
-    once(world)
+    world.run_once()
     for day in range(1, 13):
         stock(world, f"stock-{day:02d}.csv", [f"ITAKU,P-A,10,2026-11-{day:02d} 12:00:00"])
     assert cli(world, "stock", "take").exit_code == 0
