@@ -77,10 +77,9 @@ order; an order is imported only if none rejects it (``FilterVerdict(accept=Fals
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
 from hooks import hookimpl
 from hooks.records import FilterVerdict, NeOrder, PluginInfo
+from pydantic import BaseModel, ConfigDict
 
 
 class Options(BaseModel):
@@ -116,7 +115,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from daemon.admin import RunOnceReport
 from daemon.sandbox import SandboxServer
 from daemon.testing.installation import DEFAULT_PLUGINS, Installation
@@ -152,10 +150,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from hooks import hookimpl
 from hooks.records import Action, Notice, PluginInfo, WmsShipment
+from pydantic import BaseModel, ConfigDict
 
 
 class Options(BaseModel):
@@ -192,7 +189,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from daemon.admin import RunOnceReport
 from daemon.sandbox import Ledger, SandboxServer
 from daemon.testing.installation import DEFAULT_PLUGINS, Installation
@@ -245,8 +241,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from hooks import hookimpl
 from hooks.connectors import (
     ConnectorContext,
@@ -266,6 +260,7 @@ from hooks.records import (
     WmsReceipt,
     WmsShipment,
 )
+from pydantic import BaseModel, ConfigDict
 
 PREFIXES = {EventKind.SHIPMENT: "shipment-", EventKind.RECEIPT: "receipt-"}
 
@@ -413,14 +408,14 @@ from typing import Any
 
 import pytest
 import requests
-
-from <<name>> import JsonFolderConnector, Options
 from daemon.admin import RunOnceReport
 from daemon.sandbox import Ledger, SandboxServer
 from daemon.testing.conformance import ConnectorConformance, ConnectorHarness
 from daemon.testing.installation import Installation
 from hooks.connectors import ConnectorContext, WmsConnector
 from hooks.records import WarehouseInfo
+
+from <<name>> import JsonFolderConnector, Options
 
 AT = "2026-11-27T10:00:00+09:00"
 
@@ -534,10 +529,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from hooks import hookimpl
 from hooks.records import Notification, PluginInfo
+from pydantic import BaseModel, ConfigDict
 
 
 class Options(BaseModel):
@@ -574,7 +568,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from daemon.admin import RunOnceReport
 from daemon.sandbox import SandboxServer
 from daemon.testing.installation import DEFAULT_PLUGINS, Installation

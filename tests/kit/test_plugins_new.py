@@ -141,3 +141,11 @@ def test_every_kind_works_as_generated_in_a_fresh_venv(tmp_path: Path) -> None:
                      tmp_path, env)
         states = {row["name"]: row["state"] for row in json.loads(listed.stdout)}
         assert all(states[name] == "loaded" for name in KINDS.values()), states
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_generated_code_is_lint_clean(kind: str, tmp_path: Path) -> None:
+    code, out = new(KINDS[kind], "--kind", kind, "--dir", str(tmp_path / "pkg"))
+    assert code == 0, out
+    linted = run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], tmp_path / "pkg")
+    assert linted.returncode == 0, linted.stdout
