@@ -16,6 +16,7 @@ never stops another, and each plugin receives its own ``options``.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.metadata as md
 import logging
 import signal
@@ -194,6 +195,15 @@ def discover_entry_points() -> dict[str, md.EntryPoint]:
             continue
         found[ep.name] = ep
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def distribution_label(dist: md.Distribution) -> tuple[str, str]:
+    """A distribution's name and version, read once: its metadata file (with the whole
+    README as long description) is parsed anew on every ``dist.name``/``dist.version``, and
+    every entry point of one discovery shares its distribution object."""
+    metadata = dist.metadata
+    return metadata["Name"], metadata["Version"]
 
 
 #: Seconds a plugin's import may take before a warning names it (an import that hangs would
@@ -419,13 +429,14 @@ class PluginHost:
         for name in sorted(set(eps) | set(extra)):
             enabled = name in wanted
             ep = eps.get(name)
+            distribution, version = distribution_label(ep.dist) if ep and ep.dist else ("", "")
             record = PluginRecord(
                 name=name,
                 state=PluginState.DISABLED,
                 enabled=enabled,
                 source=ep.value if ep else "registered object",
-                distribution=ep.dist.name if ep and ep.dist else "",
-                version=ep.dist.version if ep and ep.dist else "",
+                distribution=distribution,
+                version=version,
             )
             self.records[name] = record
             if not enabled:
