@@ -39,7 +39,7 @@ from daemon.fleet.vault import TokenVault, VaultKey, VaultKeys
 from daemon.store.engine import DatabaseUnavailable, make_engine, upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
-LEASE = 3.0
+LEASE = 4.0
 COMPANIES = 30
 
 
@@ -131,8 +131,8 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
         conn.execute(text("CREATE TABLE fleet_effect (id bigserial PRIMARY KEY, company text, "
                           "epoch bigint, worker text, at timestamptz DEFAULT clock_timestamp())"))
     workers.extend(start_worker(fleet_url) for _ in range(3))
-    wait_until(lambda: all(w.worker_id for w in workers), 30, "workers started")
-    spread = wait_until(lambda: balanced(engine, workers), 30, "30 companies over 3 workers")
+    wait_until(lambda: all(w.worker_id for w in workers), 90, "workers started")
+    spread = wait_until(lambda: balanced(engine, workers), 60, "30 companies over 3 workers")
     assert max(len(v) for v in spread.values()) <= math.ceil(COMPANIES / 3) + 1
     time.sleep(LEASE)  # steady: nobody steals, nothing moves
     assert balanced(engine, workers) == spread
@@ -145,8 +145,8 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
     wait_until(lambda: all(holders(engine)[c] in {w.worker_id for w in alive} for c in orphans),
                LEASE * 3, "the killed worker's companies taken over")
     takeover = time.monotonic() - killed_at
-    assert takeover <= LEASE + LEASE / 3 + 1.5, takeover
-    spread = wait_until(lambda: balanced(engine, alive), 30, "30 companies over 2 workers")
+    assert takeover <= LEASE + LEASE / 3 + 2.0, takeover
+    spread = wait_until(lambda: balanced(engine, alive), 60, "30 companies over 2 workers")
 
     # SIGSTOP past the lease, then SIGCONT: the paused worker commits nothing it lost
     paused, other = alive
@@ -157,11 +157,11 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
     taken = acquired_at(engine, lost)
     with_signal(paused, signal.SIGCONT)
     resumed_at = time.monotonic()
-    refused = wait_until(lambda: paused.refused_after(resumed_at), 10,
+    refused = wait_until(lambda: paused.refused_after(resumed_at), 30,
                          "the resumed worker's fenced transactions refused")
     assert {r["refused"] for r in refused} <= set(lost)
     assert all(r["epoch"] == lost[r["refused"]] for r in refused)
-    wait_until(lambda: balanced(engine, alive), 30, "rebalanced after the pause")
+    wait_until(lambda: balanced(engine, alive), 60, "rebalanced after the pause")
     time.sleep(1.0)
     for worker in alive:
         worker.process.kill()
