@@ -103,9 +103,16 @@ class FleetWorker:
                 self._stop_service(code)
             for code, epoch in sorted(held.items()):
                 company = self.companies.companies.get(code)
-                if code not in self._services and company is not None:
+                if code in self._services or company is None:
+                    continue
+                try:
                     self._services[code] = self.start_service(company, Lease(code, epoch))
-                    log.info("company %s: served by this worker (epoch %d)", code, epoch)
+                except Exception as exc:  # one company's failure never holds up the others
+                    log.error("company %s: its service did not start (%s); trying again next "
+                              "round — fix its file (%s) and send SIGHUP", code,
+                              (str(exc).splitlines() or [type(exc).__name__])[0], company.path)
+                    continue
+                log.info("company %s: served by this worker (epoch %d)", code, epoch)
 
     def _stop_service(self, code: str) -> None:
         with self._guard:

@@ -101,6 +101,32 @@ def test_services_follow_the_leases_and_the_company_files(
     engine.dispose()
 
 
+def test_a_company_whose_service_fails_to_start_holds_up_no_other(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    for code in "abc":
+        company_file(folder, code)
+    broken = {"b"}
+    recorder = Recorder()
+
+    def start(company: Company, lease: Lease) -> Recorder.Service:
+        if company.code in broken:
+            raise RuntimeError(f"plugin of {company.code} failed")
+        return recorder.start(company, lease)
+
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    engine = fleet_engine(fleet_url, lease_seconds=10.0)
+    worker = FleetWorker(Companies(load_config(config)), engine, start, lease_seconds=10.0)
+    worker.step()
+    assert worker.serving() == ["a", "c"]
+    broken.clear()
+    worker.step()  # tried again each round
+    assert worker.serving() == ["a", "b", "c"]
+    engine.dispose()
+
+
 SIGHUP_WORKER = """
 import json, sys, threading
 from pathlib import Path
