@@ -3,6 +3,8 @@ in this run because nebridge is installed)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -52,3 +54,14 @@ def test_dry_run_changes_nothing(
 @pytest.mark.parametrize("ne_sandbox_options", [{"que_processing_delay_s": 0.05}])
 def test_sandbox_options_reach_the_sandbox(ne_sandbox: SandboxServer) -> None:
     assert ne_sandbox.config.que_processing_delay_s == 0.05
+
+
+def test_the_plugin_loads_nothing_heavy() -> None:
+    """It is active in every pytest run where nebridge is installed: fixtures only, the
+    engine, the sandbox and the store are imported when a fixture is first used."""
+    probe = ("import sys, daemon.testing.pytest_plugin; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('daemon', 'hooks', 'plugins', 'sqlalchemy', 'requests', 'pydantic', 'ruamel')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout
+    assert loaded.split() == ["['daemon',", "'daemon.testing',", "'daemon.testing.pytest_plugin']"]
