@@ -368,7 +368,7 @@ def _refusal(caller: pluggy.HookCaller, impl: HookImpl) -> str:
     return ""
 
 
-def api_mismatch(wanted: str) -> str:
+def _api_mismatch(wanted: str) -> str:
     """Why a plugin that declares ``hook_api=wanted`` cannot run here ("" when it can)."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
     from packaging.version import Version
@@ -497,7 +497,7 @@ class PluginHost:
                     f"calls itself {outcome.result.name!r} but is registered as "
                     f"{outcome.plugin!r}; the entry-point name must equal PluginInfo.name",
                 )
-            elif mismatch := api_mismatch(outcome.result.hook_api):
+            elif mismatch := _api_mismatch(outcome.result.hook_api):
                 record.info = outcome.result
                 self._fail(outcome.plugin, mismatch)
             else:
