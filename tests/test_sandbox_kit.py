@@ -23,6 +23,7 @@ from hooks.sandbox import (
     SandboxHandler,
     SandboxServer,
     SandboxSettings,
+    SandboxWorld,
     StatePart,
     run_until_signal,
 )
@@ -56,16 +57,11 @@ class TinyFaults(FaultBook[FaultSettings]):
         return str(int(error))
 
 
-class TinyState:
-    """The tiny world: stock per item, a clock, a ledger, faults."""
+class TinyState(SandboxWorld[TinyConfig, Clock, Ledger[TinyEntry], TinyFaults]):
+    """The tiny world: stock per item."""
 
     def __init__(self, config: TinyConfig) -> None:
-        self.config = config
-        self.base_url = ""
-        self.lock = threading.Lock()
-        self.clock = Clock(config.clock_start, frozen=config.clock_frozen)
-        self.ledger: Ledger[TinyEntry] = Ledger(TinyEntry)
-        self.faults = TinyFaults(FaultSettings, config.faults)
+        super().__init__(config, Clock, Ledger(TinyEntry), TinyFaults(FaultSettings, config.faults))
         self.stock: dict[str, int] = {"A": 5}
 
     def ship(self, item: str, quantity: int, call_no: int | None) -> int:

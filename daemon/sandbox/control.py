@@ -13,25 +13,13 @@ from urllib.parse import unquote
 from daemon.sandbox.api import token_fields
 from daemon.sandbox.errors import NEError
 from daemon.sandbox.state import RowSpec, SandboxState
-from hooks.sandbox.control import (
-    PREFIX,
-    SHARED_ROUTES,
-    Body,
-    ControlError,
-    Query,
-    Reply,
-    count,
-    describe,
-    first,
-    integer,
-)
-from hooks.sandbox.control import ControlApi as KitControlApi
+from hooks.sandbox import control as kit
 
-__all__ = ["PREFIX", "ROUTES", "ControlApi", "ControlError"]
+__all__ = ["ROUTES", "ControlApi"]
 
 ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/_sandbox/", "this list"),
-    *SHARED_ROUTES,
+    *kit.SHARED_ROUTES,
     ("POST", "/_sandbox/faults/fail_next", "{code, count=1, path=null}"),
     ("POST", "/_sandbox/faults/human_edit_next", "{count=1, path=null}"),
     ("POST", "/_sandbox/faults/fail_next_ques", "{count=1}"),
@@ -56,7 +44,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class ControlApi(KitControlApi):
+class ControlApi(kit.ControlApi):
     """Routes ``/_sandbox/...`` requests to the state and its faults."""
 
     def __init__(self, state: SandboxState) -> None:
@@ -64,11 +52,11 @@ class ControlApi(KitControlApi):
         self.state = state
         faults = state.faults
         self.add({
-            ("GET", "/"): lambda b, q: describe(ROUTES),
+            ("GET", "/"): lambda b, q: kit.describe(ROUTES),
             ("POST", "/faults/fail_next"): lambda b, q: self.scheduled(
-                faults.fail_next, str(b.get("code", "")), count(b), body=b),
+                faults.fail_next, str(b.get("code", "")), kit.count(b), body=b),
             ("POST", "/faults/human_edit_next"): lambda b, q: self.scheduled(
-                faults.human_edit_next, count(b), body=b),
+                faults.human_edit_next, kit.count(b), body=b),
             ("POST", "/faults/fail_next_ques"): self._fail_next_ques,
             ("POST", "/login"): self._login,
             ("GET", "/tokens"): self._tokens,
@@ -99,7 +87,7 @@ class ControlApi(KitControlApi):
                     return getter(unquote(sub[len(prefix):]))
         return super().fallback(method, sub, path)
 
-    def refusal(self, exc: Exception) -> Reply | None:
+    def refusal(self, exc: Exception) -> kit.Reply | None:
         """An NE error as 404 (unknown order) or 409, with NE's error body."""
         if not isinstance(exc, NEError):
             return None
@@ -107,76 +95,77 @@ class ControlApi(KitControlApi):
         return status, {"error": str(exc), **exc.body(self.state.codes)}
 
     # ---------------------------------------------------------------- handlers
-    def _fail_next_ques(self, body: Body, query: Query) -> Any:
-        self.state.faults.fail_next_ques(count(body))
+    def _fail_next_ques(self, body: kit.Body, query: kit.Query) -> Any:
+        self.state.faults.fail_next_ques(kit.count(body))
         return self.state.faults.snapshot()
 
-    def _login(self, body: Body, query: Query) -> Any:
+    def _login(self, body: kit.Body, query: kit.Query) -> Any:
         uid, state = self.state.issue_login()
         return {"uid": uid, "state": state}
 
-    def _tokens(self, body: Body, query: Query) -> Any:
+    def _tokens(self, body: kit.Body, query: kit.Query) -> Any:
         pair = self.state.current_tokens()
         return None if pair is None else {"pair_id": pair.pair_id, **token_fields(pair)}
 
-    def _issue_tokens(self, body: Body, query: Query) -> Any:
+    def _issue_tokens(self, body: kit.Body, query: kit.Query) -> Any:
         pair = self.state.issue_tokens(source="control")
         return {"pair_id": pair.pair_id, **token_fields(pair)}
 
-    def _expire_tokens(self, body: Body, query: Query) -> Any:
+    def _expire_tokens(self, body: kit.Body, query: kit.Query) -> Any:
         self.state.expire_access_token()
         return self._tokens(body, query)
 
-    def _ledger(self, body: Body, query: Query) -> Any:
-        since = first(query, "since")
-        order_id = first(query, "order_id")
+    def _ledger(self, body: kit.Body, query: kit.Query) -> Any:
+        since = kit.first(query, "since")
+        order_id = kit.first(query, "order_id")
         entries = self.state.ledger.entries(
-            since=integer(since, "since") if since else 0,
-            kind=first(query, "kind"),
-            order_id=integer(order_id, "order_id") if order_id else None,
-            goods_code=first(query, "goods_code"),
+            since=kit.integer(since, "since") if since else 0,
+            kind=kit.first(query, "kind"),
+            order_id=kit.integer(order_id, "order_id") if order_id else None,
+            goods_code=kit.first(query, "goods_code"),
         )
         return [e.as_dict() for e in entries]
 
-    def _human_edit(self, body: Body, query: Query) -> Any:
-        order_id = integer(body.get("receive_order_id"), "receive_order_id")
+    def _human_edit(self, body: kit.Body, query: kit.Query) -> Any:
+        order_id = kit.integer(body.get("receive_order_id"), "receive_order_id")
         fields = body.get("fields") or {}
         if not isinstance(fields, dict):
-            raise ControlError(400, "fields must be an object")
+            raise kit.ControlError(400, "fields must be an object")
         rows = body.get("rows") or {}
         if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
-            raise ControlError(400, "rows must be an object: row number -> {field: value}")
+            raise kit.ControlError(400, "rows must be an object: row number -> {field: value}")
         stamp = self.state.human_edit(
             order_id, {str(k): None if v is None else str(v) for k, v in fields.items()},
-            rows={integer(no, "row number"): {str(k): None if v is None else str(v)
+            rows={kit.integer(no, "row number"): {str(k): None if v is None else str(v)
                                            for k, v in values.items()}
                   for no, values in rows.items()},
             delete=bool(body.get("delete", False)),
         )
         return {"receive_order_id": str(order_id), "receive_order_last_modified_date": stamp}
 
-    def _human_stock_edit(self, body: Body, query: Query) -> Any:
+    def _human_stock_edit(self, body: kit.Body, query: kit.Query) -> Any:
         try:
             return self.state.human_stock_edit(str(body.get("goods_id", "")),
-                                               integer(body.get("quantity"), "quantity"))
+                                               kit.integer(body.get("quantity"), "quantity"))
         except ValueError as exc:
-            raise ControlError(400, str(exc)) from exc
+            raise kit.ControlError(400, str(exc)) from exc
 
-    def _create_order(self, body: Body, query: Query) -> Any:
+    def _create_order(self, body: kit.Body, query: kit.Query) -> Any:
         rows: list[RowSpec] = []
         for item in body.get("rows") or []:
             if isinstance(item, dict):
-                rows.append(RowSpec(str(item["goods_id"]), integer(item["quantity"], "quantity"),
-                                    integer(item.get("unit_price", 1000), "unit_price"),
-                                    integer(item.get("cancel_flag", 0), "cancel_flag"),
+                rows.append(RowSpec(str(item["goods_id"]),
+                                    kit.integer(item["quantity"], "quantity"),
+                                    kit.integer(item.get("unit_price", 1000), "unit_price"),
+                                    kit.integer(item.get("cancel_flag", 0), "cancel_flag"),
                                     item.get("goods_name")))
             else:
-                rows.append(RowSpec(str(item[0]), integer(item[1], "quantity")))
+                rows.append(RowSpec(str(item[0]), kit.integer(item[1], "quantity")))
         order_id = self.state.create_order(
             rows,
-            shop_id=integer(body.get("shop_id", 1), "shop_id"),
-            status_id=integer(body.get("status_id", 20), "status_id"),
-            cancel_type_id=integer(body.get("cancel_type_id", 0), "cancel_type_id"),
+            shop_id=kit.integer(body.get("shop_id", 1), "shop_id"),
+            status_id=kit.integer(body.get("status_id", 20), "status_id"),
+            cancel_type_id=kit.integer(body.get("cancel_type_id", 0), "cancel_type_id"),
             tag=body.get("tag"),
             instruct_date=body.get("instruct_date"),
             fields=body.get("fields"),
@@ -185,20 +174,20 @@ class ControlApi(KitControlApi):
         )
         return self.state.order_snapshot(order_id)
 
-    def _create_goods(self, body: Body, query: Query) -> Any:
+    def _create_goods(self, body: kit.Body, query: kit.Query) -> Any:
         return self.state.create_goods(
-            str(body.get("code", "")), integer(body.get("quantity", 0), "quantity"),
+            str(body.get("code", "")), kit.integer(body.get("quantity", 0), "quantity"),
             name=body.get("name"), fields=body.get("fields"), source="control",
         )
 
     def _order(self, key: str) -> Any:
-        return self.state.order_snapshot(integer(key, "receive_order_id"))
+        return self.state.order_snapshot(kit.integer(key, "receive_order_id"))
 
     def _goods(self, key: str) -> Any:
         return self.state.goods_snapshot(key)
 
     def _que(self, key: str) -> Any:
-        return self.state.que_snapshot(integer(key, "que_id"))
+        return self.state.que_snapshot(kit.integer(key, "que_id"))
 
     def _stats(self) -> dict[str, Any]:
         data = self.state.traffic.snapshot()

@@ -1,9 +1,9 @@
 """Fault injection: errors by rate or schedule, latency, dropped connections, token expiry,
 human edits racing a write, failed upload queues.
 
-One :class:`Faults` object per server (``server.faults``), changeable while it runs, also
-through ``POST /_sandbox/faults``. Random choices come from an RNG seeded with
-``FaultConfig.seed``, so a sequential client sees the same faults on every run.
+One :class:`Faults` object per server (``server.faults``). Settings, schedules and the seeded
+draws are :class:`hooks.sandbox.FaultBook`'s; this adds NE's codes, the human-edit race,
+access-token expiry every N calls and failed upload queues.
 """
 
 from __future__ import annotations
@@ -13,21 +13,22 @@ from typing import Any
 
 from daemon.sandbox.config import FaultConfig
 from daemon.sandbox.errors import INJECTABLE_CODES
-from hooks.sandbox.faults import DropWhen, FaultBook, Scheduled
+from hooks.sandbox.faults import Draw, DropWhen, FaultBook, Scheduled
 
 __all__ = ["DropWhen", "FaultDecision", "Faults"]
 
 
 @dataclass(frozen=True)
-class FaultDecision:
-    """What happens to one API call."""
+class FaultDecision(Draw):
+    """What happens to one API call: the shared draws plus NE's own."""
 
-    latency_s: float = 0.0
-    drop_before: bool = False
-    error_code: str | None = None
-    drop_after: bool = False
     human_race: bool = False
     expire_token: bool = False
+
+    @property
+    def error_code(self) -> str | None:
+        """The NE code to answer with instead of running the call, if any."""
+        return None if self.error is None else str(self.error)
 
 
 class Faults(FaultBook[FaultConfig]):
@@ -86,14 +87,8 @@ class Faults(FaultBook[FaultConfig]):
                 self._token_calls += 1
                 every = cfg.expire_access_token_every_n_calls
                 expire = every > 0 and self._token_calls % every == 0
-            return FaultDecision(
-                latency_s=shared.latency_s,
-                drop_before=shared.drop_before,
-                error_code=None if shared.error is None else str(shared.error),
-                drop_after=shared.drop_after,
-                human_race=human,
-                expire_token=expire,
-            )
+            return FaultDecision(shared.latency_s, shared.drop_before, shared.error,
+                                 shared.drop_after, human_race=human, expire_token=expire)
 
     def overload_wait_s(self) -> float:
         """How long a ``wait_flag=1`` call waits out an injected ``003002``."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import re
 import secrets
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +37,7 @@ from daemon.sandbox.payloads import OrderChanges, UploadCsv
 from daemon.sandbox.search import Query, SearchOptions
 from daemon.sandbox.seed import build_world
 from daemon.sandbox.traffic import TokenUse, Traffic, Verdict
+from hooks.sandbox.world import SandboxWorld
 
 Value = str | None
 
@@ -111,16 +111,12 @@ def _check_value(name: str, kind: Kind, value: Value, allow_slash: bool) -> Valu
     return value
 
 
-class SandboxState:
+class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
     """The in-memory NE world of one company, with NE's business rules as methods."""
 
-    def __init__(self, config: SandboxConfig, faults: Faults | None = None) -> None:
-        self.config = config
-        self.lock = threading.RLock()
-        self.clock = Clock(config.clock_start, frozen=config.clock_frozen)
-        self.ledger = Ledger()
+    def __init__(self, config: SandboxConfig) -> None:
+        super().__init__(config, Clock, Ledger(), Faults(config.faults))
         self.traffic = Traffic()
-        self.faults = faults if faults is not None else Faults(config.faults)
         self.codes = ErrorCodes(config.error_codes)
         self.search_options = SearchOptions(
             limit_max=config.limit_max,
@@ -131,7 +127,6 @@ class SandboxState:
             reject_unknown_params=config.reject_unknown_params,
         )
         self.shuffle_rng = random.Random(config.seed) if config.shuffle_unsorted_results else None
-        self.base_url = ""
         self.company: dict[str, str] = {}
         self.user: dict[str, str] = {}
         self.shops: dict[int, str] = {}

@@ -6,6 +6,7 @@ parts every sandbox shares, so yours holds only the upstream system's rules:
 
 - :class:`SandboxServer`: the HTTP loop on one loopback port, ``start()``/``stop()``, the
   ``/_sandbox/`` control API, a clean stop that joins every thread;
+- :class:`SandboxWorld`: the state's settings, lock, clock, ledger, faults and base URL;
 - :class:`Clock`: a JST clock tests move instead of sleeping;
 - :class:`Ledger`: the append-only record of every change, for end-to-end assertions;
 - :class:`FaultBook`: seeded fault rates and one-shot schedules;
@@ -27,6 +28,7 @@ from hooks.sandbox.server import (
     run_until_signal,
     with_query,
 )
+from hooks.sandbox.world import SandboxWorld
 
 __all__ = [
     "JST",
@@ -42,6 +44,7 @@ __all__ = [
     "SandboxHandler",
     "SandboxServer",
     "SandboxSettings",
+    "SandboxWorld",
     "Scheduled",
     "StatePart",
     "run_until_signal",

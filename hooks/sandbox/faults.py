@@ -55,12 +55,13 @@ class Scheduled:
 
 @dataclass(frozen=True)
 class Draw:
-    """The shared part of one call's faults (see :meth:`FaultBook.draw`)."""
+    """The shared part of one call's faults (see :meth:`FaultBook.draw`); a sandbox's own
+    decision extends it."""
 
-    latency_s: float
-    drop_before: bool
-    error: str | int | None
-    drop_after: bool
+    latency_s: float = 0.0
+    drop_before: bool = False
+    error: str | int | None = None
+    drop_after: bool = False
 
 
 def check_rate(name: str, value: Any) -> float:

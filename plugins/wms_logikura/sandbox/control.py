@@ -9,26 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hooks.sandbox.control import (
-    PREFIX,
-    SHARED_ROUTES,
-    Body,
-    ControlError,
-    Query,
-    Reply,
-    count,
-    describe,
-    first,
-)
-from hooks.sandbox.control import ControlApi as KitControlApi
+from hooks.sandbox import control as kit
 from plugins.wms_logikura.sandbox.api import route_list
 from plugins.wms_logikura.sandbox.state import ApiError, SandboxState
 
-__all__ = ["PREFIX", "ROUTES", "ControlApi", "ControlError"]
+__all__ = ["ROUTES", "ControlApi"]
 
 ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/_sandbox/", "this list, and the Logikura API routes"),
-    *SHARED_ROUTES,
+    *kit.SHARED_ROUTES,
     ("POST", "/_sandbox/faults/fail_next", "{status, count=1, path=null, method=null}"),
     ("POST", "/_sandbox/faults/stall_next", "{seconds, count=1, path, method}"),
     ("POST", "/_sandbox/faults/apply_late_next", "{seconds, count=1, path, method}: applied "
@@ -59,14 +48,14 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _mapping(body: Body, name: str) -> dict[str, Any]:
+def _mapping(body: kit.Body, name: str) -> dict[str, Any]:
     value = body.get(name) or {}
     if not isinstance(value, dict):
-        raise ControlError(400, f"{name} must be a JSON object")
+        raise kit.ControlError(400, f"{name} must be a JSON object")
     return value
 
 
-class ControlApi(KitControlApi):
+class ControlApi(kit.ControlApi):
     """Routes ``/_sandbox/...`` requests to the state and its faults."""
 
     def __init__(self, state: SandboxState) -> None:
@@ -74,17 +63,17 @@ class ControlApi(KitControlApi):
         self.state = state
         faults = state.faults
         self.add({
-            ("GET", "/"): lambda b, q: {"control": describe(ROUTES), "api": route_list()},
+            ("GET", "/"): lambda b, q: {"control": kit.describe(ROUTES), "api": route_list()},
             ("POST", "/faults/fail_next"): lambda b, q: self.scheduled(
-                faults.fail_next, int(b.get("status", 0)), count(b), body=b),
+                faults.fail_next, int(b.get("status", 0)), kit.count(b), body=b),
             ("POST", "/faults/stall_next"): lambda b, q: self.scheduled(
-                faults.stall_next, float(b.get("seconds", 0)), count(b), body=b),
+                faults.stall_next, float(b.get("seconds", 0)), kit.count(b), body=b),
             ("POST", "/faults/apply_late_next"): lambda b, q: self.scheduled(
-                faults.apply_late_next, float(b.get("seconds", 0)), count(b), body=b),
+                faults.apply_late_next, float(b.get("seconds", 0)), kit.count(b), body=b),
             ("POST", "/faults/loop_links_next"): lambda b, q: self.scheduled(
-                faults.loop_links_next, count(b), body=b),
+                faults.loop_links_next, kit.count(b), body=b),
             ("POST", "/faults/reset_header_next"): lambda b, q: self.scheduled(
-                faults.reset_header_next, str(b.get("value", "")), count(b), body=b),
+                faults.reset_header_next, str(b.get("value", "")), kit.count(b), body=b),
             ("POST", "/authorize"): lambda b, q: {"code": state.issue_code(
                 str(b.get("redirect_uri") or state.config.redirect_uri or ""), b.get("scope"),
                 source="control")},
@@ -96,9 +85,9 @@ class ControlApi(KitControlApi):
             ("GET", "/traffic"): self._traffic,
             ("POST", "/state/variants"): self._add_variant,
             ("GET", "/state/stock"): lambda b, q: state.stock(
-                str(first(q, "warehouse")), str(first(q, "product_code"))),
+                str(kit.first(q, "warehouse")), str(kit.first(q, "product_code"))),
             ("GET", "/state/schedules"): lambda b, q: state.schedules_for(
-                str(first(q, "order_number"))),
+                str(kit.first(q, "order_number"))),
             ("POST", "/staff/renumber"): lambda b, q: state.renumber_schedule(
                 int(b["schedule_id"]), None if b.get("order_number") is None
                 else str(b["order_number"])),
@@ -111,31 +100,31 @@ class ControlApi(KitControlApi):
                 str(b.get("kind")), int(b["id"]), _mapping(b, "fields")),
         })
 
-    def refusal(self, exc: Exception) -> Reply | None:
+    def refusal(self, exc: Exception) -> kit.Reply | None:
         """A Logikura refusal answers with its own status and body."""
         return (exc.status, exc.body) if isinstance(exc, ApiError) else None
 
-    def _ledger(self, body: Body, query: Query) -> Any:
-        since = first(query, "since")
+    def _ledger(self, body: kit.Body, query: kit.Query) -> Any:
+        since = kit.first(query, "since")
         entries = self.state.ledger.entries(
-            since=int(since) if since else 0, kind=first(query, "kind"),
-            order_number=first(query, "order_number"),
-            product_code=first(query, "product_code"), warehouse=first(query, "warehouse"))
+            since=int(since) if since else 0, kind=kit.first(query, "kind"),
+            order_number=kit.first(query, "order_number"),
+            product_code=kit.first(query, "product_code"), warehouse=kit.first(query, "warehouse"))
         return [e.as_dict() for e in entries]
 
-    def _traffic(self, body: Body, query: Query) -> Any:
+    def _traffic(self, body: kit.Body, query: kit.Query) -> Any:
         data = self.state.traffic.snapshot()
-        if first(query, "requests"):
+        if kit.first(query, "requests"):
             data["requests"] = [r.as_dict() for r in self.state.traffic.requests()]
         return data
 
-    def _add_variant(self, body: Body, query: Query) -> Any:
+    def _add_variant(self, body: kit.Body, query: kit.Query) -> Any:
         code = body.get("product_code")
         if not isinstance(code, str) or not code:
-            raise ControlError(400, "product_code is required")
+            raise kit.ControlError(400, "product_code is required")
         stock = body.get("stock") or {}
         if not isinstance(stock, dict):
-            raise ControlError(400, "stock must be {warehouse code: quantity}")
+            raise kit.ControlError(400, "stock must be {warehouse code: quantity}")
         return self.state.add_variant(code, name=body.get("name"),
                                       link_code=body.get("link_code"),
                                       stock={str(k): int(v) for k, v in stock.items()})

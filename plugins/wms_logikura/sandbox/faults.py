@@ -3,9 +3,9 @@ answers that stall after the change was applied, changes applied late (after a c
 timeout), list answers whose ``Link`` leads back to the same page, and an
 ``X-Rate-Limit-Reset`` header with any value (e.g. an epoch timestamp).
 
-One :class:`Faults` object per server (``server.faults``), changeable while it runs, also
-through ``POST /_sandbox/faults``. Random choices come from an RNG seeded with
-``FaultConfig.seed``, so a sequential client sees the same faults on every run.
+One :class:`Faults` object per server (``server.faults``). Settings, schedules and the seeded
+draws are :class:`hooks.sandbox.FaultBook`'s; this adds Logikura's statuses, stalls, late
+applies, paging loops and odd rate-limit headers.
 """
 
 from __future__ import annotations
@@ -13,24 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hooks.sandbox.faults import DropWhen, FaultBook, Scheduled
+from hooks.sandbox.faults import Draw, DropWhen, FaultBook, Scheduled
 from plugins.wms_logikura.sandbox.config import INJECTABLE_STATUSES, FaultConfig
 
 __all__ = ["DropWhen", "FaultDecision", "Faults"]
 
 
 @dataclass(frozen=True)
-class FaultDecision:
-    """What happens to one API call."""
+class FaultDecision(Draw):
+    """What happens to one API call: the shared draws plus Logikura's own."""
 
-    latency_s: float = 0.0
-    drop_before: bool = False
-    status: int | None = None
-    drop_after: bool = False
     stall_after_s: float = 0.0
     apply_after_s: float = 0.0
     link_loop: bool = False
     reset_header: str | None = None
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status to answer with instead of running the call, if any."""
+        return None if self.error is None else int(self.error)
 
 
 def _seconds(seconds: float) -> float:
@@ -86,10 +87,7 @@ class Faults(FaultBook[FaultConfig]):
             late = self._take("apply_late", method, path)
             reset = self._take("reset_header", method, path)
             return FaultDecision(
-                latency_s=shared.latency_s,
-                drop_before=shared.drop_before,
-                status=None if shared.error is None else int(shared.error),
-                drop_after=shared.drop_after,
+                shared.latency_s, shared.drop_before, shared.error, shared.drop_after,
                 stall_after_s=stall.seconds if stall is not None else 0.0,
                 apply_after_s=late.seconds if late is not None else 0.0,
                 link_loop=self._take("link_loop", method, path) is not None,

@@ -10,13 +10,13 @@ written to the :class:`~.ledger.Ledger`.
 from __future__ import annotations
 
 import secrets
-import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
+from hooks.sandbox.world import SandboxWorld
 from plugins.wms_logikura.sandbox.clock import Clock
 from plugins.wms_logikura.sandbox.config import SandboxConfig
 from plugins.wms_logikura.sandbox.faults import Faults
@@ -115,18 +115,14 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-class SandboxState:
+class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
     """The in-memory Logikura account of one company, with Logikura's rules as methods."""
 
-    def __init__(self, config: SandboxConfig, faults: Faults | None = None) -> None:
-        self.config = config
-        self.lock = threading.RLock()
-        self.clock = Clock(config.clock_start, frozen=config.clock_frozen)
-        self.ledger = Ledger()
-        self.faults = faults if faults is not None else Faults(config.faults)
+    def __init__(self, config: SandboxConfig) -> None:
+        super().__init__(config, Clock, Ledger(), Faults(config.faults))
         self.traffic = Traffic()
         self.limiter = RateLimiter(config.rate_limit_per_minute, 60.0, config.rate_limit_window)
-        self.base_url = "http://127.0.0.1"
+        self.base_url = "http://127.0.0.1"  # links in answers before the server is bound
         self.warehouses: dict[int, Warehouse] = {}
         self.variants: dict[int, Variant] = {}
         self.inventories: dict[int, Inventory] = {}
