@@ -26,13 +26,14 @@ def test_order_imported_shipped_and_received_through_the_fixtures(
     run_once: Callable[..., RunOnceReport], ne_ledger: Ledger,
 ) -> None:
     ne_sandbox.state.create_goods("A-1", quantity=5)
-    nebridge_installation.products([("P-A", "A-1")])
+    nebridge_installation.products([("商品A", "A-1")], encoding="cp932")  # Shift_JIS export
     order = ne_sandbox.state.create_order([("A-1", 1)], shop_id=1)
     assert run_once().ok
-    assert [r["ne_order_id"] for r in nebridge_installation.instructed()] == [str(order)]
+    assert [(r["ne_order_id"], r["product_code"]) for r in nebridge_installation.instructed()
+            ] == [(str(order), "商品A")]
 
-    nebridge_installation.ship(order, [("P-A", 1)], tracking="T-1", encoding="cp932")
-    nebridge_installation.receive([("P-A", 4)])
+    nebridge_installation.ship(order, [("商品A", 1)], tracking="T-1", encoding="cp932")
+    nebridge_installation.receive([("商品A", 4)])
     report = run_once()
     assert report.ok, report.problems
     assert ne_ledger.shipped_order_ids() == [order]
