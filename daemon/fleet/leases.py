@@ -28,6 +28,7 @@ import math
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -199,7 +200,8 @@ class LeaseKeeper:
     """One worker's leases: heartbeat, fair share, renewal, takeover and release.
 
     ``before_release(company)`` runs before a held lease is given up (rebalancing, a company
-    removed, stop) and must return only when the worker's work for it has stopped;
+    removed, stop) and must return only when the worker's work for it has stopped (the other
+    leases are renewed meanwhile, between two such calls);
     ``on_lost(company, reason)`` runs when a renewal finds the lease taken over.
     """
 
@@ -227,6 +229,7 @@ class LeaseKeeper:
         self._tick_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewed_at = time.monotonic()
         self.set_companies(companies)
 
     def __repr__(self) -> str:
@@ -337,6 +340,7 @@ class LeaseKeeper:
                 "make_interval(secs => :lease) WHERE holder = :worker "
                 "RETURNING company, epoch"),
                 {"worker": self.worker_id, "lease": self.lease_seconds}).all()
+        self._renewed_at = time.monotonic()
         return {str(row.company): int(row.epoch) for row in rows}
 
     def _release(self, companies: Iterable[str]) -> list[str]:
@@ -348,6 +352,8 @@ class LeaseKeeper:
             self.before_release(company)
             with self._guard:
                 self._held.pop(company, None)
+            if time.monotonic() - self._renewed_at > self.lease_seconds / RENEWALS_PER_LEASE:
+                self._renew()  # a slow stop must not let the leases this worker keeps run out
         with self.engine.begin() as connection:
             released = sorted(connection.execute(text(
                 "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "

@@ -282,3 +282,15 @@ def test_sqlite_and_an_unmigrated_database_are_refused_with_the_way_out(
     with pytest.raises(FleetUnavailable, match=r"0005.*nebridge db upgrade"):
         LeaseKeeper(engine, ["acme"])
     engine.dispose()
+
+
+def test_leases_kept_stay_renewed_while_released_ones_stop_slowly(fleet_url: str) -> None:
+    engine = fleet_engine(fleet_url, lease_seconds=1.0)
+    keeper = LeaseKeeper(engine, ["a", "b", "c", "d"], lease_seconds=1.0, worker_id="slow")
+    keeper.tick()
+    keeper.before_release = lambda company: time.sleep(0.8)  # a company's work ends slowly
+    keeper.set_companies(["a", "b"])
+    assert keeper.tick().released == ("c", "d")  # 1.6 s of stopping: longer than the lease
+    for company in ("a", "b"):
+        assert keeper.lost_reason(company) is None
+    engine.dispose()
