@@ -42,6 +42,9 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[Mapping[str, Any
                        skip_conflicts_on="idempotency_key")
 
 
+_PENDING = OutboxState.PENDING.value
+
+
 def outbox_row(
     item: PlannedItem, warehouse: str, event_id: int | None, now: datetime
 ) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def outbox_row(
     pending and due ``now``."""
     return {"idempotency_key": item.key, "kind": item.kind, "warehouse": warehouse,
             "plugin": item.plugin, "subject": item.subject, "event_id": event_id,
-            "payload": dumps(item.payload), "state": OutboxState.PENDING.value, "attempts": 0,
+            "payload": dumps(item.payload), "state": _PENDING, "attempts": 0,
             "next_attempt_at": now, "created_at": now, "updated_at": now}
 
 

@@ -44,7 +44,7 @@ from daemon.store.models import (
     RunRecord,
     utcnow,
 )
-from hooks.actions import SHIP_ORDER, EventRef, PlannedItem, plan_actions
+from hooks.actions import SHIP_ORDER, PlannedItem, plan_actions
 from hooks.errors import StepError, StepNotReady
 from hooks.records import (
     Action,
@@ -403,8 +403,7 @@ class WarehousePipeline:
         notices: list[str] = []
         if not errors:
             try:
-                planned, notices = plan_actions(EventRef(kind, event_external_id(event)),
-                                                decisions)
+                planned, notices = plan_actions(kind, event_external_id(event), decisions)
             except StepError as exc:
                 errors.append(str(exc))
         if not errors and imported is not None:

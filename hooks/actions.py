@@ -46,19 +46,6 @@ def bounded(text: str, limit: int) -> str:
     return f"{text[:limit - len(digest) - 1]}~{digest}"
 
 
-@dataclass(frozen=True, slots=True)
-class EventRef:
-    """The WMS event whose decisions are merged: its kind and id (part of stock keys)."""
-
-    kind: EventKind
-    external_id: str
-
-    @property
-    def source(self) -> str:
-        """``shipment:<id>`` / ``receipt:<id>``, stored in each row's payload."""
-        return f"{self.kind.value}:{self.external_id}"
-
-
 @dataclass
 class PlannedItem:
     """An outbox row the engine will write (or, in a dry run, would write)."""
@@ -85,9 +72,11 @@ class ActionKind(ABC):
 
     @abstractmethod
     def plan(
-        self, event: EventRef, decided: Sequence[tuple[str, Any]]
+        self, source: str, decided: Sequence[tuple[str, Any]]
     ) -> tuple[list[PlannedItem], list[str]]:
-        """Merge one event's ``(plugin, record)`` pairs of this kind into rows and notices.
+        """Merge the ``(plugin, record)`` pairs of this kind decided for the event ``source``
+        (``shipment:<id>`` / ``receipt:<id>``, stored in each row's payload) into rows and
+        notices.
 
         Raises :class:`~hooks.errors.StepError` for a record the event must be held for.
         """
@@ -108,12 +97,8 @@ class ShipOrderKind(ActionKind):
              "with a warning without one: Next Engine never gets a tracking number alone. The "
              "key holds only the order, so an order is shipped once however many events ask.")
 
-    def key(self, ne_order_id: str) -> str:
-        """The idempotency key of shipping ``ne_order_id``."""
-        return f"ship:{ne_order_id}"
-
     def plan(
-        self, event: EventRef, decided: Sequence[tuple[str, Any]]
+        self, source: str, decided: Sequence[tuple[str, Any]]
     ) -> tuple[list[PlannedItem], list[str]]:
         """Ship each asked order once; tracking numbers ride along (see :attr:`merge`).
 
@@ -131,18 +116,18 @@ class ShipOrderKind(ActionKind):
                 ships.setdefault(record.ne_order_id, plugin)
             else:
                 tracking.setdefault(record.ne_order_id, (record.tracking_number, plugin))
-        items = [
-            PlannedItem(kind=self.name, key=self.key(order_id), subject=order_id, plugin=plugin,
-                        payload={"ne_order_id": order_id,
-                                 "tracking_number": tracking.pop(order_id, (None, ""))[0],
-                                 "source_event": event.source})
-            for order_id, plugin in ships.items()
-        ]
-        notices = [
-            f"[warning] {plugin}: tracking number {number} for order {order_id} not written: "
-            "no shipped-status update for this order (tracking numbers are never written alone)"
-            for order_id, (number, plugin) in tracking.items()
-        ]
+        items = []
+        for order_id, plugin in ships.items():
+            items.append(PlannedItem(
+                kind=self.name, key=f"ship:{order_id}", subject=order_id, plugin=plugin,
+                payload={"ne_order_id": order_id,
+                         "tracking_number": tracking.pop(order_id, (None, ""))[0],
+                         "source_event": source}))
+        notices = []
+        for order_id, (number, plugin) in tracking.items():
+            notices.append(f"[warning] {plugin}: tracking number {number} for order {order_id} "
+                           "not written: no shipped-status update for this order (tracking "
+                           "numbers are never written alone)")
         return items, notices
 
     def describe(self, subject: str, payload: Mapping[str, Any]) -> str:
@@ -168,10 +153,6 @@ class AdjustStockKind(ActionKind):
              "decisions, `nebridge orders shipped-anyway` and `nebridge stock reconcile` queue "
              "rows of this kind under their own keys.")
 
-    def key(self, event: EventRef, product_code: str, plugin: str) -> str:
-        """The idempotency key of a plugin's stock change of a product for one event."""
-        return bounded(f"stock:{event.source}:{product_code}:{plugin}", KEY_LENGTH)
-
     def reversal_key(self, shipment_id: str, product_code: str) -> str:
         """The key of taking a cancelled order's shipped goods off Next Engine stock."""
         return f"stock:shipped_cancelled:{shipment_id}:{product_code}"[:KEY_LENGTH]
@@ -181,7 +162,7 @@ class AdjustStockKind(ActionKind):
         return f"reconcile:{snapshot_id}:{goods}"[:KEY_LENGTH]
 
     def plan(
-        self, event: EventRef, decided: Sequence[tuple[str, Any]]
+        self, source: str, decided: Sequence[tuple[str, Any]]
     ) -> tuple[list[PlannedItem], list[str]]:
         """One row per plugin and product with the summed delta (see :attr:`merge`)."""
         stock: dict[tuple[str, str], int] = {}
@@ -189,13 +170,13 @@ class AdjustStockKind(ActionKind):
             if record.delta:
                 key = (plugin, record.product_code)
                 stock[key] = stock.get(key, 0) + record.delta
-        items = [
-            PlannedItem(kind=self.name, key=self.key(event, product, plugin),
-                        subject=bounded(product, SUBJECT_LENGTH), plugin=plugin,
-                        payload={"product_code": product, "delta": delta,
-                                 "source_event": event.source})
-            for (plugin, product), delta in sorted(stock.items()) if delta
-        ]
+        items = []
+        for (plugin, product), delta in sorted(stock.items()):
+            if delta:
+                items.append(PlannedItem(
+                    kind=self.name, key=bounded(f"stock:{source}:{product}:{plugin}", KEY_LENGTH),
+                    subject=bounded(product, SUBJECT_LENGTH), plugin=plugin,
+                    payload={"product_code": product, "delta": delta, "source_event": source}))
         return items, []
 
     def describe(self, subject: str, payload: Mapping[str, Any]) -> str:
@@ -221,29 +202,38 @@ def describe(kind: str, subject: str, payload: Mapping[str, Any]) -> str:
 
 
 def plan_actions(
-    event: EventRef, decisions: Sequence[tuple[str, Sequence[Action]]]
+    event_kind: EventKind, external_id: str, decisions: Sequence[tuple[str, Sequence[Action]]]
 ) -> tuple[list[PlannedItem], list[str]]:
-    """Merge the plugins' actions for one event into outbox rows and notices.
+    """Merge the plugins' actions for one event (its kind and WMS id) into outbox rows and
+    notices.
 
     Each record goes to the :class:`ActionKind` it feeds, which merges them (its ``merge``
     rule); a :class:`~hooks.records.Notice` becomes a notice line. Anything else holds the
     event with :class:`~hooks.errors.StepError`.
     """
-    by_kind: dict[str, list[tuple[str, Any]]] = {}
+    source = f"{event_kind.value}:{external_id}"
+    by_kind: dict[ActionKind, list[tuple[str, Any]]] = {}
     notices: list[str] = []
+    kind_of_record = _KIND_OF_RECORD
     for plugin, actions in decisions:
         for action in actions:
-            kind = _kind_of(action)
+            kind = kind_of_record.get(type(action)) or _kind_of(action)
             if kind is not None:
-                by_kind.setdefault(kind.name, []).append((plugin, action))
+                decided = by_kind.get(kind)
+                if decided is None:
+                    by_kind[kind] = decided = []
+                decided.append((plugin, action))
             elif isinstance(action, Notice):
                 notices.append(f"[{action.level}] {plugin}: {action.message}")
             else:
                 raise StepError(f"plugin {plugin} returned an unknown action {action!r}")
+    if len(by_kind) == 1 and not notices:  # most events: one kind, nothing to say
+        [(kind, decided)] = by_kind.items()
+        return kind.plan(source, decided)
     items: list[PlannedItem] = []
-    for name, kind in ACTION_KINDS.items():
-        if name in by_kind:
-            rows, notes = kind.plan(event, by_kind[name])
+    for kind in ACTION_KINDS.values():
+        if kind in by_kind:
+            rows, notes = kind.plan(source, by_kind[kind])
             items.extend(rows)
             notices.extend(notes)
     return items, notices
@@ -257,8 +247,5 @@ def is_order_id(value: str) -> bool:
 
 
 def _kind_of(action: object) -> ActionKind | None:
-    """The kind a record feeds (a subclass of a registered record feeds its base's kind)."""
-    kind = _KIND_OF_RECORD.get(type(action))
-    if kind is None:
-        kind = next((k for t in type(action).__mro__ if (k := _KIND_OF_RECORD.get(t))), None)
-    return kind
+    """The kind a record of a subclass of a registered record feeds (its base's kind)."""
+    return next((k for t in type(action).__mro__ if (k := _KIND_OF_RECORD.get(t))), None)

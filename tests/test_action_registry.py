@@ -18,8 +18,6 @@ from daemon.runtime import build_runtime
 from hooks.actions import (
     ACTION_KINDS,
     ADJUST_STOCK,
-    SHIP_ORDER,
-    EventRef,
     PlannedItem,
     describe,
     plan_actions,
@@ -36,7 +34,7 @@ from hooks.records import (
 from tests.conftest import ConfigFactory
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-SHIPMENT = EventRef(EventKind.SHIPMENT, "S-1")
+SHIPMENT = (EventKind.SHIPMENT, "S-1")
 
 
 def test_every_kind_has_an_executor_and_every_executor_a_kind() -> None:
@@ -84,7 +82,7 @@ def test_docs_name_every_kind_its_key_formats_and_records() -> None:
 
 
 def test_tracking_rides_on_the_ship_action_of_its_order() -> None:
-    items, notices = plan_actions(SHIPMENT, [
+    items, notices = plan_actions(*SHIPMENT, [
         ("status_update", [ShipOrder("16")]),
         ("tracking_write", [WriteTracking("16", "T-1"), WriteTracking("17", "T-2")]),
         ("another", [ShipOrder("16"), WriteTracking("16", "T-9")]),
@@ -100,8 +98,7 @@ def test_tracking_rides_on_the_ship_action_of_its_order() -> None:
 
 
 def test_stock_deltas_sum_per_plugin_and_product_and_a_net_zero_writes_nothing() -> None:
-    receipt = EventRef(EventKind.RECEIPT, "R-9")
-    items, notices = plan_actions(receipt, [
+    items, notices = plan_actions(EventKind.RECEIPT, "R-9", [
         ("stock_plus", [AdjustStock("P-B", 2), AdjustStock("P-A", 3), AdjustStock("P-B", 1)]),
         ("extra", [AdjustStock("P-B", 4), AdjustStock("P-C", 5), AdjustStock("P-C", -5)]),
         ("notes", [Notice("looked at it", "warning")]),
@@ -116,34 +113,33 @@ def test_stock_deltas_sum_per_plugin_and_product_and_a_net_zero_writes_nothing()
 
 
 def test_rows_are_planned_kind_by_kind_in_registry_order() -> None:
-    items, _ = plan_actions(SHIPMENT, [("p", [AdjustStock("P-A", -1), ShipOrder("16")])])
+    items, _ = plan_actions(*SHIPMENT, [("p", [AdjustStock("P-A", -1), ShipOrder("16")])])
     assert [i.kind for i in items] == list(ACTION_KINDS)
 
 
 def test_long_stock_keys_and_subjects_keep_their_start_and_a_hash() -> None:
     product = "P" * 300
-    items, _ = plan_actions(SHIPMENT, [("stock_minus", [AdjustStock(product, -1)])])
+    items, _ = plan_actions(*SHIPMENT, [("stock_minus", [AdjustStock(product, -1)])])
     assert len(items[0].key) == 200 and items[0].key.startswith("stock:shipment:S-1:PPP")
     assert len(items[0].subject) == 128 and items[0].subject.startswith("PPP")
-    again, _ = plan_actions(SHIPMENT, [("stock_minus", [AdjustStock(product, -2)])])
+    again, _ = plan_actions(*SHIPMENT, [("stock_minus", [AdjustStock(product, -2)])])
     assert again[0].key == items[0].key  # the same decision finds its stored row
 
 
 @pytest.mark.parametrize("order_id", ["0016", "", "16a", "１６", "1" * 19])
 def test_a_ship_of_something_not_an_order_number_holds_the_event(order_id: str) -> None:
     with pytest.raises(StepError, match="not a Next Engine order number"):
-        plan_actions(SHIPMENT, [("p", [ShipOrder(order_id)])])
+        plan_actions(*SHIPMENT, [("p", [ShipOrder(order_id)])])
 
 
 def test_an_unknown_action_holds_the_event() -> None:
     with pytest.raises(StepError, match="unknown action"):
-        plan_actions(SHIPMENT, [("p", [datetime(2026, 1, 1, tzinfo=UTC)])])  # type: ignore[list-item]
+        plan_actions(*SHIPMENT, [("p", [datetime(2026, 1, 1, tzinfo=UTC)])])  # type: ignore[list-item]
 
 
 def test_the_other_stock_keys_and_snapshot_words() -> None:
     assert ADJUST_STOCK.reversal_key("S-1", "P-A") == "stock:shipped_cancelled:S-1:P-A"
     assert ADJUST_STOCK.reconcile_key(7, "G-1") == "reconcile:7:G-1"
-    assert SHIP_ORDER.key("16") == "ship:16"
     assert describe("adjust_stock", "P-A", {"delta": -2, "goods": "G-1", "snapshot": 7}) == (
         "correct Next Engine stock of G-1 by -2 to the count of snapshot 7")
     assert describe("retired_kind", "X", {}) == "retired_kind X"
