@@ -3,10 +3,12 @@
 ``python -m benchmarks.compare --before REF [--database-url URL] [--repeat N] [-- RUNNER
 OPTIONS]`` runs the table of :mod:`benchmarks.runner` (``python -m benchmarks``) for every
 combination of tree (``REF`` checked out into a temporary git worktree, and this tree) and
-database (SQLite, and the PostgreSQL database given), ``--repeat`` times, the combinations
+database (SQLite, and the PostgreSQL database given; the ``benchmarks`` package of this tree
+measures both trees), ``--repeat`` times, the combinations
 interleaved round by round so that the machine's load falls on all of them alike. It prints
-one Markdown table: per workload and database, the median inbox → plugins → outbox rate,
-wall time and peak RSS of each tree, and the Next Engine calls (which must be equal), with
+one Markdown table: per workload and database, the median inbox → plugins → outbox rate (per
+wall second, and per CPU second of intake and pipelines, which a busy machine hardly
+changes), wall time and peak RSS of each tree, and the Next Engine calls (which must be equal), with
 the load average before and after.
 
 Run from the repository root, e.g.::
@@ -55,8 +57,9 @@ def ensure_database(url: str) -> None:
 
 
 def run_table(tree: Path, database_url: str | None, runner_args: Sequence[str],
-              out: Path) -> list[dict[str, Any]]:
-    """The rows of one ``python -m benchmarks`` run of ``tree`` (its JSON ``rows``)."""
+              out: Path) -> dict[str, Any]:
+    """The figures of one ``python -m benchmarks`` run of ``tree`` (its JSON: ``rows`` and
+    the passes, ``runs``)."""
     command = [sys.executable, "-m", "benchmarks", *runner_args, "--json", str(out)]
     if database_url:
         ensure_database(database_url)  # a test suite running alongside may have dropped it
@@ -66,8 +69,19 @@ def run_table(tree: Path, database_url: str | None, runner_args: Sequence[str],
                           timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: python -m benchmarks failed:\n{done.stderr[-3000:]}")
-    rows: list[dict[str, Any]] = json.loads(out.read_text(encoding="utf-8"))["rows"]
-    return rows
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return data
+
+
+def inbound_per_cpu_s(data: dict[str, Any], row: dict[str, Any]) -> float | None:
+    """Events per CPU second of intake and pipelines in the nebridge pass behind ``row``
+    (None for a tree whose worker did not record it)."""
+    for run in data["runs"]:
+        if (run["strategy"] == "nebridge" and run["latency_ms"] == row["latency_ms"]
+                and run["size"] == row["events"] and row["workload"].startswith(run["kind"])):
+            cpu = run["job"].get("inbound_cpu_s")
+            return run["size"] / cpu if cpu else None
+    return None
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -87,22 +101,26 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def render(results: dict[tuple[str, str], list[list[dict[str, Any]]]],
+def render(results: dict[tuple[str, str], list[dict[str, Any]]],
            trees: Sequence[str], databases: Sequence[str]) -> str:
     """One Markdown line per workload and database: medians per tree, calls, checks."""
     head = ["workload", "database"]
     for tree in trees:
-        head += [f"{tree} pipe ev/s", f"{tree} wall s", f"{tree} RSS"]
+        head += [f"{tree} pipe ev/s", f"{tree} pipe ev/CPU s", f"{tree} wall s",
+                 f"{tree} RSS"]
     head += ["NE calls (" + " / ".join(trees) + ")", "check"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    first = results[(trees[0], databases[0])][0]
+    first = results[(trees[0], databases[0])][0]["rows"]
     for index, base in enumerate(first):
         for database in databases:
             cells = [f"{base['workload']} ({base['latency_ms']} ms)", database]
             calls, checks = [], []
             for tree in trees:
-                rounds = [rows[index] for rows in results[(tree, database)]]
+                runs = results[(tree, database)]
+                rounds = [data["rows"][index] for data in runs]
                 cells += [_num(_median([r["pipeline_events_per_s"] for r in rounds])),
+                          _num(_median([inbound_per_cpu_s(data, data["rows"][index])
+                                        for data in runs])),
                           _num(_median([r["wall_s"] for r in rounds]), 2),
                           rounds[-1]["rss"]]
                 calls.append(_calls(rounds[-1]))
@@ -130,8 +148,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         trees = {"before": work / "before", "after": REPO}
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
                         str(trees["before"]), opts.before], check=True)
+        # The same harness measures both trees: only the code measured differs.
+        shutil.copytree(REPO / "benchmarks", trees["before"] / "benchmarks",
+                        dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     databases = {SQLITE: None, **({POSTGRES: opts.database_url} if opts.database_url else {})}
-    results: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     loads = [_load()]
     try:
         for round_no in range(opts.repeat):
@@ -139,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for name, tree in trees.items():
                     print(f"round {round_no + 1}/{opts.repeat}: {name} on {database} "
                           f"(load {_load()})", file=sys.stderr, flush=True)
-                    rows = run_table(tree, url, opts.runner_args, work / "rows.json")
-                    results.setdefault((name, database), []).append(rows)
+                    data = run_table(tree, url, opts.runner_args, work / "figures.json")
+                    results.setdefault((name, database), []).append(data)
         loads.append(_load())
         print(render(results, list(trees), list(databases)))
         print(f"\nmedians of {opts.repeat} rounds; load average (1, 5, 15 min) before "
