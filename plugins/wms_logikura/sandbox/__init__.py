@@ -12,10 +12,11 @@ of :class:`SandboxConfig` (see ``docs/logikura-sandbox.md``).
 
 from plugins.wms_logikura.sandbox.clock import JST, Clock
 from plugins.wms_logikura.sandbox.config import GUESSED_OPTIONS, FaultConfig, SandboxConfig
+from plugins.wms_logikura.sandbox.errors import ApiError
 from plugins.wms_logikura.sandbox.faults import Faults
 from plugins.wms_logikura.sandbox.ledger import Ledger, LedgerEntry
 from plugins.wms_logikura.sandbox.server import SandboxServer, serve_forever
-from plugins.wms_logikura.sandbox.state import ApiError, SandboxState
+from plugins.wms_logikura.sandbox.state import SandboxState
 from plugins.wms_logikura.sandbox.testing import StaffError, WarehouseStaff
 from plugins.wms_logikura.sandbox.traffic import RequestRecord, Traffic
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from plugins.wms_logikura.sandbox.state import ApiError, Json, SandboxState
+from plugins.wms_logikura.sandbox.errors import ApiError, Json
+from plugins.wms_logikura.sandbox.state import SandboxState
 from plugins.wms_logikura.sandbox.traffic import RequestRecord
 
 READ_METHODS = frozenset({"GET"})

@@ -11,7 +11,8 @@ from typing import Any
 
 from hooks.sandbox import control as kit
 from plugins.wms_logikura.sandbox.api import route_list
-from plugins.wms_logikura.sandbox.state import ApiError, SandboxState
+from plugins.wms_logikura.sandbox.errors import ApiError
+from plugins.wms_logikura.sandbox.state import SandboxState
 
 __all__ = ["ROUTES", "ControlApi"]
 

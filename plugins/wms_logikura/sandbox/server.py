@@ -24,9 +24,10 @@ from plugins.wms_logikura.sandbox.api import Reply, handle_api, handle_token
 from plugins.wms_logikura.sandbox.clock import Clock
 from plugins.wms_logikura.sandbox.config import SandboxConfig
 from plugins.wms_logikura.sandbox.control import ControlApi
+from plugins.wms_logikura.sandbox.errors import ApiError
 from plugins.wms_logikura.sandbox.faults import Faults
 from plugins.wms_logikura.sandbox.ledger import Ledger
-from plugins.wms_logikura.sandbox.state import ApiError, SandboxState
+from plugins.wms_logikura.sandbox.state import SandboxState
 
 __all__ = ["SandboxServer", "serve_forever"]
 

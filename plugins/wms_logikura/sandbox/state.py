@@ -9,7 +9,6 @@ written to the :class:`~.ledger.Ledger`.
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,11 +18,11 @@ from typing import Any
 from hooks.sandbox.world import SandboxWorld
 from plugins.wms_logikura.sandbox.clock import Clock
 from plugins.wms_logikura.sandbox.config import SandboxConfig
+from plugins.wms_logikura.sandbox.errors import ApiError, Json, fail
 from plugins.wms_logikura.sandbox.faults import Faults
 from plugins.wms_logikura.sandbox.ledger import Ledger
 from plugins.wms_logikura.sandbox.model import (
     Account,
-    AuthCode,
     Consignee,
     Inventory,
     Link,
@@ -31,16 +30,14 @@ from plugins.wms_logikura.sandbox.model import (
     ReceiptItem,
     ShipItem,
     Shipment,
-    Token,
     Variant,
     Warehouse,
 )
+from plugins.wms_logikura.sandbox.oauth import OAuthRules
 from plugins.wms_logikura.sandbox.seed import NE_SERVICE_NAME, build_world
 from plugins.wms_logikura.sandbox.traffic import RateLimiter, RateVerdict, Traffic
 
-Json = dict[str, Any]
 OPEN_STATES = ("idle", "inspecting", "shipping")
-SCOPES = frozenset({"read", "write"})
 SALES_ORDER_FIELDS = (
     "billing_address_id", "shop_id", "order_number", "order_date", "shipping_cost",
     "sales_commission", "other_cost", "point", "total_price", "gift_message", "gift_enabled",
@@ -56,23 +53,9 @@ CONSIGNEE_FIELDS = (
 )
 
 
-class ApiError(Exception):
-    """A refusal with its HTTP status and JSON body (``{"error": "…"}`` unless the SPEC says
-    otherwise)."""
-
-    def __init__(self, status: int, body: Json) -> None:
-        super().__init__(str(body.get("error") or body))
-        self.status = status
-        self.body = body
-
-
-def _fail(status: int, message: str) -> ApiError:
-    return ApiError(status, {"error": message})
-
-
 def _object(data: Any, name: str) -> Json:
     if not isinstance(data, dict):
-        raise _fail(422, f"param is missing or the value is empty: {name}")
+        raise fail(422, f"param is missing or the value is empty: {name}")
     return data
 
 
@@ -81,18 +64,18 @@ def _int(data: Json, name: str, *, minimum: int | None = None, required: bool = 
     value = data.get(name)
     if value is None:
         if required:
-            raise _fail(422, f"{name} を入力してください")
+            raise fail(422, f"{name} を入力してください")
         return None
     if isinstance(value, bool):
-        raise _fail(422, f"{name} は整数で入力してください")
+        raise fail(422, f"{name} は整数で入力してください")
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise _fail(422, f"{name} は整数で入力してください") from None
+        raise fail(422, f"{name} は整数で入力してください") from None
     if number != value and str(number) != str(value).strip():
-        raise _fail(422, f"{name} は整数で入力してください")
+        raise fail(422, f"{name} は整数で入力してください")
     if minimum is not None and number < minimum:
-        raise _fail(422, f"{name} は{minimum}以上の値にしてください")
+        raise fail(422, f"{name} は{minimum}以上の値にしてください")
     return number
 
 
@@ -108,15 +91,16 @@ def _date(value: Any, name: str) -> str | None:
     try:
         return date.fromisoformat(str(value)).isoformat()
     except ValueError:
-        raise _fail(422, f"{name} は日付(YYYY-MM-DD)で入力してください") from None
+        raise fail(422, f"{name} は日付(YYYY-MM-DD)で入力してください") from None
 
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
-    """The in-memory Logikura account of one company, with Logikura's rules as methods."""
+class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRules):
+    """The in-memory Logikura account of one company, with Logikura's rules as methods (OAuth:
+    :class:`~plugins.wms_logikura.sandbox.oauth.OAuthRules`)."""
 
     def __init__(self, config: SandboxConfig) -> None:
         super().__init__(config, Clock, Ledger(), Faults(config.faults))
@@ -132,12 +116,10 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         self.shipments: dict[int, Shipment] = {}
         self.receipts: dict[int, Receipt] = {}
         self.overrides: dict[tuple[str, int], Json] = {}
-        self.codes: dict[str, AuthCode] = {}
-        self.access_tokens: dict[str, Token] = {}
-        self.refresh_tokens: dict[str, Token] = {}
         self._ids: dict[str, int] = defaultdict(int)
         self._source = "python"
         self._call_no: int | None = None
+        self._start_oauth()
         build_world(self)
 
     # ---------------------------------------------------------------- plumbing
@@ -163,105 +145,6 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
     def rate_check(self, key: str) -> RateVerdict:
         """Count one API request of ``key`` against the per-minute limit."""
         return self.limiter.check(key, self.clock.timestamp())
-
-    # ---------------------------------------------------------------- OAuth
-    def _scope(self, requested: str | None) -> str:
-        scopes = (requested or "read write").replace("+", " ").split()
-        if not scopes or set(scopes) - SCOPES:
-            raise ApiError(400, {"error": "invalid_scope",
-                                 "error_description": "scope must be read and/or write"})
-        return " ".join(s for s in ("read", "write") if s in scopes)
-
-    def check_client(self, client_id: str, redirect_uri: str) -> None:
-        """Refuse an authorisation request from an unknown client or to a foreign redirect."""
-        if client_id != self.config.client_id:
-            raise ApiError(401, {"error": "invalid_client",
-                                 "error_description": "クライアントIDが正しくありません"})
-        wanted = self.config.redirect_uri
-        if not redirect_uri or (wanted is not None and redirect_uri != wanted):
-            raise ApiError(400, {"error": "invalid_redirect_uri",
-                                 "error_description": "リダイレクトURIが登録と一致しません"})
-
-    def issue_code(self, redirect_uri: str, scope: str | None = None, *,
-                   source: str = "python") -> str:
-        """The user approved the app: a code for ``redirect_uri``, valid 10 minutes, once."""
-        with self.acting(source):
-            code = secrets.token_urlsafe(24)
-            self.codes[code] = AuthCode(code, redirect_uri, self._scope(scope),
-                                        self.clock.timestamp() + self.config.code_lifetime_s)
-            self._log("oauth.code")
-            return code
-
-    def token(self, params: Mapping[str, str]) -> Json:
-        """``POST /oauth/token``: the code and refresh grants (RFC 6749 errors)."""
-        with self.acting("oauth"):
-            if (params.get("client_id") != self.config.client_id
-                    or params.get("client_secret") != self.config.client_secret):
-                raise ApiError(401, {"error": "invalid_client",
-                                     "error_description": "Client authentication failed"})
-            grant_type = params.get("grant_type")
-            now = self.clock.timestamp()
-            if grant_type == "authorization_code":
-                code = self.codes.get(params.get("code", ""))
-                if (code is None or code.used or code.expires_at <= now
-                        or code.redirect_uri != params.get("redirect_uri")):
-                    raise ApiError(400, {"error": "invalid_grant", "error_description":
-                                         "The authorization code is invalid or expired"})
-                code.used = True
-                return self._issue(self.next_id("grant"), code.scope, None, "authorization_code")
-            if grant_type == "refresh_token":
-                old = self.refresh_tokens.get(params.get("refresh_token", ""))
-                if old is None or old.revoked or old.expires_at <= now:
-                    raise ApiError(400, {"error": "invalid_grant", "error_description":
-                                         "The refresh token is invalid, revoked or expired"})
-                return self._issue(old.grant_id, old.scope, old, "refresh_token")
-            raise ApiError(400, {"error": "unsupported_grant_type"})
-
-    def _issue(self, grant_id: int, scope: str, old_refresh: Token | None, grant_type: str
-               ) -> Json:
-        now = self.clock.timestamp()
-        access = Token(secrets.token_urlsafe(32), grant_id, scope,
-                       now + self.config.access_token_lifetime_s)
-        self.access_tokens[access.value] = access
-        if old_refresh is not None and not self.config.rotate_refresh_token:
-            refresh = old_refresh
-        else:
-            if old_refresh is not None:
-                old_refresh.revoked = True
-            refresh = Token(secrets.token_urlsafe(32), grant_id, scope,
-                            now + self.config.refresh_token_lifetime_s)
-            self.refresh_tokens[refresh.value] = refresh
-        self._log("oauth.token", record_id=grant_id, detail={"grant_type": grant_type})
-        return {"access_token": access.value, "token_type": "Bearer",
-                "expires_in": self.config.access_token_lifetime_s,
-                "refresh_token": refresh.value, "scope": scope, "created_at": int(now)}
-
-    def issue_tokens(self, scope: str | None = None, *, source: str = "python") -> Json:
-        """A fresh authorisation without the browser (e.g. for the warehouse staff's tool)."""
-        with self.acting(source):
-            return self._issue(self.next_id("grant"), self._scope(scope), None, "direct")
-
-    def authenticate(self, header: str | None) -> Token:
-        """The live access token of an ``Authorization: Bearer`` header, else 401."""
-        value = (header or "").removeprefix("Bearer ").strip() if header else ""
-        token = self.access_tokens.get(value) if value else None
-        if token is None or token.revoked:
-            raise _fail(401, "The access token is invalid")
-        if token.expires_at <= self.clock.timestamp():
-            raise _fail(401, "The access token expired")
-        return token
-
-    def expire_access_tokens(self) -> None:
-        """Every access token expires now (the next call must refresh)."""
-        with self.lock:
-            for token in self.access_tokens.values():
-                token.expires_at = min(token.expires_at, self.clock.timestamp() - 1)
-
-    def expire_refresh_tokens(self) -> None:
-        """Every refresh token expires now (as after 90 days): the app must be re-authorised."""
-        with self.lock:
-            for token in self.refresh_tokens.values():
-                token.expires_at = min(token.expires_at, self.clock.timestamp() - 1)
 
     # ---------------------------------------------------------------- rendering
     def warehouse_json(self, w: Warehouse) -> Json:
@@ -386,7 +269,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         except (TypeError, ValueError):
             warehouse = None
         if warehouse is None:
-            raise _fail(status, f"拠点が見つかりません: {value}")
+            raise fail(status, f"拠点が見つかりません: {value}")
         return warehouse
 
     def _consignee_ref(self, value: Any, status: int = 422) -> Consignee:
@@ -395,13 +278,13 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         except (TypeError, ValueError):
             consignee = None
         if consignee is None:
-            raise _fail(status, f"出荷先が見つかりません: {value}")
+            raise fail(status, f"出荷先が見つかりません: {value}")
         return consignee
 
     def _shipment(self, sid: int, *, history: bool | None = None) -> Shipment:
         s = self.shipments.get(sid)
         if s is None or (history is not None and (s.state == "completed") != history):
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         return s
 
     def _move(self, inv: Inventory, delta: int, kind: str, record_id: int,
@@ -469,7 +352,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         """``GET /api/v1/product_variants/{id}`` (the bare variant, as the SPEC says)."""
         variant = self.variants.get(vid)
         if variant is None:
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         return self.variant_json(variant)
 
     def list_accounts(self) -> list[Json]:
@@ -481,7 +364,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
     def list_links(self) -> list[Json]:
         """``GET /api/v1/external_service_product_variants`` (guessed; 404 unless ``list``)."""
         if self.config.external_links != "list":
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         return [self.link_json(link) for link in self.links.values()]
 
     def create_link(self, body: Json) -> Json:
@@ -490,12 +373,12 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         variant = _req_int(body, "product_variant_id")
         code = body.get("external_service_product_code")
         if account not in self.accounts or variant not in self.variants:
-            raise _fail(422, "外部連携アカウントまたは種類が存在しません")
+            raise fail(422, "外部連携アカウントまたは種類が存在しません")
         if not isinstance(code, str) or not code:
-            raise _fail(422, "external_service_product_code を入力してください")
+            raise fail(422, "external_service_product_code を入力してください")
         if any(link.account_id == account and link.variant_id == variant
                for link in self.links.values()):
-            raise _fail(422, "この種類はすでに紐付けられています")
+            raise fail(422, "この種類はすでに紐付けられています")
         lid = self.next_id("link")
         self.links[lid] = link = Link(lid, account, variant, code)
         self._log("link.create", record_id=lid,
@@ -506,10 +389,10 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         """``PUT /api/v1/external_service_product_variants/{id}``."""
         link = self.links.get(lid)
         if link is None:
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         code = body.get("external_service_product_code")
         if not isinstance(code, str) or not code:
-            raise _fail(422, "external_service_product_code を入力してください")
+            raise fail(422, "external_service_product_code を入力してください")
         link.code = code
         self._log("link.update", record_id=lid, detail={"code": code})
         return {"external_service_product_variant": self.link_json(link)}
@@ -517,7 +400,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
     def delete_link(self, lid: int) -> None:
         """``DELETE /api/v1/external_service_product_variants/{id}``."""
         if self.links.pop(lid, None) is None:
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         self._log("link.delete", record_id=lid)
 
     # ---------------------------------------------------------------- stock
@@ -531,7 +414,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         """``GET /api/v1/stocks/{id}`` (one lot per inventory: the same id)."""
         inv = self.inventories.get(sid)
         if inv is None:
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         return {"stock": {"id": inv.id, "inventory_id": inv.id, "lot_code": None,
                           "expiration_date": None, "quantity": inv.quantity}}
 
@@ -546,14 +429,14 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         data = _object(body.get("consignee"), "consignee")
         name = data.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise _fail(422, "名称を入力してください")
+            raise fail(422, "名称を入力してください")
         code = _text(data.get("code"))
         if (code and self.config.consignee_code_unique
                 and any(c.code == code for c in self.consignees.values())):
-            raise _fail(422, f"コードはすでに存在します: {code}")
+            raise fail(422, f"コードはすでに存在します: {code}")
         kind = data.get("consignee_type") or "customer"
         if kind not in ("wholesaler", "customer"):
-            raise _fail(422, "consignee_type は wholesaler か customer です")
+            raise fail(422, "consignee_type は wholesaler か customer です")
         cid = self.next_id("consignee")
         consignee = Consignee(cid, code, name, consignee_type=str(kind),
                               updated_at=self.clock.iso(),
@@ -600,23 +483,23 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         name = self.config.delivery_methods.get(str(code))
         if name is None:
             if self.config.reject_unknown_delivery_method:
-                raise _fail(422, f"配送方法コードが正しくありません: {code}")
+                raise fail(422, f"配送方法コードが正しくありません: {code}")
             name = str(code)
         return {"code": str(code), "name": name}
 
     def _ship_items(self, items: Any, composite: Any) -> list[ShipItem]:
         if not isinstance(items, list) or not isinstance(composite, list):
-            raise _fail(422, "shipping_items と shipping_composite_items を入力してください")
+            raise fail(422, "shipping_items と shipping_composite_items を入力してください")
         if composite:
-            raise _fail(422, "セット品(shipping_composite_items)はサンドボックスでは扱えません")
+            raise fail(422, "セット品(shipping_composite_items)はサンドボックスでは扱えません")
         if not items:
-            raise _fail(422, "出荷商品を1つ以上入力してください")
+            raise fail(422, "出荷商品を1つ以上入力してください")
         out = []
         for raw in items:
             item = _object(raw, "shipping_items[]")
             vid = _req_int(item, "product_variant_id")
             if vid not in self.variants:
-                raise _fail(422, f"種類が見つかりません: {vid}")
+                raise fail(422, f"種類が見つかりません: {vid}")
             out.append(ShipItem(self.next_id("shipping_item"), vid,
                                 _req_int(item, "sales_order_quantity", 1),
                                 _req_int(item, "price", 0), _text(item.get("note"))))
@@ -631,7 +514,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         if (order_number and self.config.duplicate_order_number == "reject"
                 and any((s.sales_order or {}).get("order_number") == order_number
                         for s in self.shipments.values())):
-            raise _fail(422, f"注文番号はすでに登録されています: {order_number}")
+            raise fail(422, f"注文番号はすでに登録されています: {order_number}")
         method = self._delivery_method(data.get("delivery_method_code"))
         items = self._ship_items(data.get("shipping_items"),
                                  data.get("shipping_composite_items"))
@@ -654,7 +537,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         while idle). Partial bodies are accepted."""
         schedule = self._shipment(sid)
         if schedule.state == "completed":
-            raise _fail(422, "出荷済みの出荷予定は更新できません")
+            raise fail(422, "出荷済みの出荷予定は更新できません")
         data = _object(body.get("shipping_schedule"), "shipping_schedule")
         if "sales_order" in body:
             schedule.sales_order = self._sales_order(body["sales_order"])
@@ -670,7 +553,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
                 setattr(schedule, name, _date(data[name], name))
         if "shipping_items" in data:
             if schedule.state != "idle":
-                raise _fail(422, "出荷作業中の出荷予定の商品は変更できません")
+                raise fail(422, "出荷作業中の出荷予定の商品は変更できません")
             schedule.items = self._ship_items(data["shipping_items"],
                                               data.get("shipping_composite_items", []))
         self._log("schedule.update", record_id=sid,
@@ -682,7 +565,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         """``DELETE /api/v1/shipping_schedules/{id}``: only an idle, unallocated schedule."""
         schedule = self._shipment(sid, history=False)
         if schedule.state != "idle" or any(i.allocated for i in schedule.items):
-            raise _fail(422, "出荷作業中(引当済み)の出荷予定は削除できません")
+            raise fail(422, "出荷作業中(引当済み)の出荷予定は削除できません")
         del self.shipments[sid]
         self._log("schedule.delete", record_id=sid,
                   order_number=(schedule.sales_order or {}).get("order_number"))
@@ -692,12 +575,12 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         ``shipping``; 422 ``{shipping_item_ids, errors}`` lists the items that are short."""
         schedule = self._shipment(sid)
         if schedule.state == "completed":
-            raise _fail(422, "出荷済みです")
+            raise fail(422, "出荷済みです")
         if schedule.state != "idle":
-            raise _fail(422, "出荷作業はすでに開始されています")
+            raise fail(422, "出荷作業はすでに開始されています")
         warehouse = self._warehouse_ref(body.get("warehouse_id"))
         if schedule.warehouse_id not in (None, warehouse.id):
-            raise _fail(422, "別の拠点で一部引当済みです")
+            raise fail(422, "別の拠点で一部引当済みです")
         order_number = (schedule.sales_order or {}).get("order_number")
         pending = [i for i in schedule.items if i.allocated < i.quantity]
         need: dict[int, int] = defaultdict(int)
@@ -741,9 +624,9 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         variant id where less than planned left: a partial shipment."""
         schedule = self._shipment(sid)
         if schedule.state == "completed":
-            raise _fail(422, "すでに出荷済みです")
+            raise fail(422, "すでに出荷済みです")
         if schedule.state != "shipping" or schedule.warehouse_id is None:
-            raise _fail(422, "出荷作業を開始してから出荷を確定してください")
+            raise fail(422, "出荷作業を開始してから出荷を確定してください")
         order_number = (schedule.sales_order or {}).get("order_number")
         for item in schedule.items:
             inv = self._inventory(schedule.warehouse_id, item.variant_id, False)
@@ -751,7 +634,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
             inv.will_pick -= item.allocated
             quantity = min(item.quantity, (shipped or {}).get(item.variant_id, item.quantity))
             if quantity < 0:
-                raise _fail(422, "出荷数は0以上で入力してください")
+                raise fail(422, "出荷数は0以上で入力してください")
             self._move(inv, -quantity, "stock.ship", sid, order_number)
             item.shipped, item.state = quantity, "completed"
             item.packing = [{"id": self.next_id("packing_item"),
@@ -787,7 +670,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         consignee = self._consignee_ref(data.get("consignee_id"), 404)
         raw_items = data.get("shipping_items")
         if not isinstance(raw_items, list) or not raw_items:
-            raise _fail(422, "出荷商品を1つ以上入力してください")
+            raise fail(422, "出荷商品を1つ以上入力してください")
         lines: list[tuple[Inventory, int, int]] = []
         need: dict[int, int] = defaultdict(int)
         for raw in raw_items:
@@ -800,13 +683,13 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
             else:
                 inv = self.inventories.get(ref)
             if inv is None or inv.warehouse_id != warehouse.id:
-                raise _fail(422, f"この拠点の在庫が見つかりません: {ref}")
+                raise fail(422, f"この拠点の在庫が見つかりません: {ref}")
             need[inv.id] += quantity
             lines.append((inv, quantity, _req_int(item, "price", 0)))
         if not self.config.direct_shipment_allows_negative:
             for iid, quantity in need.items():
                 if self.inventories[iid].not_assigned < quantity:
-                    raise _fail(422, "在庫が不足しています")
+                    raise fail(422, "在庫が不足しています")
         sid = self.next_id("shipment")
         order_number = (sales_order or {}).get("order_number")
         shipped = _date(data.get("shipped_date"), "shipped_date") or self.clock.today().isoformat()
@@ -837,7 +720,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         """``GET /api/v1/receiving_histories/{id}``."""
         receipt = self.receipts.get(rid)
         if receipt is None:
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         return {"receiving_history": self.receipt_json(receipt)}
 
     def create_receiving_history(self, body: Json) -> Json:
@@ -846,19 +729,19 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         warehouse = self._warehouse_ref(data.get("warehouse_id"))
         received = _date(data.get("received_date"), "received_date")
         if received is None:
-            raise _fail(422, "received_date を入力してください")
+            raise fail(422, "received_date を入力してください")
         raw_items = data.get("receiving_items")
         if not isinstance(raw_items, list) or not raw_items:
-            raise _fail(422, "入荷商品を1つ以上入力してください")
+            raise fail(422, "入荷商品を1つ以上入力してください")
         parsed = []
         for raw in raw_items:
             item = _object(raw, "receiving_items[]")
             vid = _req_int(item, "product_variant_id")
             if vid not in self.variants:
-                raise _fail(422, f"種類が見つかりません: {vid}")
+                raise fail(422, f"種類が見つかりません: {vid}")
             price = item.get("price")
             if not isinstance(price, int | float) or isinstance(price, bool):
-                raise _fail(422, "price を入力してください")
+                raise fail(422, "price を入力してください")
             parsed.append((vid, _req_int(item, "stocked_quantity", 1), float(price)))
         rid = self.next_id("receipt")
         items = []
@@ -879,7 +762,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
         """``DELETE /api/v1/receiving_histories/{id}``: the receipt is undone; stock goes down."""
         receipt = self.receipts.get(rid)
         if receipt is None:
-            raise _fail(404, "Not Found")
+            raise fail(404, "Not Found")
         for item in receipt.items:
             self._move(self.inventories[item.inventory_id], -item.quantity, "stock.unreceive", rid)
         del self.receipts[rid]
@@ -921,7 +804,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults]):
                 self._shipment(record_id)
             elif kind == "receipt":
                 if record_id not in self.receipts:
-                    raise _fail(404, "Not Found")
+                    raise fail(404, "Not Found")
             else:
                 raise ValueError("kind must be shipment or receipt")
             if fields:
