@@ -31,7 +31,7 @@ from daemon.config import (
 )
 from daemon.httpserve import PortInUse
 from daemon.logsetup import register_secret
-from daemon.nextengine.tokens import FileTokenStore, TokenSet
+from daemon.nextengine.tokens import FileTokenStore, TokenSet, TokenStore
 from daemon.redirect import is_loopback, receive_redirect
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
@@ -136,10 +136,12 @@ def make_client(
     *,
     secret: str | None = None,
     observer: Callable[[str, str], None] | None = None,
+    store: TokenStore | None = None,
 ) -> NextEngineClient:
     """A Next Engine client for the configured company (the engine owns it).
 
-    ``observer(endpoint, outcome)`` sees every exchange (metrics).
+    ``observer(endpoint, outcome)`` sees every exchange (metrics); ``store`` keeps the token
+    pair (default: the token file; in fleet mode the company's row in the vault).
     """
     from daemon.nextengine.client import NextEngineClient
 
@@ -155,7 +157,7 @@ def make_client(
     ne = config.nextengine
     return NextEngineClient(
         ne.api_base,
-        token_store(config),
+        token_store(config) if store is None else store,
         version=__version__,
         client_id=ne.client_id,
         client_secret=resolved,
@@ -238,8 +240,10 @@ class LinkInfo:
         }
 
 
-def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInfo:
-    """Exchange ``uid``/``state`` for tokens, read the company and record the link."""
+def connect(config: DaemonConfig, engine: Bind, uid: str, state: str, *,
+            store: TokenStore | None = None) -> LinkInfo:
+    """Exchange ``uid``/``state`` for tokens, read the company and record the link; the pair
+    goes to ``store`` (default: the token file)."""
     register_secret(uid)
     register_secret(state)
     try:
@@ -251,7 +255,7 @@ def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInf
         raise LinkError("nextengine.client_id and the client secret must be configured first "
                         f"(secret: the file {config.credentials_dir}/nextengine-client-secret"
                         ", env NEBRIDGE_NE_CLIENT_SECRET, or nextengine.client_secret)")
-    client = make_client(config, secret=secret)
+    client = make_client(config, secret=secret, store=store)
     try:
         tokens = client.authorize(uid, state)
         company = client.company_info()
@@ -268,7 +272,7 @@ def connect(config: DaemonConfig, engine: Bind, uid: str, state: str) -> LinkInf
         session.add(link)
         attention.resolve_in(session, [LINK_LOST_KEY], now)
     log.info("linked Next Engine company %s (%s)", name, company_id)
-    return link_info(config, engine)
+    return link_info(config, engine, store=store)
 
 
 def mark_needs_reconnect(engine: Bind, reason: str) -> None:
@@ -288,13 +292,15 @@ def mark_needs_reconnect(engine: Bind, reason: str) -> None:
     log.error("Next Engine link needs re-connection: %s — %s", reason, RECONNECT_HINT)
 
 
-def link_info(config: DaemonConfig, engine: Bind) -> LinkInfo:
-    """The link's state and token end dates (``not_connected`` when there is none)."""
+def link_info(config: DaemonConfig, engine: Bind, *,
+              store: TokenStore | None = None) -> LinkInfo:
+    """The link's state and token end dates (``not_connected`` when there is none); the pair
+    is read from ``store`` (default: the token file)."""
     with read_session(engine) as session:
         link = session.get(NeLink, 1)
     tokens: TokenSet | None
     try:
-        tokens = token_store(config).load()
+        tokens = (token_store(config) if store is None else store).load()
     except Exception as exc:
         return LinkInfo(state=NEEDS_RECONNECT, reason=str(exc),
                         company_id=link.company_id if link else "",
@@ -305,7 +311,8 @@ def link_info(config: DaemonConfig, engine: Bind) -> LinkInfo:
                     company_name=link.company_name, reason=link.reason,
                     connected_at=link.connected_at)
     if tokens is None:
-        info.state, info.reason = NEEDS_RECONNECT, "the token file is missing"
+        info.state, info.reason = NEEDS_RECONNECT, (
+            "the token file is missing" if store is None else "no token pair is stored")
     else:
         info.access_token_end = tokens.access_token_end_date
         info.refresh_token_end = tokens.refresh_token_end_date
@@ -353,11 +360,13 @@ def pending_work(engine: Bind) -> PendingWork:
     return work
 
 
-def unlink(config: DaemonConfig, engine: Bind) -> tuple[PendingWork, Path]:
+def unlink(config: DaemonConfig, engine: Bind, *,
+           forget: Callable[[], object] | None = None) -> tuple[PendingWork, Path]:
     """Remove all Next Engine integration state after exporting unfinished work to a file.
 
-    Removed: the token file, the link record, Next Engine cursors, unfinished Next Engine
-    actions and uploads. Kept: WMS events, finished actions and the imported-order map (so a
+    Removed: the token file (or, with ``forget``, whatever it removes: the company's pair
+    in the vault), the link record, Next Engine cursors, unfinished Next Engine actions and
+    uploads. Kept: WMS events, finished actions and the imported-order map (so a
     later re-connect never sends the same order to the warehouse twice).
     """
     work = pending_work(engine)
@@ -371,9 +380,12 @@ def unlink(config: DaemonConfig, engine: Bind) -> tuple[PendingWork, Path]:
         session.execute(delete(StockUpload).where(col(StockUpload.state).notin_(["done"])))
         session.execute(delete(Cursor).where(col(Cursor.name).startswith(NE_CURSOR_PREFIX)))
         session.execute(delete(NeLink))
-    store = token_store(config)
-    store.path.unlink(missing_ok=True)
-    store.lock_path.unlink(missing_ok=True)
+    if forget is not None:
+        forget()
+    else:
+        store = token_store(config)
+        store.path.unlink(missing_ok=True)
+        store.lock_path.unlink(missing_ok=True)
     log.info("unlinked Next Engine; %d unfinished item(s) exported to %s", work.count, export)
     return work, export
 

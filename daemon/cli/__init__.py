@@ -197,13 +197,19 @@ def root(
         typer.Option("--config", "-c", help="daemon.yaml to use (env NEBRIDGE_CONFIG; "
                      "default ./daemon.yaml)", show_default=False),
     ] = None,
+    company: Annotated[
+        str | None,
+        typer.Option("--company", metavar="CODE", help="The company a per-company command "
+                     "works on, in fleet mode (env NEBRIDGE_COMPANY; `nebridge companies "
+                     "list` shows the codes)", show_default=False),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True,
                            help="Show the version and exit.")
     ] = False,
 ) -> None:
     """nebridge: WMS ⇄ Next Engine integration daemon."""
-    ctx.obj = common.AppContext.create(config)
+    ctx.obj = common.AppContext.create(config, company)
 
 
 def main() -> None:

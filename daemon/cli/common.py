@@ -20,8 +20,10 @@ import typer.core
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from sqlalchemy import Engine
 
     from daemon.config import LoadedConfig
+    from daemon.fleet.companies import Company
 
 
 @cache
@@ -33,32 +35,141 @@ def err_console() -> Console:
 
 @dataclass
 class AppContext:
-    """What every command gets: where the configuration lives."""
+    """What every command gets: where the configuration lives, and which company it is about.
+
+    The one place a command's company is resolved (issue #19): :meth:`load` gives the
+    company's effective configuration and :meth:`engine` its database. Without
+    ``companies_dir`` there is one company, ``default`` (daemon.yaml itself, as always); in
+    fleet mode a per-company command needs ``--company CODE`` (or ``$NEBRIDGE_COMPANY``) and
+    is refused with the list of codes without it, while the fleet-wide commands
+    (:data:`FLEET_WIDE`) get daemon.yaml.
+    """
 
     config_path: Path
+    #: ``--company`` / ``$NEBRIDGE_COMPANY`` (None: not given).
+    company: str | None = None
+    #: The running command's words after ``nebridge`` (``plugins enable``), set by :func:`get`.
+    command: str = ""
+    #: The company :meth:`load` resolved in fleet mode (None in a single-company installation).
+    resolved: Company | None = None
+    #: daemon.yaml as :meth:`load_base` read it.
+    base: LoadedConfig | None = None
 
     @classmethod
-    def create(cls, option: Path | None) -> AppContext:
-        """Resolve ``--config`` / ``$NEBRIDGE_CONFIG`` / ``./daemon.yaml``."""
-        from daemon.config import config_path_from
-        return cls(config_path=config_path_from(option))
+    def create(cls, option: Path | None, company: str | None = None) -> AppContext:
+        """Resolve ``--config`` / ``$NEBRIDGE_CONFIG`` / ``./daemon.yaml`` and ``--company`` /
+        ``$NEBRIDGE_COMPANY``."""
+        import os
 
-    def load(self) -> LoadedConfig:
-        """Load the configuration or exit 1 with every problem listed."""
+        from daemon.config import config_path_from
+        return cls(config_path=config_path_from(option),
+                   company=company or os.environ.get(COMPANY_ENV) or None)
+
+    def load_base(self) -> LoadedConfig:
+        """daemon.yaml itself, or exit 1 with every problem listed."""
         from daemon.config import ConfigError, load_config
         from daemon.logsetup import configure_logging
+        if self.base is None:
+            try:
+                self.base = load_config(self.config_path)
+            except ConfigError as exc:
+                fail(str(exc))
+            configure_logging(self.base.config.log_level)
+        return self.base
+
+    @property
+    def fleet(self) -> bool:
+        """True when daemon.yaml sets ``companies_dir``."""
+        return self.load_base().config.companies_dir is not None
+
+    def load(self) -> LoadedConfig:
+        """The configuration of the command's company: daemon.yaml in a single-company
+        installation (and for a fleet-wide command without ``--company``), else the company's
+        effective configuration. Exits 1 when the company cannot be resolved."""
+        base = self.load_base()
+        if base.config.companies_dir is None:
+            from daemon.fleet.companies import DEFAULT_COMPANY
+            if self.company not in (None, DEFAULT_COMPANY):
+                fail(f"--company {self.company}: {self.config_path} sets no `companies_dir`, "
+                     f"so this installation serves one company, `{DEFAULT_COMPANY}`; drop "
+                     "--company (and NEBRIDGE_COMPANY), or set `companies_dir` for fleet mode "
+                     "(docs/fleet.md)")
+            return base
+        if self.company is None:
+            if self.command.split(" ")[0] in FLEET_WIDE or self.command in FLEET_WIDE:
+                return base
+            fail(f"`nebridge {self.command}` works on one company, and {self.config_path} "
+                 f"serves several (fleet mode): pass --company CODE (or set NEBRIDGE_COMPANY);"
+                 f" companies: {', '.join(self._codes()) or 'none yet'}")
+        return self._company_config(base)
+
+    def _codes(self) -> list[str]:
+        from daemon.config import ConfigError
+        from daemon.fleet.companies import Companies
         try:
-            loaded = load_config(self.config_path)
+            return list(Companies(self.load_base()).companies)
         except ConfigError as exc:
             fail(str(exc))
-        configure_logging(loaded.config.log_level)
-        return loaded
+
+    def _company_config(self, base: LoadedConfig) -> LoadedConfig:
+        """The company's file on top of daemon.yaml, or exit 1 saying why."""
+        from daemon.config import ConfigError, LoadedConfig, read_yaml
+        from daemon.fleet.companies import CODE_RE, SUFFIXES, load_company
+        code = self.company or ""
+        folder = base.config.companies_dir
+        assert folder is not None
+        if not CODE_RE.match(code):
+            fail(f"--company {code!r} is not a company code (1-63 lower-case letters, digits, "
+                 "'_' or '-'); `nebridge companies list` shows the codes")
+        found = [folder / f"{code}{suffix}" for suffix in SUFFIXES
+                 if (folder / f"{code}{suffix}").exists()]
+        if not found:
+            fail(f"no company {code!r}: {folder} has no {code}.yaml; `nebridge companies list` "
+                 f"shows the companies ({', '.join(self._codes()) or 'none yet'}), or create "
+                 "the file (docs/fleet.md)")
+        from daemon.fleet.companies import Companies
+        try:
+            companies = Companies(base)
+        except ConfigError as exc:
+            fail(str(exc))
+        for refusal in companies.refused:
+            if refusal.path in found:
+                fail(f"company {code!r} is refused: {refusal}\nFix the file and run "
+                     "`nebridge config check` again.")
+        try:
+            company = companies.companies.get(code) or load_company(found[0], code, base)
+        except ConfigError as exc:
+            fail(str(exc))
+        self.resolved = company
+        assert company.path is not None
+        return LoadedConfig(company.path, company.config, read_yaml(company.path))
+
+    def engine(self, loaded: LoadedConfig, *, create: bool = False) -> Engine:
+        """The database of the command's company (dispose it when done): the installation's
+        in a single-company installation; in fleet mode the company's own tables."""
+        from daemon.store.engine import make_engine
+        return make_engine(loaded.config.resolved_database_url, create=create)
+
+
+#: The environment variable naming the company (as ``--company``).
+COMPANY_ENV = "NEBRIDGE_COMPANY"
+#: Commands (first word, or whole path) about the installation or the fleet as a whole: in
+#: fleet mode they run without ``--company`` on daemon.yaml.
+FLEET_WIDE = frozenset({"run", "companies", "config", "db", "systemd", "sandbox", "demo",
+                        "status", "plugins list", "plugins info", "plugins new",
+                        "plugins commands", "notify test"})
 
 
 def get(ctx: typer.Context) -> AppContext:
     """The AppContext of the running command."""
     obj = ctx.find_root().obj
     assert isinstance(obj, AppContext)
+    words: list[str] = []
+    node: Any = ctx  # click's context (typer's Context subclasses it)
+    while node.parent is not None:
+        words.append(node.info_name or "")
+        node = node.parent
+    obj.command = " ".join(reversed(words))
     _json_requested[-1] = bool(ctx.params.get("as_json"))
     return obj
 
@@ -73,9 +184,9 @@ class CliGroup(typer.core.TyperGroup):
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        """Take the global ``--config PATH`` anywhere on the line, as git takes ``-C``:
-        ``nebridge run --once --config x.yaml`` works like ``nebridge --config x.yaml run
-        --once``."""
+        """Take the global ``--config PATH`` and ``--company CODE`` anywhere on the line, as
+        git takes ``-C``: ``nebridge run --once --config x.yaml`` works like ``nebridge
+        --config x.yaml run --once``."""
         _json_requested[-1] = "--json" in args[:args.index("--")] if "--" in args else (
             "--json" in args)  # until the command itself says (see get)
         return list(super().parse_args(ctx, hoist_config(args)))
@@ -103,13 +214,14 @@ class CliGroup(typer.core.TyperGroup):
             raise
 
 
-#: The global option every subcommand accepts wherever it is written.
-CONFIG_FLAGS = ("--config", "-c")
+#: The global options every subcommand accepts wherever they are written (with their value).
+GLOBAL_FLAGS = ("--config", "-c", "--company")
 
 
 def hoist_config(args: list[str]) -> list[str]:
-    """``args`` with every ``--config PATH`` / ``--config=PATH`` / ``-c PATH`` moved to the
-    front (before the subcommand); nothing after ``--`` is touched."""
+    """``args`` with every global option (``--config PATH`` / ``--config=PATH`` / ``-c PATH``,
+    ``--company CODE`` / ``--company=CODE``) moved to the front (before the subcommand);
+    nothing after ``--`` is touched."""
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -118,11 +230,11 @@ def hoist_config(args: list[str]) -> list[str]:
         if arg == "--":
             rest.extend(args[i:])
             break
-        if arg in CONFIG_FLAGS and i + 1 < len(args):
+        if arg in GLOBAL_FLAGS and i + 1 < len(args):
             front += args[i:i + 2]
             i += 2
             continue
-        (front if arg.startswith("--config=") else rest).append(arg)
+        (front if arg.startswith(("--config=", "--company=")) else rest).append(arg)
         i += 1
     return front + rest
 
