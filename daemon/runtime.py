@@ -33,6 +33,7 @@ from daemon.metrics import Metrics
 from daemon.negate import NeGate
 from daemon.nelink import make_client
 from daemon.nextengine.client import NextEngineClient
+from daemon.nextengine.tokens import TokenStore
 from daemon.notify import Notifier
 from daemon.outbox import Dispatcher, Executor
 from daemon.pipeline import SENT_TO_WMS, WarehousePipeline
@@ -67,6 +68,10 @@ class Runtime:
     #: Why Next Engine calls must not be sent now (the instance lock is lost), or None;
     #: checked before every call (see :class:`~daemon.instancelock.FencedTokenStore`).
     fence: Callable[[], str | None] = field(default=lambda: None)
+    #: Where the Next Engine token pair lives (fleet mode: the vault); None: the token file.
+    token_store: Callable[[], TokenStore] | None = None
+    #: How :meth:`close` releases the engine (a fleet company's shares the worker's pool).
+    on_close: Callable[[], None] | None = None
     #: Where sessions go: the engine, or a connection whose transaction a dry run rolls back.
     db: Bind = field(init=False)
 
@@ -89,7 +94,8 @@ class Runtime:
         with self._client_lock:  # one client per process: it remembers refused token pairs
             if self._ne_client is None:
                 observer = self.metrics.observe_call if self.metrics is not None else None
-                client = make_client(self.config, observer=observer)
+                store = None if self.token_store is None else self.token_store()
+                client = make_client(self.config, observer=observer, store=store)
                 client.token_store = FencedTokenStore(client.token_store,
                                                       lambda: self.fence())
                 self._ne_client = client
@@ -207,7 +213,10 @@ class Runtime:
         if self._ne_client is not None:
             self._ne_client.close()
         self.http.close()
-        self.engine.dispose()
+        if self.on_close is not None:
+            self.on_close()
+        else:
+            self.engine.dispose()
 
 
 def build_runtime(

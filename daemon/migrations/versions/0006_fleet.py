@@ -1,7 +1,8 @@
 """fleet mode: worker heartbeats, per-company leases with fencing epochs, the token vault (issue #19)
 
 PostgreSQL only: fleet mode coordinates its workers with PostgreSQL's row locks and clock. On
-SQLite this migration creates nothing (a SQLite installation is one company, one process).
+SQLite this migration creates nothing (a SQLite installation is one company, one process),
+nor in a fleet company's own schema (``daemon.fleet.runtime.upgrade_company``).
 
 Revision ID: 0006
 Revises: 0005
@@ -11,7 +12,7 @@ Create Date: 2026-12-03 15:00:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 revision = "0006"
@@ -21,6 +22,9 @@ depends_on = None
 
 
 def _postgres() -> bool:
+    """True on PostgreSQL, except in a company's own schema (the fleet tables are shared)."""
+    if context.config.attributes.get("fleet_company"):
+        return False
     return bool(op.get_bind().dialect.name == "postgresql")
 
 

@@ -1,0 +1,239 @@
+"""One company's engine in fleet mode: its own schema, its fenced commits, its vault tokens.
+
+Every company's rows (inbox, outbox, history, the link row, …) live in a PostgreSQL schema of
+its own, ``nb_<code>`` (``<base>_<code>`` when the installation itself is not in ``public``),
+beside the shared fleet tables (``fleet_lease``, ``fleet_worker``, ``fleet_token``) in the
+installation's schema. The engine's code is unchanged: a company's :class:`Runtime` uses
+``engine.execution_options(schema_translate_map={None: schema})``, which shares the one
+connection pool of the worker however many companies it serves.
+
+- **Fencing.** A company runtime built with a :class:`~daemon.fleet.leases.Lease` fences
+  every committing session — one ``before_commit`` event for all of them, not a check per
+  call site: :func:`~daemon.fleet.leases.fence` runs in the transaction about to commit, so
+  once the lease is lost (expired, released, taken over) nothing more is committed for the
+  company. Every Next Engine call checks the lease first (``Runtime.fence``, read through
+  :class:`~daemon.instancelock.FencedTokenStore`), and the token pair comes from the vault.
+- **Migrations.** :func:`upgrade_company` creates the company's schema and migrates it (the
+  fleet tables are not created there); :func:`check_company` refuses a schema that is not at
+  this nebridge's migration, saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session as OrmSession
+
+from daemon.config import ConfigError, LoadedConfig
+from daemon.fleet.companies import Company
+from daemon.fleet.leases import (
+    DEFAULT_LEASE_SECONDS,
+    Lease,
+    LeaseLost,
+    fence,
+    fleet_engine,
+    require_fleet_database,
+)
+from daemon.fleet.vault import TokenVault, VaultKeys, load_keys
+from daemon.nextengine.tokens import TokenStore
+from daemon.pluginload import load_plugins
+from daemon.runtime import Runtime
+from daemon.store.engine import head_revision, make_engine
+from hooks.http import BoundedSession
+
+#: The execution option carrying ``(company, epoch)`` of a fenced company engine.
+FENCE_OPTION = "nebridge_fleet_fence"
+#: Prefix of a company's schema when the installation is in ``public``.
+SCHEMA_PREFIX = "nb_"
+#: PostgreSQL's longest identifier.
+MAX_IDENTIFIER = 63
+
+
+class CompanyNotMigrated(Exception):
+    """A company's schema is missing or not at this nebridge's migration (says what to do)."""
+
+
+def company_schema(code: str, base_schema: str = "public") -> str:
+    """The schema of company ``code``: ``nb_<code>``, or ``<base_schema>_<code>`` when the
+    installation lives in another schema (two installations in one database stay apart);
+    names longer than PostgreSQL allows end in a digest instead."""
+    prefix = SCHEMA_PREFIX if base_schema == "public" else f"{base_schema}_"
+    name = prefix + code
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:MAX_IDENTIFIER - 11]}_{digest}"
+
+
+def schema_url(url: str, schema: str) -> str:
+    """``url`` with every session's ``search_path`` set to ``schema`` only (for migrating it)."""
+    parsed = make_url(url)
+    options = str(parsed.query.get("options", ""))
+    wanted = f"{options} -csearch_path={schema}".strip()
+    return parsed.update_query_dict({"options": wanted}).render_as_string(hide_password=False)
+
+
+class FleetDatabase:
+    """What every company served by one process shares: the engine (one pool), the
+    installation's schema and the token vault (its keys read when first needed)."""
+
+    def __init__(self, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 keys: VaultKeys | Callable[[], VaultKeys] | None = None,
+                 credentials_dir: Any = None) -> None:
+        self.url = url
+        self.engine = fleet_engine(url, lease_seconds=lease_seconds)
+        try:
+            require_fleet_database(self.engine)
+            with self.engine.connect() as connection:
+                self.base_schema = str(connection.execute(
+                    text("SELECT current_schema()")).scalar_one())
+        except Exception:
+            self.engine.dispose()
+            raise
+        self._keys = keys if keys is not None else (lambda: load_keys(credentials_dir))
+        self._vault: TokenVault | None = None
+        self._guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FleetDatabase(schema {self.base_schema!r})"
+
+    @property
+    def vault(self) -> TokenVault:
+        """The token vault (its keys are loaded on first use: reading needs none)."""
+        with self._guard:
+            if self._vault is None:
+                keys = self._keys() if callable(self._keys) else self._keys
+                self._vault = TokenVault(self.engine, keys)
+            return self._vault
+
+    def schema(self, code: str) -> str:
+        """The schema of company ``code`` in this installation."""
+        return company_schema(code, self.base_schema)
+
+    def company_engine(self, code: str, lease: Lease | None = None) -> Engine:
+        """The shared engine with the company's tables in its schema; with ``lease``, every
+        committing session is fenced by it (see :func:`_fence_commit`)."""
+        options: dict[str, Any] = {"schema_translate_map": {None: self.schema(code)}}
+        if lease is not None:
+            options[FENCE_OPTION] = (lease.company, lease.epoch)
+        return self.engine.execution_options(**options)
+
+    def lost_reason(self, lease: Lease) -> str | None:
+        """Why nothing may be sent for ``lease``'s company now, or None (no row lock)."""
+        try:
+            with self.engine.connect() as connection:
+                fence(connection, lease.company, lease.epoch, lock=False)
+        except LeaseLost as exc:
+            return str(exc)
+        return None
+
+    def close(self) -> None:
+        """Close the pool (after every company runtime using it is closed)."""
+        self.engine.dispose()
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _fence_commit(session: OrmSession) -> None:
+    """Fence the transaction about to commit, if its engine is a fenced company engine: the
+    lease row stays locked until the commit, so it commits before any takeover or not at all."""
+    bind = session.get_bind()
+    fenced = bind.get_execution_options().get(FENCE_OPTION)
+    if fenced is not None:
+        connection = session.connection()
+        fence(connection, fenced[0], fenced[1])
+
+
+def check_company(engine: Engine, schema: str, code: str) -> None:
+    """Raise :class:`CompanyNotMigrated` unless the company's schema is at the latest
+    migration this nebridge ships."""
+    head = head_revision(engine)
+    with engine.connect() as connection:
+        exists = connection.execute(text("SELECT to_regclass(:table)"),
+                                    {"table": f'"{schema}".alembic_version'}).scalar()
+        current = None if exists is None else connection.execute(
+            text(f'SELECT max(version_num) FROM "{schema}".alembic_version')).scalar()
+    if current == head:
+        return
+    if current is None:
+        raise CompanyNotMigrated(
+            f"company {code!r} has no tables yet (schema {schema}); run `nebridge db upgrade`, "
+            "which creates and migrates the schema of every company")
+    raise CompanyNotMigrated(
+        f"company {code!r} (schema {schema}) is at migration {current} but this nebridge "
+        f"needs {head}; run `nebridge db upgrade` — or, if {current} is newer, this host runs "
+        "an older nebridge than the one that migrated it: upgrade nebridge here")
+
+
+def upgrade_company(url: str, code: str) -> tuple[str | None, str | None]:
+    """Create company ``code``'s schema if needed and migrate it to the head; returns the
+    revision before and after. The fleet tables are not created in it (migration 0006)."""
+    from alembic import command
+
+    from daemon.store.engine import _alembic_config, current_revision
+
+    base = make_engine(url, create=False)
+    try:
+        with base.begin() as connection:
+            base_schema = str(connection.execute(text("SELECT current_schema()")).scalar_one())
+            schema = company_schema(code, base_schema)
+            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        base.dispose()
+    engine = make_engine(schema_url(url, schema), create=False)
+    try:
+        before = current_revision(engine)
+        config = _alembic_config(engine)
+        config.attributes["fleet_company"] = code
+        command.upgrade(config, "head")
+        return before, current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def _vault_store(fleet: FleetDatabase, code: str) -> Callable[[], TokenStore]:
+    return lambda: fleet.vault.store(code)
+
+
+def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | None = None,
+                    fleet: FleetDatabase | None = None) -> Runtime:
+    """A :class:`Runtime` for one company of the fleet of ``loaded`` (daemon.yaml).
+
+    Its configuration is the company's effective one, its tables are in the company's
+    schema, its Next Engine tokens are in the vault, its ``state_dir`` is its own. With
+    ``lease``, every commit and every Next Engine call is fenced by it. ``fleet`` is the
+    process's shared database (made, and closed with the runtime, when not given).
+    Raises :class:`ConfigError` (plugins), :class:`CompanyNotMigrated`, or
+    :class:`~daemon.fleet.leases.FleetUnavailable`.
+    """
+    own = fleet is None
+    shared = fleet if fleet is not None else FleetDatabase(
+        loaded.config.resolved_database_url, credentials_dir=loaded.config.credentials_dir)
+    try:
+        company_loaded = LoadedConfig(path=company.path or loaded.path, config=company.config)
+        host, issues, connector, connector_error = load_plugins(company_loaded)
+        if issues:
+            raise ConfigError(company_loaded.path, issues)
+        check_company(shared.engine, shared.schema(company.code), company.code)
+    except Exception:
+        if own:
+            shared.close()
+        raise
+    runtime = Runtime(loaded=company_loaded, host=host,
+                      engine=shared.company_engine(company.code, lease),
+                      connector=connector, connector_error=connector_error,
+                      http=BoundedSession(company.config.http.limits()),
+                      token_store=_vault_store(shared, company.code),
+                      on_close=shared.close if own else _keep_engine)
+    if lease is not None:
+        runtime.fence = lambda: shared.lost_reason(lease)
+    return runtime
+
+
+def _keep_engine() -> None:
+    """A company runtime closes without closing the pool the other companies share."""
+

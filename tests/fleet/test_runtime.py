@@ -1,0 +1,111 @@
+"""A company's runtime in fleet mode on the CI PostgreSQL: its rows in its own schema, every
+commit and Next Engine call fenced by its lease, its schema migrated and checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from daemon.config import load_config
+from daemon.fleet.companies import Companies
+from daemon.fleet.leases import LeaseKeeper, LeaseLost
+from daemon.fleet.runtime import (
+    CompanyNotMigrated,
+    FleetDatabase,
+    company_runtime,
+    company_schema,
+    upgrade_company,
+)
+from daemon.store.engine import head_revision, read_session, write_session
+from daemon.store.models import Cursor, InboxEvent, WmsProduct
+from daemon.testing.installation import RECEIPT_HEADER, drop_file
+from tests.conftest import ConfigFactory, dump_yaml
+
+
+def company_file(folder: Path, code: str, wms: Path) -> None:
+    (folder / f"{code}.yaml").write_text(dump_yaml({
+        "wms": {"connector": "csv", "csv": {"inbox": str(wms / "in"), "outbox": str(wms / "out"),
+                                            "stable_seconds": 0.0}},
+        "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
+    }), encoding="utf-8")
+
+
+def test_company_schema_names() -> None:
+    assert company_schema("acme") == "nb_acme"
+    assert company_schema("acme", "tenant7") == "tenant7_acme"
+    long = company_schema("a" * 63)
+    assert len(long) == 63 and long != company_schema("a" * 62 + "b")
+
+
+def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    for code in ("acme", "bolt"):
+        company_file(folder, code, tmp_path / code)
+    loaded = load_config(make_config(migrate=False, database_url=fleet_url,
+                                     companies_dir="companies"))
+    companies = Companies(loaded)
+    fleet = FleetDatabase(fleet_url, lease_seconds=10.0)
+    keeper = LeaseKeeper(fleet.engine, companies.companies, lease_seconds=10.0,
+                         worker_id="w1")
+    try:
+        with pytest.raises(CompanyNotMigrated, match="nebridge db upgrade"):
+            company_runtime(loaded, companies.companies["acme"], fleet=fleet)
+        for code in ("acme", "bolt"):
+            assert upgrade_company(fleet_url, code) == (None, head_revision(fleet.engine))
+        assert upgrade_company(fleet_url, "acme")[0] == head_revision(fleet.engine)
+        keeper.tick()
+        runtimes = {code: company_runtime(loaded, companies.companies[code],
+                                          lease=keeper.lease(code), fleet=fleet)
+                    for code in ("acme", "bolt")}
+        drop_file(tmp_path / "acme" / "in", "products.csv", "product_code,link_code",
+                  ["P-1,G-1", "P-2,G-2"])
+        drop_file(tmp_path / "acme" / "in", "receipts-1.csv", RECEIPT_HEADER,
+                  ["R-1,MAIN,2026-11-27 10:00:00,P-1,3"])
+        for runtime in runtimes.values():
+            intake = runtime.intake()
+            assert intake is not None
+            intake.run_once()
+        with read_session(runtimes["acme"].db) as session:
+            assert len(session.exec(select(WmsProduct)).all()) == 2
+            assert len(session.exec(select(InboxEvent)).all()) == 1  # insert_many's raw SQL
+        with read_session(runtimes["bolt"].db) as session:
+            assert session.exec(select(WmsProduct)).all() == []
+            assert session.exec(select(InboxEvent)).all() == []
+        with fleet.engine.connect() as connection:  # nothing in the installation's schema
+            assert connection.execute(text("SELECT count(*) FROM wms_product")).scalar() == 0
+            assert connection.execute(text(
+                f'SELECT count(*) FROM "{fleet.schema("acme")}".wms_product')).scalar() == 2
+            assert connection.execute(text(
+                "SELECT to_regclass(:t)"), {"t": f'"{fleet.schema("acme")}".fleet_lease'}
+            ).scalar() is None  # the fleet tables are shared, not per company
+
+        with write_session(runtimes["acme"].db) as session:
+            session.add(Cursor(name="probe", value="1"))
+        assert runtimes["acme"].fence() is None
+        with fleet.engine.begin() as connection:  # another worker took acme over
+            connection.execute(text("UPDATE fleet_lease SET holder = 'w2', epoch = epoch + 1 "
+                                    "WHERE company = 'acme'"))
+        with pytest.raises(LeaseLost, match="taken over"), \
+                write_session(runtimes["acme"].db) as session:
+            session.add(Cursor(name="probe", value="2"))
+        assert "taken over" in (runtimes["acme"].fence() or "")
+        with read_session(runtimes["acme"].db) as session:
+            assert session.get(Cursor, "probe").value == "1"  # type: ignore[union-attr]
+        with write_session(runtimes["bolt"].db) as session:  # bolt's lease is untouched
+            session.add(Cursor(name="probe", value="2"))
+        for runtime in runtimes.values():
+            runtime.close()
+        with fleet.engine.connect() as connection:  # the shared pool outlives a company
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        keeper.stop()
+        with fleet.engine.begin() as connection:
+            for code in ("acme", "bolt"):
+                connection.execute(text(f'DROP SCHEMA IF EXISTS "{fleet.schema(code)}" CASCADE'))
+        fleet.close()
