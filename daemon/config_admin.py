@@ -7,8 +7,9 @@ list``/``info`` and ``warehouses`` load neither SQLAlchemy nor the engine.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata as md
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -100,19 +101,36 @@ def check_config(loaded: LoadedConfig) -> ConfigCheck:
     return ConfigCheck(host, issues, warnings)
 
 
-def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
-    """Enable or disable a plugin in ``daemon.yaml``; refuse changes that break dependencies.
+#: Validates an edited document as the file at the path (daemon.yaml's or a company file's).
+Parse = Callable[[CommentedMap, Path], LoadedConfig]
+
+
+def read_for_edit(config_path: Path, section: str,
+                  inherit: Mapping[str, Any] | None = None) -> CommentedMap:
+    """``config_path`` as a document to edit; a company file without ``section`` first gets
+    a copy of daemon.yaml's (``inherit``), so changing one entry keeps the others."""
+    raw = read_yaml(config_path)
+    if inherit is not None and section not in raw and section in inherit:
+        raw[section] = copy.deepcopy(inherit[section])
+    return raw
+
+
+def change_plugin(config_path: Path, name: str, enabled: bool, *, parse: Parse = parse_config,
+                  inherit: Mapping[str, Any] | None = None) -> list[str]:
+    """Enable or disable a plugin in ``daemon.yaml`` (or a company file, validated with
+    ``parse`` on top of daemon.yaml's sections ``inherit``); refuse changes that break
+    dependencies.
 
     Returns notes for the admin (e.g. how to apply the change to the running daemon).
     """
-    raw = read_yaml(config_path)
-    current = parse_config(raw, config_path)
+    raw = read_for_edit(config_path, "plugins", inherit)
+    current = parse(raw, config_path)
     host, _ = plugin_host(current)
     if name not in host.records:
         raise AdminError(f"no installed plugin is called {name!r}; "
                          "`nebridge plugins list` shows the installed ones")
     if enabled:
-        _check_can_enable(config_path, name, current)
+        _check_can_enable(config_path, name, current, parse, inherit)
     else:
         dependents = sorted(
             r.name for r in host.records.values()
@@ -128,7 +146,7 @@ def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
             )
     set_plugin_enabled(raw, name, enabled)
     try:
-        new = parse_config(raw, config_path)
+        new = parse(raw, config_path)
     except ConfigError as exc:
         raise AdminError(str(exc)) from None
     _, issues = plugin_host(new)
@@ -140,10 +158,11 @@ def change_plugin(config_path: Path, name: str, enabled: bool) -> list[str]:
             "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"]
 
 
-def _check_can_enable(config_path: Path, name: str, current: LoadedConfig) -> None:
-    raw = read_yaml(config_path)
+def _check_can_enable(config_path: Path, name: str, current: LoadedConfig, parse: Parse,
+                      inherit: Mapping[str, Any] | None) -> None:
+    raw = read_for_edit(config_path, "plugins", inherit)
     set_plugin_enabled(raw, name, True)
-    probe, _ = plugin_host(parse_config(raw, config_path))
+    probe, _ = plugin_host(parse(raw, config_path))
     record = probe.records.get(name)
     if record is None or record.state is PluginState.FAILED:
         reason = record.error if record else "not installed"
@@ -215,15 +234,18 @@ def plugin_details(host: PluginHost, name: str) -> dict[str, Any]:
 # -- warehouses -------------------------------------------------------------------------------
 
 
-def set_warehouse_link(config_path: Path, code: str, linked: bool) -> list[str]:
-    """Set a warehouse's Next Engine link flag (拠点設定) in ``daemon.yaml``."""
-    raw = read_yaml(config_path)
+def set_warehouse_link(config_path: Path, code: str, linked: bool, *,
+                       parse: Parse = parse_config,
+                       inherit: Mapping[str, Any] | None = None) -> list[str]:
+    """Set a warehouse's Next Engine link flag (拠点設定) in ``daemon.yaml`` (or a company
+    file: see :func:`change_plugin`)."""
+    raw = read_for_edit(config_path, "warehouses", inherit)
     if not set_warehouse_field(raw, code, "ne_linked", linked):
         codes = ", ".join(str(w.get("code")) for w in raw.get("warehouses") or [])
         raise AdminError(f"no warehouse with code {code!r} in {config_path} "
                          f"(configured: {codes or 'none'})")
     try:
-        parse_config(raw, config_path)
+        parse(raw, config_path)
     except ConfigError as exc:
         raise AdminError(str(exc)) from None
     _write(config_path, raw)

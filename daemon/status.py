@@ -17,6 +17,7 @@ from daemon.attention import AttentionItem, AttentionReport
 from daemon.config import LoadedConfig
 from daemon.config_admin import AdminError, plugin_host
 from daemon.nelink import link_info
+from daemon.nextengine.tokens import TokenStore
 from daemon.notify import pending_by_sink
 from daemon.outbox import backlog_by_state
 from daemon.pluginmanager import PluginHost
@@ -79,8 +80,10 @@ def wms_link(loaded: LoadedConfig, connector: object) -> dict[str, str] | None:
         runtime.close()
 
 
-def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> dict[str, Any]:
-    """The data behind ``nebridge status``."""
+def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
+                   store: TokenStore | None = None) -> dict[str, Any]:
+    """The data behind ``nebridge status``; the token pair is read from ``store`` (default:
+    the token file; in fleet mode the company's row in the vault)."""
     current, head = current_revision(engine), head_revision(engine)
     status: dict[str, Any] = {
         "config": str(loaded.path),
@@ -101,7 +104,7 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost) -> di
     if current != head:
         status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
         return status
-    link = link_info(loaded.config, engine)
+    link = link_info(loaded.config, engine, store=store)
     status["nextengine"] = link.as_dict()
     status["nextengine"]["warning"] = horizon_warning(link.refresh_token_end, utcnow())
     with read_session(engine) as session:

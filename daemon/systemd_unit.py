@@ -39,6 +39,8 @@ class UnitSettings:
     credentials: tuple[str, ...] = (CLIENT_SECRET_CREDENTIAL,)
     extra_writable: tuple[Path, ...] = ()
     wms_group: str | None = None
+    #: ``companies_dir`` in fleet mode (the unit then says how to run it on several hosts).
+    companies_dir: Path | None = None
 
 
 def installed_executable() -> Path:
@@ -70,10 +72,10 @@ def writable_paths(config: DaemonConfig, config_path: Path,
         elif key.endswith("_file"):
             paths.append(resolve_path(value, config_path).parent)
     outside = (p for p in paths if p != STATE_ROOT and STATE_ROOT not in p.parents)
-    return _outermost(p.absolute() for p in outside)
+    return outermost(p.absolute() for p in outside)
 
 
-def _outermost(paths: Iterable[Path]) -> tuple[Path, ...]:
+def outermost(paths: Iterable[Path]) -> tuple[Path, ...]:
     """``paths`` without duplicates and without folders inside another listed one."""
     unique = list(dict.fromkeys(paths))
     return tuple(p for p in unique if not any(o in p.parents for o in unique))
@@ -85,6 +87,24 @@ def _quote(value: Path | str) -> str:
     if not any(c in text for c in " \t\"'\\"):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: The comment block of a unit in fleet mode: the same unit on every host (issue #19).
+FLEET_NOTE = """\
+#
+# Fleet mode (companies_dir: {companies_dir}). Run this same unit on as many hosts as you
+# like: install nebridge (one version everywhere), this file, {config},
+# the companies folder and the credentials (the same nebridge-vault-key on every host) on each,
+# all pointing at the one PostgreSQL database. Every host's `nebridge run` joins the fleet:
+# each company is served by exactly one worker at a time, companies spread evenly, and the
+# companies of a host that stops or dies are taken over within the lease time (30 s).
+# - Add, change or remove a company file on every host, then `systemctl reload nebridge` on
+#   each (SIGHUP); the other companies keep running.
+# - Upgrading: stop the workers one by one, upgrade nebridge and run `nebridge db upgrade` on
+#   one host, then start them again (a worker refuses a database or company newer than it).
+# - `nebridge companies list` shows who serves which company; `nebridge status` the fleet.
+# - Rotating the vault key: docs/fleet.md, then `nebridge companies rotate-key` once.
+"""
 
 
 def render_unit(settings: UnitSettings) -> str:
@@ -100,7 +120,10 @@ def render_unit(settings: UnitSettings) -> str:
     under_home = any(str(p).startswith(("/home/", "/root/"))
                      for p in (settings.executable, settings.config, *settings.extra_writable))
     readme = Path(__file__).resolve().parents[1] / "README.md"  # in a source checkout
+    fleet = ("" if settings.companies_dir is None else FLEET_NOTE.format(
+        companies_dir=settings.companies_dir, config=settings.config))
     return TEMPLATE.read_text(encoding="utf-8").format(
+        fleet=fleet,
         documentation=f"Documentation=file://{readme}\n" if readme.is_file() else "",
         user=settings.user,
         group=settings.group,

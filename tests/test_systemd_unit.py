@@ -179,3 +179,32 @@ def test_under_the_units_umask_wms_files_are_readable_by_the_wms_group(
     state = tmp_path / "state"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "nebridge.db").stat().st_mode) == 0o600
+
+
+def test_fleet_mode_unit_loads_the_vault_key_and_says_how_to_run_on_several_hosts(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "etc"
+    config = admin_config(root, "csv")
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write("database_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
+                     "companies_dir: companies\n")
+    (root / "companies").mkdir()
+    (root / "companies" / "acme.yaml").write_text(dump_yaml({
+        "wms": {"connector": "csv", "csv": {"inbox": "/srv/acme/in", "outbox": "/srv/acme/out"}},
+    }), encoding="utf-8")
+    unit = render(config)
+    assert "# Fleet mode (companies_dir:" in unit and "same unit on as many hosts" in unit
+    assert f"nebridge-vault-key:{root}/secrets/nebridge-vault-key" in settings(
+        unit, "LoadCredential")
+    writable = settings(unit, "ReadWritePaths")[0].split()
+    assert "/srv/acme/in" in writable and "/srv/acme/out" in writable
+    if ANALYZE is not None:
+        unit_file = tmp_path / "nebridge.service"
+        unit_file.write_text(unit, encoding="utf-8")
+        verify = subprocess.run([ANALYZE, "verify", str(unit_file)], capture_output=True,
+                                text=True, timeout=120)
+        assert verify.returncode == 0 and verify.stdout + verify.stderr == "", (
+            verify.stdout + verify.stderr)
+    single = render(admin_config(tmp_path / "single", "csv"))
+    assert "Fleet mode" not in single and "nebridge-vault-key" not in single

@@ -60,6 +60,8 @@ COMMANDS: dict[str, Entry] = {
                      "receive uid/state, exchange them for tokens."),
     "unlink": Entry("daemon.cli.link:unlink_cmd", "Remove ALL Next Engine integration "
                     "(連携を解除する); unfinished work is exported first."),
+    "companies": Entry("daemon.cli.companies:app",
+                       "Fleet mode: the companies, who serves each, the vault key."),
     "config": Entry("daemon.cli.config_cmd:app", "Check the configuration."),
     "db": Entry("daemon.cli.db:app", "Database migrations."),
     "plugins": Entry("daemon.cli.plugins:app", "Feature plugins and WMS connectors."),

@@ -20,10 +20,11 @@ import typer.core
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from sqlalchemy import Engine
 
     from daemon.config import LoadedConfig
     from daemon.fleet.companies import Company
+    from daemon.fleet.runtime import FleetDatabase
+    from daemon.runtime import Runtime
 
 
 @cache
@@ -38,7 +39,9 @@ class AppContext:
     """What every command gets: where the configuration lives, and which company it is about.
 
     The one place a command's company is resolved (issue #19): :meth:`load` gives the
-    company's effective configuration and :meth:`engine` its database. Without
+    company's effective configuration — in fleet mode its ``database_url`` reaches the
+    company's own schema, so every service opening the database from it sees the company's
+    tables — and :meth:`runtime` its engine (tokens in the vault). Without
     ``companies_dir`` there is one company, ``default`` (daemon.yaml itself, as always); in
     fleet mode a per-company command needs ``--company CODE`` (or ``$NEBRIDGE_COMPANY``) and
     is refused with the list of codes without it, while the fleet-wide commands
@@ -142,13 +145,52 @@ class AppContext:
             fail(str(exc))
         self.resolved = company
         assert company.path is not None
-        return LoadedConfig(company.path, company.config, read_yaml(company.path))
+        from daemon.fleet.admin import company_database_url
+        config = company.config.model_copy(
+            update={"database_url": company_database_url(base, code)})
+        return LoadedConfig(company.path, config, read_yaml(company.path))
 
-    def engine(self, loaded: LoadedConfig, *, create: bool = False) -> Engine:
-        """The database of the command's company (dispose it when done): the installation's
-        in a single-company installation; in fleet mode the company's own tables."""
-        from daemon.store.engine import make_engine
-        return make_engine(loaded.config.resolved_database_url, create=create)
+    def edit_target(self) -> tuple[Path, dict[str, Any]]:
+        """The file a ``plugins``/``warehouses`` change edits and the keywords of
+        :func:`~daemon.config_admin.change_plugin` that validate it: daemon.yaml, or in fleet
+        mode the company's file on top of daemon.yaml."""
+        self.load()
+        company, base = self.resolved, self.load_base()
+        if company is None or company.path is None:
+            return self.config_path, {}
+        from daemon.config import LoadedConfig
+        from daemon.fleet.companies import load_company
+
+        def parse(raw: Any, path: Path) -> LoadedConfig:
+            return LoadedConfig(path, load_company(path, company.code, base, raw).config, raw)
+
+        return company.path, {"parse": parse, "inherit": base.raw}
+
+    def fleet_database(self) -> FleetDatabase | None:
+        """In fleet mode with a company, the fleet's shared database (the vault; close it
+        when done); None in a single-company installation. Exits 1 if it cannot be used."""
+        if self.resolved is None:
+            return None
+        from daemon.fleet.admin import fleet_database
+        from daemon.fleet.leases import FleetUnavailable
+        try:
+            return fleet_database(self.load_base())
+        except FleetUnavailable as exc:
+            fail(str(exc))
+
+    def runtime(self, loaded: LoadedConfig) -> Runtime:
+        """The engine of the command's company (``loaded`` from :meth:`load`; close it when
+        done): in fleet mode its own tables and its token pair in the vault. Raises
+        :class:`~daemon.config.ConfigError` as :func:`~daemon.runtime.build_runtime` does."""
+        if self.resolved is None:
+            from daemon.runtime import build_runtime
+            return build_runtime(self.config_path, loaded=loaded)
+        from daemon.fleet.leases import FleetUnavailable
+        from daemon.fleet.runtime import CompanyNotMigrated, company_runtime
+        try:
+            return company_runtime(self.load_base(), self.resolved)
+        except (CompanyNotMigrated, FleetUnavailable) as exc:
+            fail(str(exc))
 
 
 #: The environment variable naming the company (as ``--company``).

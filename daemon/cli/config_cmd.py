@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from daemon.cli.common import fail, get, print_json
-from daemon.config import ConfigError, ConfigIssue, load_config
+from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config, read_yaml
 from daemon.config_admin import check_config
 
 app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
@@ -19,7 +19,8 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Validate daemon.yaml: every key, plugin options (of disabled plugins too), that each
-    enabled plugin loads, dependencies and the WMS connector. Exits 1 on any problem."""
+    enabled plugin loads, dependencies and the WMS connector; in fleet mode every company
+    file too. Exits 1 on any problem."""
     app_ctx = get(ctx)
     if as_json:  # core problems too as the same JSON (not only a one-line error)
         try:
@@ -29,28 +30,69 @@ def check(
                         "issues": [issue_dict(i) for i in exc.issues],
                         "plugins_failed": [], "warnings": []})
             raise typer.Exit(1) from None
-    loaded = app_ctx.load()
+    loaded = app_ctx.load_base()
     found = check_config(loaded)
     issues = found.issues
+    companies = check_companies(loaded) if loaded.config.companies_dir is not None else None
+    bad_companies = [c for c in companies or [] if c["issues"]]
     if as_json:
         print_json({
             "config": str(loaded.path),
-            "valid": not issues,
+            "valid": not issues and not bad_companies,
             "issues": [issue_dict(i) for i in issues],
             "plugins_failed": [{"name": r.name, "state": r.state.value, "error": r.error}
                                for r in found.host.failed()],
             "warnings": found.warnings,
+            **({} if companies is None else {"companies": companies}),
         })
-        raise typer.Exit(1 if issues else 0)
+        raise typer.Exit(1 if issues or bad_companies else 0)
     for warning in found.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    if issues:
-        lines = "\n".join(f"  - {i}" for i in issues)
-        fail(f"{loaded.path}: {len(issues)} problem(s):\n{lines}\n"
-             "Fix them and run `nebridge config check` again.")
+    if issues or bad_companies:
+        lines = "\n".join([f"  - {loaded.path}: {i}" for i in issues] + [
+            f"  - {where(i)}: {i['message']}"
+            for company in bad_companies for i in company["issues"]])
+        fail(f"{len(issues) + sum(len(c['issues']) for c in bad_companies)} problem(s):\n"
+             f"{lines}\nFix them and run `nebridge config check` again (a company file that "
+             "is refused does not stop the others).")
     typer.echo(f"{loaded.path}: configuration is valid "
                f"({len(loaded.config.warehouses)} warehouse(s), plugins enabled: "
                f"{', '.join(loaded.config.enabled_plugins()) or 'none'})")
+    if companies is not None:
+        typer.echo(f"{loaded.config.companies_dir}: {len(companies)} company file(s), all "
+                   "valid")
+
+
+def where(issue: dict[str, Any]) -> str:
+    """``file:line`` of a problem (``file`` when the line is not known), and its key."""
+    line = f":{issue['line']}" if issue["line"] else ""
+    key = f" ({issue['path']})" if issue["path"] else ""
+    return f"{issue['file']}{line}{key}"
+
+
+def check_companies(base: LoadedConfig) -> list[dict[str, Any]]:
+    """Every company file of the fleet checked as daemon.yaml is (its keys, then its plugins
+    and connector): one entry per file, each problem with its file and line."""
+    from daemon.fleet.companies import Companies
+
+    try:
+        fleet = Companies(base)
+    except ConfigError as exc:  # the folder itself cannot be read
+        return [{"company": None, "file": str(exc.source),
+                 "issues": [{"file": str(exc.source), **issue_dict(i)} for i in exc.issues]}]
+    found: list[dict[str, Any]] = []
+    for refusal in fleet.refused:
+        found.append({"company": refusal.path.stem, "file": str(refusal.path),
+                      "issues": [{"file": str(refusal.path), **issue_dict(i)}
+                                 for i in refusal.error.issues]})
+    for code, company in fleet.companies.items():
+        assert company.path is not None
+        checked = check_config(LoadedConfig(company.path, company.config,
+                                            read_yaml(company.path)))
+        found.append({"company": code, "file": str(company.path),
+                      "issues": [{"file": str(company.path), **issue_dict(i)}
+                                 for i in checked.issues]})
+    return sorted(found, key=lambda entry: entry["file"])
 
 
 def issue_dict(issue: ConfigIssue) -> dict[str, object]:

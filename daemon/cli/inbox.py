@@ -27,7 +27,6 @@ from daemon.inbox_admin import (
     requeue_rejected,
     retry_held_event,
 )
-from daemon.runtime import build_runtime
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
 app = typer.Typer(help="WMS input: accepted, pending, held and rejected.", no_args_is_help=True)
@@ -142,7 +141,7 @@ def retry_cmd(
         return
     assert name is not None
     try:
-        runtime = build_runtime(app_ctx.config_path, loaded=loaded)
+        runtime = app_ctx.runtime(loaded)
     except (ConfigError, DatabaseNotMigrated) as exc:
         fail(str(exc))
     try:

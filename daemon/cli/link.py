@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import webbrowser
+from functools import partial
 from typing import Annotated
 
 import typer
 
 from daemon.cli.common import display_zone, fail, get, info, print_json
+from daemon.fleet.vault import VaultError
 from daemon.nelink import (
     LinkError,
     connect,
@@ -32,14 +34,21 @@ def connect_cmd(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the sign-in.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Link a Next Engine company: sign in, receive uid/state, exchange them for tokens."""
-    loaded = get(ctx).load()
+    """Link a Next Engine company: sign in, receive uid/state, exchange them for tokens.
+
+    In fleet mode (--company CODE) the token pair goes to the vault in the database, sealed
+    with the vault key, instead of a token file.
+    """
+    app_ctx = get(ctx)
+    loaded = app_ctx.load()
     config = loaded.config
     if (uid is None) != (state is None):
         fail("pass both --uid and --state, or neither", code=2)
+    fleet = app_ctx.fleet_database()
     engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
+        store = None if fleet is None else fleet.vault.store(app_ctx.company or "")
         if uid is None or state is None:
             url = sign_in_url(config)
             info("Sign in to Next Engine here:")
@@ -48,11 +57,13 @@ def connect_cmd(
             if open_browser:
                 webbrowser.open(url)
             uid, state = wait_for_redirect(config.nextengine.redirect_uri, timeout)
-        linked = connect(config, engine, uid, state)
-    except (LinkError, NextEngineError, DatabaseNotMigrated) as exc:
+        linked = connect(config, engine, uid, state, store=store)
+    except (LinkError, NextEngineError, DatabaseNotMigrated, VaultError) as exc:
         fail(f"could not connect: {exc}")
     finally:
         engine.dispose()
+        if fleet is not None:
+            fleet.close()
     if as_json:
         print_json(linked.as_dict())
     else:
@@ -64,11 +75,19 @@ def unlink_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Remove ALL Next Engine integration (連携を解除する); unfinished work is exported first."""
-    config = get(ctx).load().config
+    """Remove ALL Next Engine integration (連携を解除する); unfinished work is exported first.
+
+    In fleet mode (--company CODE) the company's token pair is removed from the vault.
+    """
+    app_ctx = get(ctx)
+    config = app_ctx.load().config
+    fleet = app_ctx.fleet_database()
+    code = app_ctx.company or ""
     engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
+        # the vault (and its key) first: refused before anything is removed
+        forget = None if fleet is None else partial(fleet.vault.forget, code)
         work = pending_work(engine)
         if not as_json:
             typer.echo(f"Unlinking removes the Next Engine tokens, cursors and "
@@ -81,11 +100,13 @@ def unlink_cmd(
                 typer.echo(f"  … and {len(work.actions) - 20} more (all go to the export file)")
         if not yes and not typer.confirm("Unlink Next Engine now?", default=False):
             fail("not unlinked (nothing changed)")
-        removed, export = unlink(config, engine)
-    except DatabaseNotMigrated as exc:
+        removed, export = unlink(config, engine, forget=forget)
+    except (DatabaseNotMigrated, VaultError) as exc:
         fail(str(exc))
     finally:
         engine.dispose()
+        if fleet is not None:
+            fleet.close()
     if as_json:
         print_json({"unlinked": True, "exported_to": str(export), "actions": removed.actions,
                     "uploads": removed.uploads})

@@ -71,10 +71,9 @@ def info_cmd(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
 
 
 def _change(ctx: typer.Context, name: str, enabled: bool) -> None:
-    app_ctx = get(ctx)
-    app_ctx.load()
+    path, validation = get(ctx).edit_target()
     try:
-        notes = change_plugin(app_ctx.config_path, name, enabled)
+        notes = change_plugin(path, name, enabled, **validation)
     except AdminError as exc:
         fail(str(exc))
     for note in notes:
@@ -83,13 +82,15 @@ def _change(ctx: typer.Context, name: str, enabled: bool) -> None:
 
 @app.command("enable")
 def enable_cmd(ctx: typer.Context, name: str) -> None:
-    """Enable a plugin in daemon.yaml (comments and order kept)."""
+    """Enable a plugin in daemon.yaml, or the company's file with --company (comments and
+    order kept)."""
     _change(ctx, name, True)
 
 
 @app.command("disable")
 def disable_cmd(ctx: typer.Context, name: str) -> None:
-    """Disable a plugin in daemon.yaml (comments and order kept)."""
+    """Disable a plugin in daemon.yaml, or the company's file with --company (comments and
+    order kept)."""
     _change(ctx, name, False)
 
 

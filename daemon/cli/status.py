@@ -8,7 +8,8 @@ import typer
 
 from daemon import orderwatch
 from daemon.cli.attention import print_attention
-from daemon.cli.common import display_zone, get, print_json, print_table
+from daemon.cli.common import display_zone, fail, get, print_json, print_table
+from daemon.fleet.vault import VaultError
 from daemon.nelink import LinkInfo, describe
 from daemon.pluginload import load_plugins
 from daemon.status import collect_status, wms_link
@@ -19,15 +20,33 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show plugins, last runs per warehouse and stage, backlog, and what waits for a person."""
-    loaded = get(ctx).load()
+    """Show plugins, last runs per warehouse and stage, backlog, and what waits for a person.
+
+    In fleet mode without --company: the fleet overview (workers, companies, unserved ones,
+    totals); with --company CODE: that company.
+    """
+    app_ctx = get(ctx)
+    if app_ctx.fleet and app_ctx.company is None:
+        from daemon.cli.companies import print_fleet_status
+        print_fleet_status(app_ctx.load_base(), as_json)
+        return
+    loaded = app_ctx.load()
     host, _issues, connector, _error = load_plugins(loaded)
+    fleet = app_ctx.fleet_database()
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
-        data = collect_status(loaded, engine, host)
+        store = None
+        if fleet is not None:
+            try:
+                store = fleet.vault.store(app_ctx.company or "")
+            except VaultError as exc:
+                fail(str(exc))
+        data = collect_status(loaded, engine, host, store=store)
         data["order_watch"] = orderwatch.counts(engine)
     finally:
         engine.dispose()
+        if fleet is not None:
+            fleet.close()
     wms = wms_link(loaded, connector)
     if wms is not None:
         data["wms"] = wms

@@ -14,7 +14,7 @@ import typer
 from daemon.cli.common import fail, get, info, print_json, print_table, when
 from daemon.config import ConfigError
 from daemon.nextengine.errors import NextEngineError
-from daemon.runtime import Runtime, build_runtime
+from daemon.runtime import Runtime
 from daemon.stock import StockDiff, StockError, diff_now, link_key_of, reconcile, take_snapshots
 from daemon.store.engine import DatabaseNotMigrated
 
@@ -30,7 +30,7 @@ def _runtime(ctx: typer.Context) -> Runtime:
     app_ctx = get(ctx)
     loaded = app_ctx.load()
     try:
-        return build_runtime(app_ctx.config_path, loaded=loaded)
+        return app_ctx.runtime(loaded)
     except (ConfigError, DatabaseNotMigrated) as exc:
         fail(str(exc))
 

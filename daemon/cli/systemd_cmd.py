@@ -8,11 +8,12 @@ from typing import Annotated
 import typer
 
 from daemon.cli.common import fail, get, info
-from daemon.config import CLIENT_SECRET_CREDENTIAL, ConfigError
+from daemon.config import CLIENT_SECRET_CREDENTIAL, ConfigError, LoadedConfig
 from daemon.pluginload import load_plugins
 from daemon.systemd_unit import (
     UnitSettings,
     installed_executable,
+    outermost,
     render_unit,
     unit_notes,
     writable_paths,
@@ -37,6 +38,8 @@ def unit(
 
     Paths are made absolute; every secret the configuration needs (the Next Engine client
     secret, and the WMS connector's) is loaded from credentials_dir with LoadCredential=.
+    In fleet mode the unit also loads the vault key, lets the service write every company's
+    WMS folders, and says how to run the same unit on several hosts.
     """
     app_ctx = get(ctx)
     loaded = app_ctx.load()
@@ -44,16 +47,21 @@ def unit(
     if issues:
         fail(str(ConfigError(app_ctx.config_path, issues)))
     spec = host.connector_specs()[loaded.config.wms.connector][1]
+    credentials = (CLIENT_SECRET_CREDENTIAL, *spec.credentials)
+    writable = writable_paths(loaded.config, app_ctx.config_path,
+                              loaded.config.wms.connector_section())
+    if loaded.config.companies_dir is not None:
+        credentials, writable = _fleet_paths(loaded, credentials, writable)
     settings = UnitSettings(
         executable=installed_executable(),
         config=app_ctx.config_path.absolute(),
         credentials_dir=loaded.config.credentials_dir,
         user=user,
         group=user,
-        credentials=(CLIENT_SECRET_CREDENTIAL, *spec.credentials),
-        extra_writable=writable_paths(loaded.config, app_ctx.config_path,
-                                      loaded.config.wms.connector_section()),
+        credentials=credentials,
+        extra_writable=writable,
         wms_group=wms_group,
+        companies_dir=loaded.config.companies_dir,
     )
     text = render_unit(settings)
     for note in unit_notes(settings):
@@ -64,3 +72,27 @@ def unit(
     write_file(output, text.encode("utf-8"))  # never through a link planted at output
     info(f"wrote {output}; install it with: sudo cp {output} /etc/systemd/system/nebridge.service"
          " && sudo systemctl daemon-reload && sudo systemctl enable --now nebridge")
+
+
+def _fleet_paths(loaded: LoadedConfig, credentials: tuple[str, ...],
+                 writable: tuple[Path, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """Fleet mode: the vault key and each company's connector secrets as credentials, and
+    each company's WMS folders and state as writable paths (refused files are left out: the
+    note says so)."""
+    from daemon.fleet.companies import Companies
+    from daemon.fleet.vault import KEY_CREDENTIAL
+
+    companies = Companies(loaded)
+    for refusal in companies.refused:
+        info(f"note: {refusal.path} is refused and left out of the unit: {refusal}")
+    names = [*credentials, KEY_CREDENTIAL]
+    paths = list(writable)
+    for company in companies.companies.values():
+        company_loaded = LoadedConfig(company.path or loaded.path, company.config)
+        host, _issues, _connector, _error = load_plugins(company_loaded)
+        spec = host.connector_specs().get(company.config.wms.connector)
+        if spec is not None:
+            names += spec[1].credentials
+        paths += writable_paths(company.config, company_loaded.path,
+                                company.config.wms.connector_section())
+    return tuple(dict.fromkeys(names)), outermost(paths)

@@ -28,10 +28,9 @@ def list_cmd(
 
 
 def _link(ctx: typer.Context, code: str, linked: bool) -> None:
-    app_ctx = get(ctx)
-    app_ctx.load()
+    path, validation = get(ctx).edit_target()
     try:
-        notes = set_warehouse_link(app_ctx.config_path, code, linked)
+        notes = set_warehouse_link(path, code, linked, **validation)
     except AdminError as exc:
         fail(str(exc))
     for note in notes:

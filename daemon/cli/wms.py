@@ -19,7 +19,7 @@ from daemon.cli.common import fail, get, info, print_json
 from daemon.config import ConfigError
 from daemon.httpserve import PortInUse
 from daemon.redirect import is_loopback, receive_redirect
-from daemon.runtime import Runtime, build_runtime
+from daemon.runtime import Runtime
 from daemon.store.engine import DatabaseNotMigrated
 from hooks.connectors import AuthorizingConnector, LinkStatus
 from hooks.errors import NebridgeError
@@ -61,7 +61,7 @@ def _runtime(ctx: typer.Context) -> tuple[Runtime, AuthorizingConnector, str]:
     loaded = app_ctx.load()
     name = loaded.config.wms.connector
     try:
-        runtime = build_runtime(app_ctx.config_path, loaded=loaded)
+        runtime = app_ctx.runtime(loaded)
     except (ConfigError, DatabaseNotMigrated) as exc:
         fail(str(exc))
     connector: object = runtime.connector

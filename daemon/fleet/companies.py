@@ -90,12 +90,13 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def load_company(path: Path, code: str, base: LoadedConfig) -> Company:
-    """Read and validate the company file ``path`` on top of ``base`` (daemon.yaml).
+def load_company(path: Path, code: str, base: LoadedConfig, raw: Any = None) -> Company:
+    """Read and validate the company file ``path`` (or ``raw``, its document as edited) on
+    top of ``base`` (daemon.yaml).
 
     Raises :class:`ConfigError` naming ``path``, each problem with its line.
     """
-    raw = read_yaml(path)
+    raw = read_yaml(path) if raw is None else raw
     issues = []
     for key in raw:
         if key in COMPANY_KEYS:

@@ -34,7 +34,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,11 +255,12 @@ class TokenVault:
                 "SELECT key_id, count(*) FROM fleet_token GROUP BY key_id")).all()
         return {str(key_id): int(count) for key_id, count in rows}
 
-    def rotate(self) -> int:
+    def rotate(self, progress: Callable[[str, int, int], None] | None = None) -> int:
         """Seal every pair not sealed with the current key again with it; how many.
 
         Each row is read and rewritten under its company's lock and a row lock, so a refresh
         running meanwhile is neither lost nor overwritten with an older pair.
+        ``progress(company, done, total)`` is called after each company.
         """
         with self.engine.connect() as connection:
             companies = list(connection.execute(text(
@@ -280,6 +281,8 @@ class TokenVault:
                     "WHERE company = :company"),
                     {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed})
                 done += 1
+            if progress is not None:
+                progress(company, done, len(companies))
         return done
 
     # -- single flight ------------------------------------------------------------------------

@@ -1,0 +1,139 @@
+"""``nebridge companies``: the companies of a fleet (``companies_dir``), who serves each, and
+the vault key rotation (docs/fleet.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.config import LoadedConfig
+
+app = typer.Typer(help="Fleet mode: the companies, who serves each, the vault key.",
+                  no_args_is_help=True)
+
+_JSON = typer.Option("--json", help="Machine-readable output.")
+
+
+def _overview(base: LoadedConfig, backlog: bool = True) -> dict[str, Any]:
+    """The fleet overview, or exit 1 saying why it cannot be read."""
+    if base.config.companies_dir is None:
+        fail(f"{base.path} sets no `companies_dir`: this installation serves one company, "
+             "`default`; `nebridge status` shows it (fleet mode: docs/fleet.md)")
+    from daemon.config import ConfigError
+    from daemon.fleet.admin import fleet_overview
+    from daemon.fleet.leases import FleetUnavailable
+    try:
+        return fleet_overview(base, backlog=backlog)
+    except (ConfigError, FleetUnavailable) as exc:
+        fail(str(exc))
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} s"
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _link(row: dict[str, Any]) -> str:
+    link = row["link"]
+    state = str(link.get("state", ""))
+    ends = link.get("refresh_token_end")
+    return f"{state} (refresh token until {ends[:10]})" if ends else state
+
+
+@app.command("list")
+def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
+    """List every company: its link (tokens in the vault, until when), the worker serving
+    it and the seconds its lease has left, its backlog and what waits for a person; refused
+    company files with their path and line."""
+    data = _overview(get(ctx).load_base())
+    if as_json:
+        print_json(data)
+        raise typer.Exit(1 if data["refused"] else 0)
+    print_table("companies", ["company", "link", "served by", "lease", "inbox", "outbox",
+                              "attention", "problem"],
+                [[r["code"], _link(r), r["served_by"] or "NOBODY",
+                  _seconds(r["lease_seconds_left"]), _count(r["inbox_pending"]),
+                  _count(r["outbox_pending"]), _count(r["attention"]), r["error"] or ""]
+                 for r in data["companies"]])
+    _print_notes(data)
+
+
+def _print_notes(data: dict[str, Any]) -> None:
+    """What the operator must act on: refused files, the vault key, unserved companies."""
+    for entry in data["refused"]:
+        line = f":{entry['line']}" if entry["line"] else ""
+        typer.echo(f"REFUSED {entry['path']}{line}: {entry['message']}")
+    if data["refused"]:
+        typer.echo("  fix each file (the others run); `nebridge config check` lists the "
+                   "problems again, and a running fleet picks the file up on SIGHUP")
+    if data["vault"]["problem"]:
+        typer.echo(f"vault: {data['vault']['problem']}")
+    if data["unserved"] and data["totals"]["workers_live"]:
+        typer.echo(f"{len(data['unserved'])} company(ies) not served right now (a worker "
+                   "takes them within one lease time): " + ", ".join(data["unserved"][:20]))
+    elif data["unserved"]:
+        typer.echo("no live worker: start `nebridge run` (the same unit on each host)")
+
+
+def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
+    """``nebridge status`` in fleet mode without --company: workers, companies, totals."""
+    data = _overview(base)
+    if as_json:
+        print_json(data)
+        return
+    totals = data["totals"]
+    typer.echo(f"config: {data['config']} (fleet mode, companies in {data['companies_dir']})")
+    typer.echo(f"companies: {totals['companies']} ({totals['served']} served, "
+               f"{totals['unserved']} unserved, {totals['not_connected']} not connected, "
+               f"{totals['refused_files']} file(s) refused)")
+    typer.echo(f"backlog: {totals['inbox_pending']} inbox pending, {totals['outbox_pending']} "
+               f"outbox pending; {totals['attention']} item(s) wait for a person"
+               + (f"; {totals['unreadable']} company(ies) unreadable" if totals["unreadable"]
+                  else ""))
+    print_table("workers", ["worker", "host", "pid", "live", "companies"],
+                [[w["worker_id"], w["host"], w["pid"], "yes" if w["live"] else "no",
+                  w["companies"]] for w in data["workers"]])
+    _print_notes(data)
+    typer.echo("`nebridge companies list` shows each company; `nebridge status --company CODE` "
+               "one of them")
+
+
+@app.command("rotate-key")
+def rotate_key_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
+    """Seal every company's token pair again with the current vault key (the credential
+    nebridge-vault-key; the old one as nebridge-vault-key-previous), with progress."""
+    base = get(ctx).load_base()
+    if base.config.companies_dir is None:
+        fail(f"{base.path} sets no `companies_dir`: a single-company installation keeps its "
+             "tokens in a token file, not in the vault; there is no key to rotate")
+    from daemon.fleet.admin import rotate_key
+    from daemon.fleet.leases import FleetUnavailable
+    from daemon.fleet.vault import VaultError
+
+    def progress(code: str, done: int, total: int) -> None:
+        info(f"[{done}/{total}] {code}: sealed with the current key")
+
+    try:
+        result = rotate_key(base, progress=progress)
+    except (FleetUnavailable, VaultError) as exc:
+        fail(f"{exc}\nNothing more was changed; rows already rotated stay readable with the "
+             "current key. Fix this and run `nebridge companies rotate-key` again.")
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"{result['rotated']} token pair(s) sealed again with key "
+                   f"{result['current_key_id']}; pairs per key now: "
+                   + (", ".join(f"{k} {n}" for k, n in sorted(result["after"].items()))
+                      or "none stored"))
+        if result["left_on_old_keys"]:
+            typer.echo(f"{result['left_on_old_keys']} pair(s) are still on an old key: run "
+                       "the command again")
+        else:
+            typer.echo("no pair is sealed with an old key: remove nebridge-vault-key-previous "
+                       "from every host and restart the workers one by one")
+    raise typer.Exit(1 if result["left_on_old_keys"] else 0)

@@ -1,0 +1,187 @@
+"""What the operator's commands read and change in fleet mode: ``companies list``, the fleet
+overview of ``status``, ``connect``/``unlink --company`` and the vault key rotation.
+
+Read-only except :func:`rotate_key`. Every figure comes from the database (leases by its
+clock); a company whose own tables cannot be read is listed with why, never left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlmodel import col
+
+from daemon import attention
+from daemon.config import LoadedConfig
+from daemon.fleet.companies import Companies, Company, Refusal
+from daemon.fleet.leases import overview
+from daemon.fleet.runtime import FleetDatabase, check_company, company_schema, schema_url
+from daemon.fleet.vault import TokenVault, VaultError
+from daemon.nelink import link_info
+from daemon.store.engine import make_engine
+from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState
+
+#: Outbox states that are work still to do (``in_doubt``/``failed`` wait for a person and are
+#: counted as attention).
+_OUTBOX_BACKLOG = (OutboxState.PENDING.value, OutboxState.IN_FLIGHT.value)
+
+
+def company_database_url(base: LoadedConfig, code: str) -> str:
+    """daemon.yaml's database with every session's ``search_path`` on company ``code``'s
+    schema: what the CLI's per-company commands use, so every service that opens the
+    database from the configuration (status, doctor, attention, history, …) — and any plain
+    SQL — reads and writes that company's tables."""
+    url = base.config.resolved_database_url
+    engine = make_engine(url, create=False)
+    try:
+        with engine.connect() as connection:
+            base_schema = str(connection.execute(text("SELECT current_schema()")).scalar_one())
+    finally:
+        engine.dispose()
+    return schema_url(url, company_schema(code, base_schema))
+
+
+def fleet_database(base: LoadedConfig) -> FleetDatabase:
+    """The fleet's shared database (leases, workers, the vault; one pool for the companies'
+    schemas); refused (:class:`~daemon.fleet.leases.FleetUnavailable`) on SQLite or before
+    ``nebridge db upgrade``."""
+    return FleetDatabase(base.config.resolved_database_url,
+                         credentials_dir=base.config.credentials_dir)
+
+
+@dataclass
+class CompanyState:
+    """One company as ``companies list`` shows it."""
+
+    code: str
+    file: str
+    link: dict[str, Any] = field(default_factory=dict)
+    tokens_stored: bool = False
+    key_id: str | None = None
+    served_by: str | None = None
+    lease_seconds_left: float | None = None
+    epoch: int = 0
+    inbox_pending: int | None = None
+    outbox_pending: int | None = None
+    attention: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``--json`` structure."""
+        return {"code": self.code, "file": self.file, "link": self.link,
+                "tokens_stored": self.tokens_stored, "key_id": self.key_id,
+                "served_by": self.served_by,
+                "lease_seconds_left": (None if self.lease_seconds_left is None
+                                       else round(self.lease_seconds_left, 1)),
+                "epoch": self.epoch, "inbox_pending": self.inbox_pending,
+                "outbox_pending": self.outbox_pending, "attention": self.attention,
+                "error": self.error}
+
+
+def refusal_dict(refusal: Refusal) -> list[dict[str, Any]]:
+    """A refused company file as one entry per problem, each with path and line."""
+    return [{"path": str(refusal.path), "line": issue.line, "field": issue.path,
+             "message": issue.message} for issue in refusal.error.issues]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _company_backlog(row: CompanyState, company: Company, fleet: FleetDatabase,
+                     vault: TokenVault | None) -> None:
+    """Fill in the company's link, backlog and attention counts from its own tables."""
+    engine = fleet.company_engine(company.code)
+    try:
+        check_company(fleet.engine, fleet.schema(company.code), company.code)
+        with engine.connect() as connection:
+            row.inbox_pending = int(connection.execute(
+                select(func.count()).select_from(InboxEvent)
+                .where(col(InboxEvent.state) == EventState.PENDING.value)).scalar_one())
+            row.outbox_pending = int(connection.execute(
+                select(func.count()).select_from(OutboxItem)
+                .where(col(OutboxItem.state).in_(_OUTBOX_BACKLOG))).scalar_one())
+        row.attention = attention.collect(engine, limit=1).total
+        store = vault.store(company.code) if vault is not None else None
+        if store is not None:
+            row.link = link_info(company.config, engine, store=store).as_dict()
+    except Exception as exc:  # one company's tables unreadable: say so, list the others
+        row.error = _first_line(exc)
+
+
+def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any]:
+    """Every company (link, lease, backlog, attention), the workers, the unserved companies,
+    the refused files and the totals: ``companies list`` and ``status`` in fleet mode."""
+    companies = Companies(base)
+    fleet = fleet_database(base)
+    try:
+        leases, workers = overview(fleet.engine)
+        with fleet.engine.connect() as connection:
+            stored = {str(r.company): str(r.key_id) for r in connection.execute(
+                text("SELECT company, key_id FROM fleet_token"))}
+        try:
+            vault: TokenVault | None = fleet.vault
+            vault_note = None
+        except VaultError as exc:
+            vault, vault_note = None, str(exc)
+        by_code = {lease.company: lease for lease in leases}
+        rows = []
+        for code, company in companies.companies.items():
+            row = CompanyState(code=code, file=str(company.path or base.path),
+                               tokens_stored=code in stored, key_id=stored.get(code))
+            lease = by_code.get(code)
+            if lease is not None:
+                row.served_by, row.epoch = lease.holder, lease.epoch
+                row.lease_seconds_left = lease.expires_in_seconds
+            if backlog:
+                _company_backlog(row, company, fleet, vault)
+            if not row.link:
+                row.link = {"state": "connected" if row.tokens_stored else "not_connected"}
+            rows.append(row)
+    finally:
+        fleet.close()
+    live = [w for w in workers if w.live]
+    unserved = [r.code for r in rows if r.served_by is None]
+    return {
+        "config": str(base.path),
+        "companies_dir": str(base.config.companies_dir),
+        "companies": [r.as_dict() for r in rows],
+        "refused": [entry for refusal in companies.refused for entry in refusal_dict(refusal)],
+        "workers": [{"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "live": w.live,
+                     "companies": w.holds} for w in workers],
+        "unserved": unserved,
+        "vault": {"key_id": None if vault is None else vault.keys.current.key_id,
+                  "problem": vault_note},
+        "totals": {
+            "companies": len(rows), "refused_files": len(companies.refused),
+            "workers_live": len(live), "served": len(rows) - len(unserved),
+            "unserved": len(unserved),
+            "not_connected": sum(1 for r in rows if not r.tokens_stored),
+            "inbox_pending": sum(r.inbox_pending or 0 for r in rows),
+            "outbox_pending": sum(r.outbox_pending or 0 for r in rows),
+            "attention": sum(r.attention or 0 for r in rows),
+            "unreadable": sum(1 for r in rows if r.error),
+        },
+    }
+
+
+def rotate_key(base: LoadedConfig,
+               progress: Callable[[str, int, int], None] = lambda code, done, total: None,
+               ) -> dict[str, Any]:
+    """Seal every company's pair again with the current vault key (docs/fleet.md, "Rotating
+    the key"); ``progress(company, done, total)`` after each. Returns the key ids' use
+    before and after."""
+    fleet = fleet_database(base)
+    try:
+        vault = fleet.vault
+        before = vault.key_use()
+        rotated = vault.rotate(progress=progress)
+        after = vault.key_use()
+    finally:
+        fleet.close()
+    current = vault.keys.current.key_id
+    return {"current_key_id": current, "rotated": rotated, "before": before, "after": after,
+            "left_on_old_keys": sum(n for key_id, n in after.items() if key_id != current)}
