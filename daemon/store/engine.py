@@ -329,9 +329,6 @@ class DatabaseHealth:
 #: Where each DB-API parameter style wants a positional value.
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _UNSET = object()
-#: PostgreSQL takes at most 65,535 parameters in one statement; rows per multi-row insert.
-_PG_MAX_PARAMS = 65_535
-_PG_ROWS_PER_INSERT = 1_000
 
 
 def insert_many(
@@ -342,10 +339,7 @@ def insert_many(
     *,
     skip_conflicts_on: str | None = None,
 ) -> int:
-    """Insert ``rows`` (values in ``columns`` order) at the driver level: one ``executemany``
-    on SQLite (a C loop, no round trips), multi-row ``INSERT … VALUES (…), (…)`` statements
-    of up to 1,000 rows on PostgreSQL (psycopg's ``executemany`` runs the statement once per
-    row on the server).
+    """Insert ``rows`` (values in ``columns`` order) with one driver-level ``executemany``.
 
     Much cheaper per row than an ORM or Core insert of many rows: each column's bind
     processing (e.g. the UTC conversion of :class:`~daemon.store.models.UTCDateTime`) runs
@@ -362,15 +356,10 @@ def insert_many(
     if marker is None:
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r} is not supported")
     quote = dialect.identifier_preparer.quote
-    # the raw statement is not translated by ``schema_translate_map`` (a fleet company's
-    # schema, see daemon.fleet.runtime): name the table's schema here as the map says
-    translate = connection.get_execution_options().get("schema_translate_map") or {}
-    schema = translate.get(table.schema, table.schema)
-    name = quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
-    head = f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) VALUES "
-    one_row = f"({', '.join(marker for _ in columns)})"
-    tail = (f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
-            if skip_conflicts_on is not None else "")
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+           f"VALUES ({', '.join(marker for _ in columns)})")
+    if skip_conflicts_on is not None:
+        sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
     processors = [
         (index, processor) for index, name in enumerate(columns)
         if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
@@ -391,16 +380,7 @@ def insert_many(
                 values[index] = result
             converted.append(tuple(values))
         params = converted
-    if dialect.name != "postgresql":
-        return int(connection.exec_driver_sql(head + one_row + tail, params).rowcount)
-    per_insert = min(_PG_ROWS_PER_INSERT, _PG_MAX_PARAMS // len(columns))
-    inserted = 0
-    for start in range(0, len(params), per_insert):
-        page = params[start:start + per_insert]
-        sql = head + ", ".join([one_row] * len(page)) + tail
-        flat = tuple(value for row in page for value in row)
-        inserted += int(connection.exec_driver_sql(sql, flat).rowcount)
-    return inserted
+    return int(connection.exec_driver_sql(sql, params).rowcount)
 
 
 def _session(bind: Bind) -> Session:
