@@ -21,6 +21,7 @@ from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.config_admin import check_config
 from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, token_store
 from daemon.nextengine.errors import NextEngineError
+from daemon.nextengine.tokens import TokenStore
 from daemon.pluginload import load_plugins
 from daemon.pluginmanager import PluginHost
 from daemon.status import wms_link
@@ -52,15 +53,19 @@ class Diagnosis:
         return [c for c in self.checks if not c.ok]
 
 
-def diagnose(config_path: Path, offline: bool = False) -> Diagnosis:
-    """Every check, then a warning while anything waits for a person."""
-    try:
-        loaded = load_config(config_path)
-    except ConfigError as exc:
-        return Diagnosis([HealthCheck("config", False, str(exc), "fix the listed problems, "
-                                      "then run `nebridge doctor` again")])
+def diagnose(config_path: Path, offline: bool = False, *, loaded: LoadedConfig | None = None,
+             store: TokenStore | None = None) -> Diagnosis:
+    """Every check, then a warning while anything waits for a person. ``loaded`` is the
+    configuration already read (in fleet mode a company's) and ``store`` where its token
+    pair lives (default: the token file; in fleet mode the vault)."""
+    if loaded is None:
+        try:
+            loaded = load_config(config_path)
+        except ConfigError as exc:
+            return Diagnosis([HealthCheck("config", False, str(exc), "fix the listed "
+                                          "problems, then run `nebridge doctor` again")])
     found = check_config(loaded)
-    checks = run_checks(loaded, found.host, found.issues, offline)
+    checks = run_checks(loaded, found.host, found.issues, offline, store=store)
     warnings = [HealthCheck("config", False, w, "repair the plugin or remove its options")
                 for w in found.warnings]
     if all(c.ok for c in checks if c.name == "database"):
@@ -84,7 +89,8 @@ def _attention(loaded: LoadedConfig) -> list[HealthCheck]:
 
 
 def run_checks(
-    loaded: LoadedConfig, host: PluginHost, issues: list[ConfigIssue], offline: bool = False
+    loaded: LoadedConfig, host: PluginHost, issues: list[ConfigIssue], offline: bool = False,
+    *, store: TokenStore | None = None,
 ) -> list[HealthCheck]:
     """Every check, in the order an admin would fix things."""
     checks = [HealthCheck(
@@ -105,7 +111,7 @@ def run_checks(
         paused[0].fix if paused else ""))
     checks.extend(_database(loaded))
     if checks[-1].ok:
-        checks.extend(_nextengine(loaded, offline))
+        checks.extend(_nextengine(loaded, offline, store))
     link = wms_link(loaded, load_plugins(loaded)[2])
     if link is not None:
         checks.append(HealthCheck(
@@ -132,11 +138,12 @@ def _database(loaded: LoadedConfig) -> list[HealthCheck]:
                         "" if current == head else "run `nebridge db upgrade`")]
 
 
-def _nextengine(loaded: LoadedConfig, offline: bool) -> list[HealthCheck]:
+def _nextengine(loaded: LoadedConfig, offline: bool,
+                store: TokenStore | None = None) -> list[HealthCheck]:
     config = loaded.config
     engine = make_engine(config.resolved_database_url)
     try:
-        info = link_info(config, engine)
+        info = link_info(config, engine, store=store)
     finally:
         engine.dispose()
     if info.state != CONNECTED:
@@ -146,10 +153,11 @@ def _nextengine(loaded: LoadedConfig, offline: bool) -> list[HealthCheck]:
                             else "run `nebridge connect`")]
     checks = [HealthCheck("nextengine link", True,
                           f"connected to {info.company_name} ({info.company_id})")]
-    path = token_store(config).path
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0
-    checks.append(HealthCheck("token file", mode == 0o600, f"{path} mode {mode:o}",
-                              "" if mode == 0o600 else f"chmod 600 {path}"))
+    if store is None:
+        path = token_store(config).path
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0
+        checks.append(HealthCheck("token file", mode == 0o600, f"{path} mode {mode:o}",
+                                  "" if mode == 0o600 else f"chmod 600 {path}"))
     now = utcnow()
     left = (info.refresh_token_end - now) if info.refresh_token_end else None
     checks.append(HealthCheck(
@@ -160,7 +168,7 @@ def _nextengine(loaded: LoadedConfig, offline: bool) -> list[HealthCheck]:
         f"already lapsed, {RECONNECT_HINT}"))
     if offline:
         return checks
-    client = make_client(config)
+    client = make_client(config, store=store)
     try:
         company = client.company_info()
         checks.append(HealthCheck("nextengine reachable", True,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from daemon.cli.common import get, print_json, print_table
+from daemon.cli.common import fail, get, print_json, print_table
 from daemon.doctor import as_dict, diagnose
+from daemon.fleet.vault import VaultError
 
 
 def doctor(
@@ -18,9 +20,24 @@ def doctor(
 ) -> None:
     """Config, database, plugins, paused stages, Next Engine link, tokens, WMS folders, clock.
 
+    In fleet mode, of the company given with --company (its token pair in the vault).
+
     Exits 1 when a check fails; what waits for a person is a warning (exit 0).
     """
-    found = diagnose(get(ctx).config_path, offline=offline)
+    app_ctx = get(ctx)
+    if app_ctx.company is None and not _fleet_mode(app_ctx.config_path):
+        found = diagnose(app_ctx.config_path, offline=offline)  # reports a bad daemon.yaml
+    else:  # fleet mode: the company's configuration and its token pair in the vault
+        loaded = app_ctx.load()  # refused without --company, with the codes
+        fleet = app_ctx.fleet_database()
+        try:
+            store = None if fleet is None else fleet.vault.store(app_ctx.company or "")
+            found = diagnose(app_ctx.config_path, offline=offline, loaded=loaded, store=store)
+        except VaultError as exc:
+            fail(str(exc))
+        finally:
+            if fleet is not None:
+                fleet.close()
     bad = found.failed
     if as_json:
         print_json({"ok": not bad,
@@ -35,3 +52,13 @@ def doctor(
             verdict += f", {len(found.warnings)} warning(s)"
         typer.echo(verdict)
     raise typer.Exit(1 if bad else 0)
+
+
+def _fleet_mode(config_path: Path) -> bool:
+    """Whether daemon.yaml sets ``companies_dir`` (False when it cannot be read: the
+    diagnosis says why)."""
+    from daemon.config import ConfigError, load_config
+    try:
+        return load_config(config_path).config.companies_dir is not None
+    except ConfigError:
+        return False

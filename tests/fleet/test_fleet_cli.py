@@ -268,3 +268,15 @@ def test_company_without_companies_dir_is_refused(tmp_path: Path) -> None:
     default = CliRunner().invoke(app, ["--config", str(config), "--company", "default",
                                        "inbox", "list", "--json"])
     assert default.exit_code == 0, default.output
+
+
+def test_doctor_checks_one_company_with_its_pair_in_the_vault(fleet: Fleet) -> None:
+    assert fleet.cli("doctor", "--offline").exit_code == 1  # which company? refused
+    assert connect(fleet, "acme").exit_code == 0
+    checked = fleet.cli("doctor", "--offline", "--json", "--company", "acme")
+    checks = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert checks["database"]["ok"] and checks["nextengine link"]["ok"], checked.stdout
+    assert "token file" not in checks  # no token file in fleet mode
+    bolt = fleet.cli("doctor", "--offline", "--json", "--company", "bolt")
+    link = {c["name"]: c for c in json.loads(bolt.stdout)["checks"]}["nextengine link"]
+    assert not link["ok"] and "nebridge connect" in link["fix"]
