@@ -87,6 +87,7 @@ class Options:
     latency_run: bool
     que_delay_s: float = QUE_DELAY_S
     database_url: str | None = None  # PostgreSQL instead of SQLite (emptied per world)
+    fleet_run: bool = False  # the fleet section (benchmarks/fleet.py; PostgreSQL only)
 
 
 def _prepare(world: World, kind: str, size: int) -> None:
@@ -265,6 +266,8 @@ class Runner:
 
 
 LATENCY = "latency"
+#: The fleet section's name in ``--workloads`` (run by default with ``--database-url``).
+FLEET = "fleet"
 
 
 def _select(names: str) -> tuple[list[Workload], bool]:
@@ -290,8 +293,9 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join([*(w.name for w in WORKLOADS), LATENCY]),
                         help="comma-separated workload names or kinds (ship, other, "
-                             "receipts, import) and 'latency' (the daemon-process run); "
-                             "default: all")
+                             "receipts, import), 'latency' (the daemon-process run) and "
+                             "'fleet' (fleet mode, PostgreSQL only); default: all (fleet "
+                             "with --database-url)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every workload size (e.g. 0.1 for a short run)")
     parser.add_argument("--latencies", default="0,150",
@@ -319,7 +323,12 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
-    workloads, latency_run = _select(args.workloads)
+    names = [n.strip() for n in args.workloads.split(",")]
+    fleet_run = FLEET in names or (args.workloads == parser.get_default("workloads")
+                                   and args.database_url is not None and not args.smoke)
+    if FLEET in names and args.database_url is None:
+        raise SystemExit("the fleet section runs on PostgreSQL only: add --database-url URL")
+    workloads, latency_run = _select(",".join(n for n in names if n != FLEET))
     if args.smoke:
         workloads = [replace(w, size=20) for w in workloads]
         options = Options(latencies=[0], workloads=workloads,
@@ -342,6 +351,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.
         one_worker=False,
         latency_run=latency_run,
         database_url=args.database_url,
+        fleet_run=fleet_run,
     )
     return options, args
 
@@ -359,10 +369,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         runner.execute()
     rows = runner.rows()
     print(render(rows, markdown=args.markdown))
+    fleet_figures: dict[str, Any] | None = None
+    if options.fleet_run:
+        from benchmarks import fleet
+
+        assert options.database_url is not None
+        figures = fleet.measure(options.database_url, say=say)
+        fleet_figures = asdict(figures)
+        print("\n" + fleet.render(figures))
     print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f} s"
           f"{' (smoke: sizes 20, one worker process for every pass)' if args.smoke else ''}")
     if args.json is not None:
         data = {"runs": [asdict(r) for r in runner.runs.values()],
                 "latency": [asdict(r) for r in runner.latencies.values()],
-                "rows": [asdict(r) for r in rows]}
+                "rows": [asdict(r) for r in rows], "fleet": fleet_figures}
         args.json.write_text(json.dumps(data, indent=1), encoding="utf-8")
