@@ -49,7 +49,7 @@ def _link(row: dict[str, Any]) -> str:
 def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
     """List every company: its link (tokens in the vault, until when), the worker serving
     it and the seconds its lease has left, its backlog and what waits for a person; refused
-    company files with their path and line."""
+    company files with their path and line (exit 1 while any is refused)."""
     data = _overview(get(ctx).load_base())
     if as_json:
         print_json(data)
@@ -61,6 +61,7 @@ def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
                   _count(r["outbox_pending"]), _count(r["attention"]), r["error"] or ""]
                  for r in data["companies"]])
     _print_notes(data)
+    raise typer.Exit(1 if data["refused"] else 0)
 
 
 def _print_notes(data: dict[str, Any]) -> None:
