@@ -146,8 +146,12 @@ def driver_problem(url: str) -> str | None:
     return None
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True) -> Engine:
+def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True,
+                pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """Create the engine for ``url``; a new SQLite file is created 0600 (folder 0700).
+
+    ``pool_size``/``max_overflow`` bound a server database's connections (SQLAlchemy's
+    defaults; a fleet worker sets its own, see :mod:`daemon.fleet.runtime`).
 
     With ``create=False`` (read-only commands, the daemon) a missing SQLite file is not
     created: :class:`DatabaseNotMigrated` says to run ``nebridge db upgrade``.
@@ -165,7 +169,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True) 
                         "keepalives_count": 3, "tcp_user_timeout": 20000}
             connect_args = {k: v for k, v in defaults.items() if k not in parsed.query}
         try:
-            server = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+            server = create_engine(url, pool_pre_ping=True, connect_args=connect_args,
+                                   pool_size=pool_size, max_overflow=max_overflow)
         except ImportError as exc:
             raise _driver_missing(parsed, exc) from None
         _convert_connection_errors(server, parsed)
@@ -356,7 +361,12 @@ def insert_many(
     if marker is None:
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r} is not supported")
     quote = dialect.identifier_preparer.quote
-    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+    # the raw statement is not translated by ``schema_translate_map`` (a fleet company's
+    # schema, see daemon.fleet.runtime): name the table's schema here as the map says
+    translate = connection.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(table.schema, table.schema)
+    name = quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
+    sql = (f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) "
            f"VALUES ({', '.join(marker for _ in columns)})")
     if skip_conflicts_on is not None:
         sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
