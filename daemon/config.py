@@ -223,6 +223,12 @@ class DaemonConfig(_Strict):
     #: Fleet mode (PostgreSQL only): each ``<code>.yaml`` in this folder is one company
     #: (see daemon/fleet/companies.py and docs/fleet.md); unset: one implicit company.
     companies_dir: Path | None = None
+    #: Fleet mode: how long a worker's hold on a company lasts unless renewed (renewed every
+    #: third of it); a dead worker's companies are taken over after about this long.
+    fleet_lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    #: Fleet mode: how many jobs of its companies a worker runs at once (one company never
+    #: runs two of one job); its database connections grow with it.
+    fleet_job_slots: int = Field(default=4, ge=1, le=64)
 
     @field_validator("timezone")
     @classmethod

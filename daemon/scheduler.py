@@ -64,9 +64,12 @@ _QUIET_SKIPS = _QuietSkips()
 class Scheduler:
     """Runs the runtime's work on a background scheduler; the main thread supervises it."""
 
-    def __init__(self, runtime: Runtime, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, runtime: Runtime, wake: Callable[[], None] = lambda: None,
+                 slots: threading.Semaphore | None = None) -> None:
         self.runtime = runtime
         self.wake = wake
+        #: Shared by the companies of a fleet worker: how many of their jobs run at once.
+        self.slots = slots
         self._run_requests: set[str] = set()
         self._running: set[str] = set()
         self._again: set[str] = set()
@@ -277,7 +280,12 @@ class Scheduler:
                 self._running.add(job_id)
                 self._again.discard(job_id)
             try:
-                fn()
+                if self.slots is None:
+                    fn()
+                else:
+                    with self.slots:
+                        if not self._should_stop():
+                            fn()
             except DatabaseUnavailable:
                 pass  # logged once by the health check above, which now holds the jobs back
             except Exception:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from daemon.cli.common import fail, get, info, print_json
+from daemon.config import ConfigError, LoadedConfig
 from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.store.engine import (
     DatabaseUnavailable,
@@ -47,6 +48,32 @@ def upgrade_cmd(ctx: typer.Context) -> None:
         info(f"database already at the latest migration ({after})")
     else:
         info(f"database migrated from {before or '(empty)'} to {after}")
+    if loaded.config.companies_dir is not None:
+        upgrade_companies(loaded)
+
+
+def upgrade_companies(loaded: LoadedConfig) -> None:
+    """Fleet mode: create and migrate every company's own schema (docs/fleet.md)."""
+    from daemon.fleet.companies import Companies
+    from daemon.fleet.runtime import upgrade_company
+
+    try:
+        companies = Companies(loaded)
+    except ConfigError as exc:
+        fail(str(exc))
+    for refusal in companies.refused:
+        info(f"skipped (refused, fix it and run `nebridge db upgrade` again): {refusal}")
+    for code in companies.companies:
+        try:
+            before, after = upgrade_company(loaded.config.resolved_database_url, code)
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            fail(f"company {code}: migration failed: {exc}; the companies before it are "
+                 "migrated — fix the cause and run `nebridge db upgrade` again")
+        if before != after:
+            info(f"company {code}: migrated from {before or '(new schema)'} to {after}")
+    info(f"{len(companies.companies)} companies at the latest migration")
 
 
 @app.command("current")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,7 +10,8 @@ import typer
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.attention import print_attention
 from daemon.cli.common import err_console, fail, get, info, print_json
-from daemon.config import ConfigError
+from daemon.config import ConfigError, LoadedConfig
+from daemon.fleet.daemon import FleetDaemon
 from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.nelink import secret_file_problems, token_files
 from daemon.runtime import build_runtime
@@ -34,6 +36,9 @@ def run(
     if dry_run and not once:
         fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
     app_ctx = get(ctx)
+    if app_ctx.fleet:
+        run_fleet(app_ctx.load_base(), app_ctx.config_path, once=once,
+                  company=app_ctx.company)
     loaded = app_ctx.load()
     insecure = secret_file_problems(loaded.config, token_files(loaded))
     if insecure:
@@ -64,6 +69,25 @@ def run(
     else:
         print_report(report, dry_run)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def run_fleet(base: LoadedConfig, config_path: Path, *, once: bool, company: str | None) -> None:
+    """Fleet mode (``companies_dir``): serve the companies this worker's leases give it."""
+    if company is not None:
+        fail(f"`nebridge run` in fleet mode serves every company its leases give it; drop "
+             f"--company {company} (and NEBRIDGE_COMPANY)", code=2)
+    if once:
+        fail("`run --once` is not available in fleet mode (`companies_dir` is set in "
+             f"{base.path}): each company is served by the `nebridge run` worker holding its "
+             "lease, and a pass from here could run beside it; start `nebridge run` (on one "
+             "host or several) and see who serves what with `nebridge companies list`",
+             code=2)
+    insecure = secret_file_problems(base.config, token_files(base))
+    if insecure:
+        fail("refusing to start: " + "; ".join(insecure))
+    fleet = FleetDaemon(config_path)
+    fleet.install_signal_handlers()
+    raise typer.Exit(fleet.run())
 
 
 def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:

@@ -111,10 +111,11 @@ def require_fleet_database(engine: Engine) -> None:
             "against PostgreSQL")
 
 
-def fleet_engine(url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Engine:
+def fleet_engine(url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """An engine for a fleet worker: sessions idle inside a transaction longer than the lease
     time are ended by the server, so a paused worker cannot keep a company's row lock."""
-    engine = make_engine(url, create=False)
+    engine = make_engine(url, create=False, pool_size=pool_size, max_overflow=max_overflow)
     timeout_ms = str(max(int(lease_seconds * 1000), 1000))
 
     @event.listens_for(engine, "connect")

@@ -50,6 +50,8 @@ from hooks.http import BoundedSession
 FENCE_OPTION = "nebridge_fleet_fence"
 #: Prefix of a company's schema when the installation is in ``public``.
 SCHEMA_PREFIX = "nb_"
+#: How many jobs of its companies a worker runs at once (``fleet_job_slots``).
+DEFAULT_JOB_SLOTS = 4
 #: PostgreSQL's longest identifier.
 MAX_IDENTIFIER = 63
 
@@ -79,21 +81,29 @@ def schema_url(url: str, schema: str) -> str:
 
 
 class FleetDatabase:
-    """What every company served by one process shares: the engine (one pool), the
-    installation's schema and the token vault (its keys read when first needed)."""
+    """What every company served by one process shares: the installation's schema, the token
+    vault (its keys read when first needed) and two bounded pools — ``engine`` for the
+    companies' own tables (about two connections per running job), ``control`` for the
+    leases, the fences of Next Engine calls and the vault, so that busy companies never hold
+    up a lease renewal, and a call waiting for its company's token lock never waits for a
+    connection a waiting job holds."""
 
     def __init__(self, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 job_slots: int = DEFAULT_JOB_SLOTS,
                  keys: VaultKeys | Callable[[], VaultKeys] | None = None,
                  credentials_dir: Any = None) -> None:
         self.url = url
-        self.engine = fleet_engine(url, lease_seconds=lease_seconds)
+        self.engine = fleet_engine(url, lease_seconds=lease_seconds, pool_size=job_slots,
+                                   max_overflow=job_slots + 2)
+        self.control = fleet_engine(url, lease_seconds=lease_seconds, pool_size=2,
+                                    max_overflow=job_slots + 4)
         try:
             require_fleet_database(self.engine)
             with self.engine.connect() as connection:
                 self.base_schema = str(connection.execute(
                     text("SELECT current_schema()")).scalar_one())
         except Exception:
-            self.engine.dispose()
+            self.close()
             raise
         self._keys = keys if keys is not None else (lambda: load_keys(credentials_dir))
         self._vault: TokenVault | None = None
@@ -108,7 +118,7 @@ class FleetDatabase:
         with self._guard:
             if self._vault is None:
                 keys = self._keys() if callable(self._keys) else self._keys
-                self._vault = TokenVault(self.engine, keys)
+                self._vault = TokenVault(self.control, keys)
             return self._vault
 
     def schema(self, code: str) -> str:
@@ -126,15 +136,16 @@ class FleetDatabase:
     def lost_reason(self, lease: Lease) -> str | None:
         """Why nothing may be sent for ``lease``'s company now, or None (no row lock)."""
         try:
-            with self.engine.connect() as connection:
+            with self.control.connect() as connection:
                 fence(connection, lease.company, lease.epoch, lock=False)
         except LeaseLost as exc:
             return str(exc)
         return None
 
     def close(self) -> None:
-        """Close the pool (after every company runtime using it is closed)."""
+        """Close the pools (after every company runtime using them is closed)."""
         self.engine.dispose()
+        self.control.dispose()
 
 
 @event.listens_for(OrmSession, "before_commit")
