@@ -27,8 +27,11 @@ def upgrade_cmd(ctx: typer.Context) -> None:
     Migrating takes the instance lock, so a schema never changes under a working nebridge
     (e.g. when a standby host starts while the other host runs); with nothing to migrate it
     only reads, and succeeds next to a running daemon.
+    In fleet mode the shared tables are migrated, then every company's own schema (created
+    for a new company), or only the schema of ``--company``.
     """
-    loaded = get(ctx).load()
+    app_ctx = get(ctx)
+    loaded = app_ctx.load_base() if app_ctx.fleet else app_ctx.load()
     engine = make_engine(loaded.config.resolved_database_url)
     try:
         before = after = current_revision(engine)
@@ -49,11 +52,11 @@ def upgrade_cmd(ctx: typer.Context) -> None:
     else:
         info(f"database migrated from {before or '(empty)'} to {after}")
     if loaded.config.companies_dir is not None:
-        upgrade_companies(loaded)
+        upgrade_companies(loaded, app_ctx.company)
 
 
-def upgrade_companies(loaded: LoadedConfig) -> None:
-    """Fleet mode: create and migrate every company's own schema (docs/fleet.md)."""
+def upgrade_companies(loaded: LoadedConfig, only: str | None = None) -> None:
+    """Fleet mode: create and migrate every company's own schema, or ``only`` that one's."""
     from daemon.fleet.companies import Companies
     from daemon.fleet.runtime import upgrade_company
 
@@ -63,7 +66,13 @@ def upgrade_companies(loaded: LoadedConfig) -> None:
         fail(str(exc))
     for refusal in companies.refused:
         info(f"skipped (refused, fix it and run `nebridge db upgrade` again): {refusal}")
-    for code in companies.companies:
+    codes = list(companies.companies)
+    if only is not None:
+        if only not in companies.companies:
+            fail(f"no company {only!r} to migrate (companies: {', '.join(codes) or 'none'}); "
+                 "check --company, or the file's refusal with `nebridge companies list`")
+        codes = [only]
+    for code in codes:
         try:
             before, after = upgrade_company(loaded.config.resolved_database_url, code)
         except DatabaseUnavailable:
@@ -73,7 +82,7 @@ def upgrade_companies(loaded: LoadedConfig) -> None:
                  "migrated — fix the cause and run `nebridge db upgrade` again")
         if before != after:
             info(f"company {code}: migrated from {before or '(new schema)'} to {after}")
-    info(f"{len(companies.companies)} companies at the latest migration")
+    info(f"{len(codes)} company schema(s) at the latest migration")
 
 
 @app.command("current")

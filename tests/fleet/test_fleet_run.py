@@ -97,8 +97,12 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
         assert "delta.yaml" in text_now and "company file refused" in text_now
         assert "company beta: no longer served" not in text_now  # untouched by the reload
 
-        upgraded = runner.invoke(app, ["--config", str(config), "db", "upgrade"])
+        upgraded = runner.invoke(app, ["--config", str(config), "--company", "gamma", "db",
+                                       "upgrade"])
         assert upgraded.exit_code == 0 and "company gamma: migrated" in upgraded.output
+        with fleet.engine.connect() as connection:  # the fleet tables stay shared
+            assert connection.execute(text("SELECT to_regclass(:t)"), {
+                "t": f'"{fleet.schema("gamma")}".fleet_lease'}).scalar() is None
         wait_for("gamma served once migrated", lambda: "company gamma: served"
                  in log.read_text(), log, timeout=LEASE_SECONDS * 5)
 

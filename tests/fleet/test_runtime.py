@@ -103,6 +103,11 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
             runtime.close()
         with fleet.engine.connect() as connection:  # the shared pool outlives a company
             assert connection.execute(text("SELECT 1")).scalar() == 1
+        with fleet.engine.begin() as connection:  # migrated by a newer nebridge
+            connection.execute(text(
+                f'UPDATE "{fleet.schema("bolt")}".alembic_version SET version_num = \'9999\''))
+        with pytest.raises(CompanyNotMigrated, match="older nebridge"):
+            company_runtime(loaded, companies.companies["bolt"], fleet=fleet)
     finally:
         keeper.stop()
         with fleet.engine.begin() as connection:
