@@ -115,34 +115,22 @@ class AppContext:
             fail(str(exc))
 
     def _company_config(self, base: LoadedConfig) -> LoadedConfig:
-        """The company's file on top of daemon.yaml, or exit 1 saying why."""
-        from daemon.config import ConfigError, LoadedConfig, read_yaml
-        from daemon.fleet.companies import CODE_RE, SUFFIXES, load_company
+        """The company's file on top of daemon.yaml (the other files are not read), or
+        exit 1 saying why."""
+        from daemon.config import LoadedConfig, read_yaml
+        from daemon.fleet.companies import CODE_RE, Refusal, load_one
         code = self.company or ""
-        folder = base.config.companies_dir
-        assert folder is not None
         if not CODE_RE.match(code):
             fail(f"--company {code!r} is not a company code (1-63 lower-case letters, digits, "
                  "'_' or '-'); `nebridge companies list` shows the codes")
-        found = [folder / f"{code}{suffix}" for suffix in SUFFIXES
-                 if (folder / f"{code}{suffix}").exists()]
-        if not found:
-            fail(f"no company {code!r}: {folder} has no {code}.yaml; `nebridge companies list` "
-                 f"shows the companies ({', '.join(self._codes()) or 'none yet'}), or create "
-                 "the file (docs/fleet.md)")
-        from daemon.fleet.companies import Companies
-        try:
-            companies = Companies(base)
-        except ConfigError as exc:
-            fail(str(exc))
-        for refusal in companies.refused:
-            if refusal.path in found:
-                fail(f"company {code!r} is refused: {refusal}\nFix the file and run "
-                     "`nebridge config check` again.")
-        try:
-            company = companies.companies.get(code) or load_company(found[0], code, base)
-        except ConfigError as exc:
-            fail(str(exc))
+        company = load_one(base, code)
+        if company is None:
+            fail(f"no company {code!r}: {base.config.companies_dir} has no {code}.yaml; "
+                 f"companies: {', '.join(self._codes()) or 'none yet'} (`nebridge companies "
+                 "list`), or create the file (docs/fleet.md)")
+        if isinstance(company, Refusal):
+            fail(f"company {code!r} is refused: {company}\nFix the file and run `nebridge "
+                 "config check` again.")
         self.resolved = company
         assert company.path is not None
         from daemon.fleet.admin import company_database_url

@@ -191,30 +191,51 @@ class Companies:
             candidates.setdefault(stem, []).append(path)
         found: dict[str, Company] = {}
         for code, paths in candidates.items():
-            if len(paths) > 1:
-                refused += [_refuse(path, (
-                    f"company `{code}` has {len(paths)} files ({', '.join(p.name for p in paths)}"
-                    "); keep one of them")) for path in paths]
-                continue
-            path = paths[0]
-            try:
-                info = os.lstat(path)
-            except FileNotFoundError:
-                continue  # removed while we looked
-            if stat.S_ISLNK(info.st_mode):
-                refused.append(_refuse(path, (
-                    "is a symbolic link; nebridge reads no configuration through one: put the "
-                    f"file itself there (`cp --remove-destination \"$(readlink -f {path})\" "
-                    f"{path}`)")))
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                refused.append(_refuse(path, "is not a regular file; remove it"))
-                continue
-            try:
-                found[code] = load_company(path, code, self.base)
-            except ConfigError as exc:
-                refused.append(Refusal(path, exc))
+            for outcome in _load_files(code, paths, self.base):
+                if isinstance(outcome, Company):
+                    found[code] = outcome
+                else:
+                    refused.append(outcome)
         return found, refused
+
+
+def load_one(base: LoadedConfig, code: str) -> Company | Refusal | None:
+    """Company ``code`` alone, checked as :meth:`Companies.reload` checks it, without reading
+    the other files (a per-company command of a large fleet); None when it has no file."""
+    folder = base.config.companies_dir
+    if folder is None or not CODE_RE.match(code):
+        return None
+    paths = [folder / f"{code}{suffix}" for suffix in SUFFIXES
+             if os.path.lexists(folder / f"{code}{suffix}")]
+    outcomes = _load_files(code, paths, base)
+    return next((o for o in outcomes if isinstance(o, Refusal)), outcomes[0] if outcomes
+                else None)
+
+
+def _load_files(code: str, paths: list[Path], base: LoadedConfig) -> list[Company | Refusal]:
+    """The files found for ``code``: its company, or why each is refused (none: removed)."""
+    if len(paths) > 1:
+        return [_refuse(path, (
+            f"company `{code}` has {len(paths)} files ({', '.join(p.name for p in paths)}"
+            "); keep one of them")) for path in paths]
+    if not paths:
+        return []
+    path = paths[0]
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return []  # removed while we looked
+    if stat.S_ISLNK(info.st_mode):
+        return [_refuse(path, (
+            "is a symbolic link; nebridge reads no configuration through one: put the "
+            f"file itself there (`cp --remove-destination \"$(readlink -f {path})\" "
+            f"{path}`)"))]
+    if not stat.S_ISREG(info.st_mode):
+        return [_refuse(path, "is not a regular file; remove it")]
+    try:
+        return [load_company(path, code, base)]
+    except ConfigError as exc:
+        return [Refusal(path, exc)]
 
 
 def refused_codes(refused: list[Refusal]) -> set[str]:

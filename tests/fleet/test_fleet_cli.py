@@ -241,6 +241,9 @@ def test_config_check_and_companies_list_name_a_bad_company_file_and_line(
     assert [r["code"] for r in data["companies"]] == ["acme", "bolt"]  # the others load
     assert data["refused"][0]["path"].endswith("broken.yaml")
     assert data["refused"][0]["line"] == 3
+    routed = fleet.cli("inbox", "list", "--company", "broken")
+    assert routed.exit_code == 1 and "company 'broken' is refused" in routed.stderr
+    assert "line 3" in routed.stderr or "broken.yaml:3" in routed.stderr, routed.stderr
 
 
 def test_plugins_enable_with_company_edits_the_company_file(fleet: Fleet) -> None:
