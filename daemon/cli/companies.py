@@ -72,6 +72,11 @@ def _print_notes(data: dict[str, Any]) -> None:
     if data["refused"]:
         typer.echo("  fix each file (the others run); `nebridge config check` lists the "
                    "problems again, and a running fleet picks the file up on SIGHUP")
+    unlinked = [r["code"] for r in data["companies"] if not r["tokens_stored"]]
+    if unlinked:
+        typer.echo(f"{len(unlinked)} company(ies) not connected to Next Engine: `nebridge "
+                   f"connect --company CODE` for each ({', '.join(unlinked[:20])}"
+                   f"{', …' if len(unlinked) > 20 else ''})")
     if data["vault"]["problem"]:
         typer.echo(f"vault: {data['vault']['problem']}")
     if data["unserved"] and data["totals"]["workers_live"]:
@@ -96,9 +101,12 @@ def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
                f"outbox pending; {totals['attention']} item(s) wait for a person"
                + (f"; {totals['unreadable']} company(ies) unreadable" if totals["unreadable"]
                   else ""))
-    print_table("workers", ["worker", "host", "pid", "live", "companies"],
-                [[w["worker_id"], w["host"], w["pid"], "yes" if w["live"] else "no",
-                  w["companies"]] for w in data["workers"]])
+    if data["workers"]:
+        print_table("workers", ["worker", "host", "pid", "live", "companies"],
+                    [[w["worker_id"], w["host"], w["pid"], "yes" if w["live"] else "no",
+                      w["companies"]] for w in data["workers"]])
+    else:
+        typer.echo("workers: none has started on this database yet")
     _print_notes(data)
     typer.echo("`nebridge companies list` shows each company; `nebridge status --company CODE` "
                "one of them")
