@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from daemon.config import LoadedConfig
     from daemon.fleet.companies import Company
     from daemon.fleet.runtime import FleetDatabase
+    from daemon.nextengine.tokens import TokenStore
     from daemon.runtime import Runtime
 
 
@@ -164,6 +165,17 @@ class AppContext:
         try:
             return fleet_database(self.load_base())
         except FleetUnavailable as exc:
+            fail(str(exc))
+
+    def token_store(self, fleet: FleetDatabase | None) -> TokenStore | None:
+        """The company's token pair in the vault of ``fleet`` (None: the token file of a
+        single-company installation); exits 1 saying why the vault cannot be used (no key)."""
+        if fleet is None or self.resolved is None:
+            return None
+        from daemon.fleet.vault import VaultError
+        try:
+            return fleet.vault.store(self.resolved.code)
+        except VaultError as exc:
             fail(str(exc))
 
     def runtime(self, loaded: LoadedConfig) -> Runtime:

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import fail, get, print_json, print_table
+from daemon.cli.common import get, print_json, print_table
 from daemon.doctor import as_dict, diagnose
-from daemon.fleet.vault import VaultError
 
 
 def doctor(
@@ -31,10 +30,8 @@ def doctor(
         loaded = app_ctx.load()  # refused without --company, with the codes
         fleet = app_ctx.fleet_database()
         try:
-            store = None if fleet is None else fleet.vault.store(app_ctx.company or "")
-            found = diagnose(app_ctx.config_path, offline=offline, loaded=loaded, store=store)
-        except VaultError as exc:
-            fail(str(exc))
+            found = diagnose(app_ctx.config_path, offline=offline, loaded=loaded,
+                             store=app_ctx.token_store(fleet))
         finally:
             if fleet is not None:
                 fleet.close()

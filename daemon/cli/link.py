@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from daemon.cli.common import display_zone, fail, get, info, print_json
-from daemon.fleet.vault import VaultError
 from daemon.nelink import (
     LinkError,
     connect,
@@ -48,7 +47,7 @@ def connect_cmd(
     engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
-        store = None if fleet is None else fleet.vault.store(app_ctx.company or "")
+        store = app_ctx.token_store(fleet)
         if uid is None or state is None:
             url = sign_in_url(config)
             info("Sign in to Next Engine here:")
@@ -58,7 +57,7 @@ def connect_cmd(
                 webbrowser.open(url)
             uid, state = wait_for_redirect(config.nextengine.redirect_uri, timeout)
         linked = connect(config, engine, uid, state, store=store)
-    except (LinkError, NextEngineError, DatabaseNotMigrated, VaultError) as exc:
+    except (LinkError, NextEngineError, DatabaseNotMigrated) as exc:
         fail(f"could not connect: {exc}")
     finally:
         engine.dispose()
@@ -87,7 +86,8 @@ def unlink_cmd(
     try:
         check_migrated(engine)
         # the vault (and its key) first: refused before anything is removed
-        forget = None if fleet is None else partial(fleet.vault.forget, code)
+        store = app_ctx.token_store(fleet)
+        forget = None if fleet is None or store is None else partial(fleet.vault.forget, code)
         work = pending_work(engine)
         if not as_json:
             typer.echo(f"Unlinking removes the Next Engine tokens, cursors and "
@@ -101,7 +101,7 @@ def unlink_cmd(
         if not yes and not typer.confirm("Unlink Next Engine now?", default=False):
             fail("not unlinked (nothing changed)")
         removed, export = unlink(config, engine, forget=forget)
-    except (DatabaseNotMigrated, VaultError) as exc:
+    except DatabaseNotMigrated as exc:
         fail(str(exc))
     finally:
         engine.dispose()

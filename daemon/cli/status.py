@@ -8,8 +8,7 @@ import typer
 
 from daemon import orderwatch
 from daemon.cli.attention import print_attention
-from daemon.cli.common import display_zone, fail, get, print_json, print_table
-from daemon.fleet.vault import VaultError
+from daemon.cli.common import display_zone, get, print_json, print_table
 from daemon.nelink import LinkInfo, describe
 from daemon.pluginload import load_plugins
 from daemon.status import collect_status, wms_link
@@ -35,13 +34,7 @@ def status(
     fleet = app_ctx.fleet_database()
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
-        store = None
-        if fleet is not None:
-            try:
-                store = fleet.vault.store(app_ctx.company or "")
-            except VaultError as exc:
-                fail(str(exc))
-        data = collect_status(loaded, engine, host, store=store)
+        data = collect_status(loaded, engine, host, store=app_ctx.token_store(fleet))
         data["order_watch"] = orderwatch.counts(engine)
     finally:
         engine.dispose()
