@@ -20,6 +20,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_J
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon.logsetup import push_log_context, reset_log_context
 from daemon.notify import OutageAlarm
 from daemon.pipeline import Stage, WarehousePipeline
 from daemon.runtime import Runtime
@@ -65,11 +66,13 @@ class Scheduler:
     """Runs the runtime's work on a background scheduler; the main thread supervises it."""
 
     def __init__(self, runtime: Runtime, wake: Callable[[], None] = lambda: None,
-                 slots: threading.Semaphore | None = None) -> None:
+                 slots: threading.Semaphore | None = None, company: str | None = None) -> None:
         self.runtime = runtime
         self.wake = wake
         #: Shared by the companies of a fleet worker: how many of their jobs run at once.
         self.slots = slots
+        #: A fleet company's code: every log line of its jobs says ``company=…``.
+        self.log_values = {} if company is None else {"company": company}
         self._run_requests: set[str] = set()
         self._running: set[str] = set()
         self._again: set[str] = set()
@@ -279,6 +282,7 @@ class Scheduler:
             with self._lock:
                 self._running.add(job_id)
                 self._again.discard(job_id)
+            token = push_log_context(**self.log_values)
             try:
                 if self.slots is None:
                     fn()
@@ -291,6 +295,7 @@ class Scheduler:
             except Exception:
                 log.exception("scheduled job failed; it will run again at its next interval")
             finally:
+                reset_log_context(token)
                 with self._lock:
                     self._running.discard(job_id)
                     again = job_id in self._again

@@ -42,12 +42,12 @@ class CompanyRun:
     """One company's engine on this worker: its runtime and its scheduled jobs."""
 
     def __init__(self, runtime: Runtime, wake: threading.Event, on_stop: Callable[[], None],
-                 slots: threading.Semaphore | None = None) -> None:
+                 slots: threading.Semaphore | None = None, company: str | None = None) -> None:
         self.runtime = runtime
         self.on_stop = on_stop
         if runtime.connector is not None:
             runtime.connector.recover(runtime.connector_context())
-        self.scheduler = Scheduler(runtime, wake=wake.set, slots=slots)
+        self.scheduler = Scheduler(runtime, wake=wake.set, slots=slots, company=company)
         self.scheduler.start()
 
     def __repr__(self) -> str:
@@ -96,7 +96,7 @@ class FleetDaemon:
         runtime = company_runtime(self.loaded, company, lease=lease, fleet=self.fleet)
         try:
             run = CompanyRun(runtime, self._wake, on_stop=lambda: self._forget(company.code),
-                             slots=self._slots)
+                             slots=self._slots, company=company.code)
         except BaseException:
             runtime.close()
             raise

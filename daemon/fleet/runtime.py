@@ -43,7 +43,7 @@ from daemon.fleet.vault import TokenVault, VaultKeys, load_keys
 from daemon.nextengine.tokens import TokenStore
 from daemon.pluginload import load_plugins
 from daemon.runtime import Runtime
-from daemon.store.engine import head_revision, make_engine
+from daemon.store.engine import head_revision, make_engine, share_health
 from hooks.http import BoundedSession
 
 #: The execution option carrying ``(company, epoch)`` of a fenced company engine.
@@ -131,7 +131,9 @@ class FleetDatabase:
         options: dict[str, Any] = {"schema_translate_map": {None: self.schema(code)}}
         if lease is not None:
             options[FENCE_OPTION] = (lease.company, lease.epoch)
-        return self.engine.execution_options(**options)
+        engine = self.engine.execution_options(**options)
+        share_health(engine, self.engine)
+        return engine
 
     def lost_reason(self, lease: Lease) -> str | None:
         """Why nothing may be sent for ``lease``'s company now, or None (no row lock)."""

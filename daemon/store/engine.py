@@ -243,6 +243,12 @@ def _probe(engine: Engine) -> None:
         conn.execute(text("SELECT 1"))
 
 
+def share_health(engine: Engine, like: Engine) -> None:
+    """Let ``engine`` — ``like.execution_options(…)``, sharing its pool — pause and resume
+    with ``like``'s outages (the connection errors are reported to ``like``'s tracker)."""
+    _HEALTH[engine] = database_health(like)
+
+
 def database_health(engine: Engine) -> DatabaseHealth:
     """The outage tracker of ``engine`` (made by :func:`make_engine`, or made now)."""
     health = _HEALTH.get(engine)
