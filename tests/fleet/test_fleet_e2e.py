@@ -238,6 +238,7 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             assert "in_doubt" not in state["inbox"] and "held" not in state["inbox"], state
             traffic = shipper.sandbox.state.traffic
             assert traffic.max_in_flight(shipper.sandbox.state.company_id) == 1, shipper.code
+            assert traffic.dead_pair_uses() == [], shipper.code  # no rotated pair sent again
     finally:
         for worker in workers:
             if worker.poll() is None:
