@@ -104,6 +104,23 @@ class FleetDaemon:
             self._runs[company.code] = run
         return run
 
+    def _reload_base(self) -> LoadedConfig:
+        """daemon.yaml read again (SIGHUP); its fleet settings and database need a restart."""
+        loaded = load_config(self.config_path)
+        assert self.loaded is not None
+        for key in ("database_url", "companies_dir"):
+            if getattr(loaded.config, key) != getattr(self.loaded.config, key):
+                log.error("daemon.yaml: `%s` changed; restart the worker to apply it "
+                          "(`systemctl restart nebridge`) — until then it keeps serving with "
+                          "the daemon.yaml it started with", key)
+                return self.loaded
+        for key in ("fleet_lease_seconds", "fleet_job_slots"):
+            if getattr(loaded.config, key) != getattr(self.loaded.config, key):
+                log.warning("daemon.yaml: `%s` changed; it takes effect when the worker "
+                            "restarts (`systemctl restart nebridge`)", key)
+        self.loaded = loaded
+        return loaded
+
     def _forget(self, code: str) -> None:
         with self._guard:
             self._runs.pop(code, None)
@@ -145,7 +162,7 @@ class FleetDaemon:
             self.fleet.vault  # noqa: B018 - no key: refuse now, not at the first call
             worker = FleetWorker(companies, self.fleet.control, self._start_company,
                                  lease_seconds=settings.fleet_lease_seconds,
-                                 worker_id=self.worker_id)
+                                 worker_id=self.worker_id, load_base=self._reload_base)
         except Exception as exc:
             self.fleet.close()
             log.error("cannot start the fleet worker: %s", exc)

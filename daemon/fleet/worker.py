@@ -23,7 +23,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
-from daemon.config import LoadedConfig
+from daemon.config import ConfigError, LoadedConfig
 from daemon.fleet.companies import Changes, Companies, Company
 from daemon.fleet.leases import DEFAULT_LEASE_SECONDS, RENEWALS_PER_LEASE, Lease, LeaseKeeper
 
@@ -52,9 +52,12 @@ class FleetWorker:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         worker_id: str | None = None,
+        load_base: Callable[[], LoadedConfig] | None = None,
     ) -> None:
         self.companies = companies
         self.start_service = start_service
+        #: Reads daemon.yaml again on a requested reload (None: only the company files).
+        self.load_base = load_base
         self._services: dict[str, CompanyService] = {}
         self._guard = threading.RLock()
         self._reload_requested = threading.Event()
@@ -74,7 +77,14 @@ class FleetWorker:
         """One round: reload if asked, tick the leases, then start and stop services."""
         if self._reload_requested.is_set():
             self._reload_requested.clear()
-            self.reload()
+            base = None
+            if self.load_base is not None:
+                try:
+                    base = self.load_base()
+                except ConfigError as exc:
+                    log.error("daemon.yaml refused on reload; every company keeps its shared "
+                              "settings: %s", exc)
+            self.reload(base)
         self.keeper.tick()
         self._sync()
 

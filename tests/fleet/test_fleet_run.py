@@ -48,6 +48,14 @@ def fleet_config(tmp_path: Path, fleet_url: str, codes: list[str]) -> Path:
                         fleet_lease_seconds=LEASE_SECONDS)
 
 
+def fleet_config_again(tmp_path: Path, fleet_url: str) -> Path:
+    """daemon.yaml rewritten with another schedule (the companies and key kept)."""
+    return write_config(tmp_path, migrate=False, database_url=fleet_url,
+                        companies_dir="companies", credentials_dir=str(tmp_path / "credentials"),
+                        fleet_lease_seconds=LEASE_SECONDS,
+                        schedule={"interval_seconds": 45, "jitter_seconds": 0})
+
+
 def held(fleet: FleetDatabase) -> dict[str, str]:
     """Live leases: company -> holder."""
     with fleet.engine.connect() as connection:
@@ -105,6 +113,11 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
                 "t": f'"{fleet.schema("gamma")}".fleet_lease'}).scalar() is None
         wait_for("gamma served once migrated", lambda: "company gamma: served"
                  in log.read_text(), log, timeout=LEASE_SECONDS * 5)
+
+        fleet_config_again(tmp_path, fleet_url)  # a shared setting changed in daemon.yaml
+        worker.send_signal(signal.SIGHUP)
+        wait_for("every company restarted with it", lambda: "0 added, 2 changed, 0 removed"
+                 in log.read_text(), log)
 
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
