@@ -58,6 +58,8 @@ class AppContext:
     resolved: Company | None = None
     #: daemon.yaml as :meth:`load_base` read it.
     base: LoadedConfig | None = None
+    #: The company's configuration as :meth:`load` resolved it (read once per command).
+    company_loaded: LoadedConfig | None = None
 
     @classmethod
     def create(cls, option: Path | None, company: str | None = None) -> AppContext:
@@ -105,7 +107,9 @@ class AppContext:
             fail(f"`nebridge {self.command}` works on one company, and {self.config_path} "
                  f"serves several (fleet mode): pass --company CODE (or set NEBRIDGE_COMPANY);"
                  f" companies: {', '.join(self._codes()) or 'none yet'}")
-        return self._company_config(base)
+        if self.company_loaded is None:
+            self.company_loaded = self._company_config(base)
+        return self.company_loaded
 
     def _codes(self) -> list[str]:
         from daemon.config import ConfigError
