@@ -154,8 +154,8 @@ class FleetDatabase:
 def _fence_commit(session: OrmSession) -> None:
     """Fence the transaction about to commit, if its engine is a fenced company engine: the
     lease row stays locked until the commit, so it commits before any takeover or not at all."""
-    bind = session.get_bind()
-    fenced = bind.get_execution_options().get(FENCE_OPTION)
+    bind = session.bind
+    fenced = None if bind is None else bind.get_execution_options().get(FENCE_OPTION)
     if fenced is not None:
         connection = session.connection()
         fence(connection, fenced[0], fenced[1])

@@ -66,15 +66,16 @@ class Shipper:
 
 
 def wait_until(what: str, condition: Callable[[], bool], timeout: float,
-               workers: list[subprocess.Popen[bytes]], logs: list[Path]) -> float:
-    """Seconds until ``condition()``; fails with the workers' logs after ``timeout``."""
+               workers: list[subprocess.Popen[bytes]], logs: list[Path],
+               describe: Callable[[], str] = lambda: "") -> float:
+    """Seconds until ``condition()``; fails with what is missing and the workers' logs."""
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
             tails = "\n".join(f"--- {p.name} (exit {w.poll()}) ---\n"
                               + "\n".join(p.read_text(errors="replace").splitlines()[-40:])
                               for w, p in zip(workers, logs, strict=True))
-            pytest.fail(f"{what}: not reached in {timeout:.0f} s\n{tails}")
+            pytest.fail(f"{what}: not reached in {timeout:.0f} s: {describe()}\n{tails}")
         time.sleep(0.25)
     return time.monotonic() - start
 
@@ -174,8 +175,12 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             return all(sorted(int(r["ne_order_id"]) for r in s.wms.instructed())
                        == sorted(s.orders) for s in shippers)
 
+        def not_imported() -> str:
+            return "; ".join(f"{s.code}: {[r['ne_order_id'] for r in s.wms.instructed()]} of "
+                             f"{s.orders}" for s in shippers)
+
         took = wait_until("every company's orders written to its WMS", imported, 180,
-                          workers, logs)
+                          workers, logs, not_imported)
         print(f"{COMPANIES} companies imported by {WORKERS} workers in {took:.1f} s")
         with fleet.engine.connect() as connection:
             holders = dict(connection.execute(text(
@@ -200,8 +205,17 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
                        and s.wms.uploaded("A-1") == 5 and s.wms.uploaded("C-3") == -4
                        for s in shippers)
 
+        def not_shipped() -> str:
+            return "; ".join(
+                f"{s.code}: shipped {s.sandbox.ledger.shipped_order_ids()} of {s.orders}, "
+                f"A-1 {s.wms.uploaded('A-1')}, C-3 {s.wms.uploaded('C-3')}, "
+                f"{company_state(loaded, companies, fleet, s.code)}"
+                for s in shippers if sorted(s.sandbox.ledger.shipped_order_ids())
+                != sorted(s.orders) or s.wms.uploaded("A-1") != 5
+                or s.wms.uploaded("C-3") != -4)
+
         wait_until("every company's shipments confirmed in Next Engine", shipped, 240,
-                   workers, logs)
+                   workers, logs, not_shipped)
         print(f"shipped and stock uploaded for every company {time.monotonic() - dropped:.1f} "
               f"s after the files were dropped (one worker killed, one paused "
               f"{2 * LEASE_SECONDS:.0f} s)")
@@ -210,7 +224,11 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             return all(set(company_state(loaded, companies, fleet, s.code)["outbox"])
                        <= {"done", "skipped"} for s in shippers)
 
-        wait_until("every company's outbox settled", settled, 120, workers, logs)
+        def unsettled() -> str:
+            return "; ".join(f"{s.code}: {company_state(loaded, companies, fleet, s.code)}"
+                             for s in shippers)
+
+        wait_until("every company's outbox settled", settled, 120, workers, logs, unsettled)
         for worker in workers[1:]:
             worker.send_signal(signal.SIGTERM)
         for worker in workers[1:]:
@@ -221,6 +239,7 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
                 "expires_at > clock_timestamp()")).scalar() == 0
         log_text = "\n".join(p.read_text(errors="replace") for p in logs)
         assert "took over the expired lease" in log_text
+        assert "lease lost" in logs[1].read_text(errors="replace")  # the paused one noticed
 
         for shipper in shippers:
             o1, o2 = shipper.orders
