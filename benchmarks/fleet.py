@@ -79,6 +79,8 @@ class FleetFigures:
     rss_all_mb: float
     memory_per_company_mb: float
     start_per_company_s: float
+    threads_one: int
+    threads_all: int
     lease_companies: int
     lease_round_one_worker_s: float
     lease_round_three_workers_s: float
@@ -201,7 +203,7 @@ def measure_round(database_url: str, companies: int, rounds: int, latency_ms: in
             loaded = load_config(config)
             fleet = FleetDatabase(url, credentials_dir=loaded.config.credentials_dir)
             keeper = LeaseKeeper(fleet.engine, codes, worker_id="bench-round")
-            keeper.tick()
+            keeper.start()  # renewed on its thread, as in a worker
             for code, company in Companies(loaded).companies.items():
                 runtime = company_runtime(loaded, company, lease=keeper.lease(code),
                                           fleet=fleet)
@@ -254,7 +256,7 @@ def memory_child(config: Path, count: int) -> None:
     fleet = FleetDatabase(loaded.config.resolved_database_url,
                           credentials_dir=loaded.config.credentials_dir)
     keeper = LeaseKeeper(fleet.engine, [c.code for c in companies], worker_id="bench-memory")
-    keeper.tick()
+    keeper.start()  # renewed on its thread, as in a worker
     wake = threading.Event()
     runs = []
     figures: dict[str, float] = {}
@@ -267,11 +269,13 @@ def memory_child(config: Path, count: int) -> None:
             time.sleep(2.0)
             gc.collect()
             figures["rss_one"] = _rss_mb()
+            figures["threads_one"] = threading.active_count()
             started = time.perf_counter()
     figures["start_per_company"] = (time.perf_counter() - started) / max(count - 1, 1)
     time.sleep(5.0)  # every scheduler's first jobs have run
     gc.collect()
     figures["rss_all"] = _rss_mb()
+    figures["threads_all"] = threading.active_count()
     for run in runs:
         run.stop()
     keeper.stop()
@@ -419,6 +423,7 @@ def measure(database_url: str, *, latency_ms: int = 150, round_companies: int = 
         memory_per_company_mb=(memory["rss_all"] - memory["rss_one"])
         / max(memory_companies - 1, 1),
         start_per_company_s=memory["start_per_company"],
+        threads_one=int(memory["threads_one"]), threads_all=int(memory["threads_all"]),
         lease_companies=lease_companies, lease_round_one_worker_s=one,
         lease_round_three_workers_s=three, lease_seconds=lease,
         takeover_two_workers_s=two_workers, takeover_three_workers_s=three_workers,
@@ -443,7 +448,8 @@ def render(figures: FleetFigures) -> str:
         (f"memory per idle company ({f.memory_companies} served by one worker; target "
          "≤ 1 MB)",
          f"{f.memory_per_company_mb:.2f} MB (RSS {f.rss_one_mb:.0f} MB with 1, "
-         f"{f.rss_all_mb:.0f} MB with {f.memory_companies})"),
+         f"{f.rss_all_mb:.0f} MB with {f.memory_companies}); threads {f.threads_one} with 1, "
+         f"{f.threads_all} with {f.memory_companies}"),
         ("start of one company on a worker (runtime + scheduler)",
          f"{f.start_per_company_s * 1000:.0f} ms"),
         (f"lease round, {f.lease_companies:,} companies per worker",
