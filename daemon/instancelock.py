@@ -435,6 +435,9 @@ class FencedTokenStore:
     def __init__(self, inner: TokenStore, fence: Callable[[], str | None]) -> None:
         self.inner = inner
         self.fence = fence
+        # Decided once: a runtime protocol check costs microseconds on every NE call.
+        self._lock_key = store_lock_key(inner)
+        self._shared_inner = inner if isinstance(inner, SharedTokenStore) else None
 
     def __repr__(self) -> str:
         return f"FencedTokenStore({self.inner!r})"
@@ -442,12 +445,12 @@ class FencedTokenStore:
     @property
     def lock_key(self) -> str:
         """The wrapped store's identity (the same locks as the store itself)."""
-        return store_lock_key(self.inner)
+        return self._lock_key
 
     def process_lock(self) -> AbstractContextManager[None]:
         """The wrapped store's cross-process lock, if it has one."""
-        if isinstance(self.inner, SharedTokenStore):
-            return self.inner.process_lock()
+        if self._shared_inner is not None:
+            return self._shared_inner.process_lock()
         return nullcontext()
 
     def load(self) -> TokenSet:
