@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from daemon.store.engine import check_migrated, describe_database, make_engine
 
@@ -52,15 +53,25 @@ class FleetUnavailable(Exception):
     """Fleet mode cannot run on this database; the message says why and what to do."""
 
 
-class LeaseLost(Exception):
-    """This worker no longer holds ``company``'s lease: nothing may be committed or sent."""
+class LeaseLost(OperationalError):
+    """This worker no longer holds ``company``'s lease: nothing may be committed or sent.
+
+    An :class:`~sqlalchemy.exc.OperationalError`, as :class:`DatabaseUnavailable` is: the
+    engine treats it as it treats a database that went away — no item or file is blamed
+    (an intake never rejects the WMS file whose commit it refused), the work stops, and the
+    worker that holds the lease now does it.
+    """
 
     def __init__(self, company: str, epoch: int, reason: str) -> None:
-        super().__init__(
+        self.message = (
             f"company {company!r}: this worker's lease (epoch {epoch}) is no longer valid: "
             f"{reason}; nothing was committed or sent for it — the worker that holds the "
             "lease now does the work (see `fleet_lease`)")
+        super().__init__(None, None, ConnectionError(self.message))
         self.company, self.epoch, self.reason = company, epoch, reason
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True, slots=True)

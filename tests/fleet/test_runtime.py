@@ -95,6 +95,14 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
                 write_session(runtimes["acme"].db) as session:
             session.add(Cursor(name="probe", value="2"))
         assert "taken over" in (runtimes["acme"].fence() or "")
+        late = drop_file(tmp_path / "acme" / "in", "receipts-2.csv", RECEIPT_HEADER,
+                         ["R-2,MAIN,2026-11-27 10:00:00,P-1,1"])
+        intake = runtimes["acme"].intake()
+        assert intake is not None
+        report = intake.run_once()  # as with a database gone away, the file is not blamed:
+        assert any("taken over" in failure for failure in report.failures)
+        assert late.exists()  # it stays for the worker that holds acme now
+        assert not list((tmp_path / "acme" / "in").glob("rejected/receipts-2*"))
         with read_session(runtimes["acme"].db) as session:
             assert session.get(Cursor, "probe").value == "1"  # type: ignore[union-attr]
         with write_session(runtimes["bolt"].db) as session:  # bolt's lease is untouched
