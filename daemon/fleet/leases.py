@@ -62,7 +62,9 @@ class LeaseLost(OperationalError):
     worker that holds the lease now does it.
     """
 
-    def __init__(self, company: str, epoch: int, reason: str) -> None:
+    def __init__(self, company: str, epoch: int, reason: str, *, final: bool = True) -> None:
+        #: False while the lease only ran out unrenewed: this worker may still renew it.
+        self.final = final
         self.message = (
             f"company {company!r}: this worker's lease (epoch {epoch}) is no longer valid: "
             f"{reason}; nothing was committed or sent for it — the worker that holds the "
@@ -159,7 +161,7 @@ def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True
         raise LeaseLost(company, epoch, "it was released")
     if not row.live:
         raise LeaseLost(company, epoch, "it expired before it was renewed (this worker was "
-                                        "paused or cut off from the database)")
+                                        "paused or cut off from the database)", final=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, event, text
@@ -46,7 +47,7 @@ from daemon.runtime import Runtime
 from daemon.store.engine import head_revision, make_engine, share_health
 from hooks.http import BoundedSession
 
-#: The execution option carrying ``(company, epoch)`` of a fenced company engine.
+#: The execution option carrying the :class:`Fence` of a fenced company engine.
 FENCE_OPTION = "nebridge_fleet_fence"
 #: Prefix of a company's schema when the installation is in ``public``.
 SCHEMA_PREFIX = "nb_"
@@ -78,6 +79,17 @@ def schema_url(url: str, schema: str) -> str:
     options = str(parsed.query.get("options", ""))
     wanted = f"{options} -csearch_path={schema}".strip()
     return parsed.update_query_dict({"options": wanted}).render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What fences a company runtime: its lease, and the event set once the lease is found
+    taken over or released (the runtime's ``stop_event``: its jobs stop starting at once,
+    before the worker's next round stops the company). A lease that only ran out is not
+    final: the worker's next renewal may keep it."""
+
+    lease: Lease
+    lost: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 class FleetDatabase:
@@ -125,22 +137,24 @@ class FleetDatabase:
         """The schema of company ``code`` in this installation."""
         return company_schema(code, self.base_schema)
 
-    def company_engine(self, code: str, lease: Lease | None = None) -> Engine:
+    def company_engine(self, code: str, lease: Lease | Fence | None = None) -> Engine:
         """The shared engine with the company's tables in its schema; with ``lease``, every
         committing session is fenced by it (see :func:`_fence_commit`)."""
         options: dict[str, Any] = {"schema_translate_map": {None: self.schema(code)}}
         if lease is not None:
-            options[FENCE_OPTION] = (lease.company, lease.epoch)
+            options[FENCE_OPTION] = lease if isinstance(lease, Fence) else Fence(lease)
         engine = self.engine.execution_options(**options)
         share_health(engine, self.engine)
         return engine
 
-    def lost_reason(self, lease: Lease) -> str | None:
-        """Why nothing may be sent for ``lease``'s company now, or None (no row lock)."""
+    def lost_reason(self, fenced: Fence) -> str | None:
+        """Why nothing may be sent for the fenced company now, or None (no row lock)."""
         try:
             with self.control.connect() as connection:
-                fence(connection, lease.company, lease.epoch, lock=False)
+                fence(connection, fenced.lease.company, fenced.lease.epoch, lock=False)
         except LeaseLost as exc:
+            if exc.final:
+                fenced.lost.set()
             return str(exc)
         return None
 
@@ -157,8 +171,12 @@ def _fence_commit(session: OrmSession) -> None:
     bind = session.bind
     fenced = None if bind is None else bind.get_execution_options().get(FENCE_OPTION)
     if fenced is not None:
-        connection = session.connection()
-        fence(connection, fenced[0], fenced[1])
+        try:
+            fence(session.connection(), fenced.lease.company, fenced.lease.epoch)
+        except LeaseLost as exc:
+            if exc.final:  # taken over or released: stop now; expired: it may be renewed
+                fenced.lost.set()
+            raise
 
 
 def check_company(engine: Engine, schema: str, code: str) -> None:
@@ -236,14 +254,16 @@ def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | No
         if own:
             shared.close()
         raise
-    runtime = Runtime(loaded=company_loaded, host=host,
-                      engine=shared.company_engine(company.code, lease),
+    stop_event = threading.Event()
+    fenced = None if lease is None else Fence(lease, stop_event)
+    runtime = Runtime(loaded=company_loaded, host=host, stop_event=stop_event,
+                      engine=shared.company_engine(company.code, fenced),
                       connector=connector, connector_error=connector_error,
                       http=BoundedSession(company.config.http.limits()),
                       token_store=_vault_store(shared, company.code),
                       on_close=shared.close if own else _keep_engine)
-    if lease is not None:
-        runtime.fence = lambda: shared.lost_reason(lease)
+    if fenced is not None:
+        runtime.fence = lambda: shared.lost_reason(fenced)
     return runtime
 
 

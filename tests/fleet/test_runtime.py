@@ -94,6 +94,8 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
         with pytest.raises(LeaseLost, match="taken over"), \
                 write_session(runtimes["acme"].db) as session:
             session.add(Cursor(name="probe", value="2"))
+        assert runtimes["acme"].stop_event.is_set()  # its jobs stop starting at once
+        assert not runtimes["bolt"].stop_event.is_set()
         assert "taken over" in (runtimes["acme"].fence() or "")
         late = drop_file(tmp_path / "acme" / "in", "receipts-2.csv", RECEIPT_HEADER,
                          ["R-2,MAIN,2026-11-27 10:00:00,P-1,1"])
