@@ -59,6 +59,12 @@ class Shipper:
     code: str
     wms: Installation
     orders: tuple[int, int] = (0, 0)
+    #: An order created as the chaos begins: imported while a worker is killed or paused.
+    late: int = 0
+
+    def instructed(self) -> list[int]:
+        """Every order line written to the WMS, by order id (an order twice: twice)."""
+        return sorted(int(row["ne_order_id"]) for row in self.wms.instructed())
 
     @property
     def sandbox(self) -> SandboxServer:
@@ -193,6 +199,7 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             shipper.wms.ship(o2, [("P-B", 2)])
             shipper.wms.ship(None, [("P-C", 4)])
             shipper.wms.receive([("P-A", 5)])
+            shipper.late = shipper.sandbox.state.create_order([("C-3", 1)], shop_id=1)
         dropped = time.monotonic()
         killed, paused = workers[0], workers[1]
         killed.send_signal(signal.SIGKILL)
@@ -203,16 +210,17 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
         def shipped() -> bool:
             return all(sorted(s.sandbox.ledger.shipped_order_ids()) == sorted(s.orders)
                        and s.wms.uploaded("A-1") == 5 and s.wms.uploaded("C-3") == -4
-                       for s in shippers)
+                       and s.late in s.instructed() for s in shippers)
 
         def not_shipped() -> str:
             return "; ".join(
                 f"{s.code}: shipped {s.sandbox.ledger.shipped_order_ids()} of {s.orders}, "
                 f"A-1 {s.wms.uploaded('A-1')}, C-3 {s.wms.uploaded('C-3')}, "
+                f"instructed {s.instructed()} (late {s.late}), "
                 f"{company_state(loaded, companies, fleet, s.code)}"
                 for s in shippers if sorted(s.sandbox.ledger.shipped_order_ids())
                 != sorted(s.orders) or s.wms.uploaded("A-1") != 5
-                or s.wms.uploaded("C-3") != -4)
+                or s.wms.uploaded("C-3") != -4 or s.late not in s.instructed())
 
         wait_until("every company's shipments confirmed in Next Engine", shipped, 240,
                    workers, logs, not_shipped)
@@ -248,8 +256,8 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             order = shipper.wms.order(o1)
             assert order["receive_order_delivery_cut_form_id"] == f"T-{shipper.code}"
             assert shipper.wms.order(o2)["receive_order_order_status_id"] == "50"
-            assert sorted(int(r["ne_order_id"]) for r in shipper.wms.instructed()) == sorted(
-                shipper.orders), shipper.code  # each order written to the WMS once
+            assert shipper.instructed() == sorted((*shipper.orders, shipper.late)), (
+                shipper.code)  # each order written to the WMS once, the late one too
             assert shipper.wms.uploaded("A-1") == 5 and shipper.wms.uploaded("C-3") == -4
             assert shipper.wms.uploaded("B-2") == 0
             state = company_state(loaded, companies, fleet, shipper.code)
