@@ -11,17 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
-from sqlmodel import col
+from sqlalchemy import text
 
 from daemon import attention
 from daemon.config import LoadedConfig
 from daemon.fleet.companies import Companies, Company, Refusal
 from daemon.fleet.leases import overview
-from daemon.fleet.runtime import FleetDatabase, check_company, company_schema, schema_url
+from daemon.fleet.runtime import FleetDatabase, company_schema, schema_url
 from daemon.fleet.vault import TokenVault, VaultError
 from daemon.nelink import link_info
-from daemon.store.engine import make_engine
+from daemon.store.engine import head_revision, make_engine
 from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState
 
 #: Outbox states that are work still to do (``in_doubt``/``failed`` wait for a person and are
@@ -91,25 +90,78 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def _company_backlog(row: CompanyState, company: Company, fleet: FleetDatabase,
-                     vault: TokenVault | None) -> None:
-    """Fill in the company's link, backlog and attention counts from its own tables."""
-    engine = fleet.company_engine(company.code)
-    try:
-        check_company(fleet.engine, fleet.schema(company.code), company.code)
-        with engine.connect() as connection:
-            row.inbox_pending = int(connection.execute(
-                select(func.count()).select_from(InboxEvent)
-                .where(col(InboxEvent.state) == EventState.PENDING.value)).scalar_one())
-            row.outbox_pending = int(connection.execute(
-                select(func.count()).select_from(OutboxItem)
-                .where(col(OutboxItem.state).in_(_OUTBOX_BACKLOG))).scalar_one())
-        row.attention = attention.collect(engine, limit=1).total
-        store = vault.store(company.code) if vault is not None else None
-        if store is not None:
-            row.link = link_info(company.config, engine, store=store).as_dict()
-    except Exception as exc:  # one company's tables unreadable: say so, list the others
-        row.error = _first_line(exc)
+#: Schemas per statement when every company's figures are read in one (UNION ALL).
+_SCHEMAS_PER_QUERY = 500
+
+
+def _per_schema(fleet: FleetDatabase, codes: list[str], select_one: str) -> dict[str, Any]:
+    """``select_one`` (SQL with ``{schema}`` for a company's quoted schema, one row of
+    columns) run for every company in a few UNION ALL statements: one round trip per
+    :data:`_SCHEMAS_PER_QUERY` companies, not one per company; ``{code: row}``."""
+    quote = fleet.engine.dialect.identifier_preparer.quote
+    found: dict[str, Any] = {}
+    with fleet.engine.connect() as connection:
+        for start in range(0, len(codes), _SCHEMAS_PER_QUERY):
+            chunk = codes[start:start + _SCHEMAS_PER_QUERY]
+            sql = " UNION ALL ".join(
+                f"SELECT CAST(:c{n} AS text) AS code, "
+                + select_one.format(schema=quote(fleet.schema(code)))
+                for n, code in enumerate(chunk))
+            params = {f"c{n}": code for n, code in enumerate(chunk)}
+            found.update((row.code, row) for row in connection.execute(text(sql), params))
+    return found
+
+
+def _schema_problems(fleet: FleetDatabase, codes: list[str]) -> dict[str, str]:
+    """Why each company's tables cannot be read (no schema yet, another migration), by code;
+    the companies at this nebridge's migration are absent."""
+    head = head_revision(fleet.engine)
+    schemas = {fleet.schema(code): code for code in codes}
+    with fleet.engine.connect() as connection:
+        migrated = {schemas[name] for name in connection.execute(text(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = 'alembic_version' AND n.nspname = ANY(CAST(:names AS text[]))"),
+            {"names": list(schemas)}).scalars()}
+    versions = _per_schema(fleet, sorted(migrated),
+                           "(SELECT max(version_num) FROM {schema}.alembic_version) AS version")
+    problems = {}
+    for code in codes:
+        schema = fleet.schema(code)
+        current = versions[code].version if code in migrated else None
+        if current == head:
+            continue
+        problems[code] = (
+            f"no tables yet (schema {schema}): run `nebridge db upgrade`" if current is None
+            else f"schema {schema} is at migration {current}, this nebridge needs {head}: run "
+            f"`nebridge db upgrade` (if {current} is newer, upgrade nebridge on this host)")
+    return problems
+
+
+def _fill_backlogs(rows: list[CompanyState], companies: dict[str, Company],
+                   fleet: FleetDatabase, vault: TokenVault | None) -> None:
+    """Each company's backlog, attention count and link from its own tables; a company whose
+    tables cannot be read gets why, the others are listed regardless."""
+    problems = _schema_problems(fleet, [row.code for row in rows])
+    readable = [row.code for row in rows if row.code not in problems]
+    backlog = _per_schema(fleet, readable, (
+        f"(SELECT count(*) FROM {{schema}}.{InboxEvent.__tablename__} WHERE state = "
+        f"'{EventState.PENDING.value}') AS inbox, (SELECT count(*) FROM "
+        f"{{schema}}.{OutboxItem.__tablename__} WHERE state IN "
+        f"({', '.join(repr(state) for state in _OUTBOX_BACKLOG)})) AS outbox"))
+    for row in rows:
+        if row.code in problems:
+            row.error = problems[row.code]
+            continue
+        row.inbox_pending = int(backlog[row.code].inbox)
+        row.outbox_pending = int(backlog[row.code].outbox)
+        engine = fleet.company_engine(row.code)
+        try:
+            row.attention = attention.collect(engine, limit=1).total
+            if vault is not None:
+                row.link = link_info(companies[row.code].config, engine,
+                                     store=vault.store(row.code)).as_dict()
+        except Exception as exc:  # one company's rows unreadable: say so, list the others
+            row.error = _first_line(exc)
 
 
 def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any]:
@@ -136,11 +188,12 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
             if lease is not None:
                 row.served_by, row.epoch = lease.holder, lease.epoch
                 row.lease_seconds_left = lease.expires_in_seconds
-            if backlog:
-                _company_backlog(row, company, fleet, vault)
+            rows.append(row)
+        if backlog:
+            _fill_backlogs(rows, companies.companies, fleet, vault)
+        for row in rows:
             if not row.link:
                 row.link = {"state": "connected" if row.tokens_stored else "not_connected"}
-            rows.append(row)
     finally:
         fleet.close()
     live = [w for w in workers if w.live]

@@ -142,6 +142,12 @@ def test_company_routes_every_command_to_that_companys_tables(fleet: Fleet) -> N
     rows = {row["code"]: row for row in json.loads(listed.stdout)["companies"]}
     assert rows["acme"]["inbox_pending"] == 1 and rows["bolt"]["inbox_pending"] == 0
     assert {r["error"] for r in rows.values()} == {None}
+    company_file(fleet.companies, "cargo", fleet.companies.parent)  # no `db upgrade` yet
+    newcomer = {row["code"]: row for row in json.loads(
+        fleet.cli("companies", "list", "--json").stdout)["companies"]}
+    assert "no tables yet" in newcomer["cargo"]["error"]
+    assert "nebridge db upgrade" in newcomer["cargo"]["error"]
+    assert newcomer["cargo"]["inbox_pending"] is None and newcomer["acme"]["inbox_pending"] == 1
 
 
 def test_connect_company_stores_the_pair_in_the_vault_and_companies_list_shows_it(
