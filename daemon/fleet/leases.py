@@ -309,7 +309,7 @@ class LeaseKeeper:
                           else "taken again at another epoch")
                 log.warning("company %s: lease lost (%s); its work stops here", company, reason)
                 self.on_lost(company, reason)
-                self._keep_renewed()
+                self.keep_renewed()
             kept = {c: e for c, e in renewed.items() if c in believed}
             share = fair_share(len(companies), workers)
             surplus = [c for c in kept if c not in companies]
@@ -358,9 +358,10 @@ class LeaseKeeper:
         self._renewed_at = time.monotonic()
         return {str(row.company): int(row.epoch) for row in rows}
 
-    def _keep_renewed(self) -> None:
+    def keep_renewed(self) -> None:
         """Renew again if a round is due: a slow stop of one company's work (``on_lost``,
-        ``before_release``) must not let the leases this worker keeps run out."""
+        ``before_release``) or a slow start of many must not let the leases this worker keeps
+        run out."""
         if time.monotonic() - self._renewed_at > self.lease_seconds / RENEWALS_PER_LEASE:
             self._renew()
 
@@ -373,7 +374,7 @@ class LeaseKeeper:
             self.before_release(company)
             with self._guard:
                 self._held.pop(company, None)
-            self._keep_renewed()
+            self.keep_renewed()
         with self.engine.begin() as connection:
             released = sorted(connection.execute(text(
                 "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "

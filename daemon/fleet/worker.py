@@ -115,6 +115,7 @@ class FleetWorker:
                 company = self.companies.companies.get(code)
                 if code in self._services or company is None:
                     continue
+                self.keeper.keep_renewed()  # starting many companies outlasts no lease
                 try:
                     self._services[code] = self.start_service(company, Lease(code, epoch))
                 except Exception as exc:  # one company's failure never holds up the others
