@@ -120,6 +120,8 @@ def bench_schema(database_url: str) -> Iterator[str]:
         raise SystemExit("fleet mode runs on PostgreSQL only: give --database-url "
                          "postgresql+psycopg://user@host/db")
     schema = f"nbfleetbench_{uuid.uuid4().hex[:10]}"
+    print(f"fleet: schema {schema} (dropped at the end with its companies')", file=sys.stderr,
+          flush=True)
     admin = create_engine(database_url)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))

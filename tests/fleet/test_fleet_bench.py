@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,6 @@ def test_fleet_benchmark_runs_at_tiny_sizes_and_cleans_up(tmp_path: Path) -> Non
     if not url:
         pytest.skip(PG_SKIP)
     figures = tmp_path / "fleet.json"
-    before = bench_schemas(url)
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.fleet", "--database-url", url, "--round-companies",
          "2", "--rounds", "1", "--memory-companies", "3", "--lease-companies", "20",
@@ -39,15 +39,19 @@ def test_fleet_benchmark_runs_at_tiny_sizes_and_cleans_up(tmp_path: Path) -> Non
         assert row in done.stdout
     data = json.loads(figures.read_text(encoding="utf-8"))
     assert data["calls_per_round"] > 0 and data["takeover_three_workers_s"] > 0
-    assert bench_schemas(url) <= before  # its own schemas, the companies' too, are gone
+    own = re.findall(r"^fleet: schema (nbfleetbench_[0-9a-f]+) ", done.stderr, re.M)
+    assert len(own) == 6  # round, memory, lease rounds of 1 and 3 workers, 2 takeovers
+    assert not bench_schemas(url, own)  # its schemas, the companies' too, are gone
 
 
-def bench_schemas(url: str) -> set[str]:
+def bench_schemas(url: str, own: list[str]) -> list[str]:
+    """The schemas left of ``own`` and their companies' (another run may be going on)."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return set(connection.execute(text(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'nbfleetbench%'"))
-                .scalars())
+            return list(connection.execute(text(
+                "SELECT nspname FROM pg_namespace WHERE nspname = ANY(CAST(:own AS text[])) "
+                "OR split_part(nspname, '_', 1) || '_' || split_part(nspname, '_', 2) "
+                "= ANY(CAST(:own AS text[]))"), {"own": own}).scalars())
     finally:
         engine.dispose()
