@@ -130,3 +130,20 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
             for code in ("alpha", "beta", "gamma"):
                 connection.execute(text(f'DROP SCHEMA IF EXISTS "{fleet.schema(code)}" CASCADE'))
         fleet.close()
+
+
+def test_a_worker_without_the_vault_key_refuses_to_start_saying_what_to_do(
+    fleet_url: str, tmp_path: Path
+) -> None:
+    config = fleet_config(tmp_path, fleet_url, ["alpha"])
+    (tmp_path / "credentials" / KEY_CREDENTIAL).unlink()
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "run"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert done.returncode == 1
+    assert "no vault key" in done.stderr and KEY_CREDENTIAL in done.stderr
+    fleet = FleetDatabase(fleet_url)
+    try:
+        assert held(fleet) == {}  # it took no company
+    finally:
+        fleet.close()
