@@ -260,13 +260,15 @@ def memory_child(config: Path, count: int) -> None:
     keeper = LeaseKeeper(fleet.engine, [c.code for c in companies], worker_id="bench-memory")
     keeper.start()  # renewed on its thread, as in a worker
     wake = threading.Event()
+    slots = threading.Semaphore(loaded.config.fleet_job_slots)  # shared, as in the worker
     runs = []
     figures: dict[str, float] = {}
     started = time.perf_counter()
     for number, company in enumerate(companies, start=1):
         runtime = company_runtime(loaded, company, lease=keeper.lease(company.code),
                                   fleet=fleet)
-        runs.append(CompanyRun(runtime, wake, on_stop=lambda: None))
+        runs.append(CompanyRun(runtime, wake, on_stop=lambda: None, slots=slots,
+                               company=company.code))
         if number == 1:
             time.sleep(2.0)
             gc.collect()
