@@ -16,6 +16,7 @@ No instance lock is taken: the leases replace it.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -83,9 +84,12 @@ class FleetDaemon:
         return f"FleetDaemon({self.config_path}, serving {len(self._runs)})"
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT drain and release; SIGHUP is installed by the worker's loop."""
+        """SIGTERM/SIGINT drain and release; SIGUSR1 writes every thread's stack to stderr
+        (the journal), to see what a worker that seems stuck is waiting for; SIGHUP is
+        installed by the worker's loop."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def _on_stop(self, _signum: int, _frame: FrameType | None) -> None:
         self.stop.set()

@@ -78,8 +78,13 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float,
     start = time.monotonic()
     while not condition():
         if time.monotonic() - start > timeout:
+            for worker in workers:  # every thread's stack into its log (SIGUSR1)
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGCONT)
+                    worker.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             tails = "\n".join(f"--- {p.name} (exit {w.poll()}) ---\n"
-                              + "\n".join(p.read_text(errors="replace").splitlines()[-40:])
+                              + "\n".join(p.read_text(errors="replace").splitlines()[-400:])
                               for w, p in zip(workers, logs, strict=True))
             pytest.fail(f"{what}: not reached in {timeout:.0f} s: {describe()}\n{tails}")
         time.sleep(0.25)

@@ -91,6 +91,10 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
         wait_for("both companies served", lambda: sorted(held(fleet)) == ["alpha", "beta"]
                  and "company beta: served" in log.read_text(), log)
 
+        worker.send_signal(signal.SIGUSR1)  # every thread's stack, and it keeps running
+        wait_for("a thread dump", lambda: "(most recent call first)" in log.read_text(), log)
+        assert worker.poll() is None
+
         folder = tmp_path / "companies"
         company_file(folder, "gamma", tmp_path)  # added, but its schema does not exist yet
         (folder / "delta.yaml").write_text("warehouses: 3\n", encoding="utf-8")  # refused
