@@ -312,7 +312,8 @@ def link_info(config: DaemonConfig, engine: Bind, *,
                     connected_at=link.connected_at)
     if tokens is None:
         info.state, info.reason = NEEDS_RECONNECT, (
-            "the token file is missing" if store is None else "no token pair is stored")
+            "the token file is missing" if store is None or isinstance(store, FileTokenStore)
+            else "no token pair is stored")
     else:
         info.access_token_end = tokens.access_token_end_date
         info.refresh_token_end = tokens.refresh_token_end_date

@@ -31,7 +31,7 @@ from daemon.instancelock import FencedTokenStore
 from daemon.logsetup import register_secret
 from daemon.metrics import Metrics
 from daemon.negate import NeGate
-from daemon.nelink import make_client
+from daemon.nelink import make_client, token_store
 from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.tokens import TokenStore
 from daemon.notify import Notifier
@@ -94,12 +94,17 @@ class Runtime:
         with self._client_lock:  # one client per process: it remembers refused token pairs
             if self._ne_client is None:
                 observer = self.metrics.observe_call if self.metrics is not None else None
-                store = None if self.token_store is None else self.token_store()
-                client = make_client(self.config, observer=observer, store=store)
+                client = make_client(self.config, observer=observer,
+                                     store=self.ne_token_store())
                 client.token_store = FencedTokenStore(client.token_store,
                                                       lambda: self.fence())
                 self._ne_client = client
             return self._ne_client
+
+    def ne_token_store(self) -> TokenStore:
+        """Where this runtime's Next Engine token pair lives, unfenced: the store its client
+        uses (fleet mode: the company's row in the vault; otherwise the token file)."""
+        return token_store(self.config) if self.token_store is None else self.token_store()
 
     def executors(self) -> dict[str, Executor]:
         """The outbox executor of every action kind (:data:`daemon.dispatch.EXECUTORS`); they
@@ -110,7 +115,8 @@ class Runtime:
 
     def token_guard(self) -> TokenGuard:
         """Keep-alive and lapse warnings for the Next Engine link."""
-        return TokenGuard(self.config, self.db, self.ne_client, self.gate, self.clock)
+        return TokenGuard(self.config, self.db, self.ne_client, self.gate, self.ne_token_store,
+                          self.clock)
 
     def notifier(self) -> Notifier:
         """Notifications built from attention, delivered to the ``nebridge_notify`` sinks."""

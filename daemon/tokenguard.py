@@ -29,9 +29,9 @@ from daemon.nelink import (
     RECONNECT_HINT,
     link_info,
     link_lost_problem,
-    token_store,
 )
 from daemon.nextengine.errors import NextEngineError
+from daemon.nextengine.tokens import TokenStore
 from daemon.store.engine import Bind
 from daemon.store.models import utcnow
 from hooks.records import Problem
@@ -81,12 +81,15 @@ class TokenGuard:
         db: Bind,
         client: Callable[[], NextEngineClient],
         gate: NeGate,
+        store: Callable[[], TokenStore],
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
         self.db = db
         self.client = client
         self.gate = gate
+        #: The store the client's token pair is in (fleet mode: the vault, never the file).
+        self.store = store
         self.clock = clock
 
     def check(self) -> GuardReport:
@@ -94,7 +97,7 @@ class TokenGuard:
         report = GuardReport()
         if not self._linked():
             return report
-        tokens = token_store(self.config).load()
+        tokens = self.store().load()
         now = self.clock()
         if tokens is not None and self._due(tokens.access_token_end_date,
                                             tokens.refresh_token_end_date, now):
@@ -107,7 +110,7 @@ class TokenGuard:
                 log.warning("Next Engine keep-alive failed (will retry): %s", exc)
             if not self._linked():
                 return report
-            tokens = token_store(self.config).load()
+            tokens = self.store().load()
         report.refresh_end = tokens.refresh_token_end_date if tokens else None
         report.warning = horizon_warning(report.refresh_end, now)
         if report.warning and report.refresh_end is not None:
@@ -133,7 +136,7 @@ class TokenGuard:
         A link marked ``needs_reconnect`` already opened the item at that moment; this also
         covers what only shows here (a token file gone) and closes it once linked again.
         """
-        info = link_info(self.config, self.db)
+        info = link_info(self.config, self.db, store=self.store())
         if info.state == CONNECTED:
             attention.resolve(self.db, [LINK_LOST_KEY], self.clock())
             return True
