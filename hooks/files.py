@@ -34,12 +34,27 @@ def write_file(path: Path, data: bytes, mode: int = 0o666) -> None:
     _replace(path, data, mode, exact_mode=False)
 
 
+def make_private_folder(folder: Path) -> None:
+    """Create ``folder`` and each missing parent 0700 (``mkdir(parents=True)`` would give the
+    parents the umask's mode, and a state folder open to others stops the daemon)."""
+    missing = []
+    for level in (folder, *folder.parents):
+        if level.exists():
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        with suppress(FileExistsError):  # another process made it meanwhile
+            level.mkdir(mode=0o700)
+    if not folder.is_dir():
+        folder.mkdir()  # raises the error that says why it is not a folder
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically, mode 0600 whatever the umask.
 
     The folder is created (0700) if missing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folder(path.parent)
     _replace(path, data, 0o600, exact_mode=True)
 
 
@@ -83,7 +98,7 @@ def _temp_stem(path: Path) -> str:
 @contextmanager
 def locked_file(lock_path: Path) -> Iterator[None]:
     """``flock`` ``lock_path`` (0600) exclusively for the block; waits for other processes."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_folder(lock_path.parent)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

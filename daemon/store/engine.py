@@ -29,6 +29,8 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from hooks.files import make_private_folder
+
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
@@ -180,7 +182,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True,
         if not create:
             raise DatabaseNotMigrated(f"there is no database at {database} yet; create it "
                                       "with `nebridge db upgrade`")
-        database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_folder(database.parent)
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600))  # SQLite gives its -wal and -shm files the same mode
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

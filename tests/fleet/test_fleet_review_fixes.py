@@ -3,13 +3,15 @@ notifications name their company, vault key files are checked, state folders are
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import datetime, timedelta
 
 from daemon import attention
 from daemon.config import load_config
 from daemon.fleet.companies import Companies
 from daemon.fleet.runtime import FleetDatabase, company_runtime
-from daemon.nelink import LINK_LOST_KEY
+from daemon.nelink import LINK_LOST_KEY, secret_file_problems
 from tests.fleet import test_fleet_cli as fleet_cli
 
 fleet = fleet_cli.fleet  # the fixture: an installation in fleet mode with two companies
@@ -46,3 +48,24 @@ def test_the_token_guard_of_a_fleet_company_reads_its_pair_in_the_vault(
     finally:
         runtime.close()
         shared.close()
+
+
+def test_a_command_creating_a_company_state_folder_creates_it_and_its_parents_private(
+    fleet: fleet_cli.Fleet,
+) -> None:
+    loaded = load_config(fleet.config)
+    state = loaded.config.state_dir
+    assert not state.exists()
+    old = os.umask(0o022)
+    try:
+        assert fleet_cli.connect(fleet, "acme").exit_code == 0
+        gone = fleet.cli("unlink", "--company", "acme", "--yes", "--json")
+    finally:
+        os.umask(old)
+    assert gone.exit_code == 0, gone.output
+    company = Companies(loaded).companies["acme"].config
+    folders = [state, state / "companies", company.state_dir]
+    assert company.state_dir == state / "companies" / "acme"
+    assert {str(f): stat.S_IMODE(f.stat().st_mode) for f in folders if f.exists()} == {
+        str(f): 0o700 for f in folders if f.exists()}
+    assert secret_file_problems(company) == []
