@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from daemon import attention
 from daemon.config import LoadedConfig, load_config
 from daemon.fleet.companies import Companies
 from daemon.fleet.runtime import FleetDatabase, company_runtime
@@ -142,15 +143,17 @@ def write_fleet(folder: Path, fleet_url: str, shippers: list[Shipper]) -> Path:
 
 def company_state(loaded: LoadedConfig, companies: Companies, fleet: FleetDatabase,
                   code: str) -> dict[str, Any]:
-    """What a company's own tables hold: outbox and inbox states (read-only)."""
+    """What a company's own tables hold: outbox and inbox states, what waits for a person
+    (read-only)."""
     runtime = company_runtime(loaded, companies.companies[code], fleet=fleet)
     try:
         with read_session(runtime.db) as session:
             outbox = sorted(str(item.state) for item in session.exec(select(OutboxItem)))
             inbox = sorted(str(event.state) for event in session.exec(select(InboxEvent)))
+        waiting = attention.collect(runtime.db).counts
     finally:
         runtime.close()
-    return {"outbox": outbox, "inbox": inbox}
+    return {"outbox": outbox, "inbox": inbox, "attention": waiting}
 
 
 def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
@@ -268,6 +271,7 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             state = company_state(loaded, companies, fleet, shipper.code)
             assert set(state["outbox"]) <= {"done", "skipped"}, (shipper.code, state)
             assert "in_doubt" not in state["inbox"] and "held" not in state["inbox"], state
+            assert state["attention"] == {}, (shipper.code, state)  # nobody needs to look
             traffic = shipper.sandbox.state.traffic
             assert traffic.max_in_flight(shipper.sandbox.state.company_id) == 1, shipper.code
             assert traffic.dead_pair_uses() == [], shipper.code  # no rotated pair sent again
