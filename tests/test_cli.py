@@ -139,6 +139,17 @@ def test_db_upgrade_status_and_run_once(
     config = make_config(migrate=False)
     code, _out, err = invoke(runner, config, "run", "--once")
     assert code == 1 and "nebridge db upgrade" in err
+    for args in (("status",), ("status", "--json")):  # read-only: the hint, no traceback
+        result = runner.invoke(app, ["--config", str(config), *args])
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "nebridge db upgrade" in result.stdout + result.stderr, result.output
+    from daemon.config import load_config
+    from daemon.store.engine import make_engine, upgrade
+    engine = make_engine(load_config(config).config.resolved_database_url)
+    upgrade(engine, "0003")  # an installation upgraded from before order watch (0004)
+    engine.dispose()
+    code, out, _ = invoke(runner, config, "status", "--json")
+    assert json.loads(out)["problems"] == ["database not migrated: run `nebridge db upgrade`"]
     code, out, _ = invoke(runner, config, "db", "current", "--json")
     assert code == 1 and json.loads(out)["up_to_date"] is False
     assert invoke(runner, config, "db", "upgrade")[0] == 0

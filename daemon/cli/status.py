@@ -8,7 +8,7 @@ import typer
 
 from daemon import orderwatch
 from daemon.cli.attention import print_attention
-from daemon.cli.common import display_zone, get, print_json, print_table
+from daemon.cli.common import display_zone, get, print_json, print_table, when
 from daemon.nelink import LinkInfo, describe
 from daemon.pluginload import load_plugins
 from daemon.status import collect_status, wms_link
@@ -35,7 +35,8 @@ def status(
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         data = collect_status(loaded, engine, host, store=app_ctx.token_store(fleet))
-        data["order_watch"] = orderwatch.counts(engine)
+        if data["database"]["up_to_date"]:  # order_change exists from migration 0004 on
+            data["order_watch"] = orderwatch.counts(engine)
     finally:
         engine.dispose()
         if fleet is not None:
@@ -67,10 +68,11 @@ def status(
     for bad in data["plugins"]["needs_attention"]:
         typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")
     rows = []
+    zone = display_zone(loaded)
     for wh in data["warehouses"]:
         for stage, run in wh["stages"].items():
             rows.append([wh["code"], "yes" if wh["ne_linked"] else "no", stage,
-                         run["at"] if run else "never", run["outcome"] if run else "",
+                         when(run["at"], zone) if run else "never", run["outcome"] if run else "",
                          f"{run['items_in']}/{run['items_out']}" if run else "",
                          (run["detail"] or "")[:60] if run else ""])
     if rows:
@@ -86,7 +88,7 @@ def status(
             notify["waiting"].items()))
         typer.echo(f"notifications: {', '.join(notify['sinks']) or 'no sink enabled'}"
                    + (f" ({waiting})" if waiting else ""))
-    for code, kinds in sorted(data["order_watch"].items()):
+    for code, kinds in sorted(data.get("order_watch", {}).items()):
         typer.echo(f"order watch {code}: " + ", ".join(
             f"{n} {kind}" for kind, n in sorted(kinds.items())))
     for stage, reason in data["paused_stages"].items():
