@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,13 +46,25 @@ def credential_file(name: str, folder: Path | None = None,
 
 
 def read_credential(name: str, folder: Path | None = None,
-                    env: Mapping[str, str] | None = None) -> str | None:
-    """The stripped text of credential ``name`` (see :func:`credential_file`), or ``None``."""
+                    env: Mapping[str, str] | None = None, *, checked: bool = False) -> str | None:
+    """The stripped text of credential ``name`` (see :func:`credential_file`), or ``None``.
+
+    ``checked``: a file read from ``folder`` (not systemd's copy, which systemd makes private)
+    must pass :func:`exposed_credential` — for a key that guards every other secret.
+    """
     path = credential_file(name, folder, env)
     if path is None:
         return None
+    env = os.environ if env is None else env
+    from_systemd = bool(env.get(CREDENTIALS_ENV)) and path.parent == Path(env[CREDENTIALS_ENV])
+    if checked and not from_systemd:
+        problem = exposed_credential(path)
+        if problem is not None:
+            raise SecretUnreadable(problem)
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_NOFOLLOW if checked else 0))
+        with os.fdopen(fd, "rb") as handle:
+            value = handle.read().decode("utf-8").strip()
     except UnicodeDecodeError:
         raise SecretUnreadable(f"the credential {path} is not UTF-8 text; write the secret "
                                "alone on one line") from None
@@ -60,6 +73,29 @@ def read_credential(name: str, folder: Path | None = None,
     if not value:
         raise SecretUnreadable(f"the credential {path} is empty; write the secret into it")
     return value
+
+
+def exposed_credential(path: Path) -> str | None:
+    """Why the credential file ``path`` may have been read or replaced by someone else, or None.
+
+    It must be a regular file (never a symbolic link), owned by root or this user, writable by
+    its owner only and closed to other users: ``root:nebridge`` mode 0640 as the folder's other
+    credentials, or the service user's own file mode 0600.
+    """
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return (f"the credential {path} is a symbolic link; nebridge never reads this secret "
+                f"through one: put the file itself there (sudo cp --remove-destination "
+                f"\"$(readlink -f {path})\" {path})")
+    if not stat.S_ISREG(info.st_mode):
+        return f"the credential {path} is not a regular file; write the secret into a file there"
+    if info.st_uid not in (0, os.geteuid()):
+        return (f"the credential {path} belongs to uid {info.st_uid}, neither root nor this "
+                f"user (uid {os.geteuid()}); run `sudo chown root:nebridge {path}`")
+    if info.st_mode & 0o027:
+        return (f"the credential {path} is open to other users or writable by its group (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); run `sudo chmod 0640 {path}`")
+    return None
 
 
 def _unreadable(path: Path, exc: OSError) -> str:

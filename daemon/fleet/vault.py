@@ -6,8 +6,10 @@ package, ``pip install 'nebridge[fleet]'``):
 
 - **Key.** 32 random bytes, base64 on one line, from the systemd credential
   ``nebridge-vault-key`` (or the same name in ``credentials_dir``, see
-  :mod:`hooks.credentials`) or from a key file that must be this user's, mode 0600, and not a
-  symbolic link — as the token file. The key never enters the database.
+  :mod:`hooks.credentials`: there it must be a regular file, not a symbolic link, of root or
+  this user, closed to others — ``root:nebridge`` 0640 as the other credentials, or 0600) or
+  from a key file that must be this user's, mode 0600, and not a symbolic link — as the token
+  file. The key never enters the database.
 - **Key id.** Each row names the key that sealed it (a digest of the key, not the key), so
   keys rotate: load the new key as current and the old one as ``previous``, run
   :meth:`TokenVault.rotate` (every row is sealed again with the current key), then drop the
@@ -44,7 +46,7 @@ from sqlalchemy import Engine, text
 
 from daemon.fleet.leases import require_fleet_database
 from daemon.nextengine.tokens import TokenSet
-from hooks.credentials import read_credential
+from hooks.credentials import SecretUnreadable, read_credential
 
 #: The systemd credential (or file in ``credentials_dir``) holding the current key.
 KEY_CREDENTIAL = "nebridge-vault-key"
@@ -151,7 +153,7 @@ def load_keys(
     if key_file is not None:
         current = read_key_file(key_file)
     else:
-        text_value = read_credential(KEY_CREDENTIAL, credentials_dir, env)
+        text_value = _read_key_credential(KEY_CREDENTIAL, credentials_dir, env)
         if text_value is None:
             raise VaultError(
                 f"fleet mode has no vault key: give the service the credential {KEY_CREDENTIAL} "
@@ -159,10 +161,20 @@ def load_keys(
                 f" or that file in `credentials_dir`); make one with `{GENERATE_KEY}`")
         current = VaultKey.from_text(text_value, f"the credential {KEY_CREDENTIAL}")
     previous = [read_key_file(path) for path in previous_key_files]
-    old = read_credential(PREVIOUS_KEY_CREDENTIAL, credentials_dir, env)
+    old = _read_key_credential(PREVIOUS_KEY_CREDENTIAL, credentials_dir, env)
     if old is not None:
         previous.append(VaultKey.from_text(old, f"the credential {PREVIOUS_KEY_CREDENTIAL}"))
     return VaultKeys(current, tuple(k for k in previous if k.key_id != current.key_id))
+
+
+def _read_key_credential(name: str, credentials_dir: Path | None,
+                         env: Mapping[str, str] | None) -> str | None:
+    """A key credential's text; read from ``credentials_dir`` (outside systemd) the file must
+    be a regular file of root or this user, closed to others (as the folder's other secrets)."""
+    try:
+        return read_credential(name, credentials_dir, env, checked=True)
+    except SecretUnreadable as exc:
+        raise VaultError(str(exc)) from None
 
 
 def _aad(company: str) -> bytes:

@@ -6,12 +6,18 @@ from __future__ import annotations
 import os
 import stat
 from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from daemon import attention
 from daemon.config import load_config
 from daemon.fleet.companies import Companies
 from daemon.fleet.runtime import FleetDatabase, company_runtime
+from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL, VaultError, load_keys
 from daemon.nelink import LINK_LOST_KEY, secret_file_problems
+from tests import test_systemd_unit as unit_tests
+from tests.conftest import dump_yaml
 from tests.fleet import test_fleet_cli as fleet_cli
 
 fleet = fleet_cli.fleet  # the fixture: an installation in fleet mode with two companies
@@ -69,3 +75,54 @@ def test_a_command_creating_a_company_state_folder_creates_it_and_its_parents_pr
     assert {str(f): stat.S_IMODE(f.stat().st_mode) for f in folders if f.exists()} == {
         str(f): 0o700 for f in folders if f.exists()}
     assert secret_file_problems(company) == []
+
+
+def test_a_vault_key_read_from_credentials_dir_must_be_private_and_not_a_link(
+    tmp_path: Path,
+) -> None:
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    key = creds / KEY_CREDENTIAL
+    fleet_cli.new_key(key)
+    key.chmod(0o640)  # root:nebridge 0640, as every other credential there
+    assert load_keys(creds, env={}).current.key_id
+    key.chmod(0o644)
+    with pytest.raises(VaultError, match=f"{key} is open to other users.*chmod 0640"):
+        load_keys(creds, env={})
+    key.chmod(0o660)
+    with pytest.raises(VaultError, match="writable by its group"):
+        load_keys(creds, env={})
+    key.chmod(0o600)
+    previous = creds / PREVIOUS_KEY_CREDENTIAL
+    fleet_cli.new_key(tmp_path / "elsewhere.key")
+    previous.symlink_to(tmp_path / "elsewhere.key")
+    with pytest.raises(VaultError, match=f"{previous} is a symbolic link"):
+        load_keys(creds, env={})
+    systemd = tmp_path / "systemd"  # systemd's own copy: systemd makes it private
+    systemd.mkdir()
+    fleet_cli.new_key(systemd / KEY_CREDENTIAL)
+    (systemd / KEY_CREDENTIAL).chmod(0o644)
+    previous.unlink()
+    assert load_keys(creds, env={"CREDENTIALS_DIRECTORY": str(systemd)}).current.key_id
+
+
+def test_the_fleet_unit_loads_the_previous_vault_key_while_its_file_exists_and_names_the_lease(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "etc"
+    config = unit_tests.admin_config(root, "csv")
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write("database_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
+                     "companies_dir: companies\nfleet_lease_seconds: 20\n")
+    (root / "companies").mkdir()
+    (root / "companies" / "acme.yaml").write_text(dump_yaml({
+        "wms": {"connector": "csv", "csv": {"inbox": "/srv/acme/in", "outbox": "/srv/acme/out"}},
+    }), encoding="utf-8")
+    before = unit_tests.render(config)
+    assert "within the lease time (20 s)" in before
+    assert PREVIOUS_KEY_CREDENTIAL not in "".join(unit_tests.settings(before, "LoadCredential"))
+    (root / "secrets").mkdir(exist_ok=True)
+    fleet_cli.new_key(root / "secrets" / PREVIOUS_KEY_CREDENTIAL)  # a rotation is under way
+    during = unit_tests.settings(unit_tests.render(config), "LoadCredential")
+    assert (f"{PREVIOUS_KEY_CREDENTIAL}:{root}/secrets/{PREVIOUS_KEY_CREDENTIAL}" in during)
+    assert f"{KEY_CREDENTIAL}:{root}/secrets/{KEY_CREDENTIAL}" in during
