@@ -41,6 +41,8 @@ class UnitSettings:
     wms_group: str | None = None
     #: ``companies_dir`` in fleet mode (the unit then says how to run it on several hosts).
     companies_dir: Path | None = None
+    #: ``fleet_lease_seconds``: how soon a dead host's companies are taken over (fleet mode).
+    lease_seconds: float = 30.0
 
 
 def installed_executable() -> Path:
@@ -97,13 +99,16 @@ FLEET_NOTE = """\
 # the companies folder and the credentials (the same nebridge-vault-key on every host) on each,
 # all pointing at the one PostgreSQL database. Every host's `nebridge run` joins the fleet:
 # each company is served by exactly one worker at a time, companies spread evenly, and the
-# companies of a host that stops or dies are taken over within the lease time (30 s).
+# companies of a host that stops or dies are taken over within the lease time ({lease_seconds:g} s).
 # - Add, change or remove a company file on every host, then `systemctl reload nebridge` on
 #   each (SIGHUP); the other companies keep running.
 # - Upgrading: stop the workers one by one, upgrade nebridge and run `nebridge db upgrade` on
 #   one host, then start them again (a worker refuses a database or company newer than it).
 # - `nebridge companies list` shows who serves which company; `nebridge status` the fleet.
-# - Rotating the vault key: docs/fleet.md, then `nebridge companies rotate-key` once.
+# - Rotating the vault key (docs/fleet.md): first the new key as nebridge-vault-key-previous
+#   on every host, then swap, then `nebridge companies rotate-key` once, then drop the old key;
+#   this unit loads nebridge-vault-key-previous while that file is in the credentials folder:
+#   generate it again at each step.
 """
 
 
@@ -121,7 +126,8 @@ def render_unit(settings: UnitSettings) -> str:
                      for p in (settings.executable, settings.config, *settings.extra_writable))
     readme = Path(__file__).resolve().parents[1] / "README.md"  # in a source checkout
     fleet = ("" if settings.companies_dir is None else FLEET_NOTE.format(
-        companies_dir=settings.companies_dir, config=settings.config))
+        companies_dir=settings.companies_dir, config=settings.config,
+        lease_seconds=settings.lease_seconds))
     return TEMPLATE.read_text(encoding="utf-8").format(
         fleet=fleet,
         documentation=f"Documentation=file://{readme}\n" if readme.is_file() else "",

@@ -62,6 +62,7 @@ def unit(
         extra_writable=writable,
         wms_group=wms_group,
         companies_dir=loaded.config.companies_dir,
+        lease_seconds=loaded.config.fleet_lease_seconds,
     )
     text = render_unit(settings)
     for note in unit_notes(settings):
@@ -76,16 +77,19 @@ def unit(
 
 def _fleet_paths(loaded: LoadedConfig, credentials: tuple[str, ...],
                  writable: tuple[Path, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
-    """Fleet mode: the vault key and each company's connector secrets as credentials, and
+    """Fleet mode: the vault key (and the previous one while its file is in credentials_dir:
+    a key rotation is under way) and each company's connector secrets as credentials, and
     each company's WMS folders and state as writable paths (refused files are left out: the
     note says so)."""
     from daemon.fleet.companies import Companies
-    from daemon.fleet.vault import KEY_CREDENTIAL
+    from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL
 
     companies = Companies(loaded)
     for refusal in companies.refused:
         info(f"note: {refusal.path} is refused and left out of the unit: {refusal}")
     names = [*credentials, KEY_CREDENTIAL]
+    if (loaded.config.credentials_dir / PREVIOUS_KEY_CREDENTIAL).exists():
+        names.append(PREVIOUS_KEY_CREDENTIAL)
     paths = list(writable)
     for company in companies.companies.values():
         company_loaded = LoadedConfig(company.path or loaded.path, company.config)
