@@ -23,7 +23,7 @@ from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, tok
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.tokens import TokenStore
 from daemon.pluginload import load_plugins
-from daemon.pluginmanager import PluginHost
+from daemon.pluginmanager import HookResultError, PluginHost
 from daemon.status import wms_link
 from daemon.store.engine import (
     DatabaseNotMigrated,
@@ -200,14 +200,15 @@ def _plugin_checks(host: PluginHost, connector: ConnectorInUse | None) -> list[H
     checks: list[HealthCheck] = []
     for outcome in host.health_checks(connector):
         if outcome.error is not None:
-            checks.append(HealthCheck(f"plugin {outcome.plugin}", False,
-                                      f"health check raised {outcome.error!r}",
-                                      "report it to the plugin's authors"))
+            what = (str(outcome.error) if isinstance(outcome.error, HookResultError) else
+                    f"health check raised {type(outcome.error).__name__}: {outcome.error}")
+            checks.append(HealthCheck(f"plugin {outcome.plugin}", False, what,
+                                      "report it to the plugin's authors, or disable the "
+                                      f"plugin (`nebridge plugins disable {outcome.plugin}`)"))
             continue
         for check in outcome.result or ():
-            if isinstance(check, HealthCheck):
-                checks.append(HealthCheck(f"{outcome.plugin}: {check.name}", check.ok,
-                                          check.detail, check.fix))
+            checks.append(HealthCheck(f"{outcome.plugin}: {check.name}", check.ok,
+                                      check.detail, check.fix))
     return checks
 
 

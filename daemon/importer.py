@@ -628,7 +628,7 @@ class OrderImporter:
             if outcome.error is not None:
                 return (f"filter plugin {outcome.plugin} failed: "
                         f"{type(outcome.error).__name__}: {outcome.error}")
-            if isinstance(outcome.result, FilterVerdict) and not outcome.result.accept:
+            if outcome.result is not None and not outcome.result.accept:
                 return outcome.result
         return FilterVerdict(accept=True)
 

@@ -46,7 +46,7 @@ from daemon.config import (
 from daemon.logsetup import push_plugin_context, reset_log_context
 from hooks.connectors import ConnectorSpec
 from hooks.markers import PROJECT_NAME
-from hooks.records import PluginInfo, WmsShipment
+from hooks.records import FilterVerdict, HealthCheck, PluginInfo, WmsShipment
 from hooks.specs import (
     ALL_SPECS,
     HOOK_API_VERSION,
@@ -55,7 +55,7 @@ from hooks.specs import (
     PipelineSpecs,
     PluginSpecs,
 )
-from hooks.surface import SurfaceSpecs
+from hooks.surface import CliCommand, DemoSpec, SandboxSpec, SurfaceSpecs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,14 +63,12 @@ if TYPE_CHECKING:
     from hooks.notify import NotifyContext
     from hooks.records import (
         Action,
-        FilterVerdict,
-        HealthCheck,
         NeOrder,
         Notification,
         WarehouseInfo,
         WmsReceipt,
     )
-    from hooks.surface import CliCommand, ConnectorInUse, DemoSpec, SandboxSpec
+    from hooks.surface import ConnectorInUse
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +207,20 @@ def distribution_label(dist: md.Distribution) -> tuple[str, str]:
 #: Seconds a plugin's import may take before a warning names it (an import that hangs would
 #: otherwise hang every command without a word; it is not cut off: that is not safe).
 SLOW_IMPORT_SECONDS = 10.0
+#: Seconds one plugin's health checks may take before ``doctor`` warns, naming it.
+SLOW_HEALTH_CHECK_SECONDS = 10.0
 
 
 def _still_importing(name: str) -> None:
     log.warning("still importing plugin %s after %.0f s: its module code has not returned; "
                 "if it hangs, stop this command and disable the plugin "
                 "(`nebridge plugins disable %s`)", name, SLOW_IMPORT_SECONDS, name)
+
+
+def _still_calling(name: str, hook: str, seconds: float) -> None:
+    log.warning("still waiting for plugin %s's %s after %.0f s: it has not returned; if it "
+                "hangs, stop this command and disable the plugin "
+                "(`nebridge plugins disable %s`)", name, hook, seconds, name)
 
 
 _sigints = 0  # real SIGINTs (Ctrl-C) seen while :func:`_count_sigint` is the handler
@@ -327,6 +333,68 @@ class _Call:
         return found or self.plugin
 
 
+class HookResultError(TypeError):
+    """A hook implementation returned something its hook does not accept (``42`` from a
+    filter): that plugin's failure, like an exception it raised — never read as a verdict."""
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return f"{text[:60]}… ({type(value).__name__})" if len(text) > 60 else \
+        f"{text} ({type(value).__name__})"
+
+
+#: Checks (and shapes) one implementation's result inside its isolated call; raises
+#: :class:`HookResultError` for a result of the wrong type.
+ResultCheck = Callable[[str, Any], Any]
+
+
+def verdict_or_none(hook: str, result: Any) -> Any:
+    """A filter's result: a :class:`FilterVerdict` or None (anything else is no verdict)."""
+    if result is None or isinstance(result, FilterVerdict):
+        return result
+    raise HookResultError(f"{hook} returned {_describe(result)}, not a FilterVerdict or None")
+
+
+def callable_or_none(hook: str, result: Any) -> Any:
+    """A function (or None)."""
+    if result is None or callable(result):
+        return result
+    raise HookResultError(f"{hook} returned {_describe(result)}, not a function or None")
+
+
+def nothing(hook: str, result: Any) -> Any:
+    """A hook whose result means nothing must not return one (``False`` is no "failed")."""
+    if result is None:
+        return None
+    raise HookResultError(f"{hook} returned {_describe(result)}; it must return None "
+                          "(raise an exception to report a failure)")
+
+
+def items_of(*types: type, optional: bool = False) -> ResultCheck:
+    """An iterable read to its end now (so an error halfway through is the plugin's), each
+    item one of ``types`` (none given: any)."""
+    names = " or ".join(t.__name__ for t in types) or "item"
+
+    def check(hook: str, result: Any) -> Any:
+        if result is None and optional:
+            return None
+        if isinstance(result, str | bytes) or not isinstance(result, Iterable):
+            raise HookResultError(f"{hook} returned {_describe(result)}, not a list of "
+                                  f"{names}")
+        items = list(result)
+        for item in items:
+            if types and not isinstance(item, types):
+                raise HookResultError(f"{hook} returned a list holding {_describe(item)}, "
+                                      f"not a {names}")
+        return items
+
+    return check
+
+
+_ACTIONS = items_of(optional=True)
+
+
 @dataclass(frozen=True, slots=True)
 class _HookPlan:
     """How one hook is called: each implementation in order, and whether it is
@@ -374,6 +442,8 @@ def _api_mismatch(wanted: str) -> str:
     from packaging.version import Version
 
     try:
+        if not wanted.strip():  # an empty SpecifierSet accepts every version
+            raise InvalidSpecifier(wanted)
         accepted = SpecifierSet(wanted)
     except InvalidSpecifier:
         return (f"declares hook_api={wanted!r}, which is not a version range; write it like "
@@ -655,7 +725,8 @@ class PluginHost:
         return plan
 
     def _call_each(self, hook: Hook[R], kwargs: Mapping[str, Any],
-                   only: str | None = None) -> list[HookOutcome[R]]:
+                   only: str | None = None, check: ResultCheck | None = None,
+                   slow_after: float | None = None) -> list[HookOutcome[R]]:
         """Call each plugin's implementation of ``hook`` on its own, through pluggy.
 
         Order: ``tryfirst`` implementations, then plain ones, then ``trylast`` ones, each tier
@@ -669,6 +740,12 @@ class PluginHost:
         When nothing wraps an implementation and nothing monitors hook calls, pluggy's
         ``_multicall`` of that one implementation is exactly ``function(*args)``: the host
         makes that call itself, one frame less on the per-event path (issue #18).
+
+        ``check`` validates (and shapes: an iterable is read to its end) each result inside
+        the isolated call: a wrong type is a :class:`HookResultError` in that plugin's outcome
+        (fail closed; with wrappers around it, the message names them, as one of them may
+        have changed the result). ``slow_after`` seconds into one call, a warning names the
+        plugin (the call is not cut off: that is not safe).
         """
         plan = self._plan(hook)
         hookexec = self.pm._hookexec  # what pluggy's own HookCaller calls (monitoring included)
@@ -680,11 +757,26 @@ class PluginHost:
             token = push_plugin_context(call.plugin)
             before = _sigints
             args = {**kwargs, "options": call.record.options}
+            slow = None
+            if slow_after is not None:
+                slow = threading.Timer(slow_after, _still_calling,
+                                       (call.plugin, hook.name, slow_after))
+                slow.daemon = True
+                slow.start()
             try:
                 if unobserved and direct is not None:  # _multicall's own steps, one frame less
                     result = direct.function(*[args[name] for name in direct.argnames])
                 else:
                     result = hookexec(hook.name, call.chain, args, True)
+                if check is not None:
+                    result = check(hook.name, result)
+            except HookResultError as exc:
+                wrappers = sorted({impl.plugin_name for impl in call.chain[1:]})
+                if wrappers:
+                    exc.args = (f"{exc} (wrapped by {', '.join(wrappers)}: one of them may "
+                                "have changed the result)",)
+                outcomes.append(HookOutcome(call.plugin, error=exc))
+                continue
             except BaseException as exc:  # sys.exit() in a hook is that plugin's failure
                 if users_interrupt(exc, before):
                     raise
@@ -692,14 +784,17 @@ class PluginHost:
                 continue
             finally:
                 reset_log_context(token)
+                if slow is not None:
+                    slow.cancel()
             outcomes.append(HookOutcome(call.plugin, cast(R, result)))
             if plan.firstresult and result is not None:
                 break
         return outcomes
 
-    def _logged_first(self, hook: Hook[R], kwargs: Mapping[str, Any]) -> R | None:
+    def _logged_first(self, hook: Hook[R], kwargs: Mapping[str, Any],
+                      check: ResultCheck | None = None) -> R | None:
         """The first non-None result of a ``firstresult`` hook; failures are logged."""
-        for outcome in self._call_each(hook, kwargs):
+        for outcome in self._call_each(hook, kwargs, check=check):
             if outcome.error is not None:
                 log.error("plugin %s raised in %s: %s",
                           outcome.plugin, hook.name, _short_error(outcome.error))
@@ -712,23 +807,26 @@ class PluginHost:
     def filter_order(self, order: NeOrder,
                      warehouse: WarehouseInfo) -> list[HookOutcome[FilterVerdict | None]]:
         """Every filter plugin's verdict on importing ``order`` into ``warehouse``."""
-        return self._call_each(FILTER_ORDER, {"order": order, "warehouse": warehouse})
+        return self._call_each(FILTER_ORDER, {"order": order, "warehouse": warehouse},
+                               check=verdict_or_none)
 
     def link_code_key(self) -> Callable[[str], str] | None:
         """The link-code matching key of the first plugin that offers one (None: exact)."""
-        return self._logged_first(LINK_CODE_KEY, {})
+        return self._logged_first(LINK_CODE_KEY, {}, check=callable_or_none)
 
     def shipment_actions(
         self, shipment: WmsShipment, warehouse: WarehouseInfo
     ) -> list[HookOutcome[Iterable[Action] | None]]:
         """Every plugin's actions for a shipment confirmed in the WMS."""
-        return self._call_each(SHIPMENT_ACTIONS, {"shipment": shipment, "warehouse": warehouse})
+        return self._call_each(SHIPMENT_ACTIONS, {"shipment": shipment, "warehouse": warehouse},
+                               check=_ACTIONS)
 
     def receipt_actions(
         self, receipt: WmsReceipt, warehouse: WarehouseInfo
     ) -> list[HookOutcome[Iterable[Action] | None]]:
         """Every plugin's actions for a receipt confirmed in the WMS."""
-        return self._call_each(RECEIPT_ACTIONS, {"receipt": receipt, "warehouse": warehouse})
+        return self._call_each(RECEIPT_ACTIONS, {"receipt": receipt, "warehouse": warehouse},
+                               check=_ACTIONS)
 
     def event_actions(
         self, event: WmsShipment | WmsReceipt, warehouse: WarehouseInfo
@@ -742,19 +840,21 @@ class PluginHost:
         self, connector: ConnectorInUse | None
     ) -> list[HookOutcome[Iterable[HealthCheck]]]:
         """Every plugin's health checks for ``nebridge doctor``."""
-        return self._call_each(HEALTH_CHECKS, {"connector": connector})
+        return self._call_each(HEALTH_CHECKS, {"connector": connector},
+                               check=items_of(HealthCheck), slow_after=SLOW_HEALTH_CHECK_SECONDS)
 
     def cli_commands(self, config_path: Path) -> list[HookOutcome[Iterable[CliCommand]]]:
         """Every plugin's commands for the root ``nebridge`` group."""
-        return self._call_each(CLI_COMMANDS, {"config_path": config_path})
+        return self._call_each(CLI_COMMANDS, {"config_path": config_path},
+                               check=items_of(CliCommand))
 
     def sandboxes(self) -> list[HookOutcome[Iterable[SandboxSpec]]]:
         """Every plugin's local sandboxes (``nebridge sandbox serve NAME``)."""
-        return self._call_each(SANDBOXES, {})
+        return self._call_each(SANDBOXES, {}, check=items_of(SandboxSpec))
 
     def demos(self, plugin: str) -> list[HookOutcome[Iterable[DemoSpec]]]:
         """The demos ``plugin`` offers (``nebridge demo --wms NAME``)."""
-        return self._call_each(DEMOS, {}, only=plugin)
+        return self._call_each(DEMOS, {}, only=plugin, check=items_of(DemoSpec))
 
     def notify_sinks(self) -> list[str]:
         """The loaded plugins that deliver notifications, in calling order."""
@@ -764,14 +864,14 @@ class PluginHost:
                ctx: NotifyContext) -> HookOutcome[None] | None:
         """Deliver ``notification`` to one sink (None: ``sink`` delivers no notifications)."""
         for outcome in self._call_each(NOTIFY, {"notification": notification, "ctx": ctx},
-                                       only=sink):
+                                       only=sink, check=nothing):
             return outcome
         return None
 
     def connector_specs(self) -> dict[str, tuple[str, ConnectorSpec]]:
         """Connector types offered by loaded plugins: name → (plugin, spec)."""
         specs: dict[str, tuple[str, ConnectorSpec]] = {}
-        for outcome in self._call_each(WMS_CONNECTORS, {}):
+        for outcome in self._call_each(WMS_CONNECTORS, {}, check=items_of(ConnectorSpec)):
             if outcome.error is not None:
                 self._fail(
                     outcome.plugin,

@@ -8,6 +8,7 @@ Plugins are loaded here only for the command that needs them, never by ``nebridg
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ from daemon.pluginmanager import (
 from hooks.surface import CliCommand, ConnectorInUse, DemoSpec, SandboxSpec
 
 log = logging.getLogger(__name__)
+
+#: What a plugin command may be called: ASCII, lower case, no option-like or blank names.
+COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 @dataclass
@@ -70,6 +74,12 @@ def plugin_commands(host: PluginHost, config_path: Path,
             if not isinstance(command, CliCommand):
                 found.refused.append(_refusal("", outcome.plugin, "", "returned "
                                               f"{type(command).__name__}, not a CliCommand"))
+            elif not isinstance(command.name, str) or not COMMAND_NAME.fullmatch(command.name):
+                found.refused.append(_refusal(
+                    str(command.name), outcome.plugin, command.help,
+                    f"{command.name!r} is not a command name: use lower-case ASCII letters, "
+                    "digits and '-', starting with a letter (like `my-report`); the plugin "
+                    "must rename its command"))
             elif command.name in core:
                 found.refused.append(_refusal(
                     command.name, outcome.plugin, command.help,

@@ -297,6 +297,8 @@ def test_old_style_hookwrappers_and_unknown_hooks_are_refused_at_load(
 @pytest.mark.parametrize(("wanted", "says"), [
     (">=2,<3", f"needs hook API >=2,<3 but this nebridge provides hook API {HOOK_API_VERSION}"),
     ("one point one", "is not a version range"),
+    ("", "is not a version range"),  # an empty range would accept every hook API
+    ("  ", "is not a version range"),
 ])
 def test_a_plugin_for_another_hook_api_is_refused_naming_both_versions(
     make_config: ConfigFactory, wanted: str, says: str,

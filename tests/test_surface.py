@@ -48,12 +48,27 @@ def test_plugin_commands_are_listed_where_help_says_and_a_core_name_is_refused(
     assert listed.exit_code == 0, listed.output
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert {n: r["state"] for n, r in rows.items()} == {
-        "hello": "mounted", "fake-tools": "mounted", "run": "refused"}
+        "hello": "mounted", "fake-tools": "mounted", "run": "refused", "explode": "mounted",
+        **dict.fromkeys(("", "Status", "status ", "companies\u200b", "-c", "--help"),
+                        "refused")}
+    assert "not a command name" in rows["-c"]["reason"]
     assert rows["hello"]["help"] == "Greet someone with the configured greeting."
     assert "core command" in rows["run"]["reason"] and "another name" in rows["run"]["reason"]
     core_run = runner.invoke(app, ["--config", str(path), "run", "--help"])
     assert core_run.exit_code == 0 and "--once" in core_run.stdout  # the core's, not the fake
     assert "FAKE RUN" not in runner.invoke(app, ["--config", str(path), "run", "--once"]).output
+
+
+def test_a_plugin_command_that_raises_is_one_error_line_naming_the_plugin(
+    make_config: ConfigFactory, fake_site: Path
+) -> None:
+    path = _with_commands(make_config)
+    result = CliRunner().invoke(app, ["--config", str(path), "explode"])
+    assert result.exit_code == 1
+    assert ("error: plugin fake_commands's command failed: RuntimeError: the spreadsheet is "
+            "gone") in result.stderr
+    assert "nebridge plugins disable fake_commands" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_a_command_no_plugin_offers_says_where_plugin_commands_are(

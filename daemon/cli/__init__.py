@@ -127,7 +127,8 @@ class LazyGroup(common.CliGroup):
                                 + (f"; not loaded: {failed}, see `nebridge plugins list`)"
                                    if failed else ")"))
             return None
-        return build_command(cmd_name, found[cmd_name][1].app)
+        plugin, offered = found[cmd_name]
+        return guarded(build_command(cmd_name, offered.app), plugin)
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """As click's, with why a plugin command was not found added to "No such command"."""
@@ -153,6 +154,36 @@ class LazyGroup(common.CliGroup):
 #: load the configuration and every enabled plugin).
 PLUGIN_COMMANDS_HELP = ("Enabled plugins may add commands: `nebridge plugins commands` "
                         "lists them.")
+
+
+def plugin_failure(plugin: str, what: str, exc: BaseException) -> str:
+    """One line for an exception out of plugin code (secrets redacted), with what to do."""
+    from daemon.logsetup import redact
+
+    return (f"plugin {plugin}'s {what} failed: {type(exc).__name__}: {redact(str(exc))} "
+            f"(a fault of the plugin: report it to its authors with the command run; "
+            f"`nebridge plugins disable {plugin}` turns it off)")
+
+
+def guarded(command: Any, plugin: str) -> Any:
+    """``command`` (a plugin's) whose exception is one ``error:`` line naming the plugin
+    and exit 1, not a traceback; click's own exits and usage errors pass through."""
+    from typer.exceptions import Abort, Exit, TyperException
+
+    from daemon.cli.common import fail
+
+    invoke = command.invoke
+
+    def invoke_guarded(ctx: Any) -> Any:
+        try:
+            return invoke(ctx)
+        except (Exit, Abort, TyperException):  # its own exit, usage error, Ctrl-C
+            raise
+        except Exception as exc:
+            fail(plugin_failure(plugin, "command", exc))
+
+    command.invoke = invoke_guarded
+    return command
 
 
 def load_command(name: str, entry: Entry) -> Any:

@@ -127,6 +127,7 @@ def _serve_plugin_sandbox(config: DaemonConfig, name: str, data: dict[str, Any],
                           port: int | None, seed: int, seed_size: int | None,
                           latency_ms: int) -> None:
     """A sandbox a plugin offers, with daemon.yaml's ``wms.<name>`` section."""
+    from daemon.cli import plugin_failure
     from daemon.surface import connector_host, sandboxes
     from hooks.surface import SandboxRequest, SurfaceError
 
@@ -152,6 +153,12 @@ def _serve_plugin_sandbox(config: DaemonConfig, name: str, data: dict[str, Any],
             spec.serve(request)
         except SurfaceError as exc:
             fail(str(exc))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise  # the port: said by _serve_until_stopped
+            fail(plugin_failure(offered[name][0], "sandbox", exc))
+        except Exception as exc:
+            fail(plugin_failure(offered[name][0], "sandbox", exc))
 
     _serve_until_stopped(run, host, port)
 

@@ -1,5 +1,5 @@
-"""A third-party plugin that adds CLI commands: one command, one group, and one named like
-a core command (refused)."""
+"""A third-party plugin that adds CLI commands: one command, one group, one that raises, one
+named like a core command and several badly named (refused)."""
 
 from pathlib import Path
 
@@ -38,6 +38,17 @@ def nebridge_cli_commands(options, config_path: Path):
         """A command that must never replace the core `run`."""
         typer.echo("FAKE RUN")
 
+    def explode() -> None:
+        """A command whose code breaks."""
+        raise RuntimeError("the spreadsheet is gone")
+
+    def noop() -> None:
+        """Never mounted: a name no command may have."""
+
     return [CliCommand("hello", hello, "Greet someone with the configured greeting."),
             CliCommand("fake-tools", tools, "Fake tools."),
-            CliCommand("run", run, "Shadow the core run command.")]
+            CliCommand("run", run, "Shadow the core run command."),
+            CliCommand("explode", explode, "Break."),
+            *(CliCommand(name, noop, "Badly named.")
+              for name in ("", "Status", "status ", "companies\u200b", "-c", "--help"))]
+
