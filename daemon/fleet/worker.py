@@ -11,6 +11,13 @@ whichever worker has room.
 What a "service" is stays the caller's: ``start_service(company, lease)`` returns an object
 with ``stop()`` that returns once the company's work has ended (for ``nebridge run``: the
 company's engine runtime, whose transactions and Next Engine calls are fenced by ``lease``).
+
+Services start off the round thread (daemon threads, at most :data:`START_THREADS` at once):
+a company whose plugin hangs at import or whose start is slow never holds up the renewal of
+the other leases, and a hung start never keeps the process from exiting. A start that has not
+returned within ``start_seconds`` is given up: the company is reported failed (log and
+:meth:`FleetWorker.failures`) and its lease is kept but not served — no other worker takes it
+and hangs too — and it is tried again (after the hung start returned) with a growing pause.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -28,6 +37,14 @@ from daemon.fleet.companies import Changes, Companies, Company
 from daemon.fleet.leases import DEFAULT_LEASE_SECONDS, RENEWALS_PER_LEASE, Lease, LeaseKeeper
 
 log = logging.getLogger(__name__)
+
+#: Companies whose service starts at once on one worker.
+START_THREADS = 4
+#: Seconds a service has to start before its company is given up as failed.
+DEFAULT_START_SECONDS = 120.0
+#: First and longest pause before a hung company's service is tried again (seconds).
+RETRY_FIRST_SECONDS = 30.0
+RETRY_MAX_SECONDS = 1800.0
 
 
 class CompanyService(Protocol):
@@ -39,6 +56,26 @@ class CompanyService(Protocol):
 
 
 ServiceFactory = Callable[[Company, Lease], CompanyService]
+
+
+@dataclass
+class _Start:
+    """A service being started on its own thread."""
+
+    lease: Lease
+    deadline: float
+    thread: threading.Thread
+    given_up: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailure:
+    """Why a company is not served by the worker that holds it, and when it tries again."""
+
+    company: str
+    reason: str
+    failures: int
+    retry_at: float
 
 
 class FleetWorker:
@@ -53,14 +90,19 @@ class FleetWorker:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         worker_id: str | None = None,
         load_base: Callable[[], LoadedConfig] | None = None,
+        start_seconds: float = DEFAULT_START_SECONDS,
     ) -> None:
         self.companies = companies
         self.start_service = start_service
         #: Reads daemon.yaml again on a requested reload (None: only the company files).
         self.load_base = load_base
+        self.start_seconds = start_seconds
         self._services: dict[str, CompanyService] = {}
+        self._starting: dict[str, _Start] = {}
+        self._failures: dict[str, StartFailure] = {}
         self._guard = threading.RLock()
         self._reload_requested = threading.Event()
+        self._closing = False
         self.keeper = LeaseKeeper(engine, companies.companies, lease_seconds=lease_seconds,
                                   worker_id=worker_id, before_release=self._stop_service,
                                   on_lost=lambda company, reason: self._stop_service(company))
@@ -72,6 +114,16 @@ class FleetWorker:
         """The companies whose service runs on this worker."""
         with self._guard:
             return sorted(self._services)
+
+    def starting(self) -> list[str]:
+        """The companies whose service is starting (given-up starts not included)."""
+        with self._guard:
+            return sorted(c for c, s in self._starting.items() if not s.given_up)
+
+    def failures(self) -> dict[str, StartFailure]:
+        """The held companies whose service failed to start or was given up, by code."""
+        with self._guard:
+            return dict(self._failures)
 
     def step(self) -> None:
         """One round: reload if asked, tick the leases, then start and stop services."""
@@ -96,6 +148,8 @@ class FleetWorker:
                       "any): %s", refusal)
         for code in (*changes.changed, *changes.removed):
             self._stop_service(code)
+            with self._guard:
+                self._failures.pop(code, None)  # a fixed file is tried again at once
         self.keeper.set_companies(self.companies.companies)
         log.info("companies reloaded: %d added, %d changed, %d removed, %d refused",
                  len(changes.added), len(changes.changed), len(changes.removed),
@@ -108,22 +162,68 @@ class FleetWorker:
 
     def _sync(self) -> None:
         held = self.keeper.held()
+        now = time.monotonic()
         with self._guard:
             for code in [c for c in self._services if c not in held]:
                 self._stop_service(code)
+            for code in [c for c in self._failures if c not in held]:
+                del self._failures[code]
+            for code, start in self._starting.items():
+                if not start.given_up and now >= start.deadline:
+                    start.given_up = True
+                    self._fail(code, f"its service did not start within "
+                                     f"{self.start_seconds:g} s (a plugin hanging at import, "
+                                     "or a slow start)", now, hung=True)
             for code, epoch in sorted(held.items()):
                 company = self.companies.companies.get(code)
-                if code in self._services or company is None:
+                failure = self._failures.get(code)
+                if (code in self._services or code in self._starting or company is None
+                        or (failure is not None and now < failure.retry_at)):
                     continue
-                self.keeper.keep_renewed()  # starting many companies outlasts no lease
-                try:
-                    self._services[code] = self.start_service(company, Lease(code, epoch))
-                except Exception as exc:  # one company's failure never holds up the others
-                    log.error("company %s: its service did not start (%s); trying again next "
-                              "round — fix its file (%s) and send SIGHUP", code,
-                              (str(exc).splitlines() or [type(exc).__name__])[0], company.path)
-                    continue
-                log.info("company %s: served by this worker (epoch %d)", code, epoch)
+                if sum(not s.given_up for s in self._starting.values()) >= START_THREADS:
+                    break  # the rest start in a later round
+                lease = Lease(code, epoch)
+                thread = threading.Thread(target=self._start, args=(company, lease),
+                                          name=f"fleet-start-{code}", daemon=True)
+                self._starting[code] = _Start(lease, now + self.start_seconds, thread)
+                thread.start()
+
+    def _start(self, company: Company, lease: Lease) -> None:
+        """Start ``company``'s service (on its own thread); keep it only if its lease is still
+        this worker's, else stop it at once."""
+        code = company.code
+        try:
+            service = self.start_service(company, lease)
+        except Exception as exc:  # one company's failure never holds up the others
+            with self._guard:
+                late = self._starting.pop(code, None)
+                self._fail(code, f"its service did not start: "
+                                 f"{(str(exc).splitlines() or [type(exc).__name__])[0]}",
+                           time.monotonic(), hung=late is not None and late.given_up)
+            return
+        with self._guard:
+            self._starting.pop(code, None)
+            keep = self.keeper.held().get(code) == lease.epoch and not self._closing
+            if keep:
+                self._services[code] = service
+                self._failures.pop(code, None)
+        if keep:
+            log.info("company %s: served by this worker (epoch %d)", code, lease.epoch)
+        else:
+            service.stop()
+
+    def _fail(self, code: str, reason: str, now: float, *, hung: bool = False) -> None:
+        """Record that ``code`` is held but not served. A start that raised is tried again
+        next round (cheap); one that hung, after a pause doubled per such failure."""
+        previous = self._failures.get(code)
+        failures = previous.failures + 1 if previous is not None else 1
+        pause = min(RETRY_FIRST_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS) if hung else 0
+
+        self._failures[code] = StartFailure(code, reason, failures, now + pause)
+        company = self.companies.companies.get(code)
+        log.error("company %s: %s; not served: this worker keeps its lease (no other worker "
+                  "takes it) and tries again in %d s — fix its file (%s) or plugin and send "
+                  "SIGHUP", code, reason, round(pause), company.path if company else "?")
 
     def _stop_service(self, code: str) -> None:
         with self._guard:
@@ -148,6 +248,8 @@ class FleetWorker:
                 if stop.wait(self.keeper.lease_seconds / RENEWALS_PER_LEASE):
                     break
         finally:
+            with self._guard:
+                self._closing = True  # a start that ends now stops its service at once
             for code in self.serving():
                 self._stop_service(code)
             self.keeper.stop()

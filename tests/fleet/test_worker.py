@@ -50,6 +50,15 @@ class Recorder:
             self.recorder.events.append(("stop", self.code, 0))
 
 
+def step(worker: FleetWorker, timeout: float = 30.0) -> None:
+    """One round, then wait for the services it started (they start on their own threads)."""
+    worker.step()
+    deadline = time.monotonic() + timeout
+    while worker.starting() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not worker.starting(), f"services still starting: {worker.starting()}"
+
+
 def test_services_follow_the_leases_and_the_company_files(
     make_config: ConfigFactory, fleet_url: str, tmp_path: Path
 ) -> None:
@@ -62,15 +71,15 @@ def test_services_follow_the_leases_and_the_company_files(
     one, two = Recorder(), Recorder()
     first = FleetWorker(Companies(load_config(config)), engine, one.start, lease_seconds=10.0,
                         worker_id="first")
-    first.step()
+    step(first)
     assert first.serving() == ["a", "b", "c", "d"]
     second = FleetWorker(Companies(load_config(config)), engine, two.start, lease_seconds=10.0,
                          worker_id="second")
-    second.step()
+    step(second)
     assert second.serving() == []  # all held: nothing taken from a live worker
-    first.step()  # two live workers: its share is 2, the surplus is stopped, then released
+    step(first)  # two live workers: its share is 2, the surplus is stopped, then released
     assert first.serving() == ["a", "b"] and ("stop", "d", 0) in one.events
-    second.step()
+    step(second)
     assert second.serving() == ["c", "d"]
 
     company_file(folder, "a", page_size=7)  # changed
@@ -81,8 +90,8 @@ def test_services_follow_the_leases_and_the_company_files(
         changes = worker.reload()
         assert (changes.added, changes.changed, changes.removed) == (("e",), ("a",), ("b",))
     for _ in range(2):
-        first.step()
-        second.step()
+        step(first)
+        step(second)
     serving = first.serving() + second.serving()
     assert sorted(serving) == ["a", "c", "d", "e"] and len(set(serving)) == 4
     assert max(len(first.serving()), len(second.serving())) <= 2
@@ -96,7 +105,7 @@ def test_services_follow_the_leases_and_the_company_files(
     stop.set()
     second.serve(stop)  # one round, then every service stopped and every lease released
     assert second.serving() == []
-    first.step()
+    step(first)
     assert first.serving() == ["a", "c", "d", "e"]
     engine.dispose()
 
@@ -119,10 +128,10 @@ def test_a_company_whose_service_fails_to_start_holds_up_no_other(
     config = make_config(database_url=fleet_url, companies_dir="companies")
     engine = fleet_engine(fleet_url, lease_seconds=10.0)
     worker = FleetWorker(Companies(load_config(config)), engine, start, lease_seconds=10.0)
-    worker.step()
+    step(worker)
     assert worker.serving() == ["a", "c"]
     broken.clear()
-    worker.step()  # tried again each round
+    step(worker)  # tried again each round
     assert worker.serving() == ["a", "b", "c"]
     engine.dispose()
 
@@ -171,6 +180,100 @@ def test_a_running_worker_takes_added_and_drops_removed_companies_on_sighup(
         os.kill(process.pid, signal.SIGHUP)
         seen = {tuple(json.loads(lines.get(timeout=30))) for _ in range(2)}
         assert seen == {("stop", "acme"), ("start", "beta")}
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_a_company_whose_service_hangs_at_start_holds_up_no_lease(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    """A plugin hanging at import: the round returns, the other companies are served, the
+    hung company is given up as failed after the start deadline and its lease kept (no other
+    worker takes it and hangs too), and the leases go on being renewed."""
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    for code in "abc":
+        company_file(folder, code)
+    hang = threading.Event()
+    recorder = Recorder()
+
+    def start(company: Company, lease: Lease) -> Recorder.Service:
+        if company.code == "b":
+            hang.wait()  # never returns until the test ends
+        return recorder.start(company, lease)
+
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    engine = fleet_engine(fleet_url, lease_seconds=3.0)
+    worker = FleetWorker(Companies(load_config(config)), engine, start, lease_seconds=3.0,
+                         start_seconds=1.0, worker_id="hung")
+    other = FleetWorker(Companies(load_config(config)), engine, Recorder().start,
+                        lease_seconds=3.0, worker_id="other")
+    try:
+        began = time.monotonic()
+        worker.step()
+        assert time.monotonic() - began < 2.0  # the round did not wait for the hung start
+        deadline = time.monotonic() + 10
+        while worker.serving() != ["a", "c"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.serving() == ["a", "c"] and worker.starting() == ["b"]
+        for _ in range(4):  # 4 s: past the start deadline and past one lease time
+            time.sleep(1.0)
+            worker.step()
+        assert worker.starting() == [] and list(worker.failures()) == ["b"]
+        assert "did not start within 1 s" in worker.failures()["b"].reason
+        with engine.connect() as conn:
+            holders = dict(conn.execute(text(
+                "SELECT company, holder FROM fleet_lease WHERE company IN ('a', 'b', 'c') "
+                "AND expires_at > clock_timestamp()")).tuples().all())
+        assert holders == {"a": "hung", "b": "hung", "c": "hung"}  # renewed, b kept
+        step(other)
+        assert other.serving() == []  # nobody else takes the hung company
+    finally:
+        hang.set()
+        other.keeper.stop()
+        stop = threading.Event()
+        stop.set()
+        worker.serve(stop)
+        engine.dispose()
+
+
+HUNG_WORKER = """
+import signal, sys, threading
+from pathlib import Path
+from daemon.config import load_config
+from daemon.fleet.companies import Companies
+from daemon.fleet.leases import fleet_engine
+from daemon.fleet.worker import FleetWorker
+
+def start(company, lease):
+    print("starting", company.code, flush=True)
+    threading.Event().wait()  # a plugin that hangs at import
+
+loaded = load_config(Path(sys.argv[1]))
+engine = fleet_engine(loaded.config.resolved_database_url, lease_seconds=3.0)
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+FleetWorker(Companies(loaded), engine, start, lease_seconds=3.0).serve(stop)
+print("exited", flush=True)
+"""
+
+
+def test_sigterm_ends_a_worker_whose_company_hangs_at_start(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    company_file(folder, "stuck")
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    process = subprocess.Popen([sys.executable, "-c", HUNG_WORKER, str(config)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().split() == ["starting", "stuck"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        assert process.stdout.read().split() == ["exited"]
     finally:
         process.kill()
         process.wait(10)
