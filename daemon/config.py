@@ -224,11 +224,14 @@ class DaemonConfig(_Strict):
     #: (see daemon/fleet/companies.py and docs/fleet.md); unset: one implicit company.
     companies_dir: Path | None = None
     #: Fleet mode: how long a worker's hold on a company lasts unless renewed (renewed every
-    #: third of it); a dead worker's companies are taken over after about this long.
-    fleet_lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    #: third of it); a dead worker's companies are taken over after at most this plus one
+    #: round (a third of it): 20 s keeps a takeover within 30 s (26.7 s at worst).
+    fleet_lease_seconds: float = Field(default=20.0, ge=1.0, le=3600.0)
     #: Fleet mode: how many jobs of its companies a worker runs at once (one company never
-    #: runs two of one job); its database connections grow with it.
-    fleet_job_slots: int = Field(default=4, ge=1, le=64)
+    #: runs two of one job); its database connections grow with it. 8: about 1,300 idle
+    #: companies per worker on a 60 s schedule at 150 ms Next Engine latency (derived from
+    #: the measured 363 ms idle round, benchmarks/RESULTS.md "Fleet").
+    fleet_job_slots: int = Field(default=8, ge=1, le=64)
 
     @field_validator("timezone")
     @classmethod

@@ -42,7 +42,7 @@ from daemon.store.engine import check_migrated, describe_database, make_engine
 log = logging.getLogger(__name__)
 
 #: Seconds a lease (and a heartbeat) lasts unless renewed.
-DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_LEASE_SECONDS = 20.0
 #: Renewals per lease time: two may fail before anything expires.
 RENEWALS_PER_LEASE = 3
 #: Heartbeat rows of workers gone longer than this are deleted (seconds).
