@@ -25,7 +25,13 @@ from daemon.config import (
     read_yaml,
 )
 from daemon.pluginload import load_plugins
-from daemon.pluginmanager import PluginHost, PluginRecord, PluginState, discover_entry_points
+from daemon.pluginmanager import (
+    PluginHost,
+    PluginRecord,
+    PluginState,
+    connector_plugin_name,
+    discover_entry_points,
+)
 from daemon.yamledit import (
     ConfigNotWritable,
     dump,
@@ -132,6 +138,10 @@ def change_plugin(config_path: Path, name: str, enabled: bool, *, parse: Parse =
     if enabled:
         _check_can_enable(config_path, name, current, parse, inherit)
     else:
+        connector = current.config.wms.connector
+        if name == connector_plugin_name(connector):  # it stays loaded whatever `enabled` says
+            raise AdminError(f"{name} is the WMS connector in use (`wms.connector: "
+                             f"{connector}`); choose another connector first")
         dependents = sorted(
             r.name for r in host.records.values()
             if r.enabled and r.info is not None and name in r.info.requires

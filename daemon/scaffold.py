@@ -16,6 +16,7 @@ for), a test that runs it against the Next Engine sandbox with the testing kit
 from __future__ import annotations
 
 import keyword
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -48,13 +49,18 @@ class Scaffold:
     distribution: str
 
 
+#: A plugin name: a lowercase ASCII Python identifier (isidentifier() accepts full-width
+#: letters, which make a package that cannot be installed as written).
+PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
 def check_name(name: str) -> None:
     """Refuse a name that is not a lowercase Python identifier, is a plugin already installed
     or would shadow an importable module."""
-    if not name.isidentifier() or keyword.iskeyword(name) or name != name.lower():
+    if not PLUGIN_NAME.fullmatch(name) or keyword.iskeyword(name):  # ASCII: ｊｓｏｎ is not
         raise ScaffoldError(
             f"{name!r} is not a valid plugin name: use a lowercase Python identifier "
-            "(letters, digits, underscores; not starting with a digit), e.g. skip_shops")
+            "(ASCII letters a-z, digits, underscores; starting with a letter), e.g. skip_shops")
     if name in {ep.name for ep in entry_points(group="nebridge")}:
         raise ScaffoldError(f"a plugin named {name!r} is already installed "
                             "(`nebridge plugins list`); choose another name")

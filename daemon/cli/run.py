@@ -125,6 +125,10 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
     }
 
 
+#: Stage counts the summary line already shows (not repeated from ``counts``).
+SUMMED = frozenset({"in", "out", "held", "deferred"})
+
+
 def print_report(report: RunOnceReport, dry_run: bool) -> None:
     """Human view of a run-once report."""
     prefix = "would " if dry_run else ""
@@ -142,9 +146,11 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         if r.skipped_reason:
             typer.echo(f"{r.warehouse}/{r.stage.value}: skipped ({r.skipped_reason})")
             continue
-        counts = "".join(f", {n} {k.replace('_', ' ')}" for k, n in r.counts.items())
-        typer.echo(f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {r.items_out} out "
-                   f"{prefix.strip()}, {r.held} held, {r.deferred} deferred{counts}")
+        counts = "".join(f", {n} {k.replace('_', ' ')}" for k, n in r.counts.items()
+                         if k not in SUMMED)
+        out = f"{r.items_out} would go out" if dry_run else f"{r.items_out} out"
+        typer.echo(f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {out}, {r.held} held, "
+                   f"{r.deferred} deferred{counts}")
         for line in r.planned:
             typer.echo(f"  {prefix}queue: {line}")
         for line in r.notices:

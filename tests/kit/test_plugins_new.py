@@ -42,6 +42,8 @@ def new(*args: str) -> tuple[int, str]:
     (["1st"], "not a valid plugin name"),
     (["Skip"], "not a valid plugin name"),
     (["class"], "not a valid plugin name"),
+    (["\uff4a\uff53\uff4f\uff4e"], "not a valid plugin name"),  # full-width ｊｓｏｎ
+    (["caf\u00e9"], "not a valid plugin name"),
     (["wms_csv"], "already installed"),
     (["json"], "a Python module named 'json' already exists"),
     (["json_wms", "--kind", "connector"], "named wms_<connector>"),
