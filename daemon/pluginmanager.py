@@ -622,9 +622,22 @@ class PluginHost:
                            + "; ".join(str(i) for i in option_issues))
             issues.extend(option_issues)
         self._deactivate_broken_dependents()
-        for stage, reason in self.paused_stages().items():
-            log.error("stage %s is paused for every warehouse: %s", stage, reason)
+        self._log_paused_stages()
         return issues
+
+    def _log_paused_stages(self) -> None:
+        """One line per set of not-loaded plugins naming the stages they pause (each
+        plugin's error was logged once already, when it failed)."""
+        paused: dict[tuple[str, ...], list[str]] = {}
+        for stage, records in self.stage_blockers().items():
+            paused.setdefault(tuple(r.name for r in records), []).append(stage)
+        for names, stages in paused.items():
+            log.error("%s %s %s paused for every warehouse while %s %s not loaded "
+                      "(`nebridge plugins list` says why): fix or disable %s",
+                      "stage" if len(stages) == 1 else "stages", ", ".join(stages),
+                      "is" if len(stages) == 1 else "are",
+                      f"plugin {names[0]}" if len(names) == 1 else f"plugins {', '.join(names)}",
+                      "is" if len(names) == 1 else "are", "it" if len(names) == 1 else "them")
 
     def _validate_options(
         self,

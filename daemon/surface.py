@@ -93,9 +93,6 @@ def plugin_commands(host: PluginHost, config_path: Path,
                     "of the two plugins, or have one rename its command"))
             else:
                 found.commands[command.name] = (outcome.plugin, command)
-    for row in found.refused:
-        log.warning("plugin %s: command %r refused: %s", row["plugin"], row["name"],
-                    row["reason"])
     return found
 
 

@@ -71,6 +71,32 @@ def test_a_plugin_command_that_raises_is_one_error_line_naming_the_plugin(
     assert "Traceback" not in result.output
 
 
+def test_a_plugin_sandbox_that_raises_is_one_error_line_naming_the_plugin(
+    make_config: ConfigFactory, fake_site: Path
+) -> None:
+    path = _with_commands(make_config)
+    result = CliRunner().invoke(app, ["--config", str(path), "sandbox", "serve", "broken-box"])
+    assert result.exit_code == 1
+    assert ("error: plugin fake_commands's sandbox failed: ValueError: no seed file here"
+            in result.stderr)
+    assert "Traceback" not in result.output
+
+
+def test_plugins_commands_says_each_load_error_and_refusal_once(
+    make_config: ConfigFactory, fake_site: Path
+) -> None:
+    path = make_config(plugins={**DEFAULT_PLUGINS, "fake_importerror": {"enabled": True},
+                                "fake_commands": {"enabled": True}})
+    listed = subprocess.run([sys.executable, "-m", "daemon", "--config", str(path), "plugins",
+                             "commands"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    said = listed.stdout + listed.stderr
+    assert listed.returncode == 0, said
+    assert said.count("this_module_does_not_exist") == 1, said
+    assert said.count("is a core command") == 1, said
+    assert "stages import_orders, shipments, receipts are paused" in said, said
+
+
 def test_a_command_no_plugin_offers_says_where_plugin_commands_are(
     make_config: ConfigFactory, fake_site: Path
 ) -> None:

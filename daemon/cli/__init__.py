@@ -119,7 +119,13 @@ class LazyGroup(common.CliGroup):
                                 "used; `nebridge config check` says why, or pass --config PATH)")
             return None
         host = command_host(loaded)
-        found = plugin_commands(host, loaded.path, COMMANDS).commands
+        offers = plugin_commands(host, loaded.path, COMMANDS)
+        found = offers.commands
+        refused = [row for row in offers.refused if row["name"] == cmd_name]
+        if refused and cmd_name not in found:
+            self.plugin_note = (f"(plugin {refused[0]['plugin']} offers it, refused: "
+                                f"{refused[0]['reason']})")
+            return None
         if cmd_name not in found:
             failed = ", ".join(record.name for record in host.failed() if record.enabled)
             self.plugin_note = ("(no enabled plugin offers it either: `nebridge plugins "

@@ -130,7 +130,7 @@ def new_cmd(
 def commands_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the commands enabled plugins add to nebridge, and those refused (a core name)."""
     from daemon.cli import COMMANDS
-    from daemon.surface import command_host, plugin_commands
+    from daemon.surface import COMMAND_NAME, command_host, plugin_commands
 
     loaded = get(ctx).load()
     rows = plugin_commands(command_host(loaded), loaded.path, COMMANDS).as_rows()
@@ -141,5 +141,5 @@ def commands_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         info("no enabled plugin adds a command (`nebridge plugins list` shows the plugins)")
         return
     print_table("plugin commands", ["command", "plugin", "state", "help / reason"],
-                [[f"nebridge {r['name']}", r["plugin"], r["state"], r["reason"] or r["help"]]
-                 for r in rows])
+                [[f"nebridge {r['name'] if COMMAND_NAME.fullmatch(r['name']) else repr(r['name'])}",
+                  r["plugin"], r["state"], r["reason"] or r["help"]] for r in rows])

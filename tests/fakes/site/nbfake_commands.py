@@ -1,5 +1,5 @@
 """A third-party plugin that adds CLI commands: one command, one group, one that raises, one
-named like a core command and several badly named (refused)."""
+named like a core command and several badly named (refused); and a sandbox that raises."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hooks import hookimpl
 from hooks.records import PluginInfo
-from hooks.surface import CliCommand
+from hooks.surface import CliCommand, SandboxRequest, SandboxSpec
 
 
 class CommandsConfig(BaseModel):
@@ -52,3 +52,11 @@ def nebridge_cli_commands(options, config_path: Path):
             *(CliCommand(name, noop, "Badly named.")
               for name in ("", "Status", "status ", "companies\u200b", "-c", "--help"))]
 
+
+
+@hookimpl
+def nebridge_sandboxes():
+    def serve(request: SandboxRequest) -> None:
+        raise ValueError("no seed file here")
+
+    return [SandboxSpec("broken-box", "A sandbox whose code breaks.", serve, 0, 1)]
