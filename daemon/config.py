@@ -367,13 +367,14 @@ class ConfigIssue:
 class ConfigError(Exception):
     """``daemon.yaml`` cannot be used; ``issues`` lists every problem found."""
 
-    def __init__(self, source: Path, issues: Sequence[ConfigIssue]) -> None:
+    def __init__(self, source: Path, issues: Sequence[ConfigIssue],
+                 next_step: str = "Fix them and run `nebridge config check` again.") -> None:
         self.source = source
         self.issues = list(issues)
         lines = "\n".join(f"  - {issue}" for issue in self.issues)
         super().__init__(
             f"{source}: {len(self.issues)} problem(s) in the configuration:\n{lines}\n"
-            f"Fix them and run `nebridge config check` again."
+            f"{next_step}"
         )
 
 
@@ -592,6 +593,8 @@ def read_yaml(path: Path) -> CommentedMap:
         raise ConfigError(
             path,
             [ConfigIssue("", f"file not found (pass --config PATH or set {CONFIG_ENV})")],
+            "To start one: `nebridge config example > daemon.yaml` and edit it (or see "
+            "everything work first with `nebridge demo`).",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [ConfigIssue("", f"cannot read: {exc}")]) from None

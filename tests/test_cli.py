@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -101,6 +102,25 @@ def test_enable_disable_round_trip_keeps_comments_and_order(
     assert example.read_text(encoding="utf-8") == original
 
 
+def test_disabling_the_connector_in_use_is_refused(runner: CliRunner, example: Path) -> None:
+    original = example.read_text(encoding="utf-8")
+    found = re.search(r"^  connector: (\w+)", original, re.MULTILINE)
+    assert found, "the example names its connector"
+    connector = found[1]
+    code, _out, err = invoke(runner, example, "plugins", "disable", f"wms_{connector}")
+    assert code == 1
+    assert (f"wms_{connector} is the WMS connector in use (`wms.connector: {connector}`); "
+            "choose another connector first") in " ".join(err.split())
+    assert example.read_text(encoding="utf-8") == original
+
+
+def test_a_missing_daemon_yaml_says_how_to_start_one(runner: CliRunner, tmp_path: Path) -> None:
+    code, _out, err = invoke(runner, tmp_path / "daemon.yaml", "status")
+    assert code == 1 and "file not found" in err
+    assert "nebridge config example > daemon.yaml" in " ".join(err.split())
+    assert "Fix them" not in err
+
+
 def test_changes_that_break_a_dependency_are_refused(runner: CliRunner, example: Path) -> None:
     original = example.read_text(encoding="utf-8")
     code, _out, err = invoke(runner, example, "plugins", "disable", "status_update")
@@ -161,6 +181,14 @@ def test_db_upgrade_status_and_run_once(
     assert report["ok"] is True
     assert {(s["warehouse"], s["stage"]) for s in report["stages"]} >= {
         ("ITAKU", "shipments"), ("SHINJUKU", "receipts")}
+    for args, out_word in ((("run", "--once"), "out"),
+                           (("run", "--once", "--dry-run"), "would go out")):
+        code, out, _ = invoke(runner, config, *args)
+        summaries = [line for line in out.splitlines() if " in, " in line]
+        assert code == 0 and summaries, out
+        for line in summaries:  # each count once, no stray space before a comma
+            assert line.count(" held") == 1 and " ," not in line, line
+            assert f" {out_word}, " in line, line
     code, out, _ = invoke(runner, config, "status", "--json")
     status = json.loads(out)
     assert code == 0
