@@ -16,7 +16,7 @@ enabled plugin is not loaded) are passed to :func:`collect` by the caller.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -39,6 +39,7 @@ from daemon.store.models import (
     ProblemState,
     utcnow,
 )
+from hooks.notify import for_company
 from hooks.records import Problem
 
 #: ``ImportedOrder.state`` of an order held at import (mirrors ``daemon.importer.HELD``).
@@ -87,6 +88,13 @@ class AttentionItem:
         data = asdict(self)
         data["since"] = self.since.astimezone(UTC).isoformat()
         return data
+
+    def of_company(self, company: str) -> AttentionItem:
+        """This item with its commands run for ``company`` (see :func:`for_company`)."""
+        if not company:
+            return self
+        return replace(self, reason=for_company(self.reason, company),
+                       fix=for_company(self.fix, company))
 
 
 @dataclass
@@ -312,13 +320,14 @@ def paused_stage_items(host: PluginHost) -> list[AttentionItem]:
 
 def collect(
     engine: Bind | None, live: Iterable[AttentionItem] = (), limit: int = 50,
-    warehouse: str | None = None,
+    warehouse: str | None = None, company: str = "",
 ) -> AttentionReport:
     """Every kind counted, and the newest ``limit`` items of all kinds, newest first.
 
     ``live`` are conditions the caller knows of that are not stored (paused stages);
     without ``engine`` (a database not usable yet) only they are reported. ``warehouse``
     keeps that warehouse's items and those tied to no warehouse (paused stages, files).
+    ``company`` (fleet mode) makes each fix's commands carry ``--company``.
     """
     result = AttentionReport(limit=limit)
     items = [i for i in live if warehouse is None or i.warehouse in (warehouse, "")]
@@ -333,5 +342,5 @@ def collect(
                 items.extend(found)
     result.counts = {k: n for k, n in result.counts.items() if n}
     items.sort(key=lambda i: i.since, reverse=True)
-    result.items = items[:limit]
+    result.items = [item.of_company(company) for item in items[:limit]]
     return result

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -51,7 +51,7 @@ from daemon.store.models import (
     ProblemState,
     utcnow,
 )
-from hooks.notify import NotifyContext, kind_label
+from hooks.notify import NotifyContext, for_company, kind_label
 from hooks.records import Notification, Problem
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class Notifier:
         context: Callable[[], NotifyContext],
         live: Callable[[], Iterable[AttentionItem]] = list,
         clock: Callable[[], datetime] = utcnow,
+        company: str = "",
     ) -> None:
         self.db = db
         self.host = host
@@ -117,6 +118,8 @@ class Notifier:
         self.context = context
         self.live = live
         self.clock = clock
+        #: Fleet mode: the company every message names (``""``: a single-company install).
+        self.company = company
 
     def sinks(self) -> list[str]:
         """The loaded plugins that deliver notifications."""
@@ -281,7 +284,7 @@ class Notifier:
             session.add(row)
             stored = session.get(NotificationRow, row.notification_id)
             assert stored is not None
-            return _message(stored, row.delivery_key)
+            return company_message(_message(stored, row.delivery_key), self.company)
 
     def _sent(self, delivery_id: int | None, sink: str) -> None:
         now = self.clock()
@@ -334,11 +337,11 @@ class Notifier:
         """Send a test message through each sink (or ``plugin``) now, and store the outcome."""
         now = self.clock()
         sinks = [s for s in self.sinks() if plugin is None or s == plugin]
-        message = Notification(
+        message = company_message(Notification(
             key=f"test:{now.isoformat()}", kind="test", event="test", severity="info",
             title="nebridge test message",
             detail="If you read this, nebridge can tell you when something needs a person.",
-            fix="nothing to do", since=now)
+            fix="nothing to do", since=now), self.company)
         results = []
         with write_session(self.db) as session:
             stored = _store(session, message, sinks, now)
@@ -371,11 +374,13 @@ class OutageAlarm:
 
     def __init__(self, host: PluginHost, settings: NotifySettings,
                  context: Callable[[], NotifyContext],
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, company: str = "") -> None:
         self.host = host
         self.settings = settings
         self.context = context
         self.clock = clock
+        #: Fleet mode: the company every message names (``""``: a single-company install).
+        self.company = company
         self.told: set[str] = set()
         self.since: datetime | None = None
 
@@ -412,9 +417,10 @@ class OutageAlarm:
               done: Callable[[str], None]) -> list[str]:
         errors = []
         for sink in sinks:
-            keyed = _replace_key(message, f"{DATABASE_KEY}:{message.event}:"
-                                          f"{message.since.isoformat() if message.since else ''}"
-                                          f":{sink}")
+            keyed = company_message(_replace_key(
+                message, f"{DATABASE_KEY}:{message.event}:"
+                         f"{message.since.isoformat() if message.since else ''}:{sink}"),
+                self.company)
             outcome = self.host.notify(sink, keyed, self.context())
             if outcome is None or outcome.error is None:
                 done(sink)
@@ -521,6 +527,17 @@ def _message(row: NotificationRow, delivery_key: str) -> Notification:
         title=row.title, detail=row.detail, fix=row.fix, warehouse=row.warehouse,
         ids=tuple(json.loads(row.ids)), since=row.since, count=row.count,
         lines=tuple(json.loads(row.lines)), delivery_key=delivery_key)
+
+
+def company_message(message: Notification, company: str) -> Notification:
+    """``message`` naming ``company`` (fleet mode), its suggested commands carrying
+    ``--company`` (:func:`hooks.notify.for_company`); unchanged for ``""``."""
+    if not company:
+        return message
+    return replace(message, company=company,
+                   detail=for_company(message.detail, company),
+                   fix=for_company(message.fix, company),
+                   lines=tuple(for_company(line, company) for line in message.lines))
 
 
 def _replace_key(message: Notification, delivery_key: str) -> Notification:

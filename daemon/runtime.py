@@ -72,6 +72,9 @@ class Runtime:
     token_store: Callable[[], TokenStore] | None = None
     #: How :meth:`close` releases the engine (a fleet company's shares the worker's pool).
     on_close: Callable[[], None] | None = None
+    #: Fleet mode: the company's code (notifications name it, their commands carry
+    #: ``--company``); ``""`` in a single-company installation.
+    company: str = ""
     #: Where sessions go: the engine, or a connection whose transaction a dry run rolls back.
     db: Bind = field(init=False)
 
@@ -121,7 +124,8 @@ class Runtime:
     def notifier(self) -> Notifier:
         """Notifications built from attention, delivered to the ``nebridge_notify`` sinks."""
         return Notifier(self.db, self.host, self.config.notify, self.notify_context,
-                        live=lambda: attention.paused_stage_items(self.host), clock=self.clock)
+                        live=lambda: attention.paused_stage_items(self.host), clock=self.clock,
+                        company=self.company)
 
     def notify_context(self) -> NotifyContext:
         """What a notifier plugin is lent for a delivery (see :mod:`hooks.notify`)."""

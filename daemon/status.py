@@ -36,9 +36,11 @@ def live_attention(host: PluginHost) -> list[AttentionItem]:
 
 
 def attention_report(
-    loaded: LoadedConfig, limit: int = ATTENTION_LIMIT, warehouse: str | None = None
+    loaded: LoadedConfig, limit: int = ATTENTION_LIMIT, warehouse: str | None = None,
+    company: str = "",
 ) -> AttentionReport:
-    """Everything that waits for a person under this configuration (``nebridge attention``).
+    """Everything that waits for a person under this configuration (``nebridge attention``;
+    ``company``, in fleet mode, makes each fix's commands carry ``--company``).
 
     Paused stages come from loading the configured plugins as the daemon would; the rest
     from the database, which must exist and be migrated.
@@ -50,7 +52,7 @@ def attention_report(
             raise AdminError("the database is not migrated (or does not exist yet): run "
                              "`nebridge db upgrade`")
         return attention.collect(engine, live=live_attention(host), limit=limit,
-                                 warehouse=warehouse)
+                                 warehouse=warehouse, company=company)
     finally:
         engine.dispose()
 
@@ -81,9 +83,10 @@ def wms_link(loaded: LoadedConfig, connector: object) -> dict[str, str] | None:
 
 
 def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
-                   store: TokenStore | None = None) -> dict[str, Any]:
+                   store: TokenStore | None = None, company: str = "") -> dict[str, Any]:
     """The data behind ``nebridge status``; the token pair is read from ``store`` (default:
-    the token file; in fleet mode the company's row in the vault)."""
+    the token file; in fleet mode the company's row in the vault); ``company`` (fleet mode)
+    makes the attention items' commands carry ``--company``."""
     current, head = current_revision(engine), head_revision(engine)
     status: dict[str, Any] = {
         "config": str(loaded.path),
@@ -99,7 +102,7 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
         "outbox": {},
         "paused_stages": host.paused_stages(),
         "attention": attention.collect(None, live=live_attention(host),
-                                       limit=ATTENTION_LIMIT).as_dict(),
+                                       limit=ATTENTION_LIMIT, company=company).as_dict(),
     }
     if current != head:
         status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
@@ -135,7 +138,7 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
         status["inbox"].setdefault(str(kind), {})[str(state)] = int(n)
     status["outbox"] = backlog_by_state(engine)
     status["attention"] = attention.collect(engine, live=live_attention(host),
-                                            limit=ATTENTION_LIMIT).as_dict()
+                                            limit=ATTENTION_LIMIT, company=company).as_dict()
     status["notify"] = {"sinks": host.notify_sinks(),
                         "waiting": pending_by_sink(engine)}
     return status

@@ -14,6 +14,7 @@ tells staff the same thing in the same words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -96,14 +97,29 @@ _EVENTS: dict[str, tuple[str, str, str, str]] = {
 }
 
 _LABELS = {
-    "ja": {"kind": "種類", "ids": "対象", "warehouse": "拠点", "since": "発生", "detail": "内容",
+    "ja": {"company": "会社", "kind": "種類", "ids": "対象", "warehouse": "拠点", "since": "発生",
+           "detail": "内容",
            "fix": "対処", "count": "件数", "footer": "一覧: `nebridge attention` / 通知履歴: "
            "`nebridge notify list`"},
-    "en": {"kind": "Kind", "ids": "About", "warehouse": "Warehouse", "since": "Since",
-           "detail": "Detail", "fix": "Fix", "count": "Count",
+    "en": {"company": "Company", "kind": "Kind", "ids": "About", "warehouse": "Warehouse",
+           "since": "Since", "detail": "Detail", "fix": "Fix", "count": "Count",
            "footer": "Everything that waits: `nebridge attention` / sent messages: "
            "`nebridge notify list`"},
 }
+
+
+#: A command suggested to a person: `nebridge …` in backquotes.
+_COMMAND = re.compile(r"`nebridge ([^`]*)`")
+
+
+def for_company(text: str, company: str) -> str:
+    """``text`` with every command it suggests (`nebridge …`) run for ``company``: the one
+    place a fix is made to name the fleet company it is about (`nebridge orders retry 7
+    --company acme`); unchanged for ``""`` (a single-company installation)."""
+    if not company:
+        return text
+    return _COMMAND.sub(lambda m: m.group(0) if "--company" in m.group(1)
+                        else f"`nebridge {m.group(1)} --company {company}`", text)
 
 
 def kind_label(kind: str, language: Language) -> str:
@@ -113,14 +129,16 @@ def kind_label(kind: str, language: Language) -> str:
 
 
 def subject_line(notification: Notification, language: Language, prefix: str = "") -> str:
-    """One line naming the event, the kind and what it is about (an e-mail subject)."""
+    """One line naming the event, the kind and what it is about (an e-mail subject); in
+    fleet mode it starts (after ``prefix``) with the company, ``[acme] ``."""
     tags = _EVENTS.get(notification.event, _EVENTS["open"])
     tag = tags[0] if language == "ja" else tags[1] + " "
     about = ", ".join(notification.ids[:3]) + (" …" if len(notification.ids) > 3 else "")
     if notification.event == "digest":
         about = (f"{notification.count}件" if language == "ja"
                  else f"{notification.count} problems")
-    text = f"{prefix}{tag}{kind_label(notification.kind, language)}"
+    company = f"[{notification.company}] " if notification.company else ""
+    text = f"{prefix}{company}{tag}{kind_label(notification.kind, language)}"
     if about:
         text += f": {about}"
     if notification.warehouse:
@@ -134,6 +152,8 @@ def render(notification: Notification, language: Language = "ja",
     labels = _LABELS[language]
     tags = _EVENTS.get(notification.event, _EVENTS["open"])
     lines = [tags[2] if language == "ja" else tags[3], ""]
+    if notification.company:
+        lines.append(f"{labels['company']}: {notification.company}")
     if notification.event == "digest":
         lines.append(f"{labels['count']}: {notification.count}")
     else:
@@ -155,6 +175,6 @@ def render(notification: Notification, language: Language = "ja",
         if notification.count > len(notification.lines):
             rest = notification.count - len(notification.lines)
             lines.append(f"… ほか{rest}件" if language == "ja" else f"… and {rest} more")
-    lines += ["", "-- ", f"nebridge: {labels['footer']}"]
+    lines += ["", "-- ", f"nebridge: {for_company(labels['footer'], notification.company)}"]
     return "\n".join(lines)
 

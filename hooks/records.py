@@ -356,19 +356,26 @@ class Notification:
     count: int = 1
     lines: tuple[str, ...] = ()
     delivery_key: str = ""
+    #: Fleet mode: the code of the company this is about (its suggested commands already carry
+    #: ``--company CODE``); empty in a single-company installation.
+    company: str = ""
 
     def __post_init__(self) -> None:
         """Refuse a value outside the choices of a ``Literal`` field."""
         check_choices(self)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form (the generic webhook's body; ``since`` as ISO 8601 UTC)."""
-        return {"key": self.key, "kind": self.kind, "event": self.event,
+        """The JSON form (the generic webhook's body; ``since`` as ISO 8601 UTC; ``company``
+        only in fleet mode)."""
+        data = {"key": self.key, "kind": self.kind, "event": self.event,
                 "severity": self.severity, "title": self.title, "detail": self.detail,
                 "fix": self.fix, "warehouse": self.warehouse, "ids": list(self.ids),
                 "since": self.since.isoformat() if self.since else None,
                 "count": self.count, "lines": list(self.lines),
                 "delivery_key": self.delivery_key}
+        if self.company:
+            data["company"] = self.company
+        return data
 
 
 # ---------------------------------------------------------------------------

@@ -24,12 +24,14 @@ def attention_cmd(
         "paused stages and rejected files).", show_default=False)] = None,
 ) -> None:
     """List what waits for a person, newest first, with the reason and the fix for each."""
-    loaded = get(ctx).load()
+    app_ctx = get(ctx)
+    loaded = app_ctx.load()
     if warehouse is not None and loaded.config.warehouse(warehouse) is None:
         codes = ", ".join(w.code for w in loaded.config.warehouses) or "none"
         fail(f"no warehouse {warehouse!r} in {loaded.path} (configured: {codes})", code=2)
     try:
-        data = attention_report(loaded, limit=limit, warehouse=warehouse).as_dict()
+        data = attention_report(loaded, limit=limit, warehouse=warehouse,
+                                company=app_ctx.company_code).as_dict()
     except AdminError as exc:
         fail(str(exc))
     if as_json:

@@ -171,6 +171,12 @@ class AppContext:
         except FleetUnavailable as exc:
             fail(str(exc))
 
+    @property
+    def company_code(self) -> str:
+        """The code of the company :meth:`load` resolved in fleet mode (``""`` otherwise): what
+        the commands a fix suggests must carry as ``--company``."""
+        return self.resolved.code if self.resolved is not None else ""
+
     def token_store(self, fleet: FleetDatabase | None) -> TokenStore | None:
         """The company's token pair in the vault of ``fleet`` (None: the token file of a
         single-company installation); exits 1 saying why the vault cannot be used (no key)."""

@@ -18,7 +18,6 @@ from daemon.cli.common import (
 )
 from daemon.config import ConfigError
 from daemon.notify import recent
-from daemon.runtime import build_runtime
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
 app = typer.Typer(help="Notifications: send a test message, list what was sent.",
@@ -36,7 +35,7 @@ def test_cmd(
     """Send a test message through each enabled notifier plugin now; report each."""
     app_ctx = get(ctx)
     try:
-        runtime = build_runtime(app_ctx.config_path)
+        runtime = app_ctx.runtime(app_ctx.load())  # fleet mode: the company's, naming it
     except (ConfigError, DatabaseNotMigrated) as exc:
         fail(str(exc))
     try:

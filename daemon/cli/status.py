@@ -34,7 +34,8 @@ def status(
     fleet = app_ctx.fleet_database()
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
-        data = collect_status(loaded, engine, host, store=app_ctx.token_store(fleet))
+        data = collect_status(loaded, engine, host, store=app_ctx.token_store(fleet),
+                              company=app_ctx.company_code)
         if data["database"]["up_to_date"]:  # order_change exists from migration 0004 on
             data["order_watch"] = orderwatch.counts(engine)
     finally:

@@ -261,7 +261,7 @@ def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | No
                       connector=connector, connector_error=connector_error,
                       http=BoundedSession(company.config.http.limits()),
                       token_store=_vault_store(shared, company.code),
-                      on_close=shared.close if own else _keep_engine)
+                      on_close=shared.close if own else _keep_engine, company=company.code)
     if fenced is not None:
         runtime.fence = lambda: shared.lost_reason(fenced)
     return runtime

@@ -3,6 +3,7 @@ notifications name their company, vault key files are checked, state folders are
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from datetime import datetime, timedelta
@@ -16,9 +17,13 @@ from daemon.fleet.companies import Companies
 from daemon.fleet.runtime import FleetDatabase, company_runtime
 from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL, VaultError, load_keys
 from daemon.nelink import LINK_LOST_KEY, secret_file_problems
+from daemon.notify import company_message
+from hooks.notify import for_company, render, subject_line
+from hooks.records import Notification, Problem
 from tests import test_systemd_unit as unit_tests
-from tests.conftest import dump_yaml
+from tests.conftest import DEFAULT_PLUGINS, dump_yaml
 from tests.fleet import test_fleet_cli as fleet_cli
+from tests.notify_receivers import http_receiver
 
 fleet = fleet_cli.fleet  # the fixture: an installation in fleet mode with two companies
 
@@ -126,3 +131,56 @@ def test_the_fleet_unit_loads_the_previous_vault_key_while_its_file_exists_and_n
     during = unit_tests.settings(unit_tests.render(config), "LoadCredential")
     assert (f"{PREVIOUS_KEY_CREDENTIAL}:{root}/secrets/{PREVIOUS_KEY_CREDENTIAL}" in during)
     assert f"{KEY_CREDENTIAL}:{root}/secrets/{KEY_CREDENTIAL}" in during
+
+
+def test_a_fleet_companys_notifications_and_fixes_name_the_company(
+    fleet: fleet_cli.Fleet,
+) -> None:
+    with http_receiver() as receiver:
+        root = fleet.companies.parent
+        (fleet.companies / "acme.yaml").write_text(dump_yaml({
+            "wms": {"connector": "csv", "csv": {"inbox": str(root / "acme" / "in"),
+                                                "outbox": str(root / "acme" / "out"),
+                                                "stable_seconds": 0.0}},
+            "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
+            "plugins": {**DEFAULT_PLUGINS, "notify_webhook": {
+                "enabled": True, "format": "json", "url": receiver.url, "language": "en",
+                "timeout_seconds": 2}},
+        }), encoding="utf-8")
+        loaded = load_config(fleet.config)
+        runtime = company_runtime(loaded, Companies(loaded).companies["acme"])
+        try:
+            attention.report(runtime.db, Problem(
+                key="wms_mismatch:S7", kind="wms_mismatch", subject="S7", warehouse="MAIN",
+                reason="schedule S7 was renumbered", fix="check it, then `nebridge orders "
+                "retry 7`; `nebridge attention` lists the rest"))
+            report = runtime.notifier().run_once()
+            tested = runtime.notifier().send_test()
+        finally:
+            runtime.close()
+        assert (report.sent, report.failed) == (1, 0) and tested[0].ok
+        opened, test = (json.loads(r.body) for r in receiver.requests)
+    assert opened["company"] == "acme" and test["company"] == "acme"
+    assert opened["subject"].startswith("[acme] [Action needed]")
+    assert "Company: acme" in opened["text"]
+    assert opened["fix"] == ("check it, then `nebridge orders retry 7 --company acme`; "
+                             "`nebridge attention --company acme` lists the rest")
+    assert "`nebridge notify list --company acme`" in opened["text"]  # the footer too
+    listed = fleet.cli("attention", "--company", "acme", "--json")
+    assert listed.exit_code == 0, listed.output
+    [item] = json.loads(listed.stdout)["items"]
+    assert item["fix"] == opened["fix"]
+    status = json.loads(fleet.cli("status", "--company", "acme", "--json").stdout)
+    assert status["attention"]["items"][0]["fix"] == opened["fix"]
+
+
+def test_a_single_company_notification_is_unchanged() -> None:
+    message = Notification(key="k", kind="wms_mismatch", event="open", severity="error",
+                           title="t", detail="d", fix="`nebridge orders retry 7`")
+    assert "company" not in message.as_dict()
+    assert subject_line(message, "en").startswith("[Action needed]")
+    assert "Company" not in render(message, "en")
+    assert company_message(message, "") is message
+    assert for_company(message.fix, "") == "`nebridge orders retry 7`"
+    assert for_company("`nebridge connect --company bolt`", "acme") == (
+        "`nebridge connect --company bolt`")
