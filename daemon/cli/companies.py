@@ -45,6 +45,16 @@ def _link(row: dict[str, Any]) -> str:
     return f"{state} (refresh token until {ends[:10]})" if ends else state
 
 
+def _problem(row: dict[str, Any]) -> str:
+    """Why the company's tables cannot be read, and/or that its file is refused now."""
+    notes = [row["error"] or ""]
+    if row["file_refused"]:
+        served = ("still served on its last valid version" if row["served_by"]
+                  else "not served")
+        notes.append(f"file refused ({served}): {row['file_refused']}")
+    return "; ".join(n for n in notes if n)
+
+
 @app.command("list")
 def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
     """List every company: its link (tokens in the vault, until when), the worker serving
@@ -58,7 +68,7 @@ def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
                               "attention", "problem"],
                 [[r["code"], _link(r), r["served_by"] or "NOBODY",
                   _seconds(r["lease_seconds_left"]), _count(r["inbox_pending"]),
-                  _count(r["outbox_pending"]), _count(r["attention"]), r["error"] or ""]
+                  _count(r["outbox_pending"]), _count(r["attention"]), _problem(r)]
                  for r in data["companies"]])
     _print_notes(data)
     raise typer.Exit(1 if data["refused"] else 0)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from daemon import attention
 from daemon.config import LoadedConfig
-from daemon.fleet.companies import Companies, Company, Refusal
+from daemon.fleet.companies import Companies, Company, Refusal, refused_codes
 from daemon.fleet.leases import overview
 from daemon.fleet.runtime import FleetDatabase, company_schema, schema_url
 from daemon.fleet.vault import TokenVault, VaultError
@@ -67,6 +67,9 @@ class CompanyState:
     outbox_pending: int | None = None
     attention: int | None = None
     error: str | None = None
+    #: Its file is refused now (``path:line: reason``); a worker may still serve the
+    #: company's last valid version.
+    file_refused: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The stable ``--json`` structure."""
@@ -77,7 +80,7 @@ class CompanyState:
                                        else round(self.lease_seconds_left, 1)),
                 "epoch": self.epoch, "inbox_pending": self.inbox_pending,
                 "outbox_pending": self.outbox_pending, "attention": self.attention,
-                "error": self.error}
+                "error": self.error, "file_refused": self.file_refused}
 
 
 def refusal_dict(refusal: Refusal) -> list[dict[str, Any]]:
@@ -157,7 +160,7 @@ def _fill_backlogs(rows: list[CompanyState], companies: dict[str, Company],
         engine = fleet.company_engine(row.code)
         try:
             row.attention = attention.collect(engine, limit=1).total
-            if vault is not None:
+            if vault is not None and row.code in companies:
                 row.link = link_info(companies[row.code].config, engine,
                                      store=vault.store(row.code)).as_dict()
         except Exception as exc:  # one company's rows unreadable: say so, list the others
@@ -189,6 +192,23 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
                 row.served_by, row.epoch = lease.holder, lease.epoch
                 row.lease_seconds_left = lease.expires_in_seconds
             rows.append(row)
+        for refusal in companies.refused:  # known to the fleet, its file broken since
+            code = refused_codes([refusal]).pop()
+            lease = by_code.get(code)
+            if code in companies.companies or lease is None:
+                continue
+            first = refusal.error.issues[0] if refusal.error.issues else None
+            where = f"{refusal.path}:{first.line}" if first and first.line else str(refusal.path)
+            note = f"{where}: {first.message}" if first else str(refusal.path)
+            existing = next((r for r in rows if r.code == code), None)
+            if existing is not None:  # a second file for one code: one row, both notes
+                existing.file_refused = f"{existing.file_refused}; {note}"
+                continue
+            rows.append(CompanyState(
+                code=code, file=str(refusal.path), tokens_stored=code in stored,
+                key_id=stored.get(code), served_by=lease.holder, epoch=lease.epoch,
+                lease_seconds_left=lease.expires_in_seconds, file_refused=note))
+        rows.sort(key=lambda row: row.code)
         if backlog:
             _fill_backlogs(rows, companies.companies, fleet, vault)
         for row in rows:

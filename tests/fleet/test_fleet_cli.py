@@ -289,3 +289,29 @@ def test_doctor_checks_one_company_with_its_pair_in_the_vault(fleet: Fleet) -> N
     bolt = fleet.cli("doctor", "--offline", "--json", "--company", "bolt")
     link = {c["name"]: c for c in json.loads(bolt.stdout)["checks"]}["nextengine link"]
     assert not link["ok"] and "nebridge connect" in link["fix"]
+
+
+def test_a_served_company_whose_file_turned_invalid_stays_listed(fleet: Fleet) -> None:
+    """Its worker still serves the last valid version: the list shows it with its holder,
+    its file's path and line, and counts it (#19)."""
+    engine = FleetDatabase(fleet.url).engine
+    try:
+        keeper = LeaseKeeper(engine, CODES, lease_seconds=30.0, worker_id="host-a:1:w")
+        keeper.tick()
+        (fleet.companies / "acme.yaml").write_text(
+            "warehouses:\n  - {code: MAIN}\nwarehouse: typo\n", encoding="utf-8")
+        listed = fleet.cli("companies", "list", "--json")
+        assert listed.exit_code == 1  # a refused file is a problem to fix
+        data = json.loads(listed.stdout)
+        rows = {row["code"]: row for row in data["companies"]}
+        assert sorted(rows) == ["acme", "bolt"] and data["totals"]["companies"] == 2
+        assert rows["acme"]["served_by"] == "host-a:1:w"
+        assert f"{fleet.companies / 'acme.yaml'}:3" in rows["acme"]["file_refused"]
+        assert rows["bolt"]["file_refused"] is None
+        assert data["totals"]["served"] == 2 and data["unserved"] == []
+        table = fleet.cli("companies", "list")
+        assert "still served on its last valid version" in table.stdout
+        assert "acme.yaml:3" in table.stdout
+        keeper.stop()
+    finally:
+        engine.dispose()
