@@ -123,6 +123,9 @@ def create(name: str, kind: PluginKind, folder: Path | None = None) -> Scaffold:
         "nebridge_range": nebridge_range(daemon.__version__),
         "hook_api": hook_api_range(HOOK_API_VERSION),
         "summary": KINDS[kind.value]["summary"],
+        "enable": (f"then choose it: `wms.connector: {name.removeprefix(CONNECTOR_PREFIX)}` "
+                   "in daemon.yaml" if kind is PluginKind.CONNECTOR
+                   else f"then enable it: `nebridge plugins enable {name}`"),
     }
     files = {**COMMON, **{k: v for k, v in KINDS[kind.value].items() if k != "summary"}}
     written: list[str] = []

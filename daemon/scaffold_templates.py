@@ -51,7 +51,8 @@ The plugin contract (hooks, records, what each may do) is in nebridge's `docs/pl
 
     pip install <<dist>>            # or: pip install -e .  (from this folder)
     nebridge plugins list           # <<name>> is listed once installed
-    nebridge plugins enable <<name>>
+
+and <<enable>>.
 
 Its options go in the `plugins.<<name>>` section of `daemon.yaml` (a connector's in
 `wms.<<connector>>`); `nebridge plugins info <<name>>` lists them. `nebridge config check`
@@ -59,6 +60,9 @@ validates them.
 
 ## Test
 
+In a fresh virtual environment, install nebridge first (it is not on every index yet):
+
+    pip install nebridge            # or: pip install -e /path/to/nebridge (a checkout)
     pip install -e '.[test]'
     pytest
 
@@ -79,7 +83,7 @@ from __future__ import annotations
 
 from hooks import hookimpl
 from hooks.records import FilterVerdict, NeOrder, PluginInfo
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Options(BaseModel):
@@ -87,8 +91,8 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Next Engine shop ids (店舗コード) whose orders are not imported.
-    skip_shop_ids: tuple[str, ...] = ()
+    skip_shop_ids: tuple[str, ...] = Field(
+        default=(), description="Next Engine shop ids (店舗コード) whose orders are not imported.")
 
 
 @hookimpl
@@ -152,7 +156,7 @@ from typing import Literal
 
 from hooks import hookimpl
 from hooks.records import Action, Notice, PluginInfo, WmsShipment
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Options(BaseModel):
@@ -160,8 +164,9 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: How loudly a shipment without a tracking number is reported.
-    level: Literal["info", "warning", "error"] = "warning"
+    level: Literal["info", "warning", "error"] = Field(
+        default="warning", description="How loudly a shipment without a tracking number is "
+        "reported.")
 
 
 @hookimpl
@@ -260,7 +265,7 @@ from hooks.records import (
     WmsReceipt,
     WmsShipment,
 )
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 PREFIXES = {EventKind.SHIPMENT: "shipment-", EventKind.RECEIPT: "receipt-"}
 
@@ -270,8 +275,8 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: The folder shared with the WMS (``in`` and ``out`` are made in it).
-    folder: Path
+    folder: Path = Field(description="The folder shared with the WMS (`in` and `out` are made "
+                         "in it).")
 
 
 class JsonBatch:
@@ -531,7 +536,7 @@ from pathlib import Path
 
 from hooks import hookimpl
 from hooks.records import Notification, PluginInfo
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Options(BaseModel):
@@ -539,8 +544,8 @@ class Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: The file every notification is appended to, one JSON object a line.
-    path: Path
+    path: Path = Field(description="The file every notification is appended to, one JSON "
+                       "object a line.")
 
 
 @hookimpl

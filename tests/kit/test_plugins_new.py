@@ -4,6 +4,7 @@ working in ``nebridge run --once`` against the Next Engine sandbox."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -151,3 +152,24 @@ def test_generated_code_is_lint_clean(kind: str, tmp_path: Path) -> None:
     assert code == 0, out
     linted = run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], tmp_path / "pkg")
     assert linted.returncode == 0, linted.stdout
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_generated_options_are_described_and_the_readme_says_how_to_switch_it_on(
+    kind: str, tmp_path: Path,
+) -> None:
+    name = KINDS[kind]
+    code, out = new(name, "--kind", kind, "--dir", str(tmp_path / "pkg"))
+    assert code == 0, out
+    spec = importlib.util.spec_from_file_location(
+        f"generated_{name}", tmp_path / "pkg" / name / "__init__.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fields = module.Options.model_fields  # what `nebridge plugins info` shows
+    assert fields and all(f.description for f in fields.values()), fields
+    readme = " ".join((tmp_path / "pkg" / "README.md").read_text(encoding="utf-8").split())
+    assert "pip install -e /path/to/nebridge" in readme
+    switch_on = ("`wms.connector: json`" if kind == "connector"
+                 else f"`nebridge plugins enable {name}`")
+    assert switch_on in readme, readme
