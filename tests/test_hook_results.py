@@ -6,17 +6,22 @@ test reads the outcome the engine acts on.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from daemon import doctor, pluginmanager
+from daemon.cli import app
 from daemon.pluginmanager import HookResultError
 from hooks import hookimpl
 from hooks.records import FilterVerdict, HealthCheck
-from tests.conftest import ConfigFactory
+from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
+from tests.ne_world import make_world
 from tests.test_hookcalls import ORDER, WAREHOUSE, Plugin, host_with
 
 
@@ -121,3 +126,22 @@ def test_a_slow_health_check_is_named_in_a_warning(
     with caplog.at_level(logging.WARNING):
         doctor._plugin_checks(host, None)
     assert "still waiting for plugin stuck's nebridge_health_checks" in caplog.text
+
+
+def test_an_order_a_filter_answers_42_for_is_held_naming_the_plugin(
+    make_config: ConfigFactory, tmp_path: Path, fake_site: Path,
+) -> None:
+    plugins = {**DEFAULT_PLUGINS, "fake_sloppy_filter": {"enabled": True}}
+    for world in make_world(make_config, tmp_path, plugins=plugins):
+        world.sandbox.state.create_goods("A-1", quantity=10)
+        order = world.sandbox.state.create_order([("A-1", 1)], shop_id=1)
+        world.products([("P-A", "A-1")])
+
+        CliRunner().invoke(app, ["--config", str(world.config), "run", "--once"])
+        listed = CliRunner().invoke(app, ["--config", str(world.config), "orders", "list",
+                                          "--state", "held", "--json"])
+
+        assert world.instructed() == []  # fail closed: not sent to the WMS
+        held = {str(row["ne_order_id"]): row for row in json.loads(listed.stdout)}
+        assert str(order) in held, listed.stdout
+        assert "fake_sloppy_filter" in json.dumps(held[str(order)])
