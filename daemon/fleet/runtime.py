@@ -1,7 +1,7 @@
 """One company's engine in fleet mode: its own schema, its fenced commits, its vault tokens.
 
 Every company's rows (inbox, outbox, history, the link row, …) live in a PostgreSQL schema of
-its own, ``nb_<code>`` (``<base>_<code>`` when the installation itself is not in ``public``),
+its own, ``<base>__<code>`` (``public__acme``; marked with its owner, :func:`claim_schema`),
 beside the shared fleet tables (``fleet_lease``, ``fleet_worker``, ``fleet_token``) in the
 installation's schema. The engine's code is unchanged: a company's :class:`Runtime` uses
 ``engine.execution_options(schema_translate_map={None: schema})``, which shares the one
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as OrmSession
 
@@ -49,8 +49,8 @@ from hooks.http import BoundedSession
 
 #: The execution option carrying the :class:`Fence` of a fenced company engine.
 FENCE_OPTION = "nebridge_fleet_fence"
-#: Prefix of a company's schema when the installation is in ``public``.
-SCHEMA_PREFIX = "nb_"
+#: Between the installation's schema and a company's code in the company's schema name.
+SCHEMA_SEPARATOR = "__"
 #: How many jobs of its companies a worker runs at once (``fleet_job_slots``).
 DEFAULT_JOB_SLOTS = 4
 #: PostgreSQL's longest identifier.
@@ -62,15 +62,56 @@ class CompanyNotMigrated(Exception):
 
 
 def company_schema(code: str, base_schema: str = "public") -> str:
-    """The schema of company ``code``: ``nb_<code>``, or ``<base_schema>_<code>`` when the
-    installation lives in another schema (two installations in one database stay apart);
-    names longer than PostgreSQL allows end in a digest instead."""
-    prefix = SCHEMA_PREFIX if base_schema == "public" else f"{base_schema}_"
-    name = prefix + code
+    """The schema of company ``code``: ``<base_schema>__<code>`` (``public__acme``).
+
+    One name per (installation, company): an installation schema never holds ``__`` (refused
+    by :func:`check_base_schema`) and a code starts with a letter or digit, so the name splits
+    back at its first ``__`` only one way — ``shop``+``east_acme`` and ``shop_east``+``acme``
+    differ. Names longer than PostgreSQL allows end in a digest instead; the owner marker
+    (:func:`claim_schema`) refuses the unlikely collision of two digests."""
+    check_base_schema(base_schema)
+    name = f"{base_schema}{SCHEMA_SEPARATOR}{code}"
     if len(name) <= MAX_IDENTIFIER:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
     return f"{name[:MAX_IDENTIFIER - 11]}_{digest}"
+
+
+def check_base_schema(base_schema: str) -> None:
+    """Refuse (:class:`CompanyNotMigrated`) an installation schema whose name would make the
+    companies' schema names ambiguous."""
+    if SCHEMA_SEPARATOR in base_schema:
+        raise CompanyNotMigrated(
+            f"the installation's schema {base_schema!r} holds {SCHEMA_SEPARATOR!r}, which "
+            "separates it from a company's code in the companies' schema names: use a schema "
+            "without it (search_path in `database_url`)")
+
+
+def schema_owner(code: str, base_schema: str) -> str:
+    """The marker (the schema's comment) that says which installation's company owns it."""
+    return f"nebridge company {code} of the installation in schema {base_schema}"
+
+
+def claim_schema(connection: Connection, schema: str, code: str, base_schema: str) -> None:
+    """Mark ``schema`` as company ``code``'s of this installation, or refuse
+    (:class:`CompanyNotMigrated`) a schema another installation (or company) owns."""
+    wanted = schema_owner(code, base_schema)
+    found = connection.execute(text(
+        "SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"),
+        {"schema": schema}).scalar()
+    if found is None:
+        literal = "'" + wanted.replace("'", "''") + "'"  # COMMENT takes no parameters
+        connection.execute(text(f'COMMENT ON SCHEMA "{schema}" IS {literal}'))
+    elif found != wanted:
+        raise _foreign_schema(schema, code, base_schema, found)
+
+
+def _foreign_schema(schema: str, code: str, base_schema: str, owner: str) -> CompanyNotMigrated:
+    return CompanyNotMigrated(
+        f"schema {schema} is owned by another installation or company ({owner!r}), not by "
+        f"company {code!r} of the installation in schema {base_schema}: nothing is done in "
+        "it; give this installation its own schema (search_path in `database_url`) or "
+        "rename the company")
 
 
 def schema_url(url: str, schema: str) -> str:
@@ -184,6 +225,12 @@ def check_company(engine: Engine, schema: str, code: str) -> None:
     migration this nebridge ships."""
     head = head_revision(engine)
     with engine.connect() as connection:
+        base_schema = str(connection.execute(text("SELECT current_schema()")).scalar_one())
+        owner = connection.execute(text(
+            "SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"),
+            {"schema": schema}).scalar()
+        if owner is not None and owner != schema_owner(code, base_schema):
+            raise _foreign_schema(schema, code, base_schema, owner)
         exists = connection.execute(text("SELECT to_regclass(:table)"),
                                     {"table": f'"{schema}".alembic_version'}).scalar()
         current = None if exists is None else connection.execute(
@@ -213,6 +260,7 @@ def upgrade_company(url: str, code: str) -> tuple[str | None, str | None]:
             base_schema = str(connection.execute(text("SELECT current_schema()")).scalar_one())
             schema = company_schema(code, base_schema)
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            claim_schema(connection, schema, code, base_schema)
     finally:
         base.dispose()
     engine = make_engine(schema_url(url, schema), create=False)

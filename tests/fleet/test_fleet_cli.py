@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from daemon.cli import app
 from daemon.fleet.leases import LeaseKeeper
-from daemon.fleet.runtime import FleetDatabase, upgrade_company
+from daemon.fleet.runtime import FleetDatabase, company_schema, upgrade_company
 from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL, TokenVault, load_keys
 from daemon.sandbox import SandboxConfig, SandboxServer
 from daemon.store.engine import write_session
@@ -92,7 +92,7 @@ def fleet(fleet_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def drop_company_schemas(url: str) -> None:
-    """The companies' schemas (``<installation schema>_<code>``) go with the test's."""
+    """The companies' schemas (``<installation schema>__<code>``) go with the test's."""
     admin = create_engine(os.environ[PG_ENV])
     engine = FleetDatabase(url).engine
     try:
@@ -100,7 +100,8 @@ def drop_company_schemas(url: str) -> None:
             base = connection.execute(text("SELECT current_schema()")).scalar_one()
         with admin.begin() as connection:
             for code in CODES:
-                connection.execute(text(f'DROP SCHEMA IF EXISTS "{base}_{code}" CASCADE'))
+                connection.execute(text(
+                    f'DROP SCHEMA IF EXISTS "{company_schema(code, base)}" CASCADE'))
     finally:
         engine.dispose()
         admin.dispose()

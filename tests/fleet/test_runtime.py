@@ -33,11 +33,47 @@ def company_file(folder: Path, code: str, wms: Path) -> None:
     }), encoding="utf-8")
 
 
-def test_company_schema_names() -> None:
-    assert company_schema("acme") == "nb_acme"
-    assert company_schema("acme", "tenant7") == "tenant7_acme"
+def test_company_schema_names_never_collide_across_installations() -> None:
+    assert company_schema("acme") == "public__acme"
+    assert company_schema("acme", "tenant7") == "tenant7__acme"
+    # the collisions of the former `nb_<code>` / `<base>_<code>` names
+    assert company_schema("acme") != company_schema("acme", "nb")
+    assert company_schema("east_acme", "shop") != company_schema("acme", "shop_east")
+    assert company_schema("a_b", "x") != company_schema("b", "x_a")
+    with pytest.raises(CompanyNotMigrated, match="holds '__'"):
+        company_schema("acme", "shop__east")
     long = company_schema("a" * 63)
     assert len(long) == 63 and long != company_schema("a" * 62 + "b")
+
+
+def test_a_company_schema_owned_by_another_installation_is_refused(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    company_file(folder, "acme", tmp_path / "acme")
+    loaded = load_config(make_config(migrate=False, database_url=fleet_url,
+                                     companies_dir="companies"))
+    fleet = FleetDatabase(fleet_url, lease_seconds=10.0)
+    schema = fleet.schema("acme")
+    try:
+        upgrade_company(fleet_url, "acme")
+        with fleet.engine.connect() as connection:
+            marker = connection.execute(text(
+                "SELECT obj_description(to_regnamespace(:s), 'pg_namespace')"),
+                {"s": schema}).scalar()
+        assert marker == f"nebridge company acme of the installation in schema {fleet.base_schema}"
+        with fleet.engine.begin() as connection:  # as if another installation had made it
+            connection.execute(text(f'COMMENT ON SCHEMA "{schema}" IS '
+                                    "'nebridge company acme of the installation in schema x'"))
+        with pytest.raises(CompanyNotMigrated, match="owned by another installation"):
+            upgrade_company(fleet_url, "acme")
+        with pytest.raises(CompanyNotMigrated, match="owned by another installation"):
+            company_runtime(loaded, Companies(loaded).companies["acme"], fleet=fleet)
+    finally:
+        with fleet.engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        fleet.close()
 
 
 def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
