@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
@@ -66,7 +67,8 @@ class Scheduler:
     """Runs the runtime's work on a background scheduler; the main thread supervises it."""
 
     def __init__(self, runtime: Runtime, wake: Callable[[], None] = lambda: None,
-                 slots: threading.Semaphore | None = None, company: str | None = None) -> None:
+                 slots: AbstractContextManager[object] | None = None,
+                 company: str | None = None) -> None:
         self.runtime = runtime
         self.wake = wake
         #: Shared by the companies of a fleet worker: how many of their jobs run at once.
@@ -75,6 +77,9 @@ class Scheduler:
         self.log_values = {} if company is None else {"company": company}
         self._run_requests: set[str] = set()
         self._running: set[str] = set()
+        #: When each running job started (monotonic), and the runs already reported overdue.
+        self._started: dict[str, float] = {}
+        self._reported: set[tuple[str, float]] = set()
         self._again: set[str] = set()
         schedule = runtime.config.schedule
         self.interval = schedule.interval_seconds
@@ -198,11 +203,31 @@ class Scheduler:
             time.monotonic() - self._last_heartbeat < self.stale_after
         )
 
-    def shutdown(self) -> None:
-        """Stop starting work, let running jobs finish, stop the thread (main thread only)."""
+    def shutdown(self, wait_seconds: float | None = None) -> list[str]:
+        """Stop starting work, let running jobs finish (for at most ``wait_seconds``; None:
+        however long they take), stop the thread; the jobs still running when it returns."""
         if self.scheduler.running:
             self.scheduler.pause()
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=wait_seconds is None)
+        deadline = time.monotonic() + (wait_seconds or 0.0)
+        while True:
+            with self._lock:
+                running = sorted(self._started)
+            if not running or time.monotonic() >= deadline:
+                return running
+            time.sleep(0.05)
+
+    def overdue(self, after_seconds: float) -> list[tuple[str, float]]:
+        """Jobs running for longer than ``after_seconds``, each run reported once: (job id,
+        seconds it has run)."""
+        now = time.monotonic()
+        found = []
+        with self._lock:
+            for job_id, began in sorted(self._started.items()):
+                if now - began > after_seconds and (job_id, began) not in self._reported:
+                    self._reported.add((job_id, began))
+                    found.append((job_id, now - began))
+        return found
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -281,6 +306,7 @@ class Scheduler:
                 return
             with self._lock:
                 self._running.add(job_id)
+                self._started[job_id] = time.monotonic()
                 self._again.discard(job_id)
             token = push_log_context(**self.log_values)
             try:
@@ -298,6 +324,8 @@ class Scheduler:
                 reset_log_context(token)
                 with self._lock:
                     self._running.discard(job_id)
+                    began = self._started.pop(job_id, None)
+                    self._reported.discard((job_id, began or 0.0))
                     again = job_id in self._again
                     self._again.discard(job_id)
                 if again:

@@ -8,7 +8,15 @@ SIGHUP reloads); one more thread brings jobs forward when new work arrives (as t
 supervisor's main loop does) and keeps systemd's watchdog fed.
 
 SIGTERM/SIGINT: every company's running work finishes, then every lease is released (the
-other workers take the companies over at once); exit 0. SIGHUP: daemon.yaml and the company
+other workers take the companies over at once); exit 0. A job still running after
+:data:`DRAIN_SECONDS` (a plugin hook that never returns) is named in the log, the leases are
+released all the same and the process exits 1 at once.
+
+One company never takes more than :func:`company_share` of the worker's ``fleet_job_slots``
+(a hook that never returns in one company cannot starve the others), and a job running longer
+than :data:`OVERDUE_INTERVALS` intervals is logged with its company and job (warehouse).
+
+SIGHUP: daemon.yaml and the company
 files are read again; changed and removed companies stop, added ones are taken by whichever
 worker has room, a refused file is logged and its company keeps its last valid version.
 No instance lock is taken: the leases replace it.
@@ -18,11 +26,15 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import math
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 
 from daemon import systemd
 from daemon.config import ConfigError, LoadedConfig, load_config
@@ -37,15 +49,54 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks for jobs to bring forward (and watchdog pings).
 WAKE_SECONDS = 1.0
+#: Seconds running jobs get to finish after SIGTERM before the worker exits without them.
+DRAIN_SECONDS = 60.0
+#: A job running longer than this many of its company's intervals is logged as overdue.
+OVERDUE_INTERVALS = 5
+
+
+def company_share(job_slots: int) -> int:
+    """How many of a worker's ``job_slots`` one company's jobs may hold at once: ⌈slots/2⌉."""
+    return math.ceil(job_slots / 2)
+
+
+class CompanySlots:
+    """A job slot for one company: its own share first, then one of the worker's."""
+
+    def __init__(self, worker_slots: threading.Semaphore, share: int) -> None:
+        self.worker_slots = worker_slots
+        self.own = threading.BoundedSemaphore(share)
+
+    def __enter__(self) -> bool:
+        self.own.acquire()
+        try:
+            self.worker_slots.acquire()
+        except BaseException:
+            self.own.release()
+            raise
+        return True
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.worker_slots.release()
+        self.own.release()
 
 
 class CompanyRun:
     """One company's engine on this worker: its runtime and its scheduled jobs."""
 
     def __init__(self, runtime: Runtime, wake: threading.Event, on_stop: Callable[[], None],
-                 slots: threading.Semaphore | None = None, company: str | None = None) -> None:
+                 slots: AbstractContextManager[object] | None = None,
+                 company: str | None = None,
+                 drain_until: Callable[[], float] = lambda: time.monotonic() + DRAIN_SECONDS,
+                 on_stuck: Callable[[], None] = lambda: None) -> None:
         self.runtime = runtime
         self.on_stop = on_stop
+        self.company = company
+        self.drain_until = drain_until
+        self.on_stuck = on_stuck
+        #: Jobs that had not finished when :meth:`stop` gave up waiting.
+        self.stuck: list[str] = []
         if runtime.connector is not None:
             runtime.connector.recover(runtime.connector_context())
         self.scheduler = Scheduler(runtime, wake=wake.set, slots=slots, company=company)
@@ -55,11 +106,18 @@ class CompanyRun:
         return f"CompanyRun({self.runtime.loaded.path})"
 
     def stop(self) -> None:
-        """Stop starting work, let running jobs finish, close the runtime."""
+        """Stop starting work, let running jobs finish (until the drain deadline), close the
+        runtime; a job still running then is logged and left in :attr:`stuck`."""
         self.on_stop()
         self.runtime.stop_event.set()
         try:
-            self.scheduler.shutdown()
+            self.stuck = self.scheduler.shutdown(max(0.0, self.drain_until() - time.monotonic()))
+            if self.stuck:
+                self.on_stuck()
+                log.error("company %s: job(s) %s did not finish within the drain time; "
+                          "nothing more they do is committed or sent (the lease fences them) "
+                          "— find the plugin hook that never returns (SIGUSR1 dumps every "
+                          "thread's stack)", self.company, ", ".join(self.stuck))
         finally:
             self.runtime.close()
 
@@ -79,6 +137,10 @@ class FleetDaemon:
         self.loaded: LoadedConfig | None = None
         self.fleet: FleetDatabase | None = None
         self._slots = threading.BoundedSemaphore(1)
+        self._share = 1
+        self._drain_until: float | None = None
+        self._stuck = False
+        self.drain_seconds = DRAIN_SECONDS
 
     def __repr__(self) -> str:
         return f"FleetDaemon({self.config_path}, serving {len(self._runs)})"
@@ -92,6 +154,8 @@ class FleetDaemon:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def _on_stop(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._drain_until is None:
+            self._drain_until = time.monotonic() + self.drain_seconds
         self.stop.set()
         self._wake.set()
 
@@ -100,7 +164,9 @@ class FleetDaemon:
         runtime = company_runtime(self.loaded, company, lease=lease, fleet=self.fleet)
         try:
             run = CompanyRun(runtime, self._wake, on_stop=lambda: self._forget(company.code),
-                             slots=self._slots, company=company.code)
+                             slots=CompanySlots(self._slots, self._share),
+                             company=company.code, drain_until=self._drain_deadline,
+                             on_stuck=self._mark_stuck)
         except BaseException:
             runtime.close()
             raise
@@ -125,9 +191,17 @@ class FleetDaemon:
         self.loaded = loaded
         return loaded
 
+    def _drain_deadline(self) -> float:
+        """Until when a stopping company's jobs may run: the SIGTERM's deadline, or (a company
+        moved or reloaded) the drain time from now."""
+        return self._drain_until or time.monotonic() + self.drain_seconds
+
     def _forget(self, code: str) -> None:
         with self._guard:
             self._runs.pop(code, None)
+
+    def _mark_stuck(self) -> None:
+        self._stuck = True
 
     def _wake_loop(self) -> None:
         """Bring requested jobs forward; feed the watchdog while the worker loop lives."""
@@ -142,6 +216,12 @@ class FleetDaemon:
                     run.scheduler.apply_run_requests()
                 except Exception as exc:  # a company stopping meanwhile
                     log.debug("bringing jobs forward failed: %s", exc)
+                limit = OVERDUE_INTERVALS * run.scheduler.interval
+                for job_id, seconds in run.scheduler.overdue(limit):
+                    log.warning("company %s: job %s has run for %d s (over %d intervals), "
+                                "holding one of this worker's job slots — a plugin hook that "
+                                "does not return? (SIGUSR1 dumps every thread's stack)",
+                                run.company, job_id, seconds, OVERDUE_INTERVALS)
             if interval is not None:
                 systemd.notify("WATCHDOG=1", self.env)
 
@@ -156,6 +236,7 @@ class FleetDaemon:
                                        job_slots=settings.fleet_job_slots,
                                        credentials_dir=settings.credentials_dir)
             self._slots = threading.BoundedSemaphore(settings.fleet_job_slots)
+            self._share = company_share(settings.fleet_job_slots)
         except ConfigError as exc:
             log.error("%s", exc)
             return 1
@@ -188,5 +269,10 @@ class FleetDaemon:
             waker.join()
             self.fleet.close()
             log.info("stopped")
+        if self._stuck:
+            log.error("exiting with job(s) still running past the drain time (named above); "
+                      "every lease was released")
+            logging.shutdown()
+            os._exit(1)  # a stuck job thread would keep the interpreter from exiting
         return 0
 
