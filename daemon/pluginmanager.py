@@ -22,7 +22,7 @@ import logging
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -395,6 +395,56 @@ def items_of(*types: type, optional: bool = False) -> ResultCheck:
 _ACTIONS = items_of(optional=True)
 
 
+#: What a wrapped implementation itself returned, in this thread (:func:`_recording`).
+_returned = threading.local()
+_NOTHING = object()
+
+
+def _recording(impl: HookImpl) -> HookImpl:
+    """``impl`` noting what it returns, so that a wrong result a wrapper made of a right one
+    is blamed on the wrapper."""
+    function = impl.function
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        _returned.value = result = function(*args, **kwargs)
+        return result
+
+    recorded.__wrapped__ = function  # type: ignore[attr-defined]  # its frames are the plugin's
+    bound = copy.copy(impl)
+    object.__setattr__(bound, "function", recorded)
+    return bound
+
+
+def _wrong_result_culprit(call: _Call, hook: str, check: ResultCheck,
+                          exc: HookResultError) -> str:
+    """Who returned the wrong result: the implementation, unless its own result was right
+    and one wrapper changed it (several: the message names them)."""
+    wrappers = list(dict.fromkeys(impl.plugin_name for impl in call.chain[1:]))
+    if not wrappers:
+        return call.plugin
+    own = getattr(_returned, "value", _NOTHING)
+    if own is _NOTHING or _iter_once(own):  # unknown, or reading it again would run its code
+        exc.args = (f"{exc} (wrapped by {', '.join(wrappers)}: one of them may have changed "
+                    "the result)",)
+        return call.plugin
+    try:
+        check(hook, own)
+    except HookResultError:
+        return call.plugin  # its own result was wrong already
+    if len(wrappers) == 1:
+        exc.args = (f"{exc} (a wrapper around plugin {call.plugin}, whose own result was "
+                    "right)",)
+        return wrappers[0]
+    exc.args = (f"{exc} (plugin {call.plugin}'s own result was right; one of the wrappers "
+                f"{', '.join(wrappers)} changed it)",)
+    return call.plugin
+
+
+def _iter_once(value: object) -> bool:
+    """Whether ``value`` is an iterator (reading it consumes it)."""
+    return isinstance(value, Iterator)
+
+
 @dataclass(frozen=True, slots=True)
 class _HookPlan:
     """How one hook is called: each implementation in order, and whether it is
@@ -415,7 +465,8 @@ class _HookPlan:
         impls = caller.get_hookimpls()
         wrappers = sorted((i for i in impls if i.wrapper), key=key)  # outermost first
         around = tuple(_with_own_options(w, records[w.plugin_name]) for w in reversed(wrappers))
-        calls = [_Call(impl.plugin_name, records[impl.plugin_name], (impl, *around))
+        calls = [_Call(impl.plugin_name, records[impl.plugin_name],
+                       (_recording(impl) if around else impl, *around))
                  for impl in sorted((i for i in impls if not i.wrapper), key=key)]
         return cls(tuple((call, call.chain[0] if call.alone else None) for call in calls),
                    bool(caller.spec and caller.spec.opts.get("firstresult")))
@@ -756,9 +807,9 @@ class PluginHost:
 
         ``check`` validates (and shapes: an iterable is read to its end) each result inside
         the isolated call: a wrong type is a :class:`HookResultError` in that plugin's outcome
-        (fail closed; with wrappers around it, the message names them, as one of them may
-        have changed the result). ``slow_after`` seconds into one call, a warning names the
-        plugin (the call is not cut off: that is not safe).
+        (fail closed), or in the wrapper's when the implementation's own result was right
+        and the one wrapper around it changed it. ``slow_after`` seconds into one call, a
+        warning names the plugin (the call is not cut off: that is not safe).
         """
         plan = self._plan(hook)
         hookexec = self.pm._hookexec  # what pluggy's own HookCaller calls (monitoring included)
@@ -770,6 +821,8 @@ class PluginHost:
             token = push_plugin_context(call.plugin)
             before = _sigints
             args = {**kwargs, "options": call.record.options}
+            if direct is None:
+                _returned.value = _NOTHING  # set by the implementation, if it returns
             slow = None
             if slow_after is not None:
                 slow = threading.Timer(slow_after, _still_calling,
@@ -784,11 +837,9 @@ class PluginHost:
                 if check is not None:
                     result = check(hook.name, result)
             except HookResultError as exc:
-                wrappers = sorted({impl.plugin_name for impl in call.chain[1:]})
-                if wrappers:
-                    exc.args = (f"{exc} (wrapped by {', '.join(wrappers)}: one of them may "
-                                "have changed the result)",)
-                outcomes.append(HookOutcome(call.plugin, error=exc))
+                culprit = _wrong_result_culprit(call, hook.name, check, exc) if check else \
+                    call.plugin
+                outcomes.append(HookOutcome(culprit, error=exc))
                 continue
             except BaseException as exc:  # sys.exit() in a hook is that plugin's failure
                 if users_interrupt(exc, before):

@@ -41,7 +41,7 @@ def test_a_filter_returning_no_verdict_is_that_plugins_error_not_an_accept(
     assert "not a FilterVerdict or None" in str(outcome.error)
 
 
-def test_a_wrapper_turning_a_verdict_into_42_is_named_in_the_error(
+def test_a_wrapper_turning_a_verdict_into_42_is_blamed_for_it(
     make_config: ConfigFactory,
 ) -> None:
     @hookimpl
@@ -58,10 +58,32 @@ def test_a_wrapper_turning_a_verdict_into_42_is_named_in_the_error(
     host = host_with(make_config, {
         "strict": Plugin("strict", nebridge_filter_order=nebridge_filter_order),
         "meddler": wrapper})
-    [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin == "strict"]
+    [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin != "tag_filter"]
 
+    assert outcome.plugin == "meddler"  # strict's own verdict was right: the wrapper's error
     assert isinstance(outcome.error, HookResultError)
-    assert "wrapped by meddler" in str(outcome.error)
+    assert "a wrapper around plugin strict" in str(outcome.error)
+
+
+def test_a_wrong_result_a_wrapper_only_passes_on_is_the_wrapped_plugins(
+    make_config: ConfigFactory,
+) -> None:
+    @hookimpl
+    def nebridge_filter_order() -> object:
+        return False
+
+    @hookimpl(wrapper=True)
+    def passing_on() -> Generator[None, Any, Any]:
+        return (yield)
+
+    wrapper = Plugin("watcher")
+    wrapper.nebridge_filter_order = passing_on  # type: ignore[attr-defined]
+    host = host_with(make_config, {
+        "sloppy": Plugin("sloppy", nebridge_filter_order=nebridge_filter_order),
+        "watcher": wrapper})
+    [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin != "tag_filter"]
+
+    assert outcome.plugin == "sloppy" and isinstance(outcome.error, HookResultError)
 
 
 def test_a_link_code_key_that_is_not_a_function_is_logged_and_skipped_like_a_raise(
