@@ -68,6 +68,7 @@ class AttentionKind(StrEnum):
     NOTIFY_FAILING = "notify_failing"
     ORDER_CHANGED = "order_changed"
     STOCK_DRIFT = "stock_drift"
+    SERVICE_NOT_STARTED = "service_not_started"
 
 
 @dataclass(frozen=True, slots=True)

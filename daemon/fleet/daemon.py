@@ -36,7 +36,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from daemon import systemd
+from daemon import attention, systemd
+from daemon.attention import AttentionKind
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.fleet.companies import Companies, Company
 from daemon.fleet.leases import Lease
@@ -44,6 +45,7 @@ from daemon.fleet.runtime import FleetDatabase, company_runtime
 from daemon.fleet.worker import FleetWorker
 from daemon.runtime import Runtime
 from daemon.scheduler import Scheduler
+from hooks.records import Problem
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,23 @@ class FleetDaemon:
             self._runs[company.code] = run
         return run
 
+    def _report_not_started(self, company: Company, reason: str) -> None:
+        """An attention item in the company's own tables: `attention --company`, `companies
+        list` and its notifications show that it is held but not served, and why."""
+        assert self.fleet is not None
+        attention.report(self.fleet.company_engine(company.code), Problem(
+            key=f"{AttentionKind.SERVICE_NOT_STARTED}:{company.code}",
+            kind=AttentionKind.SERVICE_NOT_STARTED, subject=company.code,
+            reason=f"the worker holding company {company.code} does not serve it: {reason}",
+            fix=f"fix its file ({company.path}) or the plugin named in the worker's log "
+                "(`journalctl -u nebridge`), then `systemctl reload nebridge` (SIGHUP)"),
+            source="fleet")
+
+    def _resolve_not_started(self, company: Company) -> None:
+        assert self.fleet is not None
+        attention.resolve(self.fleet.company_engine(company.code),
+                          [f"{AttentionKind.SERVICE_NOT_STARTED}:{company.code}"])
+
     def _reload_base(self) -> LoadedConfig:
         """daemon.yaml read again (SIGHUP); its fleet settings and database need a restart."""
         loaded = load_config(self.config_path)
@@ -247,7 +266,9 @@ class FleetDaemon:
             self.fleet.vault  # noqa: B018 - no key: refuse now, not at the first call
             worker = FleetWorker(companies, self.fleet.control, self._start_company,
                                  lease_seconds=settings.fleet_lease_seconds,
-                                 worker_id=self.worker_id, load_base=self._reload_base)
+                                 worker_id=self.worker_id, load_base=self._reload_base,
+                                 on_failed=self._report_not_started,
+                                 on_started=self._resolve_not_started)
         except Exception as exc:
             self.fleet.close()
             log.error("cannot start the fleet worker: %s", exc)

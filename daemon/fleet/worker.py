@@ -91,12 +91,17 @@ class FleetWorker:
         worker_id: str | None = None,
         load_base: Callable[[], LoadedConfig] | None = None,
         start_seconds: float = DEFAULT_START_SECONDS,
+        on_failed: Callable[[Company, str], None] = lambda company, reason: None,
+        on_started: Callable[[Company], None] = lambda company: None,
     ) -> None:
         self.companies = companies
         self.start_service = start_service
         #: Reads daemon.yaml again on a requested reload (None: only the company files).
         self.load_base = load_base
         self.start_seconds = start_seconds
+        #: Told when a held company is not served (to show it), and when it is served again.
+        self.on_failed = on_failed
+        self.on_started = on_started
         self._services: dict[str, CompanyService] = {}
         self._starting: dict[str, _Start] = {}
         self._failures: dict[str, StartFailure] = {}
@@ -206,9 +211,11 @@ class FleetWorker:
             keep = self.keeper.held().get(code) == lease.epoch and not self._closing
             if keep:
                 self._services[code] = service
-                self._failures.pop(code, None)
+                recovered = self._failures.pop(code, None) is not None
         if keep:
             log.info("company %s: served by this worker (epoch %d)", code, lease.epoch)
+            if recovered:
+                self._tell(self.on_started, company)
         else:
             service.stop()
 
@@ -221,9 +228,20 @@ class FleetWorker:
 
         self._failures[code] = StartFailure(code, reason, failures, now + pause)
         company = self.companies.companies.get(code)
+        if company is not None and (previous is None or previous.reason != reason):
+            threading.Thread(target=self._tell, args=(self.on_failed, company, reason),
+                             name=f"fleet-failed-{code}", daemon=True).start()
         log.error("company %s: %s; not served: this worker keeps its lease (no other worker "
                   "takes it) and tries again in %d s — fix its file (%s) or plugin and send "
                   "SIGHUP", code, reason, round(pause), company.path if company else "?")
+
+    @staticmethod
+    def _tell(callback: Callable[..., None], *args: object) -> None:
+        """Run a report callback; its failure (the database away) is logged, never raised."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            log.warning("could not record a company's start outcome: %s", exc)
 
     def _stop_service(self, code: str) -> None:
         with self._guard:

@@ -316,3 +316,29 @@ def test_a_served_company_whose_file_turned_invalid_stays_listed(fleet: Fleet) -
         keeper.stop()
     finally:
         engine.dispose()
+
+
+def test_a_company_the_worker_could_not_start_waits_in_its_attention(fleet: Fleet) -> None:
+    """What the fleet worker records for a held company it does not serve (#19)."""
+    from daemon.config import load_config
+    from daemon.fleet.companies import Companies
+    from daemon.fleet.daemon import FleetDaemon
+
+    daemon = FleetDaemon(fleet.config)
+    daemon.fleet = FleetDatabase(fleet.url)
+    company = Companies(load_config(fleet.config)).companies["acme"]
+    try:
+        daemon._report_not_started(company, "its service did not start within 120 s")
+        shown = fleet.cli("attention", "--company", "acme", "--json")
+        items = [i for i in json.loads(shown.stdout)["items"]
+                 if i["kind"] == "service_not_started"]
+        assert len(items) == 1 and "within 120 s" in items[0]["reason"]
+        assert "acme.yaml" in items[0]["fix"]
+        other = json.loads(fleet.cli("attention", "--company", "bolt", "--json").stdout)
+        assert not [i for i in other["items"] if i["kind"] == "service_not_started"]
+        daemon._resolve_not_started(company)
+        shown = fleet.cli("attention", "--company", "acme", "--json")
+        assert not [i for i in json.loads(shown.stdout)["items"]
+                    if i["kind"] == "service_not_started"]
+    finally:
+        daemon.fleet.close()

@@ -205,8 +205,10 @@ def test_a_company_whose_service_hangs_at_start_holds_up_no_lease(
 
     config = make_config(database_url=fleet_url, companies_dir="companies")
     engine = fleet_engine(fleet_url, lease_seconds=3.0)
+    told: list[tuple[str, str]] = []
     worker = FleetWorker(Companies(load_config(config)), engine, start, lease_seconds=3.0,
-                         start_seconds=1.0, worker_id="hung")
+                         start_seconds=1.0, worker_id="hung",
+                         on_failed=lambda company, reason: told.append((company.code, reason)))
     other = FleetWorker(Companies(load_config(config)), engine, Recorder().start,
                         lease_seconds=3.0, worker_id="other")
     try:
@@ -222,6 +224,10 @@ def test_a_company_whose_service_hangs_at_start_holds_up_no_lease(
             worker.step()
         assert worker.starting() == [] and list(worker.failures()) == ["b"]
         assert "did not start within 1 s" in worker.failures()["b"].reason
+        deadline = time.monotonic() + 10
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [code for code, _ in told] == ["b"]  # told once (shown as an attention item)
         with engine.connect() as conn:
             holders = dict(conn.execute(text(
                 "SELECT company, holder FROM fleet_lease WHERE company IN ('a', 'b', 'c') "
