@@ -90,7 +90,7 @@ class Scheduler:
         self._notifier_recovered = False
         self._snapshot_arrived = False
         self._outage = OutageAlarm(runtime.host, runtime.config.notify, runtime.notify_context,
-                                   runtime.clock)
+                                   runtime.clock, company=runtime.company)
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),

@@ -18,6 +18,7 @@ from daemon.fleet.runtime import FleetDatabase, company_runtime
 from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL, VaultError, load_keys
 from daemon.nelink import LINK_LOST_KEY, secret_file_problems
 from daemon.notify import company_message
+from daemon.scheduler import Scheduler
 from hooks.notify import for_company, render, subject_line
 from hooks.records import Notification, Problem
 from tests import test_systemd_unit as unit_tests
@@ -156,11 +157,14 @@ def test_a_fleet_companys_notifications_and_fixes_name_the_company(
                 "retry 7`; `nebridge attention` lists the rest"))
             report = runtime.notifier().run_once()
             tested = runtime.notifier().send_test()
+            outage = Scheduler(runtime)._outage  # what the company's scheduler tells
+            assert outage.check(11 * 60, "connection refused") == []
         finally:
             runtime.close()
         assert (report.sent, report.failed) == (1, 0) and tested[0].ok
-        opened, test = (json.loads(r.body) for r in receiver.requests)
-    assert opened["company"] == "acme" and test["company"] == "acme"
+        opened, test, down = (json.loads(r.body) for r in receiver.requests)
+    assert opened["company"] == test["company"] == down["company"] == "acme"
+    assert "`nebridge doctor --company acme`" in down["fix"]
     assert opened["subject"].startswith("[acme] [Action needed]")
     assert "Company: acme" in opened["text"]
     assert opened["fix"] == ("check it, then `nebridge orders retry 7 --company acme`; "
