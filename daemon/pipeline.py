@@ -393,12 +393,8 @@ class WarehousePipeline:
                               f"{type(outcome.error).__name__}: {outcome.error}")
                 writes.failures.append(
                     self._failure_record(run_id, outcome.plugin, item, errors[-1]))
-            else:
-                try:
-                    decisions.append((outcome.plugin, list(outcome.result or ())))
-                except TypeError:
-                    errors.append(f"plugin {outcome.plugin} returned {outcome.result!r}, "
-                                  "not a list of actions")
+            else:  # a list (or None): the host read it inside the plugin's call
+                decisions.append((outcome.plugin, list(outcome.result or ())))
         planned: list[PlannedItem] = []
         notices: list[str] = []
         if not errors:

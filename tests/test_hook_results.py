@@ -22,7 +22,7 @@ from hooks import hookimpl
 from hooks.records import FilterVerdict, HealthCheck
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.ne_world import make_world
-from tests.test_hookcalls import ORDER, WAREHOUSE, Plugin, host_with
+from tests.test_hookcalls import ORDER, SHIPMENT, WAREHOUSE, Plugin, host_with
 
 
 @pytest.mark.parametrize("returned", [False, 42, "reject", FilterVerdict])
@@ -84,6 +84,28 @@ def test_a_wrong_result_a_wrapper_only_passes_on_is_the_wrapped_plugins(
     [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin != "tag_filter"]
 
     assert outcome.plugin == "sloppy" and isinstance(outcome.error, HookResultError)
+
+
+def test_actions_that_are_not_a_list_or_fail_halfway_are_that_plugins_error(
+    make_config: ConfigFactory,
+) -> None:
+    @hookimpl
+    def not_a_list() -> object:
+        return 42
+
+    @hookimpl
+    def halfway() -> Iterator[object]:
+        yield from ()
+        raise RuntimeError("lost the label printer")
+
+    host = host_with(make_config, {
+        "number": Plugin("number", nebridge_shipment_actions=not_a_list),
+        "halfway": Plugin("halfway", nebridge_shipment_actions=halfway)})
+    by_plugin = {o.plugin: o for o in host.shipment_actions(SHIPMENT, WAREHOUSE)}
+
+    assert isinstance(by_plugin["number"].error, HookResultError)
+    assert isinstance(by_plugin["halfway"].error, RuntimeError)
+    assert by_plugin["status_update"].ok  # the others still run
 
 
 def test_a_link_code_key_that_is_not_a_function_is_logged_and_skipped_like_a_raise(
