@@ -250,12 +250,25 @@ class FleetWorker:
             service.stop()
             log.info("company %s: no longer served by this worker", code)
 
+    def _renew_while_busy(self, done: threading.Event) -> None:
+        """Renew the leases whenever a round is overdue: while the round thread waits for a
+        company's work to stop (a job finishing, up to the drain time), the other companies'
+        leases must not run out."""
+        while not done.wait(self.keeper.lease_seconds / RENEWALS_PER_LEASE / 2):
+            try:
+                self.keeper.keep_renewed()
+            except Exception as exc:  # the database away: the round thread says so too
+                log.debug("lease renewal between rounds failed: %s", exc)
+
     def serve(self, stop: threading.Event) -> None:
         """Run rounds every third of the lease time until ``stop`` is set, reloading on
         SIGHUP (when called on the main thread); then stop every service and release every
         lease, so the other workers take the companies over at once."""
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
+        done = threading.Event()
+        threading.Thread(target=self._renew_while_busy, args=(done,), name="fleet-renew",
+                         daemon=True).start()
         try:
             while True:
                 try:
@@ -270,4 +283,5 @@ class FleetWorker:
                 self._closing = True  # a start that ends now stops its service at once
             for code in self.serving():
                 self._stop_service(code)
+            done.set()
             self.keeper.stop()

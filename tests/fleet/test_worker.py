@@ -283,3 +283,50 @@ def test_sigterm_ends_a_worker_whose_company_hangs_at_start(
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_a_slow_stop_of_one_company_lets_no_other_lease_run_out(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    """The round thread waits for a company's work to stop (a job finishing); meanwhile the
+    other companies' leases are renewed (#19)."""
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    for code in "ab":
+        company_file(folder, code)
+    stopping = threading.Event()
+
+    @dataclass
+    class SlowStop:
+        code: str
+
+        def stop(self) -> None:
+            if self.code == "a":
+                stopping.set()
+                time.sleep(5.0)  # longer than the 3 s lease
+
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    engine = fleet_engine(fleet_url, lease_seconds=3.0)
+    worker = FleetWorker(Companies(load_config(config)), engine,
+                         lambda company, lease: SlowStop(company.code), lease_seconds=3.0)
+    stop = threading.Event()
+    serving = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 10
+        while worker.serving() != ["a", "b"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.serving() == ["a", "b"]
+        os.remove(folder / "a.yaml")
+        worker.request_reload()
+        assert stopping.wait(10)
+        time.sleep(4.0)  # the round thread is still in a's stop, past b's lease time
+        with engine.connect() as conn:
+            live = conn.execute(text(
+                "SELECT holder FROM fleet_lease WHERE company = 'b' "
+                "AND expires_at > clock_timestamp()")).scalar()
+        assert live == worker.keeper.worker_id
+    finally:
+        stop.set()
+        serving.join(30)
+        engine.dispose()
