@@ -41,10 +41,14 @@ def wall(tree: Path, args: tuple[str, ...], cwd: Path) -> tuple[float, float]:
     """Wall and CPU seconds of one whole ``python -m daemon ARGS`` process of ``tree``."""
     cpu = _children_cpu()
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "daemon", *args], cwd=cwd,
-                          env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin",
-                               "HOME": str(cwd)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        cwd=cwd,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{tree}: nebridge {' '.join(args)} failed: {done.stderr[-500:]}")
@@ -62,8 +66,20 @@ def main() -> None:
     try:
         if opts.before:
             trees = {"before": work / "before", "after": REPO}
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
-                            str(trees["before"]), opts.before], check=True)
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(REPO),
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--detach",
+                    str(trees["before"]),
+                    opts.before,
+                ],
+                check=True,
+            )
         folder = work / "cfg"
         folder.mkdir()
         shutil.copy(REPO / "daemon.yaml", folder / "daemon.yaml")
@@ -81,14 +97,20 @@ def main() -> None:
             label = " ".join(args)
             cells = " | ".join(
                 f"{statistics.median(w for w, _ in times[(n, label)]):.2f} | "
-                f"{statistics.median(c for _, c in times[(n, label)]):.2f}" for n in trees)
+                f"{statistics.median(c for _, c in times[(n, label)]):.2f}"
+                for n in trees
+            )
             print(f"| `nebridge {label}` | {cells} | ≤ {TARGETS[label]:.2f} |")
-        print(f"\nmedians of {opts.runs} runs; load average (1 min) {load:.2f} before, "
-              f"{os.getloadavg()[0]:.2f} after")
+        print(
+            f"\nmedians of {opts.runs} runs; load average (1 min) {load:.2f} before, "
+            f"{os.getloadavg()[0]:.2f} after"
+        )
     finally:
         if opts.before:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                            str(work / "before")], check=False)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "before")],
+                check=False,
+            )
         shutil.rmtree(work, ignore_errors=True)
 
 

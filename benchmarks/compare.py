@@ -48,16 +48,18 @@ def ensure_database(url: str) -> None:
     admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                 {"name": target.database}).first()
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            ).first()
             if found is None:
                 conn.execute(text(f'CREATE DATABASE "{target.database}"'))
     finally:
         admin.dispose()
 
 
-def run_table(tree: Path, database_url: str | None, runner_args: Sequence[str],
-              out: Path) -> dict[str, Any]:
+def run_table(
+    tree: Path, database_url: str | None, runner_args: Sequence[str], out: Path
+) -> dict[str, Any]:
     """The figures of one ``python -m benchmarks`` run of ``tree`` (its JSON: ``rows`` and
     the passes, ``runs``)."""
     command = [sys.executable, "-m", "benchmarks", *runner_args, "--json", str(out)]
@@ -65,8 +67,7 @@ def run_table(tree: Path, database_url: str | None, runner_args: Sequence[str],
         ensure_database(database_url)  # a test suite running alongside may have dropped it
         command += ["--database-url", database_url]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
-                          timeout=3600)
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: python -m benchmarks failed:\n{done.stderr[-3000:]}")
     data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
@@ -77,8 +78,12 @@ def inbound_per_cpu_s(data: dict[str, Any], row: dict[str, Any]) -> float | None
     """Events per CPU second of intake and pipelines in the nebridge pass behind ``row``
     (None for a tree whose worker did not record it)."""
     for run in data["runs"]:
-        if (run["strategy"] == "nebridge" and run["latency_ms"] == row["latency_ms"]
-                and run["size"] == row["events"] and row["workload"].startswith(run["kind"])):
+        if (
+            run["strategy"] == "nebridge"
+            and run["latency_ms"] == row["latency_ms"]
+            and run["size"] == row["events"]
+            and row["workload"].startswith(run["kind"])
+        ):
             cpu = run["job"].get("inbound_cpu_s")
             return run["size"] / cpu if cpu else None
     return None
@@ -101,13 +106,15 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def render(results: dict[tuple[str, str], list[dict[str, Any]]],
-           trees: Sequence[str], databases: Sequence[str]) -> str:
+def render(
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    trees: Sequence[str],
+    databases: Sequence[str],
+) -> str:
     """One Markdown line per workload and database: medians per tree, calls, checks."""
     head = ["workload", "database"]
     for tree in trees:
-        head += [f"{tree} pipe ev/s", f"{tree} pipe ev/CPU s", f"{tree} wall s",
-                 f"{tree} RSS"]
+        head += [f"{tree} pipe ev/s", f"{tree} pipe ev/CPU s", f"{tree} wall s", f"{tree} RSS"]
     head += ["NE calls (" + " / ".join(trees) + ")", "check"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     first = results[(trees[0], databases[0])][0]["rows"]
@@ -118,11 +125,12 @@ def render(results: dict[tuple[str, str], list[dict[str, Any]]],
             for tree in trees:
                 runs = results[(tree, database)]
                 rounds = [data["rows"][index] for data in runs]
-                cells += [_num(_median([r["pipeline_events_per_s"] for r in rounds])),
-                          _num(_median([inbound_per_cpu_s(data, data["rows"][index])
-                                        for data in runs])),
-                          _num(_median([r["wall_s"] for r in rounds]), 2),
-                          rounds[-1]["rss"]]
+                cells += [
+                    _num(_median([r["pipeline_events_per_s"] for r in rounds])),
+                    _num(_median([inbound_per_cpu_s(data, data["rows"][index]) for data in runs])),
+                    _num(_median([r["wall_s"] for r in rounds]), 2),
+                    rounds[-1]["rss"],
+                ]
                 calls.append(_calls(rounds[-1]))
                 checks.append("/".join(sorted({r["check"] for r in rounds})))
             cells.append(calls[0] if len(set(calls)) == 1 else " / ".join(calls))
@@ -133,24 +141,45 @@ def render(results: dict[tuple[str, str], list[dict[str, Any]]],
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every tree × database ``--repeat`` times, interleaved; print the table."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--before", help="git revision to compare with (a temporary worktree)")
-    parser.add_argument("--database-url", metavar="URL",
-                        help="also run on this PostgreSQL database (emptied by every run)")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="also run on this PostgreSQL database (emptied by every run)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the table shows medians")
-    parser.add_argument("runner_args", nargs="*",
-                        help="options for python -m benchmarks (after --)")
+    parser.add_argument(
+        "runner_args", nargs="*", help="options for python -m benchmarks (after --)"
+    )
     opts = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="nebridge-compare-"))
     trees = {"after": REPO}
     if opts.before:
         trees = {"before": work / "before", "after": REPO}
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
-                        str(trees["before"]), opts.before], check=True)
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "worktree",
+                "add",
+                "-q",
+                "--detach",
+                str(trees["before"]),
+                opts.before,
+            ],
+            check=True,
+        )
         # The same harness measures both trees: only the code measured differs.
-        shutil.copytree(REPO / "benchmarks", trees["before"] / "benchmarks",
-                        dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            REPO / "benchmarks",
+            trees["before"] / "benchmarks",
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     databases = {SQLITE: None, **({POSTGRES: opts.database_url} if opts.database_url else {})}
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     loads = [_load()]
@@ -158,18 +187,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         for round_no in range(opts.repeat):
             for database, url in databases.items():
                 for name, tree in trees.items():
-                    print(f"round {round_no + 1}/{opts.repeat}: {name} on {database} "
-                          f"(load {_load()})", file=sys.stderr, flush=True)
+                    print(
+                        f"round {round_no + 1}/{opts.repeat}: {name} on {database} "
+                        f"(load {_load()})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     data = run_table(tree, url, opts.runner_args, work / "figures.json")
                     results.setdefault((name, database), []).append(data)
         loads.append(_load())
         print(render(results, list(trees), list(databases)))
-        print(f"\nmedians of {opts.repeat} rounds; load average (1, 5, 15 min) before "
-              f"{loads[0]}, after {loads[-1]}")
+        print(
+            f"\nmedians of {opts.repeat} rounds; load average (1, 5, 15 min) before "
+            f"{loads[0]}, after {loads[-1]}"
+        )
     finally:
         if opts.before:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                            str(trees["before"])], check=False)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees["before"])],
+                check=False,
+            )
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -117,11 +117,16 @@ def bench_schema(database_url: str) -> Iterator[str]:
     from daemon.store.engine import make_engine, upgrade
 
     if not database_url.startswith("postgresql"):
-        raise SystemExit("fleet mode runs on PostgreSQL only: give --database-url "
-                         "postgresql+psycopg://user@host/db")
+        raise SystemExit(
+            "fleet mode runs on PostgreSQL only: give --database-url "
+            "postgresql+psycopg://user@host/db"
+        )
     schema = f"nbfleetbench_{uuid.uuid4().hex[:10]}"
-    print(f"fleet: schema {schema} (dropped at the end with its companies')", file=sys.stderr,
-          flush=True)
+    print(
+        f"fleet: schema {schema} (dropped at the end with its companies')",
+        file=sys.stderr,
+        flush=True,
+    )
     admin = create_engine(database_url)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -133,17 +138,23 @@ def bench_schema(database_url: str) -> Iterator[str]:
         yield url
     finally:
         with admin.connect() as connection:
-            names = connection.execute(text(
-                "SELECT nspname FROM pg_namespace WHERE nspname = :s OR nspname LIKE :p"),
-                {"s": schema, "p": f"{schema}\\_%"}).scalars().all()
+            names = (
+                connection.execute(
+                    text("SELECT nspname FROM pg_namespace WHERE nspname = :s OR nspname LIKE :p"),
+                    {"s": schema, "p": f"{schema}\\_%"},
+                )
+                .scalars()
+                .all()
+            )
         for name in names:  # one transaction each: a hundred at once exhaust the lock table
             with admin.begin() as connection:
                 connection.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
         admin.dispose()
 
 
-def write_fleet(root: Path, url: str, codes: list[str], api_base: dict[str, str],
-                import_orders: bool) -> Path:
+def write_fleet(
+    root: Path, url: str, codes: list[str], api_base: dict[str, str], import_orders: bool
+) -> Path:
     """daemon.yaml in fleet mode, one company file per code (its own WMS folders and, if
     given, its own Next Engine address), the vault key; every company's schema migrated."""
     from daemon.fleet.runtime import upgrade_company
@@ -158,11 +169,17 @@ def write_fleet(root: Path, url: str, codes: list[str], api_base: dict[str, str]
     key.chmod(0o600)
     for code in codes:
         company: dict[str, Any] = {
-            "wms": {"connector": "csv", "csv": {"inbox": str(root / code / "in"),
-                                                "outbox": str(root / code / "out"),
-                                                "stable_seconds": 0.0}},
-            "warehouses": [{"code": "MAIN", "name": "倉庫", "ne_linked": True,
-                            "import_orders": import_orders}],
+            "wms": {
+                "connector": "csv",
+                "csv": {
+                    "inbox": str(root / code / "in"),
+                    "outbox": str(root / code / "out"),
+                    "stable_seconds": 0.0,
+                },
+            },
+            "warehouses": [
+                {"code": "MAIN", "name": "倉庫", "ne_linked": True, "import_orders": import_orders}
+            ],
         }
         if code in api_base:
             company["nextengine"] = {"api_base": api_base[code]}
@@ -170,20 +187,33 @@ def write_fleet(root: Path, url: str, codes: list[str], api_base: dict[str, str]
         (companies / f"{code}.yaml").write_text(dump_yaml(company), encoding="utf-8")
         upgrade_company(url, code)
     config = root / "daemon.yaml"
-    config.write_text(dump_yaml({
-        "state_dir": str(root / "state"), "log_level": "WARNING", "database_url": url,
-        "companies_dir": "companies", "credentials_dir": str(credentials),
-        "nextengine": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
-        "wms": {"connector": "csv", "csv": {"inbox": str(root / "in"),
-                                            "outbox": str(root / "out")}},
-        "plugins": {name: {"enabled": True} for name in (
-            "status_update", "tracking_update", "stock_minus", "stock_plus")},
-    }), encoding="utf-8")
+    config.write_text(
+        dump_yaml(
+            {
+                "state_dir": str(root / "state"),
+                "log_level": "WARNING",
+                "database_url": url,
+                "companies_dir": "companies",
+                "credentials_dir": str(credentials),
+                "nextengine": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+                "wms": {
+                    "connector": "csv",
+                    "csv": {"inbox": str(root / "in"), "outbox": str(root / "out")},
+                },
+                "plugins": {
+                    name: {"enabled": True}
+                    for name in ("status_update", "tracking_update", "stock_minus", "stock_plus")
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
     return config
 
 
-def measure_round(database_url: str, companies: int, rounds: int, latency_ms: int,
-                  scratch: Path) -> dict[str, float]:
+def measure_round(
+    database_url: str, companies: int, rounds: int, latency_ms: int, scratch: Path
+) -> dict[str, float]:
     """Measurement 1: an idle company's round on its fleet runtime, NE slowed down."""
     from daemon.admin import run_once
     from daemon.config import load_config
@@ -194,25 +224,39 @@ def measure_round(database_url: str, companies: int, rounds: int, latency_ms: in
     from daemon.sandbox import SandboxConfig, SandboxServer
 
     codes = [f"r{n:03d}" for n in range(companies)]
-    sandboxes = {code: SandboxServer(SandboxConfig.from_mapping({
-        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0,
-        "faults": {"latency_ms": latency_ms}})).start() for code in codes}
+    sandboxes = {
+        code: SandboxServer(
+            SandboxConfig.from_mapping(
+                {
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "seed_size": 0,
+                    "faults": {"latency_ms": latency_ms},
+                }
+            )
+        ).start()
+        for code in codes
+    }
     runtimes = []
     try:
         with bench_schema(database_url) as url:
-            config = write_fleet(scratch / "round", url, codes,
-                                 {c: s.base_url for c, s in sandboxes.items()}, True)
+            config = write_fleet(
+                scratch / "round", url, codes, {c: s.base_url for c, s in sandboxes.items()}, True
+            )
             loaded = load_config(config)
             fleet = FleetDatabase(url, credentials_dir=loaded.config.credentials_dir)
             keeper = LeaseKeeper(fleet.engine, codes, worker_id="bench-round")
             keeper.start()  # renewed on its thread, as in a worker
             for code, company in Companies(loaded).companies.items():
-                runtime = company_runtime(loaded, company, lease=keeper.lease(code),
-                                          fleet=fleet)
+                runtime = company_runtime(loaded, company, lease=keeper.lease(code), fleet=fleet)
                 runtimes.append(runtime)
                 store = fleet.vault.store(code)
-                connect(runtime.config, runtime.engine, *sandboxes[code].state.issue_login(),
-                        store=store)
+                connect(
+                    runtime.config,
+                    runtime.engine,
+                    *sandboxes[code].state.issue_login(),
+                    store=store,
+                )
             for _ in range(WARMUP_ROUNDS):
                 for runtime in runtimes:
                     run_once(runtime)
@@ -227,8 +271,9 @@ def measure_round(database_url: str, companies: int, rounds: int, latency_ms: in
                     failures = [f for stage in report.stages for f in stage.failures]
                     if failures:
                         raise SystemExit(f"an idle round failed: {failures[0]}")
-            calls = sum(s.state.traffic.snapshot()["calls"]
-                        for s in sandboxes.values()) - calls_before
+            calls = (
+                sum(s.state.traffic.snapshot()["calls"] for s in sandboxes.values()) - calls_before
+            )
             for runtime in runtimes:
                 runtime.close()
             runtimes.clear()
@@ -255,8 +300,9 @@ def memory_child(config: Path, count: int) -> None:
 
     loaded = load_config(config)
     companies = list(Companies(loaded).companies.values())[:count]
-    fleet = FleetDatabase(loaded.config.resolved_database_url,
-                          credentials_dir=loaded.config.credentials_dir)
+    fleet = FleetDatabase(
+        loaded.config.resolved_database_url, credentials_dir=loaded.config.credentials_dir
+    )
     keeper = LeaseKeeper(fleet.engine, [c.code for c in companies], worker_id="bench-memory")
     keeper.start()  # renewed on its thread, as in a worker
     wake = threading.Event()
@@ -265,10 +311,10 @@ def memory_child(config: Path, count: int) -> None:
     figures: dict[str, float] = {}
     started = time.perf_counter()
     for number, company in enumerate(companies, start=1):
-        runtime = company_runtime(loaded, company, lease=keeper.lease(company.code),
-                                  fleet=fleet)
-        runs.append(CompanyRun(runtime, wake, on_stop=lambda: None, slots=slots,
-                               company=company.code))
+        runtime = company_runtime(loaded, company, lease=keeper.lease(company.code), fleet=fleet)
+        runs.append(
+            CompanyRun(runtime, wake, on_stop=lambda: None, slots=slots, company=company.code)
+        )
         if number == 1:
             time.sleep(2.0)
             gc.collect()
@@ -292,15 +338,30 @@ def measure_memory(database_url: str, companies: int, scratch: Path) -> dict[str
     from daemon.sandbox import SandboxConfig, SandboxServer
 
     codes = [f"m{n:04d}" for n in range(companies)]
-    sandbox = SandboxServer(SandboxConfig.from_mapping({
-        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0})).start()
+    sandbox = SandboxServer(
+        SandboxConfig.from_mapping(
+            {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0}
+        )
+    ).start()
     try:
         with bench_schema(database_url) as url:
-            config = write_fleet(scratch / "memory", url, codes,
-                                 dict.fromkeys(codes, sandbox.base_url), False)
-            done = subprocess.run([sys.executable, "-m", "benchmarks.fleet", "--memory-child",
-                                   str(config), str(companies)], capture_output=True,
-                                  text=True, check=False, timeout=3600)
+            config = write_fleet(
+                scratch / "memory", url, codes, dict.fromkeys(codes, sandbox.base_url), False
+            )
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.fleet",
+                    "--memory-child",
+                    str(config),
+                    str(companies),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=3600,
+            )
             if done.returncode != 0:
                 raise SystemExit(done.stderr[-3000:])
             figures: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
@@ -335,18 +396,33 @@ def _all_held(url: str, companies: int, workers: int) -> bool:
         engine.dispose()
     held = [lease for lease in leases if lease.holder is not None]
     holders = {w.worker_id for w in live if w.live}
-    return (len(held) == companies and len(holders) == workers
-            and all(lease.holder in holders for lease in held))
+    return (
+        len(held) == companies
+        and len(holders) == workers
+        and all(lease.holder in holders for lease in held)
+    )
 
 
-def measure_takeover(database_url: str, companies: int, workers: int,
-                     lease: float) -> float:
+def measure_takeover(database_url: str, companies: int, workers: int, lease: float) -> float:
     """Measurement 4: seconds from SIGKILL of one of ``workers`` until every company is held
     by a live worker again."""
     with bench_schema(database_url) as url:
-        processes = [subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fleet", "--lease-worker", url, str(companies),
-             str(lease)], stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.fleet",
+                    "--lease-worker",
+                    url,
+                    str(companies),
+                    str(lease),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(workers)
+        ]
         try:
             for process in processes:
                 assert process.stdout is not None
@@ -382,8 +458,7 @@ def measure_lease_round(database_url: str, companies: int) -> tuple[float, float
         with bench_schema(database_url) as url:
             engine = fleet_engine(url)
             codes = [f"t{n:05d}" for n in range(companies * workers)]
-            keepers = [LeaseKeeper(engine, codes, worker_id=f"bench-{n}")
-                       for n in range(workers)]
+            keepers = [LeaseKeeper(engine, codes, worker_id=f"bench-{n}") for n in range(workers)]
             for _ in range(3):  # join, then balance to the fair share
                 for keeper in keepers:
                     keeper.tick()
@@ -400,14 +475,22 @@ def measure_lease_round(database_url: str, companies: int) -> tuple[float, float
     return results[0], results[1]
 
 
-def measure(database_url: str, *, latency_ms: int = 150, round_companies: int = 10,
-            rounds: int = 5, memory_companies: int = 100, lease_companies: int = 1000,
-            lease: float = 30.0, job_slots: int = 4, say: Any = print) -> FleetFigures:
+def measure(
+    database_url: str,
+    *,
+    latency_ms: int = 150,
+    round_companies: int = 10,
+    rounds: int = 5,
+    memory_companies: int = 100,
+    lease_companies: int = 1000,
+    lease: float = 30.0,
+    job_slots: int = 4,
+    say: Any = print,
+) -> FleetFigures:
     """Every measurement; the figures."""
     with tempfile.TemporaryDirectory(prefix="nebridge-fleet-bench-") as scratch:
         say(f"fleet: idle rounds of {round_companies} companies, NE at {latency_ms} ms")
-        per_round = measure_round(database_url, round_companies, rounds, latency_ms,
-                                  Path(scratch))
+        per_round = measure_round(database_url, round_companies, rounds, latency_ms, Path(scratch))
         say(f"fleet: memory of {memory_companies} idle companies in one worker")
         memory = measure_memory(database_url, memory_companies, Path(scratch))
     say(f"fleet: lease rounds with {lease_companies} companies per worker")
@@ -418,51 +501,71 @@ def measure(database_url: str, *, latency_ms: int = 150, round_companies: int = 
     three_workers = measure_takeover(database_url, lease_companies, 3, lease)
     cores = len(os.sched_getaffinity(0))
     return FleetFigures(
-        latency_ms=latency_ms, round_companies=round_companies, rounds=rounds,
-        wall_per_round_s=per_round["wall"], cpu_per_round_s=per_round["cpu"],
-        calls_per_round=per_round["calls"], cores=cores,
+        latency_ms=latency_ms,
+        round_companies=round_companies,
+        rounds=rounds,
+        wall_per_round_s=per_round["wall"],
+        cpu_per_round_s=per_round["cpu"],
+        calls_per_round=per_round["calls"],
+        cores=cores,
         companies_per_worker=int(INTERVAL_S * cores / max(per_round["cpu"], 1e-6)),
-        memory_companies=memory_companies, rss_one_mb=memory["rss_one"],
+        memory_companies=memory_companies,
+        rss_one_mb=memory["rss_one"],
         rss_all_mb=memory["rss_all"],
         memory_per_company_mb=(memory["rss_all"] - memory["rss_one"])
         / max(memory_companies - 1, 1),
         start_per_company_s=memory["start_per_company"],
-        threads_one=int(memory["threads_one"]), threads_all=int(memory["threads_all"]),
-        lease_companies=lease_companies, lease_round_one_worker_s=one,
-        lease_round_three_workers_s=three, lease_seconds=lease,
-        takeover_two_workers_s=two_workers, takeover_three_workers_s=three_workers,
-        job_slots=job_slots)
+        threads_one=int(memory["threads_one"]),
+        threads_all=int(memory["threads_all"]),
+        lease_companies=lease_companies,
+        lease_round_one_worker_s=one,
+        lease_round_three_workers_s=three,
+        lease_seconds=lease,
+        takeover_two_workers_s=two_workers,
+        takeover_three_workers_s=three_workers,
+        job_slots=job_slots,
+    )
 
 
 def render(figures: FleetFigures) -> str:
     """The section as a Markdown table."""
     f = figures
     rows = [
-        (f"idle round per company (NE {f.latency_ms} ms per call; {f.round_companies} "
-         f"companies × {f.rounds} rounds)",
-         f"{f.wall_per_round_s * 1000:.0f} ms wall, {f.cpu_per_round_s * 1000:.1f} ms CPU, "
-         f"{f.calls_per_round:.1f} NE calls"),
-        (f"idle companies one worker keeps on a {INTERVAL_S:.0f} s schedule "
-         f"(target ≥ 1,000)",
-         f"{min(f.slot_bound(), f.companies_per_worker):,} with {f.job_slots} job slots "
-         f"(slots: {INTERVAL_S:.0f} s × {f.job_slots} / wall per round = "
-         f"{f.slot_bound():,}; CPU: {INTERVAL_S:.0f} s × {f.cores} cores / CPU per round = "
-         f"{f.companies_per_worker:,}); 1,000 need {f.slots_for(1000)} job slots; "
-         f"3 workers: {3 * min(f.slot_bound(), f.companies_per_worker):,}"),
-        (f"memory per idle company ({f.memory_companies} served by one worker; target "
-         "≤ 1 MB)",
-         f"{f.memory_per_company_mb:.2f} MB (RSS {f.rss_one_mb:.0f} MB with 1, "
-         f"{f.rss_all_mb:.0f} MB with {f.memory_companies}); threads {f.threads_one} with 1, "
-         f"{f.threads_all} with {f.memory_companies}"),
-        ("start of one company on a worker (runtime + scheduler)",
-         f"{f.start_per_company_s * 1000:.0f} ms"),
-        (f"lease round, {f.lease_companies:,} companies per worker",
-         f"1 worker {f.lease_round_one_worker_s * 1000:.0f} ms; 3 workers "
-         f"{f.lease_round_three_workers_s * 1000:.0f} ms each"),
-        (f"takeover after SIGKILL ({f.lease_companies:,} companies, lease "
-         f"{f.lease_seconds:g} s)",
-         f"2 workers: {f.takeover_two_workers_s:.1f} s; 3 workers: "
-         f"{f.takeover_three_workers_s:.1f} s"),
+        (
+            f"idle round per company (NE {f.latency_ms} ms per call; {f.round_companies} "
+            f"companies × {f.rounds} rounds)",
+            f"{f.wall_per_round_s * 1000:.0f} ms wall, {f.cpu_per_round_s * 1000:.1f} ms CPU, "
+            f"{f.calls_per_round:.1f} NE calls",
+        ),
+        (
+            f"idle companies one worker keeps on a {INTERVAL_S:.0f} s schedule (target ≥ 1,000)",
+            f"{min(f.slot_bound(), f.companies_per_worker):,} with {f.job_slots} job slots "
+            f"(slots: {INTERVAL_S:.0f} s × {f.job_slots} / wall per round = "
+            f"{f.slot_bound():,}; CPU: {INTERVAL_S:.0f} s × {f.cores} cores / CPU per round = "
+            f"{f.companies_per_worker:,}); 1,000 need {f.slots_for(1000)} job slots; "
+            f"3 workers: {3 * min(f.slot_bound(), f.companies_per_worker):,}",
+        ),
+        (
+            f"memory per idle company ({f.memory_companies} served by one worker; target ≤ 1 MB)",
+            f"{f.memory_per_company_mb:.2f} MB (RSS {f.rss_one_mb:.0f} MB with 1, "
+            f"{f.rss_all_mb:.0f} MB with {f.memory_companies}); threads {f.threads_one} with 1, "
+            f"{f.threads_all} with {f.memory_companies}",
+        ),
+        (
+            "start of one company on a worker (runtime + scheduler)",
+            f"{f.start_per_company_s * 1000:.0f} ms",
+        ),
+        (
+            f"lease round, {f.lease_companies:,} companies per worker",
+            f"1 worker {f.lease_round_one_worker_s * 1000:.0f} ms; 3 workers "
+            f"{f.lease_round_three_workers_s * 1000:.0f} ms each",
+        ),
+        (
+            f"takeover after SIGKILL ({f.lease_companies:,} companies, lease "
+            f"{f.lease_seconds:g} s)",
+            f"2 workers: {f.takeover_two_workers_s:.1f} s; 3 workers: "
+            f"{f.takeover_three_workers_s:.1f} s",
+        ),
     ]
     lines = ["| fleet (PostgreSQL) | figure |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in rows]
@@ -472,18 +575,27 @@ def render(figures: FleetFigures) -> str:
 def main() -> None:
     """Run the section and print it (``--json`` also writes the figures)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", help="a PostgreSQL database (a schema of its own "
-                        "is made and dropped)")
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL database (a schema of its own is made and dropped)"
+    )
     parser.add_argument("--latency-ms", type=int, default=150)
     parser.add_argument("--round-companies", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memory-companies", type=int, default=100)
     parser.add_argument("--lease-companies", type=int, default=1000)
     parser.add_argument("--lease", type=float, default=30.0, help="lease seconds")
-    parser.add_argument("--job-slots", type=int, default=4,
-                        help="fleet_job_slots the companies-per-worker figure assumes")
-    parser.add_argument("--render", type=Path, metavar="JSON",
-                        help="print the table again from the --json file of a run")
+    parser.add_argument(
+        "--job-slots",
+        type=int,
+        default=4,
+        help="fleet_job_slots the companies-per-worker figure assumes",
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="print the table again from the --json file of a run",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--lease-worker", nargs=3, help=argparse.SUPPRESS)
@@ -492,8 +604,7 @@ def main() -> None:
         memory_child(Path(args.memory_child[0]), int(args.memory_child[1]))
         return
     if args.lease_worker:
-        lease_worker(args.lease_worker[0], int(args.lease_worker[1]),
-                     float(args.lease_worker[2]))
+        lease_worker(args.lease_worker[0], int(args.lease_worker[1]), float(args.lease_worker[2]))
         return
     if args.render:  # the table again from a --json file (e.g. for other --job-slots)
         saved = json.loads(args.render.read_text(encoding="utf-8"))
@@ -501,12 +612,17 @@ def main() -> None:
         return
     if not args.database_url:
         parser.error("--database-url is required (fleet mode runs on PostgreSQL only)")
-    figures = measure(args.database_url, latency_ms=args.latency_ms,
-                      round_companies=args.round_companies, rounds=args.rounds,
-                      memory_companies=args.memory_companies,
-                      lease_companies=args.lease_companies, lease=args.lease,
-                      job_slots=args.job_slots,
-                      say=lambda m: print(m, file=sys.stderr, flush=True))
+    figures = measure(
+        args.database_url,
+        latency_ms=args.latency_ms,
+        round_companies=args.round_companies,
+        rounds=args.rounds,
+        memory_companies=args.memory_companies,
+        lease_companies=args.lease_companies,
+        lease=args.lease,
+        job_slots=args.job_slots,
+        say=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print(render(figures))
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(figures), indent=1), encoding="utf-8")

@@ -39,8 +39,9 @@ def _rss_mb() -> float:
 
 
 def _post(base: str, path: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     urllib.request.urlopen(request, timeout=30).read()
 
 
@@ -76,8 +77,9 @@ def main() -> None:
     """Prepare the world, run the child, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=24.0, help="simulated idle hours")
-    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "BASE", "PASSES"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("CONFIG", "BASE", "PASSES"), help=argparse.SUPPRESS
+    )
     opts = parser.parse_args()
     if opts.child:
         child(Path(opts.child[0]), opts.child[1], int(opts.child[2]))
@@ -86,14 +88,26 @@ def main() -> None:
 
     passes = round(opts.hours * 3600 / INTERVAL_S)
     with tempfile.TemporaryDirectory(prefix="nebridge-idle-") as scratch:
-        world = start_world(Path(scratch), 0, import_orders=True,
-                            schedule={"interval_seconds": INTERVAL_S})
+        world = start_world(
+            Path(scratch), 0, import_orders=True, schedule={"interval_seconds": INTERVAL_S}
+        )
         try:
             world.create_orders(1_000)
             done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.idle", "--child", str(world.config),
-                 world.sandbox.base_url, str(passes)],
-                capture_output=True, text=True, check=False, timeout=6 * 3600)
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.idle",
+                    "--child",
+                    str(world.config),
+                    world.sandbox.base_url,
+                    str(passes),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=6 * 3600,
+            )
             if done.returncode != 0:
                 raise SystemExit(done.stderr[-2000:])
             figures = json.loads(done.stdout.splitlines()[-1])
@@ -107,8 +121,10 @@ def main() -> None:
     print("|---|---|")
     print(f"| simulated idle time | {hours:g} h ({passes} passes after {WARMUP} warm-up) |")
     print(f"| Next Engine calls | {calls} ({calls / hours:.1f} per hour: {names or 'none'}) |")
-    print(f"| RSS after warm-up / after {hours:g} h | {figures['rss_warm_mb']:.0f} MB / "
-          f"{figures['rss_end_mb']:.0f} MB |")
+    print(
+        f"| RSS after warm-up / after {hours:g} h | {figures['rss_warm_mb']:.0f} MB / "
+        f"{figures['rss_end_mb']:.0f} MB |"
+    )
 
 
 if __name__ == "__main__":

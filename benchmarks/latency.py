@@ -111,8 +111,9 @@ def _wait_ready(world: World, process: subprocess.Popen[bytes], timeout: float) 
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {process.returncode}; see "
-                                   f"{world.root / 'daemon.log'}")
+                raise RuntimeError(
+                    f"the daemon exited with {process.returncode}; see {world.root / 'daemon.log'}"
+                )
             with read_session(engine) as session:
                 if session.get(Cursor, PRODUCTS_CURSOR) is not None:
                     return
@@ -127,16 +128,22 @@ def _arrive(world: World, order_ids: list[int], arrivals: Arrivals) -> dict[int,
     dropped: dict[int, float] = {}
     pacing = random.Random(ARRIVAL_SEED)
     for index in range(arrivals.files):
-        chunk = order_ids[index * arrivals.orders:(index + 1) * arrivals.orders]
-        world.drop(f"shipments-latency-{index:04d}.csv", SHIP_HEADER,
-                   shipment_rows(chunk, first=index * arrivals.orders))
+        chunk = order_ids[index * arrivals.orders : (index + 1) * arrivals.orders]
+        world.drop(
+            f"shipments-latency-{index:04d}.csv",
+            SHIP_HEADER,
+            shipment_rows(chunk, first=index * arrivals.orders),
+        )
         dropped.update(dict.fromkeys(chunk, time.monotonic()))
         time.sleep(pacing.uniform(0.5, 1.5) * arrivals.period_s)
     return dropped
 
 
 def _observe(
-    world: World, process: subprocess.Popen[bytes], order_ids: list[int], arrivals: Arrivals,
+    world: World,
+    process: subprocess.Popen[bytes],
+    order_ids: list[int],
+    arrivals: Arrivals,
     result: LatencyResult,
 ) -> None:
     """Measure one run on a started daemon; fill ``result``."""
@@ -173,8 +180,9 @@ def measure_latency(world: World, strategy: str, arrivals: Arrivals) -> LatencyR
     order_ids = world.create_orders(arrivals.files * arrivals.orders)
     result = LatencyResult(strategy, len(order_ids))
     with (world.root / "daemon.log").open("wb") as log:
-        process = subprocess.Popen(_command(strategy, world.config), cwd=REPO,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            _command(strategy, world.config), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             _observe(world, process, order_ids, arrivals, result)
         finally:

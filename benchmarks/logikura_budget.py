@@ -99,11 +99,21 @@ class Figures:
 
 
 def _orders(code: str, count: int, first: int) -> list[OrderInstruction]:
-    return [OrderInstruction(
-        ne_order_id=str(first + n), shop_order_id=f"R-{first + n}", warehouse=code,
-        order_date="2026-12-01 10:00:00", delivery_method="", consignee_name=f"顧客 {first + n}",
-        consignee_zip="1600023", consignee_address=f"東京都新宿区西新宿{n}", consignee_tel="",
-        lines=(OrderInstructionLine(1, PRODUCT, PRODUCT, 1),)) for n in range(count)]
+    return [
+        OrderInstruction(
+            ne_order_id=str(first + n),
+            shop_order_id=f"R-{first + n}",
+            warehouse=code,
+            order_date="2026-12-01 10:00:00",
+            delivery_method="",
+            consignee_name=f"顧客 {first + n}",
+            consignee_zip="1600023",
+            consignee_address=f"東京都新宿区西新宿{n}",
+            consignee_tel="",
+            lines=(OrderInstructionLine(1, PRODUCT, PRODUCT, 1),),
+        )
+        for n in range(count)
+    ]
 
 
 def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures:
@@ -111,8 +121,9 @@ def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures
     started = time.monotonic()
     figures = Figures(warehouses, orders)
     codes = CODES[:warehouses]
-    sandbox = SandboxConfig.from_mapping({"client_id": CLIENT_ID, "client_secret": SECRET,
-                                          "clock_frozen": True, "seed_size": 0})
+    sandbox = SandboxConfig.from_mapping(
+        {"client_id": CLIENT_ID, "client_secret": SECRET, "clock_frozen": True, "seed_size": 0}
+    )
     with SandboxServer(sandbox) as lk, tempfile.TemporaryDirectory() as folder:
         with lk.state.acting("python"):
             for code in codes:
@@ -121,19 +132,34 @@ def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures
                     lk.state.warehouses[wid] = Warehouse(wid, code, code, lk.clock.iso())
         lk.state.add_variant(PRODUCT, link_code=PRODUCT, stock=dict.fromkeys(codes, 10**6))
         clock = VirtualTime(lk.clock.timestamp(), lk.clock)
-        config = LogikuraConfig.model_validate({
-            "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-            "client_secret": SECRET, "redirect_uri": REDIRECT, "poll_seconds": poll})
+        config = LogikuraConfig.model_validate(
+            {
+                "api_base": lk.base_url,
+                "auth_base": lk.base_url,
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "redirect_uri": REDIRECT,
+                "poll_seconds": poll,
+            }
+        )
         connector = LogikuraConnector(config, clock=clock, sleep=clock.sleep)
         http = BoundedSession()
         cursors: dict[str, str] = {}
-        imported = {str(o.ne_order_id) for c in codes
-                    for o in _orders(c, orders, 100_000 * (1 + CODES.index(c)))}
+        imported = {
+            str(o.ne_order_id)
+            for c in codes
+            for o in _orders(c, orders, 100_000 * (1 + CODES.index(c)))
+        }
         ctx = ConnectorContext(
             warehouses={c: WarehouseInfo(c, c, True, True) for c in codes},
-            is_known_product=lambda _code: True, http=http, clock=clock.utc,
-            log=logging.getLogger("bench.logikura"), cursors=cursors,
-            state_dir=Path(folder), is_imported_order=imported.__contains__)
+            is_known_product=lambda _code: True,
+            http=http,
+            clock=clock.utc,
+            log=logging.getLogger("bench.logikura"),
+            cursors=cursors,
+            state_dir=Path(folder),
+            is_imported_order=imported.__contains__,
+        )
         with clock.party():
             connector.authorize(lk.state.issue_code(REDIRECT), ctx)
         importing = threading.Event()
@@ -145,8 +171,11 @@ def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures
         begin = clock()
 
         def importer(code: str) -> None:
-            batch = InstructionBatch(f"bench-{code}", datetime(2026, 12, 1, tzinfo=UTC),
-                                     _orders(code, orders, 100_000 * (1 + CODES.index(code))))
+            batch = InstructionBatch(
+                f"bench-{code}",
+                datetime(2026, 12, 1, tzinfo=UTC),
+                _orders(code, orders, 100_000 * (1 + CODES.index(code))),
+            )
             with clock.party():
                 while True:
                     try:
@@ -202,17 +231,22 @@ def run(warehouses: int, orders: int, ship_every: float, poll: float) -> Figures
         for thread in threads:
             thread.join()
         http.close()
-        key = next(f"grant:{e.record_id}" for e in lk.ledger.entries(kind="oauth.token")
-                   if e.detail["grant_type"] == "authorization_code")
+        key = next(
+            f"grant:{e.record_id}"
+            for e in lk.ledger.entries(kind="oauth.token")
+            if e.detail["grant_type"] == "authorization_code"
+        )
         records = [r for r in lk.state.traffic.requests(key) if r.at >= begin]
         figures.requests = len(records)
         figures.max_per_minute = lk.state.traffic.max_in_window(WINDOW_SECONDS, key)
         figures.rate_limited = lk.state.traffic.rate_limited(key)
-        figures.schedule_posts = sum(1 for r in records if r.method == "POST"
-                                     and r.path == "/api/v1/shipping_schedules")
+        figures.schedule_posts = sum(
+            1 for r in records if r.method == "POST" and r.path == "/api/v1/shipping_schedules"
+        )
         figures.history_reads = sum(1 for r in records if r.path.endswith("_histories"))
-        figures.schedule_list_reads = sum(1 for r in records if r.method == "GET"
-                                          and r.path == "/api/v1/shipping_schedules")
+        figures.schedule_list_reads = sum(
+            1 for r in records if r.method == "GET" and r.path == "/api/v1/shipping_schedules"
+        )
         figures.import_minutes = round((max(finished) - begin) / 60, 1)
         latencies = sorted(read[o] - at for o, at in confirmed.items() if o in read)
         figures.shipped_during_import = len(confirmed)
@@ -258,23 +292,52 @@ def _yaml(data: object) -> str:
 def run_daemon(orders: int, ship_every: float) -> DaemonFigures:
     """``nebridge run`` importing ``orders`` orders while staff ship (see module docstring)."""
     figures = DaemonFigures(orders)
-    lk_config = SandboxConfig.from_mapping({"client_id": CLIENT_ID, "client_secret": SECRET,
-                                            "seed_size": 0})
-    with NeSandbox(NeConfig(client_id="ne-bench", client_secret="ne-bench-secret",
-                            seed_size=0)) as ne, SandboxServer(lk_config) as lk, \
-            tempfile.TemporaryDirectory() as folder:
+    lk_config = SandboxConfig.from_mapping(
+        {"client_id": CLIENT_ID, "client_secret": SECRET, "seed_size": 0}
+    )
+    with (
+        NeSandbox(
+            NeConfig(client_id="ne-bench", client_secret="ne-bench-secret", seed_size=0)
+        ) as ne,
+        SandboxServer(lk_config) as lk,
+        tempfile.TemporaryDirectory() as folder,
+    ):
         root = Path(folder)
         path = root / "daemon.yaml"
-        path.write_text(_yaml({
-            "state_dir": str(root / "state"),
-            "nextengine": {"api_base": ne.base_url, "login_base": ne.base_url,
-                           "client_id": "ne-bench", "client_secret": "ne-bench-secret"},
-            "warehouses": [{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
-            "plugins": {name: {"enabled": True} for name in (
-                "status_update", "tracking_update", "stock_minus", "stock_plus")},
-            "wms": {"connector": "logikura", "logikura": {
-                "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-                "client_secret": SECRET, "redirect_uri": REDIRECT}}}), encoding="utf-8")
+        path.write_text(
+            _yaml(
+                {
+                    "state_dir": str(root / "state"),
+                    "nextengine": {
+                        "api_base": ne.base_url,
+                        "login_base": ne.base_url,
+                        "client_id": "ne-bench",
+                        "client_secret": "ne-bench-secret",
+                    },
+                    "warehouses": [{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
+                    "plugins": {
+                        name: {"enabled": True}
+                        for name in (
+                            "status_update",
+                            "tracking_update",
+                            "stock_minus",
+                            "stock_plus",
+                        )
+                    },
+                    "wms": {
+                        "connector": "logikura",
+                        "logikura": {
+                            "api_base": lk.base_url,
+                            "auth_base": lk.base_url,
+                            "client_id": CLIENT_ID,
+                            "client_secret": SECRET,
+                            "redirect_uri": REDIRECT,
+                        },
+                    },
+                }
+            ),
+            encoding="utf-8",
+        )
         settings = load_config(path).config
         engine = make_engine(settings.resolved_database_url)
         upgrade(engine)
@@ -292,10 +355,14 @@ def run_daemon(orders: int, ship_every: float) -> DaemonFigures:
         ids = [str(ne.state.create_order([(PRODUCT, 1)], shop_id=1)) for _ in range(orders)]
         staff = WarehouseStaff(lk.base_url)
         log = (root / "daemon.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(path), "run"],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env={k: v for k, v in os.environ.items()
-                                     if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(path), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
+            },
+        )
         began = time.monotonic()
         confirmed: dict[str, float] = {}
         shipped: dict[str, float] = {}
@@ -307,8 +374,9 @@ def run_daemon(orders: int, ship_every: float) -> DaemonFigures:
                     figures.import_minutes = round((now - began) / 60, 1)
                 if now >= next_ship and figures.import_minutes == 0:
                     next_ship += ship_every
-                    order = next((o for o in ids if o not in confirmed
-                                  and lk.state.schedules_for(o)), None)
+                    order = next(
+                        (o for o in ids if o not in confirmed and lk.state.schedules_for(o)), None
+                    )
                     if order is not None:
                         schedule = lk.state.schedules_for(order)[0]["id"]
                         staff.set_tracking(schedule, f"T-{order}")
@@ -331,16 +399,20 @@ def run_daemon(orders: int, ship_every: float) -> DaemonFigures:
             log.close()
         lines = (root / "daemon.log").read_text(encoding="utf-8").splitlines()
         figures.log_warnings = sum(" WARNING " in line for line in lines)
-        figures.max_instances_lines = sum("maximum number of running instances" in line
-                                          for line in lines)
+        figures.max_instances_lines = sum(
+            "maximum number of running instances" in line for line in lines
+        )
         latencies = sorted(shipped[o] - at for o, at in confirmed.items())
         figures.shipped = len(latencies)
         if latencies:
             figures.latency_p50_s = round(statistics.median(latencies), 1)
             figures.latency_p95_s = round(latencies[int(0.95 * (len(latencies) - 1))], 1)
             figures.latency_max_s = round(latencies[-1], 1)
-        key = next(f"grant:{e.record_id}" for e in lk.ledger.entries(kind="oauth.token")
-                   if e.detail["grant_type"] == "authorization_code")
+        key = next(
+            f"grant:{e.record_id}"
+            for e in lk.ledger.entries(kind="oauth.token")
+            if e.detail["grant_type"] == "authorization_code"
+        )
         figures.max_per_minute = lk.state.traffic.max_in_window(WINDOW_SECONDS, key)
         figures.rate_limited = lk.state.traffic.rate_limited(key)
         figures.duplicates = sum(n - 1 for n in lk.ledger.schedules_created().values())
@@ -352,41 +424,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.logikura_budget")
     parser.add_argument("--warehouses", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--orders", type=int, default=400)
-    parser.add_argument("--ship-every", type=float, default=20.0,
-                        help="virtual seconds between two shipments confirmed by staff")
-    parser.add_argument("--poll", type=float, default=60.0,
-                        help="wms.logikura.poll_seconds")
-    parser.add_argument("--daemon", type=int, default=0, metavar="N",
-                        help="also run nebridge in real time importing N orders")
+    parser.add_argument(
+        "--ship-every",
+        type=float,
+        default=20.0,
+        help="virtual seconds between two shipments confirmed by staff",
+    )
+    parser.add_argument("--poll", type=float, default=60.0, help="wms.logikura.poll_seconds")
+    parser.add_argument(
+        "--daemon",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run nebridge in real time importing N orders",
+    )
     parser.add_argument("--daemon-ship-every", type=float, default=15.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = [run(w, args.orders, args.ship_every, args.poll) for w in args.warehouses]
     daemon = run_daemon(args.daemon, args.daemon_ship_every) if args.daemon else None
-    print("warehouses | orders each | requests | max in any 60 s | 429s | schedule POSTs | "
-          "history reads | schedule list reads | import min | shipments during import | "
-          "read latency p50/p95/max s | duplicates | wall s")
+    print(
+        "warehouses | orders each | requests | max in any 60 s | 429s | schedule POSTs | "
+        "history reads | schedule list reads | import min | shipments during import | "
+        "read latency p50/p95/max s | duplicates | wall s"
+    )
     for f in rows:
-        print(f"{f.warehouses} | {f.orders} | {f.requests} | {f.max_per_minute} | "
-              f"{f.rate_limited} | {f.schedule_posts} | {f.history_reads} | "
-              f"{f.schedule_list_reads} | "
-              f"{f.import_minutes} | {f.shipped_during_import} | {f.latency_p50_s} / "
-              f"{f.latency_p95_s} / {f.latency_max_s} | {f.duplicates} | {f.wall_s}")
+        print(
+            f"{f.warehouses} | {f.orders} | {f.requests} | {f.max_per_minute} | "
+            f"{f.rate_limited} | {f.schedule_posts} | {f.history_reads} | "
+            f"{f.schedule_list_reads} | "
+            f"{f.import_minutes} | {f.shipped_during_import} | {f.latency_p50_s} / "
+            f"{f.latency_p95_s} / {f.latency_max_s} | {f.duplicates} | {f.wall_s}"
+        )
         for note in f.notes[:5]:
             print(f"  note: {note}")
     if daemon is not None:
-        print(f"daemon, real time: {daemon.orders} orders imported in "
-              f"{daemon.import_minutes} min; {daemon.shipped} shipments confirmed meanwhile, "
-              f"Logikura → Next Engine p50/p95/max {daemon.latency_p50_s} / "
-              f"{daemon.latency_p95_s} / {daemon.latency_max_s} s; most requests in any "
-              f"60 s {daemon.max_per_minute}, 429s {daemon.rate_limited}, duplicates "
-              f"{daemon.duplicates}; SIGTERM to exit {daemon.sigterm_s} s; log: "
-              f"{daemon.log_warnings} warning(s), {daemon.max_instances_lines} about "
-              "running instances")
+        print(
+            f"daemon, real time: {daemon.orders} orders imported in "
+            f"{daemon.import_minutes} min; {daemon.shipped} shipments confirmed meanwhile, "
+            f"Logikura → Next Engine p50/p95/max {daemon.latency_p50_s} / "
+            f"{daemon.latency_p95_s} / {daemon.latency_max_s} s; most requests in any "
+            f"60 s {daemon.max_per_minute}, 429s {daemon.rate_limited}, duplicates "
+            f"{daemon.duplicates}; SIGTERM to exit {daemon.sigterm_s} s; log: "
+            f"{daemon.log_warnings} warning(s), {daemon.max_instances_lines} about "
+            "running instances"
+        )
     if args.json:
-        data = {"virtual": [asdict(f) for f in rows],
-                "daemon": asdict(daemon) if daemon is not None else None}
+        data = {
+            "virtual": [asdict(f) for f in rows],
+            "daemon": asdict(daemon) if daemon is not None else None,
+        }
         args.json.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 

@@ -77,8 +77,9 @@ class NaiveShipExecutor:
         """Nothing is ever left in flight by this executor."""
 
     def _last_modified(self, order_id: str) -> str:
-        rows = list(self.client.search_orders(ORDER_FIELDS,
-                                              where=Where().eq("receive_order_id", order_id)))
+        rows = list(
+            self.client.search_orders(ORDER_FIELDS, where=Where().eq("receive_order_id", order_id))
+        )
         if not rows:
             raise LookupError(f"order {order_id} not found")
         return str(rows[0]["receive_order_last_modified_date"])
@@ -118,9 +119,15 @@ class NaiveStockExecutor:
         """One upload per item."""
         codes = sorted({i.subject for i in items})
         with read_session(self.engine) as session:
-            links = {str(p): str(link) for p, link in session.execute(
-                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
-                .where(col(WmsProduct.product_code).in_(codes))).all() if link}
+            links = {
+                str(p): str(link)
+                for p, link in session.execute(
+                    select(col(WmsProduct.product_code), col(WmsProduct.link_code)).where(
+                        col(WmsProduct.product_code).in_(codes)
+                    )
+                ).all()
+                if link
+            }
         marks = _Marks(self.engine, "uploaded")
         for item in items:
             link = links.get(item.subject)
@@ -143,16 +150,23 @@ class NaiveRuntime(Runtime):
     def executors(self) -> dict[str, Executor]:
         """The naive executors on the same client."""
         client = self.ne_client()
-        return {NaiveShipExecutor.kind: NaiveShipExecutor(self.db, client),
-                NaiveStockExecutor.kind: NaiveStockExecutor(self.db, client)}
+        return {
+            NaiveShipExecutor.kind: NaiveShipExecutor(self.db, client),
+            NaiveStockExecutor.kind: NaiveStockExecutor(self.db, client),
+        }
 
 
 def build_naive_runtime(config: Path) -> NaiveRuntime:
     """Build the product's runtime for ``config``, then swap in the naive executors."""
     base = build_runtime(config)
     base.http.close()
-    return NaiveRuntime(loaded=base.loaded, host=base.host, engine=base.engine,
-                        connector=base.connector, connector_error=base.connector_error)
+    return NaiveRuntime(
+        loaded=base.loaded,
+        host=base.host,
+        engine=base.engine,
+        connector=base.connector,
+        connector_error=base.connector_error,
+    )
 
 
 def main() -> None:

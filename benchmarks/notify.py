@@ -98,8 +98,10 @@ def _runtime(folder: Path, url: str, clock: Clock) -> Runtime:
     config = {
         "state_dir": str(folder / "state"),
         "nextengine": {"client_id": "bench", "client_secret": "bench-secret"},
-        "wms": {"connector": "csv", "csv": {"inbox": str(folder / "in"),
-                                            "outbox": str(folder / "out")}},
+        "wms": {
+            "connector": "csv",
+            "csv": {"inbox": str(folder / "in"), "outbox": str(folder / "out")},
+        },
         "warehouses": [{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
         "plugins": {"notify_webhook": {"enabled": True, "format": "json", "url": url}},
     }
@@ -122,9 +124,15 @@ def held_at_once(orders: int) -> tuple[int, int, int]:
         try:
             with write_session(rt.engine) as session:
                 for n in range(orders):
-                    session.add(ImportedOrder(ne_order_id=str(100000 + n), warehouse="ITAKU",
-                                              state="held", hold_reason="unknown goods code",
-                                              updated_at=clock()))
+                    session.add(
+                        ImportedOrder(
+                            ne_order_id=str(100000 + n),
+                            warehouse="ITAKU",
+                            state="held",
+                            hold_reason="unknown goods code",
+                            updated_at=clock(),
+                        )
+                    )
             rt.notifier().run_once()
             opened = len(got.bodies)
             count = got.bodies[0]["count"] if got.bodies else 0
@@ -149,9 +157,17 @@ def run_seconds(samples: int) -> list[float]:
             notifier = rt.notifier()
             for n in range(samples):
                 clock.now += timedelta(minutes=10)  # outside the digest window
-                attention.report(rt.engine, Problem(
-                    key=f"wms_mismatch:{n}", kind="wms_mismatch", subject=str(n),
-                    reason="renumbered", fix="check it"), now=clock())
+                attention.report(
+                    rt.engine,
+                    Problem(
+                        key=f"wms_mismatch:{n}",
+                        kind="wms_mismatch",
+                        subject=str(n),
+                        reason="renumbered",
+                        fix="check it",
+                    ),
+                    now=clock(),
+                )
                 start = time.perf_counter()
                 report = notifier.run_once()
                 times.append(time.perf_counter() - start)
@@ -176,30 +192,43 @@ def outage(minutes: int, spread: bool = True) -> dict[str, Any]:
             arisen = 0
             while clock.now < start + timedelta(minutes=minutes):
                 if (clock.now - start) % timedelta(minutes=1) == timedelta(0) and (
-                        spread or clock.now == start):
+                    spread or clock.now == start
+                ):
                     for _ in range(1 if spread else 10):
-                        attention.report(rt.engine, Problem(
-                            key=f"wms_mismatch:{arisen}", kind="wms_mismatch",
-                            subject=str(arisen), reason="renumbered", fix="check it"),
-                            now=clock())
+                        attention.report(
+                            rt.engine,
+                            Problem(
+                                key=f"wms_mismatch:{arisen}",
+                                kind="wms_mismatch",
+                                subject=str(arisen),
+                                reason="renumbered",
+                                fix="check it",
+                            ),
+                            now=clock(),
+                        )
                         arisen += 1
                 notifier.run_once()
                 clock.now += step
             got.down = False
             back, last = clock.now, clock.now
-            while len({b["key"] for b in got.bodies}) < arisen and clock.now < back + \
-                    timedelta(hours=1):
+            while len({b["key"] for b in got.bodies}) < arisen and clock.now < back + timedelta(
+                hours=1
+            ):
                 before = len(got.bodies)
                 notifier.run_once()
                 if len(got.bodies) > before:
                     last = clock.now
                 clock.now += step
             keys = [b["key"] for b in got.bodies if b["event"] in ("open", "digest")]
-            return {"arisen": arisen, "attempts_while_down": got.refused,
-                    "delivered": len(got.bodies), "distinct": len(set(keys)),
-                    "copies": len(keys) - len(set(keys)),
-                    "last_after_s": (last - back).total_seconds(),
-                    "events": sorted({b["event"] for b in got.bodies})}
+            return {
+                "arisen": arisen,
+                "attempts_while_down": got.refused,
+                "delivered": len(got.bodies),
+                "distinct": len(set(keys)),
+                "copies": len(keys) - len(set(keys)),
+                "last_after_s": (last - back).total_seconds(),
+                "events": sorted({b["event"] for b in got.bodies}),
+            }
         finally:
             rt.close()
 
@@ -213,23 +242,29 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the outage's retries would log each failure
     opened, count, resolved = held_at_once(args.orders)
-    print(f"held at once: {args.orders} orders → {opened} message(s) (a digest of {count}); "
-          f"all resolved → {resolved} message(s)")
+    print(
+        f"held at once: {args.orders} orders → {opened} message(s) (a digest of {count}); "
+        f"all resolved → {resolved} message(s)"
+    )
     times = run_seconds(args.samples)
     interval = 30.0  # the default notify.interval_seconds
     median = statistics.median(times)
-    print(f"one notifier run (scan + send, 1 problem): median {median * 1000:.1f} ms, max "
-          f"{max(times) * 1000:.1f} ms over {len(times)} runs → latency at the default "
-          f"{interval:.0f} s interval: mean {interval / 2 + median:.1f} s, at most "
-          f"{interval + max(times):.1f} s")
+    print(
+        f"one notifier run (scan + send, 1 problem): median {median * 1000:.1f} ms, max "
+        f"{max(times) * 1000:.1f} ms over {len(times)} runs → latency at the default "
+        f"{interval:.0f} s interval: mean {interval / 2 + median:.1f} s, at most "
+        f"{interval + max(times):.1f} s"
+    )
     for spread, how in ((True, "one a minute"), (False, "all at the start")):
         figures = outage(args.outage_minutes, spread)
-        print(f"{args.outage_minutes}-minute sink outage, problems {how}: "
-              f"{figures['arisen']} arose, {figures['attempts_while_down']} attempts refused "
-              f"(backoff), afterwards {figures['delivered']} message(s) delivered "
-              f"({', '.join(figures['events'])}), {figures['distinct']} distinct, "
-              f"{figures['copies']} copies, the last {figures['last_after_s']:.0f} s "
-              "(simulated) after the sink came back")
+        print(
+            f"{args.outage_minutes}-minute sink outage, problems {how}: "
+            f"{figures['arisen']} arose, {figures['attempts_while_down']} attempts refused "
+            f"(backoff), afterwards {figures['delivered']} message(s) delivered "
+            f"({', '.join(figures['events'])}), {figures['distinct']} distinct, "
+            f"{figures['copies']} copies, the last {figures['last_after_s']:.0f} s "
+            "(simulated) after the sink came back"
+        )
 
 
 if __name__ == "__main__":

@@ -116,10 +116,17 @@ def watch_pass(root: Path, orders: int) -> dict[str, float]:
             rt.close()
         cancels = list(world.outbox.glob("cancellations-*.csv"))
         assert sum(1 for p in world.outbox.glob("orders-*.csv")) == 1
-        return {"orders": orders, "import_calls": first[0], "import_cpu_s": first[1],
-                "pass_calls": calls, "pass_cpu_s": cpu, "pass_rss_growth_mb": rss,
-                "quiet_calls": quiet[0], "quiet_cpu_s": quiet[1],
-                "false_changes": len(cancels)}
+        return {
+            "orders": orders,
+            "import_calls": first[0],
+            "import_cpu_s": first[1],
+            "pass_calls": calls,
+            "pass_cpu_s": cpu,
+            "pass_rss_growth_mb": rss,
+            "quiet_calls": quiet[0],
+            "quiet_cpu_s": quiet[1],
+            "false_changes": len(cancels),
+        }
     finally:
         world.close()
 
@@ -139,19 +146,27 @@ def detection(root: Path) -> dict[str, Any]:
             calls = _import_run(rt, world)[0]
         finally:
             rt.close()
-        rows = [r for p in sorted(world.outbox.glob("cancellations-*.csv"))
-                for r in csv.DictReader(p.open(encoding="utf-8", newline=""))]
-        return {"calls": calls, "cancellations": [(r["ne_order_id"], r["reason"]) for r in rows],
-                "expected": [(str(ids[0]), "cancelled"), (str(ids[1]), "edited")]}
+        rows = [
+            r
+            for p in sorted(world.outbox.glob("cancellations-*.csv"))
+            for r in csv.DictReader(p.open(encoding="utf-8", newline=""))
+        ]
+        return {
+            "calls": calls,
+            "cancellations": [(r["ne_order_id"], r["reason"]) for r in rows],
+            "expected": [(str(ids[0]), "cancelled"), (str(ids[1]), "edited")],
+        }
     finally:
         world.close()
 
 
 def main() -> None:
     """Run the three measurements and print them."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.order_watch",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.order_watch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--intervals", type=int, default=5)
     args = parser.parse_args()
@@ -160,16 +175,20 @@ def main() -> None:
         for name, runs in calls_per_interval(root, 50, args.intervals).items():
             print(f"NE calls per import run, nothing changed, {name}: {runs}")
         found = detection(root)
-        print(f"one change each: {found['calls']} NE call(s); cancellations file: "
-              f"{found['cancellations']} (expected {found['expected']})")
+        print(
+            f"one change each: {found['calls']} NE call(s); cancellations file: "
+            f"{found['cancellations']} (expected {found['expected']})"
+        )
         figures = watch_pass(root, args.orders)
-        print(f"{figures['orders']:,} orders: import {figures['import_calls']} NE calls, "
-              f"{figures['import_cpu_s']:.2f} s CPU; watch pass over all of them (claim tags "
-              f"written by nebridge): {figures['pass_calls']} NE calls, "
-              f"{figures['pass_cpu_s']:.2f} s CPU, RSS growth "
-              f"{figures['pass_rss_growth_mb']:.1f} MB, {figures['false_changes']} false "
-              f"change(s); quiet pass: {figures['quiet_calls']} NE calls, "
-              f"{figures['quiet_cpu_s']:.2f} s CPU")
+        print(
+            f"{figures['orders']:,} orders: import {figures['import_calls']} NE calls, "
+            f"{figures['import_cpu_s']:.2f} s CPU; watch pass over all of them (claim tags "
+            f"written by nebridge): {figures['pass_calls']} NE calls, "
+            f"{figures['pass_cpu_s']:.2f} s CPU, RSS growth "
+            f"{figures['pass_rss_growth_mb']:.1f} MB, {figures['false_changes']} false "
+            f"change(s); quiet pass: {figures['quiet_calls']} NE calls, "
+            f"{figures['quiet_cpu_s']:.2f} s CPU"
+        )
 
 
 if __name__ == "__main__":

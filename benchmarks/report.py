@@ -10,11 +10,31 @@ from benchmarks.latency import Arrivals, LatencyResult
 from benchmarks.worker import JobResult
 
 UPLOAD = "/api_v1_master_goods/upload"
-_RESOURCE = {"receiveorder_base": "order", "receiveorder_row": "row", "master_goods": "goods",
-             "system_que": "que"}
-COLUMNS = ("NE ms", "workload", "events", "run", "wall s", "ev/s", "pipe ev/s", "CPU s",
-           "RSS MB", "NE calls by endpoint", "calls/order", "uploads/disp", "p50/p95 s",
-           "naive run", "naive wall ×", "naive calls ×", "check")
+_RESOURCE = {
+    "receiveorder_base": "order",
+    "receiveorder_row": "row",
+    "master_goods": "goods",
+    "system_que": "que",
+}
+COLUMNS = (
+    "NE ms",
+    "workload",
+    "events",
+    "run",
+    "wall s",
+    "ev/s",
+    "pipe ev/s",
+    "CPU s",
+    "RSS MB",
+    "NE calls by endpoint",
+    "calls/order",
+    "uploads/disp",
+    "p50/p95 s",
+    "naive run",
+    "naive wall ×",
+    "naive calls ×",
+    "check",
+)
 
 
 @dataclass
@@ -87,7 +107,11 @@ class Row:
 
     @classmethod
     def from_runs(
-        cls, latency_ms: int, workload: str, title: str, size: int,
+        cls,
+        latency_ms: int,
+        workload: str,
+        title: str,
+        size: int,
         runs: Mapping[str, Run | None],
     ) -> Row:
         """Figures of the nebridge run, and the naive run as ratios to it."""
@@ -129,8 +153,10 @@ class Row:
         cls, latency_ms: int, arrivals: Arrivals, results: Mapping[str, LatencyResult | None]
     ) -> Row:
         """The daemon-process row: p50/p95, idle/peak RSS, naive latencies as ratios."""
-        title = (f"{arrivals.files} files × {arrivals.orders} orders, one every "
-                 f"{arrivals.period_s:g} s, daemon process")
+        title = (
+            f"{arrivals.files} files × {arrivals.orders} orders, one every "
+            f"{arrivals.period_s:g} s, daemon process"
+        )
         ours, naive = results.get("nebridge"), results.get("naive")
         row = cls(latency_ms, "latency", title, arrivals.files * arrivals.orders, run="full")
         checks = []
@@ -158,11 +184,22 @@ class Row:
     def cells(self) -> list[str]:
         """The row's cells, in :data:`COLUMNS` order."""
         return [
-            str(self.latency_ms), self.workload, f"{self.events:,}", self.run,
-            _num(self.wall_s, 2), _num(self.events_per_s), _num(self.pipeline_events_per_s),
-            _num(self.cpu_s, 2), self.rss, calls_text(self.calls) if self.calls else "—",
-            _num(self.calls_per_order, 3), _num(self.uploads_per_dispatch, 1), self.latency,
-            self.naive_run, _num(self.naive_wall_x, 1), _num(self.naive_calls_x, 1),
+            str(self.latency_ms),
+            self.workload,
+            f"{self.events:,}",
+            self.run,
+            _num(self.wall_s, 2),
+            _num(self.events_per_s),
+            _num(self.pipeline_events_per_s),
+            _num(self.cpu_s, 2),
+            self.rss,
+            calls_text(self.calls) if self.calls else "—",
+            _num(self.calls_per_order, 3),
+            _num(self.uploads_per_dispatch, 1),
+            self.latency,
+            self.naive_run,
+            _num(self.naive_wall_x, 1),
+            _num(self.naive_calls_x, 1),
             self.check,
         ]
 
@@ -175,8 +212,9 @@ def render(rows: Sequence[Row], *, markdown: bool = False) -> str:
         lines.insert(1, "|" + "---|" * len(COLUMNS))
     else:
         widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-        lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(COLUMNS))).rstrip()
-                 for c in cells]
+        lines = [
+            "  ".join(c[i].ljust(widths[i]) for i in range(len(COLUMNS))).rstrip() for c in cells
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
     titles = dict.fromkeys(f"{r.workload}: {r.title}" for r in rows)
     notes = [

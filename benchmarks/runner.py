@@ -68,8 +68,12 @@ WORKLOADS = (
     Workload("import-100k", "import", 100_000, "order import"),
 )
 #: NE calls per event of each strategy, where they grow with the events (used for bounding).
-CALLS_PER_EVENT = {("ship", "nebridge"): 1.0, ("ship", "naive"): 3.0,
-                   ("other", "naive"): 1.0, ("receipts", "naive"): 1.0}
+CALLS_PER_EVENT = {
+    ("ship", "nebridge"): 1.0,
+    ("ship", "naive"): 3.0,
+    ("other", "naive"): 1.0,
+    ("receipts", "naive"): 1.0,
+}
 
 
 @dataclass
@@ -145,8 +149,13 @@ def _run_workers(jobs: Sequence[dict[str, Any]]) -> list[JobResult]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
         json.dump(list(jobs), spec)
     try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.worker", spec.name],
-                              cwd=REPO, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", spec.name],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     finally:
         Path(spec.name).unlink()
     if done.returncode != 0:
@@ -187,8 +196,12 @@ class Runner:
                 for strategy in self.options.strategies:
                     if strategy == "naive" and workload.kind == "import":
                         continue
-                    key = (latency, workload.kind, strategy,
-                           self.run_size(latency, workload, strategy))
+                    key = (
+                        latency,
+                        workload.kind,
+                        strategy,
+                        self.run_size(latency, workload, strategy),
+                    )
                     if key not in keys:
                         keys.append(key)
         return keys
@@ -204,22 +217,29 @@ class Runner:
                 for latency, kind, strategy, size in group:
                     label = f"{kind}-{size}-{strategy}-{latency}ms"
                     self.say(f"preparing {label}")
-                    world = start_world(self._root(label), latency,
-                                        import_orders=kind == "import",
-                                        que_delay_s=self.options.que_delay_s,
-                                        database_url=self.options.database_url)
+                    world = start_world(
+                        self._root(label),
+                        latency,
+                        import_orders=kind == "import",
+                        que_delay_s=self.options.que_delay_s,
+                        database_url=self.options.database_url,
+                    )
                     worlds.append(world)
                     _prepare(world, kind, size)
-                    jobs.append({"label": label, "config": str(world.config),
-                                 "strategy": strategy})
-                before = [Counter(w.sandbox.state.traffic.snapshot()["calls_by_path"])
-                          for w in worlds]
+                    jobs.append({"label": label, "config": str(world.config), "strategy": strategy})
+                before = [
+                    Counter(w.sandbox.state.traffic.snapshot()["calls_by_path"]) for w in worlds
+                ]
                 self.say(f"running {', '.join(j['label'] for j in jobs)}")
                 results = _run_workers(jobs)
                 for key, world, counts, job in zip(group, worlds, before, results, strict=True):
                     after = Counter(world.sandbox.state.traffic.snapshot()["calls_by_path"])
-                    run = Run(*key, job=job, calls=dict(after - counts),
-                              shipped=len(world.sandbox.ledger.shipped_order_ids()))
+                    run = Run(
+                        *key,
+                        job=job,
+                        calls=dict(after - counts),
+                        shipped=len(world.sandbox.ledger.shipped_order_ids()),
+                    )
                     run.check = _check(run, world)
                     self.runs[key] = run
             finally:
@@ -237,13 +257,19 @@ class Runner:
             for strategy in self.options.strategies:
                 label = f"latency-{strategy}-{latency}ms"
                 self.say(f"running {label} (daemon process, files arriving)")
-                world = start_world(self._root(label), latency, import_orders=False,
-                                    schedule=schedule, stable_seconds=0.5,
-                                    que_delay_s=self.options.que_delay_s,
-                                    database_url=self.options.database_url)
+                world = start_world(
+                    self._root(label),
+                    latency,
+                    import_orders=False,
+                    schedule=schedule,
+                    stable_seconds=0.5,
+                    que_delay_s=self.options.que_delay_s,
+                    database_url=self.options.database_url,
+                )
                 try:
                     self.latencies[(latency, strategy)] = measure_latency(
-                        world, strategy, self.options.arrivals)
+                        world, strategy, self.options.arrivals
+                    )
                 finally:
                     world.close()
                     shutil.rmtree(world.root, ignore_errors=True)
@@ -253,15 +279,23 @@ class Runner:
         rows: list[Row] = []
         for latency in self.options.latencies:
             for workload in self.options.workloads:
-                runs = {s: self.runs.get((latency, workload.kind, s,
-                                          self.run_size(latency, workload, s)))
-                        for s in self.options.strategies}
-                rows.append(Row.from_runs(latency, workload.name, workload.title,
-                                          workload.size, runs))
+                runs = {
+                    s: self.runs.get(
+                        (latency, workload.kind, s, self.run_size(latency, workload, s))
+                    )
+                    for s in self.options.strategies
+                }
+                rows.append(
+                    Row.from_runs(latency, workload.name, workload.title, workload.size, runs)
+                )
             if self.options.latency_run:
-                rows.append(Row.from_latency(
-                    latency, self.options.arrivals,
-                    {s: self.latencies.get((latency, s)) for s in self.options.strategies}))
+                rows.append(
+                    Row.from_latency(
+                        latency,
+                        self.options.arrivals,
+                        {s: self.latencies.get((latency, s)) for s in self.options.strategies},
+                    )
+                )
         return rows
 
 
@@ -278,65 +312,109 @@ def _select(names: str) -> tuple[list[Workload], bool]:
         if wanted == LATENCY:
             latency = True
             continue
-        matches = [w for w in WORKLOADS if w.name == wanted or w.name.startswith(wanted + "-")
-                   or w.kind == wanted]
+        matches = [
+            w
+            for w in WORKLOADS
+            if w.name == wanted or w.name.startswith(wanted + "-") or w.kind == wanted
+        ]
         if not matches:
-            raise SystemExit(f"unknown workload {wanted!r}; known: "
-                             f"{', '.join(w.name for w in WORKLOADS)}, {LATENCY}")
+            raise SystemExit(
+                f"unknown workload {wanted!r}; known: "
+                f"{', '.join(w.name for w in WORKLOADS)}, {LATENCY}"
+            )
         chosen.extend(m for m in matches if m not in chosen)
     return chosen, latency
 
 
 def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.Namespace]:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workloads", default=",".join([*(w.name for w in WORKLOADS), LATENCY]),
-                        help="comma-separated workload names or kinds (ship, other, "
-                             "receipts, import), 'latency' (the daemon-process run) and "
-                             "'fleet' (fleet mode, PostgreSQL only); default: all (fleet "
-                             "with --database-url)")
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every workload size (e.g. 0.1 for a short run)")
-    parser.add_argument("--latencies", default="0,150",
-                        help="sandbox latency per NE call in ms, comma-separated")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join([*(w.name for w in WORKLOADS), LATENCY]),
+        help="comma-separated workload names or kinds (ship, other, "
+        "receipts, import), 'latency' (the daemon-process run) and "
+        "'fleet' (fleet mode, PostgreSQL only); default: all (fleet "
+        "with --database-url)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every workload size (e.g. 0.1 for a short run)",
+    )
+    parser.add_argument(
+        "--latencies", default="0,150", help="sandbox latency per NE call in ms, comma-separated"
+    )
     parser.add_argument("--strategies", default="nebridge,naive")
-    parser.add_argument("--naive-max", type=int, default=10_000,
-                        help="largest naive run at 0 ms; bigger ones are extrapolated")
-    parser.add_argument("--max-calls", type=int, default=200,
-                        help="with latency > 0: runs whose NE calls grow with the events "
-                             "are cut to about this many calls and extrapolated")
-    parser.add_argument("--files", type=int, default=20,
-                        help="latency runs: shipment files arriving")
+    parser.add_argument(
+        "--naive-max",
+        type=int,
+        default=10_000,
+        help="largest naive run at 0 ms; bigger ones are extrapolated",
+    )
+    parser.add_argument(
+        "--max-calls",
+        type=int,
+        default=200,
+        help="with latency > 0: runs whose NE calls grow with the events "
+        "are cut to about this many calls and extrapolated",
+    )
+    parser.add_argument(
+        "--files", type=int, default=20, help="latency runs: shipment files arriving"
+    )
     parser.add_argument("--orders-per-file", type=int, default=5)
-    parser.add_argument("--period", type=float, default=1.0,
-                        help="latency runs: seconds between files")
-    parser.add_argument("--naive-interval", type=float,
-                        default=LATENCY_SCHEDULE["interval_seconds"],
-                        help="latency runs: schedule interval (the naive daemon polls at it)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, 0 ms only, one worker process: a few seconds")
-    parser.add_argument("--database-url", metavar="URL",
-                        help="run on this PostgreSQL database instead of SQLite (everything "
-                             "in it is dropped: give one of its own), e.g. "
-                             "postgresql+psycopg://postgres@127.0.0.1/bench")
+    parser.add_argument(
+        "--period", type=float, default=1.0, help="latency runs: seconds between files"
+    )
+    parser.add_argument(
+        "--naive-interval",
+        type=float,
+        default=LATENCY_SCHEDULE["interval_seconds"],
+        help="latency runs: schedule interval (the naive daemon polls at it)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, 0 ms only, one worker process: a few seconds",
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="run on this PostgreSQL database instead of SQLite (everything "
+        "in it is dropped: give one of its own), e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1/bench",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.workloads.split(",")]
-    fleet_run = FLEET in names or (args.workloads == parser.get_default("workloads")
-                                   and args.database_url is not None and not args.smoke)
+    fleet_run = FLEET in names or (
+        args.workloads == parser.get_default("workloads")
+        and args.database_url is not None
+        and not args.smoke
+    )
     if FLEET in names and args.database_url is None:
         raise SystemExit("the fleet section runs on PostgreSQL only: add --database-url URL")
     workloads, latency_run = _select(",".join(n for n in names if n != FLEET))
     if args.smoke:
         workloads = [replace(w, size=20) for w in workloads]
-        options = Options(latencies=[0], workloads=workloads,
-                          strategies=args.strategies.split(","), naive_max=20, max_calls=20,
-                          arrivals=Arrivals(files=3, orders=2, period_s=0.1, settle_s=0.2,
-                                            timeout_s=30),
-                          naive_interval_s=1.0, one_worker=True,
-                          latency_run=latency_run, que_delay_s=0.05)
+        options = Options(
+            latencies=[0],
+            workloads=workloads,
+            strategies=args.strategies.split(","),
+            naive_max=20,
+            max_calls=20,
+            arrivals=Arrivals(files=3, orders=2, period_s=0.1, settle_s=0.2, timeout_s=30),
+            naive_interval_s=1.0,
+            one_worker=True,
+            latency_run=latency_run,
+            que_delay_s=0.05,
+        )
         return options, args
     workloads = [replace(w, size=max(1, round(w.size * args.scale))) for w in workloads]
     options = Options(
@@ -345,8 +423,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[Options, argparse.
         strategies=[s for s in args.strategies.split(",") if s],
         naive_max=args.naive_max,
         max_calls=args.max_calls,
-        arrivals=Arrivals(files=args.files, orders=args.orders_per_file,
-                          period_s=args.period),
+        arrivals=Arrivals(files=args.files, orders=args.orders_per_file, period_s=args.period),
         naive_interval_s=args.naive_interval,
         one_worker=False,
         latency_run=latency_run,
@@ -377,10 +454,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures = fleet.measure(options.database_url, say=say)
         fleet_figures = asdict(figures)
         print("\n" + fleet.render(figures))
-    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f} s"
-          f"{' (smoke: sizes 20, one worker process for every pass)' if args.smoke else ''}")
+    print(
+        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f} s"
+        f"{' (smoke: sizes 20, one worker process for every pass)' if args.smoke else ''}"
+    )
     if args.json is not None:
-        data = {"runs": [asdict(r) for r in runner.runs.values()],
-                "latency": [asdict(r) for r in runner.latencies.values()],
-                "rows": [asdict(r) for r in rows], "fleet": fleet_figures}
+        data = {
+            "runs": [asdict(r) for r in runner.runs.values()],
+            "latency": [asdict(r) for r in runner.latencies.values()],
+            "rows": [asdict(r) for r in rows],
+            "fleet": fleet_figures,
+        }
         args.json.write_text(json.dumps(data, indent=1), encoding="utf-8")

@@ -65,24 +65,46 @@ def write(path: Path, header: str, rows: Any) -> None:
 
 def setup(root: Path, count: int) -> tuple[SandboxServer, Path]:
     """The sandbox with ``count`` goods and a linked configuration; the WMS files dropped."""
-    sandbox = SandboxServer(SandboxConfig.from_mapping({
-        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0})).start()
+    sandbox = SandboxServer(
+        SandboxConfig.from_mapping(
+            {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0}
+        )
+    ).start()
     for index in range(count):
         sandbox.state.create_goods(goods(index), quantity=quantity(index))
     inbox = root / "wms" / "inbox"
     inbox.mkdir(parents=True)
     settings = {
-        "state_dir": str(root / "state"), "log_level": "WARNING",
-        "nextengine": {"api_base": sandbox.base_url, "login_base": sandbox.base_url,
-                       "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
-        "wms": {"connector": "csv", "csv": {"inbox": str(inbox),
-                                            "outbox": str(root / "wms" / "outbox"),
-                                            "stable_seconds": 0.0}},
-        "warehouses": [{"code": code, "name": code, "ne_linked": True,
-                        "import_orders": False} for code in WAREHOUSES],
-        "plugins": {name: {"enabled": True} for name in (
-            "status_update", "tracking_update", "stock_minus", "stock_plus",
-            "case_insensitive_match")},
+        "state_dir": str(root / "state"),
+        "log_level": "WARNING",
+        "nextengine": {
+            "api_base": sandbox.base_url,
+            "login_base": sandbox.base_url,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+        },
+        "wms": {
+            "connector": "csv",
+            "csv": {
+                "inbox": str(inbox),
+                "outbox": str(root / "wms" / "outbox"),
+                "stable_seconds": 0.0,
+            },
+        },
+        "warehouses": [
+            {"code": code, "name": code, "ne_linked": True, "import_orders": False}
+            for code in WAREHOUSES
+        ],
+        "plugins": {
+            name: {"enabled": True}
+            for name in (
+                "status_update",
+                "tracking_update",
+                "stock_minus",
+                "stock_plus",
+                "case_insensitive_match",
+            )
+        },
     }
     config = root / "daemon.yaml"
     config.write_text(_yaml_text(settings), encoding="utf-8")
@@ -91,8 +113,11 @@ def setup(root: Path, count: int) -> tuple[SandboxServer, Path]:
     upgrade(engine)
     connect(loaded, engine, *sandbox.state.issue_login())
     engine.dispose()
-    write(inbox / "products.csv", "product_code,link_code",
-          (f"P-{i:06d},{link(i)}" for i in range(count)))
+    write(
+        inbox / "products.csv",
+        "product_code,link_code",
+        (f"P-{i:06d},{link(i)}" for i in range(count)),
+    )
     return sandbox, config
 
 
@@ -101,21 +126,23 @@ def drop_counts(config: Path, count: int) -> None:
     :data:`DRIFTING` goods counted one unit more at W1 (drift nebridge cannot explain)."""
     inbox = Path(load_config(config).config.wms.connector_section()["inbox"])
     for position, code in enumerate(WAREHOUSES):
+
         def rows(position: int = position, code: str = code) -> Any:
             for i in range(count):
                 share = quantity(i) // 3 + (quantity(i) % 3 if position == 0 else 0)
                 extra = 1 if position == 0 and i < DRIFTING else 0
                 yield f"{code},P-{i:06d},{share + extra},{COUNTED_AT}"
-        write(inbox / f"stock-{code}.csv", "warehouse,product_code,quantity,counted_at",
-              rows())
+
+        write(inbox / f"stock-{code}.csv", "warehouse,product_code,quantity,counted_at", rows())
 
 
 def cli(config: Path, *args: str) -> tuple[float, float, int, str]:
     """Run ``nebridge`` in a child; (wall s, that child's peak RSS in MB, exit code, stdout)."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        child = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config),
-                                  *args], stdout=out, stderr=err)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(config), *args], stdout=out, stderr=err
+        )
         _pid, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
@@ -149,16 +176,28 @@ def main(count: int) -> dict[str, Any]:
         finally:
             sandbox.stop()
     figures = {
-        "goods": count, "warehouses": len(WAREHOUSES),
-        "take_wall_s": round(take_wall, 2), "take_peak_rss_mb": round(take_peak, 1),
-        "take_exit": take_exit, "take_ne_calls": sum((middle - before).values()),
-        "diff_wall_s": round(diff_wall, 2), "diff_peak_rss_mb": round(diff_peak, 1),
-        "diff_exit": diff_exit, "diff_ne_calls": dict(after - middle),
+        "goods": count,
+        "warehouses": len(WAREHOUSES),
+        "take_wall_s": round(take_wall, 2),
+        "take_peak_rss_mb": round(take_peak, 1),
+        "take_exit": take_exit,
+        "take_ne_calls": sum((middle - before).values()),
+        "diff_wall_s": round(diff_wall, 2),
+        "diff_peak_rss_mb": round(diff_peak, 1),
+        "diff_exit": diff_exit,
+        "diff_ne_calls": dict(after - middle),
         "diff_ne_seconds": data["ne_seconds"],
         "diff_wall_minus_ne_s": round(diff_wall - data["ne_seconds"], 2),
-        "compared": data["compared"], "unexplained": data["unexplained"],
-        "check": ("ok" if data["compared"] == count and data["unexplained"] == DRIFTING
-                  and diff_exit == 1 and take_exit == 0 else "FAILED"),
+        "compared": data["compared"],
+        "unexplained": data["unexplained"],
+        "check": (
+            "ok"
+            if data["compared"] == count
+            and data["unexplained"] == DRIFTING
+            and diff_exit == 1
+            and take_exit == 0
+            else "FAILED"
+        ),
     }
     print(json.dumps(figures, indent=2))
     return figures

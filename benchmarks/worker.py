@@ -109,8 +109,9 @@ def run_job(label: str, config: Path, strategy: str) -> JobResult:
         pipelines_s=dispatch - warehouses,
         dispatch_s=ended - dispatch,
         cpu_s=cpu_ended - cpu_started,
-        inbound_cpu_s=(phases.first_cpu("dispatching", cpu_ended)
-                       - phases.first_cpu("reading", cpu_started)),
+        inbound_cpu_s=(
+            phases.first_cpu("dispatching", cpu_ended) - phases.first_cpu("reading", cpu_started)
+        ),
         peak_rss_mb=peak_rss_mb(),
         events=report.intake.events if report.intake else 0,
         imported=imported,

@@ -31,8 +31,12 @@ RECEIPT_HEADER = "receipt_id,warehouse,confirmed_at,product_code,quantity"
 QUE_DELAY_S = 0.5
 
 #: Production defaults, except the pipeline interval (the naive strategy polls at it).
-LATENCY_SCHEDULE: dict[str, float] = {"interval_seconds": 10, "jitter_seconds": 0,
-                                      "dispatch_interval_seconds": 10, "intake_poll_seconds": 1}
+LATENCY_SCHEDULE: dict[str, float] = {
+    "interval_seconds": 10,
+    "jitter_seconds": 0,
+    "dispatch_interval_seconds": 10,
+    "intake_poll_seconds": 1,
+}
 
 
 def product(index: int) -> str:
@@ -93,8 +97,9 @@ def shipment_rows(order_ids: Sequence[int], first: int = 0) -> list[str]:
         index = first + offset
         tracking = f"TRK{order_id:010d}" if index % 2 == 0 else ""
         for p, quantity in order_lines(index):
-            rows.append(f"S-{order_id},{WAREHOUSE},{order_id},{tracking},{AT},"
-                        f"{product(p)},{quantity}")
+            rows.append(
+                f"S-{order_id},{WAREHOUSE},{order_id},{tracking},{AT},{product(p)},{quantity}"
+            )
     return rows
 
 
@@ -147,8 +152,11 @@ def start_world(
     NE finishes an upload ``que_delay_s`` after it was queued; nebridge polls at half that.
     """
     options: dict[str, Any] = {
-        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0,
-        "que_processing_delay_s": que_delay_s, "faults": {"latency_ms": latency_ms},
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "seed_size": 0,
+        "que_processing_delay_s": que_delay_s,
+        "faults": {"latency_ms": latency_ms},
     }
     sandbox = SandboxServer(SandboxConfig.from_mapping(options)).start()
     try:
@@ -159,22 +167,48 @@ def start_world(
         settings: dict[str, Any] = {
             "state_dir": str(root / "state"),
             "log_level": "WARNING",
-            "nextengine": {"api_base": sandbox.base_url, "login_base": sandbox.base_url,
-                           "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            "nextengine": {
+                "api_base": sandbox.base_url,
+                "login_base": sandbox.base_url,
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+            },
             "schedule": schedule or LATENCY_SCHEDULE,
             "dispatch": {"queue_poll_seconds": que_delay_s / 2, "queue_timeout_seconds": 120},
-            "wms": {"connector": "csv", "csv": {"inbox": str(inbox), "outbox": str(outbox),
-                                                "stable_seconds": stable_seconds}},
+            "wms": {
+                "connector": "csv",
+                "csv": {
+                    "inbox": str(inbox),
+                    "outbox": str(outbox),
+                    "stable_seconds": stable_seconds,
+                },
+            },
             "warehouses": [
                 # the shipped orders are made in the sandbox, not imported by nebridge
-                {"code": WAREHOUSE, "name": "委託販売在庫", "ne_linked": True,
-                 "import_orders": import_orders, "ship_unimported_orders": True},
-                {"code": "SHINJUKU", "name": "新宿拠点", "ne_linked": False,
-                 "import_orders": False},
+                {
+                    "code": WAREHOUSE,
+                    "name": "委託販売在庫",
+                    "ne_linked": True,
+                    "import_orders": import_orders,
+                    "ship_unimported_orders": True,
+                },
+                {
+                    "code": "SHINJUKU",
+                    "name": "新宿拠点",
+                    "ne_linked": False,
+                    "import_orders": False,
+                },
             ],
-            "plugins": {name: {"enabled": True} for name in (
-                "status_update", "tracking_update", "stock_minus", "stock_plus",
-                "case_insensitive_match")},
+            "plugins": {
+                name: {"enabled": True}
+                for name in (
+                    "status_update",
+                    "tracking_update",
+                    "stock_minus",
+                    "stock_plus",
+                    "case_insensitive_match",
+                )
+            },
         }
         if database_url is not None:
             _empty_database(database_url)
@@ -189,8 +223,11 @@ def start_world(
         finally:
             engine.dispose()
         world = World(sandbox, root, config, inbox, outbox)
-        world.drop("products.csv", "product_code,link_code",
-                   (f"{product(i)},{goods(i)}" for i in range(PRODUCTS)))
+        world.drop(
+            "products.csv",
+            "product_code,link_code",
+            (f"{product(i)},{goods(i)}" for i in range(PRODUCTS)),
+        )
         return world
     except BaseException:
         sandbox.stop()

@@ -8,6 +8,7 @@ def _version() -> str:
     """The installed version; importlib.metadata (about 40 ms) is loaded on first use, so
     ``nebridge --help`` does not pay for it."""
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("nebridge")
     except PackageNotFoundError:  # running from a source tree that was never installed

@@ -85,8 +85,9 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
         try:
             stock_check(runtime, take=False)
         except Exception as exc:  # Next Engine down: the next snapshot or schedule compares
-            report.problems.append(f"stock comparison failed: {exc}; `nebridge stock diff` "
-                                   "runs it by hand")
+            report.problems.append(
+                f"stock comparison failed: {exc}; `nebridge stock diff` runs it by hand"
+            )
     if dry_run:
         report.dispatch_plan = describe_pending(runtime.db)
     else:
@@ -97,17 +98,23 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
         notifier = runtime.notifier()
         notifier.recover()  # this process holds the instance lock: nothing else is sending
         report.notify = notifier.run_once()
-    report.attention = attention.collect(runtime.db, live=live_attention(runtime.host),
-                                         limit=ATTENTION_LIMIT)
+    report.attention = attention.collect(
+        runtime.db, live=live_attention(runtime.host), limit=ATTENTION_LIMIT
+    )
     return report
 
 
 def describe_pending(engine: Bind) -> list[str]:
     """One line per pending outbox item (what a dispatch would send)."""
     with read_session(engine) as session:
-        items = list(session.scalars(
-            select(OutboxItem).where(col(OutboxItem.state) == OutboxState.PENDING.value)
-            .order_by(col(OutboxItem.id))
-        ))
-    return [f"{i.kind} {i.subject} (warehouse {i.warehouse}, from {i.plugin}): {i.payload}"
-            for i in items]
+        items = list(
+            session.scalars(
+                select(OutboxItem)
+                .where(col(OutboxItem.state) == OutboxState.PENDING.value)
+                .order_by(col(OutboxItem.id))
+            )
+        )
+    return [
+        f"{i.kind} {i.subject} (warehouse {i.warehouse}, from {i.plugin}): {i.payload}"
+        for i in items
+    ]

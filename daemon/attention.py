@@ -94,8 +94,9 @@ class AttentionItem:
         """This item with its commands run for ``company`` (see :func:`for_company`)."""
         if not company:
             return self
-        return replace(self, reason=for_company(self.reason, company),
-                       fix=for_company(self.fix, company))
+        return replace(
+            self, reason=for_company(self.reason, company), fix=for_company(self.fix, company)
+        )
 
 
 @dataclass
@@ -113,8 +114,12 @@ class AttentionReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The stable ``--json`` structure."""
-        return {"total": self.total, "counts": dict(self.counts), "limit": self.limit,
-                "items": [item.as_dict() for item in self.items]}
+        return {
+            "total": self.total,
+            "counts": dict(self.counts),
+            "limit": self.limit,
+            "items": [item.as_dict() for item in self.items],
+        }
 
 
 # -- stored problems --------------------------------------------------------------------------
@@ -138,8 +143,9 @@ def report_in(
     key = problem.key[:200]
     row = session.get(AttentionProblem, key)
     if row is None:
-        row = AttentionProblem(key=key, kind=problem.kind[:32], first_seen=moment,
-                               reason="", fix="", occurrences=0)
+        row = AttentionProblem(
+            key=key, kind=problem.kind[:32], first_seen=moment, reason="", fix="", occurrences=0
+        )
     elif row.state != ProblemState.OPEN.value:
         row.first_seen, row.occurrences, row.resolved_at = moment, 0, None
     row.kind = problem.kind[:32]
@@ -178,11 +184,13 @@ def resolve_in(session: Session, keys: Iterable[str], now: datetime | None = Non
 def open_problem_keys(engine: Bind, prefix: str) -> set[str]:
     """Keys of the open problems that start with ``prefix`` (to resolve what is gone)."""
     with read_session(engine) as session:
-        return set(session.scalars(
-            select(col(AttentionProblem.key))
-            .where(col(AttentionProblem.state) == ProblemState.OPEN.value)
-            .where(col(AttentionProblem.key).startswith(prefix))
-        ))
+        return set(
+            session.scalars(
+                select(col(AttentionProblem.key))
+                .where(col(AttentionProblem.state) == ProblemState.OPEN.value)
+                .where(col(AttentionProblem.key).startswith(prefix))
+            )
+        )
 
 
 # -- collecting -------------------------------------------------------------------------------
@@ -204,18 +212,27 @@ def _of(query: Any, column: Any, warehouse: str | None) -> Any:
 def _held_orders(
     session: Session, limit: int, warehouse: str | None
 ) -> tuple[dict[str, int], list[AttentionItem]]:
-    query = _of(select(ImportedOrder).where(col(ImportedOrder.state) == HELD_ORDER_STATE),
-                ImportedOrder.warehouse, warehouse)
+    query = _of(
+        select(ImportedOrder).where(col(ImportedOrder.state) == HELD_ORDER_STATE),
+        ImportedOrder.warehouse,
+        warehouse,
+    )
     rows = session.scalars(query.order_by(col(ImportedOrder.updated_at).desc()).limit(limit))
     items = [
         AttentionItem(
-            kind=AttentionKind.HELD_ORDER, key=f"held_order:{o.ne_order_id}",
+            kind=AttentionKind.HELD_ORDER,
+            key=f"held_order:{o.ne_order_id}",
             reason=o.hold_reason or "held at import",
-            fix=("correct the cause (the order in Next Engine, the WMS product master or "
-                 "connector settings); an order changed in Next Engine is taken again by "
-                 f"itself, otherwise `nebridge orders retry {o.ne_order_id}` (or `nebridge "
-                 f"orders drop {o.ne_order_id}` to never import it)"),
-            since=o.updated_at, warehouse=o.warehouse, subject=o.ne_order_id)
+            fix=(
+                "correct the cause (the order in Next Engine, the WMS product master or "
+                "connector settings); an order changed in Next Engine is taken again by "
+                f"itself, otherwise `nebridge orders retry {o.ne_order_id}` (or `nebridge "
+                f"orders drop {o.ne_order_id}` to never import it)"
+            ),
+            since=o.updated_at,
+            warehouse=o.warehouse,
+            subject=o.ne_order_id,
+        )
         for o in rows
     ]
     return {AttentionKind.HELD_ORDER: _count(session, query)}, items
@@ -224,17 +241,24 @@ def _held_orders(
 def _held_events(
     session: Session, limit: int, warehouse: str | None
 ) -> tuple[dict[str, int], list[AttentionItem]]:
-    query = _of(select(InboxEvent).where(col(InboxEvent.state) == EventState.HELD.value),
-                InboxEvent.warehouse, warehouse)
+    query = _of(
+        select(InboxEvent).where(col(InboxEvent.state) == EventState.HELD.value),
+        InboxEvent.warehouse,
+        warehouse,
+    )
     rows = session.scalars(query.order_by(col(InboxEvent.id).desc()).limit(limit))
     items = [
         AttentionItem(
-            kind=AttentionKind.HELD_EVENT, key=f"held_event:{e.kind}:{e.external_id}",
+            kind=AttentionKind.HELD_EVENT,
+            key=f"held_event:{e.kind}:{e.external_id}",
             reason=e.last_error or "held",
-            fix=(f"correct the cause, then `nebridge inbox retry --event "
-                 f"{e.kind}:{e.external_id}`"),
-            since=e.processed_at or e.received_at, warehouse=e.warehouse,
-            subject=f"{e.kind}:{e.external_id}")
+            fix=(
+                f"correct the cause, then `nebridge inbox retry --event {e.kind}:{e.external_id}`"
+            ),
+            since=e.processed_at or e.received_at,
+            warehouse=e.warehouse,
+            subject=f"{e.kind}:{e.external_id}",
+        )
         for e in rows
     ]
     return {AttentionKind.HELD_EVENT: _count(session, query)}, items
@@ -246,36 +270,58 @@ def _actions(
     counts: dict[str, int] = {}
     items: list[AttentionItem] = []
     for state, kind, fix in (
-        (OutboxState.FAILED, AttentionKind.FAILED_ACTION,
-         "correct the cause in Next Engine, then `nebridge outbox retry {id}`"),
-        (OutboxState.IN_DOUBT, AttentionKind.IN_DOUBT_ACTION,
-         "look the item up in Next Engine, then `nebridge outbox resolve {id} --applied` or "
-         "`--not-applied`"),
+        (
+            OutboxState.FAILED,
+            AttentionKind.FAILED_ACTION,
+            "correct the cause in Next Engine, then `nebridge outbox retry {id}`",
+        ),
+        (
+            OutboxState.IN_DOUBT,
+            AttentionKind.IN_DOUBT_ACTION,
+            "look the item up in Next Engine, then `nebridge outbox resolve {id} --applied` or "
+            "`--not-applied`",
+        ),
     ):
-        query = _of(select(OutboxItem).where(col(OutboxItem.state) == state.value),
-                    OutboxItem.warehouse, warehouse)
+        query = _of(
+            select(OutboxItem).where(col(OutboxItem.state) == state.value),
+            OutboxItem.warehouse,
+            warehouse,
+        )
         counts[kind] = _count(session, query)
         for item in session.scalars(query.order_by(col(OutboxItem.id).desc()).limit(limit)):
-            items.append(AttentionItem(
-                kind=kind, key=f"{kind}:{item.id}",
-                reason=f"{item.kind} {item.subject}: {item.last_error or state.value}",
-                fix=fix.format(id=item.id), since=item.updated_at,
-                warehouse=item.warehouse, subject=item.subject))
+            items.append(
+                AttentionItem(
+                    kind=kind,
+                    key=f"{kind}:{item.id}",
+                    reason=f"{item.kind} {item.subject}: {item.last_error or state.value}",
+                    fix=fix.format(id=item.id),
+                    since=item.updated_at,
+                    warehouse=item.warehouse,
+                    subject=item.subject,
+                )
+            )
     return counts, items
 
 
 def _rejected_files(
-    session: Session, limit: int, warehouse: str | None  # files are tied to no warehouse
+    session: Session,
+    limit: int,
+    warehouse: str | None,  # files are tied to no warehouse
 ) -> tuple[dict[str, int], list[AttentionItem]]:
     query = select(InboxBatch).where(col(InboxBatch.state) == REJECTED_BATCH_STATE)
     rows = session.scalars(query.order_by(col(InboxBatch.id).desc()).limit(limit))
     items = [
         AttentionItem(
-            kind=AttentionKind.REJECTED_FILE, key=f"rejected_file:{b.id}",
+            kind=AttentionKind.REJECTED_FILE,
+            key=f"rejected_file:{b.id}",
             reason=(b.errors or "rejected").split("\n", 1)[0],
-            fix=(f"correct the file (every reason: `nebridge inbox list --state rejected`), "
-                 f"then `nebridge inbox retry {b.source}` — or have the WMS send it again"),
-            since=b.received_at, subject=b.source)
+            fix=(
+                f"correct the file (every reason: `nebridge inbox list --state rejected`), "
+                f"then `nebridge inbox retry {b.source}` — or have the WMS send it again"
+            ),
+            since=b.received_at,
+            subject=b.source,
+        )
         for b in rows
     ]
     return {AttentionKind.REJECTED_FILE: _count(session, query)}, items
@@ -285,17 +331,34 @@ def _stored(
     session: Session, limit: int, warehouse: str | None
 ) -> tuple[dict[str, int], list[AttentionItem]]:
     where = col(AttentionProblem.state) == ProblemState.OPEN.value
-    counts = {str(kind): int(n) for kind, n in session.execute(
-        _of(select(col(AttentionProblem.kind), func.count()).where(where),
-            AttentionProblem.warehouse, warehouse)
-        .group_by(col(AttentionProblem.kind)))}
-    rows = session.scalars(_of(select(AttentionProblem).where(where), AttentionProblem.warehouse,
-                               warehouse)
-                           .order_by(col(AttentionProblem.last_seen).desc()).limit(limit))
-    items = [AttentionItem(kind=p.kind, key=p.key, reason=p.reason, fix=p.fix,
-                           since=p.first_seen, warehouse=p.warehouse, subject=p.subject,
-                           severity=p.severity)
-             for p in rows]
+    counts = {
+        str(kind): int(n)
+        for kind, n in session.execute(
+            _of(
+                select(col(AttentionProblem.kind), func.count()).where(where),
+                AttentionProblem.warehouse,
+                warehouse,
+            ).group_by(col(AttentionProblem.kind))
+        )
+    }
+    rows = session.scalars(
+        _of(select(AttentionProblem).where(where), AttentionProblem.warehouse, warehouse)
+        .order_by(col(AttentionProblem.last_seen).desc())
+        .limit(limit)
+    )
+    items = [
+        AttentionItem(
+            kind=p.kind,
+            key=p.key,
+            reason=p.reason,
+            fix=p.fix,
+            since=p.first_seen,
+            warehouse=p.warehouse,
+            subject=p.subject,
+            severity=p.severity,
+        )
+        for p in rows
+    ]
     return counts, items
 
 
@@ -307,21 +370,35 @@ def paused_stage_items(host: PluginHost) -> list[AttentionItem]:
     items = []
     for stage, records in sorted(host.stage_blockers().items()):
         names = [r.name for r in records]
-        items.append(AttentionItem(
-            kind=AttentionKind.PAUSED_STAGE, key=f"paused_stage:{stage}",
-            reason=(f"stage {stage} is paused for every warehouse: "
-                    + "; ".join(f"plugin {r.name} is enabled but {r.state.value}: {r.error}"
-                                for r in records)),
-            fix=(f"repair {' and '.join(names)} (`nebridge config check` names the error) or "
-                 f"disable it (`nebridge plugins disable {names[0]}`), then restart the daemon "
-                 "(`systemctl restart nebridge`)"),
-            since=host.loaded_at, subject=stage))
+        items.append(
+            AttentionItem(
+                kind=AttentionKind.PAUSED_STAGE,
+                key=f"paused_stage:{stage}",
+                reason=(
+                    f"stage {stage} is paused for every warehouse: "
+                    + "; ".join(
+                        f"plugin {r.name} is enabled but {r.state.value}: {r.error}"
+                        for r in records
+                    )
+                ),
+                fix=(
+                    f"repair {' and '.join(names)} (`nebridge config check` names the error) or "
+                    f"disable it (`nebridge plugins disable {names[0]}`), then restart the daemon "
+                    "(`systemctl restart nebridge`)"
+                ),
+                since=host.loaded_at,
+                subject=stage,
+            )
+        )
     return items
 
 
 def collect(
-    engine: Bind | None, live: Iterable[AttentionItem] = (), limit: int = 50,
-    warehouse: str | None = None, company: str = "",
+    engine: Bind | None,
+    live: Iterable[AttentionItem] = (),
+    limit: int = 50,
+    warehouse: str | None = None,
+    company: str = "",
 ) -> AttentionReport:
     """Every kind counted, and the newest ``limit`` items of all kinds, newest first.
 

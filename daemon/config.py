@@ -98,9 +98,11 @@ class HttpSettings(_Strict):
         """These settings as the connectors' session limits."""
         from hooks.http import HttpLimits
 
-        return HttpLimits(connect_timeout_seconds=self.connect_timeout_seconds,
-                          deadline_seconds=self.deadline_seconds,
-                          max_response_bytes=int(self.max_response_mb * 1024 * 1024))
+        return HttpLimits(
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            deadline_seconds=self.deadline_seconds,
+            max_response_bytes=int(self.max_response_mb * 1024 * 1024),
+        )
 
 
 class ScheduleSettings(_Strict):
@@ -241,8 +243,9 @@ class DaemonConfig(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as "
-                             "Asia/Tokyo or UTC") from None
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as Asia/Tokyo or UTC"
+            ) from None
         return value
 
     @field_validator("log_level")
@@ -257,9 +260,11 @@ class DaemonConfig(_Strict):
     def _fleet_needs_postgres(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         url = info.data.get("database_url") or ""
         if value is not None and not url.startswith("postgresql"):
-            raise ValueError("fleet mode (one file per company) needs PostgreSQL: set "
-                             "`database_url` to postgresql+psycopg://user@host/db, or remove "
-                             "`companies_dir` to run one company")
+            raise ValueError(
+                "fleet mode (one file per company) needs PostgreSQL: set "
+                "`database_url` to postgresql+psycopg://user@host/db, or remove "
+                "`companies_dir` to run one company"
+            )
         return value
 
     @field_validator("database_url")
@@ -273,9 +278,12 @@ class DaemonConfig(_Strict):
         try:
             make_url(value)
         except ArgumentError:
-            raise ValueError(f"{value!r} is not a database URL (e.g. sqlite:///state/nebridge.db "
-                             "or postgresql+psycopg://user@host/db)") from None
+            raise ValueError(
+                f"{value!r} is not a database URL (e.g. sqlite:///state/nebridge.db "
+                "or postgresql+psycopg://user@host/db)"
+            ) from None
         return value
+
     nextengine: NextEngineSettings = NextEngineSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     dispatch: DispatchConfig = DispatchConfig()
@@ -312,8 +320,10 @@ class DaemonConfig(_Strict):
         for wh in value:
             for shop in wh.shop_ids if wh.import_orders else ():
                 if shop in shops:
-                    raise ValueError(f"shop {shop} is routed to both {shops[shop]} and "
-                                     f"{wh.code}; route each shop to one warehouse")
+                    raise ValueError(
+                        f"shop {shop} is routed to both {shops[shop]} and "
+                        f"{wh.code}; route each shop to one warehouse"
+                    )
                 shops[shop] = wh.code
         return value
 
@@ -367,14 +377,17 @@ class ConfigIssue:
 class ConfigError(Exception):
     """``daemon.yaml`` cannot be used; ``issues`` lists every problem found."""
 
-    def __init__(self, source: Path, issues: Sequence[ConfigIssue],
-                 next_step: str = "Fix them and run `nebridge config check` again.") -> None:
+    def __init__(
+        self,
+        source: Path,
+        issues: Sequence[ConfigIssue],
+        next_step: str = "Fix them and run `nebridge config check` again.",
+    ) -> None:
         self.source = source
         self.issues = list(issues)
         lines = "\n".join(f"  - {issue}" for issue in self.issues)
         super().__init__(
-            f"{source}: {len(self.issues)} problem(s) in the configuration:\n{lines}\n"
-            f"{next_step}"
+            f"{source}: {len(self.issues)} problem(s) in the configuration:\n{lines}\n{next_step}"
         )
 
 
@@ -493,8 +506,9 @@ def model_keys(model: type[BaseModel], loc: Iterable[str | int] = ()) -> list[st
     return [info.alias or name for name, info in current.model_fields.items()]
 
 
-def plain_message(error: Mapping[str, Any], model: type[BaseModel],
-                  also: Sequence[str] = ()) -> str:
+def plain_message(
+    error: Mapping[str, Any], model: type[BaseModel], also: Sequence[str] = ()
+) -> str:
     """One pydantic error in the words of ``daemon.yaml``: no "Input should be", no
     "Extra inputs are not permitted"; unknown keys come with the closest known key."""
     loc = tuple(error["loc"])
@@ -503,8 +517,10 @@ def plain_message(error: Mapping[str, Any], model: type[BaseModel],
         return unknown_key(str(loc[-1]), [*model_keys(model, loc[:-1]), *also])
     template = _PLAIN.get(kind)
     if template is not None:
-        ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v
-               for k, v in (error.get("ctx") or {}).items()}  # "greater than 0", not "0.0"
+        ctx = {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v
+            for k, v in (error.get("ctx") or {}).items()
+        }  # "greater than 0", not "0.0"
         try:
             text = template.format(**ctx)
         except (KeyError, IndexError):
@@ -516,14 +532,22 @@ def plain_message(error: Mapping[str, Any], model: type[BaseModel],
         text = text.replace("Input should be", "must be").replace("String should", "must")
     value = error.get("input")
     secret = any(w in str(part).lower() for part in loc for w in _SECRET_WORDS)
-    if (kind != "missing" and not secret and isinstance(value, str | int | float | bool)
-            and len(str(value)) <= 60 and kind in _PLAIN):
+    if (
+        kind != "missing"
+        and not secret
+        and isinstance(value, str | int | float | bool)
+        and len(str(value)) <= 60
+        and kind in _PLAIN
+    ):
         text += f" (found: {value!r})"
     return text
 
 
 def validation_issues(
-    exc: ValidationError, model: type[BaseModel], raw: Any, prefix: Sequence[str | int] = (),
+    exc: ValidationError,
+    model: type[BaseModel],
+    raw: Any,
+    prefix: Sequence[str | int] = (),
     also: Sequence[str] = (),
 ) -> list[ConfigIssue]:
     """Every error of ``exc`` as a located, plainly worded :class:`ConfigIssue`.
@@ -534,8 +558,9 @@ def validation_issues(
     issues = []
     for err in exc.errors():
         full = (*prefix, *err["loc"])
-        issues.append(ConfigIssue(yaml_path(full), plain_message(err, model, also),
-                                  yaml_line(raw, full)))
+        issues.append(
+            ConfigIssue(yaml_path(full), plain_message(err, model, also), yaml_line(raw, full))
+        )
     return issues
 
 
@@ -544,19 +569,26 @@ def _plugin_switch_issues(data: Mapping[str, Any], raw: Any) -> list[ConfigIssue
     it (``enable: true`` would otherwise leave the plugin off without a word)."""
     issues = []
     sections = data.get("plugins")
-    for name, section in (sections.items() if isinstance(sections, Mapping) else ()):
+    for name, section in sections.items() if isinstance(sections, Mapping) else ():
         if not isinstance(section, Mapping):
             continue
         if "enabled" in section and not isinstance(section["enabled"], bool):
             loc = ("plugins", name, "enabled")
-            issues.append(ConfigIssue(yaml_path(loc), "must be true or false (found: "
-                                      f"{section['enabled']!r})", yaml_line(raw, loc)))
+            issues.append(
+                ConfigIssue(
+                    yaml_path(loc),
+                    f"must be true or false (found: {section['enabled']!r})",
+                    yaml_line(raw, loc),
+                )
+            )
         for key in section:
-            if key != "enabled" and difflib.get_close_matches(str(key), ["enabled"],
-                                                              cutoff=0.75):
+            if key != "enabled" and difflib.get_close_matches(str(key), ["enabled"], cutoff=0.75):
                 loc = ("plugins", name, str(key))
-                issues.append(ConfigIssue(yaml_path(loc), unknown_key(str(key), ["enabled"]),
-                                          yaml_line(raw, loc)))
+                issues.append(
+                    ConfigIssue(
+                        yaml_path(loc), unknown_key(str(key), ["enabled"]), yaml_line(raw, loc)
+                    )
+                )
     return issues
 
 
@@ -585,9 +617,19 @@ def read_yaml(path: Path) -> CommentedMap:
         with path.open("rb") as handle:
             raw_bytes = handle.read(MAX_YAML_BYTES + 1)
         if len(raw_bytes) > MAX_YAML_BYTES:
-            raise ConfigError(path, [ConfigIssue("", (
-                f"the file is larger than {MAX_YAML_BYTES // 1024} kB, far more than any "
-                "configuration needs; check that --config names daemon.yaml"))])
+            raise ConfigError(
+                path,
+                [
+                    ConfigIssue(
+                        "",
+                        (
+                            f"the file is larger than {MAX_YAML_BYTES // 1024} kB, far more than "
+                            f"any "
+                            "configuration needs; check that --config names daemon.yaml"
+                        ),
+                    )
+                ],
+            )
         text = raw_bytes.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
@@ -599,9 +641,18 @@ def read_yaml(path: Path) -> CommentedMap:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [ConfigIssue("", f"cannot read: {exc}")]) from None
     if _flow_too_deep(text, MAX_YAML_FLOW_DEPTH):
-        raise ConfigError(path, [ConfigIssue("", (
-            f"invalid YAML: brackets nested more than {MAX_YAML_FLOW_DEPTH} deep; a "
-            "configuration needs a few levels"))])
+        raise ConfigError(
+            path,
+            [
+                ConfigIssue(
+                    "",
+                    (
+                        f"invalid YAML: brackets nested more than {MAX_YAML_FLOW_DEPTH} deep; a "
+                        "configuration needs a few levels"
+                    ),
+                )
+            ],
+        )
     try:
         data = _round_trip_yaml().load(text)
     except YAMLError as exc:
@@ -610,17 +661,34 @@ def read_yaml(path: Path) -> CommentedMap:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path, [ConfigIssue("", f"invalid YAML: {problem}", line)]) from None
     except RecursionError:
-        raise ConfigError(path, [ConfigIssue("", "invalid YAML: nested too deeply to read; a "
-                                             "configuration needs a few levels")]) from None
+        raise ConfigError(
+            path,
+            [
+                ConfigIssue(
+                    "",
+                    "invalid YAML: nested too deeply to read; a configuration needs a few levels",
+                )
+            ],
+        ) from None
     if data is None:
         data = CommentedMap()
     if not isinstance(data, CommentedMap):
         raise ConfigError(path, [ConfigIssue("", "the top level must be a mapping", 1)])
     if _expanded_values(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
-        raise ConfigError(path, [ConfigIssue("", (
-            f"the document holds more than {MAX_YAML_VALUES:,} values once its aliases "
-            "(*name) are expanded, or an alias refers to itself (an alias bomb?); write the "
-            "values out or use fewer aliases"))])
+        raise ConfigError(
+            path,
+            [
+                ConfigIssue(
+                    "",
+                    (
+                        f"the document holds more than {MAX_YAML_VALUES:,} values once its aliases "
+                        "(*name) are expanded, or an alias refers to itself (an alias bomb?); "
+                        "write the "
+                        "values out or use fewer aliases"
+                    ),
+                )
+            ],
+        )
     return data
 
 
@@ -702,9 +770,17 @@ def parse_config(raw: CommentedMap, path: Path) -> LoadedConfig:
     config = _resolve_paths(config, path.resolve().parent)
     blocker = not_a_folder(config.state_dir)
     if blocker is not None:
-        raise ConfigError(path, [ConfigIssue(
-            "state_dir", f"{blocker} is a file, not a folder; point state_dir at a folder (it "
-            "is created if missing) or move the file away", yaml_line(raw, ("state_dir",)))])
+        raise ConfigError(
+            path,
+            [
+                ConfigIssue(
+                    "state_dir",
+                    f"{blocker} is a file, not a folder; point state_dir at a folder (it "
+                    "is created if missing) or move the file away",
+                    yaml_line(raw, ("state_dir",)),
+                )
+            ],
+        )
     return LoadedConfig(path=path, config=config, raw=raw)
 
 
@@ -740,9 +816,15 @@ def _resolve_paths(config: DaemonConfig, base: Path) -> DaemonConfig:
     companies = config.companies_dir
     if companies is not None and not companies.is_absolute():
         companies = base / companies
-    return config.model_copy(update={"state_dir": state_dir, "nextengine": ne, "database_url": db,
-                                     "credentials_dir": credentials,
-                                     "companies_dir": companies})
+    return config.model_copy(
+        update={
+            "state_dir": state_dir,
+            "nextengine": ne,
+            "database_url": db,
+            "credentials_dir": credentials,
+            "companies_dir": companies,
+        }
+    )
 
 
 def resolve_path(value: str | Path, config_path: Path) -> Path:

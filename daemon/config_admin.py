@@ -83,27 +83,33 @@ def check_config(loaded: LoadedConfig) -> ConfigCheck:
     issues = issues + disabled_issues
     for name, section in loaded.config.plugins.items():
         if "enabled" not in section and section:
-            warnings.append(f"plugin {name} has options but no `enabled:` line, so it is off; "
-                            f"write `enabled: false` to keep it off on purpose, or enable it "
-                            f"(`nebridge plugins enable {name}`)")
+            warnings.append(
+                f"plugin {name} has options but no `enabled:` line, so it is off; "
+                f"write `enabled: false` to keep it off on purpose, or enable it "
+                f"(`nebridge plugins enable {name}`)"
+            )
     from daemon.store.engine import driver_problem  # SQLAlchemy: not for the plugin listing
 
     missing_driver = driver_problem(loaded.config.resolved_database_url)
     if missing_driver:
-        issues.append(ConfigIssue("database_url", missing_driver,
-                                  loaded.line_of(("database_url",))))
+        issues.append(
+            ConfigIssue("database_url", missing_driver, loaded.line_of(("database_url",)))
+        )
     paused = host.paused_stages()
     for record in host.failed():
         prefix = f"plugins.{record.name}"
         if not record.enabled or any(i.path.startswith(prefix) for i in issues):
             continue  # its own problems are listed already
         stages = [s for s in record.stages() if s in paused]
-        issues.append(ConfigIssue(
-            f"{prefix}.enabled",
-            f"plugin {record.name} is enabled but {record.state.value}: {record.error}; "
-            f"{', '.join(stages) or 'no stage'} would be paused — repair the plugin or "
-            f"disable it (`nebridge plugins disable {record.name}`)",
-            loaded.line_of(("plugins", record.name, "enabled"))))
+        issues.append(
+            ConfigIssue(
+                f"{prefix}.enabled",
+                f"plugin {record.name} is enabled but {record.state.value}: {record.error}; "
+                f"{', '.join(stages) or 'no stage'} would be paused — repair the plugin or "
+                f"disable it (`nebridge plugins disable {record.name}`)",
+                loaded.line_of(("plugins", record.name, "enabled")),
+            )
+        )
     return ConfigCheck(host, issues, warnings)
 
 
@@ -111,8 +117,9 @@ def check_config(loaded: LoadedConfig) -> ConfigCheck:
 Parse = Callable[[CommentedMap, Path], LoadedConfig]
 
 
-def read_for_edit(config_path: Path, section: str,
-                  inherit: Mapping[str, Any] | None = None) -> CommentedMap:
+def read_for_edit(
+    config_path: Path, section: str, inherit: Mapping[str, Any] | None = None
+) -> CommentedMap:
     """``config_path`` as a document to edit; a company file without ``section`` first gets
     a copy of daemon.yaml's (``inherit``), so changing one entry keeps the others."""
     raw = read_yaml(config_path)
@@ -121,8 +128,14 @@ def read_for_edit(config_path: Path, section: str,
     return raw
 
 
-def change_plugin(config_path: Path, name: str, enabled: bool, *, parse: Parse = parse_config,
-                  inherit: Mapping[str, Any] | None = None) -> list[str]:
+def change_plugin(
+    config_path: Path,
+    name: str,
+    enabled: bool,
+    *,
+    parse: Parse = parse_config,
+    inherit: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Enable or disable a plugin in ``daemon.yaml`` (or a company file, validated with
     ``parse`` on top of daemon.yaml's sections ``inherit``); refuse changes that break
     dependencies.
@@ -133,17 +146,22 @@ def change_plugin(config_path: Path, name: str, enabled: bool, *, parse: Parse =
     current = parse(raw, config_path)
     host, _ = plugin_host(current)
     if name not in host.records:
-        raise AdminError(f"no installed plugin is called {name!r}; "
-                         "`nebridge plugins list` shows the installed ones")
+        raise AdminError(
+            f"no installed plugin is called {name!r}; "
+            "`nebridge plugins list` shows the installed ones"
+        )
     if enabled:
         _check_can_enable(config_path, name, current, parse, inherit)
     else:
         connector = current.config.wms.connector
         if name == connector_plugin_name(connector):  # it stays loaded whatever `enabled` says
-            raise AdminError(f"{name} is the WMS connector in use (`wms.connector: "
-                             f"{connector}`); choose another connector first")
+            raise AdminError(
+                f"{name} is the WMS connector in use (`wms.connector: "
+                f"{connector}`); choose another connector first"
+            )
         dependents = sorted(
-            r.name for r in host.records.values()
+            r.name
+            for r in host.records.values()
             if r.enabled and r.info is not None and name in r.info.requires
         )
         if dependents:
@@ -164,12 +182,19 @@ def change_plugin(config_path: Path, name: str, enabled: bool, *, parse: Parse =
         raise AdminError(str(ConfigError(config_path, issues)))
     _write(config_path, raw)
     state = "enabled" if enabled else "disabled"
-    return [f"plugin {name} {state} in {config_path}",
-            "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"]
+    return [
+        f"plugin {name} {state} in {config_path}",
+        "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)",
+    ]
 
 
-def _check_can_enable(config_path: Path, name: str, current: LoadedConfig, parse: Parse,
-                      inherit: Mapping[str, Any] | None) -> None:
+def _check_can_enable(
+    config_path: Path,
+    name: str,
+    current: LoadedConfig,
+    parse: Parse,
+    inherit: Mapping[str, Any] | None,
+) -> None:
     raw = read_for_edit(config_path, "plugins", inherit)
     set_plugin_enabled(raw, name, True)
     probe, _ = plugin_host(parse(raw, config_path))
@@ -197,12 +222,16 @@ def plugin_rows(host: PluginHost, enabled_only: bool = False) -> list[dict[str, 
     """
     records = sorted(host.records.values(), key=lambda r: r.name)
     entry_points = discover_entry_points()
-    return [plugin_record(host, r.name, entry_points).as_dict() for r in records
-            if r.enabled or not enabled_only]
+    return [
+        plugin_record(host, r.name, entry_points).as_dict()
+        for r in records
+        if r.enabled or not enabled_only
+    ]
 
 
-def plugin_record(host: PluginHost, name: str,
-                  entry_points: Mapping[str, md.EntryPoint] | None = None) -> PluginRecord:
+def plugin_record(
+    host: PluginHost, name: str, entry_points: Mapping[str, md.EntryPoint] | None = None
+) -> PluginRecord:
     """The record of ``name``; for a disabled plugin, as it would load if enabled.
 
     The plugin is imported into a throwaway host (its module code runs, none of its hooks
@@ -213,19 +242,27 @@ def plugin_record(host: PluginHost, name: str,
     """
     record = host.records.get(name)
     if record is None:
-        raise AdminError(f"no installed plugin is called {name!r}; "
-                         "`nebridge plugins list` shows the installed ones")
+        raise AdminError(
+            f"no installed plugin is called {name!r}; "
+            "`nebridge plugins list` shows the installed ones"
+        )
     if record.enabled:
         return record
     found_eps = discover_entry_points() if entry_points is None else entry_points
     probe = PluginHost()  # its only entry point is this plugin's: nothing else is read
-    probe.load(DaemonConfig(plugins={name: {"enabled": True}}),
-               entry_points={name: found_eps[name]} if name in found_eps else {})
+    probe.load(
+        DaemonConfig(plugins={name: {"enabled": True}}),
+        entry_points={name: found_eps[name]} if name in found_eps else {},
+    )
     found = probe.records.get(name)
     if found is None:
         return record
-    return replace(found, state=PluginState.DISABLED, enabled=False,
-                   error=f"cannot be loaded: {found.error}" if found.error else "")
+    return replace(
+        found,
+        state=PluginState.DISABLED,
+        enabled=False,
+        error=f"cannot be loaded: {found.error}" if found.error else "",
+    )
 
 
 def plugin_details(host: PluginHost, name: str) -> dict[str, Any]:
@@ -236,39 +273,57 @@ def plugin_details(host: PluginHost, name: str) -> dict[str, Any]:
     data["setting_ja"] = record.info.setting_ja if record.info else ""
     data["config_schema"] = model.model_json_schema() if model is not None else None
     if not record.enabled and record.info is None:
-        data["note"] = (f"its summary and options cannot be shown: the plugin does not load "
-                        f"({record.error or 'no plugin information'})")
+        data["note"] = (
+            f"its summary and options cannot be shown: the plugin does not load "
+            f"({record.error or 'no plugin information'})"
+        )
     return data
 
 
 # -- warehouses -------------------------------------------------------------------------------
 
 
-def set_warehouse_link(config_path: Path, code: str, linked: bool, *,
-                       parse: Parse = parse_config,
-                       inherit: Mapping[str, Any] | None = None) -> list[str]:
+def set_warehouse_link(
+    config_path: Path,
+    code: str,
+    linked: bool,
+    *,
+    parse: Parse = parse_config,
+    inherit: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Set a warehouse's Next Engine link flag (拠点設定) in ``daemon.yaml`` (or a company
     file: see :func:`change_plugin`)."""
     raw = read_for_edit(config_path, "warehouses", inherit)
     if not set_warehouse_field(raw, code, "ne_linked", linked):
         codes = ", ".join(str(w.get("code")) for w in raw.get("warehouses") or [])
-        raise AdminError(f"no warehouse with code {code!r} in {config_path} "
-                         f"(configured: {codes or 'none'})")
+        raise AdminError(
+            f"no warehouse with code {code!r} in {config_path} (configured: {codes or 'none'})"
+        )
     try:
         parse(raw, config_path)
     except ConfigError as exc:
         raise AdminError(str(exc)) from None
     _write(config_path, raw)
-    effect = ("stock changes at this warehouse will now reach Next Engine" if linked
-              else "stock changes at this warehouse will no longer reach Next Engine")
-    return [f"warehouse {code}: ne_linked={str(linked).lower()} ({effect})",
-            "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"]
+    effect = (
+        "stock changes at this warehouse will now reach Next Engine"
+        if linked
+        else "stock changes at this warehouse will no longer reach Next Engine"
+    )
+    return [
+        f"warehouse {code}: ne_linked={str(linked).lower()} ({effect})",
+        "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)",
+    ]
 
 
 def warehouse_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:
     """Rows for ``warehouses list``."""
     return [
-        {"code": w.code, "name": w.name, "ne_linked": w.ne_linked,
-         "import_orders": w.import_orders, "shop_ids": list(w.shop_ids)}
+        {
+            "code": w.code,
+            "name": w.name,
+            "ne_linked": w.ne_linked,
+            "import_orders": w.import_orders,
+            "shop_ids": list(w.shop_ids),
+        }
         for w in loaded.config.warehouses
     ]

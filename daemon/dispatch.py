@@ -73,8 +73,11 @@ from hooks.actions import ADJUST_STOCK, SHIP_ORDER
 log = logging.getLogger(__name__)
 
 ORDER_FIELDS = (
-    "receive_order_id", "receive_order_order_status_id", "receive_order_cancel_type_id",
-    "receive_order_deleted_flag", "receive_order_last_modified_date",
+    "receive_order_id",
+    "receive_order_order_status_id",
+    "receive_order_cancel_type_id",
+    "receive_order_deleted_flag",
+    "receive_order_last_modified_date",
     "receive_order_delivery_cut_form_id",
 )
 SHIPPABLE = (20, 40)
@@ -101,8 +104,9 @@ def _global(exc: BaseException) -> bool:
     """Errors after which no further call should be made in this dispatch."""
     return isinstance(exc, NeReauthRequired | NeMaintenance) or (
         isinstance(exc, NextEngineError)
-        and not isinstance(exc, NeLockConflict | NeValidationError | NeOutcomeUnknown
-                           | NeSystemError)
+        and not isinstance(
+            exc, NeLockConflict | NeValidationError | NeOutcomeUnknown | NeSystemError
+        )
     )
 
 
@@ -139,9 +143,12 @@ class ShipExecutor(_NeExecutor):
         bad: list[OutboxItem] = []
         for item in items:
             (good if item.subject.isascii() and item.subject.isdigit() else bad).append(item)
-        self._move(bad, OutboxState.FAILED,
-                   error="not a Next Engine order number (digits only); fix the shipment in "
-                         "the WMS and send it under a new id")
+        self._move(
+            bad,
+            OutboxState.FAILED,
+            error="not a Next Engine order number (digits only); fix the shipment in "
+            "the WMS and send it under a new id",
+        )
         return good
 
     def _read(self, order_ids: Iterable[str]) -> dict[str, Mapping[str, str | None]]:
@@ -174,11 +181,17 @@ class ShipExecutor(_NeExecutor):
             else:
                 retry.append(item)
         self._move(done, OutboxState.DONE, result="shipped (confirmed by reading the order)")
-        self._move(skipped, OutboxState.SKIPPED,
-                   error="order cancelled or gone in Next Engine; not shipped")
-        self._move(retry, OutboxState.PENDING,
-                   error="not shipped in Next Engine (read back after an unknown outcome); "
-                         "will be sent again")
+        self._move(
+            skipped,
+            OutboxState.SKIPPED,
+            error="order cancelled or gone in Next Engine; not shipped",
+        )
+        self._move(
+            retry,
+            OutboxState.PENDING,
+            error="not shipped in Next Engine (read back after an unknown outcome); "
+            "will be sent again",
+        )
 
     # -- execute ----------------------------------------------------------------------------
 
@@ -229,21 +242,38 @@ class ShipExecutor(_NeExecutor):
             else:
                 waiting.append(item)
         self._move(missing, OutboxState.FAILED, error="order not found in Next Engine")
-        self._move(cancelled, OutboxState.SKIPPED,
-                   error="order was cancelled in Next Engine after import; not shipped")
-        self._move(shipped, OutboxState.SKIPPED,
-                   error="order was already shipped in Next Engine; not shipped again")
-        self._move(waiting, OutboxState.PENDING, count_attempt=True,
-                   retry_in=self.settings.not_ready_retry,
-                   error="order is not ready to ship in Next Engine (status not 20/40); "
-                         "will check again")
-        self._move(given_up, OutboxState.FAILED, count_attempt=True,
-                   error="order stayed in a status that cannot be shipped; check it in "
-                         "Next Engine, then `nebridge outbox retry ID`")
+        self._move(
+            cancelled,
+            OutboxState.SKIPPED,
+            error="order was cancelled in Next Engine after import; not shipped",
+        )
+        self._move(
+            shipped,
+            OutboxState.SKIPPED,
+            error="order was already shipped in Next Engine; not shipped again",
+        )
+        self._move(
+            waiting,
+            OutboxState.PENDING,
+            count_attempt=True,
+            retry_in=self.settings.not_ready_retry,
+            error="order is not ready to ship in Next Engine (status not 20/40); will check again",
+        )
+        self._move(
+            given_up,
+            OutboxState.FAILED,
+            count_attempt=True,
+            error="order stayed in a status that cannot be shipped; check it in "
+            "Next Engine, then `nebridge outbox retry ID`",
+        )
         report_shipped_cancelled(self.engine, cancelled)
         for item in (*cancelled, *shipped):
-            log.warning("ship action %s for order %s skipped: %s", item.id, item.subject,
-                        "cancelled" if item in cancelled else "already shipped")
+            log.warning(
+                "ship action %s for order %s skipped: %s",
+                item.id,
+                item.subject,
+                "cancelled" if item in cancelled else "already shipped",
+            )
         return ready
 
     def _write_tracking(
@@ -254,9 +284,13 @@ class ShipExecutor(_NeExecutor):
             number = _payload(item).get("tracking_number")
             row = orders[item.subject]
             if number and (row.get(TRACKING_FIELD) or "") != number:
-                updates.append(OrderUpdate(item.subject,
-                                           str(row["receive_order_last_modified_date"]),
-                                           {TRACKING_FIELD: number}))
+                updates.append(
+                    OrderUpdate(
+                        item.subject,
+                        str(row["receive_order_last_modified_date"]),
+                        {TRACKING_FIELD: number},
+                    )
+                )
         if not updates:
             return ready
         try:
@@ -264,8 +298,12 @@ class ShipExecutor(_NeExecutor):
         except NextEngineError as exc:
             self.gate.observe(exc)
             log.warning("tracking numbers of %d order(s) not written: %s", len(updates), exc)
-            self._move(ready, OutboxState.PENDING, error=f"tracking numbers not written: {exc}",
-                       retry_in=self.settings.retry)
+            self._move(
+                ready,
+                OutboxState.PENDING,
+                error=f"tracking numbers not written: {exc}",
+                retry_in=self.settings.retry,
+            )
             return []
         failed: list[OutboxItem] = []
         conflicts: list[OutboxItem] = []
@@ -274,8 +312,11 @@ class ShipExecutor(_NeExecutor):
                 error = result.error(item.subject)
                 (conflicts if isinstance(error, NeLockConflict) else failed).append(item)
                 if not isinstance(error, NeLockConflict):
-                    self._move([item], OutboxState.FAILED,
-                               error=f"tracking number not accepted by Next Engine: {error}")
+                    self._move(
+                        [item],
+                        OutboxState.FAILED,
+                        error=f"tracking number not accepted by Next Engine: {error}",
+                    )
         for item in conflicts:
             if not self._retry_tracking(item):
                 failed.append(item)
@@ -287,29 +328,42 @@ class ShipExecutor(_NeExecutor):
             try:
                 row = self._read([item.subject]).get(item.subject)
                 if row is None or _cancelled(row):
-                    self._move([item], OutboxState.SKIPPED,
-                               error="order cancelled in Next Engine while writing tracking")
+                    self._move(
+                        [item],
+                        OutboxState.SKIPPED,
+                        error="order cancelled in Next Engine while writing tracking",
+                    )
                     return False
                 if (row.get(TRACKING_FIELD) or "") == number:
                     return True
-                self.client.update_order(item.subject,
-                                         str(row["receive_order_last_modified_date"]),
-                                         {TRACKING_FIELD: number})
+                self.client.update_order(
+                    item.subject,
+                    str(row["receive_order_last_modified_date"]),
+                    {TRACKING_FIELD: number},
+                )
                 return True
             except NeLockConflict:
                 continue
             except NeValidationError as exc:  # refused for good, this order only: held alone
-                self._move([item], OutboxState.FAILED,
-                           error=f"tracking number not accepted by Next Engine: {exc}; fix it, "
-                                 f"then `nebridge outbox retry {item.id}`")
+                self._move(
+                    [item],
+                    OutboxState.FAILED,
+                    error=f"tracking number not accepted by Next Engine: {exc}; fix it, "
+                    f"then `nebridge outbox retry {item.id}`",
+                )
                 return False
             except NextEngineError as exc:
                 self.gate.observe(exc)
-                self._move([item], OutboxState.PENDING, error=str(exc),
-                           retry_in=self.settings.retry)
+                self._move(
+                    [item], OutboxState.PENDING, error=str(exc), retry_in=self.settings.retry
+                )
                 return False
-        self._move([item], OutboxState.PENDING, retry_in=self.settings.retry,
-                   error="order kept changing in Next Engine while writing tracking")
+        self._move(
+            [item],
+            OutboxState.PENDING,
+            retry_in=self.settings.retry,
+            error="order kept changing in Next Engine while writing tracking",
+        )
         return False
 
     def _ship_each(
@@ -322,22 +376,34 @@ class ShipExecutor(_NeExecutor):
                 outcome = self._ship_one(item, row)
             except _StillUnknown as unknown:  # stays in flight; the next pass reads the order
                 if _global(unknown.cause):
-                    self._move(ready[index + 1:], OutboxState.PENDING,
-                               retry_in=self.settings.retry, error=f"not sent: {unknown.cause}")
+                    self._move(
+                        ready[index + 1 :],
+                        OutboxState.PENDING,
+                        retry_in=self.settings.retry,
+                        error=f"not sent: {unknown.cause}",
+                    )
                     break
                 continue
             except NeValidationError as exc:  # refused for good, this order only: held alone
-                self._move([item], OutboxState.FAILED,
-                           error=f"Next Engine refused to ship the order: {exc}; fix the order "
-                                 f"in Next Engine, then `nebridge outbox retry {item.id}`")
+                self._move(
+                    [item],
+                    OutboxState.FAILED,
+                    error=f"Next Engine refused to ship the order: {exc}; fix the order "
+                    f"in Next Engine, then `nebridge outbox retry {item.id}`",
+                )
                 continue
             except NextEngineError as exc:
                 self.gate.observe(exc)
-                self._move([item], OutboxState.PENDING, error=str(exc),
-                           retry_in=self.settings.retry)
+                self._move(
+                    [item], OutboxState.PENDING, error=str(exc), retry_in=self.settings.retry
+                )
                 if _global(exc):
-                    self._move(ready[index + 1:], OutboxState.PENDING, retry_in=self.settings.retry,
-                               error=f"not sent: {exc}")
+                    self._move(
+                        ready[index + 1 :],
+                        OutboxState.PENDING,
+                        retry_in=self.settings.retry,
+                        error=f"not sent: {exc}",
+                    )
                     break
                 continue
             if outcome is None:
@@ -352,13 +418,19 @@ class ShipExecutor(_NeExecutor):
         receipted = False
         for _ in range(LOCK_RETRIES):
             if row is None or _cancelled(row):
-                self._move([item], OutboxState.SKIPPED,
-                           error="order cancelled in Next Engine before shipping; not shipped")
+                self._move(
+                    [item],
+                    OutboxState.SKIPPED,
+                    error="order cancelled in Next Engine before shipping; not shipped",
+                )
                 return "cancelled"
             status = int(row["receive_order_order_status_id"] or 0)
             if status == SHIPPED:
-                self._move([item], OutboxState.SKIPPED,
-                           error="order was shipped in Next Engine by someone else meanwhile")
+                self._move(
+                    [item],
+                    OutboxState.SKIPPED,
+                    error="order was shipped in Next Engine by someone else meanwhile",
+                )
                 return "shipped elsewhere"
             last_modified = str(row["receive_order_last_modified_date"])
             try:
@@ -368,8 +440,11 @@ class ShipExecutor(_NeExecutor):
                 row = self._read([item.subject]).get(item.subject)
             except NeValidationError as exc:
                 if status != 20 or receipted:
-                    self._move([item], OutboxState.FAILED,
-                               error=f"Next Engine refused to ship the order: {exc}")
+                    self._move(
+                        [item],
+                        OutboxState.FAILED,
+                        error=f"Next Engine refused to ship the order: {exc}",
+                    )
                     return "refused"
                 # Next Engine may only ship printed (40) orders: hand it over, then ship.
                 self.client.receipted(item.subject, last_modified)
@@ -380,11 +455,19 @@ class ShipExecutor(_NeExecutor):
                 row = self._read_back(item, exc)
                 if row is not None and int(row["receive_order_order_status_id"] or 0) == SHIPPED:
                     return None
-                self._move([item], OutboxState.PENDING, retry_in=self.settings.retry,
-                           error=f"outcome unknown, read back: not shipped; will resend ({exc})")
+                self._move(
+                    [item],
+                    OutboxState.PENDING,
+                    retry_in=self.settings.retry,
+                    error=f"outcome unknown, read back: not shipped; will resend ({exc})",
+                )
                 return "retry"
-        self._move([item], OutboxState.PENDING, retry_in=self.settings.retry,
-                   error="order kept changing in Next Engine; will try again")
+        self._move(
+            [item],
+            OutboxState.PENDING,
+            retry_in=self.settings.retry,
+            error="order kept changing in Next Engine; will try again",
+        )
         return "retry"
 
     def _read_back(
@@ -396,9 +479,12 @@ class ShipExecutor(_NeExecutor):
             return self._read([item.subject]).get(item.subject)
         except NextEngineError as exc:
             self.gate.observe(exc)
-            self._move([item], OutboxState.IN_FLIGHT,
-                       error=f"outcome unknown ({sent}); the order could not be read back "
-                             f"({exc}); it is read again before anything is sent")
+            self._move(
+                [item],
+                OutboxState.IN_FLIGHT,
+                error=f"outcome unknown ({sent}); the order could not be read back "
+                f"({exc}); it is read again before anything is sent",
+            )
             raise _StillUnknown(exc) from exc
 
 
@@ -412,7 +498,8 @@ class _StillUnknown(Exception):
 
 def _cancelled(row: Mapping[str, str | None]) -> bool:
     return (row.get("receive_order_cancel_type_id") or "0") != "0" or (
-        row.get("receive_order_deleted_flag") or "0") != "0"
+        row.get("receive_order_deleted_flag") or "0"
+    ) != "0"
 
 
 class StockExecutor(_NeExecutor):
@@ -436,9 +523,12 @@ class StockExecutor(_NeExecutor):
             return
         linked = self._link_codes(items)
         unlinked = [i for i in items if i.subject not in linked]
-        self._move(unlinked, OutboxState.FAILED,
-                   error="the WMS product has no link code (紐付けコード) to a Next Engine "
-                         "goods code; link it in the WMS, then `nebridge outbox retry ID`")
+        self._move(
+            unlinked,
+            OutboxState.FAILED,
+            error="the WMS product has no link code (紐付けコード) to a Next Engine "
+            "goods code; link it in the WMS, then `nebridge outbox retry ID`",
+        )
         by_goods: dict[str, list[OutboxItem]] = defaultdict(list)
         for item in items:
             if item.subject in linked:
@@ -450,30 +540,44 @@ class StockExecutor(_NeExecutor):
         except NextEngineError as exc:
             self.gate.observe(exc)
             log.warning("cannot read the goods of %d stock change(s) now: %s", len(items), exc)
-            self._move([i for g in by_goods.values() for i in g], OutboxState.PENDING,
-                       error=str(exc), retry_in=self.settings.retry)
+            self._move(
+                [i for g in by_goods.values() for i in g],
+                OutboxState.PENDING,
+                error=str(exc),
+                retry_in=self.settings.retry,
+            )
             return
         groups: dict[str, list[OutboxItem]] = {}
         for key, group in by_goods.items():
             net = sum(int(_payload(i)["delta"]) for i in group)
             found = goods.get(key)
             if found is None:
-                self._move(group, OutboxState.FAILED,
-                           error=f"no Next Engine goods with code {linked[group[0].subject]}; "
-                                 "fix the link code in the WMS, then `nebridge outbox retry ID`")
+                self._move(
+                    group,
+                    OutboxState.FAILED,
+                    error=f"no Next Engine goods with code {linked[group[0].subject]}; "
+                    "fix the link code in the WMS, then `nebridge outbox retry ID`",
+                )
             elif net == 0:
-                self._move(group, OutboxState.DONE, result="net change 0 in this dispatch; "
-                                                          "nothing to upload")
+                self._move(
+                    group,
+                    OutboxState.DONE,
+                    result="net change 0 in this dispatch; nothing to upload",
+                )
             elif net < 0 and int(found.get("stock_free_quantity") or 0) + net < 0:
-                self._move(group, OutboxState.FAILED,
-                           error=f"Next Engine free stock of {found['goods_id']} is "
-                                 f"{found.get('stock_free_quantity')}, a change of {net} would "
-                                 "go below it (Next Engine refuses); check the stock, then "
-                                 "`nebridge outbox retry ID`")
+                self._move(
+                    group,
+                    OutboxState.FAILED,
+                    error=f"Next Engine free stock of {found['goods_id']} is "
+                    f"{found.get('stock_free_quantity')}, a change of {net} would "
+                    "go below it (Next Engine refuses); check the stock, then "
+                    "`nebridge outbox retry ID`",
+                )
             else:
                 groups[str(found["goods_id"])] = group
-        suspect = {g: group for g, group in groups.items()
-                   if any(i.dispatch_ref == ISOLATE for i in group)}
+        suspect = {
+            g: group for g, group in groups.items() if any(i.dispatch_ref == ISOLATE for i in group)
+        }
         plain = {g: group for g, group in groups.items() if g not in suspect}
         self._send([part for part in (plain, suspect) if part])
 
@@ -484,31 +588,39 @@ class StockExecutor(_NeExecutor):
         while parts:
             part = parts.pop(0)
             outcome = self._upload(
-                {goods: sum(int(_payload(i)["delta"]) for i in group)
-                 for goods, group in part.items()},
-                [i for group in part.values() for i in group])
+                {
+                    goods: sum(int(_payload(i)["delta"]) for i in group)
+                    for goods, group in part.items()
+                },
+                [i for group in part.values() for i in group],
+            )
             if outcome == REFUSED and len(part) > 1:
                 codes = sorted(part)
                 half = len(codes) // 2
-                parts[:0] = [{g: part[g] for g in codes[:half]},
-                             {g: part[g] for g in codes[half:]}]
+                parts[:0] = [{g: part[g] for g in codes[:half]}, {g: part[g] for g in codes[half:]}]
             elif outcome == OPEN:
-                self._move([i for rest in parts for group in rest.values() for i in group],
-                           OutboxState.PENDING, retry_in=self.settings.retry)
+                self._move(
+                    [i for rest in parts for group in rest.values() for i in group],
+                    OutboxState.PENDING,
+                    retry_in=self.settings.retry,
+                )
                 return
 
     def _link_codes(self, items: Sequence[OutboxItem]) -> dict[str, str]:
         codes = sorted({i.subject for i in items})
         with read_session(self.engine) as session:
             rows = session.execute(
-                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
-                .where(col(WmsProduct.product_code).in_(codes))).all()
+                select(col(WmsProduct.product_code), col(WmsProduct.link_code)).where(
+                    col(WmsProduct.product_code).in_(codes)
+                )
+            ).all()
         return {str(p): str(link) for p, link in rows if link}
 
     def _goods(self, codes: set[str]) -> dict[str, Mapping[str, str | None]]:
         rows = self.client.search_goods(
             ("goods_id", "stock_quantity", "stock_free_quantity"),
-            where=Where().in_("goods_id", sorted(codes)))
+            where=Where().in_("goods_id", sorted(codes)),
+        )
         return {str(r["goods_id"]).casefold(): r for r in rows}
 
     def _upload(self, deltas: dict[str, int], items: list[OutboxItem]) -> str:
@@ -517,19 +629,31 @@ class StockExecutor(_NeExecutor):
         ref = uuid.uuid4().hex
         now = self.clock()
         with write_session(self.engine) as session:
-            session.add(StockUpload(ref=ref, state=UploadState.PREPARED, deltas=dumps(deltas),
-                                    prepared_at=now))
+            session.add(
+                StockUpload(
+                    ref=ref, state=UploadState.PREPARED, deltas=dumps(deltas), prepared_at=now
+                )
+            )
             session.execute(
-                update(OutboxItem).where(col(OutboxItem.id).in_(_ids(items)))
-                .values(state=OutboxState.IN_FLIGHT.value, dispatch_ref=ref, updated_at=now,
-                        attempts=OutboxItem.attempts + 1))
+                update(OutboxItem)
+                .where(col(OutboxItem.id).in_(_ids(items)))
+                .values(
+                    state=OutboxState.IN_FLIGHT.value,
+                    dispatch_ref=ref,
+                    updated_at=now,
+                    attempts=OutboxItem.attempts + 1,
+                )
+            )
         try:
             que_id = self.client.upload_stock_deltas(deltas)
         except (NeOutcomeUnknown, NeSystemError) as exc:
             log.warning("stock upload %s: outcome unknown (%s); reconciling", ref, exc)
-            self._move(items, OutboxState.IN_FLIGHT,
-                       error=f"stock upload {ref}: outcome unknown ({exc}); looking for it in "
-                             "Next Engine's upload queue before anything is sent again")
+            self._move(
+                items,
+                OutboxState.IN_FLIGHT,
+                error=f"stock upload {ref}: outcome unknown ({exc}); looking for it in "
+                "Next Engine's upload queue before anything is sent again",
+            )
             self.reconcile(self._reload(items))
             return OPEN
         except NextEngineError as exc:  # Next Engine said it did not apply it
@@ -542,8 +666,12 @@ class StockExecutor(_NeExecutor):
         self._set_upload(ref, state=UploadState.FAILED, message=str(exc))
         if isinstance(exc, NeValidationError):
             return self._refused(ref, items, f"stock upload not applied: {exc}")
-        self._move(items, OutboxState.PENDING, error=f"stock upload not applied: {exc}",
-                   retry_in=self.settings.retry)
+        self._move(
+            items,
+            OutboxState.PENDING,
+            error=f"stock upload not applied: {exc}",
+            retry_in=self.settings.retry,
+        )
         return OPEN
 
     def _refused(self, ref: str, items: Sequence[OutboxItem], why: str) -> str:
@@ -553,20 +681,30 @@ class StockExecutor(_NeExecutor):
             upload = session.get(StockUpload, ref)
             codes = sorted(json.loads(upload.deltas)) if upload is not None else []
         if len(codes) == 1:
-            self._move(items, OutboxState.FAILED,
-                       error=f"{why} (goods code {codes[0]}); fix the cause, then `nebridge "
-                             "outbox retry ID`")
+            self._move(
+                items,
+                OutboxState.FAILED,
+                error=f"{why} (goods code {codes[0]}); fix the cause, then `nebridge "
+                "outbox retry ID`",
+            )
         else:
-            self._move(items, OutboxState.PENDING, dispatch_ref=ISOLATE, retry_in=timedelta(0),
-                       error=f"{why}; its {len(codes)} goods codes are sent again in smaller "
-                             "uploads to find the one Next Engine refuses")
+            self._move(
+                items,
+                OutboxState.PENDING,
+                dispatch_ref=ISOLATE,
+                retry_in=timedelta(0),
+                error=f"{why}; its {len(codes)} goods codes are sent again in smaller "
+                "uploads to find the one Next Engine refuses",
+            )
         return REFUSED
 
     def _poll(self, ref: str, que_id: str, items: Sequence[OutboxItem]) -> str:
         try:
             result = self.client.wait_for_queue(
-                que_id, poll_interval=self.settings.queue_poll_seconds,
-                timeout=self.settings.queue_timeout_seconds)
+                que_id,
+                poll_interval=self.settings.queue_poll_seconds,
+                timeout=self.settings.queue_timeout_seconds,
+            )
         except NextEngineError as exc:  # includes the queue timeout: poll again next time
             self.gate.observe(exc)
             log.warning("stock upload %s (que %s) still open: %s", ref, que_id, exc)
@@ -579,8 +717,9 @@ class StockExecutor(_NeExecutor):
             self._move(items, OutboxState.DONE, result=f"uploaded in que {result.que_id}")
             return DONE
         self._set_upload(ref, state=UploadState.FAILED, message=result.message)
-        return self._refused(ref, items, f"Next Engine rejected stock upload que "
-                                         f"{result.que_id}: {result.message}")
+        return self._refused(
+            ref, items, f"Next Engine rejected stock upload que {result.que_id}: {result.message}"
+        )
 
     def _set_upload(self, ref: str, **values: Any) -> None:
         with write_session(self.engine) as session:
@@ -624,7 +763,8 @@ class StockExecutor(_NeExecutor):
                 .where(col(StockUpload.state) == UploadState.PREPARED)
                 .where(col(StockUpload.que_id).is_(None))
                 .where(col(OutboxItem.state) == OutboxState.IN_FLIGHT.value)
-                .limit(1)).first()
+                .limit(1)
+            ).first()
         return ref is not None
 
     def _settled(self, items: Sequence[OutboxItem]) -> bool:
@@ -637,39 +777,56 @@ class StockExecutor(_NeExecutor):
     def _reload(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
         """The items as stored now."""
         with read_session(self.engine) as session:
-            return list(session.scalars(select(OutboxItem)
-                                        .where(col(OutboxItem.id).in_(_ids(items)))))
+            return list(
+                session.scalars(select(OutboxItem).where(col(OutboxItem.id).in_(_ids(items))))
+            )
 
     def _find_lost_upload(self, upload: StockUpload, items: Sequence[OutboxItem]) -> None:
         with read_session(self.engine) as session:
             known = {q for q in session.scalars(select(col(StockUpload.que_id))) if q}
         window_start = upload.prepared_at - timedelta(minutes=10)
-        candidates = [q for q in self.client.find_queue_rows(window_start,
-                                                             self.clock() + timedelta(days=1))
-                      if q.que_id not in known
-                      and q.row.get("que_upload_name") in (None, "", API_UPLOAD_NAME)]
+        candidates = [
+            q
+            for q in self.client.find_queue_rows(window_start, self.clock() + timedelta(days=1))
+            if q.que_id not in known and q.row.get("que_upload_name") in (None, "", API_UPLOAD_NAME)
+        ]
         if len(candidates) == 1:
-            log.info("stock upload %s found in Next Engine as que %s", upload.ref,
-                     candidates[0].que_id)
+            log.info(
+                "stock upload %s found in Next Engine as que %s", upload.ref, candidates[0].que_id
+            )
             self._set_upload(upload.ref, state=UploadState.QUEUED, que_id=candidates[0].que_id)
             self._poll(upload.ref, candidates[0].que_id, items)
         elif not candidates and not self._settled(items):
-            log.info("stock upload %s not in Next Engine's queue yet; looking again later",
-                     upload.ref)
+            log.info(
+                "stock upload %s not in Next Engine's queue yet; looking again later", upload.ref
+            )
         elif not candidates:
-            self._set_upload(upload.ref, state=UploadState.FAILED,
-                             message="no upload reached Next Engine; items sent again")
-            self._move(items, OutboxState.PENDING, dispatch_ref="",
-                       error="stock upload did not reach Next Engine; will be sent again")
+            self._set_upload(
+                upload.ref,
+                state=UploadState.FAILED,
+                message="no upload reached Next Engine; items sent again",
+            )
+            self._move(
+                items,
+                OutboxState.PENDING,
+                dispatch_ref="",
+                error="stock upload did not reach Next Engine; will be sent again",
+            )
         else:
             ids = ", ".join(q.que_id for q in candidates)
-            self._set_upload(upload.ref, state=UploadState.IN_DOUBT,
-                             message=f"several unknown uploads at that time: {ids}")
-            self._move(items, OutboxState.IN_DOUBT,
-                       error=f"cannot tell whether stock upload {upload.ref} was applied "
-                             f"(Next Engine queue rows {ids} could be it); check Next Engine's "
-                             "stock, then `nebridge outbox resolve ID --applied` or "
-                             "`--not-applied`")
+            self._set_upload(
+                upload.ref,
+                state=UploadState.IN_DOUBT,
+                message=f"several unknown uploads at that time: {ids}",
+            )
+            self._move(
+                items,
+                OutboxState.IN_DOUBT,
+                error=f"cannot tell whether stock upload {upload.ref} was applied "
+                f"(Next Engine queue rows {ids} could be it); check Next Engine's "
+                "stock, then `nebridge outbox resolve ID --applied` or "
+                "`--not-applied`",
+            )
 
 
 #: The executor of each Next Engine action kind (``hooks.actions.ACTION_KINDS``), built by

@@ -26,8 +26,11 @@ class PortInUse(Exception):
     """The port a nebridge server needs is taken; the message names it and what to change."""
 
     def __init__(self, host: str, port: int, change: str, *, denied: bool = False) -> None:
-        reason = ("needs privileges nebridge does not have" if denied
-                  else "is already in use by another program")
+        reason = (
+            "needs privileges nebridge does not have"
+            if denied
+            else "is already in use by another program"
+        )
         super().__init__(f"port {port} on {host} {reason}; {change}")
         self.host = host
         self.port = port

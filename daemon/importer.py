@@ -85,21 +85,37 @@ log = logging.getLogger(__name__)
 
 READY_STATUS = "20"
 ROW_FIELDS = (
-    "receive_order_row_receive_order_id", "receive_order_row_no", "receive_order_row_goods_id",
-    "receive_order_row_quantity", "receive_order_row_cancel_flag",
+    "receive_order_row_receive_order_id",
+    "receive_order_row_no",
+    "receive_order_row_goods_id",
+    "receive_order_row_quantity",
+    "receive_order_row_cancel_flag",
 )
 BASE_FIELDS = (
-    "receive_order_id", "receive_order_shop_id", "receive_order_shop_cut_form_id",
-    "receive_order_date", "receive_order_order_status_id", "receive_order_gruoping_tag",
-    "receive_order_last_modified_date", "receive_order_delivery_id",
-    "receive_order_delivery_name", "receive_order_consignee_name",
-    "receive_order_consignee_zip_code", "receive_order_consignee_address1",
-    "receive_order_consignee_address2", "receive_order_consignee_tel",
+    "receive_order_id",
+    "receive_order_shop_id",
+    "receive_order_shop_cut_form_id",
+    "receive_order_date",
+    "receive_order_order_status_id",
+    "receive_order_gruoping_tag",
+    "receive_order_last_modified_date",
+    "receive_order_delivery_id",
+    "receive_order_delivery_name",
+    "receive_order_consignee_name",
+    "receive_order_consignee_zip_code",
+    "receive_order_consignee_address1",
+    "receive_order_consignee_address2",
+    "receive_order_consignee_tel",
     "receive_order_statement_delivery_instruct_printing_date",
-    "receive_order_cancel_type_id", "receive_order_deleted_flag",
+    "receive_order_cancel_type_id",
+    "receive_order_deleted_flag",
 )
-INSTRUCTED, HELD, RETRY, DROPPED = (ImportState.INSTRUCTED, ImportState.HELD, ImportState.RETRY,
-                                    ImportState.DROPPED)
+INSTRUCTED, HELD, RETRY, DROPPED = (
+    ImportState.INSTRUCTED,
+    ImportState.HELD,
+    ImportState.RETRY,
+    ImportState.DROPPED,
+)
 #: States of an order that is never imported again by itself (a cancelled one that becomes
 #: valid again in Next Engine too: the WMS may still hold it; ``orders retry`` sends it again).
 SETTLED = (INSTRUCTED, DROPPED, CANCELLED)
@@ -181,8 +197,12 @@ class ProductIndex:
     scan next time instead of leaving orders held against the older master).
     """
 
-    def __init__(self, products: Iterable[tuple[str, str]], key: Callable[[str], str],
-                 version: str | None = None) -> None:
+    def __init__(
+        self,
+        products: Iterable[tuple[str, str]],
+        key: Callable[[str], str],
+        version: str | None = None,
+    ) -> None:
         self.key = key
         self.version = version
         self.by_key: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -203,8 +223,10 @@ class ProductIndex:
         if not found:
             return None, f"goods code {goods_code} matches no WMS product link code"
         names = " and ".join(f"{p} (link code {link})" for p, link in found)
-        return None, (f"goods code {goods_code} matches several WMS products: {names}; "
-                      "make their link codes unique")
+        return None, (
+            f"goods code {goods_code} matches several WMS products: {names}; "
+            "make their link codes unique"
+        )
 
 
 class OrderImporter:
@@ -229,8 +251,11 @@ class OrderImporter:
         self.config = config
         self.gate = gate
         self.clock = clock
-        self.watch = (OrderWatch(engine, connector, connector_context, clock)
-                      if WATCH_PLUGIN in host.loaded_names() else None)
+        self.watch = (
+            OrderWatch(engine, connector, connector_context, clock)
+            if WATCH_PLUGIN in host.loaded_names()
+            else None
+        )
         #: With the watch: the earliest print-instruct date still ahead among the orders
         #: seen (kept in the cursor; the print-date search runs only once it passed).
         self._next_print: str | None = None
@@ -247,8 +272,7 @@ class OrderImporter:
         may_deliver = True
         if not dry_run:
             if self.watch is not None:  # cancellations always reach the WMS before orders
-                may_deliver = self.watch.deliver(warehouse.code, result.notices,
-                                                 result.failures)
+                may_deliver = self.watch.deliver(warehouse.code, result.notices, result.failures)
             if may_deliver:
                 self._deliver_pending(warehouse.code, result)
         started = self.clock()
@@ -259,8 +283,17 @@ class OrderImporter:
         newest = ""  # the latest last-modified date among the orders read (for the cursor)
         try:
             for page in self._pages(scan):
-                may_deliver, seen = self._page(warehouse, page, scan.full, index, dry_run,
-                                               may_deliver, decided, claimed, result)
+                may_deliver, seen = self._page(
+                    warehouse,
+                    page,
+                    scan.full,
+                    index,
+                    dry_run,
+                    may_deliver,
+                    decided,
+                    claimed,
+                    result,
+                )
                 newest = max([newest, *(c.order.last_modified for c in seen)])
         except (NextEngineError, RowsOutOfOrder) as exc:
             if isinstance(exc, NextEngineError):
@@ -273,13 +306,19 @@ class OrderImporter:
         # them out of status 20), which would shift the pages of the searches still read.
         self._claim(claimed, result)
         if not dry_run:
-            self._close(warehouse.code, decided, newest, started, scan.full, index.version,
-                        result)
+            self._close(warehouse.code, decided, newest, started, scan.full, index.version, result)
         return result
 
     def _page(
-        self, warehouse: WarehouseInfo, page: Page, full_scan: bool, index: ProductIndex,
-        dry_run: bool, may_deliver: bool, decided: set[str], claimed: list[Claimed],
+        self,
+        warehouse: WarehouseInfo,
+        page: Page,
+        full_scan: bool,
+        index: ProductIndex,
+        dry_run: bool,
+        may_deliver: bool,
+        decided: set[str],
+        claimed: list[Claimed],
         result: StageResult,
     ) -> tuple[bool, list[Candidate]]:
         """Decide, record and deliver one page; add its figures to ``result``, its delivered
@@ -290,21 +329,25 @@ class OrderImporter:
         forced: list[Candidate] = []
         if self.watch is not None:
             watched = self._watch(warehouse.code, groups, dry_run, result)
-            may_deliver = may_deliver and (dry_run or self.watch.deliver(
-                warehouse.code, result.notices, result.failures))
+            may_deliver = may_deliver and (
+                dry_run or self.watch.deliver(warehouse.code, result.notices, result.failures)
+            )
             if not dry_run:
                 again = set(self.watch.reinstruct_ids(warehouse.code))
-                forced = [self._live_candidate(groups[oid])
-                          for oid in sorted(again & groups.keys())]
+                forced = [
+                    self._live_candidate(groups[oid]) for oid in sorted(again & groups.keys())
+                ]
             seen += watched
             ids = {c.order_id for c in forced}
             candidates = [c for c in candidates if c.order_id not in ids] + forced
-        plan = self._decide(candidates, warehouse, full_scan, {c.order_id for c in forced},
-                            index)
+        plan = self._decide(candidates, warehouse, full_scan, {c.order_id for c in forced}, index)
         result.items_in += len(candidates)
-        for name, number in (("imported", len(plan.instruct)), ("held", len(plan.hold)),
-                             ("skipped", len(plan.skip)),
-                             ("matched_ignoring_case", plan.matched_ignoring_case)):
+        for name, number in (
+            ("imported", len(plan.instruct)),
+            ("held", len(plan.hold)),
+            ("skipped", len(plan.skip)),
+            ("matched_ignoring_case", plan.matched_ignoring_case),
+        ):
             result.counts[name] = result.counts.get(name, 0) + number
         result.subjects.setdefault("skipped", []).extend(c.order_id for c, _ in plan.skip)
         result.subjects.setdefault("held", []).extend(c.order_id for c, _ in plan.hold)
@@ -315,21 +358,26 @@ class OrderImporter:
             result.notices.append(f"order {cand.order_id} held: {reason}")
         if dry_run:
             result.planned.extend(
-                f"import order {cand.order_id} into {warehouse.code} "
-                f"({len(instr.lines)} line(s))" for cand, instr in plan.instruct)
+                f"import order {cand.order_id} into {warehouse.code} ({len(instr.lines)} line(s))"
+                for cand, instr in plan.instruct
+            )
             result.items_out += len(plan.instruct)
             return may_deliver, seen
         batch = self._record(warehouse.code, plan)
         decided.update(cand.order_id for cand, _ in (*plan.instruct, *plan.hold))
         refused: set[str] = set()
         if batch is not None and not may_deliver:
-            result.notices.append(f"instructions {batch.key} wait until the WMS took the "
-                                  "pending cancellations")
+            result.notices.append(
+                f"instructions {batch.key} wait until the WMS took the pending cancellations"
+            )
         elif batch is not None:
             refused = self._deliver(batch, result)
             if self.config.order_import.claim != "none":
-                claimed.extend(Claimed(c.order_id, c.order.last_modified, c.order.grouping_tag)
-                               for c, _ in plan.instruct if c.order_id not in refused)
+                claimed.extend(
+                    Claimed(c.order_id, c.order.last_modified, c.order.grouping_tag)
+                    for c, _ in plan.instruct
+                    if c.order_id not in refused
+                )
         result.counts["imported"] -= len(refused)
         result.items_out += len(plan.instruct) - len(refused)
         return may_deliver, seen
@@ -339,29 +387,46 @@ class OrderImporter:
     def _routing(self, code: str, due: bool = True) -> Where:
         """The warehouse's orders ready to import; ``due=False`` also those whose
         print-instruct date is still ahead (the watch notes when the next one falls due)."""
-        where = (self._shops(code).eq("receive_order_order_status_id", READY_STATUS)
-                 .eq("receive_order_cancel_type_id", 0)
-                 .eq("receive_order_deleted_flag", 0)
-                 .eq("receive_order_row_cancel_flag", 0))
-        return where.lte("receive_order_statement_delivery_instruct_printing_date",
-                         format_ne_datetime(self.clock())) if due else where
+        where = (
+            self._shops(code)
+            .eq("receive_order_order_status_id", READY_STATUS)
+            .eq("receive_order_cancel_type_id", 0)
+            .eq("receive_order_deleted_flag", 0)
+            .eq("receive_order_row_cancel_flag", 0)
+        )
+        return (
+            where.lte(
+                "receive_order_statement_delivery_instruct_printing_date",
+                format_ne_datetime(self.clock()),
+            )
+            if due
+            else where
+        )
 
     def _shops(self, code: str) -> Where:
         """The warehouse's shops (every order of them, whatever its status)."""
         mine = self.config.warehouse(code)
         if mine is not None and mine.shop_ids:
             return Where().in_("receive_order_shop_id", mine.shop_ids)
-        others = [s for w in self.config.warehouses if w.import_orders and w.code != code
-                  for s in w.shop_ids]
+        others = [
+            s
+            for w in self.config.warehouses
+            if w.import_orders and w.code != code
+            for s in w.shop_ids
+        ]
         return Where().nin("receive_order_shop_id", others) if others else Where()
 
     def _importable(self, row: Mapping[str, str | None], now: str) -> bool:
         """The import conditions of :meth:`_routing`, checked on a row of the wider watch
         search (rows of the narrow searches pass by construction)."""
         printing = row.get("receive_order_statement_delivery_instruct_printing_date")
-        return (str(row.get("receive_order_order_status_id")) == READY_STATUS
-                and OrderWatch.status_change(row) == "" and _row_live(row)
-                and bool(printing) and str(printing) <= now)
+        return (
+            str(row.get("receive_order_order_status_id")) == READY_STATUS
+            and OrderWatch.status_change(row) == ""
+            and _row_live(row)
+            and bool(printing)
+            and str(printing) <= now
+        )
 
     def _scan(self, code: str) -> Scan:
         """The searches for the orders to consider: everything on a full scan, else what
@@ -381,8 +446,11 @@ class OrderImporter:
         ran = parse_ne_datetime(state.get("ran"))
         base = self._routing(code)
         wheres = [base]
-        full = (since is None or ran is None
-                or state.get("products") != (products.value if products else None))
+        full = (
+            since is None
+            or ran is None
+            or state.get("products") != (products.value if products else None)
+        )
         shops = self._shops(code)
         now = format_ne_datetime(self.clock())
         printing = PRINTING
@@ -391,7 +459,8 @@ class OrderImporter:
         if since is not None and ran is not None:
             overlap = timedelta(minutes=self.config.order_import.overlap_minutes)
             modified = (shops if self.watch is not None else base).gte(
-                "receive_order_last_modified_date", format_ne_datetime(since - overlap))
+                "receive_order_last_modified_date", format_ne_datetime(since - overlap)
+            )
             if not full and self.watch is None:
                 wheres = [modified, base.gt(printing, format_ne_datetime(ran - overlap))]
             elif not full:
@@ -401,15 +470,20 @@ class OrderImporter:
                 wheres = [modified]
                 due = state.get("next_print")
                 if due is not None and due <= now:
-                    wheres.append(self._routing(code, due=False).gt(
-                        printing, format_ne_datetime(ran - overlap)))
+                    wheres.append(
+                        self._routing(code, due=False).gt(
+                            printing, format_ne_datetime(ran - overlap)
+                        )
+                    )
             elif self.watch is not None:  # a full scan sees no cancelled order
                 wheres.append(modified)
         wheres += [base.in_("receive_order_id", chunk) for chunk in self._retries(code)]
         if self.watch is not None:
             ids = self.watch.reinstruct_ids(code)
-            wheres += [shops.in_("receive_order_id", ids[i:i + IDS_PER_SEARCH])
-                       for i in range(0, len(ids), IDS_PER_SEARCH)]
+            wheres += [
+                shops.in_("receive_order_id", ids[i : i + IDS_PER_SEARCH])
+                for i in range(0, len(ids), IDS_PER_SEARCH)
+            ]
         return Scan(wheres, full, state, now)
 
     def _pages(self, scan: Scan) -> Iterator[Page]:
@@ -423,8 +497,9 @@ class OrderImporter:
         paged = 0
         for where in scan.wheres:
             mine: set[str] = set()  # orders first met in this search
-            for row in self.client.search_order_rows((*ROW_FIELDS, *BASE_FIELDS), where=where,
-                                                     sort=ROW_SORT):
+            for row in self.client.search_order_rows(
+                (*ROW_FIELDS, *BASE_FIELDS), where=where, sort=ROW_SORT
+            ):
                 oid = str(row["receive_order_id"])
                 if oid in earlier:
                     continue
@@ -433,41 +508,57 @@ class OrderImporter:
                     if oid in mine:  # its first rows went out with an earlier page
                         raise RowsOutOfOrder(
                             f"the rows of order {oid} came apart in a search sorted by order; "
-                            "the next run reads the orders again")
+                            "the next run reads the orders again"
+                        )
                     if len(groups) >= PAGE_ORDERS:
                         ahead = self._ahead(groups, scan.now, ahead)
                         yield self._make_page(groups, scan.now)
                         paged, groups = paged + 1, {}
                     mine.add(oid)
                     group = groups[oid] = []
-                if all(str(r["receive_order_row_no"]) != str(row["receive_order_row_no"])
-                       for r in group):  # a row repeated by the paging is taken once
+                if all(
+                    str(r["receive_order_row_no"]) != str(row["receive_order_row_no"])
+                    for r in group
+                ):  # a row repeated by the paging is taken once
                     group.append(row)
             earlier |= mine
         self._next_print = self._ahead(groups, scan.now, ahead)
         if groups or not paged:
             yield self._make_page(groups, scan.now)
 
-    def _ahead(self, groups: Mapping[str, list[Mapping[str, str | None]]], now: str,
-               ahead: str | None) -> str | None:
+    def _ahead(
+        self, groups: Mapping[str, list[Mapping[str, str | None]]], now: str, ahead: str | None
+    ) -> str | None:
         """With the watch: the earliest print-instruct date after ``now`` among ``ahead`` and
         the orders of ``groups`` ready to import once it is reached."""
         if self.watch is None:
             return None
-        dates = [str(g[0].get(PRINTING)) for g in groups.values()
-                 if g[0].get(PRINTING) and str(g[0].get(PRINTING)) > now
-                 and str(g[0].get("receive_order_order_status_id")) == READY_STATUS
-                 and OrderWatch.status_change(g[0]) == ""]
+        dates = [
+            str(g[0].get(PRINTING))
+            for g in groups.values()
+            if g[0].get(PRINTING)
+            and str(g[0].get(PRINTING)) > now
+            and str(g[0].get("receive_order_order_status_id")) == READY_STATUS
+            and OrderWatch.status_change(g[0]) == ""
+        ]
         return min([*dates, *([ahead] if ahead else [])], default=None)
 
     def _make_page(self, groups: dict[str, list[Mapping[str, str | None]]], now: str) -> Page:
         """The page of ``groups``: the importable orders with their rows not cancelled."""
-        return Page([self._candidate(live) for group in groups.values()
-                     if self._importable(group[0], now)
-                     and (live := [r for r in group if _row_live(r)])], groups)
+        return Page(
+            [
+                self._candidate(live)
+                for group in groups.values()
+                if self._importable(group[0], now) and (live := [r for r in group if _row_live(r)])
+            ],
+            groups,
+        )
 
     def _watch(
-        self, code: str, groups: Mapping[str, list[Mapping[str, str | None]]], dry_run: bool,
+        self,
+        code: str,
+        groups: Mapping[str, list[Mapping[str, str | None]]],
+        dry_run: bool,
         result: StageResult,
     ) -> list[Candidate]:
         """Find the changes of the warehouse's watched orders among ``groups`` and record
@@ -475,8 +566,7 @@ class OrderImporter:
         An edited order is re-instructed only once the WMS accepted its cancellation."""
         assert self.watch is not None
         watched = self.watch.watched(code, sorted(groups))
-        sent = self.watch.sent_instructions([r for r in watched.values()
-                                             if r.state == INSTRUCTED])
+        sent = self.watch.sent_instructions([r for r in watched.values() if r.state == INSTRUCTED])
         index = self._product_index()
         changes: list[Change] = []
         read: list[Candidate] = []
@@ -489,8 +579,12 @@ class OrderImporter:
             if kind:
                 changes.append(Change(oid, kind, _cancel_words(group[0]), modified))
                 continue
-            if (known.state != INSTRUCTED or cand.order.status_id >= 50
-                    or known.ne_last_modified == modified or oid not in sent):
+            if (
+                known.state != INSTRUCTED
+                or cand.order.status_id >= 50
+                or known.ne_last_modified == modified
+                or oid not in sent
+            ):
                 continue
             lines, problems, _case = self._lines(cand, index)
             live = [r for r in group if _row_live(r)]
@@ -503,12 +597,13 @@ class OrderImporter:
             if diff:
                 changes.append(Change(oid, "edited", diff, modified))
         for change in changes:
-            result.counts[f"watch_{change.kind}"] = result.counts.get(
-                f"watch_{change.kind}", 0) + 1
+            result.counts[f"watch_{change.kind}"] = result.counts.get(f"watch_{change.kind}", 0) + 1
             result.subjects.setdefault(f"watch_{change.kind}", []).append(change.ne_order_id)
         if dry_run:
-            result.planned.extend(f"tell the WMS to drop order {c.ne_order_id} ({c.kind} in "
-                                  f"Next Engine: {c.detail})" for c in changes)
+            result.planned.extend(
+                f"tell the WMS to drop order {c.ne_order_id} ({c.kind} in Next Engine: {c.detail})"
+                for c in changes
+            )
         else:
             self.watch.record(code, changes)
         return read
@@ -516,11 +611,14 @@ class OrderImporter:
     def _retries(self, code: str) -> list[list[str]]:
         """Ids of the warehouse's orders the admin asked to render again, in search chunks."""
         with read_session(self.engine) as session:
-            ids = sorted(session.scalars(
-                select(col(ImportedOrder.ne_order_id))
-                .where(col(ImportedOrder.warehouse) == code)
-                .where(col(ImportedOrder.state) == RETRY)))
-        return [ids[i:i + IDS_PER_SEARCH] for i in range(0, len(ids), IDS_PER_SEARCH)]
+            ids = sorted(
+                session.scalars(
+                    select(col(ImportedOrder.ne_order_id))
+                    .where(col(ImportedOrder.warehouse) == code)
+                    .where(col(ImportedOrder.state) == RETRY)
+                )
+            )
+        return [ids[i : i + IDS_PER_SEARCH] for i in range(0, len(ids), IDS_PER_SEARCH)]
 
     @classmethod
     def _live_candidate(cls, rows: Sequence[Mapping[str, str | None]]) -> Candidate:
@@ -541,11 +639,19 @@ class OrderImporter:
             status_id=int(base["receive_order_order_status_id"] or 0),
             grouping_tag=str(base["receive_order_gruoping_tag"] or ""),
             last_modified=str(base["receive_order_last_modified_date"] or ""),
-            rows=tuple(sorted(
-                (NeOrderRow(int(r["receive_order_row_no"] or 0),
+            rows=tuple(
+                sorted(
+                    (
+                        NeOrderRow(
+                            int(r["receive_order_row_no"] or 0),
                             str(r["receive_order_row_goods_id"] or ""),
-                            int(r["receive_order_row_quantity"] or 0)) for r in rows),
-                key=lambda r: r.row_no)),
+                            int(r["receive_order_row_quantity"] or 0),
+                        )
+                        for r in rows
+                    ),
+                    key=lambda r: r.row_no,
+                )
+            ),
             fields=base,
         )
         return Candidate(order=order)
@@ -553,8 +659,12 @@ class OrderImporter:
     # -- deciding ---------------------------------------------------------------------------
 
     def _decide(
-        self, candidates: Sequence[Candidate], warehouse: WarehouseInfo, full_scan: bool,
-        forced: set[str] | frozenset[str] = frozenset(), index: ProductIndex | None = None,
+        self,
+        candidates: Sequence[Candidate],
+        warehouse: WarehouseInfo,
+        full_scan: bool,
+        forced: set[str] | frozenset[str] = frozenset(),
+        index: ProductIndex | None = None,
     ) -> ImportPlan:
         """Instruct, hold or skip each candidate. Settled orders are left alone, and so is an
         order held as it still is in Next Engine, except on a full scan (the product master
@@ -563,20 +673,32 @@ class OrderImporter:
         them in. ``index``: the products by link code (read once per run)."""
         plan = ImportPlan()
         with read_session(self.engine) as session:
-            known = session.execute(
-                select(col(ImportedOrder.ne_order_id), col(ImportedOrder.state),
-                       col(ImportedOrder.ne_last_modified))
-                .where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
-            ).all() if candidates else []
+            known = (
+                session.execute(
+                    select(
+                        col(ImportedOrder.ne_order_id),
+                        col(ImportedOrder.state),
+                        col(ImportedOrder.ne_last_modified),
+                    ).where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
+                ).all()
+                if candidates
+                else []
+            )
         modified = {c.order_id: c.order.last_modified for c in candidates}
-        done = {oid for oid, state, seen in known if state in SETTLED or (
-            state == HELD and not full_scan and seen == modified[oid])} - forced
+        done = {
+            oid
+            for oid, state, seen in known
+            if state in SETTLED or (state == HELD and not full_scan and seen == modified[oid])
+        } - forced
         index = index or self._product_index()
         for cand in candidates:
             if cand.order_id in done:
                 continue
-            verdict = (FilterVerdict(accept=True) if cand.order_id in forced
-                       else self._filter(cand, warehouse))
+            verdict = (
+                FilterVerdict(accept=True)
+                if cand.order_id in forced
+                else self._filter(cand, warehouse)
+            )
             if isinstance(verdict, str):
                 plan.hold.append((cand, verdict))
                 continue
@@ -595,9 +717,14 @@ class OrderImporter:
         """The WMS products by link code, under the link-code plugin's matching key."""
         with read_session(self.engine) as session:  # one snapshot: products and their version
             version = session.get(Cursor, PRODUCTS_CURSOR)
-            products = [(p, link) for p, link in session.execute(
-                select(col(WmsProduct.product_code), col(WmsProduct.link_code))
-                .where(col(WmsProduct.link_code).is_not(None))).all()]
+            products = [
+                (p, link)
+                for p, link in session.execute(
+                    select(col(WmsProduct.product_code), col(WmsProduct.link_code)).where(
+                        col(WmsProduct.link_code).is_not(None)
+                    )
+                ).all()
+            ]
         key = self.host.link_code_key() or (lambda code: code)
         return ProductIndex(products, key, version.value if version else None)
 
@@ -618,16 +745,17 @@ class OrderImporter:
                 problems.append(f"row {row.row_no}: {reason}")
                 continue
             case_matches += index.link_of(product) != row.goods_code
-            lines.append(OrderInstructionLine(row.row_no, product, row.goods_code,
-                                              row.quantity))
+            lines.append(OrderInstructionLine(row.row_no, product, row.goods_code, row.quantity))
         return lines, problems, case_matches
 
     def _filter(self, cand: Candidate, warehouse: WarehouseInfo) -> FilterVerdict | str:
         """The combined verdict of every filter plugin, or the error of one that failed."""
         for outcome in self.host.filter_order(cand.order, warehouse):
             if outcome.error is not None:
-                return (f"filter plugin {outcome.plugin} failed: "
-                        f"{type(outcome.error).__name__}: {outcome.error}")
+                return (
+                    f"filter plugin {outcome.plugin} failed: "
+                    f"{type(outcome.error).__name__}: {outcome.error}"
+                )
             if outcome.result is not None and not outcome.result.accept:
                 return outcome.result
         return FilterVerdict(accept=True)
@@ -637,15 +765,19 @@ class OrderImporter:
         cand: Candidate, warehouse: str, lines: list[OrderInstructionLine]
     ) -> OrderInstruction:
         b = cand.order.fields
-        address = " ".join(p for p in (b["receive_order_consignee_address1"],
-                                       b["receive_order_consignee_address2"]) if p)
+        address = " ".join(
+            p
+            for p in (b["receive_order_consignee_address1"], b["receive_order_consignee_address2"])
+            if p
+        )
         return OrderInstruction(
             ne_order_id=cand.order_id,
             shop_order_id=str(b["receive_order_shop_cut_form_id"] or ""),
             warehouse=warehouse,
             order_date=str(b["receive_order_date"] or ""),
-            delivery_method=str(b["receive_order_delivery_name"]
-                                or b["receive_order_delivery_id"] or ""),
+            delivery_method=str(
+                b["receive_order_delivery_name"] or b["receive_order_delivery_id"] or ""
+            ),
             consignee_name=str(b["receive_order_consignee_name"] or ""),
             consignee_zip=str(b["receive_order_consignee_zip_code"] or ""),
             consignee_address=address,
@@ -664,43 +796,77 @@ class OrderImporter:
             if plan.instruct:
                 key = f"{code}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
                 orders = [instr for _cand, instr in plan.instruct]
-                session.add(InstructionBatchRecord(
-                    key=key, warehouse=code, state=InstructionState.PENDING, created_at=now,
-                    orders=dumps([_instruction_dict(o) for o in orders])))
+                session.add(
+                    InstructionBatchRecord(
+                        key=key,
+                        warehouse=code,
+                        state=InstructionState.PENDING,
+                        created_at=now,
+                        orders=dumps([_instruction_dict(o) for o in orders]),
+                    )
+                )
                 ids = [cand.order_id for cand, _ in plan.instruct]
                 if self.watch is not None:
                     self.watch.link_reinstruction(session, ids, key)
-                session.execute(delete(ImportedOrder)
-                                .where(col(ImportedOrder.ne_order_id).in_(ids)))
-                insert_many(session, ImportedOrder.__table__,  # type: ignore[attr-defined]
-                            ("ne_order_id", "warehouse", "state", "instruction_batch",
-                             "ne_last_modified", "imported_at", "updated_at"),
-                            [(cand.order_id, code, INSTRUCTED, key, cand.order.last_modified,
-                              now, now) for cand, _instr in plan.instruct])
+                session.execute(
+                    delete(ImportedOrder).where(col(ImportedOrder.ne_order_id).in_(ids))
+                )
+                insert_many(
+                    session,
+                    ImportedOrder.__table__,  # type: ignore[attr-defined]
+                    (
+                        "ne_order_id",
+                        "warehouse",
+                        "state",
+                        "instruction_batch",
+                        "ne_last_modified",
+                        "imported_at",
+                        "updated_at",
+                    ),
+                    [
+                        (cand.order_id, code, INSTRUCTED, key, cand.order.last_modified, now, now)
+                        for cand, _instr in plan.instruct
+                    ],
+                )
                 batch = InstructionBatch(key=key, created_at=now, orders=orders)
             for cand, reason in plan.hold:
                 row = session.get(ImportedOrder, cand.order_id) or ImportedOrder(
-                    ne_order_id=cand.order_id, warehouse=code, state=HELD, imported_at=now)
+                    ne_order_id=cand.order_id, warehouse=code, state=HELD, imported_at=now
+                )
                 row.state, row.hold_reason, row.updated_at = HELD, reason, now
                 row.ne_last_modified = cand.order.last_modified
                 session.add(row)
         return batch
 
-    def _close(self, code: str, decided: set[str], newest: str, started: datetime,
-               full_scan: bool, products: str | None, result: StageResult) -> None:
+    def _close(
+        self,
+        code: str,
+        decided: set[str],
+        newest: str,
+        started: datetime,
+        full_scan: bool,
+        products: str | None,
+        result: StageResult,
+    ) -> None:
         """After the last page: forget the retries Next Engine no longer offers (``decided``:
         the orders instructed or held in this run) and advance the cursor."""
         with write_session(self.engine) as session:
-            gone = [row for row in session.scalars(
-                select(ImportedOrder).where(col(ImportedOrder.warehouse) == code)
-                .where(col(ImportedOrder.state) == RETRY))
-                if row.ne_order_id not in decided]
+            gone = [
+                row
+                for row in session.scalars(
+                    select(ImportedOrder)
+                    .where(col(ImportedOrder.warehouse) == code)
+                    .where(col(ImportedOrder.state) == RETRY)
+                )
+                if row.ne_order_id not in decided
+            ]
             for row in gone:
                 session.delete(row)
                 result.notices.append(
                     f"order {row.ne_order_id} is not held any more: Next Engine no longer "
                     f"offers it for import into {code} (status, cancellation, shop or "
-                    "print-instruct date), or a filter plugin skipped it")
+                    "print-instruct date), or a filter plugin skipped it"
+                )
             self._advance_cursor(session, code, newest, started, products)
         if full_scan:
             log.info("warehouse=%s full order scan: %d candidate(s)", code, result.items_in)
@@ -714,24 +880,30 @@ class OrderImporter:
         cursor = session.get(Cursor, cursor_name(code))
         old = json.loads(cursor.value) if cursor else {}
         modified = newest or old.get("modified") or format_ne_datetime(started)
-        value = json.dumps({"modified": max(modified, old.get("modified", modified)),
-                            "ran": format_ne_datetime(started),
-                            "products": products,
-                            "next_print": self._next_print})
+        value = json.dumps(
+            {
+                "modified": max(modified, old.get("modified", modified)),
+                "ran": format_ne_datetime(started),
+                "products": products,
+                "next_print": self._next_print,
+            }
+        )
         if cursor is None:
             session.add(Cursor(name=cursor_name(code), value=value))
         else:
             cursor.value, cursor.updated_at = value, self.clock()
             session.add(cursor)
 
-
     def _deliver_pending(self, code: str, result: StageResult) -> None:
         """Deliver batches a crash left recorded but undelivered (same key: idempotent)."""
         with read_session(self.engine) as session:
-            records = list(session.scalars(
-                select(InstructionBatchRecord)
-                .where(col(InstructionBatchRecord.warehouse) == code)
-                .where(col(InstructionBatchRecord.state) == InstructionState.PENDING)))
+            records = list(
+                session.scalars(
+                    select(InstructionBatchRecord)
+                    .where(col(InstructionBatchRecord.warehouse) == code)
+                    .where(col(InstructionBatchRecord.state) == InstructionState.PENDING)
+                )
+            )
         for record in records:
             orders = [instruction_from(d) for d in json.loads(record.orders)]
             self._deliver(InstructionBatch(record.key, record.created_at, orders), result)
@@ -752,28 +924,43 @@ class OrderImporter:
                 return set()
             log.error("delivering instruction batch %s failed: %s", batch.key, exc)
             result.failures.append(f"instructions {batch.key} not delivered yet: {exc}")
-            attention.report(self.engine, Problem(
-                key=f"held_instruction:{batch.key}", kind=AttentionKind.HELD_INSTRUCTION,
-                reason=(f"instruction batch {batch.key} ({len(batch.orders)} order(s)) is not "
-                        f"delivered to the WMS yet: {type(exc).__name__}: {exc}"),
-                fix=("fix the cause named here (WMS connection, outbox folder, connector "
-                     "settings); every run delivers the batch again by itself, `nebridge run "
-                     "--once` tries at once"),
-                warehouse=result.warehouse, subject=batch.key), source="import_orders")
+            attention.report(
+                self.engine,
+                Problem(
+                    key=f"held_instruction:{batch.key}",
+                    kind=AttentionKind.HELD_INSTRUCTION,
+                    reason=(
+                        f"instruction batch {batch.key} ({len(batch.orders)} order(s)) is not "
+                        f"delivered to the WMS yet: {type(exc).__name__}: {exc}"
+                    ),
+                    fix=(
+                        "fix the cause named here (WMS connection, outbox folder, connector "
+                        "settings); every run delivers the batch again by itself, `nebridge run "
+                        "--once` tries at once"
+                    ),
+                    warehouse=result.warehouse,
+                    subject=batch.key,
+                ),
+                source="import_orders",
+            )
             return set()
         mine = {o.ne_order_id for o in batch.orders}
         strangers = sorted(set(refused) - mine)
         if strangers:
-            log.warning("batch %s: the connector refused orders not in it: %s", batch.key,
-                        ", ".join(strangers))
+            log.warning(
+                "batch %s: the connector refused orders not in it: %s",
+                batch.key,
+                ", ".join(strangers),
+            )
         refused = {oid: why for oid, why in refused.items() if oid in mine}
         now = self.clock()
         with write_session(self.engine) as session:
             record = session.get(InstructionBatchRecord, batch.key)
             if record is not None:
                 if refused:
-                    record.orders = dumps([_instruction_dict(o) for o in batch.orders
-                                           if o.ne_order_id not in refused])
+                    record.orders = dumps(
+                        [_instruction_dict(o) for o in batch.orders if o.ne_order_id not in refused]
+                    )
                 record.state, record.pushed_at = InstructionState.PUSHED, now
                 session.add(record)
             attention.resolve_in(session, [f"held_instruction:{batch.key}"], now)
@@ -800,13 +987,21 @@ class OrderImporter:
         try:
             if mode == "receipted":
                 outcome = self.client.bulk_receipted(
-                    [OrderRef(c.order_id, c.last_modified) for c in claimed])
+                    [OrderRef(c.order_id, c.last_modified) for c in claimed]
+                )
             else:
                 token = f"[{self.config.order_import.claim_tag}]"
-                outcome = self.client.bulk_update([
-                    OrderUpdate(c.order_id, c.last_modified,
-                                {"receive_order_gruoping_tag": c.grouping_tag + token})
-                    for c in claimed if token not in c.grouping_tag])
+                outcome = self.client.bulk_update(
+                    [
+                        OrderUpdate(
+                            c.order_id,
+                            c.last_modified,
+                            {"receive_order_gruoping_tag": c.grouping_tag + token},
+                        )
+                        for c in claimed
+                        if token not in c.grouping_tag
+                    ]
+                )
         except NextEngineError as exc:
             self.gate.observe(exc)
             result.notices.append(f"claim ({mode}) not written: {exc}")
@@ -822,16 +1017,24 @@ def _row_live(row: Mapping[str, str | None]) -> bool:
 
 def _cancel_words(base: Mapping[str, str | None]) -> str:
     """What Next Engine says about a cancelled or deleted order."""
-    return (f"cancel type {base.get('receive_order_cancel_type_id') or 0}, deleted flag "
-            f"{base.get('receive_order_deleted_flag') or 0}")
+    return (
+        f"cancel type {base.get('receive_order_cancel_type_id') or 0}, deleted flag "
+        f"{base.get('receive_order_deleted_flag') or 0}"
+    )
 
 
 def _instruction_dict(order: OrderInstruction) -> dict[str, Any]:
     """``asdict(order)`` without its deep copies (100,000 orders: seconds saved)."""
     data = {name: getattr(order, name) for name in _INSTRUCTION_FIELDS}
-    data["lines"] = [{"line_no": x.line_no, "product_code": x.product_code,
-                      "ne_goods_code": x.ne_goods_code, "quantity": x.quantity}
-                     for x in order.lines]
+    data["lines"] = [
+        {
+            "line_no": x.line_no,
+            "product_code": x.product_code,
+            "ne_goods_code": x.ne_goods_code,
+            "quantity": x.quantity,
+        }
+        for x in order.lines
+    ]
     return data
 
 
@@ -855,18 +1058,30 @@ def list_orders(
 ) -> list[dict[str, Any]]:
     """Orders nebridge knows of (instructed, held, retry, dropped; with ``order_watch`` also
     cancelled and reinstruct), newest change first."""
-    stmt = select(ImportedOrder).order_by(col(ImportedOrder.updated_at).desc(),
-                                          col(ImportedOrder.ne_order_id)).limit(limit)
+    stmt = (
+        select(ImportedOrder)
+        .order_by(col(ImportedOrder.updated_at).desc(), col(ImportedOrder.ne_order_id))
+        .limit(limit)
+    )
     if states:
         stmt = stmt.where(col(ImportedOrder.state).in_(list(states)))
     if warehouse:
         stmt = stmt.where(col(ImportedOrder.warehouse) == warehouse)
     with read_session(engine) as session:
         rows = list(session.scalars(stmt))
-    return [{"ne_order_id": o.ne_order_id, "warehouse": o.warehouse, "state": o.state,
-             "reason": o.hold_reason, "instruction_batch": o.instruction_batch,
-             "ne_last_modified": o.ne_last_modified, "imported_at": o.imported_at.isoformat(),
-             "updated_at": o.updated_at.isoformat()} for o in rows]
+    return [
+        {
+            "ne_order_id": o.ne_order_id,
+            "warehouse": o.warehouse,
+            "state": o.state,
+            "reason": o.hold_reason,
+            "instruction_batch": o.instruction_batch,
+            "ne_last_modified": o.ne_last_modified,
+            "imported_at": o.imported_at.isoformat(),
+            "updated_at": o.updated_at.isoformat(),
+        }
+        for o in rows
+    ]
 
 
 def _order(session: Any, ne_order_id: str) -> ImportedOrder:
@@ -874,12 +1089,14 @@ def _order(session: Any, ne_order_id: str) -> ImportedOrder:
     if row is None:
         raise OrderAdminError(
             f"nebridge has no record of order {ne_order_id}: it was never held or imported. "
-            "`nebridge orders list` shows the orders nebridge knows of")
+            "`nebridge orders list` shows the orders nebridge knows of"
+        )
     if row.state in (INSTRUCTED, REINSTRUCT):
         raise OrderAdminError(
             f"order {ne_order_id} was instructed to the WMS ({row.warehouse}, batch "
             f"{row.instruction_batch}); nebridge never instructs an order twice. Look for it "
-            "in the WMS")
+            "in the WMS"
+        )
     return row
 
 
@@ -893,8 +1110,10 @@ def retry_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = 
             row.state, row.updated_at = RETRY, clock()
             session.add(row)
         warehouse = row.warehouse
-    return (f"order {ne_order_id} will be read again from Next Engine and rendered anew at the "
-            f"next order import of {warehouse} (`nebridge run --once` runs one now)")
+    return (
+        f"order {ne_order_id} will be read again from Next Engine and rendered anew at the "
+        f"next order import of {warehouse} (`nebridge run --once` runs one now)"
+    )
 
 
 def drop_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = utcnow) -> str:
@@ -907,5 +1126,7 @@ def drop_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = u
         row.hold_reason = f"dropped by the admin; was {row.state}: {row.hold_reason}"
         row.state, row.updated_at = DROPPED, clock()
         session.add(row)
-    return (f"order {ne_order_id} dropped: nebridge will never import it; handle it in Next "
-            f"Engine by hand (`nebridge orders retry {ne_order_id}` undoes this)")
+    return (
+        f"order {ne_order_id} dropped: nebridge will never import it; handle it in Next "
+        f"Engine by hand (`nebridge orders retry {ne_order_id}` undoes this)"
+    )

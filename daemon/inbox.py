@@ -54,8 +54,17 @@ _EXTERNAL_ID_LENGTH = 128
 _WAREHOUSE_LENGTH = 32
 #: Errors that mean the database cannot be reached at all: no batch is to blame.
 _UNREACHABLE = (OperationalError, InterfaceError)
-_EVENT_COLUMNS = ("kind", "external_id", "warehouse", "content_hash", "payload", "source",
-                  "state", "attempts", "received_at")
+_EVENT_COLUMNS = (
+    "kind",
+    "external_id",
+    "warehouse",
+    "content_hash",
+    "payload",
+    "source",
+    "state",
+    "attempts",
+    "received_at",
+)
 T = TypeVar("T")
 
 
@@ -100,8 +109,10 @@ class Intake:
         report = IntakeReport()
         steps: list[tuple[str, Callable[[], None]]] = [
             ("product master", partial(self._refresh_products, report, dry_run)),
-            *((f"{kind.value}s", partial(self._take_all, kind, report, dry_run))
-              for kind in (EventKind.SHIPMENT, EventKind.RECEIPT)),
+            *(
+                (f"{kind.value}s", partial(self._take_all, kind, report, dry_run))
+                for kind in (EventKind.SHIPMENT, EventKind.RECEIPT)
+            ),
             *([("stock counts", partial(self._take_stock, report))] if not dry_run else []),
         ]
         for what, step in steps:
@@ -111,8 +122,9 @@ class Intake:
                 raise  # the database, not the WMS: the scheduler holds all work back
             except Exception as exc:  # the WMS being down must not stop the other steps
                 log.error("reading %s from the WMS failed: %s", what, exc)
-                report.failures.append(f"reading {what} from the WMS failed: {exc}; it is "
-                                       "retried at the next intake")
+                report.failures.append(
+                    f"reading {what} from the WMS failed: {exc}; it is retried at the next intake"
+                )
         return report
 
     def _take_all(self, kind: EventKind, report: IntakeReport, dry_run: bool) -> None:
@@ -127,8 +139,9 @@ class Intake:
                 failed.add(not_taken_key(kind, batch.source))
         if not dry_run:
             prefix = not_taken_key(kind, "")
-            attention.resolve(self.engine, attention.open_problem_keys(self.engine, prefix)
-                              - failed)
+            attention.resolve(
+                self.engine, attention.open_problem_keys(self.engine, prefix) - failed
+            )
 
     def _take_stock(self, report: IntakeReport) -> None:
         """Store the stock snapshots the WMS dropped (after the events they may follow)."""
@@ -156,13 +169,18 @@ class Intake:
         with write_session(self.engine) as session:
             session.execute(delete(WmsProduct))
             session.add_all(
-                WmsProduct(product_code=p.product_code, link_code=p.link_code or None,
-                           version=snapshot.version, updated_at=now)
+                WmsProduct(
+                    product_code=p.product_code,
+                    link_code=p.link_code or None,
+                    version=snapshot.version,
+                    updated_at=now,
+                )
                 for p in snapshot.products
             )
             _set_cursor(session, PRODUCTS_CURSOR, snapshot.version)
-        log.info("product master updated to %s (%d products)", snapshot.version,
-                 len(snapshot.products))
+        log.info(
+            "product master updated to %s (%d products)", snapshot.version, len(snapshot.products)
+        )
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -202,8 +220,13 @@ class Intake:
         report.events += counts["new"]
         report.duplicates += counts["dup"]
         report.warehouses |= warehouses
-        log.info("accepted %s: %d new %s event(s), %d duplicate(s)", batch.source,
-                 counts["new"], batch.kind.value, counts["dup"])
+        log.info(
+            "accepted %s: %d new %s event(s), %d duplicate(s)",
+            batch.source,
+            counts["new"],
+            batch.kind.value,
+            counts["dup"],
+        )
         return True
 
     def _store(self, batch: InboundBatch, dry_run: bool) -> tuple[dict[str, int], set[str]]:
@@ -219,23 +242,38 @@ class Intake:
             if batch.cursor is not None:
                 _set_cursor(session, *batch.cursor)
             if not dry_run:
-                session.add(InboxBatch(source=batch.source[:512], kind=batch.kind.value,
-                                       state=BatchState.ACCEPTED, events=counts["new"],
-                                       duplicates=counts["dup"]))
+                session.add(
+                    InboxBatch(
+                        source=batch.source[:512],
+                        kind=batch.kind.value,
+                        state=BatchState.ACCEPTED,
+                        events=counts["new"],
+                        duplicates=counts["dup"],
+                    )
+                )
         return counts, warehouses
 
     def _not_taken(self, batch: InboundBatch, exc: Exception, report: IntakeReport) -> bool:
         """A batch that can be neither taken nor rejected: report it for a person; False."""
         log.error("could not take or reject %s: %s: %s", batch.source, type(exc).__name__, exc)
-        reason = (f"{batch.source} could be neither taken nor rejected: "
-                  f"{type(exc).__name__}: {exc}")
-        fix = ("correct the cause (see the log: permissions, disk space, the file name), or "
-               "move the file out of the WMS inbox by hand; the other files go on meanwhile")
+        reason = f"{batch.source} could be neither taken nor rejected: {type(exc).__name__}: {exc}"
+        fix = (
+            "correct the cause (see the log: permissions, disk space, the file name), or "
+            "move the file out of the WMS inbox by hand; the other files go on meanwhile"
+        )
         report.failures.append(f"{reason}; {fix}")
         try:
-            attention.report(self.engine, Problem(
-                key=not_taken_key(batch.kind, batch.source), kind=AttentionKind.FILE_NOT_TAKEN,
-                reason=reason, fix=fix, subject=batch.source[:128]), source="intake")
+            attention.report(
+                self.engine,
+                Problem(
+                    key=not_taken_key(batch.kind, batch.source),
+                    kind=AttentionKind.FILE_NOT_TAKEN,
+                    reason=reason,
+                    fix=fix,
+                    subject=batch.source[:128],
+                ),
+                source="intake",
+            )
         except Exception:
             log.exception("could not record that %s was not taken", batch.source)
         return False
@@ -246,9 +284,15 @@ class Intake:
         prepared = []
         for event in events:
             payload = event_to_json(event)
-            prepared.append((event_kind(event).value,
-                             bounded(event_external_id(event), _EXTERNAL_ID_LENGTH), event,
-                             payload, content_hash(payload)))
+            prepared.append(
+                (
+                    event_kind(event).value,
+                    bounded(event_external_id(event), _EXTERNAL_ID_LENGTH),
+                    event,
+                    payload,
+                    content_hash(payload),
+                )
+            )
         ids_by_kind: dict[str, list[str]] = {}
         for kind, external_id, *_ in prepared:
             ids_by_kind.setdefault(kind, []).append(external_id)
@@ -256,8 +300,11 @@ class Intake:
             (kind, external_id): (digest, first_source)
             for kind, ids in ids_by_kind.items()
             for external_id, digest, first_source in session.execute(
-                select(col(InboxEvent.external_id), col(InboxEvent.content_hash),
-                       col(InboxEvent.source))
+                select(
+                    col(InboxEvent.external_id),
+                    col(InboxEvent.content_hash),
+                    col(InboxEvent.source),
+                )
                 .where(col(InboxEvent.kind) == kind)
                 .where(col(InboxEvent.external_id).in_(ids))
             )
@@ -269,25 +316,51 @@ class Intake:
         for kind, external_id, event, payload, digest in prepared:
             old = existing.get((kind, external_id))
             if len(event.warehouse) > _WAREHOUSE_LENGTH:
-                conflicts.append(RecordError(source, (
-                    f"{kind} {external_id}: warehouse {event.warehouse[:40]!r}... is longer "
-                    f"than {_WAREHOUSE_LENGTH} characters, so it is no configured warehouse")))
+                conflicts.append(
+                    RecordError(
+                        source,
+                        (
+                            f"{kind} {external_id}: warehouse {event.warehouse[:40]!r}... is "
+                            f"longer "
+                            f"than {_WAREHOUSE_LENGTH} characters, so it is no configured warehouse"
+                        ),
+                    )
+                )
             elif old is None:
-                new_rows.append((kind, external_id, event.warehouse, digest, payload,
-                                 short_source, pending, 0, now))
+                new_rows.append(
+                    (
+                        kind,
+                        external_id,
+                        event.warehouse,
+                        digest,
+                        payload,
+                        short_source,
+                        pending,
+                        0,
+                        now,
+                    )
+                )
             elif old[0] == digest:
                 dup += 1
             else:
-                conflicts.append(RecordError(
-                    source=source,
-                    reason=(f"{kind} {external_id} was already accepted from {old[1]} "
+                conflicts.append(
+                    RecordError(
+                        source=source,
+                        reason=(
+                            f"{kind} {external_id} was already accepted from {old[1]} "
                             "with different content; a confirmed "
-                            f"{kind} cannot change — send corrections under a new id"),
-                ))
+                            f"{kind} cannot change — send corrections under a new id"
+                        ),
+                    )
+                )
         if conflicts:
             raise BatchRejected(source, conflicts)
-        insert_many(session, InboxEvent.__table__, _EVENT_COLUMNS,  # type: ignore[attr-defined]
-                    new_rows)
+        insert_many(
+            session,
+            InboxEvent.__table__,  # type: ignore[attr-defined]
+            _EVENT_COLUMNS,
+            new_rows,
+        )
         return len(new_rows), dup
 
     def _reject(
@@ -301,8 +374,14 @@ class Intake:
             batch.reject(rejection)
             text = "\n".join(str(e) for e in rejection.errors)
             with write_session(self.engine) as session:
-                session.add(InboxBatch(source=batch.source[:512], kind=batch.kind.value,
-                                       state=BatchState.REJECTED, errors=text))
+                session.add(
+                    InboxBatch(
+                        source=batch.source[:512],
+                        kind=batch.kind.value,
+                        state=BatchState.REJECTED,
+                        errors=text,
+                    )
+                )
         except _UNREACHABLE:
             raise
         except Exception as exc:
@@ -320,8 +399,10 @@ def not_taken_key(kind: EventKind, source: str) -> str:
 def _poison(source: str, exc: Exception) -> BatchRejected:
     """The rejection of a batch that failed for a reason other than its data's validation."""
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    reason = (f"could not be taken ({what[:500]}); nothing of it was stored — correct the file "
-              "(or the cause in the log), then `nebridge inbox retry` it")
+    reason = (
+        f"could not be taken ({what[:500]}); nothing of it was stored — correct the file "
+        "(or the cause in the log), then `nebridge inbox retry` it"
+    )
     return BatchRejected(source, [RecordError(source, reason)])
 
 

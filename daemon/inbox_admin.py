@@ -105,8 +105,10 @@ class InboxListing:
         for state in ListState:
             section = getattr(self, state.value, None)
             if section is not None:
-                data[state.value] = {"total": section.total,
-                                     "items": [asdict(row) for row in section.rows]}
+                data[state.value] = {
+                    "total": section.total,
+                    "items": [asdict(row) for row in section.rows],
+                }
         return data
 
 
@@ -119,30 +121,41 @@ def list_inbox(engine: Bind, state: ListState = ListState.ALL, limit: int = 50) 
     with read_session(engine) as session:
         if ListState.ACCEPTED in wanted:
             batches, total = _batches(session, BatchState.ACCEPTED, limit)
-            listing.accepted = InboxSection(total, [
-                AcceptedBatchRow(b.id or 0, b.source, b.kind, _iso(b.received_at), b.events,
-                                 b.duplicates)
-                for b in batches
-            ])
+            listing.accepted = InboxSection(
+                total,
+                [
+                    AcceptedBatchRow(
+                        b.id or 0, b.source, b.kind, _iso(b.received_at), b.events, b.duplicates
+                    )
+                    for b in batches
+                ],
+            )
         if ListState.PENDING in wanted:
             listing.pending = _events(session, EventState.PENDING, limit)
         if ListState.HELD in wanted:
             listing.held = _events(session, EventState.HELD, limit)
         if ListState.REJECTED in wanted:
             batches, total = _batches(session, BatchState.REJECTED, limit)
-            listing.rejected = InboxSection(total, [
-                RejectedBatchRow(b.id or 0, b.source, b.kind, _iso(b.received_at),
-                                 b.errors or "")
-                for b in batches
-            ])
+            listing.rejected = InboxSection(
+                total,
+                [
+                    RejectedBatchRow(
+                        b.id or 0, b.source, b.kind, _iso(b.received_at), b.errors or ""
+                    )
+                    for b in batches
+                ],
+            )
     return listing
 
 
 def _batches(session: Session, state: BatchState, limit: int) -> tuple[list[InboxBatch], int]:
     """The newest ``limit`` batches in ``state`` and how many there are."""
     where = col(InboxBatch.state) == state
-    rows = list(session.scalars(
-        select(InboxBatch).where(where).order_by(col(InboxBatch.id).desc()).limit(limit)))
+    rows = list(
+        session.scalars(
+            select(InboxBatch).where(where).order_by(col(InboxBatch.id).desc()).limit(limit)
+        )
+    )
     total = session.scalar(select(func.count()).select_from(InboxBatch).where(where)) or 0
     return rows, int(total)
 
@@ -151,14 +164,23 @@ def _events(session: Session, state: EventState, limit: int) -> InboxSection[Eve
     """The oldest ``limit`` events in ``state`` and how many there are."""
     where = col(InboxEvent.state) == state.value
     rows = session.scalars(
-        select(InboxEvent).where(where).order_by(col(InboxEvent.id)).limit(limit))
+        select(InboxEvent).where(where).order_by(col(InboxEvent.id)).limit(limit)
+    )
     total = session.scalar(select(func.count()).select_from(InboxEvent).where(where)) or 0
     return InboxSection(int(total), [_event_row(e) for e in rows])
 
 
 def _event_row(event: InboxEvent) -> EventRow:
-    return EventRow(event.id or 0, event.kind, event.external_id, event.warehouse, event.source,
-                    event.attempts, _iso(event.received_at), event.last_error)
+    return EventRow(
+        event.id or 0,
+        event.kind,
+        event.external_id,
+        event.warehouse,
+        event.source,
+        event.attempts,
+        _iso(event.received_at),
+        event.last_error,
+    )
 
 
 def _iso(moment: datetime) -> str:
@@ -180,16 +202,19 @@ def retry_held_event(engine: Bind, ref: str) -> EventRow:
             query = query.where(col(InboxEvent.kind) == kind)
         rows = list(session.scalars(query))
         if not rows:
-            raise InboxError(f"no event {ref!r} in the inbox; `nebridge inbox list --state held` "
-                             "shows the held ones (name them as kind:id, e.g. shipment:S-1)")
+            raise InboxError(
+                f"no event {ref!r} in the inbox; `nebridge inbox list --state held` "
+                "shows the held ones (name them as kind:id, e.g. shipment:S-1)"
+            )
         if len(rows) > 1:
             choices = " or ".join(f"{r.kind}:{r.external_id}" for r in rows)
-            raise InboxError(f"more than one event is called {external_id!r}; say which: "
-                             f"{choices}")
+            raise InboxError(f"more than one event is called {external_id!r}; say which: {choices}")
         event = rows[0]
         if event.state != EventState.HELD.value:
-            raise InboxError(f"{event.kind} {event.external_id} is {event.state}, not held; "
-                             f"{_NOT_HELD_HINT.get(event.state, 'only held events are retried')}")
+            raise InboxError(
+                f"{event.kind} {event.external_id} is {event.state}, not held; "
+                f"{_NOT_HELD_HINT.get(event.state, 'only held events are retried')}"
+            )
         event.state = EventState.PENDING.value
         # a shipment held by the engine's shipment checks is taken as the admin confirmed it
         event.last_error = confirmed_reason(event.last_error)
@@ -228,20 +253,27 @@ def requeue_rejected(
     changes.
     """
     if not isinstance(connector, RequeueingConnector):
-        raise InboxError(f"the WMS connector {connector_name!r} cannot put a rejected batch back "
-                         "(it has no requeue); have the WMS send the corrected data again")
+        raise InboxError(
+            f"the WMS connector {connector_name!r} cannot put a rejected batch back "
+            "(it has no requeue); have the WMS send the corrected data again"
+        )
     with write_session(engine) as session:
         record = session.scalars(
-            select(InboxBatch).where(col(InboxBatch.state) == BatchState.REJECTED)
-            .where(col(InboxBatch.source) == name).order_by(col(InboxBatch.id)).limit(1)
+            select(InboxBatch)
+            .where(col(InboxBatch.state) == BatchState.REJECTED)
+            .where(col(InboxBatch.source) == name)
+            .order_by(col(InboxBatch.id))
+            .limit(1)
         ).first()
         try:
             where = connector.requeue(name, ctx)
         except KeyError as exc:
             message = str(exc.args[0]) if exc.args else name
             if message == name:
-                message = (f"no rejected batch named {name!r}; "
-                           "`nebridge inbox list --state rejected` shows them")
+                message = (
+                    f"no rejected batch named {name!r}; "
+                    "`nebridge inbox list --state rejected` shows them"
+                )
             raise InboxError(message) from None
         except ValueError as exc:
             raise InboxError(str(exc)) from None

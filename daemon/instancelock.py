@@ -80,8 +80,9 @@ class InstanceLockLost(NextEngineError):
     next_step = "Nothing reached Next Engine; the call is made again once the lock is held."
 
     def __init__(self, reason: str, path: str = "") -> None:
-        super().__init__("", f"no Next Engine call while the instance lock is lost ({reason})",
-                         path=path)
+        super().__init__(
+            "", f"no Next Engine call while the instance lock is lost ({reason})", path=path
+        )
 
 
 class NoTokensOnThisHost(NextEngineError):
@@ -91,8 +92,10 @@ class NoTokensOnThisHost(NextEngineError):
     host that took over without the file must not mark the link for re-connection.
     """
 
-    next_step = ("Run `nebridge connect` on this host, or give it the token file of the host "
-                 "that signed in (`token_file`).")
+    next_step = (
+        "Run `nebridge connect` on this host, or give it the token file of the host "
+        "that signed in (`token_file`)."
+    )
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,19 @@ class DatabaseIdentity:
     schema_oid: int
 
     def __str__(self) -> str:
-        return (f"database {self.database!r} (oid {self.database_oid}) schema {self.schema!r} "
-                f"of PostgreSQL system {self.system_identifier}")
+        return (
+            f"database {self.database!r} (oid {self.database_oid}) schema {self.schema!r} "
+            f"of PostgreSQL system {self.system_identifier}"
+        )
 
 
 def _exit_on_loss(reason: str) -> None:
     """``run --once``: end the process at once (its caller runs it again later)."""
-    log.critical("exiting (status %d) so that nothing is done without the instance lock: %s",
-                 EXIT_LOCK_LOST, reason)
+    log.critical(
+        "exiting (status %d) so that nothing is done without the instance lock: %s",
+        EXIT_LOCK_LOST,
+        reason,
+    )
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(EXIT_LOCK_LOST)
@@ -183,28 +191,36 @@ class InstanceLock:
     def refusal(self) -> str:
         """Why a second process cannot start now, and what to do."""
         if self._other_name:
-            return (f"another nebridge process is working on the database file "
-                    f"{self.engine.url.database}, reached through another name (a hard "
-                    "link); stop it first (`systemctl stop nebridge`), and give every "
-                    "installation its own database file")
+            return (
+                f"another nebridge process is working on the database file "
+                f"{self.engine.url.database}, reached through another name (a hard "
+                "link); stop it first (`systemctl stop nebridge`), and give every "
+                "installation its own database file"
+            )
         if not self.postgres:
             holder = "?"
             with suppress(OSError):
                 holder = self.lock_file().read_text().strip() or "?"
-            return (f"another nebridge process (pid {holder}) is working on "
-                    f"{describe_database(self.engine.url)}; stop it first "
-                    "(`systemctl stop nebridge`), or let it do the work")
-        return (f"another nebridge process is working on this database ({self.holder()}); "
-                "stop it first (`systemctl stop nebridge` on that host) — a second daemon "
-                "waits as a standby while the first runs")
+            return (
+                f"another nebridge process (pid {holder}) is working on "
+                f"{describe_database(self.engine.url)}; stop it first "
+                "(`systemctl stop nebridge`), or let it do the work"
+            )
+        return (
+            f"another nebridge process is working on this database ({self.holder()}); "
+            "stop it first (`systemctl stop nebridge` on that host) — a second daemon "
+            "waits as a standby while the first runs"
+        )
 
     def holder(self) -> str:
         """Who holds the PostgreSQL lock, as far as the server shows it."""
-        query = ("SELECT a.application_name, host(a.client_addr), a.pid, a.backend_start "
-                 "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                 "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                 "AND l.database = (SELECT oid FROM pg_database "
-                 "WHERE datname = current_database()) AND l.classid = %s AND l.objid = %s")
+        query = (
+            "SELECT a.application_name, host(a.client_addr), a.pid, a.backend_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) AND l.classid = %s AND l.objid = %s"
+        )
         try:
             rows = self._query(query, (self._key >> 32, self._key & 0xFFFFFFFF))
         except Exception:  # only a description: the lock itself is what matters
@@ -213,12 +229,13 @@ class InstanceLock:
             return f"{self._where()}: holder not visible to this user"
         name, addr, pid, since = rows[0]
         who = name or "a nebridge process"
-        return (f"{self._where()}: held by {who} (server pid {pid}, from "
-                f"{addr or 'a local socket'}, since {since:%Y-%m-%d %H:%M:%S%z})")
+        return (
+            f"{self._where()}: held by {who} (server pid {pid}, from "
+            f"{addr or 'a local socket'}, since {since:%Y-%m-%d %H:%M:%S%z})"
+        )
 
     def _where(self) -> str:
-        return str(self.identity) if self.identity else describe_database(
-            self.engine.url)
+        return str(self.identity) if self.identity else describe_database(self.engine.url)
 
     def lock_file(self) -> Path:
         """SQLite: the lock file of the database file (its real path, plus ``.lock``)."""
@@ -291,8 +308,10 @@ class InstanceLock:
             conn.rollback()
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT set_config('application_name', %s, false)",
-                            (f"nebridge@{socket.gethostname()} pid {os.getpid()}"[:63],))
+                cur.execute(
+                    "SELECT set_config('application_name', %s, false)",
+                    (f"nebridge@{socket.gethostname()} pid {os.getpid()}"[:63],),
+                )
             self._raw = raw
             self.identity = self._identify()
             self._key = advisory_key(self.identity.schema_oid)
@@ -312,10 +331,10 @@ class InstanceLock:
         db, db_oid, schema, schema_oid = self._query(
             "SELECT current_database(), d.oid, current_schema(), "
             "(SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema()) "
-            "FROM pg_database d WHERE d.datname = current_database()")[0]
+            "FROM pg_database d WHERE d.datname = current_database()"
+        )[0]
         try:
-            system = str(self._query(
-                "SELECT system_identifier FROM pg_control_system()")[0][0])
+            system = str(self._query("SELECT system_identifier FROM pg_control_system()")[0][0])
         except Exception:  # not granted to every user; the lock does not need it
             system = "?"
         return DatabaseIdentity(system, db, int(db_oid), schema or "", int(schema_oid or 0))
@@ -360,8 +379,7 @@ class InstanceLock:
 
     def _start_watcher(self) -> None:
         self._wakeup = socket.socketpair()
-        self._watcher = threading.Thread(target=self._watch, name="instance-lock",
-                                         daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="instance-lock", daemon=True)
         self._watcher.start()
 
     def _watch(self) -> None:
@@ -386,7 +404,8 @@ class InstanceLock:
             rows = self._query(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                 "AND pid = pg_backend_pid() AND objsubid = 1 AND classid = %s AND objid = %s",
-                (self._key >> 32, self._key & 0xFFFFFFFF))
+                (self._key >> 32, self._key & 0xFFFFFFFF),
+            )
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return f"its connection to {self._where()} dropped ({first})"
@@ -394,8 +413,11 @@ class InstanceLock:
 
     def _lose(self, reason: str) -> None:
         self._lost = reason
-        log.error("lost the instance lock: %s; all work stops now and no Next Engine call is "
-                  "sent until the lock is taken again", reason)
+        log.error(
+            "lost the instance lock: %s; all work stops now and no Next Engine call is "
+            "sent until the lock is taken again",
+            reason,
+        )
         self.on_lost(reason)
 
 
@@ -461,8 +483,9 @@ class FencedTokenStore:
             raise InstanceLockLost(reason)
         tokens = self.inner.load()
         if tokens is None:
-            raise NoTokensOnThisHost("", f"this host has no Next Engine token pair "
-                                         f"({self.inner!r} is empty or missing)")
+            raise NoTokensOnThisHost(
+                "", f"this host has no Next Engine token pair ({self.inner!r} is empty or missing)"
+            )
         return tokens
 
     def save(self, tokens: TokenSet) -> None:

@@ -16,14 +16,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
 _PRIORITY = {
-    logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
     logging.DEBUG: 7,
 }
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _HANDLER_NAME = "nebridge"
-_context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("nebridge_log_context",
-                                                             default=())
+_context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("nebridge_log_context", default=())
 
 
 @contextmanager
@@ -84,8 +86,11 @@ def redact(text: str) -> str:
 
 class _Formatter(logging.Formatter):
     def __init__(self, journal: bool) -> None:
-        fmt = "%(name)s: %(message)s" if journal else (
-            "%(asctime)s %(levelname)s %(name)s: %(message)s")
+        fmt = (
+            "%(name)s: %(message)s"
+            if journal
+            else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         super().__init__(fmt)
         self.journal = journal
 

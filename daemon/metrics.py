@@ -38,51 +38,78 @@ class _StoreCollector(Collector):
         self.host = host
 
     def collect(self) -> Iterator[Metric]:
-        events = CounterMetricFamily("nebridge_events_in", "WMS events accepted into the inbox",
-                                     labels=["kind", "warehouse"])
-        inbox = GaugeMetricFamily("nebridge_inbox_events", "Inbox events by state",
-                                  labels=["kind", "state"])
-        actions = GaugeMetricFamily("nebridge_actions", "Next Engine actions by plugin, kind "
-                                    "and outcome (state)", labels=["plugin", "kind", "state"])
-        backlog = GaugeMetricFamily("nebridge_outbox_backlog", "Outbox items by state",
-                                    labels=["state"])
-        last_ok = GaugeMetricFamily("nebridge_last_success_timestamp_seconds",
-                                    "End of the last successful run per warehouse and stage",
-                                    labels=["warehouse", "stage"])
+        events = CounterMetricFamily(
+            "nebridge_events_in", "WMS events accepted into the inbox", labels=["kind", "warehouse"]
+        )
+        inbox = GaugeMetricFamily(
+            "nebridge_inbox_events", "Inbox events by state", labels=["kind", "state"]
+        )
+        actions = GaugeMetricFamily(
+            "nebridge_actions",
+            "Next Engine actions by plugin, kind and outcome (state)",
+            labels=["plugin", "kind", "state"],
+        )
+        backlog = GaugeMetricFamily(
+            "nebridge_outbox_backlog", "Outbox items by state", labels=["state"]
+        )
+        last_ok = GaugeMetricFamily(
+            "nebridge_last_success_timestamp_seconds",
+            "End of the last successful run per warehouse and stage",
+            labels=["warehouse", "stage"],
+        )
         with read_session(self.db) as session:
             for kind, warehouse, n in session.execute(
-                select(col(InboxEvent.kind), col(InboxEvent.warehouse), func.count())
-                .group_by(col(InboxEvent.kind), col(InboxEvent.warehouse))):
+                select(col(InboxEvent.kind), col(InboxEvent.warehouse), func.count()).group_by(
+                    col(InboxEvent.kind), col(InboxEvent.warehouse)
+                )
+            ):
                 events.add_metric([str(kind), str(warehouse)], float(n))
             for kind, state, n in session.execute(
-                select(col(InboxEvent.kind), col(InboxEvent.state), func.count())
-                .group_by(col(InboxEvent.kind), col(InboxEvent.state))):
+                select(col(InboxEvent.kind), col(InboxEvent.state), func.count()).group_by(
+                    col(InboxEvent.kind), col(InboxEvent.state)
+                )
+            ):
                 inbox.add_metric([str(kind), str(state)], float(n))
             by_state: dict[str, int] = {}
             for plugin, kind, state, n in session.execute(
-                select(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state),
-                       func.count())
-                .group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))):
+                select(
+                    col(OutboxItem.plugin),
+                    col(OutboxItem.kind),
+                    col(OutboxItem.state),
+                    func.count(),
+                ).group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))
+            ):
                 actions.add_metric([str(plugin), str(kind), str(state)], float(n))
                 by_state[str(state)] = by_state.get(str(state), 0) + int(n)
             for state, n in sorted(by_state.items()):
                 backlog.add_metric([state], float(n))
             for warehouse, stage, finished in session.execute(
-                select(col(RunRecord.warehouse), col(RunRecord.stage),
-                       func.max(RunRecord.finished_at))
+                select(
+                    col(RunRecord.warehouse), col(RunRecord.stage), func.max(RunRecord.finished_at)
+                )
                 .where(col(RunRecord.outcome).in_(["ok", "held"]))
-                .group_by(col(RunRecord.warehouse), col(RunRecord.stage))):
+                .group_by(col(RunRecord.warehouse), col(RunRecord.stage))
+            ):
                 if finished is not None:
                     last_ok.add_metric([str(warehouse), str(stage)], _timestamp(finished))
-        yield from (events, inbox, actions, backlog, last_ok, self._attention(),
-                    self._order_changes())
+        yield from (
+            events,
+            inbox,
+            actions,
+            backlog,
+            last_ok,
+            self._attention(),
+            self._order_changes(),
+        )
 
     def _order_changes(self) -> Metric:
         """``nebridge_order_changes{warehouse,kind}``: orders ``order_watch`` found cancelled,
         deleted or edited in Next Engine after import."""
         changes = CounterMetricFamily(
-            "nebridge_order_changes", "Orders found cancelled, deleted or edited in Next "
-            "Engine after import (order_watch)", labels=["warehouse", "kind"])
+            "nebridge_order_changes",
+            "Orders found cancelled, deleted or edited in Next Engine after import (order_watch)",
+            labels=["warehouse", "kind"],
+        )
         for warehouse, kinds in sorted(orderwatch.counts(self.db).items()):
             for kind, n in sorted(kinds.items()):
                 changes.add_metric([warehouse, kind], float(n))
@@ -90,8 +117,11 @@ class _StoreCollector(Collector):
 
     def _attention(self) -> Metric:
         """``nebridge_attention{kind}``: what waits for a person, every kind (0 included)."""
-        gauge = GaugeMetricFamily("nebridge_attention", "Things that wait for a person, by kind "
-                                  "(`nebridge attention` lists them)", labels=["kind"])
+        gauge = GaugeMetricFamily(
+            "nebridge_attention",
+            "Things that wait for a person, by kind (`nebridge attention` lists them)",
+            labels=["kind"],
+        )
         live = attention.paused_stage_items(self.host) if self.host is not None else []
         counts = attention.collect(self.db, live=live, limit=0).counts
         for kind in attention.AttentionKind:
@@ -127,9 +157,12 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.ne_calls = Counter("nebridge_nextengine_calls", "Next Engine API calls by "
-                                "endpoint and result code", ["endpoint", "result"],
-                                registry=self.registry)
+        self.ne_calls = Counter(
+            "nebridge_nextengine_calls",
+            "Next Engine API calls by endpoint and result code",
+            ["endpoint", "result"],
+            registry=self.registry,
+        )
         self._store: _StoreCollector | None = None
         self._server: _MetricsServer | None = None
         self._thread: threading.Thread | None = None
@@ -151,13 +184,17 @@ class Metrics:
         raises :class:`~daemon.httpserve.PortInUse`."""
         if self._server is not None:
             return
-        server = bind(_MetricsServer, host, port, _QuietHandler,
-                      change="stop that program, or change metrics.port in daemon.yaml (0 "
-                             "turns metrics off)")
+        server = bind(
+            _MetricsServer,
+            host,
+            port,
+            _QuietHandler,
+            change="stop that program, or change metrics.port in daemon.yaml (0 turns metrics off)",
+        )
         server.set_app(make_wsgi_app(self.registry))
-        self._thread = threading.Thread(target=server.serve_forever,
-                                        kwargs={"poll_interval": 0.5}, name="metrics",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="metrics", daemon=True
+        )
         self._thread.start()
         self._server = server
         log.info("metrics on http://%s:%d/metrics", host, self._server.server_port)

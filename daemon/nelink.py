@@ -64,10 +64,14 @@ LINK_LOST_KEY = f"{AttentionKind.NE_LINK_LOST}"
 def link_lost_problem(reason: str | None) -> Problem:
     """The attention item saying Next Engine no longer accepts nebridge's tokens."""
     return Problem(
-        key=LINK_LOST_KEY, kind=AttentionKind.NE_LINK_LOST,
-        reason=(f"Next Engine no longer accepts nebridge's tokens ({reason}); "
-                "Next Engine work is stopped, WMS events are still accepted"),
-        fix=RECONNECT_HINT)
+        key=LINK_LOST_KEY,
+        kind=AttentionKind.NE_LINK_LOST,
+        reason=(
+            f"Next Engine no longer accepts nebridge's tokens ({reason}); "
+            "Next Engine work is stopped, WMS events are still accepted"
+        ),
+        fix=RECONNECT_HINT,
+    )
 
 
 class LinkError(Exception):
@@ -107,27 +111,37 @@ def secret_file_problems(config: DaemonConfig, more: Iterable[Path] = ()) -> lis
     except FileNotFoundError:
         folder = None
     if folder is not None and stat.S_ISDIR(folder.st_mode) and folder.st_mode & 0o077:
-        problems.append(f"the state folder {state} is open to other users (mode "
-                        f"{stat.S_IMODE(folder.st_mode):04o}); run `chmod 700 {state}`")
+        problems.append(
+            f"the state folder {state} is open to other users (mode "
+            f"{stat.S_IMODE(folder.st_mode):04o}); run `chmod 700 {state}`"
+        )
     for path in dict.fromkeys((config.token_file, *more)):
         try:
             info = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             continue
         if stat.S_ISLNK(info.st_mode):
-            problems.append(f"the token file {path} is a symbolic link; nebridge never reads "
-                            f"or writes secrets through one: replace it with the file itself "
-                            f"(`cp --remove-destination \"$(readlink -f {path})\" {path}`)")
+            problems.append(
+                f"the token file {path} is a symbolic link; nebridge never reads "
+                f"or writes secrets through one: replace it with the file itself "
+                f'(`cp --remove-destination "$(readlink -f {path})" {path}`)'
+            )
         elif not stat.S_ISREG(info.st_mode):
-            problems.append(f"the token file {path} is not a regular file; remove it and run "
-                            "`nebridge connect` again")
+            problems.append(
+                f"the token file {path} is not a regular file; remove it and run "
+                "`nebridge connect` again"
+            )
         elif info.st_uid != os.geteuid():
-            problems.append(f"the token file {path} belongs to uid {info.st_uid}, not to this "
-                            f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}` "
-                            "or start nebridge as its owner")
+            problems.append(
+                f"the token file {path} belongs to uid {info.st_uid}, not to this "
+                f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}` "
+                "or start nebridge as its owner"
+            )
         elif info.st_mode & 0o077:
-            problems.append(f"the token file {path} is readable by other users (mode "
-                            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
+            problems.append(
+                f"the token file {path} is readable by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
+            )
     return problems
 
 
@@ -181,35 +195,47 @@ def retry_policy(config: DaemonConfig) -> RetryPolicy:
     delays = ne.retry_delays_seconds
     if delays is None:
         return RetryPolicy(maintenance_retry_after=pause)
-    return RetryPolicy(overload_delays=delays, transient_delays=delays, not_sent_delays=delays,
-                       maintenance_retry_after=pause)
+    return RetryPolicy(
+        overload_delays=delays,
+        transient_delays=delays,
+        not_sent_delays=delays,
+        maintenance_retry_after=pause,
+    )
 
 
 def sign_in_url(config: DaemonConfig) -> str:
     """Where the admin signs in to Next Engine to link the company (§1.2)."""
-    query = urlencode({"client_id": config.nextengine.client_id,
-                       "redirect_uri": config.nextengine.redirect_uri})
+    query = urlencode(
+        {"client_id": config.nextengine.client_id, "redirect_uri": config.nextengine.redirect_uri}
+    )
     return f"{config.nextengine.login_base.rstrip('/')}/users/sign_in/?{query}"
 
 
 def wait_for_redirect(redirect_uri: str, timeout: float) -> tuple[str, str]:
     """Serve the loopback redirect URI once and return the ``uid`` and ``state`` NE sends."""
     if not is_loopback(redirect_uri):
-        raise LinkError(f"redirect_uri {redirect_uri} is not on this machine; sign in, then "
-                        "pass the uid and state from the address bar with --uid/--state")
+        raise LinkError(
+            f"redirect_uri {redirect_uri} is not on this machine; sign in, then "
+            "pass the uid and state from the address bar with --uid/--state"
+        )
     try:
         found = receive_redirect(
-            redirect_uri, lambda q: bool(q.get("uid") and q.get("state")),
+            redirect_uri,
+            lambda q: bool(q.get("uid") and q.get("state")),
             "Next Engine sign-in received. You can close this window; the terminal shows the "
-            "result.", timeout,
+            "result.",
+            timeout,
             change="stop that program, or sign in and pass the uid and state from the address "
-                   "bar with --uid/--state, or change the port of nextengine.redirect_uri (also "
-                   "in the app's settings at Next Engine)")
+            "bar with --uid/--state, or change the port of nextengine.redirect_uri (also "
+            "in the app's settings at Next Engine)",
+        )
     except PortInUse as exc:
         raise LinkError(str(exc)) from None
     if found is None:
-        raise LinkError(f"no sign-in arrived at {redirect_uri} within {timeout:.0f} s; run "
-                        "`nebridge connect` again, or pass --uid/--state")
+        raise LinkError(
+            f"no sign-in arrived at {redirect_uri} within {timeout:.0f} s; run "
+            "`nebridge connect` again, or pass --uid/--state"
+        )
     register_secret(found["uid"])
     register_secret(found["state"])
     return found["uid"], found["state"]
@@ -230,18 +256,23 @@ class LinkInfo:
     def as_dict(self) -> dict[str, Any]:
         """JSON view."""
         return {
-            "state": self.state, "company_id": self.company_id,
-            "company_name": self.company_name, "reason": self.reason,
-            "access_token_end": self.access_token_end.isoformat() if self.access_token_end
+            "state": self.state,
+            "company_id": self.company_id,
+            "company_name": self.company_name,
+            "reason": self.reason,
+            "access_token_end": self.access_token_end.isoformat()
+            if self.access_token_end
             else None,
-            "refresh_token_end": self.refresh_token_end.isoformat() if self.refresh_token_end
+            "refresh_token_end": self.refresh_token_end.isoformat()
+            if self.refresh_token_end
             else None,
             "connected_at": self.connected_at.isoformat() if self.connected_at else None,
         }
 
 
-def connect(config: DaemonConfig, engine: Bind, uid: str, state: str, *,
-            store: TokenStore | None = None) -> LinkInfo:
+def connect(
+    config: DaemonConfig, engine: Bind, uid: str, state: str, *, store: TokenStore | None = None
+) -> LinkInfo:
     """Exchange ``uid``/``state`` for tokens, read the company and record the link; the pair
     goes to ``store`` (default: the token file)."""
     register_secret(uid)
@@ -249,12 +280,16 @@ def connect(config: DaemonConfig, engine: Bind, uid: str, state: str, *,
     try:
         secret = client_secret(config)
     except SecretUnreadable as exc:
-        raise LinkError(f"{exc}; or give the secret through env NEBRIDGE_NE_CLIENT_SECRET "
-                        "or nextengine.client_secret") from None
+        raise LinkError(
+            f"{exc}; or give the secret through env NEBRIDGE_NE_CLIENT_SECRET "
+            "or nextengine.client_secret"
+        ) from None
     if not config.nextengine.client_id or not secret:
-        raise LinkError("nextengine.client_id and the client secret must be configured first "
-                        f"(secret: the file {config.credentials_dir}/nextengine-client-secret"
-                        ", env NEBRIDGE_NE_CLIENT_SECRET, or nextengine.client_secret)")
+        raise LinkError(
+            "nextengine.client_id and the client secret must be configured first "
+            f"(secret: the file {config.credentials_dir}/nextengine-client-secret"
+            ", env NEBRIDGE_NE_CLIENT_SECRET, or nextengine.client_secret)"
+        )
     client = make_client(config, secret=secret, store=store)
     try:
         tokens = client.authorize(uid, state)
@@ -292,8 +327,7 @@ def mark_needs_reconnect(engine: Bind, reason: str) -> None:
     log.error("Next Engine link needs re-connection: %s — %s", reason, RECONNECT_HINT)
 
 
-def link_info(config: DaemonConfig, engine: Bind, *,
-              store: TokenStore | None = None) -> LinkInfo:
+def link_info(config: DaemonConfig, engine: Bind, *, store: TokenStore | None = None) -> LinkInfo:
     """The link's state and token end dates (``not_connected`` when there is none); the pair
     is read from ``store`` (default: the token file)."""
     with read_session(engine) as session:
@@ -302,18 +336,30 @@ def link_info(config: DaemonConfig, engine: Bind, *,
     try:
         tokens = (token_store(config) if store is None else store).load()
     except Exception as exc:
-        return LinkInfo(state=NEEDS_RECONNECT, reason=str(exc),
-                        company_id=link.company_id if link else "",
-                        company_name=link.company_name if link else "")
+        return LinkInfo(
+            state=NEEDS_RECONNECT,
+            reason=str(exc),
+            company_id=link.company_id if link else "",
+            company_name=link.company_name if link else "",
+        )
     if link is None:
         return LinkInfo(state="not_connected")
-    info = LinkInfo(state=link.state, company_id=link.company_id,
-                    company_name=link.company_name, reason=link.reason,
-                    connected_at=link.connected_at)
+    info = LinkInfo(
+        state=link.state,
+        company_id=link.company_id,
+        company_name=link.company_name,
+        reason=link.reason,
+        connected_at=link.connected_at,
+    )
     if tokens is None:
-        info.state, info.reason = NEEDS_RECONNECT, (
-            "the token file is missing" if store is None or isinstance(store, FileTokenStore)
-            else "no token pair is stored")
+        info.state, info.reason = (
+            NEEDS_RECONNECT,
+            (
+                "the token file is missing"
+                if store is None or isinstance(store, FileTokenStore)
+                else "no token pair is stored"
+            ),
+        )
     else:
         info.access_token_end = tokens.access_token_end_date
         info.refresh_token_end = tokens.refresh_token_end_date
@@ -334,35 +380,58 @@ class PendingWork:
         return len(self.actions) + len(self.uploads)
 
 
-_UNFINISHED = [OutboxState.PENDING.value, OutboxState.IN_FLIGHT.value,
-               OutboxState.IN_DOUBT.value, OutboxState.FAILED.value]
+_UNFINISHED = [
+    OutboxState.PENDING.value,
+    OutboxState.IN_FLIGHT.value,
+    OutboxState.IN_DOUBT.value,
+    OutboxState.FAILED.value,
+]
 
 
 def pending_work(engine: Bind) -> PendingWork:
     """Everything Next Engine-related that is not finished."""
     work = PendingWork()
     with read_session(engine) as session:
-        for item in session.scalars(select(OutboxItem)
-                                    .where(col(OutboxItem.state).in_(_UNFINISHED))
-                                    .order_by(col(OutboxItem.id))):
-            work.actions.append({
-                "id": item.id, "kind": item.kind, "state": item.state,
-                "warehouse": item.warehouse, "subject": item.subject, "plugin": item.plugin,
-                "payload": json.loads(item.payload), "last_error": item.last_error,
-                "created_at": item.created_at.isoformat()})
-        for upload in session.scalars(select(StockUpload)
-                                      .where(col(StockUpload.state).notin_(["done"]))):
-            work.uploads.append({"ref": upload.ref, "state": upload.state,
-                                 "deltas": json.loads(upload.deltas), "que_id": upload.que_id,
-                                 "message": upload.message})
-        for cursor in session.scalars(select(Cursor)
-                                      .where(col(Cursor.name).startswith(NE_CURSOR_PREFIX))):
+        for item in session.scalars(
+            select(OutboxItem)
+            .where(col(OutboxItem.state).in_(_UNFINISHED))
+            .order_by(col(OutboxItem.id))
+        ):
+            work.actions.append(
+                {
+                    "id": item.id,
+                    "kind": item.kind,
+                    "state": item.state,
+                    "warehouse": item.warehouse,
+                    "subject": item.subject,
+                    "plugin": item.plugin,
+                    "payload": json.loads(item.payload),
+                    "last_error": item.last_error,
+                    "created_at": item.created_at.isoformat(),
+                }
+            )
+        for upload in session.scalars(
+            select(StockUpload).where(col(StockUpload.state).notin_(["done"]))
+        ):
+            work.uploads.append(
+                {
+                    "ref": upload.ref,
+                    "state": upload.state,
+                    "deltas": json.loads(upload.deltas),
+                    "que_id": upload.que_id,
+                    "message": upload.message,
+                }
+            )
+        for cursor in session.scalars(
+            select(Cursor).where(col(Cursor.name).startswith(NE_CURSOR_PREFIX))
+        ):
             work.cursors.append({"name": cursor.name, "value": cursor.value})
     return work
 
 
-def unlink(config: DaemonConfig, engine: Bind, *,
-           forget: Callable[[], object] | None = None) -> tuple[PendingWork, Path]:
+def unlink(
+    config: DaemonConfig, engine: Bind, *, forget: Callable[[], object] | None = None
+) -> tuple[PendingWork, Path]:
     """Remove all Next Engine integration state after exporting unfinished work to a file.
 
     Removed: the token file (or, with ``forget``, whatever it removes: the company's pair
@@ -373,9 +442,17 @@ def unlink(config: DaemonConfig, engine: Bind, *,
     work = pending_work(engine)
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     export = config.state_dir / f"unlink-export-{stamp}.json"
-    write_private(export, dumps({"unlinked_at": utcnow(), "actions": work.actions,
-                                 "uploads": work.uploads, "cursors": work.cursors})
-                  .encode("utf-8"))
+    write_private(
+        export,
+        dumps(
+            {
+                "unlinked_at": utcnow(),
+                "actions": work.actions,
+                "uploads": work.uploads,
+                "cursors": work.cursors,
+            }
+        ).encode("utf-8"),
+    )
     with write_session(engine) as session:
         session.execute(delete(OutboxItem).where(col(OutboxItem.state).in_(_UNFINISHED)))
         session.execute(delete(StockUpload).where(col(StockUpload.state).notin_(["done"])))
@@ -401,9 +478,11 @@ def describe(info: LinkInfo, zone: tzinfo | None = None) -> str:
         return f"Next Engine: {who} NEEDS RE-CONNECTION: {info.reason} — {RECONNECT_HINT}"
     ends = ""
     if info.refresh_token_end:
-        access = (info.access_token_end.astimezone(zone).isoformat(timespec="seconds")
-                  if info.access_token_end else "-")
+        access = (
+            info.access_token_end.astimezone(zone).isoformat(timespec="seconds")
+            if info.access_token_end
+            else "-"
+        )
         refresh = info.refresh_token_end.astimezone(zone).isoformat(timespec="seconds")
         ends = f"; access token until {access}, refresh token until {refresh}"
     return f"Next Engine: connected to {who}{ends}"
-

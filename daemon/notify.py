@@ -145,27 +145,43 @@ class Notifier:
         current = {item.key: item for item in found.items}
         s = self.settings
         with write_session(self.db) as session:
-            told = {row.key: row for row in session.scalars(
-                select(NotifiedKey).where(col(NotifiedKey.state) == ProblemState.OPEN.value))}
+            told = {
+                row.key: row
+                for row in session.scalars(
+                    select(NotifiedKey).where(col(NotifiedKey.state) == ProblemState.OPEN.value)
+                )
+            }
             new = sorted((i for k, i in current.items() if k not in told), key=lambda i: i.since)
             # a failing sink is its own message (never in a digest), so it skips that sink
             sinks_failing = [i for i in new if i.kind == AttentionKind.NOTIFY_FAILING]
             new = [i for i in new if i.kind != AttentionKind.NOTIFY_FAILING]
             gone = [row for k, row in told.items() if k not in current] if complete else []
-            due = [row for k, row in told.items() if k in current
-                   and row.last_sent_at <= now - timedelta(hours=s.reminder_hours)]
+            due = [
+                row
+                for k, row in told.items()
+                if k in current and row.last_sent_at <= now - timedelta(hours=s.reminder_hours)
+            ]
             messages: list[Notification] = []
             deferred = 0
             if new:
                 window = now - timedelta(minutes=s.digest_window_minutes)
-                recent = int(session.scalar(
-                    select(func.coalesce(func.sum(NotificationRow.count), 0))
-                    .where(col(NotificationRow.event).in_(["open", "digest"]))
-                    .where(col(NotificationRow.created_at) >= window)) or 0)
-                digested = session.scalar(
-                    select(func.count()).select_from(NotificationRow)
-                    .where(col(NotificationRow.event) == "digest")
-                    .where(col(NotificationRow.created_at) >= window)) or 0
+                recent = int(
+                    session.scalar(
+                        select(func.coalesce(func.sum(NotificationRow.count), 0))
+                        .where(col(NotificationRow.event).in_(["open", "digest"]))
+                        .where(col(NotificationRow.created_at) >= window)
+                    )
+                    or 0
+                )
+                digested = (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(NotificationRow)
+                        .where(col(NotificationRow.event) == "digest")
+                        .where(col(NotificationRow.created_at) >= window)
+                    )
+                    or 0
+                )
                 if recent + len(new) <= s.digest_threshold:
                     messages.extend(_from_item(i, "open") for i in new)
                 elif not digested:
@@ -201,8 +217,11 @@ class Notifier:
             for message in messages:
                 _store(session, message, sinks, now)
         if deferred:
-            log.info("%d new problem(s) wait for the next digest (one was sent within the "
-                     "last %s min)", deferred, s.digest_window_minutes)
+            log.info(
+                "%d new problem(s) wait for the next digest (one was sent within the last %s min)",
+                deferred,
+                s.digest_window_minutes,
+            )
         return len(messages), deferred
 
     # -- delivering ---------------------------------------------------------------------------
@@ -210,18 +229,27 @@ class Notifier:
     def recover(self) -> int:
         """Make deliveries a crash left in flight due again (at start, before any is sent)."""
         with write_session(self.db) as session:
-            rows = list(session.scalars(select(NotifyDelivery).where(
-                col(NotifyDelivery.state) == DeliveryState.IN_FLIGHT.value)))
+            rows = list(
+                session.scalars(
+                    select(NotifyDelivery).where(
+                        col(NotifyDelivery.state) == DeliveryState.IN_FLIGHT.value
+                    )
+                )
+            )
             for row in rows:
                 row.state = DeliveryState.PENDING.value
                 session.add(row)
         if rows:
-            log.warning("%d notification(s) were being sent when nebridge stopped; they are "
-                        "sent again with the same delivery key", len(rows))
+            log.warning(
+                "%d notification(s) were being sent when nebridge stopped; they are "
+                "sent again with the same delivery key",
+                len(rows),
+            )
         return len(rows)
 
-    def deliver(self, report: NotifyReport | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> NotifyReport:
+    def deliver(
+        self, report: NotifyReport | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> NotifyReport:
         """Send the due deliveries, each sink on its own; a failing sink waits its backoff.
 
         A sink that takes a message again has every delivery waiting for it made due at once
@@ -235,12 +263,16 @@ class Notifier:
         for _round in range(MAX_ROUNDS):
             now = self.clock()
             with read_session(self.db) as session:
-                due = list(session.scalars(
-                    select(NotifyDelivery)
-                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
-                    .where(col(NotifyDelivery.next_attempt_at) <= now)
-                    .where(col(NotifyDelivery.sink).in_(sorted(sinks - failed_sinks)))
-                    .order_by(col(NotifyDelivery.id)).limit(BATCH)))
+                due = list(
+                    session.scalars(
+                        select(NotifyDelivery)
+                        .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                        .where(col(NotifyDelivery.next_attempt_at) <= now)
+                        .where(col(NotifyDelivery.sink).in_(sorted(sinks - failed_sinks)))
+                        .order_by(col(NotifyDelivery.id))
+                        .limit(BATCH)
+                    )
+                )
             if not due:
                 break
             for delivery in due:
@@ -268,11 +300,15 @@ class Notifier:
     def _in_backoff(self) -> set[str]:
         """Sinks that failed and wait for their backoff (a new message waits with them)."""
         with read_session(self.db) as session:
-            return set(session.scalars(
-                select(col(NotifyDelivery.sink)).distinct()
-                .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
-                .where(col(NotifyDelivery.attempts) > 0)
-                .where(col(NotifyDelivery.next_attempt_at) > self.clock())))
+            return set(
+                session.scalars(
+                    select(col(NotifyDelivery.sink))
+                    .distinct()
+                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                    .where(col(NotifyDelivery.attempts) > 0)
+                    .where(col(NotifyDelivery.next_attempt_at) > self.clock())
+                )
+            )
 
     def _claim(self, delivery_id: int | None) -> Notification | None:
         """Mark a pending delivery in flight and return its message (None: not pending)."""
@@ -294,9 +330,11 @@ class Notifier:
             row.state, row.sent_at, row.last_error = DeliveryState.SENT.value, now, None
             session.add(row)
             for waiting in session.scalars(
-                    select(NotifyDelivery).where(col(NotifyDelivery.sink) == sink)
-                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
-                    .where(col(NotifyDelivery.next_attempt_at) > now)):
+                select(NotifyDelivery)
+                .where(col(NotifyDelivery.sink) == sink)
+                .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                .where(col(NotifyDelivery.next_attempt_at) > now)
+            ):
                 waiting.next_attempt_at = now  # the sink works again: no more backoff
                 session.add(waiting)
             attention.resolve_in(session, [failing_key(sink)], now)
@@ -309,26 +347,42 @@ class Notifier:
             row.state, row.last_error = DeliveryState.PENDING.value, error
             session.add(row)
             session.flush()
-            waiting_rows = list(session.scalars(
-                select(NotifyDelivery).where(col(NotifyDelivery.sink) == sink)
-                .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)))
+            waiting_rows = list(
+                session.scalars(
+                    select(NotifyDelivery)
+                    .where(col(NotifyDelivery.sink) == sink)
+                    .where(col(NotifyDelivery.state) == DeliveryState.PENDING.value)
+                )
+            )
             # the backoff is the sink's: failures in a row = the most attempts of a waiting one
             failures = max(r.attempts for r in waiting_rows)
-            retry_at = now + timedelta(seconds=min(
-                s.retry_first_seconds * 2 ** max(0, failures - 1), s.retry_max_seconds))
+            retry_at = now + timedelta(
+                seconds=min(s.retry_first_seconds * 2 ** max(0, failures - 1), s.retry_max_seconds)
+            )
             for waiting_row in waiting_rows:
                 waiting_row.next_attempt_at = max(waiting_row.next_attempt_at, retry_at)
                 session.add(waiting_row)
             if failures >= s.failing_after_attempts:
                 waiting = len(waiting_rows)
-                attention.report_in(session, Problem(
-                    key=failing_key(sink), kind=AttentionKind.NOTIFY_FAILING, subject=sink,
-                    reason=(f"notifications cannot be delivered through {sink}: {error}; "
+                attention.report_in(
+                    session,
+                    Problem(
+                        key=failing_key(sink),
+                        kind=AttentionKind.NOTIFY_FAILING,
+                        subject=sink,
+                        reason=(
+                            f"notifications cannot be delivered through {sink}: {error}; "
                             f"{waiting} wait and are retried every "
-                            f"{int(s.retry_max_seconds)} s at most, nothing is lost"),
-                    fix=(f"check the settings of plugin {sink} in daemon.yaml and the "
-                         f"receiving side, then `nebridge notify test --plugin {sink}`")),
-                    source="notify", now=now)
+                            f"{int(s.retry_max_seconds)} s at most, nothing is lost"
+                        ),
+                        fix=(
+                            f"check the settings of plugin {sink} in daemon.yaml and the "
+                            f"receiving side, then `nebridge notify test --plugin {sink}`"
+                        ),
+                    ),
+                    source="notify",
+                    now=now,
+                )
         log.warning("notification sink %s failed (retried with backoff): %s", sink, error)
 
     # -- test messages ------------------------------------------------------------------------
@@ -337,11 +391,19 @@ class Notifier:
         """Send a test message through each sink (or ``plugin``) now, and store the outcome."""
         now = self.clock()
         sinks = [s for s in self.sinks() if plugin is None or s == plugin]
-        message = company_message(Notification(
-            key=f"test:{now.isoformat()}", kind="test", event="test", severity="info",
-            title="nebridge test message",
-            detail="If you read this, nebridge can tell you when something needs a person.",
-            fix="nothing to do", since=now), self.company)
+        message = company_message(
+            Notification(
+                key=f"test:{now.isoformat()}",
+                kind="test",
+                event="test",
+                severity="info",
+                title="nebridge test message",
+                detail="If you read this, nebridge can tell you when something needs a person.",
+                fix="nothing to do",
+                since=now,
+            ),
+            self.company,
+        )
         results = []
         with write_session(self.db) as session:
             stored = _store(session, message, sinks, now)
@@ -354,8 +416,9 @@ class Notifier:
             error = "" if outcome is None or outcome.error is None else _short(outcome.error)
             results.append(SinkResult(sink, not error, error))
             with write_session(self.db) as session:
-                row = session.scalars(select(NotifyDelivery).where(
-                    col(NotifyDelivery.delivery_key) == keys[sink])).one()
+                row = session.scalars(
+                    select(NotifyDelivery).where(col(NotifyDelivery.delivery_key) == keys[sink])
+                ).one()
                 row.attempts = 1
                 row.state = DeliveryState.FAILED.value if error else DeliveryState.SENT.value
                 row.last_error, row.sent_at = error or None, None if error else self.clock()
@@ -372,9 +435,14 @@ class OutageAlarm:
     database answers again. It lives in memory: a restart during the outage tells again.
     """
 
-    def __init__(self, host: PluginHost, settings: NotifySettings,
-                 context: Callable[[], NotifyContext],
-                 clock: Callable[[], datetime] = utcnow, company: str = "") -> None:
+    def __init__(
+        self,
+        host: PluginHost,
+        settings: NotifySettings,
+        context: Callable[[], NotifyContext],
+        clock: Callable[[], datetime] = utcnow,
+        company: str = "",
+    ) -> None:
         self.host = host
         self.settings = settings
         self.context = context
@@ -392,35 +460,52 @@ class OutageAlarm:
             self.since = self.since or self.clock() - timedelta(seconds=down_seconds)
             minutes = int(down_seconds // 60)
             message = Notification(
-                key=DATABASE_KEY, kind=DATABASE_KEY, event="open", severity="error",
+                key=DATABASE_KEY,
+                kind=DATABASE_KEY,
+                event="open",
+                severity="error",
                 title=f"Database unreachable for {minutes} min",
-                detail=(f"nebridge cannot reach its database ({reason or 'no answer'}); all "
-                        "work is paused and resumes by itself when it answers — nothing is "
-                        "lost, the WMS keeps its events until they are taken"),
-                fix=("check the database server and the network (`nebridge doctor` names the "
-                     "error); `journalctl -u nebridge` shows the outage"),
-                since=self.since)
+                detail=(
+                    f"nebridge cannot reach its database ({reason or 'no answer'}); all "
+                    "work is paused and resumes by itself when it answers — nothing is "
+                    "lost, the WMS keeps its events until they are taken"
+                ),
+                fix=(
+                    "check the database server and the network (`nebridge doctor` names the "
+                    "error); `journalctl -u nebridge` shows the outage"
+                ),
+                since=self.since,
+            )
             return self._send(message, [s for s in sinks if s not in self.told], self.told.add)
         if down_seconds is None and self.told:
             message = Notification(
-                key=DATABASE_KEY, kind=DATABASE_KEY, event="resolved", severity="info",
+                key=DATABASE_KEY,
+                kind=DATABASE_KEY,
+                event="resolved",
+                severity="info",
                 title="Database reachable again",
                 detail="nebridge reaches its database again and resumed its work",
-                since=self.since)
+                since=self.since,
+            )
             errors = self._send(message, sorted(self.told), self.told.discard)
             if not self.told:
                 self.since = None
             return errors
         return []
 
-    def _send(self, message: Notification, sinks: list[str],
-              done: Callable[[str], None]) -> list[str]:
+    def _send(
+        self, message: Notification, sinks: list[str], done: Callable[[str], None]
+    ) -> list[str]:
         errors = []
         for sink in sinks:
-            keyed = company_message(_replace_key(
-                message, f"{DATABASE_KEY}:{message.event}:"
-                         f"{message.since.isoformat() if message.since else ''}:{sink}"),
-                self.company)
+            keyed = company_message(
+                _replace_key(
+                    message,
+                    f"{DATABASE_KEY}:{message.event}:"
+                    f"{message.since.isoformat() if message.since else ''}:{sink}",
+                ),
+                self.company,
+            )
             outcome = self.host.notify(sink, keyed, self.context())
             if outcome is None or outcome.error is None:
                 done(sink)
@@ -439,15 +524,23 @@ def _severity(value: str) -> Literal["info", "warning", "error"]:
 def _from_item(item: AttentionItem, event: Event) -> Notification:
     label = kind_label(item.kind, "en")
     return Notification(
-        key=item.key, kind=item.kind, event=event, severity=_severity(item.severity),
+        key=item.key,
+        kind=item.kind,
+        event=event,
+        severity=_severity(item.severity),
         title=f"{label}: {item.subject}" if item.subject else label,
-        detail=item.reason, fix=item.fix, warehouse=item.warehouse,
-        ids=(item.subject,) if item.subject else (), since=item.since)
+        detail=item.reason,
+        fix=item.fix,
+        warehouse=item.warehouse,
+        ids=(item.subject,) if item.subject else (),
+        since=item.since,
+    )
 
 
 def _line(kind: str, subject: str, warehouse: str, reason: str = "") -> str:
-    text = " ".join(p for p in (kind_label(kind, "en"), subject, f"({warehouse})"
-                                if warehouse else "") if p)
+    text = " ".join(
+        p for p in (kind_label(kind, "en"), subject, f"({warehouse})" if warehouse else "") if p
+    )
     if reason:
         text += f" — {reason}"
     return text if len(text) <= 200 else text[:199] + "…"
@@ -464,48 +557,72 @@ def _digest(items: list[AttentionItem], now: datetime, event: Event) -> Notifica
     warehouses = {i.warehouse for i in items}
     still = event == "reminder"
     return Notification(
-        key=f"{event}:{now.isoformat()}", kind="digest", event="digest" if not still
-        else "reminder",
+        key=f"{event}:{now.isoformat()}",
+        kind="digest",
+        event="digest" if not still else "reminder",
         severity="error" if any(i.severity == "error" for i in items) else "warning",
         title=(f"{len(items)} problems {'are still open' if still else 'need a person'}"),
         detail=_counts(i.kind for i in items),
         fix="`nebridge attention` lists each with its fix",
         warehouse=warehouses.pop() if len(warehouses) == 1 else "",
         ids=tuple(i.subject or i.key for i in items[:DIGEST_IDS]),
-        since=min(i.since for i in items), count=len(items),
-        lines=tuple(_line(i.kind, i.subject, i.warehouse, i.reason)
-                    for i in items[:DIGEST_LINES]))
+        since=min(i.since for i in items),
+        count=len(items),
+        lines=tuple(_line(i.kind, i.subject, i.warehouse, i.reason) for i in items[:DIGEST_LINES]),
+    )
 
 
 def _resolved(row: NotifiedKey) -> Notification:
     label = kind_label(row.kind, "en")
     return Notification(
-        key=row.key, kind=row.kind, event="resolved", severity="info",
+        key=row.key,
+        kind=row.kind,
+        event="resolved",
+        severity="info",
         title=f"Resolved — {label}: {row.subject}" if row.subject else f"Resolved — {label}",
-        detail="", warehouse=row.warehouse,
-        ids=(row.subject,) if row.subject else (), since=row.opened_at)
+        detail="",
+        warehouse=row.warehouse,
+        ids=(row.subject,) if row.subject else (),
+        since=row.opened_at,
+    )
 
 
 def _resolved_digest(rows: list[NotifiedKey], now: datetime) -> Notification:
     warehouses = {r.warehouse for r in rows}
     return Notification(
-        key=f"resolved:{now.isoformat()}", kind="digest", event="resolved", severity="info",
-        title=f"{len(rows)} problems resolved", detail=_counts(r.kind for r in rows),
+        key=f"resolved:{now.isoformat()}",
+        kind="digest",
+        event="resolved",
+        severity="info",
+        title=f"{len(rows)} problems resolved",
+        detail=_counts(r.kind for r in rows),
         warehouse=warehouses.pop() if len(warehouses) == 1 else "",
         ids=tuple(r.subject or r.key for r in rows[:DIGEST_IDS]),
-        since=min(r.opened_at for r in rows), count=len(rows),
-        lines=tuple(_line(r.kind, r.subject, r.warehouse) for r in rows[:DIGEST_LINES]))
+        since=min(r.opened_at for r in rows),
+        count=len(rows),
+        lines=tuple(_line(r.kind, r.subject, r.warehouse) for r in rows[:DIGEST_LINES]),
+    )
 
 
-def _store(session: Session, message: Notification, sinks: Iterable[str],
-           now: datetime) -> list[NotifyDelivery]:
+def _store(
+    session: Session, message: Notification, sinks: Iterable[str], now: datetime
+) -> list[NotifyDelivery]:
     """Store ``message`` and one pending delivery per sink (not to a sink about itself)."""
     row = NotificationRow(
-        key=message.key[:200], kind=message.kind[:32], event=message.event,
-        severity=message.severity, title=message.title, detail=message.detail,
-        fix=message.fix, warehouse=message.warehouse[:32], ids=json.dumps(list(message.ids)),
-        lines=json.dumps(list(message.lines)), count=message.count, since=message.since,
-        created_at=now)
+        key=message.key[:200],
+        kind=message.kind[:32],
+        event=message.event,
+        severity=message.severity,
+        title=message.title,
+        detail=message.detail,
+        fix=message.fix,
+        warehouse=message.warehouse[:32],
+        ids=json.dumps(list(message.ids)),
+        lines=json.dumps(list(message.lines)),
+        count=message.count,
+        since=message.since,
+        created_at=now,
+    )
     session.add(row)
     session.flush()
     assert row.id is not None
@@ -513,8 +630,12 @@ def _store(session: Session, message: Notification, sinks: Iterable[str],
     for sink in sinks:
         if message.key == failing_key(sink):
             continue
-        delivery = NotifyDelivery(notification_id=row.id, sink=sink,
-                                  delivery_key=f"{row.id}:{sink}"[:100], next_attempt_at=now)
+        delivery = NotifyDelivery(
+            notification_id=row.id,
+            sink=sink,
+            delivery_key=f"{row.id}:{sink}"[:100],
+            next_attempt_at=now,
+        )
         session.add(delivery)
         deliveries.append(delivery)
     return deliveries
@@ -523,10 +644,20 @@ def _store(session: Session, message: Notification, sinks: Iterable[str],
 def _message(row: NotificationRow, delivery_key: str) -> Notification:
     event: Event = row.event  # type: ignore[assignment]
     return Notification(
-        key=row.key, kind=row.kind, event=event, severity=_severity(row.severity),
-        title=row.title, detail=row.detail, fix=row.fix, warehouse=row.warehouse,
-        ids=tuple(json.loads(row.ids)), since=row.since, count=row.count,
-        lines=tuple(json.loads(row.lines)), delivery_key=delivery_key)
+        key=row.key,
+        kind=row.kind,
+        event=event,
+        severity=_severity(row.severity),
+        title=row.title,
+        detail=row.detail,
+        fix=row.fix,
+        warehouse=row.warehouse,
+        ids=tuple(json.loads(row.ids)),
+        since=row.since,
+        count=row.count,
+        lines=tuple(json.loads(row.lines)),
+        delivery_key=delivery_key,
+    )
 
 
 def company_message(message: Notification, company: str) -> Notification:
@@ -534,10 +665,13 @@ def company_message(message: Notification, company: str) -> Notification:
     ``--company`` (:func:`hooks.notify.for_company`); unchanged for ``""``."""
     if not company:
         return message
-    return replace(message, company=company,
-                   detail=for_company(message.detail, company),
-                   fix=for_company(message.fix, company),
-                   lines=tuple(for_company(line, company) for line in message.lines))
+    return replace(
+        message,
+        company=company,
+        detail=for_company(message.detail, company),
+        fix=for_company(message.fix, company),
+        lines=tuple(for_company(line, company) for line in message.lines),
+    )
 
 
 def _replace_key(message: Notification, delivery_key: str) -> Notification:
@@ -552,32 +686,59 @@ def _replace_key(message: Notification, delivery_key: str) -> Notification:
 def recent(db: Bind, limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` notifications with their delivery state per sink (``notify list``)."""
     with read_session(db) as session:
-        rows = list(session.scalars(select(NotificationRow)
-                                    .order_by(col(NotificationRow.id).desc()).limit(limit)))
+        rows = list(
+            session.scalars(
+                select(NotificationRow).order_by(col(NotificationRow.id).desc()).limit(limit)
+            )
+        )
         ids = [r.id for r in rows]
         deliveries: dict[int, list[NotifyDelivery]] = {}
-        for d in session.scalars(select(NotifyDelivery)
-                                 .where(col(NotifyDelivery.notification_id).in_(ids))
-                                 .order_by(col(NotifyDelivery.id))):
+        for d in session.scalars(
+            select(NotifyDelivery)
+            .where(col(NotifyDelivery.notification_id).in_(ids))
+            .order_by(col(NotifyDelivery.id))
+        ):
             deliveries.setdefault(d.notification_id, []).append(d)
-    return [{
-        "id": r.id, "key": r.key, "kind": r.kind, "event": r.event, "severity": r.severity,
-        "title": r.title, "warehouse": r.warehouse, "count": r.count,
-        "created_at": r.created_at.isoformat(),
-        "deliveries": [{
-            "sink": d.sink, "delivery_key": d.delivery_key, "state": d.state,
-            "attempts": d.attempts, "next_attempt_at": d.next_attempt_at.isoformat(),
-            "sent_at": d.sent_at.isoformat() if d.sent_at else None,
-            "last_error": d.last_error} for d in deliveries.get(r.id or 0, [])],
-    } for r in rows]
+    return [
+        {
+            "id": r.id,
+            "key": r.key,
+            "kind": r.kind,
+            "event": r.event,
+            "severity": r.severity,
+            "title": r.title,
+            "warehouse": r.warehouse,
+            "count": r.count,
+            "created_at": r.created_at.isoformat(),
+            "deliveries": [
+                {
+                    "sink": d.sink,
+                    "delivery_key": d.delivery_key,
+                    "state": d.state,
+                    "attempts": d.attempts,
+                    "next_attempt_at": d.next_attempt_at.isoformat(),
+                    "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+                    "last_error": d.last_error,
+                }
+                for d in deliveries.get(r.id or 0, [])
+            ],
+        }
+        for r in rows
+    ]
 
 
 def pending_by_sink(db: Bind) -> dict[str, int]:
     """How many deliveries wait per sink (``status``)."""
     with read_session(db) as session:
-        return {str(sink): int(n) for sink, n in session.execute(
-            select(col(NotifyDelivery.sink), func.count())
-            .where(col(NotifyDelivery.state).in_([DeliveryState.PENDING.value,
-                                                  DeliveryState.IN_FLIGHT.value]))
-            .group_by(col(NotifyDelivery.sink)))}
-
+        return {
+            str(sink): int(n)
+            for sink, n in session.execute(
+                select(col(NotifyDelivery.sink), func.count())
+                .where(
+                    col(NotifyDelivery.state).in_(
+                        [DeliveryState.PENDING.value, DeliveryState.IN_FLIGHT.value]
+                    )
+                )
+                .group_by(col(NotifyDelivery.sink))
+            )
+        }

@@ -68,13 +68,19 @@ CANCELLED = ImportState.CANCELLED
 REINSTRUCT = ImportState.REINSTRUCT
 #: Fields of an instruction that matter to the warehouse, with the words shown for each.
 COMPARED = {
-    "delivery_method": "delivery method", "consignee_name": "consignee name",
-    "consignee_zip": "postal code", "consignee_address": "address",
+    "delivery_method": "delivery method",
+    "consignee_name": "consignee name",
+    "consignee_zip": "postal code",
+    "consignee_address": "address",
     "consignee_tel": "telephone",
 }
 #: ``OrderChange.state`` values.
-PENDING, SENT, REFUSED, MANUAL = (ChangeState.PENDING, ChangeState.SENT, ChangeState.REFUSED,
-                                  ChangeState.MANUAL)
+PENDING, SENT, REFUSED, MANUAL = (
+    ChangeState.PENDING,
+    ChangeState.SENT,
+    ChangeState.REFUSED,
+    ChangeState.MANUAL,
+)
 #: The attention kind of every watch problem (a person must stop or decide an order).
 KIND = attention.AttentionKind.ORDER_CHANGED
 
@@ -97,8 +103,11 @@ class Change:
 def compare(sent: OrderInstruction, now: OrderInstruction) -> str:
     """What differs between the sent instruction and the one Next Engine gives now, in words
     ("" when nothing that matters to the warehouse changed)."""
-    diffs = [f"{words} {getattr(sent, name)!r} → {getattr(now, name)!r}"
-             for name, words in COMPARED.items() if getattr(sent, name) != getattr(now, name)]
+    diffs = [
+        f"{words} {getattr(sent, name)!r} → {getattr(now, name)!r}"
+        for name, words in COMPARED.items()
+        if getattr(sent, name) != getattr(now, name)
+    ]
     old = {(x.product_code, x.ne_goods_code): x.quantity for x in sent.lines}
     new = {(x.product_code, x.ne_goods_code): x.quantity for x in now.lines}
     for key in sorted(old.keys() | new.keys()):
@@ -131,10 +140,11 @@ class OrderWatch:
         with read_session(self.engine) as session:
             for i in range(0, len(ids), 500):
                 for row in session.scalars(
-                        select(ImportedOrder)
-                        .where(col(ImportedOrder.ne_order_id).in_(ids[i:i + 500]))
-                        .where(col(ImportedOrder.warehouse) == code)
-                        .where(col(ImportedOrder.state).in_(("instructed", REINSTRUCT)))):
+                    select(ImportedOrder)
+                    .where(col(ImportedOrder.ne_order_id).in_(ids[i : i + 500]))
+                    .where(col(ImportedOrder.warehouse) == code)
+                    .where(col(ImportedOrder.state).in_(("instructed", REINSTRUCT)))
+                ):
                     session.expunge(row)
                     out[row.ne_order_id] = row
         return out
@@ -142,10 +152,13 @@ class OrderWatch:
     def reinstruct_ids(self, code: str) -> list[str]:
         """Edited orders of ``code`` whose cancellation was accepted, not re-instructed yet."""
         with read_session(self.engine) as session:
-            return sorted(session.scalars(
-                select(col(ImportedOrder.ne_order_id))
-                .where(col(ImportedOrder.warehouse) == code)
-                .where(col(ImportedOrder.state) == REINSTRUCT)))
+            return sorted(
+                session.scalars(
+                    select(col(ImportedOrder.ne_order_id))
+                    .where(col(ImportedOrder.warehouse) == code)
+                    .where(col(ImportedOrder.state) == REINSTRUCT)
+                )
+            )
 
     def sent_instructions(self, rows: Sequence[ImportedOrder]) -> dict[str, OrderInstruction]:
         """The instruction each order was last sent with, read from its batch."""
@@ -185,10 +198,18 @@ class OrderWatch:
         key = f"cancel-{code}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         with write_session(self.engine) as session:
             for change in changes:
-                session.add(OrderChange(
-                    ne_order_id=change.ne_order_id, warehouse=code, kind=change.kind,
-                    detail=change.detail, ne_last_modified=change.last_modified,
-                    state=PENDING, batch=key, detected_at=now))
+                session.add(
+                    OrderChange(
+                        ne_order_id=change.ne_order_id,
+                        warehouse=code,
+                        kind=change.kind,
+                        detail=change.detail,
+                        ne_last_modified=change.last_modified,
+                        state=PENDING,
+                        batch=key,
+                        detected_at=now,
+                    )
+                )
                 row = session.get(ImportedOrder, change.ne_order_id)
                 if row is not None:
                     row.ne_last_modified, row.updated_at = change.last_modified, now
@@ -197,23 +218,34 @@ class OrderWatch:
                         row.hold_reason = f"{change.kind} in Next Engine: {change.detail}"
                     session.add(row)
         for change in changes:
-            log.info("warehouse=%s order %s %s in Next Engine: %s", code, change.ne_order_id,
-                     change.kind, change.detail)
+            log.info(
+                "warehouse=%s order %s %s in Next Engine: %s",
+                code,
+                change.ne_order_id,
+                change.kind,
+                change.detail,
+            )
 
     @staticmethod
     def link_reinstruction(session: Any, ids: Sequence[str], key: str) -> None:
         """Inside the import's transaction: note that the edited orders among ``ids`` are
         re-instructed in batch ``key`` (for history)."""
-        reinstructed = list(session.scalars(
-            select(col(ImportedOrder.ne_order_id))
-            .where(col(ImportedOrder.ne_order_id).in_(ids))
-            .where(col(ImportedOrder.state) == REINSTRUCT)))
+        reinstructed = list(
+            session.scalars(
+                select(col(ImportedOrder.ne_order_id))
+                .where(col(ImportedOrder.ne_order_id).in_(ids))
+                .where(col(ImportedOrder.state) == REINSTRUCT)
+            )
+        )
         if not reinstructed:
             return
         for change in session.scalars(
-                select(OrderChange).where(col(OrderChange.ne_order_id).in_(reinstructed))
-                .where(col(OrderChange.kind) == "edited").where(col(OrderChange.state) == SENT)
-                .where(col(OrderChange.reinstruction).is_(None))):
+            select(OrderChange)
+            .where(col(OrderChange.ne_order_id).in_(reinstructed))
+            .where(col(OrderChange.kind) == "edited")
+            .where(col(OrderChange.state) == SENT)
+            .where(col(OrderChange.reinstruction).is_(None))
+        ):
             change.reinstruction = key
             session.add(change)
 
@@ -223,9 +255,14 @@ class OrderWatch:
         """Push every pending cancellation batch of ``code``, oldest first; True when none is
         left pending (order batches may go out)."""
         with read_session(self.engine) as session:
-            pending = list(session.scalars(
-                select(OrderChange).where(col(OrderChange.warehouse) == code)
-                .where(col(OrderChange.state) == PENDING).order_by(col(OrderChange.id))))
+            pending = list(
+                session.scalars(
+                    select(OrderChange)
+                    .where(col(OrderChange.warehouse) == code)
+                    .where(col(OrderChange.state) == PENDING)
+                    .order_by(col(OrderChange.id))
+                )
+            )
             for row in pending:
                 session.expunge(row)
         batches: dict[str, list[OrderChange]] = defaultdict(list)
@@ -236,39 +273,56 @@ class OrderWatch:
             done = self._push(code, key, rows, notices, failures) and done
         return done
 
-    def _push(self, code: str, key: str, rows: list[OrderChange], notices: list[str],
-              failures: list[str]) -> bool:
-        batch = CancellationBatch(key=key, created_at=rows[0].detected_at, cancellations=[
-            OrderCancellation(r.ne_order_id, code, r.kind, r.detected_at)  # type: ignore[arg-type]
-            for r in rows])
+    def _push(
+        self, code: str, key: str, rows: list[OrderChange], notices: list[str], failures: list[str]
+    ) -> bool:
+        batch = CancellationBatch(
+            key=key,
+            created_at=rows[0].detected_at,
+            cancellations=[
+                OrderCancellation(r.ne_order_id, code, r.kind, r.detected_at)  # type: ignore[arg-type]
+                for r in rows
+            ],
+        )
         refused: dict[str, str] = {}
         if not isinstance(self.connector, CancellingConnector):
             self._settle(code, rows, {r.ne_order_id: "" for r in rows}, manual=True)
-            notices.extend(f"order {r.ne_order_id} {r.kind} in Next Engine: stop it in the "
-                           "WMS by hand (the connector cannot cancel)" for r in rows)
+            notices.extend(
+                f"order {r.ne_order_id} {r.kind} in Next Engine: stop it in the "
+                "WMS by hand (the connector cannot cancel)"
+                for r in rows
+            )
             return True
         try:
             self.connector.push_cancellations(batch, self.connector_context())
         except CancellationsRefused as exc:
-            refused = {oid: why for oid, why in exc.refused.items()
-                       if oid in {r.ne_order_id for r in rows}}
+            refused = {
+                oid: why for oid, why in exc.refused.items() if oid in {r.ne_order_id for r in rows}
+            }
         except Exception as exc:  # pushed again at the next run, under the same key
             log.error("cancellations %s not delivered: %s", key, exc)
-            failures.append(f"cancellations {key} not delivered to the WMS yet: {exc}; "
-                            "every run tries again, order batches wait until they are")
+            failures.append(
+                f"cancellations {key} not delivered to the WMS yet: {exc}; "
+                "every run tries again, order batches wait until they are"
+            )
             return False
         self._settle(code, rows, refused, manual=False)
         for row in rows:
             if row.ne_order_id in refused:
-                notices.append(f"order {row.ne_order_id} {row.kind} in Next Engine, but the "
-                               f"WMS refused to drop it: {refused[row.ne_order_id]}")
+                notices.append(
+                    f"order {row.ne_order_id} {row.kind} in Next Engine, but the "
+                    f"WMS refused to drop it: {refused[row.ne_order_id]}"
+                )
             else:
-                notices.append(f"order {row.ne_order_id} {row.kind} in Next Engine: the WMS "
-                               "was told to drop it")
+                notices.append(
+                    f"order {row.ne_order_id} {row.kind} in Next Engine: the WMS "
+                    "was told to drop it"
+                )
         return True
 
-    def _settle(self, code: str, rows: list[OrderChange], refused: Mapping[str, str],
-                manual: bool) -> None:
+    def _settle(
+        self, code: str, rows: list[OrderChange], refused: Mapping[str, str], manual: bool
+    ) -> None:
         """Record what the WMS answered; an accepted edit becomes ``reinstruct``; a refused or
         manual one is put in front of a person, and the order stays watched."""
         now = self.clock()
@@ -281,8 +335,12 @@ class OrderWatch:
                 if row.ne_order_id in refused:
                     change.state = MANUAL if manual else REFUSED
                     change.wms_answer = refused[row.ne_order_id] or None
-                    attention.report_in(session, self._stop_problem(
-                        code, change, refused[row.ne_order_id], manual), PLUGIN, now)
+                    attention.report_in(
+                        session,
+                        self._stop_problem(code, change, refused[row.ne_order_id], manual),
+                        PLUGIN,
+                        now,
+                    )
                 else:
                     change.state = SENT
                     if row.kind == "edited" and order is not None:
@@ -296,27 +354,44 @@ class OrderWatch:
     def _stop_problem(code: str, change: OrderChange, answer: str, manual: bool) -> Problem:
         at = change.detected_at.strftime("%Y-%m-%d %H:%M UTC")
         what = {"edited": "edited", "deleted": "deleted"}.get(change.kind, "cancelled")
-        said = (" (the WMS connector cannot cancel orders)" if manual
-                else f" (the WMS refused: {answer})")
-        follow = (" its new content is not sent while the old one may be picked;"
-                  if change.kind == "edited" else "")
+        said = (
+            " (the WMS connector cannot cancel orders)"
+            if manual
+            else f" (the WMS refused: {answer})"
+        )
+        follow = (
+            " its new content is not sent while the old one may be picked;"
+            if change.kind == "edited"
+            else ""
+        )
         return Problem(
-            key=stop_key(change.ne_order_id), kind=KIND,
-            reason=(f"stop picking order {change.ne_order_id} in {code}: {what} in Next Engine "
-                    f"at {at}{said};{follow} {change.detail}".rstrip("; ")),
-            fix=(f"stop order {change.ne_order_id} in the WMS by hand; if it ships anyway "
-                 "nebridge never ships it in Next Engine and shows the shipment here. "
-                 f"`nebridge history --order {change.ne_order_id}` shows what happened; "
-                 f"`nebridge orders stopped {change.ne_order_id}` once it is stopped"),
-            warehouse=code, subject=change.ne_order_id)
+            key=stop_key(change.ne_order_id),
+            kind=KIND,
+            reason=(
+                f"stop picking order {change.ne_order_id} in {code}: {what} in Next Engine "
+                f"at {at}{said};{follow} {change.detail}".rstrip("; ")
+            ),
+            fix=(
+                f"stop order {change.ne_order_id} in the WMS by hand; if it ships anyway "
+                "nebridge never ships it in Next Engine and shows the shipment here. "
+                f"`nebridge history --order {change.ne_order_id}` shows what happened; "
+                f"`nebridge orders stopped {change.ne_order_id}` once it is stopped"
+            ),
+            warehouse=code,
+            subject=change.ne_order_id,
+        )
 
 
 def order_changes(engine: Bind, ne_order_id: str) -> list[OrderChange]:
     """Every change found on one order, oldest first (``history --order``)."""
     with read_session(engine) as session:
-        rows = list(session.scalars(select(OrderChange)
-                                    .where(col(OrderChange.ne_order_id) == ne_order_id)
-                                    .order_by(col(OrderChange.id))))
+        rows = list(
+            session.scalars(
+                select(OrderChange)
+                .where(col(OrderChange.ne_order_id) == ne_order_id)
+                .order_by(col(OrderChange.id))
+            )
+        )
         for row in rows:
             session.expunge(row)
     return rows
@@ -327,20 +402,28 @@ def counts(engine: Bind) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(dict)
     with read_session(engine) as session:
         for warehouse, kind, n in session.execute(
-                select(col(OrderChange.warehouse), col(OrderChange.kind),
-                       func.count()).group_by(col(OrderChange.warehouse),
-                                              col(OrderChange.kind))).all():
+            select(col(OrderChange.warehouse), col(OrderChange.kind), func.count()).group_by(
+                col(OrderChange.warehouse), col(OrderChange.kind)
+            )
+        ).all():
             out[warehouse][kind] = int(n)
     return dict(out)
 
 
 def as_dict(change: OrderChange) -> dict[str, Any]:
     """JSON view of one change."""
-    return {"ne_order_id": change.ne_order_id, "warehouse": change.warehouse,
-            "kind": change.kind, "detail": change.detail, "state": change.state,
-            "batch": change.batch, "reinstruction": change.reinstruction,
-            "wms_answer": change.wms_answer, "detected_at": change.detected_at.isoformat(),
-            "sent_at": change.sent_at.isoformat() if change.sent_at else None}
+    return {
+        "ne_order_id": change.ne_order_id,
+        "warehouse": change.warehouse,
+        "kind": change.kind,
+        "detail": change.detail,
+        "state": change.state,
+        "batch": change.batch,
+        "reinstruction": change.reinstruction,
+        "wms_answer": change.wms_answer,
+        "detected_at": change.detected_at.isoformat(),
+        "sent_at": change.sent_at.isoformat() if change.sent_at else None,
+    }
 
 
 # -- goods shipped for an order cancelled in Next Engine ---------------------------------------
@@ -370,19 +453,35 @@ def report_shipped_cancelled(engine: Bind, items: Sequence[OutboxItem]) -> None:
             shown = ", ".join(f"{x['product_code']} ×{x['quantity']}" for x in lines)
             oid = item.subject
             attention.resolve_in(session, [stop_key(oid)])
-            attention.report_in(session, Problem(
-                key=shipped_key(oid), kind=KIND,
-                reason=(f"goods left {item.warehouse} for order {oid}, which was cancelled in "
+            attention.report_in(
+                session,
+                Problem(
+                    key=shipped_key(oid),
+                    kind=KIND,
+                    reason=(
+                        f"goods left {item.warehouse} for order {oid}, which was cancelled in "
                         f"Next Engine: shipment {event.external_id} ({shown}). Next Engine did "
-                        "not ship the order, so its stock still counts these goods"),
-                fix=(f"if the goods left for good, `nebridge orders shipped-anyway {oid} "
-                     "--apply-stock` takes them off Next Engine stock (once); if they came "
-                     f"back, `nebridge orders shipped-anyway {oid} --leave-stock`"),
-                warehouse=item.warehouse, subject=oid), PLUGIN)
+                        "not ship the order, so its stock still counts these goods"
+                    ),
+                    fix=(
+                        f"if the goods left for good, `nebridge orders shipped-anyway {oid} "
+                        "--apply-stock` takes them off Next Engine stock (once); if they came "
+                        f"back, `nebridge orders shipped-anyway {oid} --leave-stock`"
+                    ),
+                    warehouse=item.warehouse,
+                    subject=oid,
+                ),
+                PLUGIN,
+            )
 
 
-def shipped_anyway(engine: Bind, ne_order_id: str, apply_stock: bool, linked: set[str],
-                   clock: Callable[[], datetime]) -> str:
+def shipped_anyway(
+    engine: Bind,
+    ne_order_id: str,
+    apply_stock: bool,
+    linked: set[str],
+    clock: Callable[[], datetime],
+) -> str:
     """The admin's decision on goods shipped for a cancelled order: ``apply_stock`` queues one
     ``adjust_stock`` action per product (idempotency key per shipment and product: applied
     once however often asked), else the stock is left as it is. Closes the attention item."""
@@ -392,10 +491,15 @@ def shipped_anyway(engine: Bind, ne_order_id: str, apply_stock: bool, linked: se
         if problem is None or problem.state != "open":
             raise ShippedAnywayError(
                 f"no shipment of a cancelled order waits for a decision on order "
-                f"{ne_order_id}; `nebridge attention` lists what waits")
-        items = list(session.scalars(
-            select(OutboxItem).where(col(OutboxItem.kind) == SHIP_ORDER.name)
-            .where(col(OutboxItem.subject) == ne_order_id)))
+                f"{ne_order_id}; `nebridge attention` lists what waits"
+            )
+        items = list(
+            session.scalars(
+                select(OutboxItem)
+                .where(col(OutboxItem.kind) == SHIP_ORDER.name)
+                .where(col(OutboxItem.subject) == ne_order_id)
+            )
+        )
         events = [session.get(InboxEvent, i.event_id) for i in items if i.event_id]
         rows = []
         for item, event in zip(items, events, strict=True):
@@ -404,21 +508,35 @@ def shipped_anyway(engine: Bind, ne_order_id: str, apply_stock: bool, linked: se
             if item.warehouse not in linked:
                 raise ShippedAnywayError(
                     f"warehouse {item.warehouse} is not linked to Next Engine stock "
-                    "(warehouses[].ne_linked): there is no stock to change; use --leave-stock")
+                    "(warehouses[].ne_linked): there is no stock to change; use --leave-stock"
+                )
             for line in json.loads(event.payload)["lines"]:
                 product = str(line["product_code"])
-                rows.append(outbox_row(PlannedItem(
-                    kind=ADJUST_STOCK.name,
-                    key=ADJUST_STOCK.reversal_key(event.external_id, product),
-                    subject=product[:SUBJECT_LENGTH], plugin=PLUGIN,
-                    payload={"product_code": product, "delta": -int(line["quantity"]),
-                             "source_event": f"shipment:{event.external_id}"}),
-                    item.warehouse, event.id, now))
+                rows.append(
+                    outbox_row(
+                        PlannedItem(
+                            kind=ADJUST_STOCK.name,
+                            key=ADJUST_STOCK.reversal_key(event.external_id, product),
+                            subject=product[:SUBJECT_LENGTH],
+                            plugin=PLUGIN,
+                            payload={
+                                "product_code": product,
+                                "delta": -int(line["quantity"]),
+                                "source_event": f"shipment:{event.external_id}",
+                            },
+                        ),
+                        item.warehouse,
+                        event.id,
+                        now,
+                    )
+                )
         added = insert_ignoring_duplicates(session, rows)
         attention.resolve_in(session, [shipped_key(ne_order_id)], now)
     if apply_stock:
-        return (f"order {ne_order_id}: {added} stock change(s) queued for Next Engine (the "
-                "next dispatch applies them; `nebridge outbox list` shows them)")
+        return (
+            f"order {ne_order_id}: {added} stock change(s) queued for Next Engine (the "
+            "next dispatch applies them; `nebridge outbox list` shows them)"
+        )
     return f"order {ne_order_id}: Next Engine stock left as it is"
 
 
@@ -427,6 +545,9 @@ def stopped(engine: Bind, ne_order_id: str) -> str:
     if not attention.resolve(engine, [stop_key(ne_order_id)]):
         raise ShippedAnywayError(
             f"order {ne_order_id} is not waiting to be stopped in the WMS; `nebridge "
-            "attention` lists what waits")
-    return (f"order {ne_order_id} noted as stopped in the WMS; should it ship anyway, "
-            "nebridge still never ships it in Next Engine and shows the shipment")
+            "attention` lists what waits"
+        )
+    return (
+        f"order {ne_order_id} noted as stopped in the WMS; should it ship anyway, "
+        "nebridge still never ships it in Next Engine and shows the shipment"
+    )

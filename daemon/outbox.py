@@ -37,9 +37,13 @@ def insert_ignoring_duplicates(session: Session, rows: Sequence[Mapping[str, Any
     columns = list(rows[0])
     if any(row.keys() != rows[0].keys() for row in rows):
         raise ValueError("every outbox row must name the same columns")
-    return insert_many(session, OutboxItem.__table__,  # type: ignore[attr-defined]
-                       columns, [tuple(row[c] for c in columns) for row in rows],
-                       skip_conflicts_on="idempotency_key")
+    return insert_many(
+        session,
+        OutboxItem.__table__,  # type: ignore[attr-defined]
+        columns,
+        [tuple(row[c] for c in columns) for row in rows],
+        skip_conflicts_on="idempotency_key",
+    )
 
 
 _PENDING = OutboxState.PENDING.value
@@ -50,10 +54,20 @@ def outbox_row(
 ) -> dict[str, Any]:
     """The ``outbox_item`` row (for :func:`insert_ignoring_duplicates`) of a planned action,
     pending and due ``now``."""
-    return {"idempotency_key": item.key, "kind": item.kind, "warehouse": warehouse,
-            "plugin": item.plugin, "subject": item.subject, "event_id": event_id,
-            "payload": dumps(item.payload), "state": _PENDING, "attempts": 0,
-            "next_attempt_at": now, "created_at": now, "updated_at": now}
+    return {
+        "idempotency_key": item.key,
+        "kind": item.kind,
+        "warehouse": warehouse,
+        "plugin": item.plugin,
+        "subject": item.subject,
+        "event_id": event_id,
+        "payload": dumps(item.payload),
+        "state": _PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 class Executor(Protocol):
@@ -128,7 +142,8 @@ class Dispatcher:
                 if len(due) < limit:
                     break
         report.waiting = {
-            kind: n for kind, n in pending_by_kind(self.engine).items()
+            kind: n
+            for kind, n in pending_by_kind(self.engine).items()
             if kind not in self.executors
         }
         return report
@@ -198,9 +213,7 @@ def transition(
         values["attempts"] = OutboxItem.attempts + 1
     with write_session(engine) as session:
         session.execute(
-            update(OutboxItem)
-            .where(col(OutboxItem.id).in_(list(ids)))
-            .values(**values)
+            update(OutboxItem).where(col(OutboxItem.id).in_(list(ids))).values(**values)
         )
 
 

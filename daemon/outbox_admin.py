@@ -29,11 +29,21 @@ def list_items(engine: Bind, states: Sequence[str], limit: int) -> list[dict[str
     with read_session(engine) as session:
         items = list(session.scalars(stmt))
     return [
-        {"id": i.id, "kind": i.kind, "subject": i.subject, "warehouse": i.warehouse,
-         "plugin": i.plugin, "state": i.state, "attempts": i.attempts,
-         "payload": json.loads(i.payload), "last_error": i.last_error, "result": i.result,
-         "dispatch_ref": i.dispatch_ref, "created_at": i.created_at.isoformat(),
-         "updated_at": i.updated_at.isoformat()}
+        {
+            "id": i.id,
+            "kind": i.kind,
+            "subject": i.subject,
+            "warehouse": i.warehouse,
+            "plugin": i.plugin,
+            "state": i.state,
+            "attempts": i.attempts,
+            "payload": json.loads(i.payload),
+            "last_error": i.last_error,
+            "result": i.result,
+            "dispatch_ref": i.dispatch_ref,
+            "created_at": i.created_at.isoformat(),
+            "updated_at": i.updated_at.isoformat(),
+        }
         for i in items
     ]
 
@@ -52,12 +62,17 @@ def retry_item(engine: Bind, item_id: int) -> str:
         if item.state == OutboxState.IN_DOUBT.value:
             raise OutboxError(
                 f"item {item_id} is in doubt: it may already be applied in Next Engine. Check "
-                f"there, then `nebridge outbox resolve {item_id} --applied` or `--not-applied`")
+                f"there, then `nebridge outbox resolve {item_id} --applied` or `--not-applied`"
+            )
         if item.state not in (OutboxState.FAILED.value, OutboxState.SKIPPED.value):
-            raise OutboxError(f"item {item_id} is {item.state}; only failed or skipped items "
-                              "can be retried")
+            raise OutboxError(
+                f"item {item_id} is {item.state}; only failed or skipped items can be retried"
+            )
         item.state, item.next_attempt_at, item.updated_at = (
-            OutboxState.PENDING.value, utcnow(), utcnow())
+            OutboxState.PENDING.value,
+            utcnow(),
+            utcnow(),
+        )
         item.dispatch_ref = None
         session.add(item)
     return f"item {item_id} queued again; the dispatcher sends it on its next run"
@@ -78,5 +93,8 @@ def resolve_item(engine: Bind, item_id: int, applied: bool) -> str:
             item.last_error = "resolved by admin: not applied; will be sent again"
         item.updated_at = now
         session.add(item)
-    return (f"item {item_id} marked done" if applied
-            else f"item {item_id} will be sent again on the dispatcher's next run")
+    return (
+        f"item {item_id} marked done"
+        if applied
+        else f"item {item_id} will be sent again on the dispatcher's next run"
+    )

@@ -135,15 +135,27 @@ class _Pending(NamedTuple):
 
 
 _EVENTS = InboxEvent.__table__  # type: ignore[attr-defined]
-_PENDING = (sa_select(_EVENTS.c.id, _EVENTS.c.kind, _EVENTS.c.external_id, _EVENTS.c.payload,
-                      _EVENTS.c.attempts, _EVENTS.c.last_error)
-            .where(_EVENTS.c.state == EventState.PENDING.value).order_by(_EVENTS.c.id))
+_PENDING = (
+    sa_select(
+        _EVENTS.c.id,
+        _EVENTS.c.kind,
+        _EVENTS.c.external_id,
+        _EVENTS.c.payload,
+        _EVENTS.c.attempts,
+        _EVENTS.c.last_error,
+    )
+    .where(_EVENTS.c.state == EventState.PENDING.value)
+    .order_by(_EVENTS.c.id)
+)
 
 
 def _set_event(*columns: str) -> Any:
     """An executemany UPDATE of ``columns`` of inbox events by id (``b_<column>`` values)."""
-    return (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
-            .values({c: bindparam(f"b_{c}") for c in columns}))
+    return (
+        update(_EVENTS)
+        .where(_EVENTS.c.id == bindparam("b_id"))
+        .values({c: bindparam(f"b_{c}") for c in columns})
+    )
 
 
 _NOTED = _set_event("state", "attempts", "last_error", "processed_at")
@@ -187,11 +199,22 @@ class _ChunkWrites:
         session.add_all(self.failures)
         insert_ignoring_duplicates(session, self.actions)
         for attempts, ids in self.processed.items():
-            session.execute(update(_EVENTS).where(_EVENTS.c.id.in_(ids)).values(
-                state=EventState.PROCESSED.value, attempts=attempts, last_error=None,
-                processed_at=self.now))
-        for statement, params in ((_NOTED, self.noted), (_HELD, self.held),
-                                  (_DEFERRED, self.deferred), (_TOGETHER, self.together)):
+            session.execute(
+                update(_EVENTS)
+                .where(_EVENTS.c.id.in_(ids))
+                .values(
+                    state=EventState.PROCESSED.value,
+                    attempts=attempts,
+                    last_error=None,
+                    processed_at=self.now,
+                )
+            )
+        for statement, params in (
+            (_NOTED, self.noted),
+            (_HELD, self.held),
+            (_DEFERRED, self.deferred),
+            (_TOGETHER, self.together),
+        ):
             if params:
                 session.execute(statement, params)
 
@@ -219,7 +242,9 @@ class WarehousePipeline:
         self._instructed = InstructedLines(engine)
 
     def run_once(
-        self, dry_run: bool = False, should_stop: Callable[[], bool] = lambda: False,
+        self,
+        dry_run: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
         stages: Sequence[Stage] = tuple(Stage),
     ) -> list[StageResult]:
         """Run each of ``stages`` (default: all) once, in order; a stage that crashes is
@@ -230,7 +255,10 @@ class WarehousePipeline:
             return self._run_stages(run_id, dry_run, should_stop, stages)
 
     def _run_stages(
-        self, run_id: str, dry_run: bool, should_stop: Callable[[], bool],
+        self,
+        run_id: str,
+        dry_run: bool,
+        should_stop: Callable[[], bool],
         stages: Sequence[Stage],
     ) -> list[StageResult]:
         results = []
@@ -244,8 +272,12 @@ class WarehousePipeline:
                 raise  # not this stage's fault: the scheduler holds all work back
             except Exception as exc:
                 log.exception("warehouse=%s stage=%s crashed", self.warehouse.code, stage.value)
-                result = StageResult(stage, self.warehouse.code, crashed=True,
-                                     failures=[f"{type(exc).__name__}: {exc}"])
+                result = StageResult(
+                    stage,
+                    self.warehouse.code,
+                    crashed=True,
+                    failures=[f"{type(exc).__name__}: {exc}"],
+                )
             results.append(result)
             if not dry_run:
                 self._record(run_id, result, started)
@@ -255,18 +287,19 @@ class WarehousePipeline:
         self, stage: Stage, dry_run: bool, should_stop: Callable[[], bool], run_id: str
     ) -> StageResult:
         if stage is Stage.IMPORT_ORDERS and not self.warehouse.import_orders:
-            return StageResult(stage, self.warehouse.code,
-                               skipped_reason="import_orders is off for this warehouse")
+            return StageResult(
+                stage, self.warehouse.code, skipped_reason="import_orders is off for this warehouse"
+            )
         paused = self.host.paused_stages().get(stage.value)
         if paused:  # fail closed: never run a stage without a plugin that takes part in it
-            log.error("warehouse=%s stage=%s paused: %s", self.warehouse.code, stage.value,
-                      paused)
+            log.error("warehouse=%s stage=%s paused: %s", self.warehouse.code, stage.value, paused)
             return StageResult(stage, self.warehouse.code, paused_reason=paused)
         if stage is Stage.IMPORT_ORDERS:
             importer = self.order_importer()
             if importer is None:
-                return StageResult(stage, self.warehouse.code,
-                                   skipped_reason="Next Engine is not connected")
+                return StageResult(
+                    stage, self.warehouse.code, skipped_reason="Next Engine is not connected"
+                )
             return importer.run(self.warehouse, dry_run)
         return self._process_events(stage, dry_run, should_stop, run_id)
 
@@ -280,12 +313,15 @@ class WarehousePipeline:
         last_id = 0
         while not should_stop():
             with read_session(self.engine) as session:
-                rows = [_Pending(*r) for r in session.execute(
-                    _PENDING.where(_EVENTS.c.warehouse == self.warehouse.code)
-                    .where(_EVENTS.c.kind == kind.value)
-                    .where(_EVENTS.c.id > last_id)
-                    .limit(self.chunk_size)
-                )]
+                rows = [
+                    _Pending(*r)
+                    for r in session.execute(
+                        _PENDING.where(_EVENTS.c.warehouse == self.warehouse.code)
+                        .where(_EVENTS.c.kind == kind.value)
+                        .where(_EVENTS.c.id > last_id)
+                        .limit(self.chunk_size)
+                    )
+                ]
             if not rows:
                 break
             last_id = rows[-1].id
@@ -311,16 +347,21 @@ class WarehousePipeline:
         now = self.clock()
         events = [(row, event_from_json(row.kind, row.payload)) for row in rows]
         orders = {e.ne_order_id for _, e in events if isinstance(e, WmsShipment) and e.ne_order_id}
-        imported = None if self.ship_unimported_orders else _ImportedOrders(
-            self.engine, self.warehouse.code, orders)
-        checks = (ShipmentCheck(self.engine, self.warehouse.code, orders, self._instructed)
-                  if kind is EventKind.SHIPMENT else None)
+        imported = (
+            None
+            if self.ship_unimported_orders
+            else _ImportedOrders(self.engine, self.warehouse.code, orders)
+        )
+        checks = (
+            ShipmentCheck(self.engine, self.warehouse.code, orders, self._instructed)
+            if kind is EventKind.SHIPMENT
+            else None
+        )
         parts: list[tuple[_Pending, _ChunkWrites]] = []
         for row, event in events:
             result.items_in += 1
             part = _ChunkWrites(now)
-            self._process_event(row, event, kind, label, run_id, result, part, imported,
-                                checks)
+            self._process_event(row, event, kind, label, run_id, result, part, imported, checks)
             parts.append((row, part))
         shipped_together = {t["b_id"] for _, part in parts for t in part.together}
         writes = _ChunkWrites(now)
@@ -338,9 +379,13 @@ class WarehousePipeline:
         except _UNREACHABLE:
             raise
         except Exception as exc:
-            log.warning("warehouse=%s storing %d %s outcomes together failed (%s); storing "
-                        "them one by one", self.warehouse.code, len(parts), label,
-                        _one_line(exc))
+            log.warning(
+                "warehouse=%s storing %d %s outcomes together failed (%s); storing them one by one",
+                self.warehouse.code,
+                len(parts),
+                label,
+                _one_line(exc),
+            )
             for row, part in parts:
                 self._store_alone(row, part, label, result)
 
@@ -355,18 +400,29 @@ class WarehousePipeline:
         except _UNREACHABLE:
             raise
         except Exception as exc:
-            reason = (f"{label} {row.external_id}: its outcome could not be stored "
-                      f"({_one_line(exc)}); nothing of it was applied")
-        held = _ChunkWrites(part.now, held=[{"b_id": row.id, "b_state": EventState.HELD.value,
-                                             "b_attempts": row.attempts + 1,
-                                             "b_last_error": reason}])
+            reason = (
+                f"{label} {row.external_id}: its outcome could not be stored "
+                f"({_one_line(exc)}); nothing of it was applied"
+            )
+        held = _ChunkWrites(
+            part.now,
+            held=[
+                {
+                    "b_id": row.id,
+                    "b_state": EventState.HELD.value,
+                    "b_attempts": row.attempts + 1,
+                    "b_last_error": reason,
+                }
+            ],
+        )
         with write_session(self.engine) as session:
             held.store(session)
         result.items_out -= len(part.actions)
         result.held += 1
         result.failures.append(reason)
-        log.error("warehouse=%s %s held: %s", self.warehouse.code, f"{label} {row.external_id}",
-                  reason)
+        log.error(
+            "warehouse=%s %s held: %s", self.warehouse.code, f"{label} {row.external_id}", reason
+        )
 
     def _process_event(
         self,
@@ -389,10 +445,13 @@ class WarehousePipeline:
             if isinstance(outcome.error, StepNotReady):
                 not_ready.append(f"{outcome.plugin}: {outcome.error}")
             elif outcome.error is not None:
-                errors.append(f"plugin {outcome.plugin} failed on {item}: "
-                              f"{type(outcome.error).__name__}: {outcome.error}")
+                errors.append(
+                    f"plugin {outcome.plugin} failed on {item}: "
+                    f"{type(outcome.error).__name__}: {outcome.error}"
+                )
                 writes.failures.append(
-                    self._failure_record(run_id, outcome.plugin, item, errors[-1]))
+                    self._failure_record(run_id, outcome.plugin, item, errors[-1])
+                )
             else:  # a list (or None): the host read it inside the plugin's call
                 decisions.append((outcome.plugin, list(outcome.result or ())))
         planned: list[PlannedItem] = []
@@ -403,8 +462,11 @@ class WarehousePipeline:
             except StepError as exc:
                 errors.append(str(exc))
         if not errors and imported is not None:
-            errors.extend(self._not_imported(p.subject) for p in planned
-                          if p.kind == SHIP_ORDER.name and p.subject not in imported)
+            errors.extend(
+                self._not_imported(p.subject)
+                for p in planned
+                if p.kind == SHIP_ORDER.name and p.subject not in imported
+            )
         confirmed = (row.last_error or "").startswith(CONFIRMED)
         together: list[tuple[int, str]] = []
         if not errors and checks is not None and isinstance(event, WmsShipment):
@@ -419,30 +481,51 @@ class WarehousePipeline:
                 together.extend(verdict.together)
         attempts = row.attempts + 1
         if not_ready and not errors:
-            writes.deferred.append({"b_id": row.id, "b_attempts": attempts,
-                                    "b_last_error": (CONFIRMED if confirmed else "")
-                                    + "; ".join(not_ready)})
+            writes.deferred.append(
+                {
+                    "b_id": row.id,
+                    "b_attempts": attempts,
+                    "b_last_error": (CONFIRMED if confirmed else "") + "; ".join(not_ready),
+                }
+            )
             result.deferred += 1
             return
         if errors:
             last_error = "\n".join(errors)
-            writes.held.append({"b_id": row.id, "b_state": EventState.HELD.value,
-                                "b_attempts": attempts, "b_last_error": last_error})
+            writes.held.append(
+                {
+                    "b_id": row.id,
+                    "b_state": EventState.HELD.value,
+                    "b_attempts": attempts,
+                    "b_last_error": last_error,
+                }
+            )
             result.held += 1
             result.failures.extend(errors)
             log.error("warehouse=%s %s held: %s", self.warehouse.code, item, last_error)
             return
         now = writes.now
         writes.together.extend(
-            {"b_id": event_id, "b_state": EventState.PROCESSED.value, "b_processed_at": now,
-             "b_last_error": f"shipped together with {item} (Next Engine order "
-                             f"{event.ne_order_id if isinstance(event, WmsShipment) else ''})"}
-            for event_id, _ in together)
+            {
+                "b_id": event_id,
+                "b_state": EventState.PROCESSED.value,
+                "b_processed_at": now,
+                "b_last_error": f"shipped together with {item} (Next Engine order "
+                f"{event.ne_order_id if isinstance(event, WmsShipment) else ''})",
+            }
+            for event_id, _ in together
+        )
         writes.actions.extend(outbox_row(p, self.warehouse.code, row.id, now) for p in planned)
         if notices:
-            writes.noted.append({"b_id": row.id, "b_state": EventState.PROCESSED.value,
-                                 "b_attempts": attempts, "b_last_error": "\n".join(notices),
-                                 "b_processed_at": now})
+            writes.noted.append(
+                {
+                    "b_id": row.id,
+                    "b_state": EventState.PROCESSED.value,
+                    "b_attempts": attempts,
+                    "b_last_error": "\n".join(notices),
+                    "b_processed_at": now,
+                }
+            )
         else:
             writes.processed.setdefault(attempts, []).append(row.id)
         result.items_out += len(planned)
@@ -452,47 +535,75 @@ class WarehousePipeline:
     def _not_imported(self, order_id: str) -> str:
         """Why a shipment naming an order nebridge did not import here is held."""
         code = self.warehouse.code
-        return (f"order {order_id} was not imported by nebridge into {code}, so it is not "
-                f"shipped: check the shipment's ne_order_id (if {code} really ships orders "
-                f"nebridge did not send it, set `ship_unimported_orders: true` for {code} in "
-                "daemon.yaml)")
+        return (
+            f"order {order_id} was not imported by nebridge into {code}, so it is not "
+            f"shipped: check the shipment's ne_order_id (if {code} really ships orders "
+            f"nebridge did not send it, set `ship_unimported_orders: true` for {code} in "
+            "daemon.yaml)"
+        )
 
     # -- records ----------------------------------------------------------------------------
 
     def _failure_record(self, run_id: str, plugin: str, item: str, detail: str) -> RunRecord:
         now = self.clock()
-        return RunRecord(run_id=run_id, warehouse=self.warehouse.code, stage="plugin",
-                         plugin=plugin, item=item[:200], outcome="failed", detail=detail,
-                         started_at=now, finished_at=now)
+        return RunRecord(
+            run_id=run_id,
+            warehouse=self.warehouse.code,
+            stage="plugin",
+            plugin=plugin,
+            item=item[:200],
+            outcome="failed",
+            detail=detail,
+            started_at=now,
+            finished_at=now,
+        )
 
     def _record(self, run_id: str, result: StageResult, started: datetime) -> None:
         """Store the run; a crash opens a ``crashed_stage`` attention item that stays open
         until the stage next runs through (paused and skipped runs leave it as it is)."""
-        detail = ("\n".join(result.failures[:20]) or result.paused_reason
-                  or result.skipped_reason or None)
+        detail = (
+            "\n".join(result.failures[:20]) or result.paused_reason or result.skipped_reason or None
+        )
         code, stage = self.warehouse.code, result.stage.value
         key = f"{attention.AttentionKind.CRASHED_STAGE}:{code}:{stage}"
         try:
             with write_session(self.engine) as session:
-                session.add(RunRecord(
-                    run_id=run_id, warehouse=code, stage=stage,
-                    outcome=result.outcome, items_in=result.items_in,
-                    items_out=result.items_out, detail=detail, started_at=started,
-                    finished_at=self.clock(),
-                ))
+                session.add(
+                    RunRecord(
+                        run_id=run_id,
+                        warehouse=code,
+                        stage=stage,
+                        outcome=result.outcome,
+                        items_in=result.items_in,
+                        items_out=result.items_out,
+                        detail=detail,
+                        started_at=started,
+                        finished_at=self.clock(),
+                    )
+                )
                 if result.crashed:
-                    attention.report_in(session, Problem(
-                        key=key, kind=attention.AttentionKind.CRASHED_STAGE,
-                        reason=f"stage {stage} of warehouse {code} crashed: {detail}",
-                        fix=("the log has the traceback (`journalctl -u nebridge`); the stage "
-                             "is tried again at every run — if it keeps crashing, report the "
-                             "traceback"),
-                        warehouse=code, subject=stage), source="pipeline")
+                    attention.report_in(
+                        session,
+                        Problem(
+                            key=key,
+                            kind=attention.AttentionKind.CRASHED_STAGE,
+                            reason=f"stage {stage} of warehouse {code} crashed: {detail}",
+                            fix=(
+                                "the log has the traceback (`journalctl -u nebridge`); the stage "
+                                "is tried again at every run — if it keeps crashing, report the "
+                                "traceback"
+                            ),
+                            warehouse=code,
+                            subject=stage,
+                        ),
+                        source="pipeline",
+                    )
                 elif not (result.paused_reason or result.skipped_reason):
                     attention.resolve_in(session, [key])
         except Exception:
-            log.exception("could not record the run of %s/%s", self.warehouse.code,
-                          result.stage.value)
+            log.exception(
+                "could not record the run of %s/%s", self.warehouse.code, result.stage.value
+            )
 
 
 class _ImportedOrders:
@@ -518,11 +629,14 @@ class _ImportedOrders:
         if not ids:
             return set()
         with read_session(self._engine) as session:
-            return set(session.scalars(
-                sa_select(col(ImportedOrder.ne_order_id))
-                .where(col(ImportedOrder.ne_order_id).in_(sorted(ids)))
-                .where(col(ImportedOrder.warehouse) == self._warehouse)
-                .where(col(ImportedOrder.state).in_(SENT_TO_WMS))))
+            return set(
+                session.scalars(
+                    sa_select(col(ImportedOrder.ne_order_id))
+                    .where(col(ImportedOrder.ne_order_id).in_(sorted(ids)))
+                    .where(col(ImportedOrder.warehouse) == self._warehouse)
+                    .where(col(ImportedOrder.state).in_(SENT_TO_WMS))
+                )
+            )
 
 
 def _one_line(exc: BaseException) -> str:

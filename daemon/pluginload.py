@@ -48,24 +48,32 @@ def load_plugins(
     if wanted not in specs:
         plugin = connector_plugin_name(wanted)
         plugin_record = host.records.get(plugin)
-        reason = plugin_record.error if plugin_record and plugin_record.error else (
-            "no plugin offers it")
-        connector_error = (f"WMS connector {wanted!r} is not available ({plugin}: {reason}); "
-                           f"available: {', '.join(sorted(specs)) or 'none'}")
-        issues.append(ConfigIssue("wms.connector", connector_error,
-                                  loaded.line_of(("wms", "connector"))))
+        reason = (
+            plugin_record.error
+            if plugin_record and plugin_record.error
+            else ("no plugin offers it")
+        )
+        connector_error = (
+            f"WMS connector {wanted!r} is not available ({plugin}: {reason}); "
+            f"available: {', '.join(sorted(specs)) or 'none'}"
+        )
+        issues.append(
+            ConfigIssue("wms.connector", connector_error, loaded.line_of(("wms", "connector")))
+        )
     else:
         _plugin, spec = specs[wanted]
         options: Any = loaded.config.wms.connector_section()
         if spec.config_model is not None:
-            section_issues, options = validate_section(spec.config_model, options,
-                                                       ("wms", wanted), loaded)
+            section_issues, options = validate_section(
+                spec.config_model, options, ("wms", wanted), loaded
+            )
             issues.extend(section_issues)
         if not issues or all(not i.path.startswith("wms") for i in issues):
             try:
                 connector = spec.factory(resolve_relative_paths(options, base))
             except Exception as exc:
                 connector_error = f"WMS connector {wanted!r} could not start: {exc}"
-                issues.append(ConfigIssue(f"wms.{wanted}", connector_error,
-                                          loaded.line_of(("wms", wanted))))
+                issues.append(
+                    ConfigIssue(f"wms.{wanted}", connector_error, loaded.line_of(("wms", wanted)))
+                )
     return host, issues, connector, connector_error

@@ -141,8 +141,11 @@ class PluginRecord:
         """The pipeline stages this plugin takes part in (all of them when unknown)."""
         if not self.hooks:
             return list(STAGE_HOOKS)
-        return [stage for stage, hooks in STAGE_HOOKS.items()
-                if any(h.name in self.hooks for h in hooks)]
+        return [
+            stage
+            for stage, hooks in STAGE_HOOKS.items()
+            if any(h.name in self.hooks for h in hooks)
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly view for ``plugins list --json``."""
@@ -188,7 +191,9 @@ def discover_entry_points() -> dict[str, md.EntryPoint]:
         if ep.name in found:
             log.warning(
                 "plugin name %r is provided twice (%s and %s); using the first",
-                ep.name, found[ep.name].value, ep.value,
+                ep.name,
+                found[ep.name].value,
+                ep.value,
             )
             continue
         found[ep.name] = ep
@@ -212,15 +217,26 @@ SLOW_HEALTH_CHECK_SECONDS = 10.0
 
 
 def _still_importing(name: str) -> None:
-    log.warning("still importing plugin %s after %.0f s: its module code has not returned; "
-                "if it hangs, stop this command and disable the plugin "
-                "(`nebridge plugins disable %s`)", name, SLOW_IMPORT_SECONDS, name)
+    log.warning(
+        "still importing plugin %s after %.0f s: its module code has not returned; "
+        "if it hangs, stop this command and disable the plugin "
+        "(`nebridge plugins disable %s`)",
+        name,
+        SLOW_IMPORT_SECONDS,
+        name,
+    )
 
 
 def _still_calling(name: str, hook: str, seconds: float) -> None:
-    log.warning("still waiting for plugin %s's %s after %.0f s: it has not returned; if it "
-                "hangs, stop this command and disable the plugin "
-                "(`nebridge plugins disable %s`)", name, hook, seconds, name)
+    log.warning(
+        "still waiting for plugin %s's %s after %.0f s: it has not returned; if it "
+        "hangs, stop this command and disable the plugin "
+        "(`nebridge plugins disable %s`)",
+        name,
+        hook,
+        seconds,
+        name,
+    )
 
 
 _sigints = 0  # real SIGINTs (Ctrl-C) seen while :func:`_count_sigint` is the handler
@@ -236,8 +252,10 @@ def _count_sigint(signum: int, frame: Any) -> None:
 
 def _watch_sigint() -> None:
     """Count real Ctrl-Cs from now on (main thread, while Python's default handler is set)."""
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
         signal.signal(signal.SIGINT, _count_sigint)
 
 
@@ -283,6 +301,7 @@ def _with_own_options(wrapper: HookImpl, record: PluginRecord) -> HookImpl:
         def own(*args: Any, **kwargs: Any) -> Any:
             return function(*args[:at], record.options, *args[at:], **kwargs)
     elif "options" in wrapper.kwargnames:
+
         def own(*args: Any, **kwargs: Any) -> Any:
             return function(*args, **{**kwargs, "options": record.options})
     else:
@@ -290,10 +309,8 @@ def _with_own_options(wrapper: HookImpl, record: PluginRecord) -> HookImpl:
     own.__wrapped__ = function  # type: ignore[attr-defined]  # its frames are the plugin's
     bound = copy.copy(wrapper)
     object.__setattr__(bound, "function", own)
-    object.__setattr__(bound, "argnames",
-                       tuple(a for a in wrapper.argnames if a != "options"))
-    object.__setattr__(bound, "kwargnames",
-                       tuple(a for a in wrapper.kwargnames if a != "options"))
+    object.__setattr__(bound, "argnames", tuple(a for a in wrapper.argnames if a != "options"))
+    object.__setattr__(bound, "kwargnames", tuple(a for a in wrapper.kwargnames if a != "options"))
     return bound
 
 
@@ -340,8 +357,11 @@ class HookResultError(TypeError):
 
 def _describe(value: object) -> str:
     text = repr(value)
-    return f"{text[:60]}… ({type(value).__name__})" if len(text) > 60 else \
-        f"{text} ({type(value).__name__})"
+    return (
+        f"{text[:60]}… ({type(value).__name__})"
+        if len(text) > 60
+        else f"{text} ({type(value).__name__})"
+    )
 
 
 #: Checks (and shapes) one implementation's result inside its isolated call; raises
@@ -367,8 +387,10 @@ def nothing(hook: str, result: Any) -> Any:
     """A hook whose result means nothing must not return one (``False`` is no "failed")."""
     if result is None:
         return None
-    raise HookResultError(f"{hook} returned {_describe(result)}; it must return None "
-                          "(raise an exception to report a failure)")
+    raise HookResultError(
+        f"{hook} returned {_describe(result)}; it must return None "
+        "(raise an exception to report a failure)"
+    )
 
 
 def items_of(*types: type, optional: bool = False) -> ResultCheck:
@@ -380,13 +402,13 @@ def items_of(*types: type, optional: bool = False) -> ResultCheck:
         if result is None and optional:
             return None
         if isinstance(result, str | bytes) or not isinstance(result, Iterable):
-            raise HookResultError(f"{hook} returned {_describe(result)}, not a list of "
-                                  f"{names}")
+            raise HookResultError(f"{hook} returned {_describe(result)}, not a list of {names}")
         items = list(result)
         for item in items:
             if types and not isinstance(item, types):
-                raise HookResultError(f"{hook} returned a list holding {_describe(item)}, "
-                                      f"not a {names}")
+                raise HookResultError(
+                    f"{hook} returned a list holding {_describe(item)}, not a {names}"
+                )
         return items
 
     return check
@@ -415,8 +437,7 @@ def _recording(impl: HookImpl) -> HookImpl:
     return bound
 
 
-def _wrong_result_culprit(call: _Call, hook: str, check: ResultCheck,
-                          exc: HookResultError) -> str:
+def _wrong_result_culprit(call: _Call, hook: str, check: ResultCheck, exc: HookResultError) -> str:
     """Who returned the wrong result: the implementation, unless its own result was right
     and one wrapper changed it (several: the message names them)."""
     wrappers = list(dict.fromkeys(impl.plugin_name for impl in call.chain[1:]))
@@ -424,19 +445,21 @@ def _wrong_result_culprit(call: _Call, hook: str, check: ResultCheck,
         return call.plugin
     own = getattr(_returned, "value", _NOTHING)
     if own is _NOTHING or _iter_once(own):  # unknown, or reading it again would run its code
-        exc.args = (f"{exc} (wrapped by {', '.join(wrappers)}: one of them may have changed "
-                    "the result)",)
+        exc.args = (
+            f"{exc} (wrapped by {', '.join(wrappers)}: one of them may have changed the result)",
+        )
         return call.plugin
     try:
         check(hook, own)
     except HookResultError:
         return call.plugin  # its own result was wrong already
     if len(wrappers) == 1:
-        exc.args = (f"{exc} (a wrapper around plugin {call.plugin}, whose own result was "
-                    "right)",)
+        exc.args = (f"{exc} (a wrapper around plugin {call.plugin}, whose own result was right)",)
         return wrappers[0]
-    exc.args = (f"{exc} (plugin {call.plugin}'s own result was right; one of the wrappers "
-                f"{', '.join(wrappers)} changed it)",)
+    exc.args = (
+        f"{exc} (plugin {call.plugin}'s own result was right; one of the wrappers "
+        f"{', '.join(wrappers)} changed it)",
+    )
     return call.plugin
 
 
@@ -455,8 +478,9 @@ class _HookPlan:
     firstresult: bool
 
     @classmethod
-    def of(cls, caller: pluggy.HookCaller, order: Sequence[str],
-           records: Mapping[str, PluginRecord]) -> _HookPlan:
+    def of(
+        cls, caller: pluggy.HookCaller, order: Sequence[str], records: Mapping[str, PluginRecord]
+    ) -> _HookPlan:
         rank = {n: i for i, n in enumerate(order)}
 
         def key(impl: HookImpl) -> tuple[int, int, str]:
@@ -465,11 +489,18 @@ class _HookPlan:
         impls = caller.get_hookimpls()
         wrappers = sorted((i for i in impls if i.wrapper), key=key)  # outermost first
         around = tuple(_with_own_options(w, records[w.plugin_name]) for w in reversed(wrappers))
-        calls = [_Call(impl.plugin_name, records[impl.plugin_name],
-                       (_recording(impl) if around else impl, *around))
-                 for impl in sorted((i for i in impls if not i.wrapper), key=key)]
-        return cls(tuple((call, call.chain[0] if call.alone else None) for call in calls),
-                   bool(caller.spec and caller.spec.opts.get("firstresult")))
+        calls = [
+            _Call(
+                impl.plugin_name,
+                records[impl.plugin_name],
+                (_recording(impl) if around else impl, *around),
+            )
+            for impl in sorted((i for i in impls if not i.wrapper), key=key)
+        ]
+        return cls(
+            tuple((call, call.chain[0] if call.alone else None) for call in calls),
+            bool(caller.spec and caller.spec.opts.get("firstresult")),
+        )
 
 
 def _refusal(caller: pluggy.HookCaller, impl: HookImpl) -> str:
@@ -477,13 +508,17 @@ def _refusal(caller: pluggy.HookCaller, impl: HookImpl) -> str:
     if caller.spec is None:
         if impl.optionalhook:
             return ""
-        return (f"implements {caller.name}, which is not a hook of this nebridge (hook API "
-                f"{HOOK_API_VERSION}; `docs/plugins.md` lists them): fix the name, or mark it "
-                "@hookimpl(optionalhook=True) if it is meant for a newer nebridge")
+        return (
+            f"implements {caller.name}, which is not a hook of this nebridge (hook API "
+            f"{HOOK_API_VERSION}; `docs/plugins.md` lists them): fix the name, or mark it "
+            "@hookimpl(optionalhook=True) if it is meant for a newer nebridge"
+        )
     if impl.hookwrapper:
-        return (f"implements {caller.name} as an old-style hookwrapper=True, which nebridge "
-                "does not run: make it @hookimpl(wrapper=True) (`result = yield` gives the "
-                "wrapped plugin's result; return what the call should return)")
+        return (
+            f"implements {caller.name} as an old-style hookwrapper=True, which nebridge "
+            "does not run: make it @hookimpl(wrapper=True) (`result = yield` gives the "
+            "wrapped plugin's result; return what the call should return)"
+        )
     return ""
 
 
@@ -497,13 +532,17 @@ def _api_mismatch(wanted: str) -> str:
             raise InvalidSpecifier(wanted)
         accepted = SpecifierSet(wanted)
     except InvalidSpecifier:
-        return (f"declares hook_api={wanted!r}, which is not a version range; write it like "
-                f"'>=1.1,<2' (this nebridge provides hook API {HOOK_API_VERSION})")
+        return (
+            f"declares hook_api={wanted!r}, which is not a version range; write it like "
+            f"'>=1.1,<2' (this nebridge provides hook API {HOOK_API_VERSION})"
+        )
     if Version(HOOK_API_VERSION) in accepted:
         return ""
-    return (f"needs hook API {wanted} but this nebridge provides hook API {HOOK_API_VERSION}: "
-            "install a version of the plugin made for this hook API, or a nebridge whose "
-            "hook API it accepts (`pip install -U` the plugin; its README names the versions)")
+    return (
+        f"needs hook API {wanted} but this nebridge provides hook API {HOOK_API_VERSION}: "
+        "install a version of the plugin made for this hook API, or a nebridge whose "
+        "hook API it accepts (`pip install -U` the plugin; its README names the versions)"
+    )
 
 
 class PluginHost:
@@ -583,8 +622,12 @@ class PluginHost:
             record.state = PluginState.LOADED
             callers = self.pm.get_hookcallers(plugin) or []
             record.hooks = sorted(caller.name for caller in callers if caller.spec)
-            refusals = [why for caller in callers for impl in caller.get_hookimpls()
-                        if impl.plugin is plugin and (why := _refusal(caller, impl))]
+            refusals = [
+                why
+                for caller in callers
+                for impl in caller.get_hookimpls()
+                if impl.plugin is plugin and (why := _refusal(caller, impl))
+            ]
             if refusals:
                 self._fail(name, "; ".join(refusals))
         self._plans.clear()
@@ -608,8 +651,9 @@ class PluginHost:
         for outcome in self._call_each(PLUGIN_INFO, {}):
             record = self.records[outcome.plugin]
             if outcome.error is not None:
-                self._fail(outcome.plugin,
-                           f"nebridge_plugin_info raised {_short_error(outcome.error)}")
+                self._fail(
+                    outcome.plugin, f"nebridge_plugin_info raised {_short_error(outcome.error)}"
+                )
             elif not isinstance(outcome.result, PluginInfo):
                 self._fail(outcome.plugin, "nebridge_plugin_info must return a PluginInfo")
             elif outcome.result.name != outcome.plugin:
@@ -667,10 +711,12 @@ class PluginHost:
                         )
                     )
             option_issues = self._validate_options(
-                record, config.plugin_options(name), ("plugins", name), loaded)
+                record, config.plugin_options(name), ("plugins", name), loaded
+            )
             if option_issues and record.state is PluginState.LOADED:
-                self._fail(name, "its options are invalid: "
-                           + "; ".join(str(i) for i in option_issues))
+                self._fail(
+                    name, "its options are invalid: " + "; ".join(str(i) for i in option_issues)
+                )
             issues.extend(option_issues)
         self._deactivate_broken_dependents()
         self._log_paused_stages()
@@ -683,12 +729,16 @@ class PluginHost:
         for stage, records in self.stage_blockers().items():
             paused.setdefault(tuple(r.name for r in records), []).append(stage)
         for names, stages in paused.items():
-            log.error("%s %s %s paused for every warehouse while %s %s not loaded "
-                      "(`nebridge plugins list` says why): fix or disable %s",
-                      "stage" if len(stages) == 1 else "stages", ", ".join(stages),
-                      "is" if len(stages) == 1 else "are",
-                      f"plugin {names[0]}" if len(names) == 1 else f"plugins {', '.join(names)}",
-                      "is" if len(names) == 1 else "are", "it" if len(names) == 1 else "them")
+            log.error(
+                "%s %s %s paused for every warehouse while %s %s not loaded "
+                "(`nebridge plugins list` says why): fix or disable %s",
+                "stage" if len(stages) == 1 else "stages",
+                ", ".join(stages),
+                "is" if len(stages) == 1 else "are",
+                f"plugin {names[0]}" if len(names) == 1 else f"plugins {', '.join(names)}",
+                "is" if len(names) == 1 else "are",
+                "it" if len(names) == 1 else "them",
+            )
 
     def _validate_options(
         self,
@@ -700,9 +750,12 @@ class PluginHost:
         model = record.info.config_model if record.info else None
         if model is None:
             return [
-                ConfigIssue(yaml_path((*loc, key)),
-                            f"unknown key `{key}`: plugin {record.name} takes no options"
-                            f"{did_you_mean(str(key), ['enabled'])}", loaded.line_of((*loc, key)))
+                ConfigIssue(
+                    yaml_path((*loc, key)),
+                    f"unknown key `{key}`: plugin {record.name} takes no options"
+                    f"{did_you_mean(str(key), ['enabled'])}",
+                    loaded.line_of((*loc, key)),
+                )
                 for key in options
             ]
         issues, value = validate_section(model, options, loc, loaded, also=("enabled",))
@@ -729,26 +782,34 @@ class PluginHost:
             if record is None or record.enabled or not options:
                 continue
             probe = PluginHost()
-            probe.load(config.model_copy(update={"plugins": {name: {"enabled": True}}}),
-                       entry_points=entry_points)
+            probe.load(
+                config.model_copy(update={"plugins": {name: {"enabled": True}}}),
+                entry_points=entry_points,
+            )
             found = probe.records.get(name)
             if found is None or found.state is not PluginState.LOADED:
-                warnings.append(f"the options of disabled plugin {name} were not checked: it "
-                                f"cannot be loaded ({found.error if found else 'not found'})")
+                warnings.append(
+                    f"the options of disabled plugin {name} were not checked: it "
+                    f"cannot be loaded ({found.error if found else 'not found'})"
+                )
                 continue
             issues.extend(probe._validate_options(found, options, ("plugins", name), loaded))
         return issues, warnings
 
     def _wms_section_issues(self, loaded: LoadedConfig) -> list[ConfigIssue]:
         """``wms:`` holds ``connector`` and sections named after installed connectors only."""
-        connectors = [n.removeprefix(CONNECTOR_PREFIX) for n in self.records
-                      if n.startswith(CONNECTOR_PREFIX)]
+        connectors = [
+            n.removeprefix(CONNECTOR_PREFIX) for n in self.records if n.startswith(CONNECTOR_PREFIX)
+        ]
         known = ["connector", *connectors]
         issues = []
         for key in loaded.config.wms.model_extra or {}:
             if key not in known:
-                issues.append(ConfigIssue(f"wms.{key}", unknown_key(str(key), known),
-                                          loaded.line_of(("wms", key))))
+                issues.append(
+                    ConfigIssue(
+                        f"wms.{key}", unknown_key(str(key), known), loaded.line_of(("wms", key))
+                    )
+                )
         return issues
 
     def _deactivate_broken_dependents(self) -> None:
@@ -759,7 +820,8 @@ class PluginHost:
                 if record.state is not PluginState.LOADED or record.info is None:
                     continue
                 missing = [
-                    r for r in record.info.requires
+                    r
+                    for r in record.info.requires
                     if self.records.get(r) is None
                     or self.records[r].state is not PluginState.LOADED
                 ]
@@ -785,12 +847,18 @@ class PluginHost:
         plan = self._plans.get(hook.name)
         if plan is None:
             plan = self._plans[hook.name] = _HookPlan.of(
-                getattr(self.pm.hook, hook.name), self._order, self.records)
+                getattr(self.pm.hook, hook.name), self._order, self.records
+            )
         return plan
 
-    def _call_each(self, hook: Hook[R], kwargs: Mapping[str, Any],
-                   only: str | None = None, check: ResultCheck | None = None,
-                   slow_after: float | None = None) -> list[HookOutcome[R]]:
+    def _call_each(
+        self,
+        hook: Hook[R],
+        kwargs: Mapping[str, Any],
+        only: str | None = None,
+        check: ResultCheck | None = None,
+        slow_after: float | None = None,
+    ) -> list[HookOutcome[R]]:
         """Call each plugin's implementation of ``hook`` on its own, through pluggy.
 
         Order: ``tryfirst`` implementations, then plain ones, then ``trylast`` ones, each tier
@@ -825,8 +893,9 @@ class PluginHost:
                 _returned.value = _NOTHING  # set by the implementation, if it returns
             slow = None
             if slow_after is not None:
-                slow = threading.Timer(slow_after, _still_calling,
-                                       (call.plugin, hook.name, slow_after))
+                slow = threading.Timer(
+                    slow_after, _still_calling, (call.plugin, hook.name, slow_after)
+                )
                 slow.daemon = True
                 slow.start()
             try:
@@ -837,8 +906,9 @@ class PluginHost:
                 if check is not None:
                     result = check(hook.name, result)
             except HookResultError as exc:
-                culprit = _wrong_result_culprit(call, hook.name, check, exc) if check else \
-                    call.plugin
+                culprit = (
+                    _wrong_result_culprit(call, hook.name, check, exc) if check else call.plugin
+                )
                 outcomes.append(HookOutcome(culprit, error=exc))
                 continue
             except BaseException as exc:  # sys.exit() in a hook is that plugin's failure
@@ -855,24 +925,31 @@ class PluginHost:
                 break
         return outcomes
 
-    def _logged_first(self, hook: Hook[R], kwargs: Mapping[str, Any],
-                      check: ResultCheck | None = None) -> R | None:
+    def _logged_first(
+        self, hook: Hook[R], kwargs: Mapping[str, Any], check: ResultCheck | None = None
+    ) -> R | None:
         """The first non-None result of a ``firstresult`` hook; failures are logged."""
         for outcome in self._call_each(hook, kwargs, check=check):
             if outcome.error is not None:
-                log.error("plugin %s raised in %s: %s",
-                          outcome.plugin, hook.name, _short_error(outcome.error))
+                log.error(
+                    "plugin %s raised in %s: %s",
+                    outcome.plugin,
+                    hook.name,
+                    _short_error(outcome.error),
+                )
             elif outcome.result is not None:
                 return outcome.result
         return None
 
     # -- the hooks, typed (engine code calls these, never a hook by its name) -----------------
 
-    def filter_order(self, order: NeOrder,
-                     warehouse: WarehouseInfo) -> list[HookOutcome[FilterVerdict | None]]:
+    def filter_order(
+        self, order: NeOrder, warehouse: WarehouseInfo
+    ) -> list[HookOutcome[FilterVerdict | None]]:
         """Every filter plugin's verdict on importing ``order`` into ``warehouse``."""
-        return self._call_each(FILTER_ORDER, {"order": order, "warehouse": warehouse},
-                               check=verdict_or_none)
+        return self._call_each(
+            FILTER_ORDER, {"order": order, "warehouse": warehouse}, check=verdict_or_none
+        )
 
     def link_code_key(self) -> Callable[[str], str] | None:
         """The link-code matching key of the first plugin that offers one (None: exact)."""
@@ -882,15 +959,17 @@ class PluginHost:
         self, shipment: WmsShipment, warehouse: WarehouseInfo
     ) -> list[HookOutcome[Iterable[Action] | None]]:
         """Every plugin's actions for a shipment confirmed in the WMS."""
-        return self._call_each(SHIPMENT_ACTIONS, {"shipment": shipment, "warehouse": warehouse},
-                               check=_ACTIONS)
+        return self._call_each(
+            SHIPMENT_ACTIONS, {"shipment": shipment, "warehouse": warehouse}, check=_ACTIONS
+        )
 
     def receipt_actions(
         self, receipt: WmsReceipt, warehouse: WarehouseInfo
     ) -> list[HookOutcome[Iterable[Action] | None]]:
         """Every plugin's actions for a receipt confirmed in the WMS."""
-        return self._call_each(RECEIPT_ACTIONS, {"receipt": receipt, "warehouse": warehouse},
-                               check=_ACTIONS)
+        return self._call_each(
+            RECEIPT_ACTIONS, {"receipt": receipt, "warehouse": warehouse}, check=_ACTIONS
+        )
 
     def event_actions(
         self, event: WmsShipment | WmsReceipt, warehouse: WarehouseInfo
@@ -904,13 +983,18 @@ class PluginHost:
         self, connector: ConnectorInUse | None
     ) -> list[HookOutcome[Iterable[HealthCheck]]]:
         """Every plugin's health checks for ``nebridge doctor``."""
-        return self._call_each(HEALTH_CHECKS, {"connector": connector},
-                               check=items_of(HealthCheck), slow_after=SLOW_HEALTH_CHECK_SECONDS)
+        return self._call_each(
+            HEALTH_CHECKS,
+            {"connector": connector},
+            check=items_of(HealthCheck),
+            slow_after=SLOW_HEALTH_CHECK_SECONDS,
+        )
 
     def cli_commands(self, config_path: Path) -> list[HookOutcome[Iterable[CliCommand]]]:
         """Every plugin's commands for the root ``nebridge`` group."""
-        return self._call_each(CLI_COMMANDS, {"config_path": config_path},
-                               check=items_of(CliCommand))
+        return self._call_each(
+            CLI_COMMANDS, {"config_path": config_path}, check=items_of(CliCommand)
+        )
 
     def sandboxes(self) -> list[HookOutcome[Iterable[SandboxSpec]]]:
         """Every plugin's local sandboxes (``nebridge sandbox serve NAME``)."""
@@ -924,11 +1008,13 @@ class PluginHost:
         """The loaded plugins that deliver notifications, in calling order."""
         return [call.plugin for call, _direct in self._plan(NOTIFY).calls]
 
-    def notify(self, sink: str, notification: Notification,
-               ctx: NotifyContext) -> HookOutcome[None] | None:
+    def notify(
+        self, sink: str, notification: Notification, ctx: NotifyContext
+    ) -> HookOutcome[None] | None:
         """Deliver ``notification`` to one sink (None: ``sink`` delivers no notifications)."""
-        for outcome in self._call_each(NOTIFY, {"notification": notification, "ctx": ctx},
-                                       only=sink, check=nothing):
+        for outcome in self._call_each(
+            NOTIFY, {"notification": notification, "ctx": ctx}, only=sink, check=nothing
+        ):
             return outcome
         return None
 
@@ -946,7 +1032,9 @@ class PluginHost:
                 if spec.name in specs:
                     log.error(
                         "connector %r offered by both %s and %s; keeping the first",
-                        spec.name, specs[spec.name][0], outcome.plugin,
+                        spec.name,
+                        specs[spec.name][0],
+                        outcome.plugin,
                     )
                     continue
                 specs[spec.name] = (outcome.plugin, spec)
@@ -955,7 +1043,8 @@ class PluginHost:
     def failed(self) -> list[PluginRecord]:
         """Enabled plugins that failed to load or are inactive."""
         return [
-            r for r in self.records.values()
+            r
+            for r in self.records.values()
             if r.state in (PluginState.FAILED, PluginState.INACTIVE)
         ]
 
@@ -973,8 +1062,9 @@ class PluginHost:
         that takes part in it would change what happens, e.g. import orders a filter refuses).
         """
         return {
-            stage: "; ".join(f"plugin {r.name} is enabled but {r.state.value}: {r.error}"
-                             for r in records)
+            stage: "; ".join(
+                f"plugin {r.name} is enabled but {r.state.value}: {r.error}" for r in records
+            )
             for stage, records in self.stage_blockers().items()
         }
 
@@ -999,12 +1089,15 @@ def validate_section(
     if model.model_config.get("extra") not in ("allow", "forbid"):
         known = [*model_keys(model), *also]
         accepted = set(known) | set(model.model_fields)
-        issues = [ConfigIssue(yaml_path((*loc, key)), unknown_key(str(key), known),
-                              loaded.line_of((*loc, key)))
-                  for key in options if key not in accepted]
+        issues = [
+            ConfigIssue(
+                yaml_path((*loc, key)), unknown_key(str(key), known), loaded.line_of((*loc, key))
+            )
+            for key in options
+            if key not in accepted
+        ]
     try:
         value = model.model_validate(dict(options))
     except ValidationError as exc:
         return issues + validation_issues(exc, model, loaded.raw, loc, also), None
     return issues, None if issues else value
-

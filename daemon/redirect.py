@@ -75,8 +75,12 @@ def receive_redirect(
 
     host = parts.hostname or "127.0.0.1"
     server = bind(_Receiver, host, parts.port or 80, Handler, change=change)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="redirect-receiver", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name="redirect-receiver",
+        daemon=True,
+    )
     thread.start()
     try:
         done.wait(timeout)

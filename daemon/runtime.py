@@ -97,10 +97,8 @@ class Runtime:
         with self._client_lock:  # one client per process: it remembers refused token pairs
             if self._ne_client is None:
                 observer = self.metrics.observe_call if self.metrics is not None else None
-                client = make_client(self.config, observer=observer,
-                                     store=self.ne_token_store())
-                client.token_store = FencedTokenStore(client.token_store,
-                                                      lambda: self.fence())
+                client = make_client(self.config, observer=observer, store=self.ne_token_store())
+                client.token_store = FencedTokenStore(client.token_store, lambda: self.fence())
                 self._ne_client = client
             return self._ne_client
 
@@ -113,32 +111,54 @@ class Runtime:
         """The outbox executor of every action kind (:data:`daemon.dispatch.EXECUTORS`); they
         do nothing while Next Engine is not usable."""
         client = self.ne_client()
-        return {kind: executor(self.db, client, self.gate, self.config.dispatch, self.clock)
-                for kind, executor in EXECUTORS.items()}
+        return {
+            kind: executor(self.db, client, self.gate, self.config.dispatch, self.clock)
+            for kind, executor in EXECUTORS.items()
+        }
 
     def token_guard(self) -> TokenGuard:
         """Keep-alive and lapse warnings for the Next Engine link."""
-        return TokenGuard(self.config, self.db, self.ne_client, self.gate, self.ne_token_store,
-                          self.clock)
+        return TokenGuard(
+            self.config, self.db, self.ne_client, self.gate, self.ne_token_store, self.clock
+        )
 
     def notifier(self) -> Notifier:
         """Notifications built from attention, delivered to the ``nebridge_notify`` sinks."""
-        return Notifier(self.db, self.host, self.config.notify, self.notify_context,
-                        live=lambda: attention.paused_stage_items(self.host), clock=self.clock,
-                        company=self.company)
+        return Notifier(
+            self.db,
+            self.host,
+            self.config.notify,
+            self.notify_context,
+            live=lambda: attention.paused_stage_items(self.host),
+            clock=self.clock,
+            company=self.company,
+        )
 
     def notify_context(self) -> NotifyContext:
         """What a notifier plugin is lent for a delivery (see :mod:`hooks.notify`)."""
         zone = ZoneInfo(self.config.timezone) if self.config.timezone else None
-        return NotifyContext(http=self.http, credentials_dir=self.config.credentials_dir,
-                             mask_secret=register_secret, zone=zone, env=dict(os.environ))
+        return NotifyContext(
+            http=self.http,
+            credentials_dir=self.config.credentials_dir,
+            mask_secret=register_secret,
+            zone=zone,
+            env=dict(os.environ),
+        )
 
     def order_importer(self) -> OrderImporter | None:
         """The order importer (None without a WMS connector to deliver to)."""
         if self.connector is None:
             return None
-        return OrderImporter(self.db, self.ne_client(), self.host, self.connector,
-                             self.connector_context, self.config, self.gate, self.clock)
+        return OrderImporter(
+            self.db,
+            self.ne_client(),
+            self.host,
+            self.connector,
+            self.connector_context,
+            self.config,
+            self.gate,
+            self.clock,
+        )
 
     @property
     def config(self) -> Any:
@@ -148,8 +168,12 @@ class Runtime:
     def warehouses(self) -> dict[str, WarehouseInfo]:
         """Configured warehouses as plugins see them, by code."""
         return {
-            wh.code: WarehouseInfo(code=wh.code, name=wh.name or wh.code,
-                                   ne_linked=wh.ne_linked, import_orders=wh.import_orders)
+            wh.code: WarehouseInfo(
+                code=wh.code,
+                name=wh.name or wh.code,
+                ne_linked=wh.ne_linked,
+                import_orders=wh.import_orders,
+            )
             for wh in self.loaded.config.warehouses
         }
 
@@ -157,8 +181,10 @@ class Runtime:
         """What a connector call may use; products are read once per call."""
         with read_session(self.db) as session:
             known = set(session.scalars(select(col(WmsProduct.product_code))))
-            cursors = {c.name: c.value for c in session.scalars(
-                select(Cursor).where(col(Cursor.name).startswith("wms.")))}
+            cursors = {
+                c.name: c.value
+                for c in session.scalars(select(Cursor).where(col(Cursor.name).startswith("wms.")))
+            }
         db = self.db
 
         def is_imported_order(ne_order_id: str) -> bool:
@@ -202,9 +228,14 @@ class Runtime:
     def pipelines(self) -> list[WarehousePipeline]:
         """One pipeline per configured warehouse, in configuration order."""
         return [
-            WarehousePipeline(self.db, self.host, info, self.order_importer,
-                              clock=self.clock,
-                              ship_unimported_orders=self._ships_unimported(info.code))
+            WarehousePipeline(
+                self.db,
+                self.host,
+                info,
+                self.order_importer,
+                clock=self.clock,
+                ship_unimported_orders=self._ships_unimported(info.code),
+            )
             for info in self.warehouses().values()
         ]
 
@@ -215,8 +246,13 @@ class Runtime:
 
     def dispatcher(self) -> Dispatcher:
         """The outbox dispatcher with the executors available now."""
-        return Dispatcher(self.db, self.executors(), clock=self.clock,
-                          batch_size=self.config.dispatch.batch_size, blocked=self.gate.blocked)
+        return Dispatcher(
+            self.db,
+            self.executors(),
+            clock=self.clock,
+            batch_size=self.config.dispatch.batch_size,
+            blocked=self.gate.blocked,
+        )
 
     def close(self) -> None:
         """Release the database engine and HTTP sessions."""
@@ -252,6 +288,11 @@ def build_runtime(
         except Exception:
             engine.dispose()
             raise
-    return Runtime(loaded=loaded, host=host, engine=engine, connector=connector,
-                   connector_error=connector_error,
-                   http=BoundedSession(loaded.config.http.limits()))
+    return Runtime(
+        loaded=loaded,
+        host=host,
+        engine=engine,
+        connector=connector,
+        connector_error=connector_error,
+        http=BoundedSession(loaded.config.http.limits()),
+    )

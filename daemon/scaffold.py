@@ -60,13 +60,18 @@ def check_name(name: str) -> None:
     if not PLUGIN_NAME.fullmatch(name) or keyword.iskeyword(name):  # ASCII: ｊｓｏｎ is not
         raise ScaffoldError(
             f"{name!r} is not a valid plugin name: use a lowercase Python identifier "
-            "(ASCII letters a-z, digits, underscores; starting with a letter), e.g. skip_shops")
+            "(ASCII letters a-z, digits, underscores; starting with a letter), e.g. skip_shops"
+        )
     if name in {ep.name for ep in entry_points(group="nebridge")}:
-        raise ScaffoldError(f"a plugin named {name!r} is already installed "
-                            "(`nebridge plugins list`); choose another name")
+        raise ScaffoldError(
+            f"a plugin named {name!r} is already installed "
+            "(`nebridge plugins list`); choose another name"
+        )
     if find_spec(name) is not None:
-        raise ScaffoldError(f"a Python module named {name!r} already exists here; choose "
-                            "another name, e.g. with your company's prefix")
+        raise ScaffoldError(
+            f"a Python module named {name!r} already exists here; choose "
+            "another name, e.g. with your company's prefix"
+        )
 
 
 def nebridge_range(version: str) -> str:
@@ -108,13 +113,17 @@ def create(name: str, kind: PluginKind, folder: Path | None = None) -> Scaffold:
 
     check_name(name)
     if kind is PluginKind.CONNECTOR and not name.startswith(CONNECTOR_PREFIX):
-        raise ScaffoldError(f"a connector plugin is named {CONNECTOR_PREFIX}<connector> (its "
-                            f"connector is chosen with wms.connector: <connector>); e.g. "
-                            f"{CONNECTOR_PREFIX}{name}")
+        raise ScaffoldError(
+            f"a connector plugin is named {CONNECTOR_PREFIX}<connector> (its "
+            f"connector is chosen with wms.connector: <connector>); e.g. "
+            f"{CONNECTOR_PREFIX}{name}"
+        )
     target = (folder or default_folder(name)).resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ScaffoldError(f"{target} exists and is not an empty folder; choose another "
-                            "with --dir PATH, or move it away")
+        raise ScaffoldError(
+            f"{target} exists and is not an empty folder; choose another "
+            "with --dir PATH, or move it away"
+        )
     values = {
         "name": name,
         "dist": distribution_name(name),
@@ -123,9 +132,11 @@ def create(name: str, kind: PluginKind, folder: Path | None = None) -> Scaffold:
         "nebridge_range": nebridge_range(daemon.__version__),
         "hook_api": hook_api_range(HOOK_API_VERSION),
         "summary": KINDS[kind.value]["summary"],
-        "enable": (f"then choose it: `wms.connector: {name.removeprefix(CONNECTOR_PREFIX)}` "
-                   "in daemon.yaml" if kind is PluginKind.CONNECTOR
-                   else f"then enable it: `nebridge plugins enable {name}`"),
+        "enable": (
+            f"then choose it: `wms.connector: {name.removeprefix(CONNECTOR_PREFIX)}` in daemon.yaml"
+            if kind is PluginKind.CONNECTOR
+            else f"then enable it: `nebridge plugins enable {name}`"
+        ),
     }
     files = {**COMMON, **{k: v for k, v in KINDS[kind.value].items() if k != "summary"}}
     written: list[str] = []

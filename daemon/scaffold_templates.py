@@ -9,7 +9,7 @@ a file).
 
 from __future__ import annotations
 
-PYPROJECT = '''[build-system]
+PYPROJECT = """[build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
 
@@ -38,9 +38,9 @@ testpaths = ["tests"]
 
 [tool.ruff]
 line-length = 100
-'''
+"""
 
-README = '''# <<dist>>
+README = """# <<dist>>
 
 A nebridge <<kind>> plugin: <<summary>>.
 
@@ -69,7 +69,7 @@ In a fresh virtual environment, install nebridge first (it is not on every index
 The tests use nebridge's testing kit (a pytest plugin installed with nebridge): a Next Engine
 sandbox on loopback, an installation in a temporary folder and `run_once()`, one pass of the
 real engine. Nothing is mocked.
-'''
+"""
 
 COMMON = {"pyproject.toml": PYPROJECT, "README.md": README}
 
@@ -600,12 +600,24 @@ def test_a_held_order_is_notified(
 '''
 
 KINDS: dict[str, dict[str, str]] = {
-    "filter": {"summary": "Skip the orders of some shops at import",
-               "<<name>>/__init__.py": FILTER, "tests/test_<<name>>.py": FILTER_TEST},
-    "actions": {"summary": "Warn when an order ships without a tracking number",
-                "<<name>>/__init__.py": ACTIONS, "tests/test_<<name>>.py": ACTIONS_TEST},
-    "connector": {"summary": "A WMS that exchanges JSON files in a folder",
-                  "<<name>>/__init__.py": CONNECTOR, "tests/test_<<name>>.py": CONNECTOR_TEST},
-    "notifier": {"summary": "Append every notification to a JSON-lines file",
-                 "<<name>>/__init__.py": NOTIFIER, "tests/test_<<name>>.py": NOTIFIER_TEST},
+    "filter": {
+        "summary": "Skip the orders of some shops at import",
+        "<<name>>/__init__.py": FILTER,
+        "tests/test_<<name>>.py": FILTER_TEST,
+    },
+    "actions": {
+        "summary": "Warn when an order ships without a tracking number",
+        "<<name>>/__init__.py": ACTIONS,
+        "tests/test_<<name>>.py": ACTIONS_TEST,
+    },
+    "connector": {
+        "summary": "A WMS that exchanges JSON files in a folder",
+        "<<name>>/__init__.py": CONNECTOR,
+        "tests/test_<<name>>.py": CONNECTOR_TEST,
+    },
+    "notifier": {
+        "summary": "Append every notification to a JSON-lines file",
+        "<<name>>/__init__.py": NOTIFIER,
+        "tests/test_<<name>>.py": NOTIFIER_TEST,
+    },
 }

@@ -66,9 +66,13 @@ _QUIET_SKIPS = _QuietSkips()
 class Scheduler:
     """Runs the runtime's work on a background scheduler; the main thread supervises it."""
 
-    def __init__(self, runtime: Runtime, wake: Callable[[], None] = lambda: None,
-                 slots: AbstractContextManager[object] | None = None,
-                 company: str | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        wake: Callable[[], None] = lambda: None,
+        slots: AbstractContextManager[object] | None = None,
+        company: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self.wake = wake
         #: Shared by the companies of a fleet worker: how many of their jobs run at once.
@@ -89,13 +93,19 @@ class Scheduler:
         self._lock = threading.Lock()
         self._notifier_recovered = False
         self._snapshot_arrived = False
-        self._outage = OutageAlarm(runtime.host, runtime.config.notify, runtime.notify_context,
-                                   runtime.clock, company=runtime.company)
+        self._outage = OutageAlarm(
+            runtime.host,
+            runtime.config.notify,
+            runtime.notify_context,
+            runtime.clock,
+            company=runtime.company,
+        )
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),
-                "imports": ThreadPoolExecutor(max(1, min(4, sum(
-                    1 for w in runtime.config.warehouses if w.import_orders)))),
+                "imports": ThreadPoolExecutor(
+                    max(1, min(4, sum(1 for w in runtime.config.warehouses if w.import_orders)))
+                ),
                 "outbox": ThreadPoolExecutor(1),
                 "intake": ThreadPoolExecutor(1),
                 "heartbeat": ThreadPoolExecutor(1),
@@ -119,54 +129,95 @@ class Scheduler:
             code = pipeline.warehouse.code
             self.scheduler.add_job(
                 self._guarded(self._pipeline_job(pipeline, EVENT_STAGES), warehouse_job(code)),
-                "interval", seconds=self.interval, jitter=schedule.jitter_seconds,
-                id=warehouse_job(code), replace_existing=True,
-                misfire_grace_time=grace, next_run_time=datetime.now().astimezone(),
+                "interval",
+                seconds=self.interval,
+                jitter=schedule.jitter_seconds,
+                id=warehouse_job(code),
+                replace_existing=True,
+                misfire_grace_time=grace,
+                next_run_time=datetime.now().astimezone(),
             )
             if pipeline.warehouse.import_orders:
                 self.scheduler.add_job(
-                    self._guarded(self._pipeline_job(pipeline, (Stage.IMPORT_ORDERS,)),
-                                  import_job(code)),
-                    "interval", seconds=self.interval, jitter=schedule.jitter_seconds,
-                    id=import_job(code), executor="imports", replace_existing=True,
-                    misfire_grace_time=grace, next_run_time=datetime.now().astimezone(),
+                    self._guarded(
+                        self._pipeline_job(pipeline, (Stage.IMPORT_ORDERS,)), import_job(code)
+                    ),
+                    "interval",
+                    seconds=self.interval,
+                    jitter=schedule.jitter_seconds,
+                    id=import_job(code),
+                    executor="imports",
+                    replace_existing=True,
+                    misfire_grace_time=grace,
+                    next_run_time=datetime.now().astimezone(),
                 )
         self.scheduler.add_job(
-            self._guarded(self._dispatch, DISPATCHER_JOB), "interval",
-            seconds=schedule.dispatch_interval_seconds, id=DISPATCHER_JOB,
-            executor="outbox", replace_existing=True, misfire_grace_time=grace,
+            self._guarded(self._dispatch, DISPATCHER_JOB),
+            "interval",
+            seconds=schedule.dispatch_interval_seconds,
+            id=DISPATCHER_JOB,
+            executor="outbox",
+            replace_existing=True,
+            misfire_grace_time=grace,
         )
         if self.runtime.connector is not None:
             self.scheduler.add_job(
-                self._guarded(self._intake, INTAKE_JOB), "interval",
-                seconds=schedule.intake_poll_seconds, id=INTAKE_JOB, executor="intake",
-                replace_existing=True, misfire_grace_time=grace,
+                self._guarded(self._intake, INTAKE_JOB),
+                "interval",
+                seconds=schedule.intake_poll_seconds,
+                id=INTAKE_JOB,
+                executor="intake",
+                replace_existing=True,
+                misfire_grace_time=grace,
                 next_run_time=datetime.now().astimezone(),
             )
         self.scheduler.add_job(
-            self._guarded(self._guard_tokens, TOKEN_GUARD_JOB), "interval",
-            minutes=schedule.token_guard_minutes, id=TOKEN_GUARD_JOB, executor="outbox",
-            replace_existing=True, misfire_grace_time=grace,
+            self._guarded(self._guard_tokens, TOKEN_GUARD_JOB),
+            "interval",
+            minutes=schedule.token_guard_minutes,
+            id=TOKEN_GUARD_JOB,
+            executor="outbox",
+            replace_existing=True,
+            misfire_grace_time=grace,
             next_run_time=datetime.now().astimezone(),
         )
         self.scheduler.add_job(
-            self._guarded(self._notify, NOTIFY_JOB), "interval",
-            seconds=self.runtime.config.notify.interval_seconds, id=NOTIFY_JOB,
-            executor="notify", replace_existing=True, misfire_grace_time=grace,
+            self._guarded(self._notify, NOTIFY_JOB),
+            "interval",
+            seconds=self.runtime.config.notify.interval_seconds,
+            id=NOTIFY_JOB,
+            executor="notify",
+            replace_existing=True,
+            misfire_grace_time=grace,
             next_run_time=datetime.now().astimezone(),
         )
         self.scheduler.add_job(  # not guarded: it is about the database being down
-            self._database_alarm, "interval", seconds=self.runtime.config.notify.interval_seconds,
-            id=DATABASE_ALARM_JOB, executor="notify", replace_existing=True,
-            misfire_grace_time=grace)
+            self._database_alarm,
+            "interval",
+            seconds=self.runtime.config.notify.interval_seconds,
+            id=DATABASE_ALARM_JOB,
+            executor="notify",
+            replace_existing=True,
+            misfire_grace_time=grace,
+        )
         stock_options = plugin_options(self.runtime)
         if stock_options is not None and self.runtime.connector is not None:
             self.scheduler.add_job(
-                self._guarded(self._stock_check, STOCK_JOB), "interval",
-                seconds=stock_options.schedule_hours * 3600, id=STOCK_JOB,
-                replace_existing=True, misfire_grace_time=grace)
-        self.scheduler.add_job(self._beat, "interval", seconds=HEARTBEAT_SECONDS,
-                               id="heartbeat", executor="heartbeat", replace_existing=True)
+                self._guarded(self._stock_check, STOCK_JOB),
+                "interval",
+                seconds=stock_options.schedule_hours * 3600,
+                id=STOCK_JOB,
+                replace_existing=True,
+                misfire_grace_time=grace,
+            )
+        self.scheduler.add_job(
+            self._beat,
+            "interval",
+            seconds=HEARTBEAT_SECONDS,
+            id="heartbeat",
+            executor="heartbeat",
+            replace_existing=True,
+        )
         self.scheduler.start()
 
     def run_now(self, job_id: str) -> None:
@@ -259,12 +310,14 @@ class Scheduler:
         take, self._snapshot_arrived = not self._snapshot_arrived, False
         stock_check(self.runtime, take=take)
 
-    def _pipeline_job(self, pipeline: WarehousePipeline,
-                      stages: tuple[Stage, ...]) -> Callable[[], None]:
+    def _pipeline_job(
+        self, pipeline: WarehousePipeline, stages: tuple[Stage, ...]
+    ) -> Callable[[], None]:
         def job() -> None:
             results = pipeline.run_once(should_stop=self._should_stop, stages=stages)
             if any(r.items_out for r in results):
                 self.run_now(DISPATCHER_JOB)
+
         return job
 
     def _guard_tokens(self) -> None:
@@ -330,6 +383,7 @@ class Scheduler:
                     self._again.discard(job_id)
                 if again:
                     self.run_now(job_id)
+
         return run
 
     def _on_problem(self, event: object) -> None:

@@ -34,23 +34,33 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-_CANONICAL = json.JSONEncoder(default=_default, sort_keys=True, separators=(",", ":"),
-                              ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(
+    default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+)
 
 
 def _plain(event: WmsEvent) -> dict[str, Any]:
     """``asdict(event)`` without its deep copies, for the engine's own record types."""
     if type(event) is WmsShipment and all(type(x) is ShipmentLine for x in event.lines):
-        return {"shipment_id": event.shipment_id, "warehouse": event.warehouse,
-                "ne_order_id": event.ne_order_id, "tracking_number": event.tracking_number,
-                "confirmed_at": event.confirmed_at,
-                "lines": [{"product_code": x.product_code, "quantity": x.quantity}
-                          for x in event.lines]}
+        return {
+            "shipment_id": event.shipment_id,
+            "warehouse": event.warehouse,
+            "ne_order_id": event.ne_order_id,
+            "tracking_number": event.tracking_number,
+            "confirmed_at": event.confirmed_at,
+            "lines": [
+                {"product_code": x.product_code, "quantity": x.quantity} for x in event.lines
+            ],
+        }
     if type(event) is WmsReceipt and all(type(x) is ReceiptLine for x in event.lines):
-        return {"receipt_id": event.receipt_id, "warehouse": event.warehouse,
-                "confirmed_at": event.confirmed_at,
-                "lines": [{"product_code": x.product_code, "quantity": x.quantity}
-                          for x in event.lines]}
+        return {
+            "receipt_id": event.receipt_id,
+            "warehouse": event.warehouse,
+            "confirmed_at": event.confirmed_at,
+            "lines": [
+                {"product_code": x.product_code, "quantity": x.quantity} for x in event.lines
+            ],
+        }
     return asdict(event)
 
 
@@ -70,12 +80,17 @@ def event_from_json(kind: str, payload: str) -> WmsEvent:
     confirmed_at = datetime.fromisoformat(data["confirmed_at"])
     if kind == EventKind.SHIPMENT:
         return WmsShipment(
-            data["shipment_id"], data["warehouse"], data["ne_order_id"],
-            data["tracking_number"], confirmed_at,
+            data["shipment_id"],
+            data["warehouse"],
+            data["ne_order_id"],
+            data["tracking_number"],
+            confirmed_at,
             tuple(ShipmentLine(x["product_code"], x["quantity"]) for x in data["lines"]),
         )
     return WmsReceipt(
-        data["receipt_id"], data["warehouse"], confirmed_at,
+        data["receipt_id"],
+        data["warehouse"],
+        confirmed_at,
         tuple(ReceiptLine(x["product_code"], x["quantity"]) for x in data["lines"]),
     )
 

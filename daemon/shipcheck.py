@@ -95,19 +95,25 @@ class InstructedLines:
         if missing:
             with read_session(self._engine) as session:
                 for key, orders in session.execute(
-                        select(col(InstructionBatchRecord.key), col(InstructionBatchRecord.orders))
-                        .where(col(InstructionBatchRecord.key).in_(missing))):
+                    select(
+                        col(InstructionBatchRecord.key), col(InstructionBatchRecord.orders)
+                    ).where(col(InstructionBatchRecord.key).in_(missing))
+                ):
                     self._batches[key] = {
-                        o["ne_order_id"]: summed((x["product_code"], int(x["quantity"]))
-                                                 for x in o["lines"])
-                        for o in json.loads(orders)}
+                        o["ne_order_id"]: summed(
+                            (x["product_code"], int(x["quantity"])) for x in o["lines"]
+                        )
+                        for o in json.loads(orders)
+                    }
         for key in keys:
             if key in self._batches:
                 self._batches.move_to_end(key)
-        out = {order: self._batches[key][order] for order, key in wanted.items()
-               if order in self._batches.get(key, {})}
-        while (len(self._batches) > 1
-               and sum(len(b) for b in self._batches.values()) > _ORDERS_KEPT):
+        out = {
+            order: self._batches[key][order]
+            for order, key in wanted.items()
+            if order in self._batches.get(key, {})
+        }
+        while len(self._batches) > 1 and sum(len(b) for b in self._batches.values()) > _ORDERS_KEPT:
             self._batches.popitem(last=False)
         return out
 
@@ -128,8 +134,9 @@ class Verdict:
 class ShipmentCheck:
     """The checks for one chunk of shipment events of one warehouse."""
 
-    def __init__(self, engine: Bind, warehouse: str, orders: set[str],
-                 instructed: InstructedLines) -> None:
+    def __init__(
+        self, engine: Bind, warehouse: str, orders: set[str], instructed: InstructedLines
+    ) -> None:
         self._engine = engine
         self._warehouse = warehouse
         self._instructed = instructed
@@ -146,14 +153,20 @@ class ShipmentCheck:
             return
         self._asked |= set(ids)
         with read_session(self._engine) as session:
-            batches = {o: b for o, b in session.execute(
-                select(col(ImportedOrder.ne_order_id), col(ImportedOrder.instruction_batch))
-                .where(col(ImportedOrder.ne_order_id).in_(ids))
-                .where(col(ImportedOrder.warehouse) == self._warehouse)
-                .where(col(ImportedOrder.instruction_batch).is_not(None)))}
+            batches = {
+                o: b
+                for o, b in session.execute(
+                    select(col(ImportedOrder.ne_order_id), col(ImportedOrder.instruction_batch))
+                    .where(col(ImportedOrder.ne_order_id).in_(ids))
+                    .where(col(ImportedOrder.warehouse) == self._warehouse)
+                    .where(col(ImportedOrder.instruction_batch).is_not(None))
+                )
+            }
             for key, payload in session.execute(
-                    select(col(OutboxItem.idempotency_key), col(OutboxItem.payload))
-                    .where(col(OutboxItem.idempotency_key).in_([f"ship:{i}" for i in ids]))):
+                select(col(OutboxItem.idempotency_key), col(OutboxItem.payload)).where(
+                    col(OutboxItem.idempotency_key).in_([f"ship:{i}" for i in ids])
+                )
+            ):
                 source = str(json.loads(payload).get("source_event") or "an earlier event")
                 self._shipped_by[key.removeprefix("ship:")] = source
         self._ordered.update(self._instructed.of(batches))
@@ -166,16 +179,23 @@ class ShipmentCheck:
         first = self._shipped_by.get(order)
         if first is not None and first != source:
             if confirmed:
-                return Verdict(leave=True, notice=(
-                    f"second shipment of order {order} acknowledged by the admin; Next Engine "
-                    f"was not changed (the order was shipped by {first})"))
-            return Verdict(hold=(
-                f"{SECOND}{order} (tracking number {event.tracking_number or 'none'}, "
-                f"warehouse {event.warehouse}); the order is already shipped by {first}, so "
-                "nothing was changed in Next Engine. Fix: if these are more parcels of the "
-                f"same order, add the tracking number to order {order}'s note (備考) in Next "
-                "Engine by hand (it has one 発送伝票番号 field), then `nebridge inbox retry "
-                f"--event {source}` acknowledges this shipment (nothing is sent)"))
+                return Verdict(
+                    leave=True,
+                    notice=(
+                        f"second shipment of order {order} acknowledged by the admin; Next Engine "
+                        f"was not changed (the order was shipped by {first})"
+                    ),
+                )
+            return Verdict(
+                hold=(
+                    f"{SECOND}{order} (tracking number {event.tracking_number or 'none'}, "
+                    f"warehouse {event.warehouse}); the order is already shipped by {first}, so "
+                    "nothing was changed in Next Engine. Fix: if these are more parcels of the "
+                    f"same order, add the tracking number to order {order}'s note (備考) in Next "
+                    "Engine by hand (it has one 発送伝票番号 field), then `nebridge inbox retry "
+                    f"--event {source}` acknowledges this shipment (nothing is sent)"
+                )
+            )
         ordered = self._ordered.get(order)
         shipped = summed((line.product_code, line.quantity) for line in event.lines)
         verdict = Verdict()
@@ -185,57 +205,79 @@ class ShipmentCheck:
             self._shipped_by[order] = source
         return verdict
 
-    def _compare(self, event_id: int, event: WmsShipment, order: str, ordered: Quantities,
-                 shipped: Quantities) -> Verdict:
+    def _compare(
+        self,
+        event_id: int,
+        event: WmsShipment,
+        order: str,
+        ordered: Quantities,
+        shipped: Quantities,
+    ) -> Verdict:
         """The verdict on a shipment that alone does not carry the order."""
         source = f"shipment:{event.shipment_id}"
         others = self._held_partials(order) if _within(shipped, ordered) else []
-        total = summed([*((p, q) for _, _, lines in others for p, q in lines.items()),
-                        *shipped.items()])
+        total = summed(
+            [*((p, q) for _, _, lines in others for p, q in lines.items()), *shipped.items()]
+        )
         names = ", ".join(f"shipment:{x}" for _, x, _ in others)
         with_others = f" (together with held {names})" if others else ""
         if total == ordered:
-            return Verdict(together=[(i, x) for i, x, _ in others], notice=(
-                f"order {order} shipped by {source} together with {names}, which together "
-                "carry exactly the order"))
+            return Verdict(
+                together=[(i, x) for i, x, _ in others],
+                notice=(
+                    f"order {order} shipped by {source} together with {names}, which together "
+                    "carry exactly the order"
+                ),
+            )
         extra = {p: q - ordered.get(p, 0) for p, q in total.items() if q > ordered.get(p, 0)}
         short = {p: q - total.get(p, 0) for p, q in ordered.items() if total.get(p, 0) < q}
         if extra:
-            return Verdict(hold=(
-                f"{MISMATCH}{order}: it shipped {describe(shipped)}{with_others}, the order "
-                f"has {describe(ordered)} — more than ordered: {describe(extra)}"
-                + (f"; missing: {describe(short)}" if short else "")
-                + "; nothing was changed in Next Engine. Fix: if the shipment names the wrong "
-                "order, ship the right order in Next Engine by hand and correct the stock "
-                "there; if the order really changed, edit order "
-                f"{order} in Next Engine to what was shipped, then `nebridge inbox retry "
-                f"--event {source}` ships it as it is"))
+            return Verdict(
+                hold=(
+                    f"{MISMATCH}{order}: it shipped {describe(shipped)}{with_others}, the order "
+                    f"has {describe(ordered)} — more than ordered: {describe(extra)}"
+                    + (f"; missing: {describe(short)}" if short else "")
+                    + "; nothing was changed in Next Engine. Fix: if the shipment names the wrong "
+                    "order, ship the right order in Next Engine by hand and correct the stock "
+                    "there; if the order really changed, edit order "
+                    f"{order} in Next Engine to what was shipped, then `nebridge inbox retry "
+                    f"--event {source}` ships it as it is"
+                )
+            )
         self._partials.setdefault(order, []).append((event_id, event.shipment_id, shipped))
-        return Verdict(hold=(
-            f"{PARTIAL}{order}: shipped {describe(shipped)}{with_others}, not shipped "
-            f"{describe(short)} (ordered {describe(ordered)}); Next Engine has no partial "
-            "出荷確定, so the order was not shipped and its stock not moved. Fix: ship the rest "
-            "in the WMS — a later shipment with the rest ships the order once, together with "
-            f"this one; or split order {order} in Next Engine (受注分割) so it holds exactly "
-            f"what was shipped, then `nebridge inbox retry --event {source}` ships it"))
+        return Verdict(
+            hold=(
+                f"{PARTIAL}{order}: shipped {describe(shipped)}{with_others}, not shipped "
+                f"{describe(short)} (ordered {describe(ordered)}); Next Engine has no partial "
+                "出荷確定, so the order was not shipped and its stock not moved. Fix: ship "
+                "the rest in the WMS — a later shipment with the rest ships the order once, "
+                f"together with this one; or split order {order} in Next Engine (受注分割) so "
+                "it holds exactly what was shipped, then "
+                f"`nebridge inbox retry --event {source}` ships it"
+            )
+        )
 
     def _held_partials(self, order: str) -> list[tuple[int, str, Quantities]]:
         """Shipments of ``order`` held as partial (stored, or earlier in this chunk)."""
         found = {i: (i, x, q) for i, x, q in self._partials.get(order, [])}
         with read_session(self._engine) as session:
             for event_id, external_id, payload in session.execute(
-                    select(col(InboxEvent.id), col(InboxEvent.external_id),
-                           col(InboxEvent.payload))
-                    .where(col(InboxEvent.state) == EventState.HELD.value)
-                    .where(col(InboxEvent.warehouse) == self._warehouse)
-                    .where(col(InboxEvent.kind) == "shipment")
-                    .where(col(InboxEvent.last_error).startswith(f"{PARTIAL}{order}:",
-                                                                 autoescape=True))):
+                select(col(InboxEvent.id), col(InboxEvent.external_id), col(InboxEvent.payload))
+                .where(col(InboxEvent.state) == EventState.HELD.value)
+                .where(col(InboxEvent.warehouse) == self._warehouse)
+                .where(col(InboxEvent.kind) == "shipment")
+                .where(col(InboxEvent.last_error).startswith(f"{PARTIAL}{order}:", autoescape=True))
+            ):
                 data = json.loads(payload)
                 if str(data.get("ne_order_id") or "") != order or event_id is None:
                     continue
-                found[event_id] = (event_id, external_id, summed(
-                    (x["product_code"], int(x["quantity"])) for x in data.get("lines") or ()))
+                found[event_id] = (
+                    event_id,
+                    external_id,
+                    summed(
+                        (x["product_code"], int(x["quantity"])) for x in data.get("lines") or ()
+                    ),
+                )
         return sorted(found.values())
 
 

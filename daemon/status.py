@@ -36,7 +36,9 @@ def live_attention(host: PluginHost) -> list[AttentionItem]:
 
 
 def attention_report(
-    loaded: LoadedConfig, limit: int = ATTENTION_LIMIT, warehouse: str | None = None,
+    loaded: LoadedConfig,
+    limit: int = ATTENTION_LIMIT,
+    warehouse: str | None = None,
     company: str = "",
 ) -> AttentionReport:
     """Everything that waits for a person under this configuration (``nebridge attention``;
@@ -49,10 +51,12 @@ def attention_report(
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
         if current_revision(engine) != head_revision(engine):
-            raise AdminError("the database is not migrated (or does not exist yet): run "
-                             "`nebridge db upgrade`")
-        return attention.collect(engine, live=live_attention(host), limit=limit,
-                                 warehouse=warehouse, company=company)
+            raise AdminError(
+                "the database is not migrated (or does not exist yet): run `nebridge db upgrade`"
+            )
+        return attention.collect(
+            engine, live=live_attention(host), limit=limit, warehouse=warehouse, company=company
+        )
     finally:
         engine.dispose()
 
@@ -76,14 +80,23 @@ def wms_link(loaded: LoadedConfig, connector: object) -> dict[str, str] | None:
         if not isinstance(engine_connector, AuthorizingConnector):
             return None
         link = engine_connector.link_status(runtime.connector_context())
-        return {"connector": loaded.config.wms.connector, "state": link.state,
-                "detail": link.detail}
+        return {
+            "connector": loaded.config.wms.connector,
+            "state": link.state,
+            "detail": link.detail,
+        }
     finally:
         runtime.close()
 
 
-def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
-                   store: TokenStore | None = None, company: str = "") -> dict[str, Any]:
+def collect_status(
+    loaded: LoadedConfig,
+    engine: Engine,
+    host: PluginHost,
+    *,
+    store: TokenStore | None = None,
+    company: str = "",
+) -> dict[str, Any]:
     """The data behind ``nebridge status``; the token pair is read from ``store`` (default:
     the token file; in fleet mode the company's row in the vault); ``company`` (fleet mode)
     makes the attention items' commands carry ``--company``."""
@@ -101,8 +114,9 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
         "inbox": {},
         "outbox": {},
         "paused_stages": host.paused_stages(),
-        "attention": attention.collect(None, live=live_attention(host),
-                                       limit=ATTENTION_LIMIT, company=company).as_dict(),
+        "attention": attention.collect(
+            None, live=live_attention(host), limit=ATTENTION_LIMIT, company=company
+        ).as_dict(),
     }
     if current != head:
         status["problems"] = ["database not migrated: run `nebridge db upgrade`"]
@@ -121,24 +135,36 @@ def collect_status(loaded: LoadedConfig, engine: Engine, host: PluginHost, *,
                     .order_by(col(RunRecord.started_at).desc())
                     .limit(1)
                 ).first()
-                stages[stage] = None if run is None else {
-                    "at": run.started_at.isoformat(), "outcome": run.outcome,
-                    "items_in": run.items_in, "items_out": run.items_out,
-                    "detail": run.detail,
-                }
+                stages[stage] = (
+                    None
+                    if run is None
+                    else {
+                        "at": run.started_at.isoformat(),
+                        "outcome": run.outcome,
+                        "items_in": run.items_in,
+                        "items_out": run.items_out,
+                        "detail": run.detail,
+                    }
+                )
             status["warehouses"].append(
-                {"code": wh.code, "name": wh.name, "ne_linked": wh.ne_linked,
-                 "import_orders": wh.import_orders, "stages": stages}
+                {
+                    "code": wh.code,
+                    "name": wh.name,
+                    "ne_linked": wh.ne_linked,
+                    "import_orders": wh.import_orders,
+                    "stages": stages,
+                }
             )
         rows = session.execute(
-            select(col(InboxEvent.kind), col(InboxEvent.state), func.count())
-            .group_by(col(InboxEvent.kind), col(InboxEvent.state))
+            select(col(InboxEvent.kind), col(InboxEvent.state), func.count()).group_by(
+                col(InboxEvent.kind), col(InboxEvent.state)
+            )
         ).all()
     for kind, state, n in rows:
         status["inbox"].setdefault(str(kind), {})[str(state)] = int(n)
     status["outbox"] = backlog_by_state(engine)
-    status["attention"] = attention.collect(engine, live=live_attention(host),
-                                            limit=ATTENTION_LIMIT, company=company).as_dict()
-    status["notify"] = {"sinks": host.notify_sinks(),
-                        "waiting": pending_by_sink(engine)}
+    status["attention"] = attention.collect(
+        engine, live=live_attention(host), limit=ATTENTION_LIMIT, company=company
+    ).as_dict()
+    status["notify"] = {"sinks": host.notify_sinks(), "waiting": pending_by_sink(engine)}
     return status

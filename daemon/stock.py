@@ -77,9 +77,16 @@ class StockError(Exception):
 class StockSource(Protocol):
     """What the comparison needs of Next Engine: a paged search (the NE client)."""
 
-    def search(self, resource: str, fields: str | Iterable[str], *, where: Any = None,
-               sort: str | None = None, page_size: int | None = None,
-               wait_flag: bool = True) -> Iterator[Mapping[str, str | None]]: ...
+    def search(
+        self,
+        resource: str,
+        fields: str | Iterable[str],
+        *,
+        where: Any = None,
+        sort: str | None = None,
+        page_size: int | None = None,
+        wait_flag: bool = True,
+    ) -> Iterator[Mapping[str, str | None]]: ...
 
 
 # -- taking snapshots -------------------------------------------------------------------------
@@ -94,8 +101,9 @@ class SnapshotReport:
     rejected: list[str] = field(default_factory=list)
 
 
-def take_snapshots(db: Bind, connector: object, ctx: ConnectorContext,
-                   take: bool) -> SnapshotReport:
+def take_snapshots(
+    db: Bind, connector: object, ctx: ConnectorContext, take: bool
+) -> SnapshotReport:
     """Store every ready stock batch of ``connector`` (none if it cannot tell stock).
 
     A batch is stored in one transaction with its ``inbox_batch`` record and only then
@@ -120,23 +128,44 @@ def _take_one(db: Bind, batch: StockBatch, report: SnapshotReport) -> None:
         return
     now = utcnow()
     with write_session(db) as session:
-        rows = [StockSnapshotRecord(warehouse=s.warehouse, source=batch.source[:512],
-                                    counted_at=s.counted_at, products=len(s.quantities),
-                                    quantities=dumps(dict(s.quantities)), taken_at=now)
-                for s in snapshots]
+        rows = [
+            StockSnapshotRecord(
+                warehouse=s.warehouse,
+                source=batch.source[:512],
+                counted_at=s.counted_at,
+                products=len(s.quantities),
+                quantities=dumps(dict(s.quantities)),
+                taken_at=now,
+            )
+            for s in snapshots
+        ]
         session.add_all(rows)
-        session.add(InboxBatch(source=batch.source[:512], kind="stock", state="accepted",
-                               events=sum(r.products for r in rows), received_at=now))
+        session.add(
+            InboxBatch(
+                source=batch.source[:512],
+                kind="stock",
+                state="accepted",
+                events=sum(r.products for r in rows),
+                received_at=now,
+            )
+        )
         session.flush()
         ids = [int(r.id) for r in rows if r.id is not None]
         for warehouse in {r.warehouse for r in rows}:
-            keep = select(col(StockSnapshotRecord.id)).where(
-                col(StockSnapshotRecord.warehouse) == warehouse).order_by(
-                col(StockSnapshotRecord.counted_at).desc(),
-                col(StockSnapshotRecord.id).desc()).limit(KEEP_SNAPSHOTS)
-            session.execute(delete(StockSnapshotRecord).where(
-                col(StockSnapshotRecord.warehouse) == warehouse,
-                col(StockSnapshotRecord.id).not_in(list(session.scalars(keep)))))
+            keep = (
+                select(col(StockSnapshotRecord.id))
+                .where(col(StockSnapshotRecord.warehouse) == warehouse)
+                .order_by(
+                    col(StockSnapshotRecord.counted_at).desc(), col(StockSnapshotRecord.id).desc()
+                )
+                .limit(KEEP_SNAPSHOTS)
+            )
+            session.execute(
+                delete(StockSnapshotRecord).where(
+                    col(StockSnapshotRecord.warehouse) == warehouse,
+                    col(StockSnapshotRecord.id).not_in(list(session.scalars(keep))),
+                )
+            )
     batch.commit()
     report.stored.extend(ids)
     report.accepted.append(batch.source)
@@ -147,8 +176,9 @@ def _record_rejected(db: Bind, source: str, errors: Sequence[RecordError]) -> No
     """The rejected batch with every error, as ``nebridge inbox list`` shows batches."""
     text = "\n".join(str(e) for e in errors)
     with write_session(db) as session:
-        session.add(InboxBatch(source=source[:512], kind="stock", state="rejected",
-                               errors=text or None))
+        session.add(
+            InboxBatch(source=source[:512], kind="stock", state="rejected", errors=text or None)
+        )
 
 
 # -- comparing --------------------------------------------------------------------------------
@@ -185,9 +215,16 @@ class GoodsDrift:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON view."""
-        return {"goods": self.goods, "ne": self.ne, "warehouses": self.warehouses,
-                "wms": self.wms, "in_flight": self.in_flight, "drift": self.drift,
-                "unexplained": self.unexplained, "explanation": self.explanation()}
+        return {
+            "goods": self.goods,
+            "ne": self.ne,
+            "warehouses": self.warehouses,
+            "wms": self.wms,
+            "in_flight": self.in_flight,
+            "drift": self.drift,
+            "unexplained": self.unexplained,
+            "explanation": self.explanation(),
+        }
 
     def explanation(self) -> str:
         """Every cause nebridge knows of, or why none is known."""
@@ -197,10 +234,15 @@ class GoodsDrift:
             seen = self.ne_changed_after_count
             parts.append(
                 f"{rest:+d} unknown: no action or event of nebridge explains it "
-                + (f"(Next Engine's stock record changed at {seen.isoformat()}, after the "
-                   "count: a manual edit in Next Engine?)" if seen is not None else
-                   "(a manual edit in Next Engine, a count or loss in the warehouse, a change "
-                   "before nebridge)"))
+                + (
+                    f"(Next Engine's stock record changed at {seen.isoformat()}, after the "
+                    "count: a manual edit in Next Engine?)"
+                    if seen is not None
+                    else "(a manual edit in Next Engine, a count or loss in the warehouse, a "
+                    "change "
+                    "before nebridge)"
+                )
+            )
         return "; ".join(parts)
 
 
@@ -233,13 +275,18 @@ class StockDiff:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON view (drifting goods only; ``compared`` counts all)."""
-        return {"snapshots": {w: {"id": i, "counted_at": t.isoformat()}
-                              for w, (i, t) in self.snapshots.items()},
-                "compared": self.compared, "ne_calls": self.ne_calls,
-                "ne_seconds": round(self.ne_seconds, 3),
-                "drifts": [r.as_dict() for r in self.drifts],
-                "unexplained": len(self.unexplained), "not_in_wms": self.not_in_wms,
-                "not_linked": self.not_linked}
+        return {
+            "snapshots": {
+                w: {"id": i, "counted_at": t.isoformat()} for w, (i, t) in self.snapshots.items()
+            },
+            "compared": self.compared,
+            "ne_calls": self.ne_calls,
+            "ne_seconds": round(self.ne_seconds, 3),
+            "drifts": [r.as_dict() for r in self.drifts],
+            "unexplained": len(self.unexplained),
+            "not_in_wms": self.not_in_wms,
+            "not_linked": self.not_linked,
+        }
 
 
 def latest_snapshots(db: Bind, warehouses: Iterable[str]) -> dict[str, StockSnapshotRecord]:
@@ -248,9 +295,13 @@ def latest_snapshots(db: Bind, warehouses: Iterable[str]) -> dict[str, StockSnap
     with read_session(db) as session:
         for code in warehouses:
             row = session.scalars(
-                select(StockSnapshotRecord).where(col(StockSnapshotRecord.warehouse) == code)
-                .order_by(col(StockSnapshotRecord.counted_at).desc(),
-                          col(StockSnapshotRecord.id).desc()).limit(1)).first()
+                select(StockSnapshotRecord)
+                .where(col(StockSnapshotRecord.warehouse) == code)
+                .order_by(
+                    col(StockSnapshotRecord.counted_at).desc(), col(StockSnapshotRecord.id).desc()
+                )
+                .limit(1)
+            ).first()
             if row is not None:
                 found[code] = row
     return found
@@ -271,19 +322,27 @@ def compare(
     """
     linked = [code for code, info in warehouses.items() if info.ne_linked]
     if not linked:
-        raise StockError("no warehouse is linked to Next Engine (warehouses[].ne_linked); "
-                         "there is nothing to compare")
+        raise StockError(
+            "no warehouse is linked to Next Engine (warehouses[].ne_linked); "
+            "there is nothing to compare"
+        )
     records = latest_snapshots(db, linked)
     missing = [code for code in linked if code not in records]
     if missing:
         raise StockError(
             f"no stock snapshot yet of linked warehouse(s) {', '.join(missing)}: drop a "
             "stock-*.csv (warehouse,product_code,quantity,counted_at) into the inbox or run "
-            "`nebridge stock take`, then `nebridge stock diff` again")
+            "`nebridge stock take`, then `nebridge stock diff` again"
+        )
     with read_session(db) as session:
-        links = {str(p): str(k) for p, k in session.execute(
-            select(col(WmsProduct.product_code), col(WmsProduct.link_code))
-            .where(col(WmsProduct.link_code).is_not(None))).all()}
+        links = {
+            str(p): str(k)
+            for p, k in session.execute(
+                select(col(WmsProduct.product_code), col(WmsProduct.link_code)).where(
+                    col(WmsProduct.link_code).is_not(None)
+                )
+            ).all()
+        }
     goods_of = {product: link_key(code) for product, code in links.items()}
     counts: dict[str, dict[str, int]] = defaultdict(dict)  # goods key → warehouse → on hand
     product_of: dict[str, str] = {}
@@ -307,8 +366,9 @@ def compare(
     seen: set[str] = set()
     compared = 0
     newest_count = max(moments.values())
-    for ne_row in calls.search_stock(("stock_goods_id", "stock_quantity",
-                                      "stock_last_modified_date"), sort="stock_goods_id-asc"):
+    for ne_row in calls.search_stock(
+        ("stock_goods_id", "stock_quantity", "stock_last_modified_date"), sort="stock_goods_id-asc"
+    ):
         goods = str(ne_row.get("stock_goods_id") or "")
         key = link_key(goods)
         ne = int(ne_row.get("stock_quantity") or 0)
@@ -320,10 +380,16 @@ def compare(
         per_warehouse = {code: counts.get(key, {}).get(code, 0) for code in linked}
         found = flight.get(key)
         changed = _ne_time(ne_row.get("stock_last_modified_date"))
-        row = GoodsDrift(goods, ne, per_warehouse, found.amount if found else 0,
-                         product=product_of[key],
-                         ne_changed_after_count=changed if changed is not None
-                         and changed > newest_count else None)
+        row = GoodsDrift(
+            goods,
+            ne,
+            per_warehouse,
+            found.amount if found else 0,
+            product=product_of[key],
+            ne_changed_after_count=changed
+            if changed is not None and changed > newest_count
+            else None,
+        )
         if found:
             row.explained = found.explained
             row.explanations = found.notes
@@ -337,14 +403,29 @@ def compare(
             for product, quantity in json.loads(record.quantities).items():
                 if quantity and goods_of.get(product) in absent:
                     unlinked[product][code] = int(quantity)
-    not_linked = [{"product": p, "warehouses": w, "wms": sum(w.values()),
-                   "link_code": links.get(p),
-                   "reason": ("no Next Engine goods has this link code (紐付けコード)"
-                              if links.get(p) else "no link code (紐付けコード) in the WMS")}
-                  for p, w in sorted(unlinked.items())]
-    return StockDiff({c: (int(r.id or 0), r.counted_at) for c, r in records.items()}, rows,
-                     not_in_wms, not_linked, compared=compared, ne_calls=calls.calls,
-                     ne_seconds=calls.seconds)
+    not_linked = [
+        {
+            "product": p,
+            "warehouses": w,
+            "wms": sum(w.values()),
+            "link_code": links.get(p),
+            "reason": (
+                "no Next Engine goods has this link code (紐付けコード)"
+                if links.get(p)
+                else "no link code (紐付けコード) in the WMS"
+            ),
+        }
+        for p, w in sorted(unlinked.items())
+    ]
+    return StockDiff(
+        {c: (int(r.id or 0), r.counted_at) for c, r in records.items()},
+        rows,
+        not_in_wms,
+        not_linked,
+        compared=compared,
+        ne_calls=calls.calls,
+        ne_seconds=calls.seconds,
+    )
 
 
 def _ne_time(value: str | None) -> datetime | None:
@@ -367,8 +448,9 @@ class _Counter:
     def search_stock(self, fields: Iterable[str], sort: str) -> Iterator[Mapping[str, Any]]:
         """Every row of ``master_stock`` at the largest page size; pages end at a short one."""
         rows = 0
-        pages = iter(self.client.search(Resource.MASTER_STOCK, fields, sort=sort,
-                                        page_size=NE_PAGE_SIZE))
+        pages = iter(
+            self.client.search(Resource.MASTER_STOCK, fields, sort=sort, page_size=NE_PAGE_SIZE)
+        )
         while True:
             started = time.perf_counter()
             row = next(pages, None)
@@ -390,27 +472,40 @@ class _Flight:
     waits: bool = False
 
 
-def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str, str],
-               enabled: set[str]) -> dict[str, _Flight]:
+def _in_flight(
+    db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str, str], enabled: set[str]
+) -> dict[str, _Flight]:
     """Per goods key: the in-flight correction and the named causes of drift."""
     out: dict[str, _Flight] = defaultdict(_Flight)
     oldest = min(moments.values()) - _SKEW
     with read_session(db) as session:
-        items = list(session.scalars(
-            select(OutboxItem)
-            .where(col(OutboxItem.kind).in_((ADJUST_STOCK.name, SHIP_ORDER.name)))
-            .where(or_(col(OutboxItem.state) != OutboxState.DONE.value,
-                       col(OutboxItem.updated_at) >= oldest,
-                       col(OutboxItem.plugin) == RECONCILE_PLUGIN))))
+        items = list(
+            session.scalars(
+                select(OutboxItem)
+                .where(col(OutboxItem.kind).in_((ADJUST_STOCK.name, SHIP_ORDER.name)))
+                .where(
+                    or_(
+                        col(OutboxItem.state) != OutboxState.DONE.value,
+                        col(OutboxItem.updated_at) >= oldest,
+                        col(OutboxItem.plugin) == RECONCILE_PLUGIN,
+                    )
+                )
+            )
+        )
         event_ids = {i.event_id for i in items if i.event_id is not None}
-        undecided = list(session.scalars(
-            select(InboxEvent).where(col(InboxEvent.state).in_(
-                (EventState.PENDING.value, EventState.HELD.value)))))
+        undecided = list(
+            session.scalars(
+                select(InboxEvent).where(
+                    col(InboxEvent.state).in_((EventState.PENDING.value, EventState.HELD.value))
+                )
+            )
+        )
         events = {e.id: e for e in undecided}
         wanted = sorted(event_ids - set(events))
         for start in range(0, len(wanted), 500):
-            for event in session.scalars(select(InboxEvent).where(
-                    col(InboxEvent.id).in_(wanted[start:start + 500]))):
+            for event in session.scalars(
+                select(InboxEvent).where(col(InboxEvent.id).in_(wanted[start : start + 500]))
+            ):
                 events[event.id] = event
     parsed = {i: json.loads(e.payload) for i, e in events.items() if i is not None}
 
@@ -434,8 +529,11 @@ def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str,
         if inside is None:
             continue
         for key, effect in _effects(item, parsed.get(item.event_id or -1), goods_of):
-            if (item.state == OutboxState.SKIPPED.value and key in corrected
-                    and item.updated_at <= corrected[key]):
+            if (
+                item.state == OutboxState.SKIPPED.value
+                and key in corrected
+                and item.updated_at <= corrected[key]
+            ):
                 continue  # a correction since took it into account
             flight = out[key]
             applied = item.state == OutboxState.DONE.value
@@ -462,20 +560,25 @@ def _in_flight(db: Bind, moments: Mapping[str, datetime], goods_of: Mapping[str,
     return out
 
 
-def _effects(item: OutboxItem, event: Mapping[str, Any] | None,
-             goods_of: Mapping[str, str]) -> list[tuple[str, int]]:
+def _effects(
+    item: OutboxItem, event: Mapping[str, Any] | None, goods_of: Mapping[str, str]
+) -> list[tuple[str, int]]:
     """(goods key, change of Next Engine stock) of one action once applied."""
     if item.kind == ADJUST_STOCK.name:
         key = goods_of.get(item.subject)
         return [(key, int(json.loads(item.payload)["delta"]))] if key else []
     if event is None:
         return []
-    return [(goods_of[line["product_code"]], -int(line["quantity"]))
-            for line in event["lines"] if line["product_code"] in goods_of]
+    return [
+        (goods_of[line["product_code"]], -int(line["quantity"]))
+        for line in event["lines"]
+        if line["product_code"] in goods_of
+    ]
 
 
-def _predicted(kind: str, event: Mapping[str, Any], goods_of: Mapping[str, str],
-               enabled: set[str]) -> list[tuple[str, int]]:
+def _predicted(
+    kind: str, event: Mapping[str, Any], goods_of: Mapping[str, str], enabled: set[str]
+) -> list[tuple[str, int]]:
     """What an undecided event will do to Next Engine stock once the plugins decide it."""
     if kind == "receipt":
         sign = 1 if "stock_plus" in enabled else 0
@@ -483,22 +586,34 @@ def _predicted(kind: str, event: Mapping[str, Any], goods_of: Mapping[str, str],
         sign = -1 if "status_update" in enabled else 0
     else:
         sign = -1 if "stock_minus" in enabled else 0
-    return [(goods_of[line["product_code"]], sign * int(line["quantity"]))
-            for line in event["lines"] if sign and line["product_code"] in goods_of]
+    return [
+        (goods_of[line["product_code"]], sign * int(line["quantity"]))
+        for line in event["lines"]
+        if sign and line["product_code"] in goods_of
+    ]
 
 
 def _why(item: OutboxItem, effect: int) -> str:
-    what = ("shipment of Next Engine order " + item.subject if item.kind == SHIP_ORDER.name
-            else f"stock change of {item.subject}")
+    what = (
+        "shipment of Next Engine order " + item.subject
+        if item.kind == SHIP_ORDER.name
+        else f"stock change of {item.subject}"
+    )
     if item.state == OutboxState.SKIPPED.value:
-        return (f"{effect:+d}: {what} skipped (action #{item.id}: "
-                f"{item.result or item.last_error or 'not needed'}) — e.g. an order cancelled "
-                "in Next Engine after the WMS shipped it")
+        return (
+            f"{effect:+d}: {what} skipped (action #{item.id}: "
+            f"{item.result or item.last_error or 'not needed'}) — e.g. an order cancelled "
+            "in Next Engine after the WMS shipped it"
+        )
     if item.state == OutboxState.IN_DOUBT.value:
-        return (f"{effect:+d}: {what} in doubt (action #{item.id}); settle it with "
-                f"`nebridge outbox list --state in_doubt` first")
-    return (f"{effect:+d}: {what} failed (action #{item.id}: {item.last_error or ''}); "
-            f"`nebridge outbox retry {item.id}` sends it")
+        return (
+            f"{effect:+d}: {what} in doubt (action #{item.id}); settle it with "
+            f"`nebridge outbox list --state in_doubt` first"
+        )
+    return (
+        f"{effect:+d}: {what} failed (action #{item.id}: {item.last_error or ''}); "
+        f"`nebridge outbox retry {item.id}` sends it"
+    )
 
 
 # -- correcting -------------------------------------------------------------------------------
@@ -516,13 +631,23 @@ class Correction:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON view."""
-        return {"goods": self.goods, "delta": self.delta, "key": self.key,
-                "state": self.state, "detail": self.detail}
+        return {
+            "goods": self.goods,
+            "delta": self.delta,
+            "key": self.key,
+            "state": self.state,
+            "detail": self.detail,
+        }
 
 
-def reconcile(db: Bind, diff: StockDiff, goods: Iterable[str] = (),
-              max_delta: int | None = None, warehouse: str = "",
-              link_key: Callable[[str], str] = str) -> list[Correction]:
+def reconcile(
+    db: Bind,
+    diff: StockDiff,
+    goods: Iterable[str] = (),
+    max_delta: int | None = None,
+    warehouse: str = "",
+    link_key: Callable[[str], str] = str,
+) -> list[Correction]:
     """Queue one stock action per drift (of ``goods`` only, if given), keyed
     ``reconcile:<snapshot id>:<goods>`` so it is decided and sent once.
 
@@ -537,38 +662,78 @@ def reconcile(db: Bind, diff: StockDiff, goods: Iterable[str] = (),
     for row in rows:
         key = ADJUST_STOCK.reconcile_key(diff.snapshot_id, row.goods)
         if row.waits:
-            out.append(Correction(row.goods, row.drift, key, "waits",
-                                  "stock events or actions of this goods are not settled "
-                                  "yet; run `nebridge stock reconcile` again once they are"))
+            out.append(
+                Correction(
+                    row.goods,
+                    row.drift,
+                    key,
+                    "waits",
+                    "stock events or actions of this goods are not settled "
+                    "yet; run `nebridge stock reconcile` again once they are",
+                )
+            )
             continue
         if max_delta is not None and abs(row.drift) > max_delta:
-            out.append(Correction(row.goods, row.drift, key, "skipped",
-                                  f"|{row.drift}| is more than max_auto_correct {max_delta}; "
-                                  f"a person decides: `nebridge stock reconcile --apply "
-                                  f"--goods {row.goods}`"))
+            out.append(
+                Correction(
+                    row.goods,
+                    row.drift,
+                    key,
+                    "skipped",
+                    f"|{row.drift}| is more than max_auto_correct {max_delta}; "
+                    f"a person decides: `nebridge stock reconcile --apply "
+                    f"--goods {row.goods}`",
+                )
+            )
             continue
-        to_insert.append(outbox_row(
-            PlannedItem(kind=ADJUST_STOCK.name, key=key, subject=row.product,
-                        plugin=RECONCILE_PLUGIN,
-                        payload={"delta": row.drift, "goods": row.goods,
-                                 "snapshot": diff.snapshot_id, "ne": row.ne, "wms": row.wms,
-                                 "in_flight": row.in_flight}),
-            warehouse or next(iter(row.warehouses), ""), None, now))
-        out.append(Correction(row.goods, row.drift, key, "queued",
-                              f"Next Engine {row.ne} → {row.ne + row.drift} "
-                              f"(warehouses {row.wms}, in flight {row.in_flight:+d})"))
+        to_insert.append(
+            outbox_row(
+                PlannedItem(
+                    kind=ADJUST_STOCK.name,
+                    key=key,
+                    subject=row.product,
+                    plugin=RECONCILE_PLUGIN,
+                    payload={
+                        "delta": row.drift,
+                        "goods": row.goods,
+                        "snapshot": diff.snapshot_id,
+                        "ne": row.ne,
+                        "wms": row.wms,
+                        "in_flight": row.in_flight,
+                    },
+                ),
+                warehouse or next(iter(row.warehouses), ""),
+                None,
+                now,
+            )
+        )
+        out.append(
+            Correction(
+                row.goods,
+                row.drift,
+                key,
+                "queued",
+                f"Next Engine {row.ne} → {row.ne + row.drift} "
+                f"(warehouses {row.wms}, in flight {row.in_flight:+d})",
+            )
+        )
     if to_insert:
         with write_session(db) as session:
-            existing = set(session.scalars(select(col(OutboxItem.idempotency_key)).where(
-                col(OutboxItem.idempotency_key).in_([r["idempotency_key"]
-                                                     for r in to_insert]))))
+            existing = set(
+                session.scalars(
+                    select(col(OutboxItem.idempotency_key)).where(
+                        col(OutboxItem.idempotency_key).in_(
+                            [r["idempotency_key"] for r in to_insert]
+                        )
+                    )
+                )
+            )
             insert_ignoring_duplicates(session, to_insert)
         for correction in out:
             if correction.key in existing and correction.state == "queued":
                 correction.state = "exists"
                 correction.detail = "decided before (same snapshot); sent once"
     return out
-
 
 
 # -- with a runtime (CLI, plugin) -------------------------------------------------------------
@@ -585,8 +750,13 @@ def diff_now(runtime: Runtime, take: bool = False) -> StockDiff:
     compare with Next Engine."""
     if runtime.connector is not None:
         take_snapshots(runtime.db, runtime.connector, runtime.connector_context(), take)
-    return compare(runtime.db, runtime.ne_client(), runtime.warehouses(),
-                   link_key_of(runtime), runtime.host.loaded_names())
+    return compare(
+        runtime.db,
+        runtime.ne_client(),
+        runtime.warehouses(),
+        link_key_of(runtime),
+        runtime.host.loaded_names(),
+    )
 
 
 DRIFT_KEY = "stock:drift:"
@@ -615,8 +785,9 @@ def check(runtime: Runtime, take: bool) -> StockDiff | None:
         return None
     queued: set[str] = set()
     if options.auto_correct:
-        done = reconcile(runtime.db, diff, max_delta=options.max_auto_correct,
-                         link_key=link_key_of(runtime))
+        done = reconcile(
+            runtime.db, diff, max_delta=options.max_auto_correct, link_key=link_key_of(runtime)
+        )
         queued = {c.goods for c in done if c.state in ("queued", "exists")}
     open_keys: set[str] = set()
     for row in diff.unexplained:
@@ -624,15 +795,32 @@ def check(runtime: Runtime, take: bool) -> StockDiff | None:
             continue
         key = f"{DRIFT_KEY}{row.goods}"[:200]
         open_keys.add(key)
-        attention.report(runtime.db, Problem(
-            key=key, kind=AttentionKind.STOCK_DRIFT, severity="warning", subject=row.goods,
-            reason=(f"Next Engine stock of {row.goods} is {row.ne}, the linked warehouses "
+        attention.report(
+            runtime.db,
+            Problem(
+                key=key,
+                kind=AttentionKind.STOCK_DRIFT,
+                severity="warning",
+                subject=row.goods,
+                reason=(
+                    f"Next Engine stock of {row.goods} is {row.ne}, the linked warehouses "
                     f"counted {row.wms} (in flight {row.in_flight:+d}): {row.drift:+d} that "
-                    "nebridge cannot explain"),
-            fix=(f"check it (`nebridge stock diff`), then `nebridge stock reconcile --apply "
-                 f"--goods {row.goods}` sets Next Engine to the count, or correct the count "
-                 "in the WMS")), source=RECONCILE_PLUGIN)
+                    "nebridge cannot explain"
+                ),
+                fix=(
+                    f"check it (`nebridge stock diff`), then `nebridge stock reconcile --apply "
+                    f"--goods {row.goods}` sets Next Engine to the count, or correct the count "
+                    "in the WMS"
+                ),
+            ),
+            source=RECONCILE_PLUGIN,
+        )
     attention.resolve(runtime.db, attention.open_problem_keys(runtime.db, DRIFT_KEY) - open_keys)
-    log.info("stock compared: %d goods, %d drift(s), %d unexplained, %d corrected",
-             diff.compared, len(diff.drifts), len(diff.unexplained), len(queued))
+    log.info(
+        "stock compared: %d goods, %d drift(s), %d unexplained, %d corrected",
+        diff.compared,
+        len(diff.drifts),
+        len(diff.unexplained),
+        len(queued),
+    )
     return diff

@@ -169,24 +169,34 @@ class Supervisor:
                     self._waited = True
                     if down_since is None:
                         down_since, reported = now, now
-                        log.error("database unavailable: %s — waiting for it (retrying with "
-                                  "backoff up to every %s)", exc, human_duration(
-                                      OUTAGE_MAX_RETRY))
+                        log.error(
+                            "database unavailable: %s — waiting for it (retrying with "
+                            "backoff up to every %s)",
+                            exc,
+                            human_duration(OUTAGE_MAX_RETRY),
+                        )
                         self._notify(f"READY=1\nSTATUS=waiting for the database: {exc}")
                     elif now - reported >= OUTAGE_REPORT_EVERY:
                         reported = now
-                        log.warning("database still unavailable after %s: %s",
-                                    human_duration(now - down_since), exc)
+                        log.warning(
+                            "database still unavailable after %s: %s",
+                            human_duration(now - down_since),
+                            exc,
+                        )
                     next_try, retry = now + retry, min(retry * 2, OUTAGE_MAX_RETRY)
                 else:
                     if down_since is not None:
-                        log.warning("database reachable again after %s",
-                                    human_duration(time.monotonic() - down_since))
+                        log.warning(
+                            "database reachable again after %s",
+                            human_duration(time.monotonic() - down_since),
+                        )
                         down_since, retry = None, OUTAGE_FIRST_RETRY
                     if got:
                         if standby_since is not None:
-                            log.warning("took over the instance lock after %s as a standby",
-                                        human_duration(time.monotonic() - standby_since))
+                            log.warning(
+                                "took over the instance lock after %s as a standby",
+                                human_duration(time.monotonic() - standby_since),
+                            )
                         return True
                     if not lock.can_wait():
                         raise AlreadyRunning(lock.refusal())
@@ -194,11 +204,17 @@ class Supervisor:
                     if standby_since is None:
                         standby_since = now
                         holder = lock.refusal()
-                        log.warning("standby: %s; this process waits without touching shared "
-                                    "state and takes over when the lock is free (checked "
-                                    "every %.0f s)", holder, STANDBY_POLL_SECONDS)
-                        self._notify("READY=1\nSTATUS=standby: another nebridge process "
-                                     "holds the instance lock")
+                        log.warning(
+                            "standby: %s; this process waits without touching shared "
+                            "state and takes over when the lock is free (checked "
+                            "every %.0f s)",
+                            holder,
+                            STANDBY_POLL_SECONDS,
+                        )
+                        self._notify(
+                            "READY=1\nSTATUS=standby: another nebridge process "
+                            "holds the instance lock"
+                        )
                     next_try = now + STANDBY_POLL_SECONDS
             self._wake.wait(min(interval or 1.0, 1.0, max(0.05, next_try - time.monotonic())))
             self._wake.clear()
@@ -260,8 +276,9 @@ class Supervisor:
             new_runtime = self.runtime_factory(self.config_path)
         except Exception as exc:
             log.error("reload failed; keeping the old configuration: %s", exc)
-            self._notify(f"READY=1\nSTATUS=reload failed, old configuration kept: "
-                         f"{str(exc).splitlines()[0]}")
+            self._notify(
+                f"READY=1\nSTATUS=reload failed, old configuration kept: {str(exc).splitlines()[0]}"
+            )
             return False
         self._shutdown()
         self._start(new_runtime)

@@ -41,8 +41,10 @@ class PluginCommands:
 
     def as_rows(self) -> list[dict[str, str]]:
         """One row per offered command, mounted or refused (``plugins commands --json``)."""
-        rows = [{"name": name, "plugin": plugin, "help": command.help, "state": "mounted",
-                 "reason": ""} for name, (plugin, command) in self.commands.items()]
+        rows = [
+            {"name": name, "plugin": plugin, "help": command.help, "state": "mounted", "reason": ""}
+            for name, (plugin, command) in self.commands.items()
+        ]
         return rows + self.refused
 
 
@@ -57,48 +59,76 @@ def command_host(loaded: LoadedConfig) -> PluginHost:
     return host
 
 
-def plugin_commands(host: PluginHost, config_path: Path,
-                    core_names: Iterable[str]) -> PluginCommands:
+def plugin_commands(
+    host: PluginHost, config_path: Path, core_names: Iterable[str]
+) -> PluginCommands:
     """Every command the loaded plugins offer; one named like a core command, or like an
     earlier plugin's, is refused (the first keeps the name)."""
     core = set(core_names)
     found = PluginCommands()
     for outcome in host.cli_commands(config_path):
         if outcome.error is not None:
-            found.refused.append(_refusal("", outcome.plugin, "", "nebridge_cli_commands raised "
-                                          f"{outcome.error!r}; report it to the plugin's "
-                                          "authors or disable the plugin"))
+            found.refused.append(
+                _refusal(
+                    "",
+                    outcome.plugin,
+                    "",
+                    "nebridge_cli_commands raised "
+                    f"{outcome.error!r}; report it to the plugin's "
+                    "authors or disable the plugin",
+                )
+            )
             continue
         offered: Iterable[object] = outcome.result or ()  # what a plugin returns is checked
         for command in offered:
             if not isinstance(command, CliCommand):
-                found.refused.append(_refusal("", outcome.plugin, "", "returned "
-                                              f"{type(command).__name__}, not a CliCommand"))
+                found.refused.append(
+                    _refusal(
+                        "",
+                        outcome.plugin,
+                        "",
+                        f"returned {type(command).__name__}, not a CliCommand",
+                    )
+                )
             elif not isinstance(command.name, str) or not COMMAND_NAME.fullmatch(command.name):
-                found.refused.append(_refusal(
-                    str(command.name), outcome.plugin, command.help,
-                    f"{command.name!r} is not a command name: use lower-case ASCII letters, "
-                    "digits and '-', starting with a letter (like `my-report`); the plugin "
-                    "must rename its command"))
+                found.refused.append(
+                    _refusal(
+                        str(command.name),
+                        outcome.plugin,
+                        command.help,
+                        f"{command.name!r} is not a command name: use lower-case ASCII letters, "
+                        "digits and '-', starting with a letter (like `my-report`); the plugin "
+                        "must rename its command",
+                    )
+                )
             elif command.name in core:
-                found.refused.append(_refusal(
-                    command.name, outcome.plugin, command.help,
-                    f"`nebridge {command.name}` is a core command; the plugin must give its "
-                    "command another name"))
+                found.refused.append(
+                    _refusal(
+                        command.name,
+                        outcome.plugin,
+                        command.help,
+                        f"`nebridge {command.name}` is a core command; the plugin must give its "
+                        "command another name",
+                    )
+                )
             elif command.name in found.commands:
                 first = found.commands[command.name][0]
-                found.refused.append(_refusal(
-                    command.name, outcome.plugin, command.help,
-                    f"plugin {first} offers `nebridge {command.name}` already; disable one "
-                    "of the two plugins, or have one rename its command"))
+                found.refused.append(
+                    _refusal(
+                        command.name,
+                        outcome.plugin,
+                        command.help,
+                        f"plugin {first} offers `nebridge {command.name}` already; disable one "
+                        "of the two plugins, or have one rename its command",
+                    )
+                )
             else:
                 found.commands[command.name] = (outcome.plugin, command)
     return found
 
 
 def _refusal(name: str, plugin: str, help_text: str, reason: str) -> dict[str, str]:
-    return {"name": name, "plugin": plugin, "help": help_text, "state": "refused",
-            "reason": reason}
+    return {"name": name, "plugin": plugin, "help": help_text, "state": "refused", "reason": reason}
 
 
 def connector_host(config: DaemonConfig) -> PluginHost:
@@ -143,8 +173,11 @@ def demo_of(name: str) -> DemoSpec | None:
 
 def installed_connectors() -> list[str]:
     """The names of the installed WMS connector plugins, without ``wms_`` (``csv`` …)."""
-    return sorted(name.removeprefix(CONNECTOR_PREFIX) for name in discover_entry_points()
-                  if name.startswith(CONNECTOR_PREFIX))
+    return sorted(
+        name.removeprefix(CONNECTOR_PREFIX)
+        for name in discover_entry_points()
+        if name.startswith(CONNECTOR_PREFIX)
+    )
 
 
 def connector_in_use(loaded: LoadedConfig, host: PluginHost) -> ConnectorInUse | None:
@@ -161,7 +194,11 @@ def connector_in_use(loaded: LoadedConfig, host: PluginHost) -> ConnectorInUse |
         issues, options = validate_section(spec.config_model, options, ("wms", wanted), loaded)
         if issues:
             options = None
-    return ConnectorInUse(name=wanted, plugin=plugin,
-                          options=resolve_relative_paths(options, base), config_dir=base,
-                          state_dir=loaded.config.state_dir,
-                          credentials_dir=loaded.config.credentials_dir)
+    return ConnectorInUse(
+        name=wanted,
+        plugin=plugin,
+        options=resolve_relative_paths(options, base),
+        config_dir=base,
+        state_dir=loaded.config.state_dir,
+        credentials_dir=loaded.config.credentials_dir,
+    )

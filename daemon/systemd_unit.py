@@ -54,8 +54,9 @@ def installed_executable() -> Path:
     return Path(found).absolute() if found else beside.absolute()
 
 
-def writable_paths(config: DaemonConfig, config_path: Path,
-                   connector_options: Mapping[str, object]) -> tuple[Path, ...]:
+def writable_paths(
+    config: DaemonConfig, config_path: Path, connector_options: Mapping[str, object]
+) -> tuple[Path, ...]:
     """Absolute folders outside /var/lib/nebridge the daemon must write.
 
     The WMS folders and token files of the connector's section (relative paths resolve next
@@ -118,16 +119,32 @@ def render_unit(settings: UnitSettings) -> str:
     if settings.extra_writable:
         joined = " ".join(_quote(p) for p in settings.extra_writable)
         writable = f"# WMS folders and state outside /var/lib/nebridge\nReadWritePaths={joined}\n"
-    credentials = "".join(f"LoadCredential={name}:{settings.credentials_dir / name}\n"
-                          for name in settings.credentials)
-    groups = (f"# Files for the WMS (orders, error reports) are readable by this group.\n"
-              f"SupplementaryGroups={settings.wms_group}\n") if settings.wms_group else ""
-    under_home = any(str(p).startswith(("/home/", "/root/"))
-                     for p in (settings.executable, settings.config, *settings.extra_writable))
+    credentials = "".join(
+        f"LoadCredential={name}:{settings.credentials_dir / name}\n"
+        for name in settings.credentials
+    )
+    groups = (
+        (
+            f"# Files for the WMS (orders, error reports) are readable by this group.\n"
+            f"SupplementaryGroups={settings.wms_group}\n"
+        )
+        if settings.wms_group
+        else ""
+    )
+    under_home = any(
+        str(p).startswith(("/home/", "/root/"))
+        for p in (settings.executable, settings.config, *settings.extra_writable)
+    )
     readme = Path(__file__).resolve().parents[1] / "README.md"  # in a source checkout
-    fleet = ("" if settings.companies_dir is None else FLEET_NOTE.format(
-        companies_dir=settings.companies_dir, config=settings.config,
-        lease_seconds=settings.lease_seconds))
+    fleet = (
+        ""
+        if settings.companies_dir is None
+        else FLEET_NOTE.format(
+            companies_dir=settings.companies_dir,
+            config=settings.config,
+            lease_seconds=settings.lease_seconds,
+        )
+    )
     return TEMPLATE.read_text(encoding="utf-8").format(
         fleet=fleet,
         documentation=f"Documentation=file://{readme}\n" if readme.is_file() else "",
@@ -154,17 +171,23 @@ def unit_notes(settings: UnitSettings) -> list[str]:
     for name in settings.credentials:
         path = settings.credentials_dir / name
         if not path.exists():
-            notes.append(f"{path} does not exist yet; the service starts only once it does: "
-                         f"sudo install -m 0640 -o root -g {settings.group} /dev/stdin {path} "
-                         "<<< 'SECRET'")
+            notes.append(
+                f"{path} does not exist yet; the service starts only once it does: "
+                f"sudo install -m 0640 -o root -g {settings.group} /dev/stdin {path} "
+                "<<< 'SECRET'"
+            )
     for folder in settings.extra_writable:
         if not folder.is_dir():
-            notes.append(f"{folder} does not exist yet; systemd cannot start a service whose "
-                         f"ReadWritePaths= is missing: sudo install -d -m 0750 -o "
-                         f"{settings.user} -g {settings.group} {folder}")
+            notes.append(
+                f"{folder} does not exist yet; systemd cannot start a service whose "
+                f"ReadWritePaths= is missing: sudo install -d -m 0750 -o "
+                f"{settings.user} -g {settings.group} {folder}"
+            )
         tmp = next((t for t in PRIVATE_TMP if t == folder or t in folder.parents), None)
         if tmp is not None:
-            notes.append(f"{folder} is under {tmp}, which the service sees as its own "
-                         "private, empty folder (PrivateTmp=yes); move it elsewhere (e.g. "
-                         "/srv/wms)")
+            notes.append(
+                f"{folder} is under {tmp}, which the service sees as its own "
+                "private, empty folder (PrivateTmp=yes); move it elsewhere (e.g. "
+                "/srv/wms)"
+            )
     return notes

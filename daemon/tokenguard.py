@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 WARN_AT = (timedelta(hours=24), timedelta(hours=6))
 KEEP_ALIVE_BELOW = timedelta(hours=48)
 ACCESS_MARGIN = timedelta(minutes=10)
-HORIZON_KEYS = tuple(f"{AttentionKind.NE_TOKEN_EXPIRING}:{int(t.total_seconds() // 3600)}h"
-                     for t in WARN_AT)
+HORIZON_KEYS = tuple(
+    f"{AttentionKind.NE_TOKEN_EXPIRING}:{int(t.total_seconds() // 3600)}h" for t in WARN_AT
+)
 
 
 def horizon_warning(refresh_end: datetime | None, now: datetime) -> str | None:
@@ -57,9 +58,11 @@ def horizon_warning(refresh_end: datetime | None, now: datetime) -> str | None:
         return None
     hours = max(0.0, left.total_seconds() / 3600)
     when = refresh_end.strftime("%Y-%m-%d %H:%M %Z")
-    return (f"the Next Engine refresh token lapses in {hours:.1f} h (at {when}); nebridge "
-            "renews it automatically while it can reach Next Engine — check the network and "
-            f"`nebridge doctor`; once it lapsed, {RECONNECT_HINT}")
+    return (
+        f"the Next Engine refresh token lapses in {hours:.1f} h (at {when}); nebridge "
+        "renews it automatically while it can reach Next Engine — check the network and "
+        f"`nebridge doctor`; once it lapsed, {RECONNECT_HINT}"
+    )
 
 
 @dataclass
@@ -99,8 +102,9 @@ class TokenGuard:
             return report
         tokens = self.store().load()
         now = self.clock()
-        if tokens is not None and self._due(tokens.access_token_end_date,
-                                            tokens.refresh_token_end_date, now):
+        if tokens is not None and self._due(
+            tokens.access_token_end_date, tokens.refresh_token_end_date, now
+        ):
             try:
                 self.client().company_info()
                 report.kept_alive = True
@@ -120,12 +124,21 @@ class TokenGuard:
             key = f"{AttentionKind.NE_TOKEN_EXPIRING}:{hours}h"
             if key not in attention.open_problem_keys(self.db, key):
                 log.warning("Next Engine link lapses within %d h: %s", hours, report.warning)
-            attention.report(self.db, Problem(
-                key=key, kind=AttentionKind.NE_TOKEN_EXPIRING,
-                severity="warning" if hours >= 24 else "error",
-                reason=f"Next Engine link lapses within {hours} h: {report.warning}",
-                fix=("make sure nebridge reaches Next Engine (`nebridge doctor`); once the "
-                     f"link lapsed, {RECONNECT_HINT}")), source="token_guard", now=now)
+            attention.report(
+                self.db,
+                Problem(
+                    key=key,
+                    kind=AttentionKind.NE_TOKEN_EXPIRING,
+                    severity="warning" if hours >= 24 else "error",
+                    reason=f"Next Engine link lapses within {hours} h: {report.warning}",
+                    fix=(
+                        "make sure nebridge reaches Next Engine (`nebridge doctor`); once the "
+                        f"link lapsed, {RECONNECT_HINT}"
+                    ),
+                ),
+                source="token_guard",
+                now=now,
+            )
         elif report.refresh_end is not None:
             attention.resolve(self.db, HORIZON_KEYS, now)
         return report
@@ -141,8 +154,9 @@ class TokenGuard:
             attention.resolve(self.db, [LINK_LOST_KEY], self.clock())
             return True
         if info.state != "not_connected":
-            attention.report(self.db, link_lost_problem(info.reason), source="token_guard",
-                             now=self.clock())
+            attention.report(
+                self.db, link_lost_problem(info.reason), source="token_guard", now=self.clock()
+            )
         return False
 
     @staticmethod

@@ -69,8 +69,10 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except PermissionError:
-        raise ConfigNotWritable(f"cannot write in {target.parent} (the folder of {target}); "
-                                "run the command with sudo, or as the file's owner") from None
+        raise ConfigNotWritable(
+            f"cannot write in {target.parent} (the folder of {target}); "
+            "run the command with sudo, or as the file's owner"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if old is not None:
@@ -100,4 +102,5 @@ def _keep_owner(fd: int, target: Path, old: os.stat_result) -> None:
         raise ConfigNotWritable(
             f"{target} belongs to uid {old.st_uid} and gid {old.st_gid}; editing it as this "
             "user would change that, so it was left as it is: run the command with sudo, or "
-            "as the file's owner") from None
+            "as the file's owner"
+        ) from None

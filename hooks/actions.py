@@ -43,7 +43,7 @@ def bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return f"{text[:limit - len(digest) - 1]}~{digest}"
+    return f"{text[: limit - len(digest) - 1]}~{digest}"
 
 
 @dataclass
@@ -92,10 +92,12 @@ class ShipOrderKind(ActionKind):
     name = "ship_order"
     records = (ShipOrder, WriteTracking)
     key_formats = ("ship:{ne_order_id}",)
-    merge = ("one row per order and event, whichever plugins asked; a WriteTracking rides on "
-             "the ShipOrder of the same order (the first plugin's number wins) and is dropped "
-             "with a warning without one: Next Engine never gets a tracking number alone. The "
-             "key holds only the order, so an order is shipped once however many events ask.")
+    merge = (
+        "one row per order and event, whichever plugins asked; a WriteTracking rides on "
+        "the ShipOrder of the same order (the first plugin's number wins) and is dropped "
+        "with a warning without one: Next Engine never gets a tracking number alone. The "
+        "key holds only the order, so an order is shipped once however many events ask."
+    )
 
     def plan(
         self, source: str, decided: Sequence[tuple[str, Any]]
@@ -110,24 +112,36 @@ class ShipOrderKind(ActionKind):
         for plugin, record in decided:
             if isinstance(record, ShipOrder):
                 if not is_order_id(record.ne_order_id):
-                    raise StepError(f"plugin {plugin} asked to ship {record.ne_order_id!r}, "
-                                    "which is not a Next Engine order number (a positive whole "
-                                    "number without leading zeros)")
+                    raise StepError(
+                        f"plugin {plugin} asked to ship {record.ne_order_id!r}, "
+                        "which is not a Next Engine order number (a positive whole "
+                        "number without leading zeros)"
+                    )
                 ships.setdefault(record.ne_order_id, plugin)
             else:
                 tracking.setdefault(record.ne_order_id, (record.tracking_number, plugin))
         items = []
         for order_id, plugin in ships.items():
-            items.append(PlannedItem(
-                kind=self.name, key=f"ship:{order_id}", subject=order_id, plugin=plugin,
-                payload={"ne_order_id": order_id,
-                         "tracking_number": tracking.pop(order_id, (None, ""))[0],
-                         "source_event": source}))
+            items.append(
+                PlannedItem(
+                    kind=self.name,
+                    key=f"ship:{order_id}",
+                    subject=order_id,
+                    plugin=plugin,
+                    payload={
+                        "ne_order_id": order_id,
+                        "tracking_number": tracking.pop(order_id, (None, ""))[0],
+                        "source_event": source,
+                    },
+                )
+            )
         notices = []
         for order_id, (number, plugin) in tracking.items():
-            notices.append(f"[warning] {plugin}: tracking number {number} for order {order_id} "
-                           "not written: no shipped-status update for this order (tracking "
-                           "numbers are never written alone)")
+            notices.append(
+                f"[warning] {plugin}: tracking number {number} for order {order_id} "
+                "not written: no shipped-status update for this order (tracking "
+                "numbers are never written alone)"
+            )
         return items, notices
 
     def describe(self, subject: str, payload: Mapping[str, Any]) -> str:
@@ -147,11 +161,13 @@ class AdjustStockKind(ActionKind):
         "stock:shipped_cancelled:{shipment id}:{product_code}",
         "reconcile:{snapshot id}:{goods code}",
     )
-    merge = ("the deltas one plugin gives one product in one event are summed into one row "
-             "(a net 0 writes nothing); different plugins keep their own rows. Rows of one "
-             "dispatch are summed per Next Engine goods code into one upload. Besides plugin "
-             "decisions, `nebridge orders shipped-anyway` and `nebridge stock reconcile` queue "
-             "rows of this kind under their own keys.")
+    merge = (
+        "the deltas one plugin gives one product in one event are summed into one row "
+        "(a net 0 writes nothing); different plugins keep their own rows. Rows of one "
+        "dispatch are summed per Next Engine goods code into one upload. Besides plugin "
+        "decisions, `nebridge orders shipped-anyway` and `nebridge stock reconcile` queue "
+        "rows of this kind under their own keys."
+    )
 
     def reversal_key(self, shipment_id: str, product_code: str) -> str:
         """The key of taking a cancelled order's shipped goods off Next Engine stock."""
@@ -173,17 +189,24 @@ class AdjustStockKind(ActionKind):
         items = []
         for (plugin, product), delta in sorted(stock.items()):
             if delta:
-                items.append(PlannedItem(
-                    kind=self.name, key=bounded(f"stock:{source}:{product}:{plugin}", KEY_LENGTH),
-                    subject=bounded(product, SUBJECT_LENGTH), plugin=plugin,
-                    payload={"product_code": product, "delta": delta, "source_event": source}))
+                items.append(
+                    PlannedItem(
+                        kind=self.name,
+                        key=bounded(f"stock:{source}:{product}:{plugin}", KEY_LENGTH),
+                        subject=bounded(product, SUBJECT_LENGTH),
+                        plugin=plugin,
+                        payload={"product_code": product, "delta": delta, "source_event": source},
+                    )
+                )
         return items, []
 
     def describe(self, subject: str, payload: Mapping[str, Any]) -> str:
         """A change of a WMS product's stock, or a correction to a stock snapshot's count."""
         if "snapshot" in payload:
-            return (f"correct Next Engine stock of {payload.get('goods')} by "
-                    f"{payload.get('delta'):+d} to the count of snapshot {payload['snapshot']}")
+            return (
+                f"correct Next Engine stock of {payload.get('goods')} by "
+                f"{payload.get('delta'):+d} to the count of snapshot {payload['snapshot']}"
+            )
         return f"change Next Engine stock of WMS product {subject} by {payload['delta']:+d}"
 
 
@@ -192,7 +215,8 @@ ADJUST_STOCK = AdjustStockKind()
 #: Every kind of Next Engine action, by outbox ``kind``, in the order rows are planned.
 ACTION_KINDS: Mapping[str, ActionKind] = {k.name: k for k in (SHIP_ORDER, ADJUST_STOCK)}
 _KIND_OF_RECORD: dict[type[Any], ActionKind] = {
-    record: kind for kind in ACTION_KINDS.values() for record in kind.records}
+    record: kind for kind in ACTION_KINDS.values() for record in kind.records
+}
 
 
 def describe(kind: str, subject: str, payload: Mapping[str, Any]) -> str:
@@ -242,8 +266,9 @@ def plan_actions(
 def is_order_id(value: str) -> bool:
     """True for a Next Engine order number in canonical form: ASCII digits, no leading zero,
     at most 18 digits."""
-    return (0 < len(value) <= 18 and value.isascii() and value.isdigit()
-            and not value.startswith("0"))
+    return (
+        0 < len(value) <= 18 and value.isascii() and value.isdigit() and not value.startswith("0")
+    )
 
 
 def _kind_of(action: object) -> ActionKind | None:

@@ -21,8 +21,9 @@ class SecretUnreadable(ValueError):
     """A configured secret exists but cannot be used; the message names the file and why."""
 
 
-def credential_file(name: str, folder: Path | None = None,
-                    env: Mapping[str, str] | None = None) -> Path | None:
+def credential_file(
+    name: str, folder: Path | None = None, env: Mapping[str, str] | None = None
+) -> Path | None:
     """The file holding credential ``name``: systemd's copy first, then ``folder/name``.
 
     ``None`` when neither exists. A file that exists but cannot even be looked at (a folder
@@ -45,8 +46,13 @@ def credential_file(name: str, folder: Path | None = None,
     return None
 
 
-def read_credential(name: str, folder: Path | None = None,
-                    env: Mapping[str, str] | None = None, *, checked: bool = False) -> str | None:
+def read_credential(
+    name: str,
+    folder: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    checked: bool = False,
+) -> str | None:
     """The stripped text of credential ``name`` (see :func:`credential_file`), or ``None``.
 
     ``checked``: a file read from ``folder`` (not systemd's copy, which systemd makes private)
@@ -66,8 +72,9 @@ def read_credential(name: str, folder: Path | None = None,
         with os.fdopen(fd, "rb") as handle:
             value = handle.read().decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise SecretUnreadable(f"the credential {path} is not UTF-8 text; write the secret "
-                               "alone on one line") from None
+        raise SecretUnreadable(
+            f"the credential {path} is not UTF-8 text; write the secret alone on one line"
+        ) from None
     except OSError as exc:
         raise SecretUnreadable(_unreadable(path, exc)) from None
     if not value:
@@ -84,17 +91,23 @@ def exposed_credential(path: Path) -> str | None:
     """
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
-        return (f"the credential {path} is a symbolic link; nebridge never reads this secret "
-                f"through one: put the file itself there (sudo cp --remove-destination "
-                f"\"$(readlink -f {path})\" {path})")
+        return (
+            f"the credential {path} is a symbolic link; nebridge never reads this secret "
+            f"through one: put the file itself there (sudo cp --remove-destination "
+            f'"$(readlink -f {path})" {path})'
+        )
     if not stat.S_ISREG(info.st_mode):
         return f"the credential {path} is not a regular file; write the secret into a file there"
     if info.st_uid not in (0, os.geteuid()):
-        return (f"the credential {path} belongs to uid {info.st_uid}, neither root nor this "
-                f"user (uid {os.geteuid()}); run `sudo chown root:nebridge {path}`")
+        return (
+            f"the credential {path} belongs to uid {info.st_uid}, neither root nor this "
+            f"user (uid {os.geteuid()}); run `sudo chown root:nebridge {path}`"
+        )
     if info.st_mode & 0o027:
-        return (f"the credential {path} is open to other users or writable by its group (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); run `sudo chmod 0640 {path}`")
+        return (
+            f"the credential {path} is open to other users or writable by its group (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run `sudo chmod 0640 {path}`"
+        )
     return None
 
 
@@ -102,7 +115,9 @@ def _unreadable(path: Path, exc: OSError) -> str:
     """Why ``path`` cannot be read, and how an admin makes it readable to the service user."""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return (f"the credential {path} cannot be read by this user ({reason}); let the "
-                f"service user's group read it: sudo chgrp nebridge {path.parent} {path} && "
-                f"sudo chmod 0750 {path.parent} && sudo chmod 0640 {path}")
+        return (
+            f"the credential {path} cannot be read by this user ({reason}); let the "
+            f"service user's group read it: sudo chgrp nebridge {path.parent} {path} && "
+            f"sudo chmod 0750 {path.parent} && sudo chmod 0640 {path}"
+        )
     return f"the credential {path} cannot be read: {reason}"

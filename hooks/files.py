@@ -70,7 +70,7 @@ def _replace(path: Path, data: bytes, mode: int, exact_mode: bool) -> None:
                 os.fchmod(fd, mode)  # umask may have removed bits; never added any
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -80,7 +80,7 @@ def _replace(path: Path, data: bytes, mode: int, exact_mode: bool) -> None:
             os.unlink(tmp)
         raise
     for stale in directory.glob(f".{glob.escape(stem)}.*.tmp"):  # left by a crash mid-write
-        if _TEMP_TAIL.fullmatch(stale.name[len(stem) + 1:]):
+        if _TEMP_TAIL.fullmatch(stale.name[len(stem) + 1 :]):
             with suppress(FileNotFoundError):
                 os.unlink(stale)
     dir_fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)

@@ -45,13 +45,32 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 
-__all__ = ["BoundedSession", "DeadlineExceeded", "HttpLimitExceeded", "HttpLimits",
-           "ResponseTooLarge"]
+__all__ = [
+    "BoundedSession",
+    "DeadlineExceeded",
+    "HttpLimitExceeded",
+    "HttpLimits",
+    "ResponseTooLarge",
+]
 
 _CHUNK = 64 * 1024
 #: Positional parameters of ``requests.Session.request`` after ``method`` and ``url``.
-_REQUEST_ARGS = ("params", "data", "headers", "cookies", "files", "auth", "timeout",
-                 "allow_redirects", "proxies", "hooks", "stream", "verify", "cert", "json")
+_REQUEST_ARGS = (
+    "params",
+    "data",
+    "headers",
+    "cookies",
+    "files",
+    "auth",
+    "timeout",
+    "allow_redirects",
+    "proxies",
+    "hooks",
+    "stream",
+    "verify",
+    "cert",
+    "json",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +142,7 @@ class _Watchdog:
         with self._cond:
             self._calls.add(call)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="http-deadline",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="http-deadline", daemon=True)
                 self._thread.start()
             self._cond.notify()
 
@@ -187,8 +205,13 @@ class _AnswerReader(socket.SocketIO):
 class _WatchedResponse(http.client.HTTPResponse):
     """http.client's response reading through :class:`_AnswerReader` during a bounded call."""
 
-    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
-                 url: str | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
         super().__init__(sock, debuglevel, method, url)
         call: _Call | None = getattr(_current, "call", None)
         if call is not None and call.transfer is not None:
@@ -246,14 +269,16 @@ class BoundedAdapter(HTTPAdapter):
     passed to every new connection (e.g. TCP keep-alive for long calls).
     """
 
-    def __init__(self, limits: HttpLimits,
-                 socket_options: Sequence[tuple[int, int, int]] | None = None) -> None:
+    def __init__(
+        self, limits: HttpLimits, socket_options: Sequence[tuple[int, int, int]] | None = None
+    ) -> None:
         self.limits = limits
         self.socket_options = list(socket_options) if socket_options is not None else None
         super().__init__(max_retries=0)
 
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                         **pool_kwargs: Any) -> None:
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
         if self.socket_options is not None:
             pool_kwargs["socket_options"] = self.socket_options
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
@@ -265,11 +290,18 @@ class BoundedAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = _POOLS
         return manager
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: Any = None, verify: Any = True, cert: Any = None,
-             proxies: Any = None) -> requests.Response:
-        response = super().send(request, stream=True, timeout=timeout, verify=verify,
-                                cert=cert, proxies=proxies)
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        response = super().send(
+            request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
         try:
             _read_capped(response, self.limits)
         except BaseException:
@@ -287,7 +319,10 @@ def _read_capped(response: requests.Response, limits: HttpLimits) -> None:
         raise ResponseTooLarge(
             f"the answer from {host} is {int(declared):,} bytes, over the limit of "
             f"{_size(cap)}; it was not read. If answers this large are expected, raise "
-            f"{limits.size_setting}", host=host, limit=cap)
+            f"{limits.size_setting}",
+            host=host,
+            limit=cap,
+        )
     chunks: list[bytes] = []
     total = 0
     for chunk in response.iter_content(_CHUNK):
@@ -296,7 +331,9 @@ def _read_capped(response: requests.Response, limits: HttpLimits) -> None:
             raise ResponseTooLarge(
                 f"the answer from {host} is over the limit of {_size(cap)}; reading stopped "
                 f"there. If answers this large are expected, raise {limits.size_setting}",
-                host=host, limit=cap)
+                host=host,
+                limit=cap,
+            )
         chunks.append(chunk)
     response._content = b"".join(chunks)
     response._content_consumed = True  # type: ignore[attr-defined]
@@ -313,22 +350,28 @@ def _size(limit: int) -> str:
 class BoundedSession(requests.Session):
     """A ``requests.Session`` whose calls obey :class:`HttpLimits` (see the module docstring)."""
 
-    def __init__(self, limits: HttpLimits | None = None,
-                 socket_options: Sequence[tuple[int, int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        limits: HttpLimits | None = None,
+        socket_options: Sequence[tuple[int, int, int]] | None = None,
+    ) -> None:
         super().__init__()
         self.limits = limits or HttpLimits()
         adapter = BoundedAdapter(self.limits, socket_options)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any,
-                **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         """``requests.Session.request`` within the deadline (``timeout=`` may shorten it)."""
         kwargs.update(zip(_REQUEST_ARGS, args, strict=False))
         connect, read, deadline = self._bounds(kwargs.get("timeout"))
         kwargs["timeout"] = (connect, read)
-        host = urlsplit(url if isinstance(url, str) else url.decode("utf-8", "replace")
-                        ).hostname or "the peer"
+        host = (
+            urlsplit(url if isinstance(url, str) else url.decode("utf-8", "replace")).hostname
+            or "the peer"
+        )
         with _bounded(deadline, self.limits.transfer_seconds) as call:
             try:
                 response = super().request(method, url, **kwargs)
@@ -350,12 +393,16 @@ class BoundedSession(requests.Session):
                 f"{host} started answering but did not finish within {transfer:g} s; it may "
                 f"be stalled or trickling, and the request may have been applied. If such slow "
                 f"answers are legitimate, raise {self.limits.transfer_setting or 'the limit'}",
-                host=host, limit=transfer)
+                host=host,
+                limit=transfer,
+            )
         return DeadlineExceeded(
             f"{host} did not finish answering within {deadline:g} s (the whole call's "
             f"deadline); it may be stalled or trickling, and the request may have been applied. "
             f"If such slow answers are legitimate, raise {self.limits.deadline_setting}",
-            host=host, limit=deadline)
+            host=host,
+            limit=deadline,
+        )
 
     def _bounds(self, timeout: Any) -> tuple[float, float, float]:
         """``(connect, read, deadline)``: the socket timeouts and the whole-call deadline.

@@ -46,13 +46,18 @@ class NotifyContext:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-def secret(ctx: NotifyContext, credential: str, env_var: str,
-           configured: str | None = None) -> str | None:
+def secret(
+    ctx: NotifyContext, credential: str, env_var: str, configured: str | None = None
+) -> str | None:
     """A notifier's secret: credential ``credential`` (systemd's copy, else the file in
     ``ctx.credentials_dir``), then env ``env_var``, then the value in ``daemon.yaml``; masked in
     the logs. Raises :class:`hooks.credentials.SecretUnreadable` for an unusable credential."""
-    value = read_credential(credential, ctx.credentials_dir, ctx.env) or ctx.env.get(env_var) \
-        or configured or None
+    value = (
+        read_credential(credential, ctx.credentials_dir, ctx.env)
+        or ctx.env.get(env_var)
+        or configured
+        or None
+    )
     if value:
         ctx.mask_secret(value)
     return value
@@ -84,28 +89,62 @@ _KINDS: dict[str, tuple[str, str]] = {
 
 _EVENTS: dict[str, tuple[str, str, str, str]] = {
     # event: (ja tag, en tag, ja lead, en lead)
-    "open": ("【要対応】", "[Action needed]", "対応が必要なことが発生しました。",
-             "Something needs a person."),
-    "reminder": ("【未解決】", "[Still open]", "次の件はまだ解決していません。",
-                 "This is still not resolved."),
-    "resolved": ("【解決】", "[Resolved]", "次の件は解決しました。対応は不要です。",
-                 "This is resolved; nothing more to do."),
-    "digest": ("【まとめ】", "[Digest]", "対応が必要なことが複数発生しました。",
-               "Several things need a person."),
-    "test": ("【テスト】", "[Test]",
-             "nebridge からのテスト送信です。この通知先は正しく設定されています。",
-             "A test message from nebridge: this sink is set up correctly."),
+    "open": (
+        "【要対応】",
+        "[Action needed]",
+        "対応が必要なことが発生しました。",
+        "Something needs a person.",
+    ),
+    "reminder": (
+        "【未解決】",
+        "[Still open]",
+        "次の件はまだ解決していません。",
+        "This is still not resolved.",
+    ),
+    "resolved": (
+        "【解決】",
+        "[Resolved]",
+        "次の件は解決しました。対応は不要です。",
+        "This is resolved; nothing more to do.",
+    ),
+    "digest": (
+        "【まとめ】",
+        "[Digest]",
+        "対応が必要なことが複数発生しました。",
+        "Several things need a person.",
+    ),
+    "test": (
+        "【テスト】",
+        "[Test]",
+        "nebridge からのテスト送信です。この通知先は正しく設定されています。",
+        "A test message from nebridge: this sink is set up correctly.",
+    ),
 }
 
 _LABELS = {
-    "ja": {"company": "会社", "kind": "種類", "ids": "対象", "warehouse": "拠点", "since": "発生",
-           "detail": "内容",
-           "fix": "対処", "count": "件数", "footer": "一覧: `nebridge attention` / 通知履歴: "
-           "`nebridge notify list`"},
-    "en": {"company": "Company", "kind": "Kind", "ids": "About", "warehouse": "Warehouse",
-           "since": "Since", "detail": "Detail", "fix": "Fix", "count": "Count",
-           "footer": "Everything that waits: `nebridge attention` / sent messages: "
-           "`nebridge notify list`"},
+    "ja": {
+        "company": "会社",
+        "kind": "種類",
+        "ids": "対象",
+        "warehouse": "拠点",
+        "since": "発生",
+        "detail": "内容",
+        "fix": "対処",
+        "count": "件数",
+        "footer": "一覧: `nebridge attention` / 通知履歴: `nebridge notify list`",
+    },
+    "en": {
+        "company": "Company",
+        "kind": "Kind",
+        "ids": "About",
+        "warehouse": "Warehouse",
+        "since": "Since",
+        "detail": "Detail",
+        "fix": "Fix",
+        "count": "Count",
+        "footer": "Everything that waits: `nebridge attention` / sent messages: "
+        "`nebridge notify list`",
+    },
 }
 
 
@@ -119,8 +158,14 @@ def for_company(text: str, company: str) -> str:
     --company acme`); unchanged for ``""`` (a single-company installation)."""
     if not company:
         return text
-    return _COMMAND.sub(lambda m: m.group(0) if "--company" in m.group(1)
-                        else f"`nebridge {m.group(1)} --company {company}`", text)
+    return _COMMAND.sub(
+        lambda m: (
+            m.group(0)
+            if "--company" in m.group(1)
+            else f"`nebridge {m.group(1)} --company {company}`"
+        ),
+        text,
+    )
 
 
 def kind_label(kind: str, language: Language) -> str:
@@ -136,8 +181,7 @@ def subject_line(notification: Notification, language: Language, prefix: str = "
     tag = tags[0] if language == "ja" else tags[1] + " "
     about = ", ".join(notification.ids[:3]) + (" …" if len(notification.ids) > 3 else "")
     if notification.event == "digest":
-        about = (f"{notification.count}件" if language == "ja"
-                 else f"{notification.count} problems")
+        about = f"{notification.count}件" if language == "ja" else f"{notification.count} problems"
     company = f"[{notification.company}] " if notification.company else ""
     text = f"{prefix}{company}{tag}{kind_label(notification.kind, language)}"
     if about:
@@ -147,8 +191,9 @@ def subject_line(notification: Notification, language: Language, prefix: str = "
     return text
 
 
-def render(notification: Notification, language: Language = "ja",
-           zone: tzinfo | None = None) -> str:
+def render(
+    notification: Notification, language: Language = "ja", zone: tzinfo | None = None
+) -> str:
     """The plain-text body of ``notification`` in ``language`` (times shown in ``zone``)."""
     labels = _LABELS[language]
     tags = _EVENTS.get(notification.event, _EVENTS["open"])
@@ -178,4 +223,3 @@ def render(notification: Notification, language: Language = "ja",
             lines.append(f"… ほか{rest}件" if language == "ja" else f"… and {rest} more")
     lines += ["", "-- ", f"nebridge: {for_company(labels['footer'], notification.company)}"]
     return "\n".join(lines)
-

@@ -21,9 +21,11 @@ def _choices(record_type: type[Any]) -> dict[str, tuple[object, ...]]:
     found = _CHOICES.get(record_type)
     if found is None:
         hints = get_type_hints(record_type)
-        found = _CHOICES[record_type] = {f.name: get_args(hints[f.name])
-                                         for f in fields(record_type)
-                                         if get_origin(hints[f.name]) is Literal}
+        found = _CHOICES[record_type] = {
+            f.name: get_args(hints[f.name])
+            for f in fields(record_type)
+            if get_origin(hints[f.name]) is Literal
+        }
     return found
 
 
@@ -34,8 +36,10 @@ def check_choices(record: Any) -> None:
     for name, allowed in _choices(type(record)).items():
         value = getattr(record, name)
         if value not in allowed:
-            raise ValueError(f"{type(record).__name__}.{name} must be one of "
-                             f"{', '.join(map(repr, allowed))}, not {value!r}")
+            raise ValueError(
+                f"{type(record).__name__}.{name} must be one of "
+                f"{', '.join(map(repr, allowed))}, not {value!r}"
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -367,12 +371,21 @@ class Notification:
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (the generic webhook's body; ``since`` as ISO 8601 UTC; ``company``
         only in fleet mode)."""
-        data = {"key": self.key, "kind": self.kind, "event": self.event,
-                "severity": self.severity, "title": self.title, "detail": self.detail,
-                "fix": self.fix, "warehouse": self.warehouse, "ids": list(self.ids),
-                "since": self.since.isoformat() if self.since else None,
-                "count": self.count, "lines": list(self.lines),
-                "delivery_key": self.delivery_key}
+        data = {
+            "key": self.key,
+            "kind": self.kind,
+            "event": self.event,
+            "severity": self.severity,
+            "title": self.title,
+            "detail": self.detail,
+            "fix": self.fix,
+            "warehouse": self.warehouse,
+            "ids": list(self.ids),
+            "since": self.since.isoformat() if self.since else None,
+            "count": self.count,
+            "lines": list(self.lines),
+            "delivery_key": self.delivery_key,
+        }
         if self.company:
             data["company"] = self.company
         return data

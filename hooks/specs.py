@@ -144,9 +144,7 @@ class NotifySpecs:
     """Hooks that tell the people who must act (e-mail, chat, webhooks …)."""
 
     @hookspec
-    def nebridge_notify(
-        self, notification: Notification, options: Any, ctx: NotifyContext
-    ) -> None:
+    def nebridge_notify(self, notification: Notification, options: Any, ctx: NotifyContext) -> None:
         """Deliver one notification to this plugin's sink (mail server, chat room, URL).
 
         Every loaded plugin that implements this hook is a sink. The engine builds

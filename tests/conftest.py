@@ -18,8 +18,10 @@ __all__ = ["DEFAULT_PLUGINS", "DEFAULT_WAREHOUSES", "ConfigFactory", "dump_yaml"
 
 FAKE_SITE = Path(__file__).parent / "fakes" / "site"
 PG_ENV = "NEBRIDGE_TEST_DATABASE_URL"
-PG_SKIP = (f"PostgreSQL tests need {PG_ENV} (e.g. "
-           "postgresql+psycopg://postgres@127.0.0.1/test); .ci/run sets it")
+PG_SKIP = (
+    f"PostgreSQL tests need {PG_ENV} (e.g. "
+    "postgresql+psycopg://postgres@127.0.0.1/test); .ci/run sets it"
+)
 
 ConfigFactory = Callable[..., Path]
 
@@ -38,8 +40,10 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 def fake_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Put the fake third-party distribution on sys.path (and PYTHONPATH for subprocesses)."""
     monkeypatch.syspath_prepend(str(FAKE_SITE))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(FAKE_SITE), os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(p for p in (str(FAKE_SITE), os.environ.get("PYTHONPATH", "")) if p),
+    )
     yield FAKE_SITE
     for name in [m for m in sys.modules if m.startswith("nbfake_")]:
         del sys.modules[name]

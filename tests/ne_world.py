@@ -28,7 +28,9 @@ __all__ = ["AT", "CLIENT_ID", "RECEIPT_HEADER", "SECRET", "SHIP_HEADER", "World"
 
 
 def make_world(
-    make_config: ConfigFactory, tmp_path: Path, sandbox_options: dict[str, Any] | None = None,
+    make_config: ConfigFactory,
+    tmp_path: Path,
+    sandbox_options: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Iterator[World]:
     """A running sandbox and the installation of ``make_config`` signed in to it."""

@@ -92,8 +92,9 @@ class SmtpReceiver:
 
 
 @contextmanager
-def smtp_receiver(tls_context: Any = None, password: str | None = None,
-                  implicit_tls: bool = False) -> Iterator[SmtpReceiver]:
+def smtp_receiver(
+    tls_context: Any = None, password: str | None = None, implicit_tls: bool = False
+) -> Iterator[SmtpReceiver]:
     """An aiosmtpd server on 127.0.0.1; with ``tls_context`` it offers STARTTLS (required),
     or speaks TLS from the first byte with ``implicit_tls``; with ``password`` it requires
     AUTH (any user name, that password)."""
@@ -111,8 +112,9 @@ def smtp_receiver(tls_context: Any = None, password: str | None = None,
             received.messages.append(message)
             return "250 OK"
 
-    def authenticator(_server: Any, _session: Any, _envelope: Any, _mechanism: str,
-                      auth_data: Any) -> AuthResult:
+    def authenticator(
+        _server: Any, _session: Any, _envelope: Any, _mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and auth_data.password.decode() == password
         if ok:
             received.logins.append(auth_data.login.decode())
@@ -124,8 +126,11 @@ def smtp_receiver(tls_context: Any = None, password: str | None = None,
     elif tls_context is not None:
         kwargs.update(tls_context=tls_context, require_starttls=True)
     if password is not None:
-        kwargs.update(authenticator=authenticator, auth_required=True,
-                      auth_require_tls=tls_context is not None and not implicit_tls)
+        kwargs.update(
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=tls_context is not None and not implicit_tls,
+        )
     received.port = free_port()
     controller = Controller(Handler(), hostname="127.0.0.1", port=received.port, **kwargs)
     controller.start()

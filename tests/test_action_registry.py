@@ -50,8 +50,10 @@ def test_the_runtime_runs_every_kind_with_the_configured_dispatch_settings(
     try:
         executors = rt.executors()
         assert {kind: type(e) for kind, e in executors.items()} == EXECUTORS
-        assert all(e.settings.retry.total_seconds() == 7  # type: ignore[attr-defined]
-                   for e in executors.values())
+        assert all(
+            e.settings.retry.total_seconds() == 7  # type: ignore[attr-defined]
+            for e in executors.values()
+        )
     finally:
         rt.close()
 
@@ -82,27 +84,41 @@ def test_docs_name_every_kind_its_key_formats_and_records() -> None:
 
 
 def test_tracking_rides_on_the_ship_action_of_its_order() -> None:
-    items, notices = plan_actions(*SHIPMENT, [
-        ("status_update", [ShipOrder("16")]),
-        ("tracking_write", [WriteTracking("16", "T-1"), WriteTracking("17", "T-2")]),
-        ("another", [ShipOrder("16"), WriteTracking("16", "T-9")]),
-    ])
-    assert items == [PlannedItem(
-        kind="ship_order", key="ship:16", subject="16", plugin="status_update",
-        payload={"ne_order_id": "16", "tracking_number": "T-1",
-                 "source_event": "shipment:S-1"})]
-    assert notices == ["[warning] tracking_write: tracking number T-2 for order 17 not written: "
-                       "no shipped-status update for this order (tracking numbers are never "
-                       "written alone)"]
+    items, notices = plan_actions(
+        *SHIPMENT,
+        [
+            ("status_update", [ShipOrder("16")]),
+            ("tracking_write", [WriteTracking("16", "T-1"), WriteTracking("17", "T-2")]),
+            ("another", [ShipOrder("16"), WriteTracking("16", "T-9")]),
+        ],
+    )
+    assert items == [
+        PlannedItem(
+            kind="ship_order",
+            key="ship:16",
+            subject="16",
+            plugin="status_update",
+            payload={"ne_order_id": "16", "tracking_number": "T-1", "source_event": "shipment:S-1"},
+        )
+    ]
+    assert notices == [
+        "[warning] tracking_write: tracking number T-2 for order 17 not written: "
+        "no shipped-status update for this order (tracking numbers are never "
+        "written alone)"
+    ]
     assert items[0].describe() == "ship Next Engine order 16 with tracking number T-1"
 
 
 def test_stock_deltas_sum_per_plugin_and_product_and_a_net_zero_writes_nothing() -> None:
-    items, notices = plan_actions(EventKind.RECEIPT, "R-9", [
-        ("stock_plus", [AdjustStock("P-B", 2), AdjustStock("P-A", 3), AdjustStock("P-B", 1)]),
-        ("extra", [AdjustStock("P-B", 4), AdjustStock("P-C", 5), AdjustStock("P-C", -5)]),
-        ("notes", [Notice("looked at it", "warning")]),
-    ])
+    items, notices = plan_actions(
+        EventKind.RECEIPT,
+        "R-9",
+        [
+            ("stock_plus", [AdjustStock("P-B", 2), AdjustStock("P-A", 3), AdjustStock("P-B", 1)]),
+            ("extra", [AdjustStock("P-B", 4), AdjustStock("P-C", 5), AdjustStock("P-C", -5)]),
+            ("notes", [Notice("looked at it", "warning")]),
+        ],
+    )
     assert [(i.key, i.subject, i.payload["delta"]) for i in items] == [
         ("stock:receipt:R-9:P-B:extra", "P-B", 4),
         ("stock:receipt:R-9:P-A:stock_plus", "P-A", 3),
@@ -141,5 +157,6 @@ def test_the_other_stock_keys_and_snapshot_words() -> None:
     assert ADJUST_STOCK.reversal_key("S-1", "P-A") == "stock:shipped_cancelled:S-1:P-A"
     assert ADJUST_STOCK.reconcile_key(7, "G-1") == "reconcile:7:G-1"
     assert describe("adjust_stock", "P-A", {"delta": -2, "goods": "G-1", "snapshot": 7}) == (
-        "correct Next Engine stock of G-1 by -2 to the count of snapshot 7")
+        "correct Next Engine stock of G-1 by -2 to the count of snapshot 7"
+    )
     assert describe("retired_kind", "X", {}) == "retired_kind X"

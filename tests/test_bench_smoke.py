@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_benchmark_smoke_run_completes_and_prints_the_table() -> None:
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     header = done.stdout.splitlines()[0]
     assert header.startswith("NE ms") and "naive calls ×" in header

@@ -46,8 +46,9 @@ def test_config_check_ok_and_env_variable(
 
 def test_config_check_lists_every_problem_with_line(runner: CliRunner, example: Path) -> None:
     text = example.read_text(encoding="utf-8")
-    text = text.replace("  status_update:\n    enabled: true",
-                        "  status_update:\n    enabled: false")
+    text = text.replace(
+        "  status_update:\n    enabled: true", "  status_update:\n    enabled: false"
+    )
     text = text.replace("tag: ロジクラ受注取込対象", "tag: '[bad]'")
     text = text.replace("  tag_filter:\n    enabled: false", "  tag_filter:\n    enabled: true")
     example.write_text(text, encoding="utf-8")
@@ -59,7 +60,10 @@ def test_config_check_lists_every_problem_with_line(runner: CliRunner, example: 
     data = json.loads(out)
     assert code == 1 and data["valid"] is False
     assert {i["path"] for i in data["issues"]} == {
-        "plugins.tracking_update.enabled", "plugins.stock_minus.enabled", "plugins.tag_filter.tag"}
+        "plugins.tracking_update.enabled",
+        "plugins.stock_minus.enabled",
+        "plugins.tag_filter.tag",
+    }
 
 
 def test_plugins_list_json_and_info(runner: CliRunner, example: Path) -> None:
@@ -109,8 +113,10 @@ def test_disabling_the_connector_in_use_is_refused(runner: CliRunner, example: P
     connector = found[1]
     code, _out, err = invoke(runner, example, "plugins", "disable", f"wms_{connector}")
     assert code == 1
-    assert (f"wms_{connector} is the WMS connector in use (`wms.connector: {connector}`); "
-            "choose another connector first") in " ".join(err.split())
+    assert (
+        f"wms_{connector} is the WMS connector in use (`wms.connector: {connector}`); "
+        "choose another connector first"
+    ) in " ".join(err.split())
     assert example.read_text(encoding="utf-8") == original
 
 
@@ -125,16 +131,20 @@ def test_changes_that_break_a_dependency_are_refused(runner: CliRunner, example:
     original = example.read_text(encoding="utf-8")
     code, _out, err = invoke(runner, example, "plugins", "disable", "status_update")
     assert code == 1
-    assert ("plugins stock_minus, tracking_update require status_update; disable them first "
-            "(`nebridge plugins disable stock_minus && nebridge plugins disable "
-            "tracking_update`)") in " ".join(err.split())
+    assert (
+        "plugins stock_minus, tracking_update require status_update; disable them first "
+        "(`nebridge plugins disable stock_minus && nebridge plugins disable "
+        "tracking_update`)"
+    ) in " ".join(err.split())
     assert example.read_text(encoding="utf-8") == original
     for name in ("tracking_update", "stock_minus"):
         assert invoke(runner, example, "plugins", "disable", name)[0] == 0
     assert invoke(runner, example, "plugins", "disable", "status_update")[0] == 0
     code, _out, err = invoke(runner, example, "plugins", "enable", "tracking_update")
-    assert code == 1 and ("requires status_update, which is disabled; enable it first "
-                          "(`nebridge plugins enable status_update`)") in " ".join(err.split())
+    assert code == 1 and (
+        "requires status_update, which is disabled; enable it first "
+        "(`nebridge plugins enable status_update`)"
+    ) in " ".join(err.split())
     code, _out, err = invoke(runner, example, "plugins", "enable", "no_such_plugin")
     assert code == 1 and "no installed plugin" in err
 
@@ -143,7 +153,10 @@ def test_warehouses_list_link_unlink(runner: CliRunner, example: Path) -> None:
     code, out, _ = invoke(runner, example, "warehouses", "list", "--json")
     assert code == 0
     assert [(w["code"], w["ne_linked"]) for w in json.loads(out)] == [
-        ("ITAKU", True), ("SHINJUKU", False), ("ASAKUSA", False)]
+        ("ITAKU", True),
+        ("SHINJUKU", False),
+        ("ASAKUSA", False),
+    ]
     assert invoke(runner, example, "warehouses", "link", "SHINJUKU")[0] == 0
     assert invoke(runner, example, "warehouses", "unlink", "ITAKU")[0] == 0
     _code, out, _ = invoke(runner, example, "warehouses", "list", "--json")
@@ -165,6 +178,7 @@ def test_db_upgrade_status_and_run_once(
         assert "nebridge db upgrade" in result.stdout + result.stderr, result.output
     from daemon.config import load_config
     from daemon.store.engine import make_engine, upgrade
+
     engine = make_engine(load_config(config).config.resolved_database_url)
     upgrade(engine, "0003")  # an installation upgraded from before order watch (0004)
     engine.dispose()
@@ -180,9 +194,13 @@ def test_db_upgrade_status_and_run_once(
     report = json.loads(out)
     assert report["ok"] is True
     assert {(s["warehouse"], s["stage"]) for s in report["stages"]} >= {
-        ("ITAKU", "shipments"), ("SHINJUKU", "receipts")}
-    for args, out_word in ((("run", "--once"), "out"),
-                           (("run", "--once", "--dry-run"), "would go out")):
+        ("ITAKU", "shipments"),
+        ("SHINJUKU", "receipts"),
+    }
+    for args, out_word in (
+        (("run", "--once"), "out"),
+        (("run", "--once", "--dry-run"), "would go out"),
+    ):
         code, out, _ = invoke(runner, config, *args)
         summaries = [line for line in out.splitlines() if " in, " in line]
         assert code == 0 and summaries, out

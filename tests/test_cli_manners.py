@@ -58,7 +58,10 @@ def test_edits_go_to_the_target_of_a_symlinked_config_and_keep_owner_group_mode(
     assert link.is_symlink() and link.resolve() == example
     after = os.stat(example)
     assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (
-        before.st_uid, before.st_gid, 0o640)
+        before.st_uid,
+        before.st_gid,
+        0o640,
+    )
     text = example.read_text(encoding="utf-8")
     assert "enabled: true\n    tag:" in text and "ne_linked: false" in text
     assert not [p for p in example.parent.iterdir() if p.name.startswith(".")]  # no temp left
@@ -80,14 +83,19 @@ def _refused_as_nobody(folder: Path) -> None:
     os.chown(example, 0, 4)
     example.chmod(0o666)
     original = example.read_text(encoding="utf-8")
-    script = ("import os, sys, importlib.metadata; from daemon.cli import app; "
-              "import plugins.tag_filter, plugins.wms_csv, daemon.admin; "
-              "os.setgid(65534); os.setuid(65534); "  # nobody, who may not give files group adm
-              "sys.argv = ['nebridge'] + sys.argv[1:]; app()")
+    script = (
+        "import os, sys, importlib.metadata; from daemon.cli import app; "
+        "import plugins.tag_filter, plugins.wms_csv, daemon.admin; "
+        "os.setgid(65534); os.setuid(65534); "  # nobody, who may not give files group adm
+        "sys.argv = ['nebridge'] + sys.argv[1:]; app()"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script, "--config", str(example), "plugins", "enable",
-         "tag_filter"], capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).resolve().parents[1])
+        [sys.executable, "-c", script, "--config", str(example), "plugins", "enable", "tag_filter"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     if "Traceback" in result.stderr:
         pytest.skip(f"this installation cannot run as nobody: {result.stderr[-300:]}")
     assert result.returncode == 1, result.stderr
@@ -102,10 +110,12 @@ def _refused_as_nobody(folder: Path) -> None:
 def test_config_is_taken_before_or_after_the_subcommand_and_from_the_environment(
     example: Path, tmp_path: Path
 ) -> None:
-    for args in (["--config", str(example), "warehouses", "list", "--json"],
-                 ["warehouses", "list", "--json", "--config", str(example)],
-                 ["warehouses", "list", f"--config={example}", "--json"],
-                 ["warehouses", "-c", str(example), "list", "--json"]):
+    for args in (
+        ["--config", str(example), "warehouses", "list", "--json"],
+        ["warehouses", "list", "--json", "--config", str(example)],
+        ["warehouses", "list", f"--config={example}", "--json"],
+        ["warehouses", "-c", str(example), "list", "--json"],
+    ):
         result = cli(*args)
         assert result.exit_code == 0, (args, result.output)
         assert json.loads(result.stdout)[0]["code"] == "ITAKU", args
@@ -120,19 +130,37 @@ def test_shell_completion_installs(tmp_path: Path) -> None:
         pytest.skip("the nebridge script is not installed in this environment")
     # As an admin types it, in bash: typer detects the shell from the parent process (the
     # second command keeps bash from exec-ing nebridge in its place).
-    shown = subprocess.run(["bash", "-c", f"'{nebridge}' --show-completion; exit $?"], env=env,
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        ["bash", "-c", f"'{nebridge}' --show-completion; exit $?"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0 and "_nebridge_completion" in shown.stdout
-    installed = subprocess.run(["bash", "-c", f"'{nebridge}' --install-completion; exit $?"],
-                               env=env, capture_output=True, text=True, timeout=60)
+    installed = subprocess.run(
+        ["bash", "-c", f"'{nebridge}' --install-completion; exit $?"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert installed.returncode == 0, installed.stderr
     script = tmp_path / ".bash_completions" / "nebridge.sh"
     assert script.is_file() and "_nebridge_completion" in script.read_text()
     assert str(script) in (tmp_path / ".bashrc").read_text()
     completed = subprocess.run(
-        [str(nebridge)], env={**env, "_NEBRIDGE_COMPLETE": "complete_bash",
-                              "COMP_WORDS": "nebridge plug", "COMP_CWORD": "1"},
-        capture_output=True, text=True, timeout=60)
+        [str(nebridge)],
+        env={
+            **env,
+            "_NEBRIDGE_COMPLETE": "complete_bash",
+            "COMP_WORDS": "nebridge plug",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "plugins" in completed.stdout.split()
 
 
@@ -177,11 +205,14 @@ def test_booleans_are_yes_no_and_times_iso_with_offset_in_the_configured_zone(
     inbox.mkdir(parents=True, exist_ok=True)
     (inbox / "receipts-1.csv").write_text(
         "receipt_id,warehouse,confirmed_at,product_code,quantity\n"
-        "R-1,ITAKU,2026-12-01T10:00:00+09:00,P-B,5\n", encoding="utf-8")
+        "R-1,ITAKU,2026-12-01T10:00:00+09:00,P-B,5\n",
+        encoding="utf-8",
+    )
     cli("--config", str(config), "run", "--once")  # rejected: no product master yet
     shown = cli("--config", str(config), "inbox", "list", "--state", "rejected")
     assert re.search(ISO_WITH_OFFSET.replace(r"[+-]\d\d:\d\d", r"\+09:00"), shown.stdout), (
-        shown.stdout)
+        shown.stdout
+    )
     assert " UTC" not in shown.stdout
 
 
@@ -198,8 +229,7 @@ def test_errors_of_json_commands_are_json(example: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("command", [["inbox", "list"], ["outbox", "list"]])
-def test_an_absurd_limit_is_a_usage_error(make_config: ConfigFactory, command: list[str]
-                                          ) -> None:
+def test_an_absurd_limit_is_a_usage_error(make_config: ConfigFactory, command: list[str]) -> None:
     config = make_config()
     result = cli("--config", str(config), *command, "--limit", str(10**20))
     assert result.exit_code == 2
@@ -208,23 +238,46 @@ def test_an_absurd_limit_is_a_usage_error(make_config: ConfigFactory, command: l
     as_json = cli(*command, "--json", "--limit", "0", "--config", str(config))
     assert as_json.exit_code == 2
     assert json.loads(as_json.stdout) == {
-        "error": "Invalid value for '--limit': 0 is not between 1 and 100000", "exit_code": 2}
+        "error": "Invalid value for '--limit': 0 is not between 1 and 100000",
+        "exit_code": 2,
+    }
 
 
-@pytest.mark.parametrize("wms", [
-    # the csv connector still creates its folders when it is built (its own tests rely on
-    # it): to be moved into its first scan by the connector's owner, then add it here
-    {"connector": "logikura", "logikura": {"client_id": "lk"}}], ids=["logikura"])
+@pytest.mark.parametrize(
+    "wms",
+    [
+        # the csv connector still creates its folders when it is built (its own tests rely on
+        # it): to be moved into its first scan by the connector's owner, then add it here
+        {"connector": "logikura", "logikura": {"client_id": "lk"}}
+    ],
+    ids=["logikura"],
+)
 def test_read_only_commands_create_no_folder_and_no_database(
     tmp_path: Path, wms: dict[str, object]
 ) -> None:
     config = tmp_path / "daemon.yaml"
-    config.write_text(dump_yaml({
-        "state_dir": "state", "nextengine": {"client_id": "x"}, "wms": wms,
-        "warehouses": [{"code": "ITAKU"}]}), encoding="utf-8")
-    for args in (["config", "check"], ["status"], ["wms", "status"], ["inbox", "list"],
-                 ["outbox", "list"], ["history", "--order", "1"], ["systemd", "unit"],
-                 ["warehouses", "list"], ["plugins", "list"]):
+    config.write_text(
+        dump_yaml(
+            {
+                "state_dir": "state",
+                "nextengine": {"client_id": "x"},
+                "wms": wms,
+                "warehouses": [{"code": "ITAKU"}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    for args in (
+        ["config", "check"],
+        ["status"],
+        ["wms", "status"],
+        ["inbox", "list"],
+        ["outbox", "list"],
+        ["history", "--order", "1"],
+        ["systemd", "unit"],
+        ["warehouses", "list"],
+        ["plugins", "list"],
+    ):
         result = cli("--config", str(config), *args)
         assert "Traceback" not in result.output, (args, result.output)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["daemon.yaml"], args
@@ -238,9 +291,13 @@ def test_the_sign_in_url_is_printed_whole_on_its_own_line(
     from daemon.config import load_config
     from daemon.nelink import sign_in_url
 
-    config = make_config(nextengine={
-        "client_id": "c" * 40, "client_secret": "s",
-        "redirect_uri": "http://127.0.0.1:1/a-long-callback-path-for-an-80-column-terminal"})
+    config = make_config(
+        nextengine={
+            "client_id": "c" * 40,
+            "client_secret": "s",
+            "redirect_uri": "http://127.0.0.1:1/a-long-callback-path-for-an-80-column-terminal",
+        }
+    )
     result = cli("--config", str(config), "connect", "--timeout", "0.2")
     assert result.exit_code == 1  # nobody signs in; the receiver gives up
     url = sign_in_url(load_config(config).config)

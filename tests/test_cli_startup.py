@@ -22,48 +22,91 @@ from daemon.cli import COMMANDS, app, load_command
 
 #: Top-level packages ``nebridge --help`` must not import: each costs tens of milliseconds
 #: or more, and only some commands need them.
-HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "rich", "requests", "apscheduler", "ruamel",
-         "pluggy", "alembic", "psycopg", "plugins", "hooks", "daemon.config", "daemon.store",
-         "daemon.admin", "daemon.nextengine", "importlib.metadata")
+HEAVY = (
+    "sqlalchemy",
+    "sqlmodel",
+    "pydantic",
+    "rich",
+    "requests",
+    "apscheduler",
+    "ruamel",
+    "pluggy",
+    "alembic",
+    "psycopg",
+    "plugins",
+    "hooks",
+    "daemon.config",
+    "daemon.store",
+    "daemon.admin",
+    "daemon.nextengine",
+    "importlib.metadata",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 #: What ``plugins list`` must not import: it needs ``daemon.yaml`` and the plugins, not the
 #: store (SQLAlchemy, the models), the engine, the Next Engine client or migrations.
-NOT_FOR_PLUGINS_LIST = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "apscheduler",
-                        "daemon.store", "daemon.admin", "daemon.status", "daemon.runtime",
-                        "daemon.nextengine", "daemon.attention", "daemon.inbox",
-                        "daemon.outbox", "daemon.pipeline", "daemon.dispatch",
-                        "daemon.importer", "daemon.sandbox")
+NOT_FOR_PLUGINS_LIST = (
+    "sqlalchemy",
+    "sqlmodel",
+    "alembic",
+    "psycopg",
+    "apscheduler",
+    "daemon.store",
+    "daemon.admin",
+    "daemon.status",
+    "daemon.runtime",
+    "daemon.nextengine",
+    "daemon.attention",
+    "daemon.inbox",
+    "daemon.outbox",
+    "daemon.pipeline",
+    "daemon.dispatch",
+    "daemon.importer",
+    "daemon.sandbox",
+)
 
 #: What ``status`` must not import: it reads the store and loads the plugins; the engine
 #: that runs passes, the Next Engine client (and requests) and the migration tool are not
 #: needed.
-NOT_FOR_STATUS = ("alembic", "apscheduler", "requests", "daemon.admin", "daemon.runtime",
-                  "daemon.nextengine.client", "daemon.inbox", "daemon.pipeline",
-                  "daemon.dispatch", "daemon.importer", "daemon.sandbox", "daemon.scheduler",
-                  "daemon.supervisor")
+NOT_FOR_STATUS = (
+    "alembic",
+    "apscheduler",
+    "requests",
+    "daemon.admin",
+    "daemon.runtime",
+    "daemon.nextengine.client",
+    "daemon.inbox",
+    "daemon.pipeline",
+    "daemon.dispatch",
+    "daemon.importer",
+    "daemon.sandbox",
+    "daemon.scheduler",
+    "daemon.supervisor",
+)
 
 
 def _modules_after(*args: str) -> set[str]:
     """The modules a fresh ``nebridge ARGS`` has imported when it exits."""
-    script = ("import sys, json, atexit\n"
-              "atexit.register(lambda: sys.__stderr__.write('\\nMODULES ' + "
-              "json.dumps(sorted(sys.modules)) + '\\n'))\n"
-              "sys.argv = ['nebridge', *sys.argv[1:]]\n"
-              "from daemon.cli import main\n"
-              "main()\n")
-    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT)
+    script = (
+        "import sys, json, atexit\n"
+        "atexit.register(lambda: sys.__stderr__.write('\\nMODULES ' + "
+        "json.dumps(sorted(sys.modules)) + '\\n'))\n"
+        "sys.argv = ['nebridge', *sys.argv[1:]]\n"
+        "from daemon.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert result.returncode in (0, 2), result.stderr  # bare `nebridge`: help, usage exit
     line = next(ln for ln in result.stderr.splitlines() if ln.startswith("MODULES "))
     return set(json.loads(line.removeprefix("MODULES ")))
 
 
 def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
-    return sorted(m for m in modules
-                  if any(m == h or m.startswith(h + ".") for h in heavy))
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy))
 
 
 @pytest.mark.parametrize("args", [("--help",), (), ("--version",), ("plugins", "--help")])
@@ -72,7 +115,8 @@ def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
     group's module only."""
     modules = _modules_after(*args)
     expected_cli = {"daemon.cli", "daemon.cli.common"} | (
-        {"daemon.cli.plugins"} if args[:1] == ("plugins",) else set())
+        {"daemon.cli.plugins"} if args[:1] == ("plugins",) else set()
+    )
     assert {m for m in modules if m.startswith("daemon.cli")} == expected_cli
     if args[:1] != ("plugins",):  # --version reads the installed metadata, nothing else
         allowed = {"importlib.metadata"} if args == ("--version",) else set()
@@ -91,14 +135,18 @@ def test_every_command_line_matches_the_command_it_loads() -> None:
         assert command.name == name
         assert make_default_short_help(entry.help, 300) == command.get_short_help_str(300), (
             f"{name}: the help line in daemon/cli/__init__.py COMMANDS differs from the "
-            "command's own help; copy the command's first sentence there")
+            "command's own help; copy the command's first sentence there"
+        )
 
 
 def test_every_command_module_is_in_the_table() -> None:
     """A command module nobody lists would be unreachable."""
     listed = {entry.target.split(":")[0] for entry in COMMANDS.values()}
-    modules = {f"daemon.cli.{p.stem}" for p in Path(daemon.cli.__file__).parent.glob("*.py")
-               if p.stem not in ("__init__", "common")}
+    modules = {
+        f"daemon.cli.{p.stem}"
+        for p in Path(daemon.cli.__file__).parent.glob("*.py")
+        if p.stem not in ("__init__", "common")
+    }
     assert modules - listed == set()
 
 
@@ -113,21 +161,29 @@ def migrated_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cli-startup")
     config = folder / "daemon.yaml"
     config.write_text((ROOT / "daemon.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "db",
-                           "upgrade"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(config), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     return config
 
 
-@pytest.mark.parametrize(("args", "not_imported"), [
-    (("plugins", "list"), NOT_FOR_PLUGINS_LIST),
-    (("status",), NOT_FOR_STATUS),
-])
+@pytest.mark.parametrize(
+    ("args", "not_imported"),
+    [
+        (("plugins", "list"), NOT_FOR_PLUGINS_LIST),
+        (("status",), NOT_FOR_STATUS),
+    ],
+)
 def test_read_commands_import_only_what_they_use(
-        migrated_config: Path, args: tuple[str, ...], not_imported: tuple[str, ...]) -> None:
+    migrated_config: Path, args: tuple[str, ...], not_imported: tuple[str, ...]
+) -> None:
     """``plugins list`` and ``status`` run (their answer is there) without the listed
     modules; the lists fail when a module-level import pulls the engine back in."""
     modules = _modules_after("--config", str(migrated_config), *args)
     assert "daemon.config" in modules and "daemon.pluginmanager" in modules  # they ran
     assert _heavy(modules, not_imported) == []
-

@@ -16,7 +16,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_every_core_error_is_reported_with_path_and_line(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 state_dir: ./state
 schedule:
   interval_seconds: -5
@@ -26,12 +28,17 @@ warehouses:
   - code: "bad code!"
 nextengine:
   client_idd: typo
-""")
+""",
+    )
     with pytest.raises(ConfigError) as info:
         load_config(path)
     issues = {i.path: i for i in info.value.issues}
-    assert set(issues) == {"schedule.interval_seconds", "warehouses[0].ne_linked",
-                           "warehouses[1].code", "nextengine.client_idd"}
+    assert set(issues) == {
+        "schedule.interval_seconds",
+        "warehouses[0].ne_linked",
+        "warehouses[1].code",
+        "nextengine.client_idd",
+    }
     assert issues["schedule.interval_seconds"].line == 3
     assert issues["warehouses[0].ne_linked"].line == 6
     assert issues["warehouses[1].code"].line == 7
@@ -84,8 +91,9 @@ def test_client_secret_precedence(tmp_path: Path) -> None:
 
 def test_config_path_resolution() -> None:
     assert config_path_from(None, env={}) == Path("daemon.yaml")
-    assert config_path_from(None, env={"NEBRIDGE_CONFIG": "/etc/nebridge/daemon.yaml"}) == \
-        Path("/etc/nebridge/daemon.yaml")
+    assert config_path_from(None, env={"NEBRIDGE_CONFIG": "/etc/nebridge/daemon.yaml"}) == Path(
+        "/etc/nebridge/daemon.yaml"
+    )
     assert config_path_from(Path("x.yaml"), env={"NEBRIDGE_CONFIG": "y"}) == Path("x.yaml")
 
 

@@ -38,8 +38,12 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
 def test_an_alias_bomb_fails_config_check_in_a_real_process(tmp_path: Path) -> None:
     path = tmp_path / "daemon.yaml"
     path.write_text(alias_bomb(), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(path), "config",
-                           "check"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "alias" in done.stdout + done.stderr and "Traceback" not in done.stderr
 
@@ -74,27 +78,40 @@ def test_deep_nesting_and_a_self_referring_alias_are_plain_errors(tmp_path: Path
 
 def test_ordinary_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     path = tmp_path / "daemon.yaml"
-    path.write_text("""\
+    path.write_text(
+        """\
 state_dir: ./state
 warehouses:
   - &base {code: A, ne_linked: true}
   - {<<: *base, code: B}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     assert [(w.code, w.ne_linked) for w in load_config(path).config.warehouses] == [
-        ("A", True), ("B", True)]
+        ("A", True),
+        ("B", True),
+    ]
 
 
 def test_http_limits_are_configurable(make_config: ConfigFactory) -> None:
-    path = make_config(http={"deadline_seconds": 30, "max_response_mb": 2,
-                             "connect_timeout_seconds": 3},
-                       nextengine={"client_id": "c", "client_secret": "s",
-                                   "connect_timeout_seconds": 4, "read_timeout_seconds": 600,
-                                   "max_response_mb": 8})
+    path = make_config(
+        http={"deadline_seconds": 30, "max_response_mb": 2, "connect_timeout_seconds": 3},
+        nextengine={
+            "client_id": "c",
+            "client_secret": "s",
+            "connect_timeout_seconds": 4,
+            "read_timeout_seconds": 600,
+            "max_response_mb": 8,
+        },
+    )
     runtime = build_runtime(path)
     try:
         limits = runtime.http.limits
-        assert (limits.connect_timeout_seconds, limits.deadline_seconds,
-                limits.max_response_bytes) == (3, 30, 2 * 1024 * 1024)
+        assert (
+            limits.connect_timeout_seconds,
+            limits.deadline_seconds,
+            limits.max_response_bytes,
+        ) == (3, 30, 2 * 1024 * 1024)
         assert runtime.connector_context().http is runtime.http
     finally:
         runtime.close()

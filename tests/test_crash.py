@@ -37,9 +37,11 @@ def world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
 
 def run_killed_when(world: World, condition: Callable[[], bool]) -> int:
     """Run `nebridge run --once` in a subprocess; SIGKILL it as soon as ``condition()``."""
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(world.config),
-                             "run", "--once"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(world.config), "run", "--once"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     killed = threading.Event()
 
     def watch() -> None:
@@ -72,9 +74,12 @@ def test_sigkill_after_next_engine_applied_loses_nothing_and_doubles_nothing(
     finally:
         rt.close()
     assert len(world.instructed()) == ORDERS
-    world.drop("shipments-1.csv", SHIP_HEADER,
-               [f"S-{o},ITAKU,{o},TRK-{o},{AT},P-A,1" for o in orders]
-               + [f"S-SHOP-{i},ITAKU,,,{AT},P-B,3" for i in range(5)])
+    world.drop(
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-{o},ITAKU,{o},TRK-{o},{AT},P-A,1" for o in orders]
+        + [f"S-SHOP-{i},ITAKU,,,{AT},P-B,3" for i in range(5)],
+    )
     world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-{i},ITAKU,{AT},P-A,7" for i in range(4)])
     world.sandbox.faults.update(latency_ms=40)
 
@@ -85,8 +90,12 @@ def test_sigkill_after_next_engine_applied_loses_nothing_and_doubles_nothing(
     assert run_killed_when(world, lambda: len(st.ques) > 0) == -signal.SIGKILL
     world.sandbox.faults.update(latency_ms=0)
     for _ in range(3):
-        done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(world.config),
-                               "run", "--once"], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon", "--config", str(world.config), "run", "--once"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if done.returncode == 0:
             break
     assert done.returncode == 0, done.stdout + done.stderr

@@ -10,7 +10,9 @@ from pathlib import Path
 def test_demo_passes_its_own_check(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "daemon", "demo", "--dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "demo check passed" in result.stderr

@@ -49,18 +49,31 @@ def test_demo_runs_from_an_installed_package_and_removes_its_temporary_folder(
 ) -> None:
     site = tmp_path / "site-packages"
     for package in ("daemon", "plugins", "hooks"):  # what the wheel holds (links followed)
-        shutil.copytree(ROOT / package, site / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     elsewhere = tmp_path / "work"
     elsewhere.mkdir()
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "TMPDIR": str(temp)}
-    where = subprocess.run([sys.executable, "-c", "import daemon; print(daemon.__file__)"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [sys.executable, "-c", "import daemon; print(daemon.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert where.stdout.strip() == str(site / "daemon" / "__init__.py")
-    result = subprocess.run([sys.executable, "-m", "daemon", "demo"], cwd=elsewhere, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "demo"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "demo check passed" in result.stderr
     assert "removed the demo folder" in result.stderr

@@ -20,7 +20,6 @@ def world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
     yield from make_world(make_config, tmp_path)
 
 
-
 def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     st = world.sandbox.state
     for code, qty in (("A-1", 10), ("B-2", 5), ("C-3", 20)):
@@ -36,8 +35,9 @@ def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     first = world.run_once()
     imported = {r["ne_order_id"] for r in world.instructed()}
     assert imported == {str(o1), str(o2)}
-    stage = next(r for r in first.stages if r.stage.value == "import_orders"
-                 and r.warehouse == "ITAKU")
+    stage = next(
+        r for r in first.stages if r.stage.value == "import_orders" and r.warehouse == "ITAKU"
+    )
     assert stage.counts["held"] == 1 and stage.counts["matched_ignoring_case"] == 2
     assert any(f"order {o3} held" in n and "ZZZ-9" in n for n in stage.notices)
     line = next(r for r in world.instructed() if r["ne_order_id"] == str(o1))
@@ -46,14 +46,19 @@ def test_import_ship_track_and_stock_end_to_end(world: World) -> None:
     world.run_once()  # nothing is imported twice
     assert sorted(r["ne_order_id"] for r in world.instructed()) == sorted([str(o1), str(o2)])
 
-    world.drop("shipments-1.csv", SHIP_HEADER, [
-        f"S-1,ITAKU,{o1},TRACK-1,{AT},P-A,1",
-        f"S-2,ITAKU,{o2},,{AT},P-B,2",
-        f"S-3,ITAKU,,,{AT},P-C,4",
-        f"S-4,SHINJUKU,,,{AT},P-C,1",
-    ])
-    world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5",
-                                                  f"R-2,SHINJUKU,{AT},P-B,3"])
+    world.drop(
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [
+            f"S-1,ITAKU,{o1},TRACK-1,{AT},P-A,1",
+            f"S-2,ITAKU,{o2},,{AT},P-B,2",
+            f"S-3,ITAKU,,,{AT},P-C,4",
+            f"S-4,SHINJUKU,,,{AT},P-C,1",
+        ],
+    )
+    world.drop(
+        "receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5", f"R-2,SHINJUKU,{AT},P-B,3"]
+    )
     report = world.run_once()
     assert report.problems == [], report.problems
     assert report.attention.counts == {"held_order": 1}  # o3 waits; run --once exits 1
@@ -89,7 +94,8 @@ def test_cancelled_after_import_is_never_shipped_and_is_reported(world: World) -
         item = session.scalars(select(OutboxItem)).one()
     rt.close()
     assert item.state == "skipped" and "cancelled in Next Engine after import" in (
-        item.last_error or "")
+        item.last_error or ""
+    )
 
 
 def test_concurrent_edit_020006_is_reread_and_reapplied(world: World) -> None:
@@ -110,10 +116,13 @@ def test_stock_is_aggregated_into_one_upload_per_dispatch(world: World) -> None:
     st = world.sandbox.state
     st.create_goods("A-1", quantity=100)
     world.products([("P-A", "A-1"), ("P-A2", "a-1"), ("P-X", "")])
-    world.drop("receipts-1.csv", RECEIPT_HEADER,
-               [f"R-{i},ITAKU,{AT},P-A,{i}" for i in range(1, 11)]
-               + [f"R-B{i},ITAKU,{AT},P-A2,1" for i in range(1, 4)]
-               + [f"R-X,ITAKU,{AT},P-X,2"])
+    world.drop(
+        "receipts-1.csv",
+        RECEIPT_HEADER,
+        [f"R-{i},ITAKU,{AT},P-A,{i}" for i in range(1, 11)]
+        + [f"R-B{i},ITAKU,{AT},P-A2,1" for i in range(1, 4)]
+        + [f"R-X,ITAKU,{AT},P-X,2"],
+    )
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-{i},ITAKU,,,{AT},P-A,2" for i in range(5)])
     report = world.run_once()
     assert world.uploaded("A-1") == sum(range(1, 11)) + 3 - 10
@@ -190,8 +199,11 @@ def test_dry_run_prints_every_action_and_changes_nothing(world: World) -> None:
     shipped_later = st.create_order([("A-1", 1)], shop_id=1)
     world.run_once()  # product master in place, one order imported
     new_order = st.create_order([("A-1", 2)], shop_id=1)
-    world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{shipped_later},T-77,{AT},P-A,1",
-                                                f"S-2,ITAKU,,,{AT},P-A,3"])
+    world.drop(
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-1,ITAKU,{shipped_later},T-77,{AT},P-A,1", f"S-2,ITAKU,,,{AT},P-A,3"],
+    )
     files_before = sorted(p.relative_to(world.inbox.parent) for p in world.inbox.parent.rglob("*"))
     ledger_before = len(world.sandbox.ledger.entries())
     rt = world.runtime()
@@ -205,15 +217,18 @@ def test_dry_run_prints_every_action_and_changes_nothing(world: World) -> None:
         rt.close()
     planned = [p for r in report.stages for p in r.planned]
     assert any(f"import order {new_order} into ITAKU" in p for p in planned)
-    assert any(f"ship Next Engine order {shipped_later} with tracking number T-77" in p
-               for p in planned)
+    assert any(
+        f"ship Next Engine order {shipped_later} with tracking number T-77" in p for p in planned
+    )
     assert any("change Next Engine stock of WMS product P-A by -3" in p for p in planned)
     assert any(p.startswith("ship_order") for p in report.dispatch_plan)
     assert any(p.startswith("adjust_stock") for p in report.dispatch_plan)
     assert outbox_before == outbox_after == 0
     assert len(world.sandbox.ledger.entries()) == ledger_before
-    assert sorted(p.relative_to(world.inbox.parent)
-                  for p in world.inbox.parent.rglob("*")) == files_before
+    assert (
+        sorted(p.relative_to(world.inbox.parent) for p in world.inbox.parent.rglob("*"))
+        == files_before
+    )
     assert str(new_order) not in {r["ne_order_id"] for r in world.instructed()}
 
 
@@ -222,16 +237,23 @@ PLUGIN_CASES = {
     "tracking_update off": ({"tracking_update": False}, True, False, True, True),
     "stock_minus off": ({"stock_minus": False}, True, True, False, True),
     "stock_plus off": ({"stock_plus": False}, True, True, True, False),
-    "status_update off": ({"status_update": False, "tracking_update": False,
-                           "stock_minus": False}, False, False, False, True),
+    "status_update off": (
+        {"status_update": False, "tracking_update": False, "stock_minus": False},
+        False,
+        False,
+        False,
+        True,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(PLUGIN_CASES))
 def test_each_plugin_on_and_off(make_config: ConfigFactory, tmp_path: Path, case: str) -> None:
     switches, ships, tracks, minus, plus = PLUGIN_CASES[case]
-    plugins = {name: {"enabled": switches.get(name, section["enabled"])}
-               for name, section in DEFAULT_PLUGINS.items()}
+    plugins = {
+        name: {"enabled": switches.get(name, section["enabled"])}
+        for name, section in DEFAULT_PLUGINS.items()
+    }
     for world in make_world(make_config, tmp_path, plugins=plugins):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=50)
@@ -239,11 +261,18 @@ def test_each_plugin_on_and_off(make_config: ConfigFactory, tmp_path: Path, case
         order = st.create_order([("A-1", 1)], shop_id=1)
         world.products([("P-A", "A-1"), ("P-B", "B-2")])
         world.run_once()
-        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},T-1,{AT},P-A,1",
-                                                    f"S-2,ITAKU,,,{AT},P-B,4",
-                                                    f"S-3,SHINJUKU,,,{AT},P-B,6"])
-        world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,9",
-                                                      f"R-2,SHINJUKU,{AT},P-A,8"])
+        world.drop(
+            "shipments-1.csv",
+            SHIP_HEADER,
+            [
+                f"S-1,ITAKU,{order},T-1,{AT},P-A,1",
+                f"S-2,ITAKU,,,{AT},P-B,4",
+                f"S-3,SHINJUKU,,,{AT},P-B,6",
+            ],
+        )
+        world.drop(
+            "receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,9", f"R-2,SHINJUKU,{AT},P-A,8"]
+        )
         world.run_once()
         snapshot = world.order(order)
         assert (snapshot["receive_order_order_status_id"] == "50") is ships
@@ -255,8 +284,12 @@ def test_each_plugin_on_and_off(make_config: ConfigFactory, tmp_path: Path, case
 def test_orders_imported_before_status_update_was_on_are_shipped(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    off = {**DEFAULT_PLUGINS, "status_update": {"enabled": False},
-           "tracking_update": {"enabled": False}, "stock_minus": {"enabled": False}}
+    off = {
+        **DEFAULT_PLUGINS,
+        "status_update": {"enabled": False},
+        "tracking_update": {"enabled": False},
+        "stock_minus": {"enabled": False},
+    }
     for world in make_world(make_config, tmp_path, plugins=off):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=50)
@@ -264,9 +297,10 @@ def test_orders_imported_before_status_update_was_on_are_shipped(
         world.products([("P-A", "A-1")])
         world.run_once()  # imported while status_update is off
         text = world.config.read_text(encoding="utf-8")
-        world.config.write_text(text.replace("status_update:\n    enabled: false",
-                                             "status_update:\n    enabled: true"),
-                                encoding="utf-8")
+        world.config.write_text(
+            text.replace("status_update:\n    enabled: false", "status_update:\n    enabled: true"),
+            encoding="utf-8",
+        )
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},,{AT},P-A,1"])
         world.run_once()
         assert world.order(order)["receive_order_order_status_id"] == "50"
@@ -294,8 +328,13 @@ def test_routing_by_shop_id_when_several_warehouses_import(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
     warehouses = [
-        {"code": "ITAKU", "name": "委託販売在庫", "ne_linked": True, "import_orders": True,
-         "shop_ids": ["1", "3"]},
+        {
+            "code": "ITAKU",
+            "name": "委託販売在庫",
+            "ne_linked": True,
+            "import_orders": True,
+            "shop_ids": ["1", "3"],
+        },
         {"code": "OSAKA", "name": "大阪", "ne_linked": True, "import_orders": True},
         {"code": "SHINJUKU", "name": "新宿拠点", "ne_linked": False, "import_orders": False},
     ]
@@ -306,8 +345,12 @@ def test_routing_by_shop_id_when_several_warehouses_import(
         world.products([("P-A", "A-1")])
         world.run_once()
         routed = {int(r["ne_order_id"]): r["warehouse"] for r in world.instructed()}
-        assert routed == {by_shop[1]: "ITAKU", by_shop[3]: "ITAKU",
-                          by_shop[2]: "OSAKA", by_shop[4]: "OSAKA"}
+        assert routed == {
+            by_shop[1]: "ITAKU",
+            by_shop[3]: "ITAKU",
+            by_shop[2]: "OSAKA",
+            by_shop[4]: "OSAKA",
+        }
 
 
 def test_two_catch_all_importers_or_a_shop_routed_twice_are_refused(tmp_path: Path) -> None:
@@ -316,10 +359,17 @@ def test_two_catch_all_importers_or_a_shop_routed_twice_are_refused(tmp_path: Pa
 
     path = tmp_path / "daemon.yaml"
     for warehouses, message in (
-        ([{"code": "A", "import_orders": True}, {"code": "B", "import_orders": True}],
-         "give all but one of them `shop_ids`"),
-        ([{"code": "A", "import_orders": True, "shop_ids": ["1"]},
-          {"code": "B", "import_orders": True, "shop_ids": ["1"]}], "routed to both A and B"),
+        (
+            [{"code": "A", "import_orders": True}, {"code": "B", "import_orders": True}],
+            "give all but one of them `shop_ids`",
+        ),
+        (
+            [
+                {"code": "A", "import_orders": True, "shop_ids": ["1"]},
+                {"code": "B", "import_orders": True, "shop_ids": ["1"]},
+            ],
+            "routed to both A and B",
+        ),
     ):
         path.write_text(dump_yaml({"warehouses": warehouses}), encoding="utf-8")
         with pytest.raises(ConfigError, match=message):
@@ -329,8 +379,9 @@ def test_two_catch_all_importers_or_a_shop_routed_twice_are_refused(tmp_path: Pa
 def test_order_at_20_is_handed_over_first_when_next_engine_ships_only_printed_orders(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    for world in make_world(make_config, tmp_path,
-                            sandbox_options={"shipped_allowed_from_20": False}):
+    for world in make_world(
+        make_config, tmp_path, sandbox_options={"shipped_allowed_from_20": False}
+    ):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=50)
         order = st.create_order([("A-1", 1)], shop_id=1)

@@ -42,8 +42,11 @@ def cli_json(config: Path, *args: str) -> tuple[int, Any]:
 @pytest.fixture
 def broken_world(make_config: ConfigFactory, tmp_path: Path, fake_site: Path) -> Iterator[World]:
     """A linked world whose configuration enables a plugin that cannot even be imported."""
-    plugins = {**DEFAULT_PLUGINS, "tag_filter": {"enabled": True},
-               "fake_importerror": {"enabled": True}}
+    plugins = {
+        **DEFAULT_PLUGINS,
+        "tag_filter": {"enabled": True},
+        "fake_importerror": {"enabled": True},
+    }
     yield from make_world(make_config, tmp_path, plugins=plugins)
 
 
@@ -137,8 +140,7 @@ def test_failed_plugin_pauses_only_the_stage_it_takes_part_in(
         assert world.sandbox.ledger.shipped_order_ids() == [order]
         assert world.uploaded("A-1") == 0  # the receipt's +5 waits in its paused stage
         items = report["attention"]["items"]
-        assert [i["key"] for i in items if i["kind"] == "paused_stage"] == [
-            "paused_stage:receipts"]
+        assert [i["key"] for i in items if i["kind"] == "paused_stage"] == ["paused_stage:receipts"]
 
 
 def test_crashed_stage_is_attention_until_it_runs_through(
@@ -156,7 +158,9 @@ def test_crashed_stage_is_attention_until_it_runs_through(
         pipeline._process_events = crash  # type: ignore[method-assign,assignment]
         results = pipeline.run_once()
         assert [r.outcome for r in results if r.stage.value != "import_orders"] == [
-            "crashed", "crashed"]
+            "crashed",
+            "crashed",
+        ]
         code, data = cli_json(config, "attention", "--warehouse", "SHINJUKU")
         assert code == 0 and data["counts"] == {"crashed_stage": 2}
         assert "disk on fire" in data["items"][0]["reason"]
@@ -211,9 +215,17 @@ def test_attention_listing_is_bounded_and_validates_its_options(
     config = make_config(database_url=database_url)
     engine = make_engine(load_config(config).config.resolved_database_url)
     for i in range(5):
-        attention.report(engine, Problem(key=f"test:{i}", kind="file_not_taken",
-                                         reason=f"reason {i}", fix="do X",
-                                         warehouse="ITAKU", subject=f"f{i}"))
+        attention.report(
+            engine,
+            Problem(
+                key=f"test:{i}",
+                kind="file_not_taken",
+                reason=f"reason {i}",
+                fix="do X",
+                warehouse="ITAKU",
+                subject=f"f{i}",
+            ),
+        )
     engine.dispose()
     code, data = cli_json(config, "attention", "--limit", "2")
     assert code == 0 and data["total"] == 5 and len(data["items"]) == 2
@@ -242,8 +254,10 @@ def write(path: Path, data: dict[str, Any]) -> None:
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "state_dir": str(tmp_path / "state"),
-        "wms": {"connector": "csv", "csv": {"inbox": str(tmp_path / "in"),
-                                            "outbox": str(tmp_path / "out")}},
+        "wms": {
+            "connector": "csv",
+            "csv": {"inbox": str(tmp_path / "in"), "outbox": str(tmp_path / "out")},
+        },
         "warehouses": DEFAULT_WAREHOUSES,
         "plugins": dict(DEFAULT_PLUGINS),
     }
@@ -251,25 +265,48 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize(("change", "path", "expect"), [
-    ({"plugins": {**DEFAULT_PLUGINS, "tag_filter": {"enable": True}}},
-     "plugins.tag_filter.enable", "unknown key `enable` — did you mean `enabled`?"),
-    ({"plugins": {**DEFAULT_PLUGINS, "tag_filter": {"enabled": "yes"}}},
-     "plugins.tag_filter.enabled", "must be true or false"),
-    ({"schedule": {"interval_secs": 5}},
-     "schedule.interval_secs", "did you mean `interval_seconds`?"),
-    ({"warehouses": [{**DEFAULT_WAREHOUSES[0], "import_order": True}]},
-     "warehouses[0].import_order", "did you mean `import_orders`?"),
-    ({"databse_url": "sqlite:///x.db"}, "databse_url", "did you mean `database_url`?"),
-    ({"plugins": {**DEFAULT_PLUGINS, "tag_filtr": {"enabled": False}}},
-     "plugins.tag_filtr", "did you mean `tag_filter`?"),
-    ({"plugins": {**DEFAULT_PLUGINS, "status_update": {"enabled": True, "tag": "x"}}},
-     "plugins.status_update.tag", "takes no options"),
-    ({"wms": {"connector": "csv", "cvs": {"inbox": "in"}}},
-     "wms.cvs", "did you mean `csv`?"),
-    ({"schedule": {"interval_seconds": "often"}},
-     "schedule.interval_seconds", "must be a number"),
-])
+@pytest.mark.parametrize(
+    ("change", "path", "expect"),
+    [
+        (
+            {"plugins": {**DEFAULT_PLUGINS, "tag_filter": {"enable": True}}},
+            "plugins.tag_filter.enable",
+            "unknown key `enable` — did you mean `enabled`?",
+        ),
+        (
+            {"plugins": {**DEFAULT_PLUGINS, "tag_filter": {"enabled": "yes"}}},
+            "plugins.tag_filter.enabled",
+            "must be true or false",
+        ),
+        (
+            {"schedule": {"interval_secs": 5}},
+            "schedule.interval_secs",
+            "did you mean `interval_seconds`?",
+        ),
+        (
+            {"warehouses": [{**DEFAULT_WAREHOUSES[0], "import_order": True}]},
+            "warehouses[0].import_order",
+            "did you mean `import_orders`?",
+        ),
+        ({"databse_url": "sqlite:///x.db"}, "databse_url", "did you mean `database_url`?"),
+        (
+            {"plugins": {**DEFAULT_PLUGINS, "tag_filtr": {"enabled": False}}},
+            "plugins.tag_filtr",
+            "did you mean `tag_filter`?",
+        ),
+        (
+            {"plugins": {**DEFAULT_PLUGINS, "status_update": {"enabled": True, "tag": "x"}}},
+            "plugins.status_update.tag",
+            "takes no options",
+        ),
+        ({"wms": {"connector": "csv", "cvs": {"inbox": "in"}}}, "wms.cvs", "did you mean `csv`?"),
+        (
+            {"schedule": {"interval_seconds": "often"}},
+            "schedule.interval_seconds",
+            "must be a number",
+        ),
+    ],
+)
 def test_config_typo_is_an_error_with_path_line_and_suggestion(
     tmp_path: Path, change: dict[str, Any], path: str, expect: str
 ) -> None:

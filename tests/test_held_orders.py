@@ -36,14 +36,19 @@ PAST = "2026-01-05 09:00:00"  # print-instruct date long reached
 
 
 @pytest.fixture
-def world(
-    make_config: ConfigFactory, tmp_path: Path, database_url: str
-) -> Iterator[World]:
-    wms = {"connector": "csv", "csv": {"inbox": str(tmp_path / "wms" / "inbox"),
-                                       "outbox": str(tmp_path / "wms" / "outbox"),
-                                       "stable_seconds": 0.0, "encoding_out": "cp932"}}
-    yield from make_world(make_config, tmp_path, database_url=database_url, wms=wms,
-                          order_import={"claim": "tag"})
+def world(make_config: ConfigFactory, tmp_path: Path, database_url: str) -> Iterator[World]:
+    wms = {
+        "connector": "csv",
+        "csv": {
+            "inbox": str(tmp_path / "wms" / "inbox"),
+            "outbox": str(tmp_path / "wms" / "outbox"),
+            "stable_seconds": 0.0,
+            "encoding_out": "cp932",
+        },
+    }
+    yield from make_world(
+        make_config, tmp_path, database_url=database_url, wms=wms, order_import={"claim": "tag"}
+    )
 
 
 def cli(world: World, *args: str) -> tuple[int, str, str]:
@@ -91,8 +96,9 @@ def setup_orders(world: World) -> tuple[int, int, int]:
     st = world.sandbox.state
     st.create_goods("A-1", quantity=50)
     good1 = st.create_order([("A-1", 1)], instruct_date=PAST)
-    bad = st.create_order([("A-1", 2)], fields={"receive_order_consignee_name": SUSHI},
-                          instruct_date=PAST)
+    bad = st.create_order(
+        [("A-1", 2)], fields={"receive_order_consignee_name": SUSHI}, instruct_date=PAST
+    )
     good2 = st.create_order([("A-1", 3)], instruct_date=PAST)
     world.products([("P-A", "A-1")])
     return good1, bad, good2
@@ -113,7 +119,9 @@ def test_unencodable_order_is_held_alone_and_taken_again_once_fixed_in_next_engi
     assert "cannot be written in cp932" in held[str(bad)]["reason"]
     assert f"nebridge orders retry {bad}" in held[str(bad)]["reason"]
     assert {o for o, r in orders(world).items() if r["state"] == "instructed"} == {
-        str(good1), str(good2)}
+        str(good1),
+        str(good2),
+    }
     engine = engine_of(world)
     try:
         items = [i for i in collect(engine).items if i.kind == "held_order"]
@@ -146,7 +154,8 @@ def test_retry_renders_again_after_a_fix_outside_next_engine_and_drop_gives_up(
 ) -> None:
     good1, bad, good2 = setup_orders(world)
     other = world.sandbox.state.create_order(
-        [("A-1", 1)], fields={"receive_order_consignee_address2": "🏠 1F"}, instruct_date=PAST)
+        [("A-1", 1)], fields={"receive_order_consignee_address2": "🏠 1F"}, instruct_date=PAST
+    )
     run(world)
     assert set(orders(world, "--state", "held")) == {str(bad), str(other)}
 
@@ -166,8 +175,9 @@ def test_retry_renders_again_after_a_fix_outside_next_engine_and_drop_gives_up(
     # the fix is on nebridge's side (the WMS now reads UTF-8): nothing changes in NE
     text = world.config.read_text(encoding="utf-8")
     assert text.count("encoding_out: cp932") == 1
-    world.config.write_text(text.replace("encoding_out: cp932", "encoding_out: utf-8"),
-                            encoding="utf-8")
+    world.config.write_text(
+        text.replace("encoding_out: cp932", "encoding_out: utf-8"), encoding="utf-8"
+    )
     run(world)
     assert str(bad) not in instructed(world)  # not by itself: nothing changed in NE
     calls = len(world.sandbox.ledger.entries())
@@ -207,10 +217,12 @@ def test_a_batch_left_pending_is_split_when_delivered_again(world: World) -> Non
         waiting = [i for i in collect(engine).items if i.kind == "held_instruction"]
         assert len(waiting) == 1 and "3 order(s)" in waiting[0].reason
         with read_session(engine) as session:
-            assert [r.state for r in session.scalars(select(InstructionBatchRecord))] == [
-                "pending"]
+            assert [r.state for r in session.scalars(select(InstructionBatchRecord))] == ["pending"]
             assert {o.ne_order_id: o.state for o in session.scalars(select(ImportedOrder))} == {
-                str(good1): "instructed", str(bad): "instructed", str(good2): "instructed"}
+                str(good1): "instructed",
+                str(bad): "instructed",
+                str(good2): "instructed",
+            }
         world.outbox.unlink()
         world.outbox.mkdir()
         run(world)

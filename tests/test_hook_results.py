@@ -27,14 +27,16 @@ from tests.test_hookcalls import ORDER, SHIPMENT, WAREHOUSE, Plugin, host_with
 
 @pytest.mark.parametrize("returned", [False, 42, "reject", FilterVerdict])
 def test_a_filter_returning_no_verdict_is_that_plugins_error_not_an_accept(
-    make_config: ConfigFactory, returned: object,
+    make_config: ConfigFactory,
+    returned: object,
 ) -> None:
     @hookimpl
     def nebridge_filter_order() -> object:
         return returned
 
-    host = host_with(make_config, {"sloppy": Plugin("sloppy",
-                                                    nebridge_filter_order=nebridge_filter_order)})
+    host = host_with(
+        make_config, {"sloppy": Plugin("sloppy", nebridge_filter_order=nebridge_filter_order)}
+    )
     [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin == "sloppy"]
 
     assert isinstance(outcome.error, HookResultError)
@@ -55,9 +57,13 @@ def test_a_wrapper_turning_a_verdict_into_42_is_blamed_for_it(
 
     wrapper = Plugin("meddler")
     wrapper.nebridge_filter_order = wrapping  # type: ignore[attr-defined]
-    host = host_with(make_config, {
-        "strict": Plugin("strict", nebridge_filter_order=nebridge_filter_order),
-        "meddler": wrapper})
+    host = host_with(
+        make_config,
+        {
+            "strict": Plugin("strict", nebridge_filter_order=nebridge_filter_order),
+            "meddler": wrapper,
+        },
+    )
     [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin != "tag_filter"]
 
     assert outcome.plugin == "meddler"  # strict's own verdict was right: the wrapper's error
@@ -78,9 +84,13 @@ def test_a_wrong_result_a_wrapper_only_passes_on_is_the_wrapped_plugins(
 
     wrapper = Plugin("watcher")
     wrapper.nebridge_filter_order = passing_on  # type: ignore[attr-defined]
-    host = host_with(make_config, {
-        "sloppy": Plugin("sloppy", nebridge_filter_order=nebridge_filter_order),
-        "watcher": wrapper})
+    host = host_with(
+        make_config,
+        {
+            "sloppy": Plugin("sloppy", nebridge_filter_order=nebridge_filter_order),
+            "watcher": wrapper,
+        },
+    )
     [outcome] = [o for o in host.filter_order(ORDER, WAREHOUSE) if o.plugin != "tag_filter"]
 
     assert outcome.plugin == "sloppy" and isinstance(outcome.error, HookResultError)
@@ -98,9 +108,13 @@ def test_actions_that_are_not_a_list_or_fail_halfway_are_that_plugins_error(
         yield from ()
         raise RuntimeError("lost the label printer")
 
-    host = host_with(make_config, {
-        "number": Plugin("number", nebridge_shipment_actions=not_a_list),
-        "halfway": Plugin("halfway", nebridge_shipment_actions=halfway)})
+    host = host_with(
+        make_config,
+        {
+            "number": Plugin("number", nebridge_shipment_actions=not_a_list),
+            "halfway": Plugin("halfway", nebridge_shipment_actions=halfway),
+        },
+    )
     by_plugin = {o.plugin: o for o in host.shipment_actions(SHIPMENT, WAREHOUSE)}
 
     assert isinstance(by_plugin["number"].error, HookResultError)
@@ -109,14 +123,18 @@ def test_actions_that_are_not_a_list_or_fail_halfway_are_that_plugins_error(
 
 
 def test_a_link_code_key_that_is_not_a_function_is_logged_and_skipped_like_a_raise(
-    make_config: ConfigFactory, caplog: pytest.LogCaptureFixture,
+    make_config: ConfigFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     @hookimpl
     def nebridge_link_code_key() -> object:
         return 42
 
-    host = host_with(make_config, {"keyed": Plugin(
-        "keyed", nebridge_link_code_key=nebridge_link_code_key)}, base={})
+    host = host_with(
+        make_config,
+        {"keyed": Plugin("keyed", nebridge_link_code_key=nebridge_link_code_key)},
+        base={},
+    )
     with caplog.at_level(logging.ERROR):
         assert host.link_code_key() is None  # exact matching, not a call of 42
     assert "plugin keyed" in caplog.text and "not a function or None" in caplog.text
@@ -138,10 +156,14 @@ def test_doctor_shows_a_check_generator_failing_halfway_and_wrong_items_as_fail_
     def good() -> list[HealthCheck]:
         return [HealthCheck("disk", True, "ok")]
 
-    host = host_with(make_config, {
-        "halfway": Plugin("halfway", nebridge_health_checks=halfway),
-        "wrong": Plugin("wrong", nebridge_health_checks=wrong_items),
-        "good": Plugin("good", nebridge_health_checks=good)})
+    host = host_with(
+        make_config,
+        {
+            "halfway": Plugin("halfway", nebridge_health_checks=halfway),
+            "wrong": Plugin("wrong", nebridge_health_checks=wrong_items),
+            "good": Plugin("good", nebridge_health_checks=good),
+        },
+    )
     rows = {check.name: check for check in doctor._plugin_checks(host, None)}
 
     assert not rows["plugin halfway"].ok
@@ -151,7 +173,8 @@ def test_doctor_shows_a_check_generator_failing_halfway_and_wrong_items_as_fail_
 
 
 def test_a_slow_health_check_is_named_in_a_warning(
-    make_config: ConfigFactory, caplog: pytest.LogCaptureFixture,
+    make_config: ConfigFactory,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import threading
@@ -173,7 +196,9 @@ def test_a_slow_health_check_is_named_in_a_warning(
 
 
 def test_an_order_a_filter_answers_42_for_is_held_naming_the_plugin(
-    make_config: ConfigFactory, tmp_path: Path, fake_site: Path,
+    make_config: ConfigFactory,
+    tmp_path: Path,
+    fake_site: Path,
 ) -> None:
     plugins = {**DEFAULT_PLUGINS, "fake_sloppy_filter": {"enabled": True}}
     for world in make_world(make_config, tmp_path, plugins=plugins):
@@ -182,8 +207,9 @@ def test_an_order_a_filter_answers_42_for_is_held_naming_the_plugin(
         world.products([("P-A", "A-1")])
 
         CliRunner().invoke(app, ["--config", str(world.config), "run", "--once"])
-        listed = CliRunner().invoke(app, ["--config", str(world.config), "orders", "list",
-                                          "--state", "held", "--json"])
+        listed = CliRunner().invoke(
+            app, ["--config", str(world.config), "orders", "list", "--state", "held", "--json"]
+        )
 
         assert world.instructed() == []  # fail closed: not sent to the WMS
         held = {str(row["ne_order_id"]): row for row in json.loads(listed.stdout)}

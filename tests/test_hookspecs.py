@@ -12,8 +12,12 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 
 def hookspec_names() -> list[str]:
-    return [name for spec in ALL_SPECS for name, _ in inspect.getmembers(spec, inspect.isfunction)
-            if name.startswith("nebridge_")]
+    return [
+        name
+        for spec in ALL_SPECS
+        for name, _ in inspect.getmembers(spec, inspect.isfunction)
+        if name.startswith("nebridge_")
+    ]
 
 
 def test_there_are_hookspecs() -> None:

@@ -118,8 +118,14 @@ def send_after_request(data: bytes) -> Handler:
 
 
 def answer(body: bytes, extra: bytes = b"") -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
 
 
 LIMITS = HttpLimits(connect_timeout_seconds=5, deadline_seconds=1.0, max_response_bytes=MB)
@@ -127,10 +133,16 @@ LIMITS = HttpLimits(connect_timeout_seconds=5, deadline_seconds=1.0, max_respons
 
 def test_a_trickled_body_ends_at_the_deadline() -> None:
     body = b'{"result": "success", "padding": "' + b"x" * 2000 + b'"}'
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n")
-    with raw_server(trickle(body, head=head)) as url, BoundedSession(LIMITS) as session, \
-            pytest.raises(DeadlineExceeded) as caught:
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
+    with (
+        raw_server(trickle(body, head=head)) as url,
+        BoundedSession(LIMITS) as session,
+        pytest.raises(DeadlineExceeded) as caught,
+    ):
         session.get(url + "/slow")
     message = str(caught.value)
     assert "127.0.0.1" in message and "1 s" in message and "http.deadline_seconds" in message
@@ -139,8 +151,11 @@ def test_a_trickled_body_ends_at_the_deadline() -> None:
 
 def test_trickled_headers_end_at_the_deadline() -> None:
     head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"y" * 2000 + b"\r\n\r\n"
-    with raw_server(trickle(head)) as url, BoundedSession(LIMITS) as session, \
-            pytest.raises(DeadlineExceeded):
+    with (
+        raw_server(trickle(head)) as url,
+        BoundedSession(LIMITS) as session,
+        pytest.raises(DeadlineExceeded),
+    ):
         session.get(url)
 
 
@@ -166,8 +181,9 @@ def test_a_reused_keep_alive_connection_is_bounded_too() -> None:
             if len(calls) == 1:
                 conn.sendall(answer(b'{"ok": true}'))
             else:
-                trickle(b"w" * 2000, head=b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n",
-                        read=False)(conn)
+                trickle(
+                    b"w" * 2000, head=b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n", read=False
+                )(conn)
                 return
 
     with raw_server(handle) as url, BoundedSession(LIMITS) as session:
@@ -208,25 +224,35 @@ def test_a_huge_streamed_answer_stops_at_the_cap() -> None:
 
 def test_a_gzip_bomb_is_capped_after_decompression() -> None:
     bomb = gzip.compress(b"\0" * (64 * MB))
-    head = (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
-            + str(len(bomb)).encode() + b"\r\n\r\n")
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
+        + str(len(bomb)).encode()
+        + b"\r\n\r\n"
+    )
     assert len(bomb) < MB
-    with raw_server(send_after_request(head + bomb)) as url, BoundedSession(LIMITS) as session, \
-            pytest.raises(ResponseTooLarge):
+    with (
+        raw_server(send_after_request(head + bomb)) as url,
+        BoundedSession(LIMITS) as session,
+        pytest.raises(ResponseTooLarge),
+    ):
         session.get(url)
 
 
 def test_a_huge_redirect_body_is_refused_too() -> None:
-    head = (b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 419430400"
-            b"\r\n\r\n")
-    with raw_server(flood(head, 400 * MB)) as url, BoundedSession(LIMITS) as session, \
-            pytest.raises(ResponseTooLarge):
+    head = b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 419430400\r\n\r\n"
+    with (
+        raw_server(flood(head, 400 * MB)) as url,
+        BoundedSession(LIMITS) as session,
+        pytest.raises(ResponseTooLarge),
+    ):
         session.get(url)
 
 
 def test_a_normal_answer_passes_and_positional_arguments_work() -> None:
-    with raw_server(send_after_request(answer(b'{"a": 1}'))) as url, \
-            BoundedSession(LIMITS) as session:
+    with (
+        raw_server(send_after_request(answer(b'{"a": 1}'))) as url,
+        BoundedSession(LIMITS) as session,
+    ):
         response = session.request("POST", url, None, b"payload")
         assert response.status_code == 200 and response.json() == {"a": 1}
 
@@ -234,13 +260,20 @@ def test_a_normal_answer_passes_and_positional_arguments_work() -> None:
 # -- the Next Engine client keeps its "outcome unknown" semantics --------------------------
 
 
-def ne_client(tmp_path: Path, url: str, read_timeout: float = 3600.0,
-              max_response_bytes: int = 100 * MB) -> NextEngineClient:
+def ne_client(
+    tmp_path: Path, url: str, read_timeout: float = 3600.0, max_response_bytes: int = 100 * MB
+) -> NextEngineClient:
     store = FileTokenStore(tmp_path / "tokens.json")
     store.save(TokenSet("access-1", "refresh-1"))
-    return NextEngineClient(url, store, version="test", sleep=lambda _s: None,
-                            connect_timeout=0.5, read_timeout=read_timeout,
-                            max_response_bytes=max_response_bytes)
+    return NextEngineClient(
+        url,
+        store,
+        version="test",
+        sleep=lambda _s: None,
+        connect_timeout=0.5,
+        read_timeout=read_timeout,
+        max_response_bytes=max_response_bytes,
+    )
 
 
 def test_a_trickling_next_engine_write_is_outcome_unknown(tmp_path: Path) -> None:
@@ -252,8 +285,11 @@ def test_a_trickling_next_engine_write_is_outcome_unknown(tmp_path: Path) -> Non
         sent.append(read_request(conn))
         trickle(body, head=head, read=False)(conn)
 
-    with raw_server(handle) as url, ne_client(tmp_path, url, read_timeout=1.0) as client, \
-            pytest.raises(NeOutcomeUnknown) as caught:
+    with (
+        raw_server(handle) as url,
+        ne_client(tmp_path, url, read_timeout=1.0) as client,
+        pytest.raises(NeOutcomeUnknown) as caught,
+    ):
         client.shipped("1", "2026-01-01 00:00:00")
     assert "nextengine.read_timeout_seconds" in str(caught.value)
     assert len(sent) == 1  # never resent
@@ -267,8 +303,11 @@ def test_a_huge_next_engine_answer_is_a_bad_answer_and_not_resent(tmp_path: Path
         sent.append(b"")
         flood(head, 400 * MB)(conn)
 
-    with raw_server(handle) as url, ne_client(tmp_path, url, max_response_bytes=MB) as client, \
-            pytest.raises(NeBadAnswer) as caught:
+    with (
+        raw_server(handle) as url,
+        ne_client(tmp_path, url, max_response_bytes=MB) as client,
+        pytest.raises(NeBadAnswer) as caught,
+    ):
         client.company_info()
     assert "nextengine.max_response_mb" in str(caught.value)
     assert isinstance(caught.value, NeOutcomeUnknown) and len(sent) == 1
@@ -288,21 +327,30 @@ def silent_then(seconds: float, then: Handler) -> Handler:
     return handle
 
 
-TRANSFER = HttpLimits(deadline_seconds=60, max_response_bytes=MB, transfer_seconds=0.5,
-                      transfer_setting="nextengine.transfer_timeout_seconds")
+TRANSFER = HttpLimits(
+    deadline_seconds=60,
+    max_response_bytes=MB,
+    transfer_seconds=0.5,
+    transfer_setting="nextengine.transfer_timeout_seconds",
+)
 
 
 def test_a_long_silence_then_a_prompt_answer_passes() -> None:
     body = b'{"result": "success"}'
-    with raw_server(silent_then(1.5, lambda c: c.sendall(answer(body)))) as url, \
-            BoundedSession(TRANSFER) as session:
+    with (
+        raw_server(silent_then(1.5, lambda c: c.sendall(answer(body)))) as url,
+        BoundedSession(TRANSFER) as session,
+    ):
         assert session.get(url).json() == {"result": "success"}  # 1.5 s of silence > 0.5 s
 
 
 def test_a_trickle_after_the_first_byte_ends_at_the_transfer_limit() -> None:
     slow = trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + b"t" * 500, read=False)
-    with raw_server(silent_then(0.2, slow)) as url, BoundedSession(TRANSFER) as session, \
-            pytest.raises(DeadlineExceeded) as caught:
+    with (
+        raw_server(silent_then(0.2, slow)) as url,
+        BoundedSession(TRANSFER) as session,
+        pytest.raises(DeadlineExceeded) as caught,
+    ):
         session.get(url)
     assert caught.value.limit == 0.5
     assert "started answering" in str(caught.value)
@@ -318,9 +366,28 @@ def tls(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context, str(cert)
@@ -335,12 +402,15 @@ def over_tls(context: ssl.SSLContext, handler: Handler) -> Handler:
 
 
 def test_over_tls_a_trickle_ends_at_the_deadline_and_a_silence_then_answer_passes(
-    tls: tuple[ssl.SSLContext, str]
+    tls: tuple[ssl.SSLContext, str],
 ) -> None:
     context, cert = tls
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n"
-    with raw_server(over_tls(context, trickle(b"s" * 2000, head=head))) as url, \
-            BoundedSession(LIMITS) as session, pytest.raises(DeadlineExceeded):
+    with (
+        raw_server(over_tls(context, trickle(b"s" * 2000, head=head))) as url,
+        BoundedSession(LIMITS) as session,
+        pytest.raises(DeadlineExceeded),
+    ):
         session.get(url.replace("http:", "https:"), verify=cert)
     served: list[int] = []
 
@@ -352,6 +422,5 @@ def test_over_tls_a_trickle_ends_at_the_deadline_and_a_silence_then_answer_passe
 
     with raw_server(over_tls(context, keep_alive)) as url, BoundedSession(TRANSFER) as session:
         for _ in range(2):  # the second call reuses the kept-alive TLS connection
-            assert session.get(url.replace("http:", "https:"), verify=cert).json() == {
-                "ok": True}
+            assert session.get(url.replace("http:", "https:"), verify=cert).json() == {"ok": True}
     assert len(served) == 2

@@ -25,22 +25,32 @@ ROW_SEARCH = "/api_v1_receiveorder_row/search"
 
 
 @pytest.fixture
-def world(make_config: ConfigFactory, tmp_path: Path, database_url: str,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(
+    make_config: ConfigFactory, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
     monkeypatch.setattr(importer, "PAGE_ORDERS", 2)
-    yield from make_world(make_config, tmp_path, database_url=database_url,
-                          sandbox_options={"shuffle_unsorted_results": True, "seed": 7},
-                          order_import={"claim": "tag"})
+    yield from make_world(
+        make_config,
+        tmp_path,
+        database_url=database_url,
+        sandbox_options={"shuffle_unsorted_results": True, "seed": 7},
+        order_import={"claim": "tag"},
+    )
 
 
 def order_files(world: World) -> list[list[dict[str, str]]]:
-    return [list(csv.DictReader(io.StringIO(p.read_text(encoding="utf-8"), newline="")))
-            for p in sorted(world.outbox.glob("orders-*.csv"))]
+    return [
+        list(csv.DictReader(io.StringIO(p.read_text(encoding="utf-8"), newline="")))
+        for p in sorted(world.outbox.glob("orders-*.csv"))
+    ]
 
 
 def stage_of(report: object) -> object:
-    return next(r for r in report.stages  # type: ignore[attr-defined]
-                if r.stage.value == "import_orders")
+    return next(
+        r
+        for r in report.stages  # type: ignore[attr-defined]
+        if r.stage.value == "import_orders"
+    )
 
 
 def test_orders_over_several_pages_are_each_instructed_once_with_all_their_rows(
@@ -49,8 +59,11 @@ def test_orders_over_several_pages_are_each_instructed_once_with_all_their_rows(
     st = world.sandbox.state
     for code in ("A-1", "B-2", "C-3"):
         st.create_goods(code, quantity=50)
-    made = {st.create_order([("A-1", 1), ("B-2", 2), ("C-3", 3)][:1 + n % 3],
-                            instruct_date=PAST): 1 + n % 3 for n in range(7)}
+    made = {
+        st.create_order([("A-1", 1), ("B-2", 2), ("C-3", 3)][: 1 + n % 3], instruct_date=PAST): 1
+        + n % 3
+        for n in range(7)
+    }
     unmatched = st.create_order([("A-1", 1), ("Z-9", 1)], instruct_date=PAST)
     world.products([("P-A", "A-1"), ("P-B", "B-2"), ("P-C", "C-3")])
     traffic = world.sandbox.state.traffic
@@ -83,15 +96,18 @@ def run_with(world: World) -> object:
 
 
 @pytest.fixture
-def receipted_world(make_config: ConfigFactory, tmp_path: Path, database_url: str,
-                    monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def receipted_world(
+    make_config: ConfigFactory, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
     monkeypatch.setattr(importer, "PAGE_ORDERS", 2)
-    for world in make_world(make_config, tmp_path, database_url=database_url,
-                            order_import={"claim": "receipted"}):
+    for world in make_world(
+        make_config, tmp_path, database_url=database_url, order_import={"claim": "receipted"}
+    ):
         text = world.config.read_text(encoding="utf-8")
         assert text.count("nextengine:\n") == 1
-        world.config.write_text(text.replace("nextengine:\n", "nextengine:\n  page_size: 3\n"),
-                                encoding="utf-8")
+        world.config.write_text(
+            text.replace("nextengine:\n", "nextengine:\n  page_size: 3\n"), encoding="utf-8"
+        )
         yield world
 
 
@@ -104,8 +120,9 @@ def test_a_claim_that_takes_orders_out_of_the_search_loses_none_across_pages(
     st = world.sandbox.state
     st.create_goods("A-1", quantity=50)
     st.create_goods("B-2", quantity=50)
-    made = [st.create_order([("A-1", 1), ("B-2", 1)][:1 + n % 2], instruct_date=PAST)
-            for n in range(9)]
+    made = [
+        st.create_order([("A-1", 1), ("B-2", 1)][: 1 + n % 2], instruct_date=PAST) for n in range(9)
+    ]
     world.products([("P-A", "A-1"), ("P-B", "B-2")])
 
     stage = stage_of(run_with(world))

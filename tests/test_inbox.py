@@ -75,8 +75,10 @@ def imported(config: Path, warehouse: str, *order_ids: str) -> None:
     engine = engine_for(config)
     try:
         with write_session(engine) as session:
-            session.add_all(ImportedOrder(ne_order_id=order_id, warehouse=warehouse,
-                                          state="instructed") for order_id in order_ids)
+            session.add_all(
+                ImportedOrder(ne_order_id=order_id, warehouse=warehouse, state="instructed")
+                for order_id in order_ids
+            )
     finally:
         engine.dispose()
 
@@ -86,8 +88,11 @@ def events(config: Path) -> list[tuple[str, str, str]]:
     engine = engine_for(config)
     try:
         with read_session(engine) as session:
-            rows = session.execute(select(InboxEvent.kind, InboxEvent.external_id,
-                                          InboxEvent.state).order_by(InboxEvent.id)).all()
+            rows = session.execute(
+                select(InboxEvent.kind, InboxEvent.external_id, InboxEvent.state).order_by(
+                    InboxEvent.id
+                )
+            ).all()
     finally:
         engine.dispose()
     return [(str(k), str(x), str(s)) for k, x, s in rows]
@@ -121,24 +126,37 @@ def inbox(tmp_path: Path) -> Path:
 
 
 def test_list_shows_accepted_pending_held_and_rejected(
-    runner: CliRunner, fake_site: Path, make_config: ConfigFactory, database_url: str,
+    runner: CliRunner,
+    fake_site: Path,
+    make_config: ConfigFactory,
+    database_url: str,
     inbox: Path,
 ) -> None:
-    config = make_config(database_url=database_url,
-                         warehouses=[*DEFAULT_WAREHOUSES, BUGGY],
-                         plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    config = make_config(
+        database_url=database_url,
+        warehouses=[*DEFAULT_WAREHOUSES, BUGGY],
+        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}},
+    )
     imported(config, "ITAKU", "2002", "2003", "2009")
     imported(config, "BUGGY", "2001")
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER,
-         [f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1"])
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1"],
+    )
     drop(inbox, "receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-B,5"])
     drop(inbox, "shipments-bad.csv", SHIP_HEADER, [f"S-9,ITAKU,2009,,{AT},P-ZZZ,1"])
     code, _out, _err = invoke(runner, config, "run", "--once")
     assert code == 1  # one held event, one rejected file
     # a later file only taken in (pipelines not run yet): S-3 pending, S-2 a duplicate
-    drop(inbox, "shipments-2.csv", SHIP_HEADER,
-         [f"S-2,ITAKU,2002,T2,{AT},P-A,1", f"S-3,ITAKU,2003,,{AT},P-B,2"])
+    drop(
+        inbox,
+        "shipments-2.csv",
+        SHIP_HEADER,
+        [f"S-2,ITAKU,2002,T2,{AT},P-A,1", f"S-3,ITAKU,2003,,{AT},P-B,2"],
+    )
     runtime = build_runtime(config)
     try:
         intake = runtime.intake()
@@ -157,19 +175,42 @@ def test_list_shows_accepted_pending_held_and_rejected(
         ("receipts-1.csv", "receipt", 1, 0),
         ("shipments-1.csv", "shipment", 2, 0),
     ]
-    assert set(accepted["items"][0]) == {"id", "source", "kind", "received_at", "events",
-                                         "duplicates"}
+    assert set(accepted["items"][0]) == {
+        "id",
+        "source",
+        "kind",
+        "received_at",
+        "events",
+        "duplicates",
+    }
     assert data["pending"]["total"] == 1
     (pending,) = data["pending"]["items"]
-    assert (pending["kind"], pending["external_id"], pending["warehouse"], pending["source"],
-            pending["attempts"], pending["reason"]) == (
-        "shipment", "S-3", "ITAKU", "shipments-2.csv", 0, None)
+    assert (
+        pending["kind"],
+        pending["external_id"],
+        pending["warehouse"],
+        pending["source"],
+        pending["attempts"],
+        pending["reason"],
+    ) == ("shipment", "S-3", "ITAKU", "shipments-2.csv", 0, None)
     (held,) = data["held"]["items"]
     assert (held["kind"], held["external_id"], held["warehouse"], held["source"]) == (
-        "shipment", "S-1", "BUGGY", "shipments-1.csv")
+        "shipment",
+        "S-1",
+        "BUGGY",
+        "shipments-1.csv",
+    )
     assert "fake_raises" in held["reason"] and "bug while looking at S-1" in held["reason"]
-    assert set(held) == {"id", "kind", "external_id", "warehouse", "source", "attempts",
-                         "received_at", "reason"}
+    assert set(held) == {
+        "id",
+        "kind",
+        "external_id",
+        "warehouse",
+        "source",
+        "attempts",
+        "received_at",
+        "reason",
+    }
     (rejected,) = data["rejected"]["items"]
     assert (rejected["source"], rejected["kind"]) == ("shipments-bad.csv", "shipment")
     assert rejected["reason"] == "shipments-bad.csv:2 [product_code]: unknown product 'P-ZZZ'"
@@ -181,13 +222,19 @@ def test_list_shows_accepted_pending_held_and_rejected(
 
     code, out, _err = invoke(runner, config, "inbox", "list")
     assert code == 0
-    for text in ("accepted batches (3, newest first)", "pending events (1, oldest first)",
-                 "held events (1, oldest first)", "rejected batches (1, newest first)",
-                 "shipment:S-1", "shipment:S-3", "shipments-bad.csv", "[product_code]:",
-                 "inbox retry"):
+    for text in (
+        "accepted batches (3, newest first)",
+        "pending events (1, oldest first)",
+        "held events (1, oldest first)",
+        "rejected batches (1, newest first)",
+        "shipment:S-1",
+        "shipment:S-3",
+        "shipments-bad.csv",
+        "[product_code]:",
+        "inbox retry",
+    ):
         assert text in out, text
-    code, out, _err = invoke(runner, config, "inbox", "list", "--state", "accepted",
-                             "--limit", "2")
+    code, out, _err = invoke(runner, config, "inbox", "list", "--state", "accepted", "--limit", "2")
     assert "accepted batches (2 of 3, newest first)" in out and "held" not in out
     code, _out, err = invoke(runner, config, "inbox", "list", "--state", "lost")
     assert code == 2 and "lost" in err
@@ -197,8 +244,10 @@ def test_list_of_an_empty_inbox_says_so(runner: CliRunner, make_config: ConfigFa
     config = make_config()
     code, out, _err = invoke(runner, config, "inbox", "list")
     assert code == 0
-    assert all(f"no {what}" in out for what in ("accepted batches", "pending events",
-                                                 "held events", "rejected batches"))
+    assert all(
+        f"no {what}" in out
+        for what in ("accepted batches", "pending events", "held events", "rejected batches")
+    )
     assert listing(runner, config)["held"] == {"total": 0, "items": []}
 
 
@@ -211,8 +260,12 @@ def test_a_fixed_rejected_file_is_accepted_once_after_retry(
     config = make_config(database_url=database_url)
     imported(config, "ITAKU", "7001", "7002")
     products(inbox)
-    bad = drop(inbox, "shipments-7.csv", SHIP_HEADER,
-               [f"S-7,ITAKU,7001,T7,{AT},P-ZZZ,1", f"S-8,ITAKU,7002,,{AT},P-B,2"])
+    bad = drop(
+        inbox,
+        "shipments-7.csv",
+        SHIP_HEADER,
+        [f"S-7,ITAKU,7001,T7,{AT},P-ZZZ,1", f"S-8,ITAKU,7002,,{AT},P-B,2"],
+    )
     code, _out, _err = invoke(runner, config, "run", "--once")
     assert code == 1
     rejected = inbox / "rejected"
@@ -228,8 +281,7 @@ def test_a_fixed_rejected_file_is_accepted_once_after_retry(
     assert code == 1 and f"retry the file it describes, {bad.name}" in err
 
     fixed = rejected / bad.name
-    fixed.write_text(fixed.read_text(encoding="utf-8").replace("P-ZZZ", "P-A"),
-                     encoding="utf-8")
+    fixed.write_text(fixed.read_text(encoding="utf-8").replace("P-ZZZ", "P-A"), encoding="utf-8")
 
     code, _out, err = invoke(runner, config, "inbox", "retry", bad.name)
     assert code == 0, err
@@ -238,8 +290,7 @@ def test_a_fixed_rejected_file_is_accepted_once_after_retry(
     left = files(rejected)
     assert len(left) == 1 and left[0].startswith("shipments-7.csv.errors.retried-")
     assert "P-ZZZ" in (rejected / left[0]).read_text(encoding="utf-8")  # the old report kept
-    assert listing(runner, config, "--state", "rejected")["rejected"] == {"total": 0,
-                                                                          "items": []}
+    assert listing(runner, config, "--state", "rejected")["rejected"] == {"total": 0, "items": []}
 
     code, out, _err = invoke(runner, config, "run", "--once", "--json")
     report = json.loads(out)
@@ -260,8 +311,13 @@ def test_retry_says_when_the_connector_cannot_requeue(
     runtime = build_runtime(make_config())
     try:
         with pytest.raises(InboxError, match="cannot put a rejected batch back"):
-            requeue_rejected(runtime.engine, object(), "api",  # type: ignore[arg-type]
-                             runtime.connector_context(), "page-1")
+            requeue_rejected(
+                runtime.engine,
+                object(),
+                "api",  # type: ignore[arg-type]
+                runtime.connector_context(),
+                "page-1",
+            )
     finally:
         runtime.close()
 
@@ -270,17 +326,27 @@ def test_retry_says_when_the_connector_cannot_requeue(
 
 
 def test_a_held_event_is_processed_after_retry_without_doubling_actions(
-    runner: CliRunner, fake_site: Path, make_config: ConfigFactory, database_url: str,
+    runner: CliRunner,
+    fake_site: Path,
+    make_config: ConfigFactory,
+    database_url: str,
     inbox: Path,
 ) -> None:
     warehouses = [*DEFAULT_WAREHOUSES, BUGGY]
-    config = make_config(database_url=database_url, warehouses=warehouses,
-                         plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    config = make_config(
+        database_url=database_url,
+        warehouses=warehouses,
+        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}},
+    )
     imported(config, "ITAKU", "2002")
     imported(config, "BUGGY", "2001")
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER,
-         [f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1"])
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1"],
+    )
     code, _out, _err = invoke(runner, config, "run", "--once")
     assert code == 1
     assert events(config) == [("shipment", "S-1", "held"), ("shipment", "S-2", "processed")]
@@ -305,8 +371,11 @@ def test_a_held_event_is_processed_after_retry_without_doubling_actions(
     assert outbox_keys(config) == ["ship:2002"]
 
     # the admin disables the broken plugin, then retries (the id alone is unambiguous)
-    make_config(database_url=database_url, warehouses=warehouses,
-                plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": False}})
+    make_config(
+        database_url=database_url,
+        warehouses=warehouses,
+        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": False}},
+    )
     code, _out, err = invoke(runner, config, "inbox", "retry", "--event", "S-1")
     assert code == 0, err
     code, _out, err = invoke(runner, config, "run", "--once")
@@ -318,8 +387,11 @@ def test_a_held_event_is_processed_after_retry_without_doubling_actions(
     engine = engine_for(config)
     try:
         with write_session(engine) as session:
-            session.execute(update(InboxEvent).where(InboxEvent.external_id == "S-1")
-                            .values(state="held", last_error="checked by hand"))
+            session.execute(
+                update(InboxEvent)
+                .where(InboxEvent.external_id == "S-1")
+                .values(state="held", last_error="checked by hand")
+            )
         code, _out, err = invoke(runner, config, "inbox", "retry", "--event", "shipment:S-1")
         assert code == 0, err
         invoke(runner, config, "run", "--once")
@@ -360,10 +432,19 @@ def test_a_crash_between_accepting_and_moving_a_file_loses_and_doubles_nothing(
     config = make_config()
     imported(config, "ITAKU", "1001")
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER,
-         [f"S-1,ITAKU,1001,T1,{AT},P-A,1", f"S-2,ITAKU,,,{AT},P-B,2"])
-    crashed = subprocess.run([sys.executable, "-c", CRASH_AFTER_ACCEPT, str(config)],
-                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-1,ITAKU,1001,T1,{AT},P-A,1", f"S-2,ITAKU,,,{AT},P-B,2"],
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_AFTER_ACCEPT, str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     assert "not killed" not in crashed.stdout
     assert [x for _k, x, _s in events(config)] == ["S-1", "S-2"]  # committed before the kill
@@ -380,7 +461,9 @@ def test_a_crash_between_accepting_and_moving_a_file_loses_and_doubles_nothing(
     assert files(inbox / ".claimed") == [] and files(inbox) == ["products.csv"]
     batches = listing(runner, config, "--state", "accepted")["accepted"]["items"]
     assert [(b["source"], b["events"], b["duplicates"]) for b in batches] == [
-        ("shipments-1.csv", 0, 2), ("shipments-1.csv", 2, 0)]
+        ("shipments-1.csv", 0, 2),
+        ("shipments-1.csv", 2, 0),
+    ]
 
 
 # -- arrival ----------------------------------------------------------------------------------
@@ -409,16 +492,27 @@ def test_the_running_daemon_takes_a_new_file_within_two_seconds(
     make_config: ConfigFactory, inbox: Path, tmp_path: Path
 ) -> None:
     daemon_log = tmp_path / "daemon.log"
-    config = make_config(schedule={"interval_seconds": 60, "jitter_seconds": 0,
-                                   "dispatch_interval_seconds": 60, "intake_poll_seconds": 1})
+    config = make_config(
+        schedule={
+            "interval_seconds": 60,
+            "jitter_seconds": 0,
+            "dispatch_interval_seconds": 60,
+            "intake_poll_seconds": 1,
+        }
+    )
     products(inbox)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "run"],
-                            stdout=daemon_log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+        stdout=daemon_log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+    )
     engine = engine_for(config)
     try:
+
         def count(table: Any) -> int:
             with read_session(engine) as session:
                 return int(session.scalar(select(func.count()).select_from(table)) or 0)

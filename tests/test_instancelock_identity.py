@@ -53,16 +53,23 @@ def test_a_hard_link_in_another_folder_reaches_the_same_lock(
     try:
         with instance_lock(first, engine1) as lock:
             assert InstanceLock(second, engine2).lock_file() != lock.lock_file()  # two names
-            with pytest.raises(AlreadyRunning, match="hard link"), \
-                    instance_lock(second, engine2):
+            with pytest.raises(AlreadyRunning, match="hard link"), instance_lock(second, engine2):
                 pass
             once = subprocess.run(
                 [sys.executable, "-m", "daemon", "--config", str(other), "run", "--once"],
-                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             assert once.returncode == 1, once
             assert "hard link" in once.stderr and "stop it first" in once.stderr
-        with instance_lock(second, engine2), \
-                pytest.raises(AlreadyRunning), instance_lock(first, engine1):  # released: the
+        with (
+            instance_lock(second, engine2),
+            pytest.raises(AlreadyRunning),
+            instance_lock(first, engine1),
+        ):  # released: the
             pass  # other name may work now, and keeps the first out in turn
     finally:
         engine1.dispose()

@@ -40,9 +40,11 @@ def stock_events(world: World) -> None:
     for code in ("A-1", "B-2", "C-3", "D-4"):
         st.create_goods(code, quantity=10)
     world.products([("P-A", "A-1"), ("P-B", "B-2"), ("P-C", "C-3"), ("P-D", "D-4")])
-    world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5",
-                                                  f"R-2,ITAKU,{AT},P-C,1",
-                                                  f"R-3,ITAKU,{AT},P-D,2"])
+    world.drop(
+        "receipts-1.csv",
+        RECEIPT_HEADER,
+        [f"R-1,ITAKU,{AT},P-A,5", f"R-2,ITAKU,{AT},P-C,1", f"R-3,ITAKU,{AT},P-D,2"],
+    )
     world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,,,{AT},P-B,10"])
 
 
@@ -56,7 +58,11 @@ def test_an_upload_refused_as_a_whole_is_resent_in_parts_and_applied_once(world:
     world.sandbox.state.faults.fail_next_ques(1)  # NE fails the first upload as a whole
     world.run_once()
     assert {s: i.state for s, i in items(world).items()} == {
-        "P-A": "done", "P-B": "done", "P-C": "done", "P-D": "done"}
+        "P-A": "done",
+        "P-B": "done",
+        "P-C": "done",
+        "P-D": "done",
+    }
     assert [world.uploaded(c) for c in ("A-1", "B-2", "C-3", "D-4")] == [5, -10, 1, 2]
     assert ques(world) == 3  # the failed one, then its two halves
     world.run_once()
@@ -66,9 +72,15 @@ def test_an_upload_refused_as_a_whole_is_resent_in_parts_and_applied_once(world:
 @pytest.fixture
 def racing_world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
     """NE applies uploads all or nothing, and its clock only moves when the test moves it."""
-    yield from make_world(make_config, tmp_path, sandbox_options={
-        "clock_frozen": True, "upload_row_error_mode": "all_or_nothing",
-        "que_processing_delay_s": 1.0})
+    yield from make_world(
+        make_config,
+        tmp_path,
+        sandbox_options={
+            "clock_frozen": True,
+            "upload_row_error_mode": "all_or_nothing",
+            "que_processing_delay_s": 1.0,
+        },
+    )
 
 
 def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
@@ -98,7 +110,11 @@ def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
         world.run_once()
         got = items(world)
         assert {s: i.state for s, i in got.items()} == {
-            "P-A": "done", "P-B": "failed", "P-C": "done", "P-D": "done"}
+            "P-A": "done",
+            "P-B": "failed",
+            "P-C": "done",
+            "P-D": "done",
+        }
         assert "B-2" in (got["P-B"].last_error or "")
         assert "nebridge outbox retry" in (got["P-B"].last_error or "")
         assert [world.uploaded(c) for c in ("A-1", "B-2", "C-3", "D-4")] == [5, 0, 1, 2]
@@ -107,8 +123,9 @@ def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
         assert ques(world) == before
 
         st.human_edit(allocated[0], {"receive_order_cancel_type_id": "1"})  # the fix in NE
-        result = CliRunner().invoke(app, ["--config", str(world.config), "outbox", "retry",
-                                          str(got["P-B"].id)])
+        result = CliRunner().invoke(
+            app, ["--config", str(world.config), "outbox", "retry", str(got["P-B"].id)]
+        )
         assert result.exit_code == 0, result.stderr
         world.run_once()
     finally:
@@ -121,8 +138,9 @@ def test_one_refused_goods_code_fails_alone_and_is_retried_after_the_fix(
 def test_an_order_next_engine_refuses_to_ship_fails_alone_and_ships_after_the_fix(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    for world in make_world(make_config, tmp_path,
-                            sandbox_options={"shipped_allowed_from_20": False}):
+    for world in make_world(
+        make_config, tmp_path, sandbox_options={"shipped_allowed_from_20": False}
+    ):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=50)
         good, bad = (st.create_order([("A-1", 1)], shop_id=1) for _ in range(2))
@@ -130,10 +148,14 @@ def test_an_order_next_engine_refuses_to_ship_fails_alone_and_ships_after_the_fi
         world.run_once()
         # after import someone moves the order's print-instruct date into the future:
         # Next Engine then refuses to hand it over (receipted), so it cannot be shipped
-        st.human_edit(bad, {"receive_order_statement_delivery_instruct_printing_date":
-                            "2099-01-01 00:00:00"})
-        world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{bad},T-1,{AT},P-A,1",
-                                                    f"S-2,ITAKU,{good},T-2,{AT},P-A,1"])
+        st.human_edit(
+            bad, {"receive_order_statement_delivery_instruct_printing_date": "2099-01-01 00:00:00"}
+        )
+        world.drop(
+            "shipments-1.csv",
+            SHIP_HEADER,
+            [f"S-1,ITAKU,{bad},T-1,{AT},P-A,1", f"S-2,ITAKU,{good},T-2,{AT},P-A,1"],
+        )
         world.run_once()
         assert world.sandbox.ledger.shipped_order_ids() == [good]
         failed = items(world)[str(bad)]
@@ -141,13 +163,18 @@ def test_an_order_next_engine_refuses_to_ship_fails_alone_and_ships_after_the_fi
         assert f"nebridge outbox retry {failed.id}" in (failed.last_error or "")
         calls = len(world.sandbox.ledger.entries())
         world.run_once()  # held: not sent again by itself
-        assert not [e for e in world.sandbox.ledger.entries(since=calls, order_id=bad)
-                    if e.kind.startswith("order.")]
+        assert not [
+            e
+            for e in world.sandbox.ledger.entries(since=calls, order_id=bad)
+            if e.kind.startswith("order.")
+        ]
 
-        st.human_edit(bad, {"receive_order_statement_delivery_instruct_printing_date":
-                            "2026-01-01 00:00:00"})
-        result = CliRunner().invoke(app, ["--config", str(world.config), "outbox", "retry",
-                                          str(failed.id)])
+        st.human_edit(
+            bad, {"receive_order_statement_delivery_instruct_printing_date": "2026-01-01 00:00:00"}
+        )
+        result = CliRunner().invoke(
+            app, ["--config", str(world.config), "outbox", "retry", str(failed.id)]
+        )
         assert result.exit_code == 0, result.stderr
         world.run_once()
         assert world.sandbox.ledger.shipped_order_ids() == [good, bad]

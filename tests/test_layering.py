@@ -48,8 +48,11 @@ def _arrows() -> set[tuple[str, str]]:
 
 
 def test_packages_import_only_what_the_layering_allows() -> None:
-    wrong = {(file, module) for file, module in _arrows()
-             if module.split(".")[0] not in ALLOWED[file.split("/")[0]]}
+    wrong = {
+        (file, module)
+        for file, module in _arrows()
+        if module.split(".")[0] not in ALLOWED[file.split("/")[0]]
+    }
     assert wrong == set(), "see docs/architecture.md for the allowed arrows"
 
 

@@ -36,10 +36,15 @@ def sandbox() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def linked_config(make_config: ConfigFactory, sandbox: SandboxServer) -> Path:
-    return make_config(nextengine={
-        "api_base": sandbox.base_url, "login_base": sandbox.base_url, "client_id": CLIENT_ID,
-        "client_secret": SECRET, "redirect_uri": f"http://127.0.0.1:{free_port()}/callback",
-    })
+    return make_config(
+        nextengine={
+            "api_base": sandbox.base_url,
+            "login_base": sandbox.base_url,
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "redirect_uri": f"http://127.0.0.1:{free_port()}/callback",
+        }
+    )
 
 
 def cli(config: Path, *args: str, input: str | None = None) -> Any:
@@ -60,9 +65,11 @@ def test_connect_through_the_loopback_redirect(
     redirect = text.split("redirect_uri: ")[1].split()[0]
     for _ in range(100):  # the admin's browser: sign in, follow NE's redirect to nebridge
         try:
-            page = requests.get(f"{sandbox.base_url}/users/sign_in/",
-                                params={"client_id": CLIENT_ID, "redirect_uri": redirect,
-                                        "auto": "1"}, timeout=5)
+            page = requests.get(
+                f"{sandbox.base_url}/users/sign_in/",
+                params={"client_id": CLIENT_ID, "redirect_uri": redirect, "auto": "1"},
+                timeout=5,
+            )
             break
         except requests.ConnectionError:
             time.sleep(0.1)

@@ -53,8 +53,9 @@ def receiver() -> Iterator[HttpReceiver]:
         yield r
 
 
-def _runtime(make_config: ConfigFactory, plugins: dict[str, Any], clock: Clock,
-             **overrides: Any) -> Runtime:
+def _runtime(
+    make_config: ConfigFactory, plugins: dict[str, Any], clock: Clock, **overrides: Any
+) -> Runtime:
     """A runtime with these plugins (beside the default ones) on the test's clock."""
     path = make_config(plugins={**DEFAULT_PLUGINS, **plugins}, **overrides)
     rt = build_runtime(path)
@@ -63,14 +64,26 @@ def _runtime(make_config: ConfigFactory, plugins: dict[str, Any], clock: Clock,
 
 
 def _json_sink(url: str, **options: Any) -> dict[str, Any]:
-    return {"notify_webhook": {"enabled": True, "format": "json", "url": url,
-                               "timeout_seconds": 2, **options}}
+    return {
+        "notify_webhook": {
+            "enabled": True,
+            "format": "json",
+            "url": url,
+            "timeout_seconds": 2,
+            **options,
+        }
+    }
 
 
 def _problem(n: int | str, warehouse: str = "ITAKU") -> Problem:
-    return Problem(key=f"wms_mismatch:{n}", kind="wms_mismatch", subject=f"S{n}",
-                   warehouse=warehouse, reason=f"schedule S{n} was renumbered by staff",
-                   fix=f"check schedule S{n} in Logikura")
+    return Problem(
+        key=f"wms_mismatch:{n}",
+        kind="wms_mismatch",
+        subject=f"S{n}",
+        warehouse=warehouse,
+        reason=f"schedule S{n} was renumbered by staff",
+        fix=f"check schedule S{n} in Logikura",
+    )
 
 
 def _bodies(receiver: HttpReceiver) -> list[dict[str, Any]]:
@@ -103,23 +116,37 @@ def test_json_webhook_is_the_typed_record_signed_with_hmac(
     assert body["fix"] == "check schedule S7 in Logikura"
     assert "【要対応】" in body["subject"] and "対処: check schedule S7" in body["text"]
     stamp = request.headers["X-Nebridge-Timestamp"]
-    assert request.headers["X-Nebridge-Signature"] == signature("s3cret-key", stamp,
-                                                                request.body)
+    assert request.headers["X-Nebridge-Signature"] == signature("s3cret-key", stamp, request.body)
     assert request.headers["X-Nebridge-Signature"] != signature("other", stamp, request.body)
     assert request.headers["X-Nebridge-Delivery"] == body["delivery_key"]
     assert body["delivery_key"].endswith(":notify_webhook")
 
 
-def test_slack_and_chatwork_bodies(make_config: ConfigFactory, receiver: HttpReceiver,
-                                   tmp_path: Path) -> None:
+def test_slack_and_chatwork_bodies(
+    make_config: ConfigFactory, receiver: HttpReceiver, tmp_path: Path
+) -> None:
     clock = Clock()
-    slack = {"notify_webhook": {"enabled": True, "format": "slack", "language": "en",
-                                "url": receiver.url + "/services/T0/B0/x"}}
+    slack = {
+        "notify_webhook": {
+            "enabled": True,
+            "format": "slack",
+            "language": "en",
+            "url": receiver.url + "/services/T0/B0/x",
+        }
+    }
     rt = _runtime(make_config, slack, clock)
     try:
-        attention.report(rt.engine, Problem(
-            key="wms_mismatch:<9>", kind="wms_mismatch", subject="S<9>&", reason="a < b",
-            fix="do x"), now=clock())
+        attention.report(
+            rt.engine,
+            Problem(
+                key="wms_mismatch:<9>",
+                kind="wms_mismatch",
+                subject="S<9>&",
+                reason="a < b",
+                fix="do x",
+            ),
+            now=clock(),
+        )
         _notifier(rt).run_once()
     finally:
         rt.close()
@@ -129,8 +156,15 @@ def test_slack_and_chatwork_bodies(make_config: ConfigFactory, receiver: HttpRec
     assert text.startswith("[Action needed] WMS mismatch: S&lt;9&gt;&amp;")
     assert "Fix: do x" in text and "<" not in text
     receiver.requests.clear()
-    chatwork = {"notify_webhook": {"enabled": True, "format": "chatwork", "room_id": "4242",
-                                   "chatwork_base": receiver.url, "token": "cw-token-1"}}
+    chatwork = {
+        "notify_webhook": {
+            "enabled": True,
+            "format": "chatwork",
+            "room_id": "4242",
+            "chatwork_base": receiver.url,
+            "token": "cw-token-1",
+        }
+    }
     rt = _runtime(make_config, chatwork, clock)
     try:
         attention.report(rt.engine, _problem(8), now=clock())
@@ -141,6 +175,7 @@ def test_slack_and_chatwork_bodies(make_config: ConfigFactory, receiver: HttpRec
     assert request.path == "/v2/rooms/4242/messages"
     assert request.headers["X-ChatWorkToken"] == "cw-token-1"
     from urllib.parse import parse_qs
+
     body = parse_qs(request.body.decode())["body"][0]
     assert body.startswith("[info][title]【要対応】WMSとの不一致: S8 (ITAKU)[/title]")
     assert body.endswith("[/info]")
@@ -148,9 +183,28 @@ def test_slack_and_chatwork_bodies(make_config: ConfigFactory, receiver: HttpRec
 
 def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context, cert
@@ -165,10 +219,19 @@ def test_email_in_japanese_over_starttls_with_a_password_from_the_credential(
     credentials.mkdir()
     (credentials / "notify-email-password").write_text("mail-pass-1\n", encoding="utf-8")
     with smtp_receiver(tls_context=tls, password="mail-pass-1") as smtp:
-        email = {"notify_email": {
-            "enabled": True, "host": "127.0.0.1", "port": smtp.port, "security": "starttls",
-            "username": "nebridge", "from": "nebridge@shop.example", "ca_file": str(cert),
-            "to": ["staff@shop.example", "wh@shop.example"], "subject_prefix": "[店舗] "}}
+        email = {
+            "notify_email": {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "security": "starttls",
+                "username": "nebridge",
+                "from": "nebridge@shop.example",
+                "ca_file": str(cert),
+                "to": ["staff@shop.example", "wh@shop.example"],
+                "subject_prefix": "[店舗] ",
+            }
+        }
         rt = _runtime(make_config, email, clock, credentials_dir=str(credentials))
         try:
             attention.report(rt.engine, _problem(61), now=clock())
@@ -193,9 +256,17 @@ def test_email_in_japanese_over_starttls_with_a_password_from_the_credential(
 def test_email_in_english_without_tls(make_config: ConfigFactory) -> None:
     clock = Clock()
     with smtp_receiver() as smtp:
-        email = {"notify_email": {"enabled": True, "host": "127.0.0.1", "port": smtp.port,
-                                  "security": "none", "from": "nb@x.example",
-                                  "to": ["a@x.example"], "language": "en"}}
+        email = {
+            "notify_email": {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "security": "none",
+                "from": "nb@x.example",
+                "to": ["a@x.example"],
+                "language": "en",
+            }
+        }
         rt = _runtime(make_config, email, clock)
         try:
             attention.report(rt.engine, _problem(1), now=clock())
@@ -205,8 +276,10 @@ def test_email_in_english_without_tls(make_config: ConfigFactory) -> None:
         finally:
             rt.close()
     subjects = [m["Subject"] for m in smtp.messages]
-    assert subjects == ["[nebridge] [Action needed] WMS mismatch: S1 (ITAKU)",
-                        "[nebridge] [Resolved] WMS mismatch: S1 (ITAKU)"]
+    assert subjects == [
+        "[nebridge] [Action needed] WMS mismatch: S1 (ITAKU)",
+        "[nebridge] [Resolved] WMS mismatch: S1 (ITAKU)",
+    ]
     assert "This is resolved" in smtp.messages[1].get_content()
 
 
@@ -240,8 +313,11 @@ def test_once_per_key_reminder_after_a_day_and_resolved(
     finally:
         rt.close()
     assert [(b["event"], b["key"]) for b in _bodies(receiver)] == [
-        ("open", "wms_mismatch:1"), ("reminder", "wms_mismatch:1"),
-        ("resolved", "wms_mismatch:1"), ("open", "wms_mismatch:1")]
+        ("open", "wms_mismatch:1"),
+        ("reminder", "wms_mismatch:1"),
+        ("resolved", "wms_mismatch:1"),
+        ("open", "wms_mismatch:1"),
+    ]
 
 
 def test_many_problems_at_once_are_one_digest_and_one_resolved_message(
@@ -253,9 +329,15 @@ def test_many_problems_at_once_are_one_digest_and_one_resolved_message(
         notifier = _notifier(rt)
         with write_session(rt.engine) as session:
             for n in range(1000):
-                session.add(ImportedOrder(ne_order_id=str(5000 + n), warehouse="ITAKU",
-                                          state="held", hold_reason="product X9 unknown",
-                                          updated_at=clock()))
+                session.add(
+                    ImportedOrder(
+                        ne_order_id=str(5000 + n),
+                        warehouse="ITAKU",
+                        state="held",
+                        hold_reason="product X9 unknown",
+                        updated_at=clock(),
+                    )
+                )
         notifier.run_once()
         [digest] = _bodies(receiver)
         assert digest["event"] == "digest" and digest["count"] == 1000
@@ -287,8 +369,7 @@ def test_up_to_the_threshold_each_problem_is_its_own_message(
     make_config: ConfigFactory, receiver: HttpReceiver
 ) -> None:
     clock = Clock()
-    rt = _runtime(make_config, _json_sink(receiver.url), clock,
-                  notify={"digest_threshold": 3})
+    rt = _runtime(make_config, _json_sink(receiver.url), clock, notify={"digest_threshold": 3})
     try:
         notifier = _notifier(rt)
         for n in range(3):
@@ -311,9 +392,17 @@ def test_a_failing_sink_is_retried_with_backoff_and_never_blocks_another(
 ) -> None:
     clock = Clock()
     with smtp_receiver() as smtp:
-        plugins = {**_json_sink(receiver.url), "notify_email": {
-            "enabled": True, "host": "127.0.0.1", "port": smtp.port, "security": "none",
-            "from": "nb@x.example", "to": ["a@x.example"]}}
+        plugins = {
+            **_json_sink(receiver.url),
+            "notify_email": {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "security": "none",
+                "from": "nb@x.example",
+                "to": ["a@x.example"],
+            },
+        }
         rt = _runtime(make_config, plugins, clock)
         try:
             notifier = _notifier(rt)
@@ -334,7 +423,8 @@ def test_a_failing_sink_is_retried_with_backoff_and_never_blocks_another(
             done = notifier.run_once()
             assert done.sent >= 1 and done.failed == 0
             assert failing_key("notify_webhook") not in {
-                i.key for i in attention.collect(rt.engine).items}
+                i.key for i in attention.collect(rt.engine).items
+            }
             notifier.run_once()
         finally:
             rt.close()
@@ -393,8 +483,9 @@ def test_a_crash_between_storing_and_sending_delivers_exactly_once(
     finally:
         rt.close()
     assert receiver.requests == []
-    rt = _runtime(make_config, _json_sink(receiver.url), clock,
-                  database_url=database_url)  # the restart
+    rt = _runtime(
+        make_config, _json_sink(receiver.url), clock, database_url=database_url
+    )  # the restart
     try:
         notifier = _notifier(rt)
         assert notifier.recover() == 1
@@ -457,7 +548,9 @@ def test_a_long_database_outage_is_told_without_the_database_then_resolved(
         rt.close()
     bodies = _bodies(receiver)
     assert [(b["event"], b["key"]) for b in bodies] == [
-        ("open", "database_unreachable"), ("resolved", "database_unreachable")]
+        ("open", "database_unreachable"),
+        ("resolved", "database_unreachable"),
+    ]
     assert "connection refused" in bodies[0]["detail"] and "nothing is" in bodies[0]["detail"]
     assert "データベース接続不可" in bodies[0]["subject"]
 
@@ -484,21 +577,25 @@ def test_after_a_sink_outage_everything_that_waited_goes_out_once_in_one_run(
     finally:
         rt.close()
     assert sorted(b["key"] for b in _bodies(receiver)) == sorted(
-        f"wms_mismatch:{n}" for n in range(10))
+        f"wms_mismatch:{n}" for n in range(10)
+    )
 
 
 def test_the_running_daemon_tells_staff_about_a_rejected_file(
     make_config: ConfigFactory, receiver: HttpReceiver, tmp_path: Path
 ) -> None:
-    config = make_config(plugins={**DEFAULT_PLUGINS, **_json_sink(receiver.url)},
-                         notify={"interval_seconds": 0.5})
+    config = make_config(
+        plugins={**DEFAULT_PLUGINS, **_json_sink(receiver.url)}, notify={"interval_seconds": 0.5}
+    )
     inbox = tmp_path / "wms" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
-    (inbox / "shipments-bad.csv").write_text("not,a,shipment,header\n1,2,3,4\n",
-                                             encoding="utf-8")
+    (inbox / "shipments-bad.csv").write_text("not,a,shipment,header\n1,2,3,4\n", encoding="utf-8")
     log = (tmp_path / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "run"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while not receiver.requests and time.monotonic() < deadline and proc.poll() is None:
@@ -510,16 +607,18 @@ def test_the_running_daemon_tells_staff_about_a_rejected_file(
             proc.kill()
         log.close()
     bodies = _bodies(receiver)
-    assert [(b["event"], b["kind"]) for b in bodies] == [("open", "rejected_file")], \
-        (tmp_path / "daemon.log").read_text()
+    assert [(b["event"], b["kind"]) for b in bodies] == [("open", "rejected_file")], (
+        tmp_path / "daemon.log"
+    ).read_text()
     assert "shipments-bad.csv" in bodies[0]["ids"][0]
     assert "nebridge inbox retry" in bodies[0]["fix"]
 
 
 def test_a_failing_sink_shows_in_status_and_doctor(make_config: ConfigFactory) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    path = make_config(plugins={**DEFAULT_PLUGINS, **_json_sink(closed)},
-                       notify={"failing_after_attempts": 1})
+    path = make_config(
+        plugins={**DEFAULT_PLUGINS, **_json_sink(closed)}, notify={"failing_after_attempts": 1}
+    )
     rt = build_runtime(path)
     try:
         attention.report(rt.engine, _problem(1))
@@ -547,8 +646,7 @@ def test_run_once_sends_notifications_and_reports_them(
     done = CliRunner().invoke(app, ["-c", str(path), "run", "--once", "--json"])
     assert done.exit_code == 1  # something waits for a person
     report = json.loads(done.stdout)
-    assert report["notify"] == {"created": 1, "sent": 1, "failed": 0, "deferred": 0,
-                                "errors": []}
+    assert report["notify"] == {"created": 1, "sent": 1, "failed": 0, "deferred": 0, "errors": []}
     assert [b["kind"] for b in _bodies(receiver)] == ["rejected_file"]
     dry = CliRunner().invoke(app, ["-c", str(path), "run", "--once", "--dry-run", "--json"])
     assert json.loads(dry.stdout)["notify"] is None  # a dry run sends nothing
@@ -568,8 +666,7 @@ def test_many_problems_still_open_are_one_reminder(
         notifier.run_once()
     finally:
         rt.close()
-    assert [(b["event"], b["count"]) for b in _bodies(receiver)] == [("digest", 3),
-                                                                    ("reminder", 3)]
+    assert [(b["event"], b["count"]) for b in _bodies(receiver)] == [("digest", 3), ("reminder", 3)]
 
 
 def test_email_over_implicit_tls_refuses_an_untrusted_certificate(
@@ -578,8 +675,14 @@ def test_email_over_implicit_tls_refuses_an_untrusted_certificate(
     clock = Clock()
     tls, cert = _self_signed(tmp_path)
     with smtp_receiver(tls_context=tls, implicit_tls=True) as smtp:
-        email = {"enabled": True, "host": "127.0.0.1", "port": smtp.port, "security": "tls",
-                 "from": "nb@x.example", "to": ["a@x.example"]}
+        email = {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "security": "tls",
+            "from": "nb@x.example",
+            "to": ["a@x.example"],
+        }
         rt = _runtime(make_config, {"notify_email": email}, clock)  # the system's CAs only
         try:
             attention.report(rt.engine, _problem(1), now=clock())
@@ -599,13 +702,20 @@ def test_email_over_implicit_tls_refuses_an_untrusted_certificate(
 
 
 def test_email_options_are_checked_at_the_boundary(make_config: ConfigFactory) -> None:
-    email = {"enabled": True, "host": "127.0.0.1", "security": "none",
-             "from": "nb@x.example", "to": ["a@x.example", "b@x.example, c@x.example"]}
+    email = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "security": "none",
+        "from": "nb@x.example",
+        "to": ["a@x.example", "b@x.example, c@x.example"],
+    }
     path = make_config(migrate=False, plugins={**DEFAULT_PLUGINS, "notify_email": email})
     done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])
     assert done.exit_code == 1
-    assert "line 14: plugins.notify_email.to[1]: 'b@x.example, c@x.example' is not one e-mail " \
+    assert (
+        "line 14: plugins.notify_email.to[1]: 'b@x.example, c@x.example' is not one e-mail "
         "address" in done.output
+    )
     email = {**email, "to": ["a@x.example"], "username": "u"}
     path = make_config(migrate=False, plugins={**DEFAULT_PLUGINS, "notify_email": email})
     done = CliRunner().invoke(app, ["-c", str(path), "config", "check"])

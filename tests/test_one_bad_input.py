@@ -61,14 +61,15 @@ def inbox(tmp_path: Path) -> Path:
 
 def event_states(rt: Runtime) -> dict[str, tuple[str, str | None]]:
     with read_session(rt.engine) as session:
-        return {e.external_id: (e.state, e.last_error)
-                for e in session.scalars(select(InboxEvent))}
+        return {e.external_id: (e.state, e.last_error) for e in session.scalars(select(InboxEvent))}
 
 
 def batches(rt: Runtime) -> list[tuple[str, str]]:
     with read_session(rt.engine) as session:
-        return [(b.source, b.state) for b in session.scalars(
-            select(InboxBatch).order_by(col(InboxBatch.id)))]
+        return [
+            (b.source, b.state)
+            for b in session.scalars(select(InboxBatch).order_by(col(InboxBatch.id)))
+        ]
 
 
 # -- finding 2: only orders nebridge imported into that warehouse ----------------------------
@@ -83,13 +84,18 @@ def test_a_shipment_ships_only_orders_imported_into_its_own_warehouse(
     with write_session(rt.engine) as session:  # held at import: never sent to the WMS
         session.add(ImportedOrder(ne_order_id="131", warehouse="ITAKU", state="held"))
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER, [
-        f"S-OK,ITAKU,101,T-1,{AT},P-A,1",
-        f"S-ELSEWHERE,ITAKU,121,T-2,{AT},P-A,2",
-        f"S-TYPO,ITAKU,1011,T-3,{AT},P-B,3",
-        f"S-HELD,ITAKU,131,,{AT},P-A,1",
-        f"S-SHOP,ITAKU,,,{AT},P-B,4",
-    ])
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [
+            f"S-OK,ITAKU,101,T-1,{AT},P-A,1",
+            f"S-ELSEWHERE,ITAKU,121,T-2,{AT},P-A,2",
+            f"S-TYPO,ITAKU,1011,T-3,{AT},P-B,3",
+            f"S-HELD,ITAKU,131,,{AT},P-A,1",
+            f"S-SHOP,ITAKU,,,{AT},P-B,4",
+        ],
+    )
     try:
         report = run_once(rt)
         states = event_states(rt)
@@ -107,23 +113,31 @@ def test_a_shipment_ships_only_orders_imported_into_its_own_warehouse(
         assert reason.startswith(f"order {order} was not imported by nebridge into ITAKU")
         assert "ship_unimported_orders: true" in reason
     assert sorted((i["kind"], i["subject"], i.get("delta")) for i in items) == [
-        ("adjust_stock", "P-B", -4), ("ship_order", "101", None)]
+        ("adjust_stock", "P-B", -4),
+        ("ship_order", "101", None),
+    ]
     assert attention.counts[AttentionKind.HELD_EVENT] == 3
     held = [i for i in attention.items if i.kind == AttentionKind.HELD_EVENT]
-    assert {i.subject for i in held} == {"shipment:S-ELSEWHERE", "shipment:S-TYPO",
-                                         "shipment:S-HELD"}
+    assert {i.subject for i in held} == {
+        "shipment:S-ELSEWHERE",
+        "shipment:S-TYPO",
+        "shipment:S-HELD",
+    }
     assert all("nebridge inbox retry --event shipment:" in i.fix for i in held)
 
 
 def test_a_warehouse_may_opt_in_to_ship_orders_it_did_not_import(
     make_config: ConfigFactory, database_url: str, inbox: Path
 ) -> None:
-    warehouses = [{**DEFAULT_WAREHOUSES[0], "ship_unimported_orders": True},
-                  DEFAULT_WAREHOUSES[1]]
+    warehouses = [{**DEFAULT_WAREHOUSES[0], "ship_unimported_orders": True}, DEFAULT_WAREHOUSES[1]]
     rt = build(make_config, database_url, warehouses=warehouses)
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER, [
-        f"S-1,ITAKU,121,T-1,{AT},P-A,1", f"S-2,SHINJUKU,122,T-2,{AT},P-A,1"])
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-1,ITAKU,121,T-1,{AT},P-A,1", f"S-2,SHINJUKU,122,T-2,{AT},P-A,1"],
+    )
     try:
         run_once(rt)
         states = event_states(rt)
@@ -148,8 +162,9 @@ def test_a_held_unimported_shipment_ships_after_the_order_is_imported_and_retrie
         imported(rt, "ITAKU", "121")
     finally:
         rt.close()
-    result = CliRunner().invoke(app, ["--config", str(path), "inbox", "retry", "--event",
-                                      "shipment:S-1"])
+    result = CliRunner().invoke(
+        app, ["--config", str(path), "inbox", "retry", "--event", "shipment:S-1"]
+    )
     assert result.exit_code == 0, result.stderr
     rt = build_runtime(path)
     try:
@@ -186,7 +201,8 @@ def test_files_that_cannot_be_stored_are_rejected_and_the_next_files_flow(
         rt.close()
     assert report.intake is not None
     assert sorted(report.intake.rejected) == sorted(
-        [long_name, "shipments-2-oneline.csv", "shipments-3-longid.csv"])
+        [long_name, "shipments-2-oneline.csv", "shipments-3-longid.csv"]
+    )
     assert report.intake.accepted == ["shipments-4-good.csv", "receipts-1.csv"]
     assert set(states) == {"S-4", "R-1"}
     assert (long_name, "rejected") in recorded
@@ -195,17 +211,23 @@ def test_files_that_cannot_be_stored_are_rejected_and_the_next_files_flow(
     (long_report,) = [text for name, text in reports.items() if name.startswith("shipments-x")]
     assert long_report.startswith(f"{long_name}: rejected")
     assert "unknown product 'P-Z'" in long_report
-    assert (f"line 1: line longer than {MAX_LINE_BYTES:,} bytes"
-            in reports["shipments-2-oneline.csv.errors.txt"])
-    assert ("line 2, column shipment_id: longer than 128 characters (200)"
-            in reports["shipments-3-longid.csv.errors.txt"])
+    assert (
+        f"line 1: line longer than {MAX_LINE_BYTES:,} bytes"
+        in reports["shipments-2-oneline.csv.errors.txt"]
+    )
+    assert (
+        "line 2, column shipment_id: longer than 128 characters (200)"
+        in reports["shipments-3-longid.csv.errors.txt"]
+    )
 
     # the shortened file is found by its own name, as the listing shows it
-    shortened = next(p for p in rejected.iterdir() if p.name.startswith("shipments-x")
-                     and p.name.endswith(".csv"))
+    shortened = next(
+        p
+        for p in rejected.iterdir()
+        if p.name.startswith("shipments-x") and p.name.endswith(".csv")
+    )
     shortened.write_text(shortened.read_text("utf-8").replace("P-Z", "P-A"), "utf-8")
-    result = CliRunner().invoke(app, ["--config", str(rt.loaded.path), "inbox", "retry",
-                                      long_name])
+    result = CliRunner().invoke(app, ["--config", str(rt.loaded.path), "inbox", "retry", long_name])
     assert result.exit_code == 0, result.stderr
     assert (inbox / long_name).is_file()
 
@@ -233,8 +255,9 @@ def test_a_file_that_can_be_neither_taken_nor_rejected_is_shown_and_skipped(
         rt.close()
     assert first.intake is not None and first.intake.accepted == ["shipments-2-good.csv"]
     assert not first.ok
-    assert any("shipments-1-bad.csv could be neither taken nor rejected" in p
-               for p in first.problems)
+    assert any(
+        "shipments-1-bad.csv could be neither taken nor rejected" in p for p in first.problems
+    )
     (item,) = [i for i in shown.items if i.kind == AttentionKind.FILE_NOT_TAKEN]
     assert item.subject == "shipments-1-bad.csv" and "NotADirectoryError" in item.reason
     assert "move the file out of the WMS inbox" in item.fix
@@ -266,12 +289,12 @@ def test_an_event_whose_outcome_the_database_refuses_is_held_alone(
 ) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite stores a NUL byte; PostgreSQL refuses it")
-    path = make_config(database_url=database_url, plugins={
-        **DEFAULT_PLUGINS, "nul_notice": {"enabled": True}})
+    path = make_config(
+        database_url=database_url, plugins={**DEFAULT_PLUGINS, "nul_notice": {"enabled": True}}
+    )
     rt = build_runtime(path, extra_plugins={"nul_notice": NulNotice()})
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER,
-         [f"S-{n},ITAKU,,,{AT},P-A,1" for n in range(1, 6)])
+    drop(inbox, "shipments-1.csv", SHIP_HEADER, [f"S-{n},ITAKU,,,{AT},P-A,1" for n in range(1, 6)])
     try:
         report = run_once(rt)
         again = run_once(rt)
@@ -329,7 +352,8 @@ def test_cr_only_and_unterminated_files_are_taken_correctly(
     products(inbox)
     inbox.mkdir(parents=True, exist_ok=True)
     (inbox / "shipments-1-cr.csv").write_bytes(
-        f"{SHIP_HEADER}\rS-1,ITAKU,,,{AT},P-A,1\rS-2,ITAKU,,,{AT},P-B,2\r".encode())
+        f"{SHIP_HEADER}\rS-1,ITAKU,,,{AT},P-A,1\rS-2,ITAKU,,,{AT},P-B,2\r".encode()
+    )
     fresh = inbox / "shipments-2-fresh.csv"
     fresh.write_bytes(f"{SHIP_HEADER}\nS-3,ITAKU,,,{AT},P-A,3".encode())
     old = inbox / "shipments-3-old.csv"
@@ -390,9 +414,24 @@ def test_files_nebridge_writes_never_write_through_a_planted_link(
     os.symlink(victim, rejected / "shipments-bad.csv.errors.txt")
     drop(inbox, "shipments-bad.csv", SHIP_HEADER, [f"S-1,ITAKU,,,{AT},P-Z,1"])
     outbox = tmp_path / "wms" / "outbox"
-    batch = InstructionBatch("k1", datetime(2026, 11, 27, 10, tzinfo=UTC), [OrderInstruction(
-        "1001", "S-1", "ITAKU", "2026-11-27", "宅配便", "山田", "100-0001", "東京都", "03",
-        (OrderInstructionLine(1, "P-A", "A-1", 1),))])
+    batch = InstructionBatch(
+        "k1",
+        datetime(2026, 11, 27, 10, tzinfo=UTC),
+        [
+            OrderInstruction(
+                "1001",
+                "S-1",
+                "ITAKU",
+                "2026-11-27",
+                "宅配便",
+                "山田",
+                "100-0001",
+                "東京都",
+                "03",
+                (OrderInstructionLine(1, "P-A", "A-1", 1),),
+            )
+        ],
+    )
     os.symlink(victim, outbox / order_file_name(batch))
     try:
         run_once(rt)
@@ -415,15 +454,34 @@ def test_an_echoed_order_file_with_one_product_on_two_lines_is_accepted(
     rt = build(make_config, database_url)
     imported(rt, "ITAKU", "1001")
     products(inbox)
-    batch = InstructionBatch("k1", datetime(2026, 11, 27, 10, tzinfo=UTC), [OrderInstruction(
-        "1001", "S-1", "ITAKU", "2026-11-27", "宅配便", "山田", "100-0001", "東京都", "03",
-        (OrderInstructionLine(1, "P-A", "goods-a", 2), OrderInstructionLine(2, "P-B", "GOODS-B", 1),
-         OrderInstructionLine(3, "P-A", "goods-a", 3)))])
+    batch = InstructionBatch(
+        "k1",
+        datetime(2026, 11, 27, 10, tzinfo=UTC),
+        [
+            OrderInstruction(
+                "1001",
+                "S-1",
+                "ITAKU",
+                "2026-11-27",
+                "宅配便",
+                "山田",
+                "100-0001",
+                "東京都",
+                "03",
+                (
+                    OrderInstructionLine(1, "P-A", "goods-a", 2),
+                    OrderInstructionLine(2, "P-B", "GOODS-B", 1),
+                    OrderInstructionLine(3, "P-A", "goods-a", 3),
+                ),
+            )
+        ],
+    )
     written = write_orders(tmp_path, batch, "utf-8")
     assert written is not None
     lines = written.read_text("utf-8").splitlines()
     echoed = [f"shipment_id,tracking_number,confirmed_at,{lines[0]}"] + [
-        f"SH-1001,TRK-1,{AT},{line}" for line in lines[1:]]
+        f"SH-1001,TRK-1,{AT},{line}" for line in lines[1:]
+    ]
     drop(inbox, "shipments-echo.csv", echoed[0], echoed[1:])
     try:
         report = run_once(rt)
@@ -433,7 +491,10 @@ def test_an_echoed_order_file_with_one_product_on_two_lines_is_accepted(
         rt.close()
     assert report.intake is not None and report.intake.accepted == ["shipments-echo.csv"]
     assert json.loads(event.payload)["lines"] == [
-        {"product_code": "P-A", "quantity": 5}, {"product_code": "P-B", "quantity": 1}]
+        {"product_code": "P-A", "quantity": 5},
+        {"product_code": "P-B", "quantity": 1},
+    ]
     assert event.state == "processed"
     assert [(i["kind"], i["subject"], i["tracking_number"]) for i in items] == [
-        ("ship_order", "1001", "TRK-1")]
+        ("ship_order", "1001", "TRK-1")
+    ]

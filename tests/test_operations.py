@@ -98,8 +98,10 @@ def test_token_guard_keeps_the_link_alive_and_warns_before_it_lapses(
     finally:
         rt.close()
     told = [(n.event, n.key, n.severity) for n in collector.received]
-    assert told == [("open", "ne_token_expiring:24h", "warning"),
-                    ("open", "ne_token_expiring:6h", "error")]
+    assert told == [
+        ("open", "ne_token_expiring:24h", "warning"),
+        ("open", "ne_token_expiring:6h", "error"),
+    ]
     assert "nebridge connect" in collector.received[1].fix
 
 
@@ -124,7 +126,9 @@ def test_token_guard_announces_a_lost_link_once(notified_world: World) -> None:
     finally:
         rt.close()
     assert [(n.event, n.kind) for n in collector.received] == [
-        ("open", "ne_link_lost"), ("resolved", "ne_link_lost")]
+        ("open", "ne_link_lost"),
+        ("resolved", "ne_link_lost"),
+    ]
 
 
 def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
@@ -137,9 +141,18 @@ def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
     healthy = doctor()
     assert healthy["exit"] == 0, healthy
     names = {c["name"] for c in healthy["checks"]}
-    assert {"config", "plugins", "database", "nextengine link", "token file",
-            "refresh-token horizon", "nextengine reachable", "clock", "wms_csv: wms.csv.inbox",
-            "wms_csv: wms.csv.outbox"} <= names
+    assert {
+        "config",
+        "plugins",
+        "database",
+        "nextengine link",
+        "token file",
+        "refresh-token horizon",
+        "nextengine reachable",
+        "clock",
+        "wms_csv: wms.csv.inbox",
+        "wms_csv: wms.csv.outbox",
+    } <= names
     tokens = world.config.parent / "state" / "nextengine-tokens.json"
     os.chmod(tokens, 0o644)
     world.outbox.rmdir() if world.outbox.exists() and not any(world.outbox.iterdir()) else None
@@ -163,16 +176,26 @@ def test_metrics_are_scraped_over_http_from_the_running_daemon(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
     port = free_port()
-    for world in make_world(make_config, tmp_path, metrics={"port": port},
-                            schedule={"interval_seconds": 60, "jitter_seconds": 0,
-                                      "dispatch_interval_seconds": 1,
-                                      "intake_poll_seconds": 0.2}):
+    for world in make_world(
+        make_config,
+        tmp_path,
+        metrics={"port": port},
+        schedule={
+            "interval_seconds": 60,
+            "jitter_seconds": 0,
+            "dispatch_interval_seconds": 1,
+            "intake_poll_seconds": 0.2,
+        },
+    ):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=50)
         world.products([("P-A", "A-1")])
         world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,,,{AT},P-A,2"])
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(world.config),
-                                 "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(world.config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             text, deadline = "", time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -180,13 +203,17 @@ def test_metrics_are_scraped_over_http_from_the_running_daemon(
                     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
                 except requests.ConnectionError:
                     text = ""
-                if ('nebridge_actions{kind="adjust_stock",plugin="stock_minus",state="done"} 1.0'
-                        in text):
+                if (
+                    'nebridge_actions{kind="adjust_stock",plugin="stock_minus",state="done"} 1.0'
+                    in text
+                ):
                     break
                 time.sleep(0.2)
             assert 'nebridge_events_in_total{kind="shipment",warehouse="ITAKU"} 1.0' in text
-            assert ('nebridge_actions{kind="adjust_stock",plugin="stock_minus",state="done"} 1.0'
-                    in text), text[-3000:]
+            assert (
+                'nebridge_actions{kind="adjust_stock",plugin="stock_minus",state="done"} 1.0'
+                in text
+            ), text[-3000:]
             assert 'nebridge_outbox_backlog{state="done"} 1.0' in text
             assert 'endpoint="/api_v1_master_goods/upload",result="success"' in text
             assert "nebridge_last_success_timestamp_seconds" in text
@@ -208,8 +235,11 @@ def test_history_of_an_order_a_shipment_and_a_receipt(world: World) -> None:
     world.products([("P-A", "A-1")])
     for step in ("import", "confirm"):
         if step == "confirm":
-            world.drop("shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,{order},TRK-1,{AT},P-A,1",
-                                                        f"S-2,ITAKU,,,{AT},P-A,2"])
+            world.drop(
+                "shipments-1.csv",
+                SHIP_HEADER,
+                [f"S-1,ITAKU,{order},TRK-1,{AT},P-A,1", f"S-2,ITAKU,,,{AT},P-A,2"],
+            )
             world.drop("receipts-1.csv", RECEIPT_HEADER, [f"R-1,ITAKU,{AT},P-A,5"])
         rt = world.runtime()
         try:
@@ -218,8 +248,9 @@ def test_history_of_an_order_a_shipment_and_a_receipt(world: World) -> None:
             rt.close()
 
     def history(*args: str) -> tuple[int, dict[str, Any]]:
-        result = CliRunner().invoke(app, ["--config", str(world.config), "history", *args,
-                                          "--json"])
+        result = CliRunner().invoke(
+            app, ["--config", str(world.config), "history", *args, "--json"]
+        )
         return result.exit_code, json.loads(result.stdout) if result.exit_code == 0 else {}
 
     code, trail = history("--order", str(order))
@@ -231,16 +262,19 @@ def test_history_of_an_order_a_shipment_and_a_receipt(world: World) -> None:
     assert f"action #1: ship Next Engine order {order} with tracking number TRK-1" in whats
     assert any(w.startswith("action #1 done after 1 attempt") for w in whats)
     code, trail = history("--shipment", "S-2")
-    stock = [s for s in trail["steps"] if s["what"].startswith("action #") and " done " in
-             s["what"]]
+    stock = [
+        s for s in trail["steps"] if s["what"].startswith("action #") and " done " in s["what"]
+    ]
     assert code == 0 and "upload" in stock[0]["detail"] and "queue" in stock[0]["detail"]
     code, trail = history("--receipt", "R-1")
     assert code == 0 and any("by +5" in s["what"] for s in trail["steps"])
-    missing = CliRunner().invoke(app, ["--config", str(world.config), "history",
-                                       "--receipt", "R-404"])
+    missing = CliRunner().invoke(
+        app, ["--config", str(world.config), "history", "--receipt", "R-404"]
+    )
     assert missing.exit_code == 1 and "inbox list" in missing.stderr
-    both = CliRunner().invoke(app, ["--config", str(world.config), "history",
-                                    "--order", "1", "--receipt", "R-1"])
+    both = CliRunner().invoke(
+        app, ["--config", str(world.config), "history", "--order", "1", "--receipt", "R-1"]
+    )
     assert both.exit_code == 2
 
 
@@ -249,16 +283,21 @@ def test_logs_carry_context_and_journald_priorities(
 ) -> None:
     config = make_config(
         warehouses=[{"code": "BUGGY", "ne_linked": True, "import_orders": False}],
-        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}},
+    )
     inbox = tmp_path / "wms" / "inbox"
     inbox.mkdir(parents=True)
     (inbox / "products.csv").write_text("product_code,link_code\nP-A,a\n", encoding="utf-8")
-    (inbox / "shipments-1.csv").write_text(f"{SHIP_HEADER}\nS-1,BUGGY,77,T,{AT},P-A,1\n",
-                                           encoding="utf-8")
+    (inbox / "shipments-1.csv").write_text(
+        f"{SHIP_HEADER}\nS-1,BUGGY,77,T,{AT},P-A,1\n", encoding="utf-8"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "daemon", "--config", str(config), "run", "--once"],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "JOURNAL_STREAM": "8:12345"})
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "JOURNAL_STREAM": "8:12345"},
+    )
     assert result.returncode == 1
     held = [line for line in result.stderr.splitlines() if "held" in line]
     assert held, result.stderr

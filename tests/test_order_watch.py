@@ -45,12 +45,22 @@ PAST = "2026-01-05 09:00:00"  # print-instruct date long reached
 
 @pytest.fixture
 def world(make_config: ConfigFactory, tmp_path: Path, database_url: str) -> Iterator[World]:
-    wms = {"connector": "csv", "csv": {"inbox": str(tmp_path / "wms" / "inbox"),
-                                       "outbox": str(tmp_path / "wms" / "outbox"),
-                                       "stable_seconds": 0.0}}
-    yield from make_world(make_config, tmp_path, database_url=database_url, wms=wms,
-                          order_import={"claim": "tag"},
-                          plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}})
+    wms = {
+        "connector": "csv",
+        "csv": {
+            "inbox": str(tmp_path / "wms" / "inbox"),
+            "outbox": str(tmp_path / "wms" / "outbox"),
+            "stable_seconds": 0.0,
+        },
+    }
+    yield from make_world(
+        make_config,
+        tmp_path,
+        database_url=database_url,
+        wms=wms,
+        order_import={"claim": "tag"},
+        plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}},
+    )
 
 
 def cli(world: World, *args: str) -> tuple[int, str, str]:
@@ -65,13 +75,14 @@ def run(world: World) -> None:
 
 
 def rows(world: World, pattern: str) -> list[list[dict[str, str]]]:
-    return [list(csv.DictReader(io.StringIO(p.read_text(encoding="utf-8"), newline="")))
-            for p in sorted(world.outbox.glob(pattern))]
+    return [
+        list(csv.DictReader(io.StringIO(p.read_text(encoding="utf-8"), newline="")))
+        for p in sorted(world.outbox.glob(pattern))
+    ]
 
 
 def cancellations(world: World) -> list[tuple[str, str]]:
-    return [(r["ne_order_id"], r["reason"]) for f in rows(world, "cancellations-*.csv")
-            for r in f]
+    return [(r["ne_order_id"], r["reason"]) for f in rows(world, "cancellations-*.csv") for r in f]
 
 
 def instructed(world: World) -> Counter[str]:
@@ -146,8 +157,11 @@ def test_cancel_before_pickup_reaches_the_wms_once_and_ne_ships_only_the_others(
     steps = [s["what"] for s in history(world, o1)]
     assert any("cancelled in Next Engine" in s for s in steps), steps
 
-    world.drop("shipments-1.csv", SHIP_HEADER, [f"S-2,ITAKU,{o2},T-2,{AT},P-A,2",
-                                                f"S-2,ITAKU,{o2},T-2,{AT},P-B,1"])
+    world.drop(
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [f"S-2,ITAKU,{o2},T-2,{AT},P-A,2", f"S-2,ITAKU,{o2},T-2,{AT},P-B,1"],
+    )
     run(world)  # nebridge's own status and tracking writes are no edits
     run(world)
     assert world.sandbox.ledger.shipped_order_ids() == [o2]
@@ -184,8 +198,9 @@ def test_edit_of_address_and_quantity_cancels_then_reinstructs_the_new_content(
     assert len(cancellations(world)) == 2
     assert instructed(world) == Counter({str(o1): 2, str(o2): 2, str(o3): 1})
     steps = history(world, o2)
-    assert any("edited in Next Engine" in s["what"] and "quantity 2 → 5" in s["detail"]
-               for s in steps), steps
+    assert any(
+        "edited in Next Engine" in s["what"] and "quantity 2 → 5" in s["detail"] for s in steps
+    ), steps
 
 
 def _newest_rows(world: World) -> list[dict[str, str]]:
@@ -207,10 +222,14 @@ def test_crash_between_writing_the_cancellations_file_and_recording_it_writes_it
         importer._watch("ITAKU", page.groups, False, StageResult(Stage.IMPORT_ORDERS, "ITAKU"))
         with read_session(rt.engine) as session:
             (change,) = session.scalars(select(OrderChange)).all()
-        importer.connector.push_cancellations(CancellationBatch(  # type: ignore[attr-defined]
-            change.batch, change.detected_at,
-            [OrderCancellation(str(o1), "ITAKU", "cancelled", change.detected_at)]),
-            importer.connector_context())
+        importer.connector.push_cancellations(
+            CancellationBatch(  # type: ignore[attr-defined]
+                change.batch,
+                change.detected_at,
+                [OrderCancellation(str(o1), "ITAKU", "cancelled", change.detected_at)],
+            ),
+            importer.connector_context(),
+        )
     finally:
         rt.close()
     assert cancellations(world) == [(str(o1), "cancelled")]
@@ -220,7 +239,6 @@ def test_crash_between_writing_the_cancellations_file_and_recording_it_writes_it
     assert len(list(world.outbox.glob("cancellations-*.csv"))) == 1
     states = [s for s in history(world, o1) if "cancelled in Next Engine" in s["what"]]
     assert states and "told to drop" in states[-1]["detail"]
-
 
 
 def test_goods_shipped_for_a_cancelled_order_wait_for_the_admin_who_applies_the_stock_once(
@@ -305,19 +323,27 @@ class PlainFoldersPlugin:
 
     @hookimpl
     def nebridge_wms_connectors(self) -> list[ConnectorSpec]:
-        return [ConnectorSpec(name="plain", factory=PlainFolders,
-                              config_model=CsvConnectorConfig)]
+        return [ConnectorSpec(name="plain", factory=PlainFolders, config_model=CsvConnectorConfig)]
 
 
 def test_a_connector_that_cannot_cancel_puts_each_change_in_front_of_a_person(
-    make_config: ConfigFactory, tmp_path: Path, database_url: str,
+    make_config: ConfigFactory,
+    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    folders = {"inbox": str(tmp_path / "wms" / "inbox"),
-               "outbox": str(tmp_path / "wms" / "outbox"), "stable_seconds": 0.0}
+    folders = {
+        "inbox": str(tmp_path / "wms" / "inbox"),
+        "outbox": str(tmp_path / "wms" / "outbox"),
+        "stable_seconds": 0.0,
+    }
     plain = PlainFoldersPlugin()
-    for world in make_world(make_config, tmp_path, database_url=database_url,
-                            wms={"connector": "plain", "plain": folders},
-                            plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}}):
+    for world in make_world(
+        make_config,
+        tmp_path,
+        database_url=database_url,
+        wms={"connector": "plain", "plain": folders},
+        plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True}},
+    ):
 
         def once(world: World = world) -> None:
             rt = build_runtime(world.config, extra_plugins={"wms_plain": plain})
@@ -343,8 +369,9 @@ def test_a_connector_that_cannot_cancel_puts_each_change_in_front_of_a_person(
         items = {i["key"]: i for i in json.loads(out)["items"]}
         for order, what in ((o1, "cancelled"), (o2, "edited")):
             item = items[f"order_watch:stop:{order}"]
-            assert item["reason"].startswith(f"stop picking order {order} in ITAKU: {what} "
-                                             "in Next Engine at ")
+            assert item["reason"].startswith(
+                f"stop picking order {order} in ITAKU: {what} in Next Engine at "
+            )
             assert "cannot cancel orders" in item["reason"]
             assert f"nebridge orders stopped {order}" in item["fix"]
         code, _out, err = cli(world, "orders", "stopped", str(o1))

@@ -28,22 +28,31 @@ def drop(inbox: Path, name: str, header: str, rows: list[str]) -> Path:
 
 
 def products(inbox: Path) -> None:
-    drop(inbox, "products.csv", "product_code,link_code",
-         ["P-A,goods-a", "P-B,GOODS-B", "P-C,"])
+    drop(inbox, "products.csv", "product_code,link_code", ["P-A,goods-a", "P-B,GOODS-B", "P-C,"])
 
 
 def imported(rt: Runtime, warehouse: str, *order_ids: str) -> None:
     """Record orders as imported by nebridge into ``warehouse`` (only those may be shipped)."""
     with write_session(rt.engine) as session:
-        session.add_all(ImportedOrder(ne_order_id=order_id, warehouse=warehouse,
-                                      state="instructed") for order_id in order_ids)
+        session.add_all(
+            ImportedOrder(ne_order_id=order_id, warehouse=warehouse, state="instructed")
+            for order_id in order_ids
+        )
 
 
 def outbox_items(rt: Runtime) -> list[dict[str, Any]]:
     with read_session(rt.engine) as session:
         rows = list(session.scalars(select(OutboxItem).order_by(OutboxItem.id)))
-    return [{"kind": r.kind, "warehouse": r.warehouse, "subject": r.subject,
-             "plugin": r.plugin, **json.loads(r.payload)} for r in rows]
+    return [
+        {
+            "kind": r.kind,
+            "warehouse": r.warehouse,
+            "subject": r.subject,
+            "plugin": r.plugin,
+            **json.loads(r.payload),
+        }
+        for r in rows
+    ]
 
 
 @pytest.fixture
@@ -61,16 +70,27 @@ def test_shipments_and_receipts_become_outbox_actions(
     rt = build(make_config, database_url)
     imported(rt, "ITAKU", "1001", "1002")
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER, [
-        f"S-1,ITAKU,1001,TRACK-1,{AT},P-A,1",
-        f"S-2,ITAKU,1002,,{AT},P-B,2",
-        f"S-3,ITAKU,,,{AT},P-A,3",
-        f"S-3,ITAKU,,,{AT},P-B,1",
-        f"S-4,SHINJUKU,,,{AT},P-A,5",
-    ])
-    drop(inbox, "receipts-1.csv", RECEIPT_HEADER, [
-        f"R-1,ITAKU,{AT},P-A,10", f"R-2,SHINJUKU,{AT},P-B,7",
-    ])
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [
+            f"S-1,ITAKU,1001,TRACK-1,{AT},P-A,1",
+            f"S-2,ITAKU,1002,,{AT},P-B,2",
+            f"S-3,ITAKU,,,{AT},P-A,3",
+            f"S-3,ITAKU,,,{AT},P-B,1",
+            f"S-4,SHINJUKU,,,{AT},P-A,5",
+        ],
+    )
+    drop(
+        inbox,
+        "receipts-1.csv",
+        RECEIPT_HEADER,
+        [
+            f"R-1,ITAKU,{AT},P-A,10",
+            f"R-2,SHINJUKU,{AT},P-B,7",
+        ],
+    )
     try:
         report = run_once(rt)
         items = outbox_items(rt)
@@ -82,10 +102,16 @@ def test_shipments_and_receipts_become_outbox_actions(
     assert ships["1001"]["tracking_number"] == "TRACK-1"
     assert ships["1002"]["tracking_number"] is None
     assert all(i["warehouse"] == "ITAKU" for i in ships.values())
-    stock = sorted((i["warehouse"], i["subject"], i["delta"], i["plugin"])
-                   for i in items if i["kind"] == "adjust_stock")
-    assert stock == [("ITAKU", "P-A", -3, "stock_minus"), ("ITAKU", "P-A", 10, "stock_plus"),
-                     ("ITAKU", "P-B", -1, "stock_minus")]
+    stock = sorted(
+        (i["warehouse"], i["subject"], i["delta"], i["plugin"])
+        for i in items
+        if i["kind"] == "adjust_stock"
+    )
+    assert stock == [
+        ("ITAKU", "P-A", -3, "stock_minus"),
+        ("ITAKU", "P-A", 10, "stock_plus"),
+        ("ITAKU", "P-B", -1, "stock_minus"),
+    ]
     notices = [n for r in report.stages for n in r.notices]
     assert any("S-2" in n and "no tracking number" in n for n in notices)
     assert not list(inbox.glob("shipments*.csv")) and (inbox / "processed").is_dir()
@@ -108,7 +134,8 @@ def test_redelivery_is_a_no_op_and_changed_content_is_a_conflict(
         with read_session(rt.engine) as session:
             n_items = session.scalar(select(func.count()).select_from(OutboxItem))
             rejected = session.scalars(
-                select(InboxBatch).where(InboxBatch.state == "rejected")).one()
+                select(InboxBatch).where(InboxBatch.state == "rejected")
+            ).one()
     finally:
         rt.close()
     assert again.intake is not None and again.intake.duplicates == 1
@@ -125,22 +152,34 @@ def test_redelivery_is_a_no_op_and_changed_content_is_a_conflict(
 def test_a_raising_plugin_holds_only_its_items(
     fake_site: Path, make_config: ConfigFactory, database_url: str, inbox: Path
 ) -> None:
-    rt = build(make_config, database_url,
-               warehouses=[*DEFAULT_WAREHOUSES,
-                           {"code": "BUGGY", "ne_linked": True, "import_orders": False}],
-               plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}})
+    rt = build(
+        make_config,
+        database_url,
+        warehouses=[
+            *DEFAULT_WAREHOUSES,
+            {"code": "BUGGY", "ne_linked": True, "import_orders": False},
+        ],
+        plugins={**DEFAULT_PLUGINS, "fake_raises": {"enabled": True}},
+    )
     imported(rt, "BUGGY", "2001")
     imported(rt, "ITAKU", "2002")
     products(inbox)
-    drop(inbox, "shipments-1.csv", SHIP_HEADER, [
-        f"S-1,BUGGY,2001,T1,{AT},P-A,1", f"S-2,ITAKU,2002,T2,{AT},P-A,1",
-    ])
+    drop(
+        inbox,
+        "shipments-1.csv",
+        SHIP_HEADER,
+        [
+            f"S-1,BUGGY,2001,T1,{AT},P-A,1",
+            f"S-2,ITAKU,2002,T2,{AT},P-A,1",
+        ],
+    )
     try:
         report = run_once(rt)
         with read_session(rt.engine) as session:
             states = dict(session.execute(select(InboxEvent.external_id, InboxEvent.state)).all())
             failure = session.scalars(
-                select(RunRecord).where(RunRecord.plugin == "fake_raises")).one()
+                select(RunRecord).where(RunRecord.plugin == "fake_raises")
+            ).one()
         items = outbox_items(rt)
     finally:
         rt.close()
@@ -183,8 +222,10 @@ def test_tracking_number_is_never_sent_without_shipped_status(
         def nebridge_shipment_actions(self, shipment: Any) -> list[Any]:
             return [WriteTracking(shipment.ne_order_id, "T-ALONE")]
 
-    path = make_config(database_url=database_url, plugins={
-        "status_update": {"enabled": False}, "tracking_only": {"enabled": True}})
+    path = make_config(
+        database_url=database_url,
+        plugins={"status_update": {"enabled": False}, "tracking_only": {"enabled": True}},
+    )
     rt = build_runtime(path, extra_plugins={"tracking_only": TrackingOnly()})
     products(inbox)
     drop(inbox, "shipments-1.csv", SHIP_HEADER, [f"S-1,ITAKU,3001,T-ALONE,{AT},P-A,1"])
@@ -211,8 +252,10 @@ def test_dry_run_changes_nothing_anywhere(
     try:
         report = run_once(rt, dry_run=True)
         with read_session(rt.engine) as session:
-            counts = [session.scalar(select(func.count()).select_from(t))
-                      for t in (InboxEvent, OutboxItem, InboxBatch)]
+            counts = [
+                session.scalar(select(func.count()).select_from(t))
+                for t in (InboxEvent, OutboxItem, InboxBatch)
+            ]
             runs = session.scalar(select(func.count()).select_from(RunRecord))
     finally:
         rt.close()
@@ -242,7 +285,9 @@ def test_a_failing_wms_connector_is_reported_and_the_rest_still_runs(
     finally:
         rt.close()
     assert not report.ok
-    assert any("reading product master from the WMS failed" in p and "unreachable" in p
-               for p in report.problems)
+    assert any(
+        "reading product master from the WMS failed" in p and "unreachable" in p
+        for p in report.problems
+    )
     assert report.intake is not None and report.intake.accepted == ["shipments-1.csv"]
     assert [i["subject"] for i in outbox_items(rt)] == ["P-A"]

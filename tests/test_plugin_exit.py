@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def nebridge(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(config), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("plugin", ["fake_sysexit", "fake_ctrlc"])
@@ -55,8 +61,9 @@ def test_installed_but_disabled_exiting_plugin_stops_no_command(
 ) -> None:
     """Disabled with options: ``config check`` and ``plugins info`` import it in a throwaway
     host — its exit is a warning / an error shown, never the end of the command."""
-    config = make_config(plugins={**DEFAULT_PLUGINS,
-                                  "fake_sysexit": {"enabled": False, "level": 1}})
+    config = make_config(
+        plugins={**DEFAULT_PLUGINS, "fake_sysexit": {"enabled": False, "level": 1}}
+    )
     done = nebridge(config, "config", "check")
     assert done.returncode == 0, done
     assert "fake_sysexit" in done.stdout + done.stderr
@@ -89,12 +96,18 @@ def test_real_ctrl_c_during_a_hanging_import_still_ends_the_command(
 ) -> None:
     """The hanging plugin is named before its import (log level debug); Ctrl-C still works."""
     mark = tmp_path / "hanging"
-    config = make_config(log_level="DEBUG",
-                         plugins={**DEFAULT_PLUGINS, "fake_hang": {"enabled": True}})
+    config = make_config(
+        log_level="DEBUG", plugins={**DEFAULT_PLUGINS, "fake_hang": {"enabled": True}}
+    )
     env = {**os.environ, "NBFAKE_HANG_MARK": str(mark)}
-    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config),
-                             "config", "check"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(config), "config", "check"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         while not mark.exists() and proc.poll() is None:
             time.sleep(0.05)

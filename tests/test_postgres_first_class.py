@@ -39,9 +39,18 @@ from tests.pgproxy import TcpProxy
 
 PASSWORD = "s3cret-Pa55word"
 COMMANDS: list[list[str]] = [
-    ["status"], ["inbox", "list"], ["outbox", "list"], ["history", "--order", "1"],
-    ["run", "--once"], ["unlink"], ["db", "current"], ["db", "upgrade"], ["connect"],
-    ["attention"], ["orders", "list"], ["wms", "status"],
+    ["status"],
+    ["inbox", "list"],
+    ["outbox", "list"],
+    ["history", "--order", "1"],
+    ["run", "--once"],
+    ["unlink"],
+    ["db", "current"],
+    ["db", "upgrade"],
+    ["connect"],
+    ["attention"],
+    ["orders", "list"],
+    ["wms", "status"],
 ]
 
 
@@ -119,13 +128,26 @@ else:  # the console script itself
 def test_without_the_driver_every_command_names_the_extra(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    config = make_config(migrate=False, database_url=(
-        f"postgresql+psycopg://nebridge:{PASSWORD}@db.example.invalid:5432/nebridge"))
+    config = make_config(
+        migrate=False,
+        database_url=(f"postgresql+psycopg://nebridge:{PASSWORD}@db.example.invalid:5432/nebridge"),
+    )
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     each = subprocess.run(
-        [sys.executable, "-c", BLOCK_PSYCOPG, "--each", str(config),
-         json.dumps([*COMMANDS, ["config", "check"]])],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        [
+            sys.executable,
+            "-c",
+            BLOCK_PSYCOPG,
+            "--each",
+            str(config),
+            json.dumps([*COMMANDS, ["config", "check"]]),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert each.returncode == 0, each.stderr
     results = json.loads(each.stdout)
     assert len(results) == len(COMMANDS) + 1
@@ -138,7 +160,12 @@ def test_without_the_driver_every_command_names_the_extra(
     for command in (["status"], ["run"]):  # the console script: command and daemon
         done = subprocess.run(
             [sys.executable, "-c", BLOCK_PSYCOPG, "--config", str(config), *command],
-            capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd=tmp_path,
+        )
         assert done.returncode == 1, (command, done.stdout, done.stderr)
         line = one_line_error(done.stderr)
         assert "pip install 'nebridge[postgres]'" in line, (command, line)
@@ -148,8 +175,10 @@ def test_server_down_every_command_says_one_line(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
     port = free_port()  # nothing listens there
-    config = make_config(migrate=False, database_url=(
-        f"postgresql+psycopg://nebridge:{PASSWORD}@127.0.0.1:{port}/nebridge"))
+    config = make_config(
+        migrate=False,
+        database_url=(f"postgresql+psycopg://nebridge:{PASSWORD}@127.0.0.1:{port}/nebridge"),
+    )
     runner = CliRunner()
     for command in COMMANDS:
         result = runner.invoke(app, ["--config", str(config), *command])
@@ -159,18 +188,22 @@ def test_server_down_every_command_says_one_line(
         assert f"pg_isready -h 127.0.0.1 -p {port}" in line, line
     daemon = subprocess.run(
         [sys.executable, "-m", "daemon", "--config", str(config), "run"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert daemon.returncode == 1
     line = one_line_error(daemon.stderr)
-    assert "cannot start: cannot reach the PostgreSQL database 'nebridge' on " \
-           f"127.0.0.1:{port}" in line
+    assert (
+        f"cannot start: cannot reach the PostgreSQL database 'nebridge' on 127.0.0.1:{port}" in line
+    )
 
 
 def test_a_missing_database_says_createdb(make_config: ConfigFactory) -> None:
     url = make_url(pg_base())
     missing = url.set(database=f"nebridge_missing_{uuid.uuid4().hex[:8]}", password=PASSWORD)
-    config = make_config(migrate=False,
-                         database_url=missing.render_as_string(hide_password=False))
+    config = make_config(migrate=False, database_url=missing.render_as_string(hide_password=False))
     runner = CliRunner()
     for command in COMMANDS:
         result = runner.invoke(app, ["--config", str(config), *command])
@@ -268,7 +301,9 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env.pop("WATCHDOG_USEC", None)
     return subprocess.Popen(
         [sys.executable, "-m", "daemon", "--config", str(config), "run"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
@@ -304,17 +339,18 @@ def test_daemon_survives_a_database_cut_and_a_standby_takes_over(
     base = pg_base()
     target = make_url(base)
     with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
-        first = make_config(database_url=spelled(base, schema, host="127.0.0.1",
-                                                  port=proxy.port))
+        first = make_config(database_url=spelled(base, schema, host="127.0.0.1", port=proxy.port))
         second = tmp_path / "standby.yaml"
-        second.write_text(first.read_text(encoding="utf-8").replace(
-            spelled(base, schema, host="127.0.0.1", port=proxy.port),
-            spelled(base, schema, host="localhost", port=target.port or 5432)),
-            encoding="utf-8")
+        second.write_text(
+            first.read_text(encoding="utf-8").replace(
+                spelled(base, schema, host="127.0.0.1", port=proxy.port),
+                spelled(base, schema, host="localhost", port=target.port or 5432),
+            ),
+            encoding="utf-8",
+        )
         inbox = tmp_path / "wms" / "inbox"
         inbox.mkdir(parents=True)
-        (inbox / "products.csv").write_text("product_code,link_code\nP-1,G-1\n",
-                                            encoding="utf-8")
+        (inbox / "products.csv").write_text("product_code,link_code\nP-1,G-1\n", encoding="utf-8")
         log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
         a = start_daemon(first, log_a)
         b: subprocess.Popen[bytes] | None = None
@@ -338,8 +374,10 @@ def test_daemon_survives_a_database_cut_and_a_standby_takes_over(
             drop_receipt(tmp_path, "R-AFTER")
             engine = make_engine(spelled(base, schema))
             try:  # nothing lost, nothing doubled
-                wait_until(lambda: receipts(engine) == ["R-AFTER", "R-DURING"],
-                           "both receipts to be taken once")
+                wait_until(
+                    lambda: receipts(engine) == ["R-AFTER", "R-DURING"],
+                    "both receipts to be taken once",
+                )
             finally:
                 engine.dispose()
             assert a.poll() is None
@@ -474,19 +512,28 @@ def test_run_once_exits_75_when_its_lock_is_lost(
 ) -> None:
     base = pg_base()
     target = make_url(base)
-    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy, \
-            contextmanager(make_world)(
-                make_config, tmp_path, sandbox_options={"faults": {"latency_ms": 1500}},
-                database_url=spelled(base, schema, host="127.0.0.1", port=proxy.port),
-            ) as world:
+    with (
+        TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy,
+        contextmanager(make_world)(
+            make_config,
+            tmp_path,
+            sandbox_options={"faults": {"latency_ms": 1500}},
+            database_url=spelled(base, schema, host="127.0.0.1", port=proxy.port),
+        ) as world,
+    ):
         calls = world.sandbox.state.traffic.calls
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "--config", str(world.config), "run", "--once"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
-            wait_until(lambda: world.sandbox.state.traffic.calls > calls,
-                       "run --once to call Next Engine")
+            wait_until(
+                lambda: world.sandbox.state.traffic.calls > calls, "run --once to call Next Engine"
+            )
             proxy.stop()
             _out, err = proc.communicate(timeout=120)
         finally:

@@ -145,8 +145,9 @@ class _Hello(BaseHTTPRequestHandler):
 
 def test_a_trickling_client_is_cut_off_and_the_oldest_connection_makes_room() -> None:
     server = bind(_Tiny, "127.0.0.1", 0, _Hello, change="-")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     port = server.server_address[1]
     try:
@@ -200,18 +201,21 @@ def test_metrics_on_a_taken_port_is_one_line_and_the_daemon_does_not_start(
         with caplog.at_level(logging.ERROR):
             assert Supervisor(path).run() == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any(f"port {port} on 127.0.0.1 is already in use" in e and "metrics.port" in e
-               for e in errors)
+    assert any(
+        f"port {port} on 127.0.0.1 is already in use" in e and "metrics.port" in e for e in errors
+    )
     assert not any(r.exc_info for r in caplog.records)
 
 
 @pytest.mark.parametrize("flag", [[], ["--logikura"]])
-def test_sandbox_serve_on_a_taken_port_is_one_line(make_config: ConfigFactory,
-                                                   flag: list[str]) -> None:
+def test_sandbox_serve_on_a_taken_port_is_one_line(
+    make_config: ConfigFactory, flag: list[str]
+) -> None:
     path = make_config()
     with taken_port() as port:
-        result = CliRunner().invoke(app, ["--config", str(path), "sandbox", "serve",
-                                          "--port", str(port), *flag])
+        result = CliRunner().invoke(
+            app, ["--config", str(path), "sandbox", "serve", "--port", str(port), *flag]
+        )
     assert result.exit_code == 1
     output = result.output.strip()
     assert f"port {port} on 127.0.0.1 is already in use" in output and "--port" in output
@@ -231,9 +235,13 @@ def test_logs_of_a_state_mismatch_never_show_the_code(tmp_path: Path) -> None:
 
 def test_connect_on_a_taken_port_is_one_line_through_the_cli(make_config: ConfigFactory) -> None:
     with taken_port() as port:
-        path = make_config(nextengine={"client_id": "test-client",
-                                       "client_secret": "test-secret-123",
-                                       "redirect_uri": f"http://127.0.0.1:{port}/callback"})
+        path = make_config(
+            nextengine={
+                "client_id": "test-client",
+                "client_secret": "test-secret-123",
+                "redirect_uri": f"http://127.0.0.1:{port}/callback",
+            }
+        )
         result = CliRunner().invoke(app, ["--config", str(path), "connect", "--timeout", "5"])
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -18,8 +18,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
-    return run_campaign(Settings.bounded(), "python -m tests.reliability --bounded",
-                        tmp_path_factory.mktemp("reliability"))
+    return run_campaign(
+        Settings.bounded(),
+        "python -m tests.reliability --bounded",
+        tmp_path_factory.mktemp("reliability"),
+    )
 
 
 def test_sigkill_at_random_points_loses_and_doubles_nothing(figures: Figures) -> None:
@@ -34,8 +37,15 @@ def test_a_fault_storm_reaches_the_same_exact_end_state(figures: Figures) -> Non
     storm = next(p for p in figures.phases if p.name == "fault storm")
     assert storm.ok, storm.problems + storm.outcome.problems
     assert storm.failing_share >= 0.2
-    for kind in ("overload", "maintenance", "transient 000001", "system error 999999",
-                 "dropped before applying", "dropped after applying", "token expiry"):
+    for kind in (
+        "overload",
+        "maintenance",
+        "transient 000001",
+        "system error 999999",
+        "dropped before applying",
+        "dropped after applying",
+        "token expiry",
+    ):
         assert storm.faults[kind] > 0, kind
     assert storm.outcome.events_lost == 0 and storm.outcome.effects_doubled == 0
     assert storm.notes["most requests in flight for the company"] == 1

@@ -38,8 +38,12 @@ SEARCH = "/api_v1_receiveorder_base/search"
 SHIPPED = "/api_v1_receiveorder_base/shipped"
 UPLOAD = "/api_v1_master_goods/upload"
 QUE_SEARCH = "/api_v1_system_que/search"
-FAST_DISPATCH = {"queue_poll_seconds": 0.05, "queue_timeout_seconds": 20, "retry_seconds": 0.01,
-                 "upload_settle_seconds": 0}
+FAST_DISPATCH = {
+    "queue_poll_seconds": 0.05,
+    "queue_timeout_seconds": 20,
+    "retry_seconds": 0.01,
+    "upload_settle_seconds": 0,
+}
 
 
 @pytest.fixture
@@ -74,11 +78,15 @@ def prepare(world: World, orders: int = 1, receipts: int = 0) -> list[int]:
     try:
         run_once(rt)
         if ids:
-            world.drop("shipments-1.csv", SHIP_HEADER,
-                       [f"S-{o},ITAKU,{o},TRK-{o},{AT},P-A,1" for o in ids])
+            world.drop(
+                "shipments-1.csv", SHIP_HEADER, [f"S-{o},ITAKU,{o},TRK-{o},{AT},P-A,1" for o in ids]
+            )
         if receipts:
-            world.drop("receipts-1.csv", RECEIPT_HEADER,
-                       [f"R-{i},ITAKU,{AT},P-A,{i + 1}" for i in range(receipts)])
+            world.drop(
+                "receipts-1.csv",
+                RECEIPT_HEADER,
+                [f"R-{i},ITAKU,{AT},P-A,{i + 1}" for i in range(receipts)],
+            )
         intake = rt.intake()
         assert intake is not None
         intake.run_once()
@@ -98,7 +106,8 @@ def dispatch(world: World) -> None:
 
 
 def test_dispatcher_does_not_spin_when_next_engine_pauses_in_the_middle_of_a_pass(
-    make_config: ConfigFactory, tmp_path: Path,
+    make_config: ConfigFactory,
+    tmp_path: Path,
 ) -> None:
     """A maintenance answer while reconciling paused Next Engine work; the ship executor then
     returned without touching its full batch, and the dispatcher asked for it forever."""
@@ -182,8 +191,10 @@ def test_a_search_answer_without_data_is_never_read_as_no_orders(world: World) -
     rt = world.runtime()
     try:
         [item] = items(rt, "ship_order")
-        assert (item.state, item.result) == (OutboxState.DONE.value,
-                                             "shipped (confirmed by reading the order)")
+        assert (item.state, item.result) == (
+            OutboxState.DONE.value,
+            "shipped (confirmed by reading the order)",
+        )
     finally:
         rt.close()
     assert world.sandbox.ledger.shipped_order_ids() == ids
@@ -192,21 +203,33 @@ def test_a_search_answer_without_data_is_never_read_as_no_orders(world: World) -
 def test_malformed_search_answers_raise_a_clear_error(world: World) -> None:
     config = load_config(world.config).config
     with NeProxy(world.sandbox.base_url) as proxy:
-        client = make_client(config.model_copy(update={"nextengine": config.nextengine.model_copy(
-            update={"api_base": proxy.base_url})}))
+        client = make_client(
+            config.model_copy(
+                update={
+                    "nextengine": config.nextengine.model_copy(update={"api_base": proxy.base_url})
+                }
+            )
+        )
         try:
-            cases = [(b'{"result":"success","count":"1"}', "no 'data' list"),
-                     (b'{"result":"success","data":[{"receive_order_id":"1"}]}',
-                      "lacks field(s) receive_order_order_status_id"),
-                     (b'{"result":"success","data":[7]}', "row 0 of the search answer is not")]
+            cases = [
+                (b'{"result":"success","count":"1"}', "no 'data' list"),
+                (
+                    b'{"result":"success","data":[{"receive_order_id":"1"}]}',
+                    "lacks field(s) receive_order_order_status_id",
+                ),
+                (b'{"result":"success","data":[7]}', "row 0 of the search answer is not"),
+            ]
             for body, reason in cases:
                 proxy.arm(SEARCH, BadAnswer("bad", body=body))
                 with pytest.raises(NeBadAnswer, match=re.escape(reason)) as info:
-                    list(client.search_orders(("receive_order_id",
-                                               "receive_order_order_status_id")))
+                    list(
+                        client.search_orders(("receive_order_id", "receive_order_order_status_id"))
+                    )
                 assert SEARCH in str(info.value)
-            proxy.arm(SEARCH, BadAnswer("html", status=503, content_type="text/html",
-                                        body=b"<html>busy</html>"))
+            proxy.arm(
+                SEARCH,
+                BadAnswer("html", status=503, content_type="text/html", body=b"<html>busy</html>"),
+            )
             with pytest.raises(NeBadAnswer, match=r"HTTP 503 instead of 200 \(text/html, 17 "):
                 list(client.search_orders(("receive_order_id",)))
         finally:
@@ -233,21 +256,25 @@ def test_an_unknown_ship_outcome_that_cannot_be_read_back_stays_in_flight(world:
     rt = world.runtime()
     try:
         [item] = items(rt, "ship_order")
-        assert (item.state, item.result) == (OutboxState.DONE.value,
-                                             "shipped (confirmed by reading the order)")
+        assert (item.state, item.result) == (
+            OutboxState.DONE.value,
+            "shipped (confirmed by reading the order)",
+        )
     finally:
         rt.close()
     assert world.sandbox.ledger.shipped_order_ids() == ids
 
 
 def test_a_lost_upload_is_not_taken_for_absent_before_it_settles(
-    make_config: ConfigFactory, tmp_path: Path,
+    make_config: ConfigFactory,
+    tmp_path: Path,
 ) -> None:
     """An upload NE applies late (its answer timed out, or the sender was killed) was searched
     for at once, not found, and sent again: applied twice. Now the queue is searched again
     until ``upload_settle_seconds`` passed, and no other upload goes out meanwhile."""
-    for world in make_world(make_config, tmp_path,
-                            dispatch={**FAST_DISPATCH, "upload_settle_seconds": 3600}):
+    for world in make_world(
+        make_config, tmp_path, dispatch={**FAST_DISPATCH, "upload_settle_seconds": 3600}
+    ):
         prepare(world, orders=0, receipts=1)
         world.sandbox.faults.drop_next(when="before", path=UPLOAD)
         dispatch(world)
@@ -258,9 +285,13 @@ def test_a_lost_upload_is_not_taken_for_absent_before_it_settles(
             states = [i.state for i in items(rt, "adjust_stock")]
             assert states == [OutboxState.IN_FLIGHT.value, OutboxState.PENDING.value]
             assert not world.sandbox.state.ques  # nothing sent while the first is unsettled
-            later = StockExecutor(rt.db, rt.ne_client(), rt.gate,
-                                  DispatchConfig(queue_poll_seconds=0.05),
-                                  clock=lambda: datetime(2100, 1, 1, tzinfo=UTC))
+            later = StockExecutor(
+                rt.db,
+                rt.ne_client(),
+                rt.gate,
+                DispatchConfig(queue_poll_seconds=0.05),
+                clock=lambda: datetime(2100, 1, 1, tzinfo=UTC),
+            )
             later.reconcile(items(rt, "adjust_stock")[:1])  # settled: absent, so sent again
         finally:
             rt.close()
@@ -271,7 +302,8 @@ def test_a_lost_upload_is_not_taken_for_absent_before_it_settles(
 
 
 def test_a_second_upload_waits_while_the_first_is_not_found_yet(
-    make_config: ConfigFactory, tmp_path: Path,
+    make_config: ConfigFactory,
+    tmp_path: Path,
 ) -> None:
     """With two uploads of unknown outcome, the second adopted the first one's queue row: its
     own deltas were lost and the first one's were sent twice."""
@@ -299,8 +331,9 @@ def test_a_read_timeout_keeps_the_company_lock_so_calls_never_overlap(world: Wor
     """After a read timeout the next call went out while NE still worked on the abandoned
     one: two requests in flight for one company."""
     config = load_config(world.config).config
-    ne = config.nextengine.model_copy(update={"read_timeout_seconds": 0.2,
-                                              "timeout_grace_seconds": 0.6})
+    ne = config.nextengine.model_copy(
+        update={"read_timeout_seconds": 0.2, "timeout_grace_seconds": 0.6}
+    )
     client = make_client(config.model_copy(update={"nextengine": ne}))
     try:
         world.sandbox.faults.update(overload_wait_ms=500)
@@ -320,9 +353,16 @@ def test_a_non_numeric_order_id_fails_alone(world: World) -> None:
     rt = world.runtime()
     try:
         with write_session(rt.engine) as session:
-            session.add(OutboxItem(idempotency_key="ship:ABC", kind="ship_order",
-                                   warehouse="ITAKU", plugin="status_update", subject="ABC",
-                                   payload='{"ne_order_id": "ABC", "tracking_number": null}'))
+            session.add(
+                OutboxItem(
+                    idempotency_key="ship:ABC",
+                    kind="ship_order",
+                    warehouse="ITAKU",
+                    plugin="status_update",
+                    subject="ABC",
+                    payload='{"ne_order_id": "ABC", "tracking_number": null}',
+                )
+            )
         rt.dispatcher().run_once()
         by_subject = {i.subject: i for i in items(rt, "ship_order")}
     finally:
@@ -334,7 +374,10 @@ def test_a_non_numeric_order_id_fails_alone(world: World) -> None:
 
 
 def test_an_unreadable_secret_credential_is_named_and_only_stops_connect(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     creds = tmp_path / "creds"
     creds.mkdir()
@@ -359,17 +402,27 @@ def test_order_file_cells_that_spreadsheets_run_as_formulas_are_neutralised(
     tmp_path: Path,
 ) -> None:
     order = OrderInstruction(
-        ne_order_id="1001", shop_order_id="+81-3", warehouse="W1", order_date="2026-11-27",
-        delivery_method="@SUM(1)", consignee_name="=cmd|' /C calc'!A0",
-        consignee_zip="-1", consignee_address="\tTab", consignee_tel="\rCR",
-        lines=(OrderInstructionLine(1, "P-1", "=HYPERLINK(\"x\")", 1),))
+        ne_order_id="1001",
+        shop_order_id="+81-3",
+        warehouse="W1",
+        order_date="2026-11-27",
+        delivery_method="@SUM(1)",
+        consignee_name="=cmd|' /C calc'!A0",
+        consignee_zip="-1",
+        consignee_address="\tTab",
+        consignee_tel="\rCR",
+        lines=(OrderInstructionLine(1, "P-1", '=HYPERLINK("x")', 1),),
+    )
     batch = InstructionBatch("k", datetime(2026, 11, 27, tzinfo=UTC), [order])
     path = write_orders(tmp_path, batch, "utf-8")
     assert path is not None
     [row] = list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
     assert row["consignee_name"] == "'=cmd|' /C calc'!A0"
     assert (row["shop_order_id"], row["delivery_method"], row["consignee_zip"]) == (
-        "'+81-3", "'@SUM(1)", "'-1")
+        "'+81-3",
+        "'@SUM(1)",
+        "'-1",
+    )
     assert (row["consignee_address"], row["consignee_tel"]) == ("'\tTab", "'\rCR")
-    assert row["ne_goods_code"] == "'=HYPERLINK(\"x\")"
+    assert row["ne_goods_code"] == '\'=HYPERLINK("x")'
     assert (row["ne_order_id"], row["quantity"]) == ("1001", "1")

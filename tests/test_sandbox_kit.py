@@ -67,8 +67,9 @@ class TinyState(SandboxWorld[TinyConfig, Clock, Ledger[TinyEntry], TinyFaults]):
     def ship(self, item: str, quantity: int, call_no: int | None) -> int:
         with self.lock:
             self.stock[item] -= quantity
-            self.ledger.append("stock.ship", self.clock.text(), "api", call_no=call_no,
-                               item=item, delta=-quantity)
+            self.ledger.append(
+                "stock.ship", self.clock.text(), "api", call_no=call_no, item=item, delta=-quantity
+            )
             return self.stock[item]
 
 
@@ -89,8 +90,7 @@ class TinyServer(SandboxServer[TinyState]):
         super().__init__(state, ControlApi(state.config, state.clock, state.faults, "tiny"))
         self.calls = 0
 
-    def answer(self, request: SandboxHandler, method: str, split: SplitResult,
-               body: bytes) -> None:
+    def answer(self, request: SandboxHandler, method: str, split: SplitResult, body: bytes) -> None:
         if split.path != "/ship" or method != "POST":
             request.send_json(404, {"error": "Not Found"})
             return
@@ -121,17 +121,18 @@ def test_a_kit_sandbox_answers_its_api_and_the_shared_control_routes(tiny: TinyS
     assert shipped.status_code == 200 and shipped.json() == {"left": 4}
     assert shipped.headers["Server"].startswith("TinySandbox/1.0 ")
     assert [(e.kind, e.item, e.delta) for e in tiny.ledger.select(kind="stock.*")] == [
-        ("stock.ship", "A", -1)]
+        ("stock.ship", "A", -1)
+    ]
     config = requests.get(f"{tiny.base_url}/_sandbox/config", timeout=5).json()
     assert config["client_secret"] == "***" and config["clock_start"] is None
     before = requests.get(f"{tiny.base_url}/_sandbox/clock", timeout=5).json()["now"]
-    moved = requests.post(f"{tiny.base_url}/_sandbox/clock", json={"advance_seconds": 3600},
-                          timeout=5).json()["now"]
+    moved = requests.post(
+        f"{tiny.base_url}/_sandbox/clock", json={"advance_seconds": 3600}, timeout=5
+    ).json()["now"]
     later, earlier = Clock.parse(moved), Clock.parse(before)
     assert later is not None and earlier is not None
     assert (later - earlier).total_seconds() == 3600
-    bad_time = requests.post(f"{tiny.base_url}/_sandbox/clock", json={"set": "tomorrow"},
-                             timeout=5)
+    bad_time = requests.post(f"{tiny.base_url}/_sandbox/clock", json={"set": "tomorrow"}, timeout=5)
     assert bad_time.status_code == 400 and "ISO 8601" in bad_time.json()["error"]
     missing = requests.get(f"{tiny.base_url}/_sandbox/nope", timeout=5)
     assert missing.status_code == 404 and "GET /_sandbox/" in missing.json()["error"]
@@ -147,13 +148,18 @@ def test_kit_faults_are_scheduled_validated_and_reset(tiny: TinyServer) -> None:
     unknown = requests.post(url, json={"nope": 1}, timeout=5)
     assert unknown.status_code == 400 and "nope" in unknown.json()["error"]
     tiny.faults.fail_next(503, count=2, path="/ship")
-    snapshot = requests.post(f"{url}/drop_next", json={"when": "after", "method": "post",
-                                                       "path": "/elsewhere"}, timeout=5).json()
-    assert [(s["kind"], s["remaining"], s["method"], s["value"])
-            for s in snapshot["scheduled"]] == [("error", 2, None, 503),
-                                                ("drop_after", 1, "POST", None)]
-    assert [requests.post(f"{tiny.base_url}/ship", timeout=5).status_code
-            for _ in range(2)] == [503, 503]
+    snapshot = requests.post(
+        f"{url}/drop_next",
+        json={"when": "after", "method": "post", "path": "/elsewhere"},
+        timeout=5,
+    ).json()
+    assert [
+        (s["kind"], s["remaining"], s["method"], s["value"]) for s in snapshot["scheduled"]
+    ] == [("error", 2, None, 503), ("drop_after", 1, "POST", None)]
+    assert [requests.post(f"{tiny.base_url}/ship", timeout=5).status_code for _ in range(2)] == [
+        503,
+        503,
+    ]
     assert tiny.state.stock["A"] == 5  # an injected error applies nothing
     tiny.faults.drop_next(when="after", path="/ship")
     with pytest.raises(requests.ConnectionError):
@@ -167,8 +173,9 @@ def test_kit_faults_are_scheduled_validated_and_reset(tiny: TinyServer) -> None:
 
 
 def test_kit_config_loading_is_strict() -> None:
-    loaded = TinyConfig.from_mapping({"seed": 3, "clock_start": "2026-04-01T09:00:00",
-                                      "faults": {"latency_ms": 5}})
+    loaded = TinyConfig.from_mapping(
+        {"seed": 3, "clock_start": "2026-04-01T09:00:00", "faults": {"latency_ms": 5}}
+    )
     assert loaded.seed == 3 and loaded.faults.latency_ms == 5
     assert loaded.clock_start is not None and loaded.clock_start.utcoffset() is not None
     with pytest.raises(ValueError, match="unknown tiny sandbox option"):

@@ -37,7 +37,9 @@ def sandbox() -> Iterator[SandboxServer]:
 
 
 def test_connect_by_hand_reads_the_secret_where_the_unit_loads_it_from(
-    make_config: ConfigFactory, sandbox: SandboxServer, tmp_path: Path,
+    make_config: ConfigFactory,
+    sandbox: SandboxServer,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
@@ -47,31 +49,43 @@ def test_connect_by_hand_reads_the_secret_where_the_unit_loads_it_from(
     secret_file = credentials / "nextengine-client-secret"
     secret_file.write_text(SECRET + "\n", encoding="utf-8")
     secret_file.chmod(0o640)
-    config = make_config(credentials_dir="credentials", nextengine={
-        "api_base": sandbox.base_url, "login_base": sandbox.base_url, "client_id": CLIENT_ID})
+    config = make_config(
+        credentials_dir="credentials",
+        nextengine={
+            "api_base": sandbox.base_url,
+            "login_base": sandbox.base_url,
+            "client_id": CLIENT_ID,
+        },
+    )
     unit = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
     assert unit.exit_code == 0, unit.output
     loaded = re.search(r"^LoadCredential=nextengine-client-secret:(\S+)$", unit.stdout, re.M)
     assert loaded is not None and Path(loaded.group(1)) == secret_file
 
     uid, state = sandbox.state.issue_login()
-    connected = CliRunner().invoke(app, ["--config", str(config), "connect", "--uid", uid,
-                                         "--state", state, "--json"])
+    connected = CliRunner().invoke(
+        app, ["--config", str(config), "connect", "--uid", uid, "--state", state, "--json"]
+    )
     assert connected.exit_code == 0, connected.output
     assert json.loads(connected.stdout)["state"] == "connected"
     assert SECRET not in connected.output
 
 
 def test_a_secret_file_missing_everywhere_names_the_credentials_folder(
-    make_config: ConfigFactory, sandbox: SandboxServer, tmp_path: Path,
+    make_config: ConfigFactory,
+    sandbox: SandboxServer,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("NEBRIDGE_NE_CLIENT_SECRET", raising=False)
-    config = make_config(credentials_dir=str(tmp_path / "creds"), nextengine={
-        "api_base": sandbox.base_url, "client_id": CLIENT_ID})
+    config = make_config(
+        credentials_dir=str(tmp_path / "creds"),
+        nextengine={"api_base": sandbox.base_url, "client_id": CLIENT_ID},
+    )
     uid, state = sandbox.state.issue_login()
-    result = CliRunner().invoke(app, ["--config", str(config), "connect", "--uid", uid,
-                                      "--state", state])
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "connect", "--uid", uid, "--state", state]
+    )
     assert result.exit_code == 1
     assert f"{tmp_path / 'creds'}/nextengine-client-secret" in result.stderr
 
@@ -158,13 +172,20 @@ def test_a_credential_the_service_user_cannot_read_names_the_fix() -> None:
         secret = folder / "nextengine-client-secret"
         secret.write_text("s\n", encoding="utf-8")
         secret.chmod(0o600)  # root's only, as the README once said
-        script = ("import os, sys; from hooks.credentials import read_credential, "
-                  "SecretUnreadable; os.setgid(65534); os.setuid(65534)\n"
-                  "try:\n    read_credential('nextengine-client-secret', "
-                  f"__import__('pathlib').Path({str(folder)!r}), {{}})\n"
-                  "except SecretUnreadable as exc:\n    print(exc)")
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                                text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+        script = (
+            "import os, sys; from hooks.credentials import read_credential, "
+            "SecretUnreadable; os.setgid(65534); os.setuid(65534)\n"
+            "try:\n    read_credential('nextengine-client-secret', "
+            f"__import__('pathlib').Path({str(folder)!r}), {{}})\n"
+            "except SecretUnreadable as exc:\n    print(exc)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         assert result.returncode == 0, result.stderr
         assert f"the credential {secret} cannot be read by this user" in result.stdout
         assert f"sudo chgrp nebridge {folder} {secret}" in result.stdout

@@ -40,7 +40,6 @@ def world(make_config: ConfigFactory, tmp_path: Path, database_url: str) -> Iter
     yield from make_world(make_config, tmp_path, database_url=database_url)
 
 
-
 def intake_only(world: World) -> None:
     """Accept what the WMS dropped without letting the plugins decide (events undecided)."""
     rt = world.runtime()
@@ -90,8 +89,11 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     assert code == 0 and data["drifts"] == []
 
     # a person overwrites A-1 in Next Engine: found, unexplained, exit 1
-    reply = requests.post(f"{world.sandbox.base_url}/_sandbox/human_edit/stock",
-                          json={"goods_id": "A-1", "quantity": 12}, timeout=10)
+    reply = requests.post(
+        f"{world.sandbox.base_url}/_sandbox/human_edit/stock",
+        json={"goods_id": "A-1", "quantity": 12},
+        timeout=10,
+    )
     assert reply.status_code == 200, reply.text
     result = cli(world, "stock", "diff")
     assert result.exit_code == 1, result.output
@@ -112,21 +114,24 @@ def test_in_flight_at_snapshot_time_is_not_drift_and_a_manual_edit_is(world: Wor
     shown = cli(world, "stock", "reconcile", "--json")
     assert shown.exit_code == 0 and json.loads(shown.stdout)["applied"] is False
     assert [(p["goods"], p["delta"]) for p in json.loads(shown.stdout)["corrections"]] == [
-        ("A-1", 3)]
+        ("A-1", 3)
+    ]
     assert cli(world, "stock", "reconcile", "--apply", "--json").exit_code == 2
-    declined = CliRunner().invoke(app, ["--config", str(world.config), "stock", "reconcile",
-                                        "--apply"], input="n\n")
+    declined = CliRunner().invoke(
+        app, ["--config", str(world.config), "stock", "reconcile", "--apply"], input="n\n"
+    )
     assert declined.exit_code == 1 and "nothing queued" in declined.output
     with read_session(world.runtime().engine) as session:
-        assert session.scalars(select(OutboxItem).where(
-            OutboxItem.plugin == "stock_reconcile")).all() == []
+        assert (
+            session.scalars(select(OutboxItem).where(OutboxItem.plugin == "stock_reconcile")).all()
+            == []
+        )
     # corrected on request, once
     result = cli(world, "stock", "reconcile", "--apply", "--yes", "--json")
     assert result.exit_code == 0, result.output
     corrections = json.loads(result.stdout)["corrections"]
     assert [(c["goods"], c["delta"], c["state"]) for c in corrections] == [("A-1", 3, "queued")]
-    assert corrections[0]["key"].startswith("reconcile:") and corrections[0]["key"].endswith(
-        ":A-1")
+    assert corrections[0]["key"].startswith("reconcile:") and corrections[0]["key"].endswith(":A-1")
     again = cli(world, "stock", "reconcile", "--apply", "--yes", "--json")  # in flight now
     assert again.exit_code == 0 and json.loads(again.stdout)["corrections"] == []
     world.run_once()
@@ -169,8 +174,11 @@ def test_case_insensitive_link_codes_and_unlinked_warehouse(world: World) -> Non
     st.create_goods("NE-ONLY", quantity=3)
     world.products([("P-A", "a-1"), ("P-FREE", "")])
     world.run_once()
-    stock(world, "stock-1.csv", [f"ITAKU,P-A,10,{LATER}", f"ITAKU,P-FREE,4,{LATER}",
-                                 f"SHINJUKU,P-A,99,{LATER}"])  # SHINJUKU is not linked
+    stock(
+        world,
+        "stock-1.csv",
+        [f"ITAKU,P-A,10,{LATER}", f"ITAKU,P-FREE,4,{LATER}", f"SHINJUKU,P-A,99,{LATER}"],
+    )  # SHINJUKU is not linked
     intake_only(world)
     code, data = diff_json(world)
     assert code == 0 and data["drifts"] == [], data
@@ -248,8 +256,9 @@ def test_reconcile_is_sent_once_across_a_crash(world: World) -> None:
     # the upload's answer is lost after Next Engine applied it (a crash of the call)
     world.sandbox.faults.drop_next(when="after", path="/api_v1_master_goods/upload")
     with read_session(world.runtime().engine) as session:
-        items = session.scalars(select(OutboxItem).where(
-            OutboxItem.plugin == "stock_reconcile")).all()
+        items = session.scalars(
+            select(OutboxItem).where(OutboxItem.plugin == "stock_reconcile")
+        ).all()
     assert len(items) == 1
     for _ in range(3):
         world.run_once()
@@ -275,31 +284,51 @@ def test_reconcile_waits_for_undecided_events_and_max_delta(world: World) -> Non
     assert done["A-1"].state == "waits"  # a newer receipt of A-1 is undecided
     assert done["B-2"].state == "skipped" and "max_auto_correct" in done["B-2"].detail
     with read_session(world.runtime().engine) as session:
-        assert session.scalars(select(OutboxItem).where(
-            OutboxItem.plugin == "stock_reconcile")).all() == []
+        assert (
+            session.scalars(select(OutboxItem).where(OutboxItem.plugin == "stock_reconcile")).all()
+            == []
+        )
 
 
 def test_bad_stock_file_rejected_whole_with_line_reasons(world: World) -> None:
     world.sandbox.state.create_goods("A-1", quantity=10)
     world.products([("P-A", "A-1")])
     world.run_once()
-    stock(world, "stock-bad.csv", [
-        f"ITAKU,P-A,10,{LATER}",
-        f"ITAKU,P-A,11,{LATER}",
-        f"ITAKU,P-NOPE,1,{LATER}",
-        f"NOWHERE,P-A,1,{LATER}",
-        f"ITAKU,P-A,-1,{LATER}",
-        f"ITAKU,P-A,1,{AT}",
-        "ITAKU,P-A,1,yesterday",
-    ])
+    stock(
+        world,
+        "stock-bad.csv",
+        [
+            f"ITAKU,P-A,10,{LATER}",
+            f"ITAKU,P-A,11,{LATER}",
+            f"ITAKU,P-NOPE,1,{LATER}",
+            f"NOWHERE,P-A,1,{LATER}",
+            f"ITAKU,P-A,-1,{LATER}",
+            f"ITAKU,P-A,1,{AT}",
+            "ITAKU,P-A,1,yesterday",
+        ],
+    )
     result = cli(world, "stock", "take", "--json")
     assert result.exit_code == 1, result.output
-    assert json.loads(result.stdout) == {"snapshots": [], "accepted": [],
-                                         "rejected": ["stock-bad.csv"]}
+    assert json.loads(result.stdout) == {
+        "snapshots": [],
+        "accepted": [],
+        "rejected": ["stock-bad.csv"],
+    }
     errors = (world.inbox / "rejected" / "stock-bad.csv.errors.txt").read_text("utf-8")
-    for needle in ("line 3", "listed twice", "line 4", "unknown product 'P-NOPE'", "line 5",
-                   "unknown warehouse 'NOWHERE'", "line 6", "not a whole number", "line 7",
-                   "one count per warehouse", "line 8", "not a timestamp"):
+    for needle in (
+        "line 3",
+        "listed twice",
+        "line 4",
+        "unknown product 'P-NOPE'",
+        "line 5",
+        "unknown warehouse 'NOWHERE'",
+        "line 6",
+        "not a whole number",
+        "line 7",
+        "one count per warehouse",
+        "line 8",
+        "not a timestamp",
+    ):
         assert needle in errors, (needle, errors)
     with read_session(world.runtime().engine) as session:
         batch = session.scalars(select(InboxBatch).where(InboxBatch.kind == "stock")).one()
@@ -309,7 +338,8 @@ def test_bad_stock_file_rejected_whole_with_line_reasons(world: World) -> None:
     assert result.exit_code == 1 and "no stock snapshot yet" in result.output
     # fixed in place and handed back like any rejected file
     (world.inbox / "rejected" / "stock-bad.csv").write_text(
-        f"{STOCK_HEADER}\nITAKU,P-A,10,{LATER}\n", encoding="utf-8")
+        f"{STOCK_HEADER}\nITAKU,P-A,10,{LATER}\n", encoding="utf-8"
+    )
     assert cli(world, "inbox", "retry", "stock-bad.csv").exit_code == 0
     taken = cli(world, "stock", "take", "--json")
     assert taken.exit_code == 0 and json.loads(taken.stdout)["accepted"] == ["stock-bad.csv"]
@@ -319,8 +349,10 @@ def test_bad_stock_file_rejected_whole_with_line_reasons(world: World) -> None:
 def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    plugins = {**DEFAULT_PLUGINS, "stock_reconcile": {
-        "enabled": True, "auto_correct": True, "max_auto_correct": 5}}
+    plugins = {
+        **DEFAULT_PLUGINS,
+        "stock_reconcile": {"enabled": True, "auto_correct": True, "max_auto_correct": 5},
+    }
     for world in make_world(make_config, tmp_path, plugins=plugins):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=10)
@@ -342,8 +374,7 @@ def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
         world.run_once()
         assert world.uploaded("A-1") == 3 and world.uploaded("B-2") == 0
         # the person corrects B-2; the next pass closes the attention item
-        assert cli(world, "stock", "reconcile", "--apply", "--yes", "--goods", "B-2"
-                   ).exit_code == 0
+        assert cli(world, "stock", "reconcile", "--apply", "--yes", "--goods", "B-2").exit_code == 0
         world.run_once()
         assert world.uploaded("B-2") == 20
         rt = world.runtime()
@@ -358,15 +389,20 @@ def test_plugin_reports_drift_and_auto_corrects_up_to_the_threshold(
 def test_running_daemon_compares_after_each_snapshot(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    plugins = {**DEFAULT_PLUGINS, "stock_reconcile": {
-        "enabled": True, "auto_correct": True, "max_auto_correct": 3}}
+    plugins = {
+        **DEFAULT_PLUGINS,
+        "stock_reconcile": {"enabled": True, "auto_correct": True, "max_auto_correct": 3},
+    }
     for world in make_world(make_config, tmp_path, plugins=plugins):
         st = world.sandbox.state
         st.create_goods("A-1", quantity=10)
         st.create_goods("B-2", quantity=10)
         world.products([("P-A", "A-1"), ("P-B", "B-2")])
-        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(world.config),
-                                 "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(world.config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             stock(world, "stock-1.csv", [f"ITAKU,P-A,8,{LATER}", f"ITAKU,P-B,50,{LATER}"])
             deadline = time.monotonic() + 60

@@ -41,9 +41,20 @@ def engine(database_url: str) -> Engine:
 
 def _row(key: str, kind: str = "ship_order") -> dict[str, object]:
     now = utcnow()
-    return {"idempotency_key": key, "kind": kind, "warehouse": "ITAKU", "plugin": "p",
-            "subject": key, "event_id": None, "payload": "{}", "state": "pending",
-            "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+    return {
+        "idempotency_key": key,
+        "kind": kind,
+        "warehouse": "ITAKU",
+        "plugin": "p",
+        "subject": key,
+        "event_id": None,
+        "payload": "{}",
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def test_migrations_bring_an_empty_database_to_head(database_url: str) -> None:
@@ -74,8 +85,14 @@ def test_outbox_idempotency_key_turns_duplicates_into_no_ops(engine: Engine) -> 
 
 def test_inbox_event_is_unique_per_kind_and_external_id(engine: Engine) -> None:
     def event(kind: str) -> InboxEvent:
-        return InboxEvent(kind=kind, external_id="X-1", warehouse="ITAKU", content_hash="h",
-                          payload="{}", source="f.csv")
+        return InboxEvent(
+            kind=kind,
+            external_id="X-1",
+            warehouse="ITAKU",
+            content_hash="h",
+            payload="{}",
+            source="f.csv",
+        )
 
     with write_session(engine) as session:
         session.add(event("shipment"))
@@ -135,8 +152,12 @@ class RecordingExecutor:
 
     def reconcile(self, items: Sequence[OutboxItem]) -> None:
         self.reconciled.extend(i.subject for i in items)
-        transition(self.engine, [i.id for i in items if i.id], OutboxState.IN_DOUBT,
-                   error="could not tell whether it was applied")
+        transition(
+            self.engine,
+            [i.id for i in items if i.id],
+            OutboxState.IN_DOUBT,
+            error="could not tell whether it was applied",
+        )
 
     def execute(self, items: Sequence[OutboxItem]) -> None:
         ids = [i.id for i in items if i.id]
@@ -147,8 +168,10 @@ class RecordingExecutor:
 
 def test_dispatcher_reconciles_in_flight_items_before_sending(engine: Engine) -> None:
     with write_session(engine) as session:
-        insert_ignoring_duplicates(session, [_row("ship:1"), _row("ship:2"), _row("ship:3"),
-                                             _row("stock:1", kind="adjust_stock")])
+        insert_ignoring_duplicates(
+            session,
+            [_row("ship:1"), _row("ship:2"), _row("ship:3"), _row("stock:1", kind="adjust_stock")],
+        )
     with read_session(engine) as session:
         first = session.scalars(select(OutboxItem).where(OutboxItem.subject == "ship:1")).one()
         later = session.scalars(select(OutboxItem).where(OutboxItem.subject == "ship:3")).one()

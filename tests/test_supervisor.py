@@ -55,12 +55,15 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 
 
 def start(config: Path, notify: NotifySocket, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000",
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000", PYTHONUNBUFFERED="1"
+    )
     env.pop("WATCHDOG_PID", None)
     return subprocess.Popen(
         [sys.executable, "-m", "daemon", "--config", str(config), "run"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
@@ -82,15 +85,18 @@ def test_ready_watchdog_reload_keeps_old_config_and_sigterm_exits_zero(
     try:
         notify.wait_for("READY=1")
         notify.wait_for("WATCHDOG=1")
-        config.write_text(good.replace("interval_seconds: 60", "interval_seconds: -1"),
-                          encoding="utf-8")
+        config.write_text(
+            good.replace("interval_seconds: 60", "interval_seconds: -1"), encoding="utf-8"
+        )
         proc.send_signal(signal.SIGHUP)
         notify.wait_for("reload failed, old configuration kept")
         assert proc.poll() is None
         assert "keeping the old configuration" in log.read_text()
         assert "schedule.interval_seconds" in log.read_text()
-        config.write_text(good.replace("stock_minus:\n    enabled: true",
-                                       "stock_minus:\n    enabled: false"), encoding="utf-8")
+        config.write_text(
+            good.replace("stock_minus:\n    enabled: true", "stock_minus:\n    enabled: false"),
+            encoding="utf-8",
+        )
         notify.messages.clear()
         proc.send_signal(signal.SIGHUP)
         notify.wait_for("RELOADING=1")
@@ -108,10 +114,12 @@ def test_sigterm_lets_running_work_finish(
     make_config: ConfigFactory, notify: NotifySocket, tmp_path: Path, fake_site: Path
 ) -> None:
     started = tmp_path / "started.txt"
-    config = make_config(plugins={
-        **DEFAULT_PLUGINS,
-        "fake_slow": {"enabled": True, "seconds": 1.5, "started_marker": str(started)},
-    })
+    config = make_config(
+        plugins={
+            **DEFAULT_PLUGINS,
+            "fake_slow": {"enabled": True, "seconds": 1.5, "started_marker": str(started)},
+        }
+    )
     inbox = tmp_path / "wms" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     (inbox / "products.csv").write_text("product_code,link_code\nP-A,a\n", encoding="utf-8")
@@ -121,7 +129,8 @@ def test_sigterm_lets_running_work_finish(
         notify.wait_for("READY=1")
         time.sleep(1.0)  # the product master is taken first
         (inbox / ".s.part").write_text(
-            f"{SHIP_HEADER}\nS-1,ITAKU,,,2026-11-27 10:00:00,P-A,1\n", encoding="utf-8")
+            f"{SHIP_HEADER}\nS-1,ITAKU,,,2026-11-27 10:00:00,P-A,1\n", encoding="utf-8"
+        )
         (inbox / ".s.part").rename(inbox / "shipments-1.csv")
         deadline = time.monotonic() + 60
         while not started.exists() and time.monotonic() < deadline:
@@ -175,17 +184,17 @@ def test_watchdog_pings_stop_while_the_scheduler_is_unhealthy(
     notify.wait_for("STOPPING=1")
 
 
-def test_a_second_working_process_is_refused(
-    make_config: ConfigFactory, database_url: str
-) -> None:
+def test_a_second_working_process_is_refused(make_config: ConfigFactory, database_url: str) -> None:
     from daemon.instancelock import AlreadyRunning, instance_lock
 
     config = load_config(make_config(database_url=database_url)).config
     engine = make_engine(config.resolved_database_url)
     try:
-        with instance_lock(config, engine), \
-                pytest.raises(AlreadyRunning, match="stop it first"), \
-                instance_lock(config, engine):
+        with (
+            instance_lock(config, engine),
+            pytest.raises(AlreadyRunning, match="stop it first"),
+            instance_lock(config, engine),
+        ):
             pass
         with instance_lock(config, engine):  # released again
             pass
@@ -200,8 +209,12 @@ def test_run_once_is_refused_while_the_daemon_runs(
     proc = start(config, notify, tmp_path / "daemon.log")
     try:
         notify.wait_for("READY=1")
-        once = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "run",
-                               "--once"], capture_output=True, text=True, timeout=60)
+        once = subprocess.run(
+            [sys.executable, "-m", "daemon", "--config", str(config), "run", "--once"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert once.returncode == 1
         assert f"another nebridge process (pid {proc.pid})" in once.stderr
     finally:

@@ -22,8 +22,9 @@ URL = re.compile(r"sandbox on (http://127\.0\.0\.1:\d+)")
 
 
 def _with_commands(make_config: ConfigFactory) -> Path:
-    return make_config(plugins={**DEFAULT_PLUGINS,
-                                "fake_commands": {"enabled": True, "greeting": "konnichiwa"}})
+    return make_config(
+        plugins={**DEFAULT_PLUGINS, "fake_commands": {"enabled": True, "greeting": "konnichiwa"}}
+    )
 
 
 def test_a_third_party_plugin_command_runs_in_the_root_group(
@@ -48,9 +49,12 @@ def test_plugin_commands_are_listed_where_help_says_and_a_core_name_is_refused(
     assert listed.exit_code == 0, listed.output
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert {n: r["state"] for n, r in rows.items()} == {
-        "hello": "mounted", "fake-tools": "mounted", "run": "refused", "explode": "mounted",
-        **dict.fromkeys(("", "Status", "status ", "companies\u200b", "-c", "--help"),
-                        "refused")}
+        "hello": "mounted",
+        "fake-tools": "mounted",
+        "run": "refused",
+        "explode": "mounted",
+        **dict.fromkeys(("", "Status", "status ", "companies\u200b", "-c", "--help"), "refused"),
+    }
     assert "not a command name" in rows["-c"]["reason"]
     assert rows["hello"]["help"] == "Greet someone with the configured greeting."
     assert "core command" in rows["run"]["reason"] and "another name" in rows["run"]["reason"]
@@ -65,8 +69,9 @@ def test_a_plugin_command_that_raises_is_one_error_line_naming_the_plugin(
     path = _with_commands(make_config)
     result = CliRunner().invoke(app, ["--config", str(path), "explode"])
     assert result.exit_code == 1
-    assert ("error: plugin fake_commands's command failed: RuntimeError: the spreadsheet is "
-            "gone") in result.stderr
+    assert (
+        "error: plugin fake_commands's command failed: RuntimeError: the spreadsheet is gone"
+    ) in result.stderr
     assert "nebridge plugins disable fake_commands" in result.stderr
     assert "Traceback" not in result.output
 
@@ -77,19 +82,30 @@ def test_a_plugin_sandbox_that_raises_is_one_error_line_naming_the_plugin(
     path = _with_commands(make_config)
     result = CliRunner().invoke(app, ["--config", str(path), "sandbox", "serve", "broken-box"])
     assert result.exit_code == 1
-    assert ("error: plugin fake_commands's sandbox failed: ValueError: no seed file here"
-            in result.stderr)
+    assert (
+        "error: plugin fake_commands's sandbox failed: ValueError: no seed file here"
+        in result.stderr
+    )
     assert "Traceback" not in result.output
 
 
 def test_plugins_commands_says_each_load_error_and_refusal_once(
     make_config: ConfigFactory, fake_site: Path
 ) -> None:
-    path = make_config(plugins={**DEFAULT_PLUGINS, "fake_importerror": {"enabled": True},
-                                "fake_commands": {"enabled": True}})
-    listed = subprocess.run([sys.executable, "-m", "daemon", "--config", str(path), "plugins",
-                             "commands"], capture_output=True, text=True, timeout=60,
-                            check=False)
+    path = make_config(
+        plugins={
+            **DEFAULT_PLUGINS,
+            "fake_importerror": {"enabled": True},
+            "fake_commands": {"enabled": True},
+        }
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(path), "plugins", "commands"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     said = listed.stdout + listed.stderr
     assert listed.returncode == 0, said
     assert said.count("this_module_does_not_exist") == 1, said
@@ -117,8 +133,22 @@ def test_sandbox_serve_logikura_answers_on_a_free_port(make_config: ConfigFactor
     log = path.parent / "sandbox.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "--config", str(path), "sandbox", "serve",
-             "logikura", "--port", "0"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "--config",
+                str(path),
+                "sandbox",
+                "serve",
+                "logikura",
+                "--port",
+                "0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         deadline = time.monotonic() + 60
         while (found := URL.search(log.read_text("utf-8"))) is None:
@@ -176,8 +206,9 @@ def test_doctor_shows_the_csv_folder_checks_of_the_connector_plugin(
     assert code == 1
     failed = checks["wms_csv: wms.csv.outbox"]
     assert failed["status"] == "fail" and failed["detail"] == f"{outbox} is not a folder"
-    assert failed["fix"] == f"move that file away, then mkdir -p {outbox} && chown nebridge: " \
-                            f"{outbox}"
+    assert (
+        failed["fix"] == f"move that file away, then mkdir -p {outbox} && chown nebridge: {outbox}"
+    )
     assert checks["wms_csv: wms.csv.inbox"]["status"] == "ok"
 
 
@@ -189,8 +220,9 @@ def test_doctor_shows_the_logikura_plugins_own_checks(
     credentials = folder / "credentials"
     credentials.mkdir()
     section = {"client_id": "lk-client", "redirect_uri": "http://127.0.0.1:8766/callback"}
-    path = make_config(wms={"connector": "logikura", "logikura": section},
-                       credentials_dir=str(credentials))
+    path = make_config(
+        wms={"connector": "logikura", "logikura": section}, credentials_dir=str(credentials)
+    )
     _code, checks = _doctor(path)
     missing = checks["wms_logikura: client secret"]
     assert missing["status"] == "fail" and str(credentials) in missing["fix"]

@@ -22,7 +22,7 @@ from daemon.cli import app
 from tests.conftest import ConfigFactory, dump_yaml
 
 ANALYZE = shutil.which("systemd-analyze")
-NO_ANALYZE = ("systemd-analyze is not installed (apt-get install systemd); .ci/run installs it")
+NO_ANALYZE = "systemd-analyze is not installed (apt-get install systemd); .ci/run installs it"
 
 
 def render(config: Path, *args: str) -> str:
@@ -60,13 +60,24 @@ def test_unit_has_notify_watchdog_reload_credentials_and_paths(
 ) -> None:
     config = make_config()
     unit = render(config, "--user", "nbsvc")
-    for line in ("Type=notify", "WatchdogSec=60s", "ExecReload=/bin/kill -HUP $MAINPID",
-                 "User=nbsvc", "Group=nbsvc", "StateDirectory=nebridge",
-                 "ConfigurationDirectory=nebridge", "ProtectSystem=strict", "NoNewPrivileges=yes",
-                 "CapabilityBoundingSet=", "UMask=0027", "KillMode=mixed"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=60s",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=nbsvc",
+        "Group=nbsvc",
+        "StateDirectory=nebridge",
+        "ConfigurationDirectory=nebridge",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "UMask=0027",
+        "KillMode=mixed",
+    ):
         assert line in unit.splitlines(), line
     assert settings(unit, "LoadCredential") == [
-        "nextengine-client-secret:/etc/nebridge/credentials/nextengine-client-secret"]
+        "nextengine-client-secret:/etc/nebridge/credentials/nextengine-client-secret"
+    ]
     assert f"--config {config.resolve()} run" in unit
     assert "db upgrade" in unit  # migrations before every start
     writable = settings(unit, "ReadWritePaths")[0].split()
@@ -88,8 +99,11 @@ def test_relative_paths_become_absolute_and_every_secret_is_loaded(
     assert f"Environment=NEBRIDGE_CONFIG={root}/daemon.yaml" in unit.splitlines()
     writable = settings(unit, "ReadWritePaths")[0].split()
     assert all(p.startswith("/") for p in writable), writable
-    expected = [root / "state"] + ([root / "wms" / "inbox", root / "wms" / "outbox"]
-                                   if connector == "csv" else [root / "grants"])
+    expected = [root / "state"] + (
+        [root / "wms" / "inbox", root / "wms" / "outbox"]
+        if connector == "csv"
+        else [root / "grants"]
+    )
     assert writable == [str(p) for p in expected]
     credentials = [f"nextengine-client-secret:{root}/secrets/nextengine-client-secret"]
     if connector == "logikura":
@@ -116,16 +130,21 @@ def test_systemd_analyze_verifies_without_warnings_and_rates_at_most_1_5(
 ) -> None:
     assert ANALYZE is not None
     unit_file = tmp_path / "nebridge.service"
-    unit_file.write_text(render(admin_config(tmp_path / "etc", connector), "--wms-group",
-                                "wmsftp"), encoding="utf-8")
-    verify = subprocess.run([ANALYZE, "verify", str(unit_file)], capture_output=True,
-                            text=True, timeout=120)
+    unit_file.write_text(
+        render(admin_config(tmp_path / "etc", connector), "--wms-group", "wmsftp"), encoding="utf-8"
+    )
+    verify = subprocess.run(
+        [ANALYZE, "verify", str(unit_file)], capture_output=True, text=True, timeout=120
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout + verify.stderr == "", verify.stdout + verify.stderr
-    security = subprocess.run([ANALYZE, "security", "--offline=yes", str(unit_file)],
-                              capture_output=True, text=True, timeout=120)
-    found = re.search(r"Overall exposure level for nebridge\.service: (\d+\.\d+)",
-                      security.stdout)
+    security = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", str(unit_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = re.search(r"Overall exposure level for nebridge\.service: (\d+\.\d+)", security.stdout)
     assert found is not None, security.stdout + security.stderr
     assert float(found.group(1)) <= 1.5, security.stdout
 
@@ -136,13 +155,16 @@ def test_notes_name_a_missing_credential_and_folders_private_tmp_hides(tmp_path:
     assert result.exit_code == 0
     secrets = tmp_path / "etc" / "secrets"
     for name in ("nextengine-client-secret", "logikura-client-secret"):
-        assert (f"note: {secrets / name} does not exist yet; the service starts only once it "
-                f"does: sudo install -m 0640 -o root -g nebridge /dev/stdin {secrets / name}"
-                ) in result.stderr
+        assert (
+            f"note: {secrets / name} does not exist yet; the service starts only once it "
+            f"does: sudo install -m 0640 -o root -g nebridge /dev/stdin {secrets / name}"
+        ) in result.stderr
     assert f"{tmp_path}/etc/state is under /tmp" in result.stderr  # pytest's tmp is in /tmp
-    assert (f"note: {tmp_path}/etc/grants does not exist yet; systemd cannot start a service "
-            "whose ReadWritePaths= is missing: sudo install -d -m 0750 -o nebridge -g nebridge "
-            f"{tmp_path}/etc/grants") in result.stderr
+    assert (
+        f"note: {tmp_path}/etc/grants does not exist yet; systemd cannot start a service "
+        "whose ReadWritePaths= is missing: sudo install -d -m 0750 -o nebridge -g nebridge "
+        f"{tmp_path}/etc/grants"
+    ) in result.stderr
     secrets.mkdir()
     for name in ("nextengine-client-secret", "logikura-client-secret"):
         (secrets / name).write_text("s\n", encoding="utf-8")
@@ -168,8 +190,12 @@ def test_under_the_units_umask_wms_files_are_readable_by_the_wms_group(
     umask = re.search(r"^UMask=(\d+)$", render(config), re.M)
     assert umask is not None
     nebridge = [sys.executable, "-m", "daemon", "--config", str(config), "run", "--once"]
-    result = subprocess.run(["sh", "-c", f"umask {umask.group(1)} && exec \"$@\"", "sh",
-                             *nebridge], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["sh", "-c", f'umask {umask.group(1)} && exec "$@"', "sh", *nebridge],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "rejected receipts-1.csv" in result.stdout, result.stdout + result.stderr
     report = inbox / "rejected" / "receipts-1.csv.errors.txt"
     info = report.stat()
@@ -187,24 +213,37 @@ def test_fleet_mode_unit_loads_the_vault_key_and_says_how_to_run_on_several_host
     root = tmp_path / "etc"
     config = admin_config(root, "csv")
     with config.open("a", encoding="utf-8") as handle:
-        handle.write("database_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
-                     "companies_dir: companies\n")
+        handle.write(
+            "database_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
+            "companies_dir: companies\n"
+        )
     (root / "companies").mkdir()
-    (root / "companies" / "acme.yaml").write_text(dump_yaml({
-        "wms": {"connector": "csv", "csv": {"inbox": "/srv/acme/in", "outbox": "/srv/acme/out"}},
-    }), encoding="utf-8")
+    (root / "companies" / "acme.yaml").write_text(
+        dump_yaml(
+            {
+                "wms": {
+                    "connector": "csv",
+                    "csv": {"inbox": "/srv/acme/in", "outbox": "/srv/acme/out"},
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
     unit = render(config)
     assert "# Fleet mode (companies_dir:" in unit and "same unit on as many hosts" in unit
     assert f"nebridge-vault-key:{root}/secrets/nebridge-vault-key" in settings(
-        unit, "LoadCredential")
+        unit, "LoadCredential"
+    )
     writable = settings(unit, "ReadWritePaths")[0].split()
     assert "/srv/acme/in" in writable and "/srv/acme/out" in writable
     if ANALYZE is not None:
         unit_file = tmp_path / "nebridge.service"
         unit_file.write_text(unit, encoding="utf-8")
-        verify = subprocess.run([ANALYZE, "verify", str(unit_file)], capture_output=True,
-                                text=True, timeout=120)
+        verify = subprocess.run(
+            [ANALYZE, "verify", str(unit_file)], capture_output=True, text=True, timeout=120
+        )
         assert verify.returncode == 0 and verify.stdout + verify.stderr == "", (
-            verify.stdout + verify.stderr)
+            verify.stdout + verify.stderr
+        )
     single = render(admin_config(tmp_path / "single", "csv"))
     assert "Fleet mode" not in single and "nebridge-vault-key" not in single

@@ -43,43 +43,69 @@ class Entry(NamedTuple):
 
 #: Every command of ``nebridge``, in the order ``--help`` lists them.
 COMMANDS: dict[str, Entry] = {
-    "run": Entry("daemon.cli.run:run", "Run the daemon in the foreground (no fork, no "
-                 "pidfile), or one pass with --once."),
-    "status": Entry("daemon.cli.status:status", "Show plugins, last runs per warehouse and "
-                    "stage, backlog, and what waits for a person."),
-    "attention": Entry("daemon.cli.attention:attention_cmd", "List what waits for a person, "
-                       "newest first, with the reason and the fix for each."),
-    "demo": Entry("daemon.cli.demo:demo", "Run nebridge end to end against the Next Engine "
-                  "sandbox and check the result."),
-    "doctor": Entry("daemon.cli.doctor:doctor", "Config, database, plugins, paused stages, "
-                    "Next Engine link, tokens, WMS folders, clock."),
-    "history": Entry("daemon.cli.history:history", "Show what happened to one order, "
-                     "shipment, receipt or goods' stock corrections, from arrival (or "
-                     "decision) to Next Engine."),
-    "connect": Entry("daemon.cli.link:connect_cmd", "Link a Next Engine company: sign in, "
-                     "receive uid/state, exchange them for tokens."),
-    "unlink": Entry("daemon.cli.link:unlink_cmd", "Remove ALL Next Engine integration "
-                    "(連携を解除する); unfinished work is exported first."),
-    "companies": Entry("daemon.cli.companies:app",
-                       "Fleet mode: the companies, who serves each, the vault key."),
+    "run": Entry(
+        "daemon.cli.run:run",
+        "Run the daemon in the foreground (no fork, no pidfile), or one pass with --once.",
+    ),
+    "status": Entry(
+        "daemon.cli.status:status",
+        "Show plugins, last runs per warehouse and stage, backlog, and what waits for a person.",
+    ),
+    "attention": Entry(
+        "daemon.cli.attention:attention_cmd",
+        "List what waits for a person, newest first, with the reason and the fix for each.",
+    ),
+    "demo": Entry(
+        "daemon.cli.demo:demo",
+        "Run nebridge end to end against the Next Engine sandbox and check the result.",
+    ),
+    "doctor": Entry(
+        "daemon.cli.doctor:doctor",
+        "Config, database, plugins, paused stages, Next Engine link, tokens, WMS folders, clock.",
+    ),
+    "history": Entry(
+        "daemon.cli.history:history",
+        "Show what happened to one order, "
+        "shipment, receipt or goods' stock corrections, from arrival (or "
+        "decision) to Next Engine.",
+    ),
+    "connect": Entry(
+        "daemon.cli.link:connect_cmd",
+        "Link a Next Engine company: sign in, receive uid/state, exchange them for tokens.",
+    ),
+    "unlink": Entry(
+        "daemon.cli.link:unlink_cmd",
+        "Remove ALL Next Engine integration (連携を解除する); unfinished work is exported first.",
+    ),
+    "companies": Entry(
+        "daemon.cli.companies:app", "Fleet mode: the companies, who serves each, the vault key."
+    ),
     "config": Entry("daemon.cli.config_cmd:app", "Check the configuration."),
     "db": Entry("daemon.cli.db:app", "Database migrations."),
     "plugins": Entry("daemon.cli.plugins:app", "Feature plugins and WMS connectors."),
-    "warehouses": Entry("daemon.cli.warehouses:app",
-                        "Warehouses (拠点) and their Next Engine link."),
-    "sandbox": Entry("daemon.cli.sandbox:app",
-                     "Local sandboxes: Next Engine's, and those plugins offer."),
+    "warehouses": Entry(
+        "daemon.cli.warehouses:app", "Warehouses (拠点) and their Next Engine link."
+    ),
+    "sandbox": Entry(
+        "daemon.cli.sandbox:app", "Local sandboxes: Next Engine's, and those plugins offer."
+    ),
     "inbox": Entry("daemon.cli.inbox:app", "WMS input: accepted, pending, held and rejected."),
     "outbox": Entry("daemon.cli.outbox:app", "Next Engine actions: list, retry, resolve."),
-    "orders": Entry("daemon.cli.orders:app", "Imported and held Next Engine orders: list, "
-                    "retry, drop; orders changed after import: stopped, shipped-anyway."),
-    "wms": Entry("daemon.cli.wms:app",
-                 "Authorise nebridge in the WMS (connectors with an API sign-in)."),
-    "stock": Entry("daemon.cli.stock:app",
-                   "Stock drift: compare Next Engine with the warehouses, correct it."),
+    "orders": Entry(
+        "daemon.cli.orders:app",
+        "Imported and held Next Engine orders: list, "
+        "retry, drop; orders changed after import: stopped, shipped-anyway.",
+    ),
+    "wms": Entry(
+        "daemon.cli.wms:app", "Authorise nebridge in the WMS (connectors with an API sign-in)."
+    ),
+    "stock": Entry(
+        "daemon.cli.stock:app", "Stock drift: compare Next Engine with the warehouses, correct it."
+    ),
     "systemd": Entry("daemon.cli.systemd_cmd:app", "systemd integration."),
-    "notify": Entry("daemon.cli.notify:app",
-                    "Notifications: send a test message, list what was sent."),
+    "notify": Entry(
+        "daemon.cli.notify:app", "Notifications: send a test message, list what was sent."
+    ),
 }
 
 
@@ -98,8 +124,11 @@ class LazyGroup(common.CliGroup):
         command is looked up in the enabled plugins (None if unknown)."""
         if cmd_name not in self.commands:
             entry = COMMANDS.get(cmd_name)
-            command = (load_command(cmd_name, entry) if entry is not None
-                       else self._plugin_command(ctx, cmd_name))
+            command = (
+                load_command(cmd_name, entry)
+                if entry is not None
+                else self._plugin_command(ctx, cmd_name)
+            )
             if command is None:
                 return None
             self.commands[cmd_name] = command
@@ -112,26 +141,31 @@ class LazyGroup(common.CliGroup):
             return None
         from daemon.config import ConfigError, config_path_from, load_config
         from daemon.surface import command_host, plugin_commands
+
         try:
             loaded = load_config(config_path_from(ctx.params.get("config")))
         except ConfigError as exc:
-            self.plugin_note = (f"(plugin commands were not looked up: {exc.source} cannot be "
-                                "used; `nebridge config check` says why, or pass --config PATH)")
+            self.plugin_note = (
+                f"(plugin commands were not looked up: {exc.source} cannot be "
+                "used; `nebridge config check` says why, or pass --config PATH)"
+            )
             return None
         host = command_host(loaded)
         offers = plugin_commands(host, loaded.path, COMMANDS)
         found = offers.commands
         refused = [row for row in offers.refused if row["name"] == cmd_name]
         if refused and cmd_name not in found:
-            self.plugin_note = (f"(plugin {refused[0]['plugin']} offers it, refused: "
-                                f"{refused[0]['reason']})")
+            self.plugin_note = (
+                f"(plugin {refused[0]['plugin']} offers it, refused: {refused[0]['reason']})"
+            )
             return None
         if cmd_name not in found:
             failed = ", ".join(record.name for record in host.failed() if record.enabled)
-            self.plugin_note = ("(no enabled plugin offers it either: `nebridge plugins "
-                                "commands` lists the plugins' commands"
-                                + (f"; not loaded: {failed}, see `nebridge plugins list`)"
-                                   if failed else ")"))
+            self.plugin_note = (
+                "(no enabled plugin offers it either: `nebridge plugins "
+                "commands` lists the plugins' commands"
+                + (f"; not loaded: {failed}, see `nebridge plugins list`)" if failed else ")")
+            )
             return None
         plugin, offered = found[cmd_name]
         return guarded(build_command(cmd_name, offered.app), plugin)
@@ -150,25 +184,30 @@ class LazyGroup(common.CliGroup):
         """The ``Commands:`` section of ``--help`` from the help lines, importing nothing."""
         width = formatter.width - 6 - max(len(name) for name in COMMANDS)
         with formatter.section("Commands"):
-            formatter.write_dl([(name, make_default_short_help(entry.help, width))
-                                for name, entry in COMMANDS.items()])
+            formatter.write_dl(
+                [
+                    (name, make_default_short_help(entry.help, width))
+                    for name, entry in COMMANDS.items()
+                ]
+            )
         with formatter.section("Commands of plugins"):
             formatter.write_text(PLUGIN_COMMANDS_HELP)
 
 
 #: The line ``nebridge --help`` shows instead of the plugins' commands (listing them would
 #: load the configuration and every enabled plugin).
-PLUGIN_COMMANDS_HELP = ("Enabled plugins may add commands: `nebridge plugins commands` "
-                        "lists them.")
+PLUGIN_COMMANDS_HELP = "Enabled plugins may add commands: `nebridge plugins commands` lists them."
 
 
 def plugin_failure(plugin: str, what: str, exc: BaseException) -> str:
     """One line for an exception out of plugin code (secrets redacted), with what to do."""
     from daemon.logsetup import redact
 
-    return (f"plugin {plugin}'s {what} failed: {type(exc).__name__}: {redact(str(exc))} "
-            f"(a fault of the plugin: report it to its authors with the command run; "
-            f"`nebridge plugins disable {plugin}` turns it off)")
+    return (
+        f"plugin {plugin}'s {what} failed: {type(exc).__name__}: {redact(str(exc))} "
+        f"(a fault of the plugin: report it to its authors with the command run; "
+        f"`nebridge plugins disable {plugin}` turns it off)"
+    )
 
 
 def guarded(command: Any, plugin: str) -> Any:
@@ -202,12 +241,16 @@ def build_command(name: str, target: Any) -> Any:
     """The click command named ``name`` of a ``typer.Typer`` (a group) or a function."""
     if isinstance(target, typer.Typer):
         return typer.main.get_group_from_info(
-            TyperInfo(target, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
-            suggest_commands=app.suggest_commands, rich_markup_mode=app.rich_markup_mode)
+            TyperInfo(target, name=name),
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            suggest_commands=app.suggest_commands,
+            rich_markup_mode=app.rich_markup_mode,
+        )
     return typer.main.get_command_from_info(
         CommandInfo(name=name, callback=target),
         pretty_exceptions_short=app.pretty_exceptions_short,
-        rich_markup_mode=app.rich_markup_mode)
+        rich_markup_mode=app.rich_markup_mode,
+    )
 
 
 app = typer.Typer(
@@ -224,6 +267,7 @@ app = typer.Typer(
 def _version(value: bool) -> None:
     if value:
         from daemon import __version__
+
         typer.echo(f"nebridge {__version__}")
         raise typer.Exit()
 
@@ -233,18 +277,29 @@ def root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="daemon.yaml to use (env NEBRIDGE_CONFIG; "
-                     "default ./daemon.yaml)", show_default=False),
+        typer.Option(
+            "--config",
+            "-c",
+            help="daemon.yaml to use (env NEBRIDGE_CONFIG; default ./daemon.yaml)",
+            show_default=False,
+        ),
     ] = None,
     company: Annotated[
         str | None,
-        typer.Option("--company", metavar="CODE", help="The company a per-company command "
-                     "works on, in fleet mode (env NEBRIDGE_COMPANY; `nebridge companies "
-                     "list` shows the codes)", show_default=False),
+        typer.Option(
+            "--company",
+            metavar="CODE",
+            help="The company a per-company command "
+            "works on, in fleet mode (env NEBRIDGE_COMPANY; `nebridge companies "
+            "list` shows the codes)",
+            show_default=False,
+        ),
     ] = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True,
-                           help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """nebridge: WMS ⇄ Next Engine integration daemon."""

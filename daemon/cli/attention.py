@@ -17,11 +17,18 @@ from daemon.status import attention_report
 def attention_cmd(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    limit: Annotated[int, limit_option("Show at most N items (newest first); every kind is "
-                                       "counted in full.")] = 50,
-    warehouse: Annotated[str | None, typer.Option(
-        "--warehouse", help="Only this warehouse's items (and those tied to none, such as "
-        "paused stages and rejected files).", show_default=False)] = None,
+    limit: Annotated[
+        int, limit_option("Show at most N items (newest first); every kind is counted in full.")
+    ] = 50,
+    warehouse: Annotated[
+        str | None,
+        typer.Option(
+            "--warehouse",
+            help="Only this warehouse's items (and those tied to none, such as "
+            "paused stages and rejected files).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """List what waits for a person, newest first, with the reason and the fix for each."""
     app_ctx = get(ctx)
@@ -30,15 +37,17 @@ def attention_cmd(
         codes = ", ".join(w.code for w in loaded.config.warehouses) or "none"
         fail(f"no warehouse {warehouse!r} in {loaded.path} (configured: {codes})", code=2)
     try:
-        data = attention_report(loaded, limit=limit, warehouse=warehouse,
-                                company=app_ctx.company_code).as_dict()
+        data = attention_report(
+            loaded, limit=limit, warehouse=warehouse, company=app_ctx.company_code
+        ).as_dict()
     except AdminError as exc:
         fail(str(exc))
     if as_json:
         print_json(data)
         return
-    print_attention(data, more_hint="`nebridge attention --limit N` shows more",
-                    zone=display_zone(loaded))
+    print_attention(
+        data, more_hint="`nebridge attention --limit N` shows more", zone=display_zone(loaded)
+    )
 
 
 def print_attention(data: dict[str, Any], more_hint: str, zone: tzinfo | None = None) -> None:
@@ -46,8 +55,9 @@ def print_attention(data: dict[str, Any], more_hint: str, zone: tzinfo | None = 
     if not data["total"]:
         typer.echo("nothing waits for a person")
         return
-    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(
-        data["counts"].items()))
+    counts = ", ".join(
+        f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(data["counts"].items())
+    )
     typer.echo(f"{data['total']} thing(s) wait for a person: {counts}")
     for item in data["items"]:
         where = " ".join(p for p in (item["warehouse"], item["subject"]) if p)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 def err_console() -> Console:
     """The rich console on stderr (made on first use: rich is not imported by ``--help``)."""
     from rich.console import Console
+
     return Console(stderr=True)
 
 
@@ -68,13 +69,17 @@ class AppContext:
         import os
 
         from daemon.config import config_path_from
-        return cls(config_path=config_path_from(option),
-                   company=company or os.environ.get(COMPANY_ENV) or None)
+
+        return cls(
+            config_path=config_path_from(option),
+            company=company or os.environ.get(COMPANY_ENV) or None,
+        )
 
     def load_base(self) -> LoadedConfig:
         """daemon.yaml itself, or exit 1 with every problem listed."""
         from daemon.config import ConfigError, load_config
         from daemon.logsetup import configure_logging
+
         if self.base is None:
             try:
                 self.base = load_config(self.config_path)
@@ -95,18 +100,23 @@ class AppContext:
         base = self.load_base()
         if base.config.companies_dir is None:
             from daemon.fleet.companies import DEFAULT_COMPANY
+
             if self.company not in (None, DEFAULT_COMPANY):
-                fail(f"--company {self.company}: {self.config_path} sets no `companies_dir`, "
-                     f"so this installation serves one company, `{DEFAULT_COMPANY}`; drop "
-                     "--company (and NEBRIDGE_COMPANY), or set `companies_dir` for fleet mode "
-                     "(docs/fleet.md)")
+                fail(
+                    f"--company {self.company}: {self.config_path} sets no `companies_dir`, "
+                    f"so this installation serves one company, `{DEFAULT_COMPANY}`; drop "
+                    "--company (and NEBRIDGE_COMPANY), or set `companies_dir` for fleet mode "
+                    "(docs/fleet.md)"
+                )
             return base
         if self.company is None:
             if self.command.split(" ")[0] in FLEET_WIDE or self.command in FLEET_WIDE:
                 return base
-            fail(f"`nebridge {self.command}` works on one company, and {self.config_path} "
-                 f"serves several (fleet mode): pass --company CODE (or set NEBRIDGE_COMPANY);"
-                 f" companies: {', '.join(self._codes()) or 'none yet'}")
+            fail(
+                f"`nebridge {self.command}` works on one company, and {self.config_path} "
+                f"serves several (fleet mode): pass --company CODE (or set NEBRIDGE_COMPANY);"
+                f" companies: {', '.join(self._codes()) or 'none yet'}"
+            )
         if self.company_loaded is None:
             self.company_loaded = self._company_config(base)
         return self.company_loaded
@@ -114,6 +124,7 @@ class AppContext:
     def _codes(self) -> list[str]:
         from daemon.config import ConfigError
         from daemon.fleet.companies import Companies
+
         try:
             return list(Companies(self.load_base()).companies)
         except ConfigError as exc:
@@ -124,23 +135,32 @@ class AppContext:
         exit 1 saying why."""
         from daemon.config import LoadedConfig, read_yaml
         from daemon.fleet.companies import CODE_RE, Refusal, load_one
+
         code = self.company or ""
         if not CODE_RE.match(code):
-            fail(f"--company {code!r} is not a company code (1-63 lower-case letters, digits, "
-                 "'_' or '-'); `nebridge companies list` shows the codes")
+            fail(
+                f"--company {code!r} is not a company code (1-63 lower-case letters, digits, "
+                "'_' or '-'); `nebridge companies list` shows the codes"
+            )
         company = load_one(base, code)
         if company is None:
-            fail(f"no company {code!r}: {base.config.companies_dir} has no {code}.yaml; "
-                 f"companies: {', '.join(self._codes()) or 'none yet'} (`nebridge companies "
-                 "list`), or create the file (docs/fleet.md)")
+            fail(
+                f"no company {code!r}: {base.config.companies_dir} has no {code}.yaml; "
+                f"companies: {', '.join(self._codes()) or 'none yet'} (`nebridge companies "
+                "list`), or create the file (docs/fleet.md)"
+            )
         if isinstance(company, Refusal):
-            fail(f"company {code!r} is refused: {company}\nFix the file and run `nebridge "
-                 "config check` again.")
+            fail(
+                f"company {code!r} is refused: {company}\nFix the file and run `nebridge "
+                "config check` again."
+            )
         self.resolved = company
         assert company.path is not None
         from daemon.fleet.admin import company_database_url
+
         config = company.config.model_copy(
-            update={"database_url": company_database_url(base, code)})
+            update={"database_url": company_database_url(base, code)}
+        )
         return LoadedConfig(company.path, config, read_yaml(company.path))
 
     def edit_target(self) -> tuple[Path, dict[str, Any]]:
@@ -166,6 +186,7 @@ class AppContext:
             return None
         from daemon.fleet.admin import fleet_database
         from daemon.fleet.leases import FleetUnavailable
+
         try:
             return fleet_database(self.load_base())
         except FleetUnavailable as exc:
@@ -183,6 +204,7 @@ class AppContext:
         if fleet is None or self.resolved is None:
             return None
         from daemon.fleet.vault import VaultError
+
         try:
             return fleet.vault.store(self.resolved.code)
         except VaultError as exc:
@@ -194,9 +216,11 @@ class AppContext:
         :class:`~daemon.config.ConfigError` as :func:`~daemon.runtime.build_runtime` does."""
         if self.resolved is None:
             from daemon.runtime import build_runtime
+
             return build_runtime(self.config_path, loaded=loaded)
         from daemon.fleet.leases import FleetUnavailable
         from daemon.fleet.runtime import CompanyNotMigrated, company_runtime
+
         try:
             return company_runtime(self.load_base(), self.resolved)
         except (CompanyNotMigrated, FleetUnavailable) as exc:
@@ -207,9 +231,23 @@ class AppContext:
 COMPANY_ENV = "NEBRIDGE_COMPANY"
 #: Commands (first word, or whole path) about the installation or the fleet as a whole: in
 #: fleet mode they run without ``--company`` on daemon.yaml.
-FLEET_WIDE = frozenset({"run", "companies", "config", "db", "systemd", "sandbox", "demo",
-                        "status", "plugins list", "plugins info", "plugins new",
-                        "plugins commands", "notify test"})
+FLEET_WIDE = frozenset(
+    {
+        "run",
+        "companies",
+        "config",
+        "db",
+        "systemd",
+        "sandbox",
+        "demo",
+        "status",
+        "plugins list",
+        "plugins info",
+        "plugins new",
+        "plugins commands",
+        "notify test",
+    }
+)
 
 
 def get(ctx: typer.Context) -> AppContext:
@@ -239,8 +277,9 @@ class CliGroup(typer.core.TyperGroup):
         """Take the global ``--config PATH`` and ``--company CODE`` anywhere on the line, as
         git takes ``-C``: ``nebridge run --once --config x.yaml`` works like ``nebridge
         --config x.yaml run --once``."""
-        _json_requested[-1] = "--json" in args[:args.index("--")] if "--" in args else (
-            "--json" in args)  # until the command itself says (see get)
+        _json_requested[-1] = (
+            "--json" in args[: args.index("--")] if "--" in args else ("--json" in args)
+        )  # until the command itself says (see get)
         return list(super().parse_args(ctx, hoist_config(args)))
 
     def invoke(self, ctx: Any) -> Any:  # a click context (typer vendors click)
@@ -255,13 +294,16 @@ class CliGroup(typer.core.TyperGroup):
             if exc.filename is None:  # not about a path (a socket, a pipe): not ours to word
                 raise
             # e.g. state_dir not created yet and the service user may not create it
-            fail(f"cannot use {exc.filename}: {exc.strerror or exc}; run the command as a user "
-                 "who may write there (the service user, or with sudo), or create the folder "
-                 "for it first: `sudo install -d -o nebridge -g nebridge -m 0700 FOLDER`")
+            fail(
+                f"cannot use {exc.filename}: {exc.strerror or exc}; run the command as a user "
+                "who may write there (the service user, or with sudo), or create the folder "
+                "for it first: `sudo install -d -o nebridge -g nebridge -m 0700 FOLDER`"
+            )
         except Exception as exc:
             store = sys.modules.get("daemon.store.engine")  # not imported: not raised
             if store is not None and isinstance(
-                    exc, (store.DatabaseUnavailable, store.DatabaseNotMigrated)):
+                exc, (store.DatabaseUnavailable, store.DatabaseNotMigrated)
+            ):
                 fail(str(exc))
             raise
 
@@ -283,7 +325,7 @@ def hoist_config(args: list[str]) -> list[str]:
             rest.extend(args[i:])
             break
         if arg in GLOBAL_FLAGS and i + 1 < len(args):
-            front += args[i:i + 2]
+            front += args[i : i + 2]
             i += 2
             continue
         (front if arg.startswith(("--config=", "--company=")) else rest).append(arg)
@@ -300,8 +342,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     if wants_json():
         print_json({"error": message, "exit_code": code})
     from rich.markup import escape
-    err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False,
-                        markup=True, soft_wrap=True)
+
+    err_console().print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -323,6 +367,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """Human output: a rich table (plain text when not a terminal)."""
     from rich.console import Console
     from rich.table import Table
+
     table = Table(title=title, show_lines=False)
     for col in columns:
         table.add_column(col)
@@ -349,8 +394,12 @@ LIMIT_MAX = 100_000
 
 def limit_option(help_text: str) -> Any:
     """The ``--limit N`` option of a listing: 1 to :data:`LIMIT_MAX`, else a usage error."""
-    return typer.Option("--limit", metavar="N", callback=_check_limit,
-                        help=f"{help_text.rstrip('.')} (1-{LIMIT_MAX}).")
+    return typer.Option(
+        "--limit",
+        metavar="N",
+        callback=_check_limit,
+        help=f"{help_text.rstrip('.')} (1-{LIMIT_MAX}).",
+    )
 
 
 def _check_limit(value: int) -> int:
@@ -368,6 +417,7 @@ def yes_no(value: bool | None) -> str:
 def display_zone(loaded: LoadedConfig | None = None) -> tzinfo | None:
     """The zone times are shown in: ``timezone`` of ``daemon.yaml``, else the system's."""
     from zoneinfo import ZoneInfo
+
     name = loaded.config.timezone if loaded is not None else None
     return ZoneInfo(name) if name else None
 
@@ -383,4 +433,3 @@ def when(moment: datetime | str | None, zone: tzinfo | None = None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(zone).isoformat(timespec="seconds")
-

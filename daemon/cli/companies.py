@@ -10,8 +10,9 @@ import typer
 from daemon.cli.common import fail, get, info, print_json, print_table
 from daemon.config import LoadedConfig
 
-app = typer.Typer(help="Fleet mode: the companies, who serves each, the vault key.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Fleet mode: the companies, who serves each, the vault key.", no_args_is_help=True
+)
 
 _JSON = typer.Option("--json", help="Machine-readable output.")
 
@@ -19,11 +20,14 @@ _JSON = typer.Option("--json", help="Machine-readable output.")
 def _overview(base: LoadedConfig, backlog: bool = True) -> dict[str, Any]:
     """The fleet overview, or exit 1 saying why it cannot be read."""
     if base.config.companies_dir is None:
-        fail(f"{base.path} sets no `companies_dir`: this installation serves one company, "
-             "`default`; `nebridge status` shows it (fleet mode: docs/fleet.md)")
+        fail(
+            f"{base.path} sets no `companies_dir`: this installation serves one company, "
+            "`default`; `nebridge status` shows it (fleet mode: docs/fleet.md)"
+        )
     from daemon.config import ConfigError
     from daemon.fleet.admin import fleet_overview
     from daemon.fleet.leases import FleetUnavailable
+
     try:
         return fleet_overview(base, backlog=backlog)
     except (ConfigError, FleetUnavailable) as exc:
@@ -49,8 +53,7 @@ def _problem(row: dict[str, Any]) -> str:
     """Why the company's tables cannot be read, and/or that its file is refused now."""
     notes = [row["error"] or ""]
     if row["file_refused"]:
-        served = ("still served on its last valid version" if row["served_by"]
-                  else "not served")
+        served = "still served on its last valid version" if row["served_by"] else "not served"
         notes.append(f"file refused ({served}): {row['file_refused']}")
     return "; ".join(n for n in notes if n)
 
@@ -64,12 +67,23 @@ def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
     if as_json:
         print_json(data)
         raise typer.Exit(1 if data["refused"] else 0)
-    print_table("companies", ["company", "link", "served by", "lease", "inbox", "outbox",
-                              "attention", "problem"],
-                [[r["code"], _link(r), r["served_by"] or "NOBODY",
-                  _seconds(r["lease_seconds_left"]), _count(r["inbox_pending"]),
-                  _count(r["outbox_pending"]), _count(r["attention"]), _problem(r)]
-                 for r in data["companies"]])
+    print_table(
+        "companies",
+        ["company", "link", "served by", "lease", "inbox", "outbox", "attention", "problem"],
+        [
+            [
+                r["code"],
+                _link(r),
+                r["served_by"] or "NOBODY",
+                _seconds(r["lease_seconds_left"]),
+                _count(r["inbox_pending"]),
+                _count(r["outbox_pending"]),
+                _count(r["attention"]),
+                _problem(r),
+            ]
+            for r in data["companies"]
+        ],
+    )
     _print_notes(data)
     raise typer.Exit(1 if data["refused"] else 0)
 
@@ -80,18 +94,24 @@ def _print_notes(data: dict[str, Any]) -> None:
         line = f":{entry['line']}" if entry["line"] else ""
         typer.echo(f"REFUSED {entry['path']}{line}: {entry['message']}")
     if data["refused"]:
-        typer.echo("  fix each file (the others run); `nebridge config check` lists the "
-                   "problems again, and a running fleet picks the file up on SIGHUP")
+        typer.echo(
+            "  fix each file (the others run); `nebridge config check` lists the "
+            "problems again, and a running fleet picks the file up on SIGHUP"
+        )
     unlinked = [r["code"] for r in data["companies"] if not r["tokens_stored"]]
     if unlinked:
-        typer.echo(f"{len(unlinked)} company(ies) not connected to Next Engine: `nebridge "
-                   f"connect --company CODE` for each ({', '.join(unlinked[:20])}"
-                   f"{', …' if len(unlinked) > 20 else ''})")
+        typer.echo(
+            f"{len(unlinked)} company(ies) not connected to Next Engine: `nebridge "
+            f"connect --company CODE` for each ({', '.join(unlinked[:20])}"
+            f"{', …' if len(unlinked) > 20 else ''})"
+        )
     if data["vault"]["problem"]:
         typer.echo(f"vault: {data['vault']['problem']}")
     if data["unserved"] and data["totals"]["workers_live"]:
-        typer.echo(f"{len(data['unserved'])} company(ies) not served right now (a worker "
-                   "takes them within one lease time): " + ", ".join(data["unserved"][:20]))
+        typer.echo(
+            f"{len(data['unserved'])} company(ies) not served right now (a worker "
+            "takes them within one lease time): " + ", ".join(data["unserved"][:20])
+        )
     elif data["unserved"]:
         typer.echo("no live worker: start `nebridge run` (the same unit on each host)")
 
@@ -104,22 +124,31 @@ def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
         return
     totals = data["totals"]
     typer.echo(f"config: {data['config']} (fleet mode, companies in {data['companies_dir']})")
-    typer.echo(f"companies: {totals['companies']} ({totals['served']} served, "
-               f"{totals['unserved']} unserved, {totals['not_connected']} not connected, "
-               f"{totals['refused_files']} file(s) refused)")
-    typer.echo(f"backlog: {totals['inbox_pending']} inbox pending, {totals['outbox_pending']} "
-               f"outbox pending; {totals['attention']} item(s) wait for a person"
-               + (f"; {totals['unreadable']} company(ies) unreadable" if totals["unreadable"]
-                  else ""))
+    typer.echo(
+        f"companies: {totals['companies']} ({totals['served']} served, "
+        f"{totals['unserved']} unserved, {totals['not_connected']} not connected, "
+        f"{totals['refused_files']} file(s) refused)"
+    )
+    typer.echo(
+        f"backlog: {totals['inbox_pending']} inbox pending, {totals['outbox_pending']} "
+        f"outbox pending; {totals['attention']} item(s) wait for a person"
+        + (f"; {totals['unreadable']} company(ies) unreadable" if totals["unreadable"] else "")
+    )
     if data["workers"]:
-        print_table("workers", ["worker", "host", "pid", "live", "companies"],
-                    [[w["worker_id"], w["host"], w["pid"], "yes" if w["live"] else "no",
-                      w["companies"]] for w in data["workers"]])
+        print_table(
+            "workers",
+            ["worker", "host", "pid", "live", "companies"],
+            [
+                [w["worker_id"], w["host"], w["pid"], "yes" if w["live"] else "no", w["companies"]]
+                for w in data["workers"]
+            ],
+        )
     else:
         typer.echo("workers: none has started on this database yet")
     _print_notes(data)
-    typer.echo("`nebridge companies list` shows each company; `nebridge status --company CODE` "
-               "one of them")
+    typer.echo(
+        "`nebridge companies list` shows each company; `nebridge status --company CODE` one of them"
+    )
 
 
 @app.command("rotate-key")
@@ -128,8 +157,10 @@ def rotate_key_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) 
     nebridge-vault-key; the old one as nebridge-vault-key-previous), with progress."""
     base = get(ctx).load_base()
     if base.config.companies_dir is None:
-        fail(f"{base.path} sets no `companies_dir`: a single-company installation keeps its "
-             "tokens in a token file, not in the vault; there is no key to rotate")
+        fail(
+            f"{base.path} sets no `companies_dir`: a single-company installation keeps its "
+            "tokens in a token file, not in the vault; there is no key to rotate"
+        )
     from daemon.fleet.admin import rotate_key
     from daemon.fleet.leases import FleetUnavailable
     from daemon.fleet.vault import VaultError
@@ -140,19 +171,26 @@ def rotate_key_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) 
     try:
         result = rotate_key(base, progress=progress)
     except (FleetUnavailable, VaultError) as exc:
-        fail(f"{exc}\nNothing more was changed; rows already rotated stay readable with the "
-             "current key. Fix this and run `nebridge companies rotate-key` again.")
+        fail(
+            f"{exc}\nNothing more was changed; rows already rotated stay readable with the "
+            "current key. Fix this and run `nebridge companies rotate-key` again."
+        )
     if as_json:
         print_json(result)
     else:
-        typer.echo(f"{result['rotated']} token pair(s) sealed again with key "
-                   f"{result['current_key_id']}; pairs per key now: "
-                   + (", ".join(f"{k} {n}" for k, n in sorted(result["after"].items()))
-                      or "none stored"))
+        typer.echo(
+            f"{result['rotated']} token pair(s) sealed again with key "
+            f"{result['current_key_id']}; pairs per key now: "
+            + (", ".join(f"{k} {n}" for k, n in sorted(result["after"].items())) or "none stored")
+        )
         if result["left_on_old_keys"]:
-            typer.echo(f"{result['left_on_old_keys']} pair(s) are still on an old key: run "
-                       "the command again")
+            typer.echo(
+                f"{result['left_on_old_keys']} pair(s) are still on an old key: run "
+                "the command again"
+            )
         else:
-            typer.echo("no pair is sealed with an old key: remove nebridge-vault-key-previous "
-                       "from every host and restart the workers one by one")
+            typer.echo(
+                "no pair is sealed with an old key: remove nebridge-vault-key-previous "
+                "from every host and restart the workers one by one"
+            )
     raise typer.Exit(1 if result["left_on_old_keys"] else 0)

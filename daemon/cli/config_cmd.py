@@ -26,9 +26,15 @@ def check(
         try:
             load_config(app_ctx.config_path)
         except ConfigError as exc:
-            print_json({"config": str(exc.source), "valid": False,
-                        "issues": [issue_dict(i) for i in exc.issues],
-                        "plugins_failed": [], "warnings": []})
+            print_json(
+                {
+                    "config": str(exc.source),
+                    "valid": False,
+                    "issues": [issue_dict(i) for i in exc.issues],
+                    "plugins_failed": [],
+                    "warnings": [],
+                }
+            )
             raise typer.Exit(1) from None
     loaded = app_ctx.load_base()
     found = check_config(loaded)
@@ -36,31 +42,43 @@ def check(
     companies = check_companies(loaded) if loaded.config.companies_dir is not None else None
     bad_companies = [c for c in companies or [] if c["issues"]]
     if as_json:
-        print_json({
-            "config": str(loaded.path),
-            "valid": not issues and not bad_companies,
-            "issues": [issue_dict(i) for i in issues],
-            "plugins_failed": [{"name": r.name, "state": r.state.value, "error": r.error}
-                               for r in found.host.failed()],
-            "warnings": found.warnings,
-            **({} if companies is None else {"companies": companies}),
-        })
+        print_json(
+            {
+                "config": str(loaded.path),
+                "valid": not issues and not bad_companies,
+                "issues": [issue_dict(i) for i in issues],
+                "plugins_failed": [
+                    {"name": r.name, "state": r.state.value, "error": r.error}
+                    for r in found.host.failed()
+                ],
+                "warnings": found.warnings,
+                **({} if companies is None else {"companies": companies}),
+            }
+        )
         raise typer.Exit(1 if issues or bad_companies else 0)
     for warning in found.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if issues or bad_companies:
-        lines = "\n".join([f"  - {loaded.path}: {i}" for i in issues] + [
-            f"  - {where(i)}: {i['message']}"
-            for company in bad_companies for i in company["issues"]])
-        fail(f"{len(issues) + sum(len(c['issues']) for c in bad_companies)} problem(s):\n"
-             f"{lines}\nFix them and run `nebridge config check` again (a company file that "
-             "is refused does not stop the others).")
-    typer.echo(f"{loaded.path}: configuration is valid "
-               f"({len(loaded.config.warehouses)} warehouse(s), plugins enabled: "
-               f"{', '.join(loaded.config.enabled_plugins()) or 'none'})")
+        lines = "\n".join(
+            [f"  - {loaded.path}: {i}" for i in issues]
+            + [
+                f"  - {where(i)}: {i['message']}"
+                for company in bad_companies
+                for i in company["issues"]
+            ]
+        )
+        fail(
+            f"{len(issues) + sum(len(c['issues']) for c in bad_companies)} problem(s):\n"
+            f"{lines}\nFix them and run `nebridge config check` again (a company file that "
+            "is refused does not stop the others)."
+        )
+    typer.echo(
+        f"{loaded.path}: configuration is valid "
+        f"({len(loaded.config.warehouses)} warehouse(s), plugins enabled: "
+        f"{', '.join(loaded.config.enabled_plugins()) or 'none'})"
+    )
     if companies is not None:
-        typer.echo(f"{loaded.config.companies_dir}: {len(companies)} company file(s), all "
-                   "valid")
+        typer.echo(f"{loaded.config.companies_dir}: {len(companies)} company file(s), all valid")
 
 
 def where(issue: dict[str, Any]) -> str:
@@ -78,20 +96,34 @@ def check_companies(base: LoadedConfig) -> list[dict[str, Any]]:
     try:
         fleet = Companies(base)
     except ConfigError as exc:  # the folder itself cannot be read
-        return [{"company": None, "file": str(exc.source),
-                 "issues": [{"file": str(exc.source), **issue_dict(i)} for i in exc.issues]}]
+        return [
+            {
+                "company": None,
+                "file": str(exc.source),
+                "issues": [{"file": str(exc.source), **issue_dict(i)} for i in exc.issues],
+            }
+        ]
     found: list[dict[str, Any]] = []
     for refusal in fleet.refused:
-        found.append({"company": refusal.path.stem, "file": str(refusal.path),
-                      "issues": [{"file": str(refusal.path), **issue_dict(i)}
-                                 for i in refusal.error.issues]})
+        found.append(
+            {
+                "company": refusal.path.stem,
+                "file": str(refusal.path),
+                "issues": [
+                    {"file": str(refusal.path), **issue_dict(i)} for i in refusal.error.issues
+                ],
+            }
+        )
     for code, company in fleet.companies.items():
         assert company.path is not None
-        checked = check_config(LoadedConfig(company.path, company.config,
-                                            read_yaml(company.path)))
-        found.append({"company": code, "file": str(company.path),
-                      "issues": [{"file": str(company.path), **issue_dict(i)}
-                                 for i in checked.issues]})
+        checked = check_config(LoadedConfig(company.path, company.config, read_yaml(company.path)))
+        found.append(
+            {
+                "company": code,
+                "file": str(company.path),
+                "issues": [{"file": str(company.path), **issue_dict(i)} for i in checked.issues],
+            }
+        )
     return sorted(found, key=lambda entry: entry["file"])
 
 

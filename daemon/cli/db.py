@@ -69,8 +69,10 @@ def upgrade_companies(loaded: LoadedConfig, only: str | None = None) -> None:
     codes = list(companies.companies)
     if only is not None:
         if only not in companies.companies:
-            fail(f"no company {only!r} to migrate (companies: {', '.join(codes) or 'none'}); "
-                 "check --company, or the file's refusal with `nebridge companies list`")
+            fail(
+                f"no company {only!r} to migrate (companies: {', '.join(codes) or 'none'}); "
+                "check --company, or the file's refusal with `nebridge companies list`"
+            )
         codes = [only]
     for code in codes:
         try:
@@ -78,8 +80,10 @@ def upgrade_companies(loaded: LoadedConfig, only: str | None = None) -> None:
         except DatabaseUnavailable:
             raise
         except Exception as exc:
-            fail(f"company {code}: migration failed: {exc}; the companies before it are "
-                 "migrated — fix the cause and run `nebridge db upgrade` again")
+            fail(
+                f"company {code}: migration failed: {exc}; the companies before it are "
+                "migrated — fix the cause and run `nebridge db upgrade` again"
+            )
         if before != after:
             info(f"company {code}: migrated from {before or '(new schema)'} to {after}")
     info(f"{len(codes)} company schema(s) at the latest migration")

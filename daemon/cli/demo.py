@@ -165,6 +165,7 @@ def _csv_folders(root: Path) -> Callable[[Any], None]:
         raw["wms"]["csv"]["inbox"] = str(root / "wms" / "inbox")
         raw["wms"]["csv"]["outbox"] = str(root / "wms" / "outbox")
         raw["wms"]["csv"]["stable_seconds"] = 0.2
+
     return configure
 
 
@@ -173,7 +174,10 @@ def _sign_in(config: DaemonConfig, engine: Any) -> str:
     received: dict[str, tuple[str, str]] = {}
     receiver = threading.Thread(
         target=lambda: received.setdefault(
-            "pair", wait_for_redirect(config.nextengine.redirect_uri, 30)), daemon=True)
+            "pair", wait_for_redirect(config.nextengine.redirect_uri, 30)
+        ),
+        daemon=True,
+    )
     receiver.start()
     for _ in range(50):
         try:
@@ -189,8 +193,10 @@ def _sign_in(config: DaemonConfig, engine: Any) -> str:
 
 def _products(sandbox: SandboxServer) -> list[tuple[str, str]]:
     """A WMS product per sandbox goods; every third link code in another letter case."""
-    codes = sorted(str(g["goods_id"]) for g in
-                   (sandbox.state.goods_snapshot(k) for k in list(sandbox.state.goods)))
+    codes = sorted(
+        str(g["goods_id"])
+        for g in (sandbox.state.goods_snapshot(k) for k in list(sandbox.state.goods))
+    )
     out = []
     for i, code in enumerate(codes):
         link = code.swapcase() if i % 3 == 0 else code
@@ -202,8 +208,10 @@ def _outbox_files(root: Path) -> list[Path]:
     """The files nebridge wrote for the WMS, in the order a WMS processes them: in the order
     they were written (the names' times have whole seconds only: an import and the
     cancellation after it are often written in the same second)."""
-    paths = [*(root / "wms" / "outbox").glob("cancellations-*.csv"),
-             *(root / "wms" / "outbox").glob("orders-*.csv")]
+    paths = [
+        *(root / "wms" / "outbox").glob("cancellations-*.csv"),
+        *(root / "wms" / "outbox").glob("orders-*.csv"),
+    ]
     return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
@@ -229,8 +237,9 @@ def _wms_orders(root: Path) -> dict[str, list[dict[str, str]]]:
     return held
 
 
-def _play_changes(root: Path, sandbox: SandboxServer,
-                  config_path: Path) -> tuple[list[RunOnceReport], str, str]:
+def _play_changes(
+    root: Path, sandbox: SandboxServer, config_path: Path
+) -> tuple[list[RunOnceReport], str, str]:
     """Before the warehouse ships, a person cancels one imported order and changes another's
     address in Next Engine; ``order_watch`` tells the WMS."""
     orders = sorted(_wms_orders(root), key=int)
@@ -239,8 +248,10 @@ def _play_changes(root: Path, sandbox: SandboxServer,
     cancel, edit = orders[0], orders[1]
     sandbox.state.human_edit(int(cancel), {"receive_order_cancel_type_id": "1"})
     sandbox.state.human_edit(int(edit), {"receive_order_consignee_address1": NEW_ADDRESS})
-    info(f"… before the warehouse ships, a person cancels order {cancel} and changes the "
-         f"address of order {edit} in Next Engine (plugin order_watch)")
+    info(
+        f"… before the warehouse ships, a person cancels order {cancel} and changes the "
+        f"address of order {edit} in Next Engine (plugin order_watch)"
+    )
     return _until_quiet(config_path), cancel, edit
 
 
@@ -249,18 +260,29 @@ def _check_changes(root: Path, sandbox: SandboxServer, cancel: str, edit: str) -
     neither the cancelled order nor the old version of the edited one."""
     problems = []
     files = _outbox_files(root)
-    got = sorted((r["ne_order_id"], r["reason"]) for p in files
-                 if p.name.startswith("cancellations-") for r in _read_rows(p))
+    got = sorted(
+        (r["ne_order_id"], r["reason"])
+        for p in files
+        if p.name.startswith("cancellations-")
+        for r in _read_rows(p)
+    )
     if got != sorted([(cancel, "cancelled"), (edit, "edited")]):
-        problems.append(f"the WMS got cancellations {got}, not exactly order {cancel} "
-                        f"(cancelled) and order {edit} (edited)")
+        problems.append(
+            f"the WMS got cancellations {got}, not exactly order {cancel} "
+            f"(cancelled) and order {edit} (edited)"
+        )
     names = [p.name for p in files]
-    sent = [i for i, p in enumerate(files) if p.name.startswith("orders-")
-            and any(r["ne_order_id"] == edit for r in _read_rows(p))]
+    sent = [
+        i
+        for i, p in enumerate(files)
+        if p.name.startswith("orders-") and any(r["ne_order_id"] == edit for r in _read_rows(p))
+    ]
     dropped = [i for i, n in enumerate(names) if n.startswith("cancellations-")]
     if len(sent) != 2 or not dropped or not dropped[0] < sent[1]:
-        problems.append(f"order {edit} was not instructed, cancelled, then instructed again "
-                        "with its new content, in that order")
+        problems.append(
+            f"order {edit} was not instructed, cancelled, then instructed again "
+            "with its new content, in that order"
+        )
     lines = _wms_orders(root).get(edit, [])
     if not lines or not all(r["consignee_address"].startswith(NEW_ADDRESS) for r in lines):
         problems.append(f"the WMS does not hold order {edit} with its new address")
@@ -268,12 +290,16 @@ def _check_changes(root: Path, sandbox: SandboxServer, cancel: str, edit: str) -
     if int(cancel) in shipped:
         problems.append(f"Next Engine shipped order {cancel}, cancelled before it shipped")
     if shipped.count(int(edit)) != 1:
-        problems.append(f"Next Engine shipped the edited order {edit} "
-                        f"{shipped.count(int(edit))} time(s), not once with its new content")
+        problems.append(
+            f"Next Engine shipped the edited order {edit} "
+            f"{shipped.count(int(edit))} time(s), not once with its new content"
+        )
     if not problems:
-        info(f"order watch check passed: the WMS dropped order {cancel}, got order {edit} "
-             "again with its new address after its cancellation, and Next Engine shipped "
-             "neither the cancelled order nor the old version of the edited one")
+        info(
+            f"order watch check passed: the WMS dropped order {cancel}, got order {edit} "
+            "again with its new address after its cancellation, and Next Engine shipped "
+            "neither the cancelled order nor the old version of the edited one"
+        )
     return problems
 
 
@@ -286,11 +312,14 @@ def _play_shipments(root: Path, products: list[tuple[str, str]], expected: Expec
         orders += 1
         expected.shipped[order_id] = tracking or None
         for line in order_lines:
-            rows.append(f"S-NE-{order_id},{line['warehouse']},{order_id},{tracking},"
-                        f"2026-11-27 15:00:00,{line['product_code']},{line['quantity']}")
+            rows.append(
+                f"S-NE-{order_id},{line['warehouse']},{order_id},{tracking},"
+                f"2026-11-27 15:00:00,{line['product_code']},{line['quantity']}"
+            )
     link = dict(products)
-    for i, (warehouse, linked) in enumerate((("ITAKU", True), ("SHINJUKU", False),
-                                             ("ASAKUSA", False))):
+    for i, (warehouse, linked) in enumerate(
+        (("ITAKU", True), ("SHINJUKU", False), ("ASAKUSA", False))
+    ):
         product = products[i + 1][0]
         rows.append(f"S-SHOP-{i},{warehouse},,,2026-11-27 16:00:00,{product},2")
         if linked:
@@ -303,15 +332,15 @@ def _play_shipments(root: Path, products: list[tuple[str, str]], expected: Expec
 def _play_receipts(root: Path, products: list[tuple[str, str]], expected: Expected) -> None:
     rows = []
     link = dict(products)
-    for i, (warehouse, linked) in enumerate((("ITAKU", True), ("SHINJUKU", False),
-                                             ("ASAKUSA", False))):
+    for i, (warehouse, linked) in enumerate(
+        (("ITAKU", True), ("SHINJUKU", False), ("ASAKUSA", False))
+    ):
         for j in range(2):
             product = products[(i * 2 + j + 5) % len(products)][0]
             rows.append(f"R-{i}-{j},{warehouse},2026-11-27 17:00:00,{product},{10 + j}")
             if linked:
                 code = link[product].casefold()
-                expected.stock[warehouse][code] = (expected.stock[warehouse].get(code, 0)
-                                                   + 10 + j)
+                expected.stock[warehouse][code] = expected.stock[warehouse].get(code, 0) + 10 + j
     _write(root / "wms" / "inbox" / "receipts-demo.csv", RECEIPT_HEADER, rows)
 
 
@@ -323,14 +352,19 @@ def _until_quiet(config_path: Path) -> list[RunOnceReport]:
         try:
             report = run_once(runtime)
             with read_session(runtime.engine) as session:
-                pending = session.scalars(select(OutboxItem.id).where(
-                    col(OutboxItem.state).in_([OutboxState.PENDING.value,
-                                               OutboxState.IN_FLIGHT.value]))).first()
+                pending = session.scalars(
+                    select(OutboxItem.id).where(
+                        col(OutboxItem.state).in_(
+                            [OutboxState.PENDING.value, OutboxState.IN_FLIGHT.value]
+                        )
+                    )
+                ).first()
         finally:
             runtime.close()
         reports.append(report)
-        moved = (report.intake is not None and (report.intake.events or report.intake.accepted)
-                 ) or any(r.items_out for r in report.stages)
+        moved = (
+            report.intake is not None and (report.intake.events or report.intake.accepted)
+        ) or any(r.items_out for r in report.stages)
         if pending is None and not moved:
             break
         time.sleep(0.3)
@@ -342,15 +376,31 @@ CSV_DEMO = "csv"
 
 
 def demo(
-    workdir: Annotated[Path | None, typer.Option(
-        "--dir", help="Folder to run the demo in and keep its files (default: a new "
-        "temporary folder, removed when the check passed).")] = None,
-    wms: Annotated[str, typer.Option("--wms", help="The WMS side: csv (CSV folders), or "
-                                     "the demo of a WMS connector plugin, e.g. logikura (its "
-                                     "sandbox over its API).")] = CSV_DEMO,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Run in a --dir that is not empty (the demo's daemon.yaml, state/ "
-        "and wms/ there are overwritten).")] = False,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Folder to run the demo in and keep its files (default: a new "
+            "temporary folder, removed when the check passed).",
+        ),
+    ] = None,
+    wms: Annotated[
+        str,
+        typer.Option(
+            "--wms",
+            help="The WMS side: csv (CSV folders), or "
+            "the demo of a WMS connector plugin, e.g. logikura (its "
+            "sandbox over its API).",
+        ),
+    ] = CSV_DEMO,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Run in a --dir that is not empty (the demo's daemon.yaml, state/ "
+            "and wms/ there are overwritten).",
+        ),
+    ] = False,
 ) -> None:
     """Run nebridge end to end against the Next Engine sandbox and check the result."""
     if workdir is not None:
@@ -363,15 +413,19 @@ def demo(
         _run_wms_demo(root, plugin_demo)
     except typer.Exit as done:
         if done.exit_code:
-            info(f"the demo's files are kept in {root} (daemon.yaml, state/, wms/) to look "
-                 f"into; remove them with `rm -r {root}`")
+            info(
+                f"the demo's files are kept in {root} (daemon.yaml, state/, wms/) to look "
+                f"into; remove them with `rm -r {root}`"
+            )
         raise
     if workdir is None:
         shutil.rmtree(root, ignore_errors=True)
         info(f"removed the demo folder {root} (keep the files with --dir PATH)")
     else:
-        info(f"the demo's files are in {root} (daemon.yaml, state/, wms/); remove them with "
-             f"`rm -r {root}`")
+        info(
+            f"the demo's files are in {root} (daemon.yaml, state/, wms/); remove them with "
+            f"`rm -r {root}`"
+        )
 
 
 def _check_workdir(workdir: Path, force: bool) -> None:
@@ -381,10 +435,12 @@ def _check_workdir(workdir: Path, force: bool) -> None:
     entries = sorted(p.name for p in workdir.iterdir()) if workdir.is_dir() else []
     if entries and not force:
         shown = ", ".join(entries[:5]) + (" …" if len(entries) > 5 else "")
-        what = ("holds a nebridge installation" if "daemon.yaml" in entries
-                else "is not empty")
-        fail(f"--dir {workdir} {what} ({shown}); the demo writes daemon.yaml, state/ and wms/ "
-             "there: give a new or empty folder, or pass --force to run there anyway", code=2)
+        what = "holds a nebridge installation" if "daemon.yaml" in entries else "is not empty"
+        fail(
+            f"--dir {workdir} {what} ({shown}); the demo writes daemon.yaml, state/ and wms/ "
+            "there: give a new or empty folder, or pass --force to run there anyway",
+            code=2,
+        )
 
 
 def _plugin_demo(name: str) -> Callable[[DemoContext], None]:
@@ -393,9 +449,12 @@ def _plugin_demo(name: str) -> Callable[[DemoContext], None]:
 
     spec = demo_of(name)
     if spec is None:
-        fail(f"no demo for --wms {name!r}: neither built in nor offered by an installed WMS "
-             f"connector plugin wms_{name}; installed connectors: "
-             f"{', '.join(installed_connectors()) or 'none'} (csv is built in)", code=2)
+        fail(
+            f"no demo for --wms {name!r}: neither built in nor offered by an installed WMS "
+            f"connector plugin wms_{name}; installed connectors: "
+            f"{', '.join(installed_connectors()) or 'none'} (csv is built in)",
+            code=2,
+        )
     return spec.run
 
 
@@ -403,10 +462,15 @@ def _run_wms_demo(root: Path, plugin_demo: Callable[[DemoContext], None] | None)
     """The demo in ``root``: the CSV one, or a plugin's, against a fresh Next Engine
     sandbox."""
     raw = read_yaml(EXAMPLE_CONFIG)
-    sandbox = SandboxServer(SandboxConfig(
-        client_id=str(raw["nextengine"]["client_id"]),
-        client_secret=str(raw["nextengine"]["client_secret"]),
-        seed=7, seed_size=60, que_processing_delay_s=0.5))
+    sandbox = SandboxServer(
+        SandboxConfig(
+            client_id=str(raw["nextengine"]["client_id"]),
+            client_secret=str(raw["nextengine"]["client_secret"]),
+            seed=7,
+            seed_size=60,
+            que_processing_delay_s=0.5,
+        )
+    )
     sandbox.start()
     try:
         if plugin_demo is None:
@@ -430,21 +494,34 @@ def demo_context(root: Path, sandbox: SandboxServer) -> DemoContext:
         return config_path
 
     def run_until_quiet() -> list[DemoStage]:
-        return [DemoStage(warehouse=stage.warehouse, stage=str(stage.stage),
-                          counts=dict(stage.counts),
-                          subjects={k: list(v) for k, v in stage.subjects.items()})
-                for report in _until_quiet(config_path) for stage in report.stages]
+        return [
+            DemoStage(
+                warehouse=stage.warehouse,
+                stage=str(stage.stage),
+                counts=dict(stage.counts),
+                subjects={k: list(v) for k, v in stage.subjects.items()},
+            )
+            for report in _until_quiet(config_path)
+            for stage in report.stages
+        ]
 
     def failed(message: str) -> NoReturn:
         fail(message)
 
     return DemoContext(
-        root=root, next_engine=sandbox, install=install,
+        root=root,
+        next_engine=sandbox,
+        install=install,
         plant_unlinked_order=lambda: plant_unlinked_order(sandbox),
         run_until_quiet=run_until_quiet,
         connect_wms=lambda approve: _connect_wms(config_path, approve),
-        outbox=lambda: _stored_outbox(config_path), orders=lambda: _stored_orders(config_path),
-        free_port=free_port, info=info, table=print_table, fail=failed)
+        outbox=lambda: _stored_outbox(config_path),
+        orders=lambda: _stored_orders(config_path),
+        free_port=free_port,
+        info=info,
+        table=print_table,
+        fail=failed,
+    )
 
 
 def _connect_wms(config_path: Path, approve: Callable[[str], None]) -> str:
@@ -484,9 +561,12 @@ def _stored_outbox(config_path: Path) -> list[DemoOutboxItem]:
     runtime = build_runtime(config_path)
     try:
         with read_session(runtime.engine) as session:
-            return [DemoOutboxItem(kind=str(i.kind), state=str(i.state), warehouse=i.warehouse,
-                                   subject=i.subject)
-                    for i in session.scalars(select(OutboxItem))]
+            return [
+                DemoOutboxItem(
+                    kind=str(i.kind), state=str(i.state), warehouse=i.warehouse, subject=i.subject
+                )
+                for i in session.scalars(select(OutboxItem))
+            ]
     finally:
         runtime.close()
 
@@ -495,9 +575,15 @@ def _stored_orders(config_path: Path) -> list[DemoOrder]:
     runtime = build_runtime(config_path)
     try:
         with read_session(runtime.engine) as session:
-            return [DemoOrder(ne_order_id=o.ne_order_id, state=str(o.state),
-                              warehouse=o.warehouse, hold_reason=o.hold_reason)
-                    for o in session.scalars(select(ImportedOrder))]
+            return [
+                DemoOrder(
+                    ne_order_id=o.ne_order_id,
+                    state=str(o.state),
+                    warehouse=o.warehouse,
+                    hold_reason=o.hold_reason,
+                )
+                for o in session.scalars(select(ImportedOrder))
+            ]
     finally:
         runtime.close()
 
@@ -508,16 +594,19 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
 
     def configure(raw: Any) -> None:
         _csv_folders(root)(raw)
-        raw["plugins"]["notify_webhook"] = {"enabled": True, "format": "json",
-                                            "url": staff.url}
+        raw["plugins"]["notify_webhook"] = {"enabled": True, "format": "json", "url": staff.url}
+
     config_path = prepare_config(root, sandbox, configure)
     loaded = start_linked(config_path, sandbox)
     plant_unlinked_order(sandbox)
     unlinked = UNLINKED_GOODS.casefold()
     products = [(p, link) for p, link in _products(sandbox) if link.casefold() != unlinked]
     on_hand = _on_hand(sandbox, products)
-    _write(root / "wms" / "inbox" / "products.csv", "product_code,link_code",
-           [f"{p},{link}" for p, link in products])
+    _write(
+        root / "wms" / "inbox" / "products.csv",
+        "product_code,link_code",
+        [f"{p},{link}" for p, link in products],
+    )
     time.sleep(0.3)
     info("… importing orders")
     import_reports = _until_quiet(config_path)
@@ -525,12 +614,20 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
     expected = Expected()
     shipped = _play_shipments(root, products, expected)
     _play_receipts(root, products, expected)
-    info(f"… the WMS confirms {shipped} shipment(s) of imported orders, 3 shop shipments and "
-         "6 receipts")
+    info(
+        f"… the WMS confirms {shipped} shipment(s) of imported orders, 3 shop shipments and "
+        "6 receipts"
+    )
     time.sleep(0.3)
     reports = _until_quiet(config_path)
-    _summarise(loaded.config, config_path, sandbox, expected,
-               import_reports + change_reports + reports, staff)
+    _summarise(
+        loaded.config,
+        config_path,
+        sandbox,
+        expected,
+        import_reports + change_reports + reports,
+        staff,
+    )
     problems = _check_changes(root, sandbox, cancel, edit)
     if problems:
         fail("demo check failed:\n  " + "\n  ".join(problems))
@@ -538,8 +635,12 @@ def _run_demo(root: Path, sandbox: SandboxServer, staff: StaffInbox) -> None:
 
 
 def _summarise(
-    config: DaemonConfig, config_path: Path, sandbox: SandboxServer, expected: Expected,
-    reports: list[RunOnceReport], staff: StaffInbox,
+    config: DaemonConfig,
+    config_path: Path,
+    sandbox: SandboxServer,
+    expected: Expected,
+    reports: list[RunOnceReport],
+    staff: StaffInbox,
 ) -> None:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     skipped: dict[str, set[str]] = defaultdict(set)
@@ -547,13 +648,15 @@ def _summarise(
         for stage in report.stages:
             counts[stage.warehouse]["imported"] += stage.counts.get("imported", 0)
             counts[stage.warehouse]["matched_ignoring_case"] += stage.counts.get(
-                "matched_ignoring_case", 0)
+                "matched_ignoring_case", 0
+            )
             skipped[stage.warehouse].update(stage.subjects.get("skipped", []))
     runtime = build_runtime(config_path)
     with read_session(runtime.engine) as session:
         items = list(session.scalars(select(OutboxItem)))
-        held = list(session.scalars(select(ImportedOrder).where(
-            col(ImportedOrder.state) == "held")))
+        held = list(
+            session.scalars(select(ImportedOrder).where(col(ImportedOrder.state) == "held"))
+        )
     runtime.close()
     problems: list[str] = []
     ledger_shipped = sandbox.ledger.shipped_order_ids()
@@ -570,43 +673,79 @@ def _summarise(
             if order["receive_order_order_status_id"] != "50":
                 problems.append(f"order {item.subject} is not shipped in the sandbox")
             if (order["receive_order_delivery_cut_form_id"] or None) != want:
-                problems.append(f"order {item.subject}: tracking number in Next Engine is "
-                                f"{order['receive_order_delivery_cut_form_id']!r}, not {want!r}")
+                problems.append(
+                    f"order {item.subject}: tracking number in Next Engine is "
+                    f"{order['receive_order_delivery_cut_form_id']!r}, not {want!r}"
+                )
             tracking += bool(want)
-        deltas = sum(int(json.loads(i.payload)["delta"])
-                     for i in mine if i.kind == ADJUST_STOCK.name and i.state == "done")
+        deltas = sum(
+            int(json.loads(i.payload)["delta"])
+            for i in mine
+            if i.kind == ADJUST_STOCK.name and i.state == "done"
+        )
         want_stock = expected.stock.get(wh.code, {})
         for code, delta in want_stock.items():
-            got = sum(e.delta or 0 for e in sandbox.ledger.entries(kind="stock.upload",
-                                                                   goods_code=code))
+            got = sum(
+                e.delta or 0 for e in sandbox.ledger.entries(kind="stock.upload", goods_code=code)
+            )
             if got != delta:
-                problems.append(f"{wh.code}: Next Engine stock of {code} moved {got:+d}, "
-                                f"expected {delta:+d}")
+                problems.append(
+                    f"{wh.code}: Next Engine stock of {code} moved {got:+d}, expected {delta:+d}"
+                )
         if not wh.ne_linked and any(i.kind == ADJUST_STOCK.name for i in mine):
             problems.append(f"{wh.code} is not linked but changed Next Engine stock")
         c = counts.get(wh.code, {})
-        rows.append([wh.code, wh.name, "yes" if wh.ne_linked else "no", c.get("imported", 0),
-                     len(skipped.get(wh.code, ())), c.get("matched_ignoring_case", 0), len(ships),
-                     tracking, f"{deltas:+d}",
-                     sum(1 for h in held if h.warehouse == wh.code)])
+        rows.append(
+            [
+                wh.code,
+                wh.name,
+                "yes" if wh.ne_linked else "no",
+                c.get("imported", 0),
+                len(skipped.get(wh.code, ())),
+                c.get("matched_ignoring_case", 0),
+                len(ships),
+                tracking,
+                f"{deltas:+d}",
+                sum(1 for h in held if h.warehouse == wh.code),
+            ]
+        )
     expected_ships = set(expected.shipped)
-    if {i.subject for i in items if i.kind == SHIP_ORDER.name and i.state == "done"} != \
-            expected_ships:
+    if {
+        i.subject for i in items if i.kind == SHIP_ORDER.name and i.state == "done"
+    } != expected_ships:
         problems.append("the shipped orders differ from the shipments the WMS confirmed")
-    print_table("demo summary", ["warehouse", "name", "ne_linked", "imported",
-                                 "skipped by tag", "matched ignoring case", "shipped",
-                                 "tracking written", "stock delta", "held"], rows)
+    print_table(
+        "demo summary",
+        [
+            "warehouse",
+            "name",
+            "ne_linked",
+            "imported",
+            "skipped by tag",
+            "matched ignoring case",
+            "shipped",
+            "tracking written",
+            "stock delta",
+            "held",
+        ],
+        rows,
+    )
     for order in held:
         info(f"held: order {order.ne_order_id}: {order.hold_reason}")
     told = {str(m.get("key")) for m in staff.messages}
     for message in staff.messages:
         info(f"notified (what staff receive): {message.get('subject')}")
-    problems.extend(f"no notification told staff that order {o.ne_order_id} is held"
-                    for o in held if f"held_order:{o.ne_order_id}" not in told)
+    problems.extend(
+        f"no notification told staff that order {o.ne_order_id} is held"
+        for o in held
+        if f"held_order:{o.ne_order_id}" not in told
+    )
     if problems:
         fail("demo check failed:\n  " + "\n  ".join(problems))
-    info(f"demo check passed against the sandbox: {len(expected_ships)} order(s) shipped once "
-         "each with the right tracking numbers, stock changes exact to the unit")
+    info(
+        f"demo check passed against the sandbox: {len(expected_ships)} order(s) shipped once "
+        "each with the right tracking numbers, stock changes exact to the unit"
+    )
 
 
 # -- stock drift: the WMS counts, nebridge compares, a manual edit is found and corrected ------
@@ -638,16 +777,22 @@ def _counted(root: Path, on_hand: dict[str, int]) -> dict[str, int]:
     return counts
 
 
-def _play_stock(root: Path, config_path: Path, sandbox: SandboxServer,
-                on_hand: dict[str, int]) -> None:
+def _play_stock(
+    root: Path, config_path: Path, sandbox: SandboxServer, on_hand: dict[str, int]
+) -> None:
     """The WMS counts its stock: nebridge finds no unexplained drift. A person then edits a
     goods' stock in Next Engine by hand: ``stock diff`` finds it, ``stock reconcile`` puts
     it right, once."""
     counts = _counted(root, on_hand)
-    _write(root / "wms" / "inbox" / "stock-demo.csv", "warehouse,product_code,quantity,counted_at",
-           [f"{STOCK_WAREHOUSE},{p},{q},2026-11-27 18:00:00" for p, q in sorted(counts.items())])
-    info(f"… the WMS counts its stock at {STOCK_WAREHOUSE} ({len(counts)} products): "
-         "`nebridge stock diff`")
+    _write(
+        root / "wms" / "inbox" / "stock-demo.csv",
+        "warehouse,product_code,quantity,counted_at",
+        [f"{STOCK_WAREHOUSE},{p},{q},2026-11-27 18:00:00" for p, q in sorted(counts.items())],
+    )
+    info(
+        f"… the WMS counts its stock at {STOCK_WAREHOUSE} ({len(counts)} products): "
+        "`nebridge stock diff`"
+    )
     time.sleep(0.3)
     _until_quiet(config_path)
     problems: list[str] = []
@@ -658,11 +803,15 @@ def _play_stock(root: Path, config_path: Path, sandbox: SandboxServer,
     goods = sandbox.state.find_goods(link)
     assert goods is not None
     edited = goods.quantity + 7
-    requests.post(f"{sandbox.base_url}/_sandbox/human_edit/stock",
-                  json={"goods_id": goods.code, "quantity": edited}, timeout=10
-                  ).raise_for_status()
-    info(f"… a person sets the stock of {goods.code} to {edited} in Next Engine by hand: "
-         "`nebridge stock diff`")
+    requests.post(
+        f"{sandbox.base_url}/_sandbox/human_edit/stock",
+        json={"goods_id": goods.code, "quantity": edited},
+        timeout=10,
+    ).raise_for_status()
+    info(
+        f"… a person sets the stock of {goods.code} to {edited} in Next Engine by hand: "
+        "`nebridge stock diff`"
+    )
     if _show_stock(config_path) != 1:
         problems.append(f"stock diff did not find the manual edit of {goods.code}")
     runtime = build_runtime(config_path)
@@ -671,16 +820,22 @@ def _play_stock(root: Path, config_path: Path, sandbox: SandboxServer,
         done = reconcile(runtime.db, diff, link_key=link_key_of(runtime))
     finally:
         runtime.close()
-    info("… `nebridge stock reconcile --apply`: " + "; ".join(
-        f"{c.goods} {c.delta:+d} ({c.state})" for c in done))
+    info(
+        "… `nebridge stock reconcile --apply`: "
+        + "; ".join(f"{c.goods} {c.delta:+d} ({c.state})" for c in done)
+    )
     _until_quiet(config_path)
     if _show_stock(config_path) or goods.quantity != edited - 7:
-        problems.append(f"the correction of {goods.code} did not bring Next Engine back to "
-                        f"the count ({goods.quantity}, counted {edited - 7})")
+        problems.append(
+            f"the correction of {goods.code} did not bring Next Engine back to "
+            f"the count ({goods.quantity}, counted {edited - 7})"
+        )
     if problems:
         fail("demo check failed:\n  " + "\n  ".join(problems))
-    info(f"demo stock check passed: zero unexplained drift over {len(counts)} products; the "
-         f"manual edit of {goods.code} ({product}) was found and corrected once")
+    info(
+        f"demo stock check passed: zero unexplained drift over {len(counts)} products; the "
+        f"manual edit of {goods.code} ({product}) was found and corrected once"
+    )
 
 
 def _links(config_path: Path) -> dict[str, str]:
@@ -688,8 +843,11 @@ def _links(config_path: Path) -> dict[str, str]:
     runtime = build_runtime(config_path)
     try:
         with read_session(runtime.engine) as session:
-            return {p.product_code: p.link_code or "" for p in session.scalars(
-                select(WmsProduct)) if p.link_code}
+            return {
+                p.product_code: p.link_code or ""
+                for p in session.scalars(select(WmsProduct))
+                if p.link_code
+            }
     finally:
         runtime.close()
 

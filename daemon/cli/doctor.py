@@ -13,8 +13,7 @@ from daemon.doctor import as_dict, diagnose
 
 def doctor(
     ctx: typer.Context,
-    offline: Annotated[bool, typer.Option(help="Skip the checks that call Next Engine.")] =
-    False,
+    offline: Annotated[bool, typer.Option(help="Skip the checks that call Next Engine.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Config, database, plugins, paused stages, Next Engine link, tokens, WMS folders, clock.
@@ -30,20 +29,31 @@ def doctor(
         loaded = app_ctx.load()  # refused without --company, with the codes
         fleet = app_ctx.fleet_database()
         try:
-            found = diagnose(app_ctx.config_path, offline=offline, loaded=loaded,
-                             store=app_ctx.token_store(fleet))
+            found = diagnose(
+                app_ctx.config_path,
+                offline=offline,
+                loaded=loaded,
+                store=app_ctx.token_store(fleet),
+            )
         finally:
             if fleet is not None:
                 fleet.close()
     bad = found.failed
     if as_json:
-        print_json({"ok": not bad,
-                    "checks": [as_dict(c) for c in found.checks]
-                    + [as_dict(w, warning=True) for w in found.warnings]})
+        print_json(
+            {
+                "ok": not bad,
+                "checks": [as_dict(c) for c in found.checks]
+                + [as_dict(w, warning=True) for w in found.warnings],
+            }
+        )
     else:
-        print_table("nebridge doctor", ["check", "ok", "detail", "fix"],
-                    [[c.name, "ok" if c.ok else "FAIL", c.detail, c.fix] for c in found.checks]
-                    + [[w.name, "WARN", w.detail, w.fix] for w in found.warnings])
+        print_table(
+            "nebridge doctor",
+            ["check", "ok", "detail", "fix"],
+            [[c.name, "ok" if c.ok else "FAIL", c.detail, c.fix] for c in found.checks]
+            + [[w.name, "WARN", w.detail, w.fix] for w in found.warnings],
+        )
         verdict = "all checks passed" if not bad else f"{len(bad)} problem(s) found"
         if found.warnings:
             verdict += f", {len(found.warnings)} warning(s)"
@@ -55,6 +65,7 @@ def _fleet_mode(config_path: Path) -> bool:
     """Whether daemon.yaml sets ``companies_dir`` (False when it cannot be read: the
     diagnosis says why)."""
     from daemon.config import ConfigError, load_config
+
     try:
         return load_config(config_path).config.companies_dir is not None
     except ConfigError:

@@ -38,9 +38,14 @@ REASON_LINES = 3
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    state: Annotated[ListState, typer.Option(
-        "--state", metavar="STATE", help="Which part of the inbox to show: accepted, pending, "
-        "held, rejected or all.")] = ListState.ALL,
+    state: Annotated[
+        ListState,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="Which part of the inbox to show: accepted, pending, held, rejected or all.",
+        ),
+    ] = ListState.ALL,
     limit: Annotated[int, limit_option("At most this many rows per part.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -64,31 +69,50 @@ def _print_listing(listing: InboxListing, zone: tzinfo | None) -> None:
     """Human view: one table per part, or a line saying it is empty."""
     if listing.accepted is not None:
         accepted = listing.accepted
-        _table("accepted batches", "newest first", accepted.total,
-               ["id", "source", "kind", "events", "duplicates", "received at"],
-               [[r.id, r.source, r.kind, r.events, r.duplicates, when(r.received_at, zone)]
-                for r in accepted.rows])
+        _table(
+            "accepted batches",
+            "newest first",
+            accepted.total,
+            ["id", "source", "kind", "events", "duplicates", "received at"],
+            [
+                [r.id, r.source, r.kind, r.events, r.duplicates, when(r.received_at, zone)]
+                for r in accepted.rows
+            ],
+        )
     for title, events in (("pending events", listing.pending), ("held events", listing.held)):
         if events is None:
             continue
-        _table(title, "oldest first", events.total,
-               ["event", "warehouse", "source", "attempts", "reason"],
-               [[r.ref, r.warehouse, r.source, r.attempts, r.reason] for r in events.rows])
+        _table(
+            title,
+            "oldest first",
+            events.total,
+            ["event", "warehouse", "source", "attempts", "reason"],
+            [[r.ref, r.warehouse, r.source, r.attempts, r.reason] for r in events.rows],
+        )
     if listing.held is not None and listing.held.total:
         typer.echo("once the cause is fixed: `nebridge inbox retry --event KIND:ID`")
     if listing.rejected is not None:
         rejected = listing.rejected
-        _table("rejected batches", "newest first", rejected.total,
-               ["id", "source", "kind", "received at", "reason"],
-               [[r.id, r.source, r.kind, when(r.received_at, zone), _shorten(r.reason)]
-                for r in rejected.rows])
+        _table(
+            "rejected batches",
+            "newest first",
+            rejected.total,
+            ["id", "source", "kind", "received at", "reason"],
+            [
+                [r.id, r.source, r.kind, when(r.received_at, zone), _shorten(r.reason)]
+                for r in rejected.rows
+            ],
+        )
         if rejected.total:
-            typer.echo("fix the file (csv connector: <inbox>/rejected/NAME, errors in "
-                       "NAME.errors.txt), then `nebridge inbox retry NAME`")
+            typer.echo(
+                "fix the file (csv connector: <inbox>/rejected/NAME, errors in "
+                "NAME.errors.txt), then `nebridge inbox retry NAME`"
+            )
 
 
-def _table(title: str, order: str, total: int, columns: list[str],
-           rows: list[list[object]]) -> None:
+def _table(
+    title: str, order: str, total: int, columns: list[str], rows: list[list[object]]
+) -> None:
     """A table titled with how many rows of how many it shows, or a line if there are none.
 
     Cells are escaped: sources and reasons come from outside (``[product_code]`` is text,
@@ -98,8 +122,11 @@ def _table(title: str, order: str, total: int, columns: list[str],
         typer.echo(f"no {title}")
         return
     shown = f"{len(rows)} of {total}" if len(rows) < total else str(total)
-    print_table(f"{title} ({shown}, {order})", columns,
-                [[None if cell is None else escape(str(cell)) for cell in row] for row in rows])
+    print_table(
+        f"{title} ({shown}, {order})",
+        columns,
+        [[None if cell is None else escape(str(cell)) for cell in row] for row in rows],
+    )
 
 
 def _shorten(reason: str) -> str:
@@ -114,17 +141,29 @@ def _shorten(reason: str) -> str:
 @app.command("retry")
 def retry_cmd(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(
-        help="A rejected batch (file name) to put back into the WMS inbox after fixing it.",
-        show_default=False)] = None,
-    event: Annotated[str | None, typer.Option(
-        "--event", help="A held event to process again, as KIND:ID (e.g. shipment:S-1).",
-        show_default=False)] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="A rejected batch (file name) to put back into the WMS inbox after fixing it.",
+            show_default=False,
+        ),
+    ] = None,
+    event: Annotated[
+        str | None,
+        typer.Option(
+            "--event",
+            help="A held event to process again, as KIND:ID (e.g. shipment:S-1).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Retry a rejected batch after fixing it (NAME), or a held event (--event KIND:ID)."""
     if (name is None) == (event is None):
-        fail("give either a rejected batch NAME or --event KIND:ID "
-             "(`nebridge inbox list` shows both)", code=2)
+        fail(
+            "give either a rejected batch NAME or --event KIND:ID "
+            "(`nebridge inbox list` shows both)",
+            code=2,
+        )
     app_ctx = get(ctx)
     loaded = app_ctx.load()
     if event is not None:
@@ -136,8 +175,10 @@ def retry_cmd(
             fail(str(exc))
         finally:
             engine.dispose()
-        info(f"{row.kind} {row.external_id} ({row.warehouse}) is pending again; the next "
-             "pipeline run of its warehouse processes it (now: `nebridge run --once`)")
+        info(
+            f"{row.kind} {row.external_id} ({row.warehouse}) is pending again; the next "
+            "pipeline run of its warehouse processes it (now: `nebridge run --once`)"
+        )
         return
     assert name is not None
     try:
@@ -146,13 +187,22 @@ def retry_cmd(
         fail(str(exc))
     try:
         if runtime.connector is None:
-            fail(runtime.connector_error or "no WMS connector could be started; "
-                 "`nebridge config check` says why")
-        where = requeue_rejected(runtime.engine, runtime.connector, loaded.config.wms.connector,
-                                 runtime.connector_context(), name)
+            fail(
+                runtime.connector_error
+                or "no WMS connector could be started; `nebridge config check` says why"
+            )
+        where = requeue_rejected(
+            runtime.engine,
+            runtime.connector,
+            loaded.config.wms.connector,
+            runtime.connector_context(),
+            name,
+        )
     except InboxError as exc:
         fail(str(exc))
     finally:
         runtime.close()
-    info(f"{name} is back in the WMS inbox ({where}); a running daemon takes it within "
-         "seconds (now: `nebridge run --once`)")
+    info(
+        f"{name} is back in the WMS inbox ({where}); a running daemon takes it within "
+        "seconds (now: `nebridge run --once`)"
+    )

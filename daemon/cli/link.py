@@ -24,12 +24,19 @@ from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
 def connect_cmd(
     ctx: typer.Context,
-    uid: Annotated[str | None, typer.Option("--uid", help="uid from Next Engine's redirect "
-                                            "(skips the loopback receiver).")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="state from Next Engine's "
-                                              "redirect (valid 5 minutes).")] = None,
-    open_browser: Annotated[bool, typer.Option("--browser/--no-browser",
-                                               help="Open the sign-in page.")] = False,
+    uid: Annotated[
+        str | None,
+        typer.Option(
+            "--uid", help="uid from Next Engine's redirect (skips the loopback receiver)."
+        ),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="state from Next Engine's redirect (valid 5 minutes)."),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open the sign-in page.")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the sign-in.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -90,12 +97,16 @@ def unlink_cmd(
         forget = None if fleet is None or store is None else partial(fleet.vault.forget, code)
         work = pending_work(engine)
         if not as_json:
-            typer.echo(f"Unlinking removes the Next Engine tokens, cursors and "
-                       f"{len(work.actions)} unfinished action(s) and {len(work.uploads)} "
-                       f"unfinished stock upload(s):")
+            typer.echo(
+                f"Unlinking removes the Next Engine tokens, cursors and "
+                f"{len(work.actions)} unfinished action(s) and {len(work.uploads)} "
+                f"unfinished stock upload(s):"
+            )
             for action in work.actions[:20]:
-                typer.echo(f"  {action['state']:>9} {action['kind']} {action['subject']} "
-                           f"(warehouse {action['warehouse']})")
+                typer.echo(
+                    f"  {action['state']:>9} {action['kind']} {action['subject']} "
+                    f"(warehouse {action['warehouse']})"
+                )
             if len(work.actions) > 20:
                 typer.echo(f"  … and {len(work.actions) - 20} more (all go to the export file)")
         if not yes and not typer.confirm("Unlink Next Engine now?", default=False):
@@ -108,7 +119,13 @@ def unlink_cmd(
         if fleet is not None:
             fleet.close()
     if as_json:
-        print_json({"unlinked": True, "exported_to": str(export), "actions": removed.actions,
-                    "uploads": removed.uploads})
+        print_json(
+            {
+                "unlinked": True,
+                "exported_to": str(export),
+                "actions": removed.actions,
+                "uploads": removed.uploads,
+            }
+        )
     else:
         typer.echo(f"Next Engine unlinked. Unfinished work was exported to {export}")

@@ -20,16 +20,20 @@ from daemon.config import ConfigError
 from daemon.notify import recent
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
-app = typer.Typer(help="Notifications: send a test message, list what was sent.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Notifications: send a test message, list what was sent.", no_args_is_help=True
+)
 
 
 @app.command("test")
 def test_cmd(
     ctx: typer.Context,
-    plugin: Annotated[str | None, typer.Option(
-        "--plugin", help="Only this notifier plugin (e.g. notify_email).",
-        show_default=False)] = None,
+    plugin: Annotated[
+        str | None,
+        typer.Option(
+            "--plugin", help="Only this notifier plugin (e.g. notify_email).", show_default=False
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Send a test message through each enabled notifier plugin now; report each."""
@@ -42,12 +46,17 @@ def test_cmd(
         notifier = runtime.notifier()
         sinks = notifier.sinks()
         if plugin is not None and plugin not in sinks:
-            fail(f"{plugin} is not an enabled notifier plugin (enabled: "
-                 f"{', '.join(sinks) or 'none'}); enable it with `nebridge plugins enable "
-                 f"{plugin}` and set its options in daemon.yaml", code=2)
+            fail(
+                f"{plugin} is not an enabled notifier plugin (enabled: "
+                f"{', '.join(sinks) or 'none'}); enable it with `nebridge plugins enable "
+                f"{plugin}` and set its options in daemon.yaml",
+                code=2,
+            )
         if not sinks:
-            fail("no notifier plugin is enabled; enable notify_email or notify_webhook "
-                 "(`nebridge plugins enable notify_webhook`) and set its options")
+            fail(
+                "no notifier plugin is enabled; enable notify_email or notify_webhook "
+                "(`nebridge plugins enable notify_webhook`) and set its options"
+            )
         results = notifier.send_test(plugin)
     finally:
         runtime.close()
@@ -57,8 +66,10 @@ def test_cmd(
         for r in results:
             typer.echo(f"{r.sink}: sent" if r.ok else f"{r.sink}: FAILED — {r.error}")
         if not all(r.ok for r in results):
-            info("fix the plugin's options in daemon.yaml (or the receiving side), then run "
-                 "`nebridge notify test` again")
+            info(
+                "fix the plugin's options in daemon.yaml (or the receiving side), then run "
+                "`nebridge notify test` again"
+            )
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 
@@ -82,10 +93,23 @@ def list_cmd(
         print_json(rows)
         return
     zone = display_zone(loaded)
-    print_table("notifications", ["id", "at", "event", "title", "deliveries"], [
-        [r["id"], when(r["created_at"], zone), r["event"], r["title"][:60],
-         "; ".join(f"{d['sink']} {d['state']}" + (f" ×{d['attempts']}" if d["attempts"] > 1
-                                                  else "")
-                   + (f" ({d['last_error'][:60]})" if d["last_error"] else "")
-                   for d in r["deliveries"]) or "no sink"]
-        for r in rows])
+    print_table(
+        "notifications",
+        ["id", "at", "event", "title", "deliveries"],
+        [
+            [
+                r["id"],
+                when(r["created_at"], zone),
+                r["event"],
+                r["title"][:60],
+                "; ".join(
+                    f"{d['sink']} {d['state']}"
+                    + (f" ×{d['attempts']}" if d["attempts"] > 1 else "")
+                    + (f" ({d['last_error'][:60]})" if d["last_error"] else "")
+                    for d in r["deliveries"]
+                )
+                or "no sink",
+            ]
+            for r in rows
+        ],
+    )

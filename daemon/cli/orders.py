@@ -44,9 +44,11 @@ from daemon.orderwatch import (
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 from daemon.store.models import utcnow
 
-app = typer.Typer(help="Imported and held Next Engine orders: list, retry, drop; orders "
-                  "changed after import: stopped, shipped-anyway.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Imported and held Next Engine orders: list, retry, drop; orders "
+    "changed after import: stopped, shipped-anyway.",
+    no_args_is_help=True,
+)
 
 
 class OrderState(StrEnum):
@@ -74,12 +76,20 @@ def _engine(ctx: typer.Context) -> Engine:
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    state: Annotated[list[OrderState] | None, typer.Option(
-        "--state", metavar="STATE", help="Only orders in this state: instructed, held, retry, "
-        "dropped, cancelled (in Next Engine after import) or reinstruct (edited there, its "
-        "new content not sent yet) (repeatable).")] = None,
-    warehouse: Annotated[str | None, typer.Option(
-        "--warehouse", metavar="CODE", help="Only orders of this warehouse.")] = None,
+    state: Annotated[
+        list[OrderState] | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="Only orders in this state: instructed, held, retry, "
+            "dropped, cancelled (in Next Engine after import) or reinstruct (edited there, its "
+            "new content not sent yet) (repeatable).",
+        ),
+    ] = None,
+    warehouse: Annotated[
+        str | None,
+        typer.Option("--warehouse", metavar="CODE", help="Only orders of this warehouse."),
+    ] = None,
     limit: Annotated[int, limit_option("At most this many orders (newest change first).")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -93,10 +103,20 @@ def list_cmd(
         print_json(rows)
         return
     zone = display_zone(get(ctx).load())
-    print_table("orders", ["ne_order_id", "warehouse", "state", "updated at", "reason / batch"],
-                [[r["ne_order_id"], r["warehouse"], r["state"], when(r["updated_at"], zone),
-                  (r["reason"] if r["state"] != INSTRUCTED else r["instruction_batch"]) or ""]
-                 for r in rows])
+    print_table(
+        "orders",
+        ["ne_order_id", "warehouse", "state", "updated at", "reason / batch"],
+        [
+            [
+                r["ne_order_id"],
+                r["warehouse"],
+                r["state"],
+                when(r["updated_at"], zone),
+                (r["reason"] if r["state"] != INSTRUCTED else r["instruction_batch"]) or "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _change(ctx: typer.Context, ne_order_id: str, drop: bool) -> None:
@@ -142,11 +162,18 @@ def stopped_cmd(ctx: typer.Context, ne_order_id: str) -> None:
 def shipped_anyway_cmd(
     ctx: typer.Context,
     ne_order_id: str,
-    apply_stock: Annotated[bool, typer.Option(
-        "--apply-stock", help="The goods left for good: take them off Next Engine stock "
-        "(one stock change per product, applied once).")] = False,
-    leave_stock: Annotated[bool, typer.Option(
-        "--leave-stock", help="The goods came back or never left: change nothing.")] = False,
+    apply_stock: Annotated[
+        bool,
+        typer.Option(
+            "--apply-stock",
+            help="The goods left for good: take them off Next Engine stock "
+            "(one stock change per product, applied once).",
+        ),
+    ] = False,
+    leave_stock: Annotated[
+        bool,
+        typer.Option("--leave-stock", help="The goods came back or never left: change nothing."),
+    ] = False,
 ) -> None:
     """Decide on goods the WMS shipped for an order cancelled in Next Engine (the order is
     never shipped there): apply the stock change to Next Engine, or leave stock as it is."""

@@ -26,9 +26,15 @@ app = typer.Typer(help="Next Engine actions: list, retry, resolve.", no_args_is_
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    state: Annotated[list[OutboxState] | None, typer.Option(
-        "--state", metavar="STATE", help="Only items in this state: pending, in_flight, done, "
-        "failed, in_doubt or skipped (repeatable).")] = None,
+    state: Annotated[
+        list[OutboxState] | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="Only items in this state: pending, in_flight, done, "
+            "failed, in_doubt or skipped (repeatable).",
+        ),
+    ] = None,
     limit: Annotated[int, limit_option("At most this many items (newest first).")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -46,11 +52,23 @@ def list_cmd(
         print_json(rows)
         return
     zone = display_zone(loaded)
-    print_table("outbox", ["id", "kind", "subject", "warehouse", "state", "attempts",
-                           "updated at", "error / result"],
-                [[r["id"], r["kind"], r["subject"], r["warehouse"], r["state"], r["attempts"],
-                  when(r["updated_at"], zone), (r["last_error"] or r["result"] or "")[:80]]
-                 for r in rows])
+    print_table(
+        "outbox",
+        ["id", "kind", "subject", "warehouse", "state", "attempts", "updated at", "error / result"],
+        [
+            [
+                r["id"],
+                r["kind"],
+                r["subject"],
+                r["warehouse"],
+                r["state"],
+                r["attempts"],
+                when(r["updated_at"], zone),
+                (r["last_error"] or r["result"] or "")[:80],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _change(ctx: typer.Context, action: str, item_id: int, applied: bool | None = None) -> None:
@@ -58,8 +76,11 @@ def _change(ctx: typer.Context, action: str, item_id: int, applied: bool | None 
     engine = make_engine(config.resolved_database_url, create=False)
     try:
         check_migrated(engine)
-        message = (retry_item(engine, item_id) if action == "retry"
-                   else resolve_item(engine, item_id, bool(applied)))
+        message = (
+            retry_item(engine, item_id)
+            if action == "retry"
+            else resolve_item(engine, item_id, bool(applied))
+        )
     except (OutboxError, DatabaseNotMigrated) as exc:
         fail(str(exc))
     finally:
@@ -77,9 +98,13 @@ def retry_cmd(ctx: typer.Context, item_id: int) -> None:
 def resolve_cmd(
     ctx: typer.Context,
     item_id: int,
-    applied: Annotated[bool | None, typer.Option(
-        "--applied/--not-applied",
-        help="What you found in Next Engine: the change is there (--applied) or not.")] = None,
+    applied: Annotated[
+        bool | None,
+        typer.Option(
+            "--applied/--not-applied",
+            help="What you found in Next Engine: the change is there (--applied) or not.",
+        ),
+    ] = None,
 ) -> None:
     """Settle an in-doubt item after checking Next Engine by hand."""
     if applied is None:

@@ -24,10 +24,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    enabled_only: Annotated[bool, typer.Option(
-        "--enabled", help="Only the enabled plugins (and the WMS connector in use).")] = False,
-    _all: Annotated[bool, typer.Option("--all", hidden=True,
-                                       help="Every installed plugin (the default).")] = False,
+    enabled_only: Annotated[
+        bool,
+        typer.Option("--enabled", help="Only the enabled plugins (and the WMS connector in use)."),
+    ] = False,
+    _all: Annotated[
+        bool, typer.Option("--all", hidden=True, help="Every installed plugin (the default).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List every installed plugin: enabled or not, load state, requirements, summary."""
@@ -37,9 +40,18 @@ def list_cmd(
         print_json(rows)
         return
     print_table(
-        "plugins", ["name", "enabled", "state", "requires", "summary / error"],
-        [[r["name"], yes_no(r["enabled"]), r["state"], ", ".join(r["requires"]),
-          r["error"] or r["summary"]] for r in rows],
+        "plugins",
+        ["name", "enabled", "state", "requires", "summary / error"],
+        [
+            [
+                r["name"],
+                yes_no(r["enabled"]),
+                r["state"],
+                ", ".join(r["requires"]),
+                r["error"] or r["summary"],
+            ]
+            for r in rows
+        ],
     )
 
 
@@ -54,20 +66,39 @@ def info_cmd(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
         return
-    for key in ("name", "state", "enabled", "summary", "setting_ja", "requires", "hook_api",
-                "hooks", "source", "distribution", "version", "error", "note"):
+    for key in (
+        "name",
+        "state",
+        "enabled",
+        "summary",
+        "setting_ja",
+        "requires",
+        "hook_api",
+        "hooks",
+        "source",
+        "distribution",
+        "version",
+        "error",
+        "note",
+    ):
         value = data.get(key)
         if value not in (None, "", []):
-            shown = (", ".join(value) if isinstance(value, list)
-                     else yes_no(value) if isinstance(value, bool) else value)
+            shown = (
+                ", ".join(value)
+                if isinstance(value, list)
+                else yes_no(value)
+                if isinstance(value, bool)
+                else value
+            )
             typer.echo(f"{key:>12}: {shown}")
     schema = data.get("config_schema")
     if schema:
         typer.echo("     options:")
         for opt, spec in (schema.get("properties") or {}).items():
             default = f" (default {spec['default']!r})" if "default" in spec else ""
-            typer.echo(f"              {opt}: {spec.get('description', spec.get('type', ''))}"
-                       f"{default}")
+            typer.echo(
+                f"              {opt}: {spec.get('description', spec.get('type', ''))}{default}"
+            )
 
 
 def _change(ctx: typer.Context, name: str, enabled: bool) -> None:
@@ -97,12 +128,20 @@ def disable_cmd(ctx: typer.Context, name: str) -> None:
 @app.command("new")
 def new_cmd(
     name: Annotated[str, typer.Argument(help="The plugin's name: a lowercase Python identifier.")],
-    kind: Annotated[str, typer.Option(
-        "--kind", help="filter | actions | connector | notifier: the example it starts from."
-    )] = "filter",
-    folder: Annotated[Path | None, typer.Option(
-        "--dir", help="Where to write it (new or empty; default ./nebridge-NAME).",
-        show_default=False)] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind", help="filter | actions | connector | notifier: the example it starts from."
+        ),
+    ] = "filter",
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Where to write it (new or empty; default ./nebridge-NAME).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a new plugin package (pyproject, plugin, test with the testing kit, README)."""
@@ -116,14 +155,21 @@ def new_cmd(
     except ScaffoldError as exc:
         fail(str(exc), code=2)
     if as_json:
-        print_json({"folder": str(made.folder), "distribution": made.distribution,
-                    "files": list(made.files)})
+        print_json(
+            {
+                "folder": str(made.folder),
+                "distribution": made.distribution,
+                "files": list(made.files),
+            }
+        )
         return
     typer.echo(f"wrote {made.distribution} in {made.folder}:")
     for file in made.files:
         typer.echo(f"  {file}")
-    typer.echo(f"next: cd {made.folder} && pip install -e '.[test]' && pytest, then "
-               f"`nebridge plugins enable {name}`")
+    typer.echo(
+        f"next: cd {made.folder} && pip install -e '.[test]' && pytest, then "
+        f"`nebridge plugins enable {name}`"
+    )
 
 
 @app.command("commands")
@@ -140,6 +186,16 @@ def commands_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if not rows:
         info("no enabled plugin adds a command (`nebridge plugins list` shows the plugins)")
         return
-    print_table("plugin commands", ["command", "plugin", "state", "help / reason"],
-                [[f"nebridge {r['name'] if COMMAND_NAME.fullmatch(r['name']) else repr(r['name'])}",
-                  r["plugin"], r["state"], r["reason"] or r["help"]] for r in rows])
+    print_table(
+        "plugin commands",
+        ["command", "plugin", "state", "help / reason"],
+        [
+            [
+                f"nebridge {r['name'] if COMMAND_NAME.fullmatch(r['name']) else repr(r['name'])}",
+                r["plugin"],
+                r["state"],
+                r["reason"] or r["help"],
+            ]
+            for r in rows
+        ],
+    )

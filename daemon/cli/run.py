@@ -21,10 +21,19 @@ from daemon.supervisor import Supervisor
 
 def run(
     ctx: typer.Context,
-    once: Annotated[bool, typer.Option("--once", help="Run every pipeline once, drain the "
-                                       "outbox as far as possible, then exit.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --once: print what would "
-                                          "be done and change nothing anywhere.")] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Run every pipeline once, drain the outbox as far as possible, then exit.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="With --once: print what would be done and change nothing anywhere."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --once: report as JSON.")] = False,
 ) -> None:
     """Run the daemon in the foreground (no fork, no pidfile), or one pass with --once.
@@ -37,8 +46,7 @@ def run(
         fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
     app_ctx = get(ctx)
     if app_ctx.fleet:
-        run_fleet(app_ctx.load_base(), app_ctx.config_path, once=once,
-                  company=app_ctx.company)
+        run_fleet(app_ctx.load_base(), app_ctx.config_path, once=once, company=app_ctx.company)
     loaded = app_ctx.load()
     insecure = secret_file_problems(loaded.config, token_files(loaded))
     if insecure:
@@ -55,11 +63,11 @@ def run(
         with instance_lock(runtime.config, runtime.engine):
             if err_console().is_terminal and not as_json:
                 with err_console().status("starting …") as spinner:
-                    report = run_once(runtime, dry_run=dry_run,
-                                      progress=lambda m: spinner.update(f"{m} …"))
+                    report = run_once(
+                        runtime, dry_run=dry_run, progress=lambda m: spinner.update(f"{m} …")
+                    )
             else:
-                report = run_once(runtime, dry_run=dry_run,
-                                  progress=lambda m: info(f"… {m}"))
+                report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
     except AlreadyRunning as exc:
         fail(str(exc))
     finally:
@@ -74,14 +82,19 @@ def run(
 def run_fleet(base: LoadedConfig, config_path: Path, *, once: bool, company: str | None) -> None:
     """Fleet mode (``companies_dir``): serve the companies this worker's leases give it."""
     if company is not None:
-        fail(f"`nebridge run` in fleet mode serves every company its leases give it; drop "
-             f"--company {company} (and NEBRIDGE_COMPANY)", code=2)
+        fail(
+            f"`nebridge run` in fleet mode serves every company its leases give it; drop "
+            f"--company {company} (and NEBRIDGE_COMPANY)",
+            code=2,
+        )
     if once:
-        fail("`run --once` is not available in fleet mode (`companies_dir` is set in "
-             f"{base.path}): each company is served by the `nebridge run` worker holding its "
-             "lease, and a pass from here could run beside it; start `nebridge run` (on one "
-             "host or several) and see who serves what with `nebridge companies list`",
-             code=2)
+        fail(
+            "`run --once` is not available in fleet mode (`companies_dir` is set in "
+            f"{base.path}): each company is served by the `nebridge run` worker holding its "
+            "lease, and a pass from here could run beside it; start `nebridge run` (on one "
+            "host or several) and see who serves what with `nebridge companies list`",
+            code=2,
+        )
     insecure = secret_file_problems(base.config, token_files(base))
     if insecure:
         fail("refusing to start: " + "; ".join(insecure))
@@ -96,28 +109,51 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
     return {
         "dry_run": dry_run,
         "ok": report.ok,
-        "intake": None if intake is None else {
-            "accepted": intake.accepted, "rejected": intake.rejected, "events": intake.events,
-            "duplicates": intake.duplicates, "products_updated": intake.products_updated,
+        "intake": None
+        if intake is None
+        else {
+            "accepted": intake.accepted,
+            "rejected": intake.rejected,
+            "events": intake.events,
+            "duplicates": intake.duplicates,
+            "products_updated": intake.products_updated,
             "planned": intake.planned,
         },
         "stages": [
-            {"warehouse": r.warehouse, "stage": r.stage.value, "outcome": r.outcome,
-             "items_in": r.items_in, "items_out": r.items_out, "held": r.held,
-             "deferred": r.deferred, "skipped_reason": r.skipped_reason,
-             "paused_reason": r.paused_reason, "planned": r.planned,
-             "notices": r.notices, "failures": r.failures, "counts": r.counts}
+            {
+                "warehouse": r.warehouse,
+                "stage": r.stage.value,
+                "outcome": r.outcome,
+                "items_in": r.items_in,
+                "items_out": r.items_out,
+                "held": r.held,
+                "deferred": r.deferred,
+                "skipped_reason": r.skipped_reason,
+                "paused_reason": r.paused_reason,
+                "planned": r.planned,
+                "notices": r.notices,
+                "failures": r.failures,
+                "counts": r.counts,
+            }
             for r in report.stages
         ],
-        "dispatch": None if report.dispatch is None else {
-            "executed": report.dispatch.executed, "reconciled": report.dispatch.reconciled,
-            "waiting": report.dispatch.waiting, "blocked": report.dispatch.blocked,
+        "dispatch": None
+        if report.dispatch is None
+        else {
+            "executed": report.dispatch.executed,
+            "reconciled": report.dispatch.reconciled,
+            "waiting": report.dispatch.waiting,
+            "blocked": report.dispatch.blocked,
             "errors": report.dispatch.errors,
         },
         "would_dispatch": report.dispatch_plan,
-        "notify": None if report.notify is None else {
-            "created": report.notify.created, "sent": report.notify.sent,
-            "failed": report.notify.failed, "deferred": report.notify.deferred,
+        "notify": None
+        if report.notify is None
+        else {
+            "created": report.notify.created,
+            "sent": report.notify.sent,
+            "failed": report.notify.failed,
+            "deferred": report.notify.deferred,
             "errors": report.notify.errors,
         },
         "attention": report.attention.as_dict(),
@@ -146,11 +182,14 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         if r.skipped_reason:
             typer.echo(f"{r.warehouse}/{r.stage.value}: skipped ({r.skipped_reason})")
             continue
-        counts = "".join(f", {n} {k.replace('_', ' ')}" for k, n in r.counts.items()
-                         if k not in SUMMED)
+        counts = "".join(
+            f", {n} {k.replace('_', ' ')}" for k, n in r.counts.items() if k not in SUMMED
+        )
         out = f"{r.items_out} would go out" if dry_run else f"{r.items_out} out"
-        typer.echo(f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {out}, {r.held} held, "
-                   f"{r.deferred} deferred{counts}")
+        typer.echo(
+            f"{r.warehouse}/{r.stage.value}: {r.items_in} in, {out}, {r.held} held, "
+            f"{r.deferred} deferred{counts}"
+        )
         for line in r.planned:
             typer.echo(f"  {prefix}queue: {line}")
         for line in r.notices:
@@ -165,6 +204,5 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         for kind, n in report.dispatch.waiting.items():
             typer.echo(f"{n} {kind} action(s) wait: {report.dispatch.blocked}")
     if report.attention.total:
-        print_attention(report.attention.as_dict(),
-                        more_hint="`nebridge attention` lists them all")
+        print_attention(report.attention.as_dict(), more_hint="`nebridge attention` lists them all")
     typer.echo("ok" if report.ok else "finished with problems (exit 1)")

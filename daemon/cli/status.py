@@ -27,6 +27,7 @@ def status(
     app_ctx = get(ctx)
     if app_ctx.fleet and app_ctx.company is None:
         from daemon.cli.companies import print_fleet_status
+
         print_fleet_status(app_ctx.load_base(), as_json)
         return
     loaded = app_ctx.load()
@@ -34,8 +35,9 @@ def status(
     fleet = app_ctx.fleet_database()
     engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
-        data = collect_status(loaded, engine, host, store=app_ctx.token_store(fleet),
-                              company=app_ctx.company_code)
+        data = collect_status(
+            loaded, engine, host, store=app_ctx.token_store(fleet), company=app_ctx.company_code
+        )
         if data["database"]["up_to_date"]:  # order_change exists from migration 0004 on
             data["order_watch"] = orderwatch.counts(engine)
     finally:
@@ -53,15 +55,25 @@ def status(
     behind = "" if db["up_to_date"] else f" — needs {db['latest']}: run `nebridge db upgrade`"
     typer.echo(f"database: migration {db['revision'] or '(empty)'}{behind}")
     if "nextengine" in data:
-        typer.echo(describe(LinkInfo(**{k: v for k, v in data["nextengine"].items()
-                                        if k in ("state", "company_id", "company_name",
-                                                 "reason")})))
+        typer.echo(
+            describe(
+                LinkInfo(
+                    **{
+                        k: v
+                        for k, v in data["nextengine"].items()
+                        if k in ("state", "company_id", "company_name", "reason")
+                    }
+                )
+            )
+        )
         ends = data["nextengine"]
         if ends.get("warning"):
             typer.echo(f"  WARNING: {ends['warning']}")
         if ends["refresh_token_end"]:
-            typer.echo(f"  access token until {ends['access_token_end']}, "
-                       f"refresh token until {ends['refresh_token_end']}")
+            typer.echo(
+                f"  access token until {ends['access_token_end']}, "
+                f"refresh token until {ends['refresh_token_end']}"
+            )
     if "wms" in data:
         wms_state = data["wms"]
         typer.echo(f"WMS ({wms_state['connector']}): {wms_state['state']} — {wms_state['detail']}")
@@ -72,27 +84,44 @@ def status(
     zone = display_zone(loaded)
     for wh in data["warehouses"]:
         for stage, run in wh["stages"].items():
-            rows.append([wh["code"], "yes" if wh["ne_linked"] else "no", stage,
-                         when(run["at"], zone) if run else "never", run["outcome"] if run else "",
-                         f"{run['items_in']}/{run['items_out']}" if run else "",
-                         (run["detail"] or "")[:60] if run else ""])
+            rows.append(
+                [
+                    wh["code"],
+                    "yes" if wh["ne_linked"] else "no",
+                    stage,
+                    when(run["at"], zone) if run else "never",
+                    run["outcome"] if run else "",
+                    f"{run['items_in']}/{run['items_out']}" if run else "",
+                    (run["detail"] or "")[:60] if run else "",
+                ]
+            )
     if rows:
-        print_table("last runs", ["warehouse", "ne_linked", "stage", "at", "outcome",
-                                  "in/out", "detail"], rows)
+        print_table(
+            "last runs",
+            ["warehouse", "ne_linked", "stage", "at", "outcome", "in/out", "detail"],
+            rows,
+        )
     for kind, states in data["inbox"].items():
         typer.echo(f"inbox {kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     if data["outbox"]:
         typer.echo("outbox: " + ", ".join(f"{n} {s}" for s, n in sorted(data["outbox"].items())))
     notify = data.get("notify")
     if notify is not None:
-        waiting = ", ".join(f"{n} waiting for {sink}" for sink, n in sorted(
-            notify["waiting"].items()))
-        typer.echo(f"notifications: {', '.join(notify['sinks']) or 'no sink enabled'}"
-                   + (f" ({waiting})" if waiting else ""))
+        waiting = ", ".join(
+            f"{n} waiting for {sink}" for sink, n in sorted(notify["waiting"].items())
+        )
+        typer.echo(
+            f"notifications: {', '.join(notify['sinks']) or 'no sink enabled'}"
+            + (f" ({waiting})" if waiting else "")
+        )
     for code, kinds in sorted(data.get("order_watch", {}).items()):
-        typer.echo(f"order watch {code}: " + ", ".join(
-            f"{n} {kind}" for kind, n in sorted(kinds.items())))
+        typer.echo(
+            f"order watch {code}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        )
     for stage, reason in data["paused_stages"].items():
         typer.echo(f"PAUSED {stage}: {reason}")
-    print_attention(data["attention"], more_hint="`nebridge attention` lists them all",
-                    zone=display_zone(loaded))
+    print_attention(
+        data["attention"],
+        more_hint="`nebridge attention` lists them all",
+        zone=display_zone(loaded),
+    )

@@ -18,11 +18,13 @@ from daemon.runtime import Runtime
 from daemon.stock import StockDiff, StockError, diff_now, link_key_of, reconcile, take_snapshots
 from daemon.store.engine import DatabaseNotMigrated
 
-app = typer.Typer(help="Stock drift: compare Next Engine with the warehouses, correct it.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Stock drift: compare Next Engine with the warehouses, correct it.", no_args_is_help=True
+)
 
-_WAREHOUSE = typer.Option("--warehouse", metavar="CODE",
-                          help="Only goods this warehouse holds or links.")
+_WAREHOUSE = typer.Option(
+    "--warehouse", metavar="CODE", help="Only goods this warehouse holds or links."
+)
 _JSON = typer.Option("--json", help="Machine-readable output.")
 
 
@@ -41,8 +43,10 @@ def _diff(runtime: Runtime, take: bool) -> StockDiff:
     except StockError as exc:
         fail(str(exc))
     except NextEngineError as exc:
-        fail(f"Next Engine stock could not be read: {exc}; `nebridge doctor` shows the link, "
-             "then run the command again")
+        fail(
+            f"Next Engine stock could not be read: {exc}; `nebridge doctor` shows the link, "
+            "then run the command again"
+        )
 
 
 @app.command("take")
@@ -52,18 +56,25 @@ def take_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
     try:
         if runtime.connector is None:
             fail(runtime.connector_error or "no WMS connector; `nebridge config check` says why")
-        report = take_snapshots(runtime.db, runtime.connector, runtime.connector_context(),
-                                take=True)
+        report = take_snapshots(
+            runtime.db, runtime.connector, runtime.connector_context(), take=True
+        )
     finally:
         runtime.close()
     if as_json:
-        print_json({"snapshots": report.stored, "accepted": report.accepted,
-                    "rejected": report.rejected})
+        print_json(
+            {"snapshots": report.stored, "accepted": report.accepted, "rejected": report.rejected}
+        )
     else:
-        info(f"{len(report.stored)} snapshot(s) stored from {len(report.accepted)} batch(es); "
-             f"{len(report.rejected)} rejected"
-             + (" (`nebridge inbox list` shows why; fix the file, then `nebridge inbox retry "
-                "NAME`)" if report.rejected else ""))
+        info(
+            f"{len(report.stored)} snapshot(s) stored from {len(report.accepted)} batch(es); "
+            f"{len(report.rejected)} rejected"
+            + (
+                " (`nebridge inbox list` shows why; fix the file, then `nebridge inbox retry NAME`)"
+                if report.rejected
+                else ""
+            )
+        )
     if report.rejected:
         raise typer.Exit(1)
 
@@ -81,8 +92,7 @@ def diff_cmd(
     runtime = _runtime(ctx)
     try:
         if warehouse is not None and warehouse not in runtime.warehouses():
-            fail(f"unknown warehouse {warehouse!r}; `nebridge warehouses list` shows them",
-                 code=2)
+            fail(f"unknown warehouse {warehouse!r}; `nebridge warehouses list` shows them", code=2)
         diff = _diff(runtime, take=False)
     finally:
         runtime.close()
@@ -102,22 +112,39 @@ def show_diff(diff: StockDiff, warehouse: str | None = None, as_json: bool = Fal
         print_json(data)
     else:
         codes = sorted(diff.snapshots)
-        print_table(f"stock drift ({diff.compared} goods compared)",
-                    ["goods", "Next Engine", *codes, "warehouses", "in flight", "drift",
-                     "explanation"],
-                    [[r.goods, r.ne, *(r.warehouses.get(c, 0) for c in codes), r.wms,
-                      f"{r.in_flight:+d}", f"{r.drift:+d}", r.explanation()] for r in rows])
+        print_table(
+            f"stock drift ({diff.compared} goods compared)",
+            ["goods", "Next Engine", *codes, "warehouses", "in flight", "drift", "explanation"],
+            [
+                [
+                    r.goods,
+                    r.ne,
+                    *(r.warehouses.get(c, 0) for c in codes),
+                    r.wms,
+                    f"{r.in_flight:+d}",
+                    f"{r.drift:+d}",
+                    r.explanation(),
+                ]
+                for r in rows
+            ],
+        )
         for code, (ident, moment) in sorted(diff.snapshots.items()):
             info(f"{code}: snapshot {ident} counted at {when(moment)}")
         if diff.not_in_wms:
-            info(f"{len(diff.not_in_wms)} Next Engine goods with stock are not in the WMS "
-                 "(no product links to them; never drift): `--json` lists them")
+            info(
+                f"{len(diff.not_in_wms)} Next Engine goods with stock are not in the WMS "
+                "(no product links to them; never drift): `--json` lists them"
+            )
         if diff.not_linked:
-            info(f"{len(diff.not_linked)} WMS products with stock are not linked to Next "
-                 "Engine goods (never drift): `--json` lists them")
+            info(
+                f"{len(diff.not_linked)} WMS products with stock are not linked to Next "
+                "Engine goods (never drift): `--json` lists them"
+            )
         if unexplained:
-            info(f"{len(unexplained)} goods drift without a known cause; correct them with "
-                 "`nebridge stock reconcile --apply` (or fix them in Next Engine)")
+            info(
+                f"{len(unexplained)} goods drift without a known cause; correct them with "
+                "`nebridge stock reconcile --apply` (or fix them in Next Engine)"
+            )
         else:
             info("no unexplained drift")
     return len(unexplained)
@@ -126,10 +153,15 @@ def show_diff(diff: StockDiff, warehouse: str | None = None, as_json: bool = Fal
 @app.command("reconcile")
 def reconcile_cmd(
     ctx: typer.Context,
-    apply: Annotated[bool, typer.Option(
-        "--apply", help="Queue the corrections (without it: only show them).")] = False,
-    goods: Annotated[list[str] | None, typer.Option(
-        "--goods", metavar="CODE", help="Only this Next Engine goods code (repeatable).")] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Queue the corrections (without it: only show them).")
+    ] = False,
+    goods: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--goods", metavar="CODE", help="Only this Next Engine goods code (repeatable)."
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before queueing.")] = False,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -141,20 +173,39 @@ def reconcile_cmd(
         wanted = {link_key_of(runtime)(g) for g in goods or []}
         rows = [r for r in diff.drifts if not wanted or link_key_of(runtime)(r.goods) in wanted]
         if not apply:
-            plan = [{"goods": r.goods, "delta": r.drift, "waits": r.waits,
-                     "explanation": r.explanation()} for r in rows]
+            plan = [
+                {
+                    "goods": r.goods,
+                    "delta": r.drift,
+                    "waits": r.waits,
+                    "explanation": r.explanation(),
+                }
+                for r in rows
+            ]
             if as_json:
                 print_json({"applied": False, "corrections": plan})
             else:
-                print_table("corrections (not queued: add --apply)",
-                            ["goods", "change", "waits", "explanation"],
-                            [[p["goods"], f"{p['delta']:+d}", "yes" if p["waits"] else "no",
-                              p["explanation"]] for p in plan])
+                print_table(
+                    "corrections (not queued: add --apply)",
+                    ["goods", "change", "waits", "explanation"],
+                    [
+                        [
+                            p["goods"],
+                            f"{p['delta']:+d}",
+                            "yes" if p["waits"] else "no",
+                            p["explanation"],
+                        ]
+                        for p in plan
+                    ],
+                )
             return
         if rows and not yes and as_json:
             fail("--apply --json asks nothing: add --yes to queue the corrections", code=2)
-        if rows and not yes and not typer.confirm(
-                f"Queue {len(rows)} Next Engine stock correction(s)?"):
+        if (
+            rows
+            and not yes
+            and not typer.confirm(f"Queue {len(rows)} Next Engine stock correction(s)?")
+        ):
             fail("nothing queued; run it again and answer y, or add --yes", code=1)
         done = reconcile(runtime.db, diff, goods or [], link_key=link_key_of(runtime))
     finally:
@@ -162,10 +213,15 @@ def reconcile_cmd(
     if as_json:
         print_json({"applied": True, "corrections": [c.as_dict() for c in done]})
     else:
-        print_table("corrections", ["goods", "change", "state", "key", "detail"],
-                    [[c.goods, f"{c.delta:+d}", c.state, c.key, c.detail] for c in done])
+        print_table(
+            "corrections",
+            ["goods", "change", "state", "key", "detail"],
+            [[c.goods, f"{c.delta:+d}", c.state, c.key, c.detail] for c in done],
+        )
         queued = sum(c.state == "queued" for c in done)
-        info(f"{queued} correction(s) queued; the dispatcher sends them (now: `nebridge run "
-             "--once`); `nebridge history --goods CODE` shows each")
+        info(
+            f"{queued} correction(s) queued; the dispatcher sends them (now: `nebridge run "
+            "--once`); `nebridge history --goods CODE` shows each"
+        )
     if any(c.state == "waits" for c in done):
         raise typer.Exit(1)

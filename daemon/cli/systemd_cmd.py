@@ -27,12 +27,19 @@ app = typer.Typer(help="systemd integration.", no_args_is_help=True)
 def unit(
     ctx: typer.Context,
     user: Annotated[str, typer.Option(help="Static service user (and group).")] = "nebridge",
-    wms_group: Annotated[str | None, typer.Option(
-        "--wms-group", help="Group of the WMS's user: the service joins it, so order files and "
-        "error reports (mode 0640) are readable by the WMS in folders owned by this group "
-        "with the setgid bit (chgrp GROUP DIR && chmod 2770 DIR).")] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write the unit here instead of printing it.")] = None,
+    wms_group: Annotated[
+        str | None,
+        typer.Option(
+            "--wms-group",
+            help="Group of the WMS's user: the service joins it, so order files and "
+            "error reports (mode 0640) are readable by the WMS in folders owned by this group "
+            "with the setgid bit (chgrp GROUP DIR && chmod 2770 DIR).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the unit here instead of printing it."),
+    ] = None,
 ) -> None:
     """Print the unit (Type=notify, watchdog, reload, credentials, hardening) for this install.
 
@@ -48,8 +55,9 @@ def unit(
         fail(str(ConfigError(app_ctx.config_path, issues)))
     spec = host.connector_specs()[loaded.config.wms.connector][1]
     credentials = (CLIENT_SECRET_CREDENTIAL, *spec.credentials)
-    writable = writable_paths(loaded.config, app_ctx.config_path,
-                              loaded.config.wms.connector_section())
+    writable = writable_paths(
+        loaded.config, app_ctx.config_path, loaded.config.wms.connector_section()
+    )
     if loaded.config.companies_dir is not None:
         credentials, writable = _fleet_paths(loaded, credentials, writable)
     settings = UnitSettings(
@@ -71,12 +79,15 @@ def unit(
         typer.echo(text, nl=False)
         return
     write_file(output, text.encode("utf-8"))  # never through a link planted at output
-    info(f"wrote {output}; install it with: sudo cp {output} /etc/systemd/system/nebridge.service"
-         " && sudo systemctl daemon-reload && sudo systemctl enable --now nebridge")
+    info(
+        f"wrote {output}; install it with: sudo cp {output} /etc/systemd/system/nebridge.service"
+        " && sudo systemctl daemon-reload && sudo systemctl enable --now nebridge"
+    )
 
 
-def _fleet_paths(loaded: LoadedConfig, credentials: tuple[str, ...],
-                 writable: tuple[Path, ...]) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+def _fleet_paths(
+    loaded: LoadedConfig, credentials: tuple[str, ...], writable: tuple[Path, ...]
+) -> tuple[tuple[str, ...], tuple[Path, ...]]:
     """Fleet mode: the vault key (and the previous one while its file is in credentials_dir:
     a key rotation is under way) and each company's connector secrets as credentials, and
     each company's WMS folders and state as writable paths (refused files are left out: the
@@ -97,6 +108,7 @@ def _fleet_paths(loaded: LoadedConfig, credentials: tuple[str, ...],
         spec = host.connector_specs().get(company.config.wms.connector)
         if spec is not None:
             names += spec[1].credentials
-        paths += writable_paths(company.config, company_loaded.path,
-                                company.config.wms.connector_section())
+        paths += writable_paths(
+            company.config, company_loaded.path, company.config.wms.connector_section()
+        )
     return tuple(dict.fromkeys(names)), outermost(paths)

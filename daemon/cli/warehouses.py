@@ -22,9 +22,20 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
-    print_table("warehouses", ["code", "name", "ne_linked", "import_orders", "shop_ids"],
-                [[r["code"], r["name"], yes_no(r["ne_linked"]), yes_no(r["import_orders"]),
-                  ", ".join(r["shop_ids"])] for r in rows])
+    print_table(
+        "warehouses",
+        ["code", "name", "ne_linked", "import_orders", "shop_ids"],
+        [
+            [
+                r["code"],
+                r["name"],
+                yes_no(r["ne_linked"]),
+                yes_no(r["import_orders"]),
+                ", ".join(r["shop_ids"]),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _link(ctx: typer.Context, code: str, linked: bool) -> None:

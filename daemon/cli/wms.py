@@ -24,8 +24,9 @@ from daemon.store.engine import DatabaseNotMigrated
 from hooks.connectors import AuthorizingConnector, LinkStatus
 from hooks.errors import NebridgeError
 
-app = typer.Typer(help="Authorise nebridge in the WMS (connectors with an API sign-in).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Authorise nebridge in the WMS (connectors with an API sign-in).", no_args_is_help=True
+)
 
 
 class RedirectError(Exception):
@@ -35,24 +36,33 @@ class RedirectError(Exception):
 def wait_for_code(redirect_uri: str, state: str, timeout: float) -> str:
     """Serve the loopback ``redirect_uri`` until the WMS sends ``code`` (with ``state``)."""
     if not is_loopback(redirect_uri):
-        raise RedirectError(f"redirect_uri {redirect_uri} is not on this machine; approve in "
-                            "the browser, then pass the code from the address bar with --code")
+        raise RedirectError(
+            f"redirect_uri {redirect_uri} is not on this machine; approve in "
+            "the browser, then pass the code from the address bar with --code"
+        )
     try:  # only the answer to this request counts: an old tab or a stray request is refused
         outcome = receive_redirect(
-            redirect_uri, lambda q: q.get("state") == state and bool({"code", "error"} & set(q)),
+            redirect_uri,
+            lambda q: q.get("state") == state and bool({"code", "error"} & set(q)),
             "nebridge received the answer. You can close this window; the terminal shows the "
-            "result.", timeout,
+            "result.",
+            timeout,
             change="stop that program, or approve and pass the code from the address bar with "
-                   "--code, or change the port of the connector's redirect_uri in daemon.yaml "
-                   "(also where the app is registered at the WMS)")
+            "--code, or change the port of the connector's redirect_uri in daemon.yaml "
+            "(also where the app is registered at the WMS)",
+        )
     except PortInUse as exc:
         raise RedirectError(str(exc)) from None
     if outcome is None:
-        raise RedirectError(f"no answer arrived at {redirect_uri} within {timeout:.0f} s; run "
-                            "`nebridge wms connect` again (or pass --code)")
+        raise RedirectError(
+            f"no answer arrived at {redirect_uri} within {timeout:.0f} s; run "
+            "`nebridge wms connect` again (or pass --code)"
+        )
     if "error" in outcome:
-        raise RedirectError(f"the WMS answered {outcome['error']!r} (authorisation refused or "
-                            "not possible); run `nebridge wms connect` again and approve")
+        raise RedirectError(
+            f"the WMS answered {outcome['error']!r} (authorisation refused or "
+            "not possible); run `nebridge wms connect` again and approve"
+        )
     return outcome["code"]
 
 
@@ -81,10 +91,15 @@ def _show(status: LinkStatus, name: str, as_json: bool) -> None:
 @app.command("connect")
 def connect(
     ctx: typer.Context,
-    code: Annotated[str | None, typer.Option("--code", help="The code from the WMS's redirect "
-                                             "(skips the loopback receiver).")] = None,
-    open_browser: Annotated[bool, typer.Option("--browser/--no-browser",
-                                               help="Open the permission page.")] = False,
+    code: Annotated[
+        str | None,
+        typer.Option(
+            "--code", help="The code from the WMS's redirect (skips the loopback receiver)."
+        ),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open the permission page.")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the approval.")] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:

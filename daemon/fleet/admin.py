@@ -47,8 +47,9 @@ def fleet_database(base: LoadedConfig) -> FleetDatabase:
     """The fleet's shared database (leases, workers, the vault; one pool for the companies'
     schemas); refused (:class:`~daemon.fleet.leases.FleetUnavailable`) on SQLite or before
     ``nebridge db upgrade``."""
-    return FleetDatabase(base.config.resolved_database_url,
-                         credentials_dir=base.config.credentials_dir)
+    return FleetDatabase(
+        base.config.resolved_database_url, credentials_dir=base.config.credentials_dir
+    )
 
 
 @dataclass
@@ -73,20 +74,36 @@ class CompanyState:
 
     def as_dict(self) -> dict[str, Any]:
         """The stable ``--json`` structure."""
-        return {"code": self.code, "file": self.file, "link": self.link,
-                "tokens_stored": self.tokens_stored, "key_id": self.key_id,
-                "served_by": self.served_by,
-                "lease_seconds_left": (None if self.lease_seconds_left is None
-                                       else round(self.lease_seconds_left, 1)),
-                "epoch": self.epoch, "inbox_pending": self.inbox_pending,
-                "outbox_pending": self.outbox_pending, "attention": self.attention,
-                "error": self.error, "file_refused": self.file_refused}
+        return {
+            "code": self.code,
+            "file": self.file,
+            "link": self.link,
+            "tokens_stored": self.tokens_stored,
+            "key_id": self.key_id,
+            "served_by": self.served_by,
+            "lease_seconds_left": (
+                None if self.lease_seconds_left is None else round(self.lease_seconds_left, 1)
+            ),
+            "epoch": self.epoch,
+            "inbox_pending": self.inbox_pending,
+            "outbox_pending": self.outbox_pending,
+            "attention": self.attention,
+            "error": self.error,
+            "file_refused": self.file_refused,
+        }
 
 
 def refusal_dict(refusal: Refusal) -> list[dict[str, Any]]:
     """A refused company file as one entry per problem, each with path and line."""
-    return [{"path": str(refusal.path), "line": issue.line, "field": issue.path,
-             "message": issue.message} for issue in refusal.error.issues]
+    return [
+        {
+            "path": str(refusal.path),
+            "line": issue.line,
+            "field": issue.path,
+            "message": issue.message,
+        }
+        for issue in refusal.error.issues
+    ]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -105,11 +122,12 @@ def _per_schema(fleet: FleetDatabase, codes: list[str], select_one: str) -> dict
     found: dict[str, Any] = {}
     with fleet.engine.connect() as connection:
         for start in range(0, len(codes), _SCHEMAS_PER_QUERY):
-            chunk = codes[start:start + _SCHEMAS_PER_QUERY]
+            chunk = codes[start : start + _SCHEMAS_PER_QUERY]
             sql = " UNION ALL ".join(
                 f"SELECT CAST(:c{n} AS text) AS code, "
                 + select_one.format(schema=quote(fleet.schema(code)))
-                for n, code in enumerate(chunk))
+                for n, code in enumerate(chunk)
+            )
             params = {f"c{n}": code for n, code in enumerate(chunk)}
             found.update((row.code, row) for row in connection.execute(text(sql), params))
     return found
@@ -121,12 +139,23 @@ def _schema_problems(fleet: FleetDatabase, codes: list[str]) -> dict[str, str]:
     head = head_revision(fleet.engine)
     schemas = {fleet.schema(code): code for code in codes}
     with fleet.engine.connect() as connection:
-        migrated = {schemas[name] for name in connection.execute(text(
-            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = 'alembic_version' AND n.nspname = ANY(CAST(:names AS text[]))"),
-            {"names": list(schemas)}).scalars()}
-    versions = _per_schema(fleet, sorted(migrated),
-                           "(SELECT max(version_num) FROM {schema}.alembic_version) AS version")
+        migrated = {
+            schemas[name]
+            for name in connection.execute(
+                text(
+                    "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace "
+                    "WHERE c.relname = 'alembic_version' AND n.nspname = ANY(CAST(:names AS "
+                    "text[]))"
+                ),
+                {"names": list(schemas)},
+            ).scalars()
+        }
+    versions = _per_schema(
+        fleet,
+        sorted(migrated),
+        "(SELECT max(version_num) FROM {schema}.alembic_version) AS version",
+    )
     problems = {}
     for code in codes:
         schema = fleet.schema(code)
@@ -134,23 +163,34 @@ def _schema_problems(fleet: FleetDatabase, codes: list[str]) -> dict[str, str]:
         if current == head:
             continue
         problems[code] = (
-            f"no tables yet (schema {schema}): run `nebridge db upgrade`" if current is None
+            f"no tables yet (schema {schema}): run `nebridge db upgrade`"
+            if current is None
             else f"schema {schema} is at migration {current}, this nebridge needs {head}: run "
-            f"`nebridge db upgrade` (if {current} is newer, upgrade nebridge on this host)")
+            f"`nebridge db upgrade` (if {current} is newer, upgrade nebridge on this host)"
+        )
     return problems
 
 
-def _fill_backlogs(rows: list[CompanyState], companies: dict[str, Company],
-                   fleet: FleetDatabase, vault: TokenVault | None) -> None:
+def _fill_backlogs(
+    rows: list[CompanyState],
+    companies: dict[str, Company],
+    fleet: FleetDatabase,
+    vault: TokenVault | None,
+) -> None:
     """Each company's backlog, attention count and link from its own tables; a company whose
     tables cannot be read gets why, the others are listed regardless."""
     problems = _schema_problems(fleet, [row.code for row in rows])
     readable = [row.code for row in rows if row.code not in problems]
-    backlog = _per_schema(fleet, readable, (
-        f"(SELECT count(*) FROM {{schema}}.{InboxEvent.__tablename__} WHERE state = "
-        f"'{EventState.PENDING.value}') AS inbox, (SELECT count(*) FROM "
-        f"{{schema}}.{OutboxItem.__tablename__} WHERE state IN "
-        f"({', '.join(repr(state) for state in _OUTBOX_BACKLOG)})) AS outbox"))
+    backlog = _per_schema(
+        fleet,
+        readable,
+        (
+            f"(SELECT count(*) FROM {{schema}}.{InboxEvent.__tablename__} WHERE state = "
+            f"'{EventState.PENDING.value}') AS inbox, (SELECT count(*) FROM "
+            f"{{schema}}.{OutboxItem.__tablename__} WHERE state IN "
+            f"({', '.join(repr(state) for state in _OUTBOX_BACKLOG)})) AS outbox"
+        ),
+    )
     for row in rows:
         if row.code in problems:
             row.error = problems[row.code]
@@ -161,8 +201,9 @@ def _fill_backlogs(rows: list[CompanyState], companies: dict[str, Company],
         try:
             row.attention = attention.collect(engine, limit=1).total
             if vault is not None and row.code in companies:
-                row.link = link_info(companies[row.code].config, engine,
-                                     store=vault.store(row.code)).as_dict()
+                row.link = link_info(
+                    companies[row.code].config, engine, store=vault.store(row.code)
+                ).as_dict()
         except Exception as exc:  # one company's rows unreadable: say so, list the others
             row.error = _first_line(exc)
 
@@ -175,8 +216,10 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
     try:
         leases, workers = overview(fleet.engine)
         with fleet.engine.connect() as connection:
-            stored = {str(r.company): str(r.key_id) for r in connection.execute(
-                text("SELECT company, key_id FROM fleet_token"))}
+            stored = {
+                str(r.company): str(r.key_id)
+                for r in connection.execute(text("SELECT company, key_id FROM fleet_token"))
+            }
         try:
             vault: TokenVault | None = fleet.vault
             vault_note = None
@@ -185,8 +228,12 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
         by_code = {lease.company: lease for lease in leases}
         rows = []
         for code, company in companies.companies.items():
-            row = CompanyState(code=code, file=str(company.path or base.path),
-                               tokens_stored=code in stored, key_id=stored.get(code))
+            row = CompanyState(
+                code=code,
+                file=str(company.path or base.path),
+                tokens_stored=code in stored,
+                key_id=stored.get(code),
+            )
             lease = by_code.get(code)
             if lease is not None:
                 row.served_by, row.epoch = lease.holder, lease.epoch
@@ -204,10 +251,18 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
             if existing is not None:  # a second file for one code: one row, both notes
                 existing.file_refused = f"{existing.file_refused}; {note}"
                 continue
-            rows.append(CompanyState(
-                code=code, file=str(refusal.path), tokens_stored=code in stored,
-                key_id=stored.get(code), served_by=lease.holder, epoch=lease.epoch,
-                lease_seconds_left=lease.expires_in_seconds, file_refused=note))
+            rows.append(
+                CompanyState(
+                    code=code,
+                    file=str(refusal.path),
+                    tokens_stored=code in stored,
+                    key_id=stored.get(code),
+                    served_by=lease.holder,
+                    epoch=lease.epoch,
+                    lease_seconds_left=lease.expires_in_seconds,
+                    file_refused=note,
+                )
+            )
         rows.sort(key=lambda row: row.code)
         if backlog:
             _fill_backlogs(rows, companies.companies, fleet, vault)
@@ -223,14 +278,26 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
         "companies_dir": str(base.config.companies_dir),
         "companies": [r.as_dict() for r in rows],
         "refused": [entry for refusal in companies.refused for entry in refusal_dict(refusal)],
-        "workers": [{"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "live": w.live,
-                     "companies": w.holds} for w in workers],
+        "workers": [
+            {
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "pid": w.pid,
+                "live": w.live,
+                "companies": w.holds,
+            }
+            for w in workers
+        ],
         "unserved": unserved,
-        "vault": {"key_id": None if vault is None else vault.keys.current.key_id,
-                  "problem": vault_note},
+        "vault": {
+            "key_id": None if vault is None else vault.keys.current.key_id,
+            "problem": vault_note,
+        },
         "totals": {
-            "companies": len(rows), "refused_files": len(companies.refused),
-            "workers_live": len(live), "served": len(rows) - len(unserved),
+            "companies": len(rows),
+            "refused_files": len(companies.refused),
+            "workers_live": len(live),
+            "served": len(rows) - len(unserved),
             "unserved": len(unserved),
             "not_connected": sum(1 for r in rows if not r.tokens_stored),
             "inbox_pending": sum(r.inbox_pending or 0 for r in rows),
@@ -241,9 +308,10 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
     }
 
 
-def rotate_key(base: LoadedConfig,
-               progress: Callable[[str, int, int], None] = lambda code, done, total: None,
-               ) -> dict[str, Any]:
+def rotate_key(
+    base: LoadedConfig,
+    progress: Callable[[str, int, int], None] = lambda code, done, total: None,
+) -> dict[str, Any]:
     """Seal every company's pair again with the current vault key (docs/fleet.md, "Rotating
     the key"); ``progress(company, done, total)`` after each. Returns the key ids' use
     before and after."""
@@ -256,5 +324,10 @@ def rotate_key(base: LoadedConfig,
     finally:
         fleet.close()
     current = vault.keys.current.key_id
-    return {"current_key_id": current, "rotated": rotated, "before": before, "after": after,
-            "left_on_old_keys": sum(n for key_id, n in after.items() if key_id != current)}
+    return {
+        "current_key_id": current,
+        "rotated": rotated,
+        "before": before,
+        "after": after,
+        "left_on_old_keys": sum(n for key_id, n in after.items() if key_id != current),
+    }

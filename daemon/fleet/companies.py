@@ -102,22 +102,30 @@ def load_company(path: Path, code: str, base: LoadedConfig, raw: Any = None) -> 
         if key in COMPANY_KEYS:
             continue
         if key in DaemonConfig.model_fields:
-            message = (f"`{key}` is shared by every company: set it in {base.path}, not in a "
-                       f"company file (a company file holds {', '.join(COMPANY_KEYS)})")
+            message = (
+                f"`{key}` is shared by every company: set it in {base.path}, not in a "
+                f"company file (a company file holds {', '.join(COMPANY_KEYS)})"
+            )
         else:
-            message = (f"unknown key `{key}`{did_you_mean(str(key), COMPANY_KEYS)} (a company "
-                       f"file holds {', '.join(COMPANY_KEYS)})")
+            message = (
+                f"unknown key `{key}`{did_you_mean(str(key), COMPANY_KEYS)} (a company "
+                f"file holds {', '.join(COMPANY_KEYS)})"
+            )
         issues.append(ConfigIssue(str(key), message, yaml_line(raw, (key,))))
     overrides = raw.get("nextengine")
     if isinstance(overrides, Mapping):
         for key in overrides:
             if key in APP_KEYS:
                 loc = ("nextengine", str(key))
-                issues.append(ConfigIssue(
-                    f"nextengine.{key}", f"`{key}` belongs to the fleet's one Next Engine app: "
-                    f"set it in {base.path}; each company signs in with `nebridge connect "
-                    "--company CODE` and its tokens are kept in the database",
-                    yaml_line(raw, loc)))
+                issues.append(
+                    ConfigIssue(
+                        f"nextengine.{key}",
+                        f"`{key}` belongs to the fleet's one Next Engine app: "
+                        f"set it in {base.path}; each company signs in with `nebridge connect "
+                        "--company CODE` and its tokens are kept in the database",
+                        yaml_line(raw, loc),
+                    )
+                )
     if issues:
         raise ConfigError(path, issues)
     data = base.config.model_dump(exclude={"companies_dir"})
@@ -153,17 +161,26 @@ class Companies:
         if base is not None:
             self.base = base
         found, refused = self._scan()
-        kept = {code: self.companies[code] for code in refused_codes(refused)
-                if code in self.companies and code not in found}
+        kept = {
+            code: self.companies[code]
+            for code in refused_codes(refused)
+            if code in self.companies and code not in found
+        }
         current = {**kept, **found}
         previous = self.companies
         self.companies, self.refused = dict(sorted(current.items())), tuple(refused)
         return Changes(
             added=tuple(sorted(set(current) - set(previous))),
-            changed=tuple(sorted(c for c in set(current) & set(previous)
-                                 if current[c].config != previous[c].config)),
+            changed=tuple(
+                sorted(
+                    c
+                    for c in set(current) & set(previous)
+                    if current[c].config != previous[c].config
+                )
+            ),
             removed=tuple(sorted(set(previous) - set(current))),
-            refused=tuple(refused))
+            refused=tuple(refused),
+        )
 
     def _scan(self) -> tuple[dict[str, Company], list[Refusal]]:
         folder = self.base.config.companies_dir
@@ -172,10 +189,17 @@ class Companies:
         try:
             names = sorted(os.listdir(folder))
         except OSError as exc:
-            raise ConfigError(self.base.path, [ConfigIssue(
-                "companies_dir", f"cannot read the folder {folder} ({exc.strerror or exc}); "
-                "create it (one <code>.yaml per company) or fix the path",
-                yaml_line(self.base.raw, ("companies_dir",)))]) from None
+            raise ConfigError(
+                self.base.path,
+                [
+                    ConfigIssue(
+                        "companies_dir",
+                        f"cannot read the folder {folder} ({exc.strerror or exc}); "
+                        "create it (one <code>.yaml per company) or fix the path",
+                        yaml_line(self.base.raw, ("companies_dir",)),
+                    )
+                ],
+            ) from None
         candidates: dict[str, list[Path]] = {}
         refused: list[Refusal] = []
         for name in names:
@@ -184,9 +208,15 @@ class Companies:
             if name.startswith(".") or suffix not in SUFFIXES:
                 continue
             if not CODE_RE.match(stem):
-                refused.append(_refuse(path, (
-                    f"`{stem}` is not a company code: use 1-63 lower-case letters, digits, "
-                    "'_' or '-', starting with a letter or digit; rename the file")))
+                refused.append(
+                    _refuse(
+                        path,
+                        (
+                            f"`{stem}` is not a company code: use 1-63 lower-case letters, digits, "
+                            "'_' or '-', starting with a letter or digit; rename the file"
+                        ),
+                    )
+                )
                 continue
             candidates.setdefault(stem, []).append(path)
         found: dict[str, Company] = {}
@@ -205,19 +235,28 @@ def load_one(base: LoadedConfig, code: str) -> Company | Refusal | None:
     folder = base.config.companies_dir
     if folder is None or not CODE_RE.match(code):
         return None
-    paths = [folder / f"{code}{suffix}" for suffix in SUFFIXES
-             if os.path.lexists(folder / f"{code}{suffix}")]
+    paths = [
+        folder / f"{code}{suffix}"
+        for suffix in SUFFIXES
+        if os.path.lexists(folder / f"{code}{suffix}")
+    ]
     outcomes = _load_files(code, paths, base)
-    return next((o for o in outcomes if isinstance(o, Refusal)), outcomes[0] if outcomes
-                else None)
+    return next((o for o in outcomes if isinstance(o, Refusal)), outcomes[0] if outcomes else None)
 
 
 def _load_files(code: str, paths: list[Path], base: LoadedConfig) -> list[Company | Refusal]:
     """The files found for ``code``: its company, or why each is refused (none: removed)."""
     if len(paths) > 1:
-        return [_refuse(path, (
-            f"company `{code}` has {len(paths)} files ({', '.join(p.name for p in paths)}"
-            "); keep one of them")) for path in paths]
+        return [
+            _refuse(
+                path,
+                (
+                    f"company `{code}` has {len(paths)} files ({', '.join(p.name for p in paths)}"
+                    "); keep one of them"
+                ),
+            )
+            for path in paths
+        ]
     if not paths:
         return []
     path = paths[0]
@@ -226,10 +265,16 @@ def _load_files(code: str, paths: list[Path], base: LoadedConfig) -> list[Compan
     except FileNotFoundError:
         return []  # removed while we looked
     if stat.S_ISLNK(info.st_mode):
-        return [_refuse(path, (
-            "is a symbolic link; nebridge reads no configuration through one: put the "
-            f"file itself there (`cp --remove-destination \"$(readlink -f {path})\" "
-            f"{path}`)"))]
+        return [
+            _refuse(
+                path,
+                (
+                    "is a symbolic link; nebridge reads no configuration through one: put the "
+                    f'file itself there (`cp --remove-destination "$(readlink -f {path})" '
+                    f"{path}`)"
+                ),
+            )
+        ]
     if not stat.S_ISREG(info.st_mode):
         return [_refuse(path, "is not a regular file; remove it")]
     try:

@@ -78,8 +78,12 @@ class CompanySlots:
             raise
         return True
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.worker_slots.release()
         self.own.release()
 
@@ -87,11 +91,16 @@ class CompanySlots:
 class CompanyRun:
     """One company's engine on this worker: its runtime and its scheduled jobs."""
 
-    def __init__(self, runtime: Runtime, wake: threading.Event, on_stop: Callable[[], None],
-                 slots: AbstractContextManager[object] | None = None,
-                 company: str | None = None,
-                 drain_until: Callable[[], float] = lambda: time.monotonic() + DRAIN_SECONDS,
-                 on_stuck: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        wake: threading.Event,
+        on_stop: Callable[[], None],
+        slots: AbstractContextManager[object] | None = None,
+        company: str | None = None,
+        drain_until: Callable[[], float] = lambda: time.monotonic() + DRAIN_SECONDS,
+        on_stuck: Callable[[], None] = lambda: None,
+    ) -> None:
         self.runtime = runtime
         self.on_stop = on_stop
         self.company = company
@@ -116,10 +125,14 @@ class CompanyRun:
             self.stuck = self.scheduler.shutdown(max(0.0, self.drain_until() - time.monotonic()))
             if self.stuck:
                 self.on_stuck()
-                log.error("company %s: job(s) %s did not finish within the drain time; "
-                          "nothing more they do is committed or sent (the lease fences them) "
-                          "— find the plugin hook that never returns (SIGUSR1 dumps every "
-                          "thread's stack)", self.company, ", ".join(self.stuck))
+                log.error(
+                    "company %s: job(s) %s did not finish within the drain time; "
+                    "nothing more they do is committed or sent (the lease fences them) "
+                    "— find the plugin hook that never returns (SIGUSR1 dumps every "
+                    "thread's stack)",
+                    self.company,
+                    ", ".join(self.stuck),
+                )
         finally:
             self.runtime.close()
 
@@ -127,8 +140,9 @@ class CompanyRun:
 class FleetDaemon:
     """The process of ``nebridge run`` when daemon.yaml sets ``companies_dir``."""
 
-    def __init__(self, config_path: Path, env: Mapping[str, str] | None = None,
-                 worker_id: str | None = None) -> None:
+    def __init__(
+        self, config_path: Path, env: Mapping[str, str] | None = None, worker_id: str | None = None
+    ) -> None:
         self.config_path = config_path
         self.env = dict(env) if env is not None else None
         self.worker_id = worker_id
@@ -165,10 +179,15 @@ class FleetDaemon:
         assert self.loaded is not None and self.fleet is not None
         runtime = company_runtime(self.loaded, company, lease=lease, fleet=self.fleet)
         try:
-            run = CompanyRun(runtime, self._wake, on_stop=lambda: self._forget(company.code),
-                             slots=CompanySlots(self._slots, self._share),
-                             company=company.code, drain_until=self._drain_deadline,
-                             on_stuck=self._mark_stuck)
+            run = CompanyRun(
+                runtime,
+                self._wake,
+                on_stop=lambda: self._forget(company.code),
+                slots=CompanySlots(self._slots, self._share),
+                company=company.code,
+                drain_until=self._drain_deadline,
+                on_stuck=self._mark_stuck,
+            )
         except BaseException:
             runtime.close()
             raise
@@ -180,18 +199,25 @@ class FleetDaemon:
         """An attention item in the company's own tables: `attention --company`, `companies
         list` and its notifications show that it is held but not served, and why."""
         assert self.fleet is not None
-        attention.report(self.fleet.company_engine(company.code), Problem(
-            key=f"{AttentionKind.SERVICE_NOT_STARTED}:{company.code}",
-            kind=AttentionKind.SERVICE_NOT_STARTED, subject=company.code,
-            reason=f"the worker holding company {company.code} does not serve it: {reason}",
-            fix=f"fix its file ({company.path}) or the plugin named in the worker's log "
-                "(`journalctl -u nebridge`), then `systemctl reload nebridge` (SIGHUP)"),
-            source="fleet")
+        attention.report(
+            self.fleet.company_engine(company.code),
+            Problem(
+                key=f"{AttentionKind.SERVICE_NOT_STARTED}:{company.code}",
+                kind=AttentionKind.SERVICE_NOT_STARTED,
+                subject=company.code,
+                reason=f"the worker holding company {company.code} does not serve it: {reason}",
+                fix=f"fix its file ({company.path}) or the plugin named in the worker's log "
+                "(`journalctl -u nebridge`), then `systemctl reload nebridge` (SIGHUP)",
+            ),
+            source="fleet",
+        )
 
     def _resolve_not_started(self, company: Company) -> None:
         assert self.fleet is not None
-        attention.resolve(self.fleet.company_engine(company.code),
-                          [f"{AttentionKind.SERVICE_NOT_STARTED}:{company.code}"])
+        attention.resolve(
+            self.fleet.company_engine(company.code),
+            [f"{AttentionKind.SERVICE_NOT_STARTED}:{company.code}"],
+        )
 
     def _reload_base(self) -> LoadedConfig:
         """daemon.yaml read again (SIGHUP); its fleet settings and database need a restart."""
@@ -199,14 +225,20 @@ class FleetDaemon:
         assert self.loaded is not None
         for key in ("database_url", "companies_dir"):
             if getattr(loaded.config, key) != getattr(self.loaded.config, key):
-                log.error("daemon.yaml: `%s` changed; restart the worker to apply it "
-                          "(`systemctl restart nebridge`) — until then it keeps serving with "
-                          "the daemon.yaml it started with", key)
+                log.error(
+                    "daemon.yaml: `%s` changed; restart the worker to apply it "
+                    "(`systemctl restart nebridge`) — until then it keeps serving with "
+                    "the daemon.yaml it started with",
+                    key,
+                )
                 return self.loaded
         for key in ("fleet_lease_seconds", "fleet_job_slots"):
             if getattr(loaded.config, key) != getattr(self.loaded.config, key):
-                log.warning("daemon.yaml: `%s` changed; it takes effect when the worker "
-                            "restarts (`systemctl restart nebridge`)", key)
+                log.warning(
+                    "daemon.yaml: `%s` changed; it takes effect when the worker "
+                    "restarts (`systemctl restart nebridge`)",
+                    key,
+                )
         self.loaded = loaded
         return loaded
 
@@ -237,10 +269,15 @@ class FleetDaemon:
                     log.debug("bringing jobs forward failed: %s", exc)
                 limit = OVERDUE_INTERVALS * run.scheduler.interval
                 for job_id, seconds in run.scheduler.overdue(limit):
-                    log.warning("company %s: job %s has run for %d s (over %d intervals), "
-                                "holding one of this worker's job slots — a plugin hook that "
-                                "does not return? (SIGUSR1 dumps every thread's stack)",
-                                run.company, job_id, seconds, OVERDUE_INTERVALS)
+                    log.warning(
+                        "company %s: job %s has run for %d s (over %d intervals), "
+                        "holding one of this worker's job slots — a plugin hook that "
+                        "does not return? (SIGUSR1 dumps every thread's stack)",
+                        run.company,
+                        job_id,
+                        seconds,
+                        OVERDUE_INTERVALS,
+                    )
             if interval is not None:
                 systemd.notify("WATCHDOG=1", self.env)
 
@@ -250,10 +287,12 @@ class FleetDaemon:
             self.loaded = load_config(self.config_path)
             companies = Companies(self.loaded)
             settings = self.loaded.config
-            self.fleet = FleetDatabase(settings.resolved_database_url,
-                                       lease_seconds=settings.fleet_lease_seconds,
-                                       job_slots=settings.fleet_job_slots,
-                                       credentials_dir=settings.credentials_dir)
+            self.fleet = FleetDatabase(
+                settings.resolved_database_url,
+                lease_seconds=settings.fleet_lease_seconds,
+                job_slots=settings.fleet_job_slots,
+                credentials_dir=settings.credentials_dir,
+            )
             self._slots = threading.BoundedSemaphore(settings.fleet_job_slots)
             self._share = company_share(settings.fleet_job_slots)
         except ConfigError as exc:
@@ -264,11 +303,16 @@ class FleetDaemon:
             return 1
         try:
             self.fleet.vault  # noqa: B018 - no key: refuse now, not at the first call
-            worker = FleetWorker(companies, self.fleet.control, self._start_company,
-                                 lease_seconds=settings.fleet_lease_seconds,
-                                 worker_id=self.worker_id, load_base=self._reload_base,
-                                 on_failed=self._report_not_started,
-                                 on_started=self._resolve_not_started)
+            worker = FleetWorker(
+                companies,
+                self.fleet.control,
+                self._start_company,
+                lease_seconds=settings.fleet_lease_seconds,
+                worker_id=self.worker_id,
+                load_base=self._reload_base,
+                on_failed=self._report_not_started,
+                on_started=self._resolve_not_started,
+            )
         except Exception as exc:
             self.fleet.close()
             log.error("cannot start the fleet worker: %s", exc)
@@ -277,10 +321,15 @@ class FleetDaemon:
             log.error("company file refused (fix it and send SIGHUP): %s", refusal)
         waker = threading.Thread(target=self._wake_loop, name="fleet-wake", daemon=True)
         waker.start()
-        log.info("nebridge fleet worker %s running: %d companies in %s",
-                 worker.keeper.worker_id, len(companies.companies), settings.companies_dir)
-        systemd.notify(f"READY=1\nSTATUS=fleet worker: {len(companies.companies)} companies",
-                       self.env)
+        log.info(
+            "nebridge fleet worker %s running: %d companies in %s",
+            worker.keeper.worker_id,
+            len(companies.companies),
+            settings.companies_dir,
+        )
+        systemd.notify(
+            f"READY=1\nSTATUS=fleet worker: {len(companies.companies)} companies", self.env
+        )
         try:
             worker.serve(self.stop)
         finally:
@@ -291,9 +340,10 @@ class FleetDaemon:
             self.fleet.close()
             log.info("stopped")
         if self._stuck:
-            log.error("exiting with job(s) still running past the drain time (named above); "
-                      "every lease was released")
+            log.error(
+                "exiting with job(s) still running past the drain time (named above); "
+                "every lease was released"
+            )
             logging.shutdown()
             os._exit(1)  # a stuck job thread would keep the interpreter from exiting
         return 0
-

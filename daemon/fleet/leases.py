@@ -68,7 +68,8 @@ class LeaseLost(OperationalError):
         self.message = (
             f"company {company!r}: this worker's lease (epoch {epoch}) is no longer valid: "
             f"{reason}; nothing was committed or sent for it — the worker that holds the "
-            "lease now does the work (see `fleet_lease`)")
+            "lease now does the work (see `fleet_lease`)"
+        )
         super().__init__(None, None, ConnectionError(self.message))
         self.company, self.epoch, self.reason = company, epoch, reason
 
@@ -110,7 +111,8 @@ def require_fleet_database(engine: Engine) -> None:
             f"`database_url` is the {describe_database(engine.url)}: point `database_url` at "
             "a PostgreSQL database (postgresql+psycopg://user@host/db, `pip install "
             "'nebridge[fleet]'`) and run `nebridge db upgrade`, or remove `companies_dir` "
-            "to run one company on SQLite")
+            "to run one company on SQLite"
+        )
     try:
         check_migrated(engine)
     except Exception as exc:  # DatabaseNotMigrated, or the server's own refusal
@@ -121,11 +123,17 @@ def require_fleet_database(engine: Engine) -> None:
         raise FleetUnavailable(
             f"the {describe_database(engine.url)} has no fleet tables although it is at the "
             "latest migration (it was migrated on SQLite's path?); run `nebridge db upgrade` "
-            "against PostgreSQL")
+            "against PostgreSQL"
+        )
 
 
-def fleet_engine(url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def fleet_engine(
+    url: str,
+    *,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+) -> Engine:
     """An engine for a fleet worker: sessions idle inside a transaction longer than the lease
     time are ended by the server, so a paused worker cannot keep a company's row lock."""
     engine = make_engine(url, create=False, pool_size=pool_size, max_overflow=max_overflow)
@@ -134,8 +142,9 @@ def fleet_engine(url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
     @event.listens_for(engine, "connect")
     def _bound_idle_transactions(dbapi_connection: Any, _record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
-                           (timeout_ms,))
+            cursor.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (timeout_ms,)
+            )
         dbapi_connection.commit()
 
     return engine
@@ -150,9 +159,12 @@ def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True
     Engine call, where there is nothing to commit): no row lock, so no write and no fsync.
     """
     row = connection.execute(
-        text("SELECT holder, epoch, expires_at > clock_timestamp() AS live FROM fleet_lease "
-             f"WHERE company = :company{' FOR KEY SHARE' if lock else ''}"),
-        {"company": company}).first()
+        text(
+            "SELECT holder, epoch, expires_at > clock_timestamp() AS live FROM fleet_lease "
+            f"WHERE company = :company{' FOR KEY SHARE' if lock else ''}"
+        ),
+        {"company": company},
+    ).first()
     if row is None:
         raise LeaseLost(company, epoch, "the company has no lease row (removed from the fleet)")
     if row.epoch != epoch:
@@ -160,8 +172,13 @@ def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True
     if row.holder is None:
         raise LeaseLost(company, epoch, "it was released")
     if not row.live:
-        raise LeaseLost(company, epoch, "it expired before it was renewed (this worker was "
-                                        "paused or cut off from the database)", final=False)
+        raise LeaseLost(
+            company,
+            epoch,
+            "it expired before it was renewed (this worker was "
+            "paused or cut off from the database)",
+            final=False,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,19 +206,32 @@ def overview(engine: Engine) -> tuple[list[CompanyLease], list[WorkerState]]:
     """Every company's lease (holder None when free or expired) and every known worker, by
     the database's clock; read-only."""
     with engine.connect() as connection:
-        leases = [CompanyLease(row.company, row.holder if row.live else None, int(row.epoch),
-                               float(row.left) if row.live else None)
-                  for row in connection.execute(text(
-                      "SELECT company, holder, epoch, expires_at > clock_timestamp() AS live, "
-                      "extract(epoch FROM expires_at - clock_timestamp()) AS left "
-                      "FROM fleet_lease ORDER BY company"))]
-        workers = [WorkerState(row.worker_id, row.host, int(row.pid), bool(row.live),
-                               int(row.holds))
-                   for row in connection.execute(text(
-                       "SELECT w.worker_id, w.host, w.pid, w.expires_at > clock_timestamp() "
-                       "AS live, (SELECT count(*) FROM fleet_lease l WHERE l.holder = "
-                       "w.worker_id AND l.expires_at > clock_timestamp()) AS holds "
-                       "FROM fleet_worker w ORDER BY w.worker_id"))]
+        leases = [
+            CompanyLease(
+                row.company,
+                row.holder if row.live else None,
+                int(row.epoch),
+                float(row.left) if row.live else None,
+            )
+            for row in connection.execute(
+                text(
+                    "SELECT company, holder, epoch, expires_at > clock_timestamp() AS live, "
+                    "extract(epoch FROM expires_at - clock_timestamp()) AS left "
+                    "FROM fleet_lease ORDER BY company"
+                )
+            )
+        ]
+        workers = [
+            WorkerState(row.worker_id, row.host, int(row.pid), bool(row.live), int(row.holds))
+            for row in connection.execute(
+                text(
+                    "SELECT w.worker_id, w.host, w.pid, w.expires_at > clock_timestamp() "
+                    "AS live, (SELECT count(*) FROM fleet_lease l WHERE l.holder = "
+                    "w.worker_id AND l.expires_at > clock_timestamp()) AS holds "
+                    "FROM fleet_worker w ORDER BY w.worker_id"
+                )
+            )
+        ]
     return leases, workers
 
 
@@ -288,8 +318,12 @@ class LeaseKeeper:
         if codes:
             with self.engine.begin() as connection:
                 connection.execute(
-                    text("INSERT INTO fleet_lease (company) SELECT unnest(CAST(:codes AS text[])) "
-                         "ON CONFLICT (company) DO NOTHING"), {"codes": sorted(codes)})
+                    text(
+                        "INSERT INTO fleet_lease (company) SELECT unnest(CAST(:codes AS text[])) "
+                        "ON CONFLICT (company) DO NOTHING"
+                    ),
+                    {"codes": sorted(codes)},
+                )
         with self._guard:
             self._companies = codes
 
@@ -305,8 +339,11 @@ class LeaseKeeper:
             renewed = self._renew()
             lost = tuple(sorted(c for c in believed if renewed.get(c) != believed[c]))
             for company in lost:
-                reason = ("taken over by another worker" if company not in renewed
-                          else "taken again at another epoch")
+                reason = (
+                    "taken over by another worker"
+                    if company not in renewed
+                    else "taken again at another epoch"
+                )
                 log.warning("company %s: lease lost (%s); its work stops here", company, reason)
                 self.on_lost(company, reason)
                 self.keep_renewed()
@@ -332,29 +369,46 @@ class LeaseKeeper:
     def _heartbeat(self) -> int:
         """Renew this worker's heartbeat; the number of live workers (this one included)."""
         with self.engine.begin() as connection:
-            connection.execute(text(
-                "INSERT INTO fleet_worker (worker_id, host, pid, started_at, heartbeat_at, "
-                "expires_at) VALUES (:worker, :host, :pid, clock_timestamp(), clock_timestamp(), "
-                "clock_timestamp() + make_interval(secs => :lease)) "
-                "ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, "
-                "expires_at = EXCLUDED.expires_at"),
-                {"worker": self.worker_id, "host": socket.gethostname()[:255],
-                 "pid": os.getpid(), "lease": self.lease_seconds})
-            connection.execute(text(
-                "DELETE FROM fleet_worker WHERE expires_at < clock_timestamp() - "
-                "make_interval(secs => :forget)"), {"forget": FORGET_WORKERS_AFTER})
-            return int(connection.execute(text(
-                "SELECT count(*) FROM fleet_worker WHERE expires_at > clock_timestamp()"))
-                .scalar_one())
+            connection.execute(
+                text(
+                    "INSERT INTO fleet_worker (worker_id, host, pid, started_at, heartbeat_at, "
+                    "expires_at) VALUES (:worker, :host, :pid, clock_timestamp(), "
+                    "clock_timestamp(), "
+                    "clock_timestamp() + make_interval(secs => :lease)) "
+                    "ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, "
+                    "expires_at = EXCLUDED.expires_at"
+                ),
+                {
+                    "worker": self.worker_id,
+                    "host": socket.gethostname()[:255],
+                    "pid": os.getpid(),
+                    "lease": self.lease_seconds,
+                },
+            )
+            connection.execute(
+                text(
+                    "DELETE FROM fleet_worker WHERE expires_at < clock_timestamp() - "
+                    "make_interval(secs => :forget)"
+                ),
+                {"forget": FORGET_WORKERS_AFTER},
+            )
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM fleet_worker WHERE expires_at > clock_timestamp()")
+                ).scalar_one()
+            )
 
     def _renew(self) -> dict[str, int]:
         """Extend every lease this worker holds in the database; ``{company: epoch}``."""
         with self.engine.begin() as connection:
-            rows = connection.execute(text(
-                "UPDATE fleet_lease SET expires_at = clock_timestamp() + "
-                "make_interval(secs => :lease) WHERE holder = :worker "
-                "RETURNING company, epoch"),
-                {"worker": self.worker_id, "lease": self.lease_seconds}).all()
+            rows = connection.execute(
+                text(
+                    "UPDATE fleet_lease SET expires_at = clock_timestamp() + "
+                    "make_interval(secs => :lease) WHERE holder = :worker "
+                    "RETURNING company, epoch"
+                ),
+                {"worker": self.worker_id, "lease": self.lease_seconds},
+            ).all()
         self._renewed_at = time.monotonic()
         return {str(row.company): int(row.epoch) for row in rows}
 
@@ -376,10 +430,16 @@ class LeaseKeeper:
                 self._held.pop(company, None)
             self.keep_renewed()
         with self.engine.begin() as connection:
-            released = sorted(connection.execute(text(
-                "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "
-                "WHERE company = ANY(CAST(:codes AS text[])) AND holder = :worker "
-                "RETURNING company"), {"codes": codes, "worker": self.worker_id}).scalars())
+            released = sorted(
+                connection.execute(
+                    text(
+                        "UPDATE fleet_lease SET holder = NULL, expires_at = NULL "
+                        "WHERE company = ANY(CAST(:codes AS text[])) AND holder = :worker "
+                        "RETURNING company"
+                    ),
+                    {"codes": codes, "worker": self.worker_id},
+                ).scalars()
+            )
         for company in released:
             log.info("company %s: lease released", company)
         return released
@@ -387,22 +447,33 @@ class LeaseKeeper:
     def _acquire(self, companies: frozenset[str], room: int) -> tuple[Lease, ...]:
         """Take up to ``room`` free or expired leases among ``companies`` (epoch + 1)."""
         with self.engine.begin() as connection:
-            rows = connection.execute(text(
-                "WITH free AS (SELECT company, holder FROM fleet_lease "
-                "WHERE company = ANY(CAST(:codes AS text[])) AND (holder IS NULL "
-                "OR expires_at IS NULL OR expires_at < clock_timestamp()) "
-                "ORDER BY holder IS NOT NULL, company LIMIT :room FOR UPDATE SKIP LOCKED) "
-                "UPDATE fleet_lease AS lease SET holder = :worker, epoch = lease.epoch + 1, "
-                "acquired_at = clock_timestamp(), "
-                "expires_at = clock_timestamp() + make_interval(secs => :lease) "
-                "FROM free WHERE lease.company = free.company "
-                "RETURNING lease.company, lease.epoch, free.holder AS previous"),
-                {"codes": sorted(companies), "room": room, "worker": self.worker_id,
-                 "lease": self.lease_seconds}).all()
+            rows = connection.execute(
+                text(
+                    "WITH free AS (SELECT company, holder FROM fleet_lease "
+                    "WHERE company = ANY(CAST(:codes AS text[])) AND (holder IS NULL "
+                    "OR expires_at IS NULL OR expires_at < clock_timestamp()) "
+                    "ORDER BY holder IS NOT NULL, company LIMIT :room FOR UPDATE SKIP LOCKED) "
+                    "UPDATE fleet_lease AS lease SET holder = :worker, epoch = lease.epoch + 1, "
+                    "acquired_at = clock_timestamp(), "
+                    "expires_at = clock_timestamp() + make_interval(secs => :lease) "
+                    "FROM free WHERE lease.company = free.company "
+                    "RETURNING lease.company, lease.epoch, free.holder AS previous"
+                ),
+                {
+                    "codes": sorted(companies),
+                    "room": room,
+                    "worker": self.worker_id,
+                    "lease": self.lease_seconds,
+                },
+            ).all()
         for row in rows:
             if row.previous:
-                log.warning("company %s: took over the expired lease of %s (epoch %d)",
-                            row.company, row.previous, row.epoch)
+                log.warning(
+                    "company %s: took over the expired lease of %s (epoch %d)",
+                    row.company,
+                    row.previous,
+                    row.epoch,
+                )
             else:
                 log.info("company %s: lease taken (epoch %d)", row.company, row.epoch)
         return tuple(Lease(str(row.company), int(row.epoch)) for row in rows)
@@ -421,9 +492,12 @@ class LeaseKeeper:
             try:
                 self.tick()
             except Exception as exc:  # the database away: leases run out, fences refuse
-                log.error("fleet leases not renewed (%s); work for this worker's companies "
-                          "is refused once their leases expire, and resumes when the "
-                          "database answers", (str(exc).splitlines() or [type(exc).__name__])[0])
+                log.error(
+                    "fleet leases not renewed (%s); work for this worker's companies "
+                    "is refused once their leases expire, and resumes when the "
+                    "database answers",
+                    (str(exc).splitlines() or [type(exc).__name__])[0],
+                )
 
     def stop(self) -> None:
         """Stop renewing and release every lease and the heartbeat (others take over at once)."""
@@ -434,5 +508,7 @@ class LeaseKeeper:
         with self._tick_lock:
             self._release(sorted(self.held()))
             with self.engine.begin() as connection:
-                connection.execute(text("DELETE FROM fleet_worker WHERE worker_id = :worker"),
-                                   {"worker": self.worker_id})
+                connection.execute(
+                    text("DELETE FROM fleet_worker WHERE worker_id = :worker"),
+                    {"worker": self.worker_id},
+                )

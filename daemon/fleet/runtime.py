@@ -74,7 +74,7 @@ def company_schema(code: str, base_schema: str = "public") -> str:
     if len(name) <= MAX_IDENTIFIER:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:MAX_IDENTIFIER - 11]}_{digest}"
+    return f"{name[: MAX_IDENTIFIER - 11]}_{digest}"
 
 
 def check_base_schema(base_schema: str) -> None:
@@ -84,7 +84,8 @@ def check_base_schema(base_schema: str) -> None:
         raise CompanyNotMigrated(
             f"the installation's schema {base_schema!r} holds {SCHEMA_SEPARATOR!r}, which "
             "separates it from a company's code in the companies' schema names: use a schema "
-            "without it (search_path in `database_url`)")
+            "without it (search_path in `database_url`)"
+        )
 
 
 def schema_owner(code: str, base_schema: str) -> str:
@@ -96,9 +97,9 @@ def claim_schema(connection: Connection, schema: str, code: str, base_schema: st
     """Mark ``schema`` as company ``code``'s of this installation, or refuse
     (:class:`CompanyNotMigrated`) a schema another installation (or company) owns."""
     wanted = schema_owner(code, base_schema)
-    found = connection.execute(text(
-        "SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"),
-        {"schema": schema}).scalar()
+    found = connection.execute(
+        text("SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"), {"schema": schema}
+    ).scalar()
     if found is None:
         literal = "'" + wanted.replace("'", "''") + "'"  # COMMENT takes no parameters
         connection.execute(text(f'COMMENT ON SCHEMA "{schema}" IS {literal}'))
@@ -111,7 +112,8 @@ def _foreign_schema(schema: str, code: str, base_schema: str, owner: str) -> Com
         f"schema {schema} is owned by another installation or company ({owner!r}), not by "
         f"company {code!r} of the installation in schema {base_schema}: nothing is done in "
         "it; give this installation its own schema (search_path in `database_url`) or "
-        "rename the company")
+        "rename the company"
+    )
 
 
 def schema_url(url: str, schema: str) -> str:
@@ -141,20 +143,28 @@ class FleetDatabase:
     up a lease renewal, and a call waiting for its company's token lock never waits for a
     connection a waiting job holds."""
 
-    def __init__(self, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 job_slots: int = DEFAULT_JOB_SLOTS,
-                 keys: VaultKeys | Callable[[], VaultKeys] | None = None,
-                 credentials_dir: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        job_slots: int = DEFAULT_JOB_SLOTS,
+        keys: VaultKeys | Callable[[], VaultKeys] | None = None,
+        credentials_dir: Any = None,
+    ) -> None:
         self.url = url
-        self.engine = fleet_engine(url, lease_seconds=lease_seconds, pool_size=job_slots,
-                                   max_overflow=job_slots + 2)
-        self.control = fleet_engine(url, lease_seconds=lease_seconds, pool_size=2,
-                                    max_overflow=job_slots + 4)
+        self.engine = fleet_engine(
+            url, lease_seconds=lease_seconds, pool_size=job_slots, max_overflow=job_slots + 2
+        )
+        self.control = fleet_engine(
+            url, lease_seconds=lease_seconds, pool_size=2, max_overflow=job_slots + 4
+        )
         try:
             require_fleet_database(self.engine)
             with self.engine.connect() as connection:
-                self.base_schema = str(connection.execute(
-                    text("SELECT current_schema()")).scalar_one())
+                self.base_schema = str(
+                    connection.execute(text("SELECT current_schema()")).scalar_one()
+                )
         except Exception:
             self.close()
             raise
@@ -226,25 +236,34 @@ def check_company(engine: Engine, schema: str, code: str) -> None:
     head = head_revision(engine)
     with engine.connect() as connection:
         base_schema = str(connection.execute(text("SELECT current_schema()")).scalar_one())
-        owner = connection.execute(text(
-            "SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"),
-            {"schema": schema}).scalar()
+        owner = connection.execute(
+            text("SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"),
+            {"schema": schema},
+        ).scalar()
         if owner is not None and owner != schema_owner(code, base_schema):
             raise _foreign_schema(schema, code, base_schema, owner)
-        exists = connection.execute(text("SELECT to_regclass(:table)"),
-                                    {"table": f'"{schema}".alembic_version'}).scalar()
-        current = None if exists is None else connection.execute(
-            text(f'SELECT max(version_num) FROM "{schema}".alembic_version')).scalar()
+        exists = connection.execute(
+            text("SELECT to_regclass(:table)"), {"table": f'"{schema}".alembic_version'}
+        ).scalar()
+        current = (
+            None
+            if exists is None
+            else connection.execute(
+                text(f'SELECT max(version_num) FROM "{schema}".alembic_version')
+            ).scalar()
+        )
     if current == head:
         return
     if current is None:
         raise CompanyNotMigrated(
             f"company {code!r} has no tables yet (schema {schema}); run `nebridge db upgrade`, "
-            "which creates and migrates the schema of every company")
+            "which creates and migrates the schema of every company"
+        )
     raise CompanyNotMigrated(
         f"company {code!r} (schema {schema}) is at migration {current} but this nebridge "
         f"needs {head}; run `nebridge db upgrade` — or, if {current} is newer, this host runs "
-        "an older nebridge than the one that migrated it: upgrade nebridge here")
+        "an older nebridge than the one that migrated it: upgrade nebridge here"
+    )
 
 
 def upgrade_company(url: str, code: str) -> tuple[str | None, str | None]:
@@ -278,8 +297,13 @@ def _vault_store(fleet: FleetDatabase, code: str) -> Callable[[], TokenStore]:
     return lambda: fleet.vault.store(code)
 
 
-def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | None = None,
-                    fleet: FleetDatabase | None = None) -> Runtime:
+def company_runtime(
+    loaded: LoadedConfig,
+    company: Company,
+    *,
+    lease: Lease | None = None,
+    fleet: FleetDatabase | None = None,
+) -> Runtime:
     """A :class:`Runtime` for one company of the fleet of ``loaded`` (daemon.yaml).
 
     Its configuration is the company's effective one, its tables are in the company's
@@ -290,8 +314,13 @@ def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | No
     :class:`~daemon.fleet.leases.FleetUnavailable`.
     """
     own = fleet is None
-    shared = fleet if fleet is not None else FleetDatabase(
-        loaded.config.resolved_database_url, credentials_dir=loaded.config.credentials_dir)
+    shared = (
+        fleet
+        if fleet is not None
+        else FleetDatabase(
+            loaded.config.resolved_database_url, credentials_dir=loaded.config.credentials_dir
+        )
+    )
     try:
         company_loaded = LoadedConfig(path=company.path or loaded.path, config=company.config)
         host, issues, connector, connector_error = load_plugins(company_loaded)
@@ -304,12 +333,18 @@ def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | No
         raise
     stop_event = threading.Event()
     fenced = None if lease is None else Fence(lease, stop_event)
-    runtime = Runtime(loaded=company_loaded, host=host, stop_event=stop_event,
-                      engine=shared.company_engine(company.code, fenced),
-                      connector=connector, connector_error=connector_error,
-                      http=BoundedSession(company.config.http.limits()),
-                      token_store=_vault_store(shared, company.code),
-                      on_close=shared.close if own else _keep_engine, company=company.code)
+    runtime = Runtime(
+        loaded=company_loaded,
+        host=host,
+        stop_event=stop_event,
+        engine=shared.company_engine(company.code, fenced),
+        connector=connector,
+        connector_error=connector_error,
+        http=BoundedSession(company.config.http.limits()),
+        token_store=_vault_store(shared, company.code),
+        on_close=shared.close if own else _keep_engine,
+        company=company.code,
+    )
     if fenced is not None:
         runtime.fence = lambda: shared.lost_reason(fenced)
     return runtime
@@ -317,4 +352,3 @@ def company_runtime(loaded: LoadedConfig, company: Company, *, lease: Lease | No
 
 def _keep_engine() -> None:
     """A company runtime closes without closing the pool the other companies share."""
-

@@ -57,8 +57,7 @@ NONCE_BYTES = 12
 _AAD_PREFIX = b"nebridge fleet token pair\x00"
 #: How long a refresh waits for another process's refresh of the same company (seconds).
 DEFAULT_LOCK_WAIT_SECONDS = 120.0
-GENERATE_KEY = ("python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32))"
-                ".decode())'")
+GENERATE_KEY = "python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'"
 
 
 class VaultError(Exception):
@@ -69,8 +68,10 @@ def _aesgcm(secret: bytes) -> Any:
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError:
-        raise VaultError("the token vault needs the `cryptography` package, which is not "
-                         "installed; install it with `pip install 'nebridge[fleet]'`") from None
+        raise VaultError(
+            "the token vault needs the `cryptography` package, which is not "
+            "installed; install it with `pip install 'nebridge[fleet]'`"
+        ) from None
     return AESGCM(secret)
 
 
@@ -94,8 +95,10 @@ class VaultKey:
         except (binascii.Error, ValueError):
             secret = b""
         if len(secret) != KEY_BYTES:
-            raise VaultError(f"the vault key in {source} is not {KEY_BYTES} bytes in base64 on "
-                             f"one line; make a new one with `{GENERATE_KEY}`")
+            raise VaultError(
+                f"the vault key in {source} is not {KEY_BYTES} bytes in base64 on "
+                f"one line; make a new one with `{GENERATE_KEY}`"
+            )
         digest = hashlib.sha256(b"nebridge vault key id\x00" + secret).hexdigest()
         return cls(key_id=digest[:16], secret=secret)
 
@@ -117,27 +120,36 @@ def read_key_file(path: Path) -> VaultKey:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        raise VaultError(f"the vault key file {path} does not exist; create it with "
-                         f"`({GENERATE_KEY}) > {path} && chmod 600 {path}`") from None
+        raise VaultError(
+            f"the vault key file {path} does not exist; create it with "
+            f"`({GENERATE_KEY}) > {path} && chmod 600 {path}`"
+        ) from None
     if stat.S_ISLNK(info.st_mode):
-        raise VaultError(f"the vault key file {path} is a symbolic link; nebridge never reads "
-                         "secrets through one: put the file itself there")
+        raise VaultError(
+            f"the vault key file {path} is a symbolic link; nebridge never reads "
+            "secrets through one: put the file itself there"
+        )
     if not stat.S_ISREG(info.st_mode):
         raise VaultError(f"the vault key file {path} is not a regular file")
     if info.st_uid != os.geteuid():
-        raise VaultError(f"the vault key file {path} belongs to uid {info.st_uid}, not to this "
-                         f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}`")
+        raise VaultError(
+            f"the vault key file {path} belongs to uid {info.st_uid}, not to this "
+            f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}`"
+        )
     if info.st_mode & 0o077:
-        raise VaultError(f"the vault key file {path} is readable by other users (mode "
-                         f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`")
+        raise VaultError(
+            f"the vault key file {path} is readable by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
+        )
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
         raw = handle.read(4096)
     try:
         return VaultKey.from_text(raw.decode("ascii"), str(path))
     except UnicodeDecodeError:
-        raise VaultError(f"the vault key in {path} is not base64 text; make a new one with "
-                         f"`{GENERATE_KEY}`") from None
+        raise VaultError(
+            f"the vault key in {path} is not base64 text; make a new one with `{GENERATE_KEY}`"
+        ) from None
 
 
 def load_keys(
@@ -158,7 +170,8 @@ def load_keys(
             raise VaultError(
                 f"fleet mode has no vault key: give the service the credential {KEY_CREDENTIAL} "
                 f"(`LoadCredential={KEY_CREDENTIAL}:/etc/nebridge/credentials/{KEY_CREDENTIAL}`"
-                f" or that file in `credentials_dir`); make one with `{GENERATE_KEY}`")
+                f" or that file in `credentials_dir`); make one with `{GENERATE_KEY}`"
+            )
         current = VaultKey.from_text(text_value, f"the credential {KEY_CREDENTIAL}")
     previous = [read_key_file(path) for path in previous_key_files]
     old = _read_key_credential(PREVIOUS_KEY_CREDENTIAL, credentials_dir, env)
@@ -167,8 +180,9 @@ def load_keys(
     return VaultKeys(current, tuple(k for k in previous if k.key_id != current.key_id))
 
 
-def _read_key_credential(name: str, credentials_dir: Path | None,
-                         env: Mapping[str, str] | None) -> str | None:
+def _read_key_credential(
+    name: str, credentials_dir: Path | None, env: Mapping[str, str] | None
+) -> str | None:
     """A key credential's text; read from ``credentials_dir`` (outside systemd) the file must
     be a regular file of root or this user, closed to others (as the folder's other secrets)."""
     try:
@@ -185,8 +199,13 @@ class TokenVault:
     """The fleet's token pairs in ``fleet_token`` (PostgreSQL), sealed with ``keys``; refused
     (:class:`~daemon.fleet.leases.FleetUnavailable`) on SQLite or an unmigrated database."""
 
-    def __init__(self, engine: Engine, keys: VaultKeys, *,
-                 lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keys: VaultKeys,
+        *,
+        lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+    ) -> None:
         require_fleet_database(engine)
         self.engine = engine
         self.keys = keys
@@ -212,7 +231,8 @@ class TokenVault:
                 f"the token pair of company {company!r} is sealed with vault key {key_id}, "
                 f"which this process does not have (current key {self.keys.current.key_id}); "
                 f"give it that key as the credential {PREVIOUS_KEY_CREDENTIAL} until the "
-                "rotation has run, or `nebridge connect` the company again")
+                "rotation has run, or `nebridge connect` the company again"
+            )
         cipher = _aesgcm(key.secret)  # says how to install cryptography if it is missing
         from cryptography.exceptions import InvalidTag
 
@@ -222,12 +242,15 @@ class TokenVault:
             raise VaultError(
                 f"the token pair stored for company {company!r} does not decrypt with vault "
                 f"key {key_id}: the row was altered or copied from another company; "
-                "`nebridge connect` the company again") from None
+                "`nebridge connect` the company again"
+            ) from None
         try:
             return TokenSet.from_json(json.loads(plain))
         except (ValueError, KeyError, TypeError):
-            raise VaultError(f"the token pair stored for company {company!r} is not a token "
-                             "pair; `nebridge connect` the company again") from None
+            raise VaultError(
+                f"the token pair stored for company {company!r} is not a token "
+                "pair; `nebridge connect` the company again"
+            ) from None
 
     # -- reading and writing ------------------------------------------------------------------
 
@@ -236,7 +259,8 @@ class TokenVault:
         with self.engine.connect() as connection:
             row = connection.execute(
                 text("SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company"),
-                {"company": company}).first()
+                {"company": company},
+            ).first()
         if row is None:
             return None
         return self._open(company, row.key_id, bytes(row.nonce), bytes(row.sealed))
@@ -245,26 +269,32 @@ class TokenVault:
         """Replace the company's pair (sealed with the current key and a new nonce)."""
         key_id, nonce, sealed = self._seal(company, tokens)
         with self.engine.begin() as connection:
-            connection.execute(text(
-                "INSERT INTO fleet_token (company, key_id, nonce, sealed, written_at) "
-                "VALUES (:company, :key_id, :nonce, :sealed, clock_timestamp()) "
-                "ON CONFLICT (company) DO UPDATE SET key_id = EXCLUDED.key_id, "
-                "nonce = EXCLUDED.nonce, sealed = EXCLUDED.sealed, "
-                "written_at = EXCLUDED.written_at, writes = fleet_token.writes + 1"),
-                {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed})
+            connection.execute(
+                text(
+                    "INSERT INTO fleet_token (company, key_id, nonce, sealed, written_at) "
+                    "VALUES (:company, :key_id, :nonce, :sealed, clock_timestamp()) "
+                    "ON CONFLICT (company) DO UPDATE SET key_id = EXCLUDED.key_id, "
+                    "nonce = EXCLUDED.nonce, sealed = EXCLUDED.sealed, "
+                    "written_at = EXCLUDED.written_at, writes = fleet_token.writes + 1"
+                ),
+                {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed},
+            )
 
     def forget(self, company: str) -> bool:
         """Delete the company's pair (unlink); True if there was one."""
         with self.engine.begin() as connection:
-            return bool(connection.execute(
-                text("DELETE FROM fleet_token WHERE company = :company"),
-                {"company": company}).rowcount)
+            return bool(
+                connection.execute(
+                    text("DELETE FROM fleet_token WHERE company = :company"), {"company": company}
+                ).rowcount
+            )
 
     def key_use(self) -> dict[str, int]:
         """How many pairs each key id seals (0 left on old keys: the rotation is done)."""
         with self.engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT key_id, count(*) FROM fleet_token GROUP BY key_id")).all()
+            rows = connection.execute(
+                text("SELECT key_id, count(*) FROM fleet_token GROUP BY key_id")
+            ).all()
         return {str(key_id): int(count) for key_id, count in rows}
 
     def rotate(self, progress: Callable[[str, int, int], None] | None = None) -> int:
@@ -275,23 +305,35 @@ class TokenVault:
         ``progress(company, done, total)`` is called after each company.
         """
         with self.engine.connect() as connection:
-            companies = list(connection.execute(text(
-                "SELECT company FROM fleet_token WHERE key_id <> :current ORDER BY company"),
-                {"current": self.keys.current.key_id}).scalars())
+            companies = list(
+                connection.execute(
+                    text(
+                        "SELECT company FROM fleet_token WHERE key_id <> :current ORDER BY company"
+                    ),
+                    {"current": self.keys.current.key_id},
+                ).scalars()
+            )
         done = 0
         for company in companies:
             with self.company_lock(company), self.engine.begin() as connection:
-                row = connection.execute(text(
-                    "SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company "
-                    "FOR UPDATE"), {"company": company}).first()
+                row = connection.execute(
+                    text(
+                        "SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company "
+                        "FOR UPDATE"
+                    ),
+                    {"company": company},
+                ).first()
                 if row is None or row.key_id == self.keys.current.key_id:
                     continue
                 tokens = self._open(company, row.key_id, bytes(row.nonce), bytes(row.sealed))
                 key_id, nonce, sealed = self._seal(company, tokens)
-                connection.execute(text(
-                    "UPDATE fleet_token SET key_id = :key_id, nonce = :nonce, sealed = :sealed "
-                    "WHERE company = :company"),
-                    {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed})
+                connection.execute(
+                    text(
+                        "UPDATE fleet_token SET key_id = :key_id, nonce = :nonce, sealed = :sealed "
+                        "WHERE company = :company"
+                    ),
+                    {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed},
+                )
                 done += 1
             if progress is not None:
                 progress(company, done, len(companies))
@@ -305,9 +347,11 @@ class TokenVault:
         with self._schema_guard:
             if self._schema_oid is None:
                 with self.engine.connect() as connection:
-                    self._schema_oid = int(connection.execute(text(
-                        "SELECT oid FROM pg_namespace WHERE nspname = current_schema()"))
-                        .scalar_one())
+                    self._schema_oid = int(
+                        connection.execute(
+                            text("SELECT oid FROM pg_namespace WHERE nspname = current_schema()")
+                        ).scalar_one()
+                    )
             return self._schema_oid
 
     @contextmanager
@@ -321,22 +365,26 @@ class TokenVault:
         deadline = time.monotonic() + self.lock_wait_seconds
         with self.engine.connect() as connection:
             while not connection.execute(
-                    text("SELECT pg_try_advisory_lock(:space, hashtext(:name))"),
-                    {"space": key[0], "name": key[1]}).scalar():
+                text("SELECT pg_try_advisory_lock(:space, hashtext(:name))"),
+                {"space": key[0], "name": key[1]},
+            ).scalar():
                 connection.rollback()
                 if time.monotonic() >= deadline:
                     raise VaultError(
                         f"another process has held company {company!r}'s token lock for "
                         f"{self.lock_wait_seconds:.0f} s (a Next Engine call still running, or "
                         "a stopped process); nothing was sent — try again, and see "
-                        "pg_locks/pg_stat_activity for the holder")
+                        "pg_locks/pg_stat_activity for the holder"
+                    )
                 time.sleep(0.05)
             connection.commit()
             try:
                 yield
             finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:name))"),
-                                   {"space": key[0], "name": key[1]})
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:space, hashtext(:name))"),
+                    {"space": key[0], "name": key[1]},
+                )
                 connection.commit()
 
     def store(self, company: str) -> VaultTokenStore:

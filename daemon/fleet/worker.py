@@ -108,9 +108,14 @@ class FleetWorker:
         self._guard = threading.RLock()
         self._reload_requested = threading.Event()
         self._closing = False
-        self.keeper = LeaseKeeper(engine, companies.companies, lease_seconds=lease_seconds,
-                                  worker_id=worker_id, before_release=self._stop_service,
-                                  on_lost=lambda company, reason: self._stop_service(company))
+        self.keeper = LeaseKeeper(
+            engine,
+            companies.companies,
+            lease_seconds=lease_seconds,
+            worker_id=worker_id,
+            before_release=self._stop_service,
+            on_lost=lambda company, reason: self._stop_service(company),
+        )
 
     def __repr__(self) -> str:
         return f"FleetWorker({self.keeper.worker_id!r}, serving {len(self._services)})"
@@ -139,8 +144,11 @@ class FleetWorker:
                 try:
                     base = self.load_base()
                 except ConfigError as exc:
-                    log.error("daemon.yaml refused on reload; every company keeps its shared "
-                              "settings: %s", exc)
+                    log.error(
+                        "daemon.yaml refused on reload; every company keeps its shared "
+                        "settings: %s",
+                        exc,
+                    )
             self.reload(base)
         self.keeper.tick()
         self._sync()
@@ -149,16 +157,22 @@ class FleetWorker:
         """Read the companies again (and ``base``); stop what changed or went away."""
         changes = self.companies.reload(base)
         for refusal in changes.refused:
-            log.error("company file refused (the company keeps its last valid version, if "
-                      "any): %s", refusal)
+            log.error(
+                "company file refused (the company keeps its last valid version, if any): %s",
+                refusal,
+            )
         for code in (*changes.changed, *changes.removed):
             self._stop_service(code)
             with self._guard:
                 self._failures.pop(code, None)  # a fixed file is tried again at once
         self.keeper.set_companies(self.companies.companies)
-        log.info("companies reloaded: %d added, %d changed, %d removed, %d refused",
-                 len(changes.added), len(changes.changed), len(changes.removed),
-                 len(changes.refused))
+        log.info(
+            "companies reloaded: %d added, %d changed, %d removed, %d refused",
+            len(changes.added),
+            len(changes.changed),
+            len(changes.removed),
+            len(changes.refused),
+        )
         return changes
 
     def request_reload(self) -> None:
@@ -176,20 +190,33 @@ class FleetWorker:
             for code, start in self._starting.items():
                 if not start.given_up and now >= start.deadline:
                     start.given_up = True
-                    self._fail(code, f"its service did not start within "
-                                     f"{self.start_seconds:g} s (a plugin hanging at import, "
-                                     "or a slow start)", now, hung=True)
+                    self._fail(
+                        code,
+                        f"its service did not start within "
+                        f"{self.start_seconds:g} s (a plugin hanging at import, "
+                        "or a slow start)",
+                        now,
+                        hung=True,
+                    )
             for code, epoch in sorted(held.items()):
                 company = self.companies.companies.get(code)
                 failure = self._failures.get(code)
-                if (code in self._services or code in self._starting or company is None
-                        or (failure is not None and now < failure.retry_at)):
+                if (
+                    code in self._services
+                    or code in self._starting
+                    or company is None
+                    or (failure is not None and now < failure.retry_at)
+                ):
                     continue
                 if sum(not s.given_up for s in self._starting.values()) >= START_THREADS:
                     break  # the rest start in a later round
                 lease = Lease(code, epoch)
-                thread = threading.Thread(target=self._start, args=(company, lease),
-                                          name=f"fleet-start-{code}", daemon=True)
+                thread = threading.Thread(
+                    target=self._start,
+                    args=(company, lease),
+                    name=f"fleet-start-{code}",
+                    daemon=True,
+                )
                 self._starting[code] = _Start(lease, now + self.start_seconds, thread)
                 thread.start()
 
@@ -202,9 +229,13 @@ class FleetWorker:
         except Exception as exc:  # one company's failure never holds up the others
             with self._guard:
                 late = self._starting.pop(code, None)
-                self._fail(code, f"its service did not start: "
-                                 f"{(str(exc).splitlines() or [type(exc).__name__])[0]}",
-                           time.monotonic(), hung=late is not None and late.given_up)
+                self._fail(
+                    code,
+                    f"its service did not start: "
+                    f"{(str(exc).splitlines() or [type(exc).__name__])[0]}",
+                    time.monotonic(),
+                    hung=late is not None and late.given_up,
+                )
             return
         with self._guard:
             self._starting.pop(code, None)
@@ -229,11 +260,21 @@ class FleetWorker:
         self._failures[code] = StartFailure(code, reason, failures, now + pause)
         company = self.companies.companies.get(code)
         if company is not None and (previous is None or previous.reason != reason):
-            threading.Thread(target=self._tell, args=(self.on_failed, company, reason),
-                             name=f"fleet-failed-{code}", daemon=True).start()
-        log.error("company %s: %s; not served: this worker keeps its lease (no other worker "
-                  "takes it) and tries again in %d s — fix its file (%s) or plugin and send "
-                  "SIGHUP", code, reason, round(pause), company.path if company else "?")
+            threading.Thread(
+                target=self._tell,
+                args=(self.on_failed, company, reason),
+                name=f"fleet-failed-{code}",
+                daemon=True,
+            ).start()
+        log.error(
+            "company %s: %s; not served: this worker keeps its lease (no other worker "
+            "takes it) and tries again in %d s — fix its file (%s) or plugin and send "
+            "SIGHUP",
+            code,
+            reason,
+            round(pause),
+            company.path if company else "?",
+        )
 
     @staticmethod
     def _tell(callback: Callable[..., None], *args: object) -> None:
@@ -267,15 +308,18 @@ class FleetWorker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
         done = threading.Event()
-        threading.Thread(target=self._renew_while_busy, args=(done,), name="fleet-renew",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._renew_while_busy, args=(done,), name="fleet-renew", daemon=True
+        ).start()
         try:
             while True:
                 try:
                     self.step()
                 except Exception as exc:  # the database away: the leases run out and fence
-                    log.error("fleet round failed (%s); trying again",
-                              (str(exc).splitlines() or [type(exc).__name__])[0])
+                    log.error(
+                        "fleet round failed (%s); trying again",
+                        (str(exc).splitlines() or [type(exc).__name__])[0],
+                    )
                 if stop.wait(self.keeper.lease_seconds / RENEWALS_PER_LEASE):
                     break
         finally:

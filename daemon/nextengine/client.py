@@ -281,15 +281,18 @@ class NextEngineClient:
         self._observer = observer
         self.timeout_grace = timeout_grace
         self._refused_access: str | None = None
-        self._session = BoundedSession(HttpLimits(
-            connect_timeout_seconds=connect_timeout,
-            deadline_seconds=connect_timeout + read_timeout,
-            max_response_bytes=max_response_bytes,
-            transfer_seconds=transfer_timeout,
-            deadline_setting="nextengine.read_timeout_seconds",
-            size_setting="nextengine.max_response_mb",
-            transfer_setting="nextengine.transfer_timeout_seconds",
-        ), socket_options=_socket_options())
+        self._session = BoundedSession(
+            HttpLimits(
+                connect_timeout_seconds=connect_timeout,
+                deadline_seconds=connect_timeout + read_timeout,
+                max_response_bytes=max_response_bytes,
+                transfer_seconds=transfer_timeout,
+                deadline_setting="nextengine.read_timeout_seconds",
+                size_setting="nextengine.max_response_mb",
+                transfer_setting="nextengine.transfer_timeout_seconds",
+            ),
+            socket_options=_socket_options(),
+        )
         self._session.headers["User-Agent"] = f"nebridge/{version} (+python-requests)"
         # requests re-reads the proxy environment on every call (a scan of os.environ, ~0.4 ms):
         # read it once; the daemon's environment does not change while it runs.
@@ -418,15 +421,20 @@ class NextEngineClient:
             self._observe(path, "transport")
             error = _transport_error(exc, path)
             if isinstance(exc, requests.ReadTimeout) and self.timeout_grace > 0:
-                log.warning("no answer from NE on %s in time; waiting %.0f s before the next "
-                            "call so NE can finish this one", path, self.timeout_grace)
+                log.warning(
+                    "no answer from NE on %s in time; waiting %.0f s before the next "
+                    "call so NE can finish this one",
+                    path,
+                    self.timeout_grace,
+                )
                 self._sleep(self.timeout_grace)
             raise error from None
         if response.status_code != 200:
             self._observe(path, f"http_{response.status_code}")
             raise NeBadAnswer(
-                "", f"NE answered HTTP {response.status_code} instead of 200"
-                f"{_content_note(response)}", path=path
+                "",
+                f"NE answered HTTP {response.status_code} instead of 200{_content_note(response)}",
+                path=path,
             )
         try:
             body = response.json()
@@ -435,11 +443,16 @@ class NextEngineClient:
         if not isinstance(body, dict):
             self._observe(path, f"http_{response.status_code}")
             raise NeBadAnswer(
-                "", f"NE answered with something that is not a JSON object"
-                f"{_content_note(response)}", path=path
+                "",
+                f"NE answered with something that is not a JSON object{_content_note(response)}",
+                path=path,
             )
-        self._observe(path, "success" if body.get("result") == "success"
-                      else str(body.get("code") or body.get("result") or "unknown"))
+        self._observe(
+            path,
+            "success"
+            if body.get("result") == "success"
+            else str(body.get("code") or body.get("result") or "unknown"),
+        )
         return body
 
     def _observe(self, path: str, outcome: str) -> None:
@@ -460,8 +473,12 @@ class NextEngineClient:
             return {k: v for k, v in body.items() if k not in _TOKEN_FIELDS}
         text = _message_text(body, secrets)
         if result not in ("error", "redirect"):
-            raise NeBadAnswer("", f"NE answered with result={result!r}"
-                              + (f": {text}" if body.get("message") else ""), path=path)
+            raise NeBadAnswer(
+                "",
+                f"NE answered with result={result!r}"
+                + (f": {text}" if body.get("message") else ""),
+                path=path,
+            )
         log.debug("NE %s on %s: %s", body.get("code"), path, text)
         raise error_from_response(
             body, path=path, message=text, retry_after=self.retry.maintenance_retry_after
@@ -773,8 +790,7 @@ def _check_read_answer(path: str, params: Mapping[str, str], body: Mapping[str, 
     if path.endswith("/count"):
         count = body.get("count")
         if not (isinstance(count, str | int) and str(count).isdigit()):
-            raise NeBadAnswer("", f"the count answer has no numeric 'count' ({count!r})",
-                              path=path)
+            raise NeBadAnswer("", f"the count answer has no numeric 'count' ({count!r})", path=path)
         return
     data = body.get("data")
     if not isinstance(data, list):
@@ -782,23 +798,29 @@ def _check_read_answer(path: str, params: Mapping[str, str], body: Mapping[str, 
     fields = [f for f in params.get("fields", "").split(",") if f]
     for index, row in enumerate(data):
         if not isinstance(row, dict):
-            raise NeBadAnswer("", f"row {index} of the search answer is not an object",
-                              path=path)
+            raise NeBadAnswer("", f"row {index} of the search answer is not an object", path=path)
         missing = [f for f in fields if f not in row]
         if missing:
-            raise NeBadAnswer("", f"row {index} of the search answer lacks field(s) "
-                              f"{', '.join(missing)}", path=path)
+            raise NeBadAnswer(
+                "",
+                f"row {index} of the search answer lacks field(s) {', '.join(missing)}",
+                path=path,
+            )
         wrong = [f for f in fields if not isinstance(row[f], str | None)]
         if wrong:
-            raise NeBadAnswer("", f"row {index} of the search answer has non-text value(s) in "
-                              f"{', '.join(wrong)}", path=path)
+            raise NeBadAnswer(
+                "",
+                f"row {index} of the search answer has non-text value(s) in {', '.join(wrong)}",
+                path=path,
+            )
 
 
 def _refuses_pair(body: Mapping[str, Any]) -> bool:
     """NE answered that the token pair sent is dead or must be signed in again."""
     code = str(body.get("code") or "")
     return body.get("result") == "redirect" or (
-        body.get("result") == "error" and (code == STALE_TOKEN_CODE or code in REAUTH_CODES))
+        body.get("result") == "error" and (code == STALE_TOKEN_CODE or code in REAUTH_CODES)
+    )
 
 
 def _warn_if_rotation_lost(tokens: TokenSet, path: str) -> None:
@@ -806,9 +828,12 @@ def _warn_if_rotation_lost(tokens: TokenSet, path: str) -> None:
     pair in it, and then the stored pair is dead (only re-connecting helps)."""
     end = tokens.access_token_end_date
     if end is not None and end <= datetime.now(UTC):
-        log.warning("the answer on %s was lost while the access token had expired: if Next "
-                    "Engine rotated the pair in it, the stored pair is dead and the next call "
-                    "will ask for `nebridge connect`", path)
+        log.warning(
+            "the answer on %s was lost while the access token had expired: if Next "
+            "Engine rotated the pair in it, the stored pair is dead and the next call "
+            "will ask for `nebridge connect`",
+            path,
+        )
 
 
 def _content_note(response: requests.Response) -> str:

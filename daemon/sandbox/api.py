@@ -143,8 +143,13 @@ def _tags(state: SandboxState, query: Any) -> Iterable[Any]:
 # ---------------------------------------------------------------- login / info
 def _neauth(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     p = req.params
-    pair = state.exchange_login(p.get("uid", ""), p.get("state", ""), p.get("client_id", ""),
-                                p.get("client_secret", ""), call_no=req.call_no)
+    pair = state.exchange_login(
+        p.get("uid", ""),
+        p.get("state", ""),
+        p.get("client_id", ""),
+        p.get("client_secret", ""),
+        call_no=req.call_no,
+    )
     body: dict[str, Any] = dict(token_fields(pair))
     for key in ("company_app_header", "company_ne_id", "company_name", "company_kana"):
         body[key] = state.company[key]
@@ -167,8 +172,10 @@ def _company_info(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
 
 
 def _app_company(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
-    row = {key: state.company[key]
-           for key in ("company_id", "company_ne_id", "company_name", "company_kana")}
+    row = {
+        key: state.company[key]
+        for key in ("company_id", "company_ne_id", "company_name", "company_kana")
+    }
     return {"count": "1", "data": [row]}
 
 
@@ -181,8 +188,10 @@ def _cancel_types(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
 
 
 def _order_statuses(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
-    data = [{"order_status_id": str(sid), "order_status_name": name}
-            for sid, name in ORDER_STATUS.items()]
+    data = [
+        {"order_status_id": str(sid), "order_status_name": name}
+        for sid, name in ORDER_STATUS.items()
+    ]
     return {"count": str(len(data)), "data": data}
 
 
@@ -192,10 +201,14 @@ def _update(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     order_id = _required(p, "receive_order_id")
     changes = parse_update(decode_data(req.raw.get("data"), p.get("data_type"), ("xml", "gz")))
     _race(state, req, order_id)
-    state.update_order(order_id, p.get("receive_order_last_modified_date"), changes,
-                       shipped_update_flag=_flag(p, "receive_order_shipped_update_flag"),
-                       row_cancel_update_flag=_flag(p, "receive_order_row_cancel_update_flag"),
-                       call_no=req.call_no)
+    state.update_order(
+        order_id,
+        p.get("receive_order_last_modified_date"),
+        changes,
+        shipped_update_flag=_flag(p, "receive_order_shipped_update_flag"),
+        row_cancel_update_flag=_flag(p, "receive_order_row_cancel_update_flag"),
+        call_no=req.call_no,
+    )
     return {}
 
 
@@ -217,7 +230,9 @@ def _bulk_update(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     for item in items:
         try:
             state.update_order(
-                item.order_id, item.last_modified, item.changes,
+                item.order_id,
+                item.last_modified,
+                item.changes,
                 shipped_update_flag=_flag(p, "receive_order_shipped_update_flag"),
                 row_cancel_update_flag=_flag(p, "receive_order_row_cancel_update_flag"),
                 call_no=req.call_no,
@@ -232,17 +247,21 @@ def _bulk_update(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
 def _shipped(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     order_id = _required(req.params, "receive_order_id")
     _race(state, req, order_id)
-    state.ship_order(order_id, req.params.get("receive_order_last_modified_date"),
-                     call_no=req.call_no)
+    state.ship_order(
+        order_id, req.params.get("receive_order_last_modified_date"), call_no=req.call_no
+    )
     return {}
 
 
 def _receipted(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     order_id = _required(req.params, "receive_order_id")
     _race(state, req, order_id)
-    state.receipt_order(order_id, req.params.get("receive_order_last_modified_date"),
-                        label_print_flag=req.params.get("receive_order_label_print_flag"),
-                        call_no=req.call_no)
+    state.receipt_order(
+        order_id,
+        req.params.get("receive_order_last_modified_date"),
+        label_print_flag=req.params.get("receive_order_label_print_flag"),
+        call_no=req.call_no,
+    )
     return {}
 
 
@@ -259,7 +278,8 @@ def _bulk_receipted(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     for item in items:
         try:
             state.receipt_order(
-                item.order_id, item.last_modified,
+                item.order_id,
+                item.last_modified,
                 label_print_flag=item.changes.base.get("receive_order_label_print_flag"),
                 call_no=req.call_no,
             )
@@ -273,9 +293,12 @@ def _bulk_receipted(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
 def _labelprinted(state: SandboxState, req: ApiRequest) -> dict[str, Any]:
     order_id = _required(req.params, "receive_order_id")
     _race(state, req, order_id)
-    state.label_print_order(order_id, req.params.get("receive_order_last_modified_date"),
-                            req.params.get("receive_order_label_print_flag"),
-                            call_no=req.call_no)
+    state.label_print_order(
+        order_id,
+        req.params.get("receive_order_last_modified_date"),
+        req.params.get("receive_order_label_print_flag"),
+        call_no=req.call_no,
+    )
     return {}
 
 
@@ -317,7 +340,10 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 
 def _run(
-    state: SandboxState, endpoint: Endpoint | None, req: ApiRequest, code: str | None,
+    state: SandboxState,
+    endpoint: Endpoint | None,
+    req: ApiRequest,
+    code: str | None,
     expire_token: bool,
 ) -> dict[str, Any]:
     """Authenticate, apply injected errors, run the endpoint; always returns an envelope."""
@@ -327,16 +353,23 @@ def _run(
         if endpoint is None:
             if params.get("access_token"):
                 with contextlib.suppress(NEError):
-                    tokens = state.authenticate(params.get("access_token"),
-                                                params.get("refresh_token"),
-                                                call_no=req.call_no, path=req.path)
+                    tokens = state.authenticate(
+                        params.get("access_token"),
+                        params.get("refresh_token"),
+                        call_no=req.call_no,
+                        path=req.path,
+                    )
             raise NEError("path_not_found", req.path)
         if code == "999999":
             raise NEError("system_error", tokens=False)
         if endpoint.auth == "token":
-            tokens = state.authenticate(params.get("access_token"), params.get("refresh_token"),
-                                        call_no=req.call_no, path=req.path,
-                                        force_expire=expire_token)
+            tokens = state.authenticate(
+                params.get("access_token"),
+                params.get("refresh_token"),
+                call_no=req.call_no,
+                path=req.path,
+                force_expire=expire_token,
+            )
         elif endpoint.auth == "app":
             state.check_app(params.get("client_id"), params.get("client_secret"))
         if code is not None:
@@ -365,8 +398,9 @@ def handle_api_call(
     call_no = state.traffic.begin(company, path)
     try:
         token_call = endpoint is not None and endpoint.auth == "token"
-        decision = state.faults.decide(path, token_call=token_call,
-                                       write=endpoint is not None and endpoint.write)
+        decision = state.faults.decide(
+            path, token_call=token_call, write=endpoint is not None and endpoint.write
+        )
         if decision.latency_s > 0:
             sleep(decision.latency_s)
         if decision.drop_before:

@@ -104,38 +104,73 @@ class SandboxConfig(SandboxSettings):
 
 
 GUESSED_OPTIONS: tuple[GuessedOption, ...] = (
-    GuessedOption("shipped_allowed_from_20", "§4.8, gaps §3.2",
-                  "`shipped` also accepts status 20 (every source ships from 40)"),
-    GuessedOption("shipped_stock_effect", "§4.8, §8",
-                  "what shipping takes from stock: allocated row qty, full qty, or nothing"),
-    GuessedOption("case_insensitive_goods_codes", "§5.1, gaps §8",
-                  "goods codes match ignoring case (upload, allocation, code searches)"),
-    GuessedOption("upload_recases_goods_code", "gaps §8",
-                  "an upload row spelled differently rewrites the stored code's case"),
-    GuessedOption("upload_row_error_mode", "gaps §5.3",
-                  "`row`: bad CSV rows skipped, que ends 2; `all_or_nothing`: que ends -1"),
-    GuessedOption("que_processing_delay_s", "§5.5",
-                  "seconds from que status 0 to 2/-1 (status 1 from half-time)"),
+    GuessedOption(
+        "shipped_allowed_from_20",
+        "§4.8, gaps §3.2",
+        "`shipped` also accepts status 20 (every source ships from 40)",
+    ),
+    GuessedOption(
+        "shipped_stock_effect",
+        "§4.8, §8",
+        "what shipping takes from stock: allocated row qty, full qty, or nothing",
+    ),
+    GuessedOption(
+        "case_insensitive_goods_codes",
+        "§5.1, gaps §8",
+        "goods codes match ignoring case (upload, allocation, code searches)",
+    ),
+    GuessedOption(
+        "upload_recases_goods_code",
+        "gaps §8",
+        "an upload row spelled differently rewrites the stored code's case",
+    ),
+    GuessedOption(
+        "upload_row_error_mode",
+        "gaps §5.3",
+        "`row`: bad CSV rows skipped, que ends 2; `all_or_nothing`: que ends -1",
+    ),
+    GuessedOption(
+        "que_processing_delay_s",
+        "§5.5",
+        "seconds from que status 0 to 2/-1 (status 1 from half-time)",
+    ),
     GuessedOption("que_upload_name", "gaps §5.4, §6", "`que_upload_name` of API uploads"),
-    GuessedOption("que_client_file_name", "gaps §6",
-                  "`que_client_file_name` of API uploads (None = null)"),
+    GuessedOption(
+        "que_client_file_name", "gaps §6", "`que_client_file_name` of API uploads (None = null)"
+    ),
     GuessedOption("limit_max", "§2.2, gaps §7", "largest accepted `limit`"),
     GuessedOption("limit_over_max", "§2.2", "`limit` above the max: `reject` or `clamp`"),
     GuessedOption("in_max", "§2.3, gaps §7", "most values in one `-in` / `-nin`"),
-    GuessedOption("strictly_increasing_last_modified", "§8",
-                  "each write moves `receive_order_last_modified_date` by >= 1 s"),
-    GuessedOption("reallocate_on_change", "§8",
-                  "allocate more stock after row qty/goods/cancel edits or an un-cancel"),
-    GuessedOption("neauth_revokes_previous_pair", "§1.3",
-                  "a new `api_neauth` login kills the previous token pair"),
+    GuessedOption(
+        "strictly_increasing_last_modified",
+        "§8",
+        "each write moves `receive_order_last_modified_date` by >= 1 s",
+    ),
+    GuessedOption(
+        "reallocate_on_change",
+        "§8",
+        "allocate more stock after row qty/goods/cancel edits or an un-cancel",
+    ),
+    GuessedOption(
+        "neauth_revokes_previous_pair",
+        "§1.3",
+        "a new `api_neauth` login kills the previous token pair",
+    ),
     GuessedOption("state_single_use", "§1.2", "a uid/state pair can be exchanged only once"),
-    GuessedOption("shuffle_unsorted_results", "§2.2",
-                  "searches without `sort` come back in random order (else primary key)"),
+    GuessedOption(
+        "shuffle_unsorted_results",
+        "§2.2",
+        "searches without `sort` come back in random order (else primary key)",
+    ),
     GuessedOption("bulk_max_orders", "§4.7", "most `<receiveorder>` elements per bulk call"),
     GuessedOption("tags_must_exist", "§4.7", "tag tokens must exist in the tag master"),
     GuessedOption("accept_slash_dates", "§4.7", "`YYYY/MM/DD` accepted wherever a date is"),
-    GuessedOption("reject_unknown_params", "§2.2",
-                  "unknown plain parameters are errors instead of ignored"),
-    GuessedOption("error_codes", "§3.2, gaps §2",
-                  "override the code of any situation (all guessed codes in `errors.py`)"),
+    GuessedOption(
+        "reject_unknown_params", "§2.2", "unknown plain parameters are errors instead of ignored"
+    ),
+    GuessedOption(
+        "error_codes",
+        "§3.2, gaps §2",
+        "override the code of any situation (all guessed codes in `errors.py`)",
+    ),
 )

@@ -29,11 +29,17 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/_sandbox/tokens", "issue a new pair without signing in"),
     ("POST", "/_sandbox/tokens/expire", "expire the current access token now"),
     ("GET", "/_sandbox/ledger", "?since=&kind=&order_id=&goods_code="),
-    ("POST", "/_sandbox/human_edit",
-     "{receive_order_id, fields={}, rows={}, delete=false}: a person edits, cancels or "
-     "deletes an order"),
-    ("POST", "/_sandbox/human_edit/stock",
-     "{goods_id, quantity}: a person overwrites a goods' stock (クイック棚卸)"),
+    (
+        "POST",
+        "/_sandbox/human_edit",
+        "{receive_order_id, fields={}, rows={}, delete=false}: a person edits, cancels or "
+        "deletes an order",
+    ),
+    (
+        "POST",
+        "/_sandbox/human_edit/stock",
+        "{goods_id, quantity}: a person overwrites a goods' stock (クイック棚卸)",
+    ),
     ("GET", "/_sandbox/state/orders/<id>", "one order with rows and options"),
     ("POST", "/_sandbox/state/orders", "create an order {rows: [[code, qty]], status_id, ...}"),
     ("GET", "/_sandbox/state/goods/<code>", "one goods record with stock"),
@@ -51,25 +57,29 @@ class ControlApi(kit.ControlApi):
         super().__init__(state.config, state.clock, state.faults, "sandbox")
         self.state = state
         faults = state.faults
-        self.add({
-            ("GET", "/"): lambda b, q: kit.describe(ROUTES),
-            ("POST", "/faults/fail_next"): lambda b, q: self.scheduled(
-                faults.fail_next, str(b.get("code", "")), kit.count(b), body=b),
-            ("POST", "/faults/human_edit_next"): lambda b, q: self.scheduled(
-                faults.human_edit_next, kit.count(b), body=b),
-            ("POST", "/faults/fail_next_ques"): self._fail_next_ques,
-            ("POST", "/login"): self._login,
-            ("GET", "/tokens"): self._tokens,
-            ("POST", "/tokens"): self._issue_tokens,
-            ("POST", "/tokens/expire"): self._expire_tokens,
-            ("GET", "/ledger"): self._ledger,
-            ("POST", "/human_edit"): self._human_edit,
-            ("POST", "/human_edit/stock"): self._human_stock_edit,
-            ("POST", "/state/orders"): self._create_order,
-            ("POST", "/state/goods"): self._create_goods,
-            ("GET", "/stats"): lambda b, q: self._stats(),
-            ("GET", "/token_uses"): lambda b, q: self.state.traffic.token_uses_json(),
-        })
+        self.add(
+            {
+                ("GET", "/"): lambda b, q: kit.describe(ROUTES),
+                ("POST", "/faults/fail_next"): lambda b, q: self.scheduled(
+                    faults.fail_next, str(b.get("code", "")), kit.count(b), body=b
+                ),
+                ("POST", "/faults/human_edit_next"): lambda b, q: self.scheduled(
+                    faults.human_edit_next, kit.count(b), body=b
+                ),
+                ("POST", "/faults/fail_next_ques"): self._fail_next_ques,
+                ("POST", "/login"): self._login,
+                ("GET", "/tokens"): self._tokens,
+                ("POST", "/tokens"): self._issue_tokens,
+                ("POST", "/tokens/expire"): self._expire_tokens,
+                ("GET", "/ledger"): self._ledger,
+                ("POST", "/human_edit"): self._human_edit,
+                ("POST", "/human_edit/stock"): self._human_stock_edit,
+                ("POST", "/state/orders"): self._create_order,
+                ("POST", "/state/goods"): self._create_goods,
+                ("GET", "/stats"): lambda b, q: self._stats(),
+                ("GET", "/token_uses"): lambda b, q: self.state.traffic.token_uses_json(),
+            }
+        )
 
     def before(self) -> None:
         """Let upload queues progress before every control request."""
@@ -84,7 +94,7 @@ class ControlApi(kit.ControlApi):
                 ("/state/ques/", self._que),
             ):
                 if sub.startswith(prefix) and len(sub) > len(prefix):
-                    return getter(unquote(sub[len(prefix):]))
+                    return getter(unquote(sub[len(prefix) :]))
         return super().fallback(method, sub, path)
 
     def refusal(self, exc: Exception) -> kit.Reply | None:
@@ -135,18 +145,23 @@ class ControlApi(kit.ControlApi):
         if not isinstance(rows, dict) or not all(isinstance(v, dict) for v in rows.values()):
             raise kit.ControlError(400, "rows must be an object: row number -> {field: value}")
         stamp = self.state.human_edit(
-            order_id, {str(k): None if v is None else str(v) for k, v in fields.items()},
-            rows={kit.integer(no, "row number"): {str(k): None if v is None else str(v)
-                                           for k, v in values.items()}
-                  for no, values in rows.items()},
+            order_id,
+            {str(k): None if v is None else str(v) for k, v in fields.items()},
+            rows={
+                kit.integer(no, "row number"): {
+                    str(k): None if v is None else str(v) for k, v in values.items()
+                }
+                for no, values in rows.items()
+            },
             delete=bool(body.get("delete", False)),
         )
         return {"receive_order_id": str(order_id), "receive_order_last_modified_date": stamp}
 
     def _human_stock_edit(self, body: kit.Body, query: kit.Query) -> Any:
         try:
-            return self.state.human_stock_edit(str(body.get("goods_id", "")),
-                                               kit.integer(body.get("quantity"), "quantity"))
+            return self.state.human_stock_edit(
+                str(body.get("goods_id", "")), kit.integer(body.get("quantity"), "quantity")
+            )
         except ValueError as exc:
             raise kit.ControlError(400, str(exc)) from exc
 
@@ -154,11 +169,15 @@ class ControlApi(kit.ControlApi):
         rows: list[RowSpec] = []
         for item in body.get("rows") or []:
             if isinstance(item, dict):
-                rows.append(RowSpec(str(item["goods_id"]),
-                                    kit.integer(item["quantity"], "quantity"),
-                                    kit.integer(item.get("unit_price", 1000), "unit_price"),
-                                    kit.integer(item.get("cancel_flag", 0), "cancel_flag"),
-                                    item.get("goods_name")))
+                rows.append(
+                    RowSpec(
+                        str(item["goods_id"]),
+                        kit.integer(item["quantity"], "quantity"),
+                        kit.integer(item.get("unit_price", 1000), "unit_price"),
+                        kit.integer(item.get("cancel_flag", 0), "cancel_flag"),
+                        item.get("goods_name"),
+                    )
+                )
             else:
                 rows.append(RowSpec(str(item[0]), kit.integer(item[1], "quantity")))
         order_id = self.state.create_order(
@@ -176,8 +195,11 @@ class ControlApi(kit.ControlApi):
 
     def _create_goods(self, body: kit.Body, query: kit.Query) -> Any:
         return self.state.create_goods(
-            str(body.get("code", "")), kit.integer(body.get("quantity", 0), "quantity"),
-            name=body.get("name"), fields=body.get("fields"), source="control",
+            str(body.get("code", "")),
+            kit.integer(body.get("quantity", 0), "quantity"),
+            name=body.get("name"),
+            fields=body.get("fields"),
+            source="control",
         )
 
     def _order(self, key: str) -> Any:

@@ -21,11 +21,15 @@ ERROR_TABLE: dict[str, tuple[str, str, str]] = {
     "client_secret_invalid": ("001003", "client_idまたはclient_secretが正しくありません", "G §3.2"),
     "uid_state_invalid": ("001005", "uidまたはstateが無効です(期限切れ・使用済み)", "G"),
     "access_token_missing": (
-        "002001", "POSTパラメータにaccess_tokenが指定されていません", "S §3.2"
+        "002001",
+        "POSTパラメータにaccess_tokenが指定されていません",
+        "S §3.2",
     ),
     "access_token_invalid": ("002002", "access_tokenが無効です(更新済みの古いトークン)", "C-3"),
     "access_token_expired": (
-        "002004", "access_tokenの期限が切れています。再ログインしてください", "G"
+        "002004",
+        "access_tokenの期限が切れています。再ログインしてください",
+        "G",
     ),
     "refresh_token_invalid": ("002004", "refresh_tokenが無効、または期限切れです", "C-2 §3.2"),
     "platform_maintenance": ("002007", "ネクストエンジンサーバーがメンテナンス中です", "C-2 §3.2"),

@@ -45,8 +45,9 @@ class Faults(FaultBook[FaultConfig]):
         """An NE code that can be injected (``ValueError`` naming the valid ones if not)."""
         code = str(error)
         if code not in INJECTABLE_CODES:
-            raise ValueError(f"code {code} cannot be injected; use one of "
-                             f"{sorted(INJECTABLE_CODES)}")
+            raise ValueError(
+                f"code {code} cannot be injected; use one of {sorted(INJECTABLE_CODES)}"
+            )
         return code
 
     def _forget(self) -> None:
@@ -61,8 +62,9 @@ class Faults(FaultBook[FaultConfig]):
         return data
 
     # ---------------------------------------------------------------- schedules
-    def human_edit_next(self, count: int = 1, path: str | None = None,
-                        method: str | None = None) -> None:
+    def human_edit_next(
+        self, count: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
         """The next ``count`` order writes race with a human edit of the same order."""
         self.schedule(Scheduled("human", count, path, method))
 
@@ -87,8 +89,14 @@ class Faults(FaultBook[FaultConfig]):
                 self._token_calls += 1
                 every = cfg.expire_access_token_every_n_calls
                 expire = every > 0 and self._token_calls % every == 0
-            return FaultDecision(shared.latency_s, shared.drop_before, shared.error,
-                                 shared.drop_after, human_race=human, expire_token=expire)
+            return FaultDecision(
+                shared.latency_s,
+                shared.drop_before,
+                shared.error,
+                shared.drop_after,
+                human_race=human,
+                expire_token=expire,
+            )
 
     def overload_wait_s(self) -> float:
         """How long a ``wait_flag=1`` call waits out an injected ``003002``."""

@@ -243,21 +243,39 @@ def _base_schema() -> Schema:
     defs: list[FieldDef] = [
         FieldDef("receive_order_shop_id", "int", lambda o: str(o.shop_id), lambda o: o.shop_id),
         FieldDef("receive_order_id", "int", lambda o: str(o.id), lambda o: o.id),
-        FieldDef("receive_order_order_status_id", "int", lambda o: str(o.status_id),
-                 lambda o: o.status_id),
+        FieldDef(
+            "receive_order_order_status_id",
+            "int",
+            lambda o: str(o.status_id),
+            lambda o: o.status_id,
+        ),
         FieldDef("receive_order_order_status_name", "str", _order_status_name),
-        FieldDef("receive_order_cancel_type_id", "int", lambda o: str(o.cancel_type_id),
-                 lambda o: o.cancel_type_id),
+        FieldDef(
+            "receive_order_cancel_type_id",
+            "int",
+            lambda o: str(o.cancel_type_id),
+            lambda o: o.cancel_type_id,
+        ),
         FieldDef("receive_order_cancel_type_name", "str", _cancel_type_name),
         FieldDef("receive_order_creation_date", "date", lambda o: o.creation_date),
         FieldDef("receive_order_last_modified_date", "date", lambda o: o.last_modified),
         FieldDef("receive_order_last_modified_null_safe_date", "date", lambda o: o.last_modified),
-        FieldDef("receive_order_last_modified_by_null_safe_id", "str",
-                 lambda o: o.extra.get("receive_order_last_modified_by_id")
-                 or o.extra.get("receive_order_creator_id")),
-        FieldDef("receive_order_last_modified_by_null_safe_name", "str",
-                 lambda o: o.extra.get("receive_order_last_modified_by_name")
-                 or o.extra.get("receive_order_creator_name")),
+        FieldDef(
+            "receive_order_last_modified_by_null_safe_id",
+            "str",
+            lambda o: (
+                o.extra.get("receive_order_last_modified_by_id")
+                or o.extra.get("receive_order_creator_id")
+            ),
+        ),
+        FieldDef(
+            "receive_order_last_modified_by_null_safe_name",
+            "str",
+            lambda o: (
+                o.extra.get("receive_order_last_modified_by_name")
+                or o.extra.get("receive_order_creator_name")
+            ),
+        ),
     ]
     for name, kind in _BASE_EXTRA:
         defs.append(FieldDef(name, kind, _extra(name)))
@@ -347,22 +365,43 @@ def _wrap_base(definition: FieldDef) -> FieldDef:
 
 def _row_schema(base: Schema) -> Schema:
     defs: list[FieldDef] = [
-        FieldDef("receive_order_row_receive_order_id", "int", lambda r: str(r.order.id),
-                 lambda r: r.order.id),
-        FieldDef("receive_order_row_shop_cut_form_id", "str",
-                 lambda r: r.order.extra.get("receive_order_shop_cut_form_id")),
+        FieldDef(
+            "receive_order_row_receive_order_id",
+            "int",
+            lambda r: str(r.order.id),
+            lambda r: r.order.id,
+        ),
+        FieldDef(
+            "receive_order_row_shop_cut_form_id",
+            "str",
+            lambda r: r.order.extra.get("receive_order_shop_cut_form_id"),
+        ),
         FieldDef("receive_order_row_no", "int", lambda r: str(r.row_no), lambda r: r.row_no),
         FieldDef("receive_order_row_goods_id", "str", lambda r: r.goods_id, is_code=True),
-        FieldDef("receive_order_row_quantity", "int", lambda r: str(r.quantity),
-                 lambda r: r.quantity),
-        FieldDef("receive_order_row_cancel_flag", "int", lambda r: str(r.cancel_flag),
-                 lambda r: r.cancel_flag),
-        FieldDef("receive_order_row_stock_allocation_quantity", "int",
-                 lambda r: str(r.allocation), lambda r: r.allocation),
+        FieldDef(
+            "receive_order_row_quantity", "int", lambda r: str(r.quantity), lambda r: r.quantity
+        ),
+        FieldDef(
+            "receive_order_row_cancel_flag",
+            "int",
+            lambda r: str(r.cancel_flag),
+            lambda r: r.cancel_flag,
+        ),
+        FieldDef(
+            "receive_order_row_stock_allocation_quantity",
+            "int",
+            lambda r: str(r.allocation),
+            lambda r: r.allocation,
+        ),
         FieldDef("receive_order_row_sub_total_price", "num", _sub_total),
-        FieldDef("receive_order_row_last_modified_null_safe_date", "date",
-                 lambda r: r.extra.get("receive_order_row_last_modified_date")
-                 or r.extra.get("receive_order_row_creation_date")),
+        FieldDef(
+            "receive_order_row_last_modified_null_safe_date",
+            "date",
+            lambda r: (
+                r.extra.get("receive_order_row_last_modified_date")
+                or r.extra.get("receive_order_row_creation_date")
+            ),
+        ),
         FieldDef("receive_order_row_last_modified_newest_date", "date", _row_newest),
     ]
     for name, kind in _ROW_EXTRA:
@@ -397,11 +436,15 @@ def _option_getter(name: str) -> Getter:
 
 def _option_schema() -> Schema:
     defs: list[FieldDef] = [
-        FieldDef("receive_order_option_receive_order_id", "int", lambda o: str(o.id),
-                 lambda o: o.id),
+        FieldDef(
+            "receive_order_option_receive_order_id", "int", lambda o: str(o.id), lambda o: o.id
+        ),
         FieldDef("receive_order_option_creation_date", "date", lambda o: o.creation_date),
-        FieldDef("receive_order_option_last_modified_date", "date",
-                 lambda o: o.option.get("receive_order_option_last_modified_date")),
+        FieldDef(
+            "receive_order_option_last_modified_date",
+            "date",
+            lambda o: o.option.get("receive_order_option_last_modified_date"),
+        ),
     ]
     kinds: dict[str, Kind] = {
         "receive_order_option_received_time_shop_coupon": "num",
@@ -445,8 +488,9 @@ def _stock_defs() -> list[FieldDef]:
     return [
         FieldDef("stock_goods_id", "str", lambda g: g.code, is_code=True),
         FieldDef("stock_quantity", "int", lambda g: str(g.quantity), lambda g: g.quantity),
-        FieldDef("stock_allocation_quantity", "int", lambda g: str(g.allocation),
-                 lambda g: g.allocation),
+        FieldDef(
+            "stock_allocation_quantity", "int", lambda g: str(g.allocation), lambda g: g.allocation
+        ),
         FieldDef("stock_free_quantity", "int", lambda g: str(g.free), lambda g: g.free),
         FieldDef("stock_defective_quantity", "int", lambda g: "0"),
         FieldDef("stock_remaining_order_quantity", "int", lambda g: "0"),
@@ -457,26 +501,30 @@ def _stock_defs() -> list[FieldDef]:
         FieldDef("stock_deleted_flag", "int", lambda g: "0"),
         FieldDef("stock_creation_date", "date", lambda g: g.creation_date),
         FieldDef("stock_last_modified_date", "date", lambda g: g.last_modified),
-        FieldDef("stock_last_modified_null_safe_date", "date",
-                 lambda g: g.last_modified or g.creation_date),
+        FieldDef(
+            "stock_last_modified_null_safe_date",
+            "date",
+            lambda g: g.last_modified or g.creation_date,
+        ),
     ]
 
 
 def _goods_schema() -> Schema:
     defs: list[FieldDef] = [
         FieldDef("goods_id", "str", lambda g: g.code, is_code=True),
-        FieldDef("goods_representation_id", "str", _extra("goods_representation_id"),
-                 is_code=True),
+        FieldDef("goods_representation_id", "str", _extra("goods_representation_id"), is_code=True),
         FieldDef("goods_creation_date", "date", lambda g: g.creation_date),
         FieldDef("goods_last_modified_date", "date", lambda g: g.last_modified),
-        FieldDef("goods_last_modified_null_safe_date", "date",
-                 lambda g: g.last_modified or g.creation_date),
+        FieldDef(
+            "goods_last_modified_null_safe_date",
+            "date",
+            lambda g: g.last_modified or g.creation_date,
+        ),
     ]
     for name, kind in _GOODS_EXTRA:
         defs.append(FieldDef(name, kind, _extra(name)))
         if name in _LABELS:
-            defs.append(FieldDef(name[: -len("_id")] + "_name", "str",
-                                 _label(name, _LABELS[name])))
+            defs.append(FieldDef(name[: -len("_id")] + "_name", "str", _label(name, _LABELS[name])))
     defs.extend(_stock_defs())
     return {d.name: d for d in defs}
 
@@ -499,8 +547,9 @@ def _que_schema() -> Schema:
         FieldDef("que_deleted_flag", "int", lambda q: "0"),
         FieldDef("que_creation_date", "date", lambda q: q.creation_date),
         FieldDef("que_last_modified_date", "date", lambda q: q.last_modified),
-        FieldDef("que_last_modified_null_safe_date", "date",
-                 lambda q: q.last_modified or q.creation_date),
+        FieldDef(
+            "que_last_modified_null_safe_date", "date", lambda q: q.last_modified or q.creation_date
+        ),
         FieldDef("que_creator_id", "str", lambda q: "1"),
         FieldDef("que_creator_name", "str", lambda q: "API"),
         FieldDef("que_last_modified_by_id", "str", lambda q: None),

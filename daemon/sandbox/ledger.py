@@ -33,16 +33,25 @@ class Ledger(KitLedger[LedgerEntry]):
     def __init__(self) -> None:
         super().__init__(LedgerEntry)
 
-    def entries(self, *, since: int = 0, kind: str | None = None, order_id: int | None = None,
-                goods_code: str | None = None) -> list[LedgerEntry]:
+    def entries(
+        self,
+        *,
+        since: int = 0,
+        kind: str | None = None,
+        order_id: int | None = None,
+        goods_code: str | None = None,
+    ) -> list[LedgerEntry]:
         """Entries with ``seq > since``, optionally filtered (``kind`` may end in ``.*``;
         goods codes match ignoring case)."""
         wanted = None if goods_code is None else goods_code.casefold()
         return self.select(
             lambda e: order_id is None or e.order_id == order_id,
-            lambda e: wanted is None or (e.goods_code is not None
-                                         and e.goods_code.casefold() == wanted),
-            since=since, kind=kind)
+            lambda e: (
+                wanted is None or (e.goods_code is not None and e.goods_code.casefold() == wanted)
+            ),
+            since=since,
+            kind=kind,
+        )
 
     def count(self, kind: str, *, order_id: int | None = None) -> int:
         """How many entries of ``kind`` (for ``order_id``) exist."""

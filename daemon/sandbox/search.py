@@ -24,8 +24,23 @@ T = TypeVar("T")
 Test = Callable[["str | None"], bool]
 
 OPERATORS: frozenset[str] = frozenset(
-    {"eq", "neq", "gt", "gte", "lt", "lte", "in", "nin", "like", "nlike", "nlikeornull",
-     "blank", "nblank", "null", "nnull"}
+    {
+        "eq",
+        "neq",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "in",
+        "nin",
+        "like",
+        "nlike",
+        "nlikeornull",
+        "blank",
+        "nblank",
+        "null",
+        "nnull",
+    }
 )
 COMMON_PARAMS: frozenset[str] = frozenset(
     {"access_token", "refresh_token", "wait_flag", "fields", "offset", "limit", "sort"}
@@ -256,6 +271,7 @@ def parse_query(
 def _sort_key(fd: FieldDef) -> Callable[[Any], Any]:
     native = fd.native
     if native is not None:
+
         def by_native(record: Any) -> Any:
             value = native(record)
             return (0, 0) if value is None else (1, value)
@@ -263,6 +279,7 @@ def _sort_key(fd: FieldDef) -> Callable[[Any], Any]:
         return by_native
     get = fd.get
     if fd.kind in ("int", "num"):
+
         def by_num(record: Any) -> Any:
             value = _to_num(get(record))
             return (0, 0) if value is None else (1, value)

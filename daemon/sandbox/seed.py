@@ -25,26 +25,46 @@ SHOPS: dict[int, str] = {1: "楽天市場店", 2: "Yahoo!ショッピング店",
 
 #: (code, name, selling price): mixed-case codes, unique ignoring case.
 GOODS: tuple[tuple[str, str, int], ...] = (
-    ("TSHIRT-Red-S", "Tシャツ 赤 S", 2980), ("TSHIRT-Red-M", "Tシャツ 赤 M", 2980),
-    ("TSHIRT-Red-L", "Tシャツ 赤 L", 2980), ("TSHIRT-Navy-S", "Tシャツ 紺 S", 2980),
-    ("TSHIRT-Navy-M", "Tシャツ 紺 M", 2980), ("TSHIRT-Navy-L", "Tシャツ 紺 L", 2980),
-    ("mug-white-01", "マグカップ 白", 1200), ("mug-black-01", "マグカップ 黒", 1200),
-    ("Mug-Gift-Set", "マグカップ ギフトセット", 3500), ("CAP-blk", "キャップ 黒", 2400),
-    ("CAP-wht", "キャップ 白", 2400), ("cap-Kids", "キッズキャップ", 1800),
-    ("Bag-Tote-L", "トートバッグ L", 3200), ("bag-tote-s", "トートバッグ S", 2600),
-    ("BAG-Mini", "ミニバッグ", 1900), ("sock-23", "ソックス 23cm", 600),
-    ("sock-25", "ソックス 25cm", 600), ("SOCK-27", "ソックス 27cm", 600),
-    ("Pen-Gel-05", "ゲルペン 0.5", 180), ("pen-gel-07", "ゲルペン 0.7", 180),
-    ("PEN-Ball-Blk", "ボールペン 黒", 150), ("note-A5", "ノート A5", 320),
-    ("Note-B5", "ノート B5", 350), ("NOTE-A4-Grid", "方眼ノート A4", 480),
-    ("shouhin-001", "サンプル商品 001", 1000), ("shouhin-002", "サンプル商品 002", 1500),
-    ("Shouhin-003", "サンプル商品 003", 2000), ("TOWEL-face", "フェイスタオル", 800),
-    ("towel-bath", "バスタオル", 1800), ("Towel-Mini", "ミニタオル", 400),
-    ("umbrella-65", "傘 65cm", 2200), ("Umbrella-Fold", "折りたたみ傘", 2800),
-    ("UMB-kids", "キッズ傘", 1600), ("candle-S", "キャンドル S", 900),
-    ("Candle-M", "キャンドル M", 1400), ("CANDLE-L", "キャンドル L", 2100),
-    ("soap-lavender", "石けん ラベンダー", 700), ("Soap-Citrus", "石けん シトラス", 700),
-    ("SOAP-Mint", "石けん ミント", 700), ("KEY-ring-01", "キーリング", 500),
+    ("TSHIRT-Red-S", "Tシャツ 赤 S", 2980),
+    ("TSHIRT-Red-M", "Tシャツ 赤 M", 2980),
+    ("TSHIRT-Red-L", "Tシャツ 赤 L", 2980),
+    ("TSHIRT-Navy-S", "Tシャツ 紺 S", 2980),
+    ("TSHIRT-Navy-M", "Tシャツ 紺 M", 2980),
+    ("TSHIRT-Navy-L", "Tシャツ 紺 L", 2980),
+    ("mug-white-01", "マグカップ 白", 1200),
+    ("mug-black-01", "マグカップ 黒", 1200),
+    ("Mug-Gift-Set", "マグカップ ギフトセット", 3500),
+    ("CAP-blk", "キャップ 黒", 2400),
+    ("CAP-wht", "キャップ 白", 2400),
+    ("cap-Kids", "キッズキャップ", 1800),
+    ("Bag-Tote-L", "トートバッグ L", 3200),
+    ("bag-tote-s", "トートバッグ S", 2600),
+    ("BAG-Mini", "ミニバッグ", 1900),
+    ("sock-23", "ソックス 23cm", 600),
+    ("sock-25", "ソックス 25cm", 600),
+    ("SOCK-27", "ソックス 27cm", 600),
+    ("Pen-Gel-05", "ゲルペン 0.5", 180),
+    ("pen-gel-07", "ゲルペン 0.7", 180),
+    ("PEN-Ball-Blk", "ボールペン 黒", 150),
+    ("note-A5", "ノート A5", 320),
+    ("Note-B5", "ノート B5", 350),
+    ("NOTE-A4-Grid", "方眼ノート A4", 480),
+    ("shouhin-001", "サンプル商品 001", 1000),
+    ("shouhin-002", "サンプル商品 002", 1500),
+    ("Shouhin-003", "サンプル商品 003", 2000),
+    ("TOWEL-face", "フェイスタオル", 800),
+    ("towel-bath", "バスタオル", 1800),
+    ("Towel-Mini", "ミニタオル", 400),
+    ("umbrella-65", "傘 65cm", 2200),
+    ("Umbrella-Fold", "折りたたみ傘", 2800),
+    ("UMB-kids", "キッズ傘", 1600),
+    ("candle-S", "キャンドル S", 900),
+    ("Candle-M", "キャンドル M", 1400),
+    ("CANDLE-L", "キャンドル L", 2100),
+    ("soap-lavender", "石けん ラベンダー", 700),
+    ("Soap-Citrus", "石けん シトラス", 700),
+    ("SOAP-Mint", "石けん ミント", 700),
+    ("KEY-ring-01", "キーリング", 500),
 )
 
 TAGS: tuple[tuple[int, str, str], ...] = (
@@ -56,13 +76,38 @@ TAGS: tuple[tuple[int, str, str], ...] = (
     (6, "【済】一括更新", "#1565C0"),
 )
 
-_NAMES = ("佐藤 一郎", "鈴木 花子", "高橋 健", "田中 美咲", "伊藤 翔", "渡辺 結衣", "山本 大輔",
-          "中村 さくら", "小林 蓮", "加藤 陽菜")
-_KANAS = ("サトウ イチロウ", "スズキ ハナコ", "タカハシ ケン", "タナカ ミサキ", "イトウ ショウ",
-          "ワタナベ ユイ", "ヤマモト ダイスケ", "ナカムラ サクラ", "コバヤシ レン", "カトウ ヒナ")
-_ADDRESSES = ("東京都渋谷区神南1-2-3", "大阪府大阪市北区梅田2-4-9", "北海道札幌市中央区北1条西2",
-              "福岡県福岡市博多区博多駅前3-1", "愛知県名古屋市中村区名駅4-7-1",
-              "神奈川県横浜市西区みなとみらい2-2-1")
+_NAMES = (
+    "佐藤 一郎",
+    "鈴木 花子",
+    "高橋 健",
+    "田中 美咲",
+    "伊藤 翔",
+    "渡辺 結衣",
+    "山本 大輔",
+    "中村 さくら",
+    "小林 蓮",
+    "加藤 陽菜",
+)
+_KANAS = (
+    "サトウ イチロウ",
+    "スズキ ハナコ",
+    "タカハシ ケン",
+    "タナカ ミサキ",
+    "イトウ ショウ",
+    "ワタナベ ユイ",
+    "ヤマモト ダイスケ",
+    "ナカムラ サクラ",
+    "コバヤシ レン",
+    "カトウ ヒナ",
+)
+_ADDRESSES = (
+    "東京都渋谷区神南1-2-3",
+    "大阪府大阪市北区梅田2-4-9",
+    "北海道札幌市中央区北1条西2",
+    "福岡県福岡市博多区博多駅前3-1",
+    "愛知県名古屋市中村区名駅4-7-1",
+    "神奈川県横浜市西区みなとみらい2-2-1",
+)
 _ZIPS = ("150-0041", "530-0001", "060-0001", "812-0011", "450-0002", "220-0012")
 _STATUSES = (1, 2, 20, 20, 20, 20, 20, 20, 20, 40, 40, 40, 40, 50, 50, 50, 50, 2, 2, 20)
 _SUPPLIERS = ("株式会社サンプル商事", "有限会社テスト製作所", "サンド工業")
@@ -181,9 +226,7 @@ def _build_goods(state: World, rng: random.Random, fmt: _DateFmt) -> None:
         state.goods[state.goods_key(code)] = Goods(code, quantity, created, extra)
 
 
-def _build_orders(
-    state: World, rng: random.Random, fmt: _DateFmt, start_text: str
-) -> None:
+def _build_orders(state: World, rng: random.Random, fmt: _DateFmt, start_text: str) -> None:
     goods_list = list(state.goods.values())
     prices = {g.code: g.extra["goods_selling_price"] or "1000" for g in goods_list}
     names = {g.code: g.extra["goods_name"] for g in goods_list}
@@ -257,8 +300,10 @@ def _build_orders(
         order = Order(order_id, shop_id, status, cancel_type, created, modified, extra)
         order.stock_consumed = status == 50
         if rand() < 0.1:
-            order.option = {"receive_order_option_noshi": "御祝",
-                            "receive_order_option_message": "お誕生日おめでとう"}
+            order.option = {
+                "receive_order_option_noshi": "御祝",
+                "receive_order_option_message": "お誕生日おめでとう",
+            }
         total = 0
         for row_no in range(1, randint(1, 3) + 1):
             goods = goods_list[randint(0, len(goods_list) - 1)]
@@ -271,13 +316,20 @@ def _build_orders(
             quantity = randint(1, 3)
             cancel_flag = 1 if rand() < 0.05 else 0
             price = prices.get(goods.code, "1000")
-            row = Row(order, row_no, code, quantity, cancel_flag, {
-                "receive_order_row_goods_name": names.get(goods.code),
-                "receive_order_row_unit_price": price,
-                "receive_order_row_tax_rate": "10",
-                "receive_order_row_creation_date": created,
-                "receive_order_row_deleted_flag": "0",
-            })
+            row = Row(
+                order,
+                row_no,
+                code,
+                quantity,
+                cancel_flag,
+                {
+                    "receive_order_row_goods_name": names.get(goods.code),
+                    "receive_order_row_unit_price": price,
+                    "receive_order_row_tax_rate": "10",
+                    "receive_order_row_creation_date": created,
+                    "receive_order_row_deleted_flag": "0",
+                },
+            )
             if not cancel_flag:
                 total += int(price) * quantity
                 target = state.find_goods(code)

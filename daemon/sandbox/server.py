@@ -66,8 +66,7 @@ class SandboxServer(KitServer[SandboxState]):
         state = SandboxState(config if config is not None else SandboxConfig())
         super().__init__(state, ControlApi(state))
 
-    def answer(self, request: SandboxHandler, method: str, split: SplitResult,
-               body: bytes) -> None:
+    def answer(self, request: SandboxHandler, method: str, split: SplitResult, body: bytes) -> None:
         """Sign-in pages on GET/POST ``/users/sign_in``; every other POST is an API call."""
         if split.path in SIGN_IN_PATHS:
             query = dict(parse_qsl(split.query, keep_blank_values=True))

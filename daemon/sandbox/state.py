@@ -228,10 +228,16 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
         goods.allocation += take
         row.allocation += take
         row.extra["receive_order_row_stock_allocation_date"] = self.now()
-        self._log("stock.allocate", source, call_no, order_id=row.order.id,
-                  goods_code=goods.code, delta=0,
-                  before={"stock_allocation_quantity": before, "row_no": row.row_no},
-                  after={"stock_allocation_quantity": goods.allocation, "row_no": row.row_no})
+        self._log(
+            "stock.allocate",
+            source,
+            call_no,
+            order_id=row.order.id,
+            goods_code=goods.code,
+            delta=0,
+            before={"stock_allocation_quantity": before, "row_no": row.row_no},
+            after={"stock_allocation_quantity": goods.allocation, "row_no": row.row_no},
+        )
 
     def _release(
         self, row: Row, source: str, call_no: int | None, amount: int | None = None
@@ -246,15 +252,26 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             return
         before = goods.allocation
         goods.allocation -= amount
-        self._log("stock.release", source, call_no, order_id=row.order.id,
-                  goods_code=goods.code, delta=0,
-                  before={"stock_allocation_quantity": before, "row_no": row.row_no},
-                  after={"stock_allocation_quantity": goods.allocation, "row_no": row.row_no})
+        self._log(
+            "stock.release",
+            source,
+            call_no,
+            order_id=row.order.id,
+            goods_code=goods.code,
+            delta=0,
+            before={"stock_allocation_quantity": before, "row_no": row.row_no},
+            after={"stock_allocation_quantity": goods.allocation, "row_no": row.row_no},
+        )
 
     # ================================================================ creating things
     def create_goods(
-        self, code: str, quantity: int = 0, *, name: str | None = None,
-        fields: Mapping[str, Value] | None = None, source: str = "python",
+        self,
+        code: str,
+        quantity: int = 0,
+        *,
+        name: str | None = None,
+        fields: Mapping[str, Value] | None = None,
+        source: str = "python",
         call_no: int | None = None,
     ) -> dict[str, Any]:
         """Add a goods record with ``quantity`` in stock; returns its snapshot."""
@@ -276,12 +293,14 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             extra.update(fields or {})
             goods = Goods(code, quantity, self.now(), extra)
             self.goods[self.goods_key(code)] = goods
-            self._log("goods.create", source, call_no, goods_code=code,
-                      after={"stock_quantity": quantity})
+            self._log(
+                "goods.create", source, call_no, goods_code=code, after={"stock_quantity": quantity}
+            )
             return {name: fd.get(goods) for name, fd in GOODS_SCHEMA.items()}
 
-    def human_stock_edit(self, code: str, quantity: int, *, call_no: int | None = None) -> dict[
-            str, Any]:
+    def human_stock_edit(
+        self, code: str, quantity: int, *, call_no: int | None = None
+    ) -> dict[str, Any]:
         """A person overwrites the stock of ``code`` in NE's screen (クイック棚卸, 在庫数 =
         ``quantity``); ledger kind ``goods.stock_edit`` (not a ``stock.*`` movement of nebridge).
         Raises ValueError for unknown goods or a quantity below the allocated stock."""
@@ -293,9 +312,15 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 raise ValueError(f"{quantity} is below the allocated {goods.allocation}")
             previous, goods.quantity = goods.quantity, quantity
             goods.last_modified = self.now()
-            self._log("goods.stock_edit", "human", call_no, goods_code=goods.code,
-                      delta=quantity - previous, before={"stock_quantity": previous},
-                      after={"stock_quantity": quantity})
+            self._log(
+                "goods.stock_edit",
+                "human",
+                call_no,
+                goods_code=goods.code,
+                delta=quantity - previous,
+                before={"stock_quantity": previous},
+                after={"stock_quantity": quantity},
+            )
             return {name: fd.get(goods) for name, fd in GOODS_SCHEMA.items()}
 
     def create_order(
@@ -361,13 +386,20 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 name = spec.goods_name or (
                     goods.extra.get("goods_name") if goods else f"商品 {spec.goods_id}"
                 )
-                row = Row(order, row_no, spec.goods_id, spec.quantity, spec.cancel_flag, {
-                    "receive_order_row_goods_name": name,
-                    "receive_order_row_unit_price": str(spec.unit_price),
-                    "receive_order_row_tax_rate": "10",
-                    "receive_order_row_creation_date": now,
-                    "receive_order_row_deleted_flag": "0",
-                })
+                row = Row(
+                    order,
+                    row_no,
+                    spec.goods_id,
+                    spec.quantity,
+                    spec.cancel_flag,
+                    {
+                        "receive_order_row_goods_name": name,
+                        "receive_order_row_unit_price": str(spec.unit_price),
+                        "receive_order_row_tax_rate": "10",
+                        "receive_order_row_creation_date": now,
+                        "receive_order_row_deleted_flag": "0",
+                    },
+                )
                 order.rows.append(row)
                 if not spec.cancel_flag:
                     total += spec.unit_price * spec.quantity
@@ -375,10 +407,17 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             extra.setdefault("receive_order_total_amount", str(total))
             order.option = {k: v for k, v in (option or {}).items() if v is not None}
             self.index_order(order)
-            self._log("order.create", source, call_no, order_id=order_id,
-                      after={"receive_order_order_status_id": status_id,
-                             "receive_order_cancel_type_id": cancel_type_id,
-                             "receive_order_last_modified_date": now})
+            self._log(
+                "order.create",
+                source,
+                call_no,
+                order_id=order_id,
+                after={
+                    "receive_order_order_status_id": status_id,
+                    "receive_order_cancel_type_id": cancel_type_id,
+                    "receive_order_last_modified_date": now,
+                },
+            )
             if not order.stock_consumed:
                 for row in order.rows:
                     self._allocate(row, source, call_no)
@@ -438,15 +477,21 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 "receive_order_row_cancel_flag"
             ] not in ("0", "1"):
                 raise NEError("validation", "[receive_order_row_cancel_flag]")
-            if "receive_order_row_goods_id" in checked and not checked[
-                "receive_order_row_goods_id"
-            ]:
+            if (
+                "receive_order_row_goods_id" in checked
+                and not checked["receive_order_row_goods_id"]
+            ):
                 raise NEError("validation", "[receive_order_row_goods_id]")
             out.rows[row_no] = checked
         return out
 
     def _apply_changes(
-        self, order: Order, changes: OrderChanges, *, row_cancel_flag: bool, source: str,
+        self,
+        order: Order,
+        changes: OrderChanges,
+        *,
+        row_cancel_flag: bool,
+        source: str,
         call_no: int | None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Apply validated changes; returns the ``(before, after)`` of what changed."""
@@ -455,8 +500,9 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
         now = self.now()
         for name, value in changes.base.items():
             if name == "receive_order_cancel_type_id" and value is not None:
-                self._change_cancel(order, int(value), row_cancel_flag, source, call_no,
-                                    before, after)
+                self._change_cancel(
+                    order, int(value), row_cancel_flag, source, call_no, before, after
+                )
             elif name == "receive_order_order_status_id" and value is not None:
                 if int(value) != order.status_id:
                     before[name], after[name] = str(order.status_id), value
@@ -476,8 +522,14 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
         return before, after
 
     def _change_cancel(
-        self, order: Order, cancel_type: int, row_cancel_flag: bool, source: str,
-        call_no: int | None, before: dict[str, Any], after: dict[str, Any],
+        self,
+        order: Order,
+        cancel_type: int,
+        row_cancel_flag: bool,
+        source: str,
+        call_no: int | None,
+        before: dict[str, Any],
+        after: dict[str, Any],
     ) -> None:
         if cancel_type == order.cancel_type_id:
             return
@@ -489,8 +541,9 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             order.extra["receive_order_cancel_date"] = self.now()
             for row in order.rows:
                 self._release(row, source, call_no)
-            self._log("order.cancel", source, call_no, order_id=order.id,
-                      after={name: str(cancel_type)})
+            self._log(
+                "order.cancel", source, call_no, order_id=order.id, after={name: str(cancel_type)}
+            )
         elif cancel_type == 0:
             order.extra["receive_order_cancel_date"] = None
             if row_cancel_flag:
@@ -499,12 +552,17 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             if self.config.reallocate_on_change and not order.stock_consumed:
                 for row in order.rows:
                     self._allocate(row, source, call_no)
-            self._log("order.uncancel", source, call_no, order_id=order.id,
-                      after={name: "0"})
+            self._log("order.uncancel", source, call_no, order_id=order.id, after={name: "0"})
 
     def _change_row(
-        self, row: Row, values: Mapping[str, Value], source: str, call_no: int | None,
-        before: dict[str, Any], after: dict[str, Any], now: str,
+        self,
+        row: Row,
+        values: Mapping[str, Value],
+        source: str,
+        call_no: int | None,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        now: str,
     ) -> None:
         stock_relevant = False
         prefix = f"row{row.row_no}."
@@ -538,28 +596,44 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 self._allocate(row, source, call_no)
 
     def update_order(
-        self, order_id: int | str, last_modified: str | None, changes: OrderChanges, *,
-        shipped_update_flag: bool = False, row_cancel_update_flag: bool = False,
-        call_no: int | None = None, source: str = "api",
+        self,
+        order_id: int | str,
+        last_modified: str | None,
+        changes: OrderChanges,
+        *,
+        shipped_update_flag: bool = False,
+        row_cancel_update_flag: bool = False,
+        call_no: int | None = None,
+        source: str = "api",
     ) -> str:
         """``receiveorder_base/update`` for one order; returns the new last_modified."""
         with self.lock:
             order = self._order(order_id)
             self._check_lock(order, last_modified)
-            checked = self._validate_changes(order, changes, shipped_flag=shipped_update_flag,
-                                             human=False)
-            before, after = self._apply_changes(order, checked,
-                                                row_cancel_flag=row_cancel_update_flag,
-                                                source=source, call_no=call_no)
+            checked = self._validate_changes(
+                order, changes, shipped_flag=shipped_update_flag, human=False
+            )
+            before, after = self._apply_changes(
+                order,
+                checked,
+                row_cancel_flag=row_cancel_update_flag,
+                source=source,
+                call_no=call_no,
+            )
             before["receive_order_last_modified_date"] = order.last_modified
             after["receive_order_last_modified_date"] = self._touch(order, source)
-            self._log("order.update", source, call_no, order_id=order.id, before=before,
-                      after=after)
+            self._log(
+                "order.update", source, call_no, order_id=order.id, before=before, after=after
+            )
             return order.last_modified
 
     def human_edit(
-        self, order_id: int, fields: Mapping[str, Value] | None = None, *,
-        call_no: int | None = None, rows: Mapping[int, Mapping[str, Value]] | None = None,
+        self,
+        order_id: int,
+        fields: Mapping[str, Value] | None = None,
+        *,
+        call_no: int | None = None,
+        rows: Mapping[int, Mapping[str, Value]] | None = None,
         delete: bool = False,
     ) -> str:
         """A person edits the order in NE's screen: bumps last_modified, may change fields.
@@ -572,24 +646,31 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
         """
         with self.lock:
             order = self._order(order_id)
-            changes = OrderChanges(base=dict(fields or {}),
-                                   rows={int(k): dict(v) for k, v in (rows or {}).items()})
+            changes = OrderChanges(
+                base=dict(fields or {}), rows={int(k): dict(v) for k, v in (rows or {}).items()}
+            )
             checked = self._validate_changes(order, changes, shipped_flag=True, human=True)
-            before, after = self._apply_changes(order, checked, row_cancel_flag=False,
-                                                source="human", call_no=call_no)
+            before, after = self._apply_changes(
+                order, checked, row_cancel_flag=False, source="human", call_no=call_no
+            )
             if delete and order.extra.get("receive_order_deleted_flag") != "1":
-                before["receive_order_deleted_flag"] = order.extra.get(
-                    "receive_order_deleted_flag")
-                order.extra["receive_order_deleted_flag"] = after[
-                    "receive_order_deleted_flag"] = "1"
+                before["receive_order_deleted_flag"] = order.extra.get("receive_order_deleted_flag")
+                order.extra["receive_order_deleted_flag"] = after["receive_order_deleted_flag"] = (
+                    "1"
+                )
             before["receive_order_last_modified_date"] = order.last_modified
             after["receive_order_last_modified_date"] = self._touch(order, "human")
-            self._log("order.human_edit", "human", call_no, order_id=order.id, before=before,
-                      after=after)
+            self._log(
+                "order.human_edit", "human", call_no, order_id=order.id, before=before, after=after
+            )
             return order.last_modified
 
     def ship_order(
-        self, order_id: int | str, last_modified: str | None, *, call_no: int | None = None,
+        self,
+        order_id: int | str,
+        last_modified: str | None,
+        *,
+        call_no: int | None = None,
         source: str = "api",
     ) -> str:
         """``shipped``: status → 50, send date set, allocated stock leaves the warehouse."""
@@ -612,33 +693,58 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                     if goods is None:
                         continue
                     taken = row.allocation if effect == "allocated" else row.quantity
-                    before = {"stock_quantity": goods.quantity,
-                              "stock_allocation_quantity": goods.allocation}
+                    before = {
+                        "stock_quantity": goods.quantity,
+                        "stock_allocation_quantity": goods.allocation,
+                    }
                     goods.quantity -= taken
                     goods.allocation -= row.allocation
                     goods.last_modified = self.now()
-                    self._log("stock.ship", source, call_no, order_id=order.id,
-                              goods_code=goods.code, delta=-taken, before=before,
-                              after={"stock_quantity": goods.quantity,
-                                     "stock_allocation_quantity": goods.allocation,
-                                     "row_no": row.row_no})
+                    self._log(
+                        "stock.ship",
+                        source,
+                        call_no,
+                        order_id=order.id,
+                        goods_code=goods.code,
+                        delta=-taken,
+                        before=before,
+                        after={
+                            "stock_quantity": goods.quantity,
+                            "stock_allocation_quantity": goods.allocation,
+                            "row_no": row.row_no,
+                        },
+                    )
             order.stock_consumed = True
             old_status = order.status_id
             self._set_status(order, 50)
             order.extra["receive_order_send_date"] = self.now()
             previous = order.last_modified
             stamp = self._touch(order, source)
-            self._log("order.shipped", source, call_no, order_id=order.id,
-                      before={"receive_order_order_status_id": str(old_status),
-                              "receive_order_last_modified_date": previous},
-                      after={"receive_order_order_status_id": "50",
-                             "receive_order_send_date": order.extra["receive_order_send_date"],
-                             "receive_order_last_modified_date": stamp})
+            self._log(
+                "order.shipped",
+                source,
+                call_no,
+                order_id=order.id,
+                before={
+                    "receive_order_order_status_id": str(old_status),
+                    "receive_order_last_modified_date": previous,
+                },
+                after={
+                    "receive_order_order_status_id": "50",
+                    "receive_order_send_date": order.extra["receive_order_send_date"],
+                    "receive_order_last_modified_date": stamp,
+                },
+            )
             return stamp
 
     def receipt_order(
-        self, order_id: int | str, last_modified: str | None, *,
-        label_print_flag: str | None = None, call_no: int | None = None, source: str = "api",
+        self,
+        order_id: int | str,
+        last_modified: str | None,
+        *,
+        label_print_flag: str | None = None,
+        call_no: int | None = None,
+        source: str = "api",
     ) -> str:
         """``receipted``: status 20 → 40 (納品書印刷済), printing date set."""
         with self.lock:
@@ -655,24 +761,39 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 raise NEError("print_date_future")
             flag = None
             if label_print_flag not in (None, ""):
-                flag = _check_value("receive_order_label_print_flag", "int", label_print_flag,
-                                    False)
+                flag = _check_value(
+                    "receive_order_label_print_flag", "int", label_print_flag, False
+                )
             previous = order.last_modified
             self._set_status(order, 40)
             order.extra["receive_order_statement_delivery_printing_date"] = self.now()
             if flag is not None:
                 order.extra["receive_order_label_print_flag"] = flag
             stamp = self._touch(order, source)
-            self._log("order.receipted", source, call_no, order_id=order.id,
-                      before={"receive_order_order_status_id": "20",
-                              "receive_order_last_modified_date": previous},
-                      after={"receive_order_order_status_id": "40",
-                             "receive_order_last_modified_date": stamp})
+            self._log(
+                "order.receipted",
+                source,
+                call_no,
+                order_id=order.id,
+                before={
+                    "receive_order_order_status_id": "20",
+                    "receive_order_last_modified_date": previous,
+                },
+                after={
+                    "receive_order_order_status_id": "40",
+                    "receive_order_last_modified_date": stamp,
+                },
+            )
             return stamp
 
     def label_print_order(
-        self, order_id: int | str, last_modified: str | None, flag: str | None, *,
-        call_no: int | None = None, source: str = "api",
+        self,
+        order_id: int | str,
+        last_modified: str | None,
+        flag: str | None,
+        *,
+        call_no: int | None = None,
+        source: str = "api",
     ) -> str:
         """``labelprinted``: 1 = make a label-output target, 2 (default) = label output done."""
         with self.lock:
@@ -689,11 +810,20 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 order.extra["receive_order_label_print_date"] = self.now()
             previous = order.last_modified
             stamp = self._touch(order, source)
-            self._log("order.labelprinted", source, call_no, order_id=order.id,
-                      before={"receive_order_label_print_flag": previous_flag,
-                              "receive_order_last_modified_date": previous},
-                      after={"receive_order_label_print_flag": value,
-                             "receive_order_last_modified_date": stamp})
+            self._log(
+                "order.labelprinted",
+                source,
+                call_no,
+                order_id=order.id,
+                before={
+                    "receive_order_label_print_flag": previous_flag,
+                    "receive_order_last_modified_date": previous,
+                },
+                after={
+                    "receive_order_label_print_flag": value,
+                    "receive_order_last_modified_date": stamp,
+                },
+            )
             return stamp
 
     # ================================================================ uploads
@@ -720,8 +850,13 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             )
             self.ques[que_id] = que
             self._pending_ques.append(que_id)
-            self._log("que.create", source, call_no, que_id=que_id,
-                      after={"que_status_id": "0", "rows": len(upload.rows)})
+            self._log(
+                "que.create",
+                source,
+                call_no,
+                que_id=que_id,
+                after={"que_status_id": "0", "rows": len(upload.rows)},
+            )
             self.process_ques()
             return que_id
 
@@ -743,8 +878,14 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 if elapsed >= delay / 2 and que.status_id == 0:
                     que.status_id = 1
                     que.last_modified = format_ne(now)
-                    self._log("que.processing", "que", que.call_no, que_id=que_id,
-                              before={"que_status_id": "0"}, after={"que_status_id": "1"})
+                    self._log(
+                        "que.processing",
+                        "que",
+                        que.call_no,
+                        que_id=que_id,
+                        before={"que_status_id": "0"},
+                        after={"que_status_id": "1"},
+                    )
                 still.append(que_id)
             self._pending_ques = still + self._pending_ques
 
@@ -771,10 +912,18 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
         que.status_id = -1 if failure is not None else 2
         que.message = failure
         que.last_modified = self.now()
-        self._log("que.failed" if failure is not None else "que.done", "que", que.call_no,
-                  que_id=que.que_id, before=before,
-                  after={"que_status_id": str(que.status_id), "que_message": failure,
-                         "row_errors": list(que.row_errors)})
+        self._log(
+            "que.failed" if failure is not None else "que.done",
+            "que",
+            que.call_no,
+            que_id=que.que_id,
+            before=before,
+            after={
+                "que_status_id": str(que.status_id),
+                "que_message": failure,
+                "row_errors": list(que.row_errors),
+            },
+        )
 
     def _upload_row(
         self, row: Mapping[str, str], line: int, que: Que, projected: dict[str, int] | None
@@ -809,8 +958,10 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             assert created is not None
             self._apply_upload_row(created, code, {}, delta, que)
             return None
-        free = projected[key] if projected is not None and key in projected else (
-            goods.free if goods is not None else 0
+        free = (
+            projected[key]
+            if projected is not None and key in projected
+            else (goods.free if goods is not None else 0)
         )
         if delta is not None and delta < 0 and -delta > free:
             return f"{line}行目: 商品コード{code}はフリー在庫数({free})を超えて減算できません"
@@ -826,8 +977,15 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
     ) -> None:
         now = self.now()
         if self.config.upload_recases_goods_code and code != goods.code:
-            self._log("goods.recase", "que", que.call_no, goods_code=code, que_id=que.que_id,
-                      before={"goods_id": goods.code}, after={"goods_id": code})
+            self._log(
+                "goods.recase",
+                "que",
+                que.call_no,
+                goods_code=code,
+                que_id=que.que_id,
+                before={"goods_id": goods.code},
+                after={"goods_id": code},
+            )
             goods.code = code
             goods.last_modified = now
         before: dict[str, Any] = {}
@@ -839,16 +997,29 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
                 goods.extra[name] = value
         if after:
             goods.last_modified = now
-            self._log("goods.update", "que", que.call_no, goods_code=goods.code,
-                      que_id=que.que_id, before=before, after=after)
+            self._log(
+                "goods.update",
+                "que",
+                que.call_no,
+                goods_code=goods.code,
+                que_id=que.que_id,
+                before=before,
+                after=after,
+            )
         if delta:
             previous = goods.quantity
             goods.quantity += delta
             goods.last_modified = now
-            self._log("stock.upload", "que", que.call_no, goods_code=goods.code,
-                      que_id=que.que_id, delta=delta,
-                      before={"stock_quantity": previous},
-                      after={"stock_quantity": goods.quantity})
+            self._log(
+                "stock.upload",
+                "que",
+                que.call_no,
+                goods_code=goods.code,
+                que_id=que.que_id,
+                delta=delta,
+                before={"stock_quantity": previous},
+                after={"stock_quantity": goods.quantity},
+            )
 
     # ================================================================ search candidates
     def order_candidates(self, query: Query, id_field: str = "receive_order_id") -> list[Order]:
@@ -880,8 +1051,12 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], TokenRule
             self.process_ques()
             order = self._order(order_id)
             data: dict[str, Any] = {name: fd.get(order) for name, fd in BASE_SCHEMA.items()}
-            row_fields = [fd for name, fd in ROW_SCHEMA.items() if name.startswith(
-                "receive_order_row_") or name.startswith("receive_order_include_from")]
+            row_fields = [
+                fd
+                for name, fd in ROW_SCHEMA.items()
+                if name.startswith("receive_order_row_")
+                or name.startswith("receive_order_include_from")
+            ]
             data["rows"] = [{fd.name: fd.get(r) for fd in row_fields} for r in order.rows]
             data["option"] = dict(order.option)
             data["stock_consumed"] = order.stock_consumed

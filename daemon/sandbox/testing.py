@@ -36,15 +36,23 @@ class SandboxCaller:
         """Run the uid/state flow non-interactively and keep the issued pair."""
         answer = self.session.get(
             f"{self.base_url}/users/sign_in/",
-            params={"client_id": client_id, "redirect_uri": "http://127.0.0.1/callback",
-                    "auto": "1"},
+            params={
+                "client_id": client_id,
+                "redirect_uri": "http://127.0.0.1/callback",
+                "auto": "1",
+            },
             allow_redirects=False,
             timeout=self.timeout,
         )
         answer.raise_for_status()
         query = parse_qs(urlsplit(answer.headers["Location"]).query)
-        return self.call("/api_neauth", uid=query["uid"][0], state=query["state"][0],
-                         client_id=client_id, client_secret=client_secret)
+        return self.call(
+            "/api_neauth",
+            uid=query["uid"][0],
+            state=query["state"][0],
+            client_id=client_id,
+            client_secret=client_secret,
+        )
 
     def call(self, path: str, **params: Any) -> dict[str, Any]:
         """POST ``params`` (plus the current pair, if any) to ``path``; return the JSON answer."""
@@ -69,19 +77,20 @@ class SandboxCaller:
         data: list[dict[str, Any]] = body["data"]
         return data
 
-    def upload_goods(self, csv_text: str, *, encoding: str = "utf-8",
-                     gz: bool = False) -> dict[str, Any]:
+    def upload_goods(
+        self, csv_text: str, *, encoding: str = "utf-8", gz: bool = False
+    ) -> dict[str, Any]:
         """Upload a goods CSV (``data_type=csv`` or raw-gzip ``gz``)."""
         raw = csv_text.encode(encoding)
         if gz:
-            return self.call("/api_v1_master_goods/upload", data_type="gz",
-                             data=gzip.compress(raw))
+            return self.call("/api_v1_master_goods/upload", data_type="gz", data=gzip.compress(raw))
         return self.call("/api_v1_master_goods/upload", data_type="csv", data=raw)
 
     def control(self, method: str, path: str, json: Any = None) -> Any:
         """Call the ``/_sandbox`` control API and return its JSON."""
-        answer = self.session.request(method, f"{self.base_url}/_sandbox{path}", json=json,
-                                      timeout=self.timeout)
+        answer = self.session.request(
+            method, f"{self.base_url}/_sandbox{path}", json=json, timeout=self.timeout
+        )
         return answer.json()
 
     def close(self) -> None:

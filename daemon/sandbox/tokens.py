@@ -47,8 +47,13 @@ class TokenRules:
             return self.user["uid"], state
 
     def exchange_login(
-        self, uid: str, state: str, client_id: str, client_secret: str,
-        *, call_no: int | None = None,
+        self,
+        uid: str,
+        state: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        call_no: int | None = None,
     ) -> TokenPair:
         """``api_neauth``: trade a uid/state for a new token pair."""
         with self.lock:
@@ -119,7 +124,12 @@ class TokenRules:
         return pair, "current" if self.clock.now() < pair.access_end else "expired"
 
     def authenticate(
-        self, access: str | None, refresh: str | None, *, call_no: int, path: str,
+        self,
+        access: str | None,
+        refresh: str | None,
+        *,
+        call_no: int,
+        path: str,
         force_expire: bool = False,
     ) -> TokenPair:
         """Check the pair a call sent; rotate it when the access token expired (§1.3)."""
@@ -143,8 +153,13 @@ class TokenRules:
                 new = self._new_pair()
                 self._current_pairs = [p for p in self._current_pairs if p is not pair] + [new]
                 verdict = "rotated"
-                self._log("token.rotate", "api", call_no,
-                          before={"pair_id": pair.pair_id}, after={"pair_id": new.pair_id})
+                self._log(
+                    "token.rotate",
+                    "api",
+                    call_no,
+                    before={"pair_id": pair.pair_id},
+                    after={"pair_id": new.pair_id},
+                )
                 return new
             finally:
                 self.traffic.record_token_use(

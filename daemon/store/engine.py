@@ -101,26 +101,36 @@ def database_unavailable(url: str | URL, exc: BaseException, *, lost: bool = Fal
     where, why = describe_database(parsed), _reason(exc, parsed.password)
     low = str(exc).lower()
     if parsed.get_backend_name() == "sqlite":
-        return (f"cannot open the {where}: {why}; check that its folder exists and is "
-                "writable by this user (`state_dir`/`database_url` in daemon.yaml)")
+        return (
+            f"cannot open the {where}: {why}; check that its folder exists and is "
+            "writable by this user (`state_dir`/`database_url` in daemon.yaml)"
+        )
     host = parsed.host or parsed.query.get("host") or "localhost"
     port = parsed.port or parsed.query.get("port") or 5432
     user = f" -U {parsed.username}" if parsed.username else ""
     if "role" in low and "does not exist" in low:
-        return (f"the server of the {where} has no such user; create it (`createuser -h {host} "
-                f"-p {port} {parsed.username}`) or fix the user in `database_url`")
+        return (
+            f"the server of the {where} has no such user; create it (`createuser -h {host} "
+            f"-p {port} {parsed.username}`) or fix the user in `database_url`"
+        )
     if "database" in low and "does not exist" in low:
-        return (f"the {where} does not exist; create it (`createdb -h {host} -p {port}{user} "
-                f"{parsed.database}`), then run `nebridge db upgrade`")
+        return (
+            f"the {where} does not exist; create it (`createdb -h {host} -p {port}{user} "
+            f"{parsed.database}`), then run `nebridge db upgrade`"
+        )
     if "password" in low or "authentication" in low or "pg_hba" in low:
-        return (f"the {where} refused the sign-in ({why}); check the user and password in "
-                "`database_url` (or ~/.pgpass) and the server's pg_hba.conf")
+        return (
+            f"the {where} refused the sign-in ({why}); check the user and password in "
+            "`database_url` (or ~/.pgpass) and the server's pg_hba.conf"
+        )
     if "starting up" in low or "shutting down" in low or "recovery" in low:
         return f"the {where} is not accepting connections yet ({why}); wait and try again"
     verb = "lost the connection to" if lost else "cannot reach"
-    return (f"{verb} the {where}: {why}; check that the PostgreSQL server is running there "
-            f"(`pg_isready -h {host} -p {port}`) and that `database_url` names the right "
-            "host, port and database")
+    return (
+        f"{verb} the {where}: {why}; check that the PostgreSQL server is running there "
+        f"(`pg_isready -h {host} -p {port}`) and that `database_url` names the right "
+        "host, port and database"
+    )
 
 
 def _driver_missing(url: URL, exc: ImportError) -> DatabaseUnavailable:
@@ -128,7 +138,8 @@ def _driver_missing(url: URL, exc: ImportError) -> DatabaseUnavailable:
     return DatabaseUnavailable(
         f"`database_url` needs the {url.get_backend_name()} driver ({driver}), which is not "
         f"installed in {sys.prefix} ({exc}); install it with `{POSTGRES_EXTRA}` "
-        "(from a checkout: `pip install -e '.[postgres]'`)")
+        "(from a checkout: `pip install -e '.[postgres]'`)"
+    )
 
 
 def driver_problem(url: str) -> str | None:
@@ -148,8 +159,14 @@ def driver_problem(url: str) -> str | None:
     return None
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True,
-                pool_size: int = 5, max_overflow: int = 10) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int = 30000,
+    create: bool = True,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+) -> Engine:
     """Create the engine for ``url``; a new SQLite file is created 0600 (folder 0700).
 
     ``pool_size``/``max_overflow`` bound a server database's connections (SQLAlchemy's
@@ -166,13 +183,23 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True,
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql":
             # a server that went away is noticed in seconds, not after the kernel's hours
-            defaults = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "keepalives": 1,
-                        "keepalives_idle": 10, "keepalives_interval": 5,
-                        "keepalives_count": 3, "tcp_user_timeout": 20000}
+            defaults = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 20000,
+            }
             connect_args = {k: v for k, v in defaults.items() if k not in parsed.query}
         try:
-            server = create_engine(url, pool_pre_ping=True, connect_args=connect_args,
-                                   pool_size=pool_size, max_overflow=max_overflow)
+            server = create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args=connect_args,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+            )
         except ImportError as exc:
             raise _driver_missing(parsed, exc) from None
         _convert_connection_errors(server, parsed)
@@ -180,11 +207,13 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, create: bool = True,
     database = sqlite_path(url)
     if database is not None and not database.exists():
         if not create:
-            raise DatabaseNotMigrated(f"there is no database at {database} yet; create it "
-                                      "with `nebridge db upgrade`")
+            raise DatabaseNotMigrated(
+                f"there is no database at {database} yet; create it with `nebridge db upgrade`"
+            )
         make_private_folder(database.parent)
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600))  # SQLite gives its -wal and -shm files the same mode
+        os.close(
+            os.open(database, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        )  # SQLite gives its -wal and -shm files the same mode
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -215,8 +244,11 @@ class _QuietLostConnections(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (record.getMessage().startswith("Exception during reset")
-                    and exc is not None and "connection" in str(exc).lower())
+        return not (
+            record.getMessage().startswith("Exception during reset")
+            and exc is not None
+            and "connection" in str(exc).lower()
+        )
 
 
 for _pool in ("QueuePool", "SingletonThreadPool", "NullPool", "StaticPool"):
@@ -262,8 +294,12 @@ def database_health(engine: Engine) -> DatabaseHealth:
 def human_duration(seconds: float) -> str:
     """``2d 23h``, ``4m 10s``, ``12s``: the two largest units."""
     total = int(seconds)
-    parts = [(total // 86400, "d"), (total % 86400 // 3600, "h"), (total % 3600 // 60, "m"),
-             (total % 60, "s")]
+    parts = [
+        (total // 86400, "d"),
+        (total % 86400 // 3600, "h"),
+        (total % 3600 // 60, "m"),
+        (total % 60, "s"),
+    ]
     shown = [f"{n}{unit}" for n, unit in parts if n]
     return " ".join(shown[:2]) or "0s"
 
@@ -317,9 +353,12 @@ class DatabaseHealth:
             now = self.monotonic()
             if not self._announced:
                 self._announced, self._last_report = True, now
-                log.error("database unavailable: %s — nebridge pauses its work and retries "
-                          "with backoff (up to every %s); nothing is lost", self.reason,
-                          human_duration(self.max_retry))
+                log.error(
+                    "database unavailable: %s — nebridge pauses its work and retries "
+                    "with backoff (up to every %s); nothing is lost",
+                    self.reason,
+                    human_duration(self.max_retry),
+                )
             if now < self._next_probe:
                 return False
             try:
@@ -330,11 +369,16 @@ class DatabaseHealth:
                 self._next_probe = now + self._retry
                 if now - self._last_report >= self.still_down_every:
                     self._last_report = now
-                    log.warning("database still unavailable after %s: %s",
-                                human_duration(now - self.down_since), self.reason)
+                    log.warning(
+                        "database still unavailable after %s: %s",
+                        human_duration(now - self.down_since),
+                        self.reason,
+                    )
                 return False
-            log.warning("database reachable again after %s; work resumes",
-                        human_duration(self.monotonic() - self.down_since))
+            log.warning(
+                "database reachable again after %s; work resumes",
+                human_duration(self.monotonic() - self.down_since),
+            )
             self.down_since, self.reason = None, ""
             return True
 
@@ -374,12 +418,15 @@ def insert_many(
     translate = connection.get_execution_options().get("schema_translate_map") or {}
     schema = translate.get(table.schema, table.schema)
     name = quote(table.name) if schema is None else f"{quote(schema)}.{quote(table.name)}"
-    sql = (f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) "
-           f"VALUES ({', '.join(marker for _ in columns)})")
+    sql = (
+        f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join(marker for _ in columns)})"
+    )
     if skip_conflicts_on is not None:
         sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
     processors = [
-        (index, processor) for index, name in enumerate(columns)
+        (index, processor)
+        for index, name in enumerate(columns)
         if (processor := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         is not None
     ]
@@ -403,8 +450,7 @@ def insert_many(
 
 def _session(bind: Bind) -> Session:
     if isinstance(bind, Connection):  # inside a dry run: savepoints of the outer transaction
-        return Session(bind=bind, expire_on_commit=False,
-                       join_transaction_mode="create_savepoint")
+        return Session(bind=bind, expire_on_commit=False, join_transaction_mode="create_savepoint")
     return Session(bind, expire_on_commit=False)
 
 

@@ -401,8 +401,10 @@ class OrderChange(SQLModel, table=True):
     """
 
     __tablename__ = "order_change"
-    __table_args__ = (Index("ix_order_change_order", "ne_order_id", "id"),
-                      Index("ix_order_change_state", "state", "batch"))
+    __table_args__ = (
+        Index("ix_order_change_order", "ne_order_id", "id"),
+        Index("ix_order_change_state", "state", "batch"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ne_order_id: str = Field(max_length=32)

@@ -161,13 +161,19 @@ def _lines(event: WmsEvent) -> Counter[tuple[str, int]]:
 def _instruction(harness: ConnectorHarness, ne_order_id: str, lines: Lines) -> OrderInstruction:
     """An instruction as the importer makes it (goods code = product code)."""
     return OrderInstruction(
-        ne_order_id=ne_order_id, shop_order_id=f"SHOP-{ne_order_id}",
-        warehouse=harness.warehouse, order_date="2026-11-27 10:00:00",
-        delivery_method="ヤマト運輸(宅急便)", consignee_name="山田 太郎",
-        consignee_zip="1600023", consignee_address="東京都新宿区西新宿1-1-1",
+        ne_order_id=ne_order_id,
+        shop_order_id=f"SHOP-{ne_order_id}",
+        warehouse=harness.warehouse,
+        order_date="2026-11-27 10:00:00",
+        delivery_method="ヤマト運輸(宅急便)",
+        consignee_name="山田 太郎",
+        consignee_zip="1600023",
+        consignee_address="東京都新宿区西新宿1-1-1",
         consignee_tel="0312345678",
-        lines=tuple(OrderInstructionLine(n, code, code, qty)
-                    for n, (code, qty) in enumerate(lines, start=1)))
+        lines=tuple(
+            OrderInstructionLine(n, code, code, qty) for n, (code, qty) in enumerate(lines, start=1)
+        ),
+    )
 
 
 class ConnectorConformance:
@@ -191,7 +197,8 @@ class ConnectorConformance:
         assert event.confirmed_at.tzinfo is not None, "confirmed_at must be timezone-aware"
         assert intake.take(connector, EventKind.SHIPMENT) == ([], []), "delivered twice"
         assert intake.take(intake.restart(), EventKind.SHIPMENT) == ([], []), (
-            "delivered again after a restart")
+            "delivered again after a restart"
+        )
 
     def test_receipt_is_delivered_whole_and_once(self, harness: ConnectorHarness) -> None:
         intake = Intake(harness)
@@ -206,8 +213,7 @@ class ConnectorConformance:
         assert intake.take(connector, EventKind.RECEIPT) == ([], [])
         assert intake.take(intake.restart(), EventKind.RECEIPT) == ([], [])
 
-    def test_batch_not_committed_comes_back_after_a_crash(self, harness: ConnectorHarness
-                                                          ) -> None:
+    def test_batch_not_committed_comes_back_after_a_crash(self, harness: ConnectorHarness) -> None:
         intake = Intake(harness)
         connector = intake.restart()
         harness.confirm_shipment([(harness.products[0], 1)])
@@ -219,7 +225,8 @@ class ConnectorConformance:
         # ran, so `batches` stays suspended (not closed) until the end of the test
         events, _ = intake.take(intake.restart(), EventKind.SHIPMENT)
         assert events == read, (
-            "a batch the engine never committed must be delivered again, the same events")
+            "a batch the engine never committed must be delivered again, the same events"
+        )
         assert intake.take(intake.restart(), EventKind.SHIPMENT) == ([], [])
         del batches
 
@@ -236,13 +243,17 @@ class ConnectorConformance:
         assert intake.take(connector, EventKind.SHIPMENT) == ([], []), "rejected twice"
         assert intake.take(intake.restart(), EventKind.SHIPMENT) == ([], [])
 
-    def test_instructions_are_written_once_per_batch_key(self, harness: ConnectorHarness
-                                                         ) -> None:
+    def test_instructions_are_written_once_per_batch_key(self, harness: ConnectorHarness) -> None:
         intake = Intake(harness)
         connector = intake.restart()
-        batch = InstructionBatch("conformance-1", CREATED_AT, (
-            _instruction(harness, "9001", [(harness.products[0], 1)]),
-            _instruction(harness, "9002", [(harness.products[1], 2)])))
+        batch = InstructionBatch(
+            "conformance-1",
+            CREATED_AT,
+            (
+                _instruction(harness, "9001", [(harness.products[0], 1)]),
+                _instruction(harness, "9002", [(harness.products[1], 2)]),
+            ),
+        )
         connector.push_orders(batch, intake.context())
         assert harness.instructions() == Counter({"9001": 1, "9002": 1})
         connector.push_orders(batch, intake.context())  # a retry: the answer was lost
@@ -253,8 +264,10 @@ class ConnectorConformance:
         intake = Intake(harness, imported={"9101"})
         connector = intake.restart()
         lines = [(harness.products[0], 1), (harness.products[1], 1)]
-        connector.push_orders(InstructionBatch("conformance-2", CREATED_AT, (
-            _instruction(harness, "9101", lines),)), intake.context())
+        connector.push_orders(
+            InstructionBatch("conformance-2", CREATED_AT, (_instruction(harness, "9101", lines),)),
+            intake.context(),
+        )
         harness.ship_instructed("9101")
         events, rejected = intake.take(connector, EventKind.SHIPMENT)
         assert rejected == [] and len(events) == 1
@@ -262,17 +275,27 @@ class ConnectorConformance:
         assert isinstance(event, WmsShipment) and event.ne_order_id == "9101"
         assert _lines(event) == Counter(lines)
 
-    def test_cancellations_are_written_once_per_batch_key(self, harness: ConnectorHarness
-                                                          ) -> None:
+    def test_cancellations_are_written_once_per_batch_key(self, harness: ConnectorHarness) -> None:
         intake = Intake(harness, imported={"9201", "9202"})
         connector = intake.restart()
         if not isinstance(connector, CancellingConnector):
             pytest.skip("the connector does not take orders back (CancellingConnector)")
-        connector.push_orders(InstructionBatch("conformance-3", CREATED_AT, (
-            _instruction(harness, "9201", [(harness.products[0], 1)]),
-            _instruction(harness, "9202", [(harness.products[0], 1)]))), intake.context())
-        batch = CancellationBatch("conformance-cancel", CREATED_AT, (
-            OrderCancellation("9201", harness.warehouse, "cancelled", CREATED_AT),))
+        connector.push_orders(
+            InstructionBatch(
+                "conformance-3",
+                CREATED_AT,
+                (
+                    _instruction(harness, "9201", [(harness.products[0], 1)]),
+                    _instruction(harness, "9202", [(harness.products[0], 1)]),
+                ),
+            ),
+            intake.context(),
+        )
+        batch = CancellationBatch(
+            "conformance-cancel",
+            CREATED_AT,
+            (OrderCancellation("9201", harness.warehouse, "cancelled", CREATED_AT),),
+        )
         connector.push_cancellations(batch, intake.context())
         connector.push_cancellations(batch, intake.context())
         restarted = intake.restart()
@@ -289,7 +312,8 @@ class ConnectorConformance:
         assert snapshot is not None and snapshot.version
         assert set(harness.products) <= {p.product_code for p in snapshot.products}
         assert connector.product_snapshot(intake.context(), snapshot.version) is None, (
-            "an unchanged master is not delivered again")
+            "an unchanged master is not delivered again"
+        )
 
     def test_stock_snapshot_is_the_wms_count(self, harness: ConnectorHarness) -> None:
         intake = Intake(harness)
@@ -308,6 +332,5 @@ class ConnectorConformance:
         assert len(ours) == 1, f"one snapshot of {harness.warehouse}, got {len(ours)}"
         assert ours[0].counted_at.tzinfo is not None
         assert {code: ours[0].quantities.get(code, 0) for code in expected} == dict(expected)
-        later = [s for b in connector.stock_batches(intake.context(), False)
-                 for s in b.snapshots()]
+        later = [s for b in connector.stock_batches(intake.context(), False) for s in b.snapshots()]
         assert later == [], "a committed count is not delivered again"

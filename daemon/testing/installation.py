@@ -84,11 +84,20 @@ def write_config(folder: Path, migrate: bool = True, **overrides: Any) -> Path:
     data: dict[str, Any] = {
         "state_dir": str(folder / "state"),
         "nextengine": {"client_id": "test-client", "client_secret": "test-secret-123"},
-        "schedule": {"interval_seconds": 60, "jitter_seconds": 0,
-                     "dispatch_interval_seconds": 5, "intake_poll_seconds": 0.2},
-        "wms": {"connector": "csv", "csv": {"inbox": str(folder / "wms" / "inbox"),
-                                            "outbox": str(folder / "wms" / "outbox"),
-                                            "stable_seconds": 0.0}},
+        "schedule": {
+            "interval_seconds": 60,
+            "jitter_seconds": 0,
+            "dispatch_interval_seconds": 5,
+            "intake_poll_seconds": 0.2,
+        },
+        "wms": {
+            "connector": "csv",
+            "csv": {
+                "inbox": str(folder / "wms" / "inbox"),
+                "outbox": str(folder / "wms" / "outbox"),
+                "stable_seconds": 0.0,
+            },
+        },
         "warehouses": DEFAULT_WAREHOUSES,
         "plugins": DEFAULT_PLUGINS,
         **overrides,
@@ -111,9 +120,15 @@ def kit_sandbox_config(**options: Any) -> SandboxConfig:
     ``options`` are :class:`~daemon.sandbox.SandboxConfig` options (``docs/sandbox.md``)."""
     from daemon.sandbox import SandboxConfig
 
-    return SandboxConfig.from_mapping({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                                       "seed_size": 0, "que_processing_delay_s": 0.2,
-                                       **options})
+    return SandboxConfig.from_mapping(
+        {
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "seed_size": 0,
+            "que_processing_delay_s": 0.2,
+            **options,
+        }
+    )
 
 
 def sign_in(config: Path, sandbox: SandboxServer) -> None:
@@ -130,8 +145,9 @@ def sign_in(config: Path, sandbox: SandboxServer) -> None:
         engine.dispose()
 
 
-def drop_file(inbox: Path, name: str, header: str, rows: Sequence[str],
-              encoding: Encoding = "utf-8") -> Path:
+def drop_file(
+    inbox: Path, name: str, header: str, rows: Sequence[str], encoding: Encoding = "utf-8"
+) -> Path:
     """Put a complete CSV file ``name`` into a ``csv`` connector's ``inbox``: written aside,
     then renamed, as a careful WMS does (so it is never read half-written)."""
     inbox.mkdir(parents=True, exist_ok=True)
@@ -144,8 +160,12 @@ def sandbox_settings(sandbox: SandboxServer) -> dict[str, Any]:
     """The ``daemon.yaml`` sections that point an installation at ``sandbox``: its API and
     login hosts, the kit's app, and a quick poll of its upload queue."""
     return {
-        "nextengine": {"api_base": sandbox.base_url, "login_base": sandbox.base_url,
-                       "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        "nextengine": {
+            "api_base": sandbox.base_url,
+            "login_base": sandbox.base_url,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+        },
         "dispatch": {"queue_poll_seconds": 0.1, "queue_timeout_seconds": 30},
     }
 
@@ -182,25 +202,42 @@ class Installation:
         finally:
             runtime.close()
 
-    def drop(self, name: str, header: str, rows: Sequence[str],
-             encoding: Encoding = "utf-8") -> Path:
+    def drop(
+        self, name: str, header: str, rows: Sequence[str], encoding: Encoding = "utf-8"
+    ) -> Path:
         """Put a complete WMS file ``name`` into the inbox (see :func:`drop_file`)."""
         return drop_file(self.inbox, name, header, rows, encoding)
 
-    def ship(self, ne_order_id: int | str | None, lines: Sequence[tuple[str, int]], *,
-             tracking: str = "", warehouse: str = "ITAKU", shipment_id: str | None = None,
-             confirmed_at: str = AT, encoding: Encoding = "utf-8") -> Path:
+    def ship(
+        self,
+        ne_order_id: int | str | None,
+        lines: Sequence[tuple[str, int]],
+        *,
+        tracking: str = "",
+        warehouse: str = "ITAKU",
+        shipment_id: str | None = None,
+        confirmed_at: str = AT,
+        encoding: Encoding = "utf-8",
+    ) -> Path:
         """Drop a shipment confirmed in the WMS: ``lines`` are ``(WMS product code, quantity)``;
         ``ne_order_id=None`` is a shipment that did not come from Next Engine."""
         order = "" if ne_order_id is None else str(ne_order_id)
         ident = shipment_id or f"S-{order or 'X'}-{time.monotonic_ns()}"
-        rows = [f"{ident},{warehouse},{order},{tracking},{confirmed_at},{code},{qty}"
-                for code, qty in lines]
+        rows = [
+            f"{ident},{warehouse},{order},{tracking},{confirmed_at},{code},{qty}"
+            for code, qty in lines
+        ]
         return self.drop(f"shipments-{ident}.csv", SHIP_HEADER, rows, encoding)
 
-    def receive(self, lines: Sequence[tuple[str, int]], *, warehouse: str = "ITAKU",
-                receipt_id: str | None = None, confirmed_at: str = AT,
-                encoding: Encoding = "utf-8") -> Path:
+    def receive(
+        self,
+        lines: Sequence[tuple[str, int]],
+        *,
+        warehouse: str = "ITAKU",
+        receipt_id: str | None = None,
+        confirmed_at: str = AT,
+        encoding: Encoding = "utf-8",
+    ) -> Path:
         """Drop a receipt of goods confirmed in the WMS (``(WMS product code, quantity)``)."""
         ident = receipt_id or f"R-{time.monotonic_ns()}"
         rows = [f"{ident},{warehouse},{confirmed_at},{code},{qty}" for code, qty in lines]
@@ -209,11 +246,18 @@ class Installation:
     def products(self, pairs: Sequence[tuple[str, str]], encoding: Encoding = "utf-8") -> Path:
         """Drop the WMS product master: ``(WMS product code, Next Engine goods code)`` pairs."""
         time.sleep(0.01)  # a newer master must have a newer mtime
-        return self.drop("products.csv", PRODUCTS_HEADER,
-                         [f"{code},{link}" for code, link in pairs], encoding)
+        return self.drop(
+            "products.csv", PRODUCTS_HEADER, [f"{code},{link}" for code, link in pairs], encoding
+        )
 
-    def count_stock(self, quantities: Mapping[str, int], *, warehouse: str = "ITAKU",
-                    counted_at: str = AT, encoding: Encoding = "utf-8") -> Path:
+    def count_stock(
+        self,
+        quantities: Mapping[str, int],
+        *,
+        warehouse: str = "ITAKU",
+        counted_at: str = AT,
+        encoding: Encoding = "utf-8",
+    ) -> Path:
         """Drop a stock count of ``warehouse``: on-hand quantity per WMS product code."""
         rows = [f"{warehouse},{code},{qty},{counted_at}" for code, qty in quantities.items()]
         return self.drop(f"stock-{time.monotonic_ns()}.csv", STOCK_HEADER, rows, encoding)
@@ -232,20 +276,25 @@ class Installation:
 
     def uploaded(self, goods_code: str) -> int:
         """The net stock change Next Engine received for ``goods_code``."""
-        return sum(e.delta or 0
-                   for e in self.ledger.entries(kind="stock.upload", goods_code=goods_code))
+        return sum(
+            e.delta or 0 for e in self.ledger.entries(kind="stock.upload", goods_code=goods_code)
+        )
 
 
 @contextmanager
 def open_installation(
-    folder: Path, sandbox: SandboxServer, plugins: Mapping[str, Any] | None = None,
+    folder: Path,
+    sandbox: SandboxServer,
+    plugins: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Iterator[Installation]:
     """An installation in ``folder`` signed in to ``sandbox``; ``plugins`` is the ``plugins``
     section (default :data:`DEFAULT_PLUGINS`), ``overrides`` replace other sections."""
-    settings = {**sandbox_settings(sandbox),
-                "plugins": dict(plugins if plugins is not None else DEFAULT_PLUGINS),
-                **overrides}
+    settings = {
+        **sandbox_settings(sandbox),
+        "plugins": dict(plugins if plugins is not None else DEFAULT_PLUGINS),
+        **overrides,
+    }
     config = write_config(folder, **settings)
     sign_in(config, sandbox)
     yield Installation(sandbox, config, folder / "wms" / "inbox", folder / "wms" / "outbox")

@@ -62,7 +62,9 @@ def nebridge_settings() -> dict[str, Any]:
 
 @pytest.fixture
 def nebridge_installation(
-    tmp_path: Path, ne_sandbox: SandboxServer, nebridge_plugins: dict[str, Any],
+    tmp_path: Path,
+    ne_sandbox: SandboxServer,
+    nebridge_plugins: dict[str, Any],
     nebridge_settings: dict[str, Any],
 ) -> Iterator[Installation]:
     """An installation in ``tmp_path``: ``daemon.yaml``, CSV WMS folders (``inbox``,
@@ -70,8 +72,9 @@ def nebridge_installation(
     and ``nebridge_settings`` applied."""
     from daemon.testing.installation import open_installation
 
-    with open_installation(tmp_path / "nebridge", ne_sandbox, nebridge_plugins,
-                           **nebridge_settings) as installation:
+    with open_installation(
+        tmp_path / "nebridge", ne_sandbox, nebridge_plugins, **nebridge_settings
+    ) as installation:
         yield installation
 
 

@@ -55,8 +55,9 @@ class SandboxSettings:
         if isinstance(start, str):
             parsed = cls.CLOCK.parse(start)
             if parsed is None:
-                raise ValueError(f"clock_start is not a date: {start!r}; write "
-                                 f"{cls.CLOCK.TEXT_FORM}")
+                raise ValueError(
+                    f"clock_start is not a date: {start!r}; write {cls.CLOCK.TEXT_FORM}"
+                )
             values["clock_start"] = parsed
         return cls(**values)
 

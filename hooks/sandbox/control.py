@@ -84,7 +84,8 @@ class ControlApi:
             ("POST", "/faults"): self._update_faults,
             ("POST", "/faults/reset"): self._reset_faults,
             ("POST", "/faults/drop_next"): lambda b, q: self.scheduled(
-                faults.drop_next, count(b), b.get("when", "before"), body=b),
+                faults.drop_next, count(b), b.get("when", "before"), body=b
+            ),
             ("GET", "/clock"): lambda b, q: {"now": clock.text()},
             ("POST", "/clock"): self._set_clock,
         }
@@ -95,7 +96,7 @@ class ControlApi:
 
     def handle(self, method: str, path: str, query: Query, body: bytes) -> Reply:
         """Answer one control request with ``(http_status, json_data)``."""
-        sub = path[len(PREFIX):].rstrip("/") or "/"
+        sub = path[len(PREFIX) :].rstrip("/") or "/"
         self.before()
         try:
             data = json.loads(body) if body.strip() else {}

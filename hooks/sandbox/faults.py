@@ -49,8 +49,11 @@ class Scheduled:
 
     def matches(self, kind: str, method: str, path: str) -> bool:
         """Whether this schedule applies to a call of ``method path``."""
-        return (self.kind == kind and (self.path is None or self.path == path)
-                and (self.method is None or self.method == method))
+        return (
+            self.kind == kind
+            and (self.path is None or self.path == path)
+            and (self.method is None or self.method == method)
+        )
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,10 @@ class FaultBook(Generic[SettingsT]):
             cfg = dataclasses.replace(self._config)
             for name, value in changes.items():
                 if name == "rates":
-                    cfg.rates = {self.error_key(code): check_rate(f"rate {code}", rate)
-                                 for code, rate in dict(value).items()}
+                    cfg.rates = {
+                        self.error_key(code): check_rate(f"rate {code}", rate)
+                        for code, rate in dict(value).items()
+                    }
                 elif name == "fault_paths":
                     cfg.fault_paths = [str(p) for p in value]
                 elif name.endswith("_rate"):
@@ -148,14 +153,20 @@ class FaultBook(Generic[SettingsT]):
         with self._lock:
             self._schedule.append(item)
 
-    def fail_next(self, error: Any, count: int = 1, path: str | None = None,
-                  method: str | None = None) -> None:
+    def fail_next(
+        self, error: Any, count: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
         """The next ``count`` API calls (to ``method path``, if given) fail with ``error``."""
         self.error_key(error)
         self.schedule(Scheduled("error", count, path, method, value=error))
 
-    def drop_next(self, count: int = 1, when: DropWhen = "before", path: str | None = None,
-                  method: str | None = None) -> None:
+    def drop_next(
+        self,
+        count: int = 1,
+        when: DropWhen = "before",
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
         """Close the connection of the next ``count`` calls, before or after applying them."""
         if when not in ("before", "after"):
             raise ValueError("when must be 'before' or 'after'")
@@ -182,8 +193,9 @@ class FaultBook(Generic[SettingsT]):
         around this and its own draws so one call's draws are never interleaved."""
         with self._lock:
             cfg = self._config
-            drop_before = (self._take("drop_before", method, path) is not None
-                           or self._roll(cfg.drop_before_rate))
+            drop_before = self._take("drop_before", method, path) is not None or self._roll(
+                cfg.drop_before_rate
+            )
             scheduled = self._take("error", method, path)
             error = scheduled.value if scheduled is not None else None
             if error is None and self._in_scope(cfg.fault_paths, path):
@@ -191,8 +203,9 @@ class FaultBook(Generic[SettingsT]):
                     if self._roll(cfg.rates[code]):
                         error = code
                         break
-            drop_after = (self._take("drop_after", method, path) is not None
-                          or self._roll(cfg.drop_after_rate))
+            drop_after = self._take("drop_after", method, path) is not None or self._roll(
+                cfg.drop_after_rate
+            )
             return Draw(cfg.latency_ms / 1000.0, drop_before, error, drop_after)
 
     def _in_scope(self, fault_paths: list[str], path: str) -> bool:

@@ -48,8 +48,9 @@ class Ledger(Generic[EntryT]):
             self._entries.append(entry)
             return entry
 
-    def select(self, *tests: Callable[[EntryT], bool], since: int = 0,
-               kind: str | None = None) -> list[EntryT]:
+    def select(
+        self, *tests: Callable[[EntryT], bool], since: int = 0, kind: str | None = None
+    ) -> list[EntryT]:
         """Entries with ``seq > since`` of ``kind`` (which may end in ``.*``) passing every
         test."""
         with self._lock:

@@ -60,7 +60,7 @@ PartT = TypeVar("PartT")
 class StatePart(Generic[PartT]):
     """A read-only server attribute that is a part of its state, typed::
 
-        faults = StatePart[Faults]("faults", "Fault injection, changeable while running.")
+    faults = StatePart[Faults]("faults", "Fault injection, changeable while running.")
     """
 
     def __init__(self, name: str, doc: str) -> None:
@@ -154,8 +154,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         logger.debug("sandbox http: %s", _QUERY.sub("?…", format % args)[:300])
 
     # ---------------------------------------------------------------- answering
-    def send(self, status: int, payload: bytes, content_type: str,
-             headers: dict[str, str] | None = None) -> None:
+    def send(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         """Answer ``payload``; while the server stops, also close the connection."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -170,8 +171,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         """Answer ``data`` as UTF-8 JSON."""
-        self.send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON_TYPE,
-                  headers)
+        self.send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON_TYPE, headers)
 
     def send_page(self, status: int, title: str, body: str) -> None:
         """Answer a small HTML page (``body`` is HTML; escape what you put in it)."""
@@ -228,8 +228,7 @@ class SandboxServer(Generic[StateT]):
         self._serving = False
         self._stop = threading.Event()
 
-    def answer(self, request: SandboxHandler, method: str, split: SplitResult,
-               body: bytes) -> None:
+    def answer(self, request: SandboxHandler, method: str, split: SplitResult, body: bytes) -> None:
         """Answer one request outside ``/_sandbox/`` (implement in the subclass)."""
         raise NotImplementedError
 
@@ -272,8 +271,11 @@ class SandboxServer(Generic[StateT]):
             assert self._httpd is not None
             self._serving = True
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                name=self.THREAD_NAME, daemon=True)
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=self.THREAD_NAME,
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -303,8 +305,12 @@ class SandboxServer(Generic[StateT]):
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -315,8 +321,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 ServerT = TypeVar("ServerT", bound=SandboxServer[Any])
 
 
-def run_until_signal(server: ServerT, on_ready: Callable[[ServerT], None] | None = None
-                     ) -> None:
+def run_until_signal(server: ServerT, on_ready: Callable[[ServerT], None] | None = None) -> None:
     """Serve ``server`` in the foreground until Ctrl-C or SIGTERM; ``on_ready(server)`` runs
     once the port is bound (e.g. to print ``server.base_url``)."""
     server.bind()

@@ -28,8 +28,9 @@ FaultsT = TypeVar("FaultsT", bound=FaultBook[Any])
 class SandboxWorld(Generic[ConfigT, ClockT, LedgerT, FaultsT]):
     """A sandbox's state: hold :attr:`lock` around each API call and each Python helper."""
 
-    def __init__(self, config: ConfigT, clock_type: type[ClockT], ledger: LedgerT,
-                 faults: FaultsT) -> None:
+    def __init__(
+        self, config: ConfigT, clock_type: type[ClockT], ledger: LedgerT, faults: FaultsT
+    ) -> None:
         self.config = config
         self.lock = threading.RLock()
         self.clock = clock_type(config.clock_start, frozen=config.clock_frozen)

@@ -60,8 +60,10 @@ class EmailConfig(BaseModel):
     @model_validator(mode="after")
     def _no_password_in_clear(self) -> EmailConfig:
         if self.username and self.security == "none":
-            raise ValueError("a password is never sent unencrypted: with username set, use "
-                             "security: starttls or tls")
+            raise ValueError(
+                "a password is never sent unencrypted: with username set, use "
+                "security: starttls or tls"
+            )
         return self
 
     def smtp_port(self) -> int:
@@ -76,13 +78,17 @@ class EmailFailed(Exception):
 @hookimpl
 def nebridge_plugin_info() -> PluginInfo:
     """Describe the plugin."""
-    return PluginInfo(name="notify_email", summary="Tell staff by e-mail (SMTP) what needs "
-                      "a person, and when it is resolved", config_model=EmailConfig,
-                      setting_ja="対応が必要なことをメールで知らせる")
+    return PluginInfo(
+        name="notify_email",
+        summary="Tell staff by e-mail (SMTP) what needs a person, and when it is resolved",
+        config_model=EmailConfig,
+        setting_ja="対応が必要なことをメールで知らせる",
+    )
 
 
-def build_message(notification: Notification, options: EmailConfig,
-                  ctx: NotifyContext) -> EmailMessage:
+def build_message(
+    notification: Notification, options: EmailConfig, ctx: NotifyContext
+) -> EmailMessage:
     """The e-mail for ``notification`` (plain text, UTF-8)."""
     message = EmailMessage()
     message["Subject"] = subject_line(notification, options.language, options.subject_prefix)
@@ -92,28 +98,32 @@ def build_message(notification: Notification, options: EmailConfig,
     digest = sha256(notification.delivery_key.encode()).hexdigest()[:24]
     message["Message-ID"] = f"<nebridge.{digest}@{options.sender.rsplit('@', 1)[1]}>"
     message["X-Nebridge-Delivery"] = notification.delivery_key
-    message.set_content(render(notification, options.language, ctx.zone), charset="utf-8",
-                        cte="base64")  # 7-bit safe for every mail system
+    message.set_content(
+        render(notification, options.language, ctx.zone), charset="utf-8", cte="base64"
+    )  # 7-bit safe for every mail system
     return message
 
 
 @hookimpl
-def nebridge_notify(notification: Notification, options: EmailConfig,
-                    ctx: NotifyContext) -> None:
+def nebridge_notify(notification: Notification, options: EmailConfig, ctx: NotifyContext) -> None:
     """Send one e-mail; raise :class:`EmailFailed` when the server does not take it."""
-    password = secret(ctx, PASSWORD_CREDENTIAL, PASSWORD_ENV,
-                      options.password.get_secret_value() if options.password else None)
+    password = secret(
+        ctx,
+        PASSWORD_CREDENTIAL,
+        PASSWORD_ENV,
+        options.password.get_secret_value() if options.password else None,
+    )
     message = build_message(notification, options, ctx)
     server = f"{options.host}:{options.smtp_port()}"
     tls = ssl.create_default_context(cafile=str(options.ca_file) if options.ca_file else None)
     try:
         smtp: smtplib.SMTP
         if options.security == "tls":
-            smtp = smtplib.SMTP_SSL(options.host, options.smtp_port(),
-                                    timeout=options.timeout_seconds, context=tls)
+            smtp = smtplib.SMTP_SSL(
+                options.host, options.smtp_port(), timeout=options.timeout_seconds, context=tls
+            )
         else:
-            smtp = smtplib.SMTP(options.host, options.smtp_port(),
-                                timeout=options.timeout_seconds)
+            smtp = smtplib.SMTP(options.host, options.smtp_port(), timeout=options.timeout_seconds)
         with smtp:
             if options.security == "starttls":
                 smtp.starttls(context=tls)
@@ -121,13 +131,15 @@ def nebridge_notify(notification: Notification, options: EmailConfig,
                 if not password:
                     raise EmailFailed(
                         f"no password for {options.username} at {server}: write it to the "
-                        f"credential {PASSWORD_CREDENTIAL} or set {PASSWORD_ENV}")
+                        f"credential {PASSWORD_CREDENTIAL} or set {PASSWORD_ENV}"
+                    )
                 smtp.login(options.username, password)
             smtp.send_message(message)
     except smtplib.SMTPException as exc:
-        raise EmailFailed(f"the mail server {server} refused the message: "
-                          f"{type(exc).__name__}: {exc}") from None
+        raise EmailFailed(
+            f"the mail server {server} refused the message: {type(exc).__name__}: {exc}"
+        ) from None
     except (OSError, ssl.SSLError) as exc:
-        raise EmailFailed(f"cannot reach the mail server {server}: "
-                          f"{type(exc).__name__}: {exc}") from None
-
+        raise EmailFailed(
+            f"cannot reach the mail server {server}: {type(exc).__name__}: {exc}"
+        ) from None

@@ -64,15 +64,18 @@ class WebhookConfig(BaseModel):
     def _url(cls, value: SecretStr | None) -> SecretStr | None:
         parts = urlsplit(value.get_secret_value()) if value else None
         if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
-            raise ValueError("is not an http(s) URL with a host name (not shown: a webhook "
-                             "URL is a secret)")
+            raise ValueError(
+                "is not an http(s) URL with a host name (not shown: a webhook URL is a secret)"
+            )
         return value
 
     @model_validator(mode="after")
     def _room(self) -> WebhookConfig:
         if self.format == "chatwork" and not self.room_id.isdigit():
-            raise ValueError("format chatwork needs room_id: the number at the end of the "
-                             "room's address (#!rid123456 → room_id: \"123456\")")
+            raise ValueError(
+                "format chatwork needs room_id: the number at the end of the "
+                'room\'s address (#!rid123456 → room_id: "123456")'
+            )
         return self
 
 
@@ -83,10 +86,13 @@ class WebhookFailed(Exception):
 @hookimpl
 def nebridge_plugin_info() -> PluginInfo:
     """Describe the plugin."""
-    return PluginInfo(name="notify_webhook", summary="Tell staff through Slack, Chatwork or "
-                      "a JSON webhook what needs a person, and when it is resolved",
-                      config_model=WebhookConfig,
-                      setting_ja="対応が必要なことを Slack・Chatwork・Webhook で知らせる")
+    return PluginInfo(
+        name="notify_webhook",
+        summary="Tell staff through Slack, Chatwork or "
+        "a JSON webhook what needs a person, and when it is resolved",
+        config_model=WebhookConfig,
+        setting_ja="対応が必要なことを Slack・Chatwork・Webhook で知らせる",
+    )
 
 
 def slack_text(text: str) -> str:
@@ -102,8 +108,10 @@ def signature(key: str, timestamp: str, body: bytes) -> str:
 
 def _required(value: str | None, what: str, credential: str, env: str) -> str:
     if not value:
-        raise WebhookFailed(f"no {what}: write it to the credential {credential}, set env "
-                            f"{env} or set it in plugins.notify_webhook of daemon.yaml")
+        raise WebhookFailed(
+            f"no {what}: write it to the credential {credential}, set env "
+            f"{env} or set it in plugins.notify_webhook of daemon.yaml"
+        )
     return value
 
 
@@ -112,42 +120,55 @@ def _value(field: SecretStr | None) -> str | None:
 
 
 @hookimpl
-def nebridge_notify(notification: Notification, options: WebhookConfig,
-                    ctx: NotifyContext) -> None:
+def nebridge_notify(notification: Notification, options: WebhookConfig, ctx: NotifyContext) -> None:
     """POST one message; raise :class:`WebhookFailed` unless the receiver answers 2xx."""
     subject = subject_line(notification, options.language)
     text = render(notification, options.language, ctx.zone)
     headers = {"X-Nebridge-Delivery": notification.delivery_key}
     if options.format == "chatwork":
-        token = _required(secret(ctx, TOKEN_CREDENTIAL, TOKEN_ENV, _value(options.token)),
-                          "Chatwork API token", TOKEN_CREDENTIAL, TOKEN_ENV)
+        token = _required(
+            secret(ctx, TOKEN_CREDENTIAL, TOKEN_ENV, _value(options.token)),
+            "Chatwork API token",
+            TOKEN_CREDENTIAL,
+            TOKEN_ENV,
+        )
         url = f"{options.chatwork_base}/v2/rooms/{options.room_id}/messages"
         headers["X-ChatWorkToken"] = token
         body: bytes | dict[str, str] = {"body": f"[info][title]{subject}[/title]{text}[/info]"}
     else:
-        url = _required(secret(ctx, URL_CREDENTIAL, URL_ENV, _value(options.url)),
-                        "webhook URL", URL_CREDENTIAL, URL_ENV)
+        url = _required(
+            secret(ctx, URL_CREDENTIAL, URL_ENV, _value(options.url)),
+            "webhook URL",
+            URL_CREDENTIAL,
+            URL_ENV,
+        )
         headers["Content-Type"] = "application/json; charset=utf-8"
         if options.format == "slack":
             data: dict[str, object] = {"text": slack_text(f"{subject}\n{text}")}
         else:
             data = {**notification.as_dict(), "subject": subject, "text": text}
         body = json.dumps(data, ensure_ascii=False).encode()
-        key = secret(ctx, SECRET_CREDENTIAL, SECRET_ENV, _value(options.secret)) \
-            if options.format == "json" else None
+        key = (
+            secret(ctx, SECRET_CREDENTIAL, SECRET_ENV, _value(options.secret))
+            if options.format == "json"
+            else None
+        )
         if key:
             stamp = str(int(time.time()))
             headers["X-Nebridge-Timestamp"] = stamp
             headers["X-Nebridge-Signature"] = signature(key, stamp, body)
     host = urlsplit(url).netloc
     try:
-        answer = ctx.http.post(url, data=body, headers=headers,
-                               timeout=options.timeout_seconds, allow_redirects=False)
+        answer = ctx.http.post(
+            url, data=body, headers=headers, timeout=options.timeout_seconds, allow_redirects=False
+        )
     except requests.Timeout:
-        raise WebhookFailed(f"{host} did not answer within {options.timeout_seconds:g} s "
-                            "(timeout_seconds)") from None
+        raise WebhookFailed(
+            f"{host} did not answer within {options.timeout_seconds:g} s (timeout_seconds)"
+        ) from None
     except requests.RequestException as exc:
         raise WebhookFailed(f"cannot connect to {host} ({type(exc).__name__})") from None
     if not 200 <= answer.status_code < 300:
-        raise WebhookFailed(f"{host} answered HTTP {answer.status_code} "
-                            f"{answer.text[:200].strip()}")
+        raise WebhookFailed(
+            f"{host} answered HTTP {answer.status_code} {answer.text[:200].strip()}"
+        )

@@ -28,5 +28,6 @@ def nebridge_shipment_actions(shipment: WmsShipment, warehouse: WarehouseInfo) -
     """One negative stock change per shipped line."""
     if shipment.from_next_engine or not warehouse.ne_linked:
         return []
-    return [AdjustStock(product_code=line.product_code, delta=-line.quantity)
-            for line in shipment.lines]
+    return [
+        AdjustStock(product_code=line.product_code, delta=-line.quantity) for line in shipment.lines
+    ]

@@ -26,5 +26,6 @@ def nebridge_receipt_actions(receipt: WmsReceipt, warehouse: WarehouseInfo) -> l
     """One positive stock change per received line."""
     if not warehouse.ne_linked:
         return []
-    return [AdjustStock(product_code=line.product_code, delta=line.quantity)
-            for line in receipt.lines]
+    return [
+        AdjustStock(product_code=line.product_code, delta=line.quantity) for line in receipt.lines
+    ]

@@ -23,13 +23,20 @@ class StockReconcileConfig(BaseModel):
 
     auto_correct: bool = Field(
         default=False,
-        description="Correct drifts in Next Engine without a person (up to max_auto_correct)")
+        description="Correct drifts in Next Engine without a person (up to max_auto_correct)",
+    )
     max_auto_correct: int = Field(
-        default=0, ge=0, le=1_000_000,
-        description="Largest drift (units per goods) corrected automatically; larger ones wait")
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Largest drift (units per goods) corrected automatically; larger ones wait",
+    )
     schedule_hours: float = Field(
-        default=24.0, ge=0.25, le=24.0 * 31,
-        description="How often an API WMS (Logikura) is read and compared, in hours")
+        default=24.0,
+        ge=0.25,
+        le=24.0 * 31,
+        description="How often an API WMS (Logikura) is read and compared, in hours",
+    )
 
 
 @hookimpl

@@ -25,7 +25,9 @@ class TagFilterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tag: str = Field(
-        default="ロジクラ受注取込対象", min_length=1, pattern=r"^[^\[\]]+$",
+        default="ロジクラ受注取込対象",
+        min_length=1,
+        pattern=r"^[^\[\]]+$",
         description="Tag name (without brackets) an order must carry to be imported",
     )
 

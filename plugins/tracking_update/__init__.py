@@ -28,7 +28,13 @@ def nebridge_shipment_actions(shipment: WmsShipment) -> list[Action]:
     if not shipment.ne_order_id:
         return []
     if not shipment.tracking_number:
-        return [Notice(f"shipment {shipment.shipment_id} has no tracking number; order "
-                       f"{shipment.ne_order_id} is shipped without one", level="warning")]
-    return [WriteTracking(ne_order_id=shipment.ne_order_id,
-                          tracking_number=shipment.tracking_number)]
+        return [
+            Notice(
+                f"shipment {shipment.shipment_id} has no tracking number; order "
+                f"{shipment.ne_order_id} is shipped without one",
+                level="warning",
+            )
+        ]
+    return [
+        WriteTracking(ne_order_id=shipment.ne_order_id, tracking_number=shipment.tracking_number)
+    ]

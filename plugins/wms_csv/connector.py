@@ -64,8 +64,9 @@ class CsvBatch(ClaimedFile):
         """
         if self._file.refusal is not None:
             raise BatchRejected(self.source, [RecordError(self.source, self._file.refusal)])
-        return read_events(self._path, self.source, self._file.fmt, self._ctx, self._zone,
-                           self._file)
+        return read_events(
+            self._path, self.source, self._file.fmt, self._ctx, self._zone, self._file
+        )
 
 
 class CsvConnector:
@@ -137,11 +138,15 @@ class CsvConnector:
         try:
             self._inbox.file_away(path, self._inbox.root, source)
         except OSError as exc:
-            ctx.report_problem(Problem(
-                key=f"csv:claimed:{path.name}", kind="file_not_taken",
-                reason=f"{source} could not be put back into the inbox from {path}: {exc}",
-                fix=f"move {path} back into {self._inbox.root} (a restart of nebridge does it)",
-                subject=source))
+            ctx.report_problem(
+                Problem(
+                    key=f"csv:claimed:{path.name}",
+                    kind="file_not_taken",
+                    reason=f"{source} could not be put back into the inbox from {path}: {exc}",
+                    fix=f"move {path} back into {self._inbox.root} (a restart of nebridge does it)",
+                    subject=source,
+                )
+            )
             return
         ctx.log.info("%s was neither committed nor rejected; back in the inbox", source)
 
@@ -167,8 +172,12 @@ class CsvConnector:
                 return None
             except BatchRejected as error:
                 target = self._inbox.reject(file.path, file.name, error)
-                ctx.log.error("rejected product master %s (%d errors), see %s.errors.txt",
-                              file.name, len(error.errors), target)
+                ctx.log.error(
+                    "rejected product master %s (%d errors), see %s.errors.txt",
+                    file.name,
+                    len(error.errors),
+                    target,
+                )
                 continue
             if snapshot is not None:
                 ctx.resolve_problem(SHRINK_PROBLEM)
@@ -189,8 +198,12 @@ class CsvConnector:
         retry); the WMS drops those orders (and processes this file before order files)."""
         path = write_cancellations(self._config.outbox, batch, self._config.encoding_out)
         if path is not None:
-            ctx.log.info("wrote %d cancellations of batch %s to %s", len(batch.cancellations),
-                         batch.key, path)
+            ctx.log.info(
+                "wrote %d cancellations of batch %s to %s",
+                len(batch.cancellations),
+                batch.key,
+                path,
+            )
 
     def requeue(self, name: str, ctx: ConnectorContext) -> str:
         """Move the fixed file ``rejected/<name>`` back into the inbox; return its new path.
@@ -208,8 +221,9 @@ class CsvConnector:
         """True if this exact state of a master file was already read."""
         return self._master_seen is not None and self._master_seen[0] == _signature(file)
 
-    def _read_master(self, file: ReadyFile, known_version: str | None,
-                     ctx: ConnectorContext) -> ProductSnapshot | None:
+    def _read_master(
+        self, file: ReadyFile, known_version: str | None, ctx: ConnectorContext
+    ) -> ProductSnapshot | None:
         """The snapshot of one master file, or None if it is ``known_version`` or changing."""
         if file.refusal is not None:
             raise BatchRejected(file.name, [RecordError(file.name, file.refusal)])
@@ -233,17 +247,27 @@ class CsvConnector:
         if current == 0 or limit >= 100 or (current - count) * 100 <= current * limit:
             return
         dropped = (current - count) * 100 // current
-        reason = (f"holds {count} product(s) where the product master in use holds {current}: "
-                  f"it would drop {dropped}% of them, more than "
-                  f"wms.csv.products_max_drop_percent ({limit}%); the master in use is kept. "
-                  f"If the WMS really dropped them, set products_max_drop_percent: 100 under "
-                  f"wms.csv in daemon.yaml, run `nebridge inbox retry {name}`, then set it "
-                  "back")
-        ctx.report_problem(Problem(
-            key=SHRINK_PROBLEM, kind="rejected_file", reason=f"product master {name} {reason}",
-            fix=(f"check the WMS's product export; if {name} is right, set "
-                 f"wms.csv.products_max_drop_percent: 100 and run `nebridge inbox retry "
-                 f"{name}`"), subject=name))
+        reason = (
+            f"holds {count} product(s) where the product master in use holds {current}: "
+            f"it would drop {dropped}% of them, more than "
+            f"wms.csv.products_max_drop_percent ({limit}%); the master in use is kept. "
+            f"If the WMS really dropped them, set products_max_drop_percent: 100 under "
+            f"wms.csv in daemon.yaml, run `nebridge inbox retry {name}`, then set it "
+            "back"
+        )
+        ctx.report_problem(
+            Problem(
+                key=SHRINK_PROBLEM,
+                kind="rejected_file",
+                reason=f"product master {name} {reason}",
+                fix=(
+                    f"check the WMS's product export; if {name} is right, set "
+                    f"wms.csv.products_max_drop_percent: 100 and run `nebridge inbox retry "
+                    f"{name}`"
+                ),
+                subject=name,
+            )
+        )
         raise BatchRejected(name, [RecordError(name, reason)])
 
 

@@ -45,10 +45,13 @@ NAME_MAX = 255
 _REPORT_RESERVE = len(".errors.retried-20261203T120000Z.txt")
 #: Bytes kept free after any filed-away name for a ``~N`` variant.
 _VARIANT_RESERVE = 6
-SYMLINK_REASON = ("a symbolic link; nebridge reads only regular files in the inbox and never "
-                  "follows a link — put the file itself into the inbox")
-SPECIAL_REASON = ("not a regular file (a named pipe, device or socket); put a regular file "
-                  "into the inbox")
+SYMLINK_REASON = (
+    "a symbolic link; nebridge reads only regular files in the inbox and never "
+    "follows a link — put the file itself into the inbox"
+)
+SPECIAL_REASON = (
+    "not a regular file (a named pipe, device or socket); put a regular file into the inbox"
+)
 
 
 @dataclass(slots=True)
@@ -121,8 +124,9 @@ class Inbox:
                 if stat_mode.S_ISDIR(info.st_mode):
                     continue
                 if refusal is not None:
-                    ready.append(ReadyFile(path, fmt, info.st_size, info.st_mtime_ns,
-                                           info.st_ino, refusal))
+                    ready.append(
+                        ReadyFile(path, fmt, info.st_size, info.st_mtime_ns, info.st_ino, refusal)
+                    )
                     continue
                 seen = self._observed.get(entry.name)
                 if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
@@ -167,14 +171,18 @@ class Inbox:
         target = self.file_away(path, self.processed, expected.name)
         info = os.stat(target, follow_symlinks=False)
         if (info.st_ino, info.st_size, info.st_mtime_ns) == (
-            expected.inode, expected.size, expected.mtime_ns
+            expected.inode,
+            expected.size,
+            expected.mtime_ns,
         ):
             return target, None
         back = self.file_away(target, self.root, expected.name)
-        return back, (f"{expected.name} changed after nebridge read it (size {expected.size} "
-                      f"-> {info.st_size} bytes): the WMS wrote to it again; the whole file is "
-                      f"back in the inbox as {back.name} and is read again once it stays "
-                      "unchanged (what was already stored is recognised by id)")
+        return back, (
+            f"{expected.name} changed after nebridge read it (size {expected.size} "
+            f"-> {info.st_size} bytes): the WMS wrote to it again; the whole file is "
+            f"back in the inbox as {back.name} and is read again once it stays "
+            "unchanged (what was already stored is recognised by id)"
+        )
 
     def reject(self, path: Path, name: str, error: BatchRejected) -> Path:
         """Quarantine a file in ``rejected/`` with ``<name>.errors.txt`` beside it.
@@ -198,19 +206,27 @@ class Inbox:
         KeyError if there is no such file, ValueError if the inbox would never take it.
         """
         if name in ("", ".", "..") or Path(name).name != name:
-            raise ValueError(f"{name!r} is not a file name; give the name only, as "
-                             "`nebridge inbox list --state rejected` shows it")
+            raise ValueError(
+                f"{name!r} is not a file name; give the name only, as "
+                "`nebridge inbox list --state rejected` shows it"
+            )
         if name.endswith(".errors.txt"):
-            raise ValueError(f"{name} is an error report; retry the file it describes, "
-                             f"{name.removesuffix('.errors.txt')}")
+            raise ValueError(
+                f"{name} is an error report; retry the file it describes, "
+                f"{name.removesuffix('.errors.txt')}"
+            )
         if format_for_name(name) is None:
-            raise ValueError(f"{name} is not named shipments*.csv, receipts*.csv or "
-                             "products*.csv, so the inbox would ignore it; rename it and retry")
+            raise ValueError(
+                f"{name} is not named shipments*.csv, receipts*.csv or "
+                "products*.csv, so the inbox would ignore it; rename it and retry"
+            )
         stored = rejected_name(name)
         path = self.rejected / stored
         if not path.is_file():
-            raise KeyError(f"no rejected file named {name!r} in {self.rejected}; "
-                           "`nebridge inbox list --state rejected` shows them")
+            raise KeyError(
+                f"no rejected file named {name!r} in {self.rejected}; "
+                "`nebridge inbox list --state rejected` shows them"
+            )
         target = self.file_away(path, self.root, name)
         report = self.rejected / f"{stored}.errors.txt"
         if report.is_file():
@@ -260,10 +276,14 @@ def check_unchanged(path: Path, expected: ReadyFile, source: str) -> None:
 
 def _check_same(info: os.stat_result, expected: ReadyFile, source: str) -> None:
     if (info.st_ino, info.st_size, info.st_mtime_ns) != (
-        expected.inode, expected.size, expected.mtime_ns
+        expected.inode,
+        expected.size,
+        expected.mtime_ns,
     ):
-        raise StepNotReady(f"{source} changed while nebridge read it (size {expected.size} -> "
-                           f"{info.st_size}); it is taken again once it stays unchanged")
+        raise StepNotReady(
+            f"{source} changed while nebridge read it (size {expected.size} -> "
+            f"{info.st_size}); it is taken again once it stays unchanged"
+        )
 
 
 def _refusal(mode: int) -> str | None:
@@ -301,7 +321,7 @@ def fit_name(name: str, reserve: int = 0) -> str:
     stem, suffix = os.path.splitext(name)
     digest = hashlib.sha256(raw).hexdigest()[:12]
     budget = NAME_MAX - reserve - len(suffix.encode("utf-8", "surrogateescape")) - 13
-    short = stem.encode("utf-8", "surrogateescape")[:max(budget, 1)].decode("utf-8", "ignore")
+    short = stem.encode("utf-8", "surrogateescape")[: max(budget, 1)].decode("utf-8", "ignore")
     return f"{short}~{digest}{suffix}"
 
 
@@ -327,8 +347,10 @@ def write_atomically(path: Path, data: bytes) -> None:
     write_file(path, data)
 
 
-_LINE_ENDS = {codecs.BOM_UTF16_LE: (b"\n\x00", b"\r\x00"),
-              codecs.BOM_UTF16_BE: (b"\x00\n", b"\x00\r")}
+_LINE_ENDS = {
+    codecs.BOM_UTF16_LE: (b"\n\x00", b"\r\x00"),
+    codecs.BOM_UTF16_BE: (b"\x00\n", b"\x00\r"),
+}
 
 
 def _ends_a_line(path: Path) -> bool:
@@ -356,8 +378,9 @@ class ClaimedFile:
     #: How log lines name the file's kind (e.g. ``"stock file "``).
     label = ""
 
-    def __init__(self, inbox: Inbox, path: Path, file: ReadyFile, ctx: ConnectorContext,
-                 zone: tzinfo) -> None:
+    def __init__(
+        self, inbox: Inbox, path: Path, file: ReadyFile, ctx: ConnectorContext, zone: tzinfo
+    ) -> None:
         self.source = file.name
         self._inbox, self._path, self._file, self._ctx, self._zone = inbox, path, file, ctx, zone
         self.settled = False
@@ -376,5 +399,10 @@ class ClaimedFile:
         """Move the file to ``rejected/`` with ``<file>.errors.txt`` listing every error."""
         target = self._inbox.reject(self._path, self.source, error)
         self.settled = True
-        self._ctx.log.warning("rejected %s%s (%d errors), see %s.errors.txt", self.label,
-                              self.source, len(error.errors), target)
+        self._ctx.log.warning(
+            "rejected %s%s (%d errors), see %s.errors.txt",
+            self.label,
+            self.source,
+            len(error.errors),
+            target,
+        )

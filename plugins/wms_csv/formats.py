@@ -26,8 +26,9 @@ MAX_ORDER_ID_DIGITS = 18
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 
-Check = Literal["text", "warehouse", "timestamp", "product", "quantity", "order_id", "tracking",
-                "count"]
+Check = Literal[
+    "text", "warehouse", "timestamp", "product", "quantity", "order_id", "tracking", "count"
+]
 """What a non-empty value must be, beyond being present (a string: checked per value)."""
 
 
@@ -66,10 +67,13 @@ class FileFormat:
         }
 
 
-_WAREHOUSE = Column("warehouse", ("倉庫コード", "拠点コード", "倉庫", "拠点"), check="warehouse",
-                    max_length=MAX_WAREHOUSE_LENGTH)
-_PRODUCT = Column("product_code", ("商品コード", "品番"), check="product",
-                  max_length=MAX_ID_LENGTH)
+_WAREHOUSE = Column(
+    "warehouse",
+    ("倉庫コード", "拠点コード", "倉庫", "拠点"),
+    check="warehouse",
+    max_length=MAX_WAREHOUSE_LENGTH,
+)
+_PRODUCT = Column("product_code", ("商品コード", "品番"), check="product", max_length=MAX_ID_LENGTH)
 
 SHIPMENTS = FileFormat(
     prefix="shipments",
@@ -80,12 +84,22 @@ SHIPMENTS = FileFormat(
     columns=(
         Column("shipment_id", ("出荷ID", "出荷番号"), max_length=MAX_ID_LENGTH),
         _WAREHOUSE,
-        Column("ne_order_id", ("受注伝票番号", "伝票番号", "受注番号"), check="order_id",
-               required=False),
+        Column(
+            "ne_order_id",
+            ("受注伝票番号", "伝票番号", "受注番号"),
+            check="order_id",
+            required=False,
+        ),
         Column(
             "tracking_number",
-            ("追跡番号", "送り状番号", "問い合わせ番号", "問合せ番号", "お問い合わせ番号",
-             "発送伝票番号"),
+            (
+                "追跡番号",
+                "送り状番号",
+                "問い合わせ番号",
+                "問合せ番号",
+                "お問い合わせ番号",
+                "発送伝票番号",
+            ),
             check="tracking",
             required=False,
             max_length=MAX_TRACKING_LENGTH,
@@ -119,8 +133,9 @@ PRODUCTS = FileFormat(
     group_columns=(),
     columns=(
         Column("product_code", ("商品コード", "品番"), max_length=MAX_ID_LENGTH),
-        Column("link_code", ("紐付けコード", "ne商品コード"), required=False,
-               max_length=MAX_ID_LENGTH),
+        Column(
+            "link_code", ("紐付けコード", "ne商品コード"), required=False, max_length=MAX_ID_LENGTH
+        ),
     ),
 )
 

@@ -17,8 +17,10 @@ def folder_checks(connector: ConnectorInUse | None) -> list[HealthCheck]:
     if connector is None or not isinstance(connector.options, CsvConnectorConfig):
         return []
     config = connector.options
-    return [_writable(f"wms.{connector.name}.{key}", folder)
-            for key, folder in (("inbox", config.inbox), ("outbox", config.outbox))]
+    return [
+        _writable(f"wms.{connector.name}.{key}", folder)
+        for key, folder in (("inbox", config.inbox), ("outbox", config.outbox))
+    ]
 
 
 def _writable(name: str, folder: Path) -> HealthCheck:
@@ -27,9 +29,14 @@ def _writable(name: str, folder: Path) -> HealthCheck:
     if not folder.exists():
         return HealthCheck(name, False, f"{folder} is missing", make)
     if not folder.is_dir():
-        return HealthCheck(name, False, f"{folder} is not a folder",
-                           f"move that file away, then {make}")
+        return HealthCheck(
+            name, False, f"{folder} is not a folder", f"move that file away, then {make}"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
-        return HealthCheck(name, False, f"{folder} is not writable by this user",
-                           f"chown nebridge: {folder} (run doctor as the service user)")
+        return HealthCheck(
+            name,
+            False,
+            f"{folder} is not writable by this user",
+            f"chown nebridge: {folder} (run doctor as the service user)",
+        )
     return HealthCheck(name, True, f"{folder} is writable")

@@ -63,12 +63,17 @@ def read_events(
     counts = _check_rows(open_file, encoding, fmt, ctx, zone, errors)
     kept: list[list[Row]] | None = [] if sum(counts.values()) <= KEEP_ROWS else None
     if not errors.full:
-        _check_groups(_keeping(_groups(_rows(open_file, encoding, fmt, source), fmt, counts),
-                               kept), fmt, zone, errors)
+        _check_groups(
+            _keeping(_groups(_rows(open_file, encoding, fmt, source), fmt, counts), kept),
+            fmt,
+            zone,
+            errors,
+        )
     errors.raise_if_any()
     build: Callable[[list[Row], tzinfo], WmsEvent] = _shipment if fmt is SHIPMENTS else _receipt
-    groups = kept if kept is not None else _groups(_rows(open_file, encoding, fmt, source),
-                                                   fmt, counts)
+    groups = (
+        kept if kept is not None else _groups(_rows(open_file, encoding, fmt, source), fmt, counts)
+    )
     for group in groups:
         yield build(group, zone)
     if expected is not None:
@@ -106,8 +111,7 @@ def read_products(path: Path, source: str, expected: ReadyFile | None = None) ->
 
 def _rows(open_file: Opener, encoding: str, fmt: FileFormat, source: str) -> Iterator[Row]:
     """The well-formed rows only (pass 1 reported the others)."""
-    return (item for item in read_rows(open_file, encoding, fmt, source)
-            if isinstance(item, Row))
+    return (item for item in read_rows(open_file, encoding, fmt, source) if isinstance(item, Row))
 
 
 def _check_rows(
@@ -166,11 +170,15 @@ class _ValueChecker:
             case "count" if parse_count(value) is None:
                 return f"not a whole number from 0 to {MAX_QUANTITY:,}: {value!r}"
             case "order_id" if not is_order_id(value):
-                return ("not a Next Engine order number (a positive whole number without "
-                        f"leading zeros, as Next Engine shows it): {value!r}")
+                return (
+                    "not a Next Engine order number (a positive whole number without "
+                    f"leading zeros, as Next Engine shows it): {value!r}"
+                )
             case "tracking" if value.startswith(FORMULA_STARTS):
-                return (f"not a tracking number: {value!r} starts with {value[0]!r}, which "
-                        "spreadsheets run as a formula")
+                return (
+                    f"not a tracking number: {value!r} starts with {value[0]!r}, which "
+                    "spreadsheets run as a formula"
+                )
             case "timestamp" if not self._is_timestamp(value):
                 return (
                     f"not a timestamp: {value!r} (expected ISO 8601, YYYY-MM-DD HH:MM:SS "
@@ -245,8 +253,10 @@ def _check_group(group: list[Row], fmt: FileFormat, zone: tzinfo, errors: ErrorL
         quantity = parse_quantity(row.values["quantity"]) or 0
         totals[product] = total = totals.get(product, 0) + quantity
         if total > MAX_QUANTITY >= total - quantity:
-            reason = (f"quantities of product {product!r} in {fmt.noun} {record_id!r} add up "
-                      f"to more than {MAX_QUANTITY:,}")
+            reason = (
+                f"quantities of product {product!r} in {fmt.noun} {record_id!r} add up "
+                f"to more than {MAX_QUANTITY:,}"
+            )
             errors.add(reason, row.line, "quantity")
 
 

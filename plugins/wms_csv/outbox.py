@@ -81,7 +81,8 @@ def write_orders(folder: Path, batch: InstructionBatch, encoding: str) -> Path |
             refused[order.ne_order_id] = (
                 f"{bad!r} cannot be written in {encoding} (the WMS order file's encoding, "
                 "wms.csv.encoding_out); replace it in the order in Next Engine, then "
-                f"`nebridge orders retry {order.ne_order_id}`")
+                f"`nebridge orders retry {order.ne_order_id}`"
+            )
     target = None
     if parts:
         target = folder / order_file_name(batch)
@@ -105,8 +106,16 @@ def _order_rows(order: OrderInstruction) -> list[tuple[str, ...]]:
         order.consignee_tel,
     )
     return [
-        tuple(neutralise(cell) for cell in (
-            *head, str(line.line_no), line.product_code, line.ne_goods_code, str(line.quantity)))
+        tuple(
+            neutralise(cell)
+            for cell in (
+                *head,
+                str(line.line_no),
+                line.product_code,
+                line.ne_goods_code,
+                str(line.quantity),
+            )
+        )
         for line in order.lines
     ]
 
@@ -121,7 +130,6 @@ def _csv_text(rows: list[tuple[str, ...]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(rows)
     return buffer.getvalue()
-
 
 
 CANCELLATION_COLUMNS = ("ne_order_id", "warehouse", "reason", "detected_at")
@@ -145,11 +153,20 @@ def write_cancellations(folder: Path, batch: CancellationBatch, encoding: str) -
     """
     if not batch.cancellations:
         return None
-    rows = [CANCELLATION_COLUMNS, *(
-        (c.ne_order_id, c.warehouse, c.reason,
-         c.detected_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        for c in batch.cancellations)]
+    rows = [
+        CANCELLATION_COLUMNS,
+        *(
+            (
+                c.ne_order_id,
+                c.warehouse,
+                c.reason,
+                c.detected_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            for c in batch.cancellations
+        ),
+    ]
     target = folder / cancellation_file_name(batch)
-    write_atomically(target, _csv_text([tuple(neutralise(x) for x in r) for r in rows])
-                     .encode(encoding))
+    write_atomically(
+        target, _csv_text([tuple(neutralise(x) for x in r) for r in rows]).encode(encoding)
+    )
     return target

@@ -107,7 +107,7 @@ def _byte_lines(stream: BinaryIO, source: str) -> Iterator[bytes]:
             number += 1
             if match.end() - start > MAX_LINE_BYTES:
                 raise BatchRejected(source, [_too_long(source, number)])
-            yield buffer[start:match.end()]
+            yield buffer[start : match.end()]
             start = match.end()
         buffer = buffer[start:]
         if len(buffer) > MAX_LINE_BYTES:
@@ -119,8 +119,10 @@ def _byte_lines(stream: BinaryIO, source: str) -> Iterator[bytes]:
 
 
 def _too_long(source: str, line: int) -> RecordError:
-    reason = (f"line longer than {MAX_LINE_BYTES:,} bytes; inbox files have one shipment, "
-              "receipt or product line per row (is this a CSV file?)")
+    reason = (
+        f"line longer than {MAX_LINE_BYTES:,} bytes; inbox files have one shipment, "
+        "receipt or product line per row (is this a CSV file?)"
+    )
     return RecordError(source, reason, line)
 
 

@@ -26,7 +26,10 @@ from plugins.wms_csv.reader import ErrorLog, Row, detect_encoding, read_rows
 
 
 def read_stock(
-    path: Path, source: str, ctx: ConnectorContext, zone: tzinfo,
+    path: Path,
+    source: str,
+    ctx: ConnectorContext,
+    zone: tzinfo,
     expected: ReadyFile | None = None,
 ) -> list[StockSnapshot]:
     """The snapshots of one stock file (one per warehouse in it, in order of appearance).
@@ -59,27 +62,38 @@ def read_stock(
         counted_at = parse_timestamp(item.values["counted_at"], zone)
         seen = moments.setdefault(warehouse, (counted_at, item.values["counted_at"], item.line))
         if seen[0] != counted_at:
-            errors.add(f"warehouse {warehouse!r} counted at {item.values['counted_at']!r}, but "
-                       f"at {seen[1]!r} on line {seen[2]}; a file holds one count per "
-                       "warehouse (split it into one file per count)", item.line, "counted_at")
+            errors.add(
+                f"warehouse {warehouse!r} counted at {item.values['counted_at']!r}, but "
+                f"at {seen[1]!r} on line {seen[2]}; a file holds one count per "
+                "warehouse (split it into one file per count)",
+                item.line,
+                "counted_at",
+            )
             continue
         key = (warehouse, product)
         if key in first_line:
-            errors.add(f"product {product!r} of warehouse {warehouse!r} listed twice, first on "
-                       f"line {first_line[key]}", item.line, "product_code")
+            errors.add(
+                f"product {product!r} of warehouse {warehouse!r} listed twice, first on "
+                f"line {first_line[key]}",
+                item.line,
+                "product_code",
+            )
             continue
         first_line[key] = item.line
         quantity = parse_count(item.values["quantity"])
         assert quantity is not None  # the checker accepted it
         counts.setdefault(warehouse, {})[product] = quantity
     if not counts and not errors.errors:
-        errors.add("no stock lines: a stock file lists at least one product of one warehouse",
-                   None, None)
+        errors.add(
+            "no stock lines: a stock file lists at least one product of one warehouse", None, None
+        )
     errors.raise_if_any()
     if expected is not None:
         check_unchanged(path, expected, source)
-    return [StockSnapshot(warehouse, moments[warehouse][0], quantities)
-            for warehouse, quantities in counts.items()]
+    return [
+        StockSnapshot(warehouse, moments[warehouse][0], quantities)
+        for warehouse, quantities in counts.items()
+    ]
 
 
 class CsvStockBatch(ClaimedFile):

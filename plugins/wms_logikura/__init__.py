@@ -58,17 +58,29 @@ def nebridge_plugin_info() -> PluginInfo:
 @hookimpl
 def nebridge_wms_connectors() -> list[ConnectorSpec]:
     """Offer the ``logikura`` connector, configured by ``wms.logikura`` in ``daemon.yaml``."""
-    return [ConnectorSpec(name="logikura", factory=LogikuraConnector,
-                          config_model=LogikuraConfig, summary=_SUMMARY,
-                          credentials=(CLIENT_SECRET_CREDENTIAL,))]
+    return [
+        ConnectorSpec(
+            name="logikura",
+            factory=LogikuraConnector,
+            config_model=LogikuraConfig,
+            summary=_SUMMARY,
+            credentials=(CLIENT_SECRET_CREDENTIAL,),
+        )
+    ]
 
 
 @hookimpl
 def nebridge_sandboxes() -> list[SandboxSpec]:
     """Offer ``nebridge sandbox serve logikura``: Logikura's OAuth host and REST API."""
-    return [SandboxSpec(name="logikura", summary="Logikura (ロジクラ): OAuth host, REST API "
-                        "and a control API", serve=serve_sandbox, default_port=DEFAULT_PORT,
-                        default_seed_size=DEFAULT_SEED_SIZE)]
+    return [
+        SandboxSpec(
+            name="logikura",
+            summary="Logikura (ロジクラ): OAuth host, REST API and a control API",
+            serve=serve_sandbox,
+            default_port=DEFAULT_PORT,
+            default_seed_size=DEFAULT_SEED_SIZE,
+        )
+    ]
 
 
 def _run_demo(ctx: DemoContext) -> None:
@@ -81,8 +93,13 @@ def _run_demo(ctx: DemoContext) -> None:
 @hookimpl
 def nebridge_demos() -> list[DemoSpec]:
     """Offer ``nebridge demo --wms logikura``."""
-    return [DemoSpec(name="logikura", summary="Logikura sandbox ⇄ nebridge ⇄ Next Engine "
-                     "sandbox, checked against both", run=_run_demo)]
+    return [
+        DemoSpec(
+            name="logikura",
+            summary="Logikura sandbox ⇄ nebridge ⇄ Next Engine sandbox, checked against both",
+            run=_run_demo,
+        )
+    ]
 
 
 @hookimpl

@@ -72,19 +72,33 @@ class Authorizer:
     def authorization_url(self, state: str) -> str:
         """Logikura's permission page for this app; ``state`` comes back with the code."""
         if not self.config.client_id:
-            raise LogikuraConfigError("set wms.logikura.client_id to the client id of the app "
-                                      "registered at Logikura (/oauth/applications)")
-        query = urlencode({"response_type": "code", "client_id": self.config.client_id,
-                           "redirect_uri": self.config.redirect_uri,
-                           "scope": self.config.scope, "state": state})
+            raise LogikuraConfigError(
+                "set wms.logikura.client_id to the client id of the app "
+                "registered at Logikura (/oauth/applications)"
+            )
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.config.client_id,
+                "redirect_uri": self.config.redirect_uri,
+                "scope": self.config.scope,
+                "state": state,
+            }
+        )
         return f"{self.config.auth_base}/oauth/authorize?{query}"
 
     def exchange(self, code: str) -> Tokens:
         """Trade an authorisation code for a grant and store it (the old one is replaced)."""
         self.mask(code)
         with self.file.locked():
-            body = self._token_call({"grant_type": "authorization_code", "code": code,
-                                     "redirect_uri": self.config.redirect_uri}, "code")
+            body = self._token_call(
+                {
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": self.config.redirect_uri,
+                },
+                "code",
+            )
             tokens = self._tokens(body, None)
             self.file.save(tokens)
         self.log.info("Logikura authorised nebridge (scope %s)", tokens.scope)
@@ -111,19 +125,24 @@ class Authorizer:
             if tokens.access_token != stale and self._now() < tokens.access_expires_at - margin:
                 return tokens.access_token
             try:
-                body = self._token_call({"grant_type": "refresh_token",
-                                         "refresh_token": tokens.refresh_token}, "refresh")
+                body = self._token_call(
+                    {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
+                    "refresh",
+                )
             except LogikuraUnavailable:
                 if not rejected and self._now() < tokens.access_expires_at:
-                    self.log.warning("could not refresh the Logikura access token yet; the "
-                                     "current one stays valid until %s",
-                                     tokens.access_expires_at.isoformat())
+                    self.log.warning(
+                        "could not refresh the Logikura access token yet; the "
+                        "current one stays valid until %s",
+                        tokens.access_expires_at.isoformat(),
+                    )
                     return tokens.access_token
                 raise
             renewed = self._tokens(body, tokens)
             self.file.save(renewed)
-        self.log.info("Logikura access token refreshed; valid until %s",
-                      renewed.access_expires_at.isoformat())
+        self.log.info(
+            "Logikura access token refreshed; valid until %s", renewed.access_expires_at.isoformat()
+        )
         return renewed.access_token
 
     def warning(self) -> str | None:
@@ -142,15 +161,20 @@ class Authorizer:
             return LinkStatus("needs_reconnect", f"{stored.reconnect_reason}; {RECONNECT_HINT}")
         tokens = stored.tokens
         if tokens is None:
-            return LinkStatus("not_connected",
-                              "nebridge is not authorised in Logikura yet; run "
-                              "`nebridge wms connect`")
+            return LinkStatus(
+                "not_connected",
+                "nebridge is not authorised in Logikura yet; run `nebridge wms connect`",
+            )
         days = (tokens.refresh_expires_at - self._now()).total_seconds() / 86_400
-        detail = (f"access token until {tokens.access_expires_at.isoformat()}, refresh token "
-                  f"until {tokens.refresh_expires_at.isoformat()} (scope {tokens.scope})")
+        detail = (
+            f"access token until {tokens.access_expires_at.isoformat()}, refresh token "
+            f"until {tokens.refresh_expires_at.isoformat()} (scope {tokens.scope})"
+        )
         if days < 0:
-            return LinkStatus("needs_reconnect", f"the refresh token ended on "
-                              f"{tokens.refresh_expires_at.date()}; {RECONNECT_HINT}")
+            return LinkStatus(
+                "needs_reconnect",
+                f"the refresh token ended on {tokens.refresh_expires_at.date()}; {RECONNECT_HINT}",
+            )
         if days < WARN_DAYS:
             detail += f"; {SOON} {days:.1f} days: {RECONNECT_HINT} before then"
         return LinkStatus("connected", detail)
@@ -172,15 +196,20 @@ class Authorizer:
                 "the Logikura client id and secret are not configured: set "
                 "wms.logikura.client_id and the secret (env NEBRIDGE_LOGIKURA_CLIENT_SECRET, "
                 "the credential file logikura-client-secret in credentials_dir, or "
-                "wms.logikura.client_secret)")
+                "wms.logikura.client_secret)"
+            )
         data = {**fields, "client_id": self.config.client_id, "client_secret": self.secret}
         try:
-            answer = self.session.post(f"{self.config.auth_base}/oauth/token", data=data,
-                                       timeout=self.config.timeout_seconds)
+            answer = self.session.post(
+                f"{self.config.auth_base}/oauth/token",
+                data=data,
+                timeout=self.config.timeout_seconds,
+            )
         except requests.RequestException as exc:
-            raise LogikuraUnavailable(f"Logikura's token endpoint did not answer "
-                                      f"({type(exc).__name__}); nebridge tries again later"
-                                      ) from None
+            raise LogikuraUnavailable(
+                f"Logikura's token endpoint did not answer "
+                f"({type(exc).__name__}); nebridge tries again later"
+            ) from None
         try:
             body = answer.json()
         except ValueError:
@@ -192,23 +221,33 @@ class Authorizer:
             return body
         error = str(body.get("error") or "") if isinstance(body, dict) else ""
         if error == "invalid_client":
-            raise LogikuraAuthError("Logikura does not accept the client id and secret; check "
-                                    "wms.logikura.client_id and the client secret of the app")
+            raise LogikuraAuthError(
+                "Logikura does not accept the client id and secret; check "
+                "wms.logikura.client_id and the client secret of the app"
+            )
         if error == "invalid_grant" and purpose == "refresh":
-            reason = ("Logikura refused the refresh token (it ends 90 days after it was "
-                      "issued, or the app's access was revoked)")
+            reason = (
+                "Logikura refused the refresh token (it ends 90 days after it was "
+                "issued, or the app's access was revoked)"
+            )
             self.file.mark_reconnect(reason, self._now())
             self.log.error("%s; %s", reason, RECONNECT_HINT)
             raise LogikuraAuthError(f"{reason}; {RECONNECT_HINT}")
         if error == "invalid_grant":
-            raise LogikuraAuthError("Logikura refused the authorisation code (it is valid "
-                                    "10 minutes, once, for the same redirect URI); run "
-                                    "`nebridge wms connect` again")
+            raise LogikuraAuthError(
+                "Logikura refused the authorisation code (it is valid "
+                "10 minutes, once, for the same redirect URI); run "
+                "`nebridge wms connect` again"
+            )
         if answer.status_code >= 500 or answer.status_code in (429, 499):
-            raise LogikuraUnavailable(f"Logikura's token endpoint answered HTTP "
-                                      f"{answer.status_code}; nebridge tries again later")
-        raise LogikuraAuthError(f"Logikura's token endpoint answered HTTP {answer.status_code}"
-                                f" ({error or 'no error code'}); {RECONNECT_HINT}")
+            raise LogikuraUnavailable(
+                f"Logikura's token endpoint answered HTTP "
+                f"{answer.status_code}; nebridge tries again later"
+            )
+        raise LogikuraAuthError(
+            f"Logikura's token endpoint answered HTTP {answer.status_code}"
+            f" ({error or 'no error code'}); {RECONNECT_HINT}"
+        )
 
     def _tokens(self, body: Mapping[str, Any], previous: Tokens | None) -> Tokens:
         now = self._now()
@@ -216,12 +255,20 @@ class Authorizer:
         if not refresh:
             raise LogikuraAuthError(f"Logikura issued no refresh token; {RECONNECT_HINT}")
         rotated = previous is None or refresh != previous.refresh_token
-        refresh_end = (now + timedelta(days=REFRESH_TOKEN_DAYS) if rotated or previous is None
-                       else previous.refresh_expires_at)
+        refresh_end = (
+            now + timedelta(days=REFRESH_TOKEN_DAYS)
+            if rotated or previous is None
+            else previous.refresh_expires_at
+        )
         try:
             lifetime = float(body.get("expires_in") or 86_400)
         except (TypeError, ValueError):
             lifetime = 86_400.0
-        return Tokens(str(body["access_token"]), refresh, now + timedelta(seconds=lifetime),
-                      refresh_end, str(body.get("scope") or self.config.scope),
-                      previous.connected_at if previous else now)
+        return Tokens(
+            str(body["access_token"]),
+            refresh,
+            now + timedelta(seconds=lifetime),
+            refresh_end,
+            str(body.get("scope") or self.config.scope),
+            previous.connected_at if previous else now,
+        )

@@ -22,8 +22,13 @@ from plugins.wms_logikura.store import CREATED, DELETED, SENDING, LocalStore
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
-def withdraw(batch: CancellationBatch, client: LogikuraClient, store: LocalStore,
-             clock: Callable[[], float], log: _Log) -> None:
+def withdraw(
+    batch: CancellationBatch,
+    client: LogikuraClient,
+    store: LocalStore,
+    clock: Callable[[], float],
+    log: _Log,
+) -> None:
     """Delete the schedule of every order of ``batch``; raise CancellationsRefused naming
     those Logikura keeps (every other one is deleted)."""
     records = store.schedules(c.ne_order_id for c in batch.cancellations)
@@ -34,9 +39,11 @@ def withdraw(batch: CancellationBatch, client: LogikuraClient, store: LocalStore
         if record is None or record.state not in (CREATED, DELETED, SENDING):
             continue  # never created, or withdrawn already
         if record.state == SENDING or record.schedule_id is None:
-            refused[oid] = ("the request creating its shipping schedule got no answer, so "
-                            "nebridge cannot name the schedule to delete; look for order "
-                            f"{oid} in Logikura's shipping schedules")
+            refused[oid] = (
+                "the request creating its shipping schedule got no answer, so "
+                "nebridge cannot name the schedule to delete; look for order "
+                f"{oid} in Logikura's shipping schedules"
+            )
             continue
         if record.state == CREATED:
             try:
@@ -44,11 +51,16 @@ def withdraw(batch: CancellationBatch, client: LogikuraClient, store: LocalStore
             except LogikuraRefused as exc:
                 if exc.status != 404:
                     started = " (picking started)" if exc.status == 422 else ""
-                    refused[oid] = (f"Logikura keeps shipping schedule {record.schedule_id}"
-                                    f"{started}: {exc}")
+                    refused[oid] = (
+                        f"Logikura keeps shipping schedule {record.schedule_id}{started}: {exc}"
+                    )
                     continue
         store.mark_withdrawn(oid, clock())
-        log.info("order %s %s in Next Engine: Logikura shipping schedule %s deleted", oid,
-                 cancellation.reason, record.schedule_id)
+        log.info(
+            "order %s %s in Next Engine: Logikura shipping schedule %s deleted",
+            oid,
+            cancellation.reason,
+            record.schedule_id,
+        )
     if refused:
         raise CancellationsRefused(refused)

@@ -58,9 +58,12 @@ class Catalog:
         self.by_id = {v.id: v for v in self.variants}
         self.by_code = {v.product_code: v for v in self.variants}
         if not self.version:
-            digest = hashlib.sha256(json.dumps(
-                sorted((v.id, v.product_code, v.link_code or "") for v in self.variants),
-                ensure_ascii=False).encode("utf-8")).hexdigest()
+            digest = hashlib.sha256(
+                json.dumps(
+                    sorted((v.id, v.product_code, v.link_code or "") for v in self.variants),
+                    ensure_ascii=False,
+                ).encode("utf-8")
+            ).hexdigest()
             self.version = f"logikura:{digest[:24]}"
 
     def products(self) -> list[ProductLink]:
@@ -69,24 +72,33 @@ class Catalog:
 
     def to_json(self) -> dict[str, Any]:
         """Cache form."""
-        return {"fetched_at": self.fetched_at, "warehouses": self.warehouses,
-                "version": self.version,
-                "variants": [[v.id, v.product_code, v.link_code] for v in self.variants]}
+        return {
+            "fetched_at": self.fetched_at,
+            "warehouses": self.warehouses,
+            "version": self.version,
+            "variants": [[v.id, v.product_code, v.link_code] for v in self.variants],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Catalog:
         """Inverse of :meth:`to_json`."""
-        return cls(float(data["fetched_at"]),
-                   {str(k): int(v) for k, v in data["warehouses"].items()},
-                   [Variant(int(i), str(c), None if link is None else str(link))
-                    for i, c, link in data["variants"]], str(data["version"]))
+        return cls(
+            float(data["fetched_at"]),
+            {str(k): int(v) for k, v in data["warehouses"].items()},
+            [
+                Variant(int(i), str(c), None if link is None else str(link))
+                for i, c, link in data["variants"]
+            ],
+            str(data["version"]),
+        )
 
 
 class CatalogCache:
     """Reads the catalog from Logikura when the cached one is too old (or forced)."""
 
-    def __init__(self, config: LogikuraConfig, store: LocalStore, clock: Callable[[], float],
-                 log: _Log) -> None:
+    def __init__(
+        self, config: LogikuraConfig, store: LocalStore, clock: Callable[[], float], log: _Log
+    ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -103,8 +115,10 @@ class CatalogCache:
     def get(self, client: LogikuraClient, *, force: bool = False) -> Catalog:
         """A catalog no older than ``products_refresh_seconds`` (a fresh one if ``force``)."""
         catalog = self.cached()
-        fresh = (catalog is not None and
-                 self.clock() - catalog.fetched_at < self.config.products_refresh_seconds)
+        fresh = (
+            catalog is not None
+            and self.clock() - catalog.fetched_at < self.config.products_refresh_seconds
+        )
         if catalog is not None and fresh and not force:
             return catalog
         catalog = self.fetch(client)
@@ -125,19 +139,27 @@ class CatalogCache:
             vid = int(record["id"])
             code = str(record.get("product_code") or "").strip() or f"LK-{vid}"
             if code in seen:
-                self.log.warning("Logikura product code %s is used by more than one variant; "
-                                 "variant %d is known as %s#%d", code, vid, code, vid)
+                self.log.warning(
+                    "Logikura product code %s is used by more than one variant; "
+                    "variant %d is known as %s#%d",
+                    code,
+                    vid,
+                    code,
+                    vid,
+                )
                 code = f"{code}#{vid}"
             seen.add(code)
             variants.append(Variant(vid, code, self._link_code(code, links, vid)))
         catalog = Catalog(self.clock(), warehouses, variants)
-        self.log.info("Logikura catalog read: %d warehouse(s), %d product variant(s), "
-                      "%d with a link code", len(warehouses), len(variants),
-                      sum(1 for v in variants if v.link_code))
+        self.log.info(
+            "Logikura catalog read: %d warehouse(s), %d product variant(s), %d with a link code",
+            len(warehouses),
+            len(variants),
+            sum(1 for v in variants if v.link_code),
+        )
         return catalog
 
-    def _link_code(self, product_code: str, links: dict[int, str] | None, vid: int
-                   ) -> str | None:
+    def _link_code(self, product_code: str, links: dict[int, str] | None, vid: int) -> str | None:
         mode = self.config.link_codes
         if mode == "product_code":
             return product_code
@@ -154,58 +176,82 @@ class CatalogCache:
         if account is None:
             return {}
         try:
-            records: Iterable[Json] = list(client.get_all(
-                "/api/v1/external_service_product_variants",
-                "external_service_product_variants"))
+            records: Iterable[Json] = list(
+                client.get_all(
+                    "/api/v1/external_service_product_variants", "external_service_product_variants"
+                )
+            )
         except LogikuraRefused as exc:
             if exc.status != 404:
                 raise
-            records = [link for v in variants
-                       for link in v.get("external_service_product_variants") or []]
+            records = [
+                link for v in variants for link in v.get("external_service_product_variants") or []
+            ]
             if not any("external_service_product_variants" in v for v in variants):
                 return self._unreadable()
-        return {int(r["product_variant_id"]): str(r["external_service_product_code"])
-                for r in records
-                if int(r.get("external_service_account_id") or 0) == account
-                and r.get("external_service_product_code")}
+        return {
+            int(r["product_variant_id"]): str(r["external_service_product_code"])
+            for r in records
+            if int(r.get("external_service_account_id") or 0) == account
+            and r.get("external_service_product_code")
+        }
 
     def _unreadable(self) -> dict[int, str] | None:
         if self.config.link_codes == "link":
             raise LogikuraConfigError(
                 "Logikura does not let nebridge read the 紐付けコード links; set "
-                "wms.logikura.link_codes: product_code (or link_or_product_code)")
-        self.log.warning("Logikura does not list 紐付けコード links; each variant's 商品コード "
-                         "is used as its link code")
+                "wms.logikura.link_codes: product_code (or link_or_product_code)"
+            )
+        self.log.warning(
+            "Logikura does not list 紐付けコード links; each variant's 商品コード "
+            "is used as its link code"
+        )
         return None
 
     def _account(self, client: LogikuraClient) -> int | None:
         """The external-service account whose product codes are Next Engine goods codes."""
-        accounts = list(client.get_all("/api/v1/external_service_accounts",
-                                       "external_service_accounts"))
+        accounts = list(
+            client.get_all("/api/v1/external_service_accounts", "external_service_accounts")
+        )
         wanted = self.config.link_account
         if wanted is not None:
             for account in accounts:
-                if wanted in (str(account.get("name")), str(account.get("uid")),
-                              str(account.get("id"))):
+                if wanted in (
+                    str(account.get("name")),
+                    str(account.get("uid")),
+                    str(account.get("id")),
+                ):
                     return int(account["id"])
             names = ", ".join(str(a.get("name")) for a in accounts) or "none"
-            raise LogikuraConfigError(f"wms.logikura.link_account {wanted!r} is not an "
-                                      f"external-service account in Logikura (it has: {names})")
-        found = [a for a in accounts if any(
-            n in str(a.get("external_service_name") or "").casefold() for n in NE_SERVICE_NAMES)]
+            raise LogikuraConfigError(
+                f"wms.logikura.link_account {wanted!r} is not an "
+                f"external-service account in Logikura (it has: {names})"
+            )
+        found = [
+            a
+            for a in accounts
+            if any(
+                n in str(a.get("external_service_name") or "").casefold() for n in NE_SERVICE_NAMES
+            )
+        ]
         if len(found) > 1:
             names = ", ".join(str(a.get("name")) for a in found)
-            raise LogikuraConfigError(f"Logikura has several Next Engine accounts ({names}); "
-                                      "name one in wms.logikura.link_account")
+            raise LogikuraConfigError(
+                f"Logikura has several Next Engine accounts ({names}); "
+                "name one in wms.logikura.link_account"
+            )
         if not found:
-            self.log.warning("Logikura has no Next Engine external-service account; link codes "
-                             "fall back to each variant's 商品コード")
+            self.log.warning(
+                "Logikura has no Next Engine external-service account; link codes "
+                "fall back to each variant's 商品コード"
+            )
             return None
         return int(found[0]["id"])
 
 
-def resolve_warehouses(config: LogikuraConfig, catalog: Catalog,
-                       configured: Mapping[str, WarehouseInfo]) -> dict[str, int]:
+def resolve_warehouses(
+    config: LogikuraConfig, catalog: Catalog, configured: Mapping[str, WarehouseInfo]
+) -> dict[str, int]:
     """nebridge warehouse code → Logikura warehouse id; every configured code must exist."""
     resolved: dict[str, int] = {}
     missing = []
@@ -220,7 +266,8 @@ def resolve_warehouses(config: LogikuraConfig, catalog: Catalog,
         raise LogikuraConfigError(
             f"warehouse(s) {', '.join(missing)} of daemon.yaml have no Logikura 拠点 with that "
             f"code (Logikura has: {have}); fix warehouses[].code or map them in "
-            "wms.logikura.warehouse_codes")
+            "wms.logikura.warehouse_codes"
+        )
     return resolved
 
 
@@ -243,12 +290,14 @@ class WarehouseMap:
     missing: list[str]
 
     @classmethod
-    def build(cls, config: LogikuraConfig, catalog: Catalog, ctx: ConnectorContext,
-              store: LocalStore) -> WarehouseMap:
+    def build(
+        cls, config: LogikuraConfig, catalog: Catalog, ctx: ConnectorContext, store: LocalStore
+    ) -> WarehouseMap:
         """Match ``ctx.warehouses`` to the catalog, reporting renamed and missing 拠点."""
         names = {lid: code for code, lid in catalog.warehouses.items()}
-        known: dict[str, int] = {str(k): int(v) for k, v in
-                                 (store.get_json(WAREHOUSE_IDS_KEY) or {}).items()}
+        known: dict[str, int] = {
+            str(k): int(v) for k, v in (store.get_json(WAREHOUSE_IDS_KEY) or {}).items()
+        }
         was_renamed = set(store.get_json(RENAMED_KEY) or [])
         renamed: set[str] = set()
         by_id: dict[int, str] = {}
@@ -265,18 +314,30 @@ class WarehouseMap:
                 lid = known[code]
                 by_id[lid] = code
                 renamed.add(code)
-                ctx.report_problem(Problem(
-                    key=key, kind="wms_mismatch", severity="warning", warehouse=code,
-                    subject=f"拠点 #{lid}",
-                    reason=(f"Logikura 拠点 #{lid}, which nebridge knew as {target}, is now "
-                            f"called {names[lid]}; nebridge goes on reading it by its id"),
-                    fix=(f"map it in daemon.yaml: wms.logikura.warehouse_codes: {{{code}: "
-                         f"{names[lid]}}} (schedules are not sent to it until then)")))
+                ctx.report_problem(
+                    Problem(
+                        key=key,
+                        kind="wms_mismatch",
+                        severity="warning",
+                        warehouse=code,
+                        subject=f"拠点 #{lid}",
+                        reason=(
+                            f"Logikura 拠点 #{lid}, which nebridge knew as {target}, is now "
+                            f"called {names[lid]}; nebridge goes on reading it by its id"
+                        ),
+                        fix=(
+                            f"map it in daemon.yaml: wms.logikura.warehouse_codes: {{{code}: "
+                            f"{names[lid]}}} (schedules are not sent to it until then)"
+                        ),
+                    )
+                )
             else:
                 have = ", ".join(sorted(catalog.warehouses)) or "none"
-                missing.append(f"warehouse {code} of daemon.yaml has no Logikura 拠点 "
-                               f"{target} (Logikura has: {have}); fix warehouses[].code or "
-                               "map it in wms.logikura.warehouse_codes")
+                missing.append(
+                    f"warehouse {code} of daemon.yaml has no Logikura 拠点 "
+                    f"{target} (Logikura has: {have}); fix warehouses[].code or "
+                    "map it in wms.logikura.warehouse_codes"
+                )
         if store.get_json(WAREHOUSE_IDS_KEY) != known:
             store.put_json(WAREHOUSE_IDS_KEY, known)
         if renamed != was_renamed:

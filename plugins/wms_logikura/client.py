@@ -114,8 +114,7 @@ class LogikuraClient:
         """POST (create); never repeated after an unknown outcome."""
         return self._json(self.request("POST", path, body=body))
 
-    def get_all(self, path: str, key: str, params: dict[str, str] | None = None
-                ) -> Iterator[Json]:
+    def get_all(self, path: str, key: str, params: dict[str, str] | None = None) -> Iterator[Json]:
         """Every record of a list, page after page, following ``rel="next"`` to the end."""
         url: str = path
         query = params
@@ -126,30 +125,44 @@ class LogikuraClient:
             data = self._json(answer)
             records = data.get(key)
             if not isinstance(records, list):
-                raise LogikuraError(f"Logikura answered {path} without a {key!r} list; "
-                                    "is wms.logikura.api_base right?")
+                raise LogikuraError(
+                    f"Logikura answered {path} without a {key!r} list; "
+                    "is wms.logikura.api_base right?"
+                )
             yield from records
             following = answer.links.get("next", {}).get("url")
             if not following:
                 return
             target = urlsplit(following)
             if (target.scheme, target.netloc) != self._origin:
-                raise LogikuraError(f"Logikura's next-page link for {path} points to "
-                                    f"{target.netloc}, not {self._origin[1]}; not followed")
+                raise LogikuraError(
+                    f"Logikura's next-page link for {path} points to "
+                    f"{target.netloc}, not {self._origin[1]}; not followed"
+                )
             looped = _page_key(following) in seen
             if looped or len(seen) >= MAX_PAGES:
                 raise LogikuraError(
                     f"Logikura's next-page links for {path} "
-                    + ("lead back to a page already read" if looped
-                       else f"go on past {MAX_PAGES} pages")
+                    + (
+                        "lead back to a page already read"
+                        if looped
+                        else f"go on past {MAX_PAGES} pages"
+                    )
                     + f" ({urlsplit(following).query or 'no page number'}); the list was "
                     "not read to its end. Nebridge tries again at its next run; if this "
-                    "persists, report it to Logikura support")
+                    "persists, report it to Logikura support"
+                )
             url, query = following, None
 
     # ---------------------------------------------------------------- the core
-    def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                body: Json | None = None) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Json | None = None,
+    ) -> requests.Response:
         """Send one request with the rules of the module docstring; 2xx answers only."""
         url = path if path.startswith("http") else f"{self.config.api_base}{path}"
         shown = urlsplit(url).path
@@ -161,34 +174,49 @@ class LogikuraClient:
             self.limiter.acquire(bulk=bulk, stop=stop)
             try:
                 answer = self.session.request(
-                    method, url, params=params, json=body,
+                    method,
+                    url,
+                    params=params,
+                    json=body,
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                    timeout=self.config.timeout_seconds)
+                    timeout=self.config.timeout_seconds,
+                )
             except requests.RequestException as exc:
                 if isinstance(exc, ResponseTooLarge):  # the same answer again would be too
-                    raise LogikuraUnavailable(f"{method} {shown}: {exc}",
-                                              ambiguous=method != "GET") from None
+                    raise LogikuraUnavailable(
+                        f"{method} {shown}: {exc}", ambiguous=method != "GET"
+                    ) from None
                 if method == "GET" and read_retries < READ_RETRIES:
                     read_retries += 1
                     self.sleep(float(read_retries))
                     continue
                 raise LogikuraUnavailable(
                     f"Logikura did not answer {method} {shown} ({type(exc).__name__})"
-                    + ("; it may have been applied, nebridge checks before sending again"
-                       if method != "GET" else "; nebridge tries again later"),
-                    ambiguous=method != "GET") from None
+                    + (
+                        "; it may have been applied, nebridge checks before sending again"
+                        if method != "GET"
+                        else "; nebridge tries again later"
+                    ),
+                    ambiguous=method != "GET",
+                ) from None
             self._note_budget(answer)
             status = answer.status_code
             if status in RATE_LIMITED:
                 rate_retries += 1
-                pause = self.limiter.reset_seconds(_reset_header(answer)) or \
-                    DEFAULT_PAUSE_SECONDS
+                pause = self.limiter.reset_seconds(_reset_header(answer)) or DEFAULT_PAUSE_SECONDS
                 self.limiter.pause(pause)
-                self.log.warning("Logikura answered %d (too many requests) to %s %s; pausing "
-                                 "%.0f s", status, method, shown, pause)
+                self.log.warning(
+                    "Logikura answered %d (too many requests) to %s %s; pausing %.0f s",
+                    status,
+                    method,
+                    shown,
+                    pause,
+                )
                 if rate_retries > MAX_RATE_RETRIES:
-                    raise LogikuraUnavailable(f"Logikura keeps answering {status} (too many "
-                                              "requests); nebridge goes on at its next run")
+                    raise LogikuraUnavailable(
+                        f"Logikura keeps answering {status} (too many "
+                        "requests); nebridge goes on at its next run"
+                    )
                 continue
             if status == 401 and not refreshed:
                 refreshed = True
@@ -216,24 +244,36 @@ class LogikuraClient:
             body = answer.text[:300]
         text = _error_text(body)
         if status == 401:
-            return LogikuraAuthError(f"Logikura refused the access token for {method} {shown} "
-                                     f"even after a refresh ({text}); {RECONNECT_HINT}")
+            return LogikuraAuthError(
+                f"Logikura refused the access token for {method} {shown} "
+                f"even after a refresh ({text}); {RECONNECT_HINT}"
+            )
         if status == 403:
-            return LogikuraAuthError(f"Logikura refused {method} {shown}: the app lacks a "
-                                     f"scope ({text}); register it with 'read' and 'write' and "
-                                     "run `nebridge wms connect`")
+            return LogikuraAuthError(
+                f"Logikura refused {method} {shown}: the app lacks a "
+                f"scope ({text}); register it with 'read' and 'write' and "
+                "run `nebridge wms connect`"
+            )
         if status == 404:
-            return LogikuraRefused(f"Logikura has no {shown} ({text}); check "
-                                   "wms.logikura.api_base or whether the record was deleted",
-                                   status, body)
+            return LogikuraRefused(
+                f"Logikura has no {shown} ({text}); check "
+                "wms.logikura.api_base or whether the record was deleted",
+                status,
+                body,
+            )
         if status >= 500:
             return LogikuraUnavailable(
                 f"Logikura answered HTTP {status} to {method} {shown}"
-                + ("; it may have been applied, nebridge checks before sending again"
-                   if method != "GET" else "; nebridge tries again later"),
-                ambiguous=method != "GET")
-        return LogikuraRefused(f"Logikura refused {method} {shown} (HTTP {status}): {text}",
-                               status, body)
+                + (
+                    "; it may have been applied, nebridge checks before sending again"
+                    if method != "GET"
+                    else "; nebridge tries again later"
+                ),
+                ambiguous=method != "GET",
+            )
+        return LogikuraRefused(
+            f"Logikura refused {method} {shown} (HTTP {status}): {text}", status, body
+        )
 
     @staticmethod
     def _json(answer: requests.Response) -> Json:
@@ -242,10 +282,13 @@ class LogikuraClient:
         try:
             data = answer.json()
         except ValueError:
-            raise LogikuraError(f"Logikura answered {urlsplit(answer.url).path} with "
-                                "something that is not JSON; is wms.logikura.api_base "
-                                "right?") from None
+            raise LogikuraError(
+                f"Logikura answered {urlsplit(answer.url).path} with "
+                "something that is not JSON; is wms.logikura.api_base "
+                "right?"
+            ) from None
         if not isinstance(data, dict):
-            raise LogikuraError(f"Logikura answered {urlsplit(answer.url).path} with JSON "
-                                "that is not an object")
+            raise LogikuraError(
+                f"Logikura answered {urlsplit(answer.url).path} with JSON that is not an object"
+            )
         return data

@@ -80,12 +80,15 @@ class LogikuraConfig(BaseModel):
         """``read`` and ``write`` (nebridge creates schedules, so it needs both)."""
         scopes = value.replace("+", " ").split()
         if set(scopes) != {"read", "write"}:
-            raise ValueError("nebridge needs scope 'read write' (it reads histories and "
-                             "creates shipping schedules)")
+            raise ValueError(
+                "nebridge needs scope 'read write' (it reads histories and "
+                "creates shipping schedules)"
+            )
         return "read write"
 
-    def client_secret_value(self, env: Mapping[str, str] | None = None,
-                            credentials_dir: Path | None = None) -> str | None:
+    def client_secret_value(
+        self, env: Mapping[str, str] | None = None, credentials_dir: Path | None = None
+    ) -> str | None:
         """The client secret: credential ``logikura-client-secret`` (systemd's copy, else the
         file in ``credentials_dir``), then env ``NEBRIDGE_LOGIKURA_CLIENT_SECRET``, then this
         file. Raises :class:`hooks.credentials.SecretUnreadable` for an unusable credential."""

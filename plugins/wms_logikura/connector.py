@@ -63,14 +63,21 @@ def _read_failed(ctx: ConnectorContext, what: str, exc: LogikuraError) -> None:
     if isinstance(exc, LogikuraAuthError):
         fix = "run `nebridge wms connect` to authorise nebridge in Logikura again"
     elif isinstance(exc, LogikuraUnavailable):
-        fix = ("nothing is lost: nebridge reads again at every poll; if it lasts, check "
-               "Logikura's status and the network (`nebridge doctor`)")
+        fix = (
+            "nothing is lost: nebridge reads again at every poll; if it lasts, check "
+            "Logikura's status and the network (`nebridge doctor`)"
+        )
     else:
         fix = "correct what the reason names (daemon.yaml or Logikura); the next poll reads again"
     kind = "wms_auth_lost" if isinstance(exc, LogikuraAuthError) else "wms_read_failed"
-    ctx.report_problem(Problem(key=f"{READ_FAILED_KEY}{what}", kind=kind,
-                               reason=f"Logikura {what.replace('_', ' ')} not read: {exc}",
-                               fix=fix))
+    ctx.report_problem(
+        Problem(
+            key=f"{READ_FAILED_KEY}{what}",
+            kind=kind,
+            reason=f"Logikura {what.replace('_', ' ')} not read: {exc}",
+            fix=fix,
+        )
+    )
 
 
 @dataclass
@@ -92,8 +99,13 @@ class LogikuraConnector:
     inject them to run minutes of traffic without waiting.
     """
 
-    def __init__(self, config: LogikuraConfig, *, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        config: LogikuraConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.config = config
         self._clock = clock
         self._sleep = sleep
@@ -105,26 +117,38 @@ class LogikuraConnector:
     # ---------------------------------------------------------------- assembly
     def _get(self, ctx: ConnectorContext) -> _Parts:
         if ctx.state_dir is None:
-            raise LogikuraConfigError("the Logikura connector needs the engine's state folder "
-                                      "(state_dir) for its tokens and records")
+            raise LogikuraConfigError(
+                "the Logikura connector needs the engine's state folder "
+                "(state_dir) for its tokens and records"
+            )
         with self._lock:
             parts = self._parts
             if parts is not None and parts.state_dir == ctx.state_dir:
                 return parts
             store = LocalStore(ctx.state_dir / STORE_NAME)
-            auth = Authorizer(self.config, TokenFile(self.config.token_path(ctx.state_dir)),
-                              ctx.http, self._clock, ctx.mask_secret, ctx.log,
-                              credentials_dir=ctx.credentials_dir)
-            limiter = RateLimiter(store, self.config.requests_per_minute, clock=self._clock,
-                                  sleep=self._sleep, max_wait=self.config.max_wait_seconds)
+            auth = Authorizer(
+                self.config,
+                TokenFile(self.config.token_path(ctx.state_dir)),
+                ctx.http,
+                self._clock,
+                ctx.mask_secret,
+                ctx.log,
+                credentials_dir=ctx.credentials_dir,
+            )
+            limiter = RateLimiter(
+                store,
+                self.config.requests_per_minute,
+                clock=self._clock,
+                sleep=self._sleep,
+                max_wait=self.config.max_wait_seconds,
+            )
             client = LogikuraClient(self.config, ctx.http, auth, limiter, self._sleep, ctx.log)
             catalog = CatalogCache(self.config, store, self._clock, ctx.log)
 
             def read_catalog(force: bool) -> Catalog:
                 return catalog.get(client, force=force)
 
-            reader = HistoryReader(self.config, client, store, read_catalog, self._clock,
-                                   ctx.log)
+            reader = HistoryReader(self.config, client, store, read_catalog, self._clock, ctx.log)
             self._parts = _Parts(ctx.state_dir, store, auth, client, catalog, reader)
             return self._parts
 
@@ -169,8 +193,9 @@ class LogikuraConnector:
             ctx.resolve_problem(f"{READ_FAILED_KEY}{what}")
             self._unsure_keys().discard(what)
 
-    def product_snapshot(self, ctx: ConnectorContext, known_version: str | None
-                         ) -> ProductSnapshot | None:
+    def product_snapshot(
+        self, ctx: ConnectorContext, known_version: str | None
+    ) -> ProductSnapshot | None:
         """The product master (cached ``products_refresh_seconds``) if its version changed;
         a read failure is reported (attention) and raised."""
         parts = self._get(ctx)
@@ -209,8 +234,15 @@ class LogikuraConnector:
             return parts.catalog.get(parts.client, force=force)
 
         resolve_warehouses(self.config, read_catalog(False), ctx.warehouses)
-        SchedulePusher(self.config, parts.client, parts.store, read_catalog, self._clock,
-                       ctx.log, ctx.should_stop).push(batch)
+        SchedulePusher(
+            self.config,
+            parts.client,
+            parts.store,
+            read_catalog,
+            self._clock,
+            ctx.log,
+            ctx.should_stop,
+        ).push(batch)
 
     def push_cancellations(self, batch: CancellationBatch, ctx: ConnectorContext) -> None:
         """Delete the idle shipping schedule of each order (see :mod:`.cancel`)."""
@@ -234,8 +266,10 @@ class LogikuraConnector:
         state, digest = store.marks(source).get(source, ("", ""))
         if state in (CHANGED, GONE) or (leave and state == HELD):
             store.mark(source, CLOSING, digest)
-            return (f"Logikura {source}: left as it is, its item closes at the next intake; "
-                    "nothing is sent to Next Engine")
+            return (
+                f"Logikura {source}: left as it is, its item closes at the next intake; "
+                "nothing is sent to Next Engine"
+            )
         if leave or not store.requeue(source):
             raise KeyError(name)
         return f"Logikura {source}, read again at the next intake"
@@ -261,8 +295,11 @@ class LogikuraConnector:
             raise LogikuraConfigError(f"nebridge is authorised in Logikura, but: {exc}") from None
         status = parts.auth.status()
         matched = ", ".join(f"{code} → 拠点 #{lid}" for code, lid in resolved.items())
-        return LinkStatus(status.state, f"{status.detail}; warehouses: {matched or 'none'}; "
-                                        f"{len(catalog.variants)} product variant(s)")
+        return LinkStatus(
+            status.state,
+            f"{status.detail}; warehouses: {matched or 'none'}; "
+            f"{len(catalog.variants)} product variant(s)",
+        )
 
     def link_status(self, ctx: ConnectorContext) -> LinkStatus:
         """How the grant stands, from the token file."""

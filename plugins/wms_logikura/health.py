@@ -26,8 +26,14 @@ def logikura_checks(connector: ConnectorInUse | None) -> list[HealthCheck]:
     tokens = config.token_path(connector.state_dir)
     if tokens.exists():
         mode = stat.S_IMODE(tokens.stat().st_mode)
-        checks.append(HealthCheck("token file", mode == 0o600, f"{tokens} mode {mode:o}",
-                                  "" if mode == 0o600 else f"chmod 600 {tokens}"))
+        checks.append(
+            HealthCheck(
+                "token file",
+                mode == 0o600,
+                f"{tokens} mode {mode:o}",
+                "" if mode == 0o600 else f"chmod 600 {tokens}",
+            )
+        )
     return checks
 
 
@@ -35,11 +41,19 @@ def _client_secret(config: LogikuraConfig, connector: ConnectorInUse) -> HealthC
     try:
         secret = config.client_secret_value(credentials_dir=connector.credentials_dir)
     except SecretUnreadable as exc:
-        return HealthCheck("client secret", False, str(exc),
-                           "make the credential file readable by the service user's group "
-                           "(files 0640, root:nebridge)")
+        return HealthCheck(
+            "client secret",
+            False,
+            str(exc),
+            "make the credential file readable by the service user's group "
+            "(files 0640, root:nebridge)",
+        )
     if secret:
         return HealthCheck("client secret", True, "configured (not shown)")
-    return HealthCheck("client secret", False, "no client secret for wms.logikura",
-                       f"put it in the credential file {CLIENT_SECRET_CREDENTIAL} in "
-                       f"{connector.credentials_dir}, or set {CLIENT_SECRET_ENV}")
+    return HealthCheck(
+        "client secret",
+        False,
+        "no client secret for wms.logikura",
+        f"put it in the credential file {CLIENT_SECRET_CREDENTIAL} in "
+        f"{connector.credentials_dir}, or set {CLIENT_SECRET_ENV}",
+    )

@@ -92,16 +92,32 @@ class HistoryKind:
 
 
 KINDS: dict[EventKind, HistoryKind] = {
-    EventKind.SHIPMENT: HistoryKind(EventKind.SHIPMENT, "/api/v1/shipping_histories",
-                                    "shipping_histories", "shipping_history", "shipped_date",
-                                    "shipping_items", "shipping_quantity",
-                                    "logikura:shipping_history", "LK-SH-",
-                                    "wms.logikura.shipments", "shipment"),
-    EventKind.RECEIPT: HistoryKind(EventKind.RECEIPT, "/api/v1/receiving_histories",
-                                   "receiving_histories", "receiving_history", "received_date",
-                                   "receiving_items", "stocked_quantity",
-                                   "logikura:receiving_history", "LK-RH-",
-                                   "wms.logikura.receipts", "receipt"),
+    EventKind.SHIPMENT: HistoryKind(
+        EventKind.SHIPMENT,
+        "/api/v1/shipping_histories",
+        "shipping_histories",
+        "shipping_history",
+        "shipped_date",
+        "shipping_items",
+        "shipping_quantity",
+        "logikura:shipping_history",
+        "LK-SH-",
+        "wms.logikura.shipments",
+        "shipment",
+    ),
+    EventKind.RECEIPT: HistoryKind(
+        EventKind.RECEIPT,
+        "/api/v1/receiving_histories",
+        "receiving_histories",
+        "receiving_history",
+        "received_date",
+        "receiving_items",
+        "stocked_quantity",
+        "logikura:receiving_history",
+        "LK-RH-",
+        "wms.logikura.receipts",
+        "receipt",
+    ),
 }
 
 
@@ -143,10 +159,18 @@ class Position:
         """The stored position; None for none or an older format (read everything)."""
         try:
             data = json.loads(value) if value else None
-            return None if not isinstance(data, dict) else cls(
-                str(data["floor"]), str(data["start"]), int(data["page"]),
-                [int(i) for i in data["ids"]], float(data["swept"]),
-                [int(w) for w in data.get("warehouses", [])])
+            return (
+                None
+                if not isinstance(data, dict)
+                else cls(
+                    str(data["floor"]),
+                    str(data["start"]),
+                    int(data["page"]),
+                    [int(i) for i in data["ids"]],
+                    float(data["swept"]),
+                    [int(w) for w in data.get("warehouses", [])],
+                )
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -158,10 +182,16 @@ class Position:
 class HistoryBatch:
     """One history (or the position alone), accepted or rejected as a whole."""
 
-    def __init__(self, source: str, kind: EventKind, events: list[WmsEvent],
-                 cursor: tuple[str, str] | None, on_commit: Callable[[], None],
-                 on_reject: Callable[[BatchRejected], None],
-                 error: BatchRejected | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        kind: EventKind,
+        events: list[WmsEvent],
+        cursor: tuple[str, str] | None,
+        on_commit: Callable[[], None],
+        on_reject: Callable[[BatchRejected], None],
+        error: BatchRejected | None = None,
+    ) -> None:
         self.source = source
         self.kind = kind
         self.cursor = cursor
@@ -186,8 +216,12 @@ class HistoryBatch:
 
 
 def _digest(value: Any) -> str:
-    data = json.dumps(value, sort_keys=True, ensure_ascii=False,
-                      default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v))
+    data = json.dumps(
+        value,
+        sort_keys=True,
+        ensure_ascii=False,
+        default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
+    )
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
@@ -228,33 +262,40 @@ def _check(spec: HistoryKind, record: Json) -> None:
     not stop the others, and a record that is not a completed history must not ship)."""
     state = record.get("progress_state")
     if state is not None and state != "completed":
-        raise Invalid(f"progress_state is {state!r}, not 'completed': it is not a history "
-                      "yet", "progress_state")
+        raise Invalid(
+            f"progress_state is {state!r}, not 'completed': it is not a history yet",
+            "progress_state",
+        )
     if record.get("warehouse_id") is not None:
         _whole(record["warehouse_id"], "warehouse_id")
     sales_order = record.get("sales_order")
     if sales_order is not None and not isinstance(sales_order, dict):
         raise Invalid(f"sales_order {sales_order!r} is not an object", "sales_order")
     if spec.kind is EventKind.SHIPMENT and record.get("shipping_composite_items"):
-        raise Invalid("set products (shipping_composite_items) are not supported; record "
-                      "their components instead", "shipping_composite_items")
+        raise Invalid(
+            "set products (shipping_composite_items) are not supported; record "
+            "their components instead",
+            "shipping_composite_items",
+        )
     items = record.get(spec.items_field)
     if not isinstance(items, list) or not items:
         raise Invalid(f"the history has no {spec.items_field} list", spec.items_field)
     quantities = []
     for n, item in enumerate(items, 1):
         if not isinstance(item, dict):
-            raise Invalid(f"{spec.items_field} item {n} is {item!r}, not an item",
-                          spec.items_field)
+            raise Invalid(f"{spec.items_field} item {n} is {item!r}, not an item", spec.items_field)
         _whole(item.get("product_variant_id"), "product_variant_id")
         quantities.append(_quantity(item.get(spec.quantity_field), spec.quantity_field))
     if all(q is None for q in quantities):
-        raise Invalid(f"every {spec.quantity_field} is null: Logikura does not say what was "
-                      f"{'shipped' if spec.kind is EventKind.SHIPMENT else 'received'}",
-                      spec.quantity_field)
+        raise Invalid(
+            f"every {spec.quantity_field} is null: Logikura does not say what was "
+            f"{'shipped' if spec.kind is EventKind.SHIPMENT else 'received'}",
+            spec.quantity_field,
+        )
     if not any(quantities):
-        raise Invalid(f"every {spec.quantity_field} is 0: the history moves nothing",
-                      spec.quantity_field)
+        raise Invalid(
+            f"every {spec.quantity_field} is 0: the history moves nothing", spec.quantity_field
+        )
     _day(record.get(spec.date_field), spec.date_field)
 
 
@@ -278,9 +319,15 @@ class _Poll:
 class HistoryReader:
     """Turns Logikura histories into inbound batches (see the module docstring)."""
 
-    def __init__(self, config: LogikuraConfig, client: LogikuraClient, store: LocalStore,
-                 catalog: Callable[[bool], Catalog], clock: Callable[[], float],
-                 log: _Log) -> None:
+    def __init__(
+        self,
+        config: LogikuraConfig,
+        client: LogikuraClient,
+        store: LocalStore,
+        catalog: Callable[[bool], Catalog],
+        clock: Callable[[], float],
+        log: _Log,
+    ) -> None:
         self.config = config
         self.client = client
         self.store = store
@@ -298,17 +345,26 @@ class HistoryReader:
         today = ctx.clock().astimezone(JST).date()
         stored = ctx.cursors.get(spec.cursor)
         catalog = self.catalog(False)
-        poll = _Poll(spec, ctx, catalog, WarehouseMap.build(self.config, catalog, ctx,
-                                                            self.store),
-                     {},
-                     self.store.marks(spec.source + ":"), {})
+        poll = _Poll(
+            spec,
+            ctx,
+            catalog,
+            WarehouseMap.build(self.config, catalog, ctx, self.store),
+            {},
+            self.store.marks(spec.source + ":"),
+            {},
+        )
         now = self.clock()
         warehouses = sorted(poll.ours.by_id)
         position = Position.load(stored)
-        floor = (self.config.start_date.isoformat() if self.config.start_date is not None
-                 else position.floor if position is not None else today.isoformat())
-        if position is not None and (position.warehouses != warehouses
-                                     or position.floor != floor):
+        floor = (
+            self.config.start_date.isoformat()
+            if self.config.start_date is not None
+            else position.floor
+            if position is not None
+            else today.isoformat()
+        )
+        if position is not None and (position.warehouses != warehouses or position.floor != floor):
             position = None
         due = position is None or now - position.swept >= self.config.sweep_hours * 3600
         self._close_acknowledged(poll, again=due)
@@ -326,10 +382,10 @@ class HistoryReader:
             poll.page_ids.clear()
             poll.deferred.clear()
             poll.unlisted.clear()
-            start = max(date.fromisoformat(floor),
-                        today - timedelta(days=self.config.lookback_days))
-            records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1),
-                                          poll)
+            start = max(
+                date.fromisoformat(floor), today - timedelta(days=self.config.lookback_days)
+            )
+            records, last = self._collect(spec, [], self._pages(spec, start.isoformat(), 1), poll)
             page, ids = last if last is not None else (1, [])
             position = Position(floor, start.isoformat(), page, ids, now, warehouses)
             if by_id:
@@ -341,9 +397,14 @@ class HistoryReader:
         position = self._hold_back(poll, position)
         self._report_unlisted(poll)
         if position.dump() != stored:
-            yield HistoryBatch(f"{spec.source} position {position.start} page {position.page}",
-                               kind, [], (spec.cursor, position.dump()), lambda: None,
-                               lambda error: None)
+            yield HistoryBatch(
+                f"{spec.source} position {position.start} page {position.page}",
+                kind,
+                [],
+                (spec.cursor, position.dump()),
+                lambda: None,
+                lambda error: None,
+            )
         if poll.ours.missing:
             raise LogikuraConfigError("; ".join(poll.ours.missing))
 
@@ -364,23 +425,35 @@ class HistoryReader:
     def _hold_back(poll: _Poll, position: Position) -> Position:
         """The position stays at the first page with a history that waits for a product, so
         the next poll reads it again (it is not lost past the resume point)."""
-        pages = [page for page, ids in poll.page_ids.items()
-                 if any(hid in poll.deferred for hid in ids)]
+        pages = [
+            page for page, ids in poll.page_ids.items() if any(hid in poll.deferred for hid in ids)
+        ]
         if not pages:
             return position
         first = min(pages)
         return dataclasses.replace(position, page=first, ids=poll.page_ids[first])
 
-    def _incremental(self, spec: HistoryKind, position: Position, poll: _Poll
-                     ) -> tuple[dict[int, Json], Position] | None:
+    def _incremental(
+        self, spec: HistoryKind, position: Position, poll: _Poll
+    ) -> tuple[dict[int, Json], Position] | None:
         """The histories from the last page reached on; None if that page no longer starts
         with the histories it held (the whole window must be read)."""
         pages = self._pages(spec, position.start, position.page)
         first = next(pages, None)
-        if first is None or [int(r["id"]) for r in first[1][:len(position.ids)]
-                             if isinstance(r, dict) and _is_id(r.get("id"))] != position.ids:
-            self.log.info("Logikura %s changed before page %d; reading the whole window",
-                          spec.key, position.page)
+        if (
+            first is None
+            or [
+                int(r["id"])
+                for r in first[1][: len(position.ids)]
+                if isinstance(r, dict) and _is_id(r.get("id"))
+            ]
+            != position.ids
+        ):
+            self.log.info(
+                "Logikura %s changed before page %d; reading the whole window",
+                spec.key,
+                position.page,
+            )
             return None
         records, last = self._collect(spec, [first], pages, poll)
         page, ids = last if last is not None else (position.page, position.ids)
@@ -395,32 +468,40 @@ class HistoryReader:
         for hid in sorted(records):
             yield from self._one(poll, hid, records[hid])
 
-    def _pages(self, spec: HistoryKind, start: str, page: int
-               ) -> Iterator[tuple[int, list[Json]]]:
+    def _pages(self, spec: HistoryKind, start: str, page: int) -> Iterator[tuple[int, list[Json]]]:
         """Pages ``page``, ``page + 1``, … of the window from ``start`` (no end date, so the
         query stays the same from day to day), until Logikura offers no next page."""
         previous: list[Any] | None = None
         for number in range(page, page + MAX_PAGES):
-            answer = self.client.request("GET", spec.path, params={
-                f"{spec.date_field}_from": start, "page": str(number)})
+            answer = self.client.request(
+                "GET", spec.path, params={f"{spec.date_field}_from": start, "page": str(number)}
+            )
             self.pages_read += 1
             records = _listed(answer, spec)
             if not isinstance(records, list):
-                raise LogikuraError(f"Logikura answered {spec.path} without a {spec.key!r} "
-                                    "list; is wms.logikura.api_base right?")
+                raise LogikuraError(
+                    f"Logikura answered {spec.path} without a {spec.key!r} "
+                    "list; is wms.logikura.api_base right?"
+                )
             ids = [r.get("id") if isinstance(r, dict) else r for r in records]
             if records and ids == previous:
-                raise LogikuraError(f"Logikura answered page {number} of {spec.path} with the "
-                                    "same histories as the page before; reading stopped")
+                raise LogikuraError(
+                    f"Logikura answered page {number} of {spec.path} with the "
+                    "same histories as the page before; reading stopped"
+                )
             previous = ids
             yield number, records
             if not records or not answer.links.get("next", {}).get("url"):
                 return
         raise LogikuraError(f"Logikura offered more than {MAX_PAGES} pages of {spec.path}")
 
-    def _collect(self, spec: HistoryKind, read: list[tuple[int, list[Json]]],
-                 pages: Iterator[tuple[int, list[Json]]], poll: _Poll
-                 ) -> tuple[dict[int, Json], tuple[int, list[int]] | None]:
+    def _collect(
+        self,
+        spec: HistoryKind,
+        read: list[tuple[int, list[Json]]],
+        pages: Iterator[tuple[int, list[Json]]],
+        poll: _Poll,
+    ) -> tuple[dict[int, Json], tuple[int, list[int]] | None]:
         """Histories by id from the pages (each page's ids kept in ``poll``), and the last
         non-empty page with its ids."""
         records: dict[int, Json] = {}
@@ -429,13 +510,21 @@ class HistoryReader:
             ids = []
             for record in page:
                 if not isinstance(record, dict) or not _is_id(record.get("id")):
-                    poll.ctx.report_problem(Problem(
-                        key=f"logikura:{spec.key}:no_id", kind=WMS_MISMATCH,
-                        reason=(f"Logikura listed a {spec.noun} without an integer id on page "
+                    poll.ctx.report_problem(
+                        Problem(
+                            key=f"logikura:{spec.key}:no_id",
+                            kind=WMS_MISMATCH,
+                            reason=(
+                                f"Logikura listed a {spec.noun} without an integer id on page "
                                 f"{number} ({str(record)[:200]}); nebridge cannot name it, so "
-                                "it was left out"),
-                        fix=("find the record in Logikura's screens and book it again (or "
-                             "ask Logikura's support: its API answered a malformed record)")))
+                                "it was left out"
+                            ),
+                            fix=(
+                                "find the record in Logikura's screens and book it again (or "
+                                "ask Logikura's support: its API answered a malformed record)"
+                            ),
+                        )
+                    )
                     continue
                 records[int(record["id"])] = record
                 ids.append(int(record["id"]))
@@ -458,8 +547,7 @@ class HistoryReader:
             except LogikuraRefused as exc:
                 if exc.status != 404:
                     raise
-                self.log.warning("%s was to be read again but Logikura no longer has it",
-                                 source)
+                self.log.warning("%s was to be read again but Logikura no longer has it", source)
                 self.store.settle(source)
 
     # ---------------------------------------------------------------- one history
@@ -474,16 +562,19 @@ class HistoryReader:
         try:
             try:
                 _check(spec, record)
-                event = self._event(poll, hid, record, confirmed,
-                                    poll.delivered.get(source))
+                event = self._event(poll, hid, record, confirmed, poll.delivered.get(source))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise Invalid(f"Logikura answered it in an unexpected shape ({type(exc).__name__}"
-                              f": {exc})") from None
+                raise Invalid(
+                    f"Logikura answered it in an unexpected shape ({type(exc).__name__}: {exc})"
+                ) from None
         except Invalid as exc:
             if state != REJECTED or marked != raw:
-                yield self._rejected(source, spec.kind, BatchRejected(
-                    source, [RecordError(source, str(exc),
-                                         column=exc.column)]), raw)
+                yield self._rejected(
+                    source,
+                    spec.kind,
+                    BatchRejected(source, [RecordError(source, str(exc), column=exc.column)]),
+                    raw,
+                )
             return
         except Defer as exc:
             self.log.info("%s waits: %s", source, exc)
@@ -492,9 +583,16 @@ class HistoryReader:
         except Hold as exc:  # reported at every sighting: idempotent, never lost
             if (state, marked) != (HELD, raw):
                 self.store.mark(source, HELD, raw)
-            ctx.report_problem(Problem(
-                key=source, kind=WMS_MISMATCH, reason=exc.reason, fix=exc.fix,
-                warehouse=self._safe_code(poll, record), subject=f"{spec.noun} {hid}"))
+            ctx.report_problem(
+                Problem(
+                    key=source,
+                    kind=WMS_MISMATCH,
+                    reason=exc.reason,
+                    fix=exc.fix,
+                    warehouse=self._safe_code(poll, record),
+                    subject=f"{spec.noun} {hid}",
+                )
+            )
             return
         if event is None:
             return
@@ -508,45 +606,61 @@ class HistoryReader:
             return
         yield self._accepted(poll, source, event, digest, bool(state))
 
-    def _event(self, poll: _Poll, hid: int, record: Json, confirmed: bool,
-               delivered: tuple[str, str | None, str | None, Any] | None = None
-               ) -> WmsEvent | None:
+    def _event(
+        self,
+        poll: _Poll,
+        hid: int,
+        record: Json,
+        confirmed: bool,
+        delivered: tuple[str, str | None, str | None, Any] | None = None,
+    ) -> WmsEvent | None:
         """The event of a history; for one ``delivered`` before, the order it shipped then
         is kept (only what Logikura says can differ, not nebridge's reading of it)."""
         spec = poll.spec
-        when = datetime.combine(_day(record.get(spec.date_field), spec.date_field),
-                                datetime.min.time(), JST)
+        when = datetime.combine(
+            _day(record.get(spec.date_field), spec.date_field), datetime.min.time(), JST
+        )
         if spec.kind is EventKind.RECEIPT:
             code = self._code_of(poll, record)
             if code is None:
                 self._unlisted(poll, record)
                 return None
             lines = self._lines(poll, record)
-            return WmsReceipt(f"{spec.event_prefix}{hid}", code, when,
-                              tuple(ReceiptLine(c, q) for c, q in lines))
-        order = (self._order(poll, hid, record, confirmed) if delivered is None
-                 else delivered[1])
+            return WmsReceipt(
+                f"{spec.event_prefix}{hid}", code, when, tuple(ReceiptLine(c, q) for c, q in lines)
+            )
+        order = self._order(poll, hid, record, confirmed) if delivered is None else delivered[1]
         code = self._code_of(poll, record)
         if code is None:
             if order is None or delivered is not None:
                 self._unlisted(poll, record)
                 return None
             wid = self._warehouse_id(poll, record)
-            raise Hold(f"Logikura shipped Next Engine order {order} from 拠点 "
-                       f"{poll.ours.describe(wid)}, which daemon.yaml does not list; "
-                       "Next Engine was not changed",
-                       "add the warehouse to daemon.yaml (warehouses[].code, or map it in "
-                       "wms.logikura.warehouse_codes), then `nebridge inbox retry "
-                       f"{spec.source}:{hid}`")
+            raise Hold(
+                f"Logikura shipped Next Engine order {order} from 拠点 "
+                f"{poll.ours.describe(wid)}, which daemon.yaml does not list; "
+                "Next Engine was not changed",
+                "add the warehouse to daemon.yaml (warehouses[].code, or map it in "
+                "wms.logikura.warehouse_codes), then `nebridge inbox retry "
+                f"{spec.source}:{hid}`",
+            )
         if order is not None and not confirmed and delivered is None:
             self._whole_order(poll, hid, record, order)
         lines = self._lines(poll, record)
         tracking = str(record.get("tracking_number") or "").strip() or None
         if tracking is not None and len(tracking) > TRACKING_MAX:
-            raise Invalid(f"tracking number longer than {TRACKING_MAX} characters (Next "
-                          "Engine's limit)", "tracking_number")
-        return WmsShipment(f"{spec.event_prefix}{hid}", code, order, tracking, when,
-                           tuple(ShipmentLine(c, q) for c, q in lines))
+            raise Invalid(
+                f"tracking number longer than {TRACKING_MAX} characters (Next Engine's limit)",
+                "tracking_number",
+            )
+        return WmsShipment(
+            f"{spec.event_prefix}{hid}",
+            code,
+            order,
+            tracking,
+            when,
+            tuple(ShipmentLine(c, q) for c, q in lines),
+        )
 
     def _order(self, poll: _Poll, hid: int, record: Json, confirmed: bool) -> str | None:
         """The Next Engine order this shipment ships (None: not an order of nebridge's)."""
@@ -556,32 +670,43 @@ class HistoryReader:
         if ours is not None:
             if number != ours and not confirmed:
                 said = f"order number {number!r}" if number else "no order number"
-                raise Hold(f"nebridge created Logikura schedule {hid} for Next Engine order "
-                           f"{ours}, but the shipped history now has {said}; nothing was "
-                           "changed in Next Engine",
-                           f"if the parcel was order {ours}'s, `nebridge inbox retry {source}` "
-                           f"ships order {ours}; otherwise ship the right order in Next "
-                           f"Engine by hand, then `nebridge inbox retry {source}{LEAVE}`")
+                raise Hold(
+                    f"nebridge created Logikura schedule {hid} for Next Engine order "
+                    f"{ours}, but the shipped history now has {said}; nothing was "
+                    "changed in Next Engine",
+                    f"if the parcel was order {ours}'s, `nebridge inbox retry {source}` "
+                    f"ships order {ours}; otherwise ship the right order in Next "
+                    f"Engine by hand, then `nebridge inbox retry {source}{LEAVE}`",
+                )
             number = ours
         elif not number or not poll.ctx.is_imported_order(number):
             return None
         schedule = self.store.schedules([number]).get(number)
         shipped = self.store.shipped_by(number)
-        if ((ours is None and schedule is not None and schedule.state == CREATED
-             and schedule.schedule_id != hid) or (shipped is not None and shipped != source)):
+        if (
+            ours is None
+            and schedule is not None
+            and schedule.state == CREATED
+            and schedule.schedule_id != hid
+        ) or (shipped is not None and shipped != source):
             if confirmed:
                 return None
-            by = (f"history {shipped.rsplit(':', 1)[1]}" if shipped else
-                  f"its own schedule {schedule.schedule_id if schedule else '?'}")
+            by = (
+                f"history {shipped.rsplit(':', 1)[1]}"
+                if shipped
+                else f"its own schedule {schedule.schedule_id if schedule else '?'}"
+            )
             tracking = str(record.get("tracking_number") or "").strip() or "none"
-            raise Hold(f"a second shipment for Next Engine order {number} (tracking number "
-                       f"{tracking}, 拠点 {poll.ours.describe(self._warehouse_id(poll, record))}"
-                       f"); the order is shipped by {by}; nothing was changed in Next Engine",
-                       "if these are more parcels of the same order, add the tracking number "
-                       f"to order {number}'s note (備考) in Next Engine — it has one 発送伝票番号 "
-                       f"field — then `nebridge inbox retry {source}{LEAVE}`; if it is a "
-                       f"separate sale, `nebridge inbox retry {source}` takes it as a stock "
-                       "movement of the warehouse")
+            raise Hold(
+                f"a second shipment for Next Engine order {number} (tracking number "
+                f"{tracking}, 拠点 {poll.ours.describe(self._warehouse_id(poll, record))}"
+                f"); the order is shipped by {by}; nothing was changed in Next Engine",
+                "if these are more parcels of the same order, add the tracking number "
+                f"to order {number}'s note (備考) in Next Engine — it has one 発送伝票番号 "
+                f"field — then `nebridge inbox retry {source}{LEAVE}`; if it is a "
+                f"separate sale, `nebridge inbox retry {source}` takes it as a stock "
+                "movement of the warehouse",
+            )
         return number
 
     def _whole_order(self, poll: _Poll, hid: int, record: Json, order: str) -> None:
@@ -598,14 +723,16 @@ class HistoryReader:
                 short.append(f"{name}: shipped {shipped} of {ordered}")
         if short:
             source = f"{spec.source}:{hid}"
-            raise Hold(f"partial shipment of Next Engine order {order} ({'; '.join(short)}); "
-                       "Next Engine has no partial 出荷確定, so the order was not shipped and "
-                       "its stock not moved",
-                       f"split order {order} in Next Engine (受注分割) so it holds exactly what "
-                       f"was shipped, then `nebridge inbox retry {source}` ships it; or ship "
-                       f"the rest in Logikura, then `nebridge inbox retry {source}` ships order "
-                       f"{order} as a whole (the rest's history is reported as a second "
-                       "shipment: leave it with `:leave`)")
+            raise Hold(
+                f"partial shipment of Next Engine order {order} ({'; '.join(short)}); "
+                "Next Engine has no partial 出荷確定, so the order was not shipped and "
+                "its stock not moved",
+                f"split order {order} in Next Engine (受注分割) so it holds exactly what "
+                f"was shipped, then `nebridge inbox retry {source}` ships it; or ship "
+                f"the rest in Logikura, then `nebridge inbox retry {source}` ships order "
+                f"{order} as a whole (the rest's history is reported as a second "
+                "shipment: leave it with `:leave`)",
+            )
 
     def _lines(self, poll: _Poll, record: Json) -> list[tuple[str, int]]:
         spec = poll.spec
@@ -620,11 +747,15 @@ class HistoryReader:
                 poll.catalog, poll.refreshed = self.catalog(True), True
                 variant = poll.catalog.by_id.get(vid)
             if variant is None:
-                raise Invalid(f"product variant {vid} is not in Logikura's product master",
-                              "product_variant_id")
+                raise Invalid(
+                    f"product variant {vid} is not in Logikura's product master",
+                    "product_variant_id",
+                )
             if not poll.ctx.is_known_product(variant.product_code):
-                raise Defer(f"product {variant.product_code} is new; it is taken with the "
-                            "next product master")
+                raise Defer(
+                    f"product {variant.product_code} is new; it is taken with the "
+                    "next product master"
+                )
             totals[variant.product_code] = totals.get(variant.product_code, 0) + quantity
         return sorted(totals.items())
 
@@ -643,17 +774,22 @@ class HistoryReader:
     def _warehouse_id(self, poll: _Poll, record: Json) -> int:
         if record.get("warehouse_id") is not None:
             return _whole(record["warehouse_id"], "warehouse_id")
-        stocks = {_whole(p.get("stock_id"), "stock_id")
-                  for item in record.get("shipping_items") or []
-                  for p in item.get("packing_items") or []
-                  if isinstance(p, dict) and p.get("stock_id") is not None}
+        stocks = {
+            _whole(p.get("stock_id"), "stock_id")
+            for item in record.get("shipping_items") or []
+            for p in item.get("packing_items") or []
+            if isinstance(p, dict) and p.get("stock_id") is not None
+        }
         if not stocks:
-            raise Invalid("the history says neither its warehouse_id nor the stock it was "
-                          "packed from", "warehouse_id")
+            raise Invalid(
+                "the history says neither its warehouse_id nor the stock it was packed from",
+                "warehouse_id",
+            )
         found = {self._warehouse_of_stock(stock, poll.ours.by_id) for stock in sorted(stocks)}
         if len(found) > 1:
-            raise Invalid("the history was packed from stock at several warehouses",
-                          "packing_items")
+            raise Invalid(
+                "the history was packed from stock at several warehouses", "packing_items"
+            )
         return found.pop()
 
     def _warehouse_of_stock(self, stock_id: int, ours: Mapping[int, str]) -> int:
@@ -666,8 +802,9 @@ class HistoryReader:
             inventory = self._stock_inventory[stock_id] = int(answer["stock"]["inventory_id"])
         if inventory not in self._inventory_warehouse:
             for warehouse_id in ours:
-                for record in self.client.get_all("/api/v1/inventories", "inventories",
-                                                  {"warehouse_id": str(warehouse_id)}):
+                for record in self.client.get_all(
+                    "/api/v1/inventories", "inventories", {"warehouse_id": str(warehouse_id)}
+                ):
                     self._inventory_warehouse[int(record["id"])] = warehouse_id
         return self._inventory_warehouse.get(inventory, -1)
 
@@ -678,20 +815,35 @@ class HistoryReader:
 
     def _report_unlisted(self, poll: _Poll) -> None:
         for wid, count in sorted(poll.unlisted.items()):
-            poll.ctx.report_problem(Problem(
-                key=f"{UNLISTED_KEY}{wid}:{poll.spec.key}", kind=WMS_MISMATCH,
-                severity="warning",
-                reason=(f"{count} {poll.spec.noun}(s) at Logikura 拠点 "
+            poll.ctx.report_problem(
+                Problem(
+                    key=f"{UNLISTED_KEY}{wid}:{poll.spec.key}",
+                    kind=WMS_MISMATCH,
+                    severity="warning",
+                    reason=(
+                        f"{count} {poll.spec.noun}(s) at Logikura 拠点 "
                         f"{poll.ours.describe(wid)} were not taken: daemon.yaml does not list "
-                        "that warehouse, so Next Engine stock does not see them"),
-                fix=("add the warehouse to daemon.yaml (warehouses[].code, or map it in "
-                     "wms.logikura.warehouse_codes) — its histories are then read at the next "
-                     "poll — or list its Logikura code in wms.logikura.ignore_warehouses"),
-                subject=f"拠点 {poll.ours.describe(wid)}"))
+                        "that warehouse, so Next Engine stock does not see them"
+                    ),
+                    fix=(
+                        "add the warehouse to daemon.yaml (warehouses[].code, or map it in "
+                        "wms.logikura.warehouse_codes) — its histories are then read at the next "
+                        "poll — or list its Logikura code in wms.logikura.ignore_warehouses"
+                    ),
+                    subject=f"拠点 {poll.ours.describe(wid)}",
+                )
+            )
 
     # ---------------------------------------------------------------- after delivery
-    def _changed(self, poll: _Poll, source: str, hid: int, event: WmsEvent,
-                 before: tuple[str, str | None, str | None, Any], raw: str) -> None:
+    def _changed(
+        self,
+        poll: _Poll,
+        source: str,
+        hid: int,
+        event: WmsEvent,
+        before: tuple[str, str | None, str | None, Any],
+        raw: str,
+    ) -> None:
         """A delivered history now reads differently: Next Engine is not changed twice;
         a person is told what changed and what to do."""
         spec = poll.spec
@@ -699,24 +851,43 @@ class HistoryReader:
             self.store.mark(source, CHANGED, raw)
         order, old_tracking = before[1], before[2]
         new_tracking = event.tracking_number if isinstance(event, WmsShipment) else None
-        if (isinstance(event, WmsShipment) and old_tracking != new_tracking
-                and _facts(event) == before[3]):
-            reason = (f"the tracking number of {spec.noun} {hid} changed in Logikura from "
-                      f"{old_tracking or 'none'} to {new_tracking or 'none'} after nebridge "
-                      + (f"shipped Next Engine order {order} with it" if order else
-                         "had taken it") + "; nebridge did not change Next Engine")
-            fix = ((f"set 発送伝票番号 of order {order} to {new_tracking or '(empty)'} in Next "
-                    "Engine by hand, then " if order else "")
-                   + f"`nebridge inbox retry {source}` closes this item")
+        if (
+            isinstance(event, WmsShipment)
+            and old_tracking != new_tracking
+            and _facts(event) == before[3]
+        ):
+            reason = (
+                f"the tracking number of {spec.noun} {hid} changed in Logikura from "
+                f"{old_tracking or 'none'} to {new_tracking or 'none'} after nebridge "
+                + (f"shipped Next Engine order {order} with it" if order else "had taken it")
+                + "; nebridge did not change Next Engine"
+            )
+            fix = (
+                f"set 発送伝票番号 of order {order} to {new_tracking or '(empty)'} in Next "
+                "Engine by hand, then "
+                if order
+                else ""
+            ) + f"`nebridge inbox retry {source}` closes this item"
         else:
-            reason = (f"{spec.noun} {hid} changed in Logikura after nebridge took it "
-                      f"(was {before[3]}, now {_facts(event)}); nebridge applied the first "
-                      "version only")
-            fix = ("correct Next Engine by hand (stock or the order) to match what the "
-                   f"warehouse did, then `nebridge inbox retry {source}` closes this item")
-        poll.ctx.report_problem(Problem(key=f"{source}:changed", kind=WMS_MISMATCH,
-                                        reason=reason, fix=fix, warehouse=event.warehouse,
-                                        subject=f"{spec.noun} {hid}"))
+            reason = (
+                f"{spec.noun} {hid} changed in Logikura after nebridge took it "
+                f"(was {before[3]}, now {_facts(event)}); nebridge applied the first "
+                "version only"
+            )
+            fix = (
+                "correct Next Engine by hand (stock or the order) to match what the "
+                f"warehouse did, then `nebridge inbox retry {source}` closes this item"
+            )
+        poll.ctx.report_problem(
+            Problem(
+                key=f"{source}:changed",
+                kind=WMS_MISMATCH,
+                reason=reason,
+                fix=fix,
+                warehouse=event.warehouse,
+                subject=f"{spec.noun} {hid}",
+            )
+        )
 
     def _gone(self, poll: _Poll, records: dict[int, Json], start: date) -> None:
         """After a whole-window read: delivered receipts and nebridge's open schedules that
@@ -724,8 +895,9 @@ class HistoryReader:
         until the admin acknowledges them, so no report is lost (e.g. to a dry run)."""
         spec = poll.spec
         if spec.kind is EventKind.RECEIPT:
-            for source, facts in self.store.delivered_since(spec.source + ":",
-                                                            start.isoformat()).items():
+            for source, facts in self.store.delivered_since(
+                spec.source + ":", start.isoformat()
+            ).items():
                 hid = int(source.rsplit(":", 1)[1])
                 state = poll.marks.get(source, ("", ""))[0]
                 if state in (CLOSING, ACKED) or hid in records:
@@ -740,43 +912,68 @@ class HistoryReader:
             if poll.marks.get(f"{spec.source}:{sid}", ("", ""))[0] == GONE:
                 self._deleted_schedule(poll, sid, order)
         seen = set(records) | {int(s.rsplit(":", 1)[1]) for s in poll.marks}
-        waiting = {sid: order for sid, order
-                   in self.store.unshipped_schedules(spec.source + ":").items()
-                   if sid not in seen}
+        waiting = {
+            sid: order
+            for sid, order in self.store.unshipped_schedules(spec.source + ":").items()
+            if sid not in seen
+        }
         if not waiting:
             return
-        open_ids = {int(r["id"]) for r in self.client.get_all("/api/v1/shipping_schedules",
-                                                              "shipping_schedules")
-                    if isinstance(r, dict) and _is_id(r.get("id"))}
+        open_ids = {
+            int(r["id"])
+            for r in self.client.get_all("/api/v1/shipping_schedules", "shipping_schedules")
+            if isinstance(r, dict) and _is_id(r.get("id"))
+        }
         for sid, order in sorted(waiting.items()):
-            if sid in open_ids or self._exists(f"/api/v1/shipping_schedules/{sid}") or \
-                    self._exists(f"{spec.path}/{sid}"):
+            if (
+                sid in open_ids
+                or self._exists(f"/api/v1/shipping_schedules/{sid}")
+                or self._exists(f"{spec.path}/{sid}")
+            ):
                 continue
             self.store.mark_schedule_deleted(order, self.clock())
             self.store.mark(f"{spec.source}:{sid}", GONE, "")
             self._deleted_schedule(poll, sid, order)
 
     def _deleted_receipt(self, poll: _Poll, source: str, hid: int, facts: Any) -> None:
-        poll.ctx.report_problem(Problem(
-            key=f"{source}:deleted", kind=WMS_MISMATCH, warehouse=facts["warehouse"],
-            subject=f"receipt {hid}",
-            reason=(f"receipt {hid} ({facts['warehouse']}, {_lines_text(facts)}) was deleted "
+        poll.ctx.report_problem(
+            Problem(
+                key=f"{source}:deleted",
+                kind=WMS_MISMATCH,
+                warehouse=facts["warehouse"],
+                subject=f"receipt {hid}",
+                reason=(
+                    f"receipt {hid} ({facts['warehouse']}, {_lines_text(facts)}) was deleted "
                     "in Logikura after nebridge added it to Next Engine stock; nebridge did "
-                    "not take it back"),
-            fix=("if the goods did not arrive, lower the Next Engine stock of those products "
-                 f"by hand (在庫調整); then `nebridge inbox retry {source}` closes this item")))
+                    "not take it back"
+                ),
+                fix=(
+                    "if the goods did not arrive, lower the Next Engine stock of those products "
+                    f"by hand (在庫調整); then `nebridge inbox retry {source}` closes this item"
+                ),
+            )
+        )
 
     def _deleted_schedule(self, poll: _Poll, sid: int, order: str) -> None:
         source = f"{poll.spec.source}:{sid}"
-        poll.ctx.report_problem(Problem(
-            key=f"{source}:deleted", kind=WMS_MISMATCH, subject=order,
-            reason=(f"Logikura schedule {sid} for Next Engine order {order} was deleted by "
+        poll.ctx.report_problem(
+            Problem(
+                key=f"{source}:deleted",
+                kind=WMS_MISMATCH,
+                subject=order,
+                reason=(
+                    f"Logikura schedule {sid} for Next Engine order {order} was deleted by "
                     "staff; the order will not ship from Logikura and nebridge does not create "
-                    "it again by itself"),
-            fix=(f"if order {order} should still ship, create its shipment in Logikura with "
-                 f"order number {order} (its history then ships the order); if it was "
-                 f"cancelled, cancel it in Next Engine; then `nebridge inbox retry {source}` "
-                 "closes this item")))
+                    "it again by itself"
+                ),
+                fix=(
+                    f"if order {order} should still ship, create its shipment in Logikura with "
+                    f"order number {order} (its history then ships the order); if it was "
+                    f"cancelled, cancel it in Next Engine; then `nebridge inbox retry {source}` "
+                    "closes this item"
+                ),
+            )
+        )
 
     def _exists(self, path: str) -> bool:
         try:
@@ -788,8 +985,9 @@ class HistoryReader:
         return True
 
     # ---------------------------------------------------------------- batches
-    def _accepted(self, poll: _Poll, source: str, event: WmsEvent, digest: str,
-                  marked: bool) -> HistoryBatch:
+    def _accepted(
+        self, poll: _Poll, source: str, event: WmsEvent, digest: str, marked: bool
+    ) -> HistoryBatch:
         ctx = poll.ctx
 
         def commit() -> None:
@@ -805,8 +1003,9 @@ class HistoryReader:
 
         return HistoryBatch(source, event_kind(event), [event], None, commit, reject)
 
-    def _rejected(self, source: str, kind: EventKind, error: BatchRejected,
-                  digest: str) -> HistoryBatch:
+    def _rejected(
+        self, source: str, kind: EventKind, error: BatchRejected, digest: str
+    ) -> HistoryBatch:
         def reject(rejection: BatchRejected) -> None:
             self.store.mark(source, REJECTED, digest)
             self.log.warning("Logikura history %s", rejection)
@@ -827,8 +1026,10 @@ def _listed(answer: requests.Response, spec: HistoryKind) -> list[Any]:
         data = None
     records = data.get(spec.key) if isinstance(data, dict) else None
     if not isinstance(records, list):
-        raise LogikuraError(f"Logikura answered {spec.path} without a {spec.key!r} list; is "
-                            "wms.logikura.api_base right?")
+        raise LogikuraError(
+            f"Logikura answered {spec.path} without a {spec.key!r} list; is "
+            "wms.logikura.api_base right?"
+        )
     return records
 
 
@@ -839,9 +1040,12 @@ def _is_id(value: Any) -> bool:
 def _facts(event: WmsEvent) -> dict[str, Any]:
     """What a delivered event said, apart from its tracking number."""
     lines = [[line.product_code, line.quantity] for line in event.lines]
-    return {"warehouse": event.warehouse, "date": event.confirmed_at.date().isoformat(),
-            "order": event.ne_order_id if isinstance(event, WmsShipment) else None,
-            "lines": lines}
+    return {
+        "warehouse": event.warehouse,
+        "date": event.confirmed_at.date().isoformat(),
+        "order": event.ne_order_id if isinstance(event, WmsShipment) else None,
+        "lines": lines,
+    }
 
 
 def _lines_text(facts: Mapping[str, Any]) -> str:

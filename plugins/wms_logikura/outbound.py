@@ -48,17 +48,25 @@ class OrderProblem(Exception):
 
 def consignee_code(config: LogikuraConfig, order: OrderInstruction) -> str:
     """The consignee code of an order's ship-to: the same person and address, the same code."""
-    key = "\x1f".join((order.consignee_name, order.consignee_zip, order.consignee_address,
-                       order.consignee_tel))
+    key = "\x1f".join(
+        (order.consignee_name, order.consignee_zip, order.consignee_address, order.consignee_tel)
+    )
     return config.consignee_code_prefix + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
 class SchedulePusher:
     """Creates the schedules of one instruction batch (see the module docstring)."""
 
-    def __init__(self, config: LogikuraConfig, client: LogikuraClient, store: LocalStore,
-                 catalog: Callable[[bool], Catalog], clock: Callable[[], float],
-                 log: _Log, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        config: LogikuraConfig,
+        client: LogikuraClient,
+        store: LocalStore,
+        catalog: Callable[[bool], Catalog],
+        clock: Callable[[], float],
+        log: _Log,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.config = config
         self.client = client
         self.store = store
@@ -76,30 +84,46 @@ class SchedulePusher:
 
     def _push(self, batch: InstructionBatch) -> None:
         records = self.store.schedules(o.ne_order_id for o in batch.orders)
-        todo = [o for o in batch.orders
-                if records.get(o.ne_order_id) is None
-                or records[o.ne_order_id].state != CREATED]
+        todo = [
+            o
+            for o in batch.orders
+            if records.get(o.ne_order_id) is None or records[o.ne_order_id].state != CREATED
+        ]
         if not todo:
             return
-        unsure = [records[o.ne_order_id] for o in todo
-                  if o.ne_order_id in records and records[o.ne_order_id].state == SENDING]
+        unsure = [
+            records[o.ne_order_id]
+            for o in todo
+            if o.ne_order_id in records and records[o.ne_order_id].state == SENDING
+        ]
         waiting: list[str] = []
         if unsure:
             settled = self._reconcile(unsure)
             now = self.clock()
-            waiting = sorted(r.ne_order_id for r in unsure if r.ne_order_id not in settled
-                             and now - r.updated < self.config.schedule_settle_seconds)
-            todo = [o for o in todo if o.ne_order_id not in settled
-                    and o.ne_order_id not in waiting]
+            waiting = sorted(
+                r.ne_order_id
+                for r in unsure
+                if r.ne_order_id not in settled
+                and now - r.updated < self.config.schedule_settle_seconds
+            )
+            todo = [
+                o for o in todo if o.ne_order_id not in settled and o.ne_order_id not in waiting
+            ]
         catalog = self.catalog(False)
         problems: dict[str, str] = {}
         created = 0
         for order in todo:
             if self.should_stop():
-                self.log.info("nebridge is stopping: %d schedule(s) of batch %s created, the "
-                              "rest follow at the next run", created, batch.key)
-                raise TurnOver(f"nebridge stopped while sending batch {batch.key}; the "
-                               "schedules not created yet follow at the next run")
+                self.log.info(
+                    "nebridge is stopping: %d schedule(s) of batch %s created, the "
+                    "rest follow at the next run",
+                    created,
+                    batch.key,
+                )
+                raise TurnOver(
+                    f"nebridge stopped while sending batch {batch.key}; the "
+                    "schedules not created yet follow at the next run"
+                )
             try:
                 payload = self._payload(order, catalog)
             except OrderProblem:
@@ -113,13 +137,15 @@ class SchedulePusher:
                 payload["shipping_schedule"]["consignee_id"] = self._consignee(order)
                 self._create(order, batch.key, payload)
             except LogikuraRefused as exc:
-                problems[order.ne_order_id] = (f"Logikura refused it: {exc}"
-                                               f"{_RETRY_HINT.format(order.ne_order_id)}")
+                problems[order.ne_order_id] = (
+                    f"Logikura refused it: {exc}{_RETRY_HINT.format(order.ne_order_id)}"
+                )
                 continue
             created += 1
         if created:
-            self.log.info("created %d Logikura shipping schedule(s) for batch %s", created,
-                          batch.key)
+            self.log.info(
+                "created %d Logikura shipping schedule(s) for batch %s", created, batch.key
+            )
         if waiting:
             raise LogikuraUnavailable(
                 f"order(s) {', '.join(waiting)} of batch {batch.key}: the request creating "
@@ -127,8 +153,12 @@ class SchedulePusher:
                 "may still be applying it, so nebridge looks again at the next run and sends "
                 f"it again only {self.config.schedule_settle_seconds:.0f} s after the request "
                 "(wms.logikura.schedule_settle_seconds)"
-                + (f"; {len(problems)} other order(s) were refused and are reported then"
-                   if problems else ""))
+                + (
+                    f"; {len(problems)} other order(s) were refused and are reported then"
+                    if problems
+                    else ""
+                )
+            )
         if problems:
             raise OrdersRefused(problems)
 
@@ -148,20 +178,33 @@ class SchedulePusher:
         for line in order.lines:
             variant = catalog.by_code.get(line.product_code)
             if variant is None:
-                raise OrderProblem(f"product {line.product_code} is not in Logikura's product "
-                                   "master")
-            items.append({"product_variant_id": variant.id,
-                          "sales_order_quantity": line.quantity, "price": 0})
+                raise OrderProblem(
+                    f"product {line.product_code} is not in Logikura's product master"
+                )
+            items.append(
+                {
+                    "product_variant_id": variant.id,
+                    "sales_order_quantity": line.quantity,
+                    "price": 0,
+                }
+            )
         schedule: Json = {
-            "shipping_items": items, "shipping_composite_items": [],
+            "shipping_items": items,
+            "shipping_composite_items": [],
             "delivery_method_code": self._delivery_method(order),
-            "description": (f"ネクストエンジン受注 {order.ne_order_id}"
-                            + (f" / {order.shop_order_id}" if order.shop_order_id else "")
-                            + f" / nebridge {order.warehouse}"),
+            "description": (
+                f"ネクストエンジン受注 {order.ne_order_id}"
+                + (f" / {order.shop_order_id}" if order.shop_order_id else "")
+                + f" / nebridge {order.warehouse}"
+            ),
         }
-        return {"sales_order": {"order_number": order.ne_order_id,
-                                "order_date": order.order_date[:10] or None},
-                "shipping_schedule": schedule}
+        return {
+            "sales_order": {
+                "order_number": order.ne_order_id,
+                "order_date": order.order_date[:10] or None,
+            },
+            "shipping_schedule": schedule,
+        }
 
     def _delivery_method(self, order: OrderInstruction) -> str | None:
         method = order.delivery_method.strip()
@@ -169,8 +212,10 @@ class SchedulePusher:
         if mapped is not None:
             return mapped
         if self.config.unmapped_delivery_method == "fail":
-            raise OrderProblem(f"Next Engine delivery method {method or '(none)'!r} has no "
-                               "Logikura code; add it to wms.logikura.delivery_methods")
+            raise OrderProblem(
+                f"Next Engine delivery method {method or '(none)'!r} has no "
+                "Logikura code; add it to wms.logikura.delivery_methods"
+            )
         return self.config.default_delivery_method
 
     def _consignee(self, order: OrderInstruction) -> int:
@@ -185,11 +230,16 @@ class SchedulePusher:
                 return found
         self.store.mark_consignee_creating(code)
         name = order.consignee_name or f"ネクストエンジン受注 {order.ne_order_id}"
-        body = {"consignee": {
-            "code": code, "name": name,
-            "postal_code": order.consignee_zip or None,
-            "address1": order.consignee_address or None,
-            "phone_number": order.consignee_tel or None, "consignee_type": "customer"}}
+        body = {
+            "consignee": {
+                "code": code,
+                "name": name,
+                "postal_code": order.consignee_zip or None,
+                "address1": order.consignee_address or None,
+                "phone_number": order.consignee_tel or None,
+                "consignee_type": "customer",
+            }
+        }
         try:
             answer = self.client.post("/api/v1/consignees", body)
         except LogikuraRefused as exc:
@@ -206,9 +256,11 @@ class SchedulePusher:
     def _scan_consignees(self, code: str) -> int | None:
         """Read every consignee; remember those with nebridge's prefix; return ``code``'s id."""
         prefix = self.config.consignee_code_prefix
-        found = {str(c["code"]): int(c["id"])
-                 for c in self.client.get_all("/api/v1/consignees", "consignees")
-                 if str(c.get("code") or "").startswith(prefix)}
+        found = {
+            str(c["code"]): int(c["id"])
+            for c in self.client.get_all("/api/v1/consignees", "consignees")
+            if str(c.get("code") or "").startswith(prefix)
+        }
         if found:
             self.store.save_consignees(found)
         return found.get(code)
@@ -219,11 +271,15 @@ class SchedulePusher:
         records = {r.ne_order_id: r for r in unsure}
         found = self._find(set(records), min(r.since for r in records.values()))
         for order_id, schedule_id in found.items():
-            self.store.mark_created(order_id, records[order_id].batch_key, schedule_id,
-                                    self.clock())
-            self.log.warning("order %s already had Logikura shipping schedule %d (the answer "
-                             "to its creation was lost); not created again", order_id,
-                             schedule_id)
+            self.store.mark_created(
+                order_id, records[order_id].batch_key, schedule_id, self.clock()
+            )
+            self.log.warning(
+                "order %s already had Logikura shipping schedule %d (the answer "
+                "to its creation was lost); not created again",
+                order_id,
+                schedule_id,
+            )
         return set(found)
 
     def _find(self, order_ids: set[str], since: float) -> dict[str, int]:
@@ -237,8 +293,12 @@ class SchedulePusher:
 
         take(self.client.get_all("/api/v1/shipping_schedules", "shipping_schedules"))
         if order_ids - set(found):
-            first = (datetime.fromtimestamp(since, UTC).astimezone(JST).date()
-                     - timedelta(days=1))
-            take(self.client.get_all("/api/v1/shipping_histories", "shipping_histories",
-                                     {"shipped_date_from": first.isoformat()}))
+            first = datetime.fromtimestamp(since, UTC).astimezone(JST).date() - timedelta(days=1)
+            take(
+                self.client.get_all(
+                    "/api/v1/shipping_histories",
+                    "shipping_histories",
+                    {"shipped_date_from": first.isoformat()},
+                )
+            )
         return found

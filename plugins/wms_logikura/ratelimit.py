@@ -84,21 +84,29 @@ class RateLimiter:
         cap, lane_cap = budget(self.limit), lane_budget(self.limit, bulk)
         waited = 0.0
         while True:
-            wait = self.store.take_slot(self.clock, bulk, cap, lane_cap,
-                                        budget(self.limit) - lane_budget(self.limit, False),
-                                        WINDOW_SECONDS, MAX_PAUSE_SECONDS)
+            wait = self.store.take_slot(
+                self.clock,
+                bulk,
+                cap,
+                lane_cap,
+                budget(self.limit) - lane_budget(self.limit, False),
+                WINDOW_SECONDS,
+                MAX_PAUSE_SECONDS,
+            )
             if wait <= 0:
                 return
             if stop is not None:
                 if stop():
-                    raise TurnOver("nebridge is stopping; the schedules not created yet "
-                                   "follow at the next run")
+                    raise TurnOver(
+                        "nebridge is stopping; the schedules not created yet follow at the next run"
+                    )
                 self.sleep(min(wait, STOP_CHECK_SECONDS))
                 continue
             if waited + wait > self.max_wait:
                 raise LogikuraUnavailable(
                     f"Logikura's limit of {self.limit} requests a minute leaves no room for "
-                    f"another {wait:.0f} s; nebridge goes on at its next run")
+                    f"another {wait:.0f} s; nebridge goes on at its next run"
+                )
             self.sleep(wait)
             waited += wait
 

@@ -25,10 +25,19 @@ class LogikuraStockBatch:
     """One read of the inventories of the linked warehouses (a
     :class:`~hooks.connectors.StockBatch`; nothing to move away, so commit does nothing)."""
 
-    def __init__(self, client: LogikuraClient, catalog: Callable[[], Catalog],
-                 warehouses: Callable[[], Mapping[int, str]], ctx: ConnectorContext) -> None:
+    def __init__(
+        self,
+        client: LogikuraClient,
+        catalog: Callable[[], Catalog],
+        warehouses: Callable[[], Mapping[int, str]],
+        ctx: ConnectorContext,
+    ) -> None:
         self._client, self._catalog, self._warehouses, self._ctx = (
-            client, catalog, warehouses, ctx)
+            client,
+            catalog,
+            warehouses,
+            ctx,
+        )
         self.started: datetime = ctx.clock()
         self.source = f"logikura:inventories:{self.started.isoformat(timespec='seconds')}"
 
@@ -43,15 +52,24 @@ class LogikuraStockBatch:
             if info is None or not info.ne_linked:
                 continue
             counts: dict[str, int] = {}
-            for number, record in enumerate(self._client.get_all(
-                    "/api/v1/inventories", "inventories", {"warehouse_id": str(wid)}), 1):
+            for number, record in enumerate(
+                self._client.get_all(
+                    "/api/v1/inventories", "inventories", {"warehouse_id": str(wid)}
+                ),
+                1,
+            ):
                 product = _product_code(record, catalog)
                 quantity = record.get("quantity")
                 if not product or not isinstance(quantity, int) or quantity < 0:
-                    errors.append(RecordError(
-                        self.source, f"inventory {record.get('id')!r} of 拠点 #{wid} names no "
-                        f"product code or has no whole quantity ({quantity!r})", number,
-                        "quantity" if product else "product_variant"))
+                    errors.append(
+                        RecordError(
+                            self.source,
+                            f"inventory {record.get('id')!r} of 拠点 #{wid} names no "
+                            f"product code or has no whole quantity ({quantity!r})",
+                            number,
+                            "quantity" if product else "product_variant",
+                        )
+                    )
                     continue
                 counts[product] = counts.get(product, 0) + quantity
             out.append(StockSnapshot(code, self.started, counts))
@@ -64,8 +82,11 @@ class LogikuraStockBatch:
 
     def reject(self, error: BatchRejected) -> None:
         """Log it; the engine records the rejection (``nebridge inbox list``)."""
-        self._ctx.log.error("Logikura stock read %s rejected: %s", self.source,
-                            "; ".join(e.reason for e in error.errors[:5]))
+        self._ctx.log.error(
+            "Logikura stock read %s rejected: %s",
+            self.source,
+            "; ".join(e.reason for e in error.errors[:5]),
+        )
 
 
 def _product_code(record: Json, catalog: Catalog) -> str:

@@ -77,8 +77,7 @@ class LocalStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o600))
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
 
@@ -112,12 +111,14 @@ class LocalStore:
         out: dict[str, ScheduleRecord] = {}
         with self._connect() as conn:
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
-                        "SELECT ne_order_id, batch_key, state, schedule_id, since, updated "
-                        "FROM schedule "
-                        f"WHERE ne_order_id IN ({marks})", chunk):
+                    "SELECT ne_order_id, batch_key, state, schedule_id, since, updated "
+                    "FROM schedule "
+                    f"WHERE ne_order_id IN ({marks})",
+                    chunk,
+                ):
                     out[row[0]] = ScheduleRecord(*row)
         return out
 
@@ -128,11 +129,13 @@ class LocalStore:
         out: dict[int, str] = {}
         with self._connect() as conn:
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for r in conn.execute("SELECT schedule_id, ne_order_id FROM schedule WHERE "
-                                      f"state = ? AND schedule_id IN ({marks})",
-                                      [CREATED, *chunk]):
+                for r in conn.execute(
+                    "SELECT schedule_id, ne_order_id FROM schedule WHERE "
+                    f"state = ? AND schedule_id IN ({marks})",
+                    [CREATED, *chunk],
+                ):
                     out[int(r[0])] = str(r[1])
         return out
 
@@ -140,29 +143,44 @@ class LocalStore:
         """Schedule id → Next Engine order, for the schedules nebridge created whose
         history (``source_prefix<id>``) was not delivered yet."""
         with self._connect() as conn:
-            return {int(r[0]): str(r[1]) for r in conn.execute(
-                "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
-                "schedule_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM delivered WHERE "
-                "delivered.source = ? || schedule.schedule_id)", (CREATED, source_prefix))}
+            return {
+                int(r[0]): str(r[1])
+                for r in conn.execute(
+                    "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
+                    "schedule_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM delivered WHERE "
+                    "delivered.source = ? || schedule.schedule_id)",
+                    (CREATED, source_prefix),
+                )
+            }
 
     def deleted_schedules(self) -> dict[int, str]:
         """Schedule id → Next Engine order, for the schedules staff deleted."""
         with self._connect() as conn:
-            return {int(r[0]): str(r[1]) for r in conn.execute(
-                "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
-                "schedule_id IS NOT NULL", (DELETED,))}
+            return {
+                int(r[0]): str(r[1])
+                for r in conn.execute(
+                    "SELECT schedule_id, ne_order_id FROM schedule WHERE state = ? AND "
+                    "schedule_id IS NOT NULL",
+                    (DELETED,),
+                )
+            }
 
     def mark_schedule_deleted(self, ne_order_id: str, now: float) -> None:
         """Staff deleted the order's schedule in Logikura: nebridge no longer waits for it."""
         with self._write() as conn:
-            conn.execute("UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? "
-                         "AND state = ?", (DELETED, now, ne_order_id, CREATED))
+            conn.execute(
+                "UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? AND state = ?",
+                (DELETED, now, ne_order_id, CREATED),
+            )
 
     def mark_withdrawn(self, ne_order_id: str, now: float) -> None:
         """nebridge deleted the order's schedule (``order_watch``): not waited for any more."""
         with self._write() as conn:
-            conn.execute("UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? "
-                         "AND state IN (?, ?)", (WITHDRAWN, now, ne_order_id, CREATED, DELETED))
+            conn.execute(
+                "UPDATE schedule SET state = ?, updated = ? WHERE ne_order_id = ? "
+                "AND state IN (?, ?)",
+                (WITHDRAWN, now, ne_order_id, CREATED, DELETED),
+            )
 
     def mark_sending(self, ne_order_id: str, batch_key: str, now: float) -> None:
         """Write (and sync) the intent before the schedule is requested."""
@@ -172,10 +190,10 @@ class LocalStore:
                 "updated) VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (ne_order_id) DO UPDATE "
                 "SET batch_key = excluded.batch_key, state = excluded.state, "
                 "updated = excluded.updated WHERE schedule.state != ?",
-                (ne_order_id, batch_key, SENDING, now, now, CREATED))
+                (ne_order_id, batch_key, SENDING, now, now, CREATED),
+            )
 
-    def mark_created(self, ne_order_id: str, batch_key: str, schedule_id: int,
-                     now: float) -> None:
+    def mark_created(self, ne_order_id: str, batch_key: str, schedule_id: int, now: float) -> None:
         """The schedule exists in Logikura with ``schedule_id``."""
         with self._write() as conn:
             conn.execute(
@@ -183,59 +201,76 @@ class LocalStore:
                 "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ne_order_id) DO UPDATE SET "
                 "state = excluded.state, schedule_id = excluded.schedule_id, "
                 "updated = excluded.updated",
-                (ne_order_id, batch_key, CREATED, schedule_id, now, now))
+                (ne_order_id, batch_key, CREATED, schedule_id, now, now),
+            )
 
     def forget_sending(self, ne_order_id: str) -> None:
         """Logikura refused the request outright: nothing was created."""
         with self._write() as conn:
-            conn.execute("DELETE FROM schedule WHERE ne_order_id = ? AND state = ?",
-                         (ne_order_id, SENDING))
+            conn.execute(
+                "DELETE FROM schedule WHERE ne_order_id = ? AND state = ?", (ne_order_id, SENDING)
+            )
 
     # ---------------------------------------------------------------- consignees
     def consignee(self, code: str) -> tuple[int | None, str] | None:
         """``(id, state)`` of a consignee code nebridge knows, else None."""
         with self._connect() as conn:
-            row = conn.execute("SELECT consignee_id, state FROM consignee WHERE code = ?",
-                               (code,)).fetchone()
+            row = conn.execute(
+                "SELECT consignee_id, state FROM consignee WHERE code = ?", (code,)
+            ).fetchone()
         return None if row is None else (row[0], str(row[1]))
 
     def mark_consignee_creating(self, code: str) -> None:
         """Write the intent before a consignee is created."""
         with self._write() as conn:
-            conn.execute("INSERT OR IGNORE INTO consignee (code, consignee_id, state) "
-                         "VALUES (?, NULL, 'creating')", (code,))
+            conn.execute(
+                "INSERT OR IGNORE INTO consignee (code, consignee_id, state) "
+                "VALUES (?, NULL, 'creating')",
+                (code,),
+            )
 
     def save_consignees(self, found: dict[str, int]) -> None:
         """Remember consignee codes and their ids."""
         with self._write() as conn:
-            conn.executemany("INSERT INTO consignee (code, consignee_id, state) VALUES "
-                             "(?, ?, 'known') ON CONFLICT (code) DO UPDATE SET "
-                             "consignee_id = excluded.consignee_id, state = 'known'",
-                             list(found.items()))
+            conn.executemany(
+                "INSERT INTO consignee (code, consignee_id, state) VALUES "
+                "(?, ?, 'known') ON CONFLICT (code) DO UPDATE SET "
+                "consignee_id = excluded.consignee_id, state = 'known'",
+                list(found.items()),
+            )
 
     # ---------------------------------------------------------------- inbound
     def marks(self, prefix: str) -> dict[str, tuple[str, str]]:
         """Source → (state, content digest) of the histories rejected, held, re-queued or
         waiting."""
         with self._connect() as conn:
-            return {str(r[0]): (str(r[1]), str(r[2])) for r in conn.execute(
-                "SELECT source, state, digest FROM inbound WHERE source LIKE ? || '%'",
-                (prefix,))}
+            return {
+                str(r[0]): (str(r[1]), str(r[2]))
+                for r in conn.execute(
+                    "SELECT source, state, digest FROM inbound WHERE source LIKE ? || '%'",
+                    (prefix,),
+                )
+            }
 
     def mark(self, source: str, state: str, digest: str) -> None:
         """Remember a history's state (``rejected``, ``held``, or one of the reader's) with
         its digest, so it is not reported again at every poll and can be read again by id."""
         with self._write() as conn:
-            conn.execute("INSERT INTO inbound (source, digest, state) VALUES (?, ?, ?) "
-                         "ON CONFLICT (source) DO UPDATE SET digest = excluded.digest, "
-                         "state = excluded.state", (source, digest, state))
+            conn.execute(
+                "INSERT INTO inbound (source, digest, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (source) DO UPDATE SET digest = excluded.digest, "
+                "state = excluded.state",
+                (source, digest, state),
+            )
 
     def requeue(self, source: str) -> bool:
         """Ask for a rejected or held history to be read again (a held one: taken as the
         admin confirmed); False if none is called so."""
         with self._write() as conn:
-            cursor = conn.execute("UPDATE inbound SET state = ? WHERE source = ? AND "
-                                  "state IN (?, ?)", (REQUEUED, source, REJECTED, HELD))
+            cursor = conn.execute(
+                "UPDATE inbound SET state = ? WHERE source = ? AND state IN (?, ?)",
+                (REQUEUED, source, REJECTED, HELD),
+            )
             return cursor.rowcount > 0
 
     def settle(self, source: str) -> None:
@@ -243,18 +278,22 @@ class LocalStore:
         with self._write() as conn:
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
-    def delivered(self, sources: Iterable[str]
-                  ) -> dict[str, tuple[str, str | None, str | None, Any]]:
+    def delivered(
+        self, sources: Iterable[str]
+    ) -> dict[str, tuple[str, str | None, str | None, Any]]:
         """Source → (digest, Next Engine order, tracking number, facts) of those of
         ``sources`` that were delivered."""
         wanted = list(sources)
         out: dict[str, tuple[str, str | None, str | None, Any]] = {}
         with self._connect() as conn:
             for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
+                chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for r in conn.execute("SELECT source, digest, ne_order_id, tracking, facts "
-                                      f"FROM delivered WHERE source IN ({marks})", chunk):
+                for r in conn.execute(
+                    "SELECT source, digest, ne_order_id, tracking, facts "
+                    f"FROM delivered WHERE source IN ({marks})",
+                    chunk,
+                ):
                     out[str(r[0])] = (str(r[1]), r[2], r[3], json.loads(r[4]))
         return out
 
@@ -262,33 +301,56 @@ class LocalStore:
         """Source → facts of the delivered histories named ``prefix…`` dated ``day`` or
         later."""
         with self._connect() as conn:
-            return {str(r[0]): json.loads(r[1]) for r in conn.execute(
-                "SELECT source, facts FROM delivered WHERE day >= ? AND source LIKE ? || '%'",
-                (day, prefix))}
+            return {
+                str(r[0]): json.loads(r[1])
+                for r in conn.execute(
+                    "SELECT source, facts FROM delivered WHERE day >= ? AND source LIKE ? || '%'",
+                    (day, prefix),
+                )
+            }
 
     def shipped_by(self, ne_order_id: str) -> str | None:
         """The delivered history that shipped this Next Engine order, if any."""
         with self._connect() as conn:
-            row = conn.execute("SELECT source FROM delivered WHERE ne_order_id = ? "
-                               "ORDER BY source LIMIT 1", (ne_order_id,)).fetchone()
+            row = conn.execute(
+                "SELECT source FROM delivered WHERE ne_order_id = ? ORDER BY source LIMIT 1",
+                (ne_order_id,),
+            ).fetchone()
         return None if row is None else str(row[0])
 
-    def mark_delivered(self, source: str, digest: str, ne_order_id: str | None,
-                       tracking: str | None, facts: Any) -> None:
+    def mark_delivered(
+        self, source: str, digest: str, ne_order_id: str | None, tracking: str | None, facts: Any
+    ) -> None:
         """The engine stored the history's event: remember what it said; drop any mark."""
         with self._write() as conn:
-            conn.execute("INSERT INTO delivered (source, digest, ne_order_id, tracking, facts, "
-                         "day) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
-                         "digest = excluded.digest, ne_order_id = excluded.ne_order_id, "
-                         "tracking = excluded.tracking, facts = excluded.facts, "
-                         "day = excluded.day",
-                         (source, digest, ne_order_id, tracking,
-                          json.dumps(facts, ensure_ascii=False), str(facts.get("date", ""))))
+            conn.execute(
+                "INSERT INTO delivered (source, digest, ne_order_id, tracking, facts, "
+                "day) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+                "digest = excluded.digest, ne_order_id = excluded.ne_order_id, "
+                "tracking = excluded.tracking, facts = excluded.facts, "
+                "day = excluded.day",
+                (
+                    source,
+                    digest,
+                    ne_order_id,
+                    tracking,
+                    json.dumps(facts, ensure_ascii=False),
+                    str(facts.get("date", "")),
+                ),
+            )
             conn.execute("DELETE FROM inbound WHERE source = ?", (source,))
 
     # ---------------------------------------------------------------- rate limit
-    def take_slot(self, clock: Callable[[], float], bulk: bool, cap: int, lane_cap: int,
-                  bulk_share: int, window: float, max_pause: float) -> float:
+    def take_slot(
+        self,
+        clock: Callable[[], float],
+        bulk: bool,
+        cap: int,
+        lane_cap: int,
+        bulk_share: int,
+        window: float,
+        max_pause: float,
+    ) -> float:
         """Record a request of a lane (``bulk`` work, or the rest) if fewer than ``cap``
         requests, and fewer than ``lane_cap`` of that lane, were made in the last ``window``
         seconds and no pause is due; else return the seconds to wait.
@@ -303,26 +365,33 @@ class LocalStore:
         mine = "bulk_slot" if bulk else "request_slot"
         with self._write(durable=False) as conn:
             now = clock()
-            marks = dict(conn.execute("SELECT name, value FROM kv WHERE name IN (?, ?)",
-                                      (PAUSE_KEY, READER_KEY)).fetchall())
+            marks = dict(
+                conn.execute(
+                    "SELECT name, value FROM kv WHERE name IN (?, ?)", (PAUSE_KEY, READER_KEY)
+                ).fetchall()
+            )
             paused_until = float(marks.get(PAUSE_KEY, 0.0))
             if paused_until - now > max_pause:
                 conn.execute("DELETE FROM kv WHERE name = ?", (PAUSE_KEY,))
             elif now < paused_until:
                 return paused_until - now
             for table in ("request_slot", "bulk_slot"):
-                conn.execute(f"DELETE FROM {table} WHERE at <= ? OR at > ?",
-                             (now - window, now + window))
+                conn.execute(
+                    f"DELETE FROM {table} WHERE at <= ? OR at > ?", (now - window, now + window)
+                )
             both = "SELECT at FROM request_slot UNION ALL SELECT at FROM bulk_slot"
             for source, limit in ((both, cap), (f"SELECT at FROM {mine}", lane_cap)):
                 (count,) = conn.execute(f"SELECT COUNT(*) FROM ({source})").fetchone()
                 if count >= limit:
-                    (freed,) = conn.execute(f"SELECT at FROM ({source}) ORDER BY at LIMIT 1 "
-                                            "OFFSET ?", (count - limit,)).fetchone()
+                    (freed,) = conn.execute(
+                        f"SELECT at FROM ({source}) ORDER BY at LIMIT 1 OFFSET ?", (count - limit,)
+                    ).fetchone()
                     wait = max(float(freed) + window - now, 0.001)
                     if not bulk and source == both:
-                        conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
-                                     (READER_KEY, repr(now + wait + 1.0)))
+                        conn.execute(
+                            "INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
+                            (READER_KEY, repr(now + wait + 1.0)),
+                        )
                     return wait
             reader_waits = float(marks.get(READER_KEY, 0.0)) - now
             if bulk and 0 < reader_waits <= window:
@@ -340,8 +409,11 @@ class LocalStore:
         with self._write(durable=False) as conn:
             row = conn.execute("SELECT value FROM kv WHERE name = ?", (PAUSE_KEY,)).fetchone()
             if row is None or float(row[0]) < until:
-                conn.execute("INSERT INTO kv (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                             "DO UPDATE SET value = excluded.value", (PAUSE_KEY, repr(until)))
+                conn.execute(
+                    "INSERT INTO kv (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                    "DO UPDATE SET value = excluded.value",
+                    (PAUSE_KEY, repr(until)),
+                )
 
     # ---------------------------------------------------------------- cache
     def get_json(self, name: str) -> Any:
@@ -353,6 +425,8 @@ class LocalStore:
     def put_json(self, name: str, value: Any) -> None:
         """Cache a JSON value."""
         with self._write(durable=False) as conn:
-            conn.execute("INSERT INTO kv (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
-                         "UPDATE SET value = excluded.value",
-                         (name, json.dumps(value, ensure_ascii=False)))
+            conn.execute(
+                "INSERT INTO kv (name, value) VALUES (?, ?) ON CONFLICT (name) DO "
+                "UPDATE SET value = excluded.value",
+                (name, json.dumps(value, ensure_ascii=False)),
+            )

@@ -36,20 +36,26 @@ class Tokens:
     connected_at: datetime
 
     def __repr__(self) -> str:
-        return (f"Tokens(access_token={REDACTED}, refresh_token={REDACTED}, "
-                f"access_expires_at={self.access_expires_at.isoformat()!r}, "
-                f"refresh_expires_at={self.refresh_expires_at.isoformat()!r}, "
-                f"scope={self.scope!r})")
+        return (
+            f"Tokens(access_token={REDACTED}, refresh_token={REDACTED}, "
+            f"access_expires_at={self.access_expires_at.isoformat()!r}, "
+            f"refresh_expires_at={self.refresh_expires_at.isoformat()!r}, "
+            f"scope={self.scope!r})"
+        )
 
     __str__ = __repr__
 
     def to_json(self) -> dict[str, str]:
         """The JSON form kept in the token file."""
-        return {"state": "connected", "access_token": self.access_token,
-                "refresh_token": self.refresh_token,
-                "access_expires_at": self.access_expires_at.isoformat(),
-                "refresh_expires_at": self.refresh_expires_at.isoformat(),
-                "scope": self.scope, "connected_at": self.connected_at.isoformat()}
+        return {
+            "state": "connected",
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "access_expires_at": self.access_expires_at.isoformat(),
+            "refresh_expires_at": self.refresh_expires_at.isoformat(),
+            "scope": self.scope,
+            "connected_at": self.connected_at.isoformat(),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tokens:
@@ -57,9 +63,14 @@ class Tokens:
         access, refresh = data["access_token"], data["refresh_token"]
         if not (isinstance(access, str) and access and isinstance(refresh, str) and refresh):
             raise ValueError("access_token and refresh_token must be non-empty strings")
-        return cls(access, refresh, _aware(data["access_expires_at"]),
-                   _aware(data["refresh_expires_at"]), str(data.get("scope") or ""),
-                   _aware(data["connected_at"]))
+        return cls(
+            access,
+            refresh,
+            _aware(data["access_expires_at"]),
+            _aware(data["refresh_expires_at"]),
+            str(data.get("scope") or ""),
+            _aware(data["connected_at"]),
+        )
 
 
 def _aware(value: Any) -> datetime:
@@ -106,8 +117,9 @@ class TokenFile:
                 return StoredLink(reconnect_reason=str(data.get("reason") or "unknown"))
             return StoredLink(tokens=Tokens.from_json(data))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            return StoredLink(unreadable=f"{self.path} is not a Logikura token file "
-                                         f"({type(exc).__name__})")
+            return StoredLink(
+                unreadable=f"{self.path} is not a Logikura token file ({type(exc).__name__})"
+            )
 
     def save(self, tokens: Tokens) -> None:
         """Store a grant durably."""

@@ -34,8 +34,12 @@ def main() -> None:
     parser.add_argument("--companies", type=int, required=True)
     parser.add_argument("--lease", type=float, required=True)
     parser.add_argument("--every", type=float, default=0.1)
-    parser.add_argument("--cycle", type=float, default=1.0,
-                        help="seconds a work cycle keeps the leases it started with")
+    parser.add_argument(
+        "--cycle",
+        type=float,
+        default=1.0,
+        help="seconds a work cycle keeps the leases it started with",
+    )
     args = parser.parse_args()
     engine = fleet_engine(args.url, lease_seconds=args.lease)
     codes = [f"c{n:03d}" for n in range(args.companies)]
@@ -54,10 +58,13 @@ def main() -> None:
         for company, epoch in held.items():
             try:
                 with engine.begin() as connection:
-                    connection.execute(text(
-                        "INSERT INTO fleet_effect (company, epoch, worker) "
-                        "VALUES (:company, :epoch, :worker)"),
-                        {"company": company, "epoch": epoch, "worker": keeper.worker_id})
+                    connection.execute(
+                        text(
+                            "INSERT INTO fleet_effect (company, epoch, worker) "
+                            "VALUES (:company, :epoch, :worker)"
+                        ),
+                        {"company": company, "epoch": epoch, "worker": keeper.worker_id},
+                    )
                     fence(connection, company, epoch)
             except LeaseLost:
                 say({"refused": company, "epoch": epoch})

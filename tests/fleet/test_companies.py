@@ -36,8 +36,9 @@ POSTGRES = "postgresql+psycopg://nebridge@127.0.0.1/fleet"
 
 
 def fleet(make_config: ConfigFactory, folder: Path) -> Companies:
-    return Companies(load_config(make_config(migrate=False, companies_dir="companies",
-                                             database_url=POSTGRES)))
+    return Companies(
+        load_config(make_config(migrate=False, companies_dir="companies", database_url=POSTGRES))
+    )
 
 
 def test_without_companies_dir_daemon_yaml_is_the_one_default_company(
@@ -75,8 +76,12 @@ def test_a_bad_file_is_refused_alone_with_its_path_and_line(
     make_config: ConfigFactory, folder: Path
 ) -> None:
     write(folder, "acme.yaml", ACME)
-    bad = write(folder, "broken.yaml", "wms:\n  connector: csv\nwarehouse:\n  - code: X\n"
-                                       "nextengine:\n  client_id: mine\n  page_size: 0\n")
+    bad = write(
+        folder,
+        "broken.yaml",
+        "wms:\n  connector: csv\nwarehouse:\n  - code: X\n"
+        "nextengine:\n  client_id: mine\n  page_size: 0\n",
+    )
     write(folder, "yaml-error.yaml", "warehouses: [\n")
     write(folder, "database.yaml", {"database_url": "sqlite:///x.db"})
     write(folder, "Upper.yaml", ACME)
@@ -94,8 +99,11 @@ def test_a_bad_file_is_refused_alone_with_its_path_and_line(
     assert "not a company code" in messages["Upper.yaml"]
 
     write(folder, "broken.yaml", {**ACME, "nextengine": {"page_size": 0}})
-    refusal = next(str(r) for r in fleet(make_config, folder).refused  # the model's checks
-                   if r.path.name == "broken.yaml")
+    refusal = next(
+        str(r)
+        for r in fleet(make_config, folder).refused  # the model's checks
+        if r.path.name == "broken.yaml"
+    )
     assert "broken.yaml" in refusal and "line" in refusal
     assert "nextengine.page_size: must be at least 1" in refusal
 
@@ -127,8 +135,7 @@ def test_reload_reports_added_changed_removed_and_keeps_the_last_good_version(
     write(folder, "acme.yaml", {**ACME, "nextengine": {"page_size": 9}})
     os.remove(folder / "beta.yaml")
     changes = companies.reload()
-    assert (changes.added, changes.changed, changes.removed) == (("gamma",), ("acme",),
-                                                                 ("beta",))
+    assert (changes.added, changes.changed, changes.removed) == (("gamma",), ("acme",), ("beta",))
     assert companies.companies["acme"].config.nextengine.page_size == 9
 
     write(folder, "acme.yaml", "warehouses: 3\n")  # a bad edit: acme keeps running as it was
@@ -144,8 +151,7 @@ def test_reload_reports_added_changed_removed_and_keeps_the_last_good_version(
 def test_a_missing_companies_dir_is_refused_at_its_line(
     make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    loaded = load_config(make_config(migrate=False, companies_dir="nowhere",
-                                     database_url=POSTGRES))
+    loaded = load_config(make_config(migrate=False, companies_dir="nowhere", database_url=POSTGRES))
     with pytest.raises(ConfigError, match=r"line \d+: companies_dir: cannot read the folder"):
         Companies(loaded)
 
@@ -153,6 +159,9 @@ def test_a_missing_companies_dir_is_refused_at_its_line(
 def test_fleet_mode_on_sqlite_is_refused_at_the_companies_dir_line(
     make_config: ConfigFactory, folder: Path
 ) -> None:
-    with pytest.raises(ConfigError, match=r"line \d+: companies_dir: fleet mode .* needs "
-                                          r"PostgreSQL.*or remove `companies_dir`"):
+    with pytest.raises(
+        ConfigError,
+        match=r"line \d+: companies_dir: fleet mode .* needs "
+        r"PostgreSQL.*or remove `companies_dir`",
+    ):
         load_config(make_config(migrate=False, companies_dir="companies"))

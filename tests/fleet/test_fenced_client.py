@@ -24,8 +24,9 @@ CLIENT_ID, SECRET = "fleet-app", "fleet-app-secret"
 def fenced_client(base_url: str, vault: TokenVault, keeper: LeaseKeeper) -> NextEngineClient:
     """A worker's client for company ``acme``: the vault's pair, checked against the lease."""
     store = FencedTokenStore(vault.store("acme"), fence=lambda: keeper.lost_reason("acme"))
-    return NextEngineClient(base_url, store, version="test", client_id=CLIENT_ID,
-                            client_secret=SECRET)
+    return NextEngineClient(
+        base_url, store, version="test", client_id=CLIENT_ID, client_secret=SECRET
+    )
 
 
 def test_only_the_lease_holder_calls_next_engine_and_a_takeover_goes_on_with_the_pair(
@@ -40,8 +41,12 @@ def test_only_the_lease_holder_calls_next_engine_and_a_takeover_goes_on_with_the
     second = LeaseKeeper(engine, ["acme"], lease_seconds=1.0, worker_id="second")
     first.tick()
     second.tick()
-    options = {"client_id": CLIENT_ID, "client_secret": SECRET, "seed_size": 0,
-               "faults": {"expire_access_token_every_n_calls": 2}}
+    options = {
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "seed_size": 0,
+        "faults": {"expire_access_token_every_n_calls": 2},
+    }
     with SandboxServer(SandboxConfig.from_mapping(options)) as sandbox:
         traffic, company = sandbox.state.traffic, sandbox.state.company_id
         holder = fenced_client(sandbox.base_url, vault, first)

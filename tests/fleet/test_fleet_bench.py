@@ -29,10 +29,31 @@ def test_fleet_benchmark_runs_at_tiny_sizes_and_cleans_up(tmp_path: Path) -> Non
         pytest.skip(PG_SKIP)
     figures = tmp_path / "fleet.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fleet", "--database-url", url, "--round-companies",
-         "2", "--rounds", "1", "--memory-companies", "3", "--lease-companies", "20",
-         "--lease", "2", "--json", str(figures)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.fleet",
+            "--database-url",
+            url,
+            "--round-companies",
+            "2",
+            "--rounds",
+            "1",
+            "--memory-companies",
+            "3",
+            "--lease-companies",
+            "20",
+            "--lease",
+            "2",
+            "--json",
+            str(figures),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.startswith("| fleet (PostgreSQL) | figure |")
     for row in ("idle round per company", "memory per idle company", "takeover after SIGKILL"):
@@ -49,9 +70,16 @@ def bench_schemas(url: str, own: list[str]) -> list[str]:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return list(connection.execute(text(
-                "SELECT nspname FROM pg_namespace WHERE nspname = ANY(CAST(:own AS text[])) "
-                "OR split_part(nspname, '_', 1) || '_' || split_part(nspname, '_', 2) "
-                "= ANY(CAST(:own AS text[]))"), {"own": own}).scalars())
+            return list(
+                connection.execute(
+                    text(
+                        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(CAST(:own AS "
+                        "text[])) "
+                        "OR split_part(nspname, '_', 1) || '_' || split_part(nspname, '_', 2) "
+                        "= ANY(CAST(:own AS text[]))"
+                    ),
+                    {"own": own},
+                ).scalars()
+            )
     finally:
         engine.dispose()

@@ -57,12 +57,22 @@ def new_key(path: Path) -> None:
 
 def company_file(folder: Path, code: str, root: Path) -> Path:
     path = folder / f"{code}.yaml"
-    path.write_text(dump_yaml({
-        "wms": {"connector": "csv", "csv": {"inbox": str(root / code / "in"),
-                                            "outbox": str(root / code / "out"),
-                                            "stable_seconds": 0.0}},
-        "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
-    }), encoding="utf-8")
+    path.write_text(
+        dump_yaml(
+            {
+                "wms": {
+                    "connector": "csv",
+                    "csv": {
+                        "inbox": str(root / code / "in"),
+                        "outbox": str(root / code / "out"),
+                        "stable_seconds": 0.0,
+                    },
+                },
+                "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -78,11 +88,20 @@ def fleet(fleet_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     credentials.mkdir(mode=0o700)
     new_key(credentials / KEY_CREDENTIAL)
     with SandboxServer(SandboxConfig(client_id=CLIENT_ID, client_secret=SECRET, seed=3)) as sb:
-        config = write_config(tmp_path, migrate=False, database_url=fleet_url,
-                              companies_dir="companies", credentials_dir=str(credentials),
-                              nextengine={"api_base": sb.base_url, "login_base": sb.base_url,
-                                          "client_id": CLIENT_ID, "client_secret": SECRET,
-                                          "redirect_uri": "http://127.0.0.1:9/callback"})
+        config = write_config(
+            tmp_path,
+            migrate=False,
+            database_url=fleet_url,
+            companies_dir="companies",
+            credentials_dir=str(credentials),
+            nextengine={
+                "api_base": sb.base_url,
+                "login_base": sb.base_url,
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "redirect_uri": "http://127.0.0.1:9/callback",
+            },
+        )
         for code in CODES:
             upgrade_company(fleet_url, code)
         try:
@@ -100,8 +119,9 @@ def drop_company_schemas(url: str) -> None:
             base = connection.execute(text("SELECT current_schema()")).scalar_one()
         with admin.begin() as connection:
             for code in CODES:
-                connection.execute(text(
-                    f'DROP SCHEMA IF EXISTS "{company_schema(code, base)}" CASCADE'))
+                connection.execute(
+                    text(f'DROP SCHEMA IF EXISTS "{company_schema(code, base)}" CASCADE')
+                )
     finally:
         engine.dispose()
         admin.dispose()
@@ -127,9 +147,17 @@ def test_company_routes_every_command_to_that_companys_tables(fleet: Fleet) -> N
     shared = FleetDatabase(fleet.url)
     try:
         with write_session(shared.company_engine("acme")) as session:
-            session.add(InboxEvent(kind="receipt", external_id="R-1", warehouse="MAIN",
-                                   content_hash="0" * 64, payload="{}", source="test",
-                                   received_at=utcnow()))
+            session.add(
+                InboxEvent(
+                    kind="receipt",
+                    external_id="R-1",
+                    warehouse="MAIN",
+                    content_hash="0" * 64,
+                    payload="{}",
+                    source="test",
+                    received_at=utcnow(),
+                )
+            )
     finally:
         shared.close()
     acme = fleet.cli("inbox", "list", "--json", "--company", "acme")  # hoisted from the end
@@ -144,8 +172,10 @@ def test_company_routes_every_command_to_that_companys_tables(fleet: Fleet) -> N
     assert rows["acme"]["inbox_pending"] == 1 and rows["bolt"]["inbox_pending"] == 0
     assert {r["error"] for r in rows.values()} == {None}
     company_file(fleet.companies, "cargo", fleet.companies.parent)  # no `db upgrade` yet
-    newcomer = {row["code"]: row for row in json.loads(
-        fleet.cli("companies", "list", "--json").stdout)["companies"]}
+    newcomer = {
+        row["code"]: row
+        for row in json.loads(fleet.cli("companies", "list", "--json").stdout)["companies"]
+    }
     assert "no tables yet" in newcomer["cargo"]["error"]
     assert "nebridge db upgrade" in newcomer["cargo"]["error"]
     assert newcomer["cargo"]["inbox_pending"] is None and newcomer["acme"]["inbox_pending"] == 1
@@ -166,8 +196,11 @@ def test_connect_company_stores_the_pair_in_the_vault_and_companies_list_shows_i
         assert stored is not None and stored.access_token == pair.access_token
         assert vault.load("bolt") is None
         with vault.engine.connect() as connection:
-            sealed = bytes(connection.execute(text(
-                "SELECT sealed FROM fleet_token WHERE company = 'acme'")).scalar_one())
+            sealed = bytes(
+                connection.execute(
+                    text("SELECT sealed FROM fleet_token WHERE company = 'acme'")
+                ).scalar_one()
+            )
         assert pair.access_token.encode() not in sealed
         keeper = LeaseKeeper(vault.engine, CODES, lease_seconds=30.0, worker_id="host-a:1:w")
         keeper.tick()
@@ -233,7 +266,8 @@ def test_config_check_and_companies_list_name_a_bad_company_file_and_line(
     fleet: Fleet,
 ) -> None:
     (fleet.companies / "broken.yaml").write_text(
-        "warehouses:\n  - {code: MAIN}\nwarehouse: typo\n", encoding="utf-8")
+        "warehouses:\n  - {code: MAIN}\nwarehouse: typo\n", encoding="utf-8"
+    )
     checked = fleet.cli("config", "check")
     assert checked.exit_code == 1
     assert f"{fleet.companies / 'broken.yaml'}:3" in checked.stderr
@@ -272,11 +306,13 @@ def test_plugins_enable_with_company_edits_the_company_file(fleet: Fleet) -> Non
 
 def test_company_without_companies_dir_is_refused(tmp_path: Path) -> None:
     config = write_config(tmp_path / "single")
-    result = CliRunner().invoke(app, ["--config", str(config), "--company", "acme", "inbox",
-                                      "list"])
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "--company", "acme", "inbox", "list"]
+    )
     assert result.exit_code == 1 and "sets no `companies_dir`" in result.stderr
-    default = CliRunner().invoke(app, ["--config", str(config), "--company", "default",
-                                       "inbox", "list", "--json"])
+    default = CliRunner().invoke(
+        app, ["--config", str(config), "--company", "default", "inbox", "list", "--json"]
+    )
     assert default.exit_code == 0, default.output
 
 
@@ -300,7 +336,8 @@ def test_a_served_company_whose_file_turned_invalid_stays_listed(fleet: Fleet) -
         keeper = LeaseKeeper(engine, CODES, lease_seconds=30.0, worker_id="host-a:1:w")
         keeper.tick()
         (fleet.companies / "acme.yaml").write_text(
-            "warehouses:\n  - {code: MAIN}\nwarehouse: typo\n", encoding="utf-8")
+            "warehouses:\n  - {code: MAIN}\nwarehouse: typo\n", encoding="utf-8"
+        )
         listed = fleet.cli("companies", "list", "--json")
         assert listed.exit_code == 1  # a refused file is a problem to fix
         data = json.loads(listed.stdout)
@@ -330,15 +367,15 @@ def test_a_company_the_worker_could_not_start_waits_in_its_attention(fleet: Flee
     try:
         daemon._report_not_started(company, "its service did not start within 120 s")
         shown = fleet.cli("attention", "--company", "acme", "--json")
-        items = [i for i in json.loads(shown.stdout)["items"]
-                 if i["kind"] == "service_not_started"]
+        items = [i for i in json.loads(shown.stdout)["items"] if i["kind"] == "service_not_started"]
         assert len(items) == 1 and "within 120 s" in items[0]["reason"]
         assert "acme.yaml" in items[0]["fix"]
         other = json.loads(fleet.cli("attention", "--company", "bolt", "--json").stdout)
         assert not [i for i in other["items"] if i["kind"] == "service_not_started"]
         daemon._resolve_not_started(company)
         shown = fleet.cli("attention", "--company", "acme", "--json")
-        assert not [i for i in json.loads(shown.stdout)["items"]
-                    if i["kind"] == "service_not_started"]
+        assert not [
+            i for i in json.loads(shown.stdout)["items"] if i["kind"] == "service_not_started"
+        ]
     finally:
         daemon.fleet.close()

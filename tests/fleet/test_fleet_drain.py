@@ -54,8 +54,13 @@ def test_sigterm_ends_a_worker_with_a_stuck_job_after_the_drain_time(
     log = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     with log.open("ab") as out:
-        worker = subprocess.Popen([sys.executable, "-c", STUCK_WORKER, str(config)],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        worker = subprocess.Popen(
+            [sys.executable, "-c", STUCK_WORKER, str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
     try:
         wait_for("the stuck job", lambda: "job stuck" in log.read_text(), log)
         assert held(fleet) != {}

@@ -72,9 +72,14 @@ class Shipper:
         return self.wms.sandbox
 
 
-def wait_until(what: str, condition: Callable[[], bool], timeout: float,
-               workers: list[subprocess.Popen[bytes]], logs: list[Path],
-               describe: Callable[[], str] = lambda: "") -> float:
+def wait_until(
+    what: str,
+    condition: Callable[[], bool],
+    timeout: float,
+    workers: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+    describe: Callable[[], str] = lambda: "",
+) -> float:
     """Seconds until ``condition()``; fails with what is missing and the workers' logs."""
     start = time.monotonic()
     while not condition():
@@ -84,9 +89,11 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float,
                     worker.send_signal(signal.SIGCONT)
                     worker.send_signal(signal.SIGUSR1)
             time.sleep(1.0)
-            tails = "\n".join(f"--- {p.name} (exit {w.poll()}) ---\n"
-                              + "\n".join(p.read_text(errors="replace").splitlines()[-400:])
-                              for w, p in zip(workers, logs, strict=True))
+            tails = "\n".join(
+                f"--- {p.name} (exit {w.poll()}) ---\n"
+                + "\n".join(p.read_text(errors="replace").splitlines()[-400:])
+                for w, p in zip(workers, logs, strict=True)
+            )
             pytest.fail(f"{what}: not reached in {timeout:.0f} s: {describe()}\n{tails}")
         time.sleep(0.25)
     return time.monotonic() - start
@@ -95,8 +102,13 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float,
 def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "run"],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
 
 
 @pytest.fixture
@@ -108,8 +120,12 @@ def shippers(tmp_path: Path) -> Iterator[list[Shipper]]:
             code = f"co{index:03d}"
             sandbox = stack.enter_context(SandboxServer(kit_sandbox_config()))
             wms = tmp_path / code / "wms"
-            result.append(Shipper(code, Installation(sandbox, tmp_path / "daemon.yaml",
-                                                     wms / "inbox", wms / "outbox")))
+            result.append(
+                Shipper(
+                    code,
+                    Installation(sandbox, tmp_path / "daemon.yaml", wms / "inbox", wms / "outbox"),
+                )
+            )
         yield result
 
 
@@ -124,25 +140,45 @@ def write_fleet(folder: Path, fleet_url: str, shippers: list[Shipper]) -> Path:
     companies.mkdir()
     for shipper in shippers:
         base = shipper.sandbox.base_url
-        (companies / f"{shipper.code}.yaml").write_text(dump_yaml({
-            "wms": {"connector": "csv", "csv": {"inbox": str(shipper.wms.inbox),
-                                                "outbox": str(shipper.wms.outbox),
-                                                "stable_seconds": 0.0}},
-            "warehouses": DEFAULT_WAREHOUSES,
-            "plugins": DEFAULT_PLUGINS,
-            "nextengine": {"api_base": base, "login_base": base},
-        }), encoding="utf-8")
+        (companies / f"{shipper.code}.yaml").write_text(
+            dump_yaml(
+                {
+                    "wms": {
+                        "connector": "csv",
+                        "csv": {
+                            "inbox": str(shipper.wms.inbox),
+                            "outbox": str(shipper.wms.outbox),
+                            "stable_seconds": 0.0,
+                        },
+                    },
+                    "warehouses": DEFAULT_WAREHOUSES,
+                    "plugins": DEFAULT_PLUGINS,
+                    "nextengine": {"api_base": base, "login_base": base},
+                }
+            ),
+            encoding="utf-8",
+        )
     return write_config(
-        folder, migrate=False, database_url=fleet_url, companies_dir="companies",
-        credentials_dir=str(credentials), fleet_lease_seconds=LEASE_SECONDS,
+        folder,
+        migrate=False,
+        database_url=fleet_url,
+        companies_dir="companies",
+        credentials_dir=str(credentials),
+        fleet_lease_seconds=LEASE_SECONDS,
         nextengine={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
         dispatch={"queue_poll_seconds": 0.1, "queue_timeout_seconds": 30},
-        schedule={"interval_seconds": 2, "jitter_seconds": 0, "dispatch_interval_seconds": 1,
-                  "intake_poll_seconds": 0.5})
+        schedule={
+            "interval_seconds": 2,
+            "jitter_seconds": 0,
+            "dispatch_interval_seconds": 1,
+            "intake_poll_seconds": 0.5,
+        },
+    )
 
 
-def company_state(loaded: LoadedConfig, companies: Companies, fleet: FleetDatabase,
-                  code: str) -> dict[str, Any]:
+def company_state(
+    loaded: LoadedConfig, companies: Companies, fleet: FleetDatabase, code: str
+) -> dict[str, Any]:
     """What a company's own tables hold: outbox and inbox states, what waits for a person
     (read-only)."""
     runtime = company_runtime(loaded, companies.companies[code], fleet=fleet)
@@ -161,8 +197,13 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
 ) -> None:
     config = write_fleet(tmp_path, fleet_url, shippers)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "db",
-                           "upgrade"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(config), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     print(f"\n`db upgrade` of {COMPANIES} company schemas: {time.monotonic() - started:.1f} s")
     loaded = load_config(config)
@@ -173,32 +214,43 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
     logs = [tmp_path / f"worker-{n}.log" for n in range(WORKERS)]
     try:
         for shipper in shippers:
-            connect(companies.companies[shipper.code].config,
-                    fleet.company_engine(shipper.code), *shipper.sandbox.state.issue_login(),
-                    store=fleet.vault.store(shipper.code))
+            connect(
+                companies.companies[shipper.code].config,
+                fleet.company_engine(shipper.code),
+                *shipper.sandbox.state.issue_login(),
+                store=fleet.vault.store(shipper.code),
+            )
             st = shipper.sandbox.state
             for goods, quantity in (("A-1", 10), ("B-2", 5), ("C-3", 20)):
                 st.create_goods(goods, quantity=quantity)
-            shipper.orders = (st.create_order([("A-1", 1)], shop_id=1),
-                              st.create_order([("B-2", 2)], shop_id=1))
+            shipper.orders = (
+                st.create_order([("A-1", 1)], shop_id=1),
+                st.create_order([("B-2", 2)], shop_id=1),
+            )
             shipper.wms.products([("P-A", "A-1"), ("P-B", "B-2"), ("P-C", "C-3")])
 
         workers = [start_worker(config, log) for log in logs]
 
         def imported() -> bool:
-            return all(sorted(int(r["ne_order_id"]) for r in s.wms.instructed())
-                       == sorted(s.orders) for s in shippers)
+            return all(
+                sorted(int(r["ne_order_id"]) for r in s.wms.instructed()) == sorted(s.orders)
+                for s in shippers
+            )
 
         def not_imported() -> str:
-            return "; ".join(f"{s.code}: {[r['ne_order_id'] for r in s.wms.instructed()]} of "
-                             f"{s.orders}" for s in shippers)
+            return "; ".join(
+                f"{s.code}: {[r['ne_order_id'] for r in s.wms.instructed()]} of {s.orders}"
+                for s in shippers
+            )
 
-        took = wait_until("every company's orders written to its WMS", imported, 180,
-                          workers, logs, not_imported)
+        took = wait_until(
+            "every company's orders written to its WMS", imported, 180, workers, logs, not_imported
+        )
         print(f"{COMPANIES} companies imported by {WORKERS} workers in {took:.1f} s")
         with fleet.engine.connect() as connection:
-            holders = dict(connection.execute(text(
-                "SELECT company, holder FROM fleet_lease")).tuples().all())
+            holders = dict(
+                connection.execute(text("SELECT company, holder FROM fleet_lease")).tuples().all()
+            )
         assert len(set(holders.values())) == WORKERS  # the companies are shared out
 
         for shipper in shippers:
@@ -216,9 +268,13 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
         paused.send_signal(signal.SIGCONT)
 
         def shipped() -> bool:
-            return all(sorted(s.sandbox.ledger.shipped_order_ids()) == sorted(s.orders)
-                       and s.wms.uploaded("A-1") == 5 and s.wms.uploaded("C-3") == -4
-                       and s.late in s.instructed() for s in shippers)
+            return all(
+                sorted(s.sandbox.ledger.shipped_order_ids()) == sorted(s.orders)
+                and s.wms.uploaded("A-1") == 5
+                and s.wms.uploaded("C-3") == -4
+                and s.late in s.instructed()
+                for s in shippers
+            )
 
         def not_shipped() -> str:
             return "; ".join(
@@ -226,23 +282,38 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
                 f"A-1 {s.wms.uploaded('A-1')}, C-3 {s.wms.uploaded('C-3')}, "
                 f"instructed {s.instructed()} (late {s.late}), "
                 f"{company_state(loaded, companies, fleet, s.code)}"
-                for s in shippers if sorted(s.sandbox.ledger.shipped_order_ids())
-                != sorted(s.orders) or s.wms.uploaded("A-1") != 5
-                or s.wms.uploaded("C-3") != -4 or s.late not in s.instructed())
+                for s in shippers
+                if sorted(s.sandbox.ledger.shipped_order_ids()) != sorted(s.orders)
+                or s.wms.uploaded("A-1") != 5
+                or s.wms.uploaded("C-3") != -4
+                or s.late not in s.instructed()
+            )
 
-        wait_until("every company's shipments confirmed in Next Engine", shipped, 240,
-                   workers, logs, not_shipped)
-        print(f"shipped and stock uploaded for every company {time.monotonic() - dropped:.1f} "
-              f"s after the files were dropped (one worker killed, one paused "
-              f"{2 * LEASE_SECONDS:.0f} s)")
+        wait_until(
+            "every company's shipments confirmed in Next Engine",
+            shipped,
+            240,
+            workers,
+            logs,
+            not_shipped,
+        )
+        print(
+            f"shipped and stock uploaded for every company {time.monotonic() - dropped:.1f} "
+            f"s after the files were dropped (one worker killed, one paused "
+            f"{2 * LEASE_SECONDS:.0f} s)"
+        )
 
         def settled() -> bool:
-            return all(set(company_state(loaded, companies, fleet, s.code)["outbox"])
-                       <= {"done", "skipped"} for s in shippers)
+            return all(
+                set(company_state(loaded, companies, fleet, s.code)["outbox"])
+                <= {"done", "skipped"}
+                for s in shippers
+            )
 
         def unsettled() -> str:
-            return "; ".join(f"{s.code}: {company_state(loaded, companies, fleet, s.code)}"
-                             for s in shippers)
+            return "; ".join(
+                f"{s.code}: {company_state(loaded, companies, fleet, s.code)}" for s in shippers
+            )
 
         wait_until("every company's outbox settled", settled, 120, workers, logs, unsettled)
         for worker in workers[1:]:
@@ -250,9 +321,15 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
         for worker in workers[1:]:
             assert worker.wait(60) == 0
         with fleet.engine.connect() as connection:  # SIGTERM released every lease
-            assert connection.execute(text(
-                "SELECT count(*) FROM fleet_lease WHERE holder IS NOT NULL AND "
-                "expires_at > clock_timestamp()")).scalar() == 0
+            assert (
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM fleet_lease WHERE holder IS NOT NULL AND "
+                        "expires_at > clock_timestamp()"
+                    )
+                ).scalar()
+                == 0
+            )
         log_text = "\n".join(p.read_text(errors="replace") for p in logs)
         assert "took over the expired lease" in log_text
         assert "lease lost" in logs[1].read_text(errors="replace")  # the paused one noticed
@@ -265,7 +342,8 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
             assert order["receive_order_delivery_cut_form_id"] == f"T-{shipper.code}"
             assert shipper.wms.order(o2)["receive_order_order_status_id"] == "50"
             assert shipper.instructed() == sorted((*shipper.orders, shipper.late)), (
-                shipper.code)  # each order written to the WMS once, the late one too
+                shipper.code
+            )  # each order written to the WMS once, the late one too
             assert shipper.wms.uploaded("A-1") == 5 and shipper.wms.uploaded("C-3") == -4
             assert shipper.wms.uploaded("B-2") == 0
             state = company_state(loaded, companies, fleet, shipper.code)
@@ -283,6 +361,7 @@ def test_three_workers_serve_every_company_once_through_a_kill_and_a_pause(
                 worker.wait()
         with fleet.engine.begin() as connection:
             for shipper in shippers:
-                connection.execute(text(
-                    f'DROP SCHEMA IF EXISTS "{fleet.schema(shipper.code)}" CASCADE'))
+                connection.execute(
+                    text(f'DROP SCHEMA IF EXISTS "{fleet.schema(shipper.code)}" CASCADE')
+                )
         fleet.close()

@@ -44,7 +44,7 @@ def test_a_company_with_stuck_jobs_leaves_the_others_job_slots() -> None:
 
 
 def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
-    make_config: ConfigFactory
+    make_config: ConfigFactory,
 ) -> None:
     runtime = build_runtime(make_config())
     release = threading.Event()
@@ -54,8 +54,9 @@ def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
         began.set()
         release.wait()
 
-    scheduler = Scheduler(runtime, slots=CompanySlots(threading.BoundedSemaphore(2), 1),
-                          company="acme")
+    scheduler = Scheduler(
+        runtime, slots=CompanySlots(threading.BoundedSemaphore(2), 1), company="acme"
+    )
     job_id = warehouse_job("MAIN")
     thread = threading.Thread(target=scheduler._guarded(hung_job, job_id), daemon=True)
     try:

@@ -79,7 +79,8 @@ def test_a_command_creating_a_company_state_folder_creates_it_and_its_parents_pr
     folders = [state, state / "companies", company.state_dir]
     assert company.state_dir == state / "companies" / "acme"
     assert {str(f): stat.S_IMODE(f.stat().st_mode) for f in folders if f.exists()} == {
-        str(f): 0o700 for f in folders if f.exists()}
+        str(f): 0o700 for f in folders if f.exists()
+    }
     assert secret_file_problems(company) == []
 
 
@@ -118,19 +119,29 @@ def test_the_fleet_unit_loads_the_previous_vault_key_while_its_file_exists_and_n
     root = tmp_path / "etc"
     config = unit_tests.admin_config(root, "csv")
     with config.open("a", encoding="utf-8") as handle:
-        handle.write("database_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
-                     "companies_dir: companies\nfleet_lease_seconds: 20\n")
+        handle.write(
+            "database_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
+            "companies_dir: companies\nfleet_lease_seconds: 20\n"
+        )
     (root / "companies").mkdir()
-    (root / "companies" / "acme.yaml").write_text(dump_yaml({
-        "wms": {"connector": "csv", "csv": {"inbox": "/srv/acme/in", "outbox": "/srv/acme/out"}},
-    }), encoding="utf-8")
+    (root / "companies" / "acme.yaml").write_text(
+        dump_yaml(
+            {
+                "wms": {
+                    "connector": "csv",
+                    "csv": {"inbox": "/srv/acme/in", "outbox": "/srv/acme/out"},
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
     before = unit_tests.render(config)
     assert "within the lease time (20 s)" in before
     assert PREVIOUS_KEY_CREDENTIAL not in "".join(unit_tests.settings(before, "LoadCredential"))
     (root / "secrets").mkdir(exist_ok=True)
     fleet_cli.new_key(root / "secrets" / PREVIOUS_KEY_CREDENTIAL)  # a rotation is under way
     during = unit_tests.settings(unit_tests.render(config), "LoadCredential")
-    assert (f"{PREVIOUS_KEY_CREDENTIAL}:{root}/secrets/{PREVIOUS_KEY_CREDENTIAL}" in during)
+    assert f"{PREVIOUS_KEY_CREDENTIAL}:{root}/secrets/{PREVIOUS_KEY_CREDENTIAL}" in during
     assert f"{KEY_CREDENTIAL}:{root}/secrets/{KEY_CREDENTIAL}" in during
 
 
@@ -139,22 +150,47 @@ def test_a_fleet_companys_notifications_and_fixes_name_the_company(
 ) -> None:
     with http_receiver() as receiver:
         root = fleet.companies.parent
-        (fleet.companies / "acme.yaml").write_text(dump_yaml({
-            "wms": {"connector": "csv", "csv": {"inbox": str(root / "acme" / "in"),
-                                                "outbox": str(root / "acme" / "out"),
-                                                "stable_seconds": 0.0}},
-            "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
-            "plugins": {**DEFAULT_PLUGINS, "notify_webhook": {
-                "enabled": True, "format": "json", "url": receiver.url, "language": "en",
-                "timeout_seconds": 2}},
-        }), encoding="utf-8")
+        (fleet.companies / "acme.yaml").write_text(
+            dump_yaml(
+                {
+                    "wms": {
+                        "connector": "csv",
+                        "csv": {
+                            "inbox": str(root / "acme" / "in"),
+                            "outbox": str(root / "acme" / "out"),
+                            "stable_seconds": 0.0,
+                        },
+                    },
+                    "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
+                    "plugins": {
+                        **DEFAULT_PLUGINS,
+                        "notify_webhook": {
+                            "enabled": True,
+                            "format": "json",
+                            "url": receiver.url,
+                            "language": "en",
+                            "timeout_seconds": 2,
+                        },
+                    },
+                }
+            ),
+            encoding="utf-8",
+        )
         loaded = load_config(fleet.config)
         runtime = company_runtime(loaded, Companies(loaded).companies["acme"])
         try:
-            attention.report(runtime.db, Problem(
-                key="wms_mismatch:S7", kind="wms_mismatch", subject="S7", warehouse="MAIN",
-                reason="schedule S7 was renumbered", fix="check it, then `nebridge orders "
-                "retry 7`; `nebridge attention` lists the rest"))
+            attention.report(
+                runtime.db,
+                Problem(
+                    key="wms_mismatch:S7",
+                    kind="wms_mismatch",
+                    subject="S7",
+                    warehouse="MAIN",
+                    reason="schedule S7 was renumbered",
+                    fix="check it, then `nebridge orders "
+                    "retry 7`; `nebridge attention` lists the rest",
+                ),
+            )
             report = runtime.notifier().run_once()
             tested = runtime.notifier().send_test()
             outage = Scheduler(runtime)._outage  # what the company's scheduler tells
@@ -167,8 +203,10 @@ def test_a_fleet_companys_notifications_and_fixes_name_the_company(
     assert "`nebridge doctor --company acme`" in down["fix"]
     assert opened["subject"].startswith("[acme] [Action needed]")
     assert "Company: acme" in opened["text"]
-    assert opened["fix"] == ("check it, then `nebridge orders retry 7 --company acme`; "
-                             "`nebridge attention --company acme` lists the rest")
+    assert opened["fix"] == (
+        "check it, then `nebridge orders retry 7 --company acme`; "
+        "`nebridge attention --company acme` lists the rest"
+    )
     assert "`nebridge notify list --company acme`" in opened["text"]  # the footer too
     listed = fleet.cli("attention", "--company", "acme", "--json")
     assert listed.exit_code == 0, listed.output
@@ -179,12 +217,20 @@ def test_a_fleet_companys_notifications_and_fixes_name_the_company(
 
 
 def test_a_single_company_notification_is_unchanged() -> None:
-    message = Notification(key="k", kind="wms_mismatch", event="open", severity="error",
-                           title="t", detail="d", fix="`nebridge orders retry 7`")
+    message = Notification(
+        key="k",
+        kind="wms_mismatch",
+        event="open",
+        severity="error",
+        title="t",
+        detail="d",
+        fix="`nebridge orders retry 7`",
+    )
     assert "company" not in message.as_dict()
     assert subject_line(message, "en").startswith("[Action needed]")
     assert "Company" not in render(message, "en")
     assert company_message(message, "") is message
     assert for_company(message.fix, "") == "`nebridge orders retry 7`"
     assert for_company("`nebridge connect --company bolt`", "acme") == (
-        "`nebridge connect --company bolt`")
+        "`nebridge connect --company bolt`"
+    )

@@ -26,11 +26,22 @@ LEASE_SECONDS = 2.0
 
 def company_file(folder: Path, code: str, tmp_path: Path) -> None:
     wms = tmp_path / code
-    (folder / f"{code}.yaml").write_text(dump_yaml({
-        "wms": {"connector": "csv", "csv": {"inbox": str(wms / "in"), "outbox": str(wms / "out"),
-                                            "stable_seconds": 0.0}},
-        "warehouses": DEFAULT_WAREHOUSES,
-    }), encoding="utf-8")
+    (folder / f"{code}.yaml").write_text(
+        dump_yaml(
+            {
+                "wms": {
+                    "connector": "csv",
+                    "csv": {
+                        "inbox": str(wms / "in"),
+                        "outbox": str(wms / "out"),
+                        "stable_seconds": 0.0,
+                    },
+                },
+                "warehouses": DEFAULT_WAREHOUSES,
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 def fleet_config(tmp_path: Path, fleet_url: str, codes: list[str]) -> Path:
@@ -43,25 +54,42 @@ def fleet_config(tmp_path: Path, fleet_url: str, codes: list[str]) -> Path:
     folder.mkdir()
     for code in codes:
         company_file(folder, code, tmp_path)
-    return write_config(tmp_path, migrate=False, database_url=fleet_url,
-                        companies_dir="companies", credentials_dir=str(credentials),
-                        fleet_lease_seconds=LEASE_SECONDS)
+    return write_config(
+        tmp_path,
+        migrate=False,
+        database_url=fleet_url,
+        companies_dir="companies",
+        credentials_dir=str(credentials),
+        fleet_lease_seconds=LEASE_SECONDS,
+    )
 
 
 def fleet_config_again(tmp_path: Path, fleet_url: str) -> Path:
     """daemon.yaml rewritten with another schedule (the companies and key kept)."""
-    return write_config(tmp_path, migrate=False, database_url=fleet_url,
-                        companies_dir="companies", credentials_dir=str(tmp_path / "credentials"),
-                        fleet_lease_seconds=LEASE_SECONDS,
-                        schedule={"interval_seconds": 45, "jitter_seconds": 0})
+    return write_config(
+        tmp_path,
+        migrate=False,
+        database_url=fleet_url,
+        companies_dir="companies",
+        credentials_dir=str(tmp_path / "credentials"),
+        fleet_lease_seconds=LEASE_SECONDS,
+        schedule={"interval_seconds": 45, "jitter_seconds": 0},
+    )
 
 
 def held(fleet: FleetDatabase) -> dict[str, str]:
     """Live leases: company -> holder."""
     with fleet.engine.connect() as connection:
-        return dict(connection.execute(text(
-            "SELECT company, holder FROM fleet_lease WHERE holder IS NOT NULL "
-            "AND expires_at > clock_timestamp()")).tuples().all())
+        return dict(
+            connection.execute(
+                text(
+                    "SELECT company, holder FROM fleet_lease WHERE holder IS NOT NULL "
+                    "AND expires_at > clock_timestamp()"
+                )
+            )
+            .tuples()
+            .all()
+        )
 
 
 def wait_for(what: str, condition: Callable[[], bool], log: Path, timeout: float = 30) -> None:
@@ -84,12 +112,22 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
     log = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     with log.open("ab") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config),
-                                   "run"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  env=env)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
     try:
-        wait_for("both companies served", lambda: sorted(held(fleet)) == ["alpha", "beta"]
-                 and "company beta: served" in log.read_text(), log)
+        wait_for(
+            "both companies served",
+            lambda: (
+                sorted(held(fleet)) == ["alpha", "beta"]
+                and "company beta: served" in log.read_text()
+            ),
+            log,
+        )
 
         worker.send_signal(signal.SIGUSR1)  # every thread's stack, and it keeps running
         wait_for("a thread dump", lambda: "(most recent call first)" in log.read_text(), log)
@@ -100,28 +138,47 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
         (folder / "delta.yaml").write_text("warehouses: 3\n", encoding="utf-8")  # refused
         os.remove(folder / "alpha.yaml")  # removed
         worker.send_signal(signal.SIGHUP)
-        wait_for("alpha released, gamma leased", lambda: sorted(held(fleet)) == ["beta", "gamma"],
-                 log)
-        wait_for("gamma refused until migrated", lambda: "nebridge db upgrade" in log.read_text()
-                 and "company gamma: its service did not start" in log.read_text(), log)
+        wait_for(
+            "alpha released, gamma leased", lambda: sorted(held(fleet)) == ["beta", "gamma"], log
+        )
+        wait_for(
+            "gamma refused until migrated",
+            lambda: (
+                "nebridge db upgrade" in log.read_text()
+                and "company gamma: its service did not start" in log.read_text()
+            ),
+            log,
+        )
         text_now = log.read_text()
         assert "company alpha: no longer served" in text_now
         assert "delta.yaml" in text_now and "company file refused" in text_now
         assert "company beta: no longer served" not in text_now  # untouched by the reload
 
-        upgraded = runner.invoke(app, ["--config", str(config), "--company", "gamma", "db",
-                                       "upgrade"])
+        upgraded = runner.invoke(
+            app, ["--config", str(config), "--company", "gamma", "db", "upgrade"]
+        )
         assert upgraded.exit_code == 0 and "company gamma: migrated" in upgraded.output
         with fleet.engine.connect() as connection:  # the fleet tables stay shared
-            assert connection.execute(text("SELECT to_regclass(:t)"), {
-                "t": f'"{fleet.schema("gamma")}".fleet_lease'}).scalar() is None
-        wait_for("gamma served once migrated", lambda: "company gamma: served"
-                 in log.read_text(), log, timeout=LEASE_SECONDS * 5)
+            assert (
+                connection.execute(
+                    text("SELECT to_regclass(:t)"), {"t": f'"{fleet.schema("gamma")}".fleet_lease'}
+                ).scalar()
+                is None
+            )
+        wait_for(
+            "gamma served once migrated",
+            lambda: "company gamma: served" in log.read_text(),
+            log,
+            timeout=LEASE_SECONDS * 5,
+        )
 
         fleet_config_again(tmp_path, fleet_url)  # a shared setting changed in daemon.yaml
         worker.send_signal(signal.SIGHUP)
-        wait_for("every company restarted with it", lambda: "0 added, 2 changed, 0 removed"
-                 in log.read_text(), log)
+        wait_for(
+            "every company restarted with it",
+            lambda: "0 added, 2 changed, 0 removed" in log.read_text(),
+            log,
+        )
 
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
@@ -142,8 +199,14 @@ def test_a_worker_without_the_vault_key_refuses_to_start_saying_what_to_do(
     config = fleet_config(tmp_path, fleet_url, ["alpha"])
     (tmp_path / "credentials" / KEY_CREDENTIAL).unlink()
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "run"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "no vault key" in done.stderr and KEY_CREDENTIAL in done.stderr
     fleet = FleetDatabase(fleet_url)

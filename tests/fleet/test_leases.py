@@ -63,9 +63,22 @@ class Worker:
 
 def start_worker(url: str) -> Worker:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fleet.lease_worker", url, "--companies", str(COMPANIES),
-         "--lease", str(LEASE), "--every", "0.2"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tests.fleet.lease_worker",
+            url,
+            "--companies",
+            str(COMPANIES),
+            "--lease",
+            str(LEASE),
+            "--every",
+            "0.2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     worker = Worker(process)
     assert process.stdout is not None
     threading.Thread(target=worker.read, args=(process.stdout,), daemon=True).start()
@@ -85,9 +98,12 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 def holders(engine: Engine) -> dict[str, str | None]:
     """Each company's holder, None for a free or expired lease (the database's clock)."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT company, CASE WHEN expires_at > clock_timestamp() THEN holder END "
-            "FROM fleet_lease")).all()
+        rows = conn.execute(
+            text(
+                "SELECT company, CASE WHEN expires_at > clock_timestamp() THEN holder END "
+                "FROM fleet_lease"
+            )
+        ).all()
     return {row[0]: row[1] for row in rows}
 
 
@@ -128,8 +144,12 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
 ) -> None:
     engine = make_engine(fleet_url)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE fleet_effect (id bigserial PRIMARY KEY, company text, "
-                          "epoch bigint, worker text, at timestamptz DEFAULT clock_timestamp())"))
+        conn.execute(
+            text(
+                "CREATE TABLE fleet_effect (id bigserial PRIMARY KEY, company text, "
+                "epoch bigint, worker text, at timestamptz DEFAULT clock_timestamp())"
+            )
+        )
     workers.extend(start_worker(fleet_url) for _ in range(3))
     wait_until(lambda: all(w.worker_id for w in workers), 90, "workers started")
     spread = wait_until(lambda: balanced(engine, workers), 60, "30 companies over 3 workers")
@@ -142,8 +162,11 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
     orphans = spread[killed.worker_id]
     with_signal(killed, signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: all(holders(engine)[c] in {w.worker_id for w in alive} for c in orphans),
-               LEASE * 3, "the killed worker's companies taken over")
+    wait_until(
+        lambda: all(holders(engine)[c] in {w.worker_id for w in alive} for c in orphans),
+        LEASE * 3,
+        "the killed worker's companies taken over",
+    )
     takeover = time.monotonic() - killed_at
     assert takeover <= LEASE + LEASE / 3 + 2.0, takeover
     spread = wait_until(lambda: balanced(engine, alive), 60, "30 companies over 2 workers")
@@ -152,13 +175,19 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
     paused, other = alive
     lost = {c: epoch for c, epoch in epochs(engine).items() if c in spread[paused.worker_id]}
     with_signal(paused, signal.SIGSTOP)
-    wait_until(lambda: all(holders(engine)[c] == other.worker_id for c in lost), LEASE * 4,
-               "the paused worker's companies taken over")
+    wait_until(
+        lambda: all(holders(engine)[c] == other.worker_id for c in lost),
+        LEASE * 4,
+        "the paused worker's companies taken over",
+    )
     taken = acquired_at(engine, lost)
     with_signal(paused, signal.SIGCONT)
     resumed_at = time.monotonic()
-    refused = wait_until(lambda: paused.refused_after(resumed_at), 30,
-                         "the resumed worker's fenced transactions refused")
+    refused = wait_until(
+        lambda: paused.refused_after(resumed_at),
+        30,
+        "the resumed worker's fenced transactions refused",
+    )
     assert {r["refused"] for r in refused} <= set(lost)
     assert all(r["epoch"] == lost[r["refused"]] for r in refused)
     wait_until(lambda: balanced(engine, alive), 60, "rebalanced after the pause")
@@ -168,8 +197,9 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
         worker.process.wait(10)
 
     with engine.connect() as conn:
-        effects = conn.execute(text(
-            "SELECT company, epoch, worker, at FROM fleet_effect ORDER BY id")).all()
+        effects = conn.execute(
+            text("SELECT company, epoch, worker, at FROM fleet_effect ORDER BY id")
+        ).all()
     assert len(effects) > COMPANIES * 10
     tenure: dict[tuple[str, int], str] = {}
     last_epoch: dict[str, int] = {}
@@ -185,15 +215,21 @@ def test_three_workers_share_thirty_companies_and_survive_kill_and_pause(
 
 def epochs(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {row[0]: int(row[1]) for row in conn.execute(
-            text("SELECT company, epoch FROM fleet_lease"))}
+        return {
+            row[0]: int(row[1])
+            for row in conn.execute(text("SELECT company, epoch FROM fleet_lease"))
+        }
 
 
 def acquired_at(engine: Engine, companies: dict[str, int]) -> dict[str, Any]:
     with engine.connect() as conn:
-        return {row[0]: row[1] for row in conn.execute(
-            text("SELECT company, acquired_at FROM fleet_lease WHERE company = ANY(:c)"),
-            {"c": list(companies)})}
+        return {
+            row[0]: row[1]
+            for row in conn.execute(
+                text("SELECT company, acquired_at FROM fleet_lease WHERE company = ANY(:c)"),
+                {"c": list(companies)},
+            )
+        }
 
 
 # -- in one process: fencing, release, refusals --------------------------------------------------
@@ -225,7 +261,8 @@ def test_fence_refuses_after_takeover_and_release_hands_over_at_once(fleet_url: 
 
     leases, workers = overview(engine)
     assert [(lease.company, lease.holder, lease.epoch) for lease in leases] == [
-        ("acme", "second", epoch + 1)]
+        ("acme", "second", epoch + 1)
+    ]
     assert leases[0].expires_in_seconds is not None and 0 < leases[0].expires_in_seconds <= 1
     assert {(w.worker_id, w.holds) for w in workers} == {("first", 0), ("second", 1)}
 
@@ -272,8 +309,9 @@ def test_sqlite_and_an_unmigrated_database_are_refused_with_the_way_out(
     with pytest.raises(FleetUnavailable, match=r"needs PostgreSQL.*remove `companies_dir`"):
         LeaseKeeper(sqlite, ["acme"])
     with pytest.raises(FleetUnavailable, match="needs PostgreSQL"):
-        TokenVault(sqlite, VaultKeys(VaultKey.from_text(base64.b64encode(bytes(32)).decode(),
-                                                        "test")))
+        TokenVault(
+            sqlite, VaultKeys(VaultKey.from_text(base64.b64encode(bytes(32)).decode(), "test"))
+        )
     sqlite.dispose()
 
     engine = make_engine(fleet_url)

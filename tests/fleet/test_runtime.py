@@ -26,11 +26,22 @@ from tests.conftest import ConfigFactory, dump_yaml
 
 
 def company_file(folder: Path, code: str, wms: Path) -> None:
-    (folder / f"{code}.yaml").write_text(dump_yaml({
-        "wms": {"connector": "csv", "csv": {"inbox": str(wms / "in"), "outbox": str(wms / "out"),
-                                            "stable_seconds": 0.0}},
-        "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
-    }), encoding="utf-8")
+    (folder / f"{code}.yaml").write_text(
+        dump_yaml(
+            {
+                "wms": {
+                    "connector": "csv",
+                    "csv": {
+                        "inbox": str(wms / "in"),
+                        "outbox": str(wms / "out"),
+                        "stable_seconds": 0.0,
+                    },
+                },
+                "warehouses": [{"code": "MAIN", "ne_linked": True, "import_orders": True}],
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 def test_company_schema_names_never_collide_across_installations() -> None:
@@ -52,20 +63,25 @@ def test_a_company_schema_owned_by_another_installation_is_refused(
     folder = tmp_path / "companies"
     folder.mkdir()
     company_file(folder, "acme", tmp_path / "acme")
-    loaded = load_config(make_config(migrate=False, database_url=fleet_url,
-                                     companies_dir="companies"))
+    loaded = load_config(
+        make_config(migrate=False, database_url=fleet_url, companies_dir="companies")
+    )
     fleet = FleetDatabase(fleet_url, lease_seconds=10.0)
     schema = fleet.schema("acme")
     try:
         upgrade_company(fleet_url, "acme")
         with fleet.engine.connect() as connection:
-            marker = connection.execute(text(
-                "SELECT obj_description(to_regnamespace(:s), 'pg_namespace')"),
-                {"s": schema}).scalar()
+            marker = connection.execute(
+                text("SELECT obj_description(to_regnamespace(:s), 'pg_namespace')"), {"s": schema}
+            ).scalar()
         assert marker == f"nebridge company acme of the installation in schema {fleet.base_schema}"
         with fleet.engine.begin() as connection:  # as if another installation had made it
-            connection.execute(text(f'COMMENT ON SCHEMA "{schema}" IS '
-                                    "'nebridge company acme of the installation in schema x'"))
+            connection.execute(
+                text(
+                    f'COMMENT ON SCHEMA "{schema}" IS '
+                    "'nebridge company acme of the installation in schema x'"
+                )
+            )
         with pytest.raises(CompanyNotMigrated, match="owned by another installation"):
             upgrade_company(fleet_url, "acme")
         with pytest.raises(CompanyNotMigrated, match="owned by another installation"):
@@ -83,12 +99,12 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
     folder.mkdir()
     for code in ("acme", "bolt"):
         company_file(folder, code, tmp_path / code)
-    loaded = load_config(make_config(migrate=False, database_url=fleet_url,
-                                     companies_dir="companies"))
+    loaded = load_config(
+        make_config(migrate=False, database_url=fleet_url, companies_dir="companies")
+    )
     companies = Companies(loaded)
     fleet = FleetDatabase(fleet_url, lease_seconds=10.0)
-    keeper = LeaseKeeper(fleet.engine, companies.companies, lease_seconds=10.0,
-                         worker_id="w1")
+    keeper = LeaseKeeper(fleet.engine, companies.companies, lease_seconds=10.0, worker_id="w1")
     try:
         with pytest.raises(CompanyNotMigrated, match="nebridge db upgrade"):
             company_runtime(loaded, companies.companies["acme"], fleet=fleet)
@@ -96,13 +112,24 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
             assert upgrade_company(fleet_url, code) == (None, head_revision(fleet.engine))
         assert upgrade_company(fleet_url, "acme")[0] == head_revision(fleet.engine)
         keeper.tick()
-        runtimes = {code: company_runtime(loaded, companies.companies[code],
-                                          lease=keeper.lease(code), fleet=fleet)
-                    for code in ("acme", "bolt")}
-        drop_file(tmp_path / "acme" / "in", "products.csv", "product_code,link_code",
-                  ["P-1,G-1", "P-2,G-2"])
-        drop_file(tmp_path / "acme" / "in", "receipts-1.csv", RECEIPT_HEADER,
-                  ["R-1,MAIN,2026-11-27 10:00:00,P-1,3"])
+        runtimes = {
+            code: company_runtime(
+                loaded, companies.companies[code], lease=keeper.lease(code), fleet=fleet
+            )
+            for code in ("acme", "bolt")
+        }
+        drop_file(
+            tmp_path / "acme" / "in",
+            "products.csv",
+            "product_code,link_code",
+            ["P-1,G-1", "P-2,G-2"],
+        )
+        drop_file(
+            tmp_path / "acme" / "in",
+            "receipts-1.csv",
+            RECEIPT_HEADER,
+            ["R-1,MAIN,2026-11-27 10:00:00,P-1,3"],
+        )
         for runtime in runtimes.values():
             intake = runtime.intake()
             assert intake is not None
@@ -115,26 +142,42 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
             assert session.exec(select(InboxEvent)).all() == []
         with fleet.engine.connect() as connection:  # nothing in the installation's schema
             assert connection.execute(text("SELECT count(*) FROM wms_product")).scalar() == 0
-            assert connection.execute(text(
-                f'SELECT count(*) FROM "{fleet.schema("acme")}".wms_product')).scalar() == 2
-            assert connection.execute(text(
-                "SELECT to_regclass(:t)"), {"t": f'"{fleet.schema("acme")}".fleet_lease'}
-            ).scalar() is None  # the fleet tables are shared, not per company
+            assert (
+                connection.execute(
+                    text(f'SELECT count(*) FROM "{fleet.schema("acme")}".wms_product')
+                ).scalar()
+                == 2
+            )
+            assert (
+                connection.execute(
+                    text("SELECT to_regclass(:t)"), {"t": f'"{fleet.schema("acme")}".fleet_lease'}
+                ).scalar()
+                is None
+            )  # the fleet tables are shared, not per company
 
         with write_session(runtimes["acme"].db) as session:
             session.add(Cursor(name="probe", value="1"))
         assert runtimes["acme"].fence() is None
         with fleet.engine.begin() as connection:  # another worker took acme over
-            connection.execute(text("UPDATE fleet_lease SET holder = 'w2', epoch = epoch + 1 "
-                                    "WHERE company = 'acme'"))
-        with pytest.raises(LeaseLost, match="taken over"), \
-                write_session(runtimes["acme"].db) as session:
+            connection.execute(
+                text(
+                    "UPDATE fleet_lease SET holder = 'w2', epoch = epoch + 1 WHERE company = 'acme'"
+                )
+            )
+        with (
+            pytest.raises(LeaseLost, match="taken over"),
+            write_session(runtimes["acme"].db) as session,
+        ):
             session.add(Cursor(name="probe", value="2"))
         assert runtimes["acme"].stop_event.is_set()  # its jobs stop starting at once
         assert not runtimes["bolt"].stop_event.is_set()
         assert "taken over" in (runtimes["acme"].fence() or "")
-        late = drop_file(tmp_path / "acme" / "in", "receipts-2.csv", RECEIPT_HEADER,
-                         ["R-2,MAIN,2026-11-27 10:00:00,P-1,1"])
+        late = drop_file(
+            tmp_path / "acme" / "in",
+            "receipts-2.csv",
+            RECEIPT_HEADER,
+            ["R-2,MAIN,2026-11-27 10:00:00,P-1,1"],
+        )
         intake = runtimes["acme"].intake()
         assert intake is not None
         report = intake.run_once()  # as with a database gone away, the file is not blamed:
@@ -150,8 +193,9 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
         with fleet.engine.connect() as connection:  # the shared pool outlives a company
             assert connection.execute(text("SELECT 1")).scalar() == 1
         with fleet.engine.begin() as connection:  # migrated by a newer nebridge
-            connection.execute(text(
-                f'UPDATE "{fleet.schema("bolt")}".alembic_version SET version_num = \'9999\''))
+            connection.execute(
+                text(f"UPDATE \"{fleet.schema('bolt')}\".alembic_version SET version_num = '9999'")
+            )
         with pytest.raises(CompanyNotMigrated, match="older nebridge"):
             company_runtime(loaded, companies.companies["bolt"], fleet=fleet)
     finally:

@@ -30,9 +30,13 @@ from daemon.nextengine.tokens import SharedTokenStore, TokenSet
 from daemon.store.engine import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-PAIR = TokenSet(access_token="access-SECRET-1", refresh_token="refresh-SECRET-1",
-                access_token_end_date=datetime(2026, 12, 4, 9, 0, tzinfo=UTC),
-                company_id="NE123", company_name="Acme")
+PAIR = TokenSet(
+    access_token="access-SECRET-1",
+    refresh_token="refresh-SECRET-1",
+    access_token_end_date=datetime(2026, 12, 4, 9, 0, tzinfo=UTC),
+    company_id="NE123",
+    company_name="Acme",
+)
 
 
 def write_key(path: Path, mode: int = 0o600) -> Path:
@@ -50,8 +54,9 @@ def engine(fleet_url: str) -> Iterator[Engine]:
 
 def stored(engine: Engine, company: str) -> tuple[str, bytes, bytes]:
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT key_id, nonce, sealed FROM fleet_token "
-                                "WHERE company = :c"), {"c": company}).one()
+        row = conn.execute(
+            text("SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :c"), {"c": company}
+        ).one()
     return row[0], bytes(row[1]), bytes(row[2])
 
 
@@ -81,9 +86,13 @@ def test_a_row_copied_to_another_company_a_wrong_key_or_a_tampered_row_is_refuse
     vault = TokenVault(engine, load_keys(key_file=write_key(tmp_path / "vault.key")))
     vault.save("acme", PAIR)
     with engine.begin() as conn:  # copied to another company: the company is the AAD
-        conn.execute(text("INSERT INTO fleet_token (company, key_id, nonce, sealed, written_at) "
-                          "SELECT 'beta', key_id, nonce, sealed, written_at FROM fleet_token "
-                          "WHERE company = 'acme'"))
+        conn.execute(
+            text(
+                "INSERT INTO fleet_token (company, key_id, nonce, sealed, written_at) "
+                "SELECT 'beta', key_id, nonce, sealed, written_at FROM fleet_token "
+                "WHERE company = 'acme'"
+            )
+        )
     with pytest.raises(VaultError, match=r"'beta' does not decrypt.*connect") as copied:
         vault.load("beta")
 
@@ -91,14 +100,21 @@ def test_a_row_copied_to_another_company_a_wrong_key_or_a_tampered_row_is_refuse
     with pytest.raises(VaultError, match=r"sealed with vault key .* does not have") as unknown:
         other.load("acme")
     with engine.begin() as conn:  # the other key, under the id of the right one
-        conn.execute(text("UPDATE fleet_token SET key_id = :k WHERE company = 'acme'"),
-                     {"k": other.keys.current.key_id})
+        conn.execute(
+            text("UPDATE fleet_token SET key_id = :k WHERE company = 'acme'"),
+            {"k": other.keys.current.key_id},
+        )
     with pytest.raises(VaultError, match="does not decrypt"):
         other.load("acme")
     with engine.begin() as conn:
-        conn.execute(text("UPDATE fleet_token SET key_id = :k, "
-                          "sealed = set_byte(sealed, 0, (get_byte(sealed, 0) + 1) % 256) "
-                          "WHERE company = 'acme'"), {"k": vault.keys.current.key_id})
+        conn.execute(
+            text(
+                "UPDATE fleet_token SET key_id = :k, "
+                "sealed = set_byte(sealed, 0, (get_byte(sealed, 0) + 1) % 256) "
+                "WHERE company = 'acme'"
+            ),
+            {"k": vault.keys.current.key_id},
+        )
     with pytest.raises(VaultError, match="altered"):
         vault.load("acme")
     for exc in (copied.value, unknown.value):
@@ -158,9 +174,23 @@ def test_one_refresh_per_company_at_a_time_across_processes(
     key_file = write_key(tmp_path / "vault.key")
     vault = TokenVault(engine, load_keys(key_file=key_file))
     vault.save("acme", TokenSet(access_token="0", refresh_token="r"))
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "tests.fleet.vault_refresher", fleet_url, str(key_file), "acme",
-         "4"], cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fleet.vault_refresher",
+                fleet_url,
+                str(key_file),
+                "acme",
+                "4",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     spans = []
     for process in processes:
         out, _ = process.communicate(timeout=60)

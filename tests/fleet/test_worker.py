@@ -26,9 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def company_file(folder: Path, code: str, page_size: int = 100) -> None:
-    (folder / f"{code}.yaml").write_text(dump_yaml({
-        "warehouses": [{"code": "MAIN", "ne_linked": True}],
-        "nextengine": {"page_size": page_size}}), encoding="utf-8")
+    (folder / f"{code}.yaml").write_text(
+        dump_yaml(
+            {
+                "warehouses": [{"code": "MAIN", "ne_linked": True}],
+                "nextengine": {"page_size": page_size},
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 @dataclass
@@ -69,12 +75,14 @@ def test_services_follow_the_leases_and_the_company_files(
     config = make_config(database_url=fleet_url, companies_dir="companies")
     engine = fleet_engine(fleet_url, lease_seconds=10.0)
     one, two = Recorder(), Recorder()
-    first = FleetWorker(Companies(load_config(config)), engine, one.start, lease_seconds=10.0,
-                        worker_id="first")
+    first = FleetWorker(
+        Companies(load_config(config)), engine, one.start, lease_seconds=10.0, worker_id="first"
+    )
     step(first)
     assert first.serving() == ["a", "b", "c", "d"]
-    second = FleetWorker(Companies(load_config(config)), engine, two.start, lease_seconds=10.0,
-                         worker_id="second")
+    second = FleetWorker(
+        Companies(load_config(config)), engine, two.start, lease_seconds=10.0, worker_id="second"
+    )
     step(second)
     assert second.serving() == []  # all held: nothing taken from a live worker
     step(first)  # two live workers: its share is 2, the surplus is stopped, then released
@@ -166,12 +174,17 @@ def test_a_running_worker_takes_added_and_drops_removed_companies_on_sighup(
     folder.mkdir()
     company_file(folder, "acme")
     config = make_config(database_url=fleet_url, companies_dir="companies")
-    process = subprocess.Popen([sys.executable, "-c", SIGHUP_WORKER, str(config)], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGHUP_WORKER, str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()],
-                     daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True
+    ).start()
     try:
         assert json.loads(lines.get(timeout=30)) == ["start", "acme"]
         company_file(folder, "beta")
@@ -206,11 +219,22 @@ def test_a_company_whose_service_hangs_at_start_holds_up_no_lease(
     config = make_config(database_url=fleet_url, companies_dir="companies")
     engine = fleet_engine(fleet_url, lease_seconds=3.0)
     told: list[tuple[str, str]] = []
-    worker = FleetWorker(Companies(load_config(config)), engine, start, lease_seconds=3.0,
-                         start_seconds=1.0, worker_id="hung",
-                         on_failed=lambda company, reason: told.append((company.code, reason)))
-    other = FleetWorker(Companies(load_config(config)), engine, Recorder().start,
-                        lease_seconds=3.0, worker_id="other")
+    worker = FleetWorker(
+        Companies(load_config(config)),
+        engine,
+        start,
+        lease_seconds=3.0,
+        start_seconds=1.0,
+        worker_id="hung",
+        on_failed=lambda company, reason: told.append((company.code, reason)),
+    )
+    other = FleetWorker(
+        Companies(load_config(config)),
+        engine,
+        Recorder().start,
+        lease_seconds=3.0,
+        worker_id="other",
+    )
     try:
         began = time.monotonic()
         worker.step()
@@ -229,9 +253,16 @@ def test_a_company_whose_service_hangs_at_start_holds_up_no_lease(
             time.sleep(0.05)
         assert [code for code, _ in told] == ["b"]  # told once (shown as an attention item)
         with engine.connect() as conn:
-            holders = dict(conn.execute(text(
-                "SELECT company, holder FROM fleet_lease WHERE company IN ('a', 'b', 'c') "
-                "AND expires_at > clock_timestamp()")).tuples().all())
+            holders = dict(
+                conn.execute(
+                    text(
+                        "SELECT company, holder FROM fleet_lease WHERE company IN ('a', 'b', 'c') "
+                        "AND expires_at > clock_timestamp()"
+                    )
+                )
+                .tuples()
+                .all()
+            )
         assert holders == {"a": "hung", "b": "hung", "c": "hung"}  # renewed, b kept
         step(other)
         assert other.serving() == []  # nobody else takes the hung company
@@ -272,8 +303,12 @@ def test_sigterm_ends_a_worker_whose_company_hangs_at_start(
     folder.mkdir()
     company_file(folder, "stuck")
     config = make_config(database_url=fleet_url, companies_dir="companies")
-    process = subprocess.Popen([sys.executable, "-c", HUNG_WORKER, str(config)], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HUNG_WORKER, str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().split() == ["starting", "stuck"]
@@ -307,8 +342,12 @@ def test_a_slow_stop_of_one_company_lets_no_other_lease_run_out(
 
     config = make_config(database_url=fleet_url, companies_dir="companies")
     engine = fleet_engine(fleet_url, lease_seconds=3.0)
-    worker = FleetWorker(Companies(load_config(config)), engine,
-                         lambda company, lease: SlowStop(company.code), lease_seconds=3.0)
+    worker = FleetWorker(
+        Companies(load_config(config)),
+        engine,
+        lambda company, lease: SlowStop(company.code),
+        lease_seconds=3.0,
+    )
     stop = threading.Event()
     serving = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
     serving.start()
@@ -322,9 +361,12 @@ def test_a_slow_stop_of_one_company_lets_no_other_lease_run_out(
         assert stopping.wait(10)
         time.sleep(4.0)  # the round thread is still in a's stop, past b's lease time
         with engine.connect() as conn:
-            live = conn.execute(text(
-                "SELECT holder FROM fleet_lease WHERE company = 'b' "
-                "AND expires_at > clock_timestamp()")).scalar()
+            live = conn.execute(
+                text(
+                    "SELECT holder FROM fleet_lease WHERE company = 'b' "
+                    "AND expires_at > clock_timestamp()"
+                )
+            ).scalar()
         assert live == worker.keeper.worker_id
     finally:
         stop.set()

@@ -37,8 +37,7 @@ class NeverRecovers(CsvConnector):
 class ForgetsCommits(CsvConnector):
     """Never files a delivered batch away, so it is offered again."""
 
-    def pending_batches(self, kind: EventKind, ctx: ConnectorContext
-                        ) -> Iterator[InboundBatch]:
+    def pending_batches(self, kind: EventKind, ctx: ConnectorContext) -> Iterator[InboundBatch]:
         for batch in super().pending_batches(kind, ctx):
             yield _Uncommitted(batch)
 
@@ -69,13 +68,17 @@ class BrokenHarness(CsvHarness):
         return self.kind(self.config)
 
 
-@pytest.mark.parametrize(("broken", "test", "message"), [
-    (WritesTwice, "test_instructions_are_written_once_per_batch_key", "9001"),
-    (NeverRecovers, "test_batch_not_committed_comes_back_after_a_crash", "delivered again"),
-    (ForgetsCommits, "test_shipment_is_delivered_whole_and_once", "delivered twice"),
-])
-def test_suite_fails_a_broken_connector(broken: type[CsvConnector], test: str, message: str,
-                                        tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("broken", "test", "message"),
+    [
+        (WritesTwice, "test_instructions_are_written_once_per_batch_key", "9001"),
+        (NeverRecovers, "test_batch_not_committed_comes_back_after_a_crash", "delivered again"),
+        (ForgetsCommits, "test_shipment_is_delivered_whole_and_once", "delivered twice"),
+    ],
+)
+def test_suite_fails_a_broken_connector(
+    broken: type[CsvConnector], test: str, message: str, tmp_path: Path
+) -> None:
     with requests.Session() as http:
         harness = BrokenHarness(tmp_path, http, broken)
         with pytest.raises(AssertionError, match=message):

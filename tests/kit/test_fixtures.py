@@ -22,15 +22,18 @@ def nebridge_plugins() -> dict[str, Any]:
 
 
 def test_order_imported_shipped_and_received_through_the_fixtures(
-    ne_sandbox: SandboxServer, nebridge_installation: Installation,
-    run_once: Callable[..., RunOnceReport], ne_ledger: Ledger,
+    ne_sandbox: SandboxServer,
+    nebridge_installation: Installation,
+    run_once: Callable[..., RunOnceReport],
+    ne_ledger: Ledger,
 ) -> None:
     ne_sandbox.state.create_goods("A-1", quantity=5)
     nebridge_installation.products([("商品A", "A-1")], encoding="cp932")  # Shift_JIS export
     order = ne_sandbox.state.create_order([("A-1", 1)], shop_id=1)
     assert run_once().ok
-    assert [(r["ne_order_id"], r["product_code"]) for r in nebridge_installation.instructed()
-            ] == [(str(order), "商品A")]
+    assert [(r["ne_order_id"], r["product_code"]) for r in nebridge_installation.instructed()] == [
+        (str(order), "商品A")
+    ]
 
     nebridge_installation.ship(order, [("商品A", 1)], tracking="T-1", encoding="cp932")
     nebridge_installation.receive([("商品A", 4)])
@@ -42,7 +45,8 @@ def test_order_imported_shipped_and_received_through_the_fixtures(
 
 
 def test_dry_run_changes_nothing(
-    ne_sandbox: SandboxServer, nebridge_installation: Installation,
+    ne_sandbox: SandboxServer,
+    nebridge_installation: Installation,
     run_once: Callable[..., RunOnceReport],
 ) -> None:
     ne_sandbox.state.create_goods("A-1", quantity=5)
@@ -60,9 +64,12 @@ def test_sandbox_options_reach_the_sandbox(ne_sandbox: SandboxServer) -> None:
 def test_the_plugin_loads_nothing_heavy() -> None:
     """It is active in every pytest run where nebridge is installed: fixtures only, the
     engine, the sandbox and the store are imported when a fixture is first used."""
-    probe = ("import sys, daemon.testing.pytest_plugin; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "('daemon', 'hooks', 'plugins', 'sqlalchemy', 'requests', 'pydantic', 'ruamel')))")
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True).stdout
+    probe = (
+        "import sys, daemon.testing.pytest_plugin; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('daemon', 'hooks', 'plugins', 'sqlalchemy', 'requests', 'pydantic', 'ruamel')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
     assert loaded.split() == ["['daemon',", "'daemon.testing',", "'daemon.testing.pytest_plugin']"]

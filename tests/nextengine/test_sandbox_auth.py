@@ -40,9 +40,13 @@ def _post(ne: SandboxServer, path: str, **data: str) -> dict[str, object]:
 def _login(ne: SandboxServer) -> tuple[str, str]:
     answer = requests.get(
         f"{ne.base_url}/users/sign_in/",
-        params={"client_id": ne.config.client_id, "redirect_uri": "http://app.test/cb?x=1",
-                "auto": "1"},
-        allow_redirects=False, timeout=5,
+        params={
+            "client_id": ne.config.client_id,
+            "redirect_uri": "http://app.test/cb?x=1",
+            "auto": "1",
+        },
+        allow_redirects=False,
+        timeout=5,
     )
     assert answer.status_code == 302
     location = urlsplit(answer.headers["Location"])
@@ -53,8 +57,12 @@ def _login(ne: SandboxServer) -> tuple[str, str]:
 
 
 def _neauth(ne: SandboxServer, uid: str, state: str, **override: str) -> dict[str, object]:
-    data = {"uid": uid, "state": state, "client_id": ne.config.client_id,
-            "client_secret": ne.config.client_secret}
+    data = {
+        "uid": uid,
+        "state": state,
+        "client_id": ne.config.client_id,
+        "client_secret": ne.config.client_secret,
+    }
     data.update(override)
     return _post(ne, "/api_neauth", **data)
 
@@ -62,15 +70,19 @@ def _neauth(ne: SandboxServer, uid: str, state: str, **override: str) -> dict[st
 # ---------------------------------------------------------------- sign-in pages
 def test_sign_in_page_shows_button_and_form_post_redirects(ne: SandboxServer) -> None:
     for path in ("/users/sign_in/", "/users/sign_in"):
-        page = requests.get(f"{ne.base_url}{path}",
-                            params={"client_id": ne.config.client_id,
-                                    "redirect_uri": "http://app.test/cb"}, timeout=5)
+        page = requests.get(
+            f"{ne.base_url}{path}",
+            params={"client_id": ne.config.client_id, "redirect_uri": "http://app.test/cb"},
+            timeout=5,
+        )
         assert page.status_code == 200
         assert "<form" in page.text and "<button" in page.text
-    posted = requests.post(f"{ne.base_url}/users/sign_in/",
-                           data={"client_id": ne.config.client_id,
-                                 "redirect_uri": "http://app.test/cb"},
-                           allow_redirects=False, timeout=5)
+    posted = requests.post(
+        f"{ne.base_url}/users/sign_in/",
+        data={"client_id": ne.config.client_id, "redirect_uri": "http://app.test/cb"},
+        allow_redirects=False,
+        timeout=5,
+    )
     assert posted.status_code == 302
     query = parse_qs(urlsplit(posted.headers["Location"]).query)
     assert len(query["uid"][0]) == 128
@@ -78,9 +90,12 @@ def test_sign_in_page_shows_button_and_form_post_redirects(ne: SandboxServer) ->
 
 
 def test_sign_in_with_unknown_client_id_is_an_error_page(ne: SandboxServer) -> None:
-    page = requests.get(f"{ne.base_url}/users/sign_in/",
-                        params={"client_id": "nope", "redirect_uri": "http://app.test/cb",
-                                "auto": "1"}, allow_redirects=False, timeout=5)
+    page = requests.get(
+        f"{ne.base_url}/users/sign_in/",
+        params={"client_id": "nope", "redirect_uri": "http://app.test/cb", "auto": "1"},
+        allow_redirects=False,
+        timeout=5,
+    )
     assert page.status_code == 400
     assert "client_id" in page.text
     assert "Location" not in page.headers
@@ -92,8 +107,16 @@ def test_neauth_returns_flat_token_and_user_fields(ne: SandboxServer) -> None:
     assert body["result"] == "success"
     assert "data" not in body
     assert body["uid"] == uid
-    for key in ("access_token", "refresh_token", "company_ne_id", "company_name",
-                "company_app_header", "pic_ne_id", "pic_name", "pic_mail_address"):
+    for key in (
+        "access_token",
+        "refresh_token",
+        "company_ne_id",
+        "company_name",
+        "company_app_header",
+        "pic_ne_id",
+        "pic_name",
+        "pic_mail_address",
+    ):
         assert isinstance(body[key], str) and body[key]
     assert body["access_token_end_date"] == "2025-03-02 10:00:00"
     assert body["refresh_token_end_date"] == "2025-03-04 10:00:00"
@@ -101,8 +124,14 @@ def test_neauth_returns_flat_token_and_user_fields(ne: SandboxServer) -> None:
 
 def test_neauth_with_trailing_slash_and_python_login(ne: SandboxServer) -> None:
     uid, state = ne.state.issue_login()
-    body = _post(ne, "/api_neauth/", uid=uid, state=state, client_id=ne.config.client_id,
-                 client_secret=ne.config.client_secret)
+    body = _post(
+        ne,
+        "/api_neauth/",
+        uid=uid,
+        state=state,
+        client_id=ne.config.client_id,
+        client_secret=ne.config.client_secret,
+    )
     assert body["result"] == "success"
 
 
@@ -161,8 +190,9 @@ def test_expired_access_token_rotates_once_and_old_pair_dies(
     assert first["access_token_end_date"] == "2025-03-03 10:00:01"
     assert first["refresh_token_end_date"] == "2025-03-05 10:00:01"
     # a parallel request that still carried the old pair: 002002, no tokens
-    second = _post(ne, "/api_v1_login_company/info", access_token=old_access,
-                   refresh_token=old_refresh)
+    second = _post(
+        ne, "/api_v1_login_company/info", access_token=old_access, refresh_token=old_refresh
+    )
     assert (second["result"], second["code"]) == ("error", "002002")
     assert "access_token" not in second
     # the new pair keeps working and does not rotate again
@@ -233,8 +263,9 @@ def test_expire_access_token_every_n_calls(ne: SandboxServer, caller: SandboxCal
 
 
 def test_app_company_uses_client_credentials(ne: SandboxServer) -> None:
-    ok = _post(ne, "/api_app/company", client_id=ne.config.client_id,
-               client_secret=ne.config.client_secret)
+    ok = _post(
+        ne, "/api_app/company", client_id=ne.config.client_id, client_secret=ne.config.client_secret
+    )
     assert ok["result"] == "success" and ok["count"] == "1"
     assert "access_token" not in ok
     bad = _post(ne, "/api_app/company", client_id=ne.config.client_id, client_secret="x")

@@ -51,8 +51,11 @@ def _lm(ne: SandboxServer, order_id: int) -> str:
 
 
 def _ship(caller: SandboxCaller, ne: SandboxServer, order_id: int) -> dict[str, Any]:
-    return caller.call(f"{BASE}/shipped", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=_lm(ne, order_id))
+    return caller.call(
+        f"{BASE}/shipped",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
 
 
 # ---------------------------------------------------------------- error codes
@@ -165,8 +168,9 @@ def test_drop_after_applies_the_change(ne: SandboxServer, caller: SandboxCaller)
     assert ne.ledger.shipped_order_ids() == [order_id]
     assert ne.ledger.net_stock_change("Widget-A") == -2
     # a blind resend is refused; the ledger still shows exactly one shipment
-    resend = caller.call(f"{BASE}/shipped", receive_order_id=str(order_id),
-                         receive_order_last_modified_date=stale)
+    resend = caller.call(
+        f"{BASE}/shipped", receive_order_id=str(order_id), receive_order_last_modified_date=stale
+    )
     assert resend["code"] == "020006"
     assert _ship(caller, ne, order_id)["code"] == "020014"
     assert ne.ledger.shipped_order_ids() == [order_id]
@@ -177,9 +181,14 @@ def test_drop_after_upload_creates_the_que(ne: SandboxServer, caller: SandboxCal
     with pytest.raises(requests.ConnectionError):
         caller.upload_goods("syohin_code,zaiko_su\nWidget-A,4\n")
     ne.faults.update(drop_after_rate=0.0)
-    ques = caller.search("/api_v1_system_que/search", "que_id,que_status_id",
-                         **{"que_method_name-eq": "SYOHIN_KIHON_CSV",
-                            "que_creation_date-gte": "2025-03-01 10:00:00"})
+    ques = caller.search(
+        "/api_v1_system_que/search",
+        "que_id,que_status_id",
+        **{
+            "que_method_name-eq": "SYOHIN_KIHON_CSV",
+            "que_creation_date-gte": "2025-03-01 10:00:00",
+        },
+    )
     assert len(ques) == 1
     ne.clock.advance(1)
     assert ne.ledger.net_stock_change("Widget-A") == 4
@@ -211,14 +220,16 @@ def test_human_edit_rate_hits_bulk_writes(ne: SandboxServer, caller: SandboxCall
     items = "".join(
         f'<receiveorder receive_order_id="{i}" receive_order_last_modified_date="{_lm(ne, i)}">'
         "<receiveorder_base><receive_order_note>n</receive_order_note></receiveorder_base>"
-        "</receiveorder>" for i in ids
+        "</receiveorder>"
+        for i in ids
     )
     ne.faults.update(human_edit_rate=1.0)
     reads = caller.search(f"{BASE}/search", "receive_order_id")  # reads are never raced
     assert len(reads) == 2
     body = caller.call(f"{BASE}/bulkupdate", data_type="xml", data=f"<root>{items}</root>")
     assert [(m["receive_order_id"], m["code"]) for m in body["message"]] == [
-        (str(ids[0]), "020006")]
+        (str(ids[0]), "020006")
+    ]
 
 
 def test_injected_que_failure(ne: SandboxServer, caller: SandboxCaller) -> None:
@@ -226,8 +237,10 @@ def test_injected_que_failure(ne: SandboxServer, caller: SandboxCaller) -> None:
     failed = caller.upload_goods("syohin_code,zaiko_su\nWidget-A,4\n")["que_id"]
     ok = caller.upload_goods("syohin_code,zaiko_su\nWidget-A,1\n")["que_id"]
     ne.clock.advance(1)
-    statuses = {r["que_id"]: r["que_status_id"] for r in caller.search(
-        "/api_v1_system_que/search", "que_id,que_status_id")}
+    statuses = {
+        r["que_id"]: r["que_status_id"]
+        for r in caller.search("/api_v1_system_que/search", "que_id,que_status_id")
+    }
     assert statuses == {failed: "-1", ok: "2"}
     assert ne.ledger.net_stock_change("Widget-A") == 1
     assert caller.control("GET", f"/state/ques/{failed}")["que_message"]
@@ -264,20 +277,31 @@ def test_faults_set_at_start_and_control_validation() -> None:
         caller = SandboxCaller(ne.base_url)
         try:
             uid, state = ne.state.issue_login()
-            neauth = caller.call("/api_neauth", uid=uid, state=state,
-                                 client_id=ne.config.client_id,
-                                 client_secret=ne.config.client_secret)
+            neauth = caller.call(
+                "/api_neauth",
+                uid=uid,
+                state=state,
+                client_id=ne.config.client_id,
+                client_secret=ne.config.client_secret,
+            )
             assert neauth["code"] == "011007"  # rate faults hit every API path, login too
             ne.faults.update(fault_paths=[INFO])
             uid, state = ne.state.issue_login()
-            caller.call("/api_neauth", uid=uid, state=state, client_id=ne.config.client_id,
-                        client_secret=ne.config.client_secret)
+            caller.call(
+                "/api_neauth",
+                uid=uid,
+                state=state,
+                client_id=ne.config.client_id,
+                client_secret=ne.config.client_secret,
+            )
             assert caller.call(INFO)["code"] == "011007"
-            bad = caller.session.post(f"{ne.base_url}/_sandbox/faults",
-                                      json={"rates": {"123456": 0.5}}, timeout=5)
+            bad = caller.session.post(
+                f"{ne.base_url}/_sandbox/faults", json={"rates": {"123456": 0.5}}, timeout=5
+            )
             assert bad.status_code == 400
-            unknown = caller.session.post(f"{ne.base_url}/_sandbox/faults",
-                                          json={"nope": 1}, timeout=5)
+            unknown = caller.session.post(
+                f"{ne.base_url}/_sandbox/faults", json={"nope": 1}, timeout=5
+            )
             assert unknown.status_code == 400
             missing = caller.session.get(f"{ne.base_url}/_sandbox/nope", timeout=5)
             assert missing.status_code == 404
@@ -306,5 +330,7 @@ def test_ledger_over_http(ne: SandboxServer, caller: SandboxCaller) -> None:
     assert [e["order_id"] for e in shipped] == [order_id]
     by_goods = caller.control("GET", "/ledger?goods_code=widget-a&kind=stock.*")
     assert [e["kind"] for e in by_goods] == ["stock.allocate", "stock.ship"]
-    assert all("token" not in str(e["after"]).lower() or "pair_id" in e["after"]
-               for e in caller.control("GET", "/ledger"))
+    assert all(
+        "token" not in str(e["after"]).lower() or "pair_id" in e["after"]
+        for e in caller.control("GET", "/ledger")
+    )

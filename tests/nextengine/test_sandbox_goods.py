@@ -13,8 +13,10 @@ from daemon.sandbox import JST, SandboxConfig, SandboxServer
 from daemon.sandbox.testing import SandboxCaller
 
 START = datetime(2025, 3, 1, 10, 0, 0, tzinfo=JST)
-QUE_FIELDS = ("que_id,que_method_name,que_upload_name,que_client_file_name,que_file_name,"
-              "que_status_id,que_message,que_creation_date,que_last_modified_date")
+QUE_FIELDS = (
+    "que_id,que_method_name,que_upload_name,que_client_file_name,que_file_name,"
+    "que_status_id,que_message,que_creation_date,que_last_modified_date"
+)
 
 
 def _server(**options: Any) -> SandboxServer:
@@ -77,10 +79,15 @@ def test_upload_is_a_delta_applied_through_the_queue(
     assert _stock(ne, "widget-b") == (3, 0)
     uploads = ne.ledger.entries(kind="stock.upload")
     assert [(e.goods_code, e.delta, e.que_id) for e in uploads] == [
-        ("Widget-A", 5, int(que_id)), ("widget-b", -2, int(que_id))]
+        ("Widget-A", 5, int(que_id)),
+        ("widget-b", -2, int(que_id)),
+    ]
     assert ne.ledger.net_stock_change("WIDGET-a") == 5
     assert [e.kind for e in ne.ledger.entries(kind="que.*")] == [
-        "que.create", "que.processing", "que.done"]
+        "que.create",
+        "que.processing",
+        "que.done",
+    ]
 
 
 def test_reupload_adds_again(ne: SandboxServer, caller: SandboxCaller) -> None:
@@ -138,21 +145,35 @@ def test_gzip_upload_is_raw_gzip_bytes(ne: SandboxServer, caller: SandboxCaller)
     assert _stock(ne, "widget-b") == (9, 0)
     import base64
 
-    b64 = caller.call("/api_v1_master_goods/upload", data_type="gz",
-                      data=base64.b64encode(gzip.compress(b"syohin_code,zaiko_su\n")))
+    b64 = caller.call(
+        "/api_v1_master_goods/upload",
+        data_type="gz",
+        data=base64.b64encode(gzip.compress(b"syohin_code,zaiko_su\n")),
+    )
     assert b64["code"] == "004009"
 
 
 def test_shift_jis_upload_can_create_goods(ne: SandboxServer, caller: SandboxCaller) -> None:
-    csv_text = ("syohin_code,syohin_name,sire_code,genka_tnk,baika_tnk,zaiko_su\n"
-                "New-Item-01,新しい商品,1,100,250,7\n")
+    csv_text = (
+        "syohin_code,syohin_name,sire_code,genka_tnk,baika_tnk,zaiko_su\n"
+        "New-Item-01,新しい商品,1,100,250,7\n"
+    )
     body = caller.upload_goods(csv_text, encoding="shift_jis")
     _finish(ne)
     assert _que(caller, body["que_id"])["que_status_id"] == "2"
-    rows = caller.search("/api_v1_master_goods/search", "goods_id,goods_name,goods_selling_price,"
-                         "stock_quantity", **{"goods_id-eq": "new-item-01"})
-    assert rows == [{"goods_id": "New-Item-01", "goods_name": "新しい商品",
-                     "goods_selling_price": "250", "stock_quantity": "7"}]
+    rows = caller.search(
+        "/api_v1_master_goods/search",
+        "goods_id,goods_name,goods_selling_price,stock_quantity",
+        **{"goods_id-eq": "new-item-01"},
+    )
+    assert rows == [
+        {
+            "goods_id": "New-Item-01",
+            "goods_name": "新しい商品",
+            "goods_selling_price": "250",
+            "stock_quantity": "7",
+        }
+    ]
     assert ne.ledger.net_stock_change("New-Item-01") == 7
 
 
@@ -188,9 +209,7 @@ def test_upload_rewrites_code_case(ne: SandboxServer, caller: SandboxCaller) -> 
     "payload",
     [b"code,zaiko_su\nWidget-A,1\n", b"\xff\xfe\xfd\xfc", b"\n\n"],
 )
-def test_bad_files_fail_the_queue(
-    ne: SandboxServer, caller: SandboxCaller, payload: bytes
-) -> None:
+def test_bad_files_fail_the_queue(ne: SandboxServer, caller: SandboxCaller, payload: bytes) -> None:
     body = caller.call("/api_v1_master_goods/upload", data_type="csv", data=payload)
     assert body["result"] == "success"
     _finish(ne)
@@ -201,36 +220,49 @@ def test_bad_files_fail_the_queue(
 
 def test_upload_parameter_errors(caller: SandboxCaller) -> None:
     assert caller.call("/api_v1_master_goods/upload", data_type="csv")["code"] == "004007"
-    assert caller.call("/api_v1_master_goods/upload", data_type="xlsx",
-                       data="a")["code"] == "004008"
-    assert caller.call("/api_v1_master_goods/upload", data_type="gz",
-                       data="not gzip")["code"] == "004009"
+    assert (
+        caller.call("/api_v1_master_goods/upload", data_type="xlsx", data="a")["code"] == "004008"
+    )
+    assert (
+        caller.call("/api_v1_master_goods/upload", data_type="gz", data="not gzip")["code"]
+        == "004009"
+    )
 
 
 def test_que_search_by_time_window_and_method(ne: SandboxServer, caller: SandboxCaller) -> None:
     early = caller.upload_goods("syohin_code,zaiko_su\nWidget-A,1\n")["que_id"]
     ne.clock.advance(600)
     late = caller.upload_goods("syohin_code,zaiko_su\nWidget-A,1\n")["que_id"]
-    window = caller.search("/api_v1_system_que/search", "que_id,que_status_id",
-                           **{"que_creation_date-gte": "2025-03-01 10:05:00",
-                              "que_creation_date-lte": "2025-03-01 10:15:00",
-                              "que_method_name-eq": "SYOHIN_KIHON_CSV"})
+    window = caller.search(
+        "/api_v1_system_que/search",
+        "que_id,que_status_id",
+        **{
+            "que_creation_date-gte": "2025-03-01 10:05:00",
+            "que_creation_date-lte": "2025-03-01 10:15:00",
+            "que_method_name-eq": "SYOHIN_KIHON_CSV",
+        },
+    )
     assert [r["que_id"] for r in window] == [late]
-    assert caller.call("/api_v1_system_que/count",
-                       **{"que_upload_name-eq": "NE_API"})["count"] == "2"
+    assert (
+        caller.call("/api_v1_system_que/count", **{"que_upload_name-eq": "NE_API"})["count"] == "2"
+    )
     assert _que(caller, early)["que_status_id"] == "2"
     assert _que(caller, late)["que_status_id"] == "0"
 
 
 def test_que_options_and_immediate_processing() -> None:
-    with _server(que_processing_delay_s=0, que_client_file_name="api.csv",
-                 que_upload_name="SYOHIN_KIHON_QUE") as ne:
+    with _server(
+        que_processing_delay_s=0, que_client_file_name="api.csv", que_upload_name="SYOHIN_KIHON_QUE"
+    ) as ne:
         caller = SandboxCaller.signed_in(ne)
         try:
             body = caller.upload_goods("syohin_code,zaiko_su\nTSHIRT-Red-M,2\n")
             que = _que(caller, body["que_id"])
-            assert (que["que_status_id"], que["que_client_file_name"],
-                    que["que_upload_name"]) == ("2", "api.csv", "SYOHIN_KIHON_QUE")
+            assert (que["que_status_id"], que["que_client_file_name"], que["que_upload_name"]) == (
+                "2",
+                "api.csv",
+                "SYOHIN_KIHON_QUE",
+            )
         finally:
             caller.close()
 

@@ -51,8 +51,11 @@ def _stock(ne: SandboxServer, code: str) -> tuple[int, int]:
     return int(goods["stock_quantity"]), int(goods["stock_allocation_quantity"])
 
 
-def _xml(base: dict[str, str] | None = None, option: dict[str, str] | None = None,
-         rows: dict[int, dict[str, str]] | None = None) -> str:
+def _xml(
+    base: dict[str, str] | None = None,
+    option: dict[str, str] | None = None,
+    rows: dict[int, dict[str, str]] | None = None,
+) -> str:
     parts = ['<?xml version="1.0" encoding="utf-8"?><root>']
     if base:
         parts.append("<receiveorder_base>")
@@ -72,24 +75,41 @@ def _xml(base: dict[str, str] | None = None, option: dict[str, str] | None = Non
     return "".join(parts)
 
 
-def _update(caller: SandboxCaller, ne: SandboxServer, order_id: int, data: str,
-            lm: str | None = None, **flags: str) -> dict[str, Any]:
-    return caller.call(f"{BASE}/update", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=lm or _lm(ne, order_id), data=data,
-                       **flags)
+def _update(
+    caller: SandboxCaller,
+    ne: SandboxServer,
+    order_id: int,
+    data: str,
+    lm: str | None = None,
+    **flags: str,
+) -> dict[str, Any]:
+    return caller.call(
+        f"{BASE}/update",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=lm or _lm(ne, order_id),
+        data=data,
+        **flags,
+    )
 
 
 # ---------------------------------------------------------------- update
 def test_update_base_option_and_rows(ne: SandboxServer, caller: SandboxCaller) -> None:
     order_id = ne.state.create_order([RowSpec("Widget-A", 2), RowSpec("widget-b", 1)])
     before = _lm(ne, order_id)
-    body = _update(caller, ne, order_id, _xml(
-        base={"receive_order_delivery_cut_form_id": "123456789012",
-              "receive_order_gruoping_tag": "[A][B]",
-              "receive_order_worker_text": "x &amp; y"},
-        option={"receive_order_option_message": "ありがとう"},
-        rows={2: {"receive_order_row_goods_option": "ラッピング"}},
-    ))
+    body = _update(
+        caller,
+        ne,
+        order_id,
+        _xml(
+            base={
+                "receive_order_delivery_cut_form_id": "123456789012",
+                "receive_order_gruoping_tag": "[A][B]",
+                "receive_order_worker_text": "x &amp; y",
+            },
+            option={"receive_order_option_message": "ありがとう"},
+            rows={2: {"receive_order_row_goods_option": "ラッピング"}},
+        ),
+    )
     assert body["result"] == "success" and "data" not in body
     order = _order(ne, order_id)
     assert order["receive_order_delivery_cut_form_id"] == "123456789012"
@@ -119,8 +139,9 @@ def test_tags_must_exist_option() -> None:
             order_id = ne.state.create_order([("TSHIRT-Red-M", 1)])
             bad = _update(caller, ne, order_id, _xml(base={"receive_order_gruoping_tag": "[謎]"}))
             assert bad["code"] == "020015"
-            ok = _update(caller, ne, order_id,
-                         _xml(base={"receive_order_gruoping_tag": "[ギフト][要確認]"}))
+            ok = _update(
+                caller, ne, order_id, _xml(base={"receive_order_gruoping_tag": "[ギフト][要確認]"})
+            )
             assert ok["result"] == "success"
         finally:
             caller.close()
@@ -132,7 +153,8 @@ def test_update_with_stale_last_modified_is_020006(
     order_id = ne.state.create_order([("Widget-A", 1)])
     stale = _lm(ne, order_id)
     assert _update(caller, ne, order_id, _xml(base={"receive_order_note": "1"}))["result"] == (
-        "success")
+        "success"
+    )
     body = _update(caller, ne, order_id, _xml(base={"receive_order_note": "2"}), lm=stale)
     assert (body["result"], body["code"]) == ("error", "020006")
     assert body["access_token"] == caller.access_token
@@ -147,8 +169,12 @@ def test_last_modified_strictly_increases_within_one_second(
     for i in range(3):
         _update(caller, ne, order_id, _xml(base={"receive_order_note": str(i)}))
         stamps.append(_lm(ne, order_id))
-    assert stamps == ["2025-03-01 10:00:00", "2025-03-01 10:00:01", "2025-03-01 10:00:02",
-                      "2025-03-01 10:00:03"]
+    assert stamps == [
+        "2025-03-01 10:00:00",
+        "2025-03-01 10:00:01",
+        "2025-03-01 10:00:02",
+        "2025-03-01 10:00:03",
+    ]
 
 
 def test_same_second_writes_keep_stamp_when_option_off() -> None:
@@ -158,8 +184,7 @@ def test_same_second_writes_keep_stamp_when_option_off() -> None:
             order_id = ne.state.create_order([("TSHIRT-Red-M", 1)])
             stale = _lm(ne, order_id)
             _update(caller, ne, order_id, _xml(base={"receive_order_note": "a"}))
-            again = _update(caller, ne, order_id, _xml(base={"receive_order_note": "b"}),
-                            lm=stale)
+            again = _update(caller, ne, order_id, _xml(base={"receive_order_note": "b"}), lm=stale)
             assert again["result"] == "success"  # NE's lock cannot see same-second edits
         finally:
             caller.close()
@@ -182,9 +207,7 @@ def test_same_second_writes_keep_stamp_when_option_off() -> None:
         (_xml(rows={1: {"receive_order_row_quantity": "-1"}}), "020015"),
     ],
 )
-def test_update_rejections(
-    ne: SandboxServer, caller: SandboxCaller, data: str, code: str
-) -> None:
+def test_update_rejections(ne: SandboxServer, caller: SandboxCaller, data: str, code: str) -> None:
     order_id = ne.state.create_order([("Widget-A", 1)])
     before = _order(ne, order_id)
     body = _update(caller, ne, order_id, data)
@@ -196,15 +219,24 @@ def test_update_param_errors(ne: SandboxServer, caller: SandboxCaller) -> None:
     order_id = ne.state.create_order([("Widget-A", 1)])
     missing = caller.call(f"{BASE}/update", data=_xml(base={"receive_order_note": "x"}))
     assert missing["code"] == "004007"
-    unknown = caller.call(f"{BASE}/update", receive_order_id="999999",
-                          receive_order_last_modified_date=_lm(ne, order_id),
-                          data=_xml(base={"receive_order_note": "x"}))
+    unknown = caller.call(
+        f"{BASE}/update",
+        receive_order_id="999999",
+        receive_order_last_modified_date=_lm(ne, order_id),
+        data=_xml(base={"receive_order_note": "x"}),
+    )
     assert unknown["code"] == "020001"
-    no_lm = caller.call(f"{BASE}/update", receive_order_id=str(order_id),
-                        data=_xml(base={"receive_order_note": "x"}))
+    no_lm = caller.call(
+        f"{BASE}/update",
+        receive_order_id=str(order_id),
+        data=_xml(base={"receive_order_note": "x"}),
+    )
     assert no_lm["code"] == "004007"
-    no_data = caller.call(f"{BASE}/update", receive_order_id=str(order_id),
-                          receive_order_last_modified_date=_lm(ne, order_id))
+    no_data = caller.call(
+        f"{BASE}/update",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
     assert no_data["code"] == "004007"
 
 
@@ -224,8 +256,12 @@ def test_status_1_allows_only_cancel_type_and_worker_text(
     order_id = ne.state.create_order([("Widget-A", 1)], status_id=1)
     tagged = _update(caller, ne, order_id, _xml(base={"receive_order_gruoping_tag": "[x]"}))
     assert tagged["code"] == "020009"
-    ok = _update(caller, ne, order_id, _xml(base={"receive_order_worker_text": "memo",
-                                                  "receive_order_cancel_type_id": "1"}))
+    ok = _update(
+        caller,
+        ne,
+        order_id,
+        _xml(base={"receive_order_worker_text": "memo", "receive_order_cancel_type_id": "1"}),
+    )
     assert ok["result"] == "success"
 
 
@@ -276,8 +312,13 @@ def test_no_reallocation_option_still_gives_stock_back() -> None:
 
 def test_row_cancel_update_flag_re_enables_rows(ne: SandboxServer, caller: SandboxCaller) -> None:
     order_id = ne.state.create_order([RowSpec("Widget-A", 1, cancel_flag=1)], cancel_type_id=2)
-    _update(caller, ne, order_id, _xml(base={"receive_order_cancel_type_id": "0"}),
-            receive_order_row_cancel_update_flag="1")
+    _update(
+        caller,
+        ne,
+        order_id,
+        _xml(base={"receive_order_cancel_type_id": "0"}),
+        receive_order_row_cancel_update_flag="1",
+    )
     order = _order(ne, order_id)
     assert order["rows"][0]["receive_order_row_cancel_flag"] == "0"
     assert order["rows"][0]["receive_order_row_stock_allocation_quantity"] == "1"
@@ -300,15 +341,19 @@ def test_bulkupdate_partial_failure_applies_the_rest(
     stale = ne.state.create_order([("Widget-A", 1)])
     stale_lm = _lm(ne, stale)
     ne.state.human_edit(stale)
-    data = _bulk_xml([
-        (good, _lm(ne, good), "<receive_order_worker_text>ok</receive_order_worker_text>"),
-        (stale, stale_lm, "<receive_order_worker_text>no</receive_order_worker_text>"),
-        (424242, "2025-03-01 10:00:00", "<receive_order_note>x</receive_order_note>"),
-    ])
+    data = _bulk_xml(
+        [
+            (good, _lm(ne, good), "<receive_order_worker_text>ok</receive_order_worker_text>"),
+            (stale, stale_lm, "<receive_order_worker_text>no</receive_order_worker_text>"),
+            (424242, "2025-03-01 10:00:00", "<receive_order_note>x</receive_order_note>"),
+        ]
+    )
     body = caller.call(f"{BASE}/bulkupdate", data_type="xml", data=data)
     assert (body["result"], body["code"]) == ("error", "020500")
     assert [(m["receive_order_id"], m["code"]) for m in body["message"]] == [
-        (str(stale), "020006"), ("424242", "020001")]
+        (str(stale), "020006"),
+        ("424242", "020001"),
+    ]
     assert all(isinstance(m["message"], str) for m in body["message"])
     assert _order(ne, good)["receive_order_worker_text"] == "ok"
     assert _order(ne, stale)["receive_order_worker_text"] is None
@@ -319,8 +364,9 @@ def test_bulkupdate_gz_all_ok(ne: SandboxServer, caller: SandboxCaller) -> None:
     ids = [ne.state.create_order([("Widget-A", 1)]) for _ in range(3)]
     tag = "<receive_order_gruoping_tag>[済]</receive_order_gruoping_tag>"
     data = _bulk_xml([(i, _lm(ne, i), tag) for i in ids])
-    body = caller.call(f"{BASE}/bulkupdate", data_type="gz",
-                       data=gzip.compress(data.encode("utf-8")))
+    body = caller.call(
+        f"{BASE}/bulkupdate", data_type="gz", data=gzip.compress(data.encode("utf-8"))
+    )
     assert body["result"] == "success" and body["message"] == ""
     assert all(_order(ne, i)["receive_order_gruoping_tag"] == "[済]" for i in ids)
     not_gzip = caller.call(f"{BASE}/bulkupdate", data_type="gz", data=data)
@@ -344,17 +390,23 @@ def test_bulk_max_orders_option() -> None:
 # ---------------------------------------------------------------- receipted
 def test_receipted_moves_20_to_40(ne: SandboxServer, caller: SandboxCaller) -> None:
     order_id = ne.state.create_order([("Widget-A", 1)], status_id=20)
-    body = caller.call(f"{BASE}/receipted", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=_lm(ne, order_id),
-                       receive_order_label_print_flag="1")
+    body = caller.call(
+        f"{BASE}/receipted",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+        receive_order_label_print_flag="1",
+    )
     assert body["result"] == "success"
     order = _order(ne, order_id)
     assert order["receive_order_order_status_id"] == "40"
     assert order["receive_order_order_status_name"] == "納品書印刷済"
     assert order["receive_order_statement_delivery_printing_date"] == "2025-03-01 10:00:00"
     assert order["receive_order_label_print_flag"] == "1"
-    again = caller.call(f"{BASE}/receipted", receive_order_id=str(order_id),
-                        receive_order_last_modified_date=_lm(ne, order_id))
+    again = caller.call(
+        f"{BASE}/receipted",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
     assert again["code"] == "020013"
 
 
@@ -371,8 +423,11 @@ def test_receipted_rejections(
     ne: SandboxServer, caller: SandboxCaller, kwargs: dict[str, Any], code: str
 ) -> None:
     order_id = ne.state.create_order([("Widget-A", 1)], **kwargs)
-    body = caller.call(f"{BASE}/receipted", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=_lm(ne, order_id))
+    body = caller.call(
+        f"{BASE}/receipted",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
     assert (body["result"], body["code"]) == ("error", code)
 
 
@@ -381,13 +436,21 @@ def test_print_instruct_date_defaults_to_zero_date(
 ) -> None:
     plain = ne.state.create_order([("Widget-A", 1)])
     later = ne.state.create_order([("Widget-A", 1)], instruct_date="2025-03-05")
-    assert _order(ne, plain)[
-        "receive_order_statement_delivery_instruct_printing_date"] == "0000-00-00 00:00:00"
-    ready = caller.search(f"{BASE}/search", "receive_order_id", **{
-        "receive_order_statement_delivery_instruct_printing_date-lte": ne.state.now()})
+    assert (
+        _order(ne, plain)["receive_order_statement_delivery_instruct_printing_date"]
+        == "0000-00-00 00:00:00"
+    )
+    ready = caller.search(
+        f"{BASE}/search",
+        "receive_order_id",
+        **{"receive_order_statement_delivery_instruct_printing_date-lte": ne.state.now()},
+    )
     assert [int(r["receive_order_id"]) for r in ready] == [plain]
-    waiting = caller.search(f"{BASE}/search", "receive_order_id", **{
-        "receive_order_statement_delivery_instruct_printing_date-gt": "2025-03-01"})
+    waiting = caller.search(
+        f"{BASE}/search",
+        "receive_order_id",
+        **{"receive_order_statement_delivery_instruct_printing_date-gt": "2025-03-01"},
+    )
     assert [int(r["receive_order_id"]) for r in waiting] == [later]
 
 
@@ -396,8 +459,11 @@ def test_receipted_allowed_once_instruct_date_is_reached(
 ) -> None:
     order_id = ne.state.create_order([("Widget-A", 1)], instruct_date="2025/03/02")
     ne.clock.advance(86_400)
-    body = caller.call(f"{BASE}/receipted", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=_lm(ne, order_id))
+    body = caller.call(
+        f"{BASE}/receipted",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
     assert body["result"] == "success"
 
 
@@ -410,24 +476,26 @@ def test_bulkupdatereceipted_partial(ne: SandboxServer, caller: SandboxCaller) -
         "<receive_order_label_print_flag>0</receive_order_label_print_flag></receiveorder>"
         for i in (ok, future, cancelled)
     )
-    body = caller.call(f"{BASE}/bulkupdatereceipted", data_type="xml",
-                       data=f"<root>{items}</root>")
+    body = caller.call(f"{BASE}/bulkupdatereceipted", data_type="xml", data=f"<root>{items}</root>")
     assert body["code"] == "020500"
     assert [(m["receive_order_id"], m["code"]) for m in body["message"]] == [
-        (str(future), "020012"), (str(cancelled), "020011")]
+        (str(future), "020012"),
+        (str(cancelled), "020011"),
+    ]
     assert _order(ne, ok)["receive_order_order_status_id"] == "40"
     assert _order(ne, future)["receive_order_order_status_id"] == "20"
 
 
 # ---------------------------------------------------------------- shipped
 def _ship(caller: SandboxCaller, ne: SandboxServer, order_id: int) -> dict[str, Any]:
-    return caller.call(f"{BASE}/shipped", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=_lm(ne, order_id))
+    return caller.call(
+        f"{BASE}/shipped",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
 
 
-def test_shipped_from_40_consumes_allocated_stock(
-    ne: SandboxServer, caller: SandboxCaller
-) -> None:
+def test_shipped_from_40_consumes_allocated_stock(ne: SandboxServer, caller: SandboxCaller) -> None:
     order_id = ne.state.create_order([("Widget-A", 3), ("widget-b", 9)], status_id=40)
     assert _stock(ne, "Widget-A") == (10, 3)
     assert _stock(ne, "widget-b") == (5, 5)
@@ -443,8 +511,13 @@ def test_shipped_from_40_consumes_allocated_stock(
     again = _ship(caller, ne, order_id)
     assert again["code"] == "020014"
     # cancelling a shipped order never puts stock back
-    _update(caller, ne, order_id, _xml(base={"receive_order_cancel_type_id": "1"}),
-            receive_order_shipped_update_flag="1")
+    _update(
+        caller,
+        ne,
+        order_id,
+        _xml(base={"receive_order_cancel_type_id": "1"}),
+        receive_order_shipped_update_flag="1",
+    )
     assert _stock(ne, "Widget-A") == (7, 0)
     assert ne.ledger.shipped_order_ids() == [order_id]
 
@@ -463,8 +536,12 @@ def test_shipped_from_20_is_an_option(ne: SandboxServer, caller: SandboxCaller) 
 
 @pytest.mark.parametrize(
     ("kwargs", "code"),
-    [({"status_id": 2}, "020010"), ({"status_id": 1}, "020010"),
-     ({"status_id": 40, "cancel_type_id": 1}, "020011"), ({"status_id": 50}, "020014")],
+    [
+        ({"status_id": 2}, "020010"),
+        ({"status_id": 1}, "020010"),
+        ({"status_id": 40, "cancel_type_id": 1}, "020011"),
+        ({"status_id": 50}, "020014"),
+    ],
 )
 def test_shipped_rejections(
     ne: SandboxServer, caller: SandboxCaller, kwargs: dict[str, Any], code: str
@@ -479,8 +556,9 @@ def test_shipped_with_stale_last_modified(ne: SandboxServer, caller: SandboxCall
     order_id = ne.state.create_order([("Widget-A", 1)], status_id=40)
     stale = _lm(ne, order_id)
     ne.state.human_edit(order_id, {"receive_order_worker_text": "人が編集"})
-    body = caller.call(f"{BASE}/shipped", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=stale)
+    body = caller.call(
+        f"{BASE}/shipped", receive_order_id=str(order_id), receive_order_last_modified_date=stale
+    )
     assert body["code"] == "020006"
     assert _order(ne, order_id)["receive_order_order_status_id"] == "40"
 
@@ -500,20 +578,29 @@ def test_shipped_stock_effect_quantity() -> None:
 # ---------------------------------------------------------------- labelprinted
 def test_labelprinted(ne: SandboxServer, caller: SandboxCaller) -> None:
     order_id = ne.state.create_order([("Widget-A", 1)])
-    body = caller.call(f"{BASE}/labelprinted", receive_order_id=str(order_id),
-                       receive_order_last_modified_date=_lm(ne, order_id))
+    body = caller.call(
+        f"{BASE}/labelprinted",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+    )
     assert body["result"] == "success"
     order = _order(ne, order_id)
     assert order["receive_order_label_print_flag"] == "2"
     assert order["receive_order_label_print_date"] == "2025-03-01 10:00:00"
-    bad = caller.call(f"{BASE}/labelprinted", receive_order_id=str(order_id),
-                      receive_order_last_modified_date=_lm(ne, order_id),
-                      receive_order_label_print_flag="7")
+    bad = caller.call(
+        f"{BASE}/labelprinted",
+        receive_order_id=str(order_id),
+        receive_order_last_modified_date=_lm(ne, order_id),
+        receive_order_label_print_flag="7",
+    )
     assert bad["code"] == "020015"
     cancelled = ne.state.create_order([("Widget-A", 1)], cancel_type_id=1)
-    refused = caller.call(f"{BASE}/labelprinted", receive_order_id=str(cancelled),
-                          receive_order_last_modified_date=_lm(ne, cancelled),
-                          receive_order_label_print_flag="1")
+    refused = caller.call(
+        f"{BASE}/labelprinted",
+        receive_order_id=str(cancelled),
+        receive_order_last_modified_date=_lm(ne, cancelled),
+        receive_order_label_print_flag="1",
+    )
     assert refused["code"] == "020011"
 
 
@@ -524,18 +611,23 @@ def test_human_edit_and_order_state_via_control_api(
     order_id = ne.state.create_order([("Widget-A", 1)], status_id=40)
     read = caller.control("GET", f"/state/orders/{order_id}")
     stale = read["receive_order_last_modified_date"]
-    edited = caller.control("POST", "/human_edit",
-                            {"receive_order_id": order_id,
-                             "fields": {"receive_order_order_status_id": "20"}})
+    edited = caller.control(
+        "POST",
+        "/human_edit",
+        {"receive_order_id": order_id, "fields": {"receive_order_order_status_id": "20"}},
+    )
     assert edited["receive_order_last_modified_date"] > stale
     after = caller.control("GET", f"/state/orders/{order_id}")
     assert after["receive_order_order_status_id"] == "20"
     assert after["receive_order_last_modified_by_name"] != ne.state.user["pic_name"]
-    assert _update(caller, ne, order_id, _xml(base={"receive_order_note": "x"}),
-                   lm=stale)["code"] == "020006"
+    assert (
+        _update(caller, ne, order_id, _xml(base={"receive_order_note": "x"}), lm=stale)["code"]
+        == "020006"
+    )
     assert caller.control("GET", "/state/orders/999999")["code"] == "020001"
-    created = caller.control("POST", "/state/orders",
-                             {"rows": [["widget-b", 2]], "status_id": 20, "tag": "[T]"})
+    created = caller.control(
+        "POST", "/state/orders", {"rows": [["widget-b", 2]], "status_id": 20, "tag": "[T]"}
+    )
     assert created["receive_order_gruoping_tag"] == "[T]"
     assert created["rows"][0]["receive_order_row_stock_allocation_quantity"] == "2"
     assert caller.control("GET", "/state/goods/WIDGET-B")["stock_allocation_quantity"] == "2"

@@ -41,10 +41,13 @@ def test_every_guessed_error_code_is_documented() -> None:
 
 
 def test_config_from_mapping() -> None:
-    config = SandboxConfig.from_mapping({
-        "seed": 3, "clock_start": "2025-01-02 03:04:05",
-        "faults": {"latency_ms": 150, "rates": {"003002": 0.1}},
-    })
+    config = SandboxConfig.from_mapping(
+        {
+            "seed": 3,
+            "clock_start": "2025-01-02 03:04:05",
+            "faults": {"latency_ms": 150, "rates": {"003002": 0.1}},
+        }
+    )
     assert config.seed == 3
     assert config.clock_start is not None and config.clock_start.hour == 3
     assert config.faults == FaultConfig(latency_ms=150, rates={"003002": 0.1})
@@ -57,13 +60,18 @@ def test_config_from_mapping() -> None:
 
 
 def test_error_codes_can_be_overridden() -> None:
-    config = SandboxConfig(seed_size=0, error_codes={
-        "order_not_found": "020101", "fields_missing": ("009999", "fieldsを指定")})
+    config = SandboxConfig(
+        seed_size=0,
+        error_codes={"order_not_found": "020101", "fields_missing": ("009999", "fieldsを指定")},
+    )
     with SandboxServer(config) as ne:
         caller = SandboxCaller.signed_in(ne)
         try:
-            body = caller.call("/api_v1_receiveorder_base/shipped", receive_order_id="5",
-                               receive_order_last_modified_date="2025-01-01 00:00:00")
+            body = caller.call(
+                "/api_v1_receiveorder_base/shipped",
+                receive_order_id="5",
+                receive_order_last_modified_date="2025-01-01 00:00:00",
+            )
             assert body["code"] == "020101"
             missing = caller.call("/api_v1_receiveorder_base/search")
             assert (missing["code"], missing["message"]) == ("009999", "fieldsを指定")
@@ -79,8 +87,7 @@ def test_serve_forever_blocks_until_stopped() -> None:
         servers.append(server)
         ready.set()
 
-    runner = threading.Thread(target=serve_forever,
-                              args=(SandboxConfig(seed_size=3), on_ready))
+    runner = threading.Thread(target=serve_forever, args=(SandboxConfig(seed_size=3), on_ready))
     runner.start()
     assert ready.wait(10)
     server = servers[0]
@@ -106,16 +113,25 @@ def test_status_index_handles_in_lists_and_status_changes() -> None:
         caller = SandboxCaller.signed_in(ne)
         try:
             expected = sorted(o.id for o in ne.state.orders.values() if o.status_id in (40, 50))
-            rows = caller.search("/api_v1_receiveorder_base/search", "receive_order_id",
-                                 **{"receive_order_order_status_id-in": "40,50"})
+            rows = caller.search(
+                "/api_v1_receiveorder_base/search",
+                "receive_order_id",
+                **{"receive_order_order_status_id-in": "40,50"},
+            )
             assert [int(r["receive_order_id"]) for r in rows] == expected
             moved = expected[0]
             ne.state.human_edit(moved, {"receive_order_order_status_id": "20"})
-            again = caller.search("/api_v1_receiveorder_base/search", "receive_order_id",
-                                  **{"receive_order_order_status_id-in": "40,50"})
+            again = caller.search(
+                "/api_v1_receiveorder_base/search",
+                "receive_order_id",
+                **{"receive_order_order_status_id-in": "40,50"},
+            )
             assert moved not in [int(r["receive_order_id"]) for r in again]
-            twenty = caller.search("/api_v1_receiveorder_base/search", "receive_order_id",
-                                   **{"receive_order_order_status_id-eq": "20"})
+            twenty = caller.search(
+                "/api_v1_receiveorder_base/search",
+                "receive_order_id",
+                **{"receive_order_order_status_id-eq": "20"},
+            )
             assert moved in [int(r["receive_order_id"]) for r in twenty]
         finally:
             caller.close()

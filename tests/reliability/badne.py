@@ -99,8 +99,12 @@ class NeProxy:
                 if bad is None or bad.forward:
                     try:
                         status, kind, payload = _forward(
-                            upstream.hostname or "", upstream.port or 80, self.path, body,
-                            self.headers.get("Content-Type", ""))
+                            upstream.hostname or "",
+                            upstream.port or 80,
+                            self.path,
+                            body,
+                            self.headers.get("Content-Type", ""),
+                        )
                     except (OSError, http.client.HTTPException):  # NE dropped it: drop too
                         self.close_connection = True
                         return
@@ -126,8 +130,9 @@ class NeProxy:
 
         self._server = ThreadingHTTPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -145,7 +150,9 @@ class NeProxy:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -157,7 +164,10 @@ def _forward(host: str, port: int, path: str, body: bytes, kind: str) -> tuple[i
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": kind})
         response = conn.getresponse()
-        return (response.status, response.getheader("Content-Type") or "application/json",
-                response.read())
+        return (
+            response.status,
+            response.getheader("Content-Type") or "application/json",
+            response.read(),
+        )
     finally:
         conn.close()

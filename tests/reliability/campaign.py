@@ -61,27 +61,33 @@ def _process_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def run_campaign(settings: Settings, command: str, workdir: Path | None = None,
-                 keep: bool = False) -> Figures:
+def run_campaign(
+    settings: Settings, command: str, workdir: Path | None = None, keep: bool = False
+) -> Figures:
     """Run the chosen phases in a work folder (removed afterwards unless ``keep``)."""
     unknown = set(settings.phases) - set(PHASES)
     if unknown:
         raise ValueError(f"unknown phase(s) {sorted(unknown)}; choose from {', '.join(PHASES)}")
     root = workdir or Path(tempfile.mkdtemp(prefix="nebridge-reliability-"))
     root.mkdir(parents=True, exist_ok=True)
-    figures = Figures(command, {k: v for k, v in asdict(settings).items() if k != "phases"}
-                      | {"phases": ",".join(settings.phases)})
+    figures = Figures(
+        command,
+        {k: v for k, v in asdict(settings).items() if k != "phases"}
+        | {"phases": ",".join(settings.phases)},
+    )
     started = time.monotonic()
     secrets: set[str] = set()
     try:
         with _process_log(root / "campaign-process.log"):
             s = settings
             if "crash" in s.phases:
-                figures.phases.append(run_crash_phase(root / "crash", s.seed, s.orders,
-                                                      s.others, s.kills))
+                figures.phases.append(
+                    run_crash_phase(root / "crash", s.seed, s.orders, s.others, s.kills)
+                )
             if "storm" in s.phases:
-                figures.phases.append(run_storm_phase(root / "storm", s.seed + 1, s.orders,
-                                                      s.others))
+                figures.phases.append(
+                    run_storm_phase(root / "storm", s.seed + 1, s.orders, s.others)
+                )
             if "corpus" in s.phases:
                 figures.corpus = run_corpus(root / "corpus")
                 secrets |= figures.corpus.secrets

@@ -67,9 +67,14 @@ def _expected(group: str) -> dict[str, Any]:
 
 def corpus_size() -> int:
     """How many malformed inputs the corpus holds."""
-    return (len(_expected("csv")) + len(_expected("config")) + len(_expected("secrets"))
-            + len(json.loads((CORPUS / "ne" / "cases.json").read_text("utf-8")))
-            + case_count() + held_case_count())
+    return (
+        len(_expected("csv"))
+        + len(_expected("config"))
+        + len(_expected("secrets"))
+        + len(json.loads((CORPUS / "ne" / "cases.json").read_text("utf-8")))
+        + case_count()
+        + held_case_count()
+    )
 
 
 def run_corpus(root: Path) -> CorpusReport:
@@ -108,8 +113,7 @@ def run_corpus(root: Path) -> CorpusReport:
 
 def _csv_corpus(world: World, report: CorpusReport) -> None:
     expected = _expected("csv")
-    world.drop("shipments-good.csv", f"{SHIP_HEADER}\nS-GOOD-1,ITAKU,,TRK-1,{AT},P-A,1\n"
-               .encode())
+    world.drop("shipments-good.csv", f"{SHIP_HEADER}\nS-GOOD-1,ITAKU,,TRK-1,{AT},P-A,1\n".encode())
     if not wait_until(lambda: (world.inbox / "processed" / "shipments-good.csv").exists(), 20):
         report.problems.append("csv: the good file was not taken")
         return
@@ -122,16 +126,20 @@ def _csv_corpus(world: World, report: CorpusReport) -> None:
         with read_session(engine) as session:
             sources = {e.source for e in session.scalars(select(InboxEvent))}
             batches = {(b.source, b.state) for b in session.scalars(select(InboxBatch))}
-            products = {(p.product_code, p.link_code) for p in session.scalars(
-                select(WmsProduct))}
+            products = {(p.product_code, p.link_code) for p in session.scalars(select(WmsProduct))}
     finally:
         engine.dispose()
     for name, reason in expected.items():
         report_file = rejected / f"{name}.errors.txt"
         text = report_file.read_text("utf-8") if report_file.exists() else ""
         kind_ok = name.startswith("products") or (name, "rejected") in batches
-        ok = (text.startswith(f"{name}: rejected") and reason in text and name not in sources
-              and (rejected / name).exists() and kind_ok)
+        ok = (
+            text.startswith(f"{name}: rejected")
+            and reason in text
+            and name not in sources
+            and (rejected / name).exists()
+            and kind_ok
+        )
         report.add("csv", name, ok, _first_error(text) or "not rejected")
     if products != {("P-A", "A-1"), ("P-B", "b-2")}:
         report.problems.append(f"csv: the product master changed: {sorted(products)}")
@@ -186,19 +194,27 @@ def _config_corpus(world: World, pid: int, report: CorpusReport) -> None:
             before = daemon_log.stat().st_size
             world.config.write_text(text, encoding="utf-8")
             os.kill(pid, signal.SIGHUP)
-            kept = wait_until(lambda b=before: "reload failed; keeping the old configuration"
-                              in _tail(daemon_log, b), 10)
+            kept = wait_until(
+                lambda b=before: (
+                    "reload failed; keeping the old configuration" in _tail(daemon_log, b)
+                ),
+                10,
+            )
             world.config.write_text(good, encoding="utf-8")
             ok = named and kept and message.startswith(str(probe))
-            detail = next((ln.strip() for ln in message.splitlines() if case["reason"] in ln),
-                          message.splitlines()[0] if message else "")
+            detail = next(
+                (ln.strip() for ln in message.splitlines() if case["reason"] in ln),
+                message.splitlines()[0] if message else "",
+            )
             report.add("config", name, ok, detail + ("" if kept else " — reload NOT refused"))
     finally:
         world.config.write_text(good, encoding="utf-8")
-    world.drop("receipts-after-config.csv",
-               f"{RECEIPT_HEADER}\nR-AFTER-2,ITAKU,{AT},P-A,1\n".encode())
-    if not wait_until(lambda: (world.inbox / "processed" / "receipts-after-config.csv")
-                      .exists(), 20):
+    world.drop(
+        "receipts-after-config.csv", f"{RECEIPT_HEADER}\nR-AFTER-2,ITAKU,{AT},P-A,1\n".encode()
+    )
+    if not wait_until(
+        lambda: (world.inbox / "processed" / "receipts-after-config.csv").exists(), 20
+    ):
         report.problems.append("config: the daemon did not take a good file after the corpus")
 
 
@@ -233,9 +249,14 @@ def _secrets_corpus(world: World, report: CorpusReport) -> None:
             linked = world.cli("connect", "--uid", uid, "--state", state)
             once = world.cli("run", "--once")
             world.extra_env = {}
-            ok = (linked.returncode == 1 and str(target) in linked.stdout
-                  and case["reason"] in linked.stdout and "Traceback" not in once.stdout
-                  and str(target) in once.stdout and once.returncode in (0, 1))
+            ok = (
+                linked.returncode == 1
+                and str(target) in linked.stdout
+                and case["reason"] in linked.stdout
+                and "Traceback" not in once.stdout
+                and str(target) in once.stdout
+                and once.returncode in (0, 1)
+            )
             detail = next((ln for ln in linked.stdout.splitlines() if str(target) in ln), "")
         else:
             shutil.copyfile(CORPUS / "secrets" / name, token_file)
@@ -243,8 +264,12 @@ def _secrets_corpus(world: World, report: CorpusReport) -> None:
             status = world.cli("status")
             sent = world.sandbox.state.traffic.calls - calls
             token_file.write_bytes(good_tokens)
-            ok = ("Traceback" not in once.stdout and case["reason"] in status.stdout
-                  and str(token_file) in status.stdout and sent == 0)
+            ok = (
+                "Traceback" not in once.stdout
+                and case["reason"] in status.stdout
+                and str(token_file) in status.stdout
+                and sent == 0
+            )
             detail = next((ln for ln in status.stdout.splitlines() if case["reason"] in ln), "")
             _reconnect(world)
         report.add("secrets", name, ok, " ".join(detail.split()))
@@ -298,27 +323,43 @@ def _ne_corpus(world: World, report: CorpusReport) -> None:
                 order = state.create_order([("A-1", 1)], shop_id=1)
                 orders.append(order)
                 _once(world)  # imports the order, settles the previous case
-                world.drop(f"shipments-ne-{number}.csv",
-                           f"{SHIP_HEADER}\nS-NE-{order},ITAKU,{order},TRK{order},{AT},P-A,1\n"
-                           .encode())
-                world.drop(f"receipts-ne-{number}.csv",
-                           f"{RECEIPT_HEADER}\nR-NE-{number},ITAKU,{AT},P-B,{number + 1}\n"
-                           .encode())
+                world.drop(
+                    f"shipments-ne-{number}.csv",
+                    f"{SHIP_HEADER}\nS-NE-{order},ITAKU,{order},TRK{order},{AT},P-A,1\n".encode(),
+                )
+                world.drop(
+                    f"receipts-ne-{number}.csv",
+                    f"{RECEIPT_HEADER}\nR-NE-{number},ITAKU,{AT},P-B,{number + 1}\n".encode(),
+                )
                 expected_stock += number + 1
-                body = (CORPUS / "ne" / case["body_file"]).read_bytes() if "body_file" in case \
+                body = (
+                    (CORPUS / "ne" / case["body_file"]).read_bytes()
+                    if "body_file" in case
                     else case["body"].encode("utf-8")
-                proxy.arm(case["path"], BadAnswer(case["name"], case["status"],
-                                                  case["content_type"], body, case["forward"],
-                                                  case.get("trickle", False),
-                                                  case.get("declared_length")))
+                )
+                proxy.arm(
+                    case["path"],
+                    BadAnswer(
+                        case["name"],
+                        case["status"],
+                        case["content_type"],
+                        body,
+                        case["forward"],
+                        case.get("trickle", False),
+                        case.get("declared_length"),
+                    ),
+                )
                 seen, crashed = _run_case(world)
                 proxy.disarm()
                 named = any(case["path"] in line and case["reason"] in line for line in seen)
                 served = (case["path"], case["name"]) in proxy.served
-                detail = next((ln for ln in seen if case["reason"] in ln), crashed or (
-                    "no error" if served else "the call was never made"))
-                report.add("ne", case["name"], named and served and not crashed,
-                           " ".join(detail.split()))
+                detail = next(
+                    (ln for ln in seen if case["reason"] in ln),
+                    crashed or ("no error" if served else "the call was never made"),
+                )
+                report.add(
+                    "ne", case["name"], named and served and not crashed, " ".join(detail.split())
+                )
                 if world.link_state() == "needs_reconnect":
                     _reconnect(world)
             _drain(world)
@@ -339,8 +380,12 @@ def _run_case(world: World) -> tuple[list[str], str]:
             except Exception as exc:
                 crashed = f"run --once crashed: {type(exc).__name__}: {exc}"
         with read_session(runtime.engine) as session:
-            errors = [i.last_error or "" for i in session.scalars(
-                select(OutboxItem).where(col(OutboxItem.last_error).is_not(None)))]
+            errors = [
+                i.last_error or ""
+                for i in session.scalars(
+                    select(OutboxItem).where(col(OutboxItem.last_error).is_not(None))
+                )
+            ]
     finally:
         runtime.close()
     return [*capture.lines, *errors, world.link_reason()], crashed
@@ -371,10 +416,14 @@ def _ne_end_state(
     state.process_ques()
     shipped = ledger.shipped_order_ids()[shipped_before:]
     if sorted(shipped) != sorted(orders):
-        report.problems.append(f"ne: orders shipped {sorted(shipped)}, expected each of "
-                               f"{sorted(orders)} once")
-    wrong = [o for o in orders
-             if state.order_snapshot(o)["receive_order_delivery_cut_form_id"] != f"TRK{o}"]
+        report.problems.append(
+            f"ne: orders shipped {sorted(shipped)}, expected each of {sorted(orders)} once"
+        )
+    wrong = [
+        o
+        for o in orders
+        if state.order_snapshot(o)["receive_order_delivery_cut_form_id"] != f"TRK{o}"
+    ]
     if wrong:
         report.problems.append(f"ne: wrong tracking numbers on {wrong}")
     uploaded = sum(e.delta or 0 for e in ledger.entries(kind="stock.upload", goods_code="B-2"))

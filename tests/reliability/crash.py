@@ -42,8 +42,13 @@ KINDS = {
     "random": "at a random moment",
 }
 TRIGGER_TIMEOUT_S = 8.0
-MAX_DELAY_S = {"ne_applied": 0.004, "que_poll": 0.003, "file_move": 0.01,
-               "order_import": 0.03, "random": 3.0}
+MAX_DELAY_S = {
+    "ne_applied": 0.004,
+    "que_poll": 0.003,
+    "file_move": 0.01,
+    "order_import": 0.03,
+    "random": 3.0,
+}
 
 
 @dataclass(frozen=True)
@@ -97,9 +102,11 @@ class Trigger:
         if not record.answered or self.fired.is_set():
             return
         kind = self.point.kind
-        if ((kind == "ne_applied" and record.path in WRITE_PATHS)
-                or (kind == "que_poll" and record.path == QUE_SEARCH)
-                or (kind == "order_import" and record.path == ROW_SEARCH)):
+        if (
+            (kind == "ne_applied" and record.path in WRITE_PATHS)
+            or (kind == "que_poll" and record.path == QUE_SEARCH)
+            or (kind == "order_import" and record.path == ROW_SEARCH)
+        ):
             self._fire()
 
     def _watch_claimed(self) -> None:
@@ -143,8 +150,9 @@ def run_crash_phase(root: Path, seed: int, orders: int, others: int, kills: int)
                 report.problems.append(f"the WMS player failed: {player.error!r}")
             report.settlement = settle(world, Settlement())
             if not report.settlement.ok:
-                report.problems.append("`run --once` never came back clean: "
-                                       + report.settlement.last_output[-2000:])
+                report.problems.append(
+                    "`run --once` never came back clean: " + report.settlement.last_output[-2000:]
+                )
             report.calls = len(probe.calls)
             report.faults.update(probe.fault_counts())
         report.outcome = check(world, workload, player)
@@ -164,8 +172,9 @@ def run_crash_phase(root: Path, seed: int, orders: int, others: int, kills: int)
     return report
 
 
-def _kill_loop(world: World, probe: Probe, rng: random.Random, kills: int,
-               report: PhaseReport) -> None:
+def _kill_loop(
+    world: World, probe: Probe, rng: random.Random, kills: int, report: PhaseReport
+) -> None:
     points = kill_points(rng)
     attempts = 0
     while sum(report.kills.values()) < kills and attempts < kills * 3:

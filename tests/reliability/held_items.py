@@ -93,8 +93,12 @@ def _state(world: World, order: int) -> tuple[str, str]:
 def _orders(world: World) -> tuple[int, int, int]:
     st = world.sandbox.state
     good = st.create_order([("A-1", 1)], shop_id=1, instruct_date=PAST)
-    bad = st.create_order([("A-1", 1)], shop_id=1, instruct_date=PAST,
-                          fields={"receive_order_consignee_name": "🍣 様"})
+    bad = st.create_order(
+        [("A-1", 1)],
+        shop_id=1,
+        instruct_date=PAST,
+        fields={"receive_order_consignee_name": "🍣 様"},
+    )
     other = st.create_order([("A-1", 1)], shop_id=1, instruct_date=PAST)
     return good, bad, other
 
@@ -115,9 +119,13 @@ def _unencodable_order(world: World, report: CorpusReport) -> None:
     alone = seen[str(good)] == 1 and seen[str(other)] == 1 and seen[str(bad)] == 0
     held = state == "held" and "cannot be written in cp932" in reason
     fixed = _fixed(world, bad)
-    report.add(GROUP, "order-not-encodable-in-cp932", alone and held and fixed,
-               f"batch-mates instructed once: {alone}; held: {reason[:60] or state}; "
-               f"instructed once after the fix in Next Engine: {fixed}")
+    report.add(
+        GROUP,
+        "order-not-encodable-in-cp932",
+        alone and held and fixed,
+        f"batch-mates instructed once: {alone}; held: {reason[:60] or state}; "
+        f"instructed once after the fix in Next Engine: {fixed}",
+    )
 
 
 def _undeliverable_batch(world: World, report: CorpusReport) -> None:
@@ -135,47 +143,78 @@ def _undeliverable_batch(world: World, report: CorpusReport) -> None:
     try:
         waiting = [i.subject for i in collect(engine).items if i.kind == "held_instruction"]
         with read_session(engine) as session:
-            pending = list(session.scalars(
-                select(col(InstructionBatchRecord.key))
-                .where(col(InstructionBatchRecord.state) == "pending")))
+            pending = list(
+                session.scalars(
+                    select(col(InstructionBatchRecord.key)).where(
+                        col(InstructionBatchRecord.state) == "pending"
+                    )
+                )
+            )
         _once(world)
         gone = not [i for i in collect(engine).items if i.kind == "held_instruction"]
     finally:
         engine.dispose()
     seen = _instructed(world)
-    split = (seen[str(good)] == 1 and seen[str(other)] == 1 and seen[str(bad)] == 0
-             and _state(world, bad)[0] == "held")
+    split = (
+        seen[str(good)] == 1
+        and seen[str(other)] == 1
+        and seen[str(bad)] == 0
+        and _state(world, bad)[0] == "held"
+    )
     shown = len(waiting) == 1 and waiting == pending
     fixed = _fixed(world, bad)
-    report.add(GROUP, "batch-undeliverable-then-split", shown and gone and split and fixed,
-               f"waiting batch shown: {shown}, then delivered without the held order: {split}, "
-               f"shown no more: {gone}; instructed once after the fix: {fixed}")
+    report.add(
+        GROUP,
+        "batch-undeliverable-then-split",
+        shown and gone and split and fixed,
+        f"waiting batch shown: {shown}, then delivered without the held order: {split}, "
+        f"shown no more: {gone}; instructed once after the fix: {fixed}",
+    )
 
 
 def _upload_refused_whole(world: World, report: CorpusReport) -> None:
     ledger = world.sandbox.ledger
     before = len(ledger.entries(kind="que.create"))
     world.sandbox.state.faults.fail_next_ques(1)
-    world.drop("receipts-held.csv", "\n".join([
-        RECEIPT_HEADER, f"R-H1,ITAKU,{AT},P-H1,2", f"R-H2,ITAKU,{AT},P-H2,3",
-        f"R-H3,ITAKU,{AT},P-H3,4", ""]).encode("utf-8"))
+    world.drop(
+        "receipts-held.csv",
+        "\n".join(
+            [
+                RECEIPT_HEADER,
+                f"R-H1,ITAKU,{AT},P-H1,2",
+                f"R-H2,ITAKU,{AT},P-H2,3",
+                f"R-H3,ITAKU,{AT},P-H3,4",
+                "",
+            ]
+        ).encode("utf-8"),
+    )
     _once(world)
     _once(world)
-    moved = [sum(e.delta or 0 for e in ledger.entries(kind="stock.upload", goods_code=code))
-             for code in ("H-1", "H-2", "H-3")]
+    moved = [
+        sum(e.delta or 0 for e in ledger.entries(kind="stock.upload", goods_code=code))
+        for code in ("H-1", "H-2", "H-3")
+    ]
     engine = world.engine()
     try:
         with read_session(engine) as session:
-            states = sorted(session.scalars(
-                select(col(OutboxItem.state))
-                .where(col(OutboxItem.subject).in_(["P-H1", "P-H2", "P-H3"]))))
+            states = sorted(
+                session.scalars(
+                    select(col(OutboxItem.state)).where(
+                        col(OutboxItem.subject).in_(["P-H1", "P-H2", "P-H3"])
+                    )
+                )
+            )
     finally:
         engine.dispose()
     uploads = len(ledger.entries(kind="que.create")) - before
     ok = moved == [2, 3, 4] and states == ["done"] * 3 and uploads >= 3
-    report.add(GROUP, "stock-upload-refused-whole", ok,
-               f"{uploads} uploads (the refused one, then its parts); deltas applied "
-               f"{moved} (expected [2, 3, 4], once each); actions {states}")
+    report.add(
+        GROUP,
+        "stock-upload-refused-whole",
+        ok,
+        f"{uploads} uploads (the refused one, then its parts); deltas applied "
+        f"{moved} (expected [2, 3, 4], once each); actions {states}",
+    )
 
 
 STEPS = (_unencodable_order, _undeliverable_batch, _upload_refused_whole)

@@ -50,12 +50,14 @@ class Case:
 def _write(data: bytes) -> Callable[[Path, Path], None]:
     def make(target: Path, _outside: Path) -> None:
         target.write_bytes(data)
+
     return make
 
 
 def _link(to: str) -> Callable[[Path, Path], None]:
     def make(target: Path, outside: Path) -> None:
         os.symlink(outside / to, target)
+
     return make
 
 
@@ -70,27 +72,66 @@ def _rows(*rows: str, end: str = "\n", last_end: bool = True) -> bytes:
 
 CASES: tuple[Case, ...] = (
     Case("shipments-iso-link-secret.csv", "rejected", "a symbolic link", _link("shadow")),
-    Case("shipments-iso-link-valid.csv", "rejected", "never follows a link",
-         _link("valid.csv"), event="S-ISO-OUTSIDE"),
+    Case(
+        "shipments-iso-link-valid.csv",
+        "rejected",
+        "never follows a link",
+        _link("valid.csv"),
+        event="S-ISO-OUTSIDE",
+    ),
     Case("shipments-iso-fifo.csv", "rejected", "not a regular file", _fifo),
-    Case(LONG_NAME, "rejected", "unknown product 'P-ISO-NONE'",
-         _write(_rows(f"S-ISO-LONG,ITAKU,,,{AT},P-ISO-NONE,1")), event="S-ISO-LONG"),
-    Case("shipments-iso-one-line.csv", "rejected", f"line longer than {MAX_LINE:,} bytes",
-         _write(b"x" * (80 * MAX_LINE) + b"\n")),
-    Case("shipments-iso-long-id.csv", "rejected", "longer than 128 characters (200)",
-         _write(_rows(f"{'S' * 200},ITAKU,,,{AT},P-A,1"))),
-    Case("shipments-iso-long-product.csv", "rejected", "longer than 128 characters (300)",
-         _write(_rows(f"S-ISO-LP,ITAKU,,,{AT},{'P' * 300},1")), event="S-ISO-LP"),
-    Case("shipments-iso-order-0016.csv", "rejected", "not a Next Engine order number",
-         _write(_rows(f"S-ISO-0016,ITAKU,0016,,{AT},P-A,1")), event="S-ISO-0016"),
-    Case("shipments-iso-cr-only.csv", "accepted", "S-ISO-CR",
-         _write(_rows(f"S-ISO-CR,ITAKU,,,{AT},P-A,1", end="\r"))),
-    Case("shipments-iso-no-final-newline.csv", "accepted", "S-ISO-NONL",
-         _write(_rows(f"S-ISO-NONL,ITAKU,,,{AT},P-A,2", end="\r\n", last_end=False))),
-    Case("shipments-iso-unimported-order.csv", "held",
-         "order 987654 was not imported by nebridge into ITAKU",
-         _write(_rows(f"S-ISO-UNIMPORTED,ITAKU,987654,TRK-X,{AT},P-A,1")),
-         event="S-ISO-UNIMPORTED"),
+    Case(
+        LONG_NAME,
+        "rejected",
+        "unknown product 'P-ISO-NONE'",
+        _write(_rows(f"S-ISO-LONG,ITAKU,,,{AT},P-ISO-NONE,1")),
+        event="S-ISO-LONG",
+    ),
+    Case(
+        "shipments-iso-one-line.csv",
+        "rejected",
+        f"line longer than {MAX_LINE:,} bytes",
+        _write(b"x" * (80 * MAX_LINE) + b"\n"),
+    ),
+    Case(
+        "shipments-iso-long-id.csv",
+        "rejected",
+        "longer than 128 characters (200)",
+        _write(_rows(f"{'S' * 200},ITAKU,,,{AT},P-A,1")),
+    ),
+    Case(
+        "shipments-iso-long-product.csv",
+        "rejected",
+        "longer than 128 characters (300)",
+        _write(_rows(f"S-ISO-LP,ITAKU,,,{AT},{'P' * 300},1")),
+        event="S-ISO-LP",
+    ),
+    Case(
+        "shipments-iso-order-0016.csv",
+        "rejected",
+        "not a Next Engine order number",
+        _write(_rows(f"S-ISO-0016,ITAKU,0016,,{AT},P-A,1")),
+        event="S-ISO-0016",
+    ),
+    Case(
+        "shipments-iso-cr-only.csv",
+        "accepted",
+        "S-ISO-CR",
+        _write(_rows(f"S-ISO-CR,ITAKU,,,{AT},P-A,1", end="\r")),
+    ),
+    Case(
+        "shipments-iso-no-final-newline.csv",
+        "accepted",
+        "S-ISO-NONL",
+        _write(_rows(f"S-ISO-NONL,ITAKU,,,{AT},P-A,2", end="\r\n", last_end=False)),
+    ),
+    Case(
+        "shipments-iso-unimported-order.csv",
+        "held",
+        "order 987654 was not imported by nebridge into ITAKU",
+        _write(_rows(f"S-ISO-UNIMPORTED,ITAKU,987654,TRK-X,{AT},P-A,1")),
+        event="S-ISO-UNIMPORTED",
+    ),
 )
 GOOD = "shipments-iso-zz-good.csv"
 
@@ -138,8 +179,9 @@ def _settled(world: World) -> bool:
 
 def _state(engine: Engine, external_id: str) -> tuple[str, str]:
     with read_session(engine) as session:
-        row = session.scalars(select(InboxEvent).where(
-            col(InboxEvent.external_id) == external_id)).first()
+        row = session.scalars(
+            select(InboxEvent).where(col(InboxEvent.external_id) == external_id)
+        ).first()
     return (row.state, row.last_error or "") if row else ("absent", "")
 
 
@@ -161,8 +203,12 @@ def _check(case: Case, world: World, engine: Engine) -> tuple[bool, str]:
     if case.outcome == "rejected":
         text = _report_of(rejected, case.name)
         stored = bool(case.event) and _state(engine, case.event)[0] != "absent"
-        ok = (text.startswith(f"{case.name}: rejected") and case.expect in text
-              and SECRET_LINE not in text and not stored)
+        ok = (
+            text.startswith(f"{case.name}: rejected")
+            and case.expect in text
+            and SECRET_LINE not in text
+            and not stored
+        )
         first = text.splitlines()[1] if len(text.splitlines()) > 1 else "not rejected"
         return ok, first + (" — but its event was stored" if stored else "")
     state, reason = _state(engine, case.event or case.expect)
@@ -180,8 +226,11 @@ def _echo(world: World, engine: Engine, report: CorpusReport) -> None:
     found: list[Path] = []
 
     def order_file() -> bool:
-        found[:] = [p for p in world.outbox.glob("orders-*.csv")
-                    if f"\n{order}," in p.read_text("utf-8").replace("\r\n", "\n")]
+        found[:] = [
+            p
+            for p in world.outbox.glob("orders-*.csv")
+            if f"\n{order}," in p.read_text("utf-8").replace("\r\n", "\n")
+        ]
         return bool(found)
 
     name = "shipments-iso-echo.csv"
@@ -190,19 +239,31 @@ def _echo(world: World, engine: Engine, report: CorpusReport) -> None:
         return
     lines = found[0].read_text("utf-8").splitlines()
     echoed = [f"shipment_id,tracking_number,confirmed_at,{lines[0]}"] + [
-        f"S-ISO-ECHO,TRK-ECHO,{AT},{line}" for line in lines[1:] if line.startswith(f"{order},")]
+        f"S-ISO-ECHO,TRK-ECHO,{AT},{line}" for line in lines[1:] if line.startswith(f"{order},")
+    ]
     world.drop(name, ("\r\n".join(echoed) + "\r\n").encode("utf-8"))
-    shipped = wait_until(lambda: world.sandbox.ledger.count("order.shipped", order_id=order) > 0,
-                         60)
+    shipped = wait_until(
+        lambda: world.sandbox.ledger.count("order.shipped", order_id=order) > 0, 60
+    )
     with read_session(engine) as session:
-        event = session.scalars(select(InboxEvent).where(
-            col(InboxEvent.external_id) == "S-ISO-ECHO")).first()
+        event = session.scalars(
+            select(InboxEvent).where(col(InboxEvent.external_id) == "S-ISO-ECHO")
+        ).first()
     quantities = event.payload if event else ""
-    ok = (shipped and len(echoed) == 3 and event is not None
-          and '"quantity":3' in quantities.replace(" ", "")
-          and world.sandbox.ledger.count("order.shipped", order_id=order) == 1)
-    report.add(GROUP, name, ok, f"{len(echoed) - 1} echoed lines of one product: "
-               f"{'one line of quantity 3, shipped once' if ok else quantities or 'not stored'}")
+    ok = (
+        shipped
+        and len(echoed) == 3
+        and event is not None
+        and '"quantity":3' in quantities.replace(" ", "")
+        and world.sandbox.ledger.count("order.shipped", order_id=order) == 1
+    )
+    report.add(
+        GROUP,
+        name,
+        ok,
+        f"{len(echoed) - 1} echoed lines of one product: "
+        f"{'one line of quantity 3, shipped once' if ok else quantities or 'not stored'}",
+    )
 
 
 def _unwritable_quarantine(world: World, engine: Engine, report: CorpusReport) -> None:
@@ -222,9 +283,17 @@ def _unwritable_quarantine(world: World, engine: Engine, report: CorpusReport) -
         rejected.unlink()
         os.rename(parked, rejected)
     resolved = wait_until(
-        lambda: (rejected / f"{name}.errors.txt").exists()
-        and AttentionKind.FILE_NOT_TAKEN not in collect(engine).counts, 60)
+        lambda: (
+            (rejected / f"{name}.errors.txt").exists()
+            and AttentionKind.FILE_NOT_TAKEN not in collect(engine).counts
+        ),
+        60,
+    )
     ok = flowed and shown and resolved
-    report.add(GROUP, name, ok,
-               f"next file flowed: {flowed}; shown as file_not_taken: {shown}; "
-               f"rejected and resolved once the quarantine worked: {resolved}")
+    report.add(
+        GROUP,
+        name,
+        ok,
+        f"next file flowed: {flowed}; shown as file_not_taken: {shown}; "
+        f"rejected and resolved once the quarantine worked: {resolved}",
+    )

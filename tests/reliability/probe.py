@@ -25,17 +25,29 @@ from daemon.sandbox import SandboxServer
 from daemon.sandbox import api as sandbox_api
 from daemon.sandbox.faults import FaultDecision
 
-WRITE_PATHS = frozenset({
-    "/api_v1_receiveorder_base/update", "/api_v1_receiveorder_base/bulkupdate",
-    "/api_v1_receiveorder_base/shipped", "/api_v1_receiveorder_base/receipted",
-    "/api_v1_receiveorder_base/bulkupdatereceipted", "/api_v1_master_goods/upload",
-})
+WRITE_PATHS = frozenset(
+    {
+        "/api_v1_receiveorder_base/update",
+        "/api_v1_receiveorder_base/bulkupdate",
+        "/api_v1_receiveorder_base/shipped",
+        "/api_v1_receiveorder_base/receipted",
+        "/api_v1_receiveorder_base/bulkupdatereceipted",
+        "/api_v1_master_goods/upload",
+    }
+)
 QUE_SEARCH = "/api_v1_system_que/search"
 UPLOAD = "/api_v1_master_goods/upload"
 ROW_SEARCH = "/api_v1_receiveorder_row/search"
-CODE_KIND = {"003001": "overload", "003002": "overload", "002007": "maintenance",
-             "003004": "maintenance", "003005": "maintenance", "008010": "maintenance",
-             "000001": "transient 000001", "999999": "system error 999999"}
+CODE_KIND = {
+    "003001": "overload",
+    "003002": "overload",
+    "002007": "maintenance",
+    "003004": "maintenance",
+    "003005": "maintenance",
+    "008010": "maintenance",
+    "000001": "transient 000001",
+    "999999": "system error 999999",
+}
 
 Listener = Callable[["CallRecord"], None]
 
@@ -176,8 +188,13 @@ class Probe:
     def lost_rotations(self) -> list[int]:
         """Call numbers that rotated the token pair but whose answer never reached the client
         (dropped after applying, or answered after the client's read timeout)."""
-        rotating = {u.call_no for u in self.sandbox.state.traffic.token_uses()
-                    if u.verdict == "rotated"}
+        rotating = {
+            u.call_no for u in self.sandbox.state.traffic.token_uses() if u.verdict == "rotated"
+        }
         with self._lock:
-            return sorted(n for n in rotating if n in self.calls and (
-                not self.calls[n].answered or "timeout" in self.calls[n].faults))
+            return sorted(
+                n
+                for n in rotating
+                if n in self.calls
+                and (not self.calls[n].answered or "timeout" in self.calls[n].faults)
+            )

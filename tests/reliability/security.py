@@ -47,8 +47,11 @@ def check_security(root: Path, secrets: set[str], formula_cells: int) -> Securit
         world.sandbox.stop()
     _scan(root, secrets | {CLIENT_SECRET}, report)
     _token_files(root, report)
-    report.add("order files neutralise formula prefixes", formula_cells > 0,
-               f"{formula_cells} order(s) with =, +, -, @ names written as '=…, '+…, '-…, '@…")
+    report.add(
+        "order files neutralise formula prefixes",
+        formula_cells > 0,
+        f"{formula_cells} order(s) with =, +, -, @ names written as '=…, '+…, '-…, '@…",
+    )
     return report
 
 
@@ -69,26 +72,39 @@ def _scan(root: Path, secrets: set[str], report: SecurityReport) -> None:
         if any(needle in data for needle in needles):
             hits.append(str(path.relative_to(root)))
     logs = sum(1 for p in _files(root) if p.suffix == ".log")
-    report.add("no token or client secret in any log line, CLI output, database or WMS file",
-               not hits, f"found in {hits[:5]}" if hits else f"{logs} log/output files and "
-               f"{report.scanned_files - logs} other files clean")
+    report.add(
+        "no token or client secret in any log line, CLI output, database or WMS file",
+        not hits,
+        f"found in {hits[:5]}"
+        if hits
+        else f"{logs} log/output files and {report.scanned_files - logs} other files clean",
+    )
 
 
 def _files(root: Path) -> Iterable[Path]:
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink() and not any(
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and not any(
                 part in NOT_SCANNED or part.startswith(".nextengine-tokens")
-                for part in path.relative_to(root).parts):
+                for part in path.relative_to(root).parts
+            )
+        ):
             yield path
 
 
 def _token_files(root: Path, report: SecurityReport) -> None:
     found = sorted(root.rglob("nextengine-tokens.json")) + sorted(
-        root.rglob("nextengine-tokens.json.lock"))
+        root.rglob("nextengine-tokens.json.lock")
+    )
     loose = [str(p) for p in found if stat.S_IMODE(p.stat().st_mode) != 0o600]
     leftovers = sorted(str(p) for p in root.rglob(".nextengine-tokens.json.*.tmp"))
-    report.add("token files and their locks are mode 0600", bool(found) and not loose,
-               f"{len(found)} checked" + (f"; not 0600: {loose}" if loose else ""))
+    report.add(
+        "token files and their locks are mode 0600",
+        bool(found) and not loose,
+        f"{len(found)} checked" + (f"; not 0600: {loose}" if loose else ""),
+    )
     report.add("no token temp file left behind", not leftovers, ", ".join(leftovers))
 
 
@@ -112,7 +128,7 @@ def _address(hex_address: str, width: int) -> str:
     raw = bytes.fromhex(hex_address)
     if width == 8:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
@@ -127,13 +143,19 @@ def _metrics(world: World, report: SecurityReport) -> None:
             wait_until(lambda port=port: bool(listening(port)), 20)
             bound = listening(port)
             if host is None:
-                report.add(f"metrics endpoint answers through {FLOOD} half-sent connections "
-                           "with bounded threads", *_flooded_scrape(port, proc.popen.pid))
+                report.add(
+                    f"metrics endpoint answers through {FLOOD} half-sent connections "
+                    "with bounded threads",
+                    *_flooded_scrape(port, proc.popen.pid),
+                )
         finally:
             proc.terminate()
             world.config.write_text(good, encoding="utf-8")
-        label = ("metrics endpoint binds to loopback by default" if host is None
-                 else "metrics endpoint binds where metrics.host says")
+        label = (
+            "metrics endpoint binds to loopback by default"
+            if host is None
+            else "metrics endpoint binds where metrics.host says"
+        )
         report.add(label, bound == wanted, f"port {port} listening on {sorted(bound)}")
 
 
@@ -155,8 +177,10 @@ def _flooded_scrape(port: int, pid: int) -> tuple[bool, str]:
                 answered = b"nebridge_" in got.read()
         except OSError as exc:
             return False, f"the scrape failed: {exc}"
-    return (answered and during - before < FLOOD // 4,
-            f"daemon threads {before} before, {during} during the flood; scrape answered")
+    return (
+        answered and during - before < FLOOD // 4,
+        f"daemon threads {before} before, {during} during the flood; scrape answered",
+    )
 
 
 def _threads(pid: int) -> int:
@@ -167,10 +191,12 @@ def _threads(pid: int) -> int:
 
 
 def _sandbox_cli(world: World, report: SecurityReport) -> None:
-    report.add("sandbox default host is loopback",
-               world.sandbox.config.host == "127.0.0.1"
-               and world.sandbox.base_url.startswith("http://127.0.0.1:"),
-               world.sandbox.base_url)
+    report.add(
+        "sandbox default host is loopback",
+        world.sandbox.config.host == "127.0.0.1"
+        and world.sandbox.base_url.startswith("http://127.0.0.1:"),
+        world.sandbox.base_url,
+    )
     proc: Proc = world.start("sandbox", "serve", "--port", "0", label="sandbox-serve")
     try:
         wait_until(lambda: URL.search(proc.log.read_text("utf-8", "replace")) is not None, 20)
@@ -179,5 +205,8 @@ def _sandbox_cli(world: World, report: SecurityReport) -> None:
         time.sleep(0.1)
     finally:
         proc.terminate()
-    report.add("`nebridge sandbox serve` binds to loopback by default", bound == {"127.0.0.1"},
-               f"{match.group(0) if match else 'no URL printed'} listening on {sorted(bound)}")
+    report.add(
+        "`nebridge sandbox serve` binds to loopback by default",
+        bound == {"127.0.0.1"},
+        f"{match.group(0) if match else 'no URL printed'} listening on {sorted(bound)}",
+    )

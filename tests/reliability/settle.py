@@ -48,8 +48,11 @@ def resolve_in_doubt(world: World, result: Settlement) -> None:
     engine = world.engine()
     try:
         with read_session(engine) as session:
-            doubtful = list(session.scalars(select(OutboxItem).where(
-                col(OutboxItem.state) == OutboxState.IN_DOUBT.value)))
+            doubtful = list(
+                session.scalars(
+                    select(OutboxItem).where(col(OutboxItem.state) == OutboxState.IN_DOUBT.value)
+                )
+            )
             uploads = {u.ref: u for u in session.scalars(select(StockUpload))}
     finally:
         engine.dispose()
@@ -79,8 +82,11 @@ def _upload_found(world: World, upload: StockUpload, claimed: set[str | None]) -
     for que in world.sandbox.state.ques.values():
         if str(que.que_id) in claimed or que.status_id != 2:
             continue
-        got = {row["syohin_code"].casefold(): int(row["zaiko_su"]) for row in que.rows
-               if row.get("zaiko_su")}
+        got = {
+            row["syohin_code"].casefold(): int(row["zaiko_su"])
+            for row in que.rows
+            if row.get("zaiko_su")
+        }
         if got == wanted:
             claimed.add(str(que.que_id))
             return True
@@ -92,7 +98,12 @@ def count_states(world: World, states: Iterable[str]) -> int:
     engine = world.engine()
     try:
         with read_session(engine) as session:
-            return len(list(session.scalars(select(OutboxItem.id).where(
-                col(OutboxItem.state).in_(list(states))))))
+            return len(
+                list(
+                    session.scalars(
+                        select(OutboxItem.id).where(col(OutboxItem.state).in_(list(states)))
+                    )
+                )
+            )
     finally:
         engine.dispose()

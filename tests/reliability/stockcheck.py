@@ -43,29 +43,34 @@ def warehouse_counts(workload: Workload) -> dict[str, dict[str, int]]:
 def unexplained_drift(world: World, workload: Workload) -> list[str]:
     """Drop the counts, take them and compare through the CLI; the goods that drift without
     a known cause (or why the comparison could not be made)."""
-    lines = [f"{warehouse},{product},{quantity},{COUNTED_AT}"
-             for warehouse, products in sorted(warehouse_counts(workload).items())
-             for product, quantity in sorted(products.items())]
+    lines = [
+        f"{warehouse},{product},{quantity},{COUNTED_AT}"
+        for warehouse, products in sorted(warehouse_counts(workload).items())
+        for product, quantity in sorted(products.items())
+    ]
     assert AT < COUNTED_AT
-    world.drop("stock-campaign.csv",
-               ("\n".join(["warehouse,product_code,quantity,counted_at", *lines]) + "\n"
-                ).encode("utf-8"))
+    world.drop(
+        "stock-campaign.csv",
+        ("\n".join(["warehouse,product_code,quantity,counted_at", *lines]) + "\n").encode("utf-8"),
+    )
     taken = world.cli("stock", "take")
     if taken.returncode != 0:
         return [f"`stock take` exited {taken.returncode}: {taken.stdout[-500:]}"]
     diff = world.cli("stock", "diff", "--json")
     text = diff.stdout
     try:
-        data = json.loads(text[text.index("\n{") + 1 if not text.startswith("{") else 0:
-                               text.rindex("\n}") + 2])
+        data = json.loads(
+            text[text.index("\n{") + 1 if not text.startswith("{") else 0 : text.rindex("\n}") + 2]
+        )
     except ValueError:
         return [f"`stock diff --json` exited {diff.returncode} without JSON: {text[-500:]}"]
-    found = [f"{d['goods']} {d['drift']:+d} ({d['explanation'][:80]})"
-             for d in data["drifts"] if d["unexplained"]]
+    found = [
+        f"{d['goods']} {d['drift']:+d} ({d['explanation'][:80]})"
+        for d in data["drifts"]
+        if d["unexplained"]
+    ]
     if diff.returncode != (1 if found else 0):
         found.append(f"`stock diff` exited {diff.returncode} with {len(found)} unexplained")
     if data["compared"] != len(workload.goods):
-        found.append(f"`stock diff` compared {data['compared']} goods, not "
-                     f"{len(workload.goods)}")
+        found.append(f"`stock diff` compared {data['compared']} goods, not {len(workload.goods)}")
     return found
-

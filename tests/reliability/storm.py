@@ -30,8 +30,7 @@ from tests.reliability.world import World, make_world, wait_until
 READ_TIMEOUT_S = 0.5
 TIMEOUT_LATENCY_S = 0.8
 FAULTS: dict[str, Any] = {
-    "rates": {"003001": 0.07, "003004": 0.007, "002007": 0.004, "000001": 0.08,
-              "999999": 0.06},
+    "rates": {"003001": 0.07, "003004": 0.007, "002007": 0.004, "000001": 0.08, "999999": 0.06},
     "drop_before_rate": 0.05,
     "drop_after_rate": 0.05,
     "human_edit_rate": 0.05,
@@ -45,15 +44,23 @@ def run_storm_phase(root: Path, seed: int, orders: int, others: int) -> PhaseRep
     """Run the phase and check its end state."""
     report = PhaseReport("fault storm")
     started = time.monotonic()
-    world = make_world(root, overrides={"nextengine": {
-        "read_timeout_seconds": READ_TIMEOUT_S, "timeout_grace_seconds": 0.5}})
+    world = make_world(
+        root,
+        overrides={
+            "nextengine": {"read_timeout_seconds": READ_TIMEOUT_S, "timeout_grace_seconds": 0.5}
+        },
+    )
     try:
         workload = Workload(seed, orders, others)
         workload.build(world.sandbox.state)
         drop_products(world, workload)
-        probe = Probe(world.sandbox, seed=seed, timeout_rate=TIMEOUT_RATE,
-                      upload_timeout_rate=UPLOAD_TIMEOUT_RATE,
-                      timeout_latency_s=TIMEOUT_LATENCY_S)
+        probe = Probe(
+            world.sandbox,
+            seed=seed,
+            timeout_rate=TIMEOUT_RATE,
+            upload_timeout_rate=UPLOAD_TIMEOUT_RATE,
+            timeout_latency_s=TIMEOUT_LATENCY_S,
+        )
         with probe.installed():
             world.sandbox.faults.update(seed=seed, **FAULTS)
             player = WmsPlayer(world, workload, seed, duration_s=20.0).start()
@@ -82,8 +89,9 @@ def run_storm_phase(root: Path, seed: int, orders: int, others: int) -> PhaseRep
                 report.problems.append(f"the admin/editor thread failed: {chaos.error!r}")
             report.settlement = settle(world, Settlement())
             if not report.settlement.ok:
-                report.problems.append("`run --once` never came back clean: "
-                                       + report.settlement.last_output[-2000:])
+                report.problems.append(
+                    "`run --once` never came back clean: " + report.settlement.last_output[-2000:]
+                )
             report.calls = len(probe.calls)
             report.faults.update(probe.fault_counts())
             report.faults["order edited by a person at random"] = chaos.edits
@@ -132,8 +140,10 @@ class Chaos:
         self._editing = threading.Event()
         self._editing.set()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._edit, daemon=True),
-                         threading.Thread(target=self._admin, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._edit, daemon=True),
+            threading.Thread(target=self._admin, daemon=True),
+        ]
 
     def start(self) -> Chaos:
         """Start editing and watching the link."""
@@ -193,25 +203,36 @@ def _token_rules(world: World, probe: Probe, chaos: Chaos, report: PhaseReport) 
     for use in dead:
         earlier = seen.setdefault(use.pair_id, [])
         rotation = rotated_at.get(use.pair_id)
-        known = (rotation is None or rotation not in lost or rotation > use.call_no
-                 or any(probe.answer_reached(n) for n in earlier))
+        known = (
+            rotation is None
+            or rotation not in lost
+            or rotation > use.call_no
+            or any(probe.answer_reached(n) for n in earlier)
+        )
         if known:
-            history = [(u.call_no, u.path, u.verdict, probe.faults_of(u.call_no))
-                       for u in uses if u.pair_id == use.pair_id]
+            history = [
+                (u.call_no, u.path, u.verdict, probe.faults_of(u.call_no))
+                for u in uses
+                if u.pair_id == use.pair_id
+            ]
             unexplained.append((use.call_no, use.path, history))
         repeats += bool(earlier)
         earlier.append(use.call_no)
-    report.notes.update({
-        "token pairs rotated by Next Engine": len(rotated_at),
-        "rotations whose answer was lost (dropped or timed out)": len(lost),
-        "requests with a dead pair, each after a lost rotation": len(dead),
-        "of which resent because the refusal was lost too": repeats,
-        "re-connections by the admin (nebridge connect)": chaos.reconnects,
-        "sign-in attempts for them (sign-in calls meet faults too)": chaos.connect_attempts,
-        "most requests in flight for the company": in_flight,
-    })
+    report.notes.update(
+        {
+            "token pairs rotated by Next Engine": len(rotated_at),
+            "rotations whose answer was lost (dropped or timed out)": len(lost),
+            "requests with a dead pair, each after a lost rotation": len(dead),
+            "of which resent because the refusal was lost too": repeats,
+            "re-connections by the admin (nebridge connect)": chaos.reconnects,
+            "sign-in attempts for them (sign-in calls meet faults too)": chaos.connect_attempts,
+            "most requests in flight for the company": in_flight,
+        }
+    )
     if in_flight > 1:
         report.problems.append(f"{in_flight} requests were in flight for one company")
     if unexplained:
-        report.problems.append(f"{len(unexplained)} request(s) used a pair nebridge could have "
-                               f"known was dead: {unexplained[:3]}")
+        report.problems.append(
+            f"{len(unexplained)} request(s) used a pair nebridge could have "
+            f"known was dead: {unexplained[:3]}"
+        )

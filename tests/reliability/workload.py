@@ -28,8 +28,13 @@ ALL_WAREHOUSES = ("ITAKU", "ASAKUSA", "SHINJUKU")
 INITIAL_STOCK = 1_000_000
 WAVES = 4  # orders arrive in Next Engine in this many waves while the campaign runs
 #: Consignee names a shopper could type that a spreadsheet would run as formulas.
-FORMULA_NAMES = ("=cmd|' /C calc'!A0", "+SUM(1+1)*cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0",
-                 "@SUM(1+1)*cmd|' /C calc'!A0", "=HYPERLINK(\"http://x.invalid\",\"!\")")
+FORMULA_NAMES = (
+    "=cmd|' /C calc'!A0",
+    "+SUM(1+1)*cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    '=HYPERLINK("http://x.invalid","!")',
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class Workload:
     def create_orders(self, state: SandboxState, count: int) -> None:
         """Create the next ``count`` planned orders in Next Engine (customers ordering)."""
         start = len(self.orders)
-        for rows, shop, name in self.planned[start:start + count]:
+        for rows, shop, name in self.planned[start : start + count]:
             fields = {"receive_order_consignee_name": name} if name else None
             order = state.create_order(rows, shop_id=shop, fields=fields)
             self.orders[order] = rows
@@ -112,8 +117,9 @@ class Workload:
             file_no += 1
             kind = "receipts" if receipts else "shipments"
             header = RECEIPT_HEADER if receipts else SHIP_HEADER
-            self.other_files.append((f"{kind}-other-{file_no:04d}.csv",
-                                     "\n".join([header, *lines, ""]).encode("utf-8")))
+            self.other_files.append(
+                (f"{kind}-other-{file_no:04d}.csv", "\n".join([header, *lines, ""]).encode("utf-8"))
+            )
         self.expected_upload = dict(upload)
 
     def products_csv(self) -> bytes:
@@ -176,8 +182,12 @@ class WmsPlayer:
     @property
     def finished(self) -> bool:
         """Every order placed and confirmed, and every own event delivered."""
-        return (self.workload.all_ordered and len(self._shipped) == len(self.workload.orders)
-                and not self._others_left and not self._again)
+        return (
+            self.workload.all_ordered
+            and len(self._shipped) == len(self.workload.orders)
+            and not self._others_left
+            and not self._again
+        )
 
     def _run(self) -> None:
         step = self.duration_s / max(1, len(self._others_left))
@@ -233,8 +243,10 @@ class WmsPlayer:
             for product, qty in self._lines[order]:
                 rows.append(f"S-{order},ITAKU,{order},{tracking},{AT},{product},{qty}")
         self._shipped.update(take)
-        self._file(f"shipments-ne-{self.files_dropped:05d}.csv",
-                   "\n".join([SHIP_HEADER, *rows, ""]).encode("utf-8"))
+        self._file(
+            f"shipments-ne-{self.files_dropped:05d}.csv",
+            "\n".join([SHIP_HEADER, *rows, ""]).encode("utf-8"),
+        )
 
     def _deliver_other(self) -> None:
         if self._others_left:
@@ -254,4 +266,3 @@ class WmsPlayer:
 def drop_products(world: World, workload: Workload) -> None:
     """Deliver the product master."""
     world.drop("products.csv", workload.products_csv())
-

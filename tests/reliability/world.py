@@ -32,9 +32,12 @@ WAREHOUSES: list[dict[str, Any]] = [
     {"code": "SHINJUKU", "name": "新宿拠点", "ne_linked": False, "import_orders": False},
 ]
 PLUGINS: dict[str, Any] = {
-    "status_update": {"enabled": True}, "tracking_update": {"enabled": True},
-    "stock_minus": {"enabled": True}, "stock_plus": {"enabled": True},
-    "tag_filter": {"enabled": False}, "case_insensitive_match": {"enabled": True},
+    "status_update": {"enabled": True},
+    "tracking_update": {"enabled": True},
+    "stock_minus": {"enabled": True},
+    "stock_plus": {"enabled": True},
+    "tag_filter": {"enabled": False},
+    "case_insensitive_match": {"enabled": True},
 }
 
 
@@ -125,8 +128,9 @@ class World:
         argv = (sys.executable, "-m", "daemon", "--config", str(self.config), *args)
         log = self._log(label)
         handle = log.open("wb")
-        popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=self.env(),
-                                 cwd=self.root)
+        popen = subprocess.Popen(
+            argv, stdout=handle, stderr=subprocess.STDOUT, env=self.env(), cwd=self.root
+        )
         if args and args[0] == "run":
             self.runs += 1
         return Proc(popen, log, tuple(args), handle)
@@ -203,8 +207,13 @@ def make_world(
 ) -> World:
     """Start a sandbox, write daemon.yaml, migrate the store and (by default) connect."""
     root.mkdir(parents=True, exist_ok=True)
-    options = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "seed_size": 0,
-               "que_processing_delay_s": 0.3, **(sandbox_options or {})}
+    options = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "seed_size": 0,
+        "que_processing_delay_s": 0.3,
+        **(sandbox_options or {}),
+    }
     sandbox = SandboxServer(SandboxConfig.from_mapping(options)).start()
     config = root / "daemon.yaml"
     config.write_text(dump_yaml(base_config(root, sandbox.base_url, overrides)), encoding="utf-8")
@@ -217,24 +226,44 @@ def make_world(
     return world
 
 
-def base_config(root: Path, ne_url: str, overrides: Mapping[str, Any] | None = None
-                ) -> dict[str, Any]:
+def base_config(
+    root: Path, ne_url: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The campaign's daemon.yaml: short intervals and retry delays, DEBUG logging."""
     data: dict[str, Any] = {
         "state_dir": str(root / "state"),
         "log_level": "DEBUG",
-        "nextengine": {"api_base": ne_url, "login_base": ne_url, "client_id": CLIENT_ID,
-                       "client_secret": CLIENT_SECRET, "read_timeout_seconds": 5,
-                       "retry_delays_seconds": [0.02, 0.05, 0.1],
-                       "maintenance_pause_seconds": 0.3, "timeout_grace_seconds": 0.5},
-        "schedule": {"interval_seconds": 1, "jitter_seconds": 0,
-                     "dispatch_interval_seconds": 0.5, "intake_poll_seconds": 0.2},
-        "dispatch": {"queue_poll_seconds": 0.1, "queue_timeout_seconds": 20,
-                     "retry_seconds": 0.3, "not_ready_retry_seconds": 1,
-                     "upload_settle_seconds": 2.0},
-        "wms": {"connector": "csv", "csv": {"inbox": str(root / "wms" / "inbox"),
-                                            "outbox": str(root / "wms" / "outbox"),
-                                            "stable_seconds": 0.0}},
+        "nextengine": {
+            "api_base": ne_url,
+            "login_base": ne_url,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "read_timeout_seconds": 5,
+            "retry_delays_seconds": [0.02, 0.05, 0.1],
+            "maintenance_pause_seconds": 0.3,
+            "timeout_grace_seconds": 0.5,
+        },
+        "schedule": {
+            "interval_seconds": 1,
+            "jitter_seconds": 0,
+            "dispatch_interval_seconds": 0.5,
+            "intake_poll_seconds": 0.2,
+        },
+        "dispatch": {
+            "queue_poll_seconds": 0.1,
+            "queue_timeout_seconds": 20,
+            "retry_seconds": 0.3,
+            "not_ready_retry_seconds": 1,
+            "upload_settle_seconds": 2.0,
+        },
+        "wms": {
+            "connector": "csv",
+            "csv": {
+                "inbox": str(root / "wms" / "inbox"),
+                "outbox": str(root / "wms" / "outbox"),
+                "stable_seconds": 0.0,
+            },
+        },
         "warehouses": WAREHOUSES,
         "plugins": PLUGINS,
     }

@@ -33,8 +33,9 @@ class CsvHarness(ConnectorHarness):
     products = ("P-1", "P-2")
 
     def __init__(self, root: Path, http: requests.Session) -> None:
-        self.config = CsvConnectorConfig(inbox=root / "inbox", outbox=root / "outbox",
-                                         stable_seconds=0.0)
+        self.config = CsvConnectorConfig(
+            inbox=root / "inbox", outbox=root / "outbox", stable_seconds=0.0
+        )
         self.state_dir = root / "state"
         self.http = http
         self.numbers = itertools.count(1)
@@ -44,43 +45,72 @@ class CsvHarness(ConnectorHarness):
 
     def context(self, cursors: Mapping[str, str], imported: Collection[str]) -> ConnectorContext:
         return ConnectorContext(
-            warehouses={"ITAKU": WarehouseInfo("ITAKU", "委託販売在庫", True, True),
-                        "SHINJUKU": WarehouseInfo("SHINJUKU", "新宿拠点", False, False)},
-            is_known_product=lambda code: True, http=self.http,
-            clock=lambda: datetime.now(UTC), log=logging.getLogger("conformance.csv"),
-            cursors=cursors, state_dir=self.state_dir, is_imported_order=imported.__contains__)
+            warehouses={
+                "ITAKU": WarehouseInfo("ITAKU", "委託販売在庫", True, True),
+                "SHINJUKU": WarehouseInfo("SHINJUKU", "新宿拠点", False, False),
+            },
+            is_known_product=lambda code: True,
+            http=self.http,
+            clock=lambda: datetime.now(UTC),
+            log=logging.getLogger("conformance.csv"),
+            cursors=cursors,
+            state_dir=self.state_dir,
+            is_imported_order=imported.__contains__,
+        )
 
     def _ship(self, ne_order_id: str, lines: Lines) -> None:
         ident = f"S-{next(self.numbers)}"
-        drop_file(self.config.inbox, f"shipments-{ident}.csv", SHIP_HEADER,
-                  [f"{ident},{self.warehouse},{ne_order_id},,{AT},{code},{qty}"
-                   for code, qty in lines])
+        drop_file(
+            self.config.inbox,
+            f"shipments-{ident}.csv",
+            SHIP_HEADER,
+            [f"{ident},{self.warehouse},{ne_order_id},,{AT},{code},{qty}" for code, qty in lines],
+        )
 
     def confirm_shipment(self, lines: Lines) -> None:
         self._ship("", lines)
 
     def ship_instructed(self, ne_order_id: str) -> None:
-        lines = [(row["product_code"], int(row["quantity"])) for row in self._orders()
-                 if row["ne_order_id"] == ne_order_id]
+        lines = [
+            (row["product_code"], int(row["quantity"]))
+            for row in self._orders()
+            if row["ne_order_id"] == ne_order_id
+        ]
         self._ship(ne_order_id, lines)
 
     def confirm_receipt(self, lines: Lines) -> None:
         ident = f"R-{next(self.numbers)}"
-        drop_file(self.config.inbox, f"receipts-{ident}.csv", RECEIPT_HEADER,
-                  [f"{ident},{self.warehouse},{AT},{code},{qty}" for code, qty in lines])
+        drop_file(
+            self.config.inbox,
+            f"receipts-{ident}.csv",
+            RECEIPT_HEADER,
+            [f"{ident},{self.warehouse},{AT},{code},{qty}" for code, qty in lines],
+        )
 
     def confirm_invalid_shipment(self) -> None:
-        drop_file(self.config.inbox, "shipments-bad.csv", SHIP_HEADER,
-                  [f"S-OK,{self.warehouse},,,{AT},P-1,1", f"S-BAD,{self.warehouse},,,{AT},P-1,0"])
+        drop_file(
+            self.config.inbox,
+            "shipments-bad.csv",
+            SHIP_HEADER,
+            [f"S-OK,{self.warehouse},,,{AT},P-1,1", f"S-BAD,{self.warehouse},,,{AT},P-1,0"],
+        )
 
     def publish_products(self) -> None:
-        drop_file(self.config.inbox, "products.csv", PRODUCTS_HEADER,
-                  [f"{code},NE-{code}" for code in self.products])
+        drop_file(
+            self.config.inbox,
+            "products.csv",
+            PRODUCTS_HEADER,
+            [f"{code},NE-{code}" for code in self.products],
+        )
 
     def count_stock(self) -> Mapping[str, int]:
         counts = {"P-1": 7, "P-2": 0}
-        drop_file(self.config.inbox, "stock-1.csv", STOCK_HEADER,
-                  [f"{self.warehouse},{code},{qty},{AT}" for code, qty in counts.items()])
+        drop_file(
+            self.config.inbox,
+            "stock-1.csv",
+            STOCK_HEADER,
+            [f"{self.warehouse},{code},{qty},{AT}" for code, qty in counts.items()],
+        )
         return counts
 
     def _rows(self, pattern: str) -> Iterator[tuple[Path, dict[str, str]]]:
@@ -93,8 +123,12 @@ class CsvHarness(ConnectorHarness):
         return [row for _path, row in self._rows("orders-*.csv")]
 
     def instructions(self) -> Counter[str]:
-        return Counter(order for _path, order in
-                       {(path, row["ne_order_id"]) for path, row in self._rows("orders-*.csv")})
+        return Counter(
+            order
+            for _path, order in {
+                (path, row["ne_order_id"]) for path, row in self._rows("orders-*.csv")
+            }
+        )
 
     def cancelled(self) -> Counter[str]:
         return Counter(row["ne_order_id"] for _path, row in self._rows("cancellations-*.csv"))

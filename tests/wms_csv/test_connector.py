@@ -80,7 +80,9 @@ def test_batch_is_claimed_then_committed_to_processed(tmp_path: Path) -> None:
     for batch in connector.pending_batches(EventKind.SHIPMENT, ctx):
         assert isinstance(batch, InboundBatch)
         assert (batch.source, batch.kind, batch.cursor) == (
-            "shipments-1.csv", EventKind.SHIPMENT, None
+            "shipments-1.csv",
+            EventKind.SHIPMENT,
+            None,
         )
         assert names(inbox) == []
         assert names(inbox / ".claimed") == ["shipments-1.csv"]
@@ -161,7 +163,8 @@ def test_unsettled_batch_goes_back_to_the_inbox(tmp_path: Path) -> None:
     batches.close()  # what leaving the engine's loop by an exception (database gone) does
     assert names(inbox) == ["shipments-1.csv", "shipments-2.csv"]
     assert intake(connector, EventKind.SHIPMENT, ctx) == [
-        ("shipments-1.csv", [EXPECTED]), ("shipments-2.csv", [EXPECTED])
+        ("shipments-1.csv", [EXPECTED]),
+        ("shipments-2.csv", [EXPECTED]),
     ]
 
 
@@ -185,9 +188,11 @@ def test_lines_appended_after_the_read_are_never_lost(tmp_path: Path) -> None:
     assert names(inbox / ".claimed") == []
     assert names(inbox) == ["shipments-1.csv"]
     outcomes = intake(connector, EventKind.SHIPMENT, ctx)
-    assert [(source, [e.shipment_id for e in events if isinstance(e, WmsShipment)])
-            for source, events in outcomes if isinstance(events, list)] == [
-        ("shipments-1.csv", ["S1", "S2"])]
+    assert [
+        (source, [e.shipment_id for e in events if isinstance(e, WmsShipment)])
+        for source, events in outcomes
+        if isinstance(events, list)
+    ] == [("shipments-1.csv", ["S1", "S2"])]
     assert names(inbox / "processed") == ["shipments-1.csv"]
 
 
@@ -325,8 +330,9 @@ def test_invalid_master_is_rejected_and_the_previous_one_kept(tmp_path: Path) ->
     connector, ctx = make_connector(tmp_path), make_ctx()
     inbox = tmp_path / "inbox"
     set_mtime(write_csv(inbox / "products-1.csv", ["product_code,link_code", "P1,A"]), 1_000)
-    set_mtime(write_csv(inbox / "products-2.csv", ["product_code,link_code", "P1,B", "P1,C"]),
-              2_000)
+    set_mtime(
+        write_csv(inbox / "products-2.csv", ["product_code,link_code", "P1,B", "P1,C"]), 2_000
+    )
     snapshot = connector.product_snapshot(ctx, None)
     assert snapshot is not None
     assert list(snapshot.products) == [ProductLink("P1", "A")]
@@ -354,7 +360,9 @@ def test_config_forbids_unknown_keys_and_zones(tmp_path: Path) -> None:
         )
     config = CsvConnectorConfig.model_validate({"inbox": "in", "outbox": "out"})
     assert (config.timezone, config.stable_seconds, config.encoding_out) == (
-        "Asia/Tokyo", 0.5, "utf-8"
+        "Asia/Tokyo",
+        0.5,
+        "utf-8",
     )
 
 

@@ -80,7 +80,11 @@ def test_hundred_thousand_lines_in_bounded_memory(tmp_path: Path) -> None:
 
     assert totals == {"events": shipments, "lines": LINES}
     assert kept["S0000001"] == WmsShipment(
-        "S0000001", "W1", "900001", "TRK0000000001", datetime(2026, 11, 27, 10, 1, tzinfo=TOKYO),
+        "S0000001",
+        "W1",
+        "900001",
+        "TRK0000000001",
+        datetime(2026, 11, 27, 10, 1, tzinfo=TOKYO),
         (ShipmentLine("P1", 1), ShipmentLine("P2", 2)),
     )
     assert kept["S0000010"].lines == (ShipmentLine("P1", 1), ShipmentLine("P2", 2))  # split rows
@@ -90,7 +94,8 @@ def test_hundred_thousand_lines_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_a_small_file_read_twice_gives_what_three_passes_give(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Up to ``KEEP_ROWS`` rows pass 2 keeps its groups for pass 3; above, the file is read
     again. Both give the same events, in the same order (split shipments included)."""
     path = tmp_path / "shipments-small.csv"
@@ -99,4 +104,3 @@ def test_a_small_file_read_twice_gives_what_three_passes_give(
     monkeypatch.setattr(inbound, "KEEP_ROWS", 0)
     read_again = list(read_events(path, path.name, SHIPMENTS, make_ctx(), TOKYO))
     assert len(kept) == shipments and kept == read_again
-

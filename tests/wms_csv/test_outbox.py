@@ -32,7 +32,7 @@ def order(ne_order_id: str, lines: int = 2, name: str = "山田 太郎") -> Orde
         delivery_method="宅急便",
         consignee_name=name,
         consignee_zip="150-0001",
-        consignee_address="東京都渋谷区神宮前1-2-3, \"ビル\" 4F",
+        consignee_address='東京都渋谷区神宮前1-2-3, "ビル" 4F',
         consignee_tel="03-1234-5678",
         lines=tuple(
             OrderInstructionLine(n, f"P{n}", f"NE-{n}", n * 2) for n in range(1, lines + 1)
@@ -44,8 +44,11 @@ def make_connector(tmp_path: Path, encoding_out: str = "utf-8") -> CsvConnector:
     """A connector whose outbox is ``tmp_path/outbox``."""
     return CsvConnector(
         CsvConnectorConfig.model_validate(
-            {"inbox": tmp_path / "inbox", "outbox": tmp_path / "outbox",
-             "encoding_out": encoding_out}
+            {
+                "inbox": tmp_path / "inbox",
+                "outbox": tmp_path / "outbox",
+                "encoding_out": encoding_out,
+            }
         )
     )
 
@@ -68,8 +71,19 @@ def test_orders_file_has_one_row_per_order_line(tmp_path: Path) -> None:
     assert rows[0] == list(ORDER_COLUMNS)
     assert [row[0] for row in rows[1:]] == ["1001", "1001", "1002"]
     assert rows[2] == [
-        "1001", "shop-1001", "W1", "2026-11-27 18:00:00", "宅急便", "山田 太郎", "150-0001",
-        "東京都渋谷区神宮前1-2-3, \"ビル\" 4F", "03-1234-5678", "2", "P2", "NE-2", "4",
+        "1001",
+        "shop-1001",
+        "W1",
+        "2026-11-27 18:00:00",
+        "宅急便",
+        "山田 太郎",
+        "150-0001",
+        '東京都渋谷区神宮前1-2-3, "ビル" 4F',
+        "03-1234-5678",
+        "2",
+        "P2",
+        "NE-2",
+        "4",
     ]
     assert raw.count(b"\r\n") == 4
 
@@ -82,8 +96,9 @@ def test_cp932_output(tmp_path: Path) -> None:
 
 
 def test_unencodable_order_is_refused_alone_and_the_others_are_written(tmp_path: Path) -> None:
-    batch = InstructionBatch("k", CREATED, [order("1001"), order("1002", name="🍣 さん"),
-                                            order("1003", lines=1)])
+    batch = InstructionBatch(
+        "k", CREATED, [order("1001"), order("1002", name="🍣 さん"), order("1003", lines=1)]
+    )
     for _ in range(2):  # a re-push after a crash refuses and writes exactly the same
         with pytest.raises(OrdersRefused) as refused:
             make_connector(tmp_path, "cp932").push_orders(batch, make_ctx())
@@ -157,8 +172,9 @@ def test_order_files_are_never_visible_partially(tmp_path: Path) -> None:
     connector = make_connector(tmp_path)
     outbox = tmp_path / "outbox"
     batches = [
-        InstructionBatch(f"b{n}", CREATED + timedelta(seconds=n),
-                         [order(str(i), lines=3) for i in range(3_000)])
+        InstructionBatch(
+            f"b{n}", CREATED + timedelta(seconds=n), [order(str(i), lines=3) for i in range(3_000)]
+        )
         for n in range(4)
     ]
     finals = {order_file_name(batch) for batch in batches}

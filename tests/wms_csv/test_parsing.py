@@ -99,8 +99,9 @@ def test_shipments_become_one_event_per_id_with_all_lines(tmp_path: Path) -> Non
         WmsShipment(
             "S1", "W1", "1001", "TRK1", at_tokyo(10), (ShipmentLine("P1", 2), ShipmentLine("P2", 1))
         ),
-        WmsShipment("S2", "W2", None, None, datetime(2026, 11, 27, 2, tzinfo=UTC),
-                    (ShipmentLine("P3", 5),)),
+        WmsShipment(
+            "S2", "W2", None, None, datetime(2026, 11, 27, 2, tzinfo=UTC), (ShipmentLine("P3", 5),)
+        ),
     ]
     assert [event.from_next_engine for event in shipments_of(path)] == [True, False]
 
@@ -266,12 +267,18 @@ GOOD = "S1,W1,1001,TRK,2026-11-27 10:00:00,P1,1"
         ("S2,W1,1,,2026-13-01 10:00:00,P1,1", "confirmed_at", "not a timestamp"),
         ("S2,W1,1,,2026/02/30 10:00,P1,1", "confirmed_at", "not a timestamp"),
         ("S2,W1,1,,,P1,1", "confirmed_at", "missing value"),
-        (f"S2,W1,1,{'T' * 51},2026-11-27 10:00:00,P1,1", "tracking_number",
-         "longer than 50 characters (51)"),
+        (
+            f"S2,W1,1,{'T' * 51},2026-11-27 10:00:00,P1,1",
+            "tracking_number",
+            "longer than 50 characters (51)",
+        ),
         (",W1,1,,2026-11-27 10:00:00,P1,1", "shipment_id", "missing value"),
         ("S2,W1,1,,2026-11-27 10:00:00,P1", None, "expected 7 fields as in the header, found 6"),
-        ("S2,W1,1,,2026-11-27 10:00:00,P1,1,x", None,
-         "expected 7 fields as in the header, found 8"),
+        (
+            "S2,W1,1,,2026-11-27 10:00:00,P1,1,x",
+            None,
+            "expected 7 fields as in the header, found 8",
+        ),
     ],
 )
 def test_each_rule_is_located(tmp_path: Path, row: str, column: str | None, reason: str) -> None:
@@ -293,35 +300,57 @@ def test_the_same_product_on_two_lines_adds_up_even_when_not_contiguous(tmp_path
     finding 7), the product keeps the place of its first line."""
     path = write_csv(
         tmp_path / "shipments.csv",
-        [SHIP_HEADER, GOOD, "S2,W1,2,,2026-11-27 10:00:00,P1,1",
-         "S1,W1,1001,TRK,2026-11-27 10:00:00,P2,1", GOOD[:-1] + "2"],
+        [
+            SHIP_HEADER,
+            GOOD,
+            "S2,W1,2,,2026-11-27 10:00:00,P1,1",
+            "S1,W1,1001,TRK,2026-11-27 10:00:00,P2,1",
+            GOOD[:-1] + "2",
+        ],
     )
     first = next(s for s in shipments_of(path) if s.shipment_id == "S1")
     assert first.lines == (ShipmentLine("P1", 3), ShipmentLine("P2", 1))
 
 
 def test_added_up_quantities_are_bounded(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "shipments.csv", [
-        SHIP_HEADER, "S1,W1,1,,2026-11-27 10:00,P1,9999999", "S1,W1,1,,2026-11-27 10:00,P1,1"])
+    path = write_csv(
+        tmp_path / "shipments.csv",
+        [SHIP_HEADER, "S1,W1,1,,2026-11-27 10:00,P1,9999999", "S1,W1,1,,2026-11-27 10:00,P1,1"],
+    )
     assert rejection_of(path) == [
-        (3, "quantity", "quantities of product 'P1' in shipment 'S1' add up to more than "
-         "9,999,999")]
+        (3, "quantity", "quantities of product 'P1' in shipment 'S1' add up to more than 9,999,999")
+    ]
 
 
 @pytest.mark.parametrize(
     ("row", "column", "reason"),
     [
-        ("S1,W2,1001,TRK,2026-11-27 10:00:00,P2,1", "warehouse",
-         "shipment 'S1': warehouse 'W2' differs from 'W1' on line 2"),
-        ("S1,W1,1002,TRK,2026-11-27 10:00:00,P2,1", "ne_order_id",
-         "shipment 'S1': ne_order_id '1002' differs from '1001' on line 2"),
-        ("S1,W1,,TRK,2026-11-27 10:00:00,P2,1", "ne_order_id",
-         "shipment 'S1': ne_order_id '' differs from '1001' on line 2"),
-        ("S1,W1,1001,TRK2,2026-11-27 10:00:00,P2,1", "tracking_number",
-         "shipment 'S1': tracking_number 'TRK2' differs from 'TRK' on line 2"),
-        ("S1,W1,1001,TRK,2026-11-27 10:00:01,P2,1", "confirmed_at",
-         "shipment 'S1': confirmed_at '2026-11-27 10:00:01' differs from "
-         "'2026-11-27 10:00:00' on line 2"),
+        (
+            "S1,W2,1001,TRK,2026-11-27 10:00:00,P2,1",
+            "warehouse",
+            "shipment 'S1': warehouse 'W2' differs from 'W1' on line 2",
+        ),
+        (
+            "S1,W1,1002,TRK,2026-11-27 10:00:00,P2,1",
+            "ne_order_id",
+            "shipment 'S1': ne_order_id '1002' differs from '1001' on line 2",
+        ),
+        (
+            "S1,W1,,TRK,2026-11-27 10:00:00,P2,1",
+            "ne_order_id",
+            "shipment 'S1': ne_order_id '' differs from '1001' on line 2",
+        ),
+        (
+            "S1,W1,1001,TRK2,2026-11-27 10:00:00,P2,1",
+            "tracking_number",
+            "shipment 'S1': tracking_number 'TRK2' differs from 'TRK' on line 2",
+        ),
+        (
+            "S1,W1,1001,TRK,2026-11-27 10:00:01,P2,1",
+            "confirmed_at",
+            "shipment 'S1': confirmed_at '2026-11-27 10:00:01' differs from "
+            "'2026-11-27 10:00:00' on line 2",
+        ),
     ],
 )
 def test_conflicting_header_fields_within_a_shipment(
@@ -336,13 +365,21 @@ def test_conflicting_header_fields_within_a_shipment(
 def test_conflicting_receipt_fields(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "receipts.csv",
-        [RECEIPT_HEADER, "R1,W1,2026/11/27 09:00,P1,1", "R1,W2,2026/11/27 09:01,P2,1",
-         "R1,W1,2026/11/27 09:00,P1,3"],
+        [
+            RECEIPT_HEADER,
+            "R1,W1,2026/11/27 09:00,P1,1",
+            "R1,W2,2026/11/27 09:01,P2,1",
+            "R1,W1,2026/11/27 09:00,P1,3",
+        ],
     )
     assert rejection_of(path, RECEIPTS) == [
         (3, "warehouse", "receipt 'R1': warehouse 'W2' differs from 'W1' on line 2"),
-        (3, "confirmed_at",
-         "receipt 'R1': confirmed_at '2026/11/27 09:01' differs from '2026/11/27 09:00' on line 2"),
+        (
+            3,
+            "confirmed_at",
+            "receipt 'R1': confirmed_at '2026/11/27 09:01' differs from '2026/11/27 09:00' on "
+            "line 2",
+        ),
     ]
 
 
@@ -362,10 +399,18 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
         (2, "warehouse", "unknown warehouse 'W9'"),
         (2, "product_code", "unknown product 'P9'"),
         (2, "quantity", "not a positive integer: '0'"),
-        (4, "confirmed_at", "not a timestamp: 'nope' (expected ISO 8601, YYYY-MM-DD HH:MM:SS "
-         "or YYYY/MM/DD HH:MM[:SS])"),
-        (6, "ne_order_id", "not a Next Engine order number (a positive whole number without "
-         "leading zeros, as Next Engine shows it): '0016'"),
+        (
+            4,
+            "confirmed_at",
+            "not a timestamp: 'nope' (expected ISO 8601, YYYY-MM-DD HH:MM:SS "
+            "or YYYY/MM/DD HH:MM[:SS])",
+        ),
+        (
+            6,
+            "ne_order_id",
+            "not a Next Engine order number (a positive whole number without "
+            "leading zeros, as Next Engine shows it): '0016'",
+        ),
     ]
 
 
@@ -407,16 +452,15 @@ def test_undecodable_bytes_are_rejected_with_their_line(tmp_path: Path) -> None:
     path.write_bytes(
         (SHIP_HEADER + "\n" + GOOD + "\n").encode() + b"S2,W1,,,2026-11-27 10:00,P\x81 ,1\n"
     )
-    assert rejection_of(path) == [
-        (3, None, "cannot be decoded as UTF-8 or as Shift_JIS (CP932)")
-    ]
+    assert rejection_of(path) == [(3, None, "cannot be decoded as UTF-8 or as Shift_JIS (CP932)")]
 
 
 def test_bom_file_must_be_utf8_throughout(tmp_path: Path) -> None:
     path = tmp_path / "shipments.csv"
     path.write_bytes(
-        b"\xef\xbb\xbf" + (SHIP_HEADER + "\n").encode() + "S1,W1,,,2026-11-27 10:00,商品A,1\n"
-        .encode("cp932")
+        b"\xef\xbb\xbf"
+        + (SHIP_HEADER + "\n").encode()
+        + "S1,W1,,,2026-11-27 10:00,商品A,1\n".encode("cp932")
     )
     assert rejection_of(path) == [
         (2, None, "not valid UTF-8 although the file starts with a UTF-8 BOM")
@@ -443,7 +487,9 @@ def test_products_are_read_with_optional_link_code(tmp_path: Path) -> None:
         encoding="cp932",
     )
     assert read_products(path, path.name) == [
-        ProductLink("P1", "ne-p1"), ProductLink("P2", None), ProductLink("P3", "NE3")
+        ProductLink("P1", "ne-p1"),
+        ProductLink("P2", None),
+        ProductLink("P3", "NE3"),
     ]
 
 
@@ -469,14 +515,14 @@ def test_a_crlf_split_between_two_reads_ends_one_line(tmp_path: Path) -> None:
     assert len(row.encode()) == 65535
     path = tmp_path / "shipments.csv"
     path.write_bytes(row.encode() + b"\r\nS2,W1,,,2026-11-27 10:00,P1,1,\x81 \r\n")
-    assert rejection_of(path) == [
-        (3, None, "cannot be decoded as UTF-8 or as Shift_JIS (CP932)")]
+    assert rejection_of(path) == [(3, None, "cannot be decoded as UTF-8 or as Shift_JIS (CP932)")]
 
 
 def test_cr_only_line_ends_and_a_missing_final_line_break_are_read(tmp_path: Path) -> None:
     path = tmp_path / "shipments.csv"
-    path.write_bytes(f"{SHIP_HEADER}\rS1,W1,,,2026-11-27 10:00,P1,1\rS1,W1,,,2026-11-27 10:00,"
-                     "P1,2".encode())
+    path.write_bytes(
+        f"{SHIP_HEADER}\rS1,W1,,,2026-11-27 10:00,P1,1\rS1,W1,,,2026-11-27 10:00,P1,2".encode()
+    )
     (shipment,) = shipments_of(path)
     assert shipment.lines == (ShipmentLine("P1", 3),)
 
@@ -486,17 +532,34 @@ def test_a_line_longer_than_the_bound_rejects_the_file_without_reading_it_whole(
 ) -> None:
     path = tmp_path / "shipments.csv"
     path.write_bytes(f"{SHIP_HEADER}\n".encode() + b"y" * (MAX_LINE_BYTES + 1) + b"\n")
-    assert rejection_of(path) == [(2, None, f"line longer than {MAX_LINE_BYTES:,} bytes; inbox "
-                                   "files have one shipment, receipt or product line per row "
-                                   "(is this a CSV file?)")]
+    assert rejection_of(path) == [
+        (
+            2,
+            None,
+            f"line longer than {MAX_LINE_BYTES:,} bytes; inbox "
+            "files have one shipment, receipt or product line per row "
+            "(is this a CSV file?)",
+        )
+    ]
 
 
-@pytest.mark.parametrize(("value", "ok"), [
-    ("1", True), ("16", True), ("999999999999999999", True), ("0016", False), ("0", False),
-    ("1234567890123456789", False), ("١٢", False), ("+16", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("1", True),
+        ("16", True),
+        ("999999999999999999", True),
+        ("0016", False),
+        ("0", False),
+        ("1234567890123456789", False),
+        ("١٢", False),
+        ("+16", False),
+    ],
+)
 def test_order_numbers_must_be_canonical(tmp_path: Path, value: str, ok: bool) -> None:
-    path = write_csv(tmp_path / "shipments.csv",
-                     [SHIP_HEADER, f"S1,W1,{value},,2026-11-27 10:00,P1,1"])
+    path = write_csv(
+        tmp_path / "shipments.csv", [SHIP_HEADER, f"S1,W1,{value},,2026-11-27 10:00,P1,1"]
+    )
     if ok:
         assert shipments_of(path)[0].ne_order_id == value
     else:

@@ -53,8 +53,9 @@ class FakeTime:
 
 def sandbox_config(**options: Any) -> SandboxConfig:
     """The sandbox with the tests' client, a frozen clock and no seeded histories."""
-    return SandboxConfig.from_mapping({"client_id": CLIENT_ID, "client_secret": SECRET,
-                                       "clock_frozen": True, **options})
+    return SandboxConfig.from_mapping(
+        {"client_id": CLIENT_ID, "client_secret": SECRET, "clock_frozen": True, **options}
+    )
 
 
 @pytest.fixture
@@ -72,51 +73,90 @@ def http() -> Iterator[requests.Session]:
 
 def logikura_config(server: SandboxServer, **overrides: Any) -> LogikuraConfig:
     """The connector's section pointing at ``server``."""
-    return LogikuraConfig.model_validate({
-        "api_base": server.base_url, "auth_base": server.base_url, "client_id": CLIENT_ID,
-        "client_secret": SECRET, "redirect_uri": REDIRECT, **overrides})
+    return LogikuraConfig.model_validate(
+        {
+            "api_base": server.base_url,
+            "auth_base": server.base_url,
+            "client_id": CLIENT_ID,
+            "client_secret": SECRET,
+            "redirect_uri": REDIRECT,
+            **overrides,
+        }
+    )
 
 
-def make_ctx(state_dir: Path, http: requests.Session, clock: FakeTime, *,
-             warehouses: Iterable[str] = WAREHOUSES, known: set[str] | None = None,
-             imported: Iterable[str] = (), cursors: dict[str, str] | None = None,
-             log: logging.Logger | None = None,
-             mask_secret: Callable[[str], None] = lambda _secret: None) -> ConnectorContext:
+def make_ctx(
+    state_dir: Path,
+    http: requests.Session,
+    clock: FakeTime,
+    *,
+    warehouses: Iterable[str] = WAREHOUSES,
+    known: set[str] | None = None,
+    imported: Iterable[str] = (),
+    cursors: dict[str, str] | None = None,
+    log: logging.Logger | None = None,
+    mask_secret: Callable[[str], None] = lambda _secret: None,
+) -> ConnectorContext:
     """A context as the engine lends it; ``known=None`` knows every product."""
     orders = set(imported)
     return ConnectorContext(
         warehouses={c: WarehouseInfo(c, c, c == "ITAKU", c == "ITAKU") for c in warehouses},
         is_known_product=(lambda code: True) if known is None else known.__contains__,
-        http=http, clock=clock.utc, log=log or logging.getLogger("test.logikura"),
-        cursors=cursors if cursors is not None else {}, state_dir=state_dir,
-        is_imported_order=orders.__contains__, mask_secret=mask_secret)
+        http=http,
+        clock=clock.utc,
+        log=log or logging.getLogger("test.logikura"),
+        cursors=cursors if cursors is not None else {},
+        state_dir=state_dir,
+        is_imported_order=orders.__contains__,
+        mask_secret=mask_secret,
+    )
 
 
-def connect(server: SandboxServer, state_dir: Path, http: requests.Session, clock: FakeTime,
-            mask_secret: Callable[[str], None] = lambda _secret: None, **overrides: Any
-            ) -> tuple[LogikuraConnector, ConnectorContext]:
+def connect(
+    server: SandboxServer,
+    state_dir: Path,
+    http: requests.Session,
+    clock: FakeTime,
+    mask_secret: Callable[[str], None] = lambda _secret: None,
+    **overrides: Any,
+) -> tuple[LogikuraConnector, ConnectorContext]:
     """A connector authorised through the code flow (code issued as if the user approved)."""
-    connector = LogikuraConnector(logikura_config(server, **overrides), clock=clock,
-                                  sleep=clock.sleep)
+    connector = LogikuraConnector(
+        logikura_config(server, **overrides), clock=clock, sleep=clock.sleep
+    )
     ctx = make_ctx(state_dir, http, clock, mask_secret=mask_secret)
     connector.authorize(server.state.issue_code(REDIRECT), ctx)
     return connector, ctx
 
 
-def order(ne_order_id: str, *lines: tuple[str, int], delivery: str = "ヤマト運輸(宅急便)",
-          name: str = "山田 太郎", address: str = "東京都新宿区西新宿1-1-1") -> OrderInstruction:
+def order(
+    ne_order_id: str,
+    *lines: tuple[str, int],
+    delivery: str = "ヤマト運輸(宅急便)",
+    name: str = "山田 太郎",
+    address: str = "東京都新宿区西新宿1-1-1",
+) -> OrderInstruction:
     """An instruction as the importer makes it."""
     return OrderInstruction(
-        ne_order_id=ne_order_id, shop_order_id=f"R-{ne_order_id}", warehouse="ITAKU",
-        order_date="2026-11-27 10:00:00", delivery_method=delivery, consignee_name=name,
-        consignee_zip="1600023", consignee_address=address, consignee_tel="0312345678",
-        lines=tuple(OrderInstructionLine(i + 1, code, code, qty)
-                    for i, (code, qty) in enumerate(lines)))
+        ne_order_id=ne_order_id,
+        shop_order_id=f"R-{ne_order_id}",
+        warehouse="ITAKU",
+        order_date="2026-11-27 10:00:00",
+        delivery_method=delivery,
+        consignee_name=name,
+        consignee_zip="1600023",
+        consignee_address=address,
+        consignee_tel="0312345678",
+        lines=tuple(
+            OrderInstructionLine(i + 1, code, code, qty) for i, (code, qty) in enumerate(lines)
+        ),
+    )
 
 
 def batch(key: str, *orders: OrderInstruction) -> InstructionBatch:
-    return InstructionBatch(key=key, created_at=datetime(2026, 11, 27, 1, 0, tzinfo=UTC),
-                            orders=orders)
+    return InstructionBatch(
+        key=key, created_at=datetime(2026, 11, 27, 1, 0, tzinfo=UTC), orders=orders
+    )
 
 
 def link_both(config: Path, ne: NeSandbox, lk: SandboxServer) -> None:

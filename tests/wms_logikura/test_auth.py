@@ -45,9 +45,18 @@ def free_port() -> int:
 
 
 def logikura_yaml(make_config: ConfigFactory, lk: SandboxServer, redirect: str) -> Path:
-    return make_config(wms={"connector": "logikura", "logikura": {
-        "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-        "client_secret": SECRET, "redirect_uri": redirect}})
+    return make_config(
+        wms={
+            "connector": "logikura",
+            "logikura": {
+                "api_base": lk.base_url,
+                "auth_base": lk.base_url,
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "redirect_uri": redirect,
+            },
+        }
+    )
 
 
 def token_values(path: Path) -> list[str]:
@@ -56,8 +65,11 @@ def token_values(path: Path) -> list[str]:
 
 
 def refreshes(lk: SandboxServer) -> int:
-    return sum(1 for e in lk.ledger.entries(kind="oauth.token")
-               if e.detail.get("grant_type") == "refresh_token")
+    return sum(
+        1
+        for e in lk.ledger.entries(kind="oauth.token")
+        if e.detail.get("grant_type") == "refresh_token"
+    )
 
 
 def test_wms_connect_over_the_loopback_redirect(
@@ -66,8 +78,21 @@ def test_wms_connect_over_the_loopback_redirect(
     redirect = f"http://127.0.0.1:{free_port()}/callback"
     config = logikura_yaml(make_config, lk, redirect)
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--config", str(config), "wms", "connect",
-         "--timeout", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "--config",
+            str(config),
+            "wms",
+            "connect",
+            "--timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stderr is not None
         url = ""
@@ -109,8 +134,9 @@ def test_wms_connect_with_code_status_and_errors(
     result = runner.invoke(app, ["--config", str(config), "wms", "status"])
     assert result.exit_code == 1 and "nebridge wms connect" in result.stdout
     code = lk.state.issue_code(REDIRECT)
-    result = runner.invoke(app, ["--config", str(config), "wms", "connect", "--code", code,
-                                 "--json"])
+    result = runner.invoke(
+        app, ["--config", str(config), "wms", "connect", "--code", code, "--json"]
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["state"] == "connected"
     assert code not in result.stdout + result.stderr
@@ -127,11 +153,20 @@ def test_connect_refuses_a_warehouse_logikura_lacks(
 ) -> None:
     config = make_config(
         warehouses=[{"code": "ITAKU", "import_orders": True}, {"code": "OSAKA"}],
-        wms={"connector": "logikura", "logikura": {
-            "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-            "client_secret": SECRET, "redirect_uri": REDIRECT}})
-    result = CliRunner().invoke(app, ["--config", str(config), "wms", "connect", "--code",
-                                      lk.state.issue_code(REDIRECT)])
+        wms={
+            "connector": "logikura",
+            "logikura": {
+                "api_base": lk.base_url,
+                "auth_base": lk.base_url,
+                "client_id": CLIENT_ID,
+                "client_secret": SECRET,
+                "redirect_uri": REDIRECT,
+            },
+        },
+    )
+    result = CliRunner().invoke(
+        app, ["--config", str(config), "wms", "connect", "--code", lk.state.issue_code(REDIRECT)]
+    )
     assert result.exit_code == 1
     message = " ".join(result.stderr.split())
     assert "authorised in Logikura, but" in message and "OSAKA" in message
@@ -146,8 +181,9 @@ def test_redirect_receiver_checks_state_and_refusals() -> None:
         for query in ("code=abc&state=other", "error=access_denied&state=s-1"):
             for _ in range(50):
                 try:
-                    answers.append(requests.get(f"http://127.0.0.1:{port}/cb?{query}",
-                                                timeout=5).status_code)
+                    answers.append(
+                        requests.get(f"http://127.0.0.1:{port}/cb?{query}", timeout=5).status_code
+                    )
                     break
                 except requests.ConnectionError:
                     threading.Event().wait(0.05)
@@ -214,7 +250,10 @@ def test_one_refresh_for_two_connectors_at_once(
 
 
 def test_refresh_token_gone_means_reconnect(
-    lk: SandboxServer, tmp_path: Path, http: requests.Session, caplog: pytest.LogCaptureFixture,
+    lk: SandboxServer,
+    tmp_path: Path,
+    http: requests.Session,
+    caplog: pytest.LogCaptureFixture,
     make_config: ConfigFactory,
 ) -> None:
     clock = FakeTime(lk)

@@ -63,9 +63,12 @@ def test_threads_never_take_more_slots_than_the_cap(tmp_path: Path, threads: int
 
     def take() -> None:
         start.wait()
-        admitted.append(sum(store.take_slot(time.time, bulk, 20, 15, 5, HOUR,
-                                            MAX_PAUSE_SECONDS) == 0.0
-                            for bulk in (False, True) * 15))
+        admitted.append(
+            sum(
+                store.take_slot(time.time, bulk, 20, 15, 5, HOUR, MAX_PAUSE_SECONDS) == 0.0
+                for bulk in (False, True) * 15
+            )
+        )
 
     workers = [threading.Thread(target=take) for _ in range(threads)]
     for worker in workers:
@@ -78,14 +81,22 @@ def test_threads_never_take_more_slots_than_the_cap(tmp_path: Path, threads: int
 def test_processes_share_one_budget(tmp_path: Path) -> None:
     path = tmp_path / "lk.sqlite3"
     LocalStore(path)
-    takers = [subprocess.Popen([sys.executable, "-c", TAKER, str(path), "20", "25"], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    takers = [
+        subprocess.Popen(
+            [sys.executable, "-c", TAKER, str(path), "20", "25"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     counts = [int(p.communicate(timeout=120)[0]) for p in takers]
     assert sum(counts) == 20
 
 
 def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
-        tmp_path: Path, http: requests.Session) -> None:
+    tmp_path: Path, http: requests.Session
+) -> None:
     with SandboxServer(sandbox_config()) as lk:
         setup = FakeTime(lk)
         connect(lk, tmp_path, http, setup)  # authorised; the threads use their own instance
@@ -111,8 +122,9 @@ def test_threaded_connectors_stay_under_the_margin_at_the_sandbox(
 
 def test_bulk_work_leaves_the_read_reserve_and_stops_waiting_on_stop(tmp_path: Path) -> None:
     clock = FakeTime()
-    limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
-                          sleep=clock.sleep, max_wait=120)
+    limiter = RateLimiter(
+        LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock, sleep=clock.sleep, max_wait=120
+    )
     stopping = threading.Event()
     for _ in range(lane_budget(100, bulk=True)):
         limiter.acquire(bulk=True, stop=stopping.is_set)
@@ -133,8 +145,9 @@ def test_bulk_work_leaves_the_read_reserve_and_stops_waiting_on_stop(tmp_path: P
 
 def test_heavy_reading_never_stops_an_import(tmp_path: Path) -> None:
     clock = FakeTime()
-    limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
-                          sleep=clock.sleep, max_wait=30)
+    limiter = RateLimiter(
+        LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock, sleep=clock.sleep, max_wait=30
+    )
     for _ in range(lane_budget(100, bulk=False)):
         limiter.acquire()
     for _ in range(budget(100) - lane_budget(100, bulk=False)):
@@ -149,8 +162,9 @@ def test_a_waiting_read_goes_before_bulk_work(tmp_path: Path) -> None:
     clock = FakeTime()
 
     def take(bulk: bool) -> float:
-        return store.take_slot(clock, bulk, 90, 80 if not bulk else 70, 10, WINDOW_SECONDS,
-                               MAX_PAUSE_SECONDS)
+        return store.take_slot(
+            clock, bulk, 90, 80 if not bulk else 70, 10, WINDOW_SECONDS, MAX_PAUSE_SECONDS
+        )
 
     assert all(take(True) == 0 for _ in range(70))
     clock.advance(10)
@@ -179,8 +193,7 @@ def test_a_looping_link_ends_the_read(tmp_path: Path, http: requests.Session) ->
         assert len(list(client.get_all("/api/v1/product_variants", "product_variants"))) == 30
 
 
-def test_an_epoch_reset_header_is_a_bounded_pause(tmp_path: Path,
-                                                  http: requests.Session) -> None:
+def test_an_epoch_reset_header_is_a_bounded_pause(tmp_path: Path, http: requests.Session) -> None:
     with SandboxServer(sandbox_config()) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)
@@ -195,8 +208,9 @@ def test_an_epoch_reset_header_is_a_bounded_pause(tmp_path: Path,
 
 def test_a_reset_given_as_a_timestamp_is_read_as_one(tmp_path: Path) -> None:
     clock = FakeTime()
-    limiter = RateLimiter(LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock,
-                          sleep=clock.sleep, max_wait=120)
+    limiter = RateLimiter(
+        LocalStore(tmp_path / "lk.sqlite3"), 100, clock=clock, sleep=clock.sleep, max_wait=120
+    )
     assert limiter.reset_seconds(str(clock() + 12)) == 12
     assert limiter.reset_seconds("17") == 17
     assert limiter.reset_seconds("nonsense") is None
@@ -207,8 +221,10 @@ def test_a_stored_absurd_pause_does_not_block(tmp_path: Path, http: requests.Ses
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)
         with sqlite3.connect(tmp_path / "logikura.sqlite3") as conn:  # an older version's
-            conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
-                         (PAUSE_KEY, repr(clock() + 57 * 365 * 86400)))
+            conn.execute(
+                "INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
+                (PAUSE_KEY, repr(clock() + 57 * 365 * 86400)),
+            )
         slept = clock.slept
         assert client_of(connector, ctx).get("/api/v1/warehouses")["warehouses"]
         assert clock.slept == slept
@@ -221,8 +237,9 @@ def test_calls_are_bounded_by_ctx_http(tmp_path: Path, http: requests.Session) -
         clock = FakeTime(lk)
         connect(lk, tmp_path, http, clock)
         small = BoundedSession(HttpLimits(max_response_bytes=2000))
-        bounded = LogikuraConnector(logikura_config(lk, timeout_seconds=0.5), clock=clock,
-                                    sleep=clock.sleep)
+        bounded = LogikuraConnector(
+            logikura_config(lk, timeout_seconds=0.5), clock=clock, sleep=clock.sleep
+        )
         client = client_of(bounded, make_ctx(tmp_path, small, clock))
         key = nebridge_key(lk)
         before = len(lk.state.traffic.requests(key))

@@ -34,12 +34,16 @@ def client_of(connector: LogikuraConnector, ctx: ConnectorContext) -> LogikuraCl
 
 
 def nebridge_key(lk: SandboxServer) -> str:
-    return next(f"grant:{e.record_id}" for e in lk.ledger.entries(kind="oauth.token")
-                if e.detail["grant_type"] == "authorization_code")
+    return next(
+        f"grant:{e.record_id}"
+        for e in lk.ledger.entries(kind="oauth.token")
+        if e.detail["grant_type"] == "authorization_code"
+    )
 
 
-def test_a_burst_never_exceeds_100_requests_in_any_minute(tmp_path: Path,
-                                                           http: requests.Session) -> None:
+def test_a_burst_never_exceeds_100_requests_in_any_minute(
+    tmp_path: Path, http: requests.Session
+) -> None:
     with SandboxServer(sandbox_config(page_size=1, seed_size=260)) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)
@@ -53,17 +57,23 @@ def test_a_burst_never_exceeds_100_requests_in_any_minute(tmp_path: Path,
 
 
 @pytest.mark.parametrize("status", [429, 499])
-def test_over_limit_answers_pause_and_repeat(status: int, tmp_path: Path,
-                                             http: requests.Session) -> None:
-    options = {"rate_limit_per_minute": 10, "rate_limit_status": status, "page_size": 1,
-               "seed_size": 30}
+def test_over_limit_answers_pause_and_repeat(
+    status: int, tmp_path: Path, http: requests.Session
+) -> None:
+    options = {
+        "rate_limit_per_minute": 10,
+        "rate_limit_status": status,
+        "page_size": 1,
+        "seed_size": 30,
+    }
     with SandboxServer(sandbox_config(**options)) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)
         key = nebridge_key(lk)
         lk.faults.fail_next(status, path="/api/v1/product_variants")
-        variants = list(client_of(connector, ctx).get_all("/api/v1/product_variants",
-                                                          "product_variants"))
+        variants = list(
+            client_of(connector, ctx).get_all("/api/v1/product_variants", "product_variants")
+        )
         assert len(variants) == 30
         records = lk.state.traffic.requests(key)
         limited = [r for r in records if r.status == status]
@@ -74,10 +84,8 @@ def test_over_limit_answers_pause_and_repeat(status: int, tmp_path: Path,
         assert lk.state.traffic.max_in_window(60.0, key) <= 10
 
 
-def test_remaining_zero_is_honoured_before_a_429(tmp_path: Path,
-                                                 http: requests.Session) -> None:
-    with SandboxServer(sandbox_config(rate_limit_per_minute=7, page_size=1,
-                                      seed_size=20)) as lk:
+def test_remaining_zero_is_honoured_before_a_429(tmp_path: Path, http: requests.Session) -> None:
+    with SandboxServer(sandbox_config(rate_limit_per_minute=7, page_size=1, seed_size=20)) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)
         list(client_of(connector, ctx).get_all("/api/v1/product_variants", "product_variants"))
@@ -86,8 +94,9 @@ def test_remaining_zero_is_honoured_before_a_429(tmp_path: Path,
         assert lk.state.traffic.max_in_window(60.0, key) <= 7
 
 
-def test_connectors_share_one_budget(lk: SandboxServer, tmp_path: Path,
-                                     http: requests.Session) -> None:
+def test_connectors_share_one_budget(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     first, ctx = connect(lk, tmp_path, http, clock)
     second = LogikuraConnector(first.config, clock=clock, sleep=clock.sleep)
@@ -105,9 +114,11 @@ def test_waiting_too_long_is_unavailable(tmp_path: Path, http: requests.Session)
         clock = FakeTime(lk)
         connect(lk, tmp_path, http, clock)
         clock.advance(61)
-        slow = LogikuraConnector(logikura_config(lk, requests_per_minute=2,
-                                                 max_wait_seconds=10), clock=clock,
-                                 sleep=clock.sleep)
+        slow = LogikuraConnector(
+            logikura_config(lk, requests_per_minute=2, max_wait_seconds=10),
+            clock=clock,
+            sleep=clock.sleep,
+        )
         client = client_of(slow, make_ctx(tmp_path, http, clock))
         client.get("/api/v1/warehouses")
         client.get("/api/v1/warehouses")
@@ -115,8 +126,9 @@ def test_waiting_too_long_is_unavailable(tmp_path: Path, http: requests.Session)
             client.get("/api/v1/warehouses")
 
 
-def test_paging_to_the_end_and_never_to_another_host(tmp_path: Path,
-                                                     http: requests.Session) -> None:
+def test_paging_to_the_end_and_never_to_another_host(
+    tmp_path: Path, http: requests.Session
+) -> None:
     with SandboxServer(sandbox_config(page_size=7, seed_size=30)) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)
@@ -128,8 +140,9 @@ def test_paging_to_the_end_and_never_to_another_host(tmp_path: Path,
             list(client.get_all("/api/v1/product_variants", "product_variants"))
 
 
-def test_errors_say_what_happened_and_what_to_do(lk: SandboxServer, tmp_path: Path,
-                                                 http: requests.Session) -> None:
+def test_errors_say_what_happened_and_what_to_do(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock)
     client = client_of(connector, ctx)
@@ -160,8 +173,9 @@ def test_errors_say_what_happened_and_what_to_do(lk: SandboxServer, tmp_path: Pa
         client.get("/api/v1/warehouses")
 
 
-def test_read_only_grant_is_told_to_reconnect(lk: SandboxServer, tmp_path: Path,
-                                              http: requests.Session) -> None:
+def test_read_only_grant_is_told_to_reconnect(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock)
     tokens = tmp_path / "logikura-tokens.json"

@@ -33,12 +33,14 @@ class LogikuraHarness(ConnectorHarness):
         self.staff = WarehouseStaff(lk.base_url)
 
     def connector(self) -> WmsConnector:
-        return LogikuraConnector(logikura_config(self.lk, **DELIVERY), clock=self.clock,
-                                 sleep=self.clock.sleep)
+        return LogikuraConnector(
+            logikura_config(self.lk, **DELIVERY), clock=self.clock, sleep=self.clock.sleep
+        )
 
     def context(self, cursors: Mapping[str, str], imported: Collection[str]) -> ConnectorContext:
-        return make_ctx(self.state_dir, self.http, self.clock, cursors=dict(cursors),
-                        imported=imported)
+        return make_ctx(
+            self.state_dir, self.http, self.clock, cursors=dict(cursors), imported=imported
+        )
 
     def confirm_shipment(self, lines: Lines) -> None:
         self.staff.ship_direct(self.warehouse, list(lines), order_number="W-1")
@@ -49,8 +51,9 @@ class LogikuraHarness(ConnectorHarness):
         self.staff.ship(schedule)
 
     def confirm_receipt(self, lines: Lines) -> None:
-        self.staff.receive(self.warehouse, list(lines),
-                           received_date=self.lk.clock.today().isoformat())
+        self.staff.receive(
+            self.warehouse, list(lines), received_date=self.lk.clock.today().isoformat()
+        )
 
     def confirm_invalid_shipment(self) -> None:
         made = self.staff.ship_direct(self.warehouse, [(self.products[0], 1)])
@@ -60,18 +63,17 @@ class LogikuraHarness(ConnectorHarness):
         return dict.fromkeys(self.products, STOCK)
 
     def instructions(self) -> Counter[str]:
-        return Counter(str(e.order_number)
-                       for e in self.lk.ledger.entries(kind="schedule.create"))
+        return Counter(str(e.order_number) for e in self.lk.ledger.entries(kind="schedule.create"))
 
     def cancelled(self) -> Counter[str]:
-        return Counter(str(e.order_number)
-                       for e in self.lk.ledger.entries(kind="schedule.delete"))
+        return Counter(str(e.order_number) for e in self.lk.ledger.entries(kind="schedule.delete"))
 
 
 class TestLogikuraConformance(ConnectorConformance):
     @pytest.fixture
-    def harness(self, lk: SandboxServer, tmp_path: Path, http: requests.Session
-                ) -> Iterator[LogikuraHarness]:
+    def harness(
+        self, lk: SandboxServer, tmp_path: Path, http: requests.Session
+    ) -> Iterator[LogikuraHarness]:
         harness = LogikuraHarness(lk, tmp_path, http)
         yield harness
         harness.staff.close()

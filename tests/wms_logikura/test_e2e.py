@@ -39,20 +39,44 @@ class Linked:
 
 @pytest.fixture
 def linked(make_config: ConfigFactory) -> Iterator[Linked]:
-    with NeSandbox(NeConfig(client_id="ne-e2e", client_secret="ne-e2e-secret", seed_size=0,
-                            que_processing_delay_s=0.1)) as ne, \
-            SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk:
+    with (
+        NeSandbox(
+            NeConfig(
+                client_id="ne-e2e",
+                client_secret="ne-e2e-secret",
+                seed_size=0,
+                que_processing_delay_s=0.1,
+            )
+        ) as ne,
+        SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk,
+    ):
         config = make_config(
-            nextengine={"api_base": ne.base_url, "login_base": ne.base_url,
-                        "client_id": "ne-e2e", "client_secret": "ne-e2e-secret"},
+            nextengine={
+                "api_base": ne.base_url,
+                "login_base": ne.base_url,
+                "client_id": "ne-e2e",
+                "client_secret": "ne-e2e-secret",
+            },
             dispatch={"queue_poll_seconds": 0.05, "queue_timeout_seconds": 30},
-            warehouses=[{"code": "ITAKU", "ne_linked": True, "import_orders": True},
-                        {"code": "SHINJUKU"}, {"code": "ASAKUSA"}],
+            warehouses=[
+                {"code": "ITAKU", "ne_linked": True, "import_orders": True},
+                {"code": "SHINJUKU"},
+                {"code": "ASAKUSA"},
+            ],
             plugins=DEFAULT_PLUGINS,
-            wms={"connector": "logikura", "logikura": {
-                "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-                "client_secret": SECRET, "redirect_uri": REDIRECT, "products_refresh_seconds": 0,
-                "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"}}})
+            wms={
+                "connector": "logikura",
+                "logikura": {
+                    "api_base": lk.base_url,
+                    "auth_base": lk.base_url,
+                    "client_id": CLIENT_ID,
+                    "client_secret": SECRET,
+                    "redirect_uri": REDIRECT,
+                    "products_refresh_seconds": 0,
+                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
+                },
+            },
+        )
         link_both(config, ne, lk)
         staff = WarehouseStaff(lk.base_url)
         yield Linked(ne, lk, config, staff)
@@ -90,7 +114,8 @@ def test_seed_scenario_end_to_end(linked: Linked) -> None:
     report = linked.once()
     assert report.problems == []  # o1's second shipment is held in front of a person
     assert [i.key for i in report.attention.items if i.key.startswith("logikura:")] == [
-        f"logikura:shipping_history:{second['id']}"]
+        f"logikura:shipping_history:{second['id']}"
+    ]
     assert ne.ledger.shipped_order_ids() == [o1, o2]
     assert ne.state.order_snapshot(o1)["receive_order_delivery_cut_form_id"] == "4912-0001"
     assert not ne.state.order_snapshot(o2)["receive_order_delivery_cut_form_id"]
@@ -108,8 +133,20 @@ def test_seed_scenario_end_to_end(linked: Linked) -> None:
 
 def test_demo_with_logikura_passes_its_own_check(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "daemon", "demo", "--wms", "logikura", "--dir",
-         str(tmp_path / "demo")], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "demo",
+            "--wms",
+            "logikura",
+            "--dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "demo check passed against both sandboxes" in " ".join(result.stderr.split())
     assert (tmp_path / "demo" / "state" / "logikura-tokens.json").is_file()

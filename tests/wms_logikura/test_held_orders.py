@@ -19,13 +19,15 @@ def set_logikura(world: Linked, **options: object) -> None:
 
 def test_unmapped_delivery_method_holds_only_that_order(linked: Linked) -> None:  # noqa: F811
     ne, lk = linked.ne, linked.lk
-    set_logikura(linked, unmapped_delivery_method="fail",
-                 delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2"})
+    set_logikura(
+        linked,
+        unmapped_delivery_method="fail",
+        delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2"},
+    )
     ne.state.create_goods("A-1", quantity=10)
     lk.state.add_variant("LK-A", link_code="A-1", stock={"ITAKU": 10})
     good = ne.state.create_order([("A-1", 1)], shop_id=1)
-    odd = ne.state.create_order([("A-1", 2)], shop_id=1,
-                                fields={"receive_order_delivery_id": "99"})
+    odd = ne.state.create_order([("A-1", 2)], shop_id=1, fields={"receive_order_delivery_id": "99"})
     good2 = ne.state.create_order([("A-1", 3)], shop_id=1)
 
     first = linked.once()
@@ -39,10 +41,8 @@ def test_unmapped_delivery_method_holds_only_that_order(linked: Linked) -> None:
     linked.once()  # the batch is delivered: nothing is sent again, the order stays held
     assert lk.ledger.schedules_created() == {str(good): 1, str(good2): 1}
 
-    set_logikura(linked, delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2",
-                                           "99": "yamato_b2"})
-    result = CliRunner().invoke(app, ["--config", str(linked.config), "orders", "retry",
-                                      str(odd)])
+    set_logikura(linked, delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2", "99": "yamato_b2"})
+    result = CliRunner().invoke(app, ["--config", str(linked.config), "orders", "retry", str(odd)])
     assert result.exit_code == 0, result.stderr
     linked.once()
     assert lk.ledger.schedules_created() == {str(good): 1, str(odd): 1, str(good2): 1}

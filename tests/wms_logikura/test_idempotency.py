@@ -61,8 +61,10 @@ connector.push_orders(InstructionBatch("crash-batch", datetime(2026, 11, 27, tzi
 
 def schedule_rows(state_dir: Path) -> dict[str, tuple[str, int | None]]:
     with sqlite3.connect(state_dir / "logikura.sqlite3") as conn:
-        return {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT ne_order_id, state, schedule_id FROM schedule")}
+        return {
+            r[0]: (r[1], r[2])
+            for r in conn.execute("SELECT ne_order_id, state, schedule_id FROM schedule")
+        }
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -74,17 +76,32 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def test_sigkill_between_request_and_local_record(lk: SandboxServer, tmp_path: Path,
-                                                  http: requests.Session) -> None:
+def test_sigkill_between_request_and_local_record(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock)  # authorised, catalog cached
-    settings = {"api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-                "client_secret": SECRET, "redirect_uri": REDIRECT}
+    settings = {
+        "api_base": lk.base_url,
+        "auth_base": lk.base_url,
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "redirect_uri": REDIRECT,
+    }
     lk.faults.stall_next(60, path="/api/v1/shipping_schedules", method="POST")
     process = subprocess.Popen(
-        [sys.executable, "-c", PUSHER, json.dumps(settings), str(tmp_path),
-         json.dumps(["1", "2", "3"])], cwd=REPO, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-c",
+            PUSHER,
+            json.dumps(settings),
+            str(tmp_path),
+            json.dumps(["1", "2", "3"]),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: lk.ledger.count("schedule.create") == 1)
         os.kill(process.pid, signal.SIGKILL)  # Logikura created it; the answer never came
@@ -102,8 +119,9 @@ def test_sigkill_between_request_and_local_record(lk: SandboxServer, tmp_path: P
     assert lk.ledger.schedules_created() == {"1": 1, "2": 1, "3": 1}
 
 
-def test_lost_answer_then_a_new_instance_reconciles(lk: SandboxServer, tmp_path: Path,
-                                                    http: requests.Session) -> None:
+def test_lost_answer_then_a_new_instance_reconciles(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock)
     lk.faults.drop_next(when="after", path="/api/v1/shipping_schedules", method="POST")
@@ -125,8 +143,9 @@ def test_lost_answer_then_a_new_instance_reconciles(lk: SandboxServer, tmp_path:
     assert schedule_rows(tmp_path)["7"] == ("created", schedule)
 
 
-def test_refused_order_is_not_left_in_doubt(lk: SandboxServer, tmp_path: Path,
-                                            http: requests.Session) -> None:
+def test_refused_order_is_not_left_in_doubt(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock, default_delivery_method="bad_code")
     with pytest.raises(Exception, match="order 9"):
@@ -134,8 +153,7 @@ def test_refused_order_is_not_left_in_doubt(lk: SandboxServer, tmp_path: Path,
     assert "9" not in schedule_rows(tmp_path)  # refused outright: nothing to reconcile
 
 
-def test_consignee_created_once_after_a_lost_answer(tmp_path: Path,
-                                                    http: requests.Session) -> None:
+def test_consignee_created_once_after_a_lost_answer(tmp_path: Path, http: requests.Session) -> None:
     with SandboxServer(sandbox_config(consignee_code_unique=False)) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)

@@ -41,23 +41,49 @@ def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 90.0) ->
 
 
 def test_shipments_flow_while_a_large_import_runs_and_sigterm_stops_it(
-        make_config: ConfigFactory, notify: NotifySocket, tmp_path: Path) -> None:
-    with NeSandbox(NeConfig(client_id="ne-flow", client_secret="ne-flow-secret", seed_size=0,
-                            que_processing_delay_s=0.1)) as ne, \
-            SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk:
+    make_config: ConfigFactory, notify: NotifySocket, tmp_path: Path
+) -> None:
+    with (
+        NeSandbox(
+            NeConfig(
+                client_id="ne-flow",
+                client_secret="ne-flow-secret",
+                seed_size=0,
+                que_processing_delay_s=0.1,
+            )
+        ) as ne,
+        SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk,
+    ):
         config = make_config(
-            nextengine={"api_base": ne.base_url, "login_base": ne.base_url,
-                        "client_id": "ne-flow", "client_secret": "ne-flow-secret"},
+            nextengine={
+                "api_base": ne.base_url,
+                "login_base": ne.base_url,
+                "client_id": "ne-flow",
+                "client_secret": "ne-flow-secret",
+            },
             dispatch={"queue_poll_seconds": 0.05, "queue_timeout_seconds": 30},
             warehouses=[{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
-            schedule={"interval_seconds": 2, "jitter_seconds": 0,
-                      "dispatch_interval_seconds": 1, "intake_poll_seconds": 0.2},
+            schedule={
+                "interval_seconds": 2,
+                "jitter_seconds": 0,
+                "dispatch_interval_seconds": 1,
+                "intake_poll_seconds": 0.2,
+            },
             plugins=DEFAULT_PLUGINS,
-            wms={"connector": "logikura", "logikura": {
-                "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-                "client_secret": SECRET, "redirect_uri": REDIRECT, "poll_seconds": 0.5,
-                "products_refresh_seconds": 300,
-                "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"}}})
+            wms={
+                "connector": "logikura",
+                "logikura": {
+                    "api_base": lk.base_url,
+                    "auth_base": lk.base_url,
+                    "client_id": CLIENT_ID,
+                    "client_secret": SECRET,
+                    "redirect_uri": REDIRECT,
+                    "poll_seconds": 0.5,
+                    "products_refresh_seconds": 300,
+                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
+                },
+            },
+        )
         ne.state.create_goods("A-1", quantity=500)
         lk.state.add_variant("LK-A", link_code="a-1", stock={"ITAKU": 500})
         link_both(config, ne, lk)
@@ -69,14 +95,17 @@ def test_shipments_flow_while_a_large_import_runs_and_sigterm_stops_it(
         proc = start(config, notify, tmp_path / "daemon.log")
         try:
             notify.wait_for("READY=1")
-            wait_for(lambda: lk.ledger.count("schedule.create", order_number=first) == 1,
-                     "the first order's schedule")
+            wait_for(
+                lambda: lk.ledger.count("schedule.create", order_number=first) == 1,
+                "the first order's schedule",
+            )
             schedule = lk.state.schedules_for(first)[0]["id"]
             staff.set_tracking(schedule, "4912-7001")
             staff.start(schedule, "ITAKU")
             staff.ship(schedule)
-            wait_for(lambda: orders[0] in ne.ledger.shipped_order_ids(),
-                     "the shipment in Next Engine")
+            wait_for(
+                lambda: orders[0] in ne.ledger.shipped_order_ids(), "the shipment in Next Engine"
+            )
             assert lk.ledger.count("schedule.create") < ORDERS  # the import still runs
             # several 2 s intervals pass while the import runs: its job skips them quietly
             wait_for(lambda: lk.ledger.count("schedule.create") >= 6, "six schedules")

@@ -29,15 +29,16 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 20.0) -> None:
 
 
 def schedule_posts(lk: SandboxServer) -> int:
-    return sum(1 for r in lk.state.traffic.requests()
-               if r.method == "POST" and r.path == SCHEDULES)
+    return sum(1 for r in lk.state.traffic.requests() if r.method == "POST" and r.path == SCHEDULES)
 
 
 def test_a_post_applied_after_the_timeout_is_not_repeated(
-        lk: SandboxServer, tmp_path: Path, http: requests.Session) -> None:
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
-    connector, ctx = connect(lk, tmp_path, http, clock, timeout_seconds=0.3,
-                             schedule_settle_seconds=SETTLE)
+    connector, ctx = connect(
+        lk, tmp_path, http, clock, timeout_seconds=0.3, schedule_settle_seconds=SETTLE
+    )
     work = batch("late", order("131", ("TSHIRT-Red-S", 1)))
     lk.faults.apply_late_next(1.5, path=SCHEDULES, method="POST")
     with pytest.raises(LogikuraUnavailable) as lost:
@@ -60,7 +61,8 @@ def test_a_post_applied_after_the_timeout_is_not_repeated(
 
 
 def test_a_post_that_never_arrived_is_sent_once_settled(
-        lk: SandboxServer, tmp_path: Path, http: requests.Session) -> None:
+    lk: SandboxServer, tmp_path: Path, http: requests.Session
+) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock, schedule_settle_seconds=SETTLE)
     work = batch("dropped", order("140", ("TSHIRT-Red-S", 1)), order("141", ("Mug-Red-S", 1)))

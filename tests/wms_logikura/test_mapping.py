@@ -32,8 +32,9 @@ from tests.wms_logikura.conftest import (
 )
 
 
-def take(connector: LogikuraConnector, kind: EventKind, ctx: ConnectorContext
-         ) -> tuple[list[WmsEvent], list[str], dict[str, str]]:
+def take(
+    connector: LogikuraConnector, kind: EventKind, ctx: ConnectorContext
+) -> tuple[list[WmsEvent], list[str], dict[str, str]]:
     """Play the engine's intake: events accepted, sources rejected, the stored positions."""
     events: list[WmsEvent] = []
     rejected: list[str] = []
@@ -65,27 +66,35 @@ class World:
 
     def variant(self, **changes: Any) -> LogikuraConnector:
         """Another connector on the same state folder, with changed options."""
-        return LogikuraConnector(self.connector.config.model_copy(update=changes),
-                                 clock=self.clock, sleep=self.clock.sleep)
+        return LogikuraConnector(
+            self.connector.config.model_copy(update=changes),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+        )
 
 
 @pytest.fixture
 def world(lk: SandboxServer, tmp_path: Path, http: requests.Session) -> Iterator[World]:
     clock = FakeTime(lk)
-    connector, ctx = connect(lk, tmp_path, http, clock,
-                             delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2",
-                                               "2": "japanpost_yu_pack"})
+    connector, ctx = connect(
+        lk,
+        tmp_path,
+        http,
+        clock,
+        delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2", "2": "japanpost_yu_pack"},
+    )
     staff = WarehouseStaff(lk.base_url)
     yield World(connector, ctx, clock, staff)
     staff.close()
 
 
-def test_warehouses_are_matched_by_code_or_mapping(lk: SandboxServer, tmp_path: Path,
-                                                   http: requests.Session,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_warehouses_are_matched_by_code_or_mapping(
+    lk: SandboxServer, tmp_path: Path, http: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = FakeTime(lk)
-    connector, _ = connect(lk, tmp_path, http, clock,
-                           warehouse_codes={"SHINJUKU-STORE": "SHINJUKU"})
+    connector, _ = connect(
+        lk, tmp_path, http, clock, warehouse_codes={"SHINJUKU-STORE": "SHINJUKU"}
+    )
     mapped = make_ctx(tmp_path, http, clock, warehouses=("ITAKU", "SHINJUKU-STORE"))
     connector.push_orders(batch("b0", order("1", ("TSHIRT-Red-S", 1))), mapped)
     wrong = make_ctx(tmp_path, http, clock, warehouses=("ITAKU", "OSAKA"))
@@ -97,14 +106,22 @@ def test_warehouses_are_matched_by_code_or_mapping(lk: SandboxServer, tmp_path: 
     assert "OSAKA" in caplog.text and "warehouse_codes" in caplog.text
 
 
-@pytest.mark.parametrize(("links", "mode", "expected"), [
-    ("list", "link_or_product_code", {"P-CASE": "p-case", "P-OTHER": "NE-77", "P-NONE": "P-NONE"}),
-    ("embedded", "link", {"P-CASE": "p-case", "P-OTHER": "NE-77", "P-NONE": None}),
-    ("none", "link_or_product_code", {"P-CASE": "P-CASE", "P-NONE": "P-NONE"}),
-    ("list", "product_code", {"P-CASE": "P-CASE", "P-OTHER": "P-OTHER"}),
-])
-def test_product_master_and_link_codes(links: str, mode: str, expected: dict[str, str | None],
-                                       tmp_path: Path, http: requests.Session) -> None:
+@pytest.mark.parametrize(
+    ("links", "mode", "expected"),
+    [
+        (
+            "list",
+            "link_or_product_code",
+            {"P-CASE": "p-case", "P-OTHER": "NE-77", "P-NONE": "P-NONE"},
+        ),
+        ("embedded", "link", {"P-CASE": "p-case", "P-OTHER": "NE-77", "P-NONE": None}),
+        ("none", "link_or_product_code", {"P-CASE": "P-CASE", "P-NONE": "P-NONE"}),
+        ("list", "product_code", {"P-CASE": "P-CASE", "P-OTHER": "P-OTHER"}),
+    ],
+)
+def test_product_master_and_link_codes(
+    links: str, mode: str, expected: dict[str, str | None], tmp_path: Path, http: requests.Session
+) -> None:
     with SandboxServer(sandbox_config(external_links=links, seed_size=0)) as lk:
         lk.state.add_variant("P-CASE", link_code="p-case", stock={"ITAKU": 1})
         lk.state.add_variant("P-OTHER", link_code="NE-77")
@@ -125,16 +142,20 @@ def test_unreadable_links_in_link_mode_are_a_clear_error(
     with SandboxServer(sandbox_config(external_links="none", seed_size=2)) as lk:
         clock = FakeTime(lk)
         connected, _ = connect(lk, tmp_path, http, clock)
-        connector = LogikuraConnector(connected.config.model_copy(update={"link_codes": "link"}),
-                                      clock=clock, sleep=clock.sleep)
+        connector = LogikuraConnector(
+            connected.config.model_copy(update={"link_codes": "link"}),
+            clock=clock,
+            sleep=clock.sleep,
+        )
         clock.advance(901)
         with pytest.raises(LogikuraConfigError, match="link_codes: product_code"):
             connector.product_snapshot(make_ctx(tmp_path, http, clock), None)
         assert "link_codes: product_code" in caplog.text
 
 
-def test_product_master_is_cached_and_refreshed_on_schedule(world: World,
-                                                            lk: SandboxServer) -> None:
+def test_product_master_is_cached_and_refreshed_on_schedule(
+    world: World, lk: SandboxServer
+) -> None:
     connector, ctx, clock = world.connector, world.ctx, world.clock
     first = connector.product_snapshot(ctx, None)
     assert first is not None
@@ -153,18 +174,22 @@ def test_product_master_is_cached_and_refreshed_on_schedule(world: World,
 def test_orders_become_schedules_with_every_mapping(world: World, lk: SandboxServer) -> None:
     connector, ctx, staff = world.connector, world.ctx, world.staff
     same = {"name": "鈴木 一郎", "address": "大阪府大阪市北区1-1"}
-    connector.push_orders(batch(
-        "b1",
-        order("101", ("TSHIRT-Red-S", 2), ("Mug-Red-S", 1), **same),
-        order("102", ("cap-Red-S", 1), delivery="2", **same),
-        order("103", ("cap-Red-S", 1), delivery="謎の便")), ctx)
+    connector.push_orders(
+        batch(
+            "b1",
+            order("101", ("TSHIRT-Red-S", 2), ("Mug-Red-S", 1), **same),
+            order("102", ("cap-Red-S", 1), delivery="2", **same),
+            order("103", ("cap-Red-S", 1), delivery="謎の便"),
+        ),
+        ctx,
+    )
     first = lk.state.schedules_for("101")[0]
     assert first["sales_order"]["order_number"] == "101"
     assert first["sales_order"]["order_date"] == "2026-11-27"
     assert first["delivery_method"]["code"] == "yamato_b2"
-    assert [(i["product_variant_id"], i["sales_order_quantity"])
-            for i in first["shipping_items"]] == [(staff.variant_id("TSHIRT-Red-S"), 2),
-                                                  (staff.variant_id("Mug-Red-S"), 1)]
+    assert [
+        (i["product_variant_id"], i["sales_order_quantity"]) for i in first["shipping_items"]
+    ] == [(staff.variant_id("TSHIRT-Red-S"), 2), (staff.variant_id("Mug-Red-S"), 1)]
     assert "101" in first["description"] and "R-101" in first["description"]
     second = lk.state.schedules_for("102")[0]
     assert second["delivery_method"]["code"] == "japanpost_yu_pack"  # mapped by NE id
@@ -181,8 +206,9 @@ def test_orders_become_schedules_with_every_mapping(world: World, lk: SandboxSer
 def test_consignee_is_found_by_code_before_creating(world: World, lk: SandboxServer) -> None:
     instruction = order("201", ("cap-Red-S", 1))
     code = consignee_code(world.connector.config, instruction)
-    existing = world.staff.call("POST", "/api/v1/consignees", {
-        "consignee": {"code": code, "name": "山田 太郎"}})["consignee"]
+    existing = world.staff.call(
+        "POST", "/api/v1/consignees", {"consignee": {"code": code, "name": "山田 太郎"}}
+    )["consignee"]
     world.connector.push_orders(batch("b1", instruction), world.ctx)
     assert lk.ledger.count("consignee.create") == 1  # the staff's; nebridge found it by code
     assert lk.state.schedules_for("201")[0]["consignee_id"] == existing["id"]
@@ -194,9 +220,15 @@ def test_unmapped_delivery_and_unknown_products_fail_only_their_order(
     ctx = world.ctx
     strict = world.variant(unmapped_delivery_method="fail")
     with pytest.raises(StepError) as failed:
-        strict.push_orders(batch("b3", order("301", ("cap-Red-S", 1), delivery="謎の便"),
-                                 order("302", ("NO-SUCH", 1)),
-                                 order("303", ("cap-Red-S", 1))), ctx)
+        strict.push_orders(
+            batch(
+                "b3",
+                order("301", ("cap-Red-S", 1), delivery="謎の便"),
+                order("302", ("NO-SUCH", 1)),
+                order("303", ("cap-Red-S", 1)),
+            ),
+            ctx,
+        )
     message = str(failed.value)
     assert "order 301" in message and "wms.logikura.delivery_methods" in message
     assert "order 302" in message and "NO-SUCH is not in Logikura's product master" in message
@@ -222,22 +254,26 @@ def test_histories_become_events_and_the_ne_split(world: World, lk: SandboxServe
     shipments, rejected, cursors = take(connector, EventKind.SHIPMENT, ctx)
     assert rejected == []
     by_id = {e.shipment_id: e for e in shipments if isinstance(e, WmsShipment)}
-    assert set(by_id) == {f"LK-SH-{schedule}", f"LK-SH-{schedule + 1}",
-                          f"LK-SH-{schedule + 2}"}
+    assert set(by_id) == {f"LK-SH-{schedule}", f"LK-SH-{schedule + 1}", f"LK-SH-{schedule + 2}"}
     ne = by_id[f"LK-SH-{schedule}"]
     assert (ne.ne_order_id, ne.tracking_number, ne.warehouse) == ("401", "4912-0001", "ITAKU")
     assert [(line.product_code, line.quantity) for line in ne.lines] == [("TSHIRT-Red-S", 2)]
     assert ne.confirmed_at.isoformat() == f"{today}T00:00:00+09:00"
     wholesale = by_id[f"LK-SH-{schedule + 1}"]
     assert not wholesale.from_next_engine and wholesale.warehouse == "ITAKU"
-    assert [(x.product_code, x.quantity) for x in wholesale.lines] == [("Mug-Red-S", 3),
-                                                                        ("cap-Red-S", 1)]
+    assert [(x.product_code, x.quantity) for x in wholesale.lines] == [
+        ("Mug-Red-S", 3),
+        ("cap-Red-S", 1),
+    ]
     assert by_id[f"LK-SH-{schedule + 2}"].ne_order_id is None  # "402" was never imported
     assert list(cursors) == ["wms.logikura.shipments"]
     assert json.loads(cursors["wms.logikura.shipments"])["start"] == today
     receipts, _, _ = take(connector, EventKind.RECEIPT, ctx)
-    assert [(r.warehouse, r.lines[0].product_code, r.lines[0].quantity)
-            for r in receipts if isinstance(r, WmsReceipt)] == [("SHINJUKU", "cap-Red-S", 4)]
+    assert [
+        (r.warehouse, r.lines[0].product_code, r.lines[0].quantity)
+        for r in receipts
+        if isinstance(r, WmsReceipt)
+    ] == [("SHINJUKU", "cap-Red-S", 4)]
 
     again, _, _ = take(connector, EventKind.SHIPMENT, ctx)
     assert again == []  # delivered and the position did not move: nothing to send
@@ -246,8 +282,7 @@ def test_histories_become_events_and_the_ne_split(world: World, lk: SandboxServe
     assert redelivered == []  # what was delivered is remembered in the connector's store
 
 
-def test_backdated_histories_are_read_within_the_lookback(world: World,
-                                                          lk: SandboxServer) -> None:
+def test_backdated_histories_are_read_within_the_lookback(world: World, lk: SandboxServer) -> None:
     connector, ctx, clock, staff = world.connector, world.ctx, world.clock, world.staff
     staff.ship_direct("ITAKU", [("Mug-Red-S", 1)], shipped_date="2020-01-01")
     events, _, cursors = take(connector, EventKind.SHIPMENT, ctx)
@@ -258,7 +293,9 @@ def test_backdated_histories_are_read_within_the_lookback(world: World,
     late = staff.ship_direct("ITAKU", [("Mug-Red-S", 1)], shipped_date=day0.isoformat())
     events, _, cursors = take(connector, EventKind.SHIPMENT, ctx)
     assert {e.shipment_id for e in events if isinstance(e, WmsShipment)} == {
-        f"LK-SH-{late['id'] - 1}", f"LK-SH-{late['id']}"}
+        f"LK-SH-{late['id'] - 1}",
+        f"LK-SH-{late['id']}",
+    }
     assert json.loads(cursors["wms.logikura.shipments"])["start"] == day0.isoformat()
     clock.advance(10 * 86_400)  # entered 13 days after day0, dated day0: still read
     later = staff.ship_direct("ITAKU", [("Mug-Red-S", 2)], shipped_date=day0.isoformat())
@@ -293,8 +330,9 @@ def test_new_product_waits_unknown_variant_is_rejected_then_requeued(
     variant = lk.state.variants.pop(staff.variant_id("TMP-1"))  # deleted in Logikura
     events, rejected, _ = take(connector, EventKind.SHIPMENT, ctx)
     source = f"logikura:shipping_history:{gone['id']}"
-    assert rejected == [f"{source}: product variant {variant.id} is not in Logikura's "
-                        "product master"]
+    assert rejected == [
+        f"{source}: product variant {variant.id} is not in Logikura's product master"
+    ]
     assert take(connector, EventKind.SHIPMENT, ctx)[1] == []  # rejected once, not every poll
     with pytest.raises(KeyError):
         connector.requeue("logikura:shipping_history:999999", ctx)
@@ -307,20 +345,24 @@ def test_new_product_waits_unknown_variant_is_rejected_then_requeued(
     assert snapshot is not None
     ctx.is_known_product = {p.product_code for p in snapshot.products}.__contains__
     events, rejected, _ = take(connector, EventKind.SHIPMENT, ctx)
-    assert rejected == [] and [e.shipment_id for e in events if
-                               isinstance(e, WmsShipment)] == [f"LK-SH-{gone['id']}"]
+    assert rejected == [] and [e.shipment_id for e in events if isinstance(e, WmsShipment)] == [
+        f"LK-SH-{gone['id']}"
+    ]
     assert take(connector, EventKind.SHIPMENT, ctx)[0] == []  # settled
 
 
 def test_invalid_histories_are_rejected_with_the_field(world: World) -> None:
     long_tracking = world.staff.ship_direct("ITAKU", [("Mug-Red-S", 1)], tracking_number="9" * 51)
     _, rejected, _ = take(world.connector, EventKind.SHIPMENT, world.ctx)
-    assert rejected == [f"logikura:shipping_history:{long_tracking['id']}: tracking number "
-                        "longer than 50 characters (Next Engine's limit)"]
+    assert rejected == [
+        f"logikura:shipping_history:{long_tracking['id']}: tracking number "
+        "longer than 50 characters (Next Engine's limit)"
+    ]
 
 
-def test_warehouse_from_packed_stock_when_histories_lack_it(tmp_path: Path,
-                                                            http: requests.Session) -> None:
+def test_warehouse_from_packed_stock_when_histories_lack_it(
+    tmp_path: Path, http: requests.Session
+) -> None:
     with SandboxServer(sandbox_config(history_warehouse_id=False, page_size=5)) as lk:
         clock = FakeTime(lk)
         connector, ctx = connect(lk, tmp_path, http, clock)

@@ -52,21 +52,45 @@ class Linked:
 
 @pytest.fixture
 def linked(make_config: ConfigFactory) -> Iterator[Linked]:
-    with NeSandbox(NeConfig(client_id="ne-e2e", client_secret="ne-e2e-secret", seed_size=0,
-                            que_processing_delay_s=0.1)) as ne, \
-            SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk, \
-            notify_receiver() as told:
+    with (
+        NeSandbox(
+            NeConfig(
+                client_id="ne-e2e",
+                client_secret="ne-e2e-secret",
+                seed_size=0,
+                que_processing_delay_s=0.1,
+            )
+        ) as ne,
+        SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)) as lk,
+        notify_receiver() as told,
+    ):
         config = make_config(
-            nextengine={"api_base": ne.base_url, "login_base": ne.base_url,
-                        "client_id": "ne-e2e", "client_secret": "ne-e2e-secret"},
+            nextengine={
+                "api_base": ne.base_url,
+                "login_base": ne.base_url,
+                "client_id": "ne-e2e",
+                "client_secret": "ne-e2e-secret",
+            },
             dispatch={"queue_poll_seconds": 0.05, "queue_timeout_seconds": 30},
             warehouses=[{"code": "ITAKU", "ne_linked": True, "import_orders": True}],
-            plugins={**DEFAULT_PLUGINS, "order_watch": {"enabled": True},
-                     "notify_webhook": {"enabled": True, "format": "json", "url": told.url}},
-            wms={"connector": "logikura", "logikura": {
-                "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-                "client_secret": SECRET, "redirect_uri": REDIRECT, "products_refresh_seconds": 0,
-                "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"}}})
+            plugins={
+                **DEFAULT_PLUGINS,
+                "order_watch": {"enabled": True},
+                "notify_webhook": {"enabled": True, "format": "json", "url": told.url},
+            },
+            wms={
+                "connector": "logikura",
+                "logikura": {
+                    "api_base": lk.base_url,
+                    "auth_base": lk.base_url,
+                    "client_id": CLIENT_ID,
+                    "client_secret": SECRET,
+                    "redirect_uri": REDIRECT,
+                    "products_refresh_seconds": 0,
+                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
+                },
+            },
+        )
         link_both(config, ne, lk)
         staff = WarehouseStaff(lk.base_url)
         yield Linked(ne, lk, config, staff, told)
@@ -101,8 +125,9 @@ def test_cancel_and_edit_delete_idle_schedules_and_a_started_one_goes_to_attenti
     assert code in (0, 1), err
     items = {i["key"]: i for i in json.loads(out)["items"]}
     stop = items[f"order_watch:stop:{o3}"]
-    assert stop["reason"].startswith(f"stop picking order {o3} in ITAKU: cancelled in Next "
-                                     "Engine at ")
+    assert stop["reason"].startswith(
+        f"stop picking order {o3} in ITAKU: cancelled in Next Engine at "
+    )
     assert "picking started" in stop["reason"] and f"history --order {o3}" in stop["fix"]
     assert f"order_watch:stop:{o1}" not in items and f"order_watch:stop:{o2}" not in items
     assert f"order_watch:stop:{o3}" in {str(m.get("key")) for m in linked.told.messages}
@@ -125,8 +150,10 @@ def test_cancel_and_edit_delete_idle_schedules_and_a_started_one_goes_to_attenti
     keys = {i["key"]: i for i in json.loads(out)["items"]}
     assert f"order_watch:stop:{o3}" not in keys  # what happened physically replaces it
     assert keys[f"order_watch:shipped:{o3}"]["reason"].startswith(
-        f"goods left ITAKU for order {o3}, which was cancelled in Next Engine")
+        f"goods left ITAKU for order {o3}, which was cancelled in Next Engine"
+    )
     code, out, _err = linked.cli("history", "--order", str(o3), "--json")
     steps = json.loads(out)["steps"]
-    assert any("cancelled in Next Engine" in s["what"] and "refused" in s["detail"]
-               for s in steps), steps
+    assert any(
+        "cancelled in Next Engine" in s["what"] and "refused" in s["detail"] for s in steps
+    ), steps

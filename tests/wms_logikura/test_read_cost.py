@@ -21,8 +21,9 @@ HISTORIES = 2000
 PATH = "/api/v1/shipping_histories"
 
 
-def poll(connector: LogikuraConnector, ctx: ConnectorContext, lk: SandboxServer
-         ) -> tuple[int, list[str]]:
+def poll(
+    connector: LogikuraConnector, ctx: ConnectorContext, lk: SandboxServer
+) -> tuple[int, list[str]]:
     """One intake of shipments as the engine does it: (history list requests, event ids)."""
     before = len(lk.state.traffic.requests())
     ids: list[str] = []
@@ -45,12 +46,17 @@ def direct(lk: SandboxServer, shipped_date: str | None = None, n: int = 1) -> li
     consignee = next(iter(state.consignees))
     inventory = next(i.id for i in state.inventories.values() if i.warehouse_id == warehouse)
     state.inventories[inventory].quantity += n
-    body = {"sales_order": {"order_number": "W-1"}, "shipping_history": {
-        "shipping_items": [{"inventory_id": inventory, "shipping_quantity": 1, "price": 0}],
-        "consignee_id": consignee, "warehouse_id": warehouse, "shipped_date": shipped_date}}
+    body = {
+        "sales_order": {"order_number": "W-1"},
+        "shipping_history": {
+            "shipping_items": [{"inventory_id": inventory, "shipping_quantity": 1, "price": 0}],
+            "consignee_id": consignee,
+            "warehouse_id": warehouse,
+            "shipped_date": shipped_date,
+        },
+    }
     with state.acting("python"):
-        return [state.create_shipping_history(body)["shipping_history"]["id"]
-                for _ in range(n)]
+        return [state.create_shipping_history(body)["shipping_history"]["id"] for _ in range(n)]
 
 
 def test_polls_read_only_what_changed(tmp_path: Path, http: requests.Session) -> None:

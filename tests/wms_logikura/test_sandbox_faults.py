@@ -18,17 +18,24 @@ def control(lk: SandboxServer, verb: str, body: dict[str, object]) -> dict[str, 
 
 
 def test_faults_are_scheduled_through_the_control_api(lk: SandboxServer) -> None:
-    control(lk, "apply_late_next", {"seconds": 5, "path": "/api/v1/shipping_schedules",
-                                    "method": "post"})
+    control(
+        lk,
+        "apply_late_next",
+        {"seconds": 5, "path": "/api/v1/shipping_schedules", "method": "post"},
+    )
     control(lk, "loop_links_next", {"count": 3, "path": "/api/v1/product_variants"})
     snapshot = control(lk, "reset_header_next", {"value": "1800000000"})
     scheduled = snapshot["scheduled"]
     assert isinstance(scheduled, list)
     assert [(s["kind"], s["remaining"], s["method"]) for s in scheduled] == [
-        ("apply_late", 1, "POST"), ("link_loop", 3, None), ("reset_header", 1, None)]
+        ("apply_late", 1, "POST"),
+        ("link_loop", 3, None),
+        ("reset_header", 1, None),
+    ]
     assert scheduled[2]["value"] == "1800000000"
-    refused = requests.post(f"{lk.base_url}/_sandbox/faults/apply_late_next",
-                            json={"seconds": 0}, timeout=10)
+    refused = requests.post(
+        f"{lk.base_url}/_sandbox/faults/apply_late_next", json={"seconds": 0}, timeout=10
+    )
     assert refused.status_code == 400 and "seconds" in refused.text
 
 

@@ -20,10 +20,16 @@ def staff(lk: SandboxServer) -> Iterator[WarehouseStaff]:
 
 def schedule(staff: WarehouseStaff, number: str, quantity: int) -> int:
     variant = staff.variant_id("Mug-Red-S")
-    body = {"sales_order": {"order_number": number}, "shipping_schedule": {
-        "consignee_id": staff.consignee_id("W-001"), "shipping_composite_items": [],
-        "shipping_items": [{"product_variant_id": variant, "sales_order_quantity": quantity,
-                            "price": 0}]}}
+    body = {
+        "sales_order": {"order_number": number},
+        "shipping_schedule": {
+            "consignee_id": staff.consignee_id("W-001"),
+            "shipping_composite_items": [],
+            "shipping_items": [
+                {"product_variant_id": variant, "sales_order_quantity": quantity, "price": 0}
+            ],
+        },
+    }
     return int(staff.call("POST", "/api/v1/shipping_schedules", body)["shipping_schedule"]["id"])
 
 
@@ -34,8 +40,9 @@ def test_staff_actions_over_http(lk: SandboxServer, staff: WarehouseStaff) -> No
     assert staff.renumber(sid, None)["sales_order"]["order_number"] is None
     staff.start(sid, "ITAKU")
     shipped = staff.ship_partial(sid, {"Mug-Red-S": 1})["shipping_schedule"]
-    assert [(i["sales_order_quantity"], i["shipping_quantity"])
-            for i in shipped["shipping_items"]] == [(2, 1)]
+    assert [
+        (i["sales_order_quantity"], i["shipping_quantity"]) for i in shipped["shipping_items"]
+    ] == [(2, 1)]
     assert lk.state.stock("ITAKU", "Mug-Red-S")["quantity"] == before - 1
     corrected = staff.correct_tracking(sid, "T-9")
     assert corrected["tracking_number"] == "T-9"
@@ -57,8 +64,12 @@ def test_staff_actions_over_http(lk: SandboxServer, staff: WarehouseStaff) -> No
     listed = staff.get_all("/api/v1/shipping_histories", "shipping_histories")
     assert (listed[0]["warehouse_id"], listed[0]["sales_order"]) == ("ITAKU", "39")
     staff.garble("shipment", sid)  # restored
-    assert staff.get_all("/api/v1/shipping_histories",
-                         "shipping_histories")[0]["sales_order"]["order_number"] is None
+    assert (
+        staff.get_all("/api/v1/shipping_histories", "shipping_histories")[0]["sales_order"][
+            "order_number"
+        ]
+        is None
+    )
     with pytest.raises(StaffError) as bad:
         staff.garble("order", sid, id=1)
     assert bad.value.status == 400

@@ -50,8 +50,9 @@ class Site:
 
     def uploaded(self, code: str) -> int:
         """Net stock change nebridge uploaded to Next Engine for a goods code."""
-        return sum(e.delta or 0 for e in self.ne.ledger.entries(kind="stock.upload",
-                                                                goods_code=code))
+        return sum(
+            e.delta or 0 for e in self.ne.ledger.entries(kind="stock.upload", goods_code=code)
+        )
 
 
 def items(report: dict[str, Any], prefix: str = "logikura:") -> dict[str, dict[str, Any]]:
@@ -66,26 +67,47 @@ SiteFactory = Callable[..., Site]
 def site(make_config: ConfigFactory) -> Iterator[SiteFactory]:
     opened: list[tuple[NeSandbox, SandboxServer, WarehouseStaff]] = []
 
-    def build(warehouses: tuple[str, ...] = ("ITAKU", "SHINJUKU", "ASAKUSA"),
-              **logikura: Any) -> Site:
+    def build(
+        warehouses: tuple[str, ...] = ("ITAKU", "SHINJUKU", "ASAKUSA"), **logikura: Any
+    ) -> Site:
         """Both sandboxes linked; histories are read from a week back (``start_date``)."""
-        ne = NeSandbox(NeConfig(client_id="ne-h5", client_secret="ne-h5-secret", seed_size=0,
-                                que_processing_delay_s=0.05)).__enter__()
+        ne = NeSandbox(
+            NeConfig(
+                client_id="ne-h5",
+                client_secret="ne-h5-secret",
+                seed_size=0,
+                que_processing_delay_s=0.05,
+            )
+        ).__enter__()
         lk = SandboxServer(sandbox_config(seed_size=0, clock_frozen=False)).__enter__()
         config = make_config(
-            nextengine={"api_base": ne.base_url, "login_base": ne.base_url,
-                        "client_id": "ne-h5", "client_secret": "ne-h5-secret"},
+            nextengine={
+                "api_base": ne.base_url,
+                "login_base": ne.base_url,
+                "client_id": "ne-h5",
+                "client_secret": "ne-h5-secret",
+            },
             dispatch={"queue_poll_seconds": 0.05, "queue_timeout_seconds": 30},
-            warehouses=[{"code": w, "ne_linked": w == "ITAKU", "import_orders": w == "ITAKU"}
-                        for w in warehouses],
+            warehouses=[
+                {"code": w, "ne_linked": w == "ITAKU", "import_orders": w == "ITAKU"}
+                for w in warehouses
+            ],
             plugins=DEFAULT_PLUGINS,
-            wms={"connector": "logikura", "logikura": {
-                "api_base": lk.base_url, "auth_base": lk.base_url, "client_id": CLIENT_ID,
-                "client_secret": SECRET, "redirect_uri": REDIRECT,
-                "products_refresh_seconds": 0,
-                "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
-                "start_date": (lk.clock.today() - timedelta(days=7)).isoformat(),
-                **logikura}})
+            wms={
+                "connector": "logikura",
+                "logikura": {
+                    "api_base": lk.base_url,
+                    "auth_base": lk.base_url,
+                    "client_id": CLIENT_ID,
+                    "client_secret": SECRET,
+                    "redirect_uri": REDIRECT,
+                    "products_refresh_seconds": 0,
+                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
+                    "start_date": (lk.clock.today() - timedelta(days=7)).isoformat(),
+                    **logikura,
+                },
+            },
+        )
         link_both(config, ne, lk)
         staff = WarehouseStaff(lk.base_url)
         opened.append((ne, lk, staff))
@@ -102,9 +124,11 @@ def stocked(site: Site, *lines: tuple[str, str, int]) -> None:
     """Goods in Next Engine and linked variants in Logikura: (NE code, LK code, stock)."""
     for ne_code, lk_code, quantity in lines:
         site.ne.state.create_goods(ne_code, quantity=quantity)
-        site.lk.state.add_variant(lk_code, link_code=ne_code,
-                                  stock={"ITAKU": quantity, "SHINJUKU": quantity,
-                                         "ASAKUSA": quantity})
+        site.lk.state.add_variant(
+            lk_code,
+            link_code=ne_code,
+            stock={"ITAKU": quantity, "SHINJUKU": quantity, "ASAKUSA": quantity},
+        )
 
 
 def test_shipments_follow_nebridges_own_schedule_record(site: SiteFactory) -> None:
@@ -179,8 +203,9 @@ def test_second_shipments_and_unlisted_warehouses_are_not_dropped(site: SiteFact
     unlisted = items(report)[f"logikura:shipping_history:{s2}"]
     assert "ASAKUSA" in unlisted["reason"] and "daemon.yaml" in unlisted["fix"]
 
-    parcel = s.staff.ship_direct("ITAKU", [("LK-A", 1)], order_number=str(first),
-                                 tracking_number="T-2")
+    parcel = s.staff.ship_direct(
+        "ITAKU", [("LK-A", 1)], order_number=str(first), tracking_number="T-2"
+    )
     s.staff.ship_direct("ASAKUSA", [("LK-A", 2)], order_number="W-7")  # wholesale
     code, report = s.once()
     assert code == 1
@@ -204,12 +229,16 @@ def test_second_shipments_and_unlisted_warehouses_are_not_dropped(site: SiteFact
 def test_malformed_histories_are_rejected_alone(site: SiteFactory) -> None:
     s = site()
     stocked(s, ("A-1", "LK-A", 50))
-    made = [s.staff.ship_direct("ITAKU", [("LK-A", 1)], order_number=f"W-{n}")["id"]
-            for n in range(7)]
+    made = [
+        s.staff.ship_direct("ITAKU", [("LK-A", 1)], order_number=f"W-{n}")["id"] for n in range(7)
+    ]
     variant = s.lk.state.variant_by_code("LK-A").id
     s.staff.garble("shipment", made[0], progress_state="shipping")
-    s.staff.garble("shipment", made[1], shipping_items=[
-        {"product_variant_id": variant, "shipping_quantity": None}])
+    s.staff.garble(
+        "shipment",
+        made[1],
+        shipping_items=[{"product_variant_id": variant, "shipping_quantity": None}],
+    )
     s.staff.garble("shipment", made[2], warehouse_id="ITAKU")
     s.staff.garble("shipment", made[3], shipping_items=[None])
     s.staff.garble("shipment", made[4], sales_order="39")
@@ -219,14 +248,19 @@ def test_malformed_histories_are_rejected_alone(site: SiteFactory) -> None:
     rejected = report["intake"]["rejected"]
     assert rejected == [f"logikura:shipping_history:{i}" for i in made[:5]]
     assert [a for a in report["intake"]["accepted"] if "_history:" in a] == [
-        f"logikura:shipping_history:{made[5]}"]
+        f"logikura:shipping_history:{made[5]}"
+    ]
     assert s.uploaded("A-1") == -1  # the good one flowed
-    assert "without an integer id" in items(report)["logikura:shipping_histories:no_id"][
-        "reason"]
+    assert "without an integer id" in items(report)["logikura:shipping_histories:no_id"]["reason"]
     code, out = s.cli("inbox", "list", "--state", "rejected", "--json")
     reasons = json.dumps(json.loads(out), ensure_ascii=False)
-    for text in ("progress_state is 'shipping'", "every shipping_quantity is null",
-                 "warehouse_id 'ITAKU'", "item 1 is None", "sales_order '39'"):
+    for text in (
+        "progress_state is 'shipping'",
+        "every shipping_quantity is null",
+        "warehouse_id 'ITAKU'",
+        "item 1 is None",
+        "sales_order '39'",
+    ):
         assert text in reasons, text
 
 
@@ -272,8 +306,7 @@ def test_deleted_records_and_tracking_corrections_are_reported(site: SiteFactory
     kept = s.ne.state.create_order([("A-1", 1)], shop_id=1)
     dropped = s.ne.state.create_order([("A-1", 1)], shop_id=1)
     s.once()
-    receipt = s.staff.receive("ITAKU", [("LK-A", 5)],
-                              received_date=s.lk.clock.today().isoformat())
+    receipt = s.staff.receive("ITAKU", [("LK-A", 5)], received_date=s.lk.clock.today().isoformat())
     s.staff.set_tracking(s.schedule(kept), "T-1")
     s.staff.start(s.schedule(kept), "ITAKU")
     s.staff.ship(s.schedule(kept))

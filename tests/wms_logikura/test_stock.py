@@ -29,7 +29,8 @@ def expected_counts(lk: SandboxServer, code: str) -> dict[str, int]:
 
 
 def test_snapshot_reads_every_page_within_the_budget_through_a_429(
-        tmp_path: Path, http: requests.Session) -> None:
+    tmp_path: Path, http: requests.Session
+) -> None:
     options = {"page_size": 3, "seed_size": 40, "rate_limit_per_minute": 20}
     with SandboxServer(sandbox_config(**options)) as lk:
         clock = FakeTime(lk)
@@ -46,16 +47,18 @@ def test_snapshot_reads_every_page_within_the_budget_through_a_429(
             record = session.get(StockSnapshotRecord, report.stored[0])
         assert record is not None and record.warehouse == "ITAKU"  # SHINJUKU is not linked
         assert json.loads(record.quantities) == expected
-        key = next(f"grant:{e.record_id}" for e in lk.ledger.entries(kind="oauth.token")
-                   if e.detail["grant_type"] == "authorization_code")
+        key = next(
+            f"grant:{e.record_id}"
+            for e in lk.ledger.entries(kind="oauth.token")
+            if e.detail["grant_type"] == "authorization_code"
+        )
         records = lk.state.traffic.requests(key)
         assert any(r.status == 429 for r in records), "the injected 429 reached the client"
         assert lk.state.traffic.max_in_window(60.0, key) <= 20
         engine.dispose()
 
 
-def test_logikura_counts_compared_with_next_engine_through_the_cli(
-        linked: Linked) -> None:  # noqa: F811 (the fixture imported above)
+def test_logikura_counts_compared_with_next_engine_through_the_cli(linked: Linked) -> None:  # noqa: F811 (the fixture imported above)
     ne, lk, staff = linked.ne, linked.lk, linked.staff
     ne.state.create_goods("A-1", quantity=10)
     ne.state.create_goods("B-2", quantity=5)
@@ -80,7 +83,8 @@ def test_logikura_counts_compared_with_next_engine_through_the_cli(
     ne.state.human_stock_edit("B-2", 9)  # a person in Next Engine
     code, out = run("stock", "diff", "--json")
     assert code == 1 and [(d["goods"], d["drift"]) for d in json.loads(out)["drifts"]] == [
-        ("B-2", -4)]
+        ("B-2", -4)
+    ]
     code, out = run("stock", "reconcile", "--apply", "--yes", "--json")
     assert code == 0 and [c["state"] for c in json.loads(out)["corrections"]] == ["queued"]
     linked.once()

@@ -58,10 +58,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("delivery_key"),
     )
-    op.create_index("ix_notify_delivery_notification_id", "notify_delivery",
-                    ["notification_id"])
-    op.create_index("ix_notify_delivery_due", "notify_delivery",
-                    ["state", "next_attempt_at", "id"])
+    op.create_index("ix_notify_delivery_notification_id", "notify_delivery", ["notification_id"])
+    op.create_index("ix_notify_delivery_due", "notify_delivery", ["state", "next_attempt_at", "id"])
     op.create_table(
         "notified_key",
         sa.Column("key", _s(200), nullable=False),

@@ -22,8 +22,14 @@ from plugins.wms_logikura.sandbox.state import SandboxState
 from plugins.wms_logikura.sandbox.traffic import RequestRecord
 
 READ_METHODS = frozenset({"GET"})
-_REASONS = {429: "Too Many Requests", 499: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_REASONS = {
+    429: "Too Many Requests",
+    499: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 @dataclass
@@ -71,53 +77,89 @@ Handler = Callable[[SandboxState, Request], Json | Listing | None]
 def _routes() -> list[tuple[str, re.Pattern[str], Handler]]:
     n = r"(\d+)"
     table: list[tuple[str, str, Handler]] = [
-        ("GET", "/api/v1/warehouses",
-         lambda s, r: Listing("warehouses", s.list_warehouses())),
-        ("GET", "/api/v1/product_variants",
-         lambda s, r: Listing("product_variants", s.list_variants())),
+        ("GET", "/api/v1/warehouses", lambda s, r: Listing("warehouses", s.list_warehouses())),
+        (
+            "GET",
+            "/api/v1/product_variants",
+            lambda s, r: Listing("product_variants", s.list_variants()),
+        ),
         ("GET", f"/api/v1/product_variants/{n}", lambda s, r: s.get_variant(r.ids[0])),
-        ("GET", "/api/v1/external_service_accounts",
-         lambda s, r: Listing("external_service_accounts", s.list_accounts())),
-        ("GET", "/api/v1/external_service_product_variants",
-         lambda s, r: Listing("external_service_product_variants", s.list_links())),
-        ("POST", "/api/v1/external_service_product_variants",
-         lambda s, r: s.create_link(r.body)),
-        ("PUT", f"/api/v1/external_service_product_variants/{n}",
-         lambda s, r: s.update_link(r.ids[0], r.body)),
-        ("DELETE", f"/api/v1/external_service_product_variants/{n}",
-         lambda s, r: s.delete_link(r.ids[0])),
-        ("GET", "/api/v1/inventories",
-         lambda s, r: Listing("inventories", s.list_inventories(r.param("warehouse_id")))),
+        (
+            "GET",
+            "/api/v1/external_service_accounts",
+            lambda s, r: Listing("external_service_accounts", s.list_accounts()),
+        ),
+        (
+            "GET",
+            "/api/v1/external_service_product_variants",
+            lambda s, r: Listing("external_service_product_variants", s.list_links()),
+        ),
+        ("POST", "/api/v1/external_service_product_variants", lambda s, r: s.create_link(r.body)),
+        (
+            "PUT",
+            f"/api/v1/external_service_product_variants/{n}",
+            lambda s, r: s.update_link(r.ids[0], r.body),
+        ),
+        (
+            "DELETE",
+            f"/api/v1/external_service_product_variants/{n}",
+            lambda s, r: s.delete_link(r.ids[0]),
+        ),
+        (
+            "GET",
+            "/api/v1/inventories",
+            lambda s, r: Listing("inventories", s.list_inventories(r.param("warehouse_id"))),
+        ),
         ("GET", f"/api/v1/stocks/{n}", lambda s, r: s.get_stock(r.ids[0])),
         ("GET", "/api/v1/consignees", lambda s, r: Listing("consignees", s.list_consignees())),
         ("POST", "/api/v1/consignees", lambda s, r: s.create_consignee(r.body)),
         ("PUT", f"/api/v1/consignees/{n}", lambda s, r: s.update_consignee(r.ids[0], r.body)),
-        ("GET", "/api/v1/shipping_schedules",
-         lambda s, r: Listing("shipping_schedules", s.list_schedules())),
+        (
+            "GET",
+            "/api/v1/shipping_schedules",
+            lambda s, r: Listing("shipping_schedules", s.list_schedules()),
+        ),
         ("POST", "/api/v1/shipping_schedules", lambda s, r: s.create_schedule(r.body)),
         ("GET", f"/api/v1/shipping_schedules/{n}", lambda s, r: s.get_schedule(r.ids[0])),
-        ("PUT", f"/api/v1/shipping_schedules/{n}",
-         lambda s, r: s.update_schedule(r.ids[0], r.body)),
-        ("DELETE", f"/api/v1/shipping_schedules/{n}",
-         lambda s, r: s.delete_schedule(r.ids[0])),
-        ("PATCH", f"/api/v1/shipping_schedules/{n}/start",
-         lambda s, r: s.start_schedule(r.ids[0], r.body)),
+        (
+            "PUT",
+            f"/api/v1/shipping_schedules/{n}",
+            lambda s, r: s.update_schedule(r.ids[0], r.body),
+        ),
+        ("DELETE", f"/api/v1/shipping_schedules/{n}", lambda s, r: s.delete_schedule(r.ids[0])),
+        (
+            "PATCH",
+            f"/api/v1/shipping_schedules/{n}/start",
+            lambda s, r: s.start_schedule(r.ids[0], r.body),
+        ),
         ("PUT", f"/api/v1/shipping_schedules/{n}/ship", lambda s, r: s.ship_schedule(r.ids[0])),
-        ("GET", "/api/v1/shipping_histories",
-         lambda s, r: Listing("shipping_histories", s.list_shipping_histories(
-             r.param("shipped_date_from"), r.param("shipped_date_to")))),
+        (
+            "GET",
+            "/api/v1/shipping_histories",
+            lambda s, r: Listing(
+                "shipping_histories",
+                s.list_shipping_histories(r.param("shipped_date_from"), r.param("shipped_date_to")),
+            ),
+        ),
         ("POST", "/api/v1/shipping_histories", lambda s, r: s.create_shipping_history(r.body)),
-        ("GET", f"/api/v1/shipping_histories/{n}",
-         lambda s, r: s.get_shipping_history(r.ids[0])),
-        ("GET", "/api/v1/receiving_histories",
-         lambda s, r: Listing("receiving_histories", s.list_receiving_histories(
-             r.param("received_date_from"), r.param("received_date_to")))),
-        ("POST", "/api/v1/receiving_histories",
-         lambda s, r: s.create_receiving_history(r.body)),
-        ("GET", f"/api/v1/receiving_histories/{n}",
-         lambda s, r: s.get_receiving_history(r.ids[0])),
-        ("DELETE", f"/api/v1/receiving_histories/{n}",
-         lambda s, r: s.delete_receiving_history(r.ids[0])),
+        ("GET", f"/api/v1/shipping_histories/{n}", lambda s, r: s.get_shipping_history(r.ids[0])),
+        (
+            "GET",
+            "/api/v1/receiving_histories",
+            lambda s, r: Listing(
+                "receiving_histories",
+                s.list_receiving_histories(
+                    r.param("received_date_from"), r.param("received_date_to")
+                ),
+            ),
+        ),
+        ("POST", "/api/v1/receiving_histories", lambda s, r: s.create_receiving_history(r.body)),
+        ("GET", f"/api/v1/receiving_histories/{n}", lambda s, r: s.get_receiving_history(r.ids[0])),
+        (
+            "DELETE",
+            f"/api/v1/receiving_histories/{n}",
+            lambda s, r: s.delete_receiving_history(r.ids[0]),
+        ),
     ]
     return [(method, re.compile(f"^{pattern}$"), handler) for method, pattern, handler in table]
 
@@ -127,8 +169,10 @@ ROUTES = _routes()
 
 def route_list() -> list[dict[str, str]]:
     """Every API route (method and path pattern), for the control API's index."""
-    return [{"method": m, "path": p.pattern.strip("^$").replace(r"(\d+)", "{id}")}
-            for m, p, _h in ROUTES]
+    return [
+        {"method": m, "path": p.pattern.strip("^$").replace(r"(\d+)", "{id}")}
+        for m, p, _h in ROUTES
+    ]
 
 
 def _match(method: str, path: str) -> tuple[Handler, tuple[int, ...]] | None:
@@ -151,7 +195,7 @@ def _page(state: SandboxState, path: str, request: Request, listing: Listing) ->
     except ValueError:
         raise ApiError(422, {"error": f"page は整数で入力してください: {raw}"}) from None
     size = state.config.page_size
-    items = listing.items[(page - 1) * size: page * size]
+    items = listing.items[(page - 1) * size : page * size]
     links = []
     if page > 1:
         links.append(f'<{_page_url(state, path, request, page - 1)}>; rel="prev"')
@@ -202,13 +246,13 @@ def handle_api(
             verdict = state.rate_check(key)
             rate_headers = {**verdict.headers(), **rate_headers}
             if not verdict.allowed:
-                reply = Reply(state.config.rate_limit_status,
-                              {"error": "Too Many Requests"}, rate_headers)
+                reply = Reply(
+                    state.config.rate_limit_status, {"error": "Too Many Requests"}, rate_headers
+                )
                 record(reply.status)
                 return reply
             if decision.status is not None:
-                reply = Reply(decision.status, {"error": _REASONS[decision.status]},
-                              rate_headers)
+                reply = Reply(decision.status, {"error": _REASONS[decision.status]}, rate_headers)
                 record(reply.status)
                 return reply
             found = _match(method, path)

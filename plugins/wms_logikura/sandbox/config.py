@@ -14,8 +14,13 @@ from typing import ClassVar, Literal
 from hooks.sandbox.config import GuessedOption, SandboxSettings
 from hooks.sandbox.faults import FaultSettings
 
-__all__ = ["GUESSED_OPTIONS", "INJECTABLE_STATUSES", "FaultConfig", "GuessedOption",
-           "SandboxConfig"]
+__all__ = [
+    "GUESSED_OPTIONS",
+    "INJECTABLE_STATUSES",
+    "FaultConfig",
+    "GuessedOption",
+    "SandboxConfig",
+]
 
 LinksListing = Literal["list", "embedded", "none"]
 RateWindow = Literal["fixed", "sliding"]
@@ -76,8 +81,7 @@ class SandboxConfig(SandboxSettings):
     consignee_code_unique: bool = True
     duplicate_order_number: OrderNumberPolicy = "allow"
     reject_unknown_delivery_method: bool = True
-    delivery_methods: dict[str, str] = field(
-        default_factory=lambda: dict(DEFAULT_DELIVERY_METHODS))
+    delivery_methods: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DELIVERY_METHODS))
     history_item_inventory_id: HistoryItemKey = "inventory"
     direct_shipment_allows_negative: bool = False
     allocation_all_or_nothing: bool = True
@@ -90,44 +94,78 @@ class SandboxConfig(SandboxSettings):
 
 
 GUESSED_OPTIONS: tuple[GuessedOption, ...] = (
-    GuessedOption("rate_limit_status", "§1, §5",
-                  "status of an over-limit answer: 429 (the live service per freee-mcp) or 499 "
-                  "(the SPEC)"),
-    GuessedOption("rate_limit_window", "§1",
-                  "`fixed`: a 60 s window opened by the first request, `X-Rate-Limit-Reset` = "
-                  "seconds to its end; `sliding`: the last 60 s"),
-    GuessedOption("rate_limit_key", "§1",
-                  "`grant`: each authorisation (code flow, refreshed tokens included) has its "
-                  "own 100/min; `global`: one budget for the whole sandbox"),
+    GuessedOption(
+        "rate_limit_status",
+        "§1, §5",
+        "status of an over-limit answer: 429 (the live service per freee-mcp) or 499 (the SPEC)",
+    ),
+    GuessedOption(
+        "rate_limit_window",
+        "§1",
+        "`fixed`: a 60 s window opened by the first request, `X-Rate-Limit-Reset` = "
+        "seconds to its end; `sliding`: the last 60 s",
+    ),
+    GuessedOption(
+        "rate_limit_key",
+        "§1",
+        "`grant`: each authorisation (code flow, refreshed tokens included) has its "
+        "own 100/min; `global`: one budget for the whole sandbox",
+    ),
     GuessedOption("page_size", "§1", "records per page of every list (no size parameter)"),
-    GuessedOption("rotate_refresh_token", "§1",
-                  "a refresh answer carries a new refresh token (90 days from then) and the old "
-                  "one stops working; off: the same refresh token is returned"),
-    GuessedOption("external_links", "§2",
-                  "how 紐付け links can be read: `list` = `GET /api/v1/external_service_product_"
-                  "variants` (paged), `embedded` = `external_service_product_variants` inside "
-                  "each product variant, `none` = not readable"),
-    GuessedOption("history_warehouse_id", "§3",
-                  "shipping schedules/histories carry `warehouse_id` once started (the SPEC's "
-                  "schema has none; off: only `packing_items[].stock_id` tells the warehouse)"),
-    GuessedOption("consignee_code_unique", "§3",
-                  "creating a consignee with a code that exists answers 422"),
-    GuessedOption("duplicate_order_number", "§4",
-                  "`allow`: two schedules may carry one `sales_order.order_number`; `reject`: "
-                  "422"),
-    GuessedOption("reject_unknown_delivery_method", "§3",
-                  "a `delivery_method_code` not in `delivery_methods` answers 422 (off: stored "
-                  "with the code as its name)"),
-    GuessedOption("delivery_methods", "§3",
-                  "known delivery-method codes and names (only `sagawa_e_hiden_2` is in the "
-                  "SPEC)"),
-    GuessedOption("history_item_inventory_id", "§5",
-                  "what `inventory_id` of a direct shipping-history item names: an inventory "
-                  "(`inventory`) or a product variant (`product_variant`, as its description "
-                  "says)"),
-    GuessedOption("direct_shipment_allows_negative", "§2",
-                  "a direct shipping history may take more than the free stock (off: 422)"),
-    GuessedOption("allocation_all_or_nothing", "§4",
-                  "`PATCH …/start` allocates every item or none (off: the items with stock are "
-                  "allocated and the schedule still answers 422 for the rest)"),
+    GuessedOption(
+        "rotate_refresh_token",
+        "§1",
+        "a refresh answer carries a new refresh token (90 days from then) and the old "
+        "one stops working; off: the same refresh token is returned",
+    ),
+    GuessedOption(
+        "external_links",
+        "§2",
+        "how 紐付け links can be read: `list` = `GET /api/v1/external_service_product_"
+        "variants` (paged), `embedded` = `external_service_product_variants` inside "
+        "each product variant, `none` = not readable",
+    ),
+    GuessedOption(
+        "history_warehouse_id",
+        "§3",
+        "shipping schedules/histories carry `warehouse_id` once started (the SPEC's "
+        "schema has none; off: only `packing_items[].stock_id` tells the warehouse)",
+    ),
+    GuessedOption(
+        "consignee_code_unique", "§3", "creating a consignee with a code that exists answers 422"
+    ),
+    GuessedOption(
+        "duplicate_order_number",
+        "§4",
+        "`allow`: two schedules may carry one `sales_order.order_number`; `reject`: 422",
+    ),
+    GuessedOption(
+        "reject_unknown_delivery_method",
+        "§3",
+        "a `delivery_method_code` not in `delivery_methods` answers 422 (off: stored "
+        "with the code as its name)",
+    ),
+    GuessedOption(
+        "delivery_methods",
+        "§3",
+        "known delivery-method codes and names (only `sagawa_e_hiden_2` is in the SPEC)",
+    ),
+    GuessedOption(
+        "history_item_inventory_id",
+        "§5",
+        "what `inventory_id` of a direct shipping-history item names: an inventory "
+        "(`inventory`) or a product variant (`product_variant`, as its description "
+        "says)",
+    ),
+    GuessedOption(
+        "direct_shipment_allows_negative",
+        "§2",
+        "a direct shipping history may take more than the free stock (off: 422)",
+    ),
+    GuessedOption(
+        "allocation_all_or_nothing",
+        "§4",
+        "`PATCH …/start` allocates every item or none (off: the items with stock are "
+        "allocated and the schedule still answers 422 for the rest)",
+    ),
 )

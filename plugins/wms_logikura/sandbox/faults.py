@@ -50,30 +50,35 @@ class Faults(FaultBook[FaultConfig]):
         """An HTTP status that can be injected (``ValueError`` naming the valid ones if not)."""
         status = int(error)
         if status not in INJECTABLE_STATUSES:
-            raise ValueError(f"status {status} cannot be injected; use one of "
-                             f"{sorted(INJECTABLE_STATUSES)}")
+            raise ValueError(
+                f"status {status} cannot be injected; use one of {sorted(INJECTABLE_STATUSES)}"
+            )
         return str(status)
 
     # ---------------------------------------------------------------- schedules
-    def stall_next(self, seconds: float, count: int = 1, path: str | None = None,
-                   method: str | None = None) -> None:
+    def stall_next(
+        self, seconds: float, count: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
         """Apply the next ``count`` calls, then wait ``seconds`` before answering (a client
         killed meanwhile never learns the outcome)."""
         self.schedule(Scheduled("stall_after", count, path, method, seconds=_seconds(seconds)))
 
-    def apply_late_next(self, seconds: float, count: int = 1, path: str | None = None,
-                        method: str | None = None) -> None:
+    def apply_late_next(
+        self, seconds: float, count: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
         """Hold the next ``count`` calls ``seconds`` before applying (and answering) them: a
         client that gave up meanwhile finds no trace of its request for a while."""
         self.schedule(Scheduled("apply_late", count, path, method, seconds=_seconds(seconds)))
 
-    def loop_links_next(self, count: int = 1, path: str | None = None,
-                        method: str | None = None) -> None:
+    def loop_links_next(
+        self, count: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
         """The next ``count`` list answers carry ``Link: <this same page>; rel="next"``."""
         self.schedule(Scheduled("link_loop", count, path, method))
 
-    def reset_header_next(self, value: str, count: int = 1, path: str | None = None,
-                          method: str | None = None) -> None:
+    def reset_header_next(
+        self, value: str, count: int = 1, path: str | None = None, method: str | None = None
+    ) -> None:
         """The next ``count`` answers carry ``X-Rate-Limit-Reset: value`` (e.g. an epoch
         timestamp instead of seconds)."""
         self.schedule(Scheduled("reset_header", count, path, method, value=str(value)))
@@ -87,7 +92,10 @@ class Faults(FaultBook[FaultConfig]):
             late = self._take("apply_late", method, path)
             reset = self._take("reset_header", method, path)
             return FaultDecision(
-                shared.latency_s, shared.drop_before, shared.error, shared.drop_after,
+                shared.latency_s,
+                shared.drop_before,
+                shared.error,
+                shared.drop_after,
                 stall_after_s=stall.seconds if stall is not None else 0.0,
                 apply_after_s=late.seconds if late is not None else 0.0,
                 link_loop=self._take("link_loop", method, path) is not None,

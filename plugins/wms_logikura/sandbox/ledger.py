@@ -33,15 +33,23 @@ class Ledger(KitLedger[LedgerEntry]):
     def __init__(self) -> None:
         super().__init__(LedgerEntry)
 
-    def entries(self, *, since: int = 0, kind: str | None = None,
-                order_number: str | None = None, product_code: str | None = None,
-                warehouse: str | None = None) -> list[LedgerEntry]:
+    def entries(
+        self,
+        *,
+        since: int = 0,
+        kind: str | None = None,
+        order_number: str | None = None,
+        product_code: str | None = None,
+        warehouse: str | None = None,
+    ) -> list[LedgerEntry]:
         """Entries with ``seq > since``, optionally filtered (``kind`` may end in ``.*``)."""
         return self.select(
             lambda e: order_number is None or e.order_number == order_number,
             lambda e: product_code is None or e.product_code == product_code,
             lambda e: warehouse is None or e.warehouse == warehouse,
-            since=since, kind=kind)
+            since=since,
+            kind=kind,
+        )
 
     def count(self, kind: str, *, order_number: str | None = None) -> int:
         """How many entries of ``kind`` (for ``order_number``) exist."""
@@ -57,5 +65,7 @@ class Ledger(KitLedger[LedgerEntry]):
 
     def net_stock_change(self, product_code: str, warehouse: str | None = None) -> int:
         """Sum of inventory ``quantity`` movements (ship, receive) of a product code."""
-        return sum(e.delta or 0 for e in self.entries(kind="stock.*", product_code=product_code,
-                                                      warehouse=warehouse))
+        return sum(
+            e.delta or 0
+            for e in self.entries(kind="stock.*", product_code=product_code, warehouse=warehouse)
+        )

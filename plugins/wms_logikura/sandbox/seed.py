@@ -17,14 +17,22 @@ from plugins.wms_logikura.sandbox.model import Account, Consignee, Variant, Ware
 
 #: (code, name): the seed article's warehouses.
 WAREHOUSES: tuple[tuple[str, str], ...] = (
-    ("ITAKU", "委託販売在庫"), ("SHINJUKU", "新宿拠点"), ("ASAKUSA", "浅草拠点"),
+    ("ITAKU", "委託販売在庫"),
+    ("SHINJUKU", "新宿拠点"),
+    ("ASAKUSA", "浅草拠点"),
 )
 NE_ACCOUNT_NAME = "ネクストエンジン連携"
 NE_SERVICE_NAME = "ネクストエンジン"
 #: (base code, name) of the generated products; variants add a colour / size suffix.
 BASES: tuple[tuple[str, str], ...] = (
-    ("TSHIRT", "Tシャツ"), ("Mug", "マグカップ"), ("cap", "キャップ"), ("BAG-Tote", "トート"),
-    ("sock", "ソックス"), ("Pen-Gel", "ゲルペン"), ("NOTE", "ノート"), ("towel", "タオル"),
+    ("TSHIRT", "Tシャツ"),
+    ("Mug", "マグカップ"),
+    ("cap", "キャップ"),
+    ("BAG-Tote", "トート"),
+    ("sock", "ソックス"),
+    ("Pen-Gel", "ゲルペン"),
+    ("NOTE", "ノート"),
+    ("towel", "タオル"),
 )
 SUFFIXES: tuple[str, ...] = ("Red-S", "red-M", "NAVY-L", "wht", "Blk-01", "mini", "27", "A5")
 CONSIGNEES: tuple[tuple[str, str, str], ...] = (
@@ -45,8 +53,15 @@ class World(Protocol):
 
     def next_id(self, kind: str) -> int: ...
 
-    def insert_variant(self, product_code: str, name: str, link_code: str | None,
-                       stock: Mapping[str, int], *, price: int = 1000) -> Variant: ...
+    def insert_variant(
+        self,
+        product_code: str,
+        name: str,
+        link_code: str | None,
+        stock: Mapping[str, int],
+        *,
+        price: int = 1000,
+    ) -> Variant: ...
 
 
 def build_world(state: World) -> None:
@@ -57,8 +72,9 @@ def build_world(state: World) -> None:
         wid = state.next_id("warehouse")
         state.warehouses[wid] = Warehouse(wid, code, name, now)
     ne = state.next_id("account")
-    state.accounts[ne] = Account(ne, NE_ACCOUNT_NAME, f"ne-company-{state.config.seed:04d}",
-                                 None, NE_SERVICE_NAME)
+    state.accounts[ne] = Account(
+        ne, NE_ACCOUNT_NAME, f"ne-company-{state.config.seed:04d}", None, NE_SERVICE_NAME
+    )
     shop = state.next_id("account")
     state.accounts[shop] = Account(shop, "新宿店 スマレジ", "smaregi-shinjuku", 1, "スマレジ")
     for code, name, kind in CONSIGNEES:
@@ -75,7 +91,15 @@ def build_world(state: World) -> None:
             link = product_code.swapcase()
         else:
             link = product_code
-        stock = {"ITAKU": rng.randint(0, 100), "SHINJUKU": rng.randint(0, 30),
-                 "ASAKUSA": rng.randint(0, 30)}
-        state.insert_variant(product_code, f"{label} {suffix}", link, stock,
-                             price=rng.choice((600, 1200, 2980, 3500)))
+        stock = {
+            "ITAKU": rng.randint(0, 100),
+            "SHINJUKU": rng.randint(0, 30),
+            "ASAKUSA": rng.randint(0, 30),
+        }
+        state.insert_variant(
+            product_code,
+            f"{label} {suffix}",
+            link,
+            stock,
+            price=rng.choice((600, 1200, 2980, 3500)),
+        )

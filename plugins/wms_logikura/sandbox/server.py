@@ -59,22 +59,26 @@ class SandboxServer(KitServer[SandboxState]):
         state = SandboxState(config if config is not None else SandboxConfig())
         super().__init__(state, ControlApi(state))
 
-    def answer(self, request: SandboxHandler, method: str, split: SplitResult,
-               body: bytes) -> None:
+    def answer(self, request: SandboxHandler, method: str, split: SplitResult, body: bytes) -> None:
         """The permission page, the token endpoint and the ``/api/`` routes."""
         if split.path == AUTHORIZE_PATH:
             query = dict(parse_qsl(split.query, keep_blank_values=True))
             if method == "POST":
-                query.update(parse_qsl(body.decode("utf-8", "replace"),
-                                       keep_blank_values=True))
+                query.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             self._authorize(request, method, query)
         elif split.path == TOKEN_PATH and method == "POST":
             params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             _send_reply(request, handle_token(self.state, params, self.sleep))
         elif split.path.startswith("/api/"):
-            reply = handle_api(self.state, method, split.path, parse_qs(split.query), body,
-                               {"Authorization": request.headers.get("Authorization", "")},
-                               self.sleep)
+            reply = handle_api(
+                self.state,
+                method,
+                split.path,
+                parse_qs(split.query),
+                body,
+                {"Authorization": request.headers.get("Authorization", "")},
+                self.sleep,
+            )
             _send_reply(request, reply)
         else:
             _send_reply(request, Reply(404, {"error": "Not Found"}))
@@ -88,8 +92,11 @@ class SandboxServer(KitServer[SandboxState]):
         try:
             state.check_client(query.get("client_id", ""), redirect_uri)
         except ApiError as exc:
-            request.send_page(exc.status, "エラー",
-                              f"<p>{html.escape(str(exc.body.get('error_description')))}</p>")
+            request.send_page(
+                exc.status,
+                "エラー",
+                f"<p>{html.escape(str(exc.body.get('error_description')))}</p>",
+            )
             return
         echo = {"state": query["state"]} if "state" in query else {}
         if query.get("response_type") != "code":
@@ -104,26 +111,29 @@ class SandboxServer(KitServer[SandboxState]):
                 try:
                     code = state.issue_code(redirect_uri, query.get("scope"), source="user")
                 except ApiError as exc:
-                    location = with_query(redirect_uri, {"error": str(exc.body["error"]),
-                                                         **echo})
+                    location = with_query(redirect_uri, {"error": str(exc.body["error"]), **echo})
                 else:
                     location = with_query(redirect_uri, {"code": code, **echo})
             request.redirect(location)
             return
         hidden = "".join(
             f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-            for k, v in query.items() if k in ("client_id", "redirect_uri", "scope", "state",
-                                              "response_type"))
-        form = (f"<p>アプリケーションがロジクラのデータの読み取り・作成・更新"
-                f"({html.escape(query.get('scope') or 'read write')})を求めています。</p>"
-                f'<form method="post" action="{AUTHORIZE_PATH}">{hidden}'
-                f'<button name="decision" value="approve">許可する</button>'
-                f'<button name="decision" value="deny">拒否する</button></form>')
+            for k, v in query.items()
+            if k in ("client_id", "redirect_uri", "scope", "state", "response_type")
+        )
+        form = (
+            f"<p>アプリケーションがロジクラのデータの読み取り・作成・更新"
+            f"({html.escape(query.get('scope') or 'read write')})を求めています。</p>"
+            f'<form method="post" action="{AUTHORIZE_PATH}">{hidden}'
+            f'<button name="decision" value="approve">許可する</button>'
+            f'<button name="decision" value="deny">拒否する</button></form>'
+        )
         request.send_page(200, "ロジクラ サンドボックス アクセス許可", form)
 
 
-def serve_forever(config: SandboxConfig | None = None,
-                  on_ready: Callable[[SandboxServer], None] | None = None) -> None:
+def serve_forever(
+    config: SandboxConfig | None = None, on_ready: Callable[[SandboxServer], None] | None = None
+) -> None:
     """Run a sandbox in the foreground until Ctrl-C or SIGTERM; ``on_ready(server)`` runs
     once the port is bound."""
     run_until_signal(SandboxServer(config), on_ready)

@@ -39,16 +39,34 @@ from plugins.wms_logikura.sandbox.traffic import RateLimiter, RateVerdict, Traff
 
 OPEN_STATES = ("idle", "inspecting", "shipping")
 SALES_ORDER_FIELDS = (
-    "billing_address_id", "shop_id", "order_number", "order_date", "shipping_cost",
-    "sales_commission", "other_cost", "point", "total_price", "gift_message", "gift_enabled",
+    "billing_address_id",
+    "shop_id",
+    "order_number",
+    "order_date",
+    "shipping_cost",
+    "sales_commission",
+    "other_cost",
+    "point",
+    "total_price",
+    "gift_message",
+    "gift_enabled",
     "external_service_code",
 )
 SCHEDULE_TEXT_FIELDS = (
-    "tracking_number", "description", "delivery_slip_note", "picking_note",
+    "tracking_number",
+    "description",
+    "delivery_slip_note",
+    "picking_note",
     "delivery_specification_time",
 )
 CONSIGNEE_FIELDS = (
-    "code", "name", "email", "phone_number", "postal_code", "address1", "address2",
+    "code",
+    "name",
+    "email",
+    "phone_number",
+    "postal_code",
+    "address1",
+    "address2",
     "description",
 )
 
@@ -59,8 +77,7 @@ def _object(data: Any, name: str) -> Json:
     return data
 
 
-def _int(data: Json, name: str, *, minimum: int | None = None, required: bool = True
-         ) -> int | None:
+def _int(data: Json, name: str, *, minimum: int | None = None, required: bool = True) -> int | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -153,55 +170,97 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
 
     def link_json(self, link: Link) -> Json:
         """紐付け as the API shows it."""
-        return {"id": link.id, "external_service_account_id": link.account_id,
-                "product_variant_id": link.variant_id,
-                "external_service_product_code": link.code}
+        return {
+            "id": link.id,
+            "external_service_account_id": link.account_id,
+            "product_variant_id": link.variant_id,
+            "external_service_product_code": link.code,
+        }
 
     def variant_json(self, v: Variant) -> Json:
         """種類 as the API shows it (links embedded with ``external_links="embedded"``)."""
         data: Json = {
-            "id": v.id, "product_id": v.product_id, "name": v.name,
-            "product_code": v.product_code, "barcode": v.barcode,
-            "sales_price": f"{v.sales_price:.1f}", "purchase_price": f"{v.purchase_price:.1f}",
-            "weight": None, "weight_unit": None, "image": None, "option1": None,
-            "option2": None, "option3": None, "order_point": None, "sales_start_date": None,
+            "id": v.id,
+            "product_id": v.product_id,
+            "name": v.name,
+            "product_code": v.product_code,
+            "barcode": v.barcode,
+            "sales_price": f"{v.sales_price:.1f}",
+            "purchase_price": f"{v.purchase_price:.1f}",
+            "weight": None,
+            "weight_unit": None,
+            "image": None,
+            "option1": None,
+            "option2": None,
+            "option3": None,
+            "order_point": None,
+            "sales_start_date": None,
         }
         if self.config.external_links == "embedded":
             data["external_service_product_variants"] = [
-                self.link_json(link) for link in self.links.values() if link.variant_id == v.id]
+                self.link_json(link) for link in self.links.values() if link.variant_id == v.id
+            ]
         return data
 
     def inventory_json(self, inv: Inventory) -> Json:
         """在庫 as the API shows it."""
-        return {"id": inv.id, "warehouse_id": inv.warehouse_id,
-                "product_variant": self.variant_json(self.variants[inv.variant_id]),
-                "quantity": inv.quantity, "updated_at": inv.updated_at,
-                "will_pick_quantity": inv.will_pick, "not_assigned_quantity": inv.not_assigned}
+        return {
+            "id": inv.id,
+            "warehouse_id": inv.warehouse_id,
+            "product_variant": self.variant_json(self.variants[inv.variant_id]),
+            "quantity": inv.quantity,
+            "updated_at": inv.updated_at,
+            "will_pick_quantity": inv.will_pick,
+            "not_assigned_quantity": inv.not_assigned,
+        }
 
     def consignee_json(self, c: Consignee) -> Json:
         """出荷先 as the API shows it."""
-        return {"id": c.id, "code": c.code, "name": c.name, "email": c.email,
-                "phone_number": c.phone_number, "postal_code": c.postal_code,
-                "address1": c.address1, "address2": c.address2, "description": c.description,
-                "updated_at": c.updated_at}
+        return {
+            "id": c.id,
+            "code": c.code,
+            "name": c.name,
+            "email": c.email,
+            "phone_number": c.phone_number,
+            "postal_code": c.postal_code,
+            "address1": c.address1,
+            "address2": c.address2,
+            "description": c.description,
+            "updated_at": c.updated_at,
+        }
 
     def shipment_json(self, s: Shipment) -> Json:
         """A schedule (open) or a history (completed) as the API shows it."""
         history = s.state == "completed"
-        items = [{
-            "id": i.id, "product_variant_id": i.variant_id, "sales_order_quantity": i.quantity,
-            "shipping_quantity": i.shipped, "price": f"{i.price:.1f}", "note": i.note,
-            "progress_state": i.state, "lot_code": None, "expiration_date": None,
-            "packing_items": list(i.packing) if history else [],
-        } for i in s.items]
+        items = [
+            {
+                "id": i.id,
+                "product_variant_id": i.variant_id,
+                "sales_order_quantity": i.quantity,
+                "shipping_quantity": i.shipped,
+                "price": f"{i.price:.1f}",
+                "note": i.note,
+                "progress_state": i.state,
+                "lot_code": None,
+                "expiration_date": None,
+                "packing_items": list(i.packing) if history else [],
+            }
+            for i in s.items
+        ]
         data: Json = {
-            "id": s.id, "code": s.code, "due_date": s.due_date,
-            "tracking_number": s.tracking_number, "description": s.description,
-            "delivery_slip_note": s.delivery_slip_note, "delivery_date": s.delivery_date,
-            "picking_note": s.picking_note, "consignee_id": s.consignee_id,
+            "id": s.id,
+            "code": s.code,
+            "due_date": s.due_date,
+            "tracking_number": s.tracking_number,
+            "description": s.description,
+            "delivery_slip_note": s.delivery_slip_note,
+            "delivery_date": s.delivery_date,
+            "picking_note": s.picking_note,
+            "consignee_id": s.consignee_id,
             "sales_order": dict(s.sales_order) if s.sales_order is not None else None,
             "delivery_method": dict(s.delivery_method) if s.delivery_method else None,
-            "shipping_items": items, "shipping_composite_items": [],
+            "shipping_items": items,
+            "shipping_composite_items": [],
             "progress_state": s.state,
         }
         if history:
@@ -217,18 +276,33 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
 
     def _receipt_fields(self, r: Receipt) -> Json:
         return {
-            "id": r.id, "warehouse_id": r.warehouse_id, "supplier_id": r.supplier_id,
-            "shipping_slip_number": r.shipping_slip_number, "tracking_number": r.tracking_number,
-            "box_quantity": r.box_quantity, "due_date": None, "received_date": r.received_date,
-            "description": r.description, "updated_at": r.updated_at,
+            "id": r.id,
+            "warehouse_id": r.warehouse_id,
+            "supplier_id": r.supplier_id,
+            "shipping_slip_number": r.shipping_slip_number,
+            "tracking_number": r.tracking_number,
+            "box_quantity": r.box_quantity,
+            "due_date": None,
+            "received_date": r.received_date,
+            "description": r.description,
+            "updated_at": r.updated_at,
             "progress_state": "completed",
-            "receiving_items": [{
-                "id": i.id, "receiving_schedule_id": r.id, "product_variant_id": i.variant_id,
-                "inventory_id": i.inventory_id, "price": i.price,
-                "purchase_order_quantity": i.quantity, "stocked_quantity": i.quantity,
-                "received_date": r.received_date, "progress_state": "completed",
-                "lot_code": None, "expiration_date": None,
-            } for i in r.items],
+            "receiving_items": [
+                {
+                    "id": i.id,
+                    "receiving_schedule_id": r.id,
+                    "product_variant_id": i.variant_id,
+                    "inventory_id": i.inventory_id,
+                    "price": i.price,
+                    "purchase_order_quantity": i.quantity,
+                    "stocked_quantity": i.quantity,
+                    "received_date": r.received_date,
+                    "progress_state": "completed",
+                    "lot_code": None,
+                    "expiration_date": None,
+                }
+                for i in r.items
+            ],
         }
 
     # ---------------------------------------------------------------- lookups
@@ -249,8 +323,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
     @property
     def ne_account(self) -> Account:
         """The Next Engine external-service account of the seeded world."""
-        return next(a for a in self.accounts.values()
-                    if a.external_service_name == NE_SERVICE_NAME)
+        return next(a for a in self.accounts.values() if a.external_service_name == NE_SERVICE_NAME)
 
     def _inventory(self, warehouse_id: int, variant_id: int, create: bool) -> Inventory | None:
         for inv in self.inventories.values():
@@ -287,18 +360,31 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
             raise fail(404, "Not Found")
         return s
 
-    def _move(self, inv: Inventory, delta: int, kind: str, record_id: int,
-              order_number: str | None = None) -> None:
+    def _move(
+        self, inv: Inventory, delta: int, kind: str, record_id: int, order_number: str | None = None
+    ) -> None:
         inv.quantity += delta
         inv.updated_at = self.clock.iso()
-        self._log(kind, record_id=record_id, order_number=order_number,
-                  warehouse=self.warehouses[inv.warehouse_id].code,
-                  product_code=self.variants[inv.variant_id].product_code, delta=delta,
-                  detail={"quantity": inv.quantity, "will_pick": inv.will_pick})
+        self._log(
+            kind,
+            record_id=record_id,
+            order_number=order_number,
+            warehouse=self.warehouses[inv.warehouse_id].code,
+            product_code=self.variants[inv.variant_id].product_code,
+            delta=delta,
+            detail={"quantity": inv.quantity, "will_pick": inv.will_pick},
+        )
 
     # ---------------------------------------------------------------- product master
-    def insert_variant(self, product_code: str, name: str, link_code: str | None,
-                       stock: Mapping[str, int], *, price: int = 1000) -> Variant:
+    def insert_variant(
+        self,
+        product_code: str,
+        name: str,
+        link_code: str | None,
+        stock: Mapping[str, int],
+        *,
+        price: int = 1000,
+    ) -> Variant:
         """Add a product with one variant, its NE link and stock per warehouse code."""
         with self.lock:
             pid = self.next_id("product")
@@ -314,31 +400,46 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
                 inv.quantity = quantity
             return variant
 
-    def add_variant(self, product_code: str, *, name: str | None = None,
-                    link_code: str | None = None, stock: Mapping[str, int] | None = None
-                    ) -> Json:
+    def add_variant(
+        self,
+        product_code: str,
+        *,
+        name: str | None = None,
+        link_code: str | None = None,
+        stock: Mapping[str, int] | None = None,
+    ) -> Json:
         """Python helper: a new variant (optionally linked to Next Engine) with stock."""
         with self.acting("python"):
-            variant = self.insert_variant(product_code, name or product_code, link_code,
-                                          stock or {})
+            variant = self.insert_variant(
+                product_code, name or product_code, link_code, stock or {}
+            )
             self._log("variant.create", record_id=variant.id, product_code=product_code)
             return self.variant_json(variant)
 
     def stock(self, warehouse_code: str, product_code: str) -> Json:
         """Python helper: ``{quantity, will_pick, not_assigned}`` of one inventory."""
         with self.lock:
-            inv = self._inventory(self.warehouse_by_code(warehouse_code).id,
-                                  self.variant_by_code(product_code).id, False)
+            inv = self._inventory(
+                self.warehouse_by_code(warehouse_code).id,
+                self.variant_by_code(product_code).id,
+                False,
+            )
             if inv is None:
                 return {"quantity": 0, "will_pick": 0, "not_assigned": 0}
-            return {"quantity": inv.quantity, "will_pick": inv.will_pick,
-                    "not_assigned": inv.not_assigned}
+            return {
+                "quantity": inv.quantity,
+                "will_pick": inv.will_pick,
+                "not_assigned": inv.not_assigned,
+            }
 
     def schedules_for(self, order_number: str) -> list[Json]:
         """Python helper: every schedule/history whose ``sales_order.order_number`` matches."""
         with self.lock:
-            return [self.shipment_json(s) for s in self.shipments.values()
-                    if (s.sales_order or {}).get("order_number") == order_number]
+            return [
+                self.shipment_json(s)
+                for s in self.shipments.values()
+                if (s.sales_order or {}).get("order_number") == order_number
+            ]
 
     def list_warehouses(self) -> list[Json]:
         """``GET /api/v1/warehouses``."""
@@ -357,9 +458,16 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
 
     def list_accounts(self) -> list[Json]:
         """``GET /api/v1/external_service_accounts``."""
-        return [{"id": a.id, "name": a.name, "uid": a.uid, "shop_id": a.shop_id,
-                 "external_service_name": a.external_service_name}
-                for a in self.accounts.values()]
+        return [
+            {
+                "id": a.id,
+                "name": a.name,
+                "uid": a.uid,
+                "shop_id": a.shop_id,
+                "external_service_name": a.external_service_name,
+            }
+            for a in self.accounts.values()
+        ]
 
     def list_links(self) -> list[Json]:
         """``GET /api/v1/external_service_product_variants`` (guessed; 404 unless ``list``)."""
@@ -376,13 +484,19 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
             raise fail(422, "外部連携アカウントまたは種類が存在しません")
         if not isinstance(code, str) or not code:
             raise fail(422, "external_service_product_code を入力してください")
-        if any(link.account_id == account and link.variant_id == variant
-               for link in self.links.values()):
+        if any(
+            link.account_id == account and link.variant_id == variant
+            for link in self.links.values()
+        ):
             raise fail(422, "この種類はすでに紐付けられています")
         lid = self.next_id("link")
         self.links[lid] = link = Link(lid, account, variant, code)
-        self._log("link.create", record_id=lid,
-                  product_code=self.variants[variant].product_code, detail={"code": code})
+        self._log(
+            "link.create",
+            record_id=lid,
+            product_code=self.variants[variant].product_code,
+            detail={"code": code},
+        )
         return {"external_service_product_variant": self.link_json(link)}
 
     def update_link(self, lid: int, body: Json) -> Json:
@@ -407,16 +521,26 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
     def list_inventories(self, warehouse_id: str | None) -> list[Json]:
         """``GET /api/v1/inventories[?warehouse_id=]``."""
         wanted = None if not warehouse_id else self._warehouse_ref(warehouse_id).id
-        return [self.inventory_json(inv) for inv in self.inventories.values()
-                if wanted is None or inv.warehouse_id == wanted]
+        return [
+            self.inventory_json(inv)
+            for inv in self.inventories.values()
+            if wanted is None or inv.warehouse_id == wanted
+        ]
 
     def get_stock(self, sid: int) -> Json:
         """``GET /api/v1/stocks/{id}`` (one lot per inventory: the same id)."""
         inv = self.inventories.get(sid)
         if inv is None:
             raise fail(404, "Not Found")
-        return {"stock": {"id": inv.id, "inventory_id": inv.id, "lot_code": None,
-                          "expiration_date": None, "quantity": inv.quantity}}
+        return {
+            "stock": {
+                "id": inv.id,
+                "inventory_id": inv.id,
+                "lot_code": None,
+                "expiration_date": None,
+                "quantity": inv.quantity,
+            }
+        }
 
     # ---------------------------------------------------------------- consignees
     def list_consignees(self) -> list[Json]:
@@ -431,16 +555,24 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         if not isinstance(name, str) or not name.strip():
             raise fail(422, "名称を入力してください")
         code = _text(data.get("code"))
-        if (code and self.config.consignee_code_unique
-                and any(c.code == code for c in self.consignees.values())):
+        if (
+            code
+            and self.config.consignee_code_unique
+            and any(c.code == code for c in self.consignees.values())
+        ):
             raise fail(422, f"コードはすでに存在します: {code}")
         kind = data.get("consignee_type") or "customer"
         if kind not in ("wholesaler", "customer"):
             raise fail(422, "consignee_type は wholesaler か customer です")
         cid = self.next_id("consignee")
-        consignee = Consignee(cid, code, name, consignee_type=str(kind),
-                              updated_at=self.clock.iso(),
-                              **{f: _text(data.get(f)) for f in CONSIGNEE_FIELDS[2:]})
+        consignee = Consignee(
+            cid,
+            code,
+            name,
+            consignee_type=str(kind),
+            updated_at=self.clock.iso(),
+            **{f: _text(data.get(f)) for f in CONSIGNEE_FIELDS[2:]},
+        )
         self.consignees[cid] = consignee
         self._log("consignee.create", record_id=cid, detail={"code": code})
         return {"consignee": self.consignee_json(consignee)}
@@ -459,8 +591,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
     # ---------------------------------------------------------------- shipping schedules
     def list_schedules(self) -> list[Json]:
         """``GET /api/v1/shipping_schedules``: open schedules (idle, inspecting, shipping)."""
-        return [self.shipment_json(s) for s in self.shipments.values()
-                if s.state in OPEN_STATES]
+        return [self.shipment_json(s) for s in self.shipments.values() if s.state in OPEN_STATES]
 
     def get_schedule(self, sid: int) -> Json:
         """``GET /api/v1/shipping_schedules/{id}`` (completed ones too)."""
@@ -500,9 +631,15 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
             vid = _req_int(item, "product_variant_id")
             if vid not in self.variants:
                 raise fail(422, f"種類が見つかりません: {vid}")
-            out.append(ShipItem(self.next_id("shipping_item"), vid,
-                                _req_int(item, "sales_order_quantity", 1),
-                                _req_int(item, "price", 0), _text(item.get("note"))))
+            out.append(
+                ShipItem(
+                    self.next_id("shipping_item"),
+                    vid,
+                    _req_int(item, "sales_order_quantity", 1),
+                    _req_int(item, "price", 0),
+                    _text(item.get("note")),
+                )
+            )
         return out
 
     def create_schedule(self, body: Json) -> Json:
@@ -511,23 +648,35 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         sales_order = self._sales_order(body.get("sales_order"))
         consignee = self._consignee_ref(data.get("consignee_id"))
         order_number = (sales_order or {}).get("order_number")
-        if (order_number and self.config.duplicate_order_number == "reject"
-                and any((s.sales_order or {}).get("order_number") == order_number
-                        for s in self.shipments.values())):
+        if (
+            order_number
+            and self.config.duplicate_order_number == "reject"
+            and any(
+                (s.sales_order or {}).get("order_number") == order_number
+                for s in self.shipments.values()
+            )
+        ):
             raise fail(422, f"注文番号はすでに登録されています: {order_number}")
         method = self._delivery_method(data.get("delivery_method_code"))
-        items = self._ship_items(data.get("shipping_items"),
-                                 data.get("shipping_composite_items"))
+        items = self._ship_items(data.get("shipping_items"), data.get("shipping_composite_items"))
         sid = self.next_id("shipment")
         schedule = Shipment(
-            sid, f"SH{self.clock.today():%Y%m%d}{sid:05d}", "idle", consignee.id, sales_order,
-            items, self.clock.iso(), due_date=_date(data.get("due_date"), "due_date"),
+            sid,
+            f"SH{self.clock.today():%Y%m%d}{sid:05d}",
+            "idle",
+            consignee.id,
+            sales_order,
+            items,
+            self.clock.iso(),
+            due_date=_date(data.get("due_date"), "due_date"),
             delivery_date=_date(data.get("delivery_date"), "delivery_date"),
-            delivery_method=method, tracking_number=_text(data.get("tracking_number")),
+            delivery_method=method,
+            tracking_number=_text(data.get("tracking_number")),
             description=_text(data.get("description")),
             delivery_slip_note=_text(data.get("delivery_slip_note")),
             picking_note=_text(data.get("picking_note")),
-            delivery_specification_time=_text(data.get("delivery_specification_time")))
+            delivery_specification_time=_text(data.get("delivery_specification_time")),
+        )
         self.shipments[sid] = schedule
         self._log("schedule.create", record_id=sid, order_number=order_number)
         return {"shipping_schedule": self.shipment_json(schedule)}
@@ -554,11 +703,15 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         if "shipping_items" in data:
             if schedule.state != "idle":
                 raise fail(422, "出荷作業中の出荷予定の商品は変更できません")
-            schedule.items = self._ship_items(data["shipping_items"],
-                                              data.get("shipping_composite_items", []))
-        self._log("schedule.update", record_id=sid,
-                  order_number=(schedule.sales_order or {}).get("order_number"),
-                  detail={"fields": sorted(data)})
+            schedule.items = self._ship_items(
+                data["shipping_items"], data.get("shipping_composite_items", [])
+            )
+        self._log(
+            "schedule.update",
+            record_id=sid,
+            order_number=(schedule.sales_order or {}).get("order_number"),
+            detail={"fields": sorted(data)},
+        )
         return {"shipping_schedule": self.shipment_json(schedule)}
 
     def delete_schedule(self, sid: int) -> None:
@@ -567,8 +720,11 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         if schedule.state != "idle" or any(i.allocated for i in schedule.items):
             raise fail(422, "出荷作業中(引当済み)の出荷予定は削除できません")
         del self.shipments[sid]
-        self._log("schedule.delete", record_id=sid,
-                  order_number=(schedule.sales_order or {}).get("order_number"))
+        self._log(
+            "schedule.delete",
+            record_id=sid,
+            order_number=(schedule.sales_order or {}).get("order_number"),
+        )
 
     def start_schedule(self, sid: int, body: Json) -> Json:
         """``PATCH …/{id}/start``: allocate free stock at ``warehouse_id`` and move to
@@ -593,10 +749,20 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
                 short_variants.add(vid)
         short = [i.id for i in pending if i.variant_id in short_variants]
         if short and self.config.allocation_all_or_nothing:
-            self._log("schedule.allocation_failed", record_id=sid, order_number=order_number,
-                      warehouse=warehouse.code, detail={"shipping_item_ids": short})
-            raise ApiError(422, {"shipping_item_ids": short,
-                                 "errors": ["在庫が不足しているため引当できない商品があります"]})
+            self._log(
+                "schedule.allocation_failed",
+                record_id=sid,
+                order_number=order_number,
+                warehouse=warehouse.code,
+                detail={"shipping_item_ids": short},
+            )
+            raise ApiError(
+                422,
+                {
+                    "shipping_item_ids": short,
+                    "errors": ["在庫が不足しているため引当できない商品があります"],
+                },
+            )
         schedule.warehouse_id = warehouse.id
         for item in pending:
             if item.variant_id in short_variants:
@@ -605,16 +771,27 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
             assert inv is not None
             inv.will_pick += item.quantity
             item.allocated, item.state = item.quantity, "shipping"
-            self._log("stock.allocate", record_id=sid, order_number=order_number,
-                      warehouse=warehouse.code,
-                      product_code=self.variants[item.variant_id].product_code, delta=0,
-                      detail={"allocated": item.quantity, "will_pick": inv.will_pick})
+            self._log(
+                "stock.allocate",
+                record_id=sid,
+                order_number=order_number,
+                warehouse=warehouse.code,
+                product_code=self.variants[item.variant_id].product_code,
+                delta=0,
+                detail={"allocated": item.quantity, "will_pick": inv.will_pick},
+            )
         if short:
-            raise ApiError(422, {"shipping_item_ids": short,
-                                 "errors": ["在庫が不足しているため引当できない商品があります"]})
+            raise ApiError(
+                422,
+                {
+                    "shipping_item_ids": short,
+                    "errors": ["在庫が不足しているため引当できない商品があります"],
+                },
+            )
         schedule.state = "shipping"
-        self._log("schedule.start", record_id=sid, order_number=order_number,
-                  warehouse=warehouse.code)
+        self._log(
+            "schedule.start", record_id=sid, order_number=order_number, warehouse=warehouse.code
+        )
         return {"shipping_schedule": self.shipment_json(schedule)}
 
     def ship_schedule(self, sid: int, shipped: Mapping[int, int] | None = None) -> Json:
@@ -637,25 +814,36 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
                 raise fail(422, "出荷数は0以上で入力してください")
             self._move(inv, -quantity, "stock.ship", sid, order_number)
             item.shipped, item.state = quantity, "completed"
-            item.packing = [{"id": self.next_id("packing_item"),
-                             "packed_quantity": quantity, "stock_id": inv.id}]
+            item.packing = [
+                {
+                    "id": self.next_id("packing_item"),
+                    "packed_quantity": quantity,
+                    "stock_id": inv.id,
+                }
+            ]
         schedule.state, schedule.shipped_date = "completed", self.clock.today().isoformat()
-        self._log("schedule.ship", record_id=sid, order_number=order_number,
-                  warehouse=self.warehouses[schedule.warehouse_id].code,
-                  detail={"tracking_number": schedule.tracking_number})
+        self._log(
+            "schedule.ship",
+            record_id=sid,
+            order_number=order_number,
+            warehouse=self.warehouses[schedule.warehouse_id].code,
+            detail={"tracking_number": schedule.tracking_number},
+        )
         return {"shipping_schedule": self.shipment_json(schedule)}
 
     # ---------------------------------------------------------------- histories
     @staticmethod
     def _in_window(day: str | None, first: str | None, last: str | None) -> bool:
-        return day is not None and (first is None or day >= first) and (
-            last is None or day <= last)
+        return day is not None and (first is None or day >= first) and (last is None or day <= last)
 
     def list_shipping_histories(self, first: str | None, last: str | None) -> list[Json]:
         """``GET /api/v1/shipping_histories?shipped_date_from=&shipped_date_to=``."""
         first, last = _date(first, "shipped_date_from"), _date(last, "shipped_date_to")
-        return [self.shipment_json(s) for s in self.shipments.values()
-                if s.state == "completed" and self._in_window(s.shipped_date, first, last)]
+        return [
+            self.shipment_json(s)
+            for s in self.shipments.values()
+            if s.state == "completed" and self._in_window(s.shipped_date, first, last)
+        ]
 
     def get_shipping_history(self, sid: int) -> Json:
         """``GET /api/v1/shipping_histories/{id}``."""
@@ -678,8 +866,7 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
             ref = _req_int(item, "inventory_id")
             quantity = _req_int(item, "shipping_quantity", 1)
             if self.config.history_item_inventory_id == "product_variant":
-                inv = (self._inventory(warehouse.id, ref, True) if ref in self.variants
-                       else None)
+                inv = self._inventory(warehouse.id, ref, True) if ref in self.variants else None
             else:
                 inv = self.inventories.get(ref)
             if inv is None or inv.warehouse_id != warehouse.id:
@@ -696,25 +883,50 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         items = []
         for inv, quantity, price in lines:
             self._move(inv, -quantity, "stock.ship", sid, order_number)
-            items.append(ShipItem(self.next_id("shipping_item"), inv.variant_id, quantity,
-                                  price, state="completed", shipped=quantity,
-                                  packing=[{"id": self.next_id("packing_item"),
-                                            "packed_quantity": quantity, "stock_id": inv.id}]))
-        history = Shipment(sid, f"SH{self.clock.today():%Y%m%d}{sid:05d}", "completed",
-                           consignee.id, sales_order, items, self.clock.iso(),
-                           tracking_number=_text(data.get("tracking_number")),
-                           description=_text(data.get("description")),
-                           warehouse_id=warehouse.id, shipped_date=shipped)
+            items.append(
+                ShipItem(
+                    self.next_id("shipping_item"),
+                    inv.variant_id,
+                    quantity,
+                    price,
+                    state="completed",
+                    shipped=quantity,
+                    packing=[
+                        {
+                            "id": self.next_id("packing_item"),
+                            "packed_quantity": quantity,
+                            "stock_id": inv.id,
+                        }
+                    ],
+                )
+            )
+        history = Shipment(
+            sid,
+            f"SH{self.clock.today():%Y%m%d}{sid:05d}",
+            "completed",
+            consignee.id,
+            sales_order,
+            items,
+            self.clock.iso(),
+            tracking_number=_text(data.get("tracking_number")),
+            description=_text(data.get("description")),
+            warehouse_id=warehouse.id,
+            shipped_date=shipped,
+        )
         self.shipments[sid] = history
-        self._log("history.create", record_id=sid, order_number=order_number,
-                  warehouse=warehouse.code)
+        self._log(
+            "history.create", record_id=sid, order_number=order_number, warehouse=warehouse.code
+        )
         return {"shipping_history": self.shipment_json(history)}
 
     def list_receiving_histories(self, first: str | None, last: str | None) -> list[Json]:
         """``GET /api/v1/receiving_histories?received_date_from=&received_date_to=``."""
         first, last = _date(first, "received_date_from"), _date(last, "received_date_to")
-        return [self.receipt_json(r) for r in self.receipts.values()
-                if self._in_window(r.received_date, first, last)]
+        return [
+            self.receipt_json(r)
+            for r in self.receipts.values()
+            if self._in_window(r.received_date, first, last)
+        ]
 
     def get_receiving_history(self, rid: int) -> Json:
         """``GET /api/v1/receiving_histories/{id}``."""
@@ -749,11 +961,16 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
             inv = self._inventory(warehouse.id, vid, True)
             assert inv is not None
             self._move(inv, quantity, "stock.receive", rid)
-            items.append(ReceiptItem(self.next_id("receiving_item"), vid, quantity, price,
-                                     inv.id))
-        receipt = Receipt(rid, warehouse.id, received, items, self.clock.iso(),
-                          supplier_id=_int(data, "supplier_id", required=False),
-                          description=_text(data.get("description")))
+            items.append(ReceiptItem(self.next_id("receiving_item"), vid, quantity, price, inv.id))
+        receipt = Receipt(
+            rid,
+            warehouse.id,
+            received,
+            items,
+            self.clock.iso(),
+            supplier_id=_int(data, "supplier_id", required=False),
+            description=_text(data.get("description")),
+        )
         self.receipts[rid] = receipt
         self._log("receipt.create", record_id=rid, warehouse=warehouse.code)
         return {"receiving_history": self.receipt_json(receipt)}
@@ -766,8 +983,9 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         for item in receipt.items:
             self._move(self.inventories[item.inventory_id], -item.quantity, "stock.unreceive", rid)
         del self.receipts[rid]
-        self._log("receipt.delete", record_id=rid,
-                  warehouse=self.warehouses[receipt.warehouse_id].code)
+        self._log(
+            "receipt.delete", record_id=rid, warehouse=self.warehouses[receipt.warehouse_id].code
+        )
 
     # ---------------------------------------------------------------- staff in the screens
     def renumber_schedule(self, sid: int, order_number: str | None) -> Json:
@@ -791,9 +1009,12 @@ class SandboxState(SandboxWorld[SandboxConfig, Clock, Ledger, Faults], OAuthRule
         with self.acting("control"):
             history = self._shipment(sid, history=True)
             old, history.tracking_number = history.tracking_number, tracking_number
-            self._log("history.tracking", record_id=sid,
-                      order_number=(history.sales_order or {}).get("order_number"),
-                      detail={"from": old, "to": tracking_number})
+            self._log(
+                "history.tracking",
+                record_id=sid,
+                order_number=(history.sales_order or {}).get("order_number"),
+                detail={"from": old, "to": tracking_number},
+            )
             return self.shipment_json(history)
 
     def garble(self, kind: str, record_id: int, fields: Mapping[str, Any]) -> Json:

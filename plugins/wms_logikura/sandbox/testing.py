@@ -37,8 +37,9 @@ class WarehouseStaff:
         self._codes: dict[int, str] = {}
 
     def _sign_in(self) -> None:
-        answer = self.session.post(f"{self.base_url}/_sandbox/tokens", json={},
-                                   timeout=self.timeout)
+        answer = self.session.post(
+            f"{self.base_url}/_sandbox/tokens", json={}, timeout=self.timeout
+        )
         answer.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
 
@@ -54,8 +55,9 @@ class WarehouseStaff:
         """Close the HTTP session."""
         self.session.close()
 
-    def call(self, method: str, path: str, body: Json | None = None,
-             params: dict[str, str] | None = None) -> Any:
+    def call(
+        self, method: str, path: str, body: Json | None = None, params: dict[str, str] | None = None
+    ) -> Any:
         """One API call; returns the JSON answer, raises :class:`StaffError` on >= 400."""
         answer = self._request(method, f"{self.base_url}{path}", json=body, params=params)
         data = answer.json() if answer.content else None
@@ -78,8 +80,9 @@ class WarehouseStaff:
     def warehouse_id(self, code: str) -> int:
         """The id of the warehouse (拠点) with ``code``."""
         if not self._warehouses:
-            self._warehouses = {w["code"]: int(w["id"])
-                                for w in self.get_all("/api/v1/warehouses", "warehouses")}
+            self._warehouses = {
+                w["code"]: int(w["id"]) for w in self.get_all("/api/v1/warehouses", "warehouses")
+            }
         return self._warehouses[code]
 
     def variant_id(self, product_code: str) -> int:
@@ -105,14 +108,20 @@ class WarehouseStaff:
 
     def set_tracking(self, schedule_id: int, tracking_number: str) -> Json:
         """Write the tracking number on a schedule (``ship`` takes no body)."""
-        data: Json = self.call("PUT", f"/api/v1/shipping_schedules/{schedule_id}",
-                               {"shipping_schedule": {"tracking_number": tracking_number}})
+        data: Json = self.call(
+            "PUT",
+            f"/api/v1/shipping_schedules/{schedule_id}",
+            {"shipping_schedule": {"tracking_number": tracking_number}},
+        )
         return data
 
     def start(self, schedule_id: int, warehouse: str) -> Json:
         """出荷作業開始 at ``warehouse``: allocates stock (StaffError 422 when short)."""
-        data: Json = self.call("PATCH", f"/api/v1/shipping_schedules/{schedule_id}/start",
-                               {"warehouse_id": self.warehouse_id(warehouse)})
+        data: Json = self.call(
+            "PATCH",
+            f"/api/v1/shipping_schedules/{schedule_id}/start",
+            {"warehouse_id": self.warehouse_id(warehouse)},
+        )
         return data
 
     def ship(self, schedule_id: int) -> Json:
@@ -130,35 +139,63 @@ class WarehouseStaff:
     def inventory_id(self, warehouse: str, product_code: str) -> int:
         """The inventory of ``product_code`` at ``warehouse``."""
         wid = self.warehouse_id(warehouse)
-        for inventory in self.get_all("/api/v1/inventories", "inventories",
-                                      {"warehouse_id": str(wid)}):
+        for inventory in self.get_all(
+            "/api/v1/inventories", "inventories", {"warehouse_id": str(wid)}
+        ):
             if inventory["product_variant"]["product_code"] == product_code:
                 return int(inventory["id"])
         raise KeyError(f"no inventory of {product_code!r} at {warehouse}")
 
-    def ship_direct(self, warehouse: str, lines: list[tuple[str, int]], *,
-                    consignee: str = "W-001", order_number: str | None = None,
-                    tracking_number: str | None = None, shipped_date: str | None = None
-                    ) -> Json:
+    def ship_direct(
+        self,
+        warehouse: str,
+        lines: list[tuple[str, int]],
+        *,
+        consignee: str = "W-001",
+        order_number: str | None = None,
+        tracking_number: str | None = None,
+        shipped_date: str | None = None,
+    ) -> Json:
         """A shipment without a schedule (wholesale, shops): ``POST /shipping_histories``."""
-        items = [{"inventory_id": self.inventory_id(warehouse, code), "shipping_quantity": qty,
-                  "price": 0} for code, qty in lines]
-        history: Json = {"shipping_items": items, "consignee_id": self.consignee_id(consignee),
-                         "warehouse_id": self.warehouse_id(warehouse),
-                         "tracking_number": tracking_number, "shipped_date": shipped_date}
-        data: Json = self.call("POST", "/api/v1/shipping_histories",
-                               {"sales_order": {"order_number": order_number},
-                                "shipping_history": history})
+        items = [
+            {
+                "inventory_id": self.inventory_id(warehouse, code),
+                "shipping_quantity": qty,
+                "price": 0,
+            }
+            for code, qty in lines
+        ]
+        history: Json = {
+            "shipping_items": items,
+            "consignee_id": self.consignee_id(consignee),
+            "warehouse_id": self.warehouse_id(warehouse),
+            "tracking_number": tracking_number,
+            "shipped_date": shipped_date,
+        }
+        data: Json = self.call(
+            "POST",
+            "/api/v1/shipping_histories",
+            {"sales_order": {"order_number": order_number}, "shipping_history": history},
+        )
         return data["shipping_history"]  # type: ignore[no-any-return]
 
-    def receive(self, warehouse: str, lines: list[tuple[str, int]], *,
-                received_date: str) -> Json:
+    def receive(self, warehouse: str, lines: list[tuple[str, int]], *, received_date: str) -> Json:
         """A receipt booked directly: ``POST /receiving_histories``; stock goes up."""
-        items = [{"product_variant_id": self.variant_id(code), "stocked_quantity": qty,
-                  "price": 100} for code, qty in lines]
-        data: Json = self.call("POST", "/api/v1/receiving_histories", {"receiving_history": {
-            "receiving_items": items, "warehouse_id": self.warehouse_id(warehouse),
-            "received_date": received_date}})
+        items = [
+            {"product_variant_id": self.variant_id(code), "stocked_quantity": qty, "price": 100}
+            for code, qty in lines
+        ]
+        data: Json = self.call(
+            "POST",
+            "/api/v1/receiving_histories",
+            {
+                "receiving_history": {
+                    "receiving_items": items,
+                    "warehouse_id": self.warehouse_id(warehouse),
+                    "received_date": received_date,
+                }
+            },
+        )
         return data["receiving_history"]  # type: ignore[no-any-return]
 
     def control(self, path: str, body: Json) -> Any:
@@ -171,20 +208,21 @@ class WarehouseStaff:
 
     def renumber(self, schedule_id: int, order_number: str | None) -> Json:
         """Edit a schedule's 注文番号 (None blanks it)."""
-        data: Json = self.control("renumber", {"schedule_id": schedule_id,
-                                               "order_number": order_number})
+        data: Json = self.control(
+            "renumber", {"schedule_id": schedule_id, "order_number": order_number}
+        )
         return data
 
     def ship_partial(self, schedule_id: int, shipped: dict[str, int]) -> Json:
         """Ship a started schedule with fewer items than planned (product code → shipped)."""
-        data: Json = self.control("ship_partial", {"schedule_id": schedule_id,
-                                                   "shipped": shipped})
+        data: Json = self.control("ship_partial", {"schedule_id": schedule_id, "shipped": shipped})
         return data
 
     def correct_tracking(self, history_id: int, tracking_number: str | None) -> Json:
         """Change the tracking number of a shipped history."""
-        data: Json = self.control("correct_tracking", {"history_id": history_id,
-                                                       "tracking_number": tracking_number})
+        data: Json = self.control(
+            "correct_tracking", {"history_id": history_id, "tracking_number": tracking_number}
+        )
         return data
 
     def garble(self, kind: str, record_id: int, **fields: Any) -> Json:

@@ -77,8 +77,11 @@ class Traffic:
 
     def snapshot(self) -> dict[str, Any]:
         """Totals for ``GET /_sandbox/traffic``."""
-        return {"calls": len(self.requests()), "max_per_minute": self.max_in_window(),
-                "rate_limited": self.rate_limited()}
+        return {
+            "calls": len(self.requests()),
+            "max_per_minute": self.max_in_window(),
+            "rate_limited": self.rate_limited(),
+        }
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,11 @@ class RateVerdict:
 
     def headers(self) -> dict[str, str]:
         """``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-Rate-Limit-Reset``."""
-        return {"X-RateLimit-Limit": str(self.limit),
-                "X-RateLimit-Remaining": str(self.remaining),
-                "X-Rate-Limit-Reset": str(self.reset_s)}
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-Rate-Limit-Reset": str(self.reset_s),
+        }
 
 
 class RateLimiter:
@@ -134,8 +139,13 @@ class RateLimiter:
         while times and (times[0] <= now - self.window_s or times[0] > now):
             times.popleft()
         if len(times) >= self.limit:
-            return RateVerdict(False, self.limit, 0,
-                               max(1, math.ceil(times[0] + self.window_s - now)))
+            return RateVerdict(
+                False, self.limit, 0, max(1, math.ceil(times[0] + self.window_s - now))
+            )
         times.append(now)
-        return RateVerdict(True, self.limit, self.limit - len(times),
-                           max(1, math.ceil(times[0] + self.window_s - now)))
+        return RateVerdict(
+            True,
+            self.limit,
+            self.limit - len(times),
+            max(1, math.ceil(times[0] + self.window_s - now)),
+        )

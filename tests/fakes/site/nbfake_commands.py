@@ -45,13 +45,16 @@ def nebridge_cli_commands(options, config_path: Path):
     def noop() -> None:
         """Never mounted: a name no command may have."""
 
-    return [CliCommand("hello", hello, "Greet someone with the configured greeting."),
-            CliCommand("fake-tools", tools, "Fake tools."),
-            CliCommand("run", run, "Shadow the core run command."),
-            CliCommand("explode", explode, "Break."),
-            *(CliCommand(name, noop, "Badly named.")
-              for name in ("", "Status", "status ", "companies\u200b", "-c", "--help"))]
-
+    return [
+        CliCommand("hello", hello, "Greet someone with the configured greeting."),
+        CliCommand("fake-tools", tools, "Fake tools."),
+        CliCommand("run", run, "Shadow the core run command."),
+        CliCommand("explode", explode, "Break."),
+        *(
+            CliCommand(name, noop, "Badly named.")
+            for name in ("", "Status", "status ", "companies\u200b", "-c", "--help")
+        ),
+    ]
 
 
 @hookimpl

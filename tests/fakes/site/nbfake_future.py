@@ -6,8 +6,7 @@ from hooks.records import PluginInfo
 
 @hookimpl
 def nebridge_plugin_info():
-    return PluginInfo(name="fake_future", summary="made for hook API 2",
-                      hook_api=">=2,<3")
+    return PluginInfo(name="fake_future", summary="made for hook API 2", hook_api=">=2,<3")
 
 
 @hookimpl

@@ -13,8 +13,12 @@ class WrapperConfig(BaseModel):
 
 @hookimpl
 def nebridge_plugin_info():
-    return PluginInfo(name="fake_wrapper", summary="test wrapper plugin",
-                      config_model=WrapperConfig, hook_api=">=1.1,<2")
+    return PluginInfo(
+        name="fake_wrapper",
+        summary="test wrapper plugin",
+        config_model=WrapperConfig,
+        hook_api=">=1.1,<2",
+    )
 
 
 @hookimpl(wrapper=True)
@@ -23,6 +27,9 @@ def nebridge_shipment_actions(shipment, options):
     dropped = [a for a in actions if isinstance(a, AdjustStock)]
     kept = [a for a in actions if not isinstance(a, AdjustStock)]
     if dropped:
-        kept.append(Notice(f"{shipment.shipment_id}: {len(dropped)} stock change(s) "
-                           f"left out: {options.reason}"))
+        kept.append(
+            Notice(
+                f"{shipment.shipment_id}: {len(dropped)} stock change(s) left out: {options.reason}"
+            )
+        )
     return kept
