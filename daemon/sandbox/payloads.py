@@ -7,7 +7,6 @@ bulkupdatereceipted XML (§4.8) and goods upload CSV (§5.1).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import zlib
 from dataclasses import dataclass, field
@@ -36,6 +35,10 @@ class BulkItem:
     changes: OrderChanges
 
 
+#: The most a gzip ``data`` may inflate to (a 400 kB upload must not take gigabytes).
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+
+
 def decode_data(raw: bytes | None, data_type: str | None, allowed: tuple[str, ...]) -> bytes:
     """Return the payload bytes of ``data``; ``gz`` is gunzipped."""
     kind = (data_type or allowed[0]).strip()
@@ -45,10 +48,16 @@ def decode_data(raw: bytes | None, data_type: str | None, allowed: tuple[str, ..
         raise NEError("param_missing", "data")
     if kind != "gz":
         return raw
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error):
+        data = inflate.decompress(raw, MAX_INFLATED_BYTES + 1)
+    except zlib.error:
         raise NEError("data_invalid", "data is not gzip") from None
+    if len(data) > MAX_INFLATED_BYTES or inflate.unconsumed_tail:
+        raise NEError("data_invalid", f"data inflates to more than {MAX_INFLATED_BYTES} bytes")
+    if not inflate.eof:
+        raise NEError("data_invalid", "data is not gzip (it ends early)")
+    return data
 
 
 def _value(element: ElementTree.Element) -> Value:

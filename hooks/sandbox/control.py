@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,6 +59,26 @@ def integer(value: Any, name: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise ControlError(400, f"{name} must be an integer") from None
+
+
+#: The largest clock move one request may make (about 100 years): a larger or non-finite value
+#: (NaN, 1e300) would leave the clock unable to give the time, breaking every later call.
+MAX_CLOCK_SECONDS = 100 * 366 * 86400
+
+
+def seconds(value: Any, name: str) -> float:
+    """``value`` as a finite number of seconds within ±:data:`MAX_CLOCK_SECONDS`, or a 400."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ControlError(400, f"{name} must be a number of seconds") from None
+    if not math.isfinite(number) or abs(number) > MAX_CLOCK_SECONDS:
+        raise ControlError(
+            400,
+            f"{name} must be a finite number of seconds within "
+            f"±{MAX_CLOCK_SECONDS} (about 100 years)",
+        )
+    return number
 
 
 def count(body: Body) -> int:
@@ -159,7 +180,7 @@ class ControlApi:
 
     def _set_clock(self, body: Body, query: Query) -> Any:
         if "advance_seconds" in body:
-            self._clock.advance(float(body["advance_seconds"]))
+            self._clock.advance(seconds(body["advance_seconds"], "advance_seconds"))
         elif "set" in body:
             when = self._clock.parse(str(body["set"]))
             if when is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -227,6 +228,36 @@ def test_upload_parameter_errors(caller: SandboxCaller) -> None:
         caller.call("/api_v1_master_goods/upload", data_type="gz", data="not gzip")["code"]
         == "004009"
     )
+
+
+def test_a_gzip_bomb_is_refused_before_it_inflates(caller: SandboxCaller) -> None:
+    """A ~70 kB upload that would inflate past the cap is refused (it took 2.9 GB before)."""
+    from daemon.sandbox.payloads import MAX_INFLATED_BYTES
+
+    bomb = gzip.compress(b"0" * (MAX_INFLATED_BYTES + 1), compresslevel=9)
+    assert len(bomb) < 1024 * 1024
+    answer = caller.call("/api_v1_master_goods/upload", data_type="gz", data=bomb)
+    assert answer["code"] == "004009" and "inflates" in json.dumps(answer, ensure_ascii=False)
+    truncated = gzip.compress(b"syohin_code,zaiko_su\nWidget-A,1\n")[:-6]
+    answer = caller.call("/api_v1_master_goods/upload", data_type="gz", data=truncated)
+    assert answer["code"] == "004009"
+    assert (
+        caller.upload_goods("syohin_code,zaiko_su\r\nWidget-A,4\r\n", gz=True)["result"]
+        == "success"
+    )
+
+
+def test_clock_control_refuses_values_that_would_break_the_clock(
+    ne: SandboxServer, caller: SandboxCaller
+) -> None:
+    before = caller.control("GET", "/clock")["now"]
+    for value in ("NaN", "inf", 1e300, "soon"):
+        answer = caller.session.post(
+            f"{ne.base_url}/_sandbox/clock", json={"advance_seconds": value}, timeout=10
+        )
+        assert answer.status_code == 400, (value, answer.text)
+    assert caller.control("GET", "/clock")["now"] == before  # still answers, unchanged
+    assert caller.control("POST", "/clock", {"advance_seconds": 60})["now"] != before
 
 
 def test_que_search_by_time_window_and_method(ne: SandboxServer, caller: SandboxCaller) -> None:
