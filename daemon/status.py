@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
-from daemon import attention
+from daemon import attention, orderwatch
 from daemon.attention import AttentionItem, AttentionReport
 from daemon.config import LoadedConfig
 from daemon.config_admin import AdminError, plugin_host
@@ -167,4 +167,5 @@ def collect_status(
         engine, live=live_attention(host), limit=ATTENTION_LIMIT, company=company
     ).as_dict()
     status["notify"] = {"sinks": host.notify_sinks(), "waiting": pending_by_sink(engine)}
+    status["order_watch"] = orderwatch.counts(engine)
     return status

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from daemon import orderwatch
 from daemon.cli.attention import print_attention
 from daemon.cli.common import display_zone, get, print_json, print_table, when
 from daemon.nelink import LinkInfo, describe
@@ -38,8 +37,6 @@ def status(
         data = collect_status(
             loaded, engine, host, store=app_ctx.token_store(fleet), company=app_ctx.company_code
         )
-        if data["database"]["up_to_date"]:  # order_change exists from migration 0004 on
-            data["order_watch"] = orderwatch.counts(engine)
     finally:
         engine.dispose()
         if fleet is not None:
