@@ -71,18 +71,21 @@ def http() -> Iterator[requests.Session]:
     session.close()
 
 
+def logikura_section(server: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    """The connector's ``wms.logikura`` section pointing at ``server``, as daemon.yaml holds it."""
+    return {
+        "api_base": server.base_url,
+        "auth_base": server.base_url,
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "redirect_uri": REDIRECT,
+        **overrides,
+    }
+
+
 def logikura_config(server: SandboxServer, **overrides: Any) -> LogikuraConfig:
-    """The connector's section pointing at ``server``."""
-    return LogikuraConfig.model_validate(
-        {
-            "api_base": server.base_url,
-            "auth_base": server.base_url,
-            "client_id": CLIENT_ID,
-            "client_secret": SECRET,
-            "redirect_uri": REDIRECT,
-            **overrides,
-        }
-    )
+    """The connector's validated section pointing at ``server``."""
+    return LogikuraConfig.model_validate(logikura_section(server, **overrides))
 
 
 def make_ctx(

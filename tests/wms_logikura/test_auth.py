@@ -27,12 +27,12 @@ from plugins.wms_logikura.errors import LogikuraAuthError
 from plugins.wms_logikura.sandbox import SandboxServer
 from tests.conftest import ConfigFactory
 from tests.wms_logikura.conftest import (
-    CLIENT_ID,
     REDIRECT,
     SECRET,
     FakeTime,
     batch,
     connect,
+    logikura_section,
     make_ctx,
     order,
 )
@@ -48,13 +48,7 @@ def logikura_yaml(make_config: ConfigFactory, lk: SandboxServer, redirect: str) 
     return make_config(
         wms={
             "connector": "logikura",
-            "logikura": {
-                "api_base": lk.base_url,
-                "auth_base": lk.base_url,
-                "client_id": CLIENT_ID,
-                "client_secret": SECRET,
-                "redirect_uri": redirect,
-            },
+            "logikura": logikura_section(lk, redirect_uri=redirect),
         }
     )
 
@@ -155,13 +149,7 @@ def test_connect_refuses_a_warehouse_logikura_lacks(
         warehouses=[{"code": "ITAKU", "import_orders": True}, {"code": "OSAKA"}],
         wms={
             "connector": "logikura",
-            "logikura": {
-                "api_base": lk.base_url,
-                "auth_base": lk.base_url,
-                "client_id": CLIENT_ID,
-                "client_secret": SECRET,
-                "redirect_uri": REDIRECT,
-            },
+            "logikura": logikura_section(lk),
         },
     )
     result = CliRunner().invoke(

@@ -21,13 +21,11 @@ from plugins.wms_logikura import LogikuraConnector
 from plugins.wms_logikura.errors import LogikuraUnavailable
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.wms_logikura.conftest import (
-    CLIENT_ID,
-    REDIRECT,
-    SECRET,
     FakeTime,
     batch,
     connect,
     logikura_config,
+    logikura_section,
     make_ctx,
     order,
     sandbox_config,
@@ -81,13 +79,7 @@ def test_sigkill_between_request_and_local_record(
 ) -> None:
     clock = FakeTime(lk)
     connector, ctx = connect(lk, tmp_path, http, clock)  # authorised, catalog cached
-    settings = {
-        "api_base": lk.base_url,
-        "auth_base": lk.base_url,
-        "client_id": CLIENT_ID,
-        "client_secret": SECRET,
-        "redirect_uri": REDIRECT,
-    }
+    settings = logikura_section(lk)
     lk.faults.stall_next(60, path="/api/v1/shipping_schedules", method="POST")
     process = subprocess.Popen(
         [

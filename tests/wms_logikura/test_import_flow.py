@@ -18,7 +18,11 @@ from daemon.sandbox import SandboxServer as NeSandbox
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 from tests.test_supervisor import NotifySocket, start, wait_exit
-from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config
+from tests.wms_logikura.conftest import (
+    link_both,
+    logikura_section,
+    sandbox_config,
+)
 
 ORDERS = 60
 SCHEDULES = "/api/v1/shipping_schedules"
@@ -72,16 +76,12 @@ def test_shipments_flow_while_a_large_import_runs_and_sigterm_stops_it(
             plugins=DEFAULT_PLUGINS,
             wms={
                 "connector": "logikura",
-                "logikura": {
-                    "api_base": lk.base_url,
-                    "auth_base": lk.base_url,
-                    "client_id": CLIENT_ID,
-                    "client_secret": SECRET,
-                    "redirect_uri": REDIRECT,
-                    "poll_seconds": 0.5,
-                    "products_refresh_seconds": 300,
-                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
-                },
+                "logikura": logikura_section(
+                    lk,
+                    poll_seconds=0.5,
+                    products_refresh_seconds=300,
+                    delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2"},
+                ),
             },
         )
         ne.state.create_goods("A-1", quantity=500)

@@ -24,7 +24,11 @@ from daemon.sandbox import SandboxConfig as NeConfig
 from daemon.sandbox import SandboxServer as NeSandbox
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
-from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config
+from tests.wms_logikura.conftest import (
+    link_both,
+    logikura_section,
+    sandbox_config,
+)
 
 
 @dataclass
@@ -80,15 +84,11 @@ def linked(make_config: ConfigFactory) -> Iterator[Linked]:
             },
             wms={
                 "connector": "logikura",
-                "logikura": {
-                    "api_base": lk.base_url,
-                    "auth_base": lk.base_url,
-                    "client_id": CLIENT_ID,
-                    "client_secret": SECRET,
-                    "redirect_uri": REDIRECT,
-                    "products_refresh_seconds": 0,
-                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
-                },
+                "logikura": logikura_section(
+                    lk,
+                    products_refresh_seconds=0,
+                    delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2"},
+                ),
             },
         )
         link_both(config, ne, lk)

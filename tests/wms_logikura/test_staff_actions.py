@@ -24,7 +24,11 @@ from daemon.sandbox import SandboxConfig as NeConfig
 from daemon.sandbox import SandboxServer as NeSandbox
 from plugins.wms_logikura.sandbox import SandboxServer, WarehouseStaff
 from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
-from tests.wms_logikura.conftest import CLIENT_ID, REDIRECT, SECRET, link_both, sandbox_config
+from tests.wms_logikura.conftest import (
+    link_both,
+    logikura_section,
+    sandbox_config,
+)
 
 
 @dataclass
@@ -95,17 +99,13 @@ def site(make_config: ConfigFactory) -> Iterator[SiteFactory]:
             plugins=DEFAULT_PLUGINS,
             wms={
                 "connector": "logikura",
-                "logikura": {
-                    "api_base": lk.base_url,
-                    "auth_base": lk.base_url,
-                    "client_id": CLIENT_ID,
-                    "client_secret": SECRET,
-                    "redirect_uri": REDIRECT,
-                    "products_refresh_seconds": 0,
-                    "delivery_methods": {"ヤマト運輸(宅急便)": "yamato_b2"},
-                    "start_date": (lk.clock.today() - timedelta(days=7)).isoformat(),
+                "logikura": logikura_section(
+                    lk,
+                    products_refresh_seconds=0,
+                    delivery_methods={"ヤマト運輸(宅急便)": "yamato_b2"},
+                    start_date=(lk.clock.today() - timedelta(days=7)).isoformat(),
                     **logikura,
-                },
+                ),
             },
         )
         link_both(config, ne, lk)
