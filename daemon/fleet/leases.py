@@ -413,11 +413,24 @@ class LeaseKeeper:
         return {str(row.company): int(row.epoch) for row in rows}
 
     def keep_renewed(self) -> None:
-        """Renew again if a round is due: a slow stop of one company's work (``on_lost``,
-        ``before_release``) or a slow start of many must not let the leases this worker keeps
-        run out."""
+        """Renew the leases and the heartbeat again if a round is due: a slow stop of one
+        company's work (``on_lost``, ``before_release``, a drain) or a slow start of many must
+        not let the leases this worker keeps run out, nor show it as dead meanwhile."""
         if time.monotonic() - self._renewed_at > self.lease_seconds / RENEWALS_PER_LEASE:
+            self._beat()
             self._renew()
+
+    def _beat(self) -> None:
+        """Extend this worker's heartbeat row (between rounds: no insert, no count)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "UPDATE fleet_worker SET heartbeat_at = clock_timestamp(), "
+                    "expires_at = clock_timestamp() + make_interval(secs => :lease) "
+                    "WHERE worker_id = :worker"
+                ),
+                {"worker": self.worker_id, "lease": self.lease_seconds},
+            )
 
     def _release(self, companies: Iterable[str]) -> list[str]:
         """Give up ``companies`` (each after ``before_release``); the ones released."""

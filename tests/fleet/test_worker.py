@@ -324,7 +324,7 @@ def test_a_slow_stop_of_one_company_lets_no_other_lease_run_out(
     make_config: ConfigFactory, fleet_url: str, tmp_path: Path
 ) -> None:
     """The round thread waits for a company's work to stop (a job finishing); meanwhile the
-    other companies' leases are renewed (#19)."""
+    other companies' leases and the worker's heartbeat are renewed (#19)."""
     folder = tmp_path / "companies"
     folder.mkdir()
     for code in "ab":
@@ -368,6 +368,15 @@ def test_a_slow_stop_of_one_company_lets_no_other_lease_run_out(
                 )
             ).scalar()
         assert live == worker.keeper.worker_id
+        with engine.connect() as conn:  # and the worker is not shown as dead meanwhile
+            beating = conn.execute(
+                text(
+                    "SELECT expires_at > clock_timestamp() FROM fleet_worker "
+                    "WHERE worker_id = :worker"
+                ),
+                {"worker": worker.keeper.worker_id},
+            ).scalar()
+        assert beating is True
     finally:
         stop.set()
         serving.join(30)
