@@ -1,18 +1,21 @@
-"""Prometheus metrics: Next Engine calls counted as they happen, the rest read at scrape time.
+"""Prometheus metrics: Next Engine calls counted as they happen, the rest read from the database.
 
 Counts that live in the database (events in, actions by plugin and state, backlog, last good
-run per warehouse and stage) are read when Prometheus scrapes, so they are exact across
-restarts and reloads. The HTTP endpoint binds to loopback unless ``metrics.host`` says
-otherwise.
+run per warehouse and stage, attention, order changes) are read by :func:`read_store`, so they
+are exact across restarts and reloads: at every scrape in a single-company installation; in
+fleet mode from each company's cache (:mod:`daemon.fleet.metrics`), rendered by the same
+:func:`store_families` with a ``company`` label. The HTTP endpoint binds to loopback unless
+``metrics.host`` says otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
@@ -30,6 +33,115 @@ from daemon.store.models import InboxEvent, OutboxItem, RunRecord
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family read from the database: its name, help, labels and type."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    counter: bool = False
+
+
+EVENTS_IN = Family(
+    "nebridge_events_in", "WMS events accepted into the inbox", ("kind", "warehouse"), True
+)
+INBOX = Family("nebridge_inbox_events", "Inbox events by state", ("kind", "state"))
+ACTIONS = Family(
+    "nebridge_actions",
+    "Next Engine actions by plugin, kind and outcome (state)",
+    ("plugin", "kind", "state"),
+)
+BACKLOG = Family("nebridge_outbox_backlog", "Outbox items by state", ("state",))
+LAST_SUCCESS = Family(
+    "nebridge_last_success_timestamp_seconds",
+    "End of the last successful run per warehouse and stage",
+    ("warehouse", "stage"),
+)
+ATTENTION = Family(
+    "nebridge_attention",
+    "Things that wait for a person, by kind (`nebridge attention` lists them)",
+    ("kind",),
+)
+ORDER_CHANGES = Family(
+    "nebridge_order_changes",
+    "Orders found cancelled, deleted or edited in Next Engine after import (order_watch)",
+    ("warehouse", "kind"),
+    True,
+)
+#: Every family :func:`read_store` fills, in the order they are exposed.
+STORE_FAMILIES = (EVENTS_IN, INBOX, ACTIONS, BACKLOG, LAST_SUCCESS, ATTENTION, ORDER_CHANGES)
+
+#: The samples of each family (by name): label values and the value.
+Samples = dict[str, list[tuple[tuple[str, ...], float]]]
+
+
+def read_store(db: Bind, host: PluginHost | None = None) -> Samples:
+    """Every :data:`STORE_FAMILIES` sample of one installation's (or company's) tables; the
+    paused stages of ``host`` count as attention."""
+    samples: Samples = {family.name: [] for family in STORE_FAMILIES}
+    with read_session(db) as session:
+        for kind, warehouse, n in session.execute(
+            select(col(InboxEvent.kind), col(InboxEvent.warehouse), func.count()).group_by(
+                col(InboxEvent.kind), col(InboxEvent.warehouse)
+            )
+        ):
+            samples[EVENTS_IN.name].append(((str(kind), str(warehouse)), float(n)))
+        for kind, state, n in session.execute(
+            select(col(InboxEvent.kind), col(InboxEvent.state), func.count()).group_by(
+                col(InboxEvent.kind), col(InboxEvent.state)
+            )
+        ):
+            samples[INBOX.name].append(((str(kind), str(state)), float(n)))
+        by_state: dict[str, int] = {}
+        for plugin, kind, state, n in session.execute(
+            select(
+                col(OutboxItem.plugin),
+                col(OutboxItem.kind),
+                col(OutboxItem.state),
+                func.count(),
+            ).group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))
+        ):
+            samples[ACTIONS.name].append(((str(plugin), str(kind), str(state)), float(n)))
+            by_state[str(state)] = by_state.get(str(state), 0) + int(n)
+        for state, n in sorted(by_state.items()):
+            samples[BACKLOG.name].append(((state,), float(n)))
+        for warehouse, stage, finished in session.execute(
+            select(col(RunRecord.warehouse), col(RunRecord.stage), func.max(RunRecord.finished_at))
+            .where(col(RunRecord.outcome).in_(["ok", "held"]))
+            .group_by(col(RunRecord.warehouse), col(RunRecord.stage))
+        ):
+            if finished is not None:
+                samples[LAST_SUCCESS.name].append(
+                    ((str(warehouse), str(stage)), _timestamp(finished))
+                )
+    live = attention.paused_stage_items(host) if host is not None else []
+    counts = attention.collect(db, live=live, limit=0).counts
+    for kind in attention.AttentionKind:  # every kind, 0 included: alert on > 0
+        samples[ATTENTION.name].append(((kind.value,), float(counts.pop(kind.value, 0))))
+    for other, n in sorted(counts.items()):  # kinds a connector reported
+        samples[ATTENTION.name].append(((other,), float(n)))
+    for warehouse, kinds in sorted(orderwatch.counts(db).items()):
+        for kind, n in sorted(kinds.items()):
+            samples[ORDER_CHANGES.name].append(((warehouse, kind), float(n)))
+    return samples
+
+
+def store_families(
+    figures: Iterable[tuple[tuple[str, ...], Samples]], labels: tuple[str, ...] = ()
+) -> Iterator[Metric]:
+    """The :data:`STORE_FAMILIES` of several read stores, each sample's label values prefixed
+    by its store's (``labels`` names them: ``("company",)`` in fleet mode)."""
+    figures = list(figures)
+    for family in STORE_FAMILIES:
+        make = CounterMetricFamily if family.counter else GaugeMetricFamily
+        metric = make(family.name, family.help, labels=[*labels, *family.labels])
+        for prefix, samples in figures:
+            for values, value in samples.get(family.name, ()):
+                metric.add_metric([*prefix, *values], value)
+        yield metric
+
+
 class _StoreCollector(Collector):
     """Figures read from the database at every scrape."""
 
@@ -38,97 +150,7 @@ class _StoreCollector(Collector):
         self.host = host
 
     def collect(self) -> Iterator[Metric]:
-        events = CounterMetricFamily(
-            "nebridge_events_in", "WMS events accepted into the inbox", labels=["kind", "warehouse"]
-        )
-        inbox = GaugeMetricFamily(
-            "nebridge_inbox_events", "Inbox events by state", labels=["kind", "state"]
-        )
-        actions = GaugeMetricFamily(
-            "nebridge_actions",
-            "Next Engine actions by plugin, kind and outcome (state)",
-            labels=["plugin", "kind", "state"],
-        )
-        backlog = GaugeMetricFamily(
-            "nebridge_outbox_backlog", "Outbox items by state", labels=["state"]
-        )
-        last_ok = GaugeMetricFamily(
-            "nebridge_last_success_timestamp_seconds",
-            "End of the last successful run per warehouse and stage",
-            labels=["warehouse", "stage"],
-        )
-        with read_session(self.db) as session:
-            for kind, warehouse, n in session.execute(
-                select(col(InboxEvent.kind), col(InboxEvent.warehouse), func.count()).group_by(
-                    col(InboxEvent.kind), col(InboxEvent.warehouse)
-                )
-            ):
-                events.add_metric([str(kind), str(warehouse)], float(n))
-            for kind, state, n in session.execute(
-                select(col(InboxEvent.kind), col(InboxEvent.state), func.count()).group_by(
-                    col(InboxEvent.kind), col(InboxEvent.state)
-                )
-            ):
-                inbox.add_metric([str(kind), str(state)], float(n))
-            by_state: dict[str, int] = {}
-            for plugin, kind, state, n in session.execute(
-                select(
-                    col(OutboxItem.plugin),
-                    col(OutboxItem.kind),
-                    col(OutboxItem.state),
-                    func.count(),
-                ).group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))
-            ):
-                actions.add_metric([str(plugin), str(kind), str(state)], float(n))
-                by_state[str(state)] = by_state.get(str(state), 0) + int(n)
-            for state, n in sorted(by_state.items()):
-                backlog.add_metric([state], float(n))
-            for warehouse, stage, finished in session.execute(
-                select(
-                    col(RunRecord.warehouse), col(RunRecord.stage), func.max(RunRecord.finished_at)
-                )
-                .where(col(RunRecord.outcome).in_(["ok", "held"]))
-                .group_by(col(RunRecord.warehouse), col(RunRecord.stage))
-            ):
-                if finished is not None:
-                    last_ok.add_metric([str(warehouse), str(stage)], _timestamp(finished))
-        yield from (
-            events,
-            inbox,
-            actions,
-            backlog,
-            last_ok,
-            self._attention(),
-            self._order_changes(),
-        )
-
-    def _order_changes(self) -> Metric:
-        """``nebridge_order_changes{warehouse,kind}``: orders ``order_watch`` found cancelled,
-        deleted or edited in Next Engine after import."""
-        changes = CounterMetricFamily(
-            "nebridge_order_changes",
-            "Orders found cancelled, deleted or edited in Next Engine after import (order_watch)",
-            labels=["warehouse", "kind"],
-        )
-        for warehouse, kinds in sorted(orderwatch.counts(self.db).items()):
-            for kind, n in sorted(kinds.items()):
-                changes.add_metric([warehouse, kind], float(n))
-        return changes
-
-    def _attention(self) -> Metric:
-        """``nebridge_attention{kind}``: what waits for a person, every kind (0 included)."""
-        gauge = GaugeMetricFamily(
-            "nebridge_attention",
-            "Things that wait for a person, by kind (`nebridge attention` lists them)",
-            labels=["kind"],
-        )
-        live = attention.paused_stage_items(self.host) if self.host is not None else []
-        counts = attention.collect(self.db, live=live, limit=0).counts
-        for kind in attention.AttentionKind:
-            gauge.add_metric([kind.value], float(counts.pop(kind.value, 0)))
-        for other, n in sorted(counts.items()):  # kinds a connector reported
-            gauge.add_metric([other], float(n))
-        return gauge
+        yield from store_families([((), read_store(self.db, self.host))])
 
 
 def _timestamp(value: object) -> float:
@@ -138,6 +160,14 @@ def _timestamp(value: object) -> float:
     assert isinstance(value, datetime)
     aware = value if value.tzinfo else value.replace(tzinfo=UTC)
     return aware.timestamp()
+
+
+class CallObserver(Protocol):
+    """What a runtime's Next Engine client reports each exchange to."""
+
+    def observe_call(self, endpoint: str, outcome: str) -> None:
+        """Count one Next Engine exchange."""
+        ...
 
 
 class _MetricsServer(BoundedThreadingMixIn, WSGIServer):
@@ -152,32 +182,13 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
-class Metrics:
-    """The process's metrics: one registry, served over HTTP when configured."""
+class Endpoint:
+    """A registry served over HTTP at ``/metrics`` when configured (both modes)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.ne_calls = Counter(
-            "nebridge_nextengine_calls",
-            "Next Engine API calls by endpoint and result code",
-            ["endpoint", "result"],
-            registry=self.registry,
-        )
-        self._store: _StoreCollector | None = None
         self._server: _MetricsServer | None = None
         self._thread: threading.Thread | None = None
-
-    def observe_call(self, endpoint: str, outcome: str) -> None:
-        """Client observer: count one Next Engine exchange."""
-        self.ne_calls.labels(endpoint, outcome).inc()
-
-    def watch_store(self, db: Bind, host: PluginHost | None = None) -> None:
-        """Read database figures from ``db`` and paused stages from ``host`` (replaces the
-        previous store on reload)."""
-        if self._store is not None:
-            self.registry.unregister(self._store)
-        self._store = _StoreCollector(db, host)
-        self.registry.register(self._store)
 
     def serve(self, host: str, port: int) -> None:
         """Serve ``/metrics`` on ``host:port`` in a background thread (once); a taken port
@@ -213,3 +224,29 @@ class Metrics:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+class Metrics(Endpoint):
+    """A single-company process's metrics: its Next Engine calls and its database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ne_calls = Counter(
+            "nebridge_nextengine_calls",
+            "Next Engine API calls by endpoint and result code",
+            ["endpoint", "result"],
+            registry=self.registry,
+        )
+        self._store: _StoreCollector | None = None
+
+    def observe_call(self, endpoint: str, outcome: str) -> None:
+        """Client observer: count one Next Engine exchange."""
+        self.ne_calls.labels(endpoint, outcome).inc()
+
+    def watch_store(self, db: Bind, host: PluginHost | None = None) -> None:
+        """Read database figures from ``db`` and paused stages from ``host`` (replaces the
+        previous store on reload)."""
+        if self._store is not None:
+            self.registry.unregister(self._store)
+        self._store = _StoreCollector(db, host)
+        self.registry.register(self._store)

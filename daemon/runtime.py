@@ -29,7 +29,7 @@ from daemon.importer import OrderImporter
 from daemon.inbox import Intake
 from daemon.instancelock import FencedTokenStore
 from daemon.logsetup import register_secret
-from daemon.metrics import Metrics
+from daemon.metrics import CallObserver
 from daemon.negate import NeGate
 from daemon.nelink import make_client, token_store
 from daemon.nextengine.client import NextEngineClient
@@ -64,7 +64,8 @@ class Runtime:
     http: BoundedSession = field(default_factory=BoundedSession)
     _ne_client: NextEngineClient | None = None
     _client_lock: threading.Lock = field(default_factory=threading.Lock)
-    metrics: Metrics | None = None
+    #: Where the Next Engine client counts its calls (the metrics; a fleet company's own).
+    metrics: CallObserver | None = None
     #: Why Next Engine calls must not be sent now (the instance lock is lost), or None;
     #: checked before every call (see :class:`~daemon.instancelock.FencedTokenStore`).
     fence: Callable[[], str | None] = field(default=lambda: None)
