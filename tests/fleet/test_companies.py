@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, load_config
-from daemon.fleet.companies import DEFAULT_COMPANY, Companies
+from daemon.fleet.companies import DEFAULT_COMPANY, Companies, FileWatch
 from tests.conftest import ConfigFactory, dump_yaml
 
 ACME = {
@@ -165,3 +165,37 @@ def test_fleet_mode_on_sqlite_is_refused_at_the_companies_dir_line(
         r"PostgreSQL.*or remove `companies_dir`",
     ):
         load_config(make_config(migrate=False, companies_dir="companies"))
+
+
+def test_the_watch_applies_a_file_once_it_stood_still_for_one_look(
+    make_config: ConfigFactory, folder: Path
+) -> None:
+    """Added, changed, removed company files and a changed daemon.yaml are noticed; a file
+    still being written (its size moving between two looks) is not applied half-written."""
+    write(folder, "acme.yaml", ACME)
+    companies = fleet(make_config, folder)
+    watch = FileWatch(companies)
+    assert not watch.poll() and not watch.poll()  # nothing changed
+
+    beta = write(folder, "beta.yaml", "warehouses:\n")  # an editor's first half
+    assert not watch.poll()  # seen once: maybe still being written
+    write(folder, "beta.yaml", ACME)  # the second half
+    assert not watch.poll()  # it moved again since the last look
+    assert watch.poll()  # stood still for one look: reload
+    watch.mark()
+    assert companies.reload().added == ("beta",)
+    assert not watch.poll() and not watch.poll()
+
+    os.remove(beta)
+    write(folder, "acme.yaml", {**ACME, "nextengine": {"page_size": 7}})
+    write(folder, "notes.txt", "not a company")  # not watched: not a company file
+    assert not watch.poll()
+    assert watch.poll()
+    watch.mark()
+    changes = companies.reload()
+    assert changes.removed == ("beta",) and changes.changed == ("acme",)
+
+    companies.base.path.write_text(
+        companies.base.path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8"
+    )
+    assert not watch.poll() and watch.poll()  # daemon.yaml is watched too

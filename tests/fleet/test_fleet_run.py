@@ -61,6 +61,7 @@ def fleet_config(tmp_path: Path, fleet_url: str, codes: list[str]) -> Path:
         companies_dir="companies",
         credentials_dir=str(credentials),
         fleet_lease_seconds=LEASE_SECONDS,
+        companies_watch_seconds=0,  # SIGHUP only: the tests of SIGHUP send it
     )
 
 
@@ -73,6 +74,7 @@ def fleet_config_again(tmp_path: Path, fleet_url: str) -> Path:
         companies_dir="companies",
         credentials_dir=str(tmp_path / "credentials"),
         fleet_lease_seconds=LEASE_SECONDS,
+        companies_watch_seconds=0,
         schedule={"interval_seconds": 45, "jitter_seconds": 0},
     )
 
@@ -183,6 +185,78 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         assert held(fleet) == {}  # released at once, not left to expire
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        with fleet.engine.begin() as connection:
+            for code in ("alpha", "beta", "gamma"):
+                connection.execute(text(f'DROP SCHEMA IF EXISTS "{fleet.schema(code)}" CASCADE'))
+        fleet.close()
+
+
+def test_a_running_worker_picks_up_company_files_without_sighup(
+    fleet_url: str, tmp_path: Path
+) -> None:
+    """The file watch (`companies_watch_seconds`): a company file added, changed and removed
+    on disk is applied by a real `nebridge run` worker, no signal sent (#19)."""
+    fleet_config(tmp_path, fleet_url, ["alpha", "beta", "gamma"])
+    config = write_config(
+        tmp_path,
+        migrate=False,
+        database_url=fleet_url,
+        companies_dir="companies",
+        credentials_dir=str(tmp_path / "credentials"),
+        fleet_lease_seconds=LEASE_SECONDS,
+        companies_watch_seconds=0.5,
+    )
+    upgraded = CliRunner().invoke(app, ["--config", str(config), "db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    folder = tmp_path / "companies"
+    os.replace(folder / "gamma.yaml", tmp_path / "gamma.yaml")  # migrated, not in the fleet yet
+    fleet = FleetDatabase(fleet_url)
+    log = tmp_path / "worker.log"
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+    try:
+        wait_for(
+            "alpha and beta served",
+            lambda: (
+                "company alpha: served" in log.read_text()
+                and "company beta: served" in log.read_text()
+            ),
+            log,
+        )
+        os.replace(tmp_path / "gamma.yaml", folder / "gamma.yaml")  # added
+        wait_for("gamma served", lambda: "company gamma: served" in log.read_text(), log)
+
+        settings = (folder / "beta.yaml").read_text(encoding="utf-8")
+        (folder / "beta.yaml").write_text(
+            settings + "nextengine: {page_size: 500}\n", encoding="utf-8"
+        )  # changed
+        wait_for(
+            "beta restarted with its new file",
+            lambda: log.read_text().count("company beta: served") == 2,
+            log,
+        )
+        assert "company beta: no longer served" in log.read_text()
+
+        os.remove(folder / "alpha.yaml")  # removed
+        wait_for("alpha released", lambda: sorted(held(fleet)) == ["beta", "gamma"], log)
+        text_now = log.read_text()
+        assert "company alpha: no longer served" in text_now
+        assert "company gamma: no longer served" not in text_now  # untouched by the reloads
+        assert "company file refused" not in text_now
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
     finally:
         if worker.poll() is None:
             worker.kill()

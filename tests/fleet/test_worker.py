@@ -173,7 +173,9 @@ def test_a_running_worker_takes_added_and_drops_removed_companies_on_sighup(
     folder = tmp_path / "companies"
     folder.mkdir()
     company_file(folder, "acme")
-    config = make_config(database_url=fleet_url, companies_dir="companies")
+    config = make_config(
+        database_url=fleet_url, companies_dir="companies", companies_watch_seconds=0
+    )
     process = subprocess.Popen(
         [sys.executable, "-c", SIGHUP_WORKER, str(config)],
         cwd=ROOT,
