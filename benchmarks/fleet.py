@@ -294,9 +294,10 @@ def memory_child(config: Path, count: int) -> None:
 
     from daemon.config import load_config
     from daemon.fleet.companies import Companies
-    from daemon.fleet.daemon import CompanyRun
+    from daemon.fleet.daemon import CompanyRun, company_share
     from daemon.fleet.leases import LeaseKeeper
     from daemon.fleet.runtime import FleetDatabase, company_runtime
+    from daemon.scheduler import JobHost
 
     loaded = load_config(config)
     companies = list(Companies(loaded).companies.values())[:count]
@@ -306,14 +307,23 @@ def memory_child(config: Path, count: int) -> None:
     keeper = LeaseKeeper(fleet.engine, [c.code for c in companies], worker_id="bench-memory")
     keeper.start()  # renewed on its thread, as in a worker
     wake = threading.Event()
-    slots = threading.Semaphore(loaded.config.fleet_job_slots)  # shared, as in the worker
+    slots = loaded.config.fleet_job_slots
+    jobs = JobHost.for_worker(slots)  # one for every company, as in the worker
+    jobs.start()
     runs = []
     figures: dict[str, float] = {}
     started = time.perf_counter()
     for number, company in enumerate(companies, start=1):
         runtime = company_runtime(loaded, company, lease=keeper.lease(company.code), fleet=fleet)
         runs.append(
-            CompanyRun(runtime, wake, on_stop=lambda: None, slots=slots, company=company.code)
+            CompanyRun(
+                runtime,
+                wake,
+                on_stop=lambda: None,
+                host=jobs,
+                company=company.code,
+                share=company_share(slots),
+            )
         )
         if number == 1:
             time.sleep(2.0)
@@ -328,6 +338,7 @@ def memory_child(config: Path, count: int) -> None:
     figures["threads_all"] = threading.active_count()
     for run in runs:
         run.stop()
+    jobs.shutdown(wait=True)
     keeper.stop()
     fleet.close()
     print(json.dumps(figures))

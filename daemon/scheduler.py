@@ -1,11 +1,14 @@
 """APScheduler 3 wiring: one job per warehouse pipeline, the intake and the dispatcher.
 
 Schedules are rebuilt from ``daemon.yaml`` at every start and reload (in-memory job store);
-progress lives in our own tables. Separate executors keep the dispatcher and the intake from
-being starved by busy warehouse pipelines. A warehouse's order import is a job of its own, on
-an executor of its own: an import that takes minutes (hundreds of orders through a WMS's rate
-limit) never holds back that warehouse's shipments and receipts. A job still running when its
-next run is due skips that run quietly (APScheduler's warning about it is logged at debug).
+progress lives in our own tables. In single-company mode separate executors keep the
+dispatcher and the intake from being starved by busy warehouse pipelines, and a warehouse's
+order import is a job of its own, on an executor of its own: an import that takes minutes
+(hundreds of orders through a WMS's rate limit) never holds back that warehouse's shipments
+and receipts. A fleet worker runs every company's jobs on one shared :class:`JobHost` (one
+scheduler thread and ``fleet_job_slots`` threads, however many companies), each company
+limited to its share of them. A job still running when its next run is due skips that run
+quietly (APScheduler's warning about it is logged at debug).
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import suppress
 from datetime import datetime
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.logsetup import push_log_context, reset_log_context
@@ -53,42 +62,216 @@ def import_job(code: str) -> str:
 
 
 class _QuietSkips(logging.Filter):
-    """Drops APScheduler's "maximum number of running instances reached" warnings: a long
-    job skipping its next run is expected here (the scheduler logs it at debug itself)."""
+    """Drops APScheduler's own warnings about skipped and late runs: a long job skipping its
+    next run is expected here, and late runs are reported by :class:`JobHost` itself, once a
+    minute for all jobs, instead of once per job."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "maximum number of running instances" not in record.getMessage()
+        message = record.getMessage()
+        return not any(
+            words in message for words in ("maximum number of running instances", "was missed by")
+        )
 
 
 _QUIET_SKIPS = _QuietSkips()
+#: Seconds between two reports of jobs that started late, and how late counts.
+LATE_REPORT_SECONDS = 60.0
+
+
+def notify_threads(job_slots: int) -> int:
+    """The notification pool of a fleet worker: a slow sink of one company holds at most one
+    of them (its notification job never runs twice at once)."""
+    return max(2, job_slots // 2 + 1)
+
+
+class JobHost:
+    """The APScheduler thread, its thread pools and one heartbeat job.
+
+    A single-company daemon's :class:`Scheduler` owns one, with a pool per kind of work so the
+    dispatcher and the intake are never starved by busy warehouse pipelines. A fleet worker
+    shares one among every company it serves: every company's work runs on one pool of
+    ``fleet_job_slots`` threads (notifications on a small pool of their own), so a worker's
+    threads do not grow with its companies. A run that waits for a free thread is not dropped:
+    it runs late (a job never queues twice: ``max_instances`` is 1), and how late is reported
+    (:meth:`late_runs`, logged at most once a minute) — the sign that a worker needs more job
+    slots or another worker beside it.
+    """
+
+    def __init__(self, pools: dict[str, int], lanes: dict[str, str] | None = None) -> None:
+        #: Which pool runs each kind of work (``lane``); identity when not given.
+        self.lanes = lanes or {}
+        self.stale_after = 5 * HEARTBEAT_SECONDS
+        self._last_heartbeat = time.monotonic()
+        self._submitted: dict[str, float] = {}
+        self._late: list[tuple[str, float]] = []
+        self._late_reported = time.monotonic()
+        self._busy = 0
+        self._guard = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            executors={name: ThreadPoolExecutor(size) for name, size in pools.items()}
+            | {"heartbeat": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        self.scheduler.add_listener(
+            self._on_problem, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        self.scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+            logger = logging.getLogger(name)
+            if _QUIET_SKIPS not in logger.filters:
+                logger.addFilter(_QUIET_SKIPS)
+
+    @classmethod
+    def for_company(cls, runtime: Runtime) -> JobHost:
+        """The pools of a single-company daemon, sized by its warehouses."""
+        warehouses = runtime.config.warehouses
+        return cls(
+            {
+                "default": max(2, min(8, len(warehouses))),
+                "imports": max(1, min(4, sum(1 for w in warehouses if w.import_orders))),
+                "outbox": 1,
+                "intake": 1,
+                "notify": 1,  # a slow sink never holds back other work
+            }
+        )
+
+    @classmethod
+    def for_worker(cls, job_slots: int) -> JobHost:
+        """The pools a fleet worker shares among its companies: ``job_slots`` threads for
+        their work, :func:`notify_threads` for their notifications."""
+        lanes = dict.fromkeys(("default", "imports", "outbox", "intake"), "work")
+        return cls(
+            {"work": job_slots, "notify": notify_threads(job_slots)}, lanes | {"notify": "notify"}
+        )
+
+    def executor(self, lane: str) -> str:
+        """The pool that runs work of kind ``lane``."""
+        return self.lanes.get(lane, lane)
+
+    def start(self) -> None:
+        """Start the scheduler thread and its heartbeat."""
+        self.scheduler.add_job(
+            self._beat,
+            "interval",
+            seconds=HEARTBEAT_SECONDS,
+            id="heartbeat",
+            executor="heartbeat",
+            replace_existing=True,
+        )
+        self.scheduler.start()
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop starting jobs and stop the thread (waiting for running jobs if ``wait``)."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+            self.scheduler.shutdown(wait=wait)
+
+    def healthy(self) -> bool:
+        """True while the scheduler thread runs and its heartbeat job fires on time."""
+        return bool(self.scheduler.running) and (
+            time.monotonic() - self._last_heartbeat < self.stale_after
+        )
+
+    def busy(self) -> int:
+        """How many jobs run now (in every pool but the heartbeat's)."""
+        with self._guard:
+            return self._busy
+
+    def began(self, job_id: str) -> None:
+        """A job starts running: note how long it waited for a thread since it was due."""
+        now = time.monotonic()
+        with self._guard:
+            self._busy += 1
+            submitted = self._submitted.pop(job_id, None)
+            if submitted is not None and now - submitted >= 1.0:
+                self._late.append((job_id, now - submitted))
+
+    def ended(self) -> None:
+        """A job that :meth:`began` has ended."""
+        with self._guard:
+            self._busy -= 1
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Drop what is noted about jobs that were removed."""
+        with self._guard:
+            for job_id in job_ids:
+                self._submitted.pop(job_id, None)
+
+    def late_runs(self) -> tuple[int, float, list[str]]:
+        """Runs that waited a second or more for a thread since the last call: their number,
+        the longest wait (seconds) and up to three of their job ids."""
+        with self._guard:
+            late, self._late = self._late, []
+        longest = max((seconds for _, seconds in late), default=0.0)
+        worst = [job for job, _ in sorted(late, key=lambda item: -item[1])[:3]]
+        return len(late), longest, worst
+
+    def _beat(self) -> None:
+        self._last_heartbeat = time.monotonic()
+        if self._last_heartbeat - self._late_reported < LATE_REPORT_SECONDS:
+            return
+        self._late_reported = self._last_heartbeat
+        count, longest, worst = self.late_runs()
+        if count:
+            log.warning(
+                "%d job run(s) in the last minute waited up to %.0f s for a free thread "
+                "(e.g. %s): this process is not keeping up with its schedule — in fleet "
+                "mode raise `fleet_job_slots` or start another worker; otherwise look for "
+                "a slow warehouse or WMS (`nebridge doctor`)",
+                count,
+                longest,
+                ", ".join(worst),
+            )
+
+    def _on_submitted(self, event: object) -> None:
+        job_id = getattr(event, "job_id", None)
+        if job_id is not None and job_id != "heartbeat":
+            with self._guard:
+                self._submitted[job_id] = time.monotonic()
+
+    def _on_problem(self, event: object) -> None:
+        code = getattr(event, "code", 0)
+        job_id = getattr(event, "job_id", "?")
+        if code == EVENT_JOB_MAX_INSTANCES:
+            log.debug("job %s still running; skipped one run", job_id)
+        elif code == EVENT_JOB_MISSED:
+            log.warning("job %s missed its run time (machine busy?)", job_id)
 
 
 class Scheduler:
-    """Runs the runtime's work on a background scheduler; the main thread supervises it."""
+    """Schedules one runtime's work — on a :class:`JobHost` of its own (single-company
+    mode), or on the fleet worker's shared one, its job ids prefixed by its company."""
 
     def __init__(
         self,
         runtime: Runtime,
         wake: Callable[[], None] = lambda: None,
-        slots: AbstractContextManager[object] | None = None,
+        *,
+        host: JobHost | None = None,
         company: str | None = None,
+        share: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.wake = wake
-        #: Shared by the companies of a fleet worker: how many of their jobs run at once.
-        self.slots = slots
+        self._owns_host = host is None
+        self.host = host if host is not None else JobHost.for_company(runtime)
+        self.scheduler = self.host.scheduler
+        #: At most this many of this runtime's jobs run at once (a fleet company's share of
+        #: the worker's job slots); a job due while they are busy runs when one ends.
+        self._share = None if share is None else threading.BoundedSemaphore(share)
         #: A fleet company's code: every log line of its jobs says ``company=…``.
         self.log_values = {} if company is None else {"company": company}
+        self._prefix = "" if company is None or self._owns_host else f"{company}/"
+        self._job_ids: list[str] = []
         self._run_requests: set[str] = set()
         self._running: set[str] = set()
         #: When each running job started (monotonic), and the runs already reported overdue.
         self._started: dict[str, float] = {}
         self._reported: set[tuple[str, float]] = set()
         self._again: set[str] = set()
-        schedule = runtime.config.schedule
-        self.interval = schedule.interval_seconds
-        self._last_heartbeat = time.monotonic()
-        self.stale_after = 5 * HEARTBEAT_SECONDS
+        self._deferred: set[str] = set()
+        self.interval = runtime.config.schedule.interval_seconds
         self._last_full_intake = 0.0
         self._lock = threading.Lock()
         self._notifier_recovered = False
@@ -100,125 +283,90 @@ class Scheduler:
             runtime.clock,
             company=runtime.company,
         )
-        self.scheduler = BackgroundScheduler(
-            executors={
-                "default": ThreadPoolExecutor(max(2, min(8, len(runtime.config.warehouses)))),
-                "imports": ThreadPoolExecutor(
-                    max(1, min(4, sum(1 for w in runtime.config.warehouses if w.import_orders)))
-                ),
-                "outbox": ThreadPoolExecutor(1),
-                "intake": ThreadPoolExecutor(1),
-                "heartbeat": ThreadPoolExecutor(1),
-                "notify": ThreadPoolExecutor(1),  # a slow sink never holds back other work
-            },
-            job_defaults={"coalesce": True, "max_instances": 1},
-            timezone="UTC",
+
+    def _add(
+        self,
+        fn: Callable[[], None],
+        name: str,
+        lane: str,
+        *,
+        at_once: bool = True,
+        **trigger: float | None,
+    ) -> None:
+        """Add job ``name``: an interval job (``trigger``) on the pool of ``lane``; ``at_once``:
+        first run now. On a shared host a run that waits for a thread runs late, never
+        dropped (its lateness is reported by the host)."""
+        job_id = self._prefix + name
+        grace = max(1, int(self.interval / 2)) if self._owns_host else None
+        first = {"next_run_time": datetime.now().astimezone()} if at_once else {}
+        self.scheduler.add_job(
+            fn,
+            "interval",
+            id=job_id,
+            executor=self.host.executor(lane),
+            replace_existing=True,
+            misfire_grace_time=grace,
+            **first,
+            **trigger,
         )
-        self.scheduler.add_listener(
-            self._on_problem, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
-        )
-        apscheduler_log = logging.getLogger("apscheduler.scheduler")
-        if _QUIET_SKIPS not in apscheduler_log.filters:
-            apscheduler_log.addFilter(_QUIET_SKIPS)
+        self._job_ids.append(job_id)
 
     def start(self) -> None:
-        """Create the jobs from the configuration and start the scheduler thread."""
+        """Create the jobs from the configuration (and start the scheduler thread, unless the
+        host is the fleet worker's shared one)."""
         schedule = self.runtime.config.schedule
-        grace = max(1, int(self.interval / 2))
+        every = {"seconds": self.interval, "jitter": schedule.jitter_seconds}
         for pipeline in self.runtime.pipelines():
             code = pipeline.warehouse.code
-            self.scheduler.add_job(
-                self._guarded(self._pipeline_job(pipeline, EVENT_STAGES), warehouse_job(code)),
-                "interval",
-                seconds=self.interval,
-                jitter=schedule.jitter_seconds,
-                id=warehouse_job(code),
-                replace_existing=True,
-                misfire_grace_time=grace,
-                next_run_time=datetime.now().astimezone(),
-            )
+            job = warehouse_job(code)
+            work = self._pipeline_job(pipeline, EVENT_STAGES)
+            self._add(self._guarded(work, job), job, "default", **every)
             if pipeline.warehouse.import_orders:
-                self.scheduler.add_job(
-                    self._guarded(
-                        self._pipeline_job(pipeline, (Stage.IMPORT_ORDERS,)), import_job(code)
-                    ),
-                    "interval",
-                    seconds=self.interval,
-                    jitter=schedule.jitter_seconds,
-                    id=import_job(code),
-                    executor="imports",
-                    replace_existing=True,
-                    misfire_grace_time=grace,
-                    next_run_time=datetime.now().astimezone(),
-                )
-        self.scheduler.add_job(
+                job = import_job(code)
+                work = self._pipeline_job(pipeline, (Stage.IMPORT_ORDERS,))
+                self._add(self._guarded(work, job), job, "imports", **every)
+        self._add(
             self._guarded(self._dispatch, DISPATCHER_JOB),
-            "interval",
+            DISPATCHER_JOB,
+            "outbox",
+            at_once=False,
             seconds=schedule.dispatch_interval_seconds,
-            id=DISPATCHER_JOB,
-            executor="outbox",
-            replace_existing=True,
-            misfire_grace_time=grace,
         )
         if self.runtime.connector is not None:
-            self.scheduler.add_job(
+            self._add(
                 self._guarded(self._intake, INTAKE_JOB),
-                "interval",
+                INTAKE_JOB,
+                "intake",
                 seconds=schedule.intake_poll_seconds,
-                id=INTAKE_JOB,
-                executor="intake",
-                replace_existing=True,
-                misfire_grace_time=grace,
-                next_run_time=datetime.now().astimezone(),
             )
-        self.scheduler.add_job(
+        self._add(
             self._guarded(self._guard_tokens, TOKEN_GUARD_JOB),
-            "interval",
+            TOKEN_GUARD_JOB,
+            "outbox",
             minutes=schedule.token_guard_minutes,
-            id=TOKEN_GUARD_JOB,
-            executor="outbox",
-            replace_existing=True,
-            misfire_grace_time=grace,
-            next_run_time=datetime.now().astimezone(),
         )
-        self.scheduler.add_job(
-            self._guarded(self._notify, NOTIFY_JOB),
-            "interval",
-            seconds=self.runtime.config.notify.interval_seconds,
-            id=NOTIFY_JOB,
-            executor="notify",
-            replace_existing=True,
-            misfire_grace_time=grace,
-            next_run_time=datetime.now().astimezone(),
+        every_notify = self.runtime.config.notify.interval_seconds
+        self._add(
+            self._guarded(self._notify, NOTIFY_JOB), NOTIFY_JOB, "notify", seconds=every_notify
         )
-        self.scheduler.add_job(  # not guarded: it is about the database being down
+        self._add(  # not guarded: it is about the database being down
             self._database_alarm,
-            "interval",
-            seconds=self.runtime.config.notify.interval_seconds,
-            id=DATABASE_ALARM_JOB,
-            executor="notify",
-            replace_existing=True,
-            misfire_grace_time=grace,
+            DATABASE_ALARM_JOB,
+            "notify",
+            at_once=False,
+            seconds=every_notify,
         )
         stock_options = plugin_options(self.runtime)
         if stock_options is not None and self.runtime.connector is not None:
-            self.scheduler.add_job(
+            self._add(
                 self._guarded(self._stock_check, STOCK_JOB),
-                "interval",
+                STOCK_JOB,
+                "default",
+                at_once=False,
                 seconds=stock_options.schedule_hours * 3600,
-                id=STOCK_JOB,
-                replace_existing=True,
-                misfire_grace_time=grace,
             )
-        self.scheduler.add_job(
-            self._beat,
-            "interval",
-            seconds=HEARTBEAT_SECONDS,
-            id="heartbeat",
-            executor="heartbeat",
-            replace_existing=True,
-        )
-        self.scheduler.start()
+        if self._owns_host:
+            self.host.start()
 
     def run_now(self, job_id: str) -> None:
         """Ask for a job to run as soon as possible (new work arrived).
@@ -244,27 +392,35 @@ class Scheduler:
         with self._lock:
             running = set(self._running)  # they run again when they end (``_again``)
         for job_id in sorted(requests - running):
-            job = self.scheduler.get_job(job_id)
+            job = self.scheduler.get_job(self._prefix + job_id)
             if job is not None:
                 job.modify(next_run_time=now)
 
     def healthy(self) -> bool:
         """True while the scheduler thread runs and its heartbeat job fires on time."""
-        return bool(self.scheduler.running) and (
-            time.monotonic() - self._last_heartbeat < self.stale_after
-        )
+        return self.host.healthy()
 
     def shutdown(self, wait_seconds: float | None = None) -> list[str]:
         """Stop starting work, let running jobs finish (for at most ``wait_seconds``; None:
-        however long they take), stop the thread; the jobs still running when it returns."""
-        if self.scheduler.running:
-            self.scheduler.pause()
-            self.scheduler.shutdown(wait=wait_seconds is None)
-        deadline = time.monotonic() + (wait_seconds or 0.0)
+        however long they take), stop the thread (on a shared host: remove this runtime's
+        jobs); the jobs still running when it returns.
+
+        The caller sets the runtime's ``stop_event`` first: a run handed to a thread after
+        that returns at once, and one that started before is waited for here.
+        """
+        if self._owns_host:
+            self.host.shutdown(wait=wait_seconds is None)
+        else:
+            for job_id in self._job_ids:
+                with suppress(JobLookupError):  # removed already (a second shutdown)
+                    self.scheduler.remove_job(job_id)
+            self.host.forget(self._job_ids)
+            self._job_ids.clear()
+        deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
         while True:
             with self._lock:
                 running = sorted(self._started)
-            if not running or time.monotonic() >= deadline:
+            if not running or (deadline is not None and time.monotonic() >= deadline):
                 return running
             time.sleep(0.05)
 
@@ -284,9 +440,6 @@ class Scheduler:
 
     def _should_stop(self) -> bool:
         return self.runtime.stop_event.is_set()
-
-    def _beat(self) -> None:
-        self._last_heartbeat = time.monotonic()
 
     def _intake(self) -> None:
         connector = self.runtime.connector
@@ -351,45 +504,53 @@ class Scheduler:
 
         While the database is unavailable no job runs: :class:`DatabaseHealth` probes it with
         backoff and logs the outage once (down, still down, back), blaming the database.
+        With a share (fleet mode), a job due while the company's share of the job slots is in
+        use runs as soon as one of its jobs ends — it never holds a thread waiting.
         """
         health = database_health(self.runtime.engine)
 
         def run() -> None:
-            if self._should_stop() or not health.available():
-                return
-            with self._lock:
-                self._running.add(job_id)
-                self._started[job_id] = time.monotonic()
-                self._again.discard(job_id)
-            token = push_log_context(**self.log_values)
+            self.host.began(self._prefix + job_id)
             try:
-                if self.slots is None:
-                    fn()
-                else:
-                    with self.slots:
-                        if not self._should_stop():
-                            fn()
-            except DatabaseUnavailable:
-                pass  # logged once by the health check above, which now holds the jobs back
-            except Exception:
-                log.exception("scheduled job failed; it will run again at its next interval")
+                if health.available() and self._enter(job_id):
+                    self._run(fn, job_id)
             finally:
-                reset_log_context(token)
-                with self._lock:
-                    self._running.discard(job_id)
-                    began = self._started.pop(job_id, None)
-                    self._reported.discard((job_id, began or 0.0))
-                    again = job_id in self._again
-                    self._again.discard(job_id)
-                if again:
-                    self.run_now(job_id)
+                self.host.ended()
 
         return run
 
-    def _on_problem(self, event: object) -> None:
-        code = getattr(event, "code", 0)
-        job_id = getattr(event, "job_id", "?")
-        if code == EVENT_JOB_MAX_INSTANCES:
-            log.debug("job %s still running; skipped one run", job_id)
-        elif code == EVENT_JOB_MISSED:
-            log.warning("job %s missed its run time (machine busy?)", job_id)
+    def _enter(self, job_id: str) -> bool:
+        """Register ``job_id`` as running, unless stopping (checked under the lock that
+        :meth:`shutdown` relies on) or the company's share is in use (then deferred)."""
+        with self._lock:
+            if self._should_stop():
+                return False
+            if self._share is not None and not self._share.acquire(blocking=False):
+                self._deferred.add(job_id)
+                return False
+            self._running.add(job_id)
+            self._started[job_id] = time.monotonic()
+            self._again.discard(job_id)
+            return True
+
+    def _run(self, fn: Callable[[], None], job_id: str) -> None:
+        token = push_log_context(**self.log_values)
+        try:
+            fn()
+        except DatabaseUnavailable:
+            pass  # logged once by the health check above, which now holds the jobs back
+        except Exception:
+            log.exception("scheduled job failed; it will run again at its next interval")
+        finally:
+            reset_log_context(token)
+            with self._lock:
+                self._running.discard(job_id)
+                began = self._started.pop(job_id, None)
+                self._reported.discard((job_id, began or 0.0))
+                again = job_id in self._again
+                self._again.discard(job_id)
+                deferred, self._deferred = self._deferred, set()
+                if self._share is not None:
+                    self._share.release()
+            for wanted in sorted(deferred | ({job_id} if again else set())):
+                self.run_now(wanted)

@@ -164,7 +164,7 @@ def test_watchdog_pings_stop_while_the_scheduler_is_unhealthy(
         notify.wait_for("READY=1")
         notify.wait_for("WATCHDOG=1")
         assert supervisor.scheduler is not None
-        supervisor.scheduler.stale_after = 0.5
+        supervisor.scheduler.host.stale_after = 0.5
         supervisor.scheduler.scheduler.pause_job("heartbeat")  # the scheduler is wedged
         time.sleep(1.0)
         notify.messages.clear()

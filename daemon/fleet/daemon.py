@@ -12,9 +12,12 @@ other workers take the companies over at once); exit 0. A job still running afte
 :data:`DRAIN_SECONDS` (a plugin hook that never returns) is named in the log, the leases are
 released all the same and the process exits 1 at once.
 
-One company never takes more than :func:`company_share` of the worker's ``fleet_job_slots``
-(a hook that never returns in one company cannot starve the others), and a job running longer
-than :data:`OVERDUE_INTERVALS` intervals is logged with its company and job (warehouse).
+Every company's jobs run on one :class:`~daemon.scheduler.JobHost`: one scheduler thread and
+``fleet_job_slots`` threads for the whole worker, however many companies it serves. One
+company never runs more than :func:`company_share` of them at once (a hook that never returns
+in one company cannot starve the others), and a job running longer than
+:data:`OVERDUE_INTERVALS` intervals is logged with its company and job (warehouse). The
+watchdog is fed only while the shared scheduler's heartbeat fires.
 
 SIGHUP: daemon.yaml and the company
 files are read again; changed and removed companies stop, added ones are taken by whichever
@@ -32,9 +35,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 
 from daemon import attention, systemd
 from daemon.attention import AttentionKind
@@ -44,7 +46,7 @@ from daemon.fleet.leases import Lease
 from daemon.fleet.runtime import FleetDatabase, company_runtime
 from daemon.fleet.worker import FleetWorker
 from daemon.runtime import Runtime
-from daemon.scheduler import Scheduler
+from daemon.scheduler import JobHost, Scheduler
 from hooks.records import Problem
 
 log = logging.getLogger(__name__)
@@ -62,42 +64,18 @@ def company_share(job_slots: int) -> int:
     return math.ceil(job_slots / 2)
 
 
-class CompanySlots:
-    """A job slot for one company: its own share first, then one of the worker's."""
-
-    def __init__(self, worker_slots: threading.Semaphore, share: int) -> None:
-        self.worker_slots = worker_slots
-        self.own = threading.BoundedSemaphore(share)
-
-    def __enter__(self) -> bool:
-        self.own.acquire()
-        try:
-            self.worker_slots.acquire()
-        except BaseException:
-            self.own.release()
-            raise
-        return True
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.worker_slots.release()
-        self.own.release()
-
-
 class CompanyRun:
-    """One company's engine on this worker: its runtime and its scheduled jobs."""
+    """One company's engine on this worker: its runtime and its jobs on the worker's shared
+    :class:`~daemon.scheduler.JobHost`."""
 
     def __init__(
         self,
         runtime: Runtime,
         wake: threading.Event,
         on_stop: Callable[[], None],
-        slots: AbstractContextManager[object] | None = None,
-        company: str | None = None,
+        host: JobHost,
+        company: str,
+        share: int,
         drain_until: Callable[[], float] = lambda: time.monotonic() + DRAIN_SECONDS,
         on_stuck: Callable[[], None] = lambda: None,
     ) -> None:
@@ -110,7 +88,7 @@ class CompanyRun:
         self.stuck: list[str] = []
         if runtime.connector is not None:
             runtime.connector.recover(runtime.connector_context())
-        self.scheduler = Scheduler(runtime, wake=wake.set, slots=slots, company=company)
+        self.scheduler = Scheduler(runtime, wake=wake.set, host=host, company=company, share=share)
         self.scheduler.start()
 
     def __repr__(self) -> str:
@@ -152,7 +130,7 @@ class FleetDaemon:
         self._guard = threading.Lock()
         self.loaded: LoadedConfig | None = None
         self.fleet: FleetDatabase | None = None
-        self._slots = threading.BoundedSemaphore(1)
+        self.jobs: JobHost | None = None
         self._share = 1
         self._drain_until: float | None = None
         self._stuck = False
@@ -176,15 +154,16 @@ class FleetDaemon:
         self._wake.set()
 
     def _start_company(self, company: Company, lease: Lease) -> CompanyRun:
-        assert self.loaded is not None and self.fleet is not None
+        assert self.loaded is not None and self.fleet is not None and self.jobs is not None
         runtime = company_runtime(self.loaded, company, lease=lease, fleet=self.fleet)
         try:
             run = CompanyRun(
                 runtime,
                 self._wake,
                 on_stop=lambda: self._forget(company.code),
-                slots=CompanySlots(self._slots, self._share),
+                host=self.jobs,
                 company=company.code,
+                share=self._share,
                 drain_until=self._drain_deadline,
                 on_stuck=self._mark_stuck,
             )
@@ -278,7 +257,7 @@ class FleetDaemon:
                         seconds,
                         OVERDUE_INTERVALS,
                     )
-            if interval is not None:
+            if interval is not None and self.jobs is not None and self.jobs.healthy():
                 systemd.notify("WATCHDOG=1", self.env)
 
     def run(self) -> int:
@@ -293,7 +272,7 @@ class FleetDaemon:
                 job_slots=settings.fleet_job_slots,
                 credentials_dir=settings.credentials_dir,
             )
-            self._slots = threading.BoundedSemaphore(settings.fleet_job_slots)
+            self.jobs = JobHost.for_worker(settings.fleet_job_slots)
             self._share = company_share(settings.fleet_job_slots)
         except ConfigError as exc:
             log.error("%s", exc)
@@ -319,6 +298,7 @@ class FleetDaemon:
             return 1
         for refusal in companies.refused:
             log.error("company file refused (fix it and send SIGHUP): %s", refusal)
+        self.jobs.start()
         waker = threading.Thread(target=self._wake_loop, name="fleet-wake", daemon=True)
         waker.start()
         log.info(
@@ -337,6 +317,7 @@ class FleetDaemon:
             self.stop.set()
             self._wake.set()
             waker.join()
+            self.jobs.shutdown(wait=not self._stuck)
             self.fleet.close()
             log.info("stopped")
         if self._stuck:

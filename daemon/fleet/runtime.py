@@ -52,7 +52,7 @@ FENCE_OPTION = "nebridge_fleet_fence"
 #: Between the installation's schema and a company's code in the company's schema name.
 SCHEMA_SEPARATOR = "__"
 #: How many jobs of its companies a worker runs at once (``fleet_job_slots``).
-DEFAULT_JOB_SLOTS = 4
+DEFAULT_JOB_SLOTS = 8
 #: PostgreSQL's longest identifier.
 MAX_IDENTIFIER = 63
 
@@ -138,7 +138,8 @@ class Fence:
 class FleetDatabase:
     """What every company served by one process shares: the installation's schema, the token
     vault (its keys read when first needed) and two bounded pools — ``engine`` for the
-    companies' own tables (about two connections per running job), ``control`` for the
+    companies' own tables (about two connections per running job: the work and notification
+    threads of :meth:`~daemon.scheduler.JobHost.for_worker`), ``control`` for the
     leases, the fences of Next Engine calls and the vault, so that busy companies never hold
     up a lease renewal, and a call waiting for its company's token lock never waits for a
     connection a waiting job holds."""
@@ -154,7 +155,7 @@ class FleetDatabase:
     ) -> None:
         self.url = url
         self.engine = fleet_engine(
-            url, lease_seconds=lease_seconds, pool_size=job_slots, max_overflow=job_slots + 2
+            url, lease_seconds=lease_seconds, pool_size=job_slots, max_overflow=2 * job_slots + 4
         )
         self.control = fleet_engine(
             url, lease_seconds=lease_seconds, pool_size=2, max_overflow=job_slots + 4

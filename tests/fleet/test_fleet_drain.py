@@ -31,8 +31,12 @@ def never_returns():
 class Daemon(FleetDaemon):
     def _start_company(self, company, lease):
         run = super()._start_company(company, lease)
-        # a job of this company that never returns, run by its own scheduler
+        # a job of this company that never returns, on the worker's shared threads
+        # (an interval job: a run due while the company's share of the threads is busy
+        # is deferred to its next turn)
         run.scheduler.scheduler.add_job(run.scheduler._guarded(never_returns, "stuck"),
+                                        "interval", seconds=0.5, executor="work",
+                                        id="alpha/stuck",
                                         next_run_time=datetime.now().astimezone())
         return run
 

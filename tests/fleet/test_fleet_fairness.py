@@ -1,46 +1,120 @@
-"""One company's stuck job on a fleet worker: it holds at most its share of the job slots,
-is reported as overdue with its company and job, and the drain on stop does not wait for it
-forever (#19)."""
+"""One company's stuck jobs on a fleet worker: they hold at most its share of the worker's
+shared job threads, a job due meanwhile waits without holding a thread, the other companies
+keep running, a stuck job is reported as overdue with its company and job, and the drain on
+stop does not wait for it forever (#19)."""
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
-from daemon.fleet.daemon import CompanySlots, company_share
+from daemon.fleet.daemon import company_share
 from daemon.runtime import build_runtime
-from daemon.scheduler import Scheduler, warehouse_job
+from daemon.scheduler import JobHost, Scheduler, warehouse_job
 from tests.conftest import ConfigFactory
 
 
-def test_a_company_with_stuck_jobs_leaves_the_others_job_slots() -> None:
-    worker_slots = threading.BoundedSemaphore(4)
-    stuck = CompanySlots(worker_slots, company_share(4))
-    other = CompanySlots(worker_slots, company_share(4))
+def _wait(condition: object, seconds: float = 10.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(seconds / 0.02)):
+        if callable(condition) and condition():
+            return True
+        done.wait(0.02)
+    return False
+
+
+def test_a_company_with_stuck_jobs_leaves_the_others_the_shared_threads(
+    make_config: ConfigFactory,
+) -> None:
+    runtime = build_runtime(make_config())
+    host = JobHost.for_worker(4)
+    stuck = Scheduler(runtime, host=host, company="stuck", share=company_share(4))
+    other = Scheduler(runtime, host=host, company="other", share=company_share(4))
     release = threading.Event()
-    entered = threading.Semaphore(0)
+    entered: list[str] = []
+    ran: list[str] = []
 
-    def hung_job() -> None:
-        with stuck:
-            entered.release()
-            release.wait()  # a plugin hook that never returns
+    def hung(name: str) -> None:
+        entered.append(name)
+        release.wait()  # a plugin hook that never returns
 
-    threads = [threading.Thread(target=hung_job, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    now = datetime.now().astimezone()
+    host.start()
     try:
-        assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
-        assert not entered.acquire(timeout=0.3)  # its 3rd and 4th job wait for its share
-        for _ in range(2):  # the other company still gets two slots, without waiting
-            assert other.own.acquire(blocking=False) and worker_slots.acquire(blocking=False)
-        assert not worker_slots.acquire(blocking=False)  # the four slots are in use
-        for _ in range(2):
-            worker_slots.release()
-            other.own.release()
+        for number in range(4):
+            name = f"hung{number}"
+            host.scheduler.add_job(
+                stuck._guarded(lambda name=name: hung(name), name),
+                id=f"stuck/{name}",
+                executor=host.executor("default"),
+                next_run_time=now,
+            )
+        assert _wait(lambda: len(entered) == 2)
+        # its other two runs were deferred: they hold no thread while they wait
+        assert _wait(lambda: host.busy() == 2)
+        assert sorted(stuck._deferred) == sorted(set(f"hung{n}" for n in range(4)) - set(entered))
+        for number in range(2):  # the other company runs on the two threads left
+            name = f"work{number}"
+            host.scheduler.add_job(
+                other._guarded(lambda name=name: ran.append(name), name),
+                id=f"other/{name}",
+                executor=host.executor("outbox"),
+                next_run_time=now,
+            )
+        assert _wait(lambda: sorted(ran) == ["work0", "work1"])
+        assert len(entered) == 2  # never more than its share
+        release.set()
+        assert _wait(lambda: not stuck._running)
+        # a deferred job is asked for again when one of the company's jobs ends
+        assert stuck._run_requests >= set(f"hung{n}" for n in range(4)) - set(entered[:2])
     finally:
         release.set()
-        for thread in threads:
-            thread.join(10)
+        runtime.stop_event.set()
+        stuck.shutdown(5.0)
+        other.shutdown(5.0)
+        host.shutdown(wait=True)
+        runtime.close()
     assert company_share(1) == 1 and company_share(8) == 4
+
+
+def test_companies_on_one_host_share_its_threads_and_leave_when_they_stop(
+    make_config: ConfigFactory,
+) -> None:
+    runtime = build_runtime(make_config())
+    host = JobHost.for_worker(2)
+    schedulers = [
+        Scheduler(runtime, host=host, company=f"c{number}", share=1) for number in range(50)
+    ]
+    before = threading.active_count()
+    started = datetime.now().astimezone()
+    host.start()
+    try:
+        for scheduler in schedulers:
+            scheduler.start()
+        ids = {job.id for job in host.scheduler.get_jobs()}
+        assert {f"c7/{warehouse_job('ITAKU')}", "c7/dispatcher", "c49/notify"} <= ids
+        # every first run was handed to a thread and has ended
+        assert _wait(
+            lambda: (
+                host.busy() == 0
+                and all(job.next_run_time > started for job in host.scheduler.get_jobs())
+            )
+        )
+        # one scheduler thread, 2 work threads, the notification and heartbeat pools:
+        # the threads do not grow with the companies
+        assert threading.active_count() - before <= 1 + 2 + 2 + 1
+        runtime.stop_event.set()
+        for scheduler in schedulers[:25]:
+            assert scheduler.shutdown(5.0) == []
+        left = {job.id.split("/")[0] for job in host.scheduler.get_jobs()} - {"heartbeat"}
+        assert left == {f"c{number}" for number in range(25, 50)}
+        assert host.healthy()
+    finally:
+        runtime.stop_event.set()
+        for scheduler in schedulers:
+            scheduler.shutdown(5.0)
+        host.shutdown(wait=True)
+        runtime.close()
 
 
 def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
@@ -54,13 +128,11 @@ def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
         began.set()
         release.wait()
 
-    scheduler = Scheduler(
-        runtime, slots=CompanySlots(threading.BoundedSemaphore(2), 1), company="acme"
-    )
+    scheduler = Scheduler(runtime, host=JobHost.for_worker(2), company="acme", share=1)
     job_id = warehouse_job("MAIN")
     thread = threading.Thread(target=scheduler._guarded(hung_job, job_id), daemon=True)
     try:
-        thread.start()  # as the scheduler's pool runs a warehouse's job
+        thread.start()  # as the worker's pool runs a warehouse's job
         assert began.wait(10)
         assert [job for job, _ in scheduler.overdue(0.0)] == [job_id]
         assert scheduler.overdue(0.0) == []  # each run reported once
