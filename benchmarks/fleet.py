@@ -153,10 +153,16 @@ def bench_schema(database_url: str) -> Iterator[str]:
 
 
 def write_fleet(
-    root: Path, url: str, codes: list[str], api_base: dict[str, str], import_orders: bool
+    root: Path,
+    url: str,
+    codes: list[str],
+    api_base: dict[str, str],
+    import_orders: bool,
+    settings: dict[str, Any] | None = None,
 ) -> Path:
-    """daemon.yaml in fleet mode, one company file per code (its own WMS folders and, if
-    given, its own Next Engine address), the vault key; every company's schema migrated."""
+    """daemon.yaml in fleet mode (plus ``settings``, e.g. a shorter schedule), one company
+    file per code (its own WMS folders and, if given, its own Next Engine address), the vault
+    key; every company's schema migrated."""
     from daemon.fleet.runtime import upgrade_company
     from daemon.testing.installation import dump_yaml
 
@@ -204,6 +210,7 @@ def write_fleet(
                     name: {"enabled": True}
                     for name in ("status_update", "tracking_update", "stock_minus", "stock_plus")
                 },
+                **(settings or {}),
             }
         ),
         encoding="utf-8",
