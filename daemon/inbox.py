@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from daemon import attention
 from daemon.attention import AttentionKind
+from daemon.fleet.leases import LeaseLost
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
 from daemon.stock import take_snapshots
 from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
@@ -120,6 +121,10 @@ class Intake:
                 step()
             except DatabaseUnavailable:
                 raise  # the database, not the WMS: the scheduler holds all work back
+            except LeaseLost as exc:  # another worker serves the company now: not an error
+                exc.warn(log)
+                report.failures.append(str(exc))
+                break
             except Exception as exc:  # the WMS being down must not stop the other steps
                 log.error("reading %s from the WMS failed: %s", what, exc)
                 report.failures.append(

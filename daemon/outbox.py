@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from daemon.fleet.leases import LeaseLost
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
@@ -157,8 +158,8 @@ class Dispatcher:
     ) -> bool:
         try:
             fn(items)
-        except DatabaseUnavailable:
-            raise  # not an executor bug: the scheduler holds all work back
+        except (DatabaseUnavailable, LeaseLost):
+            raise  # not an executor bug: the scheduler holds the work back
         except Exception as exc:  # an executor bug must not stop the other kinds
             log.exception("outbox executor %s failed", kind)
             report.errors.append(f"{kind}: {type(exc).__name__}: {exc}")

@@ -30,6 +30,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col
 
 from daemon import attention
+from daemon.fleet.leases import LeaseLost
 from daemon.logsetup import log_context
 from daemon.outbox import insert_ignoring_duplicates, outbox_row
 from daemon.pluginmanager import PluginHost
@@ -268,8 +269,8 @@ class WarehousePipeline:
             started = self.clock()
             try:
                 result = self._run_stage(stage, dry_run, should_stop, run_id)
-            except DatabaseUnavailable:
-                raise  # not this stage's fault: the scheduler holds all work back
+            except (DatabaseUnavailable, LeaseLost):
+                raise  # not this stage's fault: the scheduler holds the work back
             except Exception as exc:
                 log.exception("warehouse=%s stage=%s crashed", self.warehouse.code, stage.value)
                 result = StageResult(
@@ -600,6 +601,8 @@ class WarehousePipeline:
                     )
                 elif not (result.paused_reason or result.skipped_reason):
                     attention.resolve_in(session, [key])
+        except LeaseLost:
+            raise  # another worker serves the company now: its job ends here
         except Exception:
             log.exception(
                 "could not record the run of %s/%s", self.warehouse.code, result.stage.value

@@ -76,6 +76,25 @@ class LeaseLost(OperationalError):
     def __str__(self) -> str:
         return self.message
 
+    def warn(self, logger: logging.Logger) -> None:
+        """Log this as the expected event it is: one WARNING line (no traceback) per company
+        and lease in this process, however many of its jobs find the lease gone (one more if
+        a lease that had run out is then taken over).
+
+        For a job runner's ``except LeaseLost as exc: exc.warn(log)`` — a worker resumed
+        after a pause past its lease, or cut off from the database, meets it in every job.
+        """
+        with _WARNED_GUARD:
+            if (self.company, self.epoch, self.final) in _WARNED:
+                return
+            _WARNED.add((self.company, self.epoch, self.final))
+        logger.warning("%s", self.message)
+
+
+#: (company, epoch, final) of every LeaseLost already logged by :meth:`LeaseLost.warn`.
+_WARNED: set[tuple[str, int, bool]] = set()
+_WARNED_GUARD = threading.Lock()
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:

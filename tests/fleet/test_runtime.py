@@ -3,6 +3,7 @@ commit and Next Engine call fenced by its lease, its schema migrated and checked
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from daemon.fleet.runtime import (
     company_schema,
     upgrade_company,
 )
+from daemon.pipeline import Stage
 from daemon.store.engine import head_revision, read_session, write_session
 from daemon.store.models import Cursor, InboxEvent, WmsProduct
 from daemon.testing.installation import RECEIPT_HEADER, drop_file
@@ -93,7 +95,7 @@ def test_a_company_schema_owned_by_another_installation_is_refused(
 
 
 def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
-    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = tmp_path / "companies"
     folder.mkdir()
@@ -180,8 +182,19 @@ def test_each_company_keeps_its_rows_and_commits_only_while_it_holds_the_lease(
         )
         intake = runtimes["acme"].intake()
         assert intake is not None
-        report = intake.run_once()  # as with a database gone away, the file is not blamed:
-        assert any("taken over" in failure for failure in report.failures)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            report = intake.run_once()  # as with a database gone away, the file is not blamed:
+            assert any("taken over" in failure for failure in report.failures)
+            intake.run_once()
+            with pytest.raises(LeaseLost, match="taken over"):  # to the job runner, unlogged
+                runtimes["acme"].pipelines()[0].run_once(stages=(Stage.SHIPMENTS,))
+        # an expected event: one WARNING line for the company, no traceback, no ERROR
+        lost = [r for r in caplog.records if "taken over" in r.getMessage()]
+        assert [(r.levelno, r.exc_info) for r in lost] == [(logging.WARNING, None)]
+        assert "'acme'" in lost[0].getMessage()
+        assert "nothing was committed" in lost[0].getMessage()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
         assert late.exists()  # it stays for the worker that holds acme now
         assert not list((tmp_path / "acme" / "in").glob("rejected/receipts-2*"))
         with read_session(runtimes["acme"].db) as session:
