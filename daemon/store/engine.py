@@ -12,7 +12,6 @@ the same way, and :class:`DatabaseHealth` lets scheduled work pause while the da
 
 from __future__ import annotations
 
-import ast
 import logging
 import os
 import sys
@@ -29,12 +28,13 @@ from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from daemon.store.reads import MIGRATIONS_DIR
+from daemon.store.reads import shipped_head as _shipped_head
 from hooks.files import make_private_folder
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _READONLY = "nebridge_readonly"
 
 #: What sessions are opened on: the engine, or (dry runs) one connection whose outer
@@ -536,34 +536,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 class DatabaseNotMigrated(Exception):
     """The database is not at the latest migration."""
-
-
-def _shipped_head() -> str | None:
-    """The head of the migration files read as text, or None unless they form one chain.
-
-    Each file's ``revision = "…"`` and ``down_revision = …`` literals are read with
-    :mod:`ast` (never executed); anything else (branches, merges, computed values) is left to
-    alembic.
-    """
-    parents: dict[str, str | None] = {}
-    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
-        found: dict[str, object] = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                target = node.targets[0]
-                if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
-                    try:
-                        found[target.id] = ast.literal_eval(node.value)
-                    except ValueError:
-                        return None
-        revision, parent = found.get("revision"), found.get("down_revision")
-        if revision is None:
-            continue
-        if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
-            return None
-        parents[revision] = parent
-    heads = set(parents) - set(parents.values())
-    return heads.pop() if len(heads) == 1 and len(set(parents.values())) == len(parents) else None
 
 
 def _stored_revision(engine: Engine) -> tuple[bool, str | None]:
