@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -30,8 +30,13 @@ from daemon.config import (
     resolve_path,
 )
 from daemon.httpserve import PortInUse
+from daemon.linkinfo import RECONNECT_HINT as RECONNECT_HINT
+from daemon.linkinfo import LinkInfo as LinkInfo
+from daemon.linkinfo import describe as describe
+from daemon.linkinfo import link_state
+from daemon.linkinfo import token_store as token_store
 from daemon.logsetup import register_secret
-from daemon.nextengine.tokens import FileTokenStore, TokenSet, TokenStore
+from daemon.nextengine.tokens import TokenStore
 from daemon.redirect import is_loopback, receive_redirect
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
@@ -55,7 +60,6 @@ log = logging.getLogger(__name__)
 CONNECTED = LinkState.CONNECTED
 NEEDS_RECONNECT = LinkState.NEEDS_RECONNECT
 NE_CURSOR_PREFIX = "ne."
-RECONNECT_HINT = "run `nebridge connect` to sign in to Next Engine again"
 #: The attention item of a lost link: reported where the link is marked
 #: ``needs_reconnect`` (in the same transaction), resolved where it is connected again.
 LINK_LOST_KEY = f"{AttentionKind.NE_LINK_LOST}"
@@ -76,11 +80,6 @@ def link_lost_problem(reason: str | None) -> Problem:
 
 class LinkError(Exception):
     """Connecting or unlinking cannot go on; the message says what to do."""
-
-
-def token_store(config: DaemonConfig) -> FileTokenStore:
-    """The company's token file."""
-    return FileTokenStore(config.token_file)
 
 
 def token_files(loaded: LoadedConfig) -> list[Path]:
@@ -241,35 +240,6 @@ def wait_for_redirect(redirect_uri: str, timeout: float) -> tuple[str, str]:
     return found["uid"], found["state"]
 
 
-@dataclass
-class LinkInfo:
-    """What ``status`` and ``connect`` show about the link (never a token)."""
-
-    state: str
-    company_id: str = ""
-    company_name: str = ""
-    reason: str | None = None
-    access_token_end: datetime | None = None
-    refresh_token_end: datetime | None = None
-    connected_at: datetime | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON view."""
-        return {
-            "state": self.state,
-            "company_id": self.company_id,
-            "company_name": self.company_name,
-            "reason": self.reason,
-            "access_token_end": self.access_token_end.isoformat()
-            if self.access_token_end
-            else None,
-            "refresh_token_end": self.refresh_token_end.isoformat()
-            if self.refresh_token_end
-            else None,
-            "connected_at": self.connected_at.isoformat() if self.connected_at else None,
-        }
-
-
 def connect(
     config: DaemonConfig, engine: Bind, uid: str, state: str, *, store: TokenStore | None = None
 ) -> LinkInfo:
@@ -332,38 +302,18 @@ def link_info(config: DaemonConfig, engine: Bind, *, store: TokenStore | None = 
     is read from ``store`` (default: the token file)."""
     with read_session(engine) as session:
         link = session.get(NeLink, 1)
-    tokens: TokenSet | None
-    try:
-        tokens = (token_store(config) if store is None else store).load()
-    except Exception as exc:
-        return LinkInfo(
-            state=NEEDS_RECONNECT,
-            reason=str(exc),
-            company_id=link.company_id if link else "",
-            company_name=link.company_name if link else "",
+    stored = (
+        None
+        if link is None
+        else LinkInfo(
+            state=link.state,
+            company_id=link.company_id,
+            company_name=link.company_name,
+            reason=link.reason,
+            connected_at=link.connected_at,
         )
-    if link is None:
-        return LinkInfo(state="not_connected")
-    info = LinkInfo(
-        state=link.state,
-        company_id=link.company_id,
-        company_name=link.company_name,
-        reason=link.reason,
-        connected_at=link.connected_at,
     )
-    if tokens is None:
-        info.state, info.reason = (
-            NEEDS_RECONNECT,
-            (
-                "the token file is missing"
-                if store is None or isinstance(store, FileTokenStore)
-                else "no token pair is stored"
-            ),
-        )
-    else:
-        info.access_token_end = tokens.access_token_end_date
-        info.refresh_token_end = tokens.refresh_token_end_date
-    return info
+    return link_state(stored, token_store(config) if store is None else store)
 
 
 @dataclass
@@ -466,23 +416,3 @@ def unlink(
         store.lock_path.unlink(missing_ok=True)
     log.info("unlinked Next Engine; %d unfinished item(s) exported to %s", work.count, export)
     return work, export
-
-
-def describe(info: LinkInfo, zone: tzinfo | None = None) -> str:
-    """One human line about the link; times in ISO 8601 with offset, in ``zone`` (default:
-    the system's)."""
-    if info.state == "not_connected":
-        return "Next Engine: not connected (run `nebridge connect`)"
-    who = f"{info.company_name} ({info.company_id})"
-    if info.state == NEEDS_RECONNECT:
-        return f"Next Engine: {who} NEEDS RE-CONNECTION: {info.reason} — {RECONNECT_HINT}"
-    ends = ""
-    if info.refresh_token_end:
-        access = (
-            info.access_token_end.astimezone(zone).isoformat(timespec="seconds")
-            if info.access_token_end
-            else "-"
-        )
-        refresh = info.refresh_token_end.astimezone(zone).isoformat(timespec="seconds")
-        ends = f"; access token until {access}, refresh token until {refresh}"
-    return f"Next Engine: connected to {who}{ends}"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
+from daemon.linkinfo import WARN_AT, horizon_warning
 from daemon.negate import NeGate
 from daemon.nelink import (
     CONNECTED,
@@ -41,28 +42,11 @@ if TYPE_CHECKING:  # a type only: ``status`` reads the horizon without the clien
 
 log = logging.getLogger(__name__)
 
-WARN_AT = (timedelta(hours=24), timedelta(hours=6))
 KEEP_ALIVE_BELOW = timedelta(hours=48)
 ACCESS_MARGIN = timedelta(minutes=10)
 HORIZON_KEYS = tuple(
     f"{AttentionKind.NE_TOKEN_EXPIRING}:{int(t.total_seconds() // 3600)}h" for t in WARN_AT
 )
-
-
-def horizon_warning(refresh_end: datetime | None, now: datetime) -> str | None:
-    """A warning text when the refresh token lapses within 24 h, else None."""
-    if refresh_end is None:
-        return None
-    left = refresh_end - now
-    if left > WARN_AT[0]:
-        return None
-    hours = max(0.0, left.total_seconds() / 3600)
-    when = refresh_end.strftime("%Y-%m-%d %H:%M %Z")
-    return (
-        f"the Next Engine refresh token lapses in {hours:.1f} h (at {when}); nebridge "
-        "renews it automatically while it can reach Next Engine — check the network and "
-        f"`nebridge doctor`; once it lapsed, {RECONNECT_HINT}"
-    )
 
 
 @dataclass
