@@ -67,10 +67,22 @@ NOT_FOR_PLUGINS_LIST = (
     "daemon.sandbox",
 )
 
-#: What ``status`` must not import: it reads the store and loads the plugins; the engine
-#: that runs passes, the Next Engine client (and requests) and the migration tool are not
-#: needed.
+#: What ``status`` must not import: it loads the plugins and reads the default SQLite file
+#: with plain SQL (:mod:`daemon.store.reads`), so neither SQLAlchemy, SQLModel nor the table
+#: models (half a second before the first query); nor the engine that runs passes, the Next
+#: Engine client (and requests) or the migration tool.
 NOT_FOR_STATUS = (
+    "sqlalchemy",
+    "sqlmodel",
+    "psycopg",
+    "daemon.store.models",
+    "daemon.store.engine",
+    "daemon.attention",
+    "daemon.nelink",
+    "daemon.tokenguard",
+    "daemon.notify",
+    "daemon.outbox",
+    "daemon.orderwatch",
     "alembic",
     "apscheduler",
     "requests",

@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from daemon.cli.attention import print_attention
-from daemon.cli.common import display_zone, get, print_json, print_table, when
-from daemon.nelink import LinkInfo, describe
+from daemon.cli.common import display_zone, fail, get, print_json, print_table, when
+from daemon.linkinfo import LinkInfo, describe
 from daemon.pluginload import load_plugins
 from daemon.status import collect_status, wms_link
-from daemon.store.engine import make_engine
+from daemon.store.reads import StoreUnreadable, open_reader
 
 
 def status(
@@ -32,13 +32,14 @@ def status(
     loaded = app_ctx.load()
     host, _issues, connector, _error = load_plugins(loaded)
     fleet = app_ctx.fleet_database()
-    engine = make_engine(loaded.config.resolved_database_url, create=False)
     try:
-        data = collect_status(
-            loaded, engine, host, store=app_ctx.token_store(fleet), company=app_ctx.company_code
-        )
+        with open_reader(loaded.config.resolved_database_url) as reader:
+            data = collect_status(
+                loaded, reader, host, store=app_ctx.token_store(fleet), company=app_ctx.company_code
+            )
+    except StoreUnreadable as exc:
+        fail(str(exc))
     finally:
-        engine.dispose()
         if fleet is not None:
             fleet.close()
     wms = wms_link(loaded, connector)
