@@ -102,7 +102,10 @@ class JobHost:
         self.lanes = lanes or {}
         self.stale_after = 5 * HEARTBEAT_SECONDS
         self._last_heartbeat = time.monotonic()
+        #: Runs handed to a pool and not started yet (when), and runs that started before
+        #: the scheduler thread noted their submission (a job runs once at a time).
         self._submitted: dict[str, float] = {}
+        self._begun: set[str] = set()
         self._late: list[tuple[str, float]] = []
         self._late_reported = time.monotonic()
         self._busy = 0
@@ -178,13 +181,20 @@ class JobHost:
         with self._guard:
             return self._busy
 
+    def waiting(self) -> int:
+        """How many runs are due and wait for a free thread."""
+        with self._guard:
+            return len(self._submitted)
+
     def began(self, job_id: str) -> None:
         """A job starts running: note how long it waited for a thread since it was due."""
         now = time.monotonic()
         with self._guard:
             self._busy += 1
             submitted = self._submitted.pop(job_id, None)
-            if submitted is not None and now - submitted >= 1.0:
+            if submitted is None:  # it started before its submission was noted
+                self._begun.add(job_id)
+            elif now - submitted >= 1.0:
                 self._late.append((job_id, now - submitted))
 
     def ended(self) -> None:
@@ -197,6 +207,7 @@ class JobHost:
         with self._guard:
             for job_id in job_ids:
                 self._submitted.pop(job_id, None)
+                self._begun.discard(job_id)
 
     def late_runs(self) -> tuple[int, float, list[str]]:
         """Runs that waited a second or more for a thread since the last call: their number,
@@ -228,7 +239,10 @@ class JobHost:
         job_id = getattr(event, "job_id", None)
         if job_id is not None and job_id != "heartbeat":
             with self._guard:
-                self._submitted[job_id] = time.monotonic()
+                if job_id in self._begun:
+                    self._begun.discard(job_id)
+                else:
+                    self._submitted[job_id] = time.monotonic()
 
     def _on_problem(self, event: object) -> None:
         code = getattr(event, "code", 0)
@@ -350,7 +364,7 @@ class Scheduler:
             self._guarded(self._notify, NOTIFY_JOB), NOTIFY_JOB, "notify", seconds=every_notify
         )
         self._add(  # not guarded: it is about the database being down
-            self._database_alarm,
+            self._counted(self._database_alarm, DATABASE_ALARM_JOB),
             DATABASE_ALARM_JOB,
             "notify",
             at_once=False,
@@ -499,6 +513,18 @@ class Scheduler:
         for error in report.errors:
             log.error("dispatcher: %s", error)
 
+    def _counted(self, fn: Callable[[], None], job_id: str) -> Callable[[], None]:
+        """``fn`` counted by the host as running while it runs (:meth:`JobHost.busy`)."""
+
+        def run() -> None:
+            self.host.began(self._prefix + job_id)
+            try:
+                fn()
+            finally:
+                self.host.ended()
+
+        return run
+
     def _guarded(self, fn: Callable[[], None], job_id: str) -> Callable[[], None]:
         """``fn`` with errors logged; asked for again while it ran, it runs again at once.
 
@@ -510,14 +536,10 @@ class Scheduler:
         health = database_health(self.runtime.engine)
 
         def run() -> None:
-            self.host.began(self._prefix + job_id)
-            try:
-                if health.available() and self._enter(job_id):
-                    self._run(fn, job_id)
-            finally:
-                self.host.ended()
+            if health.available() and self._enter(job_id):
+                self._run(fn, job_id)
 
-        return run
+        return self._counted(run, job_id)
 
     def _enter(self, job_id: str) -> bool:
         """Register ``job_id`` as running, unless stopping (checked under the lock that

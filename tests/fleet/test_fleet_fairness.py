@@ -5,8 +5,11 @@ stop does not wait for it forever (#19)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime
+
+import pytest
 
 from daemon.fleet.daemon import company_share
 from daemon.runtime import build_runtime
@@ -143,3 +146,54 @@ def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
         thread.join(10)
         runtime.close()
     assert scheduler.shutdown(0.0) == []
+
+
+def test_runs_waiting_for_a_thread_are_counted_and_reported_late(
+    make_config: ConfigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = build_runtime(make_config())
+    host = JobHost.for_worker(1)
+    first = Scheduler(runtime, host=host, company="first", share=1)
+    second = Scheduler(runtime, host=host, company="second", share=1)
+    release = threading.Event()
+    began = threading.Event()
+    ran = threading.Event()
+
+    def hold() -> None:
+        began.set()
+        release.wait()
+
+    now = datetime.now().astimezone()
+    host.start()
+    try:
+        host.scheduler.add_job(
+            first._guarded(hold, "hold"), id="first/hold", executor="work", next_run_time=now
+        )
+        assert began.wait(10)
+        host.scheduler.add_job(
+            second._guarded(ran.set, "due"),
+            id="second/due",
+            executor="work",
+            next_run_time=now,
+            misfire_grace_time=None,  # as the company jobs: late, never dropped
+        )
+        assert _wait(lambda: host.waiting() == 1)  # due, and no thread free
+        assert host.busy() == 1
+        release.wait(1.2)  # it waits more than a second for the one thread
+        release.set()
+        assert ran.wait(10)
+        assert _wait(lambda: host.waiting() == 0 and host.busy() == 0), host._submitted
+        count, longest, worst = host.late_runs()
+        assert (count, worst) == (1, ["second/due"]) and longest >= 1.0
+        host._late.append(("second/due", 5.0))
+        host._late_reported -= 3600  # the minute is up at the next heartbeat
+        with caplog.at_level(logging.WARNING, logger="daemon.scheduler"):
+            assert _wait(lambda: "waited up to 5 s for a free thread" in caplog.text)
+        assert "raise `fleet_job_slots` or start another worker" in caplog.text
+    finally:
+        release.set()
+        runtime.stop_event.set()
+        first.shutdown(5.0)
+        second.shutdown(5.0)
+        host.shutdown(wait=True)
+        runtime.close()
