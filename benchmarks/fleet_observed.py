@@ -301,16 +301,21 @@ def fleet(
             engine.dispose()
 
 
+def check_alive(bench: Fleet, what: str) -> None:
+    """End the run, with its log, if a watched worker exited."""
+    for name, worker in bench.workers.items():
+        if worker.poll() is not None:
+            raise SystemExit(
+                f"{name} exited ({worker.returncode}) waiting for {what}:\n"
+                + bench.worker_log(name)
+            )
+
+
 def wait_for(what: str, condition: Callable[[], bool], timeout: float, bench: Fleet) -> None:
     """Poll ``condition`` every second; a worker that exits or a timeout ends the run."""
     deadline = time.monotonic() + timeout
     while not condition():
-        for name, worker in bench.workers.items():
-            if worker.poll() is not None:
-                raise SystemExit(
-                    f"{name} exited ({worker.returncode}) waiting for {what}:\n"
-                    + bench.worker_log(name)
-                )
+        check_alive(bench, what)
         if time.monotonic() > deadline:
             calls = Counter(call.path for call in read_calls(bench.calls_log))
             logs = "\n".join(f"--- {n} ---\n{bench.worker_log(n)}" for n in bench.workers)
@@ -401,7 +406,7 @@ def measure_schedule(bench: Fleet, companies: int, observe: float, say: Say) -> 
     samples = [at_start]
     end = all_started + observe
     while time.time() < end:
-        wait_for("the end of the watch", lambda: True, 1, bench)
+        check_alive(bench, "the end of the watch")
         time.sleep(min(5.0, max(0.0, end - time.time())))
         samples.append(sample(pid))
     load_after = load()
@@ -626,15 +631,17 @@ def measure(
     workers: int,
     settings: dict[str, Any],
     say: Say,
+    keep: Path | None = None,
 ) -> ObservedFigures:
-    """Every measurement, each on a fresh schema and sandbox."""
+    """Every measurement, each on a fresh schema and sandbox; the workers' logs and the
+    sandbox's call log stay in ``keep`` if given."""
     with tempfile.TemporaryDirectory(prefix="nebridge-fleet-observed-") as scratch:
-        root = Path(scratch)
-        (root / "one").mkdir()
+        root = Path(scratch) if keep is None else keep
+        (root / "one").mkdir(parents=True)
         say("fleet-observed: one worker, one company (the memory reference)")
         with fleet(database_url, 1, latency_ms, root / "one", settings, say) as bench:
             one = measure_one(bench, min(observe, 30.0), say)
-        (root / "all").mkdir()
+        (root / "all").mkdir(parents=True)
         with fleet(database_url, companies, latency_ms, root / "all", settings, say) as bench:
             schedule = measure_schedule(bench, companies, observe, say)
             takeover = None
@@ -663,6 +670,9 @@ def main() -> None:
     )
     parser.add_argument("--lease", type=float, help="fleet_lease_seconds (default: the default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the logs here (a new folder)"
+    )
     parser.add_argument("--render", type=Path, metavar="JSON", help="the table of a --json file")
     parser.add_argument("--sandbox-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -688,6 +698,7 @@ def main() -> None:
         workers=args.workers,
         settings=settings,
         say=lambda m: print(m, file=sys.stderr, flush=True),
+        keep=args.keep,
     )
     print(render(figures))
     if args.json is not None:
