@@ -59,6 +59,13 @@ def inbox(tmp_path: Path) -> Path:
     return tmp_path / "wms" / "inbox"
 
 
+def start(rt: Runtime) -> None:
+    """What the daemon does when it starts: the connector creates its folders (and returns
+    files a crash left claimed), so a test can break them as a running installation's."""
+    assert rt.connector is not None
+    rt.connector.recover(rt.connector_context())
+
+
 def event_states(rt: Runtime) -> dict[str, tuple[str, str | None]]:
     with read_session(rt.engine) as session:
         return {e.external_id: (e.state, e.last_error) for e in session.scalars(select(InboxEvent))}
@@ -236,6 +243,7 @@ def test_a_file_that_can_be_neither_taken_nor_rejected_is_shown_and_skipped(
     make_config: ConfigFactory, database_url: str, inbox: Path
 ) -> None:
     rt = build(make_config, database_url)
+    start(rt)
     products(inbox)
     rejected = inbox / "rejected"
     rejected.rmdir()
@@ -409,6 +417,7 @@ def test_files_nebridge_writes_never_write_through_a_planted_link(
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
     rt = build(make_config, database_url)
+    start(rt)
     products(inbox)
     rejected = inbox / "rejected"
     os.symlink(victim, rejected / "shipments-bad.csv.errors.txt")

@@ -138,6 +138,14 @@ def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
         data["exit"] = result.exit_code
         return data
 
+    inbox, outbox = "wms_csv: wms.csv.inbox", "wms_csv: wms.csv.outbox"
+    fresh = doctor()  # nothing made the WMS folders yet: the daemon makes them when it starts
+    failing = {c["name"]: c for c in fresh["checks"] if not c["ok"]}
+    assert (fresh["exit"], set(failing)) == (1, {inbox, outbox}), fresh
+    assert failing[outbox]["fix"] == f"mkdir -p {world.outbox} && chown nebridge: {world.outbox}"
+    assert not world.inbox.exists() and not world.outbox.exists()  # doctor made nothing
+    assert CliRunner().invoke(app, ["--config", str(world.config), "run", "--once"]).exit_code == 0
+
     healthy = doctor()
     assert healthy["exit"] == 0, healthy
     names = {c["name"] for c in healthy["checks"]}
@@ -155,13 +163,13 @@ def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
     } <= names
     tokens = world.config.parent / "state" / "nextengine-tokens.json"
     os.chmod(tokens, 0o644)
-    world.outbox.rmdir() if world.outbox.exists() and not any(world.outbox.iterdir()) else None
+    world.outbox.rmdir()  # empty: nothing was ordered
     broken = doctor()
     assert broken["exit"] == 1
     failing = {c["name"]: c for c in broken["checks"] if not c["ok"]}
+    assert set(failing) == {"token file", outbox}
     assert failing["token file"]["fix"] == f"chmod 600 {tokens}"
-    if not world.outbox.exists():
-        assert "mkdir -p" in failing["wms_csv: wms.csv.outbox"]["fix"]
+    assert failing[outbox]["detail"] == f"{world.outbox} is missing"
     human = CliRunner().invoke(app, ["--config", str(world.config), "doctor"])
     assert human.exit_code == 1 and "chmod 600" in human.stdout
 

@@ -42,7 +42,10 @@ row per order line, UTF-8 (or CP932) with header and CRLF, written atomically; w
 ``order_watch``, ``outbox/cancellations-<…>.csv`` (``ne_order_id, warehouse, reason,
 detected_at``) before the order file of the same run; see :mod:`plugins.wms_csv.outbox`.
 
-``nebridge doctor`` checks that both folders exist and are writable (:mod:`.health`).
+The folders (the inbox with ``.claimed/``, ``processed/``, ``rejected/``, and the outbox) are
+created where missing when the engine starts the connector (``recover``), never when it is
+built: read-only commands build it too. ``nebridge doctor`` checks that both folders exist and
+are writable (:mod:`.health`).
 """
 
 from __future__ import annotations

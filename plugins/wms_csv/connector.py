@@ -29,7 +29,7 @@ from hooks.connectors import (
 from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.records import EventKind, Problem, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
-from plugins.wms_csv.folders import ClaimedFile, Inbox, ReadyFile, open_claimed
+from plugins.wms_csv.folders import ClaimedFile, Inbox, ReadyFile, make_folder, open_claimed
 from plugins.wms_csv.formats import PRODUCTS, STOCK
 from plugins.wms_csv.inbound import read_events, read_products
 from plugins.wms_csv.outbox import write_cancellations, write_orders
@@ -81,11 +81,29 @@ class CsvConnector:
         self._config = config
         self._zone = config.tzinfo
         self._inbox = Inbox(config.inbox, config.stable_seconds)
-        config.outbox.mkdir(parents=True, exist_ok=True)
         self._master_seen: tuple[_Signature, str] | None = None
 
     def recover(self, ctx: ConnectorContext) -> None:
-        """Return files a crash left in ``.claimed/`` to the inbox, to be processed again."""
+        """Create the inbox, its subfolders and the outbox where missing, then return files a
+        crash left in ``.claimed/`` to the inbox, to be processed again.
+
+        This is the engine's first call (building the connector, as read-only commands do,
+        creates nothing: run as root they would leave folders the service user cannot write).
+        A folder that cannot be created is logged with its fix and start goes on: the intake
+        or the order push that needs it fails with the reason until it exists.
+        """
+        for folder in (*self._inbox.folders, self._config.outbox):
+            try:
+                make_folder(folder, parents=True)
+            except OSError as exc:
+                ctx.log.error(
+                    "the WMS folder %s cannot be created (%s): create it for the service "
+                    "user: mkdir -p %s && chown nebridge: %s",
+                    folder,
+                    exc.strerror or exc,
+                    folder,
+                    folder,
+                )
         for claimed, path in self._inbox.unclaim_all():
             ctx.log.warning("returned %s, claimed before a restart, to the inbox", path.name)
             ctx.resolve_problem(f"csv:claimed:{claimed.name}")

@@ -92,8 +92,8 @@ class Inbox:
         self.claimed = root / ".claimed"
         self.processed = root / "processed"
         self.rejected = root / "rejected"
-        for folder in (self.root, self.claimed, self.processed, self.rejected):
-            folder.mkdir(parents=True, exist_ok=True)
+        #: The inbox and its subfolders, parents first (created by the connector's start).
+        self.folders = (root, self.claimed, self.processed, self.rejected)
         self._stable_seconds = stable_seconds
         self._observed: dict[str, _Observation] = {}
 
@@ -110,7 +110,21 @@ class Inbox:
         observed: dict[str, _Observation] = {}
         ready: list[ReadyFile] = []
         grace = max(self._stable_seconds, NO_NEWLINE_GRACE_SECONDS)
-        with os.scandir(self.root) as entries:
+        try:
+            listing = os.scandir(self.root)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"the inbox folder {self.root} does not exist: nebridge creates it when it "
+                f"starts (`nebridge run`, `nebridge run --once`), or create it for the service "
+                f"user: mkdir -p {self.root} && chown nebridge: {self.root}"
+            ) from None
+        except NotADirectoryError:
+            raise NotADirectoryError(
+                f"the inbox folder {self.root} is not a folder (a file is in its place or in "
+                f"its path's): move that file away, then mkdir -p {self.root} && chown "
+                f"nebridge: {self.root}"
+            ) from None
+        with listing as entries:
             for entry in entries:
                 fmt = format_for_name(entry.name)
                 if fmt is None:
@@ -145,7 +159,7 @@ class Inbox:
 
     def claim(self, file: ReadyFile) -> Path | None:
         """Move a ready file into ``.claimed/`` atomically; None if it vanished meanwhile."""
-        target = _free_path(self.claimed, file.name)
+        target = _free_path(_subfolder(self.claimed), file.name)
         try:
             os.rename(file.path, target)
         except FileNotFoundError:
@@ -154,7 +168,7 @@ class Inbox:
 
     def file_away(self, path: Path, folder: Path, name: str) -> Path:
         """Move ``path`` into ``folder`` as ``name``, or a free variant of it; return the target."""
-        target = _free_path(folder, name)
+        target = _free_path(_subfolder(folder), name)
         os.rename(path, target)
         return target
 
@@ -192,7 +206,7 @@ class Inbox:
         the report's suffix is shortened (its hash keeps it apart); :meth:`requeue` finds the
         file by its original name all the same.
         """
-        target = _free_path(self.rejected, rejected_name(name))
+        target = _free_path(_subfolder(self.rejected), rejected_name(name))
         report = target.with_name(target.name + ".errors.txt")
         write_file(report, _format_errors(error).encode("utf-8"))
         os.rename(path, target)
@@ -236,7 +250,9 @@ class Inbox:
     def unclaim_all(self) -> list[tuple[Path, Path]]:
         """Return every file a crash left in ``.claimed/`` to the inbox; list (claimed path,
         new path) pairs."""
-        returned = []
+        returned: list[tuple[Path, Path]] = []
+        if not self.claimed.is_dir():
+            return returned
         for path in sorted(self.claimed.iterdir()):
             if path.is_file() or path.is_symlink():
                 returned.append((path, self.file_away(path, self.root, path.name)))
@@ -284,6 +300,21 @@ def _check_same(info: os.stat_result, expected: ReadyFile, source: str) -> None:
             f"{source} changed while nebridge read it (size {expected.size} -> "
             f"{info.st_size}); it is taken again once it stays unchanged"
         )
+
+
+def make_folder(folder: Path, parents: bool = False) -> Path:
+    """Create ``folder`` (mode 0777 less the umask) unless something is there already: a file
+    in its way then fails the move into it, for that file alone and with the reason."""
+    if not os.path.lexists(folder):
+        folder.mkdir(parents=parents, exist_ok=True)
+    return folder
+
+
+def _subfolder(folder: Path) -> Path:
+    """``folder`` of the inbox, created first if missing (never the inbox itself): a command
+    that takes files before the daemon ever started (``stock take``) finds only the inbox the
+    admin made."""
+    return make_folder(folder)
 
 
 def _refusal(mode: int) -> str | None:

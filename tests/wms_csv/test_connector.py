@@ -28,12 +28,16 @@ ROW = "S1,W1,1001,TRK,2026-11-27 10:00:00,P1,2"
 EXPECTED = WmsShipment("S1", "W1", "1001", "TRK", at_tokyo(10), (ShipmentLine("P1", 2),))
 
 
-def make_connector(tmp_path: Path, stable_seconds: float = 0.0) -> CsvConnector:
-    """A connector on ``tmp_path/inbox`` and ``tmp_path/outbox``."""
+def make_connector(tmp_path: Path, stable_seconds: float = 0.0, start: bool = True) -> CsvConnector:
+    """A connector on ``tmp_path/inbox`` and ``tmp_path/outbox``, started as the engine starts
+    it (``recover``, which creates the folders) unless ``start`` is false."""
     config = CsvConnectorConfig(
         inbox=tmp_path / "inbox", outbox=tmp_path / "outbox", stable_seconds=stable_seconds
     )
-    return CsvConnector(config)
+    connector = CsvConnector(config)
+    if start:
+        connector.recover(make_ctx())
+    return connector
 
 
 Outcome = tuple[str, list[WmsEvent] | BatchRejected]
@@ -65,11 +69,60 @@ def set_mtime(path: Path, seconds: int) -> None:
     os.utime(path, (seconds, seconds))
 
 
-def test_folders_are_created(tmp_path: Path) -> None:
-    make_connector(tmp_path)
-    inbox = tmp_path / "inbox"
+def test_folders_are_created_at_start_not_when_built(tmp_path: Path) -> None:
+    """Read-only commands build the connector: that must leave nothing behind (run as root it
+    would leave folders the service user cannot write); the engine's start creates them."""
+    connector = make_connector(tmp_path / "wms", start=False)
+    assert not (tmp_path / "wms").exists()
+    connector.recover(make_ctx())
+    inbox = tmp_path / "wms" / "inbox"
     assert {p.name for p in inbox.iterdir()} == {".claimed", "processed", "rejected"}
-    assert (tmp_path / "outbox").is_dir()
+    assert (tmp_path / "wms" / "outbox").is_dir()
+
+
+def test_a_folder_that_cannot_be_created_is_logged_and_start_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parent nebridge may not write in: the start logs each folder with its fix and goes
+    on (the Next Engine side still runs); the intake then says the inbox is missing."""
+    (tmp_path / "wms").write_text("a file where the folders' parent should be\n")
+    connector = make_connector(tmp_path / "wms", start=False)
+    with caplog.at_level("ERROR"):
+        connector.recover(make_ctx())
+    inbox, outbox = tmp_path / "wms" / "inbox", tmp_path / "wms" / "outbox"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors[0].startswith(f"the WMS folder {inbox} cannot be created (")
+    assert errors[0].endswith(f"mkdir -p {inbox} && chown nebridge: {inbox}")
+    assert errors[-1].endswith(f"mkdir -p {outbox} && chown nebridge: {outbox}")
+    with pytest.raises(OSError, match="mkdir -p"):
+        connector.has_new_input()
+
+
+def test_a_missing_inbox_is_an_error_saying_how_to_create_it(tmp_path: Path) -> None:
+    connector = make_connector(tmp_path, start=False)
+    with pytest.raises(FileNotFoundError) as caught:
+        connector.has_new_input()
+    inbox = tmp_path / "inbox"
+    assert str(caught.value) == (
+        f"the inbox folder {inbox} does not exist: nebridge creates it when it starts "
+        f"(`nebridge run`, `nebridge run --once`), or create it for the service user: "
+        f"mkdir -p {inbox} && chown nebridge: {inbox}"
+    )
+    assert not inbox.exists()
+
+
+def test_an_inbox_made_by_hand_takes_files_before_any_start(tmp_path: Path) -> None:
+    """The admin creates only the inbox (README: ``install -d``); a command that takes files
+    without starting the engine (``stock take``) creates the subfolders it moves files into."""
+    connector, ctx = make_connector(tmp_path, start=False), make_ctx()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_csv(inbox / "shipments-1.csv", [SHIP_HEADER, ROW])
+    write_csv(inbox / "shipments-2.csv", [SHIP_HEADER, "S2,W7,,,2026-11-27 10:00,P1,1"])
+    outcomes = intake(connector, EventKind.SHIPMENT, ctx)
+    assert [source for source, _ in outcomes] == ["shipments-1.csv", "shipments-2.csv"]
+    assert names(inbox / "processed") == ["shipments-1.csv"]
+    assert names(inbox / "rejected") == ["shipments-2.csv", "shipments-2.csv.errors.txt"]
 
 
 def test_batch_is_claimed_then_committed_to_processed(tmp_path: Path) -> None:
@@ -127,7 +180,7 @@ def test_recover_returns_claimed_files_after_a_crash(tmp_path: Path) -> None:
     # the process died after claiming the file (and maybe after storing its events)
     write_csv(inbox / ".claimed" / "shipments.csv", [SHIP_HEADER, ROW])
 
-    restarted = make_connector(tmp_path)
+    restarted = make_connector(tmp_path, start=False)
     assert intake(restarted, EventKind.SHIPMENT, ctx) == []  # claimed files wait for recover()
     restarted.recover(ctx)
     assert names(inbox / ".claimed") == []
@@ -371,6 +424,7 @@ def test_timezone_setting_applies_to_timestamps_without_offset(tmp_path: Path) -
         inbox=tmp_path / "in", outbox=tmp_path / "out", timezone="UTC", stable_seconds=0
     )
     connector, ctx = CsvConnector(config), make_ctx()
+    connector.recover(ctx)
     write_csv(tmp_path / "in" / "shipments.csv", [SHIP_HEADER, ROW])
     ((_, events),) = intake(connector, EventKind.SHIPMENT, ctx)
     assert events == [replace(EXPECTED, confirmed_at=at_tokyo(19))]

@@ -41,8 +41,9 @@ def order(ne_order_id: str, lines: int = 2, name: str = "山田 太郎") -> Orde
 
 
 def make_connector(tmp_path: Path, encoding_out: str = "utf-8") -> CsvConnector:
-    """A connector whose outbox is ``tmp_path/outbox``."""
-    return CsvConnector(
+    """A connector whose outbox is ``tmp_path/outbox``, started as the engine starts it
+    (``recover`` creates the folders)."""
+    connector = CsvConnector(
         CsvConnectorConfig.model_validate(
             {
                 "inbox": tmp_path / "inbox",
@@ -51,6 +52,8 @@ def make_connector(tmp_path: Path, encoding_out: str = "utf-8") -> CsvConnector:
             }
         )
     )
+    connector.recover(make_ctx())
+    return connector
 
 
 def outbox_files(tmp_path: Path) -> list[str]:
@@ -152,6 +155,16 @@ def test_file_names_are_safe_and_distinct() -> None:
 def test_empty_batch_writes_nothing(tmp_path: Path) -> None:
     make_connector(tmp_path).push_orders(InstructionBatch("k", CREATED, []), make_ctx())
     assert outbox_files(tmp_path) == []
+
+
+def test_an_outbox_gone_is_an_error_and_not_made_again(tmp_path: Path) -> None:
+    """Only the engine's start creates the outbox: one removed later (a WMS share unmounted)
+    fails the push, so the batch waits as held_instruction instead of writing elsewhere."""
+    connector = make_connector(tmp_path)
+    (tmp_path / "outbox").rmdir()
+    with pytest.raises(FileNotFoundError):
+        connector.push_orders(InstructionBatch("k", CREATED, [order("1001")]), make_ctx())
+    assert not (tmp_path / "outbox").exists()
 
 
 def test_a_stale_temporary_file_is_replaced_and_never_looks_like_an_order_file(
