@@ -142,7 +142,8 @@ class WmsConnector(Protocol):
     """A live connection to one WMS, built by a :class:`ConnectorSpec` factory."""
 
     def recover(self, ctx: ConnectorContext) -> None:
-        """Called once at start: return work that a crash left half-claimed to the queue."""
+        """Called once at start: create what the connector works in (its folders) and return
+        work that a crash left half-claimed to the queue."""
         ...
 
     def has_new_input(self) -> bool:
@@ -279,7 +280,9 @@ class ConnectorSpec:
 
     ``config_model`` validates the ``wms.<name>`` section of ``daemon.yaml``. ``credentials``
     names the secret files the connector reads (:func:`hooks.credentials.read_credential`);
-    the generated systemd unit loads each with ``LoadCredential=``.
+    the generated systemd unit loads each with ``LoadCredential=``. The factory only builds:
+    read-only commands (``config check``, ``status``, often run as root) call it too, so it
+    creates no file or folder; :meth:`WmsConnector.recover` does, at start.
     """
 
     name: str
