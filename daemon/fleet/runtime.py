@@ -269,29 +269,52 @@ def check_company(engine: Engine, schema: str, code: str) -> None:
 
 def upgrade_company(url: str, code: str) -> tuple[str | None, str | None]:
     """Create company ``code``'s schema if needed and migrate it to the head; returns the
-    revision before and after. The fleet tables are not created in it (migration 0006)."""
+    revision before and after. The fleet tables are not created in it (migration 0006).
+
+    Two upgrades of one company at once (two hosts running ``db upgrade``) take turns on a
+    PostgreSQL advisory lock for the company, held on a connection of its own (the server
+    drops it if the process dies): the second finds the schema made and migrated, instead of
+    failing on the first's ``CREATE SCHEMA`` or ``alembic_version``."""
     from alembic import command
 
     from daemon.store.engine import _alembic_config, current_revision
 
     base = make_engine(url, create=False)
     try:
-        with base.begin() as connection:
-            base_schema = str(connection.execute(text("SELECT current_schema()")).scalar_one())
-            schema = company_schema(code, base_schema)
-            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            claim_schema(connection, schema, code, base_schema)
+        with base.connect() as guard:
+            base_schema = str(guard.execute(text("SELECT current_schema()")).scalar_one())
+            key = {"space": _schema_oid(guard), "name": f"nebridge upgrade {code}"}
+            guard.execute(text("SELECT pg_advisory_lock(:space, hashtext(:name))"), key)
+            guard.commit()
+            try:
+                schema = company_schema(code, base_schema)
+                with base.begin() as connection:
+                    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                    claim_schema(connection, schema, code, base_schema)
+                engine = make_engine(schema_url(url, schema), create=False)
+                try:
+                    before = current_revision(engine)
+                    config = _alembic_config(engine)
+                    config.attributes["fleet_company"] = code
+                    command.upgrade(config, "head")
+                    return before, current_revision(engine)
+                finally:
+                    engine.dispose()
+            finally:
+                guard.rollback()  # a failed statement above must not keep the unlock out
+                guard.execute(text("SELECT pg_advisory_unlock(:space, hashtext(:name))"), key)
+                guard.commit()
     finally:
         base.dispose()
-    engine = make_engine(schema_url(url, schema), create=False)
-    try:
-        before = current_revision(engine)
-        config = _alembic_config(engine)
-        config.attributes["fleet_company"] = code
-        command.upgrade(config, "head")
-        return before, current_revision(engine)
-    finally:
-        engine.dispose()
+
+
+def _schema_oid(connection: Connection) -> int:
+    """The installation schema's oid (31 bits): the advisory lock space of its companies, so
+    two installations in one database never wait for each other."""
+    oid = connection.execute(
+        text("SELECT oid FROM pg_namespace WHERE nspname = current_schema()")
+    ).scalar_one()
+    return int(oid) & 0x7FFFFFFF
 
 
 def _vault_store(fleet: FleetDatabase, code: str) -> Callable[[], TokenStore]:
