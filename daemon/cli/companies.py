@@ -152,16 +152,28 @@ def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
 
 
 @app.command("rotate-key")
-def rotate_key_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
+def rotate_key_cmd(
+    ctx: typer.Context,
+    as_json: Annotated[bool, _JSON] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Rotate even while a live worker seals with another key (it would seal "
+            "the pairs it refreshes with that key again).",
+        ),
+    ] = False,
+) -> None:
     """Seal every company's token pair again with the current vault key (the credential
-    nebridge-vault-key; the old one as nebridge-vault-key-previous), with progress."""
+    nebridge-vault-key; the old one as nebridge-vault-key-previous), with progress; refused
+    (exit 1, naming them) while a live worker does not seal with that key."""
     base = get(ctx).load_base()
     if base.config.companies_dir is None:
         fail(
             f"{base.path} sets no `companies_dir`: a single-company installation keeps its "
             "tokens in a token file, not in the vault; there is no key to rotate"
         )
-    from daemon.fleet.admin import rotate_key
+    from daemon.fleet.admin import WorkersLackKey, rotate_key
     from daemon.fleet.leases import FleetUnavailable
     from daemon.fleet.vault import VaultError
 
@@ -169,7 +181,9 @@ def rotate_key_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) 
         info(f"[{done}/{total}] {code}: sealed with the current key")
 
     try:
-        result = rotate_key(base, progress=progress)
+        result = rotate_key(base, progress=progress, force=force)
+    except WorkersLackKey as exc:
+        fail(str(exc))
     except (FleetUnavailable, VaultError) as exc:
         fail(
             f"{exc}\nNothing more was changed; rows already rotated stay readable with the "
@@ -178,6 +192,12 @@ def rotate_key_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) 
     if as_json:
         print_json(result)
     else:
+        if result["workers_without_current_key"]:
+            typer.echo(
+                "--force: rotated although live worker(s) seal with another key: "
+                + ", ".join(result["workers_without_current_key"])
+                + "; restart them with the new key and run the command again"
+            )
         typer.echo(
             f"{result['rotated']} token pair(s) sealed again with key "
             f"{result['current_key_id']}; pairs per key now: "

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from daemon import attention
 from daemon.config import LoadedConfig
 from daemon.fleet.companies import Companies, Company, Refusal, refused_codes
-from daemon.fleet.leases import overview
+from daemon.fleet.leases import WorkerState, overview
 from daemon.fleet.runtime import FleetDatabase, company_schema, schema_url
 from daemon.fleet.vault import TokenVault, VaultError
 from daemon.nelink import link_info
@@ -308,26 +308,58 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
     }
 
 
+class WorkersLackKey(VaultError):
+    """Live workers do not seal with the current vault key: a rotation now would be undone
+    by their token refreshes. The message names them and the fix."""
+
+    def __init__(self, current: str, workers: list[WorkerState]) -> None:
+        self.workers = workers
+        super().__init__(
+            f"{len(workers)} live worker(s) do not seal with the current vault key {current}: "
+            + "; ".join(f"{w.worker_id} on {w.host} {_key_note(w, current)}" for w in workers)
+            + " — their token refreshes would seal pairs with the old key again. On "
+            f"{', '.join(sorted({w.host for w in workers}))}: install the new key as "
+            "nebridge-vault-key (the old one as nebridge-vault-key-previous) and run "
+            "`systemctl restart nebridge`, then `nebridge companies rotate-key` again "
+            "(`--force` rotates anyway; nothing was changed)"
+        )
+
+
+def _key_note(worker: WorkerState, current: str) -> str:
+    if worker.vault_key_id is None:
+        return "has loaded no vault key (an older nebridge, or not started yet)"
+    if current in worker.vault_key_ids:
+        return f"seals with key {worker.vault_key_id} (has {current} only as the previous key)"
+    return f"seals with key {worker.vault_key_id} and does not have {current}"
+
+
 def rotate_key(
     base: LoadedConfig,
     progress: Callable[[str, int, int], None] = lambda code, done, total: None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Seal every company's pair again with the current vault key (docs/fleet.md, "Rotating
     the key"); ``progress(company, done, total)`` after each. Returns the key ids' use
-    before and after."""
+    before and after. Refused (:class:`WorkersLackKey`) while a live worker seals with
+    another key, unless ``force``."""
     fleet = fleet_database(base)
     try:
         vault = fleet.vault
+        current = vault.keys.current.key_id
+        lagging = [w for w in overview(fleet.control)[1] if w.live and w.vault_key_id != current]
+        if lagging and not force:
+            raise WorkersLackKey(current, lagging)
         before = vault.key_use()
         rotated = vault.rotate(progress=progress)
         after = vault.key_use()
     finally:
         fleet.close()
-    current = vault.keys.current.key_id
     return {
         "current_key_id": current,
         "rotated": rotated,
         "before": before,
         "after": after,
         "left_on_old_keys": sum(n for key_id, n in after.items() if key_id != current),
+        "workers_without_current_key": [w.worker_id for w in lagging],
     }

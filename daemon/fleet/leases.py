@@ -219,6 +219,32 @@ class WorkerState:
     pid: int
     live: bool
     holds: int
+    #: The vault key it seals with, and every key it can read (None, (): it loaded none).
+    vault_key_id: str | None = None
+    vault_key_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VaultKeyIds:
+    """The ids of the vault keys a process has loaded: the one it seals with, all it reads."""
+
+    current: str
+    readable: tuple[str, ...]
+
+
+_loaded_keys: VaultKeyIds | None = None
+
+
+def note_vault_keys(keys: VaultKeyIds) -> None:
+    """Record the vault keys this process has loaded (a :class:`TokenVault` does, when made);
+    every heartbeat of its workers names them, for ``companies rotate-key``."""
+    global _loaded_keys
+    _loaded_keys = keys
+
+
+def loaded_vault_keys() -> VaultKeyIds | None:
+    """The vault keys this process has loaded, or None."""
+    return _loaded_keys
 
 
 def overview(engine: Engine) -> tuple[list[CompanyLease], list[WorkerState]]:
@@ -241,12 +267,21 @@ def overview(engine: Engine) -> tuple[list[CompanyLease], list[WorkerState]]:
             )
         ]
         workers = [
-            WorkerState(row.worker_id, row.host, int(row.pid), bool(row.live), int(row.holds))
+            WorkerState(
+                row.worker_id,
+                row.host,
+                int(row.pid),
+                bool(row.live),
+                int(row.holds),
+                row.vault_key_id,
+                tuple(row.vault_key_ids or ()),
+            )
             for row in connection.execute(
                 text(
                     "SELECT w.worker_id, w.host, w.pid, w.expires_at > clock_timestamp() "
-                    "AS live, (SELECT count(*) FROM fleet_lease l WHERE l.holder = "
-                    "w.worker_id AND l.expires_at > clock_timestamp()) AS holds "
+                    "AS live, w.vault_key_id, w.vault_key_ids, (SELECT count(*) FROM "
+                    "fleet_lease l WHERE l.holder = w.worker_id AND l.expires_at > "
+                    "clock_timestamp()) AS holds "
                     "FROM fleet_worker w ORDER BY w.worker_id"
                 )
             )
@@ -266,6 +301,7 @@ class LeaseKeeper:
     removed, stop) and must return only when the worker's work for it has stopped (the other
     leases are renewed meanwhile, between two such calls);
     ``on_lost(company, reason)`` runs when a renewal finds the lease taken over.
+    ``vault_keys()`` names the vault keys the worker has loaded, in every heartbeat.
     """
 
     def __init__(
@@ -277,6 +313,7 @@ class LeaseKeeper:
         worker_id: str | None = None,
         before_release: Callable[[str], None] = lambda company: None,
         on_lost: Callable[[str, str], None] = lambda company, reason: None,
+        vault_keys: Callable[[], VaultKeyIds | None] = loaded_vault_keys,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be greater than 0")
@@ -286,6 +323,7 @@ class LeaseKeeper:
         self.worker_id = worker_id or default_worker_id()
         self.before_release = before_release
         self.on_lost = on_lost
+        self.vault_keys = vault_keys
         self._held: dict[str, int] = {}
         self._companies: frozenset[str] = frozenset()
         self._guard = threading.Lock()
@@ -390,22 +428,28 @@ class LeaseKeeper:
             return Balance(acquired, lost, tuple(released), tuple(sorted(kept)), workers, share)
 
     def _heartbeat(self) -> int:
-        """Renew this worker's heartbeat; the number of live workers (this one included)."""
+        """Renew this worker's heartbeat (with the vault keys it has loaded); the number of
+        live workers (this one included)."""
+        keys = self.vault_keys()
         with self.engine.begin() as connection:
             connection.execute(
                 text(
                     "INSERT INTO fleet_worker (worker_id, host, pid, started_at, heartbeat_at, "
-                    "expires_at) VALUES (:worker, :host, :pid, clock_timestamp(), "
-                    "clock_timestamp(), "
-                    "clock_timestamp() + make_interval(secs => :lease)) "
+                    "expires_at, vault_key_id, vault_key_ids) VALUES (:worker, :host, :pid, "
+                    "clock_timestamp(), clock_timestamp(), "
+                    "clock_timestamp() + make_interval(secs => :lease), :key, "
+                    "CAST(:keys AS varchar[])) "
                     "ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, "
-                    "expires_at = EXCLUDED.expires_at"
+                    "expires_at = EXCLUDED.expires_at, vault_key_id = EXCLUDED.vault_key_id, "
+                    "vault_key_ids = EXCLUDED.vault_key_ids"
                 ),
                 {
                     "worker": self.worker_id,
                     "host": socket.gethostname()[:255],
                     "pid": os.getpid(),
                     "lease": self.lease_seconds,
+                    "key": keys.current if keys else None,
+                    "keys": list(keys.readable) if keys else None,
                 },
             )
             connection.execute(

@@ -44,7 +44,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from daemon.fleet.leases import require_fleet_database
+from daemon.fleet.leases import VaultKeyIds, note_vault_keys, require_fleet_database
 from daemon.nextengine.tokens import TokenSet
 from hooks.credentials import SecretUnreadable, read_credential
 
@@ -113,6 +113,12 @@ class VaultKeys:
     def find(self, key_id: str) -> VaultKey | None:
         """The loaded key with ``key_id``, if any."""
         return next((k for k in (self.current, *self.previous) if k.key_id == key_id), None)
+
+    def ids(self) -> VaultKeyIds:
+        """The ids (never the keys): the one new writes use, and every one rows are read with."""
+        return VaultKeyIds(
+            self.current.key_id, tuple(k.key_id for k in (self.current, *self.previous))
+        )
 
 
 def read_key_file(path: Path) -> VaultKey:
@@ -210,6 +216,7 @@ class TokenVault:
         self.engine = engine
         self.keys = keys
         self.lock_wait_seconds = lock_wait_seconds
+        note_vault_keys(keys.ids())
         self._schema_oid: int | None = None
         self._schema_guard = threading.Lock()
 

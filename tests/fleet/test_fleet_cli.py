@@ -8,7 +8,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from daemon.store.models import InboxEvent, utcnow
 from daemon.testing.installation import write_config
 from tests.conftest import PG_ENV, dump_yaml
 
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID, SECRET = "nebridge-fleet-client", "nebridge-fleet-secret-42"
 CODES = ("acme", "bolt")
 
@@ -241,19 +246,104 @@ def test_connect_company_stores_the_pair_in_the_vault_and_companies_list_shows_i
         vault.engine.dispose()
 
 
-def test_rotate_key_seals_every_pair_again_with_the_new_key(fleet: Fleet) -> None:
+def start_worker(fleet: Fleet, log: Path) -> subprocess.Popen[bytes]:
+    """A real `nebridge run` fleet worker (its vault keys read from the credentials now)."""
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(fleet.config), "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+
+
+def live_worker_keys(fleet: Fleet) -> dict[str, str | None]:
+    """worker id -> the vault key id its heartbeat says it seals with (live workers)."""
+    engine = FleetDatabase(fleet.url).engine
+    try:
+        with engine.connect() as connection:
+            return dict(
+                connection.execute(
+                    text(
+                        "SELECT worker_id, vault_key_id FROM fleet_worker "
+                        "WHERE expires_at > clock_timestamp()"
+                    )
+                )
+                .tuples()
+                .all()
+            )
+    finally:
+        engine.dispose()
+
+
+def wait_for_key(fleet: Fleet, key_id: str, log: Path) -> str:
+    """The id of the one live worker once its heartbeat names ``key_id``."""
+    deadline = time.monotonic() + 60
+    while list(live_worker_keys(fleet).values()) != [key_id]:
+        assert time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.2)
+    return next(iter(live_worker_keys(fleet)))
+
+
+def vault_state(fleet: Fleet) -> tuple[str, dict[str, int]]:
+    """The current key id of the credentials now, and how many pairs each key id seals."""
+    vault = fleet.vault()
+    try:
+        return vault.keys.current.key_id, vault.key_use()
+    finally:
+        vault.engine.dispose()
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+def test_rotate_key_seals_every_pair_again_with_the_new_key(fleet: Fleet, tmp_path: Path) -> None:
+    """rotate-key refuses while a live worker seals with the old key (a real `nebridge run`
+    records the keys it loaded in its heartbeat), `--force` overrides, and once the worker
+    restarted with the new key it runs (#19)."""
     assert connect(fleet, "acme").exit_code == 0
     assert connect(fleet, "bolt").exit_code == 0
     old = fleet.credentials / KEY_CREDENTIAL
-    (fleet.credentials / PREVIOUS_KEY_CREDENTIAL).write_bytes(old.read_bytes())
-    (fleet.credentials / PREVIOUS_KEY_CREDENTIAL).chmod(0o600)
-    new_key(old)
-    rotated = fleet.cli("companies", "rotate-key", "--json")
+    old_id = vault_state(fleet)[0]
+    log = tmp_path / "worker.log"
+    worker = start_worker(fleet, log)
+    try:
+        worker_id = wait_for_key(fleet, old_id, log)
+        (fleet.credentials / PREVIOUS_KEY_CREDENTIAL).write_bytes(old.read_bytes())
+        (fleet.credentials / PREVIOUS_KEY_CREDENTIAL).chmod(0o600)
+        new_key(old)  # installed on the "host", the worker not restarted
+        new_id = vault_state(fleet)[0]
+
+        refused = fleet.cli("companies", "rotate-key")
+        assert refused.exit_code == 1, refused.output
+        assert worker_id in refused.stderr and "does not have " + new_id in refused.stderr
+        assert "systemctl restart nebridge" in refused.stderr and "--force" in refused.stderr
+        assert vault_state(fleet)[1] == {old_id: 2}  # nothing was changed
+
+        forced = fleet.cli("companies", "rotate-key", "--force", "--json")
+        assert forced.exit_code == 0, forced.output
+        result = json.loads(forced.stdout)
+        assert result["rotated"] == 2 and result["workers_without_current_key"] == [worker_id]
+        stop_worker(worker)
+
+        worker = start_worker(fleet, log)  # restarted: it loads the new key
+        wait_for_key(fleet, new_id, log)
+        rotated = fleet.cli("companies", "rotate-key", "--json")
+    finally:
+        stop_worker(worker)
     assert rotated.exit_code == 0, rotated.output
     result = json.loads(rotated.stdout)
-    assert result["rotated"] == 2 and result["left_on_old_keys"] == 0
-    assert result["after"] == {result["current_key_id"]: 2}
-    assert "[2/2]" in rotated.stderr
+    assert result["left_on_old_keys"] == 0 and result["workers_without_current_key"] == []
+    assert result["after"] == {new_id: 2}
     (fleet.credentials / PREVIOUS_KEY_CREDENTIAL).unlink()  # the old key is gone everywhere
     vault = fleet.vault()
     try:
