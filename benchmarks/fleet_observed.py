@@ -12,10 +12,10 @@
    company ever had two calls in flight.
 2. **Memory per idle company.** A worker serving one company the same way: RSS and threads
    then, against the worker above with ``N``.
-3. **Takeover.** ``--workers`` real workers share the ``N`` companies (the default lease);
-   once each holds its share and served it, one is SIGKILLed; the time until every company it
-   held is held by a live worker (the database's clock) and has made a Next Engine call again
-   (the sandbox's log).
+3. **Takeover.** ``--workers`` real workers (2, then 3) share the ``N`` companies (the
+   default lease); once each holds its share and served it, one is SIGKILLed; the time until
+   every company it held is held by a live worker (the database's clock) and has made a Next
+   Engine call again (the sandbox's log).
 
 Run from the repository root::
 
@@ -556,7 +556,8 @@ class ObservedFigures:
     cores: int
     schedule: dict[str, Any]
     one: dict[str, Any]
-    takeover: dict[str, Any] | None
+    #: One per ``--workers`` count, in order, on the same companies.
+    takeovers: list[dict[str, Any]]
 
     def memory_per_company_mb(self) -> float:
         """RSS with every company minus RSS with one, per further company."""
@@ -605,8 +606,7 @@ def render(figures: ObservedFigures) -> str:
             "none" if s["max_in_flight"] <= 1 else f"yes (up to {s['max_in_flight']})",
         ),
     ]
-    if f.takeover is not None:
-        t = f.takeover
+    for t in f.takeovers:
         rows.append(
             (
                 f"takeover after SIGKILL ({t['workers']} workers, {f.companies:,} companies, "
@@ -628,7 +628,7 @@ def measure(
     companies: int,
     latency_ms: int,
     observe: float,
-    workers: int,
+    workers: list[int],
     settings: dict[str, Any],
     say: Say,
     keep: Path | None = None,
@@ -644,12 +644,12 @@ def measure(
         (root / "all").mkdir(parents=True)
         with fleet(database_url, companies, latency_ms, root / "all", settings, say) as bench:
             schedule = measure_schedule(bench, companies, observe, say)
-            takeover = None
-            if workers >= 2:
-                say(f"fleet-observed: takeover with {workers} workers")
-                takeover = measure_takeover(bench, companies, workers, say)
+            takeovers = []
+            for count in workers:
+                say(f"fleet-observed: takeover with {count} workers")
+                takeovers.append(measure_takeover(bench, companies, count, say))
     return ObservedFigures(
-        companies, latency_ms, len(os.sched_getaffinity(0)), schedule, one, takeover
+        companies, latency_ms, len(os.sched_getaffinity(0)), schedule, one, takeovers
     )
 
 
@@ -663,7 +663,11 @@ def main() -> None:
         "--observe", type=float, default=300.0, help="seconds watched after all started"
     )
     parser.add_argument(
-        "--workers", type=int, default=3, help="workers for the takeover (below 2: none)"
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[2, 3],
+        help="a takeover with each number of workers (at least 2), one after the other",
     )
     parser.add_argument(
         "--interval", type=float, help="schedule.interval_seconds, jitter 0 (default: 60 s, 5 s)"
@@ -685,6 +689,8 @@ def main() -> None:
         return
     if not args.database_url:
         parser.error("--database-url is required (fleet mode runs on PostgreSQL only)")
+    if any(count < 2 for count in args.workers):
+        parser.error("--workers: a takeover needs at least 2 workers (one is killed)")
     settings: dict[str, Any] = {}
     if args.interval is not None:
         settings["schedule"] = {"interval_seconds": args.interval, "jitter_seconds": 0}
