@@ -7,9 +7,8 @@ package, ``pip install 'nebridge[fleet]'``):
 - **Key.** 32 random bytes, base64 on one line, from the systemd credential
   ``nebridge-vault-key`` (or the same name in ``credentials_dir``, see
   :mod:`hooks.credentials`: there it must be a regular file, not a symbolic link, of root or
-  this user, closed to others — ``root:nebridge`` 0640 as the other credentials, or 0600) or
-  from a key file that must be this user's, mode 0600, and not a symbolic link — as the token
-  file. The key never enters the database.
+  this user, closed to others — ``root:nebridge`` 0640 as the other credentials, or 0600).
+  The key never enters the database.
 - **Key id.** Each row names the key that sealed it (a digest of the key, not the key), so
   keys rotate: load the new key as current and the old one as ``previous``, run
   :meth:`TokenVault.rotate` (every row is sealed again with the current key), then drop the
@@ -33,7 +32,6 @@ import binascii
 import hashlib
 import json
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -121,69 +119,24 @@ class VaultKeys:
         )
 
 
-def read_key_file(path: Path) -> VaultKey:
-    """The key in ``path``: a regular file of this user, mode 0600, not a symbolic link."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        raise VaultError(
-            f"the vault key file {path} does not exist; create it with "
-            f"`({GENERATE_KEY}) > {path} && chmod 600 {path}`"
-        ) from None
-    if stat.S_ISLNK(info.st_mode):
-        raise VaultError(
-            f"the vault key file {path} is a symbolic link; nebridge never reads "
-            "secrets through one: put the file itself there"
-        )
-    if not stat.S_ISREG(info.st_mode):
-        raise VaultError(f"the vault key file {path} is not a regular file")
-    if info.st_uid != os.geteuid():
-        raise VaultError(
-            f"the vault key file {path} belongs to uid {info.st_uid}, not to this "
-            f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}`"
-        )
-    if info.st_mode & 0o077:
-        raise VaultError(
-            f"the vault key file {path} is readable by other users (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
-        )
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(4096)
-    try:
-        return VaultKey.from_text(raw.decode("ascii"), str(path))
-    except UnicodeDecodeError:
-        raise VaultError(
-            f"the vault key in {path} is not base64 text; make a new one with `{GENERATE_KEY}`"
-        ) from None
-
-
 def load_keys(
-    credentials_dir: Path | None = None,
-    *,
-    key_file: Path | None = None,
-    previous_key_files: tuple[Path, ...] = (),
-    env: Mapping[str, str] | None = None,
+    credentials_dir: Path | None = None, *, env: Mapping[str, str] | None = None
 ) -> VaultKeys:
-    """The vault's keys: ``key_file`` if given, else the credential ``nebridge-vault-key``;
-    previous keys from ``previous_key_files`` and the credential
-    ``nebridge-vault-key-previous``."""
-    if key_file is not None:
-        current = read_key_file(key_file)
-    else:
-        text_value = _read_key_credential(KEY_CREDENTIAL, credentials_dir, env)
-        if text_value is None:
-            raise VaultError(
-                f"fleet mode has no vault key: give the service the credential {KEY_CREDENTIAL} "
-                f"(`LoadCredential={KEY_CREDENTIAL}:/etc/nebridge/credentials/{KEY_CREDENTIAL}`"
-                f" or that file in `credentials_dir`); make one with `{GENERATE_KEY}`"
-            )
-        current = VaultKey.from_text(text_value, f"the credential {KEY_CREDENTIAL}")
-    previous = [read_key_file(path) for path in previous_key_files]
+    """The vault's keys: the credential ``nebridge-vault-key`` and, during a rotation,
+    ``nebridge-vault-key-previous`` (systemd's copies, else the files in ``credentials_dir``)."""
+    text_value = _read_key_credential(KEY_CREDENTIAL, credentials_dir, env)
+    if text_value is None:
+        raise VaultError(
+            f"fleet mode has no vault key: give the service the credential {KEY_CREDENTIAL} "
+            f"(`LoadCredential={KEY_CREDENTIAL}:/etc/nebridge/credentials/{KEY_CREDENTIAL}`"
+            f" or that file in `credentials_dir`); make one with `{GENERATE_KEY}`"
+        )
+    current = VaultKey.from_text(text_value, f"the credential {KEY_CREDENTIAL}")
     old = _read_key_credential(PREVIOUS_KEY_CREDENTIAL, credentials_dir, env)
-    if old is not None:
-        previous.append(VaultKey.from_text(old, f"the credential {PREVIOUS_KEY_CREDENTIAL}"))
-    return VaultKeys(current, tuple(k for k in previous if k.key_id != current.key_id))
+    if old is None:
+        return VaultKeys(current)
+    previous = VaultKey.from_text(old, f"the credential {PREVIOUS_KEY_CREDENTIAL}")
+    return VaultKeys(current, () if previous.key_id == current.key_id else (previous,))
 
 
 def _read_key_credential(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.fleet.leases import LeaseKeeper, fleet_engine
-from daemon.fleet.vault import TokenVault, load_keys
+from daemon.fleet.vault import KEY_CREDENTIAL, TokenVault, load_keys
 from daemon.instancelock import FencedTokenStore, InstanceLockLost
 from daemon.nextengine.client import NextEngineClient
 from daemon.sandbox import SandboxConfig, SandboxServer
@@ -32,11 +32,11 @@ def fenced_client(base_url: str, vault: TokenVault, keeper: LeaseKeeper) -> Next
 def test_only_the_lease_holder_calls_next_engine_and_a_takeover_goes_on_with_the_pair(
     fleet_url: str, tmp_path: Path
 ) -> None:
-    key = tmp_path / "vault.key"
+    key = tmp_path / KEY_CREDENTIAL
     key.write_text(base64.b64encode(os.urandom(32)).decode())
     key.chmod(0o600)
     engine = fleet_engine(fleet_url, lease_seconds=1.0)
-    vault = TokenVault(engine, load_keys(key_file=key))
+    vault = TokenVault(engine, load_keys(tmp_path, env={}))
     first = LeaseKeeper(engine, ["acme"], lease_seconds=1.0, worker_id="first")
     second = LeaseKeeper(engine, ["acme"], lease_seconds=1.0, worker_id="second")
     first.tick()

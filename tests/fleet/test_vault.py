@@ -24,7 +24,6 @@ from daemon.fleet.vault import (
     VaultError,
     VaultKeys,
     load_keys,
-    read_key_file,
 )
 from daemon.nextengine.tokens import SharedTokenStore, TokenSet
 from daemon.store.engine import make_engine
@@ -43,6 +42,19 @@ def write_key(path: Path, mode: int = 0o600) -> Path:
     path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     path.chmod(mode)
     return path
+
+
+def credentials(folder: Path, current: str | None = None, previous: str | None = None) -> Path:
+    """A credentials folder with a new vault key, or the key text ``current`` (and, during a
+    rotation, ``previous``), as `credentials_dir` holds them."""
+    folder.mkdir(exist_ok=True)
+    key = write_key(folder / KEY_CREDENTIAL)
+    if current is not None:
+        key.write_text(current)
+    if previous is not None:
+        (folder / PREVIOUS_KEY_CREDENTIAL).write_text(previous)
+        (folder / PREVIOUS_KEY_CREDENTIAL).chmod(0o600)
+    return folder
 
 
 @pytest.fixture
@@ -64,7 +76,7 @@ def test_round_trip_seals_the_pair_with_a_new_nonce_each_write(
     engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    keys = load_keys(key_file=write_key(tmp_path / "vault.key"))
+    keys = load_keys(credentials(tmp_path / "creds"), env={})
     vault = TokenVault(engine, keys)
     assert vault.load("acme") is None
     vault.save("acme", PAIR)
@@ -83,7 +95,7 @@ def test_round_trip_seals_the_pair_with_a_new_nonce_each_write(
 def test_a_row_copied_to_another_company_a_wrong_key_or_a_tampered_row_is_refused(
     engine: Engine, tmp_path: Path
 ) -> None:
-    vault = TokenVault(engine, load_keys(key_file=write_key(tmp_path / "vault.key")))
+    vault = TokenVault(engine, load_keys(credentials(tmp_path / "creds"), env={}))
     vault.save("acme", PAIR)
     with engine.begin() as conn:  # copied to another company: the company is the AAD
         conn.execute(
@@ -96,7 +108,7 @@ def test_a_row_copied_to_another_company_a_wrong_key_or_a_tampered_row_is_refuse
     with pytest.raises(VaultError, match=r"'beta' does not decrypt.*connect") as copied:
         vault.load("beta")
 
-    other = TokenVault(engine, load_keys(key_file=write_key(tmp_path / "other.key")))
+    other = TokenVault(engine, load_keys(credentials(tmp_path / "other"), env={}))
     with pytest.raises(VaultError, match=r"sealed with vault key .* does not have") as unknown:
         other.load("acme")
     with engine.begin() as conn:  # the other key, under the id of the right one
@@ -122,23 +134,27 @@ def test_a_row_copied_to_another_company_a_wrong_key_or_a_tampered_row_is_refuse
 
 
 def test_rotation_reseals_every_pair_with_the_new_key(engine: Engine, tmp_path: Path) -> None:
-    old_file, new_file = write_key(tmp_path / "old.key"), write_key(tmp_path / "new.key")
-    old = TokenVault(engine, load_keys(key_file=old_file))
+    old_dir = credentials(tmp_path / "old")
+    old_key = (old_dir / KEY_CREDENTIAL).read_text()
+    new_dir = credentials(tmp_path / "new")
+    new_key = (new_dir / KEY_CREDENTIAL).read_text()
+    old = TokenVault(engine, load_keys(old_dir, env={}))
     for company in ("acme", "beta", "gamma"):
         old.save(company, PAIR)
-    during = TokenVault(engine, load_keys(key_file=new_file, previous_key_files=(old_file,)))
+    swapped = credentials(tmp_path / "swapped", current=new_key, previous=old_key)
+    during = TokenVault(engine, load_keys(swapped, env={}))
     assert during.load("beta") == PAIR  # old rows read with the previous key meanwhile
     during.save("gamma", PAIR)  # and new writes use the new key
     assert during.key_use() == {old.keys.current.key_id: 2, during.keys.current.key_id: 1}
     assert during.rotate() == 2
     assert during.key_use() == {during.keys.current.key_id: 3}
-    after = TokenVault(engine, load_keys(key_file=new_file))  # the old key dropped
+    after = TokenVault(engine, load_keys(new_dir, env={}))  # the old key dropped
     assert [after.load(c) for c in ("acme", "beta", "gamma")] == [PAIR] * 3
     with pytest.raises(VaultError, match="does not have"):
         old.load("acme")
 
 
-def test_keys_from_credentials_and_key_files_are_checked(tmp_path: Path) -> None:
+def test_key_credentials_are_checked(tmp_path: Path) -> None:
     creds = tmp_path / "credentials"
     creds.mkdir()
     with pytest.raises(VaultError, match=f"no vault key.*{KEY_CREDENTIAL}"):
@@ -152,27 +168,30 @@ def test_keys_from_credentials_and_key_files_are_checked(tmp_path: Path) -> None
     write_key(systemd / KEY_CREDENTIAL)
     assert load_keys(creds, env={"CREDENTIALS_DIRECTORY": str(systemd)}).current != keys.current
 
-    loose = write_key(tmp_path / "loose.key", 0o644)
-    with pytest.raises(VaultError, match="chmod 600"):
-        read_key_file(loose)
-    link = tmp_path / "link.key"
-    link.symlink_to(write_key(tmp_path / "real.key"))
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    write_key(loose / KEY_CREDENTIAL, 0o644)
+    with pytest.raises(VaultError, match=r"open to other users.*chmod 0640"):
+        load_keys(loose, env={})
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / KEY_CREDENTIAL).symlink_to(write_key(tmp_path / "real.key"))
     with pytest.raises(VaultError, match="symbolic link"):
-        read_key_file(link)
-    short = tmp_path / "short.key"
-    short.write_text(base64.b64encode(b"too short").decode())
-    short.chmod(0o600)
+        load_keys(linked, env={})
+    short = credentials(tmp_path / "short", current=base64.b64encode(b"too short").decode())
     with pytest.raises(VaultError, match="not 32 bytes"):
-        read_key_file(short)
-    with pytest.raises(VaultError, match=r"does not exist.*chmod 600"):
-        read_key_file(tmp_path / "missing.key")
+        load_keys(short, env={})
+    previous = credentials(tmp_path / "previous")
+    write_key(previous / PREVIOUS_KEY_CREDENTIAL, 0o604)
+    with pytest.raises(VaultError, match=f"{PREVIOUS_KEY_CREDENTIAL}.*open to other users"):
+        load_keys(previous, env={})
 
 
 def test_one_refresh_per_company_at_a_time_across_processes(
     fleet_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    key_file = write_key(tmp_path / "vault.key")
-    vault = TokenVault(engine, load_keys(key_file=key_file))
+    creds = credentials(tmp_path / "creds")
+    vault = TokenVault(engine, load_keys(creds, env={}))
     vault.save("acme", TokenSet(access_token="0", refresh_token="r"))
     processes = [
         subprocess.Popen(
@@ -181,7 +200,7 @@ def test_one_refresh_per_company_at_a_time_across_processes(
                 "-m",
                 "tests.fleet.vault_refresher",
                 fleet_url,
-                str(key_file),
+                str(creds),
                 "acme",
                 "4",
             ],

@@ -20,8 +20,8 @@ from daemon.store.engine import make_engine
 
 
 def main() -> None:
-    url, key_file, company, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    vault = TokenVault(make_engine(url), load_keys(key_file=key_file))
+    url, folder, company, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    vault = TokenVault(make_engine(url), load_keys(folder, env={}))
     store = vault.store(company)
     for _ in range(rounds):
         with company_lock(store):
