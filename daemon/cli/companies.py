@@ -96,7 +96,8 @@ def _print_notes(data: dict[str, Any]) -> None:
     if data["refused"]:
         typer.echo(
             "  fix each file (the others run); `nebridge config check` lists the "
-            "problems again, and a running fleet picks the file up on SIGHUP"
+            "problems again, and a running fleet picks the fixed file up by itself "
+            "(`companies_watch_seconds`) or on SIGHUP"
         )
     unlinked = [r["code"] for r in data["companies"] if not r["tokens_stored"]]
     if unlinked:

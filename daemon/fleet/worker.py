@@ -296,8 +296,8 @@ class FleetWorker:
             ).start()
         log.error(
             "company %s: %s; not served: this worker keeps its lease (no other worker "
-            "takes it) and tries again in %d s — fix its file (%s) or plugin and send "
-            "SIGHUP",
+            "takes it) and tries again in %d s — fix its file (%s: applied once saved) "
+            "or its plugin and send SIGHUP",
             code,
             reason,
             round(pause),
