@@ -329,12 +329,14 @@ class JsonFolderConnector:
     """A WMS connector (``hooks.connectors.WmsConnector``) over a folder of JSON files."""
 
     def __init__(self, options: Options) -> None:
+        self.folder = options.folder
         self.inbox, self.outbox = options.folder / "in", options.folder / "out"
-        for folder in ("in/.claimed", "in/done", "in/rejected", "out"):
-            (options.folder / folder).mkdir(parents=True, exist_ok=True)
 
     def recover(self, ctx: ConnectorContext) -> None:
-        """Files a crash left claimed go back to in/ (the engine knows events it holds)."""
+        """Create the folders (here, not in __init__: read-only commands build the connector
+        too); files a crash left claimed go back to in/ (the engine knows events it holds)."""
+        for folder in ("in/.claimed", "in/done", "in/rejected", "out"):
+            (self.folder / folder).mkdir(parents=True, exist_ok=True)
         for path in (self.inbox / ".claimed").iterdir():
             os.replace(path, self.inbox / path.name)
 
