@@ -43,6 +43,7 @@ from daemon.attention import AttentionKind
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.fleet.companies import Companies, Company
 from daemon.fleet.leases import Lease
+from daemon.fleet.metrics import FleetMetrics, WorkerFigures
 from daemon.fleet.runtime import FleetDatabase, company_runtime
 from daemon.fleet.worker import FleetWorker
 from daemon.runtime import Runtime
@@ -131,7 +132,10 @@ class FleetDaemon:
         self.loaded: LoadedConfig | None = None
         self.fleet: FleetDatabase | None = None
         self.jobs: JobHost | None = None
+        self._job_slots = 1
         self._share = 1
+        #: ``/metrics`` on daemon.yaml's ``metrics.port``: every company served, the worker.
+        self.metrics = FleetMetrics()
         self._drain_until: float | None = None
         self._stuck = False
         self.drain_seconds = DRAIN_SECONDS
@@ -156,6 +160,7 @@ class FleetDaemon:
     def _start_company(self, company: Company, lease: Lease) -> CompanyRun:
         assert self.loaded is not None and self.fleet is not None and self.jobs is not None
         runtime = company_runtime(self.loaded, company, lease=lease, fleet=self.fleet)
+        runtime.metrics = self.metrics.calls(company.code)
         try:
             run = CompanyRun(
                 runtime,
@@ -172,6 +177,7 @@ class FleetDaemon:
             raise
         with self._guard:
             self._runs[company.code] = run
+        self.metrics.watch(company.code, runtime.db, runtime.host)
         return run
 
     def _report_not_started(self, company: Company, reason: str) -> None:
@@ -229,6 +235,23 @@ class FleetDaemon:
     def _forget(self, code: str) -> None:
         with self._guard:
             self._runs.pop(code, None)
+        self.metrics.forget(code)
+
+    def _figures(self, worker: FleetWorker) -> WorkerFigures:
+        """The worker's own metrics, read from its live objects at a scrape (no query)."""
+        assert self.jobs is not None
+        return WorkerFigures(
+            worker_id=worker.keeper.worker_id,
+            held=len(worker.keeper.held()),
+            serving=len(worker.serving()),
+            starting=len(worker.starting()),
+            failed=len(worker.failures()),
+            job_slots=self._job_slots,
+            jobs_running=self.jobs.busy(),
+            jobs_waiting=self.jobs.waiting(),
+            lease_renewals=worker.keeper.renewals,
+            leases_lost=worker.keeper.losses,
+        )
 
     def _mark_stuck(self) -> None:
         self._stuck = True
@@ -273,6 +296,7 @@ class FleetDaemon:
                 credentials_dir=settings.credentials_dir,
             )
             self.jobs = JobHost.for_worker(settings.fleet_job_slots)
+            self._job_slots = settings.fleet_job_slots
             self._share = company_share(settings.fleet_job_slots)
         except ConfigError as exc:
             log.error("%s", exc)
@@ -292,6 +316,9 @@ class FleetDaemon:
                 on_failed=self._report_not_started,
                 on_started=self._resolve_not_started,
             )
+            self.metrics.watch_worker(lambda: self._figures(worker))
+            if settings.metrics.port:  # a taken port: refused now, as the single daemon does
+                self.metrics.serve(settings.metrics.host, settings.metrics.port)
         except Exception as exc:
             self.fleet.close()
             log.error("cannot start the fleet worker: %s", exc)
@@ -317,6 +344,7 @@ class FleetDaemon:
             self.stop.set()
             self._wake.set()
             waker.join()
+            self.metrics.stop()
             self.jobs.shutdown(wait=not self._stuck)
             self.fleet.close()
             log.info("stopped")

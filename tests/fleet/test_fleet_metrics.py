@@ -1,10 +1,14 @@
 """A fleet worker's ``/metrics`` on the CI PostgreSQL, scraped over HTTP: each company's series
 under its code, read from a cache the refresher keeps (a scrape reads no table), a company no
-longer served dropped, one whose tables cannot be read left out without hiding the others."""
+longer served dropped, one whose tables cannot be read left out without hiding the others; and
+a real worker (``FleetDaemon``, two companies each with its own Next Engine sandbox) whose
+figures follow the work it does and the lease it loses."""
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,14 +16,30 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from daemon.config import load_config
 from daemon.fleet.companies import Companies
+from daemon.fleet.daemon import FleetDaemon
 from daemon.fleet.leases import LeaseKeeper
 from daemon.fleet.metrics import FleetMetrics, WorkerFigures
 from daemon.fleet.runtime import FleetDatabase, company_runtime, upgrade_company
+from daemon.fleet.vault import KEY_CREDENTIAL, load_keys
+from daemon.nelink import connect
 from daemon.runtime import Runtime
-from daemon.testing.installation import PRODUCTS_HEADER, RECEIPT_HEADER, drop_file
+from daemon.sandbox import SandboxServer
+from daemon.testing.installation import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    DEFAULT_PLUGINS,
+    DEFAULT_WAREHOUSES,
+    PRODUCTS_HEADER,
+    RECEIPT_HEADER,
+    Installation,
+    drop_file,
+    kit_sandbox_config,
+    write_config,
+)
 from tests.conftest import ConfigFactory, dump_yaml
 
 #: (sample name, sorted label pairs) -> value
@@ -45,11 +65,16 @@ def companies_in(figures: Scrape) -> set[str]:
     return {dict(labels)["company"] for _, labels in figures if "company" in dict(labels)}
 
 
-def wait_for(what: str, port: int, condition: Callable[[Scrape], bool]) -> Scrape:
-    deadline = time.monotonic() + 30
+def wait_for(
+    what: str, port: int, condition: Callable[[Scrape], bool], timeout: float = 30
+) -> Scrape:
+    deadline = time.monotonic() + timeout
     while True:
-        figures = scrape(port)
-        if condition(figures):
+        try:
+            figures = scrape(port)
+        except requests.ConnectionError:  # the worker is not serving yet
+            figures = {}
+        if figures and condition(figures):
             return figures
         assert time.monotonic() < deadline, f"{what}: {sorted(figures)}"
         time.sleep(0.1)
@@ -124,7 +149,7 @@ def test_each_company_is_reported_under_its_code_from_a_cache_read_by_the_refres
             starting=0,
             failed=1,
             job_slots=8,
-            slots_in_use=2,
+            jobs_running=2,
             jobs_waiting=5,
             lease_renewals=17,
             leases_lost=1,
@@ -146,7 +171,7 @@ def test_each_company_is_reported_under_its_code_from_a_cache_read_by_the_refres
         assert of(first, "nebridge_fleet_worker_info", worker="host-1:42") == 1
         assert of(first, "nebridge_fleet_companies", state="held") == 3
         assert of(first, "nebridge_fleet_companies", state="failed") == 1
-        assert of(first, "nebridge_fleet_job_slots_in_use") == 2
+        assert of(first, "nebridge_fleet_jobs_running") == 2
         assert of(first, "nebridge_fleet_jobs_waiting") == 5
         assert of(first, "nebridge_fleet_lease_renewals_total") == 17
         assert of(first, "nebridge_fleet_leases_lost_total") == 1
@@ -227,3 +252,193 @@ def test_a_company_whose_tables_cannot_be_read_is_left_out_and_the_others_are_se
         assert companies_in(figures) == {"acme"}
     finally:
         metrics.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_running_worker_serves_its_companies_figures_as_they_work_and_drops_a_lost_one(
+    fleet_url: str, tmp_path: Path
+) -> None:
+    """``nebridge run`` in fleet mode with ``metrics.port``: acme and bolt, each linked to a
+    Next Engine sandbox of its own, import their orders; acme's WMS ships one; then another
+    worker takes bolt's lease."""
+    port = free_port()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    key = credentials / KEY_CREDENTIAL
+    key.write_text("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n", encoding="utf-8")
+    key.chmod(0o600)
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    with (
+        SandboxServer(kit_sandbox_config()) as acme_ne,
+        SandboxServer(kit_sandbox_config()) as bolt_ne,
+    ):
+        wms = {
+            code: Installation(
+                sandbox, tmp_path / "daemon.yaml", tmp_path / code / "in", tmp_path / code / "out"
+            )
+            for code, sandbox in (("acme", acme_ne), ("bolt", bolt_ne))
+        }
+        for code, installation in wms.items():
+            base = installation.sandbox.base_url
+            (folder / f"{code}.yaml").write_text(
+                dump_yaml(
+                    {
+                        "wms": {
+                            "connector": "csv",
+                            "csv": {
+                                "inbox": str(installation.inbox),
+                                "outbox": str(installation.outbox),
+                                "stable_seconds": 0.0,
+                            },
+                        },
+                        "warehouses": DEFAULT_WAREHOUSES,
+                        "plugins": DEFAULT_PLUGINS,
+                        "nextengine": {"api_base": base, "login_base": base},
+                    }
+                ),
+                encoding="utf-8",
+            )
+        config = write_config(
+            tmp_path,
+            migrate=False,
+            database_url=fleet_url,
+            companies_dir="companies",
+            credentials_dir=str(credentials),
+            fleet_lease_seconds=4.0,
+            metrics={"port": port},
+            nextengine={"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            dispatch={"queue_poll_seconds": 0.1, "queue_timeout_seconds": 30},
+            schedule={
+                "interval_seconds": 2,
+                "jitter_seconds": 0,
+                "dispatch_interval_seconds": 1,
+                "intake_poll_seconds": 0.5,
+            },
+        )
+        loaded = load_config(config)
+        companies = Companies(loaded)
+        fleet = FleetDatabase(fleet_url, keys=load_keys(credentials))
+        orders: dict[str, int] = {}
+        for code, installation in wms.items():
+            upgrade_company(fleet_url, code)
+            connect(
+                companies.companies[code].config,
+                fleet.company_engine(code),
+                *installation.sandbox.state.issue_login(),
+                store=fleet.vault.store(code),
+            )
+            installation.sandbox.state.create_goods("A-1", quantity=10)
+            orders[code] = installation.sandbox.state.create_order([("A-1", 1)], shop_id=1)
+            installation.products([("P-A", "A-1")])
+        worker = FleetDaemon(config, worker_id="metrics-worker")
+        worker.metrics = FleetMetrics(refresh_seconds=0.5)  # the test's pace, not a minute
+        code_of: list[int] = []
+        running = threading.Thread(target=lambda: code_of.append(worker.run()), daemon=True)
+        running.start()
+        try:
+            imported = wait_for(
+                "both companies served, their orders imported",
+                port,
+                lambda f: (
+                    of(f, "nebridge_fleet_companies", state="serving") == 2
+                    and all(
+                        of(
+                            f,
+                            "nebridge_last_success_timestamp_seconds",
+                            company=code,
+                            warehouse="ITAKU",
+                            stage="import_orders",
+                        )
+                        is not None
+                        and any(
+                            name == "nebridge_nextengine_calls_total"
+                            and ("company", code) in labels
+                            for name, labels in f
+                        )
+                        and [int(r["ne_order_id"]) for r in wms[code].instructed()]
+                        == [orders[code]]
+                        for code in ("acme", "bolt")
+                    )
+                ),
+                timeout=120,
+            )
+            assert of(imported, "nebridge_fleet_worker_info", worker="metrics-worker") == 1
+            assert of(imported, "nebridge_fleet_companies", state="held") == 2
+            assert of(imported, "nebridge_fleet_companies", state="failed") == 0
+            assert of(imported, "nebridge_fleet_job_slots") == 8
+            assert (of(imported, "nebridge_fleet_lease_renewals_total") or 0) >= 1
+            assert of(imported, "nebridge_fleet_leases_lost_total") == 0
+            for code in ("acme", "bolt"):
+                assert (
+                    of(
+                        imported,
+                        "nebridge_events_in_total",
+                        company=code,
+                        kind="shipment",
+                        warehouse="ITAKU",
+                    )
+                    is None
+                )
+
+            wms["acme"].ship(orders["acme"], [("P-A", 1)], tracking="T-acme")
+            shipped = wait_for(
+                "acme's shipment taken in and its actions done in Next Engine",
+                port,
+                lambda f: (
+                    of(
+                        f,
+                        "nebridge_events_in_total",
+                        company="acme",
+                        kind="shipment",
+                        warehouse="ITAKU",
+                    )
+                    == 1
+                    and of(f, "nebridge_outbox_backlog", company="acme", state="done") is not None
+                ),
+                timeout=60,
+            )
+            assert (
+                of(
+                    shipped,
+                    "nebridge_events_in_total",
+                    company="bolt",
+                    kind="shipment",
+                    warehouse="ITAKU",
+                )
+                is None
+            )
+            assert of(shipped, "nebridge_attention", company="acme", kind="in_doubt_action") == 0
+
+            with fleet.engine.begin() as connection:  # another worker takes bolt over
+                connection.execute(
+                    text(
+                        "UPDATE fleet_lease SET holder = 'other-worker', epoch = epoch + 1, "
+                        "expires_at = clock_timestamp() + interval '1 hour' WHERE company = 'bolt'"
+                    )
+                )
+            lost = wait_for(
+                "bolt's lease lost, its figures no longer served here",
+                port,
+                lambda f: (
+                    of(f, "nebridge_fleet_leases_lost_total") == 1
+                    and of(f, "nebridge_fleet_companies", state="serving") == 1
+                    and of(f, "nebridge_fleet_company_figures_age_seconds", company="bolt") is None
+                ),
+                timeout=60,
+            )
+            assert of(lost, "nebridge_fleet_companies", state="held") == 1
+            assert of(lost, "nebridge_attention", company="bolt", kind="in_doubt_action") is None
+            assert of(lost, "nebridge_attention", company="acme", kind="in_doubt_action") == 0
+        finally:
+            worker.stop.set()
+            running.join(60)
+            fleet.close()
+        assert code_of == [0]
+        with pytest.raises(requests.ConnectionError):  # the endpoint ends with the worker
+            requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
