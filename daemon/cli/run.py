@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -9,12 +11,13 @@ import typer
 
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.attention import print_attention
-from daemon.cli.common import err_console, fail, get, info, print_json
+from daemon.cli.common import AppContext, err_console, fail, get, info, print_json
 from daemon.config import ConfigError, LoadedConfig
 from daemon.fleet.daemon import FleetDaemon
+from daemon.fleet.hold import LeaseHeld
 from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.nelink import secret_file_problems, token_files
-from daemon.runtime import build_runtime
+from daemon.runtime import Runtime, build_runtime
 from daemon.store.engine import DatabaseNotMigrated
 from daemon.supervisor import Supervisor
 
@@ -45,7 +48,7 @@ def run(
     if dry_run and not once:
         fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
     app_ctx = get(ctx)
-    if app_ctx.fleet:
+    if app_ctx.fleet and not (once and app_ctx.company is not None):
         run_fleet(app_ctx.load_base(), app_ctx.config_path, once=once, company=app_ctx.company)
     loaded = app_ctx.load()
     insecure = secret_file_problems(loaded.config, token_files(loaded))
@@ -56,11 +59,7 @@ def run(
         supervisor.install_signal_handlers()
         raise typer.Exit(supervisor.run())
     try:
-        runtime = build_runtime(app_ctx.config_path)
-    except (ConfigError, DatabaseNotMigrated) as exc:
-        fail(str(exc))
-    try:
-        with instance_lock(runtime.config, runtime.engine):
+        with held_runtime(app_ctx) as runtime:
             if err_console().is_terminal and not as_json:
                 with err_console().status("starting …") as spinner:
                     report = run_once(
@@ -68,15 +67,55 @@ def run(
                     )
             else:
                 report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, LeaseHeld) as exc:
         fail(str(exc))
-    finally:
-        runtime.close()
     if as_json:
         print_json(report_dict(report, dry_run))
     else:
         print_report(report, dry_run)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@contextmanager
+def held_runtime(app_ctx: AppContext) -> Iterator[Runtime]:
+    """The runtime of one pass, held against the daemon for the block and closed after: a
+    single-company installation's instance lock (:class:`AlreadyRunning`), or in fleet mode
+    the company's lease, which fences its commits and Next Engine calls (:class:`LeaseHeld`
+    naming the worker that serves it)."""
+    if app_ctx.resolved is None:
+        try:
+            runtime = build_runtime(app_ctx.config_path)
+        except (ConfigError, DatabaseNotMigrated) as exc:
+            fail(str(exc))
+        try:
+            with instance_lock(runtime.config, runtime.engine):
+                yield runtime
+        finally:
+            runtime.close()
+        return
+    from daemon.fleet.hold import hold_company
+    from daemon.fleet.runtime import CompanyNotMigrated, company_runtime
+
+    base, company = app_ctx.load_base(), app_ctx.resolved
+    fleet = app_ctx.fleet_database()
+    assert fleet is not None  # a resolved company is fleet mode
+    try:
+        with hold_company(
+            fleet.control,
+            company.code,
+            lease_seconds=base.config.fleet_lease_seconds,
+            what=f"`nebridge run --once --company {company.code}`",
+        ) as lease:
+            try:
+                runtime = company_runtime(base, company, lease=lease, fleet=fleet)
+            except (ConfigError, CompanyNotMigrated) as exc:
+                fail(str(exc))
+            try:
+                yield runtime
+            finally:
+                runtime.close()
+    finally:
+        fleet.close()
 
 
 def run_fleet(base: LoadedConfig, config_path: Path, *, once: bool, company: str | None) -> None:
@@ -89,10 +128,11 @@ def run_fleet(base: LoadedConfig, config_path: Path, *, once: bool, company: str
         )
     if once:
         fail(
-            "`run --once` is not available in fleet mode (`companies_dir` is set in "
-            f"{base.path}): each company is served by the `nebridge run` worker holding its "
-            "lease, and a pass from here could run beside it; start `nebridge run` (on one "
-            "host or several) and see who serves what with `nebridge companies list`",
+            "`run --once` in fleet mode (`companies_dir` is set in "
+            f"{base.path}) runs one company's pass: pass --company CODE (it holds the "
+            "company's lease meanwhile, so it is refused while a worker serves it); each "
+            "company is otherwise served by the `nebridge run` worker holding its lease — "
+            "`nebridge companies list` shows who serves what",
             code=2,
         )
     insecure = secret_file_problems(base.config, token_files(base))

@@ -48,7 +48,9 @@ def fleet_database(base: LoadedConfig) -> FleetDatabase:
     schemas); refused (:class:`~daemon.fleet.leases.FleetUnavailable`) on SQLite or before
     ``nebridge db upgrade``."""
     return FleetDatabase(
-        base.config.resolved_database_url, credentials_dir=base.config.credentials_dir
+        base.config.resolved_database_url,
+        lease_seconds=base.config.fleet_lease_seconds,
+        credentials_dir=base.config.credentials_dir,
     )
 
 

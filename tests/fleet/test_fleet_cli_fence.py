@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import ast
 import json
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
+from daemon.fleet.hold import LeaseHeld, hold_company
+from daemon.fleet.leases import LeaseKeeper
 from daemon.fleet.runtime import FleetDatabase, company_schema
-from tests.fleet.test_fleet_cli import Fleet, company_file, fleet
+from tests.fleet.test_fleet_cli import CODES, Fleet, company_file, connect, fleet
 
 __all__ = ["fleet"]  # the fixture, used by name
 
@@ -66,4 +70,86 @@ def test_two_upgrades_of_one_new_company_at_once_both_succeed(fleet: Fleet) -> N
             for code in ("cove", "dune"):
                 schema = company_schema(code, fleet_db.base_schema)
                 connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        fleet_db.close()
+
+
+def lease_row(fleet: Fleet, code: str) -> tuple[str | None, int]:
+    """The holder and epoch of ``code``'s lease (holder None when free)."""
+    engine = FleetDatabase(fleet.url).engine
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT holder, epoch FROM fleet_lease WHERE company = :c"), {"c": code}
+            ).one()
+    finally:
+        engine.dispose()
+    return row.holder, int(row.epoch)
+
+
+def test_run_once_for_a_company_holds_its_lease_and_is_refused_while_a_worker_serves_it(
+    fleet: Fleet,
+) -> None:
+    assert connect(fleet, "acme").exit_code == 0
+    engine = FleetDatabase(fleet.url).engine
+    keeper = LeaseKeeper(engine, CODES, lease_seconds=30.0, worker_id="host-a:1:w")
+    try:
+        keeper.tick()  # the worker holds both companies
+        holder, epoch = lease_row(fleet, "acme")
+        assert holder == "host-a:1:w"
+        for args in (["--once"], ["--once", "--dry-run"]):
+            refused = fleet.cli("run", *args, "--company", "acme", "--json")
+            assert refused.exit_code == 1, refused.output
+            error = json.loads(refused.stdout)["error"]
+            assert f"served by worker host-a:1:w on host {socket.gethostname()}" in error
+            assert "systemctl stop nebridge" in error and "companies list" in error
+            assert lease_row(fleet, "acme") == ("host-a:1:w", epoch)  # untouched
+        keeper.stop()  # the worker stops: the company is free
+        for args in (["--once"], ["--once", "--dry-run"]):  # the pass makes the folders
+            done = fleet.cli("run", *args, "--company", "acme", "--json")
+            report = json.loads(done.stdout)  # exit 1: sandbox orders held, for a person
+            assert done.exit_code == (0 if report["ok"] else 1), done.output
+            assert report["dry_run"] == ("--dry-run" in args) and report["problems"] == []
+            assert report["stages"] and report["attention"]["total"], report  # it ran
+            epoch += 1  # it took the lease (a new epoch fencing its work) and released it
+            assert lease_row(fleet, "acme") == (None, epoch)
+        # the other company was never touched, and a worker takes both again
+        assert lease_row(fleet, "bolt")[0] is None
+        keeper.tick()
+        assert lease_row(fleet, "acme") == ("host-a:1:w", epoch + 1)
+    finally:
+        keeper.stop()
+        engine.dispose()
+
+
+def test_run_once_in_fleet_mode_needs_a_company_and_run_takes_none(fleet: Fleet) -> None:
+    once = fleet.cli("run", "--once")
+    assert once.exit_code == 2 and "pass --company CODE" in once.stderr
+    serve = fleet.cli("run", "--company", "acme")
+    assert serve.exit_code == 2 and "drop --company acme" in serve.stderr
+
+
+def test_a_commands_hold_is_renewed_and_released_on_ctrl_c(fleet: Fleet) -> None:
+    """The hold of a command keeps workers off the company while it runs (renewed past its
+    lease time), fences with a new epoch, and is released when the command is interrupted."""
+    fleet_db = FleetDatabase(fleet.url)
+    keeper = LeaseKeeper(fleet_db.engine, CODES, lease_seconds=30.0, worker_id="host-b:2:w")
+    try:
+        with (
+            pytest.raises(KeyboardInterrupt),
+            hold_company(fleet_db.control, "acme", lease_seconds=1.5, what="x") as lease,
+        ):
+            holder, epoch = lease_row(fleet, "acme")
+            assert holder is not None and ":cli-" in holder and epoch == lease.epoch
+            time.sleep(2.5)  # past its lease time: renewed meanwhile
+            assert keeper.tick().held == ("bolt",)  # the worker cannot take acme
+            with (
+                pytest.raises(LeaseHeld, match=r"held by another command, .*:cli-"),
+                hold_company(fleet_db.control, "acme", lease_seconds=5, what="y"),
+            ):
+                pass
+            raise KeyboardInterrupt
+        assert lease_row(fleet, "acme") == (None, lease.epoch)
+        assert "acme" in keeper.tick().held
+    finally:
+        keeper.stop()
         fleet_db.close()

@@ -109,7 +109,7 @@ def test_companies_come_and_go_on_sighup_and_a_bad_file_is_refused_alone(
     upgraded = runner.invoke(app, ["--config", str(config), "db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     once = runner.invoke(app, ["--config", str(config), "run", "--once"])
-    assert once.exit_code == 2 and "not available in fleet mode" in once.output
+    assert once.exit_code == 2 and "pass --company CODE" in once.output
     fleet = FleetDatabase(fleet_url)
     log = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
