@@ -1,7 +1,8 @@
 """How fast the CLI answers, before and after, side by side in one run (issue #18, not a test).
 
 Each command runs as a whole process (``python -m daemon ARGS`` in a folder holding a
-``daemon.yaml`` on a migrated SQLite database), ``--runs`` times per tree, the trees
+``daemon.yaml`` on a SQLite database that tree migrated, so ``status`` of either tree reads
+a database at its own latest migration), ``--runs`` times per tree, the trees
 interleaved run by run so that the machine's load falls on both alike. The figures are the
 median wall time and the median CPU time (user + system) of the process: on a busy machine
 the wall time waits for a core, the CPU time much less so. ``--before REF`` checks REF out
@@ -80,16 +81,20 @@ def main() -> None:
                 ],
                 check=True,
             )
-        folder = work / "cfg"
-        folder.mkdir()
-        shutil.copy(REPO / "daemon.yaml", folder / "daemon.yaml")
-        wall(REPO, ("db", "upgrade"), folder)
+        folders = {}
+        for name, tree in trees.items():  # each tree on a database at its own latest migration
+            folders[name] = work / f"cfg-{name}"
+            folders[name].mkdir()
+            shutil.copy(REPO / "daemon.yaml", folders[name] / "daemon.yaml")
+            wall(tree, ("db", "upgrade"), folders[name])
         times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         load = os.getloadavg()[0]
         for _ in range(opts.runs):
             for args in COMMANDS:
                 for name, tree in trees.items():
-                    times.setdefault((name, " ".join(args)), []).append(wall(tree, args, folder))
+                    times.setdefault((name, " ".join(args)), []).append(
+                        wall(tree, args, folders[name])
+                    )
         head = " | ".join(f"{name} wall s | {name} CPU s" for name in trees)
         print(f"| command | {head} | target s (wall) |")
         print("|---|" + "---|---|" * len(trees) + "---|")
