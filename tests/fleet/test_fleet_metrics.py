@@ -442,3 +442,33 @@ def test_a_running_worker_serves_its_companies_figures_as_they_work_and_drops_a_
         assert code_of == [0]
         with pytest.raises(requests.ConnectionError):  # the endpoint ends with the worker
             requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_a_worker_whose_metrics_port_is_taken_does_not_start_and_says_what_to_change(
+    fleet_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    key = credentials / KEY_CREDENTIAL
+    key.write_text("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n", encoding="utf-8")
+    key.chmod(0o600)
+    (tmp_path / "companies").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        config = write_config(
+            tmp_path,
+            migrate=False,
+            database_url=fleet_url,
+            companies_dir="companies",
+            credentials_dir=str(credentials),
+            metrics={"port": port},
+        )
+        with caplog.at_level(logging.ERROR):
+            assert FleetDaemon(config).run() == 1
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert any(
+        f"port {port} on 127.0.0.1 is already in use" in error and "metrics.port" in error
+        for error in errors
+    ), errors
