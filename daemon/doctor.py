@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 
@@ -29,6 +30,7 @@ from daemon.store.engine import (
     DatabaseNotMigrated,
     current_revision,
     head_revision,
+    human_duration,
     make_engine,
 )
 from daemon.store.models import utcnow
@@ -234,7 +236,7 @@ def _nextengine(
         HealthCheck(
             "refresh-token horizon",
             left is not None and left > HORIZON_WARN,
-            f"refresh token valid for {left}" if left is not None else "unknown",
+            _horizon(info.refresh_token_end, now, config.timezone),
             ""
             if left is not None and left > HORIZON_WARN
             else "keep the daemon running and Next Engine reachable (it renews the token); if it "
@@ -259,6 +261,18 @@ def _nextengine(
         client.close()
     checks.append(_clock(config.nextengine.api_base, now))
     return checks
+
+
+def _horizon(end: datetime | None, now: datetime, timezone: str | None) -> str:
+    """How long the refresh token lasts, and until when in the zone the CLI shows times in
+    (``timezone`` of daemon.yaml, else the system's): ``valid for 13d 23h, until
+    2026-12-17T10:00:00+09:00``."""
+    if end is None:
+        return "unknown"
+    until = end.astimezone(ZoneInfo(timezone) if timezone else None).isoformat(timespec="seconds")
+    if end <= now:
+        return f"refresh token lapsed at {until}"
+    return f"refresh token valid for {human_duration((end - now).total_seconds())}, until {until}"
 
 
 def _clock(api_base: str, now: datetime) -> HealthCheck:

@@ -41,7 +41,7 @@ import typer
 from sqlmodel import col, select
 
 from daemon.admin import RunOnceReport, run_once
-from daemon.cli.common import fail, info, print_table
+from daemon.cli.common import display_zone, fail, info, print_table
 from daemon.cli.stock import show_diff
 from daemon.cli.wms import wait_for_code
 from daemon.config import ConfigError, DaemonConfig, LoadedConfig, load_config, read_yaml
@@ -856,6 +856,6 @@ def _show_stock(config_path: Path) -> int:
     """Compare and print as `nebridge stock diff` does; return the unexplained drifts."""
     runtime = build_runtime(config_path)
     try:
-        return show_diff(diff_now(runtime))
+        return show_diff(diff_now(runtime), zone=display_zone(runtime.loaded))
     finally:
         runtime.close()

@@ -52,6 +52,7 @@ def status(
     typer.echo(f"config: {data['config']}")
     behind = "" if db["up_to_date"] else f" — needs {db['latest']}: run `nebridge db upgrade`"
     typer.echo(f"database: migration {db['revision'] or '(empty)'}{behind}")
+    zone = display_zone(loaded)
     if "nextengine" in data:
         typer.echo(
             describe(
@@ -69,8 +70,8 @@ def status(
             typer.echo(f"  WARNING: {ends['warning']}")
         if ends["refresh_token_end"]:
             typer.echo(
-                f"  access token until {ends['access_token_end']}, "
-                f"refresh token until {ends['refresh_token_end']}"
+                f"  access token until {when(ends['access_token_end'], zone)}, "
+                f"refresh token until {when(ends['refresh_token_end'], zone)}"
             )
     if "wms" in data:
         wms_state = data["wms"]
@@ -79,7 +80,6 @@ def status(
     for bad in data["plugins"]["needs_attention"]:
         typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")
     rows = []
-    zone = display_zone(loaded)
     for wh in data["warehouses"]:
         for stage, run in wh["stages"].items():
             rows.append(
@@ -121,5 +121,5 @@ def status(
     print_attention(
         data["attention"],
         more_hint="`nebridge attention` lists them all",
-        zone=display_zone(loaded),
+        zone=zone,
     )

@@ -7,11 +7,12 @@ differs. ``reconcile --apply`` turns drifts into stock actions sent by the dispa
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Annotated
 
 import typer
 
-from daemon.cli.common import fail, get, info, print_json, print_table, when
+from daemon.cli.common import display_zone, fail, get, info, print_json, print_table, when
 from daemon.config import ConfigError
 from daemon.nextengine.errors import NextEngineError
 from daemon.runtime import Runtime
@@ -96,13 +97,19 @@ def diff_cmd(
         diff = _diff(runtime, take=False)
     finally:
         runtime.close()
-    if show_diff(diff, warehouse, as_json):
+    if show_diff(diff, warehouse, as_json, display_zone(runtime.loaded)):
         raise typer.Exit(1)
 
 
-def show_diff(diff: StockDiff, warehouse: str | None = None, as_json: bool = False) -> int:
+def show_diff(
+    diff: StockDiff,
+    warehouse: str | None = None,
+    as_json: bool = False,
+    zone: tzinfo | None = None,
+) -> int:
     """Print a comparison (a table and notes, or JSON); return how many goods drift without
-    a known cause (``nebridge demo`` shows its comparisons the same way)."""
+    a known cause (``nebridge demo`` shows its comparisons the same way). Times are shown in
+    ``zone`` (``daemon.yaml``'s ``timezone``)."""
     rows = [r for r in diff.drifts if warehouse is None or r.warehouses.get(warehouse)]
     unexplained = [r for r in rows if r.unexplained]
     if as_json:
@@ -129,7 +136,7 @@ def show_diff(diff: StockDiff, warehouse: str | None = None, as_json: bool = Fal
             ],
         )
         for code, (ident, moment) in sorted(diff.snapshots.items()):
-            info(f"{code}: snapshot {ident} counted at {when(moment)}")
+            info(f"{code}: snapshot {ident} counted at {when(moment, zone)}")
         if diff.not_in_wms:
             info(
                 f"{len(diff.not_in_wms)} Next Engine goods with stock are not in the WMS "
