@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.types import WSGIApplication
 
 from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -202,13 +203,17 @@ class Endpoint:
             _QuietHandler,
             change="stop that program, or change metrics.port in daemon.yaml (0 turns metrics off)",
         )
-        server.set_app(make_wsgi_app(self.registry))
+        server.set_app(self.wsgi_app())
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="metrics", daemon=True
         )
         self._thread.start()
         self._server = server
         log.info("metrics on http://%s:%d/metrics", host, self._server.server_port)
+
+    def wsgi_app(self) -> WSGIApplication:
+        """What answers a scrape: the registry, rendered by prometheus_client."""
+        return make_wsgi_app(self.registry)
 
     @property
     def port(self) -> int | None:

@@ -8,8 +8,9 @@ and waiting jobs, its lease renewals and losses, and its id (``nebridge_fleet_wo
 A scrape reads no database: each company's figures are a cache that one refresher thread
 reads again once they are :data:`REFRESH_SECONDS` old (a company just served at its next
 pass, about a second later), through the worker's shared pool — one read (17 statements,
-about 20 ms of CPU) per company per minute, not one per company per scrape, and the scrape
-renders memory only (benchmarks/fleet_metrics.py).
+about 20 ms of CPU) per company per minute, not one per company per scrape. The cache holds
+each company's lines of the exposition, rendered once per read, so a scrape only joins them
+(benchmarks/fleet_metrics.py).
 ``nebridge_fleet_company_figures_age_seconds{company}`` says how old each company's figures
 are (a company whose tables cannot be read keeps its last figures, its age growing, and a
 warning is logged).
@@ -21,14 +22,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication
 
-from prometheus_client import Counter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from daemon.metrics import Endpoint, Samples, read_store, store_families
+from daemon.metrics import STORE_FAMILIES, Endpoint, Samples, read_store, store_families
 from daemon.pluginmanager import PluginHost
 from daemon.store.engine import Bind
 
@@ -75,13 +78,47 @@ class CompanyCalls:
         self.counter.labels(self.company, endpoint, outcome).inc()
 
 
+class _Fixed(Collector):
+    """Metrics already made, for rendering them once."""
+
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self.metrics = list(metrics)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
+
+
+def _render(metrics: Iterable[Metric]) -> list[tuple[str, str]]:
+    """Each family of ``metrics`` in the text exposition: (its HELP and TYPE lines, its
+    sample lines)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(metrics))
+    blocks: list[tuple[list[str], list[str]]] = []
+    for line in generate_latest(registry).decode().splitlines(keepends=True):
+        if line.startswith("# HELP "):
+            blocks.append(([], []))
+        blocks[-1][0 if line.startswith("#") else 1].append(line)
+    return [("".join(header), "".join(lines)) for header, lines in blocks]
+
+
+#: The HELP and TYPE lines of each of :data:`STORE_FAMILIES` with the ``company`` label.
+_HEADERS = [header for header, _ in _render(store_families([], ("company",)))]
+
+
+def company_lines(company: str, samples: Samples) -> list[str]:
+    """``company``'s sample lines of each of :data:`STORE_FAMILIES` (in that order)."""
+    rendered = _render(store_families([((company,), samples)], ("company",)))
+    assert len(rendered) == len(STORE_FAMILIES)
+    return [lines for _, lines in rendered]
+
+
 @dataclass
 class _Watched:
-    """A served company: where its figures are read, and the last ones read."""
+    """A served company: where its figures are read, and the lines last rendered of them."""
 
     db: Bind
     host: PluginHost | None
-    samples: Samples | None = None
+    lines: list[str] | None = None
     #: When (the metrics' clock) its figures were last read, and last tried.
     read_at: float | None = None
     tried_at: float | None = None
@@ -181,7 +218,8 @@ class FleetMetrics(Endpoint):
                     )
                 watched.error = error
                 continue
-            watched.samples, watched.read_at, watched.error = samples, self.clock(), None
+            watched.lines = company_lines(code, samples)
+            watched.read_at, watched.error = self.clock(), None
             read += 1
         return read
 
@@ -195,13 +233,36 @@ class FleetMetrics(Endpoint):
             if self._stopping.wait(PASS_SECONDS):
                 return
 
+    def exposition(self) -> bytes:
+        """A scrape's answer: each store family's header and every company's cached lines,
+        then the registry (calls, ages, the worker's figures). No query."""
+        with self._guard:
+            lines = [w.lines for _, w in sorted(self._companies.items()) if w.lines is not None]
+        parts: list[str] = []
+        for n, header in enumerate(_HEADERS):
+            parts.append(header)
+            parts.extend(company[n] for company in lines)
+        return "".join(parts).encode() + generate_latest(self.registry)
+
+    def wsgi_app(self) -> WSGIApplication:
+        """Answer every scrape with :meth:`exposition` (text format 0.0.4)."""
+
+        def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+            body = self.exposition()
+            start_response(
+                "200 OK",
+                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+
+        return app
+
     def collect(self) -> Iterator[Metric]:
-        """Every family, from the caches and the worker's live figures (no query)."""
+        """The registry's families besides the calls: each company's figures' age and the
+        worker's live figures (no query)."""
         now = self.clock()
         with self._guard:
             watched = sorted(self._companies.items())
-        read = [((code,), w.samples) for code, w in watched if w.samples is not None]
-        yield from store_families(read, ("company",))
         age = GaugeMetricFamily(
             "nebridge_fleet_company_figures_age_seconds",
             "Seconds since the company's figures were read from its tables",
