@@ -55,6 +55,8 @@ class AppContext:
     company: str | None = None
     #: The running command's words after ``nebridge`` (``plugins enable``), set by :func:`get`.
     command: str = ""
+    #: How the company was given, for messages: ``--company acme`` or ``NEBRIDGE_COMPANY=acme``.
+    company_given: str = ""
     #: The company :meth:`load` resolved in fleet mode (None in a single-company installation).
     resolved: Company | None = None
     #: daemon.yaml as :meth:`load_base` read it.
@@ -70,9 +72,17 @@ class AppContext:
 
         from daemon.config import config_path_from
 
+        from_env = os.environ.get(COMPANY_ENV) or None
         return cls(
             config_path=config_path_from(option),
-            company=company or os.environ.get(COMPANY_ENV) or None,
+            company=company or from_env,
+            company_given=(
+                f"--company {company}"
+                if company
+                else f"{COMPANY_ENV}={from_env}"
+                if from_env
+                else ""
+            ),
         )
 
     def load_base(self) -> LoadedConfig:
@@ -249,6 +259,11 @@ FLEET_WIDE = frozenset(
     }
 )
 
+#: Commands (first word, or whole path) that cover every company and have no per-company
+#: form: ``--company`` (or ``$NEBRIDGE_COMPANY``) is a usage error there, never ignored.
+#: (``run`` is refused without ``--once`` by the command itself.)
+EVERY_COMPANY = frozenset({"companies", "config", "systemd", "demo", "plugins new"})
+
 
 def get(ctx: typer.Context) -> AppContext:
     """The AppContext of the running command."""
@@ -261,6 +276,19 @@ def get(ctx: typer.Context) -> AppContext:
         node = node.parent
     obj.command = " ".join(reversed(words))
     _json_requested[-1] = bool(ctx.params.get("as_json"))
+    if obj.company is not None and (
+        obj.command in EVERY_COMPANY or obj.command.split(" ")[0] in EVERY_COMPANY
+    ):
+        fail(
+            f"`nebridge {obj.command}` covers every company (it reads or writes daemon.yaml "
+            "and the fleet as a whole), so it takes no company: "
+            + (
+                f"unset {COMPANY_ENV} (set to {obj.company})"
+                if obj.company_given.startswith(COMPANY_ENV)
+                else f"drop {obj.company_given}"
+            ),
+            code=2,
+        )
     return obj
 
 

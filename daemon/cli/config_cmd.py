@@ -133,9 +133,10 @@ def issue_dict(issue: ConfigIssue) -> dict[str, object]:
 
 
 @app.command("example")
-def example() -> None:
+def example(ctx: typer.Context) -> None:
     """Print the commented example daemon.yaml shipped with nebridge (the demo's), to start an
     installation from: nebridge config example > daemon.yaml"""
+    get(ctx)  # refuses --company: the example is daemon.yaml's
     from daemon.cli.demo import EXAMPLE_CONFIG
 
     typer.echo(EXAMPLE_CONFIG.read_text(encoding="utf-8"), nl=False)

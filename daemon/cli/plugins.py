@@ -127,6 +127,7 @@ def disable_cmd(ctx: typer.Context, name: str) -> None:
 
 @app.command("new")
 def new_cmd(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The plugin's name: a lowercase Python identifier.")],
     kind: Annotated[
         str,
@@ -146,6 +147,8 @@ def new_cmd(
 ) -> None:
     """Write a new plugin package (pyproject, plugin, test with the testing kit, README)."""
     from daemon.scaffold import PluginKind, ScaffoldError, create
+
+    get(ctx)  # refuses --company: a new plugin belongs to no company
 
     kinds = [k.value for k in PluginKind]
     if kind not in kinds:
@@ -184,7 +187,7 @@ def commands_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print_json(rows)
         return
     if not rows:
-        info("no enabled plugin adds a command (`nebridge plugins list` shows the plugins)")
+        typer.echo("no enabled plugin adds a command (`nebridge plugins list` shows the plugins)")
         return
     print_table(
         "plugin commands",

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from daemon.cli import app
 from daemon.fleet.hold import LeaseHeld, hold_company
 from daemon.fleet.leases import LeaseKeeper
 from daemon.fleet.runtime import FleetDatabase, company_schema
+from daemon.testing.installation import write_config
 from tests.fleet.test_fleet_cli import CODES, Fleet, company_file, connect, fleet
 
 __all__ = ["fleet"]  # the fixture, used by name
@@ -153,3 +156,41 @@ def test_a_commands_hold_is_renewed_and_released_on_ctrl_c(fleet: Fleet) -> None
     finally:
         keeper.stop()
         fleet_db.close()
+
+
+def test_company_on_a_command_covering_every_company_is_a_usage_error(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Nothing takes --company and ignores it (#19): these read or write daemon.yaml and the
+    fleet as a whole."""
+    for command in (
+        ["companies", "list"],
+        ["companies", "rotate-key"],
+        ["config", "check"],
+        ["config", "example"],
+        ["systemd", "unit"],
+        ["demo", "--dir", str(tmp_path / "demo")],
+        ["plugins", "new", "shiny", "--dir", str(tmp_path / "shiny")],
+    ):
+        refused = fleet.cli(*command, "--company", "acme")
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "covers every company" in refused.stderr and "drop --company acme" in refused.stderr
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "shiny").exists()
+    as_json = fleet.cli("companies", "list", "--json", "--company", "acme")
+    assert as_json.exit_code == 2 and "drop --company" in json.loads(as_json.stdout)["error"]
+    from_env = fleet.cli("config", "check", env={"NEBRIDGE_COMPANY": "bolt"})
+    assert from_env.exit_code == 2 and "unset NEBRIDGE_COMPANY (set to bolt)" in from_env.stderr
+    # the commands with a per-company form still take it
+    assert fleet.cli("db", "upgrade", "--company", "acme").exit_code == 0
+    assert fleet.cli("status", "--company", "acme", "--json").exit_code == 0
+    assert fleet.cli("plugins", "list", "--company", "acme", "--json").exit_code == 0
+
+
+def test_company_other_than_default_without_companies_dir_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "single")
+    for command in (["status"], ["run", "--once"], ["stock", "diff"], ["orders", "list"]):
+        result = CliRunner().invoke(app, ["--config", str(config), "--company", "acme", *command])
+        assert result.exit_code == 1, (command, result.output)
+        assert "sets no `companies_dir`" in result.stderr and "drop --company" in result.stderr
+    whole = CliRunner().invoke(app, ["--config", str(config), "--company", "acme", "db", "current"])
+    assert whole.exit_code == 1 and "sets no `companies_dir`" in whole.stderr
