@@ -376,6 +376,7 @@ CSV_DEMO = "csv"
 
 
 def demo(
+    ctx: typer.Context,
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -403,6 +404,9 @@ def demo(
     ] = False,
 ) -> None:
     """Run nebridge end to end against the Next Engine sandbox and check the result."""
+    from daemon.cli.common import get
+
+    get(ctx)  # refuses --company: the demo builds an installation of its own
     if workdir is not None:
         _check_workdir(workdir, force)
     plugin_demo = None if wms == CSV_DEMO else _plugin_demo(wms)
