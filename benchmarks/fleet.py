@@ -27,6 +27,9 @@ schema and the companies' schemas are dropped at the end, nothing else is touche
    database's clock). A real worker then starts each company taken over (the start time per
    company is printed by measurement 2).
 
+Measurements 1, 2 and 4 are derived from a few companies; :mod:`benchmarks.fleet_observed`
+observes them instead, with real ``nebridge run`` workers serving 1,000 companies.
+
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.fleet --database-url postgresql+psycopg://postgres@127.0.0.1/test
