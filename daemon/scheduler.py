@@ -30,6 +30,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon.fleet.leases import LeaseLost
 from daemon.logsetup import push_log_context, reset_log_context
 from daemon.notify import OutageAlarm
 from daemon.pipeline import Stage, WarehousePipeline
@@ -561,6 +562,8 @@ class Scheduler:
             fn()
         except DatabaseUnavailable:
             pass  # logged once by the health check above, which now holds the jobs back
+        except LeaseLost as exc:  # another worker took the company over: expected
+            exc.warn(log)
         except Exception:
             log.exception("scheduled job failed; it will run again at its next interval")
         finally:

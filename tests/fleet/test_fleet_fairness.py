@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 
 from daemon.fleet.daemon import company_share
+from daemon.fleet.leases import LeaseLost
 from daemon.runtime import build_runtime
 from daemon.scheduler import JobHost, Scheduler, warehouse_job
 from tests.conftest import ConfigFactory
@@ -197,3 +198,24 @@ def test_runs_waiting_for_a_thread_are_counted_and_reported_late(
         second.shutdown(5.0)
         host.shutdown(wait=True)
         runtime.close()
+
+
+def test_a_job_that_finds_its_lease_taken_over_logs_one_warning_without_a_traceback(
+    make_config: ConfigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = build_runtime(make_config())
+    scheduler = Scheduler(runtime, host=JobHost.for_worker(2), company="acme", share=1)
+
+    def lease_gone() -> None:
+        raise LeaseLost("acme", 7, "taken over by worker other:1 (epoch 8)")
+
+    try:
+        with caplog.at_level(logging.INFO):
+            for job_id in ("dispatcher", "intake", "dispatcher"):
+                scheduler._guarded(lease_gone, job_id)()
+    finally:
+        runtime.close()
+    warnings = [r for r in caplog.records if "lease (epoch 7) is no longer valid" in r.message]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert warnings[0].exc_info is None
+    assert "scheduled job failed" not in caplog.text
