@@ -3,11 +3,12 @@ the vault key rotation (docs/fleet.md)."""
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Annotated, Any
 
 import typer
 
-from daemon.cli.common import fail, get, info, print_json, print_table
+from daemon.cli.common import display_zone, fail, get, info, print_json, print_table, when
 from daemon.config import LoadedConfig
 
 app = typer.Typer(
@@ -61,9 +62,11 @@ def _problem(row: dict[str, Any]) -> str:
 @app.command("list")
 def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
     """List every company: its link (tokens in the vault, until when), the worker serving
-    it and the seconds its lease has left, its backlog and what waits for a person; refused
-    company files with their path and line (exit 1 while any is refused)."""
-    data = _overview(get(ctx).load_base())
+    it and the seconds its lease has left, its backlog and what waits for a person; the
+    workers with their last heartbeat; refused company files with their path and line (exit 1
+    while any is refused); the companies that need a reconnect, with the command for each."""
+    base = get(ctx).load_base()
+    data = _overview(base)
     if as_json:
         print_json(data)
         raise typer.Exit(1 if data["refused"] else 0)
@@ -84,12 +87,14 @@ def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
             for r in data["companies"]
         ],
     )
+    _print_workers(data, display_zone(base))
     _print_notes(data)
     raise typer.Exit(1 if data["refused"] else 0)
 
 
 def _print_notes(data: dict[str, Any]) -> None:
-    """What the operator must act on: refused files, the vault key, unserved companies."""
+    """What the operator must act on: refused files, the vault key, unserved companies, and
+    last the companies to reconnect."""
     for entry in data["refused"]:
         line = f":{entry['line']}" if entry["line"] else ""
         typer.echo(f"REFUSED {entry['path']}{line}: {entry['message']}")
@@ -115,6 +120,21 @@ def _print_notes(data: dict[str, Any]) -> None:
         )
     elif data["unserved"]:
         typer.echo("no live worker: start `nebridge run` (the same unit on each host)")
+    from daemon.nelink import NEEDS_RECONNECT
+
+    reconnect = [r for r in data["companies"] if r["link"].get("state") == NEEDS_RECONNECT]
+    if reconnect:
+        typer.echo(
+            f"{len(reconnect)} company(ies) need a reconnect to Next Engine (their Next "
+            "Engine work is stopped until then; sign in again for each):"
+        )
+        for row in reconnect[:20]:
+            reason = row["link"].get("reason")
+            typer.echo(
+                f"  nebridge connect --company {row['code']}" + (f"  ({reason})" if reason else "")
+            )
+        if len(reconnect) > 20:
+            typer.echo(f"  … and {len(reconnect) - 20} more (`--json`: link.state)")
 
 
 def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
@@ -135,21 +155,52 @@ def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
         f"outbox pending; {totals['attention']} item(s) wait for a person"
         + (f"; {totals['unreadable']} company(ies) unreadable" if totals["unreadable"] else "")
     )
-    if data["workers"]:
-        print_table(
-            "workers",
-            ["worker", "host", "pid", "live", "companies"],
-            [
-                [w["worker_id"], w["host"], w["pid"], "yes" if w["live"] else "no", w["companies"]]
-                for w in data["workers"]
-            ],
-        )
-    else:
-        typer.echo("workers: none has started on this database yet")
-    _print_notes(data)
+    _print_workers(data, display_zone(base))
     typer.echo(
         "`nebridge companies list` shows each company; `nebridge status --company CODE` one of them"
     )
+    _print_notes(data)
+
+
+def _print_workers(data: dict[str, Any], zone: tzinfo | None) -> None:
+    """The workers with their last heartbeat (in ``zone``); the ones gone for longer than a
+    worker keeps their rows in one line."""
+    if data["workers"]:
+        print_table(
+            "workers",
+            ["worker", "host", "pid", "state", "last heartbeat", "companies"],
+            [
+                [
+                    w["worker_id"],
+                    w["host"],
+                    w["pid"],
+                    "live" if w["live"] else "DEAD",
+                    f"{when(w['heartbeat_at'], zone)} ({_ago(w['seconds_since_heartbeat'])})",
+                    w["companies"],
+                ]
+                for w in data["workers"]
+            ],
+        )
+    elif not data["workers_gone"]:
+        typer.echo("workers: none has started on this database yet")
+    gone = data["workers_gone"]
+    if gone:
+        last = max(w["heartbeat_at"] for w in gone)
+        typer.echo(
+            f"{len(gone)} worker(s) stopped more than an hour ago are not shown (the last "
+            f"heartbeat {when(last, zone)}; `--json` lists them under workers_gone); the next "
+            "worker to start forgets them"
+        )
+
+
+def _ago(seconds: float | None) -> str:
+    """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 d ago``."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
 
 
 @app.command("rotate-key")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -16,10 +17,10 @@ from sqlalchemy import text
 from daemon import attention
 from daemon.config import LoadedConfig
 from daemon.fleet.companies import Companies, Company, Refusal, refused_codes
-from daemon.fleet.leases import WorkerState, overview
+from daemon.fleet.leases import FORGET_WORKERS_AFTER, WorkerState, overview
 from daemon.fleet.runtime import FleetDatabase, company_schema, schema_url
 from daemon.fleet.vault import TokenVault, VaultError
-from daemon.nelink import link_info
+from daemon.nelink import NEEDS_RECONNECT, link_info
 from daemon.store.engine import head_revision, make_engine
 from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState
 
@@ -210,6 +211,28 @@ def _fill_backlogs(
             row.error = _first_line(exc)
 
 
+def _heartbeats(fleet: FleetDatabase) -> dict[str, tuple[datetime, float, float | None]]:
+    """Each worker's last heartbeat, seconds since it (the database's clock), and seconds
+    since its heartbeat expired (None while it is live), by worker id."""
+    with fleet.engine.connect() as connection:
+        return {
+            str(row.worker_id): (
+                row.heartbeat_at,
+                float(row.ago),
+                None if row.dead_for is None else float(row.dead_for),
+            )
+            for row in connection.execute(
+                text(
+                    "SELECT worker_id, heartbeat_at, "
+                    "extract(epoch FROM clock_timestamp() - heartbeat_at) AS ago, "
+                    "CASE WHEN expires_at <= clock_timestamp() THEN "
+                    "extract(epoch FROM clock_timestamp() - expires_at) END AS dead_for "
+                    "FROM fleet_worker"
+                )
+            )
+        }
+
+
 def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any]:
     """Every company (link, lease, backlog, attention), the workers, the unserved companies,
     the refused files and the totals: ``companies list`` and ``status`` in fleet mode."""
@@ -217,6 +240,7 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
     fleet = fleet_database(base)
     try:
         leases, workers = overview(fleet.engine)
+        heartbeats = _heartbeats(fleet)
         with fleet.engine.connect() as connection:
             stored = {
                 str(r.company): str(r.key_id)
@@ -275,21 +299,28 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
         fleet.close()
     live = [w for w in workers if w.live]
     unserved = [r.code for r in rows if r.served_by is None]
+    shown: list[dict[str, Any]] = []
+    gone: list[dict[str, Any]] = []
+    for w in workers:
+        beat = heartbeats.get(w.worker_id)
+        entry = {
+            "worker_id": w.worker_id,
+            "host": w.host,
+            "pid": w.pid,
+            "live": w.live,
+            "companies": w.holds,
+            "heartbeat_at": None if beat is None else beat[0].isoformat(),
+            "seconds_since_heartbeat": None if beat is None else round(beat[1], 1),
+        }
+        dead_for = None if beat is None else beat[2]
+        (gone if dead_for is not None and dead_for > FORGET_WORKERS_AFTER else shown).append(entry)
     return {
         "config": str(base.path),
         "companies_dir": str(base.config.companies_dir),
         "companies": [r.as_dict() for r in rows],
         "refused": [entry for refusal in companies.refused for entry in refusal_dict(refusal)],
-        "workers": [
-            {
-                "worker_id": w.worker_id,
-                "host": w.host,
-                "pid": w.pid,
-                "live": w.live,
-                "companies": w.holds,
-            }
-            for w in workers
-        ],
+        "workers": shown,
+        "workers_gone": gone,
         "unserved": unserved,
         "vault": {
             "key_id": None if vault is None else vault.keys.current.key_id,
@@ -299,6 +330,8 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
             "companies": len(rows),
             "refused_files": len(companies.refused),
             "workers_live": len(live),
+            "workers_gone": len(gone),
+            "needs_reconnect": sum(1 for r in rows if r.link.get("state") == NEEDS_RECONNECT),
             "served": len(rows) - len(unserved),
             "unserved": len(unserved),
             "not_connected": sum(1 for r in rows if not r.tokens_stored),

@@ -194,3 +194,67 @@ def test_company_other_than_default_without_companies_dir_is_refused(tmp_path: P
         assert "sets no `companies_dir`" in result.stderr and "drop --company" in result.stderr
     whole = CliRunner().invoke(app, ["--config", str(config), "--company", "acme", "db", "current"])
     assert whole.exit_code == 1 and "sets no `companies_dir`" in whole.stderr
+
+
+def test_companies_list_shows_each_workers_last_heartbeat_and_sets_long_gone_ones_apart(
+    fleet: Fleet,
+) -> None:
+    with fleet.config.open("a", encoding="utf-8") as config:
+        config.write("timezone: Asia/Tokyo\n")
+    engine = FleetDatabase(fleet.url).engine
+    keeper = LeaseKeeper(engine, CODES, lease_seconds=30.0, worker_id="host-a:1:w")
+    try:
+        keeper.tick()
+        with engine.begin() as connection:  # one stopped 10 min ago, one 2 days ago
+            for worker, stopped in (("host-b:2:w", "10 minutes"), ("host-c:3:w", "2 days")):
+                connection.execute(
+                    text(
+                        "INSERT INTO fleet_worker (worker_id, host, pid, started_at, "
+                        "heartbeat_at, expires_at) VALUES (:w, :h, 7, now() - interval '3 days',"
+                        f" now() - interval '{stopped}' - interval '30 seconds', "
+                        f"now() - interval '{stopped}')"
+                    ),
+                    {"w": worker, "h": worker.split(":")[0]},
+                )
+        data = json.loads(fleet.cli("companies", "list", "--json").stdout)
+        workers = {w["worker_id"]: w for w in data["workers"]}
+        assert sorted(workers) == ["host-a:1:w", "host-b:2:w"]
+        assert workers["host-a:1:w"]["live"] and workers["host-a:1:w"]["companies"] == 2
+        assert workers["host-a:1:w"]["seconds_since_heartbeat"] < 60
+        assert not workers["host-b:2:w"]["live"]
+        assert 600 <= workers["host-b:2:w"]["seconds_since_heartbeat"] < 700
+        assert [w["worker_id"] for w in data["workers_gone"]] == ["host-c:3:w"]
+        assert data["workers_gone"][0]["heartbeat_at"] and data["totals"]["workers_gone"] == 1
+        for command in (["companies", "list"], ["status"]):
+            shown = fleet.cli(*command)
+            assert shown.exit_code == 0, shown.output
+            table = shown.stdout
+            assert "host-a:1:w" in table and "host-b:2:w" in table and "host-c:3:w" not in table
+            assert "DEAD" in table and "10 min ago" in table
+            assert "+09:00" in table  # daemon.yaml's time zone, as `status` shows times
+            assert "1 worker(s) stopped more than an hour ago are not shown" in table
+    finally:
+        keeper.stop()
+        engine.dispose()
+
+
+def test_companies_needing_a_reconnect_end_companies_list_and_status(fleet: Fleet) -> None:
+    from daemon.nelink import mark_needs_reconnect
+
+    for code in CODES:
+        assert connect(fleet, code).exit_code == 0
+    fleet_db = FleetDatabase(fleet.url)
+    try:
+        mark_needs_reconnect(fleet_db.company_engine("bolt"), "the refresh token was refused")
+    finally:
+        fleet_db.close()
+    data = json.loads(fleet.cli("companies", "list", "--json").stdout)
+    states = {row["code"]: row["link"]["state"] for row in data["companies"]}
+    assert states == {"acme": "connected", "bolt": "needs_reconnect"}
+    assert data["totals"]["needs_reconnect"] == 1
+    for command in (["companies", "list"], ["status"]):
+        lines = fleet.cli(*command).stdout.rstrip("\n").splitlines()
+        assert "1 company(ies) need a reconnect to Next Engine" in lines[-2], lines
+        assert lines[-1].strip().startswith("nebridge connect --company bolt  (")
+        assert "refresh token was refused" in lines[-1]
+        assert "--company acme" not in "\n".join(lines[-2:])
