@@ -205,6 +205,8 @@ def test_a_batch_left_pending_is_split_when_delivered_again(world: World) -> Non
     good1, bad, good2 = setup_orders(world)
     rt = world.runtime()
     try:
+        assert rt.connector is not None
+        rt.connector.recover(rt.connector_context())  # as the daemon starts: folders made
         shutil.rmtree(world.outbox)
         world.outbox.write_text("not a folder")
         report = run_once(rt)

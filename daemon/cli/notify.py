@@ -92,6 +92,9 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        typer.echo("no notifications")
+        return
     zone = display_zone(loaded)
     print_table(
         "notifications",

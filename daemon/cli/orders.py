@@ -102,6 +102,14 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        states = ", ".join(s.value for s in state or [])
+        typer.echo(
+            "no orders"
+            + (f" in state {states}" if states else "")
+            + (f" of warehouse {warehouse}" if warehouse else "")
+        )
+        return
     zone = display_zone(get(ctx).load())
     print_table(
         "orders",

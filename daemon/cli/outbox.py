@@ -51,6 +51,10 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        states = ", ".join(s.value for s in state or [])
+        typer.echo("no outbox items" + (f" in state {states}" if states else ""))
+        return
     zone = display_zone(loaded)
     print_table(
         "outbox",

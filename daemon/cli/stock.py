@@ -57,9 +57,12 @@ def take_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
     try:
         if runtime.connector is None:
             fail(runtime.connector_error or "no WMS connector; `nebridge config check` says why")
-        report = take_snapshots(
-            runtime.db, runtime.connector, runtime.connector_context(), take=True
-        )
+        try:
+            report = take_snapshots(
+                runtime.db, runtime.connector, runtime.connector_context(), take=True
+            )
+        except OSError as exc:  # a folder the WMS cannot be read from: the reason says why
+            fail(f"the WMS's stock counts could not be read: {exc}")
     finally:
         runtime.close()
     if as_json:
@@ -117,6 +120,8 @@ def show_diff(
         data["drifts"] = [r.as_dict() for r in rows]
         data["unexplained"] = len(unexplained)
         print_json(data)
+    elif not rows:
+        typer.echo(f"no drift ({diff.compared} goods compared)")
     else:
         codes = sorted(diff.snapshots)
         print_table(
@@ -135,6 +140,7 @@ def show_diff(
                 for r in rows
             ],
         )
+    if not as_json:
         for code, (ident, moment) in sorted(diff.snapshots.items()):
             info(f"{code}: snapshot {ident} counted at {when(moment, zone)}")
         if diff.not_in_wms:
@@ -152,7 +158,7 @@ def show_diff(
                 f"{len(unexplained)} goods drift without a known cause; correct them with "
                 "`nebridge stock reconcile --apply` (or fix them in Next Engine)"
             )
-        else:
+        elif rows:
             info("no unexplained drift")
     return len(unexplained)
 
@@ -191,6 +197,8 @@ def reconcile_cmd(
             ]
             if as_json:
                 print_json({"applied": False, "corrections": plan})
+            elif not plan:
+                typer.echo("no corrections: nothing drifts")
             else:
                 print_table(
                     "corrections (not queued: add --apply)",
@@ -219,6 +227,8 @@ def reconcile_cmd(
         runtime.close()
     if as_json:
         print_json({"applied": True, "corrections": [c.as_dict() for c in done]})
+    elif not done:
+        typer.echo("no corrections: nothing drifts")
     else:
         print_table(
             "corrections",
