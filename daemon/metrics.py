@@ -77,41 +77,43 @@ STORE_FAMILIES = (EVENTS_IN, INBOX, ACTIONS, BACKLOG, LAST_SUCCESS, ATTENTION, O
 Samples = dict[str, list[tuple[tuple[str, ...], float]]]
 
 
+#: The statements of :func:`read_store`, built once (run on the session's connection: the
+#: rows are plain tuples, no ORM work per row).
+_INBOX = select(
+    col(InboxEvent.kind), col(InboxEvent.warehouse), col(InboxEvent.state), func.count()
+).group_by(col(InboxEvent.kind), col(InboxEvent.warehouse), col(InboxEvent.state))
+_ACTIONS = select(
+    col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state), func.count()
+).group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))
+_LAST_SUCCESS = (
+    select(col(RunRecord.warehouse), col(RunRecord.stage), func.max(RunRecord.finished_at))
+    .where(col(RunRecord.outcome).in_(["ok", "held"]))
+    .group_by(col(RunRecord.warehouse), col(RunRecord.stage))
+)
+
+
 def read_store(db: Bind, host: PluginHost | None = None) -> Samples:
     """Every :data:`STORE_FAMILIES` sample of one installation's (or company's) tables; the
     paused stages of ``host`` count as attention."""
     samples: Samples = {family.name: [] for family in STORE_FAMILIES}
     with read_session(db) as session:
-        for kind, warehouse, n in session.execute(
-            select(col(InboxEvent.kind), col(InboxEvent.warehouse), func.count()).group_by(
-                col(InboxEvent.kind), col(InboxEvent.warehouse)
-            )
-        ):
-            samples[EVENTS_IN.name].append(((str(kind), str(warehouse)), float(n)))
-        for kind, state, n in session.execute(
-            select(col(InboxEvent.kind), col(InboxEvent.state), func.count()).group_by(
-                col(InboxEvent.kind), col(InboxEvent.state)
-            )
-        ):
-            samples[INBOX.name].append(((str(kind), str(state)), float(n)))
+        connection = session.connection()
+        events: dict[tuple[str, str], int] = {}
+        inbox: dict[tuple[str, str], int] = {}
+        for kind, warehouse, state, n in connection.execute(_INBOX):
+            key = (str(kind), str(warehouse))
+            events[key] = events.get(key, 0) + int(n)
+            key = (str(kind), str(state))
+            inbox[key] = inbox.get(key, 0) + int(n)
+        samples[EVENTS_IN.name] = [(key, float(n)) for key, n in sorted(events.items())]
+        samples[INBOX.name] = [(key, float(n)) for key, n in sorted(inbox.items())]
         by_state: dict[str, int] = {}
-        for plugin, kind, state, n in session.execute(
-            select(
-                col(OutboxItem.plugin),
-                col(OutboxItem.kind),
-                col(OutboxItem.state),
-                func.count(),
-            ).group_by(col(OutboxItem.plugin), col(OutboxItem.kind), col(OutboxItem.state))
-        ):
+        for plugin, kind, state, n in connection.execute(_ACTIONS):
             samples[ACTIONS.name].append(((str(plugin), str(kind), str(state)), float(n)))
             by_state[str(state)] = by_state.get(str(state), 0) + int(n)
         for state, n in sorted(by_state.items()):
             samples[BACKLOG.name].append(((state,), float(n)))
-        for warehouse, stage, finished in session.execute(
-            select(col(RunRecord.warehouse), col(RunRecord.stage), func.max(RunRecord.finished_at))
-            .where(col(RunRecord.outcome).in_(["ok", "held"]))
-            .group_by(col(RunRecord.warehouse), col(RunRecord.stage))
-        ):
+        for warehouse, stage, finished in connection.execute(_LAST_SUCCESS):
             if finished is not None:
                 samples[LAST_SUCCESS.name].append(
                     ((str(warehouse), str(stage)), _timestamp(finished))
