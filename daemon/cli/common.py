@@ -315,6 +315,7 @@ class CliGroup(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except typer.BadParameter as exc:  # a usage error of a --json command: JSON too
+            exc.message = plain_usage(exc)
             if wants_json():
                 print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
             raise
@@ -334,6 +335,20 @@ class CliGroup(typer.core.TyperGroup):
             ):
                 fail(str(exc))
             raise
+
+
+def plain_usage(exc: typer.BadParameter) -> str:
+    """The message of a value typer refused, in plain words: typer checks option values with
+    pydantic, whose wording ("Input should be a valid integer, unable to parse string as an
+    integer", "Value error, …") would reach the admin; said as ``daemon.yaml``'s problems
+    are ("must be a whole number (found: 'abc')"). Click names the option before it."""
+    cause = exc.__cause__
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not isinstance(cause, pydantic.ValidationError):
+        return exc.message
+    from daemon.config import plain_message
+
+    return "; ".join(plain_message(error, pydantic.BaseModel) for error in cause.errors())
 
 
 #: The global options every subcommand accepts wherever they are written (with their value).
