@@ -7,7 +7,10 @@ figures follow the work it does and the lease it loses."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from daemon.config import load_config
 from daemon.fleet.companies import Companies
@@ -40,7 +43,9 @@ from daemon.testing.installation import (
     kit_sandbox_config,
     write_config,
 )
-from tests.conftest import ConfigFactory, dump_yaml
+from tests.conftest import PG_ENV, PG_SKIP, ConfigFactory, dump_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: (sample name, sorted label pairs) -> value
 Scrape = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -472,3 +477,51 @@ def test_a_worker_whose_metrics_port_is_taken_does_not_start_and_says_what_to_ch
         f"port {port} on 127.0.0.1 is already in use" in error and "metrics.port" in error
         for error in errors
     ), errors
+
+
+def test_the_metrics_benchmark_runs_and_drops_every_schema_it_made() -> None:
+    """benchmarks.fleet_metrics at a small size keeps working (no figure is asserted: they
+    belong to docs/fleet.md)."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(PG_SKIP)
+    engine = create_engine(base)
+
+    def bench_schemas() -> set[str]:
+        with engine.connect() as connection:
+            return set(
+                connection.execute(
+                    text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'nbmetrics%'")
+                ).scalars()
+            )
+
+    try:
+        before = bench_schemas()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.fleet_metrics",
+                "--database-url",
+                base,
+                "--companies",
+                "5",
+                "--schemas",
+                "2",
+                "--events",
+                "20",
+                "--scrapes",
+                "2",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert "refresh pass, 5 companies" in done.stdout
+        assert "scrape of 5 companies from the cache" in done.stdout
+        assert bench_schemas() == before
+    finally:
+        engine.dispose()
