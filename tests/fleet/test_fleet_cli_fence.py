@@ -258,3 +258,22 @@ def test_companies_needing_a_reconnect_end_companies_list_and_status(fleet: Flee
         assert lines[-1].strip().startswith("nebridge connect --company bolt  (")
         assert "refresh token was refused" in lines[-1]
         assert "--company acme" not in "\n".join(lines[-2:])
+
+
+def test_a_lease_left_by_a_worker_without_heartbeat_says_when_it_runs_out(fleet: Fleet) -> None:
+    engine = FleetDatabase(fleet.url).engine
+    keeper = LeaseKeeper(engine, CODES, lease_seconds=30.0, worker_id="host-d:4:w")
+    try:
+        keeper.tick()
+        with engine.begin() as connection:  # its heartbeat ran out, its leases not yet
+            connection.execute(
+                text("UPDATE fleet_worker SET expires_at = now() - interval '1 second'")
+            )
+        refused = fleet.cli("run", "--once", "--company", "bolt")
+        assert refused.exit_code == 1
+        assert "still held by worker host-d:4:w" in refused.stderr
+        assert "stopped renewing (no heartbeat): its lease runs out in" in refused.stderr
+        assert lease_row(fleet, "bolt")[0] == "host-d:4:w"
+    finally:
+        keeper.stop()
+        engine.dispose()
