@@ -43,6 +43,8 @@ def _diff(runtime: Runtime, take: bool) -> StockDiff:
         return diff_now(runtime, take=take)
     except StockError as exc:
         fail(str(exc))
+    except OSError as exc:  # the counts the WMS dropped first (a missing inbox): the reason
+        fail(f"the WMS's stock counts could not be read: {exc}")
     except NextEngineError as exc:
         fail(
             f"Next Engine stock could not be read: {exc}; `nebridge doctor` shows the link, "

@@ -57,12 +57,13 @@ def test_read_only_commands_create_no_folder_and_run_creates_them_0750(
         )
     assert f"the inbox folder {wms / 'inbox'} does not exist" in output["run --once --dry-run"]
 
-    take = CliRunner().invoke(app, ["--config", str(config), "stock", "take"])
-    assert take.exit_code == 1 and not wms.exists()
-    assert take.stderr.startswith(
-        f"error: the WMS's stock counts could not be read: the inbox folder {wms / 'inbox'} "
-        "does not exist: nebridge creates it when it starts"
-    ), take.output
+    for stock in ("take", "diff"):  # they take the counts the WMS dropped: said, not a traceback
+        take = CliRunner().invoke(app, ["--config", str(config), "stock", stock])
+        assert take.exit_code == 1 and not wms.exists()
+        assert take.stderr.startswith(
+            f"error: the WMS's stock counts could not be read: the inbox folder {wms / 'inbox'} "
+            "does not exist: nebridge creates it when it starts"
+        ), take.output
 
     umask = re.search(r"^UMask=(\d+)$", output["systemd unit"], re.M)
     assert umask is not None and umask.group(1) == "0027"
