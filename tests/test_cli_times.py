@@ -16,8 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from plugins.wms_logikura.sandbox import SandboxServer as LogikuraSandbox
 from tests.conftest import ConfigFactory
 from tests.ne_world import World, make_world
+from tests.wms_logikura.conftest import REDIRECT, logikura_section, sandbox_config
 
 ZONE = "Asia/Kolkata"
 #: An ISO 8601 time to the second in that zone.
@@ -29,12 +31,12 @@ def world(make_config: ConfigFactory, tmp_path: Path) -> Iterator[World]:
     yield from make_world(make_config, tmp_path, timezone=ZONE)
 
 
-def cli(world: World, *args: str) -> Any:
-    return CliRunner().invoke(app, ["--config", str(world.config), *args])
+def cli(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--config", str(config), *args])
 
 
 def test_status_doctor_and_stock_diff_show_times_in_the_configured_zone(world: World) -> None:
-    status = cli(world, "status")
+    status = cli(world.config, "status")
     assert status.exit_code == 0, status.output
     assert re.search(
         rf"^  access token until {IN_ZONE}, refresh token until {IN_ZONE}$",
@@ -42,7 +44,7 @@ def test_status_doctor_and_stock_diff_show_times_in_the_configured_zone(world: W
         re.M,
     ), status.stdout
 
-    doctor = cli(world, "doctor", "--offline", "--json")
+    doctor = cli(world.config, "doctor", "--offline", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     horizon = checks["refresh-token horizon"]["detail"]
     assert re.fullmatch(rf"refresh token valid for \d+[dhms]( \d+[hms])?, until {IN_ZONE}", horizon)
@@ -55,8 +57,30 @@ def test_status_doctor_and_stock_diff_show_times_in_the_configured_zone(world: W
         ["ITAKU,P-A,3,2026-11-27T12:00:00+09:00"],
     )
     assert world.run_once().intake is not None
-    diff = cli(world, "stock", "diff")
+    diff = cli(world.config, "stock", "diff")
     assert diff.exit_code == 0, diff.output
     assert re.search(
         r"ITAKU: snapshot \S+ counted at 2026-11-27T08:30:00\+05:30$", diff.stderr, re.M
     ), diff.stderr
+
+
+def test_a_plugins_link_detail_shows_its_times_in_the_configured_zone(
+    make_config: ConfigFactory,
+) -> None:
+    """Logikura words its token ends in UTC (it does not know the zone): `wms connect` and
+    `wms status` show them in daemon.yaml's."""
+    with LogikuraSandbox(sandbox_config()) as lk:
+        config = make_config(
+            timezone=ZONE, wms={"connector": "logikura", "logikura": logikura_section(lk)}
+        )
+        code = lk.state.issue_code(REDIRECT)
+        for args in (["wms", "connect", "--code", code], ["wms", "status"]):
+            result = cli(config, *args)
+            assert result.exit_code == 0, result.output
+            assert re.match(
+                rf"logikura: connected — access token until {IN_ZONE}, refresh token until "
+                rf"{IN_ZONE} \(scope [^)]*\)",
+                result.stdout,
+            ), result.stdout
+        machine = json.loads(cli(config, "wms", "status", "--json").stdout)
+        assert "+00:00" in machine["detail"]  # --json keeps what the connector said

@@ -8,6 +8,7 @@ that use them (see the rule in ``daemon/cli/__init__.py``).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -463,6 +464,17 @@ def display_zone(loaded: LoadedConfig | None = None) -> tzinfo | None:
 
     name = loaded.config.timezone if loaded is not None else None
     return ZoneInfo(name) if name else None
+
+
+#: An ISO 8601 time with its offset inside a text (a plugin's link detail).
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)")
+
+
+def times_in_zone(text: str, zone: tzinfo | None) -> str:
+    """``text`` with each ISO 8601 time that carries an offset shown as :func:`when` shows
+    times: plugins word a link's state without knowing the zone daemon.yaml shows times in
+    (Logikura: ``access token until 2026-12-04T18:15:13.953036+00:00``)."""
+    return _ISO_TIME.sub(lambda found: when(found.group(0), zone), text)
 
 
 def when(moment: datetime | str | None, zone: tzinfo | None = None) -> str:

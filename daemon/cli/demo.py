@@ -41,7 +41,7 @@ import typer
 from sqlmodel import col, select
 
 from daemon.admin import RunOnceReport, run_once
-from daemon.cli.common import display_zone, fail, info, print_table
+from daemon.cli.common import display_zone, fail, info, print_table, times_in_zone
 from daemon.cli.stock import show_diff
 from daemon.cli.wms import wait_for_code
 from daemon.config import ConfigError, DaemonConfig, LoadedConfig, load_config, read_yaml
@@ -556,7 +556,9 @@ def _connect_wms(config_path: Path, approve: Callable[[str], None]) -> str:
         receiver.join(30)
         if "code" not in received:
             fail("the WMS's permission page did not reach nebridge's redirect receiver")
-        return connector.authorize(received["code"], ctx).detail
+        return times_in_zone(
+            connector.authorize(received["code"], ctx).detail, display_zone(runtime.loaded)
+        )
     finally:
         runtime.close()
 

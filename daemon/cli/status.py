@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from daemon.cli.attention import print_attention
-from daemon.cli.common import display_zone, fail, get, print_json, print_table, when
+from daemon.cli.common import (
+    display_zone,
+    fail,
+    get,
+    print_json,
+    print_table,
+    times_in_zone,
+    when,
+)
 from daemon.linkinfo import LinkInfo, describe
 from daemon.pluginload import load_plugins
 from daemon.status import collect_status, wms_link
@@ -75,7 +83,8 @@ def status(
             )
     if "wms" in data:
         wms_state = data["wms"]
-        typer.echo(f"WMS ({wms_state['connector']}): {wms_state['state']} — {wms_state['detail']}")
+        detail = times_in_zone(wms_state["detail"], zone)
+        typer.echo(f"WMS ({wms_state['connector']}): {wms_state['state']} — {detail}")
     typer.echo(f"plugins loaded: {', '.join(data['plugins']['loaded']) or 'none'}")
     for bad in data["plugins"]["needs_attention"]:
         typer.echo(f"plugin {bad['name']} {bad['state']}: {bad['error']}")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import secrets
 import webbrowser
+from datetime import tzinfo
 from typing import Annotated
 
 import typer
 
-from daemon.cli.common import fail, get, info, print_json
+from daemon.cli.common import display_zone, fail, get, info, print_json, times_in_zone
 from daemon.config import ConfigError
 from daemon.httpserve import PortInUse
 from daemon.redirect import is_loopback, receive_redirect
@@ -81,11 +82,12 @@ def _runtime(ctx: typer.Context) -> tuple[Runtime, AuthorizingConnector, str]:
     return runtime, connector, name
 
 
-def _show(status: LinkStatus, name: str, as_json: bool) -> None:
+def _show(status: LinkStatus, name: str, as_json: bool, zone: tzinfo | None) -> None:
     if as_json:
         print_json({"connector": name, "state": status.state, "detail": status.detail})
     else:
-        typer.echo(f"{name}: {status.state.replace('_', ' ')} — {status.detail}")
+        detail = times_in_zone(status.detail, zone)
+        typer.echo(f"{name}: {status.state.replace('_', ' ')} — {detail}")
 
 
 @app.command("connect")
@@ -121,7 +123,7 @@ def connect(
         fail(f"{name}: {exc}")
     finally:
         runtime.close()
-    _show(status, name, as_json)
+    _show(status, name, as_json, display_zone(runtime.loaded))
 
 
 @app.command("status")
@@ -137,5 +139,5 @@ def status(
         fail(f"cannot tell the {name} link: {exc}")
     finally:
         runtime.close()
-    _show(link, name, as_json)
+    _show(link, name, as_json, display_zone(runtime.loaded))
     raise typer.Exit(0 if link.state == "connected" else 1)
