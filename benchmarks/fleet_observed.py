@@ -286,7 +286,7 @@ def fleet(
             )
 
         started = time.perf_counter()
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(6) as pool:  # a link holds up to 2 of the vault's 14 connections
             list(pool.map(link, codes))
         say(
             f"fleet-observed: {companies} companies linked in {time.perf_counter() - started:.0f} s"
