@@ -105,7 +105,7 @@ def horizon_warning(refresh_end: datetime | None, now: datetime) -> str | None:
     if left > WARN_AT[0]:
         return None
     hours = max(0.0, left.total_seconds() / 3600)
-    when = refresh_end.strftime("%Y-%m-%d %H:%M %Z")
+    when = refresh_end.isoformat(timespec="seconds")  # the CLI shows it in its zone
     return (
         f"the Next Engine refresh token lapses in {hours:.1f} h (at {when}); nebridge "
         "renews it automatically while it can reach Next Engine — check the network and "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from daemon.nextengine.tokens import FileTokenStore
 from plugins.wms_logikura.sandbox import SandboxServer as LogikuraSandbox
 from tests.conftest import ConfigFactory
 from tests.ne_world import World, make_world
@@ -43,6 +46,18 @@ def test_status_doctor_and_stock_diff_show_times_in_the_configured_zone(world: W
         status.stdout,
         re.M,
     ), status.stdout
+
+    store = FileTokenStore(world.config.parent / "state" / "nextengine-tokens.json")
+    tokens = store.load()
+    assert tokens is not None
+    store.save(replace(tokens, refresh_token_end_date=datetime.now(UTC) + timedelta(hours=5)))
+    warned = cli(world.config, "status")
+    assert re.search(
+        rf"^  WARNING: the Next Engine refresh token lapses in 5\.0 h \(at {IN_ZONE}\);",
+        warned.stdout,
+        re.M,
+    ), warned.stdout
+    store.save(tokens)
 
     doctor = cli(world.config, "doctor", "--offline", "--json")
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}

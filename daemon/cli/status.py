@@ -75,7 +75,7 @@ def status(
         )
         ends = data["nextengine"]
         if ends.get("warning"):
-            typer.echo(f"  WARNING: {ends['warning']}")
+            typer.echo(f"  WARNING: {times_in_zone(ends['warning'], zone)}")
         if ends["refresh_token_end"]:
             typer.echo(
                 f"  access token until {when(ends['access_token_end'], zone)}, "
