@@ -19,7 +19,8 @@ a company whose plugin hangs at import or whose start is slow never holds up the
 the other leases, and a hung start never keeps the process from exiting. A start that has not
 returned within ``start_seconds`` is given up: the company is reported failed (log and
 :meth:`FleetWorker.failures`) and its lease is kept but not served — no other worker takes it
-and hangs too — and it is tried again (after the hung start returned) with a growing pause.
+and hangs too — and it is tried again (after the hung start returned) with a growing pause,
+or at the next reload (SIGHUP after fixing its plugin) at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -161,7 +162,9 @@ class FleetWorker:
         self._sync()
 
     def reload(self, base: LoadedConfig | None = None) -> Changes:
-        """Read the companies again (and ``base``); stop what changed or went away."""
+        """Read the companies again (and ``base``); stop what changed or went away, and try
+        every held company whose service failed to start again at once (its plugin may be
+        the fix, which no file shows)."""
         changes = self.companies.reload(base)
         for refusal in changes.refused:
             log.error(
@@ -170,8 +173,13 @@ class FleetWorker:
             )
         for code in (*changes.changed, *changes.removed):
             self._stop_service(code)
-            with self._guard:
-                self._failures.pop(code, None)  # a fixed file is tried again at once
+        with self._guard:
+            for code in changes.removed:
+                self._failures.pop(code, None)
+            # a fixed file or plugin is tried again at once (the failure is kept, so that
+            # a start that now succeeds tells on_started and clears what on_failed showed)
+            for code, failure in list(self._failures.items()):
+                self._failures[code] = replace(failure, retry_at=0.0)
         self.keeper.set_companies(self.companies.companies)
         log.info(
             "companies reloaded: %d added, %d changed, %d removed, %d refused",
