@@ -99,3 +99,6 @@ def test_a_plugins_link_detail_shows_its_times_in_the_configured_zone(
             ), result.stdout
         machine = json.loads(cli(config, "wms", "status", "--json").stdout)
         assert "+00:00" in machine["detail"]  # --json keeps what the connector said
+        doctor = cli(config, "doctor", "--offline")
+        assert "wms link (logikura)" in doctor.stdout
+        assert "+05:30" in doctor.stdout and "+00:00" not in doctor.stdout, doctor.stdout

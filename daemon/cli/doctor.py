@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from daemon.cli.common import get, print_json, print_table
+from daemon.cli.common import display_zone, get, print_json, print_table, times_in_zone
 from daemon.doctor import as_dict, diagnose
 
 
@@ -48,17 +49,32 @@ def doctor(
             }
         )
     else:
+        zone = _zone(app_ctx.config_path)
         print_table(
             "nebridge doctor",
             ["check", "ok", "detail", "fix"],
-            [[c.name, "ok" if c.ok else "FAIL", c.detail, c.fix] for c in found.checks]
-            + [[w.name, "WARN", w.detail, w.fix] for w in found.warnings],
+            [
+                [c.name, "ok" if c.ok else "FAIL", times_in_zone(c.detail, zone), c.fix]
+                for c in found.checks
+            ]
+            + [[w.name, "WARN", times_in_zone(w.detail, zone), w.fix] for w in found.warnings],
         )
         verdict = "all checks passed" if not bad else f"{len(bad)} problem(s) found"
         if found.warnings:
             verdict += f", {len(found.warnings)} warning(s)"
         typer.echo(verdict)
     raise typer.Exit(1 if bad else 0)
+
+
+def _zone(config_path: Path) -> tzinfo | None:
+    """The zone times are shown in (a plugin's link detail names its times in its own);
+    the system's when daemon.yaml cannot be read (the diagnosis says why)."""
+    from daemon.config import ConfigError, load_config
+
+    try:
+        return display_zone(load_config(config_path))
+    except ConfigError:
+        return None
 
 
 def _fleet_mode(config_path: Path) -> bool:
