@@ -601,8 +601,10 @@ class WarehousePipeline:
                     )
                 elif not (result.paused_reason or result.skipped_reason):
                     attention.resolve_in(session, [key])
-        except LeaseLost:
-            raise  # another worker serves the company now: its job ends here
+        except (DatabaseUnavailable, LeaseLost):
+            # the database away (a paused worker's session ended) or another worker serving
+            # the company now: the job ends here and its runner says so once
+            raise
         except Exception:
             log.exception(
                 "could not record the run of %s/%s", self.warehouse.code, result.stage.value

@@ -3,16 +3,24 @@ pipeline run whose database went away is not logged as a failure of its own."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
+
+import pytest
+from sqlalchemy import make_url
 
 from daemon.config import load_config
 from daemon.fleet.companies import Companies, Company
 from daemon.fleet.leases import Lease, fleet_engine
 from daemon.fleet.worker import FleetWorker
+from daemon.pipeline import Stage
+from daemon.runtime import build_runtime
+from daemon.store.engine import DatabaseUnavailable
 from tests.conftest import ConfigFactory
 from tests.fleet.test_worker import Recorder, company_file
+from tests.pgproxy import TcpProxy
 
 
 def test_sighup_retries_a_hung_company_at_once_though_its_file_did_not_change(
@@ -73,3 +81,28 @@ def test_sighup_retries_a_hung_company_at_once_though_its_file_did_not_change(
         stop.set()
         worker.serve(stop)
         engine.dispose()
+
+
+def test_a_run_whose_database_went_away_is_left_to_the_job_runner(
+    make_config: ConfigFactory, fleet_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker resumed after SIGSTOP past its lease finds its database session ended: the
+    stage's run cannot be recorded. That is the outage the job runner logs once, not an
+    ERROR with a traceback from the pipeline: DatabaseUnavailable goes up to it."""
+    target = make_url(fleet_url)
+    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        via_proxy = target.set(host="127.0.0.1", port=proxy.port)
+        config = make_config(
+            migrate=False, database_url=via_proxy.render_as_string(hide_password=False)
+        )
+        runtime = build_runtime(config)
+        try:
+            # a warehouse without the order import: its stage touches no database
+            pipeline = next(p for p in runtime.pipelines() if not p.warehouse.import_orders)
+            proxy.stop()  # the database session ends under the paused worker
+            caplog.clear()
+            with pytest.raises(DatabaseUnavailable):
+                pipeline.run_once(stages=[Stage.IMPORT_ORDERS])
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        finally:
+            runtime.close()
