@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import webbrowser
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from sqlalchemy import Engine
 
-from daemon.cli.common import display_zone, fail, get, info, print_json
+from daemon.cli.common import AppContext, display_zone, fail, get, info, print_json
+from daemon.config import DaemonConfig
+from daemon.fleet.hold import LeaseHeld, hold_company
+from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.nelink import (
     LinkError,
     connect,
@@ -20,6 +26,9 @@ from daemon.nelink import (
 )
 from daemon.nextengine.errors import NextEngineError
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
+
+if TYPE_CHECKING:
+    from daemon.fleet.runtime import FleetDatabase
 
 
 def connect_cmd(
@@ -83,7 +92,9 @@ def unlink_cmd(
 ) -> None:
     """Remove ALL Next Engine integration (連携を解除する); unfinished work is exported first.
 
-    In fleet mode (--company CODE) the company's token pair is removed from the vault.
+    Refused while the daemon runs (it may be sending the actions removed): stop it first. In
+    fleet mode (--company CODE) the company's token pair is removed from the vault, and the
+    command holds the company's lease: refused while a worker serves it.
     """
     app_ctx = get(ctx)
     config = app_ctx.load().config
@@ -95,29 +106,66 @@ def unlink_cmd(
         # the vault (and its key) first: refused before anything is removed
         store = app_ctx.token_store(fleet)
         forget = None if fleet is None or store is None else partial(fleet.vault.forget, code)
-        work = pending_work(engine)
-        if not as_json:
-            typer.echo(
-                f"Unlinking removes the Next Engine tokens, cursors and "
-                f"{len(work.actions)} unfinished action(s) and {len(work.uploads)} "
-                f"unfinished stock upload(s):"
-            )
-            for action in work.actions[:20]:
-                typer.echo(
-                    f"  {action['state']:>9} {action['kind']} {action['subject']} "
-                    f"(warehouse {action['warehouse']})"
-                )
-            if len(work.actions) > 20:
-                typer.echo(f"  … and {len(work.actions) - 20} more (all go to the export file)")
-        if not yes and not typer.confirm("Unlink Next Engine now?", default=False):
-            fail("not unlinked (nothing changed)")
-        removed, export = unlink(config, engine, forget=forget)
-    except DatabaseNotMigrated as exc:
+        with _held_against_the_daemon(app_ctx, engine, fleet):
+            _unlink(config, engine, forget, yes=yes, as_json=as_json)
+    except (DatabaseNotMigrated, AlreadyRunning, LeaseHeld) as exc:
         fail(str(exc))
     finally:
         engine.dispose()
         if fleet is not None:
             fleet.close()
+
+
+@contextmanager
+def _held_against_the_daemon(
+    app_ctx: AppContext, engine: Engine, fleet: FleetDatabase | None
+) -> Iterator[None]:
+    """Keep the daemon off the link while unlink removes its unfinished actions, which the
+    daemon may be sending: the instance lock of a single-company installation, the
+    company's lease in fleet mode (:class:`AlreadyRunning` / :class:`LeaseHeld` saying who
+    works on it and what to do)."""
+    if fleet is None:
+        with instance_lock(app_ctx.load().config, engine):
+            yield
+        return
+    code = app_ctx.company or ""
+    with hold_company(
+        fleet.control,
+        code,
+        lease_seconds=app_ctx.load_base().config.fleet_lease_seconds,
+        what=f"`nebridge unlink --company {code}`",
+        why="Unlinking removes the unfinished actions that worker may be sending",
+    ):
+        yield
+
+
+def _unlink(
+    config: DaemonConfig,
+    engine: Engine,
+    forget: Callable[[], object] | None,
+    *,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """List what unlinking removes, ask (unless ``yes``), unlink and say where the unfinished
+    work went."""
+    work = pending_work(engine)
+    if not as_json:
+        typer.echo(
+            f"Unlinking removes the Next Engine tokens, cursors and "
+            f"{len(work.actions)} unfinished action(s) and {len(work.uploads)} "
+            f"unfinished stock upload(s):"
+        )
+        for action in work.actions[:20]:
+            typer.echo(
+                f"  {action['state']:>9} {action['kind']} {action['subject']} "
+                f"(warehouse {action['warehouse']})"
+            )
+        if len(work.actions) > 20:
+            typer.echo(f"  … and {len(work.actions) - 20} more (all go to the export file)")
+    if not yes and not typer.confirm("Unlink Next Engine now?", default=False):
+        fail("not unlinked (nothing changed)")
+    removed, export = unlink(config, engine, forget=forget)
     if as_json:
         print_json(
             {

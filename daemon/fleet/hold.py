@@ -56,8 +56,14 @@ def _take(engine: Engine, company: str, holder: str, lease_seconds: float) -> in
     return None if epoch is None else int(epoch)
 
 
-def _refusal(engine: Engine, company: str, what: str) -> str | None:
-    """Why ``what`` may not run for ``company`` now (its holder), or None if it is free."""
+#: Why a command that holds the lease waits for the worker serving the company (the
+#: worker's own work, such as a pass, which must never run twice at once).
+WORKERS_WORK = "That worker does this work itself"
+
+
+def _refusal(engine: Engine, company: str, what: str, why: str) -> str | None:
+    """Why ``what`` may not run for ``company`` now (its holder), or None if it is free;
+    ``why`` says why it waits for a live worker."""
     with engine.connect() as connection:
         row = connection.execute(
             text(
@@ -75,10 +81,10 @@ def _refusal(engine: Engine, company: str, what: str) -> str | None:
     if row.live:
         return (
             f"company {company!r} is served by worker {holder} on host {host} (its lease has "
-            f"{left:.0f} s left): {what} would run beside it. That worker does this work "
-            "itself; to run it from here, stop the workers (`systemctl stop nebridge` on each "
-            "host; a live one takes the company within one lease time) and run the command "
-            "again — `nebridge companies list` shows who serves what"
+            f"{left:.0f} s left): {what} would run beside it. {why}; to run it from here, "
+            "stop the workers (`systemctl stop nebridge` on each host; a live one takes the "
+            "company within one lease time), run the command again, then start them — "
+            "`nebridge companies list` shows who serves what"
         )
     if row.host is None:
         return (
@@ -95,18 +101,19 @@ def _refusal(engine: Engine, company: str, what: str) -> str | None:
 
 @contextmanager
 def hold_company(
-    engine: Engine, company: str, *, lease_seconds: float, what: str
+    engine: Engine, company: str, *, lease_seconds: float, what: str, why: str = WORKERS_WORK
 ) -> Iterator[Lease]:
     """Hold ``company``'s lease for the block, renewed every third of ``lease_seconds``, and
     release it after; :class:`LeaseHeld` (naming the holder, saying what to do) when a
-    worker or another command holds it. ``what`` names the command in that message."""
+    worker or another command holds it. ``what`` names the command in that message, ``why``
+    says why it does not run beside a worker."""
     holder = cli_holder()
     epoch = None
     for _attempt in range(3):  # a lease released between the two statements: take it again
         epoch = _take(engine, company, holder, lease_seconds)
         if epoch is not None:
             break
-        refusal = _refusal(engine, company, what)
+        refusal = _refusal(engine, company, what, why)
         if refusal is not None:
             raise LeaseHeld(refusal)
     if epoch is None:

@@ -237,6 +237,7 @@ def test_connect_company_stores_the_pair_in_the_vault_and_companies_list_shows_i
     other = json.loads(fleet.cli("status", "--company", "bolt", "--json").stdout)
     assert other["nextengine"]["state"] == "not_connected"
 
+    keeper.stop()  # unlink holds the company's lease: the worker stops first
     gone = fleet.cli("unlink", "--company", "acme", "--yes", "--json")
     assert gone.exit_code == 0, gone.output
     vault = fleet.vault()

@@ -1,25 +1,36 @@
 """Fleet operator leftovers (issue #19): a reload retries every failed company at once, a
-pipeline run whose database went away is not logged as a failure of its own."""
+pipeline run whose database went away is not logged as a failure of its own, unlink waits
+for the worker (or single-company daemon) that may be sending what it removes."""
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url
+from typer.testing import CliRunner
 
+from daemon.cli import app
 from daemon.config import load_config
 from daemon.fleet.companies import Companies, Company
-from daemon.fleet.leases import Lease, fleet_engine
+from daemon.fleet.leases import Lease, LeaseKeeper, fleet_engine
+from daemon.fleet.runtime import FleetDatabase
 from daemon.fleet.worker import FleetWorker
+from daemon.instancelock import InstanceLock
 from daemon.pipeline import Stage
 from daemon.runtime import build_runtime
-from daemon.store.engine import DatabaseUnavailable
+from daemon.store.engine import DatabaseUnavailable, make_engine
 from tests.conftest import ConfigFactory
+from tests.fleet.test_fleet_cli import CODES, Fleet, connect, fleet
+from tests.fleet.test_fleet_cli_fence import lease_row
 from tests.fleet.test_worker import Recorder, company_file
+
+__all__ = ["fleet"]  # the fixture, used by name
 from tests.pgproxy import TcpProxy
 
 
@@ -106,3 +117,64 @@ def test_a_run_whose_database_went_away_is_left_to_the_job_runner(
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         finally:
             runtime.close()
+
+
+def exports(folder: Path) -> list[Path]:
+    """The files unlink exported unfinished work to, anywhere under ``folder``."""
+    return sorted(folder.rglob("unlink-export-*.json"))
+
+
+def test_unlink_for_a_company_holds_its_lease_and_is_refused_while_a_worker_serves_it(
+    fleet: Fleet,
+) -> None:
+    """unlink removes the unfinished actions a worker may be sending: refused, naming the
+    worker and what to do, while one serves the company; it holds the lease otherwise."""
+    assert connect(fleet, "acme").exit_code == 0
+    root = fleet.config.parent
+    engine = FleetDatabase(fleet.url).engine
+    keeper = LeaseKeeper(engine, CODES, lease_seconds=30.0, worker_id="host-a:1:w")
+    try:
+        keeper.tick()
+        held = lease_row(fleet, "acme")
+        refused = fleet.cli("unlink", "--company", "acme", "--yes", "--json")
+        assert refused.exit_code == 1, refused.output
+        error = json.loads(refused.stdout)["error"]
+        assert f"served by worker host-a:1:w on host {socket.gethostname()}" in error
+        assert "removes the unfinished actions that worker may be sending" in error
+        assert "systemctl stop nebridge" in error and "then start them" in error
+        assert lease_row(fleet, "acme") == held and exports(root) == []  # nothing done
+        keeper.stop()  # the workers stopped
+        done = fleet.cli("unlink", "--company", "acme", "--yes", "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["unlinked"] is True and len(exports(root)) == 1
+        assert lease_row(fleet, "acme") == (None, held[1] + 1)  # taken, then released
+    finally:
+        keeper.stop()
+        engine.dispose()
+
+
+def test_unlink_is_refused_beside_a_running_single_company_daemon(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    """As in fleet mode: unlink waits for the daemon that may be sending the actions it
+    removes (it takes the instance lock, as `run --once` does)."""
+    config_path = make_config()
+    config = load_config(config_path).config
+    engine = make_engine(config.resolved_database_url)
+    daemon = InstanceLock(config, engine)
+    try:
+        assert daemon.try_acquire()  # the daemon runs
+        refused = CliRunner().invoke(
+            app, ["--config", str(config_path), "unlink", "--yes", "--json"]
+        )
+        assert refused.exit_code == 1, refused.output
+        error = json.loads(refused.stdout)["error"]
+        assert "another nebridge process" in error and "systemctl stop nebridge" in error
+        assert exports(tmp_path) == []  # nothing done
+        daemon.release()
+        done = CliRunner().invoke(app, ["--config", str(config_path), "unlink", "--yes"])
+        assert done.exit_code == 0, done.output
+        assert len(exports(tmp_path)) == 1
+    finally:
+        daemon.release()
+        engine.dispose()
