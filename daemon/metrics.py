@@ -119,7 +119,7 @@ def read_store(db: Bind, host: PluginHost | None = None) -> Samples:
                     ((str(warehouse), str(stage)), _timestamp(finished))
                 )
     live = attention.paused_stage_items(host) if host is not None else []
-    counts = attention.collect(db, live=live, limit=0).counts
+    counts = attention.counts(db, live=live)
     for kind in attention.AttentionKind:  # every kind, 0 included: alert on > 0
         samples[ATTENTION.name].append(((kind.value,), float(counts.pop(kind.value, 0))))
     for other, n in sorted(counts.items()):  # kinds a connector reported

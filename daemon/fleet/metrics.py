@@ -7,8 +7,8 @@ and waiting jobs, its lease renewals and losses, and its id (``nebridge_fleet_wo
 
 A scrape reads no database: each company's figures are a cache that one refresher thread
 reads again once they are :data:`REFRESH_SECONDS` old (a company just served at its next
-pass, about a second later), through the worker's shared pool — one read (16 statements,
-about 11 ms of CPU) per company per minute, not one per company per scrape. The cache holds
+pass, about a second later), through the worker's shared pool — one read (5 statements,
+about 6–7 ms of CPU) per company per minute, not one per company per scrape. The cache holds
 each company's lines of the exposition, rendered once per read, so a scrape only joins them
 (benchmarks/fleet_metrics.py).
 ``nebridge_fleet_company_figures_age_seconds{company}`` says how old each company's figures

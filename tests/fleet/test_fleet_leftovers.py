@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import make_url
 from typer.testing import CliRunner
 
+from daemon import attention
+from daemon.attention import AttentionItem, AttentionKind
 from daemon.cli import app
 from daemon.config import load_config
 from daemon.fleet.companies import Companies, Company
@@ -24,7 +26,9 @@ from daemon.fleet.worker import FleetWorker
 from daemon.instancelock import InstanceLock
 from daemon.pipeline import Stage
 from daemon.runtime import build_runtime
-from daemon.store.engine import DatabaseUnavailable, make_engine
+from daemon.store.engine import DatabaseUnavailable, make_engine, upgrade, write_session
+from daemon.store.models import ImportedOrder, InboxBatch, InboxEvent, OutboxItem, utcnow
+from hooks.records import Problem
 from tests.conftest import ConfigFactory
 from tests.fleet.test_fleet_cli import CODES, Fleet, connect, fleet
 from tests.fleet.test_fleet_cli_fence import lease_row
@@ -177,4 +181,85 @@ def test_unlink_is_refused_beside_a_running_single_company_daemon(
         assert len(exports(tmp_path)) == 1
     finally:
         daemon.release()
+        engine.dispose()
+
+
+def test_the_counts_only_read_counts_what_collect_counts(database_url: str) -> None:
+    """The metrics refresh reads attention.counts (one statement, no item read): the same
+    counts as collect, kind by kind, for every warehouse and for one, live items included."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    try:
+        with write_session(engine) as session:
+            for n, (warehouse, state) in enumerate(
+                [("W1", "held"), ("W2", "held"), ("W1", "done"), ("W2", "held")]
+            ):
+                session.add(ImportedOrder(ne_order_id=f"O-{n}", warehouse=warehouse, state=state))
+                session.add(
+                    InboxEvent(
+                        kind="shipment",
+                        external_id=f"S-{n}",
+                        warehouse=warehouse,
+                        content_hash="0" * 64,
+                        payload="{}",
+                        source="s.csv",
+                        state=state,
+                    )
+                )
+            for n, (warehouse, state) in enumerate(
+                [("W1", "failed"), ("W2", "failed"), ("W2", "in_doubt"), ("W1", "pending")]
+            ):
+                session.add(
+                    OutboxItem(
+                        idempotency_key=f"k-{n}",
+                        kind="ship_order",
+                        warehouse=warehouse,
+                        plugin="p",
+                        subject=f"O-{n}",
+                        payload="{}",
+                        state=state,
+                    )
+                )
+            for n, state in enumerate(["rejected", "rejected", "done"]):
+                session.add(InboxBatch(source=f"f-{n}.csv", kind="shipment", state=state))
+        for key, warehouse in (("a", "W1"), ("b", "W2"), ("c", "")):
+            attention.report(
+                engine,
+                Problem(
+                    key=f"wms_mismatch:{key}",
+                    kind=AttentionKind.WMS_MISMATCH,
+                    reason="r",
+                    fix="f",
+                    warehouse=warehouse,
+                ),
+            )
+        attention.resolve(engine, ["wms_mismatch:b"])
+        live = [
+            AttentionItem(
+                kind=AttentionKind.PAUSED_STAGE, key="p", reason="r", fix="f", since=utcnow()
+            )
+        ]
+        assert attention.counts(engine, live=live) == {
+            "held_order": 3,
+            "held_event": 3,
+            "failed_action": 2,
+            "in_doubt_action": 1,
+            "rejected_file": 2,
+            "wms_mismatch": 2,
+            "paused_stage": 1,
+        }
+        for warehouse in (None, "W1", "W2", "W3"):
+            assert (
+                attention.counts(engine, live=live, warehouse=warehouse)
+                == attention.collect(engine, live=live, limit=0, warehouse=warehouse).counts
+            )
+        assert attention.counts(engine, warehouse="W2") == {
+            "held_order": 2,
+            "held_event": 2,
+            "failed_action": 1,
+            "in_doubt_action": 1,
+            "rejected_file": 2,
+            "wms_mismatch": 1,
+        }
+    finally:
         engine.dispose()
