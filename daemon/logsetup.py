@@ -2,7 +2,9 @@
 
 Every secret the process learns (client secret, tokens) is registered with
 :func:`register_secret`; a filter on the root handler replaces it in every log line, so a
-secret can never reach the journal even through an exception message.
+secret can never reach the journal even through an exception message. A line logged for a
+fleet company (``company`` in its context: its jobs on a worker) names the company in every
+command it suggests (``hooks.notify.for_company``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ class _Formatter(logging.Formatter):
         text = super().format(record)
         context = _context.get()
         if context:
+            company = dict(context).get("company")
+            if company:  # a fleet company's line: the commands it suggests name it
+                from hooks.notify import for_company
+
+                text = for_company(text, company)
             text += " [" + " ".join(f"{k}={v}" for k, v in context) + "]"
         text = redact(text)
         if self.journal:

@@ -151,18 +151,36 @@ _LABELS = {
 #: A command suggested to a person: `nebridge …` in backquotes.
 _COMMAND = re.compile(r"`nebridge ([^`]*)`")
 
+#: The commands that cover every company (daemon.yaml, the fleet as a whole): they refuse
+#: ``--company``, so :func:`for_company` leaves them as they are.
+EVERY_COMPANY = frozenset({"companies", "config", "systemd", "demo", "plugins new"})
+
+
+def _for_one_company(command: str) -> bool:
+    """Whether ``nebridge <command>`` works on one company and names none yet: not the
+    fleet-wide commands, nor the worker itself (``nebridge run`` without ``--once``)."""
+    words = command.split()
+    if not words or words[0].startswith("-"):  # `nebridge --version`
+        return False
+    if any(w == "--company" or w.startswith("--company=") for w in words):
+        return False
+    if words[0] in EVERY_COMPANY or " ".join(words[:2]) in EVERY_COMPANY:
+        return False
+    return words[0] != "run" or "--once" in words
+
 
 def for_company(text: str, company: str) -> str:
     """``text`` with every command it suggests (`nebridge …`) run for ``company``: the one
-    place a fix is made to name the fleet company it is about (`nebridge orders retry 7
-    --company acme`); unchanged for ``""`` (a single-company installation)."""
+    place a fix, a CLI hint or a log line is made to name the fleet company it is about
+    (`nebridge orders retry 7 --company acme`); unchanged for ``""`` (a single-company
+    installation), and for the commands covering every company (:data:`EVERY_COMPANY`)."""
     if not company:
         return text
     return _COMMAND.sub(
         lambda m: (
-            m.group(0)
-            if "--company" in m.group(1)
-            else f"`nebridge {m.group(1)} --company {company}`"
+            f"`nebridge {m.group(1)} --company {company}`"
+            if _for_one_company(m.group(1))
+            else m.group(0)
         ),
         text,
     )

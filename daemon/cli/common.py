@@ -262,7 +262,9 @@ FLEET_WIDE = frozenset(
 
 #: Commands (first word, or whole path) that cover every company and have no per-company
 #: form: ``--company`` (or ``$NEBRIDGE_COMPANY``) is a usage error there, never ignored.
-#: (``run`` is refused without ``--once`` by the command itself.)
+#: (``run`` is refused without ``--once`` by the command itself.) The same set as
+#: ``hooks.notify.EVERY_COMPANY``, the hints left without ``--company`` (not imported here:
+#: ``hooks`` is heavy at start-up; a test keeps the two equal).
 EVERY_COMPANY = frozenset({"companies", "config", "systemd", "demo", "plugins new"})
 
 
@@ -312,7 +314,17 @@ class CliGroup(typer.core.TyperGroup):
         return list(super().parse_args(ctx, hoist_config(args)))
 
     def invoke(self, ctx: Any) -> Any:  # a click context (typer vendors click)
-        """Run the command; turn database errors into :func:`fail`."""
+        """Run the command; turn database errors into :func:`fail`. Run for a company, every
+        command its output suggests names the company (:mod:`daemon.company_output`)."""
+        from daemon.company_output import commands_for_company
+
+        def company() -> str:
+            return (ctx.obj.company or "") if isinstance(ctx.obj, AppContext) else ""
+
+        with commands_for_company(company):
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except typer.BadParameter as exc:  # a usage error of a --json command: JSON too

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -15,15 +16,18 @@ import pytest
 from sqlalchemy import make_url
 from typer.testing import CliRunner
 
+import hooks.notify
 from daemon import attention
 from daemon.attention import AttentionItem, AttentionKind
-from daemon.cli import app
+from daemon.cli import app, common
 from daemon.config import load_config
 from daemon.fleet.companies import Companies, Company
 from daemon.fleet.leases import Lease, LeaseKeeper, fleet_engine
 from daemon.fleet.runtime import FleetDatabase
 from daemon.fleet.worker import FleetWorker
 from daemon.instancelock import InstanceLock
+from daemon.logsetup import configure_logging, log_context
+from daemon.nelink import mark_needs_reconnect
 from daemon.pipeline import Stage
 from daemon.runtime import build_runtime
 from daemon.store.engine import DatabaseUnavailable, make_engine, upgrade, write_session
@@ -263,3 +267,78 @@ def test_the_counts_only_read_counts_what_collect_counts(database_url: str) -> N
         }
     finally:
         engine.dispose()
+
+
+def suggested(text: str) -> list[str]:
+    """Every command ``text`` suggests (`nebridge …`)."""
+    return re.findall(r"`nebridge ([^`]*)`", text)
+
+
+def test_every_command_a_company_command_suggests_carries_its_company(fleet: Fleet) -> None:
+    """The hints of commands run with --company — on stderr, in --json errors, by info,
+    fail or echo — name the company, so the operator can run them as they are; the
+    commands covering every company (which refuse --company) are left as they are."""
+    shared = FleetDatabase(fleet.url)
+    try:
+        with write_session(shared.company_engine("acme")) as session:
+            session.add(
+                InboxEvent(
+                    kind="shipment",
+                    external_id="S-1",
+                    warehouse="MAIN",
+                    content_hash="0" * 64,
+                    payload="{}",
+                    source="s.csv",
+                    state="held",
+                    received_at=utcnow(),
+                )
+            )
+    finally:
+        shared.close()
+    runs = {
+        "retried": fleet.cli("inbox", "retry", "--event", "shipment:S-1", "--company", "acme"),
+        "usage": fleet.cli("inbox", "retry", "--company", "acme"),
+        "unknown order": fleet.cli("history", "--order", "9", "--company", "acme"),
+        "warehouse (json)": fleet.cli(
+            "stock", "diff", "--warehouse", "NOPE", "--json", "--company", "acme"
+        ),
+        "by env": fleet.cli("inbox", "retry", env={"NEBRIDGE_COMPANY": "acme"}),
+    }
+    assert runs["retried"].exit_code == 0, runs["retried"].output
+    assert "`nebridge run --once --company acme`" in runs["retried"].stderr
+    assert "`nebridge inbox list --company acme`" in runs["usage"].stderr
+    assert json.loads(runs["warehouse (json)"].stdout)["error"].endswith(
+        "`nebridge warehouses list --company acme` shows them"
+    )
+    for what, run in runs.items():
+        commands = suggested(run.stdout + run.stderr)
+        assert commands, (what, run.output)
+        assert all(c.endswith("--company acme") for c in commands), (what, commands)
+    # the same commands for the other company name it; a fleet-wide one names none
+    other = fleet.cli("inbox", "retry", "--company", "bolt")
+    assert suggested(other.stderr) == ["inbox list --company bolt"]
+    refused = fleet.cli("config", "check", "--company", "acme")
+    assert refused.exit_code == 2 and suggested(refused.stderr) == ["config check"]
+    assert hooks.notify.EVERY_COMPANY == common.EVERY_COMPANY  # the hints left alone
+
+
+def test_a_company_jobs_log_lines_name_the_company_in_their_commands(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The worker's reconnect line (logged in a company job, whose log context names the
+    company, as the scheduler sets it) says `nebridge connect --company CODE`."""
+    for code in CODES:
+        assert connect(fleet, code).exit_code == 0
+    shared = FleetDatabase(fleet.url)
+    configure_logging("INFO")
+    capsys.readouterr()
+    try:
+        with log_context(company="acme"):
+            mark_needs_reconnect(shared.company_engine("acme"), "the refresh token was refused")
+        mark_needs_reconnect(shared.company_engine("bolt"), "no company in the context")
+    finally:
+        shared.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "re-connection" in line]
+    assert len(lines) == 2, lines
+    assert "`nebridge connect --company acme`" in lines[0] and "[company=acme]" in lines[0]
+    assert "`nebridge connect` " in lines[1]  # no company: unchanged
