@@ -489,7 +489,8 @@ def measure_takeover(bench: Fleet, companies: int, workers: int, say: Say) -> di
     def balanced() -> bool:
         held = leases(bench.engine)
         holders = Counter(h for h, live, _ in held.values() if live and h is not None)
-        if len(holders) != workers or min(holders.values()) < companies // workers:
+        share = -(-companies // workers)  # the fair share: none holds more once balanced
+        if len(holders) != workers or max(holders.values()) > share:
             return False
         now = time.time()
         served = first_calls(read_calls(bench.calls_log), None)
