@@ -44,6 +44,18 @@ CLIENT_SECRET_CREDENTIAL = "nextengine-client-secret"
 _CODE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 
 
+def psycopg_url(url: str) -> str:
+    """``url`` with a plain ``postgresql://`` (or ``postgres://``) scheme mapped to psycopg 3.
+
+    SQLAlchemy reads the plain scheme as psycopg2, which nebridge does not ship; the
+    ``postgres`` extra installs psycopg 3, so the usual URL an admin copies works as written.
+    """
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -286,7 +298,7 @@ class DaemonConfig(_Strict):
                 f"{value!r} is not a database URL (e.g. sqlite:///state/nebridge.db "
                 "or postgresql+psycopg://user@host/db)"
             ) from None
-        return value
+        return psycopg_url(value)
 
     nextengine: NextEngineSettings = NextEngineSettings()
     schedule: ScheduleSettings = ScheduleSettings()

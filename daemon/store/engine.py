@@ -135,6 +135,12 @@ def database_unavailable(url: str | URL, exc: BaseException, *, lost: bool = Fal
 
 def _driver_missing(url: URL, exc: ImportError) -> DatabaseUnavailable:
     driver = url.get_driver_name() or "its driver"
+    if url.get_backend_name() == "postgresql" and driver != "psycopg":
+        return DatabaseUnavailable(
+            f"`database_url` asks for the PostgreSQL driver {driver}, which nebridge does not "
+            f"ship ({exc}); nebridge uses psycopg 3: write the URL as "
+            "postgresql+psycopg://user@host/db (or postgresql://user@host/db)"
+        )
     return DatabaseUnavailable(
         f"`database_url` needs the {url.get_backend_name()} driver ({driver}), which is not "
         f"installed in {sys.prefix} ({exc}); install it with `{POSTGRES_EXTRA}` "
