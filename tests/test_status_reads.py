@@ -268,7 +268,7 @@ def test_an_unmigrated_database_is_gated(make_config: ConfigFactory, database_ur
     if empty is not None:  # the SQLite file exists, with no table
         empty.touch()
     result = CliRunner().invoke(app, ["--config", str(path), "status", "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # as on a missing SQLite file (F15)
     data = json.loads(result.stdout)
     assert data["problems"] == ["database not migrated: run `nebridge db upgrade`"]
     assert data["database"] == {
@@ -277,6 +277,10 @@ def test_an_unmigrated_database_is_gated(make_config: ConfigFactory, database_ur
         "up_to_date": False,
     }
     assert "nextengine" not in data and data["database"]["latest"]
+    human = CliRunner().invoke(app, ["--config", str(path), "status"])
+    assert human.exit_code == 1, human.output
+    assert "nebridge db upgrade" in human.stderr
+    assert "nothing waits for a person" not in human.stdout
 
 
 def test_a_missing_sqlite_file_says_what_to_do(make_config: ConfigFactory) -> None:

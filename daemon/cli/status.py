@@ -55,6 +55,8 @@ def status(
         data["wms"] = wms
     if as_json:
         print_json(data)
+        if data.get("problems"):
+            raise typer.Exit(1)  # as on a missing SQLite file: a script sees it is not ready
         return
     db = data["database"]
     typer.echo(f"config: {data['config']}")
@@ -127,6 +129,11 @@ def status(
         )
     for stage, reason in data["paused_stages"].items():
         typer.echo(f"PAUSED {stage}: {reason}")
+    if data.get("problems"):  # nothing was read from the store: "nothing waits" would mislead
+        fail(
+            "the database is not migrated (or is empty): "
+            "create its tables with `nebridge db upgrade`"
+        )
     print_attention(
         data["attention"],
         more_hint="`nebridge attention` lists them all",
