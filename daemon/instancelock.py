@@ -50,7 +50,7 @@ from daemon.config import DaemonConfig
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.tokens import SharedTokenStore, TokenSet, TokenStore, store_lock_key
 from daemon.store.engine import DatabaseUnavailable, database_unavailable, describe_database
-from hooks.files import make_private_folder
+from hooks.files import make_private_folder, open_private
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +248,7 @@ class InstanceLock:
     def _acquire_file(self) -> bool:
         self._other_name = False
         make_private_folder(self.config.state_dir)  # holds secrets
-        path = self.lock_file()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_private(self.lock_file())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

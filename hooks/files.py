@@ -8,6 +8,10 @@ target (a rename replaces a symlink at the target itself, never what it points t
 see the old content or the whole new one; temporary files a crash left for the same target are
 removed after the next write of it. :func:`locked_file` serialises writers across
 processes.
+
+Run as root (``sudo nebridge doctor``, ``sudo nebridge connect``), a private file or folder
+nebridge creates takes the owner and group of the file it replaces or, if new, of its folder:
+root must never take over a service user's state (the daemon could no longer write its tokens).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def make_private_folder(folder: Path) -> None:
     for level in reversed(missing):
         with suppress(FileExistsError):  # another process made it meanwhile
             level.mkdir(mode=0o700)
+            _adopt_owner(level, level.parent)
     if not folder.is_dir():
         folder.mkdir()  # raises the error that says why it is not a folder
 
@@ -58,6 +63,42 @@ def write_private(path: Path, data: bytes) -> None:
     _replace(path, data, 0o600, exact_mode=True)
 
 
+def open_private(path: Path, flags: int = os.O_RDWR) -> int:
+    """Open ``path`` (created 0600 if missing, never through a symlink); the caller closes
+    the descriptor. The folder is created (0700) if missing."""
+    make_private_folder(path.parent)
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        _adopt_owner(fd, path.parent)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _adopt_owner(target: int | Path, *like: Path) -> None:
+    """Run as root, give ``target`` (a descriptor or a path) the owner and group of the first
+    of ``like`` that is not root's, if ``target`` is root's: what root writes in a service
+    user's folder stays the user's (and a file root took over earlier goes back to it)."""
+    if os.geteuid() != 0:
+        return
+    mine = os.fstat(target) if isinstance(target, int) else os.lstat(target)
+    if (mine.st_uid, mine.st_gid) != (0, 0):
+        return
+    for candidate in like:
+        try:
+            owner = os.stat(candidate, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if (owner.st_uid, owner.st_gid) == (0, 0):
+            continue
+        if isinstance(target, int):
+            os.fchown(target, owner.st_uid, owner.st_gid)
+        else:
+            os.chown(target, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        return
+
+
 def _replace(path: Path, data: bytes, mode: int, exact_mode: bool) -> None:
     """A new hidden temp file beside ``path`` (fsync), renamed over it, folder fsynced."""
     directory = path.parent
@@ -68,6 +109,7 @@ def _replace(path: Path, data: bytes, mode: int, exact_mode: bool) -> None:
         try:
             if exact_mode:
                 os.fchmod(fd, mode)  # umask may have removed bits; never added any
+                _adopt_owner(fd, path, directory)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -98,8 +140,7 @@ def _temp_stem(path: Path) -> str:
 @contextmanager
 def locked_file(lock_path: Path) -> Iterator[None]:
     """``flock`` ``lock_path`` (0600) exclusively for the block; waits for other processes."""
-    make_private_folder(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_private(lock_path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

@@ -1,0 +1,116 @@
+"""Commands run as root keep the service user's state the service user's (review F30, F31).
+
+An admin runs `sudo nebridge doctor` (or `connect`) on a host where the daemon runs as its own
+user. Whatever root writes in the state folder (a rotated token pair, a lock, a new SQLite
+database) must take the owner of the file it replaces, or of the folder: a root-owned token
+file stops every Next Engine call of the running daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from daemon.cli import app
+from daemon.sandbox import SandboxConfig, SandboxServer
+from hooks.files import locked_file, make_private_folder, open_private, write_private
+from tests.conftest import ConfigFactory
+
+#: A uid/gid that is not root's (``nobody``): the service user of these tests.
+SERVICE = 65534
+CLIENT_ID, SECRET = "nebridge-test-client", "nebridge-test-secret-42"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+
+
+def owner(path: Path) -> tuple[int, int]:
+    info = os.lstat(path)
+    return info.st_uid, info.st_gid
+
+
+def service_folder(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    os.chown(path, SERVICE, SERVICE)
+    return path
+
+
+@needs_root
+def test_root_writes_in_a_service_folder_keep_the_service_owner(tmp_path: Path) -> None:
+    state = service_folder(tmp_path / "state")
+    new = state / "tokens.json"
+    write_private(new, b"{}")
+    assert owner(new) == (SERVICE, SERVICE)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600
+
+    taken = state / "taken.json"  # root took it over before the fix: it goes back
+    taken.write_bytes(b"{}")
+    write_private(taken, b"{ }")
+    assert owner(taken) == (SERVICE, SERVICE)
+
+    with locked_file(state / "tokens.json.lock"):
+        pass
+    assert owner(state / "tokens.json.lock") == (SERVICE, SERVICE)
+    os.close(open_private(state / "nebridge.lock"))
+    assert owner(state / "nebridge.lock") == (SERVICE, SERVICE)
+    make_private_folder(state / "sub" / "deeper")
+    assert owner(state / "sub") == owner(state / "sub" / "deeper") == (SERVICE, SERVICE)
+
+
+@needs_root
+def test_root_writes_in_roots_own_folder_stay_roots(tmp_path: Path) -> None:
+    state = tmp_path / "root-state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 0, 0)
+    write_private(state / "tokens.json", b"{}")
+    assert owner(state / "tokens.json") == (0, 0)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(client_id=CLIENT_ID, client_secret=SECRET, seed=3)) as sb:
+        yield sb
+
+
+@needs_root
+def test_sudo_connect_and_doctor_leave_the_token_file_to_the_service_user(
+    make_config: ConfigFactory,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEBRIDGE_NE_CLIENT_SECRET", SECRET)
+    config = make_config(
+        nextengine={
+            "api_base": sandbox.base_url,
+            "login_base": sandbox.base_url,
+            "client_id": CLIENT_ID,
+        }
+    )
+    state = tmp_path / "state"
+    for path in (state, *state.iterdir()):  # the service user's installation
+        os.chown(path, SERVICE, SERVICE)
+    tokens = state / "nextengine-tokens.json"
+
+    uid, login_state = sandbox.state.issue_login()
+    connected = CliRunner().invoke(
+        app, ["--config", str(config), "connect", "--uid", uid, "--state", login_state]
+    )
+    assert connected.exit_code == 0, connected.output
+    assert owner(tokens) == (SERVICE, SERVICE)  # F30
+
+    before = json.loads(tokens.read_text(encoding="utf-8"))["access_token"]
+    sandbox.state.expire_access_token()
+    CliRunner().invoke(app, ["--config", str(config), "doctor"])
+    assert json.loads(tokens.read_text(encoding="utf-8"))["access_token"] != before  # rotated
+    assert owner(tokens) == (SERVICE, SERVICE)  # F31
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+    leftovers = [p.name for p in state.iterdir() if owner(p) != (SERVICE, SERVICE)]
+    assert leftovers == [], leftovers
+    shutil.rmtree(state)
