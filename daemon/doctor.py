@@ -21,7 +21,7 @@ from daemon.attention import collect, paused_stage_items
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from daemon.config_admin import check_config
 from daemon.nelink import CONNECTED, RECONNECT_HINT, link_info, make_client, token_store
-from daemon.nextengine.errors import NextEngineError
+from daemon.nextengine.errors import NeReauthRequired, NextEngineError
 from daemon.nextengine.tokens import TokenStore
 from daemon.pluginload import load_plugins
 from daemon.pluginmanager import HookResultError, PluginHost
@@ -256,7 +256,15 @@ def _nextengine(
             )
         )
     except NextEngineError as exc:
-        checks.append(HealthCheck("nextengine reachable", False, str(exc), exc.hint()))
+        checks.append(HealthCheck("nextengine reachable", False, exc.what(), exc.hint()))
+        if isinstance(exc, NeReauthRequired):  # the stored link is dead, whatever its record says
+            checks[0] = HealthCheck(
+                "nextengine link",
+                False,
+                f"{info.company_name} ({info.company_id}): Next Engine refuses the stored "
+                "token pair",
+                RECONNECT_HINT,
+            )
     finally:
         client.close()
     checks.append(_clock(config.nextengine.api_base, now))

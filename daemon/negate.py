@@ -42,7 +42,7 @@ class NeGate:
     def observe(self, exc: BaseException) -> None:
         """React to an error that concerns every Next Engine call, not just one item."""
         if isinstance(exc, NeReauthRequired):
-            mark_needs_reconnect(self.engine, str(exc))
+            mark_needs_reconnect(self.engine, exc.what())  # the status line adds the fix
         elif isinstance(exc, NeMaintenance):
             self.paused_until = self.clock() + exc.retry_after
             self.pause_reason = str(exc)

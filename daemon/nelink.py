@@ -36,6 +36,7 @@ from daemon.linkinfo import describe as describe
 from daemon.linkinfo import link_state
 from daemon.linkinfo import token_store as token_store
 from daemon.logsetup import register_secret
+from daemon.nextengine.errors import NeReauthRequired
 from daemon.nextengine.tokens import TokenStore
 from daemon.redirect import is_loopback, receive_redirect
 from daemon.serialize import dumps
@@ -262,7 +263,14 @@ def connect(
         )
     client = make_client(config, secret=secret, store=store)
     try:
-        tokens = client.authorize(uid, state)
+        try:
+            tokens = client.authorize(uid, state)
+        except NeReauthRequired as exc:  # the admin is re-connecting: say what to do instead
+            raise LinkError(
+                f"{exc.what()} — the uid/state pair is invalid, expired (it lives 5 minutes) "
+                "or already used: sign in to Next Engine again and use the new pair, or run "
+                "`nebridge connect` without --uid/--state to receive it by itself"
+            ) from None
         company = client.company_info()
     finally:
         client.close()
@@ -408,6 +416,8 @@ def unlink(
         session.execute(delete(StockUpload).where(col(StockUpload.state).notin_(["done"])))
         session.execute(delete(Cursor).where(col(Cursor.name).startswith(NE_CURSOR_PREFIX)))
         session.execute(delete(NeLink))
+        # not connected by the admin's choice is a state, not an incident (status says it)
+        attention.resolve_in(session, [LINK_LOST_KEY], utcnow())
     if forget is not None:
         forget()
     else:

@@ -63,9 +63,13 @@ class NextEngineError(Exception):
         self.path = path
 
     def __str__(self) -> str:
+        return f"{self.what()} — {self.hint()}"
+
+    def what(self) -> str:
+        """What Next Engine answered, without what to do (for a line that adds its own fix)."""
         where = f" on {self.path}" if self.path else ""
         code = f" [{self.code}]" if self.code else ""
-        return f"Next Engine{code}{where}: {self.message} — {self.hint()}"
+        return f"Next Engine{code}{where}: {self.message}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, path={self.path!r})"
@@ -114,8 +118,8 @@ class NeReauthRequired(NextEngineError):
     """The stored token pair is no longer accepted: the company must sign in to NE again."""
 
     next_step = (
-        "The Next Engine connection is no longer valid; stop NE work and have an admin "
-        "re-connect the company (sign in to Next Engine again)."
+        "The Next Engine connection is no longer valid (nebridge holds its Next Engine work "
+        "until then): run `nebridge connect` to sign in to Next Engine again."
     )
 
 

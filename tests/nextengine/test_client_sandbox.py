@@ -674,7 +674,7 @@ def test_expired_refresh_token_needs_reauthorisation(
 ) -> None:
     sandbox.clock.advance(4 * 86_400)
     before = calls(sandbox)
-    with pytest.raises(NeReauthRequired, match="re-connect the company"):
+    with pytest.raises(NeReauthRequired, match="run `nebridge connect`"):
         client.company_info()
     assert calls(sandbox) - before == 1
 
