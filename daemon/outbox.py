@@ -14,16 +14,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from daemon import attention
 from daemon.fleet.leases import LeaseLost
+from daemon.owners import not_yours_fix, owner_of
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
 from hooks.actions import PlannedItem
+from hooks.records import Problem
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,32 @@ class DispatchReport:
     errors: list[str] = field(default_factory=list)
 
 
+#: Key prefix of the attention item of an action kind whose executor fails.
+DISPATCH_PROBLEM = f"{attention.AttentionKind.CRASHED_STAGE}:dispatch:"
+
+
+def _failure_problem(kind: str, exc: Exception) -> Problem:
+    """The attention item of ``kind``'s failed executor, with the fix for a file the
+    daemon may not open (a token file root took over), else where the traceback is."""
+    waiting = f"the {kind} actions wait and are tried again at every dispatch"
+    if isinstance(exc, PermissionError) and exc.filename:
+        path = Path(exc.filename)
+        owner = owner_of(path.parent)  # the folder's owner: the installation's user
+        fix = f"{not_yours_fix(path, owner) if owner else 'check its owner and mode'}; {waiting}"
+    else:
+        fix = (
+            "the log has the traceback (`journalctl -u nebridge`); "
+            f"{waiting} — if it keeps failing, report the traceback"
+        )
+    return Problem(
+        key=DISPATCH_PROBLEM + kind,
+        kind=attention.AttentionKind.CRASHED_STAGE,
+        reason=f"sending {kind} actions failed: {type(exc).__name__}: {exc}",
+        fix=fix,
+        subject=f"dispatch {kind}",
+    )
+
+
 class Dispatcher:
     """Drains the outbox by kind through the registered executors."""
 
@@ -119,17 +149,24 @@ class Dispatcher:
         self.blocked = blocked
 
     def run_once(self, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
-        """Reconcile in-flight items, then execute due items kind by kind."""
+        """Reconcile in-flight items, then execute due items kind by kind.
+
+        A kind whose executor fails opens a ``crashed_stage`` attention item (a daemon that
+        cannot send anything must say so, not only log it); it closes once the kind's
+        executor runs through again.
+        """
         report = DispatchReport()
         reason = self.blocked() if self.executors else "no executors"
         if reason:
             report.blocked = reason
             report.waiting = pending_by_kind(self.engine)
             return report
+        failed: dict[str, Exception] = {}
+        ran: set[str] = set()
         for kind, executor in self.executors.items():
             stuck = self._load(kind, [OutboxState.IN_FLIGHT], due_only=False)
             if stuck:
-                self._guard(report, kind, executor.reconcile, stuck)
+                self._guard(report, kind, executor.reconcile, stuck, failed, ran)
                 report.reconciled += len(stuck)
         for kind, executor in self.executors.items():
             limit: int = getattr(executor, "max_batch", None) or self.batch_size
@@ -137,11 +174,12 @@ class Dispatcher:
                 due = self._load(kind, [OutboxState.PENDING], due_only=True, limit=limit)
                 if not due:
                     break
-                if not self._guard(report, kind, executor.execute, due):
+                if not self._guard(report, kind, executor.execute, due, failed, ran):
                     break
                 report.executed[kind] = report.executed.get(kind, 0) + len(due)
                 if len(due) < limit:
                     break
+        self._attention(failed, ran - failed.keys())
         report.waiting = {
             kind: n
             for kind, n in pending_by_kind(self.engine).items()
@@ -155,6 +193,8 @@ class Dispatcher:
         kind: str,
         fn: Callable[[Sequence[OutboxItem]], None],
         items: Sequence[OutboxItem],
+        failed: dict[str, Exception],
+        ran: set[str],
     ) -> bool:
         try:
             fn(items)
@@ -163,8 +203,19 @@ class Dispatcher:
         except Exception as exc:  # an executor bug must not stop the other kinds
             log.exception("outbox executor %s failed", kind)
             report.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            failed.setdefault(kind, exc)
             return False
+        ran.add(kind)
         return True
+
+    def _attention(self, failed: Mapping[str, Exception], ran: set[str]) -> None:
+        """Open an attention item per failed kind; close those of kinds that ran through
+        (read only when something ran: an idle dispatch writes nothing)."""
+        for kind, exc in failed.items():
+            attention.report(self.engine, _failure_problem(kind, exc), source="dispatcher")
+        if ran:
+            keys = attention.open_problem_keys(self.engine, DISPATCH_PROBLEM)
+            attention.resolve(self.engine, keys & {DISPATCH_PROBLEM + kind for kind in ran})
 
     def _load(
         self, kind: str, states: Iterable[OutboxState], due_only: bool, limit: int | None = None
