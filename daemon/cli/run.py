@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,16 @@ import typer
 
 from daemon.admin import RunOnceReport, run_once
 from daemon.cli.attention import print_attention
-from daemon.cli.common import AppContext, err_console, fail, get, info, print_json
+from daemon.cli.common import (
+    AppContext,
+    display_zone,
+    err_console,
+    fail,
+    get,
+    info,
+    print_json,
+    times_in_zone,
+)
 from daemon.config import ConfigError, LoadedConfig
 from daemon.fleet.daemon import FleetDaemon
 from daemon.fleet.hold import LeaseHeld
@@ -72,7 +82,7 @@ def run(
     if as_json:
         print_json(report_dict(report, dry_run))
     else:
-        print_report(report, dry_run)
+        print_report(report, dry_run, display_zone(loaded))
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -205,8 +215,8 @@ def report_dict(report: RunOnceReport, dry_run: bool) -> dict[str, object]:
 SUMMED = frozenset({"in", "out", "held", "deferred"})
 
 
-def print_report(report: RunOnceReport, dry_run: bool) -> None:
-    """Human view of a run-once report."""
+def print_report(report: RunOnceReport, dry_run: bool, zone: tzinfo | None = None) -> None:
+    """Human view of a run-once report, times in ``zone`` (as every other listing)."""
     prefix = "would " if dry_run else ""
     if report.intake is not None:
         for line in report.intake.planned:
@@ -217,7 +227,8 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
             typer.echo(f"rejected {source} (see `nebridge inbox list`)")
     for r in report.stages:
         if r.paused_reason:
-            typer.echo(f"{r.warehouse}/{r.stage.value}: PAUSED ({r.paused_reason})")
+            reason = times_in_zone(r.paused_reason, zone)
+            typer.echo(f"{r.warehouse}/{r.stage.value}: PAUSED ({reason})")
             continue
         if r.skipped_reason:
             typer.echo(f"{r.warehouse}/{r.stage.value}: skipped ({r.skipped_reason})")
@@ -233,9 +244,9 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         for line in r.planned:
             typer.echo(f"  {prefix}queue: {line}")
         for line in r.notices:
-            typer.echo(f"  note: {line}")
+            typer.echo(f"  note: {times_in_zone(line, zone)}")
         for line in r.failures:
-            typer.echo(f"  HELD: {line}")
+            typer.echo(f"  HELD: {times_in_zone(line, zone)}")
     for line in report.dispatch_plan:
         typer.echo(f"would send to Next Engine: {line}")
     if report.dispatch is not None:
@@ -244,5 +255,7 @@ def print_report(report: RunOnceReport, dry_run: bool) -> None:
         for kind, n in report.dispatch.waiting.items():
             typer.echo(f"{n} {kind} action(s) wait: {report.dispatch.blocked}")
     if report.attention.total:
-        print_attention(report.attention.as_dict(), more_hint="`nebridge attention` lists them all")
+        print_attention(
+            report.attention.as_dict(), more_hint="`nebridge attention` lists them all", zone=zone
+        )
     typer.echo("ok" if report.ok else "finished with problems (exit 1)")

@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import display_zone, fail, get, info, print_json, print_table, when
+from daemon.cli.common import (
+    display_zone,
+    fail,
+    get,
+    info,
+    print_json,
+    print_table,
+    times_in_zone,
+    when,
+)
 from daemon.config import ConfigError
 from daemon.nextengine.errors import NextEngineError
 from daemon.runtime import Runtime
@@ -137,7 +146,7 @@ def show_diff(
                     r.wms,
                     f"{r.in_flight:+d}",
                     f"{r.drift:+d}",
-                    r.explanation(),
+                    times_in_zone(r.explanation(), zone),  # NE's record time, in JST
                 ]
                 for r in rows
             ],
@@ -210,7 +219,7 @@ def reconcile_cmd(
                             p["goods"],
                             f"{p['delta']:+d}",
                             "yes" if p["waits"] else "no",
-                            p["explanation"],
+                            times_in_zone(str(p["explanation"]), display_zone(runtime.loaded)),
                         ]
                         for p in plan
                     ],
