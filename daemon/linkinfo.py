@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.nextengine.tokens import FileTokenStore, TokenSet, TokenStore
+from daemon.owners import me, not_yours_fix, owner_of
 
 if TYPE_CHECKING:
     from daemon.config import DaemonConfig
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
 #: ``ne_link.state`` values (``daemon.store.models.LinkState``).
 CONNECTED = "connected"
 NEEDS_RECONNECT = "needs_reconnect"
+#: Shown (never stored) when this user may not read the token file: a permission problem,
+#: which signing in again (as the wrong user) would only repeat.
+TOKEN_FILE_UNREADABLE = "token_file_unreadable"
 RECONNECT_HINT = "run `nebridge connect` to sign in to Next Engine again"
 #: Before the refresh token lapses: warn at 24 h, and again at 6 h.
 WARN_AT = (timedelta(hours=24), timedelta(hours=6))
@@ -36,6 +41,8 @@ class LinkInfo:
     access_token_end: datetime | None = None
     refresh_token_end: datetime | None = None
     connected_at: datetime | None = None
+    #: What to do about ``reason`` when it is not signing in again (a permission problem).
+    fix: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON view."""
@@ -51,6 +58,7 @@ class LinkInfo:
             if self.refresh_token_end
             else None,
             "connected_at": self.connected_at.isoformat() if self.connected_at else None,
+            **({"fix": self.fix} if self.fix else {}),
         }
 
 
@@ -66,6 +74,16 @@ def link_state(link: LinkInfo | None, store: TokenStore) -> LinkInfo:
     tokens: TokenSet | None
     try:
         tokens = store.load()
+    except PermissionError as exc:
+        path = Path(exc.filename or getattr(store, "path", ""))
+        owner = owner_of(path.parent)
+        return LinkInfo(
+            state=TOKEN_FILE_UNREADABLE,
+            reason=f"{me()} may not read {path} ({exc.strerror}), not a dead link",
+            fix=not_yours_fix(path, owner) if owner else f"check the owner and mode of {path}",
+            company_id=link.company_id if link else "",
+            company_name=link.company_name if link else "",
+        )
     except Exception as exc:
         return LinkInfo(
             state=NEEDS_RECONNECT,
@@ -121,6 +139,8 @@ def describe(info: LinkInfo, zone: tzinfo | None = None) -> str:
     who = f"{info.company_name} ({info.company_id})"
     if info.state == NEEDS_RECONNECT:
         return f"Next Engine: {who} NEEDS RE-CONNECTION: {info.reason} — {RECONNECT_HINT}"
+    if info.state == TOKEN_FILE_UNREADABLE:
+        return f"Next Engine: {who} TOKEN FILE UNREADABLE: {info.reason} — {info.fix}"
     ends = ""
     if info.refresh_token_end:
         access = (

@@ -128,3 +128,27 @@ def test_a_token_file_the_daemon_cannot_read_is_an_attention_item_with_the_fix(
     os.chown(tokens, SERVICE, SERVICE)  # the admin applies the fix
     assert dispatch_as_service(database, tokens).strip() == "[]"
     assert crashed(config) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_status_calls_an_unreadable_token_file_a_permission_problem(install: Path) -> None:
+    config = write_config(install)
+    state = install / "state"
+    tokens = state / "nextengine-tokens.json"
+    tokens.write_text(json.dumps({"access_token": "a", "refresh_token": "r"}), encoding="utf-8")
+    tokens.chmod(0o600)  # root's, in the service user's folder
+    for path in (state, *state.iterdir()):
+        if path != tokens:
+            os.chown(path, SERVICE, SERVICE)
+    result = subprocess.run(
+        [*AS_SERVICE, sys.executable, "-m", "daemon", "--config", str(config), "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Next Engine"))
+    assert "RE-CONNECTION" not in line and "nebridge connect" not in line, line
+    assert f"TOKEN FILE UNREADABLE: nobody may not read {tokens} (Permission denied)" in line
+    assert f"`sudo chown nobody: {tokens}`" in line

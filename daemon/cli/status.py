@@ -70,7 +70,7 @@ def status(
                     **{
                         k: v
                         for k, v in data["nextengine"].items()
-                        if k in ("state", "company_id", "company_name", "reason")
+                        if k in ("state", "company_id", "company_name", "reason", "fix")
                     }
                 )
             )
