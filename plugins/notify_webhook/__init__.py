@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import time
 from typing import Literal
 from urllib.parse import urlsplit
@@ -28,8 +29,10 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from hooks import hookimpl
+from hooks.credentials import SecretUnreadable, read_credential
 from hooks.notify import NotifyContext, render, secret, subject_line
-from hooks.records import Notification, PluginInfo
+from hooks.records import HealthCheck, Notification, PluginInfo
+from hooks.surface import ConnectorInUse
 
 URL_CREDENTIAL, URL_ENV = "notify-webhook-url", "NEBRIDGE_NOTIFY_WEBHOOK_URL"
 TOKEN_CREDENTIAL, TOKEN_ENV = "notify-chatwork-token", "NEBRIDGE_NOTIFY_CHATWORK_TOKEN"
@@ -93,6 +96,39 @@ def nebridge_plugin_info() -> PluginInfo:
         config_model=WebhookConfig,
         setting_ja="対応が必要なことを Slack・Chatwork・Webhook で知らせる",
     )
+
+
+@hookimpl
+def nebridge_health_checks(
+    options: WebhookConfig, connector: ConnectorInUse | None
+) -> list[HealthCheck]:
+    """``doctor``: the secret the format needs is somewhere, where ``notify test`` looks.
+
+    Without it every notification fails, and staff hear nothing until ``notify_failing``.
+    """
+    if options.format == "chatwork":
+        what, credential, env = "Chatwork API token", TOKEN_CREDENTIAL, TOKEN_ENV
+        configured = options.token
+    else:
+        what, credential, env, configured = "webhook URL", URL_CREDENTIAL, URL_ENV, options.url
+    name = what
+    folder = connector.credentials_dir if connector is not None else None
+    try:
+        found = read_credential(credential, folder, os.environ)
+    except SecretUnreadable as exc:
+        return [HealthCheck(name, False, str(exc), f"make the credential {credential} readable")]
+    if found or os.environ.get(env) or configured is not None:
+        return [HealthCheck(name, True, f"{what} set")]
+    return [
+        HealthCheck(
+            name,
+            False,
+            f"no {what}: every notification would fail (not in the credential {credential}, "
+            f"env {env} or plugins.notify_webhook of daemon.yaml)",
+            f"write it to the credential {credential} (or set env {env} for the service), "
+            "then check with `nebridge notify test`",
+        )
+    ]
 
 
 def slack_text(text: str) -> str:
