@@ -211,7 +211,8 @@ def _nextengine(
                 "nextengine link",
                 False,
                 detail,
-                RECONNECT_HINT if info.state != "not_connected" else "run `nebridge connect`",
+                info.fix
+                or (RECONNECT_HINT if info.state != "not_connected" else "run `nebridge connect`"),
             )
         ]
     checks = [

@@ -75,6 +75,16 @@ def dispatch_as_service(database: Path, tokens: Path) -> str:
     return result.stdout
 
 
+def nebridge_as_service(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AS_SERVICE, sys.executable, "-m", "daemon", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
 def crashed(config: Path) -> list[dict[str, str]]:
     listed = CliRunner().invoke(app, ["--config", str(config), "attention", "--json"])
     items = json.loads(listed.stdout)["items"]
@@ -132,7 +142,9 @@ def test_a_token_file_the_daemon_cannot_read_is_an_attention_item_with_the_fix(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run as another user")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
-def test_status_calls_an_unreadable_token_file_a_permission_problem(install: Path) -> None:
+def test_status_and_doctor_call_an_unreadable_token_file_a_permission_problem(
+    install: Path,
+) -> None:
     config = write_config(install)
     state = install / "state"
     tokens = state / "nextengine-tokens.json"
@@ -141,14 +153,11 @@ def test_status_calls_an_unreadable_token_file_a_permission_problem(install: Pat
     for path in (state, *state.iterdir()):
         if path != tokens:
             os.chown(path, SERVICE, SERVICE)
-    result = subprocess.run(
-        [*AS_SERVICE, sys.executable, "-m", "daemon", "--config", str(config), "status"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = nebridge_as_service(config, "status")
     line = next(x for x in result.stdout.splitlines() if x.startswith("Next Engine"))
     assert "RE-CONNECTION" not in line and "nebridge connect" not in line, line
     assert f"TOKEN FILE UNREADABLE: nobody may not read {tokens} (Permission denied)" in line
     assert f"`sudo chown nobody: {tokens}`" in line
+    doctor = nebridge_as_service(config, "doctor", "--offline", "--json")
+    [link] = [c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "nextengine link"]
+    assert link["fix"] == f"give it back to nobody: `sudo chown nobody: {tokens}`"

@@ -114,3 +114,16 @@ def test_sudo_connect_and_doctor_leave_the_token_file_to_the_service_user(
     leftovers = [p.name for p in state.iterdir() if owner(p) != (SERVICE, SERVICE)]
     assert leftovers == [], leftovers
     shutil.rmtree(state)
+
+
+@needs_root
+def test_sudo_db_upgrade_in_a_service_folder_leaves_the_database_to_the_service_user(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config(migrate=False)
+    state = service_folder(tmp_path / "state")
+    upgraded = CliRunner().invoke(app, ["--config", str(config), "db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    made = sorted(p.name for p in state.iterdir())
+    assert "nebridge.db" in made
+    assert {p.name: owner(p) for p in state.iterdir()} == dict.fromkeys(made, (SERVICE, SERVICE))

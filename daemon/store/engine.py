@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from daemon.store.reads import MIGRATIONS_DIR
 from daemon.store.reads import shipped_head as _shipped_head
-from hooks.files import make_private_folder
+from hooks.files import open_private
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -216,10 +216,9 @@ def make_engine(
             raise DatabaseNotMigrated(
                 f"there is no database at {database} yet; create it with `nebridge db upgrade`"
             )
-        make_private_folder(database.parent)
-        os.close(
-            os.open(database, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        )  # SQLite gives its -wal and -shm files the same mode
+        # 0600, the folder's owner when run as root: SQLite gives its -wal and -shm files
+        # the same mode and owner
+        os.close(open_private(database, os.O_WRONLY))
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
