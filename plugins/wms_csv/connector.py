@@ -30,7 +30,7 @@ from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.records import EventKind, Problem, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
 from plugins.wms_csv.folders import ClaimedFile, Inbox, ReadyFile, make_folder, open_claimed
-from plugins.wms_csv.formats import PRODUCTS, STOCK
+from plugins.wms_csv.formats import FORMATS, PRODUCTS, STOCK
 from plugins.wms_csv.inbound import read_events, read_products
 from plugins.wms_csv.outbox import write_cancellations, write_orders
 from plugins.wms_csv.stock import CsvStockBatch
@@ -38,6 +38,8 @@ from plugins.wms_csv.stock import CsvStockBatch
 _Signature = tuple[str, int, int]
 #: The attention key of a product master refused for dropping most products.
 SHRINK_PROBLEM = "csv:product_master_shrinks"
+#: The attention item naming the inbox files no format matches.
+UNKNOWN_NAMES_PROBLEM = "csv:unknown_names"
 
 
 class CsvBatch(ClaimedFile):
@@ -82,6 +84,7 @@ class CsvConnector:
         self._zone = config.tzinfo
         self._inbox = Inbox(config.inbox, config.stable_seconds)
         self._master_seen: tuple[_Signature, str] | None = None
+        self._unknown_told: tuple[str, ...] | None = None  # None: not yet told this process
 
     def recover(self, ctx: ConnectorContext) -> None:
         """Create the inbox, its subfolders and the outbox where missing, then return files a
@@ -121,7 +124,9 @@ class CsvConnector:
         still unsettled then (a dry run, an error in the engine) goes back to the inbox to be
         taken again later, instead of waiting in ``.claimed/`` for a restart.
         """
-        for file in self._inbox.scan():
+        files = self._inbox.scan()
+        self._tell_unknown(ctx)
+        for file in files:
             if file.fmt.kind is not kind:
                 continue
             path = self._inbox.claim(file)
@@ -137,7 +142,9 @@ class CsvConnector:
     def stock_batches(self, ctx: ConnectorContext, take: bool) -> Iterator[StockBatch]:
         """Claim and yield the complete ``stock-*.csv`` files, oldest first (``take`` does
         nothing here: the WMS decides when it counts). An unsettled one goes back."""
-        for file in self._inbox.scan():
+        files = self._inbox.scan()
+        self._tell_unknown(ctx)
+        for file in files:
             if file.fmt is not STOCK:
                 continue
             path = self._inbox.claim(file)
@@ -149,6 +156,41 @@ class CsvConnector:
             finally:
                 if not batch.settled:
                     self._unclaim(path, batch.source, ctx)
+
+    def _tell_unknown(self, ctx: ConnectorContext) -> None:
+        """Files in the inbox under a name no format has are never read: one log line per
+        file and one attention item naming them all, closed once none is left (a WMS export
+        named one letter off would otherwise leave everything green while nothing flows)."""
+        names = self._inbox.unknown
+        if names == self._unknown_told:
+            return
+        told = self._unknown_told or ()
+        patterns = ", ".join(f"{fmt.prefix}*.csv" for fmt in FORMATS)
+        for name in names:
+            if name not in told:
+                ctx.log.warning(
+                    "%s in the WMS inbox %s matches no file kind (%s, any case) and is never "
+                    "read: rename it or move it out of the inbox",
+                    name,
+                    self._inbox.root,
+                    patterns,
+                )
+        self._unknown_told = names
+        if not names:
+            ctx.resolve_problem(UNKNOWN_NAMES_PROBLEM)
+            return
+        ctx.report_problem(
+            Problem(
+                key=UNKNOWN_NAMES_PROBLEM,
+                kind="file_not_taken",
+                reason=f"{len(names)} file(s) in the WMS inbox {self._inbox.root} match no "
+                f"file kind and are never read: {', '.join(names[:10])}"
+                + (" …" if len(names) > 10 else ""),
+                fix=f"rename each to what it holds ({patterns}, any case), or move it out of "
+                "the inbox if it is not WMS data; this closes by itself once none is left",
+                subject=names[0] if len(names) == 1 else f"{len(names)} files",
+            )
+        )
 
     def _unclaim(self, path: Path, source: str, ctx: ConnectorContext) -> None:
         """Put an unsettled claimed file back into the inbox; if that fails, leave it claimed

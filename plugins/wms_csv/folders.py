@@ -96,6 +96,8 @@ class Inbox:
         self.folders = (root, self.claimed, self.processed, self.rejected)
         self._stable_seconds = stable_seconds
         self._observed: dict[str, _Observation] = {}
+        #: Files of the last scan whose names match no format (never read: the admin is told).
+        self.unknown: tuple[str, ...] = ()
 
     def scan(self) -> list[ReadyFile]:
         """Observe the folder once (one ``os.scandir``); return complete files, oldest first.
@@ -104,11 +106,12 @@ class Inbox:
         that is in the past, so a one-shot ``nebridge run --once`` takes files that were
         finished long ago. The last byte is read once per file state, once it is stable.
         Links and special files are returned at once, with their ``refusal``; folders are
-        ignored.
+        ignored. Files whose names match no format land in :attr:`unknown`.
         """
         now, wall = time.monotonic(), time.time()
         observed: dict[str, _Observation] = {}
         ready: list[ReadyFile] = []
+        unknown: list[str] = []
         grace = max(self._stable_seconds, NO_NEWLINE_GRACE_SECONDS)
         try:
             listing = os.scandir(self.root)
@@ -128,6 +131,8 @@ class Inbox:
             for entry in entries:
                 fmt = format_for_name(entry.name)
                 if fmt is None:
+                    if _stray(entry, wall - self._stable_seconds):
+                        unknown.append(entry.name)
                     continue
                 try:
                     info = entry.stat(follow_symlinks=False)
@@ -154,6 +159,7 @@ class Inbox:
                 if seen.complete or now - seen.since >= grace:
                     ready.append(ReadyFile(path, fmt, seen.size, seen.mtime_ns, info.st_ino))
         self._observed = observed
+        self.unknown = tuple(sorted(unknown))
         ready.sort(key=lambda file: (file.mtime_ns, file.name))
         return ready
 
@@ -257,6 +263,18 @@ class Inbox:
             if path.is_file() or path.is_symlink():
                 returned.append((path, self.file_away(path, self.root, path.name)))
         return returned
+
+
+def _stray(entry: os.DirEntry[str], settled_before: float) -> bool:
+    """A finished regular file the WMS left under a name no format has: not hidden, not a
+    temporary ``.tmp``/``.part`` being written, unchanged since ``settled_before``."""
+    if entry.name.startswith(".") or entry.name.lower().endswith((".tmp", ".part")):
+        return False
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    return stat_mode.S_ISREG(info.st_mode) and info.st_mtime <= settled_before
 
 
 def open_claimed(path: Path, source: str, expected: ReadyFile | None = None) -> BinaryIO:
