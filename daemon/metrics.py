@@ -203,7 +203,12 @@ class Endpoint:
             host,
             port,
             _QuietHandler,
-            change="stop that program, or change metrics.port in daemon.yaml (0 turns metrics off)",
+            change=(
+                "stop that program; if it is another nebridge worker of this host, give each "
+                "worker its own port with `nebridge run --metrics-port N` (or the environment "
+                "variable NEBRIDGE_METRICS_PORT=N); or change metrics.port in daemon.yaml "
+                "(0 turns metrics off)"
+            ),
         )
         server.set_app(self.wsgi_app())
         self._thread = threading.Thread(

@@ -47,8 +47,11 @@ class Supervisor:
         config_path: Path,
         runtime_factory: Callable[[Path], Runtime] | None = None,
         env: Mapping[str, str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.config_path = config_path
+        #: ``nebridge run --metrics-port`` / NEBRIDGE_METRICS_PORT: overrides metrics.port.
+        self.metrics_port = metrics_port
         self.runtime_factory = runtime_factory or (lambda p: build_runtime(p))
         self.env = dict(env) if env is not None else None
         self._wake = threading.Event()
@@ -93,8 +96,9 @@ class Supervisor:
         runtime.fence = (lambda: None) if lock is None else lock.lost
         self.metrics.watch_store(runtime.db, runtime.host)
         settings = runtime.config.metrics
-        if settings.port:
-            self.metrics.serve(settings.host, settings.port)
+        port = settings.port if self.metrics_port is None else self.metrics_port
+        if port:
+            self.metrics.serve(settings.host, port)
         if runtime.connector is not None:
             runtime.connector.recover(runtime.connector_context())
         scheduler = Scheduler(runtime, wake=self._wake.set)

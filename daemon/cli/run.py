@@ -48,6 +48,16 @@ def run(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --once: report as JSON.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="NEBRIDGE_METRICS_PORT",
+            min=0,
+            help="Serve /metrics on this port instead of daemon.yaml's metrics.port (0: off), "
+            "so several fleet workers on one host share one daemon.yaml.",
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon in the foreground (no fork, no pidfile), or one pass with --once.
 
@@ -59,13 +69,19 @@ def run(
         fail("--dry-run needs --once (`nebridge run --once --dry-run`)", code=2)
     app_ctx = get(ctx)
     if app_ctx.fleet and not (once and app_ctx.company is not None):
-        run_fleet(app_ctx.load_base(), app_ctx.config_path, once=once, company=app_ctx.company)
+        run_fleet(
+            app_ctx.load_base(),
+            app_ctx.config_path,
+            once=once,
+            company=app_ctx.company,
+            metrics_port=metrics_port,
+        )
     loaded = app_ctx.load()
     insecure = secret_file_problems(loaded.config, token_files(loaded))
     if insecure:
         fail("refusing to start: " + "; ".join(insecure))
     if not once:
-        supervisor = Supervisor(app_ctx.config_path)
+        supervisor = Supervisor(app_ctx.config_path, metrics_port=metrics_port)
         supervisor.install_signal_handlers()
         raise typer.Exit(supervisor.run())
     try:
@@ -128,8 +144,16 @@ def held_runtime(app_ctx: AppContext) -> Iterator[Runtime]:
         fleet.close()
 
 
-def run_fleet(base: LoadedConfig, config_path: Path, *, once: bool, company: str | None) -> None:
-    """Fleet mode (``companies_dir``): serve the companies this worker's leases give it."""
+def run_fleet(
+    base: LoadedConfig,
+    config_path: Path,
+    *,
+    once: bool,
+    company: str | None,
+    metrics_port: int | None = None,
+) -> None:
+    """Fleet mode (``companies_dir``): serve the companies this worker's leases give it,
+    ``/metrics`` on ``metrics_port`` when given (one per worker of a host), else daemon.yaml's."""
     if company is not None:
         fail(
             f"`nebridge run` in fleet mode serves every company its leases give it; drop "
@@ -148,7 +172,7 @@ def run_fleet(base: LoadedConfig, config_path: Path, *, once: bool, company: str
     insecure = secret_file_problems(base.config, token_files(base))
     if insecure:
         fail("refusing to start: " + "; ".join(insecure))
-    fleet = FleetDaemon(config_path)
+    fleet = FleetDaemon(config_path, metrics_port=metrics_port)
     fleet.install_signal_handlers()
     raise typer.Exit(fleet.run())
 

@@ -120,9 +120,16 @@ class FleetDaemon:
     """The process of ``nebridge run`` when daemon.yaml sets ``companies_dir``."""
 
     def __init__(
-        self, config_path: Path, env: Mapping[str, str] | None = None, worker_id: str | None = None
+        self,
+        config_path: Path,
+        env: Mapping[str, str] | None = None,
+        worker_id: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.config_path = config_path
+        #: ``nebridge run --metrics-port`` / NEBRIDGE_METRICS_PORT: this worker's own port,
+        #: overriding daemon.yaml's ``metrics.port`` (several workers on one host).
+        self.metrics_port = metrics_port
         self.env = dict(env) if env is not None else None
         self.worker_id = worker_id
         self.stop = threading.Event()
@@ -317,8 +324,9 @@ class FleetDaemon:
                 on_started=self._resolve_not_started,
             )
             self.metrics.watch_worker(lambda: self._figures(worker))
-            if settings.metrics.port:  # a taken port: refused now, as the single daemon does
-                self.metrics.serve(settings.metrics.host, settings.metrics.port)
+            port = settings.metrics.port if self.metrics_port is None else self.metrics_port
+            if port:  # a taken port: refused now, as the single daemon does
+                self.metrics.serve(settings.metrics.host, port)
         except Exception as exc:
             self.fleet.close()
             log.error("cannot start the fleet worker: %s", exc)
