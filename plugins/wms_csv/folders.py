@@ -131,7 +131,8 @@ class Inbox:
             for entry in entries:
                 fmt = format_for_name(entry.name)
                 if fmt is None:
-                    if _stray(entry, wall - self._stable_seconds):
+                    own = entry.name in (self.processed.name, self.rejected.name)
+                    if not own and _stray(entry, wall - self._stable_seconds):
                         unknown.append(entry.name)
                     continue
                 try:
