@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from daemon.shipcheck import confirmed_reason
+from daemon.shipcheck import MISMATCH, PARTIAL, SECOND, confirmed_reason
 from daemon.store.engine import Bind, read_session, write_session
 from daemon.store.models import BatchState, EventState, InboxBatch, InboxEvent
 from hooks.connectors import ConnectorContext, RequeueingConnector, WmsConnector
@@ -188,38 +188,82 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+@dataclass(frozen=True, slots=True)
+class RetryOutcome:
+    """What retrying a held event does, said before it is done.
+
+    ``warning`` is set when the retry overrides a shipment check and changes Next Engine
+    in a way the check held back (a partial or mismatching shipment ships the order whole,
+    as Next Engine has it): the command asks before it. ``effect`` is the one line after.
+    """
+
+    warning: str | None
+    effect: str
+
+
+def retry_outcome(engine: Bind, ref: str) -> RetryOutcome:
+    """What :func:`retry_held_event` would do to ``ref``; changes nothing (raises as it)."""
+    with read_session(engine) as session:
+        event = _held_event(session, ref)
+        source, held = f"{event.kind}:{event.external_id}", event.last_error or ""
+    later = "the next pipeline run of its warehouse"
+    if held.startswith((PARTIAL, MISMATCH)):
+        prefix = PARTIAL if held.startswith(PARTIAL) else MISMATCH
+        order = held[len(prefix) :].split(":", 1)[0]
+        why = held.split(";", 1)[0]
+        return RetryOutcome(
+            warning=(
+                f"{source} is held: {why}. Retrying confirms it as it is: Next Engine order "
+                f"{order} is shipped WHOLE as Next Engine holds it (出荷確定 of every line, its "
+                "stock moved for all of them), not as the WMS shipped it. Do it only once the "
+                "order in Next Engine holds exactly what was shipped (split or edited)"
+            ),
+            effect=f"{later} ships Next Engine order {order} whole as confirmed",
+        )
+    if held.startswith(SECOND):
+        return RetryOutcome(None, f"{later} acknowledges it; nothing is sent to Next Engine")
+    return RetryOutcome(None, f"{later} processes it with every check, as a new event")
+
+
 def retry_held_event(engine: Bind, ref: str) -> EventRow:
     """Set a held event back to pending, so the pipeline runs the plugins on it again.
 
     ``ref`` is ``kind:external id`` (``shipment:S-1``) or the external id alone when only one
     event has it. Repeating an event never doubles anything: its actions have deterministic
-    idempotency keys, so those already in the outbox are not added again.
+    idempotency keys, so those already in the outbox are not added again. A shipment held by
+    the shipment checks is taken as confirmed (:func:`retry_outcome` says what that does).
     """
-    kind, external_id = _parse_ref(ref)
     with write_session(engine) as session:
-        query = select(InboxEvent).where(col(InboxEvent.external_id) == external_id)
-        if kind is not None:
-            query = query.where(col(InboxEvent.kind) == kind)
-        rows = list(session.scalars(query))
-        if not rows:
-            raise InboxError(
-                f"no event {ref!r} in the inbox; `nebridge inbox list --state held` "
-                "shows the held ones (name them as kind:id, e.g. shipment:S-1)"
-            )
-        if len(rows) > 1:
-            choices = " or ".join(f"{r.kind}:{r.external_id}" for r in rows)
-            raise InboxError(f"more than one event is called {external_id!r}; say which: {choices}")
-        event = rows[0]
-        if event.state != EventState.HELD.value:
-            raise InboxError(
-                f"{event.kind} {event.external_id} is {event.state}, not held; "
-                f"{_NOT_HELD_HINT.get(event.state, 'only held events are retried')}"
-            )
+        event = _held_event(session, ref)
         event.state = EventState.PENDING.value
         # a shipment held by the engine's shipment checks is taken as the admin confirmed it
         event.last_error = confirmed_reason(event.last_error)
         session.add(event)
     return _event_row(event)
+
+
+def _held_event(session: Session, ref: str) -> InboxEvent:
+    """The held event ``ref`` names; an :class:`InboxError` saying what to do otherwise."""
+    kind, external_id = _parse_ref(ref)
+    query = select(InboxEvent).where(col(InboxEvent.external_id) == external_id)
+    if kind is not None:
+        query = query.where(col(InboxEvent.kind) == kind)
+    rows: list[InboxEvent] = list(session.scalars(query))
+    if not rows:
+        raise InboxError(
+            f"no event {ref!r} in the inbox; `nebridge inbox list --state held` "
+            "shows the held ones (name them as kind:id, e.g. shipment:S-1)"
+        )
+    if len(rows) > 1:
+        choices = " or ".join(f"{r.kind}:{r.external_id}" for r in rows)
+        raise InboxError(f"more than one event is called {external_id!r}; say which: {choices}")
+    event = rows[0]
+    if event.state != EventState.HELD.value:
+        raise InboxError(
+            f"{event.kind} {event.external_id} is {event.state}, not held; "
+            f"{_NOT_HELD_HINT.get(event.state, 'only held events are retried')}"
+        )
+    return event
 
 
 _NOT_HELD_HINT = {

@@ -148,7 +148,7 @@ def test_shipments_ship_only_exactly_the_instructed_order_and_only_once(world: W
 
     code, _out, err = cli(world, "inbox", "retry", "--event", "shipment:S-2ND")
     assert code == 0, err
-    code, _out, err = cli(world, "inbox", "retry", "--event", "shipment:S-PART")
+    code, _out, err = cli(world, "inbox", "retry", "--event", "shipment:S-PART", "--yes")
     assert code == 0, err  # the admin split the order in Next Engine: ship it as it is
     run(world)
     assert set(held(world)) == {"S-WRONG", "S-OVER"}

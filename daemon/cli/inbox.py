@@ -26,6 +26,7 @@ from daemon.inbox_admin import (
     list_inbox,
     requeue_rejected,
     retry_held_event,
+    retry_outcome,
 )
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
@@ -110,6 +111,14 @@ def _print_listing(listing: InboxListing, zone: tzinfo | None) -> None:
             )
 
 
+def _confirmed(question: str) -> bool:
+    """The admin's answer; no answer (no terminal, end of input) is no."""
+    try:
+        return typer.confirm(question, err=True)
+    except typer.Abort:
+        return False
+
+
 def _table(
     title: str, order: str, total: int, columns: list[str], rows: list[list[object]]
 ) -> None:
@@ -156,8 +165,18 @@ def retry_cmd(
             show_default=False,
         ),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", help="Do not ask before confirming a held partial or mismatching shipment."
+        ),
+    ] = False,
 ) -> None:
-    """Retry a rejected batch after fixing it (NAME), or a held event (--event KIND:ID)."""
+    """Retry a rejected batch after fixing it (NAME), or a held event (--event KIND:ID).
+
+    A shipment held as partial or not matching its order is taken as the admin confirmed
+    it: its Next Engine order is shipped whole; the command says so and asks first.
+    """
     if (name is None) == (event is None):
         fail(
             "give either a rejected batch NAME or --event KIND:ID "
@@ -170,14 +189,19 @@ def retry_cmd(
         engine = make_engine(loaded.config.resolved_database_url, create=False)
         try:
             check_migrated(engine)
+            outcome = retry_outcome(engine, event)
+            if outcome.warning is not None:
+                info(outcome.warning)
+                if not yes and not _confirmed("Confirm it?"):
+                    fail("nothing changed; run it again and answer y, or add --yes")
             row = retry_held_event(engine, event)
         except (DatabaseNotMigrated, InboxError) as exc:
             fail(str(exc))
         finally:
             engine.dispose()
         info(
-            f"{row.kind} {row.external_id} ({row.warehouse}) is pending again; the next "
-            "pipeline run of its warehouse processes it (now: `nebridge run --once`)"
+            f"{row.kind} {row.external_id} ({row.warehouse}) is pending again; "
+            f"{outcome.effect} (now: `nebridge run --once`)"
         )
         return
     assert name is not None
