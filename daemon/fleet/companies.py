@@ -13,11 +13,19 @@ gets its own ``state_dir`` (``<state_dir>/companies/<code>``) and shares the dat
 - A file that is invalid, a symbolic link, or a second file for one code is refused alone;
   the other companies load. On :meth:`Companies.reload` a refused file keeps the company's
   last valid version running (as a web server keeps its last good configuration).
+- Two companies never share a WMS folder, file or ``state_dir``: each path-like option of a
+  company's effective ``wms.<connector>`` section (``inbox``, ``outbox``, ``*_dir``,
+  ``*_folder``, ``*_file`` — the keys ``nebridge systemd unit`` makes writable) and its
+  ``state_dir``, symbolic links resolved, is its own; a company whose path equals or lies
+  inside (or around) another's is refused naming both files. A company already loaded keeps
+  its path (a newcomer or a changed file is refused); at first load the first code in sort
+  order wins.
 - Without ``companies_dir`` there is one implicit company, ``default``: daemon.yaml itself.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import stat
@@ -33,9 +41,11 @@ from daemon.config import (
     LoadedConfig,
     did_you_mean,
     read_yaml,
+    resolve_path,
     validate_document,
     yaml_line,
 )
+from daemon.systemd_unit import FOLDER_KEYS
 
 DEFAULT_COMPANY = "default"
 CODE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
@@ -166,8 +176,8 @@ class Companies:
             for code in refused_codes(refused)
             if code in self.companies and code not in found
         }
-        current = {**kept, **found}
         previous = self.companies
+        current = self._exclusive(found, kept, refused) if self.fleet else {**kept, **found}
         self.companies, self.refused = dict(sorted(current.items())), tuple(refused)
         return Changes(
             added=tuple(sorted(set(current) - set(previous))),
@@ -181,6 +191,69 @@ class Companies:
             removed=tuple(sorted(set(previous) - set(current))),
             refused=tuple(refused),
         )
+
+    def _exclusive(
+        self, found: dict[str, Company], kept: dict[str, Company], refused: list[Refusal]
+    ) -> dict[str, Company]:
+        """``found`` and ``kept`` without a company that would share a WMS path or
+        ``state_dir`` with another (refused into ``refused``, keeping its last valid version
+        if it has one). Who keeps a path: the companies whose version is unchanged, then
+        changed ones in code order (never onto a path another loaded company still has),
+        then new ones in code order."""
+        previous = self.companies
+        codes = sorted(set(found) | set(kept))
+        unchanged = [
+            c
+            for c in codes
+            if c in kept or (c in previous and found[c].config == previous[c].config)
+        ]
+        changed = [c for c in codes if c in previous and c not in unchanged]
+        settled = {c: kept.get(c) or found[c] for c in unchanged}
+        owners = _Owners()
+        for code in unchanged:
+            owners.add(code, claimed_paths(settled[code], self.base))
+        for code in changed:  # their last version's paths stay theirs until they move
+            owners.add(code, claimed_paths(previous[code], self.base))
+        for code in [*changed, *(c for c in codes if c not in previous)]:
+            mine = claimed_paths(found[code], self.base)
+            clash = owners.clash(code, mine)
+            if clash is None:
+                settled[code] = found[code]
+                owners.remove(code)
+                owners.add(code, mine)
+                continue
+            (field, path), other, (other_field, other_path) = clash
+            owner = settled.get(other) or previous[other]
+            refused.append(self._clash(found[code], field, path, owner, other_field, other_path))
+            if code in previous:
+                settled[code] = previous[code]
+        return settled
+
+    def _clash(
+        self,
+        company: Company,
+        field: str,
+        path: Path,
+        owner: Company,
+        owner_field: str,
+        owner_path: Path,
+    ) -> Refusal:
+        """The refusal of ``company`` whose ``field`` would share ``owner``'s path."""
+        assert company.path is not None
+        relation = "is" if path == owner_path else "overlaps"
+        inherited = ""
+        if field.startswith("wms.") and company.config.wms == self.base.config.wms:
+            inherited = (
+                f" (its `wms` is {self.base.path}'s, which a company file without a `wms` "
+                "section uses: it can serve one company at most)"
+            )
+        message = (
+            f"{path} {relation} {owner_field} {owner_path} of company `{owner.code}` "
+            f"({owner.path}){inherited}: two companies on one WMS folder, file or state "
+            f"folder would take each other's files; give `{company.code}` its own "
+            "(docs/fleet.md, Companies as files)"
+        )
+        return Refusal(company.path, ConfigError(company.path, [ConfigIssue(field, message)]))
 
     def _scan(self) -> tuple[dict[str, Company], list[Refusal]]:
         folder = self.base.config.companies_dir
@@ -340,6 +413,69 @@ def _load_files(code: str, paths: list[Path], base: LoadedConfig) -> list[Compan
         return [load_company(path, code, base)]
     except ConfigError as exc:
         return [Refusal(path, exc)]
+
+
+#: A company's path-like setting: its name (``wms.csv.inbox``, ``state_dir``) and real path.
+Claim = tuple[str, Path]
+
+
+def claimed_paths(company: Company, base: LoadedConfig) -> list[Claim]:
+    """What ``company`` must have to itself: its ``state_dir`` and the path-like options of
+    its effective ``wms.<connector>`` section (relative ones next to its file, as its runtime
+    reads them), symbolic links resolved."""
+    config = company.config
+    paths: list[Claim] = [("state_dir", config.state_dir)]
+    origin = company.path or base.path
+    for key, value in config.wms.connector_section().items():
+        if not isinstance(value, str | Path) or not str(value):
+            continue
+        if key in FOLDER_KEYS or key.endswith(("_dir", "_folder", "_file")):
+            paths.append((f"wms.{config.wms.connector}.{key}", resolve_path(value, origin)))
+    return [(field, Path(os.path.realpath(path))) for field, path in paths]
+
+
+class _Owners:
+    """Who holds which path (see :func:`claimed_paths`), answering in a few dictionary and
+    bisect look-ups whether a path equals, lies inside or holds another company's — a
+    thousand companies are checked in milliseconds."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, list[tuple[str, str]]] = {}
+        self._sorted: list[str] = []
+        self._claims: dict[str, list[Claim]] = {}
+
+    def add(self, code: str, claims: list[Claim]) -> None:
+        self._claims[code] = claims
+        for field, path in claims:
+            key = str(path)
+            if key not in self._by_path:
+                bisect.insort(self._sorted, key)
+            self._by_path.setdefault(key, []).append((code, field))
+
+    def remove(self, code: str) -> None:
+        for field, path in self._claims.pop(code, []):
+            key = str(path)
+            holders = self._by_path[key]
+            holders.remove((code, field))
+            if not holders:
+                del self._by_path[key]
+                del self._sorted[bisect.bisect_left(self._sorted, key)]
+
+    def clash(self, code: str, claims: list[Claim]) -> tuple[Claim, str, Claim] | None:
+        """The first of ``claims`` equal to, inside or around another company's path:
+        (that claim, the other company's code, its claim); None when all are free."""
+        for field, path in claims:
+            near = [str(p) for p in (path, *path.parents)]
+            prefix = str(path).rstrip("/") + "/"
+            at = bisect.bisect_left(self._sorted, prefix)
+            while at < len(self._sorted) and self._sorted[at].startswith(prefix):
+                near.append(self._sorted[at])
+                at += 1
+            for key in near:
+                for other, other_field in self._by_path.get(key, []):
+                    if other != code:
+                        return (field, path), other, (other_field, Path(key))
+        return None
 
 
 def refused_codes(refused: list[Refusal]) -> set[str]:

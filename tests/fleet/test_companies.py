@@ -18,6 +18,15 @@ ACME = {
 }
 
 
+def own(code: str) -> dict[str, object]:
+    """ACME's file for company ``code``, with WMS folders of its own (two companies never
+    share one)."""
+    return {
+        **ACME,
+        "wms": {"connector": "csv", "csv": {"inbox": f"{code}/in", "outbox": f"{code}/out"}},
+    }
+
+
 def write(folder: Path, name: str, data: object) -> Path:
     path = folder / name
     path.write_text(data if isinstance(data, str) else dump_yaml(data), encoding="utf-8")
@@ -127,11 +136,11 @@ def test_reload_reports_added_changed_removed_and_keeps_the_last_good_version(
     make_config: ConfigFactory, folder: Path
 ) -> None:
     write(folder, "acme.yaml", ACME)
-    write(folder, "beta.yaml", ACME)
+    write(folder, "beta.yaml", own("beta"))
     companies = fleet(make_config, folder)
     assert not companies.reload()  # nothing changed on disk
 
-    write(folder, "gamma.yaml", ACME)
+    write(folder, "gamma.yaml", own("gamma"))
     write(folder, "acme.yaml", {**ACME, "nextengine": {"page_size": 9}})
     os.remove(folder / "beta.yaml")
     changes = companies.reload()
@@ -179,7 +188,7 @@ def test_the_watch_applies_a_file_once_it_stood_still_for_one_look(
 
     beta = write(folder, "beta.yaml", "warehouses:\n")  # an editor's first half
     assert not watch.poll()  # seen once: maybe still being written
-    write(folder, "beta.yaml", ACME)  # the second half
+    write(folder, "beta.yaml", own("beta"))  # the second half
     assert not watch.poll()  # it moved again since the last look
     assert watch.poll()  # stood still for one look: reload
     watch.mark()

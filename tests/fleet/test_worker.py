@@ -29,6 +29,10 @@ def company_file(folder: Path, code: str, page_size: int = 100) -> None:
     (folder / f"{code}.yaml").write_text(
         dump_yaml(
             {
+                "wms": {
+                    "connector": "csv",
+                    "csv": {"inbox": f"{code}/in", "outbox": f"{code}/out"},
+                },
                 "warehouses": [{"code": "MAIN", "ne_linked": True}],
                 "nextengine": {"page_size": page_size},
             }
