@@ -77,6 +77,8 @@ class _QuietSkips(logging.Filter):
 _QUIET_SKIPS = _QuietSkips()
 #: Seconds between two reports of jobs that started late, and how late counts.
 LATE_REPORT_SECONDS = 60.0
+#: Seconds between two looks of a fleet worker's poll at its companies' intakes.
+POLL_SECONDS = 1.0
 
 
 def notify_threads(job_slots: int) -> int:
@@ -98,9 +100,14 @@ class JobHost:
     slots or another worker beside it.
     """
 
-    def __init__(self, pools: dict[str, int], lanes: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, pools: dict[str, int], lanes: dict[str, str] | None = None, *, shared: bool = False
+    ) -> None:
         #: Which pool runs each kind of work (``lane``); identity when not given.
         self.lanes = lanes or {}
+        #: Shared by the companies of a fleet worker: their intakes are polled by one job.
+        self.shared = shared
+        self._polls: dict[str, Callable[[], None]] = {}
         self.stale_after = 5 * HEARTBEAT_SECONDS
         self._last_heartbeat = time.monotonic()
         #: Runs handed to a pool and not started yet (when), and runs that started before
@@ -143,10 +150,13 @@ class JobHost:
     @classmethod
     def for_worker(cls, job_slots: int) -> JobHost:
         """The pools a fleet worker shares among its companies: ``job_slots`` threads for
-        their work, :func:`notify_threads` for their notifications."""
+        their work, :func:`notify_threads` for their notifications, one for the poll of
+        their intakes (:meth:`add_poll`)."""
         lanes = dict.fromkeys(("default", "imports", "outbox", "intake"), "work")
         return cls(
-            {"work": job_slots, "notify": notify_threads(job_slots)}, lanes | {"notify": "notify"}
+            {"work": job_slots, "notify": notify_threads(job_slots), "poll": 1},
+            lanes | {"notify": "notify"},
+            shared=True,
         )
 
     def executor(self, lane: str) -> str:
@@ -154,7 +164,16 @@ class JobHost:
         return self.lanes.get(lane, lane)
 
     def start(self) -> None:
-        """Start the scheduler thread and its heartbeat."""
+        """Start the scheduler thread, its heartbeat and (shared) the poll of the intakes."""
+        if self.shared:
+            self.scheduler.add_job(
+                self._poll,
+                "interval",
+                seconds=POLL_SECONDS,
+                id="poll",
+                executor="poll",
+                replace_existing=True,
+            )
         self.scheduler.add_job(
             self._beat,
             "interval",
@@ -176,6 +195,25 @@ class JobHost:
         return bool(self.scheduler.running) and (
             time.monotonic() - self._last_heartbeat < self.stale_after
         )
+
+    def add_poll(self, key: str, poll: Callable[[], None]) -> None:
+        """Run ``poll`` every :data:`POLL_SECONDS` on the one poll thread (until
+        :meth:`remove_poll`): a fleet worker asks each company's connector whether input is
+        waiting there, instead of running an intake job per company every second — a
+        thousand companies would be a thousand jobs a second through the scheduler."""
+        with self._guard:
+            self._polls[key] = poll
+
+    def remove_poll(self, key: str) -> None:
+        """Stop polling for ``key``."""
+        with self._guard:
+            self._polls.pop(key, None)
+
+    def _poll(self) -> None:
+        with self._guard:
+            polls = list(self._polls.values())
+        for poll in polls:
+            poll()
 
     def busy(self) -> int:
         """How many jobs run now (in every pool but the heartbeat's)."""
@@ -238,7 +276,7 @@ class JobHost:
 
     def _on_submitted(self, event: object) -> None:
         job_id = getattr(event, "job_id", None)
-        if job_id is not None and job_id != "heartbeat":
+        if job_id is not None and job_id not in ("heartbeat", "poll"):  # the host's own
             with self._guard:
                 if job_id in self._begun:
                     self._begun.discard(job_id)
@@ -288,6 +326,7 @@ class Scheduler:
         self._deferred: set[str] = set()
         self.interval = runtime.config.schedule.interval_seconds
         self._last_full_intake = 0.0
+        self._last_poll = 0.0
         self._lock = threading.Lock()
         self._notifier_recovered = False
         self._snapshot_arrived = False
@@ -348,12 +387,17 @@ class Scheduler:
             seconds=schedule.dispatch_interval_seconds,
         )
         if self.runtime.connector is not None:
+            # alone, the intake job looks for input itself every intake_poll_seconds; on a
+            # shared host the worker's poll looks (and brings it forward), and it runs on its
+            # own once an interval
             self._add(
                 self._guarded(self._intake, INTAKE_JOB),
                 INTAKE_JOB,
                 "intake",
-                seconds=schedule.intake_poll_seconds,
+                seconds=schedule.intake_poll_seconds if self._owns_host else self.interval,
             )
+            if not self._owns_host:
+                self.host.add_poll(self._prefix, self._poll_intake)
         self._add(
             self._guarded(self._guard_tokens, TOKEN_GUARD_JOB),
             TOKEN_GUARD_JOB,
@@ -429,6 +473,7 @@ class Scheduler:
             for job_id in self._job_ids:
                 with suppress(JobLookupError):  # removed already (a second shutdown)
                     self.scheduler.remove_job(job_id)
+            self.host.remove_poll(self._prefix)
             self.host.forget(self._job_ids)
             self._job_ids.clear()
         deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
@@ -471,6 +516,24 @@ class Scheduler:
             self.run_now(STOCK_JOB)
         for code in sorted(report.warehouses):
             self.run_now(warehouse_job(code))
+
+    def _poll_intake(self) -> None:
+        """On the worker's poll thread: every ``intake_poll_seconds``, ask the connector
+        whether input is waiting and bring the intake forward if so. A failing look is left
+        to the intake itself (it runs once an interval and reports what fails)."""
+        connector = self.runtime.connector
+        now = time.monotonic()
+        poll_every = self.runtime.config.schedule.intake_poll_seconds
+        if connector is None or self._should_stop() or now - self._last_poll < poll_every:
+            return
+        self._last_poll = now
+        try:
+            waiting = connector.has_new_input()
+        except Exception as exc:
+            log.debug("%s: looking for WMS input failed: %s", self._prefix, exc)
+            return
+        if waiting:
+            self.run_now(INTAKE_JOB)
 
     def _stock_check(self) -> None:
         """Compare stock: the snapshot that just arrived, or (on the schedule) a fresh one

@@ -21,8 +21,9 @@ connection pool of the worker however many companies it serves.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata as md
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,15 +328,17 @@ def company_runtime(
     *,
     lease: Lease | None = None,
     fleet: FleetDatabase | None = None,
+    entry_points: Mapping[str, md.EntryPoint] | None = None,
 ) -> Runtime:
     """A :class:`Runtime` for one company of the fleet of ``loaded`` (daemon.yaml).
 
     Its configuration is the company's effective one, its tables are in the company's
     schema, its Next Engine tokens are in the vault, its ``state_dir`` is its own. With
     ``lease``, every commit and every Next Engine call is fenced by it. ``fleet`` is the
-    process's shared database (made, and closed with the runtime, when not given).
-    Raises :class:`ConfigError` (plugins), :class:`CompanyNotMigrated`, or
-    :class:`~daemon.fleet.leases.FleetUnavailable`.
+    process's shared database (made, and closed with the runtime, when not given);
+    ``entry_points`` the installed plugins, found once by a worker for all its companies
+    (found again when not given). Raises :class:`ConfigError` (plugins),
+    :class:`CompanyNotMigrated`, or :class:`~daemon.fleet.leases.FleetUnavailable`.
     """
     own = fleet is None
     shared = (
@@ -347,7 +350,7 @@ def company_runtime(
     )
     try:
         company_loaded = LoadedConfig(path=company.path or loaded.path, config=company.config)
-        host, issues, connector, connector_error = load_plugins(company_loaded)
+        host, issues, connector, connector_error = load_plugins(company_loaded, entry_points)
         if issues:
             raise ConfigError(company_loaded.path, issues)
         check_company(shared.engine, shared.schema(company.code), company.code)
@@ -369,6 +372,7 @@ def company_runtime(
         on_close=shared.close if own else _keep_engine,
         company=company.code,
     )
+    runtime.key_missing = lambda: shared.vault.store(company.code).missing_key()
     if fenced is not None:
         runtime.fence = lambda: shared.lost_reason(fenced)
     return runtime

@@ -8,14 +8,24 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from daemon.fleet.daemon import company_share
 from daemon.fleet.leases import LeaseLost
-from daemon.runtime import build_runtime
-from daemon.scheduler import JobHost, Scheduler, warehouse_job
+from daemon.runtime import Runtime, build_runtime
+from daemon.scheduler import INTAKE_JOB, JobHost, Scheduler, warehouse_job
+from daemon.testing.installation import drop_file
 from tests.conftest import ConfigFactory
+
+
+def with_connector(config: Path) -> Runtime:
+    """The runtime of ``config`` with its connector started, as a fleet worker starts it."""
+    runtime = build_runtime(config)
+    assert runtime.connector is not None
+    runtime.connector.recover(runtime.connector_context())
+    return runtime
 
 
 def _wait(condition: object, seconds: float = 10.0) -> bool:
@@ -30,7 +40,7 @@ def _wait(condition: object, seconds: float = 10.0) -> bool:
 def test_a_company_with_stuck_jobs_leaves_the_others_the_shared_threads(
     make_config: ConfigFactory,
 ) -> None:
-    runtime = build_runtime(make_config())
+    runtime = with_connector(make_config())
     host = JobHost.for_worker(4)
     stuck = Scheduler(runtime, host=host, company="stuck", share=company_share(4))
     other = Scheduler(runtime, host=host, company="other", share=company_share(4))
@@ -84,7 +94,7 @@ def test_a_company_with_stuck_jobs_leaves_the_others_the_shared_threads(
 def test_companies_on_one_host_share_its_threads_and_leave_when_they_stop(
     make_config: ConfigFactory,
 ) -> None:
-    runtime = build_runtime(make_config())
+    runtime = with_connector(make_config())
     host = JobHost.for_worker(2)
     schedulers = [
         Scheduler(runtime, host=host, company=f"c{number}", share=1) for number in range(50)
@@ -104,13 +114,13 @@ def test_companies_on_one_host_share_its_threads_and_leave_when_they_stop(
                 and all(job.next_run_time > started for job in host.scheduler.get_jobs())
             )
         )
-        # one scheduler thread, 2 work threads, the notification and heartbeat pools:
+        # one scheduler thread, 2 work threads, the notification, poll and heartbeat pools:
         # the threads do not grow with the companies
-        assert threading.active_count() - before <= 1 + 2 + 2 + 1
+        assert threading.active_count() - before <= 1 + 2 + 2 + 1 + 1
         runtime.stop_event.set()
         for scheduler in schedulers[:25]:
             assert scheduler.shutdown(5.0) == []
-        left = {job.id.split("/")[0] for job in host.scheduler.get_jobs()} - {"heartbeat"}
+        left = {job.id.split("/")[0] for job in host.scheduler.get_jobs()} - {"heartbeat", "poll"}
         assert left == {f"c{number}" for number in range(25, 50)}
         assert host.healthy()
     finally:
@@ -124,7 +134,7 @@ def test_companies_on_one_host_share_its_threads_and_leave_when_they_stop(
 def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
     make_config: ConfigFactory,
 ) -> None:
-    runtime = build_runtime(make_config())
+    runtime = with_connector(make_config())
     release = threading.Event()
     began = threading.Event()
 
@@ -152,7 +162,7 @@ def test_a_stuck_job_is_reported_overdue_and_the_drain_gives_up_on_it(
 def test_runs_waiting_for_a_thread_are_counted_and_reported_late(
     make_config: ConfigFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    runtime = build_runtime(make_config())
+    runtime = with_connector(make_config())
     host = JobHost.for_worker(1)
     first = Scheduler(runtime, host=host, company="first", share=1)
     second = Scheduler(runtime, host=host, company="second", share=1)
@@ -203,7 +213,7 @@ def test_runs_waiting_for_a_thread_are_counted_and_reported_late(
 def test_a_job_that_finds_its_lease_taken_over_logs_one_warning_without_a_traceback(
     make_config: ConfigFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    runtime = build_runtime(make_config())
+    runtime = with_connector(make_config())
     scheduler = Scheduler(runtime, host=JobHost.for_worker(2), company="acme", share=1)
 
     def lease_gone() -> None:
@@ -219,3 +229,41 @@ def test_a_job_that_finds_its_lease_taken_over_logs_one_warning_without_a_traceb
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert warnings[0].exc_info is None
     assert "scheduled job failed" not in caplog.text
+
+
+def test_a_shared_host_polls_every_companys_intake_in_one_job(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config(schedule={"interval_seconds": 3600, "intake_poll_seconds": 0.2})
+    runtime = with_connector(config)
+    host = JobHost.for_worker(2)
+    scheduler = Scheduler(runtime, host=host, company="acme", share=1)
+    stop = threading.Event()
+
+    def wake_loop() -> None:  # as the fleet worker's wake thread
+        while not stop.wait(0.1):
+            scheduler.apply_run_requests()
+
+    waker = threading.Thread(target=wake_loop, daemon=True)
+    host.start()
+    scheduler.start()
+    waker.start()
+    try:
+        intake = host.scheduler.get_job(f"acme/{INTAKE_JOB}")
+        assert intake.trigger.interval.total_seconds() == 3600  # no job every 0.2 s
+        assert "poll" in {job.id for job in host.scheduler.get_jobs()}
+        assert _wait(lambda: not runtime.connector.has_new_input())  # the first intake ran
+        inbox = tmp_path / "wms" / "inbox"
+        dropped = drop_file(inbox, "shipments-broken.csv", "not,a,shipment", ["x,y,z"])
+        # the poll saw it and brought the intake forward, which took (and rejected) it
+        assert _wait(lambda: not dropped.exists())
+        assert list((inbox / "rejected").glob("shipments-broken*"))
+        runtime.stop_event.set()
+        assert scheduler.shutdown(5.0) == []
+        assert host._polls == {}  # a company that stops is no longer polled
+    finally:
+        stop.set()
+        runtime.stop_event.set()
+        scheduler.shutdown(5.0)
+        host.shutdown(wait=True)
+        runtime.close()
