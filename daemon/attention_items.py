@@ -42,6 +42,7 @@ class AttentionKind(StrEnum):
     ORDER_CHANGED = "order_changed"
     STOCK_DRIFT = "stock_drift"
     SERVICE_NOT_STARTED = "service_not_started"
+    VAULT_KEY_MISSING = "vault_key_missing"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """Whether Next Engine work may run now (the gate every Next Engine caller asks first).
 
-Closed while the link needs re-connection or Next Engine is in maintenance; WMS events keep
-being accepted meanwhile. The importer, the executors and the token guard share one gate.
+Closed while the link needs re-connection or Next Engine is in maintenance, and in fleet mode
+while this process lacks the vault key the company's token pair is sealed with (a key rotation
+that has not reached this host: a ``vault_key_missing`` attention item naming the key, the host
+and the fix, one log line, closed by itself once the key is there); WMS events keep being
+accepted meanwhile. The importer, the executors and the token guard share one gate.
 """
 
 from __future__ import annotations
@@ -10,22 +13,37 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from daemon import attention
+from daemon.attention import AttentionKind
 from daemon.nelink import CONNECTED, RECONNECT_HINT, mark_needs_reconnect
 from daemon.nextengine.errors import NeMaintenance, NeReauthRequired
 from daemon.store.engine import Bind, read_session
 from daemon.store.models import NeLink, utcnow
+from hooks.records import Problem
 
 log = logging.getLogger(__name__)
+
+#: The attention item of a token pair this process has no vault key for (fleet mode).
+KEY_MISSING_KEY = f"{AttentionKind.VAULT_KEY_MISSING}"
+_UNCHECKED = "unchecked"
 
 
 class NeGate:
     """Whether Next Engine work may run now: linked, and not paused for maintenance."""
 
-    def __init__(self, engine: Bind, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Bind,
+        clock: Callable[[], datetime] = utcnow,
+        key_missing: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.paused_until: datetime | None = None
         self.pause_reason = ""
+        #: Fleet mode: why this process cannot open the token pair for want of its key.
+        self.key_missing = key_missing
+        self._key_state: str | None = _UNCHECKED
 
     def blocked(self) -> str | None:
         """Why Next Engine work must not run now, or None."""
@@ -37,7 +55,36 @@ class NeGate:
             return "Next Engine is not connected (run `nebridge connect`)"
         if link.state != CONNECTED:
             return f"Next Engine link needs re-connection: {link.reason} — {RECONNECT_HINT}"
-        return None
+        return self.vault_key_missing()
+
+    def vault_key_missing(self) -> str | None:
+        """Why this process cannot open the company's token pair for want of its vault key,
+        or None. Its attention item is opened (and one warning logged) when that starts, and
+        closed when it ends or is first found fine (another worker may have opened it)."""
+        reason = self.key_missing()
+        if reason == self._key_state:
+            return reason
+        self._key_state = reason
+        if reason is None:
+            attention.resolve(self.engine, [KEY_MISSING_KEY], self.clock())
+            return None
+        log.warning("Next Engine work waits: %s", reason)
+        attention.report(
+            self.engine,
+            Problem(
+                key=KEY_MISSING_KEY,
+                kind=AttentionKind.VAULT_KEY_MISSING,
+                reason=f"Next Engine work waits: {reason}",
+                fix=(
+                    "install the vault key named in the reason on that host and restart that "
+                    "worker (docs/fleet.md, rotating the vault key); it closes by itself once "
+                    "a worker with the key serves the company"
+                ),
+            ),
+            source="vault",
+            now=self.clock(),
+        )
+        return reason
 
     def observe(self, exc: BaseException) -> None:
         """React to an error that concerns every Next Engine call, not just one item."""

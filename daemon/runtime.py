@@ -71,6 +71,9 @@ class Runtime:
     fence: Callable[[], str | None] = field(default=lambda: None)
     #: Where the Next Engine token pair lives (fleet mode: the vault); None: the token file.
     token_store: Callable[[], TokenStore] | None = None
+    #: Fleet mode: why this process cannot open the company's token pair for want of its
+    #: vault key (a key rotation under way), or None; the gate holds Next Engine work back.
+    key_missing: Callable[[], str | None] = field(default=lambda: None)
     #: How :meth:`close` releases the engine (a fleet company's shares the worker's pool).
     on_close: Callable[[], None] | None = None
     #: Fleet mode: the company's code (notifications name it, their commands carry
@@ -82,7 +85,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.http.headers["User-Agent"] = USER_AGENT
         self.db = self.engine
-        self.gate = NeGate(self.db, self.clock)
+        self.gate = NeGate(self.db, self.clock, lambda: self.key_missing())
 
     @contextmanager
     def dry(self) -> Iterator[Runtime]:
@@ -90,7 +93,7 @@ class Runtime:
         with rolled_back(self.engine) as conn:
             view = copy.copy(self)
             view.db = conn
-            view.gate = NeGate(conn, self.clock)
+            view.gate = NeGate(conn, self.clock, lambda: self.key_missing())
             yield view
 
     def ne_client(self) -> NextEngineClient:

@@ -8,7 +8,8 @@ than two days left, and warns — log, ``nebridge status``, an attention item th
 :mod:`daemon.notify` tells the notifier plugins about — at 24 h and again at 6 h before the
 refresh token would lapse (which only happens when Next Engine cannot be reached). A lost link
 is an attention item too, with the command that fixes it; both are resolved (and the people
-told so) once the link works again.
+told so) once the link works again. A fleet worker lacking the vault key the pair is sealed
+with is not a lost link: the gate's ``vault_key_missing`` item says so, and nothing is checked.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class TokenGuard:
     def check(self) -> GuardReport:
         """Renew the tokens if due, then warn or announce what the admin must know."""
         report = GuardReport()
+        missing = self.gate.vault_key_missing()
+        if missing is not None:  # fleet mode: this process lacks the key, the link is fine
+            report.error = missing
+            return report
         if not self._linked():
             return report
         tokens = self.store().load()

@@ -82,6 +82,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "order_changed": ("取り込み後に変更された受注", "Order changed after import"),
     "stock_drift": ("在庫数のずれ", "Stock differs from the WMS"),
     "service_not_started": ("会社の処理が起動しない", "Company not served: its start failed"),
+    "vault_key_missing": ("暗号鍵がないワーカー", "A worker lacks the vault key"),
     "database_unreachable": ("データベース接続不可", "Database unreachable"),
     "digest": ("まとめ", "Digest"),
     "test": ("テスト送信", "Test message"),

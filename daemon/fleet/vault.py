@@ -32,6 +32,7 @@ import binascii
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -60,6 +61,25 @@ GENERATE_KEY = "python3 -c 'import base64, os; print(base64.b64encode(os.urandom
 
 class VaultError(Exception):
     """The vault cannot be used as asked; the message says why and what to do (no secret)."""
+
+
+class VaultKeyMissing(VaultError):
+    """A company's pair is sealed with a key this process was not given (a worker started
+    before a key rotation's new key reached its host). Not a lost Next Engine link: signing in
+    again would not help; the fix is the key on this host and a restart of this process."""
+
+    def __init__(self, company: str, key_id: str, current: str) -> None:
+        self.company = company
+        self.key_id = key_id
+        self.host = socket.gethostname()
+        super().__init__(
+            f"the token pair of company {company!r} is sealed with vault key {key_id}, which "
+            f"this process (host {self.host}, pid {os.getpid()}) does not have (its current "
+            f"key is {current}); the Next Engine link itself is fine, so do not connect again: "
+            f"install key {key_id} on {self.host} (as the credential {KEY_CREDENTIAL} once the "
+            f"rotation swapped the keys, else as {PREVIOUS_KEY_CREDENTIAL}) and restart this "
+            "worker (`systemctl restart nebridge`); its Next Engine work waits meanwhile"
+        )
 
 
 def _aesgcm(secret: bytes) -> Any:
@@ -187,12 +207,7 @@ class TokenVault:
     def _open(self, company: str, key_id: str, nonce: bytes, sealed: bytes) -> TokenSet:
         key = self.keys.find(key_id)
         if key is None:
-            raise VaultError(
-                f"the token pair of company {company!r} is sealed with vault key {key_id}, "
-                f"which this process does not have (current key {self.keys.current.key_id}); "
-                f"give it that key as the credential {PREVIOUS_KEY_CREDENTIAL} until the "
-                "rotation has run, or `nebridge connect` the company again"
-            )
+            raise VaultKeyMissing(company, key_id, self.keys.current.key_id)
         cipher = _aesgcm(key.secret)  # says how to install cryptography if it is missing
         from cryptography.exceptions import InvalidTag
 
@@ -224,6 +239,18 @@ class TokenVault:
         if row is None:
             return None
         return self._open(company, row.key_id, bytes(row.nonce), bytes(row.sealed))
+
+    def missing_key(self, company: str) -> VaultKeyMissing | None:
+        """Why the company's pair cannot be opened by this process for want of its key, or
+        None (also when there is no pair): the id is read, nothing is decrypted."""
+        with self.engine.connect() as connection:
+            key_id = connection.execute(
+                text("SELECT key_id FROM fleet_token WHERE company = :company"),
+                {"company": company},
+            ).scalar()
+        if key_id is None or self.keys.find(key_id) is not None:
+            return None
+        return VaultKeyMissing(company, key_id, self.keys.current.key_id)
 
     def save(self, company: str, tokens: TokenSet) -> None:
         """Replace the company's pair (sealed with the current key and a new nonce)."""
@@ -375,6 +402,11 @@ class VaultTokenStore:
     def save(self, tokens: TokenSet) -> None:
         """Replace the company's pair."""
         self.vault.save(self.company, tokens)
+
+    def missing_key(self) -> str | None:
+        """Why this process cannot open the company's pair for want of its key, or None."""
+        missing = self.vault.missing_key(self.company)
+        return None if missing is None else str(missing)
 
     def process_lock(self) -> AbstractContextManager[None]:
         """The company's advisory lock (every worker, host and CLI)."""
