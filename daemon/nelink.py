@@ -38,6 +38,7 @@ from daemon.linkinfo import token_store as token_store
 from daemon.logsetup import register_secret
 from daemon.nextengine.errors import NeReauthRequired
 from daemon.nextengine.tokens import TokenStore
+from daemon.owners import me, not_yours_fix, user_name
 from daemon.redirect import is_loopback, receive_redirect
 from daemon.serialize import dumps
 from daemon.store.engine import Bind, read_session, write_session
@@ -111,9 +112,11 @@ def secret_file_problems(config: DaemonConfig, more: Iterable[Path] = ()) -> lis
     except FileNotFoundError:
         folder = None
     if folder is not None and stat.S_ISDIR(folder.st_mode) and folder.st_mode & 0o077:
+        who = "other users" if folder.st_mode & 0o007 else "its group"
         problems.append(
-            f"the state folder {state} is open to other users (mode "
-            f"{stat.S_IMODE(folder.st_mode):04o}); run `chmod 700 {state}`"
+            f"the state folder {state} is open to {who} (mode "
+            f"{stat.S_IMODE(folder.st_mode):04o}); it holds the tokens and the database, for "
+            f"the service user alone: run `chmod 700 {state}`"
         )
     for path in dict.fromkeys((config.token_file, *more)):
         try:
@@ -132,10 +135,10 @@ def secret_file_problems(config: DaemonConfig, more: Iterable[Path] = ()) -> lis
                 "`nebridge connect` again"
             )
         elif info.st_uid != os.geteuid():
+            owner = user_name(info.st_uid)
             problems.append(
-                f"the token file {path} belongs to uid {info.st_uid}, not to this "
-                f"user (uid {os.geteuid()}); run `chown {os.geteuid()}: {path}` "
-                "or start nebridge as its owner"
+                f"the token file {path} belongs to {owner}, not to {me()}: "
+                f"{not_yours_fix(path, owner)}"
             )
         elif info.st_mode & 0o077:
             problems.append(

@@ -19,7 +19,9 @@ from daemon.config import CLIENT_SECRET_CREDENTIAL, DaemonConfig, resolve_path
 from daemon.store.engine import sqlite_path
 
 TEMPLATE = Path(__file__).resolve().parent / "resources" / "nebridge.service"
-STATE_ROOT = Path("/var/lib/nebridge")
+#: Where systemd's ``StateDirectory=`` and ``ConfigurationDirectory=`` live.
+STATE_BASE = Path("/var/lib")
+CONFIG_BASE = Path("/etc")
 #: Folders the unit's ``PrivateTmp=yes`` replaces with the service's own.
 PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
 #: Keys of a connector's section naming folders it writes (``*_dir``/``*_folder`` too), and
@@ -43,6 +45,20 @@ class UnitSettings:
     companies_dir: Path | None = None
     #: ``fleet_lease_seconds``: how soon a dead host's companies are taken over (fleet mode).
     lease_seconds: float = 30.0
+    #: ``state_dir``: ``StateDirectory=`` when under /var/lib, else one of ``extra_writable``.
+    state_dir: Path = Path("/var/lib/nebridge")
+    #: Writable folders that hold secrets (the state folder, the token file's, the
+    #: database's): created 0700, as ``nebridge run`` requires.
+    private: tuple[Path, ...] = ()
+
+
+def managed_folder(folder: Path, base: Path) -> str | None:
+    """``folder`` relative to ``base`` (/var/lib, /etc) if systemd can manage it there
+    (``StateDirectory=``, ``ConfigurationDirectory=``), else None."""
+    folder = folder.absolute()
+    if folder == base or not folder.is_relative_to(base):
+        return None
+    return str(folder.relative_to(base))
 
 
 def installed_executable() -> Path:
@@ -54,19 +70,29 @@ def installed_executable() -> Path:
     return Path(found).absolute() if found else beside.absolute()
 
 
+def private_paths(config: DaemonConfig) -> tuple[Path, ...]:
+    """The folders of secrets: the state folder, the token file's and the SQLite database's."""
+    paths = [config.state_dir, config.token_file.parent]
+    database = sqlite_path(config.resolved_database_url)
+    if database is not None:
+        paths.append(database.parent)
+    return tuple(dict.fromkeys(p.absolute() for p in paths))
+
+
 def writable_paths(
-    config: DaemonConfig, config_path: Path, connector_options: Mapping[str, object]
+    config: DaemonConfig,
+    config_path: Path,
+    connector_options: Mapping[str, object],
+    managed: Path | None,
 ) -> tuple[Path, ...]:
-    """Absolute folders outside /var/lib/nebridge the daemon must write.
+    """Absolute folders outside ``managed`` (the unit's ``StateDirectory=``) the daemon
+    must write.
 
     The WMS folders and token files of the connector's section (relative paths resolve next
     to ``daemon.yaml``, as the daemon resolves them), the state folder, the Next Engine token
     file's folder and the SQLite database's folder.
     """
-    paths: list[Path] = [config.state_dir, config.token_file.parent]
-    database = sqlite_path(config.resolved_database_url)
-    if database is not None:
-        paths.append(database.parent)
+    paths = list(private_paths(config))
     for key, value in connector_options.items():
         if not isinstance(value, str | Path) or not str(value):
             continue
@@ -74,8 +100,8 @@ def writable_paths(
             paths.append(resolve_path(value, config_path))
         elif key.endswith("_file"):
             paths.append(resolve_path(value, config_path).parent)
-    outside = (p for p in paths if p != STATE_ROOT and STATE_ROOT not in p.parents)
-    return outermost(p.absolute() for p in outside)
+    absolute = (p.absolute() for p in paths)
+    return outermost(p for p in absolute if managed is None or not p.is_relative_to(managed))
 
 
 def outermost(paths: Iterable[Path]) -> tuple[Path, ...]:
@@ -118,7 +144,7 @@ def render_unit(settings: UnitSettings) -> str:
     writable = ""
     if settings.extra_writable:
         joined = " ".join(_quote(p) for p in settings.extra_writable)
-        writable = f"# WMS folders and state outside /var/lib/nebridge\nReadWritePaths={joined}\n"
+        writable = f"# WMS folders and state systemd does not manage\nReadWritePaths={joined}\n"
     credentials = "".join(
         f"LoadCredential={name}:{settings.credentials_dir / name}\n"
         for name in settings.credentials
@@ -146,6 +172,7 @@ def render_unit(settings: UnitSettings) -> str:
         )
     )
     return TEMPLATE.read_text(encoding="utf-8").format(
+        directories=_directories(settings),
         fleet=fleet,
         documentation=f"Documentation=file://{readme}\n" if readme.is_file() else "",
         user=settings.user,
@@ -158,6 +185,30 @@ def render_unit(settings: UnitSettings) -> str:
         read_write_paths=writable,
         protect_home="read-only" if under_home else "yes",
     )
+
+
+def _directories(settings: UnitSettings) -> str:
+    """``StateDirectory=`` for a state folder under /var/lib and ``ConfigurationDirectory=``
+    for daemon.yaml's folder under /etc, each derived from this installation: systemd
+    creates them and gives the state folder to ``User=`` at every start, so a name not this
+    installation's would take over another one's folder."""
+    lines = []
+    state = managed_folder(settings.state_dir, STATE_BASE)
+    if state is not None:
+        lines += [
+            f"# {STATE_BASE / state} (database, tokens): created 0700 for {settings.user} by "
+            "systemd.",
+            f"StateDirectory={_quote(state)}",
+            "StateDirectoryMode=0700",
+        ]
+    configuration = managed_folder(settings.config.parent, CONFIG_BASE)
+    if configuration is not None:
+        lines += [
+            f"# {CONFIG_BASE / configuration} (daemon.yaml), created by systemd if missing.",
+            f"ConfigurationDirectory={_quote(configuration)}",
+            "ConfigurationDirectoryMode=0750",
+        ]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def unit_notes(settings: UnitSettings) -> list[str]:
@@ -178,9 +229,10 @@ def unit_notes(settings: UnitSettings) -> list[str]:
             )
     for folder in settings.extra_writable:
         if not folder.is_dir():
+            mode = "0700" if folder in settings.private else "0750"  # secrets: `run` checks
             notes.append(
                 f"{folder} does not exist yet; systemd cannot start a service whose "
-                f"ReadWritePaths= is missing: sudo install -d -m 0750 -o "
+                f"ReadWritePaths= is missing: sudo install -d -m {mode} -o "
                 f"{settings.user} -g {settings.group} {folder}"
             )
         tmp = next((t for t in PRIVATE_TMP if t == folder or t in folder.parents), None)

@@ -127,3 +127,18 @@ def test_sudo_db_upgrade_in_a_service_folder_leaves_the_database_to_the_service_
     made = sorted(p.name for p in state.iterdir())
     assert "nebridge.db" in made
     assert {p.name: owner(p) for p in state.iterdir()} == dict.fromkeys(made, (SERVICE, SERVICE))
+
+
+@needs_root
+def test_root_refused_on_the_service_users_tokens_is_told_to_run_as_that_user(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config()
+    tokens = tmp_path / "state" / "nextengine-tokens.json"
+    write_private(tokens, json.dumps({"access_token": "a", "refresh_token": "r"}).encode())
+    os.chown(tokens, SERVICE, SERVICE)
+    result = CliRunner().invoke(app, ["--config", str(config), "run", "--once"])
+    assert result.exit_code == 1
+    text = " ".join(result.stderr.split())
+    assert f"the token file {tokens} belongs to nobody, not to root: run nebridge as nobody" in text
+    assert "(`sudo -u nobody nebridge …`); only if it really belongs to root:" in text

@@ -66,8 +66,6 @@ def test_unit_has_notify_watchdog_reload_credentials_and_paths(
         "ExecReload=/bin/kill -HUP $MAINPID",
         "User=nbsvc",
         "Group=nbsvc",
-        "StateDirectory=nebridge",
-        "ConfigurationDirectory=nebridge",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=",
@@ -84,6 +82,9 @@ def test_unit_has_notify_watchdog_reload_credentials_and_paths(
     assert str(tmp_path / "wms" / "inbox") in writable
     assert str(tmp_path / "wms" / "outbox") in writable
     assert "SupplementaryGroups" not in unit
+    # state and daemon.yaml outside /var/lib and /etc: no folder of systemd's is named
+    assert settings(unit, "StateDirectory") == settings(unit, "ConfigurationDirectory") == []
+    assert str(tmp_path / "state") in writable
 
 
 @pytest.mark.parametrize("connector", ["csv", "logikura"])

@@ -11,9 +11,12 @@ from daemon.cli.common import fail, get, info
 from daemon.config import CLIENT_SECRET_CREDENTIAL, ConfigError, LoadedConfig
 from daemon.pluginload import load_plugins
 from daemon.systemd_unit import (
+    STATE_BASE,
     UnitSettings,
     installed_executable,
+    managed_folder,
     outermost,
+    private_paths,
     render_unit,
     unit_notes,
     writable_paths,
@@ -55,11 +58,16 @@ def unit(
         fail(str(ConfigError(app_ctx.config_path, issues)))
     spec = host.connector_specs()[loaded.config.wms.connector][1]
     credentials = (CLIENT_SECRET_CREDENTIAL, *spec.credentials)
+    state = loaded.config.state_dir.absolute()
+    managed = state if managed_folder(state, STATE_BASE) is not None else None
     writable = writable_paths(
-        loaded.config, app_ctx.config_path, loaded.config.wms.connector_section()
+        loaded.config, app_ctx.config_path, loaded.config.wms.connector_section(), managed
     )
+    private = private_paths(loaded.config)
     if loaded.config.companies_dir is not None:
-        credentials, writable = _fleet_paths(loaded, credentials, writable)
+        credentials, writable, private = _fleet_paths(
+            loaded, credentials, writable, private, managed
+        )
     settings = UnitSettings(
         executable=installed_executable(),
         config=app_ctx.config_path.absolute(),
@@ -71,6 +79,8 @@ def unit(
         wms_group=wms_group,
         companies_dir=loaded.config.companies_dir,
         lease_seconds=loaded.config.fleet_lease_seconds,
+        state_dir=state,
+        private=private,
     )
     text = render_unit(settings)
     for note in unit_notes(settings):
@@ -86,12 +96,16 @@ def unit(
 
 
 def _fleet_paths(
-    loaded: LoadedConfig, credentials: tuple[str, ...], writable: tuple[Path, ...]
-) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    loaded: LoadedConfig,
+    credentials: tuple[str, ...],
+    writable: tuple[Path, ...],
+    private: tuple[Path, ...],
+    managed: Path | None,
+) -> tuple[tuple[str, ...], tuple[Path, ...], tuple[Path, ...]]:
     """Fleet mode: the vault key (and the previous one while its file is in credentials_dir:
     a key rotation is under way) and each company's connector secrets as credentials, and
-    each company's WMS folders and state as writable paths (refused files are left out: the
-    note says so)."""
+    each company's WMS folders and state as writable paths, its state as private ones
+    (refused files are left out: the note says so)."""
     from daemon.fleet.companies import Companies
     from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL
 
@@ -101,7 +115,7 @@ def _fleet_paths(
     names = [*credentials, KEY_CREDENTIAL]
     if (loaded.config.credentials_dir / PREVIOUS_KEY_CREDENTIAL).exists():
         names.append(PREVIOUS_KEY_CREDENTIAL)
-    paths = list(writable)
+    paths, secret = list(writable), list(private)
     for company in companies.companies.values():
         company_loaded = LoadedConfig(company.path or loaded.path, company.config)
         host, _issues, _connector, _error = load_plugins(company_loaded)
@@ -109,6 +123,7 @@ def _fleet_paths(
         if spec is not None:
             names += spec[1].credentials
         paths += writable_paths(
-            company.config, company_loaded.path, company.config.wms.connector_section()
+            company.config, company_loaded.path, company.config.wms.connector_section(), managed
         )
-    return tuple(dict.fromkeys(names)), outermost(paths)
+        secret += private_paths(company.config)
+    return tuple(dict.fromkeys(names)), outermost(paths), tuple(dict.fromkeys(secret))
