@@ -1100,9 +1100,19 @@ def _order(session: Any, ne_order_id: str) -> ImportedOrder:
     return row
 
 
-def retry_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = utcnow) -> str:
+#: How an order import runs now, said after ``orders retry`` (a single-company installation).
+RUN_ONE_NOW = "`nebridge run --once` runs one now"
+
+
+def retry_order(
+    engine: Bind,
+    ne_order_id: str,
+    clock: Callable[[], datetime] = utcnow,
+    run_now: str = RUN_ONE_NOW,
+) -> str:
     """Have the next import of the order's warehouse read it again from Next Engine and render
-    it anew (a held or dropped order). Nothing is sent to Next Engine or the WMS now."""
+    it anew (a held or dropped order). Nothing is sent to Next Engine or the WMS now;
+    ``run_now`` says how the import comes sooner (in fleet mode: the serving worker's)."""
     with write_session(engine) as session:
         row = _order(session, ne_order_id)
         if row.state != RETRY:
@@ -1112,7 +1122,7 @@ def retry_order(engine: Bind, ne_order_id: str, clock: Callable[[], datetime] = 
         warehouse = row.warehouse
     return (
         f"order {ne_order_id} will be read again from Next Engine and rendered anew at the "
-        f"next order import of {warehouse} (`nebridge run --once` runs one now)"
+        f"next order import of {warehouse} ({run_now})"
     )
 
 

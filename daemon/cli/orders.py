@@ -29,6 +29,7 @@ from daemon.importer import (
     HELD,
     INSTRUCTED,
     RETRY,
+    RUN_ONE_NOW,
     OrderAdminError,
     drop_order,
     list_orders,
@@ -127,10 +128,22 @@ def list_cmd(
     )
 
 
+#: ``orders retry --company``: a worker serving the company runs the import itself (and
+#: refuses ``run --once --company`` meanwhile).
+FLEET_RUN_NOW = (
+    "the worker serving the company does it at its next order import; with no worker running "
+    "(`nebridge companies list`), `nebridge run --once` runs one now"
+)
+
+
 def _change(ctx: typer.Context, ne_order_id: str, drop: bool) -> None:
     engine = _engine(ctx)
     try:
-        message = (drop_order if drop else retry_order)(engine, ne_order_id)
+        if drop:
+            message = drop_order(engine, ne_order_id)
+        else:
+            run_now = FLEET_RUN_NOW if get(ctx).fleet else RUN_ONE_NOW
+            message = retry_order(engine, ne_order_id, run_now=run_now)
     except OrderAdminError as exc:
         fail(str(exc))
     finally:
