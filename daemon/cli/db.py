@@ -9,6 +9,7 @@ import typer
 from daemon.cli.common import fail, get, info, print_json
 from daemon.config import ConfigError, LoadedConfig
 from daemon.instancelock import AlreadyRunning, instance_lock
+from daemon.store import reads
 from daemon.store.engine import (
     DatabaseUnavailable,
     current_revision,
@@ -16,6 +17,7 @@ from daemon.store.engine import (
     make_engine,
     upgrade,
 )
+from daemon.store.reads import StoreUnreadable, open_reader
 
 app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 
@@ -94,13 +96,17 @@ def current_cmd(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show the database's migration and the latest one this nebridge ships."""
+    """Show the database's migration and the latest one this nebridge ships.
+
+    Only reads: a SQLite file that does not exist yet is not created (run as root, that
+    would leave a root-owned database in the service user's state folder).
+    """
     loaded = get(ctx).load()
-    engine = make_engine(loaded.config.resolved_database_url)
     try:
-        current, head = current_revision(engine), head_revision(engine)
-    finally:
-        engine.dispose()
+        with open_reader(loaded.config.resolved_database_url) as reader:
+            current, head = reads.current_revision(reader), reads.head_revision(reader)
+    except StoreUnreadable as exc:
+        fail(f"{exc} (or start the daemon, whose unit runs it)")
     if as_json:
         print_json({"current": current, "latest": head, "up_to_date": current == head})
     else:
