@@ -16,6 +16,9 @@ class CsvConnectorConfig(BaseModel):
     how long a file must stay unchanged (seen by two scans that far apart) before it is
     taken, so half-written files are left alone; ``0`` takes a complete-looking file (last
     byte a newline) at first sight, for WMSs that write to a temporary name and rename.
+    ``processed_watch_seconds`` is how long a file filed away into ``processed/`` is still
+    watched: a WMS writing to the final name that pauses longer than ``stable_seconds`` may
+    append to it there; it then goes back to the inbox and is read again (``0``: no watch).
     ``encoding_out`` is the encoding of the order files written to ``outbox``.
     ``products_max_drop_percent`` guards the product master: a ``products*.csv`` with that
     many percent fewer products than the master in use is rejected (one empty export of the
@@ -28,6 +31,7 @@ class CsvConnectorConfig(BaseModel):
     outbox: Path
     timezone: str = "Asia/Tokyo"
     stable_seconds: float = Field(default=0.5, ge=0)
+    processed_watch_seconds: float = Field(default=600, ge=0)
     encoding_out: Literal["utf-8", "cp932"] = "utf-8"
     products_max_drop_percent: int = Field(default=50, ge=0, le=100)
 

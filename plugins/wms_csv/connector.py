@@ -82,7 +82,7 @@ class CsvConnector:
     def __init__(self, config: CsvConnectorConfig) -> None:
         self._config = config
         self._zone = config.tzinfo
-        self._inbox = Inbox(config.inbox, config.stable_seconds)
+        self._inbox = Inbox(config.inbox, config.stable_seconds, config.processed_watch_seconds)
         self._master_seen: tuple[_Signature, str] | None = None
         self._unknown_told: tuple[str, ...] | None = None  # None: not yet told this process
 
@@ -160,7 +160,10 @@ class CsvConnector:
     def _tell_unknown(self, ctx: ConnectorContext) -> None:
         """Files in the inbox under a name no format has are never read: one log line per
         file and one attention item naming them all, closed once none is left (a WMS export
-        named one letter off would otherwise leave everything green while nothing flows)."""
+        named one letter off would otherwise leave everything green while nothing flows).
+        It first logs each file sent back from ``processed/`` because it grew there."""
+        while self._inbox.returned:
+            ctx.log.warning("%s", self._inbox.returned.pop(0))
         names = self._inbox.unknown
         if names == self._unknown_told:
             return

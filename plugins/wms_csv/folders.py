@@ -14,7 +14,11 @@ checks it is still the very file that was claimed (inode, size, mtime), so a fil
 writer extends while nebridge reads it goes back to the inbox and is taken once it settles.
 The same check runs once more when a file read in full is filed away into ``processed/``
 (:meth:`Inbox.settle`): lines appended after the read send the whole file back to the inbox,
-to be read again, instead of into ``processed/`` unread.
+to be read again, instead of into ``processed/`` unread. A writer may also pause past that
+check and append to the file in ``processed/`` (the rename keeps the inode): every scan
+re-checks the files filed away in the last ``processed_watch_seconds`` and sends one that
+changed back to the inbox the same way, with a warning (:attr:`Inbox.returned`). That watch
+lives in memory: a file that grows after a restart, or later than the watch, is not noticed.
 """
 
 from __future__ import annotations
@@ -65,6 +69,18 @@ class _Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class _FiledAway:
+    """A file filed away into ``processed/``: its inbox name, state, and until when (monotonic
+    clock) it is watched for a writer that still appends to it."""
+
+    name: str
+    inode: int
+    size: int
+    mtime_ns: int
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReadyFile:
     """A file in the inbox that finished arriving, or one refused without reading it.
 
@@ -87,7 +103,7 @@ class ReadyFile:
 class Inbox:
     """Watches one inbox folder; the observation state lives as long as the connector."""
 
-    def __init__(self, root: Path, stable_seconds: float) -> None:
+    def __init__(self, root: Path, stable_seconds: float, watch_seconds: float = 0.0) -> None:
         self.root = root
         self.claimed = root / ".claimed"
         self.processed = root / "processed"
@@ -95,7 +111,11 @@ class Inbox:
         #: The inbox and its subfolders, parents first (created by the connector's start).
         self.folders = (root, self.claimed, self.processed, self.rejected)
         self._stable_seconds = stable_seconds
+        self._watch_seconds = watch_seconds
         self._observed: dict[str, _Observation] = {}
+        self._filed_away: dict[Path, _FiledAway] = {}
+        #: Why files were sent back from ``processed/`` since the connector last logged them.
+        self.returned: list[str] = []
         #: Files of the last scan whose names match no format (never read: the admin is told).
         self.unknown: tuple[str, ...] = ()
 
@@ -106,9 +126,11 @@ class Inbox:
         that is in the past, so a one-shot ``nebridge run --once`` takes files that were
         finished long ago. The last byte is read once per file state, once it is stable.
         Links and special files are returned at once, with their ``refusal``; folders are
-        ignored. Files whose names match no format land in :attr:`unknown`.
+        ignored. Files whose names match no format land in :attr:`unknown`. Files in
+        ``processed/`` that changed since they were filed away go back to the inbox first.
         """
         now, wall = time.monotonic(), time.time()
+        self._recheck_filed_away(now)
         observed: dict[str, _Observation] = {}
         ready: list[ReadyFile] = []
         unknown: list[str] = []
@@ -164,6 +186,43 @@ class Inbox:
         ready.sort(key=lambda file: (file.mtime_ns, file.name))
         return ready
 
+    def _recheck_filed_away(self, now: float) -> None:
+        """Send every watched file of ``processed/`` that a writer extended back to the inbox
+        (whole: what was stored is recognised by id), noting why in :attr:`returned`."""
+        for path, seen in list(self._filed_away.items()):
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                del self._filed_away[path]
+                continue
+            if info.st_ino != seen.inode or now >= seen.until:
+                del self._filed_away[path]
+                continue
+            if (info.st_size, info.st_mtime_ns) == (seen.size, seen.mtime_ns):
+                continue
+            del self._filed_away[path]
+            cause = (
+                f"{seen.name} grew after nebridge had read it and filed it away as {path} "
+                f"(size {seen.size} -> {info.st_size} bytes): the WMS writes to it under its "
+                "final name and paused longer than wms.csv.stable_seconds"
+            )
+            advice = (
+                "have the WMS write to a temporary name and rename the file when complete, "
+                "or raise wms.csv.stable_seconds above its longest pause"
+            )
+            try:
+                back = self.file_away(path, self.root, seen.name)
+            except OSError as exc:
+                self.returned.append(
+                    f"{cause}; it could not be put back into the inbox ({exc}): move it into "
+                    f"{self.root} by hand, its new lines were not read; {advice}"
+                )
+                continue
+            self.returned.append(
+                f"{cause}; the whole file is back in the inbox as {back.name} and is read "
+                f"again (what was already stored is recognised by id); {advice}"
+            )
+
     def claim(self, file: ReadyFile) -> Path | None:
         """Move a ready file into ``.claimed/`` atomically; None if it vanished meanwhile."""
         target = _free_path(_subfolder(self.claimed), file.name)
@@ -188,6 +247,7 @@ class Inbox:
         is checked again once moved (inode, size, mtime): if it changed, the whole file goes
         back into the inbox and is read again once it settles. The events already stored
         are recognised by their ids, so nothing is doubled, and no appended line is lost.
+        A writer pausing past this check is caught by the next scans (see :meth:`scan`).
         """
         target = self.file_away(path, self.processed, expected.name)
         info = os.stat(target, follow_symlinks=False)
@@ -196,6 +256,14 @@ class Inbox:
             expected.size,
             expected.mtime_ns,
         ):
+            if self._watch_seconds > 0:
+                self._filed_away[target] = _FiledAway(
+                    expected.name,
+                    info.st_ino,
+                    info.st_size,
+                    info.st_mtime_ns,
+                    time.monotonic() + self._watch_seconds,
+                )
             return target, None
         back = self.file_away(target, self.root, expected.name)
         return back, (
