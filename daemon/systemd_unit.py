@@ -127,8 +127,13 @@ FLEET_NOTE = """\
 # all pointing at the one PostgreSQL database. Every host's `nebridge run` joins the fleet:
 # each company is served by exactly one worker at a time, companies spread evenly, and the
 # companies of a host that stops or dies are taken over within the lease time ({lease_seconds:g} s).
-# - Add, change or remove a company file on every host, then `systemctl reload nebridge` on
-#   each (SIGHUP); the other companies keep running.
+# - Add, change or remove a company file on every host: each worker applies it by itself
+#   within seconds (companies_watch_seconds; `systemctl reload nebridge`, SIGHUP, applies it
+#   at once); the other companies keep running.
+# - Several workers on one host: install this file as /etc/systemd/system/nebridge@.service
+#   and, with metrics.port set, give each worker its own port under [Service]:
+#   Environment=NEBRIDGE_METRICS_PORT=947%i
+#   then `systemctl enable --now nebridge@1 nebridge@2` (ports 9471, 9472).
 # - Upgrading: stop the workers one by one, upgrade nebridge and run `nebridge db upgrade` on
 #   one host, then start them again (a worker refuses a database or company newer than it).
 # - `nebridge companies list` shows who serves which company; `nebridge status` the fleet.

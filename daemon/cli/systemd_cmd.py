@@ -60,11 +60,12 @@ def unit(
     credentials = (CLIENT_SECRET_CREDENTIAL, *spec.credentials)
     state = loaded.config.state_dir.absolute()
     managed = state if managed_folder(state, STATE_BASE) is not None else None
-    writable = writable_paths(
-        loaded.config, app_ctx.config_path, loaded.config.wms.connector_section(), managed
-    )
+    fleet = loaded.config.companies_dir is not None
+    # in fleet mode daemon.yaml's WMS folders are writable only if a company uses them
+    wms_options = {} if fleet else loaded.config.wms.connector_section()
+    writable = writable_paths(loaded.config, app_ctx.config_path, wms_options, managed)
     private = private_paths(loaded.config)
-    if loaded.config.companies_dir is not None:
+    if fleet:
         credentials, writable, private = _fleet_paths(
             loaded, credentials, writable, private, managed
         )
