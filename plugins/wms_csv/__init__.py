@@ -1,7 +1,8 @@
 """Built-in WMS connector ``csv``: exchange CSV files with a WMS through two folders.
 
 Configured by ``wms.csv`` (:class:`CsvConnectorConfig`): ``inbox``, ``outbox``, ``timezone``
-(default ``Asia/Tokyo``), ``stable_seconds`` (0.5) and ``encoding_out`` (``utf-8``/``cp932``).
+(default ``Asia/Tokyo``), ``stable_seconds`` (0.5), ``processed_watch_seconds`` (600: a file
+filed away that grows is read again) and ``encoding_out`` (``utf-8``/``cp932``).
 
 Inbound files (the WMS writes them into ``inbox``; names match in any case):
 
