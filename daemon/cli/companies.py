@@ -261,8 +261,32 @@ def rotate_key_cmd(
                 "the command again"
             )
         else:
-            typer.echo(
-                "no pair is sealed with an old key: remove nebridge-vault-key-previous "
-                "from every host and restart the workers one by one"
-            )
+            typer.echo(_rotation_done(base, result))
     raise typer.Exit(1 if result["left_on_old_keys"] else 0)
+
+
+def _rotation_done(base: LoadedConfig, result: dict[str, Any]) -> str:
+    """What to do once no pair is on an old key, following the keys found: a previous key
+    that sealed nothing may be step 1's new key (keep it: the swap is next), not the old one."""
+    from daemon.fleet.vault import PREVIOUS_KEY_CREDENTIAL, load_keys
+
+    previous = ", ".join(k.key_id for k in load_keys(base.config.credentials_dir).previous)
+    current = result["current_key_id"]
+    if not previous:
+        return (
+            f"every pair is sealed with the current key {current} and no "
+            f"{PREVIOUS_KEY_CREDENTIAL} is loaded: there is nothing to rotate"
+        )
+    remove = (
+        f"remove {PREVIOUS_KEY_CREDENTIAL} ({previous}) from every host, generate the unit "
+        "again and restart the workers one by one"
+    )
+    if result["rotated"]:
+        return f"no pair is sealed with an old key any more: {remove}"
+    return (
+        f"the previous key {previous} seals no pair. If you are at step 1 of a rotation "
+        f"(installing the new key as {PREVIOUS_KEY_CREDENTIAL} everywhere), it is the new "
+        "key: keep it — step 2, the swap, is next. If the keys were swapped already (the "
+        f"current key {current} is the new one), the rotation is done: {remove} "
+        '(docs/fleet.md, "Rotating the key")'
+    )
