@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -142,7 +143,11 @@ def test_doctor_passes_then_names_each_problem_with_a_fix(world: World) -> None:
     fresh = doctor()  # nothing made the WMS folders yet: the daemon makes them when it starts
     failing = {c["name"]: c for c in fresh["checks"] if not c["ok"]}
     assert (fresh["exit"], set(failing)) == (1, {inbox, outbox}), fresh
-    assert failing[outbox]["fix"] == f"mkdir -p {world.outbox} && chown nebridge: {world.outbox}"
+    owner = pwd.getpwuid(os.geteuid()).pw_name  # the state folder's: the service user
+    assert failing[outbox]["fix"] == (
+        f"start the service (`nebridge run` creates it), or "
+        f"mkdir -p {world.outbox} && chown {owner}: {world.outbox}"
+    )
     assert not world.inbox.exists() and not world.outbox.exists()  # doctor made nothing
     assert CliRunner().invoke(app, ["--config", str(world.config), "run", "--once"]).exit_code == 0
 

@@ -142,3 +142,18 @@ def test_root_refused_on_the_service_users_tokens_is_told_to_run_as_that_user(
     text = " ".join(result.stderr.split())
     assert f"the token file {tokens} belongs to nobody, not to root: run nebridge as nobody" in text
     assert "(`sudo -u nobody nebridge …`); only if it really belongs to root:" in text
+
+
+@needs_root
+def test_doctors_fix_for_a_missing_wms_folder_names_the_state_folders_owner(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config()
+    os.chown(tmp_path / "state", SERVICE, SERVICE)  # the service user's installation
+    result = CliRunner().invoke(app, ["--config", str(config), "doctor", "--offline", "--json"])
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    outbox = tmp_path / "wms" / "outbox"
+    assert checks["wms_csv: wms.csv.outbox"]["fix"] == (
+        f"start the service (`nebridge run` creates it), or "
+        f"mkdir -p {outbox} && chown nobody: {outbox}"
+    )

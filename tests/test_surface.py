@@ -4,6 +4,8 @@ doctor checks come through hooks (that the engine imports no plugin: tests/test_
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -206,8 +208,9 @@ def test_doctor_shows_the_csv_folder_checks_of_the_connector_plugin(
     assert code == 1
     failed = checks["wms_csv: wms.csv.outbox"]
     assert failed["status"] == "fail" and failed["detail"] == f"{outbox} is not a folder"
+    owner = pwd.getpwuid(os.geteuid()).pw_name  # the state folder's: the service user
     assert (
-        failed["fix"] == f"move that file away, then mkdir -p {outbox} && chown nebridge: {outbox}"
+        failed["fix"] == f"move that file away, then mkdir -p {outbox} && chown {owner}: {outbox}"
     )
     assert checks["wms_csv: wms.csv.inbox"]["status"] == "ok"
 

@@ -8,6 +8,8 @@ a subprocess under the systemd unit's umask.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import stat
 import subprocess
@@ -53,7 +55,8 @@ def test_read_only_commands_create_no_folder_and_run_creates_them_0750(
             checks[f"wms_csv: wms.csv.{key}"]["fix"],
         ) == (
             f"{folder} is missing",
-            f"mkdir -p {folder} && chown nebridge: {folder}",
+            f"start the service (`nebridge run` creates it), or "
+            f"mkdir -p {folder} && chown {pwd.getpwuid(os.geteuid()).pw_name}: {folder}",
         )
     assert f"the inbox folder {wms / 'inbox'} does not exist" in output["run --once --dry-run"]
 
