@@ -387,7 +387,7 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.path or '<root>'}: {self.message}"
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
 
 
 class ConfigError(Exception):
@@ -653,6 +653,11 @@ def read_yaml(path: Path) -> CommentedMap:
             [ConfigIssue("", f"file not found (pass --config PATH or set {CONFIG_ENV})")],
             "To start one: `nebridge config example > daemon.yaml` and edit it (or see "
             "everything work first with `nebridge demo`).",
+        ) from None
+    except PermissionError as exc:
+        raise ConfigError(
+            path,
+            [ConfigIssue("", f"cannot read: {exc}; let the user nebridge runs as read it")],
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [ConfigIssue("", f"cannot read: {exc}")]) from None

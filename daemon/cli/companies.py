@@ -3,6 +3,7 @@ the vault key rotation (docs/fleet.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import tzinfo
 from typing import Annotated, Any
 
@@ -50,6 +51,14 @@ def _link(row: dict[str, Any]) -> str:
     return f"{state} (refresh token until {ends[:10]})" if ends else state
 
 
+def _served_by(row: dict[str, Any]) -> str:
+    """The worker holding the company, ``(not started)`` when it holds it without serving
+    it; NOBODY when none holds it."""
+    if row["served_by"] is None:
+        return "NOBODY"
+    return f"{row['served_by']} (not started)" if row["not_started"] else row["served_by"]
+
+
 def _problem(row: dict[str, Any]) -> str:
     """Why the company's tables cannot be read, and/or that its file is refused now."""
     notes = [row["error"] or ""]
@@ -77,7 +86,7 @@ def list_cmd(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> Non
             [
                 r["code"],
                 _link(r),
-                r["served_by"] or "NOBODY",
+                _served_by(r),
                 _seconds(r["lease_seconds_left"]),
                 _count(r["inbox_pending"]),
                 _count(r["outbox_pending"]),
@@ -106,20 +115,31 @@ def _print_notes(data: dict[str, Any]) -> None:
         )
     unlinked = [r["code"] for r in data["companies"] if not r["tokens_stored"]]
     if unlinked:
-        typer.echo(
-            f"{len(unlinked)} company(ies) not connected to Next Engine: `nebridge "
-            f"connect --company CODE` for each ({', '.join(unlinked[:20])}"
-            f"{', …' if len(unlinked) > 20 else ''})"
-        )
+        typer.echo(f"{len(unlinked)} company(ies) not connected to Next Engine; for each:")
+        _each(f"nebridge connect --company {code}" for code in unlinked)
     if data["vault"]["problem"]:
         typer.echo(f"vault: {data['vault']['problem']}")
-    if data["unserved"] and data["totals"]["workers_live"]:
+    rows = {r["code"]: r for r in data["companies"]}
+    refused = [c for c in data["unserved"] if rows[c]["file_refused"]]
+    waiting = [c for c in data["unserved"] if not rows[c]["file_refused"]]
+    if refused:
         typer.echo(
-            f"{len(data['unserved'])} company(ies) not served right now (a worker "
-            "takes them within one lease time): " + ", ".join(data["unserved"][:20])
+            f"{len(refused)} company(ies) not served because their file is refused (REFUSED "
+            "above; served once it is fixed): " + ", ".join(refused[:20])
         )
-    elif data["unserved"]:
+    if waiting and data["totals"]["workers_live"]:
+        typer.echo(
+            f"{len(waiting)} company(ies) not served right now (a worker "
+            "takes them within one lease time): " + ", ".join(waiting[:20])
+        )
+    elif waiting:
         typer.echo("no live worker: start `nebridge run` (the same unit on each host)")
+    if data["not_started"]:
+        typer.echo(
+            f"{len(data['not_started'])} company(ies) held by a worker that could not start "
+            "their service (not served):"
+        )
+        _each(f"{code}: {rows[code]['not_started']}" for code in data["not_started"])
     from daemon.nelink import NEEDS_RECONNECT
 
     reconnect = [r for r in data["companies"] if r["link"].get("state") == NEEDS_RECONNECT]
@@ -137,6 +157,16 @@ def _print_notes(data: dict[str, Any]) -> None:
             typer.echo(f"  … and {len(reconnect) - 20} more (`--json`: link.state)")
 
 
+def _each(lines: Iterable[str], limit: int = 20) -> None:
+    """One indented line each, at most ``limit`` (then how many more, and where to see
+    them)."""
+    shown = list(lines)
+    for line in shown[:limit]:
+        typer.echo(f"  {line}")
+    if len(shown) > limit:
+        typer.echo(f"  … and {len(shown) - limit} more (`nebridge companies list --json`)")
+
+
 def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
     """``nebridge status`` in fleet mode without --company: workers, companies, totals."""
     data = _overview(base)
@@ -147,6 +177,7 @@ def print_fleet_status(base: LoadedConfig, as_json: bool) -> None:
     typer.echo(f"config: {data['config']} (fleet mode, companies in {data['companies_dir']})")
     typer.echo(
         f"companies: {totals['companies']} ({totals['served']} served, "
+        f"{totals['not_started']} held but not started, "
         f"{totals['unserved']} unserved, {totals['not_connected']} not connected, "
         f"{totals['refused_files']} file(s) refused)"
     )

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import text
 
 from daemon import attention
+from daemon.attention_items import AttentionKind
 from daemon.config import LoadedConfig
 from daemon.fleet.companies import Companies, Company, Refusal, refused_codes
 from daemon.fleet.leases import FORGET_WORKERS_AFTER, WorkerState, overview
@@ -22,7 +23,14 @@ from daemon.fleet.runtime import FleetDatabase, company_schema, schema_url
 from daemon.fleet.vault import TokenVault, VaultError
 from daemon.nelink import NEEDS_RECONNECT, link_info
 from daemon.store.engine import head_revision, make_engine
-from daemon.store.models import EventState, InboxEvent, OutboxItem, OutboxState
+from daemon.store.models import (
+    AttentionProblem,
+    EventState,
+    InboxEvent,
+    OutboxItem,
+    OutboxState,
+    ProblemState,
+)
 
 #: Outbox states that are work still to do (``in_doubt``/``failed`` wait for a person and are
 #: counted as attention).
@@ -74,6 +82,14 @@ class CompanyState:
     #: Its file is refused now (``path:line: reason``); a worker may still serve the
     #: company's last valid version.
     file_refused: str | None = None
+    #: Why the worker holding its lease does not serve it (its service did not start, its
+    #: tables are missing); None when served or not held.
+    not_started: str | None = None
+
+    @property
+    def served(self) -> bool:
+        """A worker holds it and runs its service."""
+        return self.served_by is not None and self.not_started is None
 
     def as_dict(self) -> dict[str, Any]:
         """The stable ``--json`` structure."""
@@ -93,6 +109,7 @@ class CompanyState:
             "attention": self.attention,
             "error": self.error,
             "file_refused": self.file_refused,
+            "not_started": self.not_started,
         }
 
 
@@ -191,15 +208,22 @@ def _fill_backlogs(
             f"(SELECT count(*) FROM {{schema}}.{InboxEvent.__tablename__} WHERE state = "
             f"'{EventState.PENDING.value}') AS inbox, (SELECT count(*) FROM "
             f"{{schema}}.{OutboxItem.__tablename__} WHERE state IN "
-            f"({', '.join(repr(state) for state in _OUTBOX_BACKLOG)})) AS outbox"
+            f"({', '.join(repr(state) for state in _OUTBOX_BACKLOG)})) AS outbox, "
+            f"(SELECT reason FROM {{schema}}.{AttentionProblem.__tablename__} WHERE kind = "
+            f"'{AttentionKind.SERVICE_NOT_STARTED.value}' AND state = "
+            f"'{ProblemState.OPEN.value}' LIMIT 1) AS not_started"
         ),
     )
     for row in rows:
         if row.code in problems:
             row.error = problems[row.code]
+            if row.served_by is not None:  # no worker can serve a company without tables
+                row.not_started = problems[row.code]
             continue
         row.inbox_pending = int(backlog[row.code].inbox)
         row.outbox_pending = int(backlog[row.code].outbox)
+        if row.served_by is not None and backlog[row.code].not_started is not None:
+            row.not_started = str(backlog[row.code].not_started)
         engine = fleet.company_engine(row.code)
         try:
             row.attention = attention.collect(engine, limit=1).total
@@ -299,6 +323,7 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
         fleet.close()
     live = [w for w in workers if w.live]
     unserved = [r.code for r in rows if r.served_by is None]
+    not_started = [r.code for r in rows if r.served_by is not None and not r.served]
     shown: list[dict[str, Any]] = []
     gone: list[dict[str, Any]] = []
     for w in workers:
@@ -322,6 +347,7 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
         "workers": shown,
         "workers_gone": gone,
         "unserved": unserved,
+        "not_started": not_started,
         "vault": {
             "key_id": None if vault is None else vault.keys.current.key_id,
             "problem": vault_note,
@@ -332,8 +358,9 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
             "workers_live": len(live),
             "workers_gone": len(gone),
             "needs_reconnect": sum(1 for r in rows if r.link.get("state") == NEEDS_RECONNECT),
-            "served": len(rows) - len(unserved),
+            "served": sum(1 for r in rows if r.served),
             "unserved": len(unserved),
+            "not_started": len(not_started),
             "not_connected": sum(1 for r in rows if not r.tokens_stored),
             "inbox_pending": sum(r.inbox_pending or 0 for r in rows),
             "outbox_pending": sum(r.outbox_pending or 0 for r in rows),

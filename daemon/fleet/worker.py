@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 from daemon.config import ConfigError, LoadedConfig
 from daemon.fleet.companies import Changes, Companies, Company, FileWatch
 from daemon.fleet.leases import DEFAULT_LEASE_SECONDS, RENEWALS_PER_LEASE, Lease, LeaseKeeper
+from daemon.fleet.runtime import CompanyNotMigrated
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ WAKE_SECONDS = 0.5
 #: First and longest pause before a hung company's service is tried again (seconds).
 RETRY_FIRST_SECONDS = 30.0
 RETRY_MAX_SECONDS = 1800.0
+#: A company failing to start the same way again is logged at most this often (seconds).
+REPEAT_LOG_SECONDS = 300.0
 
 
 class CompanyService(Protocol):
@@ -81,6 +84,8 @@ class StartFailure:
     reason: str
     failures: int
     retry_at: float
+    #: When this failure was last logged (``time.monotonic``).
+    logged_at: float = 0.0
 
 
 class FleetWorker:
@@ -263,6 +268,7 @@ class FleetWorker:
         try:
             service = self.start_service(company, lease)
         except Exception as exc:  # one company's failure never holds up the others
+            unmigrated = isinstance(exc, CompanyNotMigrated)
             with self._guard:
                 late = self._starting.pop(code, None)
                 self._fail(
@@ -271,6 +277,10 @@ class FleetWorker:
                     f"{(str(exc).splitlines() or [type(exc).__name__])[0]}",
                     time.monotonic(),
                     hung=late is not None and late.given_up,
+                    fix="run `nebridge db upgrade` (the next round starts it)"
+                    if unmigrated
+                    else None,
+                    tell=not unmigrated,  # its attention item would go into missing tables
                 )
             return
         with self._guard:
@@ -286,30 +296,49 @@ class FleetWorker:
         else:
             service.stop()
 
-    def _fail(self, code: str, reason: str, now: float, *, hung: bool = False) -> None:
+    def _fail(
+        self,
+        code: str,
+        reason: str,
+        now: float,
+        *,
+        hung: bool = False,
+        fix: str | None = None,
+        tell: bool = True,
+    ) -> None:
         """Record that ``code`` is held but not served. A start that raised is tried again
-        next round (cheap); one that hung, after a pause doubled per such failure."""
+        next round (cheap); one that hung, after a pause doubled per such failure. Logged
+        with ``fix`` (default: fix the file or plugin, then SIGHUP); the same failure again
+        at most every :data:`REPEAT_LOG_SECONDS`. ``tell``: report it to ``on_failed``."""
         previous = self._failures.get(code)
         failures = previous.failures + 1 if previous is not None else 1
         pause = min(RETRY_FIRST_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS) if hung else 0
-
-        self._failures[code] = StartFailure(code, reason, failures, now + pause)
+        same = previous is not None and previous.reason == reason
+        log_now = previous is None or not same or now - previous.logged_at >= REPEAT_LOG_SECONDS
+        logged_at = now if log_now or previous is None else previous.logged_at
+        self._failures[code] = StartFailure(code, reason, failures, now + pause, logged_at)
         company = self.companies.companies.get(code)
-        if company is not None and (previous is None or previous.reason != reason):
+        if company is not None and tell and not same:
             threading.Thread(
                 target=self._tell,
                 args=(self.on_failed, company, reason),
                 name=f"fleet-failed-{code}",
                 daemon=True,
             ).start()
+        if not log_now:
+            return
         log.error(
-            "company %s: %s; not served: this worker keeps its lease (no other worker "
-            "takes it) and tries again in %d s — fix its file (%s: applied once saved) "
-            "or its plugin and send SIGHUP",
+            "company %s: %s%s; not served: this worker keeps its lease (no other worker "
+            "takes it) and tries again %s; this is logged again at most every %d min while "
+            "it fails so — %s",
             code,
             reason,
-            round(pause),
-            company.path if company else "?",
+            f" (still, {failures} tries)" if same else "",
+            f"in {round(pause)} s" if pause else "each round",
+            REPEAT_LOG_SECONDS // 60,
+            fix
+            or f"fix its file ({company.path if company else '?'}: applied once saved) or its "
+            "plugin and send SIGHUP",
         )
 
     @staticmethod
