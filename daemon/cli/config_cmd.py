@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -39,7 +40,10 @@ def check(
     loaded = app_ctx.load_base()
     found = check_config(loaded)
     issues = found.issues
-    companies = check_companies(loaded) if loaded.config.companies_dir is not None else None
+    companies = None
+    if loaded.config.companies_dir is not None:
+        companies, inherited = check_companies(loaded)
+        issues = [i for i in issues if used_by_a_company(i, inherited)]
     bad_companies = [c for c in companies or [] if c["issues"]]
     if as_json:
         print_json(
@@ -88,9 +92,23 @@ def where(issue: dict[str, Any]) -> str:
     return f"{issue['file']}{line}{key}"
 
 
-def check_companies(base: LoadedConfig) -> list[dict[str, Any]]:
+#: Sections of daemon.yaml a company file replaces whole: in fleet mode they are only the
+#: default of the company files that leave them out.
+REPLACED_SECTIONS = ("wms", "warehouses", "plugins")
+
+
+def used_by_a_company(issue: ConfigIssue, inherited: set[str]) -> bool:
+    """False for a problem of daemon.yaml in a section every company file replaces (a fleet's
+    daemon.yaml needs no ``wms:`` when each company has its own, as ``run`` accepts)."""
+    section = issue.path.split(".", 1)[0]
+    return section not in REPLACED_SECTIONS or section in inherited
+
+
+def check_companies(base: LoadedConfig) -> tuple[list[dict[str, Any]], set[str]]:
     """Every company file of the fleet checked as daemon.yaml is (its keys, then its plugins
-    and connector): one entry per file, each problem with its file and line."""
+    and connector): one entry per file, each problem with its file and line; and the
+    sections of :data:`REPLACED_SECTIONS` some company file leaves out (takes from daemon.yaml;
+    all of them when the folder cannot be read)."""
     from daemon.fleet.companies import Companies
 
     try:
@@ -102,7 +120,15 @@ def check_companies(base: LoadedConfig) -> list[dict[str, Any]]:
                 "file": str(exc.source),
                 "issues": [{"file": str(exc.source), **issue_dict(i)} for i in exc.issues],
             }
-        ]
+        ], set(REPLACED_SECTIONS)
+    inherited: set[str] = set()
+    for path in [c.path for c in fleet.companies.values()] + [r.path for r in fleet.refused]:
+        try:
+            raw = read_yaml(path) if path is not None else {}
+        except (ConfigError, OSError):
+            continue
+        if isinstance(raw, Mapping):
+            inherited.update(key for key in REPLACED_SECTIONS if key not in raw)
     found: list[dict[str, Any]] = []
     for refusal in fleet.refused:
         found.append(
@@ -124,7 +150,7 @@ def check_companies(base: LoadedConfig) -> list[dict[str, Any]]:
                 "issues": [{"file": str(company.path), **issue_dict(i)} for i in checked.issues],
             }
         )
-    return sorted(found, key=lambda entry: entry["file"])
+    return sorted(found, key=lambda entry: entry["file"]), inherited
 
 
 def issue_dict(issue: ConfigIssue) -> dict[str, object]:
