@@ -17,8 +17,9 @@ package, ``pip install 'nebridge[fleet]'``):
 - **Associated data.** The company code: a row copied to another company does not decrypt.
 - **Single flight.** Next Engine rotates the pair on use, so one request per company may be in
   flight across every worker and the CLI: :meth:`TokenVault.company_lock` is a PostgreSQL
-  advisory lock per company (held on its own connection for the call), and
-  :class:`VaultTokenStore` is a :class:`~daemon.nextengine.tokens.SharedTokenStore`, so
+  advisory lock per company (held in a transaction on its own connection for the call; the
+  server ends it when its holder is paused, so a takeover never waits for a stopped worker),
+  and :class:`VaultTokenStore` is a :class:`~daemon.nextengine.tokens.SharedTokenStore`, so
   :func:`~daemon.nextengine.tokens.company_lock` takes it exactly as it takes a token file's
   ``flock``.
 
@@ -31,17 +32,19 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from daemon.fleet.leases import VaultKeyIds, note_vault_keys, require_fleet_database
 from daemon.nextengine.tokens import TokenSet
@@ -56,6 +59,10 @@ NONCE_BYTES = 12
 _AAD_PREFIX = b"nebridge fleet token pair\x00"
 #: How long a refresh waits for another process's refresh of the same company (seconds).
 DEFAULT_LOCK_WAIT_SECONDS = 120.0
+#: A token lock whose holder has not touched it for this long is ended by the server (a paused
+#: holder); shorter than the default lease, so a takeover is not held up by the old holder.
+DEFAULT_LOCK_IDLE_SECONDS = 10.0
+log = logging.getLogger(__name__)
 GENERATE_KEY = "python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'"
 
 
@@ -184,11 +191,13 @@ class TokenVault:
         keys: VaultKeys,
         *,
         lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+        lock_idle_seconds: float = DEFAULT_LOCK_IDLE_SECONDS,
     ) -> None:
         require_fleet_database(engine)
         self.engine = engine
         self.keys = keys
         self.lock_wait_seconds = lock_wait_seconds
+        self.lock_idle_seconds = lock_idle_seconds
         note_vault_keys(keys.ids())
         self._schema_oid: int | None = None
         self._schema_guard = threading.Lock()
@@ -345,38 +354,95 @@ class TokenVault:
     def company_lock(self, company: str) -> Iterator[None]:
         """Hold the company's token lock across processes and hosts for the block.
 
-        A PostgreSQL advisory lock on a connection of its own: it ends with that connection,
-        so a process that dies never leaves it behind. Waits up to ``lock_wait_seconds``.
+        A PostgreSQL advisory lock taken inside a transaction on a connection of its own: it
+        ends with that transaction, so a process that dies never leaves it behind. A live
+        holder touches the transaction every ``lock_idle_seconds / 5`` (a thread), and the
+        server ends a transaction idle for ``lock_idle_seconds``: a holder that is paused
+        (SIGSTOP, a frozen VM) loses the lock instead of stopping the company's Next Engine
+        work on the worker that took the company over. Waits up to ``lock_wait_seconds``.
         """
-        key = (self.schema_oid() & 0x7FFFFFFF, f"nebridge vault {company}")
+        space, name = self.schema_oid() & 0x7FFFFFFF, f"nebridge vault {company}"
+        idle_ms = str(max(int(self.lock_idle_seconds * 1000), 100))
         deadline = time.monotonic() + self.lock_wait_seconds
         with self.engine.connect() as connection:
-            while not connection.execute(
-                text("SELECT pg_try_advisory_lock(:space, hashtext(:name))"),
-                {"space": key[0], "name": key[1]},
-            ).scalar():
+            while True:
+                connection.execute(
+                    text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                    {"ms": idle_ms},
+                )
+                if connection.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:name))"),
+                    {"space": space, "name": name},
+                ).scalar():
+                    break
                 connection.rollback()
                 if time.monotonic() >= deadline:
                     raise VaultError(
                         f"another process has held company {company!r}'s token lock for "
-                        f"{self.lock_wait_seconds:.0f} s (a Next Engine call still running, or "
-                        "a stopped process); nothing was sent — try again, and see "
-                        "pg_locks/pg_stat_activity for the holder"
+                        f"{self.lock_wait_seconds:.0f} s (a Next Engine call still running); "
+                        "nothing was sent — try again, and see pg_locks/pg_stat_activity for "
+                        "the holder"
                     )
                 time.sleep(0.05)
-            connection.commit()
+            beat = _KeepAlive(connection, self.lock_idle_seconds / 5)
             try:
                 yield
             finally:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:space, hashtext(:name))"),
-                    {"space": key[0], "name": key[1]},
-                )
-                connection.commit()
+                lost = beat.stop()
+                if lost is None:
+                    try:
+                        connection.commit()  # ends the transaction: the lock is released
+                    except SQLAlchemyError as exc:
+                        lost = _why(exc)
+                if lost is not None:
+                    with suppress(SQLAlchemyError):
+                        connection.rollback()
+                    log.warning(
+                        "company %s: the token lock ended while this process held it (%s; "
+                        "paused longer than %.0f s, or the database connection dropped); "
+                        "another process may have called Next Engine meanwhile — if it "
+                        "reports a refused token pair, the pair this call saved is the one "
+                        "to keep",
+                        company,
+                        lost,
+                        self.lock_idle_seconds,
+                    )
 
     def store(self, company: str) -> VaultTokenStore:
         """The company's pair as a token store for the Next Engine client."""
         return VaultTokenStore(self, company)
+
+
+def _why(exc: SQLAlchemyError) -> str:
+    """The driver's error class (its text may name the server, never a secret of ours)."""
+    return type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__
+
+
+class _KeepAlive:
+    """Touches a token lock's transaction every ``interval`` seconds from a thread, so the
+    server's idle timeout ends it only when the whole process stops (see ``company_lock``)."""
+
+    def __init__(self, connection: Connection, interval: float) -> None:
+        self.connection = connection
+        self.interval = interval
+        self.failure: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vault-lock-keepalive", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.connection.execute(text("SELECT 1"))
+            except SQLAlchemyError as exc:
+                self.failure = _why(exc)
+                return
+
+    def stop(self) -> str | None:
+        """Stop touching; why the transaction ended meanwhile, or None."""
+        self._stop.set()
+        self._thread.join()
+        return self.failure
 
 
 class VaultTokenStore:
