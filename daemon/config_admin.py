@@ -182,10 +182,7 @@ def change_plugin(
         raise AdminError(str(ConfigError(config_path, issues)))
     _write(config_path, raw)
     state = "enabled" if enabled else "disabled"
-    return [
-        f"plugin {name} {state} in {config_path}",
-        "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)",
-    ]
+    return [f"plugin {name} {state} in {config_path}", apply_note(config_path, inherit)]
 
 
 def _check_can_enable(
@@ -294,6 +291,16 @@ def set_warehouse_link(
     """Set a warehouse's Next Engine link flag (拠点設定) in ``daemon.yaml`` (or a company
     file: see :func:`change_plugin`)."""
     raw = read_for_edit(config_path, "warehouses", inherit)
+    before = next(
+        (
+            bool(w.get("ne_linked", False))
+            for w in raw.get("warehouses") or []
+            if isinstance(w, Mapping) and str(w.get("code")) == code
+        ),
+        None,
+    )
+    if before is linked:
+        return [f"warehouse {code}: ne_linked is {str(linked).lower()} already; nothing changed"]
     if not set_warehouse_field(raw, code, "ne_linked", linked):
         codes = ", ".join(str(w.get("code")) for w in raw.get("warehouses") or [])
         raise AdminError(
@@ -311,8 +318,21 @@ def set_warehouse_link(
     )
     return [
         f"warehouse {code}: ne_linked={str(linked).lower()} ({effect})",
-        "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)",
+        apply_note(config_path, inherit),
     ]
+
+
+def apply_note(config_path: Path, inherit: Mapping[str, Any] | None) -> str:
+    """How an edited file reaches the running daemon: SIGHUP for daemon.yaml; for a fleet
+    company's file (edited on top of daemon.yaml's sections ``inherit``) the copy on every
+    host, which each worker's file watch applies."""
+    if inherit is None:
+        return "apply it to a running daemon with `systemctl reload nebridge` (SIGHUP)"
+    return (
+        f"copy {config_path} to every host: each worker's file watch applies it within "
+        "seconds (`systemctl reload nebridge` applies it at once), and a worker on a host "
+        "with the old file serves the company with it whenever it holds the lease"
+    )
 
 
 def warehouse_rows(loaded: LoadedConfig) -> list[dict[str, Any]]:

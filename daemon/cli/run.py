@@ -85,7 +85,7 @@ def run(
         supervisor.install_signal_handlers()
         raise typer.Exit(supervisor.run())
     try:
-        with held_runtime(app_ctx) as runtime:
+        with held_runtime(app_ctx, dry_run=dry_run) as runtime:
             if err_console().is_terminal and not as_json:
                 with err_console().status("starting …") as spinner:
                     report = run_once(
@@ -103,7 +103,7 @@ def run(
 
 
 @contextmanager
-def held_runtime(app_ctx: AppContext) -> Iterator[Runtime]:
+def held_runtime(app_ctx: AppContext, *, dry_run: bool = False) -> Iterator[Runtime]:
     """The runtime of one pass, held against the daemon for the block and closed after: a
     single-company installation's instance lock (:class:`AlreadyRunning`), or in fleet mode
     the company's lease, which fences its commits and Next Engine calls (:class:`LeaseHeld`
@@ -130,7 +130,7 @@ def held_runtime(app_ctx: AppContext) -> Iterator[Runtime]:
             fleet.control,
             company.code,
             lease_seconds=base.config.fleet_lease_seconds,
-            what=f"`nebridge run --once --company {company.code}`",
+            what=f"`nebridge run --once{' --dry-run' if dry_run else ''} --company {company.code}`",
         ) as lease:
             try:
                 runtime = company_runtime(base, company, lease=lease, fleet=fleet)

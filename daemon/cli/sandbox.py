@@ -67,8 +67,17 @@ def serve(
     ] = False,
 ) -> None:
     """Serve a sandbox on one loopback port, accepting daemon.yaml's client: Next Engine's
-    login and API paths, or a plugin's sandbox (e.g. Logikura's OAuth and API)."""
-    config = get(ctx).load().config
+    login and API paths, or a plugin's sandbox (e.g. Logikura's OAuth and API). With
+    --company (fleet mode) it accepts that company's client, and the company file is the one
+    to point at it."""
+    app_ctx = get(ctx)
+    config = app_ctx.load().config
+    company = app_ctx.resolved
+    target = (
+        "daemon.yaml"
+        if company is None or company.path is None
+        else f"{company.path} (its own nextengine section; daemon.yaml's is every company's)"
+    )
     if logikura:
         if name not in (NEXT_ENGINE, "logikura"):
             fail(f"--logikura and sandbox {name!r} contradict each other; give one of them", code=2)
@@ -88,6 +97,7 @@ def serve(
             seed,
             NE_DEFAULT_SEED_SIZE if seed_size is None else seed_size,
             latency_ms,
+            target,
         )
     else:
         _serve_plugin_sandbox(config, name, data, host, port, seed, seed_size, latency_ms)
@@ -137,8 +147,10 @@ def _serve_next_engine(
     seed: int,
     seed_size: int,
     latency_ms: int,
+    target: str = "daemon.yaml",
 ) -> None:
-    """The Next Engine sandbox with daemon.yaml's ``nextengine`` client."""
+    """The Next Engine sandbox with ``config``'s ``nextengine`` client; its address is to be
+    set in ``target`` (daemon.yaml, or a fleet company's file)."""
     from daemon.sandbox import SandboxConfig, SandboxServer
     from daemon.sandbox.server import serve_forever
 
@@ -169,7 +181,7 @@ def _serve_next_engine(
             info(
                 f"Next Engine sandbox on {server.base_url} (login and API); control API at "
                 f"{server.base_url}/_sandbox/ — Ctrl-C stops it.\n"
-                f"Point daemon.yaml at it: nextengine.api_base and nextengine.login_base = "
+                f"Point {target} at it: nextengine.api_base and nextengine.login_base = "
                 f"{server.base_url}"
             )
 
