@@ -78,17 +78,24 @@ class LeaseLost(OperationalError):
 
     def warn(self, logger: logging.Logger) -> None:
         """Log this as the expected event it is: one WARNING line (no traceback) per company
-        and lease in this process, however many of its jobs find the lease gone (one more if
-        a lease that had run out is then taken over).
+        and lease in this process, however many of its jobs find the lease gone and whether
+        the keeper found it first (one more if a lease that had run out is then taken over).
 
         For a job runner's ``except LeaseLost as exc: exc.warn(log)`` — a worker resumed
         after a pause past its lease, or cut off from the database, meets it in every job.
         """
-        with _WARNED_GUARD:
-            if (self.company, self.epoch, self.final) in _WARNED:
-                return
-            _WARNED.add((self.company, self.epoch, self.final))
-        logger.warning("%s", self.message)
+        warn_once(logger, self.company, self.epoch, self.final, self.message)
+
+
+def warn_once(logger: logging.Logger, company: str, epoch: int, final: bool, message: str) -> None:
+    """Log ``message`` as a WARNING unless this loss of ``company``'s lease at ``epoch`` was
+    logged already in this process — by a job's :meth:`LeaseLost.warn` or by the keeper that
+    found it gone: an operator reads one line per company and loss, whoever saw it first."""
+    with _WARNED_GUARD:
+        if (company, epoch, final) in _WARNED:
+            return
+        _WARNED.add((company, epoch, final))
+    logger.warning("%s", message)
 
 
 #: (company, epoch, final) of every LeaseLost already logged by :meth:`LeaseLost.warn`.
@@ -405,7 +412,14 @@ class LeaseKeeper:
                     if company not in renewed
                     else "taken again at another epoch"
                 )
-                log.warning("company %s: lease lost (%s); its work stops here", company, reason)
+                warn_once(
+                    log,
+                    company,
+                    believed[company],
+                    True,
+                    f"company {company}: lease lost ({reason}); its work stops here — the "
+                    "worker that holds it now does the work",
+                )
                 self.on_lost(company, reason)
                 self.keep_renewed()
             kept = {c: e for c, e in renewed.items() if c in believed}
