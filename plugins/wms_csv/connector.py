@@ -29,7 +29,14 @@ from hooks.connectors import (
 from hooks.errors import BatchRejected, RecordError, StepNotReady
 from hooks.records import EventKind, Problem, WmsEvent
 from plugins.wms_csv.config import CsvConnectorConfig
-from plugins.wms_csv.folders import ClaimedFile, Inbox, ReadyFile, make_folder, open_claimed
+from plugins.wms_csv.folders import (
+    ClaimedFile,
+    Inbox,
+    ReadyFile,
+    make_folder,
+    open_claimed,
+    this_user,
+)
 from plugins.wms_csv.formats import FORMATS, PRODUCTS, STOCK
 from plugins.wms_csv.inbound import read_events, read_products
 from plugins.wms_csv.outbox import write_cancellations, write_orders
@@ -101,10 +108,11 @@ class CsvConnector:
             except OSError as exc:
                 ctx.log.error(
                     "the WMS folder %s cannot be created (%s): create it for the service "
-                    "user: mkdir -p %s && chown nebridge: %s",
+                    "user: mkdir -p %s && chown %s: %s",
                     folder,
                     exc.strerror or exc,
                     folder,
+                    this_user(),
                     folder,
                 )
         for claimed, path in self._inbox.unclaim_all():

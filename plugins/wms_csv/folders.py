@@ -27,6 +27,7 @@ import codecs
 import errno
 import hashlib
 import os
+import pwd
 import stat as stat_mode
 import time
 from dataclasses import dataclass
@@ -141,13 +142,13 @@ class Inbox:
             raise FileNotFoundError(
                 f"the inbox folder {self.root} does not exist: nebridge creates it when it "
                 f"starts (`nebridge run`, `nebridge run --once`), or create it for the service "
-                f"user: mkdir -p {self.root} && chown nebridge: {self.root}"
+                f"user: mkdir -p {self.root} && chown {this_user()}: {self.root}"
             ) from None
         except NotADirectoryError:
             raise NotADirectoryError(
                 f"the inbox folder {self.root} is not a folder (a file is in its place or in "
                 f"its path's): move that file away, then mkdir -p {self.root} && chown "
-                f"nebridge: {self.root}"
+                f"{this_user()}: {self.root}"
             ) from None
         with listing as entries:
             for entry in entries:
@@ -387,6 +388,15 @@ def _check_same(info: os.stat_result, expected: ReadyFile, source: str) -> None:
             f"{source} changed while nebridge read it (size {expected.size} -> "
             f"{info.st_size}); it is taken again once it stays unchanged"
         )
+
+
+def this_user() -> str:
+    """The name of the user this process runs as: the one who must write the WMS folders
+    (the service user when the daemon says it), never a guessed ``nebridge``."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def make_folder(folder: Path, parents: bool = False) -> Path:

@@ -4,6 +4,7 @@ the product master, configuration and registration."""
 from __future__ import annotations
 
 import os
+import pwd
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -92,8 +93,9 @@ def test_a_folder_that_cannot_be_created_is_logged_and_start_goes_on(
     inbox, outbox = tmp_path / "wms" / "inbox", tmp_path / "wms" / "outbox"
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors[0].startswith(f"the WMS folder {inbox} cannot be created (")
-    assert errors[0].endswith(f"mkdir -p {inbox} && chown nebridge: {inbox}")
-    assert errors[-1].endswith(f"mkdir -p {outbox} && chown nebridge: {outbox}")
+    me = pwd.getpwuid(os.geteuid()).pw_name  # the daemon's own user: the service user
+    assert errors[0].endswith(f"mkdir -p {inbox} && chown {me}: {inbox}")
+    assert errors[-1].endswith(f"mkdir -p {outbox} && chown {me}: {outbox}")
     with pytest.raises(OSError, match="mkdir -p"):
         connector.has_new_input()
 
@@ -106,7 +108,7 @@ def test_a_missing_inbox_is_an_error_saying_how_to_create_it(tmp_path: Path) -> 
     assert str(caught.value) == (
         f"the inbox folder {inbox} does not exist: nebridge creates it when it starts "
         f"(`nebridge run`, `nebridge run --once`), or create it for the service user: "
-        f"mkdir -p {inbox} && chown nebridge: {inbox}"
+        f"mkdir -p {inbox} && chown {pwd.getpwuid(os.geteuid()).pw_name}: {inbox}"
     )
     assert not inbox.exists()
 
