@@ -65,7 +65,7 @@ def _run_once(runtime: Runtime, dry_run: bool, progress: Callable[[str], None]) 
     report = RunOnceReport()
     if runtime.connector is not None:
         if not dry_run:
-            runtime.connector.recover(runtime.connector_context())
+            runtime.start_connector()
         intake = runtime.intake()
         if intake is not None:
             progress("reading WMS input")

@@ -181,6 +181,22 @@ class Runtime:
             for wh in self.loaded.config.warehouses
         }
 
+    def start_connector(self) -> None:
+        """Start the WMS connector as the daemon does before its first work: a connector
+        that keeps records in the state folder is started only on the folder its database
+        recorded (:mod:`daemon.statedir`; raises
+        :class:`~daemon.statedir.StateFolderMismatch`), then ``recover`` makes its folders and
+        settles what an earlier process left."""
+        if self.connector is None:
+            return
+        name = self.config.wms.connector
+        offered = self.host.connector_specs().get(name)
+        if offered is not None and offered[1].keeps_state:
+            from daemon import statedir
+
+            statedir.claim(self.db, self.config.state_dir, name)
+        self.connector.recover(self.connector_context())
+
     def connector_context(self) -> ConnectorContext:
         """What a connector call may use; products are read once per call."""
         with read_session(self.db) as session:

@@ -29,6 +29,7 @@ from daemon.instancelock import AlreadyRunning, InstanceLock
 from daemon.metrics import Metrics
 from daemon.runtime import Runtime, build_runtime
 from daemon.scheduler import Scheduler
+from daemon.statedir import StateFolderMismatch
 from daemon.store.engine import DatabaseUnavailable, human_duration, make_engine
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,7 @@ class Supervisor:
         port = settings.port if self.metrics_port is None else self.metrics_port
         if port:
             self.metrics.serve(settings.host, port)
-        if runtime.connector is not None:
-            runtime.connector.recover(runtime.connector_context())
+        runtime.start_connector()
         scheduler = Scheduler(runtime, wake=self._wake.set)
         scheduler.start()
         self.runtime, self.scheduler = runtime, scheduler
@@ -135,7 +135,7 @@ class Supervisor:
                     log.error("cannot start after taking the instance lock: %s", exc)
                     return 1
             return self._supervise(runtime)
-        except (AlreadyRunning, PortInUse) as exc:
+        except (AlreadyRunning, PortInUse, StateFolderMismatch) as exc:
             runtime.close()
             log.error("cannot start: %s", exc)
             return 1

@@ -282,7 +282,10 @@ class ConnectorSpec:
     names the secret files the connector reads (:func:`hooks.credentials.read_credential`);
     the generated systemd unit loads each with ``LoadCredential=``. The factory only builds:
     read-only commands (``config check``, ``status``, often run as root) call it too, so it
-    creates no file or folder; :meth:`WmsConnector.recover` does, at start.
+    creates no file or folder; :meth:`WmsConnector.recover` does, at start. ``keeps_state``:
+    the connector keeps records in ``state_dir`` that must not be lost or forked (what was
+    already sent to the WMS); the engine then starts it only on the state folder its
+    database recorded — not on another host's empty folder, which would send it all again.
     """
 
     name: str
@@ -290,6 +293,7 @@ class ConnectorSpec:
     config_model: type[Any] | None = None
     summary: str = ""
     credentials: tuple[str, ...] = ()
+    keeps_state: bool = False
 
 
 # -- orders that change after import (issue #15) ----------------------------------------------

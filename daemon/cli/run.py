@@ -28,6 +28,7 @@ from daemon.fleet.hold import LeaseHeld
 from daemon.instancelock import AlreadyRunning, instance_lock
 from daemon.nelink import secret_file_problems, token_files
 from daemon.runtime import Runtime, build_runtime
+from daemon.statedir import StateFolderMismatch
 from daemon.store.engine import DatabaseNotMigrated
 from daemon.supervisor import Supervisor
 
@@ -93,7 +94,7 @@ def run(
                     )
             else:
                 report = run_once(runtime, dry_run=dry_run, progress=lambda m: info(f"… {m}"))
-    except (AlreadyRunning, LeaseHeld) as exc:
+    except (AlreadyRunning, LeaseHeld, StateFolderMismatch) as exc:
         fail(str(exc))
     if as_json:
         print_json(report_dict(report, dry_run))

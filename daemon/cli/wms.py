@@ -1,4 +1,4 @@
-"""``nebridge wms connect|status``: authorise nebridge in a WMS whose API needs it (Logikura).
+"""``nebridge wms connect|status|adopt-state-folder``: authorise nebridge in a WMS whose API needs it (Logikura).
 
 Works for every connector implementing :class:`hooks.connectors.AuthorizingConnector`:
 ``connect`` prints the WMS's permission page, receives ``code`` and ``state`` on the loopback
@@ -141,3 +141,37 @@ def status(
         runtime.close()
     _show(link, name, as_json, display_zone(runtime.loaded))
     raise typer.Exit(0 if link.state == "connected" else 1)
+
+
+@app.command("adopt-state-folder")
+def adopt_state_folder(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Record this host's state folder as the one holding the WMS connector's records, after
+    the folder they were in is lost for good (a connector that keeps records there, such as
+    Logikura, refuses to start on another folder: it would send again what was sent)."""
+    from daemon import statedir
+
+    app_ctx = get(ctx)
+    try:
+        runtime = app_ctx.runtime(app_ctx.load())
+    except (ConfigError, DatabaseNotMigrated) as exc:
+        fail(str(exc))
+    try:
+        folder = runtime.config.state_dir
+        if statedir.recorded(runtime.db) == statedir.marker_of(folder) is not None:
+            info(f"{folder} is already the folder of the WMS connector's records; nothing to do")
+            return
+        info(
+            f"The WMS connector's records of what it already sent (e.g. Logikura's shipping "
+            f"schedules) are not in {folder}: from now on they are kept there, and what they "
+            "said is gone — an order whose schedule was sent from the lost folder may be sent "
+            "again. Check the WMS for orders it already has before the next start."
+        )
+        if not yes and not typer.confirm(f"Record {folder} as the state folder?", default=False):
+            fail("nothing changed")
+        statedir.adopt(runtime.db, folder)
+        info(f"recorded {folder}; start nebridge again")
+    finally:
+        runtime.close()

@@ -89,8 +89,7 @@ class CompanyRun:
         self.on_stuck = on_stuck
         #: Jobs that had not finished when :meth:`stop` gave up waiting.
         self.stuck: list[str] = []
-        if runtime.connector is not None:
-            runtime.connector.recover(runtime.connector_context())
+        runtime.start_connector()
         self.scheduler = Scheduler(runtime, wake=wake.set, host=host, company=company, share=share)
         self.scheduler.start()
 

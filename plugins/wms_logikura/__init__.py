@@ -65,6 +65,7 @@ def nebridge_wms_connectors() -> list[ConnectorSpec]:
             config_model=LogikuraConfig,
             summary=_SUMMARY,
             credentials=(CLIENT_SECRET_CREDENTIAL,),
+            keeps_state=True,  # which schedules were requested: logikura.sqlite3
         )
     ]
 
