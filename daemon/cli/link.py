@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 from sqlalchemy import Engine
@@ -25,6 +28,7 @@ from daemon.nelink import (
     wait_for_redirect,
 )
 from daemon.nextengine.errors import NextEngineError
+from daemon.redirect import is_loopback
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 
 if TYPE_CHECKING:
@@ -65,6 +69,7 @@ def connect_cmd(
         check_migrated(engine)
         store = app_ctx.token_store(fleet)
         if uid is None or state is None:
+            _check_redirect_port(config.nextengine.redirect_uri)
             url = sign_in_url(config)
             info("Sign in to Next Engine here:")
             typer.echo(url, err=True)  # whole, on its own line: never wrapped, copyable
@@ -83,6 +88,30 @@ def connect_cmd(
         print_json(linked.as_dict())
     else:
         typer.echo(describe(linked, display_zone(loaded)))
+
+
+def _check_redirect_port(redirect_uri: str) -> None:
+    """Refuse before the sign-in URL is shown when the redirect's loopback port is taken —
+    most likely by another `nebridge connect` waiting (in a fleet every company signs in
+    through the one redirect_uri: one at a time per host)."""
+    if not is_loopback(redirect_uri):
+        return  # --uid/--state are asked for by wait_for_redirect
+    parts = urlsplit(redirect_uri)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # privileges and the like: wait_for_redirect says what to change
+            raise LinkError(
+                f"port {port} on {host} is already in use ({redirect_uri}): another "
+                "`nebridge connect` may be waiting for its sign-in (every company signs in "
+                "through this redirect_uri, so one at a time on a host); let it finish or "
+                "stop it and run this again, or sign in and pass the uid and state from the "
+                "address bar with --uid/--state"
+            ) from None
 
 
 def unlink_cmd(
