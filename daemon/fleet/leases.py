@@ -37,7 +37,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from daemon.store.engine import check_migrated, describe_database, make_engine
+from daemon.store.engine import (
+    DatabaseUnavailable,
+    check_migrated,
+    database_health,
+    describe_database,
+    make_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +305,19 @@ def overview(engine: Engine) -> tuple[list[CompanyLease], list[WorkerState]]:
 def default_worker_id() -> str:
     """``host:pid:random`` — unique per process start, readable in ``fleet_worker``."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:200]
+
+
+def log_round_failure(engine: Engine, exc: Exception, message: str) -> None:
+    """Log a failed round of the fleet's every-few-seconds work: a database outage through
+    ``engine``'s :class:`~daemon.store.engine.DatabaseHealth`, as the single-company daemon
+    does (one ERROR, "still unavailable" every 5 minutes, one line when it is back), anything
+    else at ERROR with ``message`` (its ``%s``: the error's first line)."""
+    health = database_health(engine)
+    outage = isinstance(exc, OperationalError) and health.down_since is not None
+    if isinstance(exc, DatabaseUnavailable) or outage:
+        health.available()
+        return
+    log.error(message, (str(exc).splitlines() or [type(exc).__name__])[0])
 
 
 class LeaseKeeper:
@@ -588,11 +607,12 @@ class LeaseKeeper:
             try:
                 self.tick()
             except Exception as exc:  # the database away: leases run out, fences refuse
-                log.error(
+                log_round_failure(
+                    self.engine,
+                    exc,
                     "fleet leases not renewed (%s); work for this worker's companies "
                     "is refused once their leases expire, and resumes when the "
                     "database answers",
-                    (str(exc).splitlines() or [type(exc).__name__])[0],
                 )
 
     def stop(self) -> None:

@@ -37,8 +37,15 @@ from sqlalchemy import Engine
 
 from daemon.config import ConfigError, LoadedConfig
 from daemon.fleet.companies import Changes, Companies, Company, FileWatch
-from daemon.fleet.leases import DEFAULT_LEASE_SECONDS, RENEWALS_PER_LEASE, Lease, LeaseKeeper
+from daemon.fleet.leases import (
+    DEFAULT_LEASE_SECONDS,
+    RENEWALS_PER_LEASE,
+    Lease,
+    LeaseKeeper,
+    log_round_failure,
+)
 from daemon.fleet.runtime import CompanyNotMigrated
+from daemon.store.engine import database_health
 
 log = logging.getLogger(__name__)
 
@@ -382,10 +389,13 @@ class FleetWorker:
                 try:
                     self.step()
                 except Exception as exc:  # the database away: the leases run out and fence
-                    log.error(
-                        "fleet round failed (%s); trying again",
-                        (str(exc).splitlines() or [type(exc).__name__])[0],
+                    log_round_failure(
+                        self.keeper.engine, exc, "fleet round failed (%s); trying again"
                     )
+                else:
+                    health = database_health(self.keeper.engine)
+                    if health.down_since is not None:
+                        health.available()  # a round went through: say the outage ended
                 if self._wait(stop):
                     break
         finally:
