@@ -134,6 +134,15 @@ def _print_notes(data: dict[str, Any]) -> None:
         )
     elif waiting:
         typer.echo("no live worker: start `nebridge run` (the same unit on each host)")
+    if data["leftovers"]:
+        typer.echo(
+            f"{len(data['leftovers'])} company(ies) without a file still have data in the "
+            "database; once their file is gone from every host, for each:"
+        )
+        _each(
+            f"nebridge companies forget {left['code']}  ({_left(left)})"
+            for left in data["leftovers"]
+        )
     if data["not_started"]:
         typer.echo(
             f"{len(data['not_started'])} company(ies) held by a worker that could not start "
@@ -155,6 +164,16 @@ def _print_notes(data: dict[str, Any]) -> None:
             )
         if len(reconnect) > 20:
             typer.echo(f"  … and {len(reconnect) - 20} more (`--json`: link.state)")
+
+
+def _left(left: dict[str, Any]) -> str:
+    """What the database keeps of a company without a file, in words."""
+    parts = [
+        "sealed Next Engine tokens" if left["tokens"] else "",
+        "a lease row" if left["lease"] else "",
+        f"schema {left['schema']}; `--drop-schema` drops it too" if left["schema"] else "",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 def _each(lines: Iterable[str], limit: int = 20) -> None:
@@ -232,6 +251,60 @@ def _ago(seconds: float | None) -> str:
         if seconds >= size:
             return f"{seconds // size:.0f} {unit} ago"
     return f"{seconds:.0f} s ago"
+
+
+@app.command("forget")
+def forget_cmd(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(help="The company's code (its file is gone).")],
+    drop_schema: Annotated[
+        bool,
+        typer.Option("--drop-schema", help="Also drop its schema: every table and row of it."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Remove what the database keeps of a company whose file was removed: its sealed Next
+    Engine tokens and its lease row (with --drop-schema, its schema too), and say what
+    remains. Refused while its file exists here or a worker serves it."""
+    base = get(ctx).load_base()
+    if base.config.companies_dir is None:
+        fail(f"{base.path} sets no `companies_dir`: there are no fleet companies to forget")
+    from daemon.fleet.admin import ForgetRefused, forget_company
+    from daemon.fleet.leases import FleetUnavailable
+
+    what = "its sealed Next Engine tokens and its lease row" + (
+        ", and its schema with every table and row" if drop_schema else ""
+    )
+    if (
+        not yes
+        and not as_json
+        and not typer.confirm(f"Forget company {code}: delete {what}?", default=False, err=True)
+    ):
+        fail("nothing was changed (`--yes` skips the question)")
+    try:
+        result = forget_company(base, code, drop_schema=drop_schema)
+    except (ForgetRefused, FleetUnavailable) as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(result)
+        return
+    done = [
+        "its sealed tokens" if result["tokens_deleted"] else "",
+        "its lease row" if result["lease_deleted"] else "",
+        f"schema {result['schema']}" if result["schema_dropped"] else "",
+    ]
+    typer.echo(
+        f"company {code}: deleted {', '.join(d for d in done if d) or 'nothing (none left)'}"
+    )
+    if result["schema_left"]:
+        typer.echo(
+            f"kept: schema {result['schema']} (its history and any unfinished work); "
+            f"`nebridge companies forget {code} --drop-schema` drops it"
+        )
+    typer.echo(
+        f"left on each host: its state folder {result['state_dir']} (remove it there when done)"
+    )
 
 
 @app.command("rotate-key")

@@ -1,12 +1,15 @@
 """What the operator's commands read and change in fleet mode: ``companies list``, the fleet
-overview of ``status``, ``connect``/``unlink --company`` and the vault key rotation.
+overview of ``status``, ``connect``/``unlink --company``, the vault key rotation and
+``companies forget``.
 
-Read-only except :func:`rotate_key`. Every figure comes from the database (leases by its
-clock); a company whose own tables cannot be read is listed with why, never left out.
+Read-only except :func:`rotate_key` and :func:`forget_company`. Every figure comes from the
+database (leases by its clock); a company whose own tables cannot be read is listed with why,
+never left out.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,9 +20,9 @@ from sqlalchemy import text
 from daemon import attention
 from daemon.attention_items import AttentionKind
 from daemon.config import LoadedConfig
-from daemon.fleet.companies import Companies, Company, Refusal, refused_codes
+from daemon.fleet.companies import CODE_PATTERN, Companies, Company, Refusal, refused_codes
 from daemon.fleet.leases import FORGET_WORKERS_AFTER, WorkerState, overview
-from daemon.fleet.runtime import FleetDatabase, company_schema, schema_url
+from daemon.fleet.runtime import FleetDatabase, company_schema, schema_owner, schema_url
 from daemon.fleet.vault import TokenVault, VaultError
 from daemon.nelink import NEEDS_RECONNECT, link_info
 from daemon.store.engine import head_revision, make_engine
@@ -314,6 +317,9 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
                 )
             )
         rows.sort(key=lambda row: row.code)
+        leftovers = company_leftovers(
+            fleet, set(companies.companies) | refused_codes(list(companies.refused))
+        )
         if backlog:
             _fill_backlogs(rows, companies.companies, fleet, vault)
         for row in rows:
@@ -348,6 +354,7 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
         "workers_gone": gone,
         "unserved": unserved,
         "not_started": not_started,
+        "leftovers": leftovers,
         "vault": {
             "key_id": None if vault is None else vault.keys.current.key_id,
             "problem": vault_note,
@@ -366,7 +373,110 @@ def fleet_overview(base: LoadedConfig, *, backlog: bool = True) -> dict[str, Any
             "outbox_pending": sum(r.outbox_pending or 0 for r in rows),
             "attention": sum(r.attention or 0 for r in rows),
             "unreadable": sum(1 for r in rows if r.error),
+            "leftovers": len(leftovers),
         },
+    }
+
+
+def company_leftovers(fleet: FleetDatabase, known: set[str]) -> list[dict[str, Any]]:
+    """What the database keeps of companies that have no file (not in ``known``): a sealed
+    token pair, a lease row, a schema marked as this installation's company — each code
+    once, with what is left (``companies forget CODE`` removes it)."""
+    marker = re.compile(
+        re.escape(schema_owner("CODE", fleet.base_schema)).replace("CODE", f"({CODE_PATTERN})")
+    )
+    found: dict[str, dict[str, Any]] = {}
+    with fleet.control.connect() as connection:
+        for (code,) in connection.execute(text("SELECT company FROM fleet_token")):
+            found.setdefault(str(code), {})["tokens"] = True
+        for (code,) in connection.execute(text("SELECT company FROM fleet_lease")):
+            found.setdefault(str(code), {})["lease"] = True
+        for name, owner in connection.execute(
+            text(
+                "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+                "WHERE obj_description(oid, 'pg_namespace') LIKE :like"
+            ),
+            {"like": "nebridge company % of the installation in schema %"},
+        ):
+            mark = marker.fullmatch(str(owner))
+            if mark and company_schema(mark[1], fleet.base_schema) == name:
+                found.setdefault(mark[1], {})["schema"] = str(name)
+    return [
+        {
+            "code": code,
+            "tokens": bool(left.get("tokens")),
+            "lease": bool(left.get("lease")),
+            "schema": left.get("schema"),
+        }
+        for code, left in sorted(found.items())
+        if code not in known
+    ]
+
+
+class ForgetRefused(Exception):
+    """``companies forget`` would remove a company still in use; the message says why and
+    what to do."""
+
+
+def forget_company(base: LoadedConfig, code: str, *, drop_schema: bool) -> dict[str, Any]:
+    """Remove what the database keeps of company ``code`` whose file is gone: its sealed
+    token pair and lease row, and with ``drop_schema`` its schema (its tables and rows).
+    Refused (:class:`ForgetRefused`) while its file exists here or a worker holds its lease
+    — a host still having the file would serve it again. Returns what was removed and what
+    remains."""
+    from daemon.fleet.companies import load_one
+    from daemon.fleet.leases import forget_lease
+
+    here = load_one(base, code)
+    if here is not None:
+        raise ForgetRefused(
+            f"company {code!r} still has its file {here.path}: `nebridge unlink --company "
+            f"{code}` first (it exports unfinished work), then remove the file on every host, "
+            f"then run `nebridge companies forget {code}` again"
+        )
+    fleet = fleet_database(base)
+    schema = fleet.schema(code)
+    try:
+        with fleet.control.begin() as connection:
+            lease_deleted, holder = forget_lease(connection, code)
+            if holder is not None:
+                raise ForgetRefused(
+                    f"company {code!r} is served by worker {holder}: its file is still on that "
+                    "worker's host; remove it there (the worker lets the company go within "
+                    f"seconds, `companies_watch_seconds`), then run `nebridge companies forget "
+                    f"{code}` again; nothing was changed"
+                )
+            tokens_deleted = bool(
+                connection.execute(
+                    text("DELETE FROM fleet_token WHERE company = :company"), {"company": code}
+                ).rowcount
+            )
+            owner = connection.execute(
+                text("SELECT obj_description(to_regnamespace(:schema), 'pg_namespace')"),
+                {"schema": schema},
+            ).scalar()
+            exists = connection.execute(
+                text("SELECT to_regnamespace(:schema) IS NOT NULL"), {"schema": schema}
+            ).scalar_one()
+            dropped = False
+            if drop_schema and exists:
+                if owner != schema_owner(code, fleet.base_schema):
+                    raise ForgetRefused(
+                        f"schema {schema} is not marked as company {code!r} of this "
+                        f"installation ({owner!r}): it is not dropped; nothing was changed"
+                    )
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                dropped = True
+    finally:
+        fleet.close()
+    return {
+        "company": code,
+        "tokens_deleted": tokens_deleted,
+        "lease_deleted": lease_deleted,
+        "schema": schema,
+        "schema_dropped": dropped,
+        "schema_left": bool(exists) and not dropped,
+        "state_dir": str(base.config.state_dir / "companies" / code),
     }
 
 

@@ -628,3 +628,25 @@ class LeaseKeeper:
                     text("DELETE FROM fleet_worker WHERE worker_id = :worker"),
                     {"worker": self.worker_id},
                 )
+
+
+def forget_lease(connection: Connection, company: str) -> tuple[bool, str | None]:
+    """Delete the lease row of ``company`` (its file is gone: ``companies forget``) in the
+    caller's transaction, unless a worker holds it unexpired. Returns (a row was deleted,
+    the worker holding it — then nothing is deleted). The row is locked first, so a worker
+    taking it at that moment skips it (``SKIP LOCKED``)."""
+    row = connection.execute(
+        text(
+            "SELECT holder, expires_at > clock_timestamp() AS live FROM fleet_lease "
+            "WHERE company = :company FOR UPDATE"
+        ),
+        {"company": company},
+    ).first()
+    if row is None:
+        return False, None
+    if row.holder is not None and row.live:
+        return False, str(row.holder)
+    connection.execute(
+        text("DELETE FROM fleet_lease WHERE company = :company"), {"company": company}
+    )
+    return True, None
