@@ -20,6 +20,9 @@ gets its own ``state_dir`` (``<state_dir>/companies/<code>``) and shares the dat
   inside (or around) another's is refused naming both files. A company already loaded keeps
   its path (a newcomer or a changed file is refused); at first load the first code in sort
   order wins.
+- A reload that finds no company file at all while companies are loaded (a shared folder
+  whose mount dropped looks like that) is refused, keeping every company, unless the file
+  ``companies_dir/.empty-ok`` (:data:`EMPTY_OK`) says stopping them all is meant.
 - Without ``companies_dir`` there is one implicit company, ``default``: daemon.yaml itself.
 """
 
@@ -51,6 +54,8 @@ DEFAULT_COMPANY = "default"
 CODE_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
 CODE_RE = re.compile(rf"^{CODE_PATTERN}$")
 SUFFIXES = (".yaml", ".yml")
+#: In ``companies_dir``: a reload that finds no company file may stop every company.
+EMPTY_OK = ".empty-ok"
 #: What a company file may hold.
 COMPANY_KEYS = ("wms", "warehouses", "plugins", "nextengine")
 #: ``nextengine`` keys that belong to the one Next Engine app of the fleet (daemon.yaml).
@@ -171,6 +176,8 @@ class Companies:
         if base is not None:
             self.base = base
         found, refused = self._scan()
+        if self.fleet and self.companies and not found and not refused:
+            self._refuse_emptying()
         kept = {
             code: self.companies[code]
             for code in refused_codes(refused)
@@ -190,6 +197,27 @@ class Companies:
             ),
             removed=tuple(sorted(set(previous) - set(current))),
             refused=tuple(refused),
+        )
+
+    def _refuse_emptying(self) -> None:
+        """Raise :class:`ConfigError` (every company kept) unless :data:`EMPTY_OK` is there."""
+        folder = self.base.config.companies_dir
+        assert folder is not None
+        if os.path.lexists(folder / EMPTY_OK):
+            return
+        raise ConfigError(
+            self.base.path,
+            [
+                ConfigIssue(
+                    "companies_dir",
+                    f"the folder {folder} holds no company file any more: applying that "
+                    f"would stop all {len(self.companies)} companies, so it is refused and "
+                    "they keep running. If a shared folder's mount dropped, mount it again; "
+                    f"to stop every company on purpose, create {folder / EMPTY_OK} (the "
+                    "workers apply it within a few seconds) or stop the workers",
+                    yaml_line(self.base.raw, ("companies_dir",)),
+                )
+            ],
         )
 
     def _exclusive(
@@ -338,6 +366,7 @@ class FileWatch:
                     files[entry.path] = _stamp(Path(entry.path), follow=False)
         except OSError as exc:  # the folder gone or closed: a reload says so, with the fix
             files[str(folder)] = (-1, exc.errno or 0, 0, 0)
+        files[str(folder / EMPTY_OK)] = _stamp(folder / EMPTY_OK, follow=False)
         return files
 
     def mark(self) -> None:
@@ -436,8 +465,9 @@ def claimed_paths(company: Company, base: LoadedConfig) -> list[Claim]:
 
 class _Owners:
     """Who holds which path (see :func:`claimed_paths`), answering in a few dictionary and
-    bisect look-ups whether a path equals, lies inside or holds another company's — a
-    thousand companies are checked in milliseconds."""
+    bisect look-ups whether a path equals, lies inside or holds another company's: 0.18 s
+    for 1,000 companies, most of it resolving their paths, beside 2.5 s to read their files
+    (2-core development machine, shared)."""
 
     def __init__(self) -> None:
         self._by_path: dict[str, list[tuple[str, str]]] = {}
