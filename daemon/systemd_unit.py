@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import CLIENT_SECRET_CREDENTIAL, DaemonConfig, resolve_path
-from daemon.store.engine import sqlite_path
 
 TEMPLATE = Path(__file__).resolve().parent / "resources" / "nebridge.service"
 #: Where systemd's ``StateDirectory=`` and ``ConfigurationDirectory=`` live.
@@ -73,6 +72,8 @@ def installed_executable() -> Path:
 def private_paths(config: DaemonConfig) -> tuple[Path, ...]:
     """The folders of secrets: the state folder, the token file's and the SQLite database's."""
     paths = [config.state_dir, config.token_file.parent]
+    from daemon.store.engine import sqlite_path  # SQLAlchemy: not for `status` (#18)
+
     database = sqlite_path(config.resolved_database_url)
     if database is not None:
         paths.append(database.parent)
