@@ -8,7 +8,7 @@ queued again, in-doubt items resolved with what the admin found in Next Engine. 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -46,6 +46,15 @@ def list_items(engine: Bind, states: Sequence[str], limit: int) -> list[dict[str
         }
         for i in items
     ]
+
+
+def shown_outcome(row: Mapping[str, Any]) -> str:
+    """The one text a listing shows for an item of :func:`list_items`: a done item's result
+    (an error it met on the way — an outcome unknown, settled by reading Next Engine back —
+    is history, kept in ``last_error`` for ``--json``), else its last error, else its result."""
+    if row["state"] == OutboxState.DONE.value and row["result"]:
+        return str(row["result"])
+    return str(row["last_error"] or row["result"] or "")
 
 
 def _get(session: Session, item_id: int) -> OutboxItem:

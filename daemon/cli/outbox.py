@@ -16,7 +16,7 @@ from daemon.cli.common import (
     print_table,
     when,
 )
-from daemon.outbox_admin import OutboxError, list_items, resolve_item, retry_item
+from daemon.outbox_admin import OutboxError, list_items, resolve_item, retry_item, shown_outcome
 from daemon.store.engine import DatabaseNotMigrated, check_migrated, make_engine
 from daemon.store.models import OutboxState
 
@@ -68,7 +68,7 @@ def list_cmd(
                 r["state"],
                 r["attempts"],
                 when(r["updated_at"], zone),
-                (r["last_error"] or r["result"] or "")[:80],
+                shown_outcome(r)[:80],
             ]
             for r in rows
         ],
