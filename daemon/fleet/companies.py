@@ -218,6 +218,7 @@ class Companies:
                     yaml_line(self.base.raw, ("companies_dir",)),
                 )
             ],
+            next_step="Nothing was applied.",
         )
 
     def _exclusive(

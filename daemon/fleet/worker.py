@@ -169,7 +169,10 @@ class FleetWorker:
                         "settings: %s",
                         exc,
                     )
-            self.reload(base)
+            try:
+                self.reload(base)
+            except ConfigError as exc:  # the folder unreadable or emptied: nothing applied
+                log.error("company files not applied; every company keeps running: %s", exc)
         self.keeper.tick()
         self._sync()
 
