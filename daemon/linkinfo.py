@@ -9,7 +9,7 @@ Kept apart from :mod:`daemon.nelink` (connecting, the client, the store's ORM) s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,19 +45,16 @@ class LinkInfo:
     fix: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON view."""
+        """JSON view, every time in UTC (Next Engine gives the token ends in JST) as the other
+        ``--json`` times are."""
         return {
             "state": self.state,
             "company_id": self.company_id,
             "company_name": self.company_name,
             "reason": self.reason,
-            "access_token_end": self.access_token_end.isoformat()
-            if self.access_token_end
-            else None,
-            "refresh_token_end": self.refresh_token_end.isoformat()
-            if self.refresh_token_end
-            else None,
-            "connected_at": self.connected_at.isoformat() if self.connected_at else None,
+            "access_token_end": _utc(self.access_token_end),
+            "refresh_token_end": _utc(self.refresh_token_end),
+            "connected_at": _utc(self.connected_at),
             **({"fix": self.fix} if self.fix else {}),
         }
 
@@ -151,3 +148,8 @@ def describe(info: LinkInfo, zone: tzinfo | None = None) -> str:
         refresh = info.refresh_token_end.astimezone(zone).isoformat(timespec="seconds")
         ends = f"; access token until {access}, refresh token until {refresh}"
     return f"Next Engine: connected to {who}{ends}"
+
+
+def _utc(moment: datetime | None) -> str | None:
+    """``moment`` as ISO 8601 in UTC (None stays None)."""
+    return moment.astimezone(UTC).isoformat() if moment else None
