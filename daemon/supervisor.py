@@ -3,6 +3,7 @@
 SIGTERM/SIGINT: stop starting work, let running work finish (each loop checks the stop flag
 between items, and everything done so far is committed), exit 0. SIGHUP: re-read
 ``daemon.yaml``; if the new configuration is invalid, keep running the old one and log why.
+SIGUSR1: write every thread's stack to stderr (the journal) and go on, as a fleet worker does.
 
 Nothing runs before the instance lock is held. On PostgreSQL a second daemon (another host)
 waits as a standby — READY for systemd, touching no shared state — and takes over when the
@@ -14,6 +15,7 @@ starts afresh; nothing is lost, since all progress lives in the database.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -67,10 +69,13 @@ class Supervisor:
     # -- signals ----------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """Route SIGTERM/SIGINT to a graceful stop and SIGHUP to a reload."""
+        """Route SIGTERM/SIGINT to a graceful stop and SIGHUP to a reload; SIGUSR1 writes
+        every thread's stack to stderr (what a daemon that seems stuck waits for) instead of
+        ending the process at once, as Python's default did."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def _on_stop(self, _signum: int, _frame: FrameType | None) -> None:
         self.request_stop()
