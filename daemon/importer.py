@@ -242,8 +242,12 @@ class OrderImporter:
         config: DaemonConfig,
         gate: NeGate,
         clock: Callable[[], datetime] = utcnow,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
+        #: Raises (a LeaseLost) once this process may no longer write into the company's
+        #: WMS: checked right before each order file or cancellation is sent.
+        self.guard = guard
         self.client = client
         self.host = host
         self.connector = connector
@@ -252,7 +256,7 @@ class OrderImporter:
         self.gate = gate
         self.clock = clock
         self.watch = (
-            OrderWatch(engine, connector, connector_context, clock)
+            OrderWatch(engine, connector, connector_context, clock, guard)
             if WATCH_PLUGIN in host.loaded_names()
             else None
         )
@@ -913,6 +917,8 @@ class OrderImporter:
         which are held alone. Returns the ids of the refused orders."""
         refused: dict[str, str] = {}
         ctx = self.connector_context()
+        if self.guard is not None:  # a worker that lost the company must not instruct twice
+            self.guard(f"instruction batch {batch.key}")
         try:
             self.connector.push_orders(batch, ctx)
         except OrdersRefused as exc:

@@ -55,6 +55,24 @@ _EXTERNAL_ID_LENGTH = 128
 _WAREHOUSE_LENGTH = 32
 #: Errors that mean the database cannot be reached at all: no batch is to blame.
 _UNREACHABLE = (OperationalError, InterfaceError)
+
+
+def _close_quietly(batches: Iterator[InboundBatch]) -> None:
+    """End a connector's batch generator now (it returns a batch it claimed); an error there
+    is logged, not raised, as the reason the pass stops is already on its way up."""
+    close = getattr(batches, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:
+        log.info("the connector could not settle its claimed file: %s", exc)
+
+
+def _unguarded(what: str) -> None:
+    """Default guard of WMS writes: always allowed (no lease or instance lock to lose)."""
+
+
 _EVENT_COLUMNS = (
     "kind",
     "external_id",
@@ -99,11 +117,15 @@ class Intake:
         connector: WmsConnector,
         context: Callable[[], ConnectorContext],
         chunk_size: int = 1000,
+        guard: Callable[[str], None] = _unguarded,
     ) -> None:
         self.engine = engine
         self.connector = connector
         self.context = context
         self.chunk_size = chunk_size
+        #: Raises (a LeaseLost) once this process may no longer write into the company's WMS
+        #: folders: called right before each file is claimed, filed away or rejected.
+        self.guard = guard
 
     def run_once(self, dry_run: bool = False) -> IntakeReport:
         """Refresh the product master, then take every ready batch of every kind."""
@@ -139,9 +161,16 @@ class Intake:
         again in this pass (taken, rejected or gone) are resolved.
         """
         failed: set[str] = set()
-        for batch in self.connector.pending_batches(kind, self.context()):
-            if not self._take(batch, report, dry_run):
-                failed.add(not_taken_key(kind, batch.source))
+        if not dry_run:
+            self.guard(f"taking {kind.value} files")
+        batches = self.connector.pending_batches(kind, self.context())
+        try:
+            for batch in batches:
+                if not self._take(batch, report, dry_run):
+                    failed.add(not_taken_key(kind, batch.source))
+        except LeaseLost:
+            _close_quietly(batches)  # its own clean-up may be refused too: the lease is gone
+            raise
         if not dry_run:
             prefix = not_taken_key(kind, "")
             attention.resolve(
@@ -150,7 +179,9 @@ class Intake:
 
     def _take_stock(self, report: IntakeReport) -> None:
         """Store the stock snapshots the WMS dropped (after the events they may follow)."""
-        taken = take_snapshots(self.engine, self.connector, self.context(), take=False)
+        taken = take_snapshots(
+            self.engine, self.connector, self.context(), take=False, guard=self.guard
+        )
         report.stock_snapshots.extend(taken.stored)
         report.accepted.extend(taken.accepted)
         report.rejected.extend(taken.rejected)
@@ -209,6 +240,8 @@ class Intake:
         except _UNREACHABLE:
             raise
         except Exception as exc:
+            if not dry_run:  # the file may be gone because the company's new holder took it
+                self.guard(f"rejecting {batch.source}")
             log.exception("could not take %s", batch.source)
             return self._reject(batch, _poison(batch.source, exc), report, dry_run)
         if dry_run:
@@ -217,6 +250,7 @@ class Intake:
                 f"{counts['dup']} already known"
             )
             return True
+        self.guard(f"filing {batch.source} away")  # stored: the holder files it away
         try:
             batch.commit()
         except Exception as exc:  # stored: taking it again later is a no-op
@@ -375,6 +409,8 @@ class Intake:
         if dry_run:
             report.planned.append(f"would reject {batch.source}: {rejection}")
             return True
+        # A worker that lost the company must not report the holder's file as rejected.
+        self.guard(f"rejecting {batch.source}")
         try:
             batch.reject(rejection)
             text = "\n".join(str(e) for e in rejection.errors)

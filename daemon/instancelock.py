@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from daemon.config import DaemonConfig
+from daemon.fleet.leases import LeaseLost
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.tokens import SharedTokenStore, TokenSet, TokenStore, store_lock_key
 from daemon.store.engine import DatabaseUnavailable, database_unavailable, describe_database
@@ -96,6 +97,47 @@ class NoTokensOnThisHost(NextEngineError):
         "Run `nebridge connect` on this host, or give it the token file of the host "
         "that signed in (`token_file`)."
     )
+
+
+class WmsWriteFenced(LeaseLost):
+    """A write into the company's WMS (an order file, a file filed away or rejected with its
+    error report, a cancellation) is skipped: this process no longer holds the company — a
+    fleet worker lost its lease, a daemon its instance lock. File writes cannot join the
+    fenced database transaction, so the fence is checked right before each one.
+
+    A :class:`~daemon.fleet.leases.LeaseLost`, so every job runner treats it as one: the work
+    stops without blaming the file, and the process that holds the company does it.
+    """
+
+    def __init__(self, company: str, what: str, reason: str) -> None:
+        super().__init__(company, 0, reason)
+        self.message = (
+            f"{what}: not done — this process no longer holds the company ({reason}); the "
+            "process that holds it now does it"
+        )
+
+    def warn(self, logger: logging.Logger) -> None:
+        """One WARNING line for each write skipped (each is a distinct thing not done), once
+        per process however many jobs skip it."""
+        with _SKIPPED_GUARD:
+            if self.message in _SKIPPED:
+                return
+            if len(_SKIPPED) >= 1000:  # a long-lived process: bounded, older ones may repeat
+                _SKIPPED.clear()
+            _SKIPPED.add(self.message)
+        logger.warning("%s", self.message)
+
+
+_SKIPPED: set[str] = set()
+_SKIPPED_GUARD = threading.Lock()
+
+
+def check_wms_write(fence: Callable[[], str | None], company: str, what: str) -> None:
+    """Raise :class:`WmsWriteFenced` if ``fence()`` says this process may no longer act for
+    the company; call it right before writing into the company's WMS."""
+    reason = fence()
+    if reason is not None:
+        raise WmsWriteFenced(company, what, reason)
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,14 @@ class OrderWatch:
         connector: WmsConnector,
         connector_context: Callable[[], ConnectorContext],
         clock: Callable[[], datetime],
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.connector = connector
         self.connector_context = connector_context
         self.clock = clock
+        #: Raises once this process may no longer write into the company's WMS.
+        self.guard = guard
 
     # -- detecting --------------------------------------------------------------------------
 
@@ -293,6 +296,8 @@ class OrderWatch:
                 for r in rows
             )
             return True
+        if self.guard is not None:
+            self.guard(f"cancellations {batch.key}")
         try:
             self.connector.push_cancellations(batch, self.connector_context())
         except CancellationsRefused as exc:

@@ -27,7 +27,7 @@ from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.dispatch import EXECUTORS
 from daemon.importer import OrderImporter
 from daemon.inbox import Intake
-from daemon.instancelock import FencedTokenStore
+from daemon.instancelock import FencedTokenStore, check_wms_write
 from daemon.logsetup import register_secret
 from daemon.metrics import CallObserver
 from daemon.negate import NeGate
@@ -162,6 +162,7 @@ class Runtime:
             self.config,
             self.gate,
             self.clock,
+            guard=self.wms_guard,
         )
 
     @property
@@ -243,7 +244,13 @@ class Runtime:
         """The intake for the configured connector (None if it could not be built)."""
         if self.connector is None:
             return None
-        return Intake(self.db, self.connector, self.connector_context)
+        return Intake(self.db, self.connector, self.connector_context, guard=self.wms_guard)
+
+    def wms_guard(self, what: str) -> None:
+        """Raise :class:`~daemon.instancelock.WmsWriteFenced` if this process may no longer
+        write into the company's WMS (``fence`` gives a reason): file writes cannot join the
+        fenced database transaction, so this is checked right before each one."""
+        check_wms_write(self.fence, self.company, what)
 
     def pipelines(self) -> list[WarehousePipeline]:
         """One pipeline per configured warehouse, in configuration order."""

@@ -102,27 +102,39 @@ class SnapshotReport:
 
 
 def take_snapshots(
-    db: Bind, connector: object, ctx: ConnectorContext, take: bool
+    db: Bind,
+    connector: object,
+    ctx: ConnectorContext,
+    take: bool,
+    guard: Callable[[str], None] | None = None,
 ) -> SnapshotReport:
     """Store every ready stock batch of ``connector`` (none if it cannot tell stock).
 
     A batch is stored in one transaction with its ``inbox_batch`` record and only then
     committed; an invalid one is recorded and rejected whole with every reason. ``take``
-    asks an API-based WMS to read its stock now.
+    asks an API-based WMS to read its stock now. ``guard(what)`` raises once this process
+    may no longer write into the company's WMS (called before each file is moved).
     """
     report = SnapshotReport()
     if not isinstance(connector, StockReadingConnector):
         return report
     for batch in connector.stock_batches(ctx, take):
-        _take_one(db, batch, report)
+        _take_one(db, batch, report, guard or _unguarded)
     return report
 
 
-def _take_one(db: Bind, batch: StockBatch, report: SnapshotReport) -> None:
+def _unguarded(what: str) -> None:
+    """No lease or instance lock to lose: every write is allowed."""
+
+
+def _take_one(
+    db: Bind, batch: StockBatch, report: SnapshotReport, guard: Callable[[str], None]
+) -> None:
     try:
         snapshots = batch.snapshots()
     except BatchRejected as error:
         _record_rejected(db, batch.source, error.errors)
+        guard(f"rejecting {batch.source}")
         batch.reject(error)
         report.rejected.append(batch.source)
         return
@@ -166,6 +178,7 @@ def _take_one(db: Bind, batch: StockBatch, report: SnapshotReport) -> None:
                     col(StockSnapshotRecord.id).not_in(list(session.scalars(keep))),
                 )
             )
+    guard(f"filing {batch.source} away")
     batch.commit()
     report.stored.extend(ids)
     report.accepted.append(batch.source)
