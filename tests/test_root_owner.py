@@ -157,3 +157,16 @@ def test_doctors_fix_for_a_missing_wms_folder_names_the_state_folders_owner(
         f"start the service (`nebridge run` creates it), or "
         f"mkdir -p {outbox} && chown nobody: {outbox}"
     )
+
+
+@needs_root
+def test_the_logikura_store_root_creates_is_the_service_users(tmp_path: Path) -> None:
+    from plugins.wms_logikura.store import LocalStore
+
+    state = service_folder(tmp_path / "state")
+    store = LocalStore(state / "logikura.db")
+    assert store.path.exists()
+    assert {p.name: owner(p) for p in state.iterdir()} == {
+        p.name: (SERVICE, SERVICE) for p in state.iterdir()
+    }
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hooks.files import open_private
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule (
     ne_order_id TEXT PRIMARY KEY, batch_key TEXT NOT NULL, state TEXT NOT NULL,
@@ -75,9 +77,8 @@ class LocalStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        if not path.exists():  # 0600 in a 0700 folder; run as root, the folder owner's
+            os.close(open_private(path, os.O_WRONLY))
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
 
