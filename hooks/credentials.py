@@ -9,6 +9,7 @@ generated unit's ``LoadCredential=`` lines point into) is read directly instead.
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import stat
 from collections.abc import Mapping
@@ -101,7 +102,7 @@ def exposed_credential(path: Path) -> str | None:
     if info.st_uid not in (0, os.geteuid()):
         return (
             f"the credential {path} belongs to uid {info.st_uid}, neither root nor this "
-            f"user (uid {os.geteuid()}); run `sudo chown root:nebridge {path}`"
+            f"user (uid {os.geteuid()}); run `sudo chown root:{_group()} {path}`"
         )
     if info.st_mode & 0o027:
         return (
@@ -111,13 +112,21 @@ def exposed_credential(path: Path) -> str | None:
     return None
 
 
+def _group() -> str:
+    """The name of this process's group: the service user's when the service reads."""
+    try:
+        return grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        return str(os.getegid())
+
+
 def _unreadable(path: Path, exc: OSError) -> str:
     """Why ``path`` cannot be read, and how an admin makes it readable to the service user."""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return (
             f"the credential {path} cannot be read by this user ({reason}); let the "
-            f"service user's group read it: sudo chgrp nebridge {path.parent} {path} && "
+            f"service user's group read it: sudo chgrp {_group()} {path.parent} {path} && "
             f"sudo chmod 0750 {path.parent} && sudo chmod 0640 {path}"
         )
     return f"the credential {path} cannot be read: {reason}"
