@@ -160,7 +160,7 @@ def _set_event(*columns: str) -> Any:
 
 
 _NOTED = _set_event("state", "attempts", "last_error", "processed_at")
-_HELD = _set_event("state", "attempts", "last_error")
+_HELD = _set_event("state", "attempts", "last_error", "processed_at")
 _DEFERRED = _set_event("attempts", "last_error")
 _TOGETHER = _set_event("state", "last_error", "processed_at")
 
@@ -212,7 +212,8 @@ class _ChunkWrites:
             )
         for statement, params in (
             (_NOTED, self.noted),
-            (_HELD, self.held),
+            # when it was held: `history` and attention show the decision's time
+            (_HELD, [{**p, "b_processed_at": self.now} for p in self.held]),
             (_DEFERRED, self.deferred),
             (_TOGETHER, self.together),
         ):
