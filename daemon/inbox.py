@@ -124,7 +124,8 @@ class Intake:
         self.context = context
         self.chunk_size = chunk_size
         #: Raises (a LeaseLost) once this process may no longer write into the company's WMS
-        #: folders: called right before each file is claimed, filed away or rejected.
+        #: folders: called right before each file is filed away or rejected (a file claimed
+        #: meanwhile goes back to the inbox when the pass stops, or at the next start).
         self.guard = guard
 
     def run_once(self, dry_run: bool = False) -> IntakeReport:
@@ -161,8 +162,6 @@ class Intake:
         again in this pass (taken, rejected or gone) are resolved.
         """
         failed: set[str] = set()
-        if not dry_run:
-            self.guard(f"taking {kind.value} files")
         batches = self.connector.pending_batches(kind, self.context())
         try:
             for batch in batches:
