@@ -249,27 +249,36 @@ class FleetWorker:
                         now,
                         hung=True,
                     )
-            for code, epoch in sorted(held.items()):
-                company = self.companies.companies.get(code)
-                failure = self._failures.get(code)
-                if (
-                    code in self._services
-                    or code in self._starting
-                    or company is None
-                    or (failure is not None and now < failure.retry_at)
-                ):
-                    continue
-                if sum(not s.given_up for s in self._starting.values()) >= START_THREADS:
-                    break  # the rest start in a later round
-                lease = Lease(code, epoch)
-                thread = threading.Thread(
-                    target=self._start,
-                    args=(company, lease),
-                    name=f"fleet-start-{code}",
-                    daemon=True,
-                )
-                self._starting[code] = _Start(lease, now + self.start_seconds, thread)
-                thread.start()
+            self._launch_starts(held, now, retry_failed=True)
+
+    def _launch_starts(self, held: dict[str, int], now: float, *, retry_failed: bool) -> None:
+        """Start services for held companies not served yet, up to :data:`START_THREADS`
+        starts at once (caller holds ``_guard``). Called by each round and whenever a start
+        ends, so a worker taking many companies starts them back to back instead of
+        :data:`START_THREADS` a round; a failed company is tried again only by a round."""
+        if self._closing:
+            return
+        for code, epoch in sorted(held.items()):
+            company = self.companies.companies.get(code)
+            failure = self._failures.get(code)
+            if (
+                code in self._services
+                or code in self._starting
+                or company is None
+                or (failure is not None and (not retry_failed or now < failure.retry_at))
+            ):
+                continue
+            if sum(not s.given_up for s in self._starting.values()) >= START_THREADS:
+                break  # the rest start when a start ends, or in a later round
+            lease = Lease(code, epoch)
+            thread = threading.Thread(
+                target=self._start,
+                args=(company, lease),
+                name=f"fleet-start-{code}",
+                daemon=True,
+            )
+            self._starting[code] = _Start(lease, now + self.start_seconds, thread)
+            thread.start()
 
     def _start(self, company: Company, lease: Lease) -> None:
         """Start ``company``'s service (on its own thread); keep it only if its lease is still
@@ -292,13 +301,16 @@ class FleetWorker:
                     else None,
                     tell=not unmigrated,  # its attention item would go into missing tables
                 )
+                self._launch_starts(self.keeper.held(), time.monotonic(), retry_failed=False)
             return
         with self._guard:
             self._starting.pop(code, None)
-            keep = self.keeper.held().get(code) == lease.epoch and not self._closing
+            held = self.keeper.held()
+            keep = held.get(code) == lease.epoch and not self._closing
             if keep:
                 self._services[code] = service
                 recovered = self._failures.pop(code, None) is not None
+            self._launch_starts(held, time.monotonic(), retry_failed=False)
         if keep:
             log.info("company %s: served by this worker (epoch %d)", code, lease.epoch)
             if recovered:

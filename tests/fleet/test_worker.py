@@ -387,3 +387,30 @@ def test_a_slow_stop_of_one_company_lets_no_other_lease_run_out(
         stop.set()
         serving.join(30)
         engine.dispose()
+
+
+def test_a_worker_starts_the_companies_it_takes_back_to_back_not_four_a_round(
+    make_config: ConfigFactory, fleet_url: str, tmp_path: Path
+) -> None:
+    """A start that ends launches the next waiting company at once: a worker taking many
+    companies (after a takeover) does not wait a round (a third of the lease) per four."""
+    folder = tmp_path / "companies"
+    folder.mkdir()
+    codes = [f"c{number:02d}" for number in range(12)]
+    for code in codes:
+        company_file(folder, code)
+    recorder = Recorder()
+
+    def slow_start(company: Company, lease: Lease) -> Recorder.Service:
+        time.sleep(0.05)  # a company's runtime being built
+        return recorder.start(company, lease)
+
+    config = make_config(database_url=fleet_url, companies_dir="companies")
+    engine = fleet_engine(fleet_url, lease_seconds=60.0)
+    worker = FleetWorker(Companies(load_config(config)), engine, slow_start, lease_seconds=60.0)
+    try:
+        step(worker)  # one round only: the next would come 20 s later
+        assert worker.serving() == codes
+    finally:
+        worker.keeper.stop()
+        engine.dispose()
