@@ -1,4 +1,5 @@
-"""``nebridge wms connect|status|adopt-state-folder``: authorise nebridge in a WMS whose API needs it (Logikura).
+"""``nebridge wms connect|status``: authorise nebridge in a WMS whose API needs it (Logikura);
+``adopt-state-folder``: record a new state folder for a connector's records.
 
 Works for every connector implementing :class:`hooks.connectors.AuthorizingConnector`:
 ``connect`` prints the WMS's permission page, receives ``code`` and ``state`` on the loopback
