@@ -365,7 +365,7 @@ def test_unreadable_token_file_asks_for_reconnect(tmp_path: Path) -> None:
     with pytest.raises(TokenFileError) as info:
         FileTokenStore(path).load()
     assert isinstance(info.value, NeReauthRequired)
-    assert "re-connect" in str(info.value)
+    assert "run `nebridge connect` to sign in to Next Engine again" in str(info.value)
 
 
 def test_company_lock_serialises_threads_sharing_a_token_file(tmp_path: Path) -> None:
