@@ -420,15 +420,17 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Human output: a rich table (plain text when not a terminal)."""
+    """Human output: a rich table (plain text when not a terminal). Cells are text, never
+    markup: a WMS file's ``[column]`` or ``[red]`` is shown as written, not eaten."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    table = Table(title=Text(title), show_lines=False)
     for col in columns:
-        table.add_column(col)
+        table.add_column(Text(col))
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*[Text("" if v is None else str(v)) for v in row])
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
