@@ -39,3 +39,14 @@ def fleet_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _lease_losses_forgotten() -> Iterator[None]:
+    """Each test starts with no lease loss logged: a process warns once per (company,
+    epoch), and tests reuse company codes and epochs on their own databases."""
+    from daemon.fleet import leases
+
+    with leases._WARNED_GUARD:
+        leases._WARNED.clear()
+    yield
