@@ -673,6 +673,12 @@ def main() -> None:
     parser.add_argument(
         "--interval", type=float, help="schedule.interval_seconds, jitter 0 (default: 60 s, 5 s)"
     )
+    parser.add_argument(
+        "--dispatch-interval",
+        type=float,
+        help="schedule.dispatch_interval_seconds (default: 10 s); new work brings a company's "
+        "dispatcher forward whatever it is",
+    )
     parser.add_argument("--lease", type=float, help="fleet_lease_seconds (default: the default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
@@ -695,6 +701,9 @@ def main() -> None:
     settings: dict[str, Any] = {}
     if args.interval is not None:
         settings["schedule"] = {"interval_seconds": args.interval, "jitter_seconds": 0}
+    if args.dispatch_interval is not None:
+        schedule = settings.setdefault("schedule", {})
+        schedule["dispatch_interval_seconds"] = args.dispatch_interval
     if args.lease is not None:
         settings["fleet_lease_seconds"] = args.lease
     figures = measure(
