@@ -673,6 +673,7 @@ def main() -> None:
     parser.add_argument(
         "--interval", type=float, help="schedule.interval_seconds, jitter 0 (default: 60 s, 5 s)"
     )
+    parser.add_argument("--job-slots", type=int, help="fleet_job_slots (default: the default)")
     parser.add_argument(
         "--dispatch-interval",
         type=float,
@@ -701,6 +702,8 @@ def main() -> None:
     settings: dict[str, Any] = {}
     if args.interval is not None:
         settings["schedule"] = {"interval_seconds": args.interval, "jitter_seconds": 0}
+    if args.job_slots is not None:
+        settings["fleet_job_slots"] = args.job_slots
     if args.dispatch_interval is not None:
         schedule = settings.setdefault("schedule", {})
         schedule["dispatch_interval_seconds"] = args.dispatch_interval
