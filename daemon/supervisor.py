@@ -15,7 +15,6 @@ starts afresh; nothing is lost, since all progress lives in the database.
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import signal
 import threading
@@ -24,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
-from daemon import systemd
+from daemon import stackdump, systemd
 from daemon.config import ConfigError
 from daemon.httpserve import PortInUse
 from daemon.instancelock import AlreadyRunning, InstanceLock
@@ -75,7 +74,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        stackdump.install()
 
     def _on_stop(self, _signum: int, _frame: FrameType | None) -> None:
         self.request_stop()

@@ -27,7 +27,6 @@ No instance lock is taken: the leases replace it.
 
 from __future__ import annotations
 
-import faulthandler
 import importlib.metadata as md
 import logging
 import math
@@ -39,7 +38,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
-from daemon import attention, systemd
+from daemon import attention, stackdump, systemd
 from daemon.attention import AttentionKind
 from daemon.config import ConfigError, LoadedConfig, load_config
 from daemon.fleet.companies import Companies, Company
@@ -160,7 +159,7 @@ class FleetDaemon:
         installed by the worker's loop."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        stackdump.install()
 
     def _on_stop(self, _signum: int, _frame: FrameType | None) -> None:
         if self._drain_until is None:
