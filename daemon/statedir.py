@@ -39,6 +39,13 @@ def marker_of(state_dir: Path) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
+def _mark(state_dir: Path) -> str:
+    """Write a new marker into ``state_dir`` (0600); its id."""
+    marker = secrets.token_hex(16)
+    write_private(state_dir / MARKER, f"{marker}\n".encode())
+    return marker
+
+
 def recorded(engine: Bind) -> str | None:
     """The id of the state folder the database recorded, or None before the first start."""
     with read_session(engine) as session:
@@ -52,9 +59,7 @@ def claim(engine: Bind, state_dir: Path, connector: str) -> None:
     expected = recorded(engine)
     present = marker_of(state_dir)
     if expected is None:
-        if present is None:
-            present = secrets.token_hex(16)
-            write_private(state_dir / MARKER, f"{present}\n".encode())
+        present = present or _mark(state_dir)
         try:
             with write_session(engine) as session:
                 session.add(Cursor(name=CURSOR_NAME, value=present))
@@ -78,10 +83,7 @@ def claim(engine: Bind, state_dir: Path, connector: str) -> None:
 def adopt(engine: Bind, state_dir: Path) -> str:
     """Record ``state_dir`` (marked now if it is not) as the folder of the connector's
     records, whatever was recorded before; returns its id."""
-    present = marker_of(state_dir)
-    if present is None:
-        present = secrets.token_hex(16)
-        write_private(state_dir / MARKER, f"{present}\n".encode())
+    present = marker_of(state_dir) or _mark(state_dir)
     with write_session(engine) as session:
         row = session.get(Cursor, CURSOR_NAME)
         if row is None:
