@@ -4,9 +4,10 @@ One worker keeps ~1,000 idle companies on schedule only if each company's minute
 what it asks PostgreSQL, which runs on the same cores. This counts, for one idle company
 (linked, order import on, nothing new, Next Engine a loopback sandbox), every round trip
 each of its scheduled jobs makes in one run after two warm-up runs: transactions begun,
-statements, commits, rollbacks and connection pings, on the worker's pool and on its control pool. Multiplied by
-how often each job runs at the default schedule, it gives the round trips per idle
-company-minute, the figure :mod:`benchmarks.fleet_observed` pays for a thousand times over.
+statements, commits, rollbacks and connection pings, on the worker's pool and on its
+control pool. Multiplied by how often each job runs at the default schedule, it gives the
+round trips per idle company-minute, the figure :mod:`benchmarks.fleet_observed` pays for
+a thousand times over.
 Counts, not seconds: the figures are the same on a busy machine.
 
 Run from the repository root::
@@ -29,9 +30,7 @@ from sqlalchemy import Engine, event
 
 from benchmarks.fleet import CLIENT_ID, CLIENT_SECRET, bench_schema, write_fleet
 
-#: Runs of each job per idle company-minute at the default schedule (60 s interval,
-#: notifications every 30 s, the token guard every 15 min); the dispatcher's is measured
-#: (:func:`dispatcher_runs`), the intake poll's runs are free of round trips.
+#: What is counted as a round trip (the intake poll, every second, makes none).
 KINDS = ("begin", "statement", "commit", "rollback", "ping")
 
 
@@ -62,7 +61,7 @@ def count_round_trips(engines: dict[str, Engine], counts: Counter[str]) -> None:
             counts[f"{pool}.ping"] += 1
             return bool(ping(connection))
 
-        dialect.do_ping = counted_ping  # type: ignore[method-assign]
+        dialect.do_ping = counted_ping  # type: ignore[method-assign,assignment]
 
 
 def measure(database_url: str) -> dict[str, Any]:
@@ -96,9 +95,7 @@ def measure(database_url: str) -> dict[str, Any]:
                 login = sandbox.state.issue_login()
                 connect(runtime.config, runtime.engine, *login, store=fleet.vault.store("c1"))
                 runtime.start_connector()
-                scheduler = Scheduler(
-                    runtime, host=JobHost.for_worker(8), company="c1", share=4
-                )
+                scheduler = Scheduler(runtime, host=JobHost.for_worker(8), company="c1", share=4)
                 scheduler.run_now = lambda job_id: None  # type: ignore[method-assign]
                 pipeline = runtime.pipelines()[0]
                 jobs: dict[str, Callable[[], None]] = {
