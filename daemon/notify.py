@@ -258,6 +258,8 @@ class Notifier:
         """
         report = report or NotifyReport()
         sinks = set(self.sinks())
+        if not sinks:  # nothing can be delivered (and nothing was stored for delivery)
+            return report
         failed_sinks = self._in_backoff()
         ctx: NotifyContext | None = None
         for _round in range(MAX_ROUNDS):

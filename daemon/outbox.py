@@ -13,11 +13,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, update
+from sqlalchemy import case, func, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from daemon import attention
@@ -103,6 +104,58 @@ class DispatchReport:
     waiting: dict[str, int] = field(default_factory=dict)
     blocked: str = ""
     errors: list[str] = field(default_factory=list)
+    #: When the earliest pending item that was not due yet comes due (a retry's backoff),
+    #: None when none waits: the scheduler runs the dispatcher again then.
+    next_due: datetime | None = None
+
+
+@dataclass
+class OutboxSummary:
+    """What the outbox holds for a dispatcher pass, read in one statement: an idle pass
+    (nothing pending, nothing in flight) costs one round trip and no more."""
+
+    #: Kinds with items found in flight (their outcome unknown: reconciled first).
+    in_flight: set[str] = field(default_factory=set)
+    #: Pending items by kind, and those due now.
+    pending: dict[str, int] = field(default_factory=dict)
+    due: dict[str, int] = field(default_factory=dict)
+    #: Each kind's earliest pending item not due yet.
+    next_due: dict[str, datetime] = field(default_factory=dict)
+
+
+def outbox_summary(engine: Bind, now: datetime) -> OutboxSummary:
+    """Pending and in-flight items by kind, with what is due at ``now`` and what comes due
+    next (one grouped read over the due index)."""
+    waits = col(OutboxItem.next_attempt_at) > now
+    stmt = (
+        core_select(  # five columns: more than sqlmodel's typed select takes
+            col(OutboxItem.kind),
+            col(OutboxItem.state),
+            func.count(),
+            func.count(case((~waits, 1))),
+            func.min(case((waits, col(OutboxItem.next_attempt_at)))),
+        )
+        .where(col(OutboxItem.state).in_([_PENDING, OutboxState.IN_FLIGHT.value]))
+        .group_by(col(OutboxItem.kind), col(OutboxItem.state))
+    )
+    summary = OutboxSummary()
+    with read_session(engine) as session:
+        rows = session.execute(stmt).all()
+    for kind, state, count, due, next_due in rows:
+        if state != _PENDING:
+            summary.in_flight.add(str(kind))
+            continue
+        summary.pending[str(kind)] = int(count)
+        if due:
+            summary.due[str(kind)] = int(due)
+        if next_due is not None:
+            summary.next_due[str(kind)] = _aware(next_due)
+    return summary
+
+
+def _aware(value: datetime) -> datetime:
+    """A time read by a bare aggregate (no column type applied): UTC when naive (SQLite)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 #: Key prefix of the attention item of an action kind whose executor fails.
@@ -156,19 +209,26 @@ class Dispatcher:
         executor runs through again.
         """
         report = DispatchReport()
-        reason = self.blocked() if self.executors else "no executors"
+        summary = outbox_summary(self.engine, self.clock())
+        ours = summary.pending.keys() | summary.in_flight
+        reason = "no executors" if not self.executors else (self.blocked() if ours else None)
         if reason:
             report.blocked = reason
-            report.waiting = pending_by_kind(self.engine)
+            report.waiting = dict(summary.pending)
             return report
+        report.waiting = {k: n for k, n in summary.pending.items() if k not in self.executors}
         failed: dict[str, Exception] = {}
         ran: set[str] = set()
         for kind, executor in self.executors.items():
+            if kind not in summary.in_flight:
+                continue
             stuck = self._load(kind, [OutboxState.IN_FLIGHT], due_only=False)
             if stuck:
                 self._guard(report, kind, executor.reconcile, stuck, failed, ran)
                 report.reconciled += len(stuck)
         for kind, executor in self.executors.items():
+            if kind not in summary.due and kind not in ran:
+                continue  # nothing due (an item reconciled back to pending may be)
             limit: int = getattr(executor, "max_batch", None) or self.batch_size
             while not should_stop():
                 due = self._load(kind, [OutboxState.PENDING], due_only=True, limit=limit)
@@ -180,11 +240,12 @@ class Dispatcher:
                 if len(due) < limit:
                     break
         self._attention(failed, ran - failed.keys())
-        report.waiting = {
-            kind: n
-            for kind, n in pending_by_kind(self.engine).items()
-            if kind not in self.executors
-        }
+        if ran or failed:  # what ran may have left retries behind
+            summary = outbox_summary(self.engine, self.clock())
+        report.next_due = min(
+            (when for kind, when in summary.next_due.items() if kind in self.executors),
+            default=None,
+        )
         return report
 
     def _guard(

@@ -317,7 +317,8 @@ class Scheduler:
         self.log_values = {} if company is None else {"company": company}
         self._prefix = "" if company is None or self._owns_host else f"{company}/"
         self._job_ids: list[str] = []
-        self._run_requests: set[str] = set()
+        #: Jobs asked to run sooner: at once (None) or at a time (a retry coming due).
+        self._run_requests: dict[str, datetime | None] = {}
         self._running: set[str] = set()
         #: When each running job started (monotonic), and the runs already reported overdue.
         self._started: dict[str, float] = {}
@@ -436,24 +437,38 @@ class Scheduler:
         waits for running jobs.
         """
         with self._lock:
-            self._run_requests.add(job_id)
+            self._run_requests[job_id] = None
             if job_id in self._running:  # APScheduler would skip it (max_instances=1)
                 self._again.add(job_id)
         self.wake()
 
-    def apply_run_requests(self) -> None:
-        """Bring requested jobs forward to now (main thread only)."""
+    def run_at(self, job_id: str, when: datetime) -> None:
+        """Ask for a job to run at ``when`` if its schedule would run it later (the
+        dispatcher's next retry coming due); like :meth:`run_now`, applied by the main
+        thread. A job whose schedule runs it sooner keeps its schedule."""
         with self._lock:
-            requests, self._run_requests = self._run_requests, set()
+            if self._run_requests.get(job_id, when) is not None:  # "at once" wins
+                self._run_requests[job_id] = min(when, self._run_requests.get(job_id) or when)
+        self.wake()
+
+    def apply_run_requests(self) -> None:
+        """Bring requested jobs forward (main thread only)."""
+        with self._lock:
+            requests, self._run_requests = self._run_requests, {}
         if self._should_stop() or not self.scheduler.running:
             return
         now = datetime.now().astimezone()
         with self._lock:
             running = set(self._running)  # they run again when they end (``_again``)
-        for job_id in sorted(requests - running):
+        for job_id, when in sorted(requests.items()):
+            if when is None and job_id in running:
+                continue
             job = self.scheduler.get_job(self._prefix + job_id)
-            if job is not None:
-                job.modify(next_run_time=now)
+            if job is None:
+                continue
+            at = now if when is None else max(now, when)
+            if job.next_run_time is None or at < job.next_run_time:
+                job.modify(next_run_time=at)
 
     def healthy(self) -> bool:
         """True while the scheduler thread runs and its heartbeat job fires on time."""
@@ -576,6 +591,8 @@ class Scheduler:
         report = self.runtime.dispatcher().run_once(self._should_stop)
         for error in report.errors:
             log.error("dispatcher: %s", error)
+        if report.next_due is not None:  # a retry comes due before the next look
+            self.run_at(DISPATCHER_JOB, report.next_due)
 
     def _counted(self, fn: Callable[[], None], job_id: str) -> Callable[[], None]:
         """``fn`` counted by the host as running while it runs (:meth:`JobHost.busy`)."""
