@@ -64,7 +64,13 @@ def count_round_trips(engines: dict[str, Engine], counts: Counter[str]) -> None:
         dialect.do_ping = counted_ping  # type: ignore[method-assign,assignment]
 
 
-def measure(database_url: str) -> dict[str, Any]:
+#: The plugins of the benchmark's companies, and with ``--with-sink`` a notification sink
+#: (a webhook nothing listens to: an idle company has nothing to say).
+PLUGINS = ("status_update", "tracking_update", "stock_minus", "stock_plus")
+SINK = {"notify_webhook": {"enabled": True, "format": "json", "url": "http://127.0.0.1:9/hook"}}
+
+
+def measure(database_url: str, with_sink: bool = False) -> dict[str, Any]:
     """Round trips per run of each job, and per idle company-minute."""
     from daemon.config import load_config
     from daemon.fleet.companies import Companies
@@ -84,7 +90,11 @@ def measure(database_url: str) -> dict[str, Any]:
     per_run: dict[str, dict[str, int]] = {}
     try:
         with tempfile.TemporaryDirectory() as scratch, bench_schema(database_url) as url:
-            config = write_fleet(Path(scratch), url, ["c1"], {"c1": sandbox.base_url}, True)
+            plugins: dict[str, Any] = {name: {"enabled": True} for name in PLUGINS}
+            settings = {"plugins": plugins | (SINK if with_sink else {})}
+            config = write_fleet(
+                Path(scratch), url, ["c1"], {"c1": sandbox.base_url}, True, settings
+            )
             loaded = load_config(config)
             fleet = FleetDatabase(url, credentials_dir=loaded.config.credentials_dir)
             keeper = LeaseKeeper(fleet.engine, ["c1"], worker_id="bench-roundtrips")
@@ -158,9 +168,12 @@ def main() -> None:
     """Measure and print the table (``--json`` also writes the figures)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database-url", required=True, help="a PostgreSQL database")
+    parser.add_argument(
+        "--with-sink", action="store_true", help="the company has a notification sink (webhook)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    figures = measure(args.database_url)
+    figures = measure(args.database_url, args.with_sink)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     print(render(figures))

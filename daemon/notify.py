@@ -144,13 +144,16 @@ class Notifier:
         complete = len(found.items) >= found.total
         current = {item.key: item for item in found.items}
         s = self.settings
+        reminded_before = now - timedelta(hours=s.reminder_hours)
+        with read_session(self.db) as session:  # most scans find nothing to say or store
+            told = _told(session)
+        nothing_new = current.keys() <= told.keys()
+        nothing_gone = not (complete and told.keys() - current.keys())
+        nothing_due = all(row.last_sent_at > reminded_before for row in told.values())
+        if nothing_new and nothing_gone and nothing_due:
+            return 0, 0
         with write_session(self.db) as session:
-            told = {
-                row.key: row
-                for row in session.scalars(
-                    select(NotifiedKey).where(col(NotifiedKey.state) == ProblemState.OPEN.value)
-                )
-            }
+            told = _told(session)
             new = sorted((i for k, i in current.items() if k not in told), key=lambda i: i.since)
             # a failing sink is its own message (never in a digest), so it skips that sink
             sinks_failing = [i for i in new if i.kind == AttentionKind.NOTIFY_FAILING]
@@ -159,7 +162,7 @@ class Notifier:
             due = [
                 row
                 for k, row in told.items()
-                if k in current and row.last_sent_at <= now - timedelta(hours=s.reminder_hours)
+                if k in current and row.last_sent_at <= reminded_before
             ]
             messages: list[Notification] = []
             deferred = 0
@@ -604,6 +607,14 @@ def _resolved_digest(rows: list[NotifiedKey], now: datetime) -> Notification:
         count=len(rows),
         lines=tuple(_line(r.kind, r.subject, r.warehouse) for r in rows[:DIGEST_LINES]),
     )
+
+
+def _told(session: Session) -> dict[str, NotifiedKey]:
+    """The open problems the sinks were told of, by key."""
+    rows = session.scalars(
+        select(NotifiedKey).where(col(NotifiedKey.state) == ProblemState.OPEN.value)
+    )
+    return {row.key: row for row in rows}
 
 
 def _store(
