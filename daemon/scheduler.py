@@ -405,17 +405,18 @@ class Scheduler:
             "outbox",
             minutes=schedule.token_guard_minutes,
         )
-        every_notify = self.runtime.config.notify.interval_seconds
-        self._add(
-            self._guarded(self._notify, NOTIFY_JOB), NOTIFY_JOB, "notify", seconds=every_notify
-        )
-        self._add(  # not guarded: it is about the database being down
-            self._counted(self._database_alarm, DATABASE_ALARM_JOB),
-            DATABASE_ALARM_JOB,
-            "notify",
-            at_once=False,
-            seconds=every_notify,
-        )
+        if self.runtime.host.notify_sinks():  # (a reload builds the jobs again)
+            every_notify = self.runtime.config.notify.interval_seconds
+            self._add(
+                self._guarded(self._notify, NOTIFY_JOB), NOTIFY_JOB, "notify", seconds=every_notify
+            )
+            self._add(  # not guarded: it is about the database being down
+                self._counted(self._database_alarm, DATABASE_ALARM_JOB),
+                DATABASE_ALARM_JOB,
+                "notify",
+                at_once=False,
+                seconds=every_notify,
+            )
         stock_options = plugin_options(self.runtime)
         if stock_options is not None and self.runtime.connector is not None:
             self._add(

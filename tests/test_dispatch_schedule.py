@@ -4,7 +4,7 @@ A fleet worker runs each company's dispatcher every ``dispatch_interval_seconds`
 companies are a hundred looks a second, so a look that finds nothing must cost one read of
 the outbox (not the link state, the vault and two reads per action kind). A pass that leaves
 a retry behind says when it comes due, and the scheduler runs the dispatcher then instead of
-at its next look.
+at its next look. A company with no notification sink runs no notification jobs.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from sqlalchemy import Engine, event
 
 from daemon.outbox import Dispatcher, insert_ignoring_duplicates, transition
 from daemon.runtime import build_runtime
-from daemon.scheduler import DISPATCHER_JOB, Scheduler
+from daemon.scheduler import DATABASE_ALARM_JOB, DISPATCHER_JOB, NOTIFY_JOB, Scheduler
 from daemon.store.engine import make_engine, upgrade, write_session
 from daemon.store.models import OutboxItem, OutboxState, utcnow
-from tests.conftest import ConfigFactory
+from tests.conftest import DEFAULT_PLUGINS, ConfigFactory
 
 
 @pytest.fixture
@@ -164,6 +164,25 @@ def test_the_scheduler_runs_the_dispatcher_when_a_retry_comes_due(
         scheduler.run_now(DISPATCHER_JOB)  # at once wins over a time
         scheduler.apply_run_requests()
         assert scheduler.scheduler.get_job(DISPATCHER_JOB).next_run_time < soon
+    finally:
+        runtime.stop_event.set()
+        scheduler.shutdown()
+        runtime.close()
+
+
+@pytest.mark.parametrize("sink", [False, True])
+def test_notification_jobs_are_scheduled_only_with_a_sink_to_tell(
+    make_config: ConfigFactory, sink: bool
+) -> None:
+    webhook = {"notify_webhook": {"enabled": True, "format": "json", "url": "http://127.0.0.1:9/"}}
+    plugins = DEFAULT_PLUGINS | (webhook if sink else {})
+    runtime = build_runtime(make_config(plugins=plugins))
+    scheduler = Scheduler(runtime)
+    scheduler.start()
+    try:
+        jobs = {job.id for job in scheduler.scheduler.get_jobs()}
+        assert DISPATCHER_JOB in jobs
+        assert (NOTIFY_JOB in jobs) is sink and (DATABASE_ALARM_JOB in jobs) is sink
     finally:
         runtime.stop_event.set()
         scheduler.shutdown()
