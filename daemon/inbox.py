@@ -32,7 +32,7 @@ from daemon.attention import AttentionKind
 from daemon.fleet.leases import LeaseLost
 from daemon.serialize import content_hash, event_external_id, event_kind, event_to_json
 from daemon.stock import take_snapshots
-from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, read_session, write_session
+from daemon.store.engine import Bind, DatabaseUnavailable, insert_many, write_session
 from daemon.store.models import (
     BatchState,
     Cursor,
@@ -93,6 +93,30 @@ def chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+#: The start of every ``file_not_taken`` key the intake reports (both kinds).
+_NOT_TAKEN_PREFIX = f"{AttentionKind.FILE_NOT_TAKEN}:"
+
+
+class _Pass:
+    """What one intake pass reads once: the connector context (built at first use and again
+    only after the pass stored what it reflects) and the open ``file_not_taken`` keys."""
+
+    def __init__(self, build: Callable[[], ConnectorContext]) -> None:
+        self._build = build
+        self._context: ConnectorContext | None = None
+        self.not_taken: set[str] | None = None
+
+    def context(self) -> ConnectorContext:
+        """The context to lend the connector now."""
+        if self._context is None:
+            self._context = self._build()
+        return self._context
+
+    def changed(self) -> None:
+        """The pass stored products or a cursor: the next context is read afresh."""
+        self._context = None
+
+
 @dataclass
 class IntakeReport:
     """What one intake pass did."""
@@ -129,15 +153,22 @@ class Intake:
         self.guard = guard
 
     def run_once(self, dry_run: bool = False) -> IntakeReport:
-        """Refresh the product master, then take every ready batch of every kind."""
+        """Refresh the product master, then take every ready batch of every kind.
+
+        One pass reads what the connector is lent (the product codes, the ``wms.`` cursors,
+        the product master's version among them) once, and again only after it stored
+        something that changes it; it reads the open ``file_not_taken`` items of both kinds
+        once. An idle pass (nothing new in the WMS) costs two reading transactions.
+        """
         report = IntakeReport()
+        run = _Pass(self.context)
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("product master", partial(self._refresh_products, report, dry_run)),
+            ("product master", partial(self._refresh_products, run, report, dry_run)),
             *(
-                (f"{kind.value}s", partial(self._take_all, kind, report, dry_run))
+                (f"{kind.value}s", partial(self._take_all, run, kind, report, dry_run))
                 for kind in (EventKind.SHIPMENT, EventKind.RECEIPT)
             ),
-            *([("stock counts", partial(self._take_stock, report))] if not dry_run else []),
+            *([("stock counts", partial(self._take_stock, run, report))] if not dry_run else []),
         ]
         for what, step in steps:
             try:
@@ -155,31 +186,36 @@ class Intake:
                 )
         return report
 
-    def _take_all(self, kind: EventKind, report: IntakeReport, dry_run: bool) -> None:
+    def _take_all(self, run: _Pass, kind: EventKind, report: IntakeReport, dry_run: bool) -> None:
         """Take every ready batch of ``kind``; one that cannot be taken never stops the rest.
 
         Once the connector listed them all, files reported as not taken that did not fail
-        again in this pass (taken, rejected or gone) are resolved.
+        again in this pass (taken, rejected or gone) are resolved. The open items are read
+        once a pass, after the first kind was listed: an item is only ever resolved if it was
+        open before its kind was listed (one opened since is looked at by the next pass), and
+        resolving one that was closed meanwhile changes nothing.
         """
         failed: set[str] = set()
-        batches = self.connector.pending_batches(kind, self.context())
+        batches = self.connector.pending_batches(kind, run.context())
         try:
             for batch in batches:
-                if not self._take(batch, report, dry_run):
+                if not self._take(run, batch, report, dry_run):
                     failed.add(not_taken_key(kind, batch.source))
         except LeaseLost:
             _close_quietly(batches)  # its own clean-up may be refused too: the lease is gone
             raise
         if not dry_run:
+            if run.not_taken is None:
+                run.not_taken = attention.open_problem_keys(self.engine, _NOT_TAKEN_PREFIX)
             prefix = not_taken_key(kind, "")
             attention.resolve(
-                self.engine, attention.open_problem_keys(self.engine, prefix) - failed
+                self.engine, {k for k in run.not_taken if k.startswith(prefix)} - failed
             )
 
-    def _take_stock(self, report: IntakeReport) -> None:
+    def _take_stock(self, run: _Pass, report: IntakeReport) -> None:
         """Store the stock snapshots the WMS dropped (after the events they may follow)."""
         taken = take_snapshots(
-            self.engine, self.connector, self.context(), take=False, guard=self.guard
+            self.engine, self.connector, run.context(), take=False, guard=self.guard
         )
         report.stock_snapshots.extend(taken.stored)
         report.accepted.extend(taken.accepted)
@@ -187,14 +223,14 @@ class Intake:
 
     # -- products ---------------------------------------------------------------------------
 
-    def _refresh_products(self, report: IntakeReport, dry_run: bool) -> None:
-        with read_session(self.engine) as session:
-            cursor = session.get(Cursor, PRODUCTS_CURSOR)
-            known = cursor.value if cursor else None
-        snapshot = self.connector.product_snapshot(self.context(), known)
+    def _refresh_products(self, run: _Pass, report: IntakeReport, dry_run: bool) -> None:
+        context = run.context()  # its cursors hold the master's version (a ``wms.`` cursor)
+        known = context.cursors.get(PRODUCTS_CURSOR)
+        snapshot = self.connector.product_snapshot(context, known)
         if snapshot is None or snapshot.version == known:
             return
         report.products_updated = True
+        run.changed()  # the product codes and the master's version: read again when next lent
         if dry_run:
             report.planned.append(
                 f"product master would be replaced by version {snapshot.version} "
@@ -219,7 +255,7 @@ class Intake:
 
     # -- batches ----------------------------------------------------------------------------
 
-    def _take(self, batch: InboundBatch, report: IntakeReport, dry_run: bool) -> bool:
+    def _take(self, run: _Pass, batch: InboundBatch, report: IntakeReport, dry_run: bool) -> bool:
         """Store one batch's events and settle it; False if it could be neither taken nor
         rejected (then it is reported as an attention item and the next batch goes on).
 
@@ -231,6 +267,8 @@ class Intake:
         """
         try:
             counts, warehouses = self._store(batch, dry_run)
+            if batch.cursor is not None:
+                run.changed()  # a cursor the connector is lent moved: read again when next lent
         except BatchRejected as rejection:
             return self._reject(batch, rejection, report, dry_run)
         except StepNotReady as exc:
