@@ -24,7 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import and_, bindparam, func, insert, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session, col
@@ -38,10 +38,12 @@ from daemon.serialize import event_external_id, event_from_json
 from daemon.shipcheck import CONFIRMED, InstructedLines, ShipmentCheck
 from daemon.store.engine import Bind, DatabaseUnavailable, read_session, write_session
 from daemon.store.models import (
+    AttentionProblem,
     EventState,
     ImportedOrder,
     ImportState,
     InboxEvent,
+    ProblemState,
     RunRecord,
     utcnow,
 )
@@ -159,6 +161,29 @@ def _set_event(*columns: str) -> Any:
     )
 
 
+_RUNS = RunRecord.__table__  # type: ignore[attr-defined]
+_PROBLEMS = AttentionProblem.__table__  # type: ignore[attr-defined]
+#: Outcomes of a stage run that did nothing: the run record of the stage's latest run, if it
+#: is the same (outcome, detail, nothing in or out), is brought up to date instead of adding
+#: one row a minute for ever (nothing prunes run records; ``status`` shows the latest run,
+#: the metrics the latest success, and neither changes).
+_QUIET_OUTCOMES = ("ok", "skipped", "paused")
+
+
+class _NotIdle(Exception):
+    """Ends (rolls back) the idle run's transaction: some stage has events to decide."""
+
+
+def _is_quiet(result: StageResult) -> bool:
+    """Whether ``result`` is a run that did nothing (its record may refresh the last one)."""
+    return result.outcome in _QUIET_OUTCOMES and not (result.items_in or result.items_out)
+
+
+def _detail(result: StageResult) -> str | None:
+    """The run record's detail of ``result``."""
+    return "\n".join(result.failures[:20]) or result.paused_reason or result.skipped_reason or None
+
+
 _NOTED = _set_event("state", "attempts", "last_error", "processed_at")
 _HELD = _set_event("state", "attempts", "last_error", "processed_at")
 _DEFERRED = _set_event("attempts", "last_error")
@@ -263,6 +288,10 @@ class WarehousePipeline:
         should_stop: Callable[[], bool],
         stages: Sequence[Stage],
     ) -> list[StageResult]:
+        if not dry_run:
+            idle = self._run_idle(run_id, stages, should_stop)
+            if idle is not None:
+                return idle
         results = []
         for stage in stages:
             if should_stop():
@@ -304,6 +333,48 @@ class WarehousePipeline:
                 )
             return importer.run(self.warehouse, dry_run)
         return self._process_events(stage, dry_run, should_stop, run_id)
+
+    def _run_idle(
+        self, run_id: str, stages: Sequence[Stage], should_stop: Callable[[], bool]
+    ) -> list[StageResult] | None:
+        """Run event ``stages`` that have nothing to do in one transaction, or return None.
+
+        The run every minute of a warehouse with nothing new: one transaction looks for a
+        pending event of any of the stages' kinds and, finding none, records each stage's
+        run (``ok``, nothing in or out) and closes its ``crashed_stage`` item if one is open,
+        exactly as running the stages one by one would have — in one transaction instead of
+        four. Otherwise (an event waits, a stage is paused or is no event stage, or the look
+        fails) it writes nothing and the stages run one by one as usual.
+        """
+        if not stages or any(s not in STAGE_EVENTS for s in stages) or should_stop():
+            return None
+        paused = self.host.paused_stages()
+        if any(paused.get(s.value) for s in stages):
+            return None
+        code = self.warehouse.code
+        kinds = sorted({STAGE_EVENTS[s][0].value for s in stages})
+        results = [StageResult(stage, code) for stage in stages]
+        started = self.clock()
+        try:
+            with write_session(self.engine) as session:
+                waiting = session.execute(
+                    sa_select(_EVENTS.c.id)
+                    .where(_EVENTS.c.state == EventState.PENDING.value)
+                    .where(_EVENTS.c.warehouse == code)
+                    .where(_EVENTS.c.kind.in_(kinds))
+                    .limit(1)
+                ).first()
+                if waiting is not None:
+                    raise _NotIdle
+                self._store_runs(session, run_id, results, started, self.clock())
+        except _NotIdle:
+            return None
+        except (DatabaseUnavailable, LeaseLost):
+            raise  # not a stage's fault: the scheduler holds the work back
+        except Exception as exc:  # the stages run one by one, and report it as they do
+            log.debug("warehouse=%s idle run not recorded at once: %s", code, _one_line(exc))
+            return None
+        return results
 
     # -- events -----------------------------------------------------------------------------
 
@@ -563,45 +634,9 @@ class WarehousePipeline:
     def _record(self, run_id: str, result: StageResult, started: datetime) -> None:
         """Store the run; a crash opens a ``crashed_stage`` attention item that stays open
         until the stage next runs through (paused and skipped runs leave it as it is)."""
-        detail = (
-            "\n".join(result.failures[:20]) or result.paused_reason or result.skipped_reason or None
-        )
-        code, stage = self.warehouse.code, result.stage.value
-        key = f"{attention.AttentionKind.CRASHED_STAGE}:{code}:{stage}"
         try:
             with write_session(self.engine) as session:
-                session.add(
-                    RunRecord(
-                        run_id=run_id,
-                        warehouse=code,
-                        stage=stage,
-                        outcome=result.outcome,
-                        items_in=result.items_in,
-                        items_out=result.items_out,
-                        detail=detail,
-                        started_at=started,
-                        finished_at=self.clock(),
-                    )
-                )
-                if result.crashed:
-                    attention.report_in(
-                        session,
-                        Problem(
-                            key=key,
-                            kind=attention.AttentionKind.CRASHED_STAGE,
-                            reason=f"stage {stage} of warehouse {code} crashed: {detail}",
-                            fix=(
-                                "the log has the traceback (`journalctl -u nebridge`); the stage "
-                                "is tried again at every run — if it keeps crashing, report the "
-                                "traceback"
-                            ),
-                            warehouse=code,
-                            subject=stage,
-                        ),
-                        source="pipeline",
-                    )
-                elif not (result.paused_reason or result.skipped_reason):
-                    attention.resolve_in(session, [key])
+                self._store_runs(session, run_id, [result], started, self.clock())
         except (DatabaseUnavailable, LeaseLost):
             # the database away (a paused worker's session ended) or another worker serving
             # the company now: the job ends here and its runner says so once
@@ -610,6 +645,118 @@ class WarehousePipeline:
             log.exception(
                 "could not record the run of %s/%s", self.warehouse.code, result.stage.value
             )
+
+    def _store_runs(
+        self,
+        session: Session,
+        run_id: str,
+        results: Sequence[StageResult],
+        started: datetime,
+        finished: datetime,
+    ) -> None:
+        """Record the runs of ``results`` in ``session``'s transaction and open or close
+        each stage's ``crashed_stage`` item.
+
+        A run that did nothing brings its stage's latest record up to date if that record
+        says the same (see :data:`_QUIET_OUTCOMES`); any other run adds a record. Closing
+        the items is one UPDATE of the open ones: an item may have been opened by another
+        process (``nebridge run --once``, the company's previous worker), so it is always
+        looked for, never assumed closed.
+        """
+        code = self.warehouse.code
+        quiet = [r for r in results if _is_quiet(r)]
+        refreshed = self._refresh_quiet(session, run_id, quiet, started, finished)
+        rows = [
+            {
+                "run_id": run_id,
+                "warehouse": code,
+                "stage": result.stage.value,
+                "plugin": "",
+                "item": "",
+                "outcome": result.outcome,
+                "items_in": result.items_in,
+                "items_out": result.items_out,
+                "detail": _detail(result),
+                "started_at": started,
+                "finished_at": finished,
+            }
+            for result in results
+            if result.stage.value not in refreshed
+        ]
+        if rows:
+            session.execute(insert(_RUNS), rows)
+        closing = []
+        for result in results:
+            stage = result.stage.value
+            key = f"{attention.AttentionKind.CRASHED_STAGE}:{code}:{stage}"
+            if result.crashed:
+                attention.report_in(
+                    session,
+                    Problem(
+                        key=key,
+                        kind=attention.AttentionKind.CRASHED_STAGE,
+                        reason=f"stage {stage} of warehouse {code} crashed: {_detail(result)}",
+                        fix=(
+                            "the log has the traceback (`journalctl -u nebridge`); the stage "
+                            "is tried again at every run — if it keeps crashing, report the "
+                            "traceback"
+                        ),
+                        warehouse=code,
+                        subject=stage,
+                    ),
+                    source="pipeline",
+                )
+            elif not (result.paused_reason or result.skipped_reason):
+                closing.append(key)
+        if closing:
+            session.execute(
+                update(_PROBLEMS)
+                .where(_PROBLEMS.c.key.in_(closing))
+                .where(_PROBLEMS.c.state == ProblemState.OPEN.value)
+                .values(state=ProblemState.RESOLVED.value, resolved_at=finished)
+            )
+
+    def _refresh_quiet(
+        self,
+        session: Session,
+        run_id: str,
+        quiet: Sequence[StageResult],
+        started: datetime,
+        finished: datetime,
+    ) -> set[str]:
+        """Bring the latest record of each stage in ``quiet`` up to date if it tells the
+        same (one UPDATE for all); the stages whose record was, by name."""
+        if not quiet or not session.get_bind().dialect.update_returning:
+            return set()
+        code = self.warehouse.code
+        same = []
+        for result in quiet:
+            stage, detail = result.stage.value, _detail(result)
+            latest = (
+                sa_select(func.max(_RUNS.c.started_at))
+                .where(_RUNS.c.warehouse == code)
+                .where(_RUNS.c.stage == stage)
+                .scalar_subquery()
+            )
+            same.append(
+                and_(
+                    _RUNS.c.stage == stage,
+                    _RUNS.c.started_at == latest,
+                    _RUNS.c.outcome == result.outcome,
+                    _RUNS.c.detail.is_(None) if detail is None else _RUNS.c.detail == detail,
+                )
+            )
+        statement = (
+            update(_RUNS)
+            .where(_RUNS.c.warehouse == code)
+            .where(_RUNS.c.plugin == "")
+            .where(_RUNS.c.items_in == 0)
+            .where(_RUNS.c.items_out == 0)
+            .where(or_(*same))
+            .values(run_id=run_id, started_at=started, finished_at=finished)
+            .returning(_RUNS.c.stage)
+        )
+        return {str(stage) for stage in session.execute(statement).scalars()}
 
 
 class _ImportedOrders:
