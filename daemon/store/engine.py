@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, InvalidatePoolError, OperationalError
 from sqlmodel import Session
 
 from daemon.store.reads import MIGRATIONS_DIR
@@ -54,6 +54,15 @@ log = logging.getLogger(__name__)
 
 #: Seconds a PostgreSQL connection attempt may take (unless the URL says ``connect_timeout``).
 CONNECT_TIMEOUT_SECONDS = 10
+#: A server connection that has rested in the pool at least this long is pinged before it
+#: is handed out (one round trip; a dead one is replaced unseen, see
+#: :func:`_ping_idle_connections`); one used more recently is handed out as it is. A busy
+#: pool — a fleet worker's, or one job's transactions back to back — reuses its connections
+#: within a second, so it does not ping at all, while a connection ended during a quiet spell
+#: (a server restart, an administrator, an idle timeout) is still replaced without an error.
+#: Only a connection lost within this many seconds of its last use fails one transaction as
+#: an outage; shorter than the 10 s after which TCP keepalives start (``keepalives_idle``).
+PING_IDLE_SECONDS = 5.0
 POSTGRES_EXTRA = "pip install 'nebridge[postgres]'"
 
 
@@ -201,13 +210,13 @@ def make_engine(
         try:
             server = create_engine(
                 url,
-                pool_pre_ping=True,
                 connect_args=connect_args,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
             )
         except ImportError as exc:
             raise _driver_missing(parsed, exc) from None
+        _ping_idle_connections(server)
         _convert_connection_errors(server, parsed)
         return server
     database = sqlite_path(url)
@@ -260,11 +269,50 @@ for _pool in ("QueuePool", "SingletonThreadPool", "NullPool", "StaticPool"):
     logging.getLogger(f"sqlalchemy.pool.impl.{_pool}").addFilter(_QuietLostConnections())
 
 
+#: ``record.info`` key: when the connection last went back to the pool (``time.monotonic``).
+_RETURNED_AT = "nebridge_returned_at"
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection before handing it out only if it rested
+    :data:`PING_IDLE_SECONDS` or longer; replace it if it is dead.
+
+    Instead of ``pool_pre_ping``, which costs a round trip on every checkout. A failed ping
+    raises :class:`~sqlalchemy.exc.DisconnectionError`: the pool discards the connection
+    (and, when it was lost, every pooled connection older than now, as a server restart
+    ends them all) and hands out a new one, so the caller sees no error. A new connection is
+    not pinged. A connection lost within the last :data:`PING_IDLE_SECONDS` is not caught
+    here: its transaction fails as an outage (:class:`DatabaseUnavailable`, rolled back, the
+    pool invalidated) and the next one gets a new connection.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _returned(dbapi_conn: Any, record: Any) -> None:
+        if dbapi_conn is not None:
+            record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if returned is None or time.monotonic() - returned < PING_IDLE_SECONDS:
+            return  # new (never handed out) or used a moment ago
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, None):
+                raise InvalidatePoolError(f"idle connection lost: {exc}") from exc
+            raise DisconnectionError(f"idle connection unusable: {exc}") from exc
+
+
 def _convert_connection_errors(engine: Engine, url: URL) -> None:
     """Raise :class:`DatabaseUnavailable` for a failed connect or a dropped connection.
 
     Other errors (constraint violations, SQLite's busy database) keep their own type; a
-    stale pooled connection found by the pre-ping is replaced silently by SQLAlchemy.
+    stale pooled connection found by the ping of :func:`_ping_idle_connections` is replaced
+    silently (that ping does not come here; ``is_pre_ping`` covers an engine made with
+    ``pool_pre_ping``). A connection lost in use fails its transaction with
+    :class:`DatabaseUnavailable`, and SQLAlchemy invalidates the whole pool.
     """
     health = _HEALTH[engine] = DatabaseHealth(lambda: _probe(engine))
 
