@@ -197,6 +197,26 @@ def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True
         ),
         {"company": company},
     ).first()
+    check_lease(
+        None if row is None else LeaseRow(row.holder, int(row.epoch), bool(row.live)),
+        company,
+        epoch,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """A company's ``fleet_lease`` row as read at one moment (``live``: unexpired then, by the
+    database's clock)."""
+
+    holder: str | None
+    epoch: int
+    live: bool
+
+
+def check_lease(row: LeaseRow | None, company: str, epoch: int) -> None:
+    """Raise :class:`LeaseLost` unless ``row`` (None: the company has no lease row) shows the
+    lease of ``company`` taken at ``epoch`` still held and unexpired."""
     if row is None:
         raise LeaseLost(company, epoch, "the company has no lease row (removed from the fleet)")
     if row.epoch != epoch:
@@ -211,6 +231,51 @@ def fence(connection: Connection, company: str, epoch: int, *, lock: bool = True
             "paused or cut off from the database)",
             final=False,
         )
+
+
+#: Lease rows read under a company's token lock by this thread (see :func:`note_lease_read`).
+_READ_UNDER_TOKEN_LOCK = threading.local()
+
+
+def _lease_reads() -> dict[tuple[str, str], LeaseRow | None]:
+    reads: dict[tuple[str, str], LeaseRow | None] | None = getattr(
+        _READ_UNDER_TOKEN_LOCK, "rows", None
+    )
+    if reads is None:
+        reads = _READ_UNDER_TOKEN_LOCK.rows = {}
+    return reads
+
+
+def _lease_key(engine: Engine, company: str) -> tuple[str, str]:
+    """Rows read through engines of one URL are rows of one ``fleet_lease`` table."""
+    return (engine.url.render_as_string(), company)
+
+
+def note_lease_read(engine: Engine, company: str, row: LeaseRow | None) -> None:
+    """Hand the lease row of ``company`` (None: it has none), read through ``engine`` in the
+    statement right after this thread took the company's token lock
+    (:meth:`~daemon.fleet.vault.TokenVault.company_lock`), to the lease check of the Next
+    Engine call made under that lock: the check then costs no round trip of its own. Used
+    once (by :func:`check_unlocked`); :func:`forget_lease_read` drops it when the lock ends."""
+    _lease_reads()[_lease_key(engine, company)] = row
+
+
+def forget_lease_read(engine: Engine, company: str) -> None:
+    """Drop the lease row :func:`note_lease_read` handed over, if it was not used."""
+    _lease_reads().pop(_lease_key(engine, company), None)
+
+
+def check_unlocked(engine: Engine, company: str, epoch: int) -> None:
+    """:func:`fence` without a row lock, before a Next Engine call (nothing to commit): with
+    the lease row this thread read right after it took the company's token lock, while it
+    holds that lock and the row is unused, else with the row read now. Raises
+    :class:`LeaseLost`."""
+    reads, key = _lease_reads(), _lease_key(engine, company)
+    if key in reads:
+        check_lease(reads.pop(key), company, epoch)
+        return
+    with engine.connect() as connection:
+        fence(connection, company, epoch, lock=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,9 +453,11 @@ class LeaseKeeper:
     def lost_reason(self, company: str) -> str | None:
         """Why this worker may not act for ``company`` now, or None (checked in the database:
         the fence of Next Engine calls, as ``FencedTokenStore(…, fence=…)`` expects)."""
+        lease = self.lease(company)
         try:
-            with self.engine.connect() as connection:
-                self.fence(connection, company, lock=False)
+            if lease is None:
+                raise LeaseLost(company, 0, "this worker does not hold it")
+            check_unlocked(self.engine, company, lease.epoch)
         except LeaseLost as exc:
             return str(exc)
         return None

@@ -37,6 +37,7 @@ from daemon.fleet.leases import (
     DEFAULT_LEASE_SECONDS,
     Lease,
     LeaseLost,
+    check_unlocked,
     fence,
     fleet_engine,
     require_fleet_database,
@@ -201,10 +202,10 @@ class FleetDatabase:
         return engine
 
     def lost_reason(self, fenced: Fence) -> str | None:
-        """Why nothing may be sent for the fenced company now, or None (no row lock)."""
+        """Why nothing may be sent for the fenced company now, or None (no row lock; under
+        the company's token lock, the lease row read with the token pair)."""
         try:
-            with self.control.connect() as connection:
-                fence(connection, fenced.lease.company, fenced.lease.epoch, lock=False)
+            check_unlocked(self.control, fenced.lease.company, fenced.lease.epoch)
         except LeaseLost as exc:
             if exc.final:
                 fenced.lost.set()

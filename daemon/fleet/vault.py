@@ -46,7 +46,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from daemon.fleet.leases import VaultKeyIds, note_vault_keys, require_fleet_database
+from daemon.fleet.leases import (
+    LeaseRow,
+    VaultKeyIds,
+    forget_lease_read,
+    note_lease_read,
+    note_vault_keys,
+    require_fleet_database,
+)
 from daemon.nextengine.tokens import TokenSet
 from hooks.credentials import SecretUnreadable, read_credential
 
@@ -201,6 +208,9 @@ class TokenVault:
         note_vault_keys(keys.ids())
         self._schema_oid: int | None = None
         self._schema_guard = threading.Lock()
+        #: ``{company: sealed row or None}``: the pairs this thread read right after taking
+        #: their company's token lock, for the Next Engine call made under it.
+        self._under_lock = threading.local()
 
     def __repr__(self) -> str:
         return f"TokenVault(key {self.keys.current.key_id})"
@@ -239,15 +249,30 @@ class TokenVault:
     # -- reading and writing ------------------------------------------------------------------
 
     def load(self, company: str) -> TokenSet | None:
-        """The company's pair, or None if it was never connected."""
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                text("SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company"),
-                {"company": company},
-            ).first()
-        if row is None:
+        """The company's pair, or None if it was never connected. Under the company's token
+        lock (:meth:`company_lock`) it is the pair read right after the lock was taken."""
+        held = self._held()
+        if company in held:
+            sealed = held[company]
+        else:
+            with self.engine.connect() as connection:
+                row = connection.execute(
+                    text("SELECT key_id, nonce, sealed FROM fleet_token WHERE company = :company"),
+                    {"company": company},
+                ).first()
+            sealed = None if row is None else (row.key_id, bytes(row.nonce), bytes(row.sealed))
+        if sealed is None:
             return None
-        return self._open(company, row.key_id, bytes(row.nonce), bytes(row.sealed))
+        return self._open(company, *sealed)
+
+    def _held(self) -> dict[str, tuple[str, bytes, bytes] | None]:
+        """The sealed pairs read under the token locks this thread holds, by company."""
+        held: dict[str, tuple[str, bytes, bytes] | None] | None = getattr(
+            self._under_lock, "pairs", None
+        )
+        if held is None:
+            held = self._under_lock.pairs = {}
+        return held
 
     def missing_key(self, company: str) -> VaultKeyMissing | None:
         """Why the company's pair cannot be opened by this process for want of its key, or
@@ -275,6 +300,9 @@ class TokenVault:
                 ),
                 {"company": company, "key_id": key_id, "nonce": nonce, "sealed": sealed},
             )
+        held = self._held()
+        if company in held:  # under the lock: a later load in it reads what is stored now
+            held[company] = (key_id, nonce, sealed)
 
     def forget(self, company: str) -> bool:
         """Delete the company's pair (unlink); True if there was one."""
@@ -360,20 +388,30 @@ class TokenVault:
         server ends a transaction idle for ``lock_idle_seconds``: a holder that is paused
         (SIGSTOP, a frozen VM) loses the lock instead of stopping the company's Next Engine
         work on the worker that took the company over. Waits up to ``lock_wait_seconds``.
+
+        Two statements in all: the idle limit with the lock, then (a statement of its own,
+        so read committed gives it a snapshot taken after the lock: it sees the pair the
+        previous holder stored before it let go) the company's sealed pair and lease row.
+        The block's :meth:`load` and the lease check of its Next Engine call
+        (:func:`~daemon.fleet.leases.check_unlocked`) use them instead of asking again.
         """
         space, name = self.schema_oid() & 0x7FFFFFFF, f"nebridge vault {company}"
         idle_ms = str(max(int(self.lock_idle_seconds * 1000), 100))
         deadline = time.monotonic() + self.lock_wait_seconds
-        with self.engine.connect() as connection:
+        with self.engine.connect() as plain:
+            connection = plain.execution_options(isolation_level="READ COMMITTED")
             while True:
-                connection.execute(
-                    text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
-                    {"ms": idle_ms},
-                )
-                if connection.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:name))"),
-                    {"space": space, "name": name},
-                ).scalar():
+                if (
+                    connection.execute(
+                        text(
+                            "SELECT set_config('idle_in_transaction_session_timeout', :ms, true), "
+                            "pg_try_advisory_xact_lock(:space, hashtext(:name)) AS locked"
+                        ),
+                        {"ms": idle_ms, "space": space, "name": name},
+                    )
+                    .one()
+                    .locked
+                ):
                     break
                 connection.rollback()
                 if time.monotonic() >= deadline:
@@ -384,10 +422,41 @@ class TokenVault:
                         "the holder"
                     )
                 time.sleep(0.05)
+            held = self._held()
+            try:
+                row = connection.execute(
+                    text(
+                        "SELECT t.key_id, t.nonce, t.sealed, l.company AS leased, l.holder, "
+                        "l.epoch, l.expires_at > clock_timestamp() AS live "
+                        "FROM (SELECT CAST(:company AS varchar) AS company) AS c "
+                        "LEFT JOIN fleet_token AS t ON t.company = c.company "
+                        "LEFT JOIN fleet_lease AS l ON l.company = c.company"
+                    ),
+                    {"company": company},
+                ).one()
+                held[company] = (
+                    None
+                    if row.key_id is None
+                    else (row.key_id, bytes(row.nonce), bytes(row.sealed))
+                )
+                note_lease_read(
+                    self.engine,
+                    company,
+                    None
+                    if row.leased is None
+                    else LeaseRow(row.holder, int(row.epoch), bool(row.live)),
+                )
+            except BaseException:
+                held.pop(company, None)
+                with suppress(SQLAlchemyError):
+                    connection.rollback()
+                raise
             beat = _KeepAlive(connection, self.lock_idle_seconds / 5)
             try:
                 yield
             finally:
+                held.pop(company, None)
+                forget_lease_read(self.engine, company)
                 lost = beat.stop()
                 if lost is None:
                     try:
