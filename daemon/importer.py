@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 
 from daemon import attention
@@ -127,6 +127,9 @@ PAGE_ORDERS = 10_000
 #: between orders only).
 ROW_SORT = "receive_order_row_receive_order_id-asc"
 PRINTING = "receive_order_statement_delivery_instruct_printing_date"
+#: In an import cursor: its ``next_print`` is the earliest print-instruct date ahead among
+#: every order read (runs of older nebridge versions noted it only with ``order_watch``).
+PRINT_DATES_NOTED = "print_dates_noted"
 
 
 def cursor_name(warehouse: str) -> str:
@@ -154,6 +157,22 @@ class Scan:
     full: bool
     state: dict[str, Any]
     now: str
+    #: The product master version the run matches against (recorded in the cursor).
+    products: str | None = None
+    #: The orders the admin asked to render again (``retry``) that this run searches.
+    retries: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Known:
+    """What an import run reads from the database before it asks Next Engine, in one read
+    transaction: the batches a crash left undelivered, the warehouse's cursor, the product
+    master version and the orders to read again (``retry``)."""
+
+    pending: list[InstructionBatchRecord]
+    state: dict[str, Any]
+    products: str | None
+    retries: list[str]
 
 
 @dataclass
@@ -192,9 +211,10 @@ class ImportPlan:
 class ProductIndex:
     """WMS products by the matching key of their link code (紐付けコード).
 
-    ``version`` is the product master version these products were read at (the cursor an
-    import run records, so that a master taken while the run was deciding triggers a full
-    scan next time instead of leaving orders held against the older master).
+    ``version`` is the product master version recorded in the cursor by the import run that
+    matches against it: read *before* the products (so the products are never older than
+    it), a master taken while the run was deciding triggers a full scan next time instead of
+    leaving orders held against the older master.
     """
 
     def __init__(
@@ -210,6 +230,12 @@ class ProductIndex:
         for product_code, link_code in products:
             self.by_key[key(link_code)].append((product_code, link_code))
             self.links[product_code] = link_code
+
+    @classmethod
+    def later(cls, read: Callable[[str | None], ProductIndex], version: str | None) -> LazyIndex:
+        """The index of master ``version``, read (by ``read(version)``) at its first use: a
+        run with no order to match reads no product."""
+        return LazyIndex(read, version)
 
     def link_of(self, product_code: str) -> str:
         """The link code of a matched product."""
@@ -227,6 +253,21 @@ class ProductIndex:
             f"goods code {goods_code} matches several WMS products: {names}; "
             "make their link codes unique"
         )
+
+
+class LazyIndex:
+    """A :class:`ProductIndex` read at its first use (see :meth:`ProductIndex.later`)."""
+
+    def __init__(self, read: Callable[[str | None], ProductIndex], version: str | None) -> None:
+        self.version = version
+        self._read = read
+        self._index: ProductIndex | None = None
+
+    def get(self) -> ProductIndex:
+        """The index, read now if it was not yet."""
+        if self._index is None:
+            self._index = self._read(self.version)
+        return self._index
 
 
 class OrderImporter:
@@ -260,7 +301,7 @@ class OrderImporter:
             if WATCH_PLUGIN in host.loaded_names()
             else None
         )
-        #: With the watch: the earliest print-instruct date still ahead among the orders
+        #: The earliest print-instruct date still ahead among the orders
         #: seen (kept in the cursor; the print-date search runs only once it passed).
         self._next_print: str | None = None
 
@@ -269,19 +310,21 @@ class OrderImporter:
     def run(self, warehouse: WarehouseInfo, dry_run: bool) -> StageResult:
         """Deliver leftovers, read candidates, decide, record, deliver, claim."""
         result = StageResult(Stage.IMPORT_ORDERS, warehouse.code)
-        blocked = self.gate.blocked()
-        if blocked:
-            result.skipped_reason = blocked
-            return result
+        with read_session(self.engine) as session:  # the gate's link and all the run reads
+            blocked = self.gate.blocked(session)
+            if blocked:
+                result.skipped_reason = blocked
+                return result
+            known = self._known(session, warehouse.code, dry_run)
         may_deliver = True
         if not dry_run:
             if self.watch is not None:  # cancellations always reach the WMS before orders
                 may_deliver = self.watch.deliver(warehouse.code, result.notices, result.failures)
             if may_deliver:
-                self._deliver_pending(warehouse.code, result)
+                self._deliver_pending(known.pending, result)
         started = self.clock()
-        scan = self._scan(warehouse.code)
-        index = self._product_index()
+        scan = self._scan(warehouse.code, known)
+        index = ProductIndex.later(self._products, scan.products)
         decided: set[str] = set()
         claimed: list[Claimed] = []
         newest = ""  # the latest last-modified date among the orders read (for the cursor)
@@ -310,7 +353,7 @@ class OrderImporter:
         # them out of status 20), which would shift the pages of the searches still read.
         self._claim(claimed, result)
         if not dry_run:
-            self._close(warehouse.code, decided, newest, started, scan.full, index.version, result)
+            self._close(warehouse.code, decided, newest, started, scan, result)
         return result
 
     def _page(
@@ -318,7 +361,7 @@ class OrderImporter:
         warehouse: WarehouseInfo,
         page: Page,
         full_scan: bool,
-        index: ProductIndex,
+        index: LazyIndex,
         dry_run: bool,
         may_deliver: bool,
         decided: set[str],
@@ -332,7 +375,7 @@ class OrderImporter:
         seen = list(candidates)
         forced: list[Candidate] = []
         if self.watch is not None:
-            watched = self._watch(warehouse.code, groups, dry_run, result)
+            watched = self._watch(warehouse.code, groups, dry_run, result, index)
             may_deliver = may_deliver and (
                 dry_run or self.watch.deliver(warehouse.code, result.notices, result.failures)
             )
@@ -367,7 +410,7 @@ class OrderImporter:
             )
             result.items_out += len(plan.instruct)
             return may_deliver, seen
-        batch = self._record(warehouse.code, plan)
+        batch = self._record(warehouse.code, plan) if plan.instruct or plan.hold else None
         decided.update(cand.order_id for cand, _ in (*plan.instruct, *plan.hold))
         refused: set[str] = set()
         if batch is not None and not may_deliver:
@@ -432,70 +475,93 @@ class OrderImporter:
             and str(printing) <= now
         )
 
-    def _scan(self, code: str) -> Scan:
+    def _known(self, session: Any, code: str, dry_run: bool) -> Known:
+        """Read, in ``session``, what the run needs from the database before it asks Next
+        Engine: the batches left undelivered (not on a dry run: nothing is delivered then),
+        the warehouse's cursor with the product master version (one statement), and the
+        orders the admin asked to read again."""
+        pending = (
+            []
+            if dry_run
+            else list(
+                session.scalars(
+                    select(InstructionBatchRecord)
+                    .where(col(InstructionBatchRecord.warehouse) == code)
+                    .where(col(InstructionBatchRecord.state) == InstructionState.PENDING)
+                )
+            )
+        )
+        names = (cursor_name(code), PRODUCTS_CURSOR)
+        values = {
+            row.name: row.value
+            for row in session.scalars(select(Cursor).where(col(Cursor.name).in_(names)))
+        }
+        retries = sorted(
+            session.scalars(
+                select(col(ImportedOrder.ne_order_id))
+                .where(col(ImportedOrder.warehouse) == code)
+                .where(col(ImportedOrder.state) == RETRY)
+            )
+        )
+        state = values.get(names[0])
+        return Known(pending, json.loads(state) if state else {}, values.get(names[1]), retries)
+
+    def _scan(self, code: str, known: Known | None = None) -> Scan:
         """The searches for the orders to consider: everything on a full scan, else what
         changed since last time.
 
         A full scan runs first, and whenever the product master changed (held orders are
-        re-evaluated then); otherwise orders modified since the cursor, and orders whose
-        print-instruct date passed since the last run, are read. With ``order_watch`` the
-        modified-since search covers every order of the warehouse's shops (cancelled, edited
-        or claimed ones too), so one search serves import and watch.
+        re-evaluated then); otherwise the orders modified since the cursor are read. Orders
+        are read with those whose print-instruct date is still ahead, so that date is known:
+        the search for the orders whose date passed since the last run runs only once one of
+        them falls due (one Next Engine call an interval while nothing changes). With
+        ``order_watch`` the modified-since search covers every order of the warehouse's shops
+        (cancelled, edited or claimed ones too), so one search serves import and watch.
         """
-        with read_session(self.engine) as session:
-            cursor = session.get(Cursor, cursor_name(code))
-            products = session.get(Cursor, PRODUCTS_CURSOR)
-        state = json.loads(cursor.value) if cursor else {}
+        if known is None:
+            with read_session(self.engine) as session:
+                known = self._known(session, code, dry_run=True)
+        state = known.state
         since = parse_ne_datetime(state.get("modified"))
         ran = parse_ne_datetime(state.get("ran"))
         base = self._routing(code)
-        wheres = [base]
-        full = (
-            since is None
-            or ran is None
-            or state.get("products") != (products.value if products else None)
-        )
+        ready = self._routing(code, due=False)  # full scans also read orders not due yet
+        wheres = [ready]
+        full = since is None or ran is None or state.get("products") != known.products
         shops = self._shops(code)
         now = format_ne_datetime(self.clock())
-        printing = PRINTING
-        if self.watch is not None:  # full scans also read orders not due yet
-            wheres = [self._routing(code, due=False)]
         if since is not None and ran is not None:
             overlap = timedelta(minutes=self.config.order_import.overlap_minutes)
-            modified = (shops if self.watch is not None else base).gte(
+            modified = (shops if self.watch is not None else ready).gte(
                 "receive_order_last_modified_date", format_ne_datetime(since - overlap)
             )
-            if not full and self.watch is None:
-                wheres = [modified, base.gt(printing, format_ne_datetime(ran - overlap))]
-            elif not full:
-                # Orders are seen when they are created or modified, with their print date:
-                # the print-date search runs only when one of them falls due (one call an
-                # interval while nothing changes).
+            if not full:
                 wheres = [modified]
                 due = state.get("next_print")
-                if due is not None and due <= now:
-                    wheres.append(
-                        self._routing(code, due=False).gt(
-                            printing, format_ne_datetime(ran - overlap)
-                        )
-                    )
+                # A cursor of a run that did not note the dates ahead (an older nebridge):
+                # the print-date search reads them all (every date ahead is after ``ran``).
+                if not state.get(PRINT_DATES_NOTED) or (due is not None and due <= now):
+                    wheres.append(ready.gt(PRINTING, format_ne_datetime(ran - overlap)))
             elif self.watch is not None:  # a full scan sees no cancelled order
                 wheres.append(modified)
-        wheres += [base.in_("receive_order_id", chunk) for chunk in self._retries(code)]
+        wheres += [
+            base.in_("receive_order_id", known.retries[i : i + IDS_PER_SEARCH])
+            for i in range(0, len(known.retries), IDS_PER_SEARCH)
+        ]
         if self.watch is not None:
             ids = self.watch.reinstruct_ids(code)
             wheres += [
                 shops.in_("receive_order_id", ids[i : i + IDS_PER_SEARCH])
                 for i in range(0, len(ids), IDS_PER_SEARCH)
             ]
-        return Scan(wheres, full, state, now)
+        return Scan(wheres, full, state, now, known.products, known.retries)
 
     def _pages(self, scan: Scan) -> Iterator[Page]:
         """Read ``scan``'s searches and yield their orders :data:`PAGE_ORDERS` at a time (at
         least one page, maybe empty). An order met in an earlier search is not taken again.
-        With the watch, notes the earliest print-instruct date still ahead."""
+        Notes the earliest print-instruct date still ahead."""
         ahead = scan.state.get("next_print")
-        ahead = ahead if self.watch is not None and ahead and ahead > scan.now else None
+        ahead = ahead if ahead and ahead > scan.now else None
         earlier: set[str] = set()  # orders of the searches already read
         groups: dict[str, list[Mapping[str, str | None]]] = {}
         paged = 0
@@ -533,10 +599,8 @@ class OrderImporter:
     def _ahead(
         self, groups: Mapping[str, list[Mapping[str, str | None]]], now: str, ahead: str | None
     ) -> str | None:
-        """With the watch: the earliest print-instruct date after ``now`` among ``ahead`` and
-        the orders of ``groups`` ready to import once it is reached."""
-        if self.watch is None:
-            return None
+        """The earliest print-instruct date after ``now`` among ``ahead`` and the orders of
+        ``groups`` ready to import once it is reached."""
         dates = [
             str(g[0].get(PRINTING))
             for g in groups.values()
@@ -564,6 +628,7 @@ class OrderImporter:
         groups: Mapping[str, list[Mapping[str, str | None]]],
         dry_run: bool,
         result: StageResult,
+        index: LazyIndex | None = None,
     ) -> list[Candidate]:
         """Find the changes of the warehouse's watched orders among ``groups`` and record
         them (a dry run only lists them); return every watched order read (for the cursor).
@@ -571,7 +636,7 @@ class OrderImporter:
         assert self.watch is not None
         watched = self.watch.watched(code, sorted(groups))
         sent = self.watch.sent_instructions([r for r in watched.values() if r.state == INSTRUCTED])
-        index = self._product_index()
+        products = index or self._product_index()
         changes: list[Change] = []
         read: list[Candidate] = []
         for oid, known in watched.items():
@@ -590,7 +655,7 @@ class OrderImporter:
                 or oid not in sent
             ):
                 continue
-            lines, problems, _case = self._lines(cand, index)
+            lines, problems, _case = self._lines(cand, products.get())
             live = [r for r in group if _row_live(r)]
             if not live:
                 problems = ["every row of the order was cancelled"]
@@ -611,18 +676,6 @@ class OrderImporter:
         else:
             self.watch.record(code, changes)
         return read
-
-    def _retries(self, code: str) -> list[list[str]]:
-        """Ids of the warehouse's orders the admin asked to render again, in search chunks."""
-        with read_session(self.engine) as session:
-            ids = sorted(
-                session.scalars(
-                    select(col(ImportedOrder.ne_order_id))
-                    .where(col(ImportedOrder.warehouse) == code)
-                    .where(col(ImportedOrder.state) == RETRY)
-                )
-            )
-        return [ids[i : i + IDS_PER_SEARCH] for i in range(0, len(ids), IDS_PER_SEARCH)]
 
     @classmethod
     def _live_candidate(cls, rows: Sequence[Mapping[str, str | None]]) -> Candidate:
@@ -668,7 +721,7 @@ class OrderImporter:
         warehouse: WarehouseInfo,
         full_scan: bool,
         forced: set[str] | frozenset[str] = frozenset(),
-        index: ProductIndex | None = None,
+        index: LazyIndex | None = None,
     ) -> ImportPlan:
         """Instruct, hold or skip each candidate. Settled orders are left alone, and so is an
         order held as it still is in Next Engine, except on a full scan (the product master
@@ -676,25 +729,23 @@ class OrderImporter:
         their cancellation accepted) are rendered anew without the filters that once let
         them in. ``index``: the products by link code (read once per run)."""
         plan = ImportPlan()
+        if not candidates:
+            return plan
         with read_session(self.engine) as session:
-            known = (
-                session.execute(
-                    select(
-                        col(ImportedOrder.ne_order_id),
-                        col(ImportedOrder.state),
-                        col(ImportedOrder.ne_last_modified),
-                    ).where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
-                ).all()
-                if candidates
-                else []
-            )
+            known = session.execute(
+                select(
+                    col(ImportedOrder.ne_order_id),
+                    col(ImportedOrder.state),
+                    col(ImportedOrder.ne_last_modified),
+                ).where(col(ImportedOrder.ne_order_id).in_([c.order_id for c in candidates]))
+            ).all()
         modified = {c.order_id: c.order.last_modified for c in candidates}
         done = {
             oid
             for oid, state, seen in known
             if state in SETTLED or (state == HELD and not full_scan and seen == modified[oid])
         } - forced
-        index = index or self._product_index()
+        products = index or self._product_index()
         for cand in candidates:
             if cand.order_id in done:
                 continue
@@ -709,7 +760,7 @@ class OrderImporter:
             if not verdict.accept:
                 plan.skip.append((cand, verdict.reason))
                 continue
-            lines, problems, case_matches = self._lines(cand, index)
+            lines, problems, case_matches = self._lines(cand, products.get())
             if problems or not lines:
                 plan.hold.append((cand, "; ".join(problems) or "order has no rows to ship"))
                 continue
@@ -717,10 +768,17 @@ class OrderImporter:
             plan.instruct.append((cand, self._instruction(cand, warehouse.code, lines)))
         return plan
 
-    def _product_index(self) -> ProductIndex:
-        """The WMS products by link code, under the link-code plugin's matching key."""
-        with read_session(self.engine) as session:  # one snapshot: products and their version
+    def _product_index(self) -> LazyIndex:
+        """The WMS products by link code, under the link-code plugin's matching key, at the
+        master version read now (the products are read at the index's first use)."""
+        with read_session(self.engine) as session:
             version = session.get(Cursor, PRODUCTS_CURSOR)
+        return ProductIndex.later(self._products, version.value if version else None)
+
+    def _products(self, version: str | None) -> ProductIndex:
+        """The WMS products by link code now, as the index of master ``version`` (read
+        before: the products are at least as new as it)."""
+        with read_session(self.engine) as session:
             products = [
                 (p, link)
                 for p, link in session.execute(
@@ -730,7 +788,7 @@ class OrderImporter:
                 ).all()
             ]
         key = self.host.link_code_key() or (lambda code: code)
-        return ProductIndex(products, key, version.value if version else None)
+        return ProductIndex(products, key, version)
 
     @staticmethod
     def _lines(
@@ -848,22 +906,25 @@ class OrderImporter:
         decided: set[str],
         newest: str,
         started: datetime,
-        full_scan: bool,
-        products: str | None,
+        scan: Scan,
         result: StageResult,
     ) -> None:
-        """After the last page: forget the retries Next Engine no longer offers (``decided``:
-        the orders instructed or held in this run) and advance the cursor."""
+        """After the last page: forget the retries this run searched that Next Engine no
+        longer offers (``decided``: the orders instructed or held in this run) and advance
+        the cursor."""
         with write_session(self.engine) as session:
-            gone = [
-                row
-                for row in session.scalars(
-                    select(ImportedOrder)
-                    .where(col(ImportedOrder.warehouse) == code)
-                    .where(col(ImportedOrder.state) == RETRY)
+            unoffered = [oid for oid in scan.retries if oid not in decided]
+            gone = (
+                list(
+                    session.scalars(
+                        select(ImportedOrder)
+                        .where(col(ImportedOrder.ne_order_id).in_(unoffered))
+                        .where(col(ImportedOrder.state) == RETRY)
+                    )
                 )
-                if row.ne_order_id not in decided
-            ]
+                if unoffered
+                else []
+            )
             for row in gone:
                 session.delete(row)
                 result.notices.append(
@@ -871,43 +932,41 @@ class OrderImporter:
                     f"offers it for import into {code} (status, cancellation, shop or "
                     "print-instruct date), or a filter plugin skipped it"
                 )
-            self._advance_cursor(session, code, newest, started, products)
-        if full_scan:
+            self._advance_cursor(session, code, newest, started, scan)
+        if scan.full:
             log.info("warehouse=%s full order scan: %d candidate(s)", code, result.items_in)
 
     def _advance_cursor(
-        self, session: Any, code: str, newest: str, started: datetime, products: str | None
+        self, session: Any, code: str, newest: str, started: datetime, scan: Scan
     ) -> None:
         """Note what this run read: the latest order change, when it ran, the product
-        master it matched against (``products``, read with the index), and (with the watch)
-        the next print date due."""
-        cursor = session.get(Cursor, cursor_name(code))
-        old = json.loads(cursor.value) if cursor else {}
+        master it matched against (read with the cursor at its start), and the next print
+        date due. The cursor as the run read it is the one replaced (one
+        import of a warehouse runs at a time): one UPDATE, an INSERT the first time."""
+        old = scan.state
         modified = newest or old.get("modified") or format_ne_datetime(started)
         value = json.dumps(
             {
                 "modified": max(modified, old.get("modified", modified)),
                 "ran": format_ne_datetime(started),
-                "products": products,
+                "products": scan.products,
                 "next_print": self._next_print,
+                PRINT_DATES_NOTED: True,
             }
         )
-        if cursor is None:
-            session.add(Cursor(name=cursor_name(code), value=value))
-        else:
-            cursor.value, cursor.updated_at = value, self.clock()
-            session.add(cursor)
+        name = cursor_name(code)
+        updated = session.execute(
+            update(Cursor)
+            .where(col(Cursor.name) == name)
+            .values(value=value, updated_at=self.clock())
+        )
+        if not updated.rowcount:
+            session.add(Cursor(name=name, value=value))
 
-    def _deliver_pending(self, code: str, result: StageResult) -> None:
+    def _deliver_pending(
+        self, records: Sequence[InstructionBatchRecord], result: StageResult
+    ) -> None:
         """Deliver batches a crash left recorded but undelivered (same key: idempotent)."""
-        with read_session(self.engine) as session:
-            records = list(
-                session.scalars(
-                    select(InstructionBatchRecord)
-                    .where(col(InstructionBatchRecord.warehouse) == code)
-                    .where(col(InstructionBatchRecord.state) == InstructionState.PENDING)
-                )
-            )
         for record in records:
             orders = [instruction_from(d) for d in json.loads(record.orders)]
             self._deliver(InstructionBatch(record.key, record.created_at, orders), result)

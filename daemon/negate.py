@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlmodel import Session
+
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.nelink import CONNECTED, RECONNECT_HINT, mark_needs_reconnect
@@ -45,12 +47,16 @@ class NeGate:
         self.key_missing = key_missing
         self._key_state: str | None = _UNCHECKED
 
-    def blocked(self) -> str | None:
-        """Why Next Engine work must not run now, or None."""
+    def blocked(self, session: Session | None = None) -> str | None:
+        """Why Next Engine work must not run now, or None. ``session``: a read session of the
+        caller's to read the link in (its first statement), instead of one of its own."""
         if self.paused_until is not None and self.clock() < self.paused_until:
             return f"paused until {self.paused_until:%H:%M:%S} UTC: {self.pause_reason}"
-        with read_session(self.engine) as session:
+        if session is not None:
             link = session.get(NeLink, 1)
+        else:
+            with read_session(self.engine) as own:
+                link = own.get(NeLink, 1)
         if link is None:
             return "Next Engine is not connected (run `nebridge connect`)"
         if link.state != CONNECTED:
