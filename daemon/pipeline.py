@@ -353,20 +353,30 @@ class WarehousePipeline:
             return None
         code = self.warehouse.code
         kinds = sorted({STAGE_EVENTS[s][0].value for s in stages})
+        pending = (
+            sa_select(_EVENTS.c.id)
+            .where(_EVENTS.c.state == EventState.PENDING.value)
+            .where(_EVENTS.c.warehouse == code)
+            .where(_EVENTS.c.kind.in_(kinds))
+            .exists()
+        )
+        crashed = (
+            sa_select(_PROBLEMS.c.key)
+            .where(_PROBLEMS.c.key.in_([self._crashed_key(s.value) for s in stages]))
+            .where(_PROBLEMS.c.state == ProblemState.OPEN.value)
+            .exists()
+        )
         results = [StageResult(stage, code) for stage in stages]
         started = self.clock()
         try:
             with write_session(self.engine) as session:
-                waiting = session.execute(
-                    sa_select(_EVENTS.c.id)
-                    .where(_EVENTS.c.state == EventState.PENDING.value)
-                    .where(_EVENTS.c.warehouse == code)
-                    .where(_EVENTS.c.kind.in_(kinds))
-                    .limit(1)
-                ).first()
-                if waiting is not None:
+                # one look: is an event waiting, is a crashed_stage item open (whoever
+                # opened it: this process, `nebridge run --once`, the previous worker)
+                waiting, open_item = session.execute(sa_select(pending, crashed)).one()
+                if waiting:
                     raise _NotIdle
-                self._store_runs(session, run_id, results, started, self.clock())
+                finished = self.clock()
+                self._store_runs(session, run_id, results, started, finished, bool(open_item))
         except _NotIdle:
             return None
         except (DatabaseUnavailable, LeaseLost):
@@ -653,15 +663,17 @@ class WarehousePipeline:
         results: Sequence[StageResult],
         started: datetime,
         finished: datetime,
+        close: bool = True,
     ) -> None:
         """Record the runs of ``results`` in ``session``'s transaction and open or close
         each stage's ``crashed_stage`` item.
 
         A run that did nothing brings its stage's latest record up to date if that record
         says the same (see :data:`_QUIET_OUTCOMES`); any other run adds a record. Closing
-        the items is one UPDATE of the open ones: an item may have been opened by another
-        process (``nebridge run --once``, the company's previous worker), so it is always
-        looked for, never assumed closed.
+        the items is one UPDATE of the open ones (left out with ``close=False``: the caller
+        looked in this transaction and none is open). An item may have been opened by
+        another process (``nebridge run --once``, the company's previous worker), so it is
+        always looked for in the database, never assumed closed.
         """
         code = self.warehouse.code
         quiet = [r for r in results if _is_quiet(r)]
@@ -688,7 +700,7 @@ class WarehousePipeline:
         closing = []
         for result in results:
             stage = result.stage.value
-            key = f"{attention.AttentionKind.CRASHED_STAGE}:{code}:{stage}"
+            key = self._crashed_key(stage)
             if result.crashed:
                 attention.report_in(
                     session,
@@ -706,7 +718,7 @@ class WarehousePipeline:
                     ),
                     source="pipeline",
                 )
-            elif not (result.paused_reason or result.skipped_reason):
+            elif close and not (result.paused_reason or result.skipped_reason):
                 closing.append(key)
         if closing:
             session.execute(
@@ -715,6 +727,10 @@ class WarehousePipeline:
                 .where(_PROBLEMS.c.state == ProblemState.OPEN.value)
                 .values(state=ProblemState.RESOLVED.value, resolved_at=finished)
             )
+
+    def _crashed_key(self, stage: str) -> str:
+        """The key of the ``crashed_stage`` item of ``stage`` of this warehouse."""
+        return f"{attention.AttentionKind.CRASHED_STAGE}:{self.warehouse.code}:{stage}"
 
     def _refresh_quiet(
         self,

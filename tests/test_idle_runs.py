@@ -167,6 +167,10 @@ def test_idle_runs_are_one_transaction_and_show_the_latest_run(
             (Stage.RECEIPTS, "ok", 0),
         ]
         assert trips.begins == 1, trips.statements
+    # the last run: a look, one UPDATE of both records; no crashed_stage item is open, so
+    # none is closed (the look said so), and no record is added
+    writes = [s.split(" SET ")[0] for s in trips.statements if s.startswith(("INSERT", "UPDATE"))]
+    assert [w.split()[1].rsplit(".", 1)[-1] for w in writes] == ["run_record"], writes
     finished = clock.now
     # one record per stage, brought up to date by each idle run (not a row a minute)
     assert records(runtime, "ITAKU") == [
