@@ -190,11 +190,14 @@ class Intake:
         """Take every ready batch of ``kind``; one that cannot be taken never stops the rest.
 
         Once the connector listed them all, files reported as not taken that did not fail
-        again in this pass (taken, rejected or gone) are resolved. The open items are read
-        once a pass, after the first kind was listed: an item is only ever resolved if it was
-        open before its kind was listed (one opened since is looked at by the next pass), and
-        resolving one that was closed meanwhile changes nothing.
+        again in this pass (taken, rejected or gone) are resolved. The open items of both
+        kinds are read once a pass, before the first kind is listed: an item is only ever
+        resolved if it was open before its kind was listed (one opened since, by another
+        process, is looked at by the next pass), and resolving one that was closed meanwhile
+        changes nothing.
         """
+        if not dry_run and run.not_taken is None:
+            run.not_taken = attention.open_problem_keys(self.engine, _NOT_TAKEN_PREFIX)
         failed: set[str] = set()
         batches = self.connector.pending_batches(kind, run.context())
         try:
@@ -204,9 +207,7 @@ class Intake:
         except LeaseLost:
             _close_quietly(batches)  # its own clean-up may be refused too: the lease is gone
             raise
-        if not dry_run:
-            if run.not_taken is None:
-                run.not_taken = attention.open_problem_keys(self.engine, _NOT_TAKEN_PREFIX)
+        if run.not_taken is not None:
             prefix = not_taken_key(kind, "")
             attention.resolve(
                 self.engine, {k for k in run.not_taken if k.startswith(prefix)} - failed
