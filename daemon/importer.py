@@ -39,9 +39,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, update
+from sqlalchemy import CursorResult, delete, update
 from sqlmodel import col, select
 
 from daemon import attention
@@ -130,6 +130,9 @@ PRINTING = "receive_order_statement_delivery_instruct_printing_date"
 #: In an import cursor: its ``next_print`` is the earliest print-instruct date ahead among
 #: every order read (runs of older nebridge versions noted it only with ``order_watch``).
 PRINT_DATES_NOTED = "print_dates_noted"
+#: An import run that changes nothing but the time it ran writes its cursor only when the
+#: time noted there is older than this (idle runs commit nothing in between).
+RAN_REFRESH = timedelta(minutes=15)
 
 
 def cursor_name(warehouse: str) -> str:
@@ -911,9 +914,15 @@ class OrderImporter:
     ) -> None:
         """After the last page: forget the retries this run searched that Next Engine no
         longer offers (``decided``: the orders instructed or held in this run) and advance
-        the cursor."""
+        the cursor — unless nothing changed but the time it ran, noted again only every
+        :data:`RAN_REFRESH` (an idle run commits nothing)."""
+        unoffered = [oid for oid in scan.retries if oid not in decided]
+        cursor = self._cursor_value(newest, started, scan)
+        if scan.full:
+            log.info("warehouse=%s full order scan: %d candidate(s)", code, result.items_in)
+        if not unoffered and _only_ran_changed(scan.state, cursor, started):
+            return
         with write_session(self.engine) as session:
-            unoffered = [oid for oid in scan.retries if oid not in decided]
             gone = (
                 list(
                     session.scalars(
@@ -932,36 +941,31 @@ class OrderImporter:
                     f"offers it for import into {code} (status, cancellation, shop or "
                     "print-instruct date), or a filter plugin skipped it"
                 )
-            self._advance_cursor(session, code, newest, started, scan)
-        if scan.full:
-            log.info("warehouse=%s full order scan: %d candidate(s)", code, result.items_in)
+            name, value = cursor_name(code), json.dumps(cursor)
+            updated = cast(  # the cursor as the run read it (one import at a time)
+                CursorResult[Any],
+                session.execute(
+                    update(Cursor)
+                    .where(col(Cursor.name) == name)
+                    .values(value=value, updated_at=self.clock())
+                ),
+            )
+            if not updated.rowcount:
+                session.add(Cursor(name=name, value=value))
 
-    def _advance_cursor(
-        self, session: Any, code: str, newest: str, started: datetime, scan: Scan
-    ) -> None:
-        """Note what this run read: the latest order change, when it ran, the product
-        master it matched against (read with the cursor at its start), and the next print
-        date due. The cursor as the run read it is the one replaced (one
-        import of a warehouse runs at a time): one UPDATE, an INSERT the first time."""
+    def _cursor_value(self, newest: str, started: datetime, scan: Scan) -> dict[str, Any]:
+        """What this run read, for the cursor: the latest order change, when it ran, the
+        product master it matched against (read with the cursor at its start), and the next
+        print date due."""
         old = scan.state
         modified = newest or old.get("modified") or format_ne_datetime(started)
-        value = json.dumps(
-            {
-                "modified": max(modified, old.get("modified", modified)),
-                "ran": format_ne_datetime(started),
-                "products": scan.products,
-                "next_print": self._next_print,
-                PRINT_DATES_NOTED: True,
-            }
-        )
-        name = cursor_name(code)
-        updated = session.execute(
-            update(Cursor)
-            .where(col(Cursor.name) == name)
-            .values(value=value, updated_at=self.clock())
-        )
-        if not updated.rowcount:
-            session.add(Cursor(name=name, value=value))
+        return {
+            "modified": max(modified, old.get("modified", modified)),
+            "ran": format_ne_datetime(started),
+            "products": scan.products,
+            "next_print": self._next_print,
+            PRINT_DATES_NOTED: True,
+        }
 
     def _deliver_pending(
         self, records: Sequence[InstructionBatchRecord], result: StageResult
@@ -1073,6 +1077,19 @@ class OrderImporter:
             return
         for order_id, (code, message) in outcome.failed.items():
             result.notices.append(f"order {order_id}: claim ({mode}) refused [{code}] {message}")
+
+
+def _only_ran_changed(old: Mapping[str, Any], new: Mapping[str, Any], started: datetime) -> bool:
+    """Whether cursor ``new`` differs from ``old`` only in when the import ran, which ``old``
+    notes as at most :data:`RAN_REFRESH` before ``started``. (``ran`` only bounds the
+    print-date search from below: one noted a little earlier makes it read a little more.)"""
+    ran = parse_ne_datetime(old.get("ran"))
+    return (
+        ran is not None
+        and started - ran <= RAN_REFRESH
+        and {k: v for k, v in old.items() if k != "ran"}
+        == {k: v for k, v in new.items() if k != "ran"}
+    )
 
 
 def _row_live(row: Mapping[str, str | None]) -> bool:

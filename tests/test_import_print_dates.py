@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from daemon import importer
 from daemon.importer import PRINT_DATES_NOTED, cursor_name
 from daemon.nextengine.dates import format_ne_datetime
 from daemon.store.engine import read_session, write_session
@@ -133,3 +134,43 @@ def test_a_cursor_of_an_older_nebridge_reads_the_dates_ahead_once(no_overlap: Wo
     finally:
         runtime.close()
     assert value[PRINT_DATES_NOTED] is True and value["next_print"] is None
+
+
+def cursor_row(world: World) -> tuple[str, object]:
+    runtime = world.runtime()
+    try:
+        with read_session(runtime.engine) as session:
+            row = session.get(Cursor, cursor_name("ITAKU"))
+            assert row is not None
+            return row.value, row.updated_at
+    finally:
+        runtime.close()
+
+
+def test_an_idle_run_commits_no_cursor_until_the_time_it_ran_is_old(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that read nothing new changes only ``ran`` in its cursor: written again only
+    once the noted time is :data:`~daemon.importer.RAN_REFRESH` old."""
+    st = world.sandbox.state
+    st.create_goods("A-1", quantity=50)
+    world.products([("P-A", "A-1")])
+    first = st.create_order([("A-1", 1)], instruct_date=PAST)
+    run(world)
+    run(world)
+    before = cursor_row(world)
+    time.sleep(1.1)
+    assert run(world) == 1
+    assert cursor_row(world) == before  # nothing committed
+    monkeypatch.setattr(importer, "RAN_REFRESH", timedelta(0))
+    assert run(world) == 1
+    value, _at = cursor_row(world)
+    assert json.loads(value)["ran"] > json.loads(before[0])["ran"]
+    assert {k: v for k, v in json.loads(value).items() if k != "ran"} == {
+        k: v for k, v in json.loads(before[0]).items() if k != "ran"
+    }
+    second = st.create_order([("A-1", 2)], instruct_date=PAST)
+    monkeypatch.setattr(importer, "RAN_REFRESH", timedelta(hours=1))
+    run(world)  # a new order moves the cursor at once
+    assert cursor_row(world) != (value, _at)
+    assert instructed(world) == Counter({str(first): 1, str(second): 1})
