@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: The attention item of a token pair this process has no vault key for (fleet mode).
 KEY_MISSING_KEY = f"{AttentionKind.VAULT_KEY_MISSING}"
 _UNCHECKED = "unchecked"
+#: Fleet mode: why this process cannot open the company's token pair for want of its vault
+#: key, or None — read in the caller's session when one is given (None: on its own).
+KeyMissing = Callable[[Session | None], str | None]
 
 
 class NeGate:
@@ -37,7 +40,7 @@ class NeGate:
         self,
         engine: Bind,
         clock: Callable[[], datetime] = utcnow,
-        key_missing: Callable[[], str | None] = lambda: None,
+        key_missing: KeyMissing = lambda session: None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -61,13 +64,14 @@ class NeGate:
             return "Next Engine is not connected (run `nebridge connect`)"
         if link.state != CONNECTED:
             return f"Next Engine link needs re-connection: {link.reason} — {RECONNECT_HINT}"
-        return self.vault_key_missing()
+        return self.vault_key_missing(session)
 
-    def vault_key_missing(self) -> str | None:
+    def vault_key_missing(self, session: Session | None = None) -> str | None:
         """Why this process cannot open the company's token pair for want of its vault key,
-        or None. Its attention item is opened (and one warning logged) when that starts, and
-        closed when it ends or is first found fine (another worker may have opened it)."""
-        reason = self.key_missing()
+        or None (read in ``session`` if given). Its attention item is opened (and one warning
+        logged) when that starts, and closed when it ends or is first found fine (another
+        worker may have opened it)."""
+        reason = self.key_missing(session)
         if reason == self._key_state:
             return reason
         self._key_state = reason

@@ -30,7 +30,7 @@ from daemon.inbox import Intake
 from daemon.instancelock import FencedTokenStore, check_wms_write
 from daemon.logsetup import register_secret
 from daemon.metrics import CallObserver
-from daemon.negate import NeGate
+from daemon.negate import KeyMissing, NeGate
 from daemon.nelink import make_client, token_store
 from daemon.nextengine.client import NextEngineClient
 from daemon.nextengine.tokens import TokenStore
@@ -73,7 +73,7 @@ class Runtime:
     token_store: Callable[[], TokenStore] | None = None
     #: Fleet mode: why this process cannot open the company's token pair for want of its
     #: vault key (a key rotation under way), or None; the gate holds Next Engine work back.
-    key_missing: Callable[[], str | None] = field(default=lambda: None)
+    key_missing: KeyMissing = field(default=lambda session: None)
     #: How :meth:`close` releases the engine (a fleet company's shares the worker's pool).
     on_close: Callable[[], None] | None = None
     #: Fleet mode: the company's code (notifications name it, their commands carry
@@ -85,7 +85,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.http.headers["User-Agent"] = USER_AGENT
         self.db = self.engine
-        self.gate = NeGate(self.db, self.clock, lambda: self.key_missing())
+        self.gate = NeGate(self.db, self.clock, lambda session: self.key_missing(session))
 
     @contextmanager
     def dry(self) -> Iterator[Runtime]:
@@ -93,7 +93,7 @@ class Runtime:
         with rolled_back(self.engine) as conn:
             view = copy.copy(self)
             view.db = conn
-            view.gate = NeGate(conn, self.clock, lambda: self.key_missing())
+            view.gate = NeGate(conn, self.clock, lambda session: self.key_missing(session))
             yield view
 
     def ne_client(self) -> NextEngineClient:

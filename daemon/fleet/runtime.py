@@ -373,7 +373,7 @@ def company_runtime(
         on_close=shared.close if own else _keep_engine,
         company=company.code,
     )
-    runtime.key_missing = lambda: shared.vault.store(company.code).missing_key()
+    runtime.key_missing = lambda session: shared.vault.store(company.code).missing_key(session)
     if fenced is not None:
         runtime.fence = lambda: shared.lost_reason(fenced)
     return runtime

@@ -45,6 +45,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from daemon.fleet.leases import (
     LeaseRow,
@@ -274,14 +275,16 @@ class TokenVault:
             held = self._under_lock.pairs = {}
         return held
 
-    def missing_key(self, company: str) -> VaultKeyMissing | None:
+    def missing_key(self, company: str, session: Session | None = None) -> VaultKeyMissing | None:
         """Why the company's pair cannot be opened by this process for want of its key, or
-        None (also when there is no pair): the id is read, nothing is decrypted."""
-        with self.engine.connect() as connection:
-            key_id = connection.execute(
-                text("SELECT key_id FROM fleet_token WHERE company = :company"),
-                {"company": company},
-            ).scalar()
+        None (also when there is no pair): the id is read, nothing is decrypted. ``session``:
+        a session of the caller's on this database to read it in (the gate's, with the link)."""
+        query = text("SELECT key_id FROM fleet_token WHERE company = :company")
+        if session is not None:
+            key_id = session.execute(query, {"company": company}).scalar()
+        else:
+            with self.engine.connect() as connection:
+                key_id = connection.execute(query, {"company": company}).scalar()
         if key_id is None or self.keys.find(key_id) is not None:
             return None
         return VaultKeyMissing(company, key_id, self.keys.current.key_id)
@@ -538,9 +541,10 @@ class VaultTokenStore:
         """Replace the company's pair."""
         self.vault.save(self.company, tokens)
 
-    def missing_key(self) -> str | None:
-        """Why this process cannot open the company's pair for want of its key, or None."""
-        missing = self.vault.missing_key(self.company)
+    def missing_key(self, session: Session | None = None) -> str | None:
+        """Why this process cannot open the company's pair for want of its key, or None
+        (read in ``session`` if given, see :meth:`TokenVault.missing_key`)."""
+        missing = self.vault.missing_key(self.company, session)
         return None if missing is None else str(missing)
 
     def process_lock(self) -> AbstractContextManager[None]:
