@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
-from daemon.linkinfo import WARN_AT, horizon_warning
+from daemon.linkinfo import WARN_AT, LinkInfo, horizon_warning
 from daemon.negate import NeGate
 from daemon.nelink import (
     CONNECTED,
@@ -87,13 +87,11 @@ class TokenGuard:
         if missing is not None:  # fleet mode: this process lacks the key, the link is fine
             report.error = missing
             return report
-        if not self._linked():
+        info = self._linked()  # its token end dates are the pair's (read once)
+        if info is None:
             return report
-        tokens = self.store().load()
         now = self.clock()
-        if tokens is not None and self._due(
-            tokens.access_token_end_date, tokens.refresh_token_end_date, now
-        ):
+        if self._due(info.access_token_end, info.refresh_token_end, now):
             try:
                 self.client().company_info()
                 report.kept_alive = True
@@ -101,10 +99,10 @@ class TokenGuard:
                 self.gate.observe(exc)
                 report.error = str(exc)
                 log.warning("Next Engine keep-alive failed (will retry): %s", exc)
-            if not self._linked():
+            info = self._linked()
+            if info is None:
                 return report
-            tokens = self.store().load()
-        report.refresh_end = tokens.refresh_token_end_date if tokens else None
+        report.refresh_end = info.refresh_token_end
         report.warning = horizon_warning(report.refresh_end, now)
         if report.warning and report.refresh_end is not None:
             left = report.refresh_end - now
@@ -132,8 +130,9 @@ class TokenGuard:
             attention.resolve(self.db, HORIZON_KEYS, now)
         return report
 
-    def _linked(self) -> bool:
-        """True when linked; a lost link is an attention item until it is linked again.
+    def _linked(self) -> LinkInfo | None:
+        """The link (with the pair's end dates) when linked, else None; a lost link is an
+        attention item until it is linked again.
 
         A link marked ``needs_reconnect`` already opened the item at that moment; this also
         covers what only shows here (a token file gone) and closes it once linked again.
@@ -141,12 +140,12 @@ class TokenGuard:
         info = link_info(self.config, self.db, store=self.store())
         if info.state == CONNECTED:
             attention.resolve(self.db, [LINK_LOST_KEY], self.clock())
-            return True
+            return info
         if info.state != "not_connected":
             attention.report(
                 self.db, link_lost_problem(info.reason), source="token_guard", now=self.clock()
             )
-        return False
+        return None
 
     @staticmethod
     def _due(access_end: datetime | None, refresh_end: datetime | None, now: datetime) -> bool:
