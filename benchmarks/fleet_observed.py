@@ -328,7 +328,7 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float, bench: Fl
 
 def round_starts(calls: list[Call], interval: float) -> dict[str, list[float]]:
     """Each company's order-import rounds: the start of an order search coming more than a
-    third of an interval after the company's previous one (an idle round makes two)."""
+    third of an interval after the company's previous one (a round may make more than one)."""
     starts: dict[str, list[float]] = defaultdict(list)
     previous: dict[str, float] = {}
     for call in sorted(calls, key=lambda c: c.start):
