@@ -11,9 +11,7 @@ cutting every connection.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -30,32 +28,15 @@ from daemon.store.engine import (
     read_session,
     write_session,
 )
-from tests.conftest import PG_ENV, PG_SKIP
+from tests.conftest import fresh_schema, pg_base
 from tests.pgproxy import TcpProxy
-
-
-def pg_base() -> str:
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(PG_SKIP)
-    return base
 
 
 @pytest.fixture
 def schema() -> Iterator[str]:
     """A fresh schema holding one table ``item(v text)``."""
-    base = pg_base()
-    name = f"nbping_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-        conn.execute(text(f'CREATE TABLE "{name}".item (v text NOT NULL)'))
-    try:
+    with fresh_schema("nbping_", 'CREATE TABLE "{schema}".item (v text NOT NULL)') as name:
         yield name
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 from typer.testing import CliRunner
@@ -33,7 +33,7 @@ from daemon.instancelock import InstanceLock, InstanceLockLost
 from daemon.runtime import build_runtime
 from daemon.store.engine import make_engine, read_session
 from daemon.store.models import InboxEvent, NeLink
-from tests.conftest import PG_ENV, PG_SKIP, ConfigFactory
+from tests.conftest import ConfigFactory, fresh_schema, pg_base
 from tests.ne_world import AT, RECEIPT_HEADER, make_world
 from tests.pgproxy import TcpProxy
 
@@ -60,13 +60,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def pg_base() -> str:
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(PG_SKIP)
-    return base
-
-
 def spelled(base: str, schema: str, *, host: str | None = None, port: int | None = None) -> str:
     """``base`` reaching ``schema``, with the host and port written as asked."""
     url = make_url(base)
@@ -78,17 +71,8 @@ def spelled(base: str, schema: str, *, host: str | None = None, port: int | None
 @pytest.fixture
 def schema() -> Iterator[str]:
     """A fresh schema in the test database (one nebridge installation)."""
-    base = pg_base()
-    name = f"nbpg_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
+    with fresh_schema("nbpg_") as name:
         yield name
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
 
 
 def one_line_error(output: str) -> str:
