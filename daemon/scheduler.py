@@ -380,11 +380,10 @@ class Scheduler:
                 job = import_job(code)
                 work = self._pipeline_job(pipeline, (Stage.IMPORT_ORDERS,))
                 self._add(self._guarded(work, job), job, "imports", **every)
-        self._add(
+        self._add(  # at once: items a crash left in flight are settled first, not an interval on
             self._guarded(self._dispatch, DISPATCHER_JOB),
             DISPATCHER_JOB,
             "outbox",
-            at_once=False,
             seconds=schedule.dispatch_interval_seconds,
         )
         if self.runtime.connector is not None:

@@ -9,11 +9,13 @@ at its next look. A company with no notification sink runs no notification jobs.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from sqlalchemy import Engine, event
 
 from daemon.outbox import Dispatcher, insert_ignoring_duplicates, transition
@@ -143,16 +145,28 @@ def test_a_blocked_link_is_asked_only_when_something_waits(engine: Engine) -> No
     assert report.waiting == {"ship_order": 1}  # not due yet, still shown as waiting
 
 
-def test_the_scheduler_runs_the_dispatcher_when_a_retry_comes_due(
+def test_the_scheduler_runs_the_dispatcher_at_start_and_when_a_retry_comes_due(
     make_config: ConfigFactory,
 ) -> None:
     runtime = build_runtime(make_config(schedule={"dispatch_interval_seconds": 600}))
+    runtime.start_connector()
     scheduler = Scheduler(runtime)
+    looked = threading.Event()
+
+    def on_run(event: JobExecutionEvent) -> None:
+        if event.job_id == DISPATCHER_JOB:
+            looked.set()
+
+    scheduler.scheduler.add_listener(on_run, EVENT_JOB_EXECUTED)
     scheduler.start()
     try:
+        # the first look is at the start (what a crash left in flight is settled at once),
+        # not an interval (here 10 min) later
+        assert looked.wait(10)
         job = scheduler.scheduler.get_job(DISPATCHER_JOB)
         assert job is not None
         looks_at = job.next_run_time
+        assert looks_at > datetime.now().astimezone() + timedelta(minutes=9)
         soon = datetime.now().astimezone() + timedelta(seconds=30)
         scheduler.run_at(DISPATCHER_JOB, soon)
         scheduler.apply_run_requests()

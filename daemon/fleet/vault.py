@@ -449,12 +449,13 @@ class TokenVault:
                     if row.leased is None
                     else LeaseRow(row.holder, int(row.epoch), bool(row.live)),
                 )
-            except BaseException:
+                beat = _KeepAlive(connection, self.lock_idle_seconds / 5)
+            except BaseException:  # (a thread that cannot start too): nothing read stays
                 held.pop(company, None)
+                forget_lease_read(self.engine, company)
                 with suppress(SQLAlchemyError):
                     connection.rollback()
                 raise
-            beat = _KeepAlive(connection, self.lock_idle_seconds / 5)
             try:
                 yield
             finally:
