@@ -9,6 +9,7 @@ import socket
 from typer.testing import CliRunner
 
 from daemon.cli import app
+from daemon.cli.link import _check_redirect_port
 from tests.conftest import ConfigFactory
 
 
@@ -30,3 +31,21 @@ def test_a_second_connect_is_refused_before_the_sign_in_url(make_config: ConfigF
     assert f"port {port} on 127.0.0.1 is already in use" in result.output
     assert "another `nebridge connect` may be waiting" in result.output
     assert "--uid/--state" in result.output
+
+
+def test_a_port_a_finished_connect_left_in_time_wait_is_not_refused() -> None:
+    """Connects one after the other (review: the second, 2 s after the first, was refused
+    for up to a minute): the listener's side of a finished exchange sits in TIME_WAIT."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HTTPServer does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = int(listener.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port)) as browser:
+            served, _ = listener.accept()
+            served.close()  # the listener's side closes first: its port goes to TIME_WAIT
+            browser.recv(1)
+    _check_redirect_port(f"http://127.0.0.1:{port}/callback")  # no LinkError
+    with socket.socket() as bound:  # and the port is really free for the next listener
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind(("127.0.0.1", port))

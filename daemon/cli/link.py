@@ -100,6 +100,9 @@ def _check_redirect_port(redirect_uri: str) -> None:
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as the redirect listener binds: a port a finished connect left in TIME_WAIT is
+        # free for it (on Linux a port with a listener is still refused)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
