@@ -50,3 +50,35 @@ def test_the_comment_says_the_watch_applies_files_and_how_to_run_several_workers
     unit = fleet_unit(tmp_path, {"acme": {}})
     assert "applies it by itself" in unit and "then `systemctl reload nebridge`" not in unit
     assert "nebridge@.service" in unit and "Environment=NEBRIDGE_METRICS_PORT=947%i" in unit
+
+
+def test_a_fleet_daemon_yaml_without_wms_renders_when_every_company_has_its_own(
+    tmp_path: Path,
+) -> None:
+    """README step 3: a fleet whose companies all have their own `wms:` needs none in
+    daemon.yaml — `config check` accepted it, `systemd unit` refused it (new-admin review)."""
+    config = admin_config(tmp_path, "csv")
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        "\n".join(
+            line
+            for line in text.splitlines()
+            if not line.startswith(("wms:", "  connector:", "  csv:", "    inbox:", "    outbox:"))
+        )
+        + "\ndatabase_url: postgresql+psycopg://nebridge@db.internal/nebridge\n"
+        "companies_dir: companies\n",
+        encoding="utf-8",
+    )
+    assert "wms" not in config.read_text(encoding="utf-8")
+    (tmp_path / "companies").mkdir()
+    own = {"wms": {"connector": "csv", "csv": {"inbox": "/srv/a/in", "outbox": "/srv/a/out"}}}
+    (tmp_path / "companies" / "acme.yaml").write_text(dump_yaml(own), encoding="utf-8")
+    checked = CliRunner().invoke(app, ["--config", str(config), "config", "check"])
+    assert checked.exit_code == 0, checked.output
+    result = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
+    assert result.exit_code == 0, result.output
+    assert "/srv/a/in" in writable(result.stdout)
+    # a company that inherits daemon.yaml's (missing) wms: is refused, so the unit still is
+    (tmp_path / "companies" / "beta.yaml").write_text(dump_yaml({}), encoding="utf-8")
+    refused = CliRunner().invoke(app, ["--config", str(config), "systemd", "unit"])
+    assert refused.exit_code == 1 and "wms.csv.inbox" in refused.output, refused.output

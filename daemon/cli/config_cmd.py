@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from daemon.cli.common import fail, get, print_json
 from daemon.config import ConfigError, ConfigIssue, LoadedConfig, load_config, read_yaml
 from daemon.config_admin import check_config
+
+if TYPE_CHECKING:
+    from daemon.fleet.companies import Companies
 
 app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
@@ -104,6 +107,20 @@ def used_by_a_company(issue: ConfigIssue, inherited: set[str]) -> bool:
     return section not in REPLACED_SECTIONS or section in inherited
 
 
+def inherited_sections(fleet: Companies) -> set[str]:
+    """The sections of :data:`REPLACED_SECTIONS` some company file leaves out (takes from
+    daemon.yaml), refused files included."""
+    inherited: set[str] = set()
+    for path in [c.path for c in fleet.companies.values()] + [r.path for r in fleet.refused]:
+        try:
+            raw = read_yaml(path) if path is not None else {}
+        except (ConfigError, OSError):
+            continue
+        if isinstance(raw, Mapping):
+            inherited.update(key for key in REPLACED_SECTIONS if key not in raw)
+    return inherited
+
+
 def check_companies(base: LoadedConfig) -> tuple[list[dict[str, Any]], set[str]]:
     """Every company file of the fleet checked as daemon.yaml is (its keys, then its plugins
     and connector): one entry per file, each problem with its file and line; and the
@@ -121,14 +138,7 @@ def check_companies(base: LoadedConfig) -> tuple[list[dict[str, Any]], set[str]]
                 "issues": [{"file": str(exc.source), **issue_dict(i)} for i in exc.issues],
             }
         ], set(REPLACED_SECTIONS)
-    inherited: set[str] = set()
-    for path in [c.path for c in fleet.companies.values()] + [r.path for r in fleet.refused]:
-        try:
-            raw = read_yaml(path) if path is not None else {}
-        except (ConfigError, OSError):
-            continue
-        if isinstance(raw, Mapping):
-            inherited.update(key for key in REPLACED_SECTIONS if key not in raw)
+    inherited = inherited_sections(fleet)
     found: list[dict[str, Any]] = []
     for refusal in fleet.refused:
         found.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from daemon.systemd_unit import (
     writable_paths,
 )
 from hooks.files import write_file
+
+if TYPE_CHECKING:
+    from daemon.fleet.companies import Companies
 
 app = typer.Typer(help="systemd integration.", no_args_is_help=True)
 
@@ -51,23 +54,29 @@ def unit(
     In fleet mode the unit also loads the vault key, lets the service write every company's
     WMS folders, and says how to run the same unit on several hosts.
     """
+    from daemon.cli.config_cmd import inherited_sections
+    from daemon.fleet.companies import Companies
+
     app_ctx = get(ctx)
     loaded = app_ctx.load()
     host, issues, _connector, _error = load_plugins(loaded)
+    fleet = Companies(loaded) if loaded.config.companies_dir is not None else None
+    # a fleet's daemon.yaml needs no `wms:` (nor its secrets) when every company has its own
+    wms_used = fleet is None or "wms" in inherited_sections(fleet)
+    issues = [i for i in issues if wms_used or not i.path.startswith("wms")]
     if issues:
         fail(str(ConfigError(app_ctx.config_path, issues)))
-    spec = host.connector_specs()[loaded.config.wms.connector][1]
-    credentials = (CLIENT_SECRET_CREDENTIAL, *spec.credentials)
+    spec = host.connector_specs().get(loaded.config.wms.connector) if wms_used else None
+    credentials = (CLIENT_SECRET_CREDENTIAL, *(spec[1].credentials if spec else ()))
     state = loaded.config.state_dir.absolute()
     managed = state if managed_folder(state, STATE_BASE) is not None else None
-    fleet = loaded.config.companies_dir is not None
     # in fleet mode daemon.yaml's WMS folders are writable only if a company uses them
-    wms_options = {} if fleet else loaded.config.wms.connector_section()
+    wms_options = {} if fleet is not None else loaded.config.wms.connector_section()
     writable = writable_paths(loaded.config, app_ctx.config_path, wms_options, managed)
     private = private_paths(loaded.config)
-    if fleet:
+    if fleet is not None:
         credentials, writable, private = _fleet_paths(
-            loaded, credentials, writable, private, managed
+            loaded, fleet, credentials, writable, private, managed
         )
     settings = UnitSettings(
         executable=installed_executable(),
@@ -98,6 +107,7 @@ def unit(
 
 def _fleet_paths(
     loaded: LoadedConfig,
+    companies: Companies,
     credentials: tuple[str, ...],
     writable: tuple[Path, ...],
     private: tuple[Path, ...],
@@ -107,10 +117,8 @@ def _fleet_paths(
     a key rotation is under way) and each company's connector secrets as credentials, and
     each company's WMS folders and state as writable paths, its state as private ones
     (refused files are left out: the note says so)."""
-    from daemon.fleet.companies import Companies
     from daemon.fleet.vault import KEY_CREDENTIAL, PREVIOUS_KEY_CREDENTIAL
 
-    companies = Companies(loaded)
     for refusal in companies.refused:
         info(f"note: {refusal.path} is refused and left out of the unit: {refusal}")
     names = [*credentials, KEY_CREDENTIAL]
