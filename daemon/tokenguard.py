@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sqlmodel import col, select
+
 from daemon import attention
 from daemon.attention import AttentionKind
 from daemon.config import DaemonConfig
@@ -34,8 +36,8 @@ from daemon.nelink import (
 )
 from daemon.nextengine.errors import NextEngineError
 from daemon.nextengine.tokens import TokenStore
-from daemon.store.engine import Bind
-from daemon.store.models import utcnow
+from daemon.store.engine import Bind, write_session
+from daemon.store.models import NeLink, utcnow
 from hooks.records import Problem
 
 if TYPE_CHECKING:  # a type only: ``status`` reads the horizon without the client
@@ -139,13 +141,32 @@ class TokenGuard:
         """
         info = link_info(self.config, self.db, store=self.store())
         if info.state == CONNECTED:
-            attention.resolve(self.db, [LINK_LOST_KEY], self.clock())
-            return info
+            return info if self._resolve_link_lost() else None
         if info.state != "not_connected":
             attention.report(
                 self.db, link_lost_problem(info.reason), source="token_guard", now=self.clock()
             )
         return None
+
+    def _resolve_link_lost(self) -> bool:
+        """Close ``ne_link_lost`` if the link is still connected now; return whether it is.
+
+        The link read above may be stale: an importer or executor whose tokens Next Engine
+        refused marks the link lost (and opens the item) in a transaction of its own at any
+        moment. So the row is read again in the transaction that resolves, and nothing is
+        resolved unless it still says connected. On PostgreSQL the row is read ``FOR SHARE``:
+        a marking not yet committed is waited for (and then seen), one not yet begun waits
+        until this commits; on SQLite the write transaction (``BEGIN IMMEDIATE``) already
+        excludes it. Either way the item opens after the resolve or is not resolved.
+        """
+        with write_session(self.db) as session:
+            link = session.exec(
+                select(NeLink).where(col(NeLink.id) == 1).with_for_update(read=True)
+            ).first()
+            if link is None or link.state != CONNECTED:
+                return False  # lost meanwhile: whoever marked it opened the item
+            attention.resolve_in(session, [LINK_LOST_KEY], self.clock())
+        return True
 
     @staticmethod
     def _due(access_end: datetime | None, refresh_end: datetime | None, now: datetime) -> bool:
