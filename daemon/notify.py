@@ -457,6 +457,14 @@ class OutageAlarm:
         self.told: set[str] = set()
         self.since: datetime | None = None
 
+    def take_over(self, previous: OutageAlarm) -> None:
+        """Continue ``previous``'s outage: what it told (to sinks this one still has) and
+        since when, so "reachable again" follows an "unreachable" once, whichever alarm —
+        a scheduler's or the supervisor's while it waits for the instance lock — sends it."""
+        sinks = set(self.host.notify_sinks())
+        self.told = {sink for sink in previous.told if sink in sinks}
+        self.since = previous.since if self.told else None
+
     def check(self, down_seconds: float | None, reason: str = "") -> list[str]:
         """Tell what is due for an outage of ``down_seconds`` (None: the database answers);
         return the errors of sinks that did not take it (they are tried at the next check)."""

@@ -576,6 +576,12 @@ class Scheduler:
             self._notifier_recovered = True
         notifier.run_once(self._should_stop)
 
+    @property
+    def outage(self) -> OutageAlarm:
+        """The database alarm and what it told: the supervisor carries it over a restart of
+        the scheduler (a reload, or the wait for a lost instance lock, which checks it too)."""
+        return self._outage
+
     def _database_alarm(self) -> None:
         """Tell the sinks directly when the database has been down for long (and back)."""
         health = database_health(self.runtime.engine)

@@ -10,7 +10,9 @@ waits as a standby — READY for systemd, touching no shared state — and takes
 lock is free. A lock lost while working (its connection dropped: a database restart or
 outage) stops all work at once: Next Engine calls are fenced at once, the scheduler drains,
 and the daemon waits (with backoff while the database is away) to take the lock again, then
-starts afresh; nothing is lost, since all progress lives in the database.
+starts afresh; nothing is lost, since all progress lives in the database. While it waits, it
+keeps the scheduler's database alarm going (when notify sinks are set): an outage longer than
+``notify.database_down_minutes`` is told to the sinks, and "reachable again" once it answers.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ from daemon.config import ConfigError
 from daemon.httpserve import PortInUse
 from daemon.instancelock import AlreadyRunning, InstanceLock
 from daemon.metrics import Metrics
+from daemon.notify import OutageAlarm
 from daemon.runtime import Runtime, build_runtime
 from daemon.scheduler import Scheduler
 from daemon.statedir import StateFolderMismatch
-from daemon.store.engine import DatabaseUnavailable, human_duration, make_engine
+from daemon.store.engine import (
+    DatabaseHealth,
+    DatabaseUnavailable,
+    database_health,
+    human_duration,
+    make_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,9 @@ class Supervisor:
         self.metrics = Metrics()
         self.lock: InstanceLock | None = None
         self._waited = False  # the last _take_lock waited (standby or database away)
+        #: The database alarm of the last scheduler (what it told the sinks), carried to the
+        #: next one, and checked by the supervisor itself while it waits for a lost lock.
+        self._alarm: OutageAlarm | None = None
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -106,6 +118,9 @@ class Supervisor:
             self.metrics.serve(settings.host, port)
         runtime.start_connector()
         scheduler = Scheduler(runtime, wake=self._wake.set)
+        if self._alarm is not None:
+            scheduler.outage.take_over(self._alarm)
+            self._alarm = None
         scheduler.start()
         self.runtime, self.scheduler = runtime, scheduler
 
@@ -155,14 +170,22 @@ class Supervisor:
             self.runtime.stop_event.set()
         self._wake.set()
 
-    def _take_lock(self) -> bool:
+    def _take_lock(
+        self, alarm: OutageAlarm | None = None, health: DatabaseHealth | None = None
+    ) -> bool:
         """Take the instance lock, waiting as a standby or for the database; False if stopped.
+
+        With ``alarm`` (after a loss, when notify sinks are set) the database alarm goes on
+        meanwhile, every ``notify.interval_seconds``: the outage as ``health`` (the stopped
+        runtime's) counts it — from its first failed connection, or else from the first
+        failed try here — and "reachable again" as soon as the database answers.
 
         Raises :class:`AlreadyRunning` where waiting makes no sense (SQLite: same host).
         """
         lock = self.lock
         assert lock is not None
         interval = systemd.watchdog_interval(self.env)
+        next_alarm = 0.0
         standby_since: float | None = None
         down_since: float | None = None
         retry, reported = OUTAGE_FIRST_RETRY, 0.0
@@ -175,6 +198,8 @@ class Supervisor:
                     got = lock.try_acquire()
                 except DatabaseUnavailable as exc:
                     self._waited = True
+                    if health is not None:
+                        health.failed(str(exc))  # (keeps an earlier start of the outage)
                     if down_since is None:
                         down_since, reported = now, now
                         log.error(
@@ -199,6 +224,8 @@ class Supervisor:
                             human_duration(time.monotonic() - down_since),
                         )
                         down_since, retry = None, OUTAGE_FIRST_RETRY
+                    if alarm is not None:
+                        self._check_alarm(alarm, None, "")
                     if got:
                         if standby_since is not None:
                             log.warning(
@@ -224,18 +251,44 @@ class Supervisor:
                             "holds the instance lock"
                         )
                     next_try = now + STANDBY_POLL_SECONDS
+            if alarm is not None and down_since is not None and time.monotonic() >= next_alarm:
+                next_alarm = time.monotonic() + alarm.settings.interval_seconds
+                if health is not None and health.down_since is not None:
+                    down = health.monotonic() - health.down_since
+                    self._check_alarm(alarm, down, health.reason)
+                else:
+                    self._check_alarm(alarm, time.monotonic() - down_since, "")
             self._wake.wait(min(interval or 1.0, 1.0, max(0.05, next_try - time.monotonic())))
             self._wake.clear()
             if interval is not None:
                 self._notify("WATCHDOG=1")
         return False
 
+    @staticmethod
+    def _check_alarm(alarm: OutageAlarm, down: float | None, reason: str) -> None:
+        try:
+            for error in alarm.check(down, reason):
+                log.warning("could not tell %s that the database is unreachable", error)
+        except Exception:
+            log.exception("the database alarm failed; it runs again at its next interval")
+
     def _regain_lock(self) -> bool:
-        """After a loss: drain everything, take the lock again, start afresh; False to exit."""
+        """After a loss: drain everything, take the lock again, start afresh; False to exit.
+
+        A runtime with notify sinks stays open (its work stopped) while the lock is awaited:
+        its database alarm goes on telling the sinks about the outage meanwhile.
+        """
         self._notify("STATUS=instance lock lost: work stopped, taking it again")
-        self._shutdown()
-        if not self._take_lock():
-            return False
+        stopped = self.runtime
+        self._shutdown(close=False)
+        alarm = self._alarm if stopped is not None and stopped.host.notify_sinks() else None
+        try:
+            health = None if stopped is None else database_health(stopped.engine)
+            if not self._take_lock(alarm, health):
+                return False
+        finally:
+            if stopped is not None:
+                stopped.close()
         try:
             runtime = self.runtime_factory(self.config_path)
         except Exception as exc:
@@ -294,12 +347,15 @@ class Supervisor:
         self._notify(f"READY=1\nSTATUS=running: {self._status()}")
         return True
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, close: bool = True) -> None:
+        """Stop the scheduler (keeping its database alarm for the next) and close the
+        runtime (unless ``close`` is False: then the caller closes it)."""
         if self.runtime is not None:
             self.runtime.stop_event.set()
         if self.scheduler is not None:
             self.scheduler.shutdown()
-        if self.runtime is not None:
+            self._alarm = self.scheduler.outage
+        if self.runtime is not None and close:
             self.runtime.close()
         self.scheduler = None
         self.runtime = None
