@@ -14,11 +14,14 @@ through the real gate. Real sandbox over HTTP, real database (SQLite and Postgre
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event, text
 
 from daemon import attention, tokenguard
 from daemon.config import load_config
@@ -31,6 +34,7 @@ from daemon.nelink import (
     connect,
     link_lost_problem,
     make_client,
+    mark_needs_reconnect,
 )
 from daemon.nelink import link_info as real_link_info
 from daemon.nextengine.errors import NeReauthRequired
@@ -101,3 +105,78 @@ def test_the_guard_resolves_a_lost_link_item_once_linked_again(world: World) -> 
     finally:
         rt.close()
         db.dispose()
+
+
+def test_a_link_marked_lost_while_the_guard_resolves_waits_for_it_then_stays_open(
+    world: World,
+) -> None:
+    """The resolving transaction holds the link row: the importer's marking, begun right
+    after the guard's re-read of the link, waits until the guard committed (PostgreSQL: the
+    row read ``FOR SHARE``; SQLite: ``BEGIN IMMEDIATE``), and its item then stays open.
+
+    Forced with a hook on the guard's engine: right after the guard's second read of
+    ``ne_link`` (the one in its resolving transaction) the importer's real
+    :func:`mark_needs_reconnect` starts in a thread, and the guard goes on only once that
+    thread is blocked on the database (PostgreSQL: its backend waits for a lock; SQLite:
+    still running after a second) or has committed (what a non-locking re-read allowed: the
+    guard then resolved the item just opened).
+    """
+    config = load_config(world.config).config
+    importer_db = make_engine(config.resolved_database_url)
+    watcher = make_engine(config.resolved_database_url)
+    rt = build_runtime(world.config)
+    postgres = importer_db.dialect.name == "postgresql"
+    with importer_db.connect() as conn:  # the one pooled connection the importer will use
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() if postgres else None
+    marking = threading.Thread(
+        target=mark_needs_reconnect, args=(importer_db, "refresh token refused")
+    )
+    link_reads: list[str] = []
+    outcome: list[str] = []
+
+    def importer_blocked() -> bool:
+        if not postgres:
+            return marking.is_alive()
+        with watcher.connect() as conn:
+            waiting = conn.execute(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": pid},
+            ).scalar()
+        return bool(waiting == "Lock")
+
+    def after_execute(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "ne_link" not in statement or not statement.lstrip().upper().startswith("SELECT"):
+            return
+        link_reads.append(statement)
+        if len(link_reads) != 2:  # the first is link_info's read, outside the transaction
+            return
+        marking.start()
+        deadline = time.monotonic() + 10
+        time.sleep(1.0 if not postgres else 0.0)
+        while time.monotonic() < deadline:
+            if not marking.is_alive():
+                outcome.append("committed before the guard resolved")
+                return
+            if importer_blocked():
+                outcome.append("waited for the guard")
+                return
+            time.sleep(0.05)
+        outcome.append("neither")
+
+    event.listen(rt.engine, "after_cursor_execute", after_execute)
+    try:
+        report = rt.token_guard().check()
+        marking.join(timeout=30)
+        assert not marking.is_alive()
+        with read_session(importer_db) as session:
+            link = session.get(NeLink, 1)
+            item = session.get(AttentionProblem, LINK_LOST_KEY)
+        assert link is not None and link.state == NEEDS_RECONNECT
+        assert item is not None and item.state == "open" and item.resolved_at is None
+        assert outcome == ["waited for the guard"]
+        assert report.refresh_end is not None  # linked when the guard resolved: it went on
+    finally:
+        event.remove(rt.engine, "after_cursor_execute", after_execute)
+        rt.close()
+        importer_db.dispose()
+        watcher.dispose()
