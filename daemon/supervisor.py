@@ -282,12 +282,15 @@ class Supervisor:
         stopped = self.runtime
         self._shutdown(close=False)
         alarm = self._alarm if stopped is not None and stopped.host.notify_sinks() else None
+        if alarm is None and stopped is not None:
+            stopped.close()
+            stopped = None
         try:
             health = None if stopped is None else database_health(stopped.engine)
             if not self._take_lock(alarm, health):
                 return False
         finally:
-            if stopped is not None:
+            if stopped is not None:  # (the alarm has told "reachable again" by now)
                 stopped.close()
         try:
             runtime = self.runtime_factory(self.config_path)
