@@ -91,6 +91,10 @@ def test_sys_exit_in_a_hook_is_that_plugins_failure(
     assert done.returncode == 1 and "fake_ctrlc" in done.stdout + done.stderr, done
 
 
+#: ``python -m daemon`` with faulthandler on: SIGABRT dumps every thread's stack.
+DAEMON = (sys.executable, "-X", "faulthandler", "-m", "daemon")
+
+
 def test_real_ctrl_c_during_a_hanging_import_still_ends_the_command(
     make_config: ConfigFactory, fake_site: Path, tmp_path: Path
 ) -> None:
@@ -101,7 +105,7 @@ def test_real_ctrl_c_during_a_hanging_import_still_ends_the_command(
     )
     env = {**os.environ, "NBFAKE_HANG_MARK": str(mark)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--config", str(config), "config", "check"],
+        [*DAEMON, "--config", str(config), "config", "check"],
         cwd=ROOT,
         env=env,
         text=True,
@@ -112,7 +116,12 @@ def test_real_ctrl_c_during_a_hanging_import_still_ends_the_command(
         while not mark.exists() and proc.poll() is None:
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # seen once under load: show where it hangs
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"Ctrl-C did not end the command within 60 s:\n{err}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -137,6 +138,8 @@ def test_sandbox_serve_logikura_answers_on_a_free_port(make_config: ConfigFactor
         proc = subprocess.Popen(
             [
                 sys.executable,
+                "-X",
+                "faulthandler",  # SIGABRT dumps every thread's stack (see below)
                 "-m",
                 "daemon",
                 "--config",
@@ -164,9 +167,13 @@ def test_sandbox_serve_logikura_answers_on_a_free_port(make_config: ConfigFactor
         proc.terminate()
         try:
             proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        except subprocess.TimeoutExpired:  # seen once in CI: show where it hangs
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(30)
+            raise AssertionError(
+                "the sandbox did not stop within 30 s of SIGTERM; its threads:\n"
+                + log.read_text("utf-8")
+            ) from None
 
 
 def test_sandbox_list_names_the_plugins_sandboxes(make_config: ConfigFactory) -> None:
